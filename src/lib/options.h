@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Options: one X-macro list generates the option table, the --help-env text
+ * and the test fixture. Every row is a SEALSTORE_<NAME> environment variable
+ * and an ss_option_set() name. The row order must match enum ss_option in
+ * sealstore.h (options.c checks this at compile time).
+ *
+ * Precedence: ss_option_set() > environment > default. The environment is
+ * read once, lazily, on first access (pthread_once). A bad environment value
+ * logs one warning and keeps the default.
+ *
+ * Row: X(ID, TYPE, DEFAULT, HELP)
+ *   ID       suffix of SS_OPT_ and of SEALSTORE_
+ *   TYPE     how the text is parsed (enum ss__opt_type)
+ *   DEFAULT  default as text, parsed like any value (packagers may override
+ *            SS_DEFAULT_<ID> at build time)
+ *   HELP     one line for --help-env and the README table
+ */
+#ifndef SEALSTORE_SRC_LIB_OPTIONS_H
+#define SEALSTORE_SRC_LIB_OPTIONS_H
+
+#include "internal.h"
+
+#include <stdio.h>
+
+enum ss__opt_type {
+    SS_OT_STRING,    /* any text up to PATH_MAX */
+    SS_OT_SIZE,      /* bytes: integer with optional K/M/G/T (KiB.. also) suffix */
+    SS_OT_HUGEPAGES, /* auto|1G|2M|thp|off */
+    SS_OT_NUMA,      /* local|interleave|node:N|off */
+    SS_OT_LOGLEVEL,  /* error|warn|info|debug */
+    SS_OT_SIZELIST,  /* comma-separated sizes, ascending, at most SS_MAX_CLASSES */
+};
+
+#ifndef SS_DEFAULT_POOL_SIZE
+#define SS_DEFAULT_POOL_SIZE "256M"
+#endif
+#ifndef SS_DEFAULT_POOL_CLASSES
+#define SS_DEFAULT_POOL_CLASSES "1M,4M,16M,64M,256M"
+#endif
+#ifndef SS_DEFAULT_SMALL_SEGMENT
+#define SS_DEFAULT_SMALL_SEGMENT "4M"
+#endif
+#ifndef SS_DEFAULT_SMALL_MAX
+#define SS_DEFAULT_SMALL_MAX "64K"
+#endif
+
+#define SS_OPTIONS(X)                                                          \
+    X(SOCKET, SS_OT_STRING, "",                                                \
+      "socket path; empty: $XDG_RUNTIME_DIR/sealstore.sock, else "            \
+      "sealstore.sock in a per-user 0700 directory under /tmp")                \
+    X(CAPACITY, SS_OT_SIZE, "0",                                               \
+      "resident object memory in bytes (K/M/G/T suffixes); 0: half of RAM")   \
+    X(HUGEPAGES, SS_OT_HUGEPAGES, "auto",                                      \
+      "auto (best available, falling back), 1G, 2M, thp or off; an explicit " \
+      "size is required and fails when it cannot be had")                     \
+    X(NUMA, SS_OT_NUMA, "local",                                               \
+      "local (node of the creating client), interleave, node:N or off")       \
+    X(SPILL_DIR, SS_OT_STRING, "", "directory for spilled objects")            \
+    X(LOG, SS_OT_LOGLEVEL, "warn", "error, warn, info or debug")               \
+    X(POOL_SIZE, SS_OT_SIZE, SS_DEFAULT_POOL_SIZE,                             \
+      "bytes of ready, pre-faulted object segments the populator keeps; 0 "   \
+      "disables it")                                                           \
+    X(POOL_CLASSES, SS_OT_SIZELIST, SS_DEFAULT_POOL_CLASSES,                   \
+      "segment size classes the populator prepares, ascending")               \
+    X(SMALL_SEGMENT, SS_OT_SIZE, SS_DEFAULT_SMALL_SEGMENT,                     \
+      "size of each small-object segment the small allocator carves")         \
+    X(SMALL_MAX, SS_OT_SIZE, SS_DEFAULT_SMALL_MAX,                             \
+      "largest object stored in small-object segments")
+
+#define SS_MAX_CLASSES 32
+
+enum ss__hugepages { SS_HP_AUTO, SS_HP_1G, SS_HP_2M, SS_HP_THP, SS_HP_OFF };
+
+enum ss__numa_mode { SS_NUMA_LOCAL, SS_NUMA_INTERLEAVE, SS_NUMA_NODE, SS_NUMA_OFF };
+typedef struct ss__numa_policy {
+    int mode; /* enum ss__numa_mode */
+    int node; /* for SS_NUMA_NODE */
+} ss__numa_policy;
+
+typedef struct ss__sizelist {
+    unsigned n;
+    uint64_t v[SS_MAX_CLASSES];
+} ss__sizelist;
+
+/* Typed readers. They read the environment on first use. Thread-safe. */
+uint64_t ss__opt_size(ss_option opt);              /* SS_OT_SIZE */
+int ss__opt_hugepages(void);                       /* enum ss__hugepages */
+ss__numa_policy ss__opt_numa(void);
+int ss__opt_loglevel(void);                        /* enum ss_log_level */
+ss__sizelist ss__opt_sizelist(ss_option opt);      /* SS_OT_SIZELIST */
+/* Copy a string option into buf (NUL-terminated); returns its full length. */
+size_t ss__opt_string(ss_option opt, char *buf, size_t len);
+
+/* Parsers, exposed for tests and for the daemon's flags. 0 or -EINVAL/-ERANGE. */
+int ss__parse_size(const char *s, uint64_t *out);
+int ss__parse_hugepages(const char *s, int *out);
+int ss__parse_numa(const char *s, ss__numa_policy *out);
+int ss__parse_loglevel(const char *s, int *out);
+int ss__parse_sizelist(const char *s, ss__sizelist *out);
+
+/* Print the --help-env text: one block per option, generated from the table. */
+void ss__options_help(FILE *f);
+
+/* Tests only: forget ss_option_set() values and read the environment again. */
+void ss__options_reset(void);
+
+#endif /* SEALSTORE_SRC_LIB_OPTIONS_H */

@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Segments: sealed memfds, the only memory objects ever live in.
+ *
+ * Two kinds (DESIGN section 2):
+ *
+ *  OBJECT segment, one per large object. Created with sealing allowed
+ *  (MFD_NOEXEC_SEAL where the kernel has it), sized to its backing's page,
+ *  populated, then ss__seg_fix_size() adds F_SEAL_SHRINK|F_SEAL_GROW and
+ *  fchmod(0400): from then on nobody can resize it (no SIGBUS for readers).
+ *  The creator writes through a writable fd; ss__seg_seal_write() adds
+ *  F_SEAL_WRITE|F_SEAL_SEAL, reads the seals back and accepts exactly
+ *  SEAL|SHRINK|GROW|WRITE (EXEC allowed), then fallocate()s any holes so a
+ *  reader's fault cannot allocate behind the store's accounting.
+ *
+ *  SMALL segment, carved by the small allocator. The store maps it
+ *  read-write once (MADV_DONTFORK), then ss__seg_seal_small() adds
+ *  SHRINK|GROW|FUTURE_WRITE|SEAL: no new writable mapping or write() can be
+ *  made by anyone; only the store's earlier mapping writes.
+ *
+ * Readers get an O_RDONLY fd from ss__seg_reopen_ro().
+ *
+ * Backing chain, chosen per segment (DESIGN section 3), best first:
+ * hugetlb 1G -> hugetlb 2M -> shmem THP -> 4K shmem. A hugetlb backing is
+ * used only when its pool really has pages: memfd_create and ftruncate
+ * succeed on an empty pool, so the test is the populate step (mmap ENOMEM,
+ * fallocate ENOSPC). A page size is considered only when rounding the
+ * request up to it wastes at most 1/8 of the rounded size. With policy
+ * SS_HP_AUTO a failure falls back (logged once, counted in stats); an
+ * explicit policy (1G, 2M, thp) that cannot be had fails with
+ * -SS_E_NOBACKING (never SIGBUS). SS_HP_OFF means 4K shmem only.
+ */
+#ifndef SEALSTORE_SRC_LIB_SEGMENT_H
+#define SEALSTORE_SRC_LIB_SEGMENT_H
+
+#include "internal.h"
+#include "sys.h"
+
+struct ss__numa;
+
+enum ss__backing {
+    SS_BACKING_4K,
+    SS_BACKING_THP,
+    SS_BACKING_2M,
+    SS_BACKING_1G,
+    SS_BACKING__COUNT
+};
+
+enum ss__seg_kind { SS_SEG_OBJECT, SS_SEG_SMALL };
+
+/* Seal sets, as F_GET_SEALS reports them. */
+#define SS_SEALS_SIZE (F_SEAL_SHRINK | F_SEAL_GROW)
+#define SS_SEALS_OBJECT (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
+#define SS_SEALS_SMALL (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE)
+
+/*
+ * A segment as the store holds it.
+ * Invariants: size % page_size == 0; size is what the kernel holds once
+ * populated (capacity counts it); map != NULL only for SMALL segments.
+ */
+typedef struct ss__seg {
+    int fd;             /* O_RDWR memfd, -1 when closed */
+    uint32_t page_size; /* 4096, 2 MiB or 1 GiB */
+    uint8_t backing;    /* enum ss__backing */
+    uint8_t kind;       /* enum ss__seg_kind */
+    int16_t node;       /* NUMA node bound at populate, or an SS_NODE_* value */
+    uint64_t size;      /* file size in bytes */
+    void *map;          /* store's read-write mapping (SMALL only) */
+} ss__seg;
+
+typedef struct ss__seg_params {
+    uint64_t size;           /* bytes wanted; rounded up to the backing's page */
+    int hugepages;           /* enum ss__hugepages (options.h) */
+    int kind;                /* enum ss__seg_kind */
+    struct ss__numa *numa;   /* NULL: no binding */
+    int node;                /* from ss__numa_place() */
+} ss__seg_params;
+
+/*
+ * Create, size and populate a segment: memfd -> ftruncate -> map RW ->
+ * bind (numa) -> MADV_HUGEPAGE (THP) -> MADV_POPULATE_WRITE -> unmap
+ * (OBJECT) or keep the mapping with MADV_DONTFORK (SMALL). Falls back along
+ * the backing chain per p->hugepages. Seals are not added yet.
+ * Returns 0, -SS_E_NOBACKING (explicit backing unavailable), -ENOMEM,
+ * -EMFILE/-ENFILE, -EINVAL (size 0 or absurd), other -errno.
+ */
+int ss__seg_create(ss__seg *seg, const ss__seg_params *p);
+
+/* OBJECT: shrink to SS_ALIGN_UP(size, page_size) (never grows), add
+ * SHRINK|GROW, fchmod(0400). 0, -EINVAL if size is larger than seg->size. */
+int ss__seg_fix_size(ss__seg *seg, uint64_t size);
+
+/* SMALL: add SHRINK|GROW|FUTURE_WRITE|SEAL and verify. Needs seg->map. */
+int ss__seg_seal_small(ss__seg *seg);
+
+/*
+ * Write-seal an object segment through any fd of it: add WRITE|SEAL, read
+ * back, require exactly SS_SEALS_OBJECT (plus F_SEAL_EXEC), then fallocate
+ * the whole file. Returns 0; -EBUSY if a writable shared mapping or pinned
+ * pages exist anywhere (nothing changed: retry later); -EPERM if the seals
+ * were tampered with (the object must be aborted); other -errno.
+ * May block ~160 ms when pages are pinned: call it off the event loop.
+ */
+int ss__seg_seal_write(int fd, uint64_t size);
+
+/* O_RDONLY|O_CLOEXEC reopen through /proc/self/fd/N, for readers. */
+int ss__seg_reopen_ro(int fd);
+
+/* F_GET_SEALS, or -errno. */
+int ss__seg_get_seals(int fd);
+bool ss__seals_object_ok(int seals);
+bool ss__seals_small_ok(int seals);
+
+/* Unmap (if mapped) and close; the kernel frees the memory once no
+ * reader maps it. Safe on a zeroed or already destroyed segment. */
+void ss__seg_destroy(ss__seg *seg);
+
+const char *ss__backing_name(int backing); /* "4K", "THP", "2M", "1G" */
+uint32_t ss__backing_page_size(int backing);
+
+/*
+ * Could `backing` serve a segment right now? For hugetlb: pages free in the
+ * pool (free - reserved, plus overcommit headroom) >= pages; THP: the
+ * shmem_enabled mode allows it. A hint: the populate step decides.
+ */
+bool ss__backing_available(int backing, uint64_t pages);
+
+#endif /* SEALSTORE_SRC_LIB_SEGMENT_H */

@@ -1,0 +1,245 @@
+/* SPDX-License-Identifier: MIT */
+#include "t_helpers.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <ftw.h>
+
+#include "sealstore.h"
+
+int t_skipped;
+
+bool t_required(const char *feature)
+{
+    const char *req = getenv("SEALSTORE_TEST_REQUIRE");
+    size_t n = strlen(feature);
+
+    while (req && *req) {
+        const char *end = strchr(req, ',');
+        size_t len = end ? (size_t)(end - req) : strlen(req);
+        if (len == n && strncmp(req, feature, n) == 0)
+            return true;
+        req = end ? end + 1 : NULL;
+    }
+    return false;
+}
+
+int t_skip_program(const char *feature, const char *fmt, ...)
+{
+    va_list ap;
+    bool req = feature && t_required(feature);
+
+    fprintf(stderr, req ? "FAIL (required feature '%s' missing): " : "SKIP%s%s: ",
+            req ? feature : "", "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return req ? T_EXIT_ERROR : T_EXIT_SKIP;
+}
+
+int t_finish(int failures, size_t ncases)
+{
+    if (failures)
+        return 1;
+    if (ncases > 0 && (size_t)t_skipped == ncases) {
+        fprintf(stderr, "every case skipped\n");
+        return T_EXIT_SKIP;
+    }
+    return 0;
+}
+
+const char *t_strerror(int err)
+{
+    return ss_strerror(err);
+}
+
+/* ------------------------------------------------------------ hugepages */
+
+struct saved_pool {
+    uint64_t page_size;
+    long nr;
+    bool saved;
+};
+static struct saved_pool saved[2];
+
+static void pool_path(uint64_t page_size, const char *file, char *buf, size_t len)
+{
+    snprintf(buf, len, "/sys/kernel/mm/hugepages/hugepages-%llukB/%s",
+             (unsigned long long)(page_size / 1024), file);
+}
+
+static long read_long(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    long v;
+
+    if (!f)
+        return -errno;
+    if (fscanf(f, "%ld", &v) != 1)
+        v = -EIO;
+    fclose(f);
+    return v;
+}
+
+static int write_long(const char *path, long v)
+{
+    FILE *f = fopen(path, "w");
+    int rc = 0;
+
+    if (!f)
+        return -errno;
+    if (fprintf(f, "%ld\n", v) < 0)
+        rc = -EIO;
+    if (fclose(f) != 0 && rc == 0)
+        rc = -errno;
+    return rc;
+}
+
+long t_hugetlb_free(uint64_t page_size)
+{
+    char p[160];
+
+    pool_path(page_size, "free_hugepages", p, sizeof(p));
+    return read_long(p);
+}
+
+void t_hugetlb_restore(void)
+{
+    for (size_t i = 0; i < 2; i++) {
+        char p[160];
+
+        if (!saved[i].saved)
+            continue;
+        pool_path(saved[i].page_size, "nr_hugepages", p, sizeof(p));
+        if (write_long(p, saved[i].nr) < 0)
+            fprintf(stderr, "warning: could not restore %s to %ld\n", p, saved[i].nr);
+        saved[i].saved = false;
+    }
+}
+
+long t_hugetlb_reserve(uint64_t page_size, long pages)
+{
+    struct saved_pool *s = &saved[page_size >= (1ull << 30) ? 1 : 0];
+    char p[160];
+    long nr, fr;
+    int rc;
+    static bool registered;
+
+    fr = t_hugetlb_free(page_size);
+    if (fr < 0)
+        return fr;
+    if (fr >= pages)
+        return fr;
+    if (geteuid() != 0)
+        return -EPERM;
+    pool_path(page_size, "nr_hugepages", p, sizeof(p));
+    nr = read_long(p);
+    if (nr < 0)
+        return nr;
+    if (!s->saved) {
+        s->page_size = page_size;
+        s->nr = nr;
+        s->saved = true;
+        if (!registered) {
+            atexit(t_hugetlb_restore);
+            registered = true;
+        }
+    }
+    rc = write_long(p, nr + (pages - fr));
+    if (rc < 0)
+        return rc;
+    return t_hugetlb_free(page_size);
+}
+
+const char *t_thp_shmem_mode(void)
+{
+    static char mode[32];
+    char buf[256];
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "r");
+    char *a, *b;
+
+    if (!f)
+        return "never";
+    if (!fgets(buf, sizeof(buf), f)) {
+        fclose(f);
+        return "never";
+    }
+    fclose(f);
+    a = strchr(buf, '[');
+    b = a ? strchr(a, ']') : NULL;
+    if (!a || !b || (size_t)(b - a - 1) >= sizeof(mode))
+        return "never";
+    memcpy(mode, a + 1, (size_t)(b - a - 1));
+    mode[b - a - 1] = '\0';
+    return mode;
+}
+
+/* ---------------------------------------------------------------- smaps */
+
+long t_smaps_field(const void *addr, const char *field)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    bool in = false;
+    size_t flen = strlen(field);
+    long val = -ENOENT;
+
+    if (!f)
+        return -errno;
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long lo, hi;
+        char c;
+
+        /* a mapping header: "lo-hi perms ..." */
+        if (sscanf(line, "%lx-%lx %c", &lo, &hi, &c) == 3) {
+            in = (uintptr_t)addr >= lo && (uintptr_t)addr < hi;
+            continue;
+        }
+        if (in && strncmp(line, field, flen) == 0 && line[flen] == ':') {
+            long kb;
+            if (sscanf(line + flen + 1, "%ld", &kb) == 1)
+                val = kb * 1024;
+            break;
+        }
+    }
+    fclose(f);
+    return val;
+}
+
+long t_kernel_page_size(const void *addr)
+{
+    return t_smaps_field(addr, "KernelPageSize");
+}
+
+/* ------------------------------------------------------------- tmpdir */
+
+static char tmpdir[64];
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+static void tmpdir_cleanup(void)
+{
+    if (tmpdir[0])
+        nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+const char *t_tmpdir(void)
+{
+    if (!tmpdir[0]) {
+        snprintf(tmpdir, sizeof(tmpdir), "/tmp/sstest-XXXXXX");
+        if (!mkdtemp(tmpdir)) {
+            tmpdir[0] = '\0';
+            return NULL;
+        }
+        atexit(tmpdir_cleanup);
+    }
+    return tmpdir;
+}

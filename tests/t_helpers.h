@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Shared test helpers. Skip protocol (Automake): a program returns 77 when
+ * its whole precondition is missing, with one line on stderr saying why;
+ * T_SKIP_IF() skips one case (counted, so a program whose cases all skipped
+ * returns 77 through t_run()). Skip only on the precise "unavailable"
+ * errors; anything else fails. SEALSTORE_TEST_REQUIRE=hugepages,uring,numa
+ * turns the named skips into failures.
+ */
+#ifndef SEALSTORE_TESTS_T_HELPERS_H
+#define SEALSTORE_TESTS_T_HELPERS_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <cmocka.h>
+
+#define T_EXIT_PASS 0
+#define T_EXIT_SKIP 77
+#define T_EXIT_ERROR 99
+
+extern int t_skipped;
+
+/* Is this feature listed in SEALSTORE_TEST_REQUIRE? */
+bool t_required(const char *feature);
+
+/* Per-case skip with a stated reason; fails instead when `feature` is
+ * required (feature may be NULL). */
+#define T_SKIP_IF(cond, feature, why)                                         \
+    do {                                                                      \
+        if (cond) {                                                           \
+            if ((feature) && t_required(feature))                            \
+                fail_msg("required feature '%s' unavailable: %s (%s)",      \
+                         (const char *)(feature), (why), #cond);              \
+            print_message("SKIP: %s (%s)\n", (why), #cond);                   \
+            t_skipped++;                                                      \
+            skip();                                                           \
+        }                                                                     \
+    } while (0)
+
+/* Whole-program skip from main(): prints the reason, returns 77 (or 99
+ * when the feature is required). */
+int t_skip_program(const char *feature, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Run a group; 77 if every case skipped. */
+#define t_run(group, setup, teardown)                                         \
+    t_finish(cmocka_run_group_tests(group, setup, teardown),                  \
+             sizeof(group) / sizeof((group)[0]))
+int t_finish(int failures, size_t ncases);
+
+/* assert_int_equal with the error's text on failure. */
+#define t_assert_ok(expr)                                                     \
+    do {                                                                      \
+        long t_rc_ = (long)(expr);                                            \
+        if (t_rc_ < 0)                                                        \
+            fail_msg("%s = %ld (%s)", #expr, t_rc_, t_strerror((int)t_rc_)); \
+    } while (0)
+#define t_assert_err(expr, err)                                               \
+    do {                                                                      \
+        long t_rc_ = (long)(expr);                                            \
+        if (t_rc_ != (long)(err))                                             \
+            fail_msg("%s = %ld (%s), expected %ld (%s)", #expr, t_rc_,       \
+                     t_strerror((int)t_rc_), (long)(err), t_strerror((int)(err))); \
+    } while (0)
+const char *t_strerror(int err);
+
+/*
+ * The 2 MiB / 1 GiB hugetlb pool. t_hugetlb_reserve() raises the pool so
+ * that at least `pages` are free (as root; returns the number free after, or
+ * -errno), remembering the original size; t_hugetlb_restore() puts back
+ * every size it changed (also registered with atexit).
+ */
+long t_hugetlb_free(uint64_t page_size);
+long t_hugetlb_reserve(uint64_t page_size, long pages);
+void t_hugetlb_restore(void);
+
+/* shmem THP mode as the kernel reports it: "never", "advise", ... */
+const char *t_thp_shmem_mode(void);
+
+/* Page size the kernel uses for the mapping containing addr (smaps
+ * KernelPageSize), in bytes, or -errno. */
+long t_kernel_page_size(const void *addr);
+/* ShmemPmdMapped + hugetlb share of the mapping containing addr, bytes. */
+long t_smaps_field(const void *addr, const char *field);
+
+/* Temporary directory for this test program (removed at exit). */
+const char *t_tmpdir(void);
+
+#endif /* SEALSTORE_TESTS_T_HELPERS_H */
