@@ -62,6 +62,184 @@ enum ss_error {
  */
 SS_API const char *ss_strerror(int err);
 
+/* ---------------------------------------------------------------- objects */
+
+#define SS_ID_SIZE 20 /* same width as Plasma/Ray ids */
+typedef struct ss_id { unsigned char b[SS_ID_SIZE]; } ss_id;
+
+/* Opaque connection handle. One handle may be used by several threads at
+ * once; a thread blocked in ss_get() does not hold up the others. */
+typedef struct ss_client ss_client;
+
+/* A read-only view of a sealed object. The memory belongs to the store and
+ * stays valid until the matching ss_release() or ss_disconnect(), even if
+ * the object is deleted meanwhile or the store dies. Writing through it
+ * faults (SIGSEGV). */
+typedef struct ss_object {
+    ss_id id;
+    const void *data;   /* NULL only when the object was not found */
+    uint64_t size;
+    const void *meta;   /* NULL when meta_size is 0 */
+    uint64_t meta_size;
+} ss_object;
+
+/* ss_connect() flags */
+#define SS_CONNECT_EMBED (1u << 0) /* start a store in this process if none answers */
+
+/*
+ * Connect to a store. socket_path NULL means $SEALSTORE_SOCKET, else
+ * $XDG_RUNTIME_DIR/sealstore.sock, else sealstore.sock in a per-user 0700
+ * directory under /tmp. With SS_CONNECT_EMBED, if no live store answers
+ * there, start one inside this process (a thread) serving that path; it
+ * lives until this client disconnects or the process exits.
+ * [out] *out: the handle, only on success.
+ * Returns 0; -EINVAL (unknown flag bits, NULL out, path too long);
+ * -ECONNREFUSED or -ENOENT (no store and no EMBED); -SS_E_VERSION (the store
+ * speaks another protocol); -EACCES; -ETIMEDOUT (the socket accepted but
+ * the store did not answer the hello); -ENOMEM.
+ */
+SS_API SS_NODISCARD int ss_connect(const char *socket_path, unsigned flags, ss_client **out);
+
+/* Drop every reference and unsealed object of this client, unmap, close.
+ * Views obtained through this handle become invalid. NULL is a no-op.
+ * Must not race with other calls on the same handle. */
+SS_API void ss_disconnect(ss_client *c);
+
+/*
+ * Reserve an object of `size` bytes (0 allowed). *data is writable, 64-byte
+ * aligned, visible to no other client until sealed. `meta` is copied (at
+ * most 64 KiB). Takes one reference.
+ * Returns 0; -EEXIST (id exists, sealed or being created); -ENOSPC (does not
+ * fit within the create timeout); -EINVAL (bad arguments); -ENOTCONN (the
+ * handle is dead: forked child, store gone); -EPIPE/-ECONNRESET (store died).
+ */
+SS_API SS_NODISCARD int ss_create(ss_client *c, const ss_id *id, uint64_t size,
+                                  const void *meta, uint64_t meta_size, void **data);
+
+/*
+ * Make the object immutable and visible; wake waiting gets. The creator
+ * keeps its reference (release it). For an object written in place in its
+ * own segment, *data becomes a read-only view until released.
+ * Returns 0; -ENOENT (this client has no unsealed object with that id);
+ * -EBUSY (a writable mapping or pinned pages still exist somewhere: the
+ * object stays unsealed, retry or abort); -EPERM (its seals were tampered
+ * with: it is aborted).
+ */
+SS_API SS_NODISCARD int ss_seal(ss_client *c, const ss_id *id);
+
+/* Discard an unsealed object of this client. 0 or -ENOENT. */
+SS_API SS_NODISCARD int ss_abort(ss_client *c, const ss_id *id);
+
+/* create + copy + seal + release in one call (one round trip for objects
+ * up to SEALSTORE_SMALL_MAX). Errors as ss_create() and ss_seal(). */
+SS_API SS_NODISCARD int ss_put(ss_client *c, const ss_id *id, const void *data,
+                               uint64_t size, const void *meta, uint64_t meta_size);
+
+/*
+ * For each of the n ids fill out[i] with a read-only view, waiting until all
+ * are sealed or timeout_ms passes (-1 forever, 0 no wait). Returns how many
+ * were found; a missing one has out[i].data == NULL. Each found entry takes
+ * one reference (an id listed twice takes two). A zero-size object's data
+ * is non-NULL but must not be dereferenced. On a negative return (-EINVAL
+ * for timeout below -1 or NULL arrays, connection errors) out is untouched
+ * and no reference is taken.
+ */
+SS_API SS_NODISCARD int ss_get(ss_client *c, const ss_id *ids, size_t n,
+                               int64_t timeout_ms, ss_object *out);
+
+/* Drop one reference taken by create or get; needs no reply from the store.
+ * -ENOENT if this client holds none; -EBUSY for an unsealed object it
+ * created. Works, and unmaps, after the store has died. */
+SS_API int ss_release(ss_client *c, const ss_id *id);
+
+/* 1 if a sealed object with that id exists, 0 if not, or -errno. */
+SS_API SS_NODISCARD int ss_contains(ss_client *c, const ss_id *id);
+
+/* Delete a sealed object: contains says 0 from now on and the id may be
+ * created again; memory is freed when the last reference goes.
+ * 0, -ENOENT (absent), -EBUSY (not sealed yet). */
+SS_API SS_NODISCARD int ss_delete(ss_client *c, const ss_id *id);
+
+/* Object states, as ss_list() reports them. */
+enum ss_obj_state { SS_OBJ_CREATED = 1, SS_OBJ_SEALED = 2 };
+
+/* One object as ss_list() reports it. */
+typedef struct ss_obj_info {
+    ss_id id;
+    uint32_t state;      /* enum ss_obj_state */
+    uint64_t size;
+    uint64_t meta_size;
+    uint32_t refs;       /* references held by all clients */
+    int32_t node;        /* NUMA node, -1 unknown or interleaved */
+    char backing[8];     /* "4K", "THP", "2M", "1G", "small", "disk" */
+} ss_obj_info;
+
+/*
+ * List objects, `max` at a time. *cursor is 0 to start and is updated; 0
+ * after the call means the listing is complete. Returns how many entries
+ * were written to out (0..max) or -errno. Objects created or deleted during
+ * the walk may or may not appear.
+ */
+SS_API SS_NODISCARD int ss_list(ss_client *c, uint64_t *cursor, ss_obj_info *out, size_t max);
+
+/* ------------------------------------------------------------------ stats */
+
+#define SS_STATS_VERSION 1
+
+/* Store-wide counters. Set `size = sizeof(ss_stats)` and `version =
+ * SS_STATS_VERSION` before calling ss_stats_get(). */
+typedef struct ss_stats {
+    uint32_t size;
+    uint32_t version;
+    uint64_t capacity;            /* bytes */
+    uint64_t resident_bytes;      /* what the kernel holds for the store, pool included */
+    uint64_t objects;             /* sealed + being created */
+    uint64_t sealed_objects;
+    uint64_t object_bytes;        /* sum of object sizes */
+    uint64_t bytes_by_backing[4]; /* 4K, THP, 2M, 1G segment bytes */
+    uint64_t small_live_bytes;    /* small allocator: requested bytes */
+    uint64_t small_used_bytes;    /* small allocator: class-rounded bytes */
+    uint64_t small_segment_bytes;
+    uint64_t pool_ready_bytes;
+    uint64_t pool_hits, pool_misses;
+    uint64_t backing_fallbacks;
+    uint64_t node_bytes[8];       /* segment bytes on NUMA nodes 0..7 */
+    uint64_t clients;
+    uint64_t creates, seals, aborts, gets, releases, deletes, evictions;
+    uint64_t waits, wait_timeouts;
+    uint64_t protocol_errors;
+    uint64_t bookkeeping_bytes;   /* the store's own memory for its index */
+    uint64_t reserved[24];
+} ss_stats;
+
+/* 0, -EINVAL (size/version mismatch), connection errors. */
+SS_API SS_NODISCARD int ss_stats_get(ss_client *c, ss_stats *out);
+
+/* ----------------------------------------------------------------- events */
+
+#define SS_EVENT_SEALED  (1u << 0)
+#define SS_EVENT_DELETED (1u << 1)
+
+typedef struct ss_event {
+    uint32_t type; /* one SS_EVENT_* bit */
+    ss_id id;
+    uint64_t size;
+} ss_event;
+
+/*
+ * Open a subscription to seal/delete events (mask of SS_EVENT_*): a second
+ * connection whose fd is pollable (POLLIN when an event is waiting).
+ * [out] *fd: poll it; read events with ss_event_next(); close with
+ * ss_unsubscribe(). Events that arrive while the subscriber does not read
+ * are buffered by the kernel; when its buffer is full the store drops the
+ * subscriber rather than block (ss_event_next then returns -ECONNRESET).
+ */
+SS_API SS_NODISCARD int ss_subscribe(ss_client *c, unsigned mask, int *fd);
+/* Next event: 1 and *ev filled, 0 when none is waiting (non-blocking),
+ * or -errno. */
+SS_API SS_NODISCARD int ss_event_next(int fd, ss_event *ev);
+SS_API void ss_unsubscribe(int fd);
+
 /* ----------------------------------------------------- capability query */
 
 /* Bits returned by ss_get_support(): what this kernel and machine offer. */

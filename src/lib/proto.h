@@ -1,0 +1,215 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Wire protocol between the client library and the store.
+ *
+ * Transport: a Unix SOCK_SEQPACKET socket, so every message arrives whole or
+ * not at all; fds travel with SCM_RIGHTS on replies only (the store never
+ * accepts an fd from a client: a request carrying one is malformed).
+ *
+ * Every message is a fixed header followed by a fixed body per type, then a
+ * variable tail whose length the body states. All integers are in host
+ * byte order (node-local protocol), every field naturally aligned, and the
+ * layout is an ABI pinned by tests/abi (bump SS_PROTO_VERSION on any change).
+ *
+ * Requests carry a client-chosen req_id; a reply echoes it, so one
+ * connection can have many requests in flight from several threads.
+ * Replies to one connection are sent in the order the store completes them,
+ * not the order requests were sent (a GET may wait).
+ *
+ * Validation (ss__proto_check_*): the decoder is the only code that looks
+ * at raw client bytes. It checks magic, version, type, that the received
+ * length equals hdr.len, that the length equals the body plus the tail the
+ * body declares, every count against its SS_PROTO_MAX_*, and reserved
+ * fields are zero. Anything else is -SS_E_PROTO: the store answers with an
+ * error reply when it can identify the request, else closes the
+ * connection. It never asserts on client bytes. The decoder is fuzzed
+ * (tests/fuzz/fuzz_proto.c) and its corpus replays in make check.
+ */
+#ifndef SEALSTORE_SRC_LIB_PROTO_H
+#define SEALSTORE_SRC_LIB_PROTO_H
+
+#include "internal.h"
+
+#define SS_PROTO_MAGIC 0x31505353u /* "SSP1" in memory order */
+#define SS_PROTO_VERSION 1u
+
+/* Largest message either side sends: header + body + 64 KiB meta + the
+ * largest inline payload (SEALSTORE_SMALL_MAX is capped at 64 KiB) with
+ * room to spare. Sockets get SO_SNDBUF/SO_RCVBUF of at least twice this. */
+#define SS_PROTO_MAX_MSG (192u * 1024u)
+#define SS_PROTO_MAX_META (64u * 1024u)
+#define SS_PROTO_MAX_INLINE (64u * 1024u) /* cap of SEALSTORE_SMALL_MAX */
+#define SS_PROTO_MAX_IDS 64u  /* ids per GET/RELEASE/CONTAINS; the library splits */
+#define SS_PROTO_MAX_FDS 128u /* fds per reply: two per GET entry; < SCM_MAX_FD (253) */
+#define SS_PROTO_MAX_LIST 256u /* entries per LIST reply */
+
+enum ss__msg_type {
+    SS_MSG_HELLO = 1,  /* first request on a connection */
+    SS_MSG_CREATE,
+    SS_MSG_SEAL,
+    SS_MSG_ABORT,
+    SS_MSG_PUT,        /* small objects: create + copy + seal + release */
+    SS_MSG_GET,
+    SS_MSG_RELEASE,    /* no reply */
+    SS_MSG_CONTAINS,
+    SS_MSG_DELETE,
+    SS_MSG_LIST,
+    SS_MSG_STATS,
+    SS_MSG_SUBSCRIBE,  /* turns the connection into an event stream */
+    SS_MSG_EVENT,      /* store -> subscriber, unsolicited (req_id 0) */
+    SS_MSG__COUNT
+};
+
+/* Header flags */
+#define SS_MSGF_REPLY 0x1u /* set on every store -> client message */
+
+typedef struct ss__msg_hdr {
+    uint32_t magic;   /* SS_PROTO_MAGIC */
+    uint16_t version; /* SS_PROTO_VERSION */
+    uint16_t type;    /* enum ss__msg_type */
+    uint32_t req_id;  /* chosen by the client, echoed in the reply */
+    uint32_t len;     /* whole message, header included */
+    int32_t status;   /* replies: >= 0 or -errno / -SS_E_*; requests: 0 */
+    uint32_t flags;   /* SS_MSGF_* */
+} ss__msg_hdr;        /* 24 bytes */
+
+/* A reference to bytes inside a segment, as a reply gives it. */
+typedef struct ss__segref {
+    uint64_t seg_id;   /* store-wide, never reused while the store lives */
+    uint64_t seg_size; /* bytes to map (whole segment) */
+    uint64_t offset;   /* of the bytes inside the segment */
+    uint64_t size;     /* of the bytes */
+    uint32_t fd_index; /* index into this reply's SCM_RIGHTS array, or SS_FD_NONE */
+    uint32_t kind;     /* enum ss__seg_kind */
+} ss__segref;          /* 40 bytes */
+#define SS_FD_NONE 0xffffffffu /* the client already has this segment's fd */
+
+/* ---- HELLO: {pid, flags} -> {client_id, limits}; reply carries no fd */
+typedef struct ss__req_hello {
+    uint32_t pid;       /* informational; the store trusts SO_PEERCRED */
+    uint32_t flags;     /* 0 */
+    uint64_t reserved;  /* 0 */
+} ss__req_hello;
+typedef struct ss__rep_hello {
+    uint64_t store_id;    /* random per store instance */
+    uint32_t client_id;
+    uint32_t small_max;   /* largest object sent inline (PUT/SEAL payload) */
+    uint64_t capacity;    /* bytes */
+    uint32_t max_msg;     /* SS_PROTO_MAX_MSG of the store */
+    uint32_t reserved;
+} ss__rep_hello;
+
+/* ---- CREATE: {id, size, meta} -> {data segref} (+ fds: OBJECT: rw, ro) */
+typedef struct ss__req_create {
+    ss_id id;
+    int32_t node;       /* NUMA node of the creating CPU, -1 unknown (untrusted) */
+    uint64_t size;
+    uint32_t meta_size; /* tail: meta bytes */
+    uint32_t flags;     /* 0 */
+} ss__req_create;
+typedef struct ss__rep_create {
+    ss__segref data;    /* SMALL: the client buffers locally and sends the
+                           payload with SEAL (no fd); OBJECT: fd_index of the
+                           read-only fd, the read-write fd follows it at
+                           fd_index + 1 */
+} ss__rep_create;
+
+/* ---- SEAL: {id, payload_size} + payload (SMALL only) -> status */
+typedef struct ss__req_seal {
+    ss_id id;
+    uint32_t reserved;
+    uint64_t payload_size; /* SMALL: == the created size; OBJECT: 0 */
+} ss__req_seal;
+
+/* ---- ABORT / DELETE / CONTAINS(1 id): {id} -> status (CONTAINS: 1 or 0) */
+typedef struct ss__req_id {
+    ss_id id;
+    uint32_t reserved;
+} ss__req_id;
+
+/* ---- PUT (SMALL only): {id, size, meta_size} + meta + data -> status */
+typedef struct ss__req_put {
+    ss_id id;
+    int32_t node;
+    uint64_t size;
+    uint32_t meta_size;
+    uint32_t flags;     /* 0 */
+} ss__req_put;
+
+/* ---- GET: {n, timeout} + ids[n] -> {n} + entries[n] (+ fds) */
+typedef struct ss__req_get {
+    uint32_t n;          /* 1..SS_PROTO_MAX_IDS */
+    uint32_t reserved;
+    int64_t timeout_ms;  /* -1 forever, 0 no wait */
+} ss__req_get;
+typedef struct ss__get_entry {
+    int32_t status;      /* 0 found, -ENOENT not found (no reference taken) */
+    uint32_t reserved;
+    ss__segref data;
+    ss__segref meta;     /* size 0: no meta */
+} ss__get_entry;         /* 88 bytes */
+typedef struct ss__rep_get {
+    uint32_t n;
+    uint32_t nfds;
+} ss__rep_get;
+
+/* ---- RELEASE: {n} + ids[n]; no reply. Each id drops one reference. */
+typedef struct ss__req_release {
+    uint32_t n;
+    uint32_t reserved;
+} ss__req_release;
+
+/* ---- LIST: {cursor, max} -> {next_cursor, n} + entries[n] */
+typedef struct ss__req_list {
+    uint64_t cursor;   /* 0 to start */
+    uint32_t max;      /* 1..SS_PROTO_MAX_LIST */
+    uint32_t reserved;
+} ss__req_list;
+typedef struct ss__list_entry {
+    ss_id id;
+    uint32_t state;    /* enum ss_obj_state (sealstore.h) */
+    uint64_t size;
+    uint32_t meta_size;
+    uint8_t backing;   /* enum ss__backing */
+    uint8_t spilled;
+    int16_t node;
+    uint32_t refs;
+    uint32_t reserved;
+} ss__list_entry;
+typedef struct ss__rep_list {
+    uint64_t next_cursor; /* 0: done */
+    uint32_t n;
+    uint32_t reserved;
+} ss__rep_list;
+
+/* ---- STATS: {} -> ss_stats (sealstore.h) as the body */
+
+/* ---- SUBSCRIBE: {mask} -> status; then EVENT messages on this connection */
+typedef struct ss__req_subscribe {
+    uint32_t mask;     /* SS_EVENT_* bits (sealstore.h) */
+    uint32_t reserved;
+} ss__req_subscribe;
+typedef struct ss__msg_event {
+    uint32_t type;     /* SS_EVENT_SEALED / SS_EVENT_DELETED */
+    uint32_t reserved;
+    ss_id id;
+    uint32_t reserved2;
+    uint64_t size;
+} ss__msg_event;
+
+/*
+ * Check a received request: hdr fields, type, lengths, counts, reserved
+ * fields, tails. `buf` holds `len` received bytes, `nfds` how many fds came
+ * with it (requests must carry none). Returns the type (> 0) or -SS_E_PROTO
+ * (-SS_E_VERSION for a good magic with another version).
+ */
+int ss__proto_check_request(const void *buf, size_t len, unsigned nfds);
+/* Same for a reply, by the client: also checks nfds against what the body
+ * references. */
+int ss__proto_check_reply(const void *buf, size_t len, unsigned nfds);
+
+/* Fill a header. */
+void ss__proto_hdr(ss__msg_hdr *h, uint16_t type, uint32_t req_id, uint32_t len,
+                   int32_t status, uint32_t flags);
+
+#endif /* SEALSTORE_SRC_LIB_PROTO_H */
