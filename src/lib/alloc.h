@@ -47,17 +47,42 @@ typedef struct ss__salloc_stats {
     uint64_t segments;
     uint64_t live_objects;
     uint64_t allocs, frees;  /* totals */
+    /* Fragmentation report (added after the fields above; append only). */
+    uint64_t slabs;          /* slabs carved out of segments now */
+    uint64_t slab_bytes;     /* bytes of those slabs (segment_bytes - slab_bytes is unused) */
+    uint64_t empty_slabs;    /* empty slabs kept for reuse (one per class and node) */
+    uint64_t spare_segments; /* idle segments kept (at most one per node) */
 } ss__salloc_stats;
 
+/*
+ * Thread-safety: none. The store calls every function below from its one
+ * event-loop thread; callers sharing an allocator must serialise all calls.
+ *
+ * params: segment_size 0 means 4 MiB, max_size 0 means 64 KiB.
+ * segment_size must be a multiple of 64 KiB (of 2 MiB / 1 GiB with an
+ * explicit SS_HP_2M / SS_HP_1G policy), max_size <= segment_size / 8.
+ * 0, -EINVAL (bad params), -ENOMEM. No segment is created until the first
+ * alloc. ss__salloc_destroy(NULL) is a no-op; destroy uncharges every
+ * segment it frees.
+ */
 int ss__salloc_create(ss__salloc **out, const ss__salloc_params *p);
 void ss__salloc_destroy(ss__salloc *a);
 
-/* 0, -EINVAL (size > max_size), -ENOSPC (charge refused), -ENOMEM, -errno. */
+/* `node` is what ss__numa_place() returned (>= 0, SS_NODE_ANY or
+ * SS_NODE_INTERLEAVE); without params.numa every node shares one heap.
+ * size 0 gets a 64-byte block whose address must not be dereferenced.
+ * out->ptr stays valid until the block is freed.
+ * 0, -EINVAL (size > max_size, bad node), -ENOSPC (charge refused),
+ * -SS_E_NOBACKING, -ENOMEM, -errno from segment creation. */
 int ss__salloc_alloc(ss__salloc *a, uint64_t size, int node, ss__sloc *out);
-/* 0, or -EINVAL if loc is not a live allocation (nothing changes). */
+/* 0, or -EINVAL if loc is not a live allocation (nothing changes): unknown
+ * seg, off not at a block start, cls mismatch, block already free, or a
+ * non-NULL ptr that is not the block's address (ptr may be NULL). */
 int ss__salloc_free(ss__salloc *a, const ss__sloc *loc);
 
-/* The segment with id `seg` (its fd is what readers get, read-only), or NULL. */
+/* The segment with id `seg` (its fd is what readers get, read-only), or NULL.
+ * The pointer stays valid while the segment exists: until a free empties it
+ * (and it is not kept as the spare) or ss__salloc_destroy(). */
 const ss__seg *ss__salloc_segment(const ss__salloc *a, uint32_t seg);
 
 /* Walk every invariant: 0 or -SS_E_CORRUPT (and log what broke). */
