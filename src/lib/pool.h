@@ -25,7 +25,8 @@ struct ss__numa;
 typedef struct ss__pool ss__pool;
 
 /* Charge (delta > 0) or uncharge (delta < 0) resident bytes; return 0 or
- * -ENOSPC to refuse a charge. Called from the populator thread too. */
+ * -ENOSPC to refuse a charge. Called from the populator thread too, and
+ * never with the pool's lock held (it may take the store's locks). */
 typedef int (*ss__charge_fn)(void *arg, int64_t delta);
 
 typedef struct ss__pool_params {
@@ -35,6 +36,11 @@ typedef struct ss__pool_params {
     struct ss__numa *numa;  /* NULL: no binding */
     ss__charge_fn charge;   /* NULL: nothing is charged */
     void *charge_arg;
+    /* Node bucket filled from the start, before any take asks (what
+     * ss__numa_place() gives for a client with no hint: 0 on one node);
+     * other nodes join when a take asks for them. Ignored when numa is
+     * NULL (every take then shares the SS_NODE_ANY bucket). */
+    int node;
 } ss__pool_params;
 
 typedef struct ss__pool_stats {
@@ -45,13 +51,26 @@ typedef struct ss__pool_stats {
     uint64_t ready_bytes;     /* now */
     uint64_t ready_segments;  /* now */
     uint64_t refused;         /* charges refused (capacity) */
+    uint64_t hits_larger;     /* hits served by a larger class (trimmed) */
+    uint64_t evicted;         /* ready segments destroyed to rebalance */
+    uint64_t failed;          /* populator creates that failed (backing) */
 } ss__pool_stats;
 
+/* 0, -EINVAL (classes not ascending, node unknown), -ENOMEM, -EAGAIN
+ * (thread). budget 0 or no classes: no thread, every take is a miss. */
 int ss__pool_start(ss__pool **out, const ss__pool_params *p);
-void ss__pool_stop(ss__pool *pool); /* joins the thread, frees ready segments */
+/* Joins the thread (waiting for at most the one segment it may be
+ * populating), frees ready segments. The last call on the pool: no take,
+ * trim or wait may run concurrently, and the caller must not hold any lock
+ * the charge callback takes (the thread may be inside it). NULL: no-op. */
+void ss__pool_stop(ss__pool *pool);
 
 /* An OBJECT segment of at least `size` bytes (size 0 allowed) bound per
- * `node` (from ss__numa_place), size-sealed and 0400. 0 or -errno. */
+ * `node` (from ss__numa_place), size-sealed and 0400. 0 or -errno:
+ * -ENOSPC (a miss whose charge was refused), -EINVAL (a size create
+ * rejects), or what ss__seg_create returns on a miss. On success
+ * seg.size is charged. Thread-safe. A hit costs ~1 us, plus freeing the
+ * trimmed tail (~130 us per MiB of 4K pages) when size is below the class. */
 int ss__pool_take(ss__pool *pool, uint64_t size, int node, ss__seg *out);
 
 /* Give back ready memory under pressure: free ready segments until
@@ -61,7 +80,12 @@ uint64_t ss__pool_trim(ss__pool *pool, uint64_t bytes);
 void ss__pool_stats_get(ss__pool *pool, ss__pool_stats *out);
 
 /* Block until every class is at its target, or timeout; 0 or -ETIMEDOUT.
- * For benchmarks and tests. */
+ * timeout_ms < 0 waits forever. For benchmarks and tests. */
 int ss__pool_wait_full(ss__pool *pool, int timeout_ms);
+
+/* Check the invariants (bucket lists match their counts and ready_bytes,
+ * ready + in-flight <= budget, targets fit the budget). 0 or
+ * -SS_E_CORRUPT. Tests and debug builds. */
+int ss__pool_validate(ss__pool *pool);
 
 #endif /* SEALSTORE_SRC_LIB_POOL_H */
