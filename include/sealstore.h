@@ -282,6 +282,9 @@ typedef enum ss_option {
     SS_OPT_POOL_CLASSES,      /* SEALSTORE_POOL_CLASSES: segment size classes */
     SS_OPT_SMALL_SEGMENT,     /* SEALSTORE_SMALL_SEGMENT: small-object segment size */
     SS_OPT_SMALL_MAX,         /* SEALSTORE_SMALL_MAX: largest small object */
+    SS_OPT_CREATE_TIMEOUT,    /* SEALSTORE_CREATE_TIMEOUT: wait for memory (ms/s/m/h) */
+    SS_OPT_EVICT,             /* SEALSTORE_EVICT: drop LRU objects when full (off) */
+    SS_OPT_SOCKET_GROUP,      /* SEALSTORE_SOCKET_GROUP: group allowed to connect */
     SS_OPT__COUNT             /* sentinel */
 } ss_option;
 

@@ -78,6 +78,8 @@ typedef struct opt_val {
         ss__numa_policy numa;   /* SS_OT_NUMA */
         int level;              /* SS_OT_LOGLEVEL */
         ss__sizelist list;      /* SS_OT_SIZELIST */
+        int64_t ms;             /* SS_OT_MS */
+        bool b;                 /* SS_OT_BOOL */
     } u;
     /* SS_OT_STRING: < PATH_MAX bytes, so a fixed buffer (BSS, 4 KiB per row,
      * touched only for string rows) spares us allocation and its failure. */
@@ -263,6 +265,55 @@ int ss__parse_sizelist(const char *s, ss__sizelist *out)
     return 0;
 }
 
+/* Durations: a whole number with an optional unit, ms by default. One
+ * day at most: anything longer is a typo, not a timeout. */
+int ss__parse_ms(const char *s, int64_t *out)
+{
+    static const struct {
+        const char *sfx;
+        int64_t mul;
+    } units[] = {{"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
+    const char *p = s;
+    uint64_t v = 0;
+
+    if (!s || *s < '0' || *s > '9')
+        return -EINVAL;
+    while (*p >= '0' && *p <= '9') {
+        if (v > 86400000ull)
+            return -ERANGE;
+        v = v * 10 + (uint64_t)(*p++ - '0');
+    }
+    for (size_t i = 0; i < SS_ARRAY_SIZE(units); i++) {
+        if (strcasecmp(p, units[i].sfx) == 0) {
+            if (v > 86400000ull / (uint64_t)units[i].mul)
+                return -ERANGE;
+            *out = (int64_t)v * units[i].mul;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+int ss__parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"1", "true", "yes", "on"};
+    static const char *const no[] = {"0", "false", "no", "off"};
+
+    if (!s)
+        return -EINVAL;
+    for (size_t i = 0; i < SS_ARRAY_SIZE(yes); i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
 /* Parse `s` for a row of `type` into *v. 0, -EINVAL or -ERANGE. */
 static int parse_value(int type, const char *s, opt_val *v)
 {
@@ -287,6 +338,10 @@ static int parse_value(int type, const char *s, opt_val *v)
         return ss__parse_loglevel(s, &v->u.level);
     case SS_OT_SIZELIST:
         return ss__parse_sizelist(s, &v->u.list);
+    case SS_OT_MS:
+        return ss__parse_ms(s, &v->u.ms);
+    case SS_OT_BOOL:
+        return ss__parse_bool(s, &v->u.b);
     }
     return -EINVAL;
 }
@@ -352,6 +407,12 @@ static int format_value(int type, const opt_val *v, char *buf, size_t len)
             append(buf, len, &used, tmp, (size_t)n);
         }
         return (int)used;
+    case SS_OT_MS:
+        if (v->u.ms != 0 && v->u.ms % 1000 == 0)
+            return snprintf(buf, len, "%llds", (long long)(v->u.ms / 1000));
+        return snprintf(buf, len, "%lldms", (long long)v->u.ms);
+    case SS_OT_BOOL:
+        return snprintf(buf, len, "%s", v->u.b ? "on" : "off");
     }
     return -EINVAL;
 }
@@ -504,6 +565,32 @@ int ss__opt_loglevel(void)
     return v;
 }
 
+int64_t ss__opt_ms(ss_option opt)
+{
+    int64_t v;
+
+    if (!row_ok(opt, SS_OT_MS))
+        return 0;
+    ensure_loaded();
+    pthread_mutex_lock(&opt_lock);
+    v = opt_vals[opt].u.ms;
+    pthread_mutex_unlock(&opt_lock);
+    return v;
+}
+
+bool ss__opt_bool(ss_option opt)
+{
+    bool v;
+
+    if (!row_ok(opt, SS_OT_BOOL))
+        return false;
+    ensure_loaded();
+    pthread_mutex_lock(&opt_lock);
+    v = opt_vals[opt].u.b;
+    pthread_mutex_unlock(&opt_lock);
+    return v;
+}
+
 ss__sizelist ss__opt_sizelist(ss_option opt)
 {
     ss__sizelist v = {0};
@@ -603,6 +690,8 @@ static const char *type_metavar(int type)
     case SS_OT_NUMA: return "local|interleave|node:N|off";
     case SS_OT_LOGLEVEL: return "error|warn|info|debug";
     case SS_OT_SIZELIST: return "SIZE,SIZE,...";
+    case SS_OT_MS: return "DURATION";
+    case SS_OT_BOOL: return "on|off";
     }
     return "?";
 }

@@ -30,6 +30,8 @@ enum ss__opt_type {
     SS_OT_NUMA,      /* local|interleave|node:N|off */
     SS_OT_LOGLEVEL,  /* error|warn|info|debug */
     SS_OT_SIZELIST,  /* comma-separated sizes, ascending, at most SS_MAX_CLASSES */
+    SS_OT_MS,        /* duration: integer with optional ms/s/m/h suffix (default ms) */
+    SS_OT_BOOL,      /* 1/0, true/false, yes/no, on/off */
 };
 
 #ifndef SS_DEFAULT_POOL_SIZE
@@ -66,7 +68,14 @@ enum ss__opt_type {
     X(SMALL_SEGMENT, SS_OT_SIZE, SS_DEFAULT_SMALL_SEGMENT,                     \
       "size of each small-object segment the small allocator carves")         \
     X(SMALL_MAX, SS_OT_SIZE, SS_DEFAULT_SMALL_MAX,                             \
-      "largest object stored in small-object segments")
+      "largest object stored in small-object segments (at most 64K)")         \
+    X(CREATE_TIMEOUT, SS_OT_MS, "10s",                                         \
+      "how long a create that does not fit waits for memory before -ENOSPC")  \
+    X(EVICT, SS_OT_BOOL, "off",                                                \
+      "drop least-recently-used unreferenced objects when memory is short "   \
+      "(off: objects are never dropped)")                                     \
+    X(SOCKET_GROUP, SS_OT_STRING, "",                                          \
+      "group allowed to connect (socket mode 0660); empty: owner only (0600)")
 
 #define SS_MAX_CLASSES 32
 
@@ -89,6 +98,9 @@ int ss__opt_hugepages(void);                       /* enum ss__hugepages */
 ss__numa_policy ss__opt_numa(void);
 int ss__opt_loglevel(void);                        /* enum ss_log_level */
 ss__sizelist ss__opt_sizelist(ss_option opt);      /* SS_OT_SIZELIST */
+int64_t ss__opt_ms(ss_option opt);                 /* SS_OT_MS, milliseconds */
+bool ss__opt_bool(ss_option opt);                  /* SS_OT_BOOL */
+#define SS_HAVE_STORE_OPTIONS 1
 /* Copy a string option into buf (NUL-terminated); returns its full length. */
 size_t ss__opt_string(ss_option opt, char *buf, size_t len);
 
@@ -98,6 +110,8 @@ int ss__parse_hugepages(const char *s, int *out);
 int ss__parse_numa(const char *s, ss__numa_policy *out);
 int ss__parse_loglevel(const char *s, int *out);
 int ss__parse_sizelist(const char *s, ss__sizelist *out);
+int ss__parse_ms(const char *s, int64_t *out);
+int ss__parse_bool(const char *s, bool *out);
 
 /* Print the --help-env text: one block per option, generated from the table. */
 void ss__options_help(FILE *f);

@@ -469,6 +469,12 @@ static void test_canonical_roundtrip(void **state)
         {SS_OPT_LOG, "Info", "info"},
         {SS_OPT_POOL_CLASSES, "1048576,4m,4097K,1GiB", "1M,4M,4097K,1G"},
         {SS_OPT_SOCKET, "/tmp/a b,c", "/tmp/a b,c"},
+        {SS_OPT_CREATE_TIMEOUT, "5000", "5s"},
+        {SS_OPT_CREATE_TIMEOUT, "250ms", "250ms"},
+        {SS_OPT_CREATE_TIMEOUT, "2M", "120s"},
+        {SS_OPT_CREATE_TIMEOUT, "0", "0ms"},
+        {SS_OPT_EVICT, "YES", "on"},
+        {SS_OPT_EVICT, "0", "off"},
     };
 
     (void)state;
@@ -494,6 +500,43 @@ static void test_canonical_roundtrip(void **state)
     }
 }
 
+static void test_parse_ms_and_bool(void **state)
+{
+    int64_t ms;
+    bool b;
+
+    (void)state;
+    assert_int_equal(ss__parse_ms("0", &ms), 0);
+    assert_int_equal(ms, 0);
+    assert_int_equal(ss__parse_ms("1500", &ms), 0);
+    assert_int_equal(ms, 1500);
+    assert_int_equal(ss__parse_ms("10s", &ms), 0);
+    assert_int_equal(ms, 10000);
+    assert_int_equal(ss__parse_ms("3m", &ms), 0);
+    assert_int_equal(ms, 180000);
+    assert_int_equal(ss__parse_ms("24h", &ms), 0);
+    assert_int_equal(ms, 86400000);
+    assert_int_equal(ss__parse_ms("25h", &ms), -ERANGE);
+    assert_int_equal(ss__parse_ms("99999999999999999999", &ms), -ERANGE);
+    static const char *const bad_ms[] = {"", "-1", "1.5s", " 5s", "5s ", "5 s",
+                                         "s", "5d", "5sec", "0x10", NULL};
+    for (int i = 0; i < (int)SS_ARRAY_SIZE(bad_ms); i++)
+        assert_int_equal(ss__parse_ms(bad_ms[i], &ms), -EINVAL);
+
+    static const char *const t[] = {"1", "true", "YES", "On"};
+    static const char *const f[] = {"0", "FALSE", "no", "off"};
+    for (int i = 0; i < 4; i++) {
+        b = false;
+        assert_int_equal(ss__parse_bool(t[i], &b), 0);
+        assert_true(b);
+        assert_int_equal(ss__parse_bool(f[i], &b), 0);
+        assert_false(b);
+    }
+    static const char *const bad_b[] = {"", "2", "y", "enable", " on", NULL};
+    for (int i = 0; i < (int)SS_ARRAY_SIZE(bad_b); i++)
+        assert_int_equal(ss__parse_bool(bad_b[i], &b), -EINVAL);
+}
+
 static void test_typed_getters(void **state)
 {
     ss__numa_policy p;
@@ -514,6 +557,10 @@ static void test_typed_getters(void **state)
     assert_int_equal(l.v[1], 8 * SS_MiB);
     assert_int_equal(ss_option_set(SS_OPT_LOG, "info"), 0);
     assert_int_equal(ss__opt_loglevel(), SS_LOG_INFO);
+    assert_int_equal(ss_option_set(SS_OPT_CREATE_TIMEOUT, "7s"), 0);
+    assert_int_equal(ss__opt_ms(SS_OPT_CREATE_TIMEOUT), 7000);
+    assert_int_equal(ss_option_set(SS_OPT_EVICT, "on"), 0);
+    assert_true(ss__opt_bool(SS_OPT_EVICT));
 }
 
 static void test_log_option_drives_logger(void **state)
@@ -1167,6 +1214,7 @@ int main(void)
         cmocka_unit_test(test_parse_numa),
         cmocka_unit_test(test_parse_loglevel),
         cmocka_unit_test(test_parse_sizelist),
+        cmocka_unit_test(test_parse_ms_and_bool),
         cmocka_unit_test_setup(test_string_limits, fresh),
         cmocka_unit_test_setup(test_set_errors_keep_value, fresh),
         cmocka_unit_test_setup(test_get_snprintf_semantics, fresh),

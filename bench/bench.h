@@ -1,0 +1,239 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sealstore-bench's framework, shared by its files:
+ *   sealstore-bench.c  main, the option and scenario tables, the header,
+ *                      samples and figures, reporting, run_reps()
+ *   bench-machine.c    machine facts, backings (memfds by hand), and the
+ *                      memoized baselines with the "baseline" scenario
+ *   bench-mem.c        scenarios on the memory layer: segment, pool, alloc
+ *
+ * A new scenario: write `void run_x(struct bench *b)` in a bench-*.c file,
+ * declare it below, add a row to scenarios[] in sealstore-bench.c. In it, run
+ * reps with run_reps(), turn samples into figures with fig_set() or
+ * fig_skip(), file rows with report() (baselines from bl_*() or another
+ * figure) and end with print_table().
+ */
+#ifndef SEALSTORE_BENCH_BENCH_H
+#define SEALSTORE_BENCH_BENCH_H
+
+#include "internal.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "segment.h"
+
+#define PROG "sealstore-bench"
+#define SKIP 1 /* a rep function's "this cannot run here" (reason in why) */
+#define MAX_ROWS 256
+#define WHY_LEN 200
+
+/* ---------------------------------------------------------------- basics */
+
+extern bool g_tty; /* progress on stderr only when someone watches it */
+
+void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void progress_clear(void);
+/* Print "sealstore-bench: <msg>: <ss_strerror(rc)>" (rc 0: no suffix), exit 1. */
+void die_rc(int rc, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+/* Print the message and "(try --help)", exit 2. */
+void usage_error(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+void *xcalloc(size_t n, size_t sz);
+const char *fmt_size(uint64_t v, char *buf, size_t len); /* "64M", "1G", "4097" */
+
+/* A failed call that is not a stated skip ends the run: the numbers after
+ * it would be measured on a machine in an unknown state. */
+#define CK(expr)                                                              \
+    do {                                                                      \
+        int ck_rc_ = (expr);                                                  \
+        if (ck_rc_ < 0)                                                       \
+            die_rc(ck_rc_, "%s", #expr);                                      \
+    } while (0)
+
+static inline uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Keeps the compiler from dropping stores nobody reads back. */
+static inline void clobber(void *p)
+{
+    __asm__ volatile("" : : "r"(p) : "memory");
+}
+
+/* bytes per ns is GB/s (1e9 B/s) */
+static inline double gbps(uint64_t bytes, uint64_t ns)
+{
+    return ns ? (double)bytes / (double)ns : NAN;
+}
+
+/* --------------------------------------------------- samples and figures */
+
+struct samples {
+    double *v;
+    size_t n, cap;
+    bool sorted;
+};
+
+void samples_add(struct samples *s, double x);
+void samples_free(struct samples *s);
+double samples_pct(struct samples *s, double p); /* 0..100, interpolated */
+
+/* One measured quantity: statistics of its samples, or why it was skipped. */
+struct fig {
+    bool done; /* measured or skipped (baselines are memoized on this) */
+    int n;     /* samples; 0 when skipped */
+    double med, min, max, p99;
+    char skip[WHY_LEN];
+    char note[120];
+};
+
+void fig_set(struct fig *f, struct samples *s);
+void fig_skip(struct fig *f, const char *why);
+bool fig_ok(const struct fig *f);
+
+/* ------------------------------------------------------------- the bench */
+
+struct row {
+    char figure[48];
+    char metric[40];
+    char backing[8];
+    char unit[8];
+    uint64_t size; /* bytes the figure is about; 0: not applicable */
+    int clients;
+    int n;
+    double value, min, max;
+    char baseline[40];
+    double base, ratio; /* NaN: none */
+    char skip[WHY_LEN];
+    char note[120];
+};
+
+struct bench {
+    /* options, as parsed */
+    bool quick;
+    int reps_opt; /* 0: not given */
+    const char *json_path;
+    unsigned long sel; /* bit i: scenarios[i] */
+    /* derived settings (settle()) */
+    int reps;
+    uint64_t bw_region;   /* memset/memcpy buffers: well beyond the caches */
+    uint64_t region;      /* bytes per baseline fill (1G backing: one page) */
+    uint64_t seg_size;    /* segment scenario */
+    uint64_t pool_budget; /* pool scenario */
+    unsigned alloc_live;  /* small allocator: live objects */
+    unsigned alloc_ops;   /* small allocator: free+alloc pairs per rep */
+    FILE *json;
+    /* the scenario running */
+    const char *scenario;
+    struct row rows[MAX_ROWS];
+    int nrows;
+    /* memoized baselines (bench-machine.c) */
+    struct fig bl_memset, bl_memset0, bl_memcpy;
+    struct fig bl_touch[SS_BACKING__COUNT]; /* first-touch memset of a fresh memfd */
+    struct fig bl_zero[SS_BACKING__COUNT];  /* MADV_POPULATE_WRITE of a fresh memfd */
+};
+
+/* ------------------------------------------------------------- reporting */
+
+enum { ST_MEDIAN, ST_P99 };
+
+/* What report() files: value = the figure's median (or p99); the baseline is
+ * another figure's median (or p99), or bl_value when bl is NULL. The ratio
+ * is value / baseline. */
+struct rowspec {
+    const char *figure, *metric, *backing, *unit;
+    uint64_t size;
+    const struct fig *f;
+    int stat;
+    const char *bl_name;
+    const struct fig *bl;
+    int bl_stat;
+    double bl_value;
+};
+
+/* File a row: JSON at once, the human table at print_table(). */
+void report(struct bench *b, const struct rowspec *rs);
+/* Print the scenario's table and start a new one. */
+void print_table(struct bench *b, const char *title);
+
+/* ------------------------------------------------------------------ reps */
+
+/*
+ * One repetition. rep is -1 for the warm-up (the function must not file its
+ * samples), else 0..reps-1. Returns 0, or SKIP with the reason in why
+ * (WHY_LEN bytes); failures that are not skips die inside.
+ */
+typedef int (*rep_fn)(struct bench *b, void *arg, int rep, char *why);
+
+/* One unmeasured warm-up rep, then `reps` measured ones. 0 or SKIP. */
+int run_reps(struct bench *b, const char *label, int reps, rep_fn fn, void *arg, char *why);
+
+/* ------------------------------------------ machine facts (bench-machine.c) */
+
+int read_text(const char *path, char *buf, size_t len); /* trailing newline cut */
+const char *sysfs_mode(const char *path, char *buf, size_t len); /* the [word] */
+const char *thp_shmem_mode(char *buf, size_t len);
+long meminfo_kb(const char *file, const char *field); /* -1: not found */
+long smaps_kb(const void *addr, const char *field);   /* -errno: not found */
+
+struct hpool {
+    bool present;
+    uint64_t nr, free, resv, surplus;
+};
+struct hpool hpool_read(uint64_t page);
+
+/* --------------------------------------------- backings (bench-machine.c) */
+
+struct backing_desc {
+    const char *name;
+    uint64_t page;
+    unsigned mfd_flags;
+    bool madv_huge; /* huge folios need an MADV_HUGEPAGE mapping under "advise" */
+    int policy;     /* enum ss__hugepages that forces this backing */
+};
+extern const struct backing_desc backings[SS_BACKING__COUNT];
+
+static inline bool is_hugetlb(int bk)
+{
+    return bk == SS_BACKING_2M || bk == SS_BACKING_1G;
+}
+
+/* Could backing bk hold `bytes` now? If not, why says what to change. */
+bool backing_usable(int bk, uint64_t bytes, char *why);
+uint64_t region_for(const struct bench *b, int bk); /* bytes of a baseline fill */
+
+struct fresh {
+    int fd;
+    void *p;
+    uint64_t len;
+};
+/* A fresh memfd of backing bk, mapped RW shared (THP: advised). 0 or SKIP. */
+int fresh_map(int bk, uint64_t len, struct fresh *m, char *why);
+void fresh_unmap(struct fresh *m);
+void thp_note(int bk, const struct fresh *m, struct fig *f);
+
+/* ------------------------------------------- baselines (bench-machine.c) */
+
+const struct fig *bl_memset(struct bench *b);
+const struct fig *bl_memset_zeros(struct bench *b);
+const struct fig *bl_memcpy(struct bench *b);
+const struct fig *bl_touch(struct bench *b, int bk); /* first-touch memset */
+const struct fig *bl_zero(struct bench *b, int bk);  /* MADV_POPULATE_WRITE */
+/* Microseconds the kernel needs to zero `bytes` of bk (NaN if skipped). */
+double zero_us(struct bench *b, int bk, uint64_t bytes);
+
+/* ------------------------------------------------------------- scenarios */
+
+void run_baseline(struct bench *b); /* bench-machine.c */
+void run_segment(struct bench *b);  /* bench-mem.c */
+void run_pool(struct bench *b);
+void run_alloc(struct bench *b);
+
+#endif /* SEALSTORE_BENCH_BENCH_H */
