@@ -24,10 +24,12 @@
  * hugetlb 1G -> hugetlb 2M -> shmem THP -> 4K shmem. A hugetlb backing is
  * used only when its pool really has pages: memfd_create and ftruncate
  * succeed on an empty pool, so the test is the populate step (mmap ENOMEM,
- * fallocate ENOSPC). A page size is considered only when rounding the
- * request up to it wastes at most 1/8 of the rounded size. With policy
- * SS_HP_AUTO a failure falls back (logged once, counted in stats); an
- * explicit policy (1G, 2M, thp) that cannot be had fails with
+ * fallocate ENOSPC). Under SS_HP_AUTO a page size is considered only when
+ * rounding the request up to it wastes at most 1/8 of the rounded size
+ * (4K always qualifies; THP also needs at least 2 MiB), and a failure falls
+ * back (logged once per backing, counted in stats). An explicit policy (1G,
+ * 2M, thp) is a requirement: that backing is used for any size (rounded up
+ * to its page), and when it cannot be had the create fails with
  * -SS_E_NOBACKING (never SIGBUS). SS_HP_OFF means 4K shmem only.
  */
 #ifndef SEALSTORE_SRC_LIB_SEGMENT_H
@@ -82,23 +84,29 @@ typedef struct ss__seg_params {
  * (OBJECT) or keep the mapping with MADV_DONTFORK (SMALL). Falls back along
  * the backing chain per p->hugepages. Seals are not added yet.
  * Returns 0, -SS_E_NOBACKING (explicit backing unavailable), -ENOMEM,
- * -EMFILE/-ENFILE, -EINVAL (size 0 or absurd), other -errno.
+ * -EMFILE/-ENFILE, -EINVAL (SMALL of size 0, over 1 TiB, bad policy or
+ * kind), other -errno. An OBJECT of size 0 gets one 4K page. On failure
+ * *seg is untouched and nothing is left behind.
  */
 int ss__seg_create(ss__seg *seg, const ss__seg_params *p);
 
-/* OBJECT: shrink to SS_ALIGN_UP(size, page_size) (never grows), add
- * SHRINK|GROW, fchmod(0400). 0, -EINVAL if size is larger than seg->size. */
+/* OBJECT: shrink to SS_ALIGN_UP(size, page_size) (never grows; size 0
+ * keeps one page), add SHRINK|GROW, fchmod(0400). 0, -EINVAL if size is
+ * larger than seg->size or seg is not a live OBJECT segment. */
 int ss__seg_fix_size(ss__seg *seg, uint64_t size);
 
-/* SMALL: add SHRINK|GROW|FUTURE_WRITE|SEAL and verify. Needs seg->map. */
+/* SMALL: add SHRINK|GROW|FUTURE_WRITE|SEAL and verify. Needs seg->map.
+ * 0, -EPERM (already sealed, or the seals read back wrong), -EINVAL. */
 int ss__seg_seal_small(ss__seg *seg);
 
 /*
- * Write-seal an object segment through any fd of it: add WRITE|SEAL, read
- * back, require exactly SS_SEALS_OBJECT (plus F_SEAL_EXEC), then fallocate
- * the whole file. Returns 0; -EBUSY if a writable shared mapping or pinned
- * pages exist anywhere (nothing changed: retry later); -EPERM if the seals
- * were tampered with (the object must be aborted); other -errno.
+ * Write-seal an object segment through a writable fd of it: add
+ * WRITE|SEAL, read back, require exactly SS_SEALS_OBJECT (plus F_SEAL_EXEC),
+ * then fallocate the whole file (`size`: its size). Returns 0; -EBUSY if a
+ * writable shared mapping or pinned pages exist anywhere (nothing changed:
+ * retry later); -EPERM if the seals were tampered with or F_SEAL_SEAL was
+ * already set, or fd is read-only (the object must be aborted); -ENOSPC
+ * (hugetlb pool ran dry filling holes); other -errno.
  * May block ~160 ms when pages are pinned: call it off the event loop.
  */
 int ss__seg_seal_write(int fd, uint64_t size);
@@ -124,5 +132,20 @@ uint32_t ss__backing_page_size(int backing);
  * shmem_enabled mode allows it. A hint: the populate step decides.
  */
 bool ss__backing_available(int backing, uint64_t pages);
+
+/*
+ * The backings ss__seg_create() would try for `size` under `hugepages`
+ * (enum ss__hugepages), best first, judged by policy and waste rule only
+ * (no availability check). Fills out[], returns how many (>= 1), or -EINVAL
+ * for a size create rejects (SMALL 0, over 1 TiB) or a bad policy/kind.
+ */
+int ss__backing_plan(uint64_t size, int hugepages, int kind, uint8_t out[SS_BACKING__COUNT]);
+
+/* Tests and tools: forget the cached shmem_enabled mode (re-read it next
+ * time; it is otherwise cached for up to a second). */
+void ss__backing_forget(void);
+/* Tests: false makes create skip the ss__backing_available() hint, so the
+ * mapping attempt itself meets an empty pool. Default true. */
+void ss__backing_set_hint(bool on);
 
 #endif /* SEALSTORE_SRC_LIB_SEGMENT_H */
