@@ -625,6 +625,8 @@ static void test_every_default_parses(void **state)
             int i;
             ss__numa_policy numa;
             ss__sizelist list;
+            int64_t ms;
+            bool b;
         } v;
 
         switch (r->type) {
@@ -634,6 +636,8 @@ static void test_every_default_parses(void **state)
         case SS_OT_NUMA: rc = ss__parse_numa(r->def, &v.numa); break;
         case SS_OT_LOGLEVEL: rc = ss__parse_loglevel(r->def, &v.i); break;
         case SS_OT_SIZELIST: rc = ss__parse_sizelist(r->def, &v.list); break;
+        case SS_OT_MS: rc = ss__parse_ms(r->def, &v.ms); break;
+        case SS_OT_BOOL: rc = ss__parse_bool(r->def, &v.b); break;
         default: fail_msg("%s: unknown type %d", r->env, r->type);
         }
         if (rc != 0)
