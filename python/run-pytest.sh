@@ -1,0 +1,39 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# make check entry for the Python binding: run the pytest suite in
+# python/tests against the module just built (python/.libs/sealstore.so)
+# and the uninstalled libsealstore. Exit 77 (skip) with the reason when
+# pytest is not importable; numpy-needing tests skip one by one.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+build=${SS_BUILDDIR:-$PWD}
+py=${SS_PYTHON:-python3}
+mod=$build/python/.libs
+
+if [ ! -f "$mod/sealstore.so" ]; then
+    echo "run-pytest: $mod/sealstore.so was not built" >&2
+    exit 99
+fi
+if ! "$py" -c 'import pytest' 2>/dev/null; then
+    echo "SKIP: pytest is not importable by $py: install the Debian package python3-pytest" >&2
+    exit 77
+fi
+"$py" -c 'import numpy' 2>/dev/null ||
+    echo "note: numpy is not importable by $py: its tests skip (Debian package python3-numpy)" >&2
+
+PYTHONPATH="$mod${PYTHONPATH:+:$PYTHONPATH}"
+LD_LIBRARY_PATH="$build/src/lib/.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+PYTHONDONTWRITEBYTECODE=1
+export PYTHONPATH LD_LIBRARY_PATH PYTHONDONTWRITEBYTECODE
+
+# In a --enable-sanitizers build the module and the library need the ASan
+# runtime loaded before anything else; the interpreter's own allocations
+# are not ours to leak-check (valgrind covers the module: python/README.md).
+asan=$(ldd "$mod/sealstore.so" 2>/dev/null | awk '/libasan/ { print $3; exit }')
+if [ -n "$asan" ]; then
+    LD_PRELOAD="$asan${LD_PRELOAD:+ $LD_PRELOAD}"
+    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+    export LD_PRELOAD ASAN_OPTIONS
+fi
+
+exec "$py" -m pytest -q -p no:cacheprovider "$here/tests"

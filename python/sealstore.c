@@ -1,0 +1,1317 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sealstore: the CPython binding (import sealstore).
+ *
+ * put() pickles with protocol 5 and a buffer callback, so contiguous numpy
+ * arrays and other PickleBuffers travel out of band: they are copied once,
+ * straight into the store object, 64-byte aligned (layout in sspy.h).
+ * get() maps the object and hands pickle.loads() read-only memoryviews over
+ * those buffers, so arrays come back without a copy of their bytes. The
+ * memoryviews are slices of one ObjectView, which holds the store reference
+ * taken by ss_get(): it is released when the last array or view built on
+ * the object is collected.
+ *
+ * Lifetime rule: ss_disconnect() unmaps every view of its handle, so a
+ * Client's connection is closed only when (1) close() was called or the
+ * Client was collected, (2) no ObjectView of it is alive, and (3) no call is
+ * running on it with the GIL released. close() stops new calls at once; the
+ * connection (and an embedded store) lives on until the last view dies.
+ *
+ * Uses only the public libsealstore API.
+ */
+#include "sspy.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <time.h>
+
+PyObject *sspy_dumps;
+PyObject *sspy_loads;
+PyObject *sspy_Error;
+static PyObject *StoreFullError;
+static PyObject *ObjectExistsError;
+
+/* Objects up to this size are assembled in private memory and sent in one
+ * ss_put() (one round trip, the store copies them into a small slot);
+ * beyond it the object is created in place and each buffer copied once. */
+#define SSPY_SMALL_OBJECT (64 * 1024)
+/* Copies larger than this run with the GIL released. */
+#define SSPY_NOGIL_COPY (256 * 1024)
+/* Objects from this size on are populated in one call before the copy. */
+#define SSPY_PREFAULT_MIN (1024 * 1024)
+/* A waiting get() wakes up this often to honour Ctrl-C and close(). */
+#define SSPY_WAIT_SLICE_MS 200
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ------------------------------------------------------------------ errors */
+
+static void id_hex(const ss_id *id, char out[2 * SS_ID_SIZE + 1])
+{
+    static const char hx[] = "0123456789abcdef";
+
+    for (int i = 0; i < SS_ID_SIZE; i++) {
+        out[2 * i] = hx[id->b[i] >> 4];
+        out[2 * i + 1] = hx[id->b[i] & 15];
+    }
+    out[2 * SS_ID_SIZE] = 0;
+}
+
+/*
+ * Raise the Python exception for libsealstore's return value rc of
+ * operation `op`: ENOSPC -> StoreFullError, EEXIST -> ObjectExistsError
+ * (a FileExistsError), ETIMEDOUT -> TimeoutError, EINVAL -> ValueError,
+ * errnos Python maps to an OSError subclass -> that subclass (e.g.
+ * ConnectionRefusedError), everything else -> sealstore.Error. Every
+ * OSError carries the positive errno (or SS_E_* code) in .errno.
+ */
+static PyObject *raise_rc(int rc, const char *op, const ss_id *id, const char *hint)
+{
+    char hex[2 * SS_ID_SIZE + 1] = "";
+    PyObject *text, *exc = NULL, *cls;
+    int e = -rc;
+
+    if (id)
+        id_hex(id, hex);
+    if (rc == -ENOTCONN && !hint)
+        hint = " (a client inherited through fork() is dead in the child: connect anew there)";
+    text = PyUnicode_FromFormat("sealstore %s%s%s: %s%s", op, id ? " " : "", hex,
+                                ss_strerror(rc), hint ? hint : "");
+    if (!text)
+        return NULL;
+    if (e == EINVAL) {
+        PyErr_SetObject(PyExc_ValueError, text);
+        Py_DECREF(text);
+        return NULL;
+    }
+    switch (e) {
+    case ENOSPC: cls = StoreFullError; break;
+    case EEXIST: cls = ObjectExistsError; break;
+    case ETIMEDOUT: cls = PyExc_TimeoutError; break;
+    default: cls = e >= SS_E_BASE ? sspy_Error : NULL; break;
+    }
+    if (!cls) {
+        /* OSError() picks the subclass for the errno, if Python has one */
+        exc = PyObject_CallFunction(PyExc_OSError, "iO", e, text);
+        if (exc && Py_IS_TYPE(exc, (PyTypeObject *)PyExc_OSError)) {
+            Py_CLEAR(exc);
+            cls = sspy_Error;
+        }
+    }
+    if (cls)
+        exc = PyObject_CallFunction(cls, "iO", e, text);
+    Py_DECREF(text);
+    if (exc) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+static PyObject *raise_missing(const ss_id *id)
+{
+    PyObject *k = PyBytes_FromStringAndSize((const char *)id->b, SS_ID_SIZE);
+
+    if (k) {
+        PyErr_SetObject(PyExc_KeyError, k);
+        Py_DECREF(k);
+    }
+    return NULL;
+}
+
+/* Add a note (Python >= 3.11 shows it under the traceback) to the pending
+ * exception; silently nothing where add_note does not exist. */
+static void add_note(const char *note)
+{
+    PyObject *t, *v, *tb, *r;
+
+    PyErr_Fetch(&t, &v, &tb);
+    PyErr_NormalizeException(&t, &v, &tb);
+    if (v) {
+        r = PyObject_CallMethod(v, "add_note", "s", note);
+        if (r)
+            Py_DECREF(r);
+        else
+            PyErr_Clear();
+    }
+    PyErr_Restore(t, v, tb);
+}
+
+/* ---------------------------------------------------------------- ids */
+
+/* Ids are any contiguous bytes-like object of exactly SS_ID_SIZE bytes
+ * (bytes in practice); str is refused rather than encoded. */
+static int parse_id(PyObject *o, ss_id *id)
+{
+    Py_buffer v;
+
+    if (PyUnicode_Check(o) || !PyObject_CheckBuffer(o)) {
+        PyErr_Format(PyExc_TypeError, "sealstore ids are %d-byte bytes objects, not %.100s",
+                     SS_ID_SIZE, Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    if (PyObject_GetBuffer(o, &v, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (v.len != SS_ID_SIZE) {
+        PyErr_Format(PyExc_ValueError, "sealstore ids are %d bytes long, this one has %zd",
+                     SS_ID_SIZE, v.len);
+        PyBuffer_Release(&v);
+        return -1;
+    }
+    memcpy(id->b, v.buf, SS_ID_SIZE);
+    PyBuffer_Release(&v);
+    return 0;
+}
+
+static int random_id(ss_id *id)
+{
+    size_t got = 0;
+
+    while (got < SS_ID_SIZE) {
+        ssize_t r = getrandom(id->b + got, SS_ID_SIZE - got, 0);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+/* d[key] = v, consuming the new reference v (which may be NULL: error). */
+static int set_new(PyObject *d, const char *key, PyObject *v)
+{
+    int rc = v ? PyDict_SetItemString(d, key, v) : -1;
+
+    Py_XDECREF(v);
+    return rc;
+}
+
+static PyObject *id_bytes(const ss_id *id)
+{
+    return PyBytes_FromStringAndSize((const char *)id->b, SS_ID_SIZE);
+}
+
+/* timeout: None -> 0 (no wait); seconds >= 0; inf -> -1 (forever). */
+static int parse_timeout(PyObject *o, double *out)
+{
+    double t;
+
+    if (o == Py_None) {
+        *out = 0;
+        return 0;
+    }
+    t = PyFloat_AsDouble(o);
+    if (t == -1.0 && PyErr_Occurred())
+        return -1;
+    if (isnan(t) || t < 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "timeout must be None (no wait), a number of seconds >= 0, "
+                        "or math.inf (wait forever)");
+        return -1;
+    }
+    *out = isinf(t) ? -1 : t;
+    return 0;
+}
+
+/* ---------------------------------------------------------- client life */
+
+static void maybe_disconnect(sspy_client *self)
+{
+    if (self->closed && self->pins == 0 && self->busy == 0 && self->c) {
+        ss_client *c = self->c;
+
+        self->c = NULL;
+        ss_disconnect(c);
+    }
+}
+
+/* Every call on the handle is bracketed by op_begin/op_end: while busy > 0
+ * the handle is not disconnected, even if another thread calls close()
+ * while this one has the GIL released. */
+static int op_begin(sspy_client *self)
+{
+    if (self->closed || !self->c) {
+        PyErr_SetString(PyExc_ValueError, "operation on a closed sealstore client");
+        return -1;
+    }
+    self->busy++;
+    return 0;
+}
+
+static void op_end(sspy_client *self)
+{
+    self->busy--;
+    maybe_disconnect(self);
+}
+
+/* ------------------------------------------------------------ ObjectView */
+
+/* A read-only buffer over one sealed object, owning one store reference. */
+typedef struct {
+    PyObject_HEAD
+    sspy_client *client;
+    ss_id id;
+    const char *data;
+    uint64_t size;
+    const char *meta;
+    uint64_t meta_size;
+} sspy_view;
+
+static PyTypeObject sspy_ViewType;
+
+/* Wrap a found ss_object; on failure the reference is released. */
+static sspy_view *view_new(sspy_client *client, const ss_object *o)
+{
+    sspy_view *v = PyObject_New(sspy_view, &sspy_ViewType);
+
+    if (!v) {
+        (void)ss_release(client->c, &o->id);
+        return NULL;
+    }
+    Py_INCREF(client);
+    v->client = client;
+    v->id = o->id;
+    v->data = o->data;
+    v->size = o->size;
+    v->meta = o->meta;
+    v->meta_size = o->meta_size;
+    client->pins++;
+    return v;
+}
+
+static void view_dealloc(sspy_view *v)
+{
+    sspy_client *cl = v->client;
+
+    /* -ENOTCONN in a forked child (its handle is dead) is fine: nothing
+     * to release there. The handle is still connected: pins > 0. */
+    if (cl->c)
+        (void)ss_release(cl->c, &v->id);
+    cl->pins--;
+    maybe_disconnect(cl);
+    Py_DECREF(cl);
+    PyObject_Free(v);
+}
+
+static int view_getbuffer(sspy_view *v, Py_buffer *view, int flags)
+{
+    /* FillInfo refuses PyBUF_WRITABLE requests with BufferError */
+    return PyBuffer_FillInfo(view, (PyObject *)v, (void *)v->data, (Py_ssize_t)v->size, 1,
+                             flags);
+}
+
+static PyBufferProcs view_as_buffer = {
+    .bf_getbuffer = (getbufferproc)view_getbuffer,
+};
+
+static PyObject *view_get_id(sspy_view *v, void *unused)
+{
+    return id_bytes(&v->id);
+}
+
+static PyObject *view_get_nbytes(sspy_view *v, void *unused)
+{
+    return PyLong_FromUnsignedLongLong(v->size);
+}
+
+static PyObject *view_repr(sspy_view *v)
+{
+    char hex[2 * SS_ID_SIZE + 1];
+
+    id_hex(&v->id, hex);
+    return PyUnicode_FromFormat("<sealstore.ObjectView %s, %llu bytes>", hex,
+                                (unsigned long long)v->size);
+}
+
+static PyGetSetDef view_getset[] = {
+    { "id", (getter)view_get_id, NULL, "the object's id", NULL },
+    { "nbytes", (getter)view_get_nbytes, NULL, "the object's size in bytes", NULL },
+    { NULL },
+};
+
+static PyTypeObject sspy_ViewType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sealstore.ObjectView",
+    .tp_basicsize = sizeof(sspy_view),
+    .tp_dealloc = (destructor)view_dealloc,
+    .tp_repr = (reprfunc)view_repr,
+    .tp_as_buffer = &view_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Read-only bytes of one sealed object, mapped from the store.\n\n"
+              "Every memoryview and array that get() returns is built on one of these\n"
+              "(memoryview.obj, or the end of an array's .base chain). It holds the\n"
+              "store reference that keeps the object's memory mapped; the reference\n"
+              "is released when the last view built on it is collected.",
+    .tp_getset = view_getset,
+};
+
+/* --------------------------------------------------------------- layout */
+
+static uint64_t align_up(uint64_t x, uint64_t a)
+{
+    return (x + a - 1) & ~(a - 1);
+}
+
+uint64_t sspy_layout(uint64_t pickle_size, Py_ssize_t n, const Py_ssize_t *lens,
+                     uint64_t *offsets, uint64_t *table_offset)
+{
+    uint64_t end = sizeof(struct sspy_header) + pickle_size;
+
+    *table_offset = align_up(end, 8);
+    end = *table_offset + (uint64_t)n * sizeof(struct sspy_bufent);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        offsets[i] = align_up(end, SSPY_ALIGN);
+        end = offsets[i] + (uint64_t)lens[i];
+        if (end < offsets[i] || end > (UINT64_MAX >> 2)) {
+            PyErr_SetString(PyExc_OverflowError, "object too large");
+            return 0;
+        }
+    }
+    return end;
+}
+
+int sspy_is_raw(PyObject *obj)
+{
+    return PyBytes_Check(obj) || PyByteArray_Check(obj) || PyMemoryView_Check(obj);
+}
+
+PyObject *sspy_pickle(PyObject *obj, PyObject **buffers)
+{
+    PyObject *list, *cb = NULL, *kw = NULL, *args = NULL, *res = NULL;
+
+    list = PyList_New(0);
+    if (!list)
+        return NULL;
+    cb = PyObject_GetAttrString(list, "append");
+    if (cb)
+        kw = Py_BuildValue("{s:i,s:O}", "protocol", 5, "buffer_callback", cb);
+    if (kw)
+        args = PyTuple_Pack(1, obj);
+    if (args)
+        res = PyObject_Call(sspy_dumps, args, kw);
+    Py_XDECREF(args);
+    Py_XDECREF(kw);
+    Py_XDECREF(cb);
+    if (!res || !PyBytes_Check(res)) {
+        if (res) {
+            PyErr_SetString(PyExc_TypeError, "pickle.dumps did not return bytes");
+            Py_CLEAR(res);
+        }
+        Py_DECREF(list);
+        return NULL;
+    }
+    *buffers = list;
+    return res;
+}
+
+/* ------------------------------------------------------------------ put */
+
+/* Discard a half-made object; its failure leaves nothing more to do (the
+ * store drops unsealed objects of a client that disconnects). */
+static void abort_quiet(ss_client *c, const ss_id *id)
+{
+    int rc = ss_abort(c, id);
+
+    (void)rc;
+}
+
+/* Seal the object created under `id` and drop the creator's reference; on
+ * failure abort it, so nothing is left behind. GIL released by caller. */
+static int seal_release(ss_client *c, const ss_id *id)
+{
+    int rc;
+
+    /* EBUSY: a writable mapping or pinned pages exist somewhere for a
+     * moment; the object stays unsealed, so a short retry is safe. */
+    for (int tries = 0;; tries++) {
+        rc = ss_seal(c, id);
+        if (rc != -EBUSY || tries == 4)
+            break;
+        struct timespec ts = { 0, 20 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+    }
+    if (rc < 0) {
+        if (rc != -EPERM) /* EPERM: the store aborted it already */
+            abort_quiet(c, id);
+        return rc;
+    }
+    (void)ss_release(c, id);
+    return 0;
+}
+
+static int put_raw(sspy_client *self, const ss_id *id, PyObject *obj)
+{
+    Py_buffer v;
+    void *dst;
+    int rc;
+
+    if (PyObject_GetBuffer(obj, &v, PyBUF_FULL_RO) < 0)
+        return -1;
+    if (PyBuffer_IsContiguous(&v, 'C')) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = ss_put(self->c, id, v.buf, (uint64_t)v.len, NULL, 0);
+        Py_END_ALLOW_THREADS
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        rc = ss_create(self->c, id, (uint64_t)v.len, NULL, 0, &dst);
+        Py_END_ALLOW_THREADS
+        if (rc == 0) {
+            /* PyBuffer_ToContiguous allocates: needs the GIL */
+            if (PyBuffer_ToContiguous(dst, &v, v.len, 'C') < 0) {
+                abort_quiet(self->c, id);
+                PyBuffer_Release(&v);
+                return -1;
+            }
+            Py_BEGIN_ALLOW_THREADS
+            rc = seal_release(self->c, id);
+            Py_END_ALLOW_THREADS
+        }
+    }
+    PyBuffer_Release(&v);
+    if (rc < 0) {
+        raise_rc(rc, "put", id, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+struct put_plan {
+    struct sspy_header hdr;
+    const char *pickle;
+    Py_ssize_t n;
+    const Py_buffer **views; /* contiguous: pickle refuses the others */
+    Py_ssize_t *lens;
+    uint64_t *offsets;
+};
+
+/* Write the header, pickle, table and buffers into dst (the object, or a
+ * private staging area). Needs no GIL. Gaps are zeroed so no
+ * stale bytes of reused memory show through. */
+static void fill_nogil(char *dst, const struct put_plan *p)
+{
+    const struct sspy_header *h = &p->hdr;
+    uint64_t end = h->pickle_offset + h->pickle_size;
+
+    memcpy(dst, h, sizeof(*h));
+    memcpy(dst + h->pickle_offset, p->pickle, h->pickle_size);
+    memset(dst + end, 0, h->table_offset - end);
+    for (Py_ssize_t i = 0; i < p->n; i++) {
+        struct sspy_bufent e = { p->offsets[i], (uint64_t)p->lens[i] };
+
+        memcpy(dst + h->table_offset + (uint64_t)i * sizeof(e), &e, sizeof(e));
+    }
+    end = h->table_offset + (uint64_t)p->n * sizeof(struct sspy_bufent);
+    for (Py_ssize_t i = 0; i < p->n; i++) {
+        memset(dst + end, 0, p->offsets[i] - end);
+        memcpy(dst + p->offsets[i], p->views[i]->buf, (size_t)p->lens[i]);
+        end = p->offsets[i] + (uint64_t)p->lens[i];
+    }
+}
+
+/*
+ * Populate the fresh object's pages in one call before copying into it:
+ * on shmem, one MADV_POPULATE_WRITE is far cheaper than one page fault per
+ * 4 KiB during the memcpy. Advisory: on kernels before 5.14 (EINVAL) or
+ * on failure the copy simply faults the pages in.
+ */
+static void prefault(void *dst, uint64_t len)
+{
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+    uintptr_t lo = (uintptr_t)dst & ~(uintptr_t)4095;
+    uintptr_t hi = (uintptr_t)dst + len;
+
+    if (len >= SSPY_PREFAULT_MIN)
+        (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
+}
+
+static int put_pickled(sspy_client *self, const ss_id *id, PyObject *obj)
+{
+    struct put_plan p = { 0 };
+    PyObject *bufs = NULL, *pk;
+    uint64_t total, table_off;
+    int rc = 0, ret = -1;
+    void *dst = NULL;
+
+    pk = sspy_pickle(obj, &bufs);
+    if (!pk) {
+        add_note("sealstore.put: the object cannot be pickled (protocol 5); nothing was stored");
+        return -1;
+    }
+    p.n = PyList_GET_SIZE(bufs);
+    p.views = PyMem_Calloc((size_t)p.n + 1, sizeof(*p.views));
+    p.lens = PyMem_Calloc((size_t)p.n + 1, sizeof(*p.lens));
+    p.offsets = PyMem_Calloc((size_t)p.n + 1, sizeof(*p.offsets));
+    if (!p.views || !p.lens || !p.offsets) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    for (Py_ssize_t i = 0; i < p.n; i++) {
+        p.views[i] = PyPickleBuffer_GetBuffer(PyList_GET_ITEM(bufs, i));
+        if (!p.views[i])
+            goto out;
+        p.lens[i] = p.views[i]->len;
+        if (!PyBuffer_IsContiguous(p.views[i], 'A')) { /* pickle refuses these already */
+            PyErr_SetString(PyExc_BufferError, "non-contiguous out-of-band buffer");
+            goto out;
+        }
+    }
+    p.pickle = PyBytes_AS_STRING(pk);
+    total = sspy_layout((uint64_t)PyBytes_GET_SIZE(pk), p.n, p.lens, p.offsets, &table_off);
+    if (!total)
+        goto out;
+    p.hdr = (struct sspy_header){
+        .magic = SSPY_MAGIC, .version = SSPY_VERSION, .nbuffers = (uint32_t)p.n,
+        .header_size = sizeof(struct sspy_header),
+        .pickle_offset = sizeof(struct sspy_header),
+        .pickle_size = (uint64_t)PyBytes_GET_SIZE(pk),
+        .table_offset = table_off, .total_size = total,
+    };
+    if (p.n > UINT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "too many out-of-band buffers");
+        goto out;
+    }
+
+    if (total <= SSPY_SMALL_OBJECT) {
+        char *tmp = PyMem_Malloc(total);
+
+        if (!tmp) {
+            PyErr_NoMemory();
+            goto out;
+        }
+        fill_nogil(tmp, &p);
+        Py_BEGIN_ALLOW_THREADS
+        rc = ss_put(self->c, id, tmp, total, SSPY_META, SSPY_META_LEN);
+        Py_END_ALLOW_THREADS
+        PyMem_Free(tmp);
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        rc = ss_create(self->c, id, total, SSPY_META, SSPY_META_LEN, &dst);
+        Py_END_ALLOW_THREADS
+        if (rc == 0) {
+            if (total > SSPY_NOGIL_COPY) {
+                Py_BEGIN_ALLOW_THREADS
+                prefault(dst, total);
+                fill_nogil(dst, &p);
+                Py_END_ALLOW_THREADS
+            } else {
+                fill_nogil(dst, &p);
+            }
+            Py_BEGIN_ALLOW_THREADS
+            rc = seal_release(self->c, id);
+            Py_END_ALLOW_THREADS
+        }
+    }
+    if (rc < 0)
+        raise_rc(rc, "put", id, NULL);
+    else
+        ret = 0;
+out:
+    PyMem_Free(p.views);
+    PyMem_Free(p.lens);
+    PyMem_Free(p.offsets);
+    Py_DECREF(pk);
+    Py_DECREF(bufs);
+    return ret;
+}
+
+static PyObject *client_put(sspy_client *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = { "obj", "id", NULL };
+    PyObject *obj, *idobj = Py_None;
+    ss_id id;
+    int rc;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:put", kwlist, &obj, &idobj))
+        return NULL;
+    if (idobj == Py_None ? random_id(&id) < 0 : parse_id(idobj, &id) < 0)
+        return NULL;
+    if (op_begin(self) < 0)
+        return NULL;
+    rc = sspy_is_raw(obj) ? put_raw(self, &id, obj) : put_pickled(self, &id, obj);
+    op_end(self);
+    return rc < 0 ? NULL : id_bytes(&id);
+}
+
+/* ------------------------------------------------------------------ get */
+
+/*
+ * ss_get() one id, waiting up to `timeout` seconds (0: no wait, -1:
+ * forever) in slices, so Ctrl-C and close() are noticed. Returns 1 found
+ * (o filled, one reference taken), 0 not found, -1 with an exception.
+ */
+static int wait_get(sspy_client *self, const ss_id *id, double timeout, ss_object *o)
+{
+    double deadline = timeout > 0 ? now_s() + timeout : 0;
+    int64_t slice;
+    int rc;
+
+    for (;;) {
+        if (timeout < 0) {
+            slice = SSPY_WAIT_SLICE_MS;
+        } else if (timeout == 0) {
+            slice = 0;
+        } else {
+            double left = deadline - now_s();
+
+            slice = left <= 0 ? 0 : (int64_t)ceil(left * 1000.0);
+            if (slice > SSPY_WAIT_SLICE_MS)
+                slice = SSPY_WAIT_SLICE_MS;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        rc = ss_get(self->c, id, 1, slice, o);
+        Py_END_ALLOW_THREADS
+        if (rc < 0) {
+            raise_rc(rc, "get", id, NULL);
+            return -1;
+        }
+        if (rc > 0)
+            return 1;
+        if (timeout == 0 || (timeout > 0 && now_s() >= deadline))
+            return 0;
+        if (PyErr_CheckSignals() < 0)
+            return -1;
+        if (self->closed) {
+            PyErr_SetString(PyExc_ValueError, "sealstore client closed while get() waited");
+            return -1;
+        }
+    }
+}
+
+/* Take one reference to `id` and wrap it; NULL with KeyError/TimeoutError
+ * when absent. map_s, if not NULL, receives the time spent in ss_get. */
+static sspy_view *get_view(sspy_client *self, const ss_id *id, double timeout, double *map_s)
+{
+    ss_object o;
+    sspy_view *v = NULL;
+    double t0 = now_s();
+    int found;
+
+    if (op_begin(self) < 0)
+        return NULL;
+    found = wait_get(self, id, timeout, &o);
+    if (map_s)
+        *map_s = now_s() - t0;
+    if (found > 0)
+        v = view_new(self, &o); /* pins++ before op_end can disconnect */
+    op_end(self);
+    if (found == 0) {
+        if (timeout == 0)
+            raise_missing(id);
+        else
+            raise_rc(-ETIMEDOUT, "get", id, " (not sealed within the timeout)");
+    }
+    return v;
+}
+
+static int is_pickled(const sspy_view *v)
+{
+    return v->meta_size == SSPY_META_LEN && memcmp(v->meta, SSPY_META, SSPY_META_LEN) == 0;
+}
+
+/* Check a pickled object's header and table against its size. */
+static int parse_layout(const sspy_view *v, struct sspy_header *h)
+{
+    const char *why = NULL;
+
+    if (v->size < sizeof(*h)) {
+        why = "shorter than its header";
+        goto bad;
+    }
+    memcpy(h, v->data, sizeof(*h));
+    if (h->magic != SSPY_MAGIC)
+        why = "bad magic";
+    else if (h->version != SSPY_VERSION || h->flags != 0)
+        why = "written by an unknown version of the binding";
+    else if (h->header_size < sizeof(*h) || h->total_size > v->size ||
+             h->pickle_offset < h->header_size || h->pickle_offset > h->total_size ||
+             h->pickle_size > h->total_size - h->pickle_offset ||
+             h->table_offset > h->total_size || (h->table_offset & 7) ||
+             h->nbuffers > (h->total_size - h->table_offset) / sizeof(struct sspy_bufent))
+        why = "header out of bounds";
+    else
+        for (uint32_t i = 0; i < h->nbuffers && !why; i++) {
+            struct sspy_bufent e;
+
+            memcpy(&e, v->data + h->table_offset + (uint64_t)i * sizeof(e), sizeof(e));
+            if (e.offset > h->total_size || e.size > h->total_size - e.offset)
+                why = "buffer table out of bounds";
+        }
+    if (!why)
+        return 0;
+bad:;
+    char hex[2 * SS_ID_SIZE + 1];
+
+    id_hex(&v->id, hex);
+    PyErr_Format(PyExc_ValueError, "sealstore object %s is not a valid pickled object: %s",
+                 hex, why);
+    return -1;
+}
+
+static PyObject *mv_slice(PyObject *base, uint64_t off, uint64_t len)
+{
+    PyObject *s, *r;
+    PyObject *a = PyLong_FromUnsignedLongLong(off), *b = PyLong_FromUnsignedLongLong(off + len);
+
+    s = a && b ? PySlice_New(a, b, NULL) : NULL;
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    if (!s)
+        return NULL;
+    r = PyObject_GetItem(base, s);
+    Py_DECREF(s);
+    return r;
+}
+
+/*
+ * Rebuild the object held by view v. Raw objects come back as one
+ * read-only memoryview. Pickled ones: pickle.loads over a memoryview of
+ * the in-band part, with read-only memoryview slices of v as buffers.
+ * If bufs/h are given, they receive the buffer table (for explain).
+ */
+static PyObject *decode(sspy_view *v, struct sspy_xbuf **bufs, struct sspy_header *hout)
+{
+    PyObject *base, *pk = NULL, *list = NULL, *kw = NULL, *args = NULL, *res = NULL;
+    struct sspy_header h;
+
+    base = PyMemoryView_FromObject((PyObject *)v);
+    if (!base || !is_pickled(v))
+        return base;
+    if (parse_layout(v, &h) < 0)
+        goto out;
+    if (hout)
+        *hout = h;
+    list = PyList_New(h.nbuffers);
+    if (!list)
+        goto out;
+    if (bufs) {
+        *bufs = PyMem_Calloc(h.nbuffers + 1, sizeof(**bufs));
+        if (!*bufs) {
+            PyErr_NoMemory();
+            goto out;
+        }
+    }
+    for (uint32_t i = 0; i < h.nbuffers; i++) {
+        struct sspy_bufent e;
+        PyObject *s;
+
+        memcpy(&e, v->data + h.table_offset + (uint64_t)i * sizeof(e), sizeof(e));
+        s = mv_slice(base, e.offset, e.size);
+        if (!s)
+            goto out;
+        PyList_SET_ITEM(list, i, s);
+        if (bufs)
+            (*bufs)[i] = (struct sspy_xbuf){ .addr = v->data + e.offset,
+                                             .len = (Py_ssize_t)e.size, .offset = e.offset };
+    }
+    pk = mv_slice(base, h.pickle_offset, h.pickle_size);
+    if (pk)
+        kw = Py_BuildValue("{s:O}", "buffers", list);
+    if (kw)
+        args = PyTuple_Pack(1, pk);
+    if (args)
+        res = PyObject_Call(sspy_loads, args, kw);
+out:
+    Py_XDECREF(args);
+    Py_XDECREF(kw);
+    Py_XDECREF(pk);
+    Py_XDECREF(list);
+    Py_DECREF(base);
+    return res;
+}
+
+static PyObject *client_get(sspy_client *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = { "id", "timeout", NULL };
+    PyObject *idobj, *tobj = Py_None, *res;
+    double timeout;
+    sspy_view *v;
+    ss_id id;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:get", kwlist, &idobj, &tobj) ||
+        parse_id(idobj, &id) < 0 || parse_timeout(tobj, &timeout) < 0)
+        return NULL;
+    v = get_view(self, &id, timeout, NULL);
+    if (!v)
+        return NULL;
+    res = decode(v, NULL, NULL);
+    Py_DECREF(v); /* what res holds on to keeps the reference */
+    return res;
+}
+
+static PyObject *client_explain(sspy_client *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = { "id", "timeout", NULL };
+    PyObject *idobj, *tobj = Py_None, *res, *x = NULL, *t = NULL;
+    struct sspy_xbuf *bufs = NULL;
+    struct sspy_header h = { 0 };
+    double timeout, map_s, t0, unpickle_s;
+    sspy_view *v;
+    ss_id id;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:explain", kwlist, &idobj, &tobj) ||
+        parse_id(idobj, &id) < 0 || parse_timeout(tobj, &timeout) < 0)
+        return NULL;
+    v = get_view(self, &id, timeout, &map_s);
+    if (!v)
+        return NULL;
+    t0 = now_s();
+    res = decode(v, &bufs, &h);
+    unpickle_s = now_s() - t0;
+    if (res && is_pickled(v)) {
+        x = sspy_explanation(res, "pickle5", h.pickle_size, bufs, h.nbuffers, v->size);
+    } else if (res) {
+        struct sspy_xbuf raw = { .addr = v->data, .len = (Py_ssize_t)v->size };
+
+        x = sspy_explanation(res, "raw", 0, &raw, 1, v->size);
+    }
+    PyMem_Free(bufs);
+    if (x)
+        t = id_bytes(&id);
+    if (!t || set_new(x, "id", t) < 0 ||
+        set_new(x, "map_seconds", PyFloat_FromDouble(map_s)) < 0 ||
+        set_new(x, "unpickle_seconds", PyFloat_FromDouble(unpickle_s)) < 0)
+        Py_CLEAR(x);
+    Py_XDECREF(res);
+    Py_DECREF(v);
+    return x;
+}
+
+/* ------------------------------------------------------- other calls */
+
+static PyObject *client_delete(sspy_client *self, PyObject *idobj)
+{
+    ss_id id;
+    int rc;
+
+    if (parse_id(idobj, &id) < 0 || op_begin(self) < 0)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ss_delete(self->c, &id);
+    Py_END_ALLOW_THREADS
+    op_end(self);
+    if (rc == -ENOENT)
+        return raise_missing(&id);
+    if (rc == -EBUSY)
+        return raise_rc(rc, "delete", &id, " (the object is not sealed yet)");
+    if (rc < 0)
+        return raise_rc(rc, "delete", &id, NULL);
+    Py_RETURN_NONE;
+}
+
+static int contains_id(sspy_client *self, PyObject *idobj)
+{
+    ss_id id;
+    int rc;
+
+    if (parse_id(idobj, &id) < 0 || op_begin(self) < 0)
+        return -1;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ss_contains(self->c, &id);
+    Py_END_ALLOW_THREADS
+    op_end(self);
+    if (rc < 0) {
+        raise_rc(rc, "contains", &id, NULL);
+        return -1;
+    }
+    return rc > 0;
+}
+
+static PyObject *client_contains(sspy_client *self, PyObject *idobj)
+{
+    int rc = contains_id(self, idobj);
+
+    return rc < 0 ? NULL : PyBool_FromLong(rc);
+}
+
+static PyObject *u64_list(const uint64_t *a, size_t n)
+{
+    PyObject *l = PyList_New((Py_ssize_t)n);
+
+    for (size_t i = 0; l && i < n; i++) {
+        PyObject *x = PyLong_FromUnsignedLongLong(a[i]);
+
+        if (!x) {
+            Py_CLEAR(l);
+            break;
+        }
+        PyList_SET_ITEM(l, (Py_ssize_t)i, x);
+    }
+    return l;
+}
+
+static PyObject *client_stats(sspy_client *self, PyObject *unused)
+{
+    ss_stats s = { .size = sizeof(s), .version = SS_STATS_VERSION };
+    PyObject *d;
+    int rc;
+
+    if (op_begin(self) < 0)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ss_stats_get(self->c, &s);
+    Py_END_ALLOW_THREADS
+    op_end(self);
+    if (rc < 0)
+        return raise_rc(rc, "stats", NULL, NULL);
+    d = PyDict_New();
+    if (!d)
+        return NULL;
+#define U(f) set_new(d, #f, PyLong_FromUnsignedLongLong(s.f)) < 0
+#define A(f) set_new(d, #f, u64_list(s.f, sizeof(s.f) / sizeof(s.f[0]))) < 0
+    if (U(capacity) || U(resident_bytes) || U(objects) || U(sealed_objects) ||
+        U(object_bytes) || A(bytes_by_backing) || U(small_live_bytes) ||
+        U(small_used_bytes) || U(small_segment_bytes) || U(pool_ready_bytes) ||
+        U(pool_hits) || U(pool_misses) || U(backing_fallbacks) || A(node_bytes) ||
+        U(clients) || U(creates) || U(seals) || U(aborts) || U(gets) || U(releases) ||
+        U(deletes) || U(evictions) || U(waits) || U(wait_timeouts) ||
+        U(protocol_errors) || U(bookkeeping_bytes))
+        Py_CLEAR(d);
+#undef U
+#undef A
+    return d;
+}
+
+static PyObject *info_dict(const ss_obj_info *e)
+{
+    char backing[sizeof(e->backing) + 1];
+    PyObject *d = PyDict_New();
+
+    memcpy(backing, e->backing, sizeof(e->backing));
+    backing[sizeof(e->backing)] = 0;
+    if (d && (set_new(d, "id", id_bytes(&e->id)) < 0 ||
+              set_new(d, "state", PyUnicode_FromString(e->state == SS_OBJ_SEALED ? "sealed"
+                                                                                  : "created")) < 0 ||
+              set_new(d, "size", PyLong_FromUnsignedLongLong(e->size)) < 0 ||
+              set_new(d, "meta_size", PyLong_FromUnsignedLongLong(e->meta_size)) < 0 ||
+              set_new(d, "refs", PyLong_FromUnsignedLong(e->refs)) < 0 ||
+              set_new(d, "node", PyLong_FromLong(e->node)) < 0 ||
+              set_new(d, "backing", PyUnicode_FromString(backing)) < 0))
+        Py_CLEAR(d);
+    return d;
+}
+
+static PyObject *client_list(sspy_client *self, PyObject *unused)
+{
+    enum { BATCH = 256 };
+    ss_obj_info *batch;
+    uint64_t cursor = 0;
+    PyObject *out = PyList_New(0);
+    int n;
+
+    if (!out)
+        return NULL;
+    batch = PyMem_Malloc(BATCH * sizeof(*batch));
+    if (!batch) {
+        Py_DECREF(out);
+        return PyErr_NoMemory();
+    }
+    if (op_begin(self) < 0)
+        goto fail;
+    do {
+        Py_BEGIN_ALLOW_THREADS
+        n = ss_list(self->c, &cursor, batch, BATCH);
+        Py_END_ALLOW_THREADS
+        if (n < 0) {
+            op_end(self);
+            raise_rc(n, "list", NULL, NULL);
+            goto fail;
+        }
+        for (int i = 0; i < n; i++) {
+            PyObject *d = info_dict(&batch[i]);
+
+            if (!d || PyList_Append(out, d) < 0) {
+                Py_XDECREF(d);
+                op_end(self);
+                goto fail;
+            }
+            Py_DECREF(d);
+        }
+    } while (cursor != 0);
+    op_end(self);
+    PyMem_Free(batch);
+    return out;
+fail:
+    PyMem_Free(batch);
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyObject *client_close(sspy_client *self, PyObject *unused)
+{
+    self->closed = 1;
+    maybe_disconnect(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *client_enter(sspy_client *self, PyObject *unused)
+{
+    if (op_begin(self) < 0)
+        return NULL;
+    op_end(self);
+    Py_INCREF(self);
+    return (PyObject *)self;
+}
+
+static PyObject *client_exit(sspy_client *self, PyObject *args)
+{
+    return client_close(self, NULL);
+}
+
+static PyObject *client_get_closed(sspy_client *self, void *unused)
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *client_get_live_views(sspy_client *self, void *unused)
+{
+    return PyLong_FromSsize_t(self->pins);
+}
+
+static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = { "path", "embed", NULL };
+    PyObject *pathobj = Py_None, *fs = NULL;
+    int embed = 0, rc;
+    sspy_client *self;
+    ss_client *c = NULL;
+    const char *path;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|Op:connect", kwlist, &pathobj, &embed))
+        return NULL;
+    if (pathobj != Py_None && !PyUnicode_FSConverter(pathobj, &fs))
+        return NULL;
+    path = fs ? PyBytes_AS_STRING(fs) : NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ss_connect(path, embed ? SS_CONNECT_EMBED : 0, &c);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        PyObject *what = PyUnicode_FromFormat("connect %s", path ? path : "(default socket)");
+
+        if (what)
+            raise_rc(rc, PyUnicode_AsUTF8(what), NULL,
+                     (rc == -ENOENT || rc == -ECONNREFUSED) && !embed
+                         ? " (is sealstored running there? embed=True starts a store in "
+                           "this process)"
+                         : NULL);
+        Py_XDECREF(what);
+        Py_XDECREF(fs);
+        return NULL;
+    }
+    self = (sspy_client *)type->tp_alloc(type, 0);
+    if (!self) {
+        ss_disconnect(c);
+        Py_XDECREF(fs);
+        return NULL;
+    }
+    self->c = c;
+    self->path = fs ? PyUnicode_DecodeFSDefault(path) : Py_NewRef(Py_None);
+    Py_XDECREF(fs);
+    if (!self->path) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void client_dealloc(sspy_client *self)
+{
+    /* no view can be alive: each holds a reference to this object */
+    if (self->c)
+        ss_disconnect(self->c);
+    Py_XDECREF(self->path);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *client_repr(sspy_client *self)
+{
+    return PyUnicode_FromFormat("<sealstore.Client path=%R %s, %zd live views>", self->path,
+                                self->closed ? (self->c ? "closing" : "closed") : "open",
+                                self->pins);
+}
+
+static PySequenceMethods client_as_sequence = {
+    .sq_contains = (objobjproc)contains_id,
+};
+
+static PyMethodDef client_methods[] = {
+    { "put", (PyCFunction)(void (*)(void))client_put, METH_VARARGS | METH_KEYWORDS,
+      "put(obj, id=None) -> id\n\n"
+      "Store obj and return its 20-byte id (random unless given). bytes,\n"
+      "bytearray and memoryview are stored raw (and come back as a read-only\n"
+      "memoryview); anything else is pickled with protocol 5, its contiguous\n"
+      "numpy arrays and other PickleBuffers out of band (zero copy on get).\n"
+      "Raises ObjectExistsError if the id exists, StoreFullError if the store\n"
+      "is full; pickling errors propagate and leave nothing behind." },
+    { "get", (PyCFunction)(void (*)(void))client_get, METH_VARARGS | METH_KEYWORDS,
+      "get(id, timeout=None) -> object\n\n"
+      "Fetch an object. timeout None (or 0) does not wait: KeyError if absent;\n"
+      "a number of seconds waits for it to be sealed, then raises TimeoutError;\n"
+      "math.inf waits forever. Arrays and memoryviews returned point into the\n"
+      "store's memory (read-only) and keep it referenced until collected." },
+    { "delete", (PyCFunction)client_delete, METH_O,
+      "delete(id)\n\nDelete a sealed object (KeyError if absent). Memory still viewed by\n"
+      "arrays is freed when they are collected." },
+    { "contains", (PyCFunction)client_contains, METH_O,
+      "contains(id) -> bool\n\nWhether a sealed object with that id exists (also: id in client)." },
+    { "explain", (PyCFunction)(void (*)(void))client_explain, METH_VARARGS | METH_KEYWORDS,
+      "explain(id, timeout=None) -> Explanation\n\n"
+      "Get the object, timing the mapping (ss_get) and the unpickling apart, and\n"
+      "explain which of its bytes are zero-copy and which are rebuilt." },
+    { "stats", (PyCFunction)client_stats, METH_NOARGS, "stats() -> dict of store-wide counters" },
+    { "list", (PyCFunction)client_list, METH_NOARGS,
+      "list() -> list of dicts (id, state, size, meta_size, refs, node, backing)" },
+    { "close", (PyCFunction)client_close, METH_NOARGS,
+      "close()\n\nRefuse further calls. The connection itself (and an embedded store)\n"
+      "stays until the last array or view obtained through it is collected." },
+    { "__enter__", (PyCFunction)client_enter, METH_NOARGS, NULL },
+    { "__exit__", (PyCFunction)client_exit, METH_VARARGS, NULL },
+    { NULL },
+};
+
+static PyGetSetDef client_getset[] = {
+    { "closed", (getter)client_get_closed, NULL, "close() was called", NULL },
+    { "live_views", (getter)client_get_live_views, NULL,
+      "objects currently referenced by arrays/views from this client", NULL },
+    { NULL },
+};
+
+PyTypeObject sspy_ClientType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sealstore.Client",
+    .tp_basicsize = sizeof(sspy_client),
+    .tp_dealloc = (destructor)client_dealloc,
+    .tp_repr = (reprfunc)client_repr,
+    .tp_as_sequence = &client_as_sequence,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Client(path=None, embed=False)\n\n"
+              "A connection to a sealstore store (same as sealstore.connect()).",
+    .tp_methods = client_methods,
+    .tp_getset = client_getset,
+    .tp_new = client_new,
+};
+
+/* ---------------------------------------------------------------- module */
+
+static PyObject *mod_connect(PyObject *m, PyObject *args, PyObject *kw)
+{
+    return client_new(&sspy_ClientType, args, kw);
+}
+
+static PyObject *mod_explain(PyObject *m, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = { "obj", "client", NULL };
+    PyObject *obj, *client = Py_None, *a, *r;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:explain", kwlist, &obj, &client))
+        return NULL;
+    if (client == Py_None)
+        return sspy_explain_object(obj);
+    if (!PyObject_TypeCheck(client, &sspy_ClientType)) {
+        PyErr_Format(PyExc_TypeError, "client must be a sealstore.Client, not %.100s",
+                     Py_TYPE(client)->tp_name);
+        return NULL;
+    }
+    a = PyTuple_Pack(1, obj);
+    if (!a)
+        return NULL;
+    r = client_explain((sspy_client *)client, a, NULL);
+    Py_DECREF(a);
+    return r;
+}
+
+static PyMethodDef mod_methods[] = {
+    { "connect", (PyCFunction)(void (*)(void))mod_connect, METH_VARARGS | METH_KEYWORDS,
+      "connect(path=None, embed=False) -> Client\n\n"
+      "Connect to the store at path (None: $SEALSTORE_SOCKET, else\n"
+      "$XDG_RUNTIME_DIR/sealstore.sock, else a per-user directory under /tmp).\n"
+      "embed=True starts a store inside this process if none answers there;\n"
+      "other processes may connect to it; it lives until this client's\n"
+      "connection ends." },
+    { "explain", (PyCFunction)(void (*)(void))mod_explain, METH_VARARGS | METH_KEYWORDS,
+      "explain(obj, client=None) -> Explanation\n\n"
+      "What put(obj) would store zero-copy (out-of-band buffers, mapped on\n"
+      "get) and what in band (rebuilt by pickle.loads on every get), by path.\n"
+      "With client, obj is an id: the stored object is fetched and the get\n"
+      "is timed (map_seconds, unpickle_seconds)." },
+    { NULL },
+};
+
+static struct PyModuleDef sealstore_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "sealstore",
+    .m_doc = "Zero-copy sharing of Python objects between processes through a sealstore\n"
+             "shared-memory store. See connect(), Client and explain().",
+    .m_size = -1,
+    .m_methods = mod_methods,
+};
+
+static int add_exception(PyObject *m, const char *name, PyObject *bases, const char *doc,
+                         PyObject **out)
+{
+    char full[64];
+
+    snprintf(full, sizeof(full), "sealstore.%s", name);
+    *out = PyErr_NewExceptionWithDoc(full, doc, bases, NULL);
+    if (!*out)
+        return -1;
+    return PyModule_AddObjectRef(m, name, *out);
+}
+
+PyMODINIT_FUNC PyInit_sealstore(void)
+{
+    PyObject *m, *pickle, *bases;
+
+    if (PyType_Ready(&sspy_ClientType) < 0 || PyType_Ready(&sspy_ViewType) < 0 ||
+        PyType_Ready(&sspy_ExplanationType) < 0)
+        return NULL;
+    pickle = PyImport_ImportModule("pickle");
+    if (!pickle)
+        return NULL;
+    sspy_dumps = PyObject_GetAttrString(pickle, "dumps");
+    sspy_loads = PyObject_GetAttrString(pickle, "loads");
+    Py_DECREF(pickle);
+    if (!sspy_dumps || !sspy_loads)
+        return NULL;
+    m = PyModule_Create(&sealstore_module);
+    if (!m)
+        return NULL;
+    if (add_exception(m, "Error", PyExc_OSError,
+                      "A sealstore failure; .errno holds the errno or SS_E_* code.",
+                      &sspy_Error) < 0 ||
+        add_exception(m, "StoreFullError", sspy_Error,
+                      "The object does not fit in the store (ENOSPC).", &StoreFullError) < 0)
+        goto fail;
+    bases = PyTuple_Pack(2, sspy_Error, PyExc_FileExistsError);
+    if (!bases || add_exception(m, "ObjectExistsError", bases,
+                                "An object with that id exists already (EEXIST).",
+                                &ObjectExistsError) < 0) {
+        Py_XDECREF(bases);
+        goto fail;
+    }
+    Py_DECREF(bases);
+    if (PyModule_AddObjectRef(m, "Client", (PyObject *)&sspy_ClientType) < 0 ||
+        PyModule_AddObjectRef(m, "ObjectView", (PyObject *)&sspy_ViewType) < 0 ||
+        PyModule_AddObjectRef(m, "Explanation", (PyObject *)&sspy_ExplanationType) < 0 ||
+        PyModule_AddIntConstant(m, "ID_SIZE", SS_ID_SIZE) < 0 ||
+        PyModule_AddStringConstant(m, "__version__", ss_version()) < 0)
+        goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}
