@@ -1,0 +1,321 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Internals of the spill engine, shared by spill.c (the loop side: ops,
+ * io_uring and worker threads, the file table, the API and scan),
+ * spill_job.c (the job state machines) and spill_file.c (the format, the
+ * directory and the synchronous file reader). Not for anyone else: the
+ * contract is spill.h. The design essay opens spill.c.
+ */
+#ifndef SEALSTORE_SRC_LIB_SPILL_INT_H
+#define SEALSTORE_SRC_LIB_SPILL_INT_H
+
+#include "spill.h"
+
+#include <liburing.h>
+#include <pthread.h>
+
+/* io_uring writes into our buffers behind valgrind's back: tell it the
+ * bytes a read brought in are defined (a no-op elsewhere). */
+#if defined(__has_include)
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define SS_SP_DEFINED(p, n) ((void)VALGRIND_MAKE_MEM_DEFINED((p), (n)))
+#endif
+#endif
+#ifndef SS_SP_DEFINED
+#define SS_SP_DEFINED(p, n) ((void)0)
+#endif
+
+/* ------------------------------------------------- spill_file.c */
+
+/* Streaming XXH64: every update but the last must be a multiple of 32
+ * bytes; the last one's bytes must stay valid until the digest. */
+typedef struct ss__xxh64 {
+    uint64_t v[4], total, seed;
+    const uint8_t *tail;
+    size_t tail_len;
+} ss__xxh64;
+void ss__xxh64_init(ss__xxh64 *st, uint64_t seed);
+void ss__xxh64_update(ss__xxh64 *st, const void *p, size_t n);
+uint64_t ss__xxh64_digest(const ss__xxh64 *st);
+
+/* Fill a record header (hdr_hash computed, tomb 0). */
+void ss__spill_rec_fill(ss__spill_rec *r, uint32_t flags, const ss_id *id,
+                        uint32_t meta_size, uint64_t data_size, uint32_t data_off,
+                        uint64_t rec_len, uint64_t seq, uint64_t data_hash,
+                        uint64_t meta_hash);
+/* Header self-check: 0, or -EBADMSG with *why set to a short reason. */
+int ss__spill_rec_check(const ss__spill_rec *r, const char **why);
+/* "<40 hex>" of an id, for log lines. */
+void ss__spill_id_hex(const ss_id *id, char out[2 * SS_ID_SIZE + 1]);
+
+#define SS_SPILL_NAME_MAX 32
+/* "<16 hex>.spill" or "<16 hex>.tmp" */
+void ss__spill_name(char buf[SS_SPILL_NAME_MAX], uint64_t file, bool tmp);
+/* 0 and the id for a spill or tmp file name, -EINVAL for anything else. */
+int ss__spill_parse_name(const char *name, uint64_t *file, bool *tmp);
+
+/* Create/check the directory and take its lock (see ss__spill_open). */
+int ss__spill_dir_open(const char *path, int *dirfd, int *lockfd);
+/* O_DIRECT alignment usable in the directory, or 0 for buffered I/O. */
+int ss__spill_dio_probe(int dirfd, uint32_t *align);
+
+/* Read one spill file synchronously and call fn for every good, live
+ * object record (meta valid during the call); fn's negative return stops
+ * the walk and is returned. Damage is logged and counted. */
+typedef int (*ss__spill_walk_fn)(void *arg, const ss__spill_loc *loc, const void *meta);
+typedef struct ss__spill_walk_res {
+    uint64_t size;     /* file bytes */
+    uint64_t good;     /* good object records (live or dead) */
+    uint64_t dead;     /* of which tombstoned */
+    uint64_t damaged;  /* objects or regions lost */
+    uint64_t max_seq;  /* highest seq of a good record */
+    bool fused;        /* records say fused */
+} ss__spill_walk_res;
+int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_align,
+                   ss__spill_walk_fn fn, void *arg, ss__spill_walk_res *res);
+
+/* ------------------------------------------------------ engine state */
+
+#define DEF_QD 8
+#define MAX_QD 256
+#define DEF_FUSED_CAP (64 * SS_MiB)
+#define DEF_SMALL_MAX (64 * SS_KiB)
+#define MAX_SMALL_MAX (1 * SS_MiB)
+#define DEF_CHUNK (1u * 1024 * 1024)
+#define HASH_PIECE (8 * SS_MiB)        /* worker hashes this much per turn */
+#define HASH_INLINE_MAX (256 * SS_KiB) /* below: hash on the loop (~10 us) */
+#define SPAN_MAX (256 * SS_KiB)        /* records up to this: one read */
+#define SPAN_BUF (SPAN_MAX + 2 * BLK)  /* a pooled buffer for such a read */
+#define BATCH_MAX (8 * SS_MiB)         /* bytes of records per append */
+#define CLOSE_WAIT_MS 60000
+#define PROCESS_BUDGET 64u /* completions handled per reap call */
+#define BLK ((uint64_t)SS_SPILL_BLOCK)
+#define DEAD (1ull << 63)
+
+enum op_type {
+    OP_WRITE, OP_READ, /* data */
+    OP_FSYNC, OP_DIRSYNC, /* sync */
+    OP_OPEN, OP_UNLINK, OP_RENAME, OP_TRUNCATE, OP_HASH, OP_BUILD, /* meta: worker */
+};
+
+struct job;
+
+struct op {
+    struct op *next;
+    struct job *job; /* NULL for the directory fsync */
+    uint8_t type;
+    uint32_t part;   /* which xfer of the job */
+    bool started;    /* issued once (injection counts first issues) */
+    uint8_t retries;
+    int fd;
+    uint8_t *buf;
+    uint64_t off, len, done, need, idx;
+    int64_t res;
+    /* open / unlink / rename / truncate */
+    int oflags;
+    uint64_t prealloc;
+    char name[SS_SPILL_NAME_MAX], name2[SS_SPILL_NAME_MAX];
+    /* hash */
+    ss__xxh64 *hst;
+    const uint8_t *hp;
+    uint64_t hlen;
+    uint64_t *hout; /* set: the last piece, digest into *hout */
+};
+
+/* A contiguous transfer, issued in chunks. */
+struct xfer {
+    uint8_t *buf;
+    uint64_t off, len;
+    uint64_t issued, completed;
+    uint64_t need; /* single reads: bytes that must arrive before EOF */
+    bool single;   /* one op whatever the chunk size */
+    bool span;     /* buf comes from the span pool when first issued */
+};
+
+enum job_kind { J_LARGE, J_BATCH, J_READ, J_TOMB, J_UNLINK };
+enum job_state { S_OPEN, S_DATA, S_HDR, S_SYNC, S_RENAME, S_DIRSYNC, S_UNLINK, S_CLEANUP };
+
+struct brec { /* one small object in a batch */
+    uint64_t cookie, off, size, rec_len, seq;
+    uint32_t meta_size, data_off, meta_off;
+    ss_id id;
+    const uint8_t *src; /* the caller's bytes, copied when the batch is built */
+};
+
+/* Small objects gathered for one append: descriptors while they wait (the
+ * loop copies nothing but meta), then built into buf by the worker right
+ * before the write. */
+struct batch {
+    struct batch *next;
+    uint8_t *buf;       /* while built and written */
+    uint64_t cap, used; /* buf bytes; record bytes planned */
+    struct brec *r;
+    uint32_t n, ncap;
+    uint8_t *meta;      /* the records' meta, copied at append */
+    uint32_t meta_used, meta_cap;
+};
+
+enum file_state { F_CREATING, F_LIVE, F_DOOMED };
+
+/* Invariant: live == number of recs[] entries without DEAD; a file is
+ * unlinked only when live == 0 && refs == 0 && it is not fused_cur. */
+struct sfile {
+    struct sfile *hnext;
+    uint64_t id, size;
+    uint64_t *recs; /* record offsets, ascending; DEAD marks deleted ones */
+    uint32_t nrecs, crecs;
+    uint64_t live;
+    uint32_t refs;     /* jobs using the file */
+    uint8_t state;
+    bool fused;
+    int fd;            /* append fd of the fused file being filled */
+    int rfd;           /* read fd kept for restores of small records, or -1 */
+    uint64_t *tomb;    /* offsets waiting for a tombstone write */
+    uint32_t ntomb, ctomb;
+    struct job *tomb_job;
+};
+
+struct job {
+    struct job *next;    /* ready queue */
+    struct job *ds_next; /* directory fsync lists */
+    uint8_t kind, state;
+    bool in_ready, created, renamed, new_file, hash_busy, tail_copied, progressive;
+    bool direct, span;
+    int status;
+    unsigned io_pending; /* ops in flight other than hashing, dirsync waits */
+    struct sfile *file;
+    int fd;
+    uint64_t cookie, seq, size, rec_len, rec_off;
+    uint32_t meta_size, data_off;
+    ss_id id;
+    const uint8_t *src;
+    uint8_t *dst;
+    void *meta_dst;
+    uint8_t *hdr; /* header(+meta) block, or the whole record span */
+    uint64_t span_off;
+    uint8_t *tail;
+    uint64_t direct_len, tail_len;
+    struct xfer xin[3], *x;
+    unsigned nx, xi;
+    ss__xxh64 hs;
+    uint64_t hashed, hash_val, meta_hash;
+    uint8_t *bits; /* restore: chunks of the data xfer that arrived */
+    uint64_t next_chunk, nchunks, prefix;
+    struct batch *batch;
+    uint64_t base, len;
+    uint64_t tombval;
+    uint64_t *toffs;
+    uint32_t ntoffs;
+    uint64_t t0;
+    ss__spill_loc loc;
+};
+
+struct ss__spill {
+    int dirfd, lockfd, efd;
+    char *dir;
+    uint32_t dio_align; /* 0: buffered */
+    unsigned qd;
+    uint64_t fused_cap, small_max, chunk;
+    bool uring, scanned, closing;
+    struct io_uring ring;
+    unsigned to_submit;
+    int submit_mode; /* SUB_* */
+    pthread_t sub_thr;
+    pthread_mutex_t sub_lock;
+    pthread_cond_t sub_cv;
+    bool sub_kick, sub_stop, sub_started;
+    unsigned data_inflight, sync_inflight;
+    /* workers */
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    struct op *wq_head, *wq_tail, *wd_head, *wd_tail;
+    bool wstop;
+    pthread_t thr[4];
+    unsigned nthr;
+    /* jobs */
+    struct job *ready_head, *ready_tail;
+    struct op *syncq_head, *syncq_tail;
+    struct job *ds_wait, *ds_run;
+    bool ds_busy;
+    unsigned njobs;
+    struct batch *stage, *pend_head, *pend_tail, *bfree;
+    uint8_t *bbuf; /* a batch buffer kept for the next batch */
+    uint64_t bbuf_cap;
+    void *span_free; /* pooled SPAN_BUF buffers, linked through their start */
+    unsigned span_nfree;
+    struct job *batch_job;
+    /* files */
+    struct sfile **ht;
+    size_t ht_size, nfiles;
+    struct sfile *fused_cur;
+    uint64_t next_file, next_seq;
+    /* completions */
+    ss__spill_done *dq;
+    size_t dq_head, dq_n, dq_cap;
+    struct op *op_free;
+    /* accounting */
+    unsigned spill_active, restore_active;
+    uint64_t spill_t0, restore_t0;
+    ss__spill_stats st;
+    /* injection (tests) */
+    unsigned inj_mask, inj_left;
+    int inj_err;
+};
+
+enum { SUB_THREAD, SUB_SQPOLL, SUB_INLINE };
+
+/* ------------------------------------------ spill.c: infrastructure */
+
+void *ss__sp_balloc(uint64_t n); /* 4096-aligned, rounded up to 4096 */
+void ss__sp_efd_signal(ss__spill *sp);
+void ss__sp_busy_inc(unsigned *active, uint64_t *t0);
+void ss__sp_busy_dec(unsigned *active, uint64_t t0, uint64_t *ns);
+void ss__sp_push_done(ss__spill *sp, const ss__spill_done *d);
+struct sfile *ss__sp_file_find(const ss__spill *sp, uint64_t id);
+struct sfile *ss__sp_file_new(ss__spill *sp, uint64_t id);
+void ss__sp_file_free(ss__spill *sp, struct sfile *f);
+int ss__sp_rec_add(struct sfile *f, uint64_t off);
+long ss__sp_rec_find(const struct sfile *f, uint64_t off);
+void ss__sp_file_get(struct sfile *f);
+void ss__sp_file_put(ss__spill *sp, struct sfile *f);
+struct op *ss__sp_op_new(ss__spill *sp, struct job *j, int type);
+void ss__sp_op_release(ss__spill *sp, struct op *op);
+void ss__sp_op_start(ss__spill *sp, struct op *op);
+void ss__sp_meta_op(ss__spill *sp, struct job *j, struct op *op);
+void ss__sp_sync_op(ss__spill *sp, struct job *j, int fd);
+struct op *ss__sp_name_op(ss__spill *sp, struct job *j, int type, uint64_t file, bool tmp);
+/* SPAN_BUF bytes, 4096-aligned, from the pool (only data ops in flight
+ * hold one, so the pool stays at about the queue depth) */
+uint8_t *ss__sp_span_get(ss__spill *sp);
+void ss__sp_span_put(ss__spill *sp, uint8_t *p);
+
+/* ------------------------------------------------ spill_job.c: jobs */
+
+struct job *ss__sp_job_new(ss__spill *sp, int kind);
+void ss__sp_job_free(ss__spill *sp, struct job *j);
+void ss__sp_job_fail(struct job *j, int err);
+void ss__sp_job_ready(ss__spill *sp, struct job *j);
+/* issue the job's next data op; true if it has more to issue */
+bool ss__sp_job_issue(ss__spill *sp, struct job *j);
+/* react to whatever just completed for the job (may free it) */
+void ss__sp_job_advance(ss__spill *sp, struct job *j);
+void ss__sp_dirsync_done(ss__spill *sp, int64_t res);
+int ss__sp_large_start(ss__spill *sp, const ss_id *id, const uint8_t *data, uint64_t size,
+                       const void *meta, uint32_t meta_size, uint64_t cookie);
+int ss__sp_small_append(ss__spill *sp, const ss_id *id, const uint8_t *data, uint64_t size,
+                        const void *meta, uint32_t meta_size, uint64_t cookie);
+/* flush the next staged batch unless one is in flight */
+void ss__sp_batch_kick(ss__spill *sp);
+/* the fused file being filled takes no more appends */
+void ss__sp_fused_retire(ss__spill *sp);
+/* write the file's pending tombstones unless that is under way */
+void ss__sp_tomb_kick(ss__spill *sp, struct sfile *f);
+/* unlink the file if no record in it is live and nothing uses it */
+void ss__sp_maybe_reclaim(ss__spill *sp, struct sfile *f);
+/* worker: copy and hash a batch's records into its buffer */
+void ss__sp_batch_build(struct batch *b);
+int ss__sp_read_start(ss__spill *sp, struct sfile *f, const ss__spill_loc *loc, void *dst,
+                      void *meta_dst, uint64_t cookie);
+
+#endif /* SEALSTORE_SRC_LIB_SPILL_INT_H */

@@ -1,0 +1,1203 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The spill engine (src/lib/spill.c, spill_file.c): objects of many sizes
+ * spilled from read-only mappings of sealed memfds and restored bit-exact,
+ * on ext4 (/tmp here: O_DIRECT) and on a tmpfs mounted for the test
+ * (buffered), with io_uring and with the worker-thread fallback; deletes,
+ * tombstones and the reclaiming of dead fused files; a fresh engine's scan
+ * after deletes, after a corrupted byte and after a truncation; disk full
+ * (ENOSPC) on a small tmpfs, and recovery once space is freed; injected I/O
+ * errors; the record layout and the XXH64 checksum pinned.
+ *
+ * Mounting a tmpfs needs root (CAP_SYS_ADMIN); without it the tmpfs cases
+ * skip with that reason. io_uring cases skip when the kernel refuses rings
+ * (-ENOSYS/-EPERM/-EINVAL). Mounts are undone at exit, also after failures.
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include "t_helpers.h"
+
+#include "spill_int.h" /* white-box: the streaming hash and record helpers */
+
+#define KiB 1024ull
+#define MiB (1024ull * 1024)
+#define PAGE 4096ull
+
+static bool have_uring;
+static bool can_mount = true; /* until a mount says EPERM */
+static const char *no_mount_why = "mounting a tmpfs needs CAP_SYS_ADMIN";
+
+/* ---------------------------------------------------------- mounts */
+
+static char mounts[16][256];
+static int nmounts;
+
+static void umount_all(void)
+{
+    while (nmounts > 0) {
+        nmounts--;
+        if (umount2(mounts[nmounts], MNT_DETACH) < 0)
+            fprintf(stderr, "t_spill: umount %s: %s\n", mounts[nmounts], strerror(errno));
+    }
+}
+
+static void umount_one(const char *path)
+{
+    for (int i = 0; i < nmounts; i++) {
+        if (strcmp(mounts[i], path) == 0) {
+            assert_int_equal(umount2(path, MNT_DETACH), 0);
+            memmove(mounts[i], mounts[i + 1], (size_t)(nmounts - i - 1) * sizeof(mounts[0]));
+            nmounts--;
+            return;
+        }
+    }
+}
+
+/* A tmpfs of `size` at a fresh directory under t_tmpdir(); NULL after a
+ * skip-worthy EPERM (can_mount goes false). */
+static const char *mount_tmpfs(const char *tag, const char *size)
+{
+    static char path[8][256];
+    static int n;
+    char opts[64];
+    char *p = path[n++ % 8];
+
+    snprintf(p, 256, "%s/mnt-%s", t_tmpdir(), tag);
+    assert_int_equal(mkdir(p, 0700), 0);
+    snprintf(opts, sizeof(opts), "size=%s,mode=0700", size);
+    if (mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) {
+        if (errno == EPERM) {
+            can_mount = false;
+            return NULL;
+        }
+        fail_msg("mount tmpfs at %s: %s", p, strerror(errno));
+    }
+    assert_true(nmounts < 16);
+    snprintf(mounts[nmounts++], 256, "%s", p);
+    return p;
+}
+
+/* ---------------------------------------------------------- objects */
+
+struct obj {
+    ss_id id;
+    uint64_t size;
+    const uint8_t *data; /* read-only mapping of the sealed memfd (+shift) */
+    uint8_t *map;
+    uint64_t maplen;
+    int fd;
+    uint8_t meta[256];
+    uint32_t meta_size;
+    uint64_t seed;
+    ss__spill_loc loc;
+    bool live;
+};
+
+static void fill(uint8_t *p, uint64_t n, uint64_t seed)
+{
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+
+    for (uint64_t i = 0; i < n; i += 8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        memcpy(p + i, &x, n - i < 8 ? n - i : 8);
+    }
+}
+
+/* A sealed memfd of `size` bytes (pattern from seed), mapped read-only;
+ * shift > 0 places the object that many bytes into the mapping. */
+static void obj_make(struct obj *o, uint32_t idx, uint64_t size, uint32_t meta_size,
+                     uint64_t shift)
+{
+    uint8_t *rw;
+
+    memset(o, 0, sizeof(*o));
+    o->id.b[0] = 0x5a;
+    memcpy(o->id.b + 1, &idx, sizeof(idx));
+    o->id.b[19] = (uint8_t)(size * 7);
+    o->size = size;
+    o->seed = idx * 1000003ull + size;
+    o->meta_size = meta_size;
+    fill(o->meta, meta_size, o->seed ^ 0xabc);
+    o->maplen = SS_ALIGN_UP(size + shift ? size + shift : 1, PAGE);
+    o->fd = memfd_create("t_spill", MFD_ALLOW_SEALING | MFD_CLOEXEC);
+    assert_true(o->fd >= 0);
+    assert_int_equal(ftruncate(o->fd, (off_t)o->maplen), 0);
+    rw = mmap(NULL, o->maplen, PROT_READ | PROT_WRITE, MAP_SHARED, o->fd, 0);
+    assert_true(rw != MAP_FAILED);
+    fill(rw + shift, size, o->seed);
+    assert_int_equal(munmap(rw, o->maplen), 0);
+    assert_int_equal(fcntl(o->fd, F_ADD_SEALS,
+                           F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL), 0);
+    o->map = mmap(NULL, o->maplen, PROT_READ, MAP_SHARED, o->fd, 0);
+    assert_true(o->map != MAP_FAILED);
+    o->data = o->map + shift;
+}
+
+static void obj_free(struct obj *o)
+{
+    if (o->map) {
+        munmap(o->map, o->maplen);
+        close(o->fd);
+        o->map = NULL;
+    }
+}
+
+/* ------------------------------------------------------------ engine */
+
+static ss__spill *eng_open(const char *dir, unsigned flags)
+{
+    ss__spill_params p = { .dir = dir, .flags = flags };
+    ss__spill *sp = NULL;
+
+    t_assert_ok(ss__spill_open(&sp, &p));
+    assert_non_null(sp);
+    return sp;
+}
+
+/* Exactly n completions (60 s at most), then none more. */
+static void collect(ss__spill *sp, ss__spill_done *out, int n)
+{
+    int got = 0, waited = 0;
+    ss__spill_done extra[4];
+
+    while (got < n) {
+        struct pollfd pfd = { .fd = ss__spill_event_fd(sp), .events = POLLIN };
+        int k;
+
+        if (poll(&pfd, 1, 1000) == 0 && ++waited > 60)
+            fail_msg("only %d of %d spill completions after 60 s", got, n);
+        k = ss__spill_reap(sp, out + got, n - got);
+        t_assert_ok(k);
+        got += k;
+    }
+    t_assert_ok(ss__spill_wait(sp, 60000));
+    assert_int_equal(ss__spill_reap(sp, extra, 4), 0);
+}
+
+/* Spill objs[0..n) (status checked against want[] when given, else 0). */
+static void spill_all(ss__spill *sp, struct obj *objs, int n, const int *want)
+{
+    ss__spill_done d[64];
+
+    assert_true(n <= 64);
+    for (int i = 0; i < n; i++)
+        t_assert_ok(ss__spill_write(sp, &objs[i].id, objs[i].data, objs[i].size, objs[i].meta,
+                                    objs[i].meta_size, (uint64_t)i));
+    collect(sp, d, n);
+    for (int i = 0; i < n; i++) {
+        struct obj *o = &objs[d[i].cookie];
+
+        assert_int_equal(d[i].op, SS_SPILL_OP_WRITE);
+        if (want)
+            t_assert_err(d[i].status, want[d[i].cookie]);
+        else
+            t_assert_ok(d[i].status);
+        if (d[i].status == 0) {
+            assert_memory_equal(d[i].loc.id.b, o->id.b, SS_ID_SIZE);
+            assert_int_equal(d[i].loc.size, o->size);
+            assert_int_equal(d[i].loc.meta_size, o->meta_size);
+            o->loc = d[i].loc;
+            o->live = true;
+        }
+    }
+}
+
+/* Restore one object into fresh memory; returns the completion status
+ * (and checks the bytes when it is 0). */
+static int restore(ss__spill *sp, const struct obj *o)
+{
+    uint64_t len = SS_ALIGN_UP(o->size ? o->size : 1, PAGE);
+    int fd = memfd_create("t_spill-dst", MFD_CLOEXEC);
+    uint8_t *dst, meta[256], *want;
+    ss__spill_done d;
+    int rc;
+
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)len), 0);
+    dst = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    assert_true(dst != MAP_FAILED);
+    memset(dst, 0xa5, len);
+    memset(meta, 0xa5, sizeof(meta));
+    t_assert_ok(ss__spill_read(sp, &o->loc, dst, meta, 7));
+    collect(sp, &d, 1);
+    assert_int_equal(d.op, SS_SPILL_OP_READ);
+    assert_int_equal(d.cookie, 7);
+    rc = d.status;
+    if (rc == 0) {
+        want = malloc(o->size ? o->size : 1);
+        assert_non_null(want);
+        fill(want, o->size, o->seed);
+        if (memcmp(dst, want, o->size) != 0)
+            fail_msg("restored object of %llu bytes differs", (unsigned long long)o->size);
+        free(want);
+        /* nothing written past the object */
+        for (uint64_t i = o->size; i < len; i++)
+            if (dst[i] != 0xa5)
+                fail_msg("byte %llu past the object's %llu was written",
+                         (unsigned long long)i, (unsigned long long)o->size);
+        assert_memory_equal(meta, o->meta, o->meta_size);
+        if (o->meta_size < sizeof(meta))
+            assert_int_equal(meta[o->meta_size], 0xa5);
+    }
+    munmap(dst, len);
+    close(fd);
+    return rc;
+}
+
+static int count_files(const char *dir, const char *suffix)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    size_t sl = strlen(suffix);
+
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+
+        if (l > sl && strcmp(e->d_name + l - sl, suffix) == 0)
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static void file_path(char *buf, size_t n, const char *dir, uint64_t file)
+{
+    snprintf(buf, n, "%s/%016llx.spill", dir, (unsigned long long)file);
+}
+
+/* Scan collector: every object reported, by id. */
+struct seen {
+    ss__spill_loc loc[64];
+    uint8_t meta[64][256];
+    int n;
+    int drop_every; /* return 1 for every k-th object; 0: keep all */
+};
+
+static int on_scan(void *arg, const ss__spill_loc *loc, const void *meta)
+{
+    struct seen *s = arg;
+
+    assert_true(s->n < 64);
+    s->loc[s->n] = *loc;
+    memcpy(s->meta[s->n], meta, loc->meta_size);
+    s->n++;
+    return s->drop_every && s->n % s->drop_every == 0 ? 1 : 0;
+}
+
+static int seen_find(const struct seen *s, const struct obj *o)
+{
+    for (int i = 0; i < s->n; i++)
+        if (memcmp(s->loc[i].id.b, o->id.b, SS_ID_SIZE) == 0)
+            return i;
+    return -1;
+}
+
+/* The scan found exactly the live objects, with their sizes and meta. */
+static void check_seen(const struct seen *s, struct obj *objs, int n)
+{
+    int live = 0;
+
+    for (int i = 0; i < n; i++) {
+        int k = seen_find(s, &objs[i]);
+
+        if (!objs[i].live) {
+            if (k >= 0)
+                fail_msg("scan reported object %d, which is gone", i);
+            continue;
+        }
+        live++;
+        if (k < 0)
+            fail_msg("scan missed live object %d (%llu bytes)", i,
+                     (unsigned long long)objs[i].size);
+        assert_int_equal(s->loc[k].size, objs[i].size);
+        assert_int_equal(s->loc[k].meta_size, objs[i].meta_size);
+        assert_memory_equal(s->meta[k], objs[i].meta, objs[i].meta_size);
+        objs[i].loc = s->loc[k];
+    }
+    assert_int_equal(s->n, live);
+}
+
+/* ------------------------------------------------------------- modes */
+
+struct mode {
+    const char *name;
+    unsigned flags; /* SS_SPILL_NO_URING ... */
+    bool tmpfs;     /* on a tmpfs (buffered) instead of ext4 /tmp */
+};
+
+static const struct mode M_EXT4 = { "ext4-uring", 0, false };
+static const struct mode M_EXT4_FB = { "ext4-fallback", SS_SPILL_NO_URING, false };
+static const struct mode M_TMPFS = { "tmpfs-uring", 0, true };
+static const struct mode M_TMPFS_FB = { "tmpfs-fallback", SS_SPILL_NO_URING, true };
+static const struct mode M_EXT4_SQPOLL = { "ext4-sqpoll", SS_SPILL_SQPOLL, false };
+static const struct mode M_EXT4_INLINE = { "ext4-inline", SS_SPILL_INLINE_SUBMIT, false };
+
+static int dir_seq;
+static const char *mode_mnt; /* the tmpfs mode_dir mounted, if any */
+
+/* A fresh spill directory for a mode (not yet created: the engine does). */
+static const char *mode_dir(const struct mode *m, char *buf, size_t n)
+{
+    const char *base = t_tmpdir();
+    char tag[32];
+
+    mode_mnt = NULL;
+    if (m->tmpfs) {
+        snprintf(tag, sizeof(tag), "%s-%d", m->name, dir_seq);
+        base = mode_mnt = mount_tmpfs(tag, "96m");
+        if (!base)
+            return NULL;
+    }
+    snprintf(buf, n, "%s/spill-%s-%d", base, m->name, dir_seq++);
+    return buf;
+}
+
+/* End of a case: give the tmpfs memory back (a failed case leaves it to
+ * the exit handler). */
+static void mode_done(void)
+{
+    if (mode_mnt)
+        umount_one(mode_mnt);
+    mode_mnt = NULL;
+}
+
+#define MODE_SKIPS(m)                                                           \
+    do {                                                                        \
+        T_SKIP_IF(!((m)->flags & SS_SPILL_NO_URING) && !have_uring, "uring",   \
+                  "io_uring is unavailable here");                              \
+        T_SKIP_IF((m)->tmpfs && !can_mount, NULL, no_mount_why);               \
+    } while (0)
+
+/* ---------------------------------------------------------------- cases */
+
+static void test_format(void **state)
+{
+    static const uint8_t abc[] = "abc";
+    uint8_t b[300];
+    ss__spill_rec r;
+    ss_id id;
+    const char *why;
+    ss__xxh64 st;
+
+    (void)state;
+    /* The record layout is the on-disk format: if this fails, bump
+     * SS_SPILL_VERSION. */
+    assert_int_equal(sizeof(ss__spill_rec), 128);
+    assert_int_equal(offsetof(ss__spill_rec, magic), 0);
+    assert_int_equal(offsetof(ss__spill_rec, version), 4);
+    assert_int_equal(offsetof(ss__spill_rec, hdr_size), 6);
+    assert_int_equal(offsetof(ss__spill_rec, flags), 8);
+    assert_int_equal(offsetof(ss__spill_rec, meta_size), 12);
+    assert_int_equal(offsetof(ss__spill_rec, data_size), 16);
+    assert_int_equal(offsetof(ss__spill_rec, rec_len), 24);
+    assert_int_equal(offsetof(ss__spill_rec, data_off), 32);
+    assert_int_equal(offsetof(ss__spill_rec, data_hash), 40);
+    assert_int_equal(offsetof(ss__spill_rec, meta_hash), 48);
+    assert_int_equal(offsetof(ss__spill_rec, seq), 56);
+    assert_int_equal(offsetof(ss__spill_rec, id), 64);
+    assert_int_equal(offsetof(ss__spill_rec, hdr_hash), 112);
+    assert_int_equal(offsetof(ss__spill_rec, tomb), 120);
+    assert_int_equal(SS_SPILL_MAGIC, 0x4c505353u);
+    assert_int_equal(SS_SPILL_VERSION, 1);
+
+    /* XXH64 reference vectors (xxHash 0.8.1) */
+    for (int i = 0; i < 300; i++)
+        b[i] = (uint8_t)(i * 7 + 3);
+    assert_int_equal(ss__spill_hash64("", 0, 0), 0xef46db3751d8e999ull);
+    assert_int_equal(ss__spill_hash64(abc, 3, 0), 0x44bc2cf5ad770999ull);
+    assert_int_equal(ss__spill_hash64(b, 100, 0), 0xa61f8d4c170fe531ull);
+    assert_int_equal(ss__spill_hash64(b, 300, 5), 0x485691db7ed1ac85ull);
+    /* streaming in 32-byte multiples then a ragged tail == one shot */
+    ss__xxh64_init(&st, 5);
+    ss__xxh64_update(&st, b, 64);
+    ss__xxh64_update(&st, b + 64, 160);
+    ss__xxh64_update(&st, b + 224, 76);
+    assert_int_equal(ss__xxh64_digest(&st), 0x485691db7ed1ac85ull);
+
+    /* header fill / check, and what damage looks like */
+    memset(&id, 0x11, sizeof(id));
+    ss__spill_rec_fill(&r, SS_SPILL_REC_OBJECT, &id, 10, 1000, 192, 1280, 42, 1, 2);
+    t_assert_ok(ss__spill_rec_check(&r, &why));
+    r.data_size ^= 1;
+    t_assert_err(ss__spill_rec_check(&r, &why), -EBADMSG);
+    assert_string_equal(why, "header checksum mismatch");
+    ss__spill_rec_fill(&r, SS_SPILL_REC_OBJECT, &id, 10, 1000, 192, 1280, 42, 1, 2);
+    r.tomb = SS_SPILL_TOMB; /* outside the header hash */
+    t_assert_ok(ss__spill_rec_check(&r, &why));
+    r.tomb = 12345;
+    t_assert_err(ss__spill_rec_check(&r, &why), -EBADMSG);
+    ss__spill_rec_fill(&r, SS_SPILL_REC_OBJECT, &id, 10, 1000, 1200, 1280, 42, 1, 2);
+    t_assert_err(ss__spill_rec_check(&r, &why), -EBADMSG); /* data past rec_len */
+    ss__spill_rec_fill(&r, SS_SPILL_REC_OBJECT, &id, 10, 1000, 192, 1300, 42, 1, 2);
+    t_assert_err(ss__spill_rec_check(&r, &why), -EBADMSG); /* rec_len % 128 */
+}
+
+static void test_open_errors(void **state)
+{
+    ss__spill_params p = { 0 };
+    ss__spill *sp = NULL, *sp2 = NULL;
+    char dir[256], sub[300];
+    int fd;
+
+    (void)state;
+    t_assert_err(ss__spill_open(&sp, &p), -EINVAL); /* no dir */
+    snprintf(dir, sizeof(dir), "%s/open-errors", t_tmpdir());
+    p.dir = dir;
+    p.flags = 1u << 7;
+    t_assert_err(ss__spill_open(&sp, &p), -EINVAL);
+    p.flags = 0;
+    p.chunk = 3000;
+    t_assert_err(ss__spill_open(&sp, &p), -EINVAL);
+    p.chunk = 0;
+    p.queue_depth = 100000;
+    t_assert_err(ss__spill_open(&sp, &p), -EINVAL);
+    p.queue_depth = 0;
+
+    /* missing parent: not created behind the user's back */
+    snprintf(sub, sizeof(sub), "%s/no/such/dir", dir);
+    p.dir = sub;
+    t_assert_err(ss__spill_open(&sp, &p), -ENOENT);
+    /* a file, not a directory */
+    snprintf(sub, sizeof(sub), "%s/afile", t_tmpdir());
+    fd = open(sub, O_CREAT | O_WRONLY, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    t_assert_err(ss__spill_open(&sp, &p), -ENOTDIR);
+    /* too open */
+    snprintf(sub, sizeof(sub), "%s/wide", t_tmpdir());
+    assert_int_equal(mkdir(sub, 0755), 0);
+    assert_int_equal(chmod(sub, 0755), 0);
+    t_assert_err(ss__spill_open(&sp, &p), -EPERM);
+    /* not ours */
+    if (geteuid() == 0) {
+        snprintf(sub, sizeof(sub), "%s/theirs", t_tmpdir());
+        assert_int_equal(mkdir(sub, 0700), 0);
+        assert_int_equal(chown(sub, 65534, 65534), 0);
+        t_assert_err(ss__spill_open(&sp, &p), -EPERM);
+    }
+    assert_null(sp);
+
+    /* created 0700; one engine per directory */
+    p.dir = dir;
+    t_assert_ok(ss__spill_open(&sp, &p));
+    {
+        struct stat sb;
+
+        assert_int_equal(stat(dir, &sb), 0);
+        assert_int_equal(sb.st_mode & 0777, 0700);
+    }
+    t_assert_err(ss__spill_open(&sp2, &p), -EBUSY);
+    assert_null(sp2);
+    ss__spill_close(sp);
+    t_assert_ok(ss__spill_open(&sp2, &p));
+    ss__spill_close(sp2);
+    ss__spill_close(NULL);
+
+    /* read-only filesystem: -EROFS, not a crash or a silent success */
+    if (can_mount) {
+        const char *mnt = mount_tmpfs("ro", "1m");
+
+        if (mnt) {
+            snprintf(sub, sizeof(sub), "%s/spill", mnt);
+            assert_int_equal(mkdir(sub, 0700), 0);
+            assert_int_equal(mount("tmpfs", mnt, "tmpfs", MS_REMOUNT | MS_RDONLY, NULL), 0);
+            p.dir = sub;
+            t_assert_err(ss__spill_open(&sp, &p), -EROFS);
+            umount_one(mnt);
+        }
+    }
+}
+
+static const uint64_t SIZES[] = { 0, 1, 511, 512, 4095, 64 * KiB - 1, 64 * KiB,
+                                  64 * KiB + 1, MiB + 7, 16 * MiB };
+#define NSIZES (sizeof(SIZES) / sizeof(SIZES[0]))
+
+/* Spill every size (and a large object from an unaligned pointer), restore
+ * each bit-exact, check the stats say which path ran. */
+static void test_roundtrip(void **state)
+{
+    const struct mode *m = *state;
+    struct obj objs[NSIZES + 1];
+    ss__spill_stats st;
+    ss__spill *sp;
+    char buf[256];
+    const char *dir;
+    uint64_t bytes = 0;
+    int n = (int)NSIZES + 1;
+
+    MODE_SKIPS(m);
+    dir = mode_dir(m, buf, sizeof(buf));
+    T_SKIP_IF(!dir, NULL, no_mount_why);
+    for (int i = 0; i < (int)NSIZES; i++) {
+        obj_make(&objs[i], (uint32_t)i, SIZES[i], (uint32_t)(i * 37 % 200), 0);
+        bytes += SIZES[i];
+    }
+    /* not page-aligned: O_DIRECT cannot read it, buffered I/O must */
+    obj_make(&objs[NSIZES], 99, 300 * KiB + 5, 3, 64);
+    bytes += objs[NSIZES].size;
+
+    sp = eng_open(dir, m->flags);
+    ss__spill_stats_get(sp, &st);
+    assert_int_equal(st.uring, !(m->flags & SS_SPILL_NO_URING));
+    if (m->flags & SS_SPILL_SQPOLL)
+        print_message("SQPOLL %s\n", st.sqpoll ? "in use" : "refused: submitter thread");
+    assert_int_equal(st.direct, !m->tmpfs);
+    if (!m->tmpfs)
+        assert_true(st.dio_align >= 512 && st.dio_align <= 4096);
+    spill_all(sp, objs, n, NULL);
+    for (int i = 0; i < n; i++)
+        t_assert_ok(restore(sp, &objs[i]));
+    ss__spill_stats_get(sp, &st);
+    assert_int_equal(st.objects_spilled, n);
+    assert_int_equal(st.bytes_spilled, bytes);
+    assert_int_equal(st.objects_restored, n);
+    assert_int_equal(st.bytes_restored, bytes);
+    assert_int_equal(st.live_objects, n);
+    assert_int_equal(st.spill_errors + st.restore_errors + st.damaged, 0);
+    assert_true(st.spill_ns > 0 && st.restore_ns > 0);
+    /* objects above 64 KiB got files of their own, the rest are fused */
+    assert_int_equal(st.files - st.fused_files, 4);
+    assert_true(st.fused_files >= 1);
+    assert_int_equal(count_files(dir, ".spill"), (int)st.files);
+    assert_int_equal(count_files(dir, ".tmp"), 0);
+    ss__spill_close(sp);
+    for (int i = 0; i < n; i++)
+        obj_free(&objs[i]);
+    mode_done();
+}
+
+/* Delete some, double delete, read a deleted one; a fresh engine's scan
+ * finds exactly the live ones (tombstones respected) and they restore. */
+static void test_delete_scan(void **state)
+{
+    const struct mode *m = *state;
+    struct obj objs[24];
+    struct seen seen = { 0 };
+    ss__spill_stats st;
+    ss__spill *sp;
+    char buf[256];
+    const char *dir;
+    int n = 24;
+
+    MODE_SKIPS(m);
+    dir = mode_dir(m, buf, sizeof(buf));
+    T_SKIP_IF(!dir, NULL, no_mount_why);
+    for (int i = 0; i < n; i++)
+        obj_make(&objs[i], (uint32_t)i, i % 4 == 3 ? 200 * KiB + (uint64_t)i : 100 + 999 * (uint64_t)i,
+                 (uint32_t)(i % 5) * 10, 0);
+    sp = eng_open(dir, m->flags);
+    spill_all(sp, objs, n, NULL);
+    for (int i = 0; i < n; i += 3) {
+        t_assert_ok(ss__spill_delete(sp, &objs[i].loc));
+        objs[i].live = false;
+    }
+    t_assert_err(ss__spill_delete(sp, &objs[0].loc), -ENOENT);
+    {
+        uint8_t dst[8192];
+
+        t_assert_err(ss__spill_read(sp, &objs[3].loc, dst, NULL, 1), -ENOENT);
+    }
+    t_assert_ok(ss__spill_wait(sp, 30000));
+    ss__spill_stats_get(sp, &st);
+    assert_int_equal(st.deletes, 8);
+    assert_int_equal(st.live_objects, 16);
+    assert_int_equal(st.delete_errors, 0);
+    ss__spill_close(sp);
+
+    sp = eng_open(dir, m->flags);
+    assert_int_equal(ss__spill_scan(sp, on_scan, &seen), 16);
+    check_seen(&seen, objs, n);
+    t_assert_err(ss__spill_scan(sp, on_scan, &seen), -EBUSY);
+    for (int i = 0; i < n; i++)
+        if (objs[i].live)
+            t_assert_ok(restore(sp, &objs[i]));
+    ss__spill_stats_get(sp, &st);
+    assert_int_equal(st.scanned, 16);
+    assert_int_equal(st.damaged, 0);
+    assert_int_equal(st.live_objects, 16);
+
+    /* scan's drop (an older copy, say): every 4th reported is deleted */
+    ss__spill_close(sp);
+    sp = eng_open(dir, m->flags);
+    memset(&seen, 0, sizeof(seen));
+    seen.drop_every = 4;
+    assert_int_equal(ss__spill_scan(sp, on_scan, &seen), 12);
+    for (int i = 0; i < seen.n; i++)
+        if ((i + 1) % 4 == 0)
+            for (int k = 0; k < n; k++)
+                if (memcmp(objs[k].id.b, seen.loc[i].id.b, SS_ID_SIZE) == 0)
+                    objs[k].live = false;
+    ss__spill_close(sp);
+    sp = eng_open(dir, m->flags);
+    memset(&seen, 0, sizeof(seen));
+    assert_int_equal(ss__spill_scan(sp, on_scan, &seen), 12);
+    check_seen(&seen, objs, n);
+
+    /* new spills never reuse a scanned file's name or sequence */
+    {
+        struct obj extra;
+        uint64_t max_file = 0, max_seq = 0;
+
+        for (int i = 0; i < seen.n; i++) {
+            max_file = seen.loc[i].file > max_file ? seen.loc[i].file : max_file;
+            max_seq = seen.loc[i].seq > max_seq ? seen.loc[i].seq : max_seq;
+        }
+        obj_make(&extra, 500, 100 * KiB, 0, 0);
+        spill_all(sp, &extra, 1, NULL);
+        assert_true(extra.loc.file > max_file);
+        assert_true(extra.loc.seq > max_seq);
+        obj_free(&extra);
+    }
+    /* NULL callback: drop everything, the directory empties */
+    ss__spill_close(sp);
+    sp = eng_open(dir, m->flags);
+    assert_int_equal(ss__spill_scan(sp, NULL, NULL), 0);
+    t_assert_ok(ss__spill_wait(sp, 30000));
+    assert_int_equal(count_files(dir, ".spill"), 0);
+    ss__spill_close(sp);
+    for (int i = 0; i < n; i++)
+        obj_free(&objs[i]);
+    mode_done();
+}
+
+/* A fused file is unlinked when its last record dies; with a 1 MiB cap
+ * small objects spread over several fused files. */
+static void test_fused_reclaim(void **state)
+{
+    const struct mode *m = *state;
+    ss__spill_params p = { .flags = m->flags, .fused_cap = MiB };
+    struct obj objs[40];
+    ss__spill_stats st;
+    ss__spill *sp = NULL;
+    uint64_t first;
+    char buf[256];
+    int n = 40, in_first = 0;
+
+    MODE_SKIPS(m);
+    p.dir = mode_dir(m, buf, sizeof(buf));
+    T_SKIP_IF(!p.dir, NULL, no_mount_why);
+    for (int i = 0; i < n; i++)
+        obj_make(&objs[i], (uint32_t)i, 60 * KiB + (uint64_t)i, 8, 0);
+    t_assert_ok(ss__spill_open(&sp, &p));
+    /* one at a time, so batches are small and files fill in order */
+    for (int i = 0; i < n; i++)
+        spill_all(sp, &objs[i], 1, NULL);
+    ss__spill_stats_get(sp, &st);
+    assert_true(st.fused_files >= 3);
+    assert_int_equal(st.files, st.fused_files);
+    first = objs[0].loc.file;
+    for (int i = 0; i < n; i++)
+        if (objs[i].loc.file == first)
+            in_first++;
+    assert_true(in_first >= 2 && in_first < n);
+    /* kill every record of the first file: it goes, the rest stay */
+    for (int i = 0; i < n; i++) {
+        if (objs[i].loc.file == first) {
+            char path[300];
+
+            file_path(path, sizeof(path), p.dir, first);
+            assert_int_equal(access(path, F_OK), 0); /* until the last one */
+            t_assert_ok(ss__spill_delete(sp, &objs[i].loc));
+            objs[i].live = false;
+        }
+    }
+    t_assert_ok(ss__spill_wait(sp, 30000));
+    {
+        char path[300];
+
+        file_path(path, sizeof(path), p.dir, first);
+        assert_int_equal(access(path, F_OK), -1);
+    }
+    ss__spill_stats_get(sp, &st);
+    assert_int_equal(st.files_removed, 1);
+    assert_int_equal(count_files(p.dir, ".spill"), (int)st.files);
+    for (int i = 0; i < n; i++)
+        if (objs[i].live)
+            t_assert_ok(restore(sp, &objs[i]));
+    /* now all of them: every file goes, the current fused one included */
+    for (int i = 0; i < n; i++)
+        if (objs[i].live) {
+            t_assert_ok(ss__spill_delete(sp, &objs[i].loc));
+            objs[i].live = false;
+        }
+    t_assert_ok(ss__spill_wait(sp, 30000));
+    ss__spill_stats_get(sp, &st);
+    assert_int_equal(st.files, 0);
+    assert_int_equal(st.disk_bytes, 0);
+    assert_int_equal(count_files(p.dir, ".spill"), 0);
+    /* and it keeps working */
+    spill_all(sp, &objs[0], 1, NULL);
+    t_assert_ok(restore(sp, &objs[0]));
+    ss__spill_close(sp);
+    for (int i = 0; i < n; i++)
+        obj_free(&objs[i]);
+    mode_done();
+}
+
+static void flip_byte(const char *dir, uint64_t file, uint64_t off)
+{
+    char path[300];
+    uint8_t b;
+    int fd;
+
+    file_path(path, sizeof(path), dir, file);
+    fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &b, 1, (off_t)off), 1);
+    b ^= 0x40;
+    assert_int_equal(pwrite(fd, &b, 1, (off_t)off), 1);
+    assert_int_equal(fsync(fd), 0);
+    close(fd);
+}
+
+/* One damaged byte: that object's restore says -EBADMSG, a scan drops it
+ * alone; a damaged header costs only its record. */
+static void test_corrupt(void **state)
+{
+    const struct mode *m = *state;
+    struct obj objs[8];
+    struct seen seen = { 0 };
+    ss__spill_stats st;
+    ss__spill *sp;
+    char buf[256];
+    const char *dir;
+    int n = 8;
+
+    MODE_SKIPS(m);
+    dir = mode_dir(m, buf, sizeof(buf));
+    T_SKIP_IF(!dir, NULL, no_mount_why);
+    obj_make(&objs[0], 0, 3 * MiB + 100, 20, 0);   /* own file: data damaged */
+    obj_make(&objs[1], 1, 500 * KiB, 0, 0);        /* own file: fine */
+    for (int i = 2; i < n; i++)                     /* fused */
+        obj_make(&objs[i], (uint32_t)i, 1000 * (uint64_t)i, 4, 0);
+    sp = eng_open(dir, m->flags);
+    spill_all(sp, objs, 2, NULL);
+    spill_all(sp, objs + 2, n - 2, NULL); /* one batch after the other */
+    assert_int_equal(objs[2].loc.file, objs[7].loc.file);
+
+    flip_byte(dir, objs[0].loc.file, objs[0].loc.offset + objs[0].loc.data_off + 2 * MiB + 3);
+    flip_byte(dir, objs[4].loc.file, objs[4].loc.offset + objs[4].loc.data_off + 17);
+    /* a header: its record is lost, the neighbours are not */
+    flip_byte(dir, objs[6].loc.file, objs[6].loc.offset + 20);
+
+    t_assert_err(restore(sp, &objs[0]), -EBADMSG);
+    t_assert_err(restore(sp, &objs[4]), -EBADMSG);
+    t_assert_err(restore(sp, &objs[6]), -EBADMSG);
+    for (int i = 0; i < n; i++)
+        if (i != 0 && i != 4 && i != 6)
+            t_assert_ok(restore(sp, &objs[i]));
+    ss__spill_stats_get(sp, &st);
+    assert_int_equal(st.damaged, 3);
+    assert_int_equal(st.restore_errors, 3);
+    ss__spill_close(sp);
+
+    objs[0].live = objs[4].live = objs[6].live = false;
+    sp = eng_open(dir, m->flags);
+    assert_int_equal(ss__spill_scan(sp, on_scan, &seen), n - 3);
+    check_seen(&seen, objs, n);
+    ss__spill_stats_get(sp, &st);
+    assert_int_equal(st.damaged, 3);
+    for (int i = 0; i < n; i++)
+        if (objs[i].live)
+            t_assert_ok(restore(sp, &objs[i]));
+    /* the damaged file of its own had nothing else: it is gone */
+    {
+        char path[300];
+
+        file_path(path, sizeof(path), dir, objs[0].loc.file);
+        assert_int_equal(access(path, F_OK), -1);
+    }
+    ss__spill_close(sp);
+    for (int i = 0; i < n; i++)
+        obj_free(&objs[i]);
+    mode_done();
+}
+
+/* Truncated files: a file of its own loses its object, a fused file the
+ * records from the cut on; everything else is fine; .tmp leftovers go. */
+static void test_truncated(void **state)
+{
+    const struct mode *m = *state;
+    struct obj objs[10];
+    struct seen seen = { 0 };
+    ss__spill *sp;
+    char buf[256], path[300];
+    const char *dir;
+    int n = 10, fd;
+
+    MODE_SKIPS(m);
+    dir = mode_dir(m, buf, sizeof(buf));
+    T_SKIP_IF(!dir, NULL, no_mount_why);
+    obj_make(&objs[0], 0, 2 * MiB + 1, 0, 0);
+    obj_make(&objs[1], 1, MiB, 1, 0);
+    for (int i = 2; i < n; i++)
+        obj_make(&objs[i], (uint32_t)i, 3000 * (uint64_t)i, 2, 0);
+    sp = eng_open(dir, m->flags);
+    spill_all(sp, objs, n, NULL);
+    ss__spill_close(sp);
+    for (int i = 3; i < n; i++)
+        assert_int_equal(objs[i].loc.file, objs[2].loc.file);
+
+    file_path(path, sizeof(path), dir, objs[0].loc.file);
+    assert_int_equal(truncate(path, (off_t)(objs[0].loc.data_off + MiB)), 0);
+    file_path(path, sizeof(path), dir, objs[6].loc.file);
+    assert_int_equal(truncate(path, (off_t)(objs[6].loc.offset + 200)), 0);
+    objs[0].live = false;
+    for (int i = 6; i < n; i++)
+        objs[i].live = false;
+    /* what a crash mid-spill leaves */
+    snprintf(path, sizeof(path), "%s/00000000000000aa.tmp", dir);
+    fd = open(path, O_CREAT | O_WRONLY, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "partial", 7), 7);
+    close(fd);
+
+    sp = eng_open(dir, m->flags);
+    assert_int_equal(ss__spill_scan(sp, on_scan, &seen), 5);
+    check_seen(&seen, objs, n);
+    assert_int_equal(count_files(dir, ".tmp"), 0);
+    for (int i = 0; i < n; i++)
+        if (objs[i].live)
+            t_assert_ok(restore(sp, &objs[i]));
+    ss__spill_close(sp);
+    for (int i = 0; i < n; i++)
+        obj_free(&objs[i]);
+    mode_done();
+}
+
+/* Injected errors: each failing op fails its spill or restore cleanly with
+ * that error, leaves no partial file, and the next request works. */
+struct inj {
+    unsigned kind, nth;
+    const char *what;
+};
+
+static void test_inject(void **state)
+{
+    const struct mode *m = *state;
+    /* a large spill: open, 5 chunks + tail (or 6 chunks), header, fdatasync,
+     * rename, directory fsync */
+    static const struct inj big_cases[] = {
+        { SS_SPILL_INJ_OPEN, 1, "open" },     { SS_SPILL_INJ_WRITE, 1, "first chunk" },
+        { SS_SPILL_INJ_WRITE, 3, "a chunk" }, { SS_SPILL_INJ_WRITE, 7, "the header" },
+        { SS_SPILL_INJ_SYNC, 1, "fdatasync" }, { SS_SPILL_INJ_SYNC, 2, "directory fsync" },
+    };
+    /* a small spill into a new fused file: open, write, fdatasync, rename,
+     * directory fsync */
+    static const struct inj small_cases[] = {
+        { SS_SPILL_INJ_OPEN, 1, "open" },
+        { SS_SPILL_INJ_WRITE, 1, "batch write" },
+        { SS_SPILL_INJ_SYNC, 1, "fdatasync" },
+        { SS_SPILL_INJ_SYNC, 2, "directory fsync" },
+    };
+    struct obj objs[2];
+    ss__spill_stats st;
+    ss__spill *sp;
+    char buf[256];
+    const char *dir;
+    int want = -EIO;
+
+    MODE_SKIPS(m);
+    dir = mode_dir(m, buf, sizeof(buf));
+    T_SKIP_IF(!dir, NULL, no_mount_why);
+    obj_make(&objs[0], 1, 5 * MiB + 3, 9, 0);
+    obj_make(&objs[1], 2, 777, 9, 0);
+    sp = eng_open(dir, m->flags);
+    for (int o = 0; o < 2; o++) {
+        const struct inj *cases = o ? small_cases : big_cases;
+        size_t ncases = o ? SS_ARRAY_SIZE(small_cases) : SS_ARRAY_SIZE(big_cases);
+
+        for (size_t k = 0; k < ncases; k++) {
+            print_message("inject -EIO into %s of a %s spill\n", cases[k].what,
+                          o ? "small" : "large");
+            ss__spill_inject(sp, cases[k].kind, cases[k].nth, -EIO);
+            objs[o].live = false;
+            spill_all(sp, &objs[o], 1, &want);
+            assert_false(objs[o].live);
+            ss__spill_inject(sp, 0, 0, 0);
+            t_assert_ok(ss__spill_wait(sp, 30000));
+            assert_int_equal(count_files(dir, ".tmp"), 0);
+            assert_int_equal(count_files(dir, ".spill"), 0);
+            spill_all(sp, &objs[o], 1, NULL);
+            t_assert_ok(restore(sp, &objs[o]));
+            t_assert_ok(ss__spill_delete(sp, &objs[o].loc));
+            t_assert_ok(ss__spill_wait(sp, 30000));
+            assert_int_equal(count_files(dir, ".spill"), 0);
+        }
+    }
+    /* restores: a failed chunk read, a failed open */
+    spill_all(sp, &objs[0], 1, NULL);
+    ss__spill_inject(sp, SS_SPILL_INJ_READ, 3, -EIO);
+    t_assert_err(restore(sp, &objs[0]), -EIO);
+    ss__spill_inject(sp, SS_SPILL_INJ_OPEN, 1, -EMFILE);
+    t_assert_err(restore(sp, &objs[0]), -EMFILE);
+    t_assert_ok(restore(sp, &objs[0]));
+    t_assert_ok(ss__spill_wait(sp, 30000));
+    ss__spill_stats_get(sp, &st);
+    assert_int_equal(st.restore_errors, 2);
+    assert_int_equal(st.spill_errors, SS_ARRAY_SIZE(big_cases) + SS_ARRAY_SIZE(small_cases));
+    assert_int_equal(st.damaged, 0);
+    assert_int_equal(st.live_objects, 1);
+    ss__spill_close(sp);
+    obj_free(&objs[0]);
+    obj_free(&objs[1]);
+    mode_done();
+}
+
+/* Disk full on an 8 MiB tmpfs: the failing spills say -ENOSPC, leave no
+ * partial file, and once space is freed the same objects spill fine. */
+static void test_enospc(void **state)
+{
+    enum { NBIG = 3, NSMALL = 40, N = NBIG + NSMALL };
+    const struct mode *m = *state;
+    struct obj objs[N];
+    struct seen seen = { 0 };
+    ss__spill_done d[N];
+    ss__spill_stats st;
+    ss__spill *sp;
+    const char *mnt;
+    char dir[300];
+    int failed = 0;
+
+    MODE_SKIPS(m);
+    T_SKIP_IF(!can_mount, NULL, no_mount_why);
+    mnt = mount_tmpfs(m->name, "8m");
+    T_SKIP_IF(!mnt, NULL, no_mount_why);
+    snprintf(dir, sizeof(dir), "%s/spill", mnt);
+    for (int i = 0; i < N; i++)
+        obj_make(&objs[i], (uint32_t)i, i < NBIG ? 3 * MiB : 60 * KiB, 0, 0);
+    sp = eng_open(dir, m->flags);
+    /* two of three fit; which one fails depends on which fallocate runs
+     * last (several may run at once) */
+    for (int i = 0; i < N; i++)
+        t_assert_ok(ss__spill_write(sp, &objs[i].id, objs[i].data, objs[i].size, NULL, 0,
+                                    (uint64_t)i));
+    collect(sp, d, N);
+    for (int i = 0; i < N; i++) {
+        if (d[i].status == 0) {
+            objs[d[i].cookie].loc = d[i].loc;
+            objs[d[i].cookie].live = true;
+        } else {
+            t_assert_err(d[i].status, -ENOSPC);
+            failed++;
+        }
+    }
+    assert_true(failed > 0);
+    assert_int_equal(count_files(dir, ".tmp"), 0);
+    ss__spill_stats_get(sp, &st);
+    assert_int_equal(st.spill_errors, failed);
+
+    /* free space: what failed now spills */
+    {
+        int keep = 0; /* one big object stays (or is spilled again) */
+
+        while (keep < NBIG - 1 && !objs[keep].live)
+            keep++;
+        for (int i = 0; i < NBIG; i++) {
+            if (i == keep)
+                continue;
+            if (objs[i].live)
+                t_assert_ok(ss__spill_delete(sp, &objs[i].loc));
+            objs[i].live = false;
+            objs[i].size = 0; /* not to be spilled again */
+        }
+    }
+    t_assert_ok(ss__spill_wait(sp, 30000));
+    for (int i = 0; i < N; i++)
+        if (!objs[i].live && objs[i].size)
+            spill_all(sp, &objs[i], 1, NULL);
+    for (int i = 0; i < N; i++)
+        if (objs[i].live)
+            t_assert_ok(restore(sp, &objs[i]));
+    ss__spill_close(sp);
+
+    /* and the directory holds exactly those */
+    sp = eng_open(dir, m->flags);
+    assert_int_equal(ss__spill_scan(sp, on_scan, &seen), N - 2);
+    check_seen(&seen, objs, N);
+    ss__spill_stats_get(sp, &st);
+    assert_int_equal(st.damaged, 0);
+    ss__spill_close(sp);
+    for (int i = 0; i < N; i++)
+        obj_free(&objs[i]);
+    umount_one(mnt);
+}
+
+/* reap hands out at most `max` and keeps the eventfd readable for more. */
+static void test_reap_max(void **state)
+{
+    const struct mode *m = *state;
+    struct obj objs[6];
+    ss__spill_done d;
+    ss__spill *sp;
+    char buf[256];
+    const char *dir;
+    int got = 0;
+
+    MODE_SKIPS(m);
+    dir = mode_dir(m, buf, sizeof(buf));
+    sp = eng_open(dir, m->flags);
+    for (int i = 0; i < 6; i++) {
+        obj_make(&objs[i], (uint32_t)i, 10 * (uint64_t)i, 0, 0);
+        t_assert_ok(ss__spill_write(sp, &objs[i].id, objs[i].data, objs[i].size, NULL, 0,
+                                    (uint64_t)i));
+    }
+    t_assert_ok(ss__spill_wait(sp, 30000));
+    while (got < 6) {
+        struct pollfd pfd = { .fd = ss__spill_event_fd(sp), .events = POLLIN };
+
+        assert_int_equal(poll(&pfd, 1, 0), 1); /* readable while any is left */
+        assert_int_equal(ss__spill_reap(sp, &d, 1), 1);
+        t_assert_ok(d.status);
+        got++;
+    }
+    assert_int_equal(ss__spill_reap(sp, &d, 1), 0);
+    t_assert_err(ss__spill_write(sp, NULL, "x", 1, NULL, 0, 0), -EINVAL);
+    t_assert_err(ss__spill_write(sp, &objs[0].id, "x", 1, "m", SS_SPILL_META_MAX + 1, 0),
+                 -EINVAL);
+    ss__spill_close(sp);
+    for (int i = 0; i < 6; i++)
+        obj_free(&objs[i]);
+}
+
+/* Everything at once: many spills of mixed sizes queued together, then
+ * every restore queued together (the queue depth is shared round-robin),
+ * and deletes racing restores of the same objects. */
+static void test_concurrent(void **state)
+{
+    enum { N = 30 };
+    const struct mode *m = *state;
+    struct obj objs[N];
+    uint8_t *dst[N];
+    uint64_t len[N];
+    ss__spill_done d[N];
+    ss__spill_stats st;
+    ss__spill *sp;
+    char buf[256];
+    const char *dir;
+    int ok = 0;
+
+    MODE_SKIPS(m);
+    dir = mode_dir(m, buf, sizeof(buf));
+    T_SKIP_IF(!dir, NULL, no_mount_why);
+    for (int i = 0; i < N; i++) {
+        /* sizes spread over 0 .. ~3 MiB, meta up to 250 bytes */
+        uint64_t size = (uint64_t)(i * 2654435761u % (3 * MiB)) >> (i % 3 * 4);
+
+        obj_make(&objs[i], (uint32_t)i, i == 0 ? 0 : size, (uint32_t)(i * 13 % 250), 0);
+    }
+    sp = eng_open(dir, m->flags);
+    spill_all(sp, objs, N, NULL);
+    for (int i = 0; i < N; i++) {
+        len[i] = SS_ALIGN_UP(objs[i].size ? objs[i].size : 1, PAGE);
+        dst[i] = mmap(NULL, len[i], PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        assert_true(dst[i] != MAP_FAILED);
+        t_assert_ok(ss__spill_read(sp, &objs[i].loc, dst[i], NULL, (uint64_t)i));
+    }
+    collect(sp, d, N);
+    for (int i = 0; i < N; i++) {
+        const struct obj *o = &objs[d[i].cookie];
+        uint8_t *want = malloc(o->size + 1);
+
+        t_assert_ok(d[i].status);
+        fill(want, o->size, o->seed);
+        assert_memory_equal(dst[d[i].cookie], want, o->size);
+        free(want);
+    }
+    /* restores racing deletes of the same objects: each restore either
+     * completes intact or says the object is gone; never damage */
+    for (int i = 0; i < N; i++) {
+        t_assert_ok(ss__spill_read(sp, &objs[i].loc, dst[i], NULL, (uint64_t)i));
+        t_assert_ok(ss__spill_delete(sp, &objs[i].loc));
+    }
+    collect(sp, d, N);
+    for (int i = 0; i < N; i++) {
+        if (d[i].status == 0)
+            ok++;
+        else
+            t_assert_err(d[i].status, -ENOENT);
+    }
+    print_message("%d of %d restores racing their delete completed\n", ok, N);
+    ss__spill_stats_get(sp, &st);
+    assert_int_equal(st.damaged, 0);
+    assert_int_equal(st.live_objects, 0);
+    assert_int_equal(st.files, 0);
+    assert_int_equal(count_files(dir, ".spill"), 0);
+    ss__spill_close(sp);
+    for (int i = 0; i < N; i++) {
+        munmap(dst[i], len[i]);
+        obj_free(&objs[i]);
+    }
+    mode_done();
+}
+
+/* ------------------------------------------------------------------ main */
+
+static bool probe_uring(void)
+{
+    struct io_uring ring;
+    int rc = io_uring_queue_init(2, &ring, 0);
+
+    if (rc == 0) {
+        io_uring_queue_exit(&ring);
+        return true;
+    }
+    if (rc != -ENOSYS && rc != -EPERM && rc != -EINVAL)
+        fprintf(stderr, "t_spill: io_uring_queue_init: %s\n", strerror(-rc));
+    return false;
+}
+
+#define MODES(f)                                                                \
+    cmocka_unit_test_prestate(f, (void *)&M_EXT4),                              \
+        cmocka_unit_test_prestate(f, (void *)&M_EXT4_FB),                       \
+        cmocka_unit_test_prestate(f, (void *)&M_TMPFS),                         \
+        cmocka_unit_test_prestate(f, (void *)&M_TMPFS_FB)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_format),
+        cmocka_unit_test(test_open_errors),
+        MODES(test_roundtrip),
+        cmocka_unit_test_prestate(test_roundtrip, (void *)&M_EXT4_SQPOLL),
+        cmocka_unit_test_prestate(test_roundtrip, (void *)&M_EXT4_INLINE),
+        cmocka_unit_test_prestate(test_delete_scan, (void *)&M_EXT4_SQPOLL),
+        MODES(test_delete_scan),
+        cmocka_unit_test_prestate(test_fused_reclaim, (void *)&M_EXT4),
+        cmocka_unit_test_prestate(test_fused_reclaim, (void *)&M_TMPFS_FB),
+        MODES(test_corrupt),
+        cmocka_unit_test_prestate(test_truncated, (void *)&M_EXT4),
+        cmocka_unit_test_prestate(test_truncated, (void *)&M_TMPFS_FB),
+        cmocka_unit_test_prestate(test_inject, (void *)&M_EXT4),
+        cmocka_unit_test_prestate(test_inject, (void *)&M_EXT4_FB),
+        cmocka_unit_test_prestate(test_enospc, (void *)&M_TMPFS),
+        cmocka_unit_test_prestate(test_enospc, (void *)&M_TMPFS_FB),
+        cmocka_unit_test_prestate(test_reap_max, (void *)&M_EXT4),
+        cmocka_unit_test_prestate(test_concurrent, (void *)&M_EXT4),
+        cmocka_unit_test_prestate(test_concurrent, (void *)&M_EXT4_FB),
+        cmocka_unit_test_prestate(test_concurrent, (void *)&M_TMPFS),
+    };
+
+    if (!t_tmpdir())
+        return t_skip_program(NULL, "no temporary directory under /tmp");
+    atexit(umount_all); /* after t_tmpdir's: runs before its cleanup */
+    have_uring = probe_uring();
+    return t_run(tests, NULL, NULL);
+}
