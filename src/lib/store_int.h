@@ -1,0 +1,493 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Store internals shared by store.c (socket, loop, lifecycle of the store),
+ * store_net.c (connections, wire), store_obj.c (object table, capacity,
+ * parked requests, seal worker) and index.c (the shared index memfd).
+ *
+ * Who owns what. Everything below belongs to the event-loop thread, except:
+ *  - ss__store.resident (atomic: the populator thread charges too);
+ *  - the seal worker's queue (sw_*: mutex-protected; the worker only runs
+ *    ss__seg_seal_write on the fd and size a job carries, and never touches
+ *    the object table: SS_OBJF_SEALING keeps the object and its fd alive);
+ *  - stop_efd (written by any thread or a signal handler).
+ *
+ * Bookkeeping per object (the budget is ~128 bytes): one 64-byte index
+ * entry (the canonical record: id, state, segment, offsets, sizes, hash
+ * chain), one ss__obj (private: refs, fds, LRU links) and its share of the
+ * bucket array (4 bytes per bucket, load factor 0.5..1): 64 + 48 + 4..8,
+ * measured 117-119 bytes per object at 200k-300k objects.
+ */
+#ifndef SEALSTORE_SRC_LIB_STORE_INT_H
+#define SEALSTORE_SRC_LIB_STORE_INT_H
+
+#include "internal.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/types.h>
+
+#include "alloc.h"
+#include "numa.h"
+#include "options.h"
+#include "pool.h"
+#include "proto.h"
+#include "segment.h"
+#include "store.h"
+
+/* ---------------------------------------------------------------- options */
+/* SEALSTORE_CREATE_TIMEOUT (ms; negative: wait forever), SEALSTORE_EVICT
+ * (bool) and SEALSTORE_SOCKET_GROUP (string) live in the option table. */
+#ifndef SS_HAVE_STORE_OPTIONS
+#error "options.h lacks the store options (SS_HAVE_STORE_OPTIONS)"
+#endif
+static inline int64_t ss__store_opt_create_timeout(void)
+{
+    return ss__opt_ms(SS_OPT_CREATE_TIMEOUT);
+}
+static inline bool ss__store_opt_evict(void) { return ss__opt_bool(SS_OPT_EVICT); }
+static inline size_t ss__store_opt_group(char *buf, size_t len)
+{
+    return ss__opt_string(SS_OPT_SOCKET_GROUP, buf, len);
+}
+
+/* ===================================================================
+ * The index (DESIGN section 5): an ABI shared with clients.
+ *
+ * Memory: chunks of SS_INDEX_CHUNK_BYTES, each its own memfd, plus one
+ * bucket memfd (replaced by a twice larger one when the table grows). The
+ * store maps each RW once (MADV_DONTFORK) and then seals it
+ * SHRINK|GROW|FUTURE_WRITE|SEAL, like a small segment: only the store's
+ * mapping writes; readers get O_RDONLY fds. Pages are touched lazily, so an
+ * unused tail costs nothing.
+ *
+ * Every memfd starts with a 64-byte ss__index_hdr (magic, format, layout
+ * stamp); entries follow, 64 bytes each, numbered globally:
+ *   entry e lives in chunk e / SS_INDEX_CHUNK_ENTRIES,
+ *   slot 1 + e % SS_INDEX_CHUNK_ENTRIES (slot 0 is the header).
+ *
+ * Hash: bucket[h] holds e + 1 of the first entry of chain h (0: empty);
+ * entry.hnext holds the next e + 1. Only CREATED and SEALED entries are
+ * chained; a deleted entry that is still referenced is unchained (state
+ * DELETED) so its id can be created again at once. The hash is keyed with
+ * a per-store random key stored in the bucket header (readers need it; the
+ * store is node-local and every client is already trusted with capacity).
+ *
+ * Seqlock per entry (single writer: the store's loop):
+ *   writer: seq++ (odd); release fence; write fields; seq++ (release)
+ *   reader: s1 = seq (acquire); odd -> retry; copy fields (relaxed);
+ *           acquire fence; s2 = seq (relaxed); s1 != s2 -> retry.
+ * A chain walk by a reader may race with relinking: it is bounded and a
+ * miss only means "ask the store" (never a false hit: id and state are
+ * checked on a stable copy).
+ * =================================================================== */
+#define SS_INDEX_MAGIC 0x58444953u   /* "SIDX" in memory order */
+#define SS_BUCKET_MAGIC 0x544b4253u  /* "SBKT" in memory order */
+#define SS_INDEX_FORMAT 1u
+#define SS_INDEX_CHUNK_SHIFT 20      /* 1 MiB chunks: 16383 entries */
+#define SS_INDEX_CHUNK_BYTES (1u << SS_INDEX_CHUNK_SHIFT)
+#define SS_INDEX_ENTRY_SIZE 64u
+#define SS_INDEX_CHUNK_ENTRIES (SS_INDEX_CHUNK_BYTES / SS_INDEX_ENTRY_SIZE - 1u)
+#define SS_INDEX_MAX_CHUNKS 65536u   /* ~1.07e9 entries */
+#define SS_INDEX_MIN_BUCKETS 4096u
+#define SS_INDEX_WALK_MAX 4096u      /* chain steps a reader takes before giving up */
+
+/* entry.state */
+enum ss__ix_state { SS_IX_FREE = 0, SS_IX_CREATED = 1, SS_IX_SEALED = 2, SS_IX_DELETED = 3 };
+
+/* entry.info: state | kind << 4 | backing << 6 | meta_size << 8 */
+#define SS_IX_INFO(state, kind, backing, meta_size)                                      \
+    ((uint32_t)(state) | ((uint32_t)(kind) << 4) | ((uint32_t)(backing) << 6) |         \
+     ((uint32_t)(meta_size) << 8))
+#define SS_IX_STATE(info) ((info) & 0xfu)
+#define SS_IX_KIND(info) (((info) >> 4) & 0x3u)
+#define SS_IX_BACKING(info) (((info) >> 6) & 0x3u)
+#define SS_IX_META_SIZE(info) ((info) >> 8)
+
+/* Wire seg_ids: object segments count up from 1; small segments carry
+ * this bit over their small number (a u32 in the index). */
+#define SS_SEG_ID_SMALL (1ull << 63)
+
+typedef struct ss__index_hdr {
+    uint32_t magic;          /* SS_INDEX_MAGIC or SS_BUCKET_MAGIC */
+    uint32_t format;         /* SS_INDEX_FORMAT */
+    uint64_t stamp;          /* SS_INDEX_STAMP */
+    uint64_t store_id;       /* the store that wrote it */
+    uint32_t chunk;          /* index chunk number / bucket generation */
+    uint32_t count;          /* entries per chunk / number of buckets */
+    uint64_t hash_key;       /* bucket memfd: key of ss__index_hash */
+    uint32_t header_size;    /* 64 */
+    uint32_t entry_size;     /* 64 (index) / 4 (buckets) */
+    uint64_t reserved[2];
+} ss__index_hdr;
+
+typedef struct ss__index_entry {
+    uint32_t seq;            /* even: stable; accessed atomically */
+    uint32_t info;           /* SS_IX_INFO() */
+    uint32_t generation;     /* bumped each time the entry is reused */
+    ss_id id;
+    uint64_t seg_id;         /* wire id of the data's segment */
+    uint64_t size;           /* object bytes */
+    uint32_t data_off64;     /* data offset in its segment / 64 */
+    uint32_t meta_seg;       /* small number of meta's segment, 0: no meta */
+    uint32_t meta_off64;     /* meta offset in its segment / 64 */
+    uint32_t hnext;          /* next entry + 1 in the hash chain, 0: end */
+} ss__index_entry;
+
+/* Everything a reader must agree on, folded into one number: format, entry
+ * size and alignment, the offsets a reader uses, header size, chunk size. */
+#define SS_INDEX_STAMP                                                                  \
+    (((uint64_t)SS_INDEX_FORMAT << 56) |                                                \
+     ((uint64_t)sizeof(ss__index_entry) << 48) |                                        \
+     ((uint64_t)_Alignof(ss__index_entry) << 40) |                                      \
+     ((uint64_t)offsetof(ss__index_entry, id) << 32) |                                  \
+     ((uint64_t)offsetof(ss__index_entry, seg_id) << 24) |                              \
+     ((uint64_t)offsetof(ss__index_entry, hnext) << 16) |                               \
+     ((uint64_t)sizeof(ss__index_hdr) << 8) | (uint64_t)SS_INDEX_CHUNK_SHIFT)
+
+_Static_assert(sizeof(ss__index_entry) == SS_INDEX_ENTRY_SIZE, "index entry is 64 bytes");
+_Static_assert(sizeof(ss__index_hdr) == 64, "index header is 64 bytes");
+
+/* The keyed id hash (part of the format). */
+static inline uint64_t ss__index_hash(const ss_id *id, uint64_t key)
+{
+    uint64_t a, b;
+    uint32_t c;
+
+    __builtin_memcpy(&a, id->b, 8);
+    __builtin_memcpy(&b, id->b + 8, 8);
+    __builtin_memcpy(&c, id->b + 16, 4);
+    uint64_t h = key ^ 0x9e3779b97f4a7c15ull;
+    h = (h ^ a) * 0xbf58476d1ce4e5b9ull;
+    h = (h ^ (h >> 31) ^ b) * 0x94d049bb133111ebull;
+    h = (h ^ (h >> 29) ^ c) * 0xbf58476d1ce4e5b9ull;
+    return h ^ (h >> 32);
+}
+
+/* A read-only view as a client (or a test) maps it. */
+typedef struct ss__index_view {
+    const void *const *chunks; /* nchunks mappings of SS_INDEX_CHUNK_BYTES */
+    uint32_t nchunks;
+    const void *buckets;       /* bucket memfd mapping: header + count u32 */
+} ss__index_view;
+
+/* Check a mapped header: 0, -SS_E_VERSION (magic/format/stamp mismatch). */
+int ss__index_check_hdr(const void *map, uint32_t magic);
+/* Seqlock read of entry e: 0 and *out a stable copy; -ENOENT past the
+ * view; -EAGAIN if the writer kept it busy. */
+int ss__index_read(const ss__index_view *v, uint32_t e, ss__index_entry *out);
+/* Find a SEALED entry with this id without asking the store: its number
+ * (>= 0) and a stable copy in *out, or -ENOENT (absent, or racing with the
+ * writer: ask the store), -SS_E_VERSION (bad headers). */
+int ss__index_lookup(const ss__index_view *v, const ss_id *id, ss__index_entry *out);
+
+/* The store's side (index.c): single writer. */
+typedef struct ss__index {
+    uint64_t store_id;
+    uint64_t key;
+    int *chunk_fds;            /* RW memfds */
+    void **chunks;             /* RW mappings */
+    uint32_t nchunks, cap_chunks;
+    int bucket_fd;
+    void *bucket_map;          /* header + nbuckets u32 */
+    uint32_t nbuckets;         /* power of two */
+    uint32_t bucket_gen;
+    uint32_t hashed;           /* chained entries */
+    uint32_t high;             /* entry numbers ever handed out */
+} ss__index;
+
+int ss__index_init(ss__index *ix, uint64_t store_id);
+void ss__index_fini(ss__index *ix);
+/* Make sure entry e exists (adds chunks). 0, -ENOMEM, -ENOSPC (max). */
+int ss__index_reserve(ss__index *ix, uint32_t e);
+static inline ss__index_entry *ss__index_at(const ss__index *ix, uint32_t e)
+{
+    return (ss__index_entry *)((char *)ix->chunks[e / SS_INDEX_CHUNK_ENTRIES] +
+                               (size_t)(1 + e % SS_INDEX_CHUNK_ENTRIES) * SS_INDEX_ENTRY_SIZE);
+}
+/* Seqlock writer brackets. */
+void ss__index_write_begin(ss__index_entry *en);
+void ss__index_write_end(ss__index_entry *en);
+/* Chained entry with this id (CREATED or SEALED), or -ENOENT. */
+int64_t ss__index_find(const ss__index *ix, const ss_id *id);
+/* Chain / unchain entry e (its id must be written). Insert may grow the
+ * buckets: 0 or -ENOMEM (then nothing changed). */
+int ss__index_link(ss__index *ix, uint32_t e);
+void ss__index_unlink(ss__index *ix, uint32_t e);
+/* Bytes of shared index memory the store holds (touched high-water). */
+uint64_t ss__index_bytes(const ss__index *ix);
+/* A view of the store's own mappings (tests). */
+void ss__index_view_of(const ss__index *ix, ss__index_view *v);
+
+/* ================================================================ objects */
+
+/* ss__obj.flags */
+#define SS_OBJF_SEALING 0x01  /* a seal job is with the worker */
+#define SS_OBJF_ORPHAN 0x02   /* creator gone while sealing: abort at completion */
+#define SS_OBJF_USED 0x04     /* entry number in use (not on the free list) */
+#define SS_OBJF_ON_LRU 0x08
+
+/*
+ * Private per-object state, indexed by entry number (the index entry holds
+ * id, state, sizes and locations). Invariants:
+ *   refs == sum over clients of their refs on it;
+ *   on the LRU <=> SEALED && refs == 0 (a DELETED entry is freed at refs 0);
+ *   fd_rw >= 0 <=> OBJECT && CREATED.
+ */
+typedef struct ss__obj {
+    uint32_t refs;
+    uint32_t owner;          /* creating client id while CREATED, else 0 */
+    uint32_t prev, next;     /* entry + 1: LRU, free list (next), or the deleted-by-id chain */
+    int32_t fd_ro;           /* OBJECT: the store's O_RDONLY fd, else -1 */
+    int32_t fd_rw;           /* OBJECT while CREATED, else -1 */
+    uint64_t seg_size;       /* OBJECT: bytes charged, else 0 */
+    uint32_t small_slot;     /* SMALL: allocator segment id of the data */
+    uint32_t meta_slot;      /* allocator segment id of the meta (meta_size > 0) */
+    int16_t node;
+    uint8_t flags;           /* SS_OBJF_* */
+    uint8_t pad;
+} ss__obj;
+
+/* A small segment as the store tracks it (by allocator segment id). */
+typedef struct ss__small {
+    uint32_t no;             /* small number (wire id = SS_SEG_ID_SMALL | no) */
+    int32_t ro_fd;           /* O_RDONLY reopen for readers, -1 until needed */
+    const ss__seg *seg;      /* identity check: allocator record */
+} ss__small;
+
+/* ================================================================ clients */
+
+/* Per-client references: open addressing, key = entry + 1 (0 empty). */
+typedef struct ss__ref {
+    uint32_t key;
+    uint32_t refs;           /* bit 31: this client has the object's fd (OBJECT) */
+    uint32_t seq;            /* order of first reference (release drops the oldest) */
+} ss__ref;
+#define SS_REF_SENT 0x80000000u
+#define SS_REF_COUNT(r) ((r) & ~SS_REF_SENT)
+
+typedef struct ss__outmsg {
+    struct ss__outmsg *next;
+    uint32_t len;
+    uint32_t nfds;
+    int *fds;                /* dup'ed: owned by the message */
+    unsigned char buf[];
+} ss__outmsg;
+
+struct ss__parked;
+struct ss__sealjob;
+
+typedef struct ss__conn {
+    struct ss__conn *prev, *next;  /* store's list */
+    int fd;
+    uint32_t id;                   /* client id, never 0 */
+    pid_t pid;
+    uid_t uid;
+    bool hello;                    /* HELLO seen */
+    bool subscriber;
+    bool broken;                   /* to be closed at the end of this loop turn */
+    bool dead;                     /* closed; freed when no seal is pending */
+    struct ss__conn *reap_next;    /* store's reap list while broken */
+    bool in_paused;                /* EPOLLIN off: outbox or too many parked */
+    uint32_t sub_mask;
+    /* references */
+    ss__ref *refs;
+    uint32_t ref_cap, ref_used, ref_seq;
+    /* small segments sent: sent_small[allocator segment id] == small no */
+    uint32_t *sent_small;
+    uint32_t sent_cap;
+    /* outbox */
+    ss__outmsg *out_head, *out_tail;
+    uint32_t out_count;
+    /* parked requests of this client */
+    struct ss__parked *parked;
+    uint32_t nparked;
+    /* seals: one with the worker at a time, the rest queued here */
+    struct ss__sealjob *seal_queue, *seal_tail;
+    bool seal_busy;
+} ss__conn;
+
+#define SS_OUTBOX_MAX 1024u     /* queued replies before a client is dropped */
+#define SS_PARKED_MAX 1024u     /* parked requests per client (-EAGAIN beyond) */
+
+/* ======================================================== parked requests */
+
+typedef struct ss__waitnode {
+    struct ss__waitnode *prev, *next; /* waiter-hash chain */
+    struct ss__parked *pk;
+    ss_id id;
+    bool linked;
+} ss__waitnode;
+
+enum { SS_PK_GET = 1, SS_PK_CREATE, SS_PK_PUT };
+
+typedef struct ss__parked {
+    struct ss__parked *cprev, *cnext; /* conn's list */
+    struct ss__parked *qprev, *qnext; /* create FIFO (CREATE/PUT) */
+    ss__conn *c;
+    uint32_t req_id;
+    int type;
+    uint64_t deadline_ns;     /* UINT64_MAX: none */
+    uint32_t heap_pos;        /* in the timer heap, UINT32_MAX: not in it */
+    uint32_t missing;         /* GET: ids not sealed yet */
+    uint32_t n;               /* GET: ids; CREATE/PUT: message bytes */
+    ss__waitnode *w;          /* GET: n nodes */
+    void *msg;                /* GET: ids copy; CREATE/PUT: request copy */
+} ss__parked;
+
+/* ============================================================ seal worker */
+
+typedef struct ss__sealjob {
+    struct ss__sealjob *next;
+    ss__conn *c;
+    uint32_t req_id;
+    uint32_t e;               /* entry number */
+    uint32_t generation;
+    int fd;                   /* the object's writable fd (owned by the object) */
+    uint64_t size;            /* segment bytes */
+    int rc;
+} ss__sealjob;
+
+/* ================================================================ store */
+
+struct ss__store {
+    unsigned flags;
+    char path[108];
+    char lock_path[4096];
+    int listen_fd, epfd, stop_efd, seal_efd;
+    dev_t sock_dev;
+    ino_t sock_ino;
+    bool bound;
+    _Atomic int stop_requested;
+    bool stopping;
+    uint64_t store_id;
+    uid_t uid;
+    gid_t group;
+    bool has_group;
+    pthread_t thread;
+    bool thread_started;
+
+    /* memory */
+    ss__numa *numa;
+    ss__numa_policy numa_policy;
+    int hugepages;
+    ss__pool *pool;
+    ss__salloc *salloc;
+    uint64_t capacity;
+    uint64_t small_max;
+    _Atomic uint64_t resident;
+    int64_t create_timeout_ms;
+    bool evict;
+
+    /* objects */
+    ss__index ix;
+    ss__obj **objs;           /* per index chunk: SS_INDEX_CHUNK_ENTRIES */
+    uint32_t free_head;       /* entry + 1 */
+    uint32_t lru_head, lru_tail; /* entry + 1; head = least recently used */
+    uint64_t next_seg_id;
+    uint32_t next_small_no;
+    ss__small *smalls;
+    uint32_t nsmalls;
+    uint64_t nobjects, nsealed, object_bytes;
+    uint32_t *det_buckets;    /* deleted but referenced, by id: chained via prev/next */
+    uint32_t det_nbuckets;
+
+    /* clients */
+    ss__conn *conns;
+    ss__conn *reap;               /* broken connections, closed at turn end */
+    uint64_t accept_paused_until; /* ns: EMFILE backoff of the listener */
+    uint32_t next_client_id;
+    uint64_t nclients;
+    uint32_t nsubscribers;        /* events are built only when someone listens */
+
+    /* parking */
+    ss__parked **heap;
+    uint32_t heap_len, heap_cap;
+    ss__waitnode **wait_buckets;
+    uint32_t wait_nbuckets;
+    ss__parked *cq_head, *cq_tail; /* parked CREATE/PUT, FIFO */
+    bool retry_creates;            /* memory freed since the last retry */
+
+    /* seal worker */
+    pthread_t sw_thread;
+    bool sw_started;
+    pthread_mutex_t sw_lock;
+    pthread_cond_t sw_cond;
+    ss__sealjob *sw_todo, *sw_todo_tail, *sw_done;
+    bool sw_stop;
+    bool sw_sync;             /* lock and cond initialised */
+    uint32_t sw_inflight;
+
+    /* scratch for building replies (loop thread only) */
+    unsigned char *obuf;
+    unsigned char *ibuf;
+
+    /* counters (ss_stats) */
+    uint64_t c_creates, c_seals, c_aborts, c_gets, c_releases, c_deletes, c_evictions;
+    uint64_t c_waits, c_wait_timeouts, c_proto_errors;
+};
+
+/* ---- store.c */
+void ss__store_epoll_mod(ss__store *s, ss__conn *c);
+/* timer heap of parked requests (deadline_ns; heap_pos) */
+int ss__heap_add(ss__store *s, ss__parked *pk);
+void ss__heap_del(ss__store *s, ss__parked *pk);
+/* the seal worker thread: start; stop after running every queued job */
+int ss__sw_start(ss__store *s);
+void ss__sw_join(ss__store *s);
+
+/* ---- store_obj.c: objects, capacity, parking, seal worker */
+int ss__obj_init(ss__store *s);
+void ss__obj_fini(ss__store *s);
+int ss__store_charge(void *arg, int64_t delta);
+static inline ss__obj *ss__obj_at(const ss__store *s, uint32_t e)
+{
+    return &s->objs[e / SS_INDEX_CHUNK_ENTRIES][e % SS_INDEX_CHUNK_ENTRIES];
+}
+/* Request handlers: each sends its reply (or parks the request). */
+void ss__obj_create(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put);
+void ss__obj_seal(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+void ss__obj_abort(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+void ss__obj_get(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+void ss__obj_release(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+void ss__obj_contains(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+void ss__obj_delete(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+void ss__obj_list(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+void ss__obj_stats(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+/* A connection goes away: abort its unsealed objects, drop its refs,
+ * cancel its parked requests and queued seals. */
+void ss__obj_conn_gone(ss__store *s, ss__conn *c);
+/* Loop hooks: next timer deadline (ns, UINT64_MAX none); expire timers;
+ * seal completions; retry parked creates after memory was freed; at stop,
+ * answer every parked request. */
+uint64_t ss__obj_next_deadline(const ss__store *s);
+void ss__obj_expire(ss__store *s, uint64_t now);
+void ss__obj_seal_done(ss__store *s);
+void ss__obj_retry_creates(ss__store *s);
+void ss__obj_stop(ss__store *s);
+void ss__obj_fill_stats(ss__store *s, ss_stats *st);
+uint64_t ss__obj_bookkeeping(const ss__store *s);
+
+/* ---- store_net.c: connections and the wire */
+ss__conn *ss__conn_new(ss__store *s, int fd, pid_t pid, uid_t uid);
+void ss__conn_readable(ss__store *s, ss__conn *c);
+void ss__conn_writable(ss__store *s, ss__conn *c);
+/* Mark for closing: the connection is torn down by ss__conn_reap() at the
+ * end of the loop turn, so pointers held by the current turn stay valid. */
+void ss__conn_close(ss__store *s, ss__conn *c);
+void ss__conn_reap(ss__store *s);
+/* Free a reaped connection once its last seal job came back. */
+void ss__conn_free_dead(ss__store *s, ss__conn *c);
+/* Send a message (header already filled by the caller, len = h->len) with
+ * fds; queue on EAGAIN. The fds stay the caller's. 0 or -errno (the
+ * connection was closed). */
+int ss__conn_send(ss__store *s, ss__conn *c, const void *msg, uint32_t len,
+                  const int *fds, uint32_t nfds);
+/* Header-only reply with a status. */
+void ss__conn_reply_status(ss__store *s, ss__conn *c, uint16_t type, uint32_t req_id,
+                           int32_t status);
+/* Push an event to every subscriber with the bit in its mask. */
+void ss__store_event(ss__store *s, uint32_t type, const ss_id *id, uint64_t size);
+/* Flush outboxes at stop (bounded wait). */
+void ss__conn_flush_all(ss__store *s, int timeout_ms);
+
+#endif /* SEALSTORE_SRC_LIB_STORE_INT_H */
