@@ -198,6 +198,41 @@ typedef struct ss__msg_event {
 } ss__msg_event;
 
 /*
+ * Reply rules the checkers enforce (both sides rely on them):
+ *  - a reply echoes the request's type and req_id, has flags ==
+ *    SS_MSGF_REPLY; an EVENT has req_id 0, status 0;
+ *  - an error reply (status < 0: a -errno in -1..-4095 or a -SS_E_* code)
+ *    is the header alone and carries no fd;
+ *  - success: HELLO, CREATE, GET, LIST, STATS carry their body (status 0;
+ *    GET and LIST may put their count, 0..n, in status); SEAL, ABORT, PUT,
+ *    DELETE, SUBSCRIBE are the header alone with status 0; CONTAINS is
+ *    the header alone with status 0 or 1; RELEASE has no reply;
+ *  - a GET entry with status -ENOENT has its segrefs ignored; a meta
+ *    segref of size 0 is ignored; a data segref with size 0 may name no
+ *    segment (seg_size 0, fd_index SS_FD_NONE: a zero-size object);
+ *  - every fd index a segref names is < nfds, every fd received is named
+ *    by some segref, and segrefs naming one index name one seg_id.
+ */
+
+/* Largest reply a client can receive (a LIST reply of SS_PROTO_MAX_LIST
+ * entries); a client's receive buffer is a little bigger, so that a
+ * longer message shows as truncated. */
+#define SS_PROTO_LIST_REPLY_MAX \
+    (sizeof(ss__msg_hdr) + sizeof(ss__rep_list) + SS_PROTO_MAX_LIST * sizeof(ss__list_entry))
+#define SS_PROTO_GET_REPLY_MAX \
+    (sizeof(ss__msg_hdr) + sizeof(ss__rep_get) + SS_PROTO_MAX_IDS * sizeof(ss__get_entry))
+#define SS_PROTO_MAX_REPLY \
+    (SS_PROTO_LIST_REPLY_MAX > SS_PROTO_GET_REPLY_MAX ? SS_PROTO_LIST_REPLY_MAX \
+                                                      : SS_PROTO_GET_REPLY_MAX)
+
+/* Largest object a segment reference may describe: anything bigger is an
+ * absurd size (the memory layer refuses segments over 1 TiB). */
+#define SS_PROTO_MAX_SEG (1ull << 40)
+
+/* Is `status` a plausible negative status: -errno or -SS_E_*? */
+bool ss__proto_status_is_error(int32_t status);
+
+/*
  * Check a received request: hdr fields, type, lengths, counts, reserved
  * fields, tails. `buf` holds `len` received bytes, `nfds` how many fds came
  * with it (requests must carry none). Returns the type (> 0) or -SS_E_PROTO

@@ -1,0 +1,1007 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The client library: one handle = one SOCK_SEQPACKET connection to a store
+ * (issue-3 contract, DESIGN sections 1, 2, 5, 6). client_int.h describes
+ * the concurrency scheme (leader/follower receive) and the segment cache
+ * invariants. This file: the handle (connect, disconnect, fork), its
+ * tables of segments and references, the request/reply machinery and
+ * release; client_obj.c: the object calls built on them.
+ *
+ * Failure model:
+ *  - store gone (EOF, EPIPE, ECONNRESET) or a malformed reply: the handle
+ *    becomes dead; every call returns that error, except ss_release, which
+ *    still drops the local reference and unmaps (views stay readable until
+ *    then: mappings outlive the store);
+ *  - forked child: the pthread_atfork child handler bumps a generation, so
+ *    every inherited handle answers -ENOTCONN without touching its lock
+ *    (which another thread may have held at fork time) or its socket (still
+ *    the parent's connection);
+ *  - caller mistakes are return values: nothing here prints or aborts.
+ */
+#include "client_int.h"
+#include "segment.h"
+#include "store.h"
+#include "sys.h"
+
+#include <poll.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+/* EMBED: tries to connect or start, while another process wins the race
+ * to start a store on the same path and gets it listening. */
+#define CL_EMBED_TRIES 100
+#define CL_SOCKBUF ((int)(2 * SS_PROTO_MAX_MSG))
+
+static _Atomic unsigned g_fork_gen;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+/* data pointer of a zero-size object that names no segment: non-NULL,
+ * aligned, never to be dereferenced (API) */
+const unsigned char ss__cl_empty[SS_OBJ_ALIGN] __attribute__((aligned(SS_OBJ_ALIGN)));
+
+/*
+ * A writable shared mapping must never reach a forked child: there it
+ * would make F_SEAL_WRITE fail with EBUSY for as long as the child lives.
+ * MADV_DONTFORK can only follow the mmap, so a fork by another thread in
+ * between would still copy it. Making a writable mapping therefore holds
+ * this lock shared, and fork (the prepare handler) takes it exclusively.
+ */
+static pthread_rwlock_t g_fork_lock = PTHREAD_RWLOCK_INITIALIZER;
+
+static void cl_atfork_prepare(void)
+{
+    pthread_rwlock_wrlock(&g_fork_lock);
+}
+
+static void cl_atfork_parent(void)
+{
+    pthread_rwlock_unlock(&g_fork_lock);
+}
+
+static void cl_atfork_child(void)
+{
+    atomic_fetch_add_explicit(&g_fork_gen, 1, memory_order_relaxed);
+    /* not unlock: glibc records the writer's tid, which differs in the
+     * child; the child is single-threaded, so a fresh lock is right */
+    pthread_rwlock_init(&g_fork_lock, NULL);
+}
+
+static void cl_init_once(void)
+{
+    (void)pthread_atfork(cl_atfork_prepare, cl_atfork_parent, cl_atfork_child);
+}
+
+/* mmap(MAP_SHARED, writable) + MADV_DONTFORK with no fork in between. */
+void *ss__cl_map_writable(size_t len, int fd)
+{
+    void *p;
+
+    pthread_rwlock_rdlock(&g_fork_lock);
+    p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p != MAP_FAILED)
+        ss__cl_fresh_mapping(p, len);
+    if (p != MAP_FAILED && madvise(p, len, MADV_DONTFORK) != 0) {
+        int e = errno;
+        munmap(p, len);
+        errno = e;
+        p = MAP_FAILED;
+    }
+    pthread_rwlock_unlock(&g_fork_lock);
+    return p;
+}
+
+static inline bool cl_forked(const ss_client *c)
+{
+    return c->fork_gen != atomic_load_explicit(&g_fork_gen, memory_order_relaxed);
+}
+
+/* NUMA node of the calling CPU (vDSO getcpu), -1 unknown. */
+int32_t ss__cl_node(void)
+{
+    unsigned cpu, node;
+
+    return getcpu(&cpu, &node) == 0 ? (int32_t)node : -1;
+}
+
+void ss__cl_close_fds(int *fds, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (fds[i] >= 0) {
+            close(fds[i]);
+            fds[i] = -1;
+        }
+}
+
+/* ------------------------------------------------------------ hashing */
+
+static uint64_t id_hash(const ss_id *id)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+
+    for (unsigned i = 0; i < SS_ID_SIZE; i++) {
+        h ^= id->b[i];
+        h *= 1099511628211ull;
+    }
+    return h ^ (h >> 29);
+}
+
+static size_t hold_bucket(const ss_client *c, const ss_id *id)
+{
+    return (size_t)(id_hash(id) & (((uint64_t)1 << c->hold_bits) - 1));
+}
+
+static size_t seg_bucket(const ss_client *c, uint64_t seg_id)
+{
+    return (size_t)((seg_id * 0x9E3779B97F4A7C15ull) >> (64 - c->seg_bits));
+}
+
+/* Double a table when it gets as many entries as buckets; on ENOMEM keep
+ * the old one (chains just get longer). */
+static void holds_grow(ss_client *c)
+{
+    unsigned bits = c->hold_bits + 1;
+    ss__cl_hold **nb = calloc((size_t)1 << bits, sizeof(*nb));
+    ss__cl_hold **old = c->holds;
+    size_t n = (size_t)1 << c->hold_bits;
+
+    if (!nb)
+        return;
+    c->holds = nb;
+    c->hold_bits = bits;
+    for (size_t i = 0; i < n; i++)
+        for (ss__cl_hold *h = old[i], *nx; h; h = nx) {
+            size_t b = hold_bucket(c, &h->id);
+            nx = h->next;
+            h->next = nb[b];
+            nb[b] = h;
+        }
+    free(old);
+}
+
+static void segs_grow(ss_client *c)
+{
+    unsigned bits = c->seg_bits + 1;
+    ss__cl_seg **nb = calloc((size_t)1 << bits, sizeof(*nb));
+    ss__cl_seg **old = c->segs;
+    size_t n = (size_t)1 << c->seg_bits;
+
+    if (!nb)
+        return;
+    c->segs = nb;
+    c->seg_bits = bits;
+    for (size_t i = 0; i < n; i++)
+        for (ss__cl_seg *s = old[i], *nx; s; s = nx) {
+            size_t b = seg_bucket(c, s->seg_id);
+            nx = s->next;
+            s->next = nb[b];
+            nb[b] = s;
+        }
+    free(old);
+}
+
+/* ----------------------------------------------------------- segments */
+
+ss__cl_seg *ss__cl_seg_find(ss_client *c, uint64_t seg_id)
+{
+    for (ss__cl_seg *s = c->segs[seg_bucket(c, seg_id)]; s; s = s->next)
+        if (s->seg_id == seg_id)
+            return s;
+    return NULL;
+}
+
+ss__cl_seg *ss__cl_seg_insert(ss_client *c, uint64_t seg_id, uint64_t size, uint8_t kind)
+{
+    ss__cl_seg *s = calloc(1, sizeof(*s));
+    size_t b;
+
+    if (!s)
+        return NULL;
+    s->seg_id = seg_id;
+    s->size = size;
+    s->kind = kind;
+    s->fd = -1;
+    if (c->nsegs >= ((size_t)1 << c->seg_bits))
+        segs_grow(c);
+    b = seg_bucket(c, seg_id);
+    s->next = c->segs[b];
+    c->segs[b] = s;
+    c->nsegs++;
+    return s;
+}
+
+void ss__cl_seg_unlink(ss_client *c, ss__cl_seg *s)
+{
+    ss__cl_seg **pp = &c->segs[seg_bucket(c, s->seg_id)];
+
+    for (; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            c->nsegs--;
+            return;
+        }
+}
+
+/* Unmap and close. In a forked child a writable mapping (MADV_DONTFORK)
+ * does not exist, and its range may hold something else now: leave it. */
+void ss__cl_seg_free(ss__cl_seg *s, bool forked)
+{
+    if (s->addr && !(forked && s->writable))
+        munmap(s->addr, s->size);
+    if (s->fd >= 0)
+        close(s->fd);
+    free(s);
+}
+
+/* Map a segment read-only from the fd it holds; the mapping keeps the
+ * memory, so the fd goes. */
+int ss__cl_seg_map(ss__cl_seg *s)
+{
+    void *p;
+
+    if (s->addr)
+        return 0;
+    if (s->fd < 0 || s->size > SIZE_MAX)
+        return -EBADF;
+    p = mmap(NULL, (size_t)s->size, PROT_READ, MAP_SHARED, s->fd, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    ss__cl_fresh_mapping(p, (size_t)s->size);
+    s->addr = p;
+    close(s->fd);
+    s->fd = -1;
+    return 0;
+}
+
+static uint64_t min_get_seq(const ss_client *c)
+{
+    uint64_t m = UINT64_MAX;
+
+    for (const ss__cl_slot *t = c->slots; t; t = t->next)
+        if (t->get_seq && t->get_seq < m)
+            m = t->get_seq;
+    return m;
+}
+
+/* Called once a segment's refs or unsent count dropped: unmap an unused
+ * OBJECT segment now if no GET that might still name it is in flight, else
+ * defer it (see client_int.h). */
+static void seg_settle(ss_client *c, ss__cl_seg *s)
+{
+    if (s->kind != SS_SEG_OBJECT || s->refs > 0 || s->unsent > 0)
+        return;
+    if (c->gets_in_flight == 0) {
+        if (s->deferred) /* cannot happen: sweeps empty the list at 0 */
+            return;
+        ss__cl_seg_unlink(c, s);
+        ss__cl_seg_free(s, false);
+        return;
+    }
+    s->wait_seq = c->get_seq;
+    if (!s->deferred) {
+        s->deferred = true;
+        s->dnext = c->deferred;
+        c->deferred = s;
+    }
+}
+
+/* After a GET completed: unmap deferred segments no in-flight GET can
+ * still name; forget the ones a reply revived. */
+void ss__cl_seg_sweep(ss_client *c)
+{
+    uint64_t min = min_get_seq(c);
+    ss__cl_seg **pp = &c->deferred;
+
+    while (*pp) {
+        ss__cl_seg *s = *pp;
+
+        if (s->refs > 0 || s->unsent > 0) {
+            *pp = s->dnext;
+            s->deferred = false;
+        } else if (c->gets_in_flight == 0 || s->wait_seq < min) {
+            *pp = s->dnext;
+            ss__cl_seg_unlink(c, s);
+            ss__cl_seg_free(s, false);
+        } else {
+            pp = &s->dnext;
+        }
+    }
+}
+
+/* -------------------------------------------------------------- holds */
+
+ss__cl_hold *ss__cl_hold_new(ss_client *c, const ss_id *id)
+{
+    ss__cl_hold *h = calloc(1, sizeof(*h));
+    size_t b;
+
+    if (!h)
+        return NULL;
+    h->id = *id;
+    h->seq = ++c->hold_seq;
+    h->rw_fd = h->ro_fd = -1;
+    if (c->nholds >= ((size_t)1 << c->hold_bits))
+        holds_grow(c);
+    b = hold_bucket(c, id);
+    h->next = c->holds[b];
+    c->holds[b] = h;
+    c->nholds++;
+    return h;
+}
+
+void ss__cl_hold_unlink(ss_client *c, ss__cl_hold *h)
+{
+    ss__cl_hold **pp = &c->holds[hold_bucket(c, &h->id)];
+
+    for (; *pp; pp = &(*pp)->next)
+        if (*pp == h) {
+            *pp = h->next;
+            c->nholds--;
+            return;
+        }
+}
+
+/* Free a hold's own resources (not its segments). */
+void ss__cl_hold_free(ss__cl_hold *h, bool forked)
+{
+    if (h->buf && !forked) /* MADV_DONTFORK: absent in a forked child */
+        munmap(h->buf, h->buf_len);
+    if (h->rw_fd >= 0)
+        close(h->rw_fd);
+    if (h->ro_fd >= 0)
+        close(h->ro_fd);
+    free(h);
+}
+
+static bool id_eq(const ss_id *a, const ss_id *b)
+{
+    return memcmp(a, b, sizeof(*a)) == 0;
+}
+
+/* The creator's unsealed (or sealing) object with this id. */
+ss__cl_hold *ss__cl_hold_find_creating(ss_client *c, const ss_id *id)
+{
+    for (ss__cl_hold *h = c->holds[hold_bucket(c, id)]; h; h = h->next)
+        if (h->creator && h->state != SS_CL_SEALED && id_eq(&h->id, id))
+            return h;
+    return NULL;
+}
+
+/* What ss_release drops: the oldest sealed hold; -EBUSY when only an
+ * unsealed creation has that id, -ENOENT when nothing does. */
+ss__cl_hold *ss__cl_hold_pick_release(ss_client *c, const ss_id *id, int *err)
+{
+    ss__cl_hold *best = NULL;
+    bool unsealed = false;
+
+    for (ss__cl_hold *h = c->holds[hold_bucket(c, id)]; h; h = h->next) {
+        if (!id_eq(&h->id, id))
+            continue;
+        if (h->state != SS_CL_SEALED)
+            unsealed = true;
+        else if (!best || h->seq < best->seq)
+            best = h;
+    }
+    if (!best)
+        *err = unsealed ? -EBUSY : -ENOENT;
+    return best;
+}
+
+ss__cl_hold *ss__cl_hold_find_view(ss_client *c, const ss_id *id, bool has_seg,
+                                   uint64_t seg_id, uint64_t off)
+{
+    for (ss__cl_hold *h = c->holds[hold_bucket(c, id)]; h; h = h->next) {
+        if (h->state != SS_CL_SEALED || h->priv || !id_eq(&h->id, id))
+            continue;
+        if (has_seg ? (h->seg && h->seg->seg_id == seg_id && h->off == off) : !h->seg)
+            return h;
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------- connection state */
+
+/* The connection is unusable: remember why, wake every waiter. Called
+ * with the lock held. The fd stays open until ss_disconnect (closing it
+ * here would let another thread's next socket() reuse the number);
+ * shutdown() wakes a reader blocked in recvmsg. */
+void ss__cl_kill(ss_client *c, int err)
+{
+    if (!c->dead) {
+        c->dead = err < 0 ? err : -ECONNRESET;
+        shutdown(c->fd, SHUT_RDWR);
+    }
+    for (ss__cl_slot *t = c->slots; t; t = t->next)
+        if (!t->done) {
+            t->done = true;
+            t->err = c->dead;
+            if (t->waiting)
+                pthread_cond_signal(&t->cond);
+        }
+}
+
+static bool send_err_fatal(int err)
+{
+    return err == -EPIPE || err == -ECONNRESET || err == -ENOTCONN || err == -EBADF ||
+           err == -ECONNREFUSED;
+}
+
+int ss__cl_sendv(int fd, struct iovec *iov, int iovcnt)
+{
+    struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)iovcnt };
+    ssize_t r;
+
+    do
+        r = sendmsg(fd, &m, MSG_NOSIGNAL);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : 0;
+}
+
+/* Receive one message into s (buf, fds). Lock NOT held. */
+int ss__cl_recv(int fd, ss__cl_slot *s, int flags)
+{
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(SS_PROTO_MAX_FDS * sizeof(int))];
+    } cm;
+    struct iovec iov = { s->buf, sizeof(s->buf) };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
+                        .msg_control = cm.b, .msg_controllen = sizeof(cm.b) };
+    bool overflow = false;
+    ssize_t n;
+
+    s->nfds = 0;
+    do
+        n = recvmsg(fd, &m, MSG_CMSG_CLOEXEC | flags);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
+        int *fds = (int *)CMSG_DATA(h);
+        size_t k;
+
+        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+            continue;
+        k = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int f;
+            memcpy(&f, fds + i, sizeof(f));
+            if (s->nfds < SS_PROTO_MAX_FDS) {
+                s->fds[s->nfds++] = f;
+            } else {
+                close(f);
+                overflow = true;
+            }
+        }
+    }
+    if (n == 0) { /* EOF: the store closed the connection */
+        ss__cl_close_fds(s->fds, s->nfds);
+        s->nfds = 0;
+        return -ECONNRESET;
+    }
+    if (overflow || (m.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
+        /* fds lost or a message cut: the store's idea of what we hold
+         * and ours now differ; nothing can be trusted on this connection */
+        ss__cl_close_fds(s->fds, s->nfds);
+        s->nfds = 0;
+        return -SS_E_PROTO;
+    }
+    s->len = (size_t)n;
+    return 0;
+}
+
+/* One fd-carrying segref of a GET reply, at dispatch. */
+static int take_fd(ss_client *c, ss__cl_slot *rx, const ss__segref *r)
+{
+    ss__cl_seg *sg;
+    int fd;
+
+    if (r->fd_index == SS_FD_NONE)
+        return 0;
+    fd = rx->fds[r->fd_index];
+    if (fd < 0) /* another segref of this reply named the same fd */
+        return 0;
+    rx->fds[r->fd_index] = -1;
+    sg = ss__cl_seg_find(c, r->seg_id);
+    if (sg) {
+        /* we still have it: the reused mapping makes the new fd redundant */
+        close(fd);
+        return (sg->size == r->seg_size && sg->kind == r->kind && !sg->writable)
+                   ? 0 : -SS_E_PROTO;
+    }
+    sg = ss__cl_seg_insert(c, r->seg_id, r->seg_size, (uint8_t)r->kind);
+    if (!sg) {
+        close(fd);
+        return -ENOMEM;
+    }
+    sg->fd = fd; /* mapped when the reply is applied */
+    return 0;
+}
+
+/*
+ * Segments whose fds a GET reply carries enter the cache at dispatch, in
+ * the order replies arrive, not when their owner thread gets round to
+ * applying them: a later reply may name the same segment with SS_FD_NONE
+ * and be applied first. Until applied, the GET still counts as in flight,
+ * which keeps such an entry from being unmapped (client_int.h). Lock held.
+ */
+static int get_take_fds(ss_client *c, ss__cl_slot *rx)
+{
+    const unsigned char *p = rx->buf + SS_CL_HDR + sizeof(ss__rep_get);
+    ss__rep_get rep;
+    int rc = 0;
+
+    memcpy(&rep, rx->buf + SS_CL_HDR, sizeof(rep));
+    for (uint32_t i = 0; i < rep.n && rc == 0; i++) {
+        ss__get_entry e;
+
+        memcpy(&e, p + (size_t)i * sizeof(e), sizeof(e));
+        if (e.status != 0)
+            continue;
+        if (e.data.seg_size)
+            rc = take_fd(c, rx, &e.data);
+        if (rc == 0 && e.meta.size)
+            rc = take_fd(c, rx, &e.meta);
+    }
+    return rc;
+}
+
+/* A reply arrived in rx: validate it and hand it to its slot. Lock held. */
+static void cl_dispatch(ss_client *c, ss__cl_slot *rx)
+{
+    ss__msg_hdr h;
+    ss__cl_slot *t;
+    int rc = ss__proto_check_reply(rx->buf, rx->len, rx->nfds);
+
+    if (rc < 0 || rc == SS_MSG_EVENT)
+        goto bad;
+    memcpy(&h, rx->buf, sizeof(h));
+    for (t = c->slots; t; t = t->next)
+        if (t->req_id == h.req_id)
+            break;
+    if (!t || t->done || t->type != h.type)
+        goto bad;
+    if (h.type == SS_MSG_GET && h.status >= 0 && (rc = get_take_fds(c, rx)) < 0)
+        goto bad;
+    if (t != rx) {
+        memcpy(t->buf, rx->buf, rx->len);
+        t->len = rx->len;
+        memcpy(t->fds, rx->fds, rx->nfds * sizeof(int));
+        t->nfds = rx->nfds;
+        rx->nfds = 0;
+    }
+    t->done = true;
+    if (t != rx && t->waiting)
+        pthread_cond_signal(&t->cond);
+    return;
+bad:
+    ss__log_warn("bad reply from the store (%s): dropping the connection",
+                 ss_strerror(rc < 0 ? rc : -SS_E_PROTO));
+    ss__cl_close_fds(rx->fds, rx->nfds);
+    rx->nfds = 0;
+    ss__cl_kill(c, rc == -ENOMEM ? -ENOMEM : -SS_E_PROTO);
+}
+
+/* Wait, lock held, until s is done: receive as the reader when nobody
+ * else is, else sleep until the reader hands us our reply or the role. */
+static void cl_wait(ss_client *c, ss__cl_slot *s)
+{
+    while (!s->done) {
+        if (!c->reader) {
+            int rc;
+
+            c->reader = true;
+            pthread_mutex_unlock(&c->lock);
+            rc = ss__cl_recv(c->fd, s, 0);
+            pthread_mutex_lock(&c->lock);
+            c->reader = false;
+            if (rc < 0)
+                ss__cl_kill(c, rc);
+            else
+                cl_dispatch(c, s);
+        } else {
+            s->waiting = true;
+            pthread_cond_wait(&s->cond, &c->lock);
+            s->waiting = false;
+        }
+    }
+}
+
+/* Unlink a finished slot; pass the reader role on if someone still waits. */
+void ss__cl_slot_end(ss_client *c, ss__cl_slot *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        c->slots = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    if (s->get_seq)
+        c->gets_in_flight--;
+    if (!c->reader)
+        for (ss__cl_slot *t = c->slots; t; t = t->next)
+            if (!t->done && t->waiting) {
+                pthread_cond_signal(&t->cond);
+                break;
+            }
+    pthread_cond_destroy(&s->cond);
+}
+
+/*
+ * Send a request (iov[0] is its header, filled here) and wait for the
+ * reply. Returns with the lock HELD: 0 and the reply in s (status in its
+ * header) or a connection error. The caller processes the reply, then
+ * calls ss__cl_slot_end(), unlocks and closes s->fds it did not consume.
+ * is_get: count it among GETs in flight (segment cache rule).
+ */
+int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, int iovcnt,
+                   bool is_get)
+{
+    size_t len = 0;
+    int rc;
+
+    for (int i = 0; i < iovcnt; i++)
+        len += iov[i].iov_len;
+    s->done = s->waiting = false;
+    s->err = 0;
+    s->nfds = 0;
+    s->len = 0;
+    s->type = type;
+    s->get_seq = 0;
+    s->prev = NULL;
+    pthread_cond_init(&s->cond, NULL);
+
+    pthread_mutex_lock(&c->lock);
+    if (++c->next_req == 0)
+        c->next_req = 1;
+    s->req_id = c->next_req;
+    s->next = c->slots;
+    if (c->slots)
+        c->slots->prev = s;
+    c->slots = s;
+    if (is_get) {
+        s->get_seq = ++c->get_seq;
+        c->gets_in_flight++;
+    }
+    if (c->dead) {
+        s->done = true;
+        s->err = c->dead;
+        return s->err;
+    }
+    pthread_mutex_unlock(&c->lock);
+
+    ss__proto_hdr(iov[0].iov_base, type, s->req_id, (uint32_t)len, 0, 0);
+    rc = ss__cl_sendv(c->fd, iov, iovcnt);
+
+    pthread_mutex_lock(&c->lock);
+    if (rc < 0) {
+        if (send_err_fatal(rc)) {
+            ss__cl_kill(c, rc);
+        } else {
+            s->done = true;
+            s->err = rc;
+        }
+    }
+    cl_wait(c, s);
+    return s->err;
+}
+
+/* Finish a call: unlink, unlock, close unconsumed fds. */
+void ss__cl_end(ss_client *c, ss__cl_slot *s)
+{
+    ss__cl_slot_end(c, s);
+    pthread_mutex_unlock(&c->lock);
+    ss__cl_close_fds(s->fds, s->nfds);
+}
+
+int32_t ss__cl_status(const ss__cl_slot *s)
+{
+    ss__msg_hdr h;
+
+    memcpy(&h, s->buf, sizeof(h));
+    return h.status;
+}
+
+/* Handle checks every public call makes first. */
+int ss__cl_enter(ss_client *c)
+{
+    if (!c)
+        return -EINVAL;
+    if (cl_forked(c))
+        return -ENOTCONN;
+    return 0;
+}
+
+/* A request whose body is one id and whose reply is a status. */
+int ss__cl_simple(ss_client *c, uint16_t type, const ss_id *id)
+{
+    ss__cl_slot s;
+    ss__msg_hdr h;
+    ss__req_id r = { .id = *id };
+    struct iovec iov[2] = { { &h, sizeof(h) }, { &r, sizeof(r) } };
+    int rc = ss__cl_call(c, &s, type, iov, 2, false);
+
+    if (rc == 0)
+        rc = ss__cl_status(&s);
+    ss__cl_end(c, &s);
+    return rc;
+}
+
+/* ----------------------------------------------------------- releases */
+
+/* Drop one reference of h (lock held), noting its id and segments for
+ * the RELEASE message and the settle step that must follow its send. */
+void ss__cl_drop_one(ss_client *c, ss__cl_hold *h, ss_id *ids, size_t *nids,
+                     ss__cl_seg **segs, size_t *nsegs)
+{
+    ids[(*nids)++] = h->id;
+    h->refs--;
+    if (h->seg) {
+        h->seg->refs--;
+        h->seg->unsent++;
+        segs[(*nsegs)++] = h->seg;
+    }
+    if (h->mseg) {
+        h->mseg->refs--;
+        h->mseg->unsent++;
+        segs[(*nsegs)++] = h->mseg;
+    }
+    if (h->refs == 0) {
+        ss__cl_hold_unlink(c, h);
+        ss__cl_hold_free(h, false);
+    }
+}
+
+/* Send RELEASE for ids (unlocking around the send), then settle the
+ * segments: the unmap decision comes after the send (contract). Lock held
+ * on entry and exit. */
+void ss__cl_finish_drop(ss_client *c, const ss_id *ids, size_t nids, ss__cl_seg **segs,
+                        size_t nsegs)
+{
+    bool send = !c->dead && nids > 0;
+    int rc = 0;
+
+    pthread_mutex_unlock(&c->lock);
+    if (send) {
+        ss__msg_hdr h;
+        ss__req_release r = { .n = (uint32_t)nids };
+        struct iovec iov[3] = { { &h, sizeof(h) }, { &r, sizeof(r) },
+                                { (void *)ids, nids * sizeof(ss_id) } };
+
+        ss__proto_hdr(&h, SS_MSG_RELEASE, 0, (uint32_t)(SS_CL_HDR + sizeof(r) + nids * sizeof(ss_id)),
+                      0, 0);
+        rc = ss__cl_sendv(c->fd, iov, 3);
+    }
+    pthread_mutex_lock(&c->lock);
+    if (rc < 0 && send_err_fatal(rc))
+        ss__cl_kill(c, rc);
+    for (size_t i = 0; i < nsegs; i++) {
+        segs[i]->unsent--;
+        seg_settle(c, segs[i]);
+    }
+}
+
+/* Undo references a get took (refs[i].found), by identity: the holds are
+ * looked up again under the lock, so a concurrent release by the caller
+ * cannot leave us with a dangling pointer. Lock held. */
+void ss__cl_drop_refs(ss_client *c, const ss_id *ids, const ss__cl_ref *refs, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        ss_id rid[SS_PROTO_MAX_IDS];
+        ss__cl_seg *segs[2 * SS_PROTO_MAX_IDS];
+        size_t nid = 0, nseg = 0;
+
+        for (; i < n && nid < SS_PROTO_MAX_IDS; i++) {
+            ss__cl_hold *h;
+
+            if (!refs[i].found)
+                continue;
+            h = ss__cl_hold_find_view(c, &ids[i], refs[i].has_seg, refs[i].seg_id, refs[i].off);
+            if (h)
+                ss__cl_drop_one(c, h, rid, &nid, segs, &nseg);
+        }
+        ss__cl_finish_drop(c, rid, nid, segs, nseg);
+    }
+}
+
+/* ------------------------------------------------------------ connect */
+
+/* Connect and HELLO, each bounded by SS_CL_HELLO_TIMEOUT_MS. */
+int ss__cl_open(const char *path, int *fdp, ss__rep_hello *hello)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    struct timeval tv = { SS_CL_HELLO_TIMEOUT_MS / 1000, (SS_CL_HELLO_TIMEOUT_MS % 1000) * 1000 };
+    struct timeval tv0 = { 0, 0 };
+    int bufsz = CL_SOCKBUF;
+    ss__msg_hdr h;
+    ss__req_hello r = { .pid = (uint32_t)getpid() };
+    struct iovec iov[2] = { { &h, sizeof(h) }, { &r, sizeof(r) } };
+    struct pollfd pfd;
+    ss__cl_slot *s = NULL;
+    int fd, rc;
+
+    strcpy(a.sun_path, path);
+    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    /* room for a few of the largest messages either way */
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof(bufsz));
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof(bufsz));
+    /* a Unix connect waits on a full backlog: SO_SNDTIMEO bounds it */
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    do
+        rc = connect(fd, (struct sockaddr *)&a, sizeof(a));
+    while (rc < 0 && errno == EINTR);
+    if (rc < 0) {
+        rc = (errno == EAGAIN || errno == EWOULDBLOCK) ? -ETIMEDOUT : -errno;
+        goto fail;
+    }
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv0, sizeof(tv0));
+
+    ss__proto_hdr(&h, SS_MSG_HELLO, 1, sizeof(h) + sizeof(r), 0, 0);
+    rc = ss__cl_sendv(fd, iov, 2);
+    if (rc < 0) {
+        /* the listener went away between connect and send */
+        if (rc == -EPIPE || rc == -ECONNRESET)
+            rc = -ECONNREFUSED;
+        goto fail;
+    }
+    pfd = (struct pollfd){ .fd = fd, .events = POLLIN };
+    do
+        rc = poll(&pfd, 1, SS_CL_HELLO_TIMEOUT_MS);
+    while (rc < 0 && errno == EINTR);
+    if (rc < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    if (rc == 0) {
+        rc = -ETIMEDOUT;
+        goto fail;
+    }
+    s = malloc(sizeof(*s));
+    if (!s) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    rc = ss__cl_recv(fd, s, 0);
+    if (rc < 0)
+        goto fail;
+    ss__cl_close_fds(s->fds, s->nfds);
+    rc = ss__proto_check_reply(s->buf, s->len, s->nfds);
+    if (rc < 0)
+        goto fail;
+    memcpy(&h, s->buf, sizeof(h));
+    if (h.type != SS_MSG_HELLO || h.req_id != 1) {
+        rc = -SS_E_PROTO;
+        goto fail;
+    }
+    if (h.status < 0) {
+        rc = h.status;
+        goto fail;
+    }
+    memcpy(hello, s->buf + SS_CL_HDR, sizeof(*hello));
+    free(s);
+    *fdp = fd;
+    return 0;
+fail:
+    free(s);
+    close(fd);
+    return rc;
+}
+
+SS_API int ss_connect(const char *socket_path, unsigned flags, ss_client **out)
+{
+    ss__rep_hello hello;
+    ss__store *started = NULL;
+    ss_client *c;
+    int rc, fd = -1;
+
+    if (!out || (flags & ~SS_CONNECT_EMBED))
+        return -EINVAL;
+    pthread_once(&g_once, cl_init_once);
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    if (socket_path) {
+        size_t n = strlen(socket_path);
+        if (n == 0 || n >= sizeof(c->path)) {
+            free(c);
+            return -EINVAL;
+        }
+        memcpy(c->path, socket_path, n + 1);
+    } else {
+        rc = ss__default_socket_path(c->path, sizeof(c->path));
+        if (rc < 0) {
+            free(c);
+            return rc == -ENAMETOOLONG ? -EINVAL : rc;
+        }
+    }
+
+    for (int tries = 0;; tries++) {
+        rc = ss__cl_open(c->path, &fd, &hello);
+        if (rc == 0)
+            break;
+        if (!(flags & SS_CONNECT_EMBED) || started || tries >= CL_EMBED_TRIES ||
+            (rc != -ECONNREFUSED && rc != -ENOENT && rc != -ETIMEDOUT))
+            goto fail;
+        rc = ss__store_start_thread(&started, c->path, SS_STORE_EMBEDDED);
+        if (rc == -EADDRINUSE) {
+            /* another process (or thread) won the race to start a store
+             * on this path: connect to theirs once it listens */
+            struct timespec ts = { 0, 10 * 1000 * 1000 };
+            started = NULL;
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        if (rc < 0) {
+            started = NULL;
+            goto fail;
+        }
+    }
+
+    c->fd = fd;
+    c->fork_gen = atomic_load_explicit(&g_fork_gen, memory_order_relaxed);
+    c->embedded = started;
+    c->store_id = hello.store_id;
+    c->client_id = hello.client_id;
+    c->small_max = hello.small_max;
+    c->max_msg = hello.max_msg < SS_PROTO_MAX_MSG ? hello.max_msg : SS_PROTO_MAX_MSG;
+    c->capacity = hello.capacity;
+    c->hold_bits = 6;
+    c->seg_bits = 6;
+    c->holds = calloc((size_t)1 << c->hold_bits, sizeof(*c->holds));
+    c->segs = calloc((size_t)1 << c->seg_bits, sizeof(*c->segs));
+    if (!c->holds || !c->segs || pthread_mutex_init(&c->lock, NULL) != 0) {
+        rc = -ENOMEM;
+        free(c->holds);
+        free(c->segs);
+        close(fd);
+        goto fail;
+    }
+    *out = c;
+    return 0;
+fail:
+    if (started)
+        ss__store_stop_thread(started);
+    free(c);
+    return rc;
+}
+
+SS_API void ss_disconnect(ss_client *c)
+{
+    bool forked;
+
+    if (!c)
+        return;
+    forked = cl_forked(c);
+    /* closing the socket makes the store drop this client's references
+     * and unsealed objects; in a forked child it only drops our copy */
+    close(c->fd);
+    for (size_t b = 0; b < ((size_t)1 << c->hold_bits); b++)
+        for (ss__cl_hold *h = c->holds[b], *nx; h; h = nx) {
+            nx = h->next;
+            ss__cl_hold_free(h, forked);
+        }
+    for (size_t b = 0; b < ((size_t)1 << c->seg_bits); b++)
+        for (ss__cl_seg *s = c->segs[b], *nx; s; s = nx) {
+            nx = s->next;
+            ss__cl_seg_free(s, forked);
+        }
+    free(c->holds);
+    free(c->segs);
+    if (!forked) {
+        /* the lock may have been held by a thread that does not exist in
+         * a child: leave it alone there */
+        pthread_mutex_destroy(&c->lock);
+        if (c->embedded)
+            ss__store_stop_thread(c->embedded);
+    }
+    free(c);
+}

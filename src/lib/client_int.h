@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Client handle internals (client.c). Nothing here crosses a process
+ * boundary: it is the library's private bookkeeping for one connection.
+ *
+ * Concurrency (one mutex per handle, `lock`):
+ *  - Requests carry req_ids. A caller registers a slot (its req_id, a
+ *    reply buffer, a condvar) under the lock, sends without it, then
+ *    waits. Whichever waiting thread finds the "reader" role free takes
+ *    it, receives WITHOUT the lock, and under the lock hands each reply to
+ *    its slot (copying it into the slot's buffer) until its own arrives;
+ *    leaving, it passes the role to another waiting slot (leader/follower).
+ *    A single-threaded caller therefore pays one send + one receive per
+ *    call and no wake-up. No I/O that can block is ever done with the lock
+ *    held, so a reader needing the lock never waits on a blocked sender.
+ *  - Holds and segments below are touched only under the lock.
+ *
+ * Segment cache invariants (the race-free rule of the issue-3 contract):
+ *  - a segment entry stays mapped while refs > 0 or unsent > 0;
+ *  - an OBJECT segment with refs == 0 && unsent == 0 is unmapped only when
+ *    every GET registered before its last RELEASE was sent has completed
+ *    (get_seq <= wait_seq); until then it is on the deferred list, and a
+ *    GET reply naming it (with or without an fd) revives it;
+ *  - SMALL segments stay mapped for the connection's lifetime;
+ *  - an entry holds an fd only while it is not mapped (a failed mmap is
+ *    retried on the next use);
+ *  - the fds a GET reply carries enter the cache when the reader
+ *    dispatches it, in arrival order: another thread's later reply may
+ *    name the same segment with SS_FD_NONE and be applied first.
+ *
+ * Fork: a pthread_atfork child handler bumps a generation (inherited
+ * handles answer -ENOTCONN without touching their lock or socket); every
+ * writable shared mapping is made under a process-wide rwlock that fork
+ * takes exclusively, so MADV_DONTFORK is always set before a fork can copy
+ * the mapping (a writable copy in a child would make the seal EBUSY).
+ */
+#ifndef SEALSTORE_SRC_LIB_CLIENT_INT_H
+#define SEALSTORE_SRC_LIB_CLIENT_INT_H
+
+#include "internal.h"
+#include "proto.h"
+
+#include <pthread.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+
+struct ss__store;
+
+/* One segment this client maps (or holds an fd of). */
+typedef struct ss__cl_seg {
+    struct ss__cl_seg *next;  /* hash chain */
+    struct ss__cl_seg *dnext; /* deferred list */
+    uint64_t seg_id;
+    uint64_t size;            /* mapping length: the whole segment */
+    unsigned char *addr;      /* NULL while not mapped */
+    int fd;                   /* read-only fd kept only while not mapped, else -1 */
+    uint8_t kind;             /* enum ss__seg_kind */
+    bool deferred;            /* on the deferred list */
+    bool writable;            /* the creator's RW mapping (MADV_DONTFORK), until seal */
+    uint32_t refs;            /* object references of this client using it */
+    uint32_t unsent;          /* references dropped whose RELEASE is not sent yet */
+    uint64_t wait_seq;        /* deferred: GETs up to this sequence must finish */
+} ss__cl_seg;
+
+enum ss__cl_state { SS_CL_UNSEALED = 1, SS_CL_SEALING, SS_CL_SEALED };
+
+/*
+ * References this client holds on one object. Several holds may share an
+ * id (an object deleted while held and created again; a creator's private
+ * small buffer beside a view from get). A view from get is identified by
+ * (id, segment, offset); refs counts the references on it.
+ */
+typedef struct ss__cl_hold {
+    struct ss__cl_hold *next; /* hash chain */
+    ss_id id;
+    uint64_t seq;             /* age: release drops the oldest sealed hold */
+    uint32_t refs;
+    uint8_t state;            /* enum ss__cl_state */
+    uint8_t kind;             /* creator: enum ss__seg_kind */
+    bool creator;
+    bool priv;                /* creator of a SMALL object: private buffer */
+    bool remapped;            /* creator OBJECT: RO mapping already in place */
+    ss__cl_seg *seg;          /* data segment, NULL: private or zero-size */
+    ss__cl_seg *mseg;         /* meta segment, NULL: no meta */
+    uint64_t off, size;       /* data inside seg */
+    uint64_t moff, msize;     /* meta inside mseg */
+    void *buf;                /* priv: page-aligned anonymous buffer */
+    size_t buf_len;
+    int rw_fd, ro_fd;         /* creator OBJECT until seal, else -1 */
+} ss__cl_hold;
+
+/* Largest reply plus slack; SEQPACKET flags a longer one MSG_TRUNC. */
+#define SS_CL_RXBUF (SS_PROTO_MAX_REPLY + 64)
+
+/* A request waiting for its reply. Lives on the caller's stack. */
+typedef struct ss__cl_slot {
+    struct ss__cl_slot *next, *prev;
+    uint32_t req_id;
+    uint16_t type;
+    bool done;                /* reply delivered (or err set) */
+    bool waiting;             /* blocked on cond */
+    int err;                  /* connection-level failure, else 0 */
+    uint64_t get_seq;         /* GET: its sequence number, else 0 */
+    pthread_cond_t cond;
+    size_t len;
+    unsigned nfds;
+    int fds[SS_PROTO_MAX_FDS];
+    _Alignas(16) unsigned char buf[SS_CL_RXBUF];
+} ss__cl_slot;
+
+struct ss_client {
+    int fd;
+    unsigned fork_gen;        /* g_fork_gen at connect: differs in a forked child */
+    pthread_mutex_t lock;
+    int dead;                 /* 0, or the -errno every call now returns */
+    uint32_t next_req;
+    ss__cl_slot *slots;       /* requests awaiting replies */
+    bool reader;              /* a thread is receiving */
+    uint32_t gets_in_flight;
+    uint64_t get_seq;         /* last GET sequence number given */
+    ss__cl_hold **holds;      /* hash by id */
+    unsigned hold_bits;
+    size_t nholds;
+    uint64_t hold_seq;
+    ss__cl_seg **segs;        /* hash by seg_id */
+    unsigned seg_bits;
+    size_t nsegs;
+    ss__cl_seg *deferred;
+    /* from the HELLO reply */
+    uint64_t store_id;
+    uint32_t client_id;
+    uint32_t small_max;
+    uint32_t max_msg;
+    uint64_t capacity;
+    struct ss__store *embedded; /* the store this handle started, or NULL */
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+};
+
+#define SS_CL_HDR sizeof(ss__msg_hdr)
+
+/* How long a connect may wait on a full backlog, and a HELLO (or a
+ * SUBSCRIBE) for its reply: a socket whose listener is not served (a dead
+ * store whose listening fd survives in a forked child) must not hang the
+ * caller. */
+#define SS_CL_HELLO_TIMEOUT_MS 3000
+
+/*
+ * Under ASan, a new mapping may land on addresses whose shadow still says
+ * "poisoned": the small allocator poisons free slots of the store's own
+ * mapping, and in a forked child of an embedded store that mapping is gone
+ * (MADV_DONTFORK) while its shadow is inherited. A fresh mapping is wholly
+ * addressable: say so.
+ */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SS_CL_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) && !defined(SS_CL_ASAN)
+#define SS_CL_ASAN 1
+#endif
+#ifdef SS_CL_ASAN
+#include <sanitizer/asan_interface.h>
+#define ss__cl_fresh_mapping(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define ss__cl_fresh_mapping(p, n) ((void)(p), (void)(n))
+#endif
+
+/* Identity of one reference a get took, for undoing it exactly. */
+typedef struct ss__cl_ref {
+    uint64_t seg_id;
+    uint64_t off;
+    bool has_seg;
+    bool found;
+} ss__cl_ref;
+
+/* data pointer of a zero-size object that names no segment */
+extern const unsigned char ss__cl_empty[SS_OBJ_ALIGN];
+
+/* ---- client.c: helpers */
+int32_t ss__cl_node(void); /* NUMA node of the calling CPU, -1 unknown */
+void ss__cl_close_fds(int *fds, unsigned n);
+/* mmap(MAP_SHARED, RW) + MADV_DONTFORK with no fork in between */
+void *ss__cl_map_writable(size_t len, int fd);
+
+/* ---- client.c: segment cache and holds (lock held) */
+ss__cl_seg *ss__cl_seg_find(ss_client *c, uint64_t seg_id);
+ss__cl_seg *ss__cl_seg_insert(ss_client *c, uint64_t seg_id, uint64_t size, uint8_t kind);
+void ss__cl_seg_unlink(ss_client *c, ss__cl_seg *s);
+void ss__cl_seg_free(ss__cl_seg *s, bool forked);
+int ss__cl_seg_map(ss__cl_seg *s);
+void ss__cl_seg_sweep(ss_client *c);
+ss__cl_hold *ss__cl_hold_new(ss_client *c, const ss_id *id);
+void ss__cl_hold_unlink(ss_client *c, ss__cl_hold *h);
+void ss__cl_hold_free(ss__cl_hold *h, bool forked);
+ss__cl_hold *ss__cl_hold_find_creating(ss_client *c, const ss_id *id);
+ss__cl_hold *ss__cl_hold_pick_release(ss_client *c, const ss_id *id, int *err);
+ss__cl_hold *ss__cl_hold_find_view(ss_client *c, const ss_id *id, bool has_seg,
+                                   uint64_t seg_id, uint64_t off);
+
+/* ---- client.c: requests */
+int ss__cl_enter(ss_client *c); /* -EINVAL (NULL), -ENOTCONN (forked child), 0 */
+void ss__cl_kill(ss_client *c, int err);
+int ss__cl_sendv(int fd, struct iovec *iov, int iovcnt);
+int ss__cl_recv(int fd, ss__cl_slot *s, int flags);
+/* Send (iov[0] = header, filled here) and wait; returns with the lock
+ * HELD: 0 and the reply in s, or a connection error. Finish with
+ * ss__cl_end() (or ss__cl_slot_end() + unlock + close s->fds). */
+int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, int iovcnt,
+                bool is_get);
+void ss__cl_slot_end(ss_client *c, ss__cl_slot *s);
+void ss__cl_end(ss_client *c, ss__cl_slot *s);
+int32_t ss__cl_status(const ss__cl_slot *s);
+int ss__cl_simple(ss_client *c, uint16_t type, const ss_id *id);
+int ss__cl_open(const char *path, int *fdp, ss__rep_hello *hello);
+
+/* ---- client.c: dropping references (lock held; finish_drop unlocks
+ * around the RELEASE send, then settles the segments) */
+void ss__cl_drop_one(ss_client *c, ss__cl_hold *h, ss_id *ids, size_t *nids,
+                     ss__cl_seg **segs, size_t *nsegs);
+void ss__cl_finish_drop(ss_client *c, const ss_id *ids, size_t nids, ss__cl_seg **segs,
+                        size_t nsegs);
+void ss__cl_drop_refs(ss_client *c, const ss_id *ids, const ss__cl_ref *refs, size_t n);
+
+#endif /* SEALSTORE_SRC_LIB_CLIENT_INT_H */

@@ -1,0 +1,850 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The object calls of the client library: create, seal, abort, put, get,
+ * contains, delete, list, stats and events, on the handle machinery of
+ * client.c (see client_int.h for the concurrency scheme and the segment
+ * cache rules these calls keep).
+ */
+#include "client_int.h"
+#include "segment.h"
+
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------ create / seal */
+
+static int check_meta(const void *meta, uint64_t meta_size)
+{
+    if (meta_size > SS_PROTO_MAX_META || (meta_size > 0 && !meta))
+        return -EINVAL;
+    return 0;
+}
+
+/*
+ * CREATE round trip; on success a creator hold (lock NOT held on return).
+ * map (ss_create): give the creator a writable mapping of an OBJECT
+ * segment, *data its address. !map (ss_put): the bytes go in with pwrite,
+ * and the hold is returned in the SEALING state, so no other thread can
+ * seal, abort or free it while the caller fills it through *out.
+ */
+static int cl_create(ss_client *c, const ss_id *id, uint64_t size, const void *meta,
+                     uint64_t meta_size, bool map, ss__cl_hold **out, void **data)
+{
+    ss__cl_slot s;
+    ss__msg_hdr h;
+    ss__req_create r = { .id = *id, .node = ss__cl_node(), .size = size,
+                         .meta_size = (uint32_t)meta_size };
+    struct iovec iov[3] = { { &h, sizeof(h) }, { &r, sizeof(r) },
+                            { (void *)meta, (size_t)meta_size } };
+    ss__rep_create rep;
+    ss__cl_hold *ho = NULL;
+    ss__cl_seg *sg = NULL;
+    void *p = MAP_FAILED;
+    int rc = ss__cl_call(c, &s, SS_MSG_CREATE, iov, meta_size ? 3 : 2, false);
+
+    if (rc < 0 || (rc = ss__cl_status(&s)) < 0)
+        goto out;
+    memcpy(&rep, s.buf + SS_CL_HDR, sizeof(rep));
+    if (rep.data.size != size) {
+        ss__cl_kill(c, -SS_E_PROTO);
+        rc = -SS_E_PROTO;
+        goto out;
+    }
+    if (rep.data.kind == SS_SEG_SMALL) {
+        /* private buffer; the bytes travel with SEAL */
+        size_t len = SS_ALIGN_UP((size_t)(size ? size : 1), (size_t)sysconf(_SC_PAGESIZE));
+        p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) {
+            rc = -ENOMEM;
+            goto undo;
+        }
+        ss__cl_fresh_mapping(p, len);
+        (void)madvise(p, len, MADV_DONTFORK);
+        ho = ss__cl_hold_new(c, id);
+        if (!ho) {
+            munmap(p, len);
+            rc = -ENOMEM;
+            goto undo;
+        }
+        ho->priv = true;
+        ho->buf = p;
+        ho->buf_len = len;
+    } else {
+        if (ss__cl_seg_find(c, rep.data.seg_id)) { /* seg ids are never reused */
+            ss__cl_kill(c, -SS_E_PROTO);
+            rc = -SS_E_PROTO;
+            goto out;
+        }
+        if (map) {
+            /* a fork before seal must not leave a writable copy in a child */
+            p = ss__cl_map_writable((size_t)rep.data.seg_size, s.fds[rep.data.fd_index + 1]);
+            if (p == MAP_FAILED) {
+                rc = -errno;
+                goto undo;
+            }
+        }
+        sg = ss__cl_seg_insert(c, rep.data.seg_id, rep.data.seg_size, SS_SEG_OBJECT);
+        ho = sg ? ss__cl_hold_new(c, id) : NULL;
+        if (!ho) {
+            if (sg) {
+                ss__cl_seg_unlink(c, sg);
+                free(sg);
+            }
+            if (p != MAP_FAILED)
+                munmap(p, (size_t)rep.data.seg_size);
+            rc = -ENOMEM;
+            goto undo;
+        }
+        if (p != MAP_FAILED) {
+            sg->addr = p;
+            sg->writable = true;
+        }
+        sg->refs = 1;
+        ho->seg = sg;
+        ho->ro_fd = s.fds[rep.data.fd_index];
+        ho->rw_fd = s.fds[rep.data.fd_index + 1];
+        s.fds[rep.data.fd_index] = s.fds[rep.data.fd_index + 1] = -1;
+    }
+    ho->creator = true;
+    ho->state = map ? SS_CL_UNSEALED : SS_CL_SEALING;
+    ho->kind = (uint8_t)rep.data.kind;
+    ho->refs = 1;
+    ho->off = rep.data.offset;
+    ho->size = size;
+    ho->msize = meta_size;
+    if (out)
+        *out = ho;
+    if (data)
+        *data = ho->priv ? ho->buf : (void *)(ho->seg->addr + ho->off);
+    rc = 0;
+out:
+    ss__cl_end(c, &s);
+    return rc;
+undo:
+    /* the store reserved the object for us: give it back */
+    ss__cl_end(c, &s);
+    (void)ss__cl_simple(c, SS_MSG_ABORT, id);
+    return rc;
+}
+
+SS_API int ss_create(ss_client *c, const ss_id *id, uint64_t size, const void *meta,
+                     uint64_t meta_size, void **data)
+{
+    int rc = ss__cl_enter(c);
+
+    if (rc < 0)
+        return rc;
+    if (!id || !data || check_meta(meta, meta_size) < 0 || size > SIZE_MAX / 2)
+        return -EINVAL;
+    return cl_create(c, id, size, meta, meta_size, true, NULL, data);
+}
+
+/* Drop a creator hold whose object is gone at the store (aborted), lock
+ * held: nobody else can name its segment, so unmap at once. */
+static void drop_creation(ss_client *c, ss__cl_hold *h)
+{
+    ss__cl_seg *sg = h->seg;
+
+    ss__cl_hold_unlink(c, h);
+    ss__cl_hold_free(h, false);
+    if (sg && --sg->refs == 0 && sg->unsent == 0 && !sg->deferred) {
+        ss__cl_seg_unlink(c, sg);
+        ss__cl_seg_free(sg, false);
+    }
+}
+
+SS_API int ss_seal(ss_client *c, const ss_id *id)
+{
+    ss__cl_slot s;
+    ss__msg_hdr hd;
+    ss__req_seal r = { .id = id ? *id : (ss_id){ { 0 } } };
+    struct iovec iov[3] = { { &hd, sizeof(hd) }, { &r, sizeof(r) }, { NULL, 0 } };
+    ss__cl_hold *h;
+    int rc = ss__cl_enter(c);
+
+    if (rc < 0)
+        return rc;
+    if (!id)
+        return -EINVAL;
+    pthread_mutex_lock(&c->lock);
+    h = ss__cl_hold_find_creating(c, id);
+    if (!h || h->state != SS_CL_UNSEALED) {
+        pthread_mutex_unlock(&c->lock);
+        return h ? -EBUSY : -ENOENT; /* EBUSY: another thread is sealing it */
+    }
+    if (c->dead) {
+        rc = c->dead;
+        pthread_mutex_unlock(&c->lock);
+        return rc;
+    }
+    if (h->kind == SS_SEG_OBJECT && !h->remapped) {
+        ss__cl_seg *sg = h->seg;
+
+        /* the creator's pointer becomes a read-only view: map the RO fd
+         * over the writable range, so F_SEAL_WRITE sees no writable map */
+        if (sg->addr) {
+            void *p = mmap(sg->addr, (size_t)sg->size, PROT_READ, MAP_SHARED | MAP_FIXED,
+                           h->ro_fd, 0);
+            if (p == MAP_FAILED) {
+                rc = -errno;
+                pthread_mutex_unlock(&c->lock);
+                return rc;
+            }
+            sg->writable = false;
+            close(h->ro_fd);
+        } else {
+            sg->fd = h->ro_fd; /* mapped on first get */
+        }
+        h->ro_fd = -1;
+        close(h->rw_fd);
+        h->rw_fd = -1;
+        h->remapped = true;
+    }
+    h->state = SS_CL_SEALING; /* no other thread seals, aborts or frees it now */
+    pthread_mutex_unlock(&c->lock);
+
+    if (h->kind == SS_SEG_SMALL) {
+        r.payload_size = h->size;
+        iov[2] = (struct iovec){ h->buf, (size_t)h->size };
+    }
+    rc = ss__cl_call(c, &s, SS_MSG_SEAL, iov, h->kind == SS_SEG_SMALL && h->size ? 3 : 2, false);
+    if (rc == 0)
+        rc = ss__cl_status(&s);
+    if (rc == 0) {
+        h->state = SS_CL_SEALED;
+        if (h->priv)
+            (void)mprotect(h->buf, h->buf_len, PROT_READ);
+    } else if (rc == -EPERM) {
+        drop_creation(c, h); /* the store aborted it */
+    } else {
+        h->state = SS_CL_UNSEALED; /* -EBUSY and the like: retry or abort */
+    }
+    ss__cl_end(c, &s);
+    return rc;
+}
+
+static int cl_abort(ss_client *c, const ss_id *id)
+{
+    ss__cl_hold *h;
+    int rc;
+
+    pthread_mutex_lock(&c->lock);
+    h = ss__cl_hold_find_creating(c, id);
+    if (!h || h->state != SS_CL_UNSEALED) {
+        pthread_mutex_unlock(&c->lock);
+        return h ? -EBUSY : -ENOENT;
+    }
+    h->state = SS_CL_SEALING;
+    if (c->dead) {
+        /* the store is gone and the object with it: clean up locally */
+        rc = c->dead;
+        drop_creation(c, h);
+        pthread_mutex_unlock(&c->lock);
+        return rc;
+    }
+    pthread_mutex_unlock(&c->lock);
+    rc = ss__cl_simple(c, SS_MSG_ABORT, id);
+    pthread_mutex_lock(&c->lock);
+    drop_creation(c, h);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+SS_API int ss_abort(ss_client *c, const ss_id *id)
+{
+    int rc = ss__cl_enter(c);
+
+    if (rc < 0)
+        return rc;
+    if (!id)
+        return -EINVAL;
+    return cl_abort(c, id);
+}
+
+/* ---------------------------------------------------------------- put */
+
+/* Fill an OBJECT segment through its read-write fd: pwrite (faster than
+ * mapping on shmem: DESIGN section 3), or map + memcpy on hugetlb, which
+ * has no write(). */
+static int fill_segment(ss__cl_hold *h, const void *data, uint64_t size)
+{
+    const unsigned char *src = data;
+    uint64_t done = 0;
+
+    while (done < size) {
+        size_t chunk = size - done > SS_GiB ? (size_t)SS_GiB : (size_t)(size - done);
+        ssize_t w = pwrite(h->rw_fd, src + done, chunk, (off_t)(h->off + done));
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno == EINVAL && done == 0)
+            break; /* hugetlbfs */
+        if (w < 0)
+            return -errno;
+        if (w == 0)
+            return -EIO;
+        done += (uint64_t)w;
+    }
+    if (done < size) {
+        size_t len = (size_t)h->seg->size;
+        unsigned char *p = ss__cl_map_writable(len, h->rw_fd);
+
+        if (p == MAP_FAILED)
+            return -errno;
+        memcpy(p + h->off, src, (size_t)size);
+        munmap(p, len);
+    }
+    return 0;
+}
+
+SS_API int ss_put(ss_client *c, const ss_id *id, const void *data, uint64_t size,
+                  const void *meta, uint64_t meta_size)
+{
+    ss__cl_hold *h;
+    int rc = ss__cl_enter(c);
+
+    if (rc < 0)
+        return rc;
+    if (!id || (size > 0 && !data) || check_meta(meta, meta_size) < 0 || size > SIZE_MAX / 2)
+        return -EINVAL;
+
+    if (size <= c->small_max &&
+        SS_CL_HDR + sizeof(ss__req_put) + meta_size + size <= c->max_msg) {
+        /* one round trip: the store copies the bytes into a small slot */
+        ss__cl_slot s;
+        ss__msg_hdr hd;
+        ss__req_put r = { .id = *id, .node = ss__cl_node(), .size = size,
+                          .meta_size = (uint32_t)meta_size };
+        struct iovec iov[4] = { { &hd, sizeof(hd) }, { &r, sizeof(r) } };
+        int n = 2;
+
+        if (meta_size)
+            iov[n++] = (struct iovec){ (void *)meta, (size_t)meta_size };
+        if (size)
+            iov[n++] = (struct iovec){ (void *)data, (size_t)size };
+        rc = ss__cl_call(c, &s, SS_MSG_PUT, iov, n, false);
+        if (rc == 0)
+            rc = ss__cl_status(&s);
+        ss__cl_end(c, &s);
+        return rc;
+    }
+
+    rc = cl_create(c, id, size, meta, meta_size, false, &h, NULL);
+    if (rc < 0)
+        return rc;
+    if (h->priv)
+        memcpy(h->buf, data, (size_t)size);
+    else
+        rc = fill_segment(h, data, size);
+    pthread_mutex_lock(&c->lock);
+    h->state = SS_CL_UNSEALED; /* h may go from here on: not used again */
+    pthread_mutex_unlock(&c->lock);
+    if (rc < 0) {
+        (void)cl_abort(c, id);
+        return rc;
+    }
+    rc = ss_seal(c, id);
+    if (rc < 0) {
+        if (rc != -EPERM) /* EPERM: already aborted */
+            (void)cl_abort(c, id);
+        return rc;
+    }
+    (void)ss_release(c, id);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- get */
+
+/* Pass 1 helper: can this segref be resolved (a segment we have, or one
+ * whose fd is in this reply) and does it agree with what we have? */
+static bool segref_ok(ss_client *c, const ss__cl_slot *s, const ss__segref *r)
+{
+    ss__cl_seg *sg = ss__cl_seg_find(c, r->seg_id);
+
+    if (sg)
+        return sg->size == r->seg_size && sg->kind == r->kind && !sg->writable;
+    if (r->fd_index != SS_FD_NONE)
+        return true;
+    /* SS_FD_NONE for a segment we lack: only fine if an fd for it came in
+     * this same reply under another segref */
+    {
+        const unsigned char *p = s->buf + SS_CL_HDR;
+        ss__rep_get rep;
+
+        memcpy(&rep, p, sizeof(rep));
+        p += sizeof(rep);
+        for (uint32_t i = 0; i < rep.n; i++) {
+            ss__get_entry e;
+
+            memcpy(&e, p + (size_t)i * sizeof(e), sizeof(e));
+            if (e.status != 0)
+                continue;
+            if (e.data.seg_id == r->seg_id && e.data.fd_index != SS_FD_NONE &&
+                e.data.seg_size == r->seg_size)
+                return true;
+            if (e.meta.size && e.meta.seg_id == r->seg_id && e.meta.fd_index != SS_FD_NONE &&
+                e.meta.seg_size == r->seg_size)
+                return true;
+        }
+    }
+    return false;
+}
+
+/* Pass 2 helper: the segment of a segref, inserted and mapped as needed
+ * (fd-carrying segrefs are taken first, so an SS_FD_NONE one always finds
+ * its segment). NULL on allocation failure. *maperr gets a failed mmap's
+ * error: the segment keeps its fd and mapping is retried on next use. */
+static ss__cl_seg *segref_take(ss_client *c, ss__cl_slot *s, const ss__segref *r, int *maperr)
+{
+    ss__cl_seg *sg = ss__cl_seg_find(c, r->seg_id);
+    int fd = r->fd_index != SS_FD_NONE ? s->fds[r->fd_index] : -1;
+
+    if (sg) {
+        /* already ours: the reused mapping makes a new fd redundant */
+        if (fd >= 0) {
+            close(fd);
+            s->fds[r->fd_index] = -1;
+        }
+    } else {
+        if (fd < 0) /* pass 1 excludes this; never index fds with it */
+            return NULL;
+        sg = ss__cl_seg_insert(c, r->seg_id, r->seg_size, (uint8_t)r->kind);
+        if (!sg)
+            return NULL;
+        sg->fd = fd;
+        s->fds[r->fd_index] = -1;
+    }
+    if (!sg->addr) {
+        int rc = ss__cl_seg_map(sg);
+        if (rc < 0 && !*maperr)
+            *maperr = rc;
+    }
+    return sg;
+}
+
+/* Turn a validated GET reply into views and holds. Lock held. Returns the
+ * number found, -SS_E_PROTO / -ENOMEM after killing the connection, or a
+ * mapping error with the references taken (refs[] says which). */
+static int get_apply(ss_client *c, ss__cl_slot *s, const ss_id *ids, uint32_t n,
+                     ss_object *out, ss__cl_ref *refs)
+{
+    const unsigned char *p = s->buf + SS_CL_HDR + sizeof(ss__rep_get);
+    ss__rep_get rep;
+    int found = 0, maperr = 0;
+
+    memcpy(&rep, s->buf + SS_CL_HDR, sizeof(rep));
+    if (rep.n != n)
+        goto proto;
+    for (uint32_t i = 0; i < n; i++) {
+        ss__get_entry e;
+
+        memcpy(&e, p + (size_t)i * sizeof(e), sizeof(e));
+        if (e.status != 0)
+            continue;
+        if (e.data.seg_size && !segref_ok(c, s, &e.data))
+            goto proto;
+        if (e.meta.size && !segref_ok(c, s, &e.meta))
+            goto proto;
+    }
+    /* segments whose fd came with this reply first */
+    for (uint32_t i = 0; i < n; i++) {
+        ss__get_entry e;
+
+        memcpy(&e, p + (size_t)i * sizeof(e), sizeof(e));
+        if (e.status != 0)
+            continue;
+        if (e.data.seg_size && e.data.fd_index != SS_FD_NONE &&
+            !segref_take(c, s, &e.data, &maperr))
+            goto nomem;
+        if (e.meta.size && e.meta.fd_index != SS_FD_NONE && !segref_take(c, s, &e.meta, &maperr))
+            goto nomem;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        ss__get_entry e;
+        ss__cl_seg *ds = NULL, *ms = NULL;
+        ss__cl_hold *h;
+
+        memcpy(&e, p + (size_t)i * sizeof(e), sizeof(e));
+        refs[i].found = false;
+        if (e.status != 0) {
+            out[i] = (ss_object){ .id = ids[i] };
+            continue;
+        }
+        if (e.data.seg_size && !(ds = segref_take(c, s, &e.data, &maperr)))
+            goto nomem;
+        if (e.meta.size && !(ms = segref_take(c, s, &e.meta, &maperr)))
+            goto nomem;
+        h = ss__cl_hold_find_view(c, &ids[i], ds != NULL, e.data.seg_id, e.data.offset);
+        if (h && h->mseg != ms)
+            goto proto;
+        if (!h) {
+            h = ss__cl_hold_new(c, &ids[i]);
+            if (!h)
+                goto nomem;
+            h->state = SS_CL_SEALED;
+            h->seg = ds;
+            h->mseg = ms;
+            h->off = e.data.offset;
+            h->size = e.data.size;
+            h->moff = e.meta.offset;
+            h->msize = e.meta.size;
+        }
+        h->refs++;
+        if (ds)
+            ds->refs++;
+        if (ms)
+            ms->refs++;
+        refs[i] = (ss__cl_ref){ .seg_id = e.data.seg_id, .off = e.data.offset,
+                            .has_seg = ds != NULL, .found = true };
+        out[i] = (ss_object){
+            .id = ids[i],
+            .data = ds ? (ds->addr ? ds->addr + h->off : NULL) : ss__cl_empty,
+            .size = h->size,
+            .meta = ms && ms->addr ? ms->addr + h->moff : NULL,
+            .meta_size = ms ? h->msize : 0,
+        };
+        found++;
+    }
+    return maperr ? maperr : found;
+proto:
+    ss__cl_kill(c, -SS_E_PROTO);
+    return -SS_E_PROTO;
+nomem:
+    /* the store's idea of our segments can no longer be kept in step */
+    ss__cl_kill(c, -ENOMEM);
+    return -ENOMEM;
+}
+
+/* One GET request (n <= SS_PROTO_MAX_IDS). Returns found, or a negative
+ * error with none of this batch's references left taken. */
+static int get_batch(ss_client *c, const ss_id *ids, uint32_t n, int64_t timeout_ms,
+                     ss_object *out, ss__cl_ref *refs)
+{
+    ss__cl_slot s;
+    ss__msg_hdr h;
+    ss__req_get r = { .n = n, .timeout_ms = timeout_ms };
+    struct iovec iov[3] = { { &h, sizeof(h) }, { &r, sizeof(r) },
+                            { (void *)ids, n * sizeof(ss_id) } };
+    int rc = ss__cl_call(c, &s, SS_MSG_GET, iov, 3, true);
+
+    for (uint32_t i = 0; i < n; i++)
+        refs[i].found = false;
+    if (rc == 0)
+        rc = ss__cl_status(&s);
+    if (rc >= 0)
+        rc = get_apply(c, &s, ids, n, out, refs);
+    /* this GET no longer counts as in flight once it is applied */
+    ss__cl_slot_end(c, &s);
+    if (c->deferred)
+        ss__cl_seg_sweep(c);
+    if (rc < 0)
+        ss__cl_drop_refs(c, ids, refs, n);
+    pthread_mutex_unlock(&c->lock);
+    ss__cl_close_fds(s.fds, s.nfds);
+    return rc;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+SS_API int ss_get(ss_client *c, const ss_id *ids, size_t n, int64_t timeout_ms, ss_object *out)
+{
+    ss_object lobj[SS_PROTO_MAX_IDS];
+    ss__cl_ref lref[SS_PROTO_MAX_IDS];
+    ss_object *tmp = lobj;
+    ss__cl_ref *refs = lref;
+    uint64_t deadline = 0;
+    size_t done;
+    int found = 0, rc = ss__cl_enter(c);
+
+    if (rc < 0)
+        return rc;
+    if (!ids || !out || timeout_ms < -1)
+        return -EINVAL;
+    if (n == 0)
+        return 0;
+    if (n > INT32_MAX)
+        return -EINVAL;
+    if (n > SS_PROTO_MAX_IDS) {
+        tmp = malloc(n * sizeof(*tmp));
+        refs = malloc(n * sizeof(*refs));
+        if (!tmp || !refs) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        if (timeout_ms > 0)
+            deadline = now_ms() + (uint64_t)timeout_ms;
+    }
+    /* batches in sequence, each with what remains of the timeout */
+    for (done = 0; done < n;) {
+        uint32_t m = n - done > SS_PROTO_MAX_IDS ? SS_PROTO_MAX_IDS : (uint32_t)(n - done);
+        int64_t t = timeout_ms;
+
+        if (deadline) {
+            uint64_t now = now_ms();
+            t = now < deadline ? (int64_t)(deadline - now) : 0;
+        }
+        rc = get_batch(c, ids + done, m, t, tmp + done, refs + done);
+        if (rc < 0) {
+            /* out stays untouched and no reference stays taken */
+            pthread_mutex_lock(&c->lock);
+            ss__cl_drop_refs(c, ids, refs, done);
+            pthread_mutex_unlock(&c->lock);
+            goto out;
+        }
+        found += rc;
+        done += m;
+    }
+    memcpy(out, tmp, n * sizeof(*out));
+    rc = found;
+out:
+    if (tmp != lobj) {
+        free(tmp);
+        free(refs);
+    }
+    return rc;
+}
+
+SS_API int ss_release(ss_client *c, const ss_id *id)
+{
+    ss_id rid[1];
+    ss__cl_seg *segs[2];
+    size_t nid = 0, nseg = 0;
+    ss__cl_hold *h;
+    int rc = ss__cl_enter(c);
+
+    if (rc < 0)
+        return rc;
+    if (!id)
+        return -EINVAL;
+    pthread_mutex_lock(&c->lock);
+    h = ss__cl_hold_pick_release(c, id, &rc);
+    if (!h) {
+        pthread_mutex_unlock(&c->lock);
+        return rc;
+    }
+    ss__cl_drop_one(c, h, rid, &nid, segs, &nseg);
+    ss__cl_finish_drop(c, rid, nid, segs, nseg);
+    pthread_mutex_unlock(&c->lock);
+    return 0;
+}
+
+/* --------------------------------------------------- contains / delete */
+
+SS_API int ss_contains(ss_client *c, const ss_id *id)
+{
+    int rc = ss__cl_enter(c);
+
+    if (rc < 0)
+        return rc;
+    if (!id)
+        return -EINVAL;
+    return ss__cl_simple(c, SS_MSG_CONTAINS, id);
+}
+
+SS_API int ss_delete(ss_client *c, const ss_id *id)
+{
+    int rc = ss__cl_enter(c);
+
+    if (rc < 0)
+        return rc;
+    if (!id)
+        return -EINVAL;
+    return ss__cl_simple(c, SS_MSG_DELETE, id);
+}
+
+/* ---------------------------------------------------------- list/stats */
+
+SS_API int ss_list(ss_client *c, uint64_t *cursor, ss_obj_info *out, size_t max)
+{
+    ss__cl_slot s;
+    ss__msg_hdr h;
+    ss__req_list r;
+    struct iovec iov[2] = { { &h, sizeof(h) }, { &r, sizeof(r) } };
+    ss__rep_list rep;
+    uint32_t small_max;
+    int rc = ss__cl_enter(c);
+
+    if (rc < 0)
+        return rc;
+    if (!cursor || (max > 0 && !out))
+        return -EINVAL;
+    if (max == 0)
+        return 0;
+    r = (ss__req_list){ .cursor = *cursor,
+                        .max = max > SS_PROTO_MAX_LIST ? SS_PROTO_MAX_LIST : (uint32_t)max };
+    rc = ss__cl_call(c, &s, SS_MSG_LIST, iov, 2, false);
+    if (rc == 0)
+        rc = ss__cl_status(&s);
+    if (rc < 0)
+        goto out;
+    memcpy(&rep, s.buf + SS_CL_HDR, sizeof(rep));
+    if (rep.n > r.max) {
+        ss__cl_kill(c, -SS_E_PROTO);
+        rc = -SS_E_PROTO;
+        goto out;
+    }
+    small_max = c->small_max;
+    for (uint32_t i = 0; i < rep.n; i++) {
+        ss__list_entry e;
+        ss_obj_info *o = &out[i];
+        const char *b;
+
+        memcpy(&e, s.buf + SS_CL_HDR + sizeof(rep) + (size_t)i * sizeof(e), sizeof(e));
+        if (e.spilled)
+            b = "disk";
+        else if (e.size <= small_max)
+            b = "small";
+        else
+            b = ss__backing_name(e.backing);
+        *o = (ss_obj_info){ .id = e.id, .state = e.state, .size = e.size,
+                            .meta_size = e.meta_size, .refs = e.refs,
+                            .node = e.node >= 0 ? e.node : -1 };
+        strncpy(o->backing, b, sizeof(o->backing) - 1);
+    }
+    *cursor = rep.next_cursor;
+    rc = (int)rep.n;
+out:
+    ss__cl_end(c, &s);
+    return rc;
+}
+
+SS_API int ss_stats_get(ss_client *c, ss_stats *out)
+{
+    ss__cl_slot s;
+    ss__msg_hdr h;
+    struct iovec iov[1] = { { &h, sizeof(h) } };
+    int rc = ss__cl_enter(c);
+
+    if (rc < 0)
+        return rc;
+    if (!out || out->size != sizeof(*out) || out->version != SS_STATS_VERSION)
+        return -EINVAL;
+    rc = ss__cl_call(c, &s, SS_MSG_STATS, iov, 1, false);
+    if (rc == 0)
+        rc = ss__cl_status(&s);
+    if (rc == 0)
+        memcpy(out, s.buf + SS_CL_HDR, sizeof(*out));
+    ss__cl_end(c, &s);
+    return rc;
+}
+
+/* -------------------------------------------------------------- events */
+
+#define CL_EVENT_MASK (SS_EVENT_SEALED | SS_EVENT_DELETED)
+
+SS_API int ss_subscribe(ss_client *c, unsigned mask, int *fd)
+{
+    ss__rep_hello hello;
+    ss__msg_hdr h;
+    ss__req_subscribe r = { .mask = mask };
+    struct iovec iov[2] = { { &h, sizeof(h) }, { &r, sizeof(r) } };
+    struct pollfd pfd;
+    ss__cl_slot *s;
+    int sfd, rc = ss__cl_enter(c);
+
+    if (rc < 0)
+        return rc;
+    if (!fd || mask == 0 || (mask & ~CL_EVENT_MASK))
+        return -EINVAL;
+    rc = ss__cl_open(c->path, &sfd, &hello);
+    if (rc < 0)
+        return rc;
+    ss__proto_hdr(&h, SS_MSG_SUBSCRIBE, 2, sizeof(h) + sizeof(r), 0, 0);
+    rc = ss__cl_sendv(sfd, iov, 2);
+    if (rc < 0)
+        goto fail;
+    pfd = (struct pollfd){ .fd = sfd, .events = POLLIN };
+    do
+        rc = poll(&pfd, 1, SS_CL_HELLO_TIMEOUT_MS);
+    while (rc < 0 && errno == EINTR);
+    if (rc <= 0) {
+        rc = rc == 0 ? -ETIMEDOUT : -errno;
+        goto fail;
+    }
+    s = malloc(sizeof(*s));
+    if (!s) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    rc = ss__cl_recv(sfd, s, 0);
+    if (rc == 0) {
+        ss__cl_close_fds(s->fds, s->nfds);
+        rc = ss__proto_check_reply(s->buf, s->len, s->nfds);
+        if (rc >= 0) {
+            memcpy(&h, s->buf, sizeof(h));
+            rc = (h.type != SS_MSG_SUBSCRIBE || h.req_id != 2) ? -SS_E_PROTO : h.status;
+        }
+    }
+    free(s);
+    if (rc < 0)
+        goto fail;
+    *fd = sfd;
+    return 0;
+fail:
+    close(sfd);
+    return rc;
+}
+
+SS_API int ss_event_next(int fd, ss_event *ev)
+{
+    /* an event is small: a buffer a little larger shows a longer message
+     * as truncated, and room for one fd shows that any came at all */
+    _Alignas(16) unsigned char buf[SS_CL_HDR + sizeof(ss__msg_event) + 64];
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int))];
+    } cm;
+    struct iovec iov = { buf, sizeof(buf) };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
+                        .msg_control = cm.b, .msg_controllen = sizeof(cm.b) };
+    ss__msg_event e;
+    ssize_t n;
+    int rc;
+
+    if (fd < 0 || !ev)
+        return -EINVAL;
+    do
+        n = recvmsg(fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -errno;
+    if (m.msg_controllen > 0) {
+        /* the store never sends an fd with an event: close what came */
+        for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h))
+            if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS) {
+                int f;
+                memcpy(&f, CMSG_DATA(h), sizeof(f));
+                close(f);
+            }
+        return -SS_E_PROTO;
+    }
+    if (n == 0)
+        return -ECONNRESET; /* the store dropped us (or went away) */
+    if (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
+        return -SS_E_PROTO;
+    rc = ss__proto_check_reply(buf, (size_t)n, 0);
+    if (rc < 0)
+        return rc;
+    if (rc != SS_MSG_EVENT)
+        return -SS_E_PROTO;
+    memcpy(&e, buf + SS_CL_HDR, sizeof(e));
+    *ev = (ss_event){ .type = e.type, .id = e.id, .size = e.size };
+    return 1;
+}
+
+SS_API void ss_unsubscribe(int fd)
+{
+    if (fd >= 0)
+        close(fd);
+}

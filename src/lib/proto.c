@@ -1,0 +1,393 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Wire protocol checks (proto.h). This is the only code that reads raw
+ * bytes from a peer, and it is fuzzed (tests/fuzz/fuzz_proto.c).
+ *
+ * Rules that keep it safe on any input:
+ *  - every read is bounds-checked against `len` first, and goes through
+ *    memcpy into a local struct: the buffer may have any alignment;
+ *  - lengths are compared in size_t after checking each count against its
+ *    SS_PROTO_MAX_*, so no product or sum can overflow;
+ *  - no assert, no allocation, no logging: a bad message is a return value.
+ */
+#include "proto.h"
+#include "segment.h"
+
+#include <string.h>
+
+_Static_assert(sizeof(ss__msg_hdr) == 24, "ss__msg_hdr layout");
+_Static_assert(sizeof(ss__segref) == 40, "ss__segref layout");
+_Static_assert(sizeof(ss__get_entry) == 88, "ss__get_entry layout");
+_Static_assert(sizeof(ss__req_create) == 40, "ss__req_create layout");
+_Static_assert(sizeof(ss__req_put) == 40, "ss__req_put layout");
+_Static_assert(sizeof(ss__req_seal) == 32, "ss__req_seal layout");
+_Static_assert(sizeof(ss__req_id) == 24, "ss__req_id layout");
+_Static_assert(sizeof(ss__list_entry) == 48, "ss__list_entry layout");
+_Static_assert(sizeof(ss__msg_event) == 40, "ss__msg_event layout");
+_Static_assert(SS_PROTO_MAX_FDS <= 253, "SCM_MAX_FD");
+_Static_assert(SS_PROTO_MAX_REPLY < SS_PROTO_MAX_MSG, "replies fit a message");
+
+#define HDR sizeof(ss__msg_hdr)
+
+void ss__proto_hdr(ss__msg_hdr *h, uint16_t type, uint32_t req_id, uint32_t len,
+                   int32_t status, uint32_t flags)
+{
+    h->magic = SS_PROTO_MAGIC;
+    h->version = SS_PROTO_VERSION;
+    h->type = type;
+    h->req_id = req_id;
+    h->len = len;
+    h->status = status;
+    h->flags = flags;
+}
+
+bool ss__proto_status_is_error(int32_t status)
+{
+    if (status >= 0 || status == INT32_MIN)
+        return false;
+    if (-status <= SS_MAX_ERRNO)
+        return true;
+    return -status >= SS_E_BASE && -status < SS_E_LAST;
+}
+
+/* Header common to both directions: magic, version, type range, declared
+ * length equal to the received one, within SS_PROTO_MAX_MSG. */
+static int check_hdr(const void *buf, size_t len, ss__msg_hdr *h)
+{
+    if (!buf || len < HDR || len > SS_PROTO_MAX_MSG)
+        return -SS_E_PROTO;
+    memcpy(h, buf, HDR);
+    if (h->magic != SS_PROTO_MAGIC)
+        return -SS_E_PROTO;
+    if (h->version != SS_PROTO_VERSION)
+        return -SS_E_VERSION;
+    if (h->type < SS_MSG_HELLO || h->type >= SS_MSG__COUNT)
+        return -SS_E_PROTO;
+    if (h->len != len)
+        return -SS_E_PROTO;
+    return 0;
+}
+
+static bool is_zero(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+
+    for (size_t i = 0; i < n; i++)
+        if (b[i])
+            return false;
+    return true;
+}
+
+/* ------------------------------------------------------------ requests */
+
+int ss__proto_check_request(const void *buf, size_t len, unsigned nfds)
+{
+    const unsigned char *p = buf;
+    ss__msg_hdr h;
+    size_t body = len - HDR; /* valid once check_hdr passed */
+    int rc = check_hdr(buf, len, &h);
+
+    if (rc < 0)
+        return rc;
+    /* the store never accepts an fd; a request has no status, no flags */
+    if (nfds != 0 || h.status != 0 || h.flags != 0)
+        return -SS_E_PROTO;
+    p += HDR;
+
+    switch (h.type) {
+    case SS_MSG_HELLO: {
+        ss__req_hello r;
+        if (body != sizeof(r))
+            return -SS_E_PROTO;
+        memcpy(&r, p, sizeof(r));
+        if (r.flags != 0 || r.reserved != 0)
+            return -SS_E_PROTO;
+        break;
+    }
+    case SS_MSG_CREATE: {
+        ss__req_create r;
+        if (body < sizeof(r))
+            return -SS_E_PROTO;
+        memcpy(&r, p, sizeof(r));
+        if (r.flags != 0 || r.meta_size > SS_PROTO_MAX_META ||
+            body != sizeof(r) + (size_t)r.meta_size)
+            return -SS_E_PROTO;
+        break;
+    }
+    case SS_MSG_SEAL: {
+        ss__req_seal r;
+        if (body < sizeof(r))
+            return -SS_E_PROTO;
+        memcpy(&r, p, sizeof(r));
+        if (r.reserved != 0 || r.payload_size > SS_PROTO_MAX_INLINE ||
+            body != sizeof(r) + (size_t)r.payload_size)
+            return -SS_E_PROTO;
+        break;
+    }
+    case SS_MSG_ABORT:
+    case SS_MSG_CONTAINS:
+    case SS_MSG_DELETE: {
+        ss__req_id r;
+        if (body != sizeof(r))
+            return -SS_E_PROTO;
+        memcpy(&r, p, sizeof(r));
+        if (r.reserved != 0)
+            return -SS_E_PROTO;
+        break;
+    }
+    case SS_MSG_PUT: {
+        ss__req_put r;
+        if (body < sizeof(r))
+            return -SS_E_PROTO;
+        memcpy(&r, p, sizeof(r));
+        if (r.flags != 0 || r.meta_size > SS_PROTO_MAX_META ||
+            r.size > SS_PROTO_MAX_INLINE ||
+            body != sizeof(r) + (size_t)r.meta_size + (size_t)r.size)
+            return -SS_E_PROTO;
+        break;
+    }
+    case SS_MSG_GET: {
+        ss__req_get r;
+        if (body < sizeof(r))
+            return -SS_E_PROTO;
+        memcpy(&r, p, sizeof(r));
+        if (r.n < 1 || r.n > SS_PROTO_MAX_IDS || r.reserved != 0 || r.timeout_ms < -1 ||
+            body != sizeof(r) + (size_t)r.n * sizeof(ss_id))
+            return -SS_E_PROTO;
+        break;
+    }
+    case SS_MSG_RELEASE: {
+        ss__req_release r;
+        if (body < sizeof(r))
+            return -SS_E_PROTO;
+        memcpy(&r, p, sizeof(r));
+        if (r.n < 1 || r.n > SS_PROTO_MAX_IDS || r.reserved != 0 ||
+            body != sizeof(r) + (size_t)r.n * sizeof(ss_id))
+            return -SS_E_PROTO;
+        break;
+    }
+    case SS_MSG_LIST: {
+        ss__req_list r;
+        if (body != sizeof(r))
+            return -SS_E_PROTO;
+        memcpy(&r, p, sizeof(r));
+        if (r.max < 1 || r.max > SS_PROTO_MAX_LIST || r.reserved != 0)
+            return -SS_E_PROTO;
+        break;
+    }
+    case SS_MSG_STATS:
+        if (body != 0)
+            return -SS_E_PROTO;
+        break;
+    case SS_MSG_SUBSCRIBE: {
+        ss__req_subscribe r;
+        if (body != sizeof(r))
+            return -SS_E_PROTO;
+        memcpy(&r, p, sizeof(r));
+        if (r.mask == 0 || (r.mask & ~(SS_EVENT_SEALED | SS_EVENT_DELETED)) ||
+            r.reserved != 0)
+            return -SS_E_PROTO;
+        break;
+    }
+    default: /* SS_MSG_EVENT: store -> client only */
+        return -SS_E_PROTO;
+    }
+    return h.type;
+}
+
+/* -------------------------------------------------------------- replies */
+
+/* What the segrefs of one reply say about its fds. */
+typedef struct fdmap {
+    unsigned nfds;
+    uint64_t seg[SS_PROTO_MAX_FDS];  /* seg_id named at each index */
+    bool used[SS_PROTO_MAX_FDS];
+} fdmap;
+
+/* A segref that points at bytes: kind known, bytes inside the segment,
+ * segment size sane, fd index (if any) consistent with the others. */
+static int check_segref(const ss__segref *r, fdmap *m, bool allow_none)
+{
+    if (r->kind != SS_SEG_OBJECT && r->kind != SS_SEG_SMALL)
+        return -SS_E_PROTO;
+    if (allow_none && r->size == 0 && r->seg_size == 0)
+        return r->fd_index == SS_FD_NONE ? 0 : -SS_E_PROTO;
+    if (r->seg_size == 0 || r->seg_size > SS_PROTO_MAX_SEG || r->offset > r->seg_size ||
+        r->size > r->seg_size - r->offset)
+        return -SS_E_PROTO;
+    if (r->fd_index == SS_FD_NONE)
+        return 0;
+    if (r->fd_index >= m->nfds)
+        return -SS_E_PROTO;
+    if (m->used[r->fd_index] && m->seg[r->fd_index] != r->seg_id)
+        return -SS_E_PROTO;
+    m->used[r->fd_index] = true;
+    m->seg[r->fd_index] = r->seg_id;
+    return 0;
+}
+
+static int check_all_fds_named(const fdmap *m)
+{
+    for (unsigned i = 0; i < m->nfds; i++)
+        if (!m->used[i])
+            return -SS_E_PROTO;
+    return 0;
+}
+
+static int check_get_reply(const unsigned char *p, size_t body, int32_t status, unsigned nfds)
+{
+    ss__rep_get r;
+    fdmap m;
+
+    if (body < sizeof(r))
+        return -SS_E_PROTO;
+    memcpy(&r, p, sizeof(r));
+    if (r.n < 1 || r.n > SS_PROTO_MAX_IDS || r.nfds != nfds ||
+        body != sizeof(r) + (size_t)r.n * sizeof(ss__get_entry) ||
+        (uint32_t)status > r.n)
+        return -SS_E_PROTO;
+    m.nfds = nfds;
+    memset(m.used, 0, sizeof(m.used));
+    p += sizeof(r);
+    for (uint32_t i = 0; i < r.n; i++) {
+        ss__get_entry e;
+
+        memcpy(&e, p + (size_t)i * sizeof(e), sizeof(e));
+        if (e.reserved != 0)
+            return -SS_E_PROTO;
+        if (e.status == -ENOENT)
+            continue;
+        if (e.status != 0)
+            return -SS_E_PROTO;
+        if (check_segref(&e.data, &m, true) < 0)
+            return -SS_E_PROTO;
+        if (e.meta.size > SS_PROTO_MAX_META)
+            return -SS_E_PROTO;
+        if (e.meta.size > 0 && check_segref(&e.meta, &m, false) < 0)
+            return -SS_E_PROTO;
+    }
+    return check_all_fds_named(&m);
+}
+
+static int check_create_reply(const unsigned char *p, size_t body, unsigned nfds)
+{
+    ss__rep_create r;
+
+    if (body != sizeof(r))
+        return -SS_E_PROTO;
+    memcpy(&r, p, sizeof(r));
+    if (r.data.kind == SS_SEG_SMALL) {
+        /* the creator buffers locally: no segment to map */
+        if (r.data.fd_index != SS_FD_NONE || nfds != 0 || r.data.size > SS_PROTO_MAX_INLINE)
+            return -SS_E_PROTO;
+        return 0;
+    }
+    if (r.data.kind != SS_SEG_OBJECT)
+        return -SS_E_PROTO;
+    /* read-only fd at fd_index, read-write fd right after it: exactly two */
+    if (nfds != 2 || r.data.fd_index != 0 || r.data.seg_size == 0 ||
+        r.data.seg_size > SS_PROTO_MAX_SEG || r.data.offset > r.data.seg_size ||
+        r.data.size > r.data.seg_size - r.data.offset)
+        return -SS_E_PROTO;
+    return 0;
+}
+
+static int check_list_reply(const unsigned char *p, size_t body, int32_t status)
+{
+    ss__rep_list r;
+
+    if (body < sizeof(r))
+        return -SS_E_PROTO;
+    memcpy(&r, p, sizeof(r));
+    if (r.n > SS_PROTO_MAX_LIST || r.reserved != 0 || (uint32_t)status > r.n ||
+        body != sizeof(r) + (size_t)r.n * sizeof(ss__list_entry))
+        return -SS_E_PROTO;
+    p += sizeof(r);
+    for (uint32_t i = 0; i < r.n; i++) {
+        ss__list_entry e;
+
+        memcpy(&e, p + (size_t)i * sizeof(e), sizeof(e));
+        if ((e.state != SS_OBJ_CREATED && e.state != SS_OBJ_SEALED) ||
+            e.backing >= SS_BACKING__COUNT || e.spilled > 1 || e.reserved != 0 ||
+            e.meta_size > SS_PROTO_MAX_META)
+            return -SS_E_PROTO;
+    }
+    return 0;
+}
+
+int ss__proto_check_reply(const void *buf, size_t len, unsigned nfds)
+{
+    const unsigned char *p = buf;
+    ss__msg_hdr h;
+    size_t body = len - HDR;
+    int rc = check_hdr(buf, len, &h);
+
+    if (rc < 0)
+        return rc;
+    if (h.flags != SS_MSGF_REPLY || nfds > SS_PROTO_MAX_FDS)
+        return -SS_E_PROTO;
+    p += HDR;
+
+    if (h.type == SS_MSG_EVENT) {
+        ss__msg_event e;
+
+        if (h.req_id != 0 || h.status != 0 || nfds != 0 || body != sizeof(e))
+            return -SS_E_PROTO;
+        memcpy(&e, p, sizeof(e));
+        if ((e.type != SS_EVENT_SEALED && e.type != SS_EVENT_DELETED) || e.reserved != 0 ||
+            e.reserved2 != 0)
+            return -SS_E_PROTO;
+        return h.type;
+    }
+    if (h.type == SS_MSG_RELEASE) /* never answered */
+        return -SS_E_PROTO;
+    if (h.status < 0) {
+        /* an error reply is the header alone */
+        if (!ss__proto_status_is_error(h.status) || body != 0 || nfds != 0)
+            return -SS_E_PROTO;
+        return h.type;
+    }
+
+    switch (h.type) {
+    case SS_MSG_HELLO: {
+        ss__rep_hello r;
+        if (h.status != 0 || nfds != 0 || body != sizeof(r))
+            return -SS_E_PROTO;
+        memcpy(&r, p, sizeof(r));
+        if (r.reserved != 0 || r.small_max > SS_PROTO_MAX_INLINE || r.max_msg < 4096)
+            return -SS_E_PROTO;
+        break;
+    }
+    case SS_MSG_CREATE:
+        if (h.status != 0 || check_create_reply(p, body, nfds) < 0)
+            return -SS_E_PROTO;
+        break;
+    case SS_MSG_GET:
+        if (check_get_reply(p, body, h.status, nfds) < 0)
+            return -SS_E_PROTO;
+        break;
+    case SS_MSG_LIST:
+        if (nfds != 0 || check_list_reply(p, body, h.status) < 0)
+            return -SS_E_PROTO;
+        break;
+    case SS_MSG_STATS: {
+        ss_stats s;
+        if (h.status != 0 || nfds != 0 || body != sizeof(s))
+            return -SS_E_PROTO;
+        memcpy(&s, p, sizeof(s));
+        if (s.size != sizeof(s) || s.version != SS_STATS_VERSION ||
+            !is_zero(s.reserved, sizeof(s.reserved)))
+            return -SS_E_PROTO;
+        break;
+    }
+    case SS_MSG_CONTAINS:
+        if (h.status > 1 || nfds != 0 || body != 0)
+            return -SS_E_PROTO;
+        break;
+    default: /* SEAL, ABORT, PUT, DELETE, SUBSCRIBE: status only */
+        if (h.status != 0 || nfds != 0 || body != 0)
+            return -SS_E_PROTO;
+        break;
+    }
+    return h.type;
+}

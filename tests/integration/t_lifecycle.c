@@ -1,0 +1,963 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The object lifecycle through the public API (API.md), against a store
+ * embedded in this process (ss_connect(path, SS_CONNECT_EMBED)) on a
+ * socket in t_tmpdir(). A second handle, connected without EMBED, plays
+ * "another client" where the semantics depend on who asks.
+ *
+ * Covered: every call's results and error codes; size-0 objects; meta up
+ * to 64 KiB; duplicate ids; multi-id get (an id twice takes two refs);
+ * get timeouts (0, -1, positive, < -1); a blocking get woken by a seal in
+ * another thread; delete while referenced; the creator's pointer read-only
+ * after seal and views read-only (SIGSEGV caught with sigsetjmp in this
+ * process: a forked child would hold a dead handle); several threads on
+ * one handle; list, stats and events; connect argument errors.
+ */
+#include "sealstore.h"
+#include "t_helpers.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+static ss_client *C;  /* embedded store's host handle */
+static ss_client *C2; /* another client of the same store */
+static char sock_path[108];
+static unsigned id_counter;
+
+#define SMALL_MAX (64 * 1024)
+#define SS_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+static ss_id new_id(void)
+{
+    ss_id id;
+
+    memset(&id, 0, sizeof(id));
+    snprintf((char *)id.b, sizeof(id.b), "lc-%u-%u", (unsigned)getpid(), ++id_counter);
+    return id;
+}
+
+static void fill(void *p, uint64_t n, unsigned seed)
+{
+    unsigned char *b = p;
+
+    for (uint64_t i = 0; i < n; i++)
+        b[i] = (unsigned char)((i * 131 + seed * 7 + (i >> 12)) & 0xff);
+}
+
+static bool check(const void *p, uint64_t n, unsigned seed)
+{
+    const unsigned char *b = p;
+
+    for (uint64_t i = 0; i < n; i++)
+        if (b[i] != (unsigned char)((i * 131 + seed * 7 + (i >> 12)) & 0xff))
+            return false;
+    return true;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+/* ---------------------------------------------------- fault detection */
+
+static sigjmp_buf fault_jmp;
+
+static void on_fault(int sig)
+{
+    (void)sig;
+    siglongjmp(fault_jmp, 1);
+}
+
+/* Does a write to p fault? The byte is written with its own value, so a
+ * write that (wrongly) succeeds changes nothing. */
+static bool write_faults(void *p)
+{
+    struct sigaction sa, old_segv, old_bus;
+    volatile bool faulted = false;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_fault;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &old_segv);
+    sigaction(SIGBUS, &sa, &old_bus);
+    if (sigsetjmp(fault_jmp, 1) == 0) {
+        volatile unsigned char *b = p;
+        unsigned char v = *b;
+        *b = v;
+    } else {
+        faulted = true;
+    }
+    sigaction(SIGSEGV, &old_segv, NULL);
+    sigaction(SIGBUS, &old_bus, NULL);
+    return faulted;
+}
+
+/* ------------------------------------------------------------- helpers */
+
+static void put_obj(ss_client *c, const ss_id *id, uint64_t size, unsigned seed,
+                    const void *meta, uint64_t meta_size)
+{
+    void *buf = malloc(size ? size : 1);
+
+    assert_non_null(buf);
+    fill(buf, size, seed);
+    t_assert_ok(ss_put(c, id, buf, size, meta, meta_size));
+    free(buf);
+}
+
+static void get_check(ss_client *c, const ss_id *id, uint64_t size, unsigned seed)
+{
+    ss_object o;
+
+    assert_int_equal(ss_get(c, id, 1, 0, &o), 1);
+    assert_non_null(o.data);
+    assert_int_equal(o.size, size);
+    assert_memory_equal(&o.id, id, sizeof(*id));
+    assert_true(check(o.data, size, seed));
+    t_assert_ok(ss_release(c, id));
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_connect_errors(void **state)
+{
+    char path[200], longp[300];
+    ss_client *c = (ss_client *)0x1;
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    int fd;
+    (void)state;
+
+    assert_int_equal(ss_connect(sock_path, 1u << 5, &c), -EINVAL);
+    assert_int_equal(ss_connect(sock_path, ~0u, &c), -EINVAL);
+    assert_ptr_equal(c, (ss_client *)0x1); /* untouched on failure */
+    assert_int_equal(ss_connect(sock_path, 0, NULL), -EINVAL);
+    memset(longp, 'x', sizeof(longp) - 1);
+    longp[0] = '/';
+    longp[sizeof(longp) - 1] = 0;
+    assert_int_equal(ss_connect(longp, 0, &c), -EINVAL);
+
+    /* no store: no socket file at all, then a socket nobody listens on */
+    snprintf(path, sizeof(path), "%s/nobody.sock", t_tmpdir());
+    assert_int_equal(ss_connect(path, 0, &c), -ENOENT);
+    fd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    assert_true(fd >= 0);
+    strcpy(a.sun_path, path);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    close(fd); /* the file stays, nobody listens */
+    assert_int_equal(ss_connect(path, 0, &c), -ECONNREFUSED);
+    assert_ptr_equal(c, (ss_client *)0x1);
+
+    /* the EMBED host's store answers a plain connect */
+    t_assert_ok(ss_connect(sock_path, 0, &c));
+    ss_disconnect(c);
+    ss_disconnect(NULL);
+}
+
+/* The embedded store lives as long as the handle that started it. */
+static void test_embedded_store_lifetime(void **state)
+{
+    char path[200];
+    ss_client *h, *h2, *c;
+    ss_id a = new_id();
+    ss_object o;
+    int rc;
+    (void)state;
+
+    snprintf(path, sizeof(path), "%s/short.sock", t_tmpdir());
+    t_assert_ok(ss_connect(path, SS_CONNECT_EMBED, &h));
+    t_assert_ok(ss_connect(path, SS_CONNECT_EMBED, &h2)); /* finds the live one */
+    put_obj(h2, &a, 100, 5, NULL, 0);
+    assert_int_equal(ss_get(h2, &a, 1, 0, &o), 1);
+    ss_disconnect(h); /* stops the store */
+    rc = ss_connect(path, 0, &c);
+    assert_true(rc == -ECONNREFUSED || rc == -ENOENT);
+    assert_true(ss_contains(h2, &a) < 0);
+    assert_true(check(o.data, 100, 5)); /* the view outlives the store */
+    t_assert_ok(ss_release(h2, &a));
+    ss_disconnect(h2);
+
+    /* a NULL path is SEALSTORE_SOCKET (the option) when set */
+    snprintf(path, sizeof(path), "%s/byoption.sock", t_tmpdir());
+    t_assert_ok(ss_option_set(SS_OPT_SOCKET, path));
+    t_assert_ok(ss_connect(NULL, SS_CONNECT_EMBED, &h));
+    t_assert_ok(ss_connect(path, 0, &c));
+    ss_disconnect(c);
+    ss_disconnect(h);
+    t_assert_ok(ss_option_set(SS_OPT_SOCKET, ""));
+}
+
+static void test_null_args(void **state)
+{
+    ss_id id = new_id();
+    ss_object o;
+    void *p;
+    uint64_t cur = 0;
+    ss_stats st;
+    int fd;
+    (void)state;
+
+    assert_int_equal(ss_create(NULL, &id, 1, NULL, 0, &p), -EINVAL);
+    assert_int_equal(ss_create(C, NULL, 1, NULL, 0, &p), -EINVAL);
+    assert_int_equal(ss_create(C, &id, 1, NULL, 0, NULL), -EINVAL);
+    assert_int_equal(ss_create(C, &id, 1, NULL, 5, &p), -EINVAL);
+    assert_int_equal(ss_seal(NULL, &id), -EINVAL);
+    assert_int_equal(ss_seal(C, NULL), -EINVAL);
+    assert_int_equal(ss_abort(C, NULL), -EINVAL);
+    assert_int_equal(ss_put(C, NULL, "x", 1, NULL, 0), -EINVAL);
+    assert_int_equal(ss_put(C, &id, NULL, 1, NULL, 0), -EINVAL);
+    assert_int_equal(ss_get(NULL, &id, 1, 0, &o), -EINVAL);
+    assert_int_equal(ss_get(C, NULL, 1, 0, &o), -EINVAL);
+    assert_int_equal(ss_get(C, &id, 1, 0, NULL), -EINVAL);
+    assert_int_equal(ss_release(C, NULL), -EINVAL);
+    assert_int_equal(ss_release(NULL, &id), -EINVAL);
+    assert_int_equal(ss_contains(C, NULL), -EINVAL);
+    assert_int_equal(ss_delete(C, NULL), -EINVAL);
+    assert_int_equal(ss_list(C, NULL, NULL, 1), -EINVAL);
+    assert_int_equal(ss_list(C, &cur, NULL, 1), -EINVAL);
+    assert_int_equal(ss_stats_get(C, NULL), -EINVAL);
+    memset(&st, 0, sizeof(st));
+    st.size = sizeof(st) - 8;
+    st.version = SS_STATS_VERSION;
+    assert_int_equal(ss_stats_get(C, &st), -EINVAL);
+    st.size = sizeof(st);
+    st.version = SS_STATS_VERSION + 1;
+    assert_int_equal(ss_stats_get(C, &st), -EINVAL);
+    assert_int_equal(ss_subscribe(C, 0, &fd), -EINVAL);
+    assert_int_equal(ss_subscribe(C, 1u << 7, &fd), -EINVAL);
+    assert_int_equal(ss_subscribe(C, SS_EVENT_SEALED, NULL), -EINVAL);
+    assert_int_equal(ss_event_next(-1, &(ss_event){ 0 }), -EINVAL);
+    ss_unsubscribe(-1);
+    /* nothing above created anything */
+    assert_int_equal(ss_contains(C, &id), 0);
+}
+
+static void test_create_seal_get_release(void **state)
+{
+    ss_id id = new_id();
+    const char meta[] = "shape=3x4;dtype=f32";
+    void *p;
+    ss_object o;
+    (void)state;
+
+    t_assert_ok(ss_create(C, &id, 1000, meta, sizeof(meta), &p));
+    assert_non_null(p);
+    assert_int_equal((uintptr_t)p % 64, 0);
+    fill(p, 1000, 1);
+    /* invisible until sealed, to everyone */
+    assert_int_equal(ss_contains(C2, &id), 0);
+    assert_int_equal(ss_contains(C, &id), 0);
+    assert_int_equal(ss_get(C2, &id, 1, 0, &o), 0);
+    assert_null(o.data);
+    t_assert_ok(ss_seal(C, &id));
+    assert_int_equal(ss_contains(C2, &id), 1);
+    assert_true(check(p, 1000, 1)); /* the creator's view stays readable */
+
+    assert_int_equal(ss_get(C2, &id, 1, 0, &o), 1);
+    assert_non_null(o.data);
+    assert_int_equal(o.size, 1000);
+    assert_int_equal(o.meta_size, sizeof(meta));
+    assert_non_null(o.meta);
+    assert_memory_equal(o.meta, meta, sizeof(meta));
+    assert_true(check(o.data, 1000, 1));
+    t_assert_ok(ss_release(C2, &id));
+    assert_int_equal(ss_release(C2, &id), -ENOENT);
+    /* the creator's reference */
+    t_assert_ok(ss_release(C, &id));
+    assert_int_equal(ss_release(C, &id), -ENOENT);
+    assert_int_equal(ss_contains(C2, &id), 1); /* sealed objects stay */
+    t_assert_ok(ss_delete(C2, &id));
+}
+
+/* sizes around the inline limit, zero, and objects with their own segment */
+static void test_sizes(void **state)
+{
+    static const uint64_t sizes[] = { 0, 1, 63, 64, 4095, 4096, SMALL_MAX - 1, SMALL_MAX,
+                                      SMALL_MAX + 1, 1 << 20, (3 << 20) + 17 };
+    (void)state;
+    for (size_t i = 0; i < SS_ARRAY_SIZE(sizes); i++) {
+        ss_id a = new_id(), b = new_id();
+        ss_object o[2];
+        void *p;
+        unsigned seed = (unsigned)i + 10;
+
+        /* through create + write + seal */
+        t_assert_ok(ss_create(C, &a, sizes[i], NULL, 0, &p));
+        assert_non_null(p);
+        assert_int_equal((uintptr_t)p % 64, 0);
+        fill(p, sizes[i], seed);
+        t_assert_ok(ss_seal(C, &a));
+        t_assert_ok(ss_release(C, &a));
+        /* through put */
+        put_obj(C, &b, sizes[i], seed + 1, "m", 1);
+
+        assert_int_equal(ss_get(C2, (ss_id[]){ a, b }, 2, 0, o), 2);
+        for (int k = 0; k < 2; k++) {
+            assert_non_null(o[k].data); /* even for size 0 */
+            assert_int_equal(o[k].size, sizes[i]);
+            assert_true(check(o[k].data, sizes[i], seed + (unsigned)k));
+        }
+        assert_null(o[0].meta);
+        assert_int_equal(o[0].meta_size, 0);
+        assert_int_equal(o[1].meta_size, 1);
+        assert_memory_equal(o[1].meta, "m", 1);
+        t_assert_ok(ss_release(C2, &a));
+        t_assert_ok(ss_release(C2, &b));
+        t_assert_ok(ss_delete(C, &a));
+        t_assert_ok(ss_delete(C, &b));
+    }
+}
+
+static void test_meta_limits(void **state)
+{
+    const uint64_t max = 64 * 1024;
+    unsigned char *meta = malloc(max + 1);
+    ss_id a = new_id(), b = new_id(), c = new_id();
+    ss_object o;
+    void *p;
+    (void)state;
+
+    assert_non_null(meta);
+    fill(meta, max + 1, 3);
+    assert_int_equal(ss_create(C, &a, 10, meta, max + 1, &p), -EINVAL);
+    assert_int_equal(ss_put(C, &a, "0123456789", 10, meta, max + 1), -EINVAL);
+    assert_int_equal(ss_contains(C, &a), 0);
+
+    t_assert_ok(ss_create(C, &a, 10, meta, max, &p));
+    memcpy(p, "0123456789", 10);
+    t_assert_ok(ss_seal(C, &a));
+    t_assert_ok(ss_release(C, &a));
+    /* a small object with the largest meta and the largest inline payload */
+    put_obj(C, &b, SMALL_MAX, 4, meta, max);
+    /* and a large object with it */
+    put_obj(C, &c, 2 << 20, 5, meta, max);
+
+    for (int k = 0; k < 3; k++) {
+        const ss_id *id = k == 0 ? &a : k == 1 ? &b : &c;
+        assert_int_equal(ss_get(C2, id, 1, 0, &o), 1);
+        assert_int_equal(o.meta_size, max);
+        assert_true(check(o.meta, max, 3));
+        t_assert_ok(ss_release(C2, id));
+        t_assert_ok(ss_delete(C2, id));
+    }
+    free(meta);
+}
+
+static void test_duplicates(void **state)
+{
+    ss_id a = new_id(), b = new_id();
+    void *p, *q;
+    (void)state;
+
+    t_assert_ok(ss_create(C, &a, 100, NULL, 0, &p));
+    assert_int_equal(ss_create(C, &a, 100, NULL, 0, &q), -EEXIST);  /* being created */
+    assert_int_equal(ss_create(C2, &a, 100, NULL, 0, &q), -EEXIST);
+    assert_int_equal(ss_put(C2, &a, "x", 1, NULL, 0), -EEXIST);
+    t_assert_ok(ss_seal(C, &a));
+    assert_int_equal(ss_create(C2, &a, 100, NULL, 0, &q), -EEXIST); /* sealed */
+    assert_int_equal(ss_put(C2, &a, "x", 1, NULL, 0), -EEXIST);
+    t_assert_ok(ss_release(C, &a));
+    t_assert_ok(ss_delete(C, &a));
+
+    /* large objects too */
+    t_assert_ok(ss_create(C, &b, 1 << 20, NULL, 0, &p));
+    assert_int_equal(ss_create(C2, &b, 1 << 20, NULL, 0, &q), -EEXIST);
+    t_assert_ok(ss_abort(C, &b));
+    t_assert_ok(ss_create(C2, &b, 1 << 20, NULL, 0, &q)); /* free again after abort */
+    t_assert_ok(ss_abort(C2, &b));
+}
+
+static void test_seal_abort_release_errors(void **state)
+{
+    ss_id a = new_id(), b = new_id(), u = new_id();
+    void *p, *q;
+    (void)state;
+
+    assert_int_equal(ss_seal(C, &u), -ENOENT);
+    assert_int_equal(ss_abort(C, &u), -ENOENT);
+    assert_int_equal(ss_release(C, &u), -ENOENT);
+    assert_int_equal(ss_delete(C, &u), -ENOENT);
+
+    t_assert_ok(ss_create(C, &a, 5000, NULL, 0, &p));
+    t_assert_ok(ss_create(C, &b, 1 << 20, NULL, 0, &q));
+    /* only the creator may seal or abort */
+    assert_int_equal(ss_seal(C2, &a), -ENOENT);
+    assert_int_equal(ss_abort(C2, &b), -ENOENT);
+    /* an unsealed object: no release, no delete */
+    assert_int_equal(ss_release(C, &a), -EBUSY);
+    assert_int_equal(ss_release(C, &b), -EBUSY);
+    assert_int_equal(ss_release(C2, &a), -ENOENT);
+    assert_int_equal(ss_delete(C, &a), -EBUSY);
+    assert_int_equal(ss_delete(C2, &b), -EBUSY);
+
+    t_assert_ok(ss_seal(C, &a));
+    assert_int_equal(ss_seal(C, &a), -ENOENT); /* no unsealed object with that id now */
+    assert_int_equal(ss_abort(C, &a), -ENOENT);
+    t_assert_ok(ss_abort(C, &b));
+    assert_int_equal(ss_abort(C, &b), -ENOENT);
+    assert_int_equal(ss_seal(C, &b), -ENOENT);
+    assert_int_equal(ss_contains(C2, &b), 0);
+    t_assert_ok(ss_create(C, &b, 10, NULL, 0, &q)); /* re-creatable after abort */
+    t_assert_ok(ss_abort(C, &b));
+
+    t_assert_ok(ss_release(C, &a));
+    assert_int_equal(ss_release(C, &a), -ENOENT);
+    t_assert_ok(ss_delete(C2, &a));
+    assert_int_equal(ss_delete(C2, &a), -ENOENT);
+}
+
+static void test_get_multi(void **state)
+{
+    ss_id a = new_id(), b = new_id(), missing = new_id();
+    ss_id ids[4];
+    ss_object o[4];
+    (void)state;
+
+    put_obj(C, &a, 100, 21, NULL, 0);
+    put_obj(C, &b, 200000, 22, NULL, 0);
+    ids[0] = a;
+    ids[1] = b;
+    ids[2] = missing;
+    ids[3] = a;
+    assert_int_equal(ss_get(C2, ids, 4, 0, o), 3);
+    assert_true(check(o[0].data, 100, 21));
+    assert_true(check(o[1].data, 200000, 22));
+    assert_null(o[2].data);
+    assert_memory_equal(&o[2].id, &missing, sizeof(missing));
+    assert_true(check(o[3].data, 100, 21));
+    /* a listed twice: two references */
+    t_assert_ok(ss_release(C2, &a));
+    t_assert_ok(ss_release(C2, &a));
+    assert_int_equal(ss_release(C2, &a), -ENOENT);
+    assert_int_equal(ss_release(C2, &missing), -ENOENT);
+    t_assert_ok(ss_release(C2, &b));
+    t_assert_ok(ss_delete(C, &a));
+    t_assert_ok(ss_delete(C, &b));
+}
+
+/* more ids than one request carries: the library splits into batches */
+static void test_get_many(void **state)
+{
+    enum { N = 150 };
+    ss_id *ids = calloc(N, sizeof(*ids));
+    ss_object *o = calloc(N, sizeof(*o));
+    (void)state;
+
+    assert_non_null(ids);
+    assert_non_null(o);
+    for (int i = 0; i < N; i++) {
+        ids[i] = new_id();
+        if (i % 3 == 0)
+            put_obj(C, &ids[i], (uint64_t)i * 10, (unsigned)i, NULL, 0);
+    }
+    assert_int_equal(ss_get(C2, ids, N, 0, o), N / 3);
+    for (int i = 0; i < N; i++) {
+        if (i % 3 == 0) {
+            assert_non_null(o[i].data);
+            assert_true(check(o[i].data, (uint64_t)i * 10, (unsigned)i));
+            t_assert_ok(ss_release(C2, &ids[i]));
+            t_assert_ok(ss_delete(C, &ids[i]));
+        } else {
+            assert_null(o[i].data);
+        }
+    }
+    free(ids);
+    free(o);
+}
+
+static void test_get_timeouts(void **state)
+{
+    ss_id a = new_id(), missing = new_id();
+    ss_object o[2], pattern[2];
+    void *p;
+    (void)state;
+
+    memset(pattern, 0x5a, sizeof(pattern));
+    memcpy(o, pattern, sizeof(o));
+    assert_int_equal(ss_get(C, &missing, 1, -2, o), -EINVAL);
+    assert_int_equal(ss_get(C, &missing, 1, INT64_MIN, o), -EINVAL);
+    assert_memory_equal(o, pattern, sizeof(o)); /* untouched */
+
+    assert_int_equal(ss_get(C, &missing, 1, 0, o), 0);
+    assert_null(o[0].data);
+    assert_int_equal(ss_get(C, &missing, 1, 30, o), 0);
+    assert_null(o[0].data);
+
+    /* an unsealed object is not found, with or without waiting */
+    t_assert_ok(ss_create(C, &a, 10, NULL, 0, &p));
+    assert_int_equal(ss_get(C2, &a, 1, 0, o), 0);
+    assert_int_equal(ss_get(C2, &a, 1, 20, o), 0);
+    t_assert_ok(ss_seal(C, &a));
+    /* found ones come back at once even with a long timeout */
+    assert_int_equal(ss_get(C2, &a, 1, 60000, o), 1);
+    t_assert_ok(ss_release(C2, &a));
+    assert_int_equal(ss_get(C2, &a, 1, -1, o), 1);
+    t_assert_ok(ss_release(C2, &a));
+    /* a partial answer after the timeout */
+    assert_int_equal(ss_get(C2, (ss_id[]){ a, missing }, 2, 20, o), 1);
+    assert_non_null(o[0].data);
+    assert_null(o[1].data);
+    t_assert_ok(ss_release(C2, &a));
+    t_assert_ok(ss_release(C, &a));
+    t_assert_ok(ss_delete(C, &a));
+}
+
+struct waiter {
+    ss_client *c;
+    ss_id id;
+    int64_t timeout;
+    int rc;
+    ss_object o;
+};
+
+static void *wait_thread(void *arg)
+{
+    struct waiter *w = arg;
+
+    w->rc = ss_get(w->c, &w->id, 1, w->timeout, &w->o);
+    return NULL;
+}
+
+static void test_get_woken_by_seal(void **state)
+{
+    struct waiter w = { .c = C2, .timeout = -1 };
+    struct waiter w2 = { .c = C2, .timeout = 60000 };
+    pthread_t t, t2;
+    void *p;
+    (void)state;
+
+    w.id = new_id();
+    w2.id = w.id;
+    assert_int_equal(pthread_create(&t, NULL, wait_thread, &w), 0);
+    assert_int_equal(pthread_create(&t2, NULL, wait_thread, &w2), 0);
+    sleep_ms(50);
+    t_assert_ok(ss_create(C, &w.id, 3 << 20, NULL, 0, &p));
+    fill(p, 3 << 20, 31);
+    sleep_ms(20);
+    t_assert_ok(ss_seal(C, &w.id));
+    pthread_join(t, NULL);
+    pthread_join(t2, NULL);
+    assert_int_equal(w.rc, 1);
+    assert_int_equal(w2.rc, 1);
+    assert_true(check(w.o.data, 3 << 20, 31));
+    assert_ptr_equal(w.o.data, w2.o.data); /* one mapping per segment */
+    t_assert_ok(ss_release(C2, &w.id));
+    t_assert_ok(ss_release(C2, &w.id));
+    t_assert_ok(ss_release(C, &w.id));
+    t_assert_ok(ss_delete(C, &w.id));
+}
+
+/* Threads of one handle getting the same new segment at once: one reply
+ * carries its fd, the others SS_FD_NONE, and the replies may be applied
+ * in any order by their threads. */
+struct racer {
+    pthread_barrier_t *bar;
+    ss_id id;
+    int rc;
+    ss_object o;
+};
+
+static void *race_thread(void *arg)
+{
+    struct racer *r = arg;
+
+    pthread_barrier_wait(r->bar);
+    r->rc = ss_get(C2, &r->id, 1, 5000, &r->o);
+    return NULL;
+}
+
+static void test_concurrent_gets_same_segment(void **state)
+{
+    enum { T = 4, ROUNDS = 40 };
+    pthread_barrier_t bar;
+    struct racer r[T];
+    pthread_t t[T];
+    (void)state;
+
+    assert_int_equal(pthread_barrier_init(&bar, NULL, T + 1), 0);
+    for (int round = 0; round < ROUNDS; round++) {
+        ss_id id = new_id();
+        uint64_t size = round % 2 ? (1 << 20) + 1 : 40000;
+
+        for (int i = 0; i < T; i++) {
+            r[i] = (struct racer){ .bar = &bar, .id = id };
+            assert_int_equal(pthread_create(&t[i], NULL, race_thread, &r[i]), 0);
+        }
+        pthread_barrier_wait(&bar);
+        put_obj(C, &id, size, (unsigned)round, NULL, 0);
+        for (int i = 0; i < T; i++) {
+            pthread_join(t[i], NULL);
+            assert_int_equal(r[i].rc, 1);
+            assert_ptr_equal(r[i].o.data, r[0].o.data);
+            assert_true(check(r[i].o.data, size, (unsigned)round));
+        }
+        for (int i = 0; i < T; i++)
+            t_assert_ok(ss_release(C2, &id));
+        assert_int_equal(ss_release(C2, &id), -ENOENT);
+        t_assert_ok(ss_delete(C, &id));
+    }
+    pthread_barrier_destroy(&bar);
+}
+
+static void test_delete_while_referenced(void **state)
+{
+    ss_id a = new_id();
+    ss_object v, v2;
+    const void *creator_view;
+    void *p;
+    (void)state;
+
+    for (int large = 0; large < 2; large++) {
+        uint64_t size = large ? (2 << 20) + 5 : 3000;
+
+        t_assert_ok(ss_create(C, &a, size, "m1", 2, &p));
+        fill(p, size, 40);
+        t_assert_ok(ss_seal(C, &a));
+        creator_view = p;
+        assert_int_equal(ss_get(C2, &a, 1, 0, &v), 1);
+        assert_int_equal(ss_delete(C2, &a), 0);
+        assert_int_equal(ss_contains(C, &a), 0);
+        assert_int_equal(ss_get(C, &a, 1, 0, &v2), 0);
+        assert_int_equal(ss_delete(C2, &a), -ENOENT);
+        /* views stay readable */
+        assert_true(check(v.data, size, 40));
+        assert_true(check(creator_view, size, 40));
+        assert_memory_equal(v.meta, "m1", 2);
+        /* the id can be created again at once */
+        put_obj(C, &a, size / 2, 41, "m2", 2);
+        assert_int_equal(ss_get(C2, &a, 1, 0, &v2), 1);
+        assert_true(check(v2.data, size / 2, 41));
+        assert_memory_equal(v2.meta, "m2", 2);
+        assert_true(check(v.data, size, 40));
+        /* release drops the oldest view first, then the new one */
+        t_assert_ok(ss_release(C2, &a));
+        assert_true(check(v2.data, size / 2, 41));
+        t_assert_ok(ss_release(C2, &a));
+        assert_int_equal(ss_release(C2, &a), -ENOENT);
+        t_assert_ok(ss_release(C, &a));
+        assert_int_equal(ss_release(C, &a), -ENOENT);
+        assert_int_equal(ss_contains(C, &a), 1);
+        t_assert_ok(ss_delete(C, &a));
+    }
+}
+
+static void test_read_only_views(void **state)
+{
+    ss_id a = new_id(), b = new_id();
+    ss_object o[2];
+    void *pa, *pb;
+    (void)state;
+
+    t_assert_ok(ss_create(C, &a, 100, NULL, 0, &pa));
+    t_assert_ok(ss_create(C, &b, 1 << 20, NULL, 0, &pb));
+    /* writable before seal */
+    assert_false(write_faults(pa));
+    assert_false(write_faults((char *)pb + 12345));
+    fill(pa, 100, 50);
+    fill(pb, 1 << 20, 51);
+    t_assert_ok(ss_seal(C, &a));
+    t_assert_ok(ss_seal(C, &b));
+    /* the creator's pointer is a read-only view now */
+    assert_true(write_faults(pa));
+    assert_true(write_faults(pb));
+    assert_true(write_faults((char *)pb + (1 << 20) - 1));
+    assert_true(check(pa, 100, 50));
+    assert_true(check(pb, 1 << 20, 51));
+    /* and so are views from get, in both handles */
+    assert_int_equal(ss_get(C2, (ss_id[]){ a, b }, 2, 0, o), 2);
+    assert_true(write_faults((void *)o[0].data));
+    assert_true(write_faults((void *)o[1].data));
+    t_assert_ok(ss_release(C2, &a));
+    t_assert_ok(ss_release(C2, &b));
+    assert_int_equal(ss_get(C, (ss_id[]){ a, b }, 2, 0, o), 2);
+    assert_true(write_faults((void *)o[0].data));
+    assert_true(write_faults((void *)o[1].data));
+    t_assert_ok(ss_release(C, &a));
+    t_assert_ok(ss_release(C, &b));
+    t_assert_ok(ss_release(C, &a));
+    t_assert_ok(ss_release(C, &b));
+    t_assert_ok(ss_delete(C, &a));
+    t_assert_ok(ss_delete(C, &b));
+}
+
+/* several threads on one handle: one blocked in get, the others free */
+struct churner {
+    ss_client *c;
+    int n;
+    int errors;
+    unsigned seed;
+};
+
+static void *churn_thread(void *arg)
+{
+    struct churner *ch = arg;
+    char buf[3000];
+
+    for (int i = 0; i < ch->n; i++) {
+        ss_id id;
+        ss_object o;
+        uint64_t size = 1 + (uint64_t)((i * 37 + ch->seed) % sizeof(buf));
+
+        memset(&id, 0, sizeof(id));
+        snprintf((char *)id.b, sizeof(id.b), "th%u-%d", ch->seed, i);
+        fill(buf, size, ch->seed + (unsigned)i);
+        if (ss_put(ch->c, &id, buf, size, NULL, 0) != 0 ||
+            ss_get(ch->c, &id, 1, 0, &o) != 1 || o.size != size ||
+            !check(o.data, size, ch->seed + (unsigned)i) || ss_release(ch->c, &id) != 0 ||
+            ss_delete(ch->c, &id) != 0)
+            ch->errors++;
+    }
+    return NULL;
+}
+
+static void test_threads_share_handle(void **state)
+{
+    enum { T = 4, N = 150 };
+    struct waiter w = { .c = C, .timeout = -1 };
+    struct churner ch[T];
+    pthread_t wt, t[T];
+    (void)state;
+
+    w.id = new_id();
+    assert_int_equal(pthread_create(&wt, NULL, wait_thread, &w), 0);
+    sleep_ms(20);
+    for (int i = 0; i < T; i++) {
+        ch[i] = (struct churner){ .c = C, .n = N, .seed = 100 + (unsigned)i };
+        assert_int_equal(pthread_create(&t[i], NULL, churn_thread, &ch[i]), 0);
+    }
+    for (int i = 0; i < T; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(ch[i].errors, 0);
+    }
+    /* the blocked get is still waiting, and a seal from the other client ends it */
+    put_obj(C2, &w.id, 777, 60, NULL, 0);
+    pthread_join(wt, NULL);
+    assert_int_equal(w.rc, 1);
+    assert_true(check(w.o.data, 777, 60));
+    t_assert_ok(ss_release(C, &w.id));
+    t_assert_ok(ss_delete(C, &w.id));
+}
+
+static void test_list_and_stats(void **state)
+{
+    enum { N = 5 };
+    ss_id ids[N];
+    bool seen[N] = { false };
+    ss_obj_info info[2];
+    uint64_t cursor = 0;
+    ss_stats st0, st;
+    void *p;
+    ss_id u = new_id();
+    int rounds = 0;
+    (void)state;
+
+    memset(&st0, 0, sizeof(st0));
+    st0.size = sizeof(st0);
+    st0.version = SS_STATS_VERSION;
+    t_assert_ok(ss_stats_get(C, &st0));
+    for (int i = 0; i < N; i++) {
+        ids[i] = new_id();
+        put_obj(C, &ids[i], i == 0 ? (4 << 20) : (uint64_t)(i * 100), (unsigned)i, "mm", 2);
+    }
+    t_assert_ok(ss_create(C, &u, 10, NULL, 0, &p)); /* an unsealed one */
+
+    assert_int_equal(ss_list(C, &cursor, info, 0), 0);
+    do {
+        int n = ss_list(C2, &cursor, info, 2);
+        t_assert_ok(n);
+        assert_true(n <= 2);
+        for (int k = 0; k < n; k++) {
+            if (memcmp(&info[k].id, &u, sizeof(u)) == 0) {
+                assert_int_equal(info[k].state, SS_OBJ_CREATED);
+                continue;
+            }
+            for (int i = 0; i < N; i++)
+                if (memcmp(&info[k].id, &ids[i], sizeof(ids[i])) == 0) {
+                    assert_false(seen[i]);
+                    seen[i] = true;
+                    assert_int_equal(info[k].state, SS_OBJ_SEALED);
+                    assert_int_equal(info[k].size, i == 0 ? (4 << 20) : (uint64_t)(i * 100));
+                    assert_int_equal(info[k].meta_size, 2);
+                    assert_int_equal(info[k].refs, 0);
+                    assert_true(info[k].backing[0] != 0);
+                    assert_true(memchr(info[k].backing, 0, sizeof(info[k].backing)) != NULL);
+                    if (i != 0)
+                        assert_string_equal(info[k].backing, "small");
+                    else
+                        assert_string_not_equal(info[k].backing, "small");
+                }
+        }
+        assert_true(++rounds < 100000);
+    } while (cursor != 0);
+    for (int i = 0; i < N; i++)
+        assert_true(seen[i]);
+
+    memset(&st, 0, sizeof(st));
+    st.size = sizeof(st);
+    st.version = SS_STATS_VERSION;
+    t_assert_ok(ss_stats_get(C2, &st));
+    assert_int_equal(st.size, sizeof(st));
+    assert_int_equal(st.version, SS_STATS_VERSION);
+    assert_int_equal(st.objects, st0.objects + N + 1);
+    assert_int_equal(st.sealed_objects, st0.sealed_objects + N);
+    assert_true(st.object_bytes >= st0.object_bytes + (4 << 20));
+    assert_true(st.capacity > 0);
+    assert_true(st.resident_bytes >= (4 << 20));
+    assert_true(st.clients >= 2);
+    assert_true(st.seals >= st0.seals + N);
+
+    t_assert_ok(ss_abort(C, &u));
+    for (int i = 0; i < N; i++)
+        t_assert_ok(ss_delete(C, &ids[i]));
+    t_assert_ok(ss_stats_get(C2, &st));
+    assert_int_equal(st.objects, st0.objects);
+}
+
+static void test_contains_delete(void **state)
+{
+    ss_id a = new_id();
+    (void)state;
+
+    assert_int_equal(ss_contains(C, &a), 0);
+    put_obj(C, &a, 10, 70, NULL, 0);
+    assert_int_equal(ss_contains(C, &a), 1);
+    assert_int_equal(ss_contains(C2, &a), 1);
+    t_assert_ok(ss_delete(C2, &a));
+    assert_int_equal(ss_contains(C, &a), 0);
+    assert_int_equal(ss_delete(C, &a), -ENOENT);
+}
+
+static int wait_event(int fd, ss_event *ev)
+{
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+    if (poll(&pfd, 1, 5000) != 1)
+        return -ETIMEDOUT;
+    return ss_event_next(fd, ev);
+}
+
+static void test_events(void **state)
+{
+    ss_id a = new_id(), b = new_id();
+    ss_event ev;
+    int fd, fd2;
+    void *p;
+    (void)state;
+
+    t_assert_ok(ss_subscribe(C2, SS_EVENT_SEALED | SS_EVENT_DELETED, &fd));
+    t_assert_ok(ss_subscribe(C, SS_EVENT_DELETED, &fd2));
+    assert_int_equal(ss_event_next(fd, &ev), 0); /* nothing yet */
+
+    put_obj(C, &a, 1234, 80, NULL, 0);
+    assert_int_equal(wait_event(fd, &ev), 1);
+    assert_int_equal(ev.type, SS_EVENT_SEALED);
+    assert_memory_equal(&ev.id, &a, sizeof(a));
+    assert_int_equal(ev.size, 1234);
+
+    t_assert_ok(ss_create(C, &b, 1 << 20, NULL, 0, &p));
+    t_assert_ok(ss_abort(C, &b)); /* an abort is no event */
+    t_assert_ok(ss_delete(C, &a));
+    assert_int_equal(wait_event(fd, &ev), 1);
+    assert_int_equal(ev.type, SS_EVENT_DELETED);
+    assert_memory_equal(&ev.id, &a, sizeof(a));
+    assert_int_equal(ss_event_next(fd, &ev), 0);
+
+    /* fd2 only wanted deletions */
+    assert_int_equal(wait_event(fd2, &ev), 1);
+    assert_int_equal(ev.type, SS_EVENT_DELETED);
+    assert_memory_equal(&ev.id, &a, sizeof(a));
+    assert_int_equal(ss_event_next(fd2, &ev), 0);
+    ss_unsubscribe(fd);
+    ss_unsubscribe(fd2);
+}
+
+static void test_put_then_get_large(void **state)
+{
+    static const uint64_t sizes[] = { SMALL_MAX + 1, 1 << 20, (8 << 20) + 4096 + 3 };
+    (void)state;
+    for (size_t i = 0; i < SS_ARRAY_SIZE(sizes); i++) {
+        ss_id a = new_id();
+
+        put_obj(C, &a, sizes[i], 90 + (unsigned)i, NULL, 0);
+        get_check(C2, &a, sizes[i], 90 + (unsigned)i);
+        get_check(C, &a, sizes[i], 90 + (unsigned)i);
+        t_assert_ok(ss_delete(C, &a));
+    }
+}
+
+static void test_create_too_big(void **state)
+{
+    ss_id a = new_id();
+    void *p;
+    ss_stats st;
+    (void)state;
+
+    memset(&st, 0, sizeof(st));
+    st.size = sizeof(st);
+    st.version = SS_STATS_VERSION;
+    t_assert_ok(ss_stats_get(C, &st));
+    /* more than the whole capacity can never fit: no waiting */
+    assert_int_equal(ss_create(C, &a, st.capacity + (1 << 20), NULL, 0, &p), -ENOSPC);
+    assert_int_equal(ss_contains(C, &a), 0);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(sock_path, sizeof(sock_path), "%s/store.sock", t_tmpdir());
+    if (ss_connect(sock_path, SS_CONNECT_EMBED, &C) != 0)
+        return -1;
+    if (ss_connect(sock_path, 0, &C2) != 0)
+        return -1;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    ss_disconnect(C2);
+    ss_disconnect(C);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_connect_errors),
+        cmocka_unit_test(test_embedded_store_lifetime),
+        cmocka_unit_test(test_null_args),
+        cmocka_unit_test(test_create_seal_get_release),
+        cmocka_unit_test(test_sizes),
+        cmocka_unit_test(test_meta_limits),
+        cmocka_unit_test(test_duplicates),
+        cmocka_unit_test(test_seal_abort_release_errors),
+        cmocka_unit_test(test_get_multi),
+        cmocka_unit_test(test_get_many),
+        cmocka_unit_test(test_get_timeouts),
+        cmocka_unit_test(test_get_woken_by_seal),
+        cmocka_unit_test(test_concurrent_gets_same_segment),
+        cmocka_unit_test(test_delete_while_referenced),
+        cmocka_unit_test(test_read_only_views),
+        cmocka_unit_test(test_threads_share_handle),
+        cmocka_unit_test(test_list_and_stats),
+        cmocka_unit_test(test_contains_delete),
+        cmocka_unit_test(test_events),
+        cmocka_unit_test(test_put_then_get_large),
+        cmocka_unit_test(test_create_too_big),
+    };
+
+    /* a small store: keep memory modest on a shared machine */
+    if (ss_option_set(SS_OPT_POOL_SIZE, "8M") != 0 || ss_option_set(SS_OPT_CAPACITY, "512M") != 0)
+        return T_EXIT_ERROR;
+    return t_run(tests, setup, teardown);
+}

@@ -1,0 +1,452 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The client library against a store that misbehaves on purpose: a thread
+ * serving one connection on a socket in t_tmpdir() answers HELLO, then
+ * each case's script answers the rest (src/lib/client*.c, white-box: the
+ * fake speaks the wire format of proto.h).
+ *
+ * Checked: every request the library sends passes ss__proto_check_request;
+ * a well-behaved exchange works (one mapping per segment, RELEASE sent per
+ * reference); malformed, truncated, oversized, unsolicited or fd-carrying
+ * replies, SS_FD_NONE for a segment never received, MSG_CTRUNC (more fds
+ * than a reply may carry) and a hang-up all give an error and a dead
+ * handle, never a crash; a GET batch failing after earlier batches took
+ * references gives them back (RELEASE when the connection lives) and
+ * leaves `out` untouched; a HELLO in another version or none at all gives
+ * -SS_E_VERSION / -ETIMEDOUT. After each case no fd of this process is
+ * left over.
+ */
+#include "proto.h"
+#include "segment.h"
+#include "t_helpers.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <linux/memfd.h>
+
+typedef struct fake fake;
+typedef int (*fake_fn)(fake *f, const ss__msg_hdr *h, const unsigned char *body);
+
+struct fake {
+    char path[108];
+    int lfd, cfd;
+    pthread_t th;
+    fake_fn fn;
+    uint16_t hello_version;
+    bool no_hello;
+    int bad_requests; /* requests the checker refused */
+    int released;     /* ids released */
+    int gets;         /* GET requests seen */
+    int seg;          /* a 64 KiB memfd to hand out */
+};
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int n = 0;
+
+    if (!d)
+        return -1;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1;
+}
+
+static int fake_send(fake *f, const void *bytes, size_t len, const int *fds, unsigned nfds)
+{
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(253 * sizeof(int))];
+    } cm;
+    struct iovec iov = { (void *)bytes, len };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+    if (nfds) {
+        struct cmsghdr *c;
+
+        memset(&cm, 0, sizeof(cm));
+        m.msg_control = cm.b;
+        m.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+        c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+        memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
+    }
+    return sendmsg(f->cfd, &m, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
+}
+
+/* a header-only reply */
+static int fake_status(fake *f, const ss__msg_hdr *req, uint16_t type, int32_t status)
+{
+    ss__msg_hdr h;
+
+    ss__proto_hdr(&h, type, req->req_id, sizeof(h), status, SS_MSGF_REPLY);
+    return fake_send(f, &h, sizeof(h), NULL, 0);
+}
+
+static void *fake_main(void *arg)
+{
+    fake *f = arg;
+    static unsigned char buf[SS_PROTO_MAX_MSG + 16];
+
+    f->cfd = accept4(f->lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (f->cfd < 0)
+        return NULL;
+    for (;;) {
+        ss__msg_hdr h;
+        ssize_t n = recv(f->cfd, buf, sizeof(buf), 0);
+        int type;
+
+        if (n <= 0)
+            break;
+        type = ss__proto_check_request(buf, (size_t)n, 0);
+        if (type < 0) {
+            f->bad_requests++;
+            continue;
+        }
+        memcpy(&h, buf, sizeof(h));
+        if (type == SS_MSG_HELLO) {
+            struct {
+                ss__msg_hdr h;
+                ss__rep_hello r;
+            } m;
+            if (f->no_hello)
+                continue;
+            memset(&m, 0, sizeof(m));
+            ss__proto_hdr(&m.h, SS_MSG_HELLO, h.req_id, sizeof(m), 0, SS_MSGF_REPLY);
+            if (f->hello_version)
+                m.h.version = f->hello_version;
+            m.r = (ss__rep_hello){ .store_id = 1, .client_id = 1, .small_max = 65536,
+                                   .capacity = 1 << 30, .max_msg = SS_PROTO_MAX_MSG };
+            fake_send(f, &m, sizeof(m), NULL, 0);
+            continue;
+        }
+        if (type == SS_MSG_RELEASE) {
+            ss__req_release r;
+            memcpy(&r, buf + sizeof(h), sizeof(r));
+            f->released += (int)r.n;
+            continue;
+        }
+        if (type == SS_MSG_GET)
+            f->gets++;
+        if (!f->fn || f->fn(f, &h, buf + sizeof(h)) < 0)
+            break;
+    }
+    close(f->cfd);
+    f->cfd = -1;
+    return NULL;
+}
+
+static void fake_start(fake *f, fake_fn fn)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    static int n;
+
+    memset(f, 0, sizeof(*f));
+    f->fn = fn;
+    f->cfd = -1;
+    snprintf(f->path, sizeof(f->path), "%s/fake%d.sock", t_tmpdir(), n++);
+    strcpy(a.sun_path, f->path);
+    f->lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    assert_true(f->lfd >= 0);
+    assert_int_equal(bind(f->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(f->lfd, 4), 0);
+    f->seg = (int)syscall(SYS_memfd_create, "fake-seg", MFD_CLOEXEC);
+    assert_true(f->seg >= 0);
+    assert_int_equal(ftruncate(f->seg, 65536), 0);
+    assert_int_equal(pwrite(f->seg, "0123456789abcdef", 16, 0), 16);
+    assert_int_equal(pthread_create(&f->th, NULL, fake_main, f), 0);
+}
+
+static void fake_stop(fake *f)
+{
+    shutdown(f->lfd, SHUT_RDWR); /* unblocks an accept that never came */
+    pthread_join(f->th, NULL);
+    close(f->lfd);
+    close(f->seg);
+    unlink(f->path);
+    assert_int_equal(f->bad_requests, 0);
+}
+
+static ss_id fid(int n)
+{
+    ss_id id;
+
+    memset(&id, 0, sizeof(id));
+    snprintf((char *)id.b, sizeof(id.b), "fake-%d", n);
+    return id;
+}
+
+/* a GET reply: n entries, all found in the fake's one SMALL segment (its
+ * fd sent with the first entry), each 8 bytes at offset 64*i */
+static int fake_get_reply(fake *f, const ss__msg_hdr *req, uint32_t n, int flavour)
+{
+    static unsigned char m[SS_PROTO_MAX_REPLY];
+    ss__msg_hdr h;
+    ss__rep_get r = { .n = n, .nfds = 1 };
+    size_t len = sizeof(h) + sizeof(r) + n * sizeof(ss__get_entry);
+    int fds[200];
+    unsigned nfds = 1;
+
+    for (uint32_t i = 0; i < n; i++) {
+        ss__get_entry e;
+        memset(&e, 0, sizeof(e));
+        e.data = (ss__segref){ 77, 65536, 64 * i, 8, i == 0 ? 0 : SS_FD_NONE, SS_SEG_SMALL };
+        if (flavour == 1 && i == 0) /* a segment we never got */
+            e.data = (ss__segref){ 78, 65536, 0, 8, SS_FD_NONE, SS_SEG_SMALL };
+        memcpy(m + sizeof(h) + sizeof(r) + i * sizeof(e), &e, sizeof(e));
+    }
+    if (flavour == 1) {
+        r.nfds = 0;
+        nfds = 0;
+        /* entry 1.. name seg 77 without an fd either: all unknown */
+    }
+    for (unsigned i = 0; i < 200; i++)
+        fds[i] = f->seg;
+    if (flavour == 2) { /* more fds than the library's buffer: MSG_CTRUNC */
+        r.nfds = 200;
+        nfds = 200;
+    }
+    memcpy(m + sizeof(h), &r, sizeof(r));
+    ss__proto_hdr(&h, SS_MSG_GET, req->req_id, (uint32_t)len, (int32_t)n, SS_MSGF_REPLY);
+    memcpy(m, &h, sizeof(h));
+    return fake_send(f, m, len, fds, nfds);
+}
+
+static int script_good(fake *f, const ss__msg_hdr *h, const unsigned char *body)
+{
+    switch (h->type) {
+    case SS_MSG_CONTAINS:
+        return fake_status(f, h, SS_MSG_CONTAINS, 1);
+    case SS_MSG_GET: {
+        ss__req_get r;
+        memcpy(&r, body, sizeof(r));
+        return fake_get_reply(f, h, r.n, 0);
+    }
+    default:
+        return fake_status(f, h, h->type, 0);
+    }
+}
+
+/* the second GET batch fails with an error reply: the connection lives */
+static int script_batch_err(fake *f, const ss__msg_hdr *h, const unsigned char *body)
+{
+    if (h->type == SS_MSG_GET && f->gets == 2)
+        return fake_status(f, h, SS_MSG_GET, -ENOMEM);
+    return script_good(f, h, body);
+}
+
+static int script_batch_proto(fake *f, const ss__msg_hdr *h, const unsigned char *body)
+{
+    if (h->type == SS_MSG_GET && f->gets == 2)
+        return fake_get_reply(f, h, 3, 0); /* n differs from the request's */
+    return script_good(f, h, body);
+}
+
+static int script_fd_none(fake *f, const ss__msg_hdr *h, const unsigned char *body)
+{
+    ss__req_get r;
+
+    if (h->type != SS_MSG_GET)
+        return script_good(f, h, body);
+    memcpy(&r, body, sizeof(r));
+    return fake_get_reply(f, h, r.n, 1);
+}
+
+static int script_ctrunc(fake *f, const ss__msg_hdr *h, const unsigned char *body)
+{
+    ss__req_get r;
+
+    if (h->type != SS_MSG_GET)
+        return script_good(f, h, body);
+    memcpy(&r, body, sizeof(r));
+    return fake_get_reply(f, h, r.n, 2);
+}
+
+static int script_wrong_id(fake *f, const ss__msg_hdr *h, const unsigned char *body)
+{
+    ss__msg_hdr x = *h;
+    (void)body;
+    x.req_id += 7;
+    return fake_status(f, &x, h->type, 1);
+}
+
+static int script_wrong_type(fake *f, const ss__msg_hdr *h, const unsigned char *body)
+{
+    (void)body;
+    return fake_status(f, h, SS_MSG_DELETE, 0);
+}
+
+static int script_huge(fake *f, const ss__msg_hdr *h, const unsigned char *body)
+{
+    static unsigned char m[SS_PROTO_MAX_REPLY + 4096];
+    (void)body;
+    ss__proto_hdr((ss__msg_hdr *)m, h->type, h->req_id, sizeof(m), 0, SS_MSGF_REPLY);
+    return fake_send(f, m, sizeof(m), NULL, 0);
+}
+
+static int script_fd_on_status(fake *f, const ss__msg_hdr *h, const unsigned char *body)
+{
+    ss__msg_hdr x;
+    (void)body;
+    ss__proto_hdr(&x, h->type, h->req_id, sizeof(x), 1, SS_MSGF_REPLY);
+    return fake_send(f, &x, sizeof(x), &f->seg, 1);
+}
+
+static int script_hangup(fake *f, const ss__msg_hdr *h, const unsigned char *body)
+{
+    (void)f;
+    (void)h;
+    (void)body;
+    return -1;
+}
+
+static void test_fake_store_good(void **state)
+{
+    int fds0 = count_fds();
+    fake f;
+    ss_client *c;
+    ss_object o[3];
+    ss_id ids[3] = { fid(0), fid(1), fid(0) };
+    (void)state;
+
+    fake_start(&f, script_good);
+    t_assert_ok(ss_connect(f.path, 0, &c));
+    assert_int_equal(ss_contains(c, &ids[0]), 1);
+    t_assert_ok(ss_delete(c, &ids[0]));
+    t_assert_ok(ss_put(c, &ids[0], "abc", 3, "m", 1));
+    assert_int_equal(ss_get(c, ids, 3, 0, o), 3);
+    assert_memory_equal(o[0].data, "01234567", 8);
+    assert_memory_equal(o[1].data, "\0\0\0\0\0\0\0\0", 8);
+    assert_ptr_equal(o[2].data, (const char *)o[0].data + 128);
+    /* a second get reuses the mapping: the reply carries no new fd then */
+    for (int i = 0; i < 3; i++)
+        t_assert_ok(ss_release(c, &ids[i]));
+    assert_int_equal(ss_release(c, &ids[0]), -ENOENT);
+    ss_disconnect(c);
+    fake_stop(&f);
+    assert_int_equal(f.released, 3);
+    assert_int_equal(count_fds(), fds0);
+}
+
+/* a later batch fails: references of the earlier ones are given back and
+ * out stays untouched */
+static void test_fake_store_batch_failure(void **state)
+{
+    int fds0 = count_fds();
+    enum { N = 100 };
+    static ss_id ids[N];
+    static ss_object o[N], pattern[N];
+    fake f;
+    ss_client *c;
+    (void)state;
+
+    for (int i = 0; i < N; i++)
+        ids[i] = fid(i);
+    memset(pattern, 0x77, sizeof(pattern));
+
+    /* an error reply: the connection survives, RELEASE goes out */
+    fake_start(&f, script_batch_err);
+    t_assert_ok(ss_connect(f.path, 0, &c));
+    memcpy(o, pattern, sizeof(o));
+    assert_int_equal(ss_get(c, ids, N, 0, o), -ENOMEM);
+    assert_memory_equal(o, pattern, sizeof(o));
+    assert_int_equal(ss_release(c, &ids[0]), -ENOENT);
+    assert_int_equal(ss_contains(c, &ids[0]), 1); /* still connected */
+    ss_disconnect(c);
+    fake_stop(&f);
+    assert_int_equal(f.released, SS_PROTO_MAX_IDS);
+
+    /* a malformed reply: the connection dies, nothing stays held */
+    fake_start(&f, script_batch_proto);
+    t_assert_ok(ss_connect(f.path, 0, &c));
+    memcpy(o, pattern, sizeof(o));
+    assert_int_equal(ss_get(c, ids, N, 0, o), -SS_E_PROTO);
+    assert_memory_equal(o, pattern, sizeof(o));
+    assert_int_equal(ss_release(c, &ids[0]), -ENOENT);
+    assert_int_equal(ss_contains(c, &ids[0]), -SS_E_PROTO);
+    ss_disconnect(c);
+    fake_stop(&f);
+    assert_int_equal(count_fds(), fds0);
+}
+
+static void check_fatal(fake_fn fn, int call, int want)
+{
+    int fds0 = count_fds();
+    fake f;
+    ss_client *c;
+    ss_id id = fid(1);
+    ss_object o, pattern;
+    int rc;
+
+    fake_start(&f, fn);
+    t_assert_ok(ss_connect(f.path, 0, &c));
+    memset(&pattern, 0x33, sizeof(pattern));
+    o = pattern;
+    rc = call == 0 ? ss_get(c, &id, 1, 0, &o) : ss_contains(c, &id);
+    if (rc != want)
+        fail_msg("got %d (%s), want %d (%s)", rc, ss_strerror(rc), want, ss_strerror(want));
+    assert_memory_equal(&o, &pattern, sizeof(o));
+    /* the handle stays dead, and says why */
+    assert_int_equal(ss_contains(c, &id), want);
+    assert_int_equal(ss_put(c, &id, "x", 1, NULL, 0), want);
+    assert_int_equal(ss_release(c, &id), -ENOENT);
+    ss_disconnect(c);
+    fake_stop(&f);
+    assert_int_equal(count_fds(), fds0);
+}
+
+static void test_fake_store_bad_replies(void **state)
+{
+    (void)state;
+    check_fatal(script_fd_none, 0, -SS_E_PROTO);    /* SS_FD_NONE for a segment we lack */
+    check_fatal(script_ctrunc, 0, -SS_E_PROTO);     /* fds cut: MSG_CTRUNC */
+    check_fatal(script_wrong_id, 1, -SS_E_PROTO);   /* nobody asked */
+    check_fatal(script_wrong_type, 1, -SS_E_PROTO); /* answer to another question */
+    check_fatal(script_huge, 1, -SS_E_PROTO);       /* longer than any reply: MSG_TRUNC */
+    check_fatal(script_fd_on_status, 1, -SS_E_PROTO); /* an fd where none belongs */
+    check_fatal(script_hangup, 1, -ECONNRESET);     /* the store goes away */
+}
+
+static void test_fake_store_hello(void **state)
+{
+    int fds0 = count_fds();
+    fake f;
+    ss_client *c = (ss_client *)0x1;
+    (void)state;
+
+    fake_start(&f, script_good);
+    f.hello_version = SS_PROTO_VERSION + 1;
+    assert_int_equal(ss_connect(f.path, 0, &c), -SS_E_VERSION);
+    fake_stop(&f);
+    fake_start(&f, script_good);
+    f.no_hello = true;
+    assert_int_equal(ss_connect(f.path, 0, &c), -ETIMEDOUT);
+    fake_stop(&f);
+    assert_ptr_equal(c, (ss_client *)0x1);
+    assert_int_equal(count_fds(), fds0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fake_store_good),
+        cmocka_unit_test(test_fake_store_batch_failure),
+        cmocka_unit_test(test_fake_store_bad_replies),
+        cmocka_unit_test(test_fake_store_hello),
+    };
+
+    return t_run(tests, NULL, NULL);
+}
