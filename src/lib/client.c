@@ -45,36 +45,14 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
  * aligned, never to be dereferenced (API) */
 const unsigned char ss__cl_empty[SS_OBJ_ALIGN] __attribute__((aligned(SS_OBJ_ALIGN)));
 
-/*
- * A writable shared mapping must never reach a forked child: there it
- * would make F_SEAL_WRITE fail with EBUSY for as long as the child lives.
- * MADV_DONTFORK can only follow the mmap, so a fork by another thread in
- * between would still copy it. Making a writable mapping therefore holds
- * this lock shared, and fork (the prepare handler) takes it exclusively.
- */
-static pthread_rwlock_t g_fork_lock = PTHREAD_RWLOCK_INITIALIZER;
-
-static void cl_atfork_prepare(void)
-{
-    pthread_rwlock_wrlock(&g_fork_lock);
-}
-
-static void cl_atfork_parent(void)
-{
-    pthread_rwlock_unlock(&g_fork_lock);
-}
-
 static void cl_atfork_child(void)
 {
     atomic_fetch_add_explicit(&g_fork_gen, 1, memory_order_relaxed);
-    /* not unlock: glibc records the writer's tid, which differs in the
-     * child; the child is single-threaded, so a fresh lock is right */
-    pthread_rwlock_init(&g_fork_lock, NULL);
 }
 
 static void cl_init_once(void)
 {
-    (void)pthread_atfork(cl_atfork_prepare, cl_atfork_parent, cl_atfork_child);
+    (void)pthread_atfork(NULL, NULL, cl_atfork_child);
 }
 
 /* mmap(MAP_SHARED, writable) + MADV_DONTFORK with no fork in between. */
@@ -82,17 +60,13 @@ void *ss__cl_map_writable(size_t len, int fd)
 {
     void *p;
 
-    pthread_rwlock_rdlock(&g_fork_lock);
-    p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (p != MAP_FAILED)
-        ss__cl_fresh_mapping(p, len);
-    if (p != MAP_FAILED && madvise(p, len, MADV_DONTFORK) != 0) {
-        int e = errno;
-        munmap(p, len);
-        errno = e;
-        p = MAP_FAILED;
+    /* the fork guard (sys.h): MADV_DONTFORK is on before a fork can copy it */
+    p = ss__sys_mmap_shared_rw(fd, len);
+    if (ss__is_err(p)) {
+        errno = -(int)ss__ptr_err(p);
+        return MAP_FAILED;
     }
-    pthread_rwlock_unlock(&g_fork_lock);
+    ss__cl_fresh_mapping(p, len);
     return p;
 }
 

@@ -39,13 +39,12 @@ static int shared_create(const char *name, size_t bytes, int *fd_out, void **map
     rc = ss__sys_ftruncate(fd, bytes);
     if (rc < 0)
         goto fail;
-    map = ss__sys_mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    /* a forked child of an embedding host must not inherit a writable view */
+    map = ss__sys_mmap_shared_rw(fd, bytes);
     if (ss__is_err(map)) {
         rc = (int)ss__ptr_err(map);
         goto fail;
     }
-    /* a forked child of an embedding host must not inherit a writable view */
-    ss__sys_madvise(map, bytes, MADV_DONTFORK);
     rc = ss__sys_add_seals(fd, SS_SEALS_SMALL);
     if (rc >= 0) {
         rc = ss__sys_get_seals(fd);

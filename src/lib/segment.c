@@ -364,7 +364,20 @@ static int try_backing(ss__seg *seg, const ss__seg_params *p, int backing, uint6
     if (rc < 0)
         goto fail_close;
     *err_step = 2;
+    /* The populate mapping is writable and made from the O_RDWR fd: a
+     * forked child holding a copy (an embedded store's host may fork at
+     * any time) would make every later F_SEAL_WRITE fail with EBUSY. So
+     * MADV_DONTFORK goes on before any fork can copy it. */
+    ss__fork_guard_enter();
     map = map_rw(fd, size, backing);
+    if (!ss__is_err(map)) {
+        rc = ss__sys_madvise(map, (size_t)size, MADV_DONTFORK);
+        if (rc < 0) {
+            ss__sys_munmap(map, (size_t)size);
+            map = ss__err_ptr(rc);
+        }
+    }
+    ss__fork_guard_leave();
     if (ss__is_err(map)) {
         rc = (int)ss__ptr_err(map);
         goto fail_close;
@@ -400,12 +413,7 @@ static int try_backing(ss__seg *seg, const ss__seg_params *p, int backing, uint6
     ss__counter_add(&ss__g_stats.populate_ns, ss__now_ns() - t0);
     ss__counter_add(&ss__g_stats.populate_bytes, size);
 
-    if (p->kind == SS_SEG_SMALL) {
-        /* a forked child must not inherit the store's only writable view */
-        rc = ss__sys_madvise(map, (size_t)size, MADV_DONTFORK);
-        if (rc < 0)
-            goto fail_unmap;
-    } else {
+    if (p->kind != SS_SEG_SMALL) {
         /* OBJECT segments are written by the creator through its own
          * mapping; a store mapping from the O_RDWR fd would make
          * F_SEAL_WRITE fail with EBUSY */

@@ -2,6 +2,7 @@
 /* OS wrappers: each turns -1 + errno into -errno (sys.h). */
 #include "sys.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,4 +140,60 @@ uint64_t ss__now_ns(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------ fork guard */
+
+static pthread_rwlock_t fork_lock = PTHREAD_RWLOCK_INITIALIZER;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void fork_prepare(void)
+{
+    pthread_rwlock_wrlock(&fork_lock);
+}
+
+static void fork_parent(void)
+{
+    pthread_rwlock_unlock(&fork_lock);
+}
+
+static void fork_child(void)
+{
+    /* not unlock: glibc records the writer's tid, which differs in the
+     * child; the child has one thread, so a fresh lock is right */
+    pthread_rwlock_init(&fork_lock, NULL);
+}
+
+static void fork_guard_init(void)
+{
+    (void)pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+void ss__fork_guard_enter(void)
+{
+    pthread_once(&fork_once, fork_guard_init);
+    pthread_rwlock_rdlock(&fork_lock);
+}
+
+void ss__fork_guard_leave(void)
+{
+    pthread_rwlock_unlock(&fork_lock);
+}
+
+void *ss__sys_mmap_shared_rw(int fd, size_t len)
+{
+    void *p;
+    int rc;
+
+    ss__fork_guard_enter();
+    p = ss__sys_mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (!ss__is_err(p)) {
+        rc = ss__sys_madvise(p, len, MADV_DONTFORK);
+        if (rc < 0) {
+            ss__sys_munmap(p, len);
+            p = ss__err_ptr(rc);
+        }
+    }
+    ss__fork_guard_leave();
+    return p;
 }

@@ -58,4 +58,19 @@ int ss__sys_read_file(const char *path, char *buf, size_t len);
 int ss__sys_read_u64(const char *path, uint64_t *out);
 uint64_t ss__now_ns(void); /* CLOCK_MONOTONIC */
 
+/*
+ * Fork guard. A writable shared mapping of a memfd must never reach a forked
+ * child: there it makes F_SEAL_WRITE fail with EBUSY for as long as the
+ * child lives. MADV_DONTFORK can only follow the mmap, so a fork by another
+ * thread in between would still copy the mapping. Code that makes such a
+ * mapping holds the guard (shared) from the mmap until MADV_DONTFORK is set;
+ * fork() takes it exclusively (pthread_atfork). Cheap: an uncontended
+ * rwlock read side.
+ */
+void ss__fork_guard_enter(void);
+void ss__fork_guard_leave(void);
+/* mmap(PROT_READ|PROT_WRITE, MAP_SHARED) + MADV_DONTFORK under the guard:
+ * a pointer or ss__err_ptr(-errno). */
+void *ss__sys_mmap_shared_rw(int fd, size_t len);
+
 #endif /* SEALSTORE_SRC_LIB_SYS_H */

@@ -17,6 +17,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -794,6 +796,61 @@ static void probe_hugetlb(void)
     }
 }
 
+/*
+ * A host process (an embedded store's) may fork at any moment while the
+ * store populates a segment through a writable mapping. If a child
+ * inherited that mapping, F_SEAL_WRITE would fail with EBUSY while the
+ * child lives. One thread forks children that linger while this thread
+ * creates and seals segments: every seal must succeed.
+ */
+static atomic_bool forker_stop;
+
+static void *forker(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&forker_stop)) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            usleep(20000);
+            _exit(0);
+        }
+        if (pid > 0)
+            waitpid(pid, NULL, 0);
+    }
+    return NULL;
+}
+
+static void t_seal_while_forking(void **state)
+{
+    struct variant *v = need(state, 2);
+    pthread_t th;
+    int failures = 0;
+    const int rounds = 150;
+
+    atomic_store(&forker_stop, false);
+    assert_int_equal(pthread_create(&th, NULL, forker, NULL), 0);
+    for (int i = 0; i < rounds; i++) {
+        ss__seg seg;
+        ss__seg_params p = {.size = 2 * SS_MiB, .hugepages = v->hugepages,
+                            .kind = SS_SEG_OBJECT, .numa = NULL, .node = SS_NODE_ANY};
+        int rc;
+
+        t_assert_ok(ss__seg_create(&seg, &p));
+        t_assert_ok(ss__seg_fix_size(&seg, p.size));
+        rc = ss__seg_seal_write(seg.fd, seg.size);
+        if (rc == -EBUSY)
+            failures++;
+        else
+            t_assert_ok(rc);
+        ss__seg_destroy(&seg);
+    }
+    atomic_store(&forker_stop, true);
+    pthread_join(th, NULL);
+    if (failures)
+        fail_msg("%d of %d seals refused (EBUSY): a forked child inherited a writable "
+                 "mapping", failures, rounds);
+}
+
 #define BOTH(fn)                                                              \
     {#fn "/shmem", fn, NULL, NULL, &v_shmem}, {#fn "/hugetlb-2M", fn, NULL, NULL, &v_huge}
 
@@ -811,6 +868,7 @@ int main(void)
         BOTH(t_small_seal),
         BOTH(t_small_dontfork),
         BOTH(t_other_uid),
+        BOTH(t_seal_while_forking),
     };
 
     probe_hugetlb();
