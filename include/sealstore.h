@@ -148,7 +148,12 @@ SS_API SS_NODISCARD int ss_get(ss_client *c, const ss_id *ids, size_t n,
                                int64_t timeout_ms, ss_object *out);
 
 /* Drop one reference taken by create or get; needs no reply from the store.
- * -ENOENT if this client holds none; -EBUSY for an unsealed object it
+ * The view is invalid once this returns. A large object's release is sent
+ * at once (its segment is unmapped and can be freed); a small object's
+ * (up to SEALSTORE_SMALL_MAX) travels with this handle's next call, in the
+ * same system call, or once 64 are waiting, or at disconnect: so the store
+ * wakes once per get + release, and such an object stays referenced until
+ * then. -ENOENT if this client holds none; -EBUSY for an unsealed object it
  * created. Works, and unmaps, after the store has died. */
 SS_API int ss_release(ss_client *c, const ss_id *id);
 

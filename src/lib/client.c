@@ -416,6 +416,37 @@ int ss__cl_sendv(int fd, struct iovec *iov, int iovcnt)
     return r < 0 ? -errno : 0;
 }
 
+/* Send a RELEASE of ids[n] and then the request iov, as two messages in
+ * one sendmmsg: the store reads both on one wake-up, in this order, so the
+ * request sees the references already dropped. */
+static int cl_send_with_releases(int fd, const ss_id *ids, uint32_t n, struct iovec *iov,
+                                 int iovcnt)
+{
+    ss__msg_hdr h;
+    ss__req_release r = { .n = n };
+    struct iovec riov[3] = { { &h, sizeof(h) }, { &r, sizeof(r) },
+                             { (void *)ids, n * sizeof(ss_id) } };
+    struct mmsghdr mm[2] = {
+        { .msg_hdr = { .msg_iov = riov, .msg_iovlen = 3 } },
+        { .msg_hdr = { .msg_iov = iov, .msg_iovlen = (size_t)iovcnt } },
+    };
+    int sent = 0;
+
+    ss__proto_hdr(&h, SS_MSG_RELEASE, 0, (uint32_t)(SS_CL_HDR + sizeof(r) + n * sizeof(ss_id)),
+                  0, 0);
+    while (sent < 2) {
+        int k = sendmmsg(fd, mm + sent, (unsigned)(2 - sent), MSG_NOSIGNAL);
+
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        sent += k;
+    }
+    return 0;
+}
+
 /* Receive one message into s (buf, fds). Lock NOT held. */
 int ss__cl_recv(int fd, ss__cl_slot *s, int flags)
 {
@@ -616,6 +647,8 @@ void ss__cl_slot_end(ss_client *c, ss__cl_slot *s)
 int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, int iovcnt,
                    bool is_get)
 {
+    ss_id pend[SS_PROTO_MAX_IDS];
+    uint32_t npend;
     size_t len = 0;
     int rc;
 
@@ -647,10 +680,17 @@ int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, 
         s->err = c->dead;
         return s->err;
     }
+    npend = c->npend;
+    if (npend)
+        memcpy(pend, c->pend, npend * sizeof(ss_id));
+    c->npend = 0;
     pthread_mutex_unlock(&c->lock);
 
     ss__proto_hdr(iov[0].iov_base, type, s->req_id, (uint32_t)len, 0, 0);
-    rc = ss__cl_sendv(c->fd, iov, iovcnt);
+    if (npend)
+        rc = cl_send_with_releases(c->fd, pend, npend, iov, iovcnt);
+    else
+        rc = ss__cl_sendv(c->fd, iov, iovcnt);
 
     pthread_mutex_lock(&c->lock);
     if (rc < 0) {
@@ -757,6 +797,27 @@ void ss__cl_finish_drop(ss_client *c, const ss_id *ids, size_t nids, ss__cl_seg 
     for (size_t i = 0; i < nsegs; i++) {
         segs[i]->unsent--;
         seg_settle(c, segs[i]);
+    }
+}
+
+/* Drop one small-object reference without a message of its own: the id
+ * waits in c->pend for the next request (ss__cl_call), or is sent now when
+ * the batch is full. SMALL segments stay mapped for the connection, so
+ * there is nothing to settle. Lock held on entry and exit. */
+void ss__cl_defer_drop(ss_client *c, const ss_id *id, ss__cl_seg **segs, size_t nsegs)
+{
+    for (size_t i = 0; i < nsegs; i++)
+        segs[i]->unsent--;
+    if (c->dead)
+        return;
+    c->pend[c->npend++] = *id;
+    if (c->npend == SS_PROTO_MAX_IDS) {
+        ss_id batch[SS_PROTO_MAX_IDS];
+        uint32_t n = c->npend;
+
+        memcpy(batch, c->pend, n * sizeof(ss_id));
+        c->npend = 0;
+        ss__cl_finish_drop(c, batch, n, NULL, 0);
     }
 }
 
@@ -955,8 +1016,16 @@ SS_API void ss_disconnect(ss_client *c)
     if (!c)
         return;
     forked = cl_forked(c);
-    /* closing the socket makes the store drop this client's references
-     * and unsealed objects; in a forked child it only drops our copy */
+    /* Closing the socket makes the store drop this client's references
+     * and unsealed objects (in a forked child it only drops our copy);
+     * deferred releases still go out first, so the store never sees a
+     * reference dropped by disconnect that the caller had released. */
+    if (!forked && !c->dead && c->npend) {
+        pthread_mutex_lock(&c->lock);
+        ss__cl_finish_drop(c, c->pend, c->npend, NULL, 0);
+        c->npend = 0;
+        pthread_mutex_unlock(&c->lock);
+    }
     close(c->fd);
     for (size_t b = 0; b < ((size_t)1 << c->hold_bits); b++)
         for (ss__cl_hold *h = c->holds[b], *nx; h; h = nx) {

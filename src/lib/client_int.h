@@ -126,6 +126,12 @@ struct ss_client {
     unsigned seg_bits;
     size_t nsegs;
     ss__cl_seg *deferred;
+    /* Releases of small objects not sent yet: they leave with the next
+     * request (one sendmmsg, so the store wakes once for both), or when 64
+     * are waiting. A large object's release is sent at once: it frees a
+     * whole segment. See ss_release(). */
+    ss_id pend[SS_PROTO_MAX_IDS];
+    uint32_t npend;
     /* from the HELLO reply */
     uint64_t store_id;
     uint32_t client_id;
@@ -218,6 +224,7 @@ int ss__cl_open(const char *path, int *fdp, ss__rep_hello *hello);
  * around the RELEASE send, then settles the segments) */
 void ss__cl_drop_one(ss_client *c, ss__cl_hold *h, ss_id *ids, size_t *nids,
                      ss__cl_seg **segs, size_t *nsegs);
+void ss__cl_defer_drop(ss_client *c, const ss_id *id, ss__cl_seg **segs, size_t nsegs);
 void ss__cl_finish_drop(ss_client *c, const ss_id *ids, size_t nids, ss__cl_seg **segs,
                         size_t nsegs);
 void ss__cl_drop_refs(ss_client *c, const ss_id *ids, const ss__cl_ref *refs, size_t n);

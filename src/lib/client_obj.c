@@ -621,6 +621,7 @@ SS_API int ss_release(ss_client *c, const ss_id *id)
     ss__cl_seg *segs[2];
     size_t nid = 0, nseg = 0;
     ss__cl_hold *h;
+    bool small;
     int rc = ss__cl_enter(c);
 
     if (rc < 0)
@@ -634,7 +635,17 @@ SS_API int ss_release(ss_client *c, const ss_id *id)
         return rc;
     }
     ss__cl_drop_one(c, h, rid, &nid, segs, &nseg);
-    ss__cl_finish_drop(c, rid, nid, segs, nseg);
+    /* A small object's release rides along with the next request: one
+     * store wake-up instead of two for a get + release loop. Its memory is
+     * a slot, not a segment; the reference is dropped by the next call on
+     * this handle, at disconnect, or once 64 are waiting. */
+    small = true;
+    for (size_t i = 0; i < nseg; i++)
+        small = small && segs[i]->kind == SS_SEG_SMALL;
+    if (small)
+        ss__cl_defer_drop(c, &rid[0], segs, nseg);
+    else
+        ss__cl_finish_drop(c, rid, nid, segs, nseg);
     pthread_mutex_unlock(&c->lock);
     return 0;
 }

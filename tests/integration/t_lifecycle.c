@@ -911,6 +911,90 @@ static void test_create_too_big(void **state)
     assert_int_equal(ss_contains(C, &a), 0);
 }
 
+/* refs the store counts for id (all clients), as another client sees them */
+static int store_refs(ss_client *viewer, const ss_id *id)
+{
+    uint64_t cur = 0;
+    ss_obj_info info[64];
+
+    do {
+        int n = ss_list(viewer, &cur, info, SS_ARRAY_SIZE(info));
+        assert_true(n >= 0);
+        for (int i = 0; i < n; i++)
+            if (memcmp(&info[i].id, id, sizeof(*id)) == 0)
+                return (int)info[i].refs;
+    } while (cur != 0);
+    return -1;
+}
+
+/* another connection's messages are not ordered with ours: poll a little */
+static int store_refs_settle(ss_client *viewer, const ss_id *id, int want)
+{
+    int r = -1;
+
+    for (int i = 0; i < 200 && (r = store_refs(viewer, id)) != want; i++)
+        sleep_ms(5);
+    return r;
+}
+
+/*
+ * ss_release of a large object reaches the store at once; a small object's
+ * release travels with the handle's next call (so a get + release loop
+ * wakes the store once per pair), or goes out when 64 are waiting.
+ */
+static void test_release_deferral(void **state)
+{
+    ss_id small = new_id(), large = new_id(), more[64];
+    ss_object o;
+
+    (void)state;
+    put_obj(C2, &small, 100, 1, NULL, 0);
+    put_obj(C2, &large, 1 << 20, 2, NULL, 0);
+    assert_int_equal(ss_get(C2, &small, 1, 0, &o), 1);
+    assert_int_equal(ss_get(C2, &large, 1, 0, &o), 1);
+    assert_int_equal(store_refs(C, &small), 1);
+    assert_int_equal(store_refs(C, &large), 1);
+
+    t_assert_ok(ss_release(C2, &large));
+    t_assert_ok(ss_release(C2, &small));
+    assert_int_equal(store_refs_settle(C, &large, 0), 0);
+    /* C2 made no call since: its small release has not been sent */
+    sleep_ms(20);
+    assert_int_equal(store_refs(C, &small), 1);
+    /* its next call carries it, ahead of the request itself */
+    assert_int_equal(ss_contains(C2, &small), 1);
+    assert_int_equal(store_refs(C, &small), 0);
+
+    /* a full batch goes out by itself */
+    for (int i = 0; i < 64; i++) {
+        more[i] = new_id();
+        put_obj(C2, &more[i], 64, (unsigned)i, NULL, 0);
+        assert_int_equal(ss_get(C2, &more[i], 1, 0, &o), 1);
+    }
+    for (int i = 0; i < 64; i++)
+        t_assert_ok(ss_release(C2, &more[i]));
+    for (int i = 0; i < 64; i++)
+        assert_int_equal(store_refs_settle(C, &more[i], 0), 0);
+
+    /* deferred releases are sent before a disconnect */
+    {
+        ss_client *c3;
+        ss_id x = new_id();
+
+        t_assert_ok(ss_connect(sock_path, 0, &c3));
+        put_obj(c3, &x, 10, 3, NULL, 0);
+        assert_int_equal(ss_get(c3, &x, 1, 0, &o), 1);
+        t_assert_ok(ss_release(c3, &x));
+        ss_disconnect(c3);
+        assert_int_equal(store_refs_settle(C, &x, 0), 0);
+        t_assert_ok(ss_delete(C, &x));
+    }
+    t_assert_ok(ss_delete(C, &small));
+    t_assert_ok(ss_delete(C, &large));
+    for (int i = 0; i < 64; i++)
+        t_assert_ok(ss_delete(C, &more[i]));
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -954,6 +1038,7 @@ int main(void)
         cmocka_unit_test(test_events),
         cmocka_unit_test(test_put_then_get_large),
         cmocka_unit_test(test_create_too_big),
+        cmocka_unit_test(test_release_deferral),
     };
 
     /* a small store: keep memory modest on a shared machine */
