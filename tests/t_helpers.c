@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <ftw.h>
+#include <dirent.h>
+#include <time.h>
 
 #include "sealstore.h"
 
@@ -244,4 +246,53 @@ const char *t_tmpdir(void)
         atexit(tmpdir_cleanup);
     }
     return tmpdir;
+}
+
+/* ------------------------------------------------------------ patterns */
+
+static unsigned char pattern_byte(uint64_t i, unsigned seed)
+{
+    /* varies within a page and across pages, so a misplaced page shows */
+    return (unsigned char)((i * 131 + seed * 7 + (i >> 12)) & 0xff);
+}
+
+void t_fill(void *p, uint64_t n, unsigned seed)
+{
+    unsigned char *b = p;
+
+    for (uint64_t i = 0; i < n; i++)
+        b[i] = pattern_byte(i, seed);
+}
+
+bool t_check(const void *p, uint64_t n, unsigned seed)
+{
+    const unsigned char *b = p;
+
+    for (uint64_t i = 0; i < n; i++)
+        if (b[i] != pattern_byte(i, seed))
+            return false;
+    return true;
+}
+
+void t_sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+int t_count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int n = 0;
+
+    if (!d)
+        return -errno;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1; /* the DIR's own fd */
 }

@@ -86,6 +86,15 @@ long t_kernel_page_size(const void *addr);
 /* ShmemPmdMapped + hugetlb share of the mapping containing addr, bytes. */
 long t_smaps_field(const void *addr, const char *field);
 
+/* A deterministic byte pattern: t_fill writes it, t_check compares. */
+void t_fill(void *p, uint64_t n, unsigned seed);
+bool t_check(const void *p, uint64_t n, unsigned seed);
+
+void t_sleep_ms(long ms);
+
+/* Open fds of this process (for before/after leak checks). */
+int t_count_fds(void);
+
 /* Temporary directory for this test program (removed at exit). */
 const char *t_tmpdir(void);
 

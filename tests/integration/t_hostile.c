@@ -43,19 +43,6 @@ static pid_t g_child; /* t_killed_creator's child, killed by teardown if a check
 
 /* ------------------------------------------------------------ raw wire */
 
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *de;
-    int n = 0;
-
-    assert_non_null(d);
-    while ((de = readdir(d)))
-        if (de->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n - 1; /* the DIR's own fd */
-}
 
 /* On failure: what the fds are. */
 static void dump_fds(void)
@@ -279,7 +266,7 @@ static void check_store_ok(void)
     check_alive();
     int n = 0;
     for (int i = 0; i < 500; i++) {
-        if ((n = count_fds()) == g_base_fds)
+        if ((n = t_count_fds()) == g_base_fds)
             return;
         usleep(10000);
     }
@@ -323,7 +310,7 @@ static int group_setup(void **state)
         close(fds[i]);
     close(fd); /* drops the get's reference with the connection */
     usleep(100000);
-    g_base_fds = count_fds();
+    g_base_fds = t_count_fds();
     return 0;
 }
 

@@ -45,29 +45,8 @@ static ss_id new_id(void)
     return id;
 }
 
-static void fill(void *p, uint64_t n, unsigned seed)
-{
-    unsigned char *b = p;
 
-    for (uint64_t i = 0; i < n; i++)
-        b[i] = (unsigned char)((i * 131 + seed * 7 + (i >> 12)) & 0xff);
-}
 
-static bool check(const void *p, uint64_t n, unsigned seed)
-{
-    const unsigned char *b = p;
-
-    for (uint64_t i = 0; i < n; i++)
-        if (b[i] != (unsigned char)((i * 131 + seed * 7 + (i >> 12)) & 0xff))
-            return false;
-    return true;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
 
 /* ---------------------------------------------------- fault detection */
 
@@ -111,7 +90,7 @@ static void put_obj(ss_client *c, const ss_id *id, uint64_t size, unsigned seed,
     void *buf = malloc(size ? size : 1);
 
     assert_non_null(buf);
-    fill(buf, size, seed);
+    t_fill(buf, size, seed);
     t_assert_ok(ss_put(c, id, buf, size, meta, meta_size));
     free(buf);
 }
@@ -124,7 +103,7 @@ static void get_check(ss_client *c, const ss_id *id, uint64_t size, unsigned see
     assert_non_null(o.data);
     assert_int_equal(o.size, size);
     assert_memory_equal(&o.id, id, sizeof(*id));
-    assert_true(check(o.data, size, seed));
+    assert_true(t_check(o.data, size, seed));
     t_assert_ok(ss_release(c, id));
 }
 
@@ -183,7 +162,7 @@ static void test_embedded_store_lifetime(void **state)
     rc = ss_connect(path, 0, &c);
     assert_true(rc == -ECONNREFUSED || rc == -ENOENT);
     assert_true(ss_contains(h2, &a) < 0);
-    assert_true(check(o.data, 100, 5)); /* the view outlives the store */
+    assert_true(t_check(o.data, 100, 5)); /* the view outlives the store */
     t_assert_ok(ss_release(h2, &a));
     ss_disconnect(h2);
 
@@ -253,7 +232,7 @@ static void test_create_seal_get_release(void **state)
     t_assert_ok(ss_create(C, &id, 1000, meta, sizeof(meta), &p));
     assert_non_null(p);
     assert_int_equal((uintptr_t)p % 64, 0);
-    fill(p, 1000, 1);
+    t_fill(p, 1000, 1);
     /* invisible until sealed, to everyone */
     assert_int_equal(ss_contains(C2, &id), 0);
     assert_int_equal(ss_contains(C, &id), 0);
@@ -261,7 +240,7 @@ static void test_create_seal_get_release(void **state)
     assert_null(o.data);
     t_assert_ok(ss_seal(C, &id));
     assert_int_equal(ss_contains(C2, &id), 1);
-    assert_true(check(p, 1000, 1)); /* the creator's view stays readable */
+    assert_true(t_check(p, 1000, 1)); /* the creator's view stays readable */
 
     assert_int_equal(ss_get(C2, &id, 1, 0, &o), 1);
     assert_non_null(o.data);
@@ -269,7 +248,7 @@ static void test_create_seal_get_release(void **state)
     assert_int_equal(o.meta_size, sizeof(meta));
     assert_non_null(o.meta);
     assert_memory_equal(o.meta, meta, sizeof(meta));
-    assert_true(check(o.data, 1000, 1));
+    assert_true(t_check(o.data, 1000, 1));
     t_assert_ok(ss_release(C2, &id));
     assert_int_equal(ss_release(C2, &id), -ENOENT);
     /* the creator's reference */
@@ -295,7 +274,7 @@ static void test_sizes(void **state)
         t_assert_ok(ss_create(C, &a, sizes[i], NULL, 0, &p));
         assert_non_null(p);
         assert_int_equal((uintptr_t)p % 64, 0);
-        fill(p, sizes[i], seed);
+        t_fill(p, sizes[i], seed);
         t_assert_ok(ss_seal(C, &a));
         t_assert_ok(ss_release(C, &a));
         /* through put */
@@ -305,7 +284,7 @@ static void test_sizes(void **state)
         for (int k = 0; k < 2; k++) {
             assert_non_null(o[k].data); /* even for size 0 */
             assert_int_equal(o[k].size, sizes[i]);
-            assert_true(check(o[k].data, sizes[i], seed + (unsigned)k));
+            assert_true(t_check(o[k].data, sizes[i], seed + (unsigned)k));
         }
         assert_null(o[0].meta);
         assert_int_equal(o[0].meta_size, 0);
@@ -328,7 +307,7 @@ static void test_meta_limits(void **state)
     (void)state;
 
     assert_non_null(meta);
-    fill(meta, max + 1, 3);
+    t_fill(meta, max + 1, 3);
     assert_int_equal(ss_create(C, &a, 10, meta, max + 1, &p), -EINVAL);
     assert_int_equal(ss_put(C, &a, "0123456789", 10, meta, max + 1), -EINVAL);
     assert_int_equal(ss_contains(C, &a), 0);
@@ -346,7 +325,7 @@ static void test_meta_limits(void **state)
         const ss_id *id = k == 0 ? &a : k == 1 ? &b : &c;
         assert_int_equal(ss_get(C2, id, 1, 0, &o), 1);
         assert_int_equal(o.meta_size, max);
-        assert_true(check(o.meta, max, 3));
+        assert_true(t_check(o.meta, max, 3));
         t_assert_ok(ss_release(C2, id));
         t_assert_ok(ss_delete(C2, id));
     }
@@ -430,11 +409,11 @@ static void test_get_multi(void **state)
     ids[2] = missing;
     ids[3] = a;
     assert_int_equal(ss_get(C2, ids, 4, 0, o), 3);
-    assert_true(check(o[0].data, 100, 21));
-    assert_true(check(o[1].data, 200000, 22));
+    assert_true(t_check(o[0].data, 100, 21));
+    assert_true(t_check(o[1].data, 200000, 22));
     assert_null(o[2].data);
     assert_memory_equal(&o[2].id, &missing, sizeof(missing));
-    assert_true(check(o[3].data, 100, 21));
+    assert_true(t_check(o[3].data, 100, 21));
     /* a listed twice: two references */
     t_assert_ok(ss_release(C2, &a));
     t_assert_ok(ss_release(C2, &a));
@@ -464,7 +443,7 @@ static void test_get_many(void **state)
     for (int i = 0; i < N; i++) {
         if (i % 3 == 0) {
             assert_non_null(o[i].data);
-            assert_true(check(o[i].data, (uint64_t)i * 10, (unsigned)i));
+            assert_true(t_check(o[i].data, (uint64_t)i * 10, (unsigned)i));
             t_assert_ok(ss_release(C2, &ids[i]));
             t_assert_ok(ss_delete(C, &ids[i]));
         } else {
@@ -540,16 +519,16 @@ static void test_get_woken_by_seal(void **state)
     w2.id = w.id;
     assert_int_equal(pthread_create(&t, NULL, wait_thread, &w), 0);
     assert_int_equal(pthread_create(&t2, NULL, wait_thread, &w2), 0);
-    sleep_ms(50);
+    t_sleep_ms(50);
     t_assert_ok(ss_create(C, &w.id, 3 << 20, NULL, 0, &p));
-    fill(p, 3 << 20, 31);
-    sleep_ms(20);
+    t_fill(p, 3 << 20, 31);
+    t_sleep_ms(20);
     t_assert_ok(ss_seal(C, &w.id));
     pthread_join(t, NULL);
     pthread_join(t2, NULL);
     assert_int_equal(w.rc, 1);
     assert_int_equal(w2.rc, 1);
-    assert_true(check(w.o.data, 3 << 20, 31));
+    assert_true(t_check(w.o.data, 3 << 20, 31));
     assert_ptr_equal(w.o.data, w2.o.data); /* one mapping per segment */
     t_assert_ok(ss_release(C2, &w.id));
     t_assert_ok(ss_release(C2, &w.id));
@@ -599,7 +578,7 @@ static void test_concurrent_gets_same_segment(void **state)
             pthread_join(t[i], NULL);
             assert_int_equal(r[i].rc, 1);
             assert_ptr_equal(r[i].o.data, r[0].o.data);
-            assert_true(check(r[i].o.data, size, (unsigned)round));
+            assert_true(t_check(r[i].o.data, size, (unsigned)round));
         }
         for (int i = 0; i < T; i++)
             t_assert_ok(ss_release(C2, &id));
@@ -621,7 +600,7 @@ static void test_delete_while_referenced(void **state)
         uint64_t size = large ? (2 << 20) + 5 : 3000;
 
         t_assert_ok(ss_create(C, &a, size, "m1", 2, &p));
-        fill(p, size, 40);
+        t_fill(p, size, 40);
         t_assert_ok(ss_seal(C, &a));
         creator_view = p;
         assert_int_equal(ss_get(C2, &a, 1, 0, &v), 1);
@@ -630,18 +609,18 @@ static void test_delete_while_referenced(void **state)
         assert_int_equal(ss_get(C, &a, 1, 0, &v2), 0);
         assert_int_equal(ss_delete(C2, &a), -ENOENT);
         /* views stay readable */
-        assert_true(check(v.data, size, 40));
-        assert_true(check(creator_view, size, 40));
+        assert_true(t_check(v.data, size, 40));
+        assert_true(t_check(creator_view, size, 40));
         assert_memory_equal(v.meta, "m1", 2);
         /* the id can be created again at once */
         put_obj(C, &a, size / 2, 41, "m2", 2);
         assert_int_equal(ss_get(C2, &a, 1, 0, &v2), 1);
-        assert_true(check(v2.data, size / 2, 41));
+        assert_true(t_check(v2.data, size / 2, 41));
         assert_memory_equal(v2.meta, "m2", 2);
-        assert_true(check(v.data, size, 40));
+        assert_true(t_check(v.data, size, 40));
         /* release drops the oldest view first, then the new one */
         t_assert_ok(ss_release(C2, &a));
-        assert_true(check(v2.data, size / 2, 41));
+        assert_true(t_check(v2.data, size / 2, 41));
         t_assert_ok(ss_release(C2, &a));
         assert_int_equal(ss_release(C2, &a), -ENOENT);
         t_assert_ok(ss_release(C, &a));
@@ -663,16 +642,16 @@ static void test_read_only_views(void **state)
     /* writable before seal */
     assert_false(write_faults(pa));
     assert_false(write_faults((char *)pb + 12345));
-    fill(pa, 100, 50);
-    fill(pb, 1 << 20, 51);
+    t_fill(pa, 100, 50);
+    t_fill(pb, 1 << 20, 51);
     t_assert_ok(ss_seal(C, &a));
     t_assert_ok(ss_seal(C, &b));
     /* the creator's pointer is a read-only view now */
     assert_true(write_faults(pa));
     assert_true(write_faults(pb));
     assert_true(write_faults((char *)pb + (1 << 20) - 1));
-    assert_true(check(pa, 100, 50));
-    assert_true(check(pb, 1 << 20, 51));
+    assert_true(t_check(pa, 100, 50));
+    assert_true(t_check(pb, 1 << 20, 51));
     /* and so are views from get, in both handles */
     assert_int_equal(ss_get(C2, (ss_id[]){ a, b }, 2, 0, o), 2);
     assert_true(write_faults((void *)o[0].data));
@@ -710,10 +689,10 @@ static void *churn_thread(void *arg)
 
         memset(&id, 0, sizeof(id));
         snprintf((char *)id.b, sizeof(id.b), "th%u-%d", ch->seed, i);
-        fill(buf, size, ch->seed + (unsigned)i);
+        t_fill(buf, size, ch->seed + (unsigned)i);
         if (ss_put(ch->c, &id, buf, size, NULL, 0) != 0 ||
             ss_get(ch->c, &id, 1, 0, &o) != 1 || o.size != size ||
-            !check(o.data, size, ch->seed + (unsigned)i) || ss_release(ch->c, &id) != 0 ||
+            !t_check(o.data, size, ch->seed + (unsigned)i) || ss_release(ch->c, &id) != 0 ||
             ss_delete(ch->c, &id) != 0)
             ch->errors++;
     }
@@ -730,7 +709,7 @@ static void test_threads_share_handle(void **state)
 
     w.id = new_id();
     assert_int_equal(pthread_create(&wt, NULL, wait_thread, &w), 0);
-    sleep_ms(20);
+    t_sleep_ms(20);
     for (int i = 0; i < T; i++) {
         ch[i] = (struct churner){ .c = C, .n = N, .seed = 100 + (unsigned)i };
         assert_int_equal(pthread_create(&t[i], NULL, churn_thread, &ch[i]), 0);
@@ -743,7 +722,7 @@ static void test_threads_share_handle(void **state)
     put_obj(C2, &w.id, 777, 60, NULL, 0);
     pthread_join(wt, NULL);
     assert_int_equal(w.rc, 1);
-    assert_true(check(w.o.data, 777, 60));
+    assert_true(t_check(w.o.data, 777, 60));
     t_assert_ok(ss_release(C, &w.id));
     t_assert_ok(ss_delete(C, &w.id));
 }
@@ -933,7 +912,7 @@ static int store_refs_settle(ss_client *viewer, const ss_id *id, int want)
     int r = -1;
 
     for (int i = 0; i < 200 && (r = store_refs(viewer, id)) != want; i++)
-        sleep_ms(5);
+        t_sleep_ms(5);
     return r;
 }
 
@@ -959,7 +938,7 @@ static void test_release_deferral(void **state)
     t_assert_ok(ss_release(C2, &small));
     assert_int_equal(store_refs_settle(C, &large, 0), 0);
     /* C2 made no call since: its small release has not been sent */
-    sleep_ms(20);
+    t_sleep_ms(20);
     assert_int_equal(store_refs(C, &small), 1);
     /* its next call carries it, ahead of the request itself */
     assert_int_equal(ss_contains(C2, &small), 1);

@@ -56,36 +56,15 @@ static ss_id new_id(void)
     return id;
 }
 
-static void fill(void *p, uint64_t n, unsigned seed)
-{
-    unsigned char *b = p;
 
-    for (uint64_t i = 0; i < n; i++)
-        b[i] = (unsigned char)((i * 131 + seed * 7 + (i >> 12)) & 0xff);
-}
 
-static bool check(const void *p, uint64_t n, unsigned seed)
-{
-    const unsigned char *b = p;
-
-    for (uint64_t i = 0; i < n; i++)
-        if (b[i] != (unsigned char)((i * 131 + seed * 7 + (i >> 12)) & 0xff))
-            return false;
-    return true;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
 
 static void put_obj(ss_client *c, const ss_id *id, uint64_t size, unsigned seed)
 {
     void *buf = malloc(size ? size : 1);
 
     assert_non_null(buf);
-    fill(buf, size, seed);
+    t_fill(buf, size, seed);
     t_assert_ok(ss_put(c, id, buf, size, NULL, 0));
     free(buf);
 }
@@ -108,7 +87,7 @@ static ss_stats settled_stats(ss_client *c)
     ss_stats a = stats_of(c), b;
 
     for (int i = 0; i < 60; i++) {
-        sleep_ms(50);
+        t_sleep_ms(50);
         b = stats_of(c);
         if (b.resident_bytes == a.resident_bytes && b.pool_ready_bytes == a.pool_ready_bytes &&
             b.objects == a.objects)
@@ -118,20 +97,6 @@ static ss_stats settled_stats(ss_client *c)
     return a;
 }
 
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    int n = 0;
-
-    if (!d)
-        return -1;
-    while ((e = readdir(d)))
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n - 1; /* the DIR's own fd */
-}
 
 /* ------------------------------------------------------------ children */
 
@@ -294,7 +259,7 @@ static void child_pages(void *a)
     close_inherited(pa->pipe_w);
     c = child_connect();
     CHK(ss_get(c, (ss_id[]){ pa->big, pa->small }, 2, 0, o) == 2);
-    CHK(check(o[0].data, 2 << 20, 1) && check(o[1].data, 1000, 2));
+    CHK(t_check(o[0].data, 2 << 20, 1) && t_check(o[1].data, 1000, 2));
     pfn[0] = pfn_of(o[0].data);
     pfn[1] = pfn_of((const char *)o[0].data + (1 << 20));
     pfn[2] = pfn_of(o[1].data);
@@ -315,7 +280,7 @@ static void test_shared_pages(void **state)
     pa.big = new_id();
     pa.small = new_id();
     t_assert_ok(ss_create(C, &pa.big, 2 << 20, NULL, 0, &p));
-    fill(p, 2 << 20, 1);
+    t_fill(p, 2 << 20, 1);
     t_assert_ok(ss_seal(C, &pa.big));
     put_obj(C, &pa.small, 1000, 2);
     assert_int_equal(ss_get(C, &pa.small, 1, 0, &o), 1);
@@ -450,7 +415,7 @@ static void child_reader(void *a)
         long pg = sysconf(_SC_PAGESIZE);
         void *base = (void *)((uintptr_t)o[i].data / (uintptr_t)pg * (uintptr_t)pg);
 
-        CHK(check(o[i].data, ra->sizes[i], 10 + (unsigned)i));
+        CHK(t_check(o[i].data, ra->sizes[i], 10 + (unsigned)i));
         CHK(access_faults(o[i].data, true));
         CHK(access_faults((const char *)o[i].data + ra->sizes[i] - 1, true));
         CHK(mprotect(base, (size_t)pg, PROT_READ | PROT_WRITE) != 0);
@@ -508,15 +473,15 @@ static void test_reader_cannot_write(void **state)
     for (int i = 0; i < 3; i++)
         ra.ids[i] = new_id();
     t_assert_ok(ss_create(C, &ra.ids[0], ra.sizes[0], "meta0", 5, &p));
-    fill(p, ra.sizes[0], 10);
+    t_fill(p, ra.sizes[0], 10);
     t_assert_ok(ss_seal(C, &ra.ids[0]));
     t_assert_ok(ss_release(C, &ra.ids[0]));
     {
         void *b = malloc(ra.sizes[2]);
         assert_non_null(b);
-        fill(b, ra.sizes[1], 11);
+        t_fill(b, ra.sizes[1], 11);
         t_assert_ok(ss_put(C, &ra.ids[1], b, ra.sizes[1], "meta1", 5));
-        fill(b, ra.sizes[2], 12);
+        t_fill(b, ra.sizes[2], 12);
         t_assert_ok(ss_put(C, &ra.ids[2], b, ra.sizes[2], NULL, 0));
         free(b);
     }
@@ -539,7 +504,7 @@ static void child_waiter(void *a)
     close_inherited(-1);
     c = child_connect();
     CHK(ss_get(c, id, 1, -1, &o) == 1);
-    CHK(o.size == (2 << 20) + 1 && check(o.data, o.size, 20));
+    CHK(o.size == (2 << 20) + 1 && t_check(o.data, o.size, 20));
     CHK(ss_release(c, id) == 0);
     ss_disconnect(c);
 }
@@ -552,9 +517,9 @@ static void test_blocking_get_other_process(void **state)
     (void)state;
 
     pid = fork_child(child_waiter, &id);
-    sleep_ms(150); /* let it connect and park its get */
+    t_sleep_ms(150); /* let it connect and park its get */
     t_assert_ok(ss_create(C, &id, (2 << 20) + 1, NULL, 0, &p));
-    fill(p, (2 << 20) + 1, 20);
+    t_fill(p, (2 << 20) + 1, 20);
     t_assert_ok(ss_seal(C, &id));
     wait_ok(pid);
     t_assert_ok(ss_release(C, &id));
@@ -600,7 +565,7 @@ static void child_inherits(void *a)
     /* a fresh connection works, to the store embedded in the parent */
     c = child_connect();
     CHK(ss_get(c, &fa->sealed, 1, 0, &o) == 1);
-    CHK(check(o.data, 4096, 30));
+    CHK(t_check(o.data, 4096, 30));
     CHK(ss_release(c, &fa->sealed) == 0);
     CHK(ss_put(c, &fa->from_child, "child!", 6, NULL, 0) == 0);
     CHK(ss_contains(c, &fa->big_unsealed) == 0);
@@ -630,14 +595,14 @@ static void test_forked_child(void **state)
     assert_int_equal(ss_get(C, &fa.sealed, 1, 0, &o), 1);
     t_assert_ok(ss_create(C, &fa.big_unsealed, 1 << 20, NULL, 0, &fa.pbig));
     t_assert_ok(ss_create(C, &fa.small_unsealed, 100, NULL, 0, &fa.psmall));
-    fill(fa.pbig, 1 << 20, 31);
-    fill(fa.psmall, 100, 32);
+    t_fill(fa.pbig, 1 << 20, 31);
+    t_fill(fa.psmall, 100, 32);
 
     wait_ok(fork_child(child_inherits, &fa));
 
     /* the parent's handle, views and unsealed objects are intact */
-    assert_true(check(o.data, 4096, 30));
-    assert_true(check(fa.pbig, 1 << 20, 31));
+    assert_true(t_check(o.data, 4096, 30));
+    assert_true(t_check(fa.pbig, 1 << 20, 31));
     t_assert_ok(ss_seal(C, &fa.big_unsealed));
     t_assert_ok(ss_seal(C, &fa.small_unsealed));
     assert_int_equal(ss_get(C, &fa.from_child, 1, 0, &o), 1);
@@ -750,14 +715,14 @@ static void child_churn(void *a)
         snprintf((char *)id.b, sizeof(id.b), "ch-%d-%d", me, i);
         other = id;
         snprintf((char *)other.b, sizeof(other.b), "ch-%d-%d", (me + 1) % CHURN_PROCS, i);
-        fill(buf, size, (unsigned)(me * 1000 + i));
+        t_fill(buf, size, (unsigned)(me * 1000 + i));
         rc = ss_put(c, &id, buf, size, NULL, 0);
         if (rc != 0)
             fprintf(stderr, "child %d: put %d of %llu bytes: %s\n", me, i,
                     (unsigned long long)size, ss_strerror(rc));
         CHK(rc == 0);
         n = ss_get(c, (ss_id[]){ id, other }, 2, 0, o);
-        CHK(n >= 1 && o[0].size == size && check(o[0].data, size, (unsigned)(me * 1000 + i)));
+        CHK(n >= 1 && o[0].size == size && t_check(o[0].data, size, (unsigned)(me * 1000 + i)));
         CHK(ss_release(c, &id) == 0);
         if (o[1].data)
             CHK(ss_release(c, &other) == 0);
@@ -785,7 +750,7 @@ static void test_churn(void **state)
     put_obj(C, &warm, 200000, 1);
     t_assert_ok(ss_delete(C, &warm));
     base = settled_stats(C);
-    fds0 = count_fds();
+    fds0 = t_count_fds();
 
     assert_int_equal(pipe(churn_go), 0);
     for (int i = 0; i < CHURN_PROCS; i++)
@@ -798,7 +763,7 @@ static void test_churn(void **state)
     /* the store notices the disconnects and the pool refills: wait a bit */
     for (int tries = 0; tries < 100; tries++) {
         st = settled_stats(C);
-        fds1 = count_fds();
+        fds1 = t_count_fds();
         if (st.objects == base.objects && st.clients == base.clients &&
             st.resident_bytes <= base.resident_bytes && fds1 == fds0)
             break;
@@ -845,7 +810,7 @@ static void test_creator_killed(void **state)
     for (int tries = 0; tries < 100 && rc == -EEXIST; tries++) {
         rc = ss_create(C, &ids[0], 1 << 20, NULL, 0, &p);
         if (rc == -EEXIST)
-            sleep_ms(20);
+            t_sleep_ms(20);
     }
     t_assert_ok(rc);
     t_assert_ok(ss_abort(C, &ids[0]));
@@ -907,7 +872,7 @@ static void test_store_killed(void **state)
         rc = ss_connect(path, 0, &c);
         if (rc == 0)
             break;
-        sleep_ms(20);
+        t_sleep_ms(20);
     }
     t_assert_ok(rc);
 
@@ -931,8 +896,8 @@ static void test_store_killed(void **state)
                                              .version = SS_STATS_VERSION }) < 0);
     assert_true(ss_create(c, &x, 10, NULL, 0, &p) < 0);
     /* views stay readable */
-    assert_true(check(o[0].data, 3000, 40));
-    assert_true(check(o[1].data, (2 << 20) + 9, 41));
+    assert_true(t_check(o[0].data, 3000, 40));
+    assert_true(t_check(o[1].data, (2 << 20) + 9, 41));
     /* release works, and unmaps the object's own segment */
     t_assert_ok(ss_release(c, &a));
     t_assert_ok(ss_release(c, &b));
@@ -973,12 +938,12 @@ static void test_hugepage_object(void **state)
         T_SKIP_IF(true, "hugepages", "another test took the reserved hugepages meanwhile");
     }
     t_assert_ok(ss_create(h, &id, size, NULL, 0, &p));
-    fill(p, size, 50);
+    t_fill(p, size, 50);
     t_assert_ok(ss_seal(h, &id));
     assert_int_equal(t_kernel_page_size(p), 2 << 20);
     assert_int_equal(ss_get(h2, &id, 1, 0, &o), 1);
     assert_int_equal(t_kernel_page_size(o.data), 2 << 20);
-    assert_true(check(o.data, size, 50));
+    assert_true(t_check(o.data, size, 50));
     st = stats_of(h2);
     assert_true(st.bytes_by_backing[2] >= size);
     /* ss_put on hugetlb: no pwrite there, the library maps and copies */
@@ -988,12 +953,12 @@ static void test_hugepage_object(void **state)
         void *b = malloc(6 << 20);
 
         assert_non_null(b);
-        fill(b, 6 << 20, 51);
+        t_fill(b, 6 << 20, 51);
         t_assert_ok(ss_put(h, &id2, b, 6 << 20, NULL, 0));
         free(b);
         assert_int_equal(ss_get(h2, &id2, 1, 0, &o2), 1);
         assert_int_equal(t_kernel_page_size(o2.data), 2 << 20);
-        assert_true(check(o2.data, 6 << 20, 51));
+        assert_true(t_check(o2.data, 6 << 20, 51));
         t_assert_ok(ss_release(h2, &id2));
         t_assert_ok(ss_delete(h, &id2));
     }

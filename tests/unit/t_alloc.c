@@ -106,16 +106,6 @@ static ss__salloc_stats stats(const ss__salloc *a)
     return st;
 }
 
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    int n = 0;
-    assert_non_null(d);
-    while (readdir(d))
-        n++;
-    closedir(d);
-    return n;
-}
 
 /* A live object as the tests track it. */
 typedef struct obj {
@@ -449,11 +439,11 @@ static void test_exhaustion(void **state)
     assert_true(n * MAXSZ * 8 >= 7 * 2 * SEG);
 
     /* A refused growth leaks nothing: no fd, no charge, no stats change. */
-    int fds = count_fds();
+    int fds = t_count_fds();
     unsigned refused = b.refused;
     t_assert_err(ss__salloc_alloc(a, 64, SS_NODE_ANY, &(ss__sloc){0}), -ENOSPC);
     assert_int_equal(b.refused, refused + 1);
-    assert_int_equal(count_fds(), fds);
+    assert_int_equal(t_count_fds(), fds);
     assert_int_equal(b.used, 2 * SEG);
     assert_int_equal(stats(a).live_objects, n);
     t_assert_ok(ss__salloc_validate(a));

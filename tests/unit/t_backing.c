@@ -64,19 +64,6 @@ static int create(ss__seg *seg, uint64_t size, int hugepages, int kind)
     return ss__seg_create(seg, &p);
 }
 
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    int n = 0;
-
-    if (!d)
-        return -1;
-    while ((e = readdir(d)))
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
 
 /* Map the segment read-only through a reader's fd at an address aligned
  * to its page (the kernel picks one for hugetlb and THP shmem by itself,
@@ -283,7 +270,7 @@ static void t_auto_fallback(void **state)
 {
     uint64_t size = beyond_2m_pool();
     uint64_t fb0 = counter(&ss__g_stats.backing_fallbacks);
-    int fds0 = count_fds();
+    int fds0 = t_count_fds();
     ss__seg seg;
 
     (void)state;
@@ -305,7 +292,7 @@ static void t_auto_fallback(void **state)
     }
     ss_log_set_sink(NULL, NULL);
     ss__log_set_level(SS_LOG_ERROR);
-    assert_int_equal(count_fds(), fds0); /* failed candidates closed their fds */
+    assert_int_equal(t_count_fds(), fds0); /* failed candidates closed their fds */
     /* one warning for the 2M pool over both creates, saying how to fix it */
     {
         const char *first = strstr(warnings, "2 MiB hugepages");
@@ -324,7 +311,7 @@ static void t_auto_fallback(void **state)
 static void t_explicit_no_pages(void **state)
 {
     uint64_t size = beyond_2m_pool();
-    int fds0 = count_fds();
+    int fds0 = t_count_fds();
     ss__seg seg;
 
     (void)state;
@@ -341,7 +328,7 @@ static void t_explicit_no_pages(void **state)
             ss__backing_set_hint(true);
         }
     }
-    assert_int_equal(count_fds(), fds0);
+    assert_int_equal(t_count_fds(), fds0);
 }
 
 /* With 2 MiB pages free, a 64 MiB object under auto is 2M-backed and a

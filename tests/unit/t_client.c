@@ -48,20 +48,6 @@ struct fake {
     int seg;          /* a 64 KiB memfd to hand out */
 };
 
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    int n = 0;
-
-    if (!d)
-        return -1;
-    while ((e = readdir(d)))
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n - 1;
-}
 
 static int fake_send(fake *f, const void *bytes, size_t len, const int *fds, unsigned nfds)
 {
@@ -315,7 +301,7 @@ static int script_hangup(fake *f, const ss__msg_hdr *h, const unsigned char *bod
 
 static void test_fake_store_good(void **state)
 {
-    int fds0 = count_fds();
+    int fds0 = t_count_fds();
     fake f;
     ss_client *c;
     ss_object o[3];
@@ -338,14 +324,14 @@ static void test_fake_store_good(void **state)
     ss_disconnect(c);
     fake_stop(&f);
     assert_int_equal(f.released, 3);
-    assert_int_equal(count_fds(), fds0);
+    assert_int_equal(t_count_fds(), fds0);
 }
 
 /* a later batch fails: references of the earlier ones are given back and
  * out stays untouched */
 static void test_fake_store_batch_failure(void **state)
 {
-    int fds0 = count_fds();
+    int fds0 = t_count_fds();
     enum { N = 100 };
     static ss_id ids[N];
     static ss_object o[N], pattern[N];
@@ -379,12 +365,12 @@ static void test_fake_store_batch_failure(void **state)
     assert_int_equal(ss_contains(c, &ids[0]), -SS_E_PROTO);
     ss_disconnect(c);
     fake_stop(&f);
-    assert_int_equal(count_fds(), fds0);
+    assert_int_equal(t_count_fds(), fds0);
 }
 
 static void check_fatal(fake_fn fn, int call, int want)
 {
-    int fds0 = count_fds();
+    int fds0 = t_count_fds();
     fake f;
     ss_client *c;
     ss_id id = fid(1);
@@ -405,7 +391,7 @@ static void check_fatal(fake_fn fn, int call, int want)
     assert_int_equal(ss_release(c, &id), -ENOENT);
     ss_disconnect(c);
     fake_stop(&f);
-    assert_int_equal(count_fds(), fds0);
+    assert_int_equal(t_count_fds(), fds0);
 }
 
 static void test_fake_store_bad_replies(void **state)
@@ -422,7 +408,7 @@ static void test_fake_store_bad_replies(void **state)
 
 static void test_fake_store_hello(void **state)
 {
-    int fds0 = count_fds();
+    int fds0 = t_count_fds();
     fake f;
     ss_client *c = (ss_client *)0x1;
     (void)state;
@@ -436,7 +422,7 @@ static void test_fake_store_hello(void **state)
     assert_int_equal(ss_connect(f.path, 0, &c), -ETIMEDOUT);
     fake_stop(&f);
     assert_ptr_equal(c, (ss_client *)0x1);
-    assert_int_equal(count_fds(), fds0);
+    assert_int_equal(t_count_fds(), fds0);
 }
 
 int main(void)

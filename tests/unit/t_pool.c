@@ -98,20 +98,6 @@ static void release(struct acct *a, ss__seg *seg)
         acct_charge(a, -bytes);
 }
 
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    int n = 0;
-
-    if (!d)
-        return -errno;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n - 1; /* the DIR's own fd */
-}
 
 static ss__pool_stats stats(ss__pool *pool)
 {
@@ -383,7 +369,7 @@ static void test_trim(void **state)
 static void test_stop_while_populating(void **state)
 {
     static const int delay_us[] = { 0, 1000, 10000 };
-    int fds = count_fds();
+    int fds = t_count_fds();
 
     for (size_t i = 0; i < SS_ARRAY_SIZE(delay_us); i++) {
         struct acct a = { 0 };
@@ -399,7 +385,7 @@ static void test_stop_while_populating(void **state)
                       (double)(ss__now_ns() - t0) / 1e6);
         assert_int_equal(atomic_load(&a.total), 0);
         assert_false(atomic_load(&a.negative));
-        assert_int_equal(count_fds(), fds);
+        assert_int_equal(t_count_fds(), fds);
     }
 }
 
@@ -439,7 +425,7 @@ static void test_concurrent_takes(void **state)
     pthread_t th[2];
     ss__pool *pool;
     ss__pool_stats st;
-    int fds = count_fds();
+    int fds = t_count_fds();
 
     pool = start(&p);
     for (int i = 0; i < 2; i++) {
@@ -458,7 +444,7 @@ static void test_concurrent_takes(void **state)
     st = stats(pool);
     assert_int_equal(st.hits + st.misses, 120);
     finish(pool, &a);
-    assert_int_equal(count_fds(), fds);
+    assert_int_equal(t_count_fds(), fds);
 }
 
 /* When the right class is empty, a larger class within 4x serves (trimmed);
