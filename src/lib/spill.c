@@ -1358,7 +1358,8 @@ int ss__spill_scan(ss__spill *sp, ss__spill_scan_fn fn, void *arg)
     closedir(d);
     if (rc < 0)
         goto out;
-    qsort(ids, nids, sizeof(*ids), cmp_u64);
+    if (nids > 1) /* qsort(NULL, 0, ...) is undefined */
+        qsort(ids, nids, sizeof(*ids), cmp_u64);
 
     for (size_t i = 0; i < nids; i++) {
         char name[SS_SPILL_NAME_MAX];

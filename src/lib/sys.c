@@ -56,6 +56,16 @@ int ss__sys_fchmod(int fd, unsigned mode)
     return fchmod(fd, (mode_t)mode) < 0 ? -errno : 0;
 }
 
+int ss__sys_allocated(int fd, uint64_t *bytes)
+{
+    struct stat st;
+
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    *bytes = (uint64_t)st.st_blocks * 512u;
+    return 0;
+}
+
 void *ss__sys_mmap(void *addr, size_t len, int prot, int flags, int fd, uint64_t off)
 {
     void *p;

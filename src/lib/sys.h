@@ -45,6 +45,8 @@ int ss__sys_fallocate(int fd, int mode, uint64_t off, uint64_t len);
 int ss__sys_add_seals(int fd, int seals);
 int ss__sys_get_seals(int fd);
 int ss__sys_fchmod(int fd, unsigned mode);
+/* Bytes the file really holds (st_blocks * 512), or -errno. */
+int ss__sys_allocated(int fd, uint64_t *bytes);
 /* mmap returning a pointer or ss__err_ptr(-errno) */
 void *ss__sys_mmap(void *addr, size_t len, int prot, int flags, int fd, uint64_t off);
 int ss__sys_munmap(void *addr, size_t len);
