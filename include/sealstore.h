@@ -214,8 +214,33 @@ typedef struct ss_stats {
     uint64_t waits, wait_timeouts;
     uint64_t protocol_errors;
     uint64_t bookkeeping_bytes;   /* the store's own memory for its index */
-    uint64_t reserved[24];
+    /* Spilling (SEALSTORE_SPILL_*). Objects spilled to disk still count
+     * in objects, sealed_objects and object_bytes above. Throughput in
+     * bytes per second is bytes * 1e9 / ns (ns: wall time with at least
+     * one spill, or restore, in progress). */
+    uint64_t spilled_objects;     /* objects on disk only, now */
+    uint64_t spilled_bytes;       /* their bytes */
+    uint64_t spills;              /* objects spilled (durably), total */
+    uint64_t spill_bytes;         /* bytes of those */
+    uint64_t spill_ns;
+    uint64_t restores;            /* objects restored into memory, total */
+    uint64_t restore_bytes;
+    uint64_t restore_ns;
+    uint64_t spill_files;         /* spill files in the store's directory */
+    uint64_t spill_disk_bytes;    /* bytes of those files */
+    uint64_t spill_errors;        /* spills that failed (the object stayed in memory) */
+    uint64_t restore_errors;      /* restores that failed (disk errors, no memory) */
+    uint64_t spill_lost;          /* spill records found damaged (at startup or on a
+                                   * restore) or missing: their objects are dropped */
+    uint64_t spill_queue_depth;   /* I/Os the spill engine keeps in flight */
+    uint64_t spill_mode;          /* SS_SPILL_MODE_* bits; 0: spilling is off */
+    uint64_t reserved[9];
 } ss_stats;
+
+/* ss_stats.spill_mode */
+#define SS_SPILL_MODE_ON     (1u << 0) /* spilling is on */
+#define SS_SPILL_MODE_URING  (1u << 1) /* io_uring (else worker threads: pwrite/pread) */
+#define SS_SPILL_MODE_DIRECT (1u << 2) /* O_DIRECT (else buffered I/O, e.g. on tmpfs) */
 
 /* 0, -EINVAL (size/version mismatch), connection errors. */
 SS_API SS_NODISCARD int ss_stats_get(ss_client *c, ss_stats *out);
@@ -281,7 +306,7 @@ typedef enum ss_option {
     SS_OPT_CAPACITY,          /* SEALSTORE_CAPACITY: resident object bytes */
     SS_OPT_HUGEPAGES,         /* SEALSTORE_HUGEPAGES: auto|1G|2M|thp|off */
     SS_OPT_NUMA,              /* SEALSTORE_NUMA: local|interleave|node:N|off */
-    SS_OPT_SPILL_DIR,         /* SEALSTORE_SPILL_DIR */
+    SS_OPT_SPILL_DIR,         /* SEALSTORE_SPILL_DIR: spill directory, or off */
     SS_OPT_LOG,               /* SEALSTORE_LOG: error|warn|info|debug */
     SS_OPT_POOL_SIZE,         /* SEALSTORE_POOL_SIZE: bytes of ready segments */
     SS_OPT_POOL_CLASSES,      /* SEALSTORE_POOL_CLASSES: segment size classes */
@@ -290,6 +315,8 @@ typedef enum ss_option {
     SS_OPT_CREATE_TIMEOUT,    /* SEALSTORE_CREATE_TIMEOUT: wait for memory (ms/s/m/h) */
     SS_OPT_EVICT,             /* SEALSTORE_EVICT: drop LRU objects when full (off) */
     SS_OPT_SOCKET_GROUP,      /* SEALSTORE_SOCKET_GROUP: group allowed to connect */
+    SS_OPT_SPILL_HIGH,        /* SEALSTORE_SPILL_HIGH: spill ahead above this (N%, size, off) */
+    SS_OPT_SPILL_QUEUE_DEPTH, /* SEALSTORE_SPILL_QUEUE_DEPTH: spill I/Os in flight */
     SS_OPT__COUNT             /* sentinel */
 } ss_option;
 

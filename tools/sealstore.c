@@ -406,7 +406,9 @@ static const char *const cmd_help[CMD__COUNT] = {
         "(4K, THP, 2M, 1G), the small-object allocator (live, class-rounded and\n"
         "segment bytes, rounding waste), the segment pool (ready bytes, hits,\n"
         "misses), backing fallbacks, bytes per NUMA node, clients, operation\n"
-        "counters, protocol errors and the store's bookkeeping memory.\n"
+        "counters, protocol errors, the store's bookkeeping memory and spilling\n"
+        "(objects on disk, files, spill and restore totals and throughput,\n"
+        "errors, io_uring or worker threads, O_DIRECT or buffered).\n"
         "With --json, one object whose keys are the ss_stats field names.\n",
     [CMD_LS] =
         "Usage: sealstore [--json] ls\n"
@@ -768,6 +770,12 @@ static int read_stream(int fd, unsigned char **out, size_t *outlen)
 
 /* -------------------------------------------------------------- commands */
 
+/* GB/s (10^9 bytes per second) of bytes moved in ns of busy time. */
+static double gbps(uint64_t bytes, uint64_t ns)
+{
+    return ns ? (double)bytes / (double)ns : 0.0;
+}
+
 static int cmd_stat(struct cli *cli)
 {
     ss_stats st;
@@ -814,10 +822,26 @@ static int cmd_stat(struct cli *cli)
                    ", \"deletes\": %" PRIu64 ", \"evictions\": %" PRIu64 ", \"waits\": %" PRIu64
                    ", \"wait_timeouts\": %" PRIu64 ",\n \"protocol_errors\": %" PRIu64
                    ", \"bookkeeping_bytes\": %" PRIu64 ", \"bookkeeping_bytes_per_object\": %" PRIu64
-                   "}\n",
+                   ",\n",
                 st.clients, st.creates, st.seals, st.aborts, st.gets, st.releases, st.deletes,
                 st.evictions, st.waits, st.wait_timeouts, st.protocol_errors, st.bookkeeping_bytes,
                 st.objects ? st.bookkeeping_bytes / st.objects : 0);
+        fprintf(f, " \"spill_mode\": %" PRIu64 ", \"spill_uring\": %s, \"spill_direct\": %s"
+                   ", \"spill_queue_depth\": %" PRIu64 ",\n \"spilled_objects\": %" PRIu64
+                   ", \"spilled_bytes\": %" PRIu64 ", \"spill_files\": %" PRIu64
+                   ", \"spill_disk_bytes\": %" PRIu64 ",\n \"spills\": %" PRIu64
+                   ", \"spill_bytes\": %" PRIu64 ", \"spill_ns\": %" PRIu64
+                   ", \"spill_gbps\": %.3f,\n \"restores\": %" PRIu64
+                   ", \"restore_bytes\": %" PRIu64 ", \"restore_ns\": %" PRIu64
+                   ", \"restore_gbps\": %.3f,\n \"spill_errors\": %" PRIu64
+                   ", \"restore_errors\": %" PRIu64 ", \"spill_lost\": %" PRIu64 "}\n",
+                st.spill_mode, (st.spill_mode & SS_SPILL_MODE_URING) ? "true" : "false",
+                (st.spill_mode & SS_SPILL_MODE_DIRECT) ? "true" : "false", st.spill_queue_depth,
+                st.spilled_objects, st.spilled_bytes, st.spill_files, st.spill_disk_bytes,
+                st.spills, st.spill_bytes, st.spill_ns, gbps(st.spill_bytes, st.spill_ns),
+                st.restores, st.restore_bytes, st.restore_ns,
+                gbps(st.restore_bytes, st.restore_ns), st.spill_errors, st.restore_errors,
+                st.spill_lost);
         return CLI_OK;
     }
 
@@ -869,6 +893,27 @@ static int cmd_stat(struct cli *cli)
     if (st.objects)
         printf(" (%s per object)", fmt_size(st.bookkeeping_bytes / st.objects, b, sizeof(b)));
     printf("\n");
+    if (!(st.spill_mode & SS_SPILL_MODE_ON)) {
+        printf("%-17soff\n", "spilling");
+        return CLI_OK;
+    }
+    printf("%-17s%s, %s I/O, queue depth %" PRIu64 "\n", "spilling",
+           (st.spill_mode & SS_SPILL_MODE_URING) ? "io_uring" : "worker threads",
+           (st.spill_mode & SS_SPILL_MODE_DIRECT) ? "O_DIRECT" : "buffered", st.spill_queue_depth);
+    printf("%-17s%" PRIu64 " objects, %s on disk only; %" PRIu64 " files, %s\n", "spilled",
+           st.spilled_objects, fmt_size(st.spilled_bytes, a, sizeof(a)), st.spill_files,
+           fmt_size(st.spill_disk_bytes, b, sizeof(b)));
+    printf("%-17s%" PRIu64 " objects, %s", "spills", st.spills,
+           fmt_size(st.spill_bytes, a, sizeof(a)));
+    if (st.spill_ns)
+        printf(" at %.2f GB/s", gbps(st.spill_bytes, st.spill_ns));
+    printf("\n%-17s%" PRIu64 " objects, %s", "restores", st.restores,
+           fmt_size(st.restore_bytes, a, sizeof(a)));
+    if (st.restore_ns)
+        printf(" at %.2f GB/s", gbps(st.restore_bytes, st.restore_ns));
+    printf("\n%-17sspill %" PRIu64 ", restore %" PRIu64 ", lost %" PRIu64
+           " (damaged or missing records)\n", "spill errors", st.spill_errors,
+           st.restore_errors, st.spill_lost);
     return CLI_OK;
 }
 

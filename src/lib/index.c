@@ -152,7 +152,7 @@ static int rebuild_buckets(ss__index *ix, uint32_t n)
         ss__index_entry *en = ss__index_at(ix, e);
         uint32_t st = SS_IX_STATE(en->info);
 
-        if (st != SS_IX_CREATED && st != SS_IX_SEALED)
+        if (st != SS_IX_CREATED && st != SS_IX_SEALED && st != SS_IX_SPILLED)
             continue;
         uint32_t h = (uint32_t)(ss__index_hash(&en->id, ix->key) & (n - 1));
         ss__index_write_begin(en);

@@ -21,8 +21,8 @@
  *
  * The loop is single-threaded. Besides client sockets it watches: the
  * listening socket, an eventfd for stop (written by ss__store_stop, which a
- * signal handler may call), and an eventfd the seal worker writes when a
- * seal completes. Timers (parked GET / create deadlines) are a heap in
+ * signal handler may call), an eventfd the seal worker writes when a seal
+ * completes, and the spill engine's eventfd (spills and restores done). Timers (parked GET / create deadlines) are a heap in
  * store_obj.c; epoll_wait sleeps until the earliest.
  */
 #include "store_int.h"
@@ -50,6 +50,7 @@
 #define TAG_LISTEN 1u
 #define TAG_STOP 2u
 #define TAG_SEAL 3u
+#define TAG_SPILL 4u
 #define LIVENESS_TIMEOUT_MS 1000
 #define LOCK_TIMEOUT_MS 5000
 #define SOCK_BUF (4 * SS_PROTO_MAX_MSG)
@@ -519,6 +520,9 @@ int ss__store_open(ss__store **out, const char *socket_path, unsigned flags)
         goto fail;
     if ((rc = ss__obj_init(s)) < 0)
         goto fail;
+    /* objects spilled by an earlier store on this socket, before serving */
+    if ((rc = ss__spill_setup(s)) < 0)
+        goto fail;
 
     s->epfd = epoll_create1(EPOLL_CLOEXEC);
     s->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -532,8 +536,12 @@ int ss__store_open(ss__store **out, const char *socket_path, unsigned flags)
         goto fail;
     if ((rc = epoll_add(s, s->listen_fd, EPOLLIN, TAG_LISTEN)) < 0)
         goto fail;
-    ss__log_info("store: serving %s (capacity %llu bytes, small objects up to %llu)",
-                 s->path, (unsigned long long)s->capacity, (unsigned long long)s->small_max);
+    if (ss__spill_fd(s) >= 0 && (rc = epoll_add(s, ss__spill_fd(s), EPOLLIN, TAG_SPILL)) < 0)
+        goto fail;
+    ss__log_info("store: serving %s (capacity %llu bytes, small objects up to %llu, "
+                 "spilling %s%s)", s->path, (unsigned long long)s->capacity,
+                 (unsigned long long)s->small_max, s->sp ? "to " : "off",
+                 s->sp ? s->spill_dir : "");
     *out = s;
     return 0;
 fail:
@@ -653,6 +661,8 @@ int ss__store_run(ss__store *s)
             } else if (tag == TAG_SEAL) {
                 drain_efd(s->seal_efd);
                 ss__obj_seal_done(s);
+            } else if (tag == TAG_SPILL) {
+                ss__spill_events(s);
             } else {
                 ss__conn *c = evs[i].data.ptr;
                 if (c->broken)
@@ -673,8 +683,9 @@ int ss__store_run(ss__store *s)
             epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->listen_fd, &ev);
         }
         ss__obj_expire(s, now);
-        if (s->retry_creates && s->cq_head)
+        if (s->retry_creates && (s->cq_head || s->rq_head))
             ss__obj_retry_creates(s);
+        ss__spill_tick(s);
         ss__conn_reap(s);
     }
 

@@ -2,14 +2,18 @@
 /*
  * Store internals shared by store.c (socket, loop, lifecycle of the store),
  * store_net.c (connections, wire), store_obj.c (object table, capacity,
- * parked requests, seal worker) and index.c (the shared index memfd).
+ * seal worker), store_get.c (parked requests, GET, timers), store_spill.c
+ * (spilling to disk and restoring) and index.c (the shared index memfd).
  *
  * Who owns what. Everything below belongs to the event-loop thread, except:
  *  - ss__store.resident (atomic: the populator thread charges too);
  *  - the seal worker's queue (sw_*: mutex-protected; the worker only runs
  *    ss__seg_seal_write on the fd and size a job carries, and never touches
  *    the object table: SS_OBJF_SEALING keeps the object and its fd alive);
- *  - stop_efd (written by any thread or a signal handler).
+ *  - stop_efd (written by any thread or a signal handler);
+ *  - the spill engine's own threads (spill.h), which see only the buffers
+ *    the loop hands them: SS_OBJF_SPILLING / SS_OBJF_RESTORING keep the
+ *    object, its entry and that memory alive until the completion is reaped.
  *
  * Bookkeeping per object (the budget is ~128 bytes): one 64-byte index
  * entry (the canonical record: id, state, segment, offsets, sizes, hash
@@ -49,6 +53,13 @@ static inline size_t ss__store_opt_group(char *buf, size_t len)
 {
     return ss__opt_string(SS_OPT_SOCKET_GROUP, buf, len);
 }
+/* Spilling: SEALSTORE_SPILL_DIR (string; "" default directory, "off"),
+ * SEALSTORE_SPILL_HIGH (string: "N%", a size, or "off"; parsed by
+ * store_spill.c) and SEALSTORE_SPILL_QUEUE_DEPTH (a count). */
+static inline size_t ss__store_opt_spill_dir(char *buf, size_t len)
+{
+    return ss__opt_string(SS_OPT_SPILL_DIR, buf, len);
+}
 
 /* ===================================================================
  * The index (DESIGN section 5): an ABI shared with clients.
@@ -66,9 +77,9 @@ static inline size_t ss__store_opt_group(char *buf, size_t len)
  *   slot 1 + e % SS_INDEX_CHUNK_ENTRIES (slot 0 is the header).
  *
  * Hash: bucket[h] holds e + 1 of the first entry of chain h (0: empty);
- * entry.hnext holds the next e + 1. Only CREATED and SEALED entries are
- * chained; a deleted entry that is still referenced is unchained (state
- * DELETED) so its id can be created again at once. The hash is keyed with
+ * entry.hnext holds the next e + 1. Only CREATED, SEALED and SPILLED
+ * entries are chained; a deleted entry that is still referenced is
+ * unchained (state DELETED) so its id can be created again at once. The hash is keyed with
  * a per-store random key stored in the bucket header (readers need it; the
  * store is node-local and every client is already trusted with capacity).
  *
@@ -91,8 +102,20 @@ static inline size_t ss__store_opt_group(char *buf, size_t len)
 #define SS_INDEX_MIN_BUCKETS 4096u
 #define SS_INDEX_WALK_MAX 4096u      /* chain steps a reader takes before giving up */
 
-/* entry.state */
-enum ss__ix_state { SS_IX_FREE = 0, SS_IX_CREATED = 1, SS_IX_SEALED = 2, SS_IX_DELETED = 3 };
+/*
+ * entry.state. SPILLED: a sealed object whose bytes are on disk only (it is
+ * chained, so its id exists: contains says 1, create says -EEXIST); its
+ * entry names no segment (seg_id, meta_seg 0). A reader that finds it (not
+ * SEALED) asks the store, which restores it: readers written before this
+ * state existed do the same, so it needs no format change.
+ */
+enum ss__ix_state {
+    SS_IX_FREE = 0,
+    SS_IX_CREATED = 1,
+    SS_IX_SEALED = 2,
+    SS_IX_DELETED = 3,
+    SS_IX_SPILLED = 4,
+};
 
 /* entry.info: state | kind << 4 | backing << 6 | meta_size << 8 */
 #define SS_IX_INFO(state, kind, backing, meta_size)                                      \
@@ -225,13 +248,21 @@ void ss__index_view_of(const ss__index *ix, ss__index_view *v);
 #define SS_OBJF_ORPHAN 0x02   /* creator gone while sealing: abort at completion */
 #define SS_OBJF_USED 0x04     /* entry number in use (not on the free list) */
 #define SS_OBJF_ON_LRU 0x08
+#define SS_OBJF_SPILLING 0x10  /* a spill of it is with the engine (memory still held) */
+#define SS_OBJF_RESTORING 0x20 /* a restore is under way (memory held by the op) */
+#define SS_OBJF_NOMEM 0x40     /* holds no data/meta memory: SPILLED (or deleted so) */
 
 /*
  * Private per-object state, indexed by entry number (the index entry holds
  * id, state, sizes and locations). Invariants:
  *   refs == sum over clients of their refs on it;
- *   on the LRU <=> SEALED && refs == 0 (a DELETED entry is freed at refs 0);
- *   fd_rw >= 0 <=> OBJECT && CREATED.
+ *   on the LRU <=> SEALED && refs == 0 && !SPILLING (a DELETED entry is
+ *   freed at refs 0, unless a spill or restore of it is in flight: then at
+ *   its completion);
+ *   fd_rw >= 0 <=> OBJECT && CREATED;
+ *   NOMEM <=> SPILLED, or DELETED from SPILLED;
+ *   disk != 0 <=> a durable copy is on disk (SPILLED, or SEALED and spilled
+ *   before: dropping its memory again needs no I/O).
  */
 typedef struct ss__obj {
     uint32_t refs;
@@ -245,7 +276,35 @@ typedef struct ss__obj {
     int16_t node;
     uint8_t flags;           /* SS_OBJF_* */
     uint8_t pad;
+    uint32_t disk;           /* index + 1 in ss__store.disk: the disk copy, 0 none */
 } ss__obj;
+
+/* Where an object's disk copy is (an ss__spill_loc without the id, which
+ * the index entry holds). A free record links the next free one in `file`. */
+typedef struct ss__diskloc {
+    uint64_t file, offset, size, seq, rec_len;
+    uint32_t meta_size, data_off;
+} ss__diskloc;
+
+/* A spill or restore the store has with the engine (cookie = its index). */
+enum { SS_SPOP_FREE = 0, SS_SPOP_SPILL, SS_SPOP_RESTORE };
+#define SS_SPOP_CHUNK 256u
+enum { SS_RS_WAITMEM = 1, SS_RS_READ, SS_RS_SEAL };
+typedef struct ss__spop {
+    uint8_t kind;            /* SS_SPOP_* */
+    uint8_t rstate;          /* restore: SS_RS_* */
+    bool small;              /* restore: into a small slot */
+    bool has_meta;           /* restore: mloc holds a slot */
+    uint32_t e, generation;  /* the object */
+    uint32_t next;           /* index + 1: free list / restores waiting for memory */
+    void *map;               /* spill: RO mapping of the segment; restore: RW */
+    uint64_t map_len;
+    uint64_t bytes;          /* spill: memory its completion frees; restore: need */
+    ss__seg seg;             /* restore of an OBJECT: the fresh segment */
+    int fd_ro;               /* restore of an OBJECT: readers' fd, -1 */
+    ss__sloc dloc, mloc;     /* restore: data (small) and meta slots */
+    int16_t node;            /* restore: placement */
+} ss__spop;
 
 /* A small segment as the store tracks it (by allocator segment id). */
 typedef struct ss__small {
@@ -311,11 +370,19 @@ typedef struct ss__conn {
 
 /* ======================================================== parked requests */
 
+/*
+ * One id of a parked GET, linked in the waiter hash by id for the life of
+ * the request. WAIT: not sealed yet (a seal wakes it); RESTORE: spilled,
+ * its restore is under way (the restore wakes it); HOLD: found, and kept in
+ * memory until the reply (a held object is never chosen to spill).
+ */
+enum { SS_WN_WAIT = 0, SS_WN_RESTORE, SS_WN_HOLD };
 typedef struct ss__waitnode {
     struct ss__waitnode *prev, *next; /* waiter-hash chain */
     struct ss__parked *pk;
     ss_id id;
     bool linked;
+    uint8_t kind;                     /* SS_WN_* */
 } ss__waitnode;
 
 enum { SS_PK_GET = 1, SS_PK_CREATE, SS_PK_PUT };
@@ -328,7 +395,13 @@ typedef struct ss__parked {
     int type;
     uint64_t deadline_ns;     /* UINT64_MAX: none */
     uint32_t heap_pos;        /* in the timer heap, UINT32_MAX: not in it */
-    uint32_t missing;         /* GET: ids not sealed yet */
+    uint32_t missing;         /* GET: ids not sealed yet (restores included) */
+    uint32_t nrestore;        /* GET: of which restores under way */
+    bool expired;             /* GET: its own timeout passed; waits for restores */
+    bool ready;               /* GET: on a wake-up's list of requests to answer */
+    int32_t err;              /* GET: a restore failed: the reply's status */
+    uint64_t hard_deadline_ns;/* GET: give up on restores (create timeout) */
+    uint64_t need;            /* CREATE/PUT: bytes it lacked last time (reclaim) */
     uint32_t n;               /* GET: ids; CREATE/PUT: message bytes */
     ss__waitnode *w;          /* GET: n nodes */
     void *msg;                /* GET: ids copy; CREATE/PUT: request copy */
@@ -338,7 +411,7 @@ typedef struct ss__parked {
 
 typedef struct ss__sealjob {
     struct ss__sealjob *next;
-    ss__conn *c;
+    ss__conn *c;              /* NULL: a restored segment (req_id: its spop) */
     uint32_t req_id;
     uint32_t e;               /* entry number */
     uint32_t generation;
@@ -424,6 +497,28 @@ struct ss__store {
     /* counters (ss_stats) */
     uint64_t c_creates, c_seals, c_aborts, c_gets, c_releases, c_deletes, c_evictions;
     uint64_t c_waits, c_wait_timeouts, c_proto_errors;
+
+    /* spilling (store_spill.c); sp NULL: off */
+    struct ss__spill *sp;
+    char spill_dir[4096];         /* the engine's directory (this store's own) */
+    uint64_t spill_high;          /* spill ahead above this many bytes in use */
+    uint64_t spill_low;           /* ... down to this */
+    bool spill_ahead;             /* SEALSTORE_SPILL_HIGH is not off */
+    ss__diskloc *disk;            /* disk copies; ss__obj.disk = index + 1 */
+    uint32_t ndisk, disk_cap, disk_free; /* disk_free: index + 1 */
+    ss__spop **ops;               /* chunks of SS_SPOP_CHUNK: ops never move */
+    uint32_t ops_cap, ops_free, ops_busy; /* ops_free: index + 1 */
+    uint32_t ops_engine;          /* ops the engine still has to complete */
+    bool spill_closing;           /* teardown: completions only free memory */
+    uint32_t rq_head, rq_tail;    /* restores waiting for memory (index + 1) */
+    uint64_t spill_pending;       /* memory that spills in flight will free */
+    uint32_t nspilling;           /* spills in flight */
+    uint64_t parked_need;         /* bytes parked creates and restores lack */
+    uint64_t spill_backoff_until; /* ns: no new spill before (after a failure) */
+    uint64_t spill_log_next;      /* ns: next failure report allowed */
+    uint64_t spill_log_quiet;     /* failures not reported since the last line */
+    uint64_t nspilled, spilled_bytes; /* objects SPILLED now */
+    uint64_t c_spills, c_restores, c_spill_errors, c_restore_errors, c_lost;
 };
 
 /* ---- store.c */
@@ -435,7 +530,7 @@ void ss__heap_del(ss__store *s, ss__parked *pk);
 int ss__sw_start(ss__store *s);
 void ss__sw_join(ss__store *s);
 
-/* ---- store_obj.c: objects, capacity, parking, seal worker */
+/* ---- store_obj.c: objects, capacity, seal worker */
 int ss__obj_init(ss__store *s);
 void ss__obj_fini(ss__store *s);
 int ss__store_charge(void *arg, int64_t delta);
@@ -443,6 +538,110 @@ static inline ss__obj *ss__obj_at(const ss__store *s, uint32_t e)
 {
     return &s->objs[e / SS_INDEX_CHUNK_ENTRIES][e % SS_INDEX_CHUNK_ENTRIES];
 }
+static inline ss__index_entry *ss__ent(const ss__store *s, uint32_t e)
+{
+    return ss__index_at(&s->ix, e);
+}
+static inline uint32_t ss__ent_state(const ss__store *s, uint32_t e)
+{
+    return SS_IX_STATE(ss__ent(s, e)->info);
+}
+void ss__ent_set_state(ss__store *s, uint32_t e, uint32_t state);
+int ss__obj_alloc(ss__store *s, uint32_t *out);
+void ss__lru_remove(ss__store *s, uint32_t e);
+void ss__lru_push(ss__store *s, uint32_t e);
+/* A SEALED object's last reference went: back on the LRU (unless a spill
+ * of it is in flight). */
+void ss__obj_idle(ss__store *s, uint32_t e);
+/* Small segments by allocator segment id (made current), their readers'
+ * fd, and freeing a slot (forgets a segment the allocator destroyed). */
+ss__small *ss__small_rec(ss__store *s, uint32_t slot);
+void ss__small_check(ss__store *s, uint32_t slot);
+int ss__small_ro_fd(ss__store *s, ss__small *sm);
+void ss__small_free(ss__store *s, uint32_t slot, uint64_t off64, uint64_t size);
+/* Free an object's data and meta memory (sets NOMEM; the entry is the
+ * caller's to rewrite). */
+void ss__obj_drop_mem(ss__store *s, uint32_t e);
+/* Give back an object's memory, disk copy and entry (refs 0, nothing in
+ * flight). */
+void ss__obj_free(ss__store *s, uint32_t e);
+/* DELETE / eviction / loss: unchain now, free when nothing holds it. */
+void ss__obj_detach(ss__store *s, uint32_t e, bool evicted);
+/* Free memory for about `need` bytes: true if some was freed at once
+ * (retry now); spills started meanwhile free more later. */
+bool ss__reclaim(ss__store *s, uint64_t need);
+/* Per-client references. */
+ss__ref *ss__ref_find(const ss__conn *c, uint32_t e);
+int ss__ref_grow(ss__conn *c);
+int ss__ref_take(ss__store *s, ss__conn *c, uint32_t e, ss__ref **out);
+/* Run a CREATE or PUT: -ENOSPC (park it; *need: bytes it lacked) or 0 when
+ * answered. */
+int ss__obj_create_run(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put,
+                       uint64_t *need);
+void ss__sw_submit(ss__store *s, ss__sealjob *j);
+
+/* ---- store_get.c: parked requests, GET, timers */
+/* deadline_ns: UINT64_MAX for none. NULL: out of memory. */
+ss__parked *ss__parked_new(ss__store *s, ss__conn *c, int type, uint32_t req_id,
+                           uint64_t deadline_ns);
+void ss__parked_free(ss__store *s, ss__parked *pk);
+/* ns deadline of a timeout in ms (negative: UINT64_MAX) */
+uint64_t ss__deadline_of(int64_t timeout_ms);
+void ss__get_complete(ss__store *s, ss__parked *pk);
+/* An object with this id became SEALED in memory (seal or restore): its
+ * waiters are satisfied (their nodes now hold it). */
+void ss__wake_waiters(ss__store *s, const ss_id *id);
+/* The restore of `id` is over without bringing it back (err < 0: fail its
+ * GETs with err; 0: the object is gone, its GETs wait for the id as for
+ * any missing one). */
+void ss__restore_waiters_done(ss__store *s, const ss_id *id, int err);
+/* Does a parked GET hold or await this id? */
+bool ss__id_held(const ss__store *s, const ss_id *id);
+/* Does a parked GET wait for this id's restore? */
+bool ss__id_restore_wanted(const ss__store *s, const ss_id *id);
+/* The sealed (resident) entry with this id, or -ENOENT. */
+int64_t ss__get_find(ss__store *s, const ss_id *id);
+/* A sealed entry with this id, resident or spilled, or -ENOENT. */
+int64_t ss__find_sealed_any(ss__store *s, const ss_id *id);
+
+/* ---- store_spill.c: spilling and restoring */
+/* Open the engine per SEALSTORE_SPILL_DIR (this store's subdirectory) and
+ * index the objects already spilled there. A directory that cannot be
+ * used turns spilling off (logged); returns 0, or -errno when the objects
+ * already there could not be indexed. */
+int ss__spill_setup(ss__store *s);
+/* Finish what is in flight (completions applied), close the engine and
+ * remove this store's directory if nothing is left in it. */
+void ss__spill_teardown(ss__store *s);
+/* Wait for spills and restores in flight (bounded) and apply them: at stop. */
+void ss__spill_drain(ss__store *s);
+/* The engine's eventfd: -1 when off. */
+int ss__spill_fd(const ss__store *s);
+/* The eventfd fired: apply completions. */
+void ss__spill_events(ss__store *s);
+/* Every loop turn: spill ahead above the high-water mark. */
+void ss__spill_tick(ss__store *s);
+/* Start spills of LRU victims until `target` bytes are on their way out
+ * (demand: a request waits; keep a few spills in flight so the disk
+ * overlaps one file's syncs with the next one's data); true if memory was
+ * freed at once (objects whose disk copy exists). */
+bool ss__spill_more(ss__store *s, uint64_t target, bool demand);
+/* Start (or join) the restore of spilled entry e: 0, or -errno (it could
+ * not start; its waiters were told). */
+int ss__restore_start(ss__store *s, uint32_t e);
+/* Memory was freed: retry restores waiting for it. */
+void ss__restore_retry(ss__store *s);
+/* A deleted object's restore that still waits for memory is dropped. */
+void ss__restore_cancel(ss__store *s, uint32_t e);
+/* The seal worker finished a restored segment. */
+void ss__restore_sealed(ss__store *s, ss__sealjob *j);
+/* ss__obj_free: delete e's disk copy, or only forget it when the engine
+ * is closed (the store is going away: spilled files survive it). */
+void ss__spill_forget(ss__store *s, uint32_t e);
+void ss__spill_fill_stats(ss__store *s, ss_stats *st);
+/* Parse SEALSTORE_SPILL_HIGH against a capacity: 0 and *bytes, 1 for
+ * "off", -EINVAL. */
+int ss__spill_parse_high(const char *text, uint64_t capacity, uint64_t *bytes);
 /* Request handlers: each sends its reply (or parks the request). */
 void ss__obj_create(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put);
 void ss__obj_seal(ss__store *s, ss__conn *c, const ss__msg_hdr *h);

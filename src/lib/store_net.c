@@ -487,23 +487,25 @@ void ss__obj_list(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
     for (; e < s->ix.high && n < max && scanned < LIST_SCAN_MAX; e++, scanned++) {
         const ss__index_entry *en = ss__index_at(&s->ix, (uint32_t)e);
         uint32_t st = SS_IX_STATE(en->info);
-        if (st != SS_IX_CREATED && st != SS_IX_SEALED)
+        if (st != SS_IX_CREATED && st != SS_IX_SEALED && st != SS_IX_SPILLED)
             continue;
         const ss__obj *o = ss__obj_at(s, (uint32_t)e);
         memset(&le[n], 0, sizeof(le[n]));
         le[n].id = en->id;
-        le[n].state = st == SS_IX_SEALED ? SS_OBJ_SEALED : SS_OBJ_CREATED;
+        le[n].state = st == SS_IX_CREATED ? SS_OBJ_CREATED : SS_OBJ_SEALED;
         le[n].size = en->size;
         le[n].meta_size = SS_IX_META_SIZE(en->info);
-        if (SS_IX_KIND(en->info) == SS_SEG_SMALL) {
+        if (st == SS_IX_SPILLED) {
+            le[n].backing = SS_BACKING_4K; /* none: the client says "disk" */
+        } else if (SS_IX_KIND(en->info) == SS_SEG_SMALL) {
             /* the small segment's backing (clients say "small" by size) */
             const ss__seg *g = ss__salloc_segment(s->salloc, o->small_slot);
             le[n].backing = g ? g->backing : SS_BACKING_4K;
         } else {
             le[n].backing = (uint8_t)SS_IX_BACKING(en->info);
         }
-        le[n].spilled = 0;
-        le[n].node = o->node;
+        le[n].spilled = st == SS_IX_SPILLED;
+        le[n].node = st == SS_IX_SPILLED ? -1 : o->node;
         le[n].refs = o->refs;
         n++;
     }
@@ -517,7 +519,9 @@ void ss__obj_list(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 
 uint64_t ss__obj_bookkeeping(const ss__store *s)
 {
-    return ss__index_bytes(&s->ix) + (uint64_t)s->ix.high * sizeof(ss__obj);
+    return ss__index_bytes(&s->ix) + (uint64_t)s->ix.high * sizeof(ss__obj) +
+           (uint64_t)s->disk_cap * sizeof(ss__diskloc) +
+           (uint64_t)s->ops_cap * sizeof(ss__spop);
 }
 
 void ss__obj_fill_stats(ss__store *s, ss_stats *st)
@@ -564,6 +568,7 @@ void ss__obj_fill_stats(ss__store *s, ss_stats *st)
     st->wait_timeouts = s->c_wait_timeouts;
     st->protocol_errors = s->c_proto_errors;
     st->bookkeeping_bytes = ss__obj_bookkeeping(s);
+    ss__spill_fill_stats(s, st);
 }
 
 void ss__obj_stats(ss__store *s, ss__conn *c, const ss__msg_hdr *h)

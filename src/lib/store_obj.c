@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The object table and lifecycle (DESIGN section 6): create -> seal ->
- * get/release -> delete, capacity, parked requests, the seal worker.
+ * get/release -> delete, capacity, the seal worker. Parked requests and
+ * GET are in store_get.c, spilling in store_spill.c.
  *
  * Records. An object is an index entry (id, state, locations: index.c)
  * plus an ss__obj (refs, fds, LRU links), both numbered by the entry
@@ -17,17 +18,19 @@
  * Capacity counts bytes the kernel holds for the store: object segments
  * (page-rounded, charged by the pool on take), small segments (charged by
  * the allocator per segment) and the pool's ready segments. A create that
- * does not fit asks reclaim() for room: first the pool's ready memory, then
- * (only with SEALSTORE_EVICT on) unreferenced sealed objects, least
- * recently used first. Spilling (a later issue) plugs into reclaim() in
- * front of eviction: it frees the same memory and keeps the object. If
- * nothing can be freed the request is parked and retried whenever memory
- * is freed, until SEALSTORE_CREATE_TIMEOUT, then fails with -ENOSPC.
+ * does not fit asks ss__reclaim() for room: first the pool's ready memory;
+ * then, with SEALSTORE_EVICT on, it drops unreferenced sealed objects,
+ * least recently used first (the user asked for a cache that forgets:
+ * eviction wins over spilling); otherwise, with spilling on, it spills
+ * them (store_spill.c), which frees the same memory and keeps the object,
+ * but only when the disk has it: the create parks meanwhile. A parked
+ * create is retried whenever memory is freed, until
+ * SEALSTORE_CREATE_TIMEOUT, then fails with -ENOSPC.
  *
- * Parked GETs wait for ids that are not sealed yet: one wait node per id in
- * a hash keyed by id, so a seal wakes exactly its waiters. Deadlines of
- * parked requests (GET timeout, create timeout) live in a binary min-heap;
- * the loop sleeps until the earliest.
+ * Spilled objects. A spilled object keeps its entry (state SPILLED, no
+ * memory, ss__obj.disk names its disk copy). Anything that frees an entry
+ * first waits for a spill or restore of it in flight (SPILLING, RESTORING):
+ * the engine and the seal worker hold its memory until they report back.
  *
  * Seal worker: F_ADD_SEALS(WRITE) can block ~160 ms when pages are pinned,
  * so object segments are write-sealed on a worker thread. Each client has at
@@ -52,19 +55,9 @@
 
 /* ================================================================ records */
 
-static inline ss__index_entry *ent(const ss__store *s, uint32_t e)
+void ss__ent_set_state(ss__store *s, uint32_t e, uint32_t state)
 {
-    return ss__index_at(&s->ix, e);
-}
-
-static inline uint32_t ent_state(const ss__store *s, uint32_t e)
-{
-    return SS_IX_STATE(ent(s, e)->info);
-}
-
-static void ent_set_state(ss__store *s, uint32_t e, uint32_t state)
-{
-    ss__index_entry *en = ent(s, e);
+    ss__index_entry *en = ss__ent(s, e);
     uint32_t i = en->info;
 
     ss__index_write_begin(en);
@@ -74,7 +67,7 @@ static void ent_set_state(ss__store *s, uint32_t e, uint32_t state)
     ss__index_write_end(en);
 }
 
-static int obj_alloc(ss__store *s, uint32_t *out)
+int ss__obj_alloc(ss__store *s, uint32_t *out)
 {
     uint32_t e;
     int rc;
@@ -106,7 +99,7 @@ static int obj_alloc(ss__store *s, uint32_t *out)
     return 0;
 }
 
-static void lru_remove(ss__store *s, uint32_t e)
+void ss__lru_remove(ss__store *s, uint32_t e)
 {
     ss__obj *o = ss__obj_at(s, e);
 
@@ -125,7 +118,7 @@ static void lru_remove(ss__store *s, uint32_t e)
 }
 
 /* Most recently used at the tail. */
-static void lru_push(ss__store *s, uint32_t e)
+void ss__lru_push(ss__store *s, uint32_t e)
 {
     ss__obj *o = ss__obj_at(s, e);
 
@@ -144,7 +137,7 @@ static void lru_push(ss__store *s, uint32_t e)
 
 /* The record of allocator segment `slot`, made current (a segment that was
  * destroyed and replaced in the same slot gets a new small number). */
-static ss__small *small_rec(ss__store *s, uint32_t slot)
+ss__small *ss__small_rec(ss__store *s, uint32_t slot)
 {
     const ss__seg *g = ss__salloc_segment(s->salloc, slot);
 
@@ -176,7 +169,7 @@ static ss__small *small_rec(ss__store *s, uint32_t slot)
 }
 
 /* After a free: if the allocator destroyed the segment, forget it. */
-static void small_check(ss__store *s, uint32_t slot)
+void ss__small_check(ss__store *s, uint32_t slot)
 {
     if (slot < s->nsmalls && !ss__salloc_segment(s->salloc, slot)) {
         ss__small *sm = &s->smalls[slot];
@@ -188,7 +181,7 @@ static void small_check(ss__store *s, uint32_t slot)
     }
 }
 
-static int small_ro_fd(ss__store *s, ss__small *sm)
+int ss__small_ro_fd(ss__store *s, ss__small *sm)
 {
     if (sm->ro_fd < 0) {
         int fd = ss__seg_reopen_ro(sm->seg->fd);
@@ -199,7 +192,7 @@ static int small_ro_fd(ss__store *s, ss__small *sm)
     return sm->ro_fd;
 }
 
-static void small_free(ss__store *s, uint32_t slot, uint64_t off64, uint64_t size)
+void ss__small_free(ss__store *s, uint32_t slot, uint64_t off64, uint64_t size)
 {
     ss__sloc loc = { .seg = slot, .cls = (uint32_t)ss__salloc_class_of(size),
                      .off = off64 * SS_OBJ_ALIGN, .ptr = NULL };
@@ -207,34 +200,19 @@ static void small_free(ss__store *s, uint32_t slot, uint64_t off64, uint64_t siz
     if (ss__salloc_free(s->salloc, &loc) < 0)
         ss__log_error("store: small free of seg %u off %llu failed", slot,
                       (unsigned long long)loc.off);
-    small_check(s, slot);
+    ss__small_check(s, slot);
 }
 
 /* ------------------------------------------------------------ free/detach */
 
-/* Give back an object's memory and its entry. Caller made refs 0 (or the
- * object was never seen by anyone but its creator). */
-static void det_remove(ss__store *s, uint32_t e);
-
-static void obj_free(ss__store *s, uint32_t e)
+void ss__obj_drop_mem(ss__store *s, uint32_t e)
 {
     ss__obj *o = ss__obj_at(s, e);
-    ss__index_entry *en = ent(s, e);
+    ss__index_entry *en = ss__ent(s, e);
     uint32_t info = en->info;
-    uint32_t st = SS_IX_STATE(info);
 
-    SS_ASSERT(o->refs == 0 && !(o->flags & SS_OBJF_SEALING));
-    lru_remove(s, e);
-    if (st == SS_IX_CREATED || st == SS_IX_SEALED) {
-        ss__index_unlink(&s->ix, e);
-        s->nobjects--;
-        s->object_bytes -= en->size;
-    } else if (st == SS_IX_DELETED) {
-        det_remove(s, e);
-    }
-    if (st == SS_IX_SEALED)
-        s->nsealed--;
-
+    if (o->flags & SS_OBJF_NOMEM)
+        return; /* spilled: nothing in memory */
     if (SS_IX_KIND(info) == SS_SEG_OBJECT) {
         ss__seg seg = {
             .fd = o->fd_ro >= 0 ? o->fd_ro : o->fd_rw,
@@ -250,10 +228,48 @@ static void obj_free(ss__store *s, uint32_t e)
         ss__seg_destroy(&seg);
         ss__store_charge(s, -(int64_t)o->seg_size);
     } else {
-        small_free(s, o->small_slot, en->data_off64, en->size);
+        ss__small_free(s, o->small_slot, en->data_off64, en->size);
     }
     if (en->meta_seg)
-        small_free(s, o->meta_slot, en->meta_off64, SS_IX_META_SIZE(info));
+        ss__small_free(s, o->meta_slot, en->meta_off64, SS_IX_META_SIZE(info));
+    o->fd_ro = o->fd_rw = -1;
+    o->seg_size = 0;
+    o->small_slot = o->meta_slot = 0;
+    o->flags |= SS_OBJF_NOMEM;
+    s->retry_creates = true;
+}
+
+/* Give back an object's memory and its entry. Caller made refs 0 (or the
+ * object was never seen by anyone but its creator). */
+static void det_remove(ss__store *s, uint32_t e);
+
+void ss__obj_free(ss__store *s, uint32_t e)
+{
+    ss__obj *o = ss__obj_at(s, e);
+    ss__index_entry *en = ss__ent(s, e);
+    uint32_t info = en->info;
+    uint32_t st = SS_IX_STATE(info);
+
+    SS_ASSERT(o->refs == 0 &&
+              !(o->flags & (SS_OBJF_SEALING | SS_OBJF_SPILLING | SS_OBJF_RESTORING)));
+    ss__lru_remove(s, e);
+    if (st == SS_IX_CREATED || st == SS_IX_SEALED || st == SS_IX_SPILLED) {
+        ss__index_unlink(&s->ix, e);
+        s->nobjects--;
+        s->object_bytes -= en->size;
+    } else if (st == SS_IX_DELETED) {
+        det_remove(s, e);
+    }
+    if (st == SS_IX_SEALED || st == SS_IX_SPILLED)
+        s->nsealed--;
+    if (st == SS_IX_SPILLED) {
+        s->nspilled--;
+        s->spilled_bytes -= en->size;
+    }
+    if (o->disk)
+        ss__spill_forget(s, e);
+
+    ss__obj_drop_mem(s, e);
 
     ss__index_write_begin(en);
     __atomic_store_n(&en->info, SS_IX_INFO(SS_IX_FREE, 0, 0, 0), __ATOMIC_RELAXED);
@@ -281,7 +297,7 @@ static inline uint32_t det_bucket(const ss__store *s, const ss_id *id)
 static void det_add(ss__store *s, uint32_t e)
 {
     ss__obj *o = ss__obj_at(s, e);
-    uint32_t b = det_bucket(s, &ent(s, e)->id);
+    uint32_t b = det_bucket(s, &ss__ent(s, e)->id);
 
     o->prev = 0;
     o->next = s->det_buckets[b];
@@ -297,30 +313,42 @@ static void det_remove(ss__store *s, uint32_t e)
     if (o->prev)
         ss__obj_at(s, o->prev - 1)->next = o->next;
     else
-        s->det_buckets[det_bucket(s, &ent(s, e)->id)] = o->next;
+        s->det_buckets[det_bucket(s, &ss__ent(s, e)->id)] = o->next;
     if (o->next)
         ss__obj_at(s, o->next - 1)->prev = o->prev;
     o->prev = o->next = 0;
 }
 
-/* DELETE / eviction of a sealed object: unchain now, free at refs 0. */
-static void obj_detach(ss__store *s, uint32_t e, bool evicted)
+/* DELETE / eviction / loss of a sealed (or spilled) object: unchain now,
+ * free at refs 0 once no spill or restore of it is in flight. */
+void ss__obj_detach(ss__store *s, uint32_t e, bool evicted)
 {
     ss__obj *o = ss__obj_at(s, e);
-    ss__index_entry *en = ent(s, e);
+    ss__index_entry *en = ss__ent(s, e);
     ss_id id = en->id;
     uint64_t size = en->size;
+    bool spilled = ss__ent_state(s, e) == SS_IX_SPILLED;
 
-    if (o->refs == 0) {
-        obj_free(s, e);
+    if (o->flags & SS_OBJF_RESTORING)
+        ss__restore_cancel(s, e); /* only one still waiting for memory stops */
+    if (o->refs == 0 && !(o->flags & (SS_OBJF_SPILLING | SS_OBJF_RESTORING))) {
+        ss__obj_free(s, e);
     } else {
+        ss__lru_remove(s, e);
         ss__index_unlink(&s->ix, e);
-        ent_set_state(s, e, SS_IX_DELETED);
+        ss__ent_set_state(s, e, SS_IX_DELETED);
         det_add(s, e);
         s->nobjects--;
         s->nsealed--;
         s->object_bytes -= size;
+        if (spilled) {
+            s->nspilled--;
+            s->spilled_bytes -= size;
+        }
     }
+    /* GETs waiting for its restore now wait for the id like any other */
+    if (spilled)
+        ss__restore_waiters_done(s, &id, 0);
     if (evicted)
         s->c_evictions++;
     ss__store_event(s, SS_EVENT_DELETED, &id, size);
@@ -347,19 +375,23 @@ int ss__store_charge(void *arg, int64_t delta)
 }
 
 /*
- * Free memory for a create needing about `need` more bytes. Returns true if
- * anything was freed (the caller retries). This is where spilling will go:
- * spill LRU victims (keeping them restorable) before dropping any.
+ * Free memory for a create (or restore) needing about `need` more bytes.
+ * Returns true if anything was freed now (the caller retries). Spilling
+ * frees later: it is asked to have enough on its way out for this request
+ * and every parked one.
  */
-static bool reclaim(ss__store *s, uint64_t need)
+bool ss__reclaim(ss__store *s, uint64_t need)
 {
     uint64_t before = atomic_load(&s->resident);
     bool progress = false;
 
     if (s->pool && ss__pool_trim(s->pool, need) > 0)
         progress = true;
-    if (!s->evict)
+    if (!s->evict) {
+        if (s->sp && ss__spill_more(s, need + s->parked_need, true))
+            progress = true;
         return progress;
+    }
     /* a batch at a time: freeing small objects frees slots, not always
      * whole segments, so the caller retries after each batch */
     for (uint32_t r = 0; r < EVICT_BATCH && s->lru_head; r++) {
@@ -367,7 +399,7 @@ static bool reclaim(ss__store *s, uint64_t need)
         if (before > now && before - now >= need)
             break;
         uint32_t e = s->lru_head - 1;
-        obj_detach(s, e, true);
+        ss__obj_detach(s, e, true);
         progress = true;
     }
     return progress;
@@ -375,7 +407,7 @@ static bool reclaim(ss__store *s, uint64_t need)
 
 /* ======================================================== client refs map */
 
-static ss__ref *ref_find(const ss__conn *c, uint32_t e)
+ss__ref *ss__ref_find(const ss__conn *c, uint32_t e)
 {
     if (!c->ref_cap)
         return NULL;
@@ -389,7 +421,7 @@ static ss__ref *ref_find(const ss__conn *c, uint32_t e)
     }
 }
 
-static int ref_grow(ss__conn *c)
+int ss__ref_grow(ss__conn *c)
 {
     uint32_t ncap = c->ref_cap ? c->ref_cap * 2 : 16;
     ss__ref *nr = calloc(ncap, sizeof(*nr));
@@ -413,11 +445,11 @@ static int ref_grow(ss__conn *c)
 /* The ref record of (c, e), created with count 0 if missing. */
 static ss__ref *ref_get(ss__conn *c, uint32_t e)
 {
-    ss__ref *r = ref_find(c, e);
+    ss__ref *r = ss__ref_find(c, e);
 
     if (r)
         return r;
-    if ((c->ref_used + 1) * 4 > c->ref_cap * 3 && ref_grow(c) < 0)
+    if ((c->ref_used + 1) * 4 > c->ref_cap * 3 && ss__ref_grow(c) < 0)
         return NULL;
     uint32_t mask = c->ref_cap - 1;
     uint32_t i = (e * 0x9e3779b1u) & mask;
@@ -449,7 +481,7 @@ static void ref_del(ss__conn *c, ss__ref *r)
     }
 }
 
-static int ref_take(ss__store *s, ss__conn *c, uint32_t e, ss__ref **out)
+int ss__ref_take(ss__store *s, ss__conn *c, uint32_t e, ss__ref **out)
 {
     ss__ref *r = ref_get(c, e);
     ss__obj *o = ss__obj_at(s, e);
@@ -458,10 +490,24 @@ static int ref_take(ss__store *s, ss__conn *c, uint32_t e, ss__ref **out)
         return -ENOMEM;
     r->refs++;
     if (o->refs++ == 0)
-        lru_remove(s, e);
+        ss__lru_remove(s, e);
     if (out)
         *out = r;
     return 0;
+}
+
+void ss__obj_idle(ss__store *s, uint32_t e)
+{
+    if (!(ss__obj_at(s, e)->flags & SS_OBJF_SPILLING))
+        ss__lru_push(s, e);
+}
+
+/* A DELETED object's last reference went: free it, unless a spill or
+ * restore of it is in flight (its completion frees it). */
+static void unref_deleted(ss__store *s, uint32_t e)
+{
+    if (!(ss__obj_at(s, e)->flags & (SS_OBJF_SPILLING | SS_OBJF_RESTORING)))
+        ss__obj_free(s, e);
 }
 
 /* Drop `n` references of c on e (the record r); frees or LRU-queues. */
@@ -477,11 +523,11 @@ static void ref_drop(ss__store *s, ss__conn *c, ss__ref *r, uint32_t n)
     o->refs -= n;
     if (o->refs)
         return;
-    uint32_t st = ent_state(s, e);
+    uint32_t st = ss__ent_state(s, e);
     if (st == SS_IX_DELETED)
-        obj_free(s, e);
+        unref_deleted(s, e);
     else if (st == SS_IX_SEALED)
-        lru_push(s, e);
+        ss__obj_idle(s, e);
 }
 
 /* ============================================================== creation */
@@ -543,13 +589,13 @@ static int create_mem(ss__store *s, const create_args *a, uint32_t *out, uint64_
         }
         memcpy(mloc.ptr, a->meta, a->meta_size);
     }
-    ss__small *dsm = small ? small_rec(s, dloc.seg) : NULL;
-    ss__small *msm = a->meta_size ? small_rec(s, mloc.seg) : NULL;
+    ss__small *dsm = small ? ss__small_rec(s, dloc.seg) : NULL;
+    ss__small *msm = a->meta_size ? ss__small_rec(s, mloc.seg) : NULL;
     if ((small && !dsm) || (a->meta_size && !msm)) {
         rc = -ENOMEM;
         goto fail;
     }
-    rc = obj_alloc(s, &e);
+    rc = ss__obj_alloc(s, &e);
     if (rc < 0)
         goto fail;
 
@@ -566,7 +612,7 @@ static int create_mem(ss__store *s, const create_args *a, uint32_t *out, uint64_
     }
     o->meta_slot = mloc.seg;
 
-    ss__index_entry *en = ent(s, e);
+    ss__index_entry *en = ss__ent(s, e);
     ss__index_write_begin(en);
     __atomic_store_n(&en->info,
                      SS_IX_INFO(SS_IX_CREATED, small ? SS_SEG_SMALL : SS_SEG_OBJECT,
@@ -589,11 +635,11 @@ static int create_mem(ss__store *s, const create_args *a, uint32_t *out, uint64_
 fail:
     if (a->meta_size && mloc.ptr) {
         ss__salloc_free(s->salloc, &mloc);
-        small_check(s, mloc.seg);
+        ss__small_check(s, mloc.seg);
     }
     if (small && dloc.ptr) {
         ss__salloc_free(s->salloc, &dloc);
-        small_check(s, dloc.seg);
+        ss__small_check(s, dloc.seg);
     }
     if (fd_ro >= 0)
         close(fd_ro);
@@ -606,14 +652,14 @@ fail:
 }
 
 /* Reclaim-and-retry loop around create_mem. */
-static int create_fit(ss__store *s, const create_args *a, uint32_t *e)
+static int create_fit(ss__store *s, const create_args *a, uint32_t *e, uint64_t *need)
 {
-    uint64_t need = 0;
     int rc;
 
     for (;;) {
-        rc = create_mem(s, a, e, &need);
-        if (rc != -ENOSPC || a->size > s->capacity || !reclaim(s, need))
+        *need = 0;
+        rc = create_mem(s, a, e, need);
+        if (rc != -ENOSPC || a->size > s->capacity || !ss__reclaim(s, *need))
             return rc;
     }
 }
@@ -641,8 +687,8 @@ static void args_of(const ss__msg_hdr *h, bool put, create_args *a)
     }
 }
 
-/* Run a CREATE or PUT; returns -ENOSPC (to park) or 0 when answered. */
-static int create_run(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put)
+int ss__obj_create_run(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put,
+                       uint64_t *need)
 {
     create_args a;
     uint32_t e;
@@ -653,7 +699,7 @@ static int create_run(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put)
         ss__conn_reply_status(s, c, h->type, h->req_id, -EINVAL);
         return 0;
     }
-    rc = create_fit(s, &a, &e);
+    rc = create_fit(s, &a, &e, need);
     if (rc == -ENOSPC && a.size <= s->capacity)
         return -ENOSPC;
     if (rc < 0) {
@@ -667,11 +713,11 @@ static int create_run(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put)
     }
 
     ss__obj *o = ss__obj_at(s, e);
-    ss__index_entry *en = ent(s, e);
+    ss__index_entry *en = ss__ent(s, e);
     ss__ref *r;
     o->owner = c->id;
-    if (ref_take(s, c, e, &r) < 0) {
-        obj_free(s, e);
+    if (ss__ref_take(s, c, e, &r) < 0) {
+        ss__obj_free(s, e);
         ss__conn_reply_status(s, c, h->type, h->req_id, -ENOMEM);
         return 0;
     }
@@ -702,372 +748,20 @@ static int create_run(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put)
     return 0;
 }
 
-/* ======================================================= parked requests */
-
-static inline uint32_t wait_bucket(const ss__store *s, const ss_id *id)
-{
-    return (uint32_t)(ss__index_hash(id, s->ix.key ^ 0x5bd1e995u) & (s->wait_nbuckets - 1));
-}
-
-static void wait_unlink(ss__store *s, ss__waitnode *w)
-{
-    if (!w->linked)
-        return;
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        s->wait_buckets[wait_bucket(s, &w->id)] = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    w->linked = false;
-}
-
-static void parked_free(ss__store *s, ss__parked *pk)
-{
-    ss__conn *c = pk->c;
-
-    ss__heap_del(s, pk);
-    for (uint32_t i = 0; pk->w && i < pk->n; i++)
-        wait_unlink(s, &pk->w[i]);
-    if (pk->type != SS_PK_GET) {
-        if (pk->qprev)
-            pk->qprev->qnext = pk->qnext;
-        else if (s->cq_head == pk)
-            s->cq_head = pk->qnext;
-        if (pk->qnext)
-            pk->qnext->qprev = pk->qprev;
-        else if (s->cq_tail == pk)
-            s->cq_tail = pk->qprev;
-    }
-    if (pk->cprev)
-        pk->cprev->cnext = pk->cnext;
-    else
-        c->parked = pk->cnext;
-    if (pk->cnext)
-        pk->cnext->cprev = pk->cprev;
-    c->nparked--;
-    free(pk->w);
-    free(pk->msg);
-    free(pk);
-    if (c->in_paused && !c->dead && c->nparked < SS_PARKED_MAX)
-        ss__store_epoll_mod(s, c);
-}
-
-static ss__parked *parked_new(ss__store *s, ss__conn *c, int type, uint32_t req_id,
-                              int64_t timeout_ms)
-{
-    ss__parked *pk = calloc(1, sizeof(*pk));
-
-    if (!pk)
-        return NULL;
-    pk->c = c;
-    pk->type = type;
-    pk->req_id = req_id;
-    pk->heap_pos = UINT32_MAX;
-    pk->deadline_ns = UINT64_MAX;
-    if (timeout_ms >= 0) {
-        pk->deadline_ns = ss__now_ns() + (uint64_t)timeout_ms * 1000000ull;
-        if (ss__heap_add(s, pk) < 0) {
-            free(pk);
-            return NULL;
-        }
-    }
-    pk->cnext = c->parked;
-    if (c->parked)
-        c->parked->cprev = pk;
-    c->parked = pk;
-    c->nparked++;
-    if (c->nparked >= SS_PARKED_MAX)
-        ss__store_epoll_mod(s, c); /* stop reading until some complete */
-    return pk;
-}
-
-/* ============================================================== handlers */
-
-void ss__obj_create(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put)
-{
-    if (create_run(s, c, h, put) != -ENOSPC)
-        return;
-    if (s->create_timeout_ms == 0 || s->stopping || c->nparked >= SS_PARKED_MAX) {
-        ss__conn_reply_status(s, c, h->type, h->req_id, -ENOSPC);
-        return;
-    }
-    ss__parked *pk = parked_new(s, c, put ? SS_PK_PUT : SS_PK_CREATE, h->req_id,
-                                s->create_timeout_ms);
-    void *copy = pk ? malloc(h->len) : NULL;
-    if (!copy) {
-        if (pk)
-            parked_free(s, pk);
-        ss__conn_reply_status(s, c, h->type, h->req_id, -ENOMEM);
-        return;
-    }
-    memcpy(copy, h, h->len);
-    pk->msg = copy;
-    pk->n = h->len;
-    pk->qprev = s->cq_tail;
-    if (s->cq_tail)
-        s->cq_tail->qnext = pk;
-    else
-        s->cq_head = pk;
-    s->cq_tail = pk;
-    s->c_waits++;
-}
-
-void ss__obj_retry_creates(ss__store *s)
-{
-    s->retry_creates = false;
-    for (ss__parked *pk = s->cq_head, *nx; pk; pk = nx) {
-        nx = pk->qnext;
-        const ss__msg_hdr *h = pk->msg;
-        if (create_run(s, pk->c, h, pk->type == SS_PK_PUT) == -ENOSPC)
-            continue;
-        /* answered; nx may have been answered too only through its own
-         * run, so the walk stays valid */
-        parked_free(s, pk);
-    }
-}
-
-/* ---- GET */
-
-static void segref_none(ss__segref *r)
-{
-    memset(r, 0, sizeof(*r));
-    r->fd_index = SS_FD_NONE;
-    r->kind = SS_SEG_SMALL;
-}
-
-/* Resolve one id for a GET reply: the sealed, chained entry or -ENOENT. */
-static int64_t get_find(ss__store *s, const ss_id *id)
-{
-    int64_t e = ss__index_find(&s->ix, id);
-
-    if (e < 0 || ent_state(s, (uint32_t)e) != SS_IX_SEALED)
-        return -ENOENT;
-    return e;
-}
-
-static void small_segref(ss__store *s, ss__conn *c, uint32_t slot, uint64_t off,
-                         uint64_t size, ss__segref *r, int *fds, uint32_t *nfds)
-{
-    ss__small *sm = small_rec(s, slot);
-
-    r->seg_id = SS_SEG_ID_SMALL | sm->no;
-    r->seg_size = sm->seg->size;
-    r->offset = off;
-    r->size = size;
-    r->kind = SS_SEG_SMALL;
-    if (slot < c->sent_cap && c->sent_small[slot] == sm->no) {
-        r->fd_index = SS_FD_NONE;
-    } else {
-        r->fd_index = *nfds;
-        fds[(*nfds)++] = sm->ro_fd;
-        c->sent_small[slot] = sm->no;
-    }
-}
-
-/* Answer a GET now with what is sealed (taking refs). */
-static void get_reply(ss__store *s, ss__conn *c, uint32_t req_id, const ss_id *ids, uint32_t n)
-{
-    ss__msg_hdr *h = (ss__msg_hdr *)s->obuf;
-    ss__rep_get *rg = (ss__rep_get *)(h + 1);
-    ss__get_entry *ge = (ss__get_entry *)(rg + 1);
-    int fds[SS_PROTO_MAX_FDS];
-    uint32_t nfds = 0, found = 0;
-    int rc;
-
-    /* Pass 1: everything that can fail, before any reference is taken. */
-    uint32_t maxslot = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        int64_t e = get_find(s, &ids[i]);
-        if (e < 0)
-            continue;
-        ss__obj *o = ss__obj_at(s, (uint32_t)e);
-        ss__index_entry *en = ent(s, (uint32_t)e);
-        uint32_t slots[2], ns = 0;
-        if (SS_IX_KIND(en->info) == SS_SEG_SMALL)
-            slots[ns++] = o->small_slot;
-        if (en->meta_seg)
-            slots[ns++] = o->meta_slot;
-        for (uint32_t k = 0; k < ns; k++) {
-            ss__small *sm = small_rec(s, slots[k]);
-            if (!sm) {
-                rc = -ENOMEM;
-                goto fail;
-            }
-            if ((rc = small_ro_fd(s, sm)) < 0)
-                goto fail;
-            if (slots[k] > maxslot)
-                maxslot = slots[k];
-        }
-        found++;
-    }
-    if (found && maxslot >= c->sent_cap) {
-        uint32_t ncap = c->sent_cap ? c->sent_cap : 16;
-        while (ncap <= maxslot)
-            ncap *= 2;
-        uint32_t *ns = realloc(c->sent_small, ncap * sizeof(*ns));
-        if (!ns) {
-            rc = -ENOMEM;
-            goto fail;
-        }
-        memset(ns + c->sent_cap, 0, (ncap - c->sent_cap) * sizeof(*ns));
-        c->sent_small = ns;
-        c->sent_cap = ncap;
-    }
-    if (c->ref_cap < (c->ref_used + found + 1) * 2) {
-        while (c->ref_cap < (c->ref_used + found + 1) * 2)
-            if ((rc = ref_grow(c)) < 0)
-                goto fail;
-    }
-
-    /* Pass 2: fill, take refs (cannot fail now). */
-    found = 0;
-    memset(ge, 0, (size_t)n * sizeof(*ge));
-    for (uint32_t i = 0; i < n; i++) {
-        int64_t e = get_find(s, &ids[i]);
-        segref_none(&ge[i].data);
-        segref_none(&ge[i].meta);
-        if (e < 0) {
-            ge[i].status = -ENOENT;
-            continue;
-        }
-        ss__obj *o = ss__obj_at(s, (uint32_t)e);
-        ss__index_entry *en = ent(s, (uint32_t)e);
-        ss__ref *r;
-        ref_take(s, c, (uint32_t)e, &r);
-        /* most recently used: to the LRU tail when released */
-        found++;
-        ge[i].status = 0;
-        if (SS_IX_KIND(en->info) == SS_SEG_OBJECT) {
-            ss__segref *d = &ge[i].data;
-            d->seg_id = en->seg_id;
-            d->seg_size = o->seg_size;
-            d->offset = 0;
-            d->size = en->size;
-            d->kind = SS_SEG_OBJECT;
-            if (r->refs & SS_REF_SENT) {
-                d->fd_index = SS_FD_NONE;
-            } else {
-                d->fd_index = nfds;
-                fds[nfds++] = o->fd_ro;
-                r->refs |= SS_REF_SENT;
-            }
-        } else {
-            small_segref(s, c, o->small_slot, (uint64_t)en->data_off64 * SS_OBJ_ALIGN,
-                         en->size, &ge[i].data, fds, &nfds);
-        }
-        if (en->meta_seg)
-            small_segref(s, c, o->meta_slot, (uint64_t)en->meta_off64 * SS_OBJ_ALIGN,
-                         SS_IX_META_SIZE(en->info), &ge[i].meta, fds, &nfds);
-    }
-    rg->n = n;
-    rg->nfds = nfds;
-    uint32_t len = (uint32_t)(sizeof(*h) + sizeof(*rg) + (size_t)n * sizeof(*ge));
-    ss__proto_hdr(h, SS_MSG_GET, req_id, len, (int32_t)found, SS_MSGF_REPLY);
-    s->c_gets += found;
-    ss__conn_send(s, c, s->obuf, len, fds, nfds);
-    return;
-fail:
-    ss__conn_reply_status(s, c, SS_MSG_GET, req_id, rc);
-}
-
-static void get_complete(ss__store *s, ss__parked *pk)
-{
-    get_reply(s, pk->c, pk->req_id, pk->msg, pk->n);
-    parked_free(s, pk);
-}
-
-void ss__obj_get(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
-{
-    const ss__req_get *rq = (const void *)(h + 1);
-    const ss_id *ids = (const void *)(rq + 1);
-    uint32_t n = rq->n, missing = 0;
-
-    if (n == 0 || n > SS_PROTO_MAX_IDS || rq->timeout_ms < -1) {
-        ss__conn_reply_status(s, c, SS_MSG_GET, h->req_id, -EINVAL);
-        return;
-    }
-    for (uint32_t i = 0; i < n; i++)
-        if (get_find(s, &ids[i]) < 0)
-            missing++;
-    if (missing == 0 || rq->timeout_ms == 0 || s->stopping) {
-        get_reply(s, c, h->req_id, ids, n);
-        return;
-    }
-    if (c->nparked >= SS_PARKED_MAX) {
-        ss__conn_reply_status(s, c, SS_MSG_GET, h->req_id, -EAGAIN);
-        return;
-    }
-    ss__parked *pk = parked_new(s, c, SS_PK_GET, h->req_id, rq->timeout_ms);
-    if (!pk) {
-        ss__conn_reply_status(s, c, SS_MSG_GET, h->req_id, -ENOMEM);
-        return;
-    }
-    pk->n = n;
-    pk->msg = malloc((size_t)n * sizeof(ss_id));
-    pk->w = calloc(n, sizeof(ss__waitnode));
-    if (!pk->msg || !pk->w) {
-        parked_free(s, pk);
-        ss__conn_reply_status(s, c, SS_MSG_GET, h->req_id, -ENOMEM);
-        return;
-    }
-    memcpy(pk->msg, ids, (size_t)n * sizeof(ss_id));
-    for (uint32_t i = 0; i < n; i++) {
-        if (get_find(s, &ids[i]) >= 0)
-            continue;
-        ss__waitnode *w = &pk->w[i];
-        uint32_t b = wait_bucket(s, &ids[i]);
-        w->pk = pk;
-        w->id = ids[i];
-        w->next = s->wait_buckets[b];
-        if (w->next)
-            w->next->prev = w;
-        s->wait_buckets[b] = w;
-        w->linked = true;
-    }
-    pk->missing = missing;
-    s->c_waits++;
-}
-
-/* An object was sealed: its waiters' counts drop; complete the ones done. */
-static void wake_waiters(ss__store *s, const ss_id *id)
-{
-    uint32_t b = wait_bucket(s, id);
-    ss__parked *ready = NULL;
-
-    for (ss__waitnode *w = s->wait_buckets[b], *nx; w; w = nx) {
-        nx = w->next;
-        if (memcmp(&w->id, id, sizeof(*id)))
-            continue;
-        wait_unlink(s, w);
-        if (--w->pk->missing == 0) {
-            /* chain through qnext: GETs never use the create FIFO */
-            w->pk->qnext = ready;
-            ready = w->pk;
-        }
-    }
-    while (ready) {
-        ss__parked *pk = ready;
-        ready = pk->qnext;
-        pk->qnext = NULL;
-        get_complete(s, pk);
-    }
-}
-
 static void publish(ss__store *s, uint32_t e)
 {
     ss__obj *o = ss__obj_at(s, e);
-    ss__index_entry *en = ent(s, e);
+    ss__index_entry *en = ss__ent(s, e);
 
-    ent_set_state(s, e, SS_IX_SEALED);
+    ss__ent_set_state(s, e, SS_IX_SEALED);
     o->owner = 0;
     s->nsealed++;
     s->c_seals++;
     if (o->refs == 0)
-        lru_push(s, e);
+        ss__lru_push(s, e);
     ss_id id = en->id;
     ss__store_event(s, SS_EVENT_SEALED, &id, en->size);
-    wake_waiters(s, &id);
+    ss__wake_waiters(s, &id);
 }
 
 /* ---- SEAL / ABORT */
@@ -1077,7 +771,7 @@ static int64_t own_created(ss__store *s, ss__conn *c, const ss_id *id)
 {
     int64_t e = ss__index_find(&s->ix, id);
 
-    if (e < 0 || ent_state(s, (uint32_t)e) != SS_IX_CREATED ||
+    if (e < 0 || ss__ent_state(s, (uint32_t)e) != SS_IX_CREATED ||
         ss__obj_at(s, (uint32_t)e)->owner != c->id)
         return -ENOENT;
     return e;
@@ -1086,7 +780,7 @@ static int64_t own_created(ss__store *s, ss__conn *c, const ss_id *id)
 /* Abort: drop the creator's ref and free. */
 static void abort_obj(ss__store *s, ss__conn *c, uint32_t e)
 {
-    ss__ref *r = ref_find(c, e);
+    ss__ref *r = ss__ref_find(c, e);
     ss__obj *o = ss__obj_at(s, e);
 
     if (r) {
@@ -1097,12 +791,13 @@ static void abort_obj(ss__store *s, ss__conn *c, uint32_t e)
     SS_ASSERT(o->refs == 0);
     o->refs = 0;
     s->c_aborts++;
-    obj_free(s, e);
+    ss__obj_free(s, e);
 }
 
-static void sw_submit(ss__store *s, ss__sealjob *j)
+void ss__sw_submit(ss__store *s, ss__sealjob *j)
 {
-    j->c->seal_busy = true;
+    if (j->c)
+        j->c->seal_busy = true;
     pthread_mutex_lock(&s->sw_lock);
     j->next = NULL;
     if (s->sw_todo_tail)
@@ -1125,7 +820,7 @@ void ss__obj_seal(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
         return;
     }
     ss__obj *o = ss__obj_at(s, (uint32_t)e);
-    ss__index_entry *en = ent(s, (uint32_t)e);
+    ss__index_entry *en = ss__ent(s, (uint32_t)e);
     if (o->flags & SS_OBJF_SEALING) {
         ss__conn_reply_status(s, c, SS_MSG_SEAL, h->req_id, -EBUSY);
         return;
@@ -1159,7 +854,7 @@ void ss__obj_seal(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
     j->size = o->seg_size;
     o->flags |= SS_OBJF_SEALING;
     if (!c->seal_busy) {
-        sw_submit(s, j);
+        ss__sw_submit(s, j);
     } else {
         if (c->seal_tail)
             c->seal_tail->next = j;
@@ -1189,13 +884,18 @@ void ss__obj_seal_done(ss__store *s)
     for (ss__sealjob *j = rev, *nx; j; j = nx) {
         nx = j->next;
         ss__conn *c = j->c;
+        if (!c) {
+            ss__restore_sealed(s, j); /* a restored segment */
+            free(j);
+            continue;
+        }
         ss__obj *o = ss__obj_at(s, j->e);
         o->flags &= (uint8_t)~SS_OBJF_SEALING;
         c->seal_busy = false;
         if (o->flags & SS_OBJF_ORPHAN) {
             o->flags &= (uint8_t)~SS_OBJF_ORPHAN;
             s->c_aborts++;
-            obj_free(s, j->e); /* its creator is gone: nobody else holds it */
+            ss__obj_free(s, j->e); /* its creator is gone: nobody else holds it */
         } else if (j->rc == 0) {
             close(o->fd_rw);
             o->fd_rw = -1;
@@ -1219,7 +919,7 @@ void ss__obj_seal_done(ss__store *s)
             c->seal_queue = q->next;
             if (!c->seal_queue)
                 c->seal_tail = NULL;
-            sw_submit(s, q);
+            ss__sw_submit(s, q);
         }
     }
 }
@@ -1251,10 +951,10 @@ static ss__ref *held_ref(ss__store *s, ss__conn *c, const ss_id *id)
     int64_t e = ss__index_find(&s->ix, id);
     ss__ref *best = NULL, *r;
 
-    if (e >= 0 && ent_state(s, (uint32_t)e) == SS_IX_SEALED)
-        best = ref_find(c, (uint32_t)e);
+    if (e >= 0 && ss__ent_state(s, (uint32_t)e) == SS_IX_SEALED)
+        best = ss__ref_find(c, (uint32_t)e);
     for (uint32_t x = s->det_buckets[det_bucket(s, id)]; x; x = ss__obj_at(s, x - 1)->next) {
-        if (memcmp(&ent(s, x - 1)->id, id, sizeof(*id)) || !(r = ref_find(c, x - 1)))
+        if (memcmp(&ss__ent(s, x - 1)->id, id, sizeof(*id)) || !(r = ss__ref_find(c, x - 1)))
             continue;
         if (!best || (int32_t)(r->seq - best->seq) < 0)
             best = r;
@@ -1269,7 +969,7 @@ void ss__obj_release(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 
     for (uint32_t i = 0; i < rq->n && i < SS_PROTO_MAX_IDS; i++) {
         ss__ref *r = held_ref(s, c, &ids[i]);
-        if (!r || ent_state(s, r->key - 1) == SS_IX_CREATED) {
+        if (!r || ss__ent_state(s, r->key - 1) == SS_IX_CREATED) {
             /* the library checks this locally: a bad one is a hostile or
              * broken client, counted and ignored */
             s->c_proto_errors++;
@@ -1278,16 +978,8 @@ void ss__obj_release(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
         ref_drop(s, c, r, 1);
         s->c_releases++;
     }
-    if (s->retry_creates && s->cq_head)
+    if (s->retry_creates && (s->cq_head || s->rq_head))
         ss__obj_retry_creates(s);
-}
-
-void ss__obj_contains(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
-{
-    const ss__req_id *rq = (const void *)(h + 1);
-
-    ss__conn_reply_status(s, c, SS_MSG_CONTAINS, h->req_id,
-                          get_find(s, &rq->id) >= 0 ? 1 : 0);
 }
 
 void ss__obj_delete(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
@@ -1298,48 +990,16 @@ void ss__obj_delete(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 
     if (e < 0)
         rc = -ENOENT;
-    else if (ent_state(s, (uint32_t)e) != SS_IX_SEALED)
+    else if (ss__ent_state(s, (uint32_t)e) != SS_IX_SEALED &&
+             ss__ent_state(s, (uint32_t)e) != SS_IX_SPILLED)
         rc = -EBUSY;
     else {
-        obj_detach(s, (uint32_t)e, false);
+        ss__obj_detach(s, (uint32_t)e, false);
         s->c_deletes++;
     }
     ss__conn_reply_status(s, c, SS_MSG_DELETE, h->req_id, rc);
-    if (s->retry_creates && s->cq_head)
+    if (s->retry_creates && (s->cq_head || s->rq_head))
         ss__obj_retry_creates(s);
-}
-
-/* ================================================================ timers */
-
-uint64_t ss__obj_next_deadline(const ss__store *s)
-{
-    uint64_t d = s->heap_len ? s->heap[0]->deadline_ns : UINT64_MAX;
-
-    /* parked creates also retry on a slow tick: the populator may free
-     * memory from its own thread */
-    if (s->cq_head) {
-        uint64_t tick = ss__now_ns() + 100 * 1000000ull;
-        if (tick < d)
-            d = tick;
-    }
-    return d;
-}
-
-void ss__obj_expire(ss__store *s, uint64_t now)
-{
-    if (s->cq_head)
-        ss__obj_retry_creates(s);
-    while (s->heap_len && s->heap[0]->deadline_ns <= now) {
-        ss__parked *pk = s->heap[0];
-        s->c_wait_timeouts++;
-        if (pk->type == SS_PK_GET) {
-            get_complete(s, pk);
-        } else {
-            const ss__msg_hdr *h = pk->msg;
-            ss__conn_reply_status(s, pk->c, h->type, pk->req_id, -ENOSPC);
-            parked_free(s, pk);
-        }
-    }
 }
 
 /* ================================================================ clients */
@@ -1347,7 +1007,7 @@ void ss__obj_expire(ss__store *s, uint64_t now)
 void ss__obj_conn_gone(ss__store *s, ss__conn *c)
 {
     while (c->parked)
-        parked_free(s, c->parked);
+        ss__parked_free(s, c->parked);
     /* queued seals never reached the worker: their objects are aborted
      * with the rest below */
     for (ss__sealjob *j = c->seal_queue, *nx; j; j = nx) {
@@ -1365,22 +1025,22 @@ void ss__obj_conn_gone(ss__store *s, ss__conn *c)
         ss__obj *o = ss__obj_at(s, e);
         r->key = 0;
         o->refs -= n;
-        if (ent_state(s, e) == SS_IX_CREATED) {
+        if (ss__ent_state(s, e) == SS_IX_CREATED) {
             if (o->flags & SS_OBJF_SEALING) {
                 o->flags |= SS_OBJF_ORPHAN; /* freed when the worker is done */
                 o->owner = 0;
             } else {
                 o->refs = 0;
                 s->c_aborts++;
-                obj_free(s, e);
+                ss__obj_free(s, e);
             }
             continue;
         }
         if (o->refs == 0) {
-            if (ent_state(s, e) == SS_IX_DELETED)
-                obj_free(s, e);
+            if (ss__ent_state(s, e) == SS_IX_DELETED)
+                unref_deleted(s, e);
             else
-                lru_push(s, e);
+                ss__obj_idle(s, e);
         }
     }
     free(c->refs);
@@ -1389,7 +1049,7 @@ void ss__obj_conn_gone(ss__store *s, ss__conn *c)
     free(c->sent_small);
     c->sent_small = NULL;
     c->sent_cap = 0;
-    if (s->cq_head && s->retry_creates)
+    if ((s->cq_head || s->rq_head) && s->retry_creates)
         ss__obj_retry_creates(s);
 }
 
@@ -1415,23 +1075,26 @@ int ss__obj_init(ss__store *s)
 }
 
 /* Stop: every parked request is answered now (GETs with what is sealed,
- * creates with -ENOSPC... as if their time had come), pending seals finish. */
+ * creates with -ENOSPC... as if their time had come), spills and restores
+ * in flight and pending seals finish. */
 void ss__obj_stop(ss__store *s)
 {
     while (s->heap_len || s->cq_head) {
         ss__parked *pk = s->heap_len ? s->heap[0] : s->cq_head;
         if (pk->type == SS_PK_GET) {
-            get_complete(s, pk);
+            ss__get_complete(s, pk);
         } else {
             ss__conn_reply_status(s, pk->c, ((const ss__msg_hdr *)pk->msg)->type, pk->req_id,
                                   -ENOSPC);
-            parked_free(s, pk);
+            ss__parked_free(s, pk);
         }
     }
     /* GETs without a deadline: walk the clients */
     for (ss__conn *c = s->conns; c; c = c->next)
         while (c->parked)
-            get_complete(s, c->parked);
+            ss__get_complete(s, c->parked);
+    /* before the worker goes: a finished restore still needs its seal */
+    ss__spill_drain(s);
     if (s->sw_started) {
         ss__sw_join(s);
         /* queued seals of each client go through one by one, run here */
@@ -1467,14 +1130,18 @@ void ss__obj_fini(ss__store *s)
         free(j);
     }
     s->sw_todo = s->sw_done = NULL;
+    /* spills in flight end first (their memory is ours); spilled files
+     * stay: the engine is closed before any object is freed, so freeing
+     * forgets disk copies instead of deleting them */
+    ss__spill_teardown(s);
     if (s->objs) {
         for (uint32_t e = 0; e < s->ix.high; e++) {
             ss__obj *o = ss__obj_at(s, e);
             if (!(o->flags & SS_OBJF_USED))
                 continue;
             o->refs = 0;
-            o->flags &= (uint8_t)~SS_OBJF_SEALING;
-            obj_free(s, e);
+            o->flags &= (uint8_t)~(SS_OBJF_SEALING | SS_OBJF_SPILLING | SS_OBJF_RESTORING);
+            ss__obj_free(s, e);
         }
         for (uint32_t i = 0; i < SS_INDEX_MAX_CHUNKS; i++)
             free(s->objs[i]);
@@ -1494,4 +1161,7 @@ void ss__obj_fini(ss__store *s)
     s->wait_buckets = NULL;
     free(s->det_buckets);
     s->det_buckets = NULL;
+    free(s->disk);
+    s->disk = NULL;
+    s->ndisk = s->disk_cap = s->disk_free = 0;
 }

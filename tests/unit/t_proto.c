@@ -663,7 +663,8 @@ static void test_reply_hello_stats_event(void **state)
     M_SET(&M, H + offsetof(ss_stats, version), uint32_t, SS_STATS_VERSION + 1);
     assert_int_equal(rep(&M), -SS_E_PROTO);
     mk_rep_stats(&M);
-    M_SET(&M, H + offsetof(ss_stats, reserved) + 23 * 8, uint64_t, 1);
+    M_SET(&M, H + offsetof(ss_stats, reserved) +
+                      (sizeof(((ss_stats *)0)->reserved) / 8 - 1) * 8, uint64_t, 1);
     assert_int_equal(rep(&M), -SS_E_PROTO);
     mk_rep_stats(&M);
     M.len -= 8;

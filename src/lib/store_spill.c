@@ -1,0 +1,1235 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Spilling and restoring (DESIGN section 6): the store's side of the spill
+ * engine (spill.h), which does the disk I/O asynchronously; nothing here
+ * waits for the disk except setup (scan), drain and teardown.
+ *
+ * Where. SEALSTORE_SPILL_DIR names a directory (empty: the per-user
+ * default, $TMPDIR/sealstore-UID-spill or /var/tmp/sealstore-UID, created
+ * 0700 and refused unless it is ours with no group/other access; "off": no
+ * spilling). Each store spills into its own subdirectory of it,
+ * "store-<16 hex>", the hex being XXH64 of the absolute socket path (its
+ * directory resolved): the engine locks a directory for one engine, so two
+ * stores sharing a spill directory never meet, and a store restarted on the
+ * same socket finds its own objects again. Setup indexes what is there
+ * (ss__spill_scan) before the store serves: each object becomes a SPILLED
+ * entry (sealed, unreferenced, on disk only); of two copies of one id the
+ * newer write wins. When the store closes with nothing left in its
+ * subdirectory, the subdirectory goes too (no litter from short-lived
+ * stores), and a starting store removes the empty subdirectories that
+ * stores which died left behind (unlocked, no spill file in them);
+ * spilled files always stay.
+ *
+ * Spilling. When a create (or a restore) does not fit, ss__reclaim() asks
+ * ss__spill_more() to have enough memory on its way out for it and every
+ * parked request: least recently used unreferenced sealed objects are
+ * written (an object segment straight from a read-only mapping of it, a
+ * small object from the store's own mapping of its small segment, both
+ * left untouched until the completion), and their memory is freed only
+ * when the engine reports them durable; the parked create is then retried.
+ * An object a parked GET holds is skipped. An object that was restored
+ * keeps its disk copy, so dropping its memory again needs no I/O. Above
+ * SEALSTORE_SPILL_HIGH the same happens ahead of demand, down to 5% of
+ * capacity below the mark. With SEALSTORE_EVICT on nothing is spilled:
+ * the user asked for a cache that drops (objects spilled earlier are still
+ * restored).
+ *
+ * Failures (disk full, EIO, unwritable directory): the object stays in
+ * memory and on the LRU; no new spill starts for a second; creates that
+ * cannot fit meanwhile fail with -ENOSPC at their timeout; one error line
+ * per 10 s says what happens and how many failures it stands for.
+ *
+ * Restoring. A GET of a spilled object starts its restore (one per object
+ * however many GETs wait): memory as a create gets it (pool segment or
+ * small slot, reclaiming and waiting like a create), then the engine reads
+ * into it. An object segment is read through a writable mapping the store
+ * drops before the seal worker write-seals it (hugetlb has no write()); a
+ * small object lands in its slot through the store's mapping. Then the
+ * entry is SEALED again and its GETs are answered. A record found damaged
+ * (-EBADMSG) or gone costs that object only: it is dropped (a DELETED
+ * event, an error line naming it) and its GETs see it missing (-ENOENT).
+ * Other errors fail the waiting GETs with that error; the object stays
+ * spilled.
+ */
+#include "store_int.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include "spill.h"
+#include "sys.h"
+
+#define REAP_BATCH 64
+#define REAP_ROUNDS 4                        /* batches per wake-up: fairness */
+#define SPILL_INFLIGHT_MAX 4096u             /* spills with the engine at once */
+#define LRU_WALK_MAX 8192u                   /* skipped entries per call */
+#define BACKOFF_NS (1000 * 1000000ull)       /* no new spill after a failure */
+#define LOG_EVERY_NS (10 * 1000000000ull)    /* failure report interval */
+#define DRAIN_MS 60000                       /* wait for the disk at stop */
+#define OPEN_RETRY_MS 5000                   /* a store leaving our directory */
+#define SMALL_NEED (4 * SS_MiB)              /* a small allocation may need a segment */
+/* Under demand, spills in flight wanted at least: each file ends with an
+ * fdatasync and a directory fsync (milliseconds here), so one object at a
+ * time leaves the disk idle half the time (measured: 0.9 GB/s for 16 MiB
+ * objects one by one, 2 GB/s with several in flight). Extra bytes started
+ * for this are bounded by capacity / 8. */
+#define DEMAND_INFLIGHT 4u
+
+/* ============================================================ records */
+
+static ss__spop *op_at(const ss__store *s, uint32_t i)
+{
+    return &s->ops[i / SS_SPOP_CHUNK][i % SS_SPOP_CHUNK];
+}
+
+static int op_new(ss__store *s, uint32_t *out)
+{
+    if (!s->ops_free) {
+        uint32_t n = s->ops_cap / SS_SPOP_CHUNK;
+        ss__spop **nc = realloc(s->ops, (n + 1) * sizeof(*nc));
+        if (!nc)
+            return -ENOMEM;
+        s->ops = nc;
+        nc[n] = calloc(SS_SPOP_CHUNK, sizeof(ss__spop));
+        if (!nc[n])
+            return -ENOMEM;
+        for (uint32_t k = SS_SPOP_CHUNK; k-- > 0;) {
+            nc[n][k].next = s->ops_free;
+            s->ops_free = s->ops_cap + k + 1;
+        }
+        s->ops_cap += SS_SPOP_CHUNK;
+    }
+    uint32_t i = s->ops_free - 1;
+    ss__spop *op = op_at(s, i);
+    s->ops_free = op->next;
+    memset(op, 0, sizeof(*op));
+    op->fd_ro = -1;
+    op->seg.fd = -1;
+    s->ops_busy++;
+    *out = i;
+    return 0;
+}
+
+static void op_put(ss__store *s, uint32_t i)
+{
+    ss__spop *op = op_at(s, i);
+
+    op->kind = SS_SPOP_FREE;
+    op->next = s->ops_free;
+    s->ops_free = i + 1;
+    s->ops_busy--;
+}
+
+static int disk_add(ss__store *s, const ss__spill_loc *l, uint32_t *out)
+{
+    uint32_t i;
+
+    if (s->disk_free) {
+        i = s->disk_free - 1;
+        s->disk_free = (uint32_t)s->disk[i].file;
+    } else {
+        if (s->ndisk == s->disk_cap) {
+            uint32_t n = s->disk_cap ? s->disk_cap * 2 : 1024;
+            ss__diskloc *nd = realloc(s->disk, (size_t)n * sizeof(*nd));
+            if (!nd)
+                return -ENOMEM;
+            s->disk = nd;
+            s->disk_cap = n;
+        }
+        i = s->ndisk++;
+    }
+    s->disk[i] = (ss__diskloc){ .file = l->file, .offset = l->offset, .size = l->size,
+                                .seq = l->seq, .rec_len = l->rec_len,
+                                .meta_size = l->meta_size, .data_off = l->data_off };
+    *out = i;
+    return 0;
+}
+
+static void disk_put(ss__store *s, uint32_t i)
+{
+    s->disk[i].file = s->disk_free;
+    s->disk_free = i + 1;
+}
+
+static void loc_of(const ss__store *s, uint32_t e, ss__spill_loc *l)
+{
+    const ss__diskloc *d = &s->disk[ss__obj_at(s, e)->disk - 1];
+
+    memset(l, 0, sizeof(*l));
+    l->file = d->file;
+    l->offset = d->offset;
+    l->size = d->size;
+    l->seq = d->seq;
+    l->rec_len = d->rec_len;
+    l->meta_size = d->meta_size;
+    l->data_off = d->data_off;
+    l->id = ss__ent(s, e)->id;
+}
+
+static void id_hex(const ss_id *id, char out[2 * SS_ID_SIZE + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+
+    for (int i = 0; i < SS_ID_SIZE; i++) {
+        out[2 * i] = hex[id->b[i] >> 4];
+        out[2 * i + 1] = hex[id->b[i] & 15];
+    }
+    out[2 * SS_ID_SIZE] = '\0';
+}
+
+/* Memory an object's data and meta hold (what spilling it frees). */
+static uint64_t mem_bytes(const ss__store *s, uint32_t e)
+{
+    const ss__obj *o = ss__obj_at(s, e);
+    const ss__index_entry *en = ss__ent(s, e);
+    uint64_t b = SS_IX_KIND(en->info) == SS_SEG_OBJECT
+                     ? o->seg_size
+                     : ss__salloc_class_size(ss__salloc_class_of(en->size));
+
+    if (en->meta_seg)
+        b += ss__salloc_class_size(ss__salloc_class_of(SS_IX_META_SIZE(en->info)));
+    return b;
+}
+
+/* Rewrite e's entry as SPILLED (no segment) and count it. */
+static void ent_spilled(ss__store *s, uint32_t e)
+{
+    ss__index_entry *en = ss__ent(s, e);
+    uint32_t i = en->info;
+
+    ss__index_write_begin(en);
+    __atomic_store_n(&en->info,
+                     SS_IX_INFO(SS_IX_SPILLED, SS_IX_KIND(i), 0, SS_IX_META_SIZE(i)),
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&en->seg_id, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&en->data_off64, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&en->meta_seg, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&en->meta_off64, 0, __ATOMIC_RELAXED);
+    ss__index_write_end(en);
+    s->nspilled++;
+    s->spilled_bytes += en->size;
+}
+
+/* A SEALED, unreferenced object with a durable disk copy: free its memory. */
+static void to_disk(ss__store *s, uint32_t e)
+{
+    ss__lru_remove(s, e);
+    ss__obj_drop_mem(s, e);
+    ent_spilled(s, e);
+}
+
+/* ============================================================= failures */
+
+static void spill_failed(ss__store *s, int err)
+{
+    uint64_t now = ss__now_ns();
+
+    s->c_spill_errors++;
+    s->spill_backoff_until = now + BACKOFF_NS;
+    if (now < s->spill_log_next) {
+        s->spill_log_quiet++;
+        return;
+    }
+    ss__log_error("store: cannot spill to %s: %s; objects stay in memory, and creates that "
+                  "do not fit fail with ENOSPC after SEALSTORE_CREATE_TIMEOUT (%llu more "
+                  "failures since the last report; retrying in 1 s)",
+                  s->spill_dir, ss_strerror(err), (unsigned long long)s->spill_log_quiet);
+    s->spill_log_next = now + LOG_EVERY_NS;
+    s->spill_log_quiet = 0;
+}
+
+/* =============================================================== spills */
+
+static int spill_start(ss__store *s, uint32_t e)
+{
+    ss__obj *o = ss__obj_at(s, e);
+    ss__index_entry *en = ss__ent(s, e);
+    const void *data, *meta = NULL;
+    void *map = NULL;
+    uint64_t map_len = 0;
+    uint32_t i;
+    int rc;
+
+    if (SS_IX_KIND(en->info) == SS_SEG_OBJECT) {
+        /* the disk reads the sealed segment straight from this mapping
+         * (O_DIRECT where the filesystem allows) */
+        map_len = o->seg_size;
+        map = mmap(NULL, map_len, PROT_READ, MAP_SHARED, o->fd_ro, 0);
+        if (map == MAP_FAILED)
+            return -errno;
+        data = map;
+    } else {
+        const ss__seg *g = ss__salloc_segment(s->salloc, o->small_slot);
+        if (!g)
+            return -SS_E_CORRUPT;
+        data = (const char *)g->map + (uint64_t)en->data_off64 * SS_OBJ_ALIGN;
+    }
+    if (en->meta_seg) {
+        const ss__seg *g = ss__salloc_segment(s->salloc, o->meta_slot);
+        if (!g) {
+            rc = -SS_E_CORRUPT;
+            goto fail;
+        }
+        meta = (const char *)g->map + (uint64_t)en->meta_off64 * SS_OBJ_ALIGN;
+    }
+    if ((rc = op_new(s, &i)) < 0)
+        goto fail;
+    rc = ss__spill_write(s->sp, &en->id, data, en->size, meta, SS_IX_META_SIZE(en->info), i);
+    if (rc < 0) {
+        op_put(s, i);
+        goto fail;
+    }
+    ss__spop *op = op_at(s, i);
+    op->kind = SS_SPOP_SPILL;
+    op->e = e;
+    op->generation = en->generation;
+    op->map = map;
+    op->map_len = map_len;
+    op->bytes = mem_bytes(s, e);
+    s->spill_pending += op->bytes;
+    s->nspilling++;
+    s->ops_engine++;
+    ss__lru_remove(s, e);
+    o->flags |= SS_OBJF_SPILLING;
+    return 0;
+fail:
+    if (map)
+        munmap(map, map_len);
+    return rc;
+}
+
+bool ss__spill_more(ss__store *s, uint64_t target, bool demand)
+{
+    uint64_t now = ss__now_ns(), got = 0;
+    uint64_t extra = demand ? target + s->capacity / 8 : target;
+    bool io = now >= s->spill_backoff_until, freed = false;
+    uint32_t walked = 0;
+
+    if (!s->sp || s->evict || s->spill_closing)
+        return false;
+    for (uint32_t x = s->lru_head; x;) {
+        uint64_t out = s->spill_pending + got;
+        if (out >= target && (!demand || s->nspilling >= DEMAND_INFLIGHT || out >= extra))
+            break;
+        uint32_t e = x - 1;
+        ss__obj *o = ss__obj_at(s, e);
+        x = o->next;
+        if (ss__id_held(s, &ss__ent(s, e)->id)) {
+            if (++walked > LRU_WALK_MAX)
+                break;
+            continue;
+        }
+        if (o->disk) {
+            /* restored earlier: its disk copy is still good */
+            got += mem_bytes(s, e);
+            to_disk(s, e);
+            freed = true;
+            continue;
+        }
+        if (!io || s->ops_engine >= SPILL_INFLIGHT_MAX) {
+            /* only copies already on disk can go now */
+            if (++walked > LRU_WALK_MAX)
+                break;
+            continue;
+        }
+        int rc = spill_start(s, e);
+        if (rc < 0) {
+            spill_failed(s, rc);
+            io = false;
+        }
+    }
+    return freed;
+}
+
+void ss__spill_tick(ss__store *s)
+{
+    uint64_t used;
+
+    /* after a failure only copies already on disk could go: leave that to
+     * creates that need it rather than walk the LRU every turn */
+    if (!s->sp || !s->spill_ahead || s->evict || ss__now_ns() < s->spill_backoff_until)
+        return;
+    used = atomic_load_explicit(&s->resident, memory_order_relaxed);
+    if (used <= s->spill_high)
+        return;
+    if (s->pool) {
+        /* ready segments are given back at once when needed: not "in use" */
+        ss__pool_stats ps;
+        ss__pool_stats_get(s->pool, &ps);
+        used = used > ps.ready_bytes ? used - ps.ready_bytes : 0;
+        if (used <= s->spill_high)
+            return;
+    }
+    ss__spill_more(s, used - s->spill_low, false);
+}
+
+static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
+{
+    ss__spop *op = op_at(s, i);
+    uint32_t e = op->e, di;
+    ss__obj *o = ss__obj_at(s, e);
+    uint32_t st = ss__ent_state(s, e);
+    int status = d->status;
+
+    SS_ASSERT(ss__ent(s, e)->generation == op->generation);
+    if (op->map)
+        munmap(op->map, op->map_len);
+    s->spill_pending -= op->bytes;
+    s->nspilling--;
+    op_put(s, i);
+    o->flags &= (uint8_t)~SS_OBJF_SPILLING;
+    if (status == 0) {
+        s->c_spills++;
+        if (st == SS_IX_DELETED) {
+            /* deleted while being written: it must not come back */
+            ss__spill_delete(s->sp, &d->loc);
+        } else if (disk_add(s, &d->loc, &di) < 0) {
+            ss__spill_delete(s->sp, &d->loc);
+            status = -ENOMEM;
+        } else {
+            o->disk = di + 1;
+        }
+    }
+    if (status < 0 && st != SS_IX_DELETED)
+        spill_failed(s, status);
+    if (st == SS_IX_DELETED) {
+        if (o->refs == 0)
+            ss__obj_free(s, e);
+        return;
+    }
+    if (o->refs)
+        return; /* someone got it meanwhile: it goes when released */
+    if (o->disk && !s->spill_closing && !ss__id_held(s, &ss__ent(s, e)->id))
+        to_disk(s, e);
+    else
+        ss__lru_push(s, e);
+}
+
+/* ============================================================= restores */
+
+static void restore_mem_free(ss__store *s, ss__spop *op)
+{
+    if (op->map) {
+        munmap(op->map, op->map_len);
+        op->map = NULL;
+    }
+    if (op->fd_ro >= 0) {
+        close(op->fd_ro);
+        op->fd_ro = -1;
+    }
+    if (op->seg.fd >= 0) {
+        uint64_t sz = op->seg.size;
+        ss__seg_destroy(&op->seg);
+        op->seg.fd = -1;
+        ss__store_charge(s, -(int64_t)sz);
+    }
+    if (op->small && op->dloc.ptr) {
+        ss__salloc_free(s->salloc, &op->dloc);
+        ss__small_check(s, op->dloc.seg);
+        op->dloc.ptr = NULL;
+    }
+    if (op->has_meta) {
+        ss__salloc_free(s->salloc, &op->mloc);
+        ss__small_check(s, op->mloc.seg);
+        op->has_meta = false;
+    }
+}
+
+/* Memory for the object, as a create would get it: 0, -ENOSPC (*need
+ * set), -E2BIG (never fits), other -errno. */
+static int restore_mem(ss__store *s, ss__spop *op, uint64_t *need)
+{
+    ss__index_entry *en = ss__ent(s, op->e);
+    uint64_t size = en->size;
+    uint32_t msz = SS_IX_META_SIZE(en->info);
+    int rc;
+
+    op->small = size <= s->small_max;
+    *need = op->small ? SMALL_NEED : SS_ALIGN_UP(size, 4096ull);
+    if (!op->small) {
+        if (size > s->capacity)
+            return -E2BIG;
+        rc = ss__pool_take(s->pool, size, op->node, &op->seg);
+        if (rc < 0) {
+            op->seg.fd = -1;
+            return rc;
+        }
+        op->fd_ro = ss__seg_reopen_ro(op->seg.fd);
+        if (op->fd_ro < 0) {
+            rc = op->fd_ro;
+            goto fail;
+        }
+        /* the store's one writable mapping of an object: dropped before
+         * the write seal, kept out of any fork of an embedding host */
+        op->map_len = op->seg.size;
+        op->map = mmap(NULL, op->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, op->seg.fd, 0);
+        if (op->map == MAP_FAILED) {
+            op->map = NULL;
+            rc = -errno;
+            goto fail;
+        }
+        madvise(op->map, op->map_len, MADV_DONTFORK);
+    } else {
+        rc = ss__salloc_alloc(s->salloc, size, op->node, &op->dloc);
+        if (rc < 0) {
+            op->dloc.ptr = NULL;
+            return rc;
+        }
+    }
+    if (msz) {
+        rc = ss__salloc_alloc(s->salloc, msz, op->node, &op->mloc);
+        if (rc < 0) {
+            if (rc == -ENOSPC)
+                *need = SMALL_NEED;
+            goto fail;
+        }
+        op->has_meta = true;
+    }
+    return 0;
+fail:
+    restore_mem_free(s, op);
+    return rc;
+}
+
+/* Get memory (reclaiming like a create) and start the read: 0, -ENOSPC
+ * (waits for memory; op->bytes: what it lacks), other -errno. */
+static int restore_try(ss__store *s, uint32_t i)
+{
+    ss__spill_loc loc;
+    uint64_t need = 0;
+    int rc;
+
+    for (;;) {
+        rc = restore_mem(s, op_at(s, i), &need);
+        /* reclaiming may start spills: op pointers stay valid (chunks) */
+        if (rc != -ENOSPC || !ss__reclaim(s, need))
+            break;
+    }
+    ss__spop *op = op_at(s, i);
+    if (rc == -ENOSPC) {
+        op->bytes = need;
+        return rc;
+    }
+    if (rc < 0)
+        return rc;
+    loc_of(s, op->e, &loc);
+    rc = ss__spill_read(s->sp, &loc, op->small ? op->dloc.ptr : op->map,
+                        op->has_meta ? op->mloc.ptr : NULL, i);
+    if (rc < 0) {
+        restore_mem_free(s, op);
+        return rc;
+    }
+    op->rstate = SS_RS_READ;
+    s->ops_engine++;
+    return 0;
+}
+
+static void rq_push(ss__store *s, uint32_t i)
+{
+    ss__spop *op = op_at(s, i);
+
+    op->rstate = SS_RS_WAITMEM;
+    op->next = 0;
+    if (s->rq_tail)
+        op_at(s, s->rq_tail - 1)->next = i + 1;
+    else
+        s->rq_head = i + 1;
+    s->rq_tail = i + 1;
+    s->parked_need += op->bytes;
+}
+
+/* The restore ends without publishing: memory back, RESTORING off, then
+ * the object's fate by err (see the top of the file). */
+static void restore_end(ss__store *s, uint32_t i, int err)
+{
+    ss__spop *op = op_at(s, i);
+    uint32_t e = op->e;
+    ss__obj *o = ss__obj_at(s, e);
+    ss_id id = ss__ent(s, e)->id;
+    char hex[2 * SS_ID_SIZE + 1];
+
+    restore_mem_free(s, op);
+    op_put(s, i);
+    o->flags &= (uint8_t)~SS_OBJF_RESTORING;
+    if (ss__ent_state(s, e) == SS_IX_DELETED) {
+        if (o->refs == 0)
+            ss__obj_free(s, e);
+        return;
+    }
+    if (err == 0 || s->spill_closing)
+        return; /* nobody waits for it: it stays on disk */
+    id_hex(&id, hex);
+    if (err == -EBADMSG || err == -ENOENT) {
+        /* the record is damaged (or gone): this object is lost, nothing else */
+        ss__log_error("store: spilled object %s is lost: its record in %s is %s; it is "
+                      "dropped", hex, s->spill_dir,
+                      err == -EBADMSG ? "damaged (checksum or header mismatch)" : "missing");
+        if (err == -ENOENT)
+            s->c_lost++; /* the engine counts damaged records itself */
+        ss__obj_detach(s, e, false); /* tells its GETs: missing */
+        return;
+    }
+    s->c_restore_errors++;
+    ss__log_error("store: cannot restore spilled object %s from %s: %s", hex, s->spill_dir,
+                  ss_strerror(err == -E2BIG ? -ENOSPC : err));
+    ss__restore_waiters_done(s, &id, err == -E2BIG ? -ENOSPC : err);
+}
+
+int ss__restore_start(ss__store *s, uint32_t e)
+{
+    ss__obj *o = ss__obj_at(s, e);
+    uint32_t i;
+    int rc;
+
+    if (o->flags & SS_OBJF_RESTORING)
+        return 0; /* one restore, however many wait */
+    if (!s->sp || !o->disk || s->spill_closing) {
+        ss_id id = ss__ent(s, e)->id;
+        ss__restore_waiters_done(s, &id, -EIO);
+        return -EIO;
+    }
+    if ((rc = op_new(s, &i)) < 0) {
+        ss_id id = ss__ent(s, e)->id;
+        ss__restore_waiters_done(s, &id, rc);
+        return rc;
+    }
+    ss__spop *op = op_at(s, i);
+    op->kind = SS_SPOP_RESTORE;
+    op->e = e;
+    op->generation = ss__ent(s, e)->generation;
+    op->node = SS_NODE_ANY;
+    if (s->numa) {
+        int node = ss__numa_place(s->numa, &s->numa_policy, -1);
+        op->node = (int16_t)(node < 0 ? SS_NODE_ANY : node);
+    }
+    o->flags |= SS_OBJF_RESTORING;
+    rc = restore_try(s, i);
+    if (rc == -ENOSPC) {
+        rq_push(s, i);
+        return 0;
+    }
+    if (rc < 0) {
+        restore_end(s, i, rc);
+        return rc;
+    }
+    return 0;
+}
+
+void ss__restore_retry(ss__store *s)
+{
+    uint32_t x = s->rq_head;
+
+    s->rq_head = s->rq_tail = 0;
+    while (x) {
+        uint32_t i = x - 1;
+        ss__spop *op = op_at(s, i);
+        x = op->next;
+        s->parked_need -= op->bytes;
+        op->bytes = 0;
+        if (ss__ent_state(s, op->e) == SS_IX_DELETED ||
+            !ss__id_restore_wanted(s, &ss__ent(s, op->e)->id)) {
+            restore_end(s, i, 0); /* deleted, or its GETs gave up */
+            continue;
+        }
+        int rc = restore_try(s, i);
+        if (rc == -ENOSPC)
+            rq_push(s, i);
+        else if (rc < 0)
+            restore_end(s, i, rc);
+    }
+}
+
+void ss__restore_cancel(ss__store *s, uint32_t e)
+{
+    uint32_t prev = 0;
+
+    for (uint32_t x = s->rq_head; x; prev = x, x = op_at(s, x - 1)->next) {
+        ss__spop *op = op_at(s, x - 1);
+        if (op->e != e)
+            continue;
+        if (prev)
+            op_at(s, prev - 1)->next = op->next;
+        else
+            s->rq_head = op->next;
+        if (s->rq_tail == x)
+            s->rq_tail = prev;
+        s->parked_need -= op->bytes;
+        op_put(s, x - 1);
+        ss__obj_at(s, e)->flags &= (uint8_t)~SS_OBJF_RESTORING;
+        return;
+    }
+    /* reading or sealing: its completion sees the entry DELETED */
+}
+
+/* The restored object goes live: SEALED in memory, its GETs answered. */
+static void restore_publish(ss__store *s, uint32_t i)
+{
+    ss__spop *op = op_at(s, i);
+    uint32_t e = op->e;
+    ss__obj *o = ss__obj_at(s, e);
+    ss__index_entry *en = ss__ent(s, e);
+    uint32_t msz = SS_IX_META_SIZE(en->info);
+    ss__small *dsm = op->small ? ss__small_rec(s, op->dloc.seg) : NULL;
+    ss__small *msm = op->has_meta ? ss__small_rec(s, op->mloc.seg) : NULL;
+    uint8_t backing = 0;
+
+    if ((op->small && !dsm) || (op->has_meta && !msm)) {
+        restore_end(s, i, -ENOMEM);
+        return;
+    }
+    if (!op->small) {
+        close(op->seg.fd); /* sealed: the store keeps the read-only fd */
+        op->seg.fd = -1;
+        o->fd_ro = op->fd_ro;
+        o->fd_rw = -1;
+        o->seg_size = op->seg.size;
+        o->node = op->seg.node;
+        backing = op->seg.backing;
+        op->fd_ro = -1;
+    } else {
+        o->small_slot = op->dloc.seg;
+        o->node = op->node;
+    }
+    o->meta_slot = op->has_meta ? op->mloc.seg : 0;
+    ss__index_write_begin(en);
+    __atomic_store_n(&en->info,
+                     SS_IX_INFO(SS_IX_SEALED, op->small ? SS_SEG_SMALL : SS_SEG_OBJECT, backing,
+                                msz),
+                     __ATOMIC_RELAXED);
+    en->seg_id = op->small ? (SS_SEG_ID_SMALL | dsm->no) : s->next_seg_id++;
+    en->data_off64 = op->small ? (uint32_t)(op->dloc.off / SS_OBJ_ALIGN) : 0;
+    en->meta_seg = op->has_meta ? msm->no : 0;
+    en->meta_off64 = op->has_meta ? (uint32_t)(op->mloc.off / SS_OBJ_ALIGN) : 0;
+    ss__index_write_end(en);
+    o->flags &= (uint8_t)~(SS_OBJF_RESTORING | SS_OBJF_NOMEM);
+    s->nspilled--;
+    s->spilled_bytes -= en->size;
+    s->c_restores++;
+    op_put(s, i);
+    if (o->refs == 0)
+        ss__lru_push(s, e);
+    ss_id id = en->id;
+    ss__wake_waiters(s, &id);
+}
+
+static void restore_read_done(ss__store *s, uint32_t i, const ss__spill_done *d)
+{
+    ss__spop *op = op_at(s, i);
+    uint32_t e = op->e;
+    int status = d->status;
+
+    SS_ASSERT(ss__ent(s, e)->generation == op->generation);
+    if (status < 0 || ss__ent_state(s, e) == SS_IX_DELETED || s->spill_closing) {
+        restore_end(s, i, status);
+        return;
+    }
+    if (op->small) {
+        restore_publish(s, i);
+        return;
+    }
+    munmap(op->map, op->map_len);
+    op->map = NULL;
+    /* write-seal off the loop, like any object segment */
+    ss__sealjob *j = calloc(1, sizeof(*j));
+    if (!j) {
+        restore_end(s, i, -ENOMEM);
+        return;
+    }
+    j->c = NULL;
+    j->req_id = i;
+    j->e = e;
+    j->generation = op->generation;
+    j->fd = op->seg.fd;
+    j->size = op->seg.size;
+    op->rstate = SS_RS_SEAL;
+    if (s->sw_started) {
+        ss__sw_submit(s, j);
+    } else {
+        j->rc = ss__seg_seal_write(j->fd, j->size);
+        ss__restore_sealed(s, j);
+        free(j);
+    }
+}
+
+void ss__restore_sealed(ss__store *s, ss__sealjob *j)
+{
+    uint32_t i = j->req_id;
+
+    if (j->rc == 0 && ss__ent_state(s, j->e) != SS_IX_DELETED && !s->spill_closing)
+        restore_publish(s, i);
+    else
+        restore_end(s, i, ss__ent_state(s, j->e) == SS_IX_DELETED ? 0 : j->rc);
+}
+
+/* ============================================================ the engine */
+
+int ss__spill_fd(const ss__store *s)
+{
+    return s->sp ? ss__spill_event_fd(s->sp) : -1;
+}
+
+static void apply(ss__store *s, const ss__spill_done *d)
+{
+    uint32_t i = (uint32_t)d->cookie;
+
+    s->ops_engine--;
+    if (op_at(s, i)->kind == SS_SPOP_SPILL)
+        spill_done(s, i, d);
+    else
+        restore_read_done(s, i, d);
+}
+
+void ss__spill_events(ss__store *s)
+{
+    ss__spill_done d[REAP_BATCH];
+
+    if (!s->sp)
+        return;
+    for (int round = 0; round < REAP_ROUNDS; round++) {
+        int n = ss__spill_reap(s->sp, d, REAP_BATCH);
+        for (int k = 0; k < n; k++)
+            apply(s, &d[k]);
+        if (n < REAP_BATCH)
+            break;
+    }
+}
+
+void ss__spill_drain(ss__store *s)
+{
+    uint64_t end = ss__now_ns() + DRAIN_MS * 1000000ull;
+
+    if (!s->sp)
+        return;
+    /* restores still waiting for memory: their GETs were answered */
+    while (s->rq_head) {
+        uint32_t i = s->rq_head - 1;
+        s->rq_head = op_at(s, i)->next;
+        s->parked_need -= op_at(s, i)->bytes;
+        restore_end(s, i, 0);
+    }
+    s->rq_tail = 0;
+    while (s->ops_engine && ss__now_ns() < end) {
+        ss__spill_wait(s->sp, 1000);
+        ss__spill_events(s);
+    }
+    if (s->ops_engine)
+        ss__log_error("store: %u spill operations still unfinished at stop",
+                      (unsigned)s->ops_engine);
+}
+
+void ss__spill_teardown(ss__store *s)
+{
+    ss__spill_stats st;
+
+    if (s->sp) {
+        s->spill_closing = true;
+        ss__spill_drain(s);
+        /* restores whose seal job died with the worker */
+        for (uint32_t i = 0; i < s->ops_cap; i++) {
+            ss__spop *op = op_at(s, i);
+            if (op->kind == SS_SPOP_RESTORE && op->rstate == SS_RS_SEAL)
+                restore_end(s, i, 0);
+        }
+        ss__spill_wait(s->sp, DRAIN_MS);
+        ss__spill_stats_get(s->sp, &st);
+        if (st.files == 0 && s->ops_engine == 0) {
+            /* nothing kept here: no litter. Unlinked under the engine's
+             * lock; a store that opens it meanwhile retries (setup). */
+            char p[sizeof(s->spill_dir) + 8];
+            snprintf(p, sizeof(p), "%s/lock", s->spill_dir);
+            unlink(p);
+            rmdir(s->spill_dir);
+        }
+        ss__spill_close(s->sp);
+        s->sp = NULL;
+    }
+    for (uint32_t k = 0; k < s->ops_cap / SS_SPOP_CHUNK; k++)
+        free(s->ops[k]);
+    free(s->ops);
+    s->ops = NULL;
+    s->ops_cap = s->ops_free = s->ops_busy = 0;
+}
+
+void ss__spill_forget(ss__store *s, uint32_t e)
+{
+    ss__obj *o = ss__obj_at(s, e);
+
+    if (!o->disk)
+        return;
+    if (s->sp) {
+        ss__spill_loc loc;
+        loc_of(s, e, &loc);
+        int rc = ss__spill_delete(s->sp, &loc);
+        if (rc < 0 && rc != -ENOENT)
+            ss__log_warn("store: dropping a spilled copy: %s", ss_strerror(rc));
+    }
+    disk_put(s, o->disk - 1);
+    o->disk = 0;
+}
+
+void ss__spill_fill_stats(ss__store *s, ss_stats *st)
+{
+    ss__spill_stats es;
+
+    st->spilled_objects = s->nspilled;
+    st->spilled_bytes = s->spilled_bytes;
+    st->spills = s->c_spills;
+    st->restores = s->c_restores;
+    st->spill_errors = s->c_spill_errors;
+    st->restore_errors = s->c_restore_errors;
+    st->spill_lost = s->c_lost;
+    if (!s->sp)
+        return;
+    ss__spill_stats_get(s->sp, &es);
+    st->spill_bytes = es.bytes_spilled;
+    st->spill_ns = es.spill_ns;
+    st->restore_bytes = es.bytes_restored;
+    st->restore_ns = es.restore_ns;
+    st->spill_files = es.files;
+    st->spill_disk_bytes = es.disk_bytes;
+    st->spill_queue_depth = es.queue_depth;
+    st->spill_lost += es.damaged;
+    st->spill_mode = SS_SPILL_MODE_ON | (es.uring ? SS_SPILL_MODE_URING : 0) |
+                     (es.direct ? SS_SPILL_MODE_DIRECT : 0);
+}
+
+/* ================================================================ setup */
+
+int ss__spill_parse_high(const char *t, uint64_t capacity, uint64_t *bytes)
+{
+    size_t n = t ? strlen(t) : 0;
+
+    if (!t)
+        return -EINVAL;
+    if (strcasecmp(t, "off") == 0)
+        return 1;
+    if (n >= 2 && t[n - 1] == '%') {
+        uint64_t v = 0;
+        for (size_t k = 0; k + 1 < n; k++) {
+            if (t[k] < '0' || t[k] > '9' || k >= 3)
+                return -EINVAL;
+            v = v * 10 + (uint64_t)(t[k] - '0');
+        }
+        if (v > 100)
+            return -EINVAL;
+        *bytes = capacity / 100 * v + capacity % 100 * v / 100;
+        return 0;
+    }
+    return ss__parse_size(t, bytes) < 0 ? -EINVAL : 0;
+}
+
+/* The per-user default directory, created 0700 and checked. */
+static int default_dir(char *buf, size_t len)
+{
+    const char *t = getenv("TMPDIR");
+    struct stat st;
+    int n;
+
+    if (t && t[0] == '/')
+        n = snprintf(buf, len, "%s/sealstore-%u-spill", t, (unsigned)geteuid());
+    else
+        n = snprintf(buf, len, "/var/tmp/sealstore-%u", (unsigned)geteuid());
+    if (n < 0 || (size_t)n >= len)
+        return -ENAMETOOLONG;
+    if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+        return -errno;
+    /* someone else's directory, or one others can enter: never ours */
+    if (lstat(buf, &st) < 0)
+        return -errno;
+    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077)) {
+        ss__log_error("store: %s is not a directory owned by uid %u with mode 0700", buf,
+                      (unsigned)geteuid());
+        return -EPERM;
+    }
+    return 0;
+}
+
+/* What a subdirectory holds: 1 spill files (keep it), 0 only our own
+ * leftovers (lock, unfinished .tmp, .probe-*), -1 something else. */
+static int dir_kind(int dfd)
+{
+    int fd = dup(dfd), kind = 0;
+    DIR *d;
+    struct dirent *de;
+
+    if (fd < 0 || !(d = fdopendir(fd))) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    rewinddir(d); /* a dup shares its offset with dfd: start over */
+    while (kind == 0 && (de = readdir(d))) {
+        const char *n = de->d_name;
+        size_t l = strlen(n);
+        if (!strcmp(n, ".") || !strcmp(n, "..") || !strcmp(n, "lock") ||
+            !strncmp(n, ".probe-", 7) || (l > 4 && !strcmp(n + l - 4, ".tmp")))
+            continue;
+        kind = l > 6 && !strcmp(n + l - 6, ".spill") ? 1 : -1;
+    }
+    closedir(d);
+    return kind;
+}
+
+static void remove_leftovers(int dfd)
+{
+    int fd = dup(dfd);
+    DIR *d;
+    struct dirent *de;
+
+    if (fd < 0 || !(d = fdopendir(fd))) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    rewinddir(d);
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            unlinkat(dfd, de->d_name, 0);
+    closedir(d);
+}
+
+/*
+ * Stores that died (killed, crashed) never ran their cleanup: remove their
+ * subdirectories that hold no spill file and that no store holds (the
+ * engine's flock on "lock"), so short-lived stores leave no litter. Done
+ * under that flock: a store opening one meanwhile gets -EBUSY or -ENOENT
+ * and retries (setup).
+ */
+static void sweep_dead(const char *top, const char *own)
+{
+    DIR *d = opendir(top);
+    struct dirent *de;
+
+    if (!d)
+        return;
+    while ((de = readdir(d))) {
+        struct stat sb;
+        int dfd, lfd;
+
+        if (strncmp(de->d_name, "store-", 6) || strlen(de->d_name) != 22 ||
+            !strcmp(de->d_name, own))
+            continue;
+        dfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dfd < 0)
+            continue;
+        lfd = openat(dfd, "lock", O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+        if (lfd >= 0 && fstat(dfd, &sb) == 0 && sb.st_uid == geteuid() &&
+            flock(lfd, LOCK_EX | LOCK_NB) == 0 && dir_kind(dfd) == 0) {
+            remove_leftovers(dfd);
+            if (unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR) == 0)
+                ss__log_info("store: removed %s/%s, left empty by a store that died", top,
+                             de->d_name);
+        }
+        if (lfd >= 0)
+            close(lfd);
+        close(dfd);
+    }
+    closedir(d);
+}
+
+/* The socket path made absolute, its directory resolved: the key of this
+ * store's subdirectory. */
+static void socket_key(const ss__store *s, char *out, size_t len)
+{
+    char dir[PATH_MAX], real[PATH_MAX];
+    const char *slash = strrchr(s->path, '/');
+    const char *base = slash ? slash + 1 : s->path;
+
+    if (slash == s->path)
+        snprintf(dir, sizeof(dir), "/");
+    else if (slash)
+        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - s->path), s->path);
+    else
+        snprintf(dir, sizeof(dir), ".");
+    if (realpath(dir, real))
+        snprintf(out, len, "%s/%s", strcmp(real, "/") ? real : "", base);
+    else
+        snprintf(out, len, "%s", s->path);
+}
+
+struct scan_ctx {
+    ss__store *s;
+    ss__spill_loc *drop; /* older copies replaced by newer ones */
+    size_t n, cap;
+};
+
+static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
+{
+    struct scan_ctx *c = arg;
+    ss__store *s = c->s;
+    int64_t x = ss__index_find(&s->ix, &loc->id);
+    uint32_t e, di;
+    int rc;
+
+    (void)meta;
+    if (x >= 0) {
+        /* two copies of one id (a crash between a new spill and the old
+         * one's delete): the newer write wins */
+        ss__obj *o = ss__obj_at(s, (uint32_t)x);
+        if (s->disk[o->disk - 1].seq >= loc->seq)
+            return 1;
+        if (c->n == c->cap) {
+            size_t cap = c->cap ? c->cap * 2 : 16;
+            ss__spill_loc *nd = realloc(c->drop, cap * sizeof(*nd));
+            if (!nd)
+                return -ENOMEM;
+            c->drop = nd;
+            c->cap = cap;
+        }
+        loc_of(s, (uint32_t)x, &c->drop[c->n++]);
+        s->spilled_bytes -= s->disk[o->disk - 1].size;
+        s->object_bytes -= s->disk[o->disk - 1].size;
+        disk_put(s, o->disk - 1);
+        o->disk = 0;
+        if ((rc = disk_add(s, loc, &di)) < 0)
+            return rc;
+        o->disk = di + 1;
+        ss__index_entry *en = ss__ent(s, (uint32_t)x);
+        ss__index_write_begin(en);
+        __atomic_store_n(&en->info,
+                         SS_IX_INFO(SS_IX_SPILLED,
+                                    loc->size <= s->small_max ? SS_SEG_SMALL : SS_SEG_OBJECT,
+                                    0, loc->meta_size),
+                         __ATOMIC_RELAXED);
+        __atomic_store_n(&en->size, loc->size, __ATOMIC_RELAXED);
+        ss__index_write_end(en);
+        s->spilled_bytes += loc->size;
+        s->object_bytes += loc->size;
+        return 0;
+    }
+    if ((rc = disk_add(s, loc, &di)) < 0)
+        return rc;
+    if ((rc = ss__obj_alloc(s, &e)) < 0) {
+        disk_put(s, di);
+        return rc;
+    }
+    ss__obj *o = ss__obj_at(s, e);
+    o->flags |= SS_OBJF_NOMEM;
+    o->disk = di + 1;
+    o->node = SS_NODE_ANY;
+    ss__index_entry *en = ss__ent(s, e);
+    ss__index_write_begin(en);
+    __atomic_store_n(&en->info,
+                     SS_IX_INFO(SS_IX_SPILLED,
+                                loc->size <= s->small_max ? SS_SEG_SMALL : SS_SEG_OBJECT, 0,
+                                loc->meta_size),
+                     __ATOMIC_RELAXED);
+    memcpy(&en->id, &loc->id, sizeof(ss_id));
+    en->seg_id = 0;
+    en->size = loc->size;
+    en->data_off64 = 0;
+    en->meta_seg = 0;
+    en->meta_off64 = 0;
+    ss__index_write_end(en);
+    if ((rc = ss__index_link(&s->ix, e)) < 0) {
+        /* give the entry back as it came */
+        o->flags &= (uint8_t)~SS_OBJF_NOMEM;
+        o->disk = 0;
+        disk_put(s, di);
+        ss__index_write_begin(en);
+        __atomic_store_n(&en->info, SS_IX_INFO(SS_IX_FREE, 0, 0, 0), __ATOMIC_RELAXED);
+        ss__index_write_end(en);
+        memset(o, 0, sizeof(*o));
+        o->fd_ro = o->fd_rw = -1;
+        o->next = s->free_head;
+        s->free_head = e + 1;
+        return rc;
+    }
+    s->nobjects++;
+    s->nsealed++;
+    s->object_bytes += loc->size;
+    s->nspilled++;
+    s->spilled_bytes += loc->size;
+    return 0;
+}
+
+int ss__spill_setup(ss__store *s)
+{
+    char opt[PATH_MAX], top[PATH_MAX], key[PATH_MAX + 128], high[64];
+    struct scan_ctx sc = { .s = s };
+    ss__spill_params p = { 0 };
+    uint64_t qd, end;
+    int rc;
+
+    ss__store_opt_spill_dir(opt, sizeof(opt));
+    if (strcasecmp(opt, "off") == 0) {
+        ss__log_info("store: spilling is off (SEALSTORE_SPILL_DIR=off)");
+        return 0;
+    }
+    if (!opt[0]) {
+        rc = default_dir(top, sizeof(top));
+    } else {
+        rc = 0;
+        snprintf(top, sizeof(top), "%s", opt);
+        if (mkdir(top, 0700) < 0 && errno != EEXIST)
+            rc = -errno;
+    }
+    socket_key(s, key, sizeof(key));
+    if (rc == 0 &&
+        snprintf(s->spill_dir, sizeof(s->spill_dir), "%s/store-%016llx", top,
+                 (unsigned long long)ss__spill_hash64(key, strlen(key), 0)) >=
+            (int)sizeof(s->spill_dir))
+        rc = -ENAMETOOLONG;
+    if (rc < 0) {
+        ss__log_error("store: spill directory %s: %s: spilling is off", top, ss_strerror(rc));
+        return 0;
+    }
+
+    sweep_dead(top, strrchr(s->spill_dir, '/') + 1);
+    qd = ss__opt_size(SS_OPT_SPILL_QUEUE_DEPTH);
+    if (qd < 1 || qd > 256) {
+        ss__log_warn("store: SEALSTORE_SPILL_QUEUE_DEPTH=%llu is outside 1..256: using %u",
+                     (unsigned long long)qd, qd < 1 ? 1u : 256u);
+        qd = qd < 1 ? 1 : 256;
+    }
+    p.dir = s->spill_dir;
+    p.queue_depth = (unsigned)qd;
+    /* a store going away on the same socket may still hold the directory */
+    end = ss__now_ns() + OPEN_RETRY_MS * 1000000ull;
+    for (;;) {
+        rc = ss__spill_open(&s->sp, &p);
+        if ((rc != -EBUSY && rc != -ENOENT) || ss__now_ns() >= end)
+            break;
+        usleep(20000);
+    }
+    if (rc < 0) {
+        s->sp = NULL;
+        ss__log_error("store: cannot spill to %s: %s: spilling is off", s->spill_dir,
+                      ss_strerror(rc));
+        return rc == -ENOMEM ? rc : 0;
+    }
+
+    ss__opt_string(SS_OPT_SPILL_HIGH, high, sizeof(high));
+    rc = ss__spill_parse_high(high, s->capacity, &s->spill_high);
+    if (rc < 0) {
+        ss__log_warn("store: SEALSTORE_SPILL_HIGH=\"%s\" is not N%%, a size or off: using 90%%",
+                     high);
+        rc = ss__spill_parse_high("90%", s->capacity, &s->spill_high);
+    }
+    s->spill_ahead = rc == 0;
+    uint64_t hyst = s->capacity / 20;
+    s->spill_low = s->spill_high > hyst ? s->spill_high - hyst : 0;
+
+    rc = ss__spill_scan(s->sp, scan_one, &sc);
+    if (rc < 0) {
+        ss__log_error("store: cannot index the spilled objects in %s: %s", s->spill_dir,
+                      ss_strerror(rc));
+        free(sc.drop);
+        return rc;
+    }
+    for (size_t k = 0; k < sc.n; k++)
+        ss__spill_delete(s->sp, &sc.drop[k]);
+    free(sc.drop);
+    if (rc > 0 || sc.n)
+        ss__log_info("store: %d spilled objects found in %s", rc, s->spill_dir);
+    return 0;
+}

@@ -1,0 +1,782 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Spilling through the store (issue 4), with the public API against stores
+ * embedded in this process (ss_connect(..., SS_CONNECT_EMBED)); a
+ * disconnect stops the embedded store and a new connect starts another on
+ * the same socket, which is how a restart is played. Every object's bytes
+ * and meta come from a generator keyed by its number, so every read is
+ * checked bit for bit.
+ *
+ * Covered: a 32 MiB store filled with 4x its capacity of mixed small and
+ * large objects, all read back, then again after a restart on the same
+ * spill directory (every object that was on disk is found; deletes empty
+ * the directory, which goes away with the store); a spilled object
+ * restored once for several threads getting it at the same time; gets of
+ * in-memory objects going on while the store spills; a corrupted spill
+ * file (found at startup) and a record corrupted under a running store:
+ * only that object is lost, with -ENOENT on its get; a spill directory on a
+ * 16 MiB tmpfs (buffered I/O) that fills up: creates fail with -ENOSPC at
+ * their timeout and every sealed object is still readable; spilling off.
+ */
+#include "sealstore.h"
+#include "t_helpers.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+
+#define SMALL_MAX (64u * 1024)
+#define CAP "32M"
+#define CAP_BYTES (32ull << 20)
+#define GET_MS 20000
+
+/* ------------------------------------------------------------ generator */
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    return x ^ (x >> 33);
+}
+
+/* The bytes of object `n` (stream 0: data, 1: meta). */
+static void gen(unsigned n, int stream, unsigned char *p, uint64_t len)
+{
+    uint64_t x = mix(((uint64_t)n << 8) | (uint64_t)stream | 0x5a5a000000000000ull);
+    uint64_t i = 0;
+
+    for (; i + 8 <= len; i += 8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        memcpy(p + i, &x, 8);
+    }
+    for (x = mix(x); i < len; i++, x >>= 8)
+        p[i] = (unsigned char)x;
+}
+
+static bool gen_equal(unsigned n, int stream, const unsigned char *p, uint64_t len)
+{
+    static _Thread_local unsigned char buf[1 << 16]; /* threads check too */
+
+    /* regenerate in pieces: compare the stream, not a second copy */
+    uint64_t x = mix(((uint64_t)n << 8) | (uint64_t)stream | 0x5a5a000000000000ull);
+    uint64_t i = 0;
+
+    while (len - i >= 8) {
+        uint64_t k = 0, chunk = len - i < sizeof(buf) ? (len - i) & ~7ull : sizeof(buf);
+        for (; k < chunk; k += 8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            memcpy(buf + k, &x, 8);
+        }
+        if (memcmp(buf, p + i, chunk))
+            return false;
+        i += chunk;
+    }
+    for (x = mix(x); i < len; i++, x >>= 8)
+        if (p[i] != (unsigned char)x)
+            return false;
+    return true;
+}
+
+static ss_id id_of(char tag, unsigned n)
+{
+    ss_id id;
+
+    memset(&id, 0, sizeof(id));
+    snprintf((char *)id.b, sizeof(id.b), "sp%c-%u", tag, n);
+    return id;
+}
+
+/* Object n: sizes mixed, 3 in 4 small (up to 64 KiB), the rest 128 KiB to
+ * ~1.6 MiB; meta on most. */
+static uint64_t size_of(unsigned n)
+{
+    uint64_t r = mix(n * 7919u + 1);
+
+    if (n % 4 != 3)
+        return r % (SMALL_MAX + 1); /* 0 included */
+    return (128u << 10) + r % (1500u << 10);
+}
+
+static uint64_t meta_of(unsigned n)
+{
+    return n % 5 == 0 ? 0 : 1 + mix(n) % 300;
+}
+
+/* ---------------------------------------------------------------- store */
+
+static void set_opt(ss_option o, const char *v)
+{
+    t_assert_ok(ss_option_set(o, v));
+}
+
+/* Options every store here starts with; callers change what they test. */
+static void base_options(const char *spill_dir)
+{
+    set_opt(SS_OPT_CAPACITY, CAP);
+    set_opt(SS_OPT_POOL_SIZE, "0");
+    set_opt(SS_OPT_HUGEPAGES, "off");
+    set_opt(SS_OPT_CREATE_TIMEOUT, "20s");
+    set_opt(SS_OPT_EVICT, "off");
+    set_opt(SS_OPT_SPILL_HIGH, "90%");
+    set_opt(SS_OPT_SPILL_QUEUE_DEPTH, "8");
+    set_opt(SS_OPT_SPILL_DIR, spill_dir);
+}
+
+static void path_in(char *buf, size_t len, const char *name)
+{
+    snprintf(buf, len, "%s/%s", t_tmpdir(), name);
+}
+
+static ss_client *embed(const char *sock)
+{
+    ss_client *c = NULL;
+
+    t_assert_ok(ss_connect(sock, SS_CONNECT_EMBED, &c));
+    return c;
+}
+
+static ss_stats stats(ss_client *c)
+{
+    ss_stats st;
+
+    memset(&st, 0, sizeof(st));
+    st.size = sizeof(st);
+    st.version = SS_STATS_VERSION;
+    t_assert_ok(ss_stats_get(c, &st));
+    return st;
+}
+
+static void put_obj(ss_client *c, char tag, unsigned n, uint64_t size, uint64_t msz)
+{
+    ss_id id = id_of(tag, n);
+    unsigned char meta[512];
+    void *p;
+
+    gen(n, 1, meta, msz);
+    if (size <= SMALL_MAX) {
+        unsigned char *buf = malloc(size ? size : 1);
+        assert_non_null(buf);
+        gen(n, 0, buf, size);
+        int rc = ss_put(c, &id, buf, size, meta, msz);
+        free(buf);
+        t_assert_ok(rc);
+        return;
+    }
+    t_assert_ok(ss_create(c, &id, size, meta, msz, &p));
+    gen(n, 0, p, size);
+    t_assert_ok(ss_seal(c, &id));
+    t_assert_ok(ss_release(c, &id));
+}
+
+/* Get object n and check every byte; false if it is not found. */
+static bool check_obj(ss_client *c, char tag, unsigned n, uint64_t size, uint64_t msz,
+                      int64_t timeout_ms)
+{
+    ss_id id = id_of(tag, n);
+    ss_object o;
+    int rc = ss_get(c, &id, 1, timeout_ms, &o);
+
+    if (rc < 0)
+        fail_msg("get of object %c%u: %d (%s)", tag, n, rc, t_strerror(rc));
+    if (rc == 0)
+        return false;
+    if (o.size != size || o.meta_size != msz)
+        fail_msg("object %c%u: size %llu meta %llu, expected %llu and %llu", tag, n,
+                 (unsigned long long)o.size, (unsigned long long)o.meta_size,
+                 (unsigned long long)size, (unsigned long long)msz);
+    if (!gen_equal(n, 0, o.data, size))
+        fail_msg("object %c%u (%llu bytes): data differ", tag, n, (unsigned long long)size);
+    if (msz && !gen_equal(n, 1, o.meta, msz))
+        fail_msg("object %c%u: meta differ", tag, n);
+    t_assert_ok(ss_release(c, &id));
+    return true;
+}
+
+/* Is object (tag, n) on disk only, per ss_list? */
+static bool listed_on_disk(ss_client *c, char tag, unsigned n, bool *found)
+{
+    ss_id id = id_of(tag, n);
+    ss_obj_info info[256];
+    uint64_t cur = 0;
+
+    *found = false;
+    do {
+        int k = ss_list(c, &cur, info, 256);
+        t_assert_ok(k);
+        for (int i = 0; i < k; i++) {
+            if (memcmp(&info[i].id, &id, sizeof(id)))
+                continue;
+            *found = true;
+            return strcmp(info[i].backing, "disk") == 0;
+        }
+    } while (cur);
+    return false;
+}
+
+/* Wait (bounded) until the store has `n` objects on disk only. */
+static ss_stats wait_spilled(ss_client *c, uint64_t n)
+{
+    ss_stats st = stats(c);
+
+    for (int i = 0; i < 1000 && st.spilled_objects < n; i++) {
+        usleep(10000);
+        st = stats(c);
+    }
+    assert_true(st.spilled_objects >= n);
+    return st;
+}
+
+static int count_files(const char *dir, const char *suffix)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int n = 0;
+
+    if (!d)
+        return -errno;
+    while ((de = readdir(d))) {
+        size_t l = strlen(de->d_name), s = strlen(suffix);
+        if (l > s && !strcmp(de->d_name + l - s, suffix))
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* The store's own subdirectory of a spill directory (there is one store
+ * per spill directory in these tests). */
+static bool store_dir(const char *spill, char *out, size_t len)
+{
+    DIR *d = opendir(spill);
+    struct dirent *de;
+    bool found = false;
+
+    if (!d)
+        return false;
+    while ((de = readdir(d))) {
+        if (!strncmp(de->d_name, "store-", 6)) {
+            snprintf(out, len, "%s/%s", spill, de->d_name);
+            found = true;
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+/* ------------------------------------------------------- fill + restart */
+
+#define FILL_N 640u
+
+static void t_fill_restart(void **state)
+{
+    char sock[108], spill[256], sub[512];
+    uint64_t total = 0;
+    static bool on_disk[FILL_N];
+    unsigned ndisk = 0;
+
+    (void)state;
+    path_in(sock, sizeof(sock), "fill.sock");
+    path_in(spill, sizeof(spill), "spill-fill");
+    base_options(spill);
+    ss_client *c = embed(sock);
+
+    for (unsigned n = 0; n < FILL_N; n++) {
+        put_obj(c, 'f', n, size_of(n), meta_of(n));
+        total += size_of(n);
+    }
+    assert_true(total >= 4 * CAP_BYTES);
+    ss_stats st = stats(c);
+    assert_true(st.spills > 0);
+    assert_true(st.spilled_objects > 0);
+    assert_true(st.spill_mode & SS_SPILL_MODE_ON);
+    assert_int_equal(st.objects, FILL_N); /* spilled objects are still objects */
+    assert_true(st.resident_bytes <= CAP_BYTES);
+    assert_true(st.spill_files > 0);
+    assert_int_equal(st.spill_errors, 0);
+    print_message("filled %llu MiB: %llu spills, %llu on disk, mode 0x%llx\n",
+                  (unsigned long long)(total >> 20), (unsigned long long)st.spills,
+                  (unsigned long long)st.spilled_objects, (unsigned long long)st.spill_mode);
+
+    /* a spilled object is there without I/O */
+    bool found;
+    for (unsigned n = 0; n < FILL_N; n++) {
+        if (listed_on_disk(c, 'f', n, &found)) {
+            ss_id id = id_of('f', n);
+            assert_int_equal(ss_contains(c, &id), 1);
+            break;
+        }
+        assert_true(found);
+    }
+    /* every object, in memory or not */
+    for (unsigned n = 0; n < FILL_N; n++)
+        assert_true(check_obj(c, 'f', n, size_of(n), meta_of(n), GET_MS));
+    st = stats(c);
+    assert_true(st.restores > 0);
+    assert_true(st.restore_bytes > 0 && st.restore_ns > 0);
+    assert_int_equal(st.restore_errors, 0);
+
+    for (unsigned n = 0; n < FILL_N; n++) {
+        on_disk[n] = listed_on_disk(c, 'f', n, &found);
+        assert_true(found);
+        ndisk += on_disk[n];
+    }
+    assert_true(ndisk > 0);
+    ss_disconnect(c); /* the embedded store stops: spilled files stay */
+    assert_true(store_dir(spill, sub, sizeof(sub)));
+    assert_true(count_files(sub, ".spill") > 0);
+
+    /* restart: every object that was on disk is back, bit for bit */
+    c = embed(sock);
+    st = stats(c);
+    assert_true(st.spilled_objects >= ndisk);
+    unsigned back = 0;
+    for (unsigned n = 0; n < FILL_N; n++) {
+        ss_id id = id_of('f', n);
+        int in = ss_contains(c, &id);
+        t_assert_ok(in);
+        if (on_disk[n] && !in)
+            fail_msg("object f%u was on disk before the restart and is gone", n);
+        if (in) {
+            assert_true(check_obj(c, 'f', n, size_of(n), meta_of(n), GET_MS));
+            back++;
+        }
+    }
+    assert_true(back >= ndisk);
+    /* deleting them all empties the directory; it goes with the store */
+    for (unsigned n = 0; n < FILL_N; n++) {
+        ss_id id = id_of('f', n);
+        int rc = ss_delete(c, &id);
+        if (rc != -ENOENT)
+            t_assert_ok(rc);
+    }
+    st = stats(c);
+    assert_int_equal(st.objects, 0);
+    assert_int_equal(st.spilled_objects, 0);
+    ss_disconnect(c);
+    assert_false(store_dir(spill, sub, sizeof(sub)));
+}
+
+/* ----------------------------------------------------- concurrent restore */
+
+#define NTHREADS 4
+
+static pthread_barrier_t g_bar;
+static const char *g_sock;
+static _Atomic int g_errors;
+
+static void *restore_thread(void *arg)
+{
+    ss_client *c = NULL;
+    ss_id ids[2] = { id_of('c', 0), id_of('c', 1) };
+    ss_object o[2];
+
+    (void)arg;
+    if (ss_connect(g_sock, 0, &c) < 0) {
+        g_errors++;
+        pthread_barrier_wait(&g_bar);
+        pthread_barrier_wait(&g_bar);
+        return NULL;
+    }
+    pthread_barrier_wait(&g_bar);
+    int rc = ss_get(c, ids, 2, GET_MS, o);
+    if (rc != 2 || o[0].size != 4u << 20 || !gen_equal(0, 0, o[0].data, o[0].size) ||
+        o[1].size != 5000 || !gen_equal(1, 0, o[1].data, o[1].size)) {
+        print_message("concurrent get: %d (%s)\n", rc, t_strerror(rc));
+        g_errors++;
+    }
+    /* everyone holds both before anyone lets go: nothing can spill them
+     * again in between, so a second restore would be a bug */
+    pthread_barrier_wait(&g_bar);
+    if (rc == 2) {
+        ss_release(c, &ids[0]);
+        ss_release(c, &ids[1]);
+    }
+    ss_disconnect(c);
+    return NULL;
+}
+
+static void t_concurrent_restore(void **state)
+{
+    char sock[108], spill[256];
+    pthread_t th[NTHREADS];
+
+    (void)state;
+    path_in(sock, sizeof(sock), "conc.sock");
+    path_in(spill, sizeof(spill), "spill-conc");
+    base_options(spill);
+    set_opt(SS_OPT_SPILL_HIGH, "0"); /* everything unreferenced goes to disk */
+    ss_client *c = embed(sock);
+    put_obj(c, 'c', 0, 4u << 20, 0);
+    put_obj(c, 'c', 1, 5000, 0);
+    ss_stats st = wait_spilled(c, 2);
+    uint64_t r0 = st.restores;
+
+    g_sock = sock;
+    g_errors = 0;
+    assert_int_equal(pthread_barrier_init(&g_bar, NULL, NTHREADS), 0);
+    for (int i = 0; i < NTHREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, restore_thread, NULL), 0);
+    for (int i = 0; i < NTHREADS; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&g_bar);
+    assert_int_equal(g_errors, 0);
+    st = stats(c);
+    assert_int_equal(st.restores, r0 + 2); /* one each, for four getters */
+    assert_int_equal(st.gets, 2 * NTHREADS);
+    ss_disconnect(c);
+}
+
+/* ---------------------------------------------- gets while spilling */
+
+#define HOT 8u
+
+static _Atomic bool g_stop;
+static _Atomic long g_reads;
+
+static void *reader_thread(void *arg)
+{
+    ss_client *c = arg;
+
+    while (!g_stop) {
+        for (unsigned n = 0; n < HOT && !g_stop; n++) {
+            ss_id id = id_of('h', n);
+            ss_object o;
+            uint64_t size = n % 2 ? 1u << 20 : 1000 + n;
+            if (ss_get(c, &id, 1, 5000, &o) != 1 || o.size != size ||
+                !gen_equal(n, 0, o.data, o.size)) {
+                g_errors++;
+                return NULL;
+            }
+            ss_release(c, &id);
+            g_reads++;
+        }
+    }
+    return NULL;
+}
+
+static void t_gets_while_spilling(void **state)
+{
+    char sock[108], spill[256];
+    pthread_t th;
+    ss_object held[HOT];
+
+    (void)state;
+    path_in(sock, sizeof(sock), "busy.sock");
+    path_in(spill, sizeof(spill), "spill-busy");
+    base_options(spill);
+    ss_client *c = embed(sock), *r = NULL;
+    t_assert_ok(ss_connect(sock, 0, &r));
+    for (unsigned n = 0; n < HOT; n++) {
+        ss_id id = id_of('h', n);
+        put_obj(c, 'h', n, n % 2 ? 1u << 20 : 1000 + n, 0);
+        /* held by this handle: they stay in memory, hot */
+        assert_int_equal(ss_get(c, &id, 1, 0, &held[n]), 1);
+    }
+    g_stop = false;
+    g_reads = 0;
+    g_errors = 0;
+    assert_int_equal(pthread_create(&th, NULL, reader_thread, r), 0);
+    for (unsigned n = 0; n < 96; n++)
+        put_obj(c, 'w', n, 1u << 20, 0); /* 3x capacity: spills all along */
+    long during = g_reads;
+    g_stop = true;
+    pthread_join(th, NULL);
+    assert_int_equal(g_errors, 0);
+    assert_true(during > 0);
+    ss_stats st = stats(c);
+    assert_true(st.spills > 0);
+    print_message("%ld in-memory gets while spilling %llu objects\n", during,
+                  (unsigned long long)st.spills);
+    for (unsigned n = 0; n < HOT; n++) {
+        ss_id id = id_of('h', n);
+        t_assert_ok(ss_release(c, &id));
+    }
+    ss_disconnect(r);
+    ss_disconnect(c);
+}
+
+/* ------------------------------------------------------------ corruption */
+
+/* Flip one byte in the middle of a file. */
+static void flip(const char *path)
+{
+    int fd = open(path, O_RDWR);
+    struct stat sb;
+    unsigned char b;
+
+    assert_true(fd >= 0);
+    assert_int_equal(fstat(fd, &sb), 0);
+    off_t at = sb.st_size / 2;
+    assert_int_equal(pread(fd, &b, 1, at), 1);
+    b ^= 0x40;
+    assert_int_equal(pwrite(fd, &b, 1, at), 1);
+    close(fd);
+}
+
+/* The largest .spill file of a directory (a large object's own file). */
+static bool largest_spill(const char *dir, char *out, size_t len, const char *skip)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    off_t best = -1;
+
+    assert_non_null(d);
+    while ((de = readdir(d))) {
+        char p[700];
+        struct stat sb;
+        size_t l = strlen(de->d_name);
+        if (l < 7 || strcmp(de->d_name + l - 6, ".spill"))
+            continue;
+        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+        if ((skip && !strcmp(p, skip)) || stat(p, &sb) < 0)
+            continue;
+        if (sb.st_size > best) {
+            best = sb.st_size;
+            snprintf(out, len, "%s", p);
+        }
+    }
+    closedir(d);
+    return best >= 0;
+}
+
+#define CORR_LARGE 4u
+#define CORR_SMALL 20u
+
+static uint64_t corr_size(unsigned n)
+{
+    /* distinct large sizes: the largest file is object 3's */
+    return n < CORR_LARGE ? (1u << 20) + n * (256u << 10) : 100 + n * 997;
+}
+
+static void t_corrupt(void **state)
+{
+    char sock[108], spill[256], sub[512], victim[700], victim2[700];
+    unsigned total = CORR_LARGE + CORR_SMALL;
+
+    (void)state;
+    path_in(sock, sizeof(sock), "corr.sock");
+    path_in(spill, sizeof(spill), "spill-corr");
+    base_options(spill);
+    set_opt(SS_OPT_SPILL_HIGH, "0");
+    ss_client *c = embed(sock);
+    for (unsigned n = 0; n < total; n++)
+        put_obj(c, 'x', n, corr_size(n), meta_of(n));
+    wait_spilled(c, total);
+    ss_disconnect(c);
+
+    /* a stopped store's file: found damaged at startup */
+    assert_true(store_dir(spill, sub, sizeof(sub)));
+    assert_true(largest_spill(sub, victim, sizeof(victim), NULL));
+    flip(victim);
+    c = embed(sock);
+    ss_stats st = stats(c);
+    assert_int_equal(st.objects, total - 1);
+    assert_true(st.spill_lost >= 1);
+    ss_id lost = id_of('x', CORR_LARGE - 1);
+    assert_int_equal(ss_contains(c, &lost), 0);
+    assert_false(check_obj(c, 'x', CORR_LARGE - 1, 0, 0, 0)); /* -ENOENT: not found */
+    for (unsigned n = 0; n < total - 1; n++)
+        if (n != CORR_LARGE - 1)
+            assert_true(check_obj(c, 'x', n, corr_size(n), meta_of(n), GET_MS));
+
+    /* and one damaged under the running store: its restore finds it */
+    wait_spilled(c, total - 1);
+    assert_true(largest_spill(sub, victim2, sizeof(victim2), NULL));
+    flip(victim2); /* object 2's own file */
+    ss_id lost2 = id_of('x', CORR_LARGE - 2);
+    assert_int_equal(ss_contains(c, &lost2), 1); /* not read yet */
+    /* timeout 0 still waits for the restore (the object exists), then
+     * finds it gone: not found, at once */
+    assert_false(check_obj(c, 'x', CORR_LARGE - 2, 0, 0, 0));
+    assert_int_equal(ss_contains(c, &lost2), 0);
+    for (unsigned n = 0; n < total; n++)
+        if (n != CORR_LARGE - 1 && n != CORR_LARGE - 2)
+            assert_true(check_obj(c, 'x', n, corr_size(n), meta_of(n), GET_MS));
+    st = stats(c);
+    assert_int_equal(st.objects, total - 2);
+    assert_true(st.spill_lost >= 2);
+    ss_disconnect(c);
+}
+
+/* -------------------------------------------------------- a full tmpfs */
+
+static char g_mnt[256];
+static bool g_mounted;
+
+static int umount_tiny(void **state)
+{
+    (void)state;
+    if (g_mounted) {
+        if (umount(g_mnt) < 0)
+            umount2(g_mnt, MNT_DETACH);
+        g_mounted = false;
+    }
+    return 0;
+}
+
+#define TINY_MAX 200u
+
+static uint64_t tiny_size(unsigned n)
+{
+    return n % 4 == 3 ? 10000 + n : (1u << 20) + n * 4096;
+}
+
+static void t_tmpfs_full(void **state)
+{
+    char sock[108];
+    static bool sealed[TINY_MAX];
+    unsigned n, nsealed = 0;
+    int rc = 0;
+
+    (void)state;
+    path_in(g_mnt, sizeof(g_mnt), "tiny");
+    assert_int_equal(mkdir(g_mnt, 0700), 0);
+    if (mount("sealstore-test", g_mnt, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0700") < 0) {
+        int err = errno;
+        T_SKIP_IF(err == EPERM, NULL, "cannot mount a tmpfs (not root, or no CAP_SYS_ADMIN)");
+        fail_msg("mount tmpfs: %s", strerror(err));
+    }
+    g_mounted = true;
+    path_in(sock, sizeof(sock), "tiny.sock");
+    base_options(g_mnt);
+    set_opt(SS_OPT_CREATE_TIMEOUT, "500ms");
+    set_opt(SS_OPT_SPILL_HIGH, "off"); /* spill only when a create needs it */
+    ss_client *c = embed(sock);
+
+    memset(sealed, 0, sizeof(sealed));
+    for (n = 0; n < TINY_MAX; n++) {
+        ss_id id = id_of('t', n);
+        unsigned char meta[8];
+        void *p;
+        uint64_t size = tiny_size(n);
+        if (size <= SMALL_MAX) {
+            unsigned char buf[16384];
+            gen(n, 0, buf, size);
+            rc = ss_put(c, &id, buf, size, NULL, 0);
+        } else {
+            rc = ss_create(c, &id, size, meta, 0, &p);
+            if (rc == 0) {
+                gen(n, 0, p, size);
+                t_assert_ok(ss_seal(c, &id));
+                t_assert_ok(ss_release(c, &id));
+            }
+        }
+        if (rc < 0)
+            break;
+        sealed[n] = true;
+        nsealed++;
+    }
+    /* memory (32 MiB) and disk (16 MiB) are both full: a clean ENOSPC */
+    t_assert_err(rc, -ENOSPC);
+    ss_stats st = stats(c);
+    assert_true(st.spills > 0);
+    assert_true(st.spill_errors > 0);
+    assert_true(st.spill_mode & SS_SPILL_MODE_ON);
+    assert_false(st.spill_mode & SS_SPILL_MODE_DIRECT); /* tmpfs: buffered */
+    assert_int_equal(st.sealed_objects, nsealed);
+    assert_true(nsealed * (1ull << 20) > CAP_BYTES); /* some did go to disk */
+    print_message("tmpfs full after %u objects: %llu spills, %llu spill errors\n", nsealed,
+                  (unsigned long long)st.spills, (unsigned long long)st.spill_errors);
+
+    /* nothing sealed is lost: the ones in memory first (then freed, to
+     * make room), then the ones on the full disk */
+    bool found;
+    for (unsigned k = 0; k < TINY_MAX; k++) {
+        if (!sealed[k] || listed_on_disk(c, 't', k, &found))
+            continue;
+        assert_true(found);
+        assert_true(check_obj(c, 't', k, tiny_size(k), 0, 0));
+        ss_id id = id_of('t', k);
+        t_assert_ok(ss_delete(c, &id));
+        sealed[k] = false;
+    }
+    for (unsigned k = 0; k < TINY_MAX; k++)
+        if (sealed[k])
+            assert_true(check_obj(c, 't', k, tiny_size(k), 0, GET_MS));
+    ss_disconnect(c);
+    umount_tiny(NULL);
+}
+
+/* ------------------------------------------------------------ spill off */
+
+static void t_spill_off(void **state)
+{
+    char sock[108];
+    void *p;
+
+    (void)state;
+    path_in(sock, sizeof(sock), "off.sock");
+    base_options("off");
+    set_opt(SS_OPT_CREATE_TIMEOUT, "200ms");
+    ss_client *c = embed(sock);
+    ss_id a = id_of('o', 0), b = id_of('o', 1);
+    t_assert_ok(ss_create(c, &a, 24u << 20, NULL, 0, &p));
+    memset(p, 1, 24u << 20);
+    t_assert_ok(ss_seal(c, &a));
+    t_assert_ok(ss_release(c, &a));
+    /* unreferenced and sealed, but nowhere to go: the create waits, fails */
+    t_assert_err(ss_create(c, &b, 16u << 20, NULL, 0, &p), -ENOSPC);
+    ss_stats st = stats(c);
+    assert_int_equal(st.spill_mode, 0);
+    assert_int_equal(st.spills, 0);
+    assert_int_equal(ss_contains(c, &a), 1);
+    ss_disconnect(c);
+}
+
+/* ------------------------------------------------------------ the option */
+
+static void t_high_option(void **state)
+{
+    char sock[108], spill[256];
+    const char *bad[] = { "lots", "101%", "%", "-1%", "12.5%" };
+
+    (void)state;
+    path_in(sock, sizeof(sock), "opt.sock");
+    path_in(spill, sizeof(spill), "spill-opt");
+    base_options(spill);
+    /* a bad value is reported and the default used: the store still runs */
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        set_opt(SS_OPT_SPILL_HIGH, bad[i]);
+        ss_client *c = embed(sock);
+        ss_stats st = stats(c);
+        assert_true(st.spill_mode & SS_SPILL_MODE_ON);
+        ss_disconnect(c);
+    }
+    /* queue depth reaches the engine */
+    set_opt(SS_OPT_SPILL_HIGH, "off");
+    set_opt(SS_OPT_SPILL_QUEUE_DEPTH, "32");
+    ss_client *c = embed(sock);
+    assert_int_equal(stats(c).spill_queue_depth, 32);
+    ss_disconnect(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(t_fill_restart),
+        cmocka_unit_test(t_concurrent_restore),
+        cmocka_unit_test(t_gets_while_spilling),
+        cmocka_unit_test(t_corrupt),
+        cmocka_unit_test_teardown(t_tmpfs_full, umount_tiny),
+        cmocka_unit_test(t_spill_off),
+        cmocka_unit_test(t_high_option),
+    };
+
+    if (!t_tmpdir())
+        return t_skip_program(NULL, "no temporary directory");
+    return t_run(tests, NULL, NULL);
+}
