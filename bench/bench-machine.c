@@ -7,8 +7,15 @@
 #include "bench.h"
 
 #include <errno.h>
+#include <sched.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "options.h"
@@ -466,3 +473,563 @@ void run_baseline(struct bench *b)
                    "rep for fills)");
 }
 
+
+/* ------------------------------------------------------ processes, buffers */
+
+void *shared_alloc(size_t len)
+{
+    void *p = ss__sys_mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+    if (ss__is_err(p))
+        die_rc((int)ss__ptr_err(p), "mmap shared anonymous %zu bytes", len);
+    return p;
+}
+
+/*
+ * The embedded store's populator maps each object segment writable while
+ * it fills it, without MADV_DONTFORK: a fork at that moment copies the
+ * mapping, and as long as the child lives F_SEAL_WRITE on that segment
+ * fails, so whoever is later given the segment gets EBUSY from ss_seal.
+ * Our children never need the store's mappings: drop any writable one.
+ * Returns how many were dropped.
+ */
+static int drop_store_mappings(void)
+{
+    char line[512];
+    int n = 0;
+    FILE *f = fopen("/proc/self/maps", "re");
+
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long lo, hi;
+        char perms[8];
+
+        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3)
+            continue;
+        if (perms[1] == 'w' && perms[3] == 's' && strstr(line, "/memfd:sealstore-obj")) {
+            munmap((void *)lo, hi - lo);
+            n++;
+        }
+    }
+    fclose(f);
+    return n;
+}
+
+pid_t fork_child(int (*fn)(void *arg), void *arg)
+{
+    pid_t pid;
+
+    /* _exit() in the child never flushes, but a buffered line could still
+     * be copied into a child that exec's or crashes: start clean */
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    if (pid < 0)
+        die_rc(-errno, "fork");
+    if (pid == 0) {
+        int dropped = drop_store_mappings();
+
+        if (dropped && getenv("SEALSTORE_BENCH_DEBUG"))
+            fprintf(stderr, PROG ": child %d dropped %d inherited writable store mapping(s)\n",
+                    (int)getpid(), dropped);
+        g_tty = false; /* progress belongs to the parent */
+        _exit(fn(arg));
+    }
+    return pid;
+}
+
+void reap(pid_t pid, const char *what)
+{
+    int st;
+
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            die_rc(-errno, "waitpid(%s)", what);
+    if (WIFSIGNALED(st))
+        die_rc(0, "%s (pid %d) died of signal %d", what, (int)pid, WTERMSIG(st));
+    if (WEXITSTATUS(st) != 0)
+        die_rc(0, "%s (pid %d) failed (exit %d; its message is above)", what, (int)pid,
+               WEXITSTATUS(st));
+}
+
+void reap_all(const pid_t *pids, int n, const char *what)
+{
+    int left = n;
+
+    while (left > 0) {
+        int st;
+        pid_t pid = waitpid(-1, &st, 0);
+        int i;
+
+        if (pid < 0) {
+            if (errno == EINTR)
+                continue;
+            die_rc(-errno, "waitpid(%s)", what);
+        }
+        for (i = 0; i < n && pids[i] != pid; i++)
+            ;
+        if (i == n)
+            continue; /* not one of these */
+        left--;
+        if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+            continue;
+        for (int j = 0; j < n; j++)
+            if (j != i)
+                kill(pids[j], SIGKILL);
+        while (left > 0 && (waitpid(-1, &st, 0) >= 0 || errno == EINTR))
+            left--;
+        if (WIFSIGNALED(st))
+            die_rc(0, "a %s process died of a signal", what);
+        die_rc(0, "a %s process failed (its message is above)", what);
+    }
+}
+
+/* One source for every fill, faulted once: the cost of producing the bytes
+ * stays out of the figures, as it does in the memcpy baseline. Children
+ * share it copy-on-write and only read it. Its address never changes (a
+ * reservation as large as --sizes allows, faulted as far as asked), so a
+ * pointer taken for a small size stays good after a larger one is asked. */
+#define SRC_RESERVE (65 * SS_GiB)
+static unsigned char *g_src;
+static uint64_t g_src_len;
+
+const void *src_buf(uint64_t size)
+{
+    if (!g_src) {
+        void *p = ss__sys_mmap(NULL, SRC_RESERVE, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+        if (ss__is_err(p))
+            die_rc((int)ss__ptr_err(p), "reserving %" PRIu64 " GiB of address space",
+                   (uint64_t)(SRC_RESERVE / SS_GiB));
+        g_src = p;
+    }
+    if (size > SRC_RESERVE)
+        die_rc(-EINVAL, "a source buffer of %" PRIu64 " bytes", size);
+    if (size > g_src_len) {
+        uint64_t len = SS_ALIGN_UP(size, 2 * SS_MiB);
+
+        memset(g_src + g_src_len, 0x5a, len - g_src_len);
+        g_src_len = len;
+    }
+    return g_src;
+}
+
+void fig_gbps(const struct opfig *o, uint64_t size, struct fig *out)
+{
+    fig_scale(&o->ops, (double)size / 1e9, out);
+}
+
+/* -------------------------------------------- the IPC baselines (naive way) */
+
+static int sendall(int fd, const struct iovec *iov0, int n)
+{
+    struct iovec iov[4];
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+
+    memcpy(iov, iov0, (size_t)n * sizeof(*iov));
+    while (mh.msg_iovlen) {
+        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        while (mh.msg_iovlen && (size_t)w >= mh.msg_iov->iov_len) {
+            w -= (ssize_t)mh.msg_iov->iov_len;
+            mh.msg_iov++;
+            mh.msg_iovlen--;
+        }
+        if (mh.msg_iovlen) {
+            mh.msg_iov->iov_base = (char *)mh.msg_iov->iov_base + w;
+            mh.msg_iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+/* 0 at end of stream before any byte, 1 when len bytes arrived, -errno */
+static int recvall(int fd, void *buf, size_t len)
+{
+    size_t got = 0;
+
+    while (got < len) {
+        ssize_t r = recv(fd, (char *)buf + got, len - got, MSG_WAITALL);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        if (r == 0)
+            return got ? -EPIPE : 0;
+        got += (size_t)r;
+    }
+    return 1;
+}
+
+/* Bare round trip: what every synchronous store call costs at least (the
+ * store's socket type, blocking on both sides, a 64-byte message). */
+struct rtt_arg {
+    int fd, other; /* the child closes `other`, or it never sees EOF */
+};
+
+static int rtt_child(void *arg)
+{
+    struct rtt_arg *a = arg;
+    char buf[64];
+
+    close(a->other);
+    for (;;) {
+        ssize_t r = recv(a->fd, buf, sizeof(buf), 0);
+
+        if (r == 0)
+            return 0;
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return 1;
+        }
+        if (send(a->fd, buf, (size_t)r, MSG_NOSIGNAL) != r)
+            return 1;
+    }
+}
+
+static uint64_t rtt_op(struct bench *b, void *arg, uint64_t i)
+{
+    struct rtt_arg *a = arg;
+    char buf[64] = {(char)i};
+    uint64_t t0 = now_ns();
+
+    if (send(a->fd, buf, sizeof(buf), MSG_NOSIGNAL) != (ssize_t)sizeof(buf) ||
+        recv(a->fd, buf, sizeof(buf), 0) != (ssize_t)sizeof(buf))
+        die_rc(-errno, "SOCK_SEQPACKET ping-pong");
+    return now_ns() - t0;
+}
+
+static void rtt_measure(struct bench *b, const char *label, struct opfig *out)
+{
+    int sv[2];
+    struct rtt_arg a;
+    pid_t pid;
+
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        die_rc(-errno, "socketpair(SOCK_SEQPACKET)");
+    a.fd = sv[1];
+    a.other = sv[0];
+    pid = fork_child(rtt_child, &a);
+    close(sv[1]);
+    a.fd = sv[0];
+    run_ops(b, label, b->duration_ns, 100, rtt_op, &a, out);
+    close(sv[0]);
+    reap(pid, "round-trip echo process");
+}
+
+/*
+ * On this VM (Firecracker, 2 vCPUs) a wake-up that crosses to an idle vCPU
+ * costs ~40 us more than one to a busy vCPU: the round trip is ~6 us while
+ * anything else keeps the other vCPU busy and ~47 us when the machine is
+ * idle. Every store call crosses the same way, so its baseline must come
+ * from the same minute: a measurement older than this is repeated.
+ */
+#define RTT_MAX_AGE_S 30
+
+const struct opfig *bl_rtt(struct bench *b)
+{
+    if (b->bl_rtt.ops.done && now_ns() - b->bl_rtt_at < RTT_MAX_AGE_S * 1000000000ull)
+        return &b->bl_rtt;
+    rtt_measure(b, "seqpacket round trip", &b->bl_rtt);
+    b->bl_rtt_at = now_ns();
+    return &b->bl_rtt;
+}
+
+/* Both ends pinned to the CPU we run on: a wake-up without crossing
+ * vCPUs, i.e. what pinning a client beside the store can give. */
+const struct opfig *bl_rtt_one_cpu(struct bench *b)
+{
+    cpu_set_t old, one;
+    int cpu = sched_getcpu();
+
+    if (b->bl_rtt1.ops.done)
+        return &b->bl_rtt1;
+    if (cpu < 0 || sched_getaffinity(0, sizeof(old), &old) < 0) {
+        fig_skip(&b->bl_rtt1.ops, "sched_getcpu/sched_getaffinity failed");
+        fig_skip(&b->bl_rtt1.us, "sched_getcpu/sched_getaffinity failed");
+        return &b->bl_rtt1;
+    }
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    if (sched_setaffinity(0, sizeof(one), &one) < 0)
+        die_rc(-errno, "sched_setaffinity(CPU %d)", cpu);
+    rtt_measure(b, "seqpacket round trip, one CPU", &b->bl_rtt1); /* the child inherits it */
+    snprintf(b->bl_rtt1.ops.note, sizeof(b->bl_rtt1.ops.note),
+             "both processes pinned to CPU %d: no wake-up crosses vCPUs", cpu);
+    if (sched_setaffinity(0, sizeof(old), &old) < 0)
+        die_rc(-errno, "sched_setaffinity (restore)");
+    return &b->bl_rtt1;
+}
+
+/* A /dev/shm file per object: the writer creates, sizes, maps and fills a
+ * new file; unlinking it (freeing the pages) is not timed, like the
+ * store's delete. */
+struct shm_arg {
+    uint64_t size;
+    unsigned nfiles; /* reader: files cycled through */
+    const void *src;
+};
+
+static void shm_name(char *buf, size_t len, uint64_t i)
+{
+    snprintf(buf, len, "/sealstore-bench-%d-%" PRIu64, (int)getpid(), i);
+}
+
+static void shm_create_fill(const char *name, uint64_t size, const void *src)
+{
+    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+    void *p;
+
+    if (fd < 0)
+        die_rc(-errno, "shm_open(%s)", name);
+    if (ftruncate(fd, (off_t)size) < 0)
+        die_rc(-errno, "ftruncate /dev/shm%s to %" PRIu64, name, size);
+    p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        die_rc(-errno, "mmap /dev/shm%s", name);
+    memcpy(p, src, size);
+    clobber(p);
+    munmap(p, size);
+    close(fd);
+}
+
+static uint64_t shm_write_op(struct bench *b, void *arg, uint64_t i)
+{
+    struct shm_arg *a = arg;
+    char name[64];
+    uint64_t t0, t1;
+
+    shm_name(name, sizeof(name), i);
+    t0 = now_ns();
+    shm_create_fill(name, a->size, a->src);
+    t1 = now_ns();
+    shm_unlink(name);
+    return t1 - t0;
+}
+
+/* The reader opens, learns the size and maps, then lets go; neither this
+ * nor a store get touches the bytes, so both measure access, not reading. */
+static uint64_t shm_read_op(struct bench *b, void *arg, uint64_t i)
+{
+    struct shm_arg *a = arg;
+    char name[64];
+    struct stat stb;
+    uint64_t t0, t1;
+    void *p;
+    int fd;
+
+    shm_name(name, sizeof(name), i % a->nfiles);
+    t0 = now_ns();
+    fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0 || fstat(fd, &stb) < 0)
+        die_rc(-errno, "shm_open/fstat(%s)", name);
+    p = mmap(NULL, (size_t)stb.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        die_rc(-errno, "mmap /dev/shm%s read-only", name);
+    clobber(p);
+    munmap(p, (size_t)stb.st_size);
+    close(fd);
+    t1 = now_ns();
+    return t1 - t0;
+}
+
+static unsigned objects_for(uint64_t size, uint64_t budget, unsigned most)
+{
+    uint64_t n = budget / size;
+
+    return n < 1 ? 1 : n > most ? most : (unsigned)n;
+}
+
+/* The plot's GB/s for a baseline measured at one of the put/get sizes. */
+static void plot_set(struct bench *b, uint64_t size, int which, const struct opfig *o)
+{
+    int k = size_index(b, size);
+    struct fig g;
+
+    if (k < 0)
+        return;
+    fig_gbps(o, size, &g);
+    if (which == 0)
+        b->plot[k].shm_w = g.med;
+    else if (which == 1)
+        b->plot[k].shm_r = g.med;
+    else
+        b->plot[k].sock = g.med;
+}
+
+static const struct opfig *bl_shm(struct bench *b, uint64_t size, bool write)
+{
+    struct opfig *f = memo_at(write ? &b->bl_shm_w : &b->bl_shm_r, size);
+    struct shm_arg a = {.size = size, .src = src_buf(size)};
+    char label[64], sz[16], name[64];
+
+    if (!f)
+        die_rc(0, "more than %d sizes for the /dev/shm baseline", MEMO_MAX);
+    if (f->ops.done)
+        return f;
+    snprintf(label, sizeof(label), "/dev/shm file %s %s", write ? "write" : "open+map",
+             fmt_size(size, sz, sizeof(sz)));
+    if (write) {
+        run_ops(b, label, b->duration_ns, 3, shm_write_op, &a, f);
+    } else {
+        a.nfiles = objects_for(size, 64 * SS_MiB, 64);
+        for (unsigned i = 0; i < a.nfiles; i++) {
+            shm_name(name, sizeof(name), i);
+            shm_unlink(name); /* a leftover of a killed run */
+            shm_create_fill(name, size, a.src);
+        }
+        run_ops(b, label, b->duration_ns, 3, shm_read_op, &a, f);
+        for (unsigned i = 0; i < a.nfiles; i++) {
+            shm_name(name, sizeof(name), i);
+            shm_unlink(name);
+        }
+    }
+    plot_set(b, size, write ? 0 : 1, f);
+    return f;
+}
+
+const struct opfig *bl_shm_write(struct bench *b, uint64_t size)
+{
+    return bl_shm(b, size, true);
+}
+
+const struct opfig *bl_shm_read(struct bench *b, uint64_t size)
+{
+    return bl_shm(b, size, false);
+}
+
+/* Copying through a socket: the writer sends an 8-byte send time and the
+ * bytes; the reader, once its buffer holds them all, answers with the
+ * latency by its clock (CLOCK_MONOTONIC is one clock for all processes).
+ * One way, copy included, no pipelining between messages. */
+struct sock_arg {
+    int fd, other;
+    uint64_t size;
+    const void *src;
+};
+
+static int sock_child(void *arg)
+{
+    struct sock_arg *a = arg;
+    uint64_t len = a->size + 8;
+    unsigned char *buf = faulted_alloc(len);
+
+    close(a->other);
+    for (;;) {
+        uint64_t t0, lat;
+        int rc = recvall(a->fd, buf, len);
+
+        if (rc == 0)
+            return 0;
+        if (rc < 0)
+            return 1;
+        memcpy(&t0, buf, 8);
+        lat = now_ns() - t0;
+        if (send(a->fd, &lat, 8, MSG_NOSIGNAL) != 8)
+            return 1;
+    }
+}
+
+static uint64_t sock_op(struct bench *b, void *arg, uint64_t i)
+{
+    struct sock_arg *a = arg;
+    uint64_t t0 = now_ns(), lat;
+    struct iovec iov[2] = {{&t0, 8}, {(void *)a->src, a->size}};
+    int rc = sendall(a->fd, iov, 2);
+
+    if (rc < 0 || (rc = recvall(a->fd, &lat, 8)) != 1)
+        die_rc(rc ? rc : -EPIPE, "socket copy of %" PRIu64 " bytes", a->size);
+    return lat;
+}
+
+const struct opfig *bl_sock(struct bench *b, uint64_t size)
+{
+    struct opfig *f = memo_at(&b->bl_sock, size);
+    struct sock_arg a = {.size = size, .src = src_buf(size)};
+    char label[64], sz[16];
+    int sv[2];
+    pid_t pid;
+
+    if (!f)
+        die_rc(0, "more than %d sizes for the socket baseline", MEMO_MAX);
+    if (f->ops.done)
+        return f;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        die_rc(-errno, "socketpair(SOCK_STREAM)");
+    a.fd = sv[1];
+    a.other = sv[0];
+    pid = fork_child(sock_child, &a);
+    close(sv[1]);
+    a.fd = sv[0];
+    snprintf(label, sizeof(label), "socket copy %s", fmt_size(size, sz, sizeof(sz)));
+    run_ops(b, label, b->duration_ns, 3, sock_op, &a, f);
+    close(sv[0]);
+    reap(pid, "socket-copy reader");
+    plot_set(b, size, 2, f);
+    return f;
+}
+
+/* The baselines as a table of their own, at every put/get size. */
+void run_ipc(struct bench *b)
+{
+    const struct opfig *r = bl_rtt(b), *o;
+    struct fig f;
+    char name[64], sz[16];
+
+    report(b, &(struct rowspec){.figure = "seqpacket round trip 64 B", .metric = "rtt_ops",
+                                .unit = "ops/s", .size = 64, .f = &r->ops});
+    report(b, &(struct rowspec){.figure = "seqpacket round trip 64 B p50",
+                                .metric = "rtt_p50", .unit = "us", .size = 64, .f = &r->us});
+    report(b, &(struct rowspec){.figure = "seqpacket round trip 64 B p99",
+                                .metric = "rtt_p99", .unit = "us", .size = 64, .f = &r->us,
+                                .stat = ST_P99});
+    o = bl_rtt_one_cpu(b);
+    report(b, &(struct rowspec){.figure = "seqpacket RTT 64 B, one CPU",
+                                .metric = "rtt_one_cpu_ops", .unit = "ops/s", .size = 64,
+                                .f = &o->ops, .bl_name = "seqpacket round trip",
+                                .bl = &r->ops});
+    report(b, &(struct rowspec){.figure = "seqpacket RTT 64 B, one CPU p50",
+                                .metric = "rtt_one_cpu_p50", .unit = "us", .size = 64,
+                                .f = &o->us, .bl_name = "seqpacket round trip p50",
+                                .bl = &r->us});
+    for (int i = 0; i < b->nsizes; i++) {
+        uint64_t size = b->sizes[i];
+
+        fmt_size(size, sz, sizeof(sz));
+        o = bl_shm_write(b, size);
+        fig_gbps(o, size, &f);
+        snprintf(name, sizeof(name), "/dev/shm file write %s", sz);
+        report(b, &(struct rowspec){.figure = name, .metric = "shm_write", .unit = "GB/s",
+                                    .size = size, .f = &f, .bl_name = "memcpy faulted",
+                                    .bl = bl_memcpy(b)});
+        report(b, &(struct rowspec){.figure = name, .metric = "shm_write_ops", .unit = "ops/s",
+                                    .size = size, .f = &o->ops,
+                                    .bl_name = "seqpacket round trip", .bl = &r->ops});
+        o = bl_shm_read(b, size);
+        snprintf(name, sizeof(name), "/dev/shm file open+map %s", sz);
+        report(b, &(struct rowspec){.figure = name, .metric = "shm_read_ops", .unit = "ops/s",
+                                    .size = size, .f = &o->ops,
+                                    .bl_name = "seqpacket round trip", .bl = &r->ops});
+        o = bl_sock(b, size);
+        fig_gbps(o, size, &f);
+        snprintf(name, sizeof(name), "socket copy %s", sz);
+        report(b, &(struct rowspec){.figure = name, .metric = "sock_copy", .unit = "GB/s",
+                                    .size = size, .f = &f, .bl_name = "memcpy faulted",
+                                    .bl = bl_memcpy(b)});
+        snprintf(name, sizeof(name), "socket copy %s p50", sz);
+        report(b, &(struct rowspec){.figure = name, .metric = "sock_copy_p50", .unit = "us",
+                                    .size = size, .f = &o->us,
+                                    .bl_name = "seqpacket round trip p50", .bl = &r->us});
+    }
+    print_table(b, "IPC baselines: bare round trip, and the naive alternatives per object "
+                   "(memcpy from a faulted source; readers do not touch the bytes)");
+}

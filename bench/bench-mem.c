@@ -322,7 +322,8 @@ static void pool_one(struct bench *b, int bk, uint64_t size)
 
 void run_pool(struct bench *b)
 {
-    static const uint64_t sizes[] = {4 * SS_MiB, 64 * SS_MiB};
+    /* 64 MiB (seg_size; --smoke 16 MiB) */
+    const uint64_t sizes[] = {4 * SS_MiB, b->seg_size};
 
     for (int bk = 0; bk < SS_BACKING__COUNT; bk++)
         for (size_t i = 0; i < SS_ARRAY_SIZE(sizes); i++)

@@ -6,6 +6,17 @@
  *   bench-machine.c    machine facts, backings (memfds by hand), and the
  *                      memoized baselines with the "baseline" scenario
  *   bench-mem.c        scenarios on the memory layer: segment, pool, alloc
+ *   bench-store.c      the store: connection (embedded or --socket), put, get,
+ *                      batch, seal, memory per object
+ *   bench-proc.c       multi-process store scenarios: e2e, clients
+ *   bench-spill.c      spill and restore under memory pressure
+ *   bench-plot.c       --plot: throughput against size, drawn with gnuplot
+ *
+ * Per-operation figures (bench-store.c, bench-proc.c, the IPC baselines)
+ * run through run_ops(): the op function times its own critical part and
+ * returns the nanoseconds; run_ops() cuts --duration into reps slices (each
+ * at least one op) after a warm-up slice, and files ops/s per slice and the
+ * latency of every op. Baselines per object size are memoized in a memo.
  *
  * A new scenario: write `void run_x(struct bench *b)` in a bench-*.c file,
  * declare it below, add a row to scenarios[] in sealstore-bench.c. In it, run
@@ -22,6 +33,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "segment.h"
@@ -30,6 +42,8 @@
 #define SKIP 1 /* a rep function's "this cannot run here" (reason in why) */
 #define MAX_ROWS 256
 #define WHY_LEN 200
+#define MAX_SIZES 16 /* --sizes entries */
+#define MEMO_MAX 24  /* distinct sizes a per-size baseline is measured at */
 
 /* ---------------------------------------------------------------- basics */
 
@@ -97,6 +111,23 @@ struct fig {
 void fig_set(struct fig *f, struct samples *s);
 void fig_skip(struct fig *f, const char *why);
 bool fig_ok(const struct fig *f);
+/* out = in x k (k > 0): ops/s to GB/s, a rate halved for two round trips */
+void fig_scale(const struct fig *in, double k, struct fig *out);
+
+/* What an op-rate measurement gives: ops/s per slice (median, min, max)
+ * and per-op latency in microseconds (p50 = med, p99). */
+struct opfig {
+    struct fig ops, us;
+};
+
+/* Figures per object size, measured once per run (baselines). */
+struct memo {
+    int n;
+    uint64_t size[MEMO_MAX];
+    struct opfig f[MEMO_MAX];
+};
+/* The slot for `size`, added (not done) when new; NULL if the memo is full. */
+struct opfig *memo_at(struct memo *m, uint64_t size);
 
 /* ------------------------------------------------------------- the bench */
 
@@ -109,7 +140,7 @@ struct row {
     int clients;
     int n;
     double value, min, max;
-    char baseline[40];
+    char baseline[48];
     double base, ratio; /* NaN: none */
     char skip[WHY_LEN];
     char note[120];
@@ -129,6 +160,19 @@ struct bench {
     uint64_t pool_budget; /* pool scenario */
     unsigned alloc_live;  /* small allocator: live objects */
     unsigned alloc_ops;   /* small allocator: free+alloc pairs per rep */
+    /* store scenarios (bench-store.c) */
+    bool smoke;              /* hidden --smoke: make check's tiny run */
+    const char *socket_opt;  /* --socket: a running store; NULL: embedded */
+    const char *plot_path;   /* --plot FILE.png */
+    uint64_t sizes[MAX_SIZES]; /* put/get object sizes (--sizes) */
+    int nsizes;
+    int clients_opt;         /* --clients N; 0: not given */
+    double duration_opt;     /* --duration seconds; 0: not given */
+    int clients;             /* most producer (and consumer) processes */
+    uint64_t duration_ns;    /* per ops/s measurement */
+    uint64_t e2e_sizes[2], seal_sizes[3], cl_sizes[2];
+    unsigned batch_n;        /* ids per batched ss_get */
+    struct store_ctx *st;    /* NULL until store_open() */
     FILE *json;
     /* the scenario running */
     const char *scenario;
@@ -138,6 +182,15 @@ struct bench {
     struct fig bl_memset, bl_memset0, bl_memcpy;
     struct fig bl_touch[SS_BACKING__COUNT]; /* first-touch memset of a fresh memfd */
     struct fig bl_zero[SS_BACKING__COUNT];  /* MADV_POPULATE_WRITE of a fresh memfd */
+    struct opfig bl_rtt;                    /* bare SOCK_SEQPACKET 64 B round trip */
+    uint64_t bl_rtt_at;                     /* when it was measured (now_ns) */
+    struct opfig bl_rtt1;                   /* the same, both ends on one CPU */
+    struct memo bl_shm_w, bl_shm_r;         /* /dev/shm file per object */
+    struct memo bl_sock;                    /* socket copy (one way) */
+    /* --plot: GB/s per entry of sizes[] (NaN: not measured) */
+    struct {
+        double put_warm, put_cold, get, shm_w, shm_r, sock;
+    } plot[MAX_SIZES];
 };
 
 /* ------------------------------------------------------------- reporting */
@@ -150,6 +203,7 @@ enum { ST_MEDIAN, ST_P99 };
 struct rowspec {
     const char *figure, *metric, *backing, *unit;
     uint64_t size;
+    int clients; /* 0: 1 */
     const struct fig *f;
     int stat;
     const char *bl_name;
@@ -174,6 +228,16 @@ typedef int (*rep_fn)(struct bench *b, void *arg, int rep, char *why);
 
 /* One unmeasured warm-up rep, then `reps` measured ones. 0 or SKIP. */
 int run_reps(struct bench *b, const char *label, int reps, rep_fn fn, void *arg, char *why);
+
+/* One operation, op number i (from 0, across slices, warm-up included).
+ * Returns the nanoseconds of its timed part (setup and cleanup such as a
+ * delete stay outside); failures die inside. */
+typedef uint64_t (*op_fn)(struct bench *b, void *arg, uint64_t i);
+
+/* A warm-up slice, then b->reps slices of duration_ns / reps wall time,
+ * each running at least min_ops ops (>= 1). Fills *out. */
+void run_ops(struct bench *b, const char *label, uint64_t duration_ns, unsigned min_ops,
+             op_fn fn, void *arg, struct opfig *out);
 
 /* ------------------------------------------ machine facts (bench-machine.c) */
 
@@ -229,11 +293,74 @@ const struct fig *bl_zero(struct bench *b, int bk);  /* MADV_POPULATE_WRITE */
 /* Microseconds the kernel needs to zero `bytes` of bk (NaN if skipped). */
 double zero_us(struct bench *b, int bk, uint64_t bytes);
 
+/* IPC and naive-alternative baselines (bench-machine.c). */
+/* 64 B SOCK_SEQPACKET ping-pong between two processes; measured again when
+ * the last measurement is more than RTT_MAX_AGE_S old (see bench-machine.c) */
+const struct opfig *bl_rtt(struct bench *b);
+const struct opfig *bl_rtt_one_cpu(struct bench *b); /* both pinned to one CPU */
+/* shm_open+ftruncate+mmap+memcpy+munmap+close of a new /dev/shm file */
+const struct opfig *bl_shm_write(struct bench *b, uint64_t size);
+/* shm_open(O_RDONLY)+fstat+mmap+munmap+close of an existing file */
+const struct opfig *bl_shm_read(struct bench *b, uint64_t size);
+/* `size` bytes through a Unix stream socket to another process, until its
+ * buffer holds them all (one way, no pipelining) */
+const struct opfig *bl_sock(struct bench *b, uint64_t size);
+/* an ops/s figure as GB/s of `size`-byte objects */
+void fig_gbps(const struct opfig *o, uint64_t size, struct fig *out);
+/* the faulted source of every fill: b->sizes' largest, pre-faulted */
+const void *src_buf(uint64_t size);
+/* plot slot of `size` in b->sizes, or -1 */
+int size_index(const struct bench *b, uint64_t size);
+
 /* ------------------------------------------------------------- scenarios */
 
 void run_baseline(struct bench *b); /* bench-machine.c */
 void run_segment(struct bench *b);  /* bench-mem.c */
 void run_pool(struct bench *b);
 void run_alloc(struct bench *b);
+void run_ipc(struct bench *b);      /* bench-machine.c */
+void run_put(struct bench *b);      /* bench-store.c */
+void run_get(struct bench *b);
+void run_batch(struct bench *b);
+void run_seal(struct bench *b);
+void run_e2e(struct bench *b);      /* bench-proc.c */
+void run_clients(struct bench *b);
+void run_spill(struct bench *b);    /* bench-spill.c */
+
+/* --------------------------------------------- the store (bench-store.c) */
+
+/* Connect (embedded stores in a private temp dir, or --socket), wait for
+ * the warm pool to fill, print the store's part of the header. Idempotent. */
+void store_open(struct bench *b);
+/* Disconnect; remove the temp dir. Safe to call twice; atexit runs it. */
+void store_close(void);
+/* The store summary printed after the last scenario. */
+void store_summary(struct bench *b);
+/* The path clients of the warm store connect to. */
+const char *store_path(struct bench *b);
+/* The bench's private temp dir ("" with --socket), and a file in it for the
+ * signal handler to remove (a socket, its lock file). */
+const char *store_dir(void);
+void store_track_file(const char *path);
+/* ss_stats_get(); dies on failure. */
+ss_stats store_stats(ss_client *c);
+/* An object id: a per-run tag, the stream (client/producer) and sequence. */
+void make_id(ss_id *id, uint32_t stream, uint64_t seq);
+/* ss_connect() for a forked child (no EMBED); dies on failure. */
+ss_client *child_connect(struct bench *b);
+/* Fork: the child runs fn(arg) and _exit()s with its return; the parent
+ * gets the pid. stdout is flushed first. */
+pid_t fork_child(int (*fn)(void *arg), void *arg);
+/* waitpid; dies if the child failed. */
+void reap(pid_t pid, const char *what);
+/* Wait for all n children in any order; when one fails, kill the others
+ * (they may wait for it forever), then die. */
+void reap_all(const pid_t *pids, int n, const char *what);
+/* A MAP_SHARED anonymous region for results from children. */
+void *shared_alloc(size_t len);
+
+/* --------------------------------------------- --plot (bench-plot.c) */
+
+void plot_write(struct bench *b);
 
 #endif /* SEALSTORE_BENCH_BENCH_H */

@@ -188,6 +188,27 @@ bool fig_ok(const struct fig *f)
     return f && f->done && f->n > 0;
 }
 
+void fig_scale(const struct fig *in, double k, struct fig *out)
+{
+    *out = *in;
+    out->med *= k;
+    out->min *= k;
+    out->max *= k;
+    out->p99 *= k;
+}
+
+struct opfig *memo_at(struct memo *m, uint64_t size)
+{
+    for (int i = 0; i < m->n; i++)
+        if (m->size[i] == size)
+            return &m->f[i];
+    if (m->n == MEMO_MAX)
+        return NULL;
+    m->size[m->n] = size;
+    memset(&m->f[m->n], 0, sizeof(m->f[m->n]));
+    return &m->f[m->n++];
+}
+
 /* -------------------------------------------------------------- reporting */
 
 static const char *fmt_num(double v, char *buf, size_t len)
@@ -297,7 +318,7 @@ void report(struct bench *b, const struct rowspec *rs)
     snprintf(r->backing, sizeof(r->backing), "%s", rs->backing ? rs->backing : "");
     snprintf(r->unit, sizeof(r->unit), "%s", rs->unit);
     r->size = rs->size;
-    r->clients = 1;
+    r->clients = rs->clients > 0 ? rs->clients : 1;
     r->value = r->min = r->max = r->base = r->ratio = NAN;
     if (fig_ok(f)) {
         r->n = f->n;
@@ -382,6 +403,45 @@ int run_reps(struct bench *b, const char *label, int reps, rep_fn fn, void *arg,
     return 0;
 }
 
+/*
+ * Slices rather than single ops for the rate: a slice's ops/s is total ops
+ * over total timed ns (a mean, what a busy client sees), and the spread of
+ * slices is the run-to-run noise; the per-op samples give the percentiles.
+ * The warm-up slice's ops are neither.
+ */
+void run_ops(struct bench *b, const char *label, uint64_t duration_ns, unsigned min_ops,
+             op_fn fn, void *arg, struct opfig *out)
+{
+    struct samples ops = {0}, us = {0};
+    uint64_t slice = duration_ns / (uint64_t)b->reps, i = 0;
+
+    if (min_ops < 1)
+        min_ops = 1;
+    memset(out, 0, sizeof(*out));
+    for (int rep = -1; rep < b->reps; rep++) {
+        uint64_t start = now_ns(), timed = 0, n = 0;
+
+        if (rep < 0)
+            progress("[%s] %s: warm-up", b->scenario, label);
+        else
+            progress("[%s] %s: slice %d/%d", b->scenario, label, rep + 1, b->reps);
+        do {
+            uint64_t ns = fn(b, arg, i++);
+
+            timed += ns;
+            n++;
+            if (rep >= 0)
+                samples_add(&us, (double)ns / 1e3);
+        } while (n < min_ops || now_ns() - start < slice);
+        if (rep >= 0)
+            samples_add(&ops, timed ? (double)n * 1e9 / (double)timed : NAN);
+    }
+    fig_set(&out->ops, &ops);
+    fig_set(&out->us, &us);
+    samples_free(&ops);
+    samples_free(&us);
+}
+
 /* ------------------------------------------------------------- scenarios */
 
 static const struct scenario {
@@ -395,7 +455,21 @@ static const struct scenario {
      run_segment},
     {"pool", "warm vs cold ss__pool_take (4M, 64M); populator rate vs kernel zeroing", run_pool},
     {"alloc", "small allocator ops/s, waste, bookkeeping vs glibc malloc", run_alloc},
+    {"ipc", "bare SOCK_SEQPACKET round trip; /dev/shm file per object; copy through a socket",
+     run_ipc},
+    {"put", "create+fill+seal+release per size, pool warm and exhausted; ss_put", run_put},
+    {"get", "get+release of existing objects per size: ops/s, p50/p99; memory per object",
+     run_get},
+    {"batch", "many small ids per ss_get call vs one id per call", run_batch},
+    {"e2e", "producer-to-consumer latency across processes (create .. blocking get returns)",
+     run_e2e},
+    {"clients", "1..N producer and consumer processes: aggregate ops/s and GB/s", run_clients},
+    {"seal", "seal time against object size (must not grow: no hashing, no copy)", run_seal},
+    {"spill", "spill and restore GB/s under memory pressure (when spilling exists)", run_spill},
 };
+
+/* Scenarios that talk to the store: the store is started before them. */
+static const unsigned long store_scenarios_from = 5; /* index of "put" */
 
 /* --------------------------------------------------------------- options */
 
@@ -460,6 +534,89 @@ static int opt_scenario(struct bench *b, const char *arg)
     return 0;
 }
 
+static int opt_socket(struct bench *b, const char *arg)
+{
+    if (!arg[0])
+        usage_error("--socket: empty path");
+    b->socket_opt = arg;
+    return 0;
+}
+
+static int opt_sizes(struct bench *b, const char *arg)
+{
+    char *list = strdup(arg), *save = NULL, *tok;
+
+    if (!list)
+        die_rc(-ENOMEM, "strdup");
+    b->nsizes = 0;
+    for (tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        uint64_t v;
+
+        if (ss__parse_size(tok, &v) < 0 || v == 0 || v > 64 * SS_GiB)
+            usage_error("--sizes: '%s' is not a size between 1 and 64G (e.g. 64,1K,64K,1M)",
+                        tok);
+        if (b->nsizes == MAX_SIZES)
+            usage_error("--sizes: more than %d sizes", MAX_SIZES);
+        for (int i = 0; i < b->nsizes; i++)
+            if (b->sizes[i] == v)
+                usage_error("--sizes: %s listed twice", tok);
+        b->sizes[b->nsizes++] = v;
+    }
+    free(list);
+    if (!b->nsizes)
+        usage_error("--sizes: empty list");
+    /* ascending: the tables and the plot read left to right by size */
+    for (int i = 1; i < b->nsizes; i++)
+        for (int j = i; j > 0 && b->sizes[j - 1] > b->sizes[j]; j--) {
+            uint64_t t = b->sizes[j];
+
+            b->sizes[j] = b->sizes[j - 1];
+            b->sizes[j - 1] = t;
+        }
+    return 0;
+}
+
+static int opt_clients(struct bench *b, const char *arg)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(arg, &end, 10);
+    if (errno || *end || end == arg || v < 1 || v > 64)
+        usage_error("--clients: '%s' is not a count between 1 and 64", arg);
+    b->clients_opt = (int)v;
+    return 0;
+}
+
+static int opt_duration(struct bench *b, const char *arg)
+{
+    char *end;
+    double v;
+
+    errno = 0;
+    v = strtod(arg, &end);
+    if (errno || *end || end == arg || !(v >= 0.01 && v <= 3600))
+        usage_error("--duration: '%s' is not a number of seconds between 0.01 and 3600", arg);
+    b->duration_opt = v;
+    return 0;
+}
+
+static int opt_plot(struct bench *b, const char *arg)
+{
+    if (!arg[0])
+        usage_error("--plot: empty file name");
+    b->plot_path = arg;
+    return 0;
+}
+
+static int opt_smoke(struct bench *b, const char *arg)
+{
+    b->smoke = true;
+    b->quick = true;
+    return 0;
+}
+
 static int opt_help(struct bench *b, const char *arg);
 
 /*
@@ -483,13 +640,27 @@ static const struct bench_opt {
      "always runs first"},
     {"json", 'j', "FILE", opt_json,
      "also write each figure as one JSON object per line to FILE"},
+    {"socket", 'S', "PATH", opt_socket,
+     "measure the store serving PATH (e.g. a running sealstored); default: an embedded "
+     "store the bench starts in a private temp dir and removes at exit"},
+    {"sizes", 'z', "LIST", opt_sizes,
+     "object sizes for put and get (default 64,1K,64K,1M,64M,1G; --quick without 1G)"},
+    {"clients", 'c', "N", opt_clients,
+     "clients scenario: up to N producer and N consumer processes (default 4, --quick 2)"},
+    {"duration", 'd', "SECONDS", opt_duration,
+     "wall time per ops/s measurement, cut into the reps (default 1, --quick 0.3)"},
+    {"plot", 'p', "FILE.png", opt_plot,
+     "draw GB/s against object size for put and get beside the baselines (gnuplot)"},
     {"help", 'h', NULL, opt_help, "show this help and exit"},
+    /* make check's smoke test: every row, tiny sizes, a few seconds */
+    {"smoke", 257, NULL, opt_smoke, NULL},
 };
 
 static int opt_help(struct bench *b, const char *arg)
 {
     printf("usage: %s [OPTION]...\n\n"
-           "Measure sealstore's memory layer beside the machine's own limits, in one run.\n"
+           "Measure sealstore beside the machine's own limits and the naive alternatives\n"
+           "(a /dev/shm file per object, copying through a socket), in one run.\n"
            "Each figure is the median of N reps (with min and max), printed next to a\n"
            "baseline from the same run and the ratio value/baseline.\n\noptions:\n",
            PROG);
@@ -497,6 +668,8 @@ static int opt_help(struct bench *b, const char *arg)
         const struct bench_opt *o = &bench_opts[i];
         char lhs[48];
 
+        if (!o->help)
+            continue; /* hidden */
         if (o->key < 256)
             snprintf(lhs, sizeof(lhs), "-%c, --%s%s%s", o->key, o->name, o->metavar ? " " : "",
                      o->metavar ? o->metavar : "");
@@ -511,9 +684,10 @@ static int opt_help(struct bench *b, const char *arg)
     printf("\nJSON rows: {\"scenario\", \"size\" (bytes or null), \"clients\", \"metric\",\n"
            "\"backing\", \"value\", \"unit\", \"min\", \"max\", \"n\", \"baseline\" (its name),\n"
            "\"baseline_value\", \"ratio\"} plus \"skipped\" (value null) and \"note\".\n"
-           "Unavailable backings (no hugepages in the pool, shmem THP off) are skipped\n"
-           "with the reason. The library reads SEALSTORE_* as usual (SEALSTORE_LOG, the\n"
-           "SMALL_* sizes, HUGEPAGES for the small allocator).\n"
+           "Unavailable backings (no hugepages in the pool, shmem THP off) and features\n"
+           "(spilling) are skipped with the reason. The library reads SEALSTORE_* as usual;\n"
+           "the embedded store gets a pool class and budget for the largest put size\n"
+           "unless SEALSTORE_POOL_SIZE or SEALSTORE_POOL_CLASSES is set.\n"
            "Exit status: 0 done, 1 a call failed, 2 bad usage.\n");
     exit(0);
 }
@@ -575,6 +749,47 @@ static void settle(struct bench *b)
     b->pool_budget = b->quick ? 128 * SS_MiB : 256 * SS_MiB;
     b->alloc_live = b->quick ? 4096 : 16384;
     b->alloc_ops = b->quick ? 100000 : 500000;
+    if (b->smoke) {
+        /* make check: every row present, in a few seconds and ~100 MiB */
+        b->reps = b->reps_opt ? b->reps_opt : 2;
+        b->region = 16 * SS_MiB;
+        b->bw_region = 32 * SS_MiB;
+        b->seg_size = 16 * SS_MiB;
+        b->pool_budget = 32 * SS_MiB;
+        b->alloc_live = 1024;
+        b->alloc_ops = 10000;
+    }
+    if (!b->nsizes) {
+        static const uint64_t def[] = {64, SS_KiB, 64 * SS_KiB, SS_MiB, 64 * SS_MiB, SS_GiB};
+        int n = b->smoke ? 4 : b->quick ? 5 : 6;
+
+        for (int i = 0; i < n; i++)
+            b->sizes[b->nsizes++] = def[i];
+    }
+    b->clients = b->clients_opt ? b->clients_opt : b->quick ? 2 : 4;
+    b->duration_ns = (uint64_t)((b->duration_opt ? b->duration_opt
+                                 : b->smoke    ? 0.04
+                                 : b->quick    ? 0.3
+                                               : 1.0) *
+                                1e9);
+    /* the issue's figures: e2e at 1 KiB and 64 MiB; seal 1 MiB vs 64 MiB
+     * vs 1 GiB (quick: 256 MiB) */
+    b->e2e_sizes[0] = SS_KiB;
+    b->e2e_sizes[1] = b->smoke ? SS_MiB : 64 * SS_MiB;
+    b->seal_sizes[0] = SS_MiB;
+    b->seal_sizes[1] = b->smoke ? 4 * SS_MiB : 64 * SS_MiB;
+    b->seal_sizes[2] = b->smoke ? 16 * SS_MiB : b->quick ? 256 * SS_MiB : SS_GiB;
+    b->cl_sizes[0] = SS_KiB;
+    b->cl_sizes[1] = SS_MiB;
+    b->batch_n = 64;
+}
+
+int size_index(const struct bench *b, uint64_t size)
+{
+    for (int i = 0; i < b->nsizes; i++)
+        if (b->sizes[i] == size)
+            return i;
+    return -1;
 }
 
 /* ---------------------------------------------------------------- header */
@@ -665,11 +880,23 @@ static void print_header(struct bench *b)
            "          on this VM memory freed and left idle goes host-cold (~0.4 GB/s on next "
            "touch)\n",
            b->reps);
-    printf("sizes     memset/memcpy %" PRIu64 " MiB; fills %" PRIu64 " MiB (1G: 1 GiB); segments %" PRIu64
-           " MiB; pool budget %" PRIu64 " MiB; small allocator %u live objects\n",
+    printf("sizes     memset/memcpy %" PRIu64 " MiB; fills %" PRIu64
+           " MiB (1G: 1 GiB); segments %" PRIu64 " MiB; pool budget %" PRIu64
+           " MiB; small allocator %u live objects\n",
            (uint64_t)(b->bw_region / SS_MiB), (uint64_t)(b->region / SS_MiB),
            (uint64_t)(b->seg_size / SS_MiB),
            (uint64_t)(b->pool_budget / SS_MiB), b->alloc_live);
+    {
+        char list[MAX_SIZES * 8] = "", sz[16];
+
+        for (int i = 0; i < b->nsizes; i++) {
+            strncat(list, i ? "," : "", sizeof(list) - strlen(list) - 1);
+            strncat(list, fmt_size(b->sizes[i], sz, sizeof(sz)), sizeof(list) - strlen(list) - 1);
+        }
+        printf("store     put/get sizes %s; %.2g s per ops/s figure (%d slices after a warm-up "
+               "slice); up to %d clients\n",
+               list, (double)b->duration_ns / 1e9, b->reps, b->clients);
+    }
     printf("backings  each row names its backing in [brackets] (JSON: \"backing\"); now:\n");
     for (int bk = 0; bk < SS_BACKING__COUNT; bk++) {
         char why[WHY_LEN];
@@ -699,7 +926,14 @@ int main(int argc, char **argv)
         if (!b->json)
             die_rc(-errno, "cannot open --json file %s", b->json_path);
     }
+    for (int i = 0; i < MAX_SIZES; i++)
+        b->plot[i].put_warm = b->plot[i].put_cold = b->plot[i].get = b->plot[i].shm_w =
+            b->plot[i].shm_r = b->plot[i].sock = NAN;
     print_header(b);
+    /* the store starts after the header and before the first scenario: its
+     * populator fills the warm pool once, before anything is measured */
+    if (b->sel >> store_scenarios_from)
+        store_open(b);
     for (size_t i = 0; i < SS_ARRAY_SIZE(scenarios); i++) {
         if (!(b->sel & (1ul << i)))
             continue;
@@ -707,6 +941,11 @@ int main(int argc, char **argv)
         scenarios[i].run(b);
     }
     progress_clear();
+    if (b->st)
+        store_summary(b);
+    if (b->plot_path)
+        plot_write(b);
+    store_close();
     if (b->json && fclose(b->json) != 0)
         die_rc(-errno, "closing %s", b->json_path);
     if (fflush(stdout) != 0 || ferror(stdout))

@@ -1,0 +1,801 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Scenarios on the store through the public API (sealstore.h): put, get,
+ * batch, seal; and the store connection every store scenario shares.
+ *
+ * Which store. By default the bench starts its own, embedded
+ * (ss_connect(path, SS_CONNECT_EMBED)) on a socket in a private temp dir
+ * that is removed at exit; with --socket PATH it measures whatever serves
+ * PATH, e.g. a running sealstored. Children of the multi-process scenarios
+ * connect to the same path as ordinary clients.
+ *
+ * Pool warm and pool exhausted. "Warm" is the store as configured, measured
+ * after its populator has refilled (the bench polls ss_stats_get until the
+ * pool's ready bytes cover the object and stop moving, untimed), so every
+ * timed create can take a ready, pre-faulted segment; the row's note says
+ * how many really were pool hits. "Exhausted" is a second embedded store
+ * started with SEALSTORE_POOL_SIZE=0: every create makes and populates its
+ * segment on demand, which is what a store whose populator cannot keep up
+ * does. With --socket the bench cannot empty a running store's pool, so the
+ * exhausted rows are skipped (run --socket against a sealstored started with
+ * SEALSTORE_POOL_SIZE=0 to get them as "warm" rows).
+ *
+ * So that "warm" means warm at every measured size, the embedded warm store
+ * gets a pool class for the largest object the run creates and a budget of
+ * the default plus that size, unless SEALSTORE_POOL_SIZE or
+ * SEALSTORE_POOL_CLASSES is set (then the environment is used as is). The
+ * header says what was set.
+ */
+#include "bench.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "options.h"
+
+/* How long the warm pool may take to refill before a put goes ahead on a
+ * cold pool anyway (4K shmem populates ~1.7 GB/s: 1 GiB in ~0.6 s). */
+#define POOL_WAIT_MS 5000
+#define POOL_POLL_MS 5
+#define MAXU(a, b) ((a) > (b) ? (a) : (b))
+
+struct store_ctx {
+    ss_client *warm, *cold;
+    char dir[64];                 /* our temp dir; "" with --socket */
+    char warm_path[128], cold_path[128];
+    char cold_why[WHY_LEN];       /* why there is no exhausted store */
+    char files[8][160];           /* what the signal handler removes */
+    uint64_t small_max;
+    uint64_t ready0;              /* warm pool ready bytes once settled */
+    uint32_t tag;                 /* ids of this run */
+};
+
+static struct store_ctx g_st;
+static bool g_cleanup_armed;
+static pid_t g_owner; /* forked children inherit atexit and handlers: not theirs */
+
+/* ---------------------------------------------------------- connection */
+
+const char *store_path(struct bench *b)
+{
+    return b->socket_opt ? b->socket_opt : g_st.warm_path;
+}
+
+void make_id(ss_id *id, uint32_t stream, uint64_t seq)
+{
+    memset(id, 0, sizeof(*id));
+    memcpy(id->b, &g_st.tag, 4);
+    memcpy(id->b + 4, &stream, 4);
+    memcpy(id->b + 8, &seq, 8);
+}
+
+ss_client *child_connect(struct bench *b)
+{
+    ss_client *c;
+    int rc = ss_connect(store_path(b), 0, &c);
+
+    if (rc < 0)
+        die_rc(rc, "child: ss_connect(%s)", store_path(b));
+    return c;
+}
+
+const char *store_dir(void)
+{
+    return g_st.dir;
+}
+
+void store_track_file(const char *path)
+{
+    for (size_t i = 0; i < SS_ARRAY_SIZE(g_st.files); i++)
+        if (!g_st.files[i][0]) {
+            snprintf(g_st.files[i], sizeof(g_st.files[i]), "%s", path);
+            return;
+        }
+}
+
+ss_stats store_stats(ss_client *c)
+{
+    ss_stats st = {.size = sizeof(st), .version = SS_STATS_VERSION};
+
+    CK(ss_stats_get(c, &st));
+    return st;
+}
+
+static ss_stats stats_of(ss_client *c)
+{
+    ss_stats st = {.size = sizeof(st), .version = SS_STATS_VERSION};
+
+    CK(ss_stats_get(c, &st));
+    return st;
+}
+
+void store_close(void)
+{
+    /* only the process that opened the store cleans up: a child that dies
+     * through exit() must not stop a store thread it does not have */
+    if (getpid() != g_owner)
+        return;
+    if (g_st.cold)
+        ss_disconnect(g_st.cold);
+    if (g_st.warm)
+        ss_disconnect(g_st.warm);
+    g_st.cold = g_st.warm = NULL;
+    if (g_st.dir[0]) {
+        for (size_t i = 0; i < SS_ARRAY_SIZE(g_st.files); i++)
+            if (g_st.files[i][0])
+                unlink(g_st.files[i]);
+        rmdir(g_st.dir);
+        g_st.dir[0] = '\0';
+    }
+}
+
+static void on_signal(int sig)
+{
+    /* async-signal-safe: unlink and rmdir only; the kernel frees the rest */
+    if (getpid() != g_owner) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    for (size_t i = 0; i < SS_ARRAY_SIZE(g_st.files); i++)
+        if (g_st.files[i][0])
+            unlink(g_st.files[i]);
+    if (g_st.dir[0])
+        rmdir(g_st.dir);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* Wait until the pool's ready bytes cover `need` and have not moved for
+ * still_ms (the populator is done, or working on something else), or until
+ * timeout. Returns the ready bytes. Untimed by every caller. */
+static uint64_t pool_settle_for(ss_client *c, uint64_t need, int still_ms, int timeout_ms)
+{
+    uint64_t last = UINT64_MAX, t_end = now_ns() + (uint64_t)timeout_ms * 1000000ull;
+    int still = 0;
+
+    for (;;) {
+        ss_stats st = stats_of(c);
+
+        if (st.pool_ready_bytes == last)
+            still++;
+        else
+            still = 0;
+        last = st.pool_ready_bytes;
+        if ((last >= need && still >= still_ms / POOL_POLL_MS) || now_ns() > t_end)
+            return last;
+        usleep(POOL_POLL_MS * 1000);
+    }
+}
+
+static uint64_t pool_settle(ss_client *c, uint64_t need, int timeout_ms)
+{
+    return pool_settle_for(c, need, 50, timeout_ms);
+}
+
+static uint64_t largest_created(const struct bench *b)
+{
+    uint64_t l = 0;
+
+    for (int i = 0; i < b->nsizes; i++)
+        l = MAXU(l, b->sizes[i]);
+    for (int i = 0; i < 3; i++)
+        l = MAXU(l, b->seal_sizes[i]);
+    for (int i = 0; i < 2; i++)
+        l = MAXU(l, MAXU(b->e2e_sizes[i], b->cl_sizes[i]));
+    return l;
+}
+
+/* Give the warm store a pool that can hold the run's largest object. */
+static void tune_pool(struct bench *b, char *said, size_t len)
+{
+    uint64_t big = largest_created(b), budget = ss__opt_size(SS_OPT_POOL_SIZE);
+    ss__sizelist cl = ss__opt_sizelist(SS_OPT_POOL_CLASSES);
+    char v[64], text[512] = "";
+    size_t n;
+
+    said[0] = '\0';
+    if (getenv("SEALSTORE_POOL_SIZE") || getenv("SEALSTORE_POOL_CLASSES")) {
+        snprintf(said, len, "pool as the environment sets it");
+        return;
+    }
+    if (b->smoke) /* make check: stay small */
+        budget = 64 * SS_MiB;
+    if (big > g_st.small_max && (cl.n == 0 || cl.v[cl.n - 1] < big)) {
+        for (unsigned i = 0; i < cl.n; i++) {
+            n = strlen(text);
+            snprintf(text + n, sizeof(text) - n, "%s,", fmt_size(cl.v[i], v, sizeof(v)));
+        }
+        n = strlen(text);
+        snprintf(text + n, sizeof(text) - n, "%s", fmt_size(big, v, sizeof(v)));
+        CK(ss_option_set(SS_OPT_POOL_CLASSES, text));
+    }
+    if (big > g_st.small_max && !b->smoke)
+        budget += big;
+    CK(ss_option_set(SS_OPT_POOL_SIZE, fmt_size(budget, v, sizeof(v))));
+    ss_option_get(SS_OPT_POOL_CLASSES, text, sizeof(text));
+    snprintf(said, len, "set by the bench: SEALSTORE_POOL_SIZE=%s SEALSTORE_POOL_CLASSES=%s", v,
+             text);
+}
+
+static void print_store_stats(const char *label, ss_client *c)
+{
+    ss_stats st = stats_of(c);
+
+    printf("%s capacity %.1f GiB, resident %.1f MiB, pool ready %.1f MiB (hits %" PRIu64
+           ", misses %" PRIu64 "), segment bytes 4K/THP/2M/1G %.0f/%.0f/%.0f/%.0f MiB, "
+           "small segments %.1f MiB, objects %" PRIu64 ", clients %" PRIu64 "\n",
+           label, (double)st.capacity / (double)SS_GiB, (double)st.resident_bytes / (double)SS_MiB,
+           (double)st.pool_ready_bytes / (double)SS_MiB, st.pool_hits, st.pool_misses,
+           (double)st.bytes_by_backing[0] / (double)SS_MiB,
+           (double)st.bytes_by_backing[1] / (double)SS_MiB,
+           (double)st.bytes_by_backing[2] / (double)SS_MiB,
+           (double)st.bytes_by_backing[3] / (double)SS_MiB,
+           (double)st.small_segment_bytes / (double)SS_MiB, st.objects, st.clients);
+}
+
+void store_open(struct bench *b)
+{
+    char said[600] = "", v[128];
+    uint64_t t0;
+    int rc;
+
+    if (b->st)
+        return;
+    b->st = (struct store_ctx *)&g_st;
+    g_st.tag = (uint32_t)getpid() ^ (uint32_t)now_ns();
+    g_st.small_max = ss__opt_size(SS_OPT_SMALL_MAX);
+    if (!g_cleanup_armed) {
+        g_owner = getpid();
+        atexit(store_close);
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+        signal(SIGHUP, on_signal);
+        g_cleanup_armed = true;
+    }
+    progress("starting the store");
+    if (b->socket_opt) {
+        rc = ss_connect(b->socket_opt, 0, &g_st.warm);
+        if (rc < 0)
+            die_rc(rc, "--socket %s: ss_connect", b->socket_opt);
+        snprintf(g_st.cold_why, WHY_LEN,
+                 "with --socket the bench cannot empty a running store's pool "
+                 "(measure a sealstored started with SEALSTORE_POOL_SIZE=0 instead)");
+    } else {
+        snprintf(g_st.dir, sizeof(g_st.dir), "/tmp/sealstore-bench.XXXXXX");
+        if (!mkdtemp(g_st.dir))
+            die_rc(-errno, "mkdtemp(%s)", g_st.dir);
+        snprintf(g_st.warm_path, sizeof(g_st.warm_path), "%s/warm.sock", g_st.dir);
+        snprintf(g_st.cold_path, sizeof(g_st.cold_path), "%s/cold.sock", g_st.dir);
+        snprintf(g_st.files[0], sizeof(g_st.files[0]), "%s", g_st.warm_path);
+        snprintf(g_st.files[1], sizeof(g_st.files[1]), "%s.lock", g_st.warm_path);
+        snprintf(g_st.files[2], sizeof(g_st.files[2]), "%s", g_st.cold_path);
+        snprintf(g_st.files[3], sizeof(g_st.files[3]), "%s.lock", g_st.cold_path);
+        tune_pool(b, said, sizeof(said));
+        rc = ss_connect(g_st.warm_path, SS_CONNECT_EMBED, &g_st.warm);
+        if (rc < 0)
+            die_rc(rc, "ss_connect(%s, SS_CONNECT_EMBED)", g_st.warm_path);
+        /* options are read when a store starts: pool 0 for the second one
+         * only, then back to what the warm one got */
+        ss_option_get(SS_OPT_POOL_SIZE, v, sizeof(v));
+        CK(ss_option_set(SS_OPT_POOL_SIZE, "0"));
+        rc = ss_connect(g_st.cold_path, SS_CONNECT_EMBED, &g_st.cold);
+        CK(ss_option_set(SS_OPT_POOL_SIZE, v));
+        if (rc < 0)
+            die_rc(rc, "ss_connect(%s, SS_CONNECT_EMBED) (pool 0)", g_st.cold_path);
+    }
+    progress("waiting for the store's pool to fill");
+    t0 = now_ns();
+    /* settled: no change for 300 ms (the
+     * populator finishes a 256 MiB segment in ~150 ms; a 1 GiB one may
+     * still be on its way, the one thing left running behind the
+     * baselines) */
+    g_st.ready0 = pool_settle_for(g_st.warm, 0, 300, POOL_WAIT_MS * 2);
+    progress_clear();
+    if (b->socket_opt) {
+        printf("store     --socket %s (a running store; its options are its own)\n",
+               b->socket_opt);
+    } else {
+        printf("store     embedded: ss_connect(SS_CONNECT_EMBED) in this process at %s "
+               "(temp dir removed at exit)\n",
+               g_st.warm_path);
+        printf("          warm pool: %s\n", said);
+        printf("          pool exhausted: a second embedded store with SEALSTORE_POOL_SIZE=0 "
+               "at %s\n",
+               g_st.cold_path);
+        printf("options   in force for the warm store:");
+        for (int o = 0; o < SS_OPT__COUNT; o++) {
+            const char *name = ss_option_name((ss_option)o);
+
+            if (name && ss_option_get((ss_option)o, v, sizeof(v)) >= 0)
+                printf(" %s=%s", name + 10, v[0] ? v : "\"\"");
+        }
+        printf("\n");
+    }
+    printf("          pool settled at %.0f MiB ready after %.2f s\n",
+           (double)g_st.ready0 / (double)SS_MiB, (double)(now_ns() - t0) / 1e9);
+    print_store_stats("stats    ", g_st.warm);
+    printf("reads     get and /dev/shm open+map do not touch the object's bytes (access cost, "
+           "not reading); fills copy from a faulted buffer\n");
+    fflush(stdout);
+}
+
+void store_summary(struct bench *b)
+{
+    ss_stats st;
+
+    if (!g_st.warm)
+        return;
+    st = stats_of(g_st.warm);
+    printf("\n== store after the run\n");
+    print_store_stats("warm     ", g_st.warm);
+    printf("          creates %" PRIu64 ", seals %" PRIu64 ", aborts %" PRIu64 ", gets %" PRIu64
+           ", releases %" PRIu64 ", deletes %" PRIu64 ", waits %" PRIu64 " (timeouts %" PRIu64
+           "), protocol errors %" PRIu64 ", bookkeeping %" PRIu64 " B\n",
+           st.creates, st.seals, st.aborts, st.gets, st.releases, st.deletes, st.waits,
+           st.wait_timeouts, st.protocol_errors, st.bookkeeping_bytes);
+    if (g_st.cold)
+        print_store_stats("exhausted", g_st.cold);
+    fflush(stdout);
+}
+
+/* The backing of a live object, as ss_list reports it ("" if not found). */
+static void obj_backing(ss_client *c, const ss_id *id, char *out, size_t len)
+{
+    ss_obj_info info[64];
+    uint64_t cursor = 0;
+
+    snprintf(out, len, "?");
+    do {
+        int n = ss_list(c, &cursor, info, SS_ARRAY_SIZE(info));
+
+        if (n < 0)
+            return;
+        for (int i = 0; i < n; i++)
+            if (memcmp(&info[i].id, id, sizeof(*id)) == 0) {
+                snprintf(out, len, "%.*s", (int)sizeof(info[i].backing), info[i].backing);
+                return;
+            }
+    } while (cursor);
+}
+
+/* ------------------------------------------------------------------ put */
+
+struct put_arg {
+    ss_client *c;
+    uint64_t size;
+    uint32_t stream;
+    bool one_call; /* ss_put instead of create+memcpy+seal+release */
+    bool wait;     /* let the pool refill before each op */
+    bool never;    /* the pool never covered the size: waiting stopped */
+    const void *src;
+    uint64_t ops, hits, misses; /* pool, over measured and warm-up ops */
+    char backing[16];
+};
+
+static uint64_t put_op(struct bench *b, void *arg, uint64_t i)
+{
+    struct put_arg *a = arg;
+    bool large = a->size > g_st.small_max;
+    ss_stats s0 = {0}, s1;
+    uint64_t t0, t1;
+    ss_id id;
+    void *data;
+
+    make_id(&id, a->stream, i);
+    if (a->wait && large && !a->never &&
+        pool_settle(a->c, a->size, POOL_WAIT_MS) < a->size)
+        a->never = true; /* a pool too small for it: measure, do not wait */
+    if (large)
+        s0 = stats_of(a->c);
+    t0 = now_ns();
+    if (a->one_call) {
+        CK(ss_put(a->c, &id, a->src, a->size, NULL, 0));
+    } else {
+        CK(ss_create(a->c, &id, a->size, NULL, 0, &data));
+        memcpy(data, a->src, a->size);
+        CK(ss_seal(a->c, &id));
+        CK(ss_release(a->c, &id));
+    }
+    t1 = now_ns();
+    if (large) {
+        s1 = stats_of(a->c);
+        a->hits += s1.pool_hits - s0.pool_hits;
+        a->misses += s1.pool_misses - s0.pool_misses;
+    }
+    a->ops++;
+    if (i == 0)
+        obj_backing(a->c, &id, a->backing, sizeof(a->backing));
+    CK(ss_delete(a->c, &id));
+    return t1 - t0;
+}
+
+static void put_measure(struct bench *b, struct put_arg *a, const char *what, struct opfig *o)
+{
+    char label[64], sz[16];
+
+    a->src = src_buf(a->size);
+    snprintf(label, sizeof(label), "%s %s", what, fmt_size(a->size, sz, sizeof(sz)));
+    run_ops(b, label, b->duration_ns, a->size >= SS_MiB ? 1 : 20, put_op, a, o);
+    if (a->size > g_st.small_max)
+        snprintf(o->ops.note, sizeof(o->ops.note),
+                 "%s: pool hits %" PRIu64 ", misses %" PRIu64 " in %" PRIu64 " creates%s",
+                 a->backing, a->hits, a->misses, a->ops,
+                 a->never ? "; the pool never held this size within 5 s" : "");
+    else
+        snprintf(o->ops.note, sizeof(o->ops.note), "backing %s", a->backing);
+    memcpy(o->us.note, o->ops.note, sizeof(o->us.note));
+}
+
+static uint32_t g_stream = 1; /* id streams: one per measurement */
+
+void run_put(struct bench *b)
+{
+    const struct opfig *rtt = bl_rtt(b);
+    struct fig rtt2, rtt2us;
+    char name[64], sz[16];
+
+    /* create and seal each wait for a reply; release sends none */
+    fig_scale(&rtt->ops, 0.5, &rtt2);
+    fig_scale(&rtt->us, 2.0, &rtt2us);
+    /* baselines first: nothing of ours runs while they are measured */
+    for (int k = 0; k < b->nsizes; k++)
+        bl_shm_write(b, b->sizes[k]);
+    bl_memcpy(b);
+    for (int k = 0; k < b->nsizes; k++) {
+        uint64_t size = b->sizes[k];
+        bool large = size > g_st.small_max;
+        struct put_arg w = {.c = g_st.warm, .size = size, .stream = g_stream++, .wait = true};
+        struct opfig ow, oc, op;
+        struct fig gw, gc, shm;
+
+        fmt_size(size, sz, sizeof(sz));
+        fig_gbps(bl_shm_write(b, size), size, &shm);
+        put_measure(b, &w, "put warm", &ow);
+        fig_scale(&ow.ops, (double)size / 1e9, &gw);
+        b->plot[k].put_warm = gw.med;
+        snprintf(name, sizeof(name), "put %s [warm]", sz);
+        if (size >= SS_MiB)
+            report(b, &(struct rowspec){.figure = name, .metric = "put_warm_gbps",
+                                        .backing = w.backing, .unit = "GB/s", .size = size,
+                                        .f = &gw, .bl_name = "memcpy faulted",
+                                        .bl = bl_memcpy(b)});
+        else
+            report(b, &(struct rowspec){.figure = name, .metric = "put_warm_ops",
+                                        .backing = w.backing, .unit = "ops/s", .size = size,
+                                        .f = &ow.ops, .bl_name = "seqpacket RTT x2 (create, seal)",
+                                        .bl = &rtt2});
+        if (size < SS_MiB) {
+            snprintf(name, sizeof(name), "put %s [warm] p50", sz);
+            report(b, &(struct rowspec){.figure = name, .metric = "put_warm_p50",
+                                        .backing = w.backing, .unit = "us", .size = size,
+                                        .f = &ow.us, .bl_name = "seqpacket RTT p50 x2",
+                                        .bl = &rtt2us});
+            snprintf(name, sizeof(name), "put %s [warm]", sz);
+        }
+        report(b, &(struct rowspec){.figure = name, .metric = "put_warm_gbps",
+                                    .backing = w.backing, .unit = "GB/s", .size = size, .f = &gw,
+                                    .bl_name = "/dev/shm file write", .bl = &shm});
+        if (large) {
+            struct put_arg c = {.c = g_st.cold, .size = size, .stream = g_stream++};
+
+            if (g_st.cold) {
+                put_measure(b, &c, "put exhausted", &oc);
+                fig_scale(&oc.ops, (double)size / 1e9, &gc);
+                b->plot[k].put_cold = gc.med;
+            } else {
+                fig_skip(&gc, g_st.cold_why);
+            }
+            snprintf(name, sizeof(name), "put %s [exhausted]", sz);
+            report(b, &(struct rowspec){.figure = name, .metric = "put_exhausted_gbps",
+                                        .backing = c.backing, .unit = "GB/s", .size = size,
+                                        .f = &gc, .bl_name = "/dev/shm file write", .bl = &shm});
+            report(b, &(struct rowspec){.figure = name, .metric = "put_exhausted_gbps",
+                                        .backing = c.backing, .unit = "GB/s", .size = size,
+                                        .f = &gc, .bl_name = "put warm", .bl = &gw});
+        } else {
+            struct put_arg p = {.c = g_st.warm, .size = size, .stream = g_stream++,
+                                .one_call = true};
+
+            put_measure(b, &p, "ss_put", &op);
+            snprintf(name, sizeof(name), "ss_put %s (one call)", sz);
+            report(b, &(struct rowspec){.figure = name, .metric = "put_call_ops",
+                                        .unit = "ops/s", .size = size, .f = &op.ops,
+                                        .bl_name = "seqpacket round trip", .bl = &rtt->ops});
+            snprintf(name, sizeof(name), "ss_put %s p50", sz);
+            report(b, &(struct rowspec){.figure = name, .metric = "put_call_p50", .unit = "us",
+                                        .size = size, .f = &op.us,
+                                        .bl_name = "seqpacket round trip p50", .bl = &rtt->us});
+        }
+    }
+    print_table(b, "create + memcpy + seal + release (delete untimed); [warm] pool refilled "
+                   "before each op, [exhausted] pool 0; target: 64M warm >= 0.8 x memcpy");
+}
+
+/* ------------------------------------------------------------------ get */
+
+struct get_arg {
+    ss_client *c;
+    uint32_t stream;
+    unsigned n;
+    uint64_t size;
+};
+
+/* n sealed objects of `size`, ids (stream, 0..n-1). */
+static void objects_make(ss_client *c, uint32_t stream, unsigned n, uint64_t size)
+{
+    const void *src = src_buf(size);
+
+    for (unsigned i = 0; i < n; i++) {
+        ss_id id;
+        void *data;
+
+        make_id(&id, stream, i);
+        CK(ss_create(c, &id, size, NULL, 0, &data));
+        memcpy(data, src, size);
+        CK(ss_seal(c, &id));
+        CK(ss_release(c, &id));
+    }
+}
+
+static void objects_drop(ss_client *c, uint32_t stream, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        ss_id id;
+
+        make_id(&id, stream, i);
+        CK(ss_delete(c, &id));
+    }
+}
+
+static uint64_t get_op(struct bench *b, void *arg, uint64_t i)
+{
+    struct get_arg *a = arg;
+    ss_object o;
+    ss_id id;
+    uint64_t t0, t1;
+    int rc;
+
+    make_id(&id, a->stream, i % a->n);
+    t0 = now_ns();
+    rc = ss_get(a->c, &id, 1, 0, &o);
+    if (rc != 1 || !o.data || o.size != a->size)
+        die_rc(rc < 0 ? rc : 0, "ss_get of a sealed %" PRIu64 "-byte object returned %d", a->size,
+               rc);
+    CK(ss_release(a->c, &id));
+    t1 = now_ns();
+    return t1 - t0;
+}
+
+static unsigned get_objects(uint64_t size)
+{
+    uint64_t n = 64 * SS_MiB / size;
+
+    return n < 1 ? 1 : n > 4096 ? 4096 : (unsigned)n;
+}
+
+void run_get(struct bench *b)
+{
+    const struct opfig *rtt = bl_rtt(b);
+    char name[64], sz[16], label[64];
+
+    for (int k = 0; k < b->nsizes; k++) {
+        bl_shm_read(b, b->sizes[k]);
+        bl_sock(b, b->sizes[k]);
+    }
+    for (int k = 0; k < b->nsizes; k++) {
+        uint64_t size = b->sizes[k];
+        struct get_arg a = {.c = g_st.warm, .stream = g_stream++, .n = get_objects(size),
+                            .size = size};
+        struct opfig o;
+        struct fig gb, shm, sock, book = {0}, waste = {0};
+        struct samples sb = {0}, sw = {0};
+        ss_stats s0, s1;
+
+        fmt_size(size, sz, sizeof(sz));
+        progress("[get] creating %u objects of %s", a.n, sz);
+        s0 = stats_of(a.c);
+        objects_make(a.c, a.stream, a.n, size);
+        s1 = stats_of(a.c);
+        /* what the store keeps per object: its index (with these objects
+         * live and nothing else), and for small ones the class rounding */
+        if (s1.objects > 0) {
+            samples_add(&sb, (double)s1.bookkeeping_bytes / (double)s1.objects);
+            fig_set(&book, &sb);
+            snprintf(book.note, sizeof(book.note),
+                     "bookkeeping_bytes / objects with %" PRIu64 " live (grew by %" PRId64
+                     " B for these %u)",
+                     s1.objects, (int64_t)(s1.bookkeeping_bytes - s0.bookkeeping_bytes), a.n);
+        } else {
+            fig_skip(&book, "the store counts no objects");
+        }
+        if (size <= g_st.small_max && s1.small_live_bytes > 0) {
+            samples_add(&sw, 100.0 * (double)(s1.small_used_bytes - s1.small_live_bytes) /
+                                 (double)s1.small_live_bytes);
+            fig_set(&waste, &sw);
+        } else {
+            fig_skip(&waste, size <= g_st.small_max ? "no small-allocator bytes in the stats"
+                                                     : "not a small object");
+        }
+        samples_free(&sb);
+        samples_free(&sw);
+        snprintf(label, sizeof(label), "get+release %s", sz);
+        run_ops(b, label, b->duration_ns, 20, get_op, &a, &o);
+        objects_drop(a.c, a.stream, a.n);
+        fig_scale(&o.ops, (double)size / 1e9, &gb);
+        b->plot[k].get = gb.med;
+        shm = bl_shm_read(b, size)->ops;
+        fig_gbps(bl_sock(b, size), size, &sock);
+
+        snprintf(name, sizeof(name), "get+release %s", sz);
+        report(b, &(struct rowspec){.figure = name, .metric = "get_ops", .unit = "ops/s",
+                                    .size = size, .f = &o.ops,
+                                    .bl_name = "seqpacket round trip", .bl = &rtt->ops});
+        report(b, &(struct rowspec){.figure = name, .metric = "get_ops", .unit = "ops/s",
+                                    .size = size, .f = &o.ops,
+                                    .bl_name = "/dev/shm file open+map", .bl = &shm});
+        report(b, &(struct rowspec){.figure = name, .metric = "get_gbps", .unit = "GB/s",
+                                    .size = size, .f = &gb, .bl_name = "socket copy",
+                                    .bl = &sock});
+        snprintf(name, sizeof(name), "get+release %s p50", sz);
+        report(b, &(struct rowspec){.figure = name, .metric = "get_p50", .unit = "us",
+                                    .size = size, .f = &o.us,
+                                    .bl_name = "seqpacket round trip p50", .bl = &rtt->us});
+        snprintf(name, sizeof(name), "get+release %s p99", sz);
+        report(b, &(struct rowspec){.figure = name, .metric = "get_p99", .unit = "us",
+                                    .size = size, .f = &o.us, .stat = ST_P99,
+                                    .bl_name = "seqpacket round trip p99", .bl = &rtt->us,
+                                    .bl_stat = ST_P99});
+        snprintf(name, sizeof(name), "bookkeeping per object, %s", sz);
+        report(b, &(struct rowspec){.figure = name, .metric = "bookkeeping_per_object",
+                                    .unit = "B/obj", .size = size, .f = &book,
+                                    .bl_name = "object size", .bl_value = (double)size});
+        if (size <= g_st.small_max) {
+            snprintf(name, sizeof(name), "small allocator waste, %s", sz);
+            report(b, &(struct rowspec){.figure = name, .metric = "small_waste", .unit = "%",
+                                        .size = size, .f = &waste});
+        }
+    }
+    print_table(b, "get+release of sealed objects, cycling over up to 64 MiB of them (the "
+                   "bytes are not read); target: <= 1.5 round trips (ratio >= 0.67)");
+}
+
+/* ---------------------------------------------------------------- batch */
+
+struct batch_arg {
+    ss_client *c;
+    ss_id *ids;
+    ss_object *out;
+    unsigned n;
+    bool one_call;
+};
+
+static uint64_t batch_op(struct bench *b, void *arg, uint64_t i)
+{
+    struct batch_arg *a = arg;
+    uint64_t t0 = now_ns();
+    int rc;
+
+    if (a->one_call) {
+        rc = ss_get(a->c, a->ids, a->n, 0, a->out);
+        if (rc != (int)a->n)
+            die_rc(rc < 0 ? rc : 0, "ss_get of %u sealed objects found %d", a->n, rc);
+    } else {
+        for (unsigned j = 0; j < a->n; j++) {
+            rc = ss_get(a->c, &a->ids[j], 1, 0, &a->out[j]);
+            if (rc != 1)
+                die_rc(rc < 0 ? rc : 0, "ss_get of a sealed object returned %d", rc);
+        }
+    }
+    for (unsigned j = 0; j < a->n; j++)
+        CK(ss_release(a->c, &a->ids[j]));
+    return now_ns() - t0;
+}
+
+void run_batch(struct bench *b)
+{
+    const struct opfig *rtt = bl_rtt(b);
+    uint32_t stream = g_stream++;
+    unsigned n = b->batch_n;
+    uint64_t size = 64;
+    struct batch_arg a = {.c = g_st.warm, .n = n};
+    struct opfig many, one;
+    struct fig fmany, fone, nope;
+    char name[64], label[64];
+
+    a.ids = xcalloc(n, sizeof(*a.ids));
+    a.out = xcalloc(n, sizeof(*a.out));
+    for (unsigned j = 0; j < n; j++)
+        make_id(&a.ids[j], stream, j);
+    objects_make(a.c, stream, n, size);
+    snprintf(label, sizeof(label), "get %u ids per call", n);
+    a.one_call = true;
+    run_ops(b, label, b->duration_ns, 5, batch_op, &a, &many);
+    snprintf(label, sizeof(label), "get 1 id per call x %u", n);
+    a.one_call = false;
+    run_ops(b, label, b->duration_ns, 5, batch_op, &a, &one);
+    objects_drop(a.c, stream, n);
+    free(a.ids);
+    free(a.out);
+    fig_scale(&many.ops, n, &fmany);
+    fig_scale(&one.ops, n, &fone);
+
+    snprintf(name, sizeof(name), "get+release, %u ids per ss_get", n);
+    report(b, &(struct rowspec){.figure = name, .metric = "batch_get_ids", .unit = "ids/s",
+                                .size = size, .f = &fmany, .bl_name = "1 id per ss_get",
+                                .bl = &fone});
+    report(b, &(struct rowspec){.figure = name, .metric = "batch_get_ids", .unit = "ids/s",
+                                .size = size, .f = &fmany, .bl_name = "seqpacket round trip",
+                                .bl = &rtt->ops});
+    report(b, &(struct rowspec){.figure = "get+release, 1 id per ss_get",
+                                .metric = "single_get_ids", .unit = "ids/s", .size = size,
+                                .f = &fone, .bl_name = "seqpacket round trip",
+                                .bl = &rtt->ops});
+    fig_skip(&nope, "not available: the API has no multi-object put (ss_put takes one object)");
+    report(b, &(struct rowspec){.figure = "put, many objects per call",
+                                .metric = "batch_put_ids", .unit = "ids/s", .size = size,
+                                .f = &nope});
+    print_table(b, "many small objects (64 B) per call vs one per call");
+}
+
+/* ----------------------------------------------------------------- seal */
+
+struct seal_arg {
+    ss_client *c;
+    uint64_t size;
+    uint32_t stream;
+    const void *src;
+};
+
+static uint64_t seal_op(struct bench *b, void *arg, uint64_t i)
+{
+    struct seal_arg *a = arg;
+    uint64_t t0, t1;
+    ss_id id;
+    void *data;
+
+    make_id(&id, a->stream, i);
+    CK(ss_create(a->c, &id, a->size, NULL, 0, &data));
+    memcpy(data, a->src, a->size);
+    t0 = now_ns();
+    CK(ss_seal(a->c, &id));
+    t1 = now_ns();
+    CK(ss_release(a->c, &id));
+    CK(ss_delete(a->c, &id));
+    return t1 - t0;
+}
+
+void run_seal(struct bench *b)
+{
+    const struct opfig *rtt = bl_rtt(b);
+    struct fig first = {0};
+    char name[64], sz[16], label[64], bname[48];
+
+    for (int k = 0; k < 3; k++) {
+        uint64_t size = b->seal_sizes[k];
+        struct seal_arg a = {.c = g_st.warm, .size = size, .stream = g_stream++,
+                             .src = src_buf(size)};
+        struct opfig o;
+
+        fmt_size(size, sz, sizeof(sz));
+        snprintf(label, sizeof(label), "seal %s", sz);
+        run_ops(b, label, b->duration_ns, 1, seal_op, &a, &o);
+        snprintf(name, sizeof(name), "seal %s", sz);
+        if (k == 0) {
+            first = o.us;
+            report(b, &(struct rowspec){.figure = name, .metric = "seal_us", .unit = "us",
+                                        .size = size, .f = &o.us,
+                                        .bl_name = "seqpacket round trip p50", .bl = &rtt->us});
+        } else {
+            snprintf(bname, sizeof(bname), "seal %s", fmt_size(b->seal_sizes[0], sz, sizeof(sz)));
+            report(b, &(struct rowspec){.figure = name, .metric = "seal_us", .unit = "us",
+                                        .size = size, .f = &o.us, .bl_name = bname,
+                                        .bl = &first});
+        }
+    }
+    print_table(b, "ss_seal of a filled object (create, fill, release, delete untimed); "
+                   "target: O(1) in size, ratio ~1");
+}
