@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <ftw.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <dirent.h>
 #include <time.h>
 
@@ -63,12 +65,16 @@ const char *t_strerror(int err)
 
 /* ------------------------------------------------------------ hugepages */
 
-struct saved_pool {
-    uint64_t page_size;
-    long nr;
-    bool saved;
-};
-static struct saved_pool saved[2];
+/*
+ * Several test programs run at once (make -j check) and share the kernel's
+ * pools, so each one adds the pages it needs on top of whatever is there
+ * and at exit takes back exactly what it added: no program can shrink the
+ * pool under another (restoring a saved absolute size would). The
+ * read-modify-write of nr_hugepages is serialised across programs with an
+ * flock.
+ */
+static long added[2]; /* pages this program added: [0] 2 MiB, [1] 1 GiB */
+static const uint64_t pool_sizes[2] = {2ull << 20, 1ull << 30};
 
 static void pool_path(uint64_t page_size, const char *file, char *buf, size_t len)
 {
@@ -103,6 +109,22 @@ static int write_long(const char *path, long v)
     return rc;
 }
 
+int t_hugetlb_lock(void)
+{
+    int fd = open("/tmp/sealstore-test-hugetlb.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+
+    if (fd >= 0)
+        while (flock(fd, LOCK_EX) < 0 && errno == EINTR)
+            ;
+    return fd; /* -1: go on unserialised */
+}
+
+void t_hugetlb_unlock(int fd)
+{
+    if (fd >= 0)
+        close(fd);
+}
+
 long t_hugetlb_free(uint64_t page_size)
 {
     char p[160];
@@ -111,49 +133,70 @@ long t_hugetlb_free(uint64_t page_size)
     return read_long(p);
 }
 
-void t_hugetlb_restore(void)
+long t_hugetlb_total(uint64_t page_size)
 {
-    for (size_t i = 0; i < 2; i++) {
-        char p[160];
-
-        if (!saved[i].saved)
-            continue;
-        pool_path(saved[i].page_size, "nr_hugepages", p, sizeof(p));
-        if (write_long(p, saved[i].nr) < 0)
-            fprintf(stderr, "warning: could not restore %s to %ld\n", p, saved[i].nr);
-        saved[i].saved = false;
-    }
-}
-
-long t_hugetlb_reserve(uint64_t page_size, long pages)
-{
-    struct saved_pool *s = &saved[page_size >= (1ull << 30) ? 1 : 0];
     char p[160];
-    long nr, fr;
-    int rc;
-    static bool registered;
+    long nr, over;
 
-    fr = t_hugetlb_free(page_size);
-    if (fr < 0)
-        return fr;
-    if (fr >= pages)
-        return fr;
-    if (geteuid() != 0)
-        return -EPERM;
     pool_path(page_size, "nr_hugepages", p, sizeof(p));
     nr = read_long(p);
     if (nr < 0)
         return nr;
-    if (!s->saved) {
-        s->page_size = page_size;
-        s->nr = nr;
-        s->saved = true;
-        if (!registered) {
-            atexit(t_hugetlb_restore);
-            registered = true;
-        }
+    pool_path(page_size, "nr_overcommit_hugepages", p, sizeof(p));
+    over = read_long(p);
+    return nr + (over > 0 ? over : 0);
+}
+
+void t_hugetlb_restore(void)
+{
+    int lk = t_hugetlb_lock();
+
+    for (size_t i = 0; i < 2; i++) {
+        char p[160];
+        long nr;
+
+        if (added[i] <= 0)
+            continue;
+        pool_path(pool_sizes[i], "nr_hugepages", p, sizeof(p));
+        nr = read_long(p);
+        if (nr < 0 || write_long(p, nr > added[i] ? nr - added[i] : 0) < 0)
+            fprintf(stderr, "warning: could not give back %ld pages of %s\n", added[i], p);
+        added[i] = 0;
     }
-    rc = write_long(p, nr + (pages - fr));
+    t_hugetlb_unlock(lk);
+}
+
+long t_hugetlb_reserve(uint64_t page_size, long pages)
+{
+    int i = page_size >= (1ull << 30) ? 1 : 0;
+    static bool registered;
+    char p[160];
+    long fr, nr, now;
+    int lk, rc;
+
+    fr = t_hugetlb_free(page_size);
+    if (fr < 0)
+        return fr;
+    if (added[i] >= pages)
+        return fr;
+    if (geteuid() != 0)
+        return fr >= pages ? fr : -EPERM;
+    if (!registered) {
+        atexit(t_hugetlb_restore);
+        registered = true;
+    }
+    pool_path(page_size, "nr_hugepages", p, sizeof(p));
+    lk = t_hugetlb_lock();
+    nr = read_long(p);
+    if (nr < 0) {
+        t_hugetlb_unlock(lk);
+        return nr;
+    }
+    rc = write_long(p, nr + (pages - added[i]));
+    now = read_long(p); /* the kernel may grant fewer (fragmentation) */
+    if (now > nr)
+        added[i] += now - nr;
+    t_hugetlb_unlock(lk);
     if (rc < 0)
         return rc;
     return t_hugetlb_free(page_size);

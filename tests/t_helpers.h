@@ -68,12 +68,20 @@ int t_finish(int failures, size_t ncases);
 const char *t_strerror(int err);
 
 /*
- * The 2 MiB / 1 GiB hugetlb pool. t_hugetlb_reserve() raises the pool so
- * that at least `pages` are free (as root; returns the number free after, or
- * -errno), remembering the original size; t_hugetlb_restore() puts back
- * every size it changed (also registered with atexit).
+ * The 2 MiB / 1 GiB hugetlb pools. As root, t_hugetlb_reserve() adds
+ * `pages` pages of this program's own to the pool (on top of what others
+ * hold: test programs run concurrently) and returns the number free after;
+ * not root, it returns the free count if that suffices, else -EPERM.
+ * t_hugetlb_restore() takes back exactly what this program added (also run
+ * at exit).
  */
 long t_hugetlb_free(uint64_t page_size);
+/* Pages the pool could ever hand out: nr_hugepages + nr_overcommit_hugepages. */
+long t_hugetlb_total(uint64_t page_size);
+/* Hold off every other test program's pool changes (an flock; returns the
+ * fd to pass to unlock, -1 if unavailable). Do not reserve while holding it. */
+int t_hugetlb_lock(void);
+void t_hugetlb_unlock(int fd);
 long t_hugetlb_reserve(uint64_t page_size, long pages);
 void t_hugetlb_restore(void);
 
