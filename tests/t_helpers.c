@@ -67,14 +67,20 @@ const char *t_strerror(int err)
 
 /*
  * Several test programs run at once (make -j check) and share the kernel's
- * pools, so each one adds the pages it needs on top of whatever is there
- * and at exit takes back exactly what it added: no program can shrink the
- * pool under another (restoring a saved absolute size would). The
- * read-modify-write of nr_hugepages is serialised across programs with an
- * flock.
+ * pools. Pages one program adds are free for anyone to take, so a program
+ * that reserves hugepages holds the pool's flock from its first
+ * reservation until it gives them back (t_hugetlb_restore, at exit at the
+ * latest): hugepage work of different programs runs one at a time, and no
+ * other test program reserves, frees or reads the pool meanwhile. Each
+ * program adds the pages it needs on top of whatever is there and takes
+ * back exactly what it added. (Stores under test run with
+ * SEALSTORE_HUGEPAGES=off unless a test asks, so they take none.)
  */
 static long added[2]; /* pages this program added: [0] 2 MiB, [1] 1 GiB */
 static const uint64_t pool_sizes[2] = {2ull << 20, 1ull << 30};
+static bool in_session;      /* this program reserved: it holds the pool lock */
+static int session_fd = -1;  /* that lock (-1 if the lock file could not open) */
+static pid_t session_pid;    /* a forked child's exit must not give pages back */
 
 static void pool_path(uint64_t page_size, const char *file, char *buf, size_t len)
 {
@@ -109,7 +115,7 @@ static int write_long(const char *path, long v)
     return rc;
 }
 
-int t_hugetlb_lock(void)
+static int lock_open(void)
 {
     int fd = open("/tmp/sealstore-test-hugetlb.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 
@@ -117,6 +123,13 @@ int t_hugetlb_lock(void)
         while (flock(fd, LOCK_EX) < 0 && errno == EINTR)
             ;
     return fd; /* -1: go on unserialised */
+}
+
+int t_hugetlb_lock(void)
+{
+    if (in_session && session_pid == getpid())
+        return -2; /* already held for this program's reservation */
+    return lock_open();
 }
 
 void t_hugetlb_unlock(int fd)
@@ -149,8 +162,8 @@ long t_hugetlb_total(uint64_t page_size)
 
 void t_hugetlb_restore(void)
 {
-    int lk = t_hugetlb_lock();
-
+    if (!in_session || session_pid != getpid())
+        return;
     for (size_t i = 0; i < 2; i++) {
         char p[160];
         long nr;
@@ -163,7 +176,10 @@ void t_hugetlb_restore(void)
             fprintf(stderr, "warning: could not give back %ld pages of %s\n", added[i], p);
         added[i] = 0;
     }
-    t_hugetlb_unlock(lk);
+    if (session_fd >= 0)
+        close(session_fd);
+    session_fd = -1;
+    in_session = false;
 }
 
 long t_hugetlb_reserve(uint64_t page_size, long pages)
@@ -172,12 +188,10 @@ long t_hugetlb_reserve(uint64_t page_size, long pages)
     static bool registered;
     char p[160];
     long fr, nr, now;
-    int lk, rc;
+    int rc;
 
     fr = t_hugetlb_free(page_size);
     if (fr < 0)
-        return fr;
-    if (added[i] >= pages)
         return fr;
     if (geteuid() != 0)
         return fr >= pages ? fr : -EPERM;
@@ -185,18 +199,21 @@ long t_hugetlb_reserve(uint64_t page_size, long pages)
         atexit(t_hugetlb_restore);
         registered = true;
     }
-    pool_path(page_size, "nr_hugepages", p, sizeof(p));
-    lk = t_hugetlb_lock();
-    nr = read_long(p);
-    if (nr < 0) {
-        t_hugetlb_unlock(lk);
-        return nr;
+    if (!in_session || session_pid != getpid()) {
+        session_fd = lock_open();
+        session_pid = getpid();
+        in_session = true;
     }
+    if (added[i] >= pages)
+        return t_hugetlb_free(page_size);
+    pool_path(page_size, "nr_hugepages", p, sizeof(p));
+    nr = read_long(p);
+    if (nr < 0)
+        return nr;
     rc = write_long(p, nr + (pages - added[i]));
     now = read_long(p); /* the kernel may grant fewer (fragmentation) */
     if (now > nr)
         added[i] += now - nr;
-    t_hugetlb_unlock(lk);
     if (rc < 0)
         return rc;
     return t_hugetlb_free(page_size);
@@ -338,4 +355,15 @@ int t_count_fds(void)
             n++;
     closedir(d);
     return n - 1; /* the DIR's own fd */
+}
+
+ss_stats t_store_stats(ss_client *c)
+{
+    ss_stats st;
+
+    memset(&st, 0, sizeof(st));
+    st.size = sizeof(st);
+    st.version = SS_STATS_VERSION;
+    t_assert_ok(ss_stats_get(c, &st));
+    return st;
 }

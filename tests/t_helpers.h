@@ -17,6 +17,8 @@
 #include <stdbool.h>
 #include <cmocka.h>
 
+#include "sealstore.h"
+
 #define T_EXIT_PASS 0
 #define T_EXIT_SKIP 77
 #define T_EXIT_ERROR 99
@@ -102,6 +104,10 @@ void t_sleep_ms(long ms);
 
 /* Open fds of this process (for before/after leak checks). */
 int t_count_fds(void);
+
+/* The store's stats through c (size and version filled in); fails the
+ * test if the call fails. */
+ss_stats t_store_stats(ss_client *c);
 
 /* Temporary directory for this test program (removed at exit). */
 const char *t_tmpdir(void);

@@ -69,26 +69,16 @@ static void put_obj(ss_client *c, const ss_id *id, uint64_t size, unsigned seed)
     free(buf);
 }
 
-static ss_stats stats_of(ss_client *c)
-{
-    ss_stats st;
-
-    memset(&st, 0, sizeof(st));
-    st.size = sizeof(st);
-    st.version = SS_STATS_VERSION;
-    t_assert_ok(ss_stats_get(c, &st));
-    return st;
-}
 
 /* Stats once the populator has stopped moving: two readings 50 ms apart
  * agree on resident and pool bytes (at most ~3 s). */
 static ss_stats settled_stats(ss_client *c)
 {
-    ss_stats a = stats_of(c), b;
+    ss_stats a = t_store_stats(c), b;
 
     for (int i = 0; i < 60; i++) {
         t_sleep_ms(50);
-        b = stats_of(c);
+        b = t_store_stats(c);
         if (b.resident_bytes == a.resident_bytes && b.pool_ready_bytes == a.pool_ready_bytes &&
             b.objects == a.objects)
             return b;
@@ -913,7 +903,7 @@ static void test_store_killed(void **state)
 static void test_hugepage_object(void **state)
 {
     const uint64_t size = 64 << 20;
-    char path[160];
+    char path[160], hp_was[16];
     ss_client *h, *h2;
     ss_id id = new_id();
     ss_object o;
@@ -926,8 +916,12 @@ static void test_hugepage_object(void **state)
     free_pages = t_hugetlb_reserve(2 << 20, 48);
     T_SKIP_IF(free_pages < 40, "hugepages",
               "cannot get 40 free 2 MiB hugepages (run as root, or raise vm.nr_hugepages)");
-    /* its own store, started now, so it sees the pool as it is */
+    /* its own store, started now, so it sees the pool as it is; make
+     * check runs stores with SEALSTORE_HUGEPAGES=off, this one asks for
+     * the default (the option beats the environment) */
     snprintf(path, sizeof(path), "%s/huge.sock", t_tmpdir());
+    assert_true(ss_option_get(SS_OPT_HUGEPAGES, hp_was, sizeof(hp_was)) > 0);
+    t_assert_ok(ss_option_set(SS_OPT_HUGEPAGES, "auto"));
     t_assert_ok(ss_connect(path, SS_CONNECT_EMBED, &h));
     t_assert_ok(ss_connect(path, 0, &h2));
     /* other test programs may resize the pool meanwhile: top it up again */
@@ -944,7 +938,7 @@ static void test_hugepage_object(void **state)
     assert_int_equal(ss_get(h2, &id, 1, 0, &o), 1);
     assert_int_equal(t_kernel_page_size(o.data), 2 << 20);
     assert_true(t_check(o.data, size, 50));
-    st = stats_of(h2);
+    st = t_store_stats(h2);
     assert_true(st.bytes_by_backing[2] >= size);
     /* ss_put on hugetlb: no pwrite there, the library maps and copies */
     {
@@ -967,6 +961,7 @@ static void test_hugepage_object(void **state)
     t_assert_ok(ss_delete(h, &id));
     ss_disconnect(h2);
     ss_disconnect(h);
+    t_assert_ok(ss_option_set(SS_OPT_HUGEPAGES, hp_was));
 }
 
 static int setup(void **state)

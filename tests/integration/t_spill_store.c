@@ -149,16 +149,6 @@ static ss_client *embed(const char *sock)
     return c;
 }
 
-static ss_stats stats(ss_client *c)
-{
-    ss_stats st;
-
-    memset(&st, 0, sizeof(st));
-    st.size = sizeof(st);
-    st.version = SS_STATS_VERSION;
-    t_assert_ok(ss_stats_get(c, &st));
-    return st;
-}
 
 static void put_obj(ss_client *c, char tag, unsigned n, uint64_t size, uint64_t msz)
 {
@@ -230,11 +220,11 @@ static bool listed_on_disk(ss_client *c, char tag, unsigned n, bool *found)
 /* Wait (bounded) until the store has `n` objects on disk only. */
 static ss_stats wait_spilled(ss_client *c, uint64_t n)
 {
-    ss_stats st = stats(c);
+    ss_stats st = t_store_stats(c);
 
     for (int i = 0; i < 1000 && st.spilled_objects < n; i++) {
         usleep(10000);
-        st = stats(c);
+        st = t_store_stats(c);
     }
     assert_true(st.spilled_objects >= n);
     return st;
@@ -299,7 +289,7 @@ static void t_fill_restart(void **state)
         total += size_of(n);
     }
     assert_true(total >= 4 * CAP_BYTES);
-    ss_stats st = stats(c);
+    ss_stats st = t_store_stats(c);
     assert_true(st.spills > 0);
     assert_true(st.spilled_objects > 0);
     assert_true(st.spill_mode & SS_SPILL_MODE_ON);
@@ -324,7 +314,7 @@ static void t_fill_restart(void **state)
     /* every object, in memory or not */
     for (unsigned n = 0; n < FILL_N; n++)
         assert_true(check_obj(c, 'f', n, size_of(n), meta_of(n), GET_MS));
-    st = stats(c);
+    st = t_store_stats(c);
     assert_true(st.restores > 0);
     assert_true(st.restore_bytes > 0 && st.restore_ns > 0);
     assert_int_equal(st.restore_errors, 0);
@@ -341,7 +331,7 @@ static void t_fill_restart(void **state)
 
     /* restart: every object that was on disk is back, bit for bit */
     c = embed(sock);
-    st = stats(c);
+    st = t_store_stats(c);
     assert_true(st.spilled_objects >= ndisk);
     unsigned back = 0;
     for (unsigned n = 0; n < FILL_N; n++) {
@@ -363,7 +353,7 @@ static void t_fill_restart(void **state)
         if (rc != -ENOENT)
             t_assert_ok(rc);
     }
-    st = stats(c);
+    st = t_store_stats(c);
     assert_int_equal(st.objects, 0);
     assert_int_equal(st.spilled_objects, 0);
     ss_disconnect(c);
@@ -434,7 +424,7 @@ static void t_concurrent_restore(void **state)
         pthread_join(th[i], NULL);
     pthread_barrier_destroy(&g_bar);
     assert_int_equal(g_errors, 0);
-    st = stats(c);
+    st = t_store_stats(c);
     assert_int_equal(st.restores, r0 + 2); /* one each, for four getters */
     assert_int_equal(st.gets, 2 * NTHREADS);
     ss_disconnect(c);
@@ -497,7 +487,7 @@ static void t_gets_while_spilling(void **state)
     pthread_join(th, NULL);
     assert_int_equal(g_errors, 0);
     assert_true(during > 0);
-    ss_stats st = stats(c);
+    ss_stats st = t_store_stats(c);
     assert_true(st.spills > 0);
     print_message("%ld in-memory gets while spilling %llu objects\n", during,
                   (unsigned long long)st.spills);
@@ -583,7 +573,7 @@ static void t_corrupt(void **state)
     assert_true(largest_spill(sub, victim, sizeof(victim), NULL));
     flip(victim);
     c = embed(sock);
-    ss_stats st = stats(c);
+    ss_stats st = t_store_stats(c);
     assert_int_equal(st.objects, total - 1);
     assert_true(st.spill_lost >= 1);
     ss_id lost = id_of('x', CORR_LARGE - 1);
@@ -606,7 +596,7 @@ static void t_corrupt(void **state)
     for (unsigned n = 0; n < total; n++)
         if (n != CORR_LARGE - 1 && n != CORR_LARGE - 2)
             assert_true(check_obj(c, 'x', n, corr_size(n), meta_of(n), GET_MS));
-    st = stats(c);
+    st = t_store_stats(c);
     assert_int_equal(st.objects, total - 2);
     assert_true(st.spill_lost >= 2);
     ss_disconnect(c);
@@ -682,7 +672,7 @@ static void t_tmpfs_full(void **state)
     }
     /* memory (32 MiB) and disk (16 MiB) are both full: a clean ENOSPC */
     t_assert_err(rc, -ENOSPC);
-    ss_stats st = stats(c);
+    ss_stats st = t_store_stats(c);
     assert_true(st.spills > 0);
     assert_true(st.spill_errors > 0);
     assert_true(st.spill_mode & SS_SPILL_MODE_ON);
@@ -730,7 +720,7 @@ static void t_spill_off(void **state)
     t_assert_ok(ss_release(c, &a));
     /* unreferenced and sealed, but nowhere to go: the create waits, fails */
     t_assert_err(ss_create(c, &b, 16u << 20, NULL, 0, &p), -ENOSPC);
-    ss_stats st = stats(c);
+    ss_stats st = t_store_stats(c);
     assert_int_equal(st.spill_mode, 0);
     assert_int_equal(st.spills, 0);
     assert_int_equal(ss_contains(c, &a), 1);
@@ -752,7 +742,7 @@ static void t_high_option(void **state)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         set_opt(SS_OPT_SPILL_HIGH, bad[i]);
         ss_client *c = embed(sock);
-        ss_stats st = stats(c);
+        ss_stats st = t_store_stats(c);
         assert_true(st.spill_mode & SS_SPILL_MODE_ON);
         ss_disconnect(c);
     }
@@ -760,7 +750,7 @@ static void t_high_option(void **state)
     set_opt(SS_OPT_SPILL_HIGH, "off");
     set_opt(SS_OPT_SPILL_QUEUE_DEPTH, "32");
     ss_client *c = embed(sock);
-    assert_int_equal(stats(c).spill_queue_depth, 32);
+    assert_int_equal(t_store_stats(c).spill_queue_depth, 32);
     ss_disconnect(c);
 }
 
