@@ -11,6 +11,8 @@
 #include <ftw.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
+#include <linux/memfd.h>
 #include <dirent.h>
 #include <time.h>
 
@@ -217,6 +219,22 @@ long t_hugetlb_reserve(uint64_t page_size, long pages)
     if (rc < 0)
         return rc;
     return t_hugetlb_free(page_size);
+}
+
+int t_hugetlb_kernel(char *why, size_t len)
+{
+    int fd = memfd_create("t-hugetlb-probe", MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB);
+
+    if (fd >= 0) {
+        close(fd);
+        return 1;
+    }
+    if (errno != EINVAL && errno != ENOSYS && errno != ENODEV) {
+        fprintf(stderr, "memfd_create(MFD_HUGETLB): %s\n", strerror(errno));
+        exit(T_EXIT_ERROR);
+    }
+    snprintf(why, len, "kernel without 2 MiB hugetlb memfds (%s)", strerror(errno));
+    return 0;
 }
 
 const char *t_thp_shmem_mode(void)

@@ -87,6 +87,15 @@ void t_hugetlb_unlock(int fd);
 long t_hugetlb_reserve(uint64_t page_size, long pages);
 void t_hugetlb_restore(void);
 
+/*
+ * Can this kernel create 2 MiB hugetlb memfds? 1: yes. 0: no, the reason in
+ * why (EINVAL/ENOSYS: no hugetlbfs; ENODEV: no 2 MiB page size), the only
+ * errors that mean "unavailable". Any other error is the probe's own
+ * failure: it exits 99. A yes proves kernel support, not free pages: an
+ * empty pool still creates memfds (t_hugetlb_reserve tells about pages).
+ */
+int t_hugetlb_kernel(char *why, size_t len);
+
 /* shmem THP mode as the kernel reports it: "never", "advise", ... */
 const char *t_thp_shmem_mode(void);
 

@@ -494,19 +494,10 @@ static void t_thp(void **state)
 
 static void probe_hugetlb(void)
 {
-    int fd = memfd_create("t_backing-probe", MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB);
-
-    if (fd < 0) {
-        if (errno != EINVAL && errno != ENOSYS && errno != ENODEV) {
-            fprintf(stderr, "memfd_create(MFD_HUGETLB): %s\n", strerror(errno));
-            exit(T_EXIT_ERROR);
-        }
+    if (!t_hugetlb_kernel(no_hugetlb_why, sizeof(no_hugetlb_why))) {
         no_hugetlb = true;
-        snprintf(no_hugetlb_why, sizeof(no_hugetlb_why),
-                 "kernel without 2 MiB hugetlb memfds (%s)", strerror(errno));
         return;
     }
-    close(fd);
     /* reserving is left to the cases (after the empty-pool ones); here
      * only: could we, if needed? */
     if (geteuid() != 0 && t_hugetlb_free(HUGE_2M) < (long)PAGES_64M + 3) {

@@ -555,6 +555,7 @@ static void test_node_buckets(void **state)
 }
 
 static bool no_hugetlb;
+static char no_hugetlb_why[160];
 
 static void test_hugetlb_2m(void **state)
 {
@@ -567,7 +568,7 @@ static void test_hugetlb_2m(void **state)
     long got;
     int rc;
 
-    T_SKIP_IF(no_hugetlb, "hugepages", "the kernel has no hugetlb memfds");
+    T_SKIP_IF(no_hugetlb, "hugepages", no_hugetlb_why);
     got = t_hugetlb_reserve(2 * MiB, need);
     T_SKIP_IF(got < need, "hugepages",
               "cannot reserve 2 MiB hugepages: raise vm.nr_hugepages");
@@ -659,16 +660,7 @@ int main(void)
         cmocka_unit_test(test_hugetlb_2m),
         cmocka_unit_test(test_measure),
     };
-    int fd;
-
-    /* hugetlb memfds: EINVAL/ENOSYS mean the kernel has none (one case
-     * skips); anything else is the probe's own failure */
-    fd = (int)syscall(SYS_memfd_create, "t_pool", MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB);
-    if (fd < 0 && (errno == EINVAL || errno == ENOSYS))
-        no_hugetlb = true;
-    else if (fd < 0)
-        return t_skip_program(NULL, "memfd_create(MFD_HUGETLB): %s", strerror(errno));
-    else
-        close(fd);
+    /* no 2 MiB hugetlb memfds in this kernel: the hugetlb case skips */
+    no_hugetlb = !t_hugetlb_kernel(no_hugetlb_why, sizeof(no_hugetlb_why));
     return t_run(group, NULL, NULL);
 }

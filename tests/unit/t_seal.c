@@ -770,20 +770,12 @@ static void t_bad_args(void **state)
  * proves there is memory. */
 static void probe_hugetlb(void)
 {
-    int fd = memfd_create("t_seal-probe", MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB);
     long fr;
 
-    if (fd < 0) {
-        if (errno != EINVAL && errno != ENOSYS && errno != ENODEV) {
-            fprintf(stderr, "memfd_create(MFD_HUGETLB): %s\n", strerror(errno));
-            exit(T_EXIT_ERROR);
-        }
+    if (!t_hugetlb_kernel(no_hugetlb_why, sizeof(no_hugetlb_why))) {
         no_hugetlb = true;
-        snprintf(no_hugetlb_why, sizeof(no_hugetlb_why),
-                 "kernel without 2 MiB hugetlb memfds (%s)", strerror(errno));
         return;
     }
-    close(fd);
     fr = t_hugetlb_reserve(HUGE_2M, HUGE_PAGES_NEEDED);
     if (fr == -EPERM || fr == -EACCES || (fr >= 0 && fr < HUGE_PAGES_NEEDED)) {
         no_hugetlb = true;
