@@ -54,6 +54,7 @@ typedef struct ss__pool_stats {
     uint64_t hits_larger;     /* hits served by a larger class (trimmed) */
     uint64_t evicted;         /* ready segments destroyed to rebalance */
     uint64_t failed;          /* populator creates that failed (backing) */
+    uint64_t yields;          /* refills put off while a producer wrote */
 } ss__pool_stats;
 
 /* 0, -EINVAL (classes not ascending, node unknown), -ENOMEM, -EAGAIN
@@ -72,6 +73,13 @@ void ss__pool_stop(ss__pool *pool);
  * seg.size is charged. Thread-safe. A hit costs ~1 us, plus freeing the
  * trimmed tail (~130 us per MiB of 4K pages) when size is below the class. */
 int ss__pool_take(ss__pool *pool, uint64_t size, int node, ss__seg *out);
+
+/* A successful take counts as a writer until this is called once for it
+ * (the object was sealed or freed). While writers are active, the
+ * populator leaves buckets that still hold a segment alone, for at most
+ * 250 ms after the latest take, so a producer's copy does not share
+ * memory bandwidth with zeroing. Thread-safe; NULL: no-op. */
+void ss__pool_writer_done(ss__pool *pool);
 
 /* Give back ready memory under pressure: free ready segments until
  * `bytes` are released or none is left; returns bytes released. */

@@ -223,8 +223,10 @@ void ss__obj_drop_mem(ss__store *s, uint32_t e)
             .size = o->seg_size,
             .map = NULL,
         };
-        if (o->fd_ro >= 0 && o->fd_rw >= 0)
-            close(o->fd_rw);
+        if (o->fd_ro >= 0 && o->fd_rw >= 0) {
+            close(o->fd_rw); /* never sealed: its writer is done */
+            ss__pool_writer_done(s->pool);
+        }
         ss__seg_destroy(&seg);
         ss__store_charge(s, -(int64_t)o->seg_size);
     } else {
@@ -645,6 +647,7 @@ fail:
         close(fd_ro);
     if (seg.fd >= 0) {
         uint64_t sz = seg.size;
+        ss__pool_writer_done(s->pool);
         ss__seg_destroy(&seg);
         ss__store_charge(s, -(int64_t)sz);
     }
@@ -901,6 +904,7 @@ void ss__obj_seal_done(ss__store *s)
             o->fd_rw = -1;
             publish(s, j->e);
             ss__conn_reply_status(s, c, SS_MSG_SEAL, j->req_id, 0);
+            ss__pool_writer_done(s->pool); /* after the reply: refills wait */
         } else if (j->rc == -EBUSY) {
             ss__conn_reply_status(s, c, SS_MSG_SEAL, j->req_id, -EBUSY);
         } else {

@@ -3,7 +3,7 @@
  * The populator (src/lib/pool.c): ready object segments per (class, node),
  * hits and misses, trimming on take, charge accounting (every byte charged
  * is uncharged by the end), refusals and backoff, trim, stop while busy,
- * concurrent takes, node buckets on a fake two-node topology, and 2 MiB
+ * concurrent takes, yielding to a producer's copy, node buckets on a fake two-node topology, and 2 MiB
  * hugetlb segments.
  *
  * Hugepage case: as root the test raises the 2 MiB pool itself
@@ -251,6 +251,60 @@ static void test_refills_after_take(void **state)
     t_assert_ok(ss__pool_take(pool, 3 * MiB, SS_NODE_ANY, &seg[0]));
     assert_int_equal(stats(pool).hits, 4);
     release(&a, &seg[0]);
+    finish(pool, &a);
+}
+
+/* While a producer writes into a segment it took, the populator leaves a
+ * bucket that can still serve alone (zeroing would share the memory
+ * bandwidth of the producer's copy), refills it once the writer is done,
+ * and refills an empty bucket even while a writer is active. */
+static void test_yields_to_writer(void **state)
+{
+    struct acct a = { 0 };
+    ss__pool_params p = params(8 * MiB, &a);
+    ss__pool *pool;
+    ss__pool_stats st;
+    ss__seg seg[3];
+    uint64_t t_take;
+
+    (void)state;
+    p.classes.n = 1;
+    p.classes.v[0] = 4 * MiB;
+    pool = start(&p);
+    t_assert_ok(ss__pool_wait_full(pool, 20000));
+    assert_int_equal(stats(pool).ready_segments, 2);
+
+    t_assert_ok(ss__pool_take(pool, 4 * MiB, SS_NODE_ANY, &seg[0]));
+    t_take = ss__now_ns();
+    /* the populator wakes for the take, sees the writer and yields */
+    for (int i = 0; i < 2000 && stats(pool).yields == 0; i++)
+        t_sleep_ms(1);
+    st = stats(pool);
+    assert_true(st.yields > 0);
+    /* the hold lasts 250 ms after the take: unless this thread was
+     * descheduled that long, nothing was refilled meanwhile */
+    if (ss__now_ns() - t_take < 200 * 1000000ull)
+        assert_int_equal(st.ready_segments, 1);
+
+    ss__pool_writer_done(pool);
+    t_assert_ok(ss__pool_wait_full(pool, 20000));
+    assert_int_equal(stats(pool).ready_segments, 2);
+
+    /* two more writers empty the bucket: it is refilled to one at once */
+    t_assert_ok(ss__pool_take(pool, 4 * MiB, SS_NODE_ANY, &seg[1]));
+    t_assert_ok(ss__pool_take(pool, 4 * MiB, SS_NODE_ANY, &seg[2]));
+    for (int i = 0; i < 20000 && stats(pool).ready_segments == 0; i++)
+        t_sleep_ms(1);
+    assert_true(stats(pool).ready_segments >= 1);
+    ss__pool_writer_done(pool);
+    ss__pool_writer_done(pool);
+    /* one extra call is harmless (the count never goes below zero) */
+    ss__pool_writer_done(pool);
+    ss__pool_writer_done(NULL);
+    t_assert_ok(ss__pool_wait_full(pool, 20000));
+    assert_int_equal(stats(pool).ready_segments, 2);
+    for (int i = 0; i < 3; i++)
+        release(&a, &seg[i]);
     finish(pool, &a);
 }
 
@@ -649,6 +703,7 @@ int main(void)
         cmocka_unit_test(test_start_invalid),
         cmocka_unit_test(test_hit_is_trimmed_sealed_populated),
         cmocka_unit_test(test_refills_after_take),
+        cmocka_unit_test(test_yields_to_writer),
         cmocka_unit_test(test_miss_above_largest_class),
         cmocka_unit_test(test_budget_zero),
         cmocka_unit_test(test_refusal_backs_off),
