@@ -145,6 +145,7 @@ static void on_signal(int sig)
             unlink(g_st.files[i]);
     if (g_st.dir[0])
         rmdir(g_st.dir);
+    hugepages_give_back(); /* this handler replaced --hugepages' own */
     signal(sig, SIG_DFL);
     raise(sig);
 }

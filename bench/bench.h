@@ -167,6 +167,8 @@ struct bench {
     uint64_t sizes[MAX_SIZES]; /* put/get object sizes (--sizes) */
     int nsizes;
     int clients_opt;         /* --clients N; 0: not given */
+    long hugepages_opt;      /* --hugepages N: 2 MiB pages to make free; 0: none */
+    char hugepages_msg[200]; /* what --hugepages did */
     double duration_opt;     /* --duration seconds; 0: not given */
     int clients;             /* most producer (and consumer) processes */
     uint64_t duration_ns;    /* per ops/s measurement */
@@ -252,6 +254,11 @@ struct hpool {
     uint64_t nr, free, resv, surplus;
 };
 struct hpool hpool_read(uint64_t page);
+/* --hugepages N: make N 2 MiB pages free by raising the pool (root), and
+ * give back what was added at exit or on SIGINT/SIGTERM/SIGHUP. 0 or
+ * -errno; msg says what happened either way. */
+int hugepages_reserve(uint64_t want, char *msg, size_t msglen);
+void hugepages_give_back(void);
 
 /* --------------------------------------------- backings (bench-machine.c) */
 
