@@ -416,24 +416,36 @@ int ss__cl_sendv(int fd, struct iovec *iov, int iovcnt)
     return r < 0 ? -errno : 0;
 }
 
-/* Send a RELEASE of ids[n] and then the request iov, as two messages in
- * one sendmmsg: the store reads both on one wake-up, in this order, so the
- * request sees the references already dropped. */
-static int cl_send_with_releases(int fd, const ss_id *ids, uint32_t n, struct iovec *iov,
-                                 int iovcnt)
+/* Send a RELEASE of ids[n] and then the request iov in one datagram (the
+ * one case the protocol allows two messages in one, proto.h): the store
+ * wakes and reads once, and handles the RELEASE first, so the request sees
+ * the references already dropped. A request too large to share the
+ * store's max_msg goes as a second datagram of the same sendmmsg. */
+static int cl_send_with_releases(int fd, uint32_t max_msg, const ss_id *ids, uint32_t n,
+                                 struct iovec *iov, int iovcnt)
 {
     ss__msg_hdr h;
     ss__req_release r = { .n = n };
-    struct iovec riov[3] = { { &h, sizeof(h) }, { &r, sizeof(r) },
-                             { (void *)ids, n * sizeof(ss_id) } };
-    struct mmsghdr mm[2] = {
-        { .msg_hdr = { .msg_iov = riov, .msg_iovlen = 3 } },
-        { .msg_hdr = { .msg_iov = iov, .msg_iovlen = (size_t)iovcnt } },
-    };
+    struct iovec all[3 + SS_CL_MAX_IOV];
+    size_t rel_len = SS_CL_HDR + sizeof(r) + n * sizeof(ss_id), total = rel_len;
     int sent = 0;
 
-    ss__proto_hdr(&h, SS_MSG_RELEASE, 0, (uint32_t)(SS_CL_HDR + sizeof(r) + n * sizeof(ss_id)),
-                  0, 0);
+    if (iovcnt < 1 || iovcnt > SS_CL_MAX_IOV)
+        return -EINVAL;
+    ss__proto_hdr(&h, SS_MSG_RELEASE, 0, (uint32_t)rel_len, 0, 0);
+    all[0] = (struct iovec){ &h, sizeof(h) };
+    all[1] = (struct iovec){ &r, sizeof(r) };
+    all[2] = (struct iovec){ (void *)ids, n * sizeof(ss_id) };
+    for (int i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    if (total <= max_msg) {
+        memcpy(all + 3, iov, (size_t)iovcnt * sizeof(*iov));
+        return ss__cl_sendv(fd, all, 3 + iovcnt);
+    }
+    struct mmsghdr mm[2] = {
+        { .msg_hdr = { .msg_iov = all, .msg_iovlen = 3 } },
+        { .msg_hdr = { .msg_iov = iov, .msg_iovlen = (size_t)iovcnt } },
+    };
     while (sent < 2) {
         int k = sendmmsg(fd, mm + sent, (unsigned)(2 - sent), MSG_NOSIGNAL);
 
@@ -688,7 +700,7 @@ int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, 
 
     ss__proto_hdr(iov[0].iov_base, type, s->req_id, (uint32_t)len, 0, 0);
     if (npend)
-        rc = cl_send_with_releases(c->fd, pend, npend, iov, iovcnt);
+        rc = cl_send_with_releases(c->fd, c->max_msg, pend, npend, iov, iovcnt);
     else
         rc = ss__cl_sendv(c->fd, iov, iovcnt);
 

@@ -127,7 +127,7 @@ struct ss_client {
     size_t nsegs;
     ss__cl_seg *deferred;
     /* Releases of small objects not sent yet: they leave with the next
-     * request (one sendmmsg, so the store wakes once for both), or when 64
+     * request (in the same datagram, so the store wakes and reads once), or when 64
      * are waiting. A large object's release is sent at once: it frees a
      * whole segment. See ss_release(). */
     ss_id pend[SS_PROTO_MAX_IDS];
@@ -143,6 +143,7 @@ struct ss_client {
 };
 
 #define SS_CL_HDR sizeof(ss__msg_hdr)
+#define SS_CL_MAX_IOV 4 /* iovecs in one request: header, body, meta, payload */
 
 /* How long a connect may wait on a full backlog, and a HELLO (or a
  * SUBSCRIBE) for its reply: a socket whose listener is not served (a dead

@@ -80,6 +80,19 @@ static bool is_zero(const void *p, size_t n)
 
 /* ------------------------------------------------------------ requests */
 
+size_t ss__proto_split_request(const void *buf, size_t len)
+{
+    ss__msg_hdr h;
+
+    if (len <= HDR)
+        return len;
+    memcpy(&h, buf, HDR);
+    if (h.magic != SS_PROTO_MAGIC || h.version != SS_PROTO_VERSION ||
+        h.type != SS_MSG_RELEASE || h.len < HDR || h.len >= len)
+        return len;
+    return h.len;
+}
+
 int ss__proto_check_request(const void *buf, size_t len, unsigned nfds)
 {
     const unsigned char *p = buf;

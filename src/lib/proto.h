@@ -11,6 +11,12 @@
  * byte order (node-local protocol), every field naturally aligned, and the
  * layout is an ABI pinned by tests/abi (bump SS_PROTO_VERSION on any change).
  *
+ * A datagram carries one message, with one exception: a RELEASE may be
+ * followed in the same datagram by one more request (the library sends a
+ * small object's deferred release with its next request this way, so the
+ * store wakes once and reads once for both). ss__proto_split_request finds
+ * the boundary; each part is then checked on its own.
+ *
  * Requests carry a client-chosen req_id; a reply echoes it, so one
  * connection can have many requests in flight from several threads.
  * Replies to one connection are sent in the order the store completes them,
@@ -31,7 +37,7 @@
 #include "internal.h"
 
 #define SS_PROTO_MAGIC 0x31505353u /* "SSP1" in memory order */
-#define SS_PROTO_VERSION 1u
+#define SS_PROTO_VERSION 2u /* 2: a RELEASE may lead a datagram */
 
 /* Largest message either side sends: header + body + 64 KiB meta + the
  * largest inline payload (SEALSTORE_SMALL_MAX is capped at 64 KiB) with
@@ -239,6 +245,15 @@ bool ss__proto_status_is_error(int32_t status);
  * (-SS_E_VERSION for a good magic with another version).
  */
 int ss__proto_check_request(const void *buf, size_t len, unsigned nfds);
+
+/*
+ * Where the first message of a received datagram ends: hdr.len when the
+ * datagram starts with a header of this version naming a RELEASE whose
+ * hdr.len is at least a header and shorter than `len` (a RELEASE followed
+ * by one more request), else `len` (one message, checked whole). It only
+ * reads the header; both parts still go through ss__proto_check_request.
+ */
+size_t ss__proto_split_request(const void *buf, size_t len);
 /* Same for a reply, by the client: also checks nfds against what the body
  * references. */
 int ss__proto_check_reply(const void *buf, size_t len, unsigned nfds);

@@ -463,7 +463,15 @@ void ss__conn_readable(ss__store *s, ss__conn *c)
             proto_error(s, c, s->ibuf, (size_t)n, -SS_E_PROTO);
             continue;
         }
-        dispatch(s, c, s->ibuf, (size_t)n, nfds);
+        size_t first = ss__proto_split_request(s->ibuf, (size_t)n);
+
+        dispatch(s, c, s->ibuf, first, nfds);
+        if (first < (size_t)n && !c->broken) {
+            /* a RELEASE led the datagram: the request behind it, moved to
+             * the buffer's start so its header is aligned */
+            memmove(s->ibuf, (char *)s->ibuf + first, (size_t)n - first);
+            dispatch(s, c, s->ibuf, (size_t)n - first, nfds);
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer target for the wire protocol decoder (src/lib/proto.c): every
- * input goes through ss__proto_check_request() and ss__proto_check_reply().
+ * input goes through ss__proto_check_request() and ss__proto_check_reply(),
+ * and, split by ss__proto_split_request(), each part through the former.
  *
  * Input format: byte 0 is the number of fds said to come with the
  * message (taken modulo SS_PROTO_MAX_FDS + 2, so "too many" is reachable);
@@ -80,6 +81,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (a != b)
         fuzz_fail("check_reply not deterministic");
     fuzz_check_result(a, msg, len);
+
+    /* a RELEASE leading a datagram: the store checks both parts apart,
+     * the second from an aligned copy */
+    {
+        size_t first = ss__proto_split_request(msg, len);
+
+        if (first > len || (first < len && first < sizeof(ss__msg_hdr)))
+            fuzz_fail("split outside the datagram");
+        if (first < len) {
+            unsigned char *rest = malloc(len - first);
+
+            if (rest) {
+                memcpy(rest, msg + first, len - first);
+                fuzz_check_result(ss__proto_check_request(msg, first, nfds), msg, first);
+                fuzz_check_result(ss__proto_check_request(rest, len - first, nfds), rest,
+                                  len - first);
+                free(rest);
+            }
+        }
+    }
 
     free(msg);
     return 0;

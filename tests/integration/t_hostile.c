@@ -663,6 +663,62 @@ static void t_release_without_refs(void **state)
     check_store_ok();
 }
 
+/* A RELEASE leading a datagram with one more request behind it (what the
+ * library sends): both are handled, the RELEASE first. Odd or malformed
+ * compounds cost only themselves. */
+static void t_release_prefix(void **state)
+{
+    static unsigned char buf[2048];
+    ss__msg_hdr *h = (ss__msg_hdr *)buf;
+    ss__req_release rr = { .n = 1 };
+    ss__req_id q = { .id = K_KNOWN };
+    ss_id unknown = { { 'u', 'n', 'k' } };
+    size_t rel = sizeof(*h) + sizeof(rr) + sizeof(ss_id), n;
+    uint64_t before = proto_errors();
+    uint32_t rid;
+
+    (void)state;
+    int fd = rconn();
+    rhello(fd);
+
+    /* RELEASE (of nothing held: one protocol error, no reply) + CONTAINS */
+    ss__proto_hdr(h, SS_MSG_RELEASE, 0, (uint32_t)rel, 0, 0);
+    memcpy(buf + sizeof(*h), &rr, sizeof(rr));
+    memcpy(buf + sizeof(*h) + sizeof(rr), &unknown, sizeof(unknown));
+    rid = ++g_req;
+    ss__proto_hdr((ss__msg_hdr *)(buf + rel), SS_MSG_CONTAINS, rid,
+                  (uint32_t)(sizeof(*h) + sizeof(q)), 0, 0);
+    memcpy(buf + rel + sizeof(*h), &q, sizeof(q));
+    n = rel + sizeof(*h) + sizeof(q);
+    rsend(fd, buf, n);
+    assert_int_equal(rreply(fd, rid, SS_MSG_CONTAINS, NULL, 0, NULL, NULL), 1);
+    assert_int_equal(proto_errors(), before + 1);
+
+    /* RELEASE + a truncated request: an error reply names it */
+    rid = ++g_req;
+    ss__proto_hdr((ss__msg_hdr *)(buf + rel), SS_MSG_CONTAINS, rid,
+                  (uint32_t)(sizeof(*h) + sizeof(q)), 0, 0);
+    rsend(fd, buf, n - 4);
+    assert_int_equal(rreply(fd, rid, SS_MSG_CONTAINS, NULL, 0, NULL, NULL), -SS_E_PROTO);
+
+    /* RELEASE + RELEASE + CONTAINS: only one request may follow, so the
+     * rest is one malformed RELEASE (no reply); the connection lives on */
+    memcpy(buf + rel, buf, rel);
+    rid = ++g_req;
+    ss__proto_hdr((ss__msg_hdr *)(buf + 2 * rel), SS_MSG_CONTAINS, rid,
+                  (uint32_t)(sizeof(*h) + sizeof(q)), 0, 0);
+    memcpy(buf + 2 * rel + sizeof(*h), &q, sizeof(q));
+    rsend(fd, buf, 2 * rel + sizeof(*h) + sizeof(q));
+    assert_int_equal(rsimple(fd, SS_MSG_CONTAINS, &K_KNOWN), 1);
+
+    /* a leading RELEASE whose len lies (points into the middle of the
+     * next header): both halves are garbage, the store keeps serving */
+    ss__proto_hdr(h, SS_MSG_RELEASE, 0, (uint32_t)(rel + 6), 0, 0);
+    rsend(fd, buf, n);
+    close(fd);
+    check_store_ok();
+}
+
 static void t_other_clients_object(void **state)
 {
     ss_id xs = { { 's', 'm' } }, xo = { { 'o', 'b' } };
@@ -1066,6 +1122,7 @@ int main(void)
         cmocka_unit_test(t_fds_in_requests),
         cmocka_unit_test(t_before_hello),
         cmocka_unit_test(t_release_without_refs),
+        cmocka_unit_test(t_release_prefix),
         cmocka_unit_test(t_other_clients_object),
         cmocka_unit_test(t_never_reads),
         cmocka_unit_test(t_subscriber),

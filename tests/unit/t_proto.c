@@ -925,6 +925,55 @@ static uint64_t next_rand(void)
     return rng;
 }
 
+/* A RELEASE may lead a datagram, followed by one more request: the split
+ * is found from the RELEASE's header alone, and nothing else splits. */
+static void test_split_release_prefix(void **state)
+{
+    static msg A, B;
+    unsigned char *d = malloc(2 * sizeof(A.b));
+    size_t rel, get;
+
+    (void)state;
+    assert_non_null(d);
+    mk_req_release(&A, 2);
+    mk_req_get(&B, 3, 0);
+    rel = A.len;
+    get = B.len;
+    memcpy(d, A.b, rel);
+    memcpy(d + rel, B.b, get);
+    assert_int_equal(ss__proto_split_request(d, rel + get), rel);
+    assert_int_equal(ss__proto_check_request(d, rel, 0), SS_MSG_RELEASE);
+    /* the second part, copied to an aligned buffer as the store does */
+    memcpy(B.b, d + rel, get);
+    assert_int_equal(ss__proto_check_request(B.b, get, 0), SS_MSG_GET);
+    /* the whole datagram is not one message */
+    assert_true(ss__proto_check_request(d, rel + get, 0) < 0);
+    /* a lone message does not split */
+    assert_int_equal(ss__proto_split_request(d, rel), rel);
+    mk_req_get(&B, 3, 0);
+    assert_int_equal(ss__proto_split_request(B.b, B.len), B.len);
+    /* only a RELEASE leads: a GET followed by bytes is one (bad) message */
+    memcpy(d, B.b, B.len);
+    memcpy(d + B.len, A.b, rel);
+    assert_int_equal(ss__proto_split_request(d, B.len + rel), B.len + rel);
+    /* a leading RELEASE whose len is below a header, or covers it all, or
+     * has another magic or version, does not split */
+    memcpy(d, A.b, rel);
+    M_SET(&A, offsetof(ss__msg_hdr, len), uint32_t, 8);
+    memcpy(d, A.b, rel);
+    assert_int_equal(ss__proto_split_request(d, rel + get), rel + get);
+    M_SET(&A, offsetof(ss__msg_hdr, len), uint32_t, (uint32_t)(rel + get));
+    memcpy(d, A.b, rel);
+    assert_int_equal(ss__proto_split_request(d, rel + get), rel + get);
+    mk_req_release(&A, 2);
+    M_SET(&A, offsetof(ss__msg_hdr, version), uint16_t, SS_PROTO_VERSION + 1);
+    memcpy(d, A.b, rel);
+    assert_int_equal(ss__proto_split_request(d, rel + get), rel + get);
+    /* too short for a header */
+    assert_int_equal(ss__proto_split_request(d, 10), 10);
+    free(d);
+}
+
 static void test_mutations(void **state)
 {
     void (*mk[])(msg *) = { mk_req_hello, mk_req_stats, mk_rep_hello, mk_rep_create_small,
@@ -994,8 +1043,19 @@ static void mk_rep_list3(msg *m) { mk_rep_list(m, 3); }
 static void mk_ev_sealed(msg *m) { mk_event(m, SS_EVENT_SEALED); }
 static void mk_ev_deleted(msg *m) { mk_event(m, SS_EVENT_DELETED); }
 
+/* A RELEASE leading a GET in one datagram (proto.h). */
+static void mk_split_release_get(msg *m)
+{
+    static msg g;
+
+    mk_req_get(&g, 3, 0);
+    mk_req_release(m, 2);
+    memcpy(m->b + m->len, g.b, g.len);
+    m->len += g.len;
+}
+
 static void p_magic(msg *m) { M_SET(m, 0, uint32_t, 0x31505354u); }
-static void p_version(msg *m) { M_SET(m, offsetof(ss__msg_hdr, version), uint16_t, 2); }
+static void p_version(msg *m) { M_SET(m, offsetof(ss__msg_hdr, version), uint16_t, SS_PROTO_VERSION + 1); }
 static void p_type0(msg *m) { M_SET(m, offsetof(ss__msg_hdr, type), uint16_t, 0); }
 static void p_type99(msg *m) { M_SET(m, offsetof(ss__msg_hdr, type), uint16_t, 99); }
 static void p_len(msg *m) { M_SET(m, offsetof(ss__msg_hdr, len), uint32_t, m->len + 8); }
@@ -1047,6 +1107,7 @@ static const struct seed seeds[] = {
     { "req-list", mk_req_list8, NULL },
     { "req-stats", mk_req_stats, NULL },
     { "req-subscribe", mk_req_sub, NULL },
+    { "split-release-get", mk_split_release_get, NULL },
     { "rep-hello", mk_rep_hello, NULL },
     { "rep-create-small", mk_rep_create_small, NULL },
     { "rep-create-object", mk_rep_create_object, NULL },
@@ -1114,6 +1175,20 @@ static void test_seeds_classified(void **state)
         s->mk(&M);
         if (s->patch)
             s->patch(&M);
+        if (strncmp(s->name, "split-", 6) == 0) {
+            /* two requests: each part valid, the whole not one message */
+            size_t first = ss__proto_split_request(M.b, M.len);
+            static msg P;
+
+            assert_true(first < M.len);
+            assert_true(req(&M) < 0);
+            memcpy(P.b, M.b + first, M.len - first);
+            P.len = M.len - first;
+            M.len = first;
+            if (req(&M) <= 0 || req(&P) <= 0)
+                fail_msg("seed %s: a part is rejected", s->name);
+            continue;
+        }
         r = strncmp(s->name, "req-", 4) == 0 ? req(&M) : rep(&M);
         if (valid && r <= 0)
             fail_msg("seed %s rejected: %d", s->name, r);
@@ -1152,6 +1227,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_reply_get),
         cmocka_unit_test(test_reply_list),
         cmocka_unit_test(test_alignment_and_truncation),
+        cmocka_unit_test(test_split_release_prefix),
         cmocka_unit_test(test_mutations),
         cmocka_unit_test(test_seeds_classified),
         cmocka_unit_test(test_corpus_replay),
