@@ -30,6 +30,7 @@
 #include "internal.h"
 
 #include <inttypes.h>
+#include <sched.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -240,6 +241,11 @@ typedef uint64_t (*op_fn)(struct bench *b, void *arg, uint64_t i);
  * each running at least min_ops ops (>= 1). Fills *out. */
 void run_ops(struct bench *b, const char *label, uint64_t duration_ns, unsigned min_ops,
              op_fn fn, void *arg, struct opfig *out);
+/* The same, with fn2 run right after each fn (untimed by fn's figures),
+ * into *out2: two operations measured under the same conditions. */
+void run_ops_pair(struct bench *b, const char *label, uint64_t duration_ns, unsigned min_ops,
+                  op_fn fn, void *arg, struct opfig *out, op_fn fn2, void *arg2,
+                  struct opfig *out2);
 
 /* ------------------------------------------ machine facts (bench-machine.c) */
 
@@ -305,6 +311,13 @@ double zero_us(struct bench *b, int bk, uint64_t bytes);
  * the last measurement is more than RTT_MAX_AGE_S old (see bench-machine.c) */
 const struct opfig *bl_rtt(struct bench *b);
 const struct opfig *bl_rtt_one_cpu(struct bench *b); /* both pinned to one CPU */
+/* Set every thread of this process (the embedded store's included) to
+ * `set`; old (if non-NULL) gets the caller's mask first. 0 or -errno. */
+int pin_process(const cpu_set_t *set, cpu_set_t *old);
+/* run_ops of fn with a bare round trip right after each op, into *rtt:
+ * the baseline under the very same vCPU state as every op. */
+void run_ops_rtt(struct bench *b, const char *label, uint64_t duration_ns, unsigned min_ops,
+                 op_fn fn, void *arg, struct opfig *out, struct opfig *rtt);
 /* shm_open+ftruncate+mmap+memcpy+munmap+close of a new /dev/shm file */
 const struct opfig *bl_shm_write(struct bench *b, uint64_t size);
 /* shm_open(O_RDONLY)+fstat+mmap+munmap+close of an existing file */

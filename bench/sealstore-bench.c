@@ -409,37 +409,62 @@ int run_reps(struct bench *b, const char *label, int reps, rep_fn fn, void *arg,
  * slices is the run-to-run noise; the per-op samples give the percentiles.
  * The warm-up slice's ops are neither.
  */
-void run_ops(struct bench *b, const char *label, uint64_t duration_ns, unsigned min_ops,
-             op_fn fn, void *arg, struct opfig *out)
+void run_ops_pair(struct bench *b, const char *label, uint64_t duration_ns, unsigned min_ops,
+                  op_fn fn, void *arg, struct opfig *out, op_fn fn2, void *arg2,
+                  struct opfig *out2)
 {
-    struct samples ops = {0}, us = {0};
+    struct samples ops = {0}, us = {0}, ops2 = {0}, us2 = {0};
     uint64_t slice = duration_ns / (uint64_t)b->reps, i = 0;
 
     if (min_ops < 1)
         min_ops = 1;
     memset(out, 0, sizeof(*out));
+    if (out2)
+        memset(out2, 0, sizeof(*out2));
     for (int rep = -1; rep < b->reps; rep++) {
-        uint64_t start = now_ns(), timed = 0, n = 0;
+        uint64_t start = now_ns(), timed = 0, timed2 = 0, n = 0;
 
         if (rep < 0)
             progress("[%s] %s: warm-up", b->scenario, label);
         else
             progress("[%s] %s: slice %d/%d", b->scenario, label, rep + 1, b->reps);
         do {
-            uint64_t ns = fn(b, arg, i++);
+            uint64_t ns = fn(b, arg, i);
 
             timed += ns;
-            n++;
             if (rep >= 0)
                 samples_add(&us, (double)ns / 1e3);
+            if (fn2) {
+                ns = fn2(b, arg2, i);
+                timed2 += ns;
+                if (rep >= 0)
+                    samples_add(&us2, (double)ns / 1e3);
+            }
+            i++;
+            n++;
         } while (n < min_ops || now_ns() - start < slice);
-        if (rep >= 0)
+        if (rep >= 0) {
             samples_add(&ops, timed ? (double)n * 1e9 / (double)timed : NAN);
+            if (fn2)
+                samples_add(&ops2, timed2 ? (double)n * 1e9 / (double)timed2 : NAN);
+        }
     }
     fig_set(&out->ops, &ops);
     fig_set(&out->us, &us);
+    if (fn2) {
+        fig_set(&out2->ops, &ops2);
+        fig_set(&out2->us, &us2);
+    }
     samples_free(&ops);
     samples_free(&us);
+    samples_free(&ops2);
+    samples_free(&us2);
+}
+
+void run_ops(struct bench *b, const char *label, uint64_t duration_ns, unsigned min_ops,
+             op_fn fn, void *arg, struct opfig *out)
+{
+    run_ops_pair(b, label, duration_ns, min_ops, fn, arg, out, NULL, NULL, NULL);
 }
 
 /* ------------------------------------------------------------- scenarios */
