@@ -234,7 +234,12 @@ typedef struct ss_stats {
                                    * restore) or missing: their objects are dropped */
     uint64_t spill_queue_depth;   /* I/Os the spill engine keeps in flight */
     uint64_t spill_mode;          /* SS_SPILL_MODE_* bits; 0: spilling is off */
-    uint64_t reserved[9];
+    uint64_t pool_yields;         /* times the populator put a refill off while a
+                                   * producer was copying into a taken segment */
+    uint64_t seal_waits;          /* write seals that took over 4 ms in the kernel,
+                                   * which waits out transient page references
+                                   * (in 5..80 ms steps) before sealing */
+    uint64_t reserved[7];
 } ss_stats;
 
 /* ss_stats.spill_mode */

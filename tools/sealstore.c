@@ -809,8 +809,10 @@ static int cmd_stat(struct cli *cli)
                     : 0.0);
         fprintf(f, " \"pool_ready_bytes\": %" PRIu64 ", \"pool_hits\": %" PRIu64
                    ", \"pool_misses\": %" PRIu64 ", \"backing_fallbacks\": %" PRIu64
+                   ", \"pool_yields\": %" PRIu64 ", \"seal_waits\": %" PRIu64
                    ",\n \"node_bytes\": {",
-                st.pool_ready_bytes, st.pool_hits, st.pool_misses, st.backing_fallbacks);
+                st.pool_ready_bytes, st.pool_hits, st.pool_misses, st.backing_fallbacks,
+                st.pool_yields, st.seal_waits);
         for (int i = 0; i < 8; i++) {
             if (!st.node_bytes[i])
                 continue;
@@ -871,6 +873,9 @@ static int cmd_stat(struct cli *cli)
            fmt_pct(st.pool_hits, st.pool_hits + st.pool_misses, b, sizeof(b)));
     printf("%-17s%" PRIu64 " (segments that got a lesser backing than preferred)\n", "fallbacks",
            st.backing_fallbacks);
+    printf("%-17s%" PRIu64 " refills put off during a copy; %" PRIu64
+           " seals that waited over 4 ms in the kernel\n",
+           "pool/seal", st.pool_yields, st.seal_waits);
     printf("%-17s", "numa");
     {
         bool any = false;

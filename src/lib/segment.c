@@ -593,8 +593,12 @@ int ss__seg_seal_small(ss__seg *seg)
     return ss__seals_small_ok(rc) ? 0 : -EPERM;
 }
 
+/* A write seal slower than this waited for page references (above). */
+#define SEAL_WAIT_NS (4 * 1000000ull)
+
 int ss__seg_seal_write(int fd, uint64_t size)
 {
+    uint64_t t0, t1;
     int rc;
 
     if (fd < 0)
@@ -602,7 +606,20 @@ int ss__seg_seal_write(int fd, uint64_t size)
     /* EPERM: F_SEAL_SEAL is already set (a creator sealed it first, which
      * it can since it holds a writable fd) or the fd is read-only. EBUSY: a
      * writable shared mapping or a pin exists; nothing changed. */
+    t0 = ss__now_ns();
     rc = ss__sys_add_seals(fd, F_SEAL_WRITE | F_SEAL_SEAL);
+    t1 = ss__now_ns();
+    if (t1 - t0 > SEAL_WAIT_NS) {
+        /* The kernel found a page with an extra reference (a pin, or a
+         * transient one: compaction, a concurrent GUP) and waited it out
+         * in 5, 10, 20, 40, 80 ms steps. Seen right after a hugepage
+         * reservation (bench/put_probe.c): count it and say so. */
+        ss__counter_add(&ss__g_stats.seal_waits, 1);
+        ss__log_info("seal of %llu bytes waited %.1f ms in the kernel for transient page "
+                     "references (%s)",
+                     (unsigned long long)size, (double)(t1 - t0) / 1e6,
+                     rc < 0 ? ss_strerror(rc) : "sealed");
+    }
     if (rc < 0)
         return rc;
     /* The add only proves our bits are now set: anything the creator added

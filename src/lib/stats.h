@@ -23,7 +23,8 @@
     COUNTER(seg_created)    /* segments ever created */                      \
     COUNTER(backing_fallbacks) /* creates that fell back to a lesser backing */ \
     COUNTER(populate_bytes) /* bytes populated (any thread) */                \
-    COUNTER(populate_ns)    /* time spent populating */
+    COUNTER(populate_ns)    /* time spent populating */                     \
+    COUNTER(seal_waits)     /* F_SEAL_WRITE calls that took over 4 ms */
 
 typedef struct ss__count {
     _Atomic int64_t cur;

@@ -558,7 +558,9 @@ void ss__obj_fill_stats(ss__store *s, ss_stats *st)
         st->pool_ready_bytes = ps.ready_bytes;
         st->pool_hits = ps.hits;
         st->pool_misses = ps.misses;
+        st->pool_yields = ps.yields;
     }
+    st->seal_waits = atomic_load(&ss__g_stats.seal_waits);
     st->backing_fallbacks = atomic_load(&ss__g_stats.backing_fallbacks);
     for (int i = 0; i < 8; i++) {
         int64_t v = atomic_load(&ss__g_stats.node_bytes[i]);

@@ -874,6 +874,40 @@ static void test_put_then_get_large(void **state)
     }
 }
 
+/* A take while the pool still holds segments of that class makes the
+ * populator put its refill off until the seal (pool_yields), and the pool
+ * fills up again after it. */
+static void test_pool_yields_to_writer(void **state)
+{
+    uint64_t before = t_store_stats(C).pool_yields;
+    bool yielded = false;
+    (void)state;
+
+    for (int round = 0; round < 40 && !yielded; round++) {
+        ss_id a = new_id();
+        void *p;
+
+        /* the 1 MiB class gains demand with every round: wait for it */
+        for (int i = 0; i < 200 && t_store_stats(C).pool_ready_bytes < (2u << 20); i++)
+            t_sleep_ms(10);
+        t_assert_ok(ss_create(C, &a, 1 << 20, NULL, 0, &p));
+        for (int i = 0; i < 50 && !yielded; i++) {
+            yielded = t_store_stats(C).pool_yields > before;
+            if (!yielded)
+                t_sleep_ms(2);
+        }
+        memset(p, 7, 1 << 20);
+        t_assert_ok(ss_seal(C, &a));
+        t_assert_ok(ss_release(C, &a));
+        t_assert_ok(ss_delete(C, &a));
+    }
+    assert_true(yielded);
+    /* and the refill happens once the writer is done */
+    for (int i = 0; i < 300 && t_store_stats(C).pool_ready_bytes < (2u << 20); i++)
+        t_sleep_ms(10);
+    assert_true(t_store_stats(C).pool_ready_bytes >= (2u << 20));
+}
+
 static void test_create_too_big(void **state)
 {
     ss_id a = new_id();
@@ -1016,6 +1050,7 @@ int main(void)
         cmocka_unit_test(test_contains_delete),
         cmocka_unit_test(test_events),
         cmocka_unit_test(test_put_then_get_large),
+        cmocka_unit_test(test_pool_yields_to_writer),
         cmocka_unit_test(test_create_too_big),
         cmocka_unit_test(test_release_deferral),
     };
