@@ -936,6 +936,7 @@ void ss__pool_stats_get(ss__pool *pool, ss__pool_stats *out)
     *out = pool->st;
     out->ready_bytes = pool->ready_bytes;
     out->ready_segments = pool->ready_segments;
+    out->writers = pool->writers;
     pthread_mutex_unlock(&pool->mu);
 }
 

@@ -55,6 +55,7 @@ typedef struct ss__pool_stats {
     uint64_t evicted;         /* ready segments destroyed to rebalance */
     uint64_t failed;          /* populator creates that failed (backing) */
     uint64_t yields;          /* refills put off while a producer wrote */
+    uint64_t writers;         /* now: takes not ended by ss__pool_writer_done */
 } ss__pool_stats;
 
 /* 0, -EINVAL (classes not ascending, node unknown), -ENOMEM, -EAGAIN

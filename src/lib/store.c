@@ -730,6 +730,14 @@ void ss__store_close(ss__store *s)
     unbind_socket(s);
     ss__obj_fini(s);
     ss__salloc_destroy(s->salloc);
+    if (SS_DEBUG && s->pool) {
+        /* every take was ended by a seal or a free: a leak here would have
+         * kept refills waiting */
+        ss__pool_stats ps;
+
+        ss__pool_stats_get(s->pool, &ps);
+        SS_ASSERT(ps.writers == 0);
+    }
     ss__pool_stop(s->pool);
     if (s->numa)
         ss__numa_close(s->numa);

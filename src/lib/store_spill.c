@@ -428,6 +428,7 @@ static void restore_mem_free(ss__store *s, ss__spop *op)
     }
     if (op->seg.fd >= 0) {
         uint64_t sz = op->seg.size;
+        ss__pool_writer_done(s->pool); /* its take counted a writer */
         ss__seg_destroy(&op->seg);
         op->seg.fd = -1;
         ss__store_charge(s, -(int64_t)sz);
@@ -689,6 +690,7 @@ static void restore_publish(ss__store *s, uint32_t i)
     if (!op->small) {
         close(op->seg.fd); /* sealed: the store keeps the read-only fd */
         op->seg.fd = -1;
+        ss__pool_writer_done(s->pool); /* the disk is done writing into it */
         o->fd_ro = op->fd_ro;
         o->fd_rw = -1;
         o->seg_size = op->seg.size;
