@@ -414,7 +414,7 @@ static uint64_t put_op(struct bench *b, void *arg, uint64_t i)
     return t1 - t0;
 }
 
-/* rtt non-NULL: a bare round trip interleaved after each put (run_ops_rtt) */
+/* rtt non-NULL: bare round trips in half of every slice (run_ops_rtt) */
 static void put_measure(struct bench *b, struct put_arg *a, const char *what, struct opfig *o,
                         struct opfig *rtt)
 {
@@ -513,11 +513,11 @@ void run_put(struct bench *b)
             snprintf(name, sizeof(name), "ss_put %s (one call)", sz);
             report(b, &(struct rowspec){.figure = name, .metric = "put_call_ops",
                                         .unit = "ops/s", .size = size, .f = &op.ops,
-                                        .bl_name = "round trip, interleaved", .bl = &pr.ops});
+                                        .bl_name = "round trip, same slices", .bl = &pr.ops});
             snprintf(name, sizeof(name), "ss_put %s p50", sz);
             report(b, &(struct rowspec){.figure = name, .metric = "put_call_p50", .unit = "us",
                                         .size = size, .f = &op.us,
-                                        .bl_name = "round trip p50, interleaved", .bl = &pr.us});
+                                        .bl_name = "round trip p50, same slices", .bl = &pr.us});
         }
     }
     print_table(b, "create + memcpy + seal + release (delete untimed); [warm] pool refilled "
@@ -624,7 +624,7 @@ static void get_one_cpu(struct bench *b)
     }
     report(b, &(struct rowspec){.figure = "get+release 64, one CPU p50", .metric = "get_p50_1cpu",
                                 .unit = "us", .size = 64, .f = &o.us,
-                                .bl_name = "round trip p50, interleaved", .bl = &r.us});
+                                .bl_name = "round trip p50, same slices", .bl = &r.us});
 }
 
 void run_get(struct bench *b)
@@ -682,7 +682,7 @@ void run_get(struct bench *b)
         snprintf(name, sizeof(name), "get+release %s", sz);
         report(b, &(struct rowspec){.figure = name, .metric = "get_ops", .unit = "ops/s",
                                     .size = size, .f = &o.ops,
-                                    .bl_name = "round trip, interleaved", .bl = &r.ops});
+                                    .bl_name = "round trip, same slices", .bl = &r.ops});
         report(b, &(struct rowspec){.figure = name, .metric = "get_ops", .unit = "ops/s",
                                     .size = size, .f = &o.ops,
                                     .bl_name = "/dev/shm file open+map", .bl = &shm});
@@ -692,11 +692,11 @@ void run_get(struct bench *b)
         snprintf(name, sizeof(name), "get+release %s p50", sz);
         report(b, &(struct rowspec){.figure = name, .metric = "get_p50", .unit = "us",
                                     .size = size, .f = &o.us,
-                                    .bl_name = "round trip p50, interleaved", .bl = &r.us});
+                                    .bl_name = "round trip p50, same slices", .bl = &r.us});
         snprintf(name, sizeof(name), "get+release %s p99", sz);
         report(b, &(struct rowspec){.figure = name, .metric = "get_p99", .unit = "us",
                                     .size = size, .f = &o.us, .stat = ST_P99,
-                                    .bl_name = "round trip p99, interleaved", .bl = &r.us,
+                                    .bl_name = "round trip p99, same slices", .bl = &r.us,
                                     .bl_stat = ST_P99});
         snprintf(name, sizeof(name), "bookkeeping per object, %s", sz);
         report(b, &(struct rowspec){.figure = name, .metric = "bookkeeping_per_object",

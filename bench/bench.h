@@ -241,8 +241,8 @@ typedef uint64_t (*op_fn)(struct bench *b, void *arg, uint64_t i);
  * each running at least min_ops ops (>= 1). Fills *out. */
 void run_ops(struct bench *b, const char *label, uint64_t duration_ns, unsigned min_ops,
              op_fn fn, void *arg, struct opfig *out);
-/* The same, with fn2 run right after each fn (untimed by fn's figures),
- * into *out2: two operations measured under the same conditions. */
+/* The same, with fn2 measured into *out2 in the first half of every
+ * slice and fn in the second: two operations under the same conditions. */
 void run_ops_pair(struct bench *b, const char *label, uint64_t duration_ns, unsigned min_ops,
                   op_fn fn, void *arg, struct opfig *out, op_fn fn2, void *arg2,
                   struct opfig *out2);
@@ -314,8 +314,8 @@ const struct opfig *bl_rtt_one_cpu(struct bench *b); /* both pinned to one CPU *
 /* Set every thread of this process (the embedded store's included) to
  * `set`; old (if non-NULL) gets the caller's mask first. 0 or -errno. */
 int pin_process(const cpu_set_t *set, cpu_set_t *old);
-/* run_ops of fn with a bare round trip right after each op, into *rtt:
- * the baseline under the very same vCPU state as every op. */
+/* run_ops of fn with a bare round trip measured in half of every slice,
+ * into *rtt: the baseline under the same vCPU state as the ops. */
 void run_ops_rtt(struct bench *b, const char *label, uint64_t duration_ns, unsigned min_ops,
                  op_fn fn, void *arg, struct opfig *out, struct opfig *rtt);
 /* shm_open+ftruncate+mmap+memcpy+munmap+close of a new /dev/shm file */

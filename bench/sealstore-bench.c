@@ -409,12 +409,32 @@ int run_reps(struct bench *b, const char *label, int reps, rep_fn fn, void *arg,
  * slices is the run-to-run noise; the per-op samples give the percentiles.
  * The warm-up slice's ops are neither.
  */
+/* One slice of fn: at least min_ops ops and `slice` ns; op numbers from
+ * *i. Adds the ops/s of the slice to ops and each op's us to us (when
+ * measured). */
+static void slice_run(struct bench *b, uint64_t slice, unsigned min_ops, op_fn fn, void *arg,
+                      uint64_t *i, bool measured, struct samples *ops, struct samples *us)
+{
+    uint64_t start = now_ns(), timed = 0, n = 0;
+
+    do {
+        uint64_t ns = fn(b, arg, (*i)++);
+
+        timed += ns;
+        n++;
+        if (measured)
+            samples_add(us, (double)ns / 1e3);
+    } while (n < min_ops || now_ns() - start < slice);
+    if (measured)
+        samples_add(ops, timed ? (double)n * 1e9 / (double)timed : NAN);
+}
+
 void run_ops_pair(struct bench *b, const char *label, uint64_t duration_ns, unsigned min_ops,
                   op_fn fn, void *arg, struct opfig *out, op_fn fn2, void *arg2,
                   struct opfig *out2)
 {
     struct samples ops = {0}, us = {0}, ops2 = {0}, us2 = {0};
-    uint64_t slice = duration_ns / (uint64_t)b->reps, i = 0;
+    uint64_t slice = duration_ns / (uint64_t)b->reps, i = 0, i2 = 0;
 
     if (min_ops < 1)
         min_ops = 1;
@@ -422,32 +442,16 @@ void run_ops_pair(struct bench *b, const char *label, uint64_t duration_ns, unsi
     if (out2)
         memset(out2, 0, sizeof(*out2));
     for (int rep = -1; rep < b->reps; rep++) {
-        uint64_t start = now_ns(), timed = 0, timed2 = 0, n = 0;
-
         if (rep < 0)
             progress("[%s] %s: warm-up", b->scenario, label);
         else
             progress("[%s] %s: slice %d/%d", b->scenario, label, rep + 1, b->reps);
-        do {
-            uint64_t ns = fn(b, arg, i);
-
-            timed += ns;
-            if (rep >= 0)
-                samples_add(&us, (double)ns / 1e3);
-            if (fn2) {
-                ns = fn2(b, arg2, i);
-                timed2 += ns;
-                if (rep >= 0)
-                    samples_add(&us2, (double)ns / 1e3);
-            }
-            i++;
-            n++;
-        } while (n < min_ops || now_ns() - start < slice);
-        if (rep >= 0) {
-            samples_add(&ops, timed ? (double)n * 1e9 / (double)timed : NAN);
-            if (fn2)
-                samples_add(&ops2, timed2 ? (double)n * 1e9 / (double)timed2 : NAN);
-        }
+        /* with a partner, each gets half of every slice, back to back:
+         * never one op of each in turn, since with two peers to wake the
+         * scheduler keeps only one beside the caller */
+        if (fn2)
+            slice_run(b, slice / 2, min_ops, fn2, arg2, &i2, rep >= 0, &ops2, &us2);
+        slice_run(b, fn2 ? slice / 2 : slice, min_ops, fn, arg, &i, rep >= 0, &ops, &us);
     }
     fig_set(&out->ops, &ops);
     fig_set(&out->us, &us);

@@ -981,6 +981,7 @@ int ss__spill_open(ss__spill **out, const ss__spill_params *p)
             goto fail_lock;
         }
         sp->sub_started = true;
+        pthread_setname_np(sp->sub_thr, "ss-spill-sub");
     }
     {
         unsigned want = sp->uring ? 1 : (sp->qd < 2 ? 2 : sp->qd > 4 ? 4 : sp->qd);
@@ -989,6 +990,7 @@ int ss__spill_open(ss__spill **out, const ss__spill_params *p)
             rc = pthread_create(&sp->thr[sp->nthr], NULL, worker_main, sp);
             if (rc)
                 break;
+            pthread_setname_np(sp->thr[sp->nthr], "ss-spill");
         }
         if (sp->nthr == 0) {
             rc = -rc;

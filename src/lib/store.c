@@ -783,6 +783,7 @@ int ss__store_start_thread(ss__store **out, const char *socket_path, unsigned fl
         return -rc;
     }
     s->thread_started = true;
+    pthread_setname_np(s->thread, "ss-store"); /* top -H, perf: the embedded store */
     *out = s;
     return 0;
 }
@@ -927,6 +928,7 @@ int ss__sw_start(ss__store *s)
     if (rc)
         return -rc;
     s->sw_started = true;
+    pthread_setname_np(s->sw_thread, "ss-seal");
     return 0;
 }
 
