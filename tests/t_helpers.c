@@ -148,6 +148,14 @@ long t_hugetlb_free(uint64_t page_size)
     return read_long(p);
 }
 
+long t_hugetlb_resv(uint64_t page_size)
+{
+    char p[160];
+
+    pool_path(page_size, "resv_hugepages", p, sizeof(p));
+    return read_long(p);
+}
+
 long t_hugetlb_total(uint64_t page_size)
 {
     char p[160];

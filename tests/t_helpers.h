@@ -78,6 +78,8 @@ const char *t_strerror(int err);
  * at exit).
  */
 long t_hugetlb_free(uint64_t page_size);
+/* Pages reserved (by mappings, not yet faulted): resv_hugepages. */
+long t_hugetlb_resv(uint64_t page_size);
 /* Pages the pool could ever hand out: nr_hugepages + nr_overcommit_hugepages. */
 long t_hugetlb_total(uint64_t page_size);
 /* Hold off every other test program's pool changes (an flock; returns the

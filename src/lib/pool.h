@@ -7,7 +7,8 @@
  *
  * A ready segment carries no size seals yet: ss__pool_take() trims it to the
  * request (page-rounded) and then calls ss__seg_fix_size(). A miss creates
- * and populates on the caller's thread.
+ * on the caller's thread, lazily where that keeps every guarantee
+ * (ss__seg_params.lazy): the creator's writes zero the pages.
  *
  * Capacity: every segment the pool creates is charged through
  * params.charge before it is created (a refusal stops the filling, or fails

@@ -399,6 +399,10 @@ static int try_backing(ss__seg *seg, const ss__seg_params *p, int backing, uint6
         (void)ss__sys_madvise(map, (size_t)size, MADV_NOHUGEPAGE);
     }
     *err_step = 4;
+    if (p->lazy && p->kind == SS_SEG_OBJECT &&
+        (backing == SS_BACKING_4K ||
+         (is_hugetlb(backing) && (!p->numa || ss__numa_nodes(p->numa) <= 1))))
+        goto populated;
     t0 = ss__now_ns();
     rc = -EINVAL;
     if (!atomic_load_explicit(&populate_unsupported, memory_order_relaxed)) {
@@ -413,6 +417,7 @@ static int try_backing(ss__seg *seg, const ss__seg_params *p, int backing, uint6
     ss__counter_add(&ss__g_stats.populate_ns, ss__now_ns() - t0);
     ss__counter_add(&ss__g_stats.populate_bytes, size);
 
+populated:
     if (p->kind != SS_SEG_SMALL) {
         /* OBJECT segments are written by the creator through its own
          * mapping; a store mapping from the O_RDWR fd would make

@@ -76,6 +76,13 @@ typedef struct ss__seg_params {
     int kind;                /* enum ss__seg_kind */
     struct ss__numa *numa;   /* NULL: no binding */
     int node;                /* from ss__numa_place() */
+    /* OBJECT only: leave the pages to the creator's first writes (on its
+     * own thread) where that keeps every guarantee: 4K shmem (the file
+     * keeps its NUMA policy) and hugetlb without a node binding to keep
+     * (one node, or no NUMA layer: the mmap reservation holds the pages,
+     * so no fault can fail). THP and bound hugetlb populate as usual. A
+     * lazy segment may have holes: ss__seg_seal_write fills them. */
+    bool lazy;
 } ss__seg_params;
 
 /*

@@ -129,9 +129,10 @@ static uint64_t resident_pages(int fd, uint64_t size)
     return n;
 }
 
-/* A taken object segment: sized, size-sealed (not write-sealed), 0400,
- * fully populated. */
-static void check_object(const ss__seg *seg, uint64_t size, uint64_t page)
+/* A taken object segment: sized, size-sealed (not write-sealed), 0400;
+ * a hit fully populated, a miss (lazy on 4K and unbound hugetlb) with no
+ * page yet. */
+static void check_object_as(const ss__seg *seg, uint64_t size, uint64_t page, bool hit)
 {
     uint64_t want = SS_ALIGN_UP(size, page);
     struct stat sb;
@@ -151,10 +152,20 @@ static void check_object(const ss__seg *seg, uint64_t size, uint64_t page)
     assert_int_equal(seals & SS_SEALS_SIZE, SS_SEALS_SIZE);
     assert_int_equal(seals & (F_SEAL_WRITE | F_SEAL_SEAL), 0);
     if (page == PAGE)
-        assert_int_equal(resident_pages(seg->fd, seg->size), seg->size / PAGE);
+        assert_int_equal(resident_pages(seg->fd, seg->size), hit ? seg->size / PAGE : 0);
     else /* hugetlb: mincore sees only this process's page tables, but the
           * file's block count is its allocated huge pages */
-        assert_int_equal((uint64_t)sb.st_blocks * 512, want);
+        assert_int_equal((uint64_t)sb.st_blocks * 512, hit ? want : 0);
+}
+
+static void check_object(const ss__seg *seg, uint64_t size, uint64_t page)
+{
+    check_object_as(seg, size, page, true);
+}
+
+static void check_miss(const ss__seg *seg, uint64_t size, uint64_t page)
+{
+    check_object_as(seg, size, page, false);
 }
 
 static void finish(ss__pool *pool, struct acct *a)
@@ -319,7 +330,7 @@ static void test_miss_above_largest_class(void **state)
     t_assert_ok(ss__pool_take(pool, 20 * MiB + 1, SS_NODE_ANY, &seg));
     assert_int_equal(stats(pool).misses, 1);
     assert_int_equal(stats(pool).hits, 0);
-    check_object(&seg, 20 * MiB + 1, PAGE);
+    check_miss(&seg, 20 * MiB + 1, PAGE);
     release(&a, &seg);
     /* absurd sizes fail cleanly and charge nothing */
     assert_true(ss__pool_take(pool, UINT64_MAX, SS_NODE_ANY, &seg) < 0);
@@ -338,7 +349,7 @@ static void test_budget_zero(void **state)
     t_assert_ok(ss__pool_wait_full(pool, 0));
     for (size_t i = 0; i < SS_ARRAY_SIZE(sizes); i++) {
         t_assert_ok(ss__pool_take(pool, sizes[i], SS_NODE_ANY, &seg));
-        check_object(&seg, sizes[i], PAGE);
+        check_miss(&seg, sizes[i], PAGE);
         assert_int_equal((uint64_t)atomic_load(&a.total), seg.size);
         release(&a, &seg);
     }
@@ -353,7 +364,7 @@ static void test_budget_zero(void **state)
     p.classes.n = 0;
     pool = start(&p);
     t_assert_ok(ss__pool_take(pool, 1 * MiB, SS_NODE_ANY, &seg));
-    check_object(&seg, 1 * MiB, PAGE);
+    check_miss(&seg, 1 * MiB, PAGE);
     release(NULL, &seg);
     ss__pool_stop(pool);
 }
@@ -615,7 +626,7 @@ static void test_hugetlb_2m(void **state)
 {
     struct acct a = { 0 };
     ss__pool_params p = params(16 * MiB, &a);
-    const long need = 16 / 2 + 2; /* the pool, plus slack for a refill */
+    const long need = 16 / 2 + 2 + 5; /* the pool, slack for a refill, a 10M miss */
     ss__pool *pool;
     ss__pool_stats st;
     ss__seg seg;
@@ -644,6 +655,31 @@ static void test_hugetlb_2m(void **state)
     assert_int_equal(seg.backing, SS_BACKING_2M);
     check_object(&seg, 3 * MiB, 2 * MiB); /* 4M: two huge pages */
     release(&a, &seg);
+
+    /* a miss (above the largest class) is lazy but reserved: the pages are
+     * held for it (no later fault can fail), none is allocated yet, and
+     * the creator's writes get them */
+    {
+        long resv0 = t_hugetlb_resv(2 * MiB);
+        unsigned char *m;
+
+        t_assert_ok(ss__pool_take(pool, 10 * MiB, SS_NODE_ANY, &seg));
+        assert_int_equal(seg.backing, SS_BACKING_2M);
+        check_miss(&seg, 10 * MiB, 2 * MiB);
+        assert_true(t_hugetlb_resv(2 * MiB) >= resv0 + 5);
+        m = mmap(NULL, seg.size, PROT_READ | PROT_WRITE, MAP_SHARED, seg.fd, 0);
+        if (m == MAP_FAILED) { /* 0400 is checked on open, not here: reopen */
+            int rw = ss__sys_reopen(seg.fd, O_RDWR);
+            t_assert_ok(rw);
+            m = mmap(NULL, seg.size, PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0);
+            close(rw);
+        }
+        assert_true(m != MAP_FAILED);
+        memset(m, 0x5a, seg.size);
+        munmap(m, seg.size);
+        check_object(&seg, 10 * MiB, 2 * MiB);
+        release(&a, &seg);
+    }
     finish(pool, &a);
 
     /* again on pool pages already touched once (the first use of a fresh
