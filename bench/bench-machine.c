@@ -762,12 +762,16 @@ static int recvall(int fd, void *buf, size_t len)
  * store's socket type, blocking on both sides, a 64-byte message). */
 struct rtt_arg {
     int fd, other; /* the child closes `other`, or it never sees EOF */
+    size_t req;    /* request bytes (64 unless a store call carries more) */
+    char *buf;     /* req bytes to send */
 };
+
+#define RTT_REPLY 64 /* the echo answers every request with 64 bytes */
 
 static int rtt_child(void *arg)
 {
     struct rtt_arg *a = arg;
-    char buf[64];
+    static char buf[256 * 1024];
 
     close(a->other);
     for (;;) {
@@ -780,7 +784,7 @@ static int rtt_child(void *arg)
                 continue;
             return 1;
         }
-        if (send(a->fd, buf, (size_t)r, MSG_NOSIGNAL) != r)
+        if (send(a->fd, buf, RTT_REPLY, MSG_NOSIGNAL) != RTT_REPLY)
             return 1;
     }
 }
@@ -788,20 +792,25 @@ static int rtt_child(void *arg)
 static uint64_t rtt_op(struct bench *b, void *arg, uint64_t i)
 {
     struct rtt_arg *a = arg;
-    char buf[64] = {(char)i};
-    uint64_t t0 = now_ns();
+    char reply[RTT_REPLY];
+    uint64_t t0;
 
-    if (send(a->fd, buf, sizeof(buf), MSG_NOSIGNAL) != (ssize_t)sizeof(buf) ||
-        recv(a->fd, buf, sizeof(buf), 0) != (ssize_t)sizeof(buf))
+    a->buf[0] = (char)i;
+    t0 = now_ns();
+    if (send(a->fd, a->buf, a->req, MSG_NOSIGNAL) != (ssize_t)a->req ||
+        recv(a->fd, reply, sizeof(reply), 0) != (ssize_t)sizeof(reply))
         die_rc(-errno, "SOCK_SEQPACKET ping-pong");
     return now_ns() - t0;
 }
 
-/* Start the echo process; a->fd is then our end. */
-static pid_t rtt_open(struct rtt_arg *a)
+/* Start the echo process for req-byte requests; a->fd is then our end. */
+static pid_t rtt_open(struct rtt_arg *a, size_t req)
 {
     int sv[2];
     pid_t pid;
+
+    a->req = req < RTT_REPLY ? RTT_REPLY : req;
+    a->buf = xcalloc(1, a->req);
 
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         die_rc(-errno, "socketpair(SOCK_SEQPACKET)");
@@ -815,6 +824,7 @@ static pid_t rtt_open(struct rtt_arg *a)
 
 static void rtt_close(struct rtt_arg *a, pid_t pid)
 {
+    free(a->buf);
     close(a->fd);
     reap(pid, "round-trip echo process");
 }
@@ -822,7 +832,7 @@ static void rtt_close(struct rtt_arg *a, pid_t pid)
 static void rtt_measure(struct bench *b, const char *label, struct opfig *out)
 {
     struct rtt_arg a;
-    pid_t pid = rtt_open(&a);
+    pid_t pid = rtt_open(&a, RTT_REPLY);
 
     run_ops(b, label, b->duration_ns, 100, rtt_op, &a, out);
     rtt_close(&a, pid);
@@ -838,15 +848,16 @@ static void rtt_measure(struct bench *b, const char *label, struct opfig *out)
  * which one wins is arbitrary.)
  */
 void run_ops_rtt(struct bench *b, const char *label, uint64_t duration_ns, unsigned min_ops,
-                 op_fn fn, void *arg, struct opfig *out, struct opfig *rtt)
+                 op_fn fn, void *arg, struct opfig *out, struct opfig *rtt, size_t req)
 {
     struct rtt_arg a;
-    pid_t pid = rtt_open(&a);
+    pid_t pid = rtt_open(&a, req);
 
     run_ops_pair(b, label, duration_ns, min_ops, fn, arg, out, rtt_op, &a, rtt);
     rtt_close(&a, pid);
     snprintf(rtt->ops.note, sizeof(rtt->ops.note),
-             "bare round trips in half of every slice of the store's calls");
+             "bare round trips (%zu B request, 64 B reply) in half of every slice of the "
+             "store's calls", a.req);
     memcpy(rtt->us.note, rtt->ops.note, sizeof(rtt->us.note));
 }
 

@@ -424,7 +424,8 @@ static void put_measure(struct bench *b, struct put_arg *a, const char *what, st
     a->src = src_buf(a->size);
     snprintf(label, sizeof(label), "%s %s", what, fmt_size(a->size, sz, sizeof(sz)));
     if (rtt)
-        run_ops_rtt(b, label, b->duration_ns, min_ops, put_op, a, o, rtt);
+        run_ops_rtt(b, label, b->duration_ns, min_ops, put_op, a, o, rtt,
+                    a->size <= g_st.small_max ? (size_t)a->size + 64 : 64);
     else
         run_ops(b, label, b->duration_ns, min_ops, put_op, a, o);
     if (a->size > g_st.small_max)
@@ -615,7 +616,7 @@ static void get_one_cpu(struct bench *b)
         objects_make(a.c, a.stream, a.n, 64);
         if (pin_process(&one, &old) < 0)
             die_rc(-errno, "pinning the process to CPU %d", cpu);
-        run_ops_rtt(b, "get+release 64, one CPU", b->duration_ns, 20, get_op, &a, &o, &r);
+        run_ops_rtt(b, "get+release 64, one CPU", b->duration_ns, 20, get_op, &a, &o, &r, 64);
         if (pin_process(&old, NULL) < 0)
             die_rc(-errno, "unpinning the process");
         objects_drop(a.c, a.stream, a.n);
@@ -672,7 +673,7 @@ void run_get(struct bench *b)
         samples_free(&sb);
         samples_free(&sw);
         snprintf(label, sizeof(label), "get+release %s", sz);
-        run_ops_rtt(b, label, b->duration_ns, 20, get_op, &a, &o, &r);
+        run_ops_rtt(b, label, b->duration_ns, 20, get_op, &a, &o, &r, 64);
         objects_drop(a.c, a.stream, a.n);
         fig_scale(&o.ops, (double)size / 1e9, &gb);
         b->plot[k].get = gb.med;

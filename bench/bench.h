@@ -314,10 +314,11 @@ const struct opfig *bl_rtt_one_cpu(struct bench *b); /* both pinned to one CPU *
 /* Set every thread of this process (the embedded store's included) to
  * `set`; old (if non-NULL) gets the caller's mask first. 0 or -errno. */
 int pin_process(const cpu_set_t *set, cpu_set_t *old);
-/* run_ops of fn with a bare round trip measured in half of every slice,
- * into *rtt: the baseline under the same vCPU state as the ops. */
+/* run_ops of fn with a bare round trip (a req-byte request, 64-byte
+ * reply: what the store call sends) measured in half of every slice, into
+ * *rtt: the baseline under the same vCPU state as the ops. */
 void run_ops_rtt(struct bench *b, const char *label, uint64_t duration_ns, unsigned min_ops,
-                 op_fn fn, void *arg, struct opfig *out, struct opfig *rtt);
+                 op_fn fn, void *arg, struct opfig *out, struct opfig *rtt, size_t req);
 /* shm_open+ftruncate+mmap+memcpy+munmap+close of a new /dev/shm file */
 const struct opfig *bl_shm_write(struct bench *b, uint64_t size);
 /* shm_open(O_RDONLY)+fstat+mmap+munmap+close of an existing file */
