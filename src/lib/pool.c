@@ -635,6 +635,18 @@ static void *populator_main(void *arg)
 
 /* ----------------------------------------------------------------- API */
 
+/* Free a pool whose locks are initialised and whose thread is not running
+ * (start's failure path, stop). */
+static void pool_free(ss__pool *pool)
+{
+    free(pool->cand);
+    free(pool->bk);
+    pthread_cond_destroy(&pool->full_cv);
+    pthread_cond_destroy(&pool->work_cv);
+    pthread_mutex_destroy(&pool->mu);
+    free(pool);
+}
+
 int ss__pool_start(ss__pool **out, const ss__pool_params *p)
 {
     pthread_condattr_t ca;
@@ -713,12 +725,7 @@ int ss__pool_start(ss__pool **out, const ss__pool_params *p)
     return 0;
 
 fail:
-    free(pool->cand);
-    free(pool->bk);
-    pthread_cond_destroy(&pool->full_cv);
-    pthread_cond_destroy(&pool->work_cv);
-    pthread_mutex_destroy(&pool->mu);
-    free(pool);
+    pool_free(pool);
     return rc;
 }
 
@@ -749,13 +756,7 @@ void ss__pool_stop(ss__pool *pool)
     }
     pthread_mutex_unlock(&pool->mu);
     destroy_list(pool, all);
-
-    free(pool->cand);
-    free(pool->bk);
-    pthread_cond_destroy(&pool->full_cv);
-    pthread_cond_destroy(&pool->work_cv);
-    pthread_mutex_destroy(&pool->mu);
-    free(pool);
+    pool_free(pool);
 }
 
 /* A miss: create and charge on the caller's thread (the store's loop),
