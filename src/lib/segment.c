@@ -68,6 +68,17 @@ static bool is_hugetlb(int backing)
     return backing == SS_BACKING_2M || backing == SS_BACKING_1G;
 }
 
+/* May this segment skip populating (ss__seg_params.lazy)? 4K shmem keeps
+ * its NUMA policy in the file; hugetlb keeps its mmap reservation, but a
+ * node binding only in the populating mapping, so only with none to keep. */
+static bool may_stay_lazy(const ss__seg_params *p, int backing)
+{
+    if (!p->lazy || p->kind != SS_SEG_OBJECT)
+        return false;
+    return backing == SS_BACKING_4K ||
+           (is_hugetlb(backing) && (!p->numa || ss__numa_nodes(p->numa) <= 1));
+}
+
 /* ------------------------------------------------------ kernel facts */
 
 /*
@@ -399,25 +410,22 @@ static int try_backing(ss__seg *seg, const ss__seg_params *p, int backing, uint6
         (void)ss__sys_madvise(map, (size_t)size, MADV_NOHUGEPAGE);
     }
     *err_step = 4;
-    if (p->lazy && p->kind == SS_SEG_OBJECT &&
-        (backing == SS_BACKING_4K ||
-         (is_hugetlb(backing) && (!p->numa || ss__numa_nodes(p->numa) <= 1))))
-        goto populated;
-    t0 = ss__now_ns();
-    rc = -EINVAL;
-    if (!atomic_load_explicit(&populate_unsupported, memory_order_relaxed)) {
-        rc = ss__sys_madvise(map, (size_t)size, MADV_POPULATE_WRITE);
+    if (!may_stay_lazy(p, backing)) {
+        t0 = ss__now_ns();
+        rc = -EINVAL;
+        if (!atomic_load_explicit(&populate_unsupported, memory_order_relaxed)) {
+            rc = ss__sys_madvise(map, (size_t)size, MADV_POPULATE_WRITE);
+            if (rc == -EINVAL)
+                atomic_store_explicit(&populate_unsupported, true, memory_order_relaxed);
+        }
         if (rc == -EINVAL)
-            atomic_store_explicit(&populate_unsupported, true, memory_order_relaxed);
+            rc = populate_fallback(fd, map, size, backing);
+        if (rc < 0)
+            goto fail_unmap;
+        ss__counter_add(&ss__g_stats.populate_ns, ss__now_ns() - t0);
+        ss__counter_add(&ss__g_stats.populate_bytes, size);
     }
-    if (rc == -EINVAL)
-        rc = populate_fallback(fd, map, size, backing);
-    if (rc < 0)
-        goto fail_unmap;
-    ss__counter_add(&ss__g_stats.populate_ns, ss__now_ns() - t0);
-    ss__counter_add(&ss__g_stats.populate_bytes, size);
 
-populated:
     if (p->kind != SS_SEG_SMALL) {
         /* OBJECT segments are written by the creator through its own
          * mapping; a store mapping from the O_RDWR fd would make
