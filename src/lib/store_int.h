@@ -562,6 +562,10 @@ void ss__small_free(ss__store *s, uint32_t slot, uint64_t off64, uint64_t size);
 /* Free an object's data and meta memory (sets NOMEM; the entry is the
  * caller's to rewrite). */
 void ss__obj_drop_mem(ss__store *s, uint32_t e);
+/* Destroy an OBJECT segment the store holds and uncharge its bytes.
+ * writing: it came from a pool take that no seal has ended (the creator or
+ * a restore was still filling it), so its pool writer ends here too. */
+void ss__obj_seg_free(ss__store *s, ss__seg *seg, bool writing);
 /* Give back an object's memory, disk copy and entry (refs 0, nothing in
  * flight). */
 void ss__obj_free(ss__store *s, uint32_t e);

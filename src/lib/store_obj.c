@@ -205,6 +205,16 @@ void ss__small_free(ss__store *s, uint32_t slot, uint64_t off64, uint64_t size)
 
 /* ------------------------------------------------------------ free/detach */
 
+void ss__obj_seg_free(ss__store *s, ss__seg *seg, bool writing)
+{
+    uint64_t bytes = seg->size;
+
+    if (writing)
+        ss__pool_writer_done(s->pool);
+    ss__seg_destroy(seg);
+    ss__store_charge(s, -(int64_t)bytes);
+}
+
 void ss__obj_drop_mem(ss__store *s, uint32_t e)
 {
     ss__obj *o = ss__obj_at(s, e);
@@ -223,12 +233,11 @@ void ss__obj_drop_mem(ss__store *s, uint32_t e)
             .size = o->seg_size,
             .map = NULL,
         };
-        if (o->fd_ro >= 0 && o->fd_rw >= 0) {
-            close(o->fd_rw); /* never sealed: its writer is done */
-            ss__pool_writer_done(s->pool);
-        }
-        ss__seg_destroy(&seg);
-        ss__store_charge(s, -(int64_t)o->seg_size);
+        bool writing = o->fd_ro >= 0 && o->fd_rw >= 0; /* never sealed */
+
+        if (writing)
+            close(o->fd_rw);
+        ss__obj_seg_free(s, &seg, writing);
     } else {
         ss__small_free(s, o->small_slot, en->data_off64, en->size);
     }
@@ -645,12 +654,8 @@ fail:
     }
     if (fd_ro >= 0)
         close(fd_ro);
-    if (seg.fd >= 0) {
-        uint64_t sz = seg.size;
-        ss__pool_writer_done(s->pool);
-        ss__seg_destroy(&seg);
-        ss__store_charge(s, -(int64_t)sz);
-    }
+    if (seg.fd >= 0)
+        ss__obj_seg_free(s, &seg, true);
     return rc;
 }
 

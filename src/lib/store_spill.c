@@ -426,13 +426,8 @@ static void restore_mem_free(ss__store *s, ss__spop *op)
         close(op->fd_ro);
         op->fd_ro = -1;
     }
-    if (op->seg.fd >= 0) {
-        uint64_t sz = op->seg.size;
-        ss__pool_writer_done(s->pool); /* its take counted a writer */
-        ss__seg_destroy(&op->seg);
-        op->seg.fd = -1;
-        ss__store_charge(s, -(int64_t)sz);
-    }
+    if (op->seg.fd >= 0)
+        ss__obj_seg_free(s, &op->seg, true); /* leaves seg.fd at -1 */
     if (op->small && op->dloc.ptr) {
         ss__salloc_free(s->salloc, &op->dloc);
         ss__small_check(s, op->dloc.seg);
