@@ -600,7 +600,7 @@ static void get_one_cpu(struct bench *b)
     struct get_arg a = {.c = g_st.warm, .stream = g_stream++, .n = get_objects(64), .size = 64};
     struct opfig o, r;
     cpu_set_t old, one;
-    int cpu = sched_getcpu();
+    int cpu = sched_getcpu(), rc;
     const char *why = NULL;
 
     if (b->socket_opt)
@@ -614,11 +614,11 @@ static void get_one_cpu(struct bench *b)
         CPU_ZERO(&one);
         CPU_SET(cpu, &one);
         objects_make(a.c, a.stream, a.n, 64);
-        if (pin_process(&one, &old) < 0)
-            die_rc(-errno, "pinning the process to CPU %d", cpu);
+        if ((rc = pin_process(&one, &old)) < 0)
+            die_rc(rc, "pinning the process to CPU %d", cpu);
         run_ops_rtt(b, "get+release 64, one CPU", b->duration_ns, 20, get_op, &a, &o, &r, 64);
-        if (pin_process(&old, NULL) < 0)
-            die_rc(-errno, "unpinning the process");
+        if ((rc = pin_process(&old, NULL)) < 0)
+            die_rc(rc, "unpinning the process");
         objects_drop(a.c, a.stream, a.n);
         snprintf(o.us.note, sizeof(o.us.note),
                  "client, store threads and echo process pinned to CPU %d", cpu);
