@@ -26,6 +26,14 @@ LD_LIBRARY_PATH="$build/src/lib/.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 PYTHONDONTWRITEBYTECODE=1
 export PYTHONPATH LD_LIBRARY_PATH PYTHONDONTWRITEBYTECODE
 
+# ThreadSanitizer's runtime must be the first library of a process and
+# cannot be loaded into the interpreter (it fails with "cannot allocate
+# memory in static TLS block"): a --enable-tsan build runs the C tests only.
+if ldd "$mod/sealstore.so" 2>/dev/null | grep -q libtsan; then
+    echo "SKIP: a ThreadSanitizer build cannot be loaded by $py (libtsan must start the process)" >&2
+    exit 77
+fi
+
 # In a --enable-sanitizers build the module and the library need the ASan
 # runtime loaded before anything else; the interpreter's own allocations
 # are not ours to leak-check (valgrind covers the module: python/README.md).
