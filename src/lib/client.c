@@ -512,62 +512,6 @@ int ss__cl_recv(int fd, ss__cl_slot *s, int flags)
     return 0;
 }
 
-/* One fd-carrying segref of a GET reply, at dispatch. */
-static int take_fd(ss_client *c, ss__cl_slot *rx, const ss__segref *r)
-{
-    ss__cl_seg *sg;
-    int fd;
-
-    if (r->fd_index == SS_FD_NONE)
-        return 0;
-    fd = rx->fds[r->fd_index];
-    if (fd < 0) /* another segref of this reply named the same fd */
-        return 0;
-    rx->fds[r->fd_index] = -1;
-    sg = ss__cl_seg_find(c, r->seg_id);
-    if (sg) {
-        /* we still have it: the reused mapping makes the new fd redundant */
-        close(fd);
-        return (sg->size == r->seg_size && sg->kind == r->kind && !sg->writable)
-                   ? 0 : -SS_E_PROTO;
-    }
-    sg = ss__cl_seg_insert(c, r->seg_id, r->seg_size, (uint8_t)r->kind);
-    if (!sg) {
-        close(fd);
-        return -ENOMEM;
-    }
-    sg->fd = fd; /* mapped when the reply is applied */
-    return 0;
-}
-
-/*
- * Segments whose fds a GET reply carries enter the cache at dispatch, in
- * the order replies arrive, not when their owner thread gets round to
- * applying them: a later reply may name the same segment with SS_FD_NONE
- * and be applied first. Until applied, the GET still counts as in flight,
- * which keeps such an entry from being unmapped (client_int.h). Lock held.
- */
-static int get_take_fds(ss_client *c, ss__cl_slot *rx)
-{
-    const unsigned char *p = rx->buf + SS_CL_HDR + sizeof(ss__rep_get);
-    ss__rep_get rep;
-    int rc = 0;
-
-    memcpy(&rep, rx->buf + SS_CL_HDR, sizeof(rep));
-    for (uint32_t i = 0; i < rep.n && rc == 0; i++) {
-        ss__get_entry e;
-
-        memcpy(&e, p + (size_t)i * sizeof(e), sizeof(e));
-        if (e.status != 0)
-            continue;
-        if (e.data.seg_size)
-            rc = take_fd(c, rx, &e.data);
-        if (rc == 0 && e.meta.size)
-            rc = take_fd(c, rx, &e.meta);
-    }
-    return rc;
-}
-
 /* A reply arrived in rx: validate it and hand it to its slot. Lock held. */
 static void cl_dispatch(ss_client *c, ss__cl_slot *rx)
 {
@@ -583,8 +527,21 @@ static void cl_dispatch(ss_client *c, ss__cl_slot *rx)
             break;
     if (!t || t->done || t->type != h.type)
         goto bad;
-    if (h.type == SS_MSG_GET && h.status >= 0 && (rc = get_take_fds(c, rx)) < 0)
-        goto bad;
+    if (t->get) {
+        /* Applied here, under the lock and before the next reply is
+         * received: in arrival order (client_int.h). What remains of its
+         * fds is redundant. Once applied, the GET is no longer in flight. */
+        if (h.status >= 0)
+            t->get->rc = ss__cl_get_apply(c, rx, t->get);
+        ss__cl_close_fds(rx->fds, rx->nfds);
+        rx->nfds = 0;
+        c->gets_in_flight--;
+        t->get_seq = 0;
+        if (c->deferred)
+            ss__cl_seg_sweep(c);
+        if (c->dead) /* t was not done, so the apply killed the connection: t->err says why */
+            return;
+    }
     if (t != rx) {
         memcpy(t->buf, rx->buf, rx->len);
         t->len = rx->len;
@@ -654,10 +611,12 @@ void ss__cl_slot_end(ss_client *c, ss__cl_slot *s)
  * reply. Returns with the lock HELD: 0 and the reply in s (status in its
  * header) or a connection error. The caller processes the reply, then
  * calls ss__cl_slot_end(), unlocks and closes s->fds it did not consume.
- * is_get: count it among GETs in flight (segment cache rule).
+ * get: a GET's request and result; its reply is applied by whichever
+ * thread receives it (client_int.h), and until then it counts among the
+ * GETs in flight (segment cache rule). NULL for any other request.
  */
 int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, int iovcnt,
-                   bool is_get)
+                ss__cl_getreq *get)
 {
     ss_id pend[SS_PROTO_MAX_IDS];
     uint32_t npend;
@@ -671,6 +630,7 @@ int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, 
     s->nfds = 0;
     s->len = 0;
     s->type = type;
+    s->get = get;
     s->get_seq = 0;
     s->prev = NULL;
     pthread_cond_init(&s->cond, NULL);
@@ -683,7 +643,7 @@ int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, 
     if (c->slots)
         c->slots->prev = s;
     c->slots = s;
-    if (is_get) {
+    if (get) {
         s->get_seq = ++c->get_seq;
         c->gets_in_flight++;
     }
@@ -750,7 +710,7 @@ int ss__cl_simple(ss_client *c, uint16_t type, const ss_id *id)
     ss__msg_hdr h;
     ss__req_id r = { .id = *id };
     struct iovec iov[2] = { { &h, sizeof(h) }, { &r, sizeof(r) } };
-    int rc = ss__cl_call(c, &s, type, iov, 2, false);
+    int rc = ss__cl_call(c, &s, type, iov, 2, NULL);
 
     if (rc == 0)
         rc = ss__cl_status(&s);

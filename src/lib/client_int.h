@@ -15,18 +15,50 @@
  *    held, so a reader needing the lock never waits on a blocked sender.
  *  - Holds and segments below are touched only under the lock.
  *
+ * GET replies are applied by the thread that receives them, in the order
+ * they arrive:
+ *  - The store's view of our segments changes with each reply it sends,
+ *    in the order it sends them: it sends a segment's fd with the first
+ *    reply naming it since we last held no reference to it, and later
+ *    replies name it with SS_FD_NONE. Replies to different threads' GETs
+ *    arrive in any order relative to the requests (a GET that waits is
+ *    answered after later ones), and their owners wake in any order after
+ *    that. So the segment cache must follow the socket, not the owners.
+ *  - Only the reader receives, one message at a time, and it dispatches
+ *    each reply (cl_dispatch) under the lock before it receives the next.
+ *    For a GET reply, dispatch itself applies it (ss__cl_get_apply, with
+ *    the request's ids and result arrays, ss__cl_getreq, which the owner
+ *    left in its slot): segments inserted from the fds it carries (or the
+ *    fds closed when the segment is still ours) and mapped, their refs and
+ *    the holds taken, the views written to the owner's out[]; leftover fds
+ *    closed; the GET taken out of gets_in_flight and deferred segments
+ *    swept. Only then is the slot marked done and its owner woken: the
+ *    owner reads its result (ss__cl_getreq.rc) and drops the references
+ *    again if the batch failed. Other threads may take the lock between
+ *    two dispatches, but every reply is applied before any later one is
+ *    received, so an SS_FD_NONE always finds the segment an earlier fd
+ *    made (or one the rule below kept).
+ *  - The getreq and out[] live on the owner's stack: it cannot leave
+ *    before its slot is done (or the connection is killed, which marks
+ *    every slot done under the lock; no reply is dispatched to a done
+ *    slot).
+ *  - A reply that cannot be applied (malformed, or no memory for a
+ *    segment or hold) kills the connection: the store's idea of what we
+ *    hold and ours would differ from then on.
+ *
  * Segment cache invariants (the race-free rule of the issue-3 contract):
  *  - a segment entry stays mapped while refs > 0 or unsent > 0;
  *  - an OBJECT segment with refs == 0 && unsent == 0 is unmapped only when
- *    every GET registered before its last RELEASE was sent has completed
- *    (get_seq <= wait_seq); until then it is on the deferred list, and a
- *    GET reply naming it (with or without an fd) revives it;
+ *    the reply of every GET registered before its last RELEASE was sent
+ *    has been applied (get_seq <= wait_seq): such a reply may have left
+ *    the store before it read the RELEASE, naming the segment with
+ *    SS_FD_NONE. Until then it is on the deferred list, and a GET reply
+ *    naming it (with or without an fd) revives it. A GET registered after
+ *    that send reaches the store after the RELEASE, so its reply carries
+ *    a new fd if the segment has left the cache;
  *  - SMALL segments stay mapped for the connection's lifetime;
  *  - an entry holds an fd only while it is not mapped (a failed mmap is
- *    retried on the next use);
- *  - the fds a GET reply carries enter the cache when the reader
- *    dispatches it, in arrival order: another thread's later reply may
- *    name the same segment with SS_FD_NONE and be applied first.
+ *    retried on the next use).
  *
  * Fork: a pthread_atfork child handler bumps a generation (inherited
  * handles answer -ENOTCONN without touching their lock or socket); every
@@ -100,7 +132,8 @@ typedef struct ss__cl_slot {
     bool done;                /* reply delivered (or err set) */
     bool waiting;             /* blocked on cond */
     int err;                  /* connection-level failure, else 0 */
-    uint64_t get_seq;         /* GET: its sequence number, else 0 */
+    struct ss__cl_getreq *get; /* GET: applied at dispatch, else NULL */
+    uint64_t get_seq;         /* GET not applied yet: its sequence number, else 0 */
     pthread_cond_t cond;
     size_t len;
     unsigned nfds;
@@ -181,6 +214,15 @@ typedef struct ss__cl_ref {
     bool found;
 } ss__cl_ref;
 
+/* A GET batch, for the thread that applies its reply (see above). */
+typedef struct ss__cl_getreq {
+    const ss_id *ids;         /* the request's ids */
+    uint32_t n;
+    ss_object *out;           /* [n] views, written when applied */
+    ss__cl_ref *refs;         /* [n] references taken, for undoing them */
+    int rc;                   /* found, or the apply's error */
+} ss__cl_getreq;
+
 /* data pointer of a zero-size object that names no segment */
 extern const unsigned char ss__cl_empty[SS_OBJ_ALIGN];
 
@@ -214,12 +256,16 @@ int ss__cl_recv(int fd, ss__cl_slot *s, int flags);
  * HELD: 0 and the reply in s, or a connection error. Finish with
  * ss__cl_end() (or ss__cl_slot_end() + unlock + close s->fds). */
 int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, int iovcnt,
-                bool is_get);
+                ss__cl_getreq *get);
 void ss__cl_slot_end(ss_client *c, ss__cl_slot *s);
 void ss__cl_end(ss_client *c, ss__cl_slot *s);
 int32_t ss__cl_status(const ss__cl_slot *s);
 int ss__cl_simple(ss_client *c, uint16_t type, const ss_id *id);
 int ss__cl_open(const char *path, int *fdp, ss__rep_hello *hello);
+
+/* ---- client_obj.c: a GET reply applied by the thread that received it
+ * (lock held) */
+int ss__cl_get_apply(ss_client *c, ss__cl_slot *s, const ss__cl_getreq *g);
 
 /* ---- client.c: dropping references (lock held; finish_drop unlocks
  * around the RELEASE send, then settles the segments) */

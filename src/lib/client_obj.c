@@ -45,7 +45,7 @@ static int cl_create(ss_client *c, const ss_id *id, uint64_t size, const void *m
     ss__cl_hold *ho = NULL;
     ss__cl_seg *sg = NULL;
     void *p = MAP_FAILED;
-    int rc = ss__cl_call(c, &s, SS_MSG_CREATE, iov, meta_size ? 3 : 2, false);
+    int rc = ss__cl_call(c, &s, SS_MSG_CREATE, iov, meta_size ? 3 : 2, NULL);
 
     if (rc < 0 || (rc = ss__cl_status(&s)) < 0)
         goto out;
@@ -212,7 +212,7 @@ SS_API int ss_seal(ss_client *c, const ss_id *id)
         r.payload_size = h->size;
         iov[2] = (struct iovec){ h->buf, (size_t)h->size };
     }
-    rc = ss__cl_call(c, &s, SS_MSG_SEAL, iov, h->kind == SS_SEG_SMALL && h->size ? 3 : 2, false);
+    rc = ss__cl_call(c, &s, SS_MSG_SEAL, iov, h->kind == SS_SEG_SMALL && h->size ? 3 : 2, NULL);
     if (rc == 0)
         rc = ss__cl_status(&s);
     if (rc == 0) {
@@ -327,7 +327,7 @@ SS_API int ss_put(ss_client *c, const ss_id *id, const void *data, uint64_t size
             iov[n++] = (struct iovec){ (void *)meta, (size_t)meta_size };
         if (size)
             iov[n++] = (struct iovec){ (void *)data, (size_t)size };
-        rc = ss__cl_call(c, &s, SS_MSG_PUT, iov, n, false);
+        rc = ss__cl_call(c, &s, SS_MSG_PUT, iov, n, NULL);
         if (rc == 0)
             rc = ss__cl_status(&s);
         ss__cl_end(c, &s);
@@ -427,13 +427,21 @@ static ss__cl_seg *segref_take(ss_client *c, ss__cl_slot *s, const ss__segref *r
     return sg;
 }
 
-/* Turn a validated GET reply into views and holds. Lock held. Returns the
- * number found, -SS_E_PROTO / -ENOMEM after killing the connection, or a
- * mapping error with the references taken (refs[] says which). */
-static int get_apply(ss_client *c, ss__cl_slot *s, const ss_id *ids, uint32_t n,
-                     ss_object *out, ss__cl_ref *refs)
+/*
+ * Turn a GET reply (in s: checked by ss__proto_check_reply, status >= 0)
+ * into views and holds for the request g. Called by whichever thread
+ * received the reply, before any other reply is received or applied (lock
+ * held; client_int.h). Returns the number found, -SS_E_PROTO / -ENOMEM
+ * after killing the connection, or a mapping error; g->refs says which
+ * references were taken, in every case.
+ */
+int ss__cl_get_apply(ss_client *c, ss__cl_slot *s, const ss__cl_getreq *g)
 {
     const unsigned char *p = s->buf + SS_CL_HDR + sizeof(ss__rep_get);
+    const ss_id *ids = g->ids;
+    ss_object *out = g->out;
+    ss__cl_ref *refs = g->refs;
+    uint32_t n = g->n;
     ss__rep_get rep;
     int found = 0, maperr = 0;
 
@@ -530,15 +538,18 @@ static int get_batch(ss_client *c, const ss_id *ids, uint32_t n, int64_t timeout
     ss__req_get r = { .n = n, .timeout_ms = timeout_ms };
     struct iovec iov[3] = { { &h, sizeof(h) }, { &r, sizeof(r) },
                             { (void *)ids, n * sizeof(ss_id) } };
-    int rc = ss__cl_call(c, &s, SS_MSG_GET, iov, 3, true);
+    ss__cl_getreq g = { .ids = ids, .n = n, .out = out, .refs = refs };
+    int rc;
 
     for (uint32_t i = 0; i < n; i++)
         refs[i].found = false;
+    /* the reply is applied (views in out, references taken) by the thread
+     * that receives it, this one or another, before the call returns */
+    rc = ss__cl_call(c, &s, SS_MSG_GET, iov, 3, &g);
     if (rc == 0)
         rc = ss__cl_status(&s);
     if (rc >= 0)
-        rc = get_apply(c, &s, ids, n, out, refs);
-    /* this GET no longer counts as in flight once it is applied */
+        rc = g.rc;
     ss__cl_slot_end(c, &s);
     if (c->deferred)
         ss__cl_seg_sweep(c);
@@ -694,7 +705,7 @@ SS_API int ss_list(ss_client *c, uint64_t *cursor, ss_obj_info *out, size_t max)
         return 0;
     r = (ss__req_list){ .cursor = *cursor,
                         .max = max > SS_PROTO_MAX_LIST ? SS_PROTO_MAX_LIST : (uint32_t)max };
-    rc = ss__cl_call(c, &s, SS_MSG_LIST, iov, 2, false);
+    rc = ss__cl_call(c, &s, SS_MSG_LIST, iov, 2, NULL);
     if (rc == 0)
         rc = ss__cl_status(&s);
     if (rc < 0)
@@ -741,7 +752,7 @@ SS_API int ss_stats_get(ss_client *c, ss_stats *out)
         return rc;
     if (!out || out->size != sizeof(*out) || out->version != SS_STATS_VERSION)
         return -EINVAL;
-    rc = ss__cl_call(c, &s, SS_MSG_STATS, iov, 1, false);
+    rc = ss__cl_call(c, &s, SS_MSG_STATS, iov, 1, NULL);
     if (rc == 0)
         rc = ss__cl_status(&s);
     if (rc == 0)
