@@ -6,8 +6,8 @@
  * in whatever order the store answers them: a GET that waits (a timeout on
  * an id not put yet) is answered after later ones, and the store sends a
  * segment's fd once per client while later replies only name it. These
- * cases run such a mix for about a second and a half and check every byte
- * they read:
+ * cases run such a mix for about a second each and check every byte they
+ * read:
  *  - the reported case: one thread loops get + release of an 800 KB
  *    object while another gets ids nobody puts with a 1 ms timeout;
  *  - the same beside threads getting batches of small and large (64 KiB
@@ -26,6 +26,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RUN_MS 1500       /* how long the workers loop */
+#define RUN_MS 1000       /* how long each case's workers loop */
 #define NOBJ 12           /* the shared object set */
 #define MAX_HELD 6        /* references a mixer keeps across iterations */
 
@@ -394,5 +395,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mixed, case_setup, case_teardown),
     };
 
+    /* room for everything, and nothing spilled: every get finds its
+     * object in memory at once */
+    if (ss_option_set(SS_OPT_CAPACITY, "256M") != 0 || ss_option_set(SS_OPT_SPILL_DIR, "off") != 0)
+        return T_EXIT_ERROR;
     return t_run(tests, setup, teardown);
 }
