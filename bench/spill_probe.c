@@ -289,7 +289,7 @@ int main(int argc, char **argv)
 
             memcpy(id.b, &i, sizeof(i));
             c = call_start();
-            if ((rc = ss__spill_write(sp, &id, src[i], osize, "meta", 4, (uint64_t)i)) < 0)
+            if ((rc = ss__spill_write(sp, &id, (uint32_t)getuid(), src[i], osize, "meta", 4, (uint64_t)i)) < 0)
                 die("ss__spill_write", rc);
             account(&lc_w, c);
         }

@@ -71,12 +71,30 @@ typedef struct ss_id { unsigned char b[SS_ID_SIZE]; } ss_id;
  * once; a thread blocked in ss_get() does not hold up the others. */
 typedef struct ss_client ss_client;
 
+/*
+ * Who created an object. The store records the user id of the client that
+ * created each object (its SO_PEERCRED credentials at connect: the
+ * effective uid, which the client cannot forge) and keeps it for the
+ * object's life, across spilling to disk and store restarts. SS_UID_UNKNOWN
+ * means the store does not know it (an object restored from a spill file
+ * written before creators were recorded).
+ *
+ * Trust: everyone who may connect to a store (its owner and the members of
+ * SEALSTORE_SOCKET_GROUP) may create objects, so the bytes of an object are
+ * exactly as trustworthy as its creator. A reader that interprets them in
+ * a way that can run code (Python's pickle, for one) must check the uid
+ * first; the Python module refuses pickled objects of other users unless
+ * told to trust them.
+ */
+#define SS_UID_UNKNOWN 0xffffffffu
+
 /* A read-only view of a sealed object. The memory belongs to the store and
  * stays valid until the matching ss_release() or ss_disconnect(), even if
  * the object is deleted meanwhile or the store dies. Writing through it
  * faults (SIGSEGV). */
 typedef struct ss_object {
     ss_id id;
+    uint32_t uid;       /* creator's user id, or SS_UID_UNKNOWN (also when not found) */
     const void *data;   /* NULL only when the object was not found */
     uint64_t size;
     const void *meta;   /* NULL when meta_size is 0 */
@@ -140,7 +158,9 @@ SS_API SS_NODISCARD int ss_put(ss_client *c, const ss_id *id, const void *data,
  * are sealed or timeout_ms passes (-1 forever, 0 no wait). Returns how many
  * were found; a missing one has out[i].data == NULL. Each found entry takes
  * one reference (an id listed twice takes two). A zero-size object's data
- * is non-NULL but must not be dereferenced. On a negative return (-EINVAL
+ * is non-NULL but must not be dereferenced. out[i].uid says who created
+ * the object: check it before trusting the bytes (see SS_UID_UNKNOWN).
+ * On a negative return (-EINVAL
  * for timeout below -1 or NULL arrays, connection errors) out is untouched
  * and no reference is taken.
  */
@@ -177,6 +197,8 @@ typedef struct ss_obj_info {
     uint32_t refs;       /* references held by all clients */
     int32_t node;        /* NUMA node, -1 unknown or interleaved */
     char backing[8];     /* "4K", "THP", "2M", "1G", "small", "disk" */
+    uint32_t uid;        /* creator's user id, or SS_UID_UNKNOWN (see ss_object) */
+    uint32_t reserved;   /* 0 */
 } ss_obj_info;
 
 /*

@@ -480,7 +480,7 @@ int ss__cl_get_apply(ss_client *c, ss__cl_slot *s, const ss__cl_getreq *g)
         memcpy(&e, p + (size_t)i * sizeof(e), sizeof(e));
         refs[i].found = false;
         if (e.status != 0) {
-            out[i] = (ss_object){ .id = ids[i] };
+            out[i] = (ss_object){ .id = ids[i], .uid = SS_UID_UNKNOWN };
             continue;
         }
         if (e.data.seg_size && !(ds = segref_take(c, s, &e.data, &maperr)))
@@ -511,6 +511,7 @@ int ss__cl_get_apply(ss_client *c, ss__cl_slot *s, const ss__cl_getreq *g)
                             .has_seg = ds != NULL, .found = true };
         out[i] = (ss_object){
             .id = ids[i],
+            .uid = e.uid,
             .data = ds ? (ds->addr ? ds->addr + h->off : NULL) : ss__cl_empty,
             .size = h->size,
             .meta = ms && ms->addr ? ms->addr + h->moff : NULL,
@@ -731,7 +732,7 @@ SS_API int ss_list(ss_client *c, uint64_t *cursor, ss_obj_info *out, size_t max)
             b = ss__backing_name(e.backing);
         *o = (ss_obj_info){ .id = e.id, .state = e.state, .size = e.size,
                             .meta_size = e.meta_size, .refs = e.refs,
-                            .node = e.node >= 0 ? e.node : -1 };
+                            .node = e.node >= 0 ? e.node : -1, .uid = e.uid };
         strncpy(o->backing, b, sizeof(o->backing) - 1);
     }
     *cursor = rep.next_cursor;

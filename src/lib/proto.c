@@ -266,10 +266,11 @@ static int check_get_reply(const unsigned char *p, size_t body, int32_t status, 
         ss__get_entry e;
 
         memcpy(&e, p + (size_t)i * sizeof(e), sizeof(e));
-        if (e.reserved != 0)
-            return -SS_E_PROTO;
-        if (e.status == -ENOENT)
+        if (e.status == -ENOENT) {
+            if (e.uid != 0)
+                return -SS_E_PROTO;
             continue;
+        }
         if (e.status != 0)
             return -SS_E_PROTO;
         if (check_segref(&e.data, &m, true) < 0)
@@ -321,7 +322,7 @@ static int check_list_reply(const unsigned char *p, size_t body, int32_t status)
 
         memcpy(&e, p + (size_t)i * sizeof(e), sizeof(e));
         if ((e.state != SS_OBJ_CREATED && e.state != SS_OBJ_SEALED) ||
-            e.backing >= SS_BACKING__COUNT || e.spilled > 1 || e.reserved != 0 ||
+            e.backing >= SS_BACKING__COUNT || e.spilled > 1 ||
             e.meta_size > SS_PROTO_MAX_META)
             return -SS_E_PROTO;
     }

@@ -37,7 +37,8 @@
 #include "internal.h"
 
 #define SS_PROTO_MAGIC 0x31505353u /* "SSP1" in memory order */
-#define SS_PROTO_VERSION 2u /* 2: a RELEASE may lead a datagram */
+#define SS_PROTO_VERSION 3u /* 2: a RELEASE may lead a datagram;
+                             * 3: GET and LIST entries carry the creator's uid */
 
 /* Largest message either side sends: header + body + 64 KiB meta + the
  * largest inline payload (SEALSTORE_SMALL_MAX is capped at 64 KiB) with
@@ -150,7 +151,8 @@ typedef struct ss__req_get {
 } ss__req_get;
 typedef struct ss__get_entry {
     int32_t status;      /* 0 found, -ENOENT not found (no reference taken) */
-    uint32_t reserved;
+    uint32_t uid;        /* found: the creator's uid (SO_PEERCRED at its
+                            connect) or SS_UID_UNKNOWN; not found: 0 */
     ss__segref data;
     ss__segref meta;     /* size 0: no meta */
 } ss__get_entry;         /* 88 bytes */
@@ -180,7 +182,7 @@ typedef struct ss__list_entry {
     uint8_t spilled;
     int16_t node;
     uint32_t refs;
-    uint32_t reserved;
+    uint32_t uid;      /* creator's uid or SS_UID_UNKNOWN, as in GET entries */
 } ss__list_entry;
 typedef struct ss__rep_list {
     uint64_t next_cursor; /* 0: done */
@@ -213,7 +215,7 @@ typedef struct ss__msg_event {
  *    GET and LIST may put their count, 0..n, in status); SEAL, ABORT, PUT,
  *    DELETE, SUBSCRIBE are the header alone with status 0; CONTAINS is
  *    the header alone with status 0 or 1; RELEASE has no reply;
- *  - a GET entry with status -ENOENT has its segrefs ignored; a meta
+ *  - a GET entry with status -ENOENT has uid 0 and its segrefs ignored; a meta
  *    segref of size 0 is ignored; a data segref with size 0 may name no
  *    segment (seg_size 0, fd_index SS_FD_NONE: a zero-size object);
  *  - every fd index a segref names is < nfds, every fd received is named

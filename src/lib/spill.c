@@ -1104,8 +1104,8 @@ int ss__spill_event_fd(const ss__spill *sp)
     return sp ? sp->efd : -EINVAL;
 }
 
-int ss__spill_write(ss__spill *sp, const ss_id *id, const void *data, uint64_t size,
-                    const void *meta, uint32_t meta_size, uint64_t cookie)
+int ss__spill_write(ss__spill *sp, const ss_id *id, uint32_t uid, const void *data,
+                    uint64_t size, const void *meta, uint32_t meta_size, uint64_t cookie)
 {
     int rc;
 
@@ -1115,9 +1115,9 @@ int ss__spill_write(ss__spill *sp, const ss_id *id, const void *data, uint64_t s
     if (sp->closing)
         return -ESHUTDOWN;
     if (size <= sp->small_max)
-        rc = ss__sp_small_append(sp, id, data, size, meta, meta_size, cookie);
+        rc = ss__sp_small_append(sp, id, uid, data, size, meta, meta_size, cookie);
     else
-        rc = ss__sp_large_start(sp, id, data, size, meta, meta_size, cookie);
+        rc = ss__sp_large_start(sp, id, uid, data, size, meta, meta_size, cookie);
     if (rc == 0)
         pump(sp);
     return rc;

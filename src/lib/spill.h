@@ -66,11 +66,17 @@ typedef struct ss__spill ss__spill;
  * a delete can overwrite it alone: 0 means live, SS_SPILL_TOMB dead; any
  * other value counts as a damaged header.
  *
- * If you change this layout, bump SS_SPILL_VERSION: old files are then
- * reported as unreadable, not misread (tests/unit/t_spill.c pins it).
+ * Versions: 2 records the creator's uid at offset 36 (reserved, zero, in
+ * version 1). Version 1 records are still read, their creator unknown
+ * (SS_UID_UNKNOWN); new records are written as version 2.
+ *
+ * If you change this layout, bump SS_SPILL_VERSION: files of versions
+ * this code does not know are then reported as unreadable, not misread
+ * (tests/unit/t_spill.c pins it).
  */
 #define SS_SPILL_MAGIC 0x4c505353u          /* "SSPL" */
-#define SS_SPILL_VERSION 1u
+#define SS_SPILL_VERSION 2u                 /* written */
+#define SS_SPILL_VERSION_MIN 1u             /* oldest still read */
 #define SS_SPILL_SEED 0x5353504c31ull       /* hash seed: "SSPL1" */
 #define SS_SPILL_TOMB 0x424d4f5444414544ull /* "DEADTOMB" */
 #define SS_SPILL_REC_ALIGN 128u             /* record start/length granularity */
@@ -92,7 +98,7 @@ typedef struct ss__spill_rec {
     uint64_t data_size;   /*  16 bytes of data at data_off */
     uint64_t rec_len;     /*  24 bytes from this header to the next record */
     uint32_t data_off;    /*  32 offset of the data from the header */
-    uint32_t reserved0;   /*  36 zero */
+    uint32_t uid;         /*  36 creator's uid (version 1: zero, not a uid) */
     uint64_t data_hash;   /*  40 XXH64(data, SS_SPILL_SEED) */
     uint64_t meta_hash;   /*  48 XXH64(meta, SS_SPILL_SEED) */
     uint64_t seq;         /*  56 engine-wide write sequence: newest wins */
@@ -125,6 +131,7 @@ typedef struct ss__spill_loc {
     uint32_t meta_size; /* meta bytes */
     uint32_t data_off;  /* data offset from the record start */
     ss_id id;           /* the object */
+    uint32_t uid;       /* its creator's uid; SS_UID_UNKNOWN from a version 1 record */
 } ss__spill_loc;
 
 /* Flags for ss__spill_params.flags. */
@@ -183,8 +190,9 @@ void ss__spill_close(ss__spill *sp);
 int ss__spill_event_fd(const ss__spill *sp);
 
 /*
- * Queue a spill of object `id`: `size` bytes at `data`, plus `meta`
- * (meta_size <= SS_SPILL_META_MAX bytes, copied now).
+ * Queue a spill of object `id`, created by `uid` (recorded with it): `size`
+ * bytes at `data`, plus `meta` (meta_size <= SS_SPILL_META_MAX bytes,
+ * copied now).
  * `data` must stay mapped and unchanged until the completion is reaped:
  * the disk reads it directly (O_DIRECT from a read-only mapping of a sealed
  * segment works; it is never registered with io_uring, which would pin it
@@ -193,8 +201,8 @@ int ss__spill_event_fd(const ss__spill *sp);
  * Returns 0 (exactly one completion will carry `cookie`), -EINVAL (bad
  * arguments), -ENOMEM, or -ESHUTDOWN (engine closing).
  */
-int ss__spill_write(ss__spill *sp, const ss_id *id, const void *data, uint64_t size,
-                    const void *meta, uint32_t meta_size, uint64_t cookie);
+int ss__spill_write(ss__spill *sp, const ss_id *id, uint32_t uid, const void *data,
+                    uint64_t size, const void *meta, uint32_t meta_size, uint64_t cookie);
 
 /*
  * Queue a restore of `loc` into `dst` (writable for loc->size bytes, e.g. a

@@ -186,7 +186,7 @@ uint64_t ss__spill_hash64(const void *p, size_t len, uint64_t seed)
 
 /* ----------------------------------------------------------- records */
 
-void ss__spill_rec_fill(ss__spill_rec *r, uint32_t flags, const ss_id *id,
+void ss__spill_rec_fill(ss__spill_rec *r, uint32_t flags, const ss_id *id, uint32_t uid,
                         uint32_t meta_size, uint64_t data_size, uint32_t data_off,
                         uint64_t rec_len, uint64_t seq, uint64_t data_hash,
                         uint64_t meta_hash)
@@ -203,6 +203,7 @@ void ss__spill_rec_fill(ss__spill_rec *r, uint32_t flags, const ss_id *id,
     r->data_hash = data_hash;
     r->meta_hash = meta_hash;
     r->seq = seq;
+    r->uid = uid;
     if (id)
         memcpy(r->id, id->b, SS_ID_SIZE);
     r->hdr_hash = ss__spill_hash64(r, offsetof(ss__spill_rec, hdr_hash), SS_SPILL_SEED);
@@ -214,7 +215,8 @@ int ss__spill_rec_check(const ss__spill_rec *r, const char **why)
 
     if (r->magic != SS_SPILL_MAGIC)
         w = "bad magic";
-    else if (r->version != SS_SPILL_VERSION || r->hdr_size != sizeof(*r))
+    else if (r->version < SS_SPILL_VERSION_MIN || r->version > SS_SPILL_VERSION ||
+             r->hdr_size != sizeof(*r))
         w = "unknown format version";
     else if (r->hdr_hash != ss__spill_hash64(r, offsetof(ss__spill_rec, hdr_hash),
                                              SS_SPILL_SEED))
@@ -234,6 +236,11 @@ int ss__spill_rec_check(const ss__spill_rec *r, const char **why)
     if (why)
         *why = w;
     return w ? -EBADMSG : 0;
+}
+
+uint32_t ss__spill_rec_uid(const ss__spill_rec *r)
+{
+    return r->version >= 2 ? r->uid : SS_UID_UNKNOWN;
 }
 
 void ss__spill_id_hex(const ss_id *id, char out[2 * SS_ID_SIZE + 1])
@@ -588,6 +595,7 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
         loc.meta_size = r.meta_size;
         loc.data_off = r.data_off;
         memcpy(loc.id.b, r.id, SS_ID_SIZE);
+        loc.uid = ss__spill_rec_uid(&r);
         if (fn) {
             rc = fn(arg, &loc, meta);
             if (rc < 0)

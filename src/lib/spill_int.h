@@ -39,11 +39,13 @@ void ss__xxh64_init(ss__xxh64 *st, uint64_t seed);
 void ss__xxh64_update(ss__xxh64 *st, const void *p, size_t n);
 uint64_t ss__xxh64_digest(const ss__xxh64 *st);
 
-/* Fill a record header (hdr_hash computed, tomb 0). */
-void ss__spill_rec_fill(ss__spill_rec *r, uint32_t flags, const ss_id *id,
+/* Fill a record header of the current version (hdr_hash computed, tomb 0). */
+void ss__spill_rec_fill(ss__spill_rec *r, uint32_t flags, const ss_id *id, uint32_t uid,
                         uint32_t meta_size, uint64_t data_size, uint32_t data_off,
                         uint64_t rec_len, uint64_t seq, uint64_t data_hash,
                         uint64_t meta_hash);
+/* The creator's uid a checked record gives (SS_UID_UNKNOWN for version 1). */
+uint32_t ss__spill_rec_uid(const ss__spill_rec *r);
 /* Header self-check: 0, or -EBADMSG with *why set to a short reason. */
 int ss__spill_rec_check(const ss__spill_rec *r, const char **why);
 /* "<40 hex>" of an id, for log lines. */
@@ -140,6 +142,7 @@ struct brec { /* one small object in a batch */
     uint64_t cookie, off, size, rec_len, seq;
     uint32_t meta_size, data_off, meta_off;
     ss_id id;
+    uint32_t uid;
     const uint8_t *src; /* the caller's bytes, copied when the batch is built */
 };
 
@@ -189,6 +192,7 @@ struct job {
     uint64_t cookie, seq, size, rec_len, rec_off;
     uint32_t meta_size, data_off;
     ss_id id;
+    uint32_t uid;
     const uint8_t *src;
     uint8_t *dst;
     void *meta_dst;
@@ -301,10 +305,10 @@ bool ss__sp_job_issue(ss__spill *sp, struct job *j);
 /* react to whatever just completed for the job (may free it) */
 void ss__sp_job_advance(ss__spill *sp, struct job *j);
 void ss__sp_dirsync_done(ss__spill *sp, int64_t res);
-int ss__sp_large_start(ss__spill *sp, const ss_id *id, const uint8_t *data, uint64_t size,
-                       const void *meta, uint32_t meta_size, uint64_t cookie);
-int ss__sp_small_append(ss__spill *sp, const ss_id *id, const uint8_t *data, uint64_t size,
-                        const void *meta, uint32_t meta_size, uint64_t cookie);
+int ss__sp_large_start(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8_t *data,
+                       uint64_t size, const void *meta, uint32_t meta_size, uint64_t cookie);
+int ss__sp_small_append(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8_t *data,
+                        uint64_t size, const void *meta, uint32_t meta_size, uint64_t cookie);
 /* flush the next staged batch unless one is in flight */
 void ss__sp_batch_kick(ss__spill *sp);
 /* the fused file being filled takes no more appends */

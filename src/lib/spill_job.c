@@ -219,6 +219,7 @@ static void loc_fill(ss__spill_loc *l, uint64_t file, uint64_t off, const struct
     l->meta_size = j->meta_size;
     l->data_off = j->data_off;
     l->id = j->id;
+    l->uid = j->uid;
 }
 
 static void log_spill_error(const ss_id *id, int err)
@@ -308,8 +309,8 @@ static void large_advance(ss__spill *sp, struct job *j)
             return;
         /* the header goes last, once the data hash is known */
         r = (ss__spill_rec *)j->hdr;
-        ss__spill_rec_fill(r, SS_SPILL_REC_OBJECT, &j->id, j->meta_size, j->size, j->data_off,
-                           j->rec_len, j->seq, j->hash_val, j->meta_hash);
+        ss__spill_rec_fill(r, SS_SPILL_REC_OBJECT, &j->id, j->uid, j->meta_size, j->size,
+                           j->data_off, j->rec_len, j->seq, j->hash_val, j->meta_hash);
         j->nx = j->xi = 0;
         xfer_add(j, j->hdr, 0, j->data_off, false, 0);
         j->state = S_HDR;
@@ -349,8 +350,8 @@ static void large_advance(ss__spill *sp, struct job *j)
         large_advance(sp, j);
 }
 
-int ss__sp_large_start(ss__spill *sp, const ss_id *id, const uint8_t *data, uint64_t size,
-                       const void *meta, uint32_t meta_size, uint64_t cookie)
+int ss__sp_large_start(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8_t *data,
+                       uint64_t size, const void *meta, uint32_t meta_size, uint64_t cookie)
 {
     struct job *j = ss__sp_job_new(sp, J_LARGE);
     struct op *op;
@@ -358,6 +359,7 @@ int ss__sp_large_start(ss__spill *sp, const ss_id *id, const uint8_t *data, uint
     if (!j)
         return -ENOMEM;
     j->id = *id;
+    j->uid = uid;
     j->cookie = cookie;
     j->src = data;
     j->size = size;
@@ -442,8 +444,8 @@ static void batch_put(ss__spill *sp, struct batch *b)
     sp->bfree = b;
 }
 
-int ss__sp_small_append(ss__spill *sp, const ss_id *id, const uint8_t *data, uint64_t size,
-                        const void *meta, uint32_t meta_size, uint64_t cookie)
+int ss__sp_small_append(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8_t *data,
+                        uint64_t size, const void *meta, uint32_t meta_size, uint64_t cookie)
 {
     uint32_t data_off = (uint32_t)SS_ALIGN_UP(sizeof(ss__spill_rec) + meta_size, SS_OBJ_ALIGN);
     uint64_t rec_len = SS_ALIGN_UP(data_off + size, SS_SPILL_REC_ALIGN);
@@ -492,6 +494,7 @@ int ss__sp_small_append(ss__spill *sp, const ss_id *id, const uint8_t *data, uin
     br->data_off = data_off;
     br->meta_off = b->meta_used;
     br->id = *id;
+    br->uid = uid;
     br->src = data;
     if (meta_size)
         memcpy(b->meta + b->meta_used, meta, meta_size);
@@ -517,7 +520,7 @@ void ss__sp_batch_build(struct batch *b)
         if (br->size)
             memcpy(p + br->data_off, br->src, br->size);
         ss__spill_rec_fill((ss__spill_rec *)p, SS_SPILL_REC_OBJECT | SS_SPILL_REC_FUSED, &br->id,
-                           br->meta_size, br->size, br->data_off, br->rec_len, br->seq,
+                           br->uid, br->meta_size, br->size, br->data_off, br->rec_len, br->seq,
                            ss__spill_hash64(p + br->data_off, br->size, SS_SPILL_SEED),
                            ss__spill_hash64(p + sizeof(ss__spill_rec), br->meta_size,
                                             SS_SPILL_SEED));
@@ -526,7 +529,7 @@ void ss__sp_batch_build(struct batch *b)
         uint8_t *p = b->buf + b->used;
 
         memset(p, 0, gap);
-        ss__spill_rec_fill((ss__spill_rec *)p, SS_SPILL_REC_PAD | SS_SPILL_REC_FUSED, NULL, 0,
+        ss__spill_rec_fill((ss__spill_rec *)p, SS_SPILL_REC_PAD | SS_SPILL_REC_FUSED, NULL, 0, 0,
                            gap - sizeof(ss__spill_rec), sizeof(ss__spill_rec), gap, 0, 0, 0);
     }
 }
@@ -570,6 +573,7 @@ static void batch_finish(ss__spill *sp, struct job *j)
             d.loc.meta_size = br->meta_size;
             d.loc.data_off = br->data_off;
             d.loc.id = br->id;
+            d.loc.uid = br->uid;
             f->live++;
             sp->st.live_objects++;
             sp->st.live_bytes += br->size;

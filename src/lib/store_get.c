@@ -326,6 +326,7 @@ static void get_reply(ss__store *s, ss__conn *c, uint32_t req_id, const ss_id *i
         /* most recently used: to the LRU tail when released */
         found++;
         ge[i].status = 0;
+        ge[i].uid = o->uid;
         if (SS_IX_KIND(en->info) == SS_SEG_OBJECT) {
             ss__segref *d = &ge[i].data;
             d->seg_id = en->seg_id;

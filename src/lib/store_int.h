@@ -17,7 +17,7 @@
  *
  * Bookkeeping per object (the budget is ~128 bytes): one 64-byte index
  * entry (the canonical record: id, state, segment, offsets, sizes, hash
- * chain), one ss__obj (private: refs, fds, LRU links) and its share of the
+ * chain), one ss__obj (private: refs, fds, LRU links, creator uid) and its share of the
  * bucket array (4 bytes per bucket, load factor 0.5..1): 64 + 48 + 4..8,
  * measured 117-119 bytes per object at 200k-300k objects.
  */
@@ -262,11 +262,20 @@ void ss__index_view_of(const ss__index *ix, ss__index_view *v);
  *   fd_rw >= 0 <=> OBJECT && CREATED;
  *   NOMEM <=> SPILLED, or DELETED from SPILLED;
  *   disk != 0 <=> a durable copy is on disk (SPILLED, or SEALED and spilled
- *   before: dropping its memory again needs no I/O).
+ *   before: dropping its memory again needs no I/O);
+ *   a CREATED object is referenced by its creator alone (a GET waits for
+ *   the seal before it takes a reference; a RELEASE of it is refused), so
+ *   "c holds a reference" is how the store knows c created it.
+ *
+ * uid: the creator's uid (its connection's SO_PEERCRED), written once when
+ * the object is made (CREATE, PUT, or the startup scan of the spill
+ * directory, which reads it from the record) and never changed; the loop
+ * alone reads and writes it. It travels in every GET and LIST entry and in
+ * the object's spill records, so it survives spilling and restarts.
  */
 typedef struct ss__obj {
     uint32_t refs;
-    uint32_t owner;          /* creating client id while CREATED, else 0 */
+    uint32_t uid;            /* creator's uid, SS_UID_UNKNOWN if not known */
     uint32_t prev, next;     /* entry + 1: LRU, free list (next), or the deleted-by-id chain */
     int32_t fd_ro;           /* OBJECT: the store's O_RDONLY fd, else -1 */
     int32_t fd_rw;           /* OBJECT while CREATED, else -1 */

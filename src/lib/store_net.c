@@ -515,6 +515,7 @@ void ss__obj_list(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
         le[n].spilled = st == SS_IX_SPILLED;
         le[n].node = st == SS_IX_SPILLED ? -1 : o->node;
         le[n].refs = o->refs;
+        le[n].uid = o->uid;
         n++;
     }
     rl->next_cursor = e < s->ix.high ? e : 0;

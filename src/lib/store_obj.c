@@ -95,6 +95,7 @@ int ss__obj_alloc(ss__store *s, uint32_t *out)
     o->fd_ro = -1;
     o->fd_rw = -1;
     o->flags = SS_OBJF_USED;
+    o->uid = SS_UID_UNKNOWN;
     *out = e;
     return 0;
 }
@@ -714,6 +715,7 @@ int ss__obj_create_run(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put
         ss__conn_reply_status(s, c, h->type, h->req_id, rc);
         return 0;
     }
+    ss__obj_at(s, e)->uid = (uint32_t)c->uid;
     if (put) {
         publish(s, e);
         ss__conn_reply_status(s, c, h->type, h->req_id, 0);
@@ -723,7 +725,6 @@ int ss__obj_create_run(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put
     ss__obj *o = ss__obj_at(s, e);
     ss__index_entry *en = ss__ent(s, e);
     ss__ref *r;
-    o->owner = c->id;
     if (ss__ref_take(s, c, e, &r) < 0) {
         ss__obj_free(s, e);
         ss__conn_reply_status(s, c, h->type, h->req_id, -ENOMEM);
@@ -762,7 +763,6 @@ static void publish(ss__store *s, uint32_t e)
     ss__index_entry *en = ss__ent(s, e);
 
     ss__ent_set_state(s, e, SS_IX_SEALED);
-    o->owner = 0;
     s->nsealed++;
     s->c_seals++;
     if (o->refs == 0)
@@ -774,13 +774,14 @@ static void publish(ss__store *s, uint32_t e)
 
 /* ---- SEAL / ABORT */
 
-/* The CREATED object of client c with this id, or -ENOENT. */
+/* The CREATED object of client c with this id, or -ENOENT. Only its
+ * creator holds a reference to a CREATED object (store_int.h). */
 static int64_t own_created(ss__store *s, ss__conn *c, const ss_id *id)
 {
     int64_t e = ss__index_find(&s->ix, id);
 
     if (e < 0 || ss__ent_state(s, (uint32_t)e) != SS_IX_CREATED ||
-        ss__obj_at(s, (uint32_t)e)->owner != c->id)
+        !ss__ref_find(c, (uint32_t)e))
         return -ENOENT;
     return e;
 }
@@ -1037,7 +1038,6 @@ void ss__obj_conn_gone(ss__store *s, ss__conn *c)
         if (ss__ent_state(s, e) == SS_IX_CREATED) {
             if (o->flags & SS_OBJF_SEALING) {
                 o->flags |= SS_OBJF_ORPHAN; /* freed when the worker is done */
-                o->owner = 0;
             } else {
                 o->refs = 0;
                 s->c_aborts++;

@@ -283,7 +283,8 @@ static int spill_start(ss__store *s, uint32_t e)
     }
     if ((rc = op_new(s, &i)) < 0)
         goto fail;
-    rc = ss__spill_write(s->sp, &en->id, data, en->size, meta, SS_IX_META_SIZE(en->info), i);
+    rc = ss__spill_write(s->sp, &en->id, o->uid, data, en->size, meta,
+                         SS_IX_META_SIZE(en->info), i);
     if (rc < 0) {
         op_put(s, i);
         goto fail;
@@ -1090,6 +1091,7 @@ static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
         if ((rc = disk_add(s, loc, &di)) < 0)
             return rc;
         o->disk = di + 1;
+        o->uid = loc->uid;
         ss__index_entry *en = ss__ent(s, (uint32_t)x);
         ss__index_write_begin(en);
         __atomic_store_n(&en->info,
@@ -1113,6 +1115,7 @@ static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
     o->flags |= SS_OBJF_NOMEM;
     o->disk = di + 1;
     o->node = SS_NODE_ANY;
+    o->uid = loc->uid;
     ss__index_entry *en = ss__ent(s, e);
     ss__index_write_begin(en);
     __atomic_store_n(&en->info,

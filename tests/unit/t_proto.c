@@ -231,12 +231,14 @@ static void mk_rep_get_entries(void)
     memset(G, 0, sizeof(G));
     G[0].data = (ss__segref){ 100, 1 << 20, 0, 1000000, 0, SS_SEG_OBJECT };
     G[0].meta = (ss__segref){ 7, 4 << 20, 64, 10, 1, SS_SEG_SMALL };
+    G[0].uid = 1000; /* any uid of a found entry goes */
     G[1].status = -ENOENT;
     G[1].data.fd_index = 77; /* ignored: not found */
     G[2].data = (ss__segref){ 7, 4 << 20, 4096, 64, SS_FD_NONE, SS_SEG_SMALL };
     G[3].data = (ss__segref){ 0, 0, 0, 0, SS_FD_NONE, SS_SEG_SMALL };
     G[3].meta.fd_index = 99; /* size 0: ignored */
     G[4].data = (ss__segref){ 3, 8192, 0, 5000, SS_FD_NONE, SS_SEG_OBJECT };
+    G[4].uid = SS_UID_UNKNOWN;
 }
 
 static void mk_rep_get_from(msg *m, const ss__get_entry *e, uint32_t n, uint32_t nfds)
@@ -263,7 +265,8 @@ static void mk_rep_list(msg *m, uint32_t n)
     for (uint32_t i = 0; i < n; i++) {
         ss__list_entry e = { .id = mkid((int)i), .state = i % 2 ? SS_OBJ_CREATED : SS_OBJ_SEALED,
                              .size = 100 * i, .meta_size = 3, .backing = (uint8_t)(i % 4),
-                             .spilled = (uint8_t)(i % 2), .node = -1, .refs = i };
+                             .spilled = (uint8_t)(i % 2), .node = -1, .refs = i,
+                             .uid = 1000 + i };
         m_put(m, &e, sizeof(e));
     }
     m_end(m);
@@ -787,7 +790,7 @@ static void test_reply_get(void **state)
 
     /* entry fields */
     memcpy(e, G, sizeof(e));
-    e[1].reserved = 1;
+    e[1].uid = 1; /* a missing object has no creator */
     mk_rep_get_from(&M, e, 5, 2);
     assert_int_equal(rep(&M), -SS_E_PROTO);
     memcpy(e, G, sizeof(e));
@@ -867,8 +870,9 @@ static void test_reply_list(void **state)
     M_SET(&M, E + offsetof(ss__list_entry, spilled), uint8_t, 2);
     assert_int_equal(rep(&M), -SS_E_PROTO);
     mk_rep_list(&M, 3);
-    M_SET(&M, E + 2 * sizeof(ss__list_entry) + offsetof(ss__list_entry, reserved), uint32_t, 1);
-    assert_int_equal(rep(&M), -SS_E_PROTO);
+    M_SET(&M, E + 2 * sizeof(ss__list_entry) + offsetof(ss__list_entry, uid), uint32_t,
+          SS_UID_UNKNOWN);
+    assert_int_equal(rep(&M), SS_MSG_LIST);
     mk_rep_list(&M, 3);
     M_SET(&M, E + offsetof(ss__list_entry, meta_size), uint32_t, SS_PROTO_MAX_META + 1);
     assert_int_equal(rep(&M), -SS_E_PROTO);

@@ -102,6 +102,7 @@ struct obj {
     uint8_t meta[256];
     uint32_t meta_size;
     uint64_t seed;
+    uint32_t uid;        /* the creator's uid recorded with it */
     ss__spill_loc loc;
     bool live;
 };
@@ -131,6 +132,7 @@ static void obj_make(struct obj *o, uint32_t idx, uint64_t size, uint32_t meta_s
     o->id.b[19] = (uint8_t)(size * 7);
     o->size = size;
     o->seed = idx * 1000003ull + size;
+    o->uid = 2000 + idx;
     o->meta_size = meta_size;
     fill(o->meta, meta_size, o->seed ^ 0xabc);
     o->maplen = SS_ALIGN_UP(size + shift ? size + shift : 1, PAGE);
@@ -196,7 +198,7 @@ static void spill_all(ss__spill *sp, struct obj *objs, int n, const int *want)
 
     assert_true(n <= 64);
     for (int i = 0; i < n; i++)
-        t_assert_ok(ss__spill_write(sp, &objs[i].id, objs[i].data, objs[i].size, objs[i].meta,
+        t_assert_ok(ss__spill_write(sp, &objs[i].id, objs[i].uid, objs[i].data, objs[i].size, objs[i].meta,
                                     objs[i].meta_size, (uint64_t)i));
     collect(sp, d, n);
     for (int i = 0; i < n; i++) {
@@ -211,6 +213,7 @@ static void spill_all(ss__spill *sp, struct obj *objs, int n, const int *want)
             assert_memory_equal(d[i].loc.id.b, o->id.b, SS_ID_SIZE);
             assert_int_equal(d[i].loc.size, o->size);
             assert_int_equal(d[i].loc.meta_size, o->meta_size);
+            assert_int_equal(d[i].loc.uid, o->uid);
             o->loc = d[i].loc;
             o->live = true;
         }
@@ -328,6 +331,7 @@ static void check_seen(const struct seen *s, struct obj *objs, int n)
                      (unsigned long long)objs[i].size);
         assert_int_equal(s->loc[k].size, objs[i].size);
         assert_int_equal(s->loc[k].meta_size, objs[i].meta_size);
+        assert_int_equal(s->loc[k].uid, objs[i].uid); /* the creator survives */
         assert_memory_equal(s->meta[k], objs[i].meta, objs[i].meta_size);
         objs[i].loc = s->loc[k];
     }
@@ -408,6 +412,7 @@ static void test_format(void **state)
     assert_int_equal(offsetof(ss__spill_rec, data_size), 16);
     assert_int_equal(offsetof(ss__spill_rec, rec_len), 24);
     assert_int_equal(offsetof(ss__spill_rec, data_off), 32);
+    assert_int_equal(offsetof(ss__spill_rec, uid), 36);
     assert_int_equal(offsetof(ss__spill_rec, data_hash), 40);
     assert_int_equal(offsetof(ss__spill_rec, meta_hash), 48);
     assert_int_equal(offsetof(ss__spill_rec, seq), 56);
@@ -415,7 +420,8 @@ static void test_format(void **state)
     assert_int_equal(offsetof(ss__spill_rec, hdr_hash), 112);
     assert_int_equal(offsetof(ss__spill_rec, tomb), 120);
     assert_int_equal(SS_SPILL_MAGIC, 0x4c505353u);
-    assert_int_equal(SS_SPILL_VERSION, 1);
+    assert_int_equal(SS_SPILL_VERSION, 2);
+    assert_int_equal(SS_SPILL_VERSION_MIN, 1);
 
     /* XXH64 reference vectors (xxHash 0.8.1) */
     for (int i = 0; i < 300; i++)
@@ -433,20 +439,92 @@ static void test_format(void **state)
 
     /* header fill / check, and what damage looks like */
     memset(&id, 0x11, sizeof(id));
-    ss__spill_rec_fill(&r, SS_SPILL_REC_OBJECT, &id, 10, 1000, 192, 1280, 42, 1, 2);
+    ss__spill_rec_fill(&r, SS_SPILL_REC_OBJECT, &id, 77, 10, 1000, 192, 1280, 42, 1, 2);
     t_assert_ok(ss__spill_rec_check(&r, &why));
+    assert_int_equal(r.version, 2);
+    assert_int_equal(ss__spill_rec_uid(&r), 77);
     r.data_size ^= 1;
     t_assert_err(ss__spill_rec_check(&r, &why), -EBADMSG);
     assert_string_equal(why, "header checksum mismatch");
-    ss__spill_rec_fill(&r, SS_SPILL_REC_OBJECT, &id, 10, 1000, 192, 1280, 42, 1, 2);
+    ss__spill_rec_fill(&r, SS_SPILL_REC_OBJECT, &id, 77, 10, 1000, 192, 1280, 42, 1, 2);
     r.tomb = SS_SPILL_TOMB; /* outside the header hash */
     t_assert_ok(ss__spill_rec_check(&r, &why));
     r.tomb = 12345;
     t_assert_err(ss__spill_rec_check(&r, &why), -EBADMSG);
-    ss__spill_rec_fill(&r, SS_SPILL_REC_OBJECT, &id, 10, 1000, 1200, 1280, 42, 1, 2);
+    ss__spill_rec_fill(&r, SS_SPILL_REC_OBJECT, &id, 77, 10, 1000, 1200, 1280, 42, 1, 2);
     t_assert_err(ss__spill_rec_check(&r, &why), -EBADMSG); /* data past rec_len */
-    ss__spill_rec_fill(&r, SS_SPILL_REC_OBJECT, &id, 10, 1000, 192, 1300, 42, 1, 2);
+    ss__spill_rec_fill(&r, SS_SPILL_REC_OBJECT, &id, 77, 10, 1000, 192, 1300, 42, 1, 2);
     t_assert_err(ss__spill_rec_check(&r, &why), -EBADMSG); /* rec_len % 128 */
+
+    /* version 1 (no creator recorded: the field was a zero reserved one)
+     * is still read, its creator unknown; a later version is refused */
+    ss__spill_rec_fill(&r, SS_SPILL_REC_OBJECT, &id, 0, 10, 1000, 192, 1280, 42, 1, 2);
+    r.version = 1;
+    r.hdr_hash = ss__spill_hash64(&r, offsetof(ss__spill_rec, hdr_hash), SS_SPILL_SEED);
+    t_assert_ok(ss__spill_rec_check(&r, &why));
+    assert_int_equal(ss__spill_rec_uid(&r), SS_UID_UNKNOWN);
+    r.version = SS_SPILL_VERSION + 1;
+    r.hdr_hash = ss__spill_hash64(&r, offsetof(ss__spill_rec, hdr_hash), SS_SPILL_SEED);
+    t_assert_err(ss__spill_rec_check(&r, &why), -EBADMSG);
+    assert_string_equal(why, "unknown format version");
+}
+
+/* Rewrite the record of o on disk as version 1 wrote it (no creator uid). */
+static void make_v1(const char *dir, const struct obj *o)
+{
+    char path[512];
+    ss__spill_rec r;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/%016llx.spill", dir, (unsigned long long)o->loc.file);
+    fd = open(path, O_RDWR | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &r, sizeof(r), (off_t)o->loc.offset), (ssize_t)sizeof(r));
+    assert_int_equal(r.version, SS_SPILL_VERSION);
+    assert_int_equal(r.uid, o->uid);
+    r.version = 1;
+    r.uid = 0;
+    r.hdr_hash = ss__spill_hash64(&r, offsetof(ss__spill_rec, hdr_hash), SS_SPILL_SEED);
+    assert_int_equal(pwrite(fd, &r, sizeof(r), (off_t)o->loc.offset), (ssize_t)sizeof(r));
+    assert_int_equal(fsync(fd), 0);
+    close(fd);
+}
+
+/* Files written before creators were recorded (version 1) still scan and
+ * restore, their creator unknown, beside version 2 records of the same
+ * files, whose creator survives. */
+static void test_v1_records(void **state)
+{
+    const struct mode *m = *state;
+    struct obj objs[4];
+    struct seen seen = { 0 };
+    ss__spill *sp;
+    char buf[256];
+    const char *dir;
+
+    MODE_SKIPS(m);
+    dir = mode_dir(m, buf, sizeof(buf));
+    T_SKIP_IF(!dir, NULL, no_mount_why);
+    /* fused (small) and files of their own (large) */
+    for (int i = 0; i < 4; i++)
+        obj_make(&objs[i], (uint32_t)i, i < 2 ? 1000 + (uint64_t)i : 300 * KiB + (uint64_t)i,
+                 8, 0);
+    sp = eng_open(dir, m->flags);
+    spill_all(sp, objs, 4, NULL);
+    ss__spill_close(sp);
+    make_v1(dir, &objs[0]);
+    make_v1(dir, &objs[2]);
+    objs[0].uid = objs[2].uid = SS_UID_UNKNOWN;
+
+    sp = eng_open(dir, m->flags);
+    assert_int_equal(ss__spill_scan(sp, on_scan, &seen), 4);
+    check_seen(&seen, objs, 4); /* uids: unknown for the version 1 ones */
+    for (int i = 0; i < 4; i++)
+        t_assert_ok(restore(sp, &objs[i]));
+    ss__spill_close(sp);
+    for (int i = 0; i < 4; i++)
+        obj_free(&objs[i]);
+    mode_done();
 }
 
 static void test_open_errors(void **state)
@@ -987,7 +1065,7 @@ static void test_enospc(void **state)
     /* two of three fit; which one fails depends on which fallocate runs
      * last (several may run at once) */
     for (int i = 0; i < N; i++)
-        t_assert_ok(ss__spill_write(sp, &objs[i].id, objs[i].data, objs[i].size, NULL, 0,
+        t_assert_ok(ss__spill_write(sp, &objs[i].id, objs[i].uid, objs[i].data, objs[i].size, NULL, 0,
                                     (uint64_t)i));
     collect(sp, d, N);
     for (int i = 0; i < N; i++) {
@@ -1056,7 +1134,7 @@ static void test_reap_max(void **state)
     sp = eng_open(dir, m->flags);
     for (int i = 0; i < 6; i++) {
         obj_make(&objs[i], (uint32_t)i, 10 * (uint64_t)i, 0, 0);
-        t_assert_ok(ss__spill_write(sp, &objs[i].id, objs[i].data, objs[i].size, NULL, 0,
+        t_assert_ok(ss__spill_write(sp, &objs[i].id, objs[i].uid, objs[i].data, objs[i].size, NULL, 0,
                                     (uint64_t)i));
     }
     t_assert_ok(ss__spill_wait(sp, 30000));
@@ -1069,8 +1147,8 @@ static void test_reap_max(void **state)
         got++;
     }
     assert_int_equal(ss__spill_reap(sp, &d, 1), 0);
-    t_assert_err(ss__spill_write(sp, NULL, "x", 1, NULL, 0, 0), -EINVAL);
-    t_assert_err(ss__spill_write(sp, &objs[0].id, "x", 1, "m", SS_SPILL_META_MAX + 1, 0),
+    t_assert_err(ss__spill_write(sp, NULL, 0, "x", 1, NULL, 0, 0), -EINVAL);
+    t_assert_err(ss__spill_write(sp, &objs[0].id, 0, "x", 1, "m", SS_SPILL_META_MAX + 1, 0),
                  -EINVAL);
     ss__spill_close(sp);
     for (int i = 0; i < 6; i++)
@@ -1180,6 +1258,8 @@ int main(void)
         cmocka_unit_test_prestate(test_roundtrip, (void *)&M_EXT4_INLINE),
         cmocka_unit_test_prestate(test_delete_scan, (void *)&M_EXT4_SQPOLL),
         MODES(test_delete_scan),
+        cmocka_unit_test_prestate(test_v1_records, (void *)&M_EXT4),
+        cmocka_unit_test_prestate(test_v1_records, (void *)&M_TMPFS_FB),
         cmocka_unit_test_prestate(test_fused_reclaim, (void *)&M_EXT4),
         cmocka_unit_test_prestate(test_fused_reclaim, (void *)&M_TMPFS_FB),
         MODES(test_corrupt),
