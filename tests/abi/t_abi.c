@@ -13,7 +13,9 @@
  *  - every SS_API function that sealstore.h declares is in the .sym, and
  *    every name in the .sym is public (ss_, never ss__);
  *  - sealstore.h is self-contained: this file includes it before anything
- *    else, and a strict C11 and a C++11 compiler accept it on its own.
+ *    else, and a strict C11 and a C++11 compiler accept it on its own;
+ *  - the structs a caller allocates keep their layout (sizes and offsets
+ *    pinned below: a change there breaks binaries built before it).
  *
  * Needs SS_SRCDIR and SS_BUILDDIR (make check sets both) and nm (binutils).
  */
@@ -313,6 +315,34 @@ static void test_header_standalone_cxx(void **state)
     compile_alone("c++", "c++", "c++11");
 }
 
+/* Structs the caller allocates and the library fills. ss_object.uid sits
+ * in what was padding after the id (x86-64 and other LP64 ABIs): its size
+ * and every older offset stayed. */
+static void test_public_layouts(void **state)
+{
+    (void)state;
+    assert_int_equal(sizeof(ss_id), 20);
+    assert_int_equal(offsetof(ss_object, id), 0);
+    assert_int_equal(offsetof(ss_object, uid), 20);
+    assert_int_equal(offsetof(ss_object, data), 24);
+    assert_int_equal(offsetof(ss_object, size), 32);
+    assert_int_equal(offsetof(ss_object, meta), 40);
+    assert_int_equal(offsetof(ss_object, meta_size), 48);
+    assert_int_equal(sizeof(ss_object), 56);
+
+    assert_int_equal(offsetof(ss_obj_info, id), 0);
+    assert_int_equal(offsetof(ss_obj_info, state), 20);
+    assert_int_equal(offsetof(ss_obj_info, size), 24);
+    assert_int_equal(offsetof(ss_obj_info, meta_size), 32);
+    assert_int_equal(offsetof(ss_obj_info, refs), 40);
+    assert_int_equal(offsetof(ss_obj_info, node), 44);
+    assert_int_equal(offsetof(ss_obj_info, backing), 48);
+    assert_int_equal(offsetof(ss_obj_info, uid), 56);
+    assert_int_equal(offsetof(ss_obj_info, reserved), 60);
+    assert_int_equal(sizeof(ss_obj_info), 64);
+    assert_int_equal(SS_UID_UNKNOWN, 0xffffffffu);
+}
+
 /* The installed library actually runs (through the dynamic linker). */
 static void test_calls_through_the_library(void **state)
 {
@@ -337,6 +367,7 @@ int main(void)
         cmocka_unit_test(test_header_declarations_listed),
         cmocka_unit_test(test_header_standalone_c),
         cmocka_unit_test(test_header_standalone_cxx),
+        cmocka_unit_test(test_public_layouts),
         cmocka_unit_test(test_calls_through_the_library),
     };
 

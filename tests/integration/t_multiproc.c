@@ -973,6 +973,101 @@ static void test_hugepage_object(void **state)
     t_assert_ok(ss_option_set(SS_OPT_HUGEPAGES, hp_was));
 }
 
+/* ---------------------------------------------------- creator's uid */
+
+#define OTHER_UID 65534 /* nobody / nogroup */
+
+struct uid_arg {
+    char path[108];
+    ss_id ids[2];
+};
+
+/* As uid 65534: one small object through ss_put, one in its own segment. */
+static void child_other_uid(void *a)
+{
+    struct uid_arg *ua = a;
+    ss_client *c = NULL;
+    void *p;
+    int rc;
+
+    close_inherited(-1);
+    CHK(setgroups(0, NULL) == 0);
+    CHK(setgid(OTHER_UID) == 0 && setuid(OTHER_UID) == 0);
+    rc = ss_connect(ua->path, 0, &c);
+    if (rc != 0)
+        fprintf(stderr, "child connect as uid %d: %s\n", OTHER_UID, ss_strerror(rc));
+    CHK(rc == 0);
+    CHK(ss_put(c, &ua->ids[0], "abc", 3, NULL, 0) == 0);
+    CHK(ss_create(c, &ua->ids[1], 1 << 20, "m", 1, &p) == 0);
+    memset(p, 7, 1 << 20);
+    CHK(ss_seal(c, &ua->ids[1]) == 0);
+    CHK(ss_release(c, &ua->ids[1]) == 0);
+    ss_disconnect(c);
+}
+
+/*
+ * The store records who created each object (SO_PEERCRED) and every get
+ * and list says so: a client of another uid, let in through
+ * SEALSTORE_SOCKET_GROUP, creates two objects; this process (root) one.
+ */
+static void test_creator_uid(void **state)
+{
+    char dir[] = "/tmp/ss-uid-XXXXXX";
+    struct uid_arg ua;
+    ss_client *h = NULL;
+    ss_object o[4];
+    ss_obj_info info[64];
+    ss_id ids[4];
+    uint64_t cur = 0;
+    int rc, listed = 0;
+
+    (void)state;
+    T_SKIP_IF(geteuid() != 0, NULL, "needs root to create objects as another uid (65534)");
+    if (!mkdtemp(dir) || chmod(dir, 0711) != 0)
+        fail_msg("temporary directory: %s", strerror(errno));
+    snprintf(ua.path, sizeof(ua.path), "%s/s.sock", dir);
+    for (int i = 0; i < 4; i++)
+        ids[i] = new_id();
+    ua.ids[0] = ids[0];
+    ua.ids[1] = ids[1];
+    /* a store of its own whose socket group lets uid 65534 in */
+    t_assert_ok(ss_option_set(SS_OPT_SOCKET_GROUP, "65534"));
+    rc = ss_connect(ua.path, SS_CONNECT_EMBED, &h);
+    t_assert_ok(ss_option_set(SS_OPT_SOCKET_GROUP, ""));
+    t_assert_ok(rc);
+    t_assert_ok(ss_put(h, &ids[2], "mine", 4, NULL, 0));
+    wait_ok(fork_child(child_other_uid, &ua));
+
+    assert_int_equal(ss_get(h, ids, 4, 0, o), 3);
+    assert_int_equal(o[0].uid, OTHER_UID);
+    assert_int_equal(o[1].uid, OTHER_UID);
+    assert_int_equal(o[2].uid, geteuid());
+    assert_null(o[3].data); /* ids[3] was never created */
+    assert_int_equal(o[3].uid, SS_UID_UNKNOWN);
+    for (int i = 0; i < 3; i++)
+        t_assert_ok(ss_release(h, &ids[i]));
+
+    do {
+        int n = ss_list(h, &cur, info, sizeof(info) / sizeof(info[0]));
+        t_assert_ok(n);
+        for (int i = 0; i < n; i++) {
+            assert_int_equal(info[i].reserved, 0);
+            for (int k = 0; k < 3; k++) {
+                if (memcmp(&info[i].id, &ids[k], sizeof(ss_id)) != 0)
+                    continue;
+                assert_int_equal(info[i].uid, k < 2 ? OTHER_UID : geteuid());
+                listed++;
+            }
+        }
+    } while (cur != 0);
+    assert_int_equal(listed, 3);
+    ss_disconnect(h);
+    unlink(ua.path);
+    snprintf(ua.path, sizeof(ua.path), "%s/s.sock.lock", dir);
+    unlink(ua.path);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -999,6 +1094,7 @@ int main(void)
         cmocka_unit_test(test_creator_killed),
         cmocka_unit_test(test_store_killed),
         cmocka_unit_test(test_hugepage_object),
+        cmocka_unit_test(test_creator_uid),
     };
 
     /* No populator: its ready segments (fds and bytes) would move the

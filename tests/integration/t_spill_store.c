@@ -192,6 +192,10 @@ static bool check_obj(ss_client *c, char tag, unsigned n, uint64_t size, uint64_
         fail_msg("object %c%u (%llu bytes): data differ", tag, n, (unsigned long long)size);
     if (msz && !gen_equal(n, 1, o.meta, msz))
         fail_msg("object %c%u: meta differ", tag, n);
+    /* its creator (this process) survives spill, restore and restarts */
+    if (o.uid != geteuid())
+        fail_msg("object %c%u: creator uid %u, expected %u", tag, n, (unsigned)o.uid,
+                 (unsigned)geteuid());
     t_assert_ok(ss_release(c, &id));
     return true;
 }
@@ -211,6 +215,7 @@ static bool listed_on_disk(ss_client *c, char tag, unsigned n, bool *found)
             if (memcmp(&info[i].id, &id, sizeof(id)))
                 continue;
             *found = true;
+            assert_int_equal(info[i].uid, geteuid());
             return strcmp(info[i].backing, "disk") == 0;
         }
     } while (cur);
