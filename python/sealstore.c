@@ -17,22 +17,30 @@
  * running on it with the GIL released. close() stops new calls at once; the
  * connection (and an embedded store) lives on until the last view dies.
  *
+ * Trust: pickle.loads() runs whatever code the pickle names, so get()
+ * decodes a pickled object only if the store says a trusted uid created it
+ * (by default this process's euid alone: see sspy.h and python/README.md);
+ * otherwise it raises UntrustedObjectError. Raw objects need no trust.
+ *
  * Uses only the public libsealstore API.
  */
 #include "sspy.h"
 
 #include <errno.h>
 #include <math.h>
+#include <pwd.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 PyObject *sspy_dumps;
 PyObject *sspy_loads;
 PyObject *sspy_Error;
 static PyObject *StoreFullError;
 static PyObject *ObjectExistsError;
+static PyObject *UntrustedObjectError;
 
 /* Objects up to this size are assembled in private memory and sent in one
  * ss_put() (one round trip, the store copies them into a small slot);
@@ -204,6 +212,14 @@ static PyObject *id_bytes(const ss_id *id)
     return PyBytes_FromStringAndSize((const char *)id->b, SS_ID_SIZE);
 }
 
+/* A creator's uid for Python: an int, or None when the store does not know. */
+static PyObject *uid_object(uint32_t uid)
+{
+    if (uid == SS_UID_UNKNOWN)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(uid);
+}
+
 /* timeout: None -> 0 (no wait); seconds >= 0; inf -> -1 (forever). */
 static int parse_timeout(PyObject *o, double *out)
 {
@@ -224,6 +240,162 @@ static int parse_timeout(PyObject *o, double *out)
     }
     *out = isinf(t) ? -1 : t;
     return 0;
+}
+
+/* ---------------------------------------------------------------- trust */
+
+#define TRUST_HELP "trust must be None, \"any\" or an iterable of uids"
+
+/* One trusted uid from a Python integer, added to the set. */
+static int trust_add(PyObject *set, PyObject *x)
+{
+    PyObject *n, *key = NULL;
+    unsigned long u;
+    int rc = -1;
+
+    if (PyBool_Check(x) || !(n = PyNumber_Index(x))) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, TRUST_HELP ": %.100s is not a uid",
+                     Py_TYPE(x)->tp_name);
+        return -1;
+    }
+    u = PyLong_AsUnsignedLong(n);
+    if ((u == (unsigned long)-1 && PyErr_Occurred()) || u >= SS_UID_UNKNOWN) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError,
+                     "%R is not a uid (0..%u); an object whose creator the store does not "
+                     "know is decoded only with trust=\"any\"", n, SS_UID_UNKNOWN - 1);
+    } else if ((key = PyLong_FromUnsignedLong(u))) {
+        rc = PySet_Add(set, key);
+    }
+    Py_XDECREF(key);
+    Py_DECREF(n);
+    return rc;
+}
+
+/*
+ * Parse a trust argument: None (this process's euid only), "any" (every
+ * creator, unknown ones included), a uid or an iterable of uids (those and
+ * this process's euid). *out: a new frozenset of int uids, or NULL for
+ * "any". Returns 0, or -1 with ValueError/TypeError.
+ */
+static int parse_trust(PyObject *o, PyObject **out)
+{
+    PyObject *set, *own, *it = NULL, *x;
+    int rc = -1;
+
+    *out = NULL;
+    if (PyUnicode_Check(o)) {
+        if (PyUnicode_CompareWithASCIIString(o, "any") == 0)
+            return 0;
+        PyErr_Format(PyExc_ValueError, TRUST_HELP ", not %R", o);
+        return -1;
+    }
+    set = PySet_New(NULL);
+    if (!set)
+        return -1;
+    own = PyLong_FromUnsignedLong((unsigned long)geteuid());
+    if (!own || PySet_Add(set, own) < 0)
+        goto out;
+    if (o == Py_None) {
+        rc = 0;
+    } else if (PyLong_Check(o) || PyIndex_Check(o)) {
+        rc = trust_add(set, o);
+    } else if ((it = PyObject_GetIter(o))) {
+        rc = 0;
+        while (rc == 0 && (x = PyIter_Next(it))) {
+            rc = trust_add(set, x);
+            Py_DECREF(x);
+        }
+        if (PyErr_Occurred())
+            rc = -1;
+    } else {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, TRUST_HELP ", not %.100s", Py_TYPE(o)->tp_name);
+    }
+    if (rc == 0 && !(*out = PyFrozenSet_New(set)))
+        rc = -1;
+out:
+    Py_XDECREF(it);
+    Py_XDECREF(own);
+    Py_DECREF(set);
+    return rc;
+}
+
+/* The trust one call uses: its trust argument if given (not None), else
+ * the client's. *trusted is borrowed from *hold, which the caller
+ * releases (NULL: trust any). Returns 0 or -1. */
+static int call_trust(sspy_client *self, PyObject *arg, PyObject **hold, PyObject **trusted)
+{
+    *hold = NULL;
+    if (arg == Py_None) {
+        *trusted = self->trusted;
+        return 0;
+    }
+    if (parse_trust(arg, hold) < 0)
+        return -1;
+    *trusted = *hold;
+    return 0;
+}
+
+/* UntrustedObjectError for an object of creator `uid` (a PermissionError,
+ * errno EPERM, with .uid (None: unknown) and .id). */
+static void raise_untrusted(const char *op, const ss_id *id, uint32_t uid)
+{
+    char hex[2 * SS_ID_SIZE + 1], buf[1024], who[300] = "";
+    struct passwd pw, *res = NULL;
+    PyObject *text, *exc = NULL, *u = NULL, *idb = NULL;
+
+    id_hex(id, hex);
+    if (uid == SS_UID_UNKNOWN) {
+        text = PyUnicode_FromFormat(
+            "sealstore %s %s: refusing to unpickle an object whose creator is unknown (it "
+            "came back from a spill file that did not record it): unpickling runs code "
+            "of its creator's choosing. Only trust=\"any\" decodes it; raw objects "
+            "need no trust", op, hex);
+    } else {
+        if (getpwuid_r((uid_t)uid, &pw, buf, sizeof(buf), &res) == 0 && res)
+            snprintf(who, sizeof(who), " (%s)", res->pw_name);
+        text = PyUnicode_FromFormat(
+            "sealstore %s %s: refusing to unpickle an object created by uid %u%s, which "
+            "is not trusted (this process is uid %u): unpickling runs code of its "
+            "creator's choosing. If uid %u is trusted, pass trust=[%u] (or trust=\"any\") "
+            "to connect() or %s()", op, hex, uid, who, (unsigned)geteuid(), uid, uid, op);
+    }
+    if (text)
+        exc = PyObject_CallFunction(UntrustedObjectError, "iO", EPERM, text);
+    if (exc && (!(u = uid_object(uid)) || !(idb = id_bytes(id)) ||
+                PyObject_SetAttrString(exc, "uid", u) < 0 ||
+                PyObject_SetAttrString(exc, "id", idb) < 0))
+        Py_CLEAR(exc);
+    if (exc)
+        PyErr_SetObject(UntrustedObjectError, exc);
+    Py_XDECREF(u);
+    Py_XDECREF(idb);
+    Py_XDECREF(exc);
+    Py_XDECREF(text);
+}
+
+/* 0 if an object created by `uid` may be unpickled under `trusted` (NULL:
+ * any), else -1 with UntrustedObjectError (or another error). */
+static int check_trusted(PyObject *trusted, const char *op, const ss_id *id, uint32_t uid)
+{
+    PyObject *key;
+    int in;
+
+    if (!trusted)
+        return 0;
+    if (uid != SS_UID_UNKNOWN) {
+        key = PyLong_FromUnsignedLong(uid);
+        if (!key)
+            return -1;
+        in = PySet_Contains(trusted, key);
+        Py_DECREF(key);
+        if (in != 0)
+            return in > 0 ? 0 : -1;
+    }
+    raise_untrusted(op, id, uid);
+    return -1;
 }
 
 /* ---------------------------------------------------------- client life */
@@ -268,6 +440,7 @@ typedef struct {
     uint64_t size;
     const char *meta;
     uint64_t meta_size;
+    uint32_t uid;      /* creator's uid as the store reported it */
 } sspy_view;
 
 static PyTypeObject sspy_ViewType;
@@ -288,6 +461,7 @@ static sspy_view *view_new(sspy_client *client, const ss_object *o)
     v->size = o->size;
     v->meta = o->meta;
     v->meta_size = o->meta_size;
+    v->uid = o->uid;
     client->pins++;
     return v;
 }
@@ -327,6 +501,11 @@ static PyObject *view_get_nbytes(sspy_view *v, void *unused)
     return PyLong_FromUnsignedLongLong(v->size);
 }
 
+static PyObject *view_get_uid(sspy_view *v, void *unused)
+{
+    return uid_object(v->uid);
+}
+
 static PyObject *view_repr(sspy_view *v)
 {
     char hex[2 * SS_ID_SIZE + 1];
@@ -339,6 +518,9 @@ static PyObject *view_repr(sspy_view *v)
 static PyGetSetDef view_getset[] = {
     { "id", (getter)view_get_id, NULL, "the object's id", NULL },
     { "nbytes", (getter)view_get_nbytes, NULL, "the object's size in bytes", NULL },
+    { "uid", (getter)view_get_uid, NULL,
+      "the uid of the process that created the object, as the store recorded it\n"
+      "(None: unknown)", NULL },
     { NULL },
 };
 
@@ -779,11 +961,14 @@ static PyObject *mv_slice(PyObject *base, uint64_t off, uint64_t len)
 
 /*
  * Rebuild the object held by view v. Raw objects come back as one
- * read-only memoryview. Pickled ones: pickle.loads over a memoryview of
+ * read-only memoryview. Pickled ones, if their creator is trusted
+ * (`trusted`: see check_trusted; else UntrustedObjectError, before
+ * anything of the object is parsed): pickle.loads over a memoryview of
  * the in-band part, with read-only memoryview slices of v as buffers.
  * If bufs/h are given, they receive the buffer table (for explain).
  */
-static PyObject *decode(sspy_view *v, struct sspy_xbuf **bufs, struct sspy_header *hout)
+static PyObject *decode(sspy_view *v, PyObject *trusted, const char *op,
+                        struct sspy_xbuf **bufs, struct sspy_header *hout)
 {
     PyObject *base, *pk = NULL, *list = NULL, *kw = NULL, *args = NULL, *res = NULL;
     struct sspy_header h;
@@ -791,7 +976,7 @@ static PyObject *decode(sspy_view *v, struct sspy_xbuf **bufs, struct sspy_heade
     base = PyMemoryView_FromObject((PyObject *)v);
     if (!base || !is_pickled(v))
         return base;
-    if (parse_layout(v, &h) < 0)
+    if (check_trusted(trusted, op, &v->id, v->uid) < 0 || parse_layout(v, &h) < 0)
         goto out;
     if (hout)
         *hout = h;
@@ -836,41 +1021,49 @@ out:
 
 static PyObject *client_get(sspy_client *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = { "id", "timeout", NULL };
-    PyObject *idobj, *tobj = Py_None, *res;
+    static char *kwlist[] = { "id", "timeout", "trust", NULL };
+    PyObject *idobj, *tobj = Py_None, *trobj = Py_None, *hold, *trusted, *res = NULL;
     double timeout;
     sspy_view *v;
     ss_id id;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:get", kwlist, &idobj, &tobj) ||
-        parse_id(idobj, &id) < 0 || parse_timeout(tobj, &timeout) < 0)
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OO:get", kwlist, &idobj, &tobj, &trobj) ||
+        parse_id(idobj, &id) < 0 || parse_timeout(tobj, &timeout) < 0 ||
+        call_trust(self, trobj, &hold, &trusted) < 0)
         return NULL;
     v = get_view(self, &id, timeout, NULL);
-    if (!v)
-        return NULL;
-    res = decode(v, NULL, NULL);
-    Py_DECREF(v); /* what res holds on to keeps the reference */
+    if (v) {
+        res = decode(v, trusted, "get", NULL, NULL);
+        Py_DECREF(v); /* what res holds on to keeps the reference */
+    }
+    Py_XDECREF(hold);
     return res;
 }
 
 static PyObject *client_explain(sspy_client *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = { "id", "timeout", NULL };
-    PyObject *idobj, *tobj = Py_None, *res, *x = NULL, *t = NULL;
+    static char *kwlist[] = { "id", "timeout", "trust", NULL };
+    PyObject *idobj, *tobj = Py_None, *trobj = Py_None, *hold, *trusted, *res, *x = NULL,
+             *t = NULL;
     struct sspy_xbuf *bufs = NULL;
     struct sspy_header h = { 0 };
     double timeout, map_s, t0, unpickle_s;
     sspy_view *v;
     ss_id id;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:explain", kwlist, &idobj, &tobj) ||
-        parse_id(idobj, &id) < 0 || parse_timeout(tobj, &timeout) < 0)
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OO:explain", kwlist, &idobj, &tobj,
+                                     &trobj) ||
+        parse_id(idobj, &id) < 0 || parse_timeout(tobj, &timeout) < 0 ||
+        call_trust(self, trobj, &hold, &trusted) < 0)
         return NULL;
     v = get_view(self, &id, timeout, &map_s);
-    if (!v)
+    if (!v) {
+        Py_XDECREF(hold);
         return NULL;
+    }
     t0 = now_s();
-    res = decode(v, &bufs, &h);
+    res = decode(v, trusted, "explain", &bufs, &h);
+    Py_XDECREF(hold);
     unpickle_s = now_s() - t0;
     if (res && is_pickled(v)) {
         x = sspy_explanation(res, "pickle5", h.pickle_size, bufs, h.nbuffers, v->size);
@@ -1000,7 +1193,8 @@ static PyObject *info_dict(const ss_obj_info *e)
               set_new(d, "meta_size", PyLong_FromUnsignedLongLong(e->meta_size)) < 0 ||
               set_new(d, "refs", PyLong_FromUnsignedLong(e->refs)) < 0 ||
               set_new(d, "node", PyLong_FromLong(e->node)) < 0 ||
-              set_new(d, "backing", PyUnicode_FromString(backing)) < 0))
+              set_new(d, "backing", PyUnicode_FromString(backing)) < 0 ||
+              set_new(d, "uid", uid_object(e->uid)) < 0))
         Py_CLEAR(d);
     return d;
 }
@@ -1082,19 +1276,28 @@ static PyObject *client_get_live_views(sspy_client *self, void *unused)
     return PyLong_FromSsize_t(self->pins);
 }
 
+static PyObject *client_get_trust(sspy_client *self, void *unused)
+{
+    return self->trusted ? Py_NewRef(self->trusted) : PyUnicode_FromString("any");
+}
+
 static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = { "path", "embed", NULL };
-    PyObject *pathobj = Py_None, *fs = NULL;
+    static char *kwlist[] = { "path", "embed", "trust", NULL };
+    PyObject *pathobj = Py_None, *fs = NULL, *trobj = Py_None, *trusted;
     int embed = 0, rc;
     sspy_client *self;
     ss_client *c = NULL;
     const char *path;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|Op:connect", kwlist, &pathobj, &embed))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|Op$O:connect", kwlist, &pathobj, &embed,
+                                     &trobj) ||
+        parse_trust(trobj, &trusted) < 0)
         return NULL;
-    if (pathobj != Py_None && !PyUnicode_FSConverter(pathobj, &fs))
+    if (pathobj != Py_None && !PyUnicode_FSConverter(pathobj, &fs)) {
+        Py_XDECREF(trusted);
         return NULL;
+    }
     path = fs ? PyBytes_AS_STRING(fs) : NULL;
     Py_BEGIN_ALLOW_THREADS
     rc = ss_connect(path, embed ? SS_CONNECT_EMBED : 0, &c);
@@ -1110,15 +1313,18 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kw)
                          : NULL);
         Py_XDECREF(what);
         Py_XDECREF(fs);
+        Py_XDECREF(trusted);
         return NULL;
     }
     self = (sspy_client *)type->tp_alloc(type, 0);
     if (!self) {
         ss_disconnect(c);
         Py_XDECREF(fs);
+        Py_XDECREF(trusted);
         return NULL;
     }
     self->c = c;
+    self->trusted = trusted;
     self->path = fs ? PyUnicode_DecodeFSDefault(path) : Py_NewRef(Py_None);
     Py_XDECREF(fs);
     if (!self->path) {
@@ -1134,6 +1340,7 @@ static void client_dealloc(sspy_client *self)
     if (self->c)
         ss_disconnect(self->c);
     Py_XDECREF(self->path);
+    Py_XDECREF(self->trusted);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1158,23 +1365,29 @@ static PyMethodDef client_methods[] = {
       "Raises ObjectExistsError if the id exists, StoreFullError if the store\n"
       "is full; pickling errors propagate and leave nothing behind." },
     { "get", (PyCFunction)(void (*)(void))client_get, METH_VARARGS | METH_KEYWORDS,
-      "get(id, timeout=None) -> object\n\n"
+      "get(id, timeout=None, trust=None) -> object\n\n"
       "Fetch an object. timeout None (or 0) does not wait: KeyError if absent;\n"
       "a number of seconds waits for it to be sealed, then raises TimeoutError;\n"
       "math.inf waits forever. Arrays and memoryviews returned point into the\n"
-      "store's memory (read-only) and keep it referenced until collected." },
+      "store's memory (read-only) and keep it referenced until collected.\n"
+      "A pickled object is decoded only if a trusted uid created it (unpickling\n"
+      "runs code its creator chose): else UntrustedObjectError. trust: None for\n"
+      "the client's trust, \"any\", or uids to trust (this process's always\n"
+      "is). Raw objects come back whoever created them." },
     { "delete", (PyCFunction)client_delete, METH_O,
       "delete(id)\n\nDelete a sealed object (KeyError if absent). Memory still viewed by\n"
       "arrays is freed when they are collected." },
     { "contains", (PyCFunction)client_contains, METH_O,
       "contains(id) -> bool\n\nWhether a sealed object with that id exists (also: id in client)." },
     { "explain", (PyCFunction)(void (*)(void))client_explain, METH_VARARGS | METH_KEYWORDS,
-      "explain(id, timeout=None) -> Explanation\n\n"
+      "explain(id, timeout=None, trust=None) -> Explanation\n\n"
       "Get the object, timing the mapping (ss_get) and the unpickling apart, and\n"
-      "explain which of its bytes are zero-copy and which are rebuilt." },
+      "explain which of its bytes are zero-copy and which are rebuilt. trust as\n"
+      "for get()." },
     { "stats", (PyCFunction)client_stats, METH_NOARGS, "stats() -> dict of store-wide counters" },
     { "list", (PyCFunction)client_list, METH_NOARGS,
-      "list() -> list of dicts (id, state, size, meta_size, refs, node, backing)" },
+      "list() -> list of dicts (id, state, size, meta_size, refs, node, backing,\n"
+      "uid: the creator's, None if unknown)" },
     { "close", (PyCFunction)client_close, METH_NOARGS,
       "close()\n\nRefuse further calls. The connection itself (and an embedded store)\n"
       "stays until the last array or view obtained through it is collected." },
@@ -1187,6 +1400,9 @@ static PyGetSetDef client_getset[] = {
     { "closed", (getter)client_get_closed, NULL, "close() was called", NULL },
     { "live_views", (getter)client_get_live_views, NULL,
       "objects currently referenced by arrays/views from this client", NULL },
+    { "trust", (getter)client_get_trust, NULL,
+      "whose pickled objects get() decodes: a frozenset of uids (this process's\n"
+      "included), or \"any\"", NULL },
     { NULL },
 };
 
@@ -1198,7 +1414,7 @@ PyTypeObject sspy_ClientType = {
     .tp_repr = (reprfunc)client_repr,
     .tp_as_sequence = &client_as_sequence,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Client(path=None, embed=False)\n\n"
+    .tp_doc = "Client(path=None, embed=False, *, trust=None)\n\n"
               "A connection to a sealstore store (same as sealstore.connect()).",
     .tp_methods = client_methods,
     .tp_getset = client_getset,
@@ -1236,12 +1452,14 @@ static PyObject *mod_explain(PyObject *m, PyObject *args, PyObject *kw)
 
 static PyMethodDef mod_methods[] = {
     { "connect", (PyCFunction)(void (*)(void))mod_connect, METH_VARARGS | METH_KEYWORDS,
-      "connect(path=None, embed=False) -> Client\n\n"
+      "connect(path=None, embed=False, *, trust=None) -> Client\n\n"
       "Connect to the store at path (None: $SEALSTORE_SOCKET, else\n"
       "$XDG_RUNTIME_DIR/sealstore.sock, else a per-user directory under /tmp).\n"
       "embed=True starts a store inside this process if none answers there;\n"
       "other processes may connect to it; it lives until this client's\n"
-      "connection ends." },
+      "connection ends. trust: whose pickled objects get() decodes (unpickling\n"
+      "runs code of the creator's choosing): None for this process's uid only,\n"
+      "a uid or an iterable of uids to trust as well, or \"any\"." },
     { "explain", (PyCFunction)(void (*)(void))mod_explain, METH_VARARGS | METH_KEYWORDS,
       "explain(obj, client=None) -> Explanation\n\n"
       "What put(obj) would store zero-copy (out-of-band buffers, mapped on\n"
@@ -1300,6 +1518,18 @@ PyMODINIT_FUNC PyInit_sealstore(void)
     if (!bases || add_exception(m, "ObjectExistsError", bases,
                                 "An object with that id exists already (EEXIST).",
                                 &ObjectExistsError) < 0) {
+        Py_XDECREF(bases);
+        goto fail;
+    }
+    Py_DECREF(bases);
+    bases = PyTuple_Pack(2, sspy_Error, PyExc_PermissionError);
+    if (!bases || add_exception(m, "UntrustedObjectError", bases,
+                                "get() refused to unpickle an object created by a uid this\n"
+                                "client does not trust (EPERM): unpickling runs code of the\n"
+                                "creator's choosing. .uid: the creator (None: unknown),\n"
+                                ".id: the object. Pass trust= to connect() or get() to\n"
+                                "accept it.",
+                                &UntrustedObjectError) < 0) {
         Py_XDECREF(bases);
         goto fail;
     }

@@ -17,6 +17,12 @@
  * it from raw bytes (put(bytes-like) stores the bytes alone, no header and
  * no metadata, so objects written by C programs or the CLI read back as a
  * memoryview and Python's raw objects read back from C as they were).
+ *
+ * Trust. Unpickling runs code the pickle names, so a pickled object is
+ * decoded only if its creator's uid (which the store records and ss_get
+ * reports) is trusted: the process's own euid, the uids the Client or the
+ * call names, or any with trust="any". Raw objects are bytes only and are
+ * returned whoever created them.
  */
 #ifndef SEALSTORE_PYTHON_SSPY_H
 #define SEALSTORE_PYTHON_SSPY_H
@@ -78,6 +84,8 @@ typedef struct {
     Py_ssize_t pins;   /* live ObjectView objects taken through this client */
     Py_ssize_t busy;   /* calls running with the GIL released */
     PyObject *path;    /* str or None, for repr */
+    PyObject *trusted; /* frozenset of the uids whose pickles get() decodes
+                          (this process's euid included); NULL: any uid */
 } sspy_client;
 
 /* One out-of-band buffer as explain() sees it. */
