@@ -181,8 +181,15 @@ SS_API int ss_release(ss_client *c, const ss_id *id);
 SS_API SS_NODISCARD int ss_contains(ss_client *c, const ss_id *id);
 
 /* Delete a sealed object: contains says 0 from now on and the id may be
- * created again; memory is freed when the last reference goes.
- * 0, -ENOENT (absent), -EBUSY (not sealed yet). */
+ * created again; memory is freed when the last reference goes. If the
+ * object has a copy in the spill directory, the call returns once that
+ * copy is durably gone (unlinked or tombstoned on disk, the sync shared
+ * with concurrent deletes), so no crash of the store can bring back an
+ * object whose delete returned 0; deleting an object that never reached
+ * the disk needs no I/O.
+ * 0, -ENOENT (absent), -EBUSY (not sealed yet); -EIO or another -errno
+ * (rare: the object is deleted, but removing its disk copy failed and it
+ * may reappear after a restart). */
 SS_API SS_NODISCARD int ss_delete(ss_client *c, const ss_id *id);
 
 /* Object states, as ss_list() reports them. */

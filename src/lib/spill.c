@@ -251,20 +251,29 @@ void ss__sp_file_free(ss__spill *sp, struct sfile *f)
         sp->fused_cur = NULL;
     free(f->recs);
     free(f->tomb);
+    free(f->dwait); /* completed by the unlink; at close, dropped */
     free(f);
+}
+
+/* Room for one more in a growing array of *n values (capacity *cap). */
+static int u64_reserve(uint64_t **a, uint32_t n, uint32_t *cap)
+{
+    if (n == *cap) {
+        uint32_t c = *cap ? *cap * 2 : 4;
+        uint64_t *na = realloc(*a, c * sizeof(*na));
+
+        if (!na)
+            return -ENOMEM;
+        *a = na;
+        *cap = c;
+    }
+    return 0;
 }
 
 int ss__sp_rec_add(struct sfile *f, uint64_t off)
 {
-    if (f->nrecs == f->crecs) {
-        uint32_t c = f->crecs ? f->crecs * 2 : 4;
-        uint64_t *n = realloc(f->recs, c * sizeof(*n));
-
-        if (!n)
-            return -ENOMEM;
-        f->recs = n;
-        f->crecs = c;
-    }
+    if (u64_reserve(&f->recs, f->nrecs, &f->crecs) < 0)
+        return -ENOMEM;
     SS_ASSERT(f->nrecs == 0 || (f->recs[f->nrecs - 1] & ~DEAD) < off);
     f->recs[f->nrecs++] = off;
     return 0;
@@ -1148,7 +1157,31 @@ int ss__spill_read(ss__spill *sp, const ss__spill_loc *loc, void *dst, void *met
     return rc;
 }
 
-int ss__spill_delete(ss__spill *sp, const ss__spill_loc *loc)
+void ss__sp_dwait_done(ss__spill *sp, const uint64_t *cookie, uint32_t n, int status)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        ss__spill_done d = { .cookie = cookie[i], .status = status, .op = SS_SPILL_OP_DELETE };
+        ss__sp_push_done(sp, &d);
+    }
+    if (n)
+        ss__sp_efd_signal(sp);
+}
+
+/* Queue a tombstone for the record at off (and the caller's cookie): the
+ * durable-delete protocol beside struct sfile. */
+static int tomb_add(struct sfile *f, uint64_t off, const uint64_t *cookie)
+{
+    if (u64_reserve(&f->tomb, f->ntomb, &f->ctomb) < 0 ||
+        (cookie && u64_reserve(&f->dwait, f->ndwait, &f->cdwait) < 0))
+        return -ENOMEM;
+    f->tomb[f->ntomb++] = off;
+    if (cookie)
+        f->dwait[f->ndwait++] = *cookie;
+    return 0;
+}
+
+/* cookie NULL: nobody hears when it is durable */
+static int delete_rec(ss__spill *sp, const ss__spill_loc *loc, const uint64_t *cookie)
 {
     struct sfile *f;
     long idx;
@@ -1163,31 +1196,36 @@ int ss__spill_delete(ss__spill *sp, const ss__spill_loc *loc)
     sp->st.deletes++;
     sp->st.live_objects--;
     sp->st.live_bytes -= loc->size < sp->st.live_bytes ? loc->size : sp->st.live_bytes;
+    if (tomb_add(f, loc->offset, cookie) < 0) {
+        /* dead in memory at least; the tombstone is lost */
+        sp->st.delete_errors++;
+        ss__log_error("spill: out of memory recording a tombstone");
+        if (cookie)
+            ss__sp_dwait_done(sp, cookie, 1, -ENOMEM);
+    }
     if (f->live == 0) {
-        f->ntomb = 0;
+        /* the unlink, once it starts, makes the tombstones moot */
         if (f == sp->fused_cur && !(sp->batch_job && sp->batch_job->file == f))
             ss__sp_fused_retire(sp); /* reclaims it */
         else
             ss__sp_maybe_reclaim(sp, f);
-    } else {
-        if (f->ntomb == f->ctomb) {
-            uint32_t c = f->ctomb ? f->ctomb * 2 : 16;
-            uint64_t *n = realloc(f->tomb, c * sizeof(*n));
-
-            if (!n) {
-                /* dead in memory at least; the tombstone is lost */
-                sp->st.delete_errors++;
-                ss__log_error("spill: out of memory recording a tombstone");
-                return 0;
-            }
-            f->tomb = n;
-            f->ctomb = c;
-        }
-        f->tomb[f->ntomb++] = loc->offset;
-        ss__sp_tomb_kick(sp, f);
     }
+    /* a file that cannot go yet (in use, or records on their way into
+     * it) gets its tombstones: nothing waits on a later unlink */
+    if (f->state == F_LIVE)
+        ss__sp_tomb_kick(sp, f);
     pump(sp);
     return 0;
+}
+
+int ss__spill_delete(ss__spill *sp, const ss__spill_loc *loc)
+{
+    return delete_rec(sp, loc, NULL);
+}
+
+int ss__spill_delete_notify(ss__spill *sp, const ss__spill_loc *loc, uint64_t cookie)
+{
+    return delete_rec(sp, loc, &cookie);
 }
 
 int ss__spill_reap(ss__spill *sp, ss__spill_done *done, int max)

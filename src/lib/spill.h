@@ -32,7 +32,9 @@
  *
  * Space. ss__spill_delete() unlinks a file of its own; in a fused file it
  * writes a durable tombstone into the record, and the file is unlinked once
- * every record in it is dead. (Copy-forward compaction of mostly-dead fused
+ * every record in it is dead. ss__spill_delete_notify() also reports when
+ * that is on disk (group-committed), for callers that must not answer
+ * before. (Copy-forward compaction of mostly-dead fused
  * files is not done: records never move, so a location stays valid until
  * its delete.)
  */
@@ -224,19 +226,33 @@ int ss__spill_read(ss__spill *sp, const ss__spill_loc *loc, void *dst, void *met
  * it give -ENOENT); durably so soon after: its own file is unlinked and the
  * directory fsync'ed, or in a fused file a tombstone is written and
  * fdatasync'ed, and the fused file is unlinked when its last record dies.
- * Nothing is reaped for a delete; failures are logged and counted.
+ * Nothing is reaped for it; failures are logged and counted.
  * Returns 0, -ENOENT (no such live record), -EINVAL.
  */
 int ss__spill_delete(ss__spill *sp, const ss__spill_loc *loc);
 
-/* What ss__spill_reap hands back: one per write or read. */
-enum { SS_SPILL_OP_WRITE = 1, SS_SPILL_OP_READ = 2 };
+/*
+ * The same, and exactly one completion (op SS_SPILL_OP_DELETE, `cookie`)
+ * is reaped once the delete is durable: status 0 means no crash can bring
+ * the record back (a restart's scan finds it unlinked or tombstoned);
+ * -errno means that could not be made sure of (-ENOMEM, or the disk's
+ * error): it may reappear after a crash. Durability is group-committed:
+ * deletes that arrive while a file's tombstone write is in flight share
+ * the next write and fdatasync, and unlinks share directory fsyncs, so a
+ * burst of deletes costs a few syncs, not one each.
+ * Returns 0 (a completion follows), -ENOENT (no such live record: none
+ * does), -EINVAL.
+ */
+int ss__spill_delete_notify(ss__spill *sp, const ss__spill_loc *loc, uint64_t cookie);
+
+/* What ss__spill_reap hands back: one per write, read or notified delete. */
+enum { SS_SPILL_OP_WRITE = 1, SS_SPILL_OP_READ = 2, SS_SPILL_OP_DELETE = 3 };
 typedef struct ss__spill_done {
     uint64_t cookie;   /* as given */
     int status;        /* 0 or -errno (see write/read) */
     int op;            /* SS_SPILL_OP_* */
     ss__spill_loc loc; /* write: where the object now is (valid with status 0);
-                        * read: the location read */
+                        * read: the location read; delete: zero */
 } ss__spill_done;
 
 /*

@@ -162,7 +162,26 @@ struct batch {
 enum file_state { F_CREATING, F_LIVE, F_DOOMED };
 
 /* Invariant: live == number of recs[] entries without DEAD; a file is
- * unlinked only when live == 0 && refs == 0 && it is not fused_cur. */
+ * unlinked only when live == 0 && refs == 0 && it is not fused_cur.
+ *
+ * Durable deletes (all on the loop thread; the disk work on the worker
+ * and the ring). A delete marks its record DEAD and appends its offset to
+ * tomb[] (and, if the caller wants to hear, its cookie to dwait[]); then,
+ * if that was the file's last live record, the file is reclaimed (unlink
+ * job) when nothing uses it, else the pending tombstones are written
+ * (tomb job). So:
+ *  - while the file is F_LIVE, every cookie in dwait[] has its offset in
+ *    tomb[] (a tombstone is dropped only when the unlink starts);
+ *  - a tomb job takes tomb[] and dwait[] together, writes the tombstones,
+ *    fdatasyncs the file and only then completes its cookies (with its
+ *    status); deletes arriving meanwhile gather in the file's next job
+ *    (group commit: one write + fdatasync for all of them);
+ *  - the unlink job leaves dwait[] on the file and completes it after the
+ *    unlink and the directory fsync that follows (shared by every job
+ *    queued for it), right before the file record is freed;
+ *  - a tomb job holds a file reference, so no unlink runs under it.
+ * No delete completes before its record is tombstoned or its file
+ * unlinked on disk: a crash after the completion cannot bring it back. */
 struct sfile {
     struct sfile *hnext;
     uint64_t id, size;
@@ -177,6 +196,8 @@ struct sfile {
     uint64_t *tomb;    /* offsets waiting for a tombstone write */
     uint32_t ntomb, ctomb;
     struct job *tomb_job;
+    uint64_t *dwait;   /* cookies of deletes waiting to be durable */
+    uint32_t ndwait, cdwait;
 };
 
 struct job {
@@ -211,6 +232,8 @@ struct job {
     uint64_t tombval;
     uint64_t *toffs;
     uint32_t ntoffs;
+    uint64_t *dwait; /* tomb: cookies completed when its tombstones are durable */
+    uint32_t ndwait;
     uint64_t t0;
     ss__spill_loc loc;
 };
@@ -315,6 +338,8 @@ void ss__sp_batch_kick(ss__spill *sp);
 void ss__sp_fused_retire(ss__spill *sp);
 /* write the file's pending tombstones unless that is under way */
 void ss__sp_tomb_kick(ss__spill *sp, struct sfile *f);
+/* complete n delete cookies with status (frees nothing) */
+void ss__sp_dwait_done(ss__spill *sp, const uint64_t *cookie, uint32_t n, int status);
 /* unlink the file if no record in it is live and nothing uses it */
 void ss__sp_maybe_reclaim(ss__spill *sp, struct sfile *f);
 /* worker: copy and hash a batch's records into its buffer */

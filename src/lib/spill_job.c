@@ -54,6 +54,7 @@ void ss__sp_job_free(ss__spill *sp, struct job *j)
     free(j->tail);
     free(j->bits);
     free(j->toffs);
+    free(j->dwait);
     if (j->x != j->xin)
         free(j->x);
     sp->njobs--;
@@ -927,6 +928,8 @@ static void tomb_advance(ss__spill *sp, struct job *j)
                       j->ntoffs, (unsigned long long)f->id, strerror(-j->status));
         sp->st.delete_errors += j->ntoffs;
     }
+    /* durable (or failed) now: the deletes it carries may answer */
+    ss__sp_dwait_done(sp, j->dwait, j->ndwait, j->status);
     f->tomb_job = NULL;
     ss__sp_job_free(sp, j);
     ss__sp_file_put(sp, f);
@@ -953,7 +956,11 @@ void ss__sp_tomb_kick(ss__spill *sp, struct sfile *f)
                 j->x = j->xin;
             ss__sp_job_free(sp, j);
         }
-        return; /* stays pending: the next delete or close retries */
+        /* the tombstones stay pending (the next delete or close retries);
+         * nobody waits on that */
+        ss__sp_dwait_done(sp, f->dwait, f->ndwait, -ENOMEM);
+        f->ndwait = 0;
+        return;
     }
     j->file = f;
     ss__sp_file_get(f);
@@ -962,6 +969,10 @@ void ss__sp_tomb_kick(ss__spill *sp, struct sfile *f)
     j->ntoffs = f->ntomb;
     f->tomb = NULL;
     f->ntomb = f->ctomb = 0;
+    j->dwait = f->dwait; /* all of them: their offsets are in toffs */
+    j->ndwait = f->ndwait;
+    f->dwait = NULL;
+    f->ndwait = f->cdwait = 0;
     j->tombval = SS_SPILL_TOMB;
     for (uint32_t i = 0; i < j->ntoffs; i++)
         xfer_add(j, (uint8_t *)&j->tombval, j->toffs[i] + offsetof(ss__spill_rec, tomb),
@@ -994,6 +1005,9 @@ static void unlink_advance(ss__spill *sp, struct job *j)
     if (f->fused)
         sp->st.fused_files--;
     sp->st.disk_bytes -= f->size;
+    /* unlinked and the directory synced (or failed): its deletes answer */
+    ss__sp_dwait_done(sp, f->dwait, f->ndwait, j->status);
+    f->ndwait = 0;
     ss__sp_file_free(sp, f);
     ss__sp_job_free(sp, j);
 }

@@ -91,6 +91,8 @@ void ss__parked_free(ss__store *s, ss__parked *pk)
     ss__conn *c = pk->c;
 
     ss__heap_del(s, pk);
+    if (pk->type == SS_PK_DELETE)
+        ss__spill_unpark(s, pk);
     for (uint32_t i = 0; pk->w && i < pk->n; i++)
         wait_unlink(s, &pk->w[i]);
     if (pk->type != SS_PK_GET) {

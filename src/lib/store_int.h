@@ -295,8 +295,23 @@ typedef struct ss__diskloc {
     uint32_t meta_size, data_off;
 } ss__diskloc;
 
-/* A spill or restore the store has with the engine (cookie = its index). */
-enum { SS_SPOP_FREE = 0, SS_SPOP_SPILL, SS_SPOP_RESTORE };
+/*
+ * A spill, restore or delete the store has with the engine (cookie = its
+ * index).
+ *
+ * Durable deletes. A DELETE of an object with a disk copy (or a spill of
+ * it in flight) is answered only once no crash can bring the copy back:
+ * the request is parked (SS_PK_DELETE, no deadline, on its client's list,
+ * so it counts against SS_PARKED_MAX) and linked both ways with the op it
+ * waits for (op->pk, pk->spop): a DELETE op (the engine's delete of the
+ * copy, whose completion comes when the tombstone or unlink is on disk:
+ * group-committed there), or the SPILL op in flight (its completion starts
+ * the DELETE op and hands pk over). Whichever ends first cuts the link: the
+ * op's completion answers pk with its status and frees it; a client that
+ * goes away frees pk, which clears op->pk (the op completes unanswered).
+ * A delete of an object that never reached the disk is answered at once.
+ */
+enum { SS_SPOP_FREE = 0, SS_SPOP_SPILL, SS_SPOP_RESTORE, SS_SPOP_DELETE };
 #define SS_SPOP_CHUNK 256u
 enum { SS_RS_WAITMEM = 1, SS_RS_READ, SS_RS_SEAL };
 typedef struct ss__spop {
@@ -313,6 +328,7 @@ typedef struct ss__spop {
     int fd_ro;               /* restore of an OBJECT: readers' fd, -1 */
     ss__sloc dloc, mloc;     /* restore: data (small) and meta slots */
     int16_t node;            /* restore: placement */
+    struct ss__parked *pk;   /* spill, delete: the DELETE waiting for it, or NULL */
 } ss__spop;
 
 /* A small segment as the store tracks it (by allocator segment id). */
@@ -394,7 +410,7 @@ typedef struct ss__waitnode {
     uint8_t kind;                     /* SS_WN_* */
 } ss__waitnode;
 
-enum { SS_PK_GET = 1, SS_PK_CREATE, SS_PK_PUT };
+enum { SS_PK_GET = 1, SS_PK_CREATE, SS_PK_PUT, SS_PK_DELETE };
 
 typedef struct ss__parked {
     struct ss__parked *cprev, *cnext; /* conn's list */
@@ -414,6 +430,7 @@ typedef struct ss__parked {
     uint32_t n;               /* GET: ids; CREATE/PUT: message bytes */
     ss__waitnode *w;          /* GET: n nodes */
     void *msg;                /* GET: ids copy; CREATE/PUT: request copy */
+    uint32_t spop;            /* DELETE: the op it waits for (index + 1), 0 none */
 } ss__parked;
 
 /* ============================================================ seal worker */
@@ -648,9 +665,17 @@ void ss__restore_retry(ss__store *s);
 void ss__restore_cancel(ss__store *s, uint32_t e);
 /* The seal worker finished a restored segment. */
 void ss__restore_sealed(ss__store *s, ss__sealjob *j);
-/* ss__obj_free: delete e's disk copy, or only forget it when the engine
- * is closed (the store is going away: spilled files survive it). */
+/* ss__obj_free, ss__obj_detach: delete e's disk copy, or only forget it
+ * when the engine is closed (the store is going away: spilled files
+ * survive it). */
 void ss__spill_forget(ss__store *s, uint32_t e);
+/* Does e have a disk copy, or a spill of it in flight? */
+bool ss__spill_has_copy(const ss__store *s, uint32_t e);
+/* DELETE of e, which has a copy: delete it and answer pk (a parked
+ * SS_PK_DELETE, taken over) once that is durable, before e is detached. */
+void ss__spill_delete_durable(ss__store *s, uint32_t e, ss__parked *pk);
+/* ss__parked_free of a DELETE: its op completes unanswered. */
+void ss__spill_unpark(ss__store *s, ss__parked *pk);
 void ss__spill_fill_stats(ss__store *s, ss_stats *st);
 /* Parse SEALSTORE_SPILL_HIGH against a capacity: 0 and *bytes, 1 for
  * "off", -EINVAL. */

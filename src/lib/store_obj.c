@@ -346,6 +346,10 @@ void ss__obj_detach(ss__store *s, uint32_t e, bool evicted)
     if (o->refs == 0 && !(o->flags & (SS_OBJF_SPILLING | SS_OBJF_RESTORING))) {
         ss__obj_free(s, e);
     } else {
+        /* its disk copy goes now, not when the last reference does: a
+         * crash meanwhile must not bring a deleted object back */
+        if (o->disk)
+            ss__spill_forget(s, e);
         ss__lru_remove(s, e);
         ss__index_unlink(&s->ix, e);
         ss__ent_set_state(s, e, SS_IX_DELETED);
@@ -1003,11 +1007,23 @@ void ss__obj_delete(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
     else if (ss__ent_state(s, (uint32_t)e) != SS_IX_SEALED &&
              ss__ent_state(s, (uint32_t)e) != SS_IX_SPILLED)
         rc = -EBUSY;
-    else {
+    else if (ss__spill_has_copy(s, (uint32_t)e)) {
+        /* answered once the disk copy cannot come back (store_int.h) */
+        ss__parked *pk = ss__parked_new(s, c, SS_PK_DELETE, h->req_id, UINT64_MAX);
+        if (!pk) {
+            rc = -ENOMEM;
+        } else {
+            ss__spill_delete_durable(s, (uint32_t)e, pk);
+            ss__obj_detach(s, (uint32_t)e, false);
+            s->c_deletes++;
+            goto out;
+        }
+    } else {
         ss__obj_detach(s, (uint32_t)e, false);
         s->c_deletes++;
     }
     ss__conn_reply_status(s, c, SS_MSG_DELETE, h->req_id, rc);
+out:
     if (s->retry_creates && (s->cq_head || s->rq_head))
         ss__obj_retry_creates(s);
 }
@@ -1100,10 +1116,20 @@ void ss__obj_stop(ss__store *s)
     }
     /* GETs without a deadline: walk the clients */
     for (ss__conn *c = s->conns; c; c = c->next)
-        while (c->parked)
-            ss__get_complete(s, c->parked);
-    /* before the worker goes: a finished restore still needs its seal */
+        for (ss__parked *pk = c->parked, *nx; pk; pk = nx) {
+            nx = pk->cnext;
+            if (pk->type == SS_PK_GET)
+                ss__get_complete(s, pk);
+        }
+    /* before the worker goes: a finished restore still needs its seal;
+     * deletes made durable meanwhile are answered */
     ss__spill_drain(s);
+    for (ss__conn *c = s->conns; c; c = c->next)
+        while (c->parked) {
+            /* a DELETE the disk did not finish in time */
+            ss__conn_reply_status(s, c, SS_MSG_DELETE, c->parked->req_id, -ETIMEDOUT);
+            ss__parked_free(s, c->parked);
+        }
     if (s->sw_started) {
         ss__sw_join(s);
         /* queued seals of each client go through one by one, run here */

@@ -50,6 +50,12 @@
  * event, an error line naming it) and its GETs see it missing (-ENOENT).
  * Other errors fail the waiting GETs with that error; the object stays
  * spilled.
+ *
+ * Deleting. An object's disk copy goes when the object is deleted (not
+ * when its last reference does), and a DELETE is answered only once that
+ * is durable, so a crash cannot undo a delete that answered 0; a DELETE
+ * of an object with no copy on disk needs no I/O (the protocol is beside
+ * ss__spop in store_int.h).
  */
 #include "store_int.h"
 
@@ -373,6 +379,9 @@ void ss__spill_tick(ss__store *s)
     ss__spill_more(s, used - s->spill_low, false);
 }
 
+static void disk_delete(ss__store *s, const ss__spill_loc *loc, ss__parked *pk);
+static void delete_answer(ss__store *s, ss__parked *pk, int status);
+
 static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
 {
     ss__spop *op = op_at(s, i);
@@ -380,6 +389,7 @@ static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
     ss__obj *o = ss__obj_at(s, e);
     uint32_t st = ss__ent_state(s, e);
     int status = d->status;
+    ss__parked *pk = op->pk; /* a DELETE of it, waiting for this */
 
     SS_ASSERT(ss__ent(s, e)->generation == op->generation);
     if (op->map)
@@ -388,11 +398,15 @@ static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
     s->nspilling--;
     op_put(s, i);
     o->flags &= (uint8_t)~SS_OBJF_SPILLING;
+    if (pk)
+        pk->spop = 0;
     if (status == 0) {
         s->c_spills++;
         if (st == SS_IX_DELETED) {
-            /* deleted while being written: it must not come back */
-            ss__spill_delete(s->sp, &d->loc);
+            /* deleted while being written: it must not come back, and its
+             * DELETE answers once that is durable */
+            disk_delete(s, &d->loc, pk);
+            pk = NULL;
         } else if (disk_add(s, &d->loc, &di) < 0) {
             ss__spill_delete(s->sp, &d->loc);
             status = -ENOMEM;
@@ -402,6 +416,8 @@ static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
     }
     if (status < 0 && st != SS_IX_DELETED)
         spill_failed(s, status);
+    if (pk) /* the spill failed: no copy was left on disk */
+        delete_answer(s, pk, 0);
     if (st == SS_IX_DELETED) {
         if (o->refs == 0)
             ss__obj_free(s, e);
@@ -775,12 +791,108 @@ int ss__spill_fd(const ss__store *s)
     return s->sp ? ss__spill_event_fd(s->sp) : -1;
 }
 
+/* ========================================================= durable deletes */
+
+/* The protocol is beside ss__spop (store_int.h). */
+
+static void delete_answer(ss__store *s, ss__parked *pk, int status)
+{
+    pk->spop = 0;
+    ss__conn_reply_status(s, pk->c, SS_MSG_DELETE, pk->req_id, status);
+    ss__parked_free(s, pk);
+}
+
+/* Delete a disk copy through the engine; pk (a parked DELETE, or NULL) is
+ * answered when that is durable. */
+static void disk_delete(ss__store *s, const ss__spill_loc *loc, ss__parked *pk)
+{
+    uint32_t i;
+    int rc;
+
+    if (pk && op_new(s, &i) < 0) {
+        delete_answer(s, pk, -ENOMEM); /* deleted, but nobody can wait on it */
+        pk = NULL;
+    }
+    if (!pk) {
+        rc = ss__spill_delete(s->sp, loc);
+        if (rc < 0 && rc != -ENOENT)
+            ss__log_warn("store: dropping a spilled copy: %s", ss_strerror(rc));
+        return;
+    }
+    rc = ss__spill_delete_notify(s->sp, loc, i);
+    if (rc < 0) {
+        op_put(s, i);
+        if (rc != -ENOENT)
+            ss__log_warn("store: dropping a spilled copy: %s", ss_strerror(rc));
+        delete_answer(s, pk, rc == -ENOENT ? 0 : rc); /* -ENOENT: no record to remove */
+        return;
+    }
+    ss__spop *op = op_at(s, i);
+    op->kind = SS_SPOP_DELETE;
+    op->pk = pk;
+    pk->spop = i + 1;
+    s->ops_engine++;
+}
+
+static void delete_done(ss__store *s, uint32_t i, const ss__spill_done *d)
+{
+    ss__parked *pk = op_at(s, i)->pk;
+
+    op_put(s, i);
+    if (pk)
+        delete_answer(s, pk, d->status);
+}
+
+bool ss__spill_has_copy(const ss__store *s, uint32_t e)
+{
+    const ss__obj *o = ss__obj_at(s, e);
+
+    return s->sp && (o->disk || (o->flags & SS_OBJF_SPILLING));
+}
+
+void ss__spill_delete_durable(ss__store *s, uint32_t e, ss__parked *pk)
+{
+    ss__obj *o = ss__obj_at(s, e);
+    ss__spill_loc loc;
+
+    if (o->flags & SS_OBJF_SPILLING) {
+        /* its spill's completion deletes what it wrote, then answers */
+        for (uint32_t i = 0; i < s->ops_cap; i++) {
+            ss__spop *op = op_at(s, i);
+            if (op->kind == SS_SPOP_SPILL && op->e == e) {
+                op->pk = pk;
+                pk->spop = i + 1;
+                return;
+            }
+        }
+        delete_answer(s, pk, -SS_E_CORRUPT); /* a spilling object without its spill */
+        return;
+    }
+    if (!o->disk || !s->sp) {
+        delete_answer(s, pk, 0);
+        return;
+    }
+    loc_of(s, e, &loc);
+    disk_put(s, o->disk - 1);
+    o->disk = 0;
+    disk_delete(s, &loc, pk);
+}
+
+void ss__spill_unpark(ss__store *s, ss__parked *pk)
+{
+    if (pk->spop)
+        op_at(s, pk->spop - 1)->pk = NULL;
+    pk->spop = 0;
+}
+
 static void apply(ss__store *s, const ss__spill_done *d)
 {
     uint32_t i = (uint32_t)d->cookie;
 
     s->ops_engine--;
-    if (op_at(s, i)->kind == SS_SPOP_SPILL)
+    if (d->op == SS_SPILL_OP_DELETE)
+        delete_done(s, i, d);
+    else if (op_at(s, i)->kind == SS_SPOP_SPILL)
         spill_done(s, i, d);
     else
         restore_read_done(s, i, d);
@@ -866,9 +978,7 @@ void ss__spill_forget(ss__store *s, uint32_t e)
     if (s->sp) {
         ss__spill_loc loc;
         loc_of(s, e, &loc);
-        int rc = ss__spill_delete(s->sp, &loc);
-        if (rc < 0 && rc != -ENOENT)
-            ss__log_warn("store: dropping a spilled copy: %s", ss_strerror(rc));
+        disk_delete(s, &loc, NULL);
     }
     disk_put(s, o->disk - 1);
     o->disk = 0;
