@@ -52,6 +52,10 @@ enum ss_error {
     SS_E_SEALS,               /* a segment's seals are not what they must be */
     SS_E_CORRUPT,             /* internal invariant broken (a bug, reported) */
     SS_E_NOBACKING,           /* the required memory backing cannot be had */
+    SS_E_FULL,                /* memory is full and spilling cannot make room
+                               * (spill space exhausted, or the disk failing):
+                               * a get of a spilled object gives up at its
+                               * own timeout */
     SS_E_LAST                 /* sentinel: one past the last code */
 };
 
@@ -160,9 +164,14 @@ SS_API SS_NODISCARD int ss_put(ss_client *c, const ss_id *id, const void *data,
  * one reference (an id listed twice takes two). A zero-size object's data
  * is non-NULL but must not be dereferenced. out[i].uid says who created
  * the object: check it before trusting the bytes (see SS_UID_UNKNOWN).
- * On a negative return (-EINVAL
- * for timeout below -1 or NULL arrays, connection errors) out is untouched
- * and no reference is taken.
+ * A spilled object is found and
+ * brought back into memory: that may take longer than timeout_ms (up to
+ * SEALSTORE_CREATE_TIMEOUT, as memory for it may have to be freed, then
+ * -ENOSPC), except when memory is full and spilling cannot make room (spill
+ * space exhausted): then the call fails at timeout_ms with -SS_E_FULL (or
+ * the spill disk's error, e.g. -EIO). On a negative return (-EINVAL for
+ * timeout below -1 or NULL arrays, connection errors, those) out is
+ * untouched and no reference is taken.
  */
 SS_API SS_NODISCARD int ss_get(ss_client *c, const ss_id *ids, size_t n,
                                int64_t timeout_ms, ss_object *out);

@@ -102,7 +102,8 @@ static PyObject *raise_rc(int rc, const char *op, const ss_id *id, const char *h
         return NULL;
     }
     switch (e) {
-    case ENOSPC: cls = StoreFullError; break;
+    case ENOSPC:
+    case SS_E_FULL: cls = StoreFullError; break;
     case EEXIST: cls = ObjectExistsError; break;
     case ETIMEDOUT: cls = PyExc_TimeoutError; break;
     default: cls = e >= SS_E_BASE ? sspy_Error : NULL; break;

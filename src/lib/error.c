@@ -26,6 +26,8 @@ static const char *const ss_errtab[SS_E_LAST - SS_E_BASE] = {
     [SS_E_NOBACKING - SS_E_BASE] =
         "SS_E_NOBACKING: the required memory backing is unavailable "
         "(reserve hugepages or set SEALSTORE_HUGEPAGES=auto)",
+    [SS_E_FULL - SS_E_BASE] =
+        "SS_E_FULL: store memory and spill space exhausted (no room to restore a spilled object)",
 };
 
 SS_API const char *ss_strerror(int err)

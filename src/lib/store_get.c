@@ -20,7 +20,11 @@
  * ids that do not exist yet; it never cuts short a restore, which is a
  * found object being brought back: when the timeout passes with restores
  * pending, the GET waits on for them up to the create timeout (a restore
- * may need memory like a create), then fails with -ENOSPC.
+ * may need memory like a create), then fails with -ENOSPC. Unless nothing
+ * is freeing memory for such a restore (spilling failed, e.g. the spill
+ * disk is full, and no spill is in flight): then the GET fails at its own
+ * timeout (at once for timeout 0) with -SS_E_FULL (or the spill error),
+ * see ss__restore_stuck.
  */
 #include "store_int.h"
 
@@ -482,22 +486,37 @@ void ss__wake_waiters(ss__store *s, const ss_id *id)
     complete_list(s, ready);
 }
 
-void ss__restore_waiters_done(ss__store *s, const ss_id *id, int err)
+static int restore_waiters(ss__store *s, const ss_id *id, int err, bool expired_only)
 {
     ss__parked *ready = NULL;
+    int n = 0;
 
     for (ss__waitnode *w = s->wait_buckets[wait_bucket(s, id)]; w; w = w->next) {
-        if (w->kind != SS_WN_RESTORE || memcmp(&w->id, id, sizeof(*id)))
+        if (w->kind != SS_WN_RESTORE || memcmp(&w->id, id, sizeof(*id)) ||
+            (expired_only && !w->pk->expired))
             continue;
         ss__parked *pk = w->pk;
         pk->nrestore--;
         w->kind = SS_WN_WAIT; /* gone: like any id not sealed (yet) */
         if (err < 0 && !pk->err)
             pk->err = err;
-        if (pk->err || (pk->expired && pk->nrestore == 0))
+        if (pk->err || (pk->expired && pk->nrestore == 0)) {
             add_ready(&ready, pk);
+            n++;
+        }
     }
     complete_list(s, ready);
+    return n;
+}
+
+void ss__restore_waiters_done(ss__store *s, const ss_id *id, int err)
+{
+    restore_waiters(s, id, err, false);
+}
+
+int ss__restore_waiters_expired(ss__store *s, const ss_id *id, int err)
+{
+    return restore_waiters(s, id, err, true);
 }
 
 void ss__obj_contains(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
@@ -536,8 +555,18 @@ void ss__obj_expire(ss__store *s, uint64_t now)
         ss__parked *pk = s->heap[0];
         if (pk->type == SS_PK_GET && pk->nrestore && !pk->expired) {
             /* its own timeout bounds the ids that do not exist; the found
-             * ones being restored get up to the create timeout */
+             * ones being restored get up to the create timeout, unless a
+             * restore waits for memory nothing is freeing */
             pk->expired = true;
+            int err = 0;
+            for (uint32_t i = 0; i < pk->n && !err; i++)
+                if (pk->w[i].kind == SS_WN_RESTORE)
+                    err = ss__restore_stuck(s, &pk->w[i].id);
+            if (err) {
+                ss__conn_reply_status(s, pk->c, SS_MSG_GET, pk->req_id, err);
+                ss__parked_free(s, pk);
+                continue;
+            }
             ss__heap_del(s, pk);
             pk->deadline_ns = pk->hard_deadline_ns;
             if (pk->deadline_ns != UINT64_MAX && ss__heap_add(s, pk) < 0) {

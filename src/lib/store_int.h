@@ -541,6 +541,7 @@ struct ss__store {
     uint32_t nspilling;           /* spills in flight */
     uint64_t parked_need;         /* bytes parked creates and restores lack */
     uint64_t spill_backoff_until; /* ns: no new spill before (after a failure) */
+    int spill_err;                /* the last spill failure (-errno) */
     uint64_t spill_log_next;      /* ns: next failure report allowed */
     uint64_t spill_log_quiet;     /* failures not reported since the last line */
     uint64_t nspilled, spilled_bytes; /* objects SPILLED now */
@@ -625,6 +626,9 @@ void ss__wake_waiters(ss__store *s, const ss_id *id);
  * GETs with err; 0: the object is gone, its GETs wait for the id as for
  * any missing one). */
 void ss__restore_waiters_done(ss__store *s, const ss_id *id, int err);
+/* The same (err < 0) for the GETs of `id` whose own timeout has passed
+ * only; returns how many were failed. */
+int ss__restore_waiters_expired(ss__store *s, const ss_id *id, int err);
 /* Does a parked GET hold or await this id? */
 bool ss__id_held(const ss__store *s, const ss_id *id);
 /* Does a parked GET wait for this id's restore? */
@@ -661,6 +665,12 @@ bool ss__spill_more(ss__store *s, uint64_t target, bool demand);
 int ss__restore_start(ss__store *s, uint32_t e);
 /* Memory was freed: retry restores waiting for it. */
 void ss__restore_retry(ss__store *s);
+/* A GET's own timeout passed while it waits for the restore of `id`: the
+ * error to fail it with now because that restore waits for memory nothing
+ * is freeing (memory full, spilling failed and paused, no spill in
+ * flight): -SS_E_FULL when the spill disk is full, else the spill error;
+ * 0 while memory may still come (it waits on, up to the create timeout). */
+int ss__restore_stuck(ss__store *s, const ss_id *id);
 /* A deleted object's restore that still waits for memory is dropped. */
 void ss__restore_cancel(ss__store *s, uint32_t e);
 /* The seal worker finished a restored segment. */

@@ -240,6 +240,7 @@ static void spill_failed(ss__store *s, int err)
     uint64_t now = ss__now_ns();
 
     s->c_spill_errors++;
+    s->spill_err = err;
     s->spill_backoff_until = now + BACKOFF_NS;
     if (now < s->spill_log_next) {
         s->spill_log_quiet++;
@@ -381,6 +382,7 @@ void ss__spill_tick(ss__store *s)
 
 static void disk_delete(ss__store *s, const ss__spill_loc *loc, ss__parked *pk);
 static void delete_answer(ss__store *s, ss__parked *pk, int status);
+static void restores_stuck(ss__store *s);
 
 static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
 {
@@ -418,6 +420,8 @@ static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
         spill_failed(s, status);
     if (pk) /* the spill failed: no copy was left on disk */
         delete_answer(s, pk, 0);
+    if (status < 0 && s->rq_head)
+        restores_stuck(s);
     if (st == SS_IX_DELETED) {
         if (o->refs == 0)
             ss__obj_free(s, e);
@@ -432,6 +436,54 @@ static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
 }
 
 /* ============================================================= restores */
+
+/*
+ * Restores that wait for memory nothing frees. Memory for a restore comes
+ * from spills in flight (spill_pending) or from spills still to start;
+ * after a spill failure none starts for BACKOFF_NS. With nothing in flight
+ * during that pause a waiting restore is stuck: its GETs whose own timeout
+ * passed (timeout 0 included) fail now with why (SS_E_FULL: memory and
+ * spill space exhausted), not at the create timeout; the others fail so
+ * when their own timeout passes (ss__obj_expire). The restore itself stays
+ * queued while any GET still wants it.
+ */
+static int stuck_err(const ss__store *s)
+{
+    if (s->spill_pending || ss__now_ns() >= s->spill_backoff_until || !s->spill_err)
+        return 0;
+    return s->spill_err == -ENOSPC || s->spill_err == -EDQUOT ? -SS_E_FULL : s->spill_err;
+}
+
+static void stuck_fail(ss__store *s, uint32_t e, int err)
+{
+    ss_id id = ss__ent(s, e)->id;
+
+    if (ss__restore_waiters_expired(s, &id, err))
+        s->c_restore_errors++;
+}
+
+static void restores_stuck(ss__store *s)
+{
+    int err = stuck_err(s);
+
+    for (uint32_t x = s->rq_head; x && err; x = op_at(s, x - 1)->next)
+        stuck_fail(s, op_at(s, x - 1)->e, err);
+}
+
+int ss__restore_stuck(ss__store *s, const ss_id *id)
+{
+    int64_t e = ss__index_find(&s->ix, id);
+    int err = stuck_err(s);
+
+    if (e < 0 || !err)
+        return 0;
+    for (uint32_t x = s->rq_head; x; x = op_at(s, x - 1)->next)
+        if (op_at(s, x - 1)->e == (uint32_t)e) {
+            s->c_restore_errors++; /* for this GET */
+            return err;
+        }
+    return 0;
+}
 
 static void restore_mem_free(ss__store *s, ss__spop *op)
 {
@@ -628,6 +680,9 @@ int ss__restore_start(ss__store *s, uint32_t e)
     rc = restore_try(s, i);
     if (rc == -ENOSPC) {
         rq_push(s, i);
+        int err = stuck_err(s); /* a GET with timeout 0 answers now */
+        if (err)
+            stuck_fail(s, e, err);
         return 0;
     }
     if (rc < 0) {

@@ -16,8 +16,13 @@
  * file (found at startup) and a record corrupted under a running store:
  * only that object is lost, with -ENOENT on its get; a spill directory on a
  * 16 MiB tmpfs (buffered I/O) that fills up: creates fail with -ENOSPC at
- * their timeout and every sealed object is still readable; spilling off.
+ * their timeout and every sealed object is still readable; deletes that
+ * a crash right after does not undo; a get of a spilled object with
+ * memory and spill space full answers at its own timeout (SS_E_FULL);
+ * spilling off.
  */
+#include "config.h"
+
 #include "sealstore.h"
 #include "t_helpers.h"
 
@@ -25,12 +30,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -721,6 +727,23 @@ static int umount_tiny(void **state)
     return 0;
 }
 
+/* A tmpfs of `size` ("16m") on <tmpdir>/name as g_mnt (umount_tiny
+ * removes it); skips the case where we may not mount. */
+static void mount_tiny(const char *name, const char *size)
+{
+    char opts[64];
+
+    path_in(g_mnt, sizeof(g_mnt), name);
+    assert_int_equal(mkdir(g_mnt, 0700), 0);
+    snprintf(opts, sizeof(opts), "size=%s,mode=0700", size);
+    if (mount("sealstore-test", g_mnt, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) {
+        int err = errno;
+        T_SKIP_IF(err == EPERM, NULL, "cannot mount a tmpfs (not root, or no CAP_SYS_ADMIN)");
+        fail_msg("mount tmpfs: %s", strerror(err));
+    }
+    g_mounted = true;
+}
+
 #define TINY_MAX 200u
 
 static uint64_t tiny_size(unsigned n)
@@ -736,14 +759,7 @@ static void t_tmpfs_full(void **state)
     int rc = 0;
 
     (void)state;
-    path_in(g_mnt, sizeof(g_mnt), "tiny");
-    assert_int_equal(mkdir(g_mnt, 0700), 0);
-    if (mount("sealstore-test", g_mnt, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0700") < 0) {
-        int err = errno;
-        T_SKIP_IF(err == EPERM, NULL, "cannot mount a tmpfs (not root, or no CAP_SYS_ADMIN)");
-        fail_msg("mount tmpfs: %s", strerror(err));
-    }
-    g_mounted = true;
+    mount_tiny("tiny", "16m");
     path_in(sock, sizeof(sock), "tiny.sock");
     base_options(g_mnt);
     set_opt(SS_OPT_CREATE_TIMEOUT, "500ms");
@@ -800,6 +816,83 @@ static void t_tmpfs_full(void **state)
     for (unsigned k = 0; k < TINY_MAX; k++)
         if (sealed[k])
             assert_true(check_obj(c, 't', k, tiny_size(k), 0, GET_MS));
+    ss_disconnect(c);
+    umount_tiny(NULL);
+}
+
+/* A get of a spilled object when memory and the spill disk are both full:
+ * its restore cannot get memory (the only unreferenced object in memory
+ * cannot be spilled: no space), so the get answers at its own timeout
+ * (timeout 0: at once) with SS_E_FULL, not at the create timeout (30 s
+ * here: the alarm would end the test first), and the object is intact. */
+#define FULL_BIG (3u << 19)   /* spilled objects: 1.5 MiB */
+#define FULL_HELD (1u << 19)  /* memory fillers, held: 512 KiB */
+#define FULL_MAX 64u
+
+static void t_get_full(void **state)
+{
+    char sock[108];
+    static ss_id held[FULL_MAX];
+    unsigned nbig = 0, nheld = 0;
+    void *p;
+
+    (void)state;
+    mount_tiny("tiny-get", "4m");
+    path_in(sock, sizeof(sock), "tiny-get.sock");
+    base_options(g_mnt);
+    set_opt(SS_OPT_CAPACITY, "8M");
+    set_opt(SS_OPT_CREATE_TIMEOUT, "30s");
+    set_opt(SS_OPT_SPILL_HIGH, "0");
+    ss_client *c = embed(sock);
+
+    /* big objects spill until the disk is full: the last stays in memory */
+    ss_stats st = t_store_stats(c);
+    while (st.spill_errors == 0) {
+        assert_true(nbig < 8);
+        put_obj(c, 'F', nbig, FULL_BIG, 0);
+        nbig++;
+        for (int i = 0; i < 1000 && st.spilled_objects < nbig && st.spill_errors == 0; i++) {
+            usleep(10000);
+            st = t_store_stats(c);
+        }
+    }
+    assert_true(st.spilled_objects >= 1);
+    bool found;
+    assert_true(listed_on_disk(c, 'F', 0, &found));
+    /* memory: referenced objects (never spilled) until a big one cannot fit */
+    while (st.resident_bytes + 2 * FULL_HELD <= st.capacity) {
+        assert_true(nheld < FULL_MAX);
+        held[nheld] = id_of('H', nheld);
+        t_assert_ok(ss_create(c, &held[nheld], FULL_HELD, NULL, 0, &p));
+        memset(p, (int)nheld, FULL_HELD);
+        t_assert_ok(ss_seal(c, &held[nheld]));
+        nheld++;
+        st = t_store_stats(c);
+    }
+    assert_true(st.resident_bytes + FULL_BIG > st.capacity);
+
+    ss_id id = id_of('F', 0);
+    ss_object o;
+    uint64_t timeouts = st.wait_timeouts;
+    alarm(10); /* a get waiting for the create timeout ends the test here */
+    int rc = ss_get(c, &id, 1, 0, &o);
+    t_assert_err(rc, -SS_E_FULL);
+    /* its own timeout, not 0: the same once that passes */
+    rc = ss_get(c, &id, 1, 300, &o);
+    alarm(0);
+    t_assert_err(rc, -SS_E_FULL);
+    assert_non_null(strstr(ss_strerror(rc), "spill space"));
+    st = t_store_stats(c);
+    assert_int_equal(st.wait_timeouts, timeouts); /* no create timeout ran out */
+    assert_true(st.restore_errors >= 2);
+    assert_int_equal(ss_contains(c, &id), 1);
+
+    /* memory back: the object is restored, intact */
+    for (unsigned k = 0; k < nheld; k++) {
+        t_assert_ok(ss_delete(c, &held[k]));
+        t_assert_ok(ss_release(c, &held[k]));
+    }
+    assert_true(check_obj(c, 'F', 0, FULL_BIG, 0, GET_MS));
     ss_disconnect(c);
     umount_tiny(NULL);
 }
@@ -866,10 +959,15 @@ int main(void)
         cmocka_unit_test(t_gets_while_spilling),
         cmocka_unit_test(t_corrupt),
         cmocka_unit_test_teardown(t_tmpfs_full, umount_tiny),
+        cmocka_unit_test_teardown(t_get_full, umount_tiny),
         cmocka_unit_test(t_spill_off),
         cmocka_unit_test(t_high_option),
     };
 
+    /* the tmpfs mounts below live in a mount namespace of our own (when
+     * we may make one): they go with the process however it ends */
+    if (unshare(CLONE_NEWNS) == 0)
+        (void)mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
     if (!t_tmpdir())
         return t_skip_program(NULL, "no temporary directory");
     return t_run(tests, NULL, NULL);

@@ -64,6 +64,7 @@ static void test_strerror_own_codes(void **state)
     }
     assert_non_null(strstr(ss_strerror(-SS_E_VERSION), "SS_E_VERSION"));
     assert_non_null(strstr(ss_strerror(-SS_E_NOBACKING), "SS_E_NOBACKING"));
+    assert_non_null(strstr(ss_strerror(-SS_E_FULL), "spill space exhausted"));
 }
 
 static void test_strerror_unknown(void **state)
