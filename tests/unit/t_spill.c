@@ -755,6 +755,155 @@ static void test_delete_scan(void **state)
     mode_done();
 }
 
+/* Is the record of a deleted object durably dead on disk: its file gone,
+ * or its tombstone written? */
+static bool dead_on_disk(const char *dir, const ss__spill_loc *loc)
+{
+    char path[512];
+    uint64_t tomb = 0;
+    int fd;
+
+    file_path(path, sizeof(path), dir, loc->file);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT)
+        return true;
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &tomb, sizeof(tomb),
+                           (off_t)(loc->offset + offsetof(ss__spill_rec, tomb))),
+                     (ssize_t)sizeof(tomb));
+    close(fd);
+    return tomb == SS_SPILL_TOMB;
+}
+
+/* One completion (60 s at most). */
+static void collect_one(ss__spill *sp, ss__spill_done *d)
+{
+    for (int waited = 0;;) {
+        struct pollfd pfd = { .fd = ss__spill_event_fd(sp), .events = POLLIN };
+        int k;
+
+        if (poll(&pfd, 1, 1000) == 0 && ++waited > 60)
+            fail_msg("no spill completion after 60 s");
+        k = ss__spill_reap(sp, d, 1);
+        t_assert_ok(k);
+        if (k)
+            return;
+    }
+}
+
+/* Notified deletes: each completes (op DELETE, its cookie) only once its
+ * record is dead on disk (own file unlinked; fused record tombstoned while
+ * the file lives on); one that cannot be made durable says so; a dead
+ * record's delete reports nothing; a new engine's scan sees none. */
+static void test_delete_notify(void **state)
+{
+    enum { N = 12 };
+    const struct mode *m = *state;
+    struct obj objs[N], more[2];
+    struct seen seen = { 0 };
+    bool done[N] = { false };
+    ss__spill_done d;
+    ss__spill *sp;
+    char buf[256];
+    const char *dir;
+
+    MODE_SKIPS(m);
+    dir = mode_dir(m, buf, sizeof(buf));
+    T_SKIP_IF(!dir, NULL, no_mount_why);
+    for (int i = 0; i < N; i++) /* 2, 5, 8, 11 in files of their own */
+        obj_make(&objs[i], (uint32_t)i, i % 3 == 2 ? 300 * KiB + (uint64_t)i : 1000 + 77 * (uint64_t)i,
+                 8, 0);
+    sp = eng_open(dir, m->flags);
+    spill_all(sp, objs, N, NULL);
+    /* all but objs[0], so its fused file stays and takes tombstones */
+    for (int i = 1; i < N; i++) {
+        t_assert_ok(ss__spill_delete_notify(sp, &objs[i].loc, 100 + (uint64_t)i));
+        objs[i].live = false;
+    }
+    for (int k = 1; k < N; k++) {
+        collect_one(sp, &d);
+        assert_int_equal(d.op, SS_SPILL_OP_DELETE);
+        t_assert_ok(d.status);
+        assert_true(d.cookie > 100 && d.cookie < 100 + N && !done[d.cookie - 100]);
+        done[d.cookie - 100] = true;
+        if (!dead_on_disk(dir, &objs[d.cookie - 100].loc))
+            fail_msg("delete of object %d completed before it was durable",
+                     (int)(d.cookie - 100));
+    }
+    t_assert_err(ss__spill_delete_notify(sp, &objs[1].loc, 1), -ENOENT);
+    t_assert_ok(ss__spill_wait(sp, 30000));
+    assert_int_equal(ss__spill_reap(sp, &d, 1), 0);
+    assert_false(dead_on_disk(dir, &objs[0].loc));
+
+    /* a tombstone whose fdatasync fails: reported */
+    obj_make(&more[0], 200, 3000, 0, 0);
+    obj_make(&more[1], 201, 4000, 0, 0);
+    spill_all(sp, more, 2, NULL);
+    ss__spill_inject(sp, SS_SPILL_INJ_SYNC, 1, -EIO);
+    t_assert_ok(ss__spill_delete_notify(sp, &more[0].loc, 7));
+    collect_one(sp, &d);
+    ss__spill_inject(sp, 0, 0, 0);
+    assert_int_equal(d.op, SS_SPILL_OP_DELETE);
+    assert_int_equal(d.cookie, 7);
+    t_assert_err(d.status, -EIO);
+    t_assert_ok(ss__spill_wait(sp, 30000));
+    ss__spill_close(sp);
+
+    sp = eng_open(dir, m->flags);
+    assert_true(ss__spill_scan(sp, on_scan, &seen) >= 2);
+    for (int i = 0; i < seen.n; i++)
+        for (int k = 1; k < N; k++)
+            if (!memcmp(seen.loc[i].id.b, objs[k].id.b, SS_ID_SIZE))
+                fail_msg("deleted object %d is back", k);
+    ss__spill_close(sp);
+    for (int i = 0; i < N; i++)
+        obj_free(&objs[i]);
+    obj_free(&more[0]);
+    obj_free(&more[1]);
+    mode_done();
+}
+
+/* The last live record of the fused file being appended to, deleted while
+ * an append to that file is in flight: the file lives on with the new
+ * records, so the deleted one needs its tombstone (it used to be dropped,
+ * and the object came back at the next scan). */
+static void test_delete_during_append(void **state)
+{
+    const struct mode *m = *state;
+    struct obj objs[2];
+    struct seen seen = { 0 };
+    ss__spill_done d;
+    ss__spill *sp;
+    char buf[256];
+    const char *dir;
+
+    MODE_SKIPS(m);
+    dir = mode_dir(m, buf, sizeof(buf));
+    T_SKIP_IF(!dir, NULL, no_mount_why);
+    obj_make(&objs[0], 1, 5000, 4, 0);
+    obj_make(&objs[1], 2, 6000, 4, 0);
+    sp = eng_open(dir, m->flags);
+    spill_all(sp, objs, 1, NULL);
+    t_assert_ok(ss__spill_write(sp, &objs[1].id, objs[1].data, objs[1].size, objs[1].meta,
+                                objs[1].meta_size, 1));
+    t_assert_ok(ss__spill_delete(sp, &objs[0].loc)); /* the append is in flight */
+    objs[0].live = false;
+    collect(sp, &d, 1);
+    t_assert_ok(d.status);
+    assert_int_equal(d.loc.file, objs[0].loc.file); /* same file: it lives on */
+    objs[1].loc = d.loc;
+    objs[1].live = true;
+    ss__spill_close(sp);
+
+    sp = eng_open(dir, m->flags);
+    assert_int_equal(ss__spill_scan(sp, on_scan, &seen), 1);
+    check_seen(&seen, objs, 2);
+    ss__spill_close(sp);
+    obj_free(&objs[0]);
+    obj_free(&objs[1]);
+    mode_done();
+}
+
 /* A fused file is unlinked when its last record dies; with a 1 MiB cap
  * small objects spread over several fused files. */
 static void test_fused_reclaim(void **state)
@@ -1260,6 +1409,8 @@ int main(void)
         MODES(test_delete_scan),
         cmocka_unit_test_prestate(test_v1_records, (void *)&M_EXT4),
         cmocka_unit_test_prestate(test_v1_records, (void *)&M_TMPFS_FB),
+        MODES(test_delete_notify),
+        MODES(test_delete_during_append),
         cmocka_unit_test_prestate(test_fused_reclaim, (void *)&M_EXT4),
         cmocka_unit_test_prestate(test_fused_reclaim, (void *)&M_TMPFS_FB),
         MODES(test_corrupt),
