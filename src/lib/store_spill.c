@@ -420,8 +420,8 @@ static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
         spill_failed(s, status);
     if (pk) /* the spill failed: no copy was left on disk */
         delete_answer(s, pk, 0);
-    if (status < 0 && s->rq_head)
-        restores_stuck(s);
+    if (s->rq_head)
+        restores_stuck(s); /* that was the last spill in flight, say */
     if (st == SS_IX_DELETED) {
         if (o->refs == 0)
             ss__obj_free(s, e);
@@ -444,8 +444,10 @@ static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
  * during that pause a waiting restore is stuck: its GETs whose own timeout
  * passed (timeout 0 included) fail now with why (SS_E_FULL: memory and
  * spill space exhausted), not at the create timeout; the others fail so
- * when their own timeout passes (ss__obj_expire). The restore itself stays
- * queued while any GET still wants it.
+ * when their own timeout passes (ss__obj_expire). Checked when a restore
+ * starts waiting, when a spill completes and on every retry of waiting
+ * restores (at least every 100 ms). The restore itself stays queued while
+ * any GET still wants it.
  */
 static int stuck_err(const ss__store *s)
 {
@@ -714,6 +716,7 @@ void ss__restore_retry(ss__store *s)
         else if (rc < 0)
             restore_end(s, i, rc);
     }
+    restores_stuck(s);
 }
 
 void ss__restore_cancel(ss__store *s, uint32_t e)
