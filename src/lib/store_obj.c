@@ -1000,6 +1000,7 @@ void ss__obj_delete(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 {
     const ss__req_id *rq = (const void *)(h + 1);
     int64_t e = ss__index_find(&s->ix, &rq->id);
+    ss__parked *pk = NULL;
     int rc = 0;
 
     if (e < 0)
@@ -1007,23 +1008,19 @@ void ss__obj_delete(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
     else if (ss__ent_state(s, (uint32_t)e) != SS_IX_SEALED &&
              ss__ent_state(s, (uint32_t)e) != SS_IX_SPILLED)
         rc = -EBUSY;
-    else if (ss__spill_has_copy(s, (uint32_t)e)) {
-        /* answered once the disk copy cannot come back (store_int.h) */
-        ss__parked *pk = ss__parked_new(s, c, SS_PK_DELETE, h->req_id, UINT64_MAX);
-        if (!pk) {
-            rc = -ENOMEM;
-        } else {
+    else if (ss__spill_has_copy(s, (uint32_t)e) &&
+             !(pk = ss__parked_new(s, c, SS_PK_DELETE, h->req_id, UINT64_MAX)))
+        rc = -ENOMEM;
+    else {
+        /* with a disk copy, answered once that cannot come back
+         * (the protocol is beside ss__spop) */
+        if (pk)
             ss__spill_delete_durable(s, (uint32_t)e, pk);
-            ss__obj_detach(s, (uint32_t)e, false);
-            s->c_deletes++;
-            goto out;
-        }
-    } else {
         ss__obj_detach(s, (uint32_t)e, false);
         s->c_deletes++;
     }
-    ss__conn_reply_status(s, c, SS_MSG_DELETE, h->req_id, rc);
-out:
+    if (!pk)
+        ss__conn_reply_status(s, c, SS_MSG_DELETE, h->req_id, rc);
     if (s->retry_creates && (s->cq_head || s->rq_head))
         ss__obj_retry_creates(s);
 }
