@@ -884,7 +884,7 @@ static void test_delete_during_append(void **state)
     obj_make(&objs[1], 2, 6000, 4, 0);
     sp = eng_open(dir, m->flags);
     spill_all(sp, objs, 1, NULL);
-    t_assert_ok(ss__spill_write(sp, &objs[1].id, objs[1].data, objs[1].size, objs[1].meta,
+    t_assert_ok(ss__spill_write(sp, &objs[1].id, objs[1].uid, objs[1].data, objs[1].size, objs[1].meta,
                                 objs[1].meta_size, 1));
     t_assert_ok(ss__spill_delete(sp, &objs[0].loc)); /* the append is in flight */
     objs[0].live = false;
