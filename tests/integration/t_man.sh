@@ -52,9 +52,10 @@ trap 'rm -rf "$tmp"' EXIT INT TERM
 pages=$(ls "$man"/*.[1-8]) || exit 99
 man3=$(ls "$man"/*.3) || exit 99
 
-# Page text as man(1) renders it, on one line, blanks collapsed, ASCII.
+# Page text as man(1) renders it, on one line, blanks collapsed, ASCII
+# (man drops bold and underline itself when its output is not a terminal).
 render_flat() {
-    LC_ALL=C MANWIDTH=200 man -E ascii -l "$1" 2>/dev/null | col -b |
+    LC_ALL=C MANWIDTH=200 MAN_KEEP_FORMATTING= man -E ascii -l "$1" 2>/dev/null |
         tr -s ' \t\n' '   '
 }
 # Page source without font escapes and with "\-" as "-", for finding words.
