@@ -20,6 +20,10 @@
 #
 # Exit codes per Automake: 0 pass, 77 skip, 99 hard error (1 fail).
 
+# Page lists ($pages, $man3) are split on blanks on purpose: the pages
+# are ours and their names have none.
+# shellcheck disable=SC2086
+
 set -u
 
 srcdir=${SS_SRCDIR:-.}
@@ -55,7 +59,7 @@ man3=$(ls "$man"/*.3) || exit 99
 # Page text as man(1) renders it, on one line, blanks collapsed, ASCII
 # (man drops bold and underline itself when its output is not a terminal).
 render_flat() {
-    LC_ALL=C MANWIDTH=200 MAN_KEEP_FORMATTING= man -E ascii -l "$1" 2>/dev/null |
+    LC_ALL=C MANWIDTH=200 env -u MAN_KEEP_FORMATTING man -E ascii -l "$1" 2>/dev/null |
         tr -s ' \t\n' '   '
 }
 # Page source without font escapes and with "\-" as "-", for finding words.
@@ -67,7 +71,10 @@ source_plain() {
 # "SS_API ... ss_name(" in the header; "ss_name;" in the version script.
 hdr_funcs=$(sed -n 's/^SS_API.*[ *]\(ss_[a-z0-9_]*\)(.*/\1/p' "$header" | sort -u)
 sym_funcs=$(sed -n 's/^[[:space:]]*\(ss_[a-z0-9_]*\);.*/\1/p' "$sym" | sort -u)
-[ -n "$hdr_funcs" ] && [ -n "$sym_funcs" ] || { echo "t_man: no functions found" >&2; exit 99; }
+if [ -z "$hdr_funcs" ] || [ -z "$sym_funcs" ]; then
+    echo "t_man: no functions found" >&2
+    exit 99
+fi
 sh "$links" list $man3 >"$tmp/links" || exit 99
 
 for f in $(printf '%s\n%s\n' "$hdr_funcs" "$sym_funcs" | sort -u); do
