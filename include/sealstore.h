@@ -277,7 +277,15 @@ typedef struct ss_stats {
     uint64_t seal_waits;          /* write seals that took over 4 ms in the kernel,
                                    * which waits out transient page references
                                    * (in 5..80 ms steps) before sealing */
-    uint64_t reserved[7];
+    uint64_t parked_requests;     /* requests waiting in the store now (gets for ids
+                                   * not sealed yet, creates waiting for memory,
+                                   * replies waiting for the fd budget) */
+    uint64_t parked_bytes;        /* the store's heap those hold, now: bounded per
+                                   * client and in total (past either, a request
+                                   * that would wait fails with -ENOBUFS) */
+    uint64_t fd_deferred;         /* get replies held back, total, because clients
+                                   * left too many fd-carrying replies unread */
+    uint64_t reserved[4];
 } ss_stats;
 
 /* ss_stats.spill_mode */

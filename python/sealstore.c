@@ -1173,7 +1173,8 @@ static PyObject *client_stats(sspy_client *self, PyObject *unused)
         U(pool_hits) || U(pool_misses) || U(backing_fallbacks) || A(node_bytes) ||
         U(clients) || U(creates) || U(seals) || U(aborts) || U(gets) || U(releases) ||
         U(deletes) || U(evictions) || U(waits) || U(wait_timeouts) ||
-        U(protocol_errors) || U(bookkeeping_bytes) || U(pool_yields) || U(seal_waits))
+        U(protocol_errors) || U(bookkeeping_bytes) || U(pool_yields) || U(seal_waits) ||
+        U(parked_requests) || U(parked_bytes) || U(fd_deferred))
         Py_CLEAR(d);
 #undef U
 #undef A

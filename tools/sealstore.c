@@ -824,10 +824,12 @@ static int cmd_stat(struct cli *cli)
                    ", \"deletes\": %" PRIu64 ", \"evictions\": %" PRIu64 ", \"waits\": %" PRIu64
                    ", \"wait_timeouts\": %" PRIu64 ",\n \"protocol_errors\": %" PRIu64
                    ", \"bookkeeping_bytes\": %" PRIu64 ", \"bookkeeping_bytes_per_object\": %" PRIu64
-                   ",\n",
+                   ",\n \"parked_requests\": %" PRIu64 ", \"parked_bytes\": %" PRIu64
+                   ", \"fd_deferred\": %" PRIu64 ",\n",
                 st.clients, st.creates, st.seals, st.aborts, st.gets, st.releases, st.deletes,
                 st.evictions, st.waits, st.wait_timeouts, st.protocol_errors, st.bookkeeping_bytes,
-                st.objects ? st.bookkeeping_bytes / st.objects : 0);
+                st.objects ? st.bookkeeping_bytes / st.objects : 0, st.parked_requests,
+                st.parked_bytes, st.fd_deferred);
         fprintf(f, " \"spill_mode\": %" PRIu64 ", \"spill_uring\": %s, \"spill_direct\": %s"
                    ", \"spill_queue_depth\": %" PRIu64 ",\n \"spilled_objects\": %" PRIu64
                    ", \"spilled_bytes\": %" PRIu64 ", \"spill_files\": %" PRIu64
@@ -893,6 +895,9 @@ static int cmd_stat(struct cli *cli)
     printf("%-17sreleases %" PRIu64 ", deletes %" PRIu64 ", evictions %" PRIu64 "\n", "",
            st.releases, st.deletes, st.evictions);
     printf("%-17s%" PRIu64 " (%" PRIu64 " timed out)\n", "waits", st.waits, st.wait_timeouts);
+    printf("%-17s%" PRIu64 " holding %s; %" PRIu64 " get replies held for unread fds\n",
+           "parked now", st.parked_requests, fmt_size(st.parked_bytes, a, sizeof(a)),
+           st.fd_deferred);
     printf("%-17s%" PRIu64 "\n", "protocol errors", st.protocol_errors);
     printf("%-17s%s", "bookkeeping", fmt_size(st.bookkeeping_bytes, a, sizeof(a)));
     if (st.objects)

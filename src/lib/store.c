@@ -47,6 +47,9 @@
 
 #include "sys.h"
 
+/* Tests shrink these before opening a store (0: the default). */
+ss__limits ss__g_limits;
+
 #define TAG_LISTEN 1u
 #define TAG_STOP 2u
 #define TAG_SEAL 3u
@@ -406,11 +409,17 @@ void ss__store_epoll_mod(ss__store *s, ss__conn *c)
 
     if (c->broken || c->fd < 0)
         return;
-    if (c->out_head)
-        ev.events = EPOLLOUT;
-    else if (c->nparked < SS_PARKED_MAX)
+    if (c->out_head) {
+        /* after ETOOMANYREFS the socket is writable but the send is not:
+         * the tick retries it */
+        if (!c->out_retry)
+            ev.events = EPOLLOUT;
+    } else if (c->nparked < SS_PARKED_MAX && !ss__fd_paused(s, c)) {
         ev.events = EPOLLIN;
+    }
     c->in_paused = !(ev.events & EPOLLIN);
+    if (c->in_paused && !c->out_head)
+        ss__fd_poll_soon(s); /* an fd pause ends when the client reads */
     epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
@@ -506,6 +515,16 @@ int ss__store_open(ss__store **out, const char *socket_path, unsigned flags)
     if (getrandom(&s->store_id, sizeof(s->store_id), GRND_NONBLOCK) != sizeof(s->store_id))
         s->store_id = ss__now_ns() ^ ((uint64_t)getpid() << 32);
     raise_nofile();
+    ss__fd_budget_init(s);
+    s->hello_timeout_ns = (uint64_t)(ss__g_limits.hello_timeout_ms ? ss__g_limits.hello_timeout_ms
+                                                                   : SS_HELLO_TIMEOUT_MS) *
+                          1000000ull;
+    s->hello_pending_max = ss__g_limits.hello_pending_max ? ss__g_limits.hello_pending_max
+                                                          : SS_HELLO_PENDING_MAX;
+    s->parked_bytes_max = ss__g_limits.parked_bytes_max ? ss__g_limits.parked_bytes_max
+                                                        : SS_PARKED_BYTES_MAX;
+    s->parked_client_max = ss__g_limits.parked_client_max ? ss__g_limits.parked_client_max
+                                                          : SS_PARKED_CLIENT_MAX;
 
     s->obuf = malloc(SS_PROTO_MAX_MSG);
     s->ibuf = malloc(SS_PROTO_MAX_MSG);
@@ -601,6 +620,16 @@ static void accept_all(ss__store *s)
             close(fd);
             continue;
         }
+        if (s->nhello_pending >= s->hello_pending_max) {
+            /* that many connections have not said HELLO yet: a client
+             * opening sockets and never speaking must not pin the store's
+             * fds (each closes at the hello timeout) */
+            SS_LOG_ONCE(SS_LOG_WARN, "store: %u connections have not said HELLO: "
+                        "refusing new ones until they do or time out",
+                        s->nhello_pending);
+            close(fd);
+            continue;
+        }
         set_bufs(fd);
         ss__conn *c = ss__conn_new(s, fd, cr.pid, cr.uid);
         if (!c) {
@@ -616,6 +645,10 @@ static void accept_all(ss__store *s)
 static int loop_timeout(ss__store *s)
 {
     uint64_t d = ss__obj_next_deadline(s), now;
+    uint64_t dc = ss__conn_next_deadline(s);
+
+    if (dc < d)
+        d = dc;
 
     if (s->accept_paused_until && s->accept_paused_until < d)
         d = s->accept_paused_until;
@@ -683,6 +716,7 @@ int ss__store_run(ss__store *s)
             epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->listen_fd, &ev);
         }
         ss__obj_expire(s, now);
+        ss__conn_tick(s, now);
         if (s->retry_creates && (s->cq_head || s->rq_head))
             ss__obj_retry_creates(s);
         ss__spill_tick(s);
@@ -725,6 +759,7 @@ void ss__store_close(ss__store *s)
     for (ss__conn *c = s->conns; c; c = c->next)
         ss__conn_close(s, c);
     ss__conn_reap(s);
+    ss__lingers_close(s);
     if (s->listen_fd >= 0)
         close(s->listen_fd);
     unbind_socket(s);
@@ -867,6 +902,14 @@ void ss__heap_del(ss__store *s, ss__parked *pk)
         s->heap[i]->heap_pos = i;
         heap_down(s, i);
         heap_up(s, i);
+    }
+    /* a burst of parked requests gone: do not keep its array */
+    if (s->heap_cap > 64 && s->heap_len < s->heap_cap / 4) {
+        ss__parked **nh = realloc(s->heap, (s->heap_cap / 2) * sizeof(*nh));
+        if (nh) {
+            s->heap = nh;
+            s->heap_cap /= 2;
+        }
     }
 }
 

@@ -25,6 +25,21 @@
  * disk is full, and no spill is in flight): then the GET fails at its own
  * timeout (at once for timeout 0) with -SS_E_FULL (or the spill error),
  * see ss__restore_stuck.
+ *
+ * What parking costs is bounded and counted: each parked request is
+ * charged the heap it holds (ss__parked.bytes: the request, its ids and
+ * wait nodes, or the CREATE/PUT message it keeps) to its client and to the
+ * store; past SS_PARKED_CLIENT_MAX for the client or SS_PARKED_BYTES_MAX
+ * for the store a request that would park is answered -ENOBUFS at once
+ * (ss_stats.parked_requests / parked_bytes show the figures). Freed heap
+ * is handed back to the kernel with malloc_trim once enough accumulated.
+ *
+ * Fd budget (store_net.c): a GET reply that would pass the client's or the
+ * store's budget of unread fds is not built; the GET waits, answered, on
+ * the store's fdw FIFO (through qprev/qnext, which GETs use for nothing
+ * else once answered) and is built when the budget allows
+ * (ss__fdwait_retry, from the loop's tick). Its client's requests are not
+ * read meanwhile. At stop replies go out regardless.
  */
 #include "store_int.h"
 
@@ -110,6 +125,10 @@ void ss__parked_free(ss__store *s, ss__parked *pk)
         else if (s->cq_tail == pk)
             s->cq_tail = pk->qprev;
     }
+    if (pk->fdwait) {
+        SS_DL_UNLINK(s->fdw_head, s->fdw_tail, pk, qprev, qnext);
+        c->nfdwait--;
+    }
     if (pk->cprev)
         pk->cprev->cnext = pk->cnext;
     else
@@ -117,11 +136,52 @@ void ss__parked_free(ss__store *s, ss__parked *pk)
     if (pk->cnext)
         pk->cnext->cprev = pk->cprev;
     c->nparked--;
+    s->nparked--;
+    c->parked_bytes -= pk->bytes;
+    s->parked_bytes -= pk->bytes;
+    ss__heap_freed(s, pk->bytes);
     free(pk->w);
     free(pk->msg);
     free(pk);
     if (c->in_paused && !c->dead && c->nparked < SS_PARKED_MAX)
         ss__store_epoll_mod(s, c);
+}
+
+/* Heap a parked request holds: itself, plus `extra` (ids, wait nodes, a
+ * message copy). */
+static uint64_t parked_cost(uint64_t extra)
+{
+    return sizeof(ss__parked) + extra;
+}
+
+/* May c park a request costing `bytes` more? */
+static bool parked_fits(const ss__store *s, const ss__conn *c, uint64_t bytes)
+{
+    return c->parked_bytes + bytes <= s->parked_client_max &&
+           s->parked_bytes + bytes <= s->parked_bytes_max;
+}
+
+static void parked_charge(ss__store *s, ss__parked *pk, uint64_t bytes)
+{
+    pk->bytes += bytes;
+    pk->c->parked_bytes += bytes;
+    s->parked_bytes += bytes;
+}
+
+#define TRIM_AFTER (8ull << 20) /* heap freed before asking malloc to return it */
+
+void ss__heap_freed(ss__store *s, uint64_t bytes)
+{
+    /* Thousands of parked requests and wait nodes freed at once leave
+     * free chunks scattered through malloc's arenas that it would keep
+     * (only a free top is returned by itself): give them back once a few
+     * MiB accumulated, so a burst of clients does not raise the store's
+     * RSS for good. */
+    s->trim_freed += bytes;
+    if (s->trim_freed >= TRIM_AFTER) {
+        s->trim_freed = 0;
+        ss__sys_heap_trim();
+    }
 }
 
 ss__parked *ss__parked_new(ss__store *s, ss__conn *c, int type, uint32_t req_id,
@@ -146,6 +206,8 @@ ss__parked *ss__parked_new(ss__store *s, ss__conn *c, int type, uint32_t req_id,
         c->parked->cprev = pk;
     c->parked = pk;
     c->nparked++;
+    s->nparked++;
+    parked_charge(s, pk, parked_cost(0));
     if (c->nparked >= SS_PARKED_MAX)
         ss__store_epoll_mod(s, c); /* stop reading until some complete */
     return pk;
@@ -169,6 +231,10 @@ void ss__obj_create(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put)
         ss__conn_reply_status(s, c, h->type, h->req_id, -ENOSPC);
         return;
     }
+    if (!parked_fits(s, c, parked_cost(h->len))) {
+        ss__conn_reply_status(s, c, h->type, h->req_id, -ENOBUFS);
+        return;
+    }
     ss__parked *pk = ss__parked_new(s, c, put ? SS_PK_PUT : SS_PK_CREATE, h->req_id,
                                     ss__deadline_of(s->create_timeout_ms));
     void *copy = pk ? malloc(h->len) : NULL;
@@ -181,12 +247,8 @@ void ss__obj_create(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put)
     memcpy(copy, h, h->len);
     pk->msg = copy;
     pk->n = h->len;
-    pk->qprev = s->cq_tail;
-    if (s->cq_tail)
-        s->cq_tail->qnext = pk;
-    else
-        s->cq_head = pk;
-    s->cq_tail = pk;
+    parked_charge(s, pk, h->len);
+    SS_DL_APPEND(s->cq_head, s->cq_tail, pk, qprev, qnext);
     set_need(s, pk, need);
     s->c_waits++;
 }
@@ -259,8 +321,9 @@ static void small_segref(ss__store *s, ss__conn *c, uint32_t slot, uint64_t off,
     }
 }
 
-/* Answer a GET now with what is sealed in memory (taking refs). */
-static void get_reply(ss__store *s, ss__conn *c, uint32_t req_id, const ss_id *ids, uint32_t n)
+/* Answer a GET now with what is sealed in memory (taking refs). false:
+ * answered; true: nothing done, its fds would pass the fd budget. */
+static bool get_reply(ss__store *s, ss__conn *c, uint32_t req_id, const ss_id *ids, uint32_t n)
 {
     ss__msg_hdr *h = (ss__msg_hdr *)s->obuf;
     ss__rep_get *rg = (ss__rep_get *)(h + 1);
@@ -269,8 +332,10 @@ static void get_reply(ss__store *s, ss__conn *c, uint32_t req_id, const ss_id *i
     uint32_t nfds = 0, found = 0;
     int rc;
 
-    /* Pass 1: everything that can fail, before any reference is taken. */
-    uint32_t maxslot = 0;
+    /* Pass 1: everything that can fail, before any reference is taken;
+     * and how many fds the reply carries at most (an id listed twice is
+     * counted twice). */
+    uint32_t maxslot = 0, need_fds = 0;
     for (uint32_t i = 0; i < n; i++) {
         int64_t e = ss__get_find(s, &ids[i]);
         if (e < 0)
@@ -278,8 +343,12 @@ static void get_reply(ss__store *s, ss__conn *c, uint32_t req_id, const ss_id *i
         ss__obj *o = ss__obj_at(s, (uint32_t)e);
         ss__index_entry *en = ss__ent(s, (uint32_t)e);
         uint32_t slots[2], ns = 0;
-        if (SS_IX_KIND(en->info) == SS_SEG_SMALL)
+        if (SS_IX_KIND(en->info) == SS_SEG_SMALL) {
             slots[ns++] = o->small_slot;
+        } else {
+            const ss__ref *r = ss__ref_find(c, (uint32_t)e);
+            need_fds += !r || !(r->refs & SS_REF_SENT);
+        }
         if (en->meta_seg)
             slots[ns++] = o->meta_slot;
         for (uint32_t k = 0; k < ns; k++) {
@@ -292,9 +361,12 @@ static void get_reply(ss__store *s, ss__conn *c, uint32_t req_id, const ss_id *i
                 goto fail;
             if (slots[k] > maxslot)
                 maxslot = slots[k];
+            need_fds += slots[k] >= c->sent_cap || c->sent_small[slots[k]] != sm->no;
         }
         found++;
     }
+    if (!s->stopping && !ss__fd_may_send(s, c, need_fds))
+        return true;
     if (found && maxslot >= c->sent_cap) {
         uint32_t ncap = c->sent_cap ? c->sent_cap : 16;
         while (ncap <= maxslot)
@@ -361,18 +433,76 @@ static void get_reply(ss__store *s, ss__conn *c, uint32_t req_id, const ss_id *i
     ss__proto_hdr(h, SS_MSG_GET, req_id, len, (int32_t)found, SS_MSGF_REPLY);
     s->c_gets += found;
     ss__conn_send(s, c, s->obuf, len, fds, nfds);
-    return;
+    return false;
 fail:
     ss__conn_reply_status(s, c, SS_MSG_GET, req_id, rc);
+    return false;
+}
+
+/* An answered GET waits for the fd budget: off the timer heap, to the
+ * tail of the store's FIFO; its client's requests are not read meanwhile. */
+static void fdw_add(ss__store *s, ss__parked *pk)
+{
+    ss__conn *c = pk->c;
+
+    ss__heap_del(s, pk);
+    pk->fdwait = true;
+    pk->ready = true; /* wake-ups leave it alone */
+    SS_DL_APPEND(s->fdw_head, s->fdw_tail, pk, qprev, qnext);
+    c->nfdwait++;
+    s->c_fd_deferred++;
+    if (!c->in_paused)
+        ss__store_epoll_mod(s, c);
+    ss__fd_poll_soon(s);
+}
+
+/* Answer pk (then free it), or leave it waiting for the fd budget: true if
+ * it was answered. */
+static bool get_try(ss__store *s, ss__parked *pk)
+{
+    if (pk->err)
+        ss__conn_reply_status(s, pk->c, SS_MSG_GET, pk->req_id, pk->err);
+    else if (get_reply(s, pk->c, pk->req_id, pk->msg, pk->n))
+        return false;
+    ss__parked_free(s, pk);
+    return true;
 }
 
 void ss__get_complete(ss__store *s, ss__parked *pk)
 {
-    if (pk->err)
-        ss__conn_reply_status(s, pk->c, SS_MSG_GET, pk->req_id, pk->err);
-    else
-        get_reply(s, pk->c, pk->req_id, pk->msg, pk->n);
-    ss__parked_free(s, pk);
+    if (!get_try(s, pk) && !pk->fdwait)
+        fdw_add(s, pk);
+}
+
+void ss__fdwait_retry(ss__store *s)
+{
+    /* in order; one that still does not fit does not hold up others
+     * (another client's budget may allow theirs) */
+    for (ss__parked *pk = s->fdw_head, *nx; pk; pk = nx) {
+        nx = pk->qnext;
+        get_try(s, pk);
+    }
+}
+
+/* A GET answerable now whose fds do not fit the budget: it waits, with
+ * a copy of its ids (charged, never refused: its client is not read from
+ * while it waits, so there is at most one such per read). */
+static void get_defer(ss__store *s, ss__conn *c, uint32_t req_id, const ss_id *ids, uint32_t n)
+{
+    ss__parked *pk = ss__parked_new(s, c, SS_PK_GET, req_id, UINT64_MAX);
+
+    if (pk)
+        pk->msg = malloc((size_t)n * sizeof(ss_id));
+    if (!pk || !pk->msg) {
+        if (pk)
+            ss__parked_free(s, pk);
+        ss__conn_reply_status(s, c, SS_MSG_GET, req_id, -ENOMEM);
+        return;
+    }
+    memcpy(pk->msg, ids, (size_t)n * sizeof(ss_id));
+    pk->n = n;
+    parked_charge(s, pk, (uint64_t)n * sizeof(ss_id));
+    fdw_add(s, pk);
 }
 
 void ss__obj_get(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
@@ -395,12 +525,18 @@ void ss__obj_get(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
         if (st == SS_IX_SPILLED && !s->stopping)
             nrestore++;
     }
+    uint64_t cost = (uint64_t)n * (sizeof(ss_id) + sizeof(ss__waitnode));
     if (nrestore == 0 && (missing == 0 || rq->timeout_ms == 0 || s->stopping)) {
-        get_reply(s, c, h->req_id, ids, n);
+        if (get_reply(s, c, h->req_id, ids, n))
+            get_defer(s, c, h->req_id, ids, n);
         return;
     }
     if (c->nparked >= SS_PARKED_MAX) {
         ss__conn_reply_status(s, c, SS_MSG_GET, h->req_id, -EAGAIN);
+        return;
+    }
+    if (!parked_fits(s, c, parked_cost(cost))) {
+        ss__conn_reply_status(s, c, SS_MSG_GET, h->req_id, -ENOBUFS);
         return;
     }
     uint64_t hard = ss__deadline_of(s->create_timeout_ms);
@@ -422,6 +558,7 @@ void ss__obj_get(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
         return;
     }
     memcpy(pk->msg, ids, (size_t)n * sizeof(ss_id));
+    parked_charge(s, pk, cost);
     nrestore = 0;
     for (uint32_t i = 0; i < n; i++) {
         int64_t e = ss__index_find(&s->ix, &ids[i]);

@@ -241,6 +241,33 @@ uint64_t ss__index_bytes(const ss__index *ix);
 /* A view of the store's own mappings (tests). */
 void ss__index_view_of(const ss__index *ix, ss__index_view *v);
 
+/* Unlink node n from a doubly linked list with head and tail pointers,
+ * through its PREV and NEXT fields. */
+#define SS_DL_UNLINK(head, tail, n, PREV, NEXT)                                          \
+    do {                                                                                 \
+        if ((n)->PREV)                                                                   \
+            (n)->PREV->NEXT = (n)->NEXT;                                                 \
+        else                                                                             \
+            (head) = (n)->NEXT;                                                          \
+        if ((n)->NEXT)                                                                   \
+            (n)->NEXT->PREV = (n)->PREV;                                                 \
+        else                                                                             \
+            (tail) = (n)->PREV;                                                          \
+        (n)->PREV = (n)->NEXT = NULL;                                                    \
+    } while (0)
+
+/* Append node n to such a list. */
+#define SS_DL_APPEND(head, tail, n, PREV, NEXT)                                          \
+    do {                                                                                 \
+        (n)->NEXT = NULL;                                                                \
+        (n)->PREV = (tail);                                                              \
+        if (tail)                                                                        \
+            (tail)->NEXT = (n);                                                          \
+        else                                                                             \
+            (head) = (n);                                                                \
+        (tail) = (n);                                                                    \
+    } while (0)
+
 /* ================================================================ objects */
 
 /* ss__obj.flags */
@@ -349,6 +376,34 @@ typedef struct ss__ref {
 #define SS_REF_SENT 0x80000000u
 #define SS_REF_COUNT(r) ((r) & ~SS_REF_SENT)
 
+/*
+ * Unread fd-carrying replies (DESIGN section 1). The kernel counts every fd
+ * queued in a unix socket against the *sending* user (the store's uid) and
+ * fails SCM_RIGHTS with ETOOMANYREFS for all of the store's clients once
+ * that count passes the store's RLIMIT_NOFILE. The store therefore tracks,
+ * per connection, the fd-carrying messages the client has not read yet:
+ *
+ *   marks[]   one per fd-carrying message still possibly unread, oldest
+ *             first: {nfds, after}, where `after` is the value of `later`
+ *             right after that message was sent;
+ *   later     the sum of the sizes (kernel truesize, measured with
+ *             SIOCOUTQ before and after each send, clamped at 0) of the
+ *             messages sent since the first mark;
+ *   fd_unread sum of marks[].nfds.
+ *
+ * SIOCOUTQ on our end is the truesize of what the peer has not read, and
+ * the peer reads in order, so mark i has been read once
+ *   SIOCOUTQ <= later - marks[i].after
+ * (the bytes of the messages sent after it). A client reading during the
+ * measurement makes a size look smaller: `later` only underestimates, so a
+ * mark can only be kept too long, never dropped early; SIOCOUTQ == 0 drops
+ * them all. Only the loop thread touches these fields.
+ */
+typedef struct ss__fdmark {
+    uint32_t nfds;
+    uint64_t after;
+} ss__fdmark;
+
 typedef struct ss__outmsg {
     struct ss__outmsg *next;
     uint32_t len;
@@ -385,13 +440,51 @@ typedef struct ss__conn {
     /* parked requests of this client */
     struct ss__parked *parked;
     uint32_t nparked;
+    uint64_t parked_bytes;         /* heap its parked requests hold (quota) */
+    uint32_t nfdwait;              /* of which GETs waiting for the fd budget */
     /* seals: one with the worker at a time, the rest queued here */
     struct ss__sealjob *seal_queue, *seal_tail;
     bool seal_busy;
+    /* unread fd-carrying replies (ss__fdmark above) */
+    ss__fdmark *marks;             /* ring of mark_cap, mark_len from mark_head */
+    uint32_t mark_head, mark_len, mark_cap;
+    uint32_t fd_unread;
+    uint64_t later;
+    struct ss__conn *fdt_prev, *fdt_next; /* store's list of conns with fd_unread */
+    bool out_retry;                /* outbox head hit ETOOMANYREFS: retried on the tick */
+    /* before HELLO: on the store's handshake list, closed at hello_deadline */
+    struct ss__conn *hq_prev, *hq_next;
+    uint64_t hello_deadline;
 } ss__conn;
 
 #define SS_OUTBOX_MAX 1024u     /* queued replies before a client is dropped */
 #define SS_PARKED_MAX 1024u     /* parked requests per client (-EAGAIN beyond) */
+
+/* A closed connection whose last fd-carrying replies are still unread:
+ * its socket stays open (shut down) until the peer reads or closes, so the
+ * fds it pins stay counted in the store's total. */
+typedef struct ss__linger {
+    struct ss__linger *next;
+    int fd;
+    uint32_t fd_unread;
+} ss__linger;
+
+/*
+ * Limits the store enforces on what clients make it hold. Set from
+ * ss__g_limits at ss__store_open (tests shrink them; 0 keeps a default).
+ */
+typedef struct ss__limits {
+    uint32_t hello_timeout_ms;  /* a connection must say HELLO within this */
+    uint32_t hello_pending_max; /* connections not past HELLO at once */
+    uint64_t parked_bytes_max;  /* heap all parked requests may hold */
+    uint64_t parked_client_max; /* ... one client's parked requests */
+    uint64_t fd_budget;         /* 0: the store's RLIMIT_NOFILE */
+} ss__limits;
+#define SS_HELLO_TIMEOUT_MS 10000u
+#define SS_HELLO_PENDING_MAX 256u
+#define SS_PARKED_BYTES_MAX (256ull << 20)
+#define SS_PARKED_CLIENT_MAX (16ull << 20)
+extern ss__limits ss__g_limits;
 
 /* ======================================================== parked requests */
 
@@ -424,10 +517,12 @@ typedef struct ss__parked {
     uint32_t nrestore;        /* GET: of which restores under way */
     bool expired;             /* GET: its own timeout passed; waits for restores */
     bool ready;               /* GET: on a wake-up's list of requests to answer */
+    bool fdwait;              /* GET: answered, waits for the fd budget (fdw list) */
     int32_t err;              /* GET: a restore failed: the reply's status */
     uint64_t hard_deadline_ns;/* GET: give up on restores (create timeout) */
     uint64_t need;            /* CREATE/PUT: bytes it lacked last time (reclaim) */
     uint32_t n;               /* GET: ids; CREATE/PUT: message bytes */
+    uint64_t bytes;           /* heap it holds (charged to parked_bytes) */
     ss__waitnode *w;          /* GET: n nodes */
     void *msg;                /* GET: ids copy; CREATE/PUT: request copy */
     uint32_t spop;            /* DELETE: the op it waits for (index + 1), 0 none */
@@ -505,6 +600,25 @@ struct ss__store {
     uint32_t wait_nbuckets;
     ss__parked *cq_head, *cq_tail; /* parked CREATE/PUT, FIFO */
     bool retry_creates;            /* memory freed since the last retry */
+    uint64_t nparked, parked_bytes; /* all parked requests and the heap they hold */
+    uint64_t parked_bytes_max, parked_client_max;
+    uint64_t trim_freed;           /* heap freed since the last malloc_trim */
+
+    /* fd budget (ss__fdmark): fds_unread = sum of conns' fd_unread + lingers' */
+    uint64_t fd_hard, fd_total_max; /* see ss__fd_may_send */
+    uint32_t fd_client_max;
+    uint64_t fds_unread;
+    ss__conn *fdt_head, *fdt_tail; /* conns with fd_unread > 0 */
+    ss__parked *fdw_head, *fdw_tail; /* GETs waiting for the budget, FIFO (qprev/qnext) */
+    ss__linger *lingers;
+    uint32_t nout_retry;           /* conns with out_retry */
+    uint64_t fd_poll_at;           /* ns: next look at unread replies, 0 none due */
+    uint64_t c_fd_deferred;
+
+    /* handshake: conns before HELLO, oldest first */
+    ss__conn *hq_head, *hq_tail;
+    uint32_t nhello_pending, hello_pending_max;
+    uint64_t hello_timeout_ns;
 
     /* seal worker */
     pthread_t sw_thread;
@@ -736,5 +850,30 @@ void ss__conn_reply_status(ss__store *s, ss__conn *c, uint16_t type, uint32_t re
 void ss__store_event(ss__store *s, uint32_t type, const ss_id *id, uint64_t size);
 /* Flush outboxes at stop (bounded wait). */
 void ss__conn_flush_all(ss__store *s, int timeout_ms);
+/* Fd budget: may a message with nfds fds go to c now? (refreshes c's
+ * unread count first). Rules: a client with nothing unread may use the
+ * store's whole budget (fd_hard), so a client that reads its replies is
+ * never held up by others that do not; one with unread fds stays within
+ * its own cap (fd_client_max) and the total cap (fd_total_max). */
+bool ss__fd_may_send(ss__store *s, ss__conn *c, uint32_t nfds);
+/* A client's reading is paused (unread fds at its cap, or GETs waiting
+ * for the budget). */
+bool ss__fd_paused(const ss__store *s, const ss__conn *c);
+/* Loop hook: look at unread replies again, retry deferred GETs and
+ * outboxes, close lingering sockets that are read (due every few ms while
+ * anything waits); and close connections past the HELLO timeout. */
+void ss__conn_tick(ss__store *s, uint64_t now);
+/* Have the tick look at unread replies soon (something waits on them). */
+void ss__fd_poll_soon(ss__store *s);
+/* At close: close the sockets kept for unread replies. */
+void ss__lingers_close(ss__store *s);
+/* ns of the next ss__conn_tick that has work, UINT64_MAX none. */
+uint64_t ss__conn_next_deadline(const ss__store *s);
+/* Set the budget from the store's RLIMIT_NOFILE (after raising it). */
+void ss__fd_budget_init(ss__store *s);
+/* ---- store_get.c: the budget freed up: answer GETs waiting for it */
+void ss__fdwait_retry(ss__store *s);
+/* Heap freed that malloc may keep: trim when enough accumulated. */
+void ss__heap_freed(ss__store *s, uint64_t bytes);
 
 #endif /* SEALSTORE_SRC_LIB_STORE_INT_H */

@@ -22,6 +22,23 @@
  * Closing is deferred to the end of the loop turn (ss__conn_reap): a send
  * that fails in the middle of waking waiters must not free a connection
  * another pointer in the same turn still refers to.
+ *
+ * Fd passing is a shared resource: fds in replies a client has not read
+ * count against the store's uid, and past its RLIMIT_NOFILE every
+ * SCM_RIGHTS send fails with ETOOMANYREFS, whoever it is for. So the store
+ * tracks each client's unread fd-carrying replies (ss__fdmark in
+ * store_int.h), stops reading a client's requests at its cap, holds back
+ * GET replies that would pass the budget (store_get.c parks them until it
+ * frees up), and never takes ETOOMANYREFS for a dead peer: that reply is
+ * queued and retried, and the connection stays. The only way a count goes
+ * down is the client reading (or closing), which the store sees with
+ * SIOCOUTQ: while anything waits for the budget, ss__conn_tick looks every
+ * FD_POLL_MS. A connection closed with replies unread lingers (socket shut
+ * down, still counted) until they are read or the peer closes.
+ *
+ * Handshake: a connection must say HELLO within the hello timeout, and at
+ * most hello_pending_max connections may be waiting to; beyond that new
+ * ones are refused at accept.
  */
 #include "store_int.h"
 
@@ -29,7 +46,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <linux/sockios.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include "stats.h"
@@ -37,6 +57,8 @@
 #define READ_BATCH 64         /* requests read per wake-up: fairness */
 #define CMSG_FDS 16           /* fds we can see in a hostile request; the
                                  kernel closes what does not fit */
+#define FD_POLL_MS 10         /* look at unread replies this often while
+                                 something waits for the fd budget */
 
 /* ============================================================= lifecycle */
 
@@ -57,7 +79,141 @@ ss__conn *ss__conn_new(ss__store *s, int fd, pid_t pid, uid_t uid)
         s->conns->prev = c;
     s->conns = c;
     s->nclients++;
+    /* handshake list: accept order is deadline order */
+    c->hello_deadline = ss__now_ns() + s->hello_timeout_ns;
+    SS_DL_APPEND(s->hq_head, s->hq_tail, c, hq_prev, hq_next);
+    s->nhello_pending++;
     return c;
+}
+
+static void hq_unlink(ss__store *s, ss__conn *c)
+{
+    if (c->hello_deadline == 0)
+        return;
+    SS_DL_UNLINK(s->hq_head, s->hq_tail, c, hq_prev, hq_next);
+    c->hello_deadline = 0;
+    s->nhello_pending--;
+}
+
+/* ============================================================ fd budget */
+
+static int outq(int fd)
+{
+    int q = 0;
+
+    if (ioctl(fd, SIOCOUTQ, &q) < 0)
+        return -errno;
+    return q < 0 ? 0 : q;
+}
+
+/* c has marks: on the list; c has none: off it. */
+static void fdt_unlink(ss__store *s, ss__conn *c)
+{
+    SS_DL_UNLINK(s->fdt_head, s->fdt_tail, c, fdt_prev, fdt_next);
+}
+
+/* Drop the marks the client has read (all of them when q == 0). */
+static void fdt_refresh(ss__store *s, ss__conn *c)
+{
+    uint32_t had = c->mark_len;
+    int q;
+
+    if (!c->mark_len || (q = outq(c->fd)) < 0)
+        return;
+    while (c->mark_len) {
+        ss__fdmark *m = &c->marks[c->mark_head];
+        if (q != 0 && (uint64_t)q > c->later - m->after)
+            break;
+        c->fd_unread -= m->nfds;
+        s->fds_unread -= m->nfds;
+        c->mark_head = (c->mark_head + 1) % c->mark_cap;
+        c->mark_len--;
+    }
+    if (!c->mark_len) {
+        c->mark_head = 0;
+        c->later = 0;
+        fdt_unlink(s, c);
+    }
+    if (c->mark_len < had && c->in_paused && !c->broken)
+        ss__store_epoll_mod(s, c); /* read again if nothing else holds it */
+}
+
+void ss__fd_poll_soon(ss__store *s)
+{
+    if (!s->fd_poll_at)
+        s->fd_poll_at = ss__now_ns() + FD_POLL_MS * 1000000ull;
+}
+
+static int fdt_mark(ss__store *s, ss__conn *c, uint32_t nfds)
+{
+    if (c->mark_len == c->mark_cap) {
+        uint32_t ncap = c->mark_cap ? c->mark_cap * 2 : 8;
+        ss__fdmark *nm = malloc(ncap * sizeof(*nm));
+        if (!nm)
+            return -ENOMEM;
+        for (uint32_t i = 0; i < c->mark_len; i++)
+            nm[i] = c->marks[(c->mark_head + i) % c->mark_cap];
+        free(c->marks);
+        c->marks = nm;
+        c->mark_cap = ncap;
+        c->mark_head = 0;
+    }
+    if (!c->mark_len) {
+        c->later = 0;
+        SS_DL_APPEND(s->fdt_head, s->fdt_tail, c, fdt_prev, fdt_next);
+    }
+    c->marks[(c->mark_head + c->mark_len) % c->mark_cap] =
+        (ss__fdmark){ .nfds = nfds, .after = c->later };
+    c->mark_len++;
+    c->fd_unread += nfds;
+    s->fds_unread += nfds;
+    if (c->fd_unread >= s->fd_client_max && !c->in_paused)
+        ss__store_epoll_mod(s, c); /* at its cap: read no more requests */
+    return 0;
+}
+
+bool ss__fd_paused(const ss__store *s, const ss__conn *c)
+{
+    return c->nfdwait > 0 || c->fd_unread >= s->fd_client_max;
+}
+
+bool ss__fd_may_send(ss__store *s, ss__conn *c, uint32_t nfds)
+{
+    if (!nfds)
+        return true;
+    fdt_refresh(s, c);
+    if (s->fds_unread == 0)
+        return true;
+    if (c->fd_unread == 0)
+        return s->fds_unread + nfds <= s->fd_hard;
+    return c->fd_unread + nfds <= s->fd_client_max && s->fds_unread + nfds <= s->fd_total_max;
+}
+
+void ss__fd_budget_init(ss__store *s)
+{
+    struct rlimit rl;
+    uint64_t b = ss__g_limits.fd_budget;
+
+    if (!b)
+        b = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+                ? (uint64_t)rl.rlim_cur
+                : 1024;
+    /* The kernel refuses a send once the uid's in-flight fds exceed the
+     * sender's RLIMIT_NOFILE. An eighth stays for other processes of our
+     * uid (an embedding host passing fds of its own); clients that have
+     * read everything may use the rest; clients with replies unread share
+     * half of it, each at most a sixteenth (never less than two full
+     * replies, so a paused client can always be answered). */
+    s->fd_hard = b - b / 8;
+    s->fd_total_max = b / 2;
+    uint64_t per = s->fd_total_max / 16;
+    if (per < 2 * SS_PROTO_MAX_FDS)
+        per = 2 * SS_PROTO_MAX_FDS;
+    if (per > 65536)
+        per = 65536;
+    s->fd_client_max = (uint32_t)per;
+    if (s->fd_hard < SS_PROTO_MAX_FDS)
+        s->fd_hard = SS_PROTO_MAX_FDS;
 }
 
 void ss__conn_close(ss__store *s, ss__conn *c)
@@ -89,14 +245,47 @@ void ss__conn_free_dead(ss__store *s, ss__conn *c)
     free(c);
 }
 
+/* Close c's socket, or keep it (shut down) while fds it carried are
+ * unread: they still count against the store's uid. */
+static void close_or_linger(ss__store *s, ss__conn *c)
+{
+    ss__linger *l;
+
+    fdt_refresh(s, c);
+    if (c->mark_len) {
+        fdt_unlink(s, c);
+        if ((l = malloc(sizeof(*l)))) {
+            shutdown(c->fd, SHUT_RDWR);
+            l->fd = c->fd;
+            l->fd_unread = c->fd_unread; /* stays in s->fds_unread */
+            l->next = s->lingers;
+            s->lingers = l;
+            c->fd = -1;
+        } else {
+            s->fds_unread -= c->fd_unread; /* best effort: forget them */
+        }
+    }
+    free(c->marks);
+    c->marks = NULL;
+    c->mark_len = c->mark_cap = c->mark_head = 0;
+    c->fd_unread = 0;
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+}
+
 void ss__conn_reap(ss__store *s)
 {
     while (s->reap) {
         ss__conn *c = s->reap;
         s->reap = c->reap_next;
         epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-        close(c->fd);
-        c->fd = -1;
+        hq_unlink(s, c);
+        if (c->out_retry) {
+            c->out_retry = false;
+            s->nout_retry--;
+        }
+        close_or_linger(s, c);
         outbox_free(c);
         if (c->prev)
             c->prev->next = c->next;
@@ -108,9 +297,12 @@ void ss__conn_reap(ss__store *s)
         if (c->subscriber)
             s->nsubscribers--;
         c->dead = true;
+        uint64_t held = sizeof(*c) + (uint64_t)c->ref_cap * sizeof(ss__ref) +
+                        (uint64_t)c->sent_cap * sizeof(uint32_t);
         /* may send to others (retried creates, events) and so queue more
          * connections on s->reap: the loop takes them too */
         ss__obj_conn_gone(s, c);
+        ss__heap_freed(s, held);
         ss__conn_free_dead(s, c);
     }
 }
@@ -143,6 +335,45 @@ static int send_msg(int fd, const void *msg, uint32_t len, const int *fds, uint3
         if (errno != EINTR)
             return -errno;
     }
+}
+
+/* Send one message to c, keeping its unread-fd marks (ss__fdmark). */
+static int send_tracked(ss__store *s, ss__conn *c, const void *msg, uint32_t len,
+                        const int *fds, uint32_t nfds)
+{
+    bool track = nfds || c->mark_len;
+    int before = track ? outq(c->fd) : 0;
+    int rc = send_msg(c->fd, msg, len, fds, nfds);
+
+    if (rc < 0 || !track)
+        return rc;
+    int after = outq(c->fd);
+    if (c->mark_len && before >= 0 && after > before)
+        c->later += (uint64_t)(after - before);
+    if (nfds && fdt_mark(s, c, nfds) < 0) {
+        /* cannot remember it: count it until the client reads everything */
+        if (c->mark_len) {
+            ss__fdmark *last = &c->marks[(c->mark_head + c->mark_len - 1) % c->mark_cap];
+            last->nfds += nfds;
+            c->fd_unread += nfds;
+            s->fds_unread += nfds;
+        }
+    }
+    return 0;
+}
+
+/* A send failed with ETOOMANYREFS: the store's uid has too many fds in
+ * flight (others' unread replies). Not this client's fault: retried from
+ * the tick, never a reason to close. */
+static void set_out_retry(ss__store *s, ss__conn *c)
+{
+    if (c->out_retry)
+        return;
+    c->out_retry = true;
+    s->nout_retry++;
+    SS_LOG_ONCE(SS_LOG_WARN, "store: fd passing hit the kernel's limit (ETOOMANYREFS): "
+                "replies are held back until clients read theirs");
+    ss__fd_poll_soon(s);
 }
 
 static int outbox_push(ss__conn *c, const void *msg, uint32_t len, const int *fds, uint32_t nfds)
@@ -192,19 +423,20 @@ int ss__conn_send(ss__store *s, ss__conn *c, const void *msg, uint32_t len, cons
     if (c->broken || c->dead)
         return -EPIPE;
     if (!c->out_head) {
-        rc = send_msg(c->fd, msg, len, fds, nfds);
+        rc = send_tracked(s, c, msg, len, fds, nfds);
         if (rc == 0)
             return 0;
-        if (rc != -EAGAIN) {
-            /* EPIPE/ECONNRESET: gone; ETOOMANYREFS: too many of our fds
-             * sit unread in sockets, and this client is not reading */
+        if (rc != -EAGAIN && rc != -ETOOMANYREFS) {
+            /* EPIPE/ECONNRESET: gone */
             if (rc != -EPIPE && rc != -ECONNRESET)
                 ss__log_info("store: client %u (pid %d): send: %s: dropped", c->id,
                              (int)c->pid, ss_strerror(rc));
             ss__conn_close(s, c);
             return rc;
         }
-        if (c->subscriber) {
+        if (rc == -ETOOMANYREFS)
+            set_out_retry(s, c);
+        else if (c->subscriber) {
             ss__log_info("store: subscriber %u (pid %d) not reading: dropped", c->id,
                          (int)c->pid);
             ss__conn_close(s, c);
@@ -238,11 +470,20 @@ void ss__conn_reply_status(ss__store *s, ss__conn *c, uint16_t type, uint32_t re
 
 void ss__conn_writable(ss__store *s, ss__conn *c)
 {
+    if (c->out_retry) {
+        c->out_retry = false;
+        s->nout_retry--;
+    }
     while (c->out_head && !c->broken) {
         ss__outmsg *m = c->out_head;
-        int rc = send_msg(c->fd, m->buf, m->len, m->fds, m->nfds);
+        int rc = send_tracked(s, c, m->buf, m->len, m->fds, m->nfds);
         if (rc == -EAGAIN)
             return;
+        if (rc == -ETOOMANYREFS) {
+            set_out_retry(s, c);
+            ss__store_epoll_mod(s, c); /* no EPOLLOUT: the tick retries */
+            return;
+        }
         if (rc < 0) {
             ss__conn_close(s, c);
             return;
@@ -299,6 +540,71 @@ void ss__conn_flush_all(ss__store *s, int timeout_ms)
     }
 }
 
+/* ================================================================= ticks */
+
+static void lingers_check(ss__store *s)
+{
+    for (ss__linger **pl = &s->lingers, *l; (l = *pl);) {
+        if (outq(l->fd) > 0) {
+            pl = &l->next;
+            continue;
+        }
+        close(l->fd);
+        s->fds_unread -= l->fd_unread;
+        *pl = l->next;
+        free(l);
+    }
+}
+
+void ss__conn_tick(ss__store *s, uint64_t now)
+{
+    while (s->hq_head && s->hq_head->hello_deadline <= now) {
+        ss__conn *c = s->hq_head;
+        hq_unlink(s, c);
+        ss__log_info("store: client %u (pid %d) sent no HELLO in time: closed", c->id,
+                     (int)c->pid);
+        ss__conn_close(s, c);
+    }
+    if (!s->fd_poll_at || now < s->fd_poll_at)
+        return;
+    s->fd_poll_at = 0;
+    bool waiting = false;
+    for (ss__conn *c = s->fdt_head, *nx; c; c = nx) {
+        nx = c->fdt_next;
+        fdt_refresh(s, c);
+        if (ss__fd_paused(s, c))
+            waiting = true;
+    }
+    lingers_check(s);
+    ss__fdwait_retry(s);
+    if (s->nout_retry)
+        for (ss__conn *c = s->conns; c; c = c->next)
+            if (c->out_retry && !c->broken)
+                ss__conn_writable(s, c);
+    if (waiting || s->fdw_head || s->nout_retry)
+        ss__fd_poll_soon(s);
+}
+
+uint64_t ss__conn_next_deadline(const ss__store *s)
+{
+    uint64_t d = s->hq_head ? s->hq_head->hello_deadline : UINT64_MAX;
+
+    if (s->fd_poll_at && s->fd_poll_at < d)
+        d = s->fd_poll_at;
+    return d;
+}
+
+void ss__lingers_close(ss__store *s)
+{
+    while (s->lingers) {
+        ss__linger *l = s->lingers;
+        s->lingers = l->next;
+        close(l->fd);
+        s->fds_unread -= l->fd_unread;
+        free(l);
+    }
+}
+
 /* ================================================================ receiving */
 
 static void hello(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
@@ -316,6 +622,7 @@ static void hello(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
     m.r.capacity = s->capacity;
     m.r.max_msg = SS_PROTO_MAX_MSG;
     c->hello = true;
+    hq_unlink(s, c);
     ss__conn_send(s, c, &m, sizeof(m), NULL, 0);
 }
 
@@ -427,7 +734,8 @@ void ss__conn_readable(ss__store *s, ss__conn *c)
     for (int i = 0; i < READ_BATCH; i++) {
         /* stop when the outbox holds replies or too many requests wait:
          * the kernel's queue then pushes back on the client */
-        if (c->broken || c->out_head || c->nparked >= SS_PARKED_MAX)
+        if (c->broken || c->out_head || c->nparked >= SS_PARKED_MAX ||
+            ss__fd_paused(s, c))
             return;
         struct iovec iov = { .iov_base = s->ibuf, .iov_len = SS_PROTO_MAX_MSG };
         struct msghdr mh = {
@@ -579,6 +887,9 @@ void ss__obj_fill_stats(ss__store *s, ss_stats *st)
     st->wait_timeouts = s->c_wait_timeouts;
     st->protocol_errors = s->c_proto_errors;
     st->bookkeeping_bytes = ss__obj_bookkeeping(s);
+    st->parked_requests = s->nparked;
+    st->parked_bytes = s->parked_bytes;
+    st->fd_deferred = s->c_fd_deferred;
     ss__spill_fill_stats(s, st);
 }
 

@@ -2,6 +2,7 @@
 /* OS wrappers: each turns -1 + errno into -errno (sys.h). */
 #include "sys.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,6 +151,13 @@ uint64_t ss__now_ns(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void ss__sys_heap_trim(void)
+{
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
 }
 
 /* ------------------------------------------------------------ fork guard */

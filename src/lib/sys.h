@@ -59,6 +59,8 @@ int ss__sys_read_file(const char *path, char *buf, size_t len);
 /* Read an unsigned decimal from a sysfs/procfs file. */
 int ss__sys_read_u64(const char *path, uint64_t *out);
 uint64_t ss__now_ns(void); /* CLOCK_MONOTONIC */
+/* Return free heap memory to the kernel (malloc_trim). */
+void ss__sys_heap_trim(void);
 
 /*
  * Fork guard. A writable shared mapping of a memfd must never reach a forked
