@@ -132,8 +132,11 @@ SS_API void ss_disconnect(ss_client *c);
  * aligned, visible to no other client until sealed. `meta` is copied (at
  * most 64 KiB). Takes one reference.
  * Returns 0; -EEXIST (id exists, sealed or being created); -ENOSPC (does not
- * fit within the create timeout); -EINVAL (bad arguments); -ENOTCONN (the
- * handle is dead: forked child, store gone); -EPIPE/-ECONNRESET (store died).
+ * fit within the create timeout); -ENOBUFS (it would have to wait for
+ * memory, and the requests waiting in the store already hold this client's
+ * or the store's quota of its memory: see README); -EINVAL (bad
+ * arguments); -ENOTCONN (the handle is dead: forked child, store gone);
+ * -EPIPE/-ECONNRESET (store died).
  */
 SS_API SS_NODISCARD int ss_create(ss_client *c, const ss_id *id, uint64_t size,
                                   const void *meta, uint64_t meta_size, void **data);
@@ -171,7 +174,11 @@ SS_API SS_NODISCARD int ss_put(ss_client *c, const ss_id *id, const void *data,
  * space exhausted): then the call fails at timeout_ms with -SS_E_FULL (or
  * the spill disk's error, e.g. -EIO). On a negative return (-EINVAL for
  * timeout below -1 or NULL arrays, connection errors, those) out is
- * untouched and no reference is taken.
+ * untouched and no reference is taken. Waiting gets are held by the store
+ * and charged to this client: -ENOBUFS when a get that would wait finds
+ * this client's or the store's quota for them used up, -EAGAIN when this
+ * client already has 1024 requests waiting (neither takes a reference;
+ * retry once earlier gets completed).
  */
 SS_API SS_NODISCARD int ss_get(ss_client *c, const ss_id *ids, size_t n,
                                int64_t timeout_ms, ss_object *out);
