@@ -477,10 +477,13 @@ void ss__get_complete(ss__store *s, ss__parked *pk)
 void ss__fdwait_retry(ss__store *s)
 {
     /* in order; one that still does not fit does not hold up others
-     * (another client's budget may allow theirs) */
+     * (another client's budget may allow theirs). The tick refreshed the
+     * counts: a client with no room for even one fd is skipped without
+     * building its replies (it may have a thousand waiting). */
     for (ss__parked *pk = s->fdw_head, *nx; pk; pk = nx) {
         nx = pk->qnext;
-        get_try(s, pk);
+        if (ss__fd_room(s, pk->c, 1))
+            get_try(s, pk);
     }
 }
 

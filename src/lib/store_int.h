@@ -856,6 +856,8 @@ void ss__conn_flush_all(ss__store *s, int timeout_ms);
  * never held up by others that do not; one with unread fds stays within
  * its own cap (fd_client_max) and the total cap (fd_total_max). */
 bool ss__fd_may_send(ss__store *s, ss__conn *c, uint32_t nfds);
+/* The same test on the counts as they are (no refresh). */
+bool ss__fd_room(const ss__store *s, const ss__conn *c, uint32_t nfds);
 /* A client's reading is paused (unread fds at its cap, or GETs waiting
  * for the budget). */
 bool ss__fd_paused(const ss__store *s, const ss__conn *c);

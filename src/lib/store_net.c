@@ -177,16 +177,21 @@ bool ss__fd_paused(const ss__store *s, const ss__conn *c)
     return c->nfdwait > 0 || c->fd_unread >= s->fd_client_max;
 }
 
+bool ss__fd_room(const ss__store *s, const ss__conn *c, uint32_t nfds)
+{
+    if (!nfds || s->fds_unread == 0)
+        return true;
+    if (c->fd_unread == 0)
+        return s->fds_unread + nfds <= s->fd_hard;
+    return c->fd_unread + nfds <= s->fd_client_max && s->fds_unread + nfds <= s->fd_total_max;
+}
+
 bool ss__fd_may_send(ss__store *s, ss__conn *c, uint32_t nfds)
 {
     if (!nfds)
         return true;
     fdt_refresh(s, c);
-    if (s->fds_unread == 0)
-        return true;
-    if (c->fd_unread == 0)
-        return s->fds_unread + nfds <= s->fd_hard;
-    return c->fd_unread + nfds <= s->fd_client_max && s->fds_unread + nfds <= s->fd_total_max;
+    return ss__fd_room(s, c, nfds);
 }
 
 void ss__fd_budget_init(ss__store *s)

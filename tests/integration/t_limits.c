@@ -72,7 +72,8 @@ static int wire_send(int fd, uint16_t type, uint32_t req_id, const void *body, s
     if (sizeof(*h) + blen > sizeof(buf))
         return -EMSGSIZE;
     ss__proto_hdr(h, type, req_id, (uint32_t)(sizeof(*h) + blen), 0, 0);
-    memcpy(buf + sizeof(*h), body, blen);
+    if (blen)
+        memcpy(buf + sizeof(*h), body, blen);
     return send(fd, buf, sizeof(*h) + blen, MSG_NOSIGNAL) == (ssize_t)(sizeof(*h) + blen) ? 0
                                                                                           : -errno;
 }
