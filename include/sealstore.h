@@ -290,8 +290,9 @@ typedef struct ss_stats {
     uint64_t parked_bytes;        /* the store's heap those hold, now: bounded per
                                    * client and in total (past either, a request
                                    * that would wait fails with -ENOBUFS) */
-    uint64_t fd_deferred;         /* get replies held back, total, because clients
-                                   * left too many fd-carrying replies unread */
+    uint64_t fd_deferred;         /* replies held back, total, because clients left
+                                   * too many fd-carrying replies unread (the store's
+                                   * caps, or the kernel refusing the fds: retried) */
     uint64_t reserved[4];
 } ss_stats;
 

@@ -439,9 +439,10 @@ int ss__conn_send(ss__store *s, ss__conn *c, const void *msg, uint32_t len, cons
             ss__conn_close(s, c);
             return rc;
         }
-        if (rc == -ETOOMANYREFS)
+        if (rc == -ETOOMANYREFS) {
+            s->c_fd_deferred++;
             set_out_retry(s, c);
-        else if (c->subscriber) {
+        } else if (c->subscriber) {
             ss__log_info("store: subscriber %u (pid %d) not reading: dropped", c->id,
                          (int)c->pid);
             ss__conn_close(s, c);

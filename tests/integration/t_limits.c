@@ -385,20 +385,6 @@ static void flood_child(uid_t uid, const char *path, int ready_fd, int go_fd)
     _exit(0);
 }
 
-static pid_t g_children[2];
-
-static int kill_children(void **state)
-{
-    (void)state;
-    for (int i = 0; i < 2; i++)
-        if (g_children[i] > 0) {
-            kill(g_children[i], SIGKILL);
-            waitpid(g_children[i], NULL, 0);
-            g_children[i] = 0;
-        }
-    return 0;
-}
-
 static int child_status(pid_t pid)
 {
     int st;
@@ -408,40 +394,130 @@ static int child_status(pid_t pid)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-static void t_fd_budget(void **state)
+static void hog_child(uid_t uid, int ready_fd, int go_fd);
+
+/* An unprivileged store (the fixture of the fd cases): its uid, socket,
+ * the pipes its helpers report on, and the helper processes. */
+static struct {
+    uid_t uid;
+    char dir[32], path[108];
+    int rp[2], gp[2];   /* children -> test ("ready"), test -> children ("go") */
+    pid_t store, helper;
+} U;
+
+static void reap_child(pid_t *pid, bool force)
 {
-    char dir[] = "/tmp/ss-limits-XXXXXX", path[108];
-    int rp[2], gp[2];
+    if (*pid <= 0)
+        return;
+    if (force)
+        kill(*pid, SIGKILL);
+    waitpid(*pid, NULL, 0);
+    *pid = 0;
+}
+
+/* The helper's exit status (it was told to finish). */
+static int helper_status(void)
+{
+    int st = child_status(U.helper);
+
+    U.helper = 0;
+    return st;
+}
+
+/* Fork a helper; wait for its "ready". */
+static void helper_start(void (*fn)(void))
+{
+    char b;
+
+    U.helper = fork();
+    assert_true(U.helper >= 0);
+    if (U.helper == 0)
+        fn();
+    if (read(U.rp[0], &b, 1) != 1)
+        fail_msg("helper process failed: exit %d", helper_status());
+}
+
+static int ustore_setup(void **state)
+{
     char b;
 
     (void)state;
-    T_SKIP_IF(geteuid() != 0, NULL,
-              "needs root, to run the store as an unprivileged uid (a root store is exempt "
-              "from the kernel's in-flight fd limit)");
+    memset(&U, 0, sizeof(U));
+    U.rp[0] = U.rp[1] = U.gp[0] = U.gp[1] = -1;
+    if (geteuid() != 0)
+        return 0; /* the case skips */
     /* a uid of our own: the kernel counts in-flight fds per uid, and
      * another test run must not share the count */
-    uid_t uid = 0x7e000000u | ((uid_t)getpid() & 0xffffu);
-    if (!mkdtemp(dir) || chown(dir, uid, (gid_t)uid) < 0)
-        fail_msg("temporary directory: %s", strerror(errno));
-    snprintf(path, sizeof(path), "%s/s.sock", dir);
-    assert_int_equal(pipe(rp), 0);
-    assert_int_equal(pipe(gp), 0);
+    U.uid = 0x7e000000u | ((uid_t)getpid() & 0xffffu);
+    snprintf(U.dir, sizeof(U.dir), "/tmp/ss-limits-XXXXXX");
+    if (!mkdtemp(U.dir) || chown(U.dir, U.uid, (gid_t)U.uid) < 0 || pipe(U.rp) < 0 ||
+        pipe(U.gp) < 0) {
+        print_error("fixture: %s\n", strerror(errno));
+        return -1;
+    }
+    snprintf(U.path, sizeof(U.path), "%s/s.sock", U.dir);
+    U.store = fork();
+    if (U.store < 0)
+        return -1;
+    if (U.store == 0)
+        store_child(U.uid, U.path, U.rp[1]);
+    if (read(U.rp[0], &b, 1) != 1) {
+        print_error("store process failed: exit %d\n", child_status(U.store));
+        U.store = 0;
+        return -1;
+    }
+    return 0;
+}
 
-    pid_t store = fork();
-    assert_true(store >= 0);
-    if (store == 0)
-        store_child(uid, path, rp[1]);
-    g_children[0] = store;
-    if (read(rp[0], &b, 1) != 1)
-        fail_msg("store process failed: exit %d", child_status(store));
-    pid_t flood = fork();
-    assert_true(flood >= 0);
-    if (flood == 0)
-        flood_child(uid, path, rp[1], gp[0]);
-    g_children[1] = flood;
-    if (read(rp[0], &b, 1) != 1)
-        fail_msg("flood process failed: exit %d", child_status(flood));
+/* Stop the store (SIGTERM: a clean stop); a failed case's helper is
+ * killed. The store must exit 0. */
+static int ustore_teardown(void **state)
+{
+    int rc = 0;
+    char lock[120];
 
+    (void)state;
+    reap_child(&U.helper, true);
+    if (U.store > 0) {
+        kill(U.store, SIGTERM);
+        rc = child_status(U.store) == 0 ? 0 : -1;
+        U.store = 0;
+    }
+    if (U.path[0]) {
+        unlink(U.path);
+        snprintf(lock, sizeof(lock), "%s.lock", U.path);
+        unlink(lock);
+        rmdir(U.dir);
+    }
+    for (int i = 0; i < 2; i++) {
+        if (U.rp[i] >= 0)
+            close(U.rp[i]);
+        if (U.gp[i] >= 0)
+            close(U.gp[i]);
+    }
+    return rc;
+}
+
+#define SKIP_UNLESS_ROOT()                                                                \
+    T_SKIP_IF(geteuid() != 0, NULL,                                                       \
+              "needs root, to run the store as an unprivileged uid (a root store is "     \
+              "exempt from the kernel's in-flight fd limit)")
+
+static void flood_main(void)
+{
+    flood_child(U.uid, U.path, U.rp[1], U.gp[0]);
+}
+
+static void hog_main(void)
+{
+    hog_child(U.uid, U.rp[1], U.gp[0]);
+}
+
+static void t_fd_budget(void **state)
+{
+    (void)state;
+    SKIP_UNLESS_ROOT();
+    helper_start(flood_main);
     /* Wait until the store has dealt with the flood. With FD_LIMIT 1024,
      * clients with replies unread share 512 fds, at most 256 each: two
      * flooding connections fill that and are no longer read; each of the
@@ -450,7 +526,7 @@ static void t_fd_budget(void **state)
      * the budget answers everything (or drops connections trying). */
     ss_client *c;
     ss_stats st;
-    t_assert_ok(ss_connect(path, 0, &c));
+    t_assert_ok(ss_connect(U.path, 0, &c));
     for (int i = 0; i < 2000; i++) {
         st = t_store_stats(c);
         if (st.fd_deferred >= NFLOOD - 2 || st.gets >= (uint64_t)NFLOOD * NOBJ)
@@ -473,24 +549,114 @@ static void t_fd_budget(void **state)
     ss_disconnect(c);
 
     /* the flood reads: it gets every reply */
-    assert_int_equal(write(gp[1], "g", 1), 1);
-    int fst = child_status(flood);
-    g_children[1] = 0;
-    kill(store, SIGTERM);
-    int sst = child_status(store);
-    g_children[0] = 0;
-    unlink(path);
-    char lock[120];
-    snprintf(lock, sizeof(lock), "%s.lock", path);
-    unlink(lock);
-    rmdir(dir);
-    close(rp[0]);
-    close(rp[1]);
-    close(gp[0]);
-    close(gp[1]);
+    assert_int_equal(write(U.gp[1], "g", 1), 1);
+    int fst = helper_status();
     if (fst != 0)
         fail_msg("the flooding connections lost replies (flood exit %d)", fst);
-    assert_int_equal(sst, 0);
+}
+
+/* Another process of the store's uid keeps more fds in flight than the
+ * store's RLIMIT_NOFILE (its own limit is higher): the kernel refuses
+ * every fd the store sends. Told on `ready_fd`, lets go when `go_fd`
+ * says so. */
+static void hog_child(uid_t uid, int ready_fd, int go_fd)
+{
+    struct rlimit rl = { 4 * FD_LIMIT, 4 * FD_LIMIT };
+    int sp[2], fds[200], one;
+    char go;
+
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || become(uid) < 0)
+        _exit(3);
+    if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sp) < 0 || (one = open("/dev/null", O_RDONLY)) < 0)
+        _exit(4);
+    for (int i = 0; i < 200; i++)
+        fds[i] = one;
+    for (int m = 0; m < (FD_LIMIT + 199) / 200 + 1; m++) {
+        union {
+            char b[CMSG_SPACE(sizeof(fds))];
+            struct cmsghdr al;
+        } u;
+        char byte = 0;
+        struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
+                             .msg_controllen = sizeof(u.b) };
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(fds));
+        memcpy(CMSG_DATA(cm), fds, sizeof(fds));
+        if (sendmsg(sp[0], &mh, 0) != 1)
+            _exit(5);
+    }
+    if (write(ready_fd, "r", 1) != 1 || read(go_fd, &go, 1) != 1)
+        _exit(6);
+    _exit(0); /* closing sp[1] drops what it never read */
+}
+
+static uint64_t raw_fd_deferred(int fd)
+{
+    static unsigned char buf[SS_PROTO_MAX_MSG];
+    uint32_t id = ++g_req;
+    ss_stats st;
+
+    t_assert_ok(wire_send(fd, SS_MSG_STATS, id, NULL, 0));
+    ssize_t n = wire_recv(fd, buf, sizeof(buf), 10000);
+    if (n < (ssize_t)(sizeof(ss__msg_hdr) + sizeof(st)))
+        fail_msg("no STATS reply: %zd", n);
+    memcpy(&st, buf + sizeof(ss__msg_hdr), sizeof(st));
+    return st.fd_deferred;
+}
+
+/* The kernel refuses the store's fds (ETOOMANYREFS) for reasons that are
+ * not the client's: its reply waits and goes out later; the connection
+ * is never taken for a dead one. */
+static void t_fd_refused(void **state)
+{
+    static unsigned char buf[SS_PROTO_MAX_MSG];
+
+    (void)state;
+    SKIP_UNLESS_ROOT();
+    /* an object whose get carries its fd */
+    ss_client *c;
+    ss_id id = id_of('r', 1);
+    void *data = calloc(1, OBJ_SIZE);
+    assert_non_null(data);
+    t_assert_ok(ss_connect(U.path, 0, &c));
+    t_assert_ok(ss_put(c, &id, data, OBJ_SIZE, NULL, 0));
+    free(data);
+    ss_disconnect(c);
+
+    helper_start(hog_main);
+
+    int fd = wire_connect(U.path), sfd = wire_connect(U.path);
+    t_assert_ok(fd);
+    t_assert_ok(sfd);
+    t_assert_ok(wire_hello(fd));
+    t_assert_ok(wire_hello(sfd));
+    uint64_t before = raw_fd_deferred(sfd);
+    uint32_t gid = ++g_req;
+    t_assert_ok(wire_get(fd, gid, &id, 1, 0));
+    /* the store tried and was refused (a store that takes that for a dead
+     * client closes fd instead: seen below) */
+    for (int i = 0; i < 2000 && raw_fd_deferred(sfd) == before; i++)
+        t_sleep_ms(5);
+    assert_int_equal(write(U.gp[1], "g", 1), 1); /* the hog lets go */
+    assert_int_equal(helper_status(), 0);
+    ssize_t n = wire_recv(fd, buf, sizeof(buf), 20000);
+    if (n < (ssize_t)sizeof(ss__msg_hdr))
+        fail_msg("GET not answered (%zd: 0 is the store closing the connection)", n);
+    const ss__msg_hdr *h = (const void *)buf;
+    assert_int_equal(h->req_id, gid);
+    assert_int_equal(h->status, 1);
+    assert_true(raw_fd_deferred(sfd) > before);
+    /* and the connection serves on */
+    ss__req_id rq = { .id = id };
+    t_assert_ok(wire_send(fd, SS_MSG_CONTAINS, ++g_req, &rq, sizeof(rq)));
+    n = wire_recv(fd, buf, sizeof(buf), 10000);
+    assert_true(n >= (ssize_t)sizeof(ss__msg_hdr));
+    assert_int_equal(h->status, 1);
+    close(fd);
+    close(sfd);
 }
 
 int main(void)
@@ -498,7 +664,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(t_hello_timeout, store_setup, store_teardown),
         cmocka_unit_test_setup_teardown(t_parked_quota, store_setup, store_teardown),
-        cmocka_unit_test_teardown(t_fd_budget, kill_children),
+        cmocka_unit_test_setup_teardown(t_fd_budget, ustore_setup, ustore_teardown),
+        cmocka_unit_test_setup_teardown(t_fd_refused, ustore_setup, ustore_teardown),
     };
 
     if (ss_option_set(SS_OPT_POOL_SIZE, "0") < 0 || ss_option_set(SS_OPT_CAPACITY, "64M") < 0 ||
