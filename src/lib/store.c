@@ -594,9 +594,33 @@ static bool peer_allowed(ss__store *s, int fd, struct ucred *cr)
     return false;
 }
 
+void ss__store_accept_resume(ss__store *s)
+{
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_LISTEN };
+
+    if (!s->accept_held || s->nhello_pending >= s->hello_pending_max)
+        return;
+    s->accept_held = false;
+    if (!s->accept_paused_until && s->listen_fd >= 0) /* else the backoff's end does it */
+        epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->listen_fd, &ev);
+}
+
 static void accept_all(ss__store *s)
 {
     for (;;) {
+        if (s->nhello_pending >= s->hello_pending_max) {
+            /* That many connections have not said HELLO yet: accept no
+             * more until some do or time out. Clients opening sockets and
+             * never speaking cannot pin the store's fds, and a burst of
+             * real clients only waits in the kernel's backlog (each of
+             * them says HELLO at once), none is dropped. */
+            struct epoll_event ev = { .events = 0, .data.u64 = TAG_LISTEN };
+            SS_LOG_ONCE(SS_LOG_WARN, "store: %u connections have not said HELLO yet: "
+                        "accepting more once they do or time out", s->nhello_pending);
+            epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->listen_fd, &ev);
+            s->accept_held = true;
+            return;
+        }
         int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         struct ucred cr;
 
@@ -617,16 +641,6 @@ static void accept_all(ss__store *s)
         if (!peer_allowed(s, fd, &cr)) {
             ss__log_info("store: refused a connection from uid %u pid %d", (unsigned)cr.uid,
                          (int)cr.pid);
-            close(fd);
-            continue;
-        }
-        if (s->nhello_pending >= s->hello_pending_max) {
-            /* that many connections have not said HELLO yet: a client
-             * opening sockets and never speaking must not pin the store's
-             * fds (each closes at the hello timeout) */
-            SS_LOG_ONCE(SS_LOG_WARN, "store: %u connections have not said HELLO: "
-                        "refusing new ones until they do or time out",
-                        s->nhello_pending);
             close(fd);
             continue;
         }
@@ -713,7 +727,8 @@ int ss__store_run(ss__store *s)
         if (s->accept_paused_until && now >= s->accept_paused_until) {
             struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_LISTEN };
             s->accept_paused_until = 0;
-            epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->listen_fd, &ev);
+            if (!s->accept_held)
+                epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->listen_fd, &ev);
         }
         ss__obj_expire(s, now);
         ss__conn_tick(s, now);

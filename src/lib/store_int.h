@@ -618,6 +618,7 @@ struct ss__store {
     /* handshake: conns before HELLO, oldest first */
     ss__conn *hq_head, *hq_tail;
     uint32_t nhello_pending, hello_pending_max;
+    bool accept_held;              /* listener off: hello_pending_max reached */
     uint64_t hello_timeout_ns;
 
     /* seal worker */
@@ -664,6 +665,8 @@ struct ss__store {
 
 /* ---- store.c */
 void ss__store_epoll_mod(ss__store *s, ss__conn *c);
+/* A connection said HELLO or went: accept again if that was held back. */
+void ss__store_accept_resume(ss__store *s);
 /* timer heap of parked requests (deadline_ns; heap_pos) */
 int ss__heap_add(ss__store *s, ss__parked *pk);
 void ss__heap_del(ss__store *s, ss__parked *pk);

@@ -37,8 +37,8 @@
  * down, still counted) until they are read or the peer closes.
  *
  * Handshake: a connection must say HELLO within the hello timeout, and at
- * most hello_pending_max connections may be waiting to; beyond that new
- * ones are refused at accept.
+ * most hello_pending_max connections may be waiting to; beyond that the
+ * store accepts no more until some do (they wait in the kernel's backlog).
  */
 #include "store_int.h"
 
@@ -93,6 +93,7 @@ static void hq_unlink(ss__store *s, ss__conn *c)
     SS_DL_UNLINK(s->hq_head, s->hq_tail, c, hq_prev, hq_next);
     c->hello_deadline = 0;
     s->nhello_pending--;
+    ss__store_accept_resume(s);
 }
 
 /* ============================================================ fd budget */
