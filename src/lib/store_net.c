@@ -113,14 +113,15 @@ static void fdt_unlink(ss__store *s, ss__conn *c)
     SS_DL_UNLINK(s->fdt_head, s->fdt_tail, c, fdt_prev, fdt_next);
 }
 
-/* Drop the marks the client has read (all of them when q == 0). */
-static void fdt_refresh(ss__store *s, ss__conn *c)
+/* Drop the marks the client has read (all of them when q == 0). Returns
+ * the SIOCOUTQ it saw, or -1 (no marks, or it failed). */
+static int fdt_refresh(ss__store *s, ss__conn *c)
 {
     uint32_t had = c->mark_len;
     int q;
 
     if (!c->mark_len || (q = outq(c->fd)) < 0)
-        return;
+        return -1;
     while (c->mark_len) {
         ss__fdmark *m = &c->marks[c->mark_head];
         if (q != 0 && (uint64_t)q > c->later - m->after)
@@ -137,6 +138,7 @@ static void fdt_refresh(ss__store *s, ss__conn *c)
     }
     if (c->mark_len < had && c->in_paused && !c->broken)
         ss__store_epoll_mod(s, c); /* read again if nothing else holds it */
+    return q;
 }
 
 void ss__fd_poll_soon(ss__store *s)
@@ -347,8 +349,11 @@ static int send_msg(int fd, const void *msg, uint32_t len, const int *fds, uint3
 static int send_tracked(ss__store *s, ss__conn *c, const void *msg, uint32_t len,
                         const int *fds, uint32_t nfds)
 {
+    /* the client has usually read everything by now: then its marks go
+     * and a reply without fds needs no measuring */
+    int q = fdt_refresh(s, c);
     bool track = nfds || c->mark_len;
-    int before = track ? outq(c->fd) : 0;
+    int before = !track ? 0 : q >= 0 ? q : outq(c->fd);
     int rc = send_msg(c->fd, msg, len, fds, nfds);
 
     if (rc < 0 || !track)
