@@ -69,9 +69,40 @@ static void usage(FILE *f)
     fprintf(f, "  --%-20s %s\n", "help", "show this help and exit");
     fprintf(f, "  --%-20s %s\n\n", "version", "show the version and exit");
     ss__options_help(f);
-    fprintf(f, "\nExit status: 0 after a clean stop; 1 when the store cannot start "
-               "(another store serving the path, bad options, no memory); 2 on "
-               "bad usage.\n");
+    fprintf(f, "\nUnlike the library, which warns and keeps the default, the daemon refuses\n"
+               "to start when a flag or a SEALSTORE_ variable holds a value that does not\n"
+               "parse or is out of range.\n"
+               "\nExit status: 0 after a clean stop; 1 when the store cannot start "
+               "(another store serving the path, options that do not fit together, an "
+               "explicit hugepage size the machine cannot give, no memory); 2 on bad "
+               "usage (an unknown flag, or a bad value in a flag or variable).\n");
+}
+
+/* The strict check of one value (ss__option_check); on failure say which
+ * flag or variable and why. 0 or -1. */
+static int check_value(ss_option opt, const char *what, const char *val)
+{
+    char why[160];
+
+    if (ss__option_check(opt, val, why, sizeof(why)) == 0)
+        return 0;
+    fprintf(stderr, "sealstored: %s \"%.200s\": %s\n", what, val, why);
+    return -1;
+}
+
+/* Every SEALSTORE_ variable that is set must hold a good value: checked
+ * before anything reads the options (the library would warn and use the
+ * default). 0 or -1. */
+static int check_environment(void)
+{
+    for (int i = 0; i < SS_OPT__COUNT; i++) {
+        const char *name = ss_option_name((ss_option)i);
+        const char *val = getenv(name);
+
+        if (val && check_value((ss_option)i, name, val) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 static int lookup_flag(const char *name, size_t len)
@@ -96,17 +127,22 @@ int main(int argc, char **argv)
         fprintf(stderr, "sealstored: prctl(PR_SET_DUMPABLE): %s\n", strerror(errno));
         return 1;
     }
+    /* --help and --version work whatever the environment holds */
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             return 0;
         }
-        if (!strcmp(a, "--version")) {
+        if (!strcmp(argv[i], "--version")) {
             printf("sealstored %s\n", ss_version());
             return 0;
         }
+    }
+    if (check_environment() < 0)
+        return 2;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+
         if (!strcmp(a, "--print-dumpable")) {
             printf("%d\n", prctl(PR_GET_DUMPABLE, 0, 0, 0, 0));
             return 0;
@@ -131,10 +167,13 @@ int main(int argc, char **argv)
             }
             val = argv[++i];
         }
+        char what[80];
+        snprintf(what, sizeof(what), "--%.*s", (int)nlen, name);
+        if (check_value((ss_option)opt, what, val) < 0)
+            return 2;
         rc = ss_option_set((ss_option)opt, val);
         if (rc < 0) {
-            fprintf(stderr, "sealstored: --%.*s '%s': %s\n", (int)nlen, name, val,
-                    ss_strerror(rc));
+            fprintf(stderr, "sealstored: %s \"%s\": %s\n", what, val, ss_strerror(rc));
             return 2;
         }
     }

@@ -35,9 +35,12 @@
 #include <string.h>
 #include <strings.h>
 
-#include "numa.h" /* SS_MAX_NODES */
+#include "numa.h"  /* SS_MAX_NODES */
+#include "proto.h" /* SS_PROTO_MAX_INLINE */
 
 /* ------------------------------------------------------- table and checks */
+
+static const char *type_metavar(int type);
 
 /* Row positions as the X-macro sees them... */
 enum ss__opt_row {
@@ -346,6 +349,29 @@ static int parse_value(int type, const char *s, opt_val *v)
     return -EINVAL;
 }
 
+int ss__spill_parse_high(const char *t, uint64_t capacity, uint64_t *bytes)
+{
+    size_t n = t ? strlen(t) : 0;
+
+    if (!t)
+        return -EINVAL;
+    if (strcasecmp(t, "off") == 0)
+        return 1;
+    if (n >= 2 && t[n - 1] == '%') {
+        uint64_t v = 0;
+        for (size_t k = 0; k + 1 < n; k++) {
+            if (t[k] < '0' || t[k] > '9' || k >= 3)
+                return -EINVAL;
+            v = v * 10 + (uint64_t)(t[k] - '0');
+        }
+        if (v > 100)
+            return -EINVAL;
+        *bytes = capacity / 100 * v + capacity % 100 * v / 100;
+        return 0;
+    }
+    return ss__parse_size(t, bytes) < 0 ? -EINVAL : 0;
+}
+
 /* ------------------------------------------------------ canonical output */
 
 /* Largest exact suffix, so "268435456" prints as "256M" and parses back. */
@@ -415,6 +441,52 @@ static int format_value(int type, const opt_val *v, char *buf, size_t len)
         return snprintf(buf, len, "%s", v->u.b ? "on" : "off");
     }
     return -EINVAL;
+}
+
+/* ------------------------------------------------------------ strict check */
+
+int ss__option_check(ss_option opt, const char *value, char *why, size_t len)
+{
+    opt_val v; /* ~4 KiB: the daemon calls this at start only */
+    uint64_t bytes;
+    int rc;
+
+    if (len)
+        why[0] = '\0';
+    if ((unsigned)opt >= SS_OPT__COUNT || !value) {
+        snprintf(why, len, "no such option");
+        return -EINVAL;
+    }
+    rc = parse_value(opt_table[opt].type, value, &v);
+    if (rc < 0) {
+        snprintf(why, len, "%s (expected %s)",
+                 rc == -ERANGE ? "out of range" : "invalid value",
+                 type_metavar(opt_table[opt].type));
+        return rc;
+    }
+    switch (opt) {
+    case SS_OPT_SMALL_MAX:
+        if (v.u.size > SS_PROTO_MAX_INLINE) {
+            snprintf(why, len, "out of range (at most %uK)", SS_PROTO_MAX_INLINE / 1024u);
+            return -ERANGE;
+        }
+        break;
+    case SS_OPT_SPILL_QUEUE_DEPTH:
+        if (v.u.size < 1 || v.u.size > 256) {
+            snprintf(why, len, "out of range (1 to 256)");
+            return -ERANGE;
+        }
+        break;
+    case SS_OPT_SPILL_HIGH:
+        if (ss__spill_parse_high(v.str, 100, &bytes) < 0) {
+            snprintf(why, len, "invalid value (expected N%% with N at most 100, a SIZE or off)");
+            return -EINVAL;
+        }
+        break;
+    default:
+        break;
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- loading */

@@ -133,6 +133,19 @@ int ss__parse_sizelist(const char *s, ss__sizelist *out);
 int ss__parse_ms(const char *s, int64_t *out);
 int ss__parse_bool(const char *s, bool *out);
 
+/* Parse SEALSTORE_SPILL_HIGH against a capacity: 0 and *bytes, 1 for
+ * "off", -EINVAL. */
+int ss__spill_parse_high(const char *text, uint64_t capacity, uint64_t *bytes);
+
+/*
+ * The daemon's strict check of one value for a row: what ss_option_set()
+ * parses, plus the row's documented range (SMALL_MAX at most 64K,
+ * SPILL_QUEUE_DEPTH 1 to 256, SPILL_HIGH N%, a size or off), which the
+ * library applies only when a store starts, with a warning and a fallback.
+ * Returns 0, or -EINVAL/-ERANGE with a one-line reason in why (len > 0).
+ */
+int ss__option_check(ss_option opt, const char *value, char *why, size_t len);
+
 /* Print the --help-env text: one block per option, generated from the table. */
 void ss__options_help(FILE *f);
 

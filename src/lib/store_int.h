@@ -804,9 +804,6 @@ void ss__spill_delete_durable(ss__store *s, uint32_t e, ss__parked *pk);
 /* ss__parked_free of a DELETE: its op completes unanswered. */
 void ss__spill_unpark(ss__store *s, ss__parked *pk);
 void ss__spill_fill_stats(ss__store *s, ss_stats *st);
-/* Parse SEALSTORE_SPILL_HIGH against a capacity: 0 and *bytes, 1 for
- * "off", -EINVAL. */
-int ss__spill_parse_high(const char *text, uint64_t capacity, uint64_t *bytes);
 /* Request handlers: each sends its reply (or parks the request). */
 void ss__obj_create(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put);
 void ss__obj_seal(ss__store *s, ss__conn *c, const ss__msg_hdr *h);

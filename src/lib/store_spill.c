@@ -1070,29 +1070,6 @@ void ss__spill_fill_stats(ss__store *s, ss_stats *st)
 
 /* ================================================================ setup */
 
-int ss__spill_parse_high(const char *t, uint64_t capacity, uint64_t *bytes)
-{
-    size_t n = t ? strlen(t) : 0;
-
-    if (!t)
-        return -EINVAL;
-    if (strcasecmp(t, "off") == 0)
-        return 1;
-    if (n >= 2 && t[n - 1] == '%') {
-        uint64_t v = 0;
-        for (size_t k = 0; k + 1 < n; k++) {
-            if (t[k] < '0' || t[k] > '9' || k >= 3)
-                return -EINVAL;
-            v = v * 10 + (uint64_t)(t[k] - '0');
-        }
-        if (v > 100)
-            return -EINVAL;
-        *bytes = capacity / 100 * v + capacity % 100 * v / 100;
-        return 0;
-    }
-    return ss__parse_size(t, bytes) < 0 ? -EINVAL : 0;
-}
-
 /* The per-user default directory, created 0700 and checked. */
 static int default_dir(char *buf, size_t len)
 {
