@@ -557,33 +557,59 @@ static int slab_new(ss__salloc *a, snode *n, int cls, sslab **out)
 }
 
 /* ----------------------------------------------------------- public API */
-int ss__salloc_create(ss__salloc **out, const ss__salloc_params *p)
+static ss__salloc_params params_defaulted(const ss__salloc_params *p)
 {
-    if (!out || !p)
-        return -EINVAL;
     ss__salloc_params q = *p;
+
     if (q.segment_size == 0)
         q.segment_size = 4 * SS_MiB;
     if (q.max_size == 0)
         q.max_size = 64 * SS_KiB;
-    if (q.segment_size % SS_SLAB_PAGE || q.segment_size > SS_SEG_SIZE_LIMIT)
-        return -EINVAL;
-    if (q.max_size > q.segment_size / SS_SLAB_MIN_BLOCKS ||
-        q.max_size >= SS_SALLOC_SIZE_LIMIT) /* req[] stores size + 1 */
-        return -EINVAL;
+    return q;
+}
+
+const char *ss__salloc_params_why(const ss__salloc_params *p)
+{
+    ss__salloc_params q;
+
+    if (!p)
+        return "no parameters";
+    q = params_defaulted(p);
+    if (q.segment_size % SS_SLAB_PAGE)
+        return "the segment size is not a multiple of 64 KiB";
+    if (q.segment_size > SS_SEG_SIZE_LIMIT)
+        return "the segment size is over 64 GiB";
+    if (q.max_size > q.segment_size / SS_SLAB_MIN_BLOCKS)
+        return "the largest small object is over 1/8 of the segment size";
+    if (q.max_size >= SS_SALLOC_SIZE_LIMIT) /* req[] stores size + 1 */
+        return "the largest small object is over 4 GiB";
     if (q.hugepages < SS_HP_AUTO || q.hugepages > SS_HP_OFF)
-        return -EINVAL;
+        return "unknown hugepage policy";
     /* An explicit hugetlb policy would round every segment up to its page. */
-    if ((q.hugepages == SS_HP_2M && q.segment_size % (2 * SS_MiB)) ||
-        (q.hugepages == SS_HP_1G && q.segment_size % SS_GiB))
+    if (q.hugepages == SS_HP_2M && q.segment_size % (2 * SS_MiB))
+        return "the segment size is not a multiple of the 2 MiB hugepage the explicit 2M "
+               "policy gives every segment";
+    if (q.hugepages == SS_HP_1G && q.segment_size % SS_GiB)
+        return "the segment size is not a multiple of the 1 GiB hugepage the explicit 1G "
+               "policy gives every segment";
+    return NULL;
+}
+
+int ss__salloc_create(ss__salloc **out, const ss__salloc_params *p)
+{
+    if (!out || !p || ss__salloc_params_why(p))
         return -EINVAL;
+    ss__salloc_params q = params_defaulted(p);
+    int top = ss__salloc_class_of(q.max_size);
+    if (top < 0)
+        return top;
 
     ss__salloc *a = calloc(1, sizeof(*a));
     if (!a)
         return -ENOMEM;
     a->p = q;
     a->seg_pages = (uint32_t)(q.segment_size / SS_SLAB_PAGE);
-    a->ncls = ss__salloc_class_of(q.max_size) + 1;
+    a->ncls = top + 1;
     a->cls_pages = calloc((size_t)a->ncls, sizeof(uint32_t));
     a->cls_blocks = calloc((size_t)a->ncls, sizeof(uint32_t));
     if (!a->cls_pages || !a->cls_blocks) {

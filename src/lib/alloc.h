@@ -66,6 +66,11 @@ typedef struct ss__salloc_stats {
  * segment it frees.
  */
 int ss__salloc_create(ss__salloc **out, const ss__salloc_params *p);
+
+/* Why ss__salloc_create() would refuse p with -EINVAL, as one phrase in
+ * the allocator's terms (the caller names the options behind them), or
+ * NULL when p is acceptable. */
+const char *ss__salloc_params_why(const ss__salloc_params *p);
 void ss__salloc_destroy(ss__salloc *a);
 
 /* `node` is what ss__numa_place() returned (>= 0, SS_NODE_ANY or

@@ -454,34 +454,105 @@ static atomic_flag warned[SS_BACKING__COUNT];
 static const char *const step_names[] = {"memfd_create", "ftruncate", "mmap", "madvise",
                                          "populate"};
 
-/* One warning per backing for the life of the process: which memory was
- * missing and how an operator gets it. */
-static void warn_missing(int backing, int err, int step, bool fallback)
+/* Which memory was missing and how an operator gets it, as one line
+ * (err 0: the pool or mode looked empty before any attempt). */
+static void describe_missing(int backing, int err, int step, char *buf, size_t len)
 {
-    const char *then = fallback ? "; falling back to a smaller page size" : "";
+    const char *where = err ? step_names[step] : "pool";
+    const char *what = err ? ss_strerror(err) : "too few free pages";
 
-    if (atomic_flag_test_and_set(&warned[backing]))
-        return;
     switch (backing) {
     case SS_BACKING_1G:
-        ss__log_warn("no free 1 GiB hugepages (%s: %s): raise "
-                     "/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages "
-                     "(or boot with hugepagesz=1G hugepages=N)%s",
-                     err ? step_names[step] : "pool", err ? ss_strerror(err) : "too few free pages", then);
+        snprintf(buf, len,
+                 "no free 1 GiB hugepages (%s: %s): raise "
+                 "/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages "
+                 "(or boot with hugepagesz=1G hugepages=N)",
+                 where, what);
         break;
     case SS_BACKING_2M:
-        ss__log_warn("no free 2 MiB hugepages (%s: %s): raise /proc/sys/vm/nr_hugepages "
-                     "(or /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages)%s",
-                     err ? step_names[step] : "pool", err ? ss_strerror(err) : "too few free pages", then);
+        snprintf(buf, len,
+                 "no free 2 MiB hugepages (%s: %s): raise /proc/sys/vm/nr_hugepages "
+                 "(or /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages)",
+                 where, what);
         break;
     case SS_BACKING_THP:
-        ss__log_warn("shmem transparent hugepages unavailable (%s): echo advise > "
-                     "/sys/kernel/mm/transparent_hugepage/shmem_enabled%s",
-                     err ? ss_strerror(err) : "shmem_enabled is never or deny", then);
+        snprintf(buf, len,
+                 "shmem transparent hugepages unavailable (%s): echo advise > "
+                 "/sys/kernel/mm/transparent_hugepage/shmem_enabled",
+                 err ? ss_strerror(err) : "shmem_enabled is never or deny");
         break;
     default:
+        snprintf(buf, len, "4K shmem unavailable (%s)", ss_strerror(err));
         break;
     }
+}
+
+/* One warning per backing for the life of the process. */
+static void warn_missing(int backing, int err, int step, bool fallback)
+{
+    char line[320];
+
+    if (backing == SS_BACKING_4K || atomic_flag_test_and_set(&warned[backing]))
+        return;
+    describe_missing(backing, err, step, line, sizeof(line));
+    ss__log_warn("%s%s", line, fallback ? "; falling back to a smaller page size" : "");
+}
+
+int ss__backing_require(int hugepages, char *why, size_t len)
+{
+    int backing, fd, rc, step = 0;
+    uint64_t page;
+    void *map;
+
+    if (len)
+        why[0] = '\0';
+    switch (hugepages) {
+    case SS_HP_1G:
+        backing = SS_BACKING_1G;
+        break;
+    case SS_HP_2M:
+        backing = SS_BACKING_2M;
+        break;
+    case SS_HP_THP:
+        if (thp_available())
+            return 0;
+        describe_missing(SS_BACKING_THP, 0, 0, why, len);
+        return -SS_E_NOBACKING;
+    case SS_HP_AUTO:
+    case SS_HP_OFF:
+        return 0;
+    default:
+        return -EINVAL;
+    }
+    /* memfd_create and ftruncate succeed on an empty pool; the shared
+     * mapping reserves a page (ENOMEM when there is none) and is dropped
+     * before anything faults */
+    page = ss__backing_page_size(backing);
+    fd = memfd_new(backing, SS_SEG_OBJECT);
+    if (fd < 0) {
+        rc = fd;
+        goto out;
+    }
+    step = 1;
+    rc = ss__sys_ftruncate(fd, page);
+    if (rc == 0) {
+        step = 2;
+        map = ss__sys_mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (ss__is_err(map))
+            rc = (int)ss__ptr_err(map);
+        else
+            ss__sys_munmap(map, (size_t)page);
+    }
+    ss__sys_close(fd);
+out:
+    if (rc < 0 && backing_missing(backing, rc)) {
+        describe_missing(backing, rc, step, why, len);
+        return -SS_E_NOBACKING;
+    }
+    if (rc < 0)
+        snprintf(why, len, "%s of a %s hugepage: %s", step_names[step],
+                 ss__backing_name(backing), ss_strerror(rc));
+    return rc;
 }
 
 int ss__seg_create(ss__seg *seg, const ss__seg_params *p)

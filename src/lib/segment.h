@@ -141,6 +141,16 @@ uint32_t ss__backing_page_size(int backing);
 bool ss__backing_available(int backing, uint64_t pages);
 
 /*
+ * Start check for an explicit policy (enum ss__hugepages): can its backing
+ * be had at all? hugetlb: a one-page memfd is mapped, which reserves a page
+ * of the pool (ENOMEM when it is empty), and dropped before anything
+ * faults; THP: shmem_enabled allows it. 0 (always for auto and off), or
+ * -SS_E_NOBACKING with the missing memory and its remedy in why, or another
+ * -errno (why says which step failed).
+ */
+int ss__backing_require(int hugepages, char *why, size_t len);
+
+/*
  * The backings ss__seg_create() would try for `size` under `hugepages`
  * (enum ss__hugepages), best first, judged by policy and waste rule only
  * (no availability check). Fills out[], returns how many (>= 1), or -EINVAL

@@ -433,8 +433,12 @@ static int memory_open(ss__store *s)
         s->capacity = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz / 2 : SS_GiB;
     }
     s->small_max = ss__opt_size(SS_OPT_SMALL_MAX);
-    if (s->small_max > SS_PROTO_MAX_INLINE)
+    if (s->small_max > SS_PROTO_MAX_INLINE) {
+        ss__log_warn("store: SEALSTORE_SMALL_MAX=%llu is over %u: using %u",
+                     (unsigned long long)s->small_max, SS_PROTO_MAX_INLINE,
+                     SS_PROTO_MAX_INLINE);
         s->small_max = SS_PROTO_MAX_INLINE;
+    }
     s->hugepages = ss__opt_hugepages();
     s->numa_policy = ss__opt_numa();
     s->create_timeout_ms = ss__store_opt_create_timeout();
@@ -451,6 +455,15 @@ static int memory_open(ss__store *s)
             return -EINVAL;
         }
     }
+    /* An explicit backing is a requirement: one that cannot be had fails
+     * the start, not every create after it. */
+    char why[400], opts[3][64];
+    rc = ss__backing_require(s->hugepages, why, sizeof(why));
+    if (rc < 0) {
+        ss_option_get(SS_OPT_HUGEPAGES, opts[0], sizeof(opts[0]));
+        ss__log_error("store: SEALSTORE_HUGEPAGES=%s cannot be had: %s", opts[0], why);
+        return rc;
+    }
     ss__salloc_params sp = {
         .segment_size = ss__opt_size(SS_OPT_SMALL_SEGMENT),
         .max_size = s->small_max,
@@ -459,10 +472,19 @@ static int memory_open(ss__store *s)
         .charge = ss__store_charge,
         .charge_arg = s,
     };
+    const char *bad = ss__salloc_params_why(&sp);
+    if (bad) {
+        ss_option_get(SS_OPT_SMALL_SEGMENT, opts[0], sizeof(opts[0]));
+        ss_option_get(SS_OPT_SMALL_MAX, opts[1], sizeof(opts[1]));
+        ss_option_get(SS_OPT_HUGEPAGES, opts[2], sizeof(opts[2]));
+        ss__log_error("store: SEALSTORE_SMALL_SEGMENT=%s with SEALSTORE_SMALL_MAX=%s and "
+                      "SEALSTORE_HUGEPAGES=%s: %s",
+                      opts[0], opts[1], opts[2], bad);
+        return -EINVAL;
+    }
     rc = ss__salloc_create(&s->salloc, &sp);
     if (rc < 0) {
-        ss__log_error("store: small allocator: %s (SEALSTORE_SMALL_SEGMENT / SMALL_MAX)",
-                      ss_strerror(rc));
+        ss__log_error("store: small allocator: %s", ss_strerror(rc));
         return rc;
     }
     ss__pool_params pp = {

@@ -264,6 +264,19 @@ static void test_params(void **state)
     p.hugepages = SS_HP_2M;
     p.segment_size = 3 * SS_MiB; /* a 64 KiB multiple but not a 2 MiB one */
     t_assert_err(ss__salloc_create(&a, &p), -EINVAL);
+    assert_non_null(strstr(ss__salloc_params_why(&p), "2 MiB hugepage"));
+    /* the default 4 MiB segment under an explicit 1G policy: the reason
+     * names the page size, so the store can say which options clash */
+    p.hugepages = SS_HP_1G;
+    p.segment_size = 0;
+    t_assert_err(ss__salloc_create(&a, &p), -EINVAL);
+    assert_non_null(strstr(ss__salloc_params_why(&p), "1 GiB hugepage"));
+    p.segment_size = SEG;
+    p.max_size = SEG / 8 + 64;
+    p.hugepages = SS_HP_OFF;
+    assert_non_null(strstr(ss__salloc_params_why(&p), "1/8 of the segment"));
+    p.max_size = MAXSZ;
+    assert_null(ss__salloc_params_why(&p));
     t_assert_err(ss__salloc_create(&a, NULL), -EINVAL);
     assert_ptr_equal(a, (ss__salloc *)0x1); /* untouched on failure */
 
