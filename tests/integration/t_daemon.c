@@ -30,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <linux/memfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -123,6 +125,11 @@ static int answers(const char *path, ss__rep_hello *rep)
  * body at the failed assertion) still leaves no daemon behind. */
 static pid_t g_children[32];
 static char g_owned_dir[64]; /* t_nondumpable's directory under /tmp */
+/* The hugetlb cases' pool lock and the free pages they hold: given back
+ * by teardown, so a failing case cannot leave other programs waiting. */
+static int g_pool_lock = -1;
+static void *g_hold;
+static size_t g_hold_len;
 
 static void child_add(pid_t pid)
 {
@@ -150,6 +157,14 @@ static int teardown(void **state)
             waitpid(g_children[i], NULL, 0);
         }
         g_children[i] = 0;
+    }
+    if (g_hold) {
+        munmap(g_hold, g_hold_len);
+        g_hold = NULL;
+    }
+    if (g_pool_lock != -1) {
+        t_hugetlb_unlock(g_pool_lock);
+        g_pool_lock = -1;
     }
     if (g_owned_dir[0]) {
         char p[128];
@@ -382,6 +397,175 @@ static void t_flags_beat_env(void **state)
     assert_int_equal(wait_exit(&d, 10000), 2);
 }
 
+/* The daemon's exit status for `flags` plus the environment `envp`
+ * (NULL: the test's own), with what it said in out. */
+static int run_to_exit(const char *const *flags, char *const *envp, char *out, size_t len)
+{
+    daemon_run d;
+
+    spawn(&d, sock_path("v.sock"), flags, -1, envp);
+    int rc = wait_exit(&d, 10000);
+    read_file(d.errlog, out, len);
+    return rc;
+}
+
+/* A bad value in a flag or a SEALSTORE_ variable is refused at start with
+ * the flag or variable named (the library would warn and use the default:
+ * a daemon silently running on half of RAM is worse). */
+static void t_bad_values_refused(void **state)
+{
+    static const struct {
+        const char *flag, *env, *value;
+    } bad[] = {
+        { "--capacity", "SEALSTORE_CAPACITY", "-5" },
+        { "--capacity", "SEALSTORE_CAPACITY", "99999999T" },
+        { "--capacity", "SEALSTORE_CAPACITY", "1.5G" },
+        { "--small-max", "SEALSTORE_SMALL_MAX", "1M" },             /* over 64K */
+        { "--spill-queue-depth", "SEALSTORE_SPILL_QUEUE_DEPTH", "0" }, /* 1 to 256 */
+        { "--spill-queue-depth", "SEALSTORE_SPILL_QUEUE_DEPTH", "300" },
+        { "--spill-high", "SEALSTORE_SPILL_HIGH", "101%" },
+        { "--spill-high", "SEALSTORE_SPILL_HIGH", "lots" },
+        { "--hugepages", "SEALSTORE_HUGEPAGES", "3M" },
+        { "--numa", "SEALSTORE_NUMA", "node:x" },
+        { "--log", "SEALSTORE_LOG", "loud" },
+        { "--create-timeout", "SEALSTORE_CREATE_TIMEOUT", "2d" },
+        { "--evict", "SEALSTORE_EVICT", "maybe" },
+        { "--pool-classes", "SEALSTORE_POOL_CLASSES", "4M,1M" },
+    };
+    static char out[8192];
+    char envbuf[128];
+
+    (void)state;
+    for (size_t i = 0; i < SS_ARRAY_SIZE(bad); i++) {
+        const char *flags[] = { bad[i].flag, bad[i].value, NULL };
+        int rc = run_to_exit(flags, NULL, out, sizeof(out));
+        if (rc != 2 || !strstr(out, bad[i].flag) || !strstr(out, bad[i].value))
+            fail_msg("%s %s: exit %d, said '%s'", bad[i].flag, bad[i].value, rc, out);
+
+        /* the variable alone (no hugepages, no spilling, from flags) */
+        snprintf(envbuf, sizeof(envbuf), "%s=%s", bad[i].env, bad[i].value);
+        char *envp[] = { envbuf, NULL };
+        const char *quiet[] = { "--spill-dir", "off", NULL };
+        rc = run_to_exit(quiet, envp, out, sizeof(out));
+        if (rc != 2 || !strstr(out, bad[i].env) || !strstr(out, bad[i].value))
+            fail_msg("%s: exit %d, said '%s'", envbuf, rc, out);
+    }
+
+    /* good values, from both places, still serve */
+    daemon_run d;
+    ss__rep_hello rep;
+    char *envp[] = { "SEALSTORE_CAPACITY=64M", "SEALSTORE_SPILL_QUEUE_DEPTH=256",
+                     "SEALSTORE_SPILL_HIGH=80%", "SEALSTORE_SMALL_MAX=64K",
+                     "SEALSTORE_HUGEPAGES=off", "SEALSTORE_SPILL_DIR=off", NULL };
+    const char *flags[] = { "--small-max", "8K", "--spill-queue-depth", "1", NULL };
+    spawn(&d, sock_path("v.sock"), flags, -1, envp);
+    wait_ready(&d);
+    assert_int_equal(answers(d.path, &rep), 0);
+    assert_int_equal(rep.capacity, 64ull << 20);
+    assert_int_equal(rep.small_max, 8192);
+    stop_ok(&d);
+}
+
+/* ---------------------------------------------- explicit hugepage sizes */
+
+/* An explicit backing that cannot be had fails the start (exit 1) and says
+ * what is missing, instead of serving and refusing every create. */
+static void expect_backing_refused(const char *size, const char *missing)
+{
+    static char out[8192];
+    char want[64];
+    const char *flags[] = { "--hugepages", size, NULL };
+
+    int rc = run_to_exit(flags, NULL, out, sizeof(out));
+    snprintf(want, sizeof(want), "SEALSTORE_HUGEPAGES=%s cannot be had", size);
+    if (rc != 1 || !strstr(out, want) || !strstr(out, missing))
+        fail_msg("--hugepages %s with none to have: exit %d, said '%s'", size, rc, out);
+}
+
+static void t_thp_refused_at_start(void **state)
+{
+    const char *mode = t_thp_shmem_mode();
+
+    (void)state;
+    /* changing shmem_enabled would change every other test's stores */
+    T_SKIP_IF(strcmp(mode, "never") && strcmp(mode, "deny"), NULL,
+              "shmem THP is enabled here (the case needs shmem_enabled never or deny)");
+    expect_backing_refused("thp", "shmem_enabled");
+}
+
+/* Hugetlb pool of page_size with every free page held by a reservation of
+ * ours, under the cross-program pool lock: the daemon sees an empty pool
+ * whatever the machine has, and the pages are back when we unmap. */
+static void hugetlb_refused_at_start(uint64_t page_size, const char *size, const char *missing)
+{
+    char why[160], over_path[160];
+
+    if (!t_hugetlb_kernel(why, sizeof(why)))
+        T_SKIP_IF(true, NULL, why);
+    snprintf(over_path, sizeof(over_path),
+             "/sys/kernel/mm/hugepages/hugepages-%llukB/nr_overcommit_hugepages",
+             (unsigned long long)(page_size >> 10));
+    T_SKIP_IF(access(over_path, R_OK) != 0, NULL, "the kernel has no pool of this page size");
+
+    g_pool_lock = t_hugetlb_lock();
+    long fr = t_hugetlb_free(page_size), resv = t_hugetlb_resv(page_size), over = 0;
+    assert_true(fr >= 0 && resv >= 0);
+    FILE *f = fopen(over_path, "r");
+    assert_non_null(f);
+    assert_int_equal(fscanf(f, "%ld", &over), 1);
+    fclose(f);
+    /* surplus pages could be made for the daemon: no empty pool to show */
+    T_SKIP_IF(over > 0, NULL, "nr_overcommit_hugepages is set: the pool cannot look empty");
+    if (fr > resv) {
+        int hfd = memfd_create("t-hold", MFD_CLOEXEC | MFD_HUGETLB |
+                                             (page_size >= (1ull << 30) ? MFD_HUGE_1GB
+                                                                        : MFD_HUGE_2MB));
+        assert_true(hfd >= 0);
+        g_hold_len = (size_t)(fr - resv) * page_size;
+        assert_int_equal(ftruncate(hfd, (off_t)g_hold_len), 0);
+        g_hold = mmap(NULL, g_hold_len, PROT_READ | PROT_WRITE, MAP_SHARED, hfd, 0);
+        close(hfd);
+        if (g_hold == MAP_FAILED) {
+            g_hold = NULL;
+            fail_msg("reserving the %ld free pages: %s", fr - resv, strerror(errno));
+        }
+    }
+    expect_backing_refused(size, missing);
+}
+
+static void t_2m_refused_at_start(void **state)
+{
+    (void)state;
+    hugetlb_refused_at_start(2ull << 20, "2M", "no free 2 MiB hugepages");
+}
+
+static void t_1g_refused_at_start(void **state)
+{
+    (void)state;
+    /* the start check names the empty pool, not the small segment size */
+    hugetlb_refused_at_start(1ull << 30, "1G", "no free 1 GiB hugepages");
+}
+
+/* With pages in the pool, an explicit 2M store starts and serves. */
+static void t_2m_served(void **state)
+{
+    daemon_run d;
+    char why[160];
+
+    (void)state;
+    if (!t_hugetlb_kernel(why, sizeof(why)))
+        T_SKIP_IF(true, "hugepages", why);
+    long fr = t_hugetlb_reserve(2ull << 20, 4);
+    T_SKIP_IF(fr == -EPERM, "hugepages", "raise vm.nr_hugepages (4 free 2 MiB pages needed)");
+    assert_true(fr >= 0);
+    T_SKIP_IF(fr < 4, "hugepages", "raise vm.nr_hugepages (4 free 2 MiB pages needed)");
+    const char *flags[] = { "--hugepages", "2M", NULL };
+    spawn(&d, sock_path("h.sock"), flags, -1, NULL);
+    wait_ready(&d);
+    stop_ok(&d);
+    t_hugetlb_restore();
+}
+
 static void t_help_lists_options(void **state)
 {
     daemon_run d;
@@ -535,6 +719,11 @@ int main(void)
         cmocka_unit_test_teardown(t_second_refused, teardown),
         cmocka_unit_test_teardown(t_stale_replaced, teardown),
         cmocka_unit_test_teardown(t_flags_beat_env, teardown),
+        cmocka_unit_test_teardown(t_bad_values_refused, teardown),
+        cmocka_unit_test_teardown(t_thp_refused_at_start, teardown),
+        cmocka_unit_test_teardown(t_2m_refused_at_start, teardown),
+        cmocka_unit_test_teardown(t_1g_refused_at_start, teardown),
+        cmocka_unit_test_teardown(t_2m_served, teardown),
         cmocka_unit_test_teardown(t_help_lists_options, teardown),
         cmocka_unit_test_teardown(t_sigterm_answers_parked, teardown),
         cmocka_unit_test_teardown(t_socket_group, teardown),
