@@ -326,8 +326,10 @@ const char *t_tmpdir(void)
     if (!tmpdir[0]) {
         snprintf(tmpdir, sizeof(tmpdir), "/tmp/sstest-XXXXXX");
         if (!mkdtemp(tmpdir)) {
-            tmpdir[0] = '\0';
-            return NULL;
+            /* the machine's fault, not a missing feature: a hard error */
+            fprintf(stderr, "ERROR: cannot make a temporary directory under /tmp: %s\n",
+                    strerror(errno));
+            exit(T_EXIT_ERROR);
         }
         atexit(tmpdir_cleanup);
     }

@@ -120,7 +120,9 @@ int t_count_fds(void);
  * test if the call fails. */
 ss_stats t_store_stats(ss_client *c);
 
-/* Temporary directory for this test program (removed at exit). */
+/* Temporary directory for this test program (removed at exit). When it
+ * cannot be made the program exits 99 (an environment error, never a
+ * skip), so the result is never NULL. */
 const char *t_tmpdir(void);
 
 #endif /* SEALSTORE_TESTS_T_HELPERS_H */
