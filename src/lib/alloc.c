@@ -4,7 +4,20 @@
  *
  * Who writes what. A SMALL segment is a memfd that the store maps read-write
  * exactly once (ss__seg_create keeps seg->map, MADV_DONTFORK) and then seals
- * with SHRINK|GROW|FUTURE_WRITE|SEAL. Readers hold O_RDONLY fds of the same
+ * with SHRINK|GROW|FUTURE_WRITE|SEAL. That mapping is the only way left to
+ * write the segment, and whoever can write the store's memory (root, with
+ * /proc/PID/mem, process_vm_writev or ptrace) can use it; so it is
+ * PROT_READ at rest, and only the window units the store is writing are
+ * PROT_READ|PROT_WRITE, for at most SS_SALLOC_WINDOW_NS (1 ms) per opening
+ * (or while a restore holds them). A write from outside the windows faults
+ * (/proc/PID/mem refuses to force a write into a read-only shared mapping),
+ * and a stray write of the store's own faults instead of changing a sealed
+ * object. The window list is a small array in open order: a put opens the
+ * unit once, the puts after it within the millisecond find it open, and the
+ * loop's close pass shuts the expired ones, so a burst of puts pays two
+ * mprotects per 64 KiB unit and millisecond, not two per put (measured: a
+ * page's mprotect pair costs about 4 us, an ss_put of 1 KiB about 4 us).
+ * Readers hold O_RDONLY fds of the same
  * file and can read every byte of it, so nothing the allocator depends on is
  * ever stored in the segment: bitmaps, lists and sizes live in this file's
  * private heap. A reader learns only object bytes (which it may read anyway)
@@ -155,8 +168,19 @@ typedef struct snode {
     sslab **cached;            /* [ncls] */
 } snode;
 
+/* An open write window: unit `unit` of segment `seg` is writable. The
+ * array a->win is in open order (so by `opened`); held windows stay past
+ * their time until released. */
+typedef struct swin {
+    uint32_t seg, unit;
+    uint32_t holds;
+    uint64_t opened; /* ss__now_ns() */
+} swin;
+
 struct ss__salloc {
     ss__salloc_params p;
+    swin *win;
+    uint32_t nwin, capwin;
     uint32_t seg_pages;
     int ncls;
     uint32_t *cls_pages;       /* slab length per class, in pages */
@@ -318,10 +342,13 @@ static void seg_free_record(sseg *g)
     free(g);
 }
 
+static void win_forget_seg(ss__salloc *a, uint32_t seg);
+
 static void seg_destroy(ss__salloc *a, sseg *g)
 {
     snode *n = a->nodes[g->key];
 
+    win_forget_seg(a, g->id);
     avail_remove(n, g);
     if (n->spare == g)
         n->spare = NULL;
@@ -405,6 +432,8 @@ static int seg_grow(ss__salloc *a, snode *n, sseg **out)
         charged = g->seg.size;
     }
     rc = ss__seg_seal_small(&g->seg);
+    if (rc == 0)
+        rc = ss__sys_mprotect(g->seg.map, (size_t)g->seg.size, PROT_READ); /* windows: top */
     if (rc < 0)
         goto fail_destroy;
 
@@ -636,6 +665,7 @@ void ss__salloc_destroy(ss__salloc *a)
 {
     if (!a)
         return;
+    free(a->win);
     for (uint32_t id = 0; id < a->nslots; id++) {
         sseg *g = a->segs[id];
         if (!g)
@@ -817,6 +847,137 @@ int ss__salloc_free(ss__salloc *a, const ss__sloc *loc)
     }
     SS_ASSERT_EXPENSIVE(ss__salloc_validate(a) == 0);
     return 0;
+}
+
+/* ---------------------------------------------------------- write windows */
+
+static uint64_t win_unit(const sseg *g)
+{
+    return g->seg.page_size > SS_SLAB_PAGE ? g->seg.page_size : SS_SLAB_PAGE;
+}
+
+static int win_protect(ss__salloc *a, uint32_t seg, uint32_t unit, int prot)
+{
+    const sseg *g = a->segs[seg];
+    uint64_t u = win_unit(g), off = (uint64_t)unit * u;
+    uint64_t len = g->seg.size - off < u ? g->seg.size - off : u;
+
+    return ss__sys_mprotect((char *)g->seg.map + off, (size_t)len, prot);
+}
+
+static int64_t win_find(const ss__salloc *a, uint32_t seg, uint32_t unit)
+{
+    for (uint32_t i = a->nwin; i-- > 0;) /* the newest is the likeliest */
+        if (a->win[i].seg == seg && a->win[i].unit == unit)
+            return i;
+    return -1;
+}
+
+static void win_remove(ss__salloc *a, uint32_t i)
+{
+    memmove(&a->win[i], &a->win[i + 1], (a->nwin - i - 1) * sizeof(a->win[0]));
+    a->nwin--;
+}
+
+/* A destroyed segment's windows go with its mapping. */
+static void win_forget_seg(ss__salloc *a, uint32_t seg)
+{
+    for (uint32_t i = a->nwin; i-- > 0;)
+        if (a->win[i].seg == seg)
+            win_remove(a, i);
+}
+
+/* The units of a live range, or -EINVAL. */
+static int win_range(const ss__salloc *a, const ss__sloc *loc, uint64_t len, uint32_t *first,
+                     uint32_t *last)
+{
+    const sseg *g;
+
+    if (!loc || loc->seg >= a->nslots || !(g = a->segs[loc->seg]) || len == 0 ||
+        loc->off >= g->seg.size || len > g->seg.size - loc->off)
+        return -EINVAL;
+    *first = (uint32_t)(loc->off / win_unit(g));
+    *last = (uint32_t)((loc->off + len - 1) / win_unit(g));
+    return 0;
+}
+
+int ss__salloc_write_open(ss__salloc *a, const ss__sloc *loc, uint64_t len, bool hold)
+{
+    uint32_t first, last;
+    uint64_t now = 0;
+    int rc;
+
+    if (!a || (rc = win_range(a, loc, len, &first, &last)) < 0)
+        return len == 0 && a && loc ? 0 : -EINVAL;
+    for (uint32_t u = first; u <= last; u++) {
+        int64_t i = win_find(a, loc->seg, u);
+        if (i < 0) {
+            if (a->nwin == a->capwin) {
+                uint32_t nc = a->capwin ? a->capwin * 2 : 16;
+                swin *nw = realloc(a->win, nc * sizeof(*nw));
+                if (!nw)
+                    return -ENOMEM;
+                a->win = nw;
+                a->capwin = nc;
+            }
+            rc = win_protect(a, loc->seg, u, PROT_READ | PROT_WRITE);
+            if (rc < 0)
+                return rc;
+            if (!now)
+                now = ss__now_ns();
+            i = a->nwin++;
+            a->win[i] = (swin){ .seg = loc->seg, .unit = u, .holds = 0, .opened = now };
+        }
+        if (hold)
+            a->win[i].holds++;
+    }
+    return 0;
+}
+
+void ss__salloc_write_release(ss__salloc *a, const ss__sloc *loc, uint64_t len)
+{
+    uint32_t first, last;
+
+    if (!a || win_range(a, loc, len, &first, &last) < 0)
+        return;
+    for (uint32_t u = first; u <= last; u++) {
+        int64_t i = win_find(a, loc->seg, u);
+        SS_ASSERT(i >= 0 && a->win[i].holds > 0);
+        if (i >= 0 && a->win[i].holds > 0)
+            a->win[i].holds--;
+    }
+}
+
+uint64_t ss__salloc_write_close(ss__salloc *a, uint64_t now, bool all)
+{
+    uint64_t next = UINT64_MAX;
+
+    if (!a)
+        return next;
+    for (uint32_t i = 0; i < a->nwin;) {
+        swin *w = &a->win[i];
+        if (w->holds) {
+            i++;
+            continue;
+        }
+        if (!all && now < w->opened + SS_SALLOC_WINDOW_NS) {
+            if (w->opened + SS_SALLOC_WINDOW_NS < next)
+                next = w->opened + SS_SALLOC_WINDOW_NS;
+            i++;
+            continue;
+        }
+        int rc = win_protect(a, w->seg, w->unit, PROT_READ);
+        if (rc < 0) /* ENOMEM splitting a VMA: stays writable, said once per try */
+            ss__log_error("small segment %u: cannot make unit %u read-only again: %s", w->seg,
+                          w->unit, ss_strerror(rc));
+        win_remove(a, i);
+    }
+    return next;
+}
+
+uint32_t ss__salloc_windows(const ss__salloc *a)
+{
+    return a ? a->nwin : 0;
 }
 
 const ss__seg *ss__salloc_segment(const ss__salloc *a, uint32_t seg)

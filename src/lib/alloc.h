@@ -67,6 +67,26 @@ typedef struct ss__salloc_stats {
  */
 int ss__salloc_create(ss__salloc **out, const ss__salloc_params *p);
 
+/*
+ * Write windows. The store's mapping of a small segment is read-only at
+ * rest; a write through loc->ptr needs a window first. ss__salloc_write_open
+ * makes the window units (64 KiB, or the segment's page when larger)
+ * covering [loc->off, loc->off + len) writable: 0, -EINVAL (not a live
+ * range), -ENOMEM (mprotect or bookkeeping). A window closes at the first
+ * ss__salloc_write_close() at least SS_SALLOC_WINDOW_NS after it opened,
+ * unless held: hold keeps it open until the matching
+ * ss__salloc_write_release() (a restore whose bytes land later), and it
+ * closes at the first close call after that. ss__salloc_write_close
+ * returns the time (ss__now_ns clock) the next window is due, UINT64_MAX
+ * when none is; all closes every window not held.
+ */
+#define SS_SALLOC_WINDOW_NS 1000000ull
+int ss__salloc_write_open(ss__salloc *a, const ss__sloc *loc, uint64_t len, bool hold);
+void ss__salloc_write_release(ss__salloc *a, const ss__sloc *loc, uint64_t len);
+uint64_t ss__salloc_write_close(ss__salloc *a, uint64_t now, bool all);
+/* Tests: windows open now (held or not). */
+uint32_t ss__salloc_windows(const ss__salloc *a);
+
 /* Why ss__salloc_create() would refuse p with -EINVAL, as one phrase in
  * the allocator's terms (the caller names the options behind them), or
  * NULL when p is acceptable. */

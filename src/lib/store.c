@@ -678,19 +678,23 @@ static void accept_all(ss__store *s)
     }
 }
 
+/* Also closes the small segments' expired write windows (alloc.c): last
+ * thing before sleeping, so a window never outlives its time by a sleep. */
 static int loop_timeout(ss__store *s)
 {
-    uint64_t d = ss__obj_next_deadline(s), now;
+    uint64_t d = ss__obj_next_deadline(s), now = ss__now_ns();
     uint64_t dc = ss__conn_next_deadline(s);
+    uint64_t w = ss__salloc_write_close(s->salloc, now, false);
 
     if (dc < d)
         d = dc;
 
+    if (w < d)
+        d = w;
     if (s->accept_paused_until && s->accept_paused_until < d)
         d = s->accept_paused_until;
     if (d == UINT64_MAX)
         return -1;
-    now = ss__now_ns();
     if (d <= now)
         return 0;
     uint64_t ms = (d - now + 999999) / 1000000;

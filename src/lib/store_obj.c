@@ -595,6 +595,9 @@ static int create_mem(ss__store *s, const create_args *a, uint32_t *out, uint64_
         rc = ss__salloc_alloc(s->salloc, a->size, node, &dloc);
         if (rc < 0)
             return rc;
+        /* the store's mapping is read-only outside write windows (alloc.c) */
+        if (a->data && a->size && (rc = ss__salloc_write_open(s->salloc, &dloc, a->size, false)) < 0)
+            goto fail;
     }
     if (a->meta_size) {
         rc = ss__salloc_alloc(s->salloc, a->meta_size, node, &mloc);
@@ -603,6 +606,9 @@ static int create_mem(ss__store *s, const create_args *a, uint32_t *out, uint64_
                 *need = 4 * SS_MiB;
             goto fail;
         }
+        rc = ss__salloc_write_open(s->salloc, &mloc, a->meta_size, false);
+        if (rc < 0)
+            goto fail;
         memcpy(mloc.ptr, a->meta, a->meta_size);
     }
     ss__small *dsm = small ? ss__small_rec(s, dloc.seg) : NULL;
@@ -844,8 +850,14 @@ void ss__obj_seal(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
             return;
         }
         const ss__seg *g = ss__salloc_segment(s->salloc, o->small_slot);
+        ss__sloc at = { .seg = o->small_slot, .off = (uint64_t)en->data_off64 * SS_OBJ_ALIGN };
+        int rc = en->size ? ss__salloc_write_open(s->salloc, &at, en->size, false) : 0;
+        if (rc < 0) { /* still created: the creator may retry or abort */
+            ss__conn_reply_status(s, c, SS_MSG_SEAL, h->req_id, rc);
+            return;
+        }
         if (en->size)
-            memcpy((char *)g->map + (uint64_t)en->data_off64 * SS_OBJ_ALIGN, rq + 1, en->size);
+            memcpy((char *)g->map + at.off, rq + 1, en->size);
         publish(s, (uint32_t)e);
         ss__conn_reply_status(s, c, SS_MSG_SEAL, h->req_id, 0);
         return;

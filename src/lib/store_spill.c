@@ -567,6 +567,27 @@ fail:
     return rc;
 }
 
+/* The restore's small-segment bytes (the object if small, its metadata)
+ * land when its read completes, copied by the engine on this thread: hold
+ * their write windows open until then (alloc.c, "Who writes what"). */
+static int restore_windows(ss__store *s, ss__spop *op, bool open)
+{
+    uint64_t size = op->small ? ss__ent(s, op->e)->size : 0;
+    uint32_t msz = op->has_meta ? SS_IX_META_SIZE(ss__ent(s, op->e)->info) : 0;
+    int rc = 0;
+
+    if (!open) {
+        ss__salloc_write_release(s->salloc, &op->dloc, size);
+        ss__salloc_write_release(s->salloc, &op->mloc, msz);
+        return 0;
+    }
+    if (size && (rc = ss__salloc_write_open(s->salloc, &op->dloc, size, true)) < 0)
+        return rc;
+    if (msz && (rc = ss__salloc_write_open(s->salloc, &op->mloc, msz, true)) < 0)
+        ss__salloc_write_release(s->salloc, &op->dloc, size);
+    return rc;
+}
+
 /* Get memory (reclaiming like a create) and start the read: 0, -ENOSPC
  * (waits for memory; op->bytes: what it lacks), other -errno. */
 static int restore_try(ss__store *s, uint32_t i)
@@ -589,9 +610,15 @@ static int restore_try(ss__store *s, uint32_t i)
     if (rc < 0)
         return rc;
     loc_of(s, op->e, &loc);
+    rc = restore_windows(s, op, true);
+    if (rc < 0) {
+        restore_mem_free(s, op);
+        return rc;
+    }
     rc = ss__spill_read(s->sp, &loc, op->small ? op->dloc.ptr : op->map,
                         op->has_meta ? op->mloc.ptr : NULL, i);
     if (rc < 0) {
+        restore_windows(s, op, false);
         restore_mem_free(s, op);
         return rc;
     }
@@ -800,6 +827,7 @@ static void restore_read_done(ss__store *s, uint32_t i, const ss__spill_done *d)
     int status = d->status;
 
     SS_ASSERT(ss__ent(s, e)->generation == op->generation);
+    restore_windows(s, op, false); /* the bytes have landed, or never will */
     if (status < 0 || ss__ent_state(s, e) == SS_IX_DELETED || s->spill_closing) {
         restore_end(s, i, status);
         return;

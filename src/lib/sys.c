@@ -93,6 +93,11 @@ int ss__sys_madvise(void *addr, size_t len, int advice)
     return rc < 0 ? -errno : 0;
 }
 
+int ss__sys_mprotect(void *addr, size_t len, int prot)
+{
+    return mprotect(addr, len, prot) < 0 ? -errno : 0;
+}
+
 int ss__sys_close(int fd)
 {
     /* never retry close on EINTR: the fd is gone on Linux either way */

@@ -51,6 +51,7 @@ int ss__sys_allocated(int fd, uint64_t *bytes);
 void *ss__sys_mmap(void *addr, size_t len, int prot, int flags, int fd, uint64_t off);
 int ss__sys_munmap(void *addr, size_t len);
 int ss__sys_madvise(void *addr, size_t len, int advice);
+int ss__sys_mprotect(void *addr, size_t len, int prot);
 int ss__sys_close(int fd);
 /* open("/proc/self/fd/N", flags | O_CLOEXEC): a new open file description */
 int ss__sys_reopen(int fd, int flags);

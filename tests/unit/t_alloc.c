@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -116,9 +117,12 @@ typedef struct obj {
 
 static uint8_t pat(uint64_t tag, uint64_t i) { return (uint8_t)((tag * 131 + i * 7) ^ (i >> 8)); }
 
-static void fill(const obj *o)
+/* The store's mapping is read-only outside write windows: open one first. */
+static void fill(ss__salloc *a, const obj *o)
 {
     uint8_t *p = o->loc.ptr;
+
+    t_assert_ok(ss__salloc_write_open(a, &o->loc, o->size, false));
     for (uint64_t i = 0; i < o->size; i++)
         p[i] = pat(o->tag, i);
 }
@@ -162,7 +166,7 @@ static int do_alloc(ss__salloc *a, uint64_t size, int node, obj *live, size_t *n
     if (rc < 0)
         return rc;
     check_new(a, &o.loc, size, live, *nlive);
-    fill(&o);
+    fill(a, &o);
     live[(*nlive)++] = o;
     return 0;
 }
@@ -634,6 +638,98 @@ static void test_segments_returned(void **state)
     assert_int_equal(b.used, 0);
 }
 
+/* -------------------------------------------------------- write windows */
+
+/* Permissions ("r--s", "rw-s") of this process's mapping containing addr. */
+static void perms_of(const void *addr, char out[5])
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+
+    assert_non_null(f);
+    strcpy(out, "?");
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long lo, hi;
+        char p[5];
+        if (sscanf(line, "%lx-%lx %4s", &lo, &hi, p) == 3 && (uintptr_t)addr >= lo &&
+            (uintptr_t)addr < hi) {
+            memcpy(out, p, 5);
+            break;
+        }
+    }
+    fclose(f);
+}
+
+/* Write through /proc/self/mem, the way root writes another process's
+ * memory: the kernel forces no write into a read-only shared mapping. */
+static ssize_t poke(void *addr, uint8_t v)
+{
+    int fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+    assert_true(fd >= 0);
+    ssize_t n = pwrite(fd, &v, 1, (off_t)(uintptr_t)addr);
+    close(fd);
+    return n;
+}
+
+/* Small-segment memory is read-only at rest; a window makes only its unit
+ * writable, closes after SS_SALLOC_WINDOW_NS (or when released, if held),
+ * and outside windows neither the store nor /proc/PID/mem can write. */
+static void test_windows(void **state)
+{
+    (void)state;
+    budget b;
+    ss__salloc *a = mk(&b, 64 * SS_MiB);
+    obj live[4];
+    size_t n = 0;
+    char p[5];
+
+    t_assert_ok(do_alloc(a, 1000, SS_NODE_ANY, live, &n)); /* fill opened a window */
+    uint8_t *x = live[0].loc.ptr;
+    assert_int_equal(ss__salloc_windows(a), 1);
+    perms_of(x, p);
+    assert_string_equal(p, "rw-s");
+    uint64_t now = ss__now_ns();
+    /* not yet due: stays; due: closes, and says nothing more is due */
+    assert_true(ss__salloc_write_close(a, now, false) <= now + SS_SALLOC_WINDOW_NS);
+    assert_int_equal(ss__salloc_windows(a), 1);
+    assert_int_equal(ss__salloc_write_close(a, now + SS_SALLOC_WINDOW_NS + 1, false), UINT64_MAX);
+    assert_int_equal(ss__salloc_windows(a), 0);
+    perms_of(x, p);
+    assert_string_equal(p, "r--s");
+    /* the rest of the segment too: only window units were ever writable */
+    perms_of((char *)ss__salloc_segment(a, 0)->map + SEG - 1, p);
+    assert_string_equal(p, "r--s");
+    uint8_t was = x[0];
+    assert_true(poke(x, (uint8_t)(was ^ 0xff)) < 0);
+    assert_int_equal(x[0], was);
+    check_intact(&live[0]);
+
+    /* a held window outlives its time until released */
+    t_assert_ok(ss__salloc_write_open(a, &live[0].loc, live[0].size, true));
+    assert_int_equal(poke(x, (uint8_t)(was ^ 0xff)), 1); /* open: root could, now */
+    assert_int_equal(x[0], (uint8_t)(was ^ 0xff));
+    x[0] = was;
+    assert_int_equal(ss__salloc_write_close(a, UINT64_MAX / 2, true), UINT64_MAX);
+    assert_int_equal(ss__salloc_windows(a), 1);
+    ss__salloc_write_release(a, &live[0].loc, live[0].size);
+    ss__salloc_write_close(a, 0, true);
+    assert_int_equal(ss__salloc_windows(a), 0);
+    perms_of(x, p);
+    assert_string_equal(p, "r--s");
+
+    /* a range crossing a unit boundary opens both units; bad ranges */
+    ss__sloc cross = live[0].loc;
+    cross.off = 64 * SS_KiB - 8;
+    t_assert_ok(ss__salloc_write_open(a, &cross, 16, false));
+    assert_int_equal(ss__salloc_windows(a), 2);
+    cross.off = SEG - 8;
+    t_assert_err(ss__salloc_write_open(a, &cross, 16, false), -EINVAL);
+    cross.seg = 99;
+    t_assert_err(ss__salloc_write_open(a, &cross, 1, false), -EINVAL);
+    free_all(a, live, &n);
+    ss__salloc_destroy(a); /* with windows open: they go with the segment */
+}
+
 /* -------------------------------------------------------------- readers */
 static void test_readers(void **state)
 {
@@ -665,6 +761,7 @@ static void test_readers(void **state)
     }
     /* Writes through the store's mapping show up in the reader's. */
     if (live[0].size > 0) {
+        t_assert_ok(ss__salloc_write_open(a, &live[0].loc, 1, false));
         ((uint8_t *)live[0].loc.ptr)[0] ^= 0xff;
         assert_int_equal(view[live[0].loc.off], (uint8_t)(pat(live[0].tag, 0) ^ 0xff));
         ((uint8_t *)live[0].loc.ptr)[0] ^= 0xff;
@@ -797,6 +894,7 @@ int main(void)
         cmocka_unit_test(test_bad_free),
         cmocka_unit_test(test_segments_returned),
         cmocka_unit_test(test_readers),
+        cmocka_unit_test(test_windows),
         cmocka_unit_test(test_fragmentation),
         cmocka_unit_test(test_throughput),
     };
