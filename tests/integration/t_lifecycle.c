@@ -17,6 +17,7 @@
 #include "t_helpers.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -885,6 +886,106 @@ static void test_put_then_get_large(void **state)
     }
 }
 
+/* ------------------------------------------------ the store's own mapping */
+
+struct vma {
+    uintptr_t lo, hi;
+    char perms[5];
+    uint64_t pgoff;
+    unsigned long inode;
+};
+
+/* The mappings of this process whose path contains `name`; how many. */
+static int vmas_named(const char *name, struct vma *out, int max)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    int n = 0;
+
+    assert_non_null(f);
+    while (n < max && fgets(line, sizeof(line), f)) {
+        struct vma v;
+        unsigned long long off;
+        if (!strstr(line, name) ||
+            sscanf(line, "%lx-%lx %4s %llx %*s %lu", &v.lo, &v.hi, v.perms, &off, &v.inode) != 5)
+            continue;
+        v.pgoff = off;
+        out[n++] = v;
+    }
+    fclose(f);
+    return n;
+}
+
+/* Every address in this process that maps the byte a reader sees at
+ * `data` (the reader's own mapping, other handles', the embedded store's);
+ * *writable: how many of them are writable. */
+static int maps_of(const void *data, uintptr_t *at, int max, int *writable)
+{
+    struct vma v[256];
+    int n = vmas_named("sealstore-small", v, 256), k = 0;
+    const struct vma *mine = NULL;
+
+    for (int i = 0; i < n; i++)
+        if ((uintptr_t)data >= v[i].lo && (uintptr_t)data < v[i].hi)
+            mine = &v[i];
+    assert_non_null(mine);
+    uint64_t fileoff = (uintptr_t)data - mine->lo + mine->pgoff;
+    *writable = 0;
+    for (int i = 0; i < n && k < max; i++) {
+        if (v[i].inode != mine->inode || fileoff < v[i].pgoff ||
+            fileoff >= v[i].pgoff + (v[i].hi - v[i].lo))
+            continue;
+        at[k++] = v[i].lo + (uintptr_t)(fileoff - v[i].pgoff);
+        *writable += v[i].perms[1] == 'w';
+    }
+    return k;
+}
+
+/* The store writes small objects through its one writable mapping of their
+ * segment, which anyone who can write its memory could use too (root with
+ * /proc/PID/mem or process_vm_writev; no user-space design stops root).
+ * It is read-only but while the store writes: shortly after a put no
+ * mapping of the object's page in this process (the embedded store's
+ * included) is writable, and a write through /proc/self/mem to any of
+ * them fails and changes nothing a reader sees. */
+static void test_small_pages_read_only(void **state)
+{
+    ss_id a = new_id();
+    ss_object o;
+    uintptr_t at[8];
+    int n = 0, writable = -1;
+    (void)state;
+
+    put_obj(C, &a, 1000, 77, NULL, 0);
+    assert_int_equal(ss_get(C, &a, 1, 0, &o), 1);
+    /* the window closes within about a millisecond of the write; bounded */
+    for (int i = 0; i < 500; i++) {
+        n = maps_of(o.data, at, 8, &writable);
+        if (!writable)
+            break;
+        t_sleep_ms(10);
+    }
+    assert_true(n >= 2); /* the reader's and the store's at least */
+    if (writable)
+        fail_msg("%d of %d mappings of a sealed small object stay writable", writable, n);
+    unsigned char was = *(const unsigned char *)o.data, evil = (unsigned char)(was ^ 0xff);
+    int fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+    assert_true(fd >= 0);
+    for (int i = 0; i < n; i++) {
+        errno = 0;
+        ssize_t w = pwrite(fd, &evil, 1, (off_t)at[i]);
+        if (w >= 0)
+            fail_msg("/proc/self/mem wrote a mapping of a sealed object at %lx",
+                     (unsigned long)at[i]);
+        assert_true(errno == EIO || errno == EFAULT);
+    }
+    close(fd);
+    assert_int_equal(*(const unsigned char *)o.data, was);
+    assert_true(t_check(o.data, 1000, 77));
+    t_assert_ok(ss_release(C, &a));
+    t_assert_ok(ss_delete(C, &a));
+}
+
 /* A take while the pool still holds segments of that class makes the
  * populator put its refill off until the seal (pool_yields), and the pool
  * fills up again after it. */
@@ -1061,6 +1162,7 @@ int main(void)
         cmocka_unit_test(test_contains_delete),
         cmocka_unit_test(test_events),
         cmocka_unit_test(test_put_then_get_large),
+        cmocka_unit_test(test_small_pages_read_only),
         cmocka_unit_test(test_pool_yields_to_writer),
         cmocka_unit_test(test_create_too_big),
         cmocka_unit_test(test_release_deferral),
