@@ -10,6 +10,11 @@
  *  - the library never prints to stdout, never exits and never aborts
  *    because its caller made a mistake; log lines go to the sink set with
  *    ss_log_set_sink() (stderr by default, filtered by SEALSTORE_LOG).
+ *
+ * A sealed object never changes: no process, whatever its uid, can write it
+ * or map it writable, root excepted, who can write any process's memory
+ * (the store's own mapping of small objects is writable only while it
+ * writes them, about a millisecond at a time).
  */
 #ifndef SEALSTORE_H
 #define SEALSTORE_H

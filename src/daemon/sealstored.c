@@ -11,9 +11,16 @@
  *
  * The daemon makes itself non-dumpable first: small-object segments and the
  * index are written through the store's own mappings, and a dumpable
- * process can be written through /proc/PID/mem or ptrace by its uid
- * (DESIGN section 2). SIGTERM and SIGINT stop it cleanly (the handler only
- * writes the store's stop eventfd); it exits 0 after a clean stop.
+ * process can be written through /proc/PID/mem or ptrace by its uid.
+ * Root (CAP_SYS_PTRACE) still can, and no user-space design stops it; the
+ * small segments are at least read-only outside the store's short write
+ * windows (alloc.c, "Who writes what"). SIGTERM and SIGINT stop it cleanly
+ * (the handler only writes the store's stop eventfd); it exits 0 after a
+ * clean stop.
+ *
+ * Options are checked strictly here (ss__option_check): a bad flag or
+ * SEALSTORE_ variable stops the start with exit status 2, where the library
+ * would warn and keep the default.
  *
  * Hidden test helper: --print-dumpable prints PR_GET_DUMPABLE after the
  * same prctl the daemon does, then exits (tests use /proc instead; this is

@@ -16,7 +16,9 @@
  *  SMALL segment, carved by the small allocator. The store maps it
  *  read-write once (MADV_DONTFORK), then ss__seg_seal_small() adds
  *  SHRINK|GROW|FUTURE_WRITE|SEAL: no new writable mapping or write() can be
- *  made by anyone; only the store's earlier mapping writes.
+ *  made by anyone; only the store's earlier mapping writes (the allocator
+ *  keeps it read-only outside its write windows; whoever can write the
+ *  store's memory, root, can use it during one).
  *
  * Readers get an O_RDONLY fd from ss__seg_reopen_ro().
  *
