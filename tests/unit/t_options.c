@@ -236,6 +236,50 @@ static void test_parse_size_bad(void **state)
 
 /* ------------------------------------------------------------- keywords */
 
+/* The daemon's strict check: the type's parse plus the row's range, with a
+ * reason; every built-in default passes it. */
+static void test_option_check(void **state)
+{
+    static const struct {
+        ss_option opt;
+        const char *value;
+        int rc;
+        const char *why;
+    } cases[] = {
+        { SS_OPT_CAPACITY, "-5", -EINVAL, "invalid value (expected SIZE)" },
+        { SS_OPT_CAPACITY, "99999999T", -ERANGE, "out of range" },
+        { SS_OPT_CAPACITY, "64M", 0, "" },
+        { SS_OPT_SMALL_MAX, "64K", 0, "" },
+        { SS_OPT_SMALL_MAX, "65537", -ERANGE, "at most 64K" },
+        { SS_OPT_SPILL_QUEUE_DEPTH, "0", -ERANGE, "1 to 256" },
+        { SS_OPT_SPILL_QUEUE_DEPTH, "256", 0, "" },
+        { SS_OPT_SPILL_QUEUE_DEPTH, "257", -ERANGE, "1 to 256" },
+        { SS_OPT_SPILL_HIGH, "100%", 0, "" },
+        { SS_OPT_SPILL_HIGH, "101%", -EINVAL, "N%" },
+        { SS_OPT_SPILL_HIGH, "2G", 0, "" },
+        { SS_OPT_SPILL_HIGH, "off", 0, "" },
+        { SS_OPT_SPILL_HIGH, "lots", -EINVAL, "N%" },
+        { SS_OPT_HUGEPAGES, "3M", -EINVAL, "auto|1G|2M|thp|off" },
+        { SS_OPT__COUNT, "1", -EINVAL, "no such option" },
+    };
+    char why[160];
+
+    (void)state;
+    for (size_t i = 0; i < SS_ARRAY_SIZE(cases); i++) {
+        int rc = ss__option_check(cases[i].opt, cases[i].value, why, sizeof(why));
+        if (rc != cases[i].rc || !strstr(why, cases[i].why) || (rc == 0) != (why[0] == 0))
+            fail_msg("option %d \"%s\": %d \"%s\"", (int)cases[i].opt, cases[i].value, rc,
+                     why);
+    }
+    assert_int_equal(ss__option_check(SS_OPT_LOG, NULL, why, sizeof(why)), -EINVAL);
+    for (int i = 0; i < SS_OPT__COUNT; i++) {
+        char def[256];
+        assert_true(ss_option_get((ss_option)i, def, sizeof(def)) >= 0);
+        if (ss__option_check((ss_option)i, def, why, sizeof(why)) != 0)
+            fail_msg("%s default \"%s\": %s", ss_option_name((ss_option)i), def, why);
+    }
+}
+
 static void test_parse_hugepages(void **state)
 {
     static const struct {
@@ -1228,6 +1272,7 @@ int main(void)
         cmocka_unit_test_setup(test_name_and_lookup, fresh),
         cmocka_unit_test(test_table_matches_public_enum),
         cmocka_unit_test_setup(test_every_default_parses, fresh),
+        cmocka_unit_test_setup(test_option_check, fresh),
         cmocka_unit_test_setup(test_precedence, fresh),
         cmocka_unit_test_setup(test_bad_env_warns_once, fresh),
         cmocka_unit_test_setup(test_help_env_mentions_every_option, fresh),
