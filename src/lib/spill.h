@@ -10,7 +10,8 @@
  * (ss__spill_event_fd) becomes readable whenever reap has work to do: the
  * store adds it to its epoll set and calls reap when it fires. No call
  * here waits for the disk, except ss__spill_open (probes), ss__spill_scan
- * (startup), ss__spill_wait and ss__spill_close.
+ * (startup, for tools and tests: the store uses ss__spill_scan_start, which
+ * scans in a thread), ss__spill_wait and ss__spill_close.
  *
  * Threads. Every ss__spill_* call on one engine must come from one thread
  * at a time (the store's loop). The engine's own threads: a worker hashes
@@ -18,14 +19,15 @@
  * unlink, fallocate, ftruncate); a submitter calls io_uring_enter, so the
  * loop never pays for pinning the pages of O_DIRECT I/O (see
  * SS_SPILL_SQPOLL); in the fallback mode, 2-4 workers also do the reads,
- * writes and syncs.
+ * writes and syncs; a scan thread reads the spill files at startup
+ * (ss__spill_scan_start).
  *
  * Layout on disk. A spill directory holds files named "<16 hex>.spill",
  * each a sequence of self-describing records (ss__spill_rec below, format
  * described there and in spill_file.c), plus "lock" (flock: one engine per
  * directory) and, transiently, "<16 hex>.tmp" files being written (renamed
  * to .spill once durable; a crash leaves them behind and scan removes
- * them). An object of more than params.small_max bytes gets a file of its
+ * them). Only regular files are ever opened there. An object of more than params.small_max bytes gets a file of its
  * own; smaller ones are appended in batches to a shared ("fused") file up
  * to params.fused_cap bytes. A spill completes only when its bytes are
  * fdatasync'ed and, for a new file, the directory is fsync'ed.
@@ -271,20 +273,46 @@ int ss__spill_reap(ss__spill *sp, ss__spill_done *done, int max);
 int ss__spill_wait(ss__spill *sp, int timeout_ms);
 
 /*
- * Startup: read every spill file in the directory, check every record
- * (header and checksums) and call fn(arg, loc, meta) for each live object
- * (meta: loc->meta_size bytes, valid during the call). fn returns 0 to keep
- * the object (the store indexes loc), 1 to drop it (the engine deletes it,
- * e.g. an older copy of an id), or a negative -errno to stop the scan.
+ * Startup: find every spill file in the directory, check every record and
+ * call fn(arg, loc, meta) for each live object (meta: loc->meta_size bytes,
+ * valid during the call). fn returns 0 to keep the object (the store
+ * indexes loc), 1 to drop it (the engine deletes it, e.g. an older copy of
+ * an id), or a negative -errno to stop the scan.
  * fn NULL drops everything (empties the directory).
  * Leftover .tmp files are removed. A damaged or truncated record costs only
  * itself: one log line each (file, offset, id when readable), counted in
- * stats.damaged; a file left with no live record is unlinked.
- * Must be the first use of the engine (-EBUSY otherwise; once only).
- * Returns the number of objects kept, or -errno (fn's error, or the
- * directory could not be read).
+ * stats.damaged; a file left with no live record is unlinked. Anything
+ * named like a spill file that is not a regular file (a FIFO, a device, a
+ * symlink) is ignored with one warning and never opened. Checking reads
+ * headers and meta, and the data of fused (small) records; the data of an
+ * object in a file of its own is checked when it is restored, so a file
+ * costs one small read however large it is (or claims to be), and garbage
+ * is given up on after at most ~1 MiB (spill_int.h, ss__spill_walk).
+ *
+ * ss__spill_scan_start runs this in a thread of its own and returns at
+ * once: what the thread finds is applied, fn called, on the caller's thread
+ * from within ss__spill_reap (the eventfd fires for it), file by file in
+ * id order, so the engine serves meanwhile. Objects found so far can be
+ * read and deleted; the caller must not write an object that may still be
+ * found (its sequence number could be below the one on disk) and must
+ * expect fn for any id not found yet. ss__spill_scan_status says 0 while
+ * it runs, 1 once it is complete, -errno when it stopped early (fn's
+ * error, no memory, the directory unreadable; -ECANCELED after
+ * ss__spill_scan_cancel). ss__spill_scan_cancel (and ss__spill_close)
+ * stops the thread within one record's read and joins it: what was applied
+ * stays; files not reached are left alone on disk.
+ * Start must be the first use of the engine (-EBUSY otherwise; once only).
+ * Returns 0, -EINVAL, -EBUSY, -EAGAIN (no thread).
+ *
+ * ss__spill_scan: the same, waiting for the end (tests, tools). Returns
+ * the number of objects kept, or -errno.
  */
 typedef int (*ss__spill_scan_fn)(void *arg, const ss__spill_loc *loc, const void *meta);
+int ss__spill_scan_start(ss__spill *sp, ss__spill_scan_fn fn, void *arg);
+int ss__spill_scan_status(const ss__spill *sp);
+void ss__spill_scan_cancel(ss__spill *sp);
+/* Objects fn kept so far. */
+uint64_t ss__spill_scan_kept(const ss__spill *sp);
 int ss__spill_scan(ss__spill *sp, ss__spill_scan_fn fn, void *arg);
 
 typedef struct ss__spill_stats {
@@ -306,6 +334,9 @@ typedef struct ss__spill_stats {
     uint64_t delete_errors;    /* tombstones/unlinks that failed */
     uint64_t damaged;          /* records found damaged (scan or restore) */
     uint64_t scanned;          /* objects scan reported */
+    uint64_t scan_bytes;       /* bytes the scan read */
+    uint64_t scan_files;       /* spill files the scan has walked */
+    bool scanning;             /* the scan runs (started, not over) */
     uint32_t queue_depth;      /* data I/Os allowed in flight */
     uint32_t inflight_peak;    /* most data I/Os ever in flight */
     uint32_t dio_align;        /* O_DIRECT alignment in use; 0: buffered */
@@ -326,6 +357,8 @@ enum {
     SS_SPILL_INJ_READ = 1u << 1,
     SS_SPILL_INJ_SYNC = 1u << 2,  /* fdatasync of a file or fsync of the directory */
     SS_SPILL_INJ_OPEN = 1u << 3,
+    /* the scan thread stalls before each file until stopped (nth != 0) */
+    SS_SPILL_INJ_SCAN_STALL = 1u << 4,
 };
 void ss__spill_inject(ss__spill *sp, unsigned mask, unsigned nth, int err);
 

@@ -44,6 +44,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -416,17 +417,31 @@ out:
 /* --------------------------------------------------------------- walk */
 
 #define WIN (4u * 1024 * 1024) /* scan read window */
+/*
+ * The longest fused record: header, the largest meta, the largest small
+ * object, rounded. After a damaged header in a fused file the next good one
+ * is at most this far on; a file that shows none for this long is garbage
+ * from there (or a file of its own whose header is damaged: its object is
+ * lost either way), and the rest of it is not read.
+ */
+#define FUSED_REC_MAX (SS_SPILL_REC_ALIGN + SS_SPILL_META_MAX + MAX_SMALL_MAX + BLK)
+#define RESYNC_MAX FUSED_REC_MAX
+/* First reads of a file: a header and the largest meta, not more (the rest
+ * of a file of its own is its object's data); a fused file gets WIN. */
+#define WIN_FIRST (128u * 1024)
 
 struct win {
     int fd;
     uint8_t *buf;
     uint64_t start, len; /* bytes [start, start+len) of the file are in buf */
     uint64_t size;       /* file size */
+    uint64_t chunk;      /* bytes per read: WIN_FIRST, WIN once fused */
     int err;             /* first read error */
+    ss__spill_walk_ctl *ctl;
 };
 
-/* Bytes [off, off+n) (n <= WIN - 4096), read in if needed; NULL when the
- * file ends first or a read fails (w->err). */
+/* Bytes [off, off+n) (n <= w->chunk - 4096), read in if needed; NULL when
+ * the file ends first or a read fails (w->err). */
 static const uint8_t *win_get(struct win *w, uint64_t off, uint64_t n)
 {
     if (off + n > w->size)
@@ -434,9 +449,12 @@ static const uint8_t *win_get(struct win *w, uint64_t off, uint64_t n)
     if (off < w->start || off + n > w->start + w->len) {
         uint64_t start = off & ~(uint64_t)(SS_SPILL_BLOCK - 1);
         uint64_t got = 0;
+        /* never past the end: a giant file is read only where needed */
+        uint64_t want = w->size - start < w->chunk ? SS_ALIGN_UP(w->size - start, BLK)
+                                                   : w->chunk;
 
-        while (got < WIN) {
-            ssize_t r = pread(w->fd, w->buf + got, WIN - got, (off_t)(start + got));
+        while (got < want) {
+            ssize_t r = pread(w->fd, w->buf + got, want - got, (off_t)(start + got));
 
             if (r < 0 && errno == EINTR)
                 continue;
@@ -449,6 +467,8 @@ static const uint8_t *win_get(struct win *w, uint64_t off, uint64_t n)
                 break;
             got += (uint64_t)r;
         }
+        if (w->ctl)
+            atomic_fetch_add_explicit(&w->ctl->bytes, got, memory_order_relaxed);
         w->start = start;
         w->len = got;
         if (off + n > start + got)
@@ -464,10 +484,46 @@ static void log_region(const char *name, uint64_t from, uint64_t to)
                   name, (unsigned long long)from, (unsigned long long)to);
 }
 
-int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_align,
-                   ss__spill_walk_fn fn, void *arg, ss__spill_walk_res *res)
+/* Open a spill file for reading without ever blocking: only a regular file
+ * (a FIFO would block open, a device could do anything), checked before
+ * the open and again on the fd (it may have been swapped in between). */
+static int walk_open(int dirfd, const char *name, uint32_t dio_align, struct stat *sb)
 {
-    struct win w = { .fd = -1 };
+    struct stat pre;
+    int fd, flags = O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC;
+
+    if (fstatat(dirfd, name, &pre, AT_SYMLINK_NOFOLLOW) < 0)
+        return -errno;
+    if (!S_ISREG(pre.st_mode))
+        return -ENODEV;
+    fd = openat(dirfd, name, flags | (dio_align ? O_DIRECT : 0));
+    if (fd < 0 && dio_align && errno == EINVAL)
+        fd = openat(dirfd, name, flags);
+    if (fd < 0)
+        return errno == ELOOP ? -ENODEV : -errno;
+    if (fstat(fd, sb) < 0) {
+        int rc = -errno;
+
+        close(fd);
+        return rc;
+    }
+    if (!S_ISREG(sb->st_mode) || sb->st_ino != pre.st_ino || sb->st_dev != pre.st_dev) {
+        close(fd);
+        return -ENODEV;
+    }
+    return fd;
+}
+
+static bool walk_stopped(const struct win *w)
+{
+    return w->ctl && atomic_load_explicit(&w->ctl->stop, memory_order_relaxed);
+}
+
+int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_align,
+                   ss__spill_walk_ctl *ctl, ss__spill_walk_fn fn, void *arg,
+                   ss__spill_walk_res *res)
+{
+    struct win w = { .fd = -1, .ctl = ctl, .chunk = WIN_FIRST };
     uint8_t *meta = NULL;
     struct stat sb;
     uint64_t off = 0, bad_start = UINT64_MAX;
@@ -475,15 +531,9 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
     int rc = 0;
 
     memset(res, 0, sizeof(*res));
-    w.fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | (dio_align ? O_DIRECT : 0));
-    if (w.fd < 0 && dio_align && errno == EINVAL)
-        w.fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    w.fd = walk_open(dirfd, name, dio_align, &sb);
     if (w.fd < 0)
-        return -errno;
-    if (fstat(w.fd, &sb) < 0) {
-        rc = -errno;
-        goto out;
-    }
+        return w.fd;
     w.size = res->size = (uint64_t)sb.st_size;
     if (posix_memalign((void **)&w.buf, SS_SPILL_BLOCK, WIN) != 0 ||
         !(meta = malloc(SS_SPILL_META_MAX))) {
@@ -492,7 +542,7 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
     }
 
     while (off < w.size) {
-        const uint8_t *p = win_get(&w, off, sizeof(ss__spill_rec));
+        const uint8_t *p;
         ss__spill_rec r;
         const char *why;
         ss__xxh64 st;
@@ -500,6 +550,18 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
         uint64_t pos, left;
         bool ok;
 
+        if (walk_stopped(&w)) {
+            rc = -ECANCELED;
+            goto out;
+        }
+        if (bad_start != UINT64_MAX && off - bad_start > RESYNC_MAX) {
+            /* no record for longer than any fused record: garbage */
+            log_region(name, bad_start, w.size);
+            res->damaged++;
+            bad_start = UINT64_MAX;
+            break;
+        }
+        p = win_get(&w, off, sizeof(ss__spill_rec));
         if (!p) {
             if (w.err) {
                 ss__log_error("spill: file %s: read at %llu failed: %s; the rest of the "
@@ -514,7 +576,8 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
             break;
         }
         memcpy(&r, p, sizeof(r));
-        if (ss__spill_rec_check(&r, &why) < 0) {
+        if (ss__spill_rec_check(&r, &why) < 0 ||
+            (r.flags & SS_SPILL_REC_FUSED && r.rec_len > FUSED_REC_MAX)) {
             if (bad_start == UINT64_MAX)
                 bad_start = off;
             off += SS_SPILL_REC_ALIGN;
@@ -527,8 +590,10 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
         }
         if (r.seq > res->max_seq)
             res->max_seq = r.seq;
-        if (r.flags & SS_SPILL_REC_FUSED)
+        if (r.flags & SS_SPILL_REC_FUSED) {
             res->fused = true;
+            w.chunk = WIN; /* records back to back: read it all */
+        }
         memcpy(idhex, "-", 2);
         if (r.flags & SS_SPILL_REC_OBJECT)
             ss__spill_id_hex((const ss_id *)r.id, idhex);
@@ -550,14 +615,17 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
             off += r.rec_len;
             continue;
         }
-        /* meta, then the data streamed through the window */
+        /* meta; then the data of a fused record (in the window already:
+         * checking it costs no I/O). The data of an object of its own,
+         * however large, is not read here: its checksum is checked when it
+         * is restored. */
         ok = false;
         p = win_get(&w, off + r.hdr_size, r.meta_size);
         if (p && ss__spill_hash64(p, r.meta_size, SS_SPILL_SEED) == r.meta_hash) {
             memcpy(meta, p, r.meta_size);
             ss__xxh64_init(&st, SS_SPILL_SEED);
             pos = off + r.data_off;
-            left = r.data_size;
+            left = r.flags & SS_SPILL_REC_FUSED ? r.data_size : 0;
             ok = true;
             while (left) {
                 /* whole 32-byte stripes until the last piece */
@@ -574,7 +642,8 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
                 pos += n;
                 left -= n;
             }
-            ok = ok && ss__xxh64_digest(&st) == r.data_hash;
+            ok = ok && (!(r.flags & SS_SPILL_REC_FUSED) ||
+                        ss__xxh64_digest(&st) == r.data_hash);
         }
         if (!ok) {
             ss__log_error("spill: file %s: object %s at %llu (%llu bytes): %s: lost", name,

@@ -13,6 +13,7 @@
 
 #include <liburing.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 /* io_uring writes into our buffers behind valgrind's back: tell it the
  * bytes a read brought in are defined (a no-op elsewhere). */
@@ -62,9 +63,28 @@ int ss__spill_dir_open(const char *path, int *dirfd, int *lockfd);
 /* O_DIRECT alignment usable in the directory, or 0 for buffered I/O. */
 int ss__spill_dio_probe(int dirfd, uint32_t *align);
 
-/* Read one spill file synchronously and call fn for every good, live
+/*
+ * Read one spill file synchronously and call fn for every good, live
  * object record (meta valid during the call); fn's negative return stops
- * the walk and is returned. Damage is logged and counted. */
+ * the walk and is returned. Damage is logged and counted.
+ *
+ * Bounded: only a regular file is opened (O_NONBLOCK|O_NOFOLLOW, its type
+ * checked before and after the open): anything else is -ENODEV, unread.
+ * A record of an object of its own is checked by its header, meta and
+ * length only (its data is checked when it is restored), so such a file
+ * costs one small read whatever its size; fused records (at most
+ * FUSED_REC_MAX bytes each) are read and checked whole. After a damaged
+ * header the walk looks for the next good one for at most RESYNC_MAX
+ * bytes; beyond that the rest of the file is reported lost, not read. A
+ * record that claims more bytes than the file has is lost (truncated).
+ *
+ * ctl (may be NULL): ctl->stop set by another thread ends the walk at the
+ * next record with -ECANCELED; ctl->bytes counts the bytes read.
+ */
+typedef struct ss__spill_walk_ctl {
+    _Atomic bool stop;
+    _Atomic uint64_t bytes;
+} ss__spill_walk_ctl;
 typedef int (*ss__spill_walk_fn)(void *arg, const ss__spill_loc *loc, const void *meta);
 typedef struct ss__spill_walk_res {
     uint64_t size;     /* file bytes */
@@ -75,7 +95,8 @@ typedef struct ss__spill_walk_res {
     bool fused;        /* records say fused */
 } ss__spill_walk_res;
 int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_align,
-                   ss__spill_walk_fn fn, void *arg, ss__spill_walk_res *res);
+                   ss__spill_walk_ctl *ctl, ss__spill_walk_fn fn, void *arg,
+                   ss__spill_walk_res *res);
 
 /* ------------------------------------------------------ engine state */
 
@@ -238,6 +259,50 @@ struct job {
     ss__spill_loc loc;
 };
 
+/*
+ * The startup scan (ss__spill_scan_start): a thread reads the directory
+ * and walks the spill files one by one (ss__spill_walk), handing what it
+ * finds to the loop in chunks; the loop applies them (file table, the
+ * caller's fn, drops, tombstones) from ss__spill_reap, so the engine and
+ * its caller serve meanwhile. Each file's records arrive in offset order,
+ * files in id order; a chunk with `last` closes its file.
+ *
+ * Protocol. `lock` guards q_head/q_tail/q_n, done and err_thread; the
+ * thread appends chunks (waiting on `cv` while SCAN_QUEUE_MAX are queued,
+ * so memory stays bounded), the loop takes them and signals `cv`. After
+ * every append and when it ends (done = true, last) the thread writes the
+ * engine's eventfd; reap drains the eventfd before it looks at the queue,
+ * so no chunk is left behind a drained wakeup. ctl.stop (atomic, set under
+ * `lock` with a broadcast on cv) makes the thread stop at its next record
+ * or queue wait; ctl.bytes and files_done are progress counters (relaxed
+ * atomics, for stats). Everything else in ss__spill_scan_st belongs to the
+ * loop. The thread touches no other engine state: it reads dirfd,
+ * dio_align and limit, which are fixed before it starts.
+ */
+struct scan_chunk;
+typedef struct ss__spill_scan_st {
+    pthread_t thr;
+    bool started;     /* thread created (joined at stop/close) */
+    bool over;        /* finished, failed or cancelled (status says which) */
+    int status;       /* 1 done; -errno failed (fn's error, directory) or -ECANCELED */
+    ss__spill_scan_fn fn;
+    void *arg;
+    uint64_t limit;   /* file ids below this existed at open: scan those only */
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    struct scan_chunk *q_head, *q_tail;
+    unsigned q_n;
+    bool done;        /* thread: no more chunks will come */
+    int err_thread;   /* thread: why it stopped early (-ENOMEM, directory) */
+    ss__spill_walk_ctl ctl;
+    _Atomic uint64_t files_done;
+    /* loop */
+    struct sfile *cur;  /* file being applied (holds a reference) */
+    uint64_t kept, removed;
+    ss__spill_loc *drop;
+    size_t ndrop, cdrop;
+} ss__spill_scan_st;
+
 struct ss__spill {
     int dirfd, lockfd, efd;
     char *dir;
@@ -288,6 +353,9 @@ struct ss__spill {
     /* injection (tests) */
     unsigned inj_mask, inj_left;
     int inj_err;
+    _Atomic bool inj_scan_stall; /* scan thread waits before each file until stopped */
+    /* the startup scan */
+    ss__spill_scan_st scan;
 };
 
 enum { SUB_THREAD, SUB_SQPOLL, SUB_INLINE };
