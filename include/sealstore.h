@@ -298,13 +298,19 @@ typedef struct ss_stats {
     uint64_t fd_deferred;         /* replies held back, total, because clients left
                                    * too many fd-carrying replies unread (the store's
                                    * caps, or the kernel refusing the fds: retried) */
-    uint64_t reserved[4];
+    uint64_t spill_scan_bytes;    /* bytes the startup scan of the spill directory read
+                                   * (headers and small records; not the data of
+                                   * large objects, checked when restored) */
+    uint64_t reserved[3];
 } ss_stats;
 
 /* ss_stats.spill_mode */
 #define SS_SPILL_MODE_ON     (1u << 0) /* spilling is on */
 #define SS_SPILL_MODE_URING  (1u << 1) /* io_uring (else worker threads: pwrite/pread) */
 #define SS_SPILL_MODE_DIRECT (1u << 2) /* O_DIRECT (else buffered I/O, e.g. on tmpfs) */
+#define SS_SPILL_MODE_SCANNING (1u << 3) /* the startup scan still runs: spilled objects
+                                          * are still being found (the spill counts
+                                          * grow); requests that depend on it wait */
 
 /* 0, -EINVAL (size/version mismatch), connection errors. */
 SS_API SS_NODISCARD int ss_stats_get(ss_client *c, ss_stats *out);

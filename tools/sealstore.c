@@ -838,14 +838,16 @@ static int cmd_stat(struct cli *cli)
                    ", \"spill_gbps\": %.3f,\n \"restores\": %" PRIu64
                    ", \"restore_bytes\": %" PRIu64 ", \"restore_ns\": %" PRIu64
                    ", \"restore_gbps\": %.3f,\n \"spill_errors\": %" PRIu64
-                   ", \"restore_errors\": %" PRIu64 ", \"spill_lost\": %" PRIu64 "}\n",
+                   ", \"restore_errors\": %" PRIu64 ", \"spill_lost\": %" PRIu64
+                   ",\n \"spill_scanning\": %s, \"spill_scan_bytes\": %" PRIu64 "}\n",
                 st.spill_mode, (st.spill_mode & SS_SPILL_MODE_URING) ? "true" : "false",
                 (st.spill_mode & SS_SPILL_MODE_DIRECT) ? "true" : "false", st.spill_queue_depth,
                 st.spilled_objects, st.spilled_bytes, st.spill_files, st.spill_disk_bytes,
                 st.spills, st.spill_bytes, st.spill_ns, gbps(st.spill_bytes, st.spill_ns),
                 st.restores, st.restore_bytes, st.restore_ns,
                 gbps(st.restore_bytes, st.restore_ns), st.spill_errors, st.restore_errors,
-                st.spill_lost);
+                st.spill_lost, (st.spill_mode & SS_SPILL_MODE_SCANNING) ? "true" : "false",
+                st.spill_scan_bytes);
         return CLI_OK;
     }
 
@@ -910,6 +912,9 @@ static int cmd_stat(struct cli *cli)
     printf("%-17s%s, %s I/O, queue depth %" PRIu64 "\n", "spilling",
            (st.spill_mode & SS_SPILL_MODE_URING) ? "io_uring" : "worker threads",
            (st.spill_mode & SS_SPILL_MODE_DIRECT) ? "O_DIRECT" : "buffered", st.spill_queue_depth);
+    printf("%-17s%s, %s read\n", "startup scan",
+           (st.spill_mode & SS_SPILL_MODE_SCANNING) ? "running" : "done",
+           fmt_size(st.spill_scan_bytes, a, sizeof(a)));
     printf("%-17s%" PRIu64 " objects, %s on disk only; %" PRIu64 " files, %s\n", "spilled",
            st.spilled_objects, fmt_size(st.spilled_bytes, a, sizeof(a)), st.spill_files,
            fmt_size(st.spill_disk_bytes, b, sizeof(b)));

@@ -24,6 +24,19 @@
  * signal handler may call), an eventfd the seal worker writes when a seal
  * completes, and the spill engine's eventfd (spills and restores done). Timers (parked GET / create deadlines) are a heap in
  * store_obj.c; epoll_wait sleeps until the earliest.
+ *
+ * Start-up. Objects spilled by an earlier store on the socket are indexed
+ * by a scan that runs in the spill engine's thread while the store already
+ * serves (store_spill.c): HELLO, STATS, SUBSCRIBE, SEAL, ABORT and RELEASE
+ * are answered at once, and a stop (SIGTERM, ss__store_stop) cancels the
+ * scan wherever it is. A request whose answer depends on which ids exist
+ * (CREATE, PUT, GET, CONTAINS, DELETE, LIST) waits at the scan gate until
+ * the scan is over, so a create never duplicates an id that is on disk
+ * and a get or contains never calls missing an object that is there; a
+ * GET waits at most its own timeout, then is answered from what the scan
+ * has found so far (a GET with timeout 0 does not wait). The held request
+ * is a copy on its connection, which is not read meanwhile (its requests
+ * stay in order, and the kernel's buffer pushes back on the client).
  */
 #include "store_int.h"
 
@@ -414,7 +427,7 @@ void ss__store_epoll_mod(ss__store *s, ss__conn *c)
          * the tick retries it */
         if (!c->out_retry)
             ev.events = EPOLLOUT;
-    } else if (c->nparked < SS_PARKED_MAX && !ss__fd_paused(s, c)) {
+    } else if (c->nparked < SS_PARKED_MAX && !ss__fd_paused(s, c) && !c->gated) {
         ev.events = EPOLLIN;
     }
     c->in_paused = !(ev.events & EPOLLIN);
@@ -561,7 +574,8 @@ int ss__store_open(ss__store **out, const char *socket_path, unsigned flags)
         goto fail;
     if ((rc = ss__obj_init(s)) < 0)
         goto fail;
-    /* objects spilled by an earlier store on this socket, before serving */
+    /* objects spilled by an earlier store on this socket: the scan runs
+     * while we serve (the scan gate holds what depends on it) */
     if ((rc = ss__spill_setup(s)) < 0)
         goto fail;
 
@@ -678,17 +692,96 @@ static void accept_all(ss__store *s)
     }
 }
 
+/* ============================================================= scan gate */
+
+static bool gated_type(int type)
+{
+    return type == SS_MSG_CREATE || type == SS_MSG_PUT || type == SS_MSG_GET ||
+           type == SS_MSG_CONTAINS || type == SS_MSG_DELETE || type == SS_MSG_LIST;
+}
+
+bool ss__scan_gate(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds)
+{
+    const ss__msg_hdr *h = buf;
+
+    if (!s->scanning || !gated_type(h->type))
+        return false;
+    c->gated = malloc(len);
+    if (!c->gated) {
+        ss__conn_reply_status(s, c, h->type, h->req_id, -ENOMEM);
+        return true;
+    }
+    memcpy(c->gated, buf, len);
+    c->gated_len = (uint32_t)len;
+    c->gated_nfds = nfds;
+    c->gated_deadline = UINT64_MAX;
+    if (h->type == SS_MSG_GET)
+        c->gated_deadline = ss__deadline_of(((const ss__req_get *)(h + 1))->timeout_ms);
+    ss__store_epoll_mod(s, c); /* not read until the request is answered */
+    return true;
+}
+
+/* Run c's held request now: a GET gets what is left of its timeout. */
+static void gate_run(ss__store *s, ss__conn *c, uint64_t now)
+{
+    ss__msg_hdr *h = c->gated;
+
+    c->gated = NULL;
+    if (h->type == SS_MSG_GET) {
+        ss__req_get *rq = (ss__req_get *)(h + 1);
+
+        if (rq->timeout_ms > 0)
+            rq->timeout_ms = c->gated_deadline > now
+                                 ? (int64_t)((c->gated_deadline - now + 999999) / 1000000)
+                                 : 0;
+    }
+    ss__conn_dispatch(s, c, h, c->gated_len, c->gated_nfds);
+    free(h);
+    ss__store_epoll_mod(s, c);
+}
+
+void ss__scan_gate_open(ss__store *s)
+{
+    uint64_t now = ss__now_ns();
+
+    s->scanning = false;
+    for (ss__conn *c = s->conns; c; c = c->next)
+        if (c->gated && !c->broken)
+            gate_run(s, c, now);
+}
+
+/* GETs whose timeout passed: answered from what is known. */
+static void gate_expire(ss__store *s, uint64_t now)
+{
+    for (ss__conn *c = s->conns; c; c = c->next)
+        if (c->gated && !c->broken && c->gated_deadline <= now)
+            gate_run(s, c, now);
+}
+
+static uint64_t gate_deadline(const ss__store *s)
+{
+    uint64_t d = UINT64_MAX;
+
+    if (!s->scanning)
+        return d;
+    for (const ss__conn *c = s->conns; c; c = c->next)
+        if (c->gated && !c->broken && c->gated_deadline < d)
+            d = c->gated_deadline;
+    return d;
+}
+
 /* Also closes the small segments' expired write windows (alloc.c): last
  * thing before sleeping, so a window never outlives its time by a sleep. */
 static int loop_timeout(ss__store *s)
 {
     uint64_t d = ss__obj_next_deadline(s), now = ss__now_ns();
-    uint64_t dc = ss__conn_next_deadline(s);
+    uint64_t dc = ss__conn_next_deadline(s), g = gate_deadline(s);
     uint64_t w = ss__salloc_write_close(s->salloc, now, false);
 
     if (dc < d)
         d = dc;
-
+    if (g < d)
+        d = g;
     if (w < d)
         d = w;
     if (s->accept_paused_until && s->accept_paused_until < d)
@@ -758,6 +851,8 @@ int ss__store_run(ss__store *s)
         }
         ss__obj_expire(s, now);
         ss__conn_tick(s, now);
+        if (s->scanning)
+            gate_expire(s, now);
         if (s->retry_creates && (s->cq_head || s->rq_head))
             ss__obj_retry_creates(s);
         ss__spill_tick(s);
@@ -772,6 +867,8 @@ int ss__store_run(ss__store *s)
         s->listen_fd = -1;
     }
     unbind_socket(s);
+    ss__spill_scan_stop(s); /* the scan stops where it is */
+    ss__scan_gate_open(s);  /* held requests: answered as at stop */
     ss__obj_stop(s);        /* answer parked requests, finish seals */
     ss__conn_reap(s);
     ss__conn_flush_all(s, 1000);

@@ -455,6 +455,11 @@ typedef struct ss__conn {
     /* before HELLO: on the store's handshake list, closed at hello_deadline */
     struct ss__conn *hq_prev, *hq_next;
     uint64_t hello_deadline;
+    /* a request held back until the startup scan ends (store.c, scan gate):
+     * a copy of the message; the connection is not read meanwhile */
+    void *gated;
+    uint32_t gated_len, gated_nfds;
+    uint64_t gated_deadline;       /* ns: a GET's timeout, UINT64_MAX: none */
 } ss__conn;
 
 #define SS_OUTBOX_MAX 1024u     /* queued replies before a client is dropped */
@@ -660,6 +665,13 @@ struct ss__store {
     uint64_t spill_log_next;      /* ns: next failure report allowed */
     uint64_t spill_log_quiet;     /* failures not reported since the last line */
     uint64_t nspilled, spilled_bytes; /* objects SPILLED now */
+    /* The startup scan of the spill directory runs in the engine's thread
+     * while the store serves; objects appear as SPILLED entries as it goes
+     * (scan_one, on the loop). While `scanning`, requests whose answer
+     * depends on which ids exist wait at the scan gate (store.c). */
+    bool scanning;
+    struct ss__spill_loc *scan_drop; /* older copies the scan replaced: deleted */
+    size_t scan_ndrop, scan_cdrop;
     uint64_t c_spills, c_restores, c_spill_errors, c_restore_errors, c_lost;
 };
 
@@ -755,12 +767,21 @@ int64_t ss__get_find(ss__store *s, const ss_id *id);
 /* A sealed entry with this id, resident or spilled, or -ENOENT. */
 int64_t ss__find_sealed_any(ss__store *s, const ss_id *id);
 
+/* ---- store.c: the scan gate. While the startup scan runs, CREATE, PUT,
+ * GET, CONTAINS, DELETE and LIST wait for it (a GET at most its timeout);
+ * true: the request was held back (or refused for lack of memory). */
+bool ss__scan_gate(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds);
+/* The scan is over: answer the held requests, in their connections' order. */
+void ss__scan_gate_open(ss__store *s);
+
 /* ---- store_spill.c: spilling and restoring */
 /* Open the engine per SEALSTORE_SPILL_DIR (this store's subdirectory) and
- * index the objects already spilled there. A directory that cannot be
- * used turns spilling off (logged); returns 0, or -errno when the objects
- * already there could not be indexed. */
+ * start indexing the objects already spilled there (the scan runs while
+ * the store serves; s->scanning until it ends). A directory that cannot be
+ * used turns spilling off (logged); returns 0, or -errno (no memory). */
 int ss__spill_setup(ss__store *s);
+/* Stop the startup scan where it is (what it found stays indexed). */
+void ss__spill_scan_stop(ss__store *s);
 /* Finish what is in flight (completions applied), close the engine and
  * remove this store's directory if nothing is left in it. */
 void ss__spill_teardown(ss__store *s);
@@ -831,6 +852,8 @@ uint64_t ss__obj_bookkeeping(const ss__store *s);
 /* ---- store_net.c: connections and the wire */
 ss__conn *ss__conn_new(ss__store *s, int fd, pid_t pid, uid_t uid);
 void ss__conn_readable(ss__store *s, ss__conn *c);
+/* Check and run one request (a message as received). */
+void ss__conn_dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds);
 void ss__conn_writable(ss__store *s, ss__conn *c);
 /* Mark for closing: the connection is torn down by ss__conn_reap() at the
  * end of the loop turn, so pointers held by the current turn stay valid. */

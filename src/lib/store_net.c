@@ -295,6 +295,8 @@ void ss__conn_reap(ss__store *s)
         }
         close_or_linger(s, c);
         outbox_free(c);
+        free(c->gated);
+        c->gated = NULL;
         if (c->prev)
             c->prev->next = c->next;
         else
@@ -672,7 +674,7 @@ static void proto_error(ss__store *s, ss__conn *c, const void *buf, size_t len, 
     ss__conn_reply_status(s, c, h.type, h.req_id, rc == -SS_E_VERSION ? rc : -SS_E_PROTO);
 }
 
-static void dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds)
+void ss__conn_dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds)
 {
     int type = ss__proto_check_request(buf, len, nfds);
     const ss__msg_hdr *h = buf;
@@ -693,6 +695,8 @@ static void dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, uns
         ss__conn_close(s, c);
         return;
     }
+    if (s->scanning && ss__scan_gate(s, c, buf, len, nfds))
+        return;
     switch (type) {
     case SS_MSG_HELLO:
         hello(s, c, h);
@@ -747,7 +751,7 @@ void ss__conn_readable(ss__store *s, ss__conn *c)
         /* stop when the outbox holds replies or too many requests wait:
          * the kernel's queue then pushes back on the client */
         if (c->broken || c->out_head || c->nparked >= SS_PARKED_MAX ||
-            ss__fd_paused(s, c))
+            ss__fd_paused(s, c) || c->gated)
             return;
         struct iovec iov = { .iov_base = s->ibuf, .iov_len = SS_PROTO_MAX_MSG };
         struct msghdr mh = {
@@ -785,12 +789,12 @@ void ss__conn_readable(ss__store *s, ss__conn *c)
         }
         size_t first = ss__proto_split_request(s->ibuf, (size_t)n);
 
-        dispatch(s, c, s->ibuf, first, nfds);
+        ss__conn_dispatch(s, c, s->ibuf, first, nfds);
         if (first < (size_t)n && !c->broken) {
             /* a RELEASE led the datagram: the request behind it, moved to
              * the buffer's start so its header is aligned */
             memmove(s->ibuf, (char *)s->ibuf + first, (size_t)n - first);
-            dispatch(s, c, s->ibuf, (size_t)n - first, nfds);
+            ss__conn_dispatch(s, c, s->ibuf, (size_t)n - first, nfds);
         }
     }
 }

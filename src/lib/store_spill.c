@@ -2,7 +2,7 @@
 /*
  * Spilling and restoring (DESIGN section 6): the store's side of the spill
  * engine (spill.h), which does the disk I/O asynchronously; nothing here
- * waits for the disk except setup (scan), drain and teardown.
+ * waits for the disk except drain and teardown.
  *
  * Where. SEALSTORE_SPILL_DIR names a directory (empty: the per-user
  * default, $TMPDIR/sealstore-UID-spill or /var/tmp/sealstore-UID, created
@@ -11,10 +11,12 @@
  * "store-<16 hex>", the hex being XXH64 of the absolute socket path (its
  * directory resolved): the engine locks a directory for one engine, so two
  * stores sharing a spill directory never meet, and a store restarted on the
- * same socket finds its own objects again. Setup indexes what is there
- * (ss__spill_scan) before the store serves: each object becomes a SPILLED
- * entry (sealed, unreferenced, on disk only); of two copies of one id the
- * newer write wins. When the store closes with nothing left in its
+ * same socket finds its own objects again. Setup starts indexing what is
+ * there (ss__spill_scan_start: a thread reads the files, the loop applies
+ * what it finds while the store serves; store.c's scan gate holds the
+ * requests that depend on it until it is over): each object becomes a
+ * SPILLED entry (sealed, unreferenced, on disk only); of two copies of one
+ * id the newer write wins. When the store closes with nothing left in its
  * subdirectory, the subdirectory goes too (no litter from short-lived
  * stores), and a starting store removes the empty subdirectories that
  * stores which died left behind (unlocked, no spill file in them);
@@ -984,6 +986,43 @@ static void apply(ss__store *s, const ss__spill_done *d)
         restore_read_done(s, i, d);
 }
 
+/* Older copies the scan replaced go (their files are registered by now). */
+static void scan_drops(ss__store *s)
+{
+    for (size_t k = 0; k < s->scan_ndrop; k++)
+        ss__spill_delete(s->sp, &s->scan_drop[k]);
+    s->scan_ndrop = 0;
+}
+
+/* The scan is over (complete, failed or stopped): requests held for it go. */
+static void scan_end(ss__store *s)
+{
+    int st = ss__spill_scan_status(s->sp);
+
+    scan_drops(s);
+    free(s->scan_drop);
+    s->scan_drop = NULL;
+    s->scan_cdrop = 0;
+    if (st < 0 && st != -ECANCELED)
+        ss__log_error("store: indexing the spilled objects in %s stopped: %s; objects "
+                      "not found stay on disk for the next start", s->spill_dir,
+                      ss_strerror(st));
+    else if (ss__spill_scan_kept(s->sp))
+        ss__log_info("store: %llu spilled objects %s in %s",
+                     (unsigned long long)ss__spill_scan_kept(s->sp),
+                     st == 1 ? "found" : "found before the stop", s->spill_dir);
+    if (s->scanning)
+        ss__scan_gate_open(s);
+}
+
+void ss__spill_scan_stop(ss__store *s)
+{
+    if (!s->sp || !s->scanning)
+        return;
+    ss__spill_scan_cancel(s->sp);
+    scan_end(s);
+}
+
 void ss__spill_events(ss__store *s)
 {
     ss__spill_done d[REAP_BATCH];
@@ -997,6 +1036,11 @@ void ss__spill_events(ss__store *s)
         if (n < REAP_BATCH)
             break;
     }
+    if (s->scanning) {
+        scan_drops(s);
+        if (ss__spill_scan_status(s->sp) != 0)
+            scan_end(s);
+    }
 }
 
 void ss__spill_drain(ss__store *s)
@@ -1005,6 +1049,7 @@ void ss__spill_drain(ss__store *s)
 
     if (!s->sp)
         return;
+    ss__spill_scan_stop(s);
     /* restores still waiting for memory: their GETs were answered */
     while (s->rq_head) {
         uint32_t i = s->rq_head - 1;
@@ -1037,7 +1082,8 @@ void ss__spill_teardown(ss__store *s)
         }
         ss__spill_wait(s->sp, DRAIN_MS);
         ss__spill_stats_get(s->sp, &st);
-        if (st.files == 0 && s->ops_engine == 0) {
+        /* (a scan cut short has not seen every file that is there) */
+        if (st.files == 0 && s->ops_engine == 0 && ss__spill_scan_status(s->sp) == 1) {
             /* nothing kept here: no litter. Unlinked under the engine's
              * lock; a store that opens it meanwhile retries (setup). */
             char p[sizeof(s->spill_dir) + 8];
@@ -1093,7 +1139,9 @@ void ss__spill_fill_stats(ss__store *s, ss_stats *st)
     st->spill_queue_depth = es.queue_depth;
     st->spill_lost += es.damaged;
     st->spill_mode = SS_SPILL_MODE_ON | (es.uring ? SS_SPILL_MODE_URING : 0) |
-                     (es.direct ? SS_SPILL_MODE_DIRECT : 0);
+                     (es.direct ? SS_SPILL_MODE_DIRECT : 0) |
+                     (s->scanning ? SS_SPILL_MODE_SCANNING : 0);
+    st->spill_scan_bytes = es.scan_bytes;
 }
 
 /* ================================================================ setup */
@@ -1227,16 +1275,11 @@ static void socket_key(const ss__store *s, char *out, size_t len)
         snprintf(out, len, "%s", s->path);
 }
 
-struct scan_ctx {
-    ss__store *s;
-    ss__spill_loc *drop; /* older copies replaced by newer ones */
-    size_t n, cap;
-};
-
+/* The scan found an object (on the loop, from ss__spill_reap: see
+ * ss__spill_setup). */
 static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
 {
-    struct scan_ctx *c = arg;
-    ss__store *s = c->s;
+    ss__store *s = arg;
     int64_t x = ss__index_find(&s->ix, &loc->id);
     uint32_t e, di;
     int rc;
@@ -1246,17 +1289,30 @@ static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
         /* two copies of one id (a crash between a new spill and the old
          * one's delete): the newer write wins */
         ss__obj *o = ss__obj_at(s, (uint32_t)x);
-        if (s->disk[o->disk - 1].seq >= loc->seq)
+        /* no disk copy: created since the start, newer than any (creates
+         * wait for the scan, so only at a stop) */
+        if (!o->disk || s->disk[o->disk - 1].seq >= loc->seq)
             return 1;
-        if (c->n == c->cap) {
-            size_t cap = c->cap ? c->cap * 2 : 16;
-            ss__spill_loc *nd = realloc(c->drop, cap * sizeof(*nd));
+        if (ss__ent_state(s, (uint32_t)x) != SS_IX_SPILLED ||
+            (o->flags & (SS_OBJF_RESTORING | SS_OBJF_SPILLING))) {
+            /* the older copy was restored meanwhile (a GET whose timeout
+             * ended its wait for the scan): it goes as if deleted, its
+             * disk copy with it, and the newer one is indexed below */
+            ss__obj_detach(s, (uint32_t)x, false);
+            x = -1;
+        }
+    }
+    if (x >= 0) {
+        ss__obj *o = ss__obj_at(s, (uint32_t)x);
+        if (s->scan_ndrop == s->scan_cdrop) {
+            size_t cap = s->scan_cdrop ? s->scan_cdrop * 2 : 16;
+            ss__spill_loc *nd = realloc(s->scan_drop, cap * sizeof(*nd));
             if (!nd)
                 return -ENOMEM;
-            c->drop = nd;
-            c->cap = cap;
+            s->scan_drop = nd;
+            s->scan_cdrop = cap;
         }
-        loc_of(s, (uint32_t)x, &c->drop[c->n++]);
+        loc_of(s, (uint32_t)x, &s->scan_drop[s->scan_ndrop++]);
         s->spilled_bytes -= s->disk[o->disk - 1].size;
         s->object_bytes -= s->disk[o->disk - 1].size;
         disk_put(s, o->disk - 1);
@@ -1328,7 +1384,6 @@ static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
 int ss__spill_setup(ss__store *s)
 {
     char opt[PATH_MAX], top[PATH_MAX], key[PATH_MAX + 128], high[64];
-    struct scan_ctx sc = { .s = s };
     ss__spill_params p = { 0 };
     uint64_t qd, end;
     int rc;
@@ -1392,17 +1447,15 @@ int ss__spill_setup(ss__store *s)
     uint64_t hyst = s->capacity / 20;
     s->spill_low = s->spill_high > hyst ? s->spill_high - hyst : 0;
 
-    rc = ss__spill_scan(s->sp, scan_one, &sc);
+    /* The scan runs in the engine's thread; what it finds comes to
+     * scan_one from ss__spill_reap, on the loop. Until it is over the scan
+     * gate holds the requests that depend on it (store.c). */
+    rc = ss__spill_scan_start(s->sp, scan_one, s);
     if (rc < 0) {
         ss__log_error("store: cannot index the spilled objects in %s: %s", s->spill_dir,
                       ss_strerror(rc));
-        free(sc.drop);
         return rc;
     }
-    for (size_t k = 0; k < sc.n; k++)
-        ss__spill_delete(s->sp, &sc.drop[k]);
-    free(sc.drop);
-    if (rc > 0 || sc.n)
-        ss__log_info("store: %d spilled objects found in %s", rc, s->spill_dir);
+    s->scanning = true;
     return 0;
 }
