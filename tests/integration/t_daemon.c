@@ -7,7 +7,8 @@
  * exits non-zero with a clear message and leaves the first serving; a stale
  * socket (SIGKILLed daemon, or a listener that never answers) is replaced,
  * and the old daemon's exit does not remove its successor's socket;
- * SIGTERM answers parked requests, exits 0 and removes the socket; flags
+ * SIGTERM answers parked requests, exits 0 and removes the socket; a FIFO
+ * named like a spill file neither blocks its start nor its SIGTERM; flags
  * beat the environment; --help lists every SEALSTORE_ option.
  *
  * Non-dumpable check: a non-dumpable process's /proc/PID/fd (like every
@@ -22,6 +23,7 @@
 #include "t_helpers.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
@@ -644,6 +646,81 @@ static void t_sigterm_answers_parked(void **state)
     assert_int_equal(lstat(d.path, &st), -1);
 }
 
+/* The store subdirectory a daemon made in spill directory `spill`. */
+static bool spill_subdir(const char *spill, char *out, size_t len)
+{
+    DIR *d = opendir(spill);
+    struct dirent *de;
+    bool found = false;
+
+    if (!d)
+        return false;
+    while ((de = readdir(d)))
+        if (!strncmp(de->d_name, "store-", 6)) {
+            snprintf(out, len, "%s/%s", spill, de->d_name);
+            found = true;
+        }
+    closedir(d);
+    return found;
+}
+
+/* A FIFO named like a spill file in the daemon's spill directory: the
+ * startup scan skips it (it used to block in open() for ever, with SIGTERM
+ * blocked until the store was open), the daemon answers, its spilled
+ * object is back, and SIGTERM stops it cleanly. */
+static void t_spill_fifo_sigterm(void **state)
+{
+    daemon_run d;
+    char spill[256], sub[512], fifo[600];
+    const char *extra[] = { "--spill-dir", spill, "--spill-high", "0", "--capacity", "64M",
+                            "--hugepages", "off", NULL };
+    unsigned char data[5000], out[5000];
+    ss_id id;
+    ss_client *c = NULL;
+    ss_object o;
+    ss_stats st;
+
+    (void)state;
+    snprintf(spill, sizeof(spill), "%s/spill-fifo", t_tmpdir());
+    assert_int_equal(mkdir(spill, 0700), 0);
+    memset(&id, 0, sizeof(id));
+    memcpy(id.b, "fifo-test", 9);
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (unsigned char)(i * 7 + 1);
+    spawn(&d, sock_path("h.sock"), extra, -1, NULL);
+    wait_ready(&d);
+    t_assert_ok(ss_connect(d.path, 0, &c));
+    t_assert_ok(ss_put(c, &id, data, sizeof(data), NULL, 0));
+    st = t_store_stats(c);
+    for (int i = 0; i < 1000 && st.spilled_objects < 1; i++) {
+        usleep(10000);
+        st = t_store_stats(c);
+    }
+    assert_int_equal(st.spilled_objects, 1);
+    ss_disconnect(c);
+    stop_ok(&d);
+
+    assert_true(spill_subdir(spill, sub, sizeof(sub)));
+    snprintf(fifo, sizeof(fifo), "%s/00000000000000f0.spill", sub);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    alarm(120); /* a daemon stuck for ever fails the test, not the suite */
+    spawn(&d, sock_path("h.sock"), extra, -1, NULL);
+    wait_ready(&d);
+    t_assert_ok(ss_connect(d.path, 0, &c));
+    assert_int_equal(ss_get(c, &id, 1, 10000, &o), 1);
+    assert_int_equal(o.size, sizeof(data));
+    memcpy(out, o.data, sizeof(out));
+    assert_memory_equal(out, data, sizeof(data));
+    t_assert_ok(ss_release(c, &id));
+    ss_disconnect(c);
+    stop_ok(&d);
+    alarm(0);
+    struct stat sb;
+    assert_int_equal(lstat(fifo, &sb), 0); /* not ours to remove */
+    assert_true(S_ISFIFO(sb.st_mode));
+    unlink(fifo);
+}
+
 static void t_socket_group(void **state)
 {
     daemon_run d;
@@ -726,6 +803,7 @@ int main(void)
         cmocka_unit_test_teardown(t_2m_served, teardown),
         cmocka_unit_test_teardown(t_help_lists_options, teardown),
         cmocka_unit_test_teardown(t_sigterm_answers_parked, teardown),
+        cmocka_unit_test_teardown(t_spill_fifo_sigterm, teardown),
         cmocka_unit_test_teardown(t_socket_group, teardown),
         cmocka_unit_test_teardown(t_nondumpable, teardown),
     };

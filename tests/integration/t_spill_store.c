@@ -14,7 +14,8 @@
  * restored once for several threads getting it at the same time; gets of
  * in-memory objects going on while the store spills; a corrupted spill
  * file (found at startup) and a record corrupted under a running store:
- * only that object is lost, with -ENOENT on its get; a spill directory on a
+ * only that object is lost, with -ENOENT on its get; a FIFO and a 64 GiB
+ * sparse file of garbage named like spill files; a spill directory on a
  * 16 MiB tmpfs (buffered I/O) that fills up: creates fail with -ENOSPC at
  * their timeout and every sealed object is still readable; deletes that
  * a crash right after does not undo; a get of a spilled object with
@@ -622,6 +623,27 @@ static void t_gets_while_spilling(void **state)
 /* ------------------------------------------------------------ corruption */
 
 /* Flip one byte in the middle of a file. */
+/* A store on "<name>.sock" that spilled objects (tag, 0..n) of size(n)
+ * bytes to "spill-<name>" and stopped; sub: its spill subdirectory. */
+static void spilled_store(char sock[108], char spill[256], char *sub, size_t sub_len,
+                          const char *name, char tag, unsigned n, uint64_t (*size)(unsigned))
+{
+    char buf[64];
+
+    snprintf(buf, sizeof(buf), "%s.sock", name);
+    path_in(sock, 108, buf);
+    snprintf(buf, sizeof(buf), "spill-%s", name);
+    path_in(spill, 256, buf);
+    base_options(spill);
+    set_opt(SS_OPT_SPILL_HIGH, "0"); /* everything unreferenced goes to disk */
+    ss_client *c = embed(sock);
+    for (unsigned i = 0; i < n; i++)
+        put_obj(c, tag, i, size(i), meta_of(i));
+    wait_spilled(c, n);
+    ss_disconnect(c);
+    assert_true(store_dir(spill, sub, sub_len));
+}
+
 /* Flip one bit at `at`, or in the middle of the file (at < 0). */
 static void flip(const char *path, off_t at)
 {
@@ -680,23 +702,14 @@ static void t_corrupt(void **state)
     unsigned total = CORR_LARGE + CORR_SMALL;
 
     (void)state;
-    path_in(sock, sizeof(sock), "corr.sock");
-    path_in(spill, sizeof(spill), "spill-corr");
-    base_options(spill);
-    set_opt(SS_OPT_SPILL_HIGH, "0");
-    ss_client *c = embed(sock);
-    for (unsigned n = 0; n < total; n++)
-        put_obj(c, 'x', n, corr_size(n), meta_of(n));
-    wait_spilled(c, total);
-    ss_disconnect(c);
+    spilled_store(sock, spill, sub, sizeof(sub), "corr", 'x', total, corr_size);
 
     /* a stopped store's file, its record header damaged: found at startup
      * (the data of a large object is only checked when it is restored:
      * below) */
-    assert_true(store_dir(spill, sub, sizeof(sub)));
     assert_true(largest_spill(sub, victim, sizeof(victim), NULL));
     flip(victim, 20);
-    c = embed(sock);
+    ss_client *c = embed(sock);
     ss_stats st = wait_scan(c);
     assert_int_equal(st.objects, total - 1);
     assert_true(st.spill_lost >= 1);
@@ -724,6 +737,56 @@ static void t_corrupt(void **state)
     assert_int_equal(st.objects, total - 2);
     assert_true(st.spill_lost >= 2);
     ss_disconnect(c);
+}
+
+/* ------------------------------------------------ hostile spill files */
+
+#define HOSTILE_N 6u
+
+static uint64_t hostile_size(unsigned n)
+{
+    return n % 2 ? 3000 + n : (1u << 20) + n * 4096;
+}
+
+/* Planted in a stopped store's spill directory, named like spill files: a
+ * FIFO (an open without O_NONBLOCK waits for a writer for ever) and a
+ * 64 GiB sparse file of garbage. The store starts (the old one blocked in
+ * ss_connect for good: alarm() turns that into a failure), ignores the
+ * FIFO, gives up on the garbage after reading a little of it, and every
+ * real object is back. */
+static void t_hostile_restart(void **state)
+{
+    char sock[108], spill[256], sub[512], fifo[600], junk[600];
+    unsigned char head[8192];
+    struct stat sb;
+
+    (void)state;
+    spilled_store(sock, spill, sub, sizeof(sub), "hostile", 'h', HOSTILE_N, hostile_size);
+    snprintf(fifo, sizeof(fifo), "%s/00000000000000f0.spill", sub);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    snprintf(junk, sizeof(junk), "%s/00000000000000f1.spill", sub);
+    gen(77, 0, head, sizeof(head));
+    int fd = open(junk, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, head, sizeof(head), 0), (ssize_t)sizeof(head));
+    assert_int_equal(ftruncate(fd, (off_t)(64ull << 30)), 0);
+    close(fd);
+
+    alarm(120);
+    ss_client *c = embed(sock);
+    ss_stats st = wait_scan(c);
+    alarm(0);
+    assert_int_equal(st.objects, HOSTILE_N);
+    assert_int_equal(st.spilled_objects, HOSTILE_N);
+    assert_true(st.spill_lost >= 1);               /* the garbage */
+    assert_true(st.spill_scan_bytes < (8u << 20)); /* not the 64 GiB */
+    for (unsigned n = 0; n < HOSTILE_N; n++)
+        assert_true(check_obj(c, 'h', n, hostile_size(n), meta_of(n), GET_MS));
+    ss_disconnect(c);
+    assert_int_equal(lstat(fifo, &sb), 0); /* not ours to remove */
+    assert_true(S_ISFIFO(sb.st_mode));
+    assert_int_equal(lstat(junk, &sb), -1); /* nothing readable in it: removed */
+    unlink(fifo);
 }
 
 /* -------------------------------------------------------- a full tmpfs */
@@ -973,6 +1036,7 @@ int main(void)
         cmocka_unit_test(t_concurrent_restore),
         cmocka_unit_test(t_gets_while_spilling),
         cmocka_unit_test(t_corrupt),
+        cmocka_unit_test(t_hostile_restart),
         cmocka_unit_test_teardown(t_tmpfs_full, umount_tiny),
         cmocka_unit_test_teardown(t_get_full, umount_tiny),
         cmocka_unit_test(t_spill_off),

@@ -7,7 +7,9 @@
  * tombstones and the reclaiming of dead fused files; a fresh engine's scan
  * after deletes, after a corrupted byte and after a truncation; disk full
  * (ENOSPC) on a small tmpfs, and recovery once space is freed; injected I/O
- * errors; the record layout and the XXH64 checksum pinned.
+ * errors; the record layout and the XXH64 checksum pinned; a scan among a
+ * FIFO, a symlink, a directory and 64 GiB sparse files named like spill
+ * files; the scan in its thread, cancelled while stalled.
  *
  * Mounting a tmpfs needs root (CAP_SYS_ADMIN); without it the tmpfs cases
  * skip with that reason. io_uring cases skip when the kernel refuses rings
@@ -1385,6 +1387,192 @@ static void test_concurrent(void **state)
     mode_done();
 }
 
+/* ------------------------------------------------------- hostile files */
+
+#define GiB (1024ull * MiB)
+#define SPARSE (64 * GiB)
+
+/* A sparse file of `size` bytes named like spill file `file`, starting
+ * with `hdr` (hdr_len bytes). */
+static void sparse_file(const char *dir, uint64_t file, uint64_t size, const void *hdr,
+                        size_t hdr_len)
+{
+    char path[300];
+    int fd;
+
+    file_path(path, sizeof(path), dir, file);
+    fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, hdr, hdr_len, 0), (ssize_t)hdr_len);
+    assert_int_equal(ftruncate(fd, (off_t)size), 0);
+    close(fd);
+}
+
+/* Things named like spill files that are not: a FIFO (an open would block
+ * for ever), a symlink, a directory; and two 64 GiB sparse files, one of
+ * garbage, one whose header is valid and claims the whole file as one
+ * object. The scan completes, leaves the FIFO, symlink and directory alone
+ * (one warning each), gives up on the garbage after the longest record
+ * and indexes the plausible object from its header, without reading more
+ * than a few MiB in all; the real objects are all found and restored. The
+ * old reader blocked in open() on the FIFO (alarm() makes that a failure)
+ * and read both sparse files to their ends. */
+static void test_scan_hostile(void **state)
+{
+    const struct mode *m = *state;
+    struct obj objs[6];
+    struct seen seen = { 0 };
+    ss__spill_stats st;
+    ss__spill *sp;
+    char buf[256], path[300], target[300];
+    const char *dir;
+    uint8_t garbage[8192];
+    ss__spill_rec r;
+    ss_id fake;
+    int n = 6, found = 0;
+
+    MODE_SKIPS(m);
+    dir = mode_dir(m, buf, sizeof(buf));
+    T_SKIP_IF(!dir, NULL, no_mount_why);
+    for (int i = 0; i < n; i++)
+        obj_make(&objs[i], (uint32_t)i, i < 2 ? 2 * MiB + (uint64_t)i : 3000 * (uint64_t)i + 1,
+                 8, 0);
+    sp = eng_open(dir, m->flags);
+    spill_all(sp, objs, n, NULL);
+    ss__spill_close(sp);
+
+    /* named like files of this engine (it scans the names it saw at open) */
+    file_path(path, sizeof(path), dir, 0xf1);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    file_path(target, sizeof(target), dir, objs[0].loc.file);
+    file_path(path, sizeof(path), dir, 0xf2);
+    assert_int_equal(symlink(target, path), 0);
+    file_path(path, sizeof(path), dir, 0xf3);
+    assert_int_equal(mkdir(path, 0700), 0);
+    fill(garbage, sizeof(garbage), 99);
+    sparse_file(dir, 0xf4, SPARSE, garbage, sizeof(garbage));
+    memset(&fake, 0, sizeof(fake));
+    memcpy(fake.b, "sparse-fake", 11);
+    ss__spill_rec_fill(&r, SS_SPILL_REC_OBJECT, &fake, 0, SPARSE - PAGE, (uint32_t)PAGE, SPARSE,
+                       1, 0, ss__spill_hash64("", 0, SS_SPILL_SEED));
+    sparse_file(dir, 0xf5, SPARSE, &r, sizeof(r));
+
+    alarm(120); /* the old reader never came back from the FIFO */
+    sp = eng_open(dir, m->flags);
+    assert_int_equal(ss__spill_scan(sp, on_scan, &seen), n + 1);
+    alarm(0);
+    for (int i = 0; i < seen.n; i++) {
+        if (memcmp(seen.loc[i].id.b, fake.b, SS_ID_SIZE) != 0)
+            continue;
+        found++;
+        assert_int_equal(seen.loc[i].size, SPARSE - PAGE);
+        assert_int_equal(seen.loc[i].file, 0xf5);
+        seen.loc[i] = seen.loc[--seen.n]; /* check_seen: the real ones */
+    }
+    assert_int_equal(found, 1);
+    check_seen(&seen, objs, n);
+    ss__spill_stats_get(sp, &st);
+    assert_int_equal(st.damaged, 1);          /* the garbage file, once */
+    assert_true(st.scan_bytes < 8 * MiB);     /* headers, small records, no sparse data */
+    assert_false(st.scanning);
+    for (int i = 0; i < n; i++)
+        t_assert_ok(restore(sp, &objs[i]));
+    /* left alone: not ours to remove */
+    file_path(path, sizeof(path), dir, 0xf1);
+    assert_int_equal(access(path, F_OK), 0);
+    file_path(path, sizeof(path), dir, 0xf2);
+    assert_int_equal(faccessat(AT_FDCWD, path, F_OK, AT_SYMLINK_NOFOLLOW), 0);
+    t_assert_ok(ss__spill_wait(sp, 30000));
+    /* the garbage file held nothing readable: removed like any such file */
+    file_path(path, sizeof(path), dir, 0xf4);
+    assert_int_equal(access(path, F_OK), -1);
+    ss__spill_close(sp);
+    file_path(path, sizeof(path), dir, 0xf1);
+    unlink(path);
+    file_path(path, sizeof(path), dir, 0xf2);
+    unlink(path);
+    file_path(path, sizeof(path), dir, 0xf3);
+    rmdir(path);
+    file_path(path, sizeof(path), dir, 0xf5);
+    unlink(path);
+    for (int i = 0; i < n; i++)
+        obj_free(&objs[i]);
+    mode_done();
+}
+
+/* The scan runs in its own thread while the engine serves, and a cancel
+ * (or a close) stops it wherever it is: here stalled before its first file
+ * (a test hook), as a scan stuck on a slow disk would be. */
+static void test_scan_async_cancel(void **state)
+{
+    const struct mode *m = *state;
+    struct obj objs[4];
+    struct seen seen = { 0 };
+    ss__spill_stats st;
+    ss__spill *sp;
+    char buf[256];
+    const char *dir;
+    ss__spill_done d[4];
+    int n = 4;
+
+    MODE_SKIPS(m);
+    dir = mode_dir(m, buf, sizeof(buf));
+    T_SKIP_IF(!dir, NULL, no_mount_why);
+    for (int i = 0; i < n; i++)
+        obj_make(&objs[i], (uint32_t)i, 300 * KiB + (uint64_t)i, 4, 0);
+    sp = eng_open(dir, m->flags);
+    spill_all(sp, objs, n, NULL);
+    ss__spill_close(sp);
+
+    /* stalled: running, nothing found; cancel ends it */
+    sp = eng_open(dir, m->flags);
+    ss__spill_inject(sp, SS_SPILL_INJ_SCAN_STALL, 1, 0);
+    t_assert_ok(ss__spill_scan_start(sp, on_scan, &seen));
+    t_assert_err(ss__spill_scan_start(sp, on_scan, &seen), -EBUSY);
+    assert_int_equal(ss__spill_reap(sp, d, 4), 0);
+    assert_int_equal(ss__spill_scan_status(sp), 0);
+    ss__spill_stats_get(sp, &st);
+    assert_true(st.scanning);
+    alarm(60);
+    ss__spill_scan_cancel(sp);
+    alarm(0);
+    t_assert_err(ss__spill_scan_status(sp), -ECANCELED);
+    assert_int_equal(seen.n, 0);
+    ss__spill_stats_get(sp, &st);
+    assert_false(st.scanning);
+    ss__spill_close(sp);
+    assert_int_equal(count_files(dir, ".spill"), n); /* nothing touched */
+
+    /* stalled, and closed as it is */
+    sp = eng_open(dir, m->flags);
+    ss__spill_inject(sp, SS_SPILL_INJ_SCAN_STALL, 1, 0);
+    t_assert_ok(ss__spill_scan_start(sp, on_scan, &seen));
+    alarm(60);
+    ss__spill_close(sp);
+    alarm(0);
+
+    /* not stalled: the results arrive through reap */
+    sp = eng_open(dir, m->flags);
+    t_assert_ok(ss__spill_scan_start(sp, on_scan, &seen));
+    for (int i = 0; i < 6000 && ss__spill_scan_status(sp) == 0; i++) {
+        struct pollfd pfd = { .fd = ss__spill_event_fd(sp), .events = POLLIN };
+
+        poll(&pfd, 1, 10);
+        assert_int_equal(ss__spill_reap(sp, d, 4), 0);
+    }
+    assert_int_equal(ss__spill_scan_status(sp), 1);
+    assert_int_equal(ss__spill_scan_kept(sp), (uint64_t)n);
+    check_seen(&seen, objs, n);
+    for (int i = 0; i < n; i++)
+        t_assert_ok(restore(sp, &objs[i]));
+    ss__spill_stats_get(sp, &st);
+    assert_int_equal(st.scan_files, (uint64_t)n);
+    ss__spill_close(sp);
+    for (int i = 0; i < n; i++)
+        obj_free(&objs[i]);
+    mode_done();
+}
+
 /* ------------------------------------------------------------------ main */
 
 static bool probe_uring(void)
@@ -1434,6 +1622,10 @@ int main(void)
         cmocka_unit_test_prestate(test_concurrent, (void *)&M_EXT4),
         cmocka_unit_test_prestate(test_concurrent, (void *)&M_EXT4_FB),
         cmocka_unit_test_prestate(test_concurrent, (void *)&M_TMPFS),
+        cmocka_unit_test_prestate(test_scan_hostile, (void *)&M_EXT4),
+        cmocka_unit_test_prestate(test_scan_hostile, (void *)&M_TMPFS_FB),
+        cmocka_unit_test_prestate(test_scan_async_cancel, (void *)&M_EXT4),
+        cmocka_unit_test_prestate(test_scan_async_cancel, (void *)&M_EXT4_FB),
     };
 
     t_tmpdir(); /* made now (exits 99 if it cannot be), so its cleanup runs last */
