@@ -184,6 +184,10 @@ SS_API SS_NODISCARD int ss_put(ss_client *c, const ss_id *id, const void *data,
  * this client's or the store's quota for them used up, -EAGAIN when this
  * client already has 1024 requests waiting (neither takes a reference;
  * retry once earlier gets completed).
+ * A store that has just started on a spill directory with objects in it
+ * first finds them (SS_SPILL_MODE_SCANNING in ss_stats): a get waits for
+ * that too, at most timeout_ms, then answers from what it has found;
+ * create, put, contains, delete and list wait for it to end.
  */
 SS_API SS_NODISCARD int ss_get(ss_client *c, const ss_id *ids, size_t n,
                                int64_t timeout_ms, ss_object *out);

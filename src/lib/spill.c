@@ -1292,9 +1292,9 @@ void ss__spill_stats_get(const ss__spill *sp, ss__spill_stats *out)
     uint64_t now = ss__now_ns();
 
     *out = sp->st;
-    out->scan_bytes = atomic_load_explicit(&((ss__spill *)sp)->scan.ctl.bytes,
+    out->scan_bytes = atomic_load_explicit(&sp->scan.ctl.bytes,
                                            memory_order_relaxed);
-    out->scan_files = atomic_load_explicit(&((ss__spill *)sp)->scan.files_done,
+    out->scan_files = atomic_load_explicit(&sp->scan.files_done,
                                            memory_order_relaxed);
     out->scanning = sp->scan.started && !sp->scan.over;
     if (sp->spill_active)
