@@ -1468,16 +1468,33 @@ static int scan_list(ss__spill *sp, uint64_t **out, size_t *nout)
     return 0;
 }
 
-/* Tests: hold the thread before its next file until it is told to stop. */
+_Atomic int ss__spill_scan_hold;
+
+static bool scan_held(ss__spill *sp)
+{
+    return atomic_load(&sp->inj_scan_stall) || atomic_load(&ss__spill_scan_hold);
+}
+
+/* Tests: hold the thread before its next file until it is told to stop or
+ * the hold ends (ss__spill_scan_hold is polled: nobody signals it). */
 static void scan_stall(ss__spill *sp)
 {
     ss__spill_scan_st *sc = &sp->scan;
 
-    if (!atomic_load(&sp->inj_scan_stall))
+    if (!scan_held(sp))
         return;
     pthread_mutex_lock(&sc->lock);
-    while (!atomic_load(&sc->ctl.stop))
-        pthread_cond_wait(&sc->cv, &sc->lock);
+    while (!atomic_load(&sc->ctl.stop) && scan_held(sp)) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 10 * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&sc->cv, &sc->lock, &ts);
+    }
     pthread_mutex_unlock(&sc->lock);
 }
 

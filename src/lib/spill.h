@@ -360,6 +360,9 @@ enum {
     /* the scan thread stalls before each file until stopped (nth != 0) */
     SS_SPILL_INJ_SCAN_STALL = 1u << 4,
 };
+/* Tests: while nonzero, the scan of every engine stalls before each file
+ * (as SS_SPILL_INJ_SCAN_STALL; for an engine a store opens itself). */
+extern _Atomic int ss__spill_scan_hold;
 void ss__spill_inject(ss__spill *sp, unsigned mask, unsigned nth, int err);
 
 #endif /* SEALSTORE_SRC_LIB_SPILL_H */

@@ -706,6 +706,10 @@ bool ss__scan_gate(ss__store *s, ss__conn *c, const void *buf, size_t len, unsig
 
     if (!s->scanning || !gated_type(h->type))
         return false;
+    /* a GET waits at most its timeout: with none left it runs now (this is
+     * also how a held GET whose timeout passed gets through) */
+    if (h->type == SS_MSG_GET && ((const ss__req_get *)(h + 1))->timeout_ms == 0)
+        return false;
     c->gated = malloc(len);
     if (!c->gated) {
         ss__conn_reply_status(s, c, h->type, h->req_id, -ENOMEM);

@@ -9,7 +9,8 @@
  * (ENOSPC) on a small tmpfs, and recovery once space is freed; injected I/O
  * errors; the record layout and the XXH64 checksum pinned; a scan among a
  * FIFO, a symlink, a directory and 64 GiB sparse files named like spill
- * files; the scan in its thread, cancelled while stalled.
+ * files; the scan in its thread, cancelled while stalled; a store's scan
+ * gate (requests held while its scan is, answered after it).
  *
  * Mounting a tmpfs needs root (CAP_SYS_ADMIN); without it the tmpfs cases
  * skip with that reason. io_uring cases skip when the kernel refuses rings
@@ -21,6 +22,7 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1573,6 +1575,130 @@ static void test_scan_async_cancel(void **state)
     mode_done();
 }
 
+/* ------------------------------------------------ the store's scan gate */
+
+static ss_id gate_id(int n)
+{
+    ss_id id;
+
+    memset(&id, 0, sizeof(id));
+    snprintf((char *)id.b, sizeof(id.b), "gate-%d", n);
+    return id;
+}
+
+struct gate_waiter {
+    const char *sock;
+    _Atomic bool done;
+    int contains, got;
+    uint64_t size;
+    uint8_t first;
+};
+
+/* Another client: a CONTAINS and a GET without timeout of a spilled id. */
+static void *gate_waiter_main(void *arg)
+{
+    struct gate_waiter *w = arg;
+    ss_client *c = NULL;
+    ss_id id = gate_id(1);
+    ss_object o;
+
+    w->contains = w->got = -1;
+    if (ss_connect(w->sock, 0, &c) == 0) {
+        w->contains = ss_contains(c, &id);
+        w->got = ss_get(c, &id, 1, -1, &o);
+        if (w->got == 1) {
+            w->size = o.size;
+            w->first = *(const uint8_t *)o.data;
+            (void)!ss_release(c, &id);
+        }
+        ss_disconnect(c);
+    }
+    atomic_store(&w->done, true);
+    return NULL;
+}
+
+/* A store restarted on a spill directory answers HELLO and STATS while its
+ * scan is held (ss__spill_scan_hold); a GET with a timeout is answered at
+ * it from what is known; a CONTAINS and a GET without timeout wait until
+ * the scan is over and then find the object; a stop while the scan is held
+ * is prompt. */
+static void test_store_scan_gate(void **state)
+{
+    char sock[256], spill[256];
+    uint8_t data[1000];
+    struct gate_waiter w = { 0 };
+    pthread_t th;
+    ss_client *c = NULL;
+    ss_object o;
+    ss_stats st;
+
+    (void)state;
+    snprintf(sock, sizeof(sock), "%s/gate.sock", t_tmpdir());
+    snprintf(spill, sizeof(spill), "%s/spill-gate", t_tmpdir());
+    t_assert_ok(ss_option_set(SS_OPT_CAPACITY, "32M"));
+    t_assert_ok(ss_option_set(SS_OPT_POOL_SIZE, "0"));
+    t_assert_ok(ss_option_set(SS_OPT_HUGEPAGES, "off"));
+    t_assert_ok(ss_option_set(SS_OPT_SPILL_HIGH, "0")); /* everything idle goes to disk */
+    t_assert_ok(ss_option_set(SS_OPT_SPILL_DIR, spill));
+    t_assert_ok(ss_connect(sock, SS_CONNECT_EMBED, &c));
+    for (int i = 0; i < 3; i++) {
+        ss_id id = gate_id(i);
+
+        memset(data, 'a' + i, sizeof(data));
+        t_assert_ok(ss_put(c, &id, data, sizeof(data), NULL, 0));
+    }
+    st = t_store_stats(c);
+    for (int i = 0; i < 1000 && st.spilled_objects < 3; i++) {
+        usleep(10000);
+        st = t_store_stats(c);
+    }
+    assert_int_equal(st.spilled_objects, 3);
+    ss_disconnect(c);
+
+    alarm(60);
+    atomic_store(&ss__spill_scan_hold, 1);
+    t_assert_ok(ss_connect(sock, SS_CONNECT_EMBED, &c)); /* HELLO: answered */
+    st = t_store_stats(c);
+    assert_true(st.spill_mode & SS_SPILL_MODE_SCANNING);
+    assert_int_equal(st.spilled_objects, 0);
+    {
+        ss_id id = gate_id(0);
+
+        assert_int_equal(ss_get(c, &id, 1, 50, &o), 0); /* its timeout: nothing known */
+    }
+    w.sock = sock;
+    assert_int_equal(pthread_create(&th, NULL, gate_waiter_main, &w), 0);
+    usleep(200000);
+    assert_false(atomic_load(&w.done)); /* held while the scan is */
+    atomic_store(&ss__spill_scan_hold, 0);
+    pthread_join(th, NULL);
+    assert_int_equal(w.contains, 1);
+    assert_int_equal(w.got, 1);
+    assert_int_equal(w.size, sizeof(data));
+    assert_int_equal(w.first, 'b');
+    st = t_store_stats(c);
+    assert_false(st.spill_mode & SS_SPILL_MODE_SCANNING);
+    assert_int_equal(st.objects, 3);
+    ss_disconnect(c);
+
+    /* stopped while the scan is held: at once, the files stay */
+    atomic_store(&ss__spill_scan_hold, 1);
+    t_assert_ok(ss_connect(sock, SS_CONNECT_EMBED, &c));
+    ss_disconnect(c);
+    atomic_store(&ss__spill_scan_hold, 0);
+    alarm(0);
+
+    /* and everything is still there */
+    t_assert_ok(ss_connect(sock, SS_CONNECT_EMBED, &c));
+    for (int i = 0; i < 3; i++) {
+        ss_id id = gate_id(i);
+
+        assert_int_equal(ss_contains(c, &id), 1);
+        t_assert_ok(ss_delete(c, &id));
+    }
+    ss_disconnect(c);
+}
+
 /* ------------------------------------------------------------------ main */
 
 static bool probe_uring(void)
@@ -1626,6 +1752,7 @@ int main(void)
         cmocka_unit_test_prestate(test_scan_hostile, (void *)&M_TMPFS_FB),
         cmocka_unit_test_prestate(test_scan_async_cancel, (void *)&M_EXT4),
         cmocka_unit_test_prestate(test_scan_async_cancel, (void *)&M_EXT4_FB),
+        cmocka_unit_test(test_store_scan_gate),
     };
 
     t_tmpdir(); /* made now (exits 99 if it cannot be), so its cleanup runs last */
