@@ -1455,7 +1455,7 @@ static void test_scan_hostile(void **state)
     sparse_file(dir, 0xf4, SPARSE, garbage, sizeof(garbage));
     memset(&fake, 0, sizeof(fake));
     memcpy(fake.b, "sparse-fake", 11);
-    ss__spill_rec_fill(&r, SS_SPILL_REC_OBJECT, &fake, 0, SPARSE - PAGE, (uint32_t)PAGE, SPARSE,
+    ss__spill_rec_fill(&r, SS_SPILL_REC_OBJECT, &fake, 0, 0, SPARSE - PAGE, (uint32_t)PAGE, SPARSE,
                        1, 0, ss__spill_hash64("", 0, SS_SPILL_SEED));
     sparse_file(dir, 0xf5, SPARSE, &r, sizeof(r));
 
