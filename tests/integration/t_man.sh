@@ -121,7 +121,18 @@ done
 # ------------------------------------------------------ struct members
 # "typedef struct NAME { ... } NAME;" (one line or many): "NAME member" lines.
 awk '
-    { sub(/\/\*.*\*\//, ""); sub(/\/\*.*/, "") }
+    {   # drop comments, also those that run over several lines
+        if (inc) {
+            j = index($0, "*/")
+            if (j == 0) $0 = ""; else { $0 = substr($0, j + 2); inc = 0 }
+        }
+        while ((i = index($0, "/*")) > 0) {
+            rest = substr($0, i + 2)
+            j = index(rest, "*/")
+            if (j == 0) { $0 = substr($0, 1, i - 1); inc = 1; break }
+            $0 = substr($0, 1, i - 1) substr(rest, j + 2)
+        }
+    }
     /typedef struct [a-z_]+ *\{/ {
         match($0, /typedef struct [a-z_]+/)
         name = substr($0, RSTART + 15, RLENGTH - 15)
