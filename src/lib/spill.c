@@ -1731,7 +1731,7 @@ static void scan_over(ss__spill *sp, int status)
 static void scan_poll(ss__spill *sp)
 {
     ss__spill_scan_st *sc = &sp->scan;
-    bool done;
+    bool done, more;
     int err;
 
     if (!sc->started || sc->over)
@@ -1761,14 +1761,15 @@ static void scan_poll(ss__spill *sp)
         }
     }
     pthread_mutex_lock(&sc->lock);
-    done = sc->done && !sc->q_head;
+    more = sc->q_head != NULL; /* the queue is the scan thread's too: read it locked */
+    done = sc->done && !more;
     err = sc->err_thread;
     pthread_mutex_unlock(&sc->lock);
     if (done) {
         if (err < 0)
             ss__log_error("spill: %s: scan stopped: %s", sp->dir, strerror(-err));
         scan_over(sp, err < 0 ? err : 1);
-    } else if (sc->q_head) {
+    } else if (more) {
         ss__sp_efd_signal(sp); /* more than one turn's worth: come back */
     } else {
         pump(sp);
