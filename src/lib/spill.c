@@ -71,9 +71,14 @@
  * instead of a premature unlink.
  *
  * Failure. A failed op marks its job failed; once nothing of the job is in
- * flight it cleans up: a new file is unlinked, a failed append to a fused
- * file is truncated back and that file takes no more appends. Every spill
- * or restore completes exactly once, with its status.
+ * flight it cleans up: a new file is unlinked (and the directory fsync'ed
+ * if the file had its final name), a failed append to a fused file is
+ * truncated back and the file fdatasync'ed, and that file takes no more
+ * appends. Only then is the failure reported, so a failed spill leaves no
+ * record a restart's scan would accept; if the cleanup fails as well, the
+ * record is registered live and reported as a copy (spill.h,
+ * ss__spill_done), for the caller to delete. Every spill or restore
+ * completes exactly once, with its status.
  */
 #include "spill_int.h"
 
@@ -273,9 +278,44 @@ static int u64_reserve(uint64_t **a, uint32_t n, uint32_t *cap)
     return 0;
 }
 
-int ss__sp_rec_add(struct sfile *f, uint64_t off)
+bool ss__sp_inj_hit(ss__spill *sp, unsigned kind)
 {
-    if (u64_reserve(&f->recs, f->nrecs, &f->crecs) < 0)
+    if (!sp->inj_left || !(sp->inj_mask & kind))
+        return false;
+    if (sp->inj_left > 1) {
+        sp->inj_left--;
+        return false;
+    }
+    if (!sp->inj_sticky)
+        sp->inj_left = 0;
+    return true;
+}
+
+int ss__sp_rec_reserve(ss__spill *sp, struct sfile *f, uint32_t n)
+{
+    uint32_t c = f->crecs ? f->crecs : 4;
+    uint64_t *na;
+
+    if (f->crecs - f->nrecs >= n)
+        return 0;
+    if (ss__sp_inj_hit(sp, SS_SPILL_INJ_RECS))
+        return -ENOMEM;
+    while (c - f->nrecs < n) {
+        if (c > UINT32_MAX / 2)
+            return -ENOMEM;
+        c *= 2;
+    }
+    na = realloc(f->recs, c * sizeof(*na));
+    if (!na)
+        return -ENOMEM;
+    f->recs = na;
+    f->crecs = c;
+    return 0;
+}
+
+int ss__sp_rec_add(ss__spill *sp, struct sfile *f, uint64_t off)
+{
+    if (ss__sp_rec_reserve(sp, f, 1) < 0)
         return -ENOMEM;
     SS_ASSERT(f->nrecs == 0 || (f->recs[f->nrecs - 1] & ~DEAD) < off);
     f->recs[f->nrecs++] = off;
@@ -368,6 +408,10 @@ static unsigned op_inj_kind(const struct op *op)
         return SS_SPILL_INJ_SYNC;
     case OP_OPEN:
         return SS_SPILL_INJ_OPEN;
+    case OP_UNLINK:
+        return SS_SPILL_INJ_UNLINK;
+    case OP_TRUNCATE:
+        return SS_SPILL_INJ_TRUNCATE;
     default:
         return 0;
     }
@@ -442,7 +486,7 @@ void ss__sp_op_start(ss__spill *sp, struct op *op)
 {
     if (!op->started) {
         op->started = true;
-        if (sp->inj_left && (sp->inj_mask & op_inj_kind(op)) && --sp->inj_left == 0) {
+        if (ss__sp_inj_hit(sp, op_inj_kind(op))) {
             op->res = sp->inj_err;
             worker_push(sp, op, true);
             return;
@@ -461,14 +505,14 @@ void ss__sp_meta_op(ss__spill *sp, struct job *j, struct op *op)
     ss__sp_op_start(sp, op);
 }
 
-void ss__sp_sync_op(ss__spill *sp, struct job *j, int fd)
+int ss__sp_sync_op(ss__spill *sp, struct job *j, int fd)
 {
     struct op *op = ss__sp_op_new(sp, j, OP_FSYNC);
 
     if (!op) {
         if (!j->status)
             j->status = -ENOMEM;
-        return;
+        return -ENOMEM;
     }
     op->fd = fd;
     j->io_pending++;
@@ -478,6 +522,7 @@ void ss__sp_sync_op(ss__spill *sp, struct job *j, int fd)
     else
         sp->syncq_head = op;
     sp->syncq_tail = op;
+    return 0;
 }
 
 struct op *ss__sp_name_op(ss__spill *sp, struct job *j, int type, uint64_t file, bool tmp)
@@ -673,7 +718,10 @@ static void op_done(ss__spill *sp, struct op *op)
         if (op->res < 0) {
             ss__log_error("spill: fdatasync of file %016llx failed: %s",
                           (unsigned long long)j->file->id, strerror((int)-op->res));
-            ss__sp_job_fail(j, (int)op->res);
+            if (j->state == S_CLEANSYNC)
+                j->cleanup_err = (int)op->res;
+            else
+                ss__sp_job_fail(j, (int)op->res);
         }
         break;
     case OP_OPEN:
@@ -686,11 +734,18 @@ static void op_done(ss__spill *sp, struct op *op)
         break;
     case OP_UNLINK:
     case OP_RENAME:
-        if (op->res < 0 && j->state != S_CLEANUP)
+        /* a name already gone needs only the directory fsync that follows */
+        if (op->type == OP_UNLINK && op->res == -ENOENT)
+            op->res = 0;
+        if (op->res < 0 && j->state == S_CLEANUP)
+            j->cleanup_err = (int)op->res;
+        else if (op->res < 0)
             ss__sp_job_fail(j, (int)op->res);
         break;
-    case OP_TRUNCATE:
-        break; /* best effort: the file takes no more appends anyway */
+    case OP_TRUNCATE: /* only a failed append's cleanup truncates */
+        if (op->res < 0)
+            j->cleanup_err = (int)op->res;
+        break;
     case OP_HASH:
         j->hash_busy = false;
         ss__sp_op_release(sp, op);
@@ -1191,6 +1246,8 @@ static int tomb_add(struct sfile *f, uint64_t off, const uint64_t *cookie)
     return 0;
 }
 
+_Atomic int ss__spill_unwaited_lost;
+
 /* cookie NULL: nobody hears when it is durable */
 static int delete_rec(ss__spill *sp, const ss__spill_loc *loc, const uint64_t *cookie)
 {
@@ -1202,6 +1259,8 @@ static int delete_rec(ss__spill *sp, const ss__spill_loc *loc, const uint64_t *c
     f = loc_lookup(sp, loc, &idx);
     if (!f)
         return -ENOENT;
+    if (!cookie && atomic_load(&ss__spill_unwaited_lost))
+        return 0; /* tests: as if a crash came before it reached the disk */
     f->recs[idx] |= DEAD;
     f->live--;
     sp->st.deletes++;
@@ -1306,7 +1365,8 @@ void ss__spill_stats_get(const ss__spill *sp, ss__spill_stats *out)
 void ss__spill_inject(ss__spill *sp, unsigned mask, unsigned nth, int err)
 {
     atomic_store(&sp->inj_scan_stall, (mask & SS_SPILL_INJ_SCAN_STALL) && nth);
-    sp->inj_mask = mask & ~(unsigned)SS_SPILL_INJ_SCAN_STALL;
+    sp->inj_sticky = (mask & SS_SPILL_INJ_STICKY) != 0;
+    sp->inj_mask = mask & ~(unsigned)(SS_SPILL_INJ_SCAN_STALL | SS_SPILL_INJ_STICKY);
     sp->inj_left = nth;
     sp->inj_err = err;
 }
@@ -1554,7 +1614,7 @@ static int scan_rec(ss__spill *sp, struct sfile *f, const ss__spill_loc *loc, co
     ss__spill_scan_st *sc = &sp->scan;
     int rc;
 
-    if (ss__sp_rec_add(f, loc->offset) < 0)
+    if (ss__sp_rec_add(sp, f, loc->offset) < 0)
         return -ENOMEM;
     f->live++;
     sp->st.live_objects++;

@@ -228,7 +228,9 @@ int ss__spill_read(ss__spill *sp, const ss__spill_loc *loc, void *dst, void *met
  * it give -ENOENT); durably so soon after: its own file is unlinked and the
  * directory fsync'ed, or in a fused file a tombstone is written and
  * fdatasync'ed, and the fused file is unlinked when its last record dies.
- * Nothing is reaped for it; failures are logged and counted.
+ * Nothing is reaped for it; failures are logged and counted. Nobody hears
+ * when it is durable: a caller that may later tell someone the object is
+ * gone (a delete of the same id) uses ss__spill_delete_notify.
  * Returns 0, -ENOENT (no such live record), -EINVAL.
  */
 int ss__spill_delete(ss__spill *sp, const ss__spill_loc *loc);
@@ -247,14 +249,28 @@ int ss__spill_delete(ss__spill *sp, const ss__spill_loc *loc);
  */
 int ss__spill_delete_notify(ss__spill *sp, const ss__spill_loc *loc, uint64_t cookie);
 
-/* What ss__spill_reap hands back: one per write, read or notified delete. */
+/*
+ * What ss__spill_reap hands back: one per write, read or notified delete.
+ *
+ * A write that fails leaves no record a scan would accept: what it wrote
+ * is removed before the failure is reported, durably (a new file unlinked
+ * and, if it already had its final name, the directory fsync'ed; an append
+ * to a fused file truncated away and the file fdatasync'ed). If that
+ * cleanup fails too, the write completes with its error and `copy` set:
+ * loc names a record that may be on disk (a restart's scan may find it),
+ * registered live like a spilled one, so the caller deletes it
+ * (ss__spill_delete_notify) before it may tell anyone the object is gone.
+ * The engine never loses track of a record it wrote for want of memory:
+ * the bookkeeping a spill needs is reserved before its I/O starts.
+ */
 enum { SS_SPILL_OP_WRITE = 1, SS_SPILL_OP_READ = 2, SS_SPILL_OP_DELETE = 3 };
 typedef struct ss__spill_done {
     uint64_t cookie;   /* as given */
     int status;        /* 0 or -errno (see write/read) */
     int op;            /* SS_SPILL_OP_* */
-    ss__spill_loc loc; /* write: where the object now is (valid with status 0);
-                        * read: the location read; delete: zero */
+    bool copy;         /* write with status < 0: a record may be on disk at loc */
+    ss__spill_loc loc; /* write: where the object now is (valid with status 0,
+                        * or with copy); read: the location read; delete: zero */
 } ss__spill_done;
 
 /*
@@ -349,7 +365,8 @@ void ss__spill_stats_get(const ss__spill *sp, ss__spill_stats *out);
 
 /*
  * Tests: make the nth (1-based, counted from this call) disk operation of
- * the kinds in `mask` complete with `err` instead of running.
+ * the kinds in `mask` complete with `err` instead of running (with
+ * SS_SPILL_INJ_STICKY: the nth and every later one, until disarmed).
  * nth 0 disarms.
  */
 enum {
@@ -359,10 +376,19 @@ enum {
     SS_SPILL_INJ_OPEN = 1u << 3,
     /* the scan thread stalls before each file until stopped (nth != 0) */
     SS_SPILL_INJ_SCAN_STALL = 1u << 4,
+    SS_SPILL_INJ_UNLINK = 1u << 5,
+    SS_SPILL_INJ_TRUNCATE = 1u << 6,
+    /* a file's record table cannot grow (fails with -ENOMEM, err unused) */
+    SS_SPILL_INJ_RECS = 1u << 7,
+    SS_SPILL_INJ_STICKY = 1u << 31,
 };
 /* Tests: while nonzero, the scan of every engine stalls before each file
  * (as SS_SPILL_INJ_SCAN_STALL; for an engine a store opens itself). */
 extern _Atomic int ss__spill_scan_hold;
+/* Tests: while nonzero, ss__spill_delete (a delete nobody waits on) is
+ * dropped before it reaches the disk, as a crash right after it would drop
+ * it: the record stays on disk and live in the engine. */
+extern _Atomic int ss__spill_unwaited_lost;
 void ss__spill_inject(ss__spill *sp, unsigned mask, unsigned nth, int err);
 
 #endif /* SEALSTORE_SRC_LIB_SPILL_H */

@@ -157,7 +157,12 @@ struct xfer {
 };
 
 enum job_kind { J_LARGE, J_BATCH, J_READ, J_TOMB, J_UNLINK };
-enum job_state { S_OPEN, S_DATA, S_HDR, S_SYNC, S_RENAME, S_DIRSYNC, S_UNLINK, S_CLEANUP };
+/* S_CLEANUP: a failed spill removes what it wrote (unlink, or truncate);
+ * S_CLEANSYNC: then makes that durable (directory fsync, or fdatasync)
+ * before the failure is reported (spill.h, ss__spill_done). */
+enum job_state {
+    S_OPEN, S_DATA, S_HDR, S_SYNC, S_RENAME, S_DIRSYNC, S_UNLINK, S_CLEANUP, S_CLEANSYNC
+};
 
 struct brec { /* one small object in a batch */
     uint64_t cookie, off, size, rec_len, seq;
@@ -184,6 +189,12 @@ enum file_state { F_CREATING, F_LIVE, F_DOOMED };
 
 /* Invariant: live == number of recs[] entries without DEAD; a file is
  * unlinked only when live == 0 && refs == 0 && it is not fused_cur.
+ *
+ * Record slots are reserved before a spill's I/O (ss__sp_rec_reserve: one
+ * for a file of its own at start, a batch's count at its kick; only the
+ * batch job in flight appends to a fused file), so a record that reached
+ * the disk is always registered: never a durable record the engine does
+ * not know about because the table could not grow.
  *
  * Durable deletes (all on the loop thread; the disk work on the worker
  * and the ring). A delete marks its record DEAD and appends its offset to
@@ -228,6 +239,7 @@ struct job {
     bool in_ready, created, renamed, new_file, hash_busy, tail_copied, progressive;
     bool direct, span;
     int status;
+    int cleanup_err; /* a failed spill's cleanup failed too: its record may stay */
     unsigned io_pending; /* ops in flight other than hashing, dirsync waits */
     struct sfile *file;
     int fd;
@@ -352,6 +364,7 @@ struct ss__spill {
     ss__spill_stats st;
     /* injection (tests) */
     unsigned inj_mask, inj_left;
+    bool inj_sticky;
     int inj_err;
     _Atomic bool inj_scan_stall; /* scan thread waits before each file until stopped */
     /* the startup scan */
@@ -370,7 +383,11 @@ void ss__sp_push_done(ss__spill *sp, const ss__spill_done *d);
 struct sfile *ss__sp_file_find(const ss__spill *sp, uint64_t id);
 struct sfile *ss__sp_file_new(ss__spill *sp, uint64_t id);
 void ss__sp_file_free(ss__spill *sp, struct sfile *f);
-int ss__sp_rec_add(struct sfile *f, uint64_t off);
+/* room for n more records (-ENOMEM); then ss__sp_rec_add of them cannot fail */
+int ss__sp_rec_reserve(ss__spill *sp, struct sfile *f, uint32_t n);
+int ss__sp_rec_add(ss__spill *sp, struct sfile *f, uint64_t off);
+/* tests: does the armed injection hit this use of a kind (SS_SPILL_INJ_*)? */
+bool ss__sp_inj_hit(ss__spill *sp, unsigned kind);
 long ss__sp_rec_find(const struct sfile *f, uint64_t off);
 void ss__sp_file_get(struct sfile *f);
 void ss__sp_file_put(ss__spill *sp, struct sfile *f);
@@ -378,7 +395,9 @@ struct op *ss__sp_op_new(ss__spill *sp, struct job *j, int type);
 void ss__sp_op_release(ss__spill *sp, struct op *op);
 void ss__sp_op_start(ss__spill *sp, struct op *op);
 void ss__sp_meta_op(ss__spill *sp, struct job *j, struct op *op);
-void ss__sp_sync_op(ss__spill *sp, struct job *j, int fd);
+/* queue an fdatasync of fd for the job: 0, or -ENOMEM (job failed with it
+ * unless it had failed already) */
+int ss__sp_sync_op(ss__spill *sp, struct job *j, int fd);
 struct op *ss__sp_name_op(ss__spill *sp, struct job *j, int type, uint64_t file, bool tmp);
 /* SPAN_BUF bytes, 4096-aligned, from the pool (only data ops in flight
  * hold one, so the pool stays at about the queue depth) */

@@ -150,10 +150,10 @@ bool ss__sp_job_issue(ss__spill *sp, struct job *j)
     return x->issued < x->len || j->xi + 1 < j->nx;
 }
 
-static void dirsync_join(ss__spill *sp, struct job *j)
+static void dirsync_join(ss__spill *sp, struct job *j, int state)
 {
     j->io_pending++;
-    j->state = S_DIRSYNC;
+    j->state = (uint8_t)state;
     j->ds_next = sp->ds_wait;
     sp->ds_wait = j;
 }
@@ -170,7 +170,9 @@ void ss__sp_dirsync_done(ss__spill *sp, int64_t res)
     for (; j; j = next) {
         next = j->ds_next;
         j->io_pending--;
-        if (res < 0)
+        if (res < 0 && j->state == S_CLEANSYNC)
+            j->cleanup_err = (int)res;
+        else if (res < 0)
             ss__sp_job_fail(j, (int)res);
         ss__sp_job_advance(sp, j);
     }
@@ -236,18 +238,29 @@ static void log_spill_error(const ss_id *id, int err)
 
 /* ----------------------------------------------------- LARGE: own file */
 
+/* A failed spill whose cleanup failed as well: what it wrote may be found
+ * by a restart's scan (a .tmp never is: scan removes those). */
+static bool copy_left(const struct job *j)
+{
+    return j->status && j->cleanup_err &&
+           (j->renamed || (j->kind == J_BATCH && j->file->state != F_CREATING));
+}
+
 static void large_finish(ss__spill *sp, struct job *j)
 {
     struct sfile *f = j->file;
-    ss__spill_done d = { .cookie = j->cookie, .status = j->status, .op = SS_SPILL_OP_WRITE };
+    ss__spill_done d = { .cookie = j->cookie, .status = j->status, .op = SS_SPILL_OP_WRITE,
+                         .copy = copy_left(j) };
 
     if (j->fd >= 0) {
         close(j->fd);
         j->fd = -1;
     }
-    if (!d.status && ss__sp_rec_add(f, 0) < 0)
-        d.status = -ENOMEM; /* the file stays: scan finds it after a restart */
-    if (!d.status) {
+    if (!d.status || d.copy) {
+        int rc = ss__sp_rec_add(sp, f, 0); /* reserved at the start */
+
+        SS_ASSERT(rc == 0);
+        (void)rc;
         f->state = F_LIVE;
         f->size = j->rec_len;
         f->live = 1;
@@ -256,10 +269,12 @@ static void large_finish(ss__spill *sp, struct job *j)
         sp->st.disk_bytes += f->size;
         sp->st.live_objects++;
         sp->st.live_bytes += j->size;
+    }
+    if (!d.status) {
         sp->st.objects_spilled++;
         sp->st.bytes_spilled += j->size;
     } else {
-        if (f->state == F_CREATING)
+        if (!d.copy && f->state == F_CREATING)
             ss__sp_file_free(sp, f);
         sp->st.spill_errors++;
         log_spill_error(&j->id, d.status);
@@ -278,7 +293,7 @@ static void large_advance(ss__spill *sp, struct job *j)
     if (j->status) {
         if (j->io_pending || j->hash_busy)
             return;
-        if (j->state != S_CLEANUP && j->created) {
+        if (j->state != S_CLEANUP && j->state != S_CLEANSYNC && j->created) {
             /* remove what we made: an unrenamed .tmp, or the .spill whose
              * directory entry we could not make durable */
             if (j->fd >= 0) {
@@ -291,6 +306,12 @@ static void large_advance(ss__spill *sp, struct job *j)
                 ss__sp_meta_op(sp, j, op);
                 return;
             }
+            j->cleanup_err = -ENOMEM;
+        } else if (j->state == S_CLEANUP && j->renamed && !j->cleanup_err) {
+            /* the .spill's unlink must be durable before the failure is
+             * reported: a restart must not find the object there */
+            dirsync_join(sp, j, S_CLEANSYNC);
+            return;
         }
         large_finish(sp, j);
         return;
@@ -337,10 +358,9 @@ static void large_advance(ss__spill *sp, struct job *j)
         if (j->io_pending)
             return;
         j->renamed = true;
-        dirsync_join(sp, j);
+        dirsync_join(sp, j, S_DIRSYNC);
         return;
     case S_DIRSYNC:
-    case S_CLEANUP:
         if (j->io_pending)
             return;
         large_finish(sp, j);
@@ -375,7 +395,10 @@ int ss__sp_large_start(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8
     j->tail = j->tail_len ? ss__sp_balloc(BLK) : NULL;
     j->file = ss__sp_file_new(sp, sp->next_file);
     op = ss__sp_op_new(sp, j, OP_OPEN);
-    if (!j->hdr || (j->tail_len && !j->tail) || !j->file || !op) {
+    /* its record's slot now: once the file is durable, registering it
+     * must not fail */
+    if (!j->hdr || (j->tail_len && !j->tail) || !j->file || !op ||
+        ss__sp_rec_reserve(sp, j->file, 1) < 0) {
         if (j->file)
             ss__sp_file_free(sp, j->file);
         if (op)
@@ -554,18 +577,19 @@ static void batch_finish(ss__spill *sp, struct job *j)
 {
     struct batch *b = j->batch;
     struct sfile *f = j->file;
-    uint32_t added = 0;
+    bool copy = copy_left(j), keep = !j->status || copy;
 
-    /* on ENOMEM here the records added so far succeed, the rest fail (they
-     * stay on disk and a restart's scan finds them) */
-    if (!j->status)
-        while (added < b->n && ss__sp_rec_add(f, j->base + b->r[added].off) == 0)
-            added++;
     for (uint32_t i = 0; i < b->n; i++) {
         const struct brec *br = &b->r[i];
-        ss__spill_done d = { .cookie = br->cookie, .op = SS_SPILL_OP_WRITE };
+        ss__spill_done d = { .cookie = br->cookie, .op = SS_SPILL_OP_WRITE, .copy = copy };
 
-        if (i < added) {
+        if (keep) {
+            /* reserved at the kick */
+            int rc = ss__sp_rec_add(sp, f, j->base + br->off);
+
+            SS_ASSERT(rc == 0);
+            (void)rc;
+            d.status = j->status;
             d.loc.file = f->id;
             d.loc.offset = j->base + br->off;
             d.loc.size = br->size;
@@ -578,12 +602,14 @@ static void batch_finish(ss__spill *sp, struct job *j)
             f->live++;
             sp->st.live_objects++;
             sp->st.live_bytes += br->size;
+        }
+        if (!j->status) {
             sp->st.objects_spilled++;
             sp->st.bytes_spilled += br->size;
         } else {
-            d.status = j->status ? j->status : -ENOMEM;
+            d.status = j->status;
             sp->st.spill_errors++;
-            if (i == added)
+            if (i == 0)
                 log_spill_error(&br->id, d.status);
         }
         ss__sp_push_done(sp, &d);
@@ -591,7 +617,7 @@ static void batch_finish(ss__spill *sp, struct job *j)
     }
     sp->batch_job = NULL;
     j->fd = -1; /* the file's */
-    if (!j->status) {
+    if (keep) {
         if (f->state == F_CREATING) {
             f->state = F_LIVE;
             sp->st.files++;
@@ -599,6 +625,8 @@ static void batch_finish(ss__spill *sp, struct job *j)
         }
         f->size = j->base + j->len;
         sp->st.disk_bytes += j->len;
+        if (copy && sp->fused_cur == f)
+            sp->fused_cur = NULL; /* no more appends behind a doubtful one */
         if (f != sp->fused_cur && f->fd >= 0) {
             close(f->fd);
             f->fd = -1;
@@ -629,7 +657,9 @@ static void batch_advance(ss__spill *sp, struct job *j)
     if (j->status) {
         if (j->io_pending)
             return;
-        if (j->state != S_CLEANUP) {
+        if (j->state != S_CLEANUP && j->state != S_CLEANSYNC) {
+            /* remove what the failed append wrote (a restart's scan must
+             * not find it), durably, before the failure is reported */
             j->state = S_CLEANUP;
             if (f->state == F_CREATING) {
                 if (j->fd >= 0 && j->fd != f->fd)
@@ -637,18 +667,33 @@ static void batch_advance(ss__spill *sp, struct job *j)
                 if (f->fd >= 0)
                     close(f->fd);
                 f->fd = j->fd = -1;
-                if (j->created && (op = ss__sp_name_op(sp, j, OP_UNLINK, f->id, !j->renamed))) {
+                if (!j->created)
+                    goto finish;
+                if ((op = ss__sp_name_op(sp, j, OP_UNLINK, f->id, !j->renamed))) {
                     ss__sp_meta_op(sp, j, op);
                     return;
                 }
             } else if (f->fd >= 0 && (op = ss__sp_op_new(sp, j, OP_TRUNCATE))) {
-                /* give back what the failed append may have allocated */
                 op->fd = f->fd;
                 op->off = j->base;
                 ss__sp_meta_op(sp, j, op);
                 return;
             }
+            j->cleanup_err = f->fd >= 0 || f->state == F_CREATING ? -ENOMEM : -EBADF;
+        } else if (j->state == S_CLEANUP && !j->cleanup_err) {
+            if (f->state == F_CREATING) {
+                if (j->renamed) { /* the .spill name's removal */
+                    dirsync_join(sp, j, S_CLEANSYNC);
+                    return;
+                }
+            } else {
+                j->state = S_CLEANSYNC; /* the truncation's */
+                if (ss__sp_sync_op(sp, j, f->fd) == 0)
+                    return;
+                j->cleanup_err = -ENOMEM;
+            }
         }
+finish:
         batch_finish(sp, j);
         return;
     }
@@ -686,7 +731,7 @@ static void batch_advance(ss__spill *sp, struct job *j)
         if (j->io_pending)
             return;
         j->renamed = true;
-        dirsync_join(sp, j);
+        dirsync_join(sp, j, S_DIRSYNC);
         return;
     case S_DIRSYNC:
         if (j->io_pending)
@@ -742,8 +787,13 @@ void ss__sp_batch_kick(ss__spill *sp)
             j->new_file = true;
         }
     }
-    if (!build || !b->buf || !sp->fused_cur) {
+    /* the records' slots now: once they are durable, registering them
+     * must not fail */
+    if (!build || !b->buf || !sp->fused_cur ||
+        ss__sp_rec_reserve(sp, sp->fused_cur, b->n) < 0) {
         /* no memory to even start: fail the batch's objects now */
+        if (j && j->new_file && sp->fused_cur)
+            ss__sp_file_free(sp, sp->fused_cur); /* not created yet */
         if (open)
             ss__sp_op_release(sp, open);
         if (build)
@@ -991,7 +1041,7 @@ static void unlink_advance(ss__spill *sp, struct job *j)
     if (j->io_pending)
         return;
     if (!j->status && j->state == S_UNLINK) {
-        dirsync_join(sp, j);
+        dirsync_join(sp, j, S_DIRSYNC);
         return;
     }
     if (j->status) {

@@ -1202,6 +1202,152 @@ static void test_inject(void **state)
     mode_done();
 }
 
+/* Spill o with an injection armed: its completion (status < 0 wanted), or
+ * one made up when the write is refused at once. */
+static ss__spill_done spill_injected(ss__spill *sp, struct obj *o, unsigned mask, unsigned nth,
+                                     int err)
+{
+    ss__spill_done d = { .cookie = 1, .op = SS_SPILL_OP_WRITE };
+    int rc;
+
+    ss__spill_inject(sp, mask, nth, err);
+    rc = ss__spill_write(sp, &o->id, o->uid, o->data, o->size, o->meta, o->meta_size, 1);
+    if (rc < 0)
+        d.status = rc;
+    else
+        collect(sp, &d, 1);
+    ss__spill_inject(sp, 0, 0, 0);
+    assert_int_equal(d.op, SS_SPILL_OP_WRITE);
+    assert_int_equal(d.cookie, 1);
+    assert_true(d.status < 0);
+    o->live = false;
+    return d;
+}
+
+/* A failed spill whose cleanup failed too reports the record it may have
+ * left; deleting that (notified) makes it dead on disk. */
+static void drop_copy(ss__spill *sp, const char *dir, const struct obj *o, const ss__spill_done *w,
+                      const char *what)
+{
+    ss__spill_done d;
+
+    if (!w->copy)
+        fail_msg("%s: the failed spill's cleanup failed, but no copy was reported", what);
+    assert_memory_equal(w->loc.id.b, o->id.b, SS_ID_SIZE);
+    assert_int_equal(w->loc.size, o->size);
+    t_assert_ok(ss__spill_delete_notify(sp, &w->loc, 2));
+    collect_one(sp, &d);
+    assert_int_equal(d.op, SS_SPILL_OP_DELETE);
+    t_assert_ok(d.status);
+    assert_true(dead_on_disk(dir, &w->loc));
+}
+
+/* A spill reported as failed leaves no record a restart's scan accepts:
+ * its bookkeeping is reserved before its I/O (no memory for it used to
+ * leave a durable file or fused records behind, found after a restart);
+ * a failed append is truncated away and the truncation fdatasync'ed, a
+ * renamed file unlinked and the directory fsync'ed, before the failure is
+ * reported (an injected failure of that sync is seen: a copy is
+ * reported); and when the cleanup fails, the record is reported as a copy
+ * and can be deleted durably. A fresh engine's scan then finds exactly the
+ * objects that spilled. */
+static void test_failed_spill(void **state)
+{
+    enum { N = 12 };
+    const struct mode *m = *state;
+    const unsigned STICKY = SS_SPILL_INJ_STICKY;
+    struct obj objs[N];
+    struct seen seen = { 0 };
+    ss__spill_done d, ds[4];
+    ss__spill *sp;
+    char buf[256];
+    const char *dir;
+    int failed = 0;
+
+    MODE_SKIPS(m);
+    dir = mode_dir(m, buf, sizeof(buf));
+    T_SKIP_IF(!dir, NULL, no_mount_why);
+    for (int i = 0; i < N; i++) /* 1, 8, 9: files of their own */
+        obj_make(&objs[i], (uint32_t)i, i == 1 || i == 8 || i == 9 ? 300 * KiB + (uint64_t)i
+                                                                   : 900 + 13 * (uint64_t)i, 6, 0);
+    sp = eng_open(dir, m->flags);
+    spill_all(sp, objs, 1, NULL); /* objs[0]: the fused file's first record */
+
+    /* no memory for a file of its own's record slot */
+    d = spill_injected(sp, &objs[1], SS_SPILL_INJ_RECS, 1, -ENOMEM);
+    t_assert_err(d.status, -ENOMEM);
+    assert_false(d.copy);
+
+    /* no memory for fused records' slots (the fused file's table grows) */
+    ss__spill_inject(sp, SS_SPILL_INJ_RECS, 1, -ENOMEM);
+    for (int i = 2; i < 6; i++)
+        t_assert_ok(ss__spill_write(sp, &objs[i].id, objs[i].uid, objs[i].data, objs[i].size,
+                                    objs[i].meta, objs[i].meta_size, (uint64_t)i));
+    collect(sp, ds, 4);
+    ss__spill_inject(sp, 0, 0, 0);
+    for (int k = 0; k < 4; k++) {
+        struct obj *o = &objs[ds[k].cookie];
+
+        assert_false(ds[k].copy);
+        if (ds[k].status == 0) {
+            o->loc = ds[k].loc;
+            o->live = true;
+        } else {
+            t_assert_err(ds[k].status, -ENOMEM);
+            failed++;
+        }
+    }
+    assert_true(failed > 0);
+
+    /* an append whose fdatasync fails, then its truncation too */
+    d = spill_injected(sp, &objs[6], STICKY | SS_SPILL_INJ_SYNC | SS_SPILL_INJ_TRUNCATE, 1, -EIO);
+    t_assert_err(d.status, -EIO);
+    drop_copy(sp, dir, &objs[6], &d, "append, truncate failed");
+
+    /* an append whose fdatasync fails, and the truncation's too */
+    spill_all(sp, &objs[7], 1, NULL); /* a new fused file to append to */
+    d = spill_injected(sp, &objs[11], STICKY | SS_SPILL_INJ_SYNC, 1, -EIO);
+    t_assert_err(d.status, -EIO);
+    drop_copy(sp, dir, &objs[11], &d, "append, its truncation's fdatasync failed");
+
+    /* a file of its own: the directory fsync after the rename fails, then
+     * the one after its unlink */
+    d = spill_injected(sp, &objs[8], STICKY | SS_SPILL_INJ_SYNC, 2, -EIO);
+    t_assert_err(d.status, -EIO);
+    drop_copy(sp, dir, &objs[8], &d, "own file, directory fsync after the unlink failed");
+
+    /* ... then its unlink */
+    d = spill_injected(sp, &objs[9], STICKY | SS_SPILL_INJ_SYNC | SS_SPILL_INJ_UNLINK, 2, -EIO);
+    t_assert_err(d.status, -EIO);
+    drop_copy(sp, dir, &objs[9], &d, "own file, unlink failed");
+
+    /* a new fused file: the same (objs[11]'s file takes no more appends) */
+    d = spill_injected(sp, &objs[10], STICKY | SS_SPILL_INJ_SYNC | SS_SPILL_INJ_UNLINK, 2, -EIO);
+    t_assert_err(d.status, -EIO);
+    drop_copy(sp, dir, &objs[10], &d, "new fused file, unlink failed");
+
+    /* the plain failures: cleaned up, nothing reported left */
+    objs[11].live = false;
+    d = spill_injected(sp, &objs[11], SS_SPILL_INJ_SYNC, 1, -EIO);
+    assert_false(d.copy);
+    d = spill_injected(sp, &objs[9], SS_SPILL_INJ_SYNC, 2, -EIO);
+    assert_false(d.copy);
+    t_assert_ok(ss__spill_wait(sp, 30000));
+    assert_int_equal(count_files(dir, ".tmp"), 0);
+    ss__spill_close(sp);
+
+    sp = eng_open(dir, m->flags);
+    t_assert_ok(ss__spill_scan(sp, on_scan, &seen));
+    check_seen(&seen, objs, N);
+    for (int i = 0; i < N; i++)
+        if (objs[i].live)
+            t_assert_ok(restore(sp, &objs[i]));
+    ss__spill_close(sp);
+    for (int i = 0; i < N; i++)
+        obj_free(&objs[i]);
+    mode_done();
+}
+
 /* Disk full on an 8 MiB tmpfs: the failing spills say -ENOSPC, leave no
  * partial file, and once space is freed the same objects spill fine. */
 static void test_enospc(void **state)
@@ -1617,6 +1763,16 @@ static void *gate_waiter_main(void *arg)
     return NULL;
 }
 
+/* A small embedded store spilling everything idle into spill. */
+static void store_options(const char *spill)
+{
+    t_assert_ok(ss_option_set(SS_OPT_CAPACITY, "32M"));
+    t_assert_ok(ss_option_set(SS_OPT_POOL_SIZE, "0"));
+    t_assert_ok(ss_option_set(SS_OPT_HUGEPAGES, "off"));
+    t_assert_ok(ss_option_set(SS_OPT_SPILL_HIGH, "0")); /* everything idle goes to disk */
+    t_assert_ok(ss_option_set(SS_OPT_SPILL_DIR, spill));
+}
+
 /* A store restarted on a spill directory answers HELLO and STATS while its
  * scan is held (ss__spill_scan_hold); a GET with a timeout is answered at
  * it from what is known; a CONTAINS and a GET without timeout wait until
@@ -1635,11 +1791,7 @@ static void test_store_scan_gate(void **state)
     (void)state;
     snprintf(sock, sizeof(sock), "%s/gate.sock", t_tmpdir());
     snprintf(spill, sizeof(spill), "%s/spill-gate", t_tmpdir());
-    t_assert_ok(ss_option_set(SS_OPT_CAPACITY, "32M"));
-    t_assert_ok(ss_option_set(SS_OPT_POOL_SIZE, "0"));
-    t_assert_ok(ss_option_set(SS_OPT_HUGEPAGES, "off"));
-    t_assert_ok(ss_option_set(SS_OPT_SPILL_HIGH, "0")); /* everything idle goes to disk */
-    t_assert_ok(ss_option_set(SS_OPT_SPILL_DIR, spill));
+    store_options(spill);
     t_assert_ok(ss_connect(sock, SS_CONNECT_EMBED, &c));
     for (int i = 0; i < 3; i++) {
         ss_id id = gate_id(i);
@@ -1742,6 +1894,7 @@ int main(void)
         cmocka_unit_test_prestate(test_truncated, (void *)&M_TMPFS_FB),
         cmocka_unit_test_prestate(test_inject, (void *)&M_EXT4),
         cmocka_unit_test_prestate(test_inject, (void *)&M_EXT4_FB),
+        MODES(test_failed_spill),
         cmocka_unit_test_prestate(test_enospc, (void *)&M_TMPFS),
         cmocka_unit_test_prestate(test_enospc, (void *)&M_TMPFS_FB),
         cmocka_unit_test_prestate(test_reap_max, (void *)&M_EXT4),
