@@ -326,17 +326,31 @@ typedef struct ss__diskloc {
  * A spill, restore or delete the store has with the engine (cookie = its
  * index).
  *
- * Durable deletes. A DELETE of an object with a disk copy (or a spill of
- * it in flight) is answered only once no crash can bring the copy back:
- * the request is parked (SS_PK_DELETE, no deadline, on its client's list,
- * so it counts against SS_PARKED_MAX) and linked both ways with the op it
- * waits for (op->pk, pk->spop): a DELETE op (the engine's delete of the
- * copy, whose completion comes when the tombstone or unlink is on disk:
- * group-committed there), or the SPILL op in flight (its completion starts
- * the DELETE op and hands pk over). Whichever ends first cuts the link: the
- * op's completion answers pk with its status and frees it; a client that
- * goes away frees pk, which clears op->pk (the op completes unanswered).
- * A delete of an object that never reached the disk is answered at once.
+ * Durable deletes. A DELETE of id X is answered only once no crash can
+ * bring back any record of X: not its object's disk copy, nor an older
+ * copy of X on its way out. The store never drops a record without
+ * hearing when that is durable: every removal of a disk copy (DELETE,
+ * eviction, a lost object, a duplicate the startup scan found, what a
+ * failed spill may have left: ss__spill_done.copy) is a DELETE op with the
+ * engine (ss__spill_delete_notify), carrying the id; a spill in flight of
+ * a deleted object is one too until its completion starts that op. These
+ * are X's pending removals (removal_find in store_spill.c; nremovals
+ * counts the DELETE ops).
+ *
+ * A DELETE that finds its object with a disk copy, a spill in flight or a
+ * pending removal of its id is parked (SS_PK_DELETE, no deadline, on its
+ * client's list, so it counts against SS_PARKED_MAX) and waits on one op
+ * at a time: op->pk heads the list of DELETEs waiting on that op (linked
+ * through pk->qnext/qprev, which DELETEs use for nothing else), pk->spop
+ * names the op. The object's own copy first (the SPILL op in flight, whose
+ * completion starts the DELETE op and hands its waiters over, or the
+ * DELETE op of the copy), else a pending removal of X. When an op
+ * completes, its waiters are answered with its status if that is an error;
+ * with 0, they move on to another pending removal of X if there is one,
+ * and are answered 0 only when none is left. A client that goes away
+ * frees pk, which unlinks it from its op's list (the op completes
+ * unanswered). A DELETE with none of these is answered at once. All on the
+ * loop thread.
  */
 enum { SS_SPOP_FREE = 0, SS_SPOP_SPILL, SS_SPOP_RESTORE, SS_SPOP_DELETE };
 #define SS_SPOP_CHUNK 256u
@@ -355,7 +369,9 @@ typedef struct ss__spop {
     int fd_ro;               /* restore of an OBJECT: readers' fd, -1 */
     ss__sloc dloc, mloc;     /* restore: data (small) and meta slots */
     int16_t node;            /* restore: placement */
-    struct ss__parked *pk;   /* spill, delete: the DELETE waiting for it, or NULL */
+    uint32_t disk;           /* spill: its disk record, reserved at the start (index + 1) */
+    ss_id id;                /* spill, delete: the object's id */
+    struct ss__parked *pk;   /* spill, delete: DELETEs waiting for it (list), or NULL */
 } ss__spop;
 
 /* A small segment as the store tracks it (by allocator segment id). */
@@ -512,7 +528,7 @@ enum { SS_PK_GET = 1, SS_PK_CREATE, SS_PK_PUT, SS_PK_DELETE };
 
 typedef struct ss__parked {
     struct ss__parked *cprev, *cnext; /* conn's list */
-    struct ss__parked *qprev, *qnext; /* create FIFO (CREATE/PUT) */
+    struct ss__parked *qprev, *qnext; /* create FIFO (CREATE/PUT); DELETE: its op's waiters */
     ss__conn *c;
     uint32_t req_id;
     int type;
@@ -655,6 +671,7 @@ struct ss__store {
     ss__spop **ops;               /* chunks of SS_SPOP_CHUNK: ops never move */
     uint32_t ops_cap, ops_free, ops_busy; /* ops_free: index + 1 */
     uint32_t ops_engine;          /* ops the engine still has to complete */
+    uint32_t nremovals;           /* DELETE ops in flight (see ss__spop) */
     bool spill_closing;           /* teardown: completions only free memory */
     uint32_t rq_head, rq_tail;    /* restores waiting for memory (index + 1) */
     uint64_t spill_pending;       /* memory that spills in flight will free */
@@ -672,6 +689,7 @@ struct ss__store {
     bool scanning;
     struct ss__spill_loc *scan_drop; /* older copies the scan replaced: deleted */
     size_t scan_ndrop, scan_cdrop;
+    uint64_t scan_dups;           /* of the objects the scan kept, older copies dropped */
     uint64_t c_spills, c_restores, c_spill_errors, c_restore_errors, c_lost;
 };
 
@@ -817,10 +835,12 @@ void ss__restore_sealed(ss__store *s, ss__sealjob *j);
  * when the engine is closed (the store is going away: spilled files
  * survive it). */
 void ss__spill_forget(ss__store *s, uint32_t e);
-/* Does e have a disk copy, or a spill of it in flight? */
-bool ss__spill_has_copy(const ss__store *s, uint32_t e);
-/* DELETE of e, which has a copy: delete it and answer pk (a parked
- * SS_PK_DELETE, taken over) once that is durable, before e is detached. */
+/* Must a DELETE of e wait for the disk: a disk copy, a spill of it in
+ * flight, or a pending removal of an older copy of its id? */
+bool ss__spill_delete_waits(const ss__store *s, uint32_t e);
+/* DELETE of e, which must wait: delete its copy and answer pk (a parked
+ * SS_PK_DELETE, taken over) once no record of its id can come back,
+ * before e is detached. */
 void ss__spill_delete_durable(ss__store *s, uint32_t e, ss__parked *pk);
 /* ss__parked_free of a DELETE: its op completes unanswered. */
 void ss__spill_unpark(ss__store *s, ss__parked *pk);

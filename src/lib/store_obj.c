@@ -1020,12 +1020,13 @@ void ss__obj_delete(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
     else if (ss__ent_state(s, (uint32_t)e) != SS_IX_SEALED &&
              ss__ent_state(s, (uint32_t)e) != SS_IX_SPILLED)
         rc = -EBUSY;
-    else if (ss__spill_has_copy(s, (uint32_t)e) &&
+    else if (ss__spill_delete_waits(s, (uint32_t)e) &&
              !(pk = ss__parked_new(s, c, SS_PK_DELETE, h->req_id, UINT64_MAX)))
         rc = -ENOMEM;
     else {
-        /* with a disk copy, answered once that cannot come back
-         * (the protocol is beside ss__spop) */
+        /* with a disk copy, or an older copy of the id on its way out:
+         * answered once no record of it can come back (the protocol is
+         * beside ss__spop) */
         if (pk)
             ss__spill_delete_durable(s, (uint32_t)e, pk);
         ss__obj_detach(s, (uint32_t)e, false);

@@ -55,8 +55,11 @@
  *
  * Deleting. An object's disk copy goes when the object is deleted (not
  * when its last reference does), and a DELETE is answered only once that
- * is durable, so a crash cannot undo a delete that answered 0; a DELETE
- * of an object with no copy on disk needs no I/O (the protocol is beside
+ * is durable, and once no older copy of the same id that is on its way
+ * out (evicted, lost, a duplicate the startup scan found, what a failed
+ * spill may have left) can be found by a restart either, so a crash cannot
+ * undo a delete that answered 0; a DELETE of an object with no copy on
+ * disk and no such removal pending needs no I/O (the protocol is beside
  * ss__spop in store_int.h).
  */
 #include "store_int.h"
@@ -137,6 +140,13 @@ static void op_put(ss__store *s, uint32_t i)
     s->ops_busy--;
 }
 
+static void disk_set(ss__store *s, uint32_t i, const ss__spill_loc *l)
+{
+    s->disk[i] = (ss__diskloc){ .file = l->file, .offset = l->offset, .size = l->size,
+                                .seq = l->seq, .rec_len = l->rec_len,
+                                .meta_size = l->meta_size, .data_off = l->data_off };
+}
+
 static int disk_add(ss__store *s, const ss__spill_loc *l, uint32_t *out)
 {
     uint32_t i;
@@ -155,9 +165,7 @@ static int disk_add(ss__store *s, const ss__spill_loc *l, uint32_t *out)
         }
         i = s->ndisk++;
     }
-    s->disk[i] = (ss__diskloc){ .file = l->file, .offset = l->offset, .size = l->size,
-                                .seq = l->seq, .rec_len = l->rec_len,
-                                .meta_size = l->meta_size, .data_off = l->data_off };
+    disk_set(s, i, l);
     *out = i;
     return 0;
 }
@@ -290,16 +298,27 @@ static int spill_start(ss__store *s, uint32_t e)
         }
         meta = (const char *)g->map + (uint64_t)en->meta_off64 * SS_OBJ_ALIGN;
     }
-    if ((rc = op_new(s, &i)) < 0)
+    /* the record's slot now: a durable record must never go untracked
+     * for want of memory at the completion */
+    static const ss__spill_loc none;
+    uint32_t di;
+    if ((rc = disk_add(s, &none, &di)) < 0)
         goto fail;
+    if ((rc = op_new(s, &i)) < 0) {
+        disk_put(s, di);
+        goto fail;
+    }
     rc = ss__spill_write(s->sp, &en->id, o->uid, data, en->size, meta,
                          SS_IX_META_SIZE(en->info), i);
     if (rc < 0) {
         op_put(s, i);
+        disk_put(s, di);
         goto fail;
     }
     ss__spop *op = op_at(s, i);
     op->kind = SS_SPOP_SPILL;
+    op->disk = di + 1;
+    op->id = en->id;
     op->e = e;
     op->generation = en->generation;
     op->map = map;
@@ -383,17 +402,18 @@ void ss__spill_tick(ss__store *s)
 }
 
 static void disk_delete(ss__store *s, const ss__spill_loc *loc, ss__parked *pk);
-static void delete_answer(ss__store *s, ss__parked *pk, int status);
+static void waiters_pass(ss__store *s, ss__parked *pk, int status, const ss_id *id);
 static void restores_stuck(ss__store *s);
 
 static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
 {
     ss__spop *op = op_at(s, i);
-    uint32_t e = op->e, di;
+    uint32_t e = op->e, di = op->disk - 1;
     ss__obj *o = ss__obj_at(s, e);
     uint32_t st = ss__ent_state(s, e);
     int status = d->status;
-    ss__parked *pk = op->pk; /* a DELETE of it, waiting for this */
+    ss__parked *pk = op->pk; /* DELETEs of it, waiting for this */
+    ss_id id = op->id;
 
     SS_ASSERT(ss__ent(s, e)->generation == op->generation);
     if (op->map)
@@ -402,26 +422,26 @@ static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
     s->nspilling--;
     op_put(s, i);
     o->flags &= (uint8_t)~SS_OBJF_SPILLING;
-    if (pk)
-        pk->spop = 0;
-    if (status == 0) {
+    if (status == 0 && st != SS_IX_DELETED) {
         s->c_spills++;
-        if (st == SS_IX_DELETED) {
-            /* deleted while being written: it must not come back, and its
-             * DELETE answers once that is durable */
+        disk_set(s, di, &d->loc);
+        o->disk = di + 1;
+    } else {
+        disk_put(s, di);
+        if (status == 0)
+            s->c_spills++;
+        if (status == 0 || d->copy) {
+            /* deleted while being written, or a failed spill's record that
+             * may be on disk: it must not come back, and DELETEs of it
+             * answer once that is durable */
             disk_delete(s, &d->loc, pk);
             pk = NULL;
-        } else if (disk_add(s, &d->loc, &di) < 0) {
-            ss__spill_delete(s->sp, &d->loc);
-            status = -ENOMEM;
-        } else {
-            o->disk = di + 1;
         }
     }
     if (status < 0 && st != SS_IX_DELETED)
         spill_failed(s, status);
-    if (pk) /* the spill failed: no copy was left on disk */
-        delete_answer(s, pk, 0);
+    /* the spill failed and left no record: other removals of the id? */
+    waiters_pass(s, pk, 0, &id);
     if (s->rq_head)
         restores_stuck(s); /* that was the last spill in flight, say */
     if (st == SS_IX_DELETED) {
@@ -883,28 +903,82 @@ int ss__spill_fd(const ss__store *s)
 
 /* The protocol is beside ss__spop (store_int.h). */
 
-static void delete_answer(ss__store *s, ss__parked *pk, int status)
+/* A pending removal of a record of `id`: a DELETE op, or a spill in flight
+ * of a deleted object (index + 1), or 0. Linear, but only while some are
+ * in flight (spills: a DELETE of a spilling object scans them anyway). */
+static uint32_t removal_find(const ss__store *s, const ss_id *id)
 {
-    pk->spop = 0;
-    ss__conn_reply_status(s, pk->c, SS_MSG_DELETE, pk->req_id, status);
-    ss__parked_free(s, pk);
+    if (!s->nremovals && !s->nspilling)
+        return 0;
+    for (uint32_t i = 0; i < s->ops_cap; i++) {
+        const ss__spop *op = op_at(s, i);
+        if (memcmp(&op->id, id, sizeof(*id)))
+            continue;
+        if (op->kind == SS_SPOP_DELETE ||
+            (op->kind == SS_SPOP_SPILL && ss__ent_state(s, op->e) == SS_IX_DELETED))
+            return i + 1;
+    }
+    return 0;
 }
 
-/* Delete a disk copy through the engine; pk (a parked DELETE, or NULL) is
- * answered when that is durable. */
+/* Hang the waiters list pk on op i. */
+static void waiters_attach(ss__store *s, uint32_t i, ss__parked *pk)
+{
+    ss__spop *op = op_at(s, i);
+    ss__parked *last = pk;
+
+    for (ss__parked *w = pk; w; w = w->qnext) {
+        w->spop = i + 1;
+        last = w;
+    }
+    if (!pk)
+        return;
+    last->qnext = op->pk;
+    if (op->pk)
+        op->pk->qprev = last;
+    pk->qprev = NULL;
+    op->pk = pk;
+}
+
+/* The op a list of DELETEs waited on completed (and was given back) with
+ * status: an error is their answer; with 0 they wait on for another
+ * pending removal of id, and answer 0 once none is left. */
+static void waiters_pass(ss__store *s, ss__parked *pk, int status, const ss_id *id)
+{
+    uint32_t j;
+
+    if (!pk)
+        return;
+    if (status == 0 && (j = removal_find(s, id))) {
+        waiters_attach(s, j - 1, pk);
+        return;
+    }
+    while (pk) {
+        ss__parked *nx = pk->qnext;
+        pk->spop = 0;
+        pk->qprev = pk->qnext = NULL;
+        ss__conn_reply_status(s, pk->c, SS_MSG_DELETE, pk->req_id, status);
+        ss__parked_free(s, pk);
+        pk = nx;
+    }
+}
+
+/* Delete a disk copy through the engine, tracked as a pending removal of
+ * its id until it is durable; pk (DELETEs waiting, or NULL) is handed the
+ * completion. */
 static void disk_delete(ss__store *s, const ss__spill_loc *loc, ss__parked *pk)
 {
     uint32_t i;
     int rc;
 
-    if (pk && op_new(s, &i) < 0) {
-        delete_answer(s, pk, -ENOMEM); /* deleted, but nobody can wait on it */
-        pk = NULL;
-    }
-    if (!pk) {
+    if (op_new(s, &i) < 0) {
+        /* nothing to track it with: removed, but nobody can wait on it */
+        ss__log_error("store: out of memory tracking the delete of a spilled copy; a crash "
+                      "may bring it back");
         rc = ss__spill_delete(s->sp, loc);
         if (rc < 0 && rc != -ENOENT)
             ss__log_warn("store: dropping a spilled copy: %s", ss_strerror(rc));
+        waiters_pass(s, pk, -ENOMEM, &loc->id);
         return;
     }
     rc = ss__spill_delete_notify(s->sp, loc, i);
@@ -912,30 +986,34 @@ static void disk_delete(ss__store *s, const ss__spill_loc *loc, ss__parked *pk)
         op_put(s, i);
         if (rc != -ENOENT)
             ss__log_warn("store: dropping a spilled copy: %s", ss_strerror(rc));
-        delete_answer(s, pk, rc == -ENOENT ? 0 : rc); /* -ENOENT: no record to remove */
+        waiters_pass(s, pk, rc == -ENOENT ? 0 : rc, &loc->id); /* -ENOENT: no record */
         return;
     }
     ss__spop *op = op_at(s, i);
     op->kind = SS_SPOP_DELETE;
-    op->pk = pk;
-    pk->spop = i + 1;
+    op->id = loc->id;
+    s->nremovals++;
     s->ops_engine++;
+    waiters_attach(s, i, pk);
 }
 
 static void delete_done(ss__store *s, uint32_t i, const ss__spill_done *d)
 {
-    ss__parked *pk = op_at(s, i)->pk;
+    ss__spop *op = op_at(s, i);
+    ss__parked *pk = op->pk;
+    ss_id id = op->id;
 
+    s->nremovals--;
     op_put(s, i);
-    if (pk)
-        delete_answer(s, pk, d->status);
+    waiters_pass(s, pk, d->status, &id);
 }
 
-bool ss__spill_has_copy(const ss__store *s, uint32_t e)
+bool ss__spill_delete_waits(const ss__store *s, uint32_t e)
 {
     const ss__obj *o = ss__obj_at(s, e);
 
-    return s->sp && (o->disk || (o->flags & SS_OBJF_SPILLING));
+    return s->sp && (o->disk || (o->flags & SS_OBJF_SPILLING) ||
+                     removal_find(s, &ss__ent(s, e)->id));
 }
 
 void ss__spill_delete_durable(ss__store *s, uint32_t e, ss__parked *pk)
@@ -943,33 +1021,38 @@ void ss__spill_delete_durable(ss__store *s, uint32_t e, ss__parked *pk)
     ss__obj *o = ss__obj_at(s, e);
     ss__spill_loc loc;
 
+    pk->qprev = pk->qnext = NULL;
     if (o->flags & SS_OBJF_SPILLING) {
         /* its spill's completion deletes what it wrote, then answers */
         for (uint32_t i = 0; i < s->ops_cap; i++) {
             ss__spop *op = op_at(s, i);
             if (op->kind == SS_SPOP_SPILL && op->e == e) {
-                op->pk = pk;
-                pk->spop = i + 1;
+                waiters_attach(s, i, pk);
                 return;
             }
         }
-        delete_answer(s, pk, -SS_E_CORRUPT); /* a spilling object without its spill */
+        waiters_pass(s, pk, -SS_E_CORRUPT, NULL); /* a spilling object without its spill */
         return;
     }
-    if (!o->disk || !s->sp) {
-        delete_answer(s, pk, 0);
+    if (o->disk && s->sp) {
+        loc_of(s, e, &loc);
+        disk_put(s, o->disk - 1);
+        o->disk = 0;
+        disk_delete(s, &loc, pk);
         return;
     }
-    loc_of(s, e, &loc);
-    disk_put(s, o->disk - 1);
-    o->disk = 0;
-    disk_delete(s, &loc, pk);
+    /* no copy of its own: an older copy's removal, if any */
+    waiters_pass(s, pk, 0, &ss__ent(s, e)->id);
 }
 
 void ss__spill_unpark(ss__store *s, ss__parked *pk)
 {
-    if (pk->spop)
-        op_at(s, pk->spop - 1)->pk = NULL;
+    if (pk->spop) {
+        ss__parked *tail = NULL; /* the list keeps none */
+        SS_DL_UNLINK(op_at(s, pk->spop - 1)->pk, tail, pk, qprev, qnext);
+        (void)tail;
+    }
+    pk->qprev = pk->qnext = NULL;
     pk->spop = 0;
 }
 
@@ -986,11 +1069,13 @@ static void apply(ss__store *s, const ss__spill_done *d)
         restore_read_done(s, i, d);
 }
 
-/* Older copies the scan replaced go (their files are registered by now). */
+/* Older copies the scan replaced go (their files are registered by now),
+ * each a pending removal of its id until durable: a DELETE of the id
+ * waits for it. */
 static void scan_drops(ss__store *s)
 {
     for (size_t k = 0; k < s->scan_ndrop; k++)
-        ss__spill_delete(s->sp, &s->scan_drop[k]);
+        disk_delete(s, &s->scan_drop[k], NULL);
     s->scan_ndrop = 0;
 }
 
@@ -1007,9 +1092,9 @@ static void scan_end(ss__store *s)
         ss__log_error("store: indexing the spilled objects in %s stopped: %s; objects "
                       "not found stay on disk for the next start", s->spill_dir,
                       ss_strerror(st));
-    else if (ss__spill_scan_kept(s->sp))
+    else if (ss__spill_scan_kept(s->sp) > s->scan_dups)
         ss__log_info("store: %llu spilled objects %s in %s",
-                     (unsigned long long)ss__spill_scan_kept(s->sp),
+                     (unsigned long long)(ss__spill_scan_kept(s->sp) - s->scan_dups),
                      st == 1 ? "found" : "found before the stop", s->spill_dir);
     if (s->scanning)
         ss__scan_gate_open(s);
@@ -1275,6 +1360,23 @@ static void socket_key(const ss__store *s, char *out, size_t len)
         snprintf(out, len, "%s", s->path);
 }
 
+/* An older copy the scan found goes (scan_drops): kept by the engine until
+ * then, so its removal is one the store hears about (ss__spop). */
+static int scan_drop(ss__store *s, const ss__spill_loc *loc)
+{
+    if (s->scan_ndrop == s->scan_cdrop) {
+        size_t cap = s->scan_cdrop ? s->scan_cdrop * 2 : 16;
+        ss__spill_loc *nd = realloc(s->scan_drop, cap * sizeof(*nd));
+        if (!nd)
+            return -ENOMEM;
+        s->scan_drop = nd;
+        s->scan_cdrop = cap;
+    }
+    s->scan_drop[s->scan_ndrop++] = *loc;
+    s->scan_dups++;
+    return 0;
+}
+
 /* The scan found an object (on the loop, from ss__spill_reap: see
  * ss__spill_setup). */
 static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
@@ -1292,7 +1394,7 @@ static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
         /* no disk copy: created since the start, newer than any (creates
          * wait for the scan, so only at a stop) */
         if (!o->disk || s->disk[o->disk - 1].seq >= loc->seq)
-            return 1;
+            return scan_drop(s, loc);
         if (ss__ent_state(s, (uint32_t)x) != SS_IX_SPILLED ||
             (o->flags & (SS_OBJF_RESTORING | SS_OBJF_SPILLING))) {
             /* the older copy was restored meanwhile (a GET whose timeout
@@ -1304,15 +1406,10 @@ static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
     }
     if (x >= 0) {
         ss__obj *o = ss__obj_at(s, (uint32_t)x);
-        if (s->scan_ndrop == s->scan_cdrop) {
-            size_t cap = s->scan_cdrop ? s->scan_cdrop * 2 : 16;
-            ss__spill_loc *nd = realloc(s->scan_drop, cap * sizeof(*nd));
-            if (!nd)
-                return -ENOMEM;
-            s->scan_drop = nd;
-            s->scan_cdrop = cap;
-        }
-        loc_of(s, (uint32_t)x, &s->scan_drop[s->scan_ndrop++]);
+        ss__spill_loc old;
+        loc_of(s, (uint32_t)x, &old);
+        if ((rc = scan_drop(s, &old)) < 0)
+            return rc;
         s->spilled_bytes -= s->disk[o->disk - 1].size;
         s->object_bytes -= s->disk[o->disk - 1].size;
         disk_put(s, o->disk - 1);

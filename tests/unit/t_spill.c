@@ -23,6 +23,7 @@
 #include <liburing.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "t_helpers.h"
@@ -1851,6 +1853,149 @@ static void test_store_scan_gate(void **state)
     ss_disconnect(c);
 }
 
+/* The one "<16 hex>.spill" file in dir: its name and bytes (malloc'ed). */
+static uint8_t *only_spill_file(const char *dir, char name[64], size_t *len)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[512];
+    struct stat sb;
+    uint8_t *buf;
+    int fd, n = 0;
+
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+
+        if (l > 6 && !strcmp(e->d_name + l - 6, ".spill")) {
+            snprintf(name, 64, "%s", e->d_name);
+            n++;
+        }
+    }
+    closedir(d);
+    assert_int_equal(n, 1);
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(fstat(fd, &sb), 0);
+    *len = (size_t)sb.st_size;
+    buf = malloc(*len);
+    assert_non_null(buf);
+    assert_int_equal(pread(fd, buf, *len, 0), (ssize_t)*len);
+    close(fd);
+    return buf;
+}
+
+/* Put `id` with size bytes of `fill` and wait until it is on disk only. */
+static void put_spilled(ss_client *c, const ss_id *id, size_t size, int fill)
+{
+    uint8_t *data = malloc(size);
+    ss_stats st;
+
+    assert_non_null(data);
+    memset(data, fill, size);
+    t_assert_ok(ss_put(c, id, data, size, NULL, 0));
+    free(data);
+    st = t_store_stats(c);
+    for (int i = 0; i < 1000 && st.spilled_objects < 1; i++) {
+        usleep(10000);
+        st = t_store_stats(c);
+    }
+    assert_int_equal(st.spilled_objects, 1);
+}
+
+/* Two records of one id on disk (an older copy that a crash kept, as the
+ * old file put back): the restarted store keeps the newer and removes the
+ * older; a DELETE of the id then answers only once that removal is durable
+ * too. The store runs in a child killed right after the DELETE answered,
+ * with removals nobody waits on lost (ss__spill_unwaited_lost), as a crash
+ * right after them would lose them: after a restart the id is gone. (The
+ * older copy's removal used to be one nobody waited on: the DELETE
+ * answered 0 and the old object was back after the crash.) */
+static void test_store_dup_delete(void **state)
+{
+    char sock[256], spill[256], sub[512], name[64], path[600];
+    ss_id id;
+    ss_client *c = NULL;
+    uint8_t *old, b = 0;
+    size_t old_len;
+    int p[2], fd, st = 0;
+    pid_t pid;
+    DIR *d;
+    struct dirent *e;
+
+    (void)state;
+    memset(&id, 0, sizeof(id));
+    memcpy(id.b, "dup-delete", 10);
+    snprintf(sock, sizeof(sock), "%s/dup.sock", t_tmpdir());
+    snprintf(spill, sizeof(spill), "%s/spill-dup", t_tmpdir());
+    store_options(spill);
+
+    /* the old copy: spilled, its file kept aside */
+    t_assert_ok(ss_connect(sock, SS_CONNECT_EMBED, &c));
+    put_spilled(c, &id, 300 * KiB, 'o');
+    ss_disconnect(c);
+    d = opendir(spill);
+    assert_non_null(d);
+    sub[0] = '\0';
+    while ((e = readdir(d)) != NULL)
+        if (!strncmp(e->d_name, "store-", 6))
+            snprintf(sub, sizeof(sub), "%s/%s", spill, e->d_name);
+    closedir(d);
+    assert_true(sub[0] != '\0');
+    old = only_spill_file(sub, name, &old_len);
+
+    /* deleted, created again and spilled: the new copy */
+    t_assert_ok(ss_connect(sock, SS_CONNECT_EMBED, &c));
+    t_assert_ok(ss_delete(c, &id));
+    put_spilled(c, &id, 400 * KiB, 'n');
+    ss_disconnect(c);
+
+    /* the old file back, as a crash before its unlink would leave it */
+    snprintf(path, sizeof(path), "%s/%s", sub, name);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, old, old_len), (ssize_t)old_len);
+    close(fd);
+    free(old);
+
+    /* a store that loses removals nobody waits on; killed after the DELETE */
+    assert_int_equal(pipe(p), 0);
+    atomic_store(&ss__spill_unwaited_lost, 1);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(p[0]);
+        if (ss_connect(sock, SS_CONNECT_EMBED, &c) < 0 || write(p[1], &b, 1) != 1)
+            _exit(T_EXIT_ERROR);
+        for (;;)
+            pause();
+    }
+    atomic_store(&ss__spill_unwaited_lost, 0);
+    close(p[1]);
+    assert_int_equal(read(p[0], &b, 1), 1);
+    close(p[0]);
+    t_assert_ok(ss_connect(sock, 0, &c));
+    {
+        ss_object o;
+
+        assert_int_equal(ss_get(c, &id, 1, 20000, &o), 1); /* the newer copy won */
+        assert_int_equal(o.size, 400 * KiB);
+        t_assert_ok(ss_release(c, &id));
+    }
+    t_assert_ok(ss_delete(c, &id));
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    ss_disconnect(c);
+
+    t_assert_ok(ss_connect(sock, SS_CONNECT_EMBED, &c));
+    if (ss_contains(c, &id) != 0)
+        fail_msg("a deleted object is back after a crash (an older copy of its id)");
+    assert_int_equal(t_store_stats(c).objects, 0);
+    ss_disconnect(c);
+}
+
 /* ------------------------------------------------------------------ main */
 
 static bool probe_uring(void)
@@ -1906,6 +2051,7 @@ int main(void)
         cmocka_unit_test_prestate(test_scan_async_cancel, (void *)&M_EXT4),
         cmocka_unit_test_prestate(test_scan_async_cancel, (void *)&M_EXT4_FB),
         cmocka_unit_test(test_store_scan_gate),
+        cmocka_unit_test(test_store_dup_delete),
     };
 
     t_tmpdir(); /* made now (exits 99 if it cannot be), so its cleanup runs last */
