@@ -209,9 +209,11 @@ SS_API SS_NODISCARD int ss_contains(ss_client *c, const ss_id *id);
  * created again; memory is freed when the last reference goes. If the
  * object has a copy in the spill directory, the call returns once that
  * copy is durably gone (unlinked or tombstoned on disk, the sync shared
- * with concurrent deletes), so no crash of the store can bring back an
- * object whose delete returned 0; deleting an object that never reached
- * the disk needs no I/O.
+ * with concurrent deletes), and so is any older copy of the same id still
+ * on its way out (an evicted one, or one a restart found twice), so no
+ * crash of the store can bring back an object whose delete returned 0;
+ * deleting an object that never reached the disk, with no such older copy,
+ * needs no I/O.
  * 0, -ENOENT (absent), -EBUSY (not sealed yet); -EIO or another -errno
  * (rare: the object is deleted, but removing its disk copy failed and it
  * may reappear after a restart). */

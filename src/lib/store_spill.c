@@ -912,10 +912,9 @@ static uint32_t removal_find(const ss__store *s, const ss_id *id)
         return 0;
     for (uint32_t i = 0; i < s->ops_cap; i++) {
         const ss__spop *op = op_at(s, i);
-        if (memcmp(&op->id, id, sizeof(*id)))
-            continue;
-        if (op->kind == SS_SPOP_DELETE ||
-            (op->kind == SS_SPOP_SPILL && ss__ent_state(s, op->e) == SS_IX_DELETED))
+        if ((op->kind == SS_SPOP_DELETE ||
+             (op->kind == SS_SPOP_SPILL && ss__ent_state(s, op->e) == SS_IX_DELETED)) &&
+            !memcmp(&op->id, id, sizeof(*id)))
             return i + 1;
     }
     return 0;
