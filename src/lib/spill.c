@@ -286,7 +286,7 @@ bool ss__sp_inj_hit(ss__spill *sp, unsigned kind)
         sp->inj_left--;
         return false;
     }
-    if (!sp->inj_sticky)
+    if (!sp->inj_sticky || (sp->inj_hits && --sp->inj_hits == 0))
         sp->inj_left = 0;
     return true;
 }
@@ -1072,6 +1072,11 @@ int ss__spill_open(ss__spill **out, const ss__spill_params *p)
     sp->st.sqpoll = sp->uring && sp->submit_mode == SUB_SQPOLL;
     sp->st.direct = sp->dio_align != 0;
     sp->st.dio_align = sp->dio_align;
+    if (ss__spill_inject_on_open.mask) { /* tests */
+        ss__spill_inject(sp, ss__spill_inject_on_open.mask, ss__spill_inject_on_open.nth,
+                         ss__spill_inject_on_open.err);
+        sp->inj_hits = ss__spill_inject_on_open.hits;
+    }
     ss__log_info("spill: %s: %s, %s I/O%s, queue depth %u", sp->dir,
                  !sp->uring ? "worker threads"
                  : sp->submit_mode == SUB_SQPOLL ? "io_uring (SQPOLL)"
@@ -1368,8 +1373,11 @@ void ss__spill_inject(ss__spill *sp, unsigned mask, unsigned nth, int err)
     sp->inj_sticky = (mask & SS_SPILL_INJ_STICKY) != 0;
     sp->inj_mask = mask & ~(unsigned)(SS_SPILL_INJ_SCAN_STALL | SS_SPILL_INJ_STICKY);
     sp->inj_left = nth;
+    sp->inj_hits = 0;
     sp->inj_err = err;
 }
+
+ss__spill_inj_spec ss__spill_inject_on_open;
 
 /* ---------------------------------------------------------------- scan */
 

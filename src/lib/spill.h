@@ -385,6 +385,15 @@ enum {
 /* Tests: while nonzero, the scan of every engine stalls before each file
  * (as SS_SPILL_INJ_SCAN_STALL; for an engine a store opens itself). */
 extern _Atomic int ss__spill_scan_hold;
+/* Tests: armed on every engine opened while mask is nonzero (an engine a
+ * store opens itself), as ss__spill_inject(sp, mask, nth, err); with
+ * SS_SPILL_INJ_STICKY, `hits` failures at most (0: no limit). Set it
+ * before the engine opens. */
+typedef struct ss__spill_inj_spec {
+    unsigned mask, nth, hits;
+    int err;
+} ss__spill_inj_spec;
+extern ss__spill_inj_spec ss__spill_inject_on_open;
 /* Tests: while nonzero, ss__spill_delete (a delete nobody waits on) is
  * dropped before it reaches the disk, as a crash right after it would drop
  * it: the record stays on disk and live in the engine. */

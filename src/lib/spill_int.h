@@ -363,7 +363,7 @@ struct ss__spill {
     uint64_t spill_t0, restore_t0;
     ss__spill_stats st;
     /* injection (tests) */
-    unsigned inj_mask, inj_left;
+    unsigned inj_mask, inj_left, inj_hits; /* inj_hits: sticky failures left, 0 no limit */
     bool inj_sticky;
     int inj_err;
     _Atomic bool inj_scan_stall; /* scan thread waits before each file until stopped */

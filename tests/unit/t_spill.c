@@ -1996,6 +1996,51 @@ static void test_store_dup_delete(void **state)
     ss_disconnect(c);
 }
 
+/* A store's spill fails and so does its cleanup (the directory fsync
+ * after the rename, then the unlink of the file): the engine reports the
+ * record it may have left, and the store removes it, so after a DELETE of
+ * the object (still in memory) and a restart the object is not back. (The
+ * store used to ignore such a record: the DELETE answered at once and the
+ * object came back with the next start.) */
+static void test_store_failed_spill(void **state)
+{
+    char sock[256], spill[256];
+    ss_client *c = NULL;
+    ss_stats st;
+    ss_id id;
+    uint8_t *data = malloc(300 * KiB);
+
+    (void)state;
+    assert_non_null(data);
+    memset(data, 'f', 300 * KiB);
+    memset(&id, 0, sizeof(id));
+    memcpy(id.b, "failed-spill", 12);
+    snprintf(sock, sizeof(sock), "%s/fail.sock", t_tmpdir());
+    snprintf(spill, sizeof(spill), "%s/spill-fail", t_tmpdir());
+    store_options(spill);
+    ss__spill_inject_on_open = (ss__spill_inj_spec){
+        .mask = SS_SPILL_INJ_STICKY | SS_SPILL_INJ_SYNC | SS_SPILL_INJ_UNLINK,
+        .nth = 2, .hits = 2, .err = -EIO };
+    t_assert_ok(ss_connect(sock, SS_CONNECT_EMBED, &c));
+    memset(&ss__spill_inject_on_open, 0, sizeof(ss__spill_inject_on_open));
+    t_assert_ok(ss_put(c, &id, data, 300 * KiB, NULL, 0));
+    st = t_store_stats(c);
+    for (int i = 0; i < 1000 && st.spill_errors < 1; i++) {
+        usleep(10000);
+        st = t_store_stats(c);
+    }
+    assert_true(st.spill_errors >= 1);
+    t_assert_ok(ss_delete(c, &id));
+    ss_disconnect(c);
+
+    t_assert_ok(ss_connect(sock, SS_CONNECT_EMBED, &c));
+    if (ss_contains(c, &id) != 0)
+        fail_msg("a deleted object is back after a restart (a failed spill's record)");
+    assert_int_equal(t_store_stats(c).objects, 0);
+    ss_disconnect(c);
+    free(data);
+}
+
 /* ------------------------------------------------------------------ main */
 
 static bool probe_uring(void)
@@ -2052,6 +2097,7 @@ int main(void)
         cmocka_unit_test_prestate(test_scan_async_cancel, (void *)&M_EXT4_FB),
         cmocka_unit_test(test_store_scan_gate),
         cmocka_unit_test(test_store_dup_delete),
+        cmocka_unit_test(test_store_failed_spill),
     };
 
     t_tmpdir(); /* made now (exits 99 if it cannot be), so its cleanup runs last */
