@@ -10,7 +10,11 @@
  * errors; the record layout and the XXH64 checksum pinned; a scan among a
  * FIFO, a symlink, a directory and 64 GiB sparse files named like spill
  * files; the scan in its thread, cancelled while stalled; a store's scan
- * gate (requests held while its scan is, answered after it).
+ * gate (requests held while its scan is, answered after it); failed
+ * spills that leave no record a scan accepts, or report it as a copy; a
+ * store's DELETE that waits for every removal of an older copy of its id
+ * (a scan's duplicate, an evicted copy, a failed spill's record) before it
+ * answers, checked across a SIGKILL of a store in a child process.
  *
  * Mounting a tmpfs needs root (CAP_SYS_ADMIN); without it the tmpfs cases
  * skip with that reason. io_uring cases skip when the kernel refuses rings
@@ -1904,6 +1908,55 @@ static void put_spilled(ss_client *c, const ss_id *id, size_t size, int fill)
     assert_int_equal(st.spilled_objects, 1);
 }
 
+/* A store embedded in a child process (to be SIGKILLed) that loses the
+ * removals nobody waits on (ss__spill_unwaited_lost), as a crash right
+ * after them would: returns once it serves sock. */
+static pid_t fork_lossy_store(const char *sock)
+{
+    ss_client *c = NULL;
+    int p[2];
+    uint8_t b = 0;
+    pid_t pid;
+
+    assert_int_equal(pipe(p), 0);
+    atomic_store(&ss__spill_unwaited_lost, 1);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(p[0]);
+        if (ss_connect(sock, SS_CONNECT_EMBED, &c) < 0 || write(p[1], &b, 1) != 1)
+            _exit(T_EXIT_ERROR);
+        for (;;)
+            pause();
+    }
+    atomic_store(&ss__spill_unwaited_lost, 0);
+    close(p[1]);
+    assert_int_equal(read(p[0], &b, 1), 1);
+    close(p[0]);
+    return pid;
+}
+
+static void kill_store(pid_t pid)
+{
+    int st = 0;
+
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+}
+
+/* After a crash: id is not back, and nothing else is there. */
+static void check_not_back(const char *sock, const ss_id *id, const char *what)
+{
+    ss_client *c = NULL;
+
+    t_assert_ok(ss_connect(sock, SS_CONNECT_EMBED, &c));
+    if (ss_contains(c, id) != 0)
+        fail_msg("a deleted object is back after a crash (%s)", what);
+    assert_int_equal(t_store_stats(c).objects, 0);
+    ss_disconnect(c);
+}
+
 /* Two records of one id on disk (an older copy that a crash kept, as the
  * old file put back): the restarted store keeps the newer and removes the
  * older; a DELETE of the id then answers only once that removal is durable
@@ -1917,9 +1970,9 @@ static void test_store_dup_delete(void **state)
     char sock[256], spill[256], sub[512], name[64], path[600];
     ss_id id;
     ss_client *c = NULL;
-    uint8_t *old, b = 0;
+    uint8_t *old;
     size_t old_len;
-    int p[2], fd, st = 0;
+    int fd;
     pid_t pid;
     DIR *d;
     struct dirent *e;
@@ -1960,21 +2013,7 @@ static void test_store_dup_delete(void **state)
     free(old);
 
     /* a store that loses removals nobody waits on; killed after the DELETE */
-    assert_int_equal(pipe(p), 0);
-    atomic_store(&ss__spill_unwaited_lost, 1);
-    pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        close(p[0]);
-        if (ss_connect(sock, SS_CONNECT_EMBED, &c) < 0 || write(p[1], &b, 1) != 1)
-            _exit(T_EXIT_ERROR);
-        for (;;)
-            pause();
-    }
-    atomic_store(&ss__spill_unwaited_lost, 0);
-    close(p[1]);
-    assert_int_equal(read(p[0], &b, 1), 1);
-    close(p[0]);
+    pid = fork_lossy_store(sock);
     t_assert_ok(ss_connect(sock, 0, &c));
     {
         ss_object o;
@@ -1984,16 +2023,59 @@ static void test_store_dup_delete(void **state)
         t_assert_ok(ss_release(c, &id));
     }
     t_assert_ok(ss_delete(c, &id));
-    assert_int_equal(kill(pid, SIGKILL), 0);
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    kill_store(pid);
+    ss_disconnect(c);
+    check_not_back(sock, &id, "an older copy of its id");
+}
+
+/* A restored object (it keeps its disk copy) evicted (SEALSTORE_EVICT),
+ * created again in memory and deleted: the DELETE answers only once the
+ * evicted copy's removal is durable, so after a crash right after it the
+ * object is not back. (The evicted copy's removal was one nobody waited
+ * on, and the DELETE of the new object, with no disk copy, answered at
+ * once.) */
+static void test_store_evict_delete(void **state)
+{
+    char sock[256], spill[256];
+    ss_client *c = NULL;
+    ss_object o;
+    ss_id id, other;
+    pid_t pid;
+    uint8_t *data = malloc(MiB);
+    int n = 0;
+
+    (void)state;
+    assert_non_null(data);
+    memset(data, 'e', MiB);
+    memset(&id, 0, sizeof(id));
+    memcpy(id.b, "evict-delete", 12);
+    snprintf(sock, sizeof(sock), "%s/evict.sock", t_tmpdir());
+    snprintf(spill, sizeof(spill), "%s/spill-evict", t_tmpdir());
+    store_options(spill);
+    t_assert_ok(ss_connect(sock, SS_CONNECT_EMBED, &c));
+    put_spilled(c, &id, 300 * KiB, 'o');
     ss_disconnect(c);
 
-    t_assert_ok(ss_connect(sock, SS_CONNECT_EMBED, &c));
-    if (ss_contains(c, &id) != 0)
-        fail_msg("a deleted object is back after a crash (an older copy of its id)");
-    assert_int_equal(t_store_stats(c).objects, 0);
+    t_assert_ok(ss_option_set(SS_OPT_EVICT, "on"));
+    pid = fork_lossy_store(sock);
+    t_assert_ok(ss_connect(sock, 0, &c));
+    assert_int_equal(ss_get(c, &id, 1, 20000, &o), 1); /* restored */
+    t_assert_ok(ss_release(c, &id));
+    /* fill the store until the restored object is evicted */
+    memset(&other, 0, sizeof(other));
+    while (ss_contains(c, &id) == 1) {
+        assert_true(n < 256);
+        memcpy(other.b, &n, sizeof(n));
+        n++;
+        t_assert_ok(ss_put(c, &other, data, MiB, NULL, 0));
+    }
+    t_assert_ok(ss_put(c, &id, data, 1000, NULL, 0)); /* in memory only */
+    t_assert_ok(ss_delete(c, &id));
+    kill_store(pid);
     ss_disconnect(c);
+    t_assert_ok(ss_option_set(SS_OPT_EVICT, "off"));
+    check_not_back(sock, &id, "its evicted copy");
+    free(data);
 }
 
 /* A store's spill fails and so does its cleanup (the directory fsync
@@ -2098,6 +2180,7 @@ int main(void)
         cmocka_unit_test(test_store_scan_gate),
         cmocka_unit_test(test_store_dup_delete),
         cmocka_unit_test(test_store_failed_spill),
+        cmocka_unit_test(test_store_evict_delete),
     };
 
     t_tmpdir(); /* made now (exits 99 if it cannot be), so its cleanup runs last */
