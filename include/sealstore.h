@@ -161,7 +161,10 @@ SS_API SS_NODISCARD int ss_seal(ss_client *c, const ss_id *id);
 SS_API SS_NODISCARD int ss_abort(ss_client *c, const ss_id *id);
 
 /* create + copy + seal + release in one call (one round trip for objects
- * up to SEALSTORE_SMALL_MAX). Errors as ss_create() and ss_seal(). */
+ * up to SEALSTORE_SMALL_MAX). Keeps no reference: the reference the put
+ * took is dropped with the seal, exactly that one, so a view this client
+ * still holds of an older (deleted) object with the same id stays valid.
+ * Errors as ss_create() and ss_seal(). */
 SS_API SS_NODISCARD int ss_put(ss_client *c, const ss_id *id, const void *data,
                                uint64_t size, const void *meta, uint64_t meta_size);
 
@@ -193,7 +196,13 @@ SS_API SS_NODISCARD int ss_get(ss_client *c, const ss_id *ids, size_t n,
                                int64_t timeout_ms, ss_object *out);
 
 /* Drop one reference taken by create or get; needs no reply from the store.
- * The view is invalid once this returns. A large object's release is sent
+ * The view is invalid once this returns. When this client holds several
+ * sealed objects with this id (one deleted while held, and the one
+ * created since with the same id), it drops a reference on the one it has
+ * held longest: the one whose oldest reference still held was taken first,
+ * by get or by create; so views of a deleted object go before any of its
+ * successor's. Views of one object share its references: which of them
+ * the caller stops using is its own choice. A large object's release is sent
  * at once (its segment is unmapped and can be freed); a small object's
  * (up to SEALSTORE_SMALL_MAX) travels with this handle's next call, in the
  * same system call, or once 64 are waiting, or at disconnect: so the store

@@ -144,8 +144,13 @@ SS_API int ss_create(ss_client *c, const ss_id *id, uint64_t size, const void *m
     return cl_create(c, id, size, meta, meta_size, true, NULL, data);
 }
 
-/* Drop a creator hold whose object is gone at the store (aborted), lock
- * held: nobody else can name its segment, so unmap at once. */
+/* Drop a creator hold whose reference is gone at the store (lock held):
+ * aborted, or sealed with SS_SEALF_RELEASE. Nobody else can name an
+ * aborted object's segment. For a put's sealed object, the store dropped
+ * the reference before it sent the SEAL reply, and every reply it built
+ * before that has been applied by now (replies are applied in arrival
+ * order, client_int.h): one built later carries a new fd if the store
+ * forgot that we have the segment. So unmap at once in both cases. */
 static void drop_creation(ss_client *c, ss__cl_hold *h)
 {
     ss__cl_seg *sg = h->seg;
@@ -158,12 +163,71 @@ static void drop_creation(ss_client *c, ss__cl_hold *h)
     }
 }
 
-SS_API int ss_seal(ss_client *c, const ss_id *id)
+/* Make an OBJECT creator's pointer a read-only view before its seal: map
+ * the RO fd over the writable range, so F_SEAL_WRITE sees no writable
+ * map. Lock held. */
+static int seal_prepare(ss__cl_hold *h)
+{
+    ss__cl_seg *sg = h->seg;
+
+    if (h->kind != SS_SEG_OBJECT || h->remapped)
+        return 0;
+    if (sg->addr) {
+        void *p = mmap(sg->addr, (size_t)sg->size, PROT_READ, MAP_SHARED | MAP_FIXED, h->ro_fd, 0);
+        if (p == MAP_FAILED)
+            return -errno;
+        sg->writable = false;
+        close(h->ro_fd);
+    } else {
+        sg->fd = h->ro_fd; /* mapped on first get */
+    }
+    h->ro_fd = -1;
+    close(h->rw_fd);
+    h->rw_fd = -1;
+    h->remapped = true;
+    return 0;
+}
+
+/*
+ * SEAL the creation h, which the caller put in the SEALING state (no other
+ * thread seals, aborts or frees it meanwhile). release (ss_put): the store
+ * drops the creator's reference with the seal (SS_SEALF_RELEASE) and so
+ * does this, on exactly this hold. Else h becomes SEALED, and is the
+ * caller's to release. -EPERM: the store aborted the object (h is gone);
+ * other errors leave h UNSEALED (retry or abort). Lock NOT held.
+ */
+static int cl_seal(ss_client *c, ss__cl_hold *h, const ss_id *id, bool release)
 {
     ss__cl_slot s;
     ss__msg_hdr hd;
-    ss__req_seal r = { .id = id ? *id : (ss_id){ { 0 } } };
+    ss__req_seal r = { .id = *id, .flags = release ? SS_SEALF_RELEASE : 0 };
     struct iovec iov[3] = { { &hd, sizeof(hd) }, { &r, sizeof(r) }, { NULL, 0 } };
+    int rc;
+
+    if (h->kind == SS_SEG_SMALL) {
+        r.payload_size = h->size;
+        iov[2] = (struct iovec){ h->buf, (size_t)h->size };
+    }
+    rc = ss__cl_call(c, &s, SS_MSG_SEAL, iov, h->kind == SS_SEG_SMALL && h->size ? 3 : 2, NULL);
+    if (rc == 0)
+        rc = ss__cl_status(&s);
+    if (rc == 0 && release) {
+        drop_creation(c, h);
+    } else if (rc == 0) {
+        h->state = SS_CL_SEALED;
+        if (h->priv)
+            (void)mprotect(h->buf, h->buf_len, PROT_READ);
+    } else if (rc == -EPERM) {
+        drop_creation(c, h); /* the store aborted it */
+    } else {
+        h->state = SS_CL_UNSEALED; /* -EBUSY and the like: retry or abort */
+    }
+    ss__cl_end(c, &s);
+    return rc;
+}
+
+SS_API int ss_seal(ss_client *c, const ss_id *id)
+{
     ss__cl_hold *h;
     int rc = ss__cl_enter(c);
 
@@ -182,50 +246,11 @@ SS_API int ss_seal(ss_client *c, const ss_id *id)
         pthread_mutex_unlock(&c->lock);
         return rc;
     }
-    if (h->kind == SS_SEG_OBJECT && !h->remapped) {
-        ss__cl_seg *sg = h->seg;
-
-        /* the creator's pointer becomes a read-only view: map the RO fd
-         * over the writable range, so F_SEAL_WRITE sees no writable map */
-        if (sg->addr) {
-            void *p = mmap(sg->addr, (size_t)sg->size, PROT_READ, MAP_SHARED | MAP_FIXED,
-                           h->ro_fd, 0);
-            if (p == MAP_FAILED) {
-                rc = -errno;
-                pthread_mutex_unlock(&c->lock);
-                return rc;
-            }
-            sg->writable = false;
-            close(h->ro_fd);
-        } else {
-            sg->fd = h->ro_fd; /* mapped on first get */
-        }
-        h->ro_fd = -1;
-        close(h->rw_fd);
-        h->rw_fd = -1;
-        h->remapped = true;
-    }
-    h->state = SS_CL_SEALING; /* no other thread seals, aborts or frees it now */
-    pthread_mutex_unlock(&c->lock);
-
-    if (h->kind == SS_SEG_SMALL) {
-        r.payload_size = h->size;
-        iov[2] = (struct iovec){ h->buf, (size_t)h->size };
-    }
-    rc = ss__cl_call(c, &s, SS_MSG_SEAL, iov, h->kind == SS_SEG_SMALL && h->size ? 3 : 2, NULL);
+    rc = seal_prepare(h);
     if (rc == 0)
-        rc = ss__cl_status(&s);
-    if (rc == 0) {
-        h->state = SS_CL_SEALED;
-        if (h->priv)
-            (void)mprotect(h->buf, h->buf_len, PROT_READ);
-    } else if (rc == -EPERM) {
-        drop_creation(c, h); /* the store aborted it */
-    } else {
-        h->state = SS_CL_UNSEALED; /* -EBUSY and the like: retry or abort */
-    }
-    ss__cl_end(c, &s);
-    return rc;
+        h->state = SS_CL_SEALING; /* no other thread seals, aborts or frees it now */
+    pthread_mutex_unlock(&c->lock);
+    return rc < 0 ? rc : cl_seal(c, h, id, false);
 }
 
 static int cl_abort(ss_client *c, const ss_id *id)
@@ -334,6 +359,11 @@ SS_API int ss_put(ss_client *c, const ss_id *id, const void *data, uint64_t size
         return rc;
     }
 
+    /* h stays SEALING (no other thread seals, aborts or frees it) until
+     * the seal ends it: the store drops the creator's reference with the
+     * seal, and cl_seal drops this very hold. A RELEASE would name only
+     * the id, which could mean an older object with this id that the
+     * client still holds (deleted since), and end the wrong view. */
     rc = cl_create(c, id, size, meta, meta_size, false, &h, NULL);
     if (rc < 0)
         return rc;
@@ -341,21 +371,23 @@ SS_API int ss_put(ss_client *c, const ss_id *id, const void *data, uint64_t size
         memcpy(h->buf, data, (size_t)size);
     else
         rc = fill_segment(h, data, size);
-    pthread_mutex_lock(&c->lock);
-    h->state = SS_CL_UNSEALED; /* h may go from here on: not used again */
-    pthread_mutex_unlock(&c->lock);
-    if (rc < 0) {
-        (void)cl_abort(c, id);
-        return rc;
+    if (rc == 0) {
+        pthread_mutex_lock(&c->lock);
+        rc = c->dead ? c->dead : seal_prepare(h);
+        pthread_mutex_unlock(&c->lock);
     }
-    rc = ss_seal(c, id);
-    if (rc < 0) {
-        if (rc != -EPERM) /* EPERM: already aborted */
-            (void)cl_abort(c, id);
-        return rc;
+    if (rc == 0) {
+        rc = cl_seal(c, h, id, true);
+        if (rc == 0 || rc == -EPERM) /* EPERM: aborted by the store, h gone */
+            return rc;
+    } else {
+        pthread_mutex_lock(&c->lock);
+        h->state = SS_CL_UNSEALED;
+        pthread_mutex_unlock(&c->lock);
     }
-    (void)ss_release(c, id);
-    return 0;
+    /* h is UNSEALED again: abort it (h may go from here on) */
+    (void)cl_abort(c, id);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- get */

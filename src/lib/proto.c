@@ -132,7 +132,7 @@ int ss__proto_check_request(const void *buf, size_t len, unsigned nfds)
         if (body < sizeof(r))
             return -SS_E_PROTO;
         memcpy(&r, p, sizeof(r));
-        if (r.reserved != 0 || r.payload_size > SS_PROTO_MAX_INLINE ||
+        if ((r.flags & ~SS_SEALF_RELEASE) != 0 || r.payload_size > SS_PROTO_MAX_INLINE ||
             body != sizeof(r) + (size_t)r.payload_size)
             return -SS_E_PROTO;
         break;

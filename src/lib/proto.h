@@ -38,7 +38,8 @@
 
 #define SS_PROTO_MAGIC 0x31505353u /* "SSP1" in memory order */
 #define SS_PROTO_VERSION 3u /* 2: a RELEASE may lead a datagram;
-                             * 3: GET and LIST entries carry the creator's uid */
+                             * 3: GET and LIST entries carry the creator's uid;
+                             * SEAL may drop the creator's reference */
 
 /* Largest message either side sends: header + body + 64 KiB meta + the
  * largest inline payload (SEALSTORE_SMALL_MAX is capped at 64 KiB) with
@@ -121,12 +122,18 @@ typedef struct ss__rep_create {
                            fd_index + 1 */
 } ss__rep_create;
 
-/* ---- SEAL: {id, payload_size} + payload (SMALL only) -> status */
+/* ---- SEAL: {id, flags, payload_size} + payload (SMALL only) -> status */
 typedef struct ss__req_seal {
     ss_id id;
-    uint32_t reserved;
+    uint32_t flags;        /* SS_SEALF_* */
     uint64_t payload_size; /* SMALL: == the created size; OBJECT: 0 */
 } ss__req_seal;
+/* Once sealed, drop the creator's reference on this very object (before
+ * the reply is sent), as if RELEASE had named it: a put's hold ends
+ * without a RELEASE, which names only an id and could mean an older
+ * object with the same id that the client still holds. Nothing is
+ * dropped when the seal fails. */
+#define SS_SEALF_RELEASE 0x1u
 
 /* ---- ABORT / DELETE / CONTAINS(1 id): {id} -> status (CONTAINS: 1 or 0) */
 typedef struct ss__req_id {

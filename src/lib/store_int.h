@@ -560,6 +560,7 @@ typedef struct ss__sealjob {
     int fd;                   /* the object's writable fd (owned by the object) */
     uint64_t size;            /* segment bytes */
     int rc;
+    bool release;             /* SS_SEALF_RELEASE: drop the creator's reference once sealed */
 } ss__sealjob;
 
 /* ================================================================ store */

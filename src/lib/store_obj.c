@@ -11,9 +11,12 @@
  *
  * Deferred delete. DELETE of a referenced object unchains its entry (state
  * DELETED): the id can be created again at once, while holders keep their
- * views; the last release frees it. A release names an id, so it goes to
- * the live object if this client holds a reference on it, else to a
- * deleted one with that id that it still holds.
+ * views; the last release frees it. A RELEASE names an id only, so among
+ * the sealed objects with that id this client holds (the live one and
+ * deleted ones) it drops a reference on the one whose oldest reference
+ * the client took first (held_ref); the library drops its oldest hold,
+ * the same one. A put's own reference is dropped by its SEAL
+ * (SS_SEALF_RELEASE), which names the object exactly.
  *
  * Capacity counts bytes the kernel holds for the store: object segments
  * (page-rounded, charged by the pool on take), small segments (charged by
@@ -784,6 +787,23 @@ static void publish(ss__store *s, uint32_t e)
 
 /* ---- SEAL / ABORT */
 
+/* A seal succeeded: publish, drop the creator's reference on this object
+ * if the SEAL asked (after publish, so a GET of the same client answered
+ * by publish still finds the segment sent), then answer. */
+static void sealed(ss__store *s, ss__conn *c, uint32_t e, uint32_t req_id, bool release)
+{
+    publish(s, e);
+    if (release) {
+        ss__ref *r = ss__ref_find(c, e);
+
+        if (r) { /* the creator's: own_created found it, only an abort drops it */
+            ref_drop(s, c, r, 1);
+            s->c_releases++;
+        }
+    }
+    ss__conn_reply_status(s, c, SS_MSG_SEAL, req_id, 0);
+}
+
 /* The CREATED object of client c with this id, or -ENOENT. Only its
  * creator holds a reference to a CREATED object (store_int.h). */
 static int64_t own_created(ss__store *s, ss__conn *c, const ss_id *id)
@@ -858,8 +878,7 @@ void ss__obj_seal(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
         }
         if (en->size)
             memcpy((char *)g->map + at.off, rq + 1, en->size);
-        publish(s, (uint32_t)e);
-        ss__conn_reply_status(s, c, SS_MSG_SEAL, h->req_id, 0);
+        sealed(s, c, (uint32_t)e, h->req_id, rq->flags & SS_SEALF_RELEASE);
         return;
     }
     if (rq->payload_size != 0) {
@@ -877,6 +896,7 @@ void ss__obj_seal(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
     j->generation = en->generation;
     j->fd = o->fd_rw;
     j->size = o->seg_size;
+    j->release = rq->flags & SS_SEALF_RELEASE;
     o->flags |= SS_OBJF_SEALING;
     if (!c->seal_busy) {
         ss__sw_submit(s, j);
@@ -924,8 +944,7 @@ void ss__obj_seal_done(ss__store *s)
         } else if (j->rc == 0) {
             close(o->fd_rw);
             o->fd_rw = -1;
-            publish(s, j->e);
-            ss__conn_reply_status(s, c, SS_MSG_SEAL, j->req_id, 0);
+            sealed(s, c, j->e, j->req_id, j->release);
             ss__pool_writer_done(s->pool); /* after the reply: refills wait */
         } else if (j->rc == -EBUSY) {
             ss__conn_reply_status(s, c, SS_MSG_SEAL, j->req_id, -EBUSY);

@@ -11,7 +11,9 @@
  * another thread; delete while referenced; the creator's pointer read-only
  * after seal and views read-only (SIGSEGV caught with sigsetjmp in this
  * process: a forked child would hold a dead handle); several threads on
- * one handle; list, stats and events; connect argument errors.
+ * one handle; list, stats and events; connect argument errors; a put of
+ * an id whose deleted object the client still holds ends only its own
+ * reference.
  */
 #include "sealstore.h"
 #include "t_helpers.h"
@@ -1120,6 +1122,57 @@ static void test_release_deferral(void **state)
         t_assert_ok(ss_delete(C, &more[i]));
 }
 
+/*
+ * A put of an id this client still holds a deleted object of (a view from
+ * get, or its own creation) ends its own reference only: the older view
+ * stays mapped and intact until the matching release. Large objects (put
+ * through create + seal) and small ones.
+ */
+static void test_put_keeps_older_view(void **state)
+{
+    ss_id x = new_id();
+    ss_object v, v2;
+    void *p;
+
+    (void)state;
+    for (int large = 0; large < 2; large++) {
+        uint64_t size = large ? 1 << 20 : 3000;
+
+        /* a view from get */
+        put_obj(C2, &x, size, 60, NULL, 0);
+        assert_int_equal(ss_get(C2, &x, 1, 0, &v), 1);
+        t_assert_ok(ss_delete(C2, &x));
+        put_obj(C2, &x, size, 61, NULL, 0);
+        assert_true(t_check(v.data, size, 60));
+        /* the new object holds no reference of the put; C2 the old one */
+        assert_int_equal(store_refs(C2, &x), 0);
+        assert_int_equal(ss_get(C2, &x, 1, 0, &v2), 1);
+        assert_true(t_check(v2.data, size, 61));
+        assert_int_equal(store_refs(C2, &x), 1);
+        /* release drops the oldest: the deleted object's view */
+        t_assert_ok(ss_release(C2, &x));
+        assert_true(t_check(v2.data, size, 61));
+        assert_int_equal(store_refs(C2, &x), 1);
+        t_assert_ok(ss_release(C2, &x));
+        assert_int_equal(store_refs(C2, &x), 0);
+        assert_int_equal(ss_release(C2, &x), -ENOENT);
+        t_assert_ok(ss_delete(C2, &x));
+
+        /* the creator's own pointer */
+        t_assert_ok(ss_create(C2, &x, size, NULL, 0, &p));
+        t_fill(p, size, 62);
+        t_assert_ok(ss_seal(C2, &x));
+        t_assert_ok(ss_delete(C2, &x));
+        put_obj(C2, &x, size, 63, NULL, 0);
+        assert_true(t_check(p, size, 62));
+        assert_int_equal(store_refs(C2, &x), 0);
+        t_assert_ok(ss_release(C2, &x));
+        assert_int_equal(ss_release(C2, &x), -ENOENT);
+        get_check(C2, &x, size, 63);
+        t_assert_ok(ss_delete(C2, &x));
+    }
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -1166,6 +1219,7 @@ int main(void)
         cmocka_unit_test(test_pool_yields_to_writer),
         cmocka_unit_test(test_create_too_big),
         cmocka_unit_test(test_release_deferral),
+        cmocka_unit_test(test_put_keeps_older_view),
     };
 
     /* a small store: keep memory modest on a shared machine */

@@ -309,6 +309,9 @@ static void test_requests_valid(void **state)
     assert_int_equal(req(&M), SS_MSG_SEAL);
     mk_req_seal(&M, SS_PROTO_MAX_INLINE);
     assert_int_equal(req(&M), SS_MSG_SEAL);
+    mk_req_seal(&M, 0);
+    M_SET(&M, H + offsetof(ss__req_seal, flags), uint32_t, SS_SEALF_RELEASE);
+    assert_int_equal(req(&M), SS_MSG_SEAL);
     mk_req_id(&M, SS_MSG_ABORT);
     assert_int_equal(req(&M), SS_MSG_ABORT);
     mk_req_id(&M, SS_MSG_CONTAINS);
@@ -412,7 +415,7 @@ static void test_request_reserved(void **state)
     M_SET(&M, H + offsetof(ss__req_create, flags), uint32_t, 2);
     assert_int_equal(req(&M), -SS_E_PROTO);
     mk_req_seal(&M, 0);
-    M_SET(&M, H + offsetof(ss__req_seal, reserved), uint32_t, 1);
+    M_SET(&M, H + offsetof(ss__req_seal, flags), uint32_t, SS_SEALF_RELEASE << 1);
     assert_int_equal(req(&M), -SS_E_PROTO);
     mk_req_id(&M, SS_MSG_DELETE);
     M_SET(&M, H + offsetof(ss__req_id, reserved), uint32_t, 1);
@@ -1097,11 +1100,13 @@ static void p_err_body(msg *m)
     M_SET(m, offsetof(ss__msg_hdr, status), int32_t, -EINVAL);
 }
 static void p_noreply(msg *m) { M_SET(m, offsetof(ss__msg_hdr, flags), uint32_t, 0); }
+static void p_seal_release(msg *m) { M_SET(m, H + offsetof(ss__req_seal, flags), uint32_t, SS_SEALF_RELEASE); }
 
 static const struct seed seeds[] = {
     { "req-hello", mk_req_hello, NULL },
     { "req-create", mk_req_create_meta, NULL },
     { "req-seal", mk_req_seal_small, NULL },
+    { "req-seal-release", mk_req_seal_small, p_seal_release },
     { "req-abort", mk_req_abort, NULL },
     { "req-contains", mk_req_contains, NULL },
     { "req-delete", mk_req_delete, NULL },
