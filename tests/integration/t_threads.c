@@ -14,6 +14,10 @@
  *    and up) objects, holding some references across iterations, a waiter
  *    whose batches mix present objects with a missing id (answered late,
  *    with fds), and a thread putting, reading and deleting new objects.
+ *  - threads that each put, get, hold, delete and put again their own few
+ *   ids (large and small objects): views of deleted objects are still held
+ *   while a new object with the same id is put, and are checked again
+ *   until released; a release drops the view held longest of that id;
  * Every call must succeed, the handle must stay usable, and once all
  * references are released nothing stays referenced at the store.
  *
@@ -282,6 +286,99 @@ static void *w_churn(void *a)
     return NULL;
 }
 
+/* One worker's own ids, put, held, deleted and put again: a put must end
+ * only its own reference, never an older view this thread still holds of
+ * a deleted object with that id. Each id's views are kept oldest first: a
+ * release drops the one held longest. */
+#define SAME_IDS 2
+#define SAME_HELD 4
+static void *w_same_id(void *a)
+{
+    static const uint64_t sizes[] = { 300 * 1000, 5000, 1 << 20, 100 };
+    worker *w = a;
+    struct {
+        unsigned k, seed;
+        const void *data;
+        uint64_t size;
+    } held[SAME_HELD];
+    unsigned nheld = 0, seed_of[SAME_IDS] = { 0 };
+    bool present[SAME_IDS] = { false };
+    unsigned x = w->no * 2654435761u + 7;
+    void *buf = malloc(1 << 20);
+    ss_id ids[SAME_IDS];
+    int rc;
+
+    if (!buf) {
+        failf(w->r, "same id: malloc failed");
+        return NULL;
+    }
+    for (unsigned k = 0; k < SAME_IDS; k++)
+        ids[k] = make_id("same", w->no, k);
+    while (going(w)) {
+        unsigned k, seed = (w->no << 20) + (unsigned)w->iters;
+        uint64_t size = sizes[w->iters % 4];
+        ss_object o;
+
+        x = x * 1103515245u + 12345u;
+        k = (x >> 16) % SAME_IDS;
+        if (present[k]) {
+            if ((rc = ss_delete(H, &ids[k])) != 0) {
+                failf(w->r, "same id: ss_delete = %d (%s)", rc, t_strerror(rc));
+                break;
+            }
+            present[k] = false;
+        }
+        t_fill(buf, size, seed);
+        if ((rc = ss_put(H, &ids[k], buf, size, NULL, 0)) != 0) {
+            failf(w->r, "same id: ss_put = %d (%s)", rc, t_strerror(rc));
+            break;
+        }
+        present[k] = true;
+        seed_of[k] = seed;
+        /* every view still held reads what it read when taken */
+        for (unsigned i = 0; i < nheld; i++)
+            if (!t_check(held[i].data, held[i].size, held[i].seed)) {
+                failf(w->r, "same id: a held view changed after a put of its id");
+                goto out;
+            }
+        if ((rc = ss_get(H, &ids[k], 1, 0, &o)) != 1) {
+            failf(w->r, "same id: ss_get = %d (%s)", rc, t_strerror(rc));
+            break;
+        }
+        if (!view_ok(w->r, &o, size, seed_of[k], "same id"))
+            break;
+        if (nheld == SAME_HELD) {
+            /* release the view held longest of some id: the oldest entry
+             * of that id goes, every other view stays intact */
+            unsigned rk = held[(x >> 8) % nheld].k, i = 0;
+
+            while (held[i].k != rk)
+                i++;
+            if (!release_ok(w->r, &ids[rk], "same id"))
+                break;
+            memmove(&held[i], &held[i + 1], (nheld - i - 1) * sizeof(held[0]));
+            nheld--;
+        }
+        held[nheld++] = (typeof(held[0])){ k, seed_of[k], o.data, o.size };
+    }
+out:
+    while (nheld > 0) {
+        unsigned rk = held[0].k;
+
+        if (!t_check(held[0].data, held[0].size, held[0].seed))
+            failf(w->r, "same id: a held view changed before its release");
+        if (!release_ok(w->r, &ids[rk], "same id"))
+            break;
+        memmove(&held[0], &held[1], (nheld - 1) * sizeof(held[0]));
+        nheld--;
+    }
+    for (unsigned k = 0; k < SAME_IDS; k++)
+        if (present[k] && (rc = ss_delete(H, &ids[k])) != 0)
+            failf(w->r, "same id: ss_delete = %d (%s)", rc, t_strerror(rc));
+    free(buf);
+    return NULL;
+}
+
 /* Start the workers, let them run RUN_MS, and check the outcome. */
 static void run_workers(worker *ws, size_t n)
 {
@@ -343,6 +440,18 @@ static void test_mixed(void **state)
     run_workers(ws, sizeof(ws) / sizeof(ws[0]));
 }
 
+/* several threads churn their own ids beside a waiter and a looper */
+static void test_same_id_churn(void **state)
+{
+    worker ws[] = {
+        { .fn = w_same_id }, { .fn = w_same_id }, { .fn = w_same_id },
+        { .fn = w_waiter },  { .fn = w_looper },
+    };
+
+    (void)state;
+    run_workers(ws, sizeof(ws) / sizeof(ws[0]));
+}
+
 static int setup(void **state)
 {
     void *buf = malloc(2 << 20);
@@ -393,6 +502,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_get_release_beside_waiter, case_setup,
                                         case_teardown),
         cmocka_unit_test_setup_teardown(test_mixed, case_setup, case_teardown),
+        cmocka_unit_test_setup_teardown(test_same_id_churn, case_setup, case_teardown),
     };
 
     /* room for everything, and nothing spilled: every get finds its
