@@ -232,19 +232,9 @@ int ss__cl_seg_map(ss__cl_seg *s)
     return 0;
 }
 
-static uint64_t min_get_seq(const ss_client *c)
-{
-    uint64_t m = UINT64_MAX;
-
-    for (const ss__cl_slot *t = c->slots; t; t = t->next)
-        if (t->get_seq && t->get_seq < m)
-            m = t->get_seq;
-    return m;
-}
-
 /* Called once a segment's refs or unsent count dropped: unmap an unused
- * OBJECT segment now if no GET that might still name it is in flight, else
- * defer it (see client_int.h). */
+ * OBJECT segment now if no GET is in flight, else defer it until a reply
+ * to a request sent after its RELEASE arrives (see client_int.h). */
 static void seg_settle(ss_client *c, ss__cl_seg *s)
 {
     if (s->kind != SS_SEG_OBJECT || s->refs > 0 || s->unsent > 0)
@@ -256,7 +246,7 @@ static void seg_settle(ss_client *c, ss__cl_seg *s)
         ss__cl_seg_free(s, false);
         return;
     }
-    s->wait_seq = c->get_seq;
+    s->wait_seq = c->req_seq;
     if (!s->deferred) {
         s->deferred = true;
         s->dnext = c->deferred;
@@ -264,11 +254,11 @@ static void seg_settle(ss_client *c, ss__cl_seg *s)
     }
 }
 
-/* After a GET completed: unmap deferred segments no in-flight GET can
- * still name; forget the ones a reply revived. */
+/* After a reply was applied or a GET ended: unmap deferred segments no
+ * reply still to come can name with SS_FD_NONE; forget the ones a reply
+ * revived. */
 void ss__cl_seg_sweep(ss_client *c)
 {
-    uint64_t min = min_get_seq(c);
     ss__cl_seg **pp = &c->deferred;
 
     while (*pp) {
@@ -277,7 +267,7 @@ void ss__cl_seg_sweep(ss_client *c)
         if (s->refs > 0 || s->unsent > 0) {
             *pp = s->dnext;
             s->deferred = false;
-        } else if (c->gets_in_flight == 0 || s->wait_seq < min) {
+        } else if (c->gets_in_flight == 0 || c->replied_seq > s->wait_seq) {
             *pp = s->dnext;
             ss__cl_seg_unlink(c, s);
             ss__cl_seg_free(s, false);
@@ -536,12 +526,17 @@ static void cl_dispatch(ss_client *c, ss__cl_slot *rx)
         ss__cl_close_fds(rx->fds, rx->nfds);
         rx->nfds = 0;
         c->gets_in_flight--;
-        t->get_seq = 0;
-        if (c->deferred)
-            ss__cl_seg_sweep(c);
+        t->get_pending = false;
         if (c->dead) /* t was not done, so the apply killed the connection: t->err says why */
             return;
     }
+    /* t's request left after every RELEASE whose send had ended when it
+     * was numbered: the store built this reply after reading them, and
+     * every reply it built before has been applied (client_int.h) */
+    if (t->seq > c->replied_seq)
+        c->replied_seq = t->seq;
+    if (c->deferred)
+        ss__cl_seg_sweep(c);
     if (t != rx) {
         memcpy(t->buf, rx->buf, rx->len);
         t->len = rx->len;
@@ -595,7 +590,7 @@ void ss__cl_slot_end(ss_client *c, ss__cl_slot *s)
         c->slots = s->next;
     if (s->next)
         s->next->prev = s->prev;
-    if (s->get_seq)
+    if (s->get_pending)
         c->gets_in_flight--;
     if (!c->reader)
         for (ss__cl_slot *t = c->slots; t; t = t->next)
@@ -631,7 +626,7 @@ int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, 
     s->len = 0;
     s->type = type;
     s->get = get;
-    s->get_seq = 0;
+    s->get_pending = false;
     s->prev = NULL;
     pthread_cond_init(&s->cond, NULL);
 
@@ -639,12 +634,13 @@ int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, 
     if (++c->next_req == 0)
         c->next_req = 1;
     s->req_id = c->next_req;
+    s->seq = ++c->req_seq; /* before the send starts: client_int.h */
     s->next = c->slots;
     if (c->slots)
         c->slots->prev = s;
     c->slots = s;
     if (get) {
-        s->get_seq = ++c->get_seq;
+        s->get_pending = true;
         c->gets_in_flight++;
     }
     if (c->dead) {

@@ -48,14 +48,36 @@
  *
  * Segment cache invariants (the race-free rule of the issue-3 contract):
  *  - a segment entry stays mapped while refs > 0 or unsent > 0;
- *  - an OBJECT segment with refs == 0 && unsent == 0 is unmapped only when
- *    the reply of every GET registered before its last RELEASE was sent
- *    has been applied (get_seq <= wait_seq): such a reply may have left
- *    the store before it read the RELEASE, naming the segment with
- *    SS_FD_NONE. Until then it is on the deferred list, and a GET reply
- *    naming it (with or without an fd) revives it. A GET registered after
- *    that send reaches the store after the RELEASE, so its reply carries
- *    a new fd if the segment has left the cache;
+ *  - the danger: the store names a segment with SS_FD_NONE while it holds
+ *    a reference of ours on an object in it. Once it has read the RELEASE
+ *    of our last one, it forgets that we have the segment, and any reply
+ *    it builds from then on carries a new fd. A GET reply it built before
+ *    may still be on its way (or, for a GET that waited, be built at any
+ *    time before the store reads the RELEASE), naming the segment with
+ *    SS_FD_NONE: the segment must stay until every such reply is applied;
+ *  - the store reads a connection's requests in the order they entered
+ *    the socket, RELEASE first within a datagram, and sends replies in the
+ *    order it builds them (an outbox queues them when the socket is full);
+ *    we apply replies in arrival order. So once a reply is applied whose
+ *    request entered the socket after the RELEASE, every reply the store
+ *    built before reading that RELEASE has been applied too;
+ *  - request numbers: each request is numbered (slot.seq = ++req_seq)
+ *    under the lock before its send starts. An OBJECT segment whose refs
+ *    and unsent reach 0 is settled under the lock after its RELEASE's send
+ *    returned: it is unmapped at once when no GET is in flight
+ *    (gets_in_flight == 0: a GET sent from now on reaches the store after
+ *    the RELEASE), else it goes on the deferred list with wait_seq =
+ *    req_seq. A request numbered above wait_seq got its number after the
+ *    RELEASE was in the socket, so its datagram entered the socket after
+ *    the RELEASE. replied_seq is the highest number whose reply (of any
+ *    type) has been dispatched; a sweep (after each dispatched reply and
+ *    each ended GET) unmaps a deferred segment once replied_seq > wait_seq
+ *    or no GET is in flight. A GET parked at the store for a long time
+ *    (timeout -1) therefore pins nothing released after it: the next reply
+ *    to any later request frees it. Until then a GET reply naming the
+ *    segment (with or without an fd) revives it (refs > 0: it leaves the
+ *    list at the next sweep); settling it again renews wait_seq;
+ *  - a request whose send failed gets no reply, so it frees nothing;
  *  - SMALL segments stay mapped for the connection's lifetime;
  *  - an entry holds an fd only while it is not mapped (a failed mmap is
  *    retried on the next use).
@@ -91,7 +113,8 @@ typedef struct ss__cl_seg {
     bool writable;            /* the creator's RW mapping (MADV_DONTFORK), until seal */
     uint32_t refs;            /* object references of this client using it */
     uint32_t unsent;          /* references dropped whose RELEASE is not sent yet */
-    uint64_t wait_seq;        /* deferred: GETs up to this sequence must finish */
+    uint64_t wait_seq;        /* deferred: req_seq when settled; freed once a reply to a
+                                 request numbered above it is dispatched */
 } ss__cl_seg;
 
 enum ss__cl_state { SS_CL_UNSEALED = 1, SS_CL_SEALING, SS_CL_SEALED };
@@ -133,7 +156,8 @@ typedef struct ss__cl_slot {
     bool waiting;             /* blocked on cond */
     int err;                  /* connection-level failure, else 0 */
     struct ss__cl_getreq *get; /* GET: applied at dispatch, else NULL */
-    uint64_t get_seq;         /* GET not applied yet: its sequence number, else 0 */
+    bool get_pending;         /* GET not applied yet: counted in gets_in_flight */
+    uint64_t seq;             /* request number, given before the send (segment cache) */
     pthread_cond_t cond;
     size_t len;
     unsigned nfds;
@@ -150,7 +174,8 @@ struct ss_client {
     ss__cl_slot *slots;       /* requests awaiting replies */
     bool reader;              /* a thread is receiving */
     uint32_t gets_in_flight;
-    uint64_t get_seq;         /* last GET sequence number given */
+    uint64_t req_seq;         /* last request number given */
+    uint64_t replied_seq;     /* highest request number whose reply was dispatched */
     ss__cl_hold **holds;      /* hash by id */
     unsigned hold_bits;
     size_t nholds;
