@@ -412,7 +412,7 @@ int ss__cl_sendv(int fd, struct iovec *iov, int iovcnt)
  * the references already dropped. A request too large to share the
  * store's max_msg goes as a second datagram of the same sendmmsg. */
 static int cl_send_with_releases(int fd, uint32_t max_msg, const ss_id *ids, uint32_t n,
-                                 struct iovec *iov, int iovcnt)
+                                 struct iovec *iov, int iovcnt, bool *released)
 {
     ss__msg_hdr h;
     ss__req_release r = { .n = n };
@@ -420,6 +420,7 @@ static int cl_send_with_releases(int fd, uint32_t max_msg, const ss_id *ids, uin
     size_t rel_len = SS_CL_HDR + sizeof(r) + n * sizeof(ss_id), total = rel_len;
     int sent = 0;
 
+    *released = false;
     if (iovcnt < 1 || iovcnt > SS_CL_MAX_IOV)
         return -EINVAL;
     ss__proto_hdr(&h, SS_MSG_RELEASE, 0, (uint32_t)rel_len, 0, 0);
@@ -429,8 +430,12 @@ static int cl_send_with_releases(int fd, uint32_t max_msg, const ss_id *ids, uin
     for (int i = 0; i < iovcnt; i++)
         total += iov[i].iov_len;
     if (total <= max_msg) {
+        int rc;
+
         memcpy(all + 3, iov, (size_t)iovcnt * sizeof(*iov));
-        return ss__cl_sendv(fd, all, 3 + iovcnt);
+        rc = ss__cl_sendv(fd, all, 3 + iovcnt);
+        *released = rc == 0;
+        return rc;
     }
     struct mmsghdr mm[2] = {
         { .msg_hdr = { .msg_iov = all, .msg_iovlen = 3 } },
@@ -445,8 +450,39 @@ static int cl_send_with_releases(int fd, uint32_t max_msg, const ss_id *ids, uin
             return -errno;
         }
         sent += k;
+        *released = true;
     }
     return 0;
+}
+
+/* Take up to SS_PROTO_MAX_IDS pending releases (the oldest) into ids; how
+ * many. Lock held. */
+static uint32_t cl_take_pend(ss_client *c, ss_id *ids)
+{
+    uint32_t n = c->npend < SS_PROTO_MAX_IDS ? c->npend : SS_PROTO_MAX_IDS;
+
+    memcpy(ids, c->pend, n * sizeof(ss_id));
+    c->npend -= n;
+    memmove(c->pend, c->pend + n, c->npend * sizeof(ss_id));
+    return n;
+}
+
+/* Small-object releases whose send failed without ending the connection
+ * (ENOBUFS, ENOMEM): pending again, ahead of the others, so the next
+ * request carries them. Lock held. Should they not fit (other threads'
+ * sends failed too), the store and we would disagree on what we hold from
+ * now on: the connection ends (the store then drops all our references). */
+static void cl_repend(ss_client *c, const ss_id *ids, uint32_t n, int err)
+{
+    if (c->dead)
+        return;
+    if (c->npend + n >= SS_CL_PEND_MAX) {
+        ss__cl_kill(c, err);
+        return;
+    }
+    memmove(c->pend + n, c->pend, c->npend * sizeof(ss_id));
+    memcpy(c->pend, ids, n * sizeof(ss_id));
+    c->npend += n;
 }
 
 /* Receive one message into s (buf, fds). Lock NOT held. */
@@ -616,6 +652,7 @@ int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, 
     ss_id pend[SS_PROTO_MAX_IDS];
     uint32_t npend;
     size_t len = 0;
+    bool released = false;
     int rc;
 
     for (int i = 0; i < iovcnt; i++)
@@ -648,15 +685,12 @@ int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, 
         s->err = c->dead;
         return s->err;
     }
-    npend = c->npend;
-    if (npend)
-        memcpy(pend, c->pend, npend * sizeof(ss_id));
-    c->npend = 0;
+    npend = cl_take_pend(c, pend);
     pthread_mutex_unlock(&c->lock);
 
     ss__proto_hdr(iov[0].iov_base, type, s->req_id, (uint32_t)len, 0, 0);
     if (npend)
-        rc = cl_send_with_releases(c->fd, c->max_msg, pend, npend, iov, iovcnt);
+        rc = cl_send_with_releases(c->fd, c->max_msg, pend, npend, iov, iovcnt, &released);
     else
         rc = ss__cl_sendv(c->fd, iov, iovcnt);
 
@@ -667,6 +701,8 @@ int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, 
         } else {
             s->done = true;
             s->err = rc;
+            if (npend && !released)
+                cl_repend(c, pend, npend, rc);
         }
     }
     cl_wait(c, s);
@@ -741,9 +777,12 @@ void ss__cl_drop_one(ss_client *c, ss__cl_hold *h, ss_id *ids, size_t *nids,
 
 /* Send RELEASE for ids (unlocking around the send), then settle the
  * segments: the unmap decision comes after the send (contract). Lock held
- * on entry and exit. */
-void ss__cl_finish_drop(ss_client *c, const ss_id *ids, size_t nids, ss__cl_seg **segs,
-                        size_t nsegs)
+ * on entry and exit. A send that fails and leaves the connection up:
+ * small-object ids go back to the pending ones (cl_repend); an OBJECT
+ * segment's RELEASE ends the connection instead (its segment cannot be
+ * settled before the store has read one). Returns the send's result. */
+int ss__cl_finish_drop(ss_client *c, const ss_id *ids, size_t nids, ss__cl_seg **segs,
+                       size_t nsegs)
 {
     bool send = !c->dead && nids > 0;
     int rc = 0;
@@ -760,12 +799,21 @@ void ss__cl_finish_drop(ss_client *c, const ss_id *ids, size_t nids, ss__cl_seg 
         rc = ss__cl_sendv(c->fd, iov, 3);
     }
     pthread_mutex_lock(&c->lock);
-    if (rc < 0 && send_err_fatal(rc))
-        ss__cl_kill(c, rc);
+    if (rc < 0) {
+        bool small = !send_err_fatal(rc);
+
+        for (size_t i = 0; small && i < nsegs; i++)
+            small = segs[i]->kind == SS_SEG_SMALL;
+        if (small)
+            cl_repend(c, ids, (uint32_t)nids, rc);
+        else
+            ss__cl_kill(c, rc);
+    }
     for (size_t i = 0; i < nsegs; i++) {
         segs[i]->unsent--;
         seg_settle(c, segs[i]);
     }
+    return rc;
 }
 
 /* Drop one small-object reference without a message of its own: the id
@@ -778,14 +826,12 @@ void ss__cl_defer_drop(ss_client *c, const ss_id *id, ss__cl_seg **segs, size_t 
         segs[i]->unsent--;
     if (c->dead)
         return;
-    c->pend[c->npend++] = *id;
-    if (c->npend == SS_PROTO_MAX_IDS) {
+    c->pend[c->npend++] = *id; /* room: cl_repend keeps npend < SS_CL_PEND_MAX */
+    if (c->npend >= SS_PROTO_MAX_IDS) {
         ss_id batch[SS_PROTO_MAX_IDS];
-        uint32_t n = c->npend;
+        uint32_t n = cl_take_pend(c, batch);
 
-        memcpy(batch, c->pend, n * sizeof(ss_id));
-        c->npend = 0;
-        ss__cl_finish_drop(c, batch, n, NULL, 0);
+        (void)ss__cl_finish_drop(c, batch, n, NULL, 0);
     }
 }
 
@@ -990,8 +1036,13 @@ SS_API void ss_disconnect(ss_client *c)
      * reference dropped by disconnect that the caller had released. */
     if (!forked && !c->dead && c->npend) {
         pthread_mutex_lock(&c->lock);
-        ss__cl_finish_drop(c, c->pend, c->npend, NULL, 0);
-        c->npend = 0;
+        while (c->npend && !c->dead) {
+            ss_id batch[SS_PROTO_MAX_IDS];
+            uint32_t n = cl_take_pend(c, batch);
+
+            if (ss__cl_finish_drop(c, batch, n, NULL, 0) < 0)
+                break; /* the close below drops them all at the store */
+        }
         pthread_mutex_unlock(&c->lock);
     }
     close(c->fd);

@@ -77,7 +77,10 @@
  *    to any later request frees it. Until then a GET reply naming the
  *    segment (with or without an fd) revives it (refs > 0: it leaves the
  *    list at the next sweep); settling it again renews wait_seq;
- *  - a request whose send failed gets no reply, so it frees nothing;
+ *  - a request whose send failed gets no reply, so it frees nothing; a
+ *    RELEASE whose send failed is never counted as read: small-object ids
+ *    go back to pend (cl_repend), and an OBJECT segment's ends the
+ *    connection (ss__cl_finish_drop);
  *  - SMALL segments stay mapped for the connection's lifetime;
  *  - an entry holds an fd only while it is not mapped (a failed mmap is
  *    retried on the next use).
@@ -144,6 +147,9 @@ typedef struct ss__cl_hold {
     int rw_fd, ro_fd;         /* creator OBJECT until seal, else -1 */
 } ss__cl_hold;
 
+/* Pending small-object releases a handle can keep (ss_client.pend). */
+#define SS_CL_PEND_MAX (2 * SS_PROTO_MAX_IDS)
+
 /* Largest reply plus slack; SEQPACKET flags a longer one MSG_TRUNC. */
 #define SS_CL_RXBUF (SS_PROTO_MAX_REPLY + 64)
 
@@ -187,8 +193,10 @@ struct ss_client {
     /* Releases of small objects not sent yet: they leave with the next
      * request (in the same datagram, so the store wakes and reads once), or when 64
      * are waiting. A large object's release is sent at once: it frees a
-     * whole segment. See ss_release(). */
-    ss_id pend[SS_PROTO_MAX_IDS];
+     * whole segment. See ss_release(). Ids whose send failed come back
+     * here (cl_repend), so there is room for more than 64; a sender takes
+     * at most 64 at a time (the oldest). */
+    ss_id pend[SS_CL_PEND_MAX];
     uint32_t npend;
     /* from the HELLO reply */
     uint64_t store_id;
@@ -297,8 +305,8 @@ int ss__cl_get_apply(ss_client *c, ss__cl_slot *s, const ss__cl_getreq *g);
 void ss__cl_drop_one(ss_client *c, ss__cl_hold *h, ss_id *ids, size_t *nids,
                      ss__cl_seg **segs, size_t *nsegs);
 void ss__cl_defer_drop(ss_client *c, const ss_id *id, ss__cl_seg **segs, size_t nsegs);
-void ss__cl_finish_drop(ss_client *c, const ss_id *ids, size_t nids, ss__cl_seg **segs,
-                        size_t nsegs);
+int ss__cl_finish_drop(ss_client *c, const ss_id *ids, size_t nids, ss__cl_seg **segs,
+                       size_t nsegs);
 void ss__cl_drop_refs(ss_client *c, const ss_id *ids, const ss__cl_ref *refs, size_t n);
 
 #endif /* SEALSTORE_SRC_LIB_CLIENT_INT_H */

@@ -13,14 +13,17 @@
  * handle, never a crash; a GET batch failing after earlier batches took
  * references gives them back (RELEASE when the connection lives) and
  * leaves `out` untouched; a HELLO in another version or none at all gives
- * -SS_E_VERSION / -ETIMEDOUT. After each case no fd of this process is
- * left over.
+ * -SS_E_VERSION / -ETIMEDOUT; a send that fails without ending the
+ * connection (ENOBUFS, injected) keeps small-object releases pending for
+ * the next request, and ends the connection when it carried an object
+ * segment's release. After each case no fd of this process is left over.
  */
 #include "proto.h"
 #include "segment.h"
 #include "t_helpers.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -31,6 +34,41 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include <linux/memfd.h>
+
+/* ---- send failures, injected into this thread's next sends (the
+ * library is linked into this program, so its sendmsg and sendmmsg are
+ * these; the fake store's thread sends as usual) */
+
+static _Thread_local int fail_sends; /* how many of the next sends fail */
+static _Thread_local int fail_errno;
+
+ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
+{
+    static ssize_t (*real)(int, const struct msghdr *, int);
+
+    if (fail_sends > 0) {
+        fail_sends--;
+        errno = fail_errno;
+        return -1;
+    }
+    if (!real)
+        real = (ssize_t(*)(int, const struct msghdr *, int))dlsym(RTLD_NEXT, "sendmsg");
+    return real(fd, m, flags);
+}
+
+int sendmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags)
+{
+    static int (*real)(int, struct mmsghdr *, unsigned int, int);
+
+    if (fail_sends > 0) {
+        fail_sends--;
+        errno = fail_errno;
+        return -1;
+    }
+    if (!real)
+        real = (int (*)(int, struct mmsghdr *, unsigned int, int))dlsym(RTLD_NEXT, "sendmmsg");
+    return real(fd, v, n, flags);
+}
 
 typedef struct fake fake;
 typedef int (*fake_fn)(fake *f, const ss__msg_hdr *h, const unsigned char *body);
@@ -82,6 +120,46 @@ static int fake_status(fake *f, const ss__msg_hdr *req, uint16_t type, int32_t s
     return fake_send(f, &h, sizeof(h), NULL, 0);
 }
 
+/* One request (of a datagram): < 0 ends the connection. */
+static int fake_one(fake *f, const unsigned char *buf, size_t n)
+{
+    ss__msg_hdr h;
+    int type = ss__proto_check_request(buf, n, 0);
+
+    if (type < 0) {
+        f->bad_requests++;
+        return 0;
+    }
+    memcpy(&h, buf, sizeof(h));
+    if (type == SS_MSG_HELLO) {
+        struct {
+            ss__msg_hdr h;
+            ss__rep_hello r;
+        } m;
+        if (f->no_hello)
+            return 0;
+        memset(&m, 0, sizeof(m));
+        ss__proto_hdr(&m.h, SS_MSG_HELLO, h.req_id, sizeof(m), 0, SS_MSGF_REPLY);
+        if (f->hello_version)
+            m.h.version = f->hello_version;
+        m.r = (ss__rep_hello){ .store_id = 1, .client_id = 1, .small_max = 65536,
+                               .capacity = 1 << 30, .max_msg = SS_PROTO_MAX_MSG };
+        fake_send(f, &m, sizeof(m), NULL, 0);
+        return 0;
+    }
+    if (type == SS_MSG_RELEASE) {
+        ss__req_release r;
+        memcpy(&r, buf + sizeof(h), sizeof(r));
+        f->released += (int)r.n;
+        return 0;
+    }
+    if (type == SS_MSG_GET)
+        f->gets++;
+    if (!f->fn || f->fn(f, &h, buf + sizeof(h)) < 0)
+        return -1;
+    return 0;
+}
+
 static void *fake_main(void *arg)
 {
     fake *f = arg;
@@ -91,43 +169,15 @@ static void *fake_main(void *arg)
     if (f->cfd < 0)
         return NULL;
     for (;;) {
-        ss__msg_hdr h;
         ssize_t n = recv(f->cfd, buf, sizeof(buf), 0);
-        int type;
+        size_t first;
 
         if (n <= 0)
             break;
-        type = ss__proto_check_request(buf, (size_t)n, 0);
-        if (type < 0) {
-            f->bad_requests++;
-            continue;
-        }
-        memcpy(&h, buf, sizeof(h));
-        if (type == SS_MSG_HELLO) {
-            struct {
-                ss__msg_hdr h;
-                ss__rep_hello r;
-            } m;
-            if (f->no_hello)
-                continue;
-            memset(&m, 0, sizeof(m));
-            ss__proto_hdr(&m.h, SS_MSG_HELLO, h.req_id, sizeof(m), 0, SS_MSGF_REPLY);
-            if (f->hello_version)
-                m.h.version = f->hello_version;
-            m.r = (ss__rep_hello){ .store_id = 1, .client_id = 1, .small_max = 65536,
-                                   .capacity = 1 << 30, .max_msg = SS_PROTO_MAX_MSG };
-            fake_send(f, &m, sizeof(m), NULL, 0);
-            continue;
-        }
-        if (type == SS_MSG_RELEASE) {
-            ss__req_release r;
-            memcpy(&r, buf + sizeof(h), sizeof(r));
-            f->released += (int)r.n;
-            continue;
-        }
-        if (type == SS_MSG_GET)
-            f->gets++;
-        if (!f->fn || f->fn(f, &h, buf + sizeof(h)) < 0)
+        /* a RELEASE may lead a datagram: the request behind it follows */
+        first = ss__proto_split_request(buf, (size_t)n);
+        if (fake_one(f, buf, first) < 0 ||
+            (first < (size_t)n && fake_one(f, buf + first, (size_t)n - first) < 0))
             break;
     }
     close(f->cfd);
@@ -211,6 +261,22 @@ static int fake_get_reply(fake *f, const ss__msg_hdr *req, uint32_t n, int flavo
     return fake_send(f, m, len, fds, nfds);
 }
 
+/* a GET reply of one entry in an OBJECT segment (the fake's memfd) */
+static int fake_get_object(fake *f, const ss__msg_hdr *req)
+{
+    struct {
+        ss__msg_hdr h;
+        ss__rep_get r;
+        ss__get_entry e;
+    } m;
+
+    memset(&m, 0, sizeof(m));
+    ss__proto_hdr(&m.h, SS_MSG_GET, req->req_id, sizeof(m), 1, SS_MSGF_REPLY);
+    m.r = (ss__rep_get){ .n = 1, .nfds = 1 };
+    m.e.data = (ss__segref){ 90, 65536, 0, 16, 0, SS_SEG_OBJECT };
+    return fake_send(f, &m, sizeof(m), &f->seg, 1);
+}
+
 static int script_good(fake *f, const ss__msg_hdr *h, const unsigned char *body)
 {
     switch (h->type) {
@@ -224,6 +290,13 @@ static int script_good(fake *f, const ss__msg_hdr *h, const unsigned char *body)
     default:
         return fake_status(f, h, h->type, 0);
     }
+}
+
+static int script_object(fake *f, const ss__msg_hdr *h, const unsigned char *body)
+{
+    if (h->type == SS_MSG_GET)
+        return fake_get_object(f, h);
+    return script_good(f, h, body);
 }
 
 /* the second GET batch fails with an error reply: the connection lives */
@@ -406,6 +479,64 @@ static void test_fake_store_bad_replies(void **state)
     check_fatal(script_hangup, 1, -ECONNRESET);     /* the store goes away */
 }
 
+/* A send that fails without ending the connection loses no release. */
+static void test_send_failure(void **state)
+{
+    int fds0 = t_count_fds();
+    fake f;
+    ss_client *c;
+    ss_object o;
+    ss_id id = fid(1);
+    (void)state;
+
+    /* a small object's release waits for the next request; that send
+     * fails: the release waits for the one after */
+    fake_start(&f, script_good);
+    t_assert_ok(ss_connect(f.path, 0, &c));
+    assert_int_equal(ss_get(c, &id, 1, 0, &o), 1);
+    t_assert_ok(ss_release(c, &id));
+    fail_sends = 1;
+    fail_errno = ENOBUFS;
+    assert_int_equal(ss_contains(c, &id), -ENOBUFS);
+    assert_int_equal(fail_sends, 0);
+    assert_int_equal(ss_contains(c, &id), 1); /* still connected */
+    ss_disconnect(c);
+    fake_stop(&f);
+    assert_int_equal(f.released, 1);
+
+    /* a full batch of 64 sent on its own fails: the next request carries it */
+    fake_start(&f, script_good);
+    t_assert_ok(ss_connect(f.path, 0, &c));
+    for (int i = 0; i < (int)SS_PROTO_MAX_IDS; i++)
+        assert_int_equal(ss_get(c, &id, 1, 0, &o), 1);
+    for (int i = 0; i < (int)SS_PROTO_MAX_IDS - 1; i++)
+        t_assert_ok(ss_release(c, &id));
+    fail_sends = 1;
+    fail_errno = ENOMEM;
+    t_assert_ok(ss_release(c, &id)); /* the 64th: sent at once, fails */
+    assert_int_equal(fail_sends, 0);
+    assert_int_equal(ss_contains(c, &id), 1);
+    ss_disconnect(c);
+    fake_stop(&f);
+    assert_int_equal(f.released, (int)SS_PROTO_MAX_IDS);
+
+    /* an object segment's release fails: its segment cannot be settled,
+     * the connection ends (the store then drops every reference) */
+    fake_start(&f, script_object);
+    t_assert_ok(ss_connect(f.path, 0, &c));
+    assert_int_equal(ss_get(c, &id, 1, 0, &o), 1);
+    assert_memory_equal(o.data, "0123456789abcdef", 16);
+    fail_sends = 1;
+    fail_errno = ENOBUFS;
+    t_assert_ok(ss_release(c, &id));
+    assert_int_equal(fail_sends, 0);
+    assert_int_equal(ss_contains(c, &id), -ENOBUFS);
+    ss_disconnect(c);
+    fake_stop(&f);
+    assert_int_equal(f.released, 0);
+    assert_int_equal(t_count_fds(), fds0);
+}
+
 static void test_fake_store_hello(void **state)
 {
     int fds0 = t_count_fds();
@@ -432,6 +563,7 @@ int main(void)
         cmocka_unit_test(test_fake_store_batch_failure),
         cmocka_unit_test(test_fake_store_bad_replies),
         cmocka_unit_test(test_fake_store_hello),
+        cmocka_unit_test(test_send_failure),
     };
 
     return t_run(tests, NULL, NULL);
