@@ -211,6 +211,19 @@ SS_API SS_NODISCARD int ss_get(ss_client *c, const ss_id *ids, size_t n,
  * created. Works, and unmaps, after the store has died. */
 SS_API int ss_release(ss_client *c, const ss_id *id);
 
+/* Drop one reference of the very object a view came from: o as ss_get()
+ * filled it (id and data are used), or {id, data} of an object this
+ * client created and sealed, data as ss_create() gave it. Where
+ * ss_release() would pick the object held longest, this one names it: use
+ * it when views of several objects with one id (one deleted since) may be
+ * alive and are released in any order. The view is invalid once this
+ * returns. While an older object with that id is still held, the store
+ * keeps this one referenced (and its memory mapped here) until that one
+ * is released too. Small objects' releases wait for the next call as with
+ * ss_release(). 0; -EINVAL (NULL o or data); -ENOENT (no reference of
+ * this client starts at data); -EBUSY (an unsealed object it created). */
+SS_API int ss_release_object(ss_client *c, const ss_object *o);
+
 /* 1 if a sealed object with that id exists, 0 if not, or -errno. */
 SS_API SS_NODISCARD int ss_contains(ss_client *c, const ss_id *id);
 

@@ -446,13 +446,16 @@ typedef struct {
 
 static PyTypeObject sspy_ViewType;
 
-/* Wrap a found ss_object; on failure the reference is released. */
+/* Wrap a found ss_object; on failure the reference is released. Views
+ * are collected in any order, and two of them may come from objects with
+ * one id (one deleted since): each releases the reference of its own
+ * object (ss_release_object), never the one held longest. */
 static sspy_view *view_new(sspy_client *client, const ss_object *o)
 {
     sspy_view *v = PyObject_New(sspy_view, &sspy_ViewType);
 
     if (!v) {
-        (void)ss_release(client->c, &o->id);
+        (void)ss_release_object(client->c, o);
         return NULL;
     }
     Py_INCREF(client);
@@ -473,8 +476,11 @@ static void view_dealloc(sspy_view *v)
 
     /* -ENOTCONN in a forked child (its handle is dead) is fine: nothing
      * to release there. The handle is still connected: pins > 0. */
-    if (cl->c)
-        (void)ss_release(cl->c, &v->id);
+    if (cl->c) {
+        ss_object o = { .id = v->id, .data = v->data };
+
+        (void)ss_release_object(cl->c, &o);
+    }
     cl->pins--;
     maybe_disconnect(cl);
     Py_DECREF(cl);
@@ -611,10 +617,13 @@ static void abort_quiet(ss_client *c, const ss_id *id)
     (void)rc;
 }
 
-/* Seal the object created under `id` and drop the creator's reference; on
- * failure abort it, so nothing is left behind. GIL released by caller. */
-static int seal_release(ss_client *c, const ss_id *id)
+/* Seal the object created under `id` (at `data`) and drop the creator's
+ * reference, that very one: a view of an older object with this id may
+ * still be alive. On failure abort it, so nothing is left behind. GIL
+ * released by caller. */
+static int seal_release(ss_client *c, const ss_id *id, void *data)
 {
+    ss_object o = { .id = *id, .data = data };
     int rc;
 
     /* EBUSY: a writable mapping or pinned pages exist somewhere for a
@@ -631,7 +640,7 @@ static int seal_release(ss_client *c, const ss_id *id)
             abort_quiet(c, id);
         return rc;
     }
-    (void)ss_release(c, id);
+    (void)ss_release_object(c, &o);
     return 0;
 }
 
@@ -659,7 +668,7 @@ static int put_raw(sspy_client *self, const ss_id *id, PyObject *obj)
                 return -1;
             }
             Py_BEGIN_ALLOW_THREADS
-            rc = seal_release(self->c, id);
+            rc = seal_release(self->c, id, dst);
             Py_END_ALLOW_THREADS
         }
     }
@@ -795,7 +804,7 @@ static int put_pickled(sspy_client *self, const ss_id *id, PyObject *obj)
                 fill_nogil(dst, &p);
             }
             Py_BEGIN_ALLOW_THREADS
-            rc = seal_release(self->c, id);
+            rc = seal_release(self->c, id, dst);
             Py_END_ALLOW_THREADS
         }
     }

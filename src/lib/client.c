@@ -336,8 +336,9 @@ ss__cl_hold *ss__cl_hold_find_creating(ss_client *c, const ss_id *id)
     return NULL;
 }
 
-/* What ss_release drops: the oldest sealed hold; -EBUSY when only an
- * unsealed creation has that id, -ENOENT when nothing does. */
+/* What ss_release drops: the oldest sealed hold (release order,
+ * client_int.h: it has no owed reference); -EBUSY when only an unsealed
+ * creation has that id, -ENOENT when nothing does. */
 ss__cl_hold *ss__cl_hold_pick_release(ss_client *c, const ss_id *id, int *err)
 {
     ss__cl_hold *best = NULL;
@@ -366,6 +367,30 @@ ss__cl_hold *ss__cl_hold_find_view(ss_client *c, const ss_id *id, bool has_seg,
             return h;
     }
     return NULL;
+}
+
+/* The sealed hold whose view (or creator's pointer) starts at data and
+ * still has a reference the caller has not given up; the oldest if
+ * several (zero-size objects share one address). */
+ss__cl_hold *ss__cl_hold_find_addr(ss_client *c, const ss_id *id, const void *data)
+{
+    ss__cl_hold *best = NULL;
+
+    for (ss__cl_hold *h = c->holds[hold_bucket(c, id)]; h; h = h->next) {
+        const void *p;
+
+        if (h->state != SS_CL_SEALED || h->refs <= h->owed || !id_eq(&h->id, id))
+            continue;
+        if (h->priv)
+            p = h->buf;
+        else if (h->seg)
+            p = h->seg->addr ? h->seg->addr + h->off : NULL;
+        else
+            p = ss__cl_empty;
+        if (p == data && (!best || h->seq < best->seq))
+            best = h;
+    }
+    return best;
 }
 
 /* ---------------------------------------------------- connection state */
@@ -835,28 +860,60 @@ void ss__cl_defer_drop(ss_client *c, const ss_id *id, ss__cl_seg **segs, size_t 
     }
 }
 
+/* Drop one reference of h now and send its RELEASE: a small object's
+ * waits in pend (ss__cl_defer_drop), an OBJECT's goes at once. Lock held;
+ * may unlock around the send. */
+static void cl_drop_send(ss_client *c, ss__cl_hold *h)
+{
+    ss_id rid[1];
+    ss__cl_seg *segs[2];
+    size_t nid = 0, nseg = 0;
+    bool small = true;
+
+    ss__cl_drop_one(c, h, rid, &nid, segs, &nseg);
+    /* A small object's release rides along with the next request: one
+     * store wake-up instead of two for a get + release loop. Its memory is
+     * a slot, not a segment; the reference is dropped by the next call on
+     * this handle, at disconnect, or once 64 are waiting. */
+    for (size_t i = 0; i < nseg; i++)
+        small = small && segs[i]->kind == SS_SEG_SMALL;
+    if (small)
+        ss__cl_defer_drop(c, &rid[0], segs, nseg);
+    else
+        (void)ss__cl_finish_drop(c, rid, nid, segs, nseg);
+}
+
+void ss__cl_release_hold(ss_client *c, ss__cl_hold *h)
+{
+    ss_id id = h->id;
+    int err;
+
+    if (h != ss__cl_hold_pick_release(c, &id, &err)) {
+        h->owed++;
+        return;
+    }
+    cl_drop_send(c, h);
+    /* h may be gone, and the lock was maybe dropped: look again */
+    while ((h = ss__cl_hold_pick_release(c, &id, &err)) && h->owed > 0) {
+        h->owed--;
+        cl_drop_send(c, h);
+    }
+}
+
 /* Undo references a get took (refs[i].found), by identity: the holds are
  * looked up again under the lock, so a concurrent release by the caller
- * cannot leave us with a dangling pointer. Lock held. */
+ * cannot leave us with a dangling pointer; each goes in release order (a
+ * RELEASE of the id would drop the oldest hold's). Lock held. */
 void ss__cl_drop_refs(ss_client *c, const ss_id *ids, const ss__cl_ref *refs, size_t n)
 {
-    size_t i = 0;
+    for (size_t i = 0; i < n; i++) {
+        ss__cl_hold *h;
 
-    while (i < n) {
-        ss_id rid[SS_PROTO_MAX_IDS];
-        ss__cl_seg *segs[2 * SS_PROTO_MAX_IDS];
-        size_t nid = 0, nseg = 0;
-
-        for (; i < n && nid < SS_PROTO_MAX_IDS; i++) {
-            ss__cl_hold *h;
-
-            if (!refs[i].found)
-                continue;
-            h = ss__cl_hold_find_view(c, &ids[i], refs[i].has_seg, refs[i].seg_id, refs[i].off);
-            if (h)
-                ss__cl_drop_one(c, h, rid, &nid, segs, &nseg);
-        }
-        ss__cl_finish_drop(c, rid, nid, segs, nseg);
+        if (!refs[i].found)
+            continue;
+        h = ss__cl_hold_find_view(c, &ids[i], refs[i].has_seg, refs[i].seg_id, refs[i].off);
+        if (h)
+            ss__cl_release_hold(c, h);
     }
 }
 

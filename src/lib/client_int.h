@@ -127,12 +127,25 @@ enum ss__cl_state { SS_CL_UNSEALED = 1, SS_CL_SEALING, SS_CL_SEALED };
  * id (an object deleted while held and created again; a creator's private
  * small buffer beside a view from get). A view from get is identified by
  * (id, segment, offset); refs counts the references on it.
+ *
+ * Release order. A RELEASE names an id only: the store drops a reference
+ * on the object with that id this client has held longest (its reference
+ * records are ordered by their first reference, as holds are by seq). So a
+ * hold's reference is sent only while it is the oldest sealed hold of its
+ * id (ss__cl_release_hold); one the caller gives up on a younger hold
+ * (ss_release_object, or a failed get's undo) is counted in owed, and
+ * sent once every older hold of the id is gone. The oldest sealed hold of
+ * an id therefore never has owed references, and ss_release(id) drops
+ * its reference (new holds are the youngest; a creation sealed later is
+ * older than nothing it could share an id with: while it was unsealed, no
+ * get could return an object with its id).
  */
 typedef struct ss__cl_hold {
     struct ss__cl_hold *next; /* hash chain */
     ss_id id;
     uint64_t seq;             /* age: release drops the oldest sealed hold */
-    uint32_t refs;
+    uint32_t refs;            /* owed included: the view stays mapped until they go */
+    uint32_t owed;            /* released by the caller, not sent yet (release order) */
     uint8_t state;            /* enum ss__cl_state */
     uint8_t kind;             /* creator: enum ss__seg_kind */
     bool creator;
@@ -279,6 +292,7 @@ ss__cl_hold *ss__cl_hold_find_creating(ss_client *c, const ss_id *id);
 ss__cl_hold *ss__cl_hold_pick_release(ss_client *c, const ss_id *id, int *err);
 ss__cl_hold *ss__cl_hold_find_view(ss_client *c, const ss_id *id, bool has_seg,
                                    uint64_t seg_id, uint64_t off);
+ss__cl_hold *ss__cl_hold_find_addr(ss_client *c, const ss_id *id, const void *data);
 
 /* ---- client.c: requests */
 int ss__cl_enter(ss_client *c); /* -EINVAL (NULL), -ENOTCONN (forked child), 0 */
@@ -308,5 +322,10 @@ void ss__cl_defer_drop(ss_client *c, const ss_id *id, ss__cl_seg **segs, size_t 
 int ss__cl_finish_drop(ss_client *c, const ss_id *ids, size_t nids, ss__cl_seg **segs,
                        size_t nsegs);
 void ss__cl_drop_refs(ss_client *c, const ss_id *ids, const ss__cl_ref *refs, size_t n);
+/* Give up one reference of the sealed hold h, in release order (above):
+ * sent now if h is the oldest of its id (then the owed ones of the holds
+ * that become the oldest), else owed. Lock held; may unlock around sends,
+ * after which h may be gone. */
+void ss__cl_release_hold(ss_client *c, ss__cl_hold *h);
 
 #endif /* SEALSTORE_SRC_LIB_CLIENT_INT_H */

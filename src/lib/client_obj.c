@@ -661,11 +661,7 @@ out:
 
 SS_API int ss_release(ss_client *c, const ss_id *id)
 {
-    ss_id rid[1];
-    ss__cl_seg *segs[2];
-    size_t nid = 0, nseg = 0;
     ss__cl_hold *h;
-    bool small;
     int rc = ss__cl_enter(c);
 
     if (rc < 0)
@@ -674,24 +670,31 @@ SS_API int ss_release(ss_client *c, const ss_id *id)
         return -EINVAL;
     pthread_mutex_lock(&c->lock);
     h = ss__cl_hold_pick_release(c, id, &rc);
-    if (!h) {
-        pthread_mutex_unlock(&c->lock);
-        return rc;
-    }
-    ss__cl_drop_one(c, h, rid, &nid, segs, &nseg);
-    /* A small object's release rides along with the next request: one
-     * store wake-up instead of two for a get + release loop. Its memory is
-     * a slot, not a segment; the reference is dropped by the next call on
-     * this handle, at disconnect, or once 64 are waiting. */
-    small = true;
-    for (size_t i = 0; i < nseg; i++)
-        small = small && segs[i]->kind == SS_SEG_SMALL;
-    if (small)
-        ss__cl_defer_drop(c, &rid[0], segs, nseg);
-    else
-        ss__cl_finish_drop(c, rid, nid, segs, nseg);
+    if (h)
+        ss__cl_release_hold(c, h); /* the oldest: its reference goes now */
     pthread_mutex_unlock(&c->lock);
-    return 0;
+    return h ? 0 : rc;
+}
+
+SS_API int ss_release_object(ss_client *c, const ss_object *o)
+{
+    ss__cl_hold *h;
+    int rc = ss__cl_enter(c);
+
+    if (rc < 0)
+        return rc;
+    if (!o || !o->data)
+        return -EINVAL;
+    pthread_mutex_lock(&c->lock);
+    h = ss__cl_hold_find_addr(c, &o->id, o->data);
+    if (h)
+        ss__cl_release_hold(c, h);
+    else if (ss__cl_hold_find_creating(c, &o->id))
+        rc = -EBUSY;
+    else
+        rc = -ENOENT;
+    pthread_mutex_unlock(&c->lock);
+    return rc;
 }
 
 /* --------------------------------------------------- contains / delete */

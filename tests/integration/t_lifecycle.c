@@ -13,7 +13,8 @@
  * process: a forked child would hold a dead handle); several threads on
  * one handle; list, stats and events; connect argument errors; a put of
  * an id whose deleted object the client still holds ends only its own
- * reference.
+ * reference, and ss_release_object gives back that of the very object a
+ * view came from.
  */
 #include "sealstore.h"
 #include "t_helpers.h"
@@ -1122,6 +1123,31 @@ static void test_release_deferral(void **state)
         t_assert_ok(ss_delete(C, &more[i]));
 }
 
+/* Put an object (seed), take a view of it, delete it and put its
+ * successor (seed + 1) with the same id: the view still reads the first. */
+static void viewed_then_replaced(ss_client *c, const ss_id *id, uint64_t size, unsigned seed,
+                                 ss_object *v)
+{
+    put_obj(c, id, size, seed, NULL, 0);
+    assert_int_equal(ss_get(c, id, 1, 0, v), 1);
+    t_assert_ok(ss_delete(c, id));
+    put_obj(c, id, size, seed + 1, NULL, 0);
+    assert_true(t_check(v->data, size, seed));
+}
+
+/* Create, fill and seal an object, then delete it: the creator keeps its
+ * reference and pointer (returned). */
+static void *sealed_then_deleted(ss_client *c, const ss_id *id, uint64_t size, unsigned seed)
+{
+    void *p;
+
+    t_assert_ok(ss_create(c, id, size, NULL, 0, &p));
+    t_fill(p, size, seed);
+    t_assert_ok(ss_seal(c, id));
+    t_assert_ok(ss_delete(c, id));
+    return p;
+}
+
 /*
  * A put of an id this client still holds a deleted object of (a view from
  * get, or its own creation) ends its own reference only: the older view
@@ -1139,11 +1165,7 @@ static void test_put_keeps_older_view(void **state)
         uint64_t size = large ? 1 << 20 : 3000;
 
         /* a view from get */
-        put_obj(C2, &x, size, 60, NULL, 0);
-        assert_int_equal(ss_get(C2, &x, 1, 0, &v), 1);
-        t_assert_ok(ss_delete(C2, &x));
-        put_obj(C2, &x, size, 61, NULL, 0);
-        assert_true(t_check(v.data, size, 60));
+        viewed_then_replaced(C2, &x, size, 60, &v);
         /* the new object holds no reference of the put; C2 the old one */
         assert_int_equal(store_refs(C2, &x), 0);
         assert_int_equal(ss_get(C2, &x, 1, 0, &v2), 1);
@@ -1159,10 +1181,7 @@ static void test_put_keeps_older_view(void **state)
         t_assert_ok(ss_delete(C2, &x));
 
         /* the creator's own pointer */
-        t_assert_ok(ss_create(C2, &x, size, NULL, 0, &p));
-        t_fill(p, size, 62);
-        t_assert_ok(ss_seal(C2, &x));
-        t_assert_ok(ss_delete(C2, &x));
+        p = sealed_then_deleted(C2, &x, size, 62);
         put_obj(C2, &x, size, 63, NULL, 0);
         assert_true(t_check(p, size, 62));
         assert_int_equal(store_refs(C2, &x), 0);
@@ -1171,6 +1190,59 @@ static void test_put_keeps_older_view(void **state)
         get_check(C2, &x, size, 63);
         t_assert_ok(ss_delete(C2, &x));
     }
+}
+
+/*
+ * ss_release_object gives back the reference of the very object a view came
+ * from: views of a deleted object and of its successor with the same id,
+ * released newest first, leave the older view intact; the newer object's
+ * reference reaches the store once the older one's is released.
+ */
+static void test_release_object(void **state)
+{
+    ss_id x = new_id();
+    ss_object v1, v2, bad;
+    void *p1, *p2;
+
+    (void)state;
+    for (int large = 0; large < 2; large++) {
+        uint64_t size = large ? 1 << 20 : 3000;
+
+        viewed_then_replaced(C2, &x, size, 70, &v1);
+        assert_int_equal(ss_get(C2, &x, 1, 0, &v2), 1);
+        t_assert_ok(ss_release_object(C2, &v2));
+        assert_true(t_check(v1.data, size, 70));
+        /* v2's reference is owed until v1's goes; given back only once */
+        assert_int_equal(ss_release_object(C2, &v2), -ENOENT);
+        assert_int_equal(store_refs(C2, &x), 1);
+        t_assert_ok(ss_release_object(C2, &v1));
+        assert_int_equal(store_refs(C2, &x), 0);
+        assert_int_equal(ss_release(C2, &x), -ENOENT);
+        t_assert_ok(ss_delete(C2, &x));
+
+        /* a creator's own pointer, beside an older creation of the id */
+        p1 = sealed_then_deleted(C2, &x, size, 72);
+        t_assert_ok(ss_create(C2, &x, size, NULL, 0, &p2));
+        t_fill(p2, size, 73);
+        bad = (ss_object){ .id = x, .data = p2 };
+        assert_int_equal(ss_release_object(C2, &bad), -EBUSY);
+        t_assert_ok(ss_seal(C2, &x));
+        t_assert_ok(ss_release_object(C2, &bad));
+        assert_true(t_check(p1, size, 72));
+        assert_int_equal(ss_get(C2, &x, 1, 0, &v2), 1);
+        assert_true(t_check(v2.data, size, 73));
+        t_assert_ok(ss_release_object(C2, &v2)); /* not ss_release: p1's is older */
+        assert_true(t_check(p1, size, 72));
+        bad.data = p1;
+        t_assert_ok(ss_release_object(C2, &bad));
+        assert_int_equal(store_refs(C2, &x), 0);
+        t_assert_ok(ss_delete(C2, &x));
+    }
+    bad = (ss_object){ .id = x, .data = &bad };
+    assert_int_equal(ss_release_object(C2, &bad), -ENOENT);
+    assert_int_equal(ss_release_object(C2, NULL), -EINVAL);
+    bad.data = NULL;
+    assert_int_equal(ss_release_object(C2, &bad), -EINVAL);
 }
 
 static int setup(void **state)
@@ -1220,6 +1292,7 @@ int main(void)
         cmocka_unit_test(test_create_too_big),
         cmocka_unit_test(test_release_deferral),
         cmocka_unit_test(test_put_keeps_older_view),
+        cmocka_unit_test(test_release_object),
     };
 
     /* a small store: keep memory modest on a shared machine */
