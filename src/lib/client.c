@@ -12,6 +12,10 @@
  *    becomes dead; every call returns that error, except ss_release, which
  *    still drops the local reference and unmaps (views stay readable until
  *    then: mappings outlive the store);
+ *  - a send that fails without ending the connection (ENOBUFS, ENOMEM)
+ *    fails that call only; the small-object releases it carried stay
+ *    pending for the next one, while an object segment's failed RELEASE
+ *    makes the handle dead (its segment could not be settled);
  *  - forked child: the pthread_atfork child handler bumps a generation, so
  *    every inherited handle answers -ENOTCONN without touching its lock
  *    (which another thread may have held at fork time) or its socket (still
