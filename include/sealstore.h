@@ -14,7 +14,7 @@
  * A sealed object never changes: no process, whatever its uid, can write it
  * or map it writable, root excepted, who can write any process's memory
  * (the store's own mapping of small objects is writable only while it
- * writes them, about a millisecond at a time).
+ * writes them, for at most 20 ms after its last write).
  */
 #ifndef SEALSTORE_H
 #define SEALSTORE_H

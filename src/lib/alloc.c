@@ -8,15 +8,16 @@
  * write the segment, and whoever can write the store's memory (root, with
  * /proc/PID/mem, process_vm_writev or ptrace) can use it; so it is
  * PROT_READ at rest, and only the window units the store is writing are
- * PROT_READ|PROT_WRITE, for at most SS_SALLOC_WINDOW_NS (1 ms) per opening
+ * PROT_READ|PROT_WRITE, for at most SS_SALLOC_WINDOW_NS (20 ms) per opening
  * (or while a restore holds them). A write from outside the windows faults
  * (/proc/PID/mem refuses to force a write into a read-only shared mapping),
  * and a stray write of the store's own faults instead of changing a sealed
  * object. The window list is a small array in open order: a put opens the
- * unit once, the puts after it within the millisecond find it open, and the
- * loop's close pass shuts the expired ones, so a burst of puts pays two
- * mprotects per 64 KiB unit and millisecond, not two per put (measured: a
- * page's mprotect pair costs about 4 us, an ss_put of 1 KiB about 4 us).
+ * unit once, the puts after it within the window's time find it open, and
+ * the loop's close pass shuts the expired ones, so a burst of puts pays two
+ * mprotects per 64 KiB unit and window, not two per put (measured: a
+ * page's mprotect pair costs about 4 us, an ss_put of 1 KiB about 4 us; see
+ * alloc.h for why the window lasts 20 ms).
  * Readers hold O_RDONLY fds of the same
  * file and can read every byte of it, so nothing the allocator depends on is
  * ever stored in the segment: bitmaps, lists and sizes live in this file's
