@@ -441,23 +441,42 @@ static int helper_status(void)
     return st;
 }
 
+/* Wait for a child's "ready" on U.rp: 0, or its exit status when it died
+ * first (the test holds the pipe's write end for the other children, so a
+ * dead child's EOF never comes) or -1 when it said nothing for a minute. */
+static int child_ready(pid_t *pid)
+{
+    char b;
+
+    for (int i = 0; i < 600; i++) {
+        struct pollfd p = { .fd = U.rp[0], .events = POLLIN };
+        int st;
+
+        if (poll(&p, 1, 100) == 1)
+            return read(U.rp[0], &b, 1) == 1 ? 0 : -1;
+        if (waitpid(*pid, &st, WNOHANG) == *pid) {
+            *pid = 0;
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
+    }
+    return -1;
+}
+
 /* Fork a helper; wait for its "ready". */
 static void helper_start(void (*fn)(void))
 {
-    char b;
+    int rc;
 
     U.helper = fork();
     assert_true(U.helper >= 0);
     if (U.helper == 0)
         fn();
-    if (read(U.rp[0], &b, 1) != 1)
-        fail_msg("helper process failed: exit %d", helper_status());
+    if ((rc = child_ready(&U.helper)) != 0)
+        fail_msg("helper process failed: %d", rc);
 }
 
 static int ustore_setup(void **state)
 {
-    char b;
-
     (void)state;
     memset(&U, 0, sizeof(U));
     U.rp[0] = U.rp[1] = U.gp[0] = U.gp[1] = -1;
@@ -478,9 +497,10 @@ static int ustore_setup(void **state)
         return -1;
     if (U.store == 0)
         store_child(U.uid, U.path, U.rp[1]);
-    if (read(U.rp[0], &b, 1) != 1) {
-        print_error("store process failed: exit %d\n", child_status(U.store));
-        U.store = 0;
+    int rc = child_ready(&U.store);
+    if (rc != 0) {
+        print_error("store process failed: %d\n", rc);
+        reap_child(&U.store, true);
         return -1;
     }
     return 0;
