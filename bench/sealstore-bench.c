@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * sealstore-bench: the throughput benchmark suite (DESIGN section 7).
+ * sealstore-bench: the throughput benchmark suite (README, sealstore-bench(1)).
  *
  * Every figure is printed beside a baseline measured in the same run (the
  * machine's own limit, or the naive way of doing the same thing), because on

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The small allocator (DESIGN section 2, "Small-object segments").
+ * The small allocator: small objects share segments.
  *
  * Who writes what. A SMALL segment is a memfd that the store maps read-write
  * exactly once (ss__seg_create keeps seg->map, MADV_DONTFORK) and then seals
@@ -84,7 +84,7 @@
  * 16-word bitmap, large enough that a 4 MiB segment is one 64-bit page map. */
 #define SS_SLAB_PAGE (64 * SS_KiB)
 /* A slab should hold at least this many blocks, so the largest classes do
- * not degenerate to one block per slab (DESIGN: max_size <= segment/8). */
+ * not degenerate to one block per slab (max_size <= segment/8). */
 #define SS_SLAB_MIN_BLOCKS 8u
 /* Classes: 64-byte steps up to 1 KiB (16 classes), then 8 per power of two
  * (worst case 12.5% rounding, ~4% on average for smooth size mixes). */

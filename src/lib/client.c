@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The client library: one handle = one SOCK_SEQPACKET connection to a store
- * (issue-3 contract, DESIGN sections 1, 2, 5, 6). client_int.h describes
+ * (the contract is in include/sealstore.h). client_int.h describes
  * the concurrency scheme (leader/follower receive) and the segment cache
  * invariants. This file: the handle (connect, disconnect, fork), its
  * tables of segments and references, the request/reply machinery and

@@ -46,7 +46,7 @@
  *    segment or hold) kills the connection: the store's idea of what we
  *    hold and ours would differ from then on.
  *
- * Segment cache invariants (the race-free rule of the issue-3 contract):
+ * Segment cache invariants (what keeps a view valid until its release):
  *  - a segment entry stays mapped while refs > 0 or unsent > 0;
  *  - the danger: the store names a segment with SS_FD_NONE while it holds
  *    a reference of ours on an object in it. Once it has read the RELEASE

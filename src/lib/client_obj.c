@@ -294,7 +294,7 @@ SS_API int ss_abort(ss_client *c, const ss_id *id)
 /* ---------------------------------------------------------------- put */
 
 /* Fill an OBJECT segment through its read-write fd: pwrite (faster than
- * mapping on shmem: DESIGN section 3), or map + memcpy on hugetlb, which
+ * mapping on shmem), or map + memcpy on hugetlb, which
  * has no write(). */
 static int fill_segment(ss__cl_hold *h, const void *data, uint64_t size)
 {

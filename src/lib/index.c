@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The object index in store-written memfds (DESIGN section 5; the format is
+ * The object index in store-written memfds (the format is
  * described in store_int.h and pinned by tests/unit/t_index.c).
  *
  * Why shared memory: a later fast path lets a client find a sealed object

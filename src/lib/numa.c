@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * NUMA topology and placement (DESIGN section 4; contract in numa.h).
+ * NUMA topology and placement (contract in numa.h).
  *
  * hwloc is asked once, at open, and everything placement needs is copied
  * into plain arrays: the node list (os_index values, ascending), a PU ->
@@ -16,7 +16,7 @@
  *
  * Binding is real only when hwloc says the topology is this system and the
  * OS backend can bind areas (can_bind). On a fake topology (synthetic, XML)
- * hwloc's binding calls succeed and do nothing (KERNEL-FACTS section 6), so
+ * hwloc's binding calls succeed and do nothing, so
  * we do not call them at all and say so once in the log.
  */
 #include "numa.h"

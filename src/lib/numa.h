@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * NUMA placement (DESIGN section 4). hwloc discovers the topology once, when
+ * NUMA placement. hwloc discovers the topology once, when
  * the store starts; HWLOC_XMLFILE / HWLOC_SYNTHETIC are honoured, so tests
  * run placement decisions on fake topologies. On a fake topology hwloc's
  * binding calls succeed and do nothing (unless HWLOC_THISSYSTEM=1), so

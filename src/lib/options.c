@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Options: the SEALSTORE_* table (STYLE section 5, mimalloc src/options.c).
+ * Options: the SEALSTORE_* table (one X-macro drives parsing, help and docs).
  *
  * One X-macro list (SS_OPTIONS in options.h) generates the row table below,
  * the --help-env text, and the fixture the tests walk. The public enum
@@ -743,7 +743,7 @@ SS_API int ss_option_lookup(const char *env_name)
 {
     if (!env_name)
         return -EINVAL;
-    /* exact, upper-case: the same spelling everywhere (STYLE section 5) */
+    /* exact, upper-case: the same spelling everywhere */
     for (unsigned i = 0; i < SS_OPT__COUNT; i++) {
         if (strcmp(env_name, opt_table[i].name) == 0)
             return (int)i;

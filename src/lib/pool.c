@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The populator (DESIGN section 3): ready, pre-faulted object segments.
+ * The populator: ready, pre-faulted object segments.
  *
  * Why. A write-sealed memfd can never be recycled, so every object segment
  * is fresh memory the kernel must zero and fault in: ~1.9 GB/s on 4K shmem

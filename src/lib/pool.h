@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The populator (DESIGN section 3): a background thread that keeps ready
+ * The populator: a background thread that keeps ready
  * object segments (created, sized, NUMA-bound, fully populated) per size
  * class and node, so that a create takes a ready segment instead of
  * faulting on the producer's time.

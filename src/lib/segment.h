@@ -2,7 +2,7 @@
 /*
  * Segments: sealed memfds, the only memory objects ever live in.
  *
- * Two kinds (DESIGN section 2):
+ * Two kinds:
  *
  *  OBJECT segment, one per large object. Created with sealing allowed
  *  (MFD_NOEXEC_SEAL where the kernel has it), sized to its backing's page,
@@ -22,7 +22,7 @@
  *
  * Readers get an O_RDONLY fd from ss__seg_reopen_ro().
  *
- * Backing chain, chosen per segment (DESIGN section 3), best first:
+ * Backing chain, chosen per segment, best first:
  * hugetlb 1G -> hugetlb 2M -> shmem THP -> 4K shmem. A hugetlb backing is
  * used only when its pool really has pages: memfd_create and ftruncate
  * succeed on an empty pool, so the test is the populate step (mmap ENOMEM,

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The spill engine (DESIGN section 6): sealed objects to disk and back,
+ * The spill engine: sealed objects to disk and back,
  * asynchronously, for a single-threaded event loop.
  *
  * Shape. ss__spill_write() queues a spill and returns; the I/O runs on an
@@ -85,7 +85,7 @@ typedef struct ss__spill ss__spill;
 #define SS_SPILL_TOMB 0x424d4f5444414544ull /* "DEADTOMB" */
 #define SS_SPILL_REC_ALIGN 128u             /* record start/length granularity */
 #define SS_SPILL_BLOCK 4096u                /* file-of-its-own / batch granularity */
-#define SS_SPILL_META_MAX (64u * 1024)      /* API.md: meta is at most 64 KiB */
+#define SS_SPILL_META_MAX (64u * 1024)      /* sealstore.h: meta is at most 64 KiB */
 
 enum {
     SS_SPILL_REC_OBJECT = 1u << 0, /* an object (else the flags say PAD) */

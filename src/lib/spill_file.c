@@ -28,7 +28,7 @@
  * one damaged region. (Only there can bytes inside an object's data be
  * taken for a header, and only if they are a whole valid header, hash
  * included: a spilled spill file, say.) XXH64 runs at ~24 GB/s here: it
- * detects damage, not forgery (DESIGN section 6).
+ * detects damage, not forgery.
  *
  * Durability: a new file is written as "<id>.tmp", fdatasync'ed, renamed to
  * "<id>.spill" and the directory fsync'ed; so a ".spill" name means the

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The store process model (DESIGN section 1): open (memory layer, index,
+ * The store process model: open (memory layer, index,
  * socket), the epoll loop, stop and close; the daemon and the embedded
  * thread run the same code.
  *
@@ -378,7 +378,7 @@ static void raise_nofile(void)
 {
     struct rlimit rl;
 
-    /* fds queued in unread replies count against our limit (DESIGN 1) */
+    /* fds queued in unread replies count against our limit (store_int.h) */
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         if (setrlimit(RLIMIT_NOFILE, &rl) < 0)

@@ -2,7 +2,7 @@
 /*
  * The store: one object index, capacity accounting, the memory layer
  * (numa, pool, small allocator) and a single-threaded epoll loop serving a
- * SOCK_SEQPACKET socket (DESIGN sections 1, 2, 5, 6). The daemon
+ * SOCK_SEQPACKET socket. The daemon
  * (src/daemon/sealstored.c) runs it in its main thread; SS_CONNECT_EMBED
  * runs it in a thread of the host process. One code path serves both.
  *
@@ -50,7 +50,7 @@ int ss__store_start_thread(ss__store **out, const char *socket_path, unsigned fl
 void ss__store_stop_thread(ss__store *s);
 
 /*
- * The default socket path per API.md: $SEALSTORE_SOCKET (the option), else
+ * The default socket path (README, SEALSTORE_SOCKET): $SEALSTORE_SOCKET (the option), else
  * $XDG_RUNTIME_DIR/sealstore.sock, else /tmp/sealstore-UID/sealstore.sock
  * (the directory created 0700 if missing, and refused unless owned by us
  * with mode 0700). Returns the length, -ENAMETOOLONG, or -errno.

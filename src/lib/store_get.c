@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Parked requests, GET and timers (DESIGN section 6).
+ * Parked requests, GET and timers.
  *
  * A request that cannot be answered now is parked: a CREATE or PUT that
  * does not fit (in a FIFO, retried whenever memory is freed, until

@@ -62,7 +62,7 @@ static inline size_t ss__store_opt_spill_dir(char *buf, size_t len)
 }
 
 /* ===================================================================
- * The index (DESIGN section 5): an ABI shared with clients.
+ * The index: an ABI shared with clients.
  *
  * Memory: chunks of SS_INDEX_CHUNK_BYTES, each its own memfd, plus one
  * bucket memfd (replaced by a twice larger one when the table grows). The
@@ -393,7 +393,7 @@ typedef struct ss__ref {
 #define SS_REF_COUNT(r) ((r) & ~SS_REF_SENT)
 
 /*
- * Unread fd-carrying replies (DESIGN section 1). The kernel counts every fd
+ * Unread fd-carrying replies. The kernel counts every fd
  * queued in a unix socket against the *sending* user (the store's uid) and
  * fails SCM_RIGHTS with ETOOMANYREFS for all of the store's clients once
  * that count passes the store's RLIMIT_NOFILE. The store therefore tracks,

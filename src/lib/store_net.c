@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Client sessions on the store's SOCK_SEQPACKET socket: receive, validate,
- * dispatch, reply (DESIGN section 1; wire format in proto.h).
+ * dispatch, reply (wire format in proto.h).
  *
  * Never trust the peer. Every request goes through ss__proto_check_request
  * (the fuzzed decoder) before any field is read. A request that carries fds

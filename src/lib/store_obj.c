@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The object table and lifecycle (DESIGN section 6): create -> seal ->
+ * The object table and lifecycle: create -> seal ->
  * get/release -> delete, capacity, the seal worker. Parked requests and
  * GET are in store_get.c, spilling in store_spill.c.
  *

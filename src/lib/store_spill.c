@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Spilling and restoring (DESIGN section 6): the store's side of the spill
+ * Spilling and restoring: the store's side of the spill
  * engine (spill.h), which does the disk I/O asynchronously; nothing here
  * waits for the disk except drain and teardown.
  *

@@ -3,7 +3,7 @@
  * ===================================================================
  *  If this fails, the ABI changed: update libsealstore.sym / bump the
  *  version. (Add new symbols to a NEW node of src/lib/libsealstore.sym;
- *  never edit a released node. See STYLE section 8.)
+ *  never edit a released node.)
  * ===================================================================
  *
  * What a user links against, checked from the outside:

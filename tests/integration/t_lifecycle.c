@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The object lifecycle through the public API (API.md), against a store
+ * The object lifecycle through the public API (sealstore.h), against a store
  * embedded in this process (ss_connect(path, SS_CONNECT_EMBED)) on a
  * socket in t_tmpdir(). A second handle, connected without EMBED, plays
  * "another client" where the semantics depend on who asks.

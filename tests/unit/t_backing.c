@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Backing choice of segments (segment.h; DESIGN section 3; KERNEL-FACTS
- * sections 1 and 3): the waste rule, the fallback chain under auto, hard
+ * Backing choice of segments (segment.h): the waste rule, the fallback chain under auto, hard
  * failure (never SIGBUS) under an explicit policy, what the kernel really
  * maps, and the per-backing stats.
  *

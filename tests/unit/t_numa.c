@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * NUMA placement (src/lib/numa.c, DESIGN section 4).
+ * NUMA placement (src/lib/numa.c).
  *
  * The placement logic runs on fake topologies and never skips: synthetic
  * 1-, 2- and 4-node machines, sparse node numbers, an XML file exported
@@ -11,7 +11,7 @@
  * Real binding runs on the real topology's first node: anon and memfd
  * ranges bound before the touch, pages checked with move_pages (through
  * ss__numa_node_of_addr) and the policy with get_mempolicy(MPOL_F_ADDR),
- * including the shmem fact DESIGN section 4 relies on (the policy belongs
+ * including the shmem fact placement relies on (the policy belongs
  * to the file, so a second mapping reports it too). These cases skip only
  * when hwloc says binding is unsupported here (feature "numa"); a
  * multi-node placement check is impossible on a 1-node machine and is not

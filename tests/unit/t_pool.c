@@ -688,7 +688,7 @@ static void test_hugetlb_2m(void **state)
     finish(pool, &a);
 
     /* again on pool pages already touched once (the first use of a fresh
-     * hugetlb pool is host-cold on this VM, KERNEL-FACTS section 0) */
+     * hugetlb pool can be host-cold on a VM) */
     pool = start(&p);
     rc = ss__pool_wait_full(pool, 20000);
     st = stats(pool);

@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Seal sequences of segments (segment.h; DESIGN section 2; KERNEL-FACTS
- * section 2): what a write-sealed object segment and a FUTURE_WRITE-sealed
+ * Seal sequences of segments (segment.h): what a write-sealed object segment and a FUTURE_WRITE-sealed
  * small segment still allow, through every fd and mapping a reader or a
  * hostile creator can get.
  *
@@ -150,7 +149,7 @@ static int got_errno;
  * Every way to change a sealed object's bytes or size through `fd`; none may
  * work. `rdwr`: fd is O_RDWR (the seals stop it) rather than O_RDONLY (the
  * fd mode stops it). Returns 0, or the number of the first path that was
- * not refused as KERNEL-FACTS section 2 says (a child's exit code).
+ * not refused as the seals promise (a child's exit code).
  */
 static int no_write_path(int fd, bool rdwr, bool huge, uint64_t size)
 {
