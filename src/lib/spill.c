@@ -1666,15 +1666,8 @@ static void scan_drops(ss__spill *sp, struct sfile *f)
         sp->st.live_objects--;
         sp->st.live_bytes -= sc->drop[k].size;
         sp->st.deletes++;
-        if (f->ntomb == f->ctomb) {
-            uint32_t cap = f->ctomb ? f->ctomb * 2 : 16;
-            uint64_t *n = realloc(f->tomb, cap * sizeof(*n));
-
-            if (!n)
-                continue; /* dead here; a later scan drops it again */
-            f->tomb = n;
-            f->ctomb = cap;
-        }
+        if (u64_reserve(&f->tomb, f->ntomb, &f->ctomb) < 0)
+            continue; /* dead here; a later scan drops it again */
         f->tomb[f->ntomb++] = sc->drop[k].offset;
     }
     sc->ndrop = 0;

@@ -427,7 +427,7 @@ void ss__store_epoll_mod(ss__store *s, ss__conn *c)
          * the tick retries it */
         if (!c->out_retry)
             ev.events = EPOLLOUT;
-    } else if (c->nparked < SS_PARKED_MAX && !ss__fd_paused(s, c) && !c->gated) {
+    } else if (ss__conn_may_read(s, c)) {
         ev.events = EPOLLIN;
     }
     c->in_paused = !(ev.events & EPOLLIN);

@@ -905,6 +905,16 @@ bool ss__fd_room(const ss__store *s, const ss__conn *c, uint32_t nfds);
 /* A client's reading is paused (unread fds at its cap, or GETs waiting
  * for the budget). */
 bool ss__fd_paused(const ss__store *s, const ss__conn *c);
+/* May the store read c's next request? Not while replies wait in its
+ * outbox or too many of its requests are parked (the kernel's queue then
+ * pushes back on the client), nor while its fd budget pauses it or a
+ * request of its waits for the startup scan (the scan gate). EPOLLIN is
+ * on exactly when this holds (ss__store_epoll_mod). */
+static inline bool ss__conn_may_read(const ss__store *s, const ss__conn *c)
+{
+    return !c->broken && !c->out_head && c->nparked < SS_PARKED_MAX && !c->gated &&
+           !ss__fd_paused(s, c);
+}
 /* Loop hook: look at unread replies again, retry deferred GETs and
  * outboxes, close lingering sockets that are read (due every few ms while
  * anything waits); and close connections past the HELLO timeout. */

@@ -748,10 +748,7 @@ void ss__conn_readable(ss__store *s, ss__conn *c)
     } u;
 
     for (int i = 0; i < READ_BATCH; i++) {
-        /* stop when the outbox holds replies or too many requests wait:
-         * the kernel's queue then pushes back on the client */
-        if (c->broken || c->out_head || c->nparked >= SS_PARKED_MAX ||
-            ss__fd_paused(s, c) || c->gated)
+        if (!ss__conn_may_read(s, c))
             return;
         struct iovec iov = { .iov_base = s->ibuf, .iov_len = SS_PROTO_MAX_MSG };
         struct msghdr mh = {
