@@ -32,6 +32,29 @@
 #define SS_ALIGN_UP(x, a) (((x) + ((a) - 1)) & ~((__typeof__(x))(a) - 1))
 #define SS_IS_POW2(x) ((x) != 0 && ((x) & ((x) - 1)) == 0)
 
+/*
+ * Growing arrays. Make room for at least `need` elements of `size` bytes in
+ * *arr, whose capacity is *cap: the capacity doubles (starting at `first`)
+ * until it covers need, and never passes `max`. New elements are zeroed.
+ * 0, or -ENOMEM (allocation failed or need > max): then *arr and *cap are
+ * unchanged. SS_ARRAY_RESERVE(arr, cap, need, first) is the typed form for
+ * any pointer `arr` and unsigned counter `cap`.
+ */
+int ss__array_grow(void **arr, size_t *cap, size_t need, size_t size, size_t first,
+                   size_t max);
+#define SS_ARRAY_RESERVE(arr, cap, need, first)                                          \
+    __extension__({                                                                      \
+        void *a_ = (arr);                                                                \
+        size_t c_ = (cap);                                                               \
+        int r_ = ss__array_grow(&a_, &c_, (need), sizeof(*(arr)), (first),               \
+                                (size_t)(__typeof__(cap))-1);                           \
+        if (r_ == 0) {                                                                   \
+            (arr) = a_;                                                                  \
+            (cap) = (__typeof__(cap))c_;                                                 \
+        }                                                                                \
+        r_;                                                                              \
+    })
+
 #define SS_KiB (1024ull)
 #define SS_MiB (1024ull * 1024)
 #define SS_GiB (1024ull * 1024 * 1024)

@@ -266,16 +266,7 @@ void ss__sp_file_free(ss__spill *sp, struct sfile *f)
 /* Room for one more in a growing array of *n values (capacity *cap). */
 static int u64_reserve(uint64_t **a, uint32_t n, uint32_t *cap)
 {
-    if (n == *cap) {
-        uint32_t c = *cap ? *cap * 2 : 4;
-        uint64_t *na = realloc(*a, c * sizeof(*na));
-
-        if (!na)
-            return -ENOMEM;
-        *a = na;
-        *cap = c;
-    }
-    return 0;
+    return SS_ARRAY_RESERVE(*a, *cap, (size_t)n + 1, 4);
 }
 
 bool ss__sp_inj_hit(ss__spill *sp, unsigned kind)
