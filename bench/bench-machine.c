@@ -82,109 +82,37 @@ long meminfo_kb(const char *file, const char *field)
     return v;
 }
 
-struct hpool hpool_read(uint64_t page)
-{
-    char path[128];
-    struct hpool h = {0};
-    const char *base = "/sys/kernel/mm/hugepages/hugepages-";
-
-    snprintf(path, sizeof(path), "%s%" PRIu64 "kB/nr_hugepages", base, page / 1024);
-    if (ss__sys_read_u64(path, &h.nr) < 0)
-        return h;
-    h.present = true;
-    snprintf(path, sizeof(path), "%s%" PRIu64 "kB/free_hugepages", base, page / 1024);
-    (void)ss__sys_read_u64(path, &h.free);
-    snprintf(path, sizeof(path), "%s%" PRIu64 "kB/resv_hugepages", base, page / 1024);
-    (void)ss__sys_read_u64(path, &h.resv);
-    snprintf(path, sizeof(path), "%s%" PRIu64 "kB/surplus_hugepages", base, page / 1024);
-    (void)ss__sys_read_u64(path, &h.surplus);
-    return h;
-}
-
 /* --------------------------------------------- --hugepages reservation */
 
-/* What --hugepages added to the 2 MiB pool, given back at exit (normal
- * exit, a fatal error, SIGINT/SIGTERM/SIGHUP) by the process that added
- * it, never by a forked child. The give-back only lowers the pool by what
- * was added, so pages someone else reserved meanwhile stay. */
-#define HP2M_NR "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
-static uint64_t g_hp_added;
-static pid_t g_hp_owner;
-static char g_hp_restore[24]; /* the pool size to write back, preformatted */
-
-static void hp_give_back(void)
-{
-    int fd;
-
-    if (!g_hp_added || getpid() != g_hp_owner)
-        return;
-    /* async-signal-safe: open/write/close of a preformatted number */
-    fd = open(HP2M_NR, O_WRONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        ssize_t w = write(fd, g_hp_restore, strlen(g_hp_restore));
-        (void)w;
-        close(fd);
-    }
-    g_hp_added = 0;
-}
+/* What --hugepages added to the 2 MiB pool (hugepages.c keeps the count
+ * and gives exactly that back), at exit (normal exit, a fatal error,
+ * SIGINT/SIGTERM/SIGHUP) by the process that added it, never by a forked
+ * child. */
+static ss__hp_reservation g_hp = {.record_fd = -1};
 
 static void hp_on_signal(int sig)
 {
-    hp_give_back();
+    ss__hp_give_back(&g_hp);
     signal(sig, SIG_DFL);
     raise(sig);
 }
 
 int hugepages_reserve(uint64_t want, char *msg, size_t msglen)
 {
-    struct hpool h = hpool_read(2 * SS_MiB);
-    uint64_t target, got;
-    char num[24];
-    int fd, rc = 0;
+    int rc = ss__hp_reserve(&g_hp, 2 * SS_MiB, want, msg, msglen);
 
-    if (!h.present) {
-        snprintf(msg, msglen, "no 2 MiB hugepage pool in this kernel: running without");
-        return -ENOENT;
-    }
-    if (h.free >= want) {
-        snprintf(msg, msglen, "%" PRIu64 " 2 MiB hugepages already free: nothing reserved",
-                 h.free);
-        return 0;
-    }
-    target = h.nr + (want - h.free);
-    snprintf(num, sizeof(num), "%" PRIu64, target);
-    fd = open(HP2M_NR, O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || write(fd, num, strlen(num)) < 0)
-        rc = -errno;
-    if (fd >= 0)
-        close(fd);
-    if (rc < 0) {
-        snprintf(msg, msglen,
-                 "cannot raise %s (%s): running on the pages as they are (%" PRIu64 " free)",
-                 HP2M_NR, strerror(-rc), h.free);
-        return rc;
-    }
-    /* the kernel grants what it can find contiguous: read back */
-    got = hpool_read(2 * SS_MiB).nr;
-    if (got > h.nr) {
-        g_hp_added = got - h.nr;
-        g_hp_owner = getpid();
-        snprintf(g_hp_restore, sizeof(g_hp_restore), "%" PRIu64, h.nr);
-        atexit(hp_give_back);
+    if (g_hp.added) {
+        atexit(hugepages_give_back);
         signal(SIGINT, hp_on_signal);
         signal(SIGTERM, hp_on_signal);
         signal(SIGHUP, hp_on_signal);
     }
-    snprintf(msg, msglen,
-             "reserved %" PRIu64 " more 2 MiB hugepages for this run (pool %" PRIu64
-             " -> %" PRIu64 ", %" PRIu64 " asked), given back at exit",
-             got > h.nr ? got - h.nr : 0, h.nr, got, want - h.free);
-    return got >= target ? 0 : -ENOMEM;
+    return rc;
 }
 
 void hugepages_give_back(void)
 {
-    hp_give_back();
+    ss__hp_give_back(&g_hp);
 }
 
 /* Kilobytes of `field` (e.g. "ShmemPmdMapped") for the mapping holding addr,
@@ -248,9 +176,9 @@ bool backing_usable(int bk, uint64_t bytes, char *why)
             return false;
         }
     } else if (is_hugetlb(bk)) {
-        struct hpool h = hpool_read(d->page);
+        ss__hpool h = ss__hpool_read(d->page);
         uint64_t need = (bytes + d->page - 1) / d->page;
-        uint64_t avail = h.free > h.resv ? h.free - h.resv : 0;
+        uint64_t avail = ss__hpool_avail(&h);
         const char *how = bk == SS_BACKING_2M
                               ? "raise vm.nr_hugepages"
                               : "raise /sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages";

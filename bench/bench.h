@@ -37,6 +37,7 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "hugepages.h"
 #include "segment.h"
 
 #define PROG "sealstore-bench"
@@ -255,11 +256,6 @@ const char *thp_shmem_mode(char *buf, size_t len);
 long meminfo_kb(const char *file, const char *field); /* -1: not found */
 long smaps_kb(const void *addr, const char *field);   /* -errno: not found */
 
-struct hpool {
-    bool present;
-    uint64_t nr, free, resv, surplus;
-};
-struct hpool hpool_read(uint64_t page);
 /* --hugepages N: make N 2 MiB pages free by raising the pool (root), and
  * give back what was added at exit or on SIGINT/SIGTERM/SIGHUP. 0 or
  * -errno; msg says what happened either way. */

@@ -875,7 +875,7 @@ static void print_header(struct bench *b)
         printf("reserve   --hugepages %ld: %s\n", b->hugepages_opt, b->hugepages_msg);
     printf("hugetlb  ");
     for (int bk = SS_BACKING_2M; bk <= SS_BACKING_1G; bk++) {
-        struct hpool h = hpool_read(backings[bk].page);
+        ss__hpool h = ss__hpool_read(backings[bk].page);
 
         if (!h.present)
             printf(" %s: no pool;", backings[bk].name);
