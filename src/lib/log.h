@@ -36,6 +36,11 @@ void ss__log_emit(int level, const char *fmt, ...)
             ss__log((level), __VA_ARGS__);                                \
     } while (0)
 
+/* The syslog priority prefix ("<4>" for SS_LOG_WARN) the default sink puts
+ * before each line when stderr is the journal's stream (JOURNAL_STREAM
+ * names it), else "". For programs that write to stderr themselves. */
+const char *ss__log_prefix(int level);
+
 /* Set the level from SEALSTORE_LOG's parsed value (options.c calls this). */
 void ss__log_set_level(int level);
 

@@ -19,6 +19,7 @@
  */
 #include "segment.h"
 
+#include "hugepages.h"
 #include "numa.h"
 #include "options.h"
 #include "stats.h"
@@ -449,7 +450,8 @@ fail_close:
     return rc;
 }
 
-static atomic_flag warned[SS_BACKING__COUNT];
+/* [0]: said at debug level, [1]: warned (see warn_missing) */
+static atomic_flag warned[2][SS_BACKING__COUNT];
 
 static const char *const step_names[] = {"memfd_create", "ftruncate", "mmap", "madvise",
                                          "populate"};
@@ -487,15 +489,32 @@ static void describe_missing(int backing, int err, int step, char *buf, size_t l
     }
 }
 
-/* One warning per backing for the life of the process. */
+/* Has the operator given the machine this backing at all? A pool left at
+ * 0 pages and shmem THP at never are a stock install, not a shortage. */
+static bool backing_configured(int backing)
+{
+    if (is_hugetlb(backing))
+        return ss__hpool_configured(ss__backing_page_size(backing));
+    return backing == SS_BACKING_THP && thp_available();
+}
+
+/* One line per backing for the life of the process: a warning when an
+ * explicit setting cannot be honoured or memory the operator configured
+ * ran out; a debug line when the machine simply has none (the store says
+ * that once at start, at info level). */
 static void warn_missing(int backing, int err, int step, bool fallback)
 {
     char line[320];
+    bool configured;
 
-    if (backing == SS_BACKING_4K || atomic_flag_test_and_set(&warned[backing]))
+    if (backing == SS_BACKING_4K)
+        return;
+    configured = !fallback || backing_configured(backing);
+    if (atomic_flag_test_and_set(&warned[configured][backing]))
         return;
     describe_missing(backing, err, step, line, sizeof(line));
-    ss__log_warn("%s%s", line, fallback ? "; falling back to a smaller page size" : "");
+    ss__log(configured ? SS_LOG_WARN : SS_LOG_DEBUG, "%s%s", line,
+            fallback ? "; falling back to a smaller page size" : "");
 }
 
 int ss__backing_require(int hugepages, char *why, size_t len)

@@ -58,6 +58,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include "hugepages.h"
 #include "sys.h"
 
 /* Tests shrink these before opening a store (0: the default). */
@@ -477,6 +478,12 @@ static int memory_open(ss__store *s)
         ss__log_error("store: SEALSTORE_HUGEPAGES=%s cannot be had: %s", opts[0], why);
         return rc;
     }
+    /* a machine without hugepages is a stock install, not a fault: one
+     * line, at info (segment.c warns only about memory someone configured) */
+    if (s->hugepages == SS_HP_AUTO && !ss__hpool_configured(2 * SS_MiB) &&
+        !ss__hpool_configured(SS_GiB) && !ss__backing_available(SS_BACKING_THP, 1))
+        ss__log_info("store: 4 KiB pages: no hugepage pool and shmem THP off; "
+                     "run `sealstore doctor`");
     ss__salloc_params sp = {
         .segment_size = ss__opt_size(SS_OPT_SMALL_SEGMENT),
         .max_size = s->small_max,
