@@ -1,0 +1,440 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sealstored as a service, without systemd: the test plays the service
+ * manager.
+ *
+ * Readiness (sd_notify protocol): the daemon runs with NOTIFY_SOCKET naming
+ * a datagram socket the test owns, a path or an abstract name ('@'). The
+ * first datagram must carry READY=1 and must not come before the store
+ * answers: the moment it arrives, one connect (no retry) must succeed and
+ * the store must answer a request. SIGTERM brings STOPPING=1 and exit 0. A
+ * store that cannot start sends no READY=1, only a STATUS= and ERRNO=.
+ *
+ * --reserve-hugepages (root; 2 MiB pool): the pool must return to exactly
+ * its previous size after SIGTERM, after a start that fails once the pages
+ * were added, and after SIGKILL once the daemon is started again (without
+ * the flag: the crash record in STATE_DIRECTORY says what to give back). A
+ * record from another boot is discarded, pool untouched. The cases hold
+ * the test programs' pool lock (t_hugetlb_lock) so that no other test
+ * program resizes the pool meanwhile, ask for 4 pages more than are free,
+ * and put the pool back in their teardown whatever happened. Not root, or
+ * no 2 MiB pool: those cases skip ("needs root" / "no 2 MiB hugetlb pool").
+ *
+ * Waiting is on events (datagrams, waitpid), never on time; the poll
+ * timeouts only turn a hang into a failure.
+ */
+#include "config.h"
+
+#include "t_helpers.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#define HUGE_2M (2ull << 20)
+#define HANG_MS 60000 /* a daemon silent this long is hung, not slow */
+
+static char g_daemon[4096];
+
+typedef struct run {
+    pid_t pid;
+    int nfd;            /* our end of NOTIFY_SOCKET */
+    char notify[108];   /* its address as NOTIFY_SOCKET spells it */
+    char sock[256];     /* the store's socket */
+    char state[256];    /* STATE_DIRECTORY */
+    char spec[32];      /* --reserve-hugepages argument */
+} run;
+
+static run g_run = {.pid = -1, .nfd = -1};
+
+/* A datagram socket at `addr` (a path, or '@' + abstract name). */
+static int notify_socket(const char *addr)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    size_t n = strlen(addr);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+    assert_true(fd >= 0);
+    assert_true(n < sizeof(a.sun_path));
+    memcpy(a.sun_path, addr, n);
+    if (addr[0] == '@')
+        a.sun_path[0] = '\0';
+    if (bind(fd, (struct sockaddr *)&a,
+             (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (addr[0] != '@'))) < 0)
+        fail_msg("bind %s: %s", addr, strerror(errno));
+    return fd;
+}
+
+/* Start the daemon on r->sock with NOTIFY_SOCKET=r->notify; extra flags
+ * (NULL-terminated) after the defaults. */
+static void start(run *r, const char *const *extra)
+{
+    const char *argv[16];
+    int n = 0;
+
+    argv[n++] = g_daemon;
+    while (extra && *extra && n < 14)
+        argv[n++] = *extra++;
+    argv[n] = NULL;
+    r->pid = fork();
+    assert_true(r->pid >= 0);
+    if (r->pid == 0) {
+        setenv("NOTIFY_SOCKET", r->notify, 1);
+        setenv("SEALSTORE_SOCKET", r->sock, 1);
+        setenv("SEALSTORE_SPILL_DIR", "off", 1);
+        setenv("STATE_DIRECTORY", r->state, 1);
+        execv(g_daemon, (char *const *)argv);
+        _exit(127);
+    }
+}
+
+/* The next datagram into buf, or "" when none came within ms. */
+static void next_msg(run *r, char *buf, size_t len, int ms)
+{
+    struct pollfd p = {.fd = r->nfd, .events = POLLIN};
+    ssize_t n = 0;
+
+    buf[0] = '\0';
+    if (poll(&p, 1, ms) == 1)
+        n = recv(r->nfd, buf, len - 1, 0);
+    buf[n > 0 ? n : 0] = '\0';
+}
+
+/* Wait for the daemon to exit; its status. */
+static int reap(run *r)
+{
+    int st;
+
+    assert_int_equal(waitpid(r->pid, &st, 0), r->pid);
+    r->pid = -1;
+    return st;
+}
+
+/* Wait for the daemon to exit with `code`. */
+static void expect_exit(run *r, int code)
+{
+    int st = reap(r);
+
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), code);
+}
+
+static void setup_run(run *r, const char *name, bool abstract)
+{
+    const char *dir = t_tmpdir();
+
+    r->pid = -1;
+    if (abstract)
+        snprintf(r->notify, sizeof(r->notify), "@sealstore-t-service-%d-%s", (int)getpid(),
+                 name);
+    else
+        snprintf(r->notify, sizeof(r->notify), "%s/%s.notify", dir, name);
+    snprintf(r->sock, sizeof(r->sock), "%s/%s.sock", dir, name);
+    snprintf(r->state, sizeof(r->state), "%s/%s.state", dir, name);
+    if (mkdir(r->state, 0700) < 0 && errno != EEXIST)
+        fail_msg("mkdir %s: %s", r->state, strerror(errno));
+    r->nfd = notify_socket(r->notify);
+}
+
+static int teardown_run(void **state)
+{
+    run *r = &g_run;
+
+    (void)state;
+    if (r->pid > 0) {
+        kill(r->pid, SIGKILL);
+        waitpid(r->pid, NULL, 0);
+        r->pid = -1;
+    }
+    if (r->nfd >= 0)
+        close(r->nfd);
+    r->nfd = -1;
+    if (r->notify[0] == '/')
+        unlink(r->notify);
+    return 0;
+}
+
+/* READY=1 arrives first, and then the store answers at once. */
+static void expect_ready(run *r)
+{
+    char msg[1024];
+    ss_client *c = NULL;
+    ss_stats st;
+
+    next_msg(r, msg, sizeof(msg), HANG_MS);
+    if (!strstr(msg, "READY=1"))
+        fail_msg("first notification is not READY=1: \"%s\"", msg);
+    if (!strstr(msg, "STATUS=serving ") || !strstr(msg, r->sock))
+        fail_msg("READY=1 without a STATUS naming the socket: \"%s\"", msg);
+    /* one try, no retry: READY=1 promises the store answers now */
+    t_assert_ok(ss_connect(r->sock, 0, &c));
+    memset(&st, 0, sizeof(st));
+    st.size = sizeof(st);
+    st.version = SS_STATS_VERSION;
+    t_assert_ok(ss_stats_get(c, &st));
+    ss_disconnect(c);
+}
+
+/* SIGTERM: STOPPING=1, then a clean exit. */
+static void expect_stop(run *r)
+{
+    char msg[1024];
+
+    assert_int_equal(kill(r->pid, SIGTERM), 0);
+    next_msg(r, msg, sizeof(msg), HANG_MS);
+    if (!strstr(msg, "STOPPING=1"))
+        fail_msg("SIGTERM brought no STOPPING=1: \"%s\"", msg);
+    expect_exit(r, 0);
+}
+
+static void notify_ready_stop(bool abstract)
+{
+    run *r = &g_run;
+
+    setup_run(r, abstract ? "abstract" : "path", abstract);
+    start(r, NULL);
+    expect_ready(r);
+    expect_stop(r);
+}
+
+static void t_notify_path(void **state)
+{
+    (void)state;
+    notify_ready_stop(false);
+}
+
+static void t_notify_abstract(void **state)
+{
+    (void)state;
+    notify_ready_stop(true);
+}
+
+/* A store that cannot start (its socket's directory does not exist) says
+ * why and never READY=1. */
+static void t_notify_failed_start(void **state)
+{
+    run *r = &g_run;
+    char msg[1024];
+    bool status = false;
+
+    (void)state;
+    setup_run(r, "fail", false);
+    snprintf(r->sock, sizeof(r->sock), "%s/no/such/dir/s.sock", t_tmpdir());
+    start(r, NULL);
+    expect_exit(r, 1);
+    /* it has exited: everything it sent is queued */
+    for (next_msg(r, msg, sizeof(msg), 0); msg[0]; next_msg(r, msg, sizeof(msg), 0)) {
+        if (strstr(msg, "READY=1"))
+            fail_msg("a store that did not start sent READY=1: \"%s\"", msg);
+        status |= strstr(msg, "STATUS=cannot start") && strstr(msg, "ERRNO=");
+    }
+    assert_true(status);
+}
+
+/* ------------------------------------------------------- hugepage pool */
+
+static int g_lock = -1;
+static long g_before = -1; /* nr_hugepages before the case; -1: not taken */
+
+static long nr_only(void)
+{
+    char buf[32];
+    int fd = open("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", O_RDONLY);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    return atol(buf);
+}
+
+static void set_nr(long v)
+{
+    char buf[32];
+    int fd = open("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", O_WRONLY);
+    int n = snprintf(buf, sizeof(buf), "%ld", v);
+
+    if (fd >= 0) {
+        if (write(fd, buf, (size_t)n) != n)
+            fprintf(stderr, "warning: could not put nr_hugepages back to %ld\n", v);
+        close(fd);
+    }
+}
+
+/* Root and a 2 MiB pool, or skip; then hold the pool lock, note the pool
+ * and set up run `name` whose --reserve-hugepages asks 4 pages beyond what
+ * is free. `sock`: its socket path instead of the default. */
+static void reserving_run(run *r, const char *name, const char *sock)
+{
+    long fr, rsv;
+
+    T_SKIP_IF(geteuid() != 0, "hugepages", "--reserve-hugepages needs root");
+    T_SKIP_IF(nr_only() < 0, "hugepages", "no 2 MiB hugetlb pool in this kernel");
+    g_lock = t_hugetlb_lock();
+    g_before = nr_only();
+    fr = t_hugetlb_free(HUGE_2M);
+    rsv = t_hugetlb_resv(HUGE_2M);
+    assert_true(g_before >= 0 && fr >= 0 && rsv >= 0);
+    setup_run(r, name, false);
+    snprintf(r->spec, sizeof(r->spec), "%ldM", (fr - rsv + 4) * 2);
+    if (sock)
+        snprintf(r->sock, sizeof(r->sock), "%s", sock);
+}
+
+/* Start r reserving. */
+static void start_reserving(run *r)
+{
+    const char *flags[] = {"--reserve-hugepages", r->spec, NULL};
+
+    start(r, flags);
+}
+
+static int teardown_pool(void **state)
+{
+    teardown_run(state);
+    if (g_before >= 0 && nr_only() != g_before) {
+        fprintf(stderr, "restoring nr_hugepages %ld -> %ld\n", nr_only(), g_before);
+        set_nr(g_before);
+    }
+    g_before = -1;
+    t_hugetlb_unlock(g_lock);
+    g_lock = -1;
+    return 0;
+}
+
+/* Exactly 4 pages added (the kernel may grant fewer: skip then, it is
+ * out of contiguous memory, not wrong). */
+static void expect_added(void)
+{
+    long now = nr_only();
+
+    T_SKIP_IF(now >= 0 && now < g_before + 4, "hugepages",
+              "the kernel could not find 4 more 2 MiB pages");
+    assert_int_equal(now, g_before + 4);
+}
+
+static void t_reserve_sigterm(void **state)
+{
+    run *r = &g_run;
+
+    (void)state;
+    reserving_run(r, "hp-term", NULL);
+    start_reserving(r);
+    expect_ready(r);
+    expect_added();
+    expect_stop(r);
+    assert_int_equal(nr_only(), g_before);
+}
+
+/* The pages are added before the store opens; a store that then cannot
+ * start gives them back before it exits 1. */
+static void t_reserve_failed_start(void **state)
+{
+    char sock[512];
+    run *r = &g_run;
+
+    (void)state;
+    snprintf(sock, sizeof(sock), "%s/no/such/dir/s.sock", t_tmpdir());
+    reserving_run(r, "hp-fail", sock);
+    start_reserving(r);
+    expect_exit(r, 1);
+    assert_int_equal(nr_only(), g_before);
+}
+
+/* SIGKILL leaves the pages added; the next start (no flag) gives them
+ * back from the record and then serves. */
+static void t_reserve_sigkill_restart(void **state)
+{
+    run *r = &g_run;
+
+    (void)state;
+    reserving_run(r, "hp-kill", NULL);
+    start_reserving(r);
+    expect_ready(r);
+    expect_added();
+    assert_int_equal(kill(r->pid, SIGKILL), 0);
+    assert_true(WIFSIGNALED(reap(r)));
+    assert_int_equal(nr_only(), g_before + 4);
+    start(r, NULL);
+    expect_ready(r);
+    assert_int_equal(nr_only(), g_before);
+    expect_stop(r);
+    assert_int_equal(nr_only(), g_before);
+}
+
+/* A record written in another boot: the boot rebuilt the pool, so the
+ * record is emptied and the pool left alone. */
+static void t_reserve_record_other_boot(void **state)
+{
+    char rec[600];
+    run *r = &g_run;
+    FILE *f;
+    struct stat st;
+    int found = 0;
+
+    (void)state;
+    reserving_run(r, "hp-boot", NULL);
+    /* a clean run leaves its (empty) record; the name is the daemon's
+     * business, so find it */
+    {
+        DIR *d;
+        struct dirent *e;
+
+        start_reserving(r);
+        expect_ready(r);
+        expect_stop(r);
+        assert_int_equal(nr_only(), g_before);
+        d = opendir(r->state);
+        assert_non_null(d);
+        while ((e = readdir(d)))
+            if (!strncmp(e->d_name, "hugepages-", 10) && strstr(e->d_name, ".reserve")) {
+                snprintf(rec, sizeof(rec), "%s/%s", r->state, e->d_name);
+                found++;
+            }
+        closedir(d);
+    }
+    assert_int_equal(found, 1);
+    f = fopen(rec, "w");
+    assert_non_null(f);
+    fprintf(f, "sealstore-hugepages boot=00000000-0000-0000-0000-000000000000 "
+               "page=2097152 added=5 pid=1\n");
+    fclose(f);
+    start(r, NULL);
+    expect_ready(r);
+    assert_int_equal(nr_only(), g_before);
+    expect_stop(r);
+    assert_int_equal(stat(rec, &st), 0);
+    assert_int_equal(st.st_size, 0);
+    assert_int_equal(nr_only(), g_before);
+}
+
+int main(void)
+{
+    const char *b = getenv("SS_BUILDDIR");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(t_notify_path, teardown_run),
+        cmocka_unit_test_teardown(t_notify_abstract, teardown_run),
+        cmocka_unit_test_teardown(t_notify_failed_start, teardown_run),
+        cmocka_unit_test_teardown(t_reserve_sigterm, teardown_pool),
+        cmocka_unit_test_teardown(t_reserve_failed_start, teardown_pool),
+        cmocka_unit_test_teardown(t_reserve_sigkill_restart, teardown_pool),
+        cmocka_unit_test_teardown(t_reserve_record_other_boot, teardown_pool),
+    };
+
+    snprintf(g_daemon, sizeof(g_daemon), "%s/src/daemon/sealstored", b ? b : ".");
+    if (access(g_daemon, X_OK) != 0)
+        return t_skip_program(NULL, "no sealstored at %s (set SS_BUILDDIR)", g_daemon);
+    return t_run(tests, NULL, NULL);
+}
