@@ -6,6 +6,7 @@
  * Map of the library (start with the headers named here):
  *   sys.h      thin syscall wrappers, each returning -errno
  *   segment.h  sealed memfd segments: backing chain, seal sequences
+ *   hugepages.h hugetlb pools: reading, reserving for a process's life
  *   numa.h     hwloc topology and placement policy
  *   pool.h     the populator: ready, pre-faulted object segments
  *   alloc.h    the small allocator carving small-object segments
