@@ -184,8 +184,8 @@ static void state_dir(char *buf, size_t len)
  * Give back what a killed run on this socket added, then reserve what
  * `spec` asks (NULL: nothing). The record is named after the socket path
  * (two daemons on two sockets keep two records) and stays locked while we
- * run. 0, or -1 when the reservation the operator asked for cannot be
- * made at all (the daemon then exits 1).
+ * run. 0, or -errno when the reservation the operator asked for cannot
+ * be made at all (the daemon then exits 1).
  */
 static int hugepages_start(const char *socket_path, const char *spec, char *status,
                            size_t slen)
@@ -207,7 +207,7 @@ static int hugepages_start(const char *socket_path, const char *spec, char *stat
          * (opening the store will find it serving) */
         if (spec)
             say(SS_LOG_ERROR, "%s is held by a running sealstored: not reserving", rec);
-        return spec ? -1 : 0;
+        return spec ? -EBUSY : 0;
     }
     if (msg[0])
         say(rc < 0 ? SS_LOG_ERROR : SS_LOG_WARN, "%s", msg);
@@ -217,11 +217,11 @@ static int hugepages_start(const char *socket_path, const char *spec, char *stat
         say(SS_LOG_WARN, "no crash record %s (%s): pages added now leak if this run is killed",
             rec, strerror(-rc));
     if (ss__hp_parse(spec, &page, &pages) < 0)
-        return -1; /* checked with the flags already */
+        return -EINVAL; /* checked with the flags already */
     rc = ss__hp_reserve(&g_hp, page, pages, msg, sizeof(msg));
     if (rc < 0 && !g_hp.added) {
         say(SS_LOG_ERROR, "--reserve-hugepages %s: %s", spec, msg);
-        return -1;
+        return rc;
     }
     say(rc < 0 ? SS_LOG_WARN : SS_LOG_INFO, "--reserve-hugepages %s: %s", spec, msg);
     if (g_hp.added)
@@ -239,6 +239,12 @@ static void hugepages_stop(void)
     if (added)
         say(SS_LOG_INFO, "gave back the %llu hugepages it reserved",
             (unsigned long long)added);
+}
+
+/* Tell the service manager why the start failed (rc: -errno or -SS_E_*). */
+static void notify_failure(const char *what, int rc)
+{
+    ss_notify("STATUS=%s: %s\nERRNO=%d", what, ss_strerror(rc), rc > -4096 ? -rc : EIO);
 }
 
 int main(int argc, char **argv)
@@ -319,7 +325,7 @@ int main(int argc, char **argv)
     rc = ss__default_socket_path(path, sizeof(path));
     if (rc < 0) {
         say(SS_LOG_ERROR, "socket path: %s", ss_strerror(rc));
-        ss_notify("STATUS=socket path: %s\nERRNO=%d", ss_strerror(rc), -rc);
+        notify_failure("socket path", rc);
         return 1;
     }
     /* block the stop signals until the store exists, then let the handler
@@ -333,9 +339,10 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     /* before the store reads the pools to pick its backing */
-    if (hugepages_start(path, reserve, hp_status, sizeof(hp_status)) < 0) {
+    rc = hugepages_start(path, reserve, hp_status, sizeof(hp_status));
+    if (rc < 0) {
         hugepages_stop();
-        ss_notify("STATUS=cannot reserve hugepages\nERRNO=%d", ENOMEM);
+        notify_failure("cannot reserve hugepages", rc);
         return 1;
     }
     rc = ss__store_open(&g_store, path, 0);
@@ -345,8 +352,7 @@ int main(int argc, char **argv)
         else
             say(SS_LOG_ERROR, "cannot start on %s: %s", path, ss_strerror(rc));
         hugepages_stop();
-        ss_notify("STATUS=cannot start on %s: %s\nERRNO=%d", path, ss_strerror(rc),
-                  rc > -4096 ? -rc : EIO);
+        notify_failure("cannot start", rc);
         return 1;
     }
     struct sigaction sa;
