@@ -14,7 +14,6 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 #include <sys/file.h>
 
@@ -39,7 +38,6 @@ static size_t fmt_u64(uint64_t v, char *buf)
     return i;
 }
 
-
 /* POOL_DIR<size>kB/<file> into buf (POOL_PATH_MAX bytes), by hand: the
  * give-back runs in signal handlers, where snprintf is not allowed. */
 #define POOL_PATH_MAX 160
@@ -62,7 +60,6 @@ static void pool_path(uint64_t page_size, const char *file, char *buf)
 }
 
 /* ------------------------------------------------------------- reading */
-
 
 ss__hpool ss__hpool_read(uint64_t page_size)
 {
@@ -101,6 +98,8 @@ bool ss__hpool_configured(uint64_t page_size)
     pool_path(page_size, "nr_overcommit_hugepages", path);
     return ss__sys_read_u64(path, &v) == 0 && v > 0;
 }
+
+/* ------------------------------------------- async-signal-safe file I/O */
 
 static int read_u64_raw(const char *path, uint64_t *out)
 {

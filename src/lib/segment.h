@@ -29,7 +29,9 @@
  * fallocate ENOSPC). Under SS_HP_AUTO a page size is considered only when
  * rounding the request up to it wastes at most 1/8 of the rounded size
  * (4K always qualifies; THP also needs at least 2 MiB), and a failure falls
- * back (logged once per backing, counted in stats). An explicit policy (1G,
+ * back (counted in stats; logged once per backing: a warning when memory
+ * someone configured ran out, a debug line when the machine has none of
+ * that backing). An explicit policy (1G,
  * 2M, thp) is a requirement: that backing is used for any size (rounded up
  * to its page), and when it cannot be had the create fails with
  * -SS_E_NOBACKING (never SIGBUS). SS_HP_OFF means 4K shmem only.
