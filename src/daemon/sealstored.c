@@ -237,8 +237,8 @@ static void hugepages_stop(void)
     ss__hp_give_back(&g_hp);
     ss__hp_record_release(&g_hp);
     if (added)
-        say(SS_LOG_INFO, "gave back the %llu hugepages it reserved",
-            (unsigned long long)added);
+        say(SS_LOG_INFO, "gave back the %llu %s hugepages it reserved",
+            (unsigned long long)added, g_hp.page_size >= SS_GiB ? "1 GiB" : "2 MiB");
 }
 
 /* Tell the service manager why the start failed (rc: -errno or -SS_E_*). */
