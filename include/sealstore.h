@@ -471,7 +471,9 @@ typedef enum ss_option {
  * would carry it ("64G", "2M", "node:1", ...). Takes effect for stores and
  * clients started afterwards. Thread-safe.
  * Returns 0, -EINVAL for an unknown option or a value that does not parse
- * (the option keeps its previous value), -ERANGE for a size out of range.
+ * (the option keeps its previous value), -ERANGE for a value out of range
+ * (a size, a duration over a day, more than 32 pool classes, a string of
+ * PATH_MAX bytes or more).
  */
 SS_API SS_NODISCARD int ss_option_set(ss_option opt, const char *value);
 
