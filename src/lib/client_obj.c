@@ -7,14 +7,12 @@
  */
 #include "client_int.h"
 #include "segment.h"
+#include "sys.h"
 
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <time.h>
-#include <unistd.h>
 
 /* ------------------------------------------------------ create / seal */
 
@@ -44,7 +42,7 @@ static int cl_create(ss_client *c, const ss_id *id, uint64_t size, const void *m
     ss__rep_create rep;
     ss__cl_hold *ho = NULL;
     ss__cl_seg *sg = NULL;
-    void *p = MAP_FAILED;
+    void *p = NULL; /* a writable mapping of an OBJECT segment, or NULL */
     int rc = ss__cl_call(c, &s, SS_MSG_CREATE, iov, meta_size ? 3 : 2, NULL);
 
     if (rc < 0 || (rc = ss__cl_status(&s)) < 0)
@@ -57,22 +55,24 @@ static int cl_create(ss_client *c, const ss_id *id, uint64_t size, const void *m
     }
     if (rep.data.kind == SS_SEG_SMALL) {
         /* private buffer; the bytes travel with SEAL */
-        size_t len = SS_ALIGN_UP((size_t)(size ? size : 1), (size_t)sysconf(_SC_PAGESIZE));
-        p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED) {
+        size_t len = SS_ALIGN_UP((size_t)(size ? size : 1), ss__sys_page_size());
+        void *buf = ss__sys_mmap(NULL, len, PROT_READ | PROT_WRITE,
+                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+        if (ss__is_err(buf)) {
             rc = -ENOMEM;
             goto undo;
         }
-        ss__cl_fresh_mapping(p, len);
-        (void)madvise(p, len, MADV_DONTFORK);
+        ss__cl_fresh_mapping(buf, len);
+        (void)ss__sys_madvise(buf, len, MADV_DONTFORK);
         ho = ss__cl_hold_new(c, id);
         if (!ho) {
-            munmap(p, len);
+            ss__sys_munmap(buf, len);
             rc = -ENOMEM;
             goto undo;
         }
         ho->priv = true;
-        ho->buf = p;
+        ho->buf = buf;
         ho->buf_len = len;
     } else {
         if (ss__cl_seg_find(c, rep.data.seg_id)) { /* seg ids are never reused */
@@ -83,8 +83,8 @@ static int cl_create(ss_client *c, const ss_id *id, uint64_t size, const void *m
         if (map) {
             /* a fork before seal must not leave a writable copy in a child */
             p = ss__cl_map_writable((size_t)rep.data.seg_size, s.fds[rep.data.fd_index + 1]);
-            if (p == MAP_FAILED) {
-                rc = -errno;
+            if (ss__is_err(p)) {
+                rc = (int)ss__ptr_err(p);
                 goto undo;
             }
         }
@@ -95,12 +95,12 @@ static int cl_create(ss_client *c, const ss_id *id, uint64_t size, const void *m
                 ss__cl_seg_unlink(c, sg);
                 free(sg);
             }
-            if (p != MAP_FAILED)
-                munmap(p, (size_t)rep.data.seg_size);
+            if (p)
+                ss__sys_munmap(p, (size_t)rep.data.seg_size);
             rc = -ENOMEM;
             goto undo;
         }
-        if (p != MAP_FAILED) {
+        if (p) {
             sg->addr = p;
             sg->writable = true;
         }
@@ -173,16 +173,17 @@ static int seal_prepare(ss__cl_hold *h)
     if (h->kind != SS_SEG_OBJECT || h->remapped)
         return 0;
     if (sg->addr) {
-        void *p = mmap(sg->addr, (size_t)sg->size, PROT_READ, MAP_SHARED | MAP_FIXED, h->ro_fd, 0);
-        if (p == MAP_FAILED)
-            return -errno;
+        void *p = ss__sys_mmap(sg->addr, (size_t)sg->size, PROT_READ, MAP_SHARED | MAP_FIXED,
+                               h->ro_fd, 0);
+        if (ss__is_err(p))
+            return (int)ss__ptr_err(p);
         sg->writable = false;
-        close(h->ro_fd);
+        ss__sys_close(h->ro_fd);
     } else {
         sg->fd = h->ro_fd; /* mapped on first get */
     }
     h->ro_fd = -1;
-    close(h->rw_fd);
+    ss__sys_close(h->rw_fd);
     h->rw_fd = -1;
     h->remapped = true;
     return 0;
@@ -303,14 +304,12 @@ static int fill_segment(ss__cl_hold *h, const void *data, uint64_t size)
 
     while (done < size) {
         size_t chunk = size - done > SS_GiB ? (size_t)SS_GiB : (size_t)(size - done);
-        ssize_t w = pwrite(h->rw_fd, src + done, chunk, (off_t)(h->off + done));
+        ssize_t w = ss__sys_pwrite(h->rw_fd, src + done, chunk, h->off + done);
 
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && errno == EINVAL && done == 0)
+        if (w == -EINVAL && done == 0)
             break; /* hugetlbfs */
         if (w < 0)
-            return -errno;
+            return (int)w;
         if (w == 0)
             return -EIO;
         done += (uint64_t)w;
@@ -319,10 +318,10 @@ static int fill_segment(ss__cl_hold *h, const void *data, uint64_t size)
         size_t len = (size_t)h->seg->size;
         unsigned char *p = ss__cl_map_writable(len, h->rw_fd);
 
-        if (p == MAP_FAILED)
-            return -errno;
+        if (ss__is_err(p))
+            return (int)ss__ptr_err(p);
         memcpy(p + h->off, src, (size_t)size);
-        munmap(p, len);
+        ss__sys_munmap(p, len);
     }
     return 0;
 }
@@ -439,7 +438,7 @@ static ss__cl_seg *segref_take(ss_client *c, ss__cl_slot *s, const ss__segref *r
     if (sg) {
         /* already ours: the reused mapping makes a new fd redundant */
         if (fd >= 0) {
-            close(fd);
+            ss__sys_close(fd);
             s->fds[r->fd_index] = -1;
         }
     } else {
@@ -595,10 +594,7 @@ static int get_batch(ss_client *c, const ss_id *ids, uint32_t n, int64_t timeout
 
 static uint64_t now_ms(void)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return ss__now_ns() / 1000000u;
 }
 
 SS_API int ss_get(ss_client *c, const ss_id *ids, size_t n, int64_t timeout_ms, ss_object *out)
@@ -807,7 +803,6 @@ SS_API int ss_subscribe(ss_client *c, unsigned mask, int *fd)
     ss__msg_hdr h;
     ss__req_subscribe r = { .mask = mask };
     struct iovec iov[2] = { { &h, sizeof(h) }, { &r, sizeof(r) } };
-    struct pollfd pfd;
     ss__cl_slot *s;
     int sfd, rc = ss__cl_enter(c);
 
@@ -822,14 +817,9 @@ SS_API int ss_subscribe(ss_client *c, unsigned mask, int *fd)
     rc = ss__cl_sendv(sfd, iov, 2);
     if (rc < 0)
         goto fail;
-    pfd = (struct pollfd){ .fd = sfd, .events = POLLIN };
-    do
-        rc = poll(&pfd, 1, SS_CL_HELLO_TIMEOUT_MS);
-    while (rc < 0 && errno == EINTR);
-    if (rc <= 0) {
-        rc = rc == 0 ? -ETIMEDOUT : -errno;
+    rc = ss__cl_wait_reply(sfd);
+    if (rc < 0)
         goto fail;
-    }
     s = malloc(sizeof(*s));
     if (!s) {
         rc = -ENOMEM;
@@ -850,7 +840,7 @@ SS_API int ss_subscribe(ss_client *c, unsigned mask, int *fd)
     *fd = sfd;
     return 0;
 fail:
-    close(sfd);
+    ss__sys_close(sfd);
     return rc;
 }
 
@@ -872,18 +862,16 @@ SS_API int ss_event_next(int fd, ss_event *ev)
 
     if (fd < 0 || !ev)
         return -EINVAL;
-    do
-        n = recvmsg(fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
+    n = ss__sys_recvmsg(fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     if (n < 0)
-        return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -errno;
+        return (n == -EAGAIN || n == -EWOULDBLOCK) ? 0 : (int)n;
     if (m.msg_controllen > 0) {
         /* the store never sends an fd with an event: close what came */
         for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h))
             if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS) {
                 int f;
                 memcpy(&f, CMSG_DATA(h), sizeof(f));
-                close(f);
+                ss__sys_close(f);
             }
         return -SS_E_PROTO;
     }
@@ -904,5 +892,5 @@ SS_API int ss_event_next(int fd, ss_event *ev)
 SS_API void ss_unsubscribe(int fd)
 {
     if (fd >= 0)
-        close(fd);
+        ss__sys_close(fd);
 }

@@ -19,7 +19,7 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
+#include <sys/random.h> /* GRND_NONBLOCK */
 
 #include "sys.h"
 
@@ -178,7 +178,7 @@ int ss__index_init(ss__index *ix, uint64_t store_id)
     memset(ix, 0, sizeof(*ix));
     ix->bucket_fd = -1;
     ix->store_id = store_id;
-    if (getrandom(&ix->key, sizeof(ix->key), GRND_NONBLOCK) != sizeof(ix->key))
+    if (ss__sys_getrandom(&ix->key, sizeof(ix->key), GRND_NONBLOCK) != sizeof(ix->key))
         ix->key = ss__now_ns() * 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)ix;
     rc = add_chunk(ix);
     if (rc == 0)

@@ -6,6 +6,7 @@
  * Lines are capped at 1 KiB and emitted whole.
  */
 #include "internal.h"
+#include "sys.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -31,7 +32,7 @@ static void default_sink(int level, const char *line, void *arg)
     memcpy(buf, line, n);
     buf[n++] = '\n';
     /* one write(2) per line, so lines from several threads do not mix */
-    (void)!write(STDERR_FILENO, buf, n);
+    (void)ss__sys_write(STDERR_FILENO, buf, n);
 }
 
 void ss__log_set_level(int level)

@@ -650,7 +650,7 @@ static void pool_free(ss__pool *pool)
 int ss__pool_start(ss__pool **out, const ss__pool_params *p)
 {
     pthread_condattr_t ca;
-    sigset_t all, old;
+    sigset_t old;
     ss__pool *pool;
     unsigned nfit = 0;
     int slot, rc;
@@ -712,10 +712,9 @@ int ss__pool_start(ss__pool **out, const ss__pool_params *p)
         }
         pool->targets_dirty = true;
         /* the thread takes no signals: they belong to the store's loop */
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
+        (void)ss__sys_block_signals(&old);
         rc = -pthread_create(&pool->thread, NULL, populator_main, pool);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        (void)ss__sys_sigmask(SIG_SETMASK, &old, NULL);
         if (rc < 0)
             goto fail;
         pthread_setname_np(pool->thread, "ss-populator");
