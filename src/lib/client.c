@@ -679,7 +679,8 @@ int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, 
     s->get = get;
     s->get_pending = false;
     s->prev = NULL;
-    pthread_cond_init(&s->cond, NULL);
+    /* the static initializer: default attributes, and no failure to check */
+    s->cond = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
 
     pthread_mutex_lock(&c->lock);
     if (++c->next_req == 0)

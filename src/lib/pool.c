@@ -647,9 +647,37 @@ static void pool_free(ss__pool *pool)
     free(pool);
 }
 
-int ss__pool_start(ss__pool **out, const ss__pool_params *p)
+/* The lock and the two condition variables, whose timed waits run on
+ * CLOCK_MONOTONIC (the clock of ss__now_ns()): 0, or -errno and nothing
+ * left initialised. */
+static int pool_sync_init(ss__pool *pool)
 {
     pthread_condattr_t ca;
+    int rc = -pthread_mutex_init(&pool->mu, NULL);
+
+    if (rc < 0)
+        return rc;
+    rc = -pthread_condattr_init(&ca);
+    if (rc < 0)
+        goto no_attr;
+    rc = -pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (rc == 0)
+        rc = -pthread_cond_init(&pool->work_cv, &ca);
+    if (rc == 0) {
+        rc = -pthread_cond_init(&pool->full_cv, &ca);
+        if (rc < 0)
+            pthread_cond_destroy(&pool->work_cv);
+    }
+    pthread_condattr_destroy(&ca);
+    if (rc == 0)
+        return 0;
+no_attr:
+    pthread_mutex_destroy(&pool->mu);
+    return rc;
+}
+
+int ss__pool_start(ss__pool **out, const ss__pool_params *p)
+{
     sigset_t old;
     ss__pool *pool;
     unsigned nfit = 0;
@@ -684,16 +712,11 @@ int ss__pool_start(ss__pool **out, const ss__pool_params *p)
         if (pool->expect[i] <= p->budget)
             nfit++;
     }
-    if (pthread_mutex_init(&pool->mu, NULL) != 0) {
+    rc = pool_sync_init(pool);
+    if (rc < 0) {
         free(pool);
-        return -ENOMEM;
+        return rc;
     }
-    /* timed waits on CLOCK_MONOTONIC, the clock of ss__now_ns() */
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&pool->work_cv, &ca);
-    pthread_cond_init(&pool->full_cv, &ca);
-    pthread_condattr_destroy(&ca);
 
     if (p->budget > 0 && pool->n > 0) {
         pool->bk = calloc((size_t)POOL_SLOTS * pool->n, sizeof(*pool->bk));
