@@ -378,15 +378,8 @@ static int seg_grow(ss__salloc *a, snode *n, sseg **out)
 
     for (id = 0; id < a->nslots && a->segs[id]; id++)
         ;
-    if (id == a->nslots) {
-        uint32_t nn = a->nslots ? a->nslots * 2 : 8;
-        sseg **ns = realloc(a->segs, nn * sizeof(*ns));
-        if (!ns)
-            return -ENOMEM;
-        memset(ns + a->nslots, 0, (nn - a->nslots) * sizeof(*ns));
-        a->segs = ns;
-        a->nslots = nn;
-    }
+    if (id == a->nslots && SS_ARRAY_RESERVE(a->segs, a->nslots, id + 1, 8) < 0)
+        return -ENOMEM;
 
     sseg *g = calloc(1, sizeof(*g));
     if (!g)
@@ -913,14 +906,8 @@ int ss__salloc_write_open(ss__salloc *a, const ss__sloc *loc, uint64_t len, bool
     for (uint32_t u = first; u <= last; u++) {
         int64_t i = win_find(a, loc->seg, u);
         if (i < 0) {
-            if (a->nwin == a->capwin) {
-                uint32_t nc = a->capwin ? a->capwin * 2 : 16;
-                swin *nw = realloc(a->win, nc * sizeof(*nw));
-                if (!nw)
-                    return -ENOMEM;
-                a->win = nw;
-                a->capwin = nc;
-            }
+            if (SS_ARRAY_RESERVE(a->win, a->capwin, a->nwin + 1, 16) < 0)
+                return -ENOMEM;
             rc = win_protect(a, loc->seg, u, PROT_READ | PROT_WRITE);
             if (rc < 0)
                 return rc;

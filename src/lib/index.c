@@ -103,18 +103,15 @@ static int add_chunk(ss__index *ix)
 
     if (ix->nchunks >= SS_INDEX_MAX_CHUNKS)
         return -ENOSPC;
-    if (ix->nchunks == ix->cap_chunks) {
-        uint32_t ncap = ix->cap_chunks ? ix->cap_chunks * 2 : 8;
-        int *nf = realloc(ix->chunk_fds, ncap * sizeof(*nf));
-        if (!nf)
-            return -ENOMEM;
-        ix->chunk_fds = nf;
-        void **nm = realloc(ix->chunks, ncap * sizeof(*nm));
-        if (!nm)
-            return -ENOMEM;
-        ix->chunks = nm;
-        ix->cap_chunks = ncap;
-    }
+    /* two arrays, one capacity: it is raised once both have grown (the
+     * first may then be larger than cap_chunks says, which is harmless) */
+    uint32_t cap = ix->cap_chunks;
+    if (SS_ARRAY_RESERVE(ix->chunk_fds, cap, ix->nchunks + 1u, 8) < 0)
+        return -ENOMEM;
+    cap = ix->cap_chunks;
+    if (SS_ARRAY_RESERVE(ix->chunks, cap, ix->nchunks + 1u, 8) < 0)
+        return -ENOMEM;
+    ix->cap_chunks = cap;
     rc = shared_create("sealstore-index", SS_INDEX_CHUNK_BYTES, &fd, &map);
     if (rc < 0)
         return rc;

@@ -130,6 +130,10 @@ int ss__sys_readdir(DIR *d, struct dirent **e);
 int ss__sys_closedir(DIR *d);
 
 /* -------------------------------------------------------------- sockets */
+/* GNU types: declared here too for files that include sys.h after a system
+ * header without _GNU_SOURCE (tests) */
+struct ucred;
+struct mmsghdr;
 int ss__sys_socket(int domain, int type, int protocol);
 /* EINTR retried: a Unix-domain connect either completes or fails again */
 int ss__sys_connect(int fd, const struct sockaddr *addr, socklen_t len);
