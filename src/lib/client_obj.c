@@ -23,6 +23,72 @@ static int check_meta(const void *meta, uint64_t meta_size)
     return 0;
 }
 
+/* A SMALL object's creator buffer: private memory, whose bytes travel
+ * with SEAL. A new hold for it into *out: 0 or -ENOMEM. Lock held. */
+static int create_small(ss_client *c, const ss_id *id, uint64_t size, ss__cl_hold **out)
+{
+    size_t len = SS_ALIGN_UP((size_t)(size ? size : 1), ss__sys_page_size());
+    void *buf = ss__sys_mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                             -1, 0);
+    ss__cl_hold *ho;
+
+    if (ss__is_err(buf))
+        return -ENOMEM;
+    ss__cl_fresh_mapping(buf, len);
+    (void)ss__sys_madvise(buf, len, MADV_DONTFORK);
+    ho = ss__cl_hold_new(c, id);
+    if (!ho) {
+        ss__sys_munmap(buf, len);
+        return -ENOMEM;
+    }
+    ho->priv = true;
+    ho->buf = buf;
+    ho->buf_len = len;
+    *out = ho;
+    return 0;
+}
+
+/* An OBJECT segment of its own for the new object: cache the segment
+ * (writable mapping if map), and a new hold taking the RO and RW fds of
+ * the reply in s. 0 or -errno, and then nothing is left. Lock held. */
+static int create_object(ss_client *c, ss__cl_slot *s, const ss__rep_create *rep,
+                         const ss_id *id, bool map, ss__cl_hold **out)
+{
+    int *fds = s->fds + rep->data.fd_index; /* RO, RW */
+    void *p = NULL; /* the writable mapping, or NULL */
+    ss__cl_seg *sg;
+    ss__cl_hold *ho;
+
+    if (map) {
+        /* a fork before seal must not leave a writable copy in a child */
+        p = ss__cl_map_writable((size_t)rep->data.seg_size, fds[1]);
+        if (ss__is_err(p))
+            return (int)ss__ptr_err(p);
+    }
+    sg = ss__cl_seg_insert(c, rep->data.seg_id, rep->data.seg_size, SS_SEG_OBJECT);
+    ho = sg ? ss__cl_hold_new(c, id) : NULL;
+    if (!ho) {
+        if (sg) {
+            ss__cl_seg_unlink(c, sg);
+            free(sg);
+        }
+        if (p)
+            ss__sys_munmap(p, (size_t)rep->data.seg_size);
+        return -ENOMEM;
+    }
+    if (p) {
+        sg->addr = p;
+        sg->writable = true;
+    }
+    sg->refs = 1;
+    ho->seg = sg;
+    ho->ro_fd = fds[0];
+    ho->rw_fd = fds[1];
+    fds[0] = fds[1] = -1;
+    *out = ho;
+    return 0;
+}
+
 /*
  * CREATE round trip; on success a creator hold (lock NOT held on return).
  * map (ss_create): give the creator a writable mapping of an OBJECT
@@ -41,75 +107,25 @@ static int cl_create(ss_client *c, const ss_id *id, uint64_t size, const void *m
                             { (void *)meta, (size_t)meta_size } };
     ss__rep_create rep;
     ss__cl_hold *ho = NULL;
-    ss__cl_seg *sg = NULL;
-    void *p = NULL; /* a writable mapping of an OBJECT segment, or NULL */
     int rc = ss__cl_call(c, &s, SS_MSG_CREATE, iov, meta_size ? 3 : 2, NULL);
 
     if (rc < 0 || (rc = ss__cl_status(&s)) < 0)
         goto out;
     memcpy(&rep, s.buf + SS_CL_HDR, sizeof(rep));
-    if (rep.data.size != size) {
+    /* a size not asked for, or a segment id seen before (they are never
+     * reused): the store is confused, the connection ends */
+    if (rep.data.size != size ||
+        (rep.data.kind != SS_SEG_SMALL && ss__cl_seg_find(c, rep.data.seg_id))) {
         ss__cl_kill(c, -SS_E_PROTO);
         rc = -SS_E_PROTO;
         goto out;
     }
-    if (rep.data.kind == SS_SEG_SMALL) {
-        /* private buffer; the bytes travel with SEAL */
-        size_t len = SS_ALIGN_UP((size_t)(size ? size : 1), ss__sys_page_size());
-        void *buf = ss__sys_mmap(NULL, len, PROT_READ | PROT_WRITE,
-                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-        if (ss__is_err(buf)) {
-            rc = -ENOMEM;
-            goto undo;
-        }
-        ss__cl_fresh_mapping(buf, len);
-        (void)ss__sys_madvise(buf, len, MADV_DONTFORK);
-        ho = ss__cl_hold_new(c, id);
-        if (!ho) {
-            ss__sys_munmap(buf, len);
-            rc = -ENOMEM;
-            goto undo;
-        }
-        ho->priv = true;
-        ho->buf = buf;
-        ho->buf_len = len;
-    } else {
-        if (ss__cl_seg_find(c, rep.data.seg_id)) { /* seg ids are never reused */
-            ss__cl_kill(c, -SS_E_PROTO);
-            rc = -SS_E_PROTO;
-            goto out;
-        }
-        if (map) {
-            /* a fork before seal must not leave a writable copy in a child */
-            p = ss__cl_map_writable((size_t)rep.data.seg_size, s.fds[rep.data.fd_index + 1]);
-            if (ss__is_err(p)) {
-                rc = (int)ss__ptr_err(p);
-                goto undo;
-            }
-        }
-        sg = ss__cl_seg_insert(c, rep.data.seg_id, rep.data.seg_size, SS_SEG_OBJECT);
-        ho = sg ? ss__cl_hold_new(c, id) : NULL;
-        if (!ho) {
-            if (sg) {
-                ss__cl_seg_unlink(c, sg);
-                free(sg);
-            }
-            if (p)
-                ss__sys_munmap(p, (size_t)rep.data.seg_size);
-            rc = -ENOMEM;
-            goto undo;
-        }
-        if (p) {
-            sg->addr = p;
-            sg->writable = true;
-        }
-        sg->refs = 1;
-        ho->seg = sg;
-        ho->ro_fd = s.fds[rep.data.fd_index];
-        ho->rw_fd = s.fds[rep.data.fd_index + 1];
-        s.fds[rep.data.fd_index] = s.fds[rep.data.fd_index + 1] = -1;
-    }
+    if (rep.data.kind == SS_SEG_SMALL)
+        rc = create_small(c, id, size, &ho);
+    else
+        rc = create_object(c, &s, &rep, id, map, &ho);
+    if (rc < 0)
+        goto undo;
     ho->creator = true;
     ho->state = map ? SS_CL_UNSEALED : SS_CL_SEALING;
     ho->kind = (uint8_t)rep.data.kind;
@@ -458,6 +474,57 @@ static ss__cl_seg *segref_take(ss_client *c, ss__cl_slot *s, const ss__segref *r
     return sg;
 }
 
+/* One entry e of a GET reply in s for the id asked: a reference (the
+ * hold of an identical view, or a new one) into *ref and the caller's
+ * view into *o. 1 found, 0 not, -SS_E_PROTO, or -ENOMEM. Lock held. */
+static int get_view(ss_client *c, ss__cl_slot *s, const ss__get_entry *e, const ss_id *id,
+                    ss__cl_ref *ref, ss_object *o, int *maperr)
+{
+    ss__cl_seg *ds = NULL, *ms = NULL;
+    ss__cl_hold *h;
+
+    ref->found = false;
+    if (e->status != 0) {
+        *o = (ss_object){ .id = *id, .uid = SS_UID_UNKNOWN };
+        return 0;
+    }
+    if (e->data.seg_size && !(ds = segref_take(c, s, &e->data, maperr)))
+        return -ENOMEM;
+    if (e->meta.size && !(ms = segref_take(c, s, &e->meta, maperr)))
+        return -ENOMEM;
+    h = ss__cl_hold_find_view(c, id, ds != NULL, e->data.seg_id, e->data.offset);
+    if (h && h->mseg != ms)
+        return -SS_E_PROTO;
+    if (!h) {
+        h = ss__cl_hold_new(c, id);
+        if (!h)
+            return -ENOMEM;
+        h->state = SS_CL_SEALED;
+        h->seg = ds;
+        h->mseg = ms;
+        h->off = e->data.offset;
+        h->size = e->data.size;
+        h->moff = e->meta.offset;
+        h->msize = e->meta.size;
+    }
+    h->refs++;
+    if (ds)
+        ds->refs++;
+    if (ms)
+        ms->refs++;
+    *ref = (ss__cl_ref){ .seg_id = e->data.seg_id, .off = e->data.offset,
+                         .has_seg = ds != NULL, .found = true };
+    *o = (ss_object){
+        .id = *id,
+        .uid = e->uid,
+        .data = ds ? (ds->addr ? ds->addr + h->off : NULL) : ss__cl_empty,
+        .size = h->size,
+        .meta = ms && ms->addr ? ms->addr + h->moff : NULL,
+        .meta_size = ms ? h->msize : 0,
+    };
+    return 1;
+}
+
 /*
  * Turn a GET reply (in s: checked by ss__proto_check_reply, status >= 0)
  * into views and holds for the request g. Called by whichever thread
@@ -505,50 +572,15 @@ int ss__cl_get_apply(ss_client *c, ss__cl_slot *s, const ss__cl_getreq *g)
     }
     for (uint32_t i = 0; i < n; i++) {
         ss__get_entry e;
-        ss__cl_seg *ds = NULL, *ms = NULL;
-        ss__cl_hold *h;
+        int rc;
 
         memcpy(&e, p + (size_t)i * sizeof(e), sizeof(e));
-        refs[i].found = false;
-        if (e.status != 0) {
-            out[i] = (ss_object){ .id = ids[i], .uid = SS_UID_UNKNOWN };
-            continue;
-        }
-        if (e.data.seg_size && !(ds = segref_take(c, s, &e.data, &maperr)))
-            goto nomem;
-        if (e.meta.size && !(ms = segref_take(c, s, &e.meta, &maperr)))
-            goto nomem;
-        h = ss__cl_hold_find_view(c, &ids[i], ds != NULL, e.data.seg_id, e.data.offset);
-        if (h && h->mseg != ms)
+        rc = get_view(c, s, &e, &ids[i], &refs[i], &out[i], &maperr);
+        if (rc == -SS_E_PROTO)
             goto proto;
-        if (!h) {
-            h = ss__cl_hold_new(c, &ids[i]);
-            if (!h)
-                goto nomem;
-            h->state = SS_CL_SEALED;
-            h->seg = ds;
-            h->mseg = ms;
-            h->off = e.data.offset;
-            h->size = e.data.size;
-            h->moff = e.meta.offset;
-            h->msize = e.meta.size;
-        }
-        h->refs++;
-        if (ds)
-            ds->refs++;
-        if (ms)
-            ms->refs++;
-        refs[i] = (ss__cl_ref){ .seg_id = e.data.seg_id, .off = e.data.offset,
-                            .has_seg = ds != NULL, .found = true };
-        out[i] = (ss_object){
-            .id = ids[i],
-            .uid = e.uid,
-            .data = ds ? (ds->addr ? ds->addr + h->off : NULL) : ss__cl_empty,
-            .size = h->size,
-            .meta = ms && ms->addr ? ms->addr + h->moff : NULL,
-            .meta_size = ms ? h->msize : 0,
-        };
-        found++;
+        if (rc < 0)
+            goto nomem;
+        found += rc;
     }
     return maperr ? maperr : found;
 proto:
