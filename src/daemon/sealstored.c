@@ -124,16 +124,10 @@ static int lookup_flag(const char *name, size_t len)
     return -1;
 }
 
-int main(int argc, char **argv)
+/* The command line: -1 to go on with the options set, or the status to
+ * exit with (0 after --help, --version, --print-dumpable; 2 on a mistake). */
+static int parse_args(int argc, char **argv)
 {
-    char path[4096];
-    int rc;
-
-    /* before any memory of ours exists */
-    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) {
-        fprintf(stderr, "sealstored: prctl(PR_SET_DUMPABLE): %s\n", strerror(errno));
-        return 1;
-    }
     /* --help and --version work whatever the environment holds */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -178,12 +172,28 @@ int main(int argc, char **argv)
         snprintf(what, sizeof(what), "--%.*s", (int)nlen, name);
         if (check_value((ss_option)opt, what, val) < 0)
             return 2;
-        rc = ss_option_set((ss_option)opt, val);
+        int rc = ss_option_set((ss_option)opt, val);
         if (rc < 0) {
             fprintf(stderr, "sealstored: %s \"%s\": %s\n", what, val, ss_strerror(rc));
             return 2;
         }
     }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    char path[4096];
+    int rc;
+
+    /* before any memory of ours exists */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) {
+        fprintf(stderr, "sealstored: prctl(PR_SET_DUMPABLE): %s\n", strerror(errno));
+        return 1;
+    }
+    rc = parse_args(argc, argv);
+    if (rc >= 0)
+        return rc;
 
     rc = ss__default_socket_path(path, sizeof(path));
     if (rc < 0) {

@@ -471,10 +471,35 @@ static struct ready *pick_evict(ss__pool *pool)
     return victim ? pop(pool, victim) : NULL;
 }
 
+static uint64_t backoff_doubled(uint64_t ns)
+{
+    return ns * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : ns * 2;
+}
+
+/* A charge was refused: the whole populator waits. Lock held. */
 static void back_off(ss__pool *pool, uint64_t now)
 {
     pool->hold_until = now + pool->backoff_ns;
-    pool->backoff_ns = pool->backoff_ns * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : pool->backoff_ns * 2;
+    pool->backoff_ns = backoff_doubled(pool->backoff_ns);
+}
+
+/* A create of class cls (size bytes) failed with rc: that class waits, the
+ * others go on; the first failure is a warning. Lock held. */
+static void create_failed(ss__pool *pool, unsigned cls, uint64_t size, int rc, uint64_t now)
+{
+    pool->st.failed++;
+    ss__log_debug("populator: create of %llu bytes failed: %s", (unsigned long long)size,
+                  ss_strerror(rc));
+    if (!pool->warned) {
+        pool->warned = true;
+        ss__log_warn("populator: cannot create a %llu-byte segment (%s); "
+                     "retrying with backoff",
+                     (unsigned long long)size, ss_strerror(rc));
+    }
+    if (pool->class_backoff[cls] == 0)
+        pool->class_backoff[cls] = BACKOFF_MIN_NS;
+    pool->class_hold_until[cls] = now + pool->class_backoff[cls];
+    pool->class_backoff[cls] = backoff_doubled(pool->class_backoff[cls]);
 }
 
 /*
@@ -534,23 +559,9 @@ static void fill_one(ss__pool *pool, int slot, unsigned cls)
         if (refused) {
             pool->st.refused++;
             back_off(pool, t1);
-            return;
+        } else {
+            create_failed(pool, cls, sp.size, rc, t1);
         }
-        pool->st.failed++;
-        ss__log_debug("populator: create of %llu bytes failed: %s",
-                      (unsigned long long)sp.size, ss_strerror(rc));
-        if (!pool->warned) {
-            pool->warned = true;
-            ss__log_warn("populator: cannot create a %llu-byte segment (%s); "
-                         "retrying with backoff",
-                         (unsigned long long)sp.size, ss_strerror(rc));
-        }
-        if (pool->class_backoff[cls] == 0)
-            pool->class_backoff[cls] = BACKOFF_MIN_NS;
-        pool->class_hold_until[cls] = t1 + pool->class_backoff[cls];
-        pool->class_backoff[cls] = pool->class_backoff[cls] * 2 > BACKOFF_MAX_NS
-                                       ? BACKOFF_MAX_NS
-                                       : pool->class_backoff[cls] * 2;
         return;
     }
 
