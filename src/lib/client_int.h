@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Client handle internals (client.c). Nothing here crosses a process
+ * Client handle internals (client.c, client_obj.c). Nothing here crosses a process
  * boundary: it is the library's private bookkeeping for one connection.
  *
  * Concurrency (one mutex per handle, `lock`):

@@ -233,7 +233,7 @@ static int cl_seal(ss_client *c, ss__cl_hold *h, const ss_id *id, bool release)
     } else if (rc == 0) {
         h->state = SS_CL_SEALED;
         if (h->priv)
-            (void)mprotect(h->buf, h->buf_len, PROT_READ);
+            (void)ss__sys_mprotect(h->buf, h->buf_len, PROT_READ);
     } else if (rc == -EPERM) {
         drop_creation(c, h); /* the store aborted it */
     } else {
