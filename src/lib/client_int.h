@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Client handle internals (client.c, client_obj.c). Nothing here crosses a process
- * boundary: it is the library's private bookkeeping for one connection.
+ * Client handle internals (client.c, client_obj.c). Nothing here crosses
+ * a process boundary: it is the library's private bookkeeping for one
+ * connection.
  *
  * Concurrency (one mutex per handle, `lock`):
  *  - Requests carry req_ids. A caller registers a slot (its req_id, a
