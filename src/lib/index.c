@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The object index in store-written memfds (the format is
- * described in store_int.h and pinned by tests/unit/t_index.c).
+ * described in store_int.h and, as a reader sees it, in doc/protocol.md;
+ * pinned by tests/unit/t_index.c).
  *
  * Why shared memory: a later fast path lets a client find a sealed object
  * by reading this table, with no round trip. This file is both sides of
@@ -324,7 +325,7 @@ int ss__index_read(const ss__index_view *v, uint32_t e, ss__index_entry *out)
     for (int t = 0; t < READ_TRIES; t++) {
         uint32_t s1 = __atomic_load_n(&src[0], __ATOMIC_ACQUIRE);
         if (s1 & 1) {
-            __builtin_ia32_pause();
+            ss__cpu_relax();
             continue;
         }
         /* word by word with relaxed atomics: the writer may be storing
