@@ -106,7 +106,9 @@ struct facts {
     bool numa_bind;
     bool shm_ok;
     uint64_t shm_size, shm_free;
-    /* whose: the store's pid, or 0 for this process */
+    long store_pid; /* the listener's pid (SO_PEERCRED), 0 if unknown */
+    /* whose limits, cgroup and spill directory: store_pid when /proc/PID
+     * is readable, else 0 for this process */
     long of_pid;
     struct limit memlock, nofile;
     /* cgroup */
@@ -464,7 +466,8 @@ static void spill_dir_of(struct facts *f, const char *given)
     } else {
         dir = getenv("SEALSTORE_SPILL_DIR");
         tmp = getenv("TMPDIR");
-        f->spill_source = dir && *dir ? "SEALSTORE_SPILL_DIR" : NULL;
+        f->spill_source = f->of_pid ? "this process's environment: the store's is not readable"
+                          : dir && *dir ? "SEALSTORE_SPILL_DIR" : NULL;
     }
     if (dir && *dir) {
         snprintf(f->spill_dir, sizeof(f->spill_dir), "%s", dir);
@@ -475,7 +478,7 @@ static void spill_dir_of(struct facts *f, const char *given)
             snprintf(f->spill_dir, sizeof(f->spill_dir), "%s/sealstore-%u-spill", tmp, uid);
         else
             snprintf(f->spill_dir, sizeof(f->spill_dir), "/var/tmp/sealstore-%u", uid);
-        if (!f->spill_source || !(en || cn))
+        if (!f->spill_source)
             f->spill_source = "default";
     }
 out:
@@ -553,7 +556,7 @@ static void look_store(struct facts *f, const char *given)
     f->store_err = ss_stats_get(c, &f->st);
     ss_disconnect(c);
     if (f->store_err == 0 && f->socket[0])
-        f->of_pid = peer_pid(f->socket);
+        f->of_pid = f->store_pid = peer_pid(f->socket);
 }
 
 static void look(struct facts *f, const struct doctor_args *a)
@@ -994,7 +997,7 @@ static void print_json(FILE *o, const struct facts *f, const struct verdict *v)
     json_err(o, "error", f->store_err, !store_up(f) ? false : true);
     if (store_up(f)) {
         const ss_stats *s = &f->st;
-        fprintf(o, "\"pid\": %ld, ", f->of_pid);
+        fprintf(o, "\"pid\": %ld, ", f->store_pid);
         json_u64(o, "capacity", s->capacity, true);
         fprintf(o, "\"resident_bytes\": %" PRIu64 ", \"objects\": %" PRIu64
                    ", \"object_bytes\": %" PRIu64 ", \"bytes_by_backing\": {\"4K\": %" PRIu64
@@ -1150,8 +1153,8 @@ static void print_plain(FILE *o, const struct facts *f, const struct verdict *v)
     } else {
         const ss_stats *s = &f->st;
         fprintf(o, "%-14srunning at %s", "store", f->socket);
-        if (f->of_pid)
-            fprintf(o, ", pid %ld", f->of_pid);
+        if (f->store_pid)
+            fprintf(o, ", pid %ld", f->store_pid);
         fprintf(o, "\n%-14scapacity %s, resident %s, %" PRIu64 " objects (%s)\n", "",
                 s->capacity ? cli_fmt_size(s->capacity, a, sizeof(a)) : "unlimited",
                 cli_fmt_size(s->resident_bytes, b, sizeof(b)), s->objects,
