@@ -158,16 +158,16 @@ EOF
 
 # ------------------------------------------------------- spill directory
 if [ -d /dev/shm ] && [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] && [ -w /dev/shm ]; then
-    "$cli" --socket "$nosock" --json doctor --spill-dir /dev/shm >"$tmp/shm.json"
+    "$cli" --socket "$nosock" --json doctor --spill-dir /dev/shm >"$tmp/shm.json" 2>"$tmp/shm.err"
     check_json "$tmp/shm.json" $? \
         'd["spill"]["dir"] == "/dev/shm" and d["spill"]["source"] == "--spill-dir"' \
         'd["spill"]["fs"] == "tmpfs" and d["spill"]["o_direct"] is False' \
         'any(f["severity"] == "performance" for f in find("spill"))'
 fi
-"$cli" --socket "$nosock" --json doctor --spill-dir off >"$tmp/off.json"
+"$cli" --socket "$nosock" --json doctor --spill-dir off >"$tmp/off.json" 2>"$tmp/off.err"
 check_json "$tmp/off.json" $? 'd["spill"]["off"] is True and d["spill"]["dir"] is None'
 mkdir "$tmp/sd" || exit 99
-"$cli" --socket "$nosock" --json doctor --spill-dir "$tmp/sd/not/yet" >"$tmp/nyd.json"
+"$cli" --socket "$nosock" --json doctor --spill-dir "$tmp/sd/not/yet" >"$tmp/nyd.json" 2>"$tmp/nyd.err"
 check_json "$tmp/nyd.json" $? "d['spill']['probed'] == '$tmp/sd' and d['spill']['error'] is None"
 [ -z "$(ls -A "$tmp/sd")" ] || fail "the O_DIRECT probe left files behind: $(ls -A "$tmp/sd")"
 
@@ -197,12 +197,12 @@ done
 if [ "$up" = 1 ]; then
     echo hello >"$tmp/obj"
     "$cli" --socket "$sock" put "$tmp/obj" >/dev/null || fail "put to the store failed"
-    "$cli" --socket "$sock" doctor >"$tmp/store.txt"
+    "$cli" --socket "$sock" doctor >"$tmp/store.txt" 2>"$tmp/store.err"
     src=$?
     cat "$tmp/store.txt"
     grep -q "^store  *running at $sock, pid $dpid" "$tmp/store.txt" ||
         fail "plain output does not report the store at $sock, pid $dpid"
-    "$cli" --socket "$sock" --json doctor >"$tmp/store.json"
+    "$cli" --socket "$sock" --json doctor >"$tmp/store.json" 2>"$tmp/storej.err"
     jrc=$?
     [ "$jrc" = "$src" ] || fail "with a store: plain exited $src, --json $jrc"
     check_json "$tmp/store.json" "$jrc" \
@@ -229,14 +229,14 @@ if [ "$(id -u)" = 0 ] && [ -w "$pool" ]; then
     echo $((pool_orig + add)) >"$pool" 2>/dev/null
     now=$(cat "$pool")
     if [ "$now" -ge $((pool_orig + add)) ]; then
-        "$cli" --socket "$nosock" doctor >"$tmp/hp.txt"
+        "$cli" --socket "$nosock" doctor >"$tmp/hp.txt" 2>"$tmp/hp.err"
         hrc=$?
         cat "$tmp/hp.txt"
         # the pool may be shared with other tests: compare with what we added
         n=$(sed -n 's/^hugepages 2M  *\([0-9]*\) pages.*/\1/p' "$tmp/hp.txt")
         [ -n "$n" ] && [ "$n" -ge "$add" ] ||
             fail "plain output shows '$n' 2 MiB pages with $add added"
-        "$cli" --socket "$nosock" --json doctor >"$tmp/hp.json"
+        "$cli" --socket "$nosock" --json doctor >"$tmp/hp.json" 2>"$tmp/hpj.err"
         check_json "$tmp/hp.json" $? \
             "d['hugepages']['2M']['total'] >= $add" \
             "d['hugepages']['2M']['available'] == 0 or not [f for f in find('hugepages_2M') if f['severity'] == 'performance']"
@@ -249,6 +249,15 @@ if [ "$(id -u)" = 0 ] && [ -w "$pool" ]; then
 else
     echo "t_doctor: not root: the hugepage part is skipped" >&2
 fi
+
+# a sanitizer build reports on stderr and exits 1, which is also a doctor
+# verdict: its reports must not hide behind one
+for e in "$tmp"/*.err; do
+    if grep -q -E "Sanitizer|runtime error:" "$e"; then
+        cat "$e" >&2
+        fail "sanitizer report in $e"
+    fi
+done
 
 [ "$fails" = 0 ] || exit 1
 exit 0
