@@ -1040,6 +1040,10 @@ static void wrap(FILE *o, const char *prefix, const char *text)
         for (bool quoted = false; *sp && (quoted || *sp != ' '); sp++)
             if (*sp == '`')
                 quoted = !quoted;
+        /* nor is a size from its unit ("11.8 GiB") */
+        if (*sp == ' ' && (strchr("KMGTPE", sp[1]) && sp[1] && !strncmp(sp + 2, "iB", 2)))
+            for (sp += 4; *sp && *sp != ' '; sp++)
+                ;
         n = (int)(sp - text);
         if (col > start && col + 1 + n > width) {
             fprintf(o, "\n%*s", indent, "");
