@@ -2,9 +2,9 @@
 /*
  * spill: spill and restore under memory pressure, beside the disk's own
  * sequential O_DIRECT write and read rate measured in the same directory,
- * in the same run (issue 4: spill and restore at >= 80% of it), and the
- * latency of gets of in-memory objects while a heavy spill runs (issue 4:
- * within 2x of idle).
+ * in the same run (the target: spill and restore at >= 80% of it), and the
+ * latency of gets of in-memory objects while a heavy spill runs (the
+ * target: within 2x of idle; doc/design.md, "The spill engine").
  *
  * The bench starts one more embedded store for this, with a small capacity
  * (SEALSTORE_CAPACITY), its pool sized and classed for the objects it puts

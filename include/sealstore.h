@@ -9,7 +9,13 @@
  *  - ss_strerror() turns any return value into a message;
  *  - the library never prints to stdout, never exits and never aborts
  *    because its caller made a mistake; log lines go to the sink set with
- *    ss_log_set_sink() (stderr by default, filtered by SEALSTORE_LOG).
+ *    ss_log_set_sink() (stderr by default, filtered by SEALSTORE_LOG);
+ *  - errors every call on a handle can return, besides its own: -EINVAL
+ *    (NULL handle or pointer); -ENOTCONN (the handle was inherited through
+ *    fork(): it belongs to the parent); once the connection has ended (the
+ *    store died or went away, or sent a malformed reply), the error it
+ *    ended with, from then on: -ECONNRESET or -EPIPE, -SS_E_PROTO;
+ *    -ENOMEM.
  *
  * A sealed object never changes: no process, whatever its uid, can write it
  * or map it writable, root excepted, who can write any process's memory
@@ -120,10 +126,16 @@ typedef struct ss_object {
  * there, start one inside this process (a thread) serving that path; it
  * lives until this client disconnects or the process exits.
  * [out] *out: the handle, only on success.
- * Returns 0; -EINVAL (unknown flag bits, NULL out, path too long);
- * -ECONNREFUSED or -ENOENT (no store and no EMBED); -SS_E_VERSION (the store
- * speaks another protocol); -EACCES; -ETIMEDOUT (the socket accepted but
- * the store did not answer the hello); -ENOMEM.
+ * Returns 0; -EINVAL (unknown flag bits, NULL out, empty path or one too
+ * long for a Unix socket); -ECONNREFUSED or -ENOENT (no store and no
+ * EMBED); -SS_E_VERSION (the store answered the hello in another protocol
+ * version); -ECONNRESET (the store closed the connection at the hello:
+ * also how a store of another protocol version refuses one); -EACCES (the
+ * socket's mode or group, or a default socket directory that is not this
+ * user's); -ETIMEDOUT (the socket accepted but the store did not answer
+ * the hello within 3 s); -ENOMEM. With SS_CONNECT_EMBED, also any error of
+ * starting a store (-SS_E_NOBACKING, -EINVAL for options that do not fit
+ * together, ...: the log says why).
  */
 SS_API SS_NODISCARD int ss_connect(const char *socket_path, unsigned flags, ss_client **out);
 
@@ -136,12 +148,16 @@ SS_API void ss_disconnect(ss_client *c);
  * Reserve an object of `size` bytes (0 allowed). *data is writable, 64-byte
  * aligned, visible to no other client until sealed. `meta` is copied (at
  * most 64 KiB). Takes one reference.
- * Returns 0; -EEXIST (id exists, sealed or being created); -ENOSPC (does not
- * fit within the create timeout); -ENOBUFS (it would have to wait for
- * memory, and the requests waiting in the store already hold this client's
- * or the store's quota of its memory: see README); -EINVAL (bad
- * arguments); -ENOTCONN (the handle is dead: forked child, store gone);
- * -EPIPE/-ECONNRESET (store died).
+ * Returns 0; -EEXIST (id exists, sealed, spilled or being created);
+ * -ENOSPC (does not fit within SEALSTORE_CREATE_TIMEOUT; at once when
+ * `size` exceeds the store's capacity, when the create timeout is 0, or
+ * when this client already has 1024 requests waiting in the store);
+ * -ENOBUFS (it would have to wait for memory, and the requests waiting in
+ * the store already hold this client's or the store's quota of its
+ * memory: see README); -SS_E_NOBACKING (an explicit SEALSTORE_HUGEPAGES
+ * backing ran out); -EINVAL (NULL id or data, meta over 64 KiB, NULL meta
+ * with meta_size > 0); -ENOMEM, -EMFILE and other -errno of the store or
+ * of mapping the segment here; the errors every call can return (above).
  */
 SS_API SS_NODISCARD int ss_create(ss_client *c, const ss_id *id, uint64_t size,
                                   const void *meta, uint64_t meta_size, void **data);
@@ -151,20 +167,31 @@ SS_API SS_NODISCARD int ss_create(ss_client *c, const ss_id *id, uint64_t size,
  * keeps its reference (release it). For an object written in place in its
  * own segment, *data becomes a read-only view until released.
  * Returns 0; -ENOENT (this client has no unsealed object with that id);
- * -EBUSY (a writable mapping or pinned pages still exist somewhere: the
- * object stays unsealed, retry or abort); -EPERM (its seals were tampered
- * with: it is aborted).
+ * -EBUSY (a writable mapping or pinned pages still exist somewhere, or
+ * another thread of this client is sealing, putting or aborting it: the
+ * object stays unsealed, retry or abort); -EPERM (its seals were not
+ * exactly the ones required, i.e. tampered with: it is aborted); another
+ * -errno from the kernel while sealing (e.g. -ENOSPC when filling holes
+ * on an exhausted hugetlb pool) also aborts it in the store; -EINVAL
+ * (NULL id); the errors every call can return (above).
  */
 SS_API SS_NODISCARD int ss_seal(ss_client *c, const ss_id *id);
 
-/* Discard an unsealed object of this client. 0 or -ENOENT. */
+/* Discard an unsealed object of this client. 0; -ENOENT (this client has
+ * no unsealed object with that id); -EBUSY (a seal, put or abort of it is
+ * under way in another thread, or its seal is still with the store: the
+ * object is not discarded); -EINVAL (NULL id); the errors every call can
+ * return (above): when the connection has ended, the object is dropped
+ * here all the same (the store dropped it already) and that error is
+ * returned. */
 SS_API SS_NODISCARD int ss_abort(ss_client *c, const ss_id *id);
 
 /* create + copy + seal + release in one call (one round trip for objects
  * up to SEALSTORE_SMALL_MAX). Keeps no reference: the reference the put
  * took is dropped with the seal, exactly that one, so a view this client
  * still holds of an older (deleted) object with the same id stays valid.
- * Errors as ss_create() and ss_seal(). */
+ * Errors as ss_create() and ss_seal() (an object that could not be filled
+ * or sealed is aborted), and -EINVAL for NULL data with size > 0. */
 SS_API SS_NODISCARD int ss_put(ss_client *c, const ss_id *id, const void *data,
                                uint64_t size, const void *meta, uint64_t meta_size);
 
@@ -186,7 +213,8 @@ SS_API SS_NODISCARD int ss_put(ss_client *c, const ss_id *id, const void *data,
  * and charged to this client: -ENOBUFS when a get that would wait finds
  * this client's or the store's quota for them used up, -EAGAIN when this
  * client already has 1024 requests waiting (neither takes a reference;
- * retry once earlier gets completed).
+ * retry once earlier gets completed). -ENOMEM, and the errors every call
+ * can return (above).
  * A store that has just started on a spill directory with objects in it
  * first finds them (SS_SPILL_MODE_SCANNING in ss_stats): a get waits for
  * that too, at most timeout_ms, then answers from what it has found;
@@ -207,8 +235,9 @@ SS_API SS_NODISCARD int ss_get(ss_client *c, const ss_id *ids, size_t n,
  * (up to SEALSTORE_SMALL_MAX) travels with this handle's next call, in the
  * same system call, or once 64 are waiting, or at disconnect: so the store
  * wakes once per get + release, and such an object stays referenced until
- * then. -ENOENT if this client holds none; -EBUSY for an unsealed object it
- * created. Works, and unmaps, after the store has died. */
+ * then. 0; -ENOENT if this client holds none; -EBUSY for an unsealed object
+ * it created; -EINVAL (NULL id); -ENOTCONN in a forked child. Works, and
+ * unmaps, after the store has died (returns 0). */
 SS_API int ss_release(ss_client *c, const ss_id *id);
 
 /* Drop one reference of the very object a view came from: o as ss_get()
@@ -221,10 +250,12 @@ SS_API int ss_release(ss_client *c, const ss_id *id);
  * keeps this one referenced (and its memory mapped here) until that one
  * is released too. Small objects' releases wait for the next call as with
  * ss_release(). 0; -EINVAL (NULL o or data); -ENOENT (no reference of
- * this client starts at data); -EBUSY (an unsealed object it created). */
+ * this client starts at data); -EBUSY (an unsealed object it created);
+ * -ENOTCONN in a forked child. Works after the store has died. */
 SS_API int ss_release_object(ss_client *c, const ss_object *o);
 
-/* 1 if a sealed object with that id exists, 0 if not, or -errno. */
+/* 1 if a sealed object with that id exists (in memory or spilled to disk),
+ * 0 if not; -EINVAL (NULL id); the errors every call can return (above). */
 SS_API SS_NODISCARD int ss_contains(ss_client *c, const ss_id *id);
 
 /* Delete a sealed object: contains says 0 from now on and the id may be
@@ -238,7 +269,9 @@ SS_API SS_NODISCARD int ss_contains(ss_client *c, const ss_id *id);
  * needs no I/O.
  * 0, -ENOENT (absent), -EBUSY (not sealed yet); -EIO or another -errno
  * (rare: the object is deleted, but removing its disk copy failed and it
- * may reappear after a restart). */
+ * may reappear after a restart); -ETIMEDOUT (the store stopped before the
+ * disk finished: the same caveat); -ENOMEM; -EINVAL (NULL id); the errors
+ * every call can return (above). */
 SS_API SS_NODISCARD int ss_delete(ss_client *c, const ss_id *id);
 
 /* Object states, as ss_list() reports them. */
@@ -258,10 +291,15 @@ typedef struct ss_obj_info {
 } ss_obj_info;
 
 /*
- * List objects, `max` at a time. *cursor is 0 to start and is updated; 0
- * after the call means the listing is complete. Returns how many entries
- * were written to out (0..max) or -errno. Objects created or deleted during
- * the walk may or may not appear.
+ * List objects, `max` at a time (at most 256 per call, whatever max is).
+ * *cursor is 0 to start and is updated; 0 after the call means the listing
+ * is complete. Returns how many entries were written to out (0..max) or
+ * -errno: -EINVAL (NULL cursor, NULL out with max > 0), the errors every
+ * call can return (above). The store looks at a bounded part of its table
+ * per call, so a call may return 0 with a non-zero cursor: loop on the
+ * cursor, not on the count. Objects created or deleted during the walk
+ * may or may not appear. Spilled objects are listed as sealed, backing
+ * "disk".
  */
 SS_API SS_NODISCARD int ss_list(ss_client *c, uint64_t *cursor, ss_obj_info *out, size_t max);
 
@@ -291,7 +329,11 @@ typedef struct ss_stats {
     uint64_t creates, seals, aborts, gets, releases, deletes, evictions;
     uint64_t waits, wait_timeouts;
     uint64_t protocol_errors;
-    uint64_t bookkeeping_bytes;   /* the store's own memory for its index */
+    uint64_t bookkeeping_bytes;   /* the store's own memory for its object table:
+                                   * the shared index (entries and hash buckets,
+                                   * as touched), its private per-object records,
+                                   * and the records of disk copies and of spill
+                                   * operations */
     /* Spilling (SEALSTORE_SPILL_*). Objects spilled to disk still count
      * in objects, sealed_objects and object_bytes above. Throughput in
      * bytes per second is bytes * 1e9 / ns (ns: wall time with at least
@@ -340,7 +382,8 @@ typedef struct ss_stats {
                                           * are still being found (the spill counts
                                           * grow); requests that depend on it wait */
 
-/* 0, -EINVAL (size/version mismatch), connection errors. */
+/* 0; -EINVAL (NULL out, or its size/version do not match this library);
+ * the errors every call can return (above). */
 SS_API SS_NODISCARD int ss_stats_get(ss_client *c, ss_stats *out);
 
 /* ----------------------------------------------------------------- events */
@@ -361,10 +404,15 @@ typedef struct ss_event {
  * ss_unsubscribe(). Events that arrive while the subscriber does not read
  * are buffered by the kernel; when its buffer is full the store drops the
  * subscriber rather than block (ss_event_next then returns -ECONNRESET).
+ * Returns 0; -EINVAL (NULL fd, mask 0 or with unknown bits); -ETIMEDOUT
+ * (the store did not answer); the errors of ss_connect() (the subscription
+ * is a connection of its own); -ENOTCONN in a forked child.
  */
 SS_API SS_NODISCARD int ss_subscribe(ss_client *c, unsigned mask, int *fd);
 /* Next event: 1 and *ev filled, 0 when none is waiting (non-blocking),
- * or -errno. */
+ * or -errno: -EINVAL (negative fd, NULL ev); -ECONNRESET (the store
+ * dropped the subscriber, or went away); -SS_E_PROTO (a malformed
+ * message). */
 SS_API SS_NODISCARD int ss_event_next(int fd, ss_event *ev);
 SS_API void ss_unsubscribe(int fd);
 
@@ -423,7 +471,9 @@ typedef enum ss_option {
  * would carry it ("64G", "2M", "node:1", ...). Takes effect for stores and
  * clients started afterwards. Thread-safe.
  * Returns 0, -EINVAL for an unknown option or a value that does not parse
- * (the option keeps its previous value), -ERANGE for a size out of range.
+ * (the option keeps its previous value), -ERANGE for a value out of range
+ * (a size, a duration over a day, more than 32 pool classes, a string of
+ * PATH_MAX bytes or more).
  */
 SS_API SS_NODISCARD int ss_option_set(ss_option opt, const char *value);
 

@@ -4,8 +4,10 @@
  *
  *   sealstore [--socket PATH] [--json] [--embed] COMMAND ...
  *
- * It uses the public API only (sealstore.h), so it doubles as a worked
- * example of that API and as a check that the API is enough for a real tool.
+ * Its commands use the public API only (sealstore.h), so they double as a
+ * worked example of that API and as a check that the API is enough for a
+ * real tool. `doctor` (tools/doctor.c) also reuses the library's internal
+ * probes, so the tool links the library's objects statically.
  *
  * Output contract, what scripts may rely on:
  *  - human output (default) is for people: sizes as "1.5 GiB", aligned
@@ -51,6 +53,7 @@
 #include <unistd.h>
 
 #include "sealstore.h"
+#include "doctor.h"
 
 /* Exit status: one value per kind of failure a script may want to tell
  * apart. Keep in step with usage_text and man/sealstore.1. */
@@ -74,7 +77,8 @@ enum cli_exit {
 
 /* -------------------------------------------------------------- the state */
 
-enum cli_cmd { CMD_NONE = -1, CMD_STAT, CMD_LS, CMD_PUT, CMD_GET, CMD_RM, CMD_WATCH, CMD_HELP, CMD__COUNT };
+enum cli_cmd { CMD_NONE = -1, CMD_STAT, CMD_LS, CMD_PUT, CMD_GET, CMD_RM, CMD_WATCH, CMD_DOCTOR,
+               CMD_HELP, CMD__COUNT };
 
 struct cli {
     /* global options */
@@ -91,6 +95,7 @@ struct cli {
     const char *opt_output;
     const char *opt_timeout;
     const char *opt_count;
+    const char *opt_spill_dir;
     bool opt_show_meta;
     /* runtime */
     ss_client *c;
@@ -259,6 +264,17 @@ static void json_cstr(FILE *f, const char *s)
     json_str(f, s, strlen(s));
 }
 
+/* The formatters doctor shares (doctor.h). */
+const char *cli_fmt_size(uint64_t v, char *buf, size_t len)
+{
+    return fmt_size(v, buf, len);
+}
+
+void cli_json_cstr(FILE *f, const char *s)
+{
+    json_cstr(f, s);
+}
+
 /* The store fills backing[] with a short name; never trust it to be
  * terminated or printable. */
 static void backing_name(const ss_obj_info *oi, char out[sizeof(oi->backing) + 1])
@@ -324,7 +340,8 @@ static void __attribute__((format(printf, 1, 2))) msg(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
-static const char *cmd_names[CMD__COUNT] = { "stat", "ls", "put", "get", "rm", "watch", "help" };
+static const char *cmd_names[CMD__COUNT] = { "stat", "ls", "put", "get", "rm", "watch", "doctor",
+                                             "help" };
 
 /* Errors that mean the store is gone or was never there. */
 static bool err_is_nostore(int err)
@@ -373,6 +390,9 @@ static const char usage_text[] =
     "                             FILE or stdout\n"
     "  rm ID...                   delete objects\n"
     "  watch [--count N]          print seal and delete events as they happen\n"
+    "  doctor [--spill-dir DIR]   what this machine gives the store and how to get\n"
+    "                             more (exit 0 all good, 1 findings that cost\n"
+    "                             performance, 2 a needed kernel feature is missing)\n"
     "  help [COMMAND]             this text, or a command's (also COMMAND --help)\n"
     "\n"
     "Options (anywhere on the line):\n"
@@ -395,6 +415,8 @@ static const char usage_text[] =
     "  3  cannot reach the store (not running, wrong socket, no permission,\n"
     "     connection lost)\n"
     "  4  no such object\n"
+    "doctor has its own: 0 all good, 1 findings that cost performance, 2 a\n"
+    "kernel feature the store needs is missing.\n"
     "\n"
     "See sealstore(1).\n";
 
@@ -457,6 +479,24 @@ static const char *const cmd_help[CMD__COUNT] = {
         "A line on stderr says when the subscription is in place.\n"
         "Human lines: local time, event, id, size. With --json, one object per\n"
         "line: {\"time\", \"event\", \"id\", \"size\"} (time in UTC, ISO 8601).\n",
+    [CMD_DOCTOR] =
+        "Usage: sealstore [--socket PATH] [--json] doctor [--spill-dir DIR]\n"
+        "\n"
+        "What this machine gives the store and how to get more: hugepage pools\n"
+        "(2 MiB, 1 GiB), shmem THP mode, io_uring, NUMA nodes, /dev/shm, memlock\n"
+        "and open-file limits, cgroup memory limits, the spill directory (O_DIRECT,\n"
+        "free space), the kernel features the store uses, and the store running at\n"
+        "the socket, if any (backing in use, pressure, spilling). The limits, the\n"
+        "cgroup and the spill directory are the running store's when /proc lets us\n"
+        "read them (root, or the store's user), else this process's.\n"
+        "Each finding that costs performance names its fix and, where measured,\n"
+        "the gain, with the sealstore-bench command that measures it here.\n"
+        "\n"
+        "  --spill-dir DIR  probe DIR instead of the store's spill directory\n"
+        "\n"
+        "With --json, one object (keys in sealstore(1)). Exit status: 0 all good,\n"
+        "1 findings that cost performance, 2 a kernel feature the store needs is\n"
+        "missing (or a usage error).\n",
     [CMD_HELP] =
         "Usage: sealstore help [COMMAND]\n"
         "\n"
@@ -466,7 +506,7 @@ static const char *const cmd_help[CMD__COUNT] = {
 /* ------------------------------------------------------ argument parsing */
 
 enum opt_key { OPT_SOCKET, OPT_JSON, OPT_EMBED, OPT_HELP, OPT_VERSION, OPT_ID, OPT_META,
-               OPT_OUTPUT, OPT_TIMEOUT, OPT_COUNT };
+               OPT_OUTPUT, OPT_TIMEOUT, OPT_COUNT, OPT_SPILL_DIR };
 
 #define ALL_CMDS 0xffffu
 #define CMDBIT(c) (1u << (c))
@@ -491,6 +531,7 @@ static const struct opt_def {
     { "output", 'o', true, OPT_OUTPUT, CMDBIT(CMD_GET) },
     { "timeout", 0, true, OPT_TIMEOUT, CMDBIT(CMD_GET) },
     { "count", 'n', true, OPT_COUNT, CMDBIT(CMD_WATCH) },
+    { "spill-dir", 0, true, OPT_SPILL_DIR, CMDBIT(CMD_DOCTOR) },
 };
 
 static enum cli_cmd cmd_lookup(const char *s)
@@ -588,6 +629,7 @@ static enum parse_result parse_args(struct cli *cli, int argc, char **argv)
             case OPT_OUTPUT: cli->opt_output = value; break;
             case OPT_TIMEOUT: cli->opt_timeout = value; break;
             case OPT_COUNT: cli->opt_count = value; break;
+            case OPT_SPILL_DIR: cli->opt_spill_dir = value; break;
             }
             continue;
         }
@@ -1432,6 +1474,25 @@ static int cmd_watch(struct cli *cli)
     return ret;
 }
 
+/* The machine's check-up (tools/doctor.c); it connects on its own. */
+static int cmd_doctor(struct cli *cli)
+{
+    struct doctor_args a = { .socket = cli->socket, .spill_dir = cli->opt_spill_dir,
+                             .json = cli->json };
+
+    if (!check_npos(cli, 0, 0))
+        return CLI_USAGE;
+    if (cli->embed) {
+        msg("doctor: --embed does not apply (doctor looks for a running store)");
+        return CLI_USAGE;
+    }
+    if (a.spill_dir && !*a.spill_dir) {
+        msg("doctor: --spill-dir needs a directory");
+        return CLI_USAGE;
+    }
+    return sealstore_doctor(&a);
+}
+
 /* ------------------------------------------------------------------ main */
 
 static int run(struct cli *cli)
@@ -1450,6 +1511,7 @@ static int run(struct cli *cli)
     case CMD_GET: return cmd_get(cli);
     case CMD_RM: return cmd_rm(cli);
     case CMD_WATCH: return cmd_watch(cli);
+    case CMD_DOCTOR: return cmd_doctor(cli);
     case CMD_HELP: {
         enum cli_cmd which;
         if (!check_npos(cli, 0, 1))

@@ -247,17 +247,11 @@ static void notify_failure(const char *what, int rc)
     ss_notify("STATUS=%s: %s\nERRNO=%d", what, ss_strerror(rc), rc > -4096 ? -rc : EIO);
 }
 
-int main(int argc, char **argv)
+/* The command line: -1 to go on with the options set, or the status to
+ * exit with (0 after --help, --version, --print-dumpable; 2 on a mistake).
+ * *reserve: the --reserve-hugepages value (NULL: none, or 0). */
+static int parse_args(int argc, char **argv, const char **reserve)
 {
-    char path[4096], hp_status[96];
-    const char *reserve = NULL;
-    int rc;
-
-    /* before any memory of ours exists */
-    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) {
-        say(SS_LOG_ERROR, "prctl(PR_SET_DUMPABLE): %s", strerror(errno));
-        return 1;
-    }
     /* --help and --version work whatever the environment holds */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -307,17 +301,34 @@ int main(int argc, char **argv)
                 say(SS_LOG_ERROR, "%s \"%.200s\": not SIZE or SIZE:2M or SIZE:1G", what, val);
                 return 2;
             }
-            reserve = pages ? val : NULL;
+            *reserve = pages ? val : NULL;
             continue;
         }
         if (check_value((ss_option)opt, what, val) < 0)
             return 2;
-        rc = ss_option_set((ss_option)opt, val);
+        int rc = ss_option_set((ss_option)opt, val);
         if (rc < 0) {
             say(SS_LOG_ERROR, "%s \"%s\": %s", what, val, ss_strerror(rc));
             return 2;
         }
     }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    char path[4096], hp_status[96];
+    const char *reserve = NULL;
+    int rc;
+
+    /* before any memory of ours exists */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) {
+        say(SS_LOG_ERROR, "prctl(PR_SET_DUMPABLE): %s", strerror(errno));
+        return 1;
+    }
+    rc = parse_args(argc, argv, &reserve);
+    if (rc >= 0)
+        return rc;
     rc = ss_notify_init();
     if (rc < 0)
         say(SS_LOG_WARN, "NOTIFY_SOCKET: %s: not notifying the service manager", strerror(-rc));

@@ -378,15 +378,8 @@ static int seg_grow(ss__salloc *a, snode *n, sseg **out)
 
     for (id = 0; id < a->nslots && a->segs[id]; id++)
         ;
-    if (id == a->nslots) {
-        uint32_t nn = a->nslots ? a->nslots * 2 : 8;
-        sseg **ns = realloc(a->segs, nn * sizeof(*ns));
-        if (!ns)
-            return -ENOMEM;
-        memset(ns + a->nslots, 0, (nn - a->nslots) * sizeof(*ns));
-        a->segs = ns;
-        a->nslots = nn;
-    }
+    if (id == a->nslots && SS_ARRAY_RESERVE(a->segs, a->nslots, id + 1, 8) < 0)
+        return -ENOMEM;
 
     sseg *g = calloc(1, sizeof(*g));
     if (!g)
@@ -913,14 +906,8 @@ int ss__salloc_write_open(ss__salloc *a, const ss__sloc *loc, uint64_t len, bool
     for (uint32_t u = first; u <= last; u++) {
         int64_t i = win_find(a, loc->seg, u);
         if (i < 0) {
-            if (a->nwin == a->capwin) {
-                uint32_t nc = a->capwin ? a->capwin * 2 : 16;
-                swin *nw = realloc(a->win, nc * sizeof(*nw));
-                if (!nw)
-                    return -ENOMEM;
-                a->win = nw;
-                a->capwin = nc;
-            }
+            if (SS_ARRAY_RESERVE(a->win, a->capwin, a->nwin + 1, 16) < 0)
+                return -ENOMEM;
             rc = win_protect(a, loc->seg, u, PROT_READ | PROT_WRITE);
             if (rc < 0)
                 return rc;
@@ -1072,12 +1059,106 @@ static int validate_slab(const ss__salloc *a, const sseg *g, const sslab *s,
     return 0;
 }
 
+/* What the walk over the segments counts, to compare with the stats. */
+typedef struct vtotals {
+    uint64_t segments, seg_bytes, live_objects, used_bytes, live_bytes;
+    uint64_t slabs, slab_pages, cached;
+} vtotals;
+
+/* Segment g (id): its page map against its slabs, its counts, its place
+ * on the node's lists; adds to t. */
+static int validate_segment(const ss__salloc *a, const sseg *g, uint32_t id, vtotals *t)
+{
+    int rc;
+
+    t->segments++;
+    t->seg_bytes += g->seg.size;
+    V(g->id == id, "segment %u records id %u", id, g->id);
+    V(g->key >= 0 && g->key < SS_NODE_KEYS && a->nodes[g->key], "segment %u key", id);
+    V(g->npages == a->seg_pages, "segment %u npages", id);
+    V(g->seg.map && g->seg.size >= a->p.segment_size, "segment %u map/size", id);
+    const snode *n = a->nodes[g->key];
+
+    uint64_t pop = 0;
+    for (uint32_t w = 0; w < (g->npages + 63) / 64; w++)
+        pop += (uint64_t)__builtin_popcountll(g->pagemap[w]);
+    V(pop == g->used_pages, "segment %u: page popcount %llu != used_pages %u", id,
+      (unsigned long long)pop, g->used_pages);
+
+    uint32_t ns = 0, busy = 0, pages = 0;
+    for (uint32_t pg = 0; pg < g->npages;) {
+        const sslab *s = g->page_slab[pg];
+        if (!s) {
+            V(!bit_test(g->pagemap, pg), "segment %u page %u: bit without slab", id, pg);
+            pg++;
+            continue;
+        }
+        V(s->first_page == pg, "segment %u page %u: slab starts at %u", id, pg,
+          s->first_page);
+        for (uint32_t q = pg; q < pg + s->npages; q++)
+            V(q < g->npages && g->page_slab[q] == s && bit_test(g->pagemap, q),
+              "segment %u page %u: slab map", id, q);
+        if ((rc = validate_slab(a, g, s, &t->live_bytes)) < 0)
+            return rc;
+        ns++;
+        busy += s->used > 0;
+        pages += s->npages;
+        t->live_objects += s->used;
+        t->used_bytes += (uint64_t)s->used * s->bsize;
+        t->cached += s->state == SLAB_CACHED;
+        pg += s->npages;
+    }
+    V(pages == g->used_pages, "segment %u: slab pages %u != used_pages %u", id, pages,
+      g->used_pages);
+    V(ns == g->nslabs && busy == g->busy_slabs,
+      "segment %u: nslabs %u/%u busy %u/%u", id, ns, g->nslabs, busy, g->busy_slabs);
+    V((busy == 0) == (n->spare == g), "segment %u: idle %d but spare %d", id,
+      busy == 0, n->spare == g);
+    V(g->on_avail == (g->used_pages < g->npages), "segment %u: avail %d", id,
+      g->on_avail);
+    const sseg *x = n->avail;
+    while (x && x != g)
+        x = x->anext;
+    V((x == g) == g->on_avail, "segment %u: avail list membership", id);
+    t->slabs += ns;
+    t->slab_pages += pages;
+    return 0;
+}
+
+/* Node key k's lists: its spare, avail, partial and cached slabs, and its
+ * segment count against nsegs, the segments found with its key. */
+static int validate_node(const ss__salloc *a, int k, uint32_t nsegs)
+{
+    const snode *n = a->nodes[k];
+
+    V(n->nsegs == nsegs, "node key %d: nsegs %u != %u", k, n->nsegs, nsegs);
+    V(!n->spare || (n->spare->key == k && a->segs[n->spare->id] == n->spare),
+      "node key %d: spare", k);
+    for (const sseg *g = n->avail; g; g = g->anext) {
+        V(g->key == k && g->on_avail && a->segs[g->id] == g, "node key %d: avail", k);
+        V(!g->anext || g->anext->aprev == g, "node key %d: avail links", k);
+    }
+    for (int c = 0; c < a->ncls; c++) {
+        for (const sslab *s = n->partial[c]; s; s = s->next) {
+            V(s->state == SLAB_PARTIAL && s->cls == (uint32_t)c && s->sg->key == k,
+              "node key %d cls %d: partial list holds a non-partial slab", k, c);
+            V(!s->next || s->next->prev == s, "partial links");
+            V(s->sg->page_slab[s->first_page] == s, "partial slab not in a segment");
+        }
+        const sslab *s = n->cached[c];
+        if (s)
+            V(s->state == SLAB_CACHED && s->cls == (uint32_t)c && s->sg->key == k &&
+                  s->sg->page_slab[s->first_page] == s,
+              "node key %d cls %d: cached slab", k, c);
+    }
+    return 0;
+}
+
 int ss__salloc_validate(const ss__salloc *a)
 {
     if (!a)
         return -EINVAL;
-    uint64_t segments = 0, seg_bytes = 0, live_objects = 0, used_bytes = 0;
-    uint64_t live_bytes = 0, slabs = 0, slab_pages = 0, cached = 0;
+    vtotals t = { 0 };
     uint32_t nsegs_node[SS_NODE_KEYS] = {0};
     int rc;
 
@@ -1085,102 +1166,29 @@ int ss__salloc_validate(const ss__salloc *a)
         const sseg *g = a->segs[id];
         if (!g)
             continue;
-        segments++;
-        seg_bytes += g->seg.size;
-        V(g->id == id, "segment %u records id %u", id, g->id);
-        V(g->key >= 0 && g->key < SS_NODE_KEYS && a->nodes[g->key], "segment %u key", id);
-        V(g->npages == a->seg_pages, "segment %u npages", id);
-        V(g->seg.map && g->seg.size >= a->p.segment_size, "segment %u map/size", id);
+        if ((rc = validate_segment(a, g, id, &t)) < 0)
+            return rc;
         nsegs_node[g->key]++;
-        const snode *n = a->nodes[g->key];
-
-        uint64_t pop = 0;
-        for (uint32_t w = 0; w < (g->npages + 63) / 64; w++)
-            pop += (uint64_t)__builtin_popcountll(g->pagemap[w]);
-        V(pop == g->used_pages, "segment %u: page popcount %llu != used_pages %u", id,
-          (unsigned long long)pop, g->used_pages);
-
-        uint32_t ns = 0, busy = 0, pages = 0;
-        for (uint32_t pg = 0; pg < g->npages;) {
-            const sslab *s = g->page_slab[pg];
-            if (!s) {
-                V(!bit_test(g->pagemap, pg), "segment %u page %u: bit without slab", id, pg);
-                pg++;
-                continue;
-            }
-            V(s->first_page == pg, "segment %u page %u: slab starts at %u", id, pg,
-              s->first_page);
-            for (uint32_t q = pg; q < pg + s->npages; q++)
-                V(q < g->npages && g->page_slab[q] == s && bit_test(g->pagemap, q),
-                  "segment %u page %u: slab map", id, q);
-            if ((rc = validate_slab(a, g, s, &live_bytes)) < 0)
-                return rc;
-            ns++;
-            busy += s->used > 0;
-            pages += s->npages;
-            live_objects += s->used;
-            used_bytes += (uint64_t)s->used * s->bsize;
-            cached += s->state == SLAB_CACHED;
-            pg += s->npages;
-        }
-        V(pages == g->used_pages, "segment %u: slab pages %u != used_pages %u", id, pages,
-          g->used_pages);
-        V(ns == g->nslabs && busy == g->busy_slabs,
-          "segment %u: nslabs %u/%u busy %u/%u", id, ns, g->nslabs, busy, g->busy_slabs);
-        V((busy == 0) == (n->spare == g), "segment %u: idle %d but spare %d", id,
-          busy == 0, n->spare == g);
-        V(g->on_avail == (g->used_pages < g->npages), "segment %u: avail %d", id,
-          g->on_avail);
-        const sseg *x = n->avail;
-        while (x && x != g)
-            x = x->anext;
-        V((x == g) == g->on_avail, "segment %u: avail list membership", id);
-        slabs += ns;
-        slab_pages += pages;
     }
-
-    for (int k = 0; k < SS_NODE_KEYS; k++) {
-        const snode *n = a->nodes[k];
-        if (!n)
-            continue;
-        V(n->nsegs == nsegs_node[k], "node key %d: nsegs %u != %u", k, n->nsegs,
-          nsegs_node[k]);
-        V(!n->spare || (n->spare->key == k && a->segs[n->spare->id] == n->spare),
-          "node key %d: spare", k);
-        for (const sseg *g = n->avail; g; g = g->anext) {
-            V(g->key == k && g->on_avail && a->segs[g->id] == g, "node key %d: avail", k);
-            V(!g->anext || g->anext->aprev == g, "node key %d: avail links", k);
-        }
-        for (int c = 0; c < a->ncls; c++) {
-            for (const sslab *s = n->partial[c]; s; s = s->next) {
-                V(s->state == SLAB_PARTIAL && s->cls == (uint32_t)c && s->sg->key == k,
-                  "node key %d cls %d: partial list holds a non-partial slab", k, c);
-                V(!s->next || s->next->prev == s, "partial links");
-                V(s->sg->page_slab[s->first_page] == s, "partial slab not in a segment");
-            }
-            const sslab *s = n->cached[c];
-            if (s)
-                V(s->state == SLAB_CACHED && s->cls == (uint32_t)c && s->sg->key == k &&
-                      s->sg->page_slab[s->first_page] == s,
-                  "node key %d cls %d: cached slab", k, c);
-        }
-    }
+    for (int k = 0; k < SS_NODE_KEYS; k++)
+        if (a->nodes[k] && (rc = validate_node(a, k, nsegs_node[k])) < 0)
+            return rc;
 
     const ss__salloc_stats *st = &a->st;
-    V(st->segments == segments, "segments %llu != %llu",
-      (unsigned long long)st->segments, (unsigned long long)segments);
-    V(st->segment_bytes == seg_bytes && a->charged == seg_bytes,
+    V(st->segments == t.segments, "segments %llu != %llu",
+      (unsigned long long)st->segments, (unsigned long long)t.segments);
+    V(st->segment_bytes == t.seg_bytes && a->charged == t.seg_bytes,
       "segment_bytes %llu charged %llu != %llu", (unsigned long long)st->segment_bytes,
-      (unsigned long long)a->charged, (unsigned long long)seg_bytes);
-    V(st->live_objects == live_objects && st->allocs - st->frees == live_objects,
+      (unsigned long long)a->charged, (unsigned long long)t.seg_bytes);
+    V(st->live_objects == t.live_objects && st->allocs - st->frees == t.live_objects,
       "live_objects %llu != %llu", (unsigned long long)st->live_objects,
-      (unsigned long long)live_objects);
-    V(st->used_bytes == used_bytes, "used_bytes %llu != %llu",
-      (unsigned long long)st->used_bytes, (unsigned long long)used_bytes);
-    V(st->live_bytes == live_bytes, "live_bytes %llu != %llu",
-      (unsigned long long)st->live_bytes, (unsigned long long)live_bytes);
-    V(st->slabs == slabs && st->slab_bytes == slab_pages * SS_SLAB_PAGE, "slabs");
-    V(st->empty_slabs == cached, "empty_slabs %llu != %llu",
-      (unsigned long long)st->empty_slabs, (unsigned long long)cached);
+      (unsigned long long)t.live_objects);
+    V(st->used_bytes == t.used_bytes, "used_bytes %llu != %llu",
+      (unsigned long long)st->used_bytes, (unsigned long long)t.used_bytes);
+    V(st->live_bytes == t.live_bytes, "live_bytes %llu != %llu",
+      (unsigned long long)st->live_bytes, (unsigned long long)t.live_bytes);
+    V(st->slabs == t.slabs && st->slab_bytes == t.slab_pages * SS_SLAB_PAGE, "slabs");
+    V(st->empty_slabs == t.cached, "empty_slabs %llu != %llu",
+      (unsigned long long)st->empty_slabs, (unsigned long long)t.cached);
     return 0;
 }

@@ -27,15 +27,11 @@
 #include "store.h"
 #include "sys.h"
 
-#include <poll.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <time.h>
-#include <unistd.h>
 
 /* EMBED: tries to connect or start, while another process wins the race
  * to start a store on the same path and gets it listening. */
@@ -59,18 +55,15 @@ static void cl_init_once(void)
     (void)pthread_atfork(NULL, NULL, cl_atfork_child);
 }
 
-/* mmap(MAP_SHARED, writable) + MADV_DONTFORK with no fork in between. */
+/* mmap(MAP_SHARED, writable) + MADV_DONTFORK with no fork in between:
+ * a pointer or ss__err_ptr(-errno). */
 void *ss__cl_map_writable(size_t len, int fd)
 {
-    void *p;
-
     /* the fork guard (sys.h): MADV_DONTFORK is on before a fork can copy it */
-    p = ss__sys_mmap_shared_rw(fd, len);
-    if (ss__is_err(p)) {
-        errno = -(int)ss__ptr_err(p);
-        return MAP_FAILED;
-    }
-    ss__cl_fresh_mapping(p, len);
+    void *p = ss__sys_mmap_shared_rw(fd, len);
+
+    if (!ss__is_err(p))
+        ss__cl_fresh_mapping(p, len);
     return p;
 }
 
@@ -84,14 +77,14 @@ int32_t ss__cl_node(void)
 {
     unsigned cpu, node;
 
-    return getcpu(&cpu, &node) == 0 ? (int32_t)node : -1;
+    return ss__sys_getcpu(&cpu, &node) == 0 ? (int32_t)node : -1;
 }
 
 void ss__cl_close_fds(int *fds, unsigned n)
 {
     for (unsigned i = 0; i < n; i++)
         if (fds[i] >= 0) {
-            close(fds[i]);
+            ss__sys_close(fds[i]);
             fds[i] = -1;
         }
 }
@@ -210,9 +203,9 @@ void ss__cl_seg_unlink(ss_client *c, ss__cl_seg *s)
 void ss__cl_seg_free(ss__cl_seg *s, bool forked)
 {
     if (s->addr && !(forked && s->writable))
-        munmap(s->addr, s->size);
+        ss__sys_munmap(s->addr, s->size);
     if (s->fd >= 0)
-        close(s->fd);
+        ss__sys_close(s->fd);
     free(s);
 }
 
@@ -226,12 +219,12 @@ int ss__cl_seg_map(ss__cl_seg *s)
         return 0;
     if (s->fd < 0 || s->size > SIZE_MAX)
         return -EBADF;
-    p = mmap(NULL, (size_t)s->size, PROT_READ, MAP_SHARED, s->fd, 0);
-    if (p == MAP_FAILED)
-        return -errno;
+    p = ss__sys_mmap(NULL, (size_t)s->size, PROT_READ, MAP_SHARED, s->fd, 0);
+    if (ss__is_err(p))
+        return (int)ss__ptr_err(p);
     ss__cl_fresh_mapping(p, (size_t)s->size);
     s->addr = p;
-    close(s->fd);
+    ss__sys_close(s->fd);
     s->fd = -1;
     return 0;
 }
@@ -318,11 +311,11 @@ void ss__cl_hold_unlink(ss_client *c, ss__cl_hold *h)
 void ss__cl_hold_free(ss__cl_hold *h, bool forked)
 {
     if (h->buf && !forked) /* MADV_DONTFORK: absent in a forked child */
-        munmap(h->buf, h->buf_len);
+        ss__sys_munmap(h->buf, h->buf_len);
     if (h->rw_fd >= 0)
-        close(h->rw_fd);
+        ss__sys_close(h->rw_fd);
     if (h->ro_fd >= 0)
-        close(h->ro_fd);
+        ss__sys_close(h->ro_fd);
     free(h);
 }
 
@@ -407,7 +400,7 @@ void ss__cl_kill(ss_client *c, int err)
 {
     if (!c->dead) {
         c->dead = err < 0 ? err : -ECONNRESET;
-        shutdown(c->fd, SHUT_RDWR);
+        (void)ss__sys_shutdown(c->fd, SHUT_RDWR);
     }
     for (ss__cl_slot *t = c->slots; t; t = t->next)
         if (!t->done) {
@@ -427,12 +420,9 @@ static bool send_err_fatal(int err)
 int ss__cl_sendv(int fd, struct iovec *iov, int iovcnt)
 {
     struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)iovcnt };
-    ssize_t r;
+    ssize_t r = ss__sys_sendmsg(fd, &m, MSG_NOSIGNAL);
 
-    do
-        r = sendmsg(fd, &m, MSG_NOSIGNAL);
-    while (r < 0 && errno == EINTR);
-    return r < 0 ? -errno : 0;
+    return r < 0 ? (int)r : 0;
 }
 
 /* Send a RELEASE of ids[n] and then the request iov in one datagram (the
@@ -471,13 +461,10 @@ static int cl_send_with_releases(int fd, uint32_t max_msg, const ss_id *ids, uin
         { .msg_hdr = { .msg_iov = iov, .msg_iovlen = (size_t)iovcnt } },
     };
     while (sent < 2) {
-        int k = sendmmsg(fd, mm + sent, (unsigned)(2 - sent), MSG_NOSIGNAL);
+        int k = ss__sys_sendmmsg(fd, mm + sent, (unsigned)(2 - sent), MSG_NOSIGNAL);
 
-        if (k < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
+        if (k < 0)
+            return k;
         sent += k;
         *released = true;
     }
@@ -528,11 +515,9 @@ int ss__cl_recv(int fd, ss__cl_slot *s, int flags)
     ssize_t n;
 
     s->nfds = 0;
-    do
-        n = recvmsg(fd, &m, MSG_CMSG_CLOEXEC | flags);
-    while (n < 0 && errno == EINTR);
+    n = ss__sys_recvmsg(fd, &m, MSG_CMSG_CLOEXEC | flags);
     if (n < 0)
-        return -errno;
+        return (int)n;
     for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
         int *fds = (int *)CMSG_DATA(h);
         size_t k;
@@ -546,7 +531,7 @@ int ss__cl_recv(int fd, ss__cl_slot *s, int flags)
             if (s->nfds < SS_PROTO_MAX_FDS) {
                 s->fds[s->nfds++] = f;
             } else {
-                close(f);
+                ss__sys_close(f);
                 overflow = true;
             }
         }
@@ -694,7 +679,8 @@ int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, 
     s->get = get;
     s->get_pending = false;
     s->prev = NULL;
-    pthread_cond_init(&s->cond, NULL);
+    /* the static initializer: default attributes, and no failure to check */
+    s->cond = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
 
     pthread_mutex_lock(&c->lock);
     if (++c->next_req == 0)
@@ -923,6 +909,17 @@ void ss__cl_drop_refs(ss_client *c, const ss_id *ids, const ss__cl_ref *refs, si
 
 /* ------------------------------------------------------------ connect */
 
+int ss__cl_wait_reply(int fd)
+{
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+    int rc;
+
+    do
+        rc = ss__sys_poll(&pfd, 1, SS_CL_HELLO_TIMEOUT_MS);
+    while (rc == -EINTR);
+    return rc == 0 ? -ETIMEDOUT : rc < 0 ? rc : 0;
+}
+
 /* Connect and HELLO, each bounded by SS_CL_HELLO_TIMEOUT_MS. */
 int ss__cl_open(const char *path, int *fdp, ss__rep_hello *hello)
 {
@@ -931,29 +928,27 @@ int ss__cl_open(const char *path, int *fdp, ss__rep_hello *hello)
     struct timeval tv0 = { 0, 0 };
     int bufsz = CL_SOCKBUF;
     ss__msg_hdr h;
-    ss__req_hello r = { .pid = (uint32_t)getpid() };
+    ss__req_hello r = { .pid = (uint32_t)ss__sys_getpid() };
     struct iovec iov[2] = { { &h, sizeof(h) }, { &r, sizeof(r) } };
-    struct pollfd pfd;
     ss__cl_slot *s = NULL;
     int fd, rc;
 
     strcpy(a.sun_path, path);
-    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    fd = ss__sys_socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return -errno;
+        return fd;
     /* room for a few of the largest messages either way */
-    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof(bufsz));
-    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof(bufsz));
+    (void)ss__sys_setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof(bufsz));
+    (void)ss__sys_setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof(bufsz));
     /* a Unix connect waits on a full backlog: SO_SNDTIMEO bounds it */
-    (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    do
-        rc = connect(fd, (struct sockaddr *)&a, sizeof(a));
-    while (rc < 0 && errno == EINTR);
+    (void)ss__sys_setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    rc = ss__sys_connect(fd, (struct sockaddr *)&a, sizeof(a));
     if (rc < 0) {
-        rc = (errno == EAGAIN || errno == EWOULDBLOCK) ? -ETIMEDOUT : -errno;
+        if (rc == -EAGAIN || rc == -EWOULDBLOCK)
+            rc = -ETIMEDOUT;
         goto fail;
     }
-    (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv0, sizeof(tv0));
+    (void)ss__sys_setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv0, sizeof(tv0));
 
     ss__proto_hdr(&h, SS_MSG_HELLO, 1, sizeof(h) + sizeof(r), 0, 0);
     rc = ss__cl_sendv(fd, iov, 2);
@@ -963,18 +958,9 @@ int ss__cl_open(const char *path, int *fdp, ss__rep_hello *hello)
             rc = -ECONNREFUSED;
         goto fail;
     }
-    pfd = (struct pollfd){ .fd = fd, .events = POLLIN };
-    do
-        rc = poll(&pfd, 1, SS_CL_HELLO_TIMEOUT_MS);
-    while (rc < 0 && errno == EINTR);
-    if (rc < 0) {
-        rc = -errno;
+    rc = ss__cl_wait_reply(fd);
+    if (rc < 0)
         goto fail;
-    }
-    if (rc == 0) {
-        rc = -ETIMEDOUT;
-        goto fail;
-    }
     s = malloc(sizeof(*s));
     if (!s) {
         rc = -ENOMEM;
@@ -1002,7 +988,7 @@ int ss__cl_open(const char *path, int *fdp, ss__rep_hello *hello)
     return 0;
 fail:
     free(s);
-    close(fd);
+    ss__sys_close(fd);
     return rc;
 }
 
@@ -1045,9 +1031,8 @@ SS_API int ss_connect(const char *socket_path, unsigned flags, ss_client **out)
         if (rc == -EADDRINUSE) {
             /* another process (or thread) won the race to start a store
              * on this path: connect to theirs once it listens */
-            struct timespec ts = { 0, 10 * 1000 * 1000 };
             started = NULL;
-            nanosleep(&ts, NULL);
+            ss__sys_sleep_ns(10 * 1000 * 1000);
             continue;
         }
         if (rc < 0) {
@@ -1072,7 +1057,7 @@ SS_API int ss_connect(const char *socket_path, unsigned flags, ss_client **out)
         rc = -ENOMEM;
         free(c->holds);
         free(c->segs);
-        close(fd);
+        ss__sys_close(fd);
         goto fail;
     }
     *out = c;
@@ -1106,7 +1091,7 @@ SS_API void ss_disconnect(ss_client *c)
         }
         pthread_mutex_unlock(&c->lock);
     }
-    close(c->fd);
+    ss__sys_close(c->fd);
     for (size_t b = 0; b < ((size_t)1 << c->hold_bits); b++)
         for (ss__cl_hold *h = c->holds[b], *nx; h; h = nx) {
             nx = h->next;

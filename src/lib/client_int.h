@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Client handle internals (client.c). Nothing here crosses a process
- * boundary: it is the library's private bookkeeping for one connection.
+ * Client handle internals (client.c, client_obj.c). Nothing here crosses
+ * a process boundary: it is the library's private bookkeeping for one
+ * connection.
  *
  * Concurrency (one mutex per handle, `lock`):
  *  - Requests carry req_ids. A caller registers a slot (its req_id, a
@@ -275,8 +276,12 @@ extern const unsigned char ss__cl_empty[SS_OBJ_ALIGN];
 /* ---- client.c: helpers */
 int32_t ss__cl_node(void); /* NUMA node of the calling CPU, -1 unknown */
 void ss__cl_close_fds(int *fds, unsigned n);
-/* mmap(MAP_SHARED, RW) + MADV_DONTFORK with no fork in between */
+/* mmap(MAP_SHARED, RW) + MADV_DONTFORK with no fork in between: a
+ * pointer or ss__err_ptr(-errno) */
 void *ss__cl_map_writable(size_t len, int fd);
+/* Wait up to SS_CL_HELLO_TIMEOUT_MS for a message on fd: 0, -ETIMEDOUT or
+ * -errno (a signal restarts the wait) */
+int ss__cl_wait_reply(int fd);
 
 /* ---- client.c: segment cache and holds (lock held) */
 ss__cl_seg *ss__cl_seg_find(ss_client *c, uint64_t seg_id);

@@ -7,14 +7,12 @@
  */
 #include "client_int.h"
 #include "segment.h"
+#include "sys.h"
 
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <time.h>
-#include <unistd.h>
 
 /* ------------------------------------------------------ create / seal */
 
@@ -22,6 +20,72 @@ static int check_meta(const void *meta, uint64_t meta_size)
 {
     if (meta_size > SS_PROTO_MAX_META || (meta_size > 0 && !meta))
         return -EINVAL;
+    return 0;
+}
+
+/* A SMALL object's creator buffer: private memory, whose bytes travel
+ * with SEAL. A new hold for it into *out: 0 or -ENOMEM. Lock held. */
+static int create_small(ss_client *c, const ss_id *id, uint64_t size, ss__cl_hold **out)
+{
+    size_t len = SS_ALIGN_UP((size_t)(size ? size : 1), ss__sys_page_size());
+    void *buf = ss__sys_mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                             -1, 0);
+    ss__cl_hold *ho;
+
+    if (ss__is_err(buf))
+        return -ENOMEM;
+    ss__cl_fresh_mapping(buf, len);
+    (void)ss__sys_madvise(buf, len, MADV_DONTFORK);
+    ho = ss__cl_hold_new(c, id);
+    if (!ho) {
+        ss__sys_munmap(buf, len);
+        return -ENOMEM;
+    }
+    ho->priv = true;
+    ho->buf = buf;
+    ho->buf_len = len;
+    *out = ho;
+    return 0;
+}
+
+/* An OBJECT segment of its own for the new object: cache the segment
+ * (writable mapping if map), and a new hold taking the RO and RW fds of
+ * the reply in s. 0 or -errno, and then nothing is left. Lock held. */
+static int create_object(ss_client *c, ss__cl_slot *s, const ss__rep_create *rep,
+                         const ss_id *id, bool map, ss__cl_hold **out)
+{
+    int *fds = s->fds + rep->data.fd_index; /* RO, RW */
+    void *p = NULL; /* the writable mapping, or NULL */
+    ss__cl_seg *sg;
+    ss__cl_hold *ho;
+
+    if (map) {
+        /* a fork before seal must not leave a writable copy in a child */
+        p = ss__cl_map_writable((size_t)rep->data.seg_size, fds[1]);
+        if (ss__is_err(p))
+            return (int)ss__ptr_err(p);
+    }
+    sg = ss__cl_seg_insert(c, rep->data.seg_id, rep->data.seg_size, SS_SEG_OBJECT);
+    ho = sg ? ss__cl_hold_new(c, id) : NULL;
+    if (!ho) {
+        if (sg) {
+            ss__cl_seg_unlink(c, sg);
+            free(sg);
+        }
+        if (p)
+            ss__sys_munmap(p, (size_t)rep->data.seg_size);
+        return -ENOMEM;
+    }
+    if (p) {
+        sg->addr = p;
+        sg->writable = true;
+    }
+    sg->refs = 1;
+    ho->seg = sg;
+    ho->ro_fd = fds[0];
+    ho->rw_fd = fds[1];
+    fds[0] = fds[1] = -1;
+    *out = ho;
     return 0;
 }
 
@@ -43,73 +107,25 @@ static int cl_create(ss_client *c, const ss_id *id, uint64_t size, const void *m
                             { (void *)meta, (size_t)meta_size } };
     ss__rep_create rep;
     ss__cl_hold *ho = NULL;
-    ss__cl_seg *sg = NULL;
-    void *p = MAP_FAILED;
     int rc = ss__cl_call(c, &s, SS_MSG_CREATE, iov, meta_size ? 3 : 2, NULL);
 
     if (rc < 0 || (rc = ss__cl_status(&s)) < 0)
         goto out;
     memcpy(&rep, s.buf + SS_CL_HDR, sizeof(rep));
-    if (rep.data.size != size) {
+    /* a size not asked for, or a segment id seen before (they are never
+     * reused): the store is confused, the connection ends */
+    if (rep.data.size != size ||
+        (rep.data.kind != SS_SEG_SMALL && ss__cl_seg_find(c, rep.data.seg_id))) {
         ss__cl_kill(c, -SS_E_PROTO);
         rc = -SS_E_PROTO;
         goto out;
     }
-    if (rep.data.kind == SS_SEG_SMALL) {
-        /* private buffer; the bytes travel with SEAL */
-        size_t len = SS_ALIGN_UP((size_t)(size ? size : 1), (size_t)sysconf(_SC_PAGESIZE));
-        p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED) {
-            rc = -ENOMEM;
-            goto undo;
-        }
-        ss__cl_fresh_mapping(p, len);
-        (void)madvise(p, len, MADV_DONTFORK);
-        ho = ss__cl_hold_new(c, id);
-        if (!ho) {
-            munmap(p, len);
-            rc = -ENOMEM;
-            goto undo;
-        }
-        ho->priv = true;
-        ho->buf = p;
-        ho->buf_len = len;
-    } else {
-        if (ss__cl_seg_find(c, rep.data.seg_id)) { /* seg ids are never reused */
-            ss__cl_kill(c, -SS_E_PROTO);
-            rc = -SS_E_PROTO;
-            goto out;
-        }
-        if (map) {
-            /* a fork before seal must not leave a writable copy in a child */
-            p = ss__cl_map_writable((size_t)rep.data.seg_size, s.fds[rep.data.fd_index + 1]);
-            if (p == MAP_FAILED) {
-                rc = -errno;
-                goto undo;
-            }
-        }
-        sg = ss__cl_seg_insert(c, rep.data.seg_id, rep.data.seg_size, SS_SEG_OBJECT);
-        ho = sg ? ss__cl_hold_new(c, id) : NULL;
-        if (!ho) {
-            if (sg) {
-                ss__cl_seg_unlink(c, sg);
-                free(sg);
-            }
-            if (p != MAP_FAILED)
-                munmap(p, (size_t)rep.data.seg_size);
-            rc = -ENOMEM;
-            goto undo;
-        }
-        if (p != MAP_FAILED) {
-            sg->addr = p;
-            sg->writable = true;
-        }
-        sg->refs = 1;
-        ho->seg = sg;
-        ho->ro_fd = s.fds[rep.data.fd_index];
-        ho->rw_fd = s.fds[rep.data.fd_index + 1];
-        s.fds[rep.data.fd_index] = s.fds[rep.data.fd_index + 1] = -1;
-    }
+    if (rep.data.kind == SS_SEG_SMALL)
+        rc = create_small(c, id, size, &ho);
+    else
+        rc = create_object(c, &s, &rep, id, map, &ho);
+    if (rc < 0)
+        goto undo;
     ho->creator = true;
     ho->state = map ? SS_CL_UNSEALED : SS_CL_SEALING;
     ho->kind = (uint8_t)rep.data.kind;
@@ -173,16 +189,17 @@ static int seal_prepare(ss__cl_hold *h)
     if (h->kind != SS_SEG_OBJECT || h->remapped)
         return 0;
     if (sg->addr) {
-        void *p = mmap(sg->addr, (size_t)sg->size, PROT_READ, MAP_SHARED | MAP_FIXED, h->ro_fd, 0);
-        if (p == MAP_FAILED)
-            return -errno;
+        void *p = ss__sys_mmap(sg->addr, (size_t)sg->size, PROT_READ, MAP_SHARED | MAP_FIXED,
+                               h->ro_fd, 0);
+        if (ss__is_err(p))
+            return (int)ss__ptr_err(p);
         sg->writable = false;
-        close(h->ro_fd);
+        ss__sys_close(h->ro_fd);
     } else {
         sg->fd = h->ro_fd; /* mapped on first get */
     }
     h->ro_fd = -1;
-    close(h->rw_fd);
+    ss__sys_close(h->rw_fd);
     h->rw_fd = -1;
     h->remapped = true;
     return 0;
@@ -216,7 +233,7 @@ static int cl_seal(ss_client *c, ss__cl_hold *h, const ss_id *id, bool release)
     } else if (rc == 0) {
         h->state = SS_CL_SEALED;
         if (h->priv)
-            (void)mprotect(h->buf, h->buf_len, PROT_READ);
+            (void)ss__sys_mprotect(h->buf, h->buf_len, PROT_READ);
     } else if (rc == -EPERM) {
         drop_creation(c, h); /* the store aborted it */
     } else {
@@ -303,14 +320,12 @@ static int fill_segment(ss__cl_hold *h, const void *data, uint64_t size)
 
     while (done < size) {
         size_t chunk = size - done > SS_GiB ? (size_t)SS_GiB : (size_t)(size - done);
-        ssize_t w = pwrite(h->rw_fd, src + done, chunk, (off_t)(h->off + done));
+        ssize_t w = ss__sys_pwrite(h->rw_fd, src + done, chunk, h->off + done);
 
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && errno == EINVAL && done == 0)
+        if (w == -EINVAL && done == 0)
             break; /* hugetlbfs */
         if (w < 0)
-            return -errno;
+            return (int)w;
         if (w == 0)
             return -EIO;
         done += (uint64_t)w;
@@ -319,10 +334,10 @@ static int fill_segment(ss__cl_hold *h, const void *data, uint64_t size)
         size_t len = (size_t)h->seg->size;
         unsigned char *p = ss__cl_map_writable(len, h->rw_fd);
 
-        if (p == MAP_FAILED)
-            return -errno;
+        if (ss__is_err(p))
+            return (int)ss__ptr_err(p);
         memcpy(p + h->off, src, (size_t)size);
-        munmap(p, len);
+        ss__sys_munmap(p, len);
     }
     return 0;
 }
@@ -439,7 +454,7 @@ static ss__cl_seg *segref_take(ss_client *c, ss__cl_slot *s, const ss__segref *r
     if (sg) {
         /* already ours: the reused mapping makes a new fd redundant */
         if (fd >= 0) {
-            close(fd);
+            ss__sys_close(fd);
             s->fds[r->fd_index] = -1;
         }
     } else {
@@ -457,6 +472,57 @@ static ss__cl_seg *segref_take(ss_client *c, ss__cl_slot *s, const ss__segref *r
             *maperr = rc;
     }
     return sg;
+}
+
+/* One entry e of a GET reply in s for the id asked: a reference (the
+ * hold of an identical view, or a new one) into *ref and the caller's
+ * view into *o. 1 found, 0 not, -SS_E_PROTO, or -ENOMEM. Lock held. */
+static int get_view(ss_client *c, ss__cl_slot *s, const ss__get_entry *e, const ss_id *id,
+                    ss__cl_ref *ref, ss_object *o, int *maperr)
+{
+    ss__cl_seg *ds = NULL, *ms = NULL;
+    ss__cl_hold *h;
+
+    ref->found = false;
+    if (e->status != 0) {
+        *o = (ss_object){ .id = *id, .uid = SS_UID_UNKNOWN };
+        return 0;
+    }
+    if (e->data.seg_size && !(ds = segref_take(c, s, &e->data, maperr)))
+        return -ENOMEM;
+    if (e->meta.size && !(ms = segref_take(c, s, &e->meta, maperr)))
+        return -ENOMEM;
+    h = ss__cl_hold_find_view(c, id, ds != NULL, e->data.seg_id, e->data.offset);
+    if (h && h->mseg != ms)
+        return -SS_E_PROTO;
+    if (!h) {
+        h = ss__cl_hold_new(c, id);
+        if (!h)
+            return -ENOMEM;
+        h->state = SS_CL_SEALED;
+        h->seg = ds;
+        h->mseg = ms;
+        h->off = e->data.offset;
+        h->size = e->data.size;
+        h->moff = e->meta.offset;
+        h->msize = e->meta.size;
+    }
+    h->refs++;
+    if (ds)
+        ds->refs++;
+    if (ms)
+        ms->refs++;
+    *ref = (ss__cl_ref){ .seg_id = e->data.seg_id, .off = e->data.offset,
+                         .has_seg = ds != NULL, .found = true };
+    *o = (ss_object){
+        .id = *id,
+        .uid = e->uid,
+        .data = ds ? (ds->addr ? ds->addr + h->off : NULL) : ss__cl_empty,
+        .size = h->size,
+        .meta = ms && ms->addr ? ms->addr + h->moff : NULL,
+        .meta_size = ms ? h->msize : 0,
+    };
+    return 1;
 }
 
 /*
@@ -506,50 +572,15 @@ int ss__cl_get_apply(ss_client *c, ss__cl_slot *s, const ss__cl_getreq *g)
     }
     for (uint32_t i = 0; i < n; i++) {
         ss__get_entry e;
-        ss__cl_seg *ds = NULL, *ms = NULL;
-        ss__cl_hold *h;
+        int rc;
 
         memcpy(&e, p + (size_t)i * sizeof(e), sizeof(e));
-        refs[i].found = false;
-        if (e.status != 0) {
-            out[i] = (ss_object){ .id = ids[i], .uid = SS_UID_UNKNOWN };
-            continue;
-        }
-        if (e.data.seg_size && !(ds = segref_take(c, s, &e.data, &maperr)))
-            goto nomem;
-        if (e.meta.size && !(ms = segref_take(c, s, &e.meta, &maperr)))
-            goto nomem;
-        h = ss__cl_hold_find_view(c, &ids[i], ds != NULL, e.data.seg_id, e.data.offset);
-        if (h && h->mseg != ms)
+        rc = get_view(c, s, &e, &ids[i], &refs[i], &out[i], &maperr);
+        if (rc == -SS_E_PROTO)
             goto proto;
-        if (!h) {
-            h = ss__cl_hold_new(c, &ids[i]);
-            if (!h)
-                goto nomem;
-            h->state = SS_CL_SEALED;
-            h->seg = ds;
-            h->mseg = ms;
-            h->off = e.data.offset;
-            h->size = e.data.size;
-            h->moff = e.meta.offset;
-            h->msize = e.meta.size;
-        }
-        h->refs++;
-        if (ds)
-            ds->refs++;
-        if (ms)
-            ms->refs++;
-        refs[i] = (ss__cl_ref){ .seg_id = e.data.seg_id, .off = e.data.offset,
-                            .has_seg = ds != NULL, .found = true };
-        out[i] = (ss_object){
-            .id = ids[i],
-            .uid = e.uid,
-            .data = ds ? (ds->addr ? ds->addr + h->off : NULL) : ss__cl_empty,
-            .size = h->size,
-            .meta = ms && ms->addr ? ms->addr + h->moff : NULL,
-            .meta_size = ms ? h->msize : 0,
-        };
-        found++;
+        if (rc < 0)
+            goto nomem;
+        found += rc;
     }
     return maperr ? maperr : found;
 proto:
@@ -595,10 +626,7 @@ static int get_batch(ss_client *c, const ss_id *ids, uint32_t n, int64_t timeout
 
 static uint64_t now_ms(void)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return ss__now_ns() / 1000000u;
 }
 
 SS_API int ss_get(ss_client *c, const ss_id *ids, size_t n, int64_t timeout_ms, ss_object *out)
@@ -807,7 +835,6 @@ SS_API int ss_subscribe(ss_client *c, unsigned mask, int *fd)
     ss__msg_hdr h;
     ss__req_subscribe r = { .mask = mask };
     struct iovec iov[2] = { { &h, sizeof(h) }, { &r, sizeof(r) } };
-    struct pollfd pfd;
     ss__cl_slot *s;
     int sfd, rc = ss__cl_enter(c);
 
@@ -822,14 +849,9 @@ SS_API int ss_subscribe(ss_client *c, unsigned mask, int *fd)
     rc = ss__cl_sendv(sfd, iov, 2);
     if (rc < 0)
         goto fail;
-    pfd = (struct pollfd){ .fd = sfd, .events = POLLIN };
-    do
-        rc = poll(&pfd, 1, SS_CL_HELLO_TIMEOUT_MS);
-    while (rc < 0 && errno == EINTR);
-    if (rc <= 0) {
-        rc = rc == 0 ? -ETIMEDOUT : -errno;
+    rc = ss__cl_wait_reply(sfd);
+    if (rc < 0)
         goto fail;
-    }
     s = malloc(sizeof(*s));
     if (!s) {
         rc = -ENOMEM;
@@ -850,7 +872,7 @@ SS_API int ss_subscribe(ss_client *c, unsigned mask, int *fd)
     *fd = sfd;
     return 0;
 fail:
-    close(sfd);
+    ss__sys_close(sfd);
     return rc;
 }
 
@@ -872,18 +894,16 @@ SS_API int ss_event_next(int fd, ss_event *ev)
 
     if (fd < 0 || !ev)
         return -EINVAL;
-    do
-        n = recvmsg(fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
+    n = ss__sys_recvmsg(fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     if (n < 0)
-        return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -errno;
+        return (n == -EAGAIN || n == -EWOULDBLOCK) ? 0 : (int)n;
     if (m.msg_controllen > 0) {
         /* the store never sends an fd with an event: close what came */
         for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h))
             if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS) {
                 int f;
                 memcpy(&f, CMSG_DATA(h), sizeof(f));
-                close(f);
+                ss__sys_close(f);
             }
         return -SS_E_PROTO;
     }
@@ -904,5 +924,5 @@ SS_API int ss_event_next(int fd, ss_event *ev)
 SS_API void ss_unsubscribe(int fd)
 {
     if (fd >= 0)
-        close(fd);
+        ss__sys_close(fd);
 }

@@ -73,8 +73,8 @@ static bool probe_future_write(void)
 
 static bool probe_populate_write(void)
 {
-    long pg = sysconf(_SC_PAGESIZE);
-    void *p = ss__sys_mmap(NULL, (size_t)pg, PROT_READ | PROT_WRITE,
+    size_t pg = ss__sys_page_size();
+    void *p = ss__sys_mmap(NULL, pg, PROT_READ | PROT_WRITE,
                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     bool ok;
 
@@ -143,6 +143,7 @@ void ss__assert_fail(const char *expr, const char *file, int line, const char *f
                      expr, file, line, func);
 
     if (n > 0)
-        (void)!write(STDERR_FILENO, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+        (void)ss__sys_write(STDERR_FILENO, buf,
+                            (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
     abort();
 }

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The object index in store-written memfds (the format is
- * described in store_int.h and pinned by tests/unit/t_index.c).
+ * described in store_int.h and, as a reader sees it, in doc/protocol.md;
+ * pinned by tests/unit/t_index.c).
  *
  * Why shared memory: a later fast path lets a client find a sealed object
  * by reading this table, with no round trip. This file is both sides of
@@ -19,7 +20,7 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
+#include <sys/random.h> /* GRND_NONBLOCK */
 
 #include "sys.h"
 
@@ -103,18 +104,15 @@ static int add_chunk(ss__index *ix)
 
     if (ix->nchunks >= SS_INDEX_MAX_CHUNKS)
         return -ENOSPC;
-    if (ix->nchunks == ix->cap_chunks) {
-        uint32_t ncap = ix->cap_chunks ? ix->cap_chunks * 2 : 8;
-        int *nf = realloc(ix->chunk_fds, ncap * sizeof(*nf));
-        if (!nf)
-            return -ENOMEM;
-        ix->chunk_fds = nf;
-        void **nm = realloc(ix->chunks, ncap * sizeof(*nm));
-        if (!nm)
-            return -ENOMEM;
-        ix->chunks = nm;
-        ix->cap_chunks = ncap;
-    }
+    /* two arrays, one capacity: it is raised once both have grown (the
+     * first may then be larger than cap_chunks says, which is harmless) */
+    uint32_t cap = ix->cap_chunks;
+    if (SS_ARRAY_RESERVE(ix->chunk_fds, cap, ix->nchunks + 1u, 8) < 0)
+        return -ENOMEM;
+    cap = ix->cap_chunks;
+    if (SS_ARRAY_RESERVE(ix->chunks, cap, ix->nchunks + 1u, 8) < 0)
+        return -ENOMEM;
+    ix->cap_chunks = cap;
     rc = shared_create("sealstore-index", SS_INDEX_CHUNK_BYTES, &fd, &map);
     if (rc < 0)
         return rc;
@@ -178,7 +176,7 @@ int ss__index_init(ss__index *ix, uint64_t store_id)
     memset(ix, 0, sizeof(*ix));
     ix->bucket_fd = -1;
     ix->store_id = store_id;
-    if (getrandom(&ix->key, sizeof(ix->key), GRND_NONBLOCK) != sizeof(ix->key))
+    if (ss__sys_getrandom(&ix->key, sizeof(ix->key), GRND_NONBLOCK) != sizeof(ix->key))
         ix->key = ss__now_ns() * 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)ix;
     rc = add_chunk(ix);
     if (rc == 0)
@@ -327,7 +325,7 @@ int ss__index_read(const ss__index_view *v, uint32_t e, ss__index_entry *out)
     for (int t = 0; t < READ_TRIES; t++) {
         uint32_t s1 = __atomic_load_n(&src[0], __ATOMIC_ACQUIRE);
         if (s1 & 1) {
-            __builtin_ia32_pause();
+            ss__cpu_relax();
             continue;
         }
         /* word by word with relaxed atomics: the writer may be storing

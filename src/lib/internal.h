@@ -29,6 +29,18 @@
 #define ss_likely(x) __builtin_expect(!!(x), 1)
 #define ss_unlikely(x) __builtin_expect(!!(x), 0)
 
+/* Spin-wait hint for a short retry loop (a seqlock reader). */
+static inline void ss__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#else
+    __asm__ __volatile__("" ::: "memory");
+#endif
+}
+
 #define SS_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define SS_ALIGN_UP(x, a) (((x) + ((a) - 1)) & ~((__typeof__(x))(a) - 1))
 #define SS_IS_POW2(x) ((x) != 0 && ((x) & ((x) - 1)) == 0)

@@ -15,6 +15,7 @@
  * argument and plain lines.
  */
 #include "internal.h"
+#include "sys.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -70,7 +71,7 @@ static void default_sink(int level, const char *line, void *arg)
     n += p;
     buf[n++] = '\n';
     /* one write(2) per line, so lines from several threads do not mix */
-    (void)!write(STDERR_FILENO, buf, n);
+    (void)ss__sys_write(STDERR_FILENO, buf, n);
 }
 
 void ss__log_set_level(int level)

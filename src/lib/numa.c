@@ -22,10 +22,8 @@
 #include "numa.h"
 
 #include <hwloc.h>
-#include <sched.h>
 #include <stdlib.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+#include "sys.h"
 
 /*
  * PUs with an os_index at or above this are treated as unknown CPUs. The
@@ -270,13 +268,14 @@ int ss__numa_node_of_cpu(const ss__numa *n, int cpu)
 
 int ss__numa_current_node(const ss__numa *n)
 {
+    unsigned cpu;
     int node;
 
     if (!n)
         return 0;
-    /* sched_getcpu is a vDSO read; the answer may be stale by the time we
+    /* getcpu is a vDSO read; the answer may be stale by the time we
      * use it, which only costs locality, never correctness. */
-    node = ss__numa_node_of_cpu(n, sched_getcpu());
+    node = ss__sys_getcpu(&cpu, NULL) == 0 ? ss__numa_node_of_cpu(n, (int)cpu) : -1;
     return node >= 0 ? node : n->node_os[0];
 }
 
@@ -356,25 +355,17 @@ int ss__numa_bind(ss__numa *n, void *addr, size_t len, int node)
 
 int ss__numa_node_of_addr(const void *addr)
 {
-    static long page_size;
-    long psz = __atomic_load_n(&page_size, __ATOMIC_RELAXED);
-    void *page;
-    int status = -ENOENT;
+    void *page = (void *)((uintptr_t)addr & ~(uintptr_t)(ss__sys_page_size() - 1));
+    int status = -ENOENT, rc;
 
-    if (psz <= 0) {
-        psz = sysconf(_SC_PAGESIZE);
-        if (psz <= 0)
-            psz = 4096;
-        __atomic_store_n(&page_size, psz, __ATOMIC_RELAXED);
-    }
-    page = (void *)((uintptr_t)addr & ~(uintptr_t)(psz - 1));
     /*
      * move_pages with nodes == NULL only queries, and unlike
      * get_mempolicy(MPOL_F_NODE|MPOL_F_ADDR) it does not fault the page in:
      * an untouched page reports -ENOENT instead of being allocated by the
-     * question. Raw syscall: libnuma is not a dependency.
+     * question. (sys.c makes the raw syscall: libnuma is not a dependency.)
      */
-    if (syscall(SYS_move_pages, 0, 1UL, &page, NULL, &status, 0) < 0)
-        return -errno;
+    rc = ss__sys_move_pages(1, &page, &status);
+    if (rc < 0)
+        return rc;
     return status; /* node >= 0, or -errno: -ENOENT not present, -EFAULT unmapped */
 }

@@ -471,10 +471,35 @@ static struct ready *pick_evict(ss__pool *pool)
     return victim ? pop(pool, victim) : NULL;
 }
 
+static uint64_t backoff_doubled(uint64_t ns)
+{
+    return ns * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : ns * 2;
+}
+
+/* A charge was refused: the whole populator waits. Lock held. */
 static void back_off(ss__pool *pool, uint64_t now)
 {
     pool->hold_until = now + pool->backoff_ns;
-    pool->backoff_ns = pool->backoff_ns * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : pool->backoff_ns * 2;
+    pool->backoff_ns = backoff_doubled(pool->backoff_ns);
+}
+
+/* A create of class cls (size bytes) failed with rc: that class waits, the
+ * others go on; the first failure is a warning. Lock held. */
+static void create_failed(ss__pool *pool, unsigned cls, uint64_t size, int rc, uint64_t now)
+{
+    pool->st.failed++;
+    ss__log_debug("populator: create of %llu bytes failed: %s", (unsigned long long)size,
+                  ss_strerror(rc));
+    if (!pool->warned) {
+        pool->warned = true;
+        ss__log_warn("populator: cannot create a %llu-byte segment (%s); "
+                     "retrying with backoff",
+                     (unsigned long long)size, ss_strerror(rc));
+    }
+    if (pool->class_backoff[cls] == 0)
+        pool->class_backoff[cls] = BACKOFF_MIN_NS;
+    pool->class_hold_until[cls] = now + pool->class_backoff[cls];
+    pool->class_backoff[cls] = backoff_doubled(pool->class_backoff[cls]);
 }
 
 /*
@@ -534,23 +559,9 @@ static void fill_one(ss__pool *pool, int slot, unsigned cls)
         if (refused) {
             pool->st.refused++;
             back_off(pool, t1);
-            return;
+        } else {
+            create_failed(pool, cls, sp.size, rc, t1);
         }
-        pool->st.failed++;
-        ss__log_debug("populator: create of %llu bytes failed: %s",
-                      (unsigned long long)sp.size, ss_strerror(rc));
-        if (!pool->warned) {
-            pool->warned = true;
-            ss__log_warn("populator: cannot create a %llu-byte segment (%s); "
-                         "retrying with backoff",
-                         (unsigned long long)sp.size, ss_strerror(rc));
-        }
-        if (pool->class_backoff[cls] == 0)
-            pool->class_backoff[cls] = BACKOFF_MIN_NS;
-        pool->class_hold_until[cls] = t1 + pool->class_backoff[cls];
-        pool->class_backoff[cls] = pool->class_backoff[cls] * 2 > BACKOFF_MAX_NS
-                                       ? BACKOFF_MAX_NS
-                                       : pool->class_backoff[cls] * 2;
         return;
     }
 
@@ -647,10 +658,38 @@ static void pool_free(ss__pool *pool)
     free(pool);
 }
 
-int ss__pool_start(ss__pool **out, const ss__pool_params *p)
+/* The lock and the two condition variables, whose timed waits run on
+ * CLOCK_MONOTONIC (the clock of ss__now_ns()): 0, or -errno and nothing
+ * left initialised. */
+static int pool_sync_init(ss__pool *pool)
 {
     pthread_condattr_t ca;
-    sigset_t all, old;
+    int rc = -pthread_mutex_init(&pool->mu, NULL);
+
+    if (rc < 0)
+        return rc;
+    rc = -pthread_condattr_init(&ca);
+    if (rc < 0)
+        goto no_attr;
+    rc = -pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (rc == 0)
+        rc = -pthread_cond_init(&pool->work_cv, &ca);
+    if (rc == 0) {
+        rc = -pthread_cond_init(&pool->full_cv, &ca);
+        if (rc < 0)
+            pthread_cond_destroy(&pool->work_cv);
+    }
+    pthread_condattr_destroy(&ca);
+    if (rc == 0)
+        return 0;
+no_attr:
+    pthread_mutex_destroy(&pool->mu);
+    return rc;
+}
+
+int ss__pool_start(ss__pool **out, const ss__pool_params *p)
+{
+    sigset_t old;
     ss__pool *pool;
     unsigned nfit = 0;
     int slot, rc;
@@ -684,16 +723,11 @@ int ss__pool_start(ss__pool **out, const ss__pool_params *p)
         if (pool->expect[i] <= p->budget)
             nfit++;
     }
-    if (pthread_mutex_init(&pool->mu, NULL) != 0) {
+    rc = pool_sync_init(pool);
+    if (rc < 0) {
         free(pool);
-        return -ENOMEM;
+        return rc;
     }
-    /* timed waits on CLOCK_MONOTONIC, the clock of ss__now_ns() */
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&pool->work_cv, &ca);
-    pthread_cond_init(&pool->full_cv, &ca);
-    pthread_condattr_destroy(&ca);
 
     if (p->budget > 0 && pool->n > 0) {
         pool->bk = calloc((size_t)POOL_SLOTS * pool->n, sizeof(*pool->bk));
@@ -712,10 +746,9 @@ int ss__pool_start(ss__pool **out, const ss__pool_params *p)
         }
         pool->targets_dirty = true;
         /* the thread takes no signals: they belong to the store's loop */
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
+        (void)ss__sys_block_signals(&old);
         rc = -pthread_create(&pool->thread, NULL, populator_main, pool);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        (void)ss__sys_sigmask(SIG_SETMASK, &old, NULL);
         if (rc < 0)
             goto fail;
         pthread_setname_np(pool->thread, "ss-populator");

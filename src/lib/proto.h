@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Wire protocol between the client library and the store.
+ * Wire protocol between the client library and the store. doc/protocol.md
+ * describes it in prose; change the two together.
  *
  * Transport: a Unix SOCK_SEQPACKET socket, so every message arrives whole or
  * not at all; fds travel with SCM_RIGHTS on replies only (the store never
@@ -9,7 +10,8 @@
  * Every message is a fixed header followed by a fixed body per type, then a
  * variable tail whose length the body states. All integers are in host
  * byte order (node-local protocol), every field naturally aligned, and the
- * layout is an ABI pinned by tests/abi (bump SS_PROTO_VERSION on any change).
+ * layout is an ABI pinned by the static asserts in proto.c and by
+ * tests/unit/t_proto.c (bump SS_PROTO_VERSION on any change).
  *
  * A datagram carries one message, with one exception: a RELEASE may be
  * followed in the same datagram by one more request (the library sends a

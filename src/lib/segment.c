@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Segments: sealed memfds (segment.h has the contract and the kernel
- * behaviour it relies on; tests/unit/t_seal.c and t_backing.c check it).
+ * behaviour it relies on, doc/design.md the measurements; tests/unit/t_seal.c
+ * and t_backing.c check it).
  *
  * Creating a segment walks the backing chain 1G -> 2M -> THP -> 4K. A
  * candidate must pass the policy (SEALSTORE_HUGEPAGES) and, under auto, the

@@ -2,15 +2,36 @@
 /* OS wrappers: each turns -1 + errno into -errno (sys.h). */
 #include "sys.h"
 
+#include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+/* -1 + errno as -errno; the common tail of most wrappers */
+static inline int neg(int rc)
+{
+    return rc < 0 ? -errno : rc;
+}
+
+/* Run `call` until it does not fail with EINTR; its result, or -errno. */
+#define RETRY(type, call)                                                                \
+    __extension__({                                                                      \
+        type r_;                                                                         \
+        do                                                                               \
+            r_ = (call);                                                                 \
+        while (r_ < 0 && errno == EINTR);                                                \
+        r_ < 0 ? (type)-errno : r_;                                                      \
+    })
 
 int ss__sys_memfd_create(const char *name, unsigned flags)
 {
@@ -30,14 +51,9 @@ int ss__sys_ftruncate(int fd, uint64_t len)
 
 int ss__sys_fallocate(int fd, int mode, uint64_t off, uint64_t len)
 {
-    int rc;
-
     if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
         return -EINVAL;
-    do
-        rc = fallocate(fd, mode, (off_t)off, (off_t)len);
-    while (rc < 0 && errno == EINTR);
-    return rc < 0 ? -errno : 0;
+    return RETRY(int, fallocate(fd, mode, (off_t)off, (off_t)len));
 }
 
 int ss__sys_add_seals(int fd, int seals)
@@ -84,13 +100,8 @@ int ss__sys_munmap(void *addr, size_t len)
 
 int ss__sys_madvise(void *addr, size_t len, int advice)
 {
-    int rc;
-
     /* MADV_POPULATE_* returns EINTR on a pending signal: retry */
-    do
-        rc = madvise(addr, len, advice);
-    while (rc < 0 && errno == EINTR);
-    return rc < 0 ? -errno : 0;
+    return RETRY(int, madvise(addr, len, advice));
 }
 
 int ss__sys_mprotect(void *addr, size_t len, int prot)
@@ -110,8 +121,8 @@ int ss__sys_reopen(int fd, int flags)
     int nfd;
 
     snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-    nfd = open(path, flags | O_CLOEXEC);
-    return nfd < 0 ? -errno : nfd;
+    nfd = ss__sys_open(path, flags | O_CLOEXEC, 0);
+    return nfd;
 }
 
 int ss__sys_read_file(const char *path, char *buf, size_t len)
@@ -120,15 +131,11 @@ int ss__sys_read_file(const char *path, char *buf, size_t len)
 
     if (len == 0)
         return -EINVAL;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    fd = ss__sys_open(path, O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0)
-        return -errno;
-    do
-        n = (int)read(fd, buf, len - 1);
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        n = -errno;
-    else
+        return fd;
+    n = (int)ss__sys_read(fd, buf, len - 1);
+    if (n >= 0)
         buf[n] = '\0';
     close(fd);
     return n;
@@ -158,11 +165,391 @@ uint64_t ss__now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+uint64_t ss__sys_real_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void ss__sys_sleep_ns(uint64_t ns)
+{
+    struct timespec ts = { (time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull) };
+
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
 void ss__sys_heap_trim(void)
 {
 #ifdef __GLIBC__
     malloc_trim(0);
 #endif
+}
+
+int ss__sys_move_pages(unsigned long count, void **pages, int *status)
+{
+    return syscall(SYS_move_pages, 0, count, pages, NULL, status, 0) < 0 ? -errno : 0;
+}
+
+size_t ss__sys_page_size(void)
+{
+    static _Atomic size_t cached;
+    size_t v = cached;
+
+    if (!v) {
+        long pg = sysconf(_SC_PAGESIZE);
+        v = pg > 0 ? (size_t)pg : 4096u;
+        cached = v;
+    }
+    return v;
+}
+
+long ss__sys_sysconf(int name)
+{
+    long v;
+
+    errno = 0;
+    v = sysconf(name);
+    if (v > 0)
+        return v;
+    return errno ? -errno : -EINVAL;
+}
+
+/* -------------------------------------------------------------- file I/O */
+
+int ss__sys_open(const char *path, int flags, unsigned mode)
+{
+    return RETRY(int, open(path, flags, (mode_t)mode));
+}
+
+int ss__sys_openat(int dirfd, const char *path, int flags, unsigned mode)
+{
+    return RETRY(int, openat(dirfd, path, flags, (mode_t)mode));
+}
+
+ssize_t ss__sys_read(int fd, void *buf, size_t len)
+{
+    return RETRY(ssize_t, read(fd, buf, len));
+}
+
+ssize_t ss__sys_write(int fd, const void *buf, size_t len)
+{
+    return RETRY(ssize_t, write(fd, buf, len));
+}
+
+ssize_t ss__sys_pread(int fd, void *buf, size_t len, uint64_t off)
+{
+    if (off > (uint64_t)INT64_MAX)
+        return -EINVAL;
+    return RETRY(ssize_t, pread(fd, buf, len, (off_t)off));
+}
+
+ssize_t ss__sys_pwrite(int fd, const void *buf, size_t len, uint64_t off)
+{
+    if (off > (uint64_t)INT64_MAX)
+        return -EINVAL;
+    return RETRY(ssize_t, pwrite(fd, buf, len, (off_t)off));
+}
+
+int ss__sys_fsync(int fd)
+{
+    return RETRY(int, fsync(fd));
+}
+
+int ss__sys_fdatasync(int fd)
+{
+    return RETRY(int, fdatasync(fd));
+}
+
+int ss__sys_fstat(int fd, struct stat *st)
+{
+    return neg(fstat(fd, st));
+}
+
+int ss__sys_fstatat(int dirfd, const char *path, struct stat *st, int flags)
+{
+    return neg(fstatat(dirfd, path, st, flags));
+}
+
+int ss__sys_fstatfs(int fd, struct statfs *st)
+{
+    return neg(fstatfs(fd, st));
+}
+
+int ss__sys_fcntl(int fd, int cmd, int arg)
+{
+    return neg(fcntl(fd, cmd, arg));
+}
+
+int ss__sys_ioctl(int fd, unsigned long req, void *arg)
+{
+    return neg(ioctl(fd, req, arg));
+}
+
+int ss__sys_flock(int fd, int op)
+{
+    return RETRY(int, flock(fd, op));
+}
+
+int ss__sys_dup(int fd)
+{
+    return neg(dup(fd));
+}
+
+int ss__sys_dup_cloexec(int fd)
+{
+    return neg(fcntl(fd, F_DUPFD_CLOEXEC, 0));
+}
+
+/* ----------------------------------------------------------- directories */
+
+int ss__sys_mkdirat(int dirfd, const char *path, unsigned mode)
+{
+    return neg(mkdirat(dirfd, path, (mode_t)mode));
+}
+
+int ss__sys_unlinkat(int dirfd, const char *path, int flags)
+{
+    return neg(unlinkat(dirfd, path, flags));
+}
+
+int ss__sys_renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
+                     unsigned flags)
+{
+    if (flags == 0)
+        return neg(renameat(olddirfd, oldpath, newdirfd, newpath));
+    return neg(renameat2(olddirfd, oldpath, newdirfd, newpath, flags));
+}
+
+int ss__sys_fchmodat(int dirfd, const char *path, unsigned mode, int flags)
+{
+    return neg(fchmodat(dirfd, path, (mode_t)mode, flags));
+}
+
+int ss__sys_fchownat(int dirfd, const char *path, uid_t uid, gid_t gid, int flags)
+{
+    return neg(fchownat(dirfd, path, uid, gid, flags));
+}
+
+int ss__sys_faccessat(int dirfd, const char *path, int mode, int flags)
+{
+    return neg(faccessat(dirfd, path, mode, flags));
+}
+
+int ss__sys_realpath(const char *path, char *buf)
+{
+    return realpath(path, buf) ? 0 : -errno;
+}
+
+DIR *ss__sys_opendir(const char *path)
+{
+    DIR *d = opendir(path);
+
+    return d ? d : ss__err_ptr(-errno);
+}
+
+DIR *ss__sys_dir_reopen(int dirfd)
+{
+    int fd = ss__sys_dup(dirfd), err;
+    DIR *d;
+
+    if (fd < 0)
+        return ss__err_ptr(fd);
+    d = fdopendir(fd);
+    if (!d) {
+        err = -errno;
+        close(fd);
+        return ss__err_ptr(err);
+    }
+    rewinddir(d);
+    return d;
+}
+
+int ss__sys_readdir(DIR *d, struct dirent **e)
+{
+    errno = 0;
+    *e = readdir(d);
+    if (*e)
+        return 1;
+    return errno ? -errno : 0;
+}
+
+int ss__sys_closedir(DIR *d)
+{
+    return neg(closedir(d));
+}
+
+/* --------------------------------------------------------------- sockets */
+
+int ss__sys_socket(int domain, int type, int protocol)
+{
+    return neg(socket(domain, type, protocol));
+}
+
+int ss__sys_connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    return RETRY(int, connect(fd, addr, len));
+}
+
+int ss__sys_bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    return neg(bind(fd, addr, len));
+}
+
+int ss__sys_listen(int fd, int backlog)
+{
+    return neg(listen(fd, backlog));
+}
+
+int ss__sys_accept4(int fd, int flags)
+{
+    return RETRY(int, accept4(fd, NULL, NULL, flags));
+}
+
+int ss__sys_shutdown(int fd, int how)
+{
+    return neg(shutdown(fd, how));
+}
+
+int ss__sys_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+    return neg(setsockopt(fd, level, name, val, len));
+}
+
+int ss__sys_getsockopt(int fd, int level, int name, void *val, socklen_t *len)
+{
+    return neg(getsockopt(fd, level, name, val, len));
+}
+
+int ss__sys_peercred(int fd, struct ucred *cr)
+{
+    socklen_t l = sizeof(*cr);
+    int rc = ss__sys_getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cr, &l);
+
+    return rc < 0 ? rc : l == sizeof(*cr) ? 0 : -EPROTO;
+}
+
+ssize_t ss__sys_send(int fd, const void *buf, size_t len, int flags)
+{
+    return RETRY(ssize_t, send(fd, buf, len, flags));
+}
+
+ssize_t ss__sys_recv(int fd, void *buf, size_t len, int flags)
+{
+    return RETRY(ssize_t, recv(fd, buf, len, flags));
+}
+
+ssize_t ss__sys_sendmsg(int fd, const struct msghdr *m, int flags)
+{
+    return RETRY(ssize_t, sendmsg(fd, m, flags));
+}
+
+ssize_t ss__sys_recvmsg(int fd, struct msghdr *m, int flags)
+{
+    return RETRY(ssize_t, recvmsg(fd, m, flags));
+}
+
+int ss__sys_sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags)
+{
+    return RETRY(int, sendmmsg(fd, v, n, flags));
+}
+
+/* ------------------------------------------------ readiness and waiting */
+
+int ss__sys_epoll_create1(int flags)
+{
+    return neg(epoll_create1(flags));
+}
+
+int ss__sys_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    return neg(epoll_ctl(epfd, op, fd, ev));
+}
+
+int ss__sys_epoll_wait(int epfd, struct epoll_event *evs, int n, int timeout_ms)
+{
+    return neg(epoll_wait(epfd, evs, n, timeout_ms));
+}
+
+int ss__sys_poll(struct pollfd *fds, nfds_t n, int timeout_ms)
+{
+    return neg(poll(fds, n, timeout_ms));
+}
+
+int ss__sys_eventfd(unsigned initval, int flags)
+{
+    return neg(eventfd(initval, flags));
+}
+
+int ss__sys_eventfd_write(int fd, uint64_t v)
+{
+    int saved = errno; /* may run in a signal handler */
+    ssize_t n = ss__sys_write(fd, &v, sizeof(v));
+
+    errno = saved;
+    return n < 0 ? (int)n : n == sizeof(v) ? 0 : -EIO;
+}
+
+int ss__sys_eventfd_read(int fd, uint64_t *v)
+{
+    ssize_t n = ss__sys_read(fd, v, sizeof(*v));
+
+    return n < 0 ? (int)n : n == sizeof(*v) ? 0 : -EIO;
+}
+
+/* ---------------------------------------------- process, CPU, signals */
+
+pid_t ss__sys_getpid(void)
+{
+    return getpid();
+}
+
+uid_t ss__sys_geteuid(void)
+{
+    return geteuid();
+}
+
+int ss__sys_getrandom(void *buf, size_t len, unsigned flags)
+{
+    return (int)RETRY(ssize_t, getrandom(buf, len, flags));
+}
+
+int ss__sys_getcpu(unsigned *cpu, unsigned *node)
+{
+    return neg(getcpu(cpu, node));
+}
+
+int ss__sys_getrlimit(int resource, struct rlimit *rl)
+{
+    return neg(getrlimit(resource, rl));
+}
+
+int ss__sys_setrlimit(int resource, const struct rlimit *rl)
+{
+    return neg(setrlimit(resource, rl));
+}
+
+int ss__sys_sigmask(int how, const sigset_t *set, sigset_t *old)
+{
+    return -pthread_sigmask(how, set, old); /* returns the error number */
+}
+
+int ss__sys_block_signals(sigset_t *old)
+{
+    sigset_t all;
+
+    sigfillset(&all);
+    return ss__sys_sigmask(SIG_BLOCK, &all, old);
+}
+
+int ss__sys_io_uring_enter(int ring_fd, unsigned to_submit, unsigned min_complete,
+                           unsigned flags)
+{
+    long rc = syscall(__NR_io_uring_enter, ring_fd, to_submit, min_complete, flags, NULL, 0);
+
+    return rc < 0 ? -errno : (int)rc;
 }
 
 /* ------------------------------------------------------------ fork guard */

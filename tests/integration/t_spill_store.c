@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Spilling through the store (issue 4), with the public API against stores
+ * Spilling through the store (doc/design.md, the spill engine), with the public API against stores
  * embedded in this process (ss_connect(..., SS_CONNECT_EMBED)); a
  * disconnect stops the embedded store and a new connect starts another on
  * the same socket, which is how a restart is played. Every object's bytes

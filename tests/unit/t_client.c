@@ -17,9 +17,13 @@
  * connection (ENOBUFS, injected) keeps small-object releases pending for
  * the next request, and ends the connection when it carried an object
  * segment's release. After each case no fd of this process is left over.
+ * ss__cl_map_writable returns a mapping or ss__err_ptr(-errno), the one
+ * error channel of the library's internals.
  */
+#include "client_int.h"
 #include "proto.h"
 #include "segment.h"
+#include "sys.h"
 #include "t_helpers.h"
 
 #include <dirent.h>
@@ -556,9 +560,34 @@ static void test_fake_store_hello(void **state)
     assert_int_equal(t_count_fds(), fds0);
 }
 
+static void test_map_writable(void **state)
+{
+    int fd = (int)syscall(SYS_memfd_create, "t_client", MFD_CLOEXEC), ro;
+    unsigned char *p;
+    (void)state;
+
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 4096), 0);
+    p = ss__cl_map_writable(4096, -1);
+    assert_true(ss__is_err(p));
+    assert_int_equal(ss__ptr_err(p), -EBADF);
+    ro = ss__sys_reopen(fd, O_RDONLY); /* a read-only file: no shared RW map */
+    assert_true(ro >= 0);
+    p = ss__cl_map_writable(4096, ro);
+    assert_true(ss__is_err(p));
+    assert_int_equal(ss__ptr_err(p), -EACCES);
+    p = ss__cl_map_writable(4096, fd);
+    assert_false(ss__is_err(p));
+    p[4095] = 0x5a;
+    assert_int_equal(ss__sys_munmap(p, 4096), 0);
+    close(ro);
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_map_writable),
         cmocka_unit_test(test_fake_store_good),
         cmocka_unit_test(test_fake_store_batch_failure),
         cmocka_unit_test(test_fake_store_bad_replies),

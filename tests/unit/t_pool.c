@@ -12,12 +12,17 @@
  * It skips ("hugepages") when the kernel has no hugetlb memfds or the pool
  * cannot hold the pages.
  *
+ * A start whose lock or condition variables cannot be set up (injected
+ * failures of pthread_condattr_setclock and pthread_cond_init) fails
+ * with that error and leaves nothing behind.
+ *
  * Measured, not asserted (printed): the time of a hit take and the
  * populator's GB/s (bytes_populated / populate_ns) on 4K shmem and 2M.
  */
 #include "config.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -37,6 +42,37 @@
 
 #define MiB (1024ull * 1024)
 #define PAGE 4096ull
+
+/* ------------------------------------------------------------ injection */
+
+/* Failures to inject: setclock fails while fail_setclock; the cond_init
+ * call that brings cond_init_fail_at to 0 fails (0: none). */
+static _Atomic bool fail_setclock;
+static _Atomic int cond_init_fail_at;
+
+int pthread_condattr_setclock(pthread_condattr_t *a, clockid_t clk)
+{
+    static int (*real)(pthread_condattr_t *, clockid_t);
+
+    if (atomic_load(&fail_setclock))
+        return EINVAL;
+    if (!real)
+        real = (int (*)(pthread_condattr_t *, clockid_t))dlsym(RTLD_NEXT,
+                                                                "pthread_condattr_setclock");
+    return real(a, clk);
+}
+
+int pthread_cond_init(pthread_cond_t *cv, const pthread_condattr_t *a)
+{
+    static int (*real)(pthread_cond_t *, const pthread_condattr_t *);
+
+    if (atomic_load(&cond_init_fail_at) > 0 && atomic_fetch_sub(&cond_init_fail_at, 1) == 1)
+        return EAGAIN;
+    if (!real)
+        real = (int (*)(pthread_cond_t *, const pthread_condattr_t *))dlsym(
+            RTLD_NEXT, "pthread_cond_init");
+    return real(cv, a);
+}
 
 /* ------------------------------------------------------------ accounting */
 
@@ -197,6 +233,26 @@ static void test_start_invalid(void **state)
     t_assert_err(ss__pool_start(NULL, &p), -EINVAL);
     assert_null(pool);
     ss__pool_stop(NULL); /* no-op */
+}
+
+static void test_start_sync_failure(void **state)
+{
+    ss__pool_params p = params(64 * MiB, NULL);
+    ss__pool *pool = NULL;
+
+    /* timed waits on another clock would be wrong: no pool */
+    atomic_store(&fail_setclock, true);
+    t_assert_err(ss__pool_start(&pool, &p), -EINVAL);
+    atomic_store(&fail_setclock, false);
+    assert_null(pool);
+    for (int at = 1; at <= 2; at++) { /* the first, then the second cond */
+        atomic_store(&cond_init_fail_at, at);
+        t_assert_err(ss__pool_start(&pool, &p), -EAGAIN);
+        assert_int_equal(atomic_load(&cond_init_fail_at), 0);
+        assert_null(pool);
+    }
+    pool = start(&p); /* and a start after them works */
+    ss__pool_stop(pool);
 }
 
 static void test_hit_is_trimmed_sealed_populated(void **state)
@@ -742,6 +798,7 @@ int main(void)
 {
     const struct CMUnitTest group[] = {
         cmocka_unit_test(test_start_invalid),
+        cmocka_unit_test(test_start_sync_failure),
         cmocka_unit_test(test_hit_is_trimmed_sealed_populated),
         cmocka_unit_test(test_refills_after_take),
         cmocka_unit_test(test_yields_to_writer),

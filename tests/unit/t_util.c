@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The small helpers every part of the library uses: the growing array
+ * (ss__array_grow, SS_ARRAY_RESERVE in internal.h) and the error channel of
+ * the OS-call layer (sys.h: >= 0 or -errno, pointers as ss__err_ptr).
+ *
+ * Checked: the capacity doubles from `first` (1 when 0) until it covers
+ * need, never past `max`; elements past the old capacity are zeroed and the
+ * old ones kept; a need already covered changes nothing; need > max, or a
+ * byte size that overflows, is -ENOMEM with the array and its capacity
+ * unchanged. The typed macro bounds the capacity by its counter's type
+ * (uint8_t, uint32_t, size_t). The wrappers return -errno, not -1.
+ */
+#include "config.h"
+
+#include "t_helpers.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+
+#include "internal.h"
+#include "sys.h"
+
+/* every byte equals the one before it, and the first is 0 */
+static bool all_zero(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+
+    return n == 0 || (b[0] == 0 && memcmp(b, b + 1, n - 1) == 0);
+}
+
+static void test_grow_doubles_and_zeroes(void **state)
+{
+    void *arr = NULL;
+    size_t cap = 0;
+    uint64_t *v;
+    (void)state;
+
+    assert_int_equal(ss__array_grow(&arr, &cap, 5, sizeof(uint64_t), 4, SIZE_MAX), 0);
+    assert_int_equal(cap, 8); /* 4, doubled once */
+    assert_true(all_zero(arr, cap * sizeof(uint64_t)));
+    v = arr;
+    for (size_t i = 0; i < cap; i++)
+        v[i] = i + 1;
+
+    /* covered already: nothing moves */
+    assert_int_equal(ss__array_grow(&arr, &cap, 8, sizeof(uint64_t), 4, SIZE_MAX), 0);
+    assert_ptr_equal(arr, v);
+    assert_int_equal(cap, 8);
+
+    /* 8 -> 32 at once for a need of 17; old elements kept, new zeroed */
+    assert_int_equal(ss__array_grow(&arr, &cap, 17, sizeof(uint64_t), 4, SIZE_MAX), 0);
+    assert_int_equal(cap, 32);
+    v = arr;
+    for (size_t i = 0; i < 8; i++)
+        assert_int_equal(v[i], i + 1);
+    assert_true(all_zero(v + 8, 24 * sizeof(uint64_t)));
+    free(arr);
+
+    /* first == 0 starts at 1 */
+    arr = NULL;
+    cap = 0;
+    assert_int_equal(ss__array_grow(&arr, &cap, 3, 1, 0, SIZE_MAX), 0);
+    assert_int_equal(cap, 4);
+    free(arr);
+}
+
+static void test_grow_max_refuses(void **state)
+{
+    void *arr = NULL, *before;
+    size_t cap = 0;
+    (void)state;
+
+    assert_int_equal(ss__array_grow(&arr, &cap, 5, 4, 4, 10), 0);
+    assert_int_equal(cap, 8);
+    memset(arr, 0xab, cap * 4);
+    before = arr;
+
+    /* need > max: refused, nothing changed */
+    assert_int_equal(ss__array_grow(&arr, &cap, 11, 4, 4, 10), -ENOMEM);
+    assert_ptr_equal(arr, before);
+    assert_int_equal(cap, 8);
+    for (size_t i = 0; i < cap * 4; i++)
+        assert_int_equal(((unsigned char *)arr)[i], 0xab);
+
+    /* doubling stops at max: 8 -> 10, not 16 */
+    assert_int_equal(ss__array_grow(&arr, &cap, 9, 4, 4, 10), 0);
+    assert_int_equal(cap, 10);
+    assert_true(all_zero((unsigned char *)arr + 8 * 4, 2 * 4));
+    before = arr;
+
+    /* a byte size that overflows size_t: refused, nothing changed */
+    assert_int_equal(ss__array_grow(&arr, &cap, SIZE_MAX / 2, 4, 4, SIZE_MAX), -ENOMEM);
+    assert_ptr_equal(arr, before);
+    assert_int_equal(cap, 10);
+    free(arr);
+
+    /* size 0 is refused too */
+    arr = NULL;
+    cap = 0;
+    assert_int_equal(ss__array_grow(&arr, &cap, 1, 0, 4, SIZE_MAX), -ENOMEM);
+    assert_null(arr);
+    assert_int_equal(cap, 0);
+}
+
+static void test_reserve_typed(void **state)
+{
+    struct pair {
+        uint32_t a, b;
+    } *p = NULL, *before;
+    uint32_t cap32 = 0;
+    size_t capz = 0;
+    uint8_t cap8 = 0;
+    uint16_t *s = NULL;
+    char *c = NULL;
+    (void)state;
+
+    /* uint32_t capacity */
+    assert_int_equal(SS_ARRAY_RESERVE(p, cap32, 3, 2), 0);
+    assert_int_equal(cap32, 4);
+    assert_true(all_zero(p, 4 * sizeof(*p)));
+    p[3] = (struct pair){ 7, 9 };
+    assert_int_equal(SS_ARRAY_RESERVE(p, cap32, 5, 2), 0);
+    assert_int_equal(cap32, 8);
+    assert_int_equal(p[3].a, 7);
+    assert_int_equal(p[3].b, 9);
+    assert_true(all_zero(p + 4, 4 * sizeof(*p)));
+    /* a need the counter cannot hold: refused, array and counter unchanged */
+    before = p;
+    assert_int_equal(SS_ARRAY_RESERVE(p, cap32, (size_t)UINT32_MAX + 1, 2), -ENOMEM);
+    assert_ptr_equal(p, before);
+    assert_int_equal(cap32, 8);
+    free(p);
+
+    /* size_t capacity */
+    assert_int_equal(SS_ARRAY_RESERVE(c, capz, 100, 16), 0);
+    assert_int_equal(capz, 128);
+    assert_true(all_zero(c, capz));
+    free(c);
+
+    /* uint8_t capacity: doubling stops at 255 */
+    assert_int_equal(SS_ARRAY_RESERVE(s, cap8, 129, 128), 0);
+    assert_int_equal(cap8, 255);
+    assert_true(all_zero(s, 255 * sizeof(*s)));
+    assert_int_equal(SS_ARRAY_RESERVE(s, cap8, 256, 128), -ENOMEM);
+    assert_int_equal(cap8, 255);
+    free(s);
+}
+
+static void test_sys_errors(void **state)
+{
+    struct stat st;
+    uint64_t v = 0;
+    struct dirent *e;
+    int efd, n = 0, n2 = 0;
+    DIR *d;
+    (void)state;
+
+    assert_int_equal(ss__sys_fstat(-1, &st), -EBADF);
+    assert_int_equal(ss__sys_close(-1), -EBADF);
+    assert_int_equal(ss__sys_open("/nonexistent/x", O_RDONLY, 0), -ENOENT);
+    assert_int_equal(ss__ptr_err(ss__sys_opendir("/nonexistent/x")), -ENOENT);
+    assert_int_equal(ss__sys_read(-1, &v, sizeof(v)), -EBADF);
+
+    efd = ss__sys_eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    assert_true(efd >= 0);
+    assert_int_equal(ss__sys_eventfd_read(efd, &v), -EAGAIN);
+    errno = 1234;
+    assert_int_equal(ss__sys_eventfd_write(efd, 3), 0);
+    assert_int_equal(errno, 1234); /* kept: it may run in a signal handler */
+    assert_int_equal(ss__sys_eventfd_read(efd, &v), 0);
+    assert_int_equal(v, 3);
+
+    /* a reopened stream reads from the start even after dirfd was read */
+    int dfd = ss__sys_open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    assert_true(dfd >= 0);
+    d = ss__sys_dir_reopen(dfd);
+    assert_false(ss__is_err(d));
+    while (ss__sys_readdir(d, &e) == 1)
+        n++;
+    assert_int_equal(ss__sys_closedir(d), 0);
+    d = ss__sys_dir_reopen(dfd);
+    assert_false(ss__is_err(d));
+    int rc;
+    while ((rc = ss__sys_readdir(d, &e)) == 1)
+        n2++;
+    assert_int_equal(rc, 0);
+    assert_int_equal(ss__sys_closedir(d), 0);
+    assert_true(n >= 2); /* . and .. at least */
+    assert_int_equal(n, n2);
+    assert_int_equal(ss__ptr_err(ss__sys_dir_reopen(-1)), -EBADF);
+    assert_int_equal(ss__sys_close(dfd), 0);
+    assert_int_equal(ss__sys_close(efd), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_grow_doubles_and_zeroes),
+        cmocka_unit_test(test_grow_max_refuses),
+        cmocka_unit_test(test_reserve_typed),
+        cmocka_unit_test(test_sys_errors),
+    };
+
+    return t_run(tests, NULL, NULL);
+}
