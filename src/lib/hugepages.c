@@ -3,8 +3,9 @@
  * Hugetlb pools: reading, the "configured?" question the backing chain's
  * log lines ask, and reservations for a process's lifetime with a crash
  * record (hugepages.h has the design). The give-back path runs in signal
- * handlers, so it uses only open/read/write/ftruncate/close and formats
- * numbers by hand.
+ * handlers, so it uses only the sys.h wrappers of open/read/write/
+ * ftruncate/fsync/close (each one system call) and formats numbers and
+ * paths by hand.
  */
 #include "hugepages.h"
 
@@ -106,12 +107,12 @@ static int read_u64_raw(const char *path, uint64_t *out)
     char buf[32];
     ssize_t n;
     uint64_t v = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = ss__sys_open(path, O_RDONLY | O_CLOEXEC, 0);
 
     if (fd < 0)
-        return -errno;
-    n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
+        return fd;
+    n = ss__sys_read(fd, buf, sizeof(buf) - 1);
+    ss__sys_close(fd);
     if (n <= 0 || buf[0] < '0' || buf[0] > '9')
         return -EIO;
     for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++)
@@ -124,14 +125,14 @@ static int write_u64_raw(const char *path, uint64_t v)
 {
     char buf[24];
     size_t n = fmt_u64(v, buf);
-    int rc = 0, fd = open(path, O_WRONLY | O_CLOEXEC);
+    ssize_t w;
+    int fd = ss__sys_open(path, O_WRONLY | O_CLOEXEC, 0);
 
     if (fd < 0)
-        return -errno;
-    if (write(fd, buf, n) < 0)
-        rc = -errno;
-    close(fd);
-    return rc;
+        return fd;
+    w = ss__sys_write(fd, buf, n);
+    ss__sys_close(fd);
+    return w < 0 ? (int)w : 0;
 }
 
 /* Lower the pool by `pages` from whatever it is now. */
@@ -175,17 +176,21 @@ static int boot_id(char *buf, size_t len)
 static int record_write(const ss__hp_reservation *r)
 {
     char line[200], boot[64];
-    int n;
+    ssize_t w;
+    int n, rc;
 
     if (boot_id(boot, sizeof(boot)) < 0)
         boot[0] = '\0';
     n = snprintf(line, sizeof(line), RECORD_MAGIC " boot=%s page=%llu added=%llu pid=%d\n",
                  boot, (unsigned long long)r->page_size, (unsigned long long)r->added,
                  (int)r->owner);
-    if (ftruncate(r->record_fd, 0) < 0 || pwrite(r->record_fd, line, (size_t)n, 0) != n ||
-        fsync(r->record_fd) < 0)
-        return errno ? -errno : -EIO;
-    return 0;
+    rc = ss__sys_ftruncate(r->record_fd, 0);
+    if (rc < 0)
+        return rc;
+    w = ss__sys_pwrite(r->record_fd, line, (size_t)n, 0);
+    if (w != n)
+        return w < 0 ? (int)w : -EIO;
+    return ss__sys_fsync(r->record_fd);
 }
 
 int ss__hp_reserve(ss__hp_reservation *r, uint64_t page_size, uint64_t pages, char *msg,
@@ -215,7 +220,7 @@ int ss__hp_reserve(ss__hp_reservation *r, uint64_t page_size, uint64_t pages, ch
     r->after = ss__hpool_read(page_size).nr;
     if (r->after > h.nr) {
         r->added = r->after - h.nr;
-        r->owner = getpid();
+        r->owner = ss__sys_getpid();
     }
     if (r->added && r->record_fd >= 0) {
         int wrc = record_write(r);
@@ -247,13 +252,13 @@ int ss__hp_reserve(ss__hp_reservation *r, uint64_t page_size, uint64_t pages, ch
 
 void ss__hp_give_back(ss__hp_reservation *r)
 {
-    if (!r->added || getpid() != r->owner)
+    if (!r->added || ss__sys_getpid() != r->owner)
         return;
     (void)pool_lower(r->page_size, r->added);
     r->added = 0;
     if (r->record_fd >= 0) {
-        (void)!ftruncate(r->record_fd, 0);
-        (void)fsync(r->record_fd);
+        (void)ss__sys_ftruncate(r->record_fd, 0);
+        (void)ss__sys_fsync(r->record_fd);
     }
 }
 
@@ -286,18 +291,18 @@ int ss__hp_record_take(ss__hp_reservation *r, const char *path, bool create, cha
 
     if (len)
         msg[0] = '\0';
-    fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT : 0), 0600);
+    fd = ss__sys_open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT : 0), 0600);
     if (fd < 0)
-        return -errno;
-    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-        rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
-        close(fd);
-        return rc;
+        return fd;
+    rc = ss__sys_flock(fd, LOCK_EX | LOCK_NB);
+    if (rc < 0) {
+        ss__sys_close(fd);
+        return rc == -EWOULDBLOCK ? -EBUSY : rc;
     }
     r->record_fd = fd;
-    n = pread(fd, line, sizeof(line) - 1, 0);
+    n = ss__sys_pread(fd, line, sizeof(line) - 1, 0);
     if (n <= 0)
-        return n < 0 ? -errno : 0;
+        return (int)n;
     line[n] = '\0';
     if (strncmp(line, RECORD_MAGIC " ", sizeof(RECORD_MAGIC)) ||
         !record_field(line, "boot=", boot, sizeof(boot)) ||
@@ -306,18 +311,18 @@ int ss__hp_record_take(ss__hp_reservation *r, const char *path, bool create, cha
         ss__parse_size(page, &ps) < 0 || ss__parse_size(added, &pages) < 0 ||
         (ps != 2 * SS_MiB && ps != SS_GiB)) {
         snprintf(msg, len, "%s is not a hugepage record: emptied, pool untouched", path);
-        (void)!ftruncate(fd, 0);
+        (void)ss__sys_ftruncate(fd, 0);
         return 0;
     }
     if (boot_id(now, sizeof(now)) < 0 || strcmp(now, boot) != 0) {
         snprintf(msg, len,
                  "%s is from an earlier boot: emptied, pool untouched (the boot rebuilt it)",
                  path);
-        (void)!ftruncate(fd, 0);
+        (void)ss__sys_ftruncate(fd, 0);
         return 0;
     }
     if (pages == 0) {
-        (void)!ftruncate(fd, 0);
+        (void)ss__sys_ftruncate(fd, 0);
         return 0;
     }
     rc = pool_lower(ps, pages);
@@ -326,8 +331,8 @@ int ss__hp_record_take(ss__hp_reservation *r, const char *path, bool create, cha
                  "record kept", (unsigned long long)pages, page_name(ps), strerror(-rc));
         return rc;
     }
-    (void)!ftruncate(fd, 0);
-    (void)fsync(fd);
+    (void)ss__sys_ftruncate(fd, 0);
+    (void)ss__sys_fsync(fd);
     snprintf(msg, len, "gave back %llu %s hugepages that a run which did not stop cleanly "
              "had added (pool now %llu)", (unsigned long long)pages, page_name(ps),
              (unsigned long long)ss__hpool_read(ps).nr);
@@ -337,7 +342,7 @@ int ss__hp_record_take(ss__hp_reservation *r, const char *path, bool create, cha
 void ss__hp_record_release(ss__hp_reservation *r)
 {
     if (r->record_fd >= 0)
-        close(r->record_fd);
+        ss__sys_close(r->record_fd);
     r->record_fd = -1;
 }
 
