@@ -286,6 +286,38 @@ int ss__spill_parse_name(const char *name, uint64_t *file, bool *tmp)
     return 0;
 }
 
+/* ------------------------------------------------------ fused batches */
+
+/* On the worker: every record (header with its checksums, meta, data,
+ * zeros between), then a PAD record to the end of the last block. */
+void ss__sp_batch_build(struct batch *b)
+{
+    uint64_t len = SS_ALIGN_UP(b->used, BLK), gap = len - b->used;
+
+    for (uint32_t i = 0; i < b->n; i++) {
+        const struct brec *br = &b->r[i];
+        uint8_t *p = b->buf + br->off;
+
+        memset(p, 0, br->rec_len);
+        if (br->meta_size)
+            memcpy(p + sizeof(ss__spill_rec), b->meta + br->meta_off, br->meta_size);
+        if (br->size)
+            memcpy(p + br->data_off, br->src, br->size);
+        ss__spill_rec_fill((ss__spill_rec *)p, SS_SPILL_REC_OBJECT | SS_SPILL_REC_FUSED, &br->id,
+                           br->uid, br->meta_size, br->size, br->data_off, br->rec_len, br->seq,
+                           ss__spill_hash64(p + br->data_off, br->size, SS_SPILL_SEED),
+                           ss__spill_hash64(p + sizeof(ss__spill_rec), br->meta_size,
+                                            SS_SPILL_SEED));
+    }
+    if (gap) {
+        uint8_t *p = b->buf + b->used;
+
+        memset(p, 0, gap);
+        ss__spill_rec_fill((ss__spill_rec *)p, SS_SPILL_REC_PAD | SS_SPILL_REC_FUSED, NULL, 0, 0,
+                           gap - sizeof(ss__spill_rec), sizeof(ss__spill_rec), gap, 0, 0, 0);
+    }
+}
+
 /* --------------------------------------------------------- directory */
 
 int ss__spill_dir_open(const char *path, int *dirfd_out, int *lockfd_out)
@@ -340,6 +372,31 @@ int ss__spill_dir_open(const char *path, int *dirfd_out, int *lockfd_out)
 fail_dir:
     close(dfd);
     return rc;
+}
+
+int ss__spill_dir_each(int dirfd, ss__spill_dir_fn fn, void *arg)
+{
+    DIR *d;
+    struct dirent *e;
+    int dfd, rc = 0;
+
+    dfd = dup(dirfd);
+    if (dfd < 0 || !(d = fdopendir(dfd))) {
+        rc = -errno;
+        if (dfd >= 0)
+            ss__sys_close(dfd);
+        return rc;
+    }
+    rewinddir(d); /* a dup shares the directory offset with dirfd */
+    while (rc >= 0 && (e = readdir(d)) != NULL) {
+        uint64_t id;
+        bool tmp;
+
+        if (ss__spill_parse_name(e->d_name, &id, &tmp) == 0)
+            rc = fn(arg, id, tmp, e->d_name);
+    }
+    closedir(d);
+    return rc < 0 ? rc : 0;
 }
 
 int ss__spill_dio_probe(int dfd, uint32_t *align)

@@ -60,6 +60,10 @@ int ss__spill_parse_name(const char *name, uint64_t *file, bool *tmp);
 
 /* Create/check the directory and take its lock (see ss__spill_open). */
 int ss__spill_dir_open(const char *path, int *dirfd, int *lockfd);
+/* fn(arg, id, tmp, name) for every entry named like a spill or tmp file;
+ * fn's negative return stops the listing and is returned. 0 or -errno. */
+typedef int (*ss__spill_dir_fn)(void *arg, uint64_t id, bool tmp, const char *name);
+int ss__spill_dir_each(int dirfd, ss__spill_dir_fn fn, void *arg);
 /* O_DIRECT alignment usable in the directory, or 0 for buffered I/O. */
 int ss__spill_dio_probe(int dirfd, uint32_t *align);
 
@@ -144,6 +148,8 @@ struct op {
     const uint8_t *hp;
     uint64_t hlen;
     uint64_t *hout; /* set: the last piece, digest into *hout */
+    /* build */
+    struct batch *batch;
 };
 
 /* A contiguous transfer, issued in chunks. */
@@ -184,6 +190,11 @@ struct batch {
     uint8_t *meta;      /* the records' meta, copied at append */
     uint32_t meta_used, meta_cap;
 };
+
+/* spill_file.c, on a worker: every record of the batch (header with its
+ * checksums, meta, data, zeros between) into b->buf, then a PAD record to
+ * the end of the last block. */
+void ss__sp_batch_build(struct batch *b);
 
 enum file_state { F_CREATING, F_LIVE, F_DOOMED };
 
@@ -373,65 +384,77 @@ struct ss__spill {
 
 enum { SUB_THREAD, SUB_SQPOLL, SUB_INLINE };
 
-/* ------------------------------------------ spill.c: infrastructure */
+/* ------------------------------------------------ spill_io.c: ops */
 
 void *ss__sp_balloc(uint64_t n); /* 4096-aligned, rounded up to 4096 */
 void ss__sp_efd_signal(ss__spill *sp);
-void ss__sp_busy_inc(unsigned *active, uint64_t *t0);
-void ss__sp_busy_dec(unsigned *active, uint64_t t0, uint64_t *ns);
-void ss__sp_push_done(ss__spill *sp, const ss__spill_done *d);
-struct sfile *ss__sp_file_find(const ss__spill *sp, uint64_t id);
-struct sfile *ss__sp_file_new(ss__spill *sp, uint64_t id);
-void ss__sp_file_free(ss__spill *sp, struct sfile *f);
-/* room for n more records (-ENOMEM); then ss__sp_rec_add of them cannot fail */
-int ss__sp_rec_reserve(ss__spill *sp, struct sfile *f, uint32_t n);
-int ss__sp_rec_add(ss__spill *sp, struct sfile *f, uint64_t off);
-/* tests: does the armed injection hit this use of a kind (SS_SPILL_INJ_*)? */
-bool ss__sp_inj_hit(ss__spill *sp, unsigned kind);
-long ss__sp_rec_find(const struct sfile *f, uint64_t off);
-void ss__sp_file_get(struct sfile *f);
-void ss__sp_file_put(ss__spill *sp, struct sfile *f);
-struct op *ss__sp_op_new(ss__spill *sp, struct job *j, int type);
-void ss__sp_op_release(ss__spill *sp, struct op *op);
-void ss__sp_op_start(ss__spill *sp, struct op *op);
-void ss__sp_meta_op(ss__spill *sp, struct job *j, struct op *op);
-/* queue an fdatasync of fd for the job: 0, or -ENOMEM (job failed with it
- * unless it had failed already) */
-int ss__sp_sync_op(ss__spill *sp, struct job *j, int fd);
-struct op *ss__sp_name_op(ss__spill *sp, struct job *j, int type, uint64_t file, bool tmp);
+void ss__sp_efd_drain(ss__spill *sp);
 /* SPAN_BUF bytes, 4096-aligned, from the pool (only data ops in flight
  * hold one, so the pool stays at about the queue depth) */
 uint8_t *ss__sp_span_get(ss__spill *sp);
 void ss__sp_span_put(ss__spill *sp, uint8_t *p);
+/* tests: does the armed injection hit this use of a kind (SS_SPILL_INJ_*)? */
+bool ss__sp_inj_hit(ss__spill *sp, unsigned kind);
+struct op *ss__sp_op_new(ss__spill *sp, struct job *j, int type);
+void ss__sp_op_release(ss__spill *sp, struct op *op);
+/* issue an op (its first issue counts it in flight and may be injected) */
+void ss__sp_op_start(ss__spill *sp, struct op *op);
+/* hand the SQEs filled so far to the kernel (io_uring) */
+void ss__sp_io_submit(ss__spill *sp);
+/* finished ops, at most PROCESS_BUDGET, in *out (linked by next); data ops
+ * come back only when final. Returns how many. */
+unsigned ss__sp_io_reap(ss__spill *sp, struct op **out);
+/* eventfd, io_uring unless SS_SPILL_NO_URING (or refused), the threads */
+int ss__sp_io_start(ss__spill *sp, unsigned flags);
+/* join the threads, tear down the ring, free the pools, close the eventfd */
+void ss__sp_io_stop(ss__spill *sp);
+
+/* --------------------------------------- spill_ftab.c: the file table */
+
+struct sfile *ss__sp_file_find(const ss__spill *sp, uint64_t id);
+struct sfile *ss__sp_file_new(ss__spill *sp, uint64_t id);
+void ss__sp_file_free(ss__spill *sp, struct sfile *f);
+void ss__sp_file_get(struct sfile *f);
+/* room for n more records (-ENOMEM); then ss__sp_rec_add of them cannot fail */
+int ss__sp_rec_reserve(ss__spill *sp, struct sfile *f, uint32_t n);
+int ss__sp_rec_add(ss__spill *sp, struct sfile *f, uint64_t off);
+/* index of the record at off, live or dead, or -1 */
+long ss__sp_rec_find(const struct sfile *f, uint64_t off);
+/* the file of the live record a location names (its index in *idx), or NULL */
+struct sfile *ss__sp_loc_lookup(ss__spill *sp, const ss__spill_loc *loc, long *idx);
+/* queue a tombstone for the record at off and, if cookie, the delete's
+ * cookie: 0 or -ENOMEM (nothing queued) */
+int ss__sp_tomb_add(struct sfile *f, uint64_t off, const uint64_t *cookie);
 
 /* ------------------------------------------------ spill_job.c: jobs */
 
-struct job *ss__sp_job_new(ss__spill *sp, int kind);
-void ss__sp_job_free(ss__spill *sp, struct job *j);
-void ss__sp_job_fail(struct job *j, int err);
-void ss__sp_job_ready(ss__spill *sp, struct job *j);
-/* issue the job's next data op; true if it has more to issue */
-bool ss__sp_job_issue(ss__spill *sp, struct job *j);
-/* react to whatever just completed for the job (may free it) */
-void ss__sp_job_advance(ss__spill *sp, struct job *j);
-void ss__sp_dirsync_done(ss__spill *sp, int64_t res);
+void ss__sp_push_done(ss__spill *sp, const ss__spill_done *d);
+/* complete n delete cookies with status (frees nothing) */
+void ss__sp_dwait_done(ss__spill *sp, const uint64_t *cookie, uint32_t n, int status);
+/* drop a job's reference; the file is unlinked if that was all that kept it */
+void ss__sp_file_put(ss__spill *sp, struct sfile *f);
 int ss__sp_large_start(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8_t *data,
                        uint64_t size, const void *meta, uint32_t meta_size, uint64_t cookie);
 int ss__sp_small_append(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8_t *data,
                         uint64_t size, const void *meta, uint32_t meta_size, uint64_t cookie);
-/* flush the next staged batch unless one is in flight */
-void ss__sp_batch_kick(ss__spill *sp);
+int ss__sp_read_start(ss__spill *sp, struct sfile *f, const ss__spill_loc *loc, void *dst,
+                      void *meta_dst, uint64_t cookie);
 /* the fused file being filled takes no more appends */
 void ss__sp_fused_retire(ss__spill *sp);
 /* write the file's pending tombstones unless that is under way */
 void ss__sp_tomb_kick(ss__spill *sp, struct sfile *f);
-/* complete n delete cookies with status (frees nothing) */
-void ss__sp_dwait_done(ss__spill *sp, const uint64_t *cookie, uint32_t n, int status);
 /* unlink the file if no record in it is live and nothing uses it */
 void ss__sp_maybe_reclaim(ss__spill *sp, struct sfile *f);
-/* worker: copy and hash a batch's records into its buffer */
-void ss__sp_batch_build(struct batch *b);
-int ss__sp_read_start(ss__spill *sp, struct sfile *f, const ss__spill_loc *loc, void *dst,
-                      void *meta_dst, uint64_t cookie);
+/* start what may start (batches, syncs, data ops) and submit */
+void ss__sp_pump(ss__spill *sp);
+/* handle finished ops (one reap's worth), then pump; returns how many */
+unsigned ss__sp_process(ss__spill *sp);
+/* nothing queued or in flight */
+bool ss__sp_idle(const ss__spill *sp);
+
+/* ------------------------------------------ spill_scan.c: the scan */
+
+/* loop: apply what the scan thread found (from ss__spill_reap) */
+void ss__sp_scan_poll(ss__spill *sp);
 
 #endif /* SEALSTORE_SRC_LIB_SPILL_INT_H */

@@ -3,7 +3,7 @@
  * The spill engine's jobs: the state machines of a large spill (a file of
  * its own), a batch of small spills (an append to the fused file), a
  * restore, a tombstone write and a file unlink. spill.c delivers every
- * completed op to ss__sp_job_advance(), which moves the job on; the
+ * completed op to job_advance(), which moves the job on; the
  * design essay opens spill.c.
  */
 #include "spill_int.h"
@@ -16,9 +16,108 @@
 
 #include "sys.h"
 
+static void job_advance(ss__spill *sp, struct job *j);
+static void batch_kick(ss__spill *sp);
+
+/* ------------------------------------------------ completions, ops */
+
+static void busy_inc(unsigned *active, uint64_t *t0)
+{
+    if ((*active)++ == 0)
+        *t0 = ss__now_ns();
+}
+
+static void busy_dec(unsigned *active, uint64_t t0, uint64_t *ns)
+{
+    if (*active && --(*active) == 0)
+        *ns += ss__now_ns() - t0;
+}
+
+void ss__sp_push_done(ss__spill *sp, const ss__spill_done *d)
+{
+    if (sp->dq_head + sp->dq_n == sp->dq_cap) {
+        if (sp->dq_head) {
+            memmove(sp->dq, sp->dq + sp->dq_head, sp->dq_n * sizeof(*sp->dq));
+            sp->dq_head = 0;
+        } else {
+            size_t cap = sp->dq_cap ? sp->dq_cap * 2 : 64;
+            ss__spill_done *n = realloc(sp->dq, cap * sizeof(*n));
+
+            if (!n) {
+                /* nowhere to put it: the caller would wait forever, so
+                 * this is the one place that must not fail; spin on
+                 * malloc rather than drop a completion */
+                ss__log_error("spill: out of memory queueing a completion; retrying");
+                while (!(n = realloc(sp->dq, cap * sizeof(*n))))
+                    usleep(1000);
+            }
+            sp->dq = n;
+            sp->dq_cap = cap;
+        }
+    }
+    sp->dq[sp->dq_head + sp->dq_n++] = *d;
+}
+
+void ss__sp_dwait_done(ss__spill *sp, const uint64_t *cookie, uint32_t n, int status)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        ss__spill_done d = { .cookie = cookie[i], .status = status, .op = SS_SPILL_OP_DELETE };
+        ss__sp_push_done(sp, &d);
+    }
+    if (n)
+        ss__sp_efd_signal(sp);
+}
+
+
+void ss__sp_file_put(ss__spill *sp, struct sfile *f)
+{
+    SS_ASSERT(f->refs > 0);
+    f->refs--;
+    ss__sp_maybe_reclaim(sp, f);
+}
+
+/* Meta ops: straight to the worker; they count in io_pending. */
+static void meta_op(ss__spill *sp, struct job *j, struct op *op)
+{
+    j->io_pending++;
+    ss__sp_op_start(sp, op);
+}
+
+static int sync_op(ss__spill *sp, struct job *j, int fd)
+{
+    struct op *op = ss__sp_op_new(sp, j, OP_FSYNC);
+
+    if (!op) {
+        if (!j->status)
+            j->status = -ENOMEM;
+        return -ENOMEM;
+    }
+    op->fd = fd;
+    j->io_pending++;
+    op->next = NULL;
+    if (sp->syncq_tail)
+        sp->syncq_tail->next = op;
+    else
+        sp->syncq_head = op;
+    sp->syncq_tail = op;
+    return 0;
+}
+
+static struct op *name_op(ss__spill *sp, struct job *j, int type, uint64_t file, bool tmp)
+{
+    struct op *op = ss__sp_op_new(sp, j, type);
+
+    if (op)
+        ss__spill_name(op->name, file, tmp);
+    else if (!j->status)
+        j->status = -ENOMEM;
+    return op;
+}
+
+
 /* ---------------------------------------------------------------- jobs */
 
-struct job *ss__sp_job_new(ss__spill *sp, int kind)
+static struct job *job_new(ss__spill *sp, int kind)
 {
     struct job *j = calloc(1, sizeof(*j));
 
@@ -32,7 +131,7 @@ struct job *ss__sp_job_new(ss__spill *sp, int kind)
     return j;
 }
 
-void ss__sp_job_free(ss__spill *sp, struct job *j)
+static void job_free(ss__spill *sp, struct job *j)
 {
     if (j->in_ready) {
         struct job **pp = &sp->ready_head, *prev = NULL;
@@ -61,13 +160,13 @@ void ss__sp_job_free(ss__spill *sp, struct job *j)
     free(j);
 }
 
-void ss__sp_job_fail(struct job *j, int err)
+static void job_fail(struct job *j, int err)
 {
     if (!j->status)
         j->status = err < 0 ? err : -EIO;
 }
 
-void ss__sp_job_ready(ss__spill *sp, struct job *j)
+static void job_ready(ss__spill *sp, struct job *j)
 {
     if (j->in_ready)
         return;
@@ -105,7 +204,7 @@ static bool xfers_done(const struct job *j)
 }
 
 /* Issue the job's next data op; true if it has more to issue. */
-bool ss__sp_job_issue(ss__spill *sp, struct job *j)
+static bool job_issue(ss__spill *sp, struct job *j)
 {
     struct xfer *x;
     struct op *op;
@@ -122,7 +221,7 @@ bool ss__sp_job_issue(ss__spill *sp, struct job *j)
         /* taken only now: thousands of queued small restores must not
          * each hold a buffer while they wait */
         if (!(x->buf = j->hdr = ss__sp_span_get(sp))) {
-            ss__sp_job_fail(j, -ENOMEM);
+            job_fail(j, -ENOMEM);
             return false;
         }
     }
@@ -131,7 +230,7 @@ bool ss__sp_job_issue(ss__spill *sp, struct job *j)
         n = sp->chunk;
     op = ss__sp_op_new(sp, j, j->kind == J_READ ? OP_READ : OP_WRITE);
     if (!op) {
-        ss__sp_job_fail(j, -ENOMEM);
+        job_fail(j, -ENOMEM);
         return false;
     }
     op->fd = j->fd;
@@ -143,9 +242,6 @@ bool ss__sp_job_issue(ss__spill *sp, struct job *j)
     op->idx = x->issued / sp->chunk;
     x->issued += n;
     j->io_pending++;
-    sp->data_inflight++;
-    if (sp->data_inflight > sp->st.inflight_peak)
-        sp->st.inflight_peak = sp->data_inflight;
     ss__sp_op_start(sp, op);
     return x->issued < x->len || j->xi + 1 < j->nx;
 }
@@ -158,7 +254,7 @@ static void dirsync_join(ss__spill *sp, struct job *j, int state)
     sp->ds_wait = j;
 }
 
-void ss__sp_dirsync_done(ss__spill *sp, int64_t res)
+static void dirsync_done(ss__spill *sp, int64_t res)
 {
     struct job *j = sp->ds_run, *next;
 
@@ -173,8 +269,8 @@ void ss__sp_dirsync_done(ss__spill *sp, int64_t res)
         if (res < 0 && j->state == S_CLEANSYNC)
             j->cleanup_err = (int)res;
         else if (res < 0)
-            ss__sp_job_fail(j, (int)res);
-        ss__sp_job_advance(sp, j);
+            job_fail(j, (int)res);
+        job_advance(sp, j);
     }
 }
 
@@ -194,7 +290,7 @@ static void hash_kick(ss__spill *sp, struct job *j, const uint8_t *base, uint64_
         return;
     op = ss__sp_op_new(sp, j, OP_HASH);
     if (!op) {
-        ss__sp_job_fail(j, -ENOMEM);
+        job_fail(j, -ENOMEM);
         return;
     }
     op->hst = &j->hs;
@@ -280,8 +376,8 @@ static void large_finish(ss__spill *sp, struct job *j)
         log_spill_error(&j->id, d.status);
     }
     ss__sp_push_done(sp, &d);
-    ss__sp_busy_dec(&sp->spill_active, sp->spill_t0, &sp->st.spill_ns);
-    ss__sp_job_free(sp, j);
+    busy_dec(&sp->spill_active, sp->spill_t0, &sp->st.spill_ns);
+    job_free(sp, j);
 }
 
 static void large_advance(ss__spill *sp, struct job *j)
@@ -301,9 +397,9 @@ static void large_advance(ss__spill *sp, struct job *j)
                 j->fd = -1;
             }
             j->state = S_CLEANUP;
-            op = ss__sp_name_op(sp, j, OP_UNLINK, j->file->id, !j->renamed);
+            op = name_op(sp, j, OP_UNLINK, j->file->id, !j->renamed);
             if (op) {
-                ss__sp_meta_op(sp, j, op);
+                meta_op(sp, j, op);
                 return;
             }
             j->cleanup_err = -ENOMEM;
@@ -324,7 +420,7 @@ static void large_advance(ss__spill *sp, struct job *j)
         xfer_add(j, (uint8_t *)j->src, j->data_off, j->direct_len, false, 0);
         if (j->tail_len)
             xfer_add(j, j->tail, j->data_off + j->direct_len, BLK, false, 0);
-        ss__sp_job_ready(sp, j);
+        job_ready(sp, j);
         /* fallthrough */
     case S_DATA:
         if (j->io_pending || !xfers_done(j) || !hash_done(j))
@@ -336,22 +432,22 @@ static void large_advance(ss__spill *sp, struct job *j)
         j->nx = j->xi = 0;
         xfer_add(j, j->hdr, 0, j->data_off, false, 0);
         j->state = S_HDR;
-        ss__sp_job_ready(sp, j);
+        job_ready(sp, j);
         return;
     case S_HDR:
         if (j->io_pending || !xfers_done(j))
             return;
         j->state = S_SYNC;
-        ss__sp_sync_op(sp, j, j->fd);
+        sync_op(sp, j, j->fd);
         break;
     case S_SYNC:
         if (j->io_pending)
             return;
         j->state = S_RENAME;
-        op = ss__sp_name_op(sp, j, OP_RENAME, j->file->id, true);
+        op = name_op(sp, j, OP_RENAME, j->file->id, true);
         if (op) {
             ss__spill_name(op->name2, j->file->id, false);
-            ss__sp_meta_op(sp, j, op);
+            meta_op(sp, j, op);
         }
         break;
     case S_RENAME:
@@ -374,7 +470,7 @@ static void large_advance(ss__spill *sp, struct job *j)
 int ss__sp_large_start(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8_t *data,
                        uint64_t size, const void *meta, uint32_t meta_size, uint64_t cookie)
 {
-    struct job *j = ss__sp_job_new(sp, J_LARGE);
+    struct job *j = job_new(sp, J_LARGE);
     struct op *op;
 
     if (!j)
@@ -403,7 +499,7 @@ int ss__sp_large_start(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8
             ss__sp_file_free(sp, j->file);
         if (op)
             ss__sp_op_release(sp, op);
-        ss__sp_job_free(sp, j);
+        job_free(sp, j);
         return -ENOMEM;
     }
     sp->next_file++;
@@ -428,8 +524,8 @@ int ss__sp_large_start(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8
     op->oflags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (j->direct ? O_DIRECT : 0);
     op->prealloc = j->rec_len;
     j->state = S_OPEN;
-    ss__sp_meta_op(sp, j, op);
-    ss__sp_busy_inc(&sp->spill_active, &sp->spill_t0);
+    meta_op(sp, j, op);
+    busy_inc(&sp->spill_active, &sp->spill_t0);
     return 0;
 }
 
@@ -524,38 +620,8 @@ int ss__sp_small_append(ss__spill *sp, const ss_id *id, uint32_t uid, const uint
         memcpy(b->meta + b->meta_used, meta, meta_size);
     b->meta_used += meta_size;
     b->used += rec_len;
-    ss__sp_busy_inc(&sp->spill_active, &sp->spill_t0);
+    busy_inc(&sp->spill_active, &sp->spill_t0);
     return 0;
-}
-
-/* On the worker: every record (header with its checksums, meta, data,
- * zeros between), then a PAD record to the end of the last block. */
-void ss__sp_batch_build(struct batch *b)
-{
-    uint64_t len = SS_ALIGN_UP(b->used, BLK), gap = len - b->used;
-
-    for (uint32_t i = 0; i < b->n; i++) {
-        const struct brec *br = &b->r[i];
-        uint8_t *p = b->buf + br->off;
-
-        memset(p, 0, br->rec_len);
-        if (br->meta_size)
-            memcpy(p + sizeof(ss__spill_rec), b->meta + br->meta_off, br->meta_size);
-        if (br->size)
-            memcpy(p + br->data_off, br->src, br->size);
-        ss__spill_rec_fill((ss__spill_rec *)p, SS_SPILL_REC_OBJECT | SS_SPILL_REC_FUSED, &br->id,
-                           br->uid, br->meta_size, br->size, br->data_off, br->rec_len, br->seq,
-                           ss__spill_hash64(p + br->data_off, br->size, SS_SPILL_SEED),
-                           ss__spill_hash64(p + sizeof(ss__spill_rec), br->meta_size,
-                                            SS_SPILL_SEED));
-    }
-    if (gap) {
-        uint8_t *p = b->buf + b->used;
-
-        memset(p, 0, gap);
-        ss__spill_rec_fill((ss__spill_rec *)p, SS_SPILL_REC_PAD | SS_SPILL_REC_FUSED, NULL, 0, 0,
-                           gap - sizeof(ss__spill_rec), sizeof(ss__spill_rec), gap, 0, 0, 0);
-    }
 }
 
 /* The fused file being filled takes no more appends. */
@@ -613,7 +679,7 @@ static void batch_finish(ss__spill *sp, struct job *j)
                 log_spill_error(&br->id, d.status);
         }
         ss__sp_push_done(sp, &d);
-        ss__sp_busy_dec(&sp->spill_active, sp->spill_t0, &sp->st.spill_ns);
+        busy_dec(&sp->spill_active, sp->spill_t0, &sp->st.spill_ns);
     }
     sp->batch_job = NULL;
     j->fd = -1; /* the file's */
@@ -646,7 +712,7 @@ static void batch_finish(ss__spill *sp, struct job *j)
         ss__sp_file_put(sp, f);
     }
     batch_put(sp, b);
-    ss__sp_job_free(sp, j);
+    job_free(sp, j);
 }
 
 static void batch_advance(ss__spill *sp, struct job *j)
@@ -669,14 +735,14 @@ static void batch_advance(ss__spill *sp, struct job *j)
                 f->fd = j->fd = -1;
                 if (!j->created)
                     goto finish;
-                if ((op = ss__sp_name_op(sp, j, OP_UNLINK, f->id, !j->renamed))) {
-                    ss__sp_meta_op(sp, j, op);
+                if ((op = name_op(sp, j, OP_UNLINK, f->id, !j->renamed))) {
+                    meta_op(sp, j, op);
                     return;
                 }
             } else if (f->fd >= 0 && (op = ss__sp_op_new(sp, j, OP_TRUNCATE))) {
                 op->fd = f->fd;
                 op->off = j->base;
-                ss__sp_meta_op(sp, j, op);
+                meta_op(sp, j, op);
                 return;
             }
             j->cleanup_err = f->fd >= 0 || f->state == F_CREATING ? -ENOMEM : -EBADF;
@@ -688,7 +754,7 @@ static void batch_advance(ss__spill *sp, struct job *j)
                 }
             } else {
                 j->state = S_CLEANSYNC; /* the truncation's */
-                if (ss__sp_sync_op(sp, j, f->fd) == 0)
+                if (sync_op(sp, j, f->fd) == 0)
                     return;
                 j->cleanup_err = -ENOMEM;
             }
@@ -705,13 +771,13 @@ finish:
             f->fd = j->fd;
         j->state = S_DATA;
         xfer_add(j, j->batch->buf, j->base, j->len, false, 0);
-        ss__sp_job_ready(sp, j);
+        job_ready(sp, j);
         return;
     case S_DATA:
         if (j->io_pending || !xfers_done(j))
             return;
         j->state = S_SYNC;
-        ss__sp_sync_op(sp, j, f->fd);
+        sync_op(sp, j, f->fd);
         break;
     case S_SYNC:
         if (j->io_pending)
@@ -721,10 +787,10 @@ finish:
             return;
         }
         j->state = S_RENAME;
-        op = ss__sp_name_op(sp, j, OP_RENAME, f->id, true);
+        op = name_op(sp, j, OP_RENAME, f->id, true);
         if (op) {
             ss__spill_name(op->name2, f->id, false);
-            ss__sp_meta_op(sp, j, op);
+            meta_op(sp, j, op);
         }
         break;
     case S_RENAME:
@@ -745,7 +811,7 @@ finish:
 
 /* Flush the next batch if none is in flight: the worker builds it (and
  * creates the next fused file when needed), then it is written. */
-void ss__sp_batch_kick(ss__spill *sp)
+static void batch_kick(ss__spill *sp)
 {
     struct batch *b;
     struct job *j;
@@ -775,7 +841,7 @@ void ss__sp_batch_kick(ss__spill *sp)
     } else if ((b->buf = ss__sp_balloc(SS_ALIGN_UP(len, SS_MiB)))) {
         b->cap = SS_ALIGN_UP(len, SS_MiB);
     }
-    j = ss__sp_job_new(sp, J_BATCH);
+    j = job_new(sp, J_BATCH);
     build = j ? ss__sp_op_new(sp, j, OP_BUILD) : NULL;
     if (build && b->buf && (!sp->fused_cur || sp->fused_cur->size + len > sp->fused_cap)) {
         ss__sp_fused_retire(sp);
@@ -804,26 +870,27 @@ void ss__sp_batch_kick(ss__spill *sp)
 
             ss__sp_push_done(sp, &d);
             sp->st.spill_errors++;
-            ss__sp_busy_dec(&sp->spill_active, sp->spill_t0, &sp->st.spill_ns);
+            busy_dec(&sp->spill_active, sp->spill_t0, &sp->st.spill_ns);
         }
         batch_put(sp, b);
         if (j)
-            ss__sp_job_free(sp, j);
+            job_free(sp, j);
         return;
     }
     f = sp->fused_cur;
     j->batch = b;
+    build->batch = b;
     j->len = len;
     j->base = f->size;
     j->file = f;
     ss__sp_file_get(f);
     sp->batch_job = j;
     j->state = S_OPEN;
-    ss__sp_meta_op(sp, j, build);
+    meta_op(sp, j, build);
     if (j->new_file) {
         ss__spill_name(open->name, f->id, true);
         open->oflags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (sp->dio_align ? O_DIRECT : 0);
-        ss__sp_meta_op(sp, j, open);
+        meta_op(sp, j, open);
     } else {
         j->fd = f->fd;
     }
@@ -890,9 +957,9 @@ static void read_finish(ss__spill *sp, struct job *j)
         sp->st.restore_errors++;
     }
     ss__sp_push_done(sp, &d);
-    ss__sp_busy_dec(&sp->restore_active, sp->restore_t0, &sp->st.restore_ns);
+    busy_dec(&sp->restore_active, sp->restore_t0, &sp->st.restore_ns);
     ss__sp_file_put(sp, j->file);
-    ss__sp_job_free(sp, j);
+    job_free(sp, j);
 }
 
 static void read_advance(ss__spill *sp, struct job *j)
@@ -908,7 +975,7 @@ static void read_advance(ss__spill *sp, struct job *j)
         if (j->io_pending)
             return;
         j->state = S_DATA;
-        ss__sp_job_ready(sp, j);
+        job_ready(sp, j);
         return;
     case S_DATA:
         if (j->progressive) {
@@ -955,13 +1022,13 @@ static void tomb_advance(ss__spill *sp, struct job *j)
             if (j->io_pending)
                 return;
             j->state = S_DATA;
-            ss__sp_job_ready(sp, j);
+            job_ready(sp, j);
             return;
         case S_DATA:
             if (j->io_pending || !xfers_done(j))
                 return;
             j->state = S_SYNC;
-            ss__sp_sync_op(sp, j, j->fd);
+            sync_op(sp, j, j->fd);
             if (j->status) /* no memory for it: finish now */
                 tomb_advance(sp, j);
             return;
@@ -981,7 +1048,7 @@ static void tomb_advance(ss__spill *sp, struct job *j)
     /* durable (or failed) now: the deletes it carries may answer */
     ss__sp_dwait_done(sp, j->dwait, j->ndwait, j->status);
     f->tomb_job = NULL;
-    ss__sp_job_free(sp, j);
+    job_free(sp, j);
     ss__sp_file_put(sp, f);
     if (f->state == F_LIVE)
         ss__sp_tomb_kick(sp, f);
@@ -994,8 +1061,8 @@ void ss__sp_tomb_kick(ss__spill *sp, struct sfile *f)
 
     if (f->tomb_job || !f->ntomb || f->state != F_LIVE)
         return;
-    j = ss__sp_job_new(sp, J_TOMB);
-    op = j ? ss__sp_name_op(sp, j, OP_OPEN, f->id, false) : NULL;
+    j = job_new(sp, J_TOMB);
+    op = j ? name_op(sp, j, OP_OPEN, f->id, false) : NULL;
     if (j)
         j->x = calloc(f->ntomb, sizeof(*j->x));
     if (!j || !op || !j->x) {
@@ -1004,7 +1071,7 @@ void ss__sp_tomb_kick(ss__spill *sp, struct sfile *f)
         if (j) {
             if (!j->x)
                 j->x = j->xin;
-            ss__sp_job_free(sp, j);
+            job_free(sp, j);
         }
         /* the tombstones stay pending (the next delete or close retries);
          * nobody waits on that */
@@ -1031,7 +1098,7 @@ void ss__sp_tomb_kick(ss__spill *sp, struct sfile *f)
      * read-modify-write of the sector */
     op->oflags = O_WRONLY | O_CLOEXEC;
     j->state = S_OPEN;
-    ss__sp_meta_op(sp, j, op);
+    meta_op(sp, j, op);
 }
 
 static void unlink_advance(ss__spill *sp, struct job *j)
@@ -1059,7 +1126,7 @@ static void unlink_advance(ss__spill *sp, struct job *j)
     ss__sp_dwait_done(sp, f->dwait, f->ndwait, j->status);
     f->ndwait = 0;
     ss__sp_file_free(sp, f);
-    ss__sp_job_free(sp, j);
+    job_free(sp, j);
 }
 
 void ss__sp_maybe_reclaim(ss__spill *sp, struct sfile *f)
@@ -1069,11 +1136,11 @@ void ss__sp_maybe_reclaim(ss__spill *sp, struct sfile *f)
 
     if (f->state != F_LIVE || f->live || f->refs || f == sp->fused_cur)
         return;
-    j = ss__sp_job_new(sp, J_UNLINK);
-    op = j ? ss__sp_name_op(sp, j, OP_UNLINK, f->id, false) : NULL;
+    j = job_new(sp, J_UNLINK);
+    op = j ? name_op(sp, j, OP_UNLINK, f->id, false) : NULL;
     if (!op) {
         if (j)
-            ss__sp_job_free(sp, j);
+            job_free(sp, j);
         return; /* stays LIVE with no record: scan removes it later */
     }
     f->state = F_DOOMED;
@@ -1088,10 +1155,10 @@ void ss__sp_maybe_reclaim(ss__spill *sp, struct sfile *f)
     f->ntomb = 0; /* the unlink makes them moot */
     j->file = f;
     j->state = S_UNLINK;
-    ss__sp_meta_op(sp, j, op);
+    meta_op(sp, j, op);
 }
 
-void ss__sp_job_advance(ss__spill *sp, struct job *j)
+static void job_advance(ss__spill *sp, struct job *j)
 {
     switch (j->kind) {
     case J_LARGE:
@@ -1119,8 +1186,8 @@ int ss__sp_read_start(ss__spill *sp, struct sfile *f, const ss__spill_loc *loc, 
     struct job *j;
     struct op *op = NULL;
 
-    j = ss__sp_job_new(sp, J_READ);
-    op = j ? ss__sp_name_op(sp, j, OP_OPEN, f->id, false) : NULL;
+    j = job_new(sp, J_READ);
+    op = j ? name_op(sp, j, OP_OPEN, f->id, false) : NULL;
     if (!op)
         goto nomem;
     j->loc = *loc;
@@ -1182,19 +1249,168 @@ int ss__sp_read_start(ss__spill *sp, struct sfile *f, const ss__spill_loc *loc, 
     if (op) {
         op->oflags = O_RDONLY | O_CLOEXEC | (j->direct ? O_DIRECT : 0);
         j->state = S_OPEN;
-        ss__sp_meta_op(sp, j, op);
+        meta_op(sp, j, op);
     } else {
         j->state = S_DATA;
-        ss__sp_job_ready(sp, j);
+        job_ready(sp, j);
     }
-    ss__sp_busy_inc(&sp->restore_active, &sp->restore_t0);
+    busy_inc(&sp->restore_active, &sp->restore_t0);
     return 0;
 
 nomem:
     if (op)
         ss__sp_op_release(sp, op);
     if (j)
-        ss__sp_job_free(sp, j);
+        job_free(sp, j);
     return -ENOMEM;
 }
 
+/* ------------------------------------------------------ completions */
+
+static void data_done(ss__spill *sp, struct op *op)
+{
+    struct job *j = op->job;
+    struct xfer *x = &j->x[op->part];
+    int64_t res = op->res;
+
+    j->io_pending--;
+    if (res < 0) {
+        if (res == -EBADMSG && j->kind == J_READ) {
+            char hex[2 * SS_ID_SIZE + 1];
+
+            ss__spill_id_hex(&j->loc.id, hex);
+            ss__log_error("spill: restore of object %s from file %016llx at %llu failed: "
+                          "the file is truncated", hex, (unsigned long long)j->loc.file,
+                          (unsigned long long)j->loc.offset);
+            sp->st.damaged++;
+        }
+        job_fail(j, (int)res);
+    } else {
+        if (op->type == OP_READ)
+            SS_SP_DEFINED(op->buf, op->done);
+        x->completed += op->len;
+        if (j->progressive && x->buf == j->dst)
+            j->bits[op->idx / 8] |= (uint8_t)(1u << (op->idx % 8));
+    }
+    ss__sp_op_release(sp, op);
+    job_advance(sp, j);
+}
+
+static void op_done(ss__spill *sp, struct op *op)
+{
+    struct job *j = op->job;
+
+    switch (op->type) {
+    case OP_WRITE:
+    case OP_READ:
+        data_done(sp, op);
+        return;
+    case OP_DIRSYNC:
+        dirsync_done(sp, op->res);
+        ss__sp_op_release(sp, op);
+        return;
+    case OP_FSYNC:
+        if (op->res < 0) {
+            ss__log_error("spill: fdatasync of file %016llx failed: %s",
+                          (unsigned long long)j->file->id, strerror((int)-op->res));
+            if (j->state == S_CLEANSYNC)
+                j->cleanup_err = (int)op->res;
+            else
+                job_fail(j, (int)op->res);
+        }
+        break;
+    case OP_OPEN:
+        if (op->res >= 0) {
+            j->fd = (int)op->res;
+            j->created = (op->oflags & O_CREAT) != 0;
+        } else {
+            job_fail(j, (int)op->res);
+        }
+        break;
+    case OP_UNLINK:
+    case OP_RENAME:
+        /* a name already gone needs only the directory fsync that follows */
+        if (op->type == OP_UNLINK && op->res == -ENOENT)
+            op->res = 0;
+        if (op->res < 0 && j->state == S_CLEANUP)
+            j->cleanup_err = (int)op->res;
+        else if (op->res < 0)
+            job_fail(j, (int)op->res);
+        break;
+    case OP_TRUNCATE: /* only a failed append's cleanup truncates */
+        if (op->res < 0)
+            j->cleanup_err = (int)op->res;
+        break;
+    case OP_HASH:
+        j->hash_busy = false;
+        ss__sp_op_release(sp, op);
+        job_advance(sp, j);
+        return;
+    }
+    j->io_pending--;
+    ss__sp_op_release(sp, op);
+    job_advance(sp, j);
+}
+
+/* ------------------------------------------------------- scheduling */
+
+/* Start what may start: the next batch, queued fdatasyncs, a directory
+ * fsync for the jobs waiting on one, data ops round-robin over the ready
+ * jobs (each bounded by queue_depth in flight); then submit. */
+void ss__sp_pump(ss__spill *sp)
+{
+    batch_kick(sp);
+    while (sp->syncq_head && sp->sync_inflight < sp->qd) {
+        struct op *op = sp->syncq_head;
+
+        sp->syncq_head = op->next;
+        if (!sp->syncq_head)
+            sp->syncq_tail = NULL;
+        ss__sp_op_start(sp, op);
+    }
+    if (!sp->ds_busy && sp->ds_wait && sp->sync_inflight < sp->qd) {
+        struct op *op = ss__sp_op_new(sp, NULL, OP_DIRSYNC);
+
+        if (op) {
+            sp->ds_run = sp->ds_wait;
+            sp->ds_wait = NULL;
+            sp->ds_busy = true;
+            ss__sp_op_start(sp, op);
+        }
+    }
+    while (sp->data_inflight < sp->qd && sp->ready_head) {
+        struct job *j = sp->ready_head;
+
+        sp->ready_head = j->next;
+        if (!sp->ready_head)
+            sp->ready_tail = NULL;
+        j->in_ready = false;
+        if (job_issue(sp, j))
+            job_ready(sp, j);
+        else if (j->status && !j->io_pending)
+            job_advance(sp, j); /* failed before it had anything in flight */
+    }
+    ss__sp_io_submit(sp);
+}
+
+/* Handle finished ops (at most PROCESS_BUDGET: a call must not hold the
+ * loop for long; what is left keeps the eventfd readable), then start
+ * what can start. */
+unsigned ss__sp_process(ss__spill *sp)
+{
+    struct op *list, *op;
+    unsigned n = ss__sp_io_reap(sp, &list);
+
+    while (list) {
+        op = list;
+        list = op->next;
+        op_done(sp, op);
+    }
+    ss__sp_pump(sp);
+    return n;
+}
+
+bool ss__sp_idle(const ss__spill *sp)
+{
+    return sp->njobs == 0 && !(sp->stage && sp->stage->n) && !sp->pend_head;
+}
