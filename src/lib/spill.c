@@ -107,8 +107,8 @@ static bool params_ok(const ss__spill_params *p)
            !(p->flags & ~(SS_SPILL_NO_URING | SS_SPILL_NO_DIRECT | SS_SPILL_SQPOLL |
                           SS_SPILL_INLINE_SUBMIT)) &&
            !(p->flags & SS_SPILL_SQPOLL && p->flags & SS_SPILL_INLINE_SUBMIT) &&
-           p->queue_depth <= MAX_QD && !(p->fused_cap && p->fused_cap < SS_MiB) &&
-           p->small_max <= MAX_SMALL_MAX &&
+           p->queue_depth <= SS_SP_MAX_QD && !(p->fused_cap && p->fused_cap < SS_MiB) &&
+           p->small_max <= SS_SP_MAX_SMALL_MAX &&
            !(p->chunk &&
              (!SS_IS_POW2(p->chunk) || p->chunk < 64 * SS_KiB || p->chunk > 64 * SS_MiB));
 }
@@ -122,10 +122,10 @@ static ss__spill *engine_new(const ss__spill_params *p)
     if (!sp)
         return NULL;
     sp->dirfd = sp->lockfd = sp->efd = -1;
-    sp->qd = p->queue_depth ? p->queue_depth : DEF_QD;
-    sp->fused_cap = p->fused_cap ? p->fused_cap : DEF_FUSED_CAP;
-    sp->small_max = p->small_max ? p->small_max : DEF_SMALL_MAX;
-    sp->chunk = p->chunk ? p->chunk : DEF_CHUNK;
+    sp->qd = p->queue_depth ? p->queue_depth : SS_SP_DEF_QD;
+    sp->fused_cap = p->fused_cap ? p->fused_cap : SS_SP_DEF_FUSED_CAP;
+    sp->small_max = p->small_max ? p->small_max : SS_SP_DEF_SMALL_MAX;
+    sp->chunk = p->chunk ? p->chunk : SS_SP_DEF_CHUNK;
     sp->next_file = 1;
     sp->next_seq = 1;
     sp->ht_size = 64;
@@ -206,7 +206,7 @@ int ss__spill_open(ss__spill **out, const ss__spill_params *p)
         goto fail_scan_cv;
     sp->st.queue_depth = sp->qd;
     sp->st.uring = sp->uring;
-    sp->st.sqpoll = sp->uring && sp->submit_mode == SUB_SQPOLL;
+    sp->st.sqpoll = sp->uring && sp->submit_mode == SS_SP_SUB_SQPOLL;
     sp->st.direct = sp->dio_align != 0;
     sp->st.dio_align = sp->dio_align;
     if (ss__spill_inject_on_open.mask) { /* tests */
@@ -216,8 +216,8 @@ int ss__spill_open(ss__spill **out, const ss__spill_params *p)
     }
     ss__log_info("spill: %s: %s, %s I/O%s, queue depth %u", sp->dir,
                  !sp->uring ? "worker threads"
-                 : sp->submit_mode == SUB_SQPOLL ? "io_uring (SQPOLL)"
-                 : sp->submit_mode == SUB_INLINE ? "io_uring (inline submission)"
+                 : sp->submit_mode == SS_SP_SUB_SQPOLL ? "io_uring (SQPOLL)"
+                 : sp->submit_mode == SS_SP_SUB_INLINE ? "io_uring (inline submission)"
                                                  : "io_uring",
                  sp->dio_align ? "O_DIRECT" : "buffered",
                  (p->flags & SS_SPILL_NO_DIRECT) ? " (asked)" : "", sp->qd);
@@ -237,16 +237,16 @@ fail:
 
 void ss__spill_close(ss__spill *sp)
 {
-    struct batch *b;
+    struct ss__sp_batch *b;
 
     if (!sp)
         return;
     ss__spill_scan_cancel(sp);
     sp->closing = true;
-    if (ss__spill_wait(sp, CLOSE_WAIT_MS) < 0) {
+    if (ss__spill_wait(sp, SS_SP_CLOSE_WAIT_MS) < 0) {
         /* the kernel may still write into our buffers: leak them all */
         ss__log_error("spill: %s: I/O still in flight after %d s at close; leaking the "
-                      "engine's memory", sp->dir, CLOSE_WAIT_MS / 1000);
+                      "engine's memory", sp->dir, SS_SP_CLOSE_WAIT_MS / 1000);
         return;
     }
     ss__sp_io_stop(sp);
@@ -297,7 +297,7 @@ int ss__spill_write(ss__spill *sp, const ss_id *id, uint32_t uid, const void *da
 int ss__spill_read(ss__spill *sp, const ss__spill_loc *loc, void *dst, void *meta_dst,
                    uint64_t cookie)
 {
-    struct sfile *f;
+    struct ss__sp_file *f;
     long idx;
     int rc;
 
@@ -325,7 +325,7 @@ _Atomic int ss__spill_unwaited_lost;
 /* cookie NULL: nobody hears when it is durable */
 static int delete_rec(ss__spill *sp, const ss__spill_loc *loc, const uint64_t *cookie)
 {
-    struct sfile *f;
+    struct ss__sp_file *f;
     long idx;
 
     if (!sp || !loc)
@@ -335,7 +335,7 @@ static int delete_rec(ss__spill *sp, const ss__spill_loc *loc, const uint64_t *c
         return -ENOENT;
     if (!cookie && atomic_load(&ss__spill_unwaited_lost))
         return 0; /* tests: as if a crash came before it reached the disk */
-    f->recs[idx] |= DEAD;
+    f->recs[idx] |= SS_SP_DEAD;
     f->live--;
     sp->st.deletes++;
     sp->st.live_objects--;
@@ -356,7 +356,7 @@ static int delete_rec(ss__spill *sp, const ss__spill_loc *loc, const uint64_t *c
     }
     /* a file that cannot go yet (in use, or records on their way into
      * it) gets its tombstones: nothing waits on a later unlink */
-    if (f->state == F_LIVE)
+    if (f->state == SS_SP_F_LIVE)
         ss__sp_tomb_kick(sp, f);
     ss__sp_pump(sp);
     return 0;

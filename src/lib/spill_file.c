@@ -290,12 +290,12 @@ int ss__spill_parse_name(const char *name, uint64_t *file, bool *tmp)
 
 /* On the worker: every record (header with its checksums, meta, data,
  * zeros between), then a PAD record to the end of the last block. */
-void ss__sp_batch_build(struct batch *b)
+void ss__sp_batch_build(struct ss__sp_batch *b)
 {
-    uint64_t len = SS_ALIGN_UP(b->used, BLK), gap = len - b->used;
+    uint64_t len = SS_ALIGN_UP(b->used, SS_SP_BLK), gap = len - b->used;
 
     for (uint32_t i = 0; i < b->n; i++) {
-        const struct brec *br = &b->r[i];
+        const struct ss__sp_brec *br = &b->r[i];
         uint8_t *p = b->buf + br->off;
 
         memset(p, 0, br->rec_len);
@@ -481,7 +481,7 @@ out:
  * from there (or a file of its own whose header is damaged: its object is
  * lost either way), and the rest of it is not read.
  */
-#define FUSED_REC_MAX (SS_SPILL_REC_ALIGN + SS_SPILL_META_MAX + MAX_SMALL_MAX + BLK)
+#define FUSED_REC_MAX (SS_SPILL_REC_ALIGN + SS_SPILL_META_MAX + SS_SP_MAX_SMALL_MAX + SS_SP_BLK)
 #define RESYNC_MAX FUSED_REC_MAX
 /* First reads of a file: a header and the largest meta, not more (the rest
  * of a file of its own is its object's data); a fused file gets WIN. */
@@ -507,7 +507,7 @@ static const uint8_t *win_get(struct win *w, uint64_t off, uint64_t n)
         uint64_t start = off & ~(uint64_t)(SS_SPILL_BLOCK - 1);
         uint64_t got = 0;
         /* never past the end: a giant file is read only where needed */
-        uint64_t want = w->size - start < w->chunk ? SS_ALIGN_UP(w->size - start, BLK)
+        uint64_t want = w->size - start < w->chunk ? SS_ALIGN_UP(w->size - start, SS_SP_BLK)
                                                    : w->chunk;
 
         while (got < want) {

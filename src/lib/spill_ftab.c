@@ -27,9 +27,9 @@ static size_t ht_slot(const ss__spill *sp, uint64_t id)
     return (size_t)((id * 0x9E3779B97F4A7C15ull) >> 32) & (sp->ht_size - 1);
 }
 
-struct sfile *ss__sp_file_find(const ss__spill *sp, uint64_t id)
+struct ss__sp_file *ss__sp_file_find(const ss__spill *sp, uint64_t id)
 {
-    struct sfile *f;
+    struct ss__sp_file *f;
 
     for (f = sp->ht[ht_slot(sp, id)]; f; f = f->hnext)
         if (f->id == id)
@@ -37,23 +37,23 @@ struct sfile *ss__sp_file_find(const ss__spill *sp, uint64_t id)
     return NULL;
 }
 
-struct sfile *ss__sp_file_new(ss__spill *sp, uint64_t id)
+struct ss__sp_file *ss__sp_file_new(ss__spill *sp, uint64_t id)
 {
-    struct sfile *f;
+    struct ss__sp_file *f;
 
     if (sp->nfiles + 1 > sp->ht_size) {
         size_t nsz = sp->ht_size * 2;
-        struct sfile **nt = calloc(nsz, sizeof(*nt));
+        struct ss__sp_file **nt = calloc(nsz, sizeof(*nt));
 
         if (nt) {
-            struct sfile **old = sp->ht;
+            struct ss__sp_file **old = sp->ht;
             size_t osz = sp->ht_size;
 
             sp->ht = nt;
             sp->ht_size = nsz;
             for (size_t i = 0; i < osz; i++) {
                 while (old[i]) {
-                    struct sfile *g = old[i];
+                    struct ss__sp_file *g = old[i];
 
                     old[i] = g->hnext;
                     g->hnext = sp->ht[ht_slot(sp, g->id)];
@@ -75,9 +75,9 @@ struct sfile *ss__sp_file_new(ss__spill *sp, uint64_t id)
     return f;
 }
 
-void ss__sp_file_free(ss__spill *sp, struct sfile *f)
+void ss__sp_file_free(ss__spill *sp, struct ss__sp_file *f)
 {
-    struct sfile **pp = &sp->ht[ht_slot(sp, f->id)];
+    struct ss__sp_file **pp = &sp->ht[ht_slot(sp, f->id)];
 
     while (*pp && *pp != f)
         pp = &(*pp)->hnext;
@@ -103,7 +103,7 @@ static int u64_reserve(uint64_t **a, uint32_t n, uint32_t *cap)
     return SS_ARRAY_RESERVE(*a, *cap, (size_t)n + 1, 4);
 }
 
-int ss__sp_rec_reserve(ss__spill *sp, struct sfile *f, uint32_t n)
+int ss__sp_rec_reserve(ss__spill *sp, struct ss__sp_file *f, uint32_t n)
 {
     uint32_t c = f->crecs ? f->crecs : 4;
     uint64_t *na;
@@ -125,23 +125,23 @@ int ss__sp_rec_reserve(ss__spill *sp, struct sfile *f, uint32_t n)
     return 0;
 }
 
-int ss__sp_rec_add(ss__spill *sp, struct sfile *f, uint64_t off)
+int ss__sp_rec_add(ss__spill *sp, struct ss__sp_file *f, uint64_t off)
 {
     if (ss__sp_rec_reserve(sp, f, 1) < 0)
         return -ENOMEM;
-    SS_ASSERT(f->nrecs == 0 || (f->recs[f->nrecs - 1] & ~DEAD) < off);
+    SS_ASSERT(f->nrecs == 0 || (f->recs[f->nrecs - 1] & ~SS_SP_DEAD) < off);
     f->recs[f->nrecs++] = off;
     return 0;
 }
 
 /* Index of the record at `off`, live or dead, or -1. */
-long ss__sp_rec_find(const struct sfile *f, uint64_t off)
+long ss__sp_rec_find(const struct ss__sp_file *f, uint64_t off)
 {
     long lo = 0, hi = (long)f->nrecs - 1;
 
     while (lo <= hi) {
         long mid = lo + (hi - lo) / 2;
-        uint64_t v = f->recs[mid] & ~DEAD;
+        uint64_t v = f->recs[mid] & ~SS_SP_DEAD;
 
         if (v == off)
             return mid;
@@ -154,28 +154,28 @@ long ss__sp_rec_find(const struct sfile *f, uint64_t off)
 }
 
 /* The live record a location names, or NULL. */
-struct sfile *ss__sp_loc_lookup(ss__spill *sp, const ss__spill_loc *loc, long *idx)
+struct ss__sp_file *ss__sp_loc_lookup(ss__spill *sp, const ss__spill_loc *loc, long *idx)
 {
-    struct sfile *f = ss__sp_file_find(sp, loc->file);
+    struct ss__sp_file *f = ss__sp_file_find(sp, loc->file);
     long i;
 
-    if (!f || f->state != F_LIVE)
+    if (!f || f->state != SS_SP_F_LIVE)
         return NULL;
     i = ss__sp_rec_find(f, loc->offset);
-    if (i < 0 || (f->recs[i] & DEAD))
+    if (i < 0 || (f->recs[i] & SS_SP_DEAD))
         return NULL;
     *idx = i;
     return f;
 }
 
-void ss__sp_file_get(struct sfile *f)
+void ss__sp_file_get(struct ss__sp_file *f)
 {
     f->refs++;
 }
 
 /* Queue a tombstone for the record at off (and the caller's cookie): the
- * durable-delete protocol beside struct sfile. */
-int ss__sp_tomb_add(struct sfile *f, uint64_t off, const uint64_t *cookie)
+ * durable-delete protocol beside struct ss__sp_file. */
+int ss__sp_tomb_add(struct ss__sp_file *f, uint64_t off, const uint64_t *cookie)
 {
     if (u64_reserve(&f->tomb, f->ntomb, &f->ctomb) < 0 ||
         (cookie && u64_reserve(&f->dwait, f->ndwait, &f->cdwait) < 0))

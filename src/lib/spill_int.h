@@ -104,33 +104,34 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
 
 /* ------------------------------------------------------ engine state */
 
-#define DEF_QD 8
-#define MAX_QD 256
-#define DEF_FUSED_CAP (64 * SS_MiB)
-#define DEF_SMALL_MAX (64 * SS_KiB)
-#define MAX_SMALL_MAX (1 * SS_MiB)
-#define DEF_CHUNK (1u * 1024 * 1024)
-#define HASH_PIECE (8 * SS_MiB)        /* worker hashes this much per turn */
-#define HASH_INLINE_MAX (256 * SS_KiB) /* below: hash on the loop (~10 us) */
-#define SPAN_MAX (256 * SS_KiB)        /* records up to this: one read */
-#define SPAN_BUF (SPAN_MAX + 2 * BLK)  /* a pooled buffer for such a read */
-#define BATCH_MAX (8 * SS_MiB)         /* bytes of records per append */
-#define CLOSE_WAIT_MS 60000
-#define PROCESS_BUDGET 64u /* completions handled per reap call */
-#define BLK ((uint64_t)SS_SPILL_BLOCK)
-#define DEAD (1ull << 63)
+#define SS_SP_DEF_QD 8
+#define SS_SP_MAX_QD 256
+#define SS_SP_DEF_FUSED_CAP (64 * SS_MiB)
+#define SS_SP_DEF_SMALL_MAX (64 * SS_KiB)
+#define SS_SP_MAX_SMALL_MAX (1 * SS_MiB)
+#define SS_SP_DEF_CHUNK (1u * 1024 * 1024)
+#define SS_SP_HASH_PIECE (8 * SS_MiB)        /* worker hashes this much per turn */
+#define SS_SP_HASH_INLINE_MAX (256 * SS_KiB) /* below: hash on the loop (~10 us) */
+#define SS_SP_SPAN_MAX (256 * SS_KiB)        /* records up to this: one read */
+#define SS_SP_SPAN_BUF (SS_SP_SPAN_MAX + 2 * SS_SP_BLK)  /* a pooled buffer for such a read */
+#define SS_SP_BATCH_MAX (8 * SS_MiB)         /* bytes of records per append */
+#define SS_SP_CLOSE_WAIT_MS 60000
+#define SS_SP_PROCESS_BUDGET 64u /* completions handled per reap call */
+#define SS_SP_BLK ((uint64_t)SS_SPILL_BLOCK)
+#define SS_SP_DEAD (1ull << 63)
 
-enum op_type {
-    OP_WRITE, OP_READ, /* data */
-    OP_FSYNC, OP_DIRSYNC, /* sync */
-    OP_OPEN, OP_UNLINK, OP_RENAME, OP_TRUNCATE, OP_HASH, OP_BUILD, /* meta: worker */
+enum ss__sp_op_type {
+    SS_SP_OP_WRITE, SS_SP_OP_READ,    /* data */
+    SS_SP_OP_FSYNC, SS_SP_OP_DIRSYNC, /* sync */
+    SS_SP_OP_OPEN, SS_SP_OP_UNLINK, SS_SP_OP_RENAME, SS_SP_OP_TRUNCATE, /* meta: worker */
+    SS_SP_OP_HASH, SS_SP_OP_BUILD,
 };
 
-struct job;
+struct ss__sp_job;
 
-struct op {
-    struct op *next;
-    struct job *job; /* NULL for the directory fsync */
+struct ss__sp_op {
+    struct ss__sp_op *next;
+    struct ss__sp_job *job; /* NULL for the directory fsync */
     uint8_t type;
     uint32_t part;   /* which xfer of the job */
     bool started;    /* issued once (injection counts first issues) */
@@ -149,11 +150,11 @@ struct op {
     uint64_t hlen;
     uint64_t *hout; /* set: the last piece, digest into *hout */
     /* build */
-    struct batch *batch;
+    struct ss__sp_batch *batch;
 };
 
 /* A contiguous transfer, issued in chunks. */
-struct xfer {
+struct ss__sp_xfer {
     uint8_t *buf;
     uint64_t off, len;
     uint64_t issued, completed;
@@ -162,15 +163,16 @@ struct xfer {
     bool span;     /* buf comes from the span pool when first issued */
 };
 
-enum job_kind { J_LARGE, J_BATCH, J_READ, J_TOMB, J_UNLINK };
-/* S_CLEANUP: a failed spill removes what it wrote (unlink, or truncate);
- * S_CLEANSYNC: then makes that durable (directory fsync, or fdatasync)
+enum ss__sp_job_kind { SS_SP_J_LARGE, SS_SP_J_BATCH, SS_SP_J_READ, SS_SP_J_TOMB, SS_SP_J_UNLINK };
+/* SS_SP_S_CLEANUP: a failed spill removes what it wrote (unlink, or truncate);
+ * SS_SP_S_CLEANSYNC: then makes that durable (directory fsync, or fdatasync)
  * before the failure is reported (spill.h, ss__spill_done). */
-enum job_state {
-    S_OPEN, S_DATA, S_HDR, S_SYNC, S_RENAME, S_DIRSYNC, S_UNLINK, S_CLEANUP, S_CLEANSYNC
+enum ss__sp_job_state {
+    SS_SP_S_OPEN, SS_SP_S_DATA, SS_SP_S_HDR, SS_SP_S_SYNC, SS_SP_S_RENAME, SS_SP_S_DIRSYNC,
+    SS_SP_S_UNLINK, SS_SP_S_CLEANUP, SS_SP_S_CLEANSYNC
 };
 
-struct brec { /* one small object in a batch */
+struct ss__sp_brec { /* one small object in a batch */
     uint64_t cookie, off, size, rec_len, seq;
     uint32_t meta_size, data_off, meta_off;
     ss_id id;
@@ -181,11 +183,11 @@ struct brec { /* one small object in a batch */
 /* Small objects gathered for one append: descriptors while they wait (the
  * loop copies nothing but meta), then built into buf by the worker right
  * before the write. */
-struct batch {
-    struct batch *next;
+struct ss__sp_batch {
+    struct ss__sp_batch *next;
     uint8_t *buf;       /* while built and written */
     uint64_t cap, used; /* buf bytes; record bytes planned */
-    struct brec *r;
+    struct ss__sp_brec *r;
     uint32_t n, ncap;
     uint8_t *meta;      /* the records' meta, copied at append */
     uint32_t meta_used, meta_cap;
@@ -194,11 +196,11 @@ struct batch {
 /* spill_file.c, on a worker: every record of the batch (header with its
  * checksums, meta, data, zeros between) into b->buf, then a PAD record to
  * the end of the last block. */
-void ss__sp_batch_build(struct batch *b);
+void ss__sp_batch_build(struct ss__sp_batch *b);
 
-enum file_state { F_CREATING, F_LIVE, F_DOOMED };
+enum ss__sp_file_state { SS_SP_F_CREATING, SS_SP_F_LIVE, SS_SP_F_DOOMED };
 
-/* Invariant: live == number of recs[] entries without DEAD; a file is
+/* Invariant: live == number of recs[] entries without SS_SP_DEAD; a file is
  * unlinked only when live == 0 && refs == 0 && it is not fused_cur.
  *
  * Record slots are reserved before a spill's I/O (ss__sp_rec_reserve: one
@@ -208,12 +210,12 @@ enum file_state { F_CREATING, F_LIVE, F_DOOMED };
  * not know about because the table could not grow.
  *
  * Durable deletes (all on the loop thread; the disk work on the worker
- * and the ring). A delete marks its record DEAD and appends its offset to
+ * and the ring). A delete marks its record SS_SP_DEAD and appends its offset to
  * tomb[] (and, if the caller wants to hear, its cookie to dwait[]); then,
  * if that was the file's last live record, the file is reclaimed (unlink
  * job) when nothing uses it, else the pending tombstones are written
  * (tomb job). So:
- *  - while the file is F_LIVE, every cookie in dwait[] has its offset in
+ *  - while the file is SS_SP_F_LIVE, every cookie in dwait[] has its offset in
  *    tomb[] (a tombstone is dropped only when the unlink starts);
  *  - a tomb job takes tomb[] and dwait[] together, writes the tombstones,
  *    fdatasyncs the file and only then completes its cookies (with its
@@ -225,10 +227,10 @@ enum file_state { F_CREATING, F_LIVE, F_DOOMED };
  *  - a tomb job holds a file reference, so no unlink runs under it.
  * No delete completes before its record is tombstoned or its file
  * unlinked on disk: a crash after the completion cannot bring it back. */
-struct sfile {
-    struct sfile *hnext;
+struct ss__sp_file {
+    struct ss__sp_file *hnext;
     uint64_t id, size;
-    uint64_t *recs; /* record offsets, ascending; DEAD marks deleted ones */
+    uint64_t *recs; /* record offsets, ascending; SS_SP_DEAD marks deleted ones */
     uint32_t nrecs, crecs;
     uint64_t live;
     uint32_t refs;     /* jobs using the file */
@@ -238,21 +240,21 @@ struct sfile {
     int rfd;           /* read fd kept for restores of small records, or -1 */
     uint64_t *tomb;    /* offsets waiting for a tombstone write */
     uint32_t ntomb, ctomb;
-    struct job *tomb_job;
+    struct ss__sp_job *tomb_job;
     uint64_t *dwait;   /* cookies of deletes waiting to be durable */
     uint32_t ndwait, cdwait;
 };
 
-struct job {
-    struct job *next;    /* ready queue */
-    struct job *ds_next; /* directory fsync lists */
+struct ss__sp_job {
+    struct ss__sp_job *next;    /* ready queue */
+    struct ss__sp_job *ds_next; /* directory fsync lists */
     uint8_t kind, state;
     bool in_ready, created, renamed, new_file, hash_busy, tail_copied, progressive;
     bool direct, span;
     int status;
     int cleanup_err; /* a failed spill's cleanup failed too: its record may stay */
     unsigned io_pending; /* ops in flight other than hashing, dirsync waits */
-    struct sfile *file;
+    struct ss__sp_file *file;
     int fd;
     uint64_t cookie, seq, size, rec_len, rec_off;
     uint32_t meta_size, data_off;
@@ -265,13 +267,13 @@ struct job {
     uint64_t span_off;
     uint8_t *tail;
     uint64_t direct_len, tail_len;
-    struct xfer xin[3], *x;
+    struct ss__sp_xfer xin[3], *x;
     unsigned nx, xi;
     ss__xxh64 hs;
     uint64_t hashed, hash_val, meta_hash;
     uint8_t *bits; /* restore: chunks of the data xfer that arrived */
     uint64_t next_chunk, nchunks, prefix;
-    struct batch *batch;
+    struct ss__sp_batch *batch;
     uint64_t base, len;
     uint64_t tombval;
     uint64_t *toffs;
@@ -302,7 +304,7 @@ struct job {
  * loop. The thread touches no other engine state: it reads dirfd,
  * dio_align and limit, which are fixed before it starts.
  */
-struct scan_chunk;
+struct ss__sp_scan_chunk;
 typedef struct ss__spill_scan_st {
     pthread_t thr;
     bool started;     /* thread created (joined at stop/close) */
@@ -313,14 +315,14 @@ typedef struct ss__spill_scan_st {
     uint64_t limit;   /* file ids below this existed at open: scan those only */
     pthread_mutex_t lock;
     pthread_cond_t cv;
-    struct scan_chunk *q_head, *q_tail;
+    struct ss__sp_scan_chunk *q_head, *q_tail;
     unsigned q_n;
     bool done;        /* thread: no more chunks will come */
     int err_thread;   /* thread: why it stopped early (-ENOMEM, directory) */
     ss__spill_walk_ctl ctl;
     _Atomic uint64_t files_done;
     /* loop */
-    struct sfile *cur;  /* file being applied (holds a reference) */
+    struct ss__sp_file *cur;  /* file being applied (holds a reference) */
     uint64_t kept, removed;
     ss__spill_loc *drop;
     size_t ndrop, cdrop;
@@ -344,31 +346,31 @@ struct ss__spill {
     /* workers */
     pthread_mutex_t lock;
     pthread_cond_t cv;
-    struct op *wq_head, *wq_tail, *wd_head, *wd_tail;
+    struct ss__sp_op *wq_head, *wq_tail, *wd_head, *wd_tail;
     bool wstop;
     pthread_t thr[4];
     unsigned nthr;
     /* jobs */
-    struct job *ready_head, *ready_tail;
-    struct op *syncq_head, *syncq_tail;
-    struct job *ds_wait, *ds_run;
+    struct ss__sp_job *ready_head, *ready_tail;
+    struct ss__sp_op *syncq_head, *syncq_tail;
+    struct ss__sp_job *ds_wait, *ds_run;
     bool ds_busy;
     unsigned njobs;
-    struct batch *stage, *pend_head, *pend_tail, *bfree;
+    struct ss__sp_batch *stage, *pend_head, *pend_tail, *bfree;
     uint8_t *bbuf; /* a batch buffer kept for the next batch */
     uint64_t bbuf_cap;
-    void *span_free; /* pooled SPAN_BUF buffers, linked through their start */
+    void *span_free; /* pooled SS_SP_SPAN_BUF buffers, linked through their start */
     unsigned span_nfree;
-    struct job *batch_job;
+    struct ss__sp_job *batch_job;
     /* files */
-    struct sfile **ht;
+    struct ss__sp_file **ht;
     size_t ht_size, nfiles;
-    struct sfile *fused_cur;
+    struct ss__sp_file *fused_cur;
     uint64_t next_file, next_seq;
     /* completions */
     ss__spill_done *dq;
     size_t dq_head, dq_n, dq_cap;
-    struct op *op_free;
+    struct ss__sp_op *op_free;
     /* accounting */
     unsigned spill_active, restore_active;
     uint64_t spill_t0, restore_t0;
@@ -382,28 +384,28 @@ struct ss__spill {
     ss__spill_scan_st scan;
 };
 
-enum { SUB_THREAD, SUB_SQPOLL, SUB_INLINE };
+enum { SS_SP_SUB_THREAD, SS_SP_SUB_SQPOLL, SS_SP_SUB_INLINE };
 
 /* ------------------------------------------------ spill_io.c: ops */
 
 void *ss__sp_balloc(uint64_t n); /* 4096-aligned, rounded up to 4096 */
 void ss__sp_efd_signal(ss__spill *sp);
 void ss__sp_efd_drain(ss__spill *sp);
-/* SPAN_BUF bytes, 4096-aligned, from the pool (only data ops in flight
+/* SS_SP_SPAN_BUF bytes, 4096-aligned, from the pool (only data ops in flight
  * hold one, so the pool stays at about the queue depth) */
 uint8_t *ss__sp_span_get(ss__spill *sp);
 void ss__sp_span_put(ss__spill *sp, uint8_t *p);
 /* tests: does the armed injection hit this use of a kind (SS_SPILL_INJ_*)? */
 bool ss__sp_inj_hit(ss__spill *sp, unsigned kind);
-struct op *ss__sp_op_new(ss__spill *sp, struct job *j, int type);
-void ss__sp_op_release(ss__spill *sp, struct op *op);
+struct ss__sp_op *ss__sp_op_new(ss__spill *sp, struct ss__sp_job *j, int type);
+void ss__sp_op_release(ss__spill *sp, struct ss__sp_op *op);
 /* issue an op (its first issue counts it in flight and may be injected) */
-void ss__sp_op_start(ss__spill *sp, struct op *op);
+void ss__sp_op_start(ss__spill *sp, struct ss__sp_op *op);
 /* hand the SQEs filled so far to the kernel (io_uring) */
 void ss__sp_io_submit(ss__spill *sp);
-/* finished ops, at most PROCESS_BUDGET, in *out (linked by next); data ops
+/* finished ops, at most SS_SP_PROCESS_BUDGET, in *out (linked by next); data ops
  * come back only when final. Returns how many. */
-unsigned ss__sp_io_reap(ss__spill *sp, struct op **out);
+unsigned ss__sp_io_reap(ss__spill *sp, struct ss__sp_op **out);
 /* eventfd, io_uring unless SS_SPILL_NO_URING (or refused), the threads */
 int ss__sp_io_start(ss__spill *sp, unsigned flags);
 /* join the threads, tear down the ring, free the pools, close the eventfd */
@@ -411,20 +413,20 @@ void ss__sp_io_stop(ss__spill *sp);
 
 /* --------------------------------------- spill_ftab.c: the file table */
 
-struct sfile *ss__sp_file_find(const ss__spill *sp, uint64_t id);
-struct sfile *ss__sp_file_new(ss__spill *sp, uint64_t id);
-void ss__sp_file_free(ss__spill *sp, struct sfile *f);
-void ss__sp_file_get(struct sfile *f);
+struct ss__sp_file *ss__sp_file_find(const ss__spill *sp, uint64_t id);
+struct ss__sp_file *ss__sp_file_new(ss__spill *sp, uint64_t id);
+void ss__sp_file_free(ss__spill *sp, struct ss__sp_file *f);
+void ss__sp_file_get(struct ss__sp_file *f);
 /* room for n more records (-ENOMEM); then ss__sp_rec_add of them cannot fail */
-int ss__sp_rec_reserve(ss__spill *sp, struct sfile *f, uint32_t n);
-int ss__sp_rec_add(ss__spill *sp, struct sfile *f, uint64_t off);
+int ss__sp_rec_reserve(ss__spill *sp, struct ss__sp_file *f, uint32_t n);
+int ss__sp_rec_add(ss__spill *sp, struct ss__sp_file *f, uint64_t off);
 /* index of the record at off, live or dead, or -1 */
-long ss__sp_rec_find(const struct sfile *f, uint64_t off);
+long ss__sp_rec_find(const struct ss__sp_file *f, uint64_t off);
 /* the file of the live record a location names (its index in *idx), or NULL */
-struct sfile *ss__sp_loc_lookup(ss__spill *sp, const ss__spill_loc *loc, long *idx);
+struct ss__sp_file *ss__sp_loc_lookup(ss__spill *sp, const ss__spill_loc *loc, long *idx);
 /* queue a tombstone for the record at off and, if cookie, the delete's
  * cookie: 0 or -ENOMEM (nothing queued) */
-int ss__sp_tomb_add(struct sfile *f, uint64_t off, const uint64_t *cookie);
+int ss__sp_tomb_add(struct ss__sp_file *f, uint64_t off, const uint64_t *cookie);
 
 /* ------------------------------------------------ spill_job.c: jobs */
 
@@ -432,19 +434,19 @@ void ss__sp_push_done(ss__spill *sp, const ss__spill_done *d);
 /* complete n delete cookies with status (frees nothing) */
 void ss__sp_dwait_done(ss__spill *sp, const uint64_t *cookie, uint32_t n, int status);
 /* drop a job's reference; the file is unlinked if that was all that kept it */
-void ss__sp_file_put(ss__spill *sp, struct sfile *f);
+void ss__sp_file_put(ss__spill *sp, struct ss__sp_file *f);
 int ss__sp_large_start(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8_t *data,
                        uint64_t size, const void *meta, uint32_t meta_size, uint64_t cookie);
 int ss__sp_small_append(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8_t *data,
                         uint64_t size, const void *meta, uint32_t meta_size, uint64_t cookie);
-int ss__sp_read_start(ss__spill *sp, struct sfile *f, const ss__spill_loc *loc, void *dst,
+int ss__sp_read_start(ss__spill *sp, struct ss__sp_file *f, const ss__spill_loc *loc, void *dst,
                       void *meta_dst, uint64_t cookie);
 /* the fused file being filled takes no more appends */
 void ss__sp_fused_retire(ss__spill *sp);
 /* write the file's pending tombstones unless that is under way */
-void ss__sp_tomb_kick(ss__spill *sp, struct sfile *f);
+void ss__sp_tomb_kick(ss__spill *sp, struct ss__sp_file *f);
 /* unlink the file if no record in it is live and nothing uses it */
-void ss__sp_maybe_reclaim(ss__spill *sp, struct sfile *f);
+void ss__sp_maybe_reclaim(ss__spill *sp, struct ss__sp_file *f);
 /* start what may start (batches, syncs, data ops) and submit */
 void ss__sp_pump(ss__spill *sp);
 /* handle finished ops (one reap's worth), then pump; returns how many */

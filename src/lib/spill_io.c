@@ -43,7 +43,7 @@ void *ss__sp_balloc(uint64_t n)
 {
     void *p;
 
-    if (posix_memalign(&p, BLK, (size_t)SS_ALIGN_UP(n ? n : 1, BLK)) != 0)
+    if (posix_memalign(&p, SS_SP_BLK, (size_t)SS_ALIGN_UP(n ? n : 1, SS_SP_BLK)) != 0)
         return NULL;
     return p;
 }
@@ -71,7 +71,7 @@ uint8_t *ss__sp_span_get(ss__spill *sp)
         sp->span_nfree--;
         return p;
     }
-    return ss__sp_balloc(SPAN_BUF);
+    return ss__sp_balloc(SS_SP_SPAN_BUF);
 }
 
 void ss__sp_span_put(ss__spill *sp, uint8_t *p)
@@ -100,9 +100,9 @@ bool ss__sp_inj_hit(ss__spill *sp, unsigned kind)
 
 /* --------------------------------------------------------------- ops */
 
-struct op *ss__sp_op_new(ss__spill *sp, struct job *j, int type)
+struct ss__sp_op *ss__sp_op_new(ss__spill *sp, struct ss__sp_job *j, int type)
 {
-    struct op *op = sp->op_free;
+    struct ss__sp_op *op = sp->op_free;
 
     if (op)
         sp->op_free = op->next;
@@ -115,32 +115,32 @@ struct op *ss__sp_op_new(ss__spill *sp, struct job *j, int type)
     return op;
 }
 
-void ss__sp_op_release(ss__spill *sp, struct op *op)
+void ss__sp_op_release(ss__spill *sp, struct ss__sp_op *op)
 {
     op->next = sp->op_free;
     sp->op_free = op;
 }
 
-static bool op_on_ring(const ss__spill *sp, const struct op *op)
+static bool op_on_ring(const ss__spill *sp, const struct ss__sp_op *op)
 {
-    return sp->uring && op->type <= OP_DIRSYNC;
+    return sp->uring && op->type <= SS_SP_OP_DIRSYNC;
 }
 
-static unsigned op_inj_kind(const struct op *op)
+static unsigned op_inj_kind(const struct ss__sp_op *op)
 {
     switch (op->type) {
-    case OP_WRITE:
+    case SS_SP_OP_WRITE:
         return SS_SPILL_INJ_WRITE;
-    case OP_READ:
+    case SS_SP_OP_READ:
         return SS_SPILL_INJ_READ;
-    case OP_FSYNC:
-    case OP_DIRSYNC:
+    case SS_SP_OP_FSYNC:
+    case SS_SP_OP_DIRSYNC:
         return SS_SPILL_INJ_SYNC;
-    case OP_OPEN:
+    case SS_SP_OP_OPEN:
         return SS_SPILL_INJ_OPEN;
-    case OP_UNLINK:
+    case SS_SP_OP_UNLINK:
         return SS_SPILL_INJ_UNLINK;
-    case OP_TRUNCATE:
+    case SS_SP_OP_TRUNCATE:
         return SS_SPILL_INJ_TRUNCATE;
     default:
         return 0;
@@ -149,7 +149,7 @@ static unsigned op_inj_kind(const struct op *op)
 
 /* Hand an op to a worker (or, for a fake completion, straight to the
  * completed list). */
-static void worker_push(ss__spill *sp, struct op *op, bool completed)
+static void worker_push(ss__spill *sp, struct ss__sp_op *op, bool completed)
 {
     bool wake;
 
@@ -176,11 +176,11 @@ static void worker_push(ss__spill *sp, struct op *op, bool completed)
         ss__sp_efd_signal(sp);
 }
 
-static void ring_prep(ss__spill *sp, struct op *op)
+static void ring_prep(ss__spill *sp, struct ss__sp_op *op)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&sp->ring);
 
-    if (!sqe && sp->submit_mode != SUB_THREAD) {
+    if (!sqe && sp->submit_mode != SS_SP_SUB_THREAD) {
         /* in flight is bounded by the SQ size, so only unsubmitted
          * entries can fill it */
         if (io_uring_submit(&sp->ring) >= 0)
@@ -193,18 +193,18 @@ static void ring_prep(ss__spill *sp, struct op *op)
         return;
     }
     switch (op->type) {
-    case OP_WRITE:
+    case SS_SP_OP_WRITE:
         io_uring_prep_write(sqe, op->fd, op->buf + op->done, (unsigned)(op->len - op->done),
                             op->off + op->done);
         break;
-    case OP_READ:
+    case SS_SP_OP_READ:
         io_uring_prep_read(sqe, op->fd, op->buf + op->done, (unsigned)(op->len - op->done),
                            op->off + op->done);
         break;
-    case OP_FSYNC:
+    case SS_SP_OP_FSYNC:
         io_uring_prep_fsync(sqe, op->fd, IORING_FSYNC_DATASYNC);
         break;
-    case OP_DIRSYNC:
+    case SS_SP_OP_DIRSYNC:
         io_uring_prep_fsync(sqe, sp->dirfd, 0);
         break;
     }
@@ -212,15 +212,15 @@ static void ring_prep(ss__spill *sp, struct op *op)
     sp->to_submit++;
 }
 
-void ss__sp_op_start(ss__spill *sp, struct op *op)
+void ss__sp_op_start(ss__spill *sp, struct ss__sp_op *op)
 {
     if (!op->started) {
         op->started = true;
         /* in flight from its first issue until ss__sp_io_reap hands it back */
-        if (op->type == OP_WRITE || op->type == OP_READ) {
+        if (op->type == SS_SP_OP_WRITE || op->type == SS_SP_OP_READ) {
             if (++sp->data_inflight > sp->st.inflight_peak)
                 sp->st.inflight_peak = sp->data_inflight;
-        } else if (op->type == OP_FSYNC || op->type == OP_DIRSYNC) {
+        } else if (op->type == SS_SP_OP_FSYNC || op->type == SS_SP_OP_DIRSYNC) {
             sp->sync_inflight++;
         }
         if (ss__sp_inj_hit(sp, op_inj_kind(op))) {
@@ -236,29 +236,29 @@ void ss__sp_op_start(ss__spill *sp, struct op *op)
 }
 
 /* What a worker does with an op; returns its result. */
-static int64_t run_op(ss__spill *sp, struct op *op)
+static int64_t run_op(ss__spill *sp, struct ss__sp_op *op)
 {
     ssize_t n;
     int fd, rc;
 
     switch (op->type) {
-    case OP_WRITE:
+    case SS_SP_OP_WRITE:
         do
             n = pwrite(op->fd, op->buf + op->done, op->len - op->done,
                        (off_t)(op->off + op->done));
         while (n < 0 && errno == EINTR);
         return n < 0 ? -errno : n;
-    case OP_READ:
+    case SS_SP_OP_READ:
         do
             n = pread(op->fd, op->buf + op->done, op->len - op->done,
                       (off_t)(op->off + op->done));
         while (n < 0 && errno == EINTR);
         return n < 0 ? -errno : n;
-    case OP_FSYNC:
+    case SS_SP_OP_FSYNC:
         return fdatasync(op->fd) < 0 ? -errno : 0;
-    case OP_DIRSYNC:
+    case SS_SP_OP_DIRSYNC:
         return fsync(sp->dirfd) < 0 ? -errno : 0;
-    case OP_OPEN:
+    case SS_SP_OP_OPEN:
         fd = openat(sp->dirfd, op->name, op->oflags, 0600);
         if (fd < 0)
             return -errno;
@@ -280,9 +280,9 @@ static int64_t run_op(ss__spill *sp, struct op *op)
             }
         }
         return fd;
-    case OP_UNLINK:
+    case SS_SP_OP_UNLINK:
         return unlinkat(sp->dirfd, op->name, 0) < 0 ? -errno : 0;
-    case OP_RENAME:
+    case SS_SP_OP_RENAME:
         /* never replace: a name clash means a bug or a foreign file */
         rc = renameat2(sp->dirfd, op->name, sp->dirfd, op->name2, RENAME_NOREPLACE);
         if (rc < 0 && errno == EINVAL) {
@@ -293,14 +293,14 @@ static int64_t run_op(ss__spill *sp, struct op *op)
             rc = renameat(sp->dirfd, op->name, sp->dirfd, op->name2);
         }
         return rc < 0 ? -errno : 0;
-    case OP_TRUNCATE:
+    case SS_SP_OP_TRUNCATE:
         return ftruncate(op->fd, (off_t)op->off) < 0 ? -errno : 0;
-    case OP_HASH:
+    case SS_SP_OP_HASH:
         ss__xxh64_update(op->hst, op->hp, op->hlen);
         if (op->hout)
             *op->hout = ss__xxh64_digest(op->hst);
         return 0;
-    case OP_BUILD:
+    case SS_SP_OP_BUILD:
         ss__sp_batch_build(op->batch);
         return 0;
     }
@@ -317,7 +317,7 @@ static void *worker_main(void *arg)
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     pthread_mutex_lock(&sp->lock);
     for (;;) {
-        struct op *op;
+        struct ss__sp_op *op;
 
         while (!sp->wq_head && !sp->wstop)
             pthread_cond_wait(&sp->cv, &sp->lock);
@@ -396,7 +396,7 @@ static void ring_submit(ss__spill *sp)
 {
     int rc;
 
-    if (sp->submit_mode == SUB_THREAD) {
+    if (sp->submit_mode == SS_SP_SUB_THREAD) {
         sq_publish(&sp->ring);
         sp->to_submit = 0;
         pthread_mutex_lock(&sp->sub_lock);
@@ -427,11 +427,11 @@ void ss__sp_io_submit(ss__spill *sp)
 /* A data op's completion: true when it is final (res then holds its
  * outcome: >= 0 all of it transferred, or -errno); false when the rest of
  * it was issued again (a short transfer, or a retry of -EAGAIN/-EINTR). */
-static bool data_final(ss__spill *sp, struct op *op)
+static bool data_final(ss__spill *sp, struct ss__sp_op *op)
 {
     int64_t res = op->res;
 
-    if (res >= 0 && op->type == OP_READ && res == 0 && op->done < op->len) {
+    if (res >= 0 && op->type == SS_SP_OP_READ && res == 0 && op->done < op->len) {
         /* end of file */
         if (op->done < op->need)
             res = -EBADMSG; /* the record is cut short */
@@ -456,9 +456,9 @@ static bool data_final(ss__spill *sp, struct op *op)
     return true;
 }
 
-unsigned ss__sp_io_reap(ss__spill *sp, struct op **out)
+unsigned ss__sp_io_reap(ss__spill *sp, struct ss__sp_op **out)
 {
-    struct op *list = NULL, **tail = &list, *op, *done = NULL, **dtail = &done;
+    struct ss__sp_op *list = NULL, **tail = &list, *op, *done = NULL, **dtail = &done;
     unsigned n = 0, taken = 0;
     bool more = false;
 
@@ -467,7 +467,7 @@ unsigned ss__sp_io_reap(ss__spill *sp, struct op **out)
         unsigned head;
 
         io_uring_for_each_cqe(&sp->ring, head, cqe) {
-            if (taken == PROCESS_BUDGET) {
+            if (taken == SS_SP_PROCESS_BUDGET) {
                 more = true;
                 break;
             }
@@ -481,7 +481,7 @@ unsigned ss__sp_io_reap(ss__spill *sp, struct op **out)
         io_uring_cq_advance(&sp->ring, taken);
     }
     pthread_mutex_lock(&sp->lock);
-    while (sp->wd_head && taken < PROCESS_BUDGET) {
+    while (sp->wd_head && taken < SS_SP_PROCESS_BUDGET) {
         op = sp->wd_head;
         sp->wd_head = op->next;
         op->next = NULL;
@@ -500,10 +500,10 @@ unsigned ss__sp_io_reap(ss__spill *sp, struct op **out)
         op = list;
         list = op->next;
         op->next = NULL;
-        if (op->type == OP_WRITE || op->type == OP_READ) {
+        if (op->type == SS_SP_OP_WRITE || op->type == SS_SP_OP_READ) {
             if (!data_final(sp, op))
                 continue;
-        } else if (op->type == OP_FSYNC || op->type == OP_DIRSYNC) {
+        } else if (op->type == SS_SP_OP_FSYNC || op->type == SS_SP_OP_DIRSYNC) {
             sp->sync_inflight--;
         }
         *dtail = op;
@@ -533,13 +533,13 @@ static int ring_init(ss__spill *sp, unsigned flags)
     int rc = -EINVAL;
 
     /* data + sync ops in flight never exceed 2 x qd: the SQ size */
-    sp->submit_mode = flags & SS_SPILL_INLINE_SUBMIT ? SUB_INLINE : SUB_THREAD;
+    sp->submit_mode = flags & SS_SPILL_INLINE_SUBMIT ? SS_SP_SUB_INLINE : SS_SP_SUB_THREAD;
     if (flags & SS_SPILL_SQPOLL) {
         struct io_uring_params up = { .flags = IORING_SETUP_SQPOLL, .sq_thread_idle = 10 };
 
         rc = io_uring_queue_init_params(2 * sp->qd, &sp->ring, &up);
         if (rc == 0)
-            sp->submit_mode = SUB_SQPOLL;
+            sp->submit_mode = SS_SP_SUB_SQPOLL;
         else
             ss__log_info("spill: SQPOLL refused (%s): a submitter thread instead",
                          ss_strerror(rc));
@@ -568,7 +568,7 @@ static int threads_start(ss__spill *sp)
     unsigned want = sp->uring ? 1 : (sp->qd < 2 ? 2 : sp->qd > 4 ? 4 : sp->qd);
     int rc = 0;
 
-    if (sp->uring && sp->submit_mode == SUB_THREAD) {
+    if (sp->uring && sp->submit_mode == SS_SP_SUB_THREAD) {
         rc = pthread_create(&sp->sub_thr, NULL, submit_main, sp);
         if (rc)
             return -rc;
@@ -648,7 +648,7 @@ void ss__sp_io_stop(ss__spill *sp)
         free(p);
     }
     while (sp->op_free) {
-        struct op *op = sp->op_free;
+        struct ss__sp_op *op = sp->op_free;
 
         sp->op_free = op->next;
         free(op);

@@ -16,7 +16,7 @@
 
 #include "sys.h"
 
-static void job_advance(ss__spill *sp, struct job *j);
+static void job_advance(ss__spill *sp, struct ss__sp_job *j);
 static void batch_kick(ss__spill *sp);
 
 /* ------------------------------------------------ completions, ops */
@@ -69,7 +69,7 @@ void ss__sp_dwait_done(ss__spill *sp, const uint64_t *cookie, uint32_t n, int st
 }
 
 
-void ss__sp_file_put(ss__spill *sp, struct sfile *f)
+void ss__sp_file_put(ss__spill *sp, struct ss__sp_file *f)
 {
     SS_ASSERT(f->refs > 0);
     f->refs--;
@@ -77,15 +77,15 @@ void ss__sp_file_put(ss__spill *sp, struct sfile *f)
 }
 
 /* Meta ops: straight to the worker; they count in io_pending. */
-static void meta_op(ss__spill *sp, struct job *j, struct op *op)
+static void meta_op(ss__spill *sp, struct ss__sp_job *j, struct ss__sp_op *op)
 {
     j->io_pending++;
     ss__sp_op_start(sp, op);
 }
 
-static int sync_op(ss__spill *sp, struct job *j, int fd)
+static int sync_op(ss__spill *sp, struct ss__sp_job *j, int fd)
 {
-    struct op *op = ss__sp_op_new(sp, j, OP_FSYNC);
+    struct ss__sp_op *op = ss__sp_op_new(sp, j, SS_SP_OP_FSYNC);
 
     if (!op) {
         if (!j->status)
@@ -103,9 +103,10 @@ static int sync_op(ss__spill *sp, struct job *j, int fd)
     return 0;
 }
 
-static struct op *name_op(ss__spill *sp, struct job *j, int type, uint64_t file, bool tmp)
+static struct ss__sp_op *name_op(ss__spill *sp, struct ss__sp_job *j, int type, uint64_t file,
+                                 bool tmp)
 {
-    struct op *op = ss__sp_op_new(sp, j, type);
+    struct ss__sp_op *op = ss__sp_op_new(sp, j, type);
 
     if (op)
         ss__spill_name(op->name, file, tmp);
@@ -117,9 +118,9 @@ static struct op *name_op(ss__spill *sp, struct job *j, int type, uint64_t file,
 
 /* ---------------------------------------------------------------- jobs */
 
-static struct job *job_new(ss__spill *sp, int kind)
+static struct ss__sp_job *job_new(ss__spill *sp, int kind)
 {
-    struct job *j = calloc(1, sizeof(*j));
+    struct ss__sp_job *j = calloc(1, sizeof(*j));
 
     if (!j)
         return NULL;
@@ -131,10 +132,10 @@ static struct job *job_new(ss__spill *sp, int kind)
     return j;
 }
 
-static void job_free(ss__spill *sp, struct job *j)
+static void job_free(ss__spill *sp, struct ss__sp_job *j)
 {
     if (j->in_ready) {
-        struct job **pp = &sp->ready_head, *prev = NULL;
+        struct ss__sp_job **pp = &sp->ready_head, *prev = NULL;
 
         while (*pp != j) {
             prev = *pp;
@@ -160,13 +161,13 @@ static void job_free(ss__spill *sp, struct job *j)
     free(j);
 }
 
-static void job_fail(struct job *j, int err)
+static void job_fail(struct ss__sp_job *j, int err)
 {
     if (!j->status)
         j->status = err < 0 ? err : -EIO;
 }
 
-static void job_ready(ss__spill *sp, struct job *j)
+static void job_ready(ss__spill *sp, struct ss__sp_job *j)
 {
     if (j->in_ready)
         return;
@@ -179,10 +180,10 @@ static void job_ready(ss__spill *sp, struct job *j)
     sp->ready_tail = j;
 }
 
-static void xfer_add(struct job *j, uint8_t *buf, uint64_t off, uint64_t len, bool single,
+static void xfer_add(struct ss__sp_job *j, uint8_t *buf, uint64_t off, uint64_t len, bool single,
                      uint64_t need)
 {
-    struct xfer *x;
+    struct ss__sp_xfer *x;
 
     if (!len)
         return;
@@ -195,7 +196,7 @@ static void xfer_add(struct job *j, uint8_t *buf, uint64_t off, uint64_t len, bo
     x->need = need ? need : len;
 }
 
-static bool xfers_done(const struct job *j)
+static bool xfers_done(const struct ss__sp_job *j)
 {
     for (unsigned i = 0; i < j->nx; i++)
         if (j->x[i].completed < j->x[i].len)
@@ -204,10 +205,10 @@ static bool xfers_done(const struct job *j)
 }
 
 /* Issue the job's next data op; true if it has more to issue. */
-static bool job_issue(ss__spill *sp, struct job *j)
+static bool job_issue(ss__spill *sp, struct ss__sp_job *j)
 {
-    struct xfer *x;
-    struct op *op;
+    struct ss__sp_xfer *x;
+    struct ss__sp_op *op;
     uint64_t n;
 
     if (j->status)
@@ -228,7 +229,7 @@ static bool job_issue(ss__spill *sp, struct job *j)
     n = x->len - x->issued;
     if (!x->single && n > sp->chunk)
         n = sp->chunk;
-    op = ss__sp_op_new(sp, j, j->kind == J_READ ? OP_READ : OP_WRITE);
+    op = ss__sp_op_new(sp, j, j->kind == SS_SP_J_READ ? SS_SP_OP_READ : SS_SP_OP_WRITE);
     if (!op) {
         job_fail(j, -ENOMEM);
         return false;
@@ -246,7 +247,7 @@ static bool job_issue(ss__spill *sp, struct job *j)
     return x->issued < x->len || j->xi + 1 < j->nx;
 }
 
-static void dirsync_join(ss__spill *sp, struct job *j, int state)
+static void dirsync_join(ss__spill *sp, struct ss__sp_job *j, int state)
 {
     j->io_pending++;
     j->state = (uint8_t)state;
@@ -256,7 +257,7 @@ static void dirsync_join(ss__spill *sp, struct job *j, int state)
 
 static void dirsync_done(ss__spill *sp, int64_t res)
 {
-    struct job *j = sp->ds_run, *next;
+    struct ss__sp_job *j = sp->ds_run, *next;
 
     sp->ds_run = NULL;
     sp->ds_busy = false;
@@ -266,7 +267,7 @@ static void dirsync_done(ss__spill *sp, int64_t res)
     for (; j; j = next) {
         next = j->ds_next;
         j->io_pending--;
-        if (res < 0 && j->state == S_CLEANSYNC)
+        if (res < 0 && j->state == SS_SP_S_CLEANSYNC)
             j->cleanup_err = (int)res;
         else if (res < 0)
             job_fail(j, (int)res);
@@ -276,19 +277,19 @@ static void dirsync_done(ss__spill *sp, int64_t res)
 
 /* Hash pieces on the worker: for a spill the whole source is there; for a
  * restore only the prefix that has arrived (`avail`). */
-static void hash_kick(ss__spill *sp, struct job *j, const uint8_t *base, uint64_t avail)
+static void hash_kick(ss__spill *sp, struct ss__sp_job *j, const uint8_t *base, uint64_t avail)
 {
     uint64_t end;
-    struct op *op;
+    struct ss__sp_op *op;
 
     if (j->hash_busy || j->status || j->hashed >= avail)
         return;
-    end = avail - j->hashed > HASH_PIECE ? j->hashed + HASH_PIECE : avail;
+    end = avail - j->hashed > SS_SP_HASH_PIECE ? j->hashed + SS_SP_HASH_PIECE : avail;
     if (end != j->size)
         end = j->hashed + ((end - j->hashed) & ~(uint64_t)31);
     if (end == j->hashed)
         return;
-    op = ss__sp_op_new(sp, j, OP_HASH);
+    op = ss__sp_op_new(sp, j, SS_SP_OP_HASH);
     if (!op) {
         job_fail(j, -ENOMEM);
         return;
@@ -302,12 +303,12 @@ static void hash_kick(ss__spill *sp, struct job *j, const uint8_t *base, uint64_
     ss__sp_op_start(sp, op);
 }
 
-static bool hash_done(const struct job *j)
+static bool hash_done(const struct ss__sp_job *j)
 {
     return !j->hash_busy && j->hashed == j->size;
 }
 
-static void loc_fill(ss__spill_loc *l, uint64_t file, uint64_t off, const struct job *j)
+static void loc_fill(ss__spill_loc *l, uint64_t file, uint64_t off, const struct ss__sp_job *j)
 {
     memset(l, 0, sizeof(*l));
     l->file = file;
@@ -336,15 +337,15 @@ static void log_spill_error(const ss_id *id, int err)
 
 /* A failed spill whose cleanup failed as well: what it wrote may be found
  * by a restart's scan (a .tmp never is: scan removes those). */
-static bool copy_left(const struct job *j)
+static bool copy_left(const struct ss__sp_job *j)
 {
     return j->status && j->cleanup_err &&
-           (j->renamed || (j->kind == J_BATCH && j->file->state != F_CREATING));
+           (j->renamed || (j->kind == SS_SP_J_BATCH && j->file->state != SS_SP_F_CREATING));
 }
 
-static void large_finish(ss__spill *sp, struct job *j)
+static void large_finish(ss__spill *sp, struct ss__sp_job *j)
 {
-    struct sfile *f = j->file;
+    struct ss__sp_file *f = j->file;
     ss__spill_done d = { .cookie = j->cookie, .status = j->status, .op = SS_SPILL_OP_WRITE,
                          .copy = copy_left(j) };
 
@@ -357,7 +358,7 @@ static void large_finish(ss__spill *sp, struct job *j)
 
         SS_ASSERT(rc == 0);
         (void)rc;
-        f->state = F_LIVE;
+        f->state = SS_SP_F_LIVE;
         f->size = j->rec_len;
         f->live = 1;
         loc_fill(&d.loc, f->id, 0, j);
@@ -370,7 +371,7 @@ static void large_finish(ss__spill *sp, struct job *j)
         sp->st.objects_spilled++;
         sp->st.bytes_spilled += j->size;
     } else {
-        if (!d.copy && f->state == F_CREATING)
+        if (!d.copy && f->state == SS_SP_F_CREATING)
             ss__sp_file_free(sp, f);
         sp->st.spill_errors++;
         log_spill_error(&j->id, d.status);
@@ -380,49 +381,49 @@ static void large_finish(ss__spill *sp, struct job *j)
     job_free(sp, j);
 }
 
-static void large_advance(ss__spill *sp, struct job *j)
+static void large_advance(ss__spill *sp, struct ss__sp_job *j)
 {
     ss__spill_rec *r;
-    struct op *op;
+    struct ss__sp_op *op;
 
     hash_kick(sp, j, j->src, j->size);
     if (j->status) {
         if (j->io_pending || j->hash_busy)
             return;
-        if (j->state != S_CLEANUP && j->state != S_CLEANSYNC && j->created) {
+        if (j->state != SS_SP_S_CLEANUP && j->state != SS_SP_S_CLEANSYNC && j->created) {
             /* remove what we made: an unrenamed .tmp, or the .spill whose
              * directory entry we could not make durable */
             if (j->fd >= 0) {
                 close(j->fd);
                 j->fd = -1;
             }
-            j->state = S_CLEANUP;
-            op = name_op(sp, j, OP_UNLINK, j->file->id, !j->renamed);
+            j->state = SS_SP_S_CLEANUP;
+            op = name_op(sp, j, SS_SP_OP_UNLINK, j->file->id, !j->renamed);
             if (op) {
                 meta_op(sp, j, op);
                 return;
             }
             j->cleanup_err = -ENOMEM;
-        } else if (j->state == S_CLEANUP && j->renamed && !j->cleanup_err) {
+        } else if (j->state == SS_SP_S_CLEANUP && j->renamed && !j->cleanup_err) {
             /* the .spill's unlink must be durable before the failure is
              * reported: a restart must not find the object there */
-            dirsync_join(sp, j, S_CLEANSYNC);
+            dirsync_join(sp, j, SS_SP_S_CLEANSYNC);
             return;
         }
         large_finish(sp, j);
         return;
     }
     switch (j->state) {
-    case S_OPEN:
+    case SS_SP_S_OPEN:
         if (j->io_pending)
             return;
-        j->state = S_DATA;
+        j->state = SS_SP_S_DATA;
         xfer_add(j, (uint8_t *)j->src, j->data_off, j->direct_len, false, 0);
         if (j->tail_len)
-            xfer_add(j, j->tail, j->data_off + j->direct_len, BLK, false, 0);
+            xfer_add(j, j->tail, j->data_off + j->direct_len, SS_SP_BLK, false, 0);
         job_ready(sp, j);
         /* fallthrough */
-    case S_DATA:
+    case SS_SP_S_DATA:
         if (j->io_pending || !xfers_done(j) || !hash_done(j))
             return;
         /* the header goes last, once the data hash is known */
@@ -431,32 +432,32 @@ static void large_advance(ss__spill *sp, struct job *j)
                            j->data_off, j->rec_len, j->seq, j->hash_val, j->meta_hash);
         j->nx = j->xi = 0;
         xfer_add(j, j->hdr, 0, j->data_off, false, 0);
-        j->state = S_HDR;
+        j->state = SS_SP_S_HDR;
         job_ready(sp, j);
         return;
-    case S_HDR:
+    case SS_SP_S_HDR:
         if (j->io_pending || !xfers_done(j))
             return;
-        j->state = S_SYNC;
+        j->state = SS_SP_S_SYNC;
         sync_op(sp, j, j->fd);
         break;
-    case S_SYNC:
+    case SS_SP_S_SYNC:
         if (j->io_pending)
             return;
-        j->state = S_RENAME;
-        op = name_op(sp, j, OP_RENAME, j->file->id, true);
+        j->state = SS_SP_S_RENAME;
+        op = name_op(sp, j, SS_SP_OP_RENAME, j->file->id, true);
         if (op) {
             ss__spill_name(op->name2, j->file->id, false);
             meta_op(sp, j, op);
         }
         break;
-    case S_RENAME:
+    case SS_SP_S_RENAME:
         if (j->io_pending)
             return;
         j->renamed = true;
-        dirsync_join(sp, j, S_DIRSYNC);
+        dirsync_join(sp, j, SS_SP_S_DIRSYNC);
         return;
-    case S_DIRSYNC:
+    case SS_SP_S_DIRSYNC:
         if (j->io_pending)
             return;
         large_finish(sp, j);
@@ -470,8 +471,8 @@ static void large_advance(ss__spill *sp, struct job *j)
 int ss__sp_large_start(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8_t *data,
                        uint64_t size, const void *meta, uint32_t meta_size, uint64_t cookie)
 {
-    struct job *j = job_new(sp, J_LARGE);
-    struct op *op;
+    struct ss__sp_job *j = job_new(sp, SS_SP_J_LARGE);
+    struct ss__sp_op *op;
 
     if (!j)
         return -ENOMEM;
@@ -481,16 +482,16 @@ int ss__sp_large_start(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8
     j->src = data;
     j->size = size;
     j->meta_size = meta_size;
-    j->data_off = (uint32_t)SS_ALIGN_UP(sizeof(ss__spill_rec) + meta_size, BLK);
-    j->rec_len = j->data_off + SS_ALIGN_UP(size, BLK);
+    j->data_off = (uint32_t)SS_ALIGN_UP(sizeof(ss__spill_rec) + meta_size, SS_SP_BLK);
+    j->rec_len = j->data_off + SS_ALIGN_UP(size, SS_SP_BLK);
     /* O_DIRECT reads the caller's memory as it is: it must be aligned */
     j->direct = sp->dio_align && (uintptr_t)data % sp->dio_align == 0;
-    j->direct_len = j->direct ? size & ~(BLK - 1) : size;
+    j->direct_len = j->direct ? size & ~(SS_SP_BLK - 1) : size;
     j->tail_len = size - j->direct_len;
     j->hdr = ss__sp_balloc(j->data_off);
-    j->tail = j->tail_len ? ss__sp_balloc(BLK) : NULL;
+    j->tail = j->tail_len ? ss__sp_balloc(SS_SP_BLK) : NULL;
     j->file = ss__sp_file_new(sp, sp->next_file);
-    op = ss__sp_op_new(sp, j, OP_OPEN);
+    op = ss__sp_op_new(sp, j, SS_SP_OP_OPEN);
     /* its record's slot now: once the file is durable, registering it
      * must not fail */
     if (!j->hdr || (j->tail_len && !j->tail) || !j->file || !op ||
@@ -504,17 +505,17 @@ int ss__sp_large_start(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8
     }
     sp->next_file++;
     j->seq = sp->next_seq++;
-    j->file->state = F_CREATING;
+    j->file->state = SS_SP_F_CREATING;
     memset(j->hdr, 0, j->data_off);
     if (meta_size)
         memcpy(j->hdr + sizeof(ss__spill_rec), meta, meta_size);
     j->meta_hash = ss__spill_hash64(meta_size ? meta : "", meta_size, SS_SPILL_SEED);
     if (j->tail) {
-        memset(j->tail, 0, BLK);
+        memset(j->tail, 0, SS_SP_BLK);
         memcpy(j->tail, data + j->direct_len, j->tail_len);
     }
     ss__xxh64_init(&j->hs, SS_SPILL_SEED);
-    if (size <= HASH_INLINE_MAX) {
+    if (size <= SS_SP_HASH_INLINE_MAX) {
         j->hash_val = ss__spill_hash64(data, size, SS_SPILL_SEED);
         j->hashed = size;
     } else {
@@ -523,7 +524,7 @@ int ss__sp_large_start(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8
     ss__spill_name(op->name, j->file->id, true);
     op->oflags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (j->direct ? O_DIRECT : 0);
     op->prealloc = j->rec_len;
-    j->state = S_OPEN;
+    j->state = SS_SP_S_OPEN;
     meta_op(sp, j, op);
     busy_inc(&sp->spill_active, &sp->spill_t0);
     return 0;
@@ -531,9 +532,9 @@ int ss__sp_large_start(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8
 
 /* ----------------------------------------------- BATCH: small, fused */
 
-static struct batch *batch_get(ss__spill *sp)
+static struct ss__sp_batch *batch_get(ss__spill *sp)
 {
-    struct batch *b = sp->bfree;
+    struct ss__sp_batch *b = sp->bfree;
 
     if (b) {
         sp->bfree = b->next;
@@ -547,7 +548,7 @@ static struct batch *batch_get(ss__spill *sp)
 }
 
 /* Give back a batch and its buffer (one buffer is kept, the larger). */
-static void batch_put(ss__spill *sp, struct batch *b)
+static void batch_put(ss__spill *sp, struct ss__sp_batch *b)
 {
     if (b->buf) {
         if (!sp->bbuf || sp->bbuf_cap < b->cap) {
@@ -569,10 +570,10 @@ int ss__sp_small_append(ss__spill *sp, const ss_id *id, uint32_t uid, const uint
 {
     uint32_t data_off = (uint32_t)SS_ALIGN_UP(sizeof(ss__spill_rec) + meta_size, SS_OBJ_ALIGN);
     uint64_t rec_len = SS_ALIGN_UP(data_off + size, SS_SPILL_REC_ALIGN);
-    struct batch *b = sp->stage;
-    struct brec *br;
+    struct ss__sp_batch *b = sp->stage;
+    struct ss__sp_brec *br;
 
-    if (b && b->used + rec_len > BATCH_MAX) {
+    if (b && b->used + rec_len > SS_SP_BATCH_MAX) {
         /* full: queue it behind the batch in flight */
         b->next = NULL;
         if (sp->pend_tail)
@@ -586,7 +587,7 @@ int ss__sp_small_append(ss__spill *sp, const ss_id *id, uint32_t uid, const uint
         return -ENOMEM;
     if (b->n == b->ncap) {
         uint32_t c = b->ncap ? b->ncap * 2 : 64;
-        struct brec *n = realloc(b->r, c * sizeof(*n));
+        struct ss__sp_brec *n = realloc(b->r, c * sizeof(*n));
 
         if (!n)
             return -ENOMEM;
@@ -627,7 +628,7 @@ int ss__sp_small_append(ss__spill *sp, const ss_id *id, uint32_t uid, const uint
 /* The fused file being filled takes no more appends. */
 void ss__sp_fused_retire(ss__spill *sp)
 {
-    struct sfile *f = sp->fused_cur;
+    struct ss__sp_file *f = sp->fused_cur;
 
     if (!f)
         return;
@@ -639,14 +640,14 @@ void ss__sp_fused_retire(ss__spill *sp)
     ss__sp_maybe_reclaim(sp, f);
 }
 
-static void batch_finish(ss__spill *sp, struct job *j)
+static void batch_finish(ss__spill *sp, struct ss__sp_job *j)
 {
-    struct batch *b = j->batch;
-    struct sfile *f = j->file;
+    struct ss__sp_batch *b = j->batch;
+    struct ss__sp_file *f = j->file;
     bool copy = copy_left(j), keep = !j->status || copy;
 
     for (uint32_t i = 0; i < b->n; i++) {
-        const struct brec *br = &b->r[i];
+        const struct ss__sp_brec *br = &b->r[i];
         ss__spill_done d = { .cookie = br->cookie, .op = SS_SPILL_OP_WRITE, .copy = copy };
 
         if (keep) {
@@ -684,8 +685,8 @@ static void batch_finish(ss__spill *sp, struct job *j)
     sp->batch_job = NULL;
     j->fd = -1; /* the file's */
     if (keep) {
-        if (f->state == F_CREATING) {
-            f->state = F_LIVE;
+        if (f->state == SS_SP_F_CREATING) {
+            f->state = SS_SP_F_LIVE;
             sp->st.files++;
             sp->st.fused_files++;
         }
@@ -698,7 +699,7 @@ static void batch_finish(ss__spill *sp, struct job *j)
             f->fd = -1;
         }
         ss__sp_file_put(sp, f);
-    } else if (f->state == F_CREATING) {
+    } else if (f->state == SS_SP_F_CREATING) {
         f->refs--;
         ss__sp_file_free(sp, f); /* its .tmp is gone (or never was) */
     } else {
@@ -715,19 +716,19 @@ static void batch_finish(ss__spill *sp, struct job *j)
     job_free(sp, j);
 }
 
-static void batch_advance(ss__spill *sp, struct job *j)
+static void batch_advance(ss__spill *sp, struct ss__sp_job *j)
 {
-    struct sfile *f = j->file;
-    struct op *op;
+    struct ss__sp_file *f = j->file;
+    struct ss__sp_op *op;
 
     if (j->status) {
         if (j->io_pending)
             return;
-        if (j->state != S_CLEANUP && j->state != S_CLEANSYNC) {
+        if (j->state != SS_SP_S_CLEANUP && j->state != SS_SP_S_CLEANSYNC) {
             /* remove what the failed append wrote (a restart's scan must
              * not find it), durably, before the failure is reported */
-            j->state = S_CLEANUP;
-            if (f->state == F_CREATING) {
+            j->state = SS_SP_S_CLEANUP;
+            if (f->state == SS_SP_F_CREATING) {
                 if (j->fd >= 0 && j->fd != f->fd)
                     close(j->fd);
                 if (f->fd >= 0)
@@ -735,25 +736,25 @@ static void batch_advance(ss__spill *sp, struct job *j)
                 f->fd = j->fd = -1;
                 if (!j->created)
                     goto finish;
-                if ((op = name_op(sp, j, OP_UNLINK, f->id, !j->renamed))) {
+                if ((op = name_op(sp, j, SS_SP_OP_UNLINK, f->id, !j->renamed))) {
                     meta_op(sp, j, op);
                     return;
                 }
-            } else if (f->fd >= 0 && (op = ss__sp_op_new(sp, j, OP_TRUNCATE))) {
+            } else if (f->fd >= 0 && (op = ss__sp_op_new(sp, j, SS_SP_OP_TRUNCATE))) {
                 op->fd = f->fd;
                 op->off = j->base;
                 meta_op(sp, j, op);
                 return;
             }
-            j->cleanup_err = f->fd >= 0 || f->state == F_CREATING ? -ENOMEM : -EBADF;
-        } else if (j->state == S_CLEANUP && !j->cleanup_err) {
-            if (f->state == F_CREATING) {
+            j->cleanup_err = f->fd >= 0 || f->state == SS_SP_F_CREATING ? -ENOMEM : -EBADF;
+        } else if (j->state == SS_SP_S_CLEANUP && !j->cleanup_err) {
+            if (f->state == SS_SP_F_CREATING) {
                 if (j->renamed) { /* the .spill name's removal */
-                    dirsync_join(sp, j, S_CLEANSYNC);
+                    dirsync_join(sp, j, SS_SP_S_CLEANSYNC);
                     return;
                 }
             } else {
-                j->state = S_CLEANSYNC; /* the truncation's */
+                j->state = SS_SP_S_CLEANSYNC; /* the truncation's */
                 if (sync_op(sp, j, f->fd) == 0)
                     return;
                 j->cleanup_err = -ENOMEM;
@@ -764,42 +765,42 @@ finish:
         return;
     }
     switch (j->state) {
-    case S_OPEN: /* built (and the file created) */
+    case SS_SP_S_OPEN: /* built (and the file created) */
         if (j->io_pending)
             return;
         if (j->new_file)
             f->fd = j->fd;
-        j->state = S_DATA;
+        j->state = SS_SP_S_DATA;
         xfer_add(j, j->batch->buf, j->base, j->len, false, 0);
         job_ready(sp, j);
         return;
-    case S_DATA:
+    case SS_SP_S_DATA:
         if (j->io_pending || !xfers_done(j))
             return;
-        j->state = S_SYNC;
+        j->state = SS_SP_S_SYNC;
         sync_op(sp, j, f->fd);
         break;
-    case S_SYNC:
+    case SS_SP_S_SYNC:
         if (j->io_pending)
             return;
         if (!j->new_file) {
             batch_finish(sp, j);
             return;
         }
-        j->state = S_RENAME;
-        op = name_op(sp, j, OP_RENAME, f->id, true);
+        j->state = SS_SP_S_RENAME;
+        op = name_op(sp, j, SS_SP_OP_RENAME, f->id, true);
         if (op) {
             ss__spill_name(op->name2, f->id, false);
             meta_op(sp, j, op);
         }
         break;
-    case S_RENAME:
+    case SS_SP_S_RENAME:
         if (j->io_pending)
             return;
         j->renamed = true;
-        dirsync_join(sp, j, S_DIRSYNC);
+        dirsync_join(sp, j, SS_SP_S_DIRSYNC);
         return;
-    case S_DIRSYNC:
+    case SS_SP_S_DIRSYNC:
         if (j->io_pending)
             return;
         batch_finish(sp, j);
@@ -813,11 +814,11 @@ finish:
  * creates the next fused file when needed), then it is written. */
 static void batch_kick(ss__spill *sp)
 {
-    struct batch *b;
-    struct job *j;
-    struct sfile *f;
+    struct ss__sp_batch *b;
+    struct ss__sp_job *j;
+    struct ss__sp_file *f;
     uint64_t len;
-    struct op *build, *open = NULL;
+    struct ss__sp_op *build, *open = NULL;
 
     if (sp->batch_job)
         return;
@@ -833,7 +834,7 @@ static void batch_kick(ss__spill *sp)
         return;
     }
     b->next = NULL;
-    len = SS_ALIGN_UP(b->used, BLK);
+    len = SS_ALIGN_UP(b->used, SS_SP_BLK);
     if (sp->bbuf && sp->bbuf_cap >= len) {
         b->buf = sp->bbuf;
         b->cap = sp->bbuf_cap;
@@ -841,15 +842,15 @@ static void batch_kick(ss__spill *sp)
     } else if ((b->buf = ss__sp_balloc(SS_ALIGN_UP(len, SS_MiB)))) {
         b->cap = SS_ALIGN_UP(len, SS_MiB);
     }
-    j = job_new(sp, J_BATCH);
-    build = j ? ss__sp_op_new(sp, j, OP_BUILD) : NULL;
+    j = job_new(sp, SS_SP_J_BATCH);
+    build = j ? ss__sp_op_new(sp, j, SS_SP_OP_BUILD) : NULL;
     if (build && b->buf && (!sp->fused_cur || sp->fused_cur->size + len > sp->fused_cap)) {
         ss__sp_fused_retire(sp);
-        open = ss__sp_op_new(sp, j, OP_OPEN);
+        open = ss__sp_op_new(sp, j, SS_SP_OP_OPEN);
         if (open && (sp->fused_cur = ss__sp_file_new(sp, sp->next_file))) {
             sp->next_file++;
             sp->fused_cur->fused = true;
-            sp->fused_cur->state = F_CREATING;
+            sp->fused_cur->state = SS_SP_F_CREATING;
             j->new_file = true;
         }
     }
@@ -885,7 +886,7 @@ static void batch_kick(ss__spill *sp)
     j->file = f;
     ss__sp_file_get(f);
     sp->batch_job = j;
-    j->state = S_OPEN;
+    j->state = SS_SP_S_OPEN;
     meta_op(sp, j, build);
     if (j->new_file) {
         ss__spill_name(open->name, f->id, true);
@@ -898,7 +899,7 @@ static void batch_kick(ss__spill *sp)
 
 /* -------------------------------------------------------- READ: restore */
 
-static int read_verify(ss__spill *sp, struct job *j)
+static int read_verify(ss__spill *sp, struct ss__sp_job *j)
 {
     const uint8_t *p = j->hdr + (j->rec_off - j->span_off);
     const ss__spill_loc *l = &j->loc;
@@ -911,14 +912,14 @@ static int read_verify(ss__spill *sp, struct job *j)
     if (ss__spill_rec_check(&r, &why) < 0) {
         /* a tombstone that landed while we read: deleted meanwhile */
         if (r.tomb == SS_SPILL_TOMB && j->file &&
-            ((i = ss__sp_rec_find(j->file, l->offset)) < 0 || (j->file->recs[i] & DEAD)))
+            ((i = ss__sp_rec_find(j->file, l->offset)) < 0 || (j->file->recs[i] & SS_SP_DEAD)))
             return -ENOENT;
     } else if (!(r.flags & SS_SPILL_REC_OBJECT) || memcmp(r.id, l->id.b, SS_ID_SIZE) ||
                r.data_size != l->size || r.meta_size != l->meta_size ||
                r.data_off != l->data_off || r.rec_len != l->rec_len || r.seq != l->seq) {
         why = "header does not match the location";
     } else if (r.tomb) {
-        if ((i = ss__sp_rec_find(j->file, l->offset)) < 0 || (j->file->recs[i] & DEAD))
+        if ((i = ss__sp_rec_find(j->file, l->offset)) < 0 || (j->file->recs[i] & SS_SP_DEAD))
             return -ENOENT;
         why = "record is tombstoned";
     } else if (ss__spill_hash64(p + sizeof(r), r.meta_size, SS_SPILL_SEED) != r.meta_hash) {
@@ -942,7 +943,7 @@ static int read_verify(ss__spill *sp, struct job *j)
     return 0;
 }
 
-static void read_finish(ss__spill *sp, struct job *j)
+static void read_finish(ss__spill *sp, struct ss__sp_job *j)
 {
     ss__spill_done d = { .cookie = j->cookie, .status = j->status, .op = SS_SPILL_OP_READ,
                          .loc = j->loc };
@@ -962,7 +963,7 @@ static void read_finish(ss__spill *sp, struct job *j)
     job_free(sp, j);
 }
 
-static void read_advance(ss__spill *sp, struct job *j)
+static void read_advance(ss__spill *sp, struct ss__sp_job *j)
 {
     if (j->status) {
         if (j->io_pending || j->hash_busy)
@@ -971,13 +972,13 @@ static void read_advance(ss__spill *sp, struct job *j)
         return;
     }
     switch (j->state) {
-    case S_OPEN:
+    case SS_SP_S_OPEN:
         if (j->io_pending)
             return;
-        j->state = S_DATA;
+        j->state = SS_SP_S_DATA;
         job_ready(sp, j);
         return;
-    case S_DATA:
+    case SS_SP_S_DATA:
         if (j->progressive) {
             while (j->next_chunk < j->nchunks &&
                    (j->bits[j->next_chunk / 8] >> (j->next_chunk % 8) & 1))
@@ -1012,27 +1013,27 @@ static void read_advance(ss__spill *sp, struct job *j)
 
 /* -------------------------------------------------- TOMB and UNLINK */
 
-static void tomb_advance(ss__spill *sp, struct job *j)
+static void tomb_advance(ss__spill *sp, struct ss__sp_job *j)
 {
-    struct sfile *f = j->file;
+    struct ss__sp_file *f = j->file;
 
     if (!j->status) {
         switch (j->state) {
-        case S_OPEN:
+        case SS_SP_S_OPEN:
             if (j->io_pending)
                 return;
-            j->state = S_DATA;
+            j->state = SS_SP_S_DATA;
             job_ready(sp, j);
             return;
-        case S_DATA:
+        case SS_SP_S_DATA:
             if (j->io_pending || !xfers_done(j))
                 return;
-            j->state = S_SYNC;
+            j->state = SS_SP_S_SYNC;
             sync_op(sp, j, j->fd);
             if (j->status) /* no memory for it: finish now */
                 tomb_advance(sp, j);
             return;
-        case S_SYNC:
+        case SS_SP_S_SYNC:
             if (j->io_pending)
                 return;
             break;
@@ -1050,19 +1051,19 @@ static void tomb_advance(ss__spill *sp, struct job *j)
     f->tomb_job = NULL;
     job_free(sp, j);
     ss__sp_file_put(sp, f);
-    if (f->state == F_LIVE)
+    if (f->state == SS_SP_F_LIVE)
         ss__sp_tomb_kick(sp, f);
 }
 
-void ss__sp_tomb_kick(ss__spill *sp, struct sfile *f)
+void ss__sp_tomb_kick(ss__spill *sp, struct ss__sp_file *f)
 {
-    struct job *j;
-    struct op *op;
+    struct ss__sp_job *j;
+    struct ss__sp_op *op;
 
-    if (f->tomb_job || !f->ntomb || f->state != F_LIVE)
+    if (f->tomb_job || !f->ntomb || f->state != SS_SP_F_LIVE)
         return;
-    j = job_new(sp, J_TOMB);
-    op = j ? name_op(sp, j, OP_OPEN, f->id, false) : NULL;
+    j = job_new(sp, SS_SP_J_TOMB);
+    op = j ? name_op(sp, j, SS_SP_OP_OPEN, f->id, false) : NULL;
     if (j)
         j->x = calloc(f->ntomb, sizeof(*j->x));
     if (!j || !op || !j->x) {
@@ -1097,18 +1098,18 @@ void ss__sp_tomb_kick(ss__spill *sp, struct sfile *f)
     /* buffered: an 8-byte write in place; O_DIRECT would need a
      * read-modify-write of the sector */
     op->oflags = O_WRONLY | O_CLOEXEC;
-    j->state = S_OPEN;
+    j->state = SS_SP_S_OPEN;
     meta_op(sp, j, op);
 }
 
-static void unlink_advance(ss__spill *sp, struct job *j)
+static void unlink_advance(ss__spill *sp, struct ss__sp_job *j)
 {
-    struct sfile *f = j->file;
+    struct ss__sp_file *f = j->file;
 
     if (j->io_pending)
         return;
-    if (!j->status && j->state == S_UNLINK) {
-        dirsync_join(sp, j, S_DIRSYNC);
+    if (!j->status && j->state == SS_SP_S_UNLINK) {
+        dirsync_join(sp, j, SS_SP_S_DIRSYNC);
         return;
     }
     if (j->status) {
@@ -1129,21 +1130,21 @@ static void unlink_advance(ss__spill *sp, struct job *j)
     job_free(sp, j);
 }
 
-void ss__sp_maybe_reclaim(ss__spill *sp, struct sfile *f)
+void ss__sp_maybe_reclaim(ss__spill *sp, struct ss__sp_file *f)
 {
-    struct job *j;
-    struct op *op;
+    struct ss__sp_job *j;
+    struct ss__sp_op *op;
 
-    if (f->state != F_LIVE || f->live || f->refs || f == sp->fused_cur)
+    if (f->state != SS_SP_F_LIVE || f->live || f->refs || f == sp->fused_cur)
         return;
-    j = job_new(sp, J_UNLINK);
-    op = j ? name_op(sp, j, OP_UNLINK, f->id, false) : NULL;
+    j = job_new(sp, SS_SP_J_UNLINK);
+    op = j ? name_op(sp, j, SS_SP_OP_UNLINK, f->id, false) : NULL;
     if (!op) {
         if (j)
             job_free(sp, j);
         return; /* stays LIVE with no record: scan removes it later */
     }
-    f->state = F_DOOMED;
+    f->state = SS_SP_F_DOOMED;
     if (f->fd >= 0) {
         close(f->fd);
         f->fd = -1;
@@ -1154,40 +1155,40 @@ void ss__sp_maybe_reclaim(ss__spill *sp, struct sfile *f)
     }
     f->ntomb = 0; /* the unlink makes them moot */
     j->file = f;
-    j->state = S_UNLINK;
+    j->state = SS_SP_S_UNLINK;
     meta_op(sp, j, op);
 }
 
-static void job_advance(ss__spill *sp, struct job *j)
+static void job_advance(ss__spill *sp, struct ss__sp_job *j)
 {
     switch (j->kind) {
-    case J_LARGE:
+    case SS_SP_J_LARGE:
         large_advance(sp, j);
         break;
-    case J_BATCH:
+    case SS_SP_J_BATCH:
         batch_advance(sp, j);
         break;
-    case J_READ:
+    case SS_SP_J_READ:
         read_advance(sp, j);
         break;
-    case J_TOMB:
+    case SS_SP_J_TOMB:
         tomb_advance(sp, j);
         break;
-    case J_UNLINK:
+    case SS_SP_J_UNLINK:
         unlink_advance(sp, j);
         break;
     }
 }
 
 /* Queue the restore of a live record of f (checked by the caller). */
-int ss__sp_read_start(ss__spill *sp, struct sfile *f, const ss__spill_loc *loc, void *dst,
+int ss__sp_read_start(ss__spill *sp, struct ss__sp_file *f, const ss__spill_loc *loc, void *dst,
                void *meta_dst, uint64_t cookie)
 {
-    struct job *j;
-    struct op *op = NULL;
+    struct ss__sp_job *j;
+    struct ss__sp_op *op = NULL;
 
-    j = job_new(sp, J_READ);
-    op = j ? name_op(sp, j, OP_OPEN, f->id, false) : NULL;
+    j = job_new(sp, SS_SP_J_READ);
+    op = j ? name_op(sp, j, SS_SP_OP_OPEN, f->id, false) : NULL;
     if (!op)
         goto nomem;
     j->loc = *loc;
@@ -1196,12 +1197,12 @@ int ss__sp_read_start(ss__spill *sp, struct sfile *f, const ss__spill_loc *loc, 
     j->meta_dst = meta_dst;
     j->size = loc->size;
     j->rec_off = loc->offset;
-    if (loc->rec_len <= SPAN_MAX) {
+    if (loc->rec_len <= SS_SP_SPAN_MAX) {
         /* one read of the whole record, aligned out to blocks */
-        uint64_t end = SS_ALIGN_UP(loc->offset + loc->rec_len, BLK);
+        uint64_t end = SS_ALIGN_UP(loc->offset + loc->rec_len, SS_SP_BLK);
 
         j->span = true;
-        j->span_off = loc->offset & ~(BLK - 1);
+        j->span_off = loc->offset & ~(SS_SP_BLK - 1);
         j->direct = sp->dio_align != 0;
         xfer_add(j, NULL, j->span_off, end - j->span_off, true,
                  loc->offset + loc->rec_len - j->span_off);
@@ -1225,18 +1226,19 @@ int ss__sp_read_start(ss__spill *sp, struct sfile *f, const ss__spill_loc *loc, 
         }
     } else {
         j->span_off = loc->offset;
-        j->direct = sp->dio_align && loc->offset % BLK == 0 && loc->data_off % BLK == 0 &&
+        j->direct = sp->dio_align && loc->offset % SS_SP_BLK == 0 &&
+                    loc->data_off % SS_SP_BLK == 0 &&
                     (uintptr_t)dst % sp->dio_align == 0;
-        j->direct_len = j->direct ? loc->size & ~(BLK - 1) : loc->size;
+        j->direct_len = j->direct ? loc->size & ~(SS_SP_BLK - 1) : loc->size;
         j->tail_len = loc->size - j->direct_len;
         if (!(j->hdr = ss__sp_balloc(loc->data_off)) ||
-            (j->tail_len && !(j->tail = ss__sp_balloc(BLK))))
+            (j->tail_len && !(j->tail = ss__sp_balloc(SS_SP_BLK))))
             goto nomem;
         xfer_add(j, j->hdr, loc->offset, loc->data_off, false, 0);
         xfer_add(j, dst, loc->offset + loc->data_off, j->direct_len, false, 0);
         if (j->tail_len)
-            xfer_add(j, j->tail, loc->offset + loc->data_off + j->direct_len, BLK, false, 0);
-        if (loc->size > HASH_INLINE_MAX) {
+            xfer_add(j, j->tail, loc->offset + loc->data_off + j->direct_len, SS_SP_BLK, false, 0);
+        if (loc->size > SS_SP_HASH_INLINE_MAX) {
             j->progressive = true;
             j->nchunks = (j->direct_len + sp->chunk - 1) / sp->chunk;
             if (!(j->bits = calloc(j->nchunks / 8 + 1, 1)))
@@ -1248,10 +1250,10 @@ int ss__sp_read_start(ss__spill *sp, struct sfile *f, const ss__spill_loc *loc, 
     ss__sp_file_get(f);
     if (op) {
         op->oflags = O_RDONLY | O_CLOEXEC | (j->direct ? O_DIRECT : 0);
-        j->state = S_OPEN;
+        j->state = SS_SP_S_OPEN;
         meta_op(sp, j, op);
     } else {
-        j->state = S_DATA;
+        j->state = SS_SP_S_DATA;
         job_ready(sp, j);
     }
     busy_inc(&sp->restore_active, &sp->restore_t0);
@@ -1267,15 +1269,15 @@ nomem:
 
 /* ------------------------------------------------------ completions */
 
-static void data_done(ss__spill *sp, struct op *op)
+static void data_done(ss__spill *sp, struct ss__sp_op *op)
 {
-    struct job *j = op->job;
-    struct xfer *x = &j->x[op->part];
+    struct ss__sp_job *j = op->job;
+    struct ss__sp_xfer *x = &j->x[op->part];
     int64_t res = op->res;
 
     j->io_pending--;
     if (res < 0) {
-        if (res == -EBADMSG && j->kind == J_READ) {
+        if (res == -EBADMSG && j->kind == SS_SP_J_READ) {
             char hex[2 * SS_ID_SIZE + 1];
 
             ss__spill_id_hex(&j->loc.id, hex);
@@ -1286,7 +1288,7 @@ static void data_done(ss__spill *sp, struct op *op)
         }
         job_fail(j, (int)res);
     } else {
-        if (op->type == OP_READ)
+        if (op->type == SS_SP_OP_READ)
             SS_SP_DEFINED(op->buf, op->done);
         x->completed += op->len;
         if (j->progressive && x->buf == j->dst)
@@ -1296,30 +1298,30 @@ static void data_done(ss__spill *sp, struct op *op)
     job_advance(sp, j);
 }
 
-static void op_done(ss__spill *sp, struct op *op)
+static void op_done(ss__spill *sp, struct ss__sp_op *op)
 {
-    struct job *j = op->job;
+    struct ss__sp_job *j = op->job;
 
     switch (op->type) {
-    case OP_WRITE:
-    case OP_READ:
+    case SS_SP_OP_WRITE:
+    case SS_SP_OP_READ:
         data_done(sp, op);
         return;
-    case OP_DIRSYNC:
+    case SS_SP_OP_DIRSYNC:
         dirsync_done(sp, op->res);
         ss__sp_op_release(sp, op);
         return;
-    case OP_FSYNC:
+    case SS_SP_OP_FSYNC:
         if (op->res < 0) {
             ss__log_error("spill: fdatasync of file %016llx failed: %s",
                           (unsigned long long)j->file->id, strerror((int)-op->res));
-            if (j->state == S_CLEANSYNC)
+            if (j->state == SS_SP_S_CLEANSYNC)
                 j->cleanup_err = (int)op->res;
             else
                 job_fail(j, (int)op->res);
         }
         break;
-    case OP_OPEN:
+    case SS_SP_OP_OPEN:
         if (op->res >= 0) {
             j->fd = (int)op->res;
             j->created = (op->oflags & O_CREAT) != 0;
@@ -1327,21 +1329,21 @@ static void op_done(ss__spill *sp, struct op *op)
             job_fail(j, (int)op->res);
         }
         break;
-    case OP_UNLINK:
-    case OP_RENAME:
+    case SS_SP_OP_UNLINK:
+    case SS_SP_OP_RENAME:
         /* a name already gone needs only the directory fsync that follows */
-        if (op->type == OP_UNLINK && op->res == -ENOENT)
+        if (op->type == SS_SP_OP_UNLINK && op->res == -ENOENT)
             op->res = 0;
-        if (op->res < 0 && j->state == S_CLEANUP)
+        if (op->res < 0 && j->state == SS_SP_S_CLEANUP)
             j->cleanup_err = (int)op->res;
         else if (op->res < 0)
             job_fail(j, (int)op->res);
         break;
-    case OP_TRUNCATE: /* only a failed append's cleanup truncates */
+    case SS_SP_OP_TRUNCATE: /* only a failed append's cleanup truncates */
         if (op->res < 0)
             j->cleanup_err = (int)op->res;
         break;
-    case OP_HASH:
+    case SS_SP_OP_HASH:
         j->hash_busy = false;
         ss__sp_op_release(sp, op);
         job_advance(sp, j);
@@ -1361,7 +1363,7 @@ void ss__sp_pump(ss__spill *sp)
 {
     batch_kick(sp);
     while (sp->syncq_head && sp->sync_inflight < sp->qd) {
-        struct op *op = sp->syncq_head;
+        struct ss__sp_op *op = sp->syncq_head;
 
         sp->syncq_head = op->next;
         if (!sp->syncq_head)
@@ -1369,7 +1371,7 @@ void ss__sp_pump(ss__spill *sp)
         ss__sp_op_start(sp, op);
     }
     if (!sp->ds_busy && sp->ds_wait && sp->sync_inflight < sp->qd) {
-        struct op *op = ss__sp_op_new(sp, NULL, OP_DIRSYNC);
+        struct ss__sp_op *op = ss__sp_op_new(sp, NULL, SS_SP_OP_DIRSYNC);
 
         if (op) {
             sp->ds_run = sp->ds_wait;
@@ -1379,7 +1381,7 @@ void ss__sp_pump(ss__spill *sp)
         }
     }
     while (sp->data_inflight < sp->qd && sp->ready_head) {
-        struct job *j = sp->ready_head;
+        struct ss__sp_job *j = sp->ready_head;
 
         sp->ready_head = j->next;
         if (!sp->ready_head)
@@ -1393,12 +1395,12 @@ void ss__sp_pump(ss__spill *sp)
     ss__sp_io_submit(sp);
 }
 
-/* Handle finished ops (at most PROCESS_BUDGET: a call must not hold the
+/* Handle finished ops (at most SS_SP_PROCESS_BUDGET: a call must not hold the
  * loop for long; what is left keeps the eventfd readable), then start
  * what can start. */
 unsigned ss__sp_process(ss__spill *sp)
 {
-    struct op *list, *op;
+    struct ss__sp_op *list, *op;
     unsigned n = ss__sp_io_reap(sp, &list);
 
     while (list) {

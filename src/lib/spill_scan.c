@@ -28,8 +28,8 @@
 #define SCAN_APPLY_MAX 4u                 /* chunks applied per reap */
 
 /* What the thread found in one file, or part of it (see ss__spill_scan_st). */
-struct scan_chunk {
-    struct scan_chunk *next;
+struct ss__sp_scan_chunk {
+    struct ss__sp_scan_chunk *next;
     uint64_t file;
     uint32_t n;
     bool last;               /* the file is done: err and res are valid */
@@ -43,7 +43,7 @@ struct scan_chunk {
 
 /* Thread: queue a chunk for the loop. -ECANCELED (chunk freed) when told
  * to stop meanwhile. */
-static int scan_push(ss__spill *sp, struct scan_chunk *c)
+static int scan_push(ss__spill *sp, struct ss__sp_scan_chunk *c)
 {
     ss__spill_scan_st *sc = &sp->scan;
 
@@ -69,13 +69,13 @@ static int scan_push(ss__spill *sp, struct scan_chunk *c)
 
 struct scan_walk {
     ss__spill *sp;
-    struct scan_chunk *c;
+    struct ss__sp_scan_chunk *c;
     uint64_t file;
 };
 
-static struct scan_chunk *chunk_new(uint64_t file)
+static struct ss__sp_scan_chunk *chunk_new(uint64_t file)
 {
-    struct scan_chunk *c = malloc(sizeof(*c));
+    struct ss__sp_scan_chunk *c = malloc(sizeof(*c));
 
     if (c) {
         c->file = file;
@@ -92,7 +92,7 @@ static struct scan_chunk *chunk_new(uint64_t file)
 static int scan_collect(void *arg, const ss__spill_loc *loc, const void *meta)
 {
     struct scan_walk *w = arg;
-    struct scan_chunk *c = w->c;
+    struct ss__sp_scan_chunk *c = w->c;
 
     if (c->n == SCAN_CHUNK_RECS || c->meta_used > SCAN_CHUNK_META) {
         int rc = scan_push(w->sp, c);
@@ -246,7 +246,8 @@ static void *scan_main(void *arg)
 }
 
 /* Loop: one record of the file being applied. */
-static int scan_rec(ss__spill *sp, struct sfile *f, const ss__spill_loc *loc, const void *meta)
+static int scan_rec(ss__spill *sp, struct ss__sp_file *f, const ss__spill_loc *loc,
+                    const void *meta)
 {
     ss__spill_scan_st *sc = &sp->scan;
     int rc;
@@ -281,16 +282,16 @@ static int scan_rec(ss__spill *sp, struct sfile *f, const ss__spill_loc *loc, co
 
 /* Loop: the records the caller dropped (an older copy, say) die now and get
  * their tombstones (or the file goes, when nothing in it lives). */
-static void scan_drops(ss__spill *sp, struct sfile *f)
+static void scan_drops(ss__spill *sp, struct ss__sp_file *f)
 {
     ss__spill_scan_st *sc = &sp->scan;
 
     for (size_t k = 0; k < sc->ndrop; k++) {
         long idx = ss__sp_rec_find(f, sc->drop[k].offset);
 
-        if (idx < 0 || (f->recs[idx] & DEAD))
+        if (idx < 0 || (f->recs[idx] & SS_SP_DEAD))
             continue;
-        f->recs[idx] |= DEAD;
+        f->recs[idx] |= SS_SP_DEAD;
         f->live--;
         sp->st.live_objects--;
         sp->st.live_bytes -= sc->drop[k].size;
@@ -302,7 +303,7 @@ static void scan_drops(ss__spill *sp, struct sfile *f)
 }
 
 /* Loop: the end of a file's records. */
-static int scan_file_end(ss__spill *sp, struct sfile *f, const struct scan_chunk *c)
+static int scan_file_end(ss__spill *sp, struct ss__sp_file *f, const struct ss__sp_scan_chunk *c)
 {
     char name[SS_SPILL_NAME_MAX];
 
@@ -327,8 +328,8 @@ static int scan_file_end(ss__spill *sp, struct sfile *f, const struct scan_chunk
     }
     if (!f && !(f = ss__sp_file_new(sp, c->file)))
         return -ENOMEM;
-    if (f->state != F_LIVE) { /* registered just now: hold it like the others */
-        f->state = F_LIVE;
+    if (f->state != SS_SP_F_LIVE) { /* registered just now: hold it like the others */
+        f->state = SS_SP_F_LIVE;
         ss__sp_file_get(f);
     }
     f->size = c->res.size;
@@ -353,10 +354,10 @@ static int scan_file_end(ss__spill *sp, struct sfile *f, const struct scan_chunk
 }
 
 /* Loop: apply one chunk; -errno stops the scan. */
-static int scan_apply(ss__spill *sp, struct scan_chunk *c)
+static int scan_apply(ss__spill *sp, struct ss__sp_scan_chunk *c)
 {
     ss__spill_scan_st *sc = &sp->scan;
-    struct sfile *f = sc->cur;
+    struct ss__sp_file *f = sc->cur;
     int rc = 0;
 
     if (c->n && !f) {
@@ -364,7 +365,7 @@ static int scan_apply(ss__spill *sp, struct scan_chunk *c)
             return -ENOMEM;
         /* the scan's reference keeps it from being unlinked while records
          * of it are still to come (drops and deletes can kill the first) */
-        f->state = F_LIVE;
+        f->state = SS_SP_F_LIVE;
         ss__sp_file_get(f);
         sc->cur = f;
     }
@@ -393,7 +394,7 @@ static void scan_over(ss__spill *sp, int status)
     if (sc->started)
         pthread_join(sc->thr, NULL);
     while (sc->q_head) {
-        struct scan_chunk *c = sc->q_head;
+        struct ss__sp_scan_chunk *c = sc->q_head;
 
         sc->q_head = c->next;
         free(c);
@@ -402,7 +403,7 @@ static void scan_over(ss__spill *sp, int status)
     sc->q_n = 0;
     if (sc->cur) {
         /* cut short in the middle of a file: what was applied stays */
-        struct sfile *f = sc->cur;
+        struct ss__sp_file *f = sc->cur;
 
         sc->cur = NULL;
         sp->st.files++;
@@ -426,7 +427,7 @@ void ss__sp_scan_poll(ss__spill *sp)
     if (!sc->started || sc->over)
         return;
     for (unsigned k = 0; k < SCAN_APPLY_MAX; k++) {
-        struct scan_chunk *c;
+        struct ss__sp_scan_chunk *c;
         int rc;
 
         pthread_mutex_lock(&sc->lock);
