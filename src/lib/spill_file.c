@@ -362,7 +362,7 @@ int ss__spill_dir_open(const char *path, int *dirfd_out, int *lockfd_out)
         rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
         if (rc == -EBUSY)
             ss__log_error("spill: directory %s is in use by another store", path);
-        close(lfd);
+        ss__sys_close(lfd);
         goto fail_dir;
     }
     *dirfd_out = dfd;
@@ -370,7 +370,7 @@ int ss__spill_dir_open(const char *path, int *dirfd_out, int *lockfd_out)
     return 0;
 
 fail_dir:
-    close(dfd);
+    ss__sys_close(dfd);
     return rc;
 }
 
@@ -418,7 +418,7 @@ int ss__spill_dio_probe(int dfd, uint32_t *align)
         /* a full disk is a runtime condition, not a reason to refuse */
         if (rc == -ENOSPC || rc == -EDQUOT) {
             ss__log_warn("spill: directory full at open (%s): buffered I/O",
-                         strerror(-rc));
+                         ss_strerror(rc));
             return 0;
         }
         return rc;
@@ -463,9 +463,9 @@ int ss__spill_dio_probe(int dfd, uint32_t *align)
     } else {
         a = 0;
     }
-    close(fd2);
+    ss__sys_close(fd2);
 out:
-    close(fd);
+    ss__sys_close(fd);
     unlinkat(dfd, name, 0);
     *align = a;
     return 0;
@@ -561,11 +561,11 @@ static int walk_open(int dirfd, const char *name, uint32_t dio_align, struct sta
     if (fstat(fd, sb) < 0) {
         int rc = -errno;
 
-        close(fd);
+        ss__sys_close(fd);
         return rc;
     }
     if (!S_ISREG(sb->st_mode) || sb->st_ino != pre.st_ino || sb->st_dev != pre.st_dev) {
-        close(fd);
+        ss__sys_close(fd);
         return -ENODEV;
     }
     return fd;
@@ -622,7 +622,7 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
         if (!p) {
             if (w.err) {
                 ss__log_error("spill: file %s: read at %llu failed: %s; the rest of the "
-                              "file is lost", name, (unsigned long long)off, strerror(-w.err));
+                              "file is lost", name, (unsigned long long)off, ss_strerror(w.err));
                 res->damaged++;
             } else if (bad_start == UINT64_MAX) {
                 ss__log_error("spill: file %s: %llu trailing bytes at %llu are too short "
@@ -737,6 +737,6 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
 out:
     free(meta);
     free(w.buf);
-    close(w.fd);
+    ss__sys_close(w.fd);
     return rc;
 }

@@ -105,24 +105,11 @@ static int u64_reserve(uint64_t **a, uint32_t n, uint32_t *cap)
 
 int ss__sp_rec_reserve(ss__spill *sp, struct ss__sp_file *f, uint32_t n)
 {
-    uint32_t c = f->crecs ? f->crecs : 4;
-    uint64_t *na;
-
     if (f->crecs - f->nrecs >= n)
         return 0;
     if (ss__sp_inj_hit(sp, SS_SPILL_INJ_RECS))
         return -ENOMEM;
-    while (c - f->nrecs < n) {
-        if (c > UINT32_MAX / 2)
-            return -ENOMEM;
-        c *= 2;
-    }
-    na = realloc(f->recs, c * sizeof(*na));
-    if (!na)
-        return -ENOMEM;
-    f->recs = na;
-    f->crecs = c;
-    return 0;
+    return SS_ARRAY_RESERVE(f->recs, f->crecs, (size_t)f->nrecs + n, 4);
 }
 
 int ss__sp_rec_add(ss__spill *sp, struct ss__sp_file *f, uint64_t off)

@@ -267,14 +267,11 @@ static int64_t run_op(ss__spill *sp, struct ss__sp_op *op)
              * byte is written, and the data writes then land inside the
              * file, which ext4 runs in parallel (extending writes take the
              * inode lock exclusively). */
-            do
-                rc = fallocate(fd, 0, 0, (off_t)op->prealloc);
-            while (rc < 0 && errno == EINTR);
-            if (rc < 0 && (errno == EOPNOTSUPP || errno == ENOSYS))
-                rc = ftruncate(fd, (off_t)op->prealloc);
+            rc = ss__sys_fallocate(fd, 0, 0, op->prealloc);
+            if (rc == -EOPNOTSUPP || rc == -ENOSYS)
+                rc = ss__sys_ftruncate(fd, op->prealloc);
             if (rc < 0) {
-                rc = -errno;
-                close(fd);
+                ss__sys_close(fd);
                 unlinkat(sp->dirfd, op->name, 0);
                 return rc;
             }
@@ -294,7 +291,7 @@ static int64_t run_op(ss__spill *sp, struct ss__sp_op *op)
         }
         return rc < 0 ? -errno : 0;
     case SS_SP_OP_TRUNCATE:
-        return ftruncate(op->fd, (off_t)op->off) < 0 ? -errno : 0;
+        return ss__sys_ftruncate(op->fd, op->off);
     case SS_SP_OP_HASH:
         ss__xxh64_update(op->hst, op->hp, op->hlen);
         if (op->hout)
@@ -381,7 +378,7 @@ static void *submit_main(void *arg)
             if (rc >= 0 || errno == EINTR)
                 break;
             if ((errno != EAGAIN && errno != EBUSY) || tries == 1000) {
-                SS_LOG_ONCE(SS_LOG_ERROR, "spill: io_uring_enter: %s", strerror(errno));
+                SS_LOG_ONCE(SS_LOG_ERROR, "spill: io_uring_enter: %s", ss_strerror(-errno));
                 break;
             }
             usleep(100); /* the kernel is short of memory or CQ room */
@@ -409,7 +406,7 @@ static void ring_submit(ss__spill *sp)
     if (rc >= 0) {
         sp->to_submit = (unsigned)rc >= sp->to_submit ? 0 : sp->to_submit - (unsigned)rc;
     } else if (rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
-        SS_LOG_ONCE(SS_LOG_ERROR, "spill: io_uring_submit: %s", strerror(-rc));
+        SS_LOG_ONCE(SS_LOG_ERROR, "spill: io_uring_submit: %s", ss_strerror(rc));
     }
     if (sp->to_submit)
         ss__sp_efd_signal(sp); /* come back and submit the rest */

@@ -146,7 +146,7 @@ static void job_free(ss__spill *sp, struct ss__sp_job *j)
             sp->ready_tail = prev;
     }
     if (j->fd >= 0 && !(j->file && (j->fd == j->file->fd || j->fd == j->file->rfd)))
-        close(j->fd);
+        ss__sys_close(j->fd);
     if (j->span && j->hdr)
         ss__sp_span_put(sp, j->hdr);
     else
@@ -263,7 +263,7 @@ static void dirsync_done(ss__spill *sp, int64_t res)
     sp->ds_busy = false;
     if (res < 0)
         ss__log_error("spill: fsync of directory %s failed: %s", sp->dir,
-                      strerror((int)-res));
+                      ss_strerror((int)res));
     for (; j; j = next) {
         next = j->ds_next;
         j->io_pending--;
@@ -273,6 +273,27 @@ static void dirsync_done(ss__spill *sp, int64_t res)
             job_fail(j, (int)res);
         job_advance(sp, j);
     }
+}
+
+/* A new file's data is durable: give it its final name (".tmp" -> ".spill"). */
+static void rename_start(ss__spill *sp, struct ss__sp_job *j)
+{
+    struct ss__sp_op *op = name_op(sp, j, SS_SP_OP_RENAME, j->file->id, true);
+
+    j->state = SS_SP_S_RENAME;
+    if (op) {
+        ss__spill_name(op->name2, j->file->id, false);
+        meta_op(sp, j, op);
+    }
+}
+
+/* ... then make the name durable (a shared directory fsync). */
+static void rename_done(ss__spill *sp, struct ss__sp_job *j)
+{
+    if (j->io_pending)
+        return;
+    j->renamed = true;
+    dirsync_join(sp, j, SS_SP_S_DIRSYNC);
 }
 
 /* Hash pieces on the worker: for a spill the whole source is there; for a
@@ -328,7 +349,7 @@ static void log_spill_error(const ss_id *id, int err)
 
     ss__spill_id_hex(id, hex);
     if (err == -ENOSPC || err == -EDQUOT)
-        ss__log_info("spill: object %s not spilled: %s", hex, strerror(-err));
+        ss__log_info("spill: object %s not spilled: %s", hex, ss_strerror(err));
     else
         ss__log_warn("spill: object %s not spilled: %s", hex, ss_strerror(err));
 }
@@ -350,7 +371,7 @@ static void large_finish(ss__spill *sp, struct ss__sp_job *j)
                          .copy = copy_left(j) };
 
     if (j->fd >= 0) {
-        close(j->fd);
+        ss__sys_close(j->fd);
         j->fd = -1;
     }
     if (!d.status || d.copy) {
@@ -394,7 +415,7 @@ static void large_advance(ss__spill *sp, struct ss__sp_job *j)
             /* remove what we made: an unrenamed .tmp, or the .spill whose
              * directory entry we could not make durable */
             if (j->fd >= 0) {
-                close(j->fd);
+                ss__sys_close(j->fd);
                 j->fd = -1;
             }
             j->state = SS_SP_S_CLEANUP;
@@ -444,18 +465,10 @@ static void large_advance(ss__spill *sp, struct ss__sp_job *j)
     case SS_SP_S_SYNC:
         if (j->io_pending)
             return;
-        j->state = SS_SP_S_RENAME;
-        op = name_op(sp, j, SS_SP_OP_RENAME, j->file->id, true);
-        if (op) {
-            ss__spill_name(op->name2, j->file->id, false);
-            meta_op(sp, j, op);
-        }
+        rename_start(sp, j);
         break;
     case SS_SP_S_RENAME:
-        if (j->io_pending)
-            return;
-        j->renamed = true;
-        dirsync_join(sp, j, SS_SP_S_DIRSYNC);
+        rename_done(sp, j);
         return;
     case SS_SP_S_DIRSYNC:
         if (j->io_pending)
@@ -585,26 +598,9 @@ int ss__sp_small_append(ss__spill *sp, const ss_id *id, uint32_t uid, const uint
     }
     if (!b && !(b = sp->stage = batch_get(sp)))
         return -ENOMEM;
-    if (b->n == b->ncap) {
-        uint32_t c = b->ncap ? b->ncap * 2 : 64;
-        struct ss__sp_brec *n = realloc(b->r, c * sizeof(*n));
-
-        if (!n)
-            return -ENOMEM;
-        b->r = n;
-        b->ncap = c;
-    }
-    if (b->meta_used + meta_size > b->meta_cap) {
-        uint32_t c = b->meta_cap ? b->meta_cap : 4096;
-        uint8_t *n;
-
-        while (c < b->meta_used + meta_size)
-            c *= 2;
-        if (!(n = realloc(b->meta, c)))
-            return -ENOMEM;
-        b->meta = n;
-        b->meta_cap = c;
-    }
+    if (SS_ARRAY_RESERVE(b->r, b->ncap, (size_t)b->n + 1, 64) < 0 ||
+        SS_ARRAY_RESERVE(b->meta, b->meta_cap, (size_t)b->meta_used + meta_size, 4096) < 0)
+        return -ENOMEM;
     br = &b->r[b->n++];
     br->cookie = cookie;
     br->off = b->used;
@@ -634,7 +630,7 @@ void ss__sp_fused_retire(ss__spill *sp)
         return;
     sp->fused_cur = NULL;
     if (f->fd >= 0 && sp->batch_job == NULL) {
-        close(f->fd);
+        ss__sys_close(f->fd);
         f->fd = -1;
     }
     ss__sp_maybe_reclaim(sp, f);
@@ -695,7 +691,7 @@ static void batch_finish(ss__spill *sp, struct ss__sp_job *j)
         if (copy && sp->fused_cur == f)
             sp->fused_cur = NULL; /* no more appends behind a doubtful one */
         if (f != sp->fused_cur && f->fd >= 0) {
-            close(f->fd);
+            ss__sys_close(f->fd);
             f->fd = -1;
         }
         ss__sp_file_put(sp, f);
@@ -707,7 +703,7 @@ static void batch_finish(ss__spill *sp, struct ss__sp_job *j)
         if (sp->fused_cur == f)
             sp->fused_cur = NULL;
         if (f->fd >= 0) {
-            close(f->fd);
+            ss__sys_close(f->fd);
             f->fd = -1;
         }
         ss__sp_file_put(sp, f);
@@ -730,9 +726,9 @@ static void batch_advance(ss__spill *sp, struct ss__sp_job *j)
             j->state = SS_SP_S_CLEANUP;
             if (f->state == SS_SP_F_CREATING) {
                 if (j->fd >= 0 && j->fd != f->fd)
-                    close(j->fd);
+                    ss__sys_close(j->fd);
                 if (f->fd >= 0)
-                    close(f->fd);
+                    ss__sys_close(f->fd);
                 f->fd = j->fd = -1;
                 if (!j->created)
                     goto finish;
@@ -787,18 +783,10 @@ finish:
             batch_finish(sp, j);
             return;
         }
-        j->state = SS_SP_S_RENAME;
-        op = name_op(sp, j, SS_SP_OP_RENAME, f->id, true);
-        if (op) {
-            ss__spill_name(op->name2, f->id, false);
-            meta_op(sp, j, op);
-        }
+        rename_start(sp, j);
         break;
     case SS_SP_S_RENAME:
-        if (j->io_pending)
-            return;
-        j->renamed = true;
-        dirsync_join(sp, j, SS_SP_S_DIRSYNC);
+        rename_done(sp, j);
         return;
     case SS_SP_S_DIRSYNC:
         if (j->io_pending)
@@ -899,13 +887,24 @@ static void batch_kick(ss__spill *sp)
 
 /* -------------------------------------------------------- READ: restore */
 
+/* A restore found its record damaged: one log line, counted; -EBADMSG. */
+static int read_damaged(ss__spill *sp, const ss__spill_loc *l, const char *why)
+{
+    char hex[2 * SS_ID_SIZE + 1];
+
+    ss__spill_id_hex(&l->id, hex);
+    ss__log_error("spill: restore of object %s from file %016llx at %llu failed: %s", hex,
+                  (unsigned long long)l->file, (unsigned long long)l->offset, why);
+    sp->st.damaged++;
+    return -EBADMSG;
+}
+
 static int read_verify(ss__spill *sp, struct ss__sp_job *j)
 {
     const uint8_t *p = j->hdr + (j->rec_off - j->span_off);
     const ss__spill_loc *l = &j->loc;
     ss__spill_rec r;
     const char *why = NULL;
-    char hex[2 * SS_ID_SIZE + 1];
     long i;
 
     memcpy(&r, p, sizeof(r));
@@ -929,13 +928,8 @@ static int read_verify(ss__spill *sp, struct ss__sp_job *j)
                                                  SS_SPILL_SEED) != r.data_hash) {
         why = "data checksum mismatch";
     }
-    if (why) {
-        ss__spill_id_hex(&l->id, hex);
-        ss__log_error("spill: restore of object %s from file %016llx at %llu failed: %s",
-                      hex, (unsigned long long)l->file, (unsigned long long)l->offset, why);
-        sp->st.damaged++;
-        return -EBADMSG;
-    }
+    if (why)
+        return read_damaged(sp, l, why);
     if (j->span && l->size) /* one span: copy the object out */
         memcpy(j->dst, p + r.data_off, l->size);
     if (j->meta_dst && r.meta_size)
@@ -949,7 +943,7 @@ static void read_finish(ss__spill *sp, struct ss__sp_job *j)
                          .loc = j->loc };
 
     if (j->fd >= 0 && j->fd != j->file->rfd)
-        close(j->fd);
+        ss__sys_close(j->fd);
     j->fd = -1;
     if (!d.status) {
         sp->st.objects_restored++;
@@ -1043,7 +1037,7 @@ static void tomb_advance(ss__spill *sp, struct ss__sp_job *j)
             return;
         ss__log_error("spill: tombstones for %u deleted object(s) in file %016llx failed: %s; "
                       "they may reappear after a restart",
-                      j->ntoffs, (unsigned long long)f->id, strerror(-j->status));
+                      j->ntoffs, (unsigned long long)f->id, ss_strerror(j->status));
         sp->st.delete_errors += j->ntoffs;
     }
     /* durable (or failed) now: the deletes it carries may answer */
@@ -1114,7 +1108,7 @@ static void unlink_advance(ss__spill *sp, struct ss__sp_job *j)
     }
     if (j->status) {
         ss__log_error("spill: removing file %016llx.spill failed: %s", (unsigned long long)f->id,
-                      strerror(-j->status));
+                      ss_strerror(j->status));
         sp->st.delete_errors++;
     } else {
         sp->st.files_removed++;
@@ -1146,11 +1140,11 @@ void ss__sp_maybe_reclaim(ss__spill *sp, struct ss__sp_file *f)
     }
     f->state = SS_SP_F_DOOMED;
     if (f->fd >= 0) {
-        close(f->fd);
+        ss__sys_close(f->fd);
         f->fd = -1;
     }
     if (f->rfd >= 0) {
-        close(f->rfd);
+        ss__sys_close(f->rfd);
         f->rfd = -1;
     }
     f->ntomb = 0; /* the unlink makes them moot */
@@ -1277,15 +1271,8 @@ static void data_done(ss__spill *sp, struct ss__sp_op *op)
 
     j->io_pending--;
     if (res < 0) {
-        if (res == -EBADMSG && j->kind == SS_SP_J_READ) {
-            char hex[2 * SS_ID_SIZE + 1];
-
-            ss__spill_id_hex(&j->loc.id, hex);
-            ss__log_error("spill: restore of object %s from file %016llx at %llu failed: "
-                          "the file is truncated", hex, (unsigned long long)j->loc.file,
-                          (unsigned long long)j->loc.offset);
-            sp->st.damaged++;
-        }
+        if (res == -EBADMSG && j->kind == SS_SP_J_READ)
+            read_damaged(sp, &j->loc, "the file is truncated");
         job_fail(j, (int)res);
     } else {
         if (op->type == SS_SP_OP_READ)
@@ -1314,7 +1301,7 @@ static void op_done(ss__spill *sp, struct ss__sp_op *op)
     case SS_SP_OP_FSYNC:
         if (op->res < 0) {
             ss__log_error("spill: fdatasync of file %016llx failed: %s",
-                          (unsigned long long)j->file->id, strerror((int)-op->res));
+                          (unsigned long long)j->file->id, ss_strerror((int)op->res));
             if (j->state == SS_SP_S_CLEANSYNC)
                 j->cleanup_err = (int)op->res;
             else

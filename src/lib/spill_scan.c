@@ -267,15 +267,8 @@ static int scan_rec(ss__spill *sp, struct ss__sp_file *f, const ss__spill_loc *l
         sc->kept++;
         return 0;
     }
-    if (sc->ndrop == sc->cdrop) {
-        size_t cap = sc->cdrop ? sc->cdrop * 2 : 16;
-        ss__spill_loc *n = realloc(sc->drop, cap * sizeof(*n));
-
-        if (!n)
-            return -ENOMEM;
-        sc->drop = n;
-        sc->cdrop = cap;
-    }
+    if (SS_ARRAY_RESERVE(sc->drop, sc->cdrop, sc->ndrop + 1, 16) < 0)
+        return -ENOMEM;
     sc->drop[sc->ndrop++] = *loc;
     return 0;
 }
@@ -315,7 +308,7 @@ static int scan_file_end(ss__spill *sp, struct ss__sp_file *f, const struct ss__
         else if (c->err == -ENOENT || c->err == -EACCES || c->err == -EIO ||
                  c->err == -EISDIR || c->err == -ELOOP) {
             ss__log_error("spill: cannot read spill file %s: %s: skipped", name,
-                          strerror(-c->err));
+                          ss_strerror(c->err));
             sp->st.damaged++;
         } else {
             return c->err;
@@ -445,7 +438,7 @@ void ss__sp_scan_poll(ss__spill *sp)
         rc = scan_apply(sp, c);
         free(c);
         if (rc < 0) {
-            ss__log_error("spill: %s: scan stopped: %s", sp->dir, strerror(-rc));
+            ss__log_error("spill: %s: scan stopped: %s", sp->dir, ss_strerror(rc));
             scan_over(sp, rc);
             return;
         }
@@ -457,7 +450,7 @@ void ss__sp_scan_poll(ss__spill *sp)
     pthread_mutex_unlock(&sc->lock);
     if (done) {
         if (err < 0)
-            ss__log_error("spill: %s: scan stopped: %s", sp->dir, strerror(-err));
+            ss__log_error("spill: %s: scan stopped: %s", sp->dir, ss_strerror(err));
         scan_over(sp, err < 0 ? err : 1);
     } else if (more) {
         ss__sp_efd_signal(sp); /* more than one turn's worth: come back */
