@@ -245,43 +245,136 @@ struct ss__sp_file {
     uint32_t ndwait, cdwait;
 };
 
+/*
+ * The hash of a large object's data (XXH64), computed on the worker in
+ * pieces of SS_SP_HASH_PIECE while the disk works: a spill hashes its
+ * source, a restore the prefix of its destination that has arrived.
+ * Protocol: the loop hands a piece over (busy = true, one SS_SP_OP_HASH op
+ * pointing at st and, for the last piece, val); while busy only the worker
+ * touches st and val; the op's completion, reaped under sp->lock, hands
+ * them back (busy = false). One piece at a time.
+ */
+struct ss__sp_hash {
+    ss__xxh64 st;  /* streaming state */
+    uint64_t done; /* bytes handed over so far (a multiple of 32 but the last) */
+    uint64_t val;  /* the digest: valid once done == the object's size and !busy */
+    bool busy;     /* a piece is on the worker */
+};
+
+/* What a spill or restore of one object needs besides the caller's memory
+ * (LARGE and READ jobs). The data moves in up to three transfers: the
+ * header block(s), the data's whole blocks straight to or from the
+ * caller's memory (direct_len bytes), and the last partial block through
+ * a bounce block (tail). */
+struct ss__sp_objio {
+    uint64_t size;       /* data bytes */
+    uint8_t *hdr;        /* LARGE: header + meta, data_off bytes; READ: the header
+                          * block, or the whole record (span, from the span pool) */
+    uint8_t *tail;       /* SS_SP_BLK bytes for the data's last tail_len bytes, or NULL */
+    uint64_t direct_len; /* data bytes moved in place: all of them unless direct */
+    uint64_t tail_len;   /* data bytes moved through tail: size - direct_len */
+    bool direct;         /* O_DIRECT: the caller's memory is aligned for it */
+    struct ss__sp_hash hash; /* above; LARGE: always for size > HASH_INLINE_MAX;
+                              * READ: when progressive */
+};
+
+/* SS_SP_J_LARGE: one object into a file of its own:
+ * OPEN (create "<id>.tmp", fallocate) -> DATA (data and tail, hashed
+ * meanwhile) -> HDR (the header once the hash is known) -> SYNC -> RENAME
+ * -> DIRSYNC -> done; on failure CLEANUP (unlink) -> CLEANSYNC. */
+struct ss__sp_job_large {
+    struct ss__sp_objio o;
+    uint64_t cookie;    /* the write's, for its completion */
+    const uint8_t *src; /* the caller's data: mapped and unchanged until the completion */
+    ss_id id;           /* the object */
+    uint32_t uid;       /* its creator */
+    uint32_t meta_size; /* meta bytes (copied into o.hdr at start) */
+    uint32_t data_off;  /* the data's offset in the record: header + meta, block-aligned */
+    uint64_t rec_len;   /* record bytes: data_off + size rounded to a block (= the file) */
+    uint64_t seq;       /* the record's write sequence */
+    uint64_t meta_hash; /* XXH64 of the meta */
+};
+
+/* SS_SP_J_BATCH: one append of small objects to the fused file:
+ * OPEN (the worker builds the records, and creates the file if new_file)
+ * -> DATA (one write) -> SYNC [-> RENAME -> DIRSYNC if new_file] -> done;
+ * on failure CLEANUP (truncate back, or unlink a new file) -> CLEANSYNC.
+ * At most one is in flight (sp->batch_job): only it appends. */
+struct ss__sp_job_batch {
+    struct ss__sp_batch *batch; /* the records; returned to the pool at the end */
+    uint64_t base;              /* file offset of the append: the file's size at the kick */
+    uint64_t len;               /* bytes appended: the records rounded up to a block */
+    bool new_file;              /* the append creates the file (".tmp", renamed once durable) */
+};
+
+/* SS_SP_J_READ: a restore: [OPEN (no kept read fd)] -> DATA -> checks ->
+ * done. A record of at most SPAN_MAX bytes is one read of its blocks
+ * (span) into a pooled buffer; a larger one reads its header block, its
+ * data in place and its tail, and with more than HASH_INLINE_MAX bytes
+ * hashes the data as its chunks arrive (progressive). */
+struct ss__sp_job_read {
+    struct ss__sp_objio o;
+    uint64_t cookie;       /* the read's, for its completion */
+    ss__spill_loc loc;     /* the record, as the caller named it */
+    uint8_t *dst;          /* the caller's data buffer (loc.size bytes) */
+    void *meta_dst;        /* the caller's meta buffer, or NULL */
+    uint64_t span_off;     /* file offset o.hdr's first byte came from */
+    bool span;             /* one read of the whole record into o.hdr */
+    bool tail_copied;      /* o.tail's bytes are in dst */
+    bool progressive;      /* hash chunks as they arrive (bits below) */
+    uint8_t *bits;         /* progressive: bit i set when chunk i of the data arrived */
+    uint64_t nchunks;      /* progressive: chunks in the in-place data transfer */
+    uint64_t next_chunk;   /* progressive: the first chunk not arrived */
+    uint64_t prefix;       /* progressive: dst bytes from 0 that have arrived */
+};
+
+/* SS_SP_J_TOMB: the pending tombstones of a fused file: OPEN -> DATA (one
+ * 8-byte write per record, buffered) -> SYNC -> done, then the deletes it
+ * carries complete. Holds a file reference; one per file (f->tomb_job). */
+struct ss__sp_job_tomb {
+    uint64_t val;    /* SS_SPILL_TOMB: the bytes every write writes */
+    uint64_t *offs;  /* record offsets, taken from the file's tomb[] */
+    uint32_t n;      /* of them */
+    uint64_t *dwait; /* delete cookies completed once the tombstones are durable */
+    uint32_t ndwait; /* of them */
+};
+
+/* SS_SP_J_UNLINK (no per-kind state): UNLINK -> DIRSYNC -> done, then the
+ * file's waiting deletes complete and its record is freed. */
+
+/*
+ * A job: one request's state machine (the kinds above). All of it belongs
+ * to the loop thread; ops carry a pointer to their job, and the only part
+ * a worker touches is u.*.o.hash (its protocol above) and, for OP_BUILD,
+ * the batch. A job is freed only when io_pending is 0 and no hash piece is
+ * busy, so nothing in flight points into freed memory.
+ */
 struct ss__sp_job {
-    struct ss__sp_job *next;    /* ready queue */
-    struct ss__sp_job *ds_next; /* directory fsync lists */
-    uint8_t kind, state;
-    bool in_ready, created, renamed, new_file, hash_busy, tail_copied, progressive;
-    bool direct, span;
-    int status;
-    int cleanup_err; /* a failed spill's cleanup failed too: its record may stay */
-    unsigned io_pending; /* ops in flight other than hashing, dirsync waits */
-    struct ss__sp_file *file;
-    int fd;
-    uint64_t cookie, seq, size, rec_len, rec_off;
-    uint32_t meta_size, data_off;
-    ss_id id;
-    uint32_t uid;
-    const uint8_t *src;
-    uint8_t *dst;
-    void *meta_dst;
-    uint8_t *hdr; /* header(+meta) block, or the whole record span */
-    uint64_t span_off;
-    uint8_t *tail;
-    uint64_t direct_len, tail_len;
-    struct ss__sp_xfer xin[3], *x;
-    unsigned nx, xi;
-    ss__xxh64 hs;
-    uint64_t hashed, hash_val, meta_hash;
-    uint8_t *bits; /* restore: chunks of the data xfer that arrived */
-    uint64_t next_chunk, nchunks, prefix;
-    struct ss__sp_batch *batch;
-    uint64_t base, len;
-    uint64_t tombval;
-    uint64_t *toffs;
-    uint32_t ntoffs;
-    uint64_t *dwait; /* tomb: cookies completed when its tombstones are durable */
-    uint32_t ndwait;
-    uint64_t t0;
-    ss__spill_loc loc;
+    struct ss__sp_job *next;    /* the ready queue (sp->ready_head), while in_ready */
+    struct ss__sp_job *ds_next; /* sp->ds_wait or sp->ds_run, while in a dirsync */
+    uint8_t kind;               /* SS_SP_J_*: which member of u */
+    uint8_t state;              /* SS_SP_S_*: the step it waits for */
+    bool in_ready;              /* on the ready queue (has data ops to issue) */
+    bool created;               /* LARGE/BATCH: its open created the file */
+    bool renamed;               /* LARGE/BATCH: the file has its final name */
+    int status;                 /* 0, or the first error: the job is failing */
+    int cleanup_err;            /* the cleanup after a failure failed too: a record
+                                 * may be left on disk */
+    unsigned io_pending;        /* its ops in flight (hash pieces apart) plus a dirsync wait */
+    struct ss__sp_file *file;   /* the file it works on; READ, BATCH and TOMB hold a
+                                 * reference, LARGE creates it, UNLINK frees it */
+    int fd;                     /* the fd its data ops use: its own (closed by the job)
+                                 * or the file's fd/rfd; -1 none */
+    struct ss__sp_xfer xin[3];  /* transfers, when 3 are enough */
+    struct ss__sp_xfer *x;      /* xin, or (TOMB) an array of one per tombstone */
+    unsigned nx;                /* transfers in x */
+    unsigned xi;                /* the first with bytes left to issue */
+    union {
+        struct ss__sp_job_large large;
+        struct ss__sp_job_batch batch;
+        struct ss__sp_job_read read;
+        struct ss__sp_job_tomb tomb;
+    } u;
 };
 
 /*

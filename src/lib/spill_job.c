@@ -127,7 +127,6 @@ static struct ss__sp_job *job_new(ss__spill *sp, int kind)
     j->kind = (uint8_t)kind;
     j->fd = -1;
     j->x = j->xin;
-    j->t0 = ss__now_ns();
     sp->njobs++;
     return j;
 }
@@ -147,14 +146,24 @@ static void job_free(ss__spill *sp, struct ss__sp_job *j)
     }
     if (j->fd >= 0 && !(j->file && (j->fd == j->file->fd || j->fd == j->file->rfd)))
         ss__sys_close(j->fd);
-    if (j->span && j->hdr)
-        ss__sp_span_put(sp, j->hdr);
-    else
-        free(j->hdr);
-    free(j->tail);
-    free(j->bits);
-    free(j->toffs);
-    free(j->dwait);
+    switch (j->kind) {
+    case SS_SP_J_LARGE:
+        free(j->u.large.o.hdr);
+        free(j->u.large.o.tail);
+        break;
+    case SS_SP_J_READ:
+        if (j->u.read.span && j->u.read.o.hdr)
+            ss__sp_span_put(sp, j->u.read.o.hdr);
+        else
+            free(j->u.read.o.hdr);
+        free(j->u.read.o.tail);
+        free(j->u.read.bits);
+        break;
+    case SS_SP_J_TOMB:
+        free(j->u.tomb.offs);
+        free(j->u.tomb.dwait);
+        break;
+    }
     if (j->x != j->xin)
         free(j->x);
     sp->njobs--;
@@ -221,7 +230,7 @@ static bool job_issue(ss__spill *sp, struct ss__sp_job *j)
     if (x->span && !x->buf) {
         /* taken only now: thousands of queued small restores must not
          * each hold a buffer while they wait */
-        if (!(x->buf = j->hdr = ss__sp_span_get(sp))) {
+        if (!(x->buf = j->u.read.o.hdr = ss__sp_span_get(sp))) { /* only READ spans */
             job_fail(j, -ENOMEM);
             return false;
         }
@@ -298,49 +307,52 @@ static void rename_done(ss__spill *sp, struct ss__sp_job *j)
 
 /* Hash pieces on the worker: for a spill the whole source is there; for a
  * restore only the prefix that has arrived (`avail`). */
-static void hash_kick(ss__spill *sp, struct ss__sp_job *j, const uint8_t *base, uint64_t avail)
+static void hash_kick(ss__spill *sp, struct ss__sp_job *j, struct ss__sp_objio *o,
+                      const uint8_t *base, uint64_t avail)
 {
+    struct ss__sp_hash *h = &o->hash;
     uint64_t end;
     struct ss__sp_op *op;
 
-    if (j->hash_busy || j->status || j->hashed >= avail)
+    if (h->busy || j->status || h->done >= avail)
         return;
-    end = avail - j->hashed > SS_SP_HASH_PIECE ? j->hashed + SS_SP_HASH_PIECE : avail;
-    if (end != j->size)
-        end = j->hashed + ((end - j->hashed) & ~(uint64_t)31);
-    if (end == j->hashed)
+    end = avail - h->done > SS_SP_HASH_PIECE ? h->done + SS_SP_HASH_PIECE : avail;
+    if (end != o->size)
+        end = h->done + ((end - h->done) & ~(uint64_t)31);
+    if (end == h->done)
         return;
     op = ss__sp_op_new(sp, j, SS_SP_OP_HASH);
     if (!op) {
         job_fail(j, -ENOMEM);
         return;
     }
-    op->hst = &j->hs;
-    op->hp = base + j->hashed;
-    op->hlen = end - j->hashed;
-    op->hout = end == j->size ? &j->hash_val : NULL;
-    j->hashed = end;
-    j->hash_busy = true;
+    op->hst = &h->st;
+    op->hp = base + h->done;
+    op->hlen = end - h->done;
+    op->hout = end == o->size ? &h->val : NULL;
+    h->done = end;
+    h->busy = true;
     ss__sp_op_start(sp, op);
 }
 
-static bool hash_done(const struct ss__sp_job *j)
+static bool hash_done(const struct ss__sp_objio *o)
 {
-    return !j->hash_busy && j->hashed == j->size;
+    return !o->hash.busy && o->hash.done == o->size;
 }
 
-static void loc_fill(ss__spill_loc *l, uint64_t file, uint64_t off, const struct ss__sp_job *j)
+static void loc_fill(ss__spill_loc *l, uint64_t file, uint64_t off,
+                     const struct ss__sp_job_large *lg)
 {
     memset(l, 0, sizeof(*l));
     l->file = file;
     l->offset = off;
-    l->size = j->size;
-    l->seq = j->seq;
-    l->rec_len = j->rec_len;
-    l->meta_size = j->meta_size;
-    l->data_off = j->data_off;
-    l->id = j->id;
-    l->uid = j->uid;
+    l->size = lg->o.size;
+    l->seq = lg->seq;
+    l->rec_len = lg->rec_len;
+    l->meta_size = lg->meta_size;
+    l->data_off = lg->data_off;
+    l->id = lg->id;
+    l->uid = lg->uid;
 }
 
 static void log_spill_error(const ss_id *id, int err)
@@ -366,8 +378,9 @@ static bool copy_left(const struct ss__sp_job *j)
 
 static void large_finish(ss__spill *sp, struct ss__sp_job *j)
 {
+    struct ss__sp_job_large *lg = &j->u.large;
     struct ss__sp_file *f = j->file;
-    ss__spill_done d = { .cookie = j->cookie, .status = j->status, .op = SS_SPILL_OP_WRITE,
+    ss__spill_done d = { .cookie = lg->cookie, .status = j->status, .op = SS_SPILL_OP_WRITE,
                          .copy = copy_left(j) };
 
     if (j->fd >= 0) {
@@ -380,22 +393,22 @@ static void large_finish(ss__spill *sp, struct ss__sp_job *j)
         SS_ASSERT(rc == 0);
         (void)rc;
         f->state = SS_SP_F_LIVE;
-        f->size = j->rec_len;
+        f->size = lg->rec_len;
         f->live = 1;
-        loc_fill(&d.loc, f->id, 0, j);
+        loc_fill(&d.loc, f->id, 0, lg);
         sp->st.files++;
         sp->st.disk_bytes += f->size;
         sp->st.live_objects++;
-        sp->st.live_bytes += j->size;
+        sp->st.live_bytes += lg->o.size;
     }
     if (!d.status) {
         sp->st.objects_spilled++;
-        sp->st.bytes_spilled += j->size;
+        sp->st.bytes_spilled += lg->o.size;
     } else {
         if (!d.copy && f->state == SS_SP_F_CREATING)
             ss__sp_file_free(sp, f);
         sp->st.spill_errors++;
-        log_spill_error(&j->id, d.status);
+        log_spill_error(&lg->id, d.status);
     }
     ss__sp_push_done(sp, &d);
     busy_dec(&sp->spill_active, sp->spill_t0, &sp->st.spill_ns);
@@ -404,12 +417,13 @@ static void large_finish(ss__spill *sp, struct ss__sp_job *j)
 
 static void large_advance(ss__spill *sp, struct ss__sp_job *j)
 {
+    struct ss__sp_job_large *lg = &j->u.large;
     ss__spill_rec *r;
     struct ss__sp_op *op;
 
-    hash_kick(sp, j, j->src, j->size);
+    hash_kick(sp, j, &lg->o, lg->src, lg->o.size);
     if (j->status) {
-        if (j->io_pending || j->hash_busy)
+        if (j->io_pending || lg->o.hash.busy)
             return;
         if (j->state != SS_SP_S_CLEANUP && j->state != SS_SP_S_CLEANSYNC && j->created) {
             /* remove what we made: an unrenamed .tmp, or the .spill whose
@@ -439,20 +453,20 @@ static void large_advance(ss__spill *sp, struct ss__sp_job *j)
         if (j->io_pending)
             return;
         j->state = SS_SP_S_DATA;
-        xfer_add(j, (uint8_t *)j->src, j->data_off, j->direct_len, false, 0);
-        if (j->tail_len)
-            xfer_add(j, j->tail, j->data_off + j->direct_len, SS_SP_BLK, false, 0);
+        xfer_add(j, (uint8_t *)lg->src, lg->data_off, lg->o.direct_len, false, 0);
+        if (lg->o.tail_len)
+            xfer_add(j, lg->o.tail, lg->data_off + lg->o.direct_len, SS_SP_BLK, false, 0);
         job_ready(sp, j);
         /* fallthrough */
     case SS_SP_S_DATA:
-        if (j->io_pending || !xfers_done(j) || !hash_done(j))
+        if (j->io_pending || !xfers_done(j) || !hash_done(&lg->o))
             return;
         /* the header goes last, once the data hash is known */
-        r = (ss__spill_rec *)j->hdr;
-        ss__spill_rec_fill(r, SS_SPILL_REC_OBJECT, &j->id, j->uid, j->meta_size, j->size,
-                           j->data_off, j->rec_len, j->seq, j->hash_val, j->meta_hash);
+        r = (ss__spill_rec *)lg->o.hdr;
+        ss__spill_rec_fill(r, SS_SPILL_REC_OBJECT, &lg->id, lg->uid, lg->meta_size, lg->o.size,
+                           lg->data_off, lg->rec_len, lg->seq, lg->o.hash.val, lg->meta_hash);
         j->nx = j->xi = 0;
-        xfer_add(j, j->hdr, 0, j->data_off, false, 0);
+        xfer_add(j, lg->o.hdr, 0, lg->data_off, false, 0);
         j->state = SS_SP_S_HDR;
         job_ready(sp, j);
         return;
@@ -485,29 +499,31 @@ int ss__sp_large_start(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8
                        uint64_t size, const void *meta, uint32_t meta_size, uint64_t cookie)
 {
     struct ss__sp_job *j = job_new(sp, SS_SP_J_LARGE);
+    struct ss__sp_job_large *lg;
     struct ss__sp_op *op;
 
     if (!j)
         return -ENOMEM;
-    j->id = *id;
-    j->uid = uid;
-    j->cookie = cookie;
-    j->src = data;
-    j->size = size;
-    j->meta_size = meta_size;
-    j->data_off = (uint32_t)SS_ALIGN_UP(sizeof(ss__spill_rec) + meta_size, SS_SP_BLK);
-    j->rec_len = j->data_off + SS_ALIGN_UP(size, SS_SP_BLK);
+    lg = &j->u.large;
+    lg->id = *id;
+    lg->uid = uid;
+    lg->cookie = cookie;
+    lg->src = data;
+    lg->o.size = size;
+    lg->meta_size = meta_size;
+    lg->data_off = (uint32_t)SS_ALIGN_UP(sizeof(ss__spill_rec) + meta_size, SS_SP_BLK);
+    lg->rec_len = lg->data_off + SS_ALIGN_UP(size, SS_SP_BLK);
     /* O_DIRECT reads the caller's memory as it is: it must be aligned */
-    j->direct = sp->dio_align && (uintptr_t)data % sp->dio_align == 0;
-    j->direct_len = j->direct ? size & ~(SS_SP_BLK - 1) : size;
-    j->tail_len = size - j->direct_len;
-    j->hdr = ss__sp_balloc(j->data_off);
-    j->tail = j->tail_len ? ss__sp_balloc(SS_SP_BLK) : NULL;
+    lg->o.direct = sp->dio_align && (uintptr_t)data % sp->dio_align == 0;
+    lg->o.direct_len = lg->o.direct ? size & ~(SS_SP_BLK - 1) : size;
+    lg->o.tail_len = size - lg->o.direct_len;
+    lg->o.hdr = ss__sp_balloc(lg->data_off);
+    lg->o.tail = lg->o.tail_len ? ss__sp_balloc(SS_SP_BLK) : NULL;
     j->file = ss__sp_file_new(sp, sp->next_file);
     op = ss__sp_op_new(sp, j, SS_SP_OP_OPEN);
     /* its record's slot now: once the file is durable, registering it
      * must not fail */
-    if (!j->hdr || (j->tail_len && !j->tail) || !j->file || !op ||
+    if (!lg->o.hdr || (lg->o.tail_len && !lg->o.tail) || !j->file || !op ||
         ss__sp_rec_reserve(sp, j->file, 1) < 0) {
         if (j->file)
             ss__sp_file_free(sp, j->file);
@@ -517,26 +533,26 @@ int ss__sp_large_start(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8
         return -ENOMEM;
     }
     sp->next_file++;
-    j->seq = sp->next_seq++;
+    lg->seq = sp->next_seq++;
     j->file->state = SS_SP_F_CREATING;
-    memset(j->hdr, 0, j->data_off);
+    memset(lg->o.hdr, 0, lg->data_off);
     if (meta_size)
-        memcpy(j->hdr + sizeof(ss__spill_rec), meta, meta_size);
-    j->meta_hash = ss__spill_hash64(meta_size ? meta : "", meta_size, SS_SPILL_SEED);
-    if (j->tail) {
-        memset(j->tail, 0, SS_SP_BLK);
-        memcpy(j->tail, data + j->direct_len, j->tail_len);
+        memcpy(lg->o.hdr + sizeof(ss__spill_rec), meta, meta_size);
+    lg->meta_hash = ss__spill_hash64(meta_size ? meta : "", meta_size, SS_SPILL_SEED);
+    if (lg->o.tail) {
+        memset(lg->o.tail, 0, SS_SP_BLK);
+        memcpy(lg->o.tail, data + lg->o.direct_len, lg->o.tail_len);
     }
-    ss__xxh64_init(&j->hs, SS_SPILL_SEED);
+    ss__xxh64_init(&lg->o.hash.st, SS_SPILL_SEED);
     if (size <= SS_SP_HASH_INLINE_MAX) {
-        j->hash_val = ss__spill_hash64(data, size, SS_SPILL_SEED);
-        j->hashed = size;
+        lg->o.hash.val = ss__spill_hash64(data, size, SS_SPILL_SEED);
+        lg->o.hash.done = size;
     } else {
-        hash_kick(sp, j, data, size);
+        hash_kick(sp, j, &lg->o, data, size);
     }
     ss__spill_name(op->name, j->file->id, true);
-    op->oflags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (j->direct ? O_DIRECT : 0);
-    op->prealloc = j->rec_len;
+    op->oflags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (lg->o.direct ? O_DIRECT : 0);
+    op->prealloc = lg->rec_len;
     j->state = SS_SP_S_OPEN;
     meta_op(sp, j, op);
     busy_inc(&sp->spill_active, &sp->spill_t0);
@@ -638,7 +654,8 @@ void ss__sp_fused_retire(ss__spill *sp)
 
 static void batch_finish(ss__spill *sp, struct ss__sp_job *j)
 {
-    struct ss__sp_batch *b = j->batch;
+    struct ss__sp_job_batch *bt = &j->u.batch;
+    struct ss__sp_batch *b = bt->batch;
     struct ss__sp_file *f = j->file;
     bool copy = copy_left(j), keep = !j->status || copy;
 
@@ -648,13 +665,13 @@ static void batch_finish(ss__spill *sp, struct ss__sp_job *j)
 
         if (keep) {
             /* reserved at the kick */
-            int rc = ss__sp_rec_add(sp, f, j->base + br->off);
+            int rc = ss__sp_rec_add(sp, f, bt->base + br->off);
 
             SS_ASSERT(rc == 0);
             (void)rc;
             d.status = j->status;
             d.loc.file = f->id;
-            d.loc.offset = j->base + br->off;
+            d.loc.offset = bt->base + br->off;
             d.loc.size = br->size;
             d.loc.seq = br->seq;
             d.loc.rec_len = br->rec_len;
@@ -686,8 +703,8 @@ static void batch_finish(ss__spill *sp, struct ss__sp_job *j)
             sp->st.files++;
             sp->st.fused_files++;
         }
-        f->size = j->base + j->len;
-        sp->st.disk_bytes += j->len;
+        f->size = bt->base + bt->len;
+        sp->st.disk_bytes += bt->len;
         if (copy && sp->fused_cur == f)
             sp->fused_cur = NULL; /* no more appends behind a doubtful one */
         if (f != sp->fused_cur && f->fd >= 0) {
@@ -714,6 +731,7 @@ static void batch_finish(ss__spill *sp, struct ss__sp_job *j)
 
 static void batch_advance(ss__spill *sp, struct ss__sp_job *j)
 {
+    struct ss__sp_job_batch *bt = &j->u.batch;
     struct ss__sp_file *f = j->file;
     struct ss__sp_op *op;
 
@@ -738,7 +756,7 @@ static void batch_advance(ss__spill *sp, struct ss__sp_job *j)
                 }
             } else if (f->fd >= 0 && (op = ss__sp_op_new(sp, j, SS_SP_OP_TRUNCATE))) {
                 op->fd = f->fd;
-                op->off = j->base;
+                op->off = bt->base;
                 meta_op(sp, j, op);
                 return;
             }
@@ -764,10 +782,10 @@ finish:
     case SS_SP_S_OPEN: /* built (and the file created) */
         if (j->io_pending)
             return;
-        if (j->new_file)
+        if (bt->new_file)
             f->fd = j->fd;
         j->state = SS_SP_S_DATA;
-        xfer_add(j, j->batch->buf, j->base, j->len, false, 0);
+        xfer_add(j, bt->batch->buf, bt->base, bt->len, false, 0);
         job_ready(sp, j);
         return;
     case SS_SP_S_DATA:
@@ -779,7 +797,7 @@ finish:
     case SS_SP_S_SYNC:
         if (j->io_pending)
             return;
-        if (!j->new_file) {
+        if (!bt->new_file) {
             batch_finish(sp, j);
             return;
         }
@@ -798,18 +816,13 @@ finish:
         batch_advance(sp, j);
 }
 
-/* Flush the next batch if none is in flight: the worker builds it (and
- * creates the next fused file when needed), then it is written. */
-static void batch_kick(ss__spill *sp)
+/* The next batch to write (queued full ones first, then the stage), or
+ * NULL; with a buffer for it (b->buf NULL: no memory). */
+static struct ss__sp_batch *batch_next(ss__spill *sp)
 {
     struct ss__sp_batch *b;
-    struct ss__sp_job *j;
-    struct ss__sp_file *f;
     uint64_t len;
-    struct ss__sp_op *build, *open = NULL;
 
-    if (sp->batch_job)
-        return;
     if (sp->pend_head) {
         b = sp->pend_head;
         sp->pend_head = b->next;
@@ -819,7 +832,7 @@ static void batch_kick(ss__spill *sp)
         b = sp->stage;
         sp->stage = NULL;
     } else {
-        return;
+        return NULL;
     }
     b->next = NULL;
     len = SS_ALIGN_UP(b->used, SS_SP_BLK);
@@ -830,6 +843,38 @@ static void batch_kick(ss__spill *sp)
     } else if ((b->buf = ss__sp_balloc(SS_ALIGN_UP(len, SS_MiB)))) {
         b->cap = SS_ALIGN_UP(len, SS_MiB);
     }
+    return b;
+}
+
+/* No memory to even start a batch: its objects fail now. */
+static void batch_fail_all(ss__spill *sp, struct ss__sp_batch *b)
+{
+    for (uint32_t i = 0; i < b->n; i++) {
+        ss__spill_done d = { .cookie = b->r[i].cookie, .status = -ENOMEM,
+                             .op = SS_SPILL_OP_WRITE };
+
+        ss__sp_push_done(sp, &d);
+        sp->st.spill_errors++;
+        busy_dec(&sp->spill_active, sp->spill_t0, &sp->st.spill_ns);
+    }
+    batch_put(sp, b);
+}
+
+/* Flush the next batch if none is in flight: the worker builds it (and
+ * creates the next fused file when needed), then it is written. */
+static void batch_kick(ss__spill *sp)
+{
+    struct ss__sp_batch *b;
+    struct ss__sp_job *j;
+    struct ss__sp_job_batch *bt;
+    struct ss__sp_file *f;
+    struct ss__sp_op *build, *open = NULL;
+    bool new_file = false;
+    uint64_t len;
+
+    if (sp->batch_job || !(b = batch_next(sp)))
+        return;
+    len = SS_ALIGN_UP(b->used, SS_SP_BLK);
     j = job_new(sp, SS_SP_J_BATCH);
     build = j ? ss__sp_op_new(sp, j, SS_SP_OP_BUILD) : NULL;
     if (build && b->buf && (!sp->fused_cur || sp->fused_cur->size + len > sp->fused_cap)) {
@@ -839,44 +884,37 @@ static void batch_kick(ss__spill *sp)
             sp->next_file++;
             sp->fused_cur->fused = true;
             sp->fused_cur->state = SS_SP_F_CREATING;
-            j->new_file = true;
+            new_file = true;
         }
     }
     /* the records' slots now: once they are durable, registering them
      * must not fail */
     if (!build || !b->buf || !sp->fused_cur ||
         ss__sp_rec_reserve(sp, sp->fused_cur, b->n) < 0) {
-        /* no memory to even start: fail the batch's objects now */
-        if (j && j->new_file && sp->fused_cur)
+        if (new_file)
             ss__sp_file_free(sp, sp->fused_cur); /* not created yet */
         if (open)
             ss__sp_op_release(sp, open);
         if (build)
             ss__sp_op_release(sp, build);
-        for (uint32_t i = 0; i < b->n; i++) {
-            ss__spill_done d = { .cookie = b->r[i].cookie, .status = -ENOMEM,
-                                 .op = SS_SPILL_OP_WRITE };
-
-            ss__sp_push_done(sp, &d);
-            sp->st.spill_errors++;
-            busy_dec(&sp->spill_active, sp->spill_t0, &sp->st.spill_ns);
-        }
-        batch_put(sp, b);
+        batch_fail_all(sp, b);
         if (j)
             job_free(sp, j);
         return;
     }
     f = sp->fused_cur;
-    j->batch = b;
+    bt = &j->u.batch;
+    bt->batch = b;
+    bt->len = len;
+    bt->base = f->size;
+    bt->new_file = new_file;
     build->batch = b;
-    j->len = len;
-    j->base = f->size;
     j->file = f;
     ss__sp_file_get(f);
     sp->batch_job = j;
     j->state = SS_SP_S_OPEN;
     meta_op(sp, j, build);
-    if (j->new_file) {
+    if (new_file) {
         ss__spill_name(open->name, f->id, true);
         open->oflags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (sp->dio_align ? O_DIRECT : 0);
         meta_op(sp, j, open);
@@ -901,8 +939,9 @@ static int read_damaged(ss__spill *sp, const ss__spill_loc *l, const char *why)
 
 static int read_verify(ss__spill *sp, struct ss__sp_job *j)
 {
-    const uint8_t *p = j->hdr + (j->rec_off - j->span_off);
-    const ss__spill_loc *l = &j->loc;
+    struct ss__sp_job_read *rd = &j->u.read;
+    const uint8_t *p = rd->o.hdr + (rd->loc.offset - rd->span_off);
+    const ss__spill_loc *l = &rd->loc;
     ss__spill_rec r;
     const char *why = NULL;
     long i;
@@ -923,31 +962,32 @@ static int read_verify(ss__spill *sp, struct ss__sp_job *j)
         why = "record is tombstoned";
     } else if (ss__spill_hash64(p + sizeof(r), r.meta_size, SS_SPILL_SEED) != r.meta_hash) {
         why = "meta checksum mismatch";
-    } else if (j->progressive ? j->hash_val != r.data_hash
-                              : ss__spill_hash64(j->span ? p + r.data_off : j->dst, l->size,
+    } else if (rd->progressive ? rd->o.hash.val != r.data_hash
+                              : ss__spill_hash64(rd->span ? p + r.data_off : rd->dst, l->size,
                                                  SS_SPILL_SEED) != r.data_hash) {
         why = "data checksum mismatch";
     }
     if (why)
         return read_damaged(sp, l, why);
-    if (j->span && l->size) /* one span: copy the object out */
-        memcpy(j->dst, p + r.data_off, l->size);
-    if (j->meta_dst && r.meta_size)
-        memcpy(j->meta_dst, p + sizeof(r), r.meta_size);
+    if (rd->span && l->size) /* one span: copy the object out */
+        memcpy(rd->dst, p + r.data_off, l->size);
+    if (rd->meta_dst && r.meta_size)
+        memcpy(rd->meta_dst, p + sizeof(r), r.meta_size);
     return 0;
 }
 
 static void read_finish(ss__spill *sp, struct ss__sp_job *j)
 {
-    ss__spill_done d = { .cookie = j->cookie, .status = j->status, .op = SS_SPILL_OP_READ,
-                         .loc = j->loc };
+    struct ss__sp_job_read *rd = &j->u.read;
+    ss__spill_done d = { .cookie = rd->cookie, .status = j->status, .op = SS_SPILL_OP_READ,
+                         .loc = rd->loc };
 
     if (j->fd >= 0 && j->fd != j->file->rfd)
         ss__sys_close(j->fd);
     j->fd = -1;
     if (!d.status) {
         sp->st.objects_restored++;
-        sp->st.bytes_restored += j->size;
+        sp->st.bytes_restored += rd->o.size;
     } else {
         sp->st.restore_errors++;
     }
@@ -959,8 +999,10 @@ static void read_finish(ss__spill *sp, struct ss__sp_job *j)
 
 static void read_advance(ss__spill *sp, struct ss__sp_job *j)
 {
+    struct ss__sp_job_read *rd = &j->u.read;
+
     if (j->status) {
-        if (j->io_pending || j->hash_busy)
+        if (j->io_pending || rd->o.hash.busy)
             return;
         read_finish(sp, j);
         return;
@@ -973,30 +1015,30 @@ static void read_advance(ss__spill *sp, struct ss__sp_job *j)
         job_ready(sp, j);
         return;
     case SS_SP_S_DATA:
-        if (j->progressive) {
-            while (j->next_chunk < j->nchunks &&
-                   (j->bits[j->next_chunk / 8] >> (j->next_chunk % 8) & 1))
-                j->next_chunk++;
-            j->prefix = j->next_chunk * sp->chunk;
-            if (j->prefix > j->direct_len)
-                j->prefix = j->direct_len;
+        if (rd->progressive) {
+            while (rd->next_chunk < rd->nchunks &&
+                   (rd->bits[rd->next_chunk / 8] >> (rd->next_chunk % 8) & 1))
+                rd->next_chunk++;
+            rd->prefix = rd->next_chunk * sp->chunk;
+            if (rd->prefix > rd->o.direct_len)
+                rd->prefix = rd->o.direct_len;
         }
         if (!xfers_done(j) || j->io_pending) {
-            if (j->progressive)
-                hash_kick(sp, j, j->dst, j->prefix);
+            if (rd->progressive)
+                hash_kick(sp, j, &rd->o, rd->dst, rd->prefix);
             return;
         }
-        if (j->tail_len && !j->tail_copied) {
-            memcpy(j->dst + j->direct_len, j->tail, j->tail_len);
-            j->tail_copied = true;
+        if (rd->o.tail_len && !rd->tail_copied) {
+            memcpy(rd->dst + rd->o.direct_len, rd->o.tail, rd->o.tail_len);
+            rd->tail_copied = true;
         }
-        if (j->progressive) {
-            hash_kick(sp, j, j->dst, j->size);
+        if (rd->progressive) {
+            hash_kick(sp, j, &rd->o, rd->dst, rd->o.size);
             if (j->status) { /* no memory for the hash op */
                 read_advance(sp, j);
                 return;
             }
-            if (!hash_done(j))
+            if (!hash_done(&rd->o))
                 return;
         }
         j->status = read_verify(sp, j);
@@ -1009,6 +1051,7 @@ static void read_advance(ss__spill *sp, struct ss__sp_job *j)
 
 static void tomb_advance(ss__spill *sp, struct ss__sp_job *j)
 {
+    struct ss__sp_job_tomb *tb = &j->u.tomb;
     struct ss__sp_file *f = j->file;
 
     if (!j->status) {
@@ -1037,11 +1080,11 @@ static void tomb_advance(ss__spill *sp, struct ss__sp_job *j)
             return;
         ss__log_error("spill: tombstones for %u deleted object(s) in file %016llx failed: %s; "
                       "they may reappear after a restart",
-                      j->ntoffs, (unsigned long long)f->id, ss_strerror(j->status));
-        sp->st.delete_errors += j->ntoffs;
+                      tb->n, (unsigned long long)f->id, ss_strerror(j->status));
+        sp->st.delete_errors += tb->n;
     }
     /* durable (or failed) now: the deletes it carries may answer */
-    ss__sp_dwait_done(sp, j->dwait, j->ndwait, j->status);
+    ss__sp_dwait_done(sp, tb->dwait, tb->ndwait, j->status);
     f->tomb_job = NULL;
     job_free(sp, j);
     ss__sp_file_put(sp, f);
@@ -1052,6 +1095,7 @@ static void tomb_advance(ss__spill *sp, struct ss__sp_job *j)
 void ss__sp_tomb_kick(ss__spill *sp, struct ss__sp_file *f)
 {
     struct ss__sp_job *j;
+    struct ss__sp_job_tomb *tb;
     struct ss__sp_op *op;
 
     if (f->tomb_job || !f->ntomb || f->state != SS_SP_F_LIVE)
@@ -1077,18 +1121,19 @@ void ss__sp_tomb_kick(ss__spill *sp, struct ss__sp_file *f)
     j->file = f;
     ss__sp_file_get(f);
     f->tomb_job = j;
-    j->toffs = f->tomb;
-    j->ntoffs = f->ntomb;
+    tb = &j->u.tomb;
+    tb->offs = f->tomb;
+    tb->n = f->ntomb;
     f->tomb = NULL;
     f->ntomb = f->ctomb = 0;
-    j->dwait = f->dwait; /* all of them: their offsets are in toffs */
-    j->ndwait = f->ndwait;
+    tb->dwait = f->dwait; /* all of them: their offsets are in toffs */
+    tb->ndwait = f->ndwait;
     f->dwait = NULL;
     f->ndwait = f->cdwait = 0;
-    j->tombval = SS_SPILL_TOMB;
-    for (uint32_t i = 0; i < j->ntoffs; i++)
-        xfer_add(j, (uint8_t *)&j->tombval, j->toffs[i] + offsetof(ss__spill_rec, tomb),
-                 sizeof(j->tombval), true, 0);
+    tb->val = SS_SPILL_TOMB;
+    for (uint32_t i = 0; i < tb->n; i++)
+        xfer_add(j, (uint8_t *)&tb->val, tb->offs[i] + offsetof(ss__spill_rec, tomb),
+                 sizeof(tb->val), true, 0);
     /* buffered: an 8-byte write in place; O_DIRECT would need a
      * read-modify-write of the sector */
     op->oflags = O_WRONLY | O_CLOEXEC;
@@ -1179,27 +1224,29 @@ int ss__sp_read_start(ss__spill *sp, struct ss__sp_file *f, const ss__spill_loc 
                void *meta_dst, uint64_t cookie)
 {
     struct ss__sp_job *j;
+    struct ss__sp_job_read *rd;
     struct ss__sp_op *op = NULL;
 
     j = job_new(sp, SS_SP_J_READ);
     op = j ? name_op(sp, j, SS_SP_OP_OPEN, f->id, false) : NULL;
     if (!op)
         goto nomem;
-    j->loc = *loc;
-    j->cookie = cookie;
-    j->dst = dst;
-    j->meta_dst = meta_dst;
-    j->size = loc->size;
-    j->rec_off = loc->offset;
+    rd = &j->u.read;
+    rd->loc = *loc;
+    rd->cookie = cookie;
+    rd->dst = dst;
+    rd->meta_dst = meta_dst;
+    rd->o.size = loc->size;
+    rd->loc.offset = loc->offset;
     if (loc->rec_len <= SS_SP_SPAN_MAX) {
         /* one read of the whole record, aligned out to blocks */
         uint64_t end = SS_ALIGN_UP(loc->offset + loc->rec_len, SS_SP_BLK);
 
-        j->span = true;
-        j->span_off = loc->offset & ~(SS_SP_BLK - 1);
-        j->direct = sp->dio_align != 0;
-        xfer_add(j, NULL, j->span_off, end - j->span_off, true,
-                 loc->offset + loc->rec_len - j->span_off);
+        rd->span = true;
+        rd->span_off = loc->offset & ~(SS_SP_BLK - 1);
+        rd->o.direct = sp->dio_align != 0;
+        xfer_add(j, NULL, rd->span_off, end - rd->span_off, true,
+                 loc->offset + loc->rec_len - rd->span_off);
         j->x[0].span = true;
         /* Small records are restored often and one at a time: keep a read
          * fd per file rather than a worker round trip to open it each time.
@@ -1211,7 +1258,7 @@ int ss__sp_read_start(ss__spill *sp, struct ss__sp_file *f, const ss__spill_loc 
 
             ss__spill_name(name, f->id, false);
             f->rfd = openat(sp->dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW |
-                                                 (j->direct ? O_DIRECT : 0));
+                                                 (rd->o.direct ? O_DIRECT : 0));
         }
         if (f->rfd >= 0) {
             ss__sp_op_release(sp, op);
@@ -1219,31 +1266,32 @@ int ss__sp_read_start(ss__spill *sp, struct ss__sp_file *f, const ss__spill_loc 
             j->fd = f->rfd;
         }
     } else {
-        j->span_off = loc->offset;
-        j->direct = sp->dio_align && loc->offset % SS_SP_BLK == 0 &&
+        rd->span_off = loc->offset;
+        rd->o.direct = sp->dio_align && loc->offset % SS_SP_BLK == 0 &&
                     loc->data_off % SS_SP_BLK == 0 &&
                     (uintptr_t)dst % sp->dio_align == 0;
-        j->direct_len = j->direct ? loc->size & ~(SS_SP_BLK - 1) : loc->size;
-        j->tail_len = loc->size - j->direct_len;
-        if (!(j->hdr = ss__sp_balloc(loc->data_off)) ||
-            (j->tail_len && !(j->tail = ss__sp_balloc(SS_SP_BLK))))
+        rd->o.direct_len = rd->o.direct ? loc->size & ~(SS_SP_BLK - 1) : loc->size;
+        rd->o.tail_len = loc->size - rd->o.direct_len;
+        if (!(rd->o.hdr = ss__sp_balloc(loc->data_off)) ||
+            (rd->o.tail_len && !(rd->o.tail = ss__sp_balloc(SS_SP_BLK))))
             goto nomem;
-        xfer_add(j, j->hdr, loc->offset, loc->data_off, false, 0);
-        xfer_add(j, dst, loc->offset + loc->data_off, j->direct_len, false, 0);
-        if (j->tail_len)
-            xfer_add(j, j->tail, loc->offset + loc->data_off + j->direct_len, SS_SP_BLK, false, 0);
+        xfer_add(j, rd->o.hdr, loc->offset, loc->data_off, false, 0);
+        xfer_add(j, dst, loc->offset + loc->data_off, rd->o.direct_len, false, 0);
+        if (rd->o.tail_len)
+            xfer_add(j, rd->o.tail, loc->offset + loc->data_off + rd->o.direct_len, SS_SP_BLK,
+                     false, 0);
         if (loc->size > SS_SP_HASH_INLINE_MAX) {
-            j->progressive = true;
-            j->nchunks = (j->direct_len + sp->chunk - 1) / sp->chunk;
-            if (!(j->bits = calloc(j->nchunks / 8 + 1, 1)))
+            rd->progressive = true;
+            rd->nchunks = (rd->o.direct_len + sp->chunk - 1) / sp->chunk;
+            if (!(rd->bits = calloc(rd->nchunks / 8 + 1, 1)))
                 goto nomem;
-            ss__xxh64_init(&j->hs, SS_SPILL_SEED);
+            ss__xxh64_init(&rd->o.hash.st, SS_SPILL_SEED);
         }
     }
     j->file = f;
     ss__sp_file_get(f);
     if (op) {
-        op->oflags = O_RDONLY | O_CLOEXEC | (j->direct ? O_DIRECT : 0);
+        op->oflags = O_RDONLY | O_CLOEXEC | (rd->o.direct ? O_DIRECT : 0);
         j->state = SS_SP_S_OPEN;
         meta_op(sp, j, op);
     } else {
@@ -1268,18 +1316,19 @@ static void data_done(ss__spill *sp, struct ss__sp_op *op)
     struct ss__sp_job *j = op->job;
     struct ss__sp_xfer *x = &j->x[op->part];
     int64_t res = op->res;
+    struct ss__sp_job_read *rd = j->kind == SS_SP_J_READ ? &j->u.read : NULL;
 
     j->io_pending--;
     if (res < 0) {
-        if (res == -EBADMSG && j->kind == SS_SP_J_READ)
-            read_damaged(sp, &j->loc, "the file is truncated");
+        if (res == -EBADMSG && rd)
+            read_damaged(sp, &rd->loc, "the file is truncated");
         job_fail(j, (int)res);
     } else {
         if (op->type == SS_SP_OP_READ)
             SS_SP_DEFINED(op->buf, op->done);
         x->completed += op->len;
-        if (j->progressive && x->buf == j->dst)
-            j->bits[op->idx / 8] |= (uint8_t)(1u << (op->idx % 8));
+        if (rd && rd->progressive && x->buf == rd->dst)
+            rd->bits[op->idx / 8] |= (uint8_t)(1u << (op->idx % 8));
     }
     ss__sp_op_release(sp, op);
     job_advance(sp, j);
@@ -1330,8 +1379,8 @@ static void op_done(ss__spill *sp, struct ss__sp_op *op)
         if (op->res < 0)
             j->cleanup_err = (int)op->res;
         break;
-    case SS_SP_OP_HASH:
-        j->hash_busy = false;
+    case SS_SP_OP_HASH: /* only LARGE and READ hash */
+        (j->kind == SS_SP_J_LARGE ? &j->u.large.o : &j->u.read.o)->hash.busy = false;
         ss__sp_op_release(sp, op);
         job_advance(sp, j);
         return;
