@@ -285,13 +285,18 @@ int ss__spill_write(ss__spill *sp, const ss_id *id, uint32_t uid, const void *da
         return -EINVAL;
     if (sp->closing)
         return -ESHUTDOWN;
+    if (ss__sp_done_reserve(sp) < 0)
+        return -ENOMEM;
     if (size <= sp->small_max)
         rc = ss__sp_small_append(sp, id, uid, data, size, meta, meta_size, cookie);
     else
         rc = ss__sp_large_start(sp, id, uid, data, size, meta, meta_size, cookie);
-    if (rc == 0)
-        ss__sp_pump(sp);
-    return rc;
+    if (rc < 0) {
+        ss__sp_done_unreserve(sp);
+        return rc;
+    }
+    ss__sp_pump(sp);
+    return 0;
 }
 
 int ss__spill_read(ss__spill *sp, const ss__spill_loc *loc, void *dst, void *meta_dst,
@@ -313,12 +318,16 @@ int ss__spill_read(ss__spill *sp, const ss__spill_loc *loc, void *dst, void *met
     f = ss__sp_loc_lookup(sp, loc, &idx);
     if (!f)
         return -ENOENT;
+    if (ss__sp_done_reserve(sp) < 0)
+        return -ENOMEM;
     rc = ss__sp_read_start(sp, f, loc, dst, meta_dst, cookie);
-    if (rc == 0)
-        ss__sp_pump(sp);
-    return rc;
+    if (rc < 0) {
+        ss__sp_done_unreserve(sp);
+        return rc;
+    }
+    ss__sp_pump(sp);
+    return 0;
 }
-
 
 _Atomic int ss__spill_unwaited_lost;
 
@@ -335,11 +344,9 @@ static int delete_rec(ss__spill *sp, const ss__spill_loc *loc, const uint64_t *c
         return -ENOENT;
     if (!cookie && atomic_load(&ss__spill_unwaited_lost))
         return 0; /* tests: as if a crash came before it reached the disk */
-    f->recs[idx] |= SS_SP_DEAD;
-    f->live--;
-    sp->st.deletes++;
-    sp->st.live_objects--;
-    sp->st.live_bytes -= loc->size < sp->st.live_bytes ? loc->size : sp->st.live_bytes;
+    if (cookie && ss__sp_done_reserve(sp) < 0)
+        return -ENOMEM;
+    ss__sp_rec_kill(sp, f, idx, loc->size);
     if (ss__sp_tomb_add(f, loc->offset, cookie) < 0) {
         /* dead in memory at least; the tombstone is lost */
         sp->st.delete_errors++;

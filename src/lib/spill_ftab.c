@@ -160,6 +160,16 @@ void ss__sp_file_get(struct ss__sp_file *f)
     f->refs++;
 }
 
+void ss__sp_rec_kill(ss__spill *sp, struct ss__sp_file *f, long idx, uint64_t size)
+{
+    SS_ASSERT(!(f->recs[idx] & SS_SP_DEAD) && f->live > 0);
+    f->recs[idx] |= SS_SP_DEAD;
+    f->live--;
+    sp->st.deletes++;
+    sp->st.live_objects--;
+    sp->st.live_bytes -= size < sp->st.live_bytes ? size : sp->st.live_bytes;
+}
+
 /* Queue a tombstone for the record at off (and the caller's cookie): the
  * durable-delete protocol beside struct ss__sp_file. */
 int ss__sp_tomb_add(struct ss__sp_file *f, uint64_t off, const uint64_t *cookie)

@@ -463,6 +463,7 @@ struct ss__spill {
     /* completions */
     ss__spill_done *dq;
     size_t dq_head, dq_n, dq_cap;
+    size_t dq_owed;
     struct ss__sp_op *op_free;
     /* accounting */
     unsigned spill_active, restore_active;
@@ -517,12 +518,20 @@ int ss__sp_rec_add(ss__spill *sp, struct ss__sp_file *f, uint64_t off);
 long ss__sp_rec_find(const struct ss__sp_file *f, uint64_t off);
 /* the file of the live record a location names (its index in *idx), or NULL */
 struct ss__sp_file *ss__sp_loc_lookup(ss__spill *sp, const ss__spill_loc *loc, long *idx);
+/* the live record at recs[idx] (size data bytes) dies: marked, counted */
+void ss__sp_rec_kill(ss__spill *sp, struct ss__sp_file *f, long idx, uint64_t size);
 /* queue a tombstone for the record at off and, if cookie, the delete's
  * cookie: 0 or -ENOMEM (nothing queued) */
 int ss__sp_tomb_add(struct ss__sp_file *f, uint64_t off, const uint64_t *cookie);
 
 /* ------------------------------------------------ spill_job.c: jobs */
 
+/* room for one more completion, reserved when a request is queued (the
+ * request fails with -ENOMEM without it); ss__sp_push_done uses it up,
+ * ss__sp_done_unreserve gives it back when the request failed after all */
+int ss__sp_done_reserve(ss__spill *sp);
+void ss__sp_done_unreserve(ss__spill *sp);
+/* queue a completion for reap: never fails, never waits */
 void ss__sp_push_done(ss__spill *sp, const ss__spill_done *d);
 /* complete n delete cookies with status (frees nothing) */
 void ss__sp_dwait_done(ss__spill *sp, const uint64_t *cookie, uint32_t n, int status);

@@ -33,27 +33,34 @@ static void busy_dec(unsigned *active, uint64_t t0, uint64_t *ns)
         *ns += ss__now_ns() - t0;
 }
 
+int ss__sp_done_reserve(ss__spill *sp)
+{
+    size_t need = sp->dq_n + sp->dq_owed + 1;
+
+    if (need > sp->dq_cap) {
+        if (ss__sp_inj_hit(sp, SS_SPILL_INJ_DONEQ) ||
+            SS_ARRAY_RESERVE(sp->dq, sp->dq_cap, need, 64) < 0)
+            return -ENOMEM;
+    }
+    sp->dq_owed++;
+    return 0;
+}
+
+void ss__sp_done_unreserve(ss__spill *sp)
+{
+    SS_ASSERT(sp->dq_owed > 0);
+    sp->dq_owed--;
+}
+
 void ss__sp_push_done(ss__spill *sp, const ss__spill_done *d)
 {
+    /* its room was reserved when the request was queued: dq_cap >= dq_n +
+     * dq_owed, so moving the queue to the front always makes room */
+    SS_ASSERT(sp->dq_owed > 0 && sp->dq_n < sp->dq_cap);
+    sp->dq_owed--;
     if (sp->dq_head + sp->dq_n == sp->dq_cap) {
-        if (sp->dq_head) {
-            memmove(sp->dq, sp->dq + sp->dq_head, sp->dq_n * sizeof(*sp->dq));
-            sp->dq_head = 0;
-        } else {
-            size_t cap = sp->dq_cap ? sp->dq_cap * 2 : 64;
-            ss__spill_done *n = realloc(sp->dq, cap * sizeof(*n));
-
-            if (!n) {
-                /* nowhere to put it: the caller would wait forever, so
-                 * this is the one place that must not fail; spin on
-                 * malloc rather than drop a completion */
-                ss__log_error("spill: out of memory queueing a completion; retrying");
-                while (!(n = realloc(sp->dq, cap * sizeof(*n))))
-                    usleep(1000);
-            }
-            sp->dq = n;
-            sp->dq_cap = cap;
-        }
+        memmove(sp->dq, sp->dq + sp->dq_head, sp->dq_n * sizeof(*sp->dq));
+        sp->dq_head = 0;
     }
     sp->dq[sp->dq_head + sp->dq_n++] = *d;
 }

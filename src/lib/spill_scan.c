@@ -284,11 +284,7 @@ static void scan_drops(ss__spill *sp, struct ss__sp_file *f)
 
         if (idx < 0 || (f->recs[idx] & SS_SP_DEAD))
             continue;
-        f->recs[idx] |= SS_SP_DEAD;
-        f->live--;
-        sp->st.live_objects--;
-        sp->st.live_bytes -= sc->drop[k].size;
-        sp->st.deletes++;
+        ss__sp_rec_kill(sp, f, idx, sc->drop[k].size);
         /* on failure: dead here; a later scan drops it again */
         (void)ss__sp_tomb_add(f, sc->drop[k].offset, NULL);
     }
