@@ -15,7 +15,8 @@
  *                 thread, the worker threads, reaping finished ops
  *   spill_file.c  the on-disk format, checksums, names, the directory,
  *                 building fused batches and the synchronous file reader
- * Each file's opening comment says what it owns and what it may call.
+ * Each file's opening comment says what it owns and what it may call;
+ * this one may call all the others and is called by the store only.
  *
  * Jobs and ops. Every request becomes a job, a small state machine:
  *   LARGE   object of its own file: open+fallocate "<id>.tmp" -> data
@@ -70,9 +71,12 @@
  *
  * Threads. The engine belongs to the loop thread. Workers touch only the
  * op they run (and, for a hash op, its job's hash state, which the loop
- * leaves alone while hash_busy); the op queues are guarded by one mutex.
- * A job's buffers stay allocated until every op of it has completed, so
- * the kernel never writes into freed memory: close waits for that too.
+ * leaves alone while hash.busy; for a build, its batch); the op queues
+ * are guarded by one mutex. A job's buffers stay allocated until every op
+ * of it has completed, so the kernel never writes into freed memory:
+ * close waits for that too. The whole protocol (threads, queues, who
+ * wakes whom, in which order) is written beside struct ss__spill in
+ * spill_int.h.
  *
  * Files. The engine keeps a table of its files: per file the offsets of its
  * records (bit 63: dead), the live count, and references held by jobs

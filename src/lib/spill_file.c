@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Spill files: the record format, its checksum, the directory and the
- * synchronous reader used by scan. The asynchronous engine is spill.c.
+ * synchronous reader used by scan; building a batch of fused records (run
+ * by a worker). The asynchronous engine is spill.c. Calls nothing else of
+ * the engine: every other spill file may call it, from any thread (it
+ * keeps no state).
  *
  * Format (spill.h ss__spill_rec has the field table). A spill file is a
  * sequence of records; each record is

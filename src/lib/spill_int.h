@@ -1,10 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Internals of the spill engine, shared by spill.c (the loop side: ops,
- * io_uring and worker threads, the file table, the API and scan),
- * spill_job.c (the job state machines) and spill_file.c (the format, the
- * directory and the synchronous file reader). Not for anyone else: the
- * contract is spill.h. The design essay opens spill.c.
+ * Internals of the spill engine, shared by its files and by nothing else
+ * (the contract is spill.h). The files, top to bottom; each calls only the
+ * ones below it:
+ *   spill.c       the public face: open/close, write, read, delete, reap,
+ *                 wait, stats, injection (the design essay opens it)
+ *   spill_scan.c  the startup scan
+ *   spill_job.c   jobs, the scheduler, the completion queue
+ *   spill_ftab.c  the file table
+ *   spill_io.c    ops: the io_uring, the submitter and worker threads
+ *   spill_file.c  the format, names, the directory, the file reader
+ * Names shared between them are ss__sp_* / SS_SP_* (ss__spill_* for the
+ * format and directory helpers of spill_file.c). The threads and the
+ * protocol between them are written beside struct ss__spill below.
  */
 #ifndef SEALSTORE_SRC_LIB_SPILL_INT_H
 #define SEALSTORE_SRC_LIB_SPILL_INT_H
@@ -129,28 +137,35 @@ enum ss__sp_op_type {
 
 struct ss__sp_job;
 
+/* One disk operation (or a piece of CPU work for a worker). The loop fills
+ * it; while it is in flight (wq, a worker, the ring, wd) only the thread
+ * running it touches res and what it points to; then it is the loop's
+ * again (spill_io.c, the protocol beside struct ss__spill). */
 struct ss__sp_op {
-    struct ss__sp_op *next;
-    struct ss__sp_job *job; /* NULL for the directory fsync */
-    uint8_t type;
-    uint32_t part;   /* which xfer of the job */
-    bool started;    /* issued once (injection counts first issues) */
-    uint8_t retries;
-    int fd;
-    uint8_t *buf;
-    uint64_t off, len, done, need, idx;
-    int64_t res;
-    /* open / unlink / rename / truncate */
-    int oflags;
-    uint64_t prealloc;
-    char name[SS_SPILL_NAME_MAX], name2[SS_SPILL_NAME_MAX];
-    /* hash */
-    ss__xxh64 *hst;
-    const uint8_t *hp;
-    uint64_t hlen;
-    uint64_t *hout; /* set: the last piece, digest into *hout */
-    /* build */
-    struct ss__sp_batch *batch;
+    struct ss__sp_op *next; /* the queue it is on */
+    struct ss__sp_job *job; /* its job (carried, not followed, below the jobs);
+                             * NULL for the directory fsync */
+    uint8_t type;       /* SS_SP_OP_* */
+    uint32_t part;      /* data: which xfer of the job */
+    bool started;       /* issued once (counted in flight; injection counts first issues) */
+    uint8_t retries;    /* data: -EAGAIN/-EINTR retries so far */
+    int fd;             /* data, fsync, truncate: the file */
+    uint8_t *buf;       /* data: the bytes */
+    uint64_t off;       /* data: file offset; truncate: the new length */
+    uint64_t len;       /* data: bytes */
+    uint64_t done;      /* data: bytes transferred so far (short transfers resume) */
+    uint64_t need;      /* reads: bytes that must arrive before end of file */
+    uint64_t idx;       /* data: chunk index in its xfer (restore progress bits) */
+    int64_t res;        /* the result: >= 0 (bytes, an fd) or -errno */
+    int oflags;         /* open: flags */
+    uint64_t prealloc;  /* open: fallocate this many bytes (0: none) */
+    char name[SS_SPILL_NAME_MAX];  /* open, unlink, rename: the name */
+    char name2[SS_SPILL_NAME_MAX]; /* rename: the new name */
+    ss__xxh64 *hst;     /* hash: the state to update */
+    const uint8_t *hp;  /* hash: the piece */
+    uint64_t hlen;      /* hash: its bytes */
+    uint64_t *hout;     /* hash: the last piece: the digest goes here */
+    struct ss__sp_batch *batch; /* build: the batch to build */
 };
 
 /* A contiguous transfer, issued in chunks. */
@@ -172,11 +187,17 @@ enum ss__sp_job_state {
     SS_SP_S_UNLINK, SS_SP_S_CLEANUP, SS_SP_S_CLEANSYNC
 };
 
-struct ss__sp_brec { /* one small object in a batch */
-    uint64_t cookie, off, size, rec_len, seq;
-    uint32_t meta_size, data_off, meta_off;
-    ss_id id;
-    uint32_t uid;
+struct ss__sp_brec {    /* one small object in a batch */
+    uint64_t cookie;    /* the write's */
+    uint64_t off;       /* its record's offset in the batch */
+    uint64_t size;      /* data bytes */
+    uint64_t rec_len;   /* record bytes (a multiple of 128) */
+    uint64_t seq;       /* its write sequence */
+    uint32_t meta_size; /* meta bytes */
+    uint32_t data_off;  /* data offset in the record */
+    uint32_t meta_off;  /* its meta's offset in the batch's meta[] */
+    ss_id id;           /* the object */
+    uint32_t uid;       /* its creator */
     const uint8_t *src; /* the caller's bytes, copied when the batch is built */
 };
 
@@ -184,13 +205,16 @@ struct ss__sp_brec { /* one small object in a batch */
  * loop copies nothing but meta), then built into buf by the worker right
  * before the write. */
 struct ss__sp_batch {
-    struct ss__sp_batch *next;
-    uint8_t *buf;       /* while built and written */
-    uint64_t cap, used; /* buf bytes; record bytes planned */
-    struct ss__sp_brec *r;
-    uint32_t n, ncap;
+    struct ss__sp_batch *next; /* the pending queue or the free list */
+    uint8_t *buf;       /* while built and written (the worker's while building) */
+    uint64_t cap;       /* buf bytes */
+    uint64_t used;      /* record bytes planned */
+    struct ss__sp_brec *r; /* the objects */
+    uint32_t n;         /* of them */
+    uint32_t ncap;      /* r[] slots */
     uint8_t *meta;      /* the records' meta, copied at append */
-    uint32_t meta_used, meta_cap;
+    uint32_t meta_used; /* meta bytes */
+    uint32_t meta_cap;  /* meta[] bytes allocated */
 };
 
 /* spill_file.c, on a worker: every record of the batch (header with its
@@ -227,22 +251,26 @@ enum ss__sp_file_state { SS_SP_F_CREATING, SS_SP_F_LIVE, SS_SP_F_DOOMED };
  *  - a tomb job holds a file reference, so no unlink runs under it.
  * No delete completes before its record is tombstoned or its file
  * unlinked on disk: a crash after the completion cannot bring it back. */
-struct ss__sp_file {
-    struct ss__sp_file *hnext;
-    uint64_t id, size;
-    uint64_t *recs; /* record offsets, ascending; SS_SP_DEAD marks deleted ones */
-    uint32_t nrecs, crecs;
-    uint64_t live;
-    uint32_t refs;     /* jobs using the file */
-    uint8_t state;
-    bool fused;
-    int fd;            /* append fd of the fused file being filled */
+struct ss__sp_file { /* all of it the loop's */
+    struct ss__sp_file *hnext; /* the file table's chain */
+    uint64_t id;       /* "<id as %016x>.spill" */
+    uint64_t size;     /* bytes on disk (a fused file: appended so far) */
+    uint64_t *recs;    /* record offsets, ascending; SS_SP_DEAD marks deleted ones */
+    uint32_t nrecs;    /* records */
+    uint32_t crecs;    /* recs[] slots: reserved before a spill's I/O */
+    uint64_t live;     /* records not dead */
+    uint32_t refs;     /* references: jobs using the file, the scan applying it */
+    uint8_t state;     /* SS_SP_F_*: CREATING (not durable yet), LIVE, DOOMED (unlinking) */
+    bool fused;        /* small records, appended in batches */
+    int fd;            /* append fd of the fused file being filled, or -1 */
     int rfd;           /* read fd kept for restores of small records, or -1 */
     uint64_t *tomb;    /* offsets waiting for a tombstone write */
-    uint32_t ntomb, ctomb;
-    struct ss__sp_job *tomb_job;
+    uint32_t ntomb;    /* of them */
+    uint32_t ctomb;    /* tomb[] slots */
+    struct ss__sp_job *tomb_job; /* the tombstone write in flight, or NULL */
     uint64_t *dwait;   /* cookies of deletes waiting to be durable */
-    uint32_t ndwait, cdwait;
+    uint32_t ndwait;   /* of them */
+    uint32_t cdwait;   /* dwait[] slots */
 };
 
 /*
@@ -395,7 +423,8 @@ struct ss__sp_job {
  * or queue wait; ctl.bytes and files_done are progress counters (relaxed
  * atomics, for stats). Everything else in ss__spill_scan_st belongs to the
  * loop. The thread touches no other engine state: it reads dirfd,
- * dio_align and limit, which are fixed before it starts.
+ * dio_align and limit, which are fixed before it starts, and
+ * inj_scan_stall (atomic), and writes the eventfd.
  */
 struct ss__sp_scan_chunk;
 typedef struct ss__spill_scan_st {
@@ -421,60 +450,140 @@ typedef struct ss__spill_scan_st {
     size_t ndrop, cdrop;
 } ss__spill_scan_st;
 
+/*
+ * The engine.
+ *
+ * Threads. The loop thread (whoever calls ss__spill_*, one call at a time)
+ * owns every field below unless its comment names another owner. The
+ * other threads, and what they may touch:
+ *  - workers (spill_io.c worker_main; 1 with io_uring, 2-4 in the
+ *    fallback): wq/wd and wstop under `lock`; the op they took and what it
+ *    points to (its buffer, a hash piece's state, a batch being built);
+ *    dirfd. Nothing else.
+ *  - the submitter (submit_main; io_uring without SQPOLL or inline
+ *    submission): sub_kick/sub_stop under `sub_lock`; ring.ring_fd and
+ *    ring.sq.ring_entries, fixed once the ring exists. It never touches an
+ *    SQE, the CQ or an op.
+ *  - the scan thread: see ss__spill_scan_st above; besides its own
+ *    fields it reads dirfd, dio_align and scan.limit (fixed before it
+ *    starts) and inj_scan_stall (atomic).
+ *  - the kernel: the buffers of data ops in flight, the SQ entries up to
+ *    the published tail, the CQ; it writes efd when a CQE is posted.
+ *
+ * Queues and wakeups:
+ *  - ops to a worker: the loop fills the op, then appends it to wq under
+ *    `lock` and signals `cv`; the worker takes it under `lock` and runs it
+ *    unlocked (the mutex orders the loop's writes before the worker's
+ *    reads). Done, the worker sets op->res and appends the op to wd under
+ *    `lock`, and writes efd if wd was empty. A fake completion (an
+ *    injected failure, a full SQ) goes straight to wd the same way.
+ *  - ops to the ring: the loop fills SQEs and, once per call
+ *    (ss__sp_io_submit), publishes the SQ tail with a store-release
+ *    (sq_publish) and then sets sub_kick under `sub_lock` and signals
+ *    `sub_cv`; the submitter calls io_uring_enter, which submits every
+ *    entry up to the published tail. (SQPOLL and inline modes call
+ *    io_uring_submit on the loop instead.) CQEs are read by the loop only.
+ *  - the loop's wakeup: efd is readable while reap has work. Producers
+ *    first make their work visible (wd under `lock`, a CQE, a scan chunk
+ *    under scan.lock), then write efd; ss__spill_reap drains efd first and
+ *    then looks at everything, so no work hides behind a drained wakeup.
+ *    A reap that leaves work behind (its budget, completions beyond `max`)
+ *    writes efd itself.
+ *  - close: ss__spill_wait until no job is left (so no op is in flight and
+ *    no buffer is in the kernel's hands), then wstop under `lock` with a
+ *    broadcast, join the workers, then stop the submitter (its exit would
+ *    cancel what it submitted), then the ring.
+ * Lock order: no thread holds two of lock, sub_lock and scan.lock.
+ */
 struct ss__spill {
-    int dirfd, lockfd, efd;
-    char *dir;
-    uint32_t dio_align; /* 0: buffered */
-    unsigned qd;
-    uint64_t fused_cap, small_max, chunk;
-    bool uring, scanned, closing;
-    struct io_uring ring;
-    unsigned to_submit;
-    int submit_mode; /* SUB_* */
-    pthread_t sub_thr;
-    pthread_mutex_t sub_lock;
-    pthread_cond_t sub_cv;
-    bool sub_kick, sub_stop, sub_started;
-    unsigned data_inflight, sync_inflight;
-    /* workers */
-    pthread_mutex_t lock;
-    pthread_cond_t cv;
-    struct ss__sp_op *wq_head, *wq_tail, *wd_head, *wd_tail;
-    bool wstop;
-    pthread_t thr[4];
-    unsigned nthr;
-    /* jobs */
-    struct ss__sp_job *ready_head, *ready_tail;
-    struct ss__sp_op *syncq_head, *syncq_tail;
-    struct ss__sp_job *ds_wait, *ds_run;
-    bool ds_busy;
-    unsigned njobs;
-    struct ss__sp_batch *stage, *pend_head, *pend_tail, *bfree;
-    uint8_t *bbuf; /* a batch buffer kept for the next batch */
-    uint64_t bbuf_cap;
-    void *span_free; /* pooled SS_SP_SPAN_BUF buffers, linked through their start */
-    unsigned span_nfree;
-    struct ss__sp_job *batch_job;
-    /* files */
-    struct ss__sp_file **ht;
-    size_t ht_size, nfiles;
-    struct ss__sp_file *fused_cur;
-    uint64_t next_file, next_seq;
-    /* completions */
-    ss__spill_done *dq;
-    size_t dq_head, dq_n, dq_cap;
-    size_t dq_owed;
-    struct ss__sp_op *op_free;
-    /* accounting */
-    unsigned spill_active, restore_active;
-    uint64_t spill_t0, restore_t0;
-    ss__spill_stats st;
-    /* injection (tests) */
-    unsigned inj_mask, inj_left, inj_hits; /* inj_hits: sticky failures left, 0 no limit */
-    bool inj_sticky;
-    int inj_err;
-    _Atomic bool inj_scan_stall; /* scan thread waits before each file until stopped */
-    /* the startup scan */
+    /* -- set at open, fixed after (read by any thread) */
+    int dirfd;              /* the spill directory */
+    int lockfd;             /* "<dir>/lock", flock'ed: one engine per directory */
+    int efd;                /* the eventfd reap's caller polls (written by all) */
+    char *dir;              /* its path, for log lines */
+    uint32_t dio_align;     /* O_DIRECT alignment; 0: buffered I/O */
+    unsigned qd;            /* data ops (and sync ops) in flight, at most */
+    uint64_t fused_cap;     /* bytes per fused file */
+    uint64_t small_max;     /* objects of at most this many bytes are fused */
+    uint64_t chunk;         /* bytes per data op of a large object */
+    bool uring;             /* io_uring (false: the worker-thread fallback) */
+    int submit_mode;        /* SS_SP_SUB_*: who calls io_uring_enter */
+
+    /* -- the loop's flags */
+    bool scanned;           /* ss__spill_scan_start was called */
+    bool closing;           /* ss__spill_close runs: no new requests */
+
+    /* -- the ring: SQ and CQ are the loop's; see the protocol above */
+    struct io_uring ring;   /* valid when uring */
+    unsigned to_submit;     /* SQEs filled and not yet submitted (inline/SQPOLL modes) */
+    pthread_t sub_thr;      /* the submitter (when sub_started) */
+    pthread_mutex_t sub_lock; /* guards sub_kick and sub_stop */
+    pthread_cond_t sub_cv;  /* the submitter waits here for sub_kick or sub_stop */
+    bool sub_kick;          /* sub_lock: entries were published, enter the kernel */
+    bool sub_stop;          /* sub_lock: exit */
+    bool sub_started;       /* loop: the submitter runs (joined by close) */
+    unsigned data_inflight; /* data ops from first issue to their final reap */
+    unsigned sync_inflight; /* fdatasync/fsync ops from issue to reap */
+
+    /* -- workers */
+    pthread_mutex_t lock;   /* guards wq_*, wd_* and wstop */
+    pthread_cond_t cv;      /* workers wait here for wq or wstop */
+    struct ss__sp_op *wq_head, *wq_tail; /* lock: ops for the workers, FIFO */
+    struct ss__sp_op *wd_head, *wd_tail; /* lock: ops the workers (or a fake
+                                          * completion) finished, FIFO */
+    bool wstop;             /* lock: workers exit once wq is empty */
+    pthread_t thr[4];       /* the workers */
+    unsigned nthr;          /* of them */
+    struct ss__sp_op *op_free; /* free ops (spill_io.c's pool) */
+    void *span_free;        /* pooled SS_SP_SPAN_BUF buffers, linked through their start */
+    unsigned span_nfree;    /* of them (at most 2 x qd kept) */
+
+    /* -- jobs (spill_job.c) */
+    unsigned njobs;         /* jobs alive: the engine is idle when 0 (and no batch waits) */
+    struct ss__sp_job *ready_head, *ready_tail; /* jobs with data ops to issue,
+                                                 * served round-robin */
+    struct ss__sp_op *syncq_head, *syncq_tail; /* fdatasyncs waiting for a sync slot */
+    struct ss__sp_job *ds_wait; /* jobs waiting for the next directory fsync */
+    struct ss__sp_job *ds_run;  /* jobs the running directory fsync covers */
+    bool ds_busy;           /* a directory fsync runs (one at a time) */
+    struct ss__sp_batch *stage; /* the batch small spills join now */
+    struct ss__sp_batch *pend_head, *pend_tail; /* full batches waiting their turn */
+    struct ss__sp_batch *bfree; /* spare batch descriptors */
+    uint8_t *bbuf;          /* a batch buffer kept for the next batch */
+    uint64_t bbuf_cap;      /* its bytes */
+    struct ss__sp_job *batch_job; /* the batch in flight: the only appender */
+
+    /* -- files (spill_ftab.c) */
+    struct ss__sp_file **ht; /* the file table: chains by id */
+    size_t ht_size;         /* its slots, a power of two */
+    size_t nfiles;          /* files in it */
+    struct ss__sp_file *fused_cur; /* the fused file batches append to, or NULL */
+    uint64_t next_file;     /* the id of the next new file (above any on disk) */
+    uint64_t next_seq;      /* the next record's write sequence */
+
+    /* -- completions for reap (spill_job.c): dq[dq_head .. dq_head + dq_n) */
+    ss__spill_done *dq;     /* the queue */
+    size_t dq_head;         /* first unreaped entry */
+    size_t dq_n;            /* entries queued */
+    size_t dq_cap;          /* entries allocated: always >= dq_n + dq_owed */
+    size_t dq_owed;         /* completions promised to queued requests, not yet pushed */
+
+    /* -- accounting */
+    unsigned spill_active;  /* spills in progress (spill_ns runs while > 0) */
+    unsigned restore_active; /* restores in progress */
+    uint64_t spill_t0;      /* when spill_active last became 1 */
+    uint64_t restore_t0;    /* when restore_active last became 1 */
+    ss__spill_stats st;     /* the counters ss__spill_stats_get reports */
+
+    /* -- injection (tests; ss__spill_inject) */
+    unsigned inj_mask;      /* SS_SPILL_INJ_* kinds armed */
+    unsigned inj_left;      /* uses of those kinds until the hit (0: disarmed) */
+    unsigned inj_hits;      /* sticky: failures left, 0 no limit */
+    bool inj_sticky;        /* the hit and every later use fail */
+    int inj_err;            /* what an injected op completes with */
+    _Atomic bool inj_scan_stall; /* the scan thread waits before each file until stopped */
+
+    /* -- the startup scan (spill_scan.c; its own protocol above) */
     ss__spill_scan_st scan;
 };
 

@@ -2,9 +2,17 @@
 /*
  * The spill engine's jobs: the state machines of a large spill (a file of
  * its own), a batch of small spills (an append to the fused file), a
- * restore, a tombstone write and a file unlink. spill.c delivers every
- * completed op to job_advance(), which moves the job on; the
- * design essay opens spill.c.
+ * restore, a tombstone write and a file unlink (struct ss__sp_job and its
+ * per-kind parts in spill_int.h); the scheduler that starts their ops
+ * (ss__sp_pump); the dispatch of finished ops to their jobs
+ * (ss__sp_process: op_done -> job_advance); the completion queue reap
+ * hands out (ss__sp_push_done, reserved per request); dropping a file
+ * reference and reclaiming a file no record in it needs.
+ *
+ * Owns everything of struct ss__spill under "jobs" and "completions". May
+ * call spill_ftab.c, spill_io.c and spill_file.c; called by spill_scan.c
+ * and spill.c. Everything here runs on the loop thread. The design essay
+ * opens spill.c.
  */
 #include "spill_int.h"
 
