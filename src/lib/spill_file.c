@@ -579,6 +579,72 @@ static bool walk_stopped(const struct win *w)
     return w->ctl && atomic_load_explicit(&w->ctl->stop, memory_order_relaxed);
 }
 
+/* An object record's meta (copied into meta) and, for a fused record, its
+ * data check out against their hashes. The data of an object of its own,
+ * however large, is not read here: its checksum is checked when it is
+ * restored. */
+static bool walk_object_ok(struct win *w, const ss__spill_rec *r, uint64_t off, uint8_t *meta)
+{
+    const uint8_t *p = win_get(w, off + r->hdr_size, r->meta_size);
+    uint64_t pos, left;
+    ss__xxh64 st;
+
+    if (!p || ss__spill_hash64(p, r->meta_size, SS_SPILL_SEED) != r->meta_hash)
+        return false;
+    memcpy(meta, p, r->meta_size);
+    if (!(r->flags & SS_SPILL_REC_FUSED))
+        return true;
+    /* in the window already: checking it costs no I/O */
+    ss__xxh64_init(&st, SS_SPILL_SEED);
+    pos = off + r->data_off;
+    left = r->data_size;
+    while (left) {
+        /* whole 32-byte stripes until the last piece */
+        uint64_t n = left < WIN - SS_SPILL_BLOCK ? left : WIN - SS_SPILL_BLOCK;
+
+        p = win_get(w, pos, n);
+        if (!p)
+            return false;
+        ss__xxh64_update(&st, p, n);
+        if (n == left)
+            break;
+        pos += n;
+        left -= n;
+    }
+    return ss__xxh64_digest(&st) == r->data_hash;
+}
+
+static void walk_loc(ss__spill_loc *loc, uint64_t file, uint64_t off, const ss__spill_rec *r)
+{
+    memset(loc, 0, sizeof(*loc));
+    loc->file = file;
+    loc->offset = off;
+    loc->size = r->data_size;
+    loc->seq = r->seq;
+    loc->rec_len = r->rec_len;
+    loc->meta_size = r->meta_size;
+    loc->data_off = r->data_off;
+    memcpy(loc->id.b, r->id, SS_ID_SIZE);
+    loc->uid = ss__spill_rec_uid(r);
+}
+
+/* No room for a header at off: a read error, or a torn tail (unless the
+ * bytes are part of a damaged region, reported by the caller). */
+static void walk_short(const struct win *w, const char *name, uint64_t off, bool in_bad,
+                       ss__spill_walk_res *res)
+{
+    if (w->err) {
+        ss__log_error("spill: file %s: read at %llu failed: %s; the rest of the file is "
+                      "lost", name, (unsigned long long)off, ss_strerror(w->err));
+        res->damaged++;
+    } else if (!in_bad) {
+        ss__log_error("spill: file %s: %llu trailing bytes at %llu are too short for a "
+                      "record (torn write): dropped", name,
+                      (unsigned long long)(w->size - off), (unsigned long long)off);
+        res->damaged++;
+    }
+}
+
 int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_align,
                    ss__spill_walk_ctl *ctl, ss__spill_walk_fn fn, void *arg,
                    ss__spill_walk_res *res)
@@ -605,10 +671,7 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
         const uint8_t *p;
         ss__spill_rec r;
         const char *why;
-        ss__xxh64 st;
         ss__spill_loc loc;
-        uint64_t pos, left;
-        bool ok;
 
         if (walk_stopped(&w)) {
             rc = -ECANCELED;
@@ -623,16 +686,7 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
         }
         p = win_get(&w, off, sizeof(ss__spill_rec));
         if (!p) {
-            if (w.err) {
-                ss__log_error("spill: file %s: read at %llu failed: %s; the rest of the "
-                              "file is lost", name, (unsigned long long)off, ss_strerror(w.err));
-                res->damaged++;
-            } else if (bad_start == UINT64_MAX) {
-                ss__log_error("spill: file %s: %llu trailing bytes at %llu are too short "
-                              "for a record (torn write): dropped", name,
-                              (unsigned long long)(w.size - off), (unsigned long long)off);
-                res->damaged++;
-            }
+            walk_short(&w, name, off, bad_start != UINT64_MAX, res);
             break;
         }
         memcpy(&r, p, sizeof(r));
@@ -675,37 +729,7 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
             off += r.rec_len;
             continue;
         }
-        /* meta; then the data of a fused record (in the window already:
-         * checking it costs no I/O). The data of an object of its own,
-         * however large, is not read here: its checksum is checked when it
-         * is restored. */
-        ok = false;
-        p = win_get(&w, off + r.hdr_size, r.meta_size);
-        if (p && ss__spill_hash64(p, r.meta_size, SS_SPILL_SEED) == r.meta_hash) {
-            memcpy(meta, p, r.meta_size);
-            ss__xxh64_init(&st, SS_SPILL_SEED);
-            pos = off + r.data_off;
-            left = r.flags & SS_SPILL_REC_FUSED ? r.data_size : 0;
-            ok = true;
-            while (left) {
-                /* whole 32-byte stripes until the last piece */
-                uint64_t n = left < WIN - SS_SPILL_BLOCK ? left : WIN - SS_SPILL_BLOCK;
-
-                p = win_get(&w, pos, n);
-                if (!p) {
-                    ok = false;
-                    break;
-                }
-                ss__xxh64_update(&st, p, n);
-                if (n == left)
-                    break;
-                pos += n;
-                left -= n;
-            }
-            ok = ok && (!(r.flags & SS_SPILL_REC_FUSED) ||
-                        ss__xxh64_digest(&st) == r.data_hash);
-        }
-        if (!ok) {
+        if (!walk_object_ok(&w, &r, off, meta)) {
             ss__log_error("spill: file %s: object %s at %llu (%llu bytes): %s: lost", name,
                           idhex, (unsigned long long)off, (unsigned long long)r.data_size,
                           w.err ? "read error" : "checksum mismatch (data damaged)");
@@ -715,16 +739,7 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
             continue;
         }
         res->good++;
-        memset(&loc, 0, sizeof(loc));
-        loc.file = file;
-        loc.offset = off;
-        loc.size = r.data_size;
-        loc.seq = r.seq;
-        loc.rec_len = r.rec_len;
-        loc.meta_size = r.meta_size;
-        loc.data_off = r.data_off;
-        memcpy(loc.id.b, r.id, SS_ID_SIZE);
-        loc.uid = ss__spill_rec_uid(&r);
+        walk_loc(&loc, file, off, &r);
         if (fn) {
             rc = fn(arg, &loc, meta);
             if (rc < 0)

@@ -430,37 +430,44 @@ static void large_finish(ss__spill *sp, struct ss__sp_job *j)
     job_free(sp, j);
 }
 
+/* A failed large spill, nothing of it in flight: remove what it made,
+ * durably, then report. */
+static void large_cleanup(ss__spill *sp, struct ss__sp_job *j)
+{
+    struct ss__sp_op *op;
+
+    if (j->state != SS_SP_S_CLEANUP && j->state != SS_SP_S_CLEANSYNC && j->created) {
+        /* remove what we made: an unrenamed .tmp, or the .spill whose
+         * directory entry we could not make durable */
+        if (j->fd >= 0) {
+            ss__sys_close(j->fd);
+            j->fd = -1;
+        }
+        j->state = SS_SP_S_CLEANUP;
+        op = name_op(sp, j, SS_SP_OP_UNLINK, j->file->id, !j->renamed);
+        if (op) {
+            meta_op(sp, j, op);
+            return;
+        }
+        j->cleanup_err = -ENOMEM;
+    } else if (j->state == SS_SP_S_CLEANUP && j->renamed && !j->cleanup_err) {
+        /* the .spill's unlink must be durable before the failure is
+         * reported: a restart must not find the object there */
+        dirsync_join(sp, j, SS_SP_S_CLEANSYNC);
+        return;
+    }
+    large_finish(sp, j);
+}
+
 static void large_advance(ss__spill *sp, struct ss__sp_job *j)
 {
     struct ss__sp_job_large *lg = &j->u.large;
     ss__spill_rec *r;
-    struct ss__sp_op *op;
 
     hash_kick(sp, j, &lg->o, lg->src, lg->o.size);
     if (j->status) {
-        if (j->io_pending || lg->o.hash.busy)
-            return;
-        if (j->state != SS_SP_S_CLEANUP && j->state != SS_SP_S_CLEANSYNC && j->created) {
-            /* remove what we made: an unrenamed .tmp, or the .spill whose
-             * directory entry we could not make durable */
-            if (j->fd >= 0) {
-                ss__sys_close(j->fd);
-                j->fd = -1;
-            }
-            j->state = SS_SP_S_CLEANUP;
-            op = name_op(sp, j, SS_SP_OP_UNLINK, j->file->id, !j->renamed);
-            if (op) {
-                meta_op(sp, j, op);
-                return;
-            }
-            j->cleanup_err = -ENOMEM;
-        } else if (j->state == SS_SP_S_CLEANUP && j->renamed && !j->cleanup_err) {
-            /* the .spill's unlink must be durable before the failure is
-             * reported: a restart must not find the object there */
-            dirsync_join(sp, j, SS_SP_S_CLEANSYNC);
-            return;
-        }
-        large_finish(sp, j);
+        if (!j->io_pending && !lg->o.hash.busy)
+            large_cleanup(sp, j);
         return;
     }
     switch (j->state) {
@@ -667,12 +674,13 @@ void ss__sp_fused_retire(ss__spill *sp)
     ss__sp_maybe_reclaim(sp, f);
 }
 
-static void batch_finish(ss__spill *sp, struct ss__sp_job *j)
+/* Each object of a finished batch: registered (keep), counted, and its
+ * completion queued. */
+static void batch_complete(ss__spill *sp, struct ss__sp_job *j, bool keep, bool copy)
 {
     struct ss__sp_job_batch *bt = &j->u.batch;
     struct ss__sp_batch *b = bt->batch;
     struct ss__sp_file *f = j->file;
-    bool copy = copy_left(j), keep = !j->status || copy;
 
     for (uint32_t i = 0; i < b->n; i++) {
         const struct ss__sp_brec *br = &b->r[i];
@@ -710,6 +718,15 @@ static void batch_finish(ss__spill *sp, struct ss__sp_job *j)
         ss__sp_push_done(sp, &d);
         busy_dec(&sp->spill_active, sp->spill_t0, &sp->st.spill_ns);
     }
+}
+
+static void batch_finish(ss__spill *sp, struct ss__sp_job *j)
+{
+    struct ss__sp_job_batch *bt = &j->u.batch;
+    struct ss__sp_file *f = j->file;
+    bool copy = copy_left(j), keep = !j->status || copy;
+
+    batch_complete(sp, j, keep, copy);
     sp->batch_job = NULL;
     j->fd = -1; /* the file's */
     if (keep) {
@@ -740,57 +757,64 @@ static void batch_finish(ss__spill *sp, struct ss__sp_job *j)
         }
         ss__sp_file_put(sp, f);
     }
-    batch_put(sp, b);
+    batch_put(sp, bt->batch);
     job_free(sp, j);
+}
+
+/* A failed append, nothing of it in flight: remove what it wrote (a
+ * restart's scan must not find it), durably, before the failure is
+ * reported. */
+static void batch_cleanup(ss__spill *sp, struct ss__sp_job *j)
+{
+    struct ss__sp_file *f = j->file;
+    struct ss__sp_op *op;
+
+    if (j->state != SS_SP_S_CLEANUP && j->state != SS_SP_S_CLEANSYNC) {
+        j->state = SS_SP_S_CLEANUP;
+        if (f->state == SS_SP_F_CREATING) {
+            if (j->fd >= 0 && j->fd != f->fd)
+                ss__sys_close(j->fd);
+            if (f->fd >= 0)
+                ss__sys_close(f->fd);
+            f->fd = j->fd = -1;
+            if (!j->created)
+                goto finish;
+            if ((op = name_op(sp, j, SS_SP_OP_UNLINK, f->id, !j->renamed))) {
+                meta_op(sp, j, op);
+                return;
+            }
+        } else if (f->fd >= 0 && (op = ss__sp_op_new(sp, j, SS_SP_OP_TRUNCATE))) {
+            op->fd = f->fd;
+            op->off = j->u.batch.base;
+            meta_op(sp, j, op);
+            return;
+        }
+        j->cleanup_err = f->fd >= 0 || f->state == SS_SP_F_CREATING ? -ENOMEM : -EBADF;
+    } else if (j->state == SS_SP_S_CLEANUP && !j->cleanup_err) {
+        if (f->state == SS_SP_F_CREATING) {
+            if (j->renamed) { /* the .spill name's removal */
+                dirsync_join(sp, j, SS_SP_S_CLEANSYNC);
+                return;
+            }
+        } else {
+            j->state = SS_SP_S_CLEANSYNC; /* the truncation's */
+            if (sync_op(sp, j, f->fd) == 0)
+                return;
+            j->cleanup_err = -ENOMEM;
+        }
+    }
+finish:
+    batch_finish(sp, j);
 }
 
 static void batch_advance(ss__spill *sp, struct ss__sp_job *j)
 {
     struct ss__sp_job_batch *bt = &j->u.batch;
     struct ss__sp_file *f = j->file;
-    struct ss__sp_op *op;
 
     if (j->status) {
-        if (j->io_pending)
-            return;
-        if (j->state != SS_SP_S_CLEANUP && j->state != SS_SP_S_CLEANSYNC) {
-            /* remove what the failed append wrote (a restart's scan must
-             * not find it), durably, before the failure is reported */
-            j->state = SS_SP_S_CLEANUP;
-            if (f->state == SS_SP_F_CREATING) {
-                if (j->fd >= 0 && j->fd != f->fd)
-                    ss__sys_close(j->fd);
-                if (f->fd >= 0)
-                    ss__sys_close(f->fd);
-                f->fd = j->fd = -1;
-                if (!j->created)
-                    goto finish;
-                if ((op = name_op(sp, j, SS_SP_OP_UNLINK, f->id, !j->renamed))) {
-                    meta_op(sp, j, op);
-                    return;
-                }
-            } else if (f->fd >= 0 && (op = ss__sp_op_new(sp, j, SS_SP_OP_TRUNCATE))) {
-                op->fd = f->fd;
-                op->off = bt->base;
-                meta_op(sp, j, op);
-                return;
-            }
-            j->cleanup_err = f->fd >= 0 || f->state == SS_SP_F_CREATING ? -ENOMEM : -EBADF;
-        } else if (j->state == SS_SP_S_CLEANUP && !j->cleanup_err) {
-            if (f->state == SS_SP_F_CREATING) {
-                if (j->renamed) { /* the .spill name's removal */
-                    dirsync_join(sp, j, SS_SP_S_CLEANSYNC);
-                    return;
-                }
-            } else {
-                j->state = SS_SP_S_CLEANSYNC; /* the truncation's */
-                if (sync_op(sp, j, f->fd) == 0)
-                    return;
-                j->cleanup_err = -ENOMEM;
-            }
-        }
-finish:
-        batch_finish(sp, j);
+        if (!j->io_pending)
+            batch_cleanup(sp, j);
         return;
     }
     switch (j->state) {
@@ -1234,9 +1258,70 @@ static void job_advance(ss__spill *sp, struct ss__sp_job *j)
     }
 }
 
+/* A small record: one read of all of it, aligned out to blocks, into a
+ * pooled buffer taken when the read is issued. Returns the file's kept
+ * read fd, or -1 (the job opens its own). */
+static int read_span_setup(ss__spill *sp, struct ss__sp_job *j, struct ss__sp_file *f)
+{
+    struct ss__sp_job_read *rd = &j->u.read;
+    const ss__spill_loc *loc = &rd->loc;
+    uint64_t end = SS_ALIGN_UP(loc->offset + loc->rec_len, SS_SP_BLK);
+
+    rd->span = true;
+    rd->span_off = loc->offset & ~(SS_SP_BLK - 1);
+    rd->o.direct = sp->dio_align != 0;
+    xfer_add(j, NULL, rd->span_off, end - rd->span_off, true,
+             loc->offset + loc->rec_len - rd->span_off);
+    j->x[0].span = true;
+    /* Small records are restored often and one at a time: keep a read
+     * fd per file rather than a worker round trip to open it each time.
+     * The file is ours and its directory entry is cached (we made or
+     * listed it), so this open does not wait for the disk; if it fails
+     * the job opens its own through the worker. */
+    if (f->rfd < 0) {
+        char name[SS_SPILL_NAME_MAX];
+
+        ss__spill_name(name, f->id, false);
+        f->rfd = openat(sp->dirfd, name,
+                        O_RDONLY | O_CLOEXEC | O_NOFOLLOW | (rd->o.direct ? O_DIRECT : 0));
+    }
+    return f->rfd;
+}
+
+/* A larger record: its header block, its data in place (straight into
+ * the caller's memory when aligned for O_DIRECT) and its tail through a
+ * bounce block; hashed as it arrives when large. 0 or -ENOMEM. */
+static int read_large_setup(ss__spill *sp, struct ss__sp_job *j)
+{
+    struct ss__sp_job_read *rd = &j->u.read;
+    const ss__spill_loc *loc = &rd->loc;
+    uint64_t data = loc->offset + loc->data_off;
+
+    rd->span_off = loc->offset;
+    rd->o.direct = sp->dio_align && loc->offset % SS_SP_BLK == 0 &&
+                   loc->data_off % SS_SP_BLK == 0 && (uintptr_t)rd->dst % sp->dio_align == 0;
+    rd->o.direct_len = rd->o.direct ? loc->size & ~(SS_SP_BLK - 1) : loc->size;
+    rd->o.tail_len = loc->size - rd->o.direct_len;
+    if (!(rd->o.hdr = ss__sp_balloc(loc->data_off)) ||
+        (rd->o.tail_len && !(rd->o.tail = ss__sp_balloc(SS_SP_BLK))))
+        return -ENOMEM;
+    xfer_add(j, rd->o.hdr, loc->offset, loc->data_off, false, 0);
+    xfer_add(j, rd->dst, data, rd->o.direct_len, false, 0);
+    if (rd->o.tail_len)
+        xfer_add(j, rd->o.tail, data + rd->o.direct_len, SS_SP_BLK, false, 0);
+    if (loc->size > SS_SP_HASH_INLINE_MAX) {
+        rd->progressive = true;
+        rd->nchunks = (rd->o.direct_len + sp->chunk - 1) / sp->chunk;
+        if (!(rd->bits = calloc(rd->nchunks / 8 + 1, 1)))
+            return -ENOMEM;
+        ss__xxh64_init(&rd->o.hash.st, SS_SPILL_SEED);
+    }
+    return 0;
+}
+
 /* Queue the restore of a live record of f (checked by the caller). */
 int ss__sp_read_start(ss__spill *sp, struct ss__sp_file *f, const ss__spill_loc *loc, void *dst,
-               void *meta_dst, uint64_t cookie)
+                      void *meta_dst, uint64_t cookie)
 {
     struct ss__sp_job *j;
     struct ss__sp_job_read *rd;
@@ -1252,56 +1337,13 @@ int ss__sp_read_start(ss__spill *sp, struct ss__sp_file *f, const ss__spill_loc 
     rd->dst = dst;
     rd->meta_dst = meta_dst;
     rd->o.size = loc->size;
-    rd->loc.offset = loc->offset;
     if (loc->rec_len <= SS_SP_SPAN_MAX) {
-        /* one read of the whole record, aligned out to blocks */
-        uint64_t end = SS_ALIGN_UP(loc->offset + loc->rec_len, SS_SP_BLK);
-
-        rd->span = true;
-        rd->span_off = loc->offset & ~(SS_SP_BLK - 1);
-        rd->o.direct = sp->dio_align != 0;
-        xfer_add(j, NULL, rd->span_off, end - rd->span_off, true,
-                 loc->offset + loc->rec_len - rd->span_off);
-        j->x[0].span = true;
-        /* Small records are restored often and one at a time: keep a read
-         * fd per file rather than a worker round trip to open it each time.
-         * The file is ours and its directory entry is cached (we made or
-         * listed it), so this open does not wait for the disk; if it fails
-         * the job opens its own through the worker. */
-        if (f->rfd < 0) {
-            char name[SS_SPILL_NAME_MAX];
-
-            ss__spill_name(name, f->id, false);
-            f->rfd = openat(sp->dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW |
-                                                 (rd->o.direct ? O_DIRECT : 0));
-        }
-        if (f->rfd >= 0) {
+        if ((j->fd = read_span_setup(sp, j, f)) >= 0) {
             ss__sp_op_release(sp, op);
             op = NULL;
-            j->fd = f->rfd;
         }
-    } else {
-        rd->span_off = loc->offset;
-        rd->o.direct = sp->dio_align && loc->offset % SS_SP_BLK == 0 &&
-                    loc->data_off % SS_SP_BLK == 0 &&
-                    (uintptr_t)dst % sp->dio_align == 0;
-        rd->o.direct_len = rd->o.direct ? loc->size & ~(SS_SP_BLK - 1) : loc->size;
-        rd->o.tail_len = loc->size - rd->o.direct_len;
-        if (!(rd->o.hdr = ss__sp_balloc(loc->data_off)) ||
-            (rd->o.tail_len && !(rd->o.tail = ss__sp_balloc(SS_SP_BLK))))
-            goto nomem;
-        xfer_add(j, rd->o.hdr, loc->offset, loc->data_off, false, 0);
-        xfer_add(j, dst, loc->offset + loc->data_off, rd->o.direct_len, false, 0);
-        if (rd->o.tail_len)
-            xfer_add(j, rd->o.tail, loc->offset + loc->data_off + rd->o.direct_len, SS_SP_BLK,
-                     false, 0);
-        if (loc->size > SS_SP_HASH_INLINE_MAX) {
-            rd->progressive = true;
-            rd->nchunks = (rd->o.direct_len + sp->chunk - 1) / sp->chunk;
-            if (!(rd->bits = calloc(rd->nchunks / 8 + 1, 1)))
-                goto nomem;
-            ss__xxh64_init(&rd->o.hash.st, SS_SPILL_SEED);
-        }
+    } else if (read_large_setup(sp, j) < 0) {
+        goto nomem;
     }
     j->file = f;
     ss__sp_file_get(f);
