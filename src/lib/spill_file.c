@@ -614,7 +614,7 @@ static bool walk_object_ok(struct win *w, const ss__spill_rec *r, uint64_t off, 
     return ss__xxh64_digest(&st) == r->data_hash;
 }
 
-static void walk_loc(ss__spill_loc *loc, uint64_t file, uint64_t off, const ss__spill_rec *r)
+void ss__spill_rec_loc(const ss__spill_rec *r, uint64_t file, uint64_t off, ss__spill_loc *loc)
 {
     memset(loc, 0, sizeof(*loc));
     loc->file = file;
@@ -739,7 +739,7 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
             continue;
         }
         res->good++;
-        walk_loc(&loc, file, off, &r);
+        ss__spill_rec_loc(&r, file, off, &loc);
         if (fn) {
             rc = fn(arg, &loc, meta);
             if (rc < 0)

@@ -53,6 +53,8 @@ void ss__spill_rec_fill(ss__spill_rec *r, uint32_t flags, const ss_id *id, uint3
                         uint32_t meta_size, uint64_t data_size, uint32_t data_off,
                         uint64_t rec_len, uint64_t seq, uint64_t data_hash,
                         uint64_t meta_hash);
+/* The location of the object record r at offset off of file `file`. */
+void ss__spill_rec_loc(const ss__spill_rec *r, uint64_t file, uint64_t off, ss__spill_loc *loc);
 /* The creator's uid a checked record gives (SS_UID_UNKNOWN for version 1). */
 uint32_t ss__spill_rec_uid(const ss__spill_rec *r);
 /* Header self-check: 0, or -EBADMSG with *why set to a short reason. */

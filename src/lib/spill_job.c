@@ -355,21 +355,6 @@ static bool hash_done(const struct ss__sp_objio *o)
     return !o->hash.busy && o->hash.done == o->size;
 }
 
-static void loc_fill(ss__spill_loc *l, uint64_t file, uint64_t off,
-                     const struct ss__sp_job_large *lg)
-{
-    memset(l, 0, sizeof(*l));
-    l->file = file;
-    l->offset = off;
-    l->size = lg->o.size;
-    l->seq = lg->seq;
-    l->rec_len = lg->rec_len;
-    l->meta_size = lg->meta_size;
-    l->data_off = lg->data_off;
-    l->id = lg->id;
-    l->uid = lg->uid;
-}
-
 static void log_spill_error(const ss_id *id, int err)
 {
     char hex[2 * SS_ID_SIZE + 1];
@@ -410,7 +395,8 @@ static void large_finish(ss__spill *sp, struct ss__sp_job *j)
         f->state = SS_SP_F_LIVE;
         f->size = lg->rec_len;
         f->live = 1;
-        loc_fill(&d.loc, f->id, 0, lg);
+        /* the header went to disk before the rename (no copy without it) */
+        ss__spill_rec_loc((const ss__spill_rec *)lg->o.hdr, f->id, 0, &d.loc);
         sp->st.files++;
         sp->st.disk_bytes += f->size;
         sp->st.live_objects++;
@@ -693,15 +679,9 @@ static void batch_complete(ss__spill *sp, struct ss__sp_job *j, bool keep, bool 
             SS_ASSERT(rc == 0);
             (void)rc;
             d.status = j->status;
-            d.loc.file = f->id;
-            d.loc.offset = bt->base + br->off;
-            d.loc.size = br->size;
-            d.loc.seq = br->seq;
-            d.loc.rec_len = br->rec_len;
-            d.loc.meta_size = br->meta_size;
-            d.loc.data_off = br->data_off;
-            d.loc.id = br->id;
-            d.loc.uid = br->uid;
+            /* the worker built every header before the write */
+            ss__spill_rec_loc((const ss__spill_rec *)(b->buf + br->off), f->id,
+                              bt->base + br->off, &d.loc);
             f->live++;
             sp->st.live_objects++;
             sp->st.live_bytes += br->size;
