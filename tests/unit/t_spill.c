@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The spill engine (src/lib/spill.c, spill_file.c): objects of many sizes
+ * The spill engine (src/lib/spill*.c): objects of many sizes
  * spilled from read-only mappings of sealed memfds and restored bit-exact,
  * on ext4 (/tmp here: O_DIRECT) and on a tmpfs mounted for the test
  * (buffered), with io_uring and with the worker-thread fallback; deletes,
