@@ -114,21 +114,21 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
 
 /* ------------------------------------------------------ engine state */
 
-#define SS_SP_DEF_QD 8
-#define SS_SP_MAX_QD 256
-#define SS_SP_DEF_FUSED_CAP (64 * SS_MiB)
-#define SS_SP_DEF_SMALL_MAX (64 * SS_KiB)
-#define SS_SP_MAX_SMALL_MAX (1 * SS_MiB)
-#define SS_SP_DEF_CHUNK (1u * 1024 * 1024)
-#define SS_SP_HASH_PIECE (8 * SS_MiB)        /* worker hashes this much per turn */
-#define SS_SP_HASH_INLINE_MAX (256 * SS_KiB) /* below: hash on the loop (~10 us) */
-#define SS_SP_SPAN_MAX (256 * SS_KiB)        /* records up to this: one read */
-#define SS_SP_SPAN_BUF (SS_SP_SPAN_MAX + 2 * SS_SP_BLK)  /* a pooled buffer for such a read */
-#define SS_SP_BATCH_MAX (8 * SS_MiB)         /* bytes of records per append */
-#define SS_SP_CLOSE_WAIT_MS 60000
-#define SS_SP_PROCESS_BUDGET 64u /* completions handled per reap call */
-#define SS_SP_BLK ((uint64_t)SS_SPILL_BLOCK)
-#define SS_SP_DEAD (1ull << 63)
+#define SS_SP_DEF_QD 8                        /* queue_depth 0 */
+#define SS_SP_MAX_QD 256                      /* queue_depth at most */
+#define SS_SP_DEF_FUSED_CAP (64 * SS_MiB)     /* fused_cap 0 */
+#define SS_SP_DEF_SMALL_MAX (64 * SS_KiB)     /* small_max 0 */
+#define SS_SP_MAX_SMALL_MAX (1 * SS_MiB)      /* small_max at most */
+#define SS_SP_DEF_CHUNK (1u * 1024 * 1024)    /* chunk 0 */
+#define SS_SP_HASH_PIECE (8 * SS_MiB)         /* worker hashes this much per turn */
+#define SS_SP_HASH_INLINE_MAX (256 * SS_KiB)  /* below: hash on the loop (~10 us) */
+#define SS_SP_SPAN_MAX (256 * SS_KiB)         /* records up to this: one read */
+#define SS_SP_SPAN_BUF (SS_SP_SPAN_MAX + 2 * SS_SP_BLK) /* a pooled buffer for such a read */
+#define SS_SP_BATCH_MAX (8 * SS_MiB)          /* bytes of records per append */
+#define SS_SP_CLOSE_WAIT_MS 60000             /* close waits this long for the disk */
+#define SS_SP_PROCESS_BUDGET 64u              /* completions handled per reap call */
+#define SS_SP_BLK ((uint64_t)SS_SPILL_BLOCK)  /* a block: O_DIRECT and batch granularity */
+#define SS_SP_DEAD (1ull << 63)               /* in a file's recs[]: the record is deleted */
 
 enum ss__sp_op_type {
     SS_SP_OP_WRITE, SS_SP_OP_READ,    /* data */
