@@ -982,8 +982,8 @@ static int read_verify(ss__spill *sp, struct ss__sp_job *j)
     } else if (ss__spill_hash64(p + sizeof(r), r.meta_size, SS_SPILL_SEED) != r.meta_hash) {
         why = "meta checksum mismatch";
     } else if (rd->progressive ? rd->o.hash.val != r.data_hash
-                              : ss__spill_hash64(rd->span ? p + r.data_off : rd->dst, l->size,
-                                                 SS_SPILL_SEED) != r.data_hash) {
+                               : ss__spill_hash64(rd->span ? p + r.data_off : rd->dst, l->size,
+                                                  SS_SPILL_SEED) != r.data_hash) {
         why = "data checksum mismatch";
     }
     if (why)
