@@ -299,25 +299,41 @@ static void dirsync_done(ss__spill *sp, int64_t res)
     }
 }
 
-/* A new file's data is durable: give it its final name (".tmp" -> ".spill"). */
-static void rename_start(ss__spill *sp, struct ss__sp_job *j)
+/* Once every transfer of the job is written, make them durable: SYNC, an
+ * fdatasync of fd. false while some are still in flight. */
+static bool written_sync(ss__spill *sp, struct ss__sp_job *j, int fd)
 {
-    struct ss__sp_op *op = name_op(sp, j, SS_SP_OP_RENAME, j->file->id, true);
-
-    j->state = SS_SP_S_RENAME;
-    if (op) {
-        ss__spill_name(op->name2, j->file->id, false);
-        meta_op(sp, j, op);
-    }
+    if (j->io_pending || !xfers_done(j))
+        return false;
+    j->state = SS_SP_S_SYNC;
+    sync_op(sp, j, fd);
+    return true;
 }
 
-/* ... then make the name durable (a shared directory fsync). */
-static void rename_done(ss__spill *sp, struct ss__sp_job *j)
+/* A new file, once its bytes are synced: SYNC -> RENAME (".tmp" to
+ * ".spill") -> DIRSYNC (the name made durable, a shared directory fsync).
+ * Moves the job one step on when nothing of it is in flight; true when it
+ * is done. */
+static bool new_file_step(ss__spill *sp, struct ss__sp_job *j)
 {
+    struct ss__sp_op *op;
+
     if (j->io_pending)
-        return;
-    j->renamed = true;
-    dirsync_join(sp, j, SS_SP_S_DIRSYNC);
+        return false;
+    switch (j->state) {
+    case SS_SP_S_SYNC:
+        j->state = SS_SP_S_RENAME;
+        if ((op = name_op(sp, j, SS_SP_OP_RENAME, j->file->id, true))) {
+            ss__spill_name(op->name2, j->file->id, false);
+            meta_op(sp, j, op);
+        }
+        return false;
+    case SS_SP_S_RENAME:
+        j->renamed = true;
+        dirsync_join(sp, j, SS_SP_S_DIRSYNC);
+        return false;
+    }
+    return true; /* SS_SP_S_DIRSYNC */
 }
 
 /* Hash pieces on the worker: for a spill the whole source is there; for a
@@ -479,24 +495,17 @@ static void large_advance(ss__spill *sp, struct ss__sp_job *j)
         job_ready(sp, j);
         return;
     case SS_SP_S_HDR:
-        if (j->io_pending || !xfers_done(j))
+        if (!written_sync(sp, j, j->fd))
             return;
-        j->state = SS_SP_S_SYNC;
-        sync_op(sp, j, j->fd);
         break;
     case SS_SP_S_SYNC:
-        if (j->io_pending)
-            return;
-        rename_start(sp, j);
-        break;
     case SS_SP_S_RENAME:
-        rename_done(sp, j);
-        return;
     case SS_SP_S_DIRSYNC:
-        if (j->io_pending)
+        if (new_file_step(sp, j)) {
+            large_finish(sp, j);
             return;
-        large_finish(sp, j);
-        return;
+        }
+        break;
     }
     /* no memory for the next op: nothing in flight will call us again */
     if (j->status && !j->io_pending)
@@ -808,28 +817,17 @@ static void batch_advance(ss__spill *sp, struct ss__sp_job *j)
         job_ready(sp, j);
         return;
     case SS_SP_S_DATA:
-        if (j->io_pending || !xfers_done(j))
+        if (!written_sync(sp, j, f->fd))
             return;
-        j->state = SS_SP_S_SYNC;
-        sync_op(sp, j, f->fd);
         break;
     case SS_SP_S_SYNC:
-        if (j->io_pending)
-            return;
-        if (!bt->new_file) {
-            batch_finish(sp, j);
+    case SS_SP_S_RENAME:
+    case SS_SP_S_DIRSYNC:
+        if ((!bt->new_file && !j->io_pending) || new_file_step(sp, j)) {
+            batch_finish(sp, j); /* an append to a file on disk is done once synced */
             return;
         }
-        rename_start(sp, j);
         break;
-    case SS_SP_S_RENAME:
-        rename_done(sp, j);
-        return;
-    case SS_SP_S_DIRSYNC:
-        if (j->io_pending)
-            return;
-        batch_finish(sp, j);
-        return;
     }
     if (j->status && !j->io_pending) /* as in large_advance */
         batch_advance(sp, j);
@@ -1082,11 +1080,7 @@ static void tomb_advance(ss__spill *sp, struct ss__sp_job *j)
             job_ready(sp, j);
             return;
         case SS_SP_S_DATA:
-            if (j->io_pending || !xfers_done(j))
-                return;
-            j->state = SS_SP_S_SYNC;
-            sync_op(sp, j, j->fd);
-            if (j->status) /* no memory for it: finish now */
+            if (written_sync(sp, j, j->fd) && j->status) /* no memory for it: finish now */
                 tomb_advance(sp, j);
             return;
         case SS_SP_S_SYNC:
