@@ -521,7 +521,7 @@ out:
 
 /* ----------------------------------------------------------- Explanation */
 
-static void human(uint64_t b, char *out, size_t len)
+void sspy_human(uint64_t b, char *out, size_t len)
 {
     static const char *unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
     double v = (double)b;
@@ -544,7 +544,7 @@ static PyObject *human_obj(PyObject *n)
 
     if (PyErr_Occurred())
         PyErr_Clear();
-    human(b, buf, sizeof(buf));
+    sspy_human(b, buf, sizeof(buf));
     return PyUnicode_FromString(buf);
 }
 
