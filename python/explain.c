@@ -690,7 +690,8 @@ PyTypeObject sspy_ExplanationType = {
     .tp_str = explanation_str,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE |
                 Py_TPFLAGS_DICT_SUBCLASS,
-    .tp_doc = "What sealstore stores zero-copy and what in band (a dict; str() is a report).\n\n"
+    .tp_doc = "Explanation(*args, **kwargs)\n--\n\n"
+              "What sealstore stores zero-copy and what in band (a dict; str() is a report).\n\n"
               "Keys: kind ('pickle5' or 'raw'), type, zero_copy_bytes, inband_bytes,\n"
               "object_bytes, buffers (path, type, dtype, shape, bytes, offset per\n"
               "out-of-band buffer), inband (path, type, bytes[, items, note] per part);\n"
