@@ -46,6 +46,7 @@ class Client(_sealstore.Client):
 
     def __init__(self, path=None, embed=False, *, trust=None):
         self._pid = os.getpid()
+        self._aio = {}
 
     def put(self, obj, id=None, *, ref=False):
         """Store obj and return its 20-byte id (random unless given), or a Ref with ref=True.
@@ -96,7 +97,7 @@ class Client(_sealstore.Client):
         array or view obtained through it is collected.
         """
         _sealstore.Client.close(self)
-        for waiter in list(getattr(self, "_aio", {}).values()):
+        for waiter in list(self._aio.values()):
             waiter.wake_all_threadsafe()
 
     def __exit__(self, exc_type, exc_value, traceback):

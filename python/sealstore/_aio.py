@@ -93,9 +93,7 @@ class _SealWaiter:
 
 
 async def _waiter(client, loop):
-    aio = getattr(client, "_aio", None)
-    if aio is None:
-        aio = client._aio = {}
+    aio = client._aio
     w = aio.get(loop)
     if w is None or w.fd is None:
         # the subscription's connect and hello run off the loop
