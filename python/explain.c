@@ -26,6 +26,8 @@
 #include "sspy.h"
 
 #include <stdio.h>
+#include <string.h>
+#include <time.h>
 
 /* Parts at least this big get a note on how to make them zero-copy. */
 #define SSPY_NOTE_MIN (64 * 1024)
@@ -71,20 +73,76 @@ static PyObject *type_name(PyObject *o)
     return r;
 }
 
-/* In-band bytes of o pickled alone, without the framing. */
-static int measure(struct walk *w, PyObject *o, uint64_t *out)
+static double now_s(void)
 {
-    PyObject *p = sspy_pickle(o, &w->scratch);
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Is [addr, addr + len) one of the object's out-of-band buffers? */
+static int is_oob(const struct walk *w, const void *addr, Py_ssize_t len)
+{
+    for (Py_ssize_t i = 0; i < w->n; i++)
+        if (w->bufs[i].addr == (const char *)addr && w->bufs[i].len == len)
+            return 1;
+    return 0;
+}
+
+/*
+ * In-band bytes of o pickled alone, without the framing, and the time
+ * pickle.loads takes to rebuild it (*secs). Pickled alone, a part may
+ * give buffers out of band that are not the object's: an array that was
+ * pickled in band at put (not contiguous then) comes back from a get
+ * contiguous. Those count as in-band bytes: that is where they are.
+ */
+static int measure(struct walk *w, PyObject *o, uint64_t *out, double *secs)
+{
+    PyObject *p = sspy_pickle(o, &w->scratch), *kw = NULL, *args = NULL, *r = NULL;
     Py_ssize_t len, ovh = 3; /* PROTO 5 (2 bytes) + STOP */
+    uint64_t extra = 0;
+    double t0;
 
     if (!p)
         return -1;
     len = PyBytes_GET_SIZE(p);
     if (len > 2 && (unsigned char)PyBytes_AS_STRING(p)[2] == 0x95) /* FRAME */
         ovh += 9;
-    *out = len > ovh ? (uint64_t)(len - ovh) : 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(w->scratch); i++) {
+        const Py_buffer *v = PyPickleBuffer_GetBuffer(PyList_GET_ITEM(w->scratch, i));
+
+        if (!v)
+            goto out;
+        if (!is_oob(w, v->buf, v->len))
+            extra += (uint64_t)v->len;
+    }
+    *out = (len > ovh ? (uint64_t)(len - ovh) : 0) + extra;
+    if (extra > 0) {
+        /* time the get as it is: those buffers in band, copied by loads */
+        PyObject *in = PyObject_CallFunction(sspy_dumps, "Oi", o, 5);
+
+        if (!in)
+            goto out;
+        Py_SETREF(p, in);
+        Py_CLEAR(w->scratch);
+        w->scratch = PyList_New(0);
+        if (!w->scratch)
+            goto out;
+    }
+    kw = Py_BuildValue("{s:O}", "buffers", w->scratch);
+    args = kw ? PyTuple_Pack(1, p) : NULL;
+    t0 = now_s();
+    r = args ? PyObject_Call(sspy_loads, args, kw) : NULL;
+    *secs = now_s() - t0;
+out:
+    Py_XDECREF(args);
+    Py_XDECREF(kw);
     Py_DECREF(p);
     Py_CLEAR(w->scratch);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
     return 0;
 }
 
@@ -106,15 +164,29 @@ static const char *advice(PyObject *o)
     if (PyList_Check(o) || PyTuple_Check(o))
         return "rebuilt item by item on every get: a numpy array of the items would be "
                "zero-copy";
-    if (has_attr(o, "dtype") && has_attr(o, "shape"))
-        return "this array is pickled in band (not contiguous, or dtype=object): "
-               "np.ascontiguousarray() with a plain dtype makes it zero-copy";
+    if (has_attr(o, "dtype") && has_attr(o, "shape")) {
+        PyObject *dt = PyObject_GetAttrString(o, "dtype");
+        PyObject *has_obj = dt ? PyObject_GetAttrString(dt, "hasobject") : NULL;
+        int objs = has_obj && PyObject_IsTrue(has_obj) > 0;
+
+        Py_XDECREF(has_obj);
+        Py_XDECREF(dt);
+        PyErr_Clear();
+        if (objs)
+            return "dtype=object: every element is pickled on its own at put and rebuilt on "
+                   "every get; a fixed-width dtype (numbers, 'U<n>'/'S<n>' strings) or a "
+                   "categorical makes it one zero-copy buffer";
+        return "copied at put and rebuilt on every get: it was pickled in band because it "
+               "was not contiguous when put (a slice like a[::2], a transpose); "
+               "np.ascontiguousarray(a) before put makes it zero-copy";
+    }
     if (PyDict_Check(o))
         return "rebuilt entry by entry on every get";
     return "rebuilt by pickle on every get";
 }
 
-static int emit(struct walk *w, PyObject *o, PyObject *path, uint64_t bytes)
+/* Add an in-band entry; secs < 0: not timed. */
+static int emit(struct walk *w, PyObject *o, PyObject *path, uint64_t bytes, double secs)
 {
     PyObject *e = PyDict_New();
     Py_ssize_t items = -1;
@@ -128,6 +200,8 @@ static int emit(struct walk *w, PyObject *o, PyObject *path, uint64_t bytes)
         set_new(e, "bytes", PyLong_FromUnsignedLongLong(bytes)) < 0)
         goto out;
     if (items >= 0 && set_new(e, "items", PyLong_FromSsize_t(items)) < 0)
+        goto out;
+    if (secs >= 0 && set_new(e, "seconds", PyFloat_FromDouble(secs)) < 0)
         goto out;
     if (bytes >= SSPY_NOTE_MIN && set_new(e, "note", PyUnicode_FromString(advice(o))) < 0)
         goto out;
@@ -255,6 +329,26 @@ static PyObject *children(PyObject *o)
     return out;
 }
 
+/* Measure and add as in-band entries the children (kids, as children()
+ * gives them) of the container at path whose has[i] is 0 (NULL: all). */
+static int emit_parts(struct walk *w, PyObject *kids, const int *has, PyObject *path)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(kids); i++) {
+        PyObject *pair = PyList_GET_ITEM(kids, i);
+        uint64_t bytes;
+        double secs;
+
+        if (has && has[i] != 0)
+            continue;
+        if (PyList_Append(path, PyTuple_GET_ITEM(pair, 0)) < 0 ||
+            measure(w, PyTuple_GET_ITEM(pair, 1), &bytes, &secs) < 0 ||
+            emit(w, PyTuple_GET_ITEM(pair, 1), path, bytes, secs) < 0 ||
+            PyList_SetSlice(path, PyList_GET_SIZE(path) - 1, PyList_GET_SIZE(path), NULL) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /*
  * Walk o at path. Returns 1 if a pending buffer was found in it, 0 if not
  * (the caller measures it as an in-band part), 2 if it was seen before
@@ -315,18 +409,8 @@ static int walk(struct walk *w, PyObject *o, PyObject *path)
     }
     w->depth--;
     /* opened up: measure the siblings that hold no buffer */
-    for (Py_ssize_t i = 0; any == 1 && i < n; i++) {
-        PyObject *pair = PyList_GET_ITEM(kids, i);
-        uint64_t bytes;
-
-        if (has[i] != 0)
-            continue;
-        if (PyList_Append(path, PyTuple_GET_ITEM(pair, 0)) < 0 ||
-            measure(w, PyTuple_GET_ITEM(pair, 1), &bytes) < 0 ||
-            emit(w, PyTuple_GET_ITEM(pair, 1), path, bytes) < 0 ||
-            PyList_SetSlice(path, PyList_GET_SIZE(path) - 1, PyList_GET_SIZE(path), NULL) < 0)
-            any = -1;
-    }
+    if (any == 1 && emit_parts(w, kids, has, path) < 0)
+        any = -1;
     PyMem_Free(has);
     Py_DECREF(kids);
     return any;
@@ -399,14 +483,33 @@ PyObject *sspy_explanation(PyObject *root, const char *kind, uint64_t inband_byt
     if (r < 0)
         goto out;
     if (strcmp(kind, "raw") != 0) {
-        /* the rest: the root as a whole, or its structure around the buffers */
-        uint64_t rest = inband_bytes > w.inband_sum ? inband_bytes - w.inband_sum : 0;
+        /* the rest: the root as a whole, or its structure around the parts */
+        uint64_t rest;
         PyObject *e, *tn;
 
         if (r != 1) {
-            if (emit(&w, root, path, inband_bytes) < 0)
+            /* nothing below is zero-copy: still break the top level down */
+            PyObject *kids = children(root);
+
+            if (!kids)
                 goto out;
-        } else if (rest > 0 || PyList_GET_SIZE(w.inband) == 0) {
+            r = kids != Py_None && PyList_GET_SIZE(kids) > 0;
+            if (r && emit_parts(&w, kids, NULL, path) < 0) {
+                Py_DECREF(kids);
+                goto out;
+            }
+            Py_DECREF(kids);
+            if (!r) {
+                uint64_t ignored;
+                double secs;
+
+                if (measure(&w, root, &ignored, &secs) < 0 ||
+                    emit(&w, root, path, inband_bytes, secs) < 0)
+                    goto out;
+            }
+        }
+        rest = inband_bytes > w.inband_sum ? inband_bytes - w.inband_sum : 0;
+        if (r == 1 && (rest > 0 || PyList_GET_SIZE(w.inband) == 0)) {
             e = PyDict_New();
             tn = type_name(root);
             if (!e || !tn || set_new(e, "path", PyList_New(0)) < 0 ||
@@ -605,12 +708,103 @@ static PyObject *get(PyObject *d, const char *k)
     return v ? v : Py_None;
 }
 
+/* Reports list at most this many rows per table: the largest ones. */
+#define SSPY_FOLD 20
+
+/*
+ * Which entries of `list` (dicts with "bytes") a report shows: all of
+ * them up to SSPY_FOLD, else the SSPY_FOLD largest (in list order).
+ * Returns a PyMem array of n flags (NULL with an exception); *hidden_n
+ * and *hidden_bytes say what was left out.
+ */
+static char *fold(PyObject *list, Py_ssize_t n, Py_ssize_t *hidden_n, uint64_t *hidden_bytes)
+{
+    char *shown = PyMem_Calloc((size_t)n + 1, 1);
+    PyObject *order = NULL;
+
+    *hidden_n = 0;
+    *hidden_bytes = 0;
+    if (!shown) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (n <= SSPY_FOLD) {
+        memset(shown, 1, (size_t)n);
+        return shown;
+    }
+    order = PyList_New(n);
+    for (Py_ssize_t i = 0; order && i < n; i++) {
+        PyObject *t = Py_BuildValue("(On)", get(PyList_GET_ITEM(list, i), "bytes"), i);
+
+        if (!t)
+            Py_CLEAR(order);
+        else
+            PyList_SET_ITEM(order, i, t);
+    }
+    if (!order || PyList_Sort(order) < 0 || PyList_Reverse(order) < 0) {
+        Py_XDECREF(order);
+        PyMem_Free(shown);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *t = PyList_GET_ITEM(order, k);
+        Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 1));
+
+        if (k < SSPY_FOLD) {
+            shown[i] = 1;
+        } else {
+            (*hidden_n)++;
+            *hidden_bytes += PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(t, 0));
+        }
+    }
+    Py_DECREF(order);
+    return shown;
+}
+
+static int fold_line(PyObject *lines, Py_ssize_t hidden_n, uint64_t hidden_bytes)
+{
+    char h[32];
+
+    if (hidden_n == 0)
+        return 0;
+    sspy_human(hidden_bytes, h, sizeof(h));
+    return line(lines, "  ... %d smaller ones, %s in all (the Explanation's lists hold every one)",
+                Py_BuildValue("(ns)", hidden_n, h));
+}
+
+/* "12.3 us", "4.56 ms", "1.23 s"; "" when not timed. */
+static PyObject *secs_str(PyObject *o)
+{
+    double s = o && PyFloat_Check(o) ? PyFloat_AsDouble(o) : -1;
+
+    if (s < 0)
+        return PyUnicode_FromString("");
+    if (s < 1e-3)
+        return PyUnicode_FromFormat("%d.%d us", (int)(s * 1e6), (int)(s * 1e7) % 10);
+    if (s < 1)
+        return PyUnicode_FromFormat("%d.%02d ms", (int)(s * 1e3), (int)(s * 1e5) % 100);
+    return PyUnicode_FromFormat("%d.%02d s", (int)s, (int)(s * 100) % 100);
+}
+
+static int is_structure(PyObject *e)
+{
+    PyObject *t = get(e, "type"), *suffix = PyUnicode_FromString(" structure");
+    Py_ssize_t n = PyUnicode_Check(t) ? PyUnicode_GET_LENGTH(t) : 0;
+    int r = suffix && n > 10 && PyUnicode_Tailmatch(t, suffix, 0, n, 1) == 1;
+
+    Py_XDECREF(suffix);
+    PyErr_Clear();
+    return r;
+}
+
 static PyObject *explanation_str(PyObject *self)
 {
     PyObject *lines = PyList_New(0), *nl, *r = NULL;
     PyObject *bl = get(self, "buffers"), *il = get(self, "inband"), *notes;
     Py_ssize_t nb = PyList_Check(bl) ? PyList_GET_SIZE(bl) : 0;
-    Py_ssize_t ni = PyList_Check(il) ? PyList_GET_SIZE(il) : 0;
+    Py_ssize_t ni = PyList_Check(il) ? PyList_GET_SIZE(il) : 0, hidden_n;
+    uint64_t hidden_bytes;
+    char *shown = NULL;
 
     notes = PyList_New(0);
     if (!lines || !notes)
@@ -618,6 +812,8 @@ static PyObject *explanation_str(PyObject *self)
     if (line(lines, "sealstore.explain: %s stored as %s, %s in the store",
              Py_BuildValue("(OON)", get(self, "type"), get(self, "kind"),
                            human_obj(get(self, "object_bytes")))) < 0 ||
+        (get(self, "note") != Py_None &&
+         line(lines, "  note: %s", Py_BuildValue("(O)", get(self, "note"))) < 0) ||
         line(lines, "  zero-copy %10s in %d out-of-band buffer(s): mapped read-only, never copied",
              Py_BuildValue("(Nn)", human_obj(get(self, "zero_copy_bytes")), nb)) < 0 ||
         line(lines, "  in-band   %10s pickle: rebuilt by pickle.loads on every get",
@@ -633,40 +829,54 @@ static PyObject *explanation_str(PyObject *self)
          line(lines, "  %-30s %-16s %-10s %-16s %10s %12s",
               Py_BuildValue("(ssssss)", "path", "type", "dtype", "shape", "bytes", "offset")) < 0))
         goto out;
+    if (!(shown = fold(bl, nb, &hidden_n, &hidden_bytes)))
+        goto out;
     for (Py_ssize_t i = 0; i < nb; i++) {
         PyObject *e = PyList_GET_ITEM(bl, i);
 
-        if (line(lines, "  %-30s %-16s %-10s %-16s %10s %12s",
+        if (shown[i] &&
+            line(lines, "  %-30s %-16s %-10s %-16s %10s %12s",
                  Py_BuildValue("(NONNNO)", path_str(get(e, "path")), get(e, "type"),
                                PyObject_Str(get(e, "dtype")), PyObject_Str(get(e, "shape")),
                                human_obj(get(e, "bytes")), get(e, "offset"))) < 0)
             goto out;
     }
+    if (fold_line(lines, hidden_n, hidden_bytes) < 0)
+        goto out;
+    PyMem_Free(shown);
+    shown = NULL;
     if (ni > 0 &&
         (line(lines, "in-band parts (copied on every get):", PyTuple_New(0)) < 0 ||
-         line(lines, "  %-30s %-34s %8s %10s",
-              Py_BuildValue("(ssss)", "path", "type", "items", "bytes")) < 0))
+         line(lines, "  %-30s %-34s %8s %10s %10s",
+              Py_BuildValue("(sssss)", "path", "type", "items", "bytes", "unpickle")) < 0))
+        goto out;
+    if (!(shown = fold(il, ni, &hidden_n, &hidden_bytes)))
         goto out;
     for (Py_ssize_t i = 0; i < ni; i++) {
-        PyObject *e = PyList_GET_ITEM(il, i), *p = path_str(get(e, "path"));
+        PyObject *e = PyList_GET_ITEM(il, i), *p;
 
-        if (!p || line(lines, "  %-30s %-34s %8s %10s",
-                       Py_BuildValue("(NONN)", Py_NewRef(p), get(e, "type"),
+        if (!shown[i])
+            continue;
+        p = path_str(get(e, "path"));
+        if (!p || line(lines, "  %-30s %-34s %8s %10s %10s",
+                       Py_BuildValue("(NONNN)", Py_NewRef(p), get(e, "type"),
                                      get(e, "items") == Py_None
                                          ? PyUnicode_FromString("")
                                          : PyObject_Str(get(e, "items")),
-                                     human_obj(get(e, "bytes")))) < 0) {
+                                     human_obj(get(e, "bytes")),
+                                     secs_str(get(e, "seconds")))) < 0) {
             Py_XDECREF(p);
             goto out;
         }
-        if (get(e, "note") != Py_None && PyList_Check(get(e, "path")) &&
-            PyList_GET_SIZE(get(e, "path")) > 0 &&
+        if (get(e, "note") != Py_None && !is_structure(e) &&
             line(notes, "  %s: %s", Py_BuildValue("(OO)", p, get(e, "note"))) < 0) {
             Py_DECREF(p);
             goto out;
         }
         Py_DECREF(p);
     }
+    if (fold_line(lines, hidden_n, hidden_bytes) < 0)
+        goto out;
     if (PyList_GET_SIZE(notes) > 0 &&
         (line(lines, "notes:", PyTuple_New(0)) < 0 || PyList_SetSlice(lines, PY_SSIZE_T_MAX,
                                                                       PY_SSIZE_T_MAX, notes) < 0))
@@ -677,6 +887,7 @@ static PyObject *explanation_str(PyObject *self)
         Py_DECREF(nl);
     }
 out:
+    PyMem_Free(shown);
     Py_XDECREF(notes);
     Py_XDECREF(lines);
     return r;
@@ -688,6 +899,7 @@ PyTypeObject sspy_ExplanationType = {
     .tp_basicsize = sizeof(PyDictObject),
     .tp_base = &PyDict_Type,
     .tp_str = explanation_str,
+    .tp_repr = explanation_str, /* a REPL or notebook shows the report */
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE |
                 Py_TPFLAGS_DICT_SUBCLASS,
     .tp_doc = "Explanation(*args, **kwargs)\n--\n\n"

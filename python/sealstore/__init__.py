@@ -18,7 +18,7 @@ import threading
 from . import _sealstore
 from ._sealstore import (ID_SIZE, Error, Explanation, ObjectExistsError, ObjectNotFoundError,
                          ObjectView, StoreFullError, StoreGoneError, UntrustedObjectError,
-                         __version__, explain)
+                         __version__)
 
 __all__ = [
     "connect", "Client", "Ref", "explain", "Explanation", "ObjectView", "ID_SIZE",
@@ -68,7 +68,8 @@ class Client(_sealstore.Client):
 
     def share(self, id, timeout=None):
         """A Ref to the stored object `id` (KeyError if absent; timeout as get())."""
-        return Ref(bytes(id), self._size(id, timeout), self.path, _client=self)
+        size = self._size(id, timeout)  # checks the id, too
+        return Ref(id, size, self.path, _client=self)
 
     async def get_async(self, id, timeout=None, trust=None):
         """get() for asyncio: waits without blocking the event loop.
@@ -102,6 +103,24 @@ class Client(_sealstore.Client):
 
     def __exit__(self, exc_type, exc_value, traceback):
         self.close()
+
+
+def explain(obj, client=None):
+    """What put(obj) would store zero-copy and what in band, by path: an Explanation.
+
+    Out-of-band buffers are mapped on get (zero-copy); in-band parts are
+    rebuilt by pickle.loads on every get. With client, obj is an id and the
+    stored object is explained, its get timed (map_seconds,
+    unpickle_seconds); a Ref explains the object it refers to. str() (and
+    repr()) of the result is a report.
+    """
+    if isinstance(obj, Ref):
+        return obj.client().explain(obj.id)
+    x = _sealstore.explain(obj, client)
+    if client is None and isinstance(obj, (bytes, bytearray)) and len(obj) == ID_SIZE:
+        x["note"] = ("this explains a %d-byte bytes object; if it is a sealstore id, pass "
+                     "client= (or a Ref) to explain the stored object" % ID_SIZE)
+    return x
 
 
 def connect(path=None, embed=False, *, trust=None):
@@ -152,7 +171,7 @@ class Ref:
     __slots__ = ("id", "size", "socket", "_client")
 
     def __init__(self, id, size, socket=None, *, _client=None):
-        id = bytes(id)
+        id = bytes(memoryview(id))  # bytes-like only (bytes(20) would be 20 zeros)
         if len(id) != ID_SIZE:
             raise ValueError("sealstore ids are %d bytes long, this one has %d"
                              % (ID_SIZE, len(id)))

@@ -105,5 +105,6 @@ def test_pool_recipe_passes_a_large_array_without_copying(client, method):
         assert f["in_memfd"] and not f["writeable"] and not f["owndata"]
         assert f["write_raises"], "the worker could write the array"
         # every page was read: a copy would have grown private memory by n
-        assert f["anon_growth"] < n // 8, f["anon_growth"]
+        # (a sanitizer build's shadow memory grows it by n / 8 and more)
+        assert f["anon_growth"] < n // 2, f["anon_growth"]
         assert f["clients"] == 1  # one connection per worker process, however many tasks
