@@ -254,11 +254,148 @@ static PyObject *key_elem(PyObject *k)
     return PyObject_Repr(k);
 }
 
+/* items.append((elem, v)) for a new reference elem (NULL: error). */
+static int add_pair(PyObject *items, PyObject *elem, PyObject *v)
+{
+    PyObject *pair = elem ? PyTuple_Pack(2, elem, v) : NULL;
+    int rc = pair ? PyList_Append(items, pair) : -1;
+
+    Py_XDECREF(elem);
+    Py_XDECREF(pair);
+    return rc;
+}
+
+/* The attributes in a dict (an instance's __dict__, or a state dict) as
+ * (".name", value) pairs; other keys as they are. */
+static int add_attrs(PyObject *items, PyObject *d)
+{
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+
+    while (PyDict_Next(d, &pos, &k, &v))
+        if (add_pair(items, PyUnicode_Check(k) ? PyUnicode_FromFormat(".%U", k) : key_elem(k),
+                     v) < 0)
+            return -1;
+    return 0;
+}
+
+/* The __slots__ attributes set on o, from every class of its MRO. */
+static int add_slots(PyObject *items, PyObject *o)
+{
+    PyObject *mro = Py_TYPE(o)->tp_mro;
+
+    for (Py_ssize_t i = 0; mro && i < PyTuple_GET_SIZE(mro); i++) {
+        PyObject *slots = PyDict_GetItemString(((PyTypeObject *)PyTuple_GET_ITEM(mro, i))->tp_dict,
+                                               "__slots__");
+        PyObject *names;
+
+        if (!slots)
+            continue;
+        names = PyUnicode_Check(slots) ? PyTuple_Pack(1, slots) : PySequence_Tuple(slots);
+        if (!names)
+            return -1;
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(names); k++) {
+            PyObject *name = PyTuple_GET_ITEM(names, k), *v;
+
+            if (!PyUnicode_Check(name) || PyUnicode_CompareWithASCIIString(name, "__dict__") == 0 ||
+                PyUnicode_CompareWithASCIIString(name, "__weakref__") == 0)
+                continue;
+            v = PyObject_GetAttr(o, name);
+            if (!v) {
+                PyErr_Clear(); /* unset, __dict__, __weakref__, a mangled name */
+                continue;
+            }
+            if (add_pair(items, PyUnicode_FromFormat(".%U", name), v) < 0) {
+                Py_DECREF(v);
+                Py_DECREF(names);
+                return -1;
+            }
+            Py_DECREF(v);
+        }
+        Py_DECREF(names);
+    }
+    return 0;
+}
+
+/* An instance of a class of a program (not builtins): its parts are its
+ * attributes, or what its __reduce_ex__ gives pickle. */
+static int is_instance(PyObject *o)
+{
+    PyObject *mod;
+    int builtin;
+
+    if (PyType_Check(o) || PyModule_Check(o) || PyCallable_Check(o) || PyObject_CheckBuffer(o))
+        return 0;
+    mod = PyObject_GetAttrString((PyObject *)Py_TYPE(o), "__module__");
+    builtin = !mod || !PyUnicode_Check(mod) ||
+              PyUnicode_CompareWithASCIIString(mod, "builtins") == 0;
+    Py_XDECREF(mod);
+    PyErr_Clear();
+    return !builtin;
+}
+
+/*
+ * An instance's parts: its __dict__ and __slots__ attributes (".name");
+ * when it has neither, what its __reduce_ex__(5) gives pickle: the state
+ * (a dict of attributes, or (dict, slots)) as ".name", the arguments as
+ * "(arg N)". Py_None when there are none.
+ */
+static PyObject *instance_parts(PyObject *o)
+{
+    PyObject *items = PyList_New(0), *d, *red;
+
+    if (!items)
+        return NULL;
+    if (Py_TYPE(o)->tp_dictoffset != 0) {
+        d = PyObject_GetAttrString(o, "__dict__");
+        if (d && PyDict_Check(d) && add_attrs(items, d) < 0) {
+            Py_DECREF(d);
+            Py_DECREF(items);
+            return NULL;
+        }
+        Py_XDECREF(d);
+        PyErr_Clear();
+    }
+    if (add_slots(items, o) < 0) {
+        Py_DECREF(items);
+        return NULL;
+    }
+    if (PyList_GET_SIZE(items) == 0 &&
+        (red = PyObject_CallMethod(o, "__reduce_ex__", "i", 5))) {
+        if (PyTuple_Check(red) && PyTuple_GET_SIZE(red) >= 2) {
+            PyObject *args = PyTuple_GET_ITEM(red, 1);
+            PyObject *st = PyTuple_GET_SIZE(red) >= 3 ? PyTuple_GET_ITEM(red, 2) : Py_None;
+
+            for (Py_ssize_t i = 0; PyTuple_Check(args) && i < PyTuple_GET_SIZE(args); i++)
+                if (add_pair(items, PyUnicode_FromFormat("(arg %zd)", i),
+                             PyTuple_GET_ITEM(args, i)) < 0)
+                    break;
+            if (PyDict_Check(st))
+                (void)add_attrs(items, st);
+            else if (PyTuple_Check(st))
+                for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(st); i++)
+                    if (PyDict_Check(PyTuple_GET_ITEM(st, i)))
+                        (void)add_attrs(items, PyTuple_GET_ITEM(st, i));
+        }
+        Py_DECREF(red);
+    }
+    if (PyErr_Occurred()) {
+        Py_DECREF(items);
+        return NULL;
+    }
+    PyErr_Clear();
+    if (PyList_GET_SIZE(items) == 0) {
+        Py_DECREF(items);
+        return Py_NewRef(Py_None);
+    }
+    return items;
+}
+
 /* Children of o as a list of (path element, child) pairs, or Py_None when
  * o is a leaf. */
 static PyObject *children(PyObject *o)
 {
-    PyObject *out, *items = NULL, *d = NULL;
+    PyObject *out, *items = NULL;
 
     if (PyDict_Check(o)) {
         items = PyDict_Items(o);
@@ -278,36 +415,8 @@ static PyObject *children(PyObject *o)
             PyList_SET_ITEM(items, i, pair);
         }
         return items;
-    } else if (Py_TYPE(o)->tp_dictoffset != 0 && !PyType_Check(o) && !PyModule_Check(o) &&
-               !PyCallable_Check(o)) {
-        d = PyObject_GetAttrString(o, "__dict__");
-        if (!d) {
-            PyErr_Clear();
-            return Py_NewRef(Py_None);
-        }
-        if (!PyDict_Check(d)) {
-            Py_DECREF(d);
-            return Py_NewRef(Py_None);
-        }
-        items = PyDict_Items(d);
-        Py_DECREF(d);
-        if (!items)
-            return NULL;
-        /* attribute names become ".name" */
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
-            PyObject *pair = PyList_GET_ITEM(items, i), *k = PyTuple_GET_ITEM(pair, 0), *np;
-
-            if (!PyUnicode_Check(k))
-                continue;
-            np = Py_BuildValue("(NO)", PyUnicode_FromFormat(".%U", k), PyTuple_GET_ITEM(pair, 1));
-            if (!np) {
-                Py_DECREF(items);
-                return NULL;
-            }
-            PyList_SET_ITEM(items, i, np);
-            Py_DECREF(pair);
-        }
-        return items;
+    } else if (is_instance(o)) {
+        return instance_parts(o);
     } else {
         return Py_NewRef(Py_None);
     }
@@ -329,20 +438,54 @@ static PyObject *children(PyObject *o)
     return out;
 }
 
+static int emit_parts(struct walk *w, PyObject *kids, const int *has, PyObject *path);
+
+/*
+ * Measure o (at path) and add it as an in-band entry. A large instance of
+ * a program's class is opened, so the report names the attribute that
+ * carries the bytes: its parts become entries of their own, and its own
+ * entry keeps what is left (class reference, opcodes).
+ */
+static int emit_part(struct walk *w, PyObject *o, PyObject *path)
+{
+    PyObject *kids;
+    uint64_t bytes, before;
+    double secs;
+    int rc;
+
+    if (measure(w, o, &bytes, &secs) < 0)
+        return -1;
+    if (bytes < SSPY_NOTE_MIN || w->depth >= SSPY_MAX_DEPTH || !is_instance(o))
+        return emit(w, o, path, bytes, secs);
+    kids = children(o);
+    if (!kids)
+        return -1;
+    if (kids == Py_None) {
+        Py_DECREF(kids);
+        return emit(w, o, path, bytes, secs);
+    }
+    before = w->inband_sum;
+    w->depth++;
+    rc = emit_parts(w, kids, NULL, path);
+    w->depth--;
+    Py_DECREF(kids);
+    if (rc < 0)
+        return -1;
+    before = w->inband_sum - before; /* the parts' bytes */
+    return emit(w, o, path, bytes > before ? bytes - before : 0, -1);
+}
+
 /* Measure and add as in-band entries the children (kids, as children()
  * gives them) of the container at path whose has[i] is 0 (NULL: all). */
 static int emit_parts(struct walk *w, PyObject *kids, const int *has, PyObject *path)
 {
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(kids); i++) {
         PyObject *pair = PyList_GET_ITEM(kids, i);
-        uint64_t bytes;
-        double secs;
 
         if (has && has[i] != 0)
             continue;
         if (PyList_Append(path, PyTuple_GET_ITEM(pair, 0)) < 0 ||
-            measure(w, PyTuple_GET_ITEM(pair, 1), &bytes, &secs) < 0 ||
-            emit(w, PyTuple_GET_ITEM(pair, 1), path, bytes, secs) < 0 ||
+            emit_part(w, PyTuple_GET_ITEM(pair, 1), path) < 0 ||
             PyList_SetSlice(path, PyList_GET_SIZE(path) - 1, PyList_GET_SIZE(path), NULL) < 0)
             return -1;
     }
@@ -665,8 +808,8 @@ static PyObject *path_str(PyObject *path)
         PyObject *k = PyList_GET_ITEM(path, i), *s;
 
         if (PyUnicode_Check(k) && PyUnicode_GET_LENGTH(k) > 0 &&
-            PyUnicode_READ_CHAR(k, 0) == '.')
-            s = Py_NewRef(k);
+            (PyUnicode_READ_CHAR(k, 0) == '.' || PyUnicode_READ_CHAR(k, 0) == '('))
+            s = Py_NewRef(k); /* an attribute, or a __reduce__ argument */
         else
             s = PyUnicode_FromFormat("[%R]", k);
         if (!s || PyList_Append(parts, s) < 0)

@@ -107,3 +107,34 @@ def pool_worker(ref):
     facts.update(sum=total, anon_growth=rss_anon() - before, nbytes=arr.nbytes,
                  clients=len(sealstore._clients), pid=os.getpid())
     return facts
+
+
+class Model:
+    """explain() tests: an instance whose attribute carries the bytes."""
+
+    def __init__(self, blob):
+        self.name = "m"
+        self.blob = blob
+
+
+class Slotted:
+    __slots__ = ("a", "big")
+
+    def __init__(self, big):
+        self.a = 1
+        self.big = big
+
+
+class Reduced:
+    """No __dict__, no slots: pickled through __reduce__'s arguments."""
+    __slots__ = ()
+
+    def __new__(cls, payload):
+        self = super().__new__(cls)
+        Reduced.payloads[id(self)] = payload
+        return self
+
+    payloads = {}
+
+    def __reduce__(self):
+        return (Reduced, (Reduced.payloads[id(self)],))

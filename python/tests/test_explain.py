@@ -168,3 +168,22 @@ def test_an_id_without_client_says_so(client):
     assert "pass client=" in x["note"] and "pass client=" in str(x)
     ref = client.share(oid)
     assert sealstore.explain(ref)["type"] == "dict"
+
+
+@pytest.mark.parametrize("where", ["live", "stored"])
+def test_custom_classes_are_opened(client, where):
+    obj = {"m": sshelpers.Model(bytes(300000)), "s": sshelpers.Slotted(list(range(50000))),
+           "r": sshelpers.Reduced("x" * 200000)}
+    x = sealstore.explain(obj) if where == "live" else client.explain(client.put(obj))
+    parts = {path_key(e["path"]): e for e in x["inband"]}
+    assert parts["['m'].blob"]["bytes"] >= 300000 and "numpy" in parts["['m'].blob"]["note"]
+    assert parts["['s'].big"]["items"] == 50000
+    assert parts["['r'](arg 0)"]["bytes"] >= 200000
+    assert parts["['m']"]["bytes"] < 1000  # the instance keeps only its own bytes
+    assert sum(e["bytes"] for e in x["inband"]) == x["inband_bytes"]
+    assert "['m'].blob: copied on every get" in str(x)
+    assert "['r'](arg 0)" in str(x)
+
+
+def path_key(path):
+    return "".join(p if isinstance(p, str) and p[:1] in ".(" else "[%r]" % (p,) for p in path)
