@@ -43,6 +43,7 @@ struct walk {
     PyObject *scratch; /* buffer_callback target when measuring */
     uint64_t inband_sum;
     int depth;
+    int frame_col;     /* the object walked next is a column of a DataFrame */
 };
 
 /* d[key] = v, consuming the new reference v (NULL: error). */
@@ -81,13 +82,16 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Is [addr, addr + len) one of the object's out-of-band buffers? */
-static int is_oob(const struct walk *w, const void *addr, Py_ssize_t len)
+/* The out-of-band buffer [addr, addr + len) lies in (a column of a
+ * DataFrame block is part of the block's buffer), or NULL. */
+static struct sspy_xbuf *oob_holding(const struct walk *w, const void *addr, Py_ssize_t len)
 {
+    const char *a = addr;
+
     for (Py_ssize_t i = 0; i < w->n; i++)
-        if (w->bufs[i].addr == (const char *)addr && w->bufs[i].len == len)
-            return 1;
-    return 0;
+        if (w->bufs[i].addr <= a && a + len <= w->bufs[i].addr + w->bufs[i].len)
+            return &w->bufs[i];
+    return NULL;
 }
 
 /*
@@ -114,7 +118,7 @@ static int measure(struct walk *w, PyObject *o, uint64_t *out, double *secs)
 
         if (!v)
             goto out;
-        if (!is_oob(w, v->buf, v->len))
+        if (!oob_holding(w, v->buf, v->len))
             extra += (uint64_t)v->len;
     }
     *out = (len > ovh ? (uint64_t)(len - ovh) : 0) + extra;
@@ -185,6 +189,24 @@ static const char *advice(PyObject *o)
     return "rebuilt by pickle on every get";
 }
 
+/* An in-band part's type; an array's with its dtype: "numpy.ndarray[object]". */
+static PyObject *part_type(PyObject *o)
+{
+    PyObject *t = type_name(o), *dt, *r;
+
+    if (!t || !has_attr(o, "dtype") || !has_attr(o, "shape"))
+        return t;
+    dt = PyObject_GetAttrString(o, "dtype");
+    r = dt ? PyUnicode_FromFormat("%U[%S]", t, dt) : NULL;
+    Py_XDECREF(dt);
+    if (!r) {
+        PyErr_Clear();
+        return t;
+    }
+    Py_DECREF(t);
+    return r;
+}
+
 /* Add an in-band entry; secs < 0: not timed. */
 static int emit(struct walk *w, PyObject *o, PyObject *path, uint64_t bytes, double secs)
 {
@@ -196,7 +218,7 @@ static int emit(struct walk *w, PyObject *o, PyObject *path, uint64_t bytes, dou
         return -1;
     if (PyDict_Check(o) || PyList_Check(o) || PyTuple_Check(o) || PyAnySet_Check(o))
         items = PyObject_Length(o);
-    if (set_new(e, "path", PySequence_List(path)) < 0 || set_new(e, "type", type_name(o)) < 0 ||
+    if (set_new(e, "path", PySequence_List(path)) < 0 || set_new(e, "type", part_type(o)) < 0 ||
         set_new(e, "bytes", PyLong_FromUnsignedLongLong(bytes)) < 0)
         goto out;
     if (items >= 0 && set_new(e, "items", PyLong_FromSsize_t(items)) < 0)
@@ -212,10 +234,40 @@ out:
     return rc;
 }
 
-/* Is o the source of a pending buffer? 1 matched, 2 an exporter that is
- * not (in-band data), 0 not an exporter, -1 error. */
-static int match_buffer(struct walk *w, PyObject *o, PyObject *path)
+/* A DataFrame column's buffer lies in its block's: the block's buffer
+ * gets the path of the frame with the list of its columns as last step
+ * (df[['a', 'c']]). 1, or -1 on error. */
+static int match_column(struct sspy_xbuf *b, PyObject *o, PyObject *path)
 {
+    Py_ssize_t n = PyList_GET_SIZE(path);
+    PyObject *col = PyList_GET_ITEM(path, n - 1), *cols;
+
+    if (b->path) { /* another column of that block */
+        cols = PyList_GET_ITEM(b->path, PyList_GET_SIZE(b->path) - 1);
+        return PyList_Check(cols) && PyList_Append(cols, col) < 0 ? -1 : 1;
+    }
+    b->path = PyList_GetSlice(path, 0, n - 1);
+    cols = PyList_New(1);
+    if (!b->path || !cols) {
+        Py_XDECREF(cols);
+        return -1;
+    }
+    PyList_SET_ITEM(cols, 0, Py_NewRef(col));
+    if (PyList_Append(b->path, cols) < 0) {
+        Py_DECREF(cols);
+        return -1;
+    }
+    Py_DECREF(cols);
+    b->obj = Py_NewRef(o);
+    return 2; /* newly matched */
+}
+
+/* Is o the source of a pending buffer? 1 matched, 2 an exporter that is
+ * not (in-band data), 0 not an exporter, -1 error. A DataFrame column
+ * (col) matches the buffer it lies in. */
+static int match_buffer(struct walk *w, PyObject *o, PyObject *path, int col)
+{
+    struct sspy_xbuf *in;
     Py_buffer v;
     int r = 2;
 
@@ -238,6 +290,13 @@ static int match_buffer(struct walk *w, PyObject *o, PyObject *path)
             w->unmatched--;
             r = 1;
             break;
+        }
+    }
+    if (r == 2 && col && PyList_GET_SIZE(path) > 0 && (in = oob_holding(w, v.buf, v.len))) {
+        r = match_column(in, o, path);
+        if (r == 2) {
+            w->unmatched--;
+            r = 1;
         }
     }
     PyBuffer_Release(&v);
@@ -334,60 +393,117 @@ static int is_instance(PyObject *o)
     return !builtin;
 }
 
+/* The parts pickle writes for an instance: what its __reduce_ex__(5)
+ * gives, the arguments (classes aside: copyreg's __newobj__ takes the
+ * class) as "(arg N)" and the state: a dict (or a (dict, slots) pair) of
+ * attributes as ".name", anything else as "(state)". 0, or -1 with an
+ * exception when __reduce_ex__ fails. */
+static int reduce_parts(PyObject *items, PyObject *o)
+{
+    PyObject *red = PyObject_CallMethod(o, "__reduce_ex__", "i", 5), *args, *st;
+    int rc = 0;
+
+    if (!red)
+        return -1;
+    if (!PyTuple_Check(red) || PyTuple_GET_SIZE(red) < 2) {
+        Py_DECREF(red);
+        return 0;
+    }
+    args = PyTuple_GET_ITEM(red, 1);
+    st = PyTuple_GET_SIZE(red) >= 3 ? PyTuple_GET_ITEM(red, 2) : Py_None;
+    for (Py_ssize_t i = 0; rc == 0 && PyTuple_Check(args) && i < PyTuple_GET_SIZE(args); i++)
+        if (!PyType_Check(PyTuple_GET_ITEM(args, i)))
+            rc = add_pair(items, PyUnicode_FromFormat("(arg %zd)", i), PyTuple_GET_ITEM(args, i));
+    if (rc == 0 && PyDict_Check(st)) {
+        rc = add_attrs(items, st);
+    } else if (rc == 0 && PyTuple_Check(st) && PyTuple_GET_SIZE(st) == 2 &&
+               (PyTuple_GET_ITEM(st, 0) == Py_None || PyDict_Check(PyTuple_GET_ITEM(st, 0))) &&
+               PyDict_Check(PyTuple_GET_ITEM(st, 1))) {
+        if (PyTuple_GET_ITEM(st, 0) != Py_None)
+            rc = add_attrs(items, PyTuple_GET_ITEM(st, 0));
+        if (rc == 0)
+            rc = add_attrs(items, PyTuple_GET_ITEM(st, 1));
+    } else if (rc == 0 && st != Py_None) {
+        rc = add_pair(items, PyUnicode_FromString("(state)"), st);
+    }
+    Py_DECREF(red);
+    return rc;
+}
+
 /*
- * An instance's parts: its __dict__ and __slots__ attributes (".name");
- * when it has neither, what its __reduce_ex__(5) gives pickle: the state
- * (a dict of attributes, or (dict, slots)) as ".name", the arguments as
- * "(arg N)". Py_None when there are none.
+ * An instance's parts, as pickle sees them (reduce_parts); if its
+ * __reduce_ex__ fails, its __dict__ and __slots__ attributes. Py_None
+ * when there are none.
  */
 static PyObject *instance_parts(PyObject *o)
 {
-    PyObject *items = PyList_New(0), *d, *red;
+    PyObject *items = PyList_New(0), *d;
 
     if (!items)
         return NULL;
-    if (Py_TYPE(o)->tp_dictoffset != 0) {
-        d = PyObject_GetAttrString(o, "__dict__");
-        if (d && PyDict_Check(d) && add_attrs(items, d) < 0) {
-            Py_DECREF(d);
+    if (reduce_parts(items, o) < 0) {
+        PyErr_Clear();
+        Py_SETREF(items, PyList_New(0));
+        if (!items)
+            return NULL;
+        d = Py_TYPE(o)->tp_dictoffset != 0 ? PyObject_GetAttrString(o, "__dict__") : NULL;
+        PyErr_Clear();
+        if ((d && PyDict_Check(d) && add_attrs(items, d) < 0) || add_slots(items, o) < 0) {
+            Py_XDECREF(d);
             Py_DECREF(items);
             return NULL;
         }
         Py_XDECREF(d);
-        PyErr_Clear();
     }
-    if (add_slots(items, o) < 0) {
-        Py_DECREF(items);
-        return NULL;
-    }
-    if (PyList_GET_SIZE(items) == 0 &&
-        (red = PyObject_CallMethod(o, "__reduce_ex__", "i", 5))) {
-        if (PyTuple_Check(red) && PyTuple_GET_SIZE(red) >= 2) {
-            PyObject *args = PyTuple_GET_ITEM(red, 1);
-            PyObject *st = PyTuple_GET_SIZE(red) >= 3 ? PyTuple_GET_ITEM(red, 2) : Py_None;
-
-            for (Py_ssize_t i = 0; PyTuple_Check(args) && i < PyTuple_GET_SIZE(args); i++)
-                if (add_pair(items, PyUnicode_FromFormat("(arg %zd)", i),
-                             PyTuple_GET_ITEM(args, i)) < 0)
-                    break;
-            if (PyDict_Check(st))
-                (void)add_attrs(items, st);
-            else if (PyTuple_Check(st))
-                for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(st); i++)
-                    if (PyDict_Check(PyTuple_GET_ITEM(st, i)))
-                        (void)add_attrs(items, PyTuple_GET_ITEM(st, i));
-        }
-        Py_DECREF(red);
-    }
-    if (PyErr_Occurred()) {
-        Py_DECREF(items);
-        return NULL;
-    }
-    PyErr_Clear();
     if (PyList_GET_SIZE(items) == 0) {
         Py_DECREF(items);
         return Py_NewRef(Py_None);
     }
+    return items;
+}
+
+/* A pandas DataFrame? Its parts are its columns (frame_parts). */
+static int is_dataframe(PyObject *o)
+{
+    PyObject *mod = PyObject_GetAttrString((PyObject *)Py_TYPE(o), "__module__");
+    const char *m = mod && PyUnicode_Check(mod) ? PyUnicode_AsUTF8(mod) : NULL;
+    const char *name = strrchr(Py_TYPE(o)->tp_name, '.');
+    int r = m && strncmp(m, "pandas.", 7) == 0 &&
+            strcmp(name ? name + 1 : Py_TYPE(o)->tp_name, "DataFrame") == 0;
+
+    Py_XDECREF(mod);
+    PyErr_Clear();
+    return r;
+}
+
+/*
+ * A DataFrame's parts, so that explain() speaks of columns: each column's
+ * values (df._mgr.iget_values(i): a numpy array, a view of its block, or
+ * an extension array such as a Categorical) under its name, then
+ * ".index". NULL without an exception when the frame does not look like
+ * pandas 1.x/2.x (the caller falls back to the generic parts).
+ */
+static PyObject *frame_parts(PyObject *o)
+{
+    PyObject *items = PyList_New(0), *cols = PyObject_GetAttrString(o, "columns");
+    PyObject *mgr = PyObject_GetAttrString(o, "_mgr"), *idx = PyObject_GetAttrString(o, "index");
+    Py_ssize_t n = cols ? PyObject_Length(cols) : -1;
+
+    for (Py_ssize_t i = 0; items && mgr && idx && i < n; i++) {
+        PyObject *name = PySequence_GetItem(cols, i);
+        PyObject *v = PyObject_CallMethod(mgr, "iget_values", "n", i);
+
+        if (!name || !v || add_pair(items, key_elem(name), v) < 0)
+            Py_CLEAR(items);
+        Py_XDECREF(name);
+        Py_XDECREF(v);
+    }
+    if (items && (n < 0 || !mgr || !idx || add_pair(items, PyUnicode_FromString(".index"), idx) < 0))
+        Py_CLEAR(items);
+    Py_XDECREF(cols);
+    Py_XDECREF(mgr);
+    Py_XDECREF(idx);
+    PyErr_Clear();
     return items;
 }
 
@@ -414,6 +530,8 @@ static PyObject *children(PyObject *o)
             }
             PyList_SET_ITEM(items, i, pair);
         }
+        return items;
+    } else if (is_dataframe(o) && (items = frame_parts(o)) != NULL) {
         return items;
     } else if (is_instance(o)) {
         return instance_parts(o);
@@ -453,8 +571,13 @@ static int emit_part(struct walk *w, PyObject *o, PyObject *path)
     double secs;
     int rc;
 
-    if (measure(w, o, &bytes, &secs) < 0)
-        return -1;
+    if (measure(w, o, &bytes, &secs) < 0) {
+        /* not picklable on its own (a part pickle reaches only through
+         * its container's __reduce__): its bytes stay with the container */
+        PyErr_Clear();
+        Py_CLEAR(w->scratch);
+        return emit(w, o, path, 0, -1);
+    }
     if (bytes < SSPY_NOTE_MIN || w->depth >= SSPY_MAX_DEPTH || !is_instance(o))
         return emit(w, o, path, bytes, secs);
     kids = children(o);
@@ -503,7 +626,10 @@ static int walk(struct walk *w, PyObject *o, PyObject *path)
     int *has = NULL, any = 0, r;
     Py_ssize_t n;
 
-    if (w->unmatched == 0 || w->depth >= SSPY_MAX_DEPTH)
+    int col = w->frame_col, frame;
+
+    w->frame_col = 0;
+    if ((w->unmatched == 0 && !col) || w->depth >= SSPY_MAX_DEPTH)
         return 0;
     if (!(o == Py_None || PyBool_Check(o) || PyLong_CheckExact(o) || PyFloat_CheckExact(o))) {
         key = PyLong_FromVoidPtr(o);
@@ -518,7 +644,7 @@ static int walk(struct walk *w, PyObject *o, PyObject *path)
         if (r != 0)
             return r;
     }
-    r = match_buffer(w, o, path);
+    r = match_buffer(w, o, path, col);
     if (r != 0)
         return r == 2 ? 0 : r;
     kids = children(o);
@@ -528,6 +654,7 @@ static int walk(struct walk *w, PyObject *o, PyObject *path)
         Py_DECREF(kids);
         return 0;
     }
+    frame = is_dataframe(o);
     n = PyList_GET_SIZE(kids);
     has = PyMem_Calloc((size_t)n + 1, sizeof(*has));
     if (!has) {
@@ -543,6 +670,7 @@ static int walk(struct walk *w, PyObject *o, PyObject *path)
             any = -1;
             break;
         }
+        w->frame_col = frame;
         has[i] = walk(w, PyTuple_GET_ITEM(pair, 1), path);
         if (PyList_SetSlice(path, PyList_GET_SIZE(path) - 1, PyList_GET_SIZE(path), NULL) < 0 ||
             has[i] < 0)

@@ -186,4 +186,26 @@ def test_custom_classes_are_opened(client, where):
 
 
 def path_key(path):
+    """A path as the report prints it: ['df'][['a', 'c']].blob(arg 0)"""
     return "".join(p if isinstance(p, str) and p[:1] in ".(" else "[%r]" % (p,) for p in path)
+
+
+@pytest.mark.parametrize("where", ["live", "stored"])
+def test_pandas_columns_and_dtypes(client, where):
+    np = pytest.importorskip("numpy")
+    pd = pytest.importorskip("pandas")
+    n = 50000
+    df = pd.DataFrame({"a": np.arange(n, dtype=np.float64), "b": np.arange(n),
+                       "c": np.ones(n), "name": ["n%d" % i for i in range(n)]})
+    obj = {"df": df}
+    x = sealstore.explain(obj) if where == "live" else client.explain(client.put(obj))
+    bufs = {path_key(b["path"]): b for b in x["buffers"]}
+    assert bufs["['df'][['a', 'c']]"]["dtype"] == "float64"
+    assert bufs["['df']['b']"]["dtype"] == "int64"
+    parts = {path_key(e["path"]): e for e in x["inband"]}
+    name = parts["['df']['name']"]
+    assert name["type"] == "numpy.ndarray[object]" and name["bytes"] > 5 * n
+    assert "dtype=object" in name["note"] and "categorical" in name["note"]
+    assert sum(e["bytes"] for e in x["inband"]) == x["inband_bytes"]
+    report = str(x)
+    assert "['df'][['a', 'c']]" in report and "['df']['name']: dtype=object" in report
