@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * sealstore: the CPython binding (import sealstore).
+ * sealstore._sealstore: the C part of the CPython binding (import
+ * sealstore: the package in python/sealstore/ adds Ref, put_ref/share and
+ * the asyncio calls on top of the Client defined here).
  *
  * put() pickles with protocol 5 and a buffer callback, so contiguous numpy
  * arrays and other PickleBuffers travel out of band: they are copied once,

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Internals shared by the two C files of the Python binding: sealstore.c
+ * Internals shared by the two C files of the Python binding: _sealstore.c
  * (module, Client, ObjectView, put/get) and explain.c (explain()).
  *
  * The binding uses the public libsealstore API only (<sealstore.h>).
