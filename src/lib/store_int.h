@@ -31,6 +31,7 @@
 #include <sys/types.h>
 
 #include "alloc.h"
+#include "loop.h"
 #include "numa.h"
 #include "options.h"
 #include "pool.h"
@@ -433,6 +434,8 @@ struct ss__sealjob;
 
 typedef struct ss__conn {
     struct ss__conn *prev, *next;  /* store's list */
+    struct ss__store *store;       /* its store (the loop handler's argument is c) */
+    ss__loop_fd ev;                /* its registration with the loop */
     int fd;
     uint32_t id;                   /* client id, never 0 */
     pid_t pid;
@@ -553,6 +556,8 @@ typedef struct ss__parked {
 
 typedef struct ss__sealjob {
     struct ss__sealjob *next;
+    /* on the loop once sealed (rc set): the submitter's; frees the job */
+    void (*done)(struct ss__store *s, struct ss__sealjob *j);
     ss__conn *c;              /* NULL: a restored segment (req_id: its spop) */
     uint32_t req_id;
     uint32_t e;               /* entry number */
@@ -563,18 +568,47 @@ typedef struct ss__sealjob {
     bool release;             /* SS_SEALF_RELEASE: drop the creator's reference once sealed */
 } ss__sealjob;
 
+/* ============================================ handlers registered upward */
+
+
+/* Registered by the request layer with the connection layer. */
+typedef struct ss__conn_handlers {
+    /* a message arrived on c (as received: not checked yet) */
+    void (*message)(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds);
+    /* c is gone (reaped): drop everything it held */
+    void (*gone)(ss__store *s, ss__conn *c);
+    /* the fd budget may have room: answer what waits for it; true if
+     * something still waits */
+    bool (*budget)(ss__store *s);
+} ss__conn_handlers;
+
+/* Registered by the disk glue with the object table. */
+typedef struct ss__obj_disk_hooks {
+    /* delete e's disk copy (or only forget it when the engine is closed) */
+    void (*forget)(ss__store *s, uint32_t e);
+    /* e goes: a restore of it still waiting for memory is dropped */
+    void (*cancel_restore)(ss__store *s, uint32_t e);
+    /* start spills until target bytes are on their way out; true if
+     * memory was freed at once */
+    bool (*spill)(ss__store *s, uint64_t target, bool demand);
+} ss__obj_disk_hooks;
+
+#define SS_STORE_HOOKS 8u /* the loop's turn hooks (store.c) */
+
 /* ================================================================ store */
 
 struct ss__store {
     unsigned flags;
     char path[108];
     char lock_path[4096];
-    int listen_fd, epfd, stop_efd, seal_efd;
+    int listen_fd, stop_efd, seal_efd;
+    ss__loop loop;
+    ss__loop_fd stop_ev, seal_ev, spill_ev, listen_ev;
+    bool listening;               /* listen_ev is registered */
+    ss__loop_hook hooks[SS_STORE_HOOKS];
     dev_t sock_dev;
     ino_t sock_ino;
     bool bound;
-    _Atomic int stop_requested;
-    bool stopping;
     uint64_t store_id;
     uid_t uid;
     gid_t group;
@@ -653,6 +687,13 @@ struct ss__store {
     bool sw_sync;             /* lock and cond initialised */
     uint32_t sw_inflight;
 
+    /* handlers registered by upper layers (see the map in internal.h) */
+    ss__conn_handlers conn_h;
+    void (*park_ready)(ss__store *s, ss__parked *pk);
+    void (*park_unpark)(ss__store *s, ss__parked *pk);
+    ss__obj_disk_hooks tab_disk;
+    void (*disk_scan_end)(ss__store *s);
+
     /* scratch for building replies (loop thread only) */
     unsigned char *obuf;
     unsigned char *ibuf;
@@ -694,20 +735,139 @@ struct ss__store {
     uint64_t c_spills, c_restores, c_spill_errors, c_restore_errors, c_lost;
 };
 
-/* ---- store.c */
+/* ====================================================== functions by layer
+ * Lowest first; each layer calls only layers above it in this list
+ * (tools/layers.sh checks it from the objects). loop.h is the lowest. */
+
+/* ---- store_seal.c: the seal worker */
+/* Start the worker (and register its eventfd): 0 or -errno. */
+int ss__sw_start(ss__store *s);
+/* Queue a job (j->done set by the caller). */
+void ss__sw_submit(ss__store *s, ss__sealjob *j);
+/* Stop the worker after it ran every queued job. */
+void ss__sw_join(ss__store *s);
+/* At stop: join, then run what is left (and the handlers) on this thread. */
+void ss__sw_finish(ss__store *s);
+/* At close: join, free jobs never handled, the lock, the eventfd. */
+void ss__sw_fini(ss__store *s);
+
+/* ---- store_conn.c: connections and the wire */
+void ss__conn_register(ss__store *s, const ss__conn_handlers *h);
+/* Watch the listening socket: 0 or -errno. Unlisten: stop watching it. */
+int ss__conn_listen(ss__store *s, int fd);
+void ss__conn_unlisten(ss__store *s);
+ss__conn *ss__conn_new(ss__store *s, int fd, pid_t pid, uid_t uid);
+void ss__conn_readable(ss__store *s, ss__conn *c);
+void ss__conn_writable(ss__store *s, ss__conn *c);
+/* A malformed message: answered if its header names a request, else the
+ * connection is closed (counted either way). */
+void ss__conn_proto_error(ss__store *s, ss__conn *c, const void *buf, size_t len, int rc);
+/* HELLO answered: off the handshake list. SUBSCRIBE: events with these
+ * bits go to c from now on. */
+void ss__conn_hello_done(ss__store *s, ss__conn *c);
+void ss__conn_subscribe(ss__store *s, ss__conn *c, uint32_t mask);
+/* Mark for closing: the connection is torn down by ss__conn_reap() at the
+ * end of the loop turn, so pointers held by the current turn stay valid. */
+void ss__conn_close(ss__store *s, ss__conn *c);
+void ss__conn_reap(ss__store *s);
+/* Free a reaped connection once its last seal job came back. */
+void ss__conn_free_dead(ss__store *s, ss__conn *c);
+/* Send a message (header already filled by the caller, len = h->len) with
+ * fds; queue on EAGAIN. The fds stay the caller's. 0 or -errno (the
+ * connection was closed). */
+int ss__conn_send(ss__store *s, ss__conn *c, const void *msg, uint32_t len,
+                  const int *fds, uint32_t nfds);
+/* Header-only reply with a status. */
+void ss__conn_reply_status(ss__store *s, ss__conn *c, uint16_t type, uint32_t req_id,
+                           int32_t status);
+/* Push an event to every subscriber with the bit in its mask. */
+void ss__store_event(ss__store *s, uint32_t type, const ss_id *id, uint64_t size);
+/* Flush outboxes at stop (bounded wait). */
+void ss__conn_flush_all(ss__store *s, int timeout_ms);
+/* Switch c's epoll events to what it may do now (ss__conn_may_read). */
 void ss__store_epoll_mod(ss__store *s, ss__conn *c);
-/* A connection said HELLO or went: accept again if that was held back. */
-void ss__store_accept_resume(ss__store *s);
+/* Fd budget: may a message with nfds fds go to c now? (refreshes c's
+ * unread count first). Rules: a client with nothing unread may use the
+ * store's whole budget (fd_hard), so a client that reads its replies is
+ * never held up by others that do not; one with unread fds stays within
+ * its own cap (fd_client_max) and the total cap (fd_total_max). */
+bool ss__fd_may_send(ss__store *s, ss__conn *c, uint32_t nfds);
+/* The same test on the counts as they are (no refresh). */
+bool ss__fd_room(const ss__store *s, const ss__conn *c, uint32_t nfds);
+/* A client's reading is paused (unread fds at its cap, or GETs waiting
+ * for the budget). */
+bool ss__fd_paused(const ss__store *s, const ss__conn *c);
+/* May the store read c's next request? Not while replies wait in its
+ * outbox or too many of its requests are parked (the kernel's queue then
+ * pushes back on the client), nor while its fd budget pauses it or a
+ * request of its waits for the startup scan (the scan gate). EPOLLIN is
+ * on exactly when this holds (ss__store_epoll_mod). */
+static inline bool ss__conn_may_read(const ss__store *s, const ss__conn *c)
+{
+    return !c->broken && !c->out_head && c->nparked < SS_PARKED_MAX && !c->gated &&
+           !ss__fd_paused(s, c);
+}
+/* Have the tick look at unread replies soon (something waits on them). */
+void ss__fd_poll_soon(ss__store *s);
+/* Set the budget from the store's RLIMIT_NOFILE (after raising it). */
+void ss__fd_budget_init(ss__store *s);
+/* At close: close the sockets kept for unread replies. */
+void ss__lingers_close(ss__store *s);
+/* Heap freed that malloc may keep: trim when enough accumulated. */
+void ss__heap_freed(ss__store *s, uint64_t bytes);
+/* Loop hooks (arg: the store): the listener's EMFILE backoff; the tick
+ * (unread replies, deferred GETs and outboxes, lingering sockets, due
+ * every few ms while anything waits; connections past the HELLO timeout);
+ * the reaping of broken connections. */
+uint64_t ss__conn_accept_deadline(void *arg, uint64_t now);
+void ss__conn_accept_turn(void *arg, uint64_t now);
+uint64_t ss__conn_tick_deadline(void *arg, uint64_t now);
+void ss__conn_tick(void *arg, uint64_t now);
+void ss__conn_reap_turn(void *arg, uint64_t now);
+
+/* ---- store_park.c: parked requests, timer heap, waiter hash */
+int ss__park_init(ss__store *s);
+void ss__park_fini(ss__store *s);
+/* Handlers: a GET whose ids are all there (or failed) may be answered
+ * (GET layer); a parked DELETE is freed: off its op's list (disk glue). */
+void ss__park_on_ready(ss__store *s, void (*ready)(ss__store *s, ss__parked *pk));
+void ss__park_on_unpark(ss__store *s, void (*unpark)(ss__store *s, ss__parked *pk));
+/* deadline_ns: UINT64_MAX for none. NULL: out of memory. */
+ss__parked *ss__parked_new(ss__store *s, ss__conn *c, int type, uint32_t req_id,
+                           uint64_t deadline_ns);
+void ss__parked_free(ss__store *s, ss__parked *pk);
+/* Heap a parked request holds: itself plus `extra`; may c park `bytes`
+ * more; charge pk `bytes` more; a parked create's lack of memory. */
+uint64_t ss__parked_cost(uint64_t extra);
+bool ss__parked_fits(const ss__store *s, const ss__conn *c, uint64_t bytes);
+void ss__parked_charge(ss__store *s, ss__parked *pk, uint64_t bytes);
+void ss__parked_set_need(ss__store *s, ss__parked *pk, uint64_t need);
+/* ns deadline of a timeout in ms (negative: UINT64_MAX) */
+uint64_t ss__deadline_of(int64_t timeout_ms);
 /* timer heap of parked requests (deadline_ns; heap_pos) */
 int ss__heap_add(ss__store *s, ss__parked *pk);
 void ss__heap_del(ss__store *s, ss__parked *pk);
-/* the seal worker thread: start; stop after running every queued job */
-int ss__sw_start(ss__store *s);
-void ss__sw_join(ss__store *s);
+/* Link a parked GET's wait node in the waiter hash (by its id). */
+void ss__wait_link(ss__store *s, ss__waitnode *w);
+/* An object with this id became SEALED in memory (seal or restore): its
+ * waiters are satisfied (their nodes now hold it). */
+void ss__wake_waiters(ss__store *s, const ss_id *id);
+/* The restore of `id` is over without bringing it back (err < 0: fail its
+ * GETs with err; 0: the object is gone, its GETs wait for the id as for
+ * any missing one). */
+void ss__restore_waiters_done(ss__store *s, const ss_id *id, int err);
+/* The same (err < 0) for the GETs of `id` whose own timeout has passed
+ * only; returns how many were failed. */
+int ss__restore_waiters_expired(ss__store *s, const ss_id *id, int err);
+/* Does a parked GET hold or await this id? */
+bool ss__id_held(const ss__store *s, const ss_id *id);
+/* Does a parked GET wait for this id's restore? */
+bool ss__id_restore_wanted(const ss__store *s, const ss_id *id);
 
-/* ---- store_obj.c: objects, capacity, seal worker */
+/* ---- store_obj.c: the object table */
 int ss__obj_init(ss__store *s);
 void ss__obj_fini(ss__store *s);
+void ss__obj_register_disk(ss__store *s, const ss__obj_disk_hooks *h);
 int ss__store_charge(void *arg, int64_t delta);
 static inline ss__obj *ss__obj_at(const ss__store *s, uint32_t e)
 {
@@ -753,47 +913,20 @@ bool ss__reclaim(ss__store *s, uint64_t need);
 ss__ref *ss__ref_find(const ss__conn *c, uint32_t e);
 int ss__ref_grow(ss__conn *c);
 int ss__ref_take(ss__store *s, ss__conn *c, uint32_t e, ss__ref **out);
-/* Run a CREATE or PUT: -ENOSPC (park it; *need: bytes it lacked) or 0 when
- * answered. */
-int ss__obj_create_run(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put,
-                       uint64_t *need);
-void ss__sw_submit(ss__store *s, ss__sealjob *j);
+/* Remove a record (its count is the caller's to take off the object). */
+void ss__ref_del(ss__conn *c, ss__ref *r);
+/* Drop `n` references of c on the record r's object; frees or LRU-queues. */
+void ss__ref_drop(ss__store *s, ss__conn *c, ss__ref *r, uint32_t n);
+/* Which object a RELEASE of `id` by c means: the one c has held longest
+ * among the sealed (live or deleted) objects with that id. NULL if none. */
+ss__ref *ss__ref_held(ss__store *s, ss__conn *c, const ss_id *id);
+/* c went: every reference of it goes (its CREATED objects are aborted). */
+void ss__ref_drop_all(ss__store *s, ss__conn *c);
 
-/* ---- store_get.c: parked requests, GET, timers */
-/* deadline_ns: UINT64_MAX for none. NULL: out of memory. */
-ss__parked *ss__parked_new(ss__store *s, ss__conn *c, int type, uint32_t req_id,
-                           uint64_t deadline_ns);
-void ss__parked_free(ss__store *s, ss__parked *pk);
-/* ns deadline of a timeout in ms (negative: UINT64_MAX) */
-uint64_t ss__deadline_of(int64_t timeout_ms);
-void ss__get_complete(ss__store *s, ss__parked *pk);
-/* An object with this id became SEALED in memory (seal or restore): its
- * waiters are satisfied (their nodes now hold it). */
-void ss__wake_waiters(ss__store *s, const ss_id *id);
-/* The restore of `id` is over without bringing it back (err < 0: fail its
- * GETs with err; 0: the object is gone, its GETs wait for the id as for
- * any missing one). */
-void ss__restore_waiters_done(ss__store *s, const ss_id *id, int err);
-/* The same (err < 0) for the GETs of `id` whose own timeout has passed
- * only; returns how many were failed. */
-int ss__restore_waiters_expired(ss__store *s, const ss_id *id, int err);
-/* Does a parked GET hold or await this id? */
-bool ss__id_held(const ss__store *s, const ss_id *id);
-/* Does a parked GET wait for this id's restore? */
-bool ss__id_restore_wanted(const ss__store *s, const ss_id *id);
-/* The sealed (resident) entry with this id, or -ENOENT. */
-int64_t ss__get_find(ss__store *s, const ss_id *id);
-/* A sealed entry with this id, resident or spilled, or -ENOENT. */
-int64_t ss__find_sealed_any(ss__store *s, const ss_id *id);
-
-/* ---- store.c: the scan gate. While the startup scan runs, CREATE, PUT,
- * GET, CONTAINS, DELETE and LIST wait for it (a GET at most its timeout);
- * true: the request was held back (or refused for lack of memory). */
-bool ss__scan_gate(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds);
-/* The scan is over: answer the held requests, in their connections' order. */
-void ss__scan_gate_open(ss__store *s);
-
-/* ---- store_spill.c: spilling and restoring */
+/* ---- store_disk.c: the store's side of the spill engine */
+/* Register the disk glue's handlers with the object table and the parking
+ * layer; scan_end: the request layer's "the startup scan is over". */
+void ss__disk_register(ss__store *s, void (*on_scan_end)(ss__store *s));
 /* Open the engine per SEALSTORE_SPILL_DIR (this store's subdirectory) and
  * start indexing the objects already spilled there (the scan runs while
  * the store serves; s->scanning until it ends). A directory that cannot be
@@ -804,14 +937,12 @@ void ss__spill_scan_stop(ss__store *s);
 /* Finish what is in flight (completions applied), close the engine and
  * remove this store's directory if nothing is left in it. */
 void ss__spill_teardown(ss__store *s);
+/* After the objects were freed: the disk records. */
+void ss__disk_fini(ss__store *s);
 /* Wait for spills and restores in flight (bounded) and apply them: at stop. */
 void ss__spill_drain(ss__store *s);
-/* The engine's eventfd: -1 when off. */
-int ss__spill_fd(const ss__store *s);
-/* The eventfd fired: apply completions. */
-void ss__spill_events(ss__store *s);
-/* Every loop turn: spill ahead above the high-water mark. */
-void ss__spill_tick(ss__store *s);
+/* Loop hook: spill ahead above the high-water mark. */
+void ss__spill_turn(void *arg, uint64_t now);
 /* Start spills of LRU victims until `target` bytes are on their way out
  * (demand: a request waits; keep a few spills in flight so the disk
  * overlaps one file's syncs with the next one's data); true if memory was
@@ -830,11 +961,8 @@ void ss__restore_retry(ss__store *s);
 int ss__restore_stuck(ss__store *s, const ss_id *id);
 /* A deleted object's restore that still waits for memory is dropped. */
 void ss__restore_cancel(ss__store *s, uint32_t e);
-/* The seal worker finished a restored segment. */
-void ss__restore_sealed(ss__store *s, ss__sealjob *j);
-/* ss__obj_free, ss__obj_detach: delete e's disk copy, or only forget it
- * when the engine is closed (the store is going away: spilled files
- * survive it). */
+/* Delete e's disk copy, or only forget it when the engine is closed (the
+ * store is going away: spilled files survive it). */
 void ss__spill_forget(ss__store *s, uint32_t e);
 /* Must a DELETE of e wait for the disk: a disk copy, a spill of it in
  * flight, or a pending removal of an older copy of its id? */
@@ -843,93 +971,37 @@ bool ss__spill_delete_waits(const ss__store *s, uint32_t e);
  * SS_PK_DELETE, taken over) once no record of its id can come back,
  * before e is detached. */
 void ss__spill_delete_durable(ss__store *s, uint32_t e, ss__parked *pk);
-/* ss__parked_free of a DELETE: its op completes unanswered. */
-void ss__spill_unpark(ss__store *s, ss__parked *pk);
 void ss__spill_fill_stats(ss__store *s, ss_stats *st);
-/* Request handlers: each sends its reply (or parks the request). */
-void ss__obj_create(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put);
-void ss__obj_seal(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
-void ss__obj_abort(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
-void ss__obj_get(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
-void ss__obj_release(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
-void ss__obj_contains(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
-void ss__obj_delete(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
-void ss__obj_list(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
-void ss__obj_stats(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
-/* A connection goes away: abort its unsealed objects, drop its refs,
- * cancel its parked requests and queued seals. */
-void ss__obj_conn_gone(ss__store *s, ss__conn *c);
-/* Loop hooks: next timer deadline (ns, UINT64_MAX none); expire timers;
- * seal completions; retry parked creates after memory was freed; at stop,
- * answer every parked request. */
-uint64_t ss__obj_next_deadline(const ss__store *s);
-void ss__obj_expire(ss__store *s, uint64_t now);
-void ss__obj_seal_done(ss__store *s);
-void ss__obj_retry_creates(ss__store *s);
-void ss__obj_stop(ss__store *s);
-void ss__obj_fill_stats(ss__store *s, ss_stats *st);
-uint64_t ss__obj_bookkeeping(const ss__store *s);
 
-/* ---- store_net.c: connections and the wire */
-ss__conn *ss__conn_new(ss__store *s, int fd, pid_t pid, uid_t uid);
-void ss__conn_readable(ss__store *s, ss__conn *c);
-/* Check and run one request (a message as received). */
-void ss__conn_dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds);
-void ss__conn_writable(ss__store *s, ss__conn *c);
-/* Mark for closing: the connection is torn down by ss__conn_reap() at the
- * end of the loop turn, so pointers held by the current turn stay valid. */
-void ss__conn_close(ss__store *s, ss__conn *c);
-void ss__conn_reap(ss__store *s);
-/* Free a reaped connection once its last seal job came back. */
-void ss__conn_free_dead(ss__store *s, ss__conn *c);
-/* Send a message (header already filled by the caller, len = h->len) with
- * fds; queue on EAGAIN. The fds stay the caller's. 0 or -errno (the
- * connection was closed). */
-int ss__conn_send(ss__store *s, ss__conn *c, const void *msg, uint32_t len,
-                  const int *fds, uint32_t nfds);
-/* Header-only reply with a status. */
-void ss__conn_reply_status(ss__store *s, ss__conn *c, uint16_t type, uint32_t req_id,
-                           int32_t status);
-/* Push an event to every subscriber with the bit in its mask. */
-void ss__store_event(ss__store *s, uint32_t type, const ss_id *id, uint64_t size);
-/* Flush outboxes at stop (bounded wait). */
-void ss__conn_flush_all(ss__store *s, int timeout_ms);
-/* Fd budget: may a message with nfds fds go to c now? (refreshes c's
- * unread count first). Rules: a client with nothing unread may use the
- * store's whole budget (fd_hard), so a client that reads its replies is
- * never held up by others that do not; one with unread fds stays within
- * its own cap (fd_client_max) and the total cap (fd_total_max). */
-bool ss__fd_may_send(ss__store *s, ss__conn *c, uint32_t nfds);
-/* The same test on the counts as they are (no refresh). */
-bool ss__fd_room(const ss__store *s, const ss__conn *c, uint32_t nfds);
-/* A client's reading is paused (unread fds at its cap, or GETs waiting
- * for the budget). */
-bool ss__fd_paused(const ss__store *s, const ss__conn *c);
-/* May the store read c's next request? Not while replies wait in its
- * outbox or too many of its requests are parked (the kernel's queue then
- * pushes back on the client), nor while its fd budget pauses it or a
- * request of its waits for the startup scan (the scan gate). EPOLLIN is
- * on exactly when this holds (ss__store_epoll_mod). */
-static inline bool ss__conn_may_read(const ss__store *s, const ss__conn *c)
-{
-    return !c->broken && !c->out_head && c->nparked < SS_PARKED_MAX && !c->gated &&
-           !ss__fd_paused(s, c);
-}
-/* Loop hook: look at unread replies again, retry deferred GETs and
- * outboxes, close lingering sockets that are read (due every few ms while
- * anything waits); and close connections past the HELLO timeout. */
-void ss__conn_tick(ss__store *s, uint64_t now);
-/* Have the tick look at unread replies soon (something waits on them). */
-void ss__fd_poll_soon(ss__store *s);
-/* At close: close the sockets kept for unread replies. */
-void ss__lingers_close(ss__store *s);
-/* ns of the next ss__conn_tick that has work, UINT64_MAX none. */
-uint64_t ss__conn_next_deadline(const ss__store *s);
-/* Set the budget from the store's RLIMIT_NOFILE (after raising it). */
-void ss__fd_budget_init(ss__store *s);
-/* ---- store_get.c: the budget freed up: answer GETs waiting for it */
-void ss__fdwait_retry(ss__store *s);
-/* Heap freed that malloc may keep: trim when enough accumulated. */
-void ss__heap_freed(ss__store *s, uint64_t bytes);
+/* ---- store_get.c: GET */
+void ss__obj_get(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+/* A parked GET may be answered now (or waits for the fd budget). */
+void ss__req_get_complete(ss__store *s, ss__parked *pk);
+/* The budget may have room: answer GETs waiting for it, in order; true if
+ * some still wait. */
+bool ss__fdwait_retry(ss__store *s);
+/* The sealed (resident) entry with this id, or -ENOENT. */
+int64_t ss__get_find(ss__store *s, const ss_id *id);
+/* A sealed entry with this id, resident or spilled, or -ENOENT. */
+int64_t ss__find_sealed_any(ss__store *s, const ss_id *id);
+
+/* ---- store_req.c: dispatch and the other requests */
+/* Register the request layer's handlers with the layers below. */
+void ss__req_init(ss__store *s);
+/* At stop, after the loop: answer held and parked requests, finish the
+ * seals and the disk's work in flight. */
+void ss__req_stop(ss__store *s);
+/* Retry parked creates (and restores waiting for memory). */
+void ss__obj_retry_creates(ss__store *s);
+/* Loop hooks (arg: the store): the timer heap of parked requests (and the
+ * slow retry tick); the scan gate's GET timeouts; retries after memory
+ * was freed. */
+uint64_t ss__req_timer_deadline(void *arg, uint64_t now);
+void ss__req_timer_turn(void *arg, uint64_t now);
+uint64_t ss__req_gate_deadline(void *arg, uint64_t now);
+void ss__req_gate_turn(void *arg, uint64_t now);
+void ss__req_retry_turn(void *arg, uint64_t now);
+uint64_t ss__obj_bookkeeping(const ss__store *s);
+void ss__obj_fill_stats(ss__store *s, ss_stats *st);
 
 #endif /* SEALSTORE_SRC_LIB_STORE_INT_H */

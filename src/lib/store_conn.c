@@ -1,15 +1,24 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Client sessions on the store's SOCK_SEQPACKET socket: receive, validate,
- * dispatch, reply (wire format in proto.h).
+ * Connections: accepting, the handshake deadline, receiving, sending and
+ * the outbox, the fd budget, lingering sockets, events to subscribers.
+ * Owns ss__store.conn (and the ss__conn fields marked "conn"); calls only
+ * the loop core (loop.h), proto.c, and the handlers the request layer
+ * registered (ss__conn_register): a message arrived, a connection went
+ * away, the fd budget may have freed up.
  *
- * Never trust the peer. Every request goes through ss__proto_check_request
- * (the fuzzed decoder) before any field is read. A request that carries fds
- * (SCM_RIGHTS) has them closed and is a protocol error; a truncated message
- * (MSG_TRUNC, MSG_CTRUNC) likewise. A malformed request gets an error reply
- * when its header names a request (magic right), else the connection is
- * closed; before HELLO anything else closes it. Protocol errors are
- * counted (ss_stats.protocol_errors).
+ * Access: every accepted peer is checked with SO_PEERCRED (and
+ * SO_PEERGROUPS for the group rule): same uid as the store, root, or a
+ * member of the socket group. Anyone else is disconnected at once.
+ *
+ * Never trust the peer. A request that carries fds (SCM_RIGHTS) has them
+ * closed and is a protocol error; a truncated message (MSG_TRUNC,
+ * MSG_CTRUNC) likewise. Every request then goes through
+ * ss__proto_check_request (the fuzzed decoder, in the request layer's
+ * dispatch) before any field is read. A malformed request gets an error
+ * reply when its header names a request (magic right), else the
+ * connection is closed; before HELLO anything else closes it. Protocol
+ * errors are counted (ss_stats.protocol_errors).
  *
  * Replies are sent with MSG_DONTWAIT | MSG_NOSIGNAL. When the client does
  * not read (EAGAIN), the reply goes to a bounded per-client outbox, with the
@@ -52,13 +61,38 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
-#include "stats.h"
+#include "sys.h"
 
 #define READ_BATCH 64         /* requests read per wake-up: fairness */
 #define CMSG_FDS 16           /* fds we can see in a hostile request; the
                                  kernel closes what does not fit */
 #define FD_POLL_MS 10         /* look at unread replies this often while
                                  something waits for the fd budget */
+#define SOCK_BUF (4 * SS_PROTO_MAX_MSG)
+#define ACCEPT_BACKOFF_NS (100 * 1000000ull)
+#define TRIM_AFTER (8ull << 20) /* heap freed before asking malloc to return it */
+
+/* Tests shrink these before opening a store (0: the default). */
+ss__limits ss__g_limits;
+
+void ss__conn_register(ss__store *s, const ss__conn_handlers *h)
+{
+    s->conn_h = *h;
+}
+
+void ss__heap_freed(ss__store *s, uint64_t bytes)
+{
+    /* Thousands of parked requests and wait nodes freed at once leave
+     * free chunks scattered through malloc's arenas that it would keep
+     * (only a free top is returned by itself): give them back once a few
+     * MiB accumulated, so a burst of clients does not raise the store's
+     * RSS for good. */
+    s->trim_freed += bytes;
+    if (s->trim_freed >= TRIM_AFTER) {
+        s->trim_freed = 0;
+        ss__sys_heap_trim();
+    }
+}
 
 /* ============================================================= lifecycle */
 
@@ -68,6 +102,7 @@ ss__conn *ss__conn_new(ss__store *s, int fd, pid_t pid, uid_t uid)
 
     if (!c)
         return NULL;
+    c->store = s;
     c->fd = fd;
     c->pid = pid;
     c->uid = uid;
@@ -86,6 +121,8 @@ ss__conn *ss__conn_new(ss__store *s, int fd, pid_t pid, uid_t uid)
     return c;
 }
 
+static void accept_resume(ss__store *s);
+
 static void hq_unlink(ss__store *s, ss__conn *c)
 {
     if (c->hello_deadline == 0)
@@ -93,7 +130,7 @@ static void hq_unlink(ss__store *s, ss__conn *c)
     SS_DL_UNLINK(s->hq_head, s->hq_tail, c, hq_prev, hq_next);
     c->hello_deadline = 0;
     s->nhello_pending--;
-    ss__store_accept_resume(s);
+    accept_resume(s);
 }
 
 /* ============================================================ fd budget */
@@ -224,6 +261,32 @@ void ss__fd_budget_init(ss__store *s)
         s->fd_hard = SS_PROTO_MAX_FDS;
 }
 
+void ss__store_epoll_mod(ss__store *s, ss__conn *c)
+{
+    uint32_t events = 0;
+    int rc;
+
+    if (c->broken || c->fd < 0)
+        return;
+    if (c->out_head) {
+        /* after ETOOMANYREFS the socket is writable but the send is not:
+         * the tick retries it */
+        if (!c->out_retry)
+            events = EPOLLOUT;
+    } else if (ss__conn_may_read(s, c)) {
+        events = EPOLLIN;
+    }
+    c->in_paused = !(events & EPOLLIN);
+    if (c->in_paused && !c->out_head)
+        ss__fd_poll_soon(s); /* an fd pause ends when the client reads */
+    if ((rc = ss__loop_mod(&s->loop, &c->ev, events)) < 0) {
+        /* the connection cannot be watched as it needs: drop it */
+        ss__log_warn("store: client %u (pid %d): epoll: %s: dropped", c->id, (int)c->pid,
+                     ss_strerror(rc));
+        ss__conn_close(s, c);
+    }
+}
+
 void ss__conn_close(ss__store *s, ss__conn *c)
 {
     if (c->broken)
@@ -287,7 +350,7 @@ void ss__conn_reap(ss__store *s)
     while (s->reap) {
         ss__conn *c = s->reap;
         s->reap = c->reap_next;
-        epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        ss__loop_del(&s->loop, &c->ev);
         hq_unlink(s, c);
         if (c->out_retry) {
             c->out_retry = false;
@@ -311,10 +374,16 @@ void ss__conn_reap(ss__store *s)
                         (uint64_t)c->sent_cap * sizeof(uint32_t);
         /* may send to others (retried creates, events) and so queue more
          * connections on s->reap: the loop takes them too */
-        ss__obj_conn_gone(s, c);
+        s->conn_h.gone(s, c);
         ss__heap_freed(s, held);
         ss__conn_free_dead(s, c);
     }
+}
+
+void ss__conn_reap_turn(void *arg, uint64_t now)
+{
+    (void)now;
+    ss__conn_reap(arg);
 }
 
 /* ================================================================ sending */
@@ -549,8 +618,7 @@ void ss__conn_flush_all(ss__store *s, int timeout_ms)
         ss__conn_reap(s);
         if (!pending || ss__now_ns() >= end)
             return;
-        struct epoll_event ev[16];
-        epoll_wait(s->epfd, ev, 16, 10);
+        ss__loop_sleep(&s->loop, 10);
     }
 }
 
@@ -570,8 +638,10 @@ static void lingers_check(ss__store *s)
     }
 }
 
-void ss__conn_tick(ss__store *s, uint64_t now)
+void ss__conn_tick(void *arg, uint64_t now)
 {
+    ss__store *s = arg;
+
     while (s->hq_head && s->hq_head->hello_deadline <= now) {
         ss__conn *c = s->hq_head;
         hq_unlink(s, c);
@@ -590,19 +660,22 @@ void ss__conn_tick(ss__store *s, uint64_t now)
             waiting = true;
     }
     lingers_check(s);
-    ss__fdwait_retry(s);
+    if (s->conn_h.budget(s))
+        waiting = true; /* GETs still wait for the budget */
     if (s->nout_retry)
         for (ss__conn *c = s->conns; c; c = c->next)
             if (c->out_retry && !c->broken)
                 ss__conn_writable(s, c);
-    if (waiting || s->fdw_head || s->nout_retry)
+    if (waiting || s->nout_retry)
         ss__fd_poll_soon(s);
 }
 
-uint64_t ss__conn_next_deadline(const ss__store *s)
+uint64_t ss__conn_tick_deadline(void *arg, uint64_t now)
 {
+    const ss__store *s = arg;
     uint64_t d = s->hq_head ? s->hq_head->hello_deadline : UINT64_MAX;
 
+    (void)now;
     if (s->fd_poll_at && s->fd_poll_at < d)
         d = s->fd_poll_at;
     return d;
@@ -621,38 +694,9 @@ void ss__lingers_close(ss__store *s)
 
 /* ================================================================ receiving */
 
-static void hello(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
-{
-    struct {
-        ss__msg_hdr h;
-        ss__rep_hello r;
-    } m;
-
-    memset(&m, 0, sizeof(m));
-    ss__proto_hdr(&m.h, SS_MSG_HELLO, h->req_id, sizeof(m), 0, SS_MSGF_REPLY);
-    m.r.store_id = s->store_id;
-    m.r.client_id = c->id;
-    m.r.small_max = (uint32_t)s->small_max;
-    m.r.capacity = s->capacity;
-    m.r.max_msg = SS_PROTO_MAX_MSG;
-    c->hello = true;
-    hq_unlink(s, c);
-    ss__conn_send(s, c, &m, sizeof(m), NULL, 0);
-}
-
-static void subscribe(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
-{
-    const ss__req_subscribe *rq = (const void *)(h + 1);
-
-    c->sub_mask = rq->mask;
-    ss__conn_reply_status(s, c, SS_MSG_SUBSCRIBE, h->req_id, 0);
-    c->subscriber = true;
-    s->nsubscribers++;
-}
-
 /* A malformed message: answer it if its header names a request, else
  * close. RELEASE is never answered. */
-static void proto_error(ss__store *s, ss__conn *c, const void *buf, size_t len, int rc)
+void ss__conn_proto_error(ss__store *s, ss__conn *c, const void *buf, size_t len, int rc)
 {
     ss__msg_hdr h;
 
@@ -672,72 +716,6 @@ static void proto_error(ss__store *s, ss__conn *c, const void *buf, size_t len, 
     if (h.type == SS_MSG_RELEASE && h.version == SS_PROTO_VERSION)
         return;
     ss__conn_reply_status(s, c, h.type, h.req_id, rc == -SS_E_VERSION ? rc : -SS_E_PROTO);
-}
-
-void ss__conn_dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds)
-{
-    int type = ss__proto_check_request(buf, len, nfds);
-    const ss__msg_hdr *h = buf;
-
-    if (type < 0) {
-        proto_error(s, c, buf, len, type);
-        return;
-    }
-    if (!c->hello && type != SS_MSG_HELLO) {
-        /* HELLO first: anything else is not one of our clients */
-        s->c_proto_errors++;
-        ss__conn_close(s, c);
-        return;
-    }
-    if (c->subscriber) {
-        /* an event stream carries no requests */
-        s->c_proto_errors++;
-        ss__conn_close(s, c);
-        return;
-    }
-    if (s->scanning && ss__scan_gate(s, c, buf, len, nfds))
-        return;
-    switch (type) {
-    case SS_MSG_HELLO:
-        hello(s, c, h);
-        break;
-    case SS_MSG_CREATE:
-        ss__obj_create(s, c, h, false);
-        break;
-    case SS_MSG_PUT:
-        ss__obj_create(s, c, h, true);
-        break;
-    case SS_MSG_SEAL:
-        ss__obj_seal(s, c, h);
-        break;
-    case SS_MSG_ABORT:
-        ss__obj_abort(s, c, h);
-        break;
-    case SS_MSG_GET:
-        ss__obj_get(s, c, h);
-        break;
-    case SS_MSG_RELEASE:
-        ss__obj_release(s, c, h);
-        break;
-    case SS_MSG_CONTAINS:
-        ss__obj_contains(s, c, h);
-        break;
-    case SS_MSG_DELETE:
-        ss__obj_delete(s, c, h);
-        break;
-    case SS_MSG_LIST:
-        ss__obj_list(s, c, h);
-        break;
-    case SS_MSG_STATS:
-        ss__obj_stats(s, c, h);
-        break;
-    case SS_MSG_SUBSCRIBE:
-        subscribe(s, c, h);
-        break;
-    default:
-        proto_error(s, c, buf, len, -SS_E_PROTO);
-        break;
-    }
 }
 
 void ss__conn_readable(ss__store *s, ss__conn *c)
@@ -781,140 +759,198 @@ void ss__conn_readable(ss__store *s, ss__conn *c)
         }
         if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
             /* longer than any request, or more fds than we look at */
-            proto_error(s, c, s->ibuf, (size_t)n, -SS_E_PROTO);
+            ss__conn_proto_error(s, c, s->ibuf, (size_t)n, -SS_E_PROTO);
             continue;
         }
         size_t first = ss__proto_split_request(s->ibuf, (size_t)n);
 
-        ss__conn_dispatch(s, c, s->ibuf, first, nfds);
+        s->conn_h.message(s, c, s->ibuf, first, nfds);
         if (first < (size_t)n && !c->broken) {
             /* a RELEASE led the datagram: the request behind it, moved to
              * the buffer's start so its header is aligned */
             memmove(s->ibuf, (char *)s->ibuf + first, (size_t)n - first);
-            ss__conn_dispatch(s, c, s->ibuf, (size_t)n - first, nfds);
+            s->conn_h.message(s, c, s->ibuf, (size_t)n - first, nfds);
         }
     }
 }
 
-/* ---- LIST, STATS */
+/* ============================================================== accepting */
 
-#define LIST_SCAN_MAX 65536u
-
-void ss__obj_list(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+static void set_bufs(int fd)
 {
-    const ss__req_list *rq = (const void *)(h + 1);
-    ss__msg_hdr *oh = (ss__msg_hdr *)s->obuf;
-    ss__rep_list *rl = (ss__rep_list *)(oh + 1);
-    ss__list_entry *le = (ss__list_entry *)(rl + 1);
-    uint32_t max = rq->max, n = 0;
-    uint64_t e = rq->cursor, scanned = 0;
+    int v = (int)SOCK_BUF;
 
-    if (max == 0 || max > SS_PROTO_MAX_LIST) {
-        ss__conn_reply_status(s, c, SS_MSG_LIST, h->req_id, -EINVAL);
+    /* FORCE passes net.core.[rw]mem_max when we may (root) */
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof(v)) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+}
+
+static bool peer_allowed(ss__store *s, int fd, struct ucred *cr)
+{
+    socklen_t l = sizeof(*cr);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cr, &l) < 0)
+        return false;
+    if (cr->uid == s->uid || cr->uid == 0)
+        return true;
+    if (!s->has_group)
+        return false;
+    if (cr->gid == s->group)
+        return true;
+#ifdef SO_PEERGROUPS
+    gid_t groups[256];
+    l = sizeof(groups);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &l) == 0) {
+        for (size_t i = 0; i < l / sizeof(gid_t); i++)
+            if (groups[i] == s->group)
+                return true;
+    }
+#endif
+    return false;
+}
+
+/* Listen or not (events 0): a listener that cannot be switched is
+ * reported; the backoff or the next HELLO tries again. */
+static void listen_events(ss__store *s, uint32_t events)
+{
+    int rc = ss__loop_mod(&s->loop, &s->listen_ev, events);
+
+    if (rc < 0)
+        ss__log_error("store: epoll on the listening socket: %s", ss_strerror(rc));
+}
+
+static void accept_resume(ss__store *s)
+{
+    if (!s->accept_held || s->nhello_pending >= s->hello_pending_max)
         return;
-    }
-    for (; e < s->ix.high && n < max && scanned < LIST_SCAN_MAX; e++, scanned++) {
-        const ss__index_entry *en = ss__index_at(&s->ix, (uint32_t)e);
-        uint32_t st = SS_IX_STATE(en->info);
-        if (st != SS_IX_CREATED && st != SS_IX_SEALED && st != SS_IX_SPILLED)
-            continue;
-        const ss__obj *o = ss__obj_at(s, (uint32_t)e);
-        memset(&le[n], 0, sizeof(le[n]));
-        le[n].id = en->id;
-        le[n].state = st == SS_IX_CREATED ? SS_OBJ_CREATED : SS_OBJ_SEALED;
-        le[n].size = en->size;
-        le[n].meta_size = SS_IX_META_SIZE(en->info);
-        if (st == SS_IX_SPILLED) {
-            le[n].backing = SS_BACKING_4K; /* none: the client says "disk" */
-        } else if (SS_IX_KIND(en->info) == SS_SEG_SMALL) {
-            /* the small segment's backing (clients say "small" by size) */
-            const ss__seg *g = ss__salloc_segment(s->salloc, o->small_slot);
-            le[n].backing = g ? g->backing : SS_BACKING_4K;
-        } else {
-            le[n].backing = (uint8_t)SS_IX_BACKING(en->info);
+    s->accept_held = false;
+    if (!s->accept_paused_until && s->listening) /* else the backoff's end does it */
+        listen_events(s, EPOLLIN);
+}
+
+/* A connection's events. */
+static void conn_event(void *arg, uint32_t e)
+{
+    ss__conn *c = arg;
+    ss__store *s = c->store;
+
+    if (c->broken)
+        return;
+    if (e & EPOLLOUT)
+        ss__conn_writable(s, c);
+    if ((e & EPOLLIN) && !c->broken)
+        ss__conn_readable(s, c);
+    /* hang-up with nothing (more) to read, or an error */
+    if ((e & (EPOLLHUP | EPOLLERR)) && !(e & EPOLLIN) && !c->broken)
+        ss__conn_close(s, c);
+}
+
+static void accept_all(ss__store *s)
+{
+    for (;;) {
+        if (s->nhello_pending >= s->hello_pending_max) {
+            /* That many connections have not said HELLO yet: accept no
+             * more until some do or time out. Clients opening sockets and
+             * never speaking cannot pin the store's fds, and a burst of
+             * real clients only waits in the kernel's backlog (each of
+             * them says HELLO at once), none is dropped. */
+            SS_LOG_ONCE(SS_LOG_WARN, "store: %u connections have not said HELLO yet: "
+                        "accepting more once they do or time out", s->nhello_pending);
+            listen_events(s, 0);
+            s->accept_held = true;
+            return;
         }
-        le[n].spilled = st == SS_IX_SPILLED;
-        le[n].node = st == SS_IX_SPILLED ? -1 : o->node;
-        le[n].refs = o->refs;
-        le[n].uid = o->uid;
-        n++;
+        int fd = accept4(s->listen_ev.fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        struct ucred cr;
+
+        if (fd < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* the pending connection stays queued and epoll would
+                 * report it forever: stop listening for a moment */
+                SS_LOG_ONCE(SS_LOG_WARN, "store: accept: %s (backing off)",
+                            ss_strerror(-errno));
+                listen_events(s, 0);
+                s->accept_paused_until = ss__now_ns() + ACCEPT_BACKOFF_NS;
+            }
+            return;
+        }
+        if (!peer_allowed(s, fd, &cr)) {
+            ss__log_info("store: refused a connection from uid %u pid %d", (unsigned)cr.uid,
+                         (int)cr.pid);
+            close(fd);
+            continue;
+        }
+        set_bufs(fd);
+        ss__conn *c = ss__conn_new(s, fd, cr.pid, cr.uid);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        if (ss__loop_add(&s->loop, &c->ev, fd, EPOLLIN, conn_event, c) < 0)
+            ss__conn_close(s, c);
     }
-    rl->next_cursor = e < s->ix.high ? e : 0;
-    rl->n = n;
-    rl->reserved = 0;
-    uint32_t len = (uint32_t)(sizeof(*oh) + sizeof(*rl) + (size_t)n * sizeof(*le));
-    ss__proto_hdr(oh, SS_MSG_LIST, h->req_id, len, (int32_t)n, SS_MSGF_REPLY);
-    ss__conn_send(s, c, s->obuf, len, NULL, 0);
 }
 
-uint64_t ss__obj_bookkeeping(const ss__store *s)
+static void listen_event(void *arg, uint32_t events)
 {
-    return ss__index_bytes(&s->ix) + (uint64_t)s->ix.high * sizeof(ss__obj) +
-           (uint64_t)s->disk_cap * sizeof(ss__diskloc) +
-           (uint64_t)s->ops_cap * sizeof(ss__spop);
+    ss__store *s = arg;
+
+    (void)events;
+    if (!s->loop.stopping)
+        accept_all(s);
 }
 
-void ss__obj_fill_stats(ss__store *s, ss_stats *st)
+int ss__conn_listen(ss__store *s, int fd)
 {
-    ss__salloc_stats sa;
-    ss__pool_stats ps;
+    int rc = ss__loop_add(&s->loop, &s->listen_ev, fd, EPOLLIN, listen_event, s);
 
-    memset(st, 0, sizeof(*st));
-    st->size = sizeof(*st);
-    st->version = SS_STATS_VERSION;
-    st->capacity = s->capacity;
-    st->resident_bytes = atomic_load(&s->resident);
-    st->objects = s->nobjects;
-    st->sealed_objects = s->nsealed;
-    st->object_bytes = s->object_bytes;
-    st->bytes_by_backing[0] = (uint64_t)atomic_load(&ss__g_stats.seg_bytes_4k.cur);
-    st->bytes_by_backing[1] = (uint64_t)atomic_load(&ss__g_stats.seg_bytes_thp.cur);
-    st->bytes_by_backing[2] = (uint64_t)atomic_load(&ss__g_stats.seg_bytes_2m.cur);
-    st->bytes_by_backing[3] = (uint64_t)atomic_load(&ss__g_stats.seg_bytes_1g.cur);
-    ss__salloc_stats_get(s->salloc, &sa);
-    st->small_live_bytes = sa.live_bytes;
-    st->small_used_bytes = sa.used_bytes;
-    st->small_segment_bytes = sa.segment_bytes;
-    if (s->pool) {
-        ss__pool_stats_get(s->pool, &ps);
-        st->pool_ready_bytes = ps.ready_bytes;
-        st->pool_hits = ps.hits;
-        st->pool_misses = ps.misses;
-        st->pool_yields = ps.yields;
-    }
-    st->seal_waits = atomic_load(&ss__g_stats.seal_waits);
-    st->backing_fallbacks = atomic_load(&ss__g_stats.backing_fallbacks);
-    for (int i = 0; i < 8; i++) {
-        int64_t v = atomic_load(&ss__g_stats.node_bytes[i]);
-        st->node_bytes[i] = v > 0 ? (uint64_t)v : 0;
-    }
-    st->clients = s->nclients;
-    st->creates = s->c_creates;
-    st->seals = s->c_seals;
-    st->aborts = s->c_aborts;
-    st->gets = s->c_gets;
-    st->releases = s->c_releases;
-    st->deletes = s->c_deletes;
-    st->evictions = s->c_evictions;
-    st->waits = s->c_waits;
-    st->wait_timeouts = s->c_wait_timeouts;
-    st->protocol_errors = s->c_proto_errors;
-    st->bookkeeping_bytes = ss__obj_bookkeeping(s);
-    st->parked_requests = s->nparked;
-    st->parked_bytes = s->parked_bytes;
-    st->fd_deferred = s->c_fd_deferred;
-    ss__spill_fill_stats(s, st);
+    s->listening = rc == 0;
+    return rc;
 }
 
-void ss__obj_stats(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+void ss__conn_unlisten(ss__store *s)
 {
-    struct {
-        ss__msg_hdr h;
-        ss_stats st;
-    } m;
+    if (!s->listening)
+        return;
+    ss__loop_del(&s->loop, &s->listen_ev);
+    s->listening = false;
+}
 
-    ss__obj_fill_stats(s, &m.st);
-    ss__proto_hdr(&m.h, SS_MSG_STATS, h->req_id, sizeof(m), 0, SS_MSGF_REPLY);
-    ss__conn_send(s, c, &m, sizeof(m), NULL, 0);
+uint64_t ss__conn_accept_deadline(void *arg, uint64_t now)
+{
+    const ss__store *s = arg;
+
+    (void)now;
+    return s->accept_paused_until ? s->accept_paused_until : UINT64_MAX;
+}
+
+void ss__conn_accept_turn(void *arg, uint64_t now)
+{
+    ss__store *s = arg;
+
+    if (s->accept_paused_until && now >= s->accept_paused_until) {
+        s->accept_paused_until = 0;
+        if (!s->accept_held)
+            listen_events(s, EPOLLIN);
+    }
+}
+
+/* ================================================================= HELLO */
+
+void ss__conn_hello_done(ss__store *s, ss__conn *c)
+{
+    c->hello = true;
+    hq_unlink(s, c);
+}
+
+void ss__conn_subscribe(ss__store *s, ss__conn *c, uint32_t mask)
+{
+    c->sub_mask = mask;
+    c->subscriber = true;
+    s->nsubscribers++;
 }
 

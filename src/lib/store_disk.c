@@ -72,6 +72,7 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <sys/epoll.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -155,14 +156,8 @@ static int disk_add(ss__store *s, const ss__spill_loc *l, uint32_t *out)
         i = s->disk_free - 1;
         s->disk_free = (uint32_t)s->disk[i].file;
     } else {
-        if (s->ndisk == s->disk_cap) {
-            uint32_t n = s->disk_cap ? s->disk_cap * 2 : 1024;
-            ss__diskloc *nd = realloc(s->disk, (size_t)n * sizeof(*nd));
-            if (!nd)
-                return -ENOMEM;
-            s->disk = nd;
-            s->disk_cap = n;
-        }
+        if (SS_ARRAY_RESERVE(s->disk, s->disk_cap, (size_t)s->ndisk + 1, 1024) < 0)
+            return -ENOMEM;
         i = s->ndisk++;
     }
     disk_set(s, i, l);
@@ -379,10 +374,12 @@ bool ss__spill_more(ss__store *s, uint64_t target, bool demand)
     return freed;
 }
 
-void ss__spill_tick(ss__store *s)
+void ss__spill_turn(void *arg, uint64_t now)
 {
+    ss__store *s = arg;
     uint64_t used;
 
+    (void)now;
     /* after a failure only copies already on disk could go: leave that to
      * creates that need it rather than walk the LRU every turn */
     if (!s->sp || !s->spill_ahead || s->evict || ss__now_ns() < s->spill_backoff_until)
@@ -842,6 +839,8 @@ static void restore_publish(ss__store *s, uint32_t i)
     ss__wake_waiters(s, &id);
 }
 
+static void restore_job_done(ss__store *s, ss__sealjob *j);
+
 static void restore_read_done(ss__store *s, uint32_t i, const ss__spill_done *d)
 {
     ss__spop *op = op_at(s, i);
@@ -867,6 +866,7 @@ static void restore_read_done(ss__store *s, uint32_t i, const ss__spill_done *d)
         return;
     }
     j->c = NULL;
+    j->done = restore_job_done;
     j->req_id = i;
     j->e = e;
     j->generation = op->generation;
@@ -877,12 +877,12 @@ static void restore_read_done(ss__store *s, uint32_t i, const ss__spill_done *d)
         ss__sw_submit(s, j);
     } else {
         j->rc = ss__seg_seal_write(j->fd, j->size);
-        ss__restore_sealed(s, j);
-        free(j);
+        restore_job_done(s, j);
     }
 }
 
-void ss__restore_sealed(ss__store *s, ss__sealjob *j)
+/* The seal worker finished a restored segment (ss__sealjob.done). */
+static void restore_job_done(ss__store *s, ss__sealjob *j)
 {
     uint32_t i = j->req_id;
 
@@ -890,13 +890,7 @@ void ss__restore_sealed(ss__store *s, ss__sealjob *j)
         restore_publish(s, i);
     else
         restore_end(s, i, ss__ent_state(s, j->e) == SS_IX_DELETED ? 0 : j->rc);
-}
-
-/* ============================================================ the engine */
-
-int ss__spill_fd(const ss__store *s)
-{
-    return s->sp ? ss__spill_event_fd(s->sp) : -1;
+    free(j);
 }
 
 /* ========================================================= durable deletes */
@@ -1044,7 +1038,9 @@ void ss__spill_delete_durable(ss__store *s, uint32_t e, ss__parked *pk)
     waiters_pass(s, pk, 0, &ss__ent(s, e)->id);
 }
 
-void ss__spill_unpark(ss__store *s, ss__parked *pk)
+/* ss__parked_free of a DELETE: its op completes unanswered (registered
+ * with the parking layer). */
+static void spill_unpark(ss__store *s, ss__parked *pk)
 {
     if (pk->spop) {
         ss__parked *tail = NULL; /* the list keeps none */
@@ -1095,8 +1091,10 @@ static void scan_end(ss__store *s)
         ss__log_info("store: %llu spilled objects %s in %s",
                      (unsigned long long)(ss__spill_scan_kept(s->sp) - s->scan_dups),
                      st == 1 ? "found" : "found before the stop", s->spill_dir);
-    if (s->scanning)
-        ss__scan_gate_open(s);
+    if (s->scanning) {
+        s->scanning = false;
+        s->disk_scan_end(s);
+    }
 }
 
 void ss__spill_scan_stop(ss__store *s)
@@ -1107,7 +1105,7 @@ void ss__spill_scan_stop(ss__store *s)
     scan_end(s);
 }
 
-void ss__spill_events(ss__store *s)
+static void spill_events(ss__store *s)
 {
     ss__spill_done d[REAP_BATCH];
 
@@ -1127,6 +1125,12 @@ void ss__spill_events(ss__store *s)
     }
 }
 
+static void spill_event(void *arg, uint32_t events)
+{
+    (void)events;
+    spill_events(arg);
+}
+
 void ss__spill_drain(ss__store *s)
 {
     uint64_t end = ss__now_ns() + DRAIN_MS * 1000000ull;
@@ -1144,7 +1148,7 @@ void ss__spill_drain(ss__store *s)
     s->rq_tail = 0;
     while (s->ops_engine && ss__now_ns() < end) {
         ss__spill_wait(s->sp, 1000);
-        ss__spill_events(s);
+        spill_events(s);
     }
     if (s->ops_engine)
         ss__log_error("store: %u spill operations still unfinished at stop",
@@ -1183,6 +1187,13 @@ void ss__spill_teardown(ss__store *s)
     free(s->ops);
     s->ops = NULL;
     s->ops_cap = s->ops_free = s->ops_busy = 0;
+}
+
+void ss__disk_fini(ss__store *s)
+{
+    free(s->disk);
+    s->disk = NULL;
+    s->ndisk = s->disk_cap = s->disk_free = 0;
 }
 
 void ss__spill_forget(ss__store *s, uint32_t e)
@@ -1363,14 +1374,8 @@ static void socket_key(const ss__store *s, char *out, size_t len)
  * then, so its removal is one the store hears about (ss__spop). */
 static int scan_drop(ss__store *s, const ss__spill_loc *loc)
 {
-    if (s->scan_ndrop == s->scan_cdrop) {
-        size_t cap = s->scan_cdrop ? s->scan_cdrop * 2 : 16;
-        ss__spill_loc *nd = realloc(s->scan_drop, cap * sizeof(*nd));
-        if (!nd)
-            return -ENOMEM;
-        s->scan_drop = nd;
-        s->scan_cdrop = cap;
-    }
+    if (SS_ARRAY_RESERVE(s->scan_drop, s->scan_cdrop, s->scan_ndrop + 1, 16) < 0)
+        return -ENOMEM;
     s->scan_drop[s->scan_ndrop++] = *loc;
     s->scan_dups++;
     return 0;
@@ -1477,6 +1482,19 @@ static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
     return 0;
 }
 
+void ss__disk_register(ss__store *s, void (*on_scan_end)(ss__store *s))
+{
+    static const ss__obj_disk_hooks tab = {
+        .forget = ss__spill_forget,
+        .cancel_restore = ss__restore_cancel,
+        .spill = ss__spill_more,
+    };
+
+    s->disk_scan_end = on_scan_end;
+    ss__obj_register_disk(s, &tab);
+    ss__park_on_unpark(s, spill_unpark);
+}
+
 int ss__spill_setup(ss__store *s)
 {
     char opt[PATH_MAX], top[PATH_MAX], key[PATH_MAX + 128], high[64];
@@ -1546,6 +1564,12 @@ int ss__spill_setup(ss__store *s)
     /* The scan runs in the engine's thread; what it finds comes to
      * scan_one from ss__spill_reap, on the loop. Until it is over the scan
      * gate holds the requests that depend on it (store.c). */
+    rc = ss__loop_add(&s->loop, &s->spill_ev, ss__spill_event_fd(s->sp), EPOLLIN,
+                      spill_event, s);
+    if (rc < 0) {
+        ss__log_error("store: epoll on the spill engine: %s", ss_strerror(rc));
+        return rc;
+    }
     rc = ss__spill_scan_start(s->sp, scan_one, s);
     if (rc < 0) {
         ss__log_error("store: cannot index the spilled objects in %s: %s", s->spill_dir,
