@@ -423,7 +423,7 @@ static int memory_open(ss__store *s)
         .max_size = s->small_max,
         .hugepages = s->hugepages,
         .numa = s->numa,
-        .charge = ss__store_charge,
+        .charge = ss__obj_charge,
         .charge_arg = s,
     };
     const char *bad = ss__salloc_params_why(&sp);
@@ -446,7 +446,7 @@ static int memory_open(ss__store *s)
         .classes = ss__opt_sizelist(SS_OPT_POOL_CLASSES),
         .hugepages = s->hugepages,
         .numa = s->numa,
-        .charge = ss__store_charge,
+        .charge = ss__obj_charge,
         .charge_arg = s,
         .node = s->numa ? ss__numa_place(s->numa, &s->numa_policy, -1) : SS_NODE_ANY,
     };
@@ -495,7 +495,7 @@ static const struct {
     { ss__conn_tick_deadline, ss__conn_tick },          /* handshake, fd budget */
     { ss__req_gate_deadline, ss__req_gate_turn },       /* gated GETs' timeouts */
     { NULL, ss__req_retry_turn },                       /* memory freed: retry */
-    { NULL, ss__spill_turn },                           /* spill ahead */
+    { NULL, ss__disk_turn },                           /* spill ahead */
     { windows_deadline, NULL },                         /* small write windows */
     { NULL, ss__conn_reap_turn },                       /* broken connections */
 };
@@ -573,12 +573,12 @@ int ss__store_open(ss__store **out, const char *socket_path, unsigned flags)
     if ((rc = memory_open(s)) < 0)
         goto fail;
     if ((rc = loop_open(s)) < 0 || (rc = ss__obj_init(s)) < 0 || (rc = ss__park_init(s)) < 0 ||
-        (rc = ss__sw_start(s)) < 0)
+        (rc = ss__seal_start(s)) < 0)
         goto fail;
     ss__req_init(s); /* the upper layers' handlers, before anything can run them */
     /* objects spilled by an earlier store on this socket: the scan runs
      * while we serve (the scan gate holds what depends on it) */
-    if ((rc = ss__spill_setup(s)) < 0)
+    if ((rc = ss__disk_setup(s)) < 0)
         goto fail;
     if ((rc = ss__conn_listen(s, s->listen_fd)) < 0)
         goto fail;
@@ -610,7 +610,7 @@ int ss__store_run(ss__store *s)
         s->listen_fd = -1;
     }
     unbind_socket(s);
-    ss__spill_scan_stop(s); /* the scan stops where it is */
+    ss__disk_scan_stop(s); /* the scan stops where it is */
     ss__req_stop(s);        /* answer held and parked requests, finish seals */
     ss__conn_reap(s);
     ss__conn_flush_all(s, 1000);
@@ -639,16 +639,16 @@ void ss__store_close(ss__store *s)
     for (ss__conn *c = s->conns; c; c = c->next)
         ss__conn_close(s, c);
     ss__conn_reap(s);
-    ss__lingers_close(s);
+    ss__conn_lingers_close(s);
     ss__conn_unlisten(s);
     if (s->listen_fd >= 0)
         close(s->listen_fd);
     unbind_socket(s);
-    ss__sw_fini(s);
+    ss__seal_fini(s);
     /* spills in flight end first (their memory is ours); spilled files
      * stay: the engine is closed before any object is freed, so freeing
      * forgets disk copies instead of deleting them */
-    ss__spill_teardown(s);
+    ss__disk_teardown(s);
     ss__obj_fini(s);
     ss__disk_fini(s);
     ss__park_fini(s);

@@ -80,7 +80,7 @@ void ss__conn_register(ss__store *s, const ss__conn_handlers *h)
     s->conn_h = *h;
 }
 
-void ss__heap_freed(ss__store *s, uint64_t bytes)
+void ss__conn_heap_freed(ss__store *s, uint64_t bytes)
 {
     /* Thousands of parked requests and wait nodes freed at once leave
      * free chunks scattered through malloc's arenas that it would keep
@@ -174,7 +174,7 @@ static int fdt_refresh(ss__store *s, ss__conn *c)
         fdt_unlink(s, c);
     }
     if (c->mark_len < had && c->in_paused && !c->broken)
-        ss__store_epoll_mod(s, c); /* read again if nothing else holds it */
+        ss__conn_interest(s, c); /* read again if nothing else holds it */
     return q;
 }
 
@@ -208,7 +208,7 @@ static int fdt_mark(ss__store *s, ss__conn *c, uint32_t nfds)
     c->fd_unread += nfds;
     s->fds_unread += nfds;
     if (c->fd_unread >= s->fd_client_max && !c->in_paused)
-        ss__store_epoll_mod(s, c); /* at its cap: read no more requests */
+        ss__conn_interest(s, c); /* at its cap: read no more requests */
     return 0;
 }
 
@@ -261,7 +261,7 @@ void ss__fd_budget_init(ss__store *s)
         s->fd_hard = SS_PROTO_MAX_FDS;
 }
 
-void ss__store_epoll_mod(ss__store *s, ss__conn *c)
+void ss__conn_interest(ss__store *s, ss__conn *c)
 {
     uint32_t events = 0;
     int rc;
@@ -375,7 +375,7 @@ void ss__conn_reap(ss__store *s)
         /* may send to others (retried creates, events) and so queue more
          * connections on s->reap: the loop takes them too */
         s->conn_h.gone(s, c);
-        ss__heap_freed(s, held);
+        ss__conn_heap_freed(s, held);
         ss__conn_free_dead(s, c);
     }
 }
@@ -538,7 +538,7 @@ int ss__conn_send(ss__store *s, ss__conn *c, const void *msg, uint32_t len, cons
         return rc;
     }
     if (c->out_count == 1)
-        ss__store_epoll_mod(s, c);
+        ss__conn_interest(s, c);
     return 0;
 }
 
@@ -564,7 +564,7 @@ void ss__conn_writable(ss__store *s, ss__conn *c)
             return;
         if (rc == -ETOOMANYREFS) {
             set_out_retry(s, c);
-            ss__store_epoll_mod(s, c); /* no EPOLLOUT: the tick retries */
+            ss__conn_interest(s, c); /* no EPOLLOUT: the tick retries */
             return;
         }
         if (rc < 0) {
@@ -581,10 +581,10 @@ void ss__conn_writable(ss__store *s, ss__conn *c)
         free(m);
     }
     if (!c->broken)
-        ss__store_epoll_mod(s, c); /* drained: read requests again */
+        ss__conn_interest(s, c); /* drained: read requests again */
 }
 
-void ss__store_event(ss__store *s, uint32_t type, const ss_id *id, uint64_t size)
+void ss__conn_event(ss__store *s, uint32_t type, const ss_id *id, uint64_t size)
 {
     struct {
         ss__msg_hdr h;
@@ -681,7 +681,7 @@ uint64_t ss__conn_tick_deadline(void *arg, uint64_t now)
     return d;
 }
 
-void ss__lingers_close(ss__store *s)
+void ss__conn_lingers_close(ss__store *s)
 {
     while (s->lingers) {
         ss__linger *l = s->lingers;

@@ -22,8 +22,8 @@
  * stores which died left behind (unlocked, no spill file in them);
  * spilled files always stay.
  *
- * Spilling. When a create (or a restore) does not fit, ss__reclaim() asks
- * ss__spill_more() to have enough memory on its way out for it and every
+ * Spilling. When a create (or a restore) does not fit, ss__obj_reclaim() asks
+ * ss__disk_spill_more() to have enough memory on its way out for it and every
  * parked request: least recently used unreferenced sealed objects are
  * written (an object segment straight from a read-only mapping of it, a
  * small object from the store's own mapping of its small segment, both
@@ -331,7 +331,7 @@ fail:
     return rc;
 }
 
-bool ss__spill_more(ss__store *s, uint64_t target, bool demand)
+bool ss__disk_spill_more(ss__store *s, uint64_t target, bool demand)
 {
     uint64_t now = ss__now_ns(), got = 0;
     uint64_t extra = demand ? target + s->capacity / 8 : target;
@@ -347,7 +347,7 @@ bool ss__spill_more(ss__store *s, uint64_t target, bool demand)
         uint32_t e = x - 1;
         ss__obj *o = ss__obj_at(s, e);
         x = o->next;
-        if (ss__id_held(s, &ss__ent(s, e)->id)) {
+        if (ss__park_id_held(s, &ss__ent(s, e)->id)) {
             if (++walked > LRU_WALK_MAX)
                 break;
             continue;
@@ -374,7 +374,7 @@ bool ss__spill_more(ss__store *s, uint64_t target, bool demand)
     return freed;
 }
 
-void ss__spill_turn(void *arg, uint64_t now)
+void ss__disk_turn(void *arg, uint64_t now)
 {
     ss__store *s = arg;
     uint64_t used;
@@ -395,7 +395,7 @@ void ss__spill_turn(void *arg, uint64_t now)
         if (used <= s->spill_high)
             return;
     }
-    ss__spill_more(s, used - s->spill_low, false);
+    ss__disk_spill_more(s, used - s->spill_low, false);
 }
 
 static void disk_delete(ss__store *s, const ss__spill_loc *loc, ss__parked *pk);
@@ -448,7 +448,7 @@ static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
     }
     if (o->refs)
         return; /* someone got it meanwhile: it goes when released */
-    if (o->disk && !s->spill_closing && !ss__id_held(s, &ss__ent(s, e)->id))
+    if (o->disk && !s->spill_closing && !ss__park_id_held(s, &ss__ent(s, e)->id))
         to_disk(s, e);
     else
         ss__lru_push(s, e);
@@ -463,7 +463,7 @@ static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
  * during that pause a waiting restore is stuck: its GETs whose own timeout
  * passed (timeout 0 included) fail now with why (SS_E_FULL: memory and
  * spill space exhausted), not at the create timeout; the others fail so
- * when their own timeout passes (ss__obj_expire). Checked when a restore
+ * when their own timeout passes (ss__req_timer_turn). Checked when a restore
  * starts waiting, when a spill completes and on every retry of waiting
  * restores (at least every 100 ms). The restore itself stays queued while
  * any GET still wants it.
@@ -479,7 +479,7 @@ static void stuck_fail(ss__store *s, uint32_t e, int err)
 {
     ss_id id = ss__ent(s, e)->id;
 
-    if (ss__restore_waiters_expired(s, &id, err))
+    if (ss__park_restore_expired(s, &id, err))
         s->c_restore_errors++;
 }
 
@@ -491,7 +491,7 @@ static void restores_stuck(ss__store *s)
         stuck_fail(s, op_at(s, x - 1)->e, err);
 }
 
-int ss__restore_stuck(ss__store *s, const ss_id *id)
+int ss__disk_restore_stuck(ss__store *s, const ss_id *id)
 {
     int64_t e = ss__index_find(&s->ix, id);
     int err = stuck_err(s);
@@ -618,7 +618,7 @@ static int restore_try(ss__store *s, uint32_t i)
     for (;;) {
         rc = restore_mem(s, op_at(s, i), &need);
         /* reclaiming may start spills: op pointers stay valid (chunks) */
-        if (rc != -ENOSPC || !ss__reclaim(s, need))
+        if (rc != -ENOSPC || !ss__obj_reclaim(s, need))
             break;
     }
     ss__spop *op = op_at(s, i);
@@ -694,10 +694,10 @@ static void restore_end(ss__store *s, uint32_t i, int err)
     s->c_restore_errors++;
     ss__log_error("store: cannot restore spilled object %s from %s: %s", hex, s->spill_dir,
                   ss_strerror(err == -E2BIG ? -ENOSPC : err));
-    ss__restore_waiters_done(s, &id, err == -E2BIG ? -ENOSPC : err);
+    ss__park_restore_done(s, &id, err == -E2BIG ? -ENOSPC : err);
 }
 
-int ss__restore_start(ss__store *s, uint32_t e)
+int ss__disk_restore_start(ss__store *s, uint32_t e)
 {
     ss__obj *o = ss__obj_at(s, e);
     uint32_t i;
@@ -707,12 +707,12 @@ int ss__restore_start(ss__store *s, uint32_t e)
         return 0; /* one restore, however many wait */
     if (!s->sp || !o->disk || s->spill_closing) {
         ss_id id = ss__ent(s, e)->id;
-        ss__restore_waiters_done(s, &id, -EIO);
+        ss__park_restore_done(s, &id, -EIO);
         return -EIO;
     }
     if ((rc = op_new(s, &i)) < 0) {
         ss_id id = ss__ent(s, e)->id;
-        ss__restore_waiters_done(s, &id, rc);
+        ss__park_restore_done(s, &id, rc);
         return rc;
     }
     ss__spop *op = op_at(s, i);
@@ -740,7 +740,7 @@ int ss__restore_start(ss__store *s, uint32_t e)
     return 0;
 }
 
-void ss__restore_retry(ss__store *s)
+void ss__disk_restore_retry(ss__store *s)
 {
     uint32_t x = s->rq_head;
 
@@ -752,7 +752,7 @@ void ss__restore_retry(ss__store *s)
         s->parked_need -= op->bytes;
         op->bytes = 0;
         if (ss__ent_state(s, op->e) == SS_IX_DELETED ||
-            !ss__id_restore_wanted(s, &ss__ent(s, op->e)->id)) {
+            !ss__park_restore_wanted(s, &ss__ent(s, op->e)->id)) {
             restore_end(s, i, 0); /* deleted, or its GETs gave up */
             continue;
         }
@@ -765,7 +765,7 @@ void ss__restore_retry(ss__store *s)
     restores_stuck(s);
 }
 
-void ss__restore_cancel(ss__store *s, uint32_t e)
+void ss__disk_restore_cancel(ss__store *s, uint32_t e)
 {
     uint32_t prev = 0;
 
@@ -836,7 +836,7 @@ static void restore_publish(ss__store *s, uint32_t i)
     if (o->refs == 0)
         ss__lru_push(s, e);
     ss_id id = en->id;
-    ss__wake_waiters(s, &id);
+    ss__park_wake(s, &id);
 }
 
 static void restore_job_done(ss__store *s, ss__sealjob *j);
@@ -874,7 +874,7 @@ static void restore_read_done(ss__store *s, uint32_t i, const ss__spill_done *d)
     j->size = op->seg.size;
     op->rstate = SS_RS_SEAL;
     if (s->sw_started) {
-        ss__sw_submit(s, j);
+        ss__seal_submit(s, j);
     } else {
         j->rc = ss__seg_seal_write(j->fd, j->size);
         restore_job_done(s, j);
@@ -1001,7 +1001,7 @@ static void delete_done(ss__store *s, uint32_t i, const ss__spill_done *d)
     waiters_pass(s, pk, d->status, &id);
 }
 
-bool ss__spill_delete_waits(const ss__store *s, uint32_t e)
+bool ss__disk_delete_waits(const ss__store *s, uint32_t e)
 {
     const ss__obj *o = ss__obj_at(s, e);
 
@@ -1009,7 +1009,7 @@ bool ss__spill_delete_waits(const ss__store *s, uint32_t e)
                      removal_find(s, &ss__ent(s, e)->id));
 }
 
-void ss__spill_delete_durable(ss__store *s, uint32_t e, ss__parked *pk)
+void ss__disk_delete_durable(ss__store *s, uint32_t e, ss__parked *pk)
 {
     ss__obj *o = ss__obj_at(s, e);
     ss__spill_loc loc;
@@ -1097,7 +1097,7 @@ static void scan_end(ss__store *s)
     }
 }
 
-void ss__spill_scan_stop(ss__store *s)
+void ss__disk_scan_stop(ss__store *s)
 {
     if (!s->sp || !s->scanning)
         return;
@@ -1131,13 +1131,13 @@ static void spill_event(void *arg, uint32_t events)
     spill_events(arg);
 }
 
-void ss__spill_drain(ss__store *s)
+void ss__disk_drain(ss__store *s)
 {
     uint64_t end = ss__now_ns() + DRAIN_MS * 1000000ull;
 
     if (!s->sp)
         return;
-    ss__spill_scan_stop(s);
+    ss__disk_scan_stop(s);
     /* restores still waiting for memory: their GETs were answered */
     while (s->rq_head) {
         uint32_t i = s->rq_head - 1;
@@ -1155,13 +1155,13 @@ void ss__spill_drain(ss__store *s)
                       (unsigned)s->ops_engine);
 }
 
-void ss__spill_teardown(ss__store *s)
+void ss__disk_teardown(ss__store *s)
 {
     ss__spill_stats st;
 
     if (s->sp) {
         s->spill_closing = true;
-        ss__spill_drain(s);
+        ss__disk_drain(s);
         /* restores whose seal job died with the worker */
         for (uint32_t i = 0; i < s->ops_cap; i++) {
             ss__spop *op = op_at(s, i);
@@ -1196,7 +1196,7 @@ void ss__disk_fini(ss__store *s)
     s->ndisk = s->disk_cap = s->disk_free = 0;
 }
 
-void ss__spill_forget(ss__store *s, uint32_t e)
+void ss__disk_forget(ss__store *s, uint32_t e)
 {
     ss__obj *o = ss__obj_at(s, e);
 
@@ -1211,7 +1211,7 @@ void ss__spill_forget(ss__store *s, uint32_t e)
     o->disk = 0;
 }
 
-void ss__spill_fill_stats(ss__store *s, ss_stats *st)
+void ss__disk_fill_stats(ss__store *s, ss_stats *st)
 {
     ss__spill_stats es;
 
@@ -1382,7 +1382,7 @@ static int scan_drop(ss__store *s, const ss__spill_loc *loc)
 }
 
 /* The scan found an object (on the loop, from ss__spill_reap: see
- * ss__spill_setup). */
+ * ss__disk_setup). */
 static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
 {
     ss__store *s = arg;
@@ -1485,9 +1485,9 @@ static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
 void ss__disk_register(ss__store *s, void (*on_scan_end)(ss__store *s))
 {
     static const ss__obj_disk_hooks tab = {
-        .forget = ss__spill_forget,
-        .cancel_restore = ss__restore_cancel,
-        .spill = ss__spill_more,
+        .forget = ss__disk_forget,
+        .cancel_restore = ss__disk_restore_cancel,
+        .spill = ss__disk_spill_more,
     };
 
     s->disk_scan_end = on_scan_end;
@@ -1495,7 +1495,7 @@ void ss__disk_register(ss__store *s, void (*on_scan_end)(ss__store *s))
     ss__park_on_unpark(s, spill_unpark);
 }
 
-int ss__spill_setup(ss__store *s)
+int ss__disk_setup(ss__store *s)
 {
     char opt[PATH_MAX], top[PATH_MAX], key[PATH_MAX + 128], high[64];
     ss__spill_params p = { 0 };

@@ -18,7 +18,7 @@
  * with -ENOSPC. Unless nothing is freeing memory for such a restore
  * (spilling failed, e.g. the spill disk is full, and no spill is in
  * flight): then the GET fails at its own timeout (at once for timeout 0)
- * with -SS_E_FULL (or the spill error), see ss__restore_stuck. The
+ * with -SS_E_FULL (or the spill error), see ss__disk_restore_stuck. The
  * timeouts themselves are the request layer's timer hook (store_req.c).
  *
  * Fd budget (store_conn.c): a GET reply that would pass the client's or
@@ -40,26 +40,6 @@ static void segref_none(ss__segref *r)
     memset(r, 0, sizeof(*r));
     r->fd_index = SS_FD_NONE;
     r->kind = SS_SEG_SMALL;
-}
-
-int64_t ss__get_find(ss__store *s, const ss_id *id)
-{
-    int64_t e = ss__index_find(&s->ix, id);
-
-    if (e < 0 || ss__ent_state(s, (uint32_t)e) != SS_IX_SEALED)
-        return -ENOENT;
-    return e;
-}
-
-int64_t ss__find_sealed_any(ss__store *s, const ss_id *id)
-{
-    int64_t e = ss__index_find(&s->ix, id);
-    uint32_t st;
-
-    if (e < 0)
-        return -ENOENT;
-    st = ss__ent_state(s, (uint32_t)e);
-    return st == SS_IX_SEALED || st == SS_IX_SPILLED ? e : -ENOENT;
 }
 
 static void small_segref(ss__store *s, ss__conn *c, uint32_t slot, uint64_t off,
@@ -92,7 +72,7 @@ static int get_check(ss__store *s, ss__conn *c, const ss_id *ids, uint32_t n,
 
     *found = *maxslot = *need_fds = 0;
     for (uint32_t i = 0; i < n; i++) {
-        int64_t e = ss__get_find(s, &ids[i]);
+        int64_t e = ss__obj_find_sealed(s, &ids[i]);
         if (e < 0)
             continue;
         ss__obj *o = ss__obj_at(s, (uint32_t)e);
@@ -130,7 +110,7 @@ static uint32_t get_fill(ss__store *s, ss__conn *c, const ss_id *ids, uint32_t n
 
     memset(ge, 0, (size_t)n * sizeof(*ge));
     for (uint32_t i = 0; i < n; i++) {
-        int64_t e = ss__get_find(s, &ids[i]);
+        int64_t e = ss__obj_find_sealed(s, &ids[i]);
         segref_none(&ge[i].data);
         segref_none(&ge[i].meta);
         if (e < 0) {
@@ -212,14 +192,14 @@ static void fdw_add(ss__store *s, ss__parked *pk)
 {
     ss__conn *c = pk->c;
 
-    ss__heap_del(s, pk);
+    ss__park_timer_del(s, pk);
     pk->fdwait = true;
     pk->ready = true; /* wake-ups leave it alone */
     SS_DL_APPEND(s->fdw_head, s->fdw_tail, pk, qprev, qnext);
     c->nfdwait++;
     s->c_fd_deferred++;
     if (!c->in_paused)
-        ss__store_epoll_mod(s, c);
+        ss__conn_interest(s, c);
     ss__fd_poll_soon(s);
 }
 
@@ -241,7 +221,7 @@ void ss__req_get_complete(ss__store *s, ss__parked *pk)
         fdw_add(s, pk);
 }
 
-bool ss__fdwait_retry(ss__store *s)
+bool ss__req_get_budget(ss__store *s)
 {
     /* in order; one that still does not fit does not hold up others
      * (another client's budget may allow theirs). The tick refreshed the
@@ -276,7 +256,7 @@ static void get_defer(ss__store *s, ss__conn *c, uint32_t req_id, const ss_id *i
     fdw_add(s, pk);
 }
 
-void ss__obj_get(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+void ss__req_do_get(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 {
     const ss__req_get *rq = (const void *)(h + 1);
     const ss_id *ids = (const void *)(rq + 1);
@@ -310,10 +290,10 @@ void ss__obj_get(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
         ss__conn_reply_status(s, c, SS_MSG_GET, h->req_id, -ENOBUFS);
         return;
     }
-    uint64_t hard = ss__deadline_of(s->create_timeout_ms);
+    uint64_t hard = ss__park_deadline_of(s->create_timeout_ms);
     bool expired = nrestore && rq->timeout_ms == 0;
     ss__parked *pk = ss__parked_new(s, c, SS_PK_GET, h->req_id,
-                                    expired ? hard : ss__deadline_of(rq->timeout_ms));
+                                    expired ? hard : ss__park_deadline_of(rq->timeout_ms));
     if (!pk) {
         ss__conn_reply_status(s, c, SS_MSG_GET, h->req_id, -ENOMEM);
         return;
@@ -345,7 +325,7 @@ void ss__obj_get(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
         } else {
             w->kind = SS_WN_WAIT;
         }
-        ss__wait_link(s, w);
+        ss__park_wait_link(s, w);
     }
     pk->missing = missing;
     pk->nrestore = nrestore;
@@ -353,5 +333,5 @@ void ss__obj_get(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
     /* Last, and without touching pk: a restore that cannot even start
      * tells its waiters at once, which may answer (and free) pk. */
     for (uint32_t i = 0; i < nrestore; i++)
-        ss__restore_start(s, restore[i]);
+        ss__disk_restore_start(s, restore[i]);
 }

@@ -741,15 +741,15 @@ struct ss__store {
 
 /* ---- store_seal.c: the seal worker */
 /* Start the worker (and register its eventfd): 0 or -errno. */
-int ss__sw_start(ss__store *s);
+int ss__seal_start(ss__store *s);
 /* Queue a job (j->done set by the caller). */
-void ss__sw_submit(ss__store *s, ss__sealjob *j);
+void ss__seal_submit(ss__store *s, ss__sealjob *j);
 /* Stop the worker after it ran every queued job. */
-void ss__sw_join(ss__store *s);
+void ss__seal_join(ss__store *s);
 /* At stop: join, then run what is left (and the handlers) on this thread. */
-void ss__sw_finish(ss__store *s);
+void ss__seal_finish(ss__store *s);
 /* At close: join, free jobs never handled, the lock, the eventfd. */
-void ss__sw_fini(ss__store *s);
+void ss__seal_fini(ss__store *s);
 
 /* ---- store_conn.c: connections and the wire */
 void ss__conn_register(ss__store *s, const ss__conn_handlers *h);
@@ -781,11 +781,11 @@ int ss__conn_send(ss__store *s, ss__conn *c, const void *msg, uint32_t len,
 void ss__conn_reply_status(ss__store *s, ss__conn *c, uint16_t type, uint32_t req_id,
                            int32_t status);
 /* Push an event to every subscriber with the bit in its mask. */
-void ss__store_event(ss__store *s, uint32_t type, const ss_id *id, uint64_t size);
+void ss__conn_event(ss__store *s, uint32_t type, const ss_id *id, uint64_t size);
 /* Flush outboxes at stop (bounded wait). */
 void ss__conn_flush_all(ss__store *s, int timeout_ms);
 /* Switch c's epoll events to what it may do now (ss__conn_may_read). */
-void ss__store_epoll_mod(ss__store *s, ss__conn *c);
+void ss__conn_interest(ss__store *s, ss__conn *c);
 /* Fd budget: may a message with nfds fds go to c now? (refreshes c's
  * unread count first). Rules: a client with nothing unread may use the
  * store's whole budget (fd_hard), so a client that reads its replies is
@@ -801,7 +801,7 @@ bool ss__fd_paused(const ss__store *s, const ss__conn *c);
  * outbox or too many of its requests are parked (the kernel's queue then
  * pushes back on the client), nor while its fd budget pauses it or a
  * request of its waits for the startup scan (the scan gate). EPOLLIN is
- * on exactly when this holds (ss__store_epoll_mod). */
+ * on exactly when this holds (ss__conn_interest). */
 static inline bool ss__conn_may_read(const ss__store *s, const ss__conn *c)
 {
     return !c->broken && !c->out_head && c->nparked < SS_PARKED_MAX && !c->gated &&
@@ -812,9 +812,9 @@ void ss__fd_poll_soon(ss__store *s);
 /* Set the budget from the store's RLIMIT_NOFILE (after raising it). */
 void ss__fd_budget_init(ss__store *s);
 /* At close: close the sockets kept for unread replies. */
-void ss__lingers_close(ss__store *s);
+void ss__conn_lingers_close(ss__store *s);
 /* Heap freed that malloc may keep: trim when enough accumulated. */
-void ss__heap_freed(ss__store *s, uint64_t bytes);
+void ss__conn_heap_freed(ss__store *s, uint64_t bytes);
 /* Loop hooks (arg: the store): the listener's EMFILE backoff; the tick
  * (unread replies, deferred GETs and outboxes, lingering sockets, due
  * every few ms while anything waits; connections past the HELLO timeout);
@@ -843,32 +843,32 @@ bool ss__parked_fits(const ss__store *s, const ss__conn *c, uint64_t bytes);
 void ss__parked_charge(ss__store *s, ss__parked *pk, uint64_t bytes);
 void ss__parked_set_need(ss__store *s, ss__parked *pk, uint64_t need);
 /* ns deadline of a timeout in ms (negative: UINT64_MAX) */
-uint64_t ss__deadline_of(int64_t timeout_ms);
+uint64_t ss__park_deadline_of(int64_t timeout_ms);
 /* timer heap of parked requests (deadline_ns; heap_pos) */
-int ss__heap_add(ss__store *s, ss__parked *pk);
-void ss__heap_del(ss__store *s, ss__parked *pk);
+int ss__park_timer_add(ss__store *s, ss__parked *pk);
+void ss__park_timer_del(ss__store *s, ss__parked *pk);
 /* Link a parked GET's wait node in the waiter hash (by its id). */
-void ss__wait_link(ss__store *s, ss__waitnode *w);
+void ss__park_wait_link(ss__store *s, ss__waitnode *w);
 /* An object with this id became SEALED in memory (seal or restore): its
  * waiters are satisfied (their nodes now hold it). */
-void ss__wake_waiters(ss__store *s, const ss_id *id);
+void ss__park_wake(ss__store *s, const ss_id *id);
 /* The restore of `id` is over without bringing it back (err < 0: fail its
  * GETs with err; 0: the object is gone, its GETs wait for the id as for
  * any missing one). */
-void ss__restore_waiters_done(ss__store *s, const ss_id *id, int err);
+void ss__park_restore_done(ss__store *s, const ss_id *id, int err);
 /* The same (err < 0) for the GETs of `id` whose own timeout has passed
  * only; returns how many were failed. */
-int ss__restore_waiters_expired(ss__store *s, const ss_id *id, int err);
+int ss__park_restore_expired(ss__store *s, const ss_id *id, int err);
 /* Does a parked GET hold or await this id? */
-bool ss__id_held(const ss__store *s, const ss_id *id);
+bool ss__park_id_held(const ss__store *s, const ss_id *id);
 /* Does a parked GET wait for this id's restore? */
-bool ss__id_restore_wanted(const ss__store *s, const ss_id *id);
+bool ss__park_restore_wanted(const ss__store *s, const ss_id *id);
 
 /* ---- store_obj.c: the object table */
 int ss__obj_init(ss__store *s);
 void ss__obj_fini(ss__store *s);
 void ss__obj_register_disk(ss__store *s, const ss__obj_disk_hooks *h);
-int ss__store_charge(void *arg, int64_t delta);
+int ss__obj_charge(void *arg, int64_t delta);
 static inline ss__obj *ss__obj_at(const ss__store *s, uint32_t e)
 {
     return &s->objs[e / SS_INDEX_CHUNK_ENTRIES][e % SS_INDEX_CHUNK_ENTRIES];
@@ -908,7 +908,11 @@ void ss__obj_free(ss__store *s, uint32_t e);
 void ss__obj_detach(ss__store *s, uint32_t e, bool evicted);
 /* Free memory for about `need` bytes: true if some was freed at once
  * (retry now); spills started meanwhile free more later. */
-bool ss__reclaim(ss__store *s, uint64_t need);
+bool ss__obj_reclaim(ss__store *s, uint64_t need);
+/* The sealed (resident) entry with this id, or -ENOENT. */
+int64_t ss__obj_find_sealed(ss__store *s, const ss_id *id);
+/* A sealed entry with this id, resident or spilled, or -ENOENT. */
+int64_t ss__obj_find_stored(ss__store *s, const ss_id *id);
 /* Per-client references. */
 ss__ref *ss__ref_find(const ss__conn *c, uint32_t e);
 int ss__ref_grow(ss__conn *c);
@@ -931,59 +935,56 @@ void ss__disk_register(ss__store *s, void (*on_scan_end)(ss__store *s));
  * start indexing the objects already spilled there (the scan runs while
  * the store serves; s->scanning until it ends). A directory that cannot be
  * used turns spilling off (logged); returns 0, or -errno (no memory). */
-int ss__spill_setup(ss__store *s);
+int ss__disk_setup(ss__store *s);
 /* Stop the startup scan where it is (what it found stays indexed). */
-void ss__spill_scan_stop(ss__store *s);
+void ss__disk_scan_stop(ss__store *s);
 /* Finish what is in flight (completions applied), close the engine and
  * remove this store's directory if nothing is left in it. */
-void ss__spill_teardown(ss__store *s);
+void ss__disk_teardown(ss__store *s);
 /* After the objects were freed: the disk records. */
 void ss__disk_fini(ss__store *s);
 /* Wait for spills and restores in flight (bounded) and apply them: at stop. */
-void ss__spill_drain(ss__store *s);
+void ss__disk_drain(ss__store *s);
 /* Loop hook: spill ahead above the high-water mark. */
-void ss__spill_turn(void *arg, uint64_t now);
+void ss__disk_turn(void *arg, uint64_t now);
 /* Start spills of LRU victims until `target` bytes are on their way out
  * (demand: a request waits; keep a few spills in flight so the disk
  * overlaps one file's syncs with the next one's data); true if memory was
  * freed at once (objects whose disk copy exists). */
-bool ss__spill_more(ss__store *s, uint64_t target, bool demand);
+bool ss__disk_spill_more(ss__store *s, uint64_t target, bool demand);
 /* Start (or join) the restore of spilled entry e: 0, or -errno (it could
  * not start; its waiters were told). */
-int ss__restore_start(ss__store *s, uint32_t e);
+int ss__disk_restore_start(ss__store *s, uint32_t e);
 /* Memory was freed: retry restores waiting for it. */
-void ss__restore_retry(ss__store *s);
+void ss__disk_restore_retry(ss__store *s);
 /* A GET's own timeout passed while it waits for the restore of `id`: the
  * error to fail it with now because that restore waits for memory nothing
  * is freeing (memory full, spilling failed and paused, no spill in
  * flight): -SS_E_FULL when the spill disk is full, else the spill error;
  * 0 while memory may still come (it waits on, up to the create timeout). */
-int ss__restore_stuck(ss__store *s, const ss_id *id);
+int ss__disk_restore_stuck(ss__store *s, const ss_id *id);
 /* A deleted object's restore that still waits for memory is dropped. */
-void ss__restore_cancel(ss__store *s, uint32_t e);
+void ss__disk_restore_cancel(ss__store *s, uint32_t e);
 /* Delete e's disk copy, or only forget it when the engine is closed (the
  * store is going away: spilled files survive it). */
-void ss__spill_forget(ss__store *s, uint32_t e);
+void ss__disk_forget(ss__store *s, uint32_t e);
 /* Must a DELETE of e wait for the disk: a disk copy, a spill of it in
  * flight, or a pending removal of an older copy of its id? */
-bool ss__spill_delete_waits(const ss__store *s, uint32_t e);
+bool ss__disk_delete_waits(const ss__store *s, uint32_t e);
 /* DELETE of e, which must wait: delete its copy and answer pk (a parked
  * SS_PK_DELETE, taken over) once no record of its id can come back,
  * before e is detached. */
-void ss__spill_delete_durable(ss__store *s, uint32_t e, ss__parked *pk);
-void ss__spill_fill_stats(ss__store *s, ss_stats *st);
+void ss__disk_delete_durable(ss__store *s, uint32_t e, ss__parked *pk);
+void ss__disk_fill_stats(ss__store *s, ss_stats *st);
 
 /* ---- store_get.c: GET */
-void ss__obj_get(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+/* The request (checked by the dispatch): answered, or parked. */
+void ss__req_do_get(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
 /* A parked GET may be answered now (or waits for the fd budget). */
 void ss__req_get_complete(ss__store *s, ss__parked *pk);
 /* The budget may have room: answer GETs waiting for it, in order; true if
  * some still wait. */
-bool ss__fdwait_retry(ss__store *s);
-/* The sealed (resident) entry with this id, or -ENOENT. */
-int64_t ss__get_find(ss__store *s, const ss_id *id);
-/* A sealed entry with this id, resident or spilled, or -ENOENT. */
-int64_t ss__find_sealed_any(ss__store *s, const ss_id *id);
+bool ss__req_get_budget(ss__store *s);
 
 /* ---- store_req.c: dispatch and the other requests */
 /* Register the request layer's handlers with the layers below. */
@@ -991,8 +992,29 @@ void ss__req_init(ss__store *s);
 /* At stop, after the loop: answer held and parked requests, finish the
  * seals and the disk's work in flight. */
 void ss__req_stop(ss__store *s);
+/* Check and run one request (a message as received): the connection
+ * layer's message handler. */
+void ss__req_dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds);
+/* Request handlers (the message checked by the dispatch): each sends its
+ * reply, or parks the request. */
+void ss__req_do_create(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put);
+void ss__req_do_seal(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+void ss__req_do_abort(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+void ss__req_do_release(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+void ss__req_do_contains(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+void ss__req_do_delete(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+void ss__req_do_list(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+void ss__req_do_stats(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+/* Run a CREATE or PUT: -ENOSPC (park it; *need: bytes it lacked) or 0 when
+ * answered. */
+int ss__req_create_try(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put,
+                       uint64_t *need);
+/* A connection went away (the connection layer's departure handler):
+ * abort its unsealed objects, drop its refs, cancel its parked requests
+ * and queued seals. */
+void ss__req_conn_gone(ss__store *s, ss__conn *c);
 /* Retry parked creates (and restores waiting for memory). */
-void ss__obj_retry_creates(ss__store *s);
+void ss__req_retry_creates(ss__store *s);
 /* Loop hooks (arg: the store): the timer heap of parked requests (and the
  * slow retry tick); the scan gate's GET timeouts; retries after memory
  * was freed. */
@@ -1001,7 +1023,7 @@ void ss__req_timer_turn(void *arg, uint64_t now);
 uint64_t ss__req_gate_deadline(void *arg, uint64_t now);
 void ss__req_gate_turn(void *arg, uint64_t now);
 void ss__req_retry_turn(void *arg, uint64_t now);
-uint64_t ss__obj_bookkeeping(const ss__store *s);
-void ss__obj_fill_stats(ss__store *s, ss_stats *st);
+uint64_t ss__req_bookkeeping(const ss__store *s);
+void ss__req_fill_stats(ss__store *s, ss_stats *st);
 
 #endif /* SEALSTORE_SRC_LIB_STORE_INT_H */

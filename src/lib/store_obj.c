@@ -27,7 +27,7 @@
  * Capacity counts bytes the kernel holds for the store: object segments
  * (page-rounded, charged by the pool on take), small segments (charged by
  * the allocator per segment) and the pool's ready segments. A create that
- * does not fit asks ss__reclaim() for room: first the pool's ready memory;
+ * does not fit asks ss__obj_reclaim() for room: first the pool's ready memory;
  * then, with SEALSTORE_EVICT on, it drops unreferenced sealed objects,
  * least recently used first (the user asked for a cache that forgets:
  * eviction wins over spilling); otherwise, with spilling on, it spills
@@ -136,6 +136,28 @@ void ss__lru_push(ss__store *s, uint32_t e)
     o->flags |= SS_OBJF_ON_LRU;
 }
 
+/* Lookups: a chained entry with this id that is SEALED (in memory), or
+ * SEALED or SPILLED (stored: on disk is enough); -ENOENT otherwise. */
+int64_t ss__obj_find_sealed(ss__store *s, const ss_id *id)
+{
+    int64_t e = ss__index_find(&s->ix, id);
+
+    if (e < 0 || ss__ent_state(s, (uint32_t)e) != SS_IX_SEALED)
+        return -ENOENT;
+    return e;
+}
+
+int64_t ss__obj_find_stored(ss__store *s, const ss_id *id)
+{
+    int64_t e = ss__index_find(&s->ix, id);
+    uint32_t st;
+
+    if (e < 0)
+        return -ENOENT;
+    st = ss__ent_state(s, (uint32_t)e);
+    return st == SS_IX_SEALED || st == SS_IX_SPILLED ? e : -ENOENT;
+}
+
 /* ---------------------------------------------------------- small segments */
 
 /* The record of allocator segment `slot`, made current (a segment that was
@@ -211,7 +233,7 @@ void ss__obj_seg_free(ss__store *s, ss__seg *seg, bool writing)
     if (writing)
         ss__pool_writer_done(s->pool);
     ss__seg_destroy(seg);
-    ss__store_charge(s, -(int64_t)bytes);
+    ss__obj_charge(s, -(int64_t)bytes);
 }
 
 void ss__obj_drop_mem(ss__store *s, uint32_t e)
@@ -362,15 +384,15 @@ void ss__obj_detach(ss__store *s, uint32_t e, bool evicted)
     }
     /* GETs waiting for its restore now wait for the id like any other */
     if (spilled)
-        ss__restore_waiters_done(s, &id, 0);
+        ss__park_restore_done(s, &id, 0);
     if (evicted)
         s->c_evictions++;
-    ss__store_event(s, SS_EVENT_DELETED, &id, size);
+    ss__conn_event(s, SS_EVENT_DELETED, &id, size);
 }
 
 /* ============================================================== capacity */
 
-int ss__store_charge(void *arg, int64_t delta)
+int ss__obj_charge(void *arg, int64_t delta)
 {
     ss__store *s = arg;
 
@@ -394,7 +416,7 @@ int ss__store_charge(void *arg, int64_t delta)
  * frees later: it is asked to have enough on its way out for this request
  * and every parked one.
  */
-bool ss__reclaim(ss__store *s, uint64_t need)
+bool ss__obj_reclaim(ss__store *s, uint64_t need)
 {
     uint64_t before = atomic_load(&s->resident);
     bool progress = false;

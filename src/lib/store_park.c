@@ -28,7 +28,7 @@
  * for the store a request that would park is answered -ENOBUFS at once
  * (ss_stats.parked_requests / parked_bytes show the figures). Freed heap
  * is handed back to the kernel with malloc_trim once enough accumulated
- * (ss__heap_freed).
+ * (ss__conn_heap_freed).
  */
 #include "store_int.h"
 
@@ -71,7 +71,7 @@ static inline uint32_t wait_bucket(const ss__store *s, const ss_id *id)
     return (uint32_t)(ss__index_hash(id, s->ix.key ^ 0x5bd1e995u) & (s->wait_nbuckets - 1));
 }
 
-void ss__wait_link(ss__store *s, ss__waitnode *w)
+void ss__park_wait_link(ss__store *s, ss__waitnode *w)
 {
     uint32_t b = wait_bucket(s, &w->id);
 
@@ -96,7 +96,7 @@ static void wait_unlink(ss__store *s, ss__waitnode *w)
     w->linked = false;
 }
 
-bool ss__id_held(const ss__store *s, const ss_id *id)
+bool ss__park_id_held(const ss__store *s, const ss_id *id)
 {
     for (ss__waitnode *w = s->wait_buckets[wait_bucket(s, id)]; w; w = w->next)
         if (!memcmp(&w->id, id, sizeof(*id)))
@@ -104,7 +104,7 @@ bool ss__id_held(const ss__store *s, const ss_id *id)
     return false;
 }
 
-bool ss__id_restore_wanted(const ss__store *s, const ss_id *id)
+bool ss__park_restore_wanted(const ss__store *s, const ss_id *id)
 {
     for (ss__waitnode *w = s->wait_buckets[wait_bucket(s, id)]; w; w = w->next)
         if (w->kind == SS_WN_RESTORE && !memcmp(&w->id, id, sizeof(*id)))
@@ -114,7 +114,7 @@ bool ss__id_restore_wanted(const ss__store *s, const ss_id *id)
 
 /* ======================================================= parked requests */
 
-uint64_t ss__deadline_of(int64_t timeout_ms)
+uint64_t ss__park_deadline_of(int64_t timeout_ms)
 {
     if (timeout_ms < 0)
         return UINT64_MAX;
@@ -125,7 +125,7 @@ void ss__parked_free(ss__store *s, ss__parked *pk)
 {
     ss__conn *c = pk->c;
 
-    ss__heap_del(s, pk);
+    ss__park_timer_del(s, pk);
     if (pk->type == SS_PK_DELETE)
         s->park_unpark(s, pk);
     for (uint32_t i = 0; pk->w && i < pk->n; i++)
@@ -155,12 +155,12 @@ void ss__parked_free(ss__store *s, ss__parked *pk)
     s->nparked--;
     c->parked_bytes -= pk->bytes;
     s->parked_bytes -= pk->bytes;
-    ss__heap_freed(s, pk->bytes);
+    ss__conn_heap_freed(s, pk->bytes);
     free(pk->w);
     free(pk->msg);
     free(pk);
     if (c->in_paused && !c->dead && c->nparked < SS_PARKED_MAX)
-        ss__store_epoll_mod(s, c);
+        ss__conn_interest(s, c);
 }
 
 /* Heap a parked request holds: itself, plus `extra` (ids, wait nodes, a
@@ -197,7 +197,7 @@ ss__parked *ss__parked_new(ss__store *s, ss__conn *c, int type, uint32_t req_id,
     pk->heap_pos = UINT32_MAX;
     pk->deadline_ns = deadline_ns;
     pk->hard_deadline_ns = UINT64_MAX;
-    if (deadline_ns != UINT64_MAX && ss__heap_add(s, pk) < 0) {
+    if (deadline_ns != UINT64_MAX && ss__park_timer_add(s, pk) < 0) {
         free(pk);
         return NULL;
     }
@@ -209,7 +209,7 @@ ss__parked *ss__parked_new(ss__store *s, ss__conn *c, int type, uint32_t req_id,
     s->nparked++;
     ss__parked_charge(s, pk, ss__parked_cost(0));
     if (c->nparked >= SS_PARKED_MAX)
-        ss__store_epoll_mod(s, c); /* stop reading until some complete */
+        ss__conn_interest(s, c); /* stop reading until some complete */
     return pk;
 }
 
@@ -261,7 +261,7 @@ static void heap_down(ss__store *s, uint32_t i)
     }
 }
 
-int ss__heap_add(ss__store *s, ss__parked *pk)
+int ss__park_timer_add(ss__store *s, ss__parked *pk)
 {
     if (SS_ARRAY_RESERVE(s->heap, s->heap_cap, s->heap_len + 1, 64) < 0)
         return -ENOMEM;
@@ -271,7 +271,7 @@ int ss__heap_add(ss__store *s, ss__parked *pk)
     return 0;
 }
 
-void ss__heap_del(ss__store *s, ss__parked *pk)
+void ss__park_timer_del(ss__store *s, ss__parked *pk)
 {
     uint32_t i = pk->heap_pos;
 
@@ -316,7 +316,7 @@ static void add_ready(ss__parked **list, ss__parked *pk)
     *list = pk;
 }
 
-void ss__wake_waiters(ss__store *s, const ss_id *id)
+void ss__park_wake(ss__store *s, const ss_id *id)
 {
     ss__parked *ready = NULL;
 
@@ -357,12 +357,12 @@ static int restore_waiters(ss__store *s, const ss_id *id, int err, bool expired_
     return n;
 }
 
-void ss__restore_waiters_done(ss__store *s, const ss_id *id, int err)
+void ss__park_restore_done(ss__store *s, const ss_id *id, int err)
 {
     restore_waiters(s, id, err, false);
 }
 
-int ss__restore_waiters_expired(ss__store *s, const ss_id *id, int err)
+int ss__park_restore_expired(ss__store *s, const ss_id *id, int err)
 {
     return restore_waiters(s, id, err, true);
 }

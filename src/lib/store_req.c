@@ -104,13 +104,13 @@ static bool scan_gate(ss__store *s, ss__conn *c, const void *buf, size_t len, un
     c->gated_nfds = nfds;
     c->gated_deadline = UINT64_MAX;
     if (h->type == SS_MSG_GET)
-        c->gated_deadline = ss__deadline_of(((const ss__req_get *)(h + 1))->timeout_ms);
-    ss__store_epoll_mod(s, c); /* not read until the request is answered */
+        c->gated_deadline = ss__park_deadline_of(((const ss__req_get *)(h + 1))->timeout_ms);
+    ss__conn_interest(s, c); /* not read until the request is answered */
     return true;
 }
 
 /* Run c's held request now: a GET gets what is left of its timeout. */
-static void dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds);
+void ss__req_dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds);
 
 static void gate_run(ss__store *s, ss__conn *c, uint64_t now)
 {
@@ -125,9 +125,9 @@ static void gate_run(ss__store *s, ss__conn *c, uint64_t now)
                                  ? (int64_t)((c->gated_deadline - now + 999999) / 1000000)
                                  : 0;
     }
-    dispatch(s, c, h, c->gated_len, c->gated_nfds);
+    ss__req_dispatch(s, c, h, c->gated_len, c->gated_nfds);
     free(h);
-    ss__store_epoll_mod(s, c);
+    ss__conn_interest(s, c);
 }
 
 /* The scan is over (the disk glue cleared `scanning`), or the store
@@ -299,7 +299,7 @@ static int create_fit(ss__store *s, const create_args *a, uint32_t *e, uint64_t 
     for (;;) {
         *need = 0;
         rc = create_mem(s, a, e, need);
-        if (rc != -ENOSPC || a->size > s->capacity || !ss__reclaim(s, *need))
+        if (rc != -ENOSPC || a->size > s->capacity || !ss__obj_reclaim(s, *need))
             return rc;
     }
 }
@@ -327,7 +327,7 @@ static void args_of(const ss__msg_hdr *h, bool put, create_args *a)
     }
 }
 
-int ss__obj_create_run(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put,
+int ss__req_create_try(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put,
                        uint64_t *need)
 {
     create_args a;
@@ -390,11 +390,11 @@ int ss__obj_create_run(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put
 
 /* ======================================================= CREATE parking */
 
-void ss__obj_create(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put)
+void ss__req_do_create(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put)
 {
     uint64_t need = 0;
 
-    if (ss__obj_create_run(s, c, h, put, &need) != -ENOSPC)
+    if (ss__req_create_try(s, c, h, put, &need) != -ENOSPC)
         return;
     if (s->create_timeout_ms == 0 || s->loop.stopping || c->nparked >= SS_PARKED_MAX) {
         ss__conn_reply_status(s, c, h->type, h->req_id, -ENOSPC);
@@ -405,7 +405,7 @@ void ss__obj_create(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put)
         return;
     }
     ss__parked *pk = ss__parked_new(s, c, put ? SS_PK_PUT : SS_PK_CREATE, h->req_id,
-                                    ss__deadline_of(s->create_timeout_ms));
+                                    ss__park_deadline_of(s->create_timeout_ms));
     void *copy = pk ? malloc(h->len) : NULL;
     if (!copy) {
         if (pk)
@@ -422,17 +422,17 @@ void ss__obj_create(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put)
     s->c_waits++;
 }
 
-void ss__obj_retry_creates(ss__store *s)
+void ss__req_retry_creates(ss__store *s)
 {
     s->retry_creates = false;
     /* restores first: a GET of a found object is waiting on each */
     if (s->rq_head)
-        ss__restore_retry(s);
+        ss__disk_restore_retry(s);
     for (ss__parked *pk = s->cq_head, *nx; pk; pk = nx) {
         nx = pk->qnext;
         const ss__msg_hdr *h = pk->msg;
         uint64_t need = 0;
-        if (ss__obj_create_run(s, pk->c, h, pk->type == SS_PK_PUT, &need) == -ENOSPC) {
+        if (ss__req_create_try(s, pk->c, h, pk->type == SS_PK_PUT, &need) == -ENOSPC) {
             ss__parked_set_need(s, pk, need);
             continue;
         }
@@ -455,8 +455,8 @@ static void publish(ss__store *s, uint32_t e)
     if (o->refs == 0)
         ss__lru_push(s, e);
     ss_id id = en->id;
-    ss__store_event(s, SS_EVENT_SEALED, &id, en->size);
-    ss__wake_waiters(s, &id);
+    ss__conn_event(s, SS_EVENT_SEALED, &id, en->size);
+    ss__park_wake(s, &id);
 }
 
 /* A seal succeeded: publish, drop the creator's reference on this object
@@ -512,10 +512,10 @@ static void seal_submit(ss__store *s, ss__sealjob *j)
 {
     j->c->seal_busy = true;
     j->done = seal_job_done;
-    ss__sw_submit(s, j);
+    ss__seal_submit(s, j);
 }
 
-void ss__obj_seal(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+void ss__req_do_seal(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 {
     const ss__req_seal *rq = (const void *)(h + 1);
     int64_t e = own_created(s, c, &rq->id);
@@ -614,7 +614,7 @@ static void seal_job_done(ss__store *s, ss__sealjob *j)
     }
 }
 
-void ss__obj_abort(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+void ss__req_do_abort(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 {
     const ss__req_id *rq = (const void *)(h + 1);
     int64_t e = own_created(s, c, &rq->id);
@@ -633,7 +633,7 @@ void ss__obj_abort(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 
 /* ================================================ RELEASE, CONTAINS, DELETE */
 
-void ss__obj_release(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+void ss__req_do_release(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 {
     const ss__req_release *rq = (const void *)(h + 1);
     const ss_id *ids = (const void *)(rq + 1);
@@ -650,19 +650,19 @@ void ss__obj_release(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
         s->c_releases++;
     }
     if (s->retry_creates && (s->cq_head || s->rq_head))
-        ss__obj_retry_creates(s);
+        ss__req_retry_creates(s);
 }
 
-void ss__obj_contains(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+void ss__req_do_contains(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 {
     const ss__req_id *rq = (const void *)(h + 1);
 
     /* a spilled object is found from the index alone: no I/O */
     ss__conn_reply_status(s, c, SS_MSG_CONTAINS, h->req_id,
-                          ss__find_sealed_any(s, &rq->id) >= 0 ? 1 : 0);
+                          ss__obj_find_stored(s, &rq->id) >= 0 ? 1 : 0);
 }
 
-void ss__obj_delete(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+void ss__req_do_delete(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 {
     const ss__req_id *rq = (const void *)(h + 1);
     int64_t e = ss__index_find(&s->ix, &rq->id);
@@ -674,7 +674,7 @@ void ss__obj_delete(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
     else if (ss__ent_state(s, (uint32_t)e) != SS_IX_SEALED &&
              ss__ent_state(s, (uint32_t)e) != SS_IX_SPILLED)
         rc = -EBUSY;
-    else if (ss__spill_delete_waits(s, (uint32_t)e) &&
+    else if (ss__disk_delete_waits(s, (uint32_t)e) &&
              !(pk = ss__parked_new(s, c, SS_PK_DELETE, h->req_id, UINT64_MAX)))
         rc = -ENOMEM;
     else {
@@ -682,19 +682,19 @@ void ss__obj_delete(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
          * answered once no record of it can come back (the protocol is
          * beside ss__spop) */
         if (pk)
-            ss__spill_delete_durable(s, (uint32_t)e, pk);
+            ss__disk_delete_durable(s, (uint32_t)e, pk);
         ss__obj_detach(s, (uint32_t)e, false);
         s->c_deletes++;
     }
     if (!pk)
         ss__conn_reply_status(s, c, SS_MSG_DELETE, h->req_id, rc);
     if (s->retry_creates && (s->cq_head || s->rq_head))
-        ss__obj_retry_creates(s);
+        ss__req_retry_creates(s);
 }
 
 /* ============================================================ LIST, STATS */
 
-void ss__obj_list(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+void ss__req_do_list(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 {
     const ss__req_list *rq = (const void *)(h + 1);
     ss__msg_hdr *oh = (ss__msg_hdr *)s->obuf;
@@ -741,14 +741,14 @@ void ss__obj_list(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
     ss__conn_send(s, c, s->obuf, len, NULL, 0);
 }
 
-uint64_t ss__obj_bookkeeping(const ss__store *s)
+uint64_t ss__req_bookkeeping(const ss__store *s)
 {
     return ss__index_bytes(&s->ix) + (uint64_t)s->ix.high * sizeof(ss__obj) +
            (uint64_t)s->disk_cap * sizeof(ss__diskloc) +
            (uint64_t)s->ops_cap * sizeof(ss__spop);
 }
 
-void ss__obj_fill_stats(ss__store *s, ss_stats *st)
+void ss__req_fill_stats(ss__store *s, ss_stats *st)
 {
     ss__salloc_stats sa;
     ss__pool_stats ps;
@@ -793,21 +793,21 @@ void ss__obj_fill_stats(ss__store *s, ss_stats *st)
     st->waits = s->c_waits;
     st->wait_timeouts = s->c_wait_timeouts;
     st->protocol_errors = s->c_proto_errors;
-    st->bookkeeping_bytes = ss__obj_bookkeeping(s);
+    st->bookkeeping_bytes = ss__req_bookkeeping(s);
     st->parked_requests = s->nparked;
     st->parked_bytes = s->parked_bytes;
     st->fd_deferred = s->c_fd_deferred;
-    ss__spill_fill_stats(s, st);
+    ss__disk_fill_stats(s, st);
 }
 
-void ss__obj_stats(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+void ss__req_do_stats(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 {
     struct {
         ss__msg_hdr h;
         ss_stats st;
     } m;
 
-    ss__obj_fill_stats(s, &m.st);
+    ss__req_fill_stats(s, &m.st);
     ss__proto_hdr(&m.h, SS_MSG_STATS, h->req_id, sizeof(m), 0, SS_MSGF_REPLY);
     ss__conn_send(s, c, &m, sizeof(m), NULL, 0);
 }
@@ -815,7 +815,7 @@ void ss__obj_stats(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 /* ============================================================== dispatch */
 
 /* Check and run one request (a message as received). */
-static void dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds)
+void ss__req_dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds)
 {
     int type = ss__proto_check_request(buf, len, nfds);
     const ss__msg_hdr *h = buf;
@@ -843,34 +843,34 @@ static void dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, uns
         hello(s, c, h);
         break;
     case SS_MSG_CREATE:
-        ss__obj_create(s, c, h, false);
+        ss__req_do_create(s, c, h, false);
         break;
     case SS_MSG_PUT:
-        ss__obj_create(s, c, h, true);
+        ss__req_do_create(s, c, h, true);
         break;
     case SS_MSG_SEAL:
-        ss__obj_seal(s, c, h);
+        ss__req_do_seal(s, c, h);
         break;
     case SS_MSG_ABORT:
-        ss__obj_abort(s, c, h);
+        ss__req_do_abort(s, c, h);
         break;
     case SS_MSG_GET:
-        ss__obj_get(s, c, h);
+        ss__req_do_get(s, c, h);
         break;
     case SS_MSG_RELEASE:
-        ss__obj_release(s, c, h);
+        ss__req_do_release(s, c, h);
         break;
     case SS_MSG_CONTAINS:
-        ss__obj_contains(s, c, h);
+        ss__req_do_contains(s, c, h);
         break;
     case SS_MSG_DELETE:
-        ss__obj_delete(s, c, h);
+        ss__req_do_delete(s, c, h);
         break;
     case SS_MSG_LIST:
-        ss__obj_list(s, c, h);
+        ss__req_do_list(s, c, h);
         break;
     case SS_MSG_STATS:
-        ss__obj_stats(s, c, h);
+        ss__req_do_stats(s, c, h);
         break;
     case SS_MSG_SUBSCRIBE:
         subscribe(s, c, h);
@@ -886,7 +886,7 @@ static void dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, uns
 /* A connection went away (registered with the connection layer): abort
  * its unsealed objects, drop its refs, cancel its parked requests and
  * queued seals. */
-static void conn_gone(ss__store *s, ss__conn *c)
+void ss__req_conn_gone(ss__store *s, ss__conn *c)
 {
     while (c->parked)
         ss__parked_free(s, c->parked);
@@ -900,7 +900,7 @@ static void conn_gone(ss__store *s, ss__conn *c)
     c->seal_queue = c->seal_tail = NULL;
     ss__ref_drop_all(s, c);
     if ((s->cq_head || s->rq_head) && s->retry_creates)
-        ss__obj_retry_creates(s);
+        ss__req_retry_creates(s);
 }
 
 /* ================================================================ timers */
@@ -930,7 +930,7 @@ void ss__req_timer_turn(void *arg, uint64_t now)
     ss__store *s = arg;
 
     if (s->cq_head || s->rq_head)
-        ss__obj_retry_creates(s);
+        ss__req_retry_creates(s);
     while (s->heap_len && s->heap[0]->deadline_ns <= now) {
         ss__parked *pk = s->heap[0];
         if (pk->type == SS_PK_GET && pk->nrestore && !pk->expired) {
@@ -941,15 +941,15 @@ void ss__req_timer_turn(void *arg, uint64_t now)
             int err = 0;
             for (uint32_t i = 0; i < pk->n && !err; i++)
                 if (pk->w[i].kind == SS_WN_RESTORE)
-                    err = ss__restore_stuck(s, &pk->w[i].id);
+                    err = ss__disk_restore_stuck(s, &pk->w[i].id);
             if (err) {
                 ss__conn_reply_status(s, pk->c, SS_MSG_GET, pk->req_id, err);
                 ss__parked_free(s, pk);
                 continue;
             }
-            ss__heap_del(s, pk);
+            ss__park_timer_del(s, pk);
             pk->deadline_ns = pk->hard_deadline_ns;
-            if (pk->deadline_ns != UINT64_MAX && ss__heap_add(s, pk) < 0) {
+            if (pk->deadline_ns != UINT64_MAX && ss__park_timer_add(s, pk) < 0) {
                 ss__conn_reply_status(s, pk->c, SS_MSG_GET, pk->req_id, -ENOMEM);
                 ss__parked_free(s, pk);
             }
@@ -999,14 +999,14 @@ void ss__req_stop(ss__store *s)
         }
     /* before the worker goes: a finished restore still needs its seal;
      * deletes made durable meanwhile are answered */
-    ss__spill_drain(s);
+    ss__disk_drain(s);
     for (ss__conn *c = s->conns; c; c = c->next)
         while (c->parked) {
             /* a DELETE the disk did not finish in time */
             ss__conn_reply_status(s, c, SS_MSG_DELETE, c->parked->req_id, -ETIMEDOUT);
             ss__parked_free(s, c->parked);
         }
-    ss__sw_finish(s);
+    ss__seal_finish(s);
 }
 
 /* Loop hook: parked creates and restores retry once memory was freed. */
@@ -1016,7 +1016,7 @@ void ss__req_retry_turn(void *arg, uint64_t now)
 
     (void)now;
     if (s->retry_creates && (s->cq_head || s->rq_head))
-        ss__obj_retry_creates(s);
+        ss__req_retry_creates(s);
 }
 
 /* ================================================================ wiring */
@@ -1024,9 +1024,9 @@ void ss__req_retry_turn(void *arg, uint64_t now)
 void ss__req_init(ss__store *s)
 {
     static const ss__conn_handlers conn = {
-        .message = dispatch,
-        .gone = conn_gone,
-        .budget = ss__fdwait_retry,
+        .message = ss__req_dispatch,
+        .gone = ss__req_conn_gone,
+        .budget = ss__req_get_budget,
     };
 
     ss__conn_register(s, &conn);

@@ -96,7 +96,7 @@ static void seal_event(void *arg, uint32_t events)
     seal_done(s);
 }
 
-int ss__sw_start(ss__store *s)
+int ss__seal_start(ss__store *s)
 {
     int rc;
 
@@ -122,7 +122,7 @@ int ss__sw_start(ss__store *s)
     return 0;
 }
 
-void ss__sw_submit(ss__store *s, ss__sealjob *j)
+void ss__seal_submit(ss__store *s, ss__sealjob *j)
 {
     pthread_mutex_lock(&s->sw_lock);
     j->next = NULL;
@@ -136,7 +136,7 @@ void ss__sw_submit(ss__store *s, ss__sealjob *j)
     pthread_mutex_unlock(&s->sw_lock);
 }
 
-void ss__sw_join(ss__store *s)
+void ss__seal_join(ss__store *s)
 {
     if (!s->sw_started)
         return;
@@ -148,11 +148,11 @@ void ss__sw_join(ss__store *s)
     s->sw_started = false;
 }
 
-void ss__sw_finish(ss__store *s)
+void ss__seal_finish(ss__store *s)
 {
     if (!s->sw_started)
         return;
-    ss__sw_join(s);
+    ss__seal_join(s);
     /* queued seals of each client go through one by one, run here */
     for (;;) {
         seal_done(s);
@@ -173,9 +173,9 @@ void ss__sw_finish(ss__store *s)
     }
 }
 
-void ss__sw_fini(ss__store *s)
+void ss__seal_fini(ss__store *s)
 {
-    ss__sw_join(s);
+    ss__seal_join(s);
     for (ss__sealjob *j = s->sw_todo, *nx; j; j = nx) {
         nx = j->next;
         free(j);
