@@ -200,18 +200,18 @@ static int lock_take(const char *lock_path)
 }
 
 /* Bind and listen in a private directory, fix mode and group, then rename
- * over s->path (which replaces a stale socket atomically). */
+ * over s->bind.path (which replaces a stale socket atomically). */
 static int bind_fresh(ss__store *s)
 {
     char tmpl[PATH_MAX], bindp[108];
-    const char *slash = strrchr(s->path, '/');
+    const char *slash = strrchr(s->bind.path, '/');
     int dfd = -1, fd = -1, rc;
     struct sockaddr_un a;
     bool made_dir = false, bound = false;
 
     if (slash)
-        rc = snprintf(tmpl, sizeof(tmpl), "%.*s/.sealstore-XXXXXX", (int)(slash - s->path),
-                      s->path);
+        rc = snprintf(tmpl, sizeof(tmpl), "%.*s/.sealstore-XXXXXX", (int)(slash - s->bind.path),
+                      s->bind.path);
     else
         rc = snprintf(tmpl, sizeof(tmpl), ".sealstore-XXXXXX");
     if (rc < 0 || (size_t)rc >= sizeof(tmpl))
@@ -246,11 +246,11 @@ static int bind_fresh(ss__store *s)
         goto out;
     }
     bound = true;
-    if (s->has_group && fchownat(dfd, "s", (uid_t)-1, s->group, 0) < 0) {
+    if (s->conn.has_group && fchownat(dfd, "s", (uid_t)-1, s->conn.group, 0) < 0) {
         rc = -errno;
         goto out;
     }
-    if (fchmodat(dfd, "s", s->has_group ? 0660 : 0600, 0) < 0) {
+    if (fchmodat(dfd, "s", s->conn.has_group ? 0660 : 0600, 0) < 0) {
         rc = -errno;
         goto out;
     }
@@ -258,18 +258,18 @@ static int bind_fresh(ss__store *s)
         rc = -errno;
         goto out;
     }
-    if (renameat(dfd, "s", AT_FDCWD, s->path) < 0) {
+    if (renameat(dfd, "s", AT_FDCWD, s->bind.path) < 0) {
         rc = -errno;
         goto out;
     }
     bound = false;
     struct stat st;
-    if (stat(s->path, &st) == 0) {
-        s->sock_dev = st.st_dev;
-        s->sock_ino = st.st_ino;
+    if (stat(s->bind.path, &st) == 0) {
+        s->bind.sock_dev = st.st_dev;
+        s->bind.sock_ino = st.st_ino;
     }
-    s->listen_fd = fd;
-    s->bound = true;
+    s->bind.listen_fd = fd;
+    s->bind.bound = true;
     fd = -1;
     rc = 0;
 out:
@@ -289,26 +289,26 @@ static int bind_socket(ss__store *s)
     struct stat st;
     int lock, rc;
 
-    lock = lock_take(s->lock_path);
+    lock = lock_take(s->bind.lock_path);
     if (lock < 0) {
-        ss__log_error("store: cannot lock %s: %s", s->lock_path, ss_strerror(lock));
+        ss__log_error("store: cannot lock %s: %s", s->bind.lock_path, ss_strerror(lock));
         return lock == -EBUSY ? -EADDRINUSE : lock;
     }
-    if (lstat(s->path, &st) == 0) {
+    if (lstat(s->bind.path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode)) {
-            ss__log_error("store: %s exists and is not a socket: not replacing it", s->path);
+            ss__log_error("store: %s exists and is not a socket: not replacing it", s->bind.path);
             rc = -EEXIST;
             goto out;
         }
-        rc = probe_live(s->path);
+        rc = probe_live(s->bind.path);
         if (rc != 0) {
             if (rc < 0)
-                ss__log_error("store: cannot tell whether %s is served (%s)", s->path,
+                ss__log_error("store: cannot tell whether %s is served (%s)", s->bind.path,
                               ss_strerror(rc));
             rc = -EADDRINUSE;
             goto out;
         }
-        ss__log_info("store: replacing stale socket %s", s->path);
+        ss__log_info("store: replacing stale socket %s", s->bind.path);
     } else if (errno != ENOENT) {
         rc = -errno;
         goto out;
@@ -327,14 +327,14 @@ static void unbind_socket(ss__store *s)
     struct stat st;
     int lock;
 
-    if (!s->bound)
+    if (!s->bind.bound)
         return;
-    s->bound = false;
-    lock = lock_take(s->lock_path);
-    if (stat(s->path, &st) == 0 && st.st_ino == s->sock_ino && st.st_dev == s->sock_dev)
-        unlink(s->path);
+    s->bind.bound = false;
+    lock = lock_take(s->bind.lock_path);
+    if (stat(s->bind.path, &st) == 0 && st.st_ino == s->bind.sock_ino && st.st_dev == s->bind.sock_dev)
+        unlink(s->bind.path);
     if (lock >= 0) {
-        unlink(s->lock_path);
+        unlink(s->bind.lock_path);
         flock(lock, LOCK_UN);
         close(lock);
     }
@@ -363,7 +363,7 @@ static int resolve_group(ss__store *s)
         return 0;
     int rc = getgrnam_r(name, &gr, buf, sizeof(buf), &res);
     if (rc == 0 && res) {
-        s->group = res->gr_gid;
+        s->conn.group = res->gr_gid;
     } else {
         char *end;
         unsigned long g = strtoul(name, &end, 10);
@@ -371,9 +371,9 @@ static int resolve_group(ss__store *s)
             ss__log_error("store: SEALSTORE_SOCKET_GROUP: no group '%s'", name);
             return -EINVAL;
         }
-        s->group = (gid_t)g;
+        s->conn.group = (gid_t)g;
     }
-    s->has_group = true;
+    s->conn.has_group = true;
     return 0;
 }
 
@@ -381,30 +381,30 @@ static int memory_open(ss__store *s)
 {
     int rc;
 
-    s->capacity = ss__opt_size(SS_OPT_CAPACITY);
-    if (s->capacity == 0) {
+    s->mem.capacity = ss__opt_size(SS_OPT_CAPACITY);
+    if (s->mem.capacity == 0) {
         long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
-        s->capacity = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz / 2 : SS_GiB;
+        s->mem.capacity = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz / 2 : SS_GiB;
     }
-    s->small_max = ss__opt_size(SS_OPT_SMALL_MAX);
-    if (s->small_max > SS_PROTO_MAX_INLINE) {
+    s->mem.small_max = ss__opt_size(SS_OPT_SMALL_MAX);
+    if (s->mem.small_max > SS_PROTO_MAX_INLINE) {
         ss__log_warn("store: SEALSTORE_SMALL_MAX=%llu is over %u: using %u",
-                     (unsigned long long)s->small_max, SS_PROTO_MAX_INLINE,
+                     (unsigned long long)s->mem.small_max, SS_PROTO_MAX_INLINE,
                      SS_PROTO_MAX_INLINE);
-        s->small_max = SS_PROTO_MAX_INLINE;
+        s->mem.small_max = SS_PROTO_MAX_INLINE;
     }
-    s->hugepages = ss__opt_hugepages();
-    s->numa_policy = ss__opt_numa();
-    s->create_timeout_ms = ss__store_opt_create_timeout();
-    s->evict = ss__store_opt_evict();
+    s->mem.hugepages = ss__opt_hugepages();
+    s->mem.numa_policy = ss__opt_numa();
+    s->mem.create_timeout_ms = ss__store_opt_create_timeout();
+    s->mem.evict = ss__store_opt_evict();
 
-    if (s->numa_policy.mode != SS_NUMA_OFF) {
-        rc = ss__numa_open(&s->numa);
+    if (s->mem.numa_policy.mode != SS_NUMA_OFF) {
+        rc = ss__numa_open(&s->mem.numa);
         if (rc < 0) {
             ss__log_warn("store: NUMA topology unavailable (%s): no placement",
                          ss_strerror(rc));
-            s->numa = NULL;
-        } else if (ss__numa_place(s->numa, &s->numa_policy, -1) < 0) {
+            s->mem.numa = NULL;
+        } else if (ss__numa_place(s->mem.numa, &s->mem.numa_policy, -1) < 0) {
             ss__log_error("store: SEALSTORE_NUMA names a node this machine lacks");
             return -EINVAL;
         }
@@ -412,7 +412,7 @@ static int memory_open(ss__store *s)
     /* An explicit backing is a requirement: one that cannot be had fails
      * the start, not every create after it. */
     char why[400], opts[3][64];
-    rc = ss__backing_require(s->hugepages, why, sizeof(why));
+    rc = ss__backing_require(s->mem.hugepages, why, sizeof(why));
     if (rc < 0) {
         ss_option_get(SS_OPT_HUGEPAGES, opts[0], sizeof(opts[0]));
         ss__log_error("store: SEALSTORE_HUGEPAGES=%s cannot be had: %s", opts[0], why);
@@ -420,9 +420,9 @@ static int memory_open(ss__store *s)
     }
     ss__salloc_params sp = {
         .segment_size = ss__opt_size(SS_OPT_SMALL_SEGMENT),
-        .max_size = s->small_max,
-        .hugepages = s->hugepages,
-        .numa = s->numa,
+        .max_size = s->mem.small_max,
+        .hugepages = s->mem.hugepages,
+        .numa = s->mem.numa,
         .charge = ss__obj_charge,
         .charge_arg = s,
     };
@@ -436,7 +436,7 @@ static int memory_open(ss__store *s)
                       opts[0], opts[1], opts[2], bad);
         return -EINVAL;
     }
-    rc = ss__salloc_create(&s->salloc, &sp);
+    rc = ss__salloc_create(&s->mem.salloc, &sp);
     if (rc < 0) {
         ss__log_error("store: small allocator: %s", ss_strerror(rc));
         return rc;
@@ -444,16 +444,16 @@ static int memory_open(ss__store *s)
     ss__pool_params pp = {
         .budget = ss__opt_size(SS_OPT_POOL_SIZE),
         .classes = ss__opt_sizelist(SS_OPT_POOL_CLASSES),
-        .hugepages = s->hugepages,
-        .numa = s->numa,
+        .hugepages = s->mem.hugepages,
+        .numa = s->mem.numa,
         .charge = ss__obj_charge,
         .charge_arg = s,
-        .node = s->numa ? ss__numa_place(s->numa, &s->numa_policy, -1) : SS_NODE_ANY,
+        .node = s->mem.numa ? ss__numa_place(s->mem.numa, &s->mem.numa_policy, -1) : SS_NODE_ANY,
     };
     /* the pool never takes more than a quarter of capacity from objects */
-    if (pp.budget > s->capacity / 4)
-        pp.budget = s->capacity / 4;
-    rc = ss__pool_start(&s->pool, &pp);
+    if (pp.budget > s->mem.capacity / 4)
+        pp.budget = s->mem.capacity / 4;
+    rc = ss__pool_start(&s->mem.pool, &pp);
     if (rc < 0) {
         ss__log_error("store: populator: %s", ss_strerror(rc));
         return rc;
@@ -466,7 +466,7 @@ static void stop_event(void *arg, uint32_t events)
 {
     ss__store *s = arg;
     uint64_t v;
-    ssize_t n = read(s->stop_efd, &v, sizeof(v));
+    ssize_t n = read(s->bind.stop_efd, &v, sizeof(v));
 
     (void)n;
     (void)events;
@@ -480,7 +480,7 @@ static uint64_t windows_deadline(void *arg, uint64_t now)
 {
     ss__store *s = arg;
 
-    return ss__salloc_write_close(s->salloc, now, false);
+    return ss__salloc_write_close(s->mem.salloc, now, false);
 }
 
 /* The loop's turn hooks, in the order each turn runs them (deadlines are
@@ -507,15 +507,15 @@ static int loop_open(ss__store *s)
 
     if (rc < 0)
         return rc;
-    s->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (s->stop_efd < 0)
+    s->bind.stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s->bind.stop_efd < 0)
         return -errno;
-    if ((rc = ss__loop_add(&s->loop, &s->stop_ev, s->stop_efd, EPOLLIN, stop_event, s)) < 0)
+    if ((rc = ss__loop_add(&s->loop, &s->bind.stop_ev, s->bind.stop_efd, EPOLLIN, stop_event, s)) < 0)
         return rc;
     for (unsigned i = 0; i < SS_STORE_HOOKS; i++) {
-        s->hooks[i] = (ss__loop_hook){ .deadline = store_hooks[i].deadline,
+        s->bind.hooks[i] = (ss__loop_hook){ .deadline = store_hooks[i].deadline,
                                        .turn = store_hooks[i].turn, .arg = s };
-        ss__loop_hook_add(&s->loop, &s->hooks[i]);
+        ss__loop_hook_add(&s->loop, &s->bind.hooks[i]);
     }
     return 0;
 }
@@ -530,40 +530,40 @@ int ss__store_open(ss__store **out, const char *socket_path, unsigned flags)
     s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
-    s->flags = flags;
-    s->listen_fd = s->loop.epfd = s->stop_efd = s->seal_efd = -1;
-    s->uid = geteuid();
+    s->bind.flags = flags;
+    s->bind.listen_fd = s->loop.epfd = s->bind.stop_efd = s->seal.efd = -1;
+    s->conn.uid = geteuid();
     if (socket_path) {
-        if (strlen(socket_path) >= sizeof(s->path)) {
+        if (strlen(socket_path) >= sizeof(s->bind.path)) {
             rc = -EINVAL;
             goto fail;
         }
-        strcpy(s->path, socket_path);
-    } else if ((rc = ss__default_socket_path(s->path, sizeof(s->path))) < 0) {
+        strcpy(s->bind.path, socket_path);
+    } else if ((rc = ss__default_socket_path(s->bind.path, sizeof(s->bind.path))) < 0) {
         goto fail;
     }
-    if (!s->path[0]) {
+    if (!s->bind.path[0]) {
         rc = -EINVAL;
         goto fail;
     }
-    snprintf(s->lock_path, sizeof(s->lock_path), "%s.lock", s->path);
-    if (getrandom(&s->store_id, sizeof(s->store_id), GRND_NONBLOCK) != sizeof(s->store_id))
-        s->store_id = ss__now_ns() ^ ((uint64_t)getpid() << 32);
+    snprintf(s->bind.lock_path, sizeof(s->bind.lock_path), "%s.lock", s->bind.path);
+    if (getrandom(&s->bind.store_id, sizeof(s->bind.store_id), GRND_NONBLOCK) != sizeof(s->bind.store_id))
+        s->bind.store_id = ss__now_ns() ^ ((uint64_t)getpid() << 32);
     raise_nofile();
     ss__fd_budget_init(s);
-    s->hello_timeout_ns = (uint64_t)(ss__g_limits.hello_timeout_ms ? ss__g_limits.hello_timeout_ms
+    s->hs.hello_timeout_ns = (uint64_t)(ss__g_limits.hello_timeout_ms ? ss__g_limits.hello_timeout_ms
                                                                    : SS_HELLO_TIMEOUT_MS) *
                           1000000ull;
-    s->hello_pending_max = ss__g_limits.hello_pending_max ? ss__g_limits.hello_pending_max
+    s->hs.hello_pending_max = ss__g_limits.hello_pending_max ? ss__g_limits.hello_pending_max
                                                           : SS_HELLO_PENDING_MAX;
-    s->parked_bytes_max = ss__g_limits.parked_bytes_max ? ss__g_limits.parked_bytes_max
+    s->park.parked_bytes_max = ss__g_limits.parked_bytes_max ? ss__g_limits.parked_bytes_max
                                                         : SS_PARKED_BYTES_MAX;
-    s->parked_client_max = ss__g_limits.parked_client_max ? ss__g_limits.parked_client_max
+    s->park.parked_client_max = ss__g_limits.parked_client_max ? ss__g_limits.parked_client_max
                                                           : SS_PARKED_CLIENT_MAX;
 
-    s->obuf = malloc(SS_PROTO_MAX_MSG);
-    s->ibuf = malloc(SS_PROTO_MAX_MSG);
-    if (!s->obuf || !s->ibuf) {
+    s->req.obuf = malloc(SS_PROTO_MAX_MSG);
+    s->conn.ibuf = malloc(SS_PROTO_MAX_MSG);
+    if (!s->req.obuf || !s->conn.ibuf) {
         rc = -ENOMEM;
         goto fail;
     }
@@ -580,12 +580,12 @@ int ss__store_open(ss__store **out, const char *socket_path, unsigned flags)
      * while we serve (the scan gate holds what depends on it) */
     if ((rc = ss__disk_setup(s)) < 0)
         goto fail;
-    if ((rc = ss__conn_listen(s, s->listen_fd)) < 0)
+    if ((rc = ss__conn_listen(s, s->bind.listen_fd)) < 0)
         goto fail;
     ss__log_info("store: serving %s (capacity %llu bytes, small objects up to %llu, "
-                 "spilling %s%s)", s->path, (unsigned long long)s->capacity,
-                 (unsigned long long)s->small_max, s->sp ? "to " : "off",
-                 s->sp ? s->spill_dir : "");
+                 "spilling %s%s)", s->bind.path, (unsigned long long)s->mem.capacity,
+                 (unsigned long long)s->mem.small_max, s->disk.sp ? "to " : "off",
+                 s->disk.sp ? s->disk.spill_dir : "");
     *out = s;
     return 0;
 fail:
@@ -604,17 +604,17 @@ int ss__store_run(ss__store *s)
 
     /* Stop: no new clients; the socket disappears now so a new store may
      * start while we finish. */
-    if (s->listen_fd >= 0) {
+    if (s->bind.listen_fd >= 0) {
         ss__conn_unlisten(s);
-        close(s->listen_fd);
-        s->listen_fd = -1;
+        close(s->bind.listen_fd);
+        s->bind.listen_fd = -1;
     }
     unbind_socket(s);
     ss__disk_scan_stop(s); /* the scan stops where it is */
     ss__req_stop(s);        /* answer held and parked requests, finish seals */
     ss__conn_reap(s);
     ss__conn_flush_all(s, 1000);
-    for (ss__conn *c = s->conns; c; c = c->next)
+    for (ss__conn *c = s->conn.conns; c; c = c->next)
         ss__conn_close(s, c);
     ss__conn_reap(s);
     ss__log_info("store: stopped");
@@ -626,8 +626,8 @@ void ss__store_stop(ss__store *s)
     uint64_t one = 1;
 
     /* async-signal-safe: one write(2) */
-    if (s && s->stop_efd >= 0) {
-        ssize_t n = write(s->stop_efd, &one, sizeof(one));
+    if (s && s->bind.stop_efd >= 0) {
+        ssize_t n = write(s->bind.stop_efd, &one, sizeof(one));
         (void)n;
     }
 }
@@ -636,13 +636,13 @@ void ss__store_close(ss__store *s)
 {
     if (!s)
         return;
-    for (ss__conn *c = s->conns; c; c = c->next)
+    for (ss__conn *c = s->conn.conns; c; c = c->next)
         ss__conn_close(s, c);
     ss__conn_reap(s);
     ss__conn_lingers_close(s);
     ss__conn_unlisten(s);
-    if (s->listen_fd >= 0)
-        close(s->listen_fd);
+    if (s->bind.listen_fd >= 0)
+        close(s->bind.listen_fd);
     unbind_socket(s);
     ss__seal_fini(s);
     /* spills in flight end first (their memory is ours); spilled files
@@ -652,23 +652,23 @@ void ss__store_close(ss__store *s)
     ss__obj_fini(s);
     ss__disk_fini(s);
     ss__park_fini(s);
-    ss__salloc_destroy(s->salloc);
-    if (SS_DEBUG && s->pool) {
+    ss__salloc_destroy(s->mem.salloc);
+    if (SS_DEBUG && s->mem.pool) {
         /* every take was ended by a seal or a free: a leak here would have
          * kept refills waiting */
         ss__pool_stats ps;
 
-        ss__pool_stats_get(s->pool, &ps);
+        ss__pool_stats_get(s->mem.pool, &ps);
         SS_ASSERT(ps.writers == 0);
     }
-    ss__pool_stop(s->pool);
-    if (s->numa)
-        ss__numa_close(s->numa);
+    ss__pool_stop(s->mem.pool);
+    if (s->mem.numa)
+        ss__numa_close(s->mem.numa);
     ss__loop_fini(&s->loop);
-    if (s->stop_efd >= 0)
-        close(s->stop_efd);
-    free(s->obuf);
-    free(s->ibuf);
+    if (s->bind.stop_efd >= 0)
+        close(s->bind.stop_efd);
+    free(s->req.obuf);
+    free(s->conn.ibuf);
     free(s);
 }
 
@@ -696,14 +696,14 @@ int ss__store_start_thread(ss__store **out, const char *socket_path, unsigned fl
     /* the host's signals are the host's: the loop never takes one */
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
-    rc = pthread_create(&s->thread, NULL, store_thread, s);
+    rc = pthread_create(&s->bind.thread, NULL, store_thread, s);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc) {
         ss__store_close(s);
         return -rc;
     }
-    s->thread_started = true;
-    pthread_setname_np(s->thread, "ss-store"); /* top -H, perf: the embedded store */
+    s->bind.thread_started = true;
+    pthread_setname_np(s->bind.thread, "ss-store"); /* top -H, perf: the embedded store */
     *out = s;
     return 0;
 }
@@ -713,7 +713,7 @@ void ss__store_stop_thread(ss__store *s)
     if (!s)
         return;
     ss__store_stop(s);
-    if (s->thread_started)
-        pthread_join(s->thread, NULL);
+    if (s->bind.thread_started)
+        pthread_join(s->bind.thread, NULL);
     ss__store_close(s);
 }

@@ -77,7 +77,7 @@ ss__limits ss__g_limits;
 
 void ss__conn_register(ss__store *s, const ss__conn_handlers *h)
 {
-    s->conn_h = *h;
+    s->conn.h = *h;
 }
 
 void ss__conn_heap_freed(ss__store *s, uint64_t bytes)
@@ -87,9 +87,9 @@ void ss__conn_heap_freed(ss__store *s, uint64_t bytes)
      * (only a free top is returned by itself): give them back once a few
      * MiB accumulated, so a burst of clients does not raise the store's
      * RSS for good. */
-    s->trim_freed += bytes;
-    if (s->trim_freed >= TRIM_AFTER) {
-        s->trim_freed = 0;
+    s->conn.trim_freed += bytes;
+    if (s->conn.trim_freed >= TRIM_AFTER) {
+        s->conn.trim_freed = 0;
         ss__sys_heap_trim();
     }
 }
@@ -106,18 +106,18 @@ ss__conn *ss__conn_new(ss__store *s, int fd, pid_t pid, uid_t uid)
     c->fd = fd;
     c->pid = pid;
     c->uid = uid;
-    if (++s->next_client_id == 0)
-        s->next_client_id = 1;
-    c->id = s->next_client_id;
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
-    s->nclients++;
+    if (++s->conn.next_client_id == 0)
+        s->conn.next_client_id = 1;
+    c->id = s->conn.next_client_id;
+    c->next = s->conn.conns;
+    if (s->conn.conns)
+        s->conn.conns->prev = c;
+    s->conn.conns = c;
+    s->conn.nclients++;
     /* handshake list: accept order is deadline order */
-    c->hello_deadline = ss__now_ns() + s->hello_timeout_ns;
-    SS_DL_APPEND(s->hq_head, s->hq_tail, c, hq_prev, hq_next);
-    s->nhello_pending++;
+    c->hello_deadline = ss__now_ns() + s->hs.hello_timeout_ns;
+    SS_DL_APPEND(s->hs.hq_head, s->hs.hq_tail, c, hq_prev, hq_next);
+    s->hs.nhello_pending++;
     return c;
 }
 
@@ -127,9 +127,9 @@ static void hq_unlink(ss__store *s, ss__conn *c)
 {
     if (c->hello_deadline == 0)
         return;
-    SS_DL_UNLINK(s->hq_head, s->hq_tail, c, hq_prev, hq_next);
+    SS_DL_UNLINK(s->hs.hq_head, s->hs.hq_tail, c, hq_prev, hq_next);
     c->hello_deadline = 0;
-    s->nhello_pending--;
+    s->hs.nhello_pending--;
     accept_resume(s);
 }
 
@@ -147,7 +147,7 @@ static int outq(int fd)
 /* c has marks: on the list; c has none: off it. */
 static void fdt_unlink(ss__store *s, ss__conn *c)
 {
-    SS_DL_UNLINK(s->fdt_head, s->fdt_tail, c, fdt_prev, fdt_next);
+    SS_DL_UNLINK(s->fdb.fdt_head, s->fdb.fdt_tail, c, fdt_prev, fdt_next);
 }
 
 /* Drop the marks the client has read (all of them when q == 0). Returns
@@ -164,7 +164,7 @@ static int fdt_refresh(ss__store *s, ss__conn *c)
         if (q != 0 && (uint64_t)q > c->later - m->after)
             break;
         c->fd_unread -= m->nfds;
-        s->fds_unread -= m->nfds;
+        s->fdb.fds_unread -= m->nfds;
         c->mark_head = (c->mark_head + 1) % c->mark_cap;
         c->mark_len--;
     }
@@ -180,8 +180,8 @@ static int fdt_refresh(ss__store *s, ss__conn *c)
 
 void ss__fd_poll_soon(ss__store *s)
 {
-    if (!s->fd_poll_at)
-        s->fd_poll_at = ss__now_ns() + FD_POLL_MS * 1000000ull;
+    if (!s->fdb.fd_poll_at)
+        s->fdb.fd_poll_at = ss__now_ns() + FD_POLL_MS * 1000000ull;
 }
 
 static int fdt_mark(ss__store *s, ss__conn *c, uint32_t nfds)
@@ -200,30 +200,30 @@ static int fdt_mark(ss__store *s, ss__conn *c, uint32_t nfds)
     }
     if (!c->mark_len) {
         c->later = 0;
-        SS_DL_APPEND(s->fdt_head, s->fdt_tail, c, fdt_prev, fdt_next);
+        SS_DL_APPEND(s->fdb.fdt_head, s->fdb.fdt_tail, c, fdt_prev, fdt_next);
     }
     c->marks[(c->mark_head + c->mark_len) % c->mark_cap] =
         (ss__fdmark){ .nfds = nfds, .after = c->later };
     c->mark_len++;
     c->fd_unread += nfds;
-    s->fds_unread += nfds;
-    if (c->fd_unread >= s->fd_client_max && !c->in_paused)
+    s->fdb.fds_unread += nfds;
+    if (c->fd_unread >= s->fdb.fd_client_max && !c->in_paused)
         ss__conn_interest(s, c); /* at its cap: read no more requests */
     return 0;
 }
 
 bool ss__fd_paused(const ss__store *s, const ss__conn *c)
 {
-    return c->nfdwait > 0 || c->fd_unread >= s->fd_client_max;
+    return c->nfdwait > 0 || c->fd_unread >= s->fdb.fd_client_max;
 }
 
 bool ss__fd_room(const ss__store *s, const ss__conn *c, uint32_t nfds)
 {
-    if (!nfds || s->fds_unread == 0)
+    if (!nfds || s->fdb.fds_unread == 0)
         return true;
     if (c->fd_unread == 0)
-        return s->fds_unread + nfds <= s->fd_hard;
-    return c->fd_unread + nfds <= s->fd_client_max && s->fds_unread + nfds <= s->fd_total_max;
+        return s->fdb.fds_unread + nfds <= s->fdb.fd_hard;
+    return c->fd_unread + nfds <= s->fdb.fd_client_max && s->fdb.fds_unread + nfds <= s->fdb.fd_total_max;
 }
 
 bool ss__fd_may_send(ss__store *s, ss__conn *c, uint32_t nfds)
@@ -249,16 +249,16 @@ void ss__fd_budget_init(ss__store *s)
      * read everything may use the rest; clients with replies unread share
      * half of it, each at most a sixteenth (never less than two full
      * replies, so a paused client can always be answered). */
-    s->fd_hard = b - b / 8;
-    s->fd_total_max = b / 2;
-    uint64_t per = s->fd_total_max / 16;
+    s->fdb.fd_hard = b - b / 8;
+    s->fdb.fd_total_max = b / 2;
+    uint64_t per = s->fdb.fd_total_max / 16;
     if (per < 2 * SS_PROTO_MAX_FDS)
         per = 2 * SS_PROTO_MAX_FDS;
     if (per > 65536)
         per = 65536;
-    s->fd_client_max = (uint32_t)per;
-    if (s->fd_hard < SS_PROTO_MAX_FDS)
-        s->fd_hard = SS_PROTO_MAX_FDS;
+    s->fdb.fd_client_max = (uint32_t)per;
+    if (s->fdb.fd_hard < SS_PROTO_MAX_FDS)
+        s->fdb.fd_hard = SS_PROTO_MAX_FDS;
 }
 
 void ss__conn_interest(ss__store *s, ss__conn *c)
@@ -292,8 +292,8 @@ void ss__conn_close(ss__store *s, ss__conn *c)
     if (c->broken)
         return;
     c->broken = true;
-    c->reap_next = s->reap;
-    s->reap = c;
+    c->reap_next = s->conn.reap;
+    s->conn.reap = c;
 }
 
 static void outbox_free(ss__conn *c)
@@ -328,12 +328,12 @@ static void close_or_linger(ss__store *s, ss__conn *c)
         if ((l = malloc(sizeof(*l)))) {
             shutdown(c->fd, SHUT_RDWR);
             l->fd = c->fd;
-            l->fd_unread = c->fd_unread; /* stays in s->fds_unread */
-            l->next = s->lingers;
-            s->lingers = l;
+            l->fd_unread = c->fd_unread; /* stays in s->fdb.fds_unread */
+            l->next = s->fdb.lingers;
+            s->fdb.lingers = l;
             c->fd = -1;
         } else {
-            s->fds_unread -= c->fd_unread; /* best effort: forget them */
+            s->fdb.fds_unread -= c->fd_unread; /* best effort: forget them */
         }
     }
     free(c->marks);
@@ -347,14 +347,14 @@ static void close_or_linger(ss__store *s, ss__conn *c)
 
 void ss__conn_reap(ss__store *s)
 {
-    while (s->reap) {
-        ss__conn *c = s->reap;
-        s->reap = c->reap_next;
+    while (s->conn.reap) {
+        ss__conn *c = s->conn.reap;
+        s->conn.reap = c->reap_next;
         ss__loop_del(&s->loop, &c->ev);
         hq_unlink(s, c);
         if (c->out_retry) {
             c->out_retry = false;
-            s->nout_retry--;
+            s->fdb.nout_retry--;
         }
         close_or_linger(s, c);
         outbox_free(c);
@@ -363,18 +363,18 @@ void ss__conn_reap(ss__store *s)
         if (c->prev)
             c->prev->next = c->next;
         else
-            s->conns = c->next;
+            s->conn.conns = c->next;
         if (c->next)
             c->next->prev = c->prev;
-        s->nclients--;
+        s->conn.nclients--;
         if (c->subscriber)
-            s->nsubscribers--;
+            s->conn.nsubscribers--;
         c->dead = true;
         uint64_t held = sizeof(*c) + (uint64_t)c->ref_cap * sizeof(ss__ref) +
                         (uint64_t)c->sent_cap * sizeof(uint32_t);
         /* may send to others (retried creates, events) and so queue more
-         * connections on s->reap: the loop takes them too */
-        s->conn_h.gone(s, c);
+         * connections on s->conn.reap: the loop takes them too */
+        s->conn.h.gone(s, c);
         ss__conn_heap_freed(s, held);
         ss__conn_free_dead(s, c);
     }
@@ -438,7 +438,7 @@ static int send_tracked(ss__store *s, ss__conn *c, const void *msg, uint32_t len
             ss__fdmark *last = &c->marks[(c->mark_head + c->mark_len - 1) % c->mark_cap];
             last->nfds += nfds;
             c->fd_unread += nfds;
-            s->fds_unread += nfds;
+            s->fdb.fds_unread += nfds;
         }
     }
     return 0;
@@ -452,7 +452,7 @@ static void set_out_retry(ss__store *s, ss__conn *c)
     if (c->out_retry)
         return;
     c->out_retry = true;
-    s->nout_retry++;
+    s->fdb.nout_retry++;
     SS_LOG_ONCE(SS_LOG_WARN, "store: fd passing hit the kernel's limit (ETOOMANYREFS): "
                 "replies are held back until clients read theirs");
     ss__fd_poll_soon(s);
@@ -517,7 +517,7 @@ int ss__conn_send(ss__store *s, ss__conn *c, const void *msg, uint32_t len, cons
             return rc;
         }
         if (rc == -ETOOMANYREFS) {
-            s->c_fd_deferred++;
+            s->cnt.c_fd_deferred++;
             set_out_retry(s, c);
         } else if (c->subscriber) {
             ss__log_info("store: subscriber %u (pid %d) not reading: dropped", c->id,
@@ -555,7 +555,7 @@ void ss__conn_writable(ss__store *s, ss__conn *c)
 {
     if (c->out_retry) {
         c->out_retry = false;
-        s->nout_retry--;
+        s->fdb.nout_retry--;
     }
     while (c->out_head && !c->broken) {
         ss__outmsg *m = c->out_head;
@@ -591,14 +591,14 @@ void ss__conn_event(ss__store *s, uint32_t type, const ss_id *id, uint64_t size)
         ss__msg_event ev;
     } m;
 
-    if (!s->nsubscribers)
+    if (!s->conn.nsubscribers)
         return;
     memset(&m, 0, sizeof(m));
     ss__proto_hdr(&m.h, SS_MSG_EVENT, 0, sizeof(m), 0, SS_MSGF_REPLY);
     m.ev.type = type;
     m.ev.id = *id;
     m.ev.size = size;
-    for (ss__conn *c = s->conns; c; c = c->next)
+    for (ss__conn *c = s->conn.conns; c; c = c->next)
         if (c->subscriber && !c->broken && (c->sub_mask & type))
             ss__conn_send(s, c, &m, sizeof(m), NULL, 0);
 }
@@ -609,7 +609,7 @@ void ss__conn_flush_all(ss__store *s, int timeout_ms)
 
     for (;;) {
         bool pending = false;
-        for (ss__conn *c = s->conns; c; c = c->next) {
+        for (ss__conn *c = s->conn.conns; c; c = c->next) {
             if (c->out_head && !c->broken)
                 ss__conn_writable(s, c);
             if (c->out_head && !c->broken)
@@ -626,13 +626,13 @@ void ss__conn_flush_all(ss__store *s, int timeout_ms)
 
 static void lingers_check(ss__store *s)
 {
-    for (ss__linger **pl = &s->lingers, *l; (l = *pl);) {
+    for (ss__linger **pl = &s->fdb.lingers, *l; (l = *pl);) {
         if (outq(l->fd) > 0) {
             pl = &l->next;
             continue;
         }
         close(l->fd);
-        s->fds_unread -= l->fd_unread;
+        s->fdb.fds_unread -= l->fd_unread;
         *pl = l->next;
         free(l);
     }
@@ -642,52 +642,52 @@ void ss__conn_tick(void *arg, uint64_t now)
 {
     ss__store *s = arg;
 
-    while (s->hq_head && s->hq_head->hello_deadline <= now) {
-        ss__conn *c = s->hq_head;
+    while (s->hs.hq_head && s->hs.hq_head->hello_deadline <= now) {
+        ss__conn *c = s->hs.hq_head;
         hq_unlink(s, c);
         ss__log_info("store: client %u (pid %d) sent no HELLO in time: closed", c->id,
                      (int)c->pid);
         ss__conn_close(s, c);
     }
-    if (!s->fd_poll_at || now < s->fd_poll_at)
+    if (!s->fdb.fd_poll_at || now < s->fdb.fd_poll_at)
         return;
-    s->fd_poll_at = 0;
+    s->fdb.fd_poll_at = 0;
     bool waiting = false;
-    for (ss__conn *c = s->fdt_head, *nx; c; c = nx) {
+    for (ss__conn *c = s->fdb.fdt_head, *nx; c; c = nx) {
         nx = c->fdt_next;
         fdt_refresh(s, c);
         if (ss__fd_paused(s, c))
             waiting = true;
     }
     lingers_check(s);
-    if (s->conn_h.budget(s))
+    if (s->conn.h.budget(s))
         waiting = true; /* GETs still wait for the budget */
-    if (s->nout_retry)
-        for (ss__conn *c = s->conns; c; c = c->next)
+    if (s->fdb.nout_retry)
+        for (ss__conn *c = s->conn.conns; c; c = c->next)
             if (c->out_retry && !c->broken)
                 ss__conn_writable(s, c);
-    if (waiting || s->nout_retry)
+    if (waiting || s->fdb.nout_retry)
         ss__fd_poll_soon(s);
 }
 
 uint64_t ss__conn_tick_deadline(void *arg, uint64_t now)
 {
     const ss__store *s = arg;
-    uint64_t d = s->hq_head ? s->hq_head->hello_deadline : UINT64_MAX;
+    uint64_t d = s->hs.hq_head ? s->hs.hq_head->hello_deadline : UINT64_MAX;
 
     (void)now;
-    if (s->fd_poll_at && s->fd_poll_at < d)
-        d = s->fd_poll_at;
+    if (s->fdb.fd_poll_at && s->fdb.fd_poll_at < d)
+        d = s->fdb.fd_poll_at;
     return d;
 }
 
 void ss__conn_lingers_close(ss__store *s)
 {
-    while (s->lingers) {
-        ss__linger *l = s->lingers;
-        s->lingers = l->next;
+    while (s->fdb.lingers) {
+        ss__linger *l = s->fdb.lingers;
+        s->fdb.lingers = l->next;
         close(l->fd);
-        s->fds_unread -= l->fd_unread;
+        s->fdb.fds_unread -= l->fd_unread;
         free(l);
     }
 }
@@ -700,7 +700,7 @@ void ss__conn_proto_error(ss__store *s, ss__conn *c, const void *buf, size_t len
 {
     ss__msg_hdr h;
 
-    s->c_proto_errors++;
+    s->cnt.c_proto_errors++;
     if (len < sizeof(h) || !c->hello) {
         ss__conn_close(s, c);
         return;
@@ -728,7 +728,7 @@ void ss__conn_readable(ss__store *s, ss__conn *c)
     for (int i = 0; i < READ_BATCH; i++) {
         if (!ss__conn_may_read(s, c))
             return;
-        struct iovec iov = { .iov_base = s->ibuf, .iov_len = SS_PROTO_MAX_MSG };
+        struct iovec iov = { .iov_base = s->conn.ibuf, .iov_len = SS_PROTO_MAX_MSG };
         struct msghdr mh = {
             .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
             .msg_controllen = sizeof(u.buf),
@@ -759,17 +759,17 @@ void ss__conn_readable(ss__store *s, ss__conn *c)
         }
         if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
             /* longer than any request, or more fds than we look at */
-            ss__conn_proto_error(s, c, s->ibuf, (size_t)n, -SS_E_PROTO);
+            ss__conn_proto_error(s, c, s->conn.ibuf, (size_t)n, -SS_E_PROTO);
             continue;
         }
-        size_t first = ss__proto_split_request(s->ibuf, (size_t)n);
+        size_t first = ss__proto_split_request(s->conn.ibuf, (size_t)n);
 
-        s->conn_h.message(s, c, s->ibuf, first, nfds);
+        s->conn.h.message(s, c, s->conn.ibuf, first, nfds);
         if (first < (size_t)n && !c->broken) {
             /* a RELEASE led the datagram: the request behind it, moved to
              * the buffer's start so its header is aligned */
-            memmove(s->ibuf, (char *)s->ibuf + first, (size_t)n - first);
-            s->conn_h.message(s, c, s->ibuf, (size_t)n - first, nfds);
+            memmove(s->conn.ibuf, (char *)s->conn.ibuf + first, (size_t)n - first);
+            s->conn.h.message(s, c, s->conn.ibuf, (size_t)n - first, nfds);
         }
     }
 }
@@ -793,18 +793,18 @@ static bool peer_allowed(ss__store *s, int fd, struct ucred *cr)
 
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cr, &l) < 0)
         return false;
-    if (cr->uid == s->uid || cr->uid == 0)
+    if (cr->uid == s->conn.uid || cr->uid == 0)
         return true;
-    if (!s->has_group)
+    if (!s->conn.has_group)
         return false;
-    if (cr->gid == s->group)
+    if (cr->gid == s->conn.group)
         return true;
 #ifdef SO_PEERGROUPS
     gid_t groups[256];
     l = sizeof(groups);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &l) == 0) {
         for (size_t i = 0; i < l / sizeof(gid_t); i++)
-            if (groups[i] == s->group)
+            if (groups[i] == s->conn.group)
                 return true;
     }
 #endif
@@ -815,7 +815,7 @@ static bool peer_allowed(ss__store *s, int fd, struct ucred *cr)
  * reported; the backoff or the next HELLO tries again. */
 static void listen_events(ss__store *s, uint32_t events)
 {
-    int rc = ss__loop_mod(&s->loop, &s->listen_ev, events);
+    int rc = ss__loop_mod(&s->loop, &s->conn.listen_ev, events);
 
     if (rc < 0)
         ss__log_error("store: epoll on the listening socket: %s", ss_strerror(rc));
@@ -823,10 +823,10 @@ static void listen_events(ss__store *s, uint32_t events)
 
 static void accept_resume(ss__store *s)
 {
-    if (!s->accept_held || s->nhello_pending >= s->hello_pending_max)
+    if (!s->hs.accept_held || s->hs.nhello_pending >= s->hs.hello_pending_max)
         return;
-    s->accept_held = false;
-    if (!s->accept_paused_until && s->listening) /* else the backoff's end does it */
+    s->hs.accept_held = false;
+    if (!s->conn.accept_paused_until && s->conn.listening) /* else the backoff's end does it */
         listen_events(s, EPOLLIN);
 }
 
@@ -850,19 +850,19 @@ static void conn_event(void *arg, uint32_t e)
 static void accept_all(ss__store *s)
 {
     for (;;) {
-        if (s->nhello_pending >= s->hello_pending_max) {
+        if (s->hs.nhello_pending >= s->hs.hello_pending_max) {
             /* That many connections have not said HELLO yet: accept no
              * more until some do or time out. Clients opening sockets and
              * never speaking cannot pin the store's fds, and a burst of
              * real clients only waits in the kernel's backlog (each of
              * them says HELLO at once), none is dropped. */
             SS_LOG_ONCE(SS_LOG_WARN, "store: %u connections have not said HELLO yet: "
-                        "accepting more once they do or time out", s->nhello_pending);
+                        "accepting more once they do or time out", s->hs.nhello_pending);
             listen_events(s, 0);
-            s->accept_held = true;
+            s->hs.accept_held = true;
             return;
         }
-        int fd = accept4(s->listen_ev.fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        int fd = accept4(s->conn.listen_ev.fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         struct ucred cr;
 
         if (fd < 0) {
@@ -874,7 +874,7 @@ static void accept_all(ss__store *s)
                 SS_LOG_ONCE(SS_LOG_WARN, "store: accept: %s (backing off)",
                             ss_strerror(-errno));
                 listen_events(s, 0);
-                s->accept_paused_until = ss__now_ns() + ACCEPT_BACKOFF_NS;
+                s->conn.accept_paused_until = ss__now_ns() + ACCEPT_BACKOFF_NS;
             }
             return;
         }
@@ -906,18 +906,18 @@ static void listen_event(void *arg, uint32_t events)
 
 int ss__conn_listen(ss__store *s, int fd)
 {
-    int rc = ss__loop_add(&s->loop, &s->listen_ev, fd, EPOLLIN, listen_event, s);
+    int rc = ss__loop_add(&s->loop, &s->conn.listen_ev, fd, EPOLLIN, listen_event, s);
 
-    s->listening = rc == 0;
+    s->conn.listening = rc == 0;
     return rc;
 }
 
 void ss__conn_unlisten(ss__store *s)
 {
-    if (!s->listening)
+    if (!s->conn.listening)
         return;
-    ss__loop_del(&s->loop, &s->listen_ev);
-    s->listening = false;
+    ss__loop_del(&s->loop, &s->conn.listen_ev);
+    s->conn.listening = false;
 }
 
 uint64_t ss__conn_accept_deadline(void *arg, uint64_t now)
@@ -925,16 +925,16 @@ uint64_t ss__conn_accept_deadline(void *arg, uint64_t now)
     const ss__store *s = arg;
 
     (void)now;
-    return s->accept_paused_until ? s->accept_paused_until : UINT64_MAX;
+    return s->conn.accept_paused_until ? s->conn.accept_paused_until : UINT64_MAX;
 }
 
 void ss__conn_accept_turn(void *arg, uint64_t now)
 {
     ss__store *s = arg;
 
-    if (s->accept_paused_until && now >= s->accept_paused_until) {
-        s->accept_paused_until = 0;
-        if (!s->accept_held)
+    if (s->conn.accept_paused_until && now >= s->conn.accept_paused_until) {
+        s->conn.accept_paused_until = 0;
+        if (!s->hs.accept_held)
             listen_events(s, EPOLLIN);
     }
 }
@@ -951,6 +951,6 @@ void ss__conn_subscribe(ss__store *s, ss__conn *c, uint32_t mask)
 {
     c->sub_mask = mask;
     c->subscriber = true;
-    s->nsubscribers++;
+    s->conn.nsubscribers++;
 }
 

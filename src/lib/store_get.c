@@ -154,7 +154,7 @@ static uint32_t get_fill(ss__store *s, ss__conn *c, const ss_id *ids, uint32_t n
  * answered; true: nothing done, its fds would pass the fd budget. */
 static bool get_reply(ss__store *s, ss__conn *c, uint32_t req_id, const ss_id *ids, uint32_t n)
 {
-    ss__msg_hdr *h = (ss__msg_hdr *)s->obuf;
+    ss__msg_hdr *h = (ss__msg_hdr *)s->req.obuf;
     ss__rep_get *rg = (ss__rep_get *)(h + 1);
     ss__get_entry *ge = (ss__get_entry *)(rg + 1);
     int fds[SS_PROTO_MAX_FDS];
@@ -178,8 +178,8 @@ static bool get_reply(ss__store *s, ss__conn *c, uint32_t req_id, const ss_id *i
     rg->nfds = nfds;
     uint32_t len = (uint32_t)(sizeof(*h) + sizeof(*rg) + (size_t)n * sizeof(*ge));
     ss__proto_hdr(h, SS_MSG_GET, req_id, len, (int32_t)found, SS_MSGF_REPLY);
-    s->c_gets += found;
-    ss__conn_send(s, c, s->obuf, len, fds, nfds);
+    s->cnt.c_gets += found;
+    ss__conn_send(s, c, s->req.obuf, len, fds, nfds);
     return false;
 fail:
     ss__conn_reply_status(s, c, SS_MSG_GET, req_id, rc);
@@ -195,9 +195,9 @@ static void fdw_add(ss__store *s, ss__parked *pk)
     ss__park_timer_del(s, pk);
     pk->fdwait = true;
     pk->ready = true; /* wake-ups leave it alone */
-    SS_DL_APPEND(s->fdw_head, s->fdw_tail, pk, qprev, qnext);
+    SS_DL_APPEND(s->park.fdw_head, s->park.fdw_tail, pk, qprev, qnext);
     c->nfdwait++;
-    s->c_fd_deferred++;
+    s->cnt.c_fd_deferred++;
     if (!c->in_paused)
         ss__conn_interest(s, c);
     ss__fd_poll_soon(s);
@@ -227,12 +227,12 @@ bool ss__req_get_budget(ss__store *s)
      * (another client's budget may allow theirs). The tick refreshed the
      * counts: a client with no room for even one fd is skipped without
      * building its replies (it may have a thousand waiting). */
-    for (ss__parked *pk = s->fdw_head, *nx; pk; pk = nx) {
+    for (ss__parked *pk = s->park.fdw_head, *nx; pk; pk = nx) {
         nx = pk->qnext;
         if (ss__fd_room(s, pk->c, 1))
             get_try(s, pk);
     }
-    return s->fdw_head != NULL;
+    return s->park.fdw_head != NULL;
 }
 
 /* A GET answerable now whose fds do not fit the budget: it waits, with
@@ -268,7 +268,7 @@ void ss__req_do_get(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
         return;
     }
     for (uint32_t i = 0; i < n; i++) {
-        int64_t e = ss__index_find(&s->ix, &ids[i]);
+        int64_t e = ss__index_find(&s->tab.ix, &ids[i]);
         uint32_t st = e < 0 ? SS_IX_FREE : ss__ent_state(s, (uint32_t)e);
         if (st == SS_IX_SEALED)
             continue;
@@ -290,7 +290,7 @@ void ss__req_do_get(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
         ss__conn_reply_status(s, c, SS_MSG_GET, h->req_id, -ENOBUFS);
         return;
     }
-    uint64_t hard = ss__park_deadline_of(s->create_timeout_ms);
+    uint64_t hard = ss__park_deadline_of(s->mem.create_timeout_ms);
     bool expired = nrestore && rq->timeout_ms == 0;
     ss__parked *pk = ss__parked_new(s, c, SS_PK_GET, h->req_id,
                                     expired ? hard : ss__park_deadline_of(rq->timeout_ms));
@@ -312,7 +312,7 @@ void ss__req_do_get(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
     ss__parked_charge(s, pk, cost);
     nrestore = 0;
     for (uint32_t i = 0; i < n; i++) {
-        int64_t e = ss__index_find(&s->ix, &ids[i]);
+        int64_t e = ss__index_find(&s->tab.ix, &ids[i]);
         uint32_t st = e < 0 ? SS_IX_FREE : ss__ent_state(s, (uint32_t)e);
         ss__waitnode *w = &pk->w[i];
         w->pk = pk;
@@ -329,7 +329,7 @@ void ss__req_do_get(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
     }
     pk->missing = missing;
     pk->nrestore = nrestore;
-    s->c_waits++;
+    s->cnt.c_waits++;
     /* Last, and without touching pk: a restore that cannot even start
      * tells its waiters at once, which may answer (and free) pk. */
     for (uint32_t i = 0; i < nrestore; i++)

@@ -596,143 +596,210 @@ typedef struct ss__obj_disk_hooks {
 #define SS_STORE_HOOKS 8u /* the loop's turn hooks (store.c) */
 
 /* ================================================================ store */
+/*
+ * The store, one sub-structure per owning file. Every field says who
+ * writes it and what guards it; "loop" means the event-loop thread alone
+ * (the default: nothing else runs store code), "open" means written while
+ * the store opens and read-only after (any layer may read it). A layer
+ * writes only its own sub-structure, except where a field says otherwise.
+ */
 
-struct ss__store {
-    unsigned flags;
-    char path[108];
-    char lock_path[4096];
-    int listen_fd, stop_efd, seal_efd;
-    ss__loop loop;
-    ss__loop_fd stop_ev, seal_ev, spill_ev, listen_ev;
-    bool listening;               /* listen_ev is registered */
-    ss__loop_hook hooks[SS_STORE_HOOKS];
-    dev_t sock_dev;
+/* store.c: binding, identity, lifecycle. */
+typedef struct ss__store_bind {
+    unsigned flags;               /* open: SS_STORE_* */
+    char path[108];               /* open: the socket path */
+    char lock_path[4096];         /* open: "<path>.lock" */
+    int listen_fd;                /* open; -1 once the loop stopped (loop) */
+    int stop_efd;                 /* open; written by any thread or a signal handler */
+    ss__loop_fd stop_ev;          /* open: stop_efd's registration */
+    dev_t sock_dev;               /* open: the socket file we bound */
     ino_t sock_ino;
-    bool bound;
-    uint64_t store_id;
-    uid_t uid;
-    gid_t group;
-    bool has_group;
-    pthread_t thread;
+    bool bound;                   /* the socket file is ours (loop: cleared at stop) */
+    uint64_t store_id;            /* open: random, sent in HELLO, stamped in the index */
+    pthread_t thread;             /* embedded mode: the loop's thread (caller's thread) */
     bool thread_started;
+    ss__loop_hook hooks[SS_STORE_HOOKS]; /* open: the loop's turn hooks */
+} ss__store_bind;
 
-    /* memory */
-    ss__numa *numa;
-    ss__numa_policy numa_policy;
-    int hugepages;
-    ss__pool *pool;
-    ss__salloc *salloc;
-    uint64_t capacity;
-    uint64_t small_max;
-    _Atomic uint64_t resident;
-    int64_t create_timeout_ms;
-    bool evict;
+/* store.c (open): the memory layer and the configuration it serves. */
+typedef struct ss__store_mem {
+    ss__numa *numa;               /* open; NULL: no placement */
+    ss__numa_policy numa_policy;  /* open */
+    int hugepages;                /* open: SEALSTORE_HUGEPAGES */
+    ss__pool *pool;               /* open; its own thread (pool.h) */
+    ss__salloc *salloc;           /* open; loop */
+    uint64_t capacity;            /* open: bytes the store may hold */
+    uint64_t small_max;           /* open: largest small object */
+    int64_t create_timeout_ms;    /* open: SEALSTORE_CREATE_TIMEOUT */
+    bool evict;                   /* open: SEALSTORE_EVICT */
+} ss__store_mem;
 
-    /* objects */
-    ss__index ix;
-    ss__obj **objs;           /* per index chunk: SS_INDEX_CHUNK_ENTRIES */
-    uint32_t free_head;       /* entry + 1 */
-    uint32_t lru_head, lru_tail; /* entry + 1; head = least recently used */
-    uint64_t next_seg_id;
-    uint32_t next_small_no;
-    ss__small *smalls;
+/* store_obj.c: the object table. */
+typedef struct ss__store_tab {
+    ss__index ix;                 /* loop: the shared index (single writer) */
+    ss__obj **objs;               /* loop: per index chunk, SS_INDEX_CHUNK_ENTRIES each */
+    uint32_t free_head;           /* loop: free entry numbers (entry + 1, through next) */
+    uint32_t lru_head, lru_tail;  /* loop: entry + 1; head = least recently used */
+    uint64_t next_seg_id;         /* loop: wire id of the next object segment */
+    uint32_t next_small_no;       /* loop: small number of the next small segment */
+    ss__small *smalls;            /* loop: by allocator segment id, nsmalls of them */
     uint32_t nsmalls;
+    /* loop; also written by store_req.c (a create) and store_disk.c (the
+     * startup scan, a spill): CREATED + SEALED + SPILLED entries, the
+     * sealed and spilled among them, and their bytes */
     uint64_t nobjects, nsealed, object_bytes;
-    uint32_t *det_buckets;    /* deleted but referenced, by id: chained via prev/next */
+    uint32_t *det_buckets;        /* loop: deleted but referenced, by id (prev/next) */
     uint32_t det_nbuckets;
+    /* bytes charged against capacity: atomic (relaxed), charged by the
+     * loop, the pool's populator thread and the small allocator */
+    _Atomic uint64_t resident;
+    ss__obj_disk_hooks disk_h;    /* open: registered by store_disk.c */
+} ss__store_tab;
 
-    /* clients */
-    ss__conn *conns;
-    ss__conn *reap;               /* broken connections, closed at turn end */
-    uint64_t accept_paused_until; /* ns: EMFILE backoff of the listener */
-    uint32_t next_client_id;
-    uint64_t nclients;
-    uint32_t nsubscribers;        /* events are built only when someone listens */
+/* store_conn.c: clients and the listener. */
+typedef struct ss__store_conn {
+    ss__conn *conns;              /* loop: every live connection */
+    ss__conn *reap;               /* loop: broken connections, closed at turn end */
+    uint32_t next_client_id;      /* loop */
+    uint64_t nclients;            /* loop */
+    uint32_t nsubscribers;        /* loop: events are built only when someone listens */
+    ss__loop_fd listen_ev;        /* loop: the listener's registration */
+    bool listening;               /* loop: listen_ev is registered */
+    uint64_t accept_paused_until; /* loop: ns, EMFILE backoff of the listener */
+    unsigned char *ibuf;          /* open; loop: receive buffer (SS_PROTO_MAX_MSG) */
+    uid_t uid;                    /* open: the store's uid (who may connect) */
+    gid_t group;                  /* open: SEALSTORE_SOCKET_GROUP, if has_group */
+    bool has_group;
+    uint64_t trim_freed;          /* loop: heap freed since the last malloc_trim */
+    ss__conn_handlers h;          /* open: registered by store_req.c */
+} ss__store_conn;
 
-    /* parking */
-    ss__parked **heap;
+/* store_conn.c: the handshake (connections before HELLO, oldest first). */
+typedef struct ss__store_hs {
+    ss__conn *hq_head, *hq_tail;  /* loop */
+    uint32_t nhello_pending;      /* loop */
+    uint32_t hello_pending_max;   /* open */
+    bool accept_held;             /* loop: listener off, hello_pending_max reached */
+    uint64_t hello_timeout_ns;    /* open */
+} ss__store_hs;
+
+/* store_conn.c: the fd budget (ss__fdmark); fds_unread = sum of conns'
+ * fd_unread + lingers'. */
+typedef struct ss__store_fdb {
+    uint64_t fd_hard, fd_total_max; /* open: see ss__fd_may_send */
+    uint32_t fd_client_max;         /* open */
+    uint64_t fds_unread;            /* loop */
+    ss__conn *fdt_head, *fdt_tail;  /* loop: conns with fd_unread > 0 */
+    ss__linger *lingers;            /* loop: closed sockets with unread fds */
+    uint32_t nout_retry;            /* loop: conns with out_retry */
+    uint64_t fd_poll_at;            /* loop: ns, next look at unread replies, 0 none due */
+} ss__store_fdb;
+
+/* store_park.c: parked requests. */
+typedef struct ss__store_park {
+    ss__parked **heap;            /* loop: timer min-heap by deadline_ns */
     uint32_t heap_len, heap_cap;
-    ss__waitnode **wait_buckets;
+    ss__waitnode **wait_buckets;  /* loop: parked GETs' wait nodes by id */
     uint32_t wait_nbuckets;
-    ss__parked *cq_head, *cq_tail; /* parked CREATE/PUT, FIFO */
-    bool retry_creates;            /* memory freed since the last retry */
-    uint64_t nparked, parked_bytes; /* all parked requests and the heap they hold */
-    uint64_t parked_bytes_max, parked_client_max;
-    uint64_t trim_freed;           /* heap freed since the last malloc_trim */
+    ss__parked *cq_head, *cq_tail; /* loop: parked CREATE/PUT, FIFO (store_req.c appends) */
+    ss__parked *fdw_head, *fdw_tail; /* loop: GETs waiting for the fd budget, FIFO
+                                        (qprev/qnext; store_get.c appends) */
+    bool retry_creates;           /* loop: memory freed since the last retry
+                                     (set by store_obj.c) */
+    uint64_t nparked, parked_bytes; /* loop: all parked requests and the heap they hold */
+    uint64_t parked_bytes_max, parked_client_max; /* open */
+    /* loop: bytes parked creates and restores lack (store_req.c,
+     * store_disk.c update their own) */
+    uint64_t parked_need;
+    void (*ready)(ss__store *s, ss__parked *pk);  /* open: by store_get.c */
+    void (*unpark)(ss__store *s, ss__parked *pk); /* open: by store_disk.c */
+} ss__store_park;
 
-    /* fd budget (ss__fdmark): fds_unread = sum of conns' fd_unread + lingers' */
-    uint64_t fd_hard, fd_total_max; /* see ss__fd_may_send */
-    uint32_t fd_client_max;
-    uint64_t fds_unread;
-    ss__conn *fdt_head, *fdt_tail; /* conns with fd_unread > 0 */
-    ss__parked *fdw_head, *fdw_tail; /* GETs waiting for the budget, FIFO (qprev/qnext) */
-    ss__linger *lingers;
-    uint32_t nout_retry;           /* conns with out_retry */
-    uint64_t fd_poll_at;           /* ns: next look at unread replies, 0 none due */
-    uint64_t c_fd_deferred;
+/* store_seal.c: the seal worker. lock guards todo, todo_tail, done, stop
+ * and inflight (protocol in store_seal.c). */
+typedef struct ss__store_seal {
+    pthread_t thread;
+    bool started;                 /* loop */
+    bool sync;                    /* loop: lock and cond initialised */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    ss__sealjob *todo, *todo_tail; /* lock: queued jobs, FIFO */
+    ss__sealjob *done;            /* lock: finished jobs, LIFO */
+    bool stop;                    /* lock: the worker exits once todo is empty */
+    uint32_t inflight;            /* lock: jobs queued or running */
+    int efd;                      /* the worker writes it after each job */
+    ss__loop_fd ev;               /* loop: efd's registration */
+} ss__store_seal;
 
-    /* handshake: conns before HELLO, oldest first */
-    ss__conn *hq_head, *hq_tail;
-    uint32_t nhello_pending, hello_pending_max;
-    bool accept_held;              /* listener off: hello_pending_max reached */
-    uint64_t hello_timeout_ns;
-
-    /* seal worker */
-    pthread_t sw_thread;
-    bool sw_started;
-    pthread_mutex_t sw_lock;
-    pthread_cond_t sw_cond;
-    ss__sealjob *sw_todo, *sw_todo_tail, *sw_done;
-    bool sw_stop;
-    bool sw_sync;             /* lock and cond initialised */
-    uint32_t sw_inflight;
-
-    /* handlers registered by upper layers (see the map in internal.h) */
-    ss__conn_handlers conn_h;
-    void (*park_ready)(ss__store *s, ss__parked *pk);
-    void (*park_unpark)(ss__store *s, ss__parked *pk);
-    ss__obj_disk_hooks tab_disk;
-    void (*disk_scan_end)(ss__store *s);
-
-    /* scratch for building replies (loop thread only) */
-    unsigned char *obuf;
-    unsigned char *ibuf;
-
-    /* counters (ss_stats) */
-    uint64_t c_creates, c_seals, c_aborts, c_gets, c_releases, c_deletes, c_evictions;
-    uint64_t c_waits, c_wait_timeouts, c_proto_errors;
-
-    /* spilling (store_spill.c); sp NULL: off */
-    struct ss__spill *sp;
-    char spill_dir[4096];         /* the engine's directory (this store's own) */
-    uint64_t spill_high;          /* spill ahead above this many bytes in use */
-    uint64_t spill_low;           /* ... down to this */
-    bool spill_ahead;             /* SEALSTORE_SPILL_HIGH is not off */
-    ss__diskloc *disk;            /* disk copies; ss__obj.disk = index + 1 */
-    uint32_t ndisk, disk_cap, disk_free; /* disk_free: index + 1 */
+/* store_disk.c: the store's side of the spill engine; sp NULL: off. The
+ * engine's own threads see only the buffers handed to them. */
+typedef struct ss__store_disk {
+    struct ss__spill *sp;         /* open; loop */
+    char spill_dir[4096];         /* open: the engine's directory (this store's own) */
+    uint64_t spill_high;          /* open: spill ahead above this many bytes in use */
+    uint64_t spill_low;           /* open: ... down to this */
+    bool spill_ahead;             /* open: SEALSTORE_SPILL_HIGH is not off */
+    ss__loop_fd ev;               /* open: the engine's eventfd registration */
+    /* the rest: loop */
+    ss__diskloc *locs;            /* disk copies; ss__obj.disk = index + 1 */
+    uint32_t nlocs, locs_cap, locs_free; /* locs_free: index + 1 */
     ss__spop **ops;               /* chunks of SS_SPOP_CHUNK: ops never move */
     uint32_t ops_cap, ops_free, ops_busy; /* ops_free: index + 1 */
     uint32_t ops_engine;          /* ops the engine still has to complete */
     uint32_t nremovals;           /* DELETE ops in flight (see ss__spop) */
-    bool spill_closing;           /* teardown: completions only free memory */
+    bool closing;                 /* teardown: completions only free memory */
     uint32_t rq_head, rq_tail;    /* restores waiting for memory (index + 1) */
     uint64_t spill_pending;       /* memory that spills in flight will free */
     uint32_t nspilling;           /* spills in flight */
-    uint64_t parked_need;         /* bytes parked creates and restores lack */
     uint64_t spill_backoff_until; /* ns: no new spill before (after a failure) */
     int spill_err;                /* the last spill failure (-errno) */
     uint64_t spill_log_next;      /* ns: next failure report allowed */
     uint64_t spill_log_quiet;     /* failures not reported since the last line */
-    uint64_t nspilled, spilled_bytes; /* objects SPILLED now */
+    uint64_t nspilled, spilled_bytes; /* objects SPILLED now (store_obj.c
+                                         takes off the ones it frees) */
     /* The startup scan of the spill directory runs in the engine's thread
      * while the store serves; objects appear as SPILLED entries as it goes
      * (scan_one, on the loop). While `scanning`, requests whose answer
-     * depends on which ids exist wait at the scan gate (store.c). */
+     * depends on which ids exist wait at the scan gate (store_req.c). */
     bool scanning;
     struct ss__spill_loc *scan_drop; /* older copies the scan replaced: deleted */
     size_t scan_ndrop, scan_cdrop;
     uint64_t scan_dups;           /* of the objects the scan kept, older copies dropped */
-    uint64_t c_spills, c_restores, c_spill_errors, c_restore_errors, c_lost;
+    void (*scan_end)(ss__store *s); /* open: by store_req.c (the gate opens) */
+} ss__store_disk;
+
+/* store_req.c and store_get.c. */
+typedef struct ss__store_req {
+    unsigned char *obuf;          /* open; loop: reply scratch (GET, LIST) */
+} ss__store_req;
+
+/* Counters (ss_stats), loop; each written by the file named. */
+typedef struct ss__store_counters {
+    uint64_t c_creates;           /* store_req.c */
+    uint64_t c_seals, c_aborts;   /* store_req.c (aborts: store_obj.c too) */
+    uint64_t c_gets;              /* store_get.c */
+    uint64_t c_releases, c_deletes; /* store_req.c */
+    uint64_t c_evictions;         /* store_obj.c */
+    uint64_t c_waits;             /* store_get.c, store_req.c */
+    uint64_t c_wait_timeouts;     /* store_req.c */
+    uint64_t c_proto_errors;      /* store_conn.c, store_req.c */
+    uint64_t c_fd_deferred;       /* store_conn.c, store_get.c */
+    uint64_t c_spills, c_restores, c_spill_errors, c_restore_errors, c_lost; /* store_disk.c */
+} ss__store_counters;
+
+struct ss__store {
+    ss__store_bind bind;
+    ss__store_mem mem;
+    ss__loop loop;                /* loop.c */
+    ss__store_tab tab;
+    ss__store_conn conn;
+    ss__store_hs hs;
+    ss__store_fdb fdb;
+    ss__store_park park;
+    ss__store_seal seal;
+    ss__store_disk disk;
+    ss__store_req req;
+    ss__store_counters cnt;
 };
 
 /* ====================================================== functions by layer
@@ -871,11 +938,11 @@ void ss__obj_register_disk(ss__store *s, const ss__obj_disk_hooks *h);
 int ss__obj_charge(void *arg, int64_t delta);
 static inline ss__obj *ss__obj_at(const ss__store *s, uint32_t e)
 {
-    return &s->objs[e / SS_INDEX_CHUNK_ENTRIES][e % SS_INDEX_CHUNK_ENTRIES];
+    return &s->tab.objs[e / SS_INDEX_CHUNK_ENTRIES][e % SS_INDEX_CHUNK_ENTRIES];
 }
 static inline ss__index_entry *ss__ent(const ss__store *s, uint32_t e)
 {
-    return ss__index_at(&s->ix, e);
+    return ss__index_at(&s->tab.ix, e);
 }
 static inline uint32_t ss__ent_state(const ss__store *s, uint32_t e)
 {
@@ -933,7 +1000,7 @@ void ss__ref_drop_all(ss__store *s, ss__conn *c);
 void ss__disk_register(ss__store *s, void (*on_scan_end)(ss__store *s));
 /* Open the engine per SEALSTORE_SPILL_DIR (this store's subdirectory) and
  * start indexing the objects already spilled there (the scan runs while
- * the store serves; s->scanning until it ends). A directory that cannot be
+ * the store serves; s->disk.scanning until it ends). A directory that cannot be
  * used turns spilling off (logged); returns 0, or -errno (no memory). */
 int ss__disk_setup(ss__store *s);
 /* Stop the startup scan where it is (what it found stays indexed). */

@@ -52,7 +52,7 @@
 
 void ss__obj_register_disk(ss__store *s, const ss__obj_disk_hooks *h)
 {
-    s->tab_disk = *h;
+    s->tab.disk_h = *h;
 }
 
 /* ================================================================ records */
@@ -74,20 +74,20 @@ int ss__obj_alloc(ss__store *s, uint32_t *out)
     uint32_t e;
     int rc;
 
-    if (s->free_head) {
-        e = s->free_head - 1;
-        s->free_head = ss__obj_at(s, e)->next;
+    if (s->tab.free_head) {
+        e = s->tab.free_head - 1;
+        s->tab.free_head = ss__obj_at(s, e)->next;
     } else {
-        e = s->ix.high;
-        rc = ss__index_reserve(&s->ix, e);
+        e = s->tab.ix.high;
+        rc = ss__index_reserve(&s->tab.ix, e);
         if (rc < 0)
             return rc;
         uint32_t ch = e / SS_INDEX_CHUNK_ENTRIES;
-        if (!s->objs[ch]) {
+        if (!s->tab.objs[ch]) {
             /* calloc of this size is an mmap: pages appear as entries do */
-            s->objs[ch] = calloc(SS_INDEX_CHUNK_ENTRIES, sizeof(ss__obj));
-            if (!s->objs[ch]) {
-                s->ix.high = e; /* nothing was handed out */
+            s->tab.objs[ch] = calloc(SS_INDEX_CHUNK_ENTRIES, sizeof(ss__obj));
+            if (!s->tab.objs[ch]) {
+                s->tab.ix.high = e; /* nothing was handed out */
                 return -ENOMEM;
             }
         }
@@ -111,11 +111,11 @@ void ss__lru_remove(ss__store *s, uint32_t e)
     if (o->prev)
         ss__obj_at(s, o->prev - 1)->next = o->next;
     else
-        s->lru_head = o->next;
+        s->tab.lru_head = o->next;
     if (o->next)
         ss__obj_at(s, o->next - 1)->prev = o->prev;
     else
-        s->lru_tail = o->prev;
+        s->tab.lru_tail = o->prev;
     o->prev = o->next = 0;
     o->flags &= (uint8_t)~SS_OBJF_ON_LRU;
 }
@@ -127,12 +127,12 @@ void ss__lru_push(ss__store *s, uint32_t e)
 
     SS_ASSERT(!(o->flags & SS_OBJF_ON_LRU));
     o->next = 0;
-    o->prev = s->lru_tail;
-    if (s->lru_tail)
-        ss__obj_at(s, s->lru_tail - 1)->next = e + 1;
+    o->prev = s->tab.lru_tail;
+    if (s->tab.lru_tail)
+        ss__obj_at(s, s->tab.lru_tail - 1)->next = e + 1;
     else
-        s->lru_head = e + 1;
-    s->lru_tail = e + 1;
+        s->tab.lru_head = e + 1;
+    s->tab.lru_tail = e + 1;
     o->flags |= SS_OBJF_ON_LRU;
 }
 
@@ -140,7 +140,7 @@ void ss__lru_push(ss__store *s, uint32_t e)
  * SEALED or SPILLED (stored: on disk is enough); -ENOENT otherwise. */
 int64_t ss__obj_find_sealed(ss__store *s, const ss_id *id)
 {
-    int64_t e = ss__index_find(&s->ix, id);
+    int64_t e = ss__index_find(&s->tab.ix, id);
 
     if (e < 0 || ss__ent_state(s, (uint32_t)e) != SS_IX_SEALED)
         return -ENOENT;
@@ -149,7 +149,7 @@ int64_t ss__obj_find_sealed(ss__store *s, const ss_id *id)
 
 int64_t ss__obj_find_stored(ss__store *s, const ss_id *id)
 {
-    int64_t e = ss__index_find(&s->ix, id);
+    int64_t e = ss__index_find(&s->tab.ix, id);
     uint32_t st;
 
     if (e < 0)
@@ -164,25 +164,25 @@ int64_t ss__obj_find_stored(ss__store *s, const ss_id *id)
  * destroyed and replaced in the same slot gets a new small number). */
 ss__small *ss__small_rec(ss__store *s, uint32_t slot)
 {
-    const ss__seg *g = ss__salloc_segment(s->salloc, slot);
+    const ss__seg *g = ss__salloc_segment(s->mem.salloc, slot);
 
     if (!g)
         return NULL;
-    if (slot >= s->nsmalls) {
-        uint32_t had = s->nsmalls;
+    if (slot >= s->tab.nsmalls) {
+        uint32_t had = s->tab.nsmalls;
 
-        if (SS_ARRAY_RESERVE(s->smalls, s->nsmalls, (size_t)slot + 1, 16) < 0)
+        if (SS_ARRAY_RESERVE(s->tab.smalls, s->tab.nsmalls, (size_t)slot + 1, 16) < 0)
             return NULL;
-        for (uint32_t i = had; i < s->nsmalls; i++)
-            s->smalls[i].ro_fd = -1; /* no, seg: zeroed */
+        for (uint32_t i = had; i < s->tab.nsmalls; i++)
+            s->tab.smalls[i].ro_fd = -1; /* no, seg: zeroed */
     }
-    ss__small *sm = &s->smalls[slot];
+    ss__small *sm = &s->tab.smalls[slot];
     if (sm->no == 0 || sm->seg != g) {
         if (sm->ro_fd >= 0)
             close(sm->ro_fd);
-        if (++s->next_small_no == 0)
-            s->next_small_no = 1;
-        sm->no = s->next_small_no;
+        if (++s->tab.next_small_no == 0)
+            s->tab.next_small_no = 1;
+        sm->no = s->tab.next_small_no;
         sm->ro_fd = -1;
         sm->seg = g;
     }
@@ -192,8 +192,8 @@ ss__small *ss__small_rec(ss__store *s, uint32_t slot)
 /* After a free: if the allocator destroyed the segment, forget it. */
 void ss__small_check(ss__store *s, uint32_t slot)
 {
-    if (slot < s->nsmalls && !ss__salloc_segment(s->salloc, slot)) {
-        ss__small *sm = &s->smalls[slot];
+    if (slot < s->tab.nsmalls && !ss__salloc_segment(s->mem.salloc, slot)) {
+        ss__small *sm = &s->tab.smalls[slot];
         if (sm->ro_fd >= 0)
             close(sm->ro_fd);
         sm->ro_fd = -1;
@@ -218,7 +218,7 @@ void ss__small_free(ss__store *s, uint32_t slot, uint64_t off64, uint64_t size)
     ss__sloc loc = { .seg = slot, .cls = (uint32_t)ss__salloc_class_of(size),
                      .off = off64 * SS_OBJ_ALIGN, .ptr = NULL };
 
-    if (ss__salloc_free(s->salloc, &loc) < 0)
+    if (ss__salloc_free(s->mem.salloc, &loc) < 0)
         ss__log_error("store: small free of seg %u off %llu failed", slot,
                       (unsigned long long)loc.off);
     ss__small_check(s, slot);
@@ -231,7 +231,7 @@ void ss__obj_seg_free(ss__store *s, ss__seg *seg, bool writing)
     uint64_t bytes = seg->size;
 
     if (writing)
-        ss__pool_writer_done(s->pool);
+        ss__pool_writer_done(s->mem.pool);
     ss__seg_destroy(seg);
     ss__obj_charge(s, -(int64_t)bytes);
 }
@@ -268,7 +268,7 @@ void ss__obj_drop_mem(ss__store *s, uint32_t e)
     o->seg_size = 0;
     o->small_slot = o->meta_slot = 0;
     o->flags |= SS_OBJF_NOMEM;
-    s->retry_creates = true;
+    s->park.retry_creates = true;
 }
 
 /* Give back an object's memory and its entry. Caller made refs 0 (or the
@@ -286,20 +286,20 @@ void ss__obj_free(ss__store *s, uint32_t e)
               !(o->flags & (SS_OBJF_SEALING | SS_OBJF_SPILLING | SS_OBJF_RESTORING)));
     ss__lru_remove(s, e);
     if (st == SS_IX_CREATED || st == SS_IX_SEALED || st == SS_IX_SPILLED) {
-        ss__index_unlink(&s->ix, e);
-        s->nobjects--;
-        s->object_bytes -= en->size;
+        ss__index_unlink(&s->tab.ix, e);
+        s->tab.nobjects--;
+        s->tab.object_bytes -= en->size;
     } else if (st == SS_IX_DELETED) {
         det_remove(s, e);
     }
     if (st == SS_IX_SEALED || st == SS_IX_SPILLED)
-        s->nsealed--;
+        s->tab.nsealed--;
     if (st == SS_IX_SPILLED) {
-        s->nspilled--;
-        s->spilled_bytes -= en->size;
+        s->disk.nspilled--;
+        s->disk.spilled_bytes -= en->size;
     }
     if (o->disk)
-        s->tab_disk.forget(s, e);
+        s->tab.disk_h.forget(s, e);
 
     ss__obj_drop_mem(s, e);
 
@@ -311,9 +311,9 @@ void ss__obj_free(ss__store *s, uint32_t e)
 
     memset(o, 0, sizeof(*o));
     o->fd_ro = o->fd_rw = -1;
-    o->next = s->free_head;
-    s->free_head = e + 1;
-    s->retry_creates = true;
+    o->next = s->tab.free_head;
+    s->tab.free_head = e + 1;
+    s->park.retry_creates = true;
 }
 
 /* ------------------------------------------------- deleted but referenced */
@@ -323,7 +323,7 @@ void ss__obj_free(ss__store *s, uint32_t e)
  * object's prev/next, which the LRU does not use for these. Rare. */
 static inline uint32_t det_bucket(const ss__store *s, const ss_id *id)
 {
-    return (uint32_t)(ss__index_hash(id, s->ix.key ^ 0x2545f491u) & (s->det_nbuckets - 1));
+    return (uint32_t)(ss__index_hash(id, s->tab.ix.key ^ 0x2545f491u) & (s->tab.det_nbuckets - 1));
 }
 
 static void det_add(ss__store *s, uint32_t e)
@@ -332,10 +332,10 @@ static void det_add(ss__store *s, uint32_t e)
     uint32_t b = det_bucket(s, &ss__ent(s, e)->id);
 
     o->prev = 0;
-    o->next = s->det_buckets[b];
+    o->next = s->tab.det_buckets[b];
     if (o->next)
         ss__obj_at(s, o->next - 1)->prev = e + 1;
-    s->det_buckets[b] = e + 1;
+    s->tab.det_buckets[b] = e + 1;
 }
 
 static void det_remove(ss__store *s, uint32_t e)
@@ -345,7 +345,7 @@ static void det_remove(ss__store *s, uint32_t e)
     if (o->prev)
         ss__obj_at(s, o->prev - 1)->next = o->next;
     else
-        s->det_buckets[det_bucket(s, &ss__ent(s, e)->id)] = o->next;
+        s->tab.det_buckets[det_bucket(s, &ss__ent(s, e)->id)] = o->next;
     if (o->next)
         ss__obj_at(s, o->next - 1)->prev = o->prev;
     o->prev = o->next = 0;
@@ -362,31 +362,31 @@ void ss__obj_detach(ss__store *s, uint32_t e, bool evicted)
     bool spilled = ss__ent_state(s, e) == SS_IX_SPILLED;
 
     if (o->flags & SS_OBJF_RESTORING)
-        s->tab_disk.cancel_restore(s, e); /* only one still waiting for memory stops */
+        s->tab.disk_h.cancel_restore(s, e); /* only one still waiting for memory stops */
     if (o->refs == 0 && !(o->flags & (SS_OBJF_SPILLING | SS_OBJF_RESTORING))) {
         ss__obj_free(s, e);
     } else {
         /* its disk copy goes now, not when the last reference does: a
          * crash meanwhile must not bring a deleted object back */
         if (o->disk)
-            s->tab_disk.forget(s, e);
+            s->tab.disk_h.forget(s, e);
         ss__lru_remove(s, e);
-        ss__index_unlink(&s->ix, e);
+        ss__index_unlink(&s->tab.ix, e);
         ss__ent_set_state(s, e, SS_IX_DELETED);
         det_add(s, e);
-        s->nobjects--;
-        s->nsealed--;
-        s->object_bytes -= size;
+        s->tab.nobjects--;
+        s->tab.nsealed--;
+        s->tab.object_bytes -= size;
         if (spilled) {
-            s->nspilled--;
-            s->spilled_bytes -= size;
+            s->disk.nspilled--;
+            s->disk.spilled_bytes -= size;
         }
     }
     /* GETs waiting for its restore now wait for the id like any other */
     if (spilled)
         ss__park_restore_done(s, &id, 0);
     if (evicted)
-        s->c_evictions++;
+        s->cnt.c_evictions++;
     ss__conn_event(s, SS_EVENT_DELETED, &id, size);
 }
 
@@ -397,14 +397,14 @@ int ss__obj_charge(void *arg, int64_t delta)
     ss__store *s = arg;
 
     if (delta <= 0) {
-        atomic_fetch_sub_explicit(&s->resident, (uint64_t)-delta, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&s->tab.resident, (uint64_t)-delta, memory_order_relaxed);
         return 0;
     }
-    uint64_t cur = atomic_load_explicit(&s->resident, memory_order_relaxed);
+    uint64_t cur = atomic_load_explicit(&s->tab.resident, memory_order_relaxed);
     do {
-        if (cur + (uint64_t)delta > s->capacity || cur + (uint64_t)delta < cur)
+        if (cur + (uint64_t)delta > s->mem.capacity || cur + (uint64_t)delta < cur)
             return -ENOSPC;
-    } while (!atomic_compare_exchange_weak_explicit(&s->resident, &cur, cur + (uint64_t)delta,
+    } while (!atomic_compare_exchange_weak_explicit(&s->tab.resident, &cur, cur + (uint64_t)delta,
                                                     memory_order_relaxed,
                                                     memory_order_relaxed));
     return 0;
@@ -418,23 +418,23 @@ int ss__obj_charge(void *arg, int64_t delta)
  */
 bool ss__obj_reclaim(ss__store *s, uint64_t need)
 {
-    uint64_t before = atomic_load(&s->resident);
+    uint64_t before = atomic_load(&s->tab.resident);
     bool progress = false;
 
-    if (s->pool && ss__pool_trim(s->pool, need) > 0)
+    if (s->mem.pool && ss__pool_trim(s->mem.pool, need) > 0)
         progress = true;
-    if (!s->evict) {
-        if (s->tab_disk.spill(s, need + s->parked_need, true))
+    if (!s->mem.evict) {
+        if (s->tab.disk_h.spill(s, need + s->park.parked_need, true))
             progress = true;
         return progress;
     }
     /* a batch at a time: freeing small objects frees slots, not always
      * whole segments, so the caller retries after each batch */
-    for (uint32_t r = 0; r < EVICT_BATCH && s->lru_head; r++) {
-        uint64_t now = atomic_load(&s->resident);
+    for (uint32_t r = 0; r < EVICT_BATCH && s->tab.lru_head; r++) {
+        uint64_t now = atomic_load(&s->tab.resident);
         if (before > now && before - now >= need)
             break;
-        uint32_t e = s->lru_head - 1;
+        uint32_t e = s->tab.lru_head - 1;
         ss__obj_detach(s, e, true);
         progress = true;
     }
@@ -571,12 +571,12 @@ void ss__ref_drop(ss__store *s, ss__conn *c, ss__ref *r, uint32_t n)
  * drops its oldest sealed hold: the same one). NULL if c holds none. */
 ss__ref *ss__ref_held(ss__store *s, ss__conn *c, const ss_id *id)
 {
-    int64_t e = ss__index_find(&s->ix, id);
+    int64_t e = ss__index_find(&s->tab.ix, id);
     ss__ref *best = NULL, *r;
 
     if (e >= 0 && ss__ent_state(s, (uint32_t)e) == SS_IX_SEALED)
         best = ss__ref_find(c, (uint32_t)e);
-    for (uint32_t x = s->det_buckets[det_bucket(s, id)]; x; x = ss__obj_at(s, x - 1)->next) {
+    for (uint32_t x = s->tab.det_buckets[det_bucket(s, id)]; x; x = ss__obj_at(s, x - 1)->next) {
         if (memcmp(&ss__ent(s, x - 1)->id, id, sizeof(*id)) || !(r = ss__ref_find(c, x - 1)))
             continue;
         if (!best || (int32_t)(r->seq - best->seq) < 0)
@@ -603,7 +603,7 @@ void ss__ref_drop_all(ss__store *s, ss__conn *c)
                 o->flags |= SS_OBJF_ORPHAN; /* freed when the worker is done */
             } else {
                 o->refs = 0;
-                s->c_aborts++;
+                s->cnt.c_aborts++;
                 ss__obj_free(s, e);
             }
             continue;
@@ -629,14 +629,14 @@ int ss__obj_init(ss__store *s)
 {
     int rc;
 
-    s->free_head = s->lru_head = s->lru_tail = 0;
-    s->next_seg_id = 1;
-    s->objs = calloc(SS_INDEX_MAX_CHUNKS, sizeof(*s->objs));
-    s->det_nbuckets = DET_BUCKETS;
-    s->det_buckets = calloc(DET_BUCKETS, sizeof(*s->det_buckets));
-    if (!s->objs || !s->det_buckets)
+    s->tab.free_head = s->tab.lru_head = s->tab.lru_tail = 0;
+    s->tab.next_seg_id = 1;
+    s->tab.objs = calloc(SS_INDEX_MAX_CHUNKS, sizeof(*s->tab.objs));
+    s->tab.det_nbuckets = DET_BUCKETS;
+    s->tab.det_buckets = calloc(DET_BUCKETS, sizeof(*s->tab.det_buckets));
+    if (!s->tab.objs || !s->tab.det_buckets)
         return -ENOMEM;
-    rc = ss__index_init(&s->ix, s->store_id);
+    rc = ss__index_init(&s->tab.ix, s->bind.store_id);
     if (rc < 0)
         return rc;
     return 0;
@@ -646,8 +646,8 @@ int ss__obj_init(ss__store *s)
  * forgotten, not deleted) and the table. */
 void ss__obj_fini(ss__store *s)
 {
-    if (s->objs) {
-        for (uint32_t e = 0; e < s->ix.high; e++) {
+    if (s->tab.objs) {
+        for (uint32_t e = 0; e < s->tab.ix.high; e++) {
             ss__obj *o = ss__obj_at(s, e);
             if (!(o->flags & SS_OBJF_USED))
                 continue;
@@ -656,17 +656,17 @@ void ss__obj_fini(ss__store *s)
             ss__obj_free(s, e);
         }
         for (uint32_t i = 0; i < SS_INDEX_MAX_CHUNKS; i++)
-            free(s->objs[i]);
-        free(s->objs);
-        s->objs = NULL;
+            free(s->tab.objs[i]);
+        free(s->tab.objs);
+        s->tab.objs = NULL;
     }
-    for (uint32_t i = 0; i < s->nsmalls; i++)
-        if (s->smalls[i].ro_fd >= 0)
-            close(s->smalls[i].ro_fd);
-    free(s->smalls);
-    s->smalls = NULL;
-    s->nsmalls = 0;
-    ss__index_fini(&s->ix);
-    free(s->det_buckets);
-    s->det_buckets = NULL;
+    for (uint32_t i = 0; i < s->tab.nsmalls; i++)
+        if (s->tab.smalls[i].ro_fd >= 0)
+            close(s->tab.smalls[i].ro_fd);
+    free(s->tab.smalls);
+    s->tab.smalls = NULL;
+    s->tab.nsmalls = 0;
+    ss__index_fini(&s->tab.ix);
+    free(s->tab.det_buckets);
+    s->tab.det_buckets = NULL;
 }

@@ -41,34 +41,34 @@
 
 int ss__park_init(ss__store *s)
 {
-    s->wait_nbuckets = WAIT_BUCKETS;
-    s->wait_buckets = calloc(WAIT_BUCKETS, sizeof(*s->wait_buckets));
-    return s->wait_buckets ? 0 : -ENOMEM;
+    s->park.wait_nbuckets = WAIT_BUCKETS;
+    s->park.wait_buckets = calloc(WAIT_BUCKETS, sizeof(*s->park.wait_buckets));
+    return s->park.wait_buckets ? 0 : -ENOMEM;
 }
 
 void ss__park_fini(ss__store *s)
 {
-    free(s->heap);
-    s->heap = NULL;
-    free(s->wait_buckets);
-    s->wait_buckets = NULL;
+    free(s->park.heap);
+    s->park.heap = NULL;
+    free(s->park.wait_buckets);
+    s->park.wait_buckets = NULL;
 }
 
 void ss__park_on_ready(ss__store *s, void (*ready)(ss__store *s, ss__parked *pk))
 {
-    s->park_ready = ready;
+    s->park.ready = ready;
 }
 
 void ss__park_on_unpark(ss__store *s, void (*unpark)(ss__store *s, ss__parked *pk))
 {
-    s->park_unpark = unpark;
+    s->park.unpark = unpark;
 }
 
 /* ============================================================ wait hash */
 
 static inline uint32_t wait_bucket(const ss__store *s, const ss_id *id)
 {
-    return (uint32_t)(ss__index_hash(id, s->ix.key ^ 0x5bd1e995u) & (s->wait_nbuckets - 1));
+    return (uint32_t)(ss__index_hash(id, s->tab.ix.key ^ 0x5bd1e995u) & (s->park.wait_nbuckets - 1));
 }
 
 void ss__park_wait_link(ss__store *s, ss__waitnode *w)
@@ -76,10 +76,10 @@ void ss__park_wait_link(ss__store *s, ss__waitnode *w)
     uint32_t b = wait_bucket(s, &w->id);
 
     w->prev = NULL;
-    w->next = s->wait_buckets[b];
+    w->next = s->park.wait_buckets[b];
     if (w->next)
         w->next->prev = w;
-    s->wait_buckets[b] = w;
+    s->park.wait_buckets[b] = w;
     w->linked = true;
 }
 
@@ -90,7 +90,7 @@ static void wait_unlink(ss__store *s, ss__waitnode *w)
     if (w->prev)
         w->prev->next = w->next;
     else
-        s->wait_buckets[wait_bucket(s, &w->id)] = w->next;
+        s->park.wait_buckets[wait_bucket(s, &w->id)] = w->next;
     if (w->next)
         w->next->prev = w->prev;
     w->linked = false;
@@ -98,7 +98,7 @@ static void wait_unlink(ss__store *s, ss__waitnode *w)
 
 bool ss__park_id_held(const ss__store *s, const ss_id *id)
 {
-    for (ss__waitnode *w = s->wait_buckets[wait_bucket(s, id)]; w; w = w->next)
+    for (ss__waitnode *w = s->park.wait_buckets[wait_bucket(s, id)]; w; w = w->next)
         if (!memcmp(&w->id, id, sizeof(*id)))
             return true;
     return false;
@@ -106,7 +106,7 @@ bool ss__park_id_held(const ss__store *s, const ss_id *id)
 
 bool ss__park_restore_wanted(const ss__store *s, const ss_id *id)
 {
-    for (ss__waitnode *w = s->wait_buckets[wait_bucket(s, id)]; w; w = w->next)
+    for (ss__waitnode *w = s->park.wait_buckets[wait_bucket(s, id)]; w; w = w->next)
         if (w->kind == SS_WN_RESTORE && !memcmp(&w->id, id, sizeof(*id)))
             return true;
     return false;
@@ -127,22 +127,22 @@ void ss__parked_free(ss__store *s, ss__parked *pk)
 
     ss__park_timer_del(s, pk);
     if (pk->type == SS_PK_DELETE)
-        s->park_unpark(s, pk);
+        s->park.unpark(s, pk);
     for (uint32_t i = 0; pk->w && i < pk->n; i++)
         wait_unlink(s, &pk->w[i]);
     if (pk->type != SS_PK_GET) {
-        s->parked_need -= pk->need;
+        s->park.parked_need -= pk->need;
         if (pk->qprev)
             pk->qprev->qnext = pk->qnext;
-        else if (s->cq_head == pk)
-            s->cq_head = pk->qnext;
+        else if (s->park.cq_head == pk)
+            s->park.cq_head = pk->qnext;
         if (pk->qnext)
             pk->qnext->qprev = pk->qprev;
-        else if (s->cq_tail == pk)
-            s->cq_tail = pk->qprev;
+        else if (s->park.cq_tail == pk)
+            s->park.cq_tail = pk->qprev;
     }
     if (pk->fdwait) {
-        SS_DL_UNLINK(s->fdw_head, s->fdw_tail, pk, qprev, qnext);
+        SS_DL_UNLINK(s->park.fdw_head, s->park.fdw_tail, pk, qprev, qnext);
         c->nfdwait--;
     }
     if (pk->cprev)
@@ -152,9 +152,9 @@ void ss__parked_free(ss__store *s, ss__parked *pk)
     if (pk->cnext)
         pk->cnext->cprev = pk->cprev;
     c->nparked--;
-    s->nparked--;
+    s->park.nparked--;
     c->parked_bytes -= pk->bytes;
-    s->parked_bytes -= pk->bytes;
+    s->park.parked_bytes -= pk->bytes;
     ss__conn_heap_freed(s, pk->bytes);
     free(pk->w);
     free(pk->msg);
@@ -173,15 +173,15 @@ uint64_t ss__parked_cost(uint64_t extra)
 /* May c park a request costing `bytes` more? */
 bool ss__parked_fits(const ss__store *s, const ss__conn *c, uint64_t bytes)
 {
-    return c->parked_bytes + bytes <= s->parked_client_max &&
-           s->parked_bytes + bytes <= s->parked_bytes_max;
+    return c->parked_bytes + bytes <= s->park.parked_client_max &&
+           s->park.parked_bytes + bytes <= s->park.parked_bytes_max;
 }
 
 void ss__parked_charge(ss__store *s, ss__parked *pk, uint64_t bytes)
 {
     pk->bytes += bytes;
     pk->c->parked_bytes += bytes;
-    s->parked_bytes += bytes;
+    s->park.parked_bytes += bytes;
 }
 
 ss__parked *ss__parked_new(ss__store *s, ss__conn *c, int type, uint32_t req_id,
@@ -206,7 +206,7 @@ ss__parked *ss__parked_new(ss__store *s, ss__conn *c, int type, uint32_t req_id,
         c->parked->cprev = pk;
     c->parked = pk;
     c->nparked++;
-    s->nparked++;
+    s->park.nparked++;
     ss__parked_charge(s, pk, ss__parked_cost(0));
     if (c->nparked >= SS_PARKED_MAX)
         ss__conn_interest(s, c); /* stop reading until some complete */
@@ -215,7 +215,7 @@ ss__parked *ss__parked_new(ss__store *s, ss__conn *c, int type, uint32_t req_id,
 
 void ss__parked_set_need(ss__store *s, ss__parked *pk, uint64_t need)
 {
-    s->parked_need += need - pk->need;
+    s->park.parked_need += need - pk->need;
     pk->need = need;
 }
 
@@ -228,18 +228,18 @@ void ss__parked_set_need(ss__store *s, ss__parked *pk, uint64_t need)
  */
 static void heap_swap(ss__store *s, uint32_t i, uint32_t j)
 {
-    ss__parked *t = s->heap[i];
-    s->heap[i] = s->heap[j];
-    s->heap[j] = t;
-    s->heap[i]->heap_pos = i;
-    s->heap[j]->heap_pos = j;
+    ss__parked *t = s->park.heap[i];
+    s->park.heap[i] = s->park.heap[j];
+    s->park.heap[j] = t;
+    s->park.heap[i]->heap_pos = i;
+    s->park.heap[j]->heap_pos = j;
 }
 
 static void heap_up(ss__store *s, uint32_t i)
 {
     while (i > 0) {
         uint32_t p = (i - 1) / 2;
-        if (s->heap[p]->deadline_ns <= s->heap[i]->deadline_ns)
+        if (s->park.heap[p]->deadline_ns <= s->park.heap[i]->deadline_ns)
             break;
         heap_swap(s, i, p);
         i = p;
@@ -250,9 +250,9 @@ static void heap_down(ss__store *s, uint32_t i)
 {
     for (;;) {
         uint32_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < s->heap_len && s->heap[l]->deadline_ns < s->heap[m]->deadline_ns)
+        if (l < s->park.heap_len && s->park.heap[l]->deadline_ns < s->park.heap[m]->deadline_ns)
             m = l;
-        if (r < s->heap_len && s->heap[r]->deadline_ns < s->heap[m]->deadline_ns)
+        if (r < s->park.heap_len && s->park.heap[r]->deadline_ns < s->park.heap[m]->deadline_ns)
             m = r;
         if (m == i)
             return;
@@ -263,10 +263,10 @@ static void heap_down(ss__store *s, uint32_t i)
 
 int ss__park_timer_add(ss__store *s, ss__parked *pk)
 {
-    if (SS_ARRAY_RESERVE(s->heap, s->heap_cap, s->heap_len + 1, 64) < 0)
+    if (SS_ARRAY_RESERVE(s->park.heap, s->park.heap_cap, s->park.heap_len + 1, 64) < 0)
         return -ENOMEM;
-    pk->heap_pos = s->heap_len;
-    s->heap[s->heap_len++] = pk;
+    pk->heap_pos = s->park.heap_len;
+    s->park.heap[s->park.heap_len++] = pk;
     heap_up(s, pk->heap_pos);
     return 0;
 }
@@ -278,18 +278,18 @@ void ss__park_timer_del(ss__store *s, ss__parked *pk)
     if (i == UINT32_MAX)
         return;
     pk->heap_pos = UINT32_MAX;
-    if (i != --s->heap_len) {
-        s->heap[i] = s->heap[s->heap_len];
-        s->heap[i]->heap_pos = i;
+    if (i != --s->park.heap_len) {
+        s->park.heap[i] = s->park.heap[s->park.heap_len];
+        s->park.heap[i]->heap_pos = i;
         heap_down(s, i);
         heap_up(s, i);
     }
     /* a burst of parked requests gone: do not keep its array */
-    if (s->heap_cap > 64 && s->heap_len < s->heap_cap / 4) {
-        ss__parked **nh = realloc(s->heap, (s->heap_cap / 2) * sizeof(*nh));
+    if (s->park.heap_cap > 64 && s->park.heap_len < s->park.heap_cap / 4) {
+        ss__parked **nh = realloc(s->park.heap, (s->park.heap_cap / 2) * sizeof(*nh));
         if (nh) {
-            s->heap = nh;
-            s->heap_cap /= 2;
+            s->park.heap = nh;
+            s->park.heap_cap /= 2;
         }
     }
 }
@@ -303,7 +303,7 @@ static void complete_list(ss__store *s, ss__parked *ready)
         ss__parked *pk = ready;
         ready = pk->qnext;
         pk->qnext = NULL;
-        s->park_ready(s, pk);
+        s->park.ready(s, pk);
     }
 }
 
@@ -320,7 +320,7 @@ void ss__park_wake(ss__store *s, const ss_id *id)
 {
     ss__parked *ready = NULL;
 
-    for (ss__waitnode *w = s->wait_buckets[wait_bucket(s, id)]; w; w = w->next) {
+    for (ss__waitnode *w = s->park.wait_buckets[wait_bucket(s, id)]; w; w = w->next) {
         if (w->kind == SS_WN_HOLD || memcmp(&w->id, id, sizeof(*id)))
             continue;
         ss__parked *pk = w->pk;
@@ -339,7 +339,7 @@ static int restore_waiters(ss__store *s, const ss_id *id, int err, bool expired_
     ss__parked *ready = NULL;
     int n = 0;
 
-    for (ss__waitnode *w = s->wait_buckets[wait_bucket(s, id)]; w; w = w->next) {
+    for (ss__waitnode *w = s->park.wait_buckets[wait_bucket(s, id)]; w; w = w->next) {
         if (w->kind != SS_WN_RESTORE || memcmp(&w->id, id, sizeof(*id)) ||
             (expired_only && !w->pk->expired))
             continue;

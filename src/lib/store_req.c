@@ -57,10 +57,10 @@ static void hello(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 
     memset(&m, 0, sizeof(m));
     ss__proto_hdr(&m.h, SS_MSG_HELLO, h->req_id, sizeof(m), 0, SS_MSGF_REPLY);
-    m.r.store_id = s->store_id;
+    m.r.store_id = s->bind.store_id;
     m.r.client_id = c->id;
-    m.r.small_max = (uint32_t)s->small_max;
-    m.r.capacity = s->capacity;
+    m.r.small_max = (uint32_t)s->mem.small_max;
+    m.r.capacity = s->mem.capacity;
     m.r.max_msg = SS_PROTO_MAX_MSG;
     ss__conn_hello_done(s, c);
     ss__conn_send(s, c, &m, sizeof(m), NULL, 0);
@@ -88,7 +88,7 @@ static bool scan_gate(ss__store *s, ss__conn *c, const void *buf, size_t len, un
 {
     const ss__msg_hdr *h = buf;
 
-    if (!s->scanning || !gated_type(h->type))
+    if (!s->disk.scanning || !gated_type(h->type))
         return false;
     /* a GET waits at most its timeout: with none left it runs now (this is
      * also how a held GET whose timeout passed gets through) */
@@ -136,7 +136,7 @@ static void gate_open(ss__store *s)
 {
     uint64_t now = ss__now_ns();
 
-    for (ss__conn *c = s->conns; c; c = c->next)
+    for (ss__conn *c = s->conn.conns; c; c = c->next)
         if (c->gated && !c->broken)
             gate_run(s, c, now);
 }
@@ -146,9 +146,9 @@ void ss__req_gate_turn(void *arg, uint64_t now)
 {
     ss__store *s = arg;
 
-    if (!s->scanning)
+    if (!s->disk.scanning)
         return;
-    for (ss__conn *c = s->conns; c; c = c->next)
+    for (ss__conn *c = s->conn.conns; c; c = c->next)
         if (c->gated && !c->broken && c->gated_deadline <= now)
             gate_run(s, c, now);
 }
@@ -159,9 +159,9 @@ uint64_t ss__req_gate_deadline(void *arg, uint64_t now)
     uint64_t d = UINT64_MAX;
 
     (void)now;
-    if (!s->scanning)
+    if (!s->disk.scanning)
         return d;
-    for (const ss__conn *c = s->conns; c; c = c->next)
+    for (const ss__conn *c = s->conn.conns; c; c = c->next)
         if (c->gated && !c->broken && c->gated_deadline < d)
             d = c->gated_deadline;
     return d;
@@ -186,25 +186,25 @@ static void publish(ss__store *s, uint32_t e);
  */
 static int create_mem(ss__store *s, const create_args *a, uint32_t *out, uint64_t *need)
 {
-    bool small = a->size <= s->small_max;
+    bool small = a->size <= s->mem.small_max;
     int node = SS_NODE_ANY;
     ss__sloc dloc = { 0 }, mloc = { 0 };
     ss__seg seg = { .fd = -1 };
     int fd_ro = -1, rc;
     uint32_t e;
 
-    if (ss__index_find(&s->ix, a->id) >= 0)
+    if (ss__index_find(&s->tab.ix, a->id) >= 0)
         return -EEXIST;
-    if (s->numa) {
-        node = ss__numa_place(s->numa, &s->numa_policy, a->node);
+    if (s->mem.numa) {
+        node = ss__numa_place(s->mem.numa, &s->mem.numa_policy, a->node);
         if (node < 0)
             node = SS_NODE_ANY;
     }
     *need = small ? 4 * SS_MiB : SS_ALIGN_UP(a->size, 4096ull);
     if (!small) {
-        if (a->size > s->capacity)
+        if (a->size > s->mem.capacity)
             return -ENOSPC;
-        rc = ss__pool_take(s->pool, a->size, node, &seg);
+        rc = ss__pool_take(s->mem.pool, a->size, node, &seg);
         if (rc < 0)
             return rc;
         fd_ro = ss__seg_reopen_ro(seg.fd);
@@ -213,21 +213,21 @@ static int create_mem(ss__store *s, const create_args *a, uint32_t *out, uint64_
             goto fail;
         }
     } else {
-        rc = ss__salloc_alloc(s->salloc, a->size, node, &dloc);
+        rc = ss__salloc_alloc(s->mem.salloc, a->size, node, &dloc);
         if (rc < 0)
             return rc;
         /* the store's mapping is read-only outside write windows (alloc.c) */
-        if (a->data && a->size && (rc = ss__salloc_write_open(s->salloc, &dloc, a->size, false)) < 0)
+        if (a->data && a->size && (rc = ss__salloc_write_open(s->mem.salloc, &dloc, a->size, false)) < 0)
             goto fail;
     }
     if (a->meta_size) {
-        rc = ss__salloc_alloc(s->salloc, a->meta_size, node, &mloc);
+        rc = ss__salloc_alloc(s->mem.salloc, a->meta_size, node, &mloc);
         if (rc < 0) {
             if (rc == -ENOSPC)
                 *need = 4 * SS_MiB;
             goto fail;
         }
-        rc = ss__salloc_write_open(s->salloc, &mloc, a->meta_size, false);
+        rc = ss__salloc_write_open(s->mem.salloc, &mloc, a->meta_size, false);
         if (rc < 0)
             goto fail;
         memcpy(mloc.ptr, a->meta, a->meta_size);
@@ -262,26 +262,26 @@ static int create_mem(ss__store *s, const create_args *a, uint32_t *out, uint64_
                                 small ? 0 : seg.backing, a->meta_size),
                      __ATOMIC_RELAXED);
     memcpy(&en->id, a->id, sizeof(ss_id));
-    en->seg_id = small ? (SS_SEG_ID_SMALL | dsm->no) : s->next_seg_id++;
+    en->seg_id = small ? (SS_SEG_ID_SMALL | dsm->no) : s->tab.next_seg_id++;
     en->size = a->size;
     en->data_off64 = small ? (uint32_t)(dloc.off / SS_OBJ_ALIGN) : 0;
     en->meta_seg = a->meta_size ? msm->no : 0;
     en->meta_off64 = a->meta_size ? (uint32_t)(mloc.off / SS_OBJ_ALIGN) : 0;
     ss__index_write_end(en);
-    ss__index_link(&s->ix, e);
-    s->nobjects++;
-    s->object_bytes += a->size;
-    s->c_creates++;
+    ss__index_link(&s->tab.ix, e);
+    s->tab.nobjects++;
+    s->tab.object_bytes += a->size;
+    s->cnt.c_creates++;
     *out = e;
     return 0;
 
 fail:
     if (a->meta_size && mloc.ptr) {
-        ss__salloc_free(s->salloc, &mloc);
+        ss__salloc_free(s->mem.salloc, &mloc);
         ss__small_check(s, mloc.seg);
     }
     if (small && dloc.ptr) {
-        ss__salloc_free(s->salloc, &dloc);
+        ss__salloc_free(s->mem.salloc, &dloc);
         ss__small_check(s, dloc.seg);
     }
     if (fd_ro >= 0)
@@ -299,7 +299,7 @@ static int create_fit(ss__store *s, const create_args *a, uint32_t *e, uint64_t 
     for (;;) {
         *need = 0;
         rc = create_mem(s, a, e, need);
-        if (rc != -ENOSPC || a->size > s->capacity || !ss__obj_reclaim(s, *need))
+        if (rc != -ENOSPC || a->size > s->mem.capacity || !ss__obj_reclaim(s, *need))
             return rc;
     }
 }
@@ -335,12 +335,12 @@ int ss__req_create_try(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put
     int rc;
 
     args_of(h, put, &a);
-    if (a.meta_size > SS_PROTO_MAX_META || (put && a.size > s->small_max)) {
+    if (a.meta_size > SS_PROTO_MAX_META || (put && a.size > s->mem.small_max)) {
         ss__conn_reply_status(s, c, h->type, h->req_id, -EINVAL);
         return 0;
     }
     rc = create_fit(s, &a, &e, need);
-    if (rc == -ENOSPC && a.size <= s->capacity)
+    if (rc == -ENOSPC && a.size <= s->mem.capacity)
         return -ENOSPC;
     if (rc < 0) {
         ss__conn_reply_status(s, c, h->type, h->req_id, rc);
@@ -378,7 +378,7 @@ int ss__req_create_try(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put
         r->refs |= SS_REF_SENT;
         ss__conn_send(s, c, &m, sizeof(m), fds, 2);
     } else {
-        const ss__seg *g = ss__salloc_segment(s->salloc, o->small_slot);
+        const ss__seg *g = ss__salloc_segment(s->mem.salloc, o->small_slot);
         m.r.data.seg_size = g ? g->size : 0;
         m.r.data.offset = (uint64_t)en->data_off64 * SS_OBJ_ALIGN;
         m.r.data.fd_index = SS_FD_NONE;
@@ -396,7 +396,7 @@ void ss__req_do_create(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put
 
     if (ss__req_create_try(s, c, h, put, &need) != -ENOSPC)
         return;
-    if (s->create_timeout_ms == 0 || s->loop.stopping || c->nparked >= SS_PARKED_MAX) {
+    if (s->mem.create_timeout_ms == 0 || s->loop.stopping || c->nparked >= SS_PARKED_MAX) {
         ss__conn_reply_status(s, c, h->type, h->req_id, -ENOSPC);
         return;
     }
@@ -405,7 +405,7 @@ void ss__req_do_create(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put
         return;
     }
     ss__parked *pk = ss__parked_new(s, c, put ? SS_PK_PUT : SS_PK_CREATE, h->req_id,
-                                    ss__park_deadline_of(s->create_timeout_ms));
+                                    ss__park_deadline_of(s->mem.create_timeout_ms));
     void *copy = pk ? malloc(h->len) : NULL;
     if (!copy) {
         if (pk)
@@ -417,18 +417,18 @@ void ss__req_do_create(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put
     pk->msg = copy;
     pk->n = h->len;
     ss__parked_charge(s, pk, h->len);
-    SS_DL_APPEND(s->cq_head, s->cq_tail, pk, qprev, qnext);
+    SS_DL_APPEND(s->park.cq_head, s->park.cq_tail, pk, qprev, qnext);
     ss__parked_set_need(s, pk, need);
-    s->c_waits++;
+    s->cnt.c_waits++;
 }
 
 void ss__req_retry_creates(ss__store *s)
 {
-    s->retry_creates = false;
+    s->park.retry_creates = false;
     /* restores first: a GET of a found object is waiting on each */
-    if (s->rq_head)
+    if (s->disk.rq_head)
         ss__disk_restore_retry(s);
-    for (ss__parked *pk = s->cq_head, *nx; pk; pk = nx) {
+    for (ss__parked *pk = s->park.cq_head, *nx; pk; pk = nx) {
         nx = pk->qnext;
         const ss__msg_hdr *h = pk->msg;
         uint64_t need = 0;
@@ -450,8 +450,8 @@ static void publish(ss__store *s, uint32_t e)
     ss__index_entry *en = ss__ent(s, e);
 
     ss__ent_set_state(s, e, SS_IX_SEALED);
-    s->nsealed++;
-    s->c_seals++;
+    s->tab.nsealed++;
+    s->cnt.c_seals++;
     if (o->refs == 0)
         ss__lru_push(s, e);
     ss_id id = en->id;
@@ -470,7 +470,7 @@ static void sealed(ss__store *s, ss__conn *c, uint32_t e, uint32_t req_id, bool 
 
         if (r) { /* the creator's: own_created found it, only an abort drops it */
             ss__ref_drop(s, c, r, 1);
-            s->c_releases++;
+            s->cnt.c_releases++;
         }
     }
     ss__conn_reply_status(s, c, SS_MSG_SEAL, req_id, 0);
@@ -480,7 +480,7 @@ static void sealed(ss__store *s, ss__conn *c, uint32_t e, uint32_t req_id, bool 
  * creator holds a reference to a CREATED object (store_int.h). */
 static int64_t own_created(ss__store *s, ss__conn *c, const ss_id *id)
 {
-    int64_t e = ss__index_find(&s->ix, id);
+    int64_t e = ss__index_find(&s->tab.ix, id);
 
     if (e < 0 || ss__ent_state(s, (uint32_t)e) != SS_IX_CREATED ||
         !ss__ref_find(c, (uint32_t)e))
@@ -501,7 +501,7 @@ static void abort_obj(ss__store *s, ss__conn *c, uint32_t e)
     }
     SS_ASSERT(o->refs == 0);
     o->refs = 0;
-    s->c_aborts++;
+    s->cnt.c_aborts++;
     ss__obj_free(s, e);
 }
 
@@ -535,9 +535,9 @@ void ss__req_do_seal(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
             ss__conn_reply_status(s, c, SS_MSG_SEAL, h->req_id, -EINVAL);
             return;
         }
-        const ss__seg *g = ss__salloc_segment(s->salloc, o->small_slot);
+        const ss__seg *g = ss__salloc_segment(s->mem.salloc, o->small_slot);
         ss__sloc at = { .seg = o->small_slot, .off = (uint64_t)en->data_off64 * SS_OBJ_ALIGN };
-        int rc = en->size ? ss__salloc_write_open(s->salloc, &at, en->size, false) : 0;
+        int rc = en->size ? ss__salloc_write_open(s->mem.salloc, &at, en->size, false) : 0;
         if (rc < 0) { /* still created: the creator may retry or abort */
             ss__conn_reply_status(s, c, SS_MSG_SEAL, h->req_id, rc);
             return;
@@ -585,13 +585,13 @@ static void seal_job_done(ss__store *s, ss__sealjob *j)
     c->seal_busy = false;
     if (o->flags & SS_OBJF_ORPHAN) {
         o->flags &= (uint8_t)~SS_OBJF_ORPHAN;
-        s->c_aborts++;
+        s->cnt.c_aborts++;
         ss__obj_free(s, j->e); /* its creator is gone: nobody else holds it */
     } else if (j->rc == 0) {
         close(o->fd_rw);
         o->fd_rw = -1;
         sealed(s, c, j->e, j->req_id, j->release);
-        ss__pool_writer_done(s->pool); /* after the reply: refills wait */
+        ss__pool_writer_done(s->mem.pool); /* after the reply: refills wait */
     } else if (j->rc == -EBUSY) {
         ss__conn_reply_status(s, c, SS_MSG_SEAL, j->req_id, -EBUSY);
     } else {
@@ -643,13 +643,13 @@ void ss__req_do_release(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
         if (!r || ss__ent_state(s, r->key - 1) == SS_IX_CREATED) {
             /* the library checks this locally: a bad one is a hostile or
              * broken client, counted and ignored */
-            s->c_proto_errors++;
+            s->cnt.c_proto_errors++;
             continue;
         }
         ss__ref_drop(s, c, r, 1);
-        s->c_releases++;
+        s->cnt.c_releases++;
     }
-    if (s->retry_creates && (s->cq_head || s->rq_head))
+    if (s->park.retry_creates && (s->park.cq_head || s->disk.rq_head))
         ss__req_retry_creates(s);
 }
 
@@ -665,7 +665,7 @@ void ss__req_do_contains(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 void ss__req_do_delete(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 {
     const ss__req_id *rq = (const void *)(h + 1);
-    int64_t e = ss__index_find(&s->ix, &rq->id);
+    int64_t e = ss__index_find(&s->tab.ix, &rq->id);
     ss__parked *pk = NULL;
     int rc = 0;
 
@@ -684,11 +684,11 @@ void ss__req_do_delete(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
         if (pk)
             ss__disk_delete_durable(s, (uint32_t)e, pk);
         ss__obj_detach(s, (uint32_t)e, false);
-        s->c_deletes++;
+        s->cnt.c_deletes++;
     }
     if (!pk)
         ss__conn_reply_status(s, c, SS_MSG_DELETE, h->req_id, rc);
-    if (s->retry_creates && (s->cq_head || s->rq_head))
+    if (s->park.retry_creates && (s->park.cq_head || s->disk.rq_head))
         ss__req_retry_creates(s);
 }
 
@@ -697,7 +697,7 @@ void ss__req_do_delete(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 void ss__req_do_list(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 {
     const ss__req_list *rq = (const void *)(h + 1);
-    ss__msg_hdr *oh = (ss__msg_hdr *)s->obuf;
+    ss__msg_hdr *oh = (ss__msg_hdr *)s->req.obuf;
     ss__rep_list *rl = (ss__rep_list *)(oh + 1);
     ss__list_entry *le = (ss__list_entry *)(rl + 1);
     uint32_t max = rq->max, n = 0;
@@ -707,8 +707,8 @@ void ss__req_do_list(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
         ss__conn_reply_status(s, c, SS_MSG_LIST, h->req_id, -EINVAL);
         return;
     }
-    for (; e < s->ix.high && n < max && scanned < LIST_SCAN_MAX; e++, scanned++) {
-        const ss__index_entry *en = ss__index_at(&s->ix, (uint32_t)e);
+    for (; e < s->tab.ix.high && n < max && scanned < LIST_SCAN_MAX; e++, scanned++) {
+        const ss__index_entry *en = ss__index_at(&s->tab.ix, (uint32_t)e);
         uint32_t st = SS_IX_STATE(en->info);
         if (st != SS_IX_CREATED && st != SS_IX_SEALED && st != SS_IX_SPILLED)
             continue;
@@ -722,7 +722,7 @@ void ss__req_do_list(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
             le[n].backing = SS_BACKING_4K; /* none: the client says "disk" */
         } else if (SS_IX_KIND(en->info) == SS_SEG_SMALL) {
             /* the small segment's backing (clients say "small" by size) */
-            const ss__seg *g = ss__salloc_segment(s->salloc, o->small_slot);
+            const ss__seg *g = ss__salloc_segment(s->mem.salloc, o->small_slot);
             le[n].backing = g ? g->backing : SS_BACKING_4K;
         } else {
             le[n].backing = (uint8_t)SS_IX_BACKING(en->info);
@@ -733,19 +733,19 @@ void ss__req_do_list(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
         le[n].uid = o->uid;
         n++;
     }
-    rl->next_cursor = e < s->ix.high ? e : 0;
+    rl->next_cursor = e < s->tab.ix.high ? e : 0;
     rl->n = n;
     rl->reserved = 0;
     uint32_t len = (uint32_t)(sizeof(*oh) + sizeof(*rl) + (size_t)n * sizeof(*le));
     ss__proto_hdr(oh, SS_MSG_LIST, h->req_id, len, (int32_t)n, SS_MSGF_REPLY);
-    ss__conn_send(s, c, s->obuf, len, NULL, 0);
+    ss__conn_send(s, c, s->req.obuf, len, NULL, 0);
 }
 
 uint64_t ss__req_bookkeeping(const ss__store *s)
 {
-    return ss__index_bytes(&s->ix) + (uint64_t)s->ix.high * sizeof(ss__obj) +
-           (uint64_t)s->disk_cap * sizeof(ss__diskloc) +
-           (uint64_t)s->ops_cap * sizeof(ss__spop);
+    return ss__index_bytes(&s->tab.ix) + (uint64_t)s->tab.ix.high * sizeof(ss__obj) +
+           (uint64_t)s->disk.locs_cap * sizeof(ss__diskloc) +
+           (uint64_t)s->disk.ops_cap * sizeof(ss__spop);
 }
 
 void ss__req_fill_stats(ss__store *s, ss_stats *st)
@@ -756,21 +756,21 @@ void ss__req_fill_stats(ss__store *s, ss_stats *st)
     memset(st, 0, sizeof(*st));
     st->size = sizeof(*st);
     st->version = SS_STATS_VERSION;
-    st->capacity = s->capacity;
-    st->resident_bytes = atomic_load(&s->resident);
-    st->objects = s->nobjects;
-    st->sealed_objects = s->nsealed;
-    st->object_bytes = s->object_bytes;
+    st->capacity = s->mem.capacity;
+    st->resident_bytes = atomic_load(&s->tab.resident);
+    st->objects = s->tab.nobjects;
+    st->sealed_objects = s->tab.nsealed;
+    st->object_bytes = s->tab.object_bytes;
     st->bytes_by_backing[0] = (uint64_t)atomic_load(&ss__g_stats.seg_bytes_4k.cur);
     st->bytes_by_backing[1] = (uint64_t)atomic_load(&ss__g_stats.seg_bytes_thp.cur);
     st->bytes_by_backing[2] = (uint64_t)atomic_load(&ss__g_stats.seg_bytes_2m.cur);
     st->bytes_by_backing[3] = (uint64_t)atomic_load(&ss__g_stats.seg_bytes_1g.cur);
-    ss__salloc_stats_get(s->salloc, &sa);
+    ss__salloc_stats_get(s->mem.salloc, &sa);
     st->small_live_bytes = sa.live_bytes;
     st->small_used_bytes = sa.used_bytes;
     st->small_segment_bytes = sa.segment_bytes;
-    if (s->pool) {
-        ss__pool_stats_get(s->pool, &ps);
+    if (s->mem.pool) {
+        ss__pool_stats_get(s->mem.pool, &ps);
         st->pool_ready_bytes = ps.ready_bytes;
         st->pool_hits = ps.hits;
         st->pool_misses = ps.misses;
@@ -782,21 +782,21 @@ void ss__req_fill_stats(ss__store *s, ss_stats *st)
         int64_t v = atomic_load(&ss__g_stats.node_bytes[i]);
         st->node_bytes[i] = v > 0 ? (uint64_t)v : 0;
     }
-    st->clients = s->nclients;
-    st->creates = s->c_creates;
-    st->seals = s->c_seals;
-    st->aborts = s->c_aborts;
-    st->gets = s->c_gets;
-    st->releases = s->c_releases;
-    st->deletes = s->c_deletes;
-    st->evictions = s->c_evictions;
-    st->waits = s->c_waits;
-    st->wait_timeouts = s->c_wait_timeouts;
-    st->protocol_errors = s->c_proto_errors;
+    st->clients = s->conn.nclients;
+    st->creates = s->cnt.c_creates;
+    st->seals = s->cnt.c_seals;
+    st->aborts = s->cnt.c_aborts;
+    st->gets = s->cnt.c_gets;
+    st->releases = s->cnt.c_releases;
+    st->deletes = s->cnt.c_deletes;
+    st->evictions = s->cnt.c_evictions;
+    st->waits = s->cnt.c_waits;
+    st->wait_timeouts = s->cnt.c_wait_timeouts;
+    st->protocol_errors = s->cnt.c_proto_errors;
     st->bookkeeping_bytes = ss__req_bookkeeping(s);
-    st->parked_requests = s->nparked;
-    st->parked_bytes = s->parked_bytes;
-    st->fd_deferred = s->c_fd_deferred;
+    st->parked_requests = s->park.nparked;
+    st->parked_bytes = s->park.parked_bytes;
+    st->fd_deferred = s->cnt.c_fd_deferred;
     ss__disk_fill_stats(s, st);
 }
 
@@ -826,17 +826,17 @@ void ss__req_dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, un
     }
     if (!c->hello && type != SS_MSG_HELLO) {
         /* HELLO first: anything else is not one of our clients */
-        s->c_proto_errors++;
+        s->cnt.c_proto_errors++;
         ss__conn_close(s, c);
         return;
     }
     if (c->subscriber) {
         /* an event stream carries no requests */
-        s->c_proto_errors++;
+        s->cnt.c_proto_errors++;
         ss__conn_close(s, c);
         return;
     }
-    if (s->scanning && scan_gate(s, c, buf, len, nfds))
+    if (s->disk.scanning && scan_gate(s, c, buf, len, nfds))
         return;
     switch (type) {
     case SS_MSG_HELLO:
@@ -899,7 +899,7 @@ void ss__req_conn_gone(ss__store *s, ss__conn *c)
     }
     c->seal_queue = c->seal_tail = NULL;
     ss__ref_drop_all(s, c);
-    if ((s->cq_head || s->rq_head) && s->retry_creates)
+    if ((s->park.cq_head || s->disk.rq_head) && s->park.retry_creates)
         ss__req_retry_creates(s);
 }
 
@@ -909,18 +909,18 @@ void ss__req_conn_gone(ss__store *s, ss__conn *c)
 uint64_t ss__req_timer_deadline(void *arg, uint64_t now)
 {
     const ss__store *s = arg;
-    uint64_t d = s->heap_len ? s->heap[0]->deadline_ns : UINT64_MAX;
+    uint64_t d = s->park.heap_len ? s->park.heap[0]->deadline_ns : UINT64_MAX;
 
     /* parked creates and restores also retry on a slow tick: the populator
      * may free memory from its own thread */
-    if (s->cq_head || s->rq_head) {
+    if (s->park.cq_head || s->disk.rq_head) {
         uint64_t tick = now + RETRY_TICK_NS;
         if (tick < d)
             d = tick;
     }
     /* spilling resumes after a failure's pause: look again then */
-    if (s->sp && s->spill_backoff_until && s->spill_backoff_until < d)
-        d = s->spill_backoff_until;
+    if (s->disk.sp && s->disk.spill_backoff_until && s->disk.spill_backoff_until < d)
+        d = s->disk.spill_backoff_until;
     return d;
 }
 
@@ -929,10 +929,10 @@ void ss__req_timer_turn(void *arg, uint64_t now)
 {
     ss__store *s = arg;
 
-    if (s->cq_head || s->rq_head)
+    if (s->park.cq_head || s->disk.rq_head)
         ss__req_retry_creates(s);
-    while (s->heap_len && s->heap[0]->deadline_ns <= now) {
-        ss__parked *pk = s->heap[0];
+    while (s->park.heap_len && s->park.heap[0]->deadline_ns <= now) {
+        ss__parked *pk = s->park.heap[0];
         if (pk->type == SS_PK_GET && pk->nrestore && !pk->expired) {
             /* its own timeout bounds the ids that do not exist; the found
              * ones being restored get up to the create timeout, unless a
@@ -955,7 +955,7 @@ void ss__req_timer_turn(void *arg, uint64_t now)
             }
             continue;
         }
-        s->c_wait_timeouts++;
+        s->cnt.c_wait_timeouts++;
         if (pk->type == SS_PK_GET) {
             if (pk->nrestore) {
                 /* a restore could not get memory (or the disk) in time */
@@ -980,8 +980,8 @@ void ss__req_timer_turn(void *arg, uint64_t now)
 void ss__req_stop(ss__store *s)
 {
     gate_open(s); /* held requests: answered as at stop */
-    while (s->heap_len || s->cq_head) {
-        ss__parked *pk = s->heap_len ? s->heap[0] : s->cq_head;
+    while (s->park.heap_len || s->park.cq_head) {
+        ss__parked *pk = s->park.heap_len ? s->park.heap[0] : s->park.cq_head;
         if (pk->type == SS_PK_GET) {
             ss__req_get_complete(s, pk);
         } else {
@@ -991,7 +991,7 @@ void ss__req_stop(ss__store *s)
         }
     }
     /* GETs without a deadline: walk the clients */
-    for (ss__conn *c = s->conns; c; c = c->next)
+    for (ss__conn *c = s->conn.conns; c; c = c->next)
         for (ss__parked *pk = c->parked, *nx; pk; pk = nx) {
             nx = pk->cnext;
             if (pk->type == SS_PK_GET)
@@ -1000,7 +1000,7 @@ void ss__req_stop(ss__store *s)
     /* before the worker goes: a finished restore still needs its seal;
      * deletes made durable meanwhile are answered */
     ss__disk_drain(s);
-    for (ss__conn *c = s->conns; c; c = c->next)
+    for (ss__conn *c = s->conn.conns; c; c = c->next)
         while (c->parked) {
             /* a DELETE the disk did not finish in time */
             ss__conn_reply_status(s, c, SS_MSG_DELETE, c->parked->req_id, -ETIMEDOUT);
@@ -1015,7 +1015,7 @@ void ss__req_retry_turn(void *arg, uint64_t now)
     ss__store *s = arg;
 
     (void)now;
-    if (s->retry_creates && (s->cq_head || s->rq_head))
+    if (s->park.retry_creates && (s->park.cq_head || s->disk.rq_head))
         ss__req_retry_creates(s);
 }
 

@@ -35,29 +35,29 @@ static void *seal_worker(void *arg)
 
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
-    pthread_mutex_lock(&s->sw_lock);
+    pthread_mutex_lock(&s->seal.lock);
     for (;;) {
-        while (!s->sw_todo && !s->sw_stop)
-            pthread_cond_wait(&s->sw_cond, &s->sw_lock);
-        if (!s->sw_todo)
+        while (!s->seal.todo && !s->seal.stop)
+            pthread_cond_wait(&s->seal.cond, &s->seal.lock);
+        if (!s->seal.todo)
             break;
-        ss__sealjob *j = s->sw_todo;
-        s->sw_todo = j->next;
-        if (!s->sw_todo)
-            s->sw_todo_tail = NULL;
-        pthread_mutex_unlock(&s->sw_lock);
+        ss__sealjob *j = s->seal.todo;
+        s->seal.todo = j->next;
+        if (!s->seal.todo)
+            s->seal.todo_tail = NULL;
+        pthread_mutex_unlock(&s->seal.lock);
 
         j->rc = ss__seg_seal_write(j->fd, j->size);
 
-        pthread_mutex_lock(&s->sw_lock);
-        j->next = s->sw_done;
-        s->sw_done = j;
-        s->sw_inflight--;
+        pthread_mutex_lock(&s->seal.lock);
+        j->next = s->seal.done;
+        s->seal.done = j;
+        s->seal.inflight--;
         uint64_t one = 1;
-        ssize_t w = write(s->seal_efd, &one, sizeof(one));
+        ssize_t w = write(s->seal.efd, &one, sizeof(one));
         (void)w; /* an eventfd write only fails at 2^64-1 */
     }
-    pthread_mutex_unlock(&s->sw_lock);
+    pthread_mutex_unlock(&s->seal.lock);
     return NULL;
 }
 
@@ -66,10 +66,10 @@ static void seal_done(ss__store *s)
 {
     ss__sealjob *done;
 
-    pthread_mutex_lock(&s->sw_lock);
-    done = s->sw_done;
-    s->sw_done = NULL;
-    pthread_mutex_unlock(&s->sw_lock);
+    pthread_mutex_lock(&s->seal.lock);
+    done = s->seal.done;
+    s->seal.done = NULL;
+    pthread_mutex_unlock(&s->seal.lock);
 
     /* the list is LIFO: reverse to answer in completion order */
     ss__sealjob *rev = NULL;
@@ -89,7 +89,7 @@ static void seal_event(void *arg, uint32_t events)
 {
     ss__store *s = arg;
     uint64_t v;
-    ssize_t n = read(s->seal_efd, &v, sizeof(v));
+    ssize_t n = read(s->seal.efd, &v, sizeof(v));
 
     (void)n;
     (void)events;
@@ -100,74 +100,74 @@ int ss__seal_start(ss__store *s)
 {
     int rc;
 
-    s->seal_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (s->seal_efd < 0)
+    s->seal.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s->seal.efd < 0)
         return -errno;
-    if ((rc = ss__loop_add(&s->loop, &s->seal_ev, s->seal_efd, EPOLLIN, seal_event, s)) < 0)
+    if ((rc = ss__loop_add(&s->loop, &s->seal.ev, s->seal.efd, EPOLLIN, seal_event, s)) < 0)
         return rc;
-    rc = pthread_mutex_init(&s->sw_lock, NULL);
+    rc = pthread_mutex_init(&s->seal.lock, NULL);
     if (rc)
         return -rc;
-    rc = pthread_cond_init(&s->sw_cond, NULL);
+    rc = pthread_cond_init(&s->seal.cond, NULL);
     if (rc) {
-        pthread_mutex_destroy(&s->sw_lock);
+        pthread_mutex_destroy(&s->seal.lock);
         return -rc;
     }
-    s->sw_sync = true;
-    rc = pthread_create(&s->sw_thread, NULL, seal_worker, s);
+    s->seal.sync = true;
+    rc = pthread_create(&s->seal.thread, NULL, seal_worker, s);
     if (rc)
         return -rc;
-    s->sw_started = true;
-    pthread_setname_np(s->sw_thread, "ss-seal");
+    s->seal.started = true;
+    pthread_setname_np(s->seal.thread, "ss-seal");
     return 0;
 }
 
 void ss__seal_submit(ss__store *s, ss__sealjob *j)
 {
-    pthread_mutex_lock(&s->sw_lock);
+    pthread_mutex_lock(&s->seal.lock);
     j->next = NULL;
-    if (s->sw_todo_tail)
-        s->sw_todo_tail->next = j;
+    if (s->seal.todo_tail)
+        s->seal.todo_tail->next = j;
     else
-        s->sw_todo = j;
-    s->sw_todo_tail = j;
-    s->sw_inflight++;
-    pthread_cond_signal(&s->sw_cond);
-    pthread_mutex_unlock(&s->sw_lock);
+        s->seal.todo = j;
+    s->seal.todo_tail = j;
+    s->seal.inflight++;
+    pthread_cond_signal(&s->seal.cond);
+    pthread_mutex_unlock(&s->seal.lock);
 }
 
 void ss__seal_join(ss__store *s)
 {
-    if (!s->sw_started)
+    if (!s->seal.started)
         return;
-    pthread_mutex_lock(&s->sw_lock);
-    s->sw_stop = true;
-    pthread_cond_signal(&s->sw_cond);
-    pthread_mutex_unlock(&s->sw_lock);
-    pthread_join(s->sw_thread, NULL);
-    s->sw_started = false;
+    pthread_mutex_lock(&s->seal.lock);
+    s->seal.stop = true;
+    pthread_cond_signal(&s->seal.cond);
+    pthread_mutex_unlock(&s->seal.lock);
+    pthread_join(s->seal.thread, NULL);
+    s->seal.started = false;
 }
 
 void ss__seal_finish(ss__store *s)
 {
-    if (!s->sw_started)
+    if (!s->seal.started)
         return;
     ss__seal_join(s);
     /* queued seals of each client go through one by one, run here */
     for (;;) {
         seal_done(s);
         bool more = false;
-        pthread_mutex_lock(&s->sw_lock);
-        for (ss__sealjob *j = s->sw_todo, *nx; j; j = nx) {
+        pthread_mutex_lock(&s->seal.lock);
+        for (ss__sealjob *j = s->seal.todo, *nx; j; j = nx) {
             nx = j->next;
             j->rc = ss__seg_seal_write(j->fd, j->size);
-            j->next = s->sw_done;
-            s->sw_done = j;
-            s->sw_inflight--;
+            j->next = s->seal.done;
+            s->seal.done = j;
+            s->seal.inflight--;
             more = true;
         }
-        s->sw_todo = s->sw_todo_tail = NULL;
-        pthread_mutex_unlock(&s->sw_lock);
+        s->seal.todo = s->seal.todo_tail = NULL;
+        pthread_mutex_unlock(&s->seal.lock);
         if (!more)
             break;
     }
@@ -176,21 +176,21 @@ void ss__seal_finish(ss__store *s)
 void ss__seal_fini(ss__store *s)
 {
     ss__seal_join(s);
-    for (ss__sealjob *j = s->sw_todo, *nx; j; j = nx) {
+    for (ss__sealjob *j = s->seal.todo, *nx; j; j = nx) {
         nx = j->next;
         free(j);
     }
-    for (ss__sealjob *j = s->sw_done, *nx; j; j = nx) {
+    for (ss__sealjob *j = s->seal.done, *nx; j; j = nx) {
         nx = j->next;
         free(j);
     }
-    s->sw_todo = s->sw_done = NULL;
-    if (s->sw_sync) {
-        pthread_cond_destroy(&s->sw_cond);
-        pthread_mutex_destroy(&s->sw_lock);
-        s->sw_sync = false;
+    s->seal.todo = s->seal.done = NULL;
+    if (s->seal.sync) {
+        pthread_cond_destroy(&s->seal.cond);
+        pthread_mutex_destroy(&s->seal.lock);
+        s->seal.sync = false;
     }
-    if (s->seal_efd >= 0)
-        close(s->seal_efd);
-    s->seal_efd = -1;
+    if (s->seal.efd >= 0)
+        close(s->seal.efd);
+    s->seal.efd = -1;
 }
