@@ -13,7 +13,7 @@
  * stores sharing a spill directory never meet, and a store restarted on the
  * same socket finds its own objects again. Setup starts indexing what is
  * there (ss__spill_scan_start: a thread reads the files, the loop applies
- * what it finds while the store serves; store.c's scan gate holds the
+ * what it finds while the store serves; store_req.c's scan gate holds the
  * requests that depend on it until it is over): each object becomes a
  * SPILLED entry (sealed, unreferenced, on disk only); of two copies of one
  * id the newer write wins. When the store closes with nothing left in its
@@ -1563,7 +1563,7 @@ int ss__disk_setup(ss__store *s)
 
     /* The scan runs in the engine's thread; what it finds comes to
      * scan_one from ss__spill_reap, on the loop. Until it is over the scan
-     * gate holds the requests that depend on it (store.c). */
+     * gate holds the requests that depend on it (store_req.c). */
     rc = ss__loop_add(&s->loop, &s->disk.ev, ss__spill_event_fd(s->disk.sp), EPOLLIN,
                       spill_event, s);
     if (rc < 0) {

@@ -1,24 +1,36 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Store internals shared by store.c (socket, loop, lifecycle of the store),
- * store_net.c (connections, wire), store_obj.c (object table, capacity,
- * seal worker), store_get.c (parked requests, GET, timers), store_spill.c
- * (spilling to disk and restoring) and index.c (the shared index memfd).
+ * Store internals shared by the store's files, which sit in layers (the
+ * map is at the top of internal.h; tools/layers.sh checks it), lowest
+ * first: loop.c (event loop core, loop.h), store_seal.c (the seal worker),
+ * store_conn.c (connections, wire, fd budget), store_park.c (parked
+ * requests, timers, waiters), store_obj.c (the object table, capacity),
+ * store_disk.c (spilling to disk and restoring: the store's side of the
+ * spill engine), store_get.c (GET), store_req.c (the other requests) and
+ * store.c (lifecycle); index.c is the shared index memfd.
  *
- * Who owns what. Everything below belongs to the event-loop thread, except:
- *  - ss__store.resident (atomic: the populator thread charges too);
- *  - the seal worker's queue (sw_*: mutex-protected; the worker only runs
- *    ss__seg_seal_write on the fd and size a job carries, and never touches
- *    the object table: SS_OBJF_SEALING keeps the object and its fd alive);
- *  - stop_efd (written by any thread or a signal handler);
+ * The core records: the index entry (ss__index_entry, shared with
+ * clients) and ss__obj (private) make an object; ss__conn is a client;
+ * ss__parked a request that waits; ss__spop an operation with the spill
+ * engine; ss__sealjob a job for the seal worker; ss__store holds them,
+ * one sub-structure per owning file, each field marked with who writes it
+ * and what guards it.
+ *
+ * Threads. Everything belongs to the event-loop thread, except:
+ *  - ss__store.tab.resident (atomic: the populator thread charges too);
+ *  - the seal worker's queue (ss__store.seal: mutex-protected; the worker
+ *    only runs ss__seg_seal_write on the fd and size a job carries, and
+ *    never touches the object table: SS_OBJF_SEALING keeps the object and
+ *    its fd alive);
+ *  - ss__store.bind.stop_efd (written by any thread or a signal handler);
  *  - the spill engine's own threads (spill.h), which see only the buffers
  *    the loop hands them: SS_OBJF_SPILLING / SS_OBJF_RESTORING keep the
  *    object, its entry and that memory alive until the completion is reaped.
  *
  * Bookkeeping per object (the budget is ~128 bytes): one 64-byte index
  * entry (the canonical record: id, state, segment, offsets, sizes, hash
- * chain), one ss__obj (private: refs, fds, LRU links, creator uid) and its share of the
- * bucket array (4 bytes per bucket, load factor 0.5..1): 64 + 48 + 4..8,
+ * chain), one ss__obj (private: refs, fds, LRU links, creator uid) and
+ * its share of the bucket array (4 bytes per bucket, load factor 0.5..1): 64 + 48 + 4..8,
  * measured 117-119 bytes per object at 200k-300k objects.
  */
 #ifndef SEALSTORE_SRC_LIB_STORE_INT_H
@@ -56,7 +68,7 @@ static inline size_t ss__store_opt_group(char *buf, size_t len)
 }
 /* Spilling: SEALSTORE_SPILL_DIR (string; "" default directory, "off"),
  * SEALSTORE_SPILL_HIGH (string: "N%", a size, or "off"; parsed by
- * store_spill.c) and SEALSTORE_SPILL_QUEUE_DEPTH (a count). */
+ * store_disk.c) and SEALSTORE_SPILL_QUEUE_DEPTH (a count). */
 static inline size_t ss__store_opt_spill_dir(char *buf, size_t len)
 {
     return ss__opt_string(SS_OPT_SPILL_DIR, buf, len);
@@ -335,7 +347,7 @@ typedef struct ss__diskloc {
  * failed spill may have left: ss__spill_done.copy) is a DELETE op with the
  * engine (ss__spill_delete_notify), carrying the id; a spill in flight of
  * a deleted object is one too until its completion starts that op. These
- * are X's pending removals (removal_find in store_spill.c; nremovals
+ * are X's pending removals (removal_find in store_disk.c; nremovals
  * counts the DELETE ops).
  *
  * A DELETE that finds its object with a disk copy, a spill in flight or a
@@ -432,50 +444,59 @@ typedef struct ss__outmsg {
 struct ss__parked;
 struct ss__sealjob;
 
+/*
+ * A client connection. Every field is the loop thread's; each group says
+ * which file writes it (others only read). A connection is freed by the
+ * connection layer once reaped and its last seal job is back (dead).
+ */
 typedef struct ss__conn {
-    struct ss__conn *prev, *next;  /* store's list */
+    /* store_conn.c: the session */
+    struct ss__conn *prev, *next;  /* store's list (ss__store.conn.conns) */
     struct ss__store *store;       /* its store (the loop handler's argument is c) */
     ss__loop_fd ev;                /* its registration with the loop */
-    int fd;
+    int fd;                        /* -1 once closed (or handed to a linger) */
     uint32_t id;                   /* client id, never 0 */
-    pid_t pid;
+    pid_t pid;                     /* SO_PEERCRED at accept */
     uid_t uid;
     bool hello;                    /* HELLO seen */
-    bool subscriber;
+    bool subscriber;               /* SUBSCRIBE seen: an event stream only */
+    uint32_t sub_mask;             /* SS_EVENT_* it wants */
     bool broken;                   /* to be closed at the end of this loop turn */
-    bool dead;                     /* closed; freed when no seal is pending */
+    bool dead;                     /* reaped; freed when no seal is pending */
     struct ss__conn *reap_next;    /* store's reap list while broken */
-    bool in_paused;                /* EPOLLIN off: outbox or too many parked */
-    uint32_t sub_mask;
-    /* references */
-    ss__ref *refs;
-    uint32_t ref_cap, ref_used, ref_seq;
-    /* small segments sent: sent_small[allocator segment id] == small no */
-    uint32_t *sent_small;
-    uint32_t sent_cap;
-    /* outbox */
+    bool in_paused;                /* EPOLLIN off: see ss__conn_may_read */
+    /* store_conn.c: the outbox */
     ss__outmsg *out_head, *out_tail;
     uint32_t out_count;
-    /* parked requests of this client */
-    struct ss__parked *parked;
-    uint32_t nparked;
-    uint64_t parked_bytes;         /* heap its parked requests hold (quota) */
-    uint32_t nfdwait;              /* of which GETs waiting for the fd budget */
-    /* seals: one with the worker at a time, the rest queued here */
-    struct ss__sealjob *seal_queue, *seal_tail;
-    bool seal_busy;
-    /* unread fd-carrying replies (ss__fdmark above) */
+    bool out_retry;                /* outbox head hit ETOOMANYREFS: retried on the tick */
+    /* store_conn.c: unread fd-carrying replies (ss__fdmark above) */
     ss__fdmark *marks;             /* ring of mark_cap, mark_len from mark_head */
     uint32_t mark_head, mark_len, mark_cap;
     uint32_t fd_unread;
     uint64_t later;
     struct ss__conn *fdt_prev, *fdt_next; /* store's list of conns with fd_unread */
-    bool out_retry;                /* outbox head hit ETOOMANYREFS: retried on the tick */
-    /* before HELLO: on the store's handshake list, closed at hello_deadline */
+    /* store_conn.c: before HELLO, on the store's handshake list, closed at
+     * hello_deadline (0: off the list) */
     struct ss__conn *hq_prev, *hq_next;
     uint64_t hello_deadline;
-    /* a request held back until the startup scan ends (store.c, scan gate):
-     * a copy of the message; the connection is not read meanwhile */
+    /* store_obj.c: references (ss__ref, open addressing) */
+    ss__ref *refs;
+    uint32_t ref_cap, ref_used, ref_seq;
+    /* store_get.c (store_obj.c frees it): small segments sent,
+     * sent_small[allocator segment id] == small no */
+    uint32_t *sent_small;
+    uint32_t sent_cap;
+    /* store_park.c: parked requests of this client (cprev/cnext) */
+    struct ss__parked *parked;
+    uint32_t nparked;
+    uint64_t parked_bytes;         /* heap its parked requests hold (quota) */
+    uint32_t nfdwait;              /* of which GETs waiting for the fd budget (store_get.c) */
+    /* store_req.c: seals, one with the worker at a time, the rest queued here */
+    struct ss__sealjob *seal_queue, *seal_tail;
+    bool seal_busy;
+    /* store_req.c: a request held back until the startup scan ends (the
+     * scan gate): a copy of the message; the connection is not read
+     * meanwhile (store_conn.c frees it at reap) */
     void *gated;
     uint32_t gated_len, gated_nfds;
     uint64_t gated_deadline;       /* ns: a GET's timeout, UINT64_MAX: none */
@@ -529,9 +550,18 @@ typedef struct ss__waitnode {
 
 enum { SS_PK_GET = 1, SS_PK_CREATE, SS_PK_PUT, SS_PK_DELETE };
 
+/*
+ * A parked request: the loop thread's. Its record, lists, heap position
+ * and charge are store_park.c's (ss__parked_new / ss__parked_free); the
+ * GET fields are store_get.c's and store_req.c's (timeouts), the create
+ * fields store_req.c's, spop store_disk.c's. qprev/qnext serve one list at
+ * a time: the create FIFO (CREATE/PUT), the fd-budget FIFO (an answered
+ * GET), a wake-up's ready list (GET, through qnext), or its op's waiters
+ * (DELETE).
+ */
 typedef struct ss__parked {
     struct ss__parked *cprev, *cnext; /* conn's list */
-    struct ss__parked *qprev, *qnext; /* create FIFO (CREATE/PUT); DELETE: its op's waiters */
+    struct ss__parked *qprev, *qnext; /* one list at a time (above) */
     ss__conn *c;
     uint32_t req_id;
     int type;
@@ -554,11 +584,14 @@ typedef struct ss__parked {
 
 /* ============================================================ seal worker */
 
+/* A job for the seal worker: the worker reads fd and size and writes rc
+ * (under the protocol in store_seal.c); the rest is the submitter's. */
 typedef struct ss__sealjob {
     struct ss__sealjob *next;
     /* on the loop once sealed (rc set): the submitter's; frees the job */
     void (*done)(struct ss__store *s, struct ss__sealjob *j);
-    ss__conn *c;              /* NULL: a restored segment (req_id: its spop) */
+    ss__conn *c;              /* store_req.c: its client; NULL: a restored segment
+                                 (store_disk.c; req_id: its spop) */
     uint32_t req_id;
     uint32_t e;               /* entry number */
     uint32_t generation;
