@@ -113,6 +113,14 @@ void ss__loop_stop(ss__loop *l)
     l->stopping = true;
 }
 
+void ss__loop_drain(int efd)
+{
+    uint64_t v;
+    ssize_t n = read(efd, &v, sizeof(v));
+
+    (void)n; /* nonblocking: EAGAIN when another reader was first */
+}
+
 void ss__loop_sleep(ss__loop *l, int timeout_ms)
 {
     struct epoll_event ev[16];

@@ -65,6 +65,8 @@ void ss__loop_hook_add(ss__loop *l, ss__loop_hook *h);
 int ss__loop_run(ss__loop *l);
 /* End the loop after this turn (loop thread only). */
 void ss__loop_stop(ss__loop *l);
+/* Read an eventfd's count (it fired): the handler's first step. */
+void ss__loop_drain(int efd);
 /* Sleep up to timeout_ms or until some fd is ready, running nothing (the
  * stop path's flush waits for clients to read). */
 void ss__loop_sleep(ss__loop *l, int timeout_ms);

@@ -465,11 +465,9 @@ static int memory_open(ss__store *s)
 static void stop_event(void *arg, uint32_t events)
 {
     ss__store *s = arg;
-    uint64_t v;
-    ssize_t n = read(s->bind.stop_efd, &v, sizeof(v));
 
-    (void)n;
     (void)events;
+    ss__loop_drain(s->bind.stop_efd);
     ss__loop_stop(&s->loop);
 }
 

@@ -180,114 +180,151 @@ typedef struct create_args {
 
 static void publish(ss__store *s, uint32_t e);
 
+/* The memory a create takes before it has an entry. */
+typedef struct create_mem_t {
+    bool small;              /* the data in a small slot, else an object segment */
+    int node;
+    ss__sloc dloc, mloc;     /* small data (small), meta (a->meta_size) */
+    ss__seg seg;             /* !small: from the pool; fd -1 until taken */
+    int fd_ro;               /* !small: the readers' fd, -1 */
+} create_mem_t;
+
+/* Give back what create_take took. */
+static void create_untake(ss__store *s, const create_args *a, create_mem_t *m)
+{
+    if (a->meta_size && m->mloc.ptr) {
+        ss__salloc_free(s->mem.salloc, &m->mloc);
+        ss__small_check(s, m->mloc.seg);
+    }
+    if (m->small && m->dloc.ptr) {
+        ss__salloc_free(s->mem.salloc, &m->dloc);
+        ss__small_check(s, m->dloc.seg);
+    }
+    if (m->fd_ro >= 0)
+        close(m->fd_ro);
+    if (m->seg.fd >= 0)
+        ss__obj_seg_free(s, &m->seg, true);
+}
+
+/* Take the data's memory (a pool segment, or a small slot opened for
+ * writing when a PUT carries the bytes) and the meta's (written now): 0,
+ * or -errno with nothing held. -ENOSPC: *need says about how much is
+ * missing. */
+static int create_take(ss__store *s, const create_args *a, create_mem_t *m, uint64_t *need)
+{
+    int rc;
+
+    *need = m->small ? 4 * SS_MiB : SS_ALIGN_UP(a->size, 4096ull);
+    if (!m->small) {
+        if (a->size > s->mem.capacity)
+            return -ENOSPC;
+        rc = ss__pool_take(s->mem.pool, a->size, m->node, &m->seg);
+        if (rc < 0)
+            return rc;
+        m->fd_ro = ss__seg_reopen_ro(m->seg.fd);
+        if (m->fd_ro < 0) {
+            rc = m->fd_ro;
+            goto fail;
+        }
+    } else {
+        rc = ss__salloc_alloc(s->mem.salloc, a->size, m->node, &m->dloc);
+        if (rc < 0)
+            return rc;
+        /* the store's mapping is read-only outside write windows (alloc.c) */
+        if (a->data && a->size &&
+            (rc = ss__salloc_write_open(s->mem.salloc, &m->dloc, a->size, false)) < 0)
+            goto fail;
+    }
+    if (a->meta_size) {
+        rc = ss__salloc_alloc(s->mem.salloc, a->meta_size, m->node, &m->mloc);
+        if (rc < 0) {
+            if (rc == -ENOSPC)
+                *need = 4 * SS_MiB;
+            goto fail;
+        }
+        rc = ss__salloc_write_open(s->mem.salloc, &m->mloc, a->meta_size, false);
+        if (rc < 0)
+            goto fail;
+        memcpy(m->mloc.ptr, a->meta, a->meta_size);
+    }
+    return 0;
+fail:
+    create_untake(s, a, m);
+    return rc;
+}
+
+/* Entry e takes the memory: its record, its index entry (CREATED,
+ * chained) and the table's counts. */
+static void create_entry(ss__store *s, const create_args *a, const create_mem_t *m,
+                         const ss__small *dsm, const ss__small *msm, uint32_t e)
+{
+    ss__obj *o = ss__obj_at(s, e);
+
+    o->node = (int16_t)(m->small ? m->node : m->seg.node);
+    if (m->small) {
+        o->small_slot = m->dloc.seg;
+        if (a->data && a->size)
+            memcpy(m->dloc.ptr, a->data, a->size);
+    } else {
+        o->fd_rw = m->seg.fd;
+        o->fd_ro = m->fd_ro;
+        o->seg_size = m->seg.size;
+    }
+    o->meta_slot = m->mloc.seg;
+
+    ss__index_entry *en = ss__ent(s, e);
+    ss__index_write_begin(en);
+    __atomic_store_n(&en->info,
+                     SS_IX_INFO(SS_IX_CREATED, m->small ? SS_SEG_SMALL : SS_SEG_OBJECT,
+                                m->small ? 0 : m->seg.backing, a->meta_size),
+                     __ATOMIC_RELAXED);
+    memcpy(&en->id, a->id, sizeof(ss_id));
+    en->seg_id = m->small ? (SS_SEG_ID_SMALL | dsm->no) : s->tab.next_seg_id++;
+    en->size = a->size;
+    en->data_off64 = m->small ? (uint32_t)(m->dloc.off / SS_OBJ_ALIGN) : 0;
+    en->meta_seg = a->meta_size ? msm->no : 0;
+    en->meta_off64 = a->meta_size ? (uint32_t)(m->mloc.off / SS_OBJ_ALIGN) : 0;
+    ss__index_write_end(en);
+    ss__index_link(&s->tab.ix, e);
+    s->tab.nobjects++;
+    s->tab.object_bytes += a->size;
+    s->cnt.c_creates++;
+}
+
 /*
  * Make the object's memory and entry. -ENOSPC means "does not fit now"
  * (the caller reclaims or parks); *need says about how much is missing.
  */
 static int create_mem(ss__store *s, const create_args *a, uint32_t *out, uint64_t *need)
 {
-    bool small = a->size <= s->mem.small_max;
-    int node = SS_NODE_ANY;
-    ss__sloc dloc = { 0 }, mloc = { 0 };
-    ss__seg seg = { .fd = -1 };
-    int fd_ro = -1, rc;
+    create_mem_t m = { .small = a->size <= s->mem.small_max, .node = SS_NODE_ANY,
+                       .seg = { .fd = -1 }, .fd_ro = -1 };
     uint32_t e;
+    int rc;
 
     if (ss__index_find(&s->tab.ix, a->id) >= 0)
         return -EEXIST;
     if (s->mem.numa) {
-        node = ss__numa_place(s->mem.numa, &s->mem.numa_policy, a->node);
-        if (node < 0)
-            node = SS_NODE_ANY;
+        m.node = ss__numa_place(s->mem.numa, &s->mem.numa_policy, a->node);
+        if (m.node < 0)
+            m.node = SS_NODE_ANY;
     }
-    *need = small ? 4 * SS_MiB : SS_ALIGN_UP(a->size, 4096ull);
-    if (!small) {
-        if (a->size > s->mem.capacity)
-            return -ENOSPC;
-        rc = ss__pool_take(s->mem.pool, a->size, node, &seg);
-        if (rc < 0)
-            return rc;
-        fd_ro = ss__seg_reopen_ro(seg.fd);
-        if (fd_ro < 0) {
-            rc = fd_ro;
-            goto fail;
-        }
-    } else {
-        rc = ss__salloc_alloc(s->mem.salloc, a->size, node, &dloc);
-        if (rc < 0)
-            return rc;
-        /* the store's mapping is read-only outside write windows (alloc.c) */
-        if (a->data && a->size && (rc = ss__salloc_write_open(s->mem.salloc, &dloc, a->size, false)) < 0)
-            goto fail;
-    }
-    if (a->meta_size) {
-        rc = ss__salloc_alloc(s->mem.salloc, a->meta_size, node, &mloc);
-        if (rc < 0) {
-            if (rc == -ENOSPC)
-                *need = 4 * SS_MiB;
-            goto fail;
-        }
-        rc = ss__salloc_write_open(s->mem.salloc, &mloc, a->meta_size, false);
-        if (rc < 0)
-            goto fail;
-        memcpy(mloc.ptr, a->meta, a->meta_size);
-    }
-    ss__small *dsm = small ? ss__small_rec(s, dloc.seg) : NULL;
-    ss__small *msm = a->meta_size ? ss__small_rec(s, mloc.seg) : NULL;
-    if ((small && !dsm) || (a->meta_size && !msm)) {
+    if ((rc = create_take(s, a, &m, need)) < 0)
+        return rc;
+    ss__small *dsm = m.small ? ss__small_rec(s, m.dloc.seg) : NULL;
+    ss__small *msm = a->meta_size ? ss__small_rec(s, m.mloc.seg) : NULL;
+    if ((m.small && !dsm) || (a->meta_size && !msm)) {
         rc = -ENOMEM;
         goto fail;
     }
     rc = ss__obj_alloc(s, &e);
     if (rc < 0)
         goto fail;
-
-    ss__obj *o = ss__obj_at(s, e);
-    o->node = (int16_t)(small ? node : seg.node);
-    if (small) {
-        o->small_slot = dloc.seg;
-        if (a->data && a->size)
-            memcpy(dloc.ptr, a->data, a->size);
-    } else {
-        o->fd_rw = seg.fd;
-        o->fd_ro = fd_ro;
-        o->seg_size = seg.size;
-    }
-    o->meta_slot = mloc.seg;
-
-    ss__index_entry *en = ss__ent(s, e);
-    ss__index_write_begin(en);
-    __atomic_store_n(&en->info,
-                     SS_IX_INFO(SS_IX_CREATED, small ? SS_SEG_SMALL : SS_SEG_OBJECT,
-                                small ? 0 : seg.backing, a->meta_size),
-                     __ATOMIC_RELAXED);
-    memcpy(&en->id, a->id, sizeof(ss_id));
-    en->seg_id = small ? (SS_SEG_ID_SMALL | dsm->no) : s->tab.next_seg_id++;
-    en->size = a->size;
-    en->data_off64 = small ? (uint32_t)(dloc.off / SS_OBJ_ALIGN) : 0;
-    en->meta_seg = a->meta_size ? msm->no : 0;
-    en->meta_off64 = a->meta_size ? (uint32_t)(mloc.off / SS_OBJ_ALIGN) : 0;
-    ss__index_write_end(en);
-    ss__index_link(&s->tab.ix, e);
-    s->tab.nobjects++;
-    s->tab.object_bytes += a->size;
-    s->cnt.c_creates++;
+    create_entry(s, a, &m, dsm, msm, e);
     *out = e;
     return 0;
-
 fail:
-    if (a->meta_size && mloc.ptr) {
-        ss__salloc_free(s->mem.salloc, &mloc);
-        ss__small_check(s, mloc.seg);
-    }
-    if (small && dloc.ptr) {
-        ss__salloc_free(s->mem.salloc, &dloc);
-        ss__small_check(s, dloc.seg);
-    }
-    if (fd_ro >= 0)
-        close(fd_ro);
-    if (seg.fd >= 0)
-        ss__obj_seg_free(s, &seg, true);
+    create_untake(s, a, &m);
     return rc;
 }
 

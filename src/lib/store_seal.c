@@ -88,11 +88,9 @@ static void seal_done(ss__store *s)
 static void seal_event(void *arg, uint32_t events)
 {
     ss__store *s = arg;
-    uint64_t v;
-    ssize_t n = read(s->seal.efd, &v, sizeof(v));
 
-    (void)n;
     (void)events;
+    ss__loop_drain(s->seal.efd);
     seal_done(s);
 }
 
