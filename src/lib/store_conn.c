@@ -187,16 +187,13 @@ void ss__fd_poll_soon(ss__store *s)
 static int fdt_mark(ss__store *s, ss__conn *c, uint32_t nfds)
 {
     if (c->mark_len == c->mark_cap) {
-        uint32_t ncap = c->mark_cap ? c->mark_cap * 2 : 8;
-        ss__fdmark *nm = malloc(ncap * sizeof(*nm));
-        if (!nm)
+        uint32_t had = c->mark_cap;
+
+        /* a full ring at least doubles: the marks before mark_head move
+         * to just past the old end, and the ring reads on from mark_head */
+        if (SS_ARRAY_RESERVE(c->marks, c->mark_cap, (size_t)had + 1, 8) < 0)
             return -ENOMEM;
-        for (uint32_t i = 0; i < c->mark_len; i++)
-            nm[i] = c->marks[(c->mark_head + i) % c->mark_cap];
-        free(c->marks);
-        c->marks = nm;
-        c->mark_cap = ncap;
-        c->mark_head = 0;
+        memcpy(c->marks + had, c->marks, c->mark_head * sizeof(*c->marks));
     }
     if (!c->mark_len) {
         c->later = 0;
