@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * GET: the request (ss__req_get), its reply, and GETs that wait. Owns
- * nothing of ss__store but the scratch reply buffer it shares with LIST
- * (one reply is built at a time); its waiting GETs are parked requests
- * (store_park.c). Calls the disk glue (a GET of a spilled object starts
- * its restore), the parking layer, the object table and the connection
- * layer. Registers with the parking layer "this GET may be answered now"
- * (ss__req_get_complete) and with the connection layer "the fd budget may
- * have room" (ss__req_get_budget).
+ * GET: the request (ss__req_do_get), its reply, and GETs that wait. It
+ * owns no part of ss__store: it builds replies in req.obuf, which it
+ * shares with LIST (one reply is built at a time), and its waiting GETs
+ * are parked requests (store_park.c, the fd-budget FIFO park.fdw_*
+ * included). Calls the disk glue (a GET of a spilled object starts its
+ * restore), the parking layer, the object table and the connection layer.
+ * Its two handlers are registered by the request layer: "this GET may be
+ * answered now" (ss__req_get_complete, with the parking layer) and "the
+ * fd budget may have room" (ss__req_get_budget, with the connection
+ * layer).
  *
  * A GET naming ids that are not sealed yet or are spilled to disk parks
  * (store_park.c: one wait node per id in the waiter hash). A GET's own

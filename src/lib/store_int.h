@@ -325,8 +325,10 @@ typedef struct ss__obj {
     int16_t node;
     uint8_t flags;           /* SS_OBJF_* */
     uint8_t pad;
-    uint32_t disk;           /* index + 1 in ss__store.disk: the disk copy, 0 none */
+    uint32_t disk;           /* index + 1 in ss__store.disk.locs: the disk copy, 0 none */
 } ss__obj;
+/* The bookkeeping budget (ss_stats.bookkeeping_bytes counts it per entry). */
+_Static_assert(sizeof(ss__obj) <= 48, "ss__obj stays within 48 bytes");
 
 /* Where an object's disk copy is (an ss__spill_loc without the id, which
  * the index entry holds). A free record links the next free one in `file`. */
