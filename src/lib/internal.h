@@ -3,7 +3,8 @@
  * Cross-file internals of libsealstore. Everything here is private: names
  * start with ss__ (a leading underscore is reserved at file scope in ISO C).
  *
- * Map of the library (start with the headers named here):
+ * Map of the library (start with the headers named here; doc/design.md,
+ * "Map of the code", says the same at more length):
  *   internal.h  this map; helpers every file uses (arrays, asserts, errors)
  *   log.h       levelled, rate-limited logging to a sink
  *   sys.h       thin syscall wrappers, each returning -errno
@@ -15,7 +16,11 @@
  *   alloc.h     the small allocator carving small-object segments
  *   proto.h     the wire protocol between the client library and the store
  *   spill.h     the spill engine: objects to disk and back, asynchronously
- *   spill_int.h the spill engine's internals (spill.c, spill_job.c, spill_file.c)
+ *   spill_int.h the spill engine's internals; its files call one way, down
+ *               spill.c (the face spill.h declares) -> spill_scan.c (startup
+ *               scan) -> spill_job.c (job state machines) -> spill_ftab.c
+ *               (file table, tombstones) -> spill_io.c (io_uring, threads)
+ *               -> spill_file.c (on-disk format, directory listing)
  *   loop.h      the event loop core: fds with handlers, turn hooks
  *   store.h     the store: open, run, stop, close (daemon and embedded)
  *   store_int.h the store's internals: index format, core records, layers
