@@ -6,7 +6,11 @@
 # defines) among the store's files (loop.c and store*.c) must have no
 # cycle. The map it keeps true is at the top of src/lib/internal.h.
 #
-#   tools/layers.sh [ARCHIVE | OBJDIR]
+#   tools/layers.sh [-g GROUP] [ARCHIVE | OBJDIR]
+#
+# GROUP is an awk regular expression naming the files to check: by default
+# the store's, 'loop|store[a-z_]*'; 'spill[a-z_]*' checks the spill
+# engine's files (whose order is in spill_int.h and internal.h's map).
 #
 # Reads the library's convenience archive (libsealstore-core.a: exactly
 # the objects of the current build) or, given a directory without one, the
@@ -18,6 +22,11 @@
 
 set -u
 
+group='loop|store[a-z_]*'
+if [ $# -ge 2 ] && [ "$1" = -g ]; then
+    group=$2
+    shift 2
+fi
 prefix=libsealstore_core_la-
 arch=libsealstore-core.a
 if [ $# -ge 1 ]; then
@@ -37,21 +46,21 @@ trap 'rm -rf "$tmp"' EXIT INT TERM
 if [ -f "$src" ]; then
     { nm -A --defined-only "$src" | sed 's/^/D /'; nm -A -u "$src" | sed 's/^/U /'; }
 else
-    for o in "$src/${prefix}"loop.o "$src/${prefix}"store*.o; do
+    for o in "$src/${prefix}"*.o; do
         [ -e "$o" ] || continue
         { nm -A --defined-only "$o" | sed 's/^/D /'; nm -A -u "$o" | sed 's/^/U /'; }
     done
-fi | awk -v p="$prefix" '
+fi | awk -v p="$prefix" -v g="$group" '
     {
         # "D archive:member.o:addr T sym" or "U member.o: U sym"
         n = split($2, f, ":"); m = f[n - 1]; sub(".*/", "", m)
-        if (m !~ ("^" p "(loop|store[a-z_]*)\\.o$")) next
+        if (m !~ ("^" p "(" g ")\\.o$")) next
         sub("^" p, "", m); sub("\\.o$", "", m)
         if ($1 == "D" && NF == 4 && $3 ~ /^[TDBRCGSV]$/) print "D", $4, m
         else if ($1 == "U") print "U", $NF, m
     }' > "$tmp/syms" || exit 99
 if ! [ -s "$tmp/syms" ]; then
-    echo "layers: no store objects in $src" >&2
+    echo "layers: no objects of ($group) in $src" >&2
     exit 99
 fi
 
