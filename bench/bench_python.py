@@ -1,33 +1,44 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""Python get latency: sealstore vs pickle.loads vs multiprocessing.shared_memory.
+"""Python put/get: sealstore vs pickle over a Pipe, shared_memory and pickle-5 files in /dev/shm.
 
-For a dict holding a numpy array of each size (default 1 MB, 100 MB, 1 GB),
-this process produces the object and another process consumes it:
+One producer process hands a consumer process a dict of numpy arrays (the
+shape of object people share between workers: a few large arrays of
+different dtypes beside scalars, strings and a list) of each total size, by
+four means, every run a fresh object:
 
-  sealstore       client.get(id) in the consumer (ss_get + pickle.loads over
-                  read-only memoryviews of the mapped object: zero copy)
-  pickle.loads    pickle.loads of the same object pickled in band (what
-                  Queue/Pipe/Manager-style sharing costs at the receiver)
-  shared_memory   SharedMemory(name) + np.ndarray(buffer=shm.buf) + the dict:
-                  zero copy too, but shape/dtype/structure travel apart and
-                  nothing keeps the memory alive or immutable
+  sealstore      put(obj) in the producer; the consumer gets the 20-byte id
+                 and calls get(id): the arrays map the store read-only
+                 (zero copy)
+  pipe           multiprocessing Pipe: conn.send(obj) (pickled in band,
+                 written through the pipe) and conn.recv() (read, unpickled:
+                 every byte copied twice)
+  shared_memory  multiprocessing.shared_memory: pickle protocol 5 with the
+                 arrays out of band, copied into one SharedMemory block; the
+                 consumer attaches it by name and unpickles over slices of
+                 it (zero copy; the block's lifetime and immutability are
+                 the program's business)
+  /dev/shm file  the same layout written to a file in /dev/shm; the consumer
+                 mmaps it read-only and unpickles over slices (zero copy)
 
-Each cell is the median over --runs gets in the consumer (the first get is
-shown apart as "first": it maps the object). The producer's cost to publish
-is shown too. Nothing is asserted: the target is that a get does not grow
-with the size and costs well under a millisecond.
+Columns (medians over --runs): put, the producer's time to publish; get,
+the consumer's time from having the handle (or, for the pipe, the first
+byte) to having the object; total, from the producer starting to publish
+to the consumer having the object (CLOCK_MONOTONIC is shared by the two
+processes). Nothing is asserted.
 
-  PYTHONPATH=build/python/.libs LD_LIBRARY_PATH=build/src/lib/.libs \\
-      python3 bench/bench_python.py [--sizes 1M,100M,1G] [--runs 15]
+  PYTHONPATH=build/python/pkg LD_LIBRARY_PATH=build/src/lib/.libs \\
+      python3 bench/bench_python.py [--sizes 1M,100M,1G] [--runs 9] [--socket PATH]
 """
 import argparse
 import json
+import mmap
+import multiprocessing
 import os
 import pickle
 import shutil
 import statistics
-import subprocess
+import struct
 import sys
 import tempfile
 import time
@@ -37,6 +48,9 @@ import numpy as np
 import sealstore
 
 UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+METHODS = ("sealstore", "pipe", "shared_memory", "/dev/shm file")
+ALIGN = 64
+now = time.perf_counter  # CLOCK_MONOTONIC: comparable between processes
 
 
 def parse_size(s):
@@ -51,151 +65,221 @@ def human(n):
     return "%d B" % n
 
 
-def fmt_us(s):
+def fmt_s(s):
     us = s * 1e6
     return "%.1f us" % us if us < 1000 else "%.2f ms" % (us / 1000) if us < 1e6 else "%.2f s" % (us / 1e6)
 
 
-def make_object(nbytes):
-    arr = np.ones(nbytes // 8, dtype=np.float64)
-    return {"array": arr, "name": "weights", "step": 42, "tags": ["a", "b"], "valid": True}
+def make_object(nbytes, seed=0):
+    """A dict of arrays of about nbytes in all: half a float32 matrix, a
+    quarter float64 embeddings, a quarter int64 ids, plus small parts."""
+    rng = np.random.default_rng(seed)
+    w = max(1, nbytes // 2 // 4 // 256)
+    e = max(1, nbytes // 4 // 8 // 128)
+    return {
+        "model": {"weights": rng.random((w, 256), dtype=np.float32), "name": "mlp",
+                  "bias": np.zeros(256, dtype=np.float32)},
+        "emb": rng.random((e, 128)),
+        "ids": np.arange(max(1, nbytes // 4 // 8), dtype=np.int64),
+        "step": 42, "tags": ["train", "v2"], "valid": True,
+    }
+
+
+def array_bytes(obj):
+    return obj["model"]["weights"].nbytes + obj["emb"].nbytes + obj["ids"].nbytes
+
+
+# ---------------------------------------------- pickle-5 layout (shm, file)
+
+def layout(obj):
+    """(in-band pickle, buffers, [(offset, length)], total) with the buffers
+    64-byte aligned after a header, the in-band part and the table."""
+    bufs = []
+    inband = pickle.dumps(obj, protocol=5, buffer_callback=bufs.append)
+    raws = [b.raw() for b in bufs]
+    head = 16 + len(inband) + 16 * len(raws)
+    off = (head + ALIGN - 1) // ALIGN * ALIGN
+    table = []
+    for r in raws:
+        table.append((off, r.nbytes))
+        off = (off + r.nbytes + ALIGN - 1) // ALIGN * ALIGN
+    return inband, raws, table, off
+
+
+def write_layout(mem, inband, raws, table):
+    """Write the layout into a writable buffer (shm block or file mapping)."""
+    mem[0:16] = struct.pack("<QQ", len(inband), len(raws))
+    mem[16:16 + len(inband)] = inband
+    p = 16 + len(inband)
+    for off, n in table:
+        mem[p:p + 16] = struct.pack("<QQ", off, n)
+        p += 16
+    for (off, n), r in zip(table, raws):
+        mem[off:off + n] = r
+
+
+def read_layout(mv):
+    """Unpickle from a read-only memoryview of the layout, zero copy."""
+    n_in, nb = struct.unpack_from("<QQ", mv, 0)
+    p = 16 + n_in
+    bufs = []
+    for i in range(nb):
+        off, n = struct.unpack_from("<QQ", mv, p + 16 * i)
+        bufs.append(mv[off:off + n])
+    return pickle.loads(mv[16:16 + n_in], buffers=bufs)
 
 
 # ------------------------------------------------------------------ consumer
 
-def child(args):
-    """Runs in the consumer process; prints one JSON line of timings."""
-    t = []
-    first = None
-    if args.child == "store":
-        c = sealstore.connect(args.socket)
-        i = bytes.fromhex(args.id)
-        for r in range(args.runs + 1):
-            t0 = time.perf_counter()
-            obj = c.get(i)
-            dt = time.perf_counter() - t0
-            assert obj["array"].nbytes == args.nbytes and not obj["array"].flags.writeable
-            del obj
-            if r == 0:
-                first = dt
-            else:
-                t.append(dt)
-        x = c.explain(i)
-        extra = {"map": x["map_seconds"], "unpickle": x["unpickle_seconds"]}
-        c.close()
-    elif args.child == "shm":
-        from multiprocessing import resource_tracker, shared_memory
-        for r in range(args.runs + 1):
-            t0 = time.perf_counter()
-            shm = shared_memory.SharedMemory(name=args.id)
-            arr = np.ndarray((args.nbytes // 8,), dtype=np.float64, buffer=shm.buf)
-            obj = {"array": arr, "name": "weights", "step": 42, "tags": ["a", "b"], "valid": True}
-            dt = time.perf_counter() - t0
-            del obj, arr
-            # 3.11 registers attached segments for unlinking at exit: undo
-            resource_tracker.unregister(shm._name, "shared_memory")
+def consumer(ctl, data, sock):
+    """Runs in the consumer process: receive, time, check, reply."""
+    os.environ.setdefault("SEALSTORE_LOG", "error")
+    from multiprocessing import shared_memory
+    c = sealstore.connect(sock)
+    while True:
+        msg = ctl.recv()
+        if msg is None:
+            break
+        kind, want = msg[0], msg[-1]
+        if kind == "sealstore":
+            t0 = now()
+            obj = c.get(msg[1])
+            t1 = now()
+            ok = not obj["emb"].flags.writeable
+        elif kind == "pipe":
+            data.poll(None)
+            t0 = now()
+            obj = data.recv()
+            t1 = now()
+            ok = True
+        elif kind == "shared_memory":
+            t0 = now()
+            shm = shared_memory.SharedMemory(name=msg[1])
+            mv = shm.buf.toreadonly()
+            obj = read_layout(mv)
+            t1 = now()
+            ok = not obj["emb"].flags.writeable
+            # (the spawned consumer shares the producer's resource tracker:
+            # the producer's unlink unregisters the block)
+        else:  # file
+            t0 = now()
+            with open(msg[1], "rb") as f:
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            mv = memoryview(mm)
+            obj = read_layout(mv)
+            t1 = now()
+            ok = not obj["emb"].flags.writeable
+        ok = ok and array_bytes(obj) == want and obj["step"] == 42
+        del obj
+        if kind == "shared_memory":
+            mv.release()
             shm.close()
-            if r == 0:
-                first = dt
-            else:
-                t.append(dt)
-        extra = {}
-    else:  # pickle: the same object pickled in band, loaded here
-        data = pickle.dumps(make_object(args.nbytes), protocol=5)
-        for r in range(args.runs + 1):
-            t0 = time.perf_counter()
-            obj = pickle.loads(data)
-            dt = time.perf_counter() - t0
-            del obj
-            if r == 0:
-                first = dt
-            else:
-                t.append(dt)
-        extra = {}
-    print(json.dumps({"median": statistics.median(t), "min": min(t), "first": first, **extra}))
-
-
-def run_child(kind, nbytes, runs, socket="", ident=""):
-    p = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", kind,
-                        "--nbytes", str(nbytes), "--runs", str(runs), "--socket", socket,
-                        "--id", ident], capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit("consumer (%s) failed:\n%s" % (kind, p.stderr))
-    return json.loads(p.stdout.strip().splitlines()[-1])
+        elif kind == "/dev/shm file":
+            mv.release()
+            mm.close()
+        ctl.send((t0, t1, ok))
+    c.close()
 
 
 # ------------------------------------------------------------------ producer
 
+def one_run(kind, obj, c, ctl, data, shmdir):
+    """Publish obj by `kind`; returns (put seconds, get seconds, total seconds)."""
+    from multiprocessing import shared_memory
+    want = array_bytes(obj)
+    cleanup = None
+    t0 = now()
+    if kind == "sealstore":
+        oid = c.put(obj)
+        t1 = now()
+        ctl.send(("sealstore", oid, want))
+        cleanup = lambda: c.delete(oid)  # noqa: E731
+    elif kind == "pipe":
+        ctl.send(("pipe", want))
+        data.send(obj)
+        t1 = now()
+    elif kind == "shared_memory":
+        inband, raws, table, total = layout(obj)
+        shm = shared_memory.SharedMemory(create=True, size=total)
+        write_layout(shm.buf, inband, raws, table)
+        t1 = now()
+        ctl.send(("shared_memory", shm.name, want))
+
+        def cleanup():
+            shm.close()
+            shm.unlink()
+    else:
+        inband, raws, table, total = layout(obj)
+        path = os.path.join(shmdir, "obj-%d" % os.getpid())
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.ftruncate(fd, total)
+        with mmap.mmap(fd, total) as mm:
+            write_layout(memoryview(mm), inband, raws, table)
+        os.close(fd)
+        t1 = now()
+        ctl.send(("/dev/shm file", path, want))
+        cleanup = lambda: os.unlink(path)  # noqa: E731
+    g0, g1, ok = ctl.recv()
+    if cleanup:
+        cleanup()
+    if not ok:
+        sys.exit("%s: the consumer got a wrong object" % kind)
+    return t1 - t0, g1 - g0, g1 - t0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1M,100M,1G")
-    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--runs", type=int, default=9)
     ap.add_argument("--socket", default="", help="a running sealstored (default: embedded store)")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--nbytes", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--id", help=argparse.SUPPRESS)
+    ap.add_argument("--json", help="write the medians to this file")
     args = ap.parse_args()
     os.environ.setdefault("SEALSTORE_LOG", "error")
-    if args.child:
-        return child(args)
 
-    from multiprocessing import shared_memory
     tmp = tempfile.mkdtemp(prefix="ssbench-")
+    shmdir = tempfile.mkdtemp(prefix="ssbench-", dir="/dev/shm")
     sock = args.socket or os.path.join(tmp, "store.sock")
     c = sealstore.connect(sock, embed=not args.socket)
+    ctx = multiprocessing.get_context("spawn")
+    ctl, ctl_child = ctx.Pipe()
+    data_child, data = ctx.Pipe(duplex=False)  # (receiving end, sending end)
+    proc = ctx.Process(target=consumer, args=(ctl_child, data_child, sock))
+    proc.start()
     rows = []
     try:
         for nbytes in map(parse_size, args.sizes.split(",")):
-            runs = args.runs if nbytes < (512 << 20) else max(5, args.runs // 3)
-            obj = make_object(nbytes)
-            puts = []
-            for r in range(3):  # put and delete: the median publish cost
-                t0 = time.perf_counter()
-                i = c.put(obj)
-                puts.append(time.perf_counter() - t0)
-                if r < 2:
-                    c.delete(i)
-            put_s = statistics.median(puts)
-            st = run_child("store", nbytes, args.runs, sock, i.hex())
-            c.delete(i)
-
-            t0 = time.perf_counter()
-            shm = shared_memory.SharedMemory(create=True, size=nbytes)
-            np.ndarray(obj["array"].shape, obj["array"].dtype, buffer=shm.buf)[:] = obj["array"]
-            shm_put_s = time.perf_counter() - t0
-            sh = run_child("shm", nbytes, args.runs, ident=shm.name)
-            shm.close()
-            shm.unlink()
-
-            t0 = time.perf_counter()
-            data = pickle.dumps(obj, protocol=5)
-            dumps_s = time.perf_counter() - t0
-            del data, obj
-            pk = run_child("pickle", nbytes, runs)
-            rows.append((nbytes, st, pk, sh, put_s, dumps_s, shm_put_s))
-            print("%-8s done" % human(nbytes), file=sys.stderr)
+            runs = args.runs if nbytes < (512 << 20) else max(3, args.runs // 3)
+            res = {k: [] for k in METHODS}
+            for r in range(runs):
+                obj = make_object(nbytes, seed=r)
+                for kind in METHODS:
+                    res[kind].append(one_run(kind, obj, c, ctl, data, shmdir))
+                del obj
+            med = {k: [statistics.median(x[i] for x in v) for i in range(3)]
+                   for k, v in res.items()}
+            rows.append((nbytes, med))
+            print("%-8s done (%d runs)" % (human(nbytes), runs), file=sys.stderr)
     finally:
+        ctl.send(None)
+        proc.join()
         c.close()
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(shmdir, ignore_errors=True)
 
-    print("\nget in a consumer process (median of %d; first get apart)" % args.runs)
-    hdr = ("size", "sealstore get", "(first)", "map+unpickle", "pickle.loads", "shm attach",
-           "loads/get", "shm/get")
-    print("%-9s %14s %10s %20s %14s %12s %10s %8s" % hdr)
-    for nbytes, st, pk, sh, *_ in rows:
-        print("%-9s %14s %10s %20s %14s %12s %10s %8s" % (
-            human(nbytes), fmt_us(st["median"]), fmt_us(st["first"]),
-            fmt_us(st["map"]) + " + " + fmt_us(st["unpickle"]), fmt_us(pk["median"]),
-            fmt_us(sh["median"]), "%.1fx" % (pk["median"] / st["median"]),
-            "%.2fx" % (sh["median"] / st["median"])))
-    print("\npublish in the producer (sealstore.put: median of 3; others one run)")
-    print("%-9s %16s %16s %16s" % ("size", "sealstore.put", "pickle.dumps", "shm create+copy"))
-    for nbytes, st, pk, sh, put_s, dumps_s, shm_put_s in rows:
-        print("%-9s %16s %16s %16s" % (human(nbytes), fmt_us(put_s), fmt_us(dumps_s),
-                                        fmt_us(shm_put_s)))
-    small, large = rows[0], rows[-1]
-    print("\nsealstore get, largest/smallest size: %.2fx (%s vs %s)" % (
-        large[1]["median"] / small[1]["median"], human(large[0]), human(small[0])))
+    print("\nA dict of numpy arrays from one process to another (medians; a fresh object each run)")
+    print("%-9s %-14s %12s %12s %12s %14s" % ("size", "method", "put", "get", "total",
+                                               "get/sealstore"))
+    for nbytes, med in rows:
+        base = med["sealstore"][1]
+        for kind in METHODS:
+            put, get, total = med[kind]
+            print("%-9s %-14s %12s %12s %12s %14s" % (
+                human(nbytes), kind, fmt_s(put), fmt_s(get), fmt_s(total),
+                "%.1fx" % (get / base)))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([{"bytes": n, **{k: dict(zip(("put", "get", "total"), v))
+                                       for k, v in med.items()}} for n, med in rows], f, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Internals shared by the two C files of the Python binding: sealstore.c
+ * Internals shared by the two C files of the Python binding: _sealstore.c
  * (module, Client, ObjectView, put/get) and explain.c (explain()).
  *
  * The binding uses the public libsealstore API only (<sealstore.h>).
@@ -30,6 +30,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sealstore.h>
 
 /* Python 3.9 (configure's minimum) lacks these 3.10 helpers. */
@@ -83,7 +84,10 @@ typedef struct {
     int closed;        /* close() was called: no new calls */
     Py_ssize_t pins;   /* live ObjectView objects taken through this client */
     Py_ssize_t busy;   /* calls running with the GIL released */
-    PyObject *path;    /* str or None, for repr */
+    PyObject *path;    /* str or None (the default socket), as connect() was given */
+    PyObject *sock;    /* str: the socket path actually used, for messages */
+    pid_t pid;         /* the process that connected (a forked child is not it) */
+    int gone;          /* a call found the store dead (EPIPE/ECONNRESET) */
     PyObject *trusted; /* frozenset of the uids whose pickles get() decodes
                           (this process's euid included); NULL: any uid */
 } sspy_client;
@@ -121,6 +125,9 @@ int sspy_is_raw(PyObject *obj);
  * `bufs` (their addr/len/offset set). kind is "pickle5" or "raw". */
 PyObject *sspy_explanation(PyObject *root, const char *kind, uint64_t inband_bytes,
                            struct sspy_xbuf *bufs, Py_ssize_t n, uint64_t object_bytes);
+
+/* explain.c: a byte count for people ("512 B", "1.5 MiB") into out. */
+void sspy_human(uint64_t b, char *out, size_t len);
 
 /* explain.c: module-level explain(obj) for a live object. */
 PyObject *sspy_explain_object(PyObject *obj);

@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: MIT
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -23,3 +25,23 @@ def client(sock):
     c = sealstore.connect(sock, embed=True)
     yield c
     c.close()
+
+
+HOST = """
+import os, sys, sealstore
+c = sealstore.connect(sys.argv[1], embed=True)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def remote_store(sock):
+    """A store in another process, to be killed by the test."""
+    env = dict(os.environ, SEALSTORE_LOG="error")
+    p = subprocess.Popen([sys.executable, "-c", HOST, sock], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True, env=env)
+    assert p.stdout.readline().strip() == "ready"
+    yield p
+    p.kill()
+    p.wait()

@@ -84,3 +84,57 @@ def run_py(code, *args, timeout=60, env=None):
                        capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, "child failed:\n" + p.stderr
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def rss_anon():
+    """This process's private (anonymous) resident bytes: a copy of an
+    array would grow it, pages mapped from the store do not."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no RssAnon in /proc/self/status")
+
+
+def pool_worker(ref):
+    """The Pool recipe's worker (python/README.md): resolve the Ref, read the
+    whole array, report whether it was copied."""
+    import sealstore
+    before = rss_anon()
+    arr = ref.get()["weights"]
+    total = float(arr.sum())  # touches every page
+    facts = array_facts(arr)
+    facts.update(sum=total, anon_growth=rss_anon() - before, nbytes=arr.nbytes,
+                 clients=len(sealstore._clients), pid=os.getpid())
+    return facts
+
+
+class Model:
+    """explain() tests: an instance whose attribute carries the bytes."""
+
+    def __init__(self, blob):
+        self.name = "m"
+        self.blob = blob
+
+
+class Slotted:
+    __slots__ = ("a", "big")
+
+    def __init__(self, big):
+        self.a = 1
+        self.big = big
+
+
+class Reduced:
+    """No __dict__, no slots: pickled through __reduce__'s arguments."""
+    __slots__ = ()
+
+    def __new__(cls, payload):
+        self = super().__new__(cls)
+        Reduced.payloads[id(self)] = payload
+        return self
+
+    payloads = {}
+
+    def __reduce__(self):
+        return (Reduced, (Reduced.payloads[id(self)],))

@@ -2,8 +2,12 @@
 """Bad input raises clear exceptions and leaves nothing behind."""
 import errno
 import math
+import os
 import pickle
 import socket
+import subprocess
+import sys
+import threading
 
 import pytest
 
@@ -134,3 +138,78 @@ except sealstore.StoreFullError as e:
 def test_explain_bad_client(client):
     with pytest.raises(TypeError):
         sealstore.explain(b"x" * 20, client="not a client")
+
+
+# ---------------------------------------------------- errors a user can act on
+
+def test_missing_id_is_a_keyerror_in_hex(client):
+    i = bytes(range(20))
+    for call in (client.get, client.delete):
+        with pytest.raises(KeyError) as ei:
+            call(i)
+        e = ei.value
+        assert isinstance(e, sealstore.ObjectNotFoundError)
+        assert e.args == (i,) and e.id == i
+        assert i.hex() in str(e) and "\\x" not in str(e)
+
+
+def test_connect_failure_names_the_path(sock):
+    with pytest.raises(FileNotFoundError) as ei:
+        sealstore.connect(sock)
+    assert sock in str(ei.value)
+    # the default socket: the path it resolved to, SEALSTORE_SOCKET first
+    got = sshelpers.run_py(
+        "import json, sealstore\n"
+        "try:\n"
+        "    sealstore.connect()\n"
+        "except OSError as e:\n"
+        "    print(json.dumps(str(e)))\n", env={"SEALSTORE_SOCKET": sock})
+    assert sock in got and "default socket" in got
+
+
+def test_store_full_says_capacity_resident_and_size(tmp_path):
+    # a store of 32 MiB that does not wait for memory, asked for 48 MiB
+    code = (
+        "import json, os, sealstore\n"
+        "c = sealstore.connect(os.path.join(%r, 's'), embed=True)\n"
+        "c.put(b'k' * (8 << 20))\n"
+        "try:\n"
+        "    c.put(b'x' * (48 << 20))\n"
+        "except sealstore.StoreFullError as e:\n"
+        "    print(json.dumps([str(e), e.errno, e.requested, e.capacity, e.resident,\n"
+        "                      e.object_bytes]))\n" % str(tmp_path))
+    msg, err, req, cap, res, objb = sshelpers.run_py(
+        code, env={"SEALSTORE_CAPACITY": "32M", "SEALSTORE_CREATE_TIMEOUT": "10ms",
+                   "SEALSTORE_LOG": "error"})
+    assert err == errno.ENOSPC
+    assert req == 48 << 20 and cap == 32 << 20 and objb >= 8 << 20 and res > 0
+    assert "asked for 48.0 MiB" in msg and "capacity is 32.0 MiB" in msg
+    assert "resident" in msg and "SEALSTORE_CAPACITY" in msg
+
+
+def test_dead_store_raises_store_gone(remote_store, sock):
+    c = sealstore.connect(sock)
+    oid = c.put({"a": 1})
+    assert c.get(oid) == {"a": 1} and "gone" not in repr(c)
+    waiting = []
+
+    def wait():
+        try:
+            c.get(b"w" * 20, timeout=60)
+        except BaseException as e:
+            waiting.append(e)
+    t = threading.Thread(target=wait)
+    t.start()
+    remote_store.kill()
+    remote_store.wait()
+    t.join(30)
+    assert not t.is_alive()
+    for e in waiting + [pytest.raises(sealstore.StoreGoneError, c.get, oid).value]:
+        assert isinstance(e, sealstore.StoreGoneError), repr(e)
+        assert isinstance(e, sealstore.Error) and isinstance(e, OSError)
+        assert isinstance(e, ConnectionError)
+        assert e.socket == sock and sock in str(e) and "gone" in str(e)
+    assert c.gone and "gone" in repr(c) and sock in repr(c)
+    with pytest.raises(sealstore.StoreGoneError):
+        c.put(b"after")
+    c.close()

@@ -80,7 +80,11 @@ def test_explain_raw_and_plain(client):
     assert client.explain(i)["zero_copy_bytes"] == 5
     y = sealstore.explain({"k": [1, 2, 3]})
     assert y["zero_copy_bytes"] == 0 and y["buffers"] == []
-    assert y["inband"] == [{"path": [], "type": "dict", "bytes": y["inband_bytes"], "items": 1}]
+    # nothing zero-copy: the top level is broken down all the same
+    k, rest = y["inband"]
+    assert (k["path"], k["type"], k["items"]) == (["k"], "list", 3) and k["seconds"] >= 0
+    assert (rest["path"], rest["type"]) == ([], "dict structure")
+    assert k["bytes"] + rest["bytes"] == y["inband_bytes"]
 
 
 def test_explain_flags_what_is_copied(client):
@@ -101,3 +105,107 @@ def test_explain_shared_array_counted_once():
     x = sealstore.explain({"first": a, "again": a})
     assert x["zero_copy_bytes"] == a.nbytes  # pickle memoizes: one buffer
     assert [b["path"] for b in x["buffers"]] == [["first"]]
+
+
+# ------------------------------------------------ the cases people ask about
+
+def test_stored_non_contiguous_array_is_named_with_its_bytes(client):
+    np = pytest.importorskip("numpy")
+    big = np.ones((2000, 1000))
+    x = client.explain(client.put({"big": big[::2], "x": 1}))
+    part = {tuple(e["path"]): e for e in x["inband"]}
+    assert part[("big",)]["bytes"] >= big[::2].nbytes
+    note = part[("big",)]["note"]
+    assert "copied at put" in note and "not contiguous" in note and "ascontiguousarray" in note
+    assert x["zero_copy_bytes"] == 0
+    assert sum(e["bytes"] for e in x["inband"]) == x["inband_bytes"]
+    report = str(x)
+    assert "['big']: copied at put" in report
+
+
+def test_nothing_zero_copy_still_breaks_the_top_level_down(client):
+    x = client.explain(client.put({"l": list(range(50000)), "s": "x" * 100, "n": 3}))
+    paths = [e["path"] for e in x["inband"]]
+    assert ["l"] in paths and ["s"] in paths and ["n"] in paths
+    assert sum(e["bytes"] for e in x["inband"]) == x["inband_bytes"]
+
+
+def test_time_per_part(client):
+    x = client.explain(client.put({"l": [float(i) for i in range(200000)], "b": True}))
+    secs = {tuple(e["path"]): e["seconds"] for e in x["inband"] if e["path"]}
+    assert set(secs) == {("l",), ("b",)}
+    assert all(isinstance(s, float) and s >= 0 for s in secs.values())
+    assert secs[("l",)] > secs[("b",)]  # a million-item list vs one bool
+    assert "unpickle" in str(x)
+
+
+def test_root_notes_are_printed(client):
+    np = pytest.importorskip("numpy")
+    x = sealstore.explain(client.put_ref(np.ones((1000, 200))[:, ::2]))
+    assert "(root): copied at put" in str(x)
+
+
+def test_object_dtype_note(client):
+    np = pytest.importorskip("numpy")
+    x = client.explain(client.put({"o": np.array(["a%08d" % i for i in range(20000)], dtype=object)}))
+    assert "dtype=object" in [e for e in x["inband"] if e["path"] == ["o"]][0]["note"]
+
+
+def test_thousands_of_parts_fold(client):
+    np = pytest.importorskip("numpy")
+    x = client.explain(client.put({"a%d" % i: np.ones(10 + i) for i in range(1000)}))
+    report = str(x)
+    assert len(x["buffers"]) == 1000
+    assert len(report.splitlines()) < 60
+    assert "980 smaller ones" in report
+    assert "['a999']" in report  # the largest are the ones shown
+    assert repr(x) == report  # a REPL shows the report
+
+
+def test_an_id_without_client_says_so(client):
+    oid = client.put({"a": 1})
+    x = sealstore.explain(oid)
+    assert "pass client=" in x["note"] and "pass client=" in str(x)
+    ref = client.share(oid)
+    assert sealstore.explain(ref)["type"] == "dict"
+
+
+@pytest.mark.parametrize("where", ["live", "stored"])
+def test_custom_classes_are_opened(client, where):
+    obj = {"m": sshelpers.Model(bytes(300000)), "s": sshelpers.Slotted(list(range(50000))),
+           "r": sshelpers.Reduced("x" * 200000)}
+    x = sealstore.explain(obj) if where == "live" else client.explain(client.put(obj))
+    parts = {path_key(e["path"]): e for e in x["inband"]}
+    assert parts["['m'].blob"]["bytes"] >= 300000 and "numpy" in parts["['m'].blob"]["note"]
+    assert parts["['s'].big"]["items"] == 50000
+    assert parts["['r'](arg 0)"]["bytes"] >= 200000
+    assert parts["['m']"]["bytes"] < 1000  # the instance keeps only its own bytes
+    assert sum(e["bytes"] for e in x["inband"]) == x["inband_bytes"]
+    assert "['m'].blob: copied on every get" in str(x)
+    assert "['r'](arg 0)" in str(x)
+
+
+def path_key(path):
+    """A path as the report prints it: ['df'][['a', 'c']].blob(arg 0)"""
+    return "".join(p if isinstance(p, str) and p[:1] in ".(" else "[%r]" % (p,) for p in path)
+
+
+@pytest.mark.parametrize("where", ["live", "stored"])
+def test_pandas_columns_and_dtypes(client, where):
+    np = pytest.importorskip("numpy")
+    pd = pytest.importorskip("pandas")
+    n = 50000
+    df = pd.DataFrame({"a": np.arange(n, dtype=np.float64), "b": np.arange(n),
+                       "c": np.ones(n), "name": ["n%d" % i for i in range(n)]})
+    obj = {"df": df}
+    x = sealstore.explain(obj) if where == "live" else client.explain(client.put(obj))
+    bufs = {path_key(b["path"]): b for b in x["buffers"]}
+    assert bufs["['df'][['a', 'c']]"]["dtype"] == "float64"
+    assert bufs["['df']['b']"]["dtype"] == "int64"
+    parts = {path_key(e["path"]): e for e in x["inband"]}
+    name = parts["['df']['name']"]
+    assert name["type"] == "numpy.ndarray[object]" and name["bytes"] > 5 * n
+    assert "dtype=object" in name["note"] and "categorical" in name["note"]
+    assert sum(e["bytes"] for e in x["inband"]) == x["inband_bytes"]
+    report = str(x)
+    assert "['df'][['a', 'c']]" in report and "['df']['name']: dtype=object" in report

@@ -3,16 +3,62 @@
  * Cross-file internals of libsealstore. Everything here is private: names
  * start with ss__ (a leading underscore is reserved at file scope in ISO C).
  *
- * Map of the library (start with the headers named here):
- *   sys.h      thin syscall wrappers, each returning -errno
- *   segment.h  sealed memfd segments: backing chain, seal sequences
+ * Map of the library (start with the headers named here; doc/design.md,
+ * "Map of the code", says the same at more length):
+ *   internal.h  this map; helpers every file uses (arrays, asserts, errors)
+ *   log.h       levelled, rate-limited logging to a sink
+ *   sys.h       thin syscall wrappers, each returning -errno
+ *   options.h   the SEALSTORE_* table (X-macro) and its parsers
+ *   stats.h     process-wide counters of the memory layer (X-macro)
+ *   segment.h   sealed memfd segments: backing chain, seal sequences
  *   hugepages.h hugetlb pools: reading, reserving for a process's life
- *   numa.h     hwloc topology and placement policy
- *   pool.h     the populator: ready, pre-faulted object segments
- *   alloc.h    the small allocator carving small-object segments
- *   options.h  the SEALSTORE_* table (X-macro) and its parsers
- *   log.h      levelled, rate-limited logging to a sink
- *   stats.h    counters (X-macro)
+ *   numa.h      hwloc topology and placement policy
+ *   pool.h      the populator: ready, pre-faulted object segments
+ *   alloc.h     the small allocator carving small-object segments
+ *   proto.h     the wire protocol between the client library and the store
+ *   spill.h     the spill engine: objects to disk and back, asynchronously
+ *   spill_int.h the spill engine's internals; its files call one way, down
+ *               spill.c (the face spill.h declares) -> spill_scan.c (startup
+ *               scan) -> spill_job.c (job state machines) -> spill_ftab.c
+ *               (file table, tombstones) -> spill_io.c (io_uring, threads)
+ *               -> spill_file.c (on-disk format, directory listing)
+ *   loop.h      the event loop core: fds with handlers, turn hooks
+ *   store.h     the store: open, run, stop, close (daemon and embedded)
+ *   store_int.h the store's internals: index format, core records, layers
+ *   client_int.h a client handle's internals (client.c, client_obj.c)
+ *
+ * The store's layers, lowest first. Each file calls only files listed
+ * above it (tools/layers.sh checks the built objects: `make check` runs
+ * it as tests/integration/t_layers.sh):
+ *   loop.c        the event loop core; knows no request type
+ *   store_seal.c  the seal worker thread
+ *   store_conn.c  connections: accept, handshake, wire, outbox, fd budget
+ *   store_park.c  parked requests: records, quotas, timer heap, waiter hash
+ *   store_obj.c   the object table: entries, free list, LRU, deleted
+ *                 chains, small segments, client references, capacity
+ *   store_disk.c  the store's glue to the spill engine (ss__disk_*; the
+ *                 engine itself is ss__spill_*): spills, restores,
+ *                 durable deletes, the startup scan
+ *   store_get.c   GET: reply, waiting GETs, the fd-budget FIFO
+ *   store_req.c   dispatch, every other request, the scan gate, parked
+ *                 creates, timers of parked requests, stop
+ *   store.c       lifecycle: open, bind, run, stop, close; the loop's
+ *                 turn hooks, in order, in one table
+ * Where a lower layer must reach an upper one, the upper one registers a
+ * handler (a function pointer) with it:
+ *   loop      <- every layer: its fds (conn: listener and clients; seal:
+ *                its eventfd; disk: the engine's eventfd; store.c: stop)
+ *                and store.c's table of turn hooks (conn, req, disk)
+ *   seal      <- req (a client's SEAL) and disk (a restored segment): a
+ *                completion handler per job (ss__sealjob.done)
+ *   conn      <- req: a message arrived, a connection went, the fd budget
+ *                may have room (ss__conn_register)
+ *   park      <- req: a parked GET may be answered (store_get.c's
+ *                ss__req_get_complete, through ss__park_on_ready);
+ *                disk: a parked DELETE was freed (ss__park_on_unpark)
+ *   obj       <- disk: forget an object's disk copy, cancel its restore,
+ *                spill to free memory (ss__obj_register_disk)
+ *   disk      <- req: the startup scan is over (ss__disk_register)
  */
 #ifndef SEALSTORE_SRC_LIB_INTERNAL_H
 #define SEALSTORE_SRC_LIB_INTERNAL_H

@@ -27,10 +27,11 @@
  * described there and in spill_file.c), plus "lock" (flock: one engine per
  * directory) and, transiently, "<16 hex>.tmp" files being written (renamed
  * to .spill once durable; a crash leaves them behind and scan removes
- * them). Only regular files are ever opened there. An object of more than params.small_max bytes gets a file of its
- * own; smaller ones are appended in batches to a shared ("fused") file up
- * to params.fused_cap bytes. A spill completes only when its bytes are
- * fdatasync'ed and, for a new file, the directory is fsync'ed.
+ * them). Only regular files are ever opened there. An object of more than
+ * params.small_max bytes gets a file of its own; smaller ones are appended
+ * in batches to a shared ("fused") file up to params.fused_cap bytes. A
+ * spill completes only when its bytes are fdatasync'ed and, for a new
+ * file, the directory is fsync'ed.
  *
  * Space. ss__spill_delete() unlinks a file of its own; in a fused file it
  * writes a durable tombstone into the record, and the file is unlinked once
@@ -245,7 +246,8 @@ int ss__spill_delete(ss__spill *sp, const ss__spill_loc *loc);
  * the next write and fdatasync, and unlinks share directory fsyncs, so a
  * burst of deletes costs a few syncs, not one each.
  * Returns 0 (a completion follows), -ENOENT (no such live record: none
- * does), -EINVAL.
+ * does), -EINVAL, -ENOMEM (no room to queue its completion: nothing was
+ * done, the record stays live).
  */
 int ss__spill_delete_notify(ss__spill *sp, const ss__spill_loc *loc, uint64_t cookie);
 
@@ -261,7 +263,9 @@ int ss__spill_delete_notify(ss__spill *sp, const ss__spill_loc *loc, uint64_t co
  * registered live like a spilled one, so the caller deletes it
  * (ss__spill_delete_notify) before it may tell anyone the object is gone.
  * The engine never loses track of a record it wrote for want of memory:
- * the bookkeeping a spill needs is reserved before its I/O starts.
+ * the bookkeeping a spill needs is reserved before its I/O starts; so is
+ * the room for every completion (a request that cannot get it fails with
+ * -ENOMEM when queued), so a completion is never dropped nor waited for.
  */
 enum { SS_SPILL_OP_WRITE = 1, SS_SPILL_OP_READ = 2, SS_SPILL_OP_DELETE = 3 };
 typedef struct ss__spill_done {
@@ -380,6 +384,9 @@ enum {
     SS_SPILL_INJ_TRUNCATE = 1u << 6,
     /* a file's record table cannot grow (fails with -ENOMEM, err unused) */
     SS_SPILL_INJ_RECS = 1u << 7,
+    /* the completion queue cannot grow: the write, read or notified delete
+     * that needs it returns -ENOMEM, err unused */
+    SS_SPILL_INJ_DONEQ = 1u << 8,
     SS_SPILL_INJ_STICKY = 1u << 31,
 };
 /* Tests: while nonzero, the scan of every engine stalls before each file

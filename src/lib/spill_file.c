@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Spill files: the record format, its checksum, the directory and the
- * synchronous reader used by scan. The asynchronous engine is spill.c.
+ * synchronous reader used by scan; building a batch of fused records (run
+ * by a worker). The asynchronous engine is spill.c. Calls nothing else of
+ * the engine: every other spill file may call it, from any thread (it
+ * keeps no state).
  *
  * Format (spill.h ss__spill_rec has the field table). A spill file is a
  * sequence of records; each record is
@@ -286,6 +289,38 @@ int ss__spill_parse_name(const char *name, uint64_t *file, bool *tmp)
     return 0;
 }
 
+/* ------------------------------------------------------ fused batches */
+
+/* On the worker: every record (header with its checksums, meta, data,
+ * zeros between), then a PAD record to the end of the last block. */
+void ss__sp_batch_build(struct ss__sp_batch *b)
+{
+    uint64_t len = SS_ALIGN_UP(b->used, SS_SP_BLK), gap = len - b->used;
+
+    for (uint32_t i = 0; i < b->n; i++) {
+        const struct ss__sp_brec *br = &b->r[i];
+        uint8_t *p = b->buf + br->off;
+
+        memset(p, 0, br->rec_len);
+        if (br->meta_size)
+            memcpy(p + sizeof(ss__spill_rec), b->meta + br->meta_off, br->meta_size);
+        if (br->size)
+            memcpy(p + br->data_off, br->src, br->size);
+        ss__spill_rec_fill((ss__spill_rec *)p, SS_SPILL_REC_OBJECT | SS_SPILL_REC_FUSED, &br->id,
+                           br->uid, br->meta_size, br->size, br->data_off, br->rec_len, br->seq,
+                           ss__spill_hash64(p + br->data_off, br->size, SS_SPILL_SEED),
+                           ss__spill_hash64(p + sizeof(ss__spill_rec), br->meta_size,
+                                            SS_SPILL_SEED));
+    }
+    if (gap) {
+        uint8_t *p = b->buf + b->used;
+
+        memset(p, 0, gap);
+        ss__spill_rec_fill((ss__spill_rec *)p, SS_SPILL_REC_PAD | SS_SPILL_REC_FUSED, NULL, 0, 0,
+                           gap - sizeof(ss__spill_rec), sizeof(ss__spill_rec), gap, 0, 0, 0);
+    }
+}
+
 /* --------------------------------------------------------- directory */
 
 int ss__spill_dir_open(const char *path, int *dirfd_out, int *lockfd_out)
@@ -330,7 +365,7 @@ int ss__spill_dir_open(const char *path, int *dirfd_out, int *lockfd_out)
         rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
         if (rc == -EBUSY)
             ss__log_error("spill: directory %s is in use by another store", path);
-        close(lfd);
+        ss__sys_close(lfd);
         goto fail_dir;
     }
     *dirfd_out = dfd;
@@ -338,8 +373,33 @@ int ss__spill_dir_open(const char *path, int *dirfd_out, int *lockfd_out)
     return 0;
 
 fail_dir:
-    close(dfd);
+    ss__sys_close(dfd);
     return rc;
+}
+
+int ss__spill_dir_each(int dirfd, ss__spill_dir_fn fn, void *arg)
+{
+    DIR *d;
+    struct dirent *e;
+    int dfd, rc = 0;
+
+    dfd = dup(dirfd);
+    if (dfd < 0 || !(d = fdopendir(dfd))) {
+        rc = -errno;
+        if (dfd >= 0)
+            ss__sys_close(dfd);
+        return rc;
+    }
+    rewinddir(d); /* a dup shares the directory offset with dirfd */
+    while (rc >= 0 && (e = readdir(d)) != NULL) {
+        uint64_t id;
+        bool tmp;
+
+        if (ss__spill_parse_name(e->d_name, &id, &tmp) == 0)
+            rc = fn(arg, id, tmp, e->d_name);
+    }
+    closedir(d);
+    return rc < 0 ? rc : 0;
 }
 
 int ss__spill_dio_probe(int dfd, uint32_t *align)
@@ -361,7 +421,7 @@ int ss__spill_dio_probe(int dfd, uint32_t *align)
         /* a full disk is a runtime condition, not a reason to refuse */
         if (rc == -ENOSPC || rc == -EDQUOT) {
             ss__log_warn("spill: directory full at open (%s): buffered I/O",
-                         strerror(-rc));
+                         ss_strerror(rc));
             return 0;
         }
         return rc;
@@ -406,9 +466,9 @@ int ss__spill_dio_probe(int dfd, uint32_t *align)
     } else {
         a = 0;
     }
-    close(fd2);
+    ss__sys_close(fd2);
 out:
-    close(fd);
+    ss__sys_close(fd);
     unlinkat(dfd, name, 0);
     *align = a;
     return 0;
@@ -424,7 +484,7 @@ out:
  * from there (or a file of its own whose header is damaged: its object is
  * lost either way), and the rest of it is not read.
  */
-#define FUSED_REC_MAX (SS_SPILL_REC_ALIGN + SS_SPILL_META_MAX + MAX_SMALL_MAX + BLK)
+#define FUSED_REC_MAX (SS_SPILL_REC_ALIGN + SS_SPILL_META_MAX + SS_SP_MAX_SMALL_MAX + SS_SP_BLK)
 #define RESYNC_MAX FUSED_REC_MAX
 /* First reads of a file: a header and the largest meta, not more (the rest
  * of a file of its own is its object's data); a fused file gets WIN. */
@@ -450,7 +510,7 @@ static const uint8_t *win_get(struct win *w, uint64_t off, uint64_t n)
         uint64_t start = off & ~(uint64_t)(SS_SPILL_BLOCK - 1);
         uint64_t got = 0;
         /* never past the end: a giant file is read only where needed */
-        uint64_t want = w->size - start < w->chunk ? SS_ALIGN_UP(w->size - start, BLK)
+        uint64_t want = w->size - start < w->chunk ? SS_ALIGN_UP(w->size - start, SS_SP_BLK)
                                                    : w->chunk;
 
         while (got < want) {
@@ -504,11 +564,11 @@ static int walk_open(int dirfd, const char *name, uint32_t dio_align, struct sta
     if (fstat(fd, sb) < 0) {
         int rc = -errno;
 
-        close(fd);
+        ss__sys_close(fd);
         return rc;
     }
     if (!S_ISREG(sb->st_mode) || sb->st_ino != pre.st_ino || sb->st_dev != pre.st_dev) {
-        close(fd);
+        ss__sys_close(fd);
         return -ENODEV;
     }
     return fd;
@@ -517,6 +577,72 @@ static int walk_open(int dirfd, const char *name, uint32_t dio_align, struct sta
 static bool walk_stopped(const struct win *w)
 {
     return w->ctl && atomic_load_explicit(&w->ctl->stop, memory_order_relaxed);
+}
+
+/* An object record's meta (copied into meta) and, for a fused record, its
+ * data check out against their hashes. The data of an object of its own,
+ * however large, is not read here: its checksum is checked when it is
+ * restored. */
+static bool walk_object_ok(struct win *w, const ss__spill_rec *r, uint64_t off, uint8_t *meta)
+{
+    const uint8_t *p = win_get(w, off + r->hdr_size, r->meta_size);
+    uint64_t pos, left;
+    ss__xxh64 st;
+
+    if (!p || ss__spill_hash64(p, r->meta_size, SS_SPILL_SEED) != r->meta_hash)
+        return false;
+    memcpy(meta, p, r->meta_size);
+    if (!(r->flags & SS_SPILL_REC_FUSED))
+        return true;
+    /* in the window already: checking it costs no I/O */
+    ss__xxh64_init(&st, SS_SPILL_SEED);
+    pos = off + r->data_off;
+    left = r->data_size;
+    while (left) {
+        /* whole 32-byte stripes until the last piece */
+        uint64_t n = left < WIN - SS_SPILL_BLOCK ? left : WIN - SS_SPILL_BLOCK;
+
+        p = win_get(w, pos, n);
+        if (!p)
+            return false;
+        ss__xxh64_update(&st, p, n);
+        if (n == left)
+            break;
+        pos += n;
+        left -= n;
+    }
+    return ss__xxh64_digest(&st) == r->data_hash;
+}
+
+void ss__spill_rec_loc(const ss__spill_rec *r, uint64_t file, uint64_t off, ss__spill_loc *loc)
+{
+    memset(loc, 0, sizeof(*loc));
+    loc->file = file;
+    loc->offset = off;
+    loc->size = r->data_size;
+    loc->seq = r->seq;
+    loc->rec_len = r->rec_len;
+    loc->meta_size = r->meta_size;
+    loc->data_off = r->data_off;
+    memcpy(loc->id.b, r->id, SS_ID_SIZE);
+    loc->uid = ss__spill_rec_uid(r);
+}
+
+/* No room for a header at off: a read error, or a torn tail (unless the
+ * bytes are part of a damaged region, reported by the caller). */
+static void walk_short(const struct win *w, const char *name, uint64_t off, bool in_bad,
+                       ss__spill_walk_res *res)
+{
+    if (w->err) {
+        ss__log_error("spill: file %s: read at %llu failed: %s; the rest of the file is "
+                      "lost", name, (unsigned long long)off, ss_strerror(w->err));
+        res->damaged++;
+    } else if (!in_bad) {
+        ss__log_error("spill: file %s: %llu trailing bytes at %llu are too short for a "
+                      "record (torn write): dropped", name,
+                      (unsigned long long)(w->size - off), (unsigned long long)off);
+        res->damaged++;
+    }
 }
 
 int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_align,
@@ -545,10 +671,7 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
         const uint8_t *p;
         ss__spill_rec r;
         const char *why;
-        ss__xxh64 st;
         ss__spill_loc loc;
-        uint64_t pos, left;
-        bool ok;
 
         if (walk_stopped(&w)) {
             rc = -ECANCELED;
@@ -563,16 +686,7 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
         }
         p = win_get(&w, off, sizeof(ss__spill_rec));
         if (!p) {
-            if (w.err) {
-                ss__log_error("spill: file %s: read at %llu failed: %s; the rest of the "
-                              "file is lost", name, (unsigned long long)off, strerror(-w.err));
-                res->damaged++;
-            } else if (bad_start == UINT64_MAX) {
-                ss__log_error("spill: file %s: %llu trailing bytes at %llu are too short "
-                              "for a record (torn write): dropped", name,
-                              (unsigned long long)(w.size - off), (unsigned long long)off);
-                res->damaged++;
-            }
+            walk_short(&w, name, off, bad_start != UINT64_MAX, res);
             break;
         }
         memcpy(&r, p, sizeof(r));
@@ -615,37 +729,7 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
             off += r.rec_len;
             continue;
         }
-        /* meta; then the data of a fused record (in the window already:
-         * checking it costs no I/O). The data of an object of its own,
-         * however large, is not read here: its checksum is checked when it
-         * is restored. */
-        ok = false;
-        p = win_get(&w, off + r.hdr_size, r.meta_size);
-        if (p && ss__spill_hash64(p, r.meta_size, SS_SPILL_SEED) == r.meta_hash) {
-            memcpy(meta, p, r.meta_size);
-            ss__xxh64_init(&st, SS_SPILL_SEED);
-            pos = off + r.data_off;
-            left = r.flags & SS_SPILL_REC_FUSED ? r.data_size : 0;
-            ok = true;
-            while (left) {
-                /* whole 32-byte stripes until the last piece */
-                uint64_t n = left < WIN - SS_SPILL_BLOCK ? left : WIN - SS_SPILL_BLOCK;
-
-                p = win_get(&w, pos, n);
-                if (!p) {
-                    ok = false;
-                    break;
-                }
-                ss__xxh64_update(&st, p, n);
-                if (n == left)
-                    break;
-                pos += n;
-                left -= n;
-            }
-            ok = ok && (!(r.flags & SS_SPILL_REC_FUSED) ||
-                        ss__xxh64_digest(&st) == r.data_hash);
-        }
-        if (!ok) {
+        if (!walk_object_ok(&w, &r, off, meta)) {
             ss__log_error("spill: file %s: object %s at %llu (%llu bytes): %s: lost", name,
                           idhex, (unsigned long long)off, (unsigned long long)r.data_size,
                           w.err ? "read error" : "checksum mismatch (data damaged)");
@@ -655,16 +739,7 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
             continue;
         }
         res->good++;
-        memset(&loc, 0, sizeof(loc));
-        loc.file = file;
-        loc.offset = off;
-        loc.size = r.data_size;
-        loc.seq = r.seq;
-        loc.rec_len = r.rec_len;
-        loc.meta_size = r.meta_size;
-        loc.data_off = r.data_off;
-        memcpy(loc.id.b, r.id, SS_ID_SIZE);
-        loc.uid = ss__spill_rec_uid(&r);
+        ss__spill_rec_loc(&r, file, off, &loc);
         if (fn) {
             rc = fn(arg, &loc, meta);
             if (rc < 0)
@@ -680,6 +755,6 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
 out:
     free(meta);
     free(w.buf);
-    close(w.fd);
+    ss__sys_close(w.fd);
     return rc;
 }

@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The store process model: open (memory layer, index,
- * socket), the epoll loop, stop and close; the daemon and the embedded
- * thread run the same code.
+ * The store's lifecycle, on top of every other layer: open (the memory
+ * layer, the object table, the socket, the spill directory), run (the
+ * loop), stop and close; the daemon and the embedded thread run the same
+ * code. Owns ss__store.bind (path, lock, socket, identity) and the memory
+ * layer's handles; calls every layer below it, and registers the loop's
+ * turn hooks in their order (store_hooks below).
  *
  * Binding a path safely. Who may bind is decided under an flock on
  * "<path>.lock", never by unlink-and-bind races. Under the lock, an
@@ -15,28 +18,13 @@
  * over the path: at no moment is a wider mode visible, and no process-wide
  * umask is touched (an embedding host may be creating files meanwhile).
  *
- * Access: every accepted peer is checked with SO_PEERCRED (and
- * SO_PEERGROUPS for the group rule): same uid as the store, root, or a
- * member of the socket group. Anyone else is disconnected at once.
- *
  * The loop is single-threaded. Besides client sockets it watches: the
- * listening socket, an eventfd for stop (written by ss__store_stop, which a
- * signal handler may call), an eventfd the seal worker writes when a seal
- * completes, and the spill engine's eventfd (spills and restores done). Timers (parked GET / create deadlines) are a heap in
- * store_obj.c; epoll_wait sleeps until the earliest.
- *
- * Start-up. Objects spilled by an earlier store on the socket are indexed
- * by a scan that runs in the spill engine's thread while the store already
- * serves (store_spill.c): HELLO, STATS, SUBSCRIBE, SEAL, ABORT and RELEASE
- * are answered at once, and a stop (SIGTERM, ss__store_stop) cancels the
- * scan wherever it is. A request whose answer depends on which ids exist
- * (CREATE, PUT, GET, CONTAINS, DELETE, LIST) waits at the scan gate until
- * the scan is over, so a create never duplicates an id that is on disk
- * and a get or contains never calls missing an object that is there; a
- * GET waits at most its own timeout, then is answered from what the scan
- * has found so far (a GET with timeout 0 does not wait). The held request
- * is a copy on its connection, which is not read meanwhile (its requests
- * stay in order, and the kernel's buffer pushes back on the client).
+ * listening socket (store_conn.c), an eventfd for stop (written by
+ * ss__store_stop, which a signal handler may call), the seal worker's
+ * eventfd (store_seal.c) and the spill engine's (store_disk.c). Timers
+ * (parked GET and create deadlines) are a heap in store_park.c, expired by
+ * the request layer's hook; epoll_wait sleeps until the earliest deadline
+ * any hook reports.
  */
 #include "store_int.h"
 
@@ -61,17 +49,8 @@
 #include "hugepages.h"
 #include "sys.h"
 
-/* Tests shrink these before opening a store (0: the default). */
-ss__limits ss__g_limits;
-
-#define TAG_LISTEN 1u
-#define TAG_STOP 2u
-#define TAG_SEAL 3u
-#define TAG_SPILL 4u
 #define LIVENESS_TIMEOUT_MS 1000
 #define LOCK_TIMEOUT_MS 5000
-#define SOCK_BUF (4 * SS_PROTO_MAX_MSG)
-#define ACCEPT_BACKOFF_NS (100 * 1000000ull)
 
 /* ============================================================ socket path */
 
@@ -221,30 +200,19 @@ static int lock_take(const char *lock_path)
     }
 }
 
-static void set_bufs(int fd)
-{
-    int v = (int)SOCK_BUF;
-
-    /* FORCE passes net.core.[rw]mem_max when we may (root) */
-    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof(v)) < 0)
-        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) < 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
-}
-
 /* Bind and listen in a private directory, fix mode and group, then rename
- * over s->path (which replaces a stale socket atomically). */
+ * over s->bind.path (which replaces a stale socket atomically). */
 static int bind_fresh(ss__store *s)
 {
     char tmpl[PATH_MAX], bindp[108];
-    const char *slash = strrchr(s->path, '/');
+    const char *slash = strrchr(s->bind.path, '/');
     int dfd = -1, fd = -1, rc;
     struct sockaddr_un a;
     bool made_dir = false, bound = false;
 
     if (slash)
-        rc = snprintf(tmpl, sizeof(tmpl), "%.*s/.sealstore-XXXXXX", (int)(slash - s->path),
-                      s->path);
+        rc = snprintf(tmpl, sizeof(tmpl), "%.*s/.sealstore-XXXXXX", (int)(slash - s->bind.path),
+                      s->bind.path);
     else
         rc = snprintf(tmpl, sizeof(tmpl), ".sealstore-XXXXXX");
     if (rc < 0 || (size_t)rc >= sizeof(tmpl))
@@ -279,11 +247,11 @@ static int bind_fresh(ss__store *s)
         goto out;
     }
     bound = true;
-    if (s->has_group && fchownat(dfd, "s", (uid_t)-1, s->group, 0) < 0) {
+    if (s->conn.has_group && fchownat(dfd, "s", (uid_t)-1, s->conn.group, 0) < 0) {
         rc = -errno;
         goto out;
     }
-    if (fchmodat(dfd, "s", s->has_group ? 0660 : 0600, 0) < 0) {
+    if (fchmodat(dfd, "s", s->conn.has_group ? 0660 : 0600, 0) < 0) {
         rc = -errno;
         goto out;
     }
@@ -291,18 +259,18 @@ static int bind_fresh(ss__store *s)
         rc = -errno;
         goto out;
     }
-    if (renameat(dfd, "s", AT_FDCWD, s->path) < 0) {
+    if (renameat(dfd, "s", AT_FDCWD, s->bind.path) < 0) {
         rc = -errno;
         goto out;
     }
     bound = false;
     struct stat st;
-    if (stat(s->path, &st) == 0) {
-        s->sock_dev = st.st_dev;
-        s->sock_ino = st.st_ino;
+    if (stat(s->bind.path, &st) == 0) {
+        s->bind.sock_dev = st.st_dev;
+        s->bind.sock_ino = st.st_ino;
     }
-    s->listen_fd = fd;
-    s->bound = true;
+    s->bind.listen_fd = fd;
+    s->bind.bound = true;
     fd = -1;
     rc = 0;
 out:
@@ -322,26 +290,26 @@ static int bind_socket(ss__store *s)
     struct stat st;
     int lock, rc;
 
-    lock = lock_take(s->lock_path);
+    lock = lock_take(s->bind.lock_path);
     if (lock < 0) {
-        ss__log_error("store: cannot lock %s: %s", s->lock_path, ss_strerror(lock));
+        ss__log_error("store: cannot lock %s: %s", s->bind.lock_path, ss_strerror(lock));
         return lock == -EBUSY ? -EADDRINUSE : lock;
     }
-    if (lstat(s->path, &st) == 0) {
+    if (lstat(s->bind.path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode)) {
-            ss__log_error("store: %s exists and is not a socket: not replacing it", s->path);
+            ss__log_error("store: %s exists and is not a socket: not replacing it", s->bind.path);
             rc = -EEXIST;
             goto out;
         }
-        rc = probe_live(s->path);
+        rc = probe_live(s->bind.path);
         if (rc != 0) {
             if (rc < 0)
-                ss__log_error("store: cannot tell whether %s is served (%s)", s->path,
+                ss__log_error("store: cannot tell whether %s is served (%s)", s->bind.path,
                               ss_strerror(rc));
             rc = -EADDRINUSE;
             goto out;
         }
-        ss__log_info("store: replacing stale socket %s", s->path);
+        ss__log_info("store: replacing stale socket %s", s->bind.path);
     } else if (errno != ENOENT) {
         rc = -errno;
         goto out;
@@ -360,14 +328,14 @@ static void unbind_socket(ss__store *s)
     struct stat st;
     int lock;
 
-    if (!s->bound)
+    if (!s->bind.bound)
         return;
-    s->bound = false;
-    lock = lock_take(s->lock_path);
-    if (stat(s->path, &st) == 0 && st.st_ino == s->sock_ino && st.st_dev == s->sock_dev)
-        unlink(s->path);
+    s->bind.bound = false;
+    lock = lock_take(s->bind.lock_path);
+    if (stat(s->bind.path, &st) == 0 && st.st_ino == s->bind.sock_ino && st.st_dev == s->bind.sock_dev)
+        unlink(s->bind.path);
     if (lock >= 0) {
-        unlink(s->lock_path);
+        unlink(s->bind.lock_path);
         flock(lock, LOCK_UN);
         close(lock);
     }
@@ -396,7 +364,7 @@ static int resolve_group(ss__store *s)
         return 0;
     int rc = getgrnam_r(name, &gr, buf, sizeof(buf), &res);
     if (rc == 0 && res) {
-        s->group = res->gr_gid;
+        s->conn.group = res->gr_gid;
     } else {
         char *end;
         unsigned long g = strtoul(name, &end, 10);
@@ -404,67 +372,40 @@ static int resolve_group(ss__store *s)
             ss__log_error("store: SEALSTORE_SOCKET_GROUP: no group '%s'", name);
             return -EINVAL;
         }
-        s->group = (gid_t)g;
+        s->conn.group = (gid_t)g;
     }
-    s->has_group = true;
+    s->conn.has_group = true;
     return 0;
-}
-
-static int epoll_add(ss__store *s, int fd, uint32_t events, uint64_t tag)
-{
-    struct epoll_event ev = { .events = events, .data.u64 = tag };
-
-    return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
-}
-
-void ss__store_epoll_mod(ss__store *s, ss__conn *c)
-{
-    struct epoll_event ev = { .events = 0, .data.ptr = c };
-
-    if (c->broken || c->fd < 0)
-        return;
-    if (c->out_head) {
-        /* after ETOOMANYREFS the socket is writable but the send is not:
-         * the tick retries it */
-        if (!c->out_retry)
-            ev.events = EPOLLOUT;
-    } else if (ss__conn_may_read(s, c)) {
-        ev.events = EPOLLIN;
-    }
-    c->in_paused = !(ev.events & EPOLLIN);
-    if (c->in_paused && !c->out_head)
-        ss__fd_poll_soon(s); /* an fd pause ends when the client reads */
-    epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
 static int memory_open(ss__store *s)
 {
     int rc;
 
-    s->capacity = ss__opt_size(SS_OPT_CAPACITY);
-    if (s->capacity == 0) {
+    s->mem.capacity = ss__opt_size(SS_OPT_CAPACITY);
+    if (s->mem.capacity == 0) {
         long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
-        s->capacity = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz / 2 : SS_GiB;
+        s->mem.capacity = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz / 2 : SS_GiB;
     }
-    s->small_max = ss__opt_size(SS_OPT_SMALL_MAX);
-    if (s->small_max > SS_PROTO_MAX_INLINE) {
+    s->mem.small_max = ss__opt_size(SS_OPT_SMALL_MAX);
+    if (s->mem.small_max > SS_PROTO_MAX_INLINE) {
         ss__log_warn("store: SEALSTORE_SMALL_MAX=%llu is over %u: using %u",
-                     (unsigned long long)s->small_max, SS_PROTO_MAX_INLINE,
+                     (unsigned long long)s->mem.small_max, SS_PROTO_MAX_INLINE,
                      SS_PROTO_MAX_INLINE);
-        s->small_max = SS_PROTO_MAX_INLINE;
+        s->mem.small_max = SS_PROTO_MAX_INLINE;
     }
-    s->hugepages = ss__opt_hugepages();
-    s->numa_policy = ss__opt_numa();
-    s->create_timeout_ms = ss__store_opt_create_timeout();
-    s->evict = ss__store_opt_evict();
+    s->mem.hugepages = ss__opt_hugepages();
+    s->mem.numa_policy = ss__opt_numa();
+    s->mem.create_timeout_ms = ss__store_opt_create_timeout();
+    s->mem.evict = ss__store_opt_evict();
 
-    if (s->numa_policy.mode != SS_NUMA_OFF) {
-        rc = ss__numa_open(&s->numa);
+    if (s->mem.numa_policy.mode != SS_NUMA_OFF) {
+        rc = ss__numa_open(&s->mem.numa);
         if (rc < 0) {
             ss__log_warn("store: NUMA topology unavailable (%s): no placement",
                          ss_strerror(rc));
-            s->numa = NULL;
-        } else if (ss__numa_place(s->numa, &s->numa_policy, -1) < 0) {
+            s->mem.numa = NULL;
+        } else if (ss__numa_place(s->mem.numa, &s->mem.numa_policy, -1) < 0) {
             ss__log_error("store: SEALSTORE_NUMA names a node this machine lacks");
             return -EINVAL;
         }
@@ -472,7 +413,7 @@ static int memory_open(ss__store *s)
     /* An explicit backing is a requirement: one that cannot be had fails
      * the start, not every create after it. */
     char why[400], opts[3][64];
-    rc = ss__backing_require(s->hugepages, why, sizeof(why));
+    rc = ss__backing_require(s->mem.hugepages, why, sizeof(why));
     if (rc < 0) {
         ss_option_get(SS_OPT_HUGEPAGES, opts[0], sizeof(opts[0]));
         ss__log_error("store: SEALSTORE_HUGEPAGES=%s cannot be had: %s", opts[0], why);
@@ -480,16 +421,16 @@ static int memory_open(ss__store *s)
     }
     /* a machine without hugepages is a stock install, not a fault: one
      * line, at info (segment.c warns only about memory someone configured) */
-    if (s->hugepages == SS_HP_AUTO && !ss__hpool_configured(2 * SS_MiB) &&
+    if (s->mem.hugepages == SS_HP_AUTO && !ss__hpool_configured(2 * SS_MiB) &&
         !ss__hpool_configured(SS_GiB) && !ss__backing_available(SS_BACKING_THP, 1))
         ss__log_info("store: 4 KiB pages: no hugepage pool and shmem THP off; "
                      "run `sealstore doctor`");
     ss__salloc_params sp = {
         .segment_size = ss__opt_size(SS_OPT_SMALL_SEGMENT),
-        .max_size = s->small_max,
-        .hugepages = s->hugepages,
-        .numa = s->numa,
-        .charge = ss__store_charge,
+        .max_size = s->mem.small_max,
+        .hugepages = s->mem.hugepages,
+        .numa = s->mem.numa,
+        .charge = ss__obj_charge,
         .charge_arg = s,
     };
     const char *bad = ss__salloc_params_why(&sp);
@@ -502,7 +443,7 @@ static int memory_open(ss__store *s)
                       opts[0], opts[1], opts[2], bad);
         return -EINVAL;
     }
-    rc = ss__salloc_create(&s->salloc, &sp);
+    rc = ss__salloc_create(&s->mem.salloc, &sp);
     if (rc < 0) {
         ss__log_error("store: small allocator: %s", ss_strerror(rc));
         return rc;
@@ -510,19 +451,76 @@ static int memory_open(ss__store *s)
     ss__pool_params pp = {
         .budget = ss__opt_size(SS_OPT_POOL_SIZE),
         .classes = ss__opt_sizelist(SS_OPT_POOL_CLASSES),
-        .hugepages = s->hugepages,
-        .numa = s->numa,
-        .charge = ss__store_charge,
+        .hugepages = s->mem.hugepages,
+        .numa = s->mem.numa,
+        .charge = ss__obj_charge,
         .charge_arg = s,
-        .node = s->numa ? ss__numa_place(s->numa, &s->numa_policy, -1) : SS_NODE_ANY,
+        .node = s->mem.numa ? ss__numa_place(s->mem.numa, &s->mem.numa_policy, -1) : SS_NODE_ANY,
     };
     /* the pool never takes more than a quarter of capacity from objects */
-    if (pp.budget > s->capacity / 4)
-        pp.budget = s->capacity / 4;
-    rc = ss__pool_start(&s->pool, &pp);
+    if (pp.budget > s->mem.capacity / 4)
+        pp.budget = s->mem.capacity / 4;
+    rc = ss__pool_start(&s->mem.pool, &pp);
     if (rc < 0) {
         ss__log_error("store: populator: %s", ss_strerror(rc));
         return rc;
+    }
+    return 0;
+}
+
+/* The stop eventfd fired: this turn is the loop's last. */
+static void stop_event(void *arg, uint32_t events)
+{
+    ss__store *s = arg;
+
+    (void)events;
+    ss__loop_drain(s->bind.stop_efd);
+    ss__loop_stop(&s->loop);
+}
+
+/* The small segments' expired write windows close here (alloc.c): a
+ * deadline hook, so it runs last thing before the loop sleeps and a window
+ * never outlives its time by a sleep. */
+static uint64_t windows_deadline(void *arg, uint64_t now)
+{
+    ss__store *s = arg;
+
+    return ss__salloc_write_close(s->mem.salloc, now, false);
+}
+
+/* The loop's turn hooks, in the order each turn runs them (deadlines are
+ * all asked before the loop sleeps). Connections are reaped last, so
+ * pointers held during the turn stay valid. */
+static const struct {
+    uint64_t (*deadline)(void *arg, uint64_t now);
+    void (*turn)(void *arg, uint64_t now);
+} store_hooks[SS_STORE_HOOKS] = {
+    { ss__conn_accept_deadline, ss__conn_accept_turn }, /* listener backoff ends */
+    { ss__req_timer_deadline, ss__req_timer_turn },     /* parked deadlines */
+    { ss__conn_tick_deadline, ss__conn_tick },          /* handshake, fd budget */
+    { ss__req_gate_deadline, ss__req_gate_turn },       /* gated GETs' timeouts */
+    { NULL, ss__req_retry_turn },                       /* memory freed: retry */
+    { NULL, ss__disk_turn },                           /* spill ahead */
+    { windows_deadline, NULL },                         /* small write windows */
+    { NULL, ss__conn_reap_turn },                       /* broken connections */
+};
+
+/* The loop, the stop eventfd and the hooks. */
+static int loop_open(ss__store *s)
+{
+    int rc = ss__loop_init(&s->loop);
+
+    if (rc < 0)
+        return rc;
+    s->bind.stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s->bind.stop_efd < 0)
+        return -errno;
+    if ((rc = ss__loop_add(&s->loop, &s->bind.stop_ev, s->bind.stop_efd, EPOLLIN, stop_event, s)) < 0)
+        return rc;
+    for (unsigned i = 0; i < SS_STORE_HOOKS; i++) {
+        s->bind.hooks[i] = (ss__loop_hook){ .deadline = store_hooks[i].deadline,
+                                       .turn = store_hooks[i].turn, .arg = s };
+        ss__loop_hook_add(&s->loop, &s->bind.hooks[i]);
     }
     return 0;
 }
@@ -537,40 +535,40 @@ int ss__store_open(ss__store **out, const char *socket_path, unsigned flags)
     s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
-    s->flags = flags;
-    s->listen_fd = s->epfd = s->stop_efd = s->seal_efd = -1;
-    s->uid = geteuid();
+    s->bind.flags = flags;
+    s->bind.listen_fd = s->loop.epfd = s->bind.stop_efd = s->seal.efd = -1;
+    s->conn.uid = geteuid();
     if (socket_path) {
-        if (strlen(socket_path) >= sizeof(s->path)) {
+        if (strlen(socket_path) >= sizeof(s->bind.path)) {
             rc = -EINVAL;
             goto fail;
         }
-        strcpy(s->path, socket_path);
-    } else if ((rc = ss__default_socket_path(s->path, sizeof(s->path))) < 0) {
+        strcpy(s->bind.path, socket_path);
+    } else if ((rc = ss__default_socket_path(s->bind.path, sizeof(s->bind.path))) < 0) {
         goto fail;
     }
-    if (!s->path[0]) {
+    if (!s->bind.path[0]) {
         rc = -EINVAL;
         goto fail;
     }
-    snprintf(s->lock_path, sizeof(s->lock_path), "%s.lock", s->path);
-    if (getrandom(&s->store_id, sizeof(s->store_id), GRND_NONBLOCK) != sizeof(s->store_id))
-        s->store_id = ss__now_ns() ^ ((uint64_t)getpid() << 32);
+    snprintf(s->bind.lock_path, sizeof(s->bind.lock_path), "%s.lock", s->bind.path);
+    if (getrandom(&s->bind.store_id, sizeof(s->bind.store_id), GRND_NONBLOCK) != sizeof(s->bind.store_id))
+        s->bind.store_id = ss__now_ns() ^ ((uint64_t)getpid() << 32);
     raise_nofile();
     ss__fd_budget_init(s);
-    s->hello_timeout_ns = (uint64_t)(ss__g_limits.hello_timeout_ms ? ss__g_limits.hello_timeout_ms
+    s->hs.hello_timeout_ns = (uint64_t)(ss__g_limits.hello_timeout_ms ? ss__g_limits.hello_timeout_ms
                                                                    : SS_HELLO_TIMEOUT_MS) *
                           1000000ull;
-    s->hello_pending_max = ss__g_limits.hello_pending_max ? ss__g_limits.hello_pending_max
+    s->hs.hello_pending_max = ss__g_limits.hello_pending_max ? ss__g_limits.hello_pending_max
                                                           : SS_HELLO_PENDING_MAX;
-    s->parked_bytes_max = ss__g_limits.parked_bytes_max ? ss__g_limits.parked_bytes_max
+    s->park.parked_bytes_max = ss__g_limits.parked_bytes_max ? ss__g_limits.parked_bytes_max
                                                         : SS_PARKED_BYTES_MAX;
-    s->parked_client_max = ss__g_limits.parked_client_max ? ss__g_limits.parked_client_max
+    s->park.parked_client_max = ss__g_limits.parked_client_max ? ss__g_limits.parked_client_max
                                                           : SS_PARKED_CLIENT_MAX;
 
-    s->obuf = malloc(SS_PROTO_MAX_MSG);
-    s->ibuf = malloc(SS_PROTO_MAX_MSG);
-    if (!s->obuf || !s->ibuf) {
+    s->req.obuf = malloc(SS_PROTO_MAX_MSG);
+    s->conn.ibuf = malloc(SS_PROTO_MAX_MSG);
+    if (!s->req.obuf || !s->conn.ibuf) {
         rc = -ENOMEM;
         goto fail;
     }
@@ -579,31 +577,20 @@ int ss__store_open(ss__store **out, const char *socket_path, unsigned flags)
         goto fail;
     if ((rc = memory_open(s)) < 0)
         goto fail;
-    if ((rc = ss__obj_init(s)) < 0)
+    if ((rc = loop_open(s)) < 0 || (rc = ss__obj_init(s)) < 0 || (rc = ss__park_init(s)) < 0 ||
+        (rc = ss__seal_start(s)) < 0)
         goto fail;
+    ss__req_init(s); /* the upper layers' handlers, before anything can run them */
     /* objects spilled by an earlier store on this socket: the scan runs
      * while we serve (the scan gate holds what depends on it) */
-    if ((rc = ss__spill_setup(s)) < 0)
+    if ((rc = ss__disk_setup(s)) < 0)
         goto fail;
-
-    s->epfd = epoll_create1(EPOLL_CLOEXEC);
-    s->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    s->seal_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (s->epfd < 0 || s->stop_efd < 0 || s->seal_efd < 0) {
-        rc = -errno;
-        goto fail;
-    }
-    if ((rc = epoll_add(s, s->stop_efd, EPOLLIN, TAG_STOP)) < 0 ||
-        (rc = epoll_add(s, s->seal_efd, EPOLLIN, TAG_SEAL)) < 0)
-        goto fail;
-    if ((rc = epoll_add(s, s->listen_fd, EPOLLIN, TAG_LISTEN)) < 0)
-        goto fail;
-    if (ss__spill_fd(s) >= 0 && (rc = epoll_add(s, ss__spill_fd(s), EPOLLIN, TAG_SPILL)) < 0)
+    if ((rc = ss__conn_listen(s, s->bind.listen_fd)) < 0)
         goto fail;
     ss__log_info("store: serving %s (capacity %llu bytes, small objects up to %llu, "
-                 "spilling %s%s)", s->path, (unsigned long long)s->capacity,
-                 (unsigned long long)s->small_max, s->sp ? "to " : "off",
-                 s->sp ? s->spill_dir : "");
+                 "spilling %s%s)", s->bind.path, (unsigned long long)s->mem.capacity,
+                 (unsigned long long)s->mem.small_max, s->disk.sp ? "to " : "off",
+                 s->disk.sp ? s->disk.spill_dir : "");
     *out = s;
     return 0;
 fail:
@@ -611,279 +598,28 @@ fail:
     return rc;
 }
 
-/* ================================================================== loop */
-
-static bool peer_allowed(ss__store *s, int fd, struct ucred *cr)
-{
-    socklen_t l = sizeof(*cr);
-
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cr, &l) < 0)
-        return false;
-    if (cr->uid == s->uid || cr->uid == 0)
-        return true;
-    if (!s->has_group)
-        return false;
-    if (cr->gid == s->group)
-        return true;
-#ifdef SO_PEERGROUPS
-    gid_t groups[256];
-    l = sizeof(groups);
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &l) == 0) {
-        for (size_t i = 0; i < l / sizeof(gid_t); i++)
-            if (groups[i] == s->group)
-                return true;
-    }
-#endif
-    return false;
-}
-
-void ss__store_accept_resume(ss__store *s)
-{
-    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_LISTEN };
-
-    if (!s->accept_held || s->nhello_pending >= s->hello_pending_max)
-        return;
-    s->accept_held = false;
-    if (!s->accept_paused_until && s->listen_fd >= 0) /* else the backoff's end does it */
-        epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->listen_fd, &ev);
-}
-
-static void accept_all(ss__store *s)
-{
-    for (;;) {
-        if (s->nhello_pending >= s->hello_pending_max) {
-            /* That many connections have not said HELLO yet: accept no
-             * more until some do or time out. Clients opening sockets and
-             * never speaking cannot pin the store's fds, and a burst of
-             * real clients only waits in the kernel's backlog (each of
-             * them says HELLO at once), none is dropped. */
-            struct epoll_event ev = { .events = 0, .data.u64 = TAG_LISTEN };
-            SS_LOG_ONCE(SS_LOG_WARN, "store: %u connections have not said HELLO yet: "
-                        "accepting more once they do or time out", s->nhello_pending);
-            epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->listen_fd, &ev);
-            s->accept_held = true;
-            return;
-        }
-        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        struct ucred cr;
-
-        if (fd < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* the pending connection stays queued and epoll would
-                 * report it forever: stop listening for a moment */
-                SS_LOG_ONCE(SS_LOG_WARN, "store: accept: %s (backing off)",
-                            ss_strerror(-errno));
-                struct epoll_event ev = { .events = 0, .data.u64 = TAG_LISTEN };
-                epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->listen_fd, &ev);
-                s->accept_paused_until = ss__now_ns() + ACCEPT_BACKOFF_NS;
-            }
-            return;
-        }
-        if (!peer_allowed(s, fd, &cr)) {
-            ss__log_info("store: refused a connection from uid %u pid %d", (unsigned)cr.uid,
-                         (int)cr.pid);
-            close(fd);
-            continue;
-        }
-        set_bufs(fd);
-        ss__conn *c = ss__conn_new(s, fd, cr.pid, cr.uid);
-        if (!c) {
-            close(fd);
-            continue;
-        }
-        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
-        if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-            ss__conn_close(s, c);
-    }
-}
-
-/* ============================================================= scan gate */
-
-static bool gated_type(int type)
-{
-    return type == SS_MSG_CREATE || type == SS_MSG_PUT || type == SS_MSG_GET ||
-           type == SS_MSG_CONTAINS || type == SS_MSG_DELETE || type == SS_MSG_LIST;
-}
-
-bool ss__scan_gate(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds)
-{
-    const ss__msg_hdr *h = buf;
-
-    if (!s->scanning || !gated_type(h->type))
-        return false;
-    /* a GET waits at most its timeout: with none left it runs now (this is
-     * also how a held GET whose timeout passed gets through) */
-    if (h->type == SS_MSG_GET && ((const ss__req_get *)(h + 1))->timeout_ms == 0)
-        return false;
-    c->gated = malloc(len);
-    if (!c->gated) {
-        ss__conn_reply_status(s, c, h->type, h->req_id, -ENOMEM);
-        return true;
-    }
-    memcpy(c->gated, buf, len);
-    c->gated_len = (uint32_t)len;
-    c->gated_nfds = nfds;
-    c->gated_deadline = UINT64_MAX;
-    if (h->type == SS_MSG_GET)
-        c->gated_deadline = ss__deadline_of(((const ss__req_get *)(h + 1))->timeout_ms);
-    ss__store_epoll_mod(s, c); /* not read until the request is answered */
-    return true;
-}
-
-/* Run c's held request now: a GET gets what is left of its timeout. */
-static void gate_run(ss__store *s, ss__conn *c, uint64_t now)
-{
-    ss__msg_hdr *h = c->gated;
-
-    c->gated = NULL;
-    if (h->type == SS_MSG_GET) {
-        ss__req_get *rq = (ss__req_get *)(h + 1);
-
-        if (rq->timeout_ms > 0)
-            rq->timeout_ms = c->gated_deadline > now
-                                 ? (int64_t)((c->gated_deadline - now + 999999) / 1000000)
-                                 : 0;
-    }
-    ss__conn_dispatch(s, c, h, c->gated_len, c->gated_nfds);
-    free(h);
-    ss__store_epoll_mod(s, c);
-}
-
-void ss__scan_gate_open(ss__store *s)
-{
-    uint64_t now = ss__now_ns();
-
-    s->scanning = false;
-    for (ss__conn *c = s->conns; c; c = c->next)
-        if (c->gated && !c->broken)
-            gate_run(s, c, now);
-}
-
-/* GETs whose timeout passed: answered from what is known. */
-static void gate_expire(ss__store *s, uint64_t now)
-{
-    for (ss__conn *c = s->conns; c; c = c->next)
-        if (c->gated && !c->broken && c->gated_deadline <= now)
-            gate_run(s, c, now);
-}
-
-static uint64_t gate_deadline(const ss__store *s)
-{
-    uint64_t d = UINT64_MAX;
-
-    if (!s->scanning)
-        return d;
-    for (const ss__conn *c = s->conns; c; c = c->next)
-        if (c->gated && !c->broken && c->gated_deadline < d)
-            d = c->gated_deadline;
-    return d;
-}
-
-/* Also closes the small segments' expired write windows (alloc.c): last
- * thing before sleeping, so a window never outlives its time by a sleep. */
-static int loop_timeout(ss__store *s)
-{
-    uint64_t d = ss__obj_next_deadline(s), now = ss__now_ns();
-    uint64_t dc = ss__conn_next_deadline(s), g = gate_deadline(s);
-    uint64_t w = ss__salloc_write_close(s->salloc, now, false);
-
-    if (dc < d)
-        d = dc;
-    if (g < d)
-        d = g;
-    if (w < d)
-        d = w;
-    if (s->accept_paused_until && s->accept_paused_until < d)
-        d = s->accept_paused_until;
-    if (d == UINT64_MAX)
-        return -1;
-    if (d <= now)
-        return 0;
-    uint64_t ms = (d - now + 999999) / 1000000;
-    return ms > INT32_MAX ? INT32_MAX : (int)ms;
-}
-
-static void drain_efd(int fd)
-{
-    uint64_t v;
-    ssize_t n = read(fd, &v, sizeof(v));
-    (void)n;
-}
-
 int ss__store_run(ss__store *s)
 {
-    struct epoll_event evs[64];
+    int rc;
 
     if (!s)
         return -EINVAL;
-    while (!s->stopping) {
-        int n = epoll_wait(s->epfd, evs, 64, loop_timeout(s));
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            ss__log_error("store: epoll_wait: %s", ss_strerror(-errno));
-            return -errno;
-        }
-        for (int i = 0; i < n; i++) {
-            uint64_t tag = evs[i].data.u64;
-            uint32_t e = evs[i].events;
-            if (tag == TAG_LISTEN) {
-                if (!s->stopping)
-                    accept_all(s);
-            } else if (tag == TAG_STOP) {
-                drain_efd(s->stop_efd);
-                s->stopping = true;
-            } else if (tag == TAG_SEAL) {
-                drain_efd(s->seal_efd);
-                ss__obj_seal_done(s);
-            } else if (tag == TAG_SPILL) {
-                ss__spill_events(s);
-            } else {
-                ss__conn *c = evs[i].data.ptr;
-                if (c->broken)
-                    continue;
-                if (e & EPOLLOUT)
-                    ss__conn_writable(s, c);
-                if ((e & EPOLLIN) && !c->broken)
-                    ss__conn_readable(s, c);
-                /* hang-up with nothing (more) to read, or an error */
-                if ((e & (EPOLLHUP | EPOLLERR)) && !(e & EPOLLIN) && !c->broken)
-                    ss__conn_close(s, c);
-            }
-        }
-        uint64_t now = ss__now_ns();
-        if (s->accept_paused_until && now >= s->accept_paused_until) {
-            struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_LISTEN };
-            s->accept_paused_until = 0;
-            if (!s->accept_held)
-                epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->listen_fd, &ev);
-        }
-        ss__obj_expire(s, now);
-        ss__conn_tick(s, now);
-        if (s->scanning)
-            gate_expire(s, now);
-        if (s->retry_creates && (s->cq_head || s->rq_head))
-            ss__obj_retry_creates(s);
-        ss__spill_tick(s);
-        ss__conn_reap(s);
-    }
+    if ((rc = ss__loop_run(&s->loop)) < 0)
+        return rc;
 
     /* Stop: no new clients; the socket disappears now so a new store may
      * start while we finish. */
-    if (s->listen_fd >= 0) {
-        epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->listen_fd, NULL);
-        close(s->listen_fd);
-        s->listen_fd = -1;
+    if (s->bind.listen_fd >= 0) {
+        ss__conn_unlisten(s);
+        close(s->bind.listen_fd);
+        s->bind.listen_fd = -1;
     }
     unbind_socket(s);
-    ss__spill_scan_stop(s); /* the scan stops where it is */
-    ss__scan_gate_open(s);  /* held requests: answered as at stop */
-    ss__obj_stop(s);        /* answer parked requests, finish seals */
+    ss__disk_scan_stop(s); /* the scan stops where it is */
+    ss__req_stop(s);        /* answer held and parked requests, finish seals */
     ss__conn_reap(s);
     ss__conn_flush_all(s, 1000);
-    for (ss__conn *c = s->conns; c; c = c->next)
+    for (ss__conn *c = s->conn.conns; c; c = c->next)
         ss__conn_close(s, c);
     ss__conn_reap(s);
     ss__log_info("store: stopped");
@@ -895,8 +631,8 @@ void ss__store_stop(ss__store *s)
     uint64_t one = 1;
 
     /* async-signal-safe: one write(2) */
-    if (s && s->stop_efd >= 0) {
-        ssize_t n = write(s->stop_efd, &one, sizeof(one));
+    if (s && s->bind.stop_efd >= 0) {
+        ssize_t n = write(s->bind.stop_efd, &one, sizeof(one));
         (void)n;
     }
 }
@@ -905,34 +641,39 @@ void ss__store_close(ss__store *s)
 {
     if (!s)
         return;
-    for (ss__conn *c = s->conns; c; c = c->next)
+    for (ss__conn *c = s->conn.conns; c; c = c->next)
         ss__conn_close(s, c);
     ss__conn_reap(s);
-    ss__lingers_close(s);
-    if (s->listen_fd >= 0)
-        close(s->listen_fd);
+    ss__conn_lingers_close(s);
+    ss__conn_unlisten(s);
+    if (s->bind.listen_fd >= 0)
+        close(s->bind.listen_fd);
     unbind_socket(s);
+    ss__seal_fini(s);
+    /* spills in flight end first (their memory is ours); spilled files
+     * stay: the engine is closed before any object is freed, so freeing
+     * forgets disk copies instead of deleting them */
+    ss__disk_teardown(s);
     ss__obj_fini(s);
-    ss__salloc_destroy(s->salloc);
-    if (SS_DEBUG && s->pool) {
+    ss__disk_fini(s);
+    ss__park_fini(s);
+    ss__salloc_destroy(s->mem.salloc);
+    if (SS_DEBUG && s->mem.pool) {
         /* every take was ended by a seal or a free: a leak here would have
          * kept refills waiting */
         ss__pool_stats ps;
 
-        ss__pool_stats_get(s->pool, &ps);
+        ss__pool_stats_get(s->mem.pool, &ps);
         SS_ASSERT(ps.writers == 0);
     }
-    ss__pool_stop(s->pool);
-    if (s->numa)
-        ss__numa_close(s->numa);
-    if (s->epfd >= 0)
-        close(s->epfd);
-    if (s->stop_efd >= 0)
-        close(s->stop_efd);
-    if (s->seal_efd >= 0)
-        close(s->seal_efd);
-    free(s->obuf);
-    free(s->ibuf);
+    ss__pool_stop(s->mem.pool);
+    if (s->mem.numa)
+        ss__numa_close(s->mem.numa);
+    ss__loop_fini(&s->loop);
+    if (s->bind.stop_efd >= 0)
+        close(s->bind.stop_efd);
+    free(s->req.obuf);
+    free(s->conn.ibuf);
     free(s);
 }
 
@@ -960,14 +701,14 @@ int ss__store_start_thread(ss__store **out, const char *socket_path, unsigned fl
     /* the host's signals are the host's: the loop never takes one */
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
-    rc = pthread_create(&s->thread, NULL, store_thread, s);
+    rc = pthread_create(&s->bind.thread, NULL, store_thread, s);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc) {
         ss__store_close(s);
         return -rc;
     }
-    s->thread_started = true;
-    pthread_setname_np(s->thread, "ss-store"); /* top -H, perf: the embedded store */
+    s->bind.thread_started = true;
+    pthread_setname_np(s->bind.thread, "ss-store"); /* top -H, perf: the embedded store */
     *out = s;
     return 0;
 }
@@ -977,161 +718,7 @@ void ss__store_stop_thread(ss__store *s)
     if (!s)
         return;
     ss__store_stop(s);
-    if (s->thread_started)
-        pthread_join(s->thread, NULL);
+    if (s->bind.thread_started)
+        pthread_join(s->bind.thread, NULL);
     ss__store_close(s);
-}
-
-/* ================================================================ timers */
-/*
- * Deadlines of parked requests (GET timeouts, create timeouts) in a binary
- * min-heap; each parked request knows its position, so cancelling one (a
- * GET woken by a seal, a client gone) is O(log n).
- */
-static void heap_swap(ss__store *s, uint32_t i, uint32_t j)
-{
-    ss__parked *t = s->heap[i];
-    s->heap[i] = s->heap[j];
-    s->heap[j] = t;
-    s->heap[i]->heap_pos = i;
-    s->heap[j]->heap_pos = j;
-}
-
-static void heap_up(ss__store *s, uint32_t i)
-{
-    while (i > 0) {
-        uint32_t p = (i - 1) / 2;
-        if (s->heap[p]->deadline_ns <= s->heap[i]->deadline_ns)
-            break;
-        heap_swap(s, i, p);
-        i = p;
-    }
-}
-
-static void heap_down(ss__store *s, uint32_t i)
-{
-    for (;;) {
-        uint32_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < s->heap_len && s->heap[l]->deadline_ns < s->heap[m]->deadline_ns)
-            m = l;
-        if (r < s->heap_len && s->heap[r]->deadline_ns < s->heap[m]->deadline_ns)
-            m = r;
-        if (m == i)
-            return;
-        heap_swap(s, i, m);
-        i = m;
-    }
-}
-
-int ss__heap_add(ss__store *s, ss__parked *pk)
-{
-    if (s->heap_len == s->heap_cap) {
-        uint32_t n = s->heap_cap ? s->heap_cap * 2 : 64;
-        ss__parked **nh = realloc(s->heap, n * sizeof(*nh));
-        if (!nh)
-            return -ENOMEM;
-        s->heap = nh;
-        s->heap_cap = n;
-    }
-    pk->heap_pos = s->heap_len;
-    s->heap[s->heap_len++] = pk;
-    heap_up(s, pk->heap_pos);
-    return 0;
-}
-
-void ss__heap_del(ss__store *s, ss__parked *pk)
-{
-    uint32_t i = pk->heap_pos;
-
-    if (i == UINT32_MAX)
-        return;
-    pk->heap_pos = UINT32_MAX;
-    if (i != --s->heap_len) {
-        s->heap[i] = s->heap[s->heap_len];
-        s->heap[i]->heap_pos = i;
-        heap_down(s, i);
-        heap_up(s, i);
-    }
-    /* a burst of parked requests gone: do not keep its array */
-    if (s->heap_cap > 64 && s->heap_len < s->heap_cap / 4) {
-        ss__parked **nh = realloc(s->heap, (s->heap_cap / 2) * sizeof(*nh));
-        if (nh) {
-            s->heap = nh;
-            s->heap_cap /= 2;
-        }
-    }
-}
-
-
-/* =========================================================== seal worker */
-/*
- * F_ADD_SEALS(F_SEAL_WRITE) may block ~160 ms on pinned pages, so it runs
- * here, off the loop. The worker sees a job's fd and size only; the loop
- * keeps the object (SS_OBJF_SEALING) from being freed meanwhile. Queued
- * jobs are all run before the thread exits, so a stop never loses a seal.
- */
-static void *seal_worker(void *arg)
-{
-    ss__store *s = arg;
-    sigset_t all;
-
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
-    pthread_mutex_lock(&s->sw_lock);
-    for (;;) {
-        while (!s->sw_todo && !s->sw_stop)
-            pthread_cond_wait(&s->sw_cond, &s->sw_lock);
-        if (!s->sw_todo)
-            break;
-        ss__sealjob *j = s->sw_todo;
-        s->sw_todo = j->next;
-        if (!s->sw_todo)
-            s->sw_todo_tail = NULL;
-        pthread_mutex_unlock(&s->sw_lock);
-
-        j->rc = ss__seg_seal_write(j->fd, j->size);
-
-        pthread_mutex_lock(&s->sw_lock);
-        j->next = s->sw_done;
-        s->sw_done = j;
-        s->sw_inflight--;
-        uint64_t one = 1;
-        ssize_t w = write(s->seal_efd, &one, sizeof(one));
-        (void)w; /* an eventfd write only fails at 2^64-1 */
-    }
-    pthread_mutex_unlock(&s->sw_lock);
-    return NULL;
-}
-
-
-int ss__sw_start(ss__store *s)
-{
-    int rc = pthread_mutex_init(&s->sw_lock, NULL);
-
-    if (rc)
-        return -rc;
-    rc = pthread_cond_init(&s->sw_cond, NULL);
-    if (rc) {
-        pthread_mutex_destroy(&s->sw_lock);
-        return -rc;
-    }
-    s->sw_sync = true;
-    rc = pthread_create(&s->sw_thread, NULL, seal_worker, s);
-    if (rc)
-        return -rc;
-    s->sw_started = true;
-    pthread_setname_np(s->sw_thread, "ss-seal");
-    return 0;
-}
-
-void ss__sw_join(ss__store *s)
-{
-    if (!s->sw_started)
-        return;
-    pthread_mutex_lock(&s->sw_lock);
-    s->sw_stop = true;
-    pthread_cond_signal(&s->sw_cond);
-    pthread_mutex_unlock(&s->sw_lock);
-    pthread_join(s->sw_thread, NULL);
-    s->sw_started = false;
 }

@@ -1,24 +1,36 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Store internals shared by store.c (socket, loop, lifecycle of the store),
- * store_net.c (connections, wire), store_obj.c (object table, capacity,
- * seal worker), store_get.c (parked requests, GET, timers), store_spill.c
- * (spilling to disk and restoring) and index.c (the shared index memfd).
+ * Store internals shared by the store's files, which sit in layers (the
+ * map is at the top of internal.h; tools/layers.sh checks it), lowest
+ * first: loop.c (event loop core, loop.h), store_seal.c (the seal worker),
+ * store_conn.c (connections, wire, fd budget), store_park.c (parked
+ * requests, timers, waiters), store_obj.c (the object table, capacity),
+ * store_disk.c (spilling to disk and restoring: the store's side of the
+ * spill engine), store_get.c (GET), store_req.c (the other requests) and
+ * store.c (lifecycle); index.c is the shared index memfd.
  *
- * Who owns what. Everything below belongs to the event-loop thread, except:
- *  - ss__store.resident (atomic: the populator thread charges too);
- *  - the seal worker's queue (sw_*: mutex-protected; the worker only runs
- *    ss__seg_seal_write on the fd and size a job carries, and never touches
- *    the object table: SS_OBJF_SEALING keeps the object and its fd alive);
- *  - stop_efd (written by any thread or a signal handler);
+ * The core records: the index entry (ss__index_entry, shared with
+ * clients) and ss__obj (private) make an object; ss__conn is a client;
+ * ss__parked a request that waits; ss__spop an operation with the spill
+ * engine; ss__sealjob a job for the seal worker; ss__store holds them,
+ * one sub-structure per owning file, each field marked with who writes it
+ * and what guards it.
+ *
+ * Threads. Everything belongs to the event-loop thread, except:
+ *  - ss__store.tab.resident (atomic: the populator thread charges too);
+ *  - the seal worker's queue (ss__store.seal: mutex-protected; the worker
+ *    only runs ss__seg_seal_write on the fd and size a job carries, and
+ *    never touches the object table: SS_OBJF_SEALING keeps the object and
+ *    its fd alive);
+ *  - ss__store.bind.stop_efd (written by any thread or a signal handler);
  *  - the spill engine's own threads (spill.h), which see only the buffers
  *    the loop hands them: SS_OBJF_SPILLING / SS_OBJF_RESTORING keep the
  *    object, its entry and that memory alive until the completion is reaped.
  *
  * Bookkeeping per object (the budget is ~128 bytes): one 64-byte index
  * entry (the canonical record: id, state, segment, offsets, sizes, hash
- * chain), one ss__obj (private: refs, fds, LRU links, creator uid) and its share of the
- * bucket array (4 bytes per bucket, load factor 0.5..1): 64 + 48 + 4..8,
+ * chain), one ss__obj (private: refs, fds, LRU links, creator uid) and
+ * its share of the bucket array (4 bytes per bucket, load factor 0.5..1): 64 + 48 + 4..8,
  * measured 117-119 bytes per object at 200k-300k objects.
  */
 #ifndef SEALSTORE_SRC_LIB_STORE_INT_H
@@ -31,6 +43,7 @@
 #include <sys/types.h>
 
 #include "alloc.h"
+#include "loop.h"
 #include "numa.h"
 #include "options.h"
 #include "pool.h"
@@ -55,7 +68,7 @@ static inline size_t ss__store_opt_group(char *buf, size_t len)
 }
 /* Spilling: SEALSTORE_SPILL_DIR (string; "" default directory, "off"),
  * SEALSTORE_SPILL_HIGH (string: "N%", a size, or "off"; parsed by
- * store_spill.c) and SEALSTORE_SPILL_QUEUE_DEPTH (a count). */
+ * store_disk.c) and SEALSTORE_SPILL_QUEUE_DEPTH (a count). */
 static inline size_t ss__store_opt_spill_dir(char *buf, size_t len)
 {
     return ss__opt_string(SS_OPT_SPILL_DIR, buf, len);
@@ -312,8 +325,10 @@ typedef struct ss__obj {
     int16_t node;
     uint8_t flags;           /* SS_OBJF_* */
     uint8_t pad;
-    uint32_t disk;           /* index + 1 in ss__store.disk: the disk copy, 0 none */
+    uint32_t disk;           /* index + 1 in ss__store.disk.locs: the disk copy, 0 none */
 } ss__obj;
+/* The bookkeeping budget (ss_stats.bookkeeping_bytes counts it per entry). */
+_Static_assert(sizeof(ss__obj) <= 48, "ss__obj stays within 48 bytes");
 
 /* Where an object's disk copy is (an ss__spill_loc without the id, which
  * the index entry holds). A free record links the next free one in `file`. */
@@ -334,7 +349,7 @@ typedef struct ss__diskloc {
  * failed spill may have left: ss__spill_done.copy) is a DELETE op with the
  * engine (ss__spill_delete_notify), carrying the id; a spill in flight of
  * a deleted object is one too until its completion starts that op. These
- * are X's pending removals (removal_find in store_spill.c; nremovals
+ * are X's pending removals (removal_find in store_disk.c; nremovals
  * counts the DELETE ops).
  *
  * A DELETE that finds its object with a disk copy, a spill in flight or a
@@ -431,48 +446,59 @@ typedef struct ss__outmsg {
 struct ss__parked;
 struct ss__sealjob;
 
+/*
+ * A client connection. Every field is the loop thread's; each group says
+ * which file writes it (others only read). A connection is freed by the
+ * connection layer once reaped and its last seal job is back (dead).
+ */
 typedef struct ss__conn {
-    struct ss__conn *prev, *next;  /* store's list */
-    int fd;
+    /* store_conn.c: the session */
+    struct ss__conn *prev, *next;  /* store's list (ss__store.conn.conns) */
+    struct ss__store *store;       /* its store (the loop handler's argument is c) */
+    ss__loop_fd ev;                /* its registration with the loop */
+    int fd;                        /* -1 once closed (or handed to a linger) */
     uint32_t id;                   /* client id, never 0 */
-    pid_t pid;
+    pid_t pid;                     /* SO_PEERCRED at accept */
     uid_t uid;
     bool hello;                    /* HELLO seen */
-    bool subscriber;
+    bool subscriber;               /* SUBSCRIBE seen: an event stream only */
+    uint32_t sub_mask;             /* SS_EVENT_* it wants */
     bool broken;                   /* to be closed at the end of this loop turn */
-    bool dead;                     /* closed; freed when no seal is pending */
+    bool dead;                     /* reaped; freed when no seal is pending */
     struct ss__conn *reap_next;    /* store's reap list while broken */
-    bool in_paused;                /* EPOLLIN off: outbox or too many parked */
-    uint32_t sub_mask;
-    /* references */
-    ss__ref *refs;
-    uint32_t ref_cap, ref_used, ref_seq;
-    /* small segments sent: sent_small[allocator segment id] == small no */
-    uint32_t *sent_small;
-    uint32_t sent_cap;
-    /* outbox */
+    bool in_paused;                /* EPOLLIN off: see ss__conn_may_read */
+    /* store_conn.c: the outbox */
     ss__outmsg *out_head, *out_tail;
     uint32_t out_count;
-    /* parked requests of this client */
-    struct ss__parked *parked;
-    uint32_t nparked;
-    uint64_t parked_bytes;         /* heap its parked requests hold (quota) */
-    uint32_t nfdwait;              /* of which GETs waiting for the fd budget */
-    /* seals: one with the worker at a time, the rest queued here */
-    struct ss__sealjob *seal_queue, *seal_tail;
-    bool seal_busy;
-    /* unread fd-carrying replies (ss__fdmark above) */
+    bool out_retry;                /* outbox head hit ETOOMANYREFS: retried on the tick */
+    /* store_conn.c: unread fd-carrying replies (ss__fdmark above) */
     ss__fdmark *marks;             /* ring of mark_cap, mark_len from mark_head */
     uint32_t mark_head, mark_len, mark_cap;
     uint32_t fd_unread;
     uint64_t later;
     struct ss__conn *fdt_prev, *fdt_next; /* store's list of conns with fd_unread */
-    bool out_retry;                /* outbox head hit ETOOMANYREFS: retried on the tick */
-    /* before HELLO: on the store's handshake list, closed at hello_deadline */
+    /* store_conn.c: before HELLO, on the store's handshake list, closed at
+     * hello_deadline (0: off the list) */
     struct ss__conn *hq_prev, *hq_next;
     uint64_t hello_deadline;
-    /* a request held back until the startup scan ends (store.c, scan gate):
-     * a copy of the message; the connection is not read meanwhile */
+    /* store_obj.c: references (ss__ref, open addressing) */
+    ss__ref *refs;
+    uint32_t ref_cap, ref_used, ref_seq;
+    /* store_get.c (store_obj.c frees it): small segments sent,
+     * sent_small[allocator segment id] == small no */
+    uint32_t *sent_small;
+    uint32_t sent_cap;
+    /* store_park.c: parked requests of this client (cprev/cnext) */
+    struct ss__parked *parked;
+    uint32_t nparked;
+    uint64_t parked_bytes;         /* heap its parked requests hold (quota) */
+    uint32_t nfdwait;              /* of which GETs waiting for the fd budget (store_get.c) */
+    /* store_req.c: seals, one with the worker at a time, the rest queued here */
+    struct ss__sealjob *seal_queue, *seal_tail;
+    bool seal_busy;
+    /* store_req.c: a request held back until the startup scan ends (the
+     * scan gate): a copy of the message; the connection is not read
+     * meanwhile (store_conn.c frees it at reap) */
     void *gated;
     uint32_t gated_len, gated_nfds;
     uint64_t gated_deadline;       /* ns: a GET's timeout, UINT64_MAX: none */
@@ -526,9 +552,18 @@ typedef struct ss__waitnode {
 
 enum { SS_PK_GET = 1, SS_PK_CREATE, SS_PK_PUT, SS_PK_DELETE };
 
+/*
+ * A parked request: the loop thread's. Its record, lists, heap position
+ * and charge are store_park.c's (ss__parked_new / ss__parked_free); the
+ * GET fields are store_get.c's and store_req.c's (timeouts), the create
+ * fields store_req.c's, spop store_disk.c's. qprev/qnext serve one list at
+ * a time: the create FIFO (CREATE/PUT), the fd-budget FIFO (an answered
+ * GET), a wake-up's ready list (GET, through qnext), or its op's waiters
+ * (DELETE).
+ */
 typedef struct ss__parked {
     struct ss__parked *cprev, *cnext; /* conn's list */
-    struct ss__parked *qprev, *qnext; /* create FIFO (CREATE/PUT); DELETE: its op's waiters */
+    struct ss__parked *qprev, *qnext; /* one list at a time (above) */
     ss__conn *c;
     uint32_t req_id;
     int type;
@@ -551,9 +586,14 @@ typedef struct ss__parked {
 
 /* ============================================================ seal worker */
 
+/* A job for the seal worker: the worker reads fd and size and writes rc
+ * (under the protocol in store_seal.c); the rest is the submitter's. */
 typedef struct ss__sealjob {
     struct ss__sealjob *next;
-    ss__conn *c;              /* NULL: a restored segment (req_id: its spop) */
+    /* on the loop once sealed (rc set): the submitter's; frees the job */
+    void (*done)(struct ss__store *s, struct ss__sealjob *j);
+    ss__conn *c;              /* store_req.c: its client; NULL: a restored segment
+                                 (store_disk.c; req_id: its spop) */
     uint32_t req_id;
     uint32_t e;               /* entry number */
     uint32_t generation;
@@ -563,159 +603,381 @@ typedef struct ss__sealjob {
     bool release;             /* SS_SEALF_RELEASE: drop the creator's reference once sealed */
 } ss__sealjob;
 
+/* ============================================ handlers registered upward */
+
+
+/* Registered by the request layer with the connection layer. */
+typedef struct ss__conn_handlers {
+    /* a message arrived on c (as received: not checked yet) */
+    void (*message)(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds);
+    /* c is gone (reaped): drop everything it held */
+    void (*gone)(ss__store *s, ss__conn *c);
+    /* the fd budget may have room: answer what waits for it; true if
+     * something still waits */
+    bool (*budget)(ss__store *s);
+} ss__conn_handlers;
+
+/* Registered by the disk glue with the object table. */
+typedef struct ss__obj_disk_hooks {
+    /* delete e's disk copy (or only forget it when the engine is closed) */
+    void (*forget)(ss__store *s, uint32_t e);
+    /* e goes: a restore of it still waiting for memory is dropped */
+    void (*cancel_restore)(ss__store *s, uint32_t e);
+    /* start spills until target bytes are on their way out; true if
+     * memory was freed at once */
+    bool (*spill)(ss__store *s, uint64_t target, bool demand);
+} ss__obj_disk_hooks;
+
+#define SS_STORE_HOOKS 8u /* the loop's turn hooks (store.c) */
+
 /* ================================================================ store */
+/*
+ * The store, one sub-structure per owning file. Every field says who
+ * writes it and what guards it; "loop" means the event-loop thread alone
+ * (the default: nothing else runs store code), "open" means written while
+ * the store opens and read-only after (any layer may read it). A layer
+ * writes only its own sub-structure, except where a field says otherwise.
+ */
 
-struct ss__store {
-    unsigned flags;
-    char path[108];
-    char lock_path[4096];
-    int listen_fd, epfd, stop_efd, seal_efd;
-    dev_t sock_dev;
+/* store.c: binding, identity, lifecycle. */
+typedef struct ss__store_bind {
+    unsigned flags;               /* open: SS_STORE_* */
+    char path[108];               /* open: the socket path */
+    char lock_path[4096];         /* open: "<path>.lock" */
+    int listen_fd;                /* open; -1 once the loop stopped (loop) */
+    int stop_efd;                 /* open; written by any thread or a signal handler */
+    ss__loop_fd stop_ev;          /* open: stop_efd's registration */
+    dev_t sock_dev;               /* open: the socket file we bound */
     ino_t sock_ino;
-    bool bound;
-    _Atomic int stop_requested;
-    bool stopping;
-    uint64_t store_id;
-    uid_t uid;
-    gid_t group;
-    bool has_group;
-    pthread_t thread;
+    bool bound;                   /* the socket file is ours (loop: cleared at stop) */
+    uint64_t store_id;            /* open: random, sent in HELLO, stamped in the index */
+    pthread_t thread;             /* embedded mode: the loop's thread (caller's thread) */
     bool thread_started;
+    ss__loop_hook hooks[SS_STORE_HOOKS]; /* open: the loop's turn hooks */
+} ss__store_bind;
 
-    /* memory */
-    ss__numa *numa;
-    ss__numa_policy numa_policy;
-    int hugepages;
-    ss__pool *pool;
-    ss__salloc *salloc;
-    uint64_t capacity;
-    uint64_t small_max;
-    _Atomic uint64_t resident;
-    int64_t create_timeout_ms;
-    bool evict;
+/* store.c (open): the memory layer and the configuration it serves. */
+typedef struct ss__store_mem {
+    ss__numa *numa;               /* open; NULL: no placement */
+    ss__numa_policy numa_policy;  /* open */
+    int hugepages;                /* open: SEALSTORE_HUGEPAGES */
+    ss__pool *pool;               /* open; its own thread (pool.h) */
+    ss__salloc *salloc;           /* open; loop */
+    uint64_t capacity;            /* open: bytes the store may hold */
+    uint64_t small_max;           /* open: largest small object */
+    int64_t create_timeout_ms;    /* open: SEALSTORE_CREATE_TIMEOUT */
+    bool evict;                   /* open: SEALSTORE_EVICT */
+} ss__store_mem;
 
-    /* objects */
-    ss__index ix;
-    ss__obj **objs;           /* per index chunk: SS_INDEX_CHUNK_ENTRIES */
-    uint32_t free_head;       /* entry + 1 */
-    uint32_t lru_head, lru_tail; /* entry + 1; head = least recently used */
-    uint64_t next_seg_id;
-    uint32_t next_small_no;
-    ss__small *smalls;
+/* store_obj.c: the object table. */
+typedef struct ss__store_tab {
+    ss__index ix;                 /* loop: the shared index (single writer) */
+    ss__obj **objs;               /* loop: per index chunk, SS_INDEX_CHUNK_ENTRIES each */
+    uint32_t free_head;           /* loop: free entry numbers (entry + 1, through next) */
+    uint32_t lru_head, lru_tail;  /* loop: entry + 1; head = least recently used */
+    uint64_t next_seg_id;         /* loop: wire id of the next object segment */
+    uint32_t next_small_no;       /* loop: small number of the next small segment */
+    ss__small *smalls;            /* loop: by allocator segment id, nsmalls of them */
     uint32_t nsmalls;
+    /* loop; also written by store_req.c (a create) and store_disk.c (the
+     * startup scan, a spill): CREATED + SEALED + SPILLED entries, the
+     * sealed and spilled among them, and their bytes */
     uint64_t nobjects, nsealed, object_bytes;
-    uint32_t *det_buckets;    /* deleted but referenced, by id: chained via prev/next */
+    uint32_t *det_buckets;        /* loop: deleted but referenced, by id (prev/next) */
     uint32_t det_nbuckets;
+    /* bytes charged against capacity: atomic (relaxed), charged by the
+     * loop, the pool's populator thread and the small allocator */
+    _Atomic uint64_t resident;
+    ss__obj_disk_hooks disk_h;    /* open: registered by store_disk.c */
+} ss__store_tab;
 
-    /* clients */
-    ss__conn *conns;
-    ss__conn *reap;               /* broken connections, closed at turn end */
-    uint64_t accept_paused_until; /* ns: EMFILE backoff of the listener */
-    uint32_t next_client_id;
-    uint64_t nclients;
-    uint32_t nsubscribers;        /* events are built only when someone listens */
+/* store_conn.c: clients and the listener. */
+typedef struct ss__store_conn {
+    ss__conn *conns;              /* loop: every live connection */
+    ss__conn *reap;               /* loop: broken connections, closed at turn end */
+    uint32_t next_client_id;      /* loop */
+    uint64_t nclients;            /* loop */
+    uint32_t nsubscribers;        /* loop: events are built only when someone listens */
+    ss__loop_fd listen_ev;        /* loop: the listener's registration */
+    bool listening;               /* loop: listen_ev is registered */
+    uint64_t accept_paused_until; /* loop: ns, EMFILE backoff of the listener */
+    unsigned char *ibuf;          /* open; loop: receive buffer (SS_PROTO_MAX_MSG) */
+    uid_t uid;                    /* open: the store's uid (who may connect) */
+    gid_t group;                  /* open: SEALSTORE_SOCKET_GROUP, if has_group */
+    bool has_group;
+    uint64_t trim_freed;          /* loop: heap freed since the last malloc_trim */
+    ss__conn_handlers h;          /* open: registered by store_req.c */
+} ss__store_conn;
 
-    /* parking */
-    ss__parked **heap;
+/* store_conn.c: the handshake (connections before HELLO, oldest first). */
+typedef struct ss__store_hs {
+    ss__conn *hq_head, *hq_tail;  /* loop */
+    uint32_t nhello_pending;      /* loop */
+    uint32_t hello_pending_max;   /* open */
+    bool accept_held;             /* loop: listener off, hello_pending_max reached */
+    uint64_t hello_timeout_ns;    /* open */
+} ss__store_hs;
+
+/* store_conn.c: the fd budget (ss__fdmark); fds_unread = sum of conns'
+ * fd_unread + lingers'. */
+typedef struct ss__store_fdb {
+    uint64_t fd_hard, fd_total_max; /* open: see ss__fd_may_send */
+    uint32_t fd_client_max;         /* open */
+    uint64_t fds_unread;            /* loop */
+    ss__conn *fdt_head, *fdt_tail;  /* loop: conns with fd_unread > 0 */
+    ss__linger *lingers;            /* loop: closed sockets with unread fds */
+    uint32_t nout_retry;            /* loop: conns with out_retry */
+    uint64_t fd_poll_at;            /* loop: ns, next look at unread replies, 0 none due */
+} ss__store_fdb;
+
+/* store_park.c: parked requests. */
+typedef struct ss__store_park {
+    ss__parked **heap;            /* loop: timer min-heap by deadline_ns */
     uint32_t heap_len, heap_cap;
-    ss__waitnode **wait_buckets;
+    ss__waitnode **wait_buckets;  /* loop: parked GETs' wait nodes by id */
     uint32_t wait_nbuckets;
-    ss__parked *cq_head, *cq_tail; /* parked CREATE/PUT, FIFO */
-    bool retry_creates;            /* memory freed since the last retry */
-    uint64_t nparked, parked_bytes; /* all parked requests and the heap they hold */
-    uint64_t parked_bytes_max, parked_client_max;
-    uint64_t trim_freed;           /* heap freed since the last malloc_trim */
+    ss__parked *cq_head, *cq_tail; /* loop: parked CREATE/PUT, FIFO (store_req.c appends) */
+    ss__parked *fdw_head, *fdw_tail; /* loop: GETs waiting for the fd budget, FIFO
+                                        (qprev/qnext; store_get.c appends) */
+    bool retry_creates;           /* loop: memory freed since the last retry
+                                     (set by store_obj.c) */
+    uint64_t nparked, parked_bytes; /* loop: all parked requests and the heap they hold */
+    uint64_t parked_bytes_max, parked_client_max; /* open */
+    /* loop: bytes parked creates and restores lack (store_req.c,
+     * store_disk.c update their own) */
+    uint64_t parked_need;
+    void (*ready)(ss__store *s, ss__parked *pk);  /* open: by store_get.c */
+    void (*unpark)(ss__store *s, ss__parked *pk); /* open: by store_disk.c */
+} ss__store_park;
 
-    /* fd budget (ss__fdmark): fds_unread = sum of conns' fd_unread + lingers' */
-    uint64_t fd_hard, fd_total_max; /* see ss__fd_may_send */
-    uint32_t fd_client_max;
-    uint64_t fds_unread;
-    ss__conn *fdt_head, *fdt_tail; /* conns with fd_unread > 0 */
-    ss__parked *fdw_head, *fdw_tail; /* GETs waiting for the budget, FIFO (qprev/qnext) */
-    ss__linger *lingers;
-    uint32_t nout_retry;           /* conns with out_retry */
-    uint64_t fd_poll_at;           /* ns: next look at unread replies, 0 none due */
-    uint64_t c_fd_deferred;
+/* store_seal.c: the seal worker. lock guards todo, todo_tail, done, stop
+ * and inflight (protocol in store_seal.c). */
+typedef struct ss__store_seal {
+    pthread_t thread;
+    bool started;                 /* loop */
+    bool sync;                    /* loop: lock and cond initialised */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    ss__sealjob *todo, *todo_tail; /* lock: queued jobs, FIFO */
+    ss__sealjob *done;            /* lock: finished jobs, LIFO */
+    bool stop;                    /* lock: the worker exits once todo is empty */
+    uint32_t inflight;            /* lock: jobs queued or running */
+    int efd;                      /* the worker writes it after each job */
+    ss__loop_fd ev;               /* loop: efd's registration */
+} ss__store_seal;
 
-    /* handshake: conns before HELLO, oldest first */
-    ss__conn *hq_head, *hq_tail;
-    uint32_t nhello_pending, hello_pending_max;
-    bool accept_held;              /* listener off: hello_pending_max reached */
-    uint64_t hello_timeout_ns;
-
-    /* seal worker */
-    pthread_t sw_thread;
-    bool sw_started;
-    pthread_mutex_t sw_lock;
-    pthread_cond_t sw_cond;
-    ss__sealjob *sw_todo, *sw_todo_tail, *sw_done;
-    bool sw_stop;
-    bool sw_sync;             /* lock and cond initialised */
-    uint32_t sw_inflight;
-
-    /* scratch for building replies (loop thread only) */
-    unsigned char *obuf;
-    unsigned char *ibuf;
-
-    /* counters (ss_stats) */
-    uint64_t c_creates, c_seals, c_aborts, c_gets, c_releases, c_deletes, c_evictions;
-    uint64_t c_waits, c_wait_timeouts, c_proto_errors;
-
-    /* spilling (store_spill.c); sp NULL: off */
-    struct ss__spill *sp;
-    char spill_dir[4096];         /* the engine's directory (this store's own) */
-    uint64_t spill_high;          /* spill ahead above this many bytes in use */
-    uint64_t spill_low;           /* ... down to this */
-    bool spill_ahead;             /* SEALSTORE_SPILL_HIGH is not off */
-    ss__diskloc *disk;            /* disk copies; ss__obj.disk = index + 1 */
-    uint32_t ndisk, disk_cap, disk_free; /* disk_free: index + 1 */
+/* store_disk.c: the store's side of the spill engine; sp NULL: off. The
+ * engine's own threads see only the buffers handed to them. */
+typedef struct ss__store_disk {
+    struct ss__spill *sp;         /* open; loop */
+    char spill_dir[4096];         /* open: the engine's directory (this store's own) */
+    uint64_t spill_high;          /* open: spill ahead above this many bytes in use */
+    uint64_t spill_low;           /* open: ... down to this */
+    bool spill_ahead;             /* open: SEALSTORE_SPILL_HIGH is not off */
+    ss__loop_fd ev;               /* open: the engine's eventfd registration */
+    /* the rest: loop */
+    ss__diskloc *locs;            /* disk copies; ss__obj.disk = index + 1 */
+    uint32_t nlocs, locs_cap, locs_free; /* locs_free: index + 1 */
     ss__spop **ops;               /* chunks of SS_SPOP_CHUNK: ops never move */
     uint32_t ops_cap, ops_free, ops_busy; /* ops_free: index + 1 */
     uint32_t ops_engine;          /* ops the engine still has to complete */
     uint32_t nremovals;           /* DELETE ops in flight (see ss__spop) */
-    bool spill_closing;           /* teardown: completions only free memory */
+    bool closing;                 /* teardown: completions only free memory */
     uint32_t rq_head, rq_tail;    /* restores waiting for memory (index + 1) */
     uint64_t spill_pending;       /* memory that spills in flight will free */
     uint32_t nspilling;           /* spills in flight */
-    uint64_t parked_need;         /* bytes parked creates and restores lack */
     uint64_t spill_backoff_until; /* ns: no new spill before (after a failure) */
     int spill_err;                /* the last spill failure (-errno) */
     uint64_t spill_log_next;      /* ns: next failure report allowed */
     uint64_t spill_log_quiet;     /* failures not reported since the last line */
-    uint64_t nspilled, spilled_bytes; /* objects SPILLED now */
+    uint64_t nspilled, spilled_bytes; /* objects SPILLED now (store_obj.c
+                                         takes off the ones it frees) */
     /* The startup scan of the spill directory runs in the engine's thread
      * while the store serves; objects appear as SPILLED entries as it goes
      * (scan_one, on the loop). While `scanning`, requests whose answer
-     * depends on which ids exist wait at the scan gate (store.c). */
+     * depends on which ids exist wait at the scan gate (store_req.c). */
     bool scanning;
     struct ss__spill_loc *scan_drop; /* older copies the scan replaced: deleted */
     size_t scan_ndrop, scan_cdrop;
     uint64_t scan_dups;           /* of the objects the scan kept, older copies dropped */
-    uint64_t c_spills, c_restores, c_spill_errors, c_restore_errors, c_lost;
+    void (*scan_end)(ss__store *s); /* open: by store_req.c (the gate opens) */
+} ss__store_disk;
+
+/* store_req.c and store_get.c. */
+typedef struct ss__store_req {
+    unsigned char *obuf;          /* open; loop: reply scratch (GET, LIST) */
+} ss__store_req;
+
+/* Counters (ss_stats), loop; each written by the file named. */
+typedef struct ss__store_counters {
+    uint64_t c_creates;           /* store_req.c */
+    uint64_t c_seals, c_aborts;   /* store_req.c (aborts: store_obj.c too) */
+    uint64_t c_gets;              /* store_get.c */
+    uint64_t c_releases, c_deletes; /* store_req.c */
+    uint64_t c_evictions;         /* store_obj.c */
+    uint64_t c_waits;             /* store_get.c, store_req.c */
+    uint64_t c_wait_timeouts;     /* store_req.c */
+    uint64_t c_proto_errors;      /* store_conn.c, store_req.c */
+    uint64_t c_fd_deferred;       /* store_conn.c, store_get.c */
+    uint64_t c_spills, c_restores, c_spill_errors, c_restore_errors, c_lost; /* store_disk.c */
+} ss__store_counters;
+
+struct ss__store {
+    ss__store_bind bind;
+    ss__store_mem mem;
+    ss__loop loop;                /* loop.c */
+    ss__store_tab tab;
+    ss__store_conn conn;
+    ss__store_hs hs;
+    ss__store_fdb fdb;
+    ss__store_park park;
+    ss__store_seal seal;
+    ss__store_disk disk;
+    ss__store_req req;
+    ss__store_counters cnt;
 };
 
-/* ---- store.c */
-void ss__store_epoll_mod(ss__store *s, ss__conn *c);
-/* A connection said HELLO or went: accept again if that was held back. */
-void ss__store_accept_resume(ss__store *s);
-/* timer heap of parked requests (deadline_ns; heap_pos) */
-int ss__heap_add(ss__store *s, ss__parked *pk);
-void ss__heap_del(ss__store *s, ss__parked *pk);
-/* the seal worker thread: start; stop after running every queued job */
-int ss__sw_start(ss__store *s);
-void ss__sw_join(ss__store *s);
+/* ====================================================== functions by layer
+ * Lowest first; each layer calls only layers above it in this list
+ * (tools/layers.sh checks it from the objects). loop.h is the lowest. */
 
-/* ---- store_obj.c: objects, capacity, seal worker */
+/* ---- store_seal.c: the seal worker */
+/* Start the worker (and register its eventfd): 0 or -errno. */
+int ss__seal_start(ss__store *s);
+/* Queue a job (j->done set by the caller). */
+void ss__seal_submit(ss__store *s, ss__sealjob *j);
+/* Stop the worker after it ran every queued job. */
+void ss__seal_join(ss__store *s);
+/* At stop: join, then run what is left (and the handlers) on this thread. */
+void ss__seal_finish(ss__store *s);
+/* At close: join, free jobs never handled, the lock, the eventfd. */
+void ss__seal_fini(ss__store *s);
+
+/* ---- store_conn.c: connections and the wire */
+void ss__conn_register(ss__store *s, const ss__conn_handlers *h);
+/* Watch the listening socket: 0 or -errno. Unlisten: stop watching it. */
+int ss__conn_listen(ss__store *s, int fd);
+void ss__conn_unlisten(ss__store *s);
+ss__conn *ss__conn_new(ss__store *s, int fd, pid_t pid, uid_t uid);
+void ss__conn_readable(ss__store *s, ss__conn *c);
+void ss__conn_writable(ss__store *s, ss__conn *c);
+/* A malformed message: answered if its header names a request, else the
+ * connection is closed (counted either way). */
+void ss__conn_proto_error(ss__store *s, ss__conn *c, const void *buf, size_t len, int rc);
+/* HELLO answered: off the handshake list. SUBSCRIBE: events with these
+ * bits go to c from now on. */
+void ss__conn_hello_done(ss__store *s, ss__conn *c);
+void ss__conn_subscribe(ss__store *s, ss__conn *c, uint32_t mask);
+/* Mark for closing: the connection is torn down by ss__conn_reap() at the
+ * end of the loop turn, so pointers held by the current turn stay valid. */
+void ss__conn_close(ss__store *s, ss__conn *c);
+void ss__conn_reap(ss__store *s);
+/* Free a reaped connection once its last seal job came back. */
+void ss__conn_free_dead(ss__store *s, ss__conn *c);
+/* Send a message (header already filled by the caller, len = h->len) with
+ * fds; queue on EAGAIN. The fds stay the caller's. 0 or -errno (the
+ * connection was closed). */
+int ss__conn_send(ss__store *s, ss__conn *c, const void *msg, uint32_t len,
+                  const int *fds, uint32_t nfds);
+/* Header-only reply with a status. */
+void ss__conn_reply_status(ss__store *s, ss__conn *c, uint16_t type, uint32_t req_id,
+                           int32_t status);
+/* Push an event to every subscriber with the bit in its mask. */
+void ss__conn_event(ss__store *s, uint32_t type, const ss_id *id, uint64_t size);
+/* Flush outboxes at stop (bounded wait). */
+void ss__conn_flush_all(ss__store *s, int timeout_ms);
+/* Switch c's epoll events to what it may do now (ss__conn_may_read). */
+void ss__conn_interest(ss__store *s, ss__conn *c);
+/* Fd budget: may a message with nfds fds go to c now? (refreshes c's
+ * unread count first). Rules: a client with nothing unread may use the
+ * store's whole budget (fd_hard), so a client that reads its replies is
+ * never held up by others that do not; one with unread fds stays within
+ * its own cap (fd_client_max) and the total cap (fd_total_max). */
+bool ss__fd_may_send(ss__store *s, ss__conn *c, uint32_t nfds);
+/* The same test on the counts as they are (no refresh). */
+bool ss__fd_room(const ss__store *s, const ss__conn *c, uint32_t nfds);
+/* A client's reading is paused (unread fds at its cap, or GETs waiting
+ * for the budget). */
+bool ss__fd_paused(const ss__store *s, const ss__conn *c);
+/* May the store read c's next request? Not while replies wait in its
+ * outbox or too many of its requests are parked (the kernel's queue then
+ * pushes back on the client), nor while its fd budget pauses it or a
+ * request of its waits for the startup scan (the scan gate). EPOLLIN is
+ * on exactly when this holds (ss__conn_interest). */
+static inline bool ss__conn_may_read(const ss__store *s, const ss__conn *c)
+{
+    return !c->broken && !c->out_head && c->nparked < SS_PARKED_MAX && !c->gated &&
+           !ss__fd_paused(s, c);
+}
+/* Have the tick look at unread replies soon (something waits on them). */
+void ss__fd_poll_soon(ss__store *s);
+/* Set the budget from the store's RLIMIT_NOFILE (after raising it). */
+void ss__fd_budget_init(ss__store *s);
+/* At close: close the sockets kept for unread replies. */
+void ss__conn_lingers_close(ss__store *s);
+/* Heap freed that malloc may keep: trim when enough accumulated. */
+void ss__conn_heap_freed(ss__store *s, uint64_t bytes);
+/* Loop hooks (arg: the store): the listener's EMFILE backoff; the tick
+ * (unread replies, deferred GETs and outboxes, lingering sockets, due
+ * every few ms while anything waits; connections past the HELLO timeout);
+ * the reaping of broken connections. */
+uint64_t ss__conn_accept_deadline(void *arg, uint64_t now);
+void ss__conn_accept_turn(void *arg, uint64_t now);
+uint64_t ss__conn_tick_deadline(void *arg, uint64_t now);
+void ss__conn_tick(void *arg, uint64_t now);
+void ss__conn_reap_turn(void *arg, uint64_t now);
+
+/* ---- store_park.c: parked requests, timer heap, waiter hash */
+int ss__park_init(ss__store *s);
+void ss__park_fini(ss__store *s);
+/* Handlers: a GET whose ids are all there (or failed) may be answered
+ * (GET layer); a parked DELETE is freed: off its op's list (disk glue). */
+void ss__park_on_ready(ss__store *s, void (*ready)(ss__store *s, ss__parked *pk));
+void ss__park_on_unpark(ss__store *s, void (*unpark)(ss__store *s, ss__parked *pk));
+/* deadline_ns: UINT64_MAX for none. NULL: out of memory. */
+ss__parked *ss__parked_new(ss__store *s, ss__conn *c, int type, uint32_t req_id,
+                           uint64_t deadline_ns);
+void ss__parked_free(ss__store *s, ss__parked *pk);
+/* Heap a parked request holds: itself plus `extra`; may c park `bytes`
+ * more; charge pk `bytes` more; a parked create's lack of memory. */
+uint64_t ss__parked_cost(uint64_t extra);
+bool ss__parked_fits(const ss__store *s, const ss__conn *c, uint64_t bytes);
+void ss__parked_charge(ss__store *s, ss__parked *pk, uint64_t bytes);
+void ss__parked_set_need(ss__store *s, ss__parked *pk, uint64_t need);
+/* ns deadline of a timeout in ms (negative: UINT64_MAX) */
+uint64_t ss__park_deadline_of(int64_t timeout_ms);
+/* timer heap of parked requests (deadline_ns; heap_pos) */
+int ss__park_timer_add(ss__store *s, ss__parked *pk);
+void ss__park_timer_del(ss__store *s, ss__parked *pk);
+/* Link a parked GET's wait node in the waiter hash (by its id). */
+void ss__park_wait_link(ss__store *s, ss__waitnode *w);
+/* An object with this id became SEALED in memory (seal or restore): its
+ * waiters are satisfied (their nodes now hold it). */
+void ss__park_wake(ss__store *s, const ss_id *id);
+/* The restore of `id` is over without bringing it back (err < 0: fail its
+ * GETs with err; 0: the object is gone, its GETs wait for the id as for
+ * any missing one). */
+void ss__park_restore_done(ss__store *s, const ss_id *id, int err);
+/* The same (err < 0) for the GETs of `id` whose own timeout has passed
+ * only; returns how many were failed. */
+int ss__park_restore_expired(ss__store *s, const ss_id *id, int err);
+/* Does a parked GET hold or await this id? */
+bool ss__park_id_held(const ss__store *s, const ss_id *id);
+/* Does a parked GET wait for this id's restore? */
+bool ss__park_restore_wanted(const ss__store *s, const ss_id *id);
+
+/* ---- store_obj.c: the object table */
 int ss__obj_init(ss__store *s);
 void ss__obj_fini(ss__store *s);
-int ss__store_charge(void *arg, int64_t delta);
+void ss__obj_register_disk(ss__store *s, const ss__obj_disk_hooks *h);
+int ss__obj_charge(void *arg, int64_t delta);
 static inline ss__obj *ss__obj_at(const ss__store *s, uint32_t e)
 {
-    return &s->objs[e / SS_INDEX_CHUNK_ENTRIES][e % SS_INDEX_CHUNK_ENTRIES];
+    return &s->tab.objs[e / SS_INDEX_CHUNK_ENTRIES][e % SS_INDEX_CHUNK_ENTRIES];
 }
 static inline ss__index_entry *ss__ent(const ss__store *s, uint32_t e)
 {
-    return ss__index_at(&s->ix, e);
+    return ss__index_at(&s->tab.ix, e);
 }
 static inline uint32_t ss__ent_state(const ss__store *s, uint32_t e)
 {
@@ -748,188 +1010,122 @@ void ss__obj_free(ss__store *s, uint32_t e);
 void ss__obj_detach(ss__store *s, uint32_t e, bool evicted);
 /* Free memory for about `need` bytes: true if some was freed at once
  * (retry now); spills started meanwhile free more later. */
-bool ss__reclaim(ss__store *s, uint64_t need);
+bool ss__obj_reclaim(ss__store *s, uint64_t need);
+/* The sealed (resident) entry with this id, or -ENOENT. */
+int64_t ss__obj_find_sealed(ss__store *s, const ss_id *id);
+/* A sealed entry with this id, resident or spilled, or -ENOENT. */
+int64_t ss__obj_find_stored(ss__store *s, const ss_id *id);
 /* Per-client references. */
 ss__ref *ss__ref_find(const ss__conn *c, uint32_t e);
 int ss__ref_grow(ss__conn *c);
 int ss__ref_take(ss__store *s, ss__conn *c, uint32_t e, ss__ref **out);
-/* Run a CREATE or PUT: -ENOSPC (park it; *need: bytes it lacked) or 0 when
- * answered. */
-int ss__obj_create_run(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put,
-                       uint64_t *need);
-void ss__sw_submit(ss__store *s, ss__sealjob *j);
+/* Remove a record (its count is the caller's to take off the object). */
+void ss__ref_del(ss__conn *c, ss__ref *r);
+/* Drop `n` references of c on the record r's object; frees or LRU-queues. */
+void ss__ref_drop(ss__store *s, ss__conn *c, ss__ref *r, uint32_t n);
+/* Which object a RELEASE of `id` by c means: the one c has held longest
+ * among the sealed (live or deleted) objects with that id. NULL if none. */
+ss__ref *ss__ref_held(ss__store *s, ss__conn *c, const ss_id *id);
+/* c went: every reference of it goes (its CREATED objects are aborted). */
+void ss__ref_drop_all(ss__store *s, ss__conn *c);
 
-/* ---- store_get.c: parked requests, GET, timers */
-/* deadline_ns: UINT64_MAX for none. NULL: out of memory. */
-ss__parked *ss__parked_new(ss__store *s, ss__conn *c, int type, uint32_t req_id,
-                           uint64_t deadline_ns);
-void ss__parked_free(ss__store *s, ss__parked *pk);
-/* ns deadline of a timeout in ms (negative: UINT64_MAX) */
-uint64_t ss__deadline_of(int64_t timeout_ms);
-void ss__get_complete(ss__store *s, ss__parked *pk);
-/* An object with this id became SEALED in memory (seal or restore): its
- * waiters are satisfied (their nodes now hold it). */
-void ss__wake_waiters(ss__store *s, const ss_id *id);
-/* The restore of `id` is over without bringing it back (err < 0: fail its
- * GETs with err; 0: the object is gone, its GETs wait for the id as for
- * any missing one). */
-void ss__restore_waiters_done(ss__store *s, const ss_id *id, int err);
-/* The same (err < 0) for the GETs of `id` whose own timeout has passed
- * only; returns how many were failed. */
-int ss__restore_waiters_expired(ss__store *s, const ss_id *id, int err);
-/* Does a parked GET hold or await this id? */
-bool ss__id_held(const ss__store *s, const ss_id *id);
-/* Does a parked GET wait for this id's restore? */
-bool ss__id_restore_wanted(const ss__store *s, const ss_id *id);
-/* The sealed (resident) entry with this id, or -ENOENT. */
-int64_t ss__get_find(ss__store *s, const ss_id *id);
-/* A sealed entry with this id, resident or spilled, or -ENOENT. */
-int64_t ss__find_sealed_any(ss__store *s, const ss_id *id);
-
-/* ---- store.c: the scan gate. While the startup scan runs, CREATE, PUT,
- * GET, CONTAINS, DELETE and LIST wait for it (a GET at most its timeout);
- * true: the request was held back (or refused for lack of memory). */
-bool ss__scan_gate(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds);
-/* The scan is over: answer the held requests, in their connections' order. */
-void ss__scan_gate_open(ss__store *s);
-
-/* ---- store_spill.c: spilling and restoring */
+/* ---- store_disk.c: the store's side of the spill engine */
+/* Register the disk glue's handlers with the object table and the parking
+ * layer; scan_end: the request layer's "the startup scan is over". */
+void ss__disk_register(ss__store *s, void (*on_scan_end)(ss__store *s));
 /* Open the engine per SEALSTORE_SPILL_DIR (this store's subdirectory) and
  * start indexing the objects already spilled there (the scan runs while
- * the store serves; s->scanning until it ends). A directory that cannot be
+ * the store serves; s->disk.scanning until it ends). A directory that cannot be
  * used turns spilling off (logged); returns 0, or -errno (no memory). */
-int ss__spill_setup(ss__store *s);
+int ss__disk_setup(ss__store *s);
 /* Stop the startup scan where it is (what it found stays indexed). */
-void ss__spill_scan_stop(ss__store *s);
+void ss__disk_scan_stop(ss__store *s);
 /* Finish what is in flight (completions applied), close the engine and
  * remove this store's directory if nothing is left in it. */
-void ss__spill_teardown(ss__store *s);
+void ss__disk_teardown(ss__store *s);
+/* After the objects were freed: the disk records. */
+void ss__disk_fini(ss__store *s);
 /* Wait for spills and restores in flight (bounded) and apply them: at stop. */
-void ss__spill_drain(ss__store *s);
-/* The engine's eventfd: -1 when off. */
-int ss__spill_fd(const ss__store *s);
-/* The eventfd fired: apply completions. */
-void ss__spill_events(ss__store *s);
-/* Every loop turn: spill ahead above the high-water mark. */
-void ss__spill_tick(ss__store *s);
+void ss__disk_drain(ss__store *s);
+/* Loop hook: spill ahead above the high-water mark. */
+void ss__disk_turn(void *arg, uint64_t now);
 /* Start spills of LRU victims until `target` bytes are on their way out
  * (demand: a request waits; keep a few spills in flight so the disk
  * overlaps one file's syncs with the next one's data); true if memory was
  * freed at once (objects whose disk copy exists). */
-bool ss__spill_more(ss__store *s, uint64_t target, bool demand);
+bool ss__disk_spill_more(ss__store *s, uint64_t target, bool demand);
 /* Start (or join) the restore of spilled entry e: 0, or -errno (it could
  * not start; its waiters were told). */
-int ss__restore_start(ss__store *s, uint32_t e);
+int ss__disk_restore_start(ss__store *s, uint32_t e);
 /* Memory was freed: retry restores waiting for it. */
-void ss__restore_retry(ss__store *s);
+void ss__disk_restore_retry(ss__store *s);
 /* A GET's own timeout passed while it waits for the restore of `id`: the
  * error to fail it with now because that restore waits for memory nothing
  * is freeing (memory full, spilling failed and paused, no spill in
  * flight): -SS_E_FULL when the spill disk is full, else the spill error;
  * 0 while memory may still come (it waits on, up to the create timeout). */
-int ss__restore_stuck(ss__store *s, const ss_id *id);
+int ss__disk_restore_stuck(ss__store *s, const ss_id *id);
 /* A deleted object's restore that still waits for memory is dropped. */
-void ss__restore_cancel(ss__store *s, uint32_t e);
-/* The seal worker finished a restored segment. */
-void ss__restore_sealed(ss__store *s, ss__sealjob *j);
-/* ss__obj_free, ss__obj_detach: delete e's disk copy, or only forget it
- * when the engine is closed (the store is going away: spilled files
- * survive it). */
-void ss__spill_forget(ss__store *s, uint32_t e);
+void ss__disk_restore_cancel(ss__store *s, uint32_t e);
+/* Delete e's disk copy, or only forget it when the engine is closed (the
+ * store is going away: spilled files survive it). */
+void ss__disk_forget(ss__store *s, uint32_t e);
 /* Must a DELETE of e wait for the disk: a disk copy, a spill of it in
  * flight, or a pending removal of an older copy of its id? */
-bool ss__spill_delete_waits(const ss__store *s, uint32_t e);
+bool ss__disk_delete_waits(const ss__store *s, uint32_t e);
 /* DELETE of e, which must wait: delete its copy and answer pk (a parked
  * SS_PK_DELETE, taken over) once no record of its id can come back,
  * before e is detached. */
-void ss__spill_delete_durable(ss__store *s, uint32_t e, ss__parked *pk);
-/* ss__parked_free of a DELETE: its op completes unanswered. */
-void ss__spill_unpark(ss__store *s, ss__parked *pk);
-void ss__spill_fill_stats(ss__store *s, ss_stats *st);
-/* Request handlers: each sends its reply (or parks the request). */
-void ss__obj_create(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put);
-void ss__obj_seal(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
-void ss__obj_abort(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
-void ss__obj_get(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
-void ss__obj_release(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
-void ss__obj_contains(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
-void ss__obj_delete(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
-void ss__obj_list(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
-void ss__obj_stats(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
-/* A connection goes away: abort its unsealed objects, drop its refs,
- * cancel its parked requests and queued seals. */
-void ss__obj_conn_gone(ss__store *s, ss__conn *c);
-/* Loop hooks: next timer deadline (ns, UINT64_MAX none); expire timers;
- * seal completions; retry parked creates after memory was freed; at stop,
- * answer every parked request. */
-uint64_t ss__obj_next_deadline(const ss__store *s);
-void ss__obj_expire(ss__store *s, uint64_t now);
-void ss__obj_seal_done(ss__store *s);
-void ss__obj_retry_creates(ss__store *s);
-void ss__obj_stop(ss__store *s);
-void ss__obj_fill_stats(ss__store *s, ss_stats *st);
-uint64_t ss__obj_bookkeeping(const ss__store *s);
+void ss__disk_delete_durable(ss__store *s, uint32_t e, ss__parked *pk);
+void ss__disk_fill_stats(ss__store *s, ss_stats *st);
 
-/* ---- store_net.c: connections and the wire */
-ss__conn *ss__conn_new(ss__store *s, int fd, pid_t pid, uid_t uid);
-void ss__conn_readable(ss__store *s, ss__conn *c);
-/* Check and run one request (a message as received). */
-void ss__conn_dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds);
-void ss__conn_writable(ss__store *s, ss__conn *c);
-/* Mark for closing: the connection is torn down by ss__conn_reap() at the
- * end of the loop turn, so pointers held by the current turn stay valid. */
-void ss__conn_close(ss__store *s, ss__conn *c);
-void ss__conn_reap(ss__store *s);
-/* Free a reaped connection once its last seal job came back. */
-void ss__conn_free_dead(ss__store *s, ss__conn *c);
-/* Send a message (header already filled by the caller, len = h->len) with
- * fds; queue on EAGAIN. The fds stay the caller's. 0 or -errno (the
- * connection was closed). */
-int ss__conn_send(ss__store *s, ss__conn *c, const void *msg, uint32_t len,
-                  const int *fds, uint32_t nfds);
-/* Header-only reply with a status. */
-void ss__conn_reply_status(ss__store *s, ss__conn *c, uint16_t type, uint32_t req_id,
-                           int32_t status);
-/* Push an event to every subscriber with the bit in its mask. */
-void ss__store_event(ss__store *s, uint32_t type, const ss_id *id, uint64_t size);
-/* Flush outboxes at stop (bounded wait). */
-void ss__conn_flush_all(ss__store *s, int timeout_ms);
-/* Fd budget: may a message with nfds fds go to c now? (refreshes c's
- * unread count first). Rules: a client with nothing unread may use the
- * store's whole budget (fd_hard), so a client that reads its replies is
- * never held up by others that do not; one with unread fds stays within
- * its own cap (fd_client_max) and the total cap (fd_total_max). */
-bool ss__fd_may_send(ss__store *s, ss__conn *c, uint32_t nfds);
-/* The same test on the counts as they are (no refresh). */
-bool ss__fd_room(const ss__store *s, const ss__conn *c, uint32_t nfds);
-/* A client's reading is paused (unread fds at its cap, or GETs waiting
- * for the budget). */
-bool ss__fd_paused(const ss__store *s, const ss__conn *c);
-/* May the store read c's next request? Not while replies wait in its
- * outbox or too many of its requests are parked (the kernel's queue then
- * pushes back on the client), nor while its fd budget pauses it or a
- * request of its waits for the startup scan (the scan gate). EPOLLIN is
- * on exactly when this holds (ss__store_epoll_mod). */
-static inline bool ss__conn_may_read(const ss__store *s, const ss__conn *c)
-{
-    return !c->broken && !c->out_head && c->nparked < SS_PARKED_MAX && !c->gated &&
-           !ss__fd_paused(s, c);
-}
-/* Loop hook: look at unread replies again, retry deferred GETs and
- * outboxes, close lingering sockets that are read (due every few ms while
- * anything waits); and close connections past the HELLO timeout. */
-void ss__conn_tick(ss__store *s, uint64_t now);
-/* Have the tick look at unread replies soon (something waits on them). */
-void ss__fd_poll_soon(ss__store *s);
-/* At close: close the sockets kept for unread replies. */
-void ss__lingers_close(ss__store *s);
-/* ns of the next ss__conn_tick that has work, UINT64_MAX none. */
-uint64_t ss__conn_next_deadline(const ss__store *s);
-/* Set the budget from the store's RLIMIT_NOFILE (after raising it). */
-void ss__fd_budget_init(ss__store *s);
-/* ---- store_get.c: the budget freed up: answer GETs waiting for it */
-void ss__fdwait_retry(ss__store *s);
-/* Heap freed that malloc may keep: trim when enough accumulated. */
-void ss__heap_freed(ss__store *s, uint64_t bytes);
+/* ---- store_get.c: GET */
+/* The request (checked by the dispatch): answered, or parked. */
+void ss__req_do_get(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+/* A parked GET may be answered now (or waits for the fd budget). */
+void ss__req_get_complete(ss__store *s, ss__parked *pk);
+/* The budget may have room: answer GETs waiting for it, in order; true if
+ * some still wait. */
+bool ss__req_get_budget(ss__store *s);
+
+/* ---- store_req.c: dispatch and the other requests */
+/* Register the request layer's handlers with the layers below. */
+void ss__req_init(ss__store *s);
+/* At stop, after the loop: answer held and parked requests, finish the
+ * seals and the disk's work in flight. */
+void ss__req_stop(ss__store *s);
+/* Check and run one request (a message as received): the connection
+ * layer's message handler. */
+void ss__req_dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds);
+/* Request handlers (the message checked by the dispatch): each sends its
+ * reply, or parks the request. */
+void ss__req_do_create(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put);
+void ss__req_do_seal(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+void ss__req_do_abort(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+void ss__req_do_release(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+void ss__req_do_contains(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+void ss__req_do_delete(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+void ss__req_do_list(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+void ss__req_do_stats(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+/* Run a CREATE or PUT: -ENOSPC (park it; *need: bytes it lacked) or 0 when
+ * answered. */
+int ss__req_create_try(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put,
+                       uint64_t *need);
+/* A connection went away (the connection layer's departure handler):
+ * abort its unsealed objects, drop its refs, cancel its parked requests
+ * and queued seals. */
+void ss__req_conn_gone(ss__store *s, ss__conn *c);
+/* Retry parked creates (and restores waiting for memory). */
+void ss__req_retry_creates(ss__store *s);
+/* Loop hooks (arg: the store): the timer heap of parked requests (and the
+ * slow retry tick); the scan gate's GET timeouts; retries after memory
+ * was freed. */
+uint64_t ss__req_timer_deadline(void *arg, uint64_t now);
+void ss__req_timer_turn(void *arg, uint64_t now);
+uint64_t ss__req_gate_deadline(void *arg, uint64_t now);
+void ss__req_gate_turn(void *arg, uint64_t now);
+void ss__req_retry_turn(void *arg, uint64_t now);
+uint64_t ss__req_bookkeeping(const ss__store *s);
+void ss__req_fill_stats(ss__store *s, ss_stats *st);
 
 #endif /* SEALSTORE_SRC_LIB_STORE_INT_H */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The spill engine (src/lib/spill.c, spill_file.c): objects of many sizes
+ * The spill engine (src/lib/spill*.c): objects of many sizes
  * spilled from read-only mappings of sealed memfds and restored bit-exact,
  * on ext4 (/tmp here: O_DIRECT) and on a tmpfs mounted for the test
  * (buffered), with io_uring and with the worker-thread fallback; deletes,
@@ -1470,6 +1470,71 @@ static void test_reap_max(void **state)
         obj_free(&objs[i]);
 }
 
+/* The room for every completion is taken when its request is queued: when
+ * the completion queue cannot grow, a write, a read and a notified delete
+ * fail with -ENOMEM at once and change nothing, and every request that was
+ * accepted completes exactly once (the loop never waits for memory). */
+static void test_doneq(void **state)
+{
+    enum { N = 65 }; /* the queue's first size is 64 */
+    const struct mode *m = *state;
+    struct obj objs[N];
+    ss__spill_done d[N];
+    ss__spill_stats st;
+    uint8_t dst[128];
+    bool seen[N] = { false };
+    ss__spill *sp;
+    char buf[256];
+    const char *dir;
+
+    MODE_SKIPS(m);
+    dir = mode_dir(m, buf, sizeof(buf));
+    sp = eng_open(dir, m->flags);
+    for (int i = 0; i < N; i++)
+        obj_make(&objs[i], (uint32_t)i, 16 + (uint64_t)i, 0, 0);
+    spill_all(sp, objs, 1, NULL);
+    /* 64 spills complete and stay unreaped: the queue is full */
+    for (int i = 1; i < N; i++)
+        t_assert_ok(ss__spill_write(sp, &objs[i].id, objs[i].uid, objs[i].data, objs[i].size,
+                                    NULL, 0, (uint64_t)i));
+    t_assert_ok(ss__spill_wait(sp, 60000));
+
+    ss__spill_inject(sp, SS_SPILL_INJ_DONEQ, 1, 0);
+    t_assert_err(ss__spill_delete_notify(sp, &objs[0].loc, 100), -ENOMEM);
+    ss__spill_inject(sp, SS_SPILL_INJ_DONEQ, 1, 0);
+    t_assert_err(ss__spill_read(sp, &objs[0].loc, dst, NULL, 101), -ENOMEM);
+    ss__spill_inject(sp, SS_SPILL_INJ_DONEQ, 1, 0);
+    t_assert_err(ss__spill_write(sp, &objs[0].id, objs[0].uid, objs[0].data, objs[0].size,
+                                 NULL, 0, 102), -ENOMEM);
+    ss__spill_inject(sp, 0, 0, 0);
+    ss__spill_stats_get(sp, &st);
+    assert_int_equal(st.live_objects, N); /* the refused delete did nothing */
+    assert_int_equal(st.deletes, 0);
+
+    collect(sp, d, N - 1); /* each accepted spill once, the refused ones never */
+    for (int i = 0; i < N - 1; i++) {
+        assert_int_equal(d[i].op, SS_SPILL_OP_WRITE);
+        t_assert_ok(d[i].status);
+        assert_true(d[i].cookie >= 1 && d[i].cookie < N && !seen[d[i].cookie]);
+        seen[d[i].cookie] = true;
+    }
+
+    /* with room again the same requests go through, one completion each */
+    t_assert_ok(ss__spill_read(sp, &objs[0].loc, dst, NULL, 101));
+    collect(sp, d, 1);
+    assert_int_equal(d[0].op, SS_SPILL_OP_READ);
+    t_assert_ok(d[0].status);
+    assert_memory_equal(dst, objs[0].data, objs[0].size);
+    t_assert_ok(ss__spill_delete_notify(sp, &objs[0].loc, 100));
+    collect(sp, d, 1);
+    assert_int_equal(d[0].op, SS_SPILL_OP_DELETE);
+    assert_int_equal(d[0].cookie, 100);
+    t_assert_ok(d[0].status);
+    ss__spill_close(sp);
+    for (int i = 0; i < N; i++)
+        obj_free(&objs[i]);
+}
+
 /* Everything at once: many spills of mixed sizes queued together, then
  * every restore queued together (the queue depth is shared round-robin),
  * and deletes racing restores of the same objects. */
@@ -2170,6 +2235,8 @@ int main(void)
         cmocka_unit_test_prestate(test_enospc, (void *)&M_TMPFS),
         cmocka_unit_test_prestate(test_enospc, (void *)&M_TMPFS_FB),
         cmocka_unit_test_prestate(test_reap_max, (void *)&M_EXT4),
+        cmocka_unit_test_prestate(test_doneq, (void *)&M_EXT4),
+        cmocka_unit_test_prestate(test_doneq, (void *)&M_TMPFS_FB),
         cmocka_unit_test_prestate(test_concurrent, (void *)&M_EXT4),
         cmocka_unit_test_prestate(test_concurrent, (void *)&M_EXT4_FB),
         cmocka_unit_test_prestate(test_concurrent, (void *)&M_TMPFS),

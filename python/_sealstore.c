@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * sealstore: the CPython binding (import sealstore).
+ * sealstore._sealstore: the C part of the CPython binding (import
+ * sealstore: the package in python/sealstore/ adds Ref, put_ref/share and
+ * the asyncio calls on top of the Client defined here).
  *
  * put() pickles with protocol 5 and a buffer callback, so contiguous numpy
  * arrays and other PickleBuffers travel out of band: they are copied once,
@@ -27,6 +29,7 @@
 #include "sspy.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <pwd.h>
 #include <string.h>
@@ -39,7 +42,9 @@ PyObject *sspy_dumps;
 PyObject *sspy_loads;
 PyObject *sspy_Error;
 static PyObject *StoreFullError;
+static PyObject *StoreGoneError;
 static PyObject *ObjectExistsError;
+static PyObject *ObjectNotFoundError;
 static PyObject *UntrustedObjectError;
 
 /* Objects up to this size are assembled in private memory and sent in one
@@ -74,26 +79,45 @@ static void id_hex(const ss_id *id, char out[2 * SS_ID_SIZE + 1])
     out[2 * SS_ID_SIZE] = 0;
 }
 
+/* Did this error tell that the store behind `cl` is gone? EPIPE and
+ * ECONNRESET say the connection broke; ENOTCONN says the handle is dead,
+ * which in the process that connected means the same (in a forked child
+ * it means the handle was inherited: that is not the store's fault). */
+static int store_gone(const sspy_client *cl, int rc)
+{
+    return cl && (rc == -EPIPE || rc == -ECONNRESET || (rc == -ENOTCONN && getpid() == cl->pid));
+}
+
 /*
  * Raise the Python exception for libsealstore's return value rc of
- * operation `op`: ENOSPC -> StoreFullError, EEXIST -> ObjectExistsError
- * (a FileExistsError), ETIMEDOUT -> TimeoutError, EINVAL -> ValueError,
- * errnos Python maps to an OSError subclass -> that subclass (e.g.
+ * operation `op` on client `cl` (NULL: none yet): ENOSPC -> StoreFullError,
+ * EEXIST -> ObjectExistsError (a FileExistsError), ETIMEDOUT ->
+ * TimeoutError, EINVAL -> ValueError, a dead store -> StoreGoneError
+ * (naming its socket; the client remembers it for repr), errnos Python
+ * maps to an OSError subclass -> that subclass (e.g.
  * ConnectionRefusedError), everything else -> sealstore.Error. Every
  * OSError carries the positive errno (or SS_E_* code) in .errno.
  */
-static PyObject *raise_rc(int rc, const char *op, const ss_id *id, const char *hint)
+static PyObject *raise_rc(sspy_client *cl, int rc, const char *op, const ss_id *id,
+                          const char *hint)
 {
     char hex[2 * SS_ID_SIZE + 1] = "";
     PyObject *text, *exc = NULL, *cls;
-    int e = -rc;
+    int e = -rc, gone = store_gone(cl, rc);
 
     if (id)
         id_hex(id, hex);
-    if (rc == -ENOTCONN && !hint)
+    if (rc == -ENOTCONN && !hint && !gone)
         hint = " (a client inherited through fork() is dead in the child: connect anew there)";
-    text = PyUnicode_FromFormat("sealstore %s%s%s: %s%s", op, id ? " " : "", hex,
-                                ss_strerror(rc), hint ? hint : "");
+    if (gone) {
+        cl->gone = 1;
+        text = PyUnicode_FromFormat("sealstore %s%s%s: the store at %S is gone (%s): "
+                                    "connect again once it is back", op, id ? " " : "", hex,
+                                    cl->sock, ss_strerror(rc));
+    } else {
+        text = PyUnicode_FromFormat("sealstore %s%s%s: %s%s", op, id ? " " : "", hex,
+                                    ss_strerror(rc), hint ? hint : "");
+    }
     if (!text)
         return NULL;
     if (e == EINVAL) {
@@ -106,7 +130,7 @@ static PyObject *raise_rc(int rc, const char *op, const ss_id *id, const char *h
     case SS_E_FULL: cls = StoreFullError; break;
     case EEXIST: cls = ObjectExistsError; break;
     case ETIMEDOUT: cls = PyExc_TimeoutError; break;
-    default: cls = e >= SS_E_BASE ? sspy_Error : NULL; break;
+    default: cls = gone ? StoreGoneError : e >= SS_E_BASE ? sspy_Error : NULL; break;
     }
     if (!cls) {
         /* OSError() picks the subclass for the errno, if Python has one */
@@ -119,6 +143,8 @@ static PyObject *raise_rc(int rc, const char *op, const ss_id *id, const char *h
     if (cls)
         exc = PyObject_CallFunction(cls, "iO", e, text);
     Py_DECREF(text);
+    if (exc && gone && PyObject_SetAttrString(exc, "socket", cl->sock) < 0)
+        Py_CLEAR(exc);
     if (exc) {
         PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
         Py_DECREF(exc);
@@ -126,16 +152,124 @@ static PyObject *raise_rc(int rc, const char *op, const ss_id *id, const char *h
     return NULL;
 }
 
+static PyObject *human_size(uint64_t n)
+{
+    char buf[32];
+
+    sspy_human(n, buf, sizeof(buf));
+    return PyUnicode_FromString(buf);
+}
+
+/* o.name = v, consuming the new reference v (which may be NULL: error). */
+static int set_attr_new(PyObject *o, const char *name, PyObject *v)
+{
+    int rc = v ? PyObject_SetAttrString(o, name, v) : -1;
+
+    Py_XDECREF(v);
+    return rc;
+}
+
+/*
+ * A put of `size` bytes failed with rc: raise as raise_rc does, and when
+ * the store is full say why in terms the caller can act on: the size
+ * asked for, the store's capacity and what it holds (StoreFullError
+ * .requested, .capacity, .resident, .object_bytes; the last three None
+ * when the store cannot tell). GIL held.
+ */
+static void raise_put(sspy_client *cl, int rc, const ss_id *id, uint64_t size)
+{
+    ss_stats s = { .size = sizeof(s), .version = SS_STATS_VERSION };
+    PyObject *hint = NULL, *t, *v, *tb, *a = NULL, *b = NULL, *c = NULL, *d = NULL;
+    int src = -1;
+
+    if (rc != -ENOSPC && rc != -SS_E_FULL) {
+        raise_rc(cl, rc, "put", id, NULL);
+        return;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    src = ss_stats_get(cl->c, &s);
+    Py_END_ALLOW_THREADS
+    a = human_size(size);
+    if (src == 0) {
+        b = human_size(s.capacity);
+        c = human_size(s.resident_bytes);
+        d = human_size(s.object_bytes);
+    }
+    if (a && src == 0 && b && c && d)
+        hint = PyUnicode_FromFormat(" (asked for %S; the store's capacity is %S, %S resident, "
+                                    "%llu objects of %S: delete some, or start the store with "
+                                    "a larger SEALSTORE_CAPACITY)", a, b, c,
+                                    (unsigned long long)s.objects, d);
+    else if (a)
+        hint = PyUnicode_FromFormat(" (asked for %S; the store's capacity is unknown)", a);
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    Py_XDECREF(c);
+    Py_XDECREF(d);
+    if (!hint)
+        return;
+    raise_rc(cl, rc, "put", id, PyUnicode_AsUTF8(hint));
+    Py_DECREF(hint);
+    PyErr_Fetch(&t, &v, &tb);
+    PyErr_NormalizeException(&t, &v, &tb);
+    if (v && (set_attr_new(v, "requested", PyLong_FromUnsignedLongLong(size)) < 0 ||
+              set_attr_new(v, "capacity", src == 0 ? PyLong_FromUnsignedLongLong(s.capacity)
+                                                   : Py_NewRef(Py_None)) < 0 ||
+              set_attr_new(v, "resident", src == 0 ? PyLong_FromUnsignedLongLong(s.resident_bytes)
+                                                   : Py_NewRef(Py_None)) < 0 ||
+              set_attr_new(v, "object_bytes", src == 0 ? PyLong_FromUnsignedLongLong(s.object_bytes)
+                                                       : Py_NewRef(Py_None)) < 0))
+        PyErr_Clear();
+    PyErr_Restore(t, v, tb);
+}
+
+/* KeyError (ObjectNotFoundError) for an absent id: args[0] is the id's
+ * bytes, as for a dict; str() shows it in hex. */
 static PyObject *raise_missing(const ss_id *id)
 {
-    PyObject *k = PyBytes_FromStringAndSize((const char *)id->b, SS_ID_SIZE);
+    PyObject *k = PyBytes_FromStringAndSize((const char *)id->b, SS_ID_SIZE), *e = NULL;
 
-    if (k) {
-        PyErr_SetObject(PyExc_KeyError, k);
-        Py_DECREF(k);
+    if (k)
+        e = PyObject_CallOneArg(ObjectNotFoundError, k);
+    if (e && PyObject_SetAttrString(e, "id", k) < 0)
+        Py_CLEAR(e);
+    if (e) {
+        PyErr_SetObject(ObjectNotFoundError, e);
+        Py_DECREF(e);
     }
+    Py_XDECREF(k);
     return NULL;
 }
+
+/* ObjectNotFoundError.__str__: "sealstore: no object 0a1b... in the store" */
+static PyObject *notfound_str(PyObject *unused, PyObject *self)
+{
+    PyObject *args = PyObject_GetAttrString(self, "args"), *r = NULL;
+    Py_buffer v;
+
+    if (!args)
+        return NULL;
+    if (PyTuple_Check(args) && PyTuple_GET_SIZE(args) == 1 &&
+        PyBytes_Check(PyTuple_GET_ITEM(args, 0)) &&
+        PyBytes_GET_SIZE(PyTuple_GET_ITEM(args, 0)) == SS_ID_SIZE &&
+        PyObject_GetBuffer(PyTuple_GET_ITEM(args, 0), &v, PyBUF_SIMPLE) == 0) {
+        char hex[2 * SS_ID_SIZE + 1];
+        ss_id id;
+
+        memcpy(id.b, v.buf, SS_ID_SIZE);
+        PyBuffer_Release(&v);
+        id_hex(&id, hex);
+        r = PyUnicode_FromFormat("no object %s in the store", hex);
+    } else {
+        r = PyObject_Str(args); /* built by hand with other arguments */
+    }
+    Py_DECREF(args);
+    return r;
+}
+
+static PyMethodDef notfound_str_def = {
+    "__str__", (PyCFunction)notfound_str, METH_O, "__str__($self, /)\n--\n\nThe id in hex.",
+};
 
 /* Add a note (Python >= 3.11 shows it under the traceback) to the pending
  * exception; silently nothing where add_note does not exist. */
@@ -644,7 +778,7 @@ static int seal_release(ss_client *c, const ss_id *id, void *data)
     return 0;
 }
 
-static int put_raw(sspy_client *self, const ss_id *id, PyObject *obj)
+static int put_raw(sspy_client *self, const ss_id *id, PyObject *obj, uint64_t *size)
 {
     Py_buffer v;
     void *dst;
@@ -652,6 +786,7 @@ static int put_raw(sspy_client *self, const ss_id *id, PyObject *obj)
 
     if (PyObject_GetBuffer(obj, &v, PyBUF_FULL_RO) < 0)
         return -1;
+    *size = (uint64_t)v.len;
     if (PyBuffer_IsContiguous(&v, 'C')) {
         Py_BEGIN_ALLOW_THREADS
         rc = ss_put(self->c, id, v.buf, (uint64_t)v.len, NULL, 0);
@@ -672,12 +807,10 @@ static int put_raw(sspy_client *self, const ss_id *id, PyObject *obj)
             Py_END_ALLOW_THREADS
         }
     }
+    if (rc < 0)
+        raise_put(self, rc, id, (uint64_t)v.len);
     PyBuffer_Release(&v);
-    if (rc < 0) {
-        raise_rc(rc, "put", id, NULL);
-        return -1;
-    }
-    return 0;
+    return rc < 0 ? -1 : 0;
 }
 
 struct put_plan {
@@ -731,7 +864,7 @@ static void prefault(void *dst, uint64_t len)
         (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
 }
 
-static int put_pickled(sspy_client *self, const ss_id *id, PyObject *obj)
+static int put_pickled(sspy_client *self, const ss_id *id, PyObject *obj, uint64_t *size)
 {
     struct put_plan p = { 0 };
     PyObject *bufs = NULL, *pk;
@@ -766,6 +899,7 @@ static int put_pickled(sspy_client *self, const ss_id *id, PyObject *obj)
     total = sspy_layout((uint64_t)PyBytes_GET_SIZE(pk), p.n, p.lens, p.offsets, &table_off);
     if (!total)
         goto out;
+    *size = total;
     p.hdr = (struct sspy_header){
         .magic = SSPY_MAGIC, .version = SSPY_VERSION, .nbuffers = (uint32_t)p.n,
         .header_size = sizeof(struct sspy_header),
@@ -809,7 +943,7 @@ static int put_pickled(sspy_client *self, const ss_id *id, PyObject *obj)
         }
     }
     if (rc < 0)
-        raise_rc(rc, "put", id, NULL);
+        raise_put(self, rc, id, total);
     else
         ret = 0;
 out:
@@ -821,22 +955,41 @@ out:
     return ret;
 }
 
-static PyObject *client_put(sspy_client *self, PyObject *args, PyObject *kw)
+/* put(obj, id=None): store obj under id (random if None); *size gets the
+ * stored object's size. Returns the new id bytes, or NULL. */
+static PyObject *put_common(sspy_client *self, PyObject *args, PyObject *kw, const char *fmt,
+                            uint64_t *size)
 {
     static char *kwlist[] = { "obj", "id", NULL };
     PyObject *obj, *idobj = Py_None;
     ss_id id;
     int rc;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:put", kwlist, &obj, &idobj))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, &obj, &idobj))
         return NULL;
     if (idobj == Py_None ? random_id(&id) < 0 : parse_id(idobj, &id) < 0)
         return NULL;
     if (op_begin(self) < 0)
         return NULL;
-    rc = sspy_is_raw(obj) ? put_raw(self, &id, obj) : put_pickled(self, &id, obj);
+    rc = sspy_is_raw(obj) ? put_raw(self, &id, obj, size) : put_pickled(self, &id, obj, size);
     op_end(self);
     return rc < 0 ? NULL : id_bytes(&id);
+}
+
+static PyObject *client_put(sspy_client *self, PyObject *args, PyObject *kw)
+{
+    uint64_t size;
+
+    return put_common(self, args, kw, "O|O:put", &size);
+}
+
+/* _put(obj, id=None) -> (id, size): what put_ref() builds a Ref from. */
+static PyObject *client_put_sized(sspy_client *self, PyObject *args, PyObject *kw)
+{
+    uint64_t size = 0;
+    PyObject *id = put_common(self, args, kw, "O|O:put_ref", &size);
+
+    return id ? Py_BuildValue("(NK)", id, (unsigned long long)size) : NULL;
 }
 
 /* ------------------------------------------------------------------ get */
@@ -868,7 +1021,7 @@ static int wait_get(sspy_client *self, const ss_id *id, double timeout, ss_objec
         rc = ss_get(self->c, id, 1, slice, o);
         Py_END_ALLOW_THREADS
         if (rc < 0) {
-            raise_rc(rc, "get", id, NULL);
+            raise_rc(self, rc, "get", id, NULL);
             return -1;
         }
         if (rc > 0)
@@ -905,7 +1058,7 @@ static sspy_view *get_view(sspy_client *self, const ss_id *id, double timeout, d
         if (timeout == 0)
             raise_missing(id);
         else
-            raise_rc(-ETIMEDOUT, "get", id, " (not sealed within the timeout)");
+            raise_rc(self, -ETIMEDOUT, "get", id, " (not sealed within the timeout)");
     }
     return v;
 }
@@ -1094,6 +1247,87 @@ static PyObject *client_explain(sspy_client *self, PyObject *args, PyObject *kw)
     return x;
 }
 
+/* _size(id, timeout=None) -> int: the size of a sealed object (it is
+ * mapped for a moment: share() needs the size for its Ref). */
+static PyObject *client_size(sspy_client *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = { "id", "timeout", NULL };
+    PyObject *idobj, *tobj = Py_None, *r;
+    double timeout;
+    sspy_view *v;
+    ss_id id;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:share", kwlist, &idobj, &tobj) ||
+        parse_id(idobj, &id) < 0 || parse_timeout(tobj, &timeout) < 0)
+        return NULL;
+    v = get_view(self, &id, timeout, NULL);
+    if (!v)
+        return NULL;
+    r = PyLong_FromUnsignedLongLong(v->size);
+    Py_DECREF(v);
+    return r;
+}
+
+/*
+ * Seal events, for get_async(): _subscribe() opens a second connection
+ * that reports every seal (SS_EVENT_SEALED) and returns its pollable fd;
+ * _event_next(fd) reads one event ((type, id, size), or None when none is
+ * waiting); _unsubscribe(fd) closes it. The fd belongs to the caller.
+ */
+static PyObject *client_subscribe(sspy_client *self, PyObject *unused)
+{
+    int fd = -1, rc;
+
+    if (op_begin(self) < 0)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ss_subscribe(self->c, SS_EVENT_SEALED, &fd);
+    Py_END_ALLOW_THREADS
+    op_end(self);
+    if (rc < 0)
+        return raise_rc(self, rc, "subscribe", NULL, NULL);
+    return PyLong_FromLong(fd);
+}
+
+/* A file descriptor argument: -1 with an exception if it is not one. */
+static int fd_arg(PyObject *arg)
+{
+    long fd = PyLong_AsLong(arg);
+
+    if (fd == -1 && PyErr_Occurred())
+        return -1;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "%ld is not a file descriptor", fd);
+        return -1;
+    }
+    return (int)fd;
+}
+
+static PyObject *mod_event_next(PyObject *m, PyObject *arg)
+{
+    ss_event ev;
+    int fd = fd_arg(arg), rc;
+
+    if (fd < 0)
+        return NULL;
+    rc = ss_event_next(fd, &ev);
+    if (rc < 0)
+        return raise_rc(NULL, rc, "event_next", NULL, NULL);
+    if (rc == 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(INK)", ev.type, id_bytes(&ev.id), (unsigned long long)ev.size);
+}
+
+static PyObject *mod_unsubscribe(PyObject *m, PyObject *arg)
+{
+    int fd = fd_arg(arg);
+
+    if (fd < 0)
+        return NULL;
+    ss_unsubscribe(fd);
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------- other calls */
 
 static PyObject *client_delete(sspy_client *self, PyObject *idobj)
@@ -1110,9 +1344,9 @@ static PyObject *client_delete(sspy_client *self, PyObject *idobj)
     if (rc == -ENOENT)
         return raise_missing(&id);
     if (rc == -EBUSY)
-        return raise_rc(rc, "delete", &id, " (the object is not sealed yet)");
+        return raise_rc(self, rc, "delete", &id, " (the object is not sealed yet)");
     if (rc < 0)
-        return raise_rc(rc, "delete", &id, NULL);
+        return raise_rc(self, rc, "delete", &id, NULL);
     Py_RETURN_NONE;
 }
 
@@ -1128,7 +1362,7 @@ static int contains_id(sspy_client *self, PyObject *idobj)
     Py_END_ALLOW_THREADS
     op_end(self);
     if (rc < 0) {
-        raise_rc(rc, "contains", &id, NULL);
+        raise_rc(self, rc, "contains", &id, NULL);
         return -1;
     }
     return rc > 0;
@@ -1170,7 +1404,7 @@ static PyObject *client_stats(sspy_client *self, PyObject *unused)
     Py_END_ALLOW_THREADS
     op_end(self);
     if (rc < 0)
-        return raise_rc(rc, "stats", NULL, NULL);
+        return raise_rc(self, rc, "stats", NULL, NULL);
     d = PyDict_New();
     if (!d)
         return NULL;
@@ -1233,7 +1467,7 @@ static PyObject *client_list(sspy_client *self, PyObject *unused)
         Py_END_ALLOW_THREADS
         if (n < 0) {
             op_end(self);
-            raise_rc(n, "list", NULL, NULL);
+            raise_rc(self, n, "list", NULL, NULL);
             goto fail;
         }
         for (int i = 0; i < n; i++) {
@@ -1287,15 +1521,49 @@ static PyObject *client_get_live_views(sspy_client *self, void *unused)
     return PyLong_FromSsize_t(self->pins);
 }
 
+static PyObject *client_get_path(sspy_client *self, void *unused)
+{
+    return Py_NewRef(self->path);
+}
+
+static PyObject *client_get_socket(sspy_client *self, void *unused)
+{
+    return Py_NewRef(self->sock);
+}
+
+static PyObject *client_get_gone(sspy_client *self, void *unused)
+{
+    return PyBool_FromLong(self->gone);
+}
+
 static PyObject *client_get_trust(sspy_client *self, void *unused)
 {
     return self->trusted ? Py_NewRef(self->trusted) : PyUnicode_FromString("any");
 }
 
+/*
+ * The socket ss_connect(NULL, ...) uses, for messages and Ref: the
+ * SEALSTORE_SOCKET option (set or from the environment), else
+ * $XDG_RUNTIME_DIR/sealstore.sock, else /tmp/sealstore-UID/sealstore.sock
+ * (the library's order; see ss_connect in sealstore.h).
+ */
+static PyObject *default_socket(void)
+{
+    char opt[4096];
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    int n = ss_option_get(SS_OPT_SOCKET, opt, sizeof(opt));
+
+    if (n > 0 && (size_t)n < sizeof(opt))
+        return PyUnicode_DecodeFSDefault(opt);
+    if (xdg && xdg[0] == '/')
+        return PyUnicode_FromFormat("%s/sealstore.sock", xdg);
+    return PyUnicode_FromFormat("/tmp/sealstore-%u/sealstore.sock", (unsigned)geteuid());
+}
+
 static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = { "path", "embed", "trust", NULL };
-    PyObject *pathobj = Py_None, *fs = NULL, *trobj = Py_None, *trusted;
+    PyObject *pathobj = Py_None, *fs = NULL, *trobj = Py_None, *trusted, *sock;
     int embed = 0, rc;
     sspy_client *self;
     ss_client *c = NULL;
@@ -1310,14 +1578,23 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         return NULL;
     }
     path = fs ? PyBytes_AS_STRING(fs) : NULL;
+    sock = fs ? PyUnicode_DecodeFSDefault(path) : default_socket();
+    if (!sock) {
+        Py_XDECREF(fs);
+        Py_XDECREF(trusted);
+        return NULL;
+    }
     Py_BEGIN_ALLOW_THREADS
     rc = ss_connect(path, embed ? SS_CONNECT_EMBED : 0, &c);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
-        PyObject *what = PyUnicode_FromFormat("connect %s", path ? path : "(default socket)");
+        PyObject *what = PyUnicode_FromFormat("connect %S%s", sock,
+                                              fs ? "" : " (the default socket: "
+                                              "SEALSTORE_SOCKET, else $XDG_RUNTIME_DIR/"
+                                              "sealstore.sock, else /tmp/sealstore-UID/)");
 
         if (what)
-            raise_rc(rc, PyUnicode_AsUTF8(what), NULL,
+            raise_rc(NULL, rc, PyUnicode_AsUTF8(what), NULL,
                      (rc == -ENOENT || rc == -ECONNREFUSED) && !embed
                          ? " (is sealstored running there? embed=True starts a store in "
                            "this process)"
@@ -1325,6 +1602,7 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         Py_XDECREF(what);
         Py_XDECREF(fs);
         Py_XDECREF(trusted);
+        Py_DECREF(sock);
         return NULL;
     }
     self = (sspy_client *)type->tp_alloc(type, 0);
@@ -1332,16 +1610,15 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         ss_disconnect(c);
         Py_XDECREF(fs);
         Py_XDECREF(trusted);
+        Py_DECREF(sock);
         return NULL;
     }
     self->c = c;
     self->trusted = trusted;
-    self->path = fs ? PyUnicode_DecodeFSDefault(path) : Py_NewRef(Py_None);
+    self->sock = sock;
+    self->pid = getpid();
+    self->path = fs ? Py_NewRef(sock) : Py_NewRef(Py_None);
     Py_XDECREF(fs);
-    if (!self->path) {
-        Py_DECREF(self);
-        return NULL;
-    }
     return (PyObject *)self;
 }
 
@@ -1351,32 +1628,42 @@ static void client_dealloc(sspy_client *self)
     if (self->c)
         ss_disconnect(self->c);
     Py_XDECREF(self->path);
+    Py_XDECREF(self->sock);
     Py_XDECREF(self->trusted);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *client_repr(sspy_client *self)
 {
+    const char *state = self->closed ? (self->c ? "closing" : "closed") : "open";
+
+    if (self->gone)
+        return PyUnicode_FromFormat("<sealstore.Client path=%R gone: the store at %S died, "
+                                    "%zd live views>", self->path, self->sock, self->pins);
     return PyUnicode_FromFormat("<sealstore.Client path=%R %s, %zd live views>", self->path,
-                                self->closed ? (self->c ? "closing" : "closed") : "open",
-                                self->pins);
+                                state, self->pins);
 }
 
 static PySequenceMethods client_as_sequence = {
     .sq_contains = (objobjproc)contains_id,
 };
 
+/* Docstrings start with a text signature ("name($self, ...)\n--\n\n"), so
+ * inspect.signature() and IDEs see each call's parameters. */
 static PyMethodDef client_methods[] = {
     { "put", (PyCFunction)(void (*)(void))client_put, METH_VARARGS | METH_KEYWORDS,
-      "put(obj, id=None) -> id\n\n"
+      "put($self, /, obj, id=None)\n--\n\n"
       "Store obj and return its 20-byte id (random unless given). bytes,\n"
       "bytearray and memoryview are stored raw (and come back as a read-only\n"
       "memoryview); anything else is pickled with protocol 5, its contiguous\n"
       "numpy arrays and other PickleBuffers out of band (zero copy on get).\n"
       "Raises ObjectExistsError if the id exists, StoreFullError if the store\n"
       "is full; pickling errors propagate and leave nothing behind." },
+    { "_put", (PyCFunction)(void (*)(void))client_put_sized, METH_VARARGS | METH_KEYWORDS,
+      "_put($self, /, obj, id=None)\n--\n\n"
+      "put(), returning (id, size of the stored object): what put_ref() uses." },
     { "get", (PyCFunction)(void (*)(void))client_get, METH_VARARGS | METH_KEYWORDS,
-      "get(id, timeout=None, trust=None) -> object\n\n"
+      "get($self, /, id, timeout=None, trust=None)\n--\n\n"
       "Fetch an object. timeout None (or 0) does not wait: KeyError if absent;\n"
       "a number of seconds waits for it to be sealed, then raises TimeoutError;\n"
       "math.inf waits forever. Arrays and memoryviews returned point into the\n"
@@ -1385,25 +1672,39 @@ static PyMethodDef client_methods[] = {
       "runs code its creator chose): else UntrustedObjectError. trust: None for\n"
       "the client's trust, \"any\", or uids to trust (this process's always\n"
       "is). Raw objects come back whoever created them." },
+    { "_size", (PyCFunction)(void (*)(void))client_size, METH_VARARGS | METH_KEYWORDS,
+      "_size($self, /, id, timeout=None)\n--\n\n"
+      "The size in bytes of a sealed object (KeyError/TimeoutError as get)." },
+    { "_subscribe", (PyCFunction)client_subscribe, METH_NOARGS,
+      "_subscribe($self, /)\n--\n\n"
+      "Open a seal event subscription; returns its pollable fd (read it\n"
+      "with _event_next, close it with _unsubscribe)." },
     { "delete", (PyCFunction)client_delete, METH_O,
-      "delete(id)\n\nDelete a sealed object (KeyError if absent). Memory still viewed by\n"
+      "delete($self, id, /)\n--\n\n"
+      "Delete a sealed object (KeyError if absent). Memory still viewed by\n"
       "arrays is freed when they are collected." },
     { "contains", (PyCFunction)client_contains, METH_O,
-      "contains(id) -> bool\n\nWhether a sealed object with that id exists (also: id in client)." },
+      "contains($self, id, /)\n--\n\n"
+      "Whether a sealed object with that id exists (also: id in client)." },
     { "explain", (PyCFunction)(void (*)(void))client_explain, METH_VARARGS | METH_KEYWORDS,
-      "explain(id, timeout=None, trust=None) -> Explanation\n\n"
+      "explain($self, /, id, timeout=None, trust=None)\n--\n\n"
       "Get the object, timing the mapping (ss_get) and the unpickling apart, and\n"
       "explain which of its bytes are zero-copy and which are rebuilt. trust as\n"
       "for get()." },
-    { "stats", (PyCFunction)client_stats, METH_NOARGS, "stats() -> dict of store-wide counters" },
+    { "stats", (PyCFunction)client_stats, METH_NOARGS,
+      "stats($self, /)\n--\n\nA dict of store-wide counters." },
     { "list", (PyCFunction)client_list, METH_NOARGS,
-      "list() -> list of dicts (id, state, size, meta_size, refs, node, backing,\n"
-      "uid: the creator's, None if unknown)" },
+      "list($self, /)\n--\n\n"
+      "Every object, as dicts (id, state, size, meta_size, refs, node, backing,\n"
+      "uid: the creator's, None if unknown)." },
     { "close", (PyCFunction)client_close, METH_NOARGS,
-      "close()\n\nRefuse further calls. The connection itself (and an embedded store)\n"
+      "close($self, /)\n--\n\n"
+      "Refuse further calls. The connection itself (and an embedded store)\n"
       "stays until the last array or view obtained through it is collected." },
-    { "__enter__", (PyCFunction)client_enter, METH_NOARGS, NULL },
-    { "__exit__", (PyCFunction)client_exit, METH_VARARGS, NULL },
+    { "__enter__", (PyCFunction)client_enter, METH_NOARGS,
+      "__enter__($self, /)\n--\n\nThe client itself." },
+    { "__exit__", (PyCFunction)client_exit, METH_VARARGS,
+      "__exit__($self, exc_type, exc_value, traceback, /)\n--\n\nclose()." },
     { NULL },
 };
 
@@ -1411,6 +1712,12 @@ static PyGetSetDef client_getset[] = {
     { "closed", (getter)client_get_closed, NULL, "close() was called", NULL },
     { "live_views", (getter)client_get_live_views, NULL,
       "objects currently referenced by arrays/views from this client", NULL },
+    { "path", (getter)client_get_path, NULL,
+      "the socket path connect() was given (None: the default socket)", NULL },
+    { "socket", (getter)client_get_socket, NULL, "the socket path this client connected to",
+      NULL },
+    { "gone", (getter)client_get_gone, NULL,
+      "a call found the store dead (it raised StoreGoneError)", NULL },
     { "trust", (getter)client_get_trust, NULL,
       "whose pickled objects get() decodes: a frozenset of uids (this process's\n"
       "included), or \"any\"", NULL },
@@ -1424,8 +1731,8 @@ PyTypeObject sspy_ClientType = {
     .tp_dealloc = (destructor)client_dealloc,
     .tp_repr = (reprfunc)client_repr,
     .tp_as_sequence = &client_as_sequence,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Client(path=None, embed=False, *, trust=None)\n\n"
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Client(path=None, embed=False, *, trust=None)\n--\n\n"
               "A connection to a sealstore store (same as sealstore.connect()).",
     .tp_methods = client_methods,
     .tp_getset = client_getset,
@@ -1463,7 +1770,7 @@ static PyObject *mod_explain(PyObject *m, PyObject *args, PyObject *kw)
 
 static PyMethodDef mod_methods[] = {
     { "connect", (PyCFunction)(void (*)(void))mod_connect, METH_VARARGS | METH_KEYWORDS,
-      "connect(path=None, embed=False, *, trust=None) -> Client\n\n"
+      "connect(path=None, embed=False, *, trust=None)\n--\n\n"
       "Connect to the store at path (None: $SEALSTORE_SOCKET, else\n"
       "$XDG_RUNTIME_DIR/sealstore.sock, else a per-user directory under /tmp).\n"
       "embed=True starts a store inside this process if none answers there;\n"
@@ -1472,19 +1779,24 @@ static PyMethodDef mod_methods[] = {
       "runs code of the creator's choosing): None for this process's uid only,\n"
       "a uid or an iterable of uids to trust as well, or \"any\"." },
     { "explain", (PyCFunction)(void (*)(void))mod_explain, METH_VARARGS | METH_KEYWORDS,
-      "explain(obj, client=None) -> Explanation\n\n"
+      "explain(obj, client=None)\n--\n\n"
       "What put(obj) would store zero-copy (out-of-band buffers, mapped on\n"
       "get) and what in band (rebuilt by pickle.loads on every get), by path.\n"
       "With client, obj is an id: the stored object is fetched and the get\n"
       "is timed (map_seconds, unpickle_seconds)." },
+    { "_event_next", (PyCFunction)mod_event_next, METH_O,
+      "_event_next(fd, /)\n--\n\n"
+      "The next event of a subscription, (type, id, size), or None if none\n"
+      "is waiting (does not block)." },
+    { "_unsubscribe", (PyCFunction)mod_unsubscribe, METH_O,
+      "_unsubscribe(fd, /)\n--\n\nClose a subscription." },
     { NULL },
 };
 
 static struct PyModuleDef sealstore_module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "sealstore",
-    .m_doc = "Zero-copy sharing of Python objects between processes through a sealstore\n"
-             "shared-memory store. See connect(), Client and explain().",
+    .m_name = "sealstore._sealstore",
+    .m_doc = "The C part of the sealstore package: import sealstore instead.",
     .m_size = -1,
     .m_methods = mod_methods,
 };
@@ -1501,9 +1813,9 @@ static int add_exception(PyObject *m, const char *name, PyObject *bases, const c
     return PyModule_AddObjectRef(m, name, *out);
 }
 
-PyMODINIT_FUNC PyInit_sealstore(void)
+PyMODINIT_FUNC PyInit__sealstore(void)
 {
-    PyObject *m, *pickle, *bases;
+    PyObject *m, *pickle, *bases, *dict, *str;
 
     if (PyType_Ready(&sspy_ClientType) < 0 || PyType_Ready(&sspy_ViewType) < 0 ||
         PyType_Ready(&sspy_ExplanationType) < 0)
@@ -1523,7 +1835,39 @@ PyMODINIT_FUNC PyInit_sealstore(void)
                       "A sealstore failure; .errno holds the errno or SS_E_* code.",
                       &sspy_Error) < 0 ||
         add_exception(m, "StoreFullError", sspy_Error,
-                      "The object does not fit in the store (ENOSPC).", &StoreFullError) < 0)
+                      "The object does not fit in the store (ENOSPC). .requested: the size\n"
+                      "asked for; .capacity, .resident, .object_bytes: the store's capacity,\n"
+                      "what it holds in memory and its objects' bytes (None if unknown).",
+                      &StoreFullError) < 0)
+        goto fail;
+    bases = PyTuple_Pack(2, sspy_Error, PyExc_ConnectionError);
+    if (!bases || add_exception(m, "StoreGoneError", bases,
+                                "The store this client was connected to is gone (it died or\n"
+                                "was stopped: EPIPE, ECONNRESET, ENOTCONN). .socket names it;\n"
+                                "connect again once it is back.",
+                                &StoreGoneError) < 0) {
+        Py_XDECREF(bases);
+        goto fail;
+    }
+    Py_DECREF(bases);
+    /* a KeyError (what a dict raises) whose str() shows the id in hex */
+    dict = PyDict_New();
+    str = PyCFunction_New(&notfound_str_def, NULL);
+    if (str)
+        Py_SETREF(str, PyInstanceMethod_New(str));
+    if (!dict || !str || PyDict_SetItemString(dict, "__str__", str) < 0) {
+        Py_XDECREF(dict);
+        Py_XDECREF(str);
+        goto fail;
+    }
+    Py_DECREF(str);
+    ObjectNotFoundError = PyErr_NewExceptionWithDoc(
+        "sealstore.ObjectNotFoundError",
+        "No object with that id (a KeyError: args[0] and .id are the id's\n"
+        "bytes; str() shows it in hex).", PyExc_KeyError, dict);
+    Py_DECREF(dict);
+    if (!ObjectNotFoundError ||
+        PyModule_AddObjectRef(m, "ObjectNotFoundError", ObjectNotFoundError) < 0)
         goto fail;
     bases = PyTuple_Pack(2, sspy_Error, PyExc_FileExistsError);
     if (!bases || add_exception(m, "ObjectExistsError", bases,

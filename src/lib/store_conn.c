@@ -1,15 +1,24 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Client sessions on the store's SOCK_SEQPACKET socket: receive, validate,
- * dispatch, reply (wire format in proto.h).
+ * Connections: accepting, the handshake deadline, receiving, sending and
+ * the outbox, the fd budget, lingering sockets, events to subscribers.
+ * Owns ss__store.conn (and the ss__conn fields marked "conn"); calls only
+ * the loop core (loop.h), proto.c, and the handlers the request layer
+ * registered (ss__conn_register): a message arrived, a connection went
+ * away, the fd budget may have freed up.
  *
- * Never trust the peer. Every request goes through ss__proto_check_request
- * (the fuzzed decoder) before any field is read. A request that carries fds
- * (SCM_RIGHTS) has them closed and is a protocol error; a truncated message
- * (MSG_TRUNC, MSG_CTRUNC) likewise. A malformed request gets an error reply
- * when its header names a request (magic right), else the connection is
- * closed; before HELLO anything else closes it. Protocol errors are
- * counted (ss_stats.protocol_errors).
+ * Access: every accepted peer is checked with SO_PEERCRED (and
+ * SO_PEERGROUPS for the group rule): same uid as the store, root, or a
+ * member of the socket group. Anyone else is disconnected at once.
+ *
+ * Never trust the peer. A request that carries fds (SCM_RIGHTS) has them
+ * closed and is a protocol error; a truncated message (MSG_TRUNC,
+ * MSG_CTRUNC) likewise. Every request then goes through
+ * ss__proto_check_request (the fuzzed decoder, in the request layer's
+ * dispatch) before any field is read. A malformed request gets an error
+ * reply when its header names a request (magic right), else the
+ * connection is closed; before HELLO anything else closes it. Protocol
+ * errors are counted (ss_stats.protocol_errors).
  *
  * Replies are sent with MSG_DONTWAIT | MSG_NOSIGNAL. When the client does
  * not read (EAGAIN), the reply goes to a bounded per-client outbox, with the
@@ -52,13 +61,38 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
-#include "stats.h"
+#include "sys.h"
 
 #define READ_BATCH 64         /* requests read per wake-up: fairness */
 #define CMSG_FDS 16           /* fds we can see in a hostile request; the
                                  kernel closes what does not fit */
 #define FD_POLL_MS 10         /* look at unread replies this often while
                                  something waits for the fd budget */
+#define SOCK_BUF (4 * SS_PROTO_MAX_MSG)
+#define ACCEPT_BACKOFF_NS (100 * 1000000ull)
+#define TRIM_AFTER (8ull << 20) /* heap freed before asking malloc to return it */
+
+/* Tests shrink these before opening a store (0: the default). */
+ss__limits ss__g_limits;
+
+void ss__conn_register(ss__store *s, const ss__conn_handlers *h)
+{
+    s->conn.h = *h;
+}
+
+void ss__conn_heap_freed(ss__store *s, uint64_t bytes)
+{
+    /* Thousands of parked requests and wait nodes freed at once leave
+     * free chunks scattered through malloc's arenas that it would keep
+     * (only a free top is returned by itself): give them back once a few
+     * MiB accumulated, so a burst of clients does not raise the store's
+     * RSS for good. */
+    s->conn.trim_freed += bytes;
+    if (s->conn.trim_freed >= TRIM_AFTER) {
+        s->conn.trim_freed = 0;
+        ss__sys_heap_trim();
+    }
+}
 
 /* ============================================================= lifecycle */
 
@@ -68,32 +102,35 @@ ss__conn *ss__conn_new(ss__store *s, int fd, pid_t pid, uid_t uid)
 
     if (!c)
         return NULL;
+    c->store = s;
     c->fd = fd;
     c->pid = pid;
     c->uid = uid;
-    if (++s->next_client_id == 0)
-        s->next_client_id = 1;
-    c->id = s->next_client_id;
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
-    s->nclients++;
+    if (++s->conn.next_client_id == 0)
+        s->conn.next_client_id = 1;
+    c->id = s->conn.next_client_id;
+    c->next = s->conn.conns;
+    if (s->conn.conns)
+        s->conn.conns->prev = c;
+    s->conn.conns = c;
+    s->conn.nclients++;
     /* handshake list: accept order is deadline order */
-    c->hello_deadline = ss__now_ns() + s->hello_timeout_ns;
-    SS_DL_APPEND(s->hq_head, s->hq_tail, c, hq_prev, hq_next);
-    s->nhello_pending++;
+    c->hello_deadline = ss__now_ns() + s->hs.hello_timeout_ns;
+    SS_DL_APPEND(s->hs.hq_head, s->hs.hq_tail, c, hq_prev, hq_next);
+    s->hs.nhello_pending++;
     return c;
 }
+
+static void accept_resume(ss__store *s);
 
 static void hq_unlink(ss__store *s, ss__conn *c)
 {
     if (c->hello_deadline == 0)
         return;
-    SS_DL_UNLINK(s->hq_head, s->hq_tail, c, hq_prev, hq_next);
+    SS_DL_UNLINK(s->hs.hq_head, s->hs.hq_tail, c, hq_prev, hq_next);
     c->hello_deadline = 0;
-    s->nhello_pending--;
-    ss__store_accept_resume(s);
+    s->hs.nhello_pending--;
+    accept_resume(s);
 }
 
 /* ============================================================ fd budget */
@@ -110,7 +147,7 @@ static int outq(int fd)
 /* c has marks: on the list; c has none: off it. */
 static void fdt_unlink(ss__store *s, ss__conn *c)
 {
-    SS_DL_UNLINK(s->fdt_head, s->fdt_tail, c, fdt_prev, fdt_next);
+    SS_DL_UNLINK(s->fdb.fdt_head, s->fdb.fdt_tail, c, fdt_prev, fdt_next);
 }
 
 /* Drop the marks the client has read (all of them when q == 0). Returns
@@ -127,7 +164,7 @@ static int fdt_refresh(ss__store *s, ss__conn *c)
         if (q != 0 && (uint64_t)q > c->later - m->after)
             break;
         c->fd_unread -= m->nfds;
-        s->fds_unread -= m->nfds;
+        s->fdb.fds_unread -= m->nfds;
         c->mark_head = (c->mark_head + 1) % c->mark_cap;
         c->mark_len--;
     }
@@ -137,56 +174,53 @@ static int fdt_refresh(ss__store *s, ss__conn *c)
         fdt_unlink(s, c);
     }
     if (c->mark_len < had && c->in_paused && !c->broken)
-        ss__store_epoll_mod(s, c); /* read again if nothing else holds it */
+        ss__conn_interest(s, c); /* read again if nothing else holds it */
     return q;
 }
 
 void ss__fd_poll_soon(ss__store *s)
 {
-    if (!s->fd_poll_at)
-        s->fd_poll_at = ss__now_ns() + FD_POLL_MS * 1000000ull;
+    if (!s->fdb.fd_poll_at)
+        s->fdb.fd_poll_at = ss__now_ns() + FD_POLL_MS * 1000000ull;
 }
 
 static int fdt_mark(ss__store *s, ss__conn *c, uint32_t nfds)
 {
     if (c->mark_len == c->mark_cap) {
-        uint32_t ncap = c->mark_cap ? c->mark_cap * 2 : 8;
-        ss__fdmark *nm = malloc(ncap * sizeof(*nm));
-        if (!nm)
+        uint32_t had = c->mark_cap;
+
+        /* a full ring at least doubles: the marks before mark_head move
+         * to just past the old end, and the ring reads on from mark_head */
+        if (SS_ARRAY_RESERVE(c->marks, c->mark_cap, (size_t)had + 1, 8) < 0)
             return -ENOMEM;
-        for (uint32_t i = 0; i < c->mark_len; i++)
-            nm[i] = c->marks[(c->mark_head + i) % c->mark_cap];
-        free(c->marks);
-        c->marks = nm;
-        c->mark_cap = ncap;
-        c->mark_head = 0;
+        memcpy(c->marks + had, c->marks, c->mark_head * sizeof(*c->marks));
     }
     if (!c->mark_len) {
         c->later = 0;
-        SS_DL_APPEND(s->fdt_head, s->fdt_tail, c, fdt_prev, fdt_next);
+        SS_DL_APPEND(s->fdb.fdt_head, s->fdb.fdt_tail, c, fdt_prev, fdt_next);
     }
     c->marks[(c->mark_head + c->mark_len) % c->mark_cap] =
         (ss__fdmark){ .nfds = nfds, .after = c->later };
     c->mark_len++;
     c->fd_unread += nfds;
-    s->fds_unread += nfds;
-    if (c->fd_unread >= s->fd_client_max && !c->in_paused)
-        ss__store_epoll_mod(s, c); /* at its cap: read no more requests */
+    s->fdb.fds_unread += nfds;
+    if (c->fd_unread >= s->fdb.fd_client_max && !c->in_paused)
+        ss__conn_interest(s, c); /* at its cap: read no more requests */
     return 0;
 }
 
 bool ss__fd_paused(const ss__store *s, const ss__conn *c)
 {
-    return c->nfdwait > 0 || c->fd_unread >= s->fd_client_max;
+    return c->nfdwait > 0 || c->fd_unread >= s->fdb.fd_client_max;
 }
 
 bool ss__fd_room(const ss__store *s, const ss__conn *c, uint32_t nfds)
 {
-    if (!nfds || s->fds_unread == 0)
+    if (!nfds || s->fdb.fds_unread == 0)
         return true;
     if (c->fd_unread == 0)
-        return s->fds_unread + nfds <= s->fd_hard;
-    return c->fd_unread + nfds <= s->fd_client_max && s->fds_unread + nfds <= s->fd_total_max;
+        return s->fdb.fds_unread + nfds <= s->fdb.fd_hard;
+    return c->fd_unread + nfds <= s->fdb.fd_client_max && s->fdb.fds_unread + nfds <= s->fdb.fd_total_max;
 }
 
 bool ss__fd_may_send(ss__store *s, ss__conn *c, uint32_t nfds)
@@ -212,16 +246,42 @@ void ss__fd_budget_init(ss__store *s)
      * read everything may use the rest; clients with replies unread share
      * half of it, each at most a sixteenth (never less than two full
      * replies, so a paused client can always be answered). */
-    s->fd_hard = b - b / 8;
-    s->fd_total_max = b / 2;
-    uint64_t per = s->fd_total_max / 16;
+    s->fdb.fd_hard = b - b / 8;
+    s->fdb.fd_total_max = b / 2;
+    uint64_t per = s->fdb.fd_total_max / 16;
     if (per < 2 * SS_PROTO_MAX_FDS)
         per = 2 * SS_PROTO_MAX_FDS;
     if (per > 65536)
         per = 65536;
-    s->fd_client_max = (uint32_t)per;
-    if (s->fd_hard < SS_PROTO_MAX_FDS)
-        s->fd_hard = SS_PROTO_MAX_FDS;
+    s->fdb.fd_client_max = (uint32_t)per;
+    if (s->fdb.fd_hard < SS_PROTO_MAX_FDS)
+        s->fdb.fd_hard = SS_PROTO_MAX_FDS;
+}
+
+void ss__conn_interest(ss__store *s, ss__conn *c)
+{
+    uint32_t events = 0;
+    int rc;
+
+    if (c->broken || c->fd < 0)
+        return;
+    if (c->out_head) {
+        /* after ETOOMANYREFS the socket is writable but the send is not:
+         * the tick retries it */
+        if (!c->out_retry)
+            events = EPOLLOUT;
+    } else if (ss__conn_may_read(s, c)) {
+        events = EPOLLIN;
+    }
+    c->in_paused = !(events & EPOLLIN);
+    if (c->in_paused && !c->out_head)
+        ss__fd_poll_soon(s); /* an fd pause ends when the client reads */
+    if ((rc = ss__loop_mod(&s->loop, &c->ev, events)) < 0) {
+        /* the connection cannot be watched as it needs: drop it */
+        ss__log_warn("store: client %u (pid %d): epoll: %s: dropped", c->id, (int)c->pid,
+                     ss_strerror(rc));
+        ss__conn_close(s, c);
+    }
 }
 
 void ss__conn_close(ss__store *s, ss__conn *c)
@@ -229,8 +289,8 @@ void ss__conn_close(ss__store *s, ss__conn *c)
     if (c->broken)
         return;
     c->broken = true;
-    c->reap_next = s->reap;
-    s->reap = c;
+    c->reap_next = s->conn.reap;
+    s->conn.reap = c;
 }
 
 static void outbox_free(ss__conn *c)
@@ -265,12 +325,12 @@ static void close_or_linger(ss__store *s, ss__conn *c)
         if ((l = malloc(sizeof(*l)))) {
             shutdown(c->fd, SHUT_RDWR);
             l->fd = c->fd;
-            l->fd_unread = c->fd_unread; /* stays in s->fds_unread */
-            l->next = s->lingers;
-            s->lingers = l;
+            l->fd_unread = c->fd_unread; /* stays in s->fdb.fds_unread */
+            l->next = s->fdb.lingers;
+            s->fdb.lingers = l;
             c->fd = -1;
         } else {
-            s->fds_unread -= c->fd_unread; /* best effort: forget them */
+            s->fdb.fds_unread -= c->fd_unread; /* best effort: forget them */
         }
     }
     free(c->marks);
@@ -284,14 +344,14 @@ static void close_or_linger(ss__store *s, ss__conn *c)
 
 void ss__conn_reap(ss__store *s)
 {
-    while (s->reap) {
-        ss__conn *c = s->reap;
-        s->reap = c->reap_next;
-        epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    while (s->conn.reap) {
+        ss__conn *c = s->conn.reap;
+        s->conn.reap = c->reap_next;
+        ss__loop_del(&s->loop, &c->ev);
         hq_unlink(s, c);
         if (c->out_retry) {
             c->out_retry = false;
-            s->nout_retry--;
+            s->fdb.nout_retry--;
         }
         close_or_linger(s, c);
         outbox_free(c);
@@ -300,21 +360,27 @@ void ss__conn_reap(ss__store *s)
         if (c->prev)
             c->prev->next = c->next;
         else
-            s->conns = c->next;
+            s->conn.conns = c->next;
         if (c->next)
             c->next->prev = c->prev;
-        s->nclients--;
+        s->conn.nclients--;
         if (c->subscriber)
-            s->nsubscribers--;
+            s->conn.nsubscribers--;
         c->dead = true;
         uint64_t held = sizeof(*c) + (uint64_t)c->ref_cap * sizeof(ss__ref) +
                         (uint64_t)c->sent_cap * sizeof(uint32_t);
         /* may send to others (retried creates, events) and so queue more
-         * connections on s->reap: the loop takes them too */
-        ss__obj_conn_gone(s, c);
-        ss__heap_freed(s, held);
+         * connections on s->conn.reap: the loop takes them too */
+        s->conn.h.gone(s, c);
+        ss__conn_heap_freed(s, held);
         ss__conn_free_dead(s, c);
     }
+}
+
+void ss__conn_reap_turn(void *arg, uint64_t now)
+{
+    (void)now;
+    ss__conn_reap(arg);
 }
 
 /* ================================================================ sending */
@@ -369,7 +435,7 @@ static int send_tracked(ss__store *s, ss__conn *c, const void *msg, uint32_t len
             ss__fdmark *last = &c->marks[(c->mark_head + c->mark_len - 1) % c->mark_cap];
             last->nfds += nfds;
             c->fd_unread += nfds;
-            s->fds_unread += nfds;
+            s->fdb.fds_unread += nfds;
         }
     }
     return 0;
@@ -383,7 +449,7 @@ static void set_out_retry(ss__store *s, ss__conn *c)
     if (c->out_retry)
         return;
     c->out_retry = true;
-    s->nout_retry++;
+    s->fdb.nout_retry++;
     SS_LOG_ONCE(SS_LOG_WARN, "store: fd passing hit the kernel's limit (ETOOMANYREFS): "
                 "replies are held back until clients read theirs");
     ss__fd_poll_soon(s);
@@ -448,7 +514,7 @@ int ss__conn_send(ss__store *s, ss__conn *c, const void *msg, uint32_t len, cons
             return rc;
         }
         if (rc == -ETOOMANYREFS) {
-            s->c_fd_deferred++;
+            s->cnt.c_fd_deferred++;
             set_out_retry(s, c);
         } else if (c->subscriber) {
             ss__log_info("store: subscriber %u (pid %d) not reading: dropped", c->id,
@@ -469,7 +535,7 @@ int ss__conn_send(ss__store *s, ss__conn *c, const void *msg, uint32_t len, cons
         return rc;
     }
     if (c->out_count == 1)
-        ss__store_epoll_mod(s, c);
+        ss__conn_interest(s, c);
     return 0;
 }
 
@@ -486,7 +552,7 @@ void ss__conn_writable(ss__store *s, ss__conn *c)
 {
     if (c->out_retry) {
         c->out_retry = false;
-        s->nout_retry--;
+        s->fdb.nout_retry--;
     }
     while (c->out_head && !c->broken) {
         ss__outmsg *m = c->out_head;
@@ -495,7 +561,7 @@ void ss__conn_writable(ss__store *s, ss__conn *c)
             return;
         if (rc == -ETOOMANYREFS) {
             set_out_retry(s, c);
-            ss__store_epoll_mod(s, c); /* no EPOLLOUT: the tick retries */
+            ss__conn_interest(s, c); /* no EPOLLOUT: the tick retries */
             return;
         }
         if (rc < 0) {
@@ -512,24 +578,24 @@ void ss__conn_writable(ss__store *s, ss__conn *c)
         free(m);
     }
     if (!c->broken)
-        ss__store_epoll_mod(s, c); /* drained: read requests again */
+        ss__conn_interest(s, c); /* drained: read requests again */
 }
 
-void ss__store_event(ss__store *s, uint32_t type, const ss_id *id, uint64_t size)
+void ss__conn_event(ss__store *s, uint32_t type, const ss_id *id, uint64_t size)
 {
     struct {
         ss__msg_hdr h;
         ss__msg_event ev;
     } m;
 
-    if (!s->nsubscribers)
+    if (!s->conn.nsubscribers)
         return;
     memset(&m, 0, sizeof(m));
     ss__proto_hdr(&m.h, SS_MSG_EVENT, 0, sizeof(m), 0, SS_MSGF_REPLY);
     m.ev.type = type;
     m.ev.id = *id;
     m.ev.size = size;
-    for (ss__conn *c = s->conns; c; c = c->next)
+    for (ss__conn *c = s->conn.conns; c; c = c->next)
         if (c->subscriber && !c->broken && (c->sub_mask & type))
             ss__conn_send(s, c, &m, sizeof(m), NULL, 0);
 }
@@ -540,7 +606,7 @@ void ss__conn_flush_all(ss__store *s, int timeout_ms)
 
     for (;;) {
         bool pending = false;
-        for (ss__conn *c = s->conns; c; c = c->next) {
+        for (ss__conn *c = s->conn.conns; c; c = c->next) {
             if (c->out_head && !c->broken)
                 ss__conn_writable(s, c);
             if (c->out_head && !c->broken)
@@ -549,8 +615,7 @@ void ss__conn_flush_all(ss__store *s, int timeout_ms)
         ss__conn_reap(s);
         if (!pending || ss__now_ns() >= end)
             return;
-        struct epoll_event ev[16];
-        epoll_wait(s->epfd, ev, 16, 10);
+        ss__loop_sleep(&s->loop, 10);
     }
 }
 
@@ -558,105 +623,81 @@ void ss__conn_flush_all(ss__store *s, int timeout_ms)
 
 static void lingers_check(ss__store *s)
 {
-    for (ss__linger **pl = &s->lingers, *l; (l = *pl);) {
+    for (ss__linger **pl = &s->fdb.lingers, *l; (l = *pl);) {
         if (outq(l->fd) > 0) {
             pl = &l->next;
             continue;
         }
         close(l->fd);
-        s->fds_unread -= l->fd_unread;
+        s->fdb.fds_unread -= l->fd_unread;
         *pl = l->next;
         free(l);
     }
 }
 
-void ss__conn_tick(ss__store *s, uint64_t now)
+void ss__conn_tick(void *arg, uint64_t now)
 {
-    while (s->hq_head && s->hq_head->hello_deadline <= now) {
-        ss__conn *c = s->hq_head;
+    ss__store *s = arg;
+
+    while (s->hs.hq_head && s->hs.hq_head->hello_deadline <= now) {
+        ss__conn *c = s->hs.hq_head;
         hq_unlink(s, c);
         ss__log_info("store: client %u (pid %d) sent no HELLO in time: closed", c->id,
                      (int)c->pid);
         ss__conn_close(s, c);
     }
-    if (!s->fd_poll_at || now < s->fd_poll_at)
+    if (!s->fdb.fd_poll_at || now < s->fdb.fd_poll_at)
         return;
-    s->fd_poll_at = 0;
+    s->fdb.fd_poll_at = 0;
     bool waiting = false;
-    for (ss__conn *c = s->fdt_head, *nx; c; c = nx) {
+    for (ss__conn *c = s->fdb.fdt_head, *nx; c; c = nx) {
         nx = c->fdt_next;
         fdt_refresh(s, c);
         if (ss__fd_paused(s, c))
             waiting = true;
     }
     lingers_check(s);
-    ss__fdwait_retry(s);
-    if (s->nout_retry)
-        for (ss__conn *c = s->conns; c; c = c->next)
+    if (s->conn.h.budget(s))
+        waiting = true; /* GETs still wait for the budget */
+    if (s->fdb.nout_retry)
+        for (ss__conn *c = s->conn.conns; c; c = c->next)
             if (c->out_retry && !c->broken)
                 ss__conn_writable(s, c);
-    if (waiting || s->fdw_head || s->nout_retry)
+    if (waiting || s->fdb.nout_retry)
         ss__fd_poll_soon(s);
 }
 
-uint64_t ss__conn_next_deadline(const ss__store *s)
+uint64_t ss__conn_tick_deadline(void *arg, uint64_t now)
 {
-    uint64_t d = s->hq_head ? s->hq_head->hello_deadline : UINT64_MAX;
+    const ss__store *s = arg;
+    uint64_t d = s->hs.hq_head ? s->hs.hq_head->hello_deadline : UINT64_MAX;
 
-    if (s->fd_poll_at && s->fd_poll_at < d)
-        d = s->fd_poll_at;
+    (void)now;
+    if (s->fdb.fd_poll_at && s->fdb.fd_poll_at < d)
+        d = s->fdb.fd_poll_at;
     return d;
 }
 
-void ss__lingers_close(ss__store *s)
+void ss__conn_lingers_close(ss__store *s)
 {
-    while (s->lingers) {
-        ss__linger *l = s->lingers;
-        s->lingers = l->next;
+    while (s->fdb.lingers) {
+        ss__linger *l = s->fdb.lingers;
+        s->fdb.lingers = l->next;
         close(l->fd);
-        s->fds_unread -= l->fd_unread;
+        s->fdb.fds_unread -= l->fd_unread;
         free(l);
     }
 }
 
 /* ================================================================ receiving */
 
-static void hello(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
-{
-    struct {
-        ss__msg_hdr h;
-        ss__rep_hello r;
-    } m;
-
-    memset(&m, 0, sizeof(m));
-    ss__proto_hdr(&m.h, SS_MSG_HELLO, h->req_id, sizeof(m), 0, SS_MSGF_REPLY);
-    m.r.store_id = s->store_id;
-    m.r.client_id = c->id;
-    m.r.small_max = (uint32_t)s->small_max;
-    m.r.capacity = s->capacity;
-    m.r.max_msg = SS_PROTO_MAX_MSG;
-    c->hello = true;
-    hq_unlink(s, c);
-    ss__conn_send(s, c, &m, sizeof(m), NULL, 0);
-}
-
-static void subscribe(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
-{
-    const ss__req_subscribe *rq = (const void *)(h + 1);
-
-    c->sub_mask = rq->mask;
-    ss__conn_reply_status(s, c, SS_MSG_SUBSCRIBE, h->req_id, 0);
-    c->subscriber = true;
-    s->nsubscribers++;
-}
-
 /* A malformed message: answer it if its header names a request, else
  * close. RELEASE is never answered. */
-static void proto_error(ss__store *s, ss__conn *c, const void *buf, size_t len, int rc)
+void ss__conn_proto_error(ss__store *s, ss__conn *c, const void *buf, size_t len, int rc)
 {
     ss__msg_hdr h;
 
-    s->c_proto_errors++;
+    s->cnt.c_proto_errors++;
     if (len < sizeof(h) || !c->hello) {
         ss__conn_close(s, c);
         return;
@@ -674,72 +715,6 @@ static void proto_error(ss__store *s, ss__conn *c, const void *buf, size_t len, 
     ss__conn_reply_status(s, c, h.type, h.req_id, rc == -SS_E_VERSION ? rc : -SS_E_PROTO);
 }
 
-void ss__conn_dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds)
-{
-    int type = ss__proto_check_request(buf, len, nfds);
-    const ss__msg_hdr *h = buf;
-
-    if (type < 0) {
-        proto_error(s, c, buf, len, type);
-        return;
-    }
-    if (!c->hello && type != SS_MSG_HELLO) {
-        /* HELLO first: anything else is not one of our clients */
-        s->c_proto_errors++;
-        ss__conn_close(s, c);
-        return;
-    }
-    if (c->subscriber) {
-        /* an event stream carries no requests */
-        s->c_proto_errors++;
-        ss__conn_close(s, c);
-        return;
-    }
-    if (s->scanning && ss__scan_gate(s, c, buf, len, nfds))
-        return;
-    switch (type) {
-    case SS_MSG_HELLO:
-        hello(s, c, h);
-        break;
-    case SS_MSG_CREATE:
-        ss__obj_create(s, c, h, false);
-        break;
-    case SS_MSG_PUT:
-        ss__obj_create(s, c, h, true);
-        break;
-    case SS_MSG_SEAL:
-        ss__obj_seal(s, c, h);
-        break;
-    case SS_MSG_ABORT:
-        ss__obj_abort(s, c, h);
-        break;
-    case SS_MSG_GET:
-        ss__obj_get(s, c, h);
-        break;
-    case SS_MSG_RELEASE:
-        ss__obj_release(s, c, h);
-        break;
-    case SS_MSG_CONTAINS:
-        ss__obj_contains(s, c, h);
-        break;
-    case SS_MSG_DELETE:
-        ss__obj_delete(s, c, h);
-        break;
-    case SS_MSG_LIST:
-        ss__obj_list(s, c, h);
-        break;
-    case SS_MSG_STATS:
-        ss__obj_stats(s, c, h);
-        break;
-    case SS_MSG_SUBSCRIBE:
-        subscribe(s, c, h);
-        break;
-    default:
-        proto_error(s, c, buf, len, -SS_E_PROTO);
-        break;
-    }
-}
-
 void ss__conn_readable(ss__store *s, ss__conn *c)
 {
     union {
@@ -750,7 +725,7 @@ void ss__conn_readable(ss__store *s, ss__conn *c)
     for (int i = 0; i < READ_BATCH; i++) {
         if (!ss__conn_may_read(s, c))
             return;
-        struct iovec iov = { .iov_base = s->ibuf, .iov_len = SS_PROTO_MAX_MSG };
+        struct iovec iov = { .iov_base = s->conn.ibuf, .iov_len = SS_PROTO_MAX_MSG };
         struct msghdr mh = {
             .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
             .msg_controllen = sizeof(u.buf),
@@ -781,140 +756,198 @@ void ss__conn_readable(ss__store *s, ss__conn *c)
         }
         if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
             /* longer than any request, or more fds than we look at */
-            proto_error(s, c, s->ibuf, (size_t)n, -SS_E_PROTO);
+            ss__conn_proto_error(s, c, s->conn.ibuf, (size_t)n, -SS_E_PROTO);
             continue;
         }
-        size_t first = ss__proto_split_request(s->ibuf, (size_t)n);
+        size_t first = ss__proto_split_request(s->conn.ibuf, (size_t)n);
 
-        ss__conn_dispatch(s, c, s->ibuf, first, nfds);
+        s->conn.h.message(s, c, s->conn.ibuf, first, nfds);
         if (first < (size_t)n && !c->broken) {
             /* a RELEASE led the datagram: the request behind it, moved to
              * the buffer's start so its header is aligned */
-            memmove(s->ibuf, (char *)s->ibuf + first, (size_t)n - first);
-            ss__conn_dispatch(s, c, s->ibuf, (size_t)n - first, nfds);
+            memmove(s->conn.ibuf, (char *)s->conn.ibuf + first, (size_t)n - first);
+            s->conn.h.message(s, c, s->conn.ibuf, (size_t)n - first, nfds);
         }
     }
 }
 
-/* ---- LIST, STATS */
+/* ============================================================== accepting */
 
-#define LIST_SCAN_MAX 65536u
-
-void ss__obj_list(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+static void set_bufs(int fd)
 {
-    const ss__req_list *rq = (const void *)(h + 1);
-    ss__msg_hdr *oh = (ss__msg_hdr *)s->obuf;
-    ss__rep_list *rl = (ss__rep_list *)(oh + 1);
-    ss__list_entry *le = (ss__list_entry *)(rl + 1);
-    uint32_t max = rq->max, n = 0;
-    uint64_t e = rq->cursor, scanned = 0;
+    int v = (int)SOCK_BUF;
 
-    if (max == 0 || max > SS_PROTO_MAX_LIST) {
-        ss__conn_reply_status(s, c, SS_MSG_LIST, h->req_id, -EINVAL);
+    /* FORCE passes net.core.[rw]mem_max when we may (root) */
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof(v)) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+}
+
+static bool peer_allowed(ss__store *s, int fd, struct ucred *cr)
+{
+    socklen_t l = sizeof(*cr);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cr, &l) < 0)
+        return false;
+    if (cr->uid == s->conn.uid || cr->uid == 0)
+        return true;
+    if (!s->conn.has_group)
+        return false;
+    if (cr->gid == s->conn.group)
+        return true;
+#ifdef SO_PEERGROUPS
+    gid_t groups[256];
+    l = sizeof(groups);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &l) == 0) {
+        for (size_t i = 0; i < l / sizeof(gid_t); i++)
+            if (groups[i] == s->conn.group)
+                return true;
+    }
+#endif
+    return false;
+}
+
+/* Listen or not (events 0): a listener that cannot be switched is
+ * reported; the backoff or the next HELLO tries again. */
+static void listen_events(ss__store *s, uint32_t events)
+{
+    int rc = ss__loop_mod(&s->loop, &s->conn.listen_ev, events);
+
+    if (rc < 0)
+        ss__log_error("store: epoll on the listening socket: %s", ss_strerror(rc));
+}
+
+static void accept_resume(ss__store *s)
+{
+    if (!s->hs.accept_held || s->hs.nhello_pending >= s->hs.hello_pending_max)
         return;
-    }
-    for (; e < s->ix.high && n < max && scanned < LIST_SCAN_MAX; e++, scanned++) {
-        const ss__index_entry *en = ss__index_at(&s->ix, (uint32_t)e);
-        uint32_t st = SS_IX_STATE(en->info);
-        if (st != SS_IX_CREATED && st != SS_IX_SEALED && st != SS_IX_SPILLED)
-            continue;
-        const ss__obj *o = ss__obj_at(s, (uint32_t)e);
-        memset(&le[n], 0, sizeof(le[n]));
-        le[n].id = en->id;
-        le[n].state = st == SS_IX_CREATED ? SS_OBJ_CREATED : SS_OBJ_SEALED;
-        le[n].size = en->size;
-        le[n].meta_size = SS_IX_META_SIZE(en->info);
-        if (st == SS_IX_SPILLED) {
-            le[n].backing = SS_BACKING_4K; /* none: the client says "disk" */
-        } else if (SS_IX_KIND(en->info) == SS_SEG_SMALL) {
-            /* the small segment's backing (clients say "small" by size) */
-            const ss__seg *g = ss__salloc_segment(s->salloc, o->small_slot);
-            le[n].backing = g ? g->backing : SS_BACKING_4K;
-        } else {
-            le[n].backing = (uint8_t)SS_IX_BACKING(en->info);
+    s->hs.accept_held = false;
+    if (!s->conn.accept_paused_until && s->conn.listening) /* else the backoff's end does it */
+        listen_events(s, EPOLLIN);
+}
+
+/* A connection's events. */
+static void conn_event(void *arg, uint32_t e)
+{
+    ss__conn *c = arg;
+    ss__store *s = c->store;
+
+    if (c->broken)
+        return;
+    if (e & EPOLLOUT)
+        ss__conn_writable(s, c);
+    if ((e & EPOLLIN) && !c->broken)
+        ss__conn_readable(s, c);
+    /* hang-up with nothing (more) to read, or an error */
+    if ((e & (EPOLLHUP | EPOLLERR)) && !(e & EPOLLIN) && !c->broken)
+        ss__conn_close(s, c);
+}
+
+static void accept_all(ss__store *s)
+{
+    for (;;) {
+        if (s->hs.nhello_pending >= s->hs.hello_pending_max) {
+            /* That many connections have not said HELLO yet: accept no
+             * more until some do or time out. Clients opening sockets and
+             * never speaking cannot pin the store's fds, and a burst of
+             * real clients only waits in the kernel's backlog (each of
+             * them says HELLO at once), none is dropped. */
+            SS_LOG_ONCE(SS_LOG_WARN, "store: %u connections have not said HELLO yet: "
+                        "accepting more once they do or time out", s->hs.nhello_pending);
+            listen_events(s, 0);
+            s->hs.accept_held = true;
+            return;
         }
-        le[n].spilled = st == SS_IX_SPILLED;
-        le[n].node = st == SS_IX_SPILLED ? -1 : o->node;
-        le[n].refs = o->refs;
-        le[n].uid = o->uid;
-        n++;
+        int fd = accept4(s->conn.listen_ev.fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        struct ucred cr;
+
+        if (fd < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* the pending connection stays queued and epoll would
+                 * report it forever: stop listening for a moment */
+                SS_LOG_ONCE(SS_LOG_WARN, "store: accept: %s (backing off)",
+                            ss_strerror(-errno));
+                listen_events(s, 0);
+                s->conn.accept_paused_until = ss__now_ns() + ACCEPT_BACKOFF_NS;
+            }
+            return;
+        }
+        if (!peer_allowed(s, fd, &cr)) {
+            ss__log_info("store: refused a connection from uid %u pid %d", (unsigned)cr.uid,
+                         (int)cr.pid);
+            close(fd);
+            continue;
+        }
+        set_bufs(fd);
+        ss__conn *c = ss__conn_new(s, fd, cr.pid, cr.uid);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        if (ss__loop_add(&s->loop, &c->ev, fd, EPOLLIN, conn_event, c) < 0)
+            ss__conn_close(s, c);
     }
-    rl->next_cursor = e < s->ix.high ? e : 0;
-    rl->n = n;
-    rl->reserved = 0;
-    uint32_t len = (uint32_t)(sizeof(*oh) + sizeof(*rl) + (size_t)n * sizeof(*le));
-    ss__proto_hdr(oh, SS_MSG_LIST, h->req_id, len, (int32_t)n, SS_MSGF_REPLY);
-    ss__conn_send(s, c, s->obuf, len, NULL, 0);
 }
 
-uint64_t ss__obj_bookkeeping(const ss__store *s)
+static void listen_event(void *arg, uint32_t events)
 {
-    return ss__index_bytes(&s->ix) + (uint64_t)s->ix.high * sizeof(ss__obj) +
-           (uint64_t)s->disk_cap * sizeof(ss__diskloc) +
-           (uint64_t)s->ops_cap * sizeof(ss__spop);
+    ss__store *s = arg;
+
+    (void)events;
+    if (!s->loop.stopping)
+        accept_all(s);
 }
 
-void ss__obj_fill_stats(ss__store *s, ss_stats *st)
+int ss__conn_listen(ss__store *s, int fd)
 {
-    ss__salloc_stats sa;
-    ss__pool_stats ps;
+    int rc = ss__loop_add(&s->loop, &s->conn.listen_ev, fd, EPOLLIN, listen_event, s);
 
-    memset(st, 0, sizeof(*st));
-    st->size = sizeof(*st);
-    st->version = SS_STATS_VERSION;
-    st->capacity = s->capacity;
-    st->resident_bytes = atomic_load(&s->resident);
-    st->objects = s->nobjects;
-    st->sealed_objects = s->nsealed;
-    st->object_bytes = s->object_bytes;
-    st->bytes_by_backing[0] = (uint64_t)atomic_load(&ss__g_stats.seg_bytes_4k.cur);
-    st->bytes_by_backing[1] = (uint64_t)atomic_load(&ss__g_stats.seg_bytes_thp.cur);
-    st->bytes_by_backing[2] = (uint64_t)atomic_load(&ss__g_stats.seg_bytes_2m.cur);
-    st->bytes_by_backing[3] = (uint64_t)atomic_load(&ss__g_stats.seg_bytes_1g.cur);
-    ss__salloc_stats_get(s->salloc, &sa);
-    st->small_live_bytes = sa.live_bytes;
-    st->small_used_bytes = sa.used_bytes;
-    st->small_segment_bytes = sa.segment_bytes;
-    if (s->pool) {
-        ss__pool_stats_get(s->pool, &ps);
-        st->pool_ready_bytes = ps.ready_bytes;
-        st->pool_hits = ps.hits;
-        st->pool_misses = ps.misses;
-        st->pool_yields = ps.yields;
-    }
-    st->seal_waits = atomic_load(&ss__g_stats.seal_waits);
-    st->backing_fallbacks = atomic_load(&ss__g_stats.backing_fallbacks);
-    for (int i = 0; i < 8; i++) {
-        int64_t v = atomic_load(&ss__g_stats.node_bytes[i]);
-        st->node_bytes[i] = v > 0 ? (uint64_t)v : 0;
-    }
-    st->clients = s->nclients;
-    st->creates = s->c_creates;
-    st->seals = s->c_seals;
-    st->aborts = s->c_aborts;
-    st->gets = s->c_gets;
-    st->releases = s->c_releases;
-    st->deletes = s->c_deletes;
-    st->evictions = s->c_evictions;
-    st->waits = s->c_waits;
-    st->wait_timeouts = s->c_wait_timeouts;
-    st->protocol_errors = s->c_proto_errors;
-    st->bookkeeping_bytes = ss__obj_bookkeeping(s);
-    st->parked_requests = s->nparked;
-    st->parked_bytes = s->parked_bytes;
-    st->fd_deferred = s->c_fd_deferred;
-    ss__spill_fill_stats(s, st);
+    s->conn.listening = rc == 0;
+    return rc;
 }
 
-void ss__obj_stats(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+void ss__conn_unlisten(ss__store *s)
 {
-    struct {
-        ss__msg_hdr h;
-        ss_stats st;
-    } m;
+    if (!s->conn.listening)
+        return;
+    ss__loop_del(&s->loop, &s->conn.listen_ev);
+    s->conn.listening = false;
+}
 
-    ss__obj_fill_stats(s, &m.st);
-    ss__proto_hdr(&m.h, SS_MSG_STATS, h->req_id, sizeof(m), 0, SS_MSGF_REPLY);
-    ss__conn_send(s, c, &m, sizeof(m), NULL, 0);
+uint64_t ss__conn_accept_deadline(void *arg, uint64_t now)
+{
+    const ss__store *s = arg;
+
+    (void)now;
+    return s->conn.accept_paused_until ? s->conn.accept_paused_until : UINT64_MAX;
+}
+
+void ss__conn_accept_turn(void *arg, uint64_t now)
+{
+    ss__store *s = arg;
+
+    if (s->conn.accept_paused_until && now >= s->conn.accept_paused_until) {
+        s->conn.accept_paused_until = 0;
+        if (!s->hs.accept_held)
+            listen_events(s, EPOLLIN);
+    }
+}
+
+/* ================================================================= HELLO */
+
+void ss__conn_hello_done(ss__store *s, ss__conn *c)
+{
+    c->hello = true;
+    hq_unlink(s, c);
+}
+
+void ss__conn_subscribe(ss__store *s, ss__conn *c, uint32_t mask)
+{
+    c->sub_mask = mask;
+    c->subscriber = true;
+    s->conn.nsubscribers++;
 }
 

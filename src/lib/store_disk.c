@@ -13,7 +13,7 @@
  * stores sharing a spill directory never meet, and a store restarted on the
  * same socket finds its own objects again. Setup starts indexing what is
  * there (ss__spill_scan_start: a thread reads the files, the loop applies
- * what it finds while the store serves; store.c's scan gate holds the
+ * what it finds while the store serves; store_req.c's scan gate holds the
  * requests that depend on it until it is over): each object becomes a
  * SPILLED entry (sealed, unreferenced, on disk only); of two copies of one
  * id the newer write wins. When the store closes with nothing left in its
@@ -22,8 +22,8 @@
  * stores which died left behind (unlocked, no spill file in them);
  * spilled files always stay.
  *
- * Spilling. When a create (or a restore) does not fit, ss__reclaim() asks
- * ss__spill_more() to have enough memory on its way out for it and every
+ * Spilling. When a create (or a restore) does not fit, ss__obj_reclaim() asks
+ * ss__disk_spill_more() to have enough memory on its way out for it and every
  * parked request: least recently used unreferenced sealed objects are
  * written (an object segment straight from a read-only mapping of it, a
  * small object from the store's own mapping of its small segment, both
@@ -72,6 +72,7 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <sys/epoll.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -99,33 +100,33 @@
 
 static ss__spop *op_at(const ss__store *s, uint32_t i)
 {
-    return &s->ops[i / SS_SPOP_CHUNK][i % SS_SPOP_CHUNK];
+    return &s->disk.ops[i / SS_SPOP_CHUNK][i % SS_SPOP_CHUNK];
 }
 
 static int op_new(ss__store *s, uint32_t *out)
 {
-    if (!s->ops_free) {
-        uint32_t n = s->ops_cap / SS_SPOP_CHUNK;
-        ss__spop **nc = realloc(s->ops, (n + 1) * sizeof(*nc));
+    if (!s->disk.ops_free) {
+        uint32_t n = s->disk.ops_cap / SS_SPOP_CHUNK;
+        ss__spop **nc = realloc(s->disk.ops, (n + 1) * sizeof(*nc));
         if (!nc)
             return -ENOMEM;
-        s->ops = nc;
+        s->disk.ops = nc;
         nc[n] = calloc(SS_SPOP_CHUNK, sizeof(ss__spop));
         if (!nc[n])
             return -ENOMEM;
         for (uint32_t k = SS_SPOP_CHUNK; k-- > 0;) {
-            nc[n][k].next = s->ops_free;
-            s->ops_free = s->ops_cap + k + 1;
+            nc[n][k].next = s->disk.ops_free;
+            s->disk.ops_free = s->disk.ops_cap + k + 1;
         }
-        s->ops_cap += SS_SPOP_CHUNK;
+        s->disk.ops_cap += SS_SPOP_CHUNK;
     }
-    uint32_t i = s->ops_free - 1;
+    uint32_t i = s->disk.ops_free - 1;
     ss__spop *op = op_at(s, i);
-    s->ops_free = op->next;
+    s->disk.ops_free = op->next;
     memset(op, 0, sizeof(*op));
     op->fd_ro = -1;
     op->seg.fd = -1;
-    s->ops_busy++;
+    s->disk.ops_busy++;
     *out = i;
     return 0;
 }
@@ -135,14 +136,14 @@ static void op_put(ss__store *s, uint32_t i)
     ss__spop *op = op_at(s, i);
 
     op->kind = SS_SPOP_FREE;
-    op->next = s->ops_free;
-    s->ops_free = i + 1;
-    s->ops_busy--;
+    op->next = s->disk.ops_free;
+    s->disk.ops_free = i + 1;
+    s->disk.ops_busy--;
 }
 
 static void disk_set(ss__store *s, uint32_t i, const ss__spill_loc *l)
 {
-    s->disk[i] = (ss__diskloc){ .file = l->file, .offset = l->offset, .size = l->size,
+    s->disk.locs[i] = (ss__diskloc){ .file = l->file, .offset = l->offset, .size = l->size,
                                 .seq = l->seq, .rec_len = l->rec_len,
                                 .meta_size = l->meta_size, .data_off = l->data_off };
 }
@@ -151,19 +152,13 @@ static int disk_add(ss__store *s, const ss__spill_loc *l, uint32_t *out)
 {
     uint32_t i;
 
-    if (s->disk_free) {
-        i = s->disk_free - 1;
-        s->disk_free = (uint32_t)s->disk[i].file;
+    if (s->disk.locs_free) {
+        i = s->disk.locs_free - 1;
+        s->disk.locs_free = (uint32_t)s->disk.locs[i].file;
     } else {
-        if (s->ndisk == s->disk_cap) {
-            uint32_t n = s->disk_cap ? s->disk_cap * 2 : 1024;
-            ss__diskloc *nd = realloc(s->disk, (size_t)n * sizeof(*nd));
-            if (!nd)
-                return -ENOMEM;
-            s->disk = nd;
-            s->disk_cap = n;
-        }
-        i = s->ndisk++;
+        if (SS_ARRAY_RESERVE(s->disk.locs, s->disk.locs_cap, (size_t)s->disk.nlocs + 1, 1024) < 0)
+            return -ENOMEM;
+        i = s->disk.nlocs++;
     }
     disk_set(s, i, l);
     *out = i;
@@ -172,13 +167,13 @@ static int disk_add(ss__store *s, const ss__spill_loc *l, uint32_t *out)
 
 static void disk_put(ss__store *s, uint32_t i)
 {
-    s->disk[i].file = s->disk_free;
-    s->disk_free = i + 1;
+    s->disk.locs[i].file = s->disk.locs_free;
+    s->disk.locs_free = i + 1;
 }
 
 static void loc_of(const ss__store *s, uint32_t e, ss__spill_loc *l)
 {
-    const ss__diskloc *d = &s->disk[ss__obj_at(s, e)->disk - 1];
+    const ss__diskloc *d = &s->disk.locs[ss__obj_at(s, e)->disk - 1];
 
     memset(l, 0, sizeof(*l));
     l->file = d->file;
@@ -231,8 +226,8 @@ static void ent_spilled(ss__store *s, uint32_t e)
     __atomic_store_n(&en->meta_seg, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&en->meta_off64, 0, __ATOMIC_RELAXED);
     ss__index_write_end(en);
-    s->nspilled++;
-    s->spilled_bytes += en->size;
+    s->disk.nspilled++;
+    s->disk.spilled_bytes += en->size;
 }
 
 /* A SEALED, unreferenced object with a durable disk copy: free its memory. */
@@ -249,19 +244,19 @@ static void spill_failed(ss__store *s, int err)
 {
     uint64_t now = ss__now_ns();
 
-    s->c_spill_errors++;
-    s->spill_err = err;
-    s->spill_backoff_until = now + BACKOFF_NS;
-    if (now < s->spill_log_next) {
-        s->spill_log_quiet++;
+    s->cnt.c_spill_errors++;
+    s->disk.spill_err = err;
+    s->disk.spill_backoff_until = now + BACKOFF_NS;
+    if (now < s->disk.spill_log_next) {
+        s->disk.spill_log_quiet++;
         return;
     }
     ss__log_error("store: cannot spill to %s: %s; objects stay in memory, and creates that "
                   "do not fit fail with ENOSPC after SEALSTORE_CREATE_TIMEOUT (%llu more "
                   "failures since the last report; retrying in 1 s)",
-                  s->spill_dir, ss_strerror(err), (unsigned long long)s->spill_log_quiet);
-    s->spill_log_next = now + LOG_EVERY_NS;
-    s->spill_log_quiet = 0;
+                  s->disk.spill_dir, ss_strerror(err), (unsigned long long)s->disk.spill_log_quiet);
+    s->disk.spill_log_next = now + LOG_EVERY_NS;
+    s->disk.spill_log_quiet = 0;
 }
 
 /* =============================================================== spills */
@@ -285,13 +280,13 @@ static int spill_start(ss__store *s, uint32_t e)
             return -errno;
         data = map;
     } else {
-        const ss__seg *g = ss__salloc_segment(s->salloc, o->small_slot);
+        const ss__seg *g = ss__salloc_segment(s->mem.salloc, o->small_slot);
         if (!g)
             return -SS_E_CORRUPT;
         data = (const char *)g->map + (uint64_t)en->data_off64 * SS_OBJ_ALIGN;
     }
     if (en->meta_seg) {
-        const ss__seg *g = ss__salloc_segment(s->salloc, o->meta_slot);
+        const ss__seg *g = ss__salloc_segment(s->mem.salloc, o->meta_slot);
         if (!g) {
             rc = -SS_E_CORRUPT;
             goto fail;
@@ -308,7 +303,7 @@ static int spill_start(ss__store *s, uint32_t e)
         disk_put(s, di);
         goto fail;
     }
-    rc = ss__spill_write(s->sp, &en->id, o->uid, data, en->size, meta,
+    rc = ss__spill_write(s->disk.sp, &en->id, o->uid, data, en->size, meta,
                          SS_IX_META_SIZE(en->info), i);
     if (rc < 0) {
         op_put(s, i);
@@ -324,9 +319,9 @@ static int spill_start(ss__store *s, uint32_t e)
     op->map = map;
     op->map_len = map_len;
     op->bytes = mem_bytes(s, e);
-    s->spill_pending += op->bytes;
-    s->nspilling++;
-    s->ops_engine++;
+    s->disk.spill_pending += op->bytes;
+    s->disk.nspilling++;
+    s->disk.ops_engine++;
     ss__lru_remove(s, e);
     o->flags |= SS_OBJF_SPILLING;
     return 0;
@@ -336,23 +331,23 @@ fail:
     return rc;
 }
 
-bool ss__spill_more(ss__store *s, uint64_t target, bool demand)
+bool ss__disk_spill_more(ss__store *s, uint64_t target, bool demand)
 {
     uint64_t now = ss__now_ns(), got = 0;
-    uint64_t extra = demand ? target + s->capacity / 8 : target;
-    bool io = now >= s->spill_backoff_until, freed = false;
+    uint64_t extra = demand ? target + s->mem.capacity / 8 : target;
+    bool io = now >= s->disk.spill_backoff_until, freed = false;
     uint32_t walked = 0;
 
-    if (!s->sp || s->evict || s->spill_closing)
+    if (!s->disk.sp || s->mem.evict || s->disk.closing)
         return false;
-    for (uint32_t x = s->lru_head; x;) {
-        uint64_t out = s->spill_pending + got;
-        if (out >= target && (!demand || s->nspilling >= DEMAND_INFLIGHT || out >= extra))
+    for (uint32_t x = s->tab.lru_head; x;) {
+        uint64_t out = s->disk.spill_pending + got;
+        if (out >= target && (!demand || s->disk.nspilling >= DEMAND_INFLIGHT || out >= extra))
             break;
         uint32_t e = x - 1;
         ss__obj *o = ss__obj_at(s, e);
         x = o->next;
-        if (ss__id_held(s, &ss__ent(s, e)->id)) {
+        if (ss__park_id_held(s, &ss__ent(s, e)->id)) {
             if (++walked > LRU_WALK_MAX)
                 break;
             continue;
@@ -364,7 +359,7 @@ bool ss__spill_more(ss__store *s, uint64_t target, bool demand)
             freed = true;
             continue;
         }
-        if (!io || s->ops_engine >= SPILL_INFLIGHT_MAX) {
+        if (!io || s->disk.ops_engine >= SPILL_INFLIGHT_MAX) {
             /* only copies already on disk can go now */
             if (++walked > LRU_WALK_MAX)
                 break;
@@ -379,26 +374,28 @@ bool ss__spill_more(ss__store *s, uint64_t target, bool demand)
     return freed;
 }
 
-void ss__spill_tick(ss__store *s)
+void ss__disk_turn(void *arg, uint64_t now)
 {
+    ss__store *s = arg;
     uint64_t used;
 
+    (void)now;
     /* after a failure only copies already on disk could go: leave that to
      * creates that need it rather than walk the LRU every turn */
-    if (!s->sp || !s->spill_ahead || s->evict || ss__now_ns() < s->spill_backoff_until)
+    if (!s->disk.sp || !s->disk.spill_ahead || s->mem.evict || ss__now_ns() < s->disk.spill_backoff_until)
         return;
-    used = atomic_load_explicit(&s->resident, memory_order_relaxed);
-    if (used <= s->spill_high)
+    used = atomic_load_explicit(&s->tab.resident, memory_order_relaxed);
+    if (used <= s->disk.spill_high)
         return;
-    if (s->pool) {
+    if (s->mem.pool) {
         /* ready segments are given back at once when needed: not "in use" */
         ss__pool_stats ps;
-        ss__pool_stats_get(s->pool, &ps);
+        ss__pool_stats_get(s->mem.pool, &ps);
         used = used > ps.ready_bytes ? used - ps.ready_bytes : 0;
-        if (used <= s->spill_high)
+        if (used <= s->disk.spill_high)
             return;
     }
-    ss__spill_more(s, used - s->spill_low, false);
+    ss__disk_spill_more(s, used - s->disk.spill_low, false);
 }
 
 static void disk_delete(ss__store *s, const ss__spill_loc *loc, ss__parked *pk);
@@ -418,18 +415,18 @@ static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
     SS_ASSERT(ss__ent(s, e)->generation == op->generation);
     if (op->map)
         munmap(op->map, op->map_len);
-    s->spill_pending -= op->bytes;
-    s->nspilling--;
+    s->disk.spill_pending -= op->bytes;
+    s->disk.nspilling--;
     op_put(s, i);
     o->flags &= (uint8_t)~SS_OBJF_SPILLING;
     if (status == 0 && st != SS_IX_DELETED) {
-        s->c_spills++;
+        s->cnt.c_spills++;
         disk_set(s, di, &d->loc);
         o->disk = di + 1;
     } else {
         disk_put(s, di);
         if (status == 0)
-            s->c_spills++;
+            s->cnt.c_spills++;
         if (status == 0 || d->copy) {
             /* deleted while being written, or a failed spill's record that
              * may be on disk: it must not come back, and DELETEs of it
@@ -442,7 +439,7 @@ static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
         spill_failed(s, status);
     /* the spill failed and left no record: other removals of the id? */
     waiters_pass(s, pk, 0, &id);
-    if (s->rq_head)
+    if (s->disk.rq_head)
         restores_stuck(s); /* that was the last spill in flight, say */
     if (st == SS_IX_DELETED) {
         if (o->refs == 0)
@@ -451,7 +448,7 @@ static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
     }
     if (o->refs)
         return; /* someone got it meanwhile: it goes when released */
-    if (o->disk && !s->spill_closing && !ss__id_held(s, &ss__ent(s, e)->id))
+    if (o->disk && !s->disk.closing && !ss__park_id_held(s, &ss__ent(s, e)->id))
         to_disk(s, e);
     else
         ss__lru_push(s, e);
@@ -466,44 +463,44 @@ static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
  * during that pause a waiting restore is stuck: its GETs whose own timeout
  * passed (timeout 0 included) fail now with why (SS_E_FULL: memory and
  * spill space exhausted), not at the create timeout; the others fail so
- * when their own timeout passes (ss__obj_expire). Checked when a restore
+ * when their own timeout passes (ss__req_timer_turn). Checked when a restore
  * starts waiting, when a spill completes and on every retry of waiting
  * restores (at least every 100 ms). The restore itself stays queued while
  * any GET still wants it.
  */
 static int stuck_err(const ss__store *s)
 {
-    if (s->spill_pending || ss__now_ns() >= s->spill_backoff_until || !s->spill_err)
+    if (s->disk.spill_pending || ss__now_ns() >= s->disk.spill_backoff_until || !s->disk.spill_err)
         return 0;
-    return s->spill_err == -ENOSPC || s->spill_err == -EDQUOT ? -SS_E_FULL : s->spill_err;
+    return s->disk.spill_err == -ENOSPC || s->disk.spill_err == -EDQUOT ? -SS_E_FULL : s->disk.spill_err;
 }
 
 static void stuck_fail(ss__store *s, uint32_t e, int err)
 {
     ss_id id = ss__ent(s, e)->id;
 
-    if (ss__restore_waiters_expired(s, &id, err))
-        s->c_restore_errors++;
+    if (ss__park_restore_expired(s, &id, err))
+        s->cnt.c_restore_errors++;
 }
 
 static void restores_stuck(ss__store *s)
 {
     int err = stuck_err(s);
 
-    for (uint32_t x = s->rq_head; x && err; x = op_at(s, x - 1)->next)
+    for (uint32_t x = s->disk.rq_head; x && err; x = op_at(s, x - 1)->next)
         stuck_fail(s, op_at(s, x - 1)->e, err);
 }
 
-int ss__restore_stuck(ss__store *s, const ss_id *id)
+int ss__disk_restore_stuck(ss__store *s, const ss_id *id)
 {
-    int64_t e = ss__index_find(&s->ix, id);
+    int64_t e = ss__index_find(&s->tab.ix, id);
     int err = stuck_err(s);
 
     if (e < 0 || !err)
         return 0;
-    for (uint32_t x = s->rq_head; x; x = op_at(s, x - 1)->next)
+    for (uint32_t x = s->disk.rq_head; x; x = op_at(s, x - 1)->next)
         if (op_at(s, x - 1)->e == (uint32_t)e) {
-            s->c_restore_errors++; /* for this GET */
+            s->cnt.c_restore_errors++; /* for this GET */
             return err;
         }
     return 0;
@@ -522,12 +519,12 @@ static void restore_mem_free(ss__store *s, ss__spop *op)
     if (op->seg.fd >= 0)
         ss__obj_seg_free(s, &op->seg, true); /* leaves seg.fd at -1 */
     if (op->small && op->dloc.ptr) {
-        ss__salloc_free(s->salloc, &op->dloc);
+        ss__salloc_free(s->mem.salloc, &op->dloc);
         ss__small_check(s, op->dloc.seg);
         op->dloc.ptr = NULL;
     }
     if (op->has_meta) {
-        ss__salloc_free(s->salloc, &op->mloc);
+        ss__salloc_free(s->mem.salloc, &op->mloc);
         ss__small_check(s, op->mloc.seg);
         op->has_meta = false;
     }
@@ -542,12 +539,12 @@ static int restore_mem(ss__store *s, ss__spop *op, uint64_t *need)
     uint32_t msz = SS_IX_META_SIZE(en->info);
     int rc;
 
-    op->small = size <= s->small_max;
+    op->small = size <= s->mem.small_max;
     *need = op->small ? SMALL_NEED : SS_ALIGN_UP(size, 4096ull);
     if (!op->small) {
-        if (size > s->capacity)
+        if (size > s->mem.capacity)
             return -E2BIG;
-        rc = ss__pool_take(s->pool, size, op->node, &op->seg);
+        rc = ss__pool_take(s->mem.pool, size, op->node, &op->seg);
         if (rc < 0) {
             op->seg.fd = -1;
             return rc;
@@ -568,14 +565,14 @@ static int restore_mem(ss__store *s, ss__spop *op, uint64_t *need)
         }
         madvise(op->map, op->map_len, MADV_DONTFORK);
     } else {
-        rc = ss__salloc_alloc(s->salloc, size, op->node, &op->dloc);
+        rc = ss__salloc_alloc(s->mem.salloc, size, op->node, &op->dloc);
         if (rc < 0) {
             op->dloc.ptr = NULL;
             return rc;
         }
     }
     if (msz) {
-        rc = ss__salloc_alloc(s->salloc, msz, op->node, &op->mloc);
+        rc = ss__salloc_alloc(s->mem.salloc, msz, op->node, &op->mloc);
         if (rc < 0) {
             if (rc == -ENOSPC)
                 *need = SMALL_NEED;
@@ -599,14 +596,14 @@ static int restore_windows(ss__store *s, ss__spop *op, bool open)
     int rc = 0;
 
     if (!open) {
-        ss__salloc_write_release(s->salloc, &op->dloc, size);
-        ss__salloc_write_release(s->salloc, &op->mloc, msz);
+        ss__salloc_write_release(s->mem.salloc, &op->dloc, size);
+        ss__salloc_write_release(s->mem.salloc, &op->mloc, msz);
         return 0;
     }
-    if (size && (rc = ss__salloc_write_open(s->salloc, &op->dloc, size, true)) < 0)
+    if (size && (rc = ss__salloc_write_open(s->mem.salloc, &op->dloc, size, true)) < 0)
         return rc;
-    if (msz && (rc = ss__salloc_write_open(s->salloc, &op->mloc, msz, true)) < 0)
-        ss__salloc_write_release(s->salloc, &op->dloc, size);
+    if (msz && (rc = ss__salloc_write_open(s->mem.salloc, &op->mloc, msz, true)) < 0)
+        ss__salloc_write_release(s->mem.salloc, &op->dloc, size);
     return rc;
 }
 
@@ -621,7 +618,7 @@ static int restore_try(ss__store *s, uint32_t i)
     for (;;) {
         rc = restore_mem(s, op_at(s, i), &need);
         /* reclaiming may start spills: op pointers stay valid (chunks) */
-        if (rc != -ENOSPC || !ss__reclaim(s, need))
+        if (rc != -ENOSPC || !ss__obj_reclaim(s, need))
             break;
     }
     ss__spop *op = op_at(s, i);
@@ -637,7 +634,7 @@ static int restore_try(ss__store *s, uint32_t i)
         restore_mem_free(s, op);
         return rc;
     }
-    rc = ss__spill_read(s->sp, &loc, op->small ? op->dloc.ptr : op->map,
+    rc = ss__spill_read(s->disk.sp, &loc, op->small ? op->dloc.ptr : op->map,
                         op->has_meta ? op->mloc.ptr : NULL, i);
     if (rc < 0) {
         restore_windows(s, op, false);
@@ -645,7 +642,7 @@ static int restore_try(ss__store *s, uint32_t i)
         return rc;
     }
     op->rstate = SS_RS_READ;
-    s->ops_engine++;
+    s->disk.ops_engine++;
     return 0;
 }
 
@@ -655,12 +652,12 @@ static void rq_push(ss__store *s, uint32_t i)
 
     op->rstate = SS_RS_WAITMEM;
     op->next = 0;
-    if (s->rq_tail)
-        op_at(s, s->rq_tail - 1)->next = i + 1;
+    if (s->disk.rq_tail)
+        op_at(s, s->disk.rq_tail - 1)->next = i + 1;
     else
-        s->rq_head = i + 1;
-    s->rq_tail = i + 1;
-    s->parked_need += op->bytes;
+        s->disk.rq_head = i + 1;
+    s->disk.rq_tail = i + 1;
+    s->park.parked_need += op->bytes;
 }
 
 /* The restore ends without publishing: memory back, RESTORING off, then
@@ -681,26 +678,26 @@ static void restore_end(ss__store *s, uint32_t i, int err)
             ss__obj_free(s, e);
         return;
     }
-    if (err == 0 || s->spill_closing)
+    if (err == 0 || s->disk.closing)
         return; /* nobody waits for it: it stays on disk */
     id_hex(&id, hex);
     if (err == -EBADMSG || err == -ENOENT) {
         /* the record is damaged (or gone): this object is lost, nothing else */
         ss__log_error("store: spilled object %s is lost: its record in %s is %s; it is "
-                      "dropped", hex, s->spill_dir,
+                      "dropped", hex, s->disk.spill_dir,
                       err == -EBADMSG ? "damaged (checksum or header mismatch)" : "missing");
         if (err == -ENOENT)
-            s->c_lost++; /* the engine counts damaged records itself */
+            s->cnt.c_lost++; /* the engine counts damaged records itself */
         ss__obj_detach(s, e, false); /* tells its GETs: missing */
         return;
     }
-    s->c_restore_errors++;
-    ss__log_error("store: cannot restore spilled object %s from %s: %s", hex, s->spill_dir,
+    s->cnt.c_restore_errors++;
+    ss__log_error("store: cannot restore spilled object %s from %s: %s", hex, s->disk.spill_dir,
                   ss_strerror(err == -E2BIG ? -ENOSPC : err));
-    ss__restore_waiters_done(s, &id, err == -E2BIG ? -ENOSPC : err);
+    ss__park_restore_done(s, &id, err == -E2BIG ? -ENOSPC : err);
 }
 
-int ss__restore_start(ss__store *s, uint32_t e)
+int ss__disk_restore_start(ss__store *s, uint32_t e)
 {
     ss__obj *o = ss__obj_at(s, e);
     uint32_t i;
@@ -708,14 +705,14 @@ int ss__restore_start(ss__store *s, uint32_t e)
 
     if (o->flags & SS_OBJF_RESTORING)
         return 0; /* one restore, however many wait */
-    if (!s->sp || !o->disk || s->spill_closing) {
+    if (!s->disk.sp || !o->disk || s->disk.closing) {
         ss_id id = ss__ent(s, e)->id;
-        ss__restore_waiters_done(s, &id, -EIO);
+        ss__park_restore_done(s, &id, -EIO);
         return -EIO;
     }
     if ((rc = op_new(s, &i)) < 0) {
         ss_id id = ss__ent(s, e)->id;
-        ss__restore_waiters_done(s, &id, rc);
+        ss__park_restore_done(s, &id, rc);
         return rc;
     }
     ss__spop *op = op_at(s, i);
@@ -723,8 +720,8 @@ int ss__restore_start(ss__store *s, uint32_t e)
     op->e = e;
     op->generation = ss__ent(s, e)->generation;
     op->node = SS_NODE_ANY;
-    if (s->numa) {
-        int node = ss__numa_place(s->numa, &s->numa_policy, -1);
+    if (s->mem.numa) {
+        int node = ss__numa_place(s->mem.numa, &s->mem.numa_policy, -1);
         op->node = (int16_t)(node < 0 ? SS_NODE_ANY : node);
     }
     o->flags |= SS_OBJF_RESTORING;
@@ -743,19 +740,19 @@ int ss__restore_start(ss__store *s, uint32_t e)
     return 0;
 }
 
-void ss__restore_retry(ss__store *s)
+void ss__disk_restore_retry(ss__store *s)
 {
-    uint32_t x = s->rq_head;
+    uint32_t x = s->disk.rq_head;
 
-    s->rq_head = s->rq_tail = 0;
+    s->disk.rq_head = s->disk.rq_tail = 0;
     while (x) {
         uint32_t i = x - 1;
         ss__spop *op = op_at(s, i);
         x = op->next;
-        s->parked_need -= op->bytes;
+        s->park.parked_need -= op->bytes;
         op->bytes = 0;
         if (ss__ent_state(s, op->e) == SS_IX_DELETED ||
-            !ss__id_restore_wanted(s, &ss__ent(s, op->e)->id)) {
+            !ss__park_restore_wanted(s, &ss__ent(s, op->e)->id)) {
             restore_end(s, i, 0); /* deleted, or its GETs gave up */
             continue;
         }
@@ -768,21 +765,21 @@ void ss__restore_retry(ss__store *s)
     restores_stuck(s);
 }
 
-void ss__restore_cancel(ss__store *s, uint32_t e)
+void ss__disk_restore_cancel(ss__store *s, uint32_t e)
 {
     uint32_t prev = 0;
 
-    for (uint32_t x = s->rq_head; x; prev = x, x = op_at(s, x - 1)->next) {
+    for (uint32_t x = s->disk.rq_head; x; prev = x, x = op_at(s, x - 1)->next) {
         ss__spop *op = op_at(s, x - 1);
         if (op->e != e)
             continue;
         if (prev)
             op_at(s, prev - 1)->next = op->next;
         else
-            s->rq_head = op->next;
-        if (s->rq_tail == x)
-            s->rq_tail = prev;
-        s->parked_need -= op->bytes;
+            s->disk.rq_head = op->next;
+        if (s->disk.rq_tail == x)
+            s->disk.rq_tail = prev;
+        s->park.parked_need -= op->bytes;
         op_put(s, x - 1);
         ss__obj_at(s, e)->flags &= (uint8_t)~SS_OBJF_RESTORING;
         return;
@@ -809,7 +806,7 @@ static void restore_publish(ss__store *s, uint32_t i)
     if (!op->small) {
         close(op->seg.fd); /* sealed: the store keeps the read-only fd */
         op->seg.fd = -1;
-        ss__pool_writer_done(s->pool); /* the disk is done writing into it */
+        ss__pool_writer_done(s->mem.pool); /* the disk is done writing into it */
         o->fd_ro = op->fd_ro;
         o->fd_rw = -1;
         o->seg_size = op->seg.size;
@@ -826,21 +823,23 @@ static void restore_publish(ss__store *s, uint32_t i)
                      SS_IX_INFO(SS_IX_SEALED, op->small ? SS_SEG_SMALL : SS_SEG_OBJECT, backing,
                                 msz),
                      __ATOMIC_RELAXED);
-    en->seg_id = op->small ? (SS_SEG_ID_SMALL | dsm->no) : s->next_seg_id++;
+    en->seg_id = op->small ? (SS_SEG_ID_SMALL | dsm->no) : s->tab.next_seg_id++;
     en->data_off64 = op->small ? (uint32_t)(op->dloc.off / SS_OBJ_ALIGN) : 0;
     en->meta_seg = op->has_meta ? msm->no : 0;
     en->meta_off64 = op->has_meta ? (uint32_t)(op->mloc.off / SS_OBJ_ALIGN) : 0;
     ss__index_write_end(en);
     o->flags &= (uint8_t)~(SS_OBJF_RESTORING | SS_OBJF_NOMEM);
-    s->nspilled--;
-    s->spilled_bytes -= en->size;
-    s->c_restores++;
+    s->disk.nspilled--;
+    s->disk.spilled_bytes -= en->size;
+    s->cnt.c_restores++;
     op_put(s, i);
     if (o->refs == 0)
         ss__lru_push(s, e);
     ss_id id = en->id;
-    ss__wake_waiters(s, &id);
+    ss__park_wake(s, &id);
 }
+
+static void restore_job_done(ss__store *s, ss__sealjob *j);
 
 static void restore_read_done(ss__store *s, uint32_t i, const ss__spill_done *d)
 {
@@ -850,7 +849,7 @@ static void restore_read_done(ss__store *s, uint32_t i, const ss__spill_done *d)
 
     SS_ASSERT(ss__ent(s, e)->generation == op->generation);
     restore_windows(s, op, false); /* the bytes have landed, or never will */
-    if (status < 0 || ss__ent_state(s, e) == SS_IX_DELETED || s->spill_closing) {
+    if (status < 0 || ss__ent_state(s, e) == SS_IX_DELETED || s->disk.closing) {
         restore_end(s, i, status);
         return;
     }
@@ -867,36 +866,31 @@ static void restore_read_done(ss__store *s, uint32_t i, const ss__spill_done *d)
         return;
     }
     j->c = NULL;
+    j->done = restore_job_done;
     j->req_id = i;
     j->e = e;
     j->generation = op->generation;
     j->fd = op->seg.fd;
     j->size = op->seg.size;
     op->rstate = SS_RS_SEAL;
-    if (s->sw_started) {
-        ss__sw_submit(s, j);
+    if (s->seal.started) {
+        ss__seal_submit(s, j);
     } else {
         j->rc = ss__seg_seal_write(j->fd, j->size);
-        ss__restore_sealed(s, j);
-        free(j);
+        restore_job_done(s, j);
     }
 }
 
-void ss__restore_sealed(ss__store *s, ss__sealjob *j)
+/* The seal worker finished a restored segment (ss__sealjob.done). */
+static void restore_job_done(ss__store *s, ss__sealjob *j)
 {
     uint32_t i = j->req_id;
 
-    if (j->rc == 0 && ss__ent_state(s, j->e) != SS_IX_DELETED && !s->spill_closing)
+    if (j->rc == 0 && ss__ent_state(s, j->e) != SS_IX_DELETED && !s->disk.closing)
         restore_publish(s, i);
     else
         restore_end(s, i, ss__ent_state(s, j->e) == SS_IX_DELETED ? 0 : j->rc);
-}
-
-/* ============================================================ the engine */
-
-int ss__spill_fd(const ss__store *s)
-{
-    return s->sp ? ss__spill_event_fd(s->sp) : -1;
+    free(j);
 }
 
 /* ========================================================= durable deletes */
@@ -908,9 +902,9 @@ int ss__spill_fd(const ss__store *s)
  * in flight (spills: a DELETE of a spilling object scans them anyway). */
 static uint32_t removal_find(const ss__store *s, const ss_id *id)
 {
-    if (!s->nremovals && !s->nspilling)
+    if (!s->disk.nremovals && !s->disk.nspilling)
         return 0;
-    for (uint32_t i = 0; i < s->ops_cap; i++) {
+    for (uint32_t i = 0; i < s->disk.ops_cap; i++) {
         const ss__spop *op = op_at(s, i);
         if ((op->kind == SS_SPOP_DELETE ||
              (op->kind == SS_SPOP_SPILL && ss__ent_state(s, op->e) == SS_IX_DELETED)) &&
@@ -974,13 +968,13 @@ static void disk_delete(ss__store *s, const ss__spill_loc *loc, ss__parked *pk)
         /* nothing to track it with: removed, but nobody can wait on it */
         ss__log_error("store: out of memory tracking the delete of a spilled copy; a crash "
                       "may bring it back");
-        rc = ss__spill_delete(s->sp, loc);
+        rc = ss__spill_delete(s->disk.sp, loc);
         if (rc < 0 && rc != -ENOENT)
             ss__log_warn("store: dropping a spilled copy: %s", ss_strerror(rc));
         waiters_pass(s, pk, -ENOMEM, &loc->id);
         return;
     }
-    rc = ss__spill_delete_notify(s->sp, loc, i);
+    rc = ss__spill_delete_notify(s->disk.sp, loc, i);
     if (rc < 0) {
         op_put(s, i);
         if (rc != -ENOENT)
@@ -991,8 +985,8 @@ static void disk_delete(ss__store *s, const ss__spill_loc *loc, ss__parked *pk)
     ss__spop *op = op_at(s, i);
     op->kind = SS_SPOP_DELETE;
     op->id = loc->id;
-    s->nremovals++;
-    s->ops_engine++;
+    s->disk.nremovals++;
+    s->disk.ops_engine++;
     waiters_attach(s, i, pk);
 }
 
@@ -1002,20 +996,20 @@ static void delete_done(ss__store *s, uint32_t i, const ss__spill_done *d)
     ss__parked *pk = op->pk;
     ss_id id = op->id;
 
-    s->nremovals--;
+    s->disk.nremovals--;
     op_put(s, i);
     waiters_pass(s, pk, d->status, &id);
 }
 
-bool ss__spill_delete_waits(const ss__store *s, uint32_t e)
+bool ss__disk_delete_waits(const ss__store *s, uint32_t e)
 {
     const ss__obj *o = ss__obj_at(s, e);
 
-    return s->sp && (o->disk || (o->flags & SS_OBJF_SPILLING) ||
+    return s->disk.sp && (o->disk || (o->flags & SS_OBJF_SPILLING) ||
                      removal_find(s, &ss__ent(s, e)->id));
 }
 
-void ss__spill_delete_durable(ss__store *s, uint32_t e, ss__parked *pk)
+void ss__disk_delete_durable(ss__store *s, uint32_t e, ss__parked *pk)
 {
     ss__obj *o = ss__obj_at(s, e);
     ss__spill_loc loc;
@@ -1023,7 +1017,7 @@ void ss__spill_delete_durable(ss__store *s, uint32_t e, ss__parked *pk)
     pk->qprev = pk->qnext = NULL;
     if (o->flags & SS_OBJF_SPILLING) {
         /* its spill's completion deletes what it wrote, then answers */
-        for (uint32_t i = 0; i < s->ops_cap; i++) {
+        for (uint32_t i = 0; i < s->disk.ops_cap; i++) {
             ss__spop *op = op_at(s, i);
             if (op->kind == SS_SPOP_SPILL && op->e == e) {
                 waiters_attach(s, i, pk);
@@ -1033,7 +1027,7 @@ void ss__spill_delete_durable(ss__store *s, uint32_t e, ss__parked *pk)
         waiters_pass(s, pk, -SS_E_CORRUPT, NULL); /* a spilling object without its spill */
         return;
     }
-    if (o->disk && s->sp) {
+    if (o->disk && s->disk.sp) {
         loc_of(s, e, &loc);
         disk_put(s, o->disk - 1);
         o->disk = 0;
@@ -1044,7 +1038,9 @@ void ss__spill_delete_durable(ss__store *s, uint32_t e, ss__parked *pk)
     waiters_pass(s, pk, 0, &ss__ent(s, e)->id);
 }
 
-void ss__spill_unpark(ss__store *s, ss__parked *pk)
+/* ss__parked_free of a DELETE: its op completes unanswered (registered
+ * with the parking layer). */
+static void spill_unpark(ss__store *s, ss__parked *pk)
 {
     if (pk->spop) {
         ss__parked *tail = NULL; /* the list keeps none */
@@ -1059,7 +1055,7 @@ static void apply(ss__store *s, const ss__spill_done *d)
 {
     uint32_t i = (uint32_t)d->cookie;
 
-    s->ops_engine--;
+    s->disk.ops_engine--;
     if (d->op == SS_SPILL_OP_DELETE)
         delete_done(s, i, d);
     else if (op_at(s, i)->kind == SS_SPOP_SPILL)
@@ -1073,125 +1069,140 @@ static void apply(ss__store *s, const ss__spill_done *d)
  * waits for it. */
 static void scan_drops(ss__store *s)
 {
-    for (size_t k = 0; k < s->scan_ndrop; k++)
-        disk_delete(s, &s->scan_drop[k], NULL);
-    s->scan_ndrop = 0;
+    for (size_t k = 0; k < s->disk.scan_ndrop; k++)
+        disk_delete(s, &s->disk.scan_drop[k], NULL);
+    s->disk.scan_ndrop = 0;
 }
 
 /* The scan is over (complete, failed or stopped): requests held for it go. */
 static void scan_end(ss__store *s)
 {
-    int st = ss__spill_scan_status(s->sp);
+    int st = ss__spill_scan_status(s->disk.sp);
 
     scan_drops(s);
-    free(s->scan_drop);
-    s->scan_drop = NULL;
-    s->scan_cdrop = 0;
+    free(s->disk.scan_drop);
+    s->disk.scan_drop = NULL;
+    s->disk.scan_cdrop = 0;
     if (st < 0 && st != -ECANCELED)
         ss__log_error("store: indexing the spilled objects in %s stopped: %s; objects "
-                      "not found stay on disk for the next start", s->spill_dir,
+                      "not found stay on disk for the next start", s->disk.spill_dir,
                       ss_strerror(st));
-    else if (ss__spill_scan_kept(s->sp) > s->scan_dups)
+    else if (ss__spill_scan_kept(s->disk.sp) > s->disk.scan_dups)
         ss__log_info("store: %llu spilled objects %s in %s",
-                     (unsigned long long)(ss__spill_scan_kept(s->sp) - s->scan_dups),
-                     st == 1 ? "found" : "found before the stop", s->spill_dir);
-    if (s->scanning)
-        ss__scan_gate_open(s);
+                     (unsigned long long)(ss__spill_scan_kept(s->disk.sp) - s->disk.scan_dups),
+                     st == 1 ? "found" : "found before the stop", s->disk.spill_dir);
+    if (s->disk.scanning) {
+        s->disk.scanning = false;
+        s->disk.scan_end(s);
+    }
 }
 
-void ss__spill_scan_stop(ss__store *s)
+void ss__disk_scan_stop(ss__store *s)
 {
-    if (!s->sp || !s->scanning)
+    if (!s->disk.sp || !s->disk.scanning)
         return;
-    ss__spill_scan_cancel(s->sp);
+    ss__spill_scan_cancel(s->disk.sp);
     scan_end(s);
 }
 
-void ss__spill_events(ss__store *s)
+static void spill_events(ss__store *s)
 {
     ss__spill_done d[REAP_BATCH];
 
-    if (!s->sp)
+    if (!s->disk.sp)
         return;
     for (int round = 0; round < REAP_ROUNDS; round++) {
-        int n = ss__spill_reap(s->sp, d, REAP_BATCH);
+        int n = ss__spill_reap(s->disk.sp, d, REAP_BATCH);
         for (int k = 0; k < n; k++)
             apply(s, &d[k]);
         if (n < REAP_BATCH)
             break;
     }
-    if (s->scanning) {
+    if (s->disk.scanning) {
         scan_drops(s);
-        if (ss__spill_scan_status(s->sp) != 0)
+        if (ss__spill_scan_status(s->disk.sp) != 0)
             scan_end(s);
     }
 }
 
-void ss__spill_drain(ss__store *s)
+static void spill_event(void *arg, uint32_t events)
+{
+    (void)events;
+    spill_events(arg);
+}
+
+void ss__disk_drain(ss__store *s)
 {
     uint64_t end = ss__now_ns() + DRAIN_MS * 1000000ull;
 
-    if (!s->sp)
+    if (!s->disk.sp)
         return;
-    ss__spill_scan_stop(s);
+    ss__disk_scan_stop(s);
     /* restores still waiting for memory: their GETs were answered */
-    while (s->rq_head) {
-        uint32_t i = s->rq_head - 1;
-        s->rq_head = op_at(s, i)->next;
-        s->parked_need -= op_at(s, i)->bytes;
+    while (s->disk.rq_head) {
+        uint32_t i = s->disk.rq_head - 1;
+        s->disk.rq_head = op_at(s, i)->next;
+        s->park.parked_need -= op_at(s, i)->bytes;
         restore_end(s, i, 0);
     }
-    s->rq_tail = 0;
-    while (s->ops_engine && ss__now_ns() < end) {
-        ss__spill_wait(s->sp, 1000);
-        ss__spill_events(s);
+    s->disk.rq_tail = 0;
+    while (s->disk.ops_engine && ss__now_ns() < end) {
+        ss__spill_wait(s->disk.sp, 1000);
+        spill_events(s);
     }
-    if (s->ops_engine)
+    if (s->disk.ops_engine)
         ss__log_error("store: %u spill operations still unfinished at stop",
-                      (unsigned)s->ops_engine);
+                      (unsigned)s->disk.ops_engine);
 }
 
-void ss__spill_teardown(ss__store *s)
+void ss__disk_teardown(ss__store *s)
 {
     ss__spill_stats st;
 
-    if (s->sp) {
-        s->spill_closing = true;
-        ss__spill_drain(s);
+    if (s->disk.sp) {
+        s->disk.closing = true;
+        ss__disk_drain(s);
         /* restores whose seal job died with the worker */
-        for (uint32_t i = 0; i < s->ops_cap; i++) {
+        for (uint32_t i = 0; i < s->disk.ops_cap; i++) {
             ss__spop *op = op_at(s, i);
             if (op->kind == SS_SPOP_RESTORE && op->rstate == SS_RS_SEAL)
                 restore_end(s, i, 0);
         }
-        ss__spill_wait(s->sp, DRAIN_MS);
-        ss__spill_stats_get(s->sp, &st);
+        ss__spill_wait(s->disk.sp, DRAIN_MS);
+        ss__spill_stats_get(s->disk.sp, &st);
         /* (a scan cut short has not seen every file that is there) */
-        if (st.files == 0 && s->ops_engine == 0 && ss__spill_scan_status(s->sp) == 1) {
+        if (st.files == 0 && s->disk.ops_engine == 0 && ss__spill_scan_status(s->disk.sp) == 1) {
             /* nothing kept here: no litter. Unlinked under the engine's
              * lock; a store that opens it meanwhile retries (setup). */
-            char p[sizeof(s->spill_dir) + 8];
-            snprintf(p, sizeof(p), "%s/lock", s->spill_dir);
+            char p[sizeof(s->disk.spill_dir) + 8];
+            snprintf(p, sizeof(p), "%s/lock", s->disk.spill_dir);
             unlink(p);
-            rmdir(s->spill_dir);
+            rmdir(s->disk.spill_dir);
         }
-        ss__spill_close(s->sp);
-        s->sp = NULL;
+        ss__spill_close(s->disk.sp);
+        s->disk.sp = NULL;
     }
-    for (uint32_t k = 0; k < s->ops_cap / SS_SPOP_CHUNK; k++)
-        free(s->ops[k]);
-    free(s->ops);
-    s->ops = NULL;
-    s->ops_cap = s->ops_free = s->ops_busy = 0;
+    for (uint32_t k = 0; k < s->disk.ops_cap / SS_SPOP_CHUNK; k++)
+        free(s->disk.ops[k]);
+    free(s->disk.ops);
+    s->disk.ops = NULL;
+    s->disk.ops_cap = s->disk.ops_free = s->disk.ops_busy = 0;
 }
 
-void ss__spill_forget(ss__store *s, uint32_t e)
+void ss__disk_fini(ss__store *s)
+{
+    free(s->disk.locs);
+    s->disk.locs = NULL;
+    s->disk.nlocs = s->disk.locs_cap = s->disk.locs_free = 0;
+}
+
+void ss__disk_forget(ss__store *s, uint32_t e)
 {
     ss__obj *o = ss__obj_at(s, e);
 
     if (!o->disk)
         return;
-    if (s->sp) {
+    if (s->disk.sp) {
         ss__spill_loc loc;
         loc_of(s, e, &loc);
         disk_delete(s, &loc, NULL);
@@ -1200,20 +1211,20 @@ void ss__spill_forget(ss__store *s, uint32_t e)
     o->disk = 0;
 }
 
-void ss__spill_fill_stats(ss__store *s, ss_stats *st)
+void ss__disk_fill_stats(ss__store *s, ss_stats *st)
 {
     ss__spill_stats es;
 
-    st->spilled_objects = s->nspilled;
-    st->spilled_bytes = s->spilled_bytes;
-    st->spills = s->c_spills;
-    st->restores = s->c_restores;
-    st->spill_errors = s->c_spill_errors;
-    st->restore_errors = s->c_restore_errors;
-    st->spill_lost = s->c_lost;
-    if (!s->sp)
+    st->spilled_objects = s->disk.nspilled;
+    st->spilled_bytes = s->disk.spilled_bytes;
+    st->spills = s->cnt.c_spills;
+    st->restores = s->cnt.c_restores;
+    st->spill_errors = s->cnt.c_spill_errors;
+    st->restore_errors = s->cnt.c_restore_errors;
+    st->spill_lost = s->cnt.c_lost;
+    if (!s->disk.sp)
         return;
-    ss__spill_stats_get(s->sp, &es);
+    ss__spill_stats_get(s->disk.sp, &es);
     st->spill_bytes = es.bytes_spilled;
     st->spill_ns = es.spill_ns;
     st->restore_bytes = es.bytes_restored;
@@ -1224,7 +1235,7 @@ void ss__spill_fill_stats(ss__store *s, ss_stats *st)
     st->spill_lost += es.damaged;
     st->spill_mode = SS_SPILL_MODE_ON | (es.uring ? SS_SPILL_MODE_URING : 0) |
                      (es.direct ? SS_SPILL_MODE_DIRECT : 0) |
-                     (s->scanning ? SS_SPILL_MODE_SCANNING : 0);
+                     (s->disk.scanning ? SS_SPILL_MODE_SCANNING : 0);
     st->spill_scan_bytes = es.scan_bytes;
 }
 
@@ -1344,44 +1355,38 @@ static void sweep_dead(const char *top, const char *own)
 static void socket_key(const ss__store *s, char *out, size_t len)
 {
     char dir[PATH_MAX], real[PATH_MAX];
-    const char *slash = strrchr(s->path, '/');
-    const char *base = slash ? slash + 1 : s->path;
+    const char *slash = strrchr(s->bind.path, '/');
+    const char *base = slash ? slash + 1 : s->bind.path;
 
-    if (slash == s->path)
+    if (slash == s->bind.path)
         snprintf(dir, sizeof(dir), "/");
     else if (slash)
-        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - s->path), s->path);
+        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - s->bind.path), s->bind.path);
     else
         snprintf(dir, sizeof(dir), ".");
     if (realpath(dir, real))
         snprintf(out, len, "%s/%s", strcmp(real, "/") ? real : "", base);
     else
-        snprintf(out, len, "%s", s->path);
+        snprintf(out, len, "%s", s->bind.path);
 }
 
 /* An older copy the scan found goes (scan_drops): kept by the engine until
  * then, so its removal is one the store hears about (ss__spop). */
 static int scan_drop(ss__store *s, const ss__spill_loc *loc)
 {
-    if (s->scan_ndrop == s->scan_cdrop) {
-        size_t cap = s->scan_cdrop ? s->scan_cdrop * 2 : 16;
-        ss__spill_loc *nd = realloc(s->scan_drop, cap * sizeof(*nd));
-        if (!nd)
-            return -ENOMEM;
-        s->scan_drop = nd;
-        s->scan_cdrop = cap;
-    }
-    s->scan_drop[s->scan_ndrop++] = *loc;
-    s->scan_dups++;
+    if (SS_ARRAY_RESERVE(s->disk.scan_drop, s->disk.scan_cdrop, s->disk.scan_ndrop + 1, 16) < 0)
+        return -ENOMEM;
+    s->disk.scan_drop[s->disk.scan_ndrop++] = *loc;
+    s->disk.scan_dups++;
     return 0;
 }
 
 /* The scan found an object (on the loop, from ss__spill_reap: see
- * ss__spill_setup). */
+ * ss__disk_setup). */
 static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
 {
     ss__store *s = arg;
-    int64_t x = ss__index_find(&s->ix, &loc->id);
+    int64_t x = ss__index_find(&s->tab.ix, &loc->id);
     uint32_t e, di;
     int rc;
 
@@ -1392,7 +1397,7 @@ static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
         ss__obj *o = ss__obj_at(s, (uint32_t)x);
         /* no disk copy: created since the start, newer than any (creates
          * wait for the scan, so only at a stop) */
-        if (!o->disk || s->disk[o->disk - 1].seq >= loc->seq)
+        if (!o->disk || s->disk.locs[o->disk - 1].seq >= loc->seq)
             return scan_drop(s, loc);
         if (ss__ent_state(s, (uint32_t)x) != SS_IX_SPILLED ||
             (o->flags & (SS_OBJF_RESTORING | SS_OBJF_SPILLING))) {
@@ -1409,8 +1414,8 @@ static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
         loc_of(s, (uint32_t)x, &old);
         if ((rc = scan_drop(s, &old)) < 0)
             return rc;
-        s->spilled_bytes -= s->disk[o->disk - 1].size;
-        s->object_bytes -= s->disk[o->disk - 1].size;
+        s->disk.spilled_bytes -= s->disk.locs[o->disk - 1].size;
+        s->tab.object_bytes -= s->disk.locs[o->disk - 1].size;
         disk_put(s, o->disk - 1);
         o->disk = 0;
         if ((rc = disk_add(s, loc, &di)) < 0)
@@ -1421,13 +1426,13 @@ static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
         ss__index_write_begin(en);
         __atomic_store_n(&en->info,
                          SS_IX_INFO(SS_IX_SPILLED,
-                                    loc->size <= s->small_max ? SS_SEG_SMALL : SS_SEG_OBJECT,
+                                    loc->size <= s->mem.small_max ? SS_SEG_SMALL : SS_SEG_OBJECT,
                                     0, loc->meta_size),
                          __ATOMIC_RELAXED);
         __atomic_store_n(&en->size, loc->size, __ATOMIC_RELAXED);
         ss__index_write_end(en);
-        s->spilled_bytes += loc->size;
-        s->object_bytes += loc->size;
+        s->disk.spilled_bytes += loc->size;
+        s->tab.object_bytes += loc->size;
         return 0;
     }
     if ((rc = disk_add(s, loc, &di)) < 0)
@@ -1445,7 +1450,7 @@ static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
     ss__index_write_begin(en);
     __atomic_store_n(&en->info,
                      SS_IX_INFO(SS_IX_SPILLED,
-                                loc->size <= s->small_max ? SS_SEG_SMALL : SS_SEG_OBJECT, 0,
+                                loc->size <= s->mem.small_max ? SS_SEG_SMALL : SS_SEG_OBJECT, 0,
                                 loc->meta_size),
                      __ATOMIC_RELAXED);
     memcpy(&en->id, &loc->id, sizeof(ss_id));
@@ -1455,7 +1460,7 @@ static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
     en->meta_seg = 0;
     en->meta_off64 = 0;
     ss__index_write_end(en);
-    if ((rc = ss__index_link(&s->ix, e)) < 0) {
+    if ((rc = ss__index_link(&s->tab.ix, e)) < 0) {
         /* give the entry back as it came */
         o->flags &= (uint8_t)~SS_OBJF_NOMEM;
         o->disk = 0;
@@ -1465,19 +1470,32 @@ static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
         ss__index_write_end(en);
         memset(o, 0, sizeof(*o));
         o->fd_ro = o->fd_rw = -1;
-        o->next = s->free_head;
-        s->free_head = e + 1;
+        o->next = s->tab.free_head;
+        s->tab.free_head = e + 1;
         return rc;
     }
-    s->nobjects++;
-    s->nsealed++;
-    s->object_bytes += loc->size;
-    s->nspilled++;
-    s->spilled_bytes += loc->size;
+    s->tab.nobjects++;
+    s->tab.nsealed++;
+    s->tab.object_bytes += loc->size;
+    s->disk.nspilled++;
+    s->disk.spilled_bytes += loc->size;
     return 0;
 }
 
-int ss__spill_setup(ss__store *s)
+void ss__disk_register(ss__store *s, void (*on_scan_end)(ss__store *s))
+{
+    static const ss__obj_disk_hooks tab = {
+        .forget = ss__disk_forget,
+        .cancel_restore = ss__disk_restore_cancel,
+        .spill = ss__disk_spill_more,
+    };
+
+    s->disk.scan_end = on_scan_end;
+    ss__obj_register_disk(s, &tab);
+    ss__park_on_unpark(s, spill_unpark);
+}
+
+int ss__disk_setup(ss__store *s)
 {
     char opt[PATH_MAX], top[PATH_MAX], key[PATH_MAX + 128], high[64];
     ss__spill_params p = { 0 };
@@ -1499,59 +1517,65 @@ int ss__spill_setup(ss__store *s)
     }
     socket_key(s, key, sizeof(key));
     if (rc == 0 &&
-        snprintf(s->spill_dir, sizeof(s->spill_dir), "%s/store-%016llx", top,
+        snprintf(s->disk.spill_dir, sizeof(s->disk.spill_dir), "%s/store-%016llx", top,
                  (unsigned long long)ss__spill_hash64(key, strlen(key), 0)) >=
-            (int)sizeof(s->spill_dir))
+            (int)sizeof(s->disk.spill_dir))
         rc = -ENAMETOOLONG;
     if (rc < 0) {
         ss__log_error("store: spill directory %s: %s: spilling is off", top, ss_strerror(rc));
         return 0;
     }
 
-    sweep_dead(top, strrchr(s->spill_dir, '/') + 1);
+    sweep_dead(top, strrchr(s->disk.spill_dir, '/') + 1);
     qd = ss__opt_size(SS_OPT_SPILL_QUEUE_DEPTH);
     if (qd < 1 || qd > 256) {
         ss__log_warn("store: SEALSTORE_SPILL_QUEUE_DEPTH=%llu is outside 1..256: using %u",
                      (unsigned long long)qd, qd < 1 ? 1u : 256u);
         qd = qd < 1 ? 1 : 256;
     }
-    p.dir = s->spill_dir;
+    p.dir = s->disk.spill_dir;
     p.queue_depth = (unsigned)qd;
     /* a store going away on the same socket may still hold the directory */
     end = ss__now_ns() + OPEN_RETRY_MS * 1000000ull;
     for (;;) {
-        rc = ss__spill_open(&s->sp, &p);
+        rc = ss__spill_open(&s->disk.sp, &p);
         if ((rc != -EBUSY && rc != -ENOENT) || ss__now_ns() >= end)
             break;
         usleep(20000);
     }
     if (rc < 0) {
-        s->sp = NULL;
-        ss__log_error("store: cannot spill to %s: %s: spilling is off", s->spill_dir,
+        s->disk.sp = NULL;
+        ss__log_error("store: cannot spill to %s: %s: spilling is off", s->disk.spill_dir,
                       ss_strerror(rc));
         return rc == -ENOMEM ? rc : 0;
     }
 
     ss__opt_string(SS_OPT_SPILL_HIGH, high, sizeof(high));
-    rc = ss__spill_parse_high(high, s->capacity, &s->spill_high);
+    rc = ss__spill_parse_high(high, s->mem.capacity, &s->disk.spill_high);
     if (rc < 0) {
         ss__log_warn("store: SEALSTORE_SPILL_HIGH=\"%s\" is not N%%, a size or off: using 90%%",
                      high);
-        rc = ss__spill_parse_high("90%", s->capacity, &s->spill_high);
+        rc = ss__spill_parse_high("90%", s->mem.capacity, &s->disk.spill_high);
     }
-    s->spill_ahead = rc == 0;
-    uint64_t hyst = s->capacity / 20;
-    s->spill_low = s->spill_high > hyst ? s->spill_high - hyst : 0;
+    s->disk.spill_ahead = rc == 0;
+    uint64_t hyst = s->mem.capacity / 20;
+    s->disk.spill_low = s->disk.spill_high > hyst ? s->disk.spill_high - hyst : 0;
 
     /* The scan runs in the engine's thread; what it finds comes to
      * scan_one from ss__spill_reap, on the loop. Until it is over the scan
-     * gate holds the requests that depend on it (store.c). */
-    rc = ss__spill_scan_start(s->sp, scan_one, s);
+     * gate holds the requests that depend on it (store_req.c). */
+    rc = ss__loop_add(&s->loop, &s->disk.ev, ss__spill_event_fd(s->disk.sp), EPOLLIN,
+                      spill_event, s);
     if (rc < 0) {
-        ss__log_error("store: cannot index the spilled objects in %s: %s", s->spill_dir,
+        ss__log_error("store: epoll on the spill engine: %s", ss_strerror(rc));
+        return rc;
+    }
+    rc = ss__spill_scan_start(s->disk.sp, scan_one, s);
+    if (rc < 0) {
+        ss__log_error("store: cannot index the spilled objects in %s: %s", s->disk.spill_dir,
                       ss_strerror(rc));
         return rc;
     }
-    s->scanning = true;
+    s->disk.scanning = true;
     return 0;
 }

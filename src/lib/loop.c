@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The event loop core (loop.h). Owns the epoll fd and the hook list; calls
+ * only what was registered with it, and sys.h/log.h.
+ */
+#include "loop.h"
+
+#include <limits.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+
+#include "sys.h"
+
+#define EVENTS_PER_WAIT 64
+
+int ss__loop_init(ss__loop *l)
+{
+    l->stopping = false;
+    l->hooks = l->hooks_tail = NULL;
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    return l->epfd < 0 ? -errno : 0;
+}
+
+void ss__loop_fini(ss__loop *l)
+{
+    if (l->epfd >= 0)
+        close(l->epfd);
+    l->epfd = -1;
+}
+
+int ss__loop_add(ss__loop *l, ss__loop_fd *r, int fd, uint32_t events,
+                 void (*handler)(void *arg, uint32_t events), void *arg)
+{
+    struct epoll_event ev = { .events = events, .data.ptr = r };
+
+    r->handler = handler;
+    r->arg = arg;
+    r->fd = fd;
+    return epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+int ss__loop_mod(ss__loop *l, ss__loop_fd *r, uint32_t events)
+{
+    struct epoll_event ev = { .events = events, .data.ptr = r };
+
+    return epoll_ctl(l->epfd, EPOLL_CTL_MOD, r->fd, &ev) < 0 ? -errno : 0;
+}
+
+void ss__loop_del(ss__loop *l, ss__loop_fd *r)
+{
+    /* fails only for an fd that was never added (a connection whose
+     * registration failed): nothing to undo then */
+    (void)epoll_ctl(l->epfd, EPOLL_CTL_DEL, r->fd, NULL);
+}
+
+void ss__loop_hook_add(ss__loop *l, ss__loop_hook *h)
+{
+    h->next = NULL;
+    if (l->hooks_tail)
+        l->hooks_tail->next = h;
+    else
+        l->hooks = h;
+    l->hooks_tail = h;
+}
+
+/* ms until the earliest hook deadline: -1 none, 0 due. */
+static int next_timeout(ss__loop *l)
+{
+    uint64_t now = ss__now_ns(), d = UINT64_MAX;
+
+    for (ss__loop_hook *h = l->hooks; h; h = h->next) {
+        if (!h->deadline)
+            continue;
+        uint64_t x = h->deadline(h->arg, now);
+        if (x < d)
+            d = x;
+    }
+    if (d == UINT64_MAX)
+        return -1;
+    if (d <= now)
+        return 0;
+    uint64_t ms = (d - now + 999999) / 1000000;
+    return ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
+int ss__loop_run(ss__loop *l)
+{
+    struct epoll_event evs[EVENTS_PER_WAIT];
+
+    while (!l->stopping) {
+        int n = epoll_wait(l->epfd, evs, EVENTS_PER_WAIT, next_timeout(l));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            int err = -errno;
+            ss__log_error("store: epoll_wait: %s", ss_strerror(err));
+            return err;
+        }
+        for (int i = 0; i < n; i++) {
+            ss__loop_fd *r = evs[i].data.ptr;
+            r->handler(r->arg, evs[i].events);
+        }
+        uint64_t now = ss__now_ns();
+        for (ss__loop_hook *h = l->hooks; h; h = h->next)
+            if (h->turn)
+                h->turn(h->arg, now);
+    }
+    return 0;
+}
+
+void ss__loop_stop(ss__loop *l)
+{
+    l->stopping = true;
+}
+
+void ss__loop_drain(int efd)
+{
+    uint64_t v;
+    ssize_t n = read(efd, &v, sizeof(v));
+
+    (void)n; /* nonblocking: EAGAIN when another reader was first */
+}
+
+void ss__loop_sleep(ss__loop *l, int timeout_ms)
+{
+    struct epoll_event ev[16];
+
+    (void)epoll_wait(l->epfd, ev, 16, timeout_ms);
+}

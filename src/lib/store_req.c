@@ -1,0 +1,1072 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The request layer: dispatch of a checked message to its handler
+ * (ss__req_*), every request but GET (store_get.c), the scan gate, parked
+ * creates and their retries, the timers of parked requests, a client's
+ * departure and the answers given at stop. Owns the ss__conn fields marked
+ * "req" and the counters it bumps; calls every layer below it (GET, disk
+ * glue, seal worker, object table, parking, connections).
+ *
+ * Registers: with the connection layer, the message, departure and budget
+ * handlers; with the parking layer, the GET completion; with the disk
+ * glue, the end of the startup scan (the gate opens); with the seal worker,
+ * per job, the completion of a client's SEAL.
+ *
+ * Start-up. Objects spilled by an earlier store on the socket are indexed
+ * by a scan that runs in the spill engine's thread while the store already
+ * serves (store_disk.c): HELLO, STATS, SUBSCRIBE, SEAL, ABORT and RELEASE
+ * are answered at once, and a stop (SIGTERM, ss__store_stop) cancels the
+ * scan wherever it is. A request whose answer depends on which ids exist
+ * (CREATE, PUT, GET, CONTAINS, DELETE, LIST) waits at the scan gate until
+ * the scan is over, so a create never duplicates an id that is on disk
+ * and a get or contains never calls missing an object that is there; a
+ * GET waits at most its own timeout, then is answered from what the scan
+ * has found so far (a GET with timeout 0 does not wait). The held request
+ * is a copy on its connection, which is not read meanwhile (its requests
+ * stay in order, and the kernel's buffer pushes back on the client).
+ *
+ * Parked creates. A CREATE or PUT that does not fit parks in a FIFO and is
+ * retried whenever memory is freed (and on a slow tick: the populator may
+ * free memory from its own thread), until SEALSTORE_CREATE_TIMEOUT, then
+ * fails with -ENOSPC.
+ *
+ * Seals. Each client has at most one job with the seal worker (its other
+ * seals wait in its own queue), so one client with pinned pages cannot
+ * monopolise it.
+ */
+#include "store_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "stats.h"
+#include "sys.h"
+
+#define LIST_SCAN_MAX 65536u
+#define RETRY_TICK_NS (100 * 1000000ull)
+
+/* ============================================================= handshake */
+
+static void hello(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+{
+    struct {
+        ss__msg_hdr h;
+        ss__rep_hello r;
+    } m;
+
+    memset(&m, 0, sizeof(m));
+    ss__proto_hdr(&m.h, SS_MSG_HELLO, h->req_id, sizeof(m), 0, SS_MSGF_REPLY);
+    m.r.store_id = s->bind.store_id;
+    m.r.client_id = c->id;
+    m.r.small_max = (uint32_t)s->mem.small_max;
+    m.r.capacity = s->mem.capacity;
+    m.r.max_msg = SS_PROTO_MAX_MSG;
+    ss__conn_hello_done(s, c);
+    ss__conn_send(s, c, &m, sizeof(m), NULL, 0);
+}
+
+static void subscribe(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+{
+    const ss__req_subscribe *rq = (const void *)(h + 1);
+
+    ss__conn_reply_status(s, c, SS_MSG_SUBSCRIBE, h->req_id, 0);
+    ss__conn_subscribe(s, c, rq->mask);
+}
+
+/* ============================================================= scan gate */
+
+static bool gated_type(int type)
+{
+    return type == SS_MSG_CREATE || type == SS_MSG_PUT || type == SS_MSG_GET ||
+           type == SS_MSG_CONTAINS || type == SS_MSG_DELETE || type == SS_MSG_LIST;
+}
+
+/* While the startup scan runs: hold c's request if it depends on which ids
+ * exist. true: held back (or refused for lack of memory). */
+static bool scan_gate(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds)
+{
+    const ss__msg_hdr *h = buf;
+
+    if (!s->disk.scanning || !gated_type(h->type))
+        return false;
+    /* a GET waits at most its timeout: with none left it runs now (this is
+     * also how a held GET whose timeout passed gets through) */
+    if (h->type == SS_MSG_GET && ((const ss__req_get *)(h + 1))->timeout_ms == 0)
+        return false;
+    c->gated = malloc(len);
+    if (!c->gated) {
+        ss__conn_reply_status(s, c, h->type, h->req_id, -ENOMEM);
+        return true;
+    }
+    memcpy(c->gated, buf, len);
+    c->gated_len = (uint32_t)len;
+    c->gated_nfds = nfds;
+    c->gated_deadline = UINT64_MAX;
+    if (h->type == SS_MSG_GET)
+        c->gated_deadline = ss__park_deadline_of(((const ss__req_get *)(h + 1))->timeout_ms);
+    ss__conn_interest(s, c); /* not read until the request is answered */
+    return true;
+}
+
+/* Run c's held request now: a GET gets what is left of its timeout. */
+void ss__req_dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds);
+
+static void gate_run(ss__store *s, ss__conn *c, uint64_t now)
+{
+    ss__msg_hdr *h = c->gated;
+
+    c->gated = NULL;
+    if (h->type == SS_MSG_GET) {
+        ss__req_get *rq = (ss__req_get *)(h + 1);
+
+        if (rq->timeout_ms > 0)
+            rq->timeout_ms = c->gated_deadline > now
+                                 ? (int64_t)((c->gated_deadline - now + 999999) / 1000000)
+                                 : 0;
+    }
+    ss__req_dispatch(s, c, h, c->gated_len, c->gated_nfds);
+    free(h);
+    ss__conn_interest(s, c);
+}
+
+/* The scan is over (the disk glue cleared `scanning`), or the store
+ * stops: answer the held requests, in their connections' order. */
+static void gate_open(ss__store *s)
+{
+    uint64_t now = ss__now_ns();
+
+    for (ss__conn *c = s->conn.conns; c; c = c->next)
+        if (c->gated && !c->broken)
+            gate_run(s, c, now);
+}
+
+/* GETs whose timeout passed: answered from what is known. */
+void ss__req_gate_turn(void *arg, uint64_t now)
+{
+    ss__store *s = arg;
+
+    if (!s->disk.scanning)
+        return;
+    for (ss__conn *c = s->conn.conns; c; c = c->next)
+        if (c->gated && !c->broken && c->gated_deadline <= now)
+            gate_run(s, c, now);
+}
+
+uint64_t ss__req_gate_deadline(void *arg, uint64_t now)
+{
+    const ss__store *s = arg;
+    uint64_t d = UINT64_MAX;
+
+    (void)now;
+    if (!s->disk.scanning)
+        return d;
+    for (const ss__conn *c = s->conn.conns; c; c = c->next)
+        if (c->gated && !c->broken && c->gated_deadline < d)
+            d = c->gated_deadline;
+    return d;
+}
+
+/* ============================================================== creation */
+
+typedef struct create_args {
+    const ss_id *id;
+    uint64_t size;
+    const void *meta;
+    uint32_t meta_size;
+    int32_t node;
+    const void *data;        /* PUT: the bytes */
+} create_args;
+
+static void publish(ss__store *s, uint32_t e);
+
+/* The memory a create takes before it has an entry. */
+typedef struct create_mem_t {
+    bool small;              /* the data in a small slot, else an object segment */
+    int node;
+    ss__sloc dloc, mloc;     /* small data (small), meta (a->meta_size) */
+    ss__seg seg;             /* !small: from the pool; fd -1 until taken */
+    int fd_ro;               /* !small: the readers' fd, -1 */
+} create_mem_t;
+
+/* Give back what create_take took. */
+static void create_untake(ss__store *s, const create_args *a, create_mem_t *m)
+{
+    if (a->meta_size && m->mloc.ptr) {
+        ss__salloc_free(s->mem.salloc, &m->mloc);
+        ss__small_check(s, m->mloc.seg);
+    }
+    if (m->small && m->dloc.ptr) {
+        ss__salloc_free(s->mem.salloc, &m->dloc);
+        ss__small_check(s, m->dloc.seg);
+    }
+    if (m->fd_ro >= 0)
+        close(m->fd_ro);
+    if (m->seg.fd >= 0)
+        ss__obj_seg_free(s, &m->seg, true);
+}
+
+/* Take the data's memory (a pool segment, or a small slot opened for
+ * writing when a PUT carries the bytes) and the meta's (written now): 0,
+ * or -errno with nothing held. -ENOSPC: *need says about how much is
+ * missing. */
+static int create_take(ss__store *s, const create_args *a, create_mem_t *m, uint64_t *need)
+{
+    int rc;
+
+    *need = m->small ? 4 * SS_MiB : SS_ALIGN_UP(a->size, 4096ull);
+    if (!m->small) {
+        if (a->size > s->mem.capacity)
+            return -ENOSPC;
+        rc = ss__pool_take(s->mem.pool, a->size, m->node, &m->seg);
+        if (rc < 0)
+            return rc;
+        m->fd_ro = ss__seg_reopen_ro(m->seg.fd);
+        if (m->fd_ro < 0) {
+            rc = m->fd_ro;
+            goto fail;
+        }
+    } else {
+        rc = ss__salloc_alloc(s->mem.salloc, a->size, m->node, &m->dloc);
+        if (rc < 0)
+            return rc;
+        /* the store's mapping is read-only outside write windows (alloc.c) */
+        if (a->data && a->size &&
+            (rc = ss__salloc_write_open(s->mem.salloc, &m->dloc, a->size, false)) < 0)
+            goto fail;
+    }
+    if (a->meta_size) {
+        rc = ss__salloc_alloc(s->mem.salloc, a->meta_size, m->node, &m->mloc);
+        if (rc < 0) {
+            if (rc == -ENOSPC)
+                *need = 4 * SS_MiB;
+            goto fail;
+        }
+        rc = ss__salloc_write_open(s->mem.salloc, &m->mloc, a->meta_size, false);
+        if (rc < 0)
+            goto fail;
+        memcpy(m->mloc.ptr, a->meta, a->meta_size);
+    }
+    return 0;
+fail:
+    create_untake(s, a, m);
+    return rc;
+}
+
+/* Entry e takes the memory: its record, its index entry (CREATED,
+ * chained) and the table's counts. */
+static void create_entry(ss__store *s, const create_args *a, const create_mem_t *m,
+                         const ss__small *dsm, const ss__small *msm, uint32_t e)
+{
+    ss__obj *o = ss__obj_at(s, e);
+
+    o->node = (int16_t)(m->small ? m->node : m->seg.node);
+    if (m->small) {
+        o->small_slot = m->dloc.seg;
+        if (a->data && a->size)
+            memcpy(m->dloc.ptr, a->data, a->size);
+    } else {
+        o->fd_rw = m->seg.fd;
+        o->fd_ro = m->fd_ro;
+        o->seg_size = m->seg.size;
+    }
+    o->meta_slot = m->mloc.seg;
+
+    ss__index_entry *en = ss__ent(s, e);
+    ss__index_write_begin(en);
+    __atomic_store_n(&en->info,
+                     SS_IX_INFO(SS_IX_CREATED, m->small ? SS_SEG_SMALL : SS_SEG_OBJECT,
+                                m->small ? 0 : m->seg.backing, a->meta_size),
+                     __ATOMIC_RELAXED);
+    memcpy(&en->id, a->id, sizeof(ss_id));
+    en->seg_id = m->small ? (SS_SEG_ID_SMALL | dsm->no) : s->tab.next_seg_id++;
+    en->size = a->size;
+    en->data_off64 = m->small ? (uint32_t)(m->dloc.off / SS_OBJ_ALIGN) : 0;
+    en->meta_seg = a->meta_size ? msm->no : 0;
+    en->meta_off64 = a->meta_size ? (uint32_t)(m->mloc.off / SS_OBJ_ALIGN) : 0;
+    ss__index_write_end(en);
+    ss__index_link(&s->tab.ix, e);
+    s->tab.nobjects++;
+    s->tab.object_bytes += a->size;
+    s->cnt.c_creates++;
+}
+
+/*
+ * Make the object's memory and entry. -ENOSPC means "does not fit now"
+ * (the caller reclaims or parks); *need says about how much is missing.
+ */
+static int create_mem(ss__store *s, const create_args *a, uint32_t *out, uint64_t *need)
+{
+    create_mem_t m = { .small = a->size <= s->mem.small_max, .node = SS_NODE_ANY,
+                       .seg = { .fd = -1 }, .fd_ro = -1 };
+    uint32_t e;
+    int rc;
+
+    if (ss__index_find(&s->tab.ix, a->id) >= 0)
+        return -EEXIST;
+    if (s->mem.numa) {
+        m.node = ss__numa_place(s->mem.numa, &s->mem.numa_policy, a->node);
+        if (m.node < 0)
+            m.node = SS_NODE_ANY;
+    }
+    if ((rc = create_take(s, a, &m, need)) < 0)
+        return rc;
+    ss__small *dsm = m.small ? ss__small_rec(s, m.dloc.seg) : NULL;
+    ss__small *msm = a->meta_size ? ss__small_rec(s, m.mloc.seg) : NULL;
+    if ((m.small && !dsm) || (a->meta_size && !msm)) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    rc = ss__obj_alloc(s, &e);
+    if (rc < 0)
+        goto fail;
+    create_entry(s, a, &m, dsm, msm, e);
+    *out = e;
+    return 0;
+fail:
+    create_untake(s, a, &m);
+    return rc;
+}
+
+/* Reclaim-and-retry loop around create_mem. */
+static int create_fit(ss__store *s, const create_args *a, uint32_t *e, uint64_t *need)
+{
+    int rc;
+
+    for (;;) {
+        *need = 0;
+        rc = create_mem(s, a, e, need);
+        if (rc != -ENOSPC || a->size > s->mem.capacity || !ss__obj_reclaim(s, *need))
+            return rc;
+    }
+}
+
+static void args_of(const ss__msg_hdr *h, bool put, create_args *a)
+{
+    const char *body = (const char *)(h + 1);
+
+    if (put) {
+        const ss__req_put *r = (const void *)body;
+        a->id = &r->id;
+        a->size = r->size;
+        a->meta_size = r->meta_size;
+        a->node = r->node;
+        a->meta = r + 1;
+        a->data = (const char *)(r + 1) + r->meta_size;
+    } else {
+        const ss__req_create *r = (const void *)body;
+        a->id = &r->id;
+        a->size = r->size;
+        a->meta_size = r->meta_size;
+        a->node = r->node;
+        a->meta = r + 1;
+        a->data = NULL;
+    }
+}
+
+int ss__req_create_try(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put,
+                       uint64_t *need)
+{
+    create_args a;
+    uint32_t e;
+    int rc;
+
+    args_of(h, put, &a);
+    if (a.meta_size > SS_PROTO_MAX_META || (put && a.size > s->mem.small_max)) {
+        ss__conn_reply_status(s, c, h->type, h->req_id, -EINVAL);
+        return 0;
+    }
+    rc = create_fit(s, &a, &e, need);
+    if (rc == -ENOSPC && a.size <= s->mem.capacity)
+        return -ENOSPC;
+    if (rc < 0) {
+        ss__conn_reply_status(s, c, h->type, h->req_id, rc);
+        return 0;
+    }
+    ss__obj_at(s, e)->uid = (uint32_t)c->uid;
+    if (put) {
+        publish(s, e);
+        ss__conn_reply_status(s, c, h->type, h->req_id, 0);
+        return 0;
+    }
+
+    ss__obj *o = ss__obj_at(s, e);
+    ss__index_entry *en = ss__ent(s, e);
+    ss__ref *r;
+    if (ss__ref_take(s, c, e, &r) < 0) {
+        ss__obj_free(s, e);
+        ss__conn_reply_status(s, c, h->type, h->req_id, -ENOMEM);
+        return 0;
+    }
+    struct {
+        ss__msg_hdr h;
+        ss__rep_create r;
+    } m;
+    memset(&m, 0, sizeof(m));
+    ss__proto_hdr(&m.h, SS_MSG_CREATE, h->req_id, sizeof(m), 0, SS_MSGF_REPLY);
+    m.r.data.seg_id = en->seg_id;
+    m.r.data.size = a.size;
+    if (SS_IX_KIND(en->info) == SS_SEG_OBJECT) {
+        int fds[2] = { o->fd_ro, o->fd_rw };
+        m.r.data.seg_size = o->seg_size;
+        m.r.data.offset = 0;
+        m.r.data.fd_index = 0;
+        m.r.data.kind = SS_SEG_OBJECT;
+        r->refs |= SS_REF_SENT;
+        ss__conn_send(s, c, &m, sizeof(m), fds, 2);
+    } else {
+        const ss__seg *g = ss__salloc_segment(s->mem.salloc, o->small_slot);
+        m.r.data.seg_size = g ? g->size : 0;
+        m.r.data.offset = (uint64_t)en->data_off64 * SS_OBJ_ALIGN;
+        m.r.data.fd_index = SS_FD_NONE;
+        m.r.data.kind = SS_SEG_SMALL;
+        ss__conn_send(s, c, &m, sizeof(m), NULL, 0);
+    }
+    return 0;
+}
+
+/* ======================================================= CREATE parking */
+
+void ss__req_do_create(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put)
+{
+    uint64_t need = 0;
+
+    if (ss__req_create_try(s, c, h, put, &need) != -ENOSPC)
+        return;
+    if (s->mem.create_timeout_ms == 0 || s->loop.stopping || c->nparked >= SS_PARKED_MAX) {
+        ss__conn_reply_status(s, c, h->type, h->req_id, -ENOSPC);
+        return;
+    }
+    if (!ss__parked_fits(s, c, ss__parked_cost(h->len))) {
+        ss__conn_reply_status(s, c, h->type, h->req_id, -ENOBUFS);
+        return;
+    }
+    ss__parked *pk = ss__parked_new(s, c, put ? SS_PK_PUT : SS_PK_CREATE, h->req_id,
+                                    ss__park_deadline_of(s->mem.create_timeout_ms));
+    void *copy = pk ? malloc(h->len) : NULL;
+    if (!copy) {
+        if (pk)
+            ss__parked_free(s, pk);
+        ss__conn_reply_status(s, c, h->type, h->req_id, -ENOMEM);
+        return;
+    }
+    memcpy(copy, h, h->len);
+    pk->msg = copy;
+    pk->n = h->len;
+    ss__parked_charge(s, pk, h->len);
+    SS_DL_APPEND(s->park.cq_head, s->park.cq_tail, pk, qprev, qnext);
+    ss__parked_set_need(s, pk, need);
+    s->cnt.c_waits++;
+}
+
+void ss__req_retry_creates(ss__store *s)
+{
+    s->park.retry_creates = false;
+    /* restores first: a GET of a found object is waiting on each */
+    if (s->disk.rq_head)
+        ss__disk_restore_retry(s);
+    for (ss__parked *pk = s->park.cq_head, *nx; pk; pk = nx) {
+        nx = pk->qnext;
+        const ss__msg_hdr *h = pk->msg;
+        uint64_t need = 0;
+        if (ss__req_create_try(s, pk->c, h, pk->type == SS_PK_PUT, &need) == -ENOSPC) {
+            ss__parked_set_need(s, pk, need);
+            continue;
+        }
+        /* answered; nx may have been answered too only through its own
+         * run, so the walk stays valid */
+        ss__parked_free(s, pk);
+    }
+}
+
+/* ============================================================ SEAL, ABORT */
+
+static void publish(ss__store *s, uint32_t e)
+{
+    ss__obj *o = ss__obj_at(s, e);
+    ss__index_entry *en = ss__ent(s, e);
+
+    ss__ent_set_state(s, e, SS_IX_SEALED);
+    s->tab.nsealed++;
+    s->cnt.c_seals++;
+    if (o->refs == 0)
+        ss__lru_push(s, e);
+    ss_id id = en->id;
+    ss__conn_event(s, SS_EVENT_SEALED, &id, en->size);
+    ss__park_wake(s, &id);
+}
+
+/* A seal succeeded: publish, drop the creator's reference on this object
+ * if the SEAL asked (after publish, so a GET of the same client answered
+ * by publish still finds the segment sent), then answer. */
+static void sealed(ss__store *s, ss__conn *c, uint32_t e, uint32_t req_id, bool release)
+{
+    publish(s, e);
+    if (release) {
+        ss__ref *r = ss__ref_find(c, e);
+
+        if (r) { /* the creator's: own_created found it, only an abort drops it */
+            ss__ref_drop(s, c, r, 1);
+            s->cnt.c_releases++;
+        }
+    }
+    ss__conn_reply_status(s, c, SS_MSG_SEAL, req_id, 0);
+}
+
+/* The CREATED object of client c with this id, or -ENOENT. Only its
+ * creator holds a reference to a CREATED object (store_int.h). */
+static int64_t own_created(ss__store *s, ss__conn *c, const ss_id *id)
+{
+    int64_t e = ss__index_find(&s->tab.ix, id);
+
+    if (e < 0 || ss__ent_state(s, (uint32_t)e) != SS_IX_CREATED ||
+        !ss__ref_find(c, (uint32_t)e))
+        return -ENOENT;
+    return e;
+}
+
+/* Abort: drop the creator's ref and free. */
+static void abort_obj(ss__store *s, ss__conn *c, uint32_t e)
+{
+    ss__ref *r = ss__ref_find(c, e);
+    ss__obj *o = ss__obj_at(s, e);
+
+    if (r) {
+        uint32_t n = SS_REF_COUNT(r->refs);
+        ss__ref_del(c, r);
+        o->refs -= n;
+    }
+    SS_ASSERT(o->refs == 0);
+    o->refs = 0;
+    s->cnt.c_aborts++;
+    ss__obj_free(s, e);
+}
+
+static void seal_job_done(ss__store *s, ss__sealjob *j);
+
+/* A client's seal job to the worker: its one job there. */
+static void seal_submit(ss__store *s, ss__sealjob *j)
+{
+    j->c->seal_busy = true;
+    j->done = seal_job_done;
+    ss__seal_submit(s, j);
+}
+
+void ss__req_do_seal(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+{
+    const ss__req_seal *rq = (const void *)(h + 1);
+    int64_t e = own_created(s, c, &rq->id);
+
+    if (e < 0) {
+        ss__conn_reply_status(s, c, SS_MSG_SEAL, h->req_id, -ENOENT);
+        return;
+    }
+    ss__obj *o = ss__obj_at(s, (uint32_t)e);
+    ss__index_entry *en = ss__ent(s, (uint32_t)e);
+    if (o->flags & SS_OBJF_SEALING) {
+        ss__conn_reply_status(s, c, SS_MSG_SEAL, h->req_id, -EBUSY);
+        return;
+    }
+    if (SS_IX_KIND(en->info) == SS_SEG_SMALL) {
+        if (rq->payload_size != en->size) {
+            ss__conn_reply_status(s, c, SS_MSG_SEAL, h->req_id, -EINVAL);
+            return;
+        }
+        const ss__seg *g = ss__salloc_segment(s->mem.salloc, o->small_slot);
+        ss__sloc at = { .seg = o->small_slot, .off = (uint64_t)en->data_off64 * SS_OBJ_ALIGN };
+        int rc = en->size ? ss__salloc_write_open(s->mem.salloc, &at, en->size, false) : 0;
+        if (rc < 0) { /* still created: the creator may retry or abort */
+            ss__conn_reply_status(s, c, SS_MSG_SEAL, h->req_id, rc);
+            return;
+        }
+        if (en->size)
+            memcpy((char *)g->map + at.off, rq + 1, en->size);
+        sealed(s, c, (uint32_t)e, h->req_id, rq->flags & SS_SEALF_RELEASE);
+        return;
+    }
+    if (rq->payload_size != 0) {
+        ss__conn_reply_status(s, c, SS_MSG_SEAL, h->req_id, -EINVAL);
+        return;
+    }
+    ss__sealjob *j = calloc(1, sizeof(*j));
+    if (!j) {
+        ss__conn_reply_status(s, c, SS_MSG_SEAL, h->req_id, -ENOMEM);
+        return;
+    }
+    j->c = c;
+    j->req_id = h->req_id;
+    j->e = (uint32_t)e;
+    j->generation = en->generation;
+    j->fd = o->fd_rw;
+    j->size = o->seg_size;
+    j->release = rq->flags & SS_SEALF_RELEASE;
+    o->flags |= SS_OBJF_SEALING;
+    if (!c->seal_busy) {
+        seal_submit(s, j);
+    } else {
+        if (c->seal_tail)
+            c->seal_tail->next = j;
+        else
+            c->seal_queue = j;
+        c->seal_tail = j;
+    }
+}
+
+/* The worker is done with a client's seal job (ss__sealjob.done). */
+static void seal_job_done(ss__store *s, ss__sealjob *j)
+{
+    ss__conn *c = j->c;
+    ss__obj *o = ss__obj_at(s, j->e);
+
+    o->flags &= (uint8_t)~SS_OBJF_SEALING;
+    c->seal_busy = false;
+    if (o->flags & SS_OBJF_ORPHAN) {
+        o->flags &= (uint8_t)~SS_OBJF_ORPHAN;
+        s->cnt.c_aborts++;
+        ss__obj_free(s, j->e); /* its creator is gone: nobody else holds it */
+    } else if (j->rc == 0) {
+        close(o->fd_rw);
+        o->fd_rw = -1;
+        sealed(s, c, j->e, j->req_id, j->release);
+        ss__pool_writer_done(s->mem.pool); /* after the reply: refills wait */
+    } else if (j->rc == -EBUSY) {
+        ss__conn_reply_status(s, c, SS_MSG_SEAL, j->req_id, -EBUSY);
+    } else {
+        /* -EPERM: seals tampered with; anything else (fallocate ENOSPC
+         * on an exhausted hugetlb pool): never publish what we could
+         * not verify or account */
+        ss__log_info("store: seal failed (%s): object aborted", ss_strerror(j->rc));
+        abort_obj(s, c, j->e);
+        ss__conn_reply_status(s, c, SS_MSG_SEAL, j->req_id, j->rc);
+    }
+    free(j);
+    if (c->dead) {
+        ss__conn_free_dead(s, c);
+    } else if (c->seal_queue) {
+        ss__sealjob *q = c->seal_queue;
+        c->seal_queue = q->next;
+        if (!c->seal_queue)
+            c->seal_tail = NULL;
+        seal_submit(s, q);
+    }
+}
+
+void ss__req_do_abort(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+{
+    const ss__req_id *rq = (const void *)(h + 1);
+    int64_t e = own_created(s, c, &rq->id);
+
+    if (e < 0) {
+        ss__conn_reply_status(s, c, SS_MSG_ABORT, h->req_id, -ENOENT);
+        return;
+    }
+    if (ss__obj_at(s, (uint32_t)e)->flags & SS_OBJF_SEALING) {
+        ss__conn_reply_status(s, c, SS_MSG_ABORT, h->req_id, -EBUSY);
+        return;
+    }
+    abort_obj(s, c, (uint32_t)e);
+    ss__conn_reply_status(s, c, SS_MSG_ABORT, h->req_id, 0);
+}
+
+/* ================================================ RELEASE, CONTAINS, DELETE */
+
+void ss__req_do_release(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+{
+    const ss__req_release *rq = (const void *)(h + 1);
+    const ss_id *ids = (const void *)(rq + 1);
+
+    for (uint32_t i = 0; i < rq->n && i < SS_PROTO_MAX_IDS; i++) {
+        ss__ref *r = ss__ref_held(s, c, &ids[i]);
+        if (!r || ss__ent_state(s, r->key - 1) == SS_IX_CREATED) {
+            /* the library checks this locally: a bad one is a hostile or
+             * broken client, counted and ignored */
+            s->cnt.c_proto_errors++;
+            continue;
+        }
+        ss__ref_drop(s, c, r, 1);
+        s->cnt.c_releases++;
+    }
+    if (s->park.retry_creates && (s->park.cq_head || s->disk.rq_head))
+        ss__req_retry_creates(s);
+}
+
+void ss__req_do_contains(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+{
+    const ss__req_id *rq = (const void *)(h + 1);
+
+    /* a spilled object is found from the index alone: no I/O */
+    ss__conn_reply_status(s, c, SS_MSG_CONTAINS, h->req_id,
+                          ss__obj_find_stored(s, &rq->id) >= 0 ? 1 : 0);
+}
+
+void ss__req_do_delete(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+{
+    const ss__req_id *rq = (const void *)(h + 1);
+    int64_t e = ss__index_find(&s->tab.ix, &rq->id);
+    ss__parked *pk = NULL;
+    int rc = 0;
+
+    if (e < 0)
+        rc = -ENOENT;
+    else if (ss__ent_state(s, (uint32_t)e) != SS_IX_SEALED &&
+             ss__ent_state(s, (uint32_t)e) != SS_IX_SPILLED)
+        rc = -EBUSY;
+    else if (ss__disk_delete_waits(s, (uint32_t)e) &&
+             !(pk = ss__parked_new(s, c, SS_PK_DELETE, h->req_id, UINT64_MAX)))
+        rc = -ENOMEM;
+    else {
+        /* with a disk copy, or an older copy of the id on its way out:
+         * answered once no record of it can come back (the protocol is
+         * beside ss__spop) */
+        if (pk)
+            ss__disk_delete_durable(s, (uint32_t)e, pk);
+        ss__obj_detach(s, (uint32_t)e, false);
+        s->cnt.c_deletes++;
+    }
+    if (!pk)
+        ss__conn_reply_status(s, c, SS_MSG_DELETE, h->req_id, rc);
+    if (s->park.retry_creates && (s->park.cq_head || s->disk.rq_head))
+        ss__req_retry_creates(s);
+}
+
+/* ============================================================ LIST, STATS */
+
+void ss__req_do_list(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+{
+    const ss__req_list *rq = (const void *)(h + 1);
+    ss__msg_hdr *oh = (ss__msg_hdr *)s->req.obuf;
+    ss__rep_list *rl = (ss__rep_list *)(oh + 1);
+    ss__list_entry *le = (ss__list_entry *)(rl + 1);
+    uint32_t max = rq->max, n = 0;
+    uint64_t e = rq->cursor, scanned = 0;
+
+    if (max == 0 || max > SS_PROTO_MAX_LIST) {
+        ss__conn_reply_status(s, c, SS_MSG_LIST, h->req_id, -EINVAL);
+        return;
+    }
+    for (; e < s->tab.ix.high && n < max && scanned < LIST_SCAN_MAX; e++, scanned++) {
+        const ss__index_entry *en = ss__index_at(&s->tab.ix, (uint32_t)e);
+        uint32_t st = SS_IX_STATE(en->info);
+        if (st != SS_IX_CREATED && st != SS_IX_SEALED && st != SS_IX_SPILLED)
+            continue;
+        const ss__obj *o = ss__obj_at(s, (uint32_t)e);
+        memset(&le[n], 0, sizeof(le[n]));
+        le[n].id = en->id;
+        le[n].state = st == SS_IX_CREATED ? SS_OBJ_CREATED : SS_OBJ_SEALED;
+        le[n].size = en->size;
+        le[n].meta_size = SS_IX_META_SIZE(en->info);
+        if (st == SS_IX_SPILLED) {
+            le[n].backing = SS_BACKING_4K; /* none: the client says "disk" */
+        } else if (SS_IX_KIND(en->info) == SS_SEG_SMALL) {
+            /* the small segment's backing (clients say "small" by size) */
+            const ss__seg *g = ss__salloc_segment(s->mem.salloc, o->small_slot);
+            le[n].backing = g ? g->backing : SS_BACKING_4K;
+        } else {
+            le[n].backing = (uint8_t)SS_IX_BACKING(en->info);
+        }
+        le[n].spilled = st == SS_IX_SPILLED;
+        le[n].node = st == SS_IX_SPILLED ? -1 : o->node;
+        le[n].refs = o->refs;
+        le[n].uid = o->uid;
+        n++;
+    }
+    rl->next_cursor = e < s->tab.ix.high ? e : 0;
+    rl->n = n;
+    rl->reserved = 0;
+    uint32_t len = (uint32_t)(sizeof(*oh) + sizeof(*rl) + (size_t)n * sizeof(*le));
+    ss__proto_hdr(oh, SS_MSG_LIST, h->req_id, len, (int32_t)n, SS_MSGF_REPLY);
+    ss__conn_send(s, c, s->req.obuf, len, NULL, 0);
+}
+
+uint64_t ss__req_bookkeeping(const ss__store *s)
+{
+    return ss__index_bytes(&s->tab.ix) + (uint64_t)s->tab.ix.high * sizeof(ss__obj) +
+           (uint64_t)s->disk.locs_cap * sizeof(ss__diskloc) +
+           (uint64_t)s->disk.ops_cap * sizeof(ss__spop);
+}
+
+void ss__req_fill_stats(ss__store *s, ss_stats *st)
+{
+    ss__salloc_stats sa;
+    ss__pool_stats ps;
+
+    memset(st, 0, sizeof(*st));
+    st->size = sizeof(*st);
+    st->version = SS_STATS_VERSION;
+    st->capacity = s->mem.capacity;
+    st->resident_bytes = atomic_load(&s->tab.resident);
+    st->objects = s->tab.nobjects;
+    st->sealed_objects = s->tab.nsealed;
+    st->object_bytes = s->tab.object_bytes;
+    st->bytes_by_backing[0] = (uint64_t)atomic_load(&ss__g_stats.seg_bytes_4k.cur);
+    st->bytes_by_backing[1] = (uint64_t)atomic_load(&ss__g_stats.seg_bytes_thp.cur);
+    st->bytes_by_backing[2] = (uint64_t)atomic_load(&ss__g_stats.seg_bytes_2m.cur);
+    st->bytes_by_backing[3] = (uint64_t)atomic_load(&ss__g_stats.seg_bytes_1g.cur);
+    ss__salloc_stats_get(s->mem.salloc, &sa);
+    st->small_live_bytes = sa.live_bytes;
+    st->small_used_bytes = sa.used_bytes;
+    st->small_segment_bytes = sa.segment_bytes;
+    if (s->mem.pool) {
+        ss__pool_stats_get(s->mem.pool, &ps);
+        st->pool_ready_bytes = ps.ready_bytes;
+        st->pool_hits = ps.hits;
+        st->pool_misses = ps.misses;
+        st->pool_yields = ps.yields;
+    }
+    st->seal_waits = atomic_load(&ss__g_stats.seal_waits);
+    st->backing_fallbacks = atomic_load(&ss__g_stats.backing_fallbacks);
+    for (int i = 0; i < 8; i++) {
+        int64_t v = atomic_load(&ss__g_stats.node_bytes[i]);
+        st->node_bytes[i] = v > 0 ? (uint64_t)v : 0;
+    }
+    st->clients = s->conn.nclients;
+    st->creates = s->cnt.c_creates;
+    st->seals = s->cnt.c_seals;
+    st->aborts = s->cnt.c_aborts;
+    st->gets = s->cnt.c_gets;
+    st->releases = s->cnt.c_releases;
+    st->deletes = s->cnt.c_deletes;
+    st->evictions = s->cnt.c_evictions;
+    st->waits = s->cnt.c_waits;
+    st->wait_timeouts = s->cnt.c_wait_timeouts;
+    st->protocol_errors = s->cnt.c_proto_errors;
+    st->bookkeeping_bytes = ss__req_bookkeeping(s);
+    st->parked_requests = s->park.nparked;
+    st->parked_bytes = s->park.parked_bytes;
+    st->fd_deferred = s->cnt.c_fd_deferred;
+    ss__disk_fill_stats(s, st);
+}
+
+void ss__req_do_stats(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+{
+    struct {
+        ss__msg_hdr h;
+        ss_stats st;
+    } m;
+
+    ss__req_fill_stats(s, &m.st);
+    ss__proto_hdr(&m.h, SS_MSG_STATS, h->req_id, sizeof(m), 0, SS_MSGF_REPLY);
+    ss__conn_send(s, c, &m, sizeof(m), NULL, 0);
+}
+
+/* ============================================================== dispatch */
+
+/* Check and run one request (a message as received). */
+void ss__req_dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, unsigned nfds)
+{
+    int type = ss__proto_check_request(buf, len, nfds);
+    const ss__msg_hdr *h = buf;
+
+    if (type < 0) {
+        ss__conn_proto_error(s, c, buf, len, type);
+        return;
+    }
+    if (!c->hello && type != SS_MSG_HELLO) {
+        /* HELLO first: anything else is not one of our clients */
+        s->cnt.c_proto_errors++;
+        ss__conn_close(s, c);
+        return;
+    }
+    if (c->subscriber) {
+        /* an event stream carries no requests */
+        s->cnt.c_proto_errors++;
+        ss__conn_close(s, c);
+        return;
+    }
+    if (s->disk.scanning && scan_gate(s, c, buf, len, nfds))
+        return;
+    switch (type) {
+    case SS_MSG_HELLO:
+        hello(s, c, h);
+        break;
+    case SS_MSG_CREATE:
+        ss__req_do_create(s, c, h, false);
+        break;
+    case SS_MSG_PUT:
+        ss__req_do_create(s, c, h, true);
+        break;
+    case SS_MSG_SEAL:
+        ss__req_do_seal(s, c, h);
+        break;
+    case SS_MSG_ABORT:
+        ss__req_do_abort(s, c, h);
+        break;
+    case SS_MSG_GET:
+        ss__req_do_get(s, c, h);
+        break;
+    case SS_MSG_RELEASE:
+        ss__req_do_release(s, c, h);
+        break;
+    case SS_MSG_CONTAINS:
+        ss__req_do_contains(s, c, h);
+        break;
+    case SS_MSG_DELETE:
+        ss__req_do_delete(s, c, h);
+        break;
+    case SS_MSG_LIST:
+        ss__req_do_list(s, c, h);
+        break;
+    case SS_MSG_STATS:
+        ss__req_do_stats(s, c, h);
+        break;
+    case SS_MSG_SUBSCRIBE:
+        subscribe(s, c, h);
+        break;
+    default:
+        ss__conn_proto_error(s, c, buf, len, -SS_E_PROTO);
+        break;
+    }
+}
+
+/* ================================================================ clients */
+
+/* A connection went away (registered with the connection layer): abort
+ * its unsealed objects, drop its refs, cancel its parked requests and
+ * queued seals. */
+void ss__req_conn_gone(ss__store *s, ss__conn *c)
+{
+    while (c->parked)
+        ss__parked_free(s, c->parked);
+    /* queued seals never reached the worker: their objects are aborted
+     * with the rest below */
+    for (ss__sealjob *j = c->seal_queue, *nx; j; j = nx) {
+        nx = j->next;
+        ss__obj_at(s, j->e)->flags &= (uint8_t)~SS_OBJF_SEALING;
+        free(j);
+    }
+    c->seal_queue = c->seal_tail = NULL;
+    ss__ref_drop_all(s, c);
+    if ((s->park.cq_head || s->disk.rq_head) && s->park.retry_creates)
+        ss__req_retry_creates(s);
+}
+
+/* ================================================================ timers */
+
+/* Loop hook: the earliest parked deadline, and the slow retry tick. */
+uint64_t ss__req_timer_deadline(void *arg, uint64_t now)
+{
+    const ss__store *s = arg;
+    uint64_t d = s->park.heap_len ? s->park.heap[0]->deadline_ns : UINT64_MAX;
+
+    /* parked creates and restores also retry on a slow tick: the populator
+     * may free memory from its own thread */
+    if (s->park.cq_head || s->disk.rq_head) {
+        uint64_t tick = now + RETRY_TICK_NS;
+        if (tick < d)
+            d = tick;
+    }
+    /* spilling resumes after a failure's pause: look again then */
+    if (s->disk.sp && s->disk.spill_backoff_until && s->disk.spill_backoff_until < d)
+        d = s->disk.spill_backoff_until;
+    return d;
+}
+
+/* Loop hook: retry parked creates, then expire what is due. */
+void ss__req_timer_turn(void *arg, uint64_t now)
+{
+    ss__store *s = arg;
+
+    if (s->park.cq_head || s->disk.rq_head)
+        ss__req_retry_creates(s);
+    while (s->park.heap_len && s->park.heap[0]->deadline_ns <= now) {
+        ss__parked *pk = s->park.heap[0];
+        if (pk->type == SS_PK_GET && pk->nrestore && !pk->expired) {
+            /* its own timeout bounds the ids that do not exist; the found
+             * ones being restored get up to the create timeout, unless a
+             * restore waits for memory nothing is freeing */
+            pk->expired = true;
+            int err = 0;
+            for (uint32_t i = 0; i < pk->n && !err; i++)
+                if (pk->w[i].kind == SS_WN_RESTORE)
+                    err = ss__disk_restore_stuck(s, &pk->w[i].id);
+            if (err) {
+                ss__conn_reply_status(s, pk->c, SS_MSG_GET, pk->req_id, err);
+                ss__parked_free(s, pk);
+                continue;
+            }
+            ss__park_timer_del(s, pk);
+            pk->deadline_ns = pk->hard_deadline_ns;
+            if (pk->deadline_ns != UINT64_MAX && ss__park_timer_add(s, pk) < 0) {
+                ss__conn_reply_status(s, pk->c, SS_MSG_GET, pk->req_id, -ENOMEM);
+                ss__parked_free(s, pk);
+            }
+            continue;
+        }
+        s->cnt.c_wait_timeouts++;
+        if (pk->type == SS_PK_GET) {
+            if (pk->nrestore) {
+                /* a restore could not get memory (or the disk) in time */
+                ss__conn_reply_status(s, pk->c, SS_MSG_GET, pk->req_id, -ENOSPC);
+                ss__parked_free(s, pk);
+            } else {
+                ss__req_get_complete(s, pk);
+            }
+        } else {
+            const ss__msg_hdr *h = pk->msg;
+            ss__conn_reply_status(s, pk->c, h->type, pk->req_id, -ENOSPC);
+            ss__parked_free(s, pk);
+        }
+    }
+}
+
+/* ================================================================== stop */
+
+/* At stop, after the loop: every parked request is answered now (GETs with what is sealed,
+ * creates with -ENOSPC... as if their time had come), spills and restores
+ * in flight and pending seals finish. */
+void ss__req_stop(ss__store *s)
+{
+    gate_open(s); /* held requests: answered as at stop */
+    while (s->park.heap_len || s->park.cq_head) {
+        ss__parked *pk = s->park.heap_len ? s->park.heap[0] : s->park.cq_head;
+        if (pk->type == SS_PK_GET) {
+            ss__req_get_complete(s, pk);
+        } else {
+            ss__conn_reply_status(s, pk->c, ((const ss__msg_hdr *)pk->msg)->type, pk->req_id,
+                                  -ENOSPC);
+            ss__parked_free(s, pk);
+        }
+    }
+    /* GETs without a deadline: walk the clients */
+    for (ss__conn *c = s->conn.conns; c; c = c->next)
+        for (ss__parked *pk = c->parked, *nx; pk; pk = nx) {
+            nx = pk->cnext;
+            if (pk->type == SS_PK_GET)
+                ss__req_get_complete(s, pk);
+        }
+    /* before the worker goes: a finished restore still needs its seal;
+     * deletes made durable meanwhile are answered */
+    ss__disk_drain(s);
+    for (ss__conn *c = s->conn.conns; c; c = c->next)
+        while (c->parked) {
+            /* a DELETE the disk did not finish in time */
+            ss__conn_reply_status(s, c, SS_MSG_DELETE, c->parked->req_id, -ETIMEDOUT);
+            ss__parked_free(s, c->parked);
+        }
+    ss__seal_finish(s);
+}
+
+/* Loop hook: parked creates and restores retry once memory was freed. */
+void ss__req_retry_turn(void *arg, uint64_t now)
+{
+    ss__store *s = arg;
+
+    (void)now;
+    if (s->park.retry_creates && (s->park.cq_head || s->disk.rq_head))
+        ss__req_retry_creates(s);
+}
+
+/* ================================================================ wiring */
+
+void ss__req_init(ss__store *s)
+{
+    static const ss__conn_handlers conn = {
+        .message = ss__req_dispatch,
+        .gone = ss__req_conn_gone,
+        .budget = ss__req_get_budget,
+    };
+
+    ss__conn_register(s, &conn);
+    ss__park_on_ready(s, ss__req_get_complete);
+    ss__disk_register(s, gate_open);
+}
