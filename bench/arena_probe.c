@@ -973,16 +973,24 @@ static void duel_rows(uint64_t size)
     struct duel d[NDUEL];
     struct peer peer[2];
     char *src = anon(size), *ref = anon(size), *arena[2], *staging[2];
-    int afd[2], sfd[2], n = 0, reps = g_reps * 2 > MAXREPS ? MAXREPS : g_reps * 2;
+    int afd[2], sfd[2], have[2] = {0, 0}, n = 0;
+    int reps = g_reps * 2 > MAXREPS ? MAXREPS : g_reps * 2;
 
     for (int h = 0; h < 2; h++) {
         arena[h] = mapped_memfd(size, h, &afd[h]);
         staging[h] = arena[h] ? mapped_memfd(size, h, &sfd[h]) : NULL;
-        if (!arena[h] || !staging[h] || seal_arena(afd[h], size, h) < 0) {
+        if (!arena[h] || !staging[h]) { /* e.g. the shared hugepage pool ran dry */
             row_skip(size, h ? "2M" : "4K", "head to head", "no memory of this kind");
-            return;
+            if (arena[h]) {
+                munmap(arena[h], rounded(size, h));
+                close(afd[h]);
+            }
+            continue;
         }
+        if (seal_arena(afd[h], size, h) < 0)
+            exit(1);
         peer_start(&peer[h], size, sfd[h], rounded(size, h));
+        have[h] = 1;
     }
 #define ADD(nm, p, fn, ...) d[n++] = (struct duel){.name = nm, .pg = p, .op = fn, \
     .c = {.size = size, .src = src, __VA_ARGS__}}
@@ -990,6 +998,8 @@ static void duel_rows(uint64_t size)
     ADD("H2H memset warm (trusted in place)", "4K", op_memset, .dst = ref);
     for (int h = 0; h < 2; h++) {
         const char *pg = h ? "2M" : "4K";
+        if (!have[h])
+            continue;
         struct job pv = {.pvr = 1, .pid = peer[h].pid, .dst = arena[h],
                          .src = (const char *)(uintptr_t)peer[h].src, .len = size,
                          .chunk = MiB, .per_call = 1024};
@@ -1022,6 +1032,8 @@ static void duel_rows(uint64_t size)
         row(size, d[i].pg, d[i].name, f);
     }
     for (int h = 0; h < 2; h++) {
+        if (!have[h])
+            continue;
         peer_stop(&peer[h]);
         munmap(staging[h], rounded(size, h));
         munmap(arena[h], rounded(size, h));
