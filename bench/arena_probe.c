@@ -50,10 +50,11 @@
  * root the pool is raised for the run and the exact previous
  * vm.nr_hugepages is written back at exit, on failure and on
  * SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGPIPE), --pin only (just the pinned
- * pass) or --pin none (just the unpinned one), --h2h 0 (skip the head to
- * head: at 64 MiB, the main contenders on both page sizes run round-robin,
- * one op each per repetition, 2 x --reps rounds, so that load from other
- * processes hits them alike; its ratios are to its own memcpy).
+ * pass) or --pin none (just the unpinned one), --h2h SIZE[,SIZE...] (the
+ * sizes of the head to head, default 64M, at most 8; 0: none): the main
+ * contenders on both page sizes run round-robin, one op each per
+ * repetition, 2 x --reps rounds, so that load from other processes hits
+ * them alike; its ratios are to its own memcpy.
  * A full run takes a few minutes and needs about 6 GiB of RAM beside the
  * hugepages.
  */
@@ -92,7 +93,9 @@
 #define MAXREPS 64
 
 static int g_reps = 7;
-static int g_h2h = 1;          /* the interleaved head to head at 64 MiB */
+/* sizes of the interleaved head to head (default 64 MiB alone; none: 0) */
+static uint64_t g_h2h[8] = {64 * 1024 * 1024};
+static int g_nh2h = 1;
 static const char *g_pass = "";
 
 static void die(const char *what)
@@ -1075,8 +1078,8 @@ static int run_pass(int pinned, uint64_t max)
     big_memcpy("memcpy warm->warm, beyond caches (xmem)", 1);
     fixed_rows();
     batch_rows();
-    if (g_h2h)
-        duel_rows(64 * MiB);
+    for (int i = 0; i < g_nh2h; i++)
+        duel_rows(g_h2h[i]);
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]) && sizes[i] <= max; i++) {
         char *src = anon(sizes[i]), *ref = anon(sizes[i]);
         size_rows(sizes[i], src, ref);
@@ -1190,12 +1193,15 @@ int main(int argc, char **argv)
             g_reps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--hugepages"))
             hp = strtoull(argv[i + 1], NULL, 10);
-        else if (!strcmp(argv[i], "--h2h"))
-            g_h2h = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--pin"))
+        else if (!strcmp(argv[i], "--h2h")) {
+            g_nh2h = 0;
+            for (char *t = strtok(argv[i + 1], ","); t && g_nh2h < 8; t = strtok(NULL, ","))
+                if (parse_size(t))
+                    g_h2h[g_nh2h++] = parse_size(t);
+        } else if (!strcmp(argv[i], "--pin"))
             passes[!strcmp(argv[i + 1], "only") ? 0 : 1] = 0;
         else {
-            fprintf(stderr, "usage: %s [--max SIZE] [--reps N] [--hugepages N] [--pin only|none] [--h2h 0|1]\n",
+            fprintf(stderr, "usage: %s [--max SIZE] [--reps N] [--hugepages N] [--pin only|none] [--h2h SIZE,...|0]\n",
                     argv[0]);
             return 2;
         }
@@ -1204,8 +1210,12 @@ int main(int argc, char **argv)
         g_reps = g_reps < 5 ? 5 : MAXREPS;
     /* arena + staging + a fresh object + the store's pool and object, at
      * the largest size */
-    if (!hp)
-        hp = 3 * (max < 64 * MiB ? 64 * MiB : max) / (2 * MiB) + 64;
+    if (!hp) {
+        uint64_t big = max < 64 * MiB ? 64 * MiB : max;
+        for (int i = 0; i < g_nh2h; i++)
+            big = g_h2h[i] > big ? g_h2h[i] : big;
+        hp = 3 * big / (2 * MiB) + 64;
+    }
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("arena_probe: reps %d, largest %llu MiB; columns: pass size pages variant "
            "GB/s, xmem (ratio to memcpy of 256 MiB, the bench's baseline), xsame (ratio to memcpy of "
