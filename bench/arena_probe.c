@@ -52,8 +52,8 @@
  * SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGPIPE), --pin only (just the pinned
  * pass) or --pin none (just the unpinned one), --h2h SIZE[,SIZE...] (the
  * sizes of the head to head, default 64M, at most 8; 0: none): the main
- * contenders on both page sizes run round-robin, one op each per
- * repetition, 2 x --reps rounds, so that load from other processes hits
+ * contenders on both page sizes run interleaved, one op each per round in
+ * a random order, 2 x --reps rounds, so that load from other processes hits
  * them alike; its ratios are to its own memcpy.
  * A full run takes a few minutes and needs about 6 GiB of RAM beside the
  * hugepages.
@@ -960,8 +960,8 @@ static void batch_rows(void)
 
 /* ------------------------------------------------------------- pass */
 
-/* Head to head at one size: the contenders run round-robin, one op each
- * per repetition, so a neighbour's burst of load hits all of them alike.
+/* Head to head at one size: the contenders run interleaved, one op each
+ * per round, so a neighbour's burst of load hits all of them alike.
  * Ratios here are to the memcpy contender (first) of the same rounds. */
 #define NDUEL 16
 struct duel {
@@ -1019,10 +1019,22 @@ static void duel_rows(uint64_t size)
     for (int i = 0; i < n; i++) /* warm-up */
         if (d[i].op(&d[i].c, 0) < 0)
             d[i].op = NULL;
-    for (int r = 0; r < reps; r++)
-        for (int i = 0; i < n; i++)
-            if (d[i].op && (d[i].t[r] = d[i].op(&d[i].c, (uint64_t)r + 1)) < 0)
-                d[i].op = NULL;
+    /* a fresh random order every round: what runs just before a contender
+     * (and leaves the caches and TLB warm or cold for it) varies */
+    srand(1);
+    for (int r = 0; r < reps; r++) {
+        int ord[NDUEL];
+        for (int i = 0; i < n; i++) {
+            int j = rand() % (i + 1);
+            ord[i] = ord[j];
+            ord[j] = i;
+        }
+        for (int k = 0; k < n; k++) {
+            struct duel *e = &d[ord[k]];
+            if (e->op && (e->t[r] = e->op(&e->c, (uint64_t)r + 1)) < 0)
+                e->op = NULL;
+        }
+    }
     g_ref = 0;
     for (int i = 0; i < n; i++) {
         if (!d[i].op) {
