@@ -45,6 +45,8 @@
  *       -Lbuild/src/lib/.libs -lsealstore -lpthread
  *   LD_LIBRARY_PATH=build/src/lib/.libs /tmp/arena_probe             # all, as root
  *   LD_LIBRARY_PATH=build/src/lib/.libs /tmp/arena_probe --max 64M   # shorter
+ *   LD_LIBRARY_PATH=build/src/lib/.libs /tmp/arena_probe --max 0 \
+ *       --h2h 4M,16M,32M,64M        # fixed costs, batch, head to heads only
  * Options: --max SIZE (largest size, default 1G), --reps N, --hugepages N
  * (2 MiB pages to have free, default 3 x the largest size + 64 pages; as
  * root the pool is raised for the run and the exact previous
