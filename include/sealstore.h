@@ -163,6 +163,28 @@ SS_API SS_NODISCARD int ss_create(ss_client *c, const ss_id *id, uint64_t size,
                                   const void *meta, uint64_t meta_size, void **data);
 
 /*
+ * Lifetime flags of ss_create_ex() and ss_put_ex().
+ * SS_LIFETIME_CREATOR binds the object to this connection: when it ends
+ * (ss_disconnect(), exit, crash, SIGKILL) the store deletes the object as
+ * ss_delete() would: its id is free at once (it can be created again),
+ * other clients' views stay valid and readable until they release them,
+ * and its memory is freed with the last release. An object that was
+ * spilled goes from the disk too, durably, and one found on disk when a
+ * store starts (its creator is gone by definition) is deleted, never
+ * restored. Only the connection that created it counts: another client
+ * holding a reference does not keep it alive past that, and deleting it
+ * earlier works as for any object. Without the flag (ss_create(),
+ * ss_put()) an object lives until it is deleted (or evicted).
+ */
+#define SS_LIFETIME_CREATOR (1u << 0)
+
+/* ss_create() with lifetime flags (0 or SS_LIFETIME_CREATOR); -EINVAL for
+ * unknown bits, otherwise as ss_create(). */
+SS_API SS_NODISCARD int ss_create_ex(ss_client *c, const ss_id *id, uint64_t size,
+                                     const void *meta, uint64_t meta_size, unsigned flags,
+                                     void **data);
+
+/*
  * Make the object immutable and visible; wake waiting gets. The creator
  * keeps its reference (release it). For an object written in place in its
  * own segment, *data becomes a read-only view until released.
@@ -194,6 +216,12 @@ SS_API SS_NODISCARD int ss_abort(ss_client *c, const ss_id *id);
  * or sealed is aborted), and -EINVAL for NULL data with size > 0. */
 SS_API SS_NODISCARD int ss_put(ss_client *c, const ss_id *id, const void *data,
                                uint64_t size, const void *meta, uint64_t meta_size);
+
+/* ss_put() with lifetime flags (0 or SS_LIFETIME_CREATOR, see
+ * ss_create_ex()); -EINVAL for unknown bits, otherwise as ss_put(). */
+SS_API SS_NODISCARD int ss_put_ex(ss_client *c, const ss_id *id, const void *data,
+                                  uint64_t size, const void *meta, uint64_t meta_size,
+                                  unsigned flags);
 
 /*
  * For each of the n ids fill out[i] with a read-only view, waiting until all
@@ -287,7 +315,8 @@ typedef struct ss_obj_info {
     int32_t node;        /* NUMA node, -1 unknown or interleaved */
     char backing[8];     /* "4K", "THP", "2M", "1G", "small", "disk" */
     uint32_t uid;        /* creator's user id, or SS_UID_UNKNOWN (see ss_object) */
-    uint32_t reserved;   /* 0 */
+    uint32_t flags;      /* SS_LIFETIME_CREATOR: deleted when its creator's
+                            connection ends (ss_create_ex); no other bits yet */
 } ss_obj_info;
 
 /*

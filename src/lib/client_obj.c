@@ -25,6 +25,12 @@ static int check_meta(const void *meta, uint64_t meta_size)
 
 /* A SMALL object's creator buffer: private memory, whose bytes travel
  * with SEAL. A new hold for it into *out: 0 or -ENOMEM. Lock held. */
+/* Public lifetime flags -> wire flags (checked by the caller). */
+static uint32_t create_flags(unsigned flags)
+{
+    return (flags & SS_LIFETIME_CREATOR) ? SS_CREATEF_CREATOR : 0;
+}
+
 static int create_small(ss_client *c, const ss_id *id, uint64_t size, ss__cl_hold **out)
 {
     size_t len = SS_ALIGN_UP((size_t)(size ? size : 1), ss__sys_page_size());
@@ -97,12 +103,13 @@ static int create_object(ss_client *c, ss__cl_slot *s, const ss__rep_create *rep
  * seal, abort or free it while the caller fills it through *out.
  */
 static int cl_create(ss_client *c, const ss_id *id, uint64_t size, const void *meta,
-                     uint64_t meta_size, bool map, ss__cl_hold **out, void **data)
+                     uint64_t meta_size, unsigned flags, bool map, ss__cl_hold **out,
+                     void **data)
 {
     ss__cl_slot s;
     ss__msg_hdr h;
     ss__req_create r = { .id = *id, .node = ss__cl_node(), .size = size,
-                         .meta_size = (uint32_t)meta_size };
+                         .meta_size = (uint32_t)meta_size, .flags = create_flags(flags) };
     struct iovec iov[3] = { { &h, sizeof(h) }, { &r, sizeof(r) },
                             { (void *)meta, (size_t)meta_size } };
     ss__rep_create rep;
@@ -148,16 +155,23 @@ undo:
     return rc;
 }
 
-SS_API int ss_create(ss_client *c, const ss_id *id, uint64_t size, const void *meta,
-                     uint64_t meta_size, void **data)
+SS_API int ss_create_ex(ss_client *c, const ss_id *id, uint64_t size, const void *meta,
+                        uint64_t meta_size, unsigned flags, void **data)
 {
     int rc = ss__cl_enter(c);
 
     if (rc < 0)
         return rc;
-    if (!id || !data || check_meta(meta, meta_size) < 0 || size > SIZE_MAX / 2)
+    if (!id || !data || check_meta(meta, meta_size) < 0 || size > SIZE_MAX / 2 ||
+        (flags & ~SS_LIFETIME_CREATOR))
         return -EINVAL;
-    return cl_create(c, id, size, meta, meta_size, true, NULL, data);
+    return cl_create(c, id, size, meta, meta_size, flags, true, NULL, data);
+}
+
+SS_API int ss_create(ss_client *c, const ss_id *id, uint64_t size, const void *meta,
+                     uint64_t meta_size, void **data)
+{
+    return ss_create_ex(c, id, size, meta, meta_size, 0, data);
 }
 
 /* Drop a creator hold whose reference is gone at the store (lock held):
@@ -342,15 +356,16 @@ static int fill_segment(ss__cl_hold *h, const void *data, uint64_t size)
     return 0;
 }
 
-SS_API int ss_put(ss_client *c, const ss_id *id, const void *data, uint64_t size,
-                  const void *meta, uint64_t meta_size)
+SS_API int ss_put_ex(ss_client *c, const ss_id *id, const void *data, uint64_t size,
+                     const void *meta, uint64_t meta_size, unsigned flags)
 {
     ss__cl_hold *h;
     int rc = ss__cl_enter(c);
 
     if (rc < 0)
         return rc;
-    if (!id || (size > 0 && !data) || check_meta(meta, meta_size) < 0 || size > SIZE_MAX / 2)
+    if (!id || (size > 0 && !data) || check_meta(meta, meta_size) < 0 ||
+        size > SIZE_MAX / 2 || (flags & ~SS_LIFETIME_CREATOR))
         return -EINVAL;
 
     if (size <= c->small_max &&
@@ -359,7 +374,7 @@ SS_API int ss_put(ss_client *c, const ss_id *id, const void *data, uint64_t size
         ss__cl_slot s;
         ss__msg_hdr hd;
         ss__req_put r = { .id = *id, .node = ss__cl_node(), .size = size,
-                          .meta_size = (uint32_t)meta_size };
+                          .meta_size = (uint32_t)meta_size, .flags = create_flags(flags) };
         struct iovec iov[4] = { { &hd, sizeof(hd) }, { &r, sizeof(r) } };
         int n = 2;
 
@@ -379,7 +394,7 @@ SS_API int ss_put(ss_client *c, const ss_id *id, const void *data, uint64_t size
      * seal, and cl_seal drops this very hold. A RELEASE would name only
      * the id, which could mean an older object with this id that the
      * client still holds (deleted since), and end the wrong view. */
-    rc = cl_create(c, id, size, meta, meta_size, false, &h, NULL);
+    rc = cl_create(c, id, size, meta, meta_size, flags, false, &h, NULL);
     if (rc < 0)
         return rc;
     if (h->priv)
@@ -403,6 +418,12 @@ SS_API int ss_put(ss_client *c, const ss_id *id, const void *data, uint64_t size
     /* h is UNSEALED again: abort it (h may go from here on) */
     (void)cl_abort(c, id);
     return rc;
+}
+
+SS_API int ss_put(ss_client *c, const ss_id *id, const void *data, uint64_t size,
+                  const void *meta, uint64_t meta_size)
+{
+    return ss_put_ex(c, id, data, size, meta, meta_size, 0);
 }
 
 /* ---------------------------------------------------------------- get */
@@ -787,7 +808,7 @@ SS_API int ss_list(ss_client *c, uint64_t *cursor, ss_obj_info *out, size_t max)
         const char *b;
 
         memcpy(&e, s.buf + SS_CL_HDR + sizeof(rep) + (size_t)i * sizeof(e), sizeof(e));
-        if (e.spilled)
+        if (e.flags & SS_LISTF_SPILLED)
             b = "disk";
         else if (e.size <= small_max)
             b = "small";
@@ -795,7 +816,8 @@ SS_API int ss_list(ss_client *c, uint64_t *cursor, ss_obj_info *out, size_t max)
             b = ss__backing_name(e.backing);
         *o = (ss_obj_info){ .id = e.id, .state = e.state, .size = e.size,
                             .meta_size = e.meta_size, .refs = e.refs,
-                            .node = e.node >= 0 ? e.node : -1, .uid = e.uid };
+                            .node = e.node >= 0 ? e.node : -1, .uid = e.uid,
+                            .flags = (e.flags & SS_LISTF_CREATOR) ? SS_LIFETIME_CREATOR : 0u };
         strncpy(o->backing, b, sizeof(o->backing) - 1);
     }
     *cursor = rep.next_cursor;

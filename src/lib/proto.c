@@ -122,7 +122,7 @@ int ss__proto_check_request(const void *buf, size_t len, unsigned nfds)
         if (body < sizeof(r))
             return -SS_E_PROTO;
         memcpy(&r, p, sizeof(r));
-        if (r.flags != 0 || r.meta_size > SS_PROTO_MAX_META ||
+        if ((r.flags & ~SS_CREATEF_CREATOR) != 0 || r.meta_size > SS_PROTO_MAX_META ||
             body != sizeof(r) + (size_t)r.meta_size)
             return -SS_E_PROTO;
         break;
@@ -153,7 +153,7 @@ int ss__proto_check_request(const void *buf, size_t len, unsigned nfds)
         if (body < sizeof(r))
             return -SS_E_PROTO;
         memcpy(&r, p, sizeof(r));
-        if (r.flags != 0 || r.meta_size > SS_PROTO_MAX_META ||
+        if ((r.flags & ~SS_CREATEF_CREATOR) != 0 || r.meta_size > SS_PROTO_MAX_META ||
             r.size > SS_PROTO_MAX_INLINE ||
             body != sizeof(r) + (size_t)r.meta_size + (size_t)r.size)
             return -SS_E_PROTO;
@@ -322,7 +322,7 @@ static int check_list_reply(const unsigned char *p, size_t body, int32_t status)
 
         memcpy(&e, p + (size_t)i * sizeof(e), sizeof(e));
         if ((e.state != SS_OBJ_CREATED && e.state != SS_OBJ_SEALED) ||
-            e.backing >= SS_BACKING__COUNT || e.spilled > 1 ||
+            e.backing >= SS_BACKING__COUNT || (e.flags & ~(SS_LISTF_SPILLED | SS_LISTF_CREATOR)) ||
             e.meta_size > SS_PROTO_MAX_META)
             return -SS_E_PROTO;
     }

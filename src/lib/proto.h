@@ -39,9 +39,11 @@
 #include "internal.h"
 
 #define SS_PROTO_MAGIC 0x31505353u /* "SSP1" in memory order */
-#define SS_PROTO_VERSION 3u /* 2: a RELEASE may lead a datagram;
+#define SS_PROTO_VERSION 4u /* 2: a RELEASE may lead a datagram;
                              * 3: GET and LIST entries carry the creator's uid;
-                             * SEAL may drop the creator's reference */
+                             * SEAL may drop the creator's reference;
+                             * 4: CREATE/PUT flag SS_CREATEF_CREATOR, LIST
+                             * entries' flags byte (SS_LISTF_*) */
 
 /* Largest message either side sends: header + body + 64 KiB meta + the
  * largest inline payload (SEALSTORE_SMALL_MAX is capped at 64 KiB) with
@@ -115,8 +117,15 @@ typedef struct ss__req_create {
     int32_t node;       /* NUMA node of the creating CPU, -1 unknown (untrusted) */
     uint64_t size;
     uint32_t meta_size; /* tail: meta bytes */
-    uint32_t flags;     /* 0 */
+    uint32_t flags;     /* SS_CREATEF_* */
 } ss__req_create;
+/* CREATE and PUT flags. CREATOR: the object's lifetime is bound to this
+ * connection: when it ends (close, crash), the store deletes the object as
+ * a DELETE would (unchained at once, memory freed at the last release, a
+ * disk copy removed durably); its spill records say so, and the startup
+ * scan of a spill directory deletes such records instead of restoring
+ * them (their creator is gone by definition). */
+#define SS_CREATEF_CREATOR 0x1u
 typedef struct ss__rep_create {
     ss__segref data;    /* SMALL: the client buffers locally and sends the
                            payload with SEAL (no fd); OBJECT: fd_index of the
@@ -149,7 +158,7 @@ typedef struct ss__req_put {
     int32_t node;
     uint64_t size;
     uint32_t meta_size;
-    uint32_t flags;     /* 0 */
+    uint32_t flags;     /* SS_CREATEF_* */
 } ss__req_put;
 
 /* ---- GET: {n, timeout} + ids[n] -> {n} + entries[n] (+ fds) */
@@ -188,11 +197,13 @@ typedef struct ss__list_entry {
     uint64_t size;
     uint32_t meta_size;
     uint8_t backing;   /* enum ss__backing */
-    uint8_t spilled;
+    uint8_t flags;     /* SS_LISTF_* */
     int16_t node;
     uint32_t refs;
     uint32_t uid;      /* creator's uid or SS_UID_UNKNOWN, as in GET entries */
 } ss__list_entry;
+#define SS_LISTF_SPILLED 0x1u  /* on disk only */
+#define SS_LISTF_CREATOR 0x2u  /* bound to its creator (SS_CREATEF_CREATOR) */
 typedef struct ss__rep_list {
     uint64_t next_cursor; /* 0: done */
     uint32_t n;

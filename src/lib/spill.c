@@ -282,19 +282,26 @@ int ss__spill_event_fd(const ss__spill *sp)
 int ss__spill_write(ss__spill *sp, const ss_id *id, uint32_t uid, const void *data,
                     uint64_t size, const void *meta, uint32_t meta_size, uint64_t cookie)
 {
+    return ss__spill_write_flags(sp, id, uid, 0, data, size, meta, meta_size, cookie);
+}
+
+int ss__spill_write_flags(ss__spill *sp, const ss_id *id, uint32_t uid, uint32_t rflags,
+                          const void *data, uint64_t size, const void *meta,
+                          uint32_t meta_size, uint64_t cookie)
+{
     int rc;
 
     if (!sp || !id || (size && !data) || (meta_size && !meta) || meta_size > SS_SPILL_META_MAX ||
-        size > (1ull << 50))
+        size > (1ull << 50) || (rflags & ~(uint32_t)SS_SPILL_REC_BOUND))
         return -EINVAL;
     if (sp->closing)
         return -ESHUTDOWN;
     if (ss__sp_done_reserve(sp) < 0)
         return -ENOMEM;
     if (size <= sp->small_max)
-        rc = ss__sp_small_append(sp, id, uid, data, size, meta, meta_size, cookie);
+        rc = ss__sp_small_append(sp, id, uid, rflags, data, size, meta, meta_size, cookie);
     else
-        rc = ss__sp_large_start(sp, id, uid, data, size, meta, meta_size, cookie);
+        rc = ss__sp_large_start(sp, id, uid, rflags, data, size, meta, meta_size, cookie);
     if (rc < 0) {
         ss__sp_done_unreserve(sp);
         return rc;

@@ -92,6 +92,13 @@ enum {
     SS_SPILL_REC_OBJECT = 1u << 0, /* an object (else the flags say PAD) */
     SS_SPILL_REC_PAD = 1u << 1,    /* filler to the end of a batch: skip */
     SS_SPILL_REC_FUSED = 1u << 2,  /* lives in a fused file */
+    /* its object was bound to its creator's connection (SS_CREATEF_CREATOR),
+     * which a restarted store no longer has: never restored, deleted by
+     * the store's startup scan. An object flag within version 2: a reader
+     * that predates it calls the record damaged and skips it, which is
+     * what it should do with it anyway; the other records of the file
+     * stay readable (a version bump would have hidden them all). */
+    SS_SPILL_REC_BOUND = 1u << 3,
 };
 
 typedef struct ss__spill_rec {
@@ -137,6 +144,7 @@ typedef struct ss__spill_loc {
     uint32_t data_off;  /* data offset from the record start */
     ss_id id;           /* the object */
     uint32_t uid;       /* its creator's uid; SS_UID_UNKNOWN from a version 1 record */
+    bool bound;         /* SS_SPILL_REC_BOUND: bound to its (gone) creator */
 } ss__spill_loc;
 
 /* Flags for ss__spill_params.flags. */
@@ -208,6 +216,10 @@ int ss__spill_event_fd(const ss__spill *sp);
  */
 int ss__spill_write(ss__spill *sp, const ss_id *id, uint32_t uid, const void *data,
                     uint64_t size, const void *meta, uint32_t meta_size, uint64_t cookie);
+/* The same with record flags: 0 or SS_SPILL_REC_BOUND (else -EINVAL). */
+int ss__spill_write_flags(ss__spill *sp, const ss_id *id, uint32_t uid, uint32_t rflags,
+                          const void *data, uint64_t size, const void *meta,
+                          uint32_t meta_size, uint64_t cookie);
 
 /*
  * Queue a restore of `loc` into `dst` (writable for loc->size bytes, e.g. a

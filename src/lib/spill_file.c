@@ -228,7 +228,8 @@ int ss__spill_rec_check(const ss__spill_rec *r, const char **why)
     else if ((r->flags & (SS_SPILL_REC_OBJECT | SS_SPILL_REC_PAD)) == 0 ||
              (r->flags & SS_SPILL_REC_OBJECT && r->flags & SS_SPILL_REC_PAD) ||
              r->flags & ~(uint32_t)(SS_SPILL_REC_OBJECT | SS_SPILL_REC_PAD |
-                                    SS_SPILL_REC_FUSED))
+                                    SS_SPILL_REC_FUSED | SS_SPILL_REC_BOUND) ||
+             (r->flags & SS_SPILL_REC_BOUND && !(r->flags & SS_SPILL_REC_OBJECT)))
         w = "bad flags";
     else if (r->meta_size > SS_SPILL_META_MAX ||
              (uint64_t)r->hdr_size + r->meta_size > r->data_off ||
@@ -306,7 +307,8 @@ void ss__sp_batch_build(struct ss__sp_batch *b)
             memcpy(p + sizeof(ss__spill_rec), b->meta + br->meta_off, br->meta_size);
         if (br->size)
             memcpy(p + br->data_off, br->src, br->size);
-        ss__spill_rec_fill((ss__spill_rec *)p, SS_SPILL_REC_OBJECT | SS_SPILL_REC_FUSED, &br->id,
+        ss__spill_rec_fill((ss__spill_rec *)p,
+                           SS_SPILL_REC_OBJECT | SS_SPILL_REC_FUSED | br->rflags, &br->id,
                            br->uid, br->meta_size, br->size, br->data_off, br->rec_len, br->seq,
                            ss__spill_hash64(p + br->data_off, br->size, SS_SPILL_SEED),
                            ss__spill_hash64(p + sizeof(ss__spill_rec), br->meta_size,
@@ -626,6 +628,7 @@ void ss__spill_rec_loc(const ss__spill_rec *r, uint64_t file, uint64_t off, ss__
     loc->data_off = r->data_off;
     memcpy(loc->id.b, r->id, SS_ID_SIZE);
     loc->uid = ss__spill_rec_uid(r);
+    loc->bound = (r->flags & SS_SPILL_REC_BOUND) != 0;
 }
 
 /* No room for a header at off: a read error, or a torn tail (unless the

@@ -200,6 +200,7 @@ struct ss__sp_brec {    /* one small object in a batch */
     uint32_t meta_off;  /* its meta's offset in the batch's meta[] */
     ss_id id;           /* the object */
     uint32_t uid;       /* its creator */
+    uint32_t rflags;    /* SS_SPILL_REC_BOUND or 0 */
     const uint8_t *src; /* the caller's bytes, copied when the batch is built */
 };
 
@@ -318,6 +319,7 @@ struct ss__sp_job_large {
     const uint8_t *src; /* the caller's data: mapped and unchanged until the completion */
     ss_id id;           /* the object */
     uint32_t uid;       /* its creator */
+    uint32_t rflags;    /* SS_SPILL_REC_BOUND or 0 */
     uint32_t meta_size; /* meta bytes (copied into o.hdr at start) */
     uint32_t data_off;  /* the data's offset in the record: header + meta, block-aligned */
     uint64_t rec_len;   /* record bytes: data_off + size rounded to a block (= the file) */
@@ -648,10 +650,12 @@ void ss__sp_push_done(ss__spill *sp, const ss__spill_done *d);
 void ss__sp_dwait_done(ss__spill *sp, const uint64_t *cookie, uint32_t n, int status);
 /* drop a job's reference; the file is unlinked if that was all that kept it */
 void ss__sp_file_put(ss__spill *sp, struct ss__sp_file *f);
-int ss__sp_large_start(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8_t *data,
-                       uint64_t size, const void *meta, uint32_t meta_size, uint64_t cookie);
-int ss__sp_small_append(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8_t *data,
-                        uint64_t size, const void *meta, uint32_t meta_size, uint64_t cookie);
+int ss__sp_large_start(ss__spill *sp, const ss_id *id, uint32_t uid, uint32_t rflags,
+                       const uint8_t *data, uint64_t size, const void *meta,
+                       uint32_t meta_size, uint64_t cookie);
+int ss__sp_small_append(ss__spill *sp, const ss_id *id, uint32_t uid, uint32_t rflags,
+                        const uint8_t *data, uint64_t size, const void *meta,
+                        uint32_t meta_size, uint64_t cookie);
 int ss__sp_read_start(ss__spill *sp, struct ss__sp_file *f, const ss__spill_loc *loc, void *dst,
                       void *meta_dst, uint64_t cookie);
 /* the fused file being filled takes no more appends */

@@ -487,7 +487,7 @@ static void large_advance(ss__spill *sp, struct ss__sp_job *j)
             return;
         /* the header goes last, once the data hash is known */
         r = (ss__spill_rec *)lg->o.hdr;
-        ss__spill_rec_fill(r, SS_SPILL_REC_OBJECT, &lg->id, lg->uid, lg->meta_size, lg->o.size,
+        ss__spill_rec_fill(r, SS_SPILL_REC_OBJECT | lg->rflags, &lg->id, lg->uid, lg->meta_size, lg->o.size,
                            lg->data_off, lg->rec_len, lg->seq, lg->o.hash.val, lg->meta_hash);
         j->nx = j->xi = 0;
         xfer_add(j, lg->o.hdr, 0, lg->data_off, false, 0);
@@ -512,8 +512,9 @@ static void large_advance(ss__spill *sp, struct ss__sp_job *j)
         large_advance(sp, j);
 }
 
-int ss__sp_large_start(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8_t *data,
-                       uint64_t size, const void *meta, uint32_t meta_size, uint64_t cookie)
+int ss__sp_large_start(ss__spill *sp, const ss_id *id, uint32_t uid, uint32_t rflags,
+                       const uint8_t *data, uint64_t size, const void *meta,
+                       uint32_t meta_size, uint64_t cookie)
 {
     struct ss__sp_job *j = job_new(sp, SS_SP_J_LARGE);
     struct ss__sp_job_large *lg;
@@ -524,6 +525,7 @@ int ss__sp_large_start(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8
     lg = &j->u.large;
     lg->id = *id;
     lg->uid = uid;
+    lg->rflags = rflags;
     lg->cookie = cookie;
     lg->src = data;
     lg->o.size = size;
@@ -611,8 +613,9 @@ static void batch_put(ss__spill *sp, struct ss__sp_batch *b)
     sp->bfree = b;
 }
 
-int ss__sp_small_append(ss__spill *sp, const ss_id *id, uint32_t uid, const uint8_t *data,
-                        uint64_t size, const void *meta, uint32_t meta_size, uint64_t cookie)
+int ss__sp_small_append(ss__spill *sp, const ss_id *id, uint32_t uid, uint32_t rflags,
+                        const uint8_t *data, uint64_t size, const void *meta,
+                        uint32_t meta_size, uint64_t cookie)
 {
     uint32_t data_off = (uint32_t)SS_ALIGN_UP(sizeof(ss__spill_rec) + meta_size, SS_OBJ_ALIGN);
     uint64_t rec_len = SS_ALIGN_UP(data_off + size, SS_SPILL_REC_ALIGN);
@@ -645,6 +648,7 @@ int ss__sp_small_append(ss__spill *sp, const ss_id *id, uint32_t uid, const uint
     br->meta_off = b->meta_used;
     br->id = *id;
     br->uid = uid;
+    br->rflags = rflags;
     br->src = data;
     if (meta_size)
         memcpy(b->meta + b->meta_used, meta, meta_size);

@@ -368,7 +368,8 @@ void ss__conn_reap(ss__store *s)
             s->conn.nsubscribers--;
         c->dead = true;
         uint64_t held = sizeof(*c) + (uint64_t)c->ref_cap * sizeof(ss__ref) +
-                        (uint64_t)c->sent_cap * sizeof(uint32_t);
+                        (uint64_t)c->sent_cap * sizeof(uint32_t) +
+                        (uint64_t)c->bound_cap * sizeof(ss__bound);
         /* may send to others (retried creates, events) and so queue more
          * connections on s->conn.reap: the loop takes them too */
         s->conn.h.gone(s, c);

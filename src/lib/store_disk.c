@@ -303,8 +303,9 @@ static int spill_start(ss__store *s, uint32_t e)
         disk_put(s, di);
         goto fail;
     }
-    rc = ss__spill_write(s->disk.sp, &en->id, o->uid, data, en->size, meta,
-                         SS_IX_META_SIZE(en->info), i);
+    rc = ss__spill_write_flags(s->disk.sp, &en->id, o->uid,
+                               (o->flags & SS_OBJF_BOUND) ? SS_SPILL_REC_BOUND : 0, data,
+                               en->size, meta, SS_IX_META_SIZE(en->info), i);
     if (rc < 0) {
         op_put(s, i);
         disk_put(s, di);
@@ -1377,7 +1378,8 @@ static int scan_drop(ss__store *s, const ss__spill_loc *loc)
     if (SS_ARRAY_RESERVE(s->disk.scan_drop, s->disk.scan_cdrop, s->disk.scan_ndrop + 1, 16) < 0)
         return -ENOMEM;
     s->disk.scan_drop[s->disk.scan_ndrop++] = *loc;
-    s->disk.scan_dups++;
+    if (!loc->bound)
+        s->disk.scan_dups++;
     return 0;
 }
 
@@ -1391,6 +1393,15 @@ static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
     int rc;
 
     (void)meta;
+    if (loc->bound) {
+        /* bound to a creator that is gone (the store restarted): deleted
+         * like the older copies; an indexed copy of its id older than it
+         * was deleted before it was created, and goes too */
+        if (x >= 0 && ss__obj_at(s, (uint32_t)x)->disk &&
+            s->disk.locs[ss__obj_at(s, (uint32_t)x)->disk - 1].seq < loc->seq)
+            ss__obj_detach(s, (uint32_t)x, false);
+        return scan_drop(s, loc);
+    }
     if (x >= 0) {
         /* two copies of one id (a crash between a new spill and the old
          * one's delete): the newer write wins */

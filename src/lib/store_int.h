@@ -291,6 +291,8 @@ void ss__index_view_of(const ss__index *ix, ss__index_view *v);
 #define SS_OBJF_SPILLING 0x10  /* a spill of it is with the engine (memory still held) */
 #define SS_OBJF_RESTORING 0x20 /* a restore is under way (memory held by the op) */
 #define SS_OBJF_NOMEM 0x40     /* holds no data/meta memory: SPILLED (or deleted so) */
+#define SS_OBJF_BOUND 0x80     /* bound to its creator's connection (SS_CREATEF_CREATOR):
+                                  deleted when it goes; spilled with SS_SPILL_REC_BOUND */
 
 /*
  * Private per-object state, indexed by entry number (the index entry holds
@@ -435,6 +437,12 @@ typedef struct ss__fdmark {
     uint64_t after;
 } ss__fdmark;
 
+/* An object a connection created bound to itself: its entry, and the
+ * entry's generation then (store_req.c, bound_add). */
+typedef struct ss__bound {
+    uint32_t e, generation;
+} ss__bound;
+
 typedef struct ss__outmsg {
     struct ss__outmsg *next;
     uint32_t len;
@@ -496,6 +504,11 @@ typedef struct ss__conn {
     /* store_req.c: seals, one with the worker at a time, the rest queued here */
     struct ss__sealjob *seal_queue, *seal_tail;
     bool seal_busy;
+    /* store_req.c: the objects it created bound to itself (SS_OBJF_BOUND),
+     * oldest first; pairs of objects deleted since are dropped when the
+     * array is full (bound_add), the rest deleted when it goes */
+    ss__bound *bound;
+    uint32_t nbound, bound_cap;
     /* store_req.c: a request held back until the startup scan ends (the
      * scan gate): a copy of the message; the connection is not read
      * meanwhile (store_conn.c frees it at reap) */

@@ -175,10 +175,71 @@ typedef struct create_args {
     const void *meta;
     uint32_t meta_size;
     int32_t node;
+    uint32_t flags;          /* SS_CREATEF_* */
     const void *data;        /* PUT: the bytes */
 } create_args;
 
 static void publish(ss__store *s, uint32_t e);
+
+/*
+ * Objects bound to their creator (SS_CREATEF_CREATOR). The creating
+ * connection keeps {entry, generation} of each in c->bound, in creation
+ * order; the object carries SS_OBJF_BOUND. An entry's generation changes
+ * whenever it is freed, so a pair names one object for good: one deleted
+ * since (by DELETE, eviction or loss) is simply skipped. When the array is
+ * full, such stale pairs are dropped before it grows, so it holds at most
+ * twice the client's live bound objects (8 bytes each; amortised O(1) per
+ * create). When the connection goes (req_conn_gone), the pairs still
+ * naming a SEALED or SPILLED object are deleted as a DELETE would delete
+ * them (its unsealed ones were aborted just before): O(bound objects of
+ * that client), no walk of the table. All on the loop thread.
+ */
+static bool bound_live(const ss__store *s, ss__bound b)
+{
+    uint32_t st = ss__ent_state(s, b.e);
+
+    return ss__ent(s, b.e)->generation == b.generation &&
+           (ss__obj_at(s, b.e)->flags & SS_OBJF_BOUND) &&
+           (st == SS_IX_CREATED || st == SS_IX_SEALED || st == SS_IX_SPILLED);
+}
+
+static int bound_add(ss__store *s, ss__conn *c, uint32_t e)
+{
+    if (c->nbound == c->bound_cap) {
+        /* full: drop stale pairs; grow if more than half are live */
+        uint32_t n = 0;
+        for (uint32_t i = 0; i < c->nbound; i++)
+            if (bound_live(s, c->bound[i]))
+                c->bound[n++] = c->bound[i];
+        c->nbound = n;
+        if ((n == 0 || n > c->bound_cap / 2) &&
+            SS_ARRAY_RESERVE(c->bound, c->bound_cap, (size_t)c->bound_cap + 1, 16) < 0)
+            return -ENOMEM;
+    }
+    c->bound[c->nbound++] = (ss__bound){ e, ss__ent(s, e)->generation };
+    ss__obj_at(s, e)->flags |= SS_OBJF_BOUND;
+    return 0;
+}
+
+/* c went (its refs dropped, its unsealed objects aborted): delete what it
+ * bound to itself. */
+static void bound_delete_all(ss__store *s, ss__conn *c)
+{
+    for (uint32_t i = 0; i < c->nbound; i++) {
+        ss__bound b = c->bound[i];
+        if (!bound_live(s, b) || ss__ent_state(s, b.e) == SS_IX_CREATED)
+            continue; /* gone, or being sealed by the worker: aborted then */
+        /* as DELETE: unchained now, memory freed at the last release, a
+         * disk copy (or a spill in flight) removed durably; nobody waits
+         * for an answer, and a later DELETE of the id waits for that
+         * removal (a pending removal of the id, see ss__spop) */
+        ss__obj_detach(s, b.e, false);
+        s->cnt.c_deletes++;
+    }
+    free(c->bound);
+    c->bound = NULL;
+    c->nbound = c->bound_cap = 0;
+}
 
 /* The memory a create takes before it has an entry. */
 typedef struct create_mem_t {
@@ -351,6 +412,7 @@ static void args_of(const ss__msg_hdr *h, bool put, create_args *a)
         a->size = r->size;
         a->meta_size = r->meta_size;
         a->node = r->node;
+        a->flags = r->flags;
         a->meta = r + 1;
         a->data = (const char *)(r + 1) + r->meta_size;
     } else {
@@ -359,6 +421,7 @@ static void args_of(const ss__msg_hdr *h, bool put, create_args *a)
         a->size = r->size;
         a->meta_size = r->meta_size;
         a->node = r->node;
+        a->flags = r->flags;
         a->meta = r + 1;
         a->data = NULL;
     }
@@ -384,6 +447,11 @@ int ss__req_create_try(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put
         return 0;
     }
     ss__obj_at(s, e)->uid = (uint32_t)c->uid;
+    if ((a.flags & SS_CREATEF_CREATOR) && bound_add(s, c, e) < 0) {
+        ss__obj_free(s, e);
+        ss__conn_reply_status(s, c, h->type, h->req_id, -ENOMEM);
+        return 0;
+    }
     if (put) {
         publish(s, e);
         ss__conn_reply_status(s, c, h->type, h->req_id, 0);
@@ -764,7 +832,8 @@ void ss__req_do_list(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
         } else {
             le[n].backing = (uint8_t)SS_IX_BACKING(en->info);
         }
-        le[n].spilled = st == SS_IX_SPILLED;
+        le[n].flags = (uint8_t)((st == SS_IX_SPILLED ? SS_LISTF_SPILLED : 0) |
+                                ((o->flags & SS_OBJF_BOUND) ? SS_LISTF_CREATOR : 0));
         le[n].node = st == SS_IX_SPILLED ? -1 : o->node;
         le[n].refs = o->refs;
         le[n].uid = o->uid;
@@ -922,7 +991,7 @@ void ss__req_dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, un
 
 /* A connection went away (registered with the connection layer): abort
  * its unsealed objects, drop its refs, cancel its parked requests and
- * queued seals. */
+ * queued seals, delete the objects bound to it. */
 void ss__req_conn_gone(ss__store *s, ss__conn *c)
 {
     while (c->parked)
@@ -936,6 +1005,7 @@ void ss__req_conn_gone(ss__store *s, ss__conn *c)
     }
     c->seal_queue = c->seal_tail = NULL;
     ss__ref_drop_all(s, c);
+    bound_delete_all(s, c);
     if ((s->park.cq_head || s->disk.rq_head) && s->park.retry_creates)
         ss__req_retry_creates(s);
 }

@@ -338,7 +338,8 @@ static void test_public_layouts(void **state)
     assert_int_equal(offsetof(ss_obj_info, node), 44);
     assert_int_equal(offsetof(ss_obj_info, backing), 48);
     assert_int_equal(offsetof(ss_obj_info, uid), 56);
-    assert_int_equal(offsetof(ss_obj_info, reserved), 60);
+    assert_int_equal(offsetof(ss_obj_info, flags), 60);
+    assert_int_equal(SS_LIFETIME_CREATOR, 1);
     assert_int_equal(sizeof(ss_obj_info), 64);
     assert_int_equal(SS_UID_UNKNOWN, 0xffffffffu);
 }

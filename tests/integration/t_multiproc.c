@@ -1051,7 +1051,7 @@ static void test_creator_uid(void **state)
         int n = ss_list(h, &cur, info, sizeof(info) / sizeof(info[0]));
         t_assert_ok(n);
         for (int i = 0; i < n; i++) {
-            assert_int_equal(info[i].reserved, 0);
+            assert_int_equal(info[i].flags, 0);
             for (int k = 0; k < 3; k++) {
                 if (memcmp(&info[i].id, &ids[k], sizeof(ss_id)) != 0)
                     continue;

@@ -265,7 +265,7 @@ static void mk_rep_list(msg *m, uint32_t n)
     for (uint32_t i = 0; i < n; i++) {
         ss__list_entry e = { .id = mkid((int)i), .state = i % 2 ? SS_OBJ_CREATED : SS_OBJ_SEALED,
                              .size = 100 * i, .meta_size = 3, .backing = (uint8_t)(i % 4),
-                             .spilled = (uint8_t)(i % 2), .node = -1, .refs = i,
+                             .flags = (uint8_t)(i % 4), .node = -1, .refs = i,
                              .uid = 1000 + i };
         m_put(m, &e, sizeof(e));
     }
@@ -312,6 +312,12 @@ static void test_requests_valid(void **state)
     mk_req_seal(&M, 0);
     M_SET(&M, H + offsetof(ss__req_seal, flags), uint32_t, SS_SEALF_RELEASE);
     assert_int_equal(req(&M), SS_MSG_SEAL);
+    mk_req_create(&M, 0);
+    M_SET(&M, H + offsetof(ss__req_create, flags), uint32_t, SS_CREATEF_CREATOR);
+    assert_int_equal(req(&M), SS_MSG_CREATE);
+    mk_req_put(&M, 0, 10);
+    M_SET(&M, H + offsetof(ss__req_put, flags), uint32_t, SS_CREATEF_CREATOR);
+    assert_int_equal(req(&M), SS_MSG_PUT);
     mk_req_id(&M, SS_MSG_ABORT);
     assert_int_equal(req(&M), SS_MSG_ABORT);
     mk_req_id(&M, SS_MSG_CONTAINS);
@@ -412,7 +418,7 @@ static void test_request_reserved(void **state)
     M_SET(&M, H + offsetof(ss__req_hello, reserved), uint64_t, 1ull << 63);
     assert_int_equal(req(&M), -SS_E_PROTO);
     mk_req_create(&M, 0);
-    M_SET(&M, H + offsetof(ss__req_create, flags), uint32_t, 2);
+    M_SET(&M, H + offsetof(ss__req_create, flags), uint32_t, SS_CREATEF_CREATOR << 1);
     assert_int_equal(req(&M), -SS_E_PROTO);
     mk_req_seal(&M, 0);
     M_SET(&M, H + offsetof(ss__req_seal, flags), uint32_t, SS_SEALF_RELEASE << 1);
@@ -421,7 +427,7 @@ static void test_request_reserved(void **state)
     M_SET(&M, H + offsetof(ss__req_id, reserved), uint32_t, 1);
     assert_int_equal(req(&M), -SS_E_PROTO);
     mk_req_put(&M, 0, 10);
-    M_SET(&M, H + offsetof(ss__req_put, flags), uint32_t, 1);
+    M_SET(&M, H + offsetof(ss__req_put, flags), uint32_t, SS_CREATEF_CREATOR << 1);
     assert_int_equal(req(&M), -SS_E_PROTO);
     mk_req_get(&M, 2, 0);
     M_SET(&M, H + offsetof(ss__req_get, reserved), uint32_t, 1);
@@ -870,7 +876,7 @@ static void test_reply_list(void **state)
     M_SET(&M, E + offsetof(ss__list_entry, backing), uint8_t, SS_BACKING__COUNT);
     assert_int_equal(rep(&M), -SS_E_PROTO);
     mk_rep_list(&M, 3);
-    M_SET(&M, E + offsetof(ss__list_entry, spilled), uint8_t, 2);
+    M_SET(&M, E + offsetof(ss__list_entry, flags), uint8_t, SS_LISTF_CREATOR << 1);
     assert_int_equal(rep(&M), -SS_E_PROTO);
     mk_rep_list(&M, 3);
     M_SET(&M, E + 2 * sizeof(ss__list_entry) + offsetof(ss__list_entry, uid), uint32_t,
