@@ -159,7 +159,9 @@ static ss_client *embed(const char *sock)
 }
 
 
-static void put_obj(ss_client *c, char tag, unsigned n, uint64_t size, uint64_t msz)
+/* Put object n with lifetime flags (ss_put_ex, ss_create_ex). */
+static void put_obj_flags(ss_client *c, char tag, unsigned n, uint64_t size, uint64_t msz,
+                          unsigned flags)
 {
     ss_id id = id_of(tag, n);
     unsigned char meta[512];
@@ -170,15 +172,20 @@ static void put_obj(ss_client *c, char tag, unsigned n, uint64_t size, uint64_t 
         unsigned char *buf = malloc(size ? size : 1);
         assert_non_null(buf);
         gen(n, 0, buf, size);
-        int rc = ss_put(c, &id, buf, size, meta, msz);
+        int rc = ss_put_ex(c, &id, buf, size, meta, msz, flags);
         free(buf);
         t_assert_ok(rc);
         return;
     }
-    t_assert_ok(ss_create(c, &id, size, meta, msz, &p));
+    t_assert_ok(ss_create_ex(c, &id, size, meta, msz, flags, &p));
     gen(n, 0, p, size);
     t_assert_ok(ss_seal(c, &id));
     t_assert_ok(ss_release(c, &id));
+}
+
+static void put_obj(ss_client *c, char tag, unsigned n, uint64_t size, uint64_t msz)
+{
+    put_obj_flags(c, tag, n, size, msz, 0);
 }
 
 /* Get object n and check every byte; false if it is not found. */
@@ -476,6 +483,79 @@ static void t_delete_crash(void **state)
         if (back)
             fail_msg("round %u: %u of %u deleted objects are back after a crash", round, back,
                      CRASH_N - CRASH_N / 6);
+        assert_int_equal(t_store_stats(c).objects, 0);
+        ss_disconnect(c);
+    }
+}
+
+/* ------------------------------------------------- creator-bound objects */
+
+#define BOUND_N 12u
+
+/* Objects bound to their creator (SS_LIFETIME_CREATOR), spilled (files
+ * of their own and fused records), with objects that are not: the store
+ * SIGKILLed while the creator is still connected (nobody deleted them:
+ * their records are on disk), then, in a second round, after the creator
+ * disconnected while they were on disk (the store deleted them, durably,
+ * before it was killed). Either way, after a restart on the same spill
+ * directory no bound object is back and every other one is, bit for bit. */
+static void t_bound_restart(void **state)
+{
+    char sock[108], spill[256];
+
+    (void)state;
+    path_in(sock, sizeof(sock), "bound.sock");
+    path_in(spill, sizeof(spill), "spill-bound");
+    base_options(spill);
+    set_opt(SS_OPT_SPILL_HIGH, "0"); /* everything unreferenced goes to disk */
+    for (unsigned round = 0; round < 2; round++) {
+        unsigned base = round * BOUND_N, back = 0;
+        pid_t pid = fork_store(sock);
+        ss_client *c = NULL, *keeper = NULL;
+        t_assert_ok(ss_connect(sock, 0, &c));
+        t_assert_ok(ss_connect(sock, 0, &keeper));
+        for (unsigned n = base; n < base + BOUND_N; n++)
+            put_obj_flags(n % 2 ? c : keeper, 'b', n, size_of(n), meta_of(n),
+                          n % 2 ? SS_LIFETIME_CREATOR : 0);
+        wait_spilled(keeper, BOUND_N);
+        if (round == 1) {
+            /* the creator goes first: the store deletes its objects */
+            uint64_t clients = t_store_stats(keeper).clients;
+            ss_disconnect(c);
+            c = NULL;
+            for (int i = 0; i < 100000 && t_store_stats(keeper).clients != clients - 1; i++)
+                usleep(100);
+            assert_int_equal(t_store_stats(keeper).clients, clients - 1);
+            for (unsigned n = base + 1; n < base + BOUND_N; n += 2) {
+                ss_id id = id_of('b', n);
+                assert_int_equal(ss_contains(keeper, &id), 0);
+            }
+        }
+        assert_int_equal(kill(pid, SIGKILL), 0);
+        int st = 0;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+        ss_disconnect(c);
+        ss_disconnect(keeper);
+
+        c = embed(sock);
+        wait_scan(c);
+        for (unsigned n = base; n < base + BOUND_N; n++) {
+            ss_id id = id_of('b', n);
+            int in = ss_contains(c, &id);
+            t_assert_ok(in);
+            if (n % 2) {
+                back += in;
+                continue;
+            }
+            if (!in)
+                fail_msg("round %u: object b%u was not bound and is gone", round, n);
+            assert_true(check_obj(c, 'b', n, size_of(n), meta_of(n), GET_MS));
+            t_assert_ok(ss_delete(c, &id));
+        }
+        if (back)
+            fail_msg("round %u: %u of %u creator-bound objects are back after a restart", round,
+                     back, BOUND_N / 2);
         assert_int_equal(t_store_stats(c).objects, 0);
         ss_disconnect(c);
     }
@@ -1037,6 +1117,7 @@ int main(void)
         cmocka_unit_test(t_gets_while_spilling),
         cmocka_unit_test(t_corrupt),
         cmocka_unit_test(t_hostile_restart),
+        cmocka_unit_test(t_bound_restart),
         cmocka_unit_test_teardown(t_tmpfs_full, umount_tiny),
         cmocka_unit_test_teardown(t_get_full, umount_tiny),
         cmocka_unit_test(t_spill_off),

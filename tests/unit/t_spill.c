@@ -465,6 +465,22 @@ static void test_format(void **state)
     t_assert_err(ss__spill_rec_check(&r, &why), -EBADMSG); /* data past rec_len */
     ss__spill_rec_fill(&r, SS_SPILL_REC_OBJECT, &id, 77, 10, 1000, 192, 1300, 42, 1, 2);
     t_assert_err(ss__spill_rec_check(&r, &why), -EBADMSG); /* rec_len % 128 */
+    /* creator-bound: an object flag, on objects only, and it reaches the loc */
+    ss__spill_rec_fill(&r, SS_SPILL_REC_OBJECT | SS_SPILL_REC_BOUND, &id, 77, 10, 1000, 192,
+                       1280, 42, 1, 2);
+    t_assert_ok(ss__spill_rec_check(&r, &why));
+    ss__spill_loc bl;
+    ss__spill_rec_loc(&r, 5, 0, &bl);
+    assert_true(bl.bound);
+    ss__spill_rec_fill(&r, SS_SPILL_REC_OBJECT, &id, 77, 10, 1000, 192, 1280, 42, 1, 2);
+    ss__spill_rec_loc(&r, 5, 0, &bl);
+    assert_false(bl.bound);
+    ss__spill_rec_fill(&r, SS_SPILL_REC_PAD | SS_SPILL_REC_BOUND, NULL, 0, 0, 0, 128, 1280, 42,
+                       0, 0);
+    t_assert_err(ss__spill_rec_check(&r, &why), -EBADMSG);
+    ss__spill_rec_fill(&r, SS_SPILL_REC_OBJECT | (SS_SPILL_REC_BOUND << 1), &id, 77, 10, 1000,
+                       192, 1280, 42, 1, 2);
+    t_assert_err(ss__spill_rec_check(&r, &why), -EBADMSG);
 
     /* version 1 (no creator recorded: the field was a zero reserved one)
      * is still read, its creator unknown; a later version is refused */
