@@ -423,6 +423,16 @@ static pid_t fork_store(const char *sock)
     return pid;
 }
 
+/* SIGKILL a store fork_store started and reap it. */
+static void kill_store(pid_t pid)
+{
+    int st = 0;
+
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+}
+
 #define CRASH_N 48u
 #define CRASH_ROUNDS 4u
 
@@ -459,10 +469,7 @@ static void t_delete_crash(void **state)
             if (n % 6 != 0)
                 t_assert_ok(ss_delete(c, &id));
         }
-        assert_int_equal(kill(pid, SIGKILL), 0);
-        int st = 0;
-        assert_int_equal(waitpid(pid, &st, 0), pid);
-        assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+        kill_store(pid);
         ss_disconnect(c);
 
         c = embed(sock);
@@ -531,10 +538,7 @@ static void t_bound_restart(void **state)
                 assert_int_equal(ss_contains(keeper, &id), 0);
             }
         }
-        assert_int_equal(kill(pid, SIGKILL), 0);
-        int st = 0;
-        assert_int_equal(waitpid(pid, &st, 0), pid);
-        assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+        kill_store(pid);
         ss_disconnect(c);
         ss_disconnect(keeper);
 
