@@ -778,7 +778,8 @@ static int seal_release(ss_client *c, const ss_id *id, void *data)
     return 0;
 }
 
-static int put_raw(sspy_client *self, const ss_id *id, PyObject *obj, uint64_t *size)
+static int put_raw(sspy_client *self, const ss_id *id, PyObject *obj, unsigned flags,
+                   uint64_t *size)
 {
     Py_buffer v;
     void *dst;
@@ -789,11 +790,11 @@ static int put_raw(sspy_client *self, const ss_id *id, PyObject *obj, uint64_t *
     *size = (uint64_t)v.len;
     if (PyBuffer_IsContiguous(&v, 'C')) {
         Py_BEGIN_ALLOW_THREADS
-        rc = ss_put(self->c, id, v.buf, (uint64_t)v.len, NULL, 0);
+        rc = ss_put_ex(self->c, id, v.buf, (uint64_t)v.len, NULL, 0, flags);
         Py_END_ALLOW_THREADS
     } else {
         Py_BEGIN_ALLOW_THREADS
-        rc = ss_create(self->c, id, (uint64_t)v.len, NULL, 0, &dst);
+        rc = ss_create_ex(self->c, id, (uint64_t)v.len, NULL, 0, flags, &dst);
         Py_END_ALLOW_THREADS
         if (rc == 0) {
             /* PyBuffer_ToContiguous allocates: needs the GIL */
@@ -864,7 +865,8 @@ static void prefault(void *dst, uint64_t len)
         (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
 }
 
-static int put_pickled(sspy_client *self, const ss_id *id, PyObject *obj, uint64_t *size)
+static int put_pickled(sspy_client *self, const ss_id *id, PyObject *obj, unsigned flags,
+                       uint64_t *size)
 {
     struct put_plan p = { 0 };
     PyObject *bufs = NULL, *pk;
@@ -921,12 +923,12 @@ static int put_pickled(sspy_client *self, const ss_id *id, PyObject *obj, uint64
         }
         fill_nogil(tmp, &p);
         Py_BEGIN_ALLOW_THREADS
-        rc = ss_put(self->c, id, tmp, total, SSPY_META, SSPY_META_LEN);
+        rc = ss_put_ex(self->c, id, tmp, total, SSPY_META, SSPY_META_LEN, flags);
         Py_END_ALLOW_THREADS
         PyMem_Free(tmp);
     } else {
         Py_BEGIN_ALLOW_THREADS
-        rc = ss_create(self->c, id, total, SSPY_META, SSPY_META_LEN, &dst);
+        rc = ss_create_ex(self->c, id, total, SSPY_META, SSPY_META_LEN, flags, &dst);
         Py_END_ALLOW_THREADS
         if (rc == 0) {
             if (total > SSPY_NOGIL_COPY) {
@@ -955,23 +957,42 @@ out:
     return ret;
 }
 
-/* put(obj, id=None): store obj under id (random if None); *size gets the
- * stored object's size. Returns the new id bytes, or NULL. */
+/* The lifetime keyword: None (until deleted) or "creator" (deleted by the
+ * store when this client's connection ends: SS_LIFETIME_CREATOR). */
+static int parse_lifetime(PyObject *o, unsigned *flags)
+{
+    *flags = 0;
+    if (o == Py_None)
+        return 0;
+    if (PyUnicode_Check(o) && PyUnicode_CompareWithASCIIString(o, "creator") == 0) {
+        *flags = SS_LIFETIME_CREATOR;
+        return 0;
+    }
+    PyErr_Format(PyExc_ValueError, "lifetime must be None or \"creator\", not %R", o);
+    return -1;
+}
+
+/* put(obj, id=None, *, lifetime=None): store obj under id (random if
+ * None); *size gets the stored object's size. Returns the new id bytes,
+ * or NULL. */
 static PyObject *put_common(sspy_client *self, PyObject *args, PyObject *kw, const char *fmt,
                             uint64_t *size)
 {
-    static char *kwlist[] = { "obj", "id", NULL };
-    PyObject *obj, *idobj = Py_None;
+    static char *kwlist[] = { "obj", "id", "lifetime", NULL };
+    PyObject *obj, *idobj = Py_None, *life = Py_None;
+    unsigned flags;
     ss_id id;
     int rc;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, &obj, &idobj))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, &obj, &idobj, &life) ||
+        parse_lifetime(life, &flags) < 0)
         return NULL;
     if (idobj == Py_None ? random_id(&id) < 0 : parse_id(idobj, &id) < 0)
         return NULL;
     if (op_begin(self) < 0)
         return NULL;
-    rc = sspy_is_raw(obj) ? put_raw(self, &id, obj, size) : put_pickled(self, &id, obj, size);
+    rc = sspy_is_raw(obj) ? put_raw(self, &id, obj, flags, size)
+                          : put_pickled(self, &id, obj, flags, size);
     op_end(self);
     return rc < 0 ? NULL : id_bytes(&id);
 }
@@ -980,14 +1001,14 @@ static PyObject *client_put(sspy_client *self, PyObject *args, PyObject *kw)
 {
     uint64_t size;
 
-    return put_common(self, args, kw, "O|O:put", &size);
+    return put_common(self, args, kw, "O|O$O:put", &size);
 }
 
 /* _put(obj, id=None) -> (id, size): what put_ref() builds a Ref from. */
 static PyObject *client_put_sized(sspy_client *self, PyObject *args, PyObject *kw)
 {
     uint64_t size = 0;
-    PyObject *id = put_common(self, args, kw, "O|O:put_ref", &size);
+    PyObject *id = put_common(self, args, kw, "O|O$O:put_ref", &size);
 
     return id ? Py_BuildValue("(NK)", id, (unsigned long long)size) : NULL;
 }
@@ -1424,6 +1445,15 @@ static PyObject *client_stats(sspy_client *self, PyObject *unused)
     return d;
 }
 
+/* A new reference to the lifetime an object's flags say: "creator" or None. */
+static PyObject *lifetime_object(uint32_t flags)
+{
+    if (flags & SS_LIFETIME_CREATOR)
+        return PyUnicode_FromString("creator");
+    Py_INCREF(Py_None);
+    return Py_None;
+}
+
 static PyObject *info_dict(const ss_obj_info *e)
 {
     char backing[sizeof(e->backing) + 1];
@@ -1439,7 +1469,8 @@ static PyObject *info_dict(const ss_obj_info *e)
               set_new(d, "refs", PyLong_FromUnsignedLong(e->refs)) < 0 ||
               set_new(d, "node", PyLong_FromLong(e->node)) < 0 ||
               set_new(d, "backing", PyUnicode_FromString(backing)) < 0 ||
-              set_new(d, "uid", uid_object(e->uid)) < 0))
+              set_new(d, "uid", uid_object(e->uid)) < 0 ||
+              set_new(d, "lifetime", lifetime_object(e->flags)) < 0))
         Py_CLEAR(d);
     return d;
 }
@@ -1652,15 +1683,17 @@ static PySequenceMethods client_as_sequence = {
  * inspect.signature() and IDEs see each call's parameters. */
 static PyMethodDef client_methods[] = {
     { "put", (PyCFunction)(void (*)(void))client_put, METH_VARARGS | METH_KEYWORDS,
-      "put($self, /, obj, id=None)\n--\n\n"
+      "put($self, /, obj, id=None, *, lifetime=None)\n--\n\n"
       "Store obj and return its 20-byte id (random unless given). bytes,\n"
       "bytearray and memoryview are stored raw (and come back as a read-only\n"
       "memoryview); anything else is pickled with protocol 5, its contiguous\n"
       "numpy arrays and other PickleBuffers out of band (zero copy on get).\n"
       "Raises ObjectExistsError if the id exists, StoreFullError if the store\n"
-      "is full; pickling errors propagate and leave nothing behind." },
+      "is full; pickling errors propagate and leave nothing behind.\n"
+      "lifetime=\"creator\": the store deletes the object when this client's\n"
+      "connection ends (close, exit, crash); None: until deleted." },
     { "_put", (PyCFunction)(void (*)(void))client_put_sized, METH_VARARGS | METH_KEYWORDS,
-      "_put($self, /, obj, id=None)\n--\n\n"
+      "_put($self, /, obj, id=None, *, lifetime=None)\n--\n\n"
       "put(), returning (id, size of the stored object): what put_ref() uses." },
     { "get", (PyCFunction)(void (*)(void))client_get, METH_VARARGS | METH_KEYWORDS,
       "get($self, /, id, timeout=None, trust=None)\n--\n\n"
@@ -1696,7 +1729,8 @@ static PyMethodDef client_methods[] = {
     { "list", (PyCFunction)client_list, METH_NOARGS,
       "list($self, /)\n--\n\n"
       "Every object, as dicts (id, state, size, meta_size, refs, node, backing,\n"
-      "uid: the creator's, None if unknown)." },
+      "uid: the creator's, None if unknown; lifetime: \"creator\" or None, as\n"
+      "put() was given it)." },
     { "close", (PyCFunction)client_close, METH_NOARGS,
       "close($self, /)\n--\n\n"
       "Refuse further calls. The connection itself (and an embedded store)\n"

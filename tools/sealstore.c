@@ -437,7 +437,8 @@ static const char *const cmd_help[CMD__COUNT] = {
         "\n"
         "List every object, sorted by id: id, state (created or sealed), size,\n"
         "metadata size, references held by all clients, backing (4K, THP, 2M, 1G,\n"
-        "small, disk) and NUMA node (- when unknown or interleaved).\n"
+        "small, disk), NUMA node (- when unknown or interleaved) and lifetime\n"
+        "(creator: deleted when its creator's connection ends; - until deleted).\n"
         "With --json, an array of objects with sizes in bytes.\n",
     [CMD_PUT] =
         "Usage: sealstore put FILE|- [--id HEX] [--meta STRING]\n"
@@ -1037,17 +1038,19 @@ static int cmd_ls(struct cli *cli)
                    i ? "," : "", hex, state_name(o->state), o->size, o->meta_size, o->refs);
             json_cstr(stdout, bk);
             if (o->node >= 0)
-                printf(", \"node\": %" PRId32 "}", o->node);
+                printf(", \"node\": %" PRId32, o->node);
             else
-                printf(", \"node\": null}");
+                printf(", \"node\": null");
+            printf(", \"lifetime\": %s}",
+                   (o->flags & SS_LIFETIME_CREATOR) ? "\"creator\"" : "null");
         }
         printf("%s]\n", n ? "\n" : "");
         free(all);
         return CLI_OK;
     }
 
-    printf("%-40s  %-7s  %10s  %10s  %5s  %-7s  %4s\n", "ID", "STATE", "SIZE", "META", "REFS",
-           "BACKING", "NODE");
+    printf("%-40s  %-7s  %10s  %10s  %5s  %-7s  %4s  %s\n", "ID", "STATE", "SIZE", "META",
+           "REFS", "BACKING", "NODE", "LIFETIME");
     for (size_t i = 0; i < n; i++) {
         const ss_obj_info *o = &all[i];
         char hex[2 * SS_ID_SIZE + 1], bk[sizeof(o->backing) + 1], sz[16], ms[16], node[16];
@@ -1058,9 +1061,10 @@ static int cmd_ls(struct cli *cli)
             snprintf(node, sizeof(node), "%" PRId32, o->node);
         else
             strcpy(node, "-");
-        printf("%-40s  %-7s  %10s  %10s  %5" PRIu32 "  %-7s  %4s\n", hex, state_name(o->state),
-               fmt_size(o->size, sz, sizeof(sz)), fmt_size(o->meta_size, ms, sizeof(ms)), o->refs,
-               bk, node);
+        printf("%-40s  %-7s  %10s  %10s  %5" PRIu32 "  %-7s  %4s  %s\n", hex,
+               state_name(o->state), fmt_size(o->size, sz, sizeof(sz)),
+               fmt_size(o->meta_size, ms, sizeof(ms)), o->refs, bk, node,
+               (o->flags & SS_LIFETIME_CREATOR) ? "creator" : "-");
         total += o->size;
     }
     {

@@ -48,7 +48,7 @@ class Client(_sealstore.Client):
         self._pid = os.getpid()
         self._aio = {}
 
-    def put(self, obj, id=None, *, ref=False):
+    def put(self, obj, id=None, *, ref=False, lifetime=None):
         """Store obj and return its 20-byte id (random unless given), or a Ref with ref=True.
 
         bytes, bytearray and memoryview are stored raw (and come back as a
@@ -56,14 +56,17 @@ class Client(_sealstore.Client):
         contiguous numpy arrays and other PickleBuffers out of band (zero copy
         on get). Raises ObjectExistsError if the id exists, StoreFullError if
         the store is full; pickling errors propagate and leave nothing behind.
+        lifetime="creator": the store deletes the object when this client's
+        connection ends (close(), exit, crash); views other processes hold
+        stay valid until released. None (the default): until deleted.
         """
         if ref:
-            return self.put_ref(obj, id)
-        return _sealstore.Client.put(self, obj, id)
+            return self.put_ref(obj, id, lifetime=lifetime)
+        return _sealstore.Client.put(self, obj, id, lifetime=lifetime)
 
-    def put_ref(self, obj, id=None):
-        """put(obj, id), returning a Ref to the new object."""
-        oid, size = self._put(obj, id)
+    def put_ref(self, obj, id=None, *, lifetime=None):
+        """put(obj, id, lifetime=lifetime), returning a Ref to the new object."""
+        oid, size = self._put(obj, id, lifetime=lifetime)
         return Ref(oid, size, self.path, _client=self)
 
     def share(self, id, timeout=None):
@@ -81,7 +84,7 @@ class Client(_sealstore.Client):
         from ._aio import get_async
         return await get_async(self, id, timeout, trust)
 
-    async def put_async(self, obj, id=None, *, ref=False):
+    async def put_async(self, obj, id=None, *, ref=False, lifetime=None):
         """put() for asyncio: the copy runs in the loop's default executor.
 
         Cancelling the task returns at once; the copy already under way
@@ -89,7 +92,7 @@ class Client(_sealstore.Client):
         cancelled put leaves nothing behind.
         """
         from ._aio import put_async
-        return await put_async(self, obj, id, ref)
+        return await put_async(self, obj, id, ref, lifetime)
 
     def close(self):
         """Refuse further calls; wake get_async() waiters (they raise ValueError).

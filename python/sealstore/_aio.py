@@ -141,13 +141,13 @@ async def get_async(client, id, timeout, trust):
             w.unwatch(key, fut)
 
 
-async def put_async(client, obj, id, ref):
+async def put_async(client, obj, id, ref, lifetime=None):
     loop = asyncio.get_running_loop()
     lock = threading.Lock()
     state = {"cancelled": False, "stored": None}
 
     def work():
-        oid, size = client._put(obj, id)
+        oid, size = client._put(obj, id, lifetime=lifetime)
         with lock:
             if not state["cancelled"]:
                 state["stored"] = oid

@@ -662,7 +662,7 @@ static void test_ls(void **state)
     id_to_hex(&a, ha);
     id_to_hex(&b, hb);
     id_to_hex(&c, hc);
-    t_assert_ok(ss_put(g_c, &a, "hello", 5, "m", 1));
+    t_assert_ok(ss_put_ex(g_c, &a, "hello", 5, "m", 1, SS_LIFETIME_CREATOR));
     t_assert_ok(ss_put(g_c, &b, "", 0, NULL, 0));
     t_assert_ok(ss_create(g_c, &c, 100000, NULL, 0, &data)); /* never sealed */
 
@@ -675,6 +675,8 @@ static void test_ls(void **state)
     assert_non_null(strstr(r.out, "sealed"));
     assert_non_null(strstr(r.out, "created"));
     assert_non_null(strstr(r.out, "97.7 KiB"));
+    assert_non_null(strstr(r.out, "LIFETIME"));
+    assert_non_null(strstr(r.out, "  creator\n"));
     run_free(&r);
 
     tool(&r, NULL, 0, ARGS(S, "ls", "--json"));
@@ -691,6 +693,8 @@ static void test_ls(void **state)
     assert_non_null(strstr(r.out, "\"refs\": "));
     assert_non_null(strstr(r.out, "\"backing\": "));
     assert_non_null(strstr(r.out, "\"node\": "));
+    assert_non_null(strstr(r.out, "\"lifetime\": \"creator\"}"));
+    assert_non_null(strstr(r.out, "\"lifetime\": null}"));
     run_free(&r);
 
     t_assert_ok(ss_abort(g_c, &c));
