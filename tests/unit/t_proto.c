@@ -1107,6 +1107,18 @@ static void p_err_body(msg *m)
 }
 static void p_noreply(msg *m) { M_SET(m, offsetof(ss__msg_hdr, flags), uint32_t, 0); }
 static void p_seal_release(msg *m) { M_SET(m, H + offsetof(ss__req_seal, flags), uint32_t, SS_SEALF_RELEASE); }
+static void p_create_creator(msg *m)
+{
+    M_SET(m, H + offsetof(ss__req_create, flags), uint32_t, SS_CREATEF_CREATOR);
+}
+static void p_put_creator(msg *m)
+{
+    M_SET(m, H + offsetof(ss__req_put, flags), uint32_t, SS_CREATEF_CREATOR);
+}
+static void p_create_flags(msg *m)
+{
+    M_SET(m, H + offsetof(ss__req_create, flags), uint32_t, SS_CREATEF_CREATOR << 1);
+}
 
 static const struct seed seeds[] = {
     { "req-hello", mk_req_hello, NULL },
@@ -1116,7 +1128,9 @@ static const struct seed seeds[] = {
     { "req-abort", mk_req_abort, NULL },
     { "req-contains", mk_req_contains, NULL },
     { "req-delete", mk_req_delete, NULL },
+    { "req-create-creator", mk_req_create_meta, p_create_creator },
     { "req-put", mk_req_put_small, NULL },
+    { "req-put-creator", mk_req_put_small, p_put_creator },
     { "req-get", mk_req_get3, NULL },
     { "req-release", mk_req_release2, NULL },
     { "req-list", mk_req_list8, NULL },
@@ -1158,6 +1172,7 @@ static const struct seed seeds[] = {
     { "bad-list-state", mk_rep_list3, p_list_state },
     { "bad-error-body", mk_rep_hello, p_err_body },
     { "bad-reply-flag", mk_rep_stats, p_noreply },
+    { "bad-create-flags", mk_req_create_meta, p_create_flags },
 };
 
 /* Input format of fuzz_proto.c: [nfds byte][message]. */
