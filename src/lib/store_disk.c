@@ -98,11 +98,6 @@
 
 /* ============================================================ records */
 
-static ss__spop *op_at(const ss__store *s, uint32_t i)
-{
-    return &s->disk.ops[i / SS_SPOP_CHUNK][i % SS_SPOP_CHUNK];
-}
-
 static int op_new(ss__store *s, uint32_t *out)
 {
     if (!s->disk.ops_free) {
@@ -121,7 +116,7 @@ static int op_new(ss__store *s, uint32_t *out)
         s->disk.ops_cap += SS_SPOP_CHUNK;
     }
     uint32_t i = s->disk.ops_free - 1;
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     s->disk.ops_free = op->next;
     memset(op, 0, sizeof(*op));
     op->fd_ro = -1;
@@ -133,7 +128,7 @@ static int op_new(ss__store *s, uint32_t *out)
 
 static void op_put(ss__store *s, uint32_t i)
 {
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
 
     op->kind = SS_SPOP_FREE;
     op->next = s->disk.ops_free;
@@ -310,7 +305,7 @@ static int spill_start(ss__store *s, uint32_t e)
         disk_put(s, di);
         goto fail;
     }
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     op->kind = SS_SPOP_SPILL;
     op->disk = di + 1;
     op->id = en->id;
@@ -404,7 +399,7 @@ static void restores_stuck(ss__store *s);
 
 static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
 {
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     uint32_t e = op->e, di = op->disk - 1;
     ss__obj *o = ss__obj_at(s, e);
     uint32_t st = ss__ent_state(s, e);
@@ -487,8 +482,8 @@ static void restores_stuck(ss__store *s)
 {
     int err = stuck_err(s);
 
-    for (uint32_t x = s->disk.rq_head; x && err; x = op_at(s, x - 1)->next)
-        stuck_fail(s, op_at(s, x - 1)->e, err);
+    for (uint32_t x = s->disk.rq_head; x && err; x = ss__disk_op(s, x - 1)->next)
+        stuck_fail(s, ss__disk_op(s, x - 1)->e, err);
 }
 
 int ss__disk_restore_stuck(ss__store *s, const ss_id *id)
@@ -498,8 +493,8 @@ int ss__disk_restore_stuck(ss__store *s, const ss_id *id)
 
     if (e < 0 || !err)
         return 0;
-    for (uint32_t x = s->disk.rq_head; x; x = op_at(s, x - 1)->next)
-        if (op_at(s, x - 1)->e == (uint32_t)e) {
+    for (uint32_t x = s->disk.rq_head; x; x = ss__disk_op(s, x - 1)->next)
+        if (ss__disk_op(s, x - 1)->e == (uint32_t)e) {
             s->cnt.c_restore_errors++; /* for this GET */
             return err;
         }
@@ -616,12 +611,12 @@ static int restore_try(ss__store *s, uint32_t i)
     int rc;
 
     for (;;) {
-        rc = restore_mem(s, op_at(s, i), &need);
+        rc = restore_mem(s, ss__disk_op(s, i), &need);
         /* reclaiming may start spills: op pointers stay valid (chunks) */
         if (rc != -ENOSPC || !ss__obj_reclaim(s, need))
             break;
     }
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     if (rc == -ENOSPC) {
         op->bytes = need;
         return rc;
@@ -648,12 +643,12 @@ static int restore_try(ss__store *s, uint32_t i)
 
 static void rq_push(ss__store *s, uint32_t i)
 {
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
 
     op->rstate = SS_RS_WAITMEM;
     op->next = 0;
     if (s->disk.rq_tail)
-        op_at(s, s->disk.rq_tail - 1)->next = i + 1;
+        ss__disk_op(s, s->disk.rq_tail - 1)->next = i + 1;
     else
         s->disk.rq_head = i + 1;
     s->disk.rq_tail = i + 1;
@@ -664,7 +659,7 @@ static void rq_push(ss__store *s, uint32_t i)
  * the object's fate by err (see the top of the file). */
 static void restore_end(ss__store *s, uint32_t i, int err)
 {
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     uint32_t e = op->e;
     ss__obj *o = ss__obj_at(s, e);
     ss_id id = ss__ent(s, e)->id;
@@ -715,7 +710,7 @@ int ss__disk_restore_start(ss__store *s, uint32_t e)
         ss__park_restore_done(s, &id, rc);
         return rc;
     }
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     op->kind = SS_SPOP_RESTORE;
     op->e = e;
     op->generation = ss__ent(s, e)->generation;
@@ -747,7 +742,7 @@ void ss__disk_restore_retry(ss__store *s)
     s->disk.rq_head = s->disk.rq_tail = 0;
     while (x) {
         uint32_t i = x - 1;
-        ss__spop *op = op_at(s, i);
+        ss__spop *op = ss__disk_op(s, i);
         x = op->next;
         s->park.parked_need -= op->bytes;
         op->bytes = 0;
@@ -769,12 +764,12 @@ void ss__disk_restore_cancel(ss__store *s, uint32_t e)
 {
     uint32_t prev = 0;
 
-    for (uint32_t x = s->disk.rq_head; x; prev = x, x = op_at(s, x - 1)->next) {
-        ss__spop *op = op_at(s, x - 1);
+    for (uint32_t x = s->disk.rq_head; x; prev = x, x = ss__disk_op(s, x - 1)->next) {
+        ss__spop *op = ss__disk_op(s, x - 1);
         if (op->e != e)
             continue;
         if (prev)
-            op_at(s, prev - 1)->next = op->next;
+            ss__disk_op(s, prev - 1)->next = op->next;
         else
             s->disk.rq_head = op->next;
         if (s->disk.rq_tail == x)
@@ -790,7 +785,7 @@ void ss__disk_restore_cancel(ss__store *s, uint32_t e)
 /* The restored object goes live: SEALED in memory, its GETs answered. */
 static void restore_publish(ss__store *s, uint32_t i)
 {
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     uint32_t e = op->e;
     ss__obj *o = ss__obj_at(s, e);
     ss__index_entry *en = ss__ent(s, e);
@@ -843,7 +838,7 @@ static void restore_job_done(ss__store *s, ss__sealjob *j);
 
 static void restore_read_done(ss__store *s, uint32_t i, const ss__spill_done *d)
 {
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     uint32_t e = op->e;
     int status = d->status;
 
@@ -905,7 +900,7 @@ static uint32_t removal_find(const ss__store *s, const ss_id *id)
     if (!s->disk.nremovals && !s->disk.nspilling)
         return 0;
     for (uint32_t i = 0; i < s->disk.ops_cap; i++) {
-        const ss__spop *op = op_at(s, i);
+        const ss__spop *op = ss__disk_op(s, i);
         if ((op->kind == SS_SPOP_DELETE ||
              (op->kind == SS_SPOP_SPILL && ss__ent_state(s, op->e) == SS_IX_DELETED)) &&
             !memcmp(&op->id, id, sizeof(*id)))
@@ -917,7 +912,7 @@ static uint32_t removal_find(const ss__store *s, const ss_id *id)
 /* Hang the waiters list pk on op i. */
 static void waiters_attach(ss__store *s, uint32_t i, ss__parked *pk)
 {
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     ss__parked *last = pk;
 
     for (ss__parked *w = pk; w; w = w->qnext) {
@@ -982,7 +977,7 @@ static void disk_delete(ss__store *s, const ss__spill_loc *loc, ss__parked *pk)
         waiters_pass(s, pk, rc == -ENOENT ? 0 : rc, &loc->id); /* -ENOENT: no record */
         return;
     }
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     op->kind = SS_SPOP_DELETE;
     op->id = loc->id;
     s->disk.nremovals++;
@@ -992,7 +987,7 @@ static void disk_delete(ss__store *s, const ss__spill_loc *loc, ss__parked *pk)
 
 static void delete_done(ss__store *s, uint32_t i, const ss__spill_done *d)
 {
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     ss__parked *pk = op->pk;
     ss_id id = op->id;
 
@@ -1018,7 +1013,7 @@ void ss__disk_delete_durable(ss__store *s, uint32_t e, ss__parked *pk)
     if (o->flags & SS_OBJF_SPILLING) {
         /* its spill's completion deletes what it wrote, then answers */
         for (uint32_t i = 0; i < s->disk.ops_cap; i++) {
-            ss__spop *op = op_at(s, i);
+            ss__spop *op = ss__disk_op(s, i);
             if (op->kind == SS_SPOP_SPILL && op->e == e) {
                 waiters_attach(s, i, pk);
                 return;
@@ -1044,7 +1039,7 @@ static void spill_unpark(ss__store *s, ss__parked *pk)
 {
     if (pk->spop) {
         ss__parked *tail = NULL; /* the list keeps none */
-        SS_DL_UNLINK(op_at(s, pk->spop - 1)->pk, tail, pk, qprev, qnext);
+        SS_DL_UNLINK(ss__disk_op(s, pk->spop - 1)->pk, tail, pk, qprev, qnext);
         (void)tail;
     }
     pk->qprev = pk->qnext = NULL;
@@ -1058,7 +1053,7 @@ static void apply(ss__store *s, const ss__spill_done *d)
     s->disk.ops_engine--;
     if (d->op == SS_SPILL_OP_DELETE)
         delete_done(s, i, d);
-    else if (op_at(s, i)->kind == SS_SPOP_SPILL)
+    else if (ss__disk_op(s, i)->kind == SS_SPOP_SPILL)
         spill_done(s, i, d);
     else
         restore_read_done(s, i, d);
@@ -1141,8 +1136,8 @@ void ss__disk_drain(ss__store *s)
     /* restores still waiting for memory: their GETs were answered */
     while (s->disk.rq_head) {
         uint32_t i = s->disk.rq_head - 1;
-        s->disk.rq_head = op_at(s, i)->next;
-        s->park.parked_need -= op_at(s, i)->bytes;
+        s->disk.rq_head = ss__disk_op(s, i)->next;
+        s->park.parked_need -= ss__disk_op(s, i)->bytes;
         restore_end(s, i, 0);
     }
     s->disk.rq_tail = 0;
@@ -1164,7 +1159,7 @@ void ss__disk_teardown(ss__store *s)
         ss__disk_drain(s);
         /* restores whose seal job died with the worker */
         for (uint32_t i = 0; i < s->disk.ops_cap; i++) {
-            ss__spop *op = op_at(s, i);
+            ss__spop *op = ss__disk_op(s, i);
             if (op->kind == SS_SPOP_RESTORE && op->rstate == SS_RS_SEAL)
                 restore_end(s, i, 0);
         }

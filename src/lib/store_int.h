@@ -934,6 +934,12 @@ void ss__park_fini(ss__store *s);
  * (GET layer); a parked DELETE is freed: off its op's list (disk glue). */
 void ss__park_on_ready(ss__store *s, void (*ready)(ss__store *s, ss__parked *pk));
 void ss__park_on_unpark(ss__store *s, void (*unpark)(ss__store *s, ss__parked *pk));
+/* The waiter hash's bucket of an id (buckets: a power of two). */
+static inline uint32_t ss__park_wait_bucket(const ss__store *s, const ss_id *id)
+{
+    return (uint32_t)(ss__index_hash(id, s->tab.ix.key ^ 0x5bd1e995u) &
+                      (s->park.wait_nbuckets - 1));
+}
 /* deadline_ns: UINT64_MAX for none. NULL: out of memory. */
 ss__parked *ss__parked_new(ss__store *s, ss__conn *c, int type, uint32_t req_id,
                            uint64_t deadline_ns);
@@ -984,6 +990,12 @@ static inline uint32_t ss__ent_state(const ss__store *s, uint32_t e)
     return SS_IX_STATE(ss__ent(s, e)->info);
 }
 void ss__ent_set_state(ss__store *s, uint32_t e, uint32_t state);
+/* The deleted-but-referenced chains' bucket of an id (a power of two). */
+static inline uint32_t ss__obj_det_bucket(const ss__store *s, const ss_id *id)
+{
+    return (uint32_t)(ss__index_hash(id, s->tab.ix.key ^ 0x2545f491u) &
+                      (s->tab.det_nbuckets - 1));
+}
 int ss__obj_alloc(ss__store *s, uint32_t *out);
 void ss__lru_remove(ss__store *s, uint32_t e);
 void ss__lru_push(ss__store *s, uint32_t e);
@@ -1030,6 +1042,11 @@ ss__ref *ss__ref_held(ss__store *s, ss__conn *c, const ss_id *id);
 void ss__ref_drop_all(ss__store *s, ss__conn *c);
 
 /* ---- store_disk.c: the store's side of the spill engine */
+/* Op i (its cookie with the engine); ops sit in chunks and never move. */
+static inline ss__spop *ss__disk_op(const ss__store *s, uint32_t i)
+{
+    return &s->disk.ops[i / SS_SPOP_CHUNK][i % SS_SPOP_CHUNK];
+}
 /* Register the disk glue's handlers with the object table and the parking
  * layer; scan_end: the request layer's "the startup scan is over". */
 void ss__disk_register(ss__store *s, void (*on_scan_end)(ss__store *s));

@@ -320,16 +320,12 @@ void ss__obj_free(ss__store *s, uint32_t e)
 
 /* Deleted objects still referenced, by id, so a RELEASE naming the id can
  * find them (the live hash no longer has them). Chained through the
- * object's prev/next, which the LRU does not use for these. Rare. */
-static inline uint32_t det_bucket(const ss__store *s, const ss_id *id)
-{
-    return (uint32_t)(ss__index_hash(id, s->tab.ix.key ^ 0x2545f491u) & (s->tab.det_nbuckets - 1));
-}
-
+ * object's prev/next, which the LRU does not use for these. Rare. The
+ * bucket of an id: ss__obj_det_bucket (store_int.h). */
 static void det_add(ss__store *s, uint32_t e)
 {
     ss__obj *o = ss__obj_at(s, e);
-    uint32_t b = det_bucket(s, &ss__ent(s, e)->id);
+    uint32_t b = ss__obj_det_bucket(s, &ss__ent(s, e)->id);
 
     o->prev = 0;
     o->next = s->tab.det_buckets[b];
@@ -345,7 +341,7 @@ static void det_remove(ss__store *s, uint32_t e)
     if (o->prev)
         ss__obj_at(s, o->prev - 1)->next = o->next;
     else
-        s->tab.det_buckets[det_bucket(s, &ss__ent(s, e)->id)] = o->next;
+        s->tab.det_buckets[ss__obj_det_bucket(s, &ss__ent(s, e)->id)] = o->next;
     if (o->next)
         ss__obj_at(s, o->next - 1)->prev = o->prev;
     o->prev = o->next = 0;
@@ -576,7 +572,7 @@ ss__ref *ss__ref_held(ss__store *s, ss__conn *c, const ss_id *id)
 
     if (e >= 0 && ss__ent_state(s, (uint32_t)e) == SS_IX_SEALED)
         best = ss__ref_find(c, (uint32_t)e);
-    for (uint32_t x = s->tab.det_buckets[det_bucket(s, id)]; x; x = ss__obj_at(s, x - 1)->next) {
+    for (uint32_t x = s->tab.det_buckets[ss__obj_det_bucket(s, id)]; x; x = ss__obj_at(s, x - 1)->next) {
         if (memcmp(&ss__ent(s, x - 1)->id, id, sizeof(*id)) || !(r = ss__ref_find(c, x - 1)))
             continue;
         if (!best || (int32_t)(r->seq - best->seq) < 0)
