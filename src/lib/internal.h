@@ -36,6 +36,8 @@
  *   store_park.c  parked requests: records, quotas, timer heap, waiter hash
  *   store_obj.c   the object table: entries, free list, LRU, deleted
  *                 chains, small segments, client references, capacity
+ *   store_check.c the store's invariants, every layer's records read in
+ *                 one walk (--enable-debug: store.c runs it each turn)
  *   store_disk.c  the store's glue to the spill engine (ss__disk_*; the
  *                 engine itself is ss__spill_*): spills, restores,
  *                 durable deletes, the startup scan

@@ -488,9 +488,18 @@ static uint64_t windows_deadline(void *arg, uint64_t now)
     return ss__salloc_write_close(s->mem.salloc, now, false);
 }
 
+/* --enable-debug: the whole store is checked at the end of every turn,
+ * once the turn's connections are reaped (store_check.c). */
+static void validate_turn(void *arg, uint64_t now)
+{
+    (void)now;
+    SS_ASSERT_EXPENSIVE(ss__store_validate(arg) == 0);
+}
+
 /* The loop's turn hooks, in the order each turn runs them (deadlines are
  * all asked before the loop sleeps). Connections are reaped last, so
- * pointers held during the turn stay valid. */
+ * pointers held during the turn stay valid; then, in debug builds only
+ * (an entry with neither function is not registered), the validator. */
 static const struct {
     uint64_t (*deadline)(void *arg, uint64_t now);
     void (*turn)(void *arg, uint64_t now);
@@ -503,6 +512,7 @@ static const struct {
     { NULL, ss__disk_turn },                           /* spill ahead */
     { windows_deadline, NULL },                         /* small write windows */
     { NULL, ss__conn_reap_turn },                       /* broken connections */
+    { NULL, SS_DEBUG_LEVEL >= 2 ? validate_turn : NULL }, /* invariants */
 };
 
 /* The loop, the stop eventfd and the hooks. */
@@ -518,6 +528,8 @@ static int loop_open(ss__store *s)
     if ((rc = ss__loop_add(&s->loop, &s->bind.stop_ev, s->bind.stop_efd, EPOLLIN, stop_event, s)) < 0)
         return rc;
     for (unsigned i = 0; i < SS_STORE_HOOKS; i++) {
+        if (!store_hooks[i].deadline && !store_hooks[i].turn)
+            continue;
         s->bind.hooks[i] = (ss__loop_hook){ .deadline = store_hooks[i].deadline,
                                        .turn = store_hooks[i].turn, .arg = s };
         ss__loop_hook_add(&s->loop, &s->bind.hooks[i]);
@@ -645,6 +657,7 @@ void ss__store_close(ss__store *s)
         ss__conn_close(s, c);
     ss__conn_reap(s);
     ss__conn_lingers_close(s);
+    SS_ASSERT_EXPENSIVE(ss__store_validate(s) == 0);
     ss__conn_unlisten(s);
     if (s->bind.listen_fd >= 0)
         close(s->bind.listen_fd);

@@ -5,7 +5,7 @@
  * first: loop.c (event loop core, loop.h), store_seal.c (the seal worker),
  * store_conn.c (connections, wire, fd budget), store_park.c (parked
  * requests, timers, waiters), store_obj.c (the object table, capacity),
- * store_disk.c (spilling to disk and restoring: the store's side of the
+ * store_check.c (the invariants, read-only), store_disk.c (spilling to disk and restoring: the store's side of the
  * spill engine), store_get.c (GET), store_req.c (the other requests) and
  * store.c (lifecycle); index.c is the shared index memfd.
  *
@@ -628,7 +628,7 @@ typedef struct ss__obj_disk_hooks {
     bool (*spill)(ss__store *s, uint64_t target, bool demand);
 } ss__obj_disk_hooks;
 
-#define SS_STORE_HOOKS 8u /* the loop's turn hooks (store.c) */
+#define SS_STORE_HOOKS 9u /* the loop's turn hooks (store.c) */
 
 /* ================================================================ store */
 /*
@@ -836,6 +836,10 @@ struct ss__store {
     ss__store_req req;
     ss__store_counters cnt;
 };
+
+/* ---- store_check.c: the invariants (listed there) in one read-only walk:
+ * 0, or -SS_E_CORRUPT after logging the first broken one. */
+int ss__store_validate(const ss__store *s);
 
 /* ====================================================== functions by layer
  * Lowest first; each layer calls only layers above it in this list
