@@ -278,6 +278,11 @@ int ss__sys_fstatfs(int fd, struct statfs *st)
     return neg(fstatfs(fd, st));
 }
 
+int ss__sys_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *sx)
+{
+    return neg(statx(dirfd, path, flags, mask, sx));
+}
+
 int ss__sys_fcntl(int fd, int cmd, int arg)
 {
     return neg(fcntl(fd, cmd, arg));
@@ -352,7 +357,9 @@ DIR *ss__sys_opendir(const char *path)
 
 DIR *ss__sys_dir_reopen(int dirfd)
 {
-    int fd = ss__sys_dup(dirfd), err;
+    /* close-on-exec from the start: fdopendir sets it too, but only
+     * after a window in which a fork + exec elsewhere would inherit it */
+    int fd = ss__sys_dup_cloexec(dirfd), err;
     DIR *d;
 
     if (fd < 0)
@@ -360,7 +367,7 @@ DIR *ss__sys_dir_reopen(int dirfd)
     d = fdopendir(fd);
     if (!d) {
         err = -errno;
-        close(fd);
+        ss__sys_close(fd);
         return ss__err_ptr(err);
     }
     rewinddir(d);
