@@ -116,6 +116,11 @@ int ss__array_grow(void **arr, size_t *cap, size_t need, size_t size, size_t fir
         r_;                                                                              \
     })
 
+/* An object id as 2 * SS_ID_SIZE lowercase hex digits and a NUL (spill
+ * file logs, the CLI). */
+#define SS_ID_HEX_LEN (2 * SS_ID_SIZE + 1)
+void ss__id_hex(const ss_id *id, char out[SS_ID_HEX_LEN]);
+
 #define SS_KiB (1024ull)
 #define SS_MiB (1024ull * 1024)
 #define SS_GiB (1024ull * 1024 * 1024)

@@ -247,17 +247,6 @@ uint32_t ss__spill_rec_uid(const ss__spill_rec *r)
     return r->version >= 2 ? r->uid : SS_UID_UNKNOWN;
 }
 
-void ss__spill_id_hex(const ss_id *id, char out[2 * SS_ID_SIZE + 1])
-{
-    static const char hx[] = "0123456789abcdef";
-
-    for (int i = 0; i < SS_ID_SIZE; i++) {
-        out[2 * i] = hx[id->b[i] >> 4];
-        out[2 * i + 1] = hx[id->b[i] & 15];
-    }
-    out[2 * SS_ID_SIZE] = '\0';
-}
-
 void ss__spill_name(char buf[SS_SPILL_NAME_MAX], uint64_t file, bool tmp)
 {
     snprintf(buf, SS_SPILL_NAME_MAX, "%016llx.%s", (unsigned long long)file,
@@ -653,7 +642,7 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
     uint8_t *meta = NULL;
     struct stat sb;
     uint64_t off = 0, bad_start = UINT64_MAX;
-    char idhex[2 * SS_ID_SIZE + 1];
+    char idhex[SS_ID_HEX_LEN];
     int rc = 0;
 
     memset(res, 0, sizeof(*res));
@@ -710,7 +699,7 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
         }
         memcpy(idhex, "-", 2);
         if (r.flags & SS_SPILL_REC_OBJECT)
-            ss__spill_id_hex((const ss_id *)r.id, idhex);
+            ss__id_hex((const ss_id *)r.id, idhex);
         if (r.rec_len > w.size - off) {
             ss__log_error("spill: file %s: record of object %s at %llu is truncated "
                           "(needs %llu bytes, only %llu left): lost", name, idhex,

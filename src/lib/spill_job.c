@@ -373,9 +373,9 @@ static bool hash_done(const struct ss__sp_objio *o)
 
 static void log_spill_error(const ss_id *id, int err)
 {
-    char hex[2 * SS_ID_SIZE + 1];
+    char hex[SS_ID_HEX_LEN];
 
-    ss__spill_id_hex(id, hex);
+    ss__id_hex(id, hex);
     if (err == -ENOSPC || err == -EDQUOT)
         ss__log_info("spill: object %s not spilled: %s", hex, ss_strerror(err));
     else
@@ -945,9 +945,9 @@ static void batch_kick(ss__spill *sp)
 /* A restore found its record damaged: one log line, counted; -EBADMSG. */
 static int read_damaged(ss__spill *sp, const ss__spill_loc *l, const char *why)
 {
-    char hex[2 * SS_ID_SIZE + 1];
+    char hex[SS_ID_HEX_LEN];
 
-    ss__spill_id_hex(&l->id, hex);
+    ss__id_hex(&l->id, hex);
     ss__log_error("spill: restore of object %s from file %016llx at %llu failed: %s", hex,
                   (unsigned long long)l->file, (unsigned long long)l->offset, why);
     sp->st.damaged++;
