@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "sys.h"
 
@@ -1254,10 +1253,11 @@ static int read_span_setup(ss__spill *sp, struct ss__sp_job *j, struct ss__sp_fi
      * the job opens its own through the worker. */
     if (f->rfd < 0) {
         char name[SS_SPILL_NAME_MAX];
+        int fd, fl = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | (rd->o.direct ? O_DIRECT : 0);
 
         ss__spill_name(name, f->id, false);
-        f->rfd = openat(sp->dirfd, name,
-                        O_RDONLY | O_CLOEXEC | O_NOFOLLOW | (rd->o.direct ? O_DIRECT : 0));
+        fd = ss__sys_openat(sp->dirfd, name, fl, 0);
+        f->rfd = fd < 0 ? -1 : fd; /* -1: the job opens its own */
     }
     return f->rfd;
 }
