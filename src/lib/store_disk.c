@@ -64,18 +64,12 @@
  */
 #include "store_int.h"
 
-#include <dirent.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
-#include <sys/epoll.h>
 #include <sys/file.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 
 #include "spill.h"
 #include "sys.h"
@@ -270,9 +264,9 @@ static int spill_start(ss__store *s, uint32_t e)
         /* the disk reads the sealed segment straight from this mapping
          * (O_DIRECT where the filesystem allows) */
         map_len = o->seg_size;
-        map = mmap(NULL, map_len, PROT_READ, MAP_SHARED, o->fd_ro, 0);
-        if (map == MAP_FAILED)
-            return -errno;
+        map = ss__sys_mmap(NULL, map_len, PROT_READ, MAP_SHARED, o->fd_ro, 0);
+        if (ss__is_err(map))
+            return (int)ss__ptr_err(map);
         data = map;
     } else {
         const ss__seg *g = ss__salloc_segment(s->mem.salloc, o->small_slot);
@@ -322,7 +316,7 @@ static int spill_start(ss__store *s, uint32_t e)
     return 0;
 fail:
     if (map)
-        munmap(map, map_len);
+        ss__sys_munmap(map, map_len);
     return rc;
 }
 
@@ -409,7 +403,7 @@ static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
 
     SS_ASSERT(ss__ent(s, e)->generation == op->generation);
     if (op->map)
-        munmap(op->map, op->map_len);
+        ss__sys_munmap(op->map, op->map_len);
     s->disk.spill_pending -= op->bytes;
     s->disk.nspilling--;
     op_put(s, i);
@@ -504,11 +498,11 @@ int ss__disk_restore_stuck(ss__store *s, const ss_id *id)
 static void restore_mem_free(ss__store *s, ss__spop *op)
 {
     if (op->map) {
-        munmap(op->map, op->map_len);
+        ss__sys_munmap(op->map, op->map_len);
         op->map = NULL;
     }
     if (op->fd_ro >= 0) {
-        close(op->fd_ro);
+        ss__sys_close(op->fd_ro);
         op->fd_ro = -1;
     }
     if (op->seg.fd >= 0)
@@ -550,15 +544,15 @@ static int restore_mem(ss__store *s, ss__spop *op, uint64_t *need)
             goto fail;
         }
         /* the store's one writable mapping of an object: dropped before
-         * the write seal, kept out of any fork of an embedding host */
+         * the write seal, kept out of any fork of an embedding host (the
+         * fork guard covers the moment before MADV_DONTFORK) */
         op->map_len = op->seg.size;
-        op->map = mmap(NULL, op->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, op->seg.fd, 0);
-        if (op->map == MAP_FAILED) {
+        op->map = ss__sys_mmap_shared_rw(op->seg.fd, op->map_len);
+        if (ss__is_err(op->map)) {
+            rc = (int)ss__ptr_err(op->map);
             op->map = NULL;
-            rc = -errno;
             goto fail;
         }
-        madvise(op->map, op->map_len, MADV_DONTFORK);
     } else {
         rc = ss__salloc_alloc(s->mem.salloc, size, op->node, &op->dloc);
         if (rc < 0) {
@@ -799,7 +793,7 @@ static void restore_publish(ss__store *s, uint32_t i)
         return;
     }
     if (!op->small) {
-        close(op->seg.fd); /* sealed: the store keeps the read-only fd */
+        ss__sys_close(op->seg.fd); /* sealed: the store keeps the read-only fd */
         op->seg.fd = -1;
         ss__pool_writer_done(s->mem.pool); /* the disk is done writing into it */
         o->fd_ro = op->fd_ro;
@@ -852,7 +846,7 @@ static void restore_read_done(ss__store *s, uint32_t i, const ss__spill_done *d)
         restore_publish(s, i);
         return;
     }
-    munmap(op->map, op->map_len);
+    ss__sys_munmap(op->map, op->map_len);
     op->map = NULL;
     /* write-seal off the loop, like any object segment */
     ss__sealjob *j = calloc(1, sizeof(*j));
@@ -1171,8 +1165,8 @@ void ss__disk_teardown(ss__store *s)
              * lock; a store that opens it meanwhile retries (setup). */
             char p[sizeof(s->disk.spill_dir) + 8];
             snprintf(p, sizeof(p), "%s/lock", s->disk.spill_dir);
-            unlink(p);
-            rmdir(s->disk.spill_dir);
+            (void)ss__sys_unlinkat(AT_FDCWD, p, 0);
+            (void)ss__sys_unlinkat(AT_FDCWD, s->disk.spill_dir, AT_REMOVEDIR);
         }
         ss__spill_close(s->disk.sp);
         s->disk.sp = NULL;
@@ -1240,23 +1234,23 @@ void ss__disk_fill_stats(ss__store *s, ss_stats *st)
 static int default_dir(char *buf, size_t len)
 {
     const char *t = getenv("TMPDIR");
+    unsigned uid = (unsigned)ss__sys_geteuid();
     struct stat st;
-    int n;
+    int n, rc;
 
     if (t && t[0] == '/')
-        n = snprintf(buf, len, "%s/sealstore-%u-spill", t, (unsigned)geteuid());
+        n = snprintf(buf, len, "%s/sealstore-%u-spill", t, uid);
     else
-        n = snprintf(buf, len, "/var/tmp/sealstore-%u", (unsigned)geteuid());
+        n = snprintf(buf, len, "/var/tmp/sealstore-%u", uid);
     if (n < 0 || (size_t)n >= len)
         return -ENAMETOOLONG;
-    if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-        return -errno;
+    if ((rc = ss__sys_mkdirat(AT_FDCWD, buf, 0700)) < 0 && rc != -EEXIST)
+        return rc;
     /* someone else's directory, or one others can enter: never ours */
-    if (lstat(buf, &st) < 0)
-        return -errno;
-    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077)) {
-        ss__log_error("store: %s is not a directory owned by uid %u with mode 0700", buf,
-                      (unsigned)geteuid());
+    if ((rc = ss__sys_fstatat(AT_FDCWD, buf, &st, AT_SYMLINK_NOFOLLOW)) < 0)
+        return rc;
+    if (!S_ISDIR(st.st_mode) || st.st_uid != uid || (st.st_mode & 077)) {
+        ss__log_error("store: %s is not a directory owned by uid %u with mode 0700", buf, uid);
         return -EPERM;
     }
     return 0;
@@ -1266,17 +1260,13 @@ static int default_dir(char *buf, size_t len)
  * leftovers (lock, unfinished .tmp, .probe-*), -1 something else. */
 static int dir_kind(int dfd)
 {
-    int fd = dup(dfd), kind = 0;
-    DIR *d;
+    DIR *d = ss__sys_dir_reopen(dfd); /* rewound: starts over */
     struct dirent *de;
+    int kind = 0;
 
-    if (fd < 0 || !(d = fdopendir(fd))) {
-        if (fd >= 0)
-            close(fd);
+    if (ss__is_err(d))
         return -1;
-    }
-    rewinddir(d); /* a dup shares its offset with dfd: start over */
-    while (kind == 0 && (de = readdir(d))) {
+    while (kind == 0 && ss__sys_readdir(d, &de) > 0) {
         const char *n = de->d_name;
         size_t l = strlen(n);
         if (!strcmp(n, ".") || !strcmp(n, "..") || !strcmp(n, "lock") ||
@@ -1284,26 +1274,21 @@ static int dir_kind(int dfd)
             continue;
         kind = l > 6 && !strcmp(n + l - 6, ".spill") ? 1 : -1;
     }
-    closedir(d);
+    ss__sys_closedir(d);
     return kind;
 }
 
 static void remove_leftovers(int dfd)
 {
-    int fd = dup(dfd);
-    DIR *d;
+    DIR *d = ss__sys_dir_reopen(dfd);
     struct dirent *de;
 
-    if (fd < 0 || !(d = fdopendir(fd))) {
-        if (fd >= 0)
-            close(fd);
+    if (ss__is_err(d))
         return;
-    }
-    rewinddir(d);
-    while ((de = readdir(d)))
+    while (ss__sys_readdir(d, &de) > 0)
         if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-            unlinkat(dfd, de->d_name, 0);
-    closedir(d);
+            (void)ss__sys_unlinkat(dfd, de->d_name, 0);
+    ss__sys_closedir(d);
 }
 
 /*
@@ -1315,34 +1300,35 @@ static void remove_leftovers(int dfd)
  */
 static void sweep_dead(const char *top, const char *own)
 {
-    DIR *d = opendir(top);
+    DIR *d = ss__sys_opendir(top);
     struct dirent *de;
 
-    if (!d)
+    if (ss__is_err(d))
         return;
-    while ((de = readdir(d))) {
+    while (ss__sys_readdir(d, &de) > 0) {
         struct stat sb;
         int dfd, lfd;
 
         if (strncmp(de->d_name, "store-", 6) || strlen(de->d_name) != 22 ||
             !strcmp(de->d_name, own))
             continue;
-        dfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        dfd = ss__sys_openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+                             0);
         if (dfd < 0)
             continue;
-        lfd = openat(dfd, "lock", O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-        if (lfd >= 0 && fstat(dfd, &sb) == 0 && sb.st_uid == geteuid() &&
-            flock(lfd, LOCK_EX | LOCK_NB) == 0 && dir_kind(dfd) == 0) {
+        lfd = ss__sys_openat(dfd, "lock", O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
+        if (lfd >= 0 && ss__sys_fstat(dfd, &sb) == 0 && sb.st_uid == ss__sys_geteuid() &&
+            ss__sys_flock(lfd, LOCK_EX | LOCK_NB) == 0 && dir_kind(dfd) == 0) {
             remove_leftovers(dfd);
-            if (unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR) == 0)
+            if (ss__sys_unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR) == 0)
                 ss__log_info("store: removed %s/%s, left empty by a store that died", top,
                              de->d_name);
         }
         if (lfd >= 0)
-            close(lfd);
-        close(dfd);
+            ss__sys_close(lfd);
+        ss__sys_close(dfd);
     }
-    closedir(d);
+    ss__sys_closedir(d);
 }
 
 /* The socket path made absolute, its directory resolved: the key of this
@@ -1359,7 +1345,7 @@ static void socket_key(const ss__store *s, char *out, size_t len)
         snprintf(dir, sizeof(dir), "%.*s", (int)(slash - s->bind.path), s->bind.path);
     else
         snprintf(dir, sizeof(dir), ".");
-    if (realpath(dir, real))
+    if (ss__sys_realpath(dir, real) == 0)
         snprintf(out, len, "%s/%s", strcmp(real, "/") ? real : "", base);
     else
         snprintf(out, len, "%s", s->bind.path);
@@ -1505,10 +1491,9 @@ int ss__disk_setup(ss__store *s)
     if (!opt[0]) {
         rc = default_dir(top, sizeof(top));
     } else {
-        rc = 0;
         snprintf(top, sizeof(top), "%s", opt);
-        if (mkdir(top, 0700) < 0 && errno != EEXIST)
-            rc = -errno;
+        if ((rc = ss__sys_mkdirat(AT_FDCWD, top, 0700)) == -EEXIST)
+            rc = 0;
     }
     socket_key(s, key, sizeof(key));
     if (rc == 0 &&
@@ -1536,7 +1521,7 @@ int ss__disk_setup(ss__store *s)
         rc = ss__spill_open(&s->disk.sp, &p);
         if ((rc != -EBUSY && rc != -ENOENT) || ss__now_ns() >= end)
             break;
-        usleep(20000);
+        ss__sys_sleep_ns(20 * 1000000ull);
     }
     if (rc < 0) {
         s->disk.sp = NULL;

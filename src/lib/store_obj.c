@@ -43,7 +43,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "sys.h"
 
@@ -179,7 +178,7 @@ ss__small *ss__small_rec(ss__store *s, uint32_t slot)
     ss__small *sm = &s->tab.smalls[slot];
     if (sm->no == 0 || sm->seg != g) {
         if (sm->ro_fd >= 0)
-            close(sm->ro_fd);
+            ss__sys_close(sm->ro_fd);
         if (++s->tab.next_small_no == 0)
             s->tab.next_small_no = 1;
         sm->no = s->tab.next_small_no;
@@ -195,7 +194,7 @@ void ss__small_check(ss__store *s, uint32_t slot)
     if (slot < s->tab.nsmalls && !ss__salloc_segment(s->mem.salloc, slot)) {
         ss__small *sm = &s->tab.smalls[slot];
         if (sm->ro_fd >= 0)
-            close(sm->ro_fd);
+            ss__sys_close(sm->ro_fd);
         sm->ro_fd = -1;
         sm->no = 0;
         sm->seg = NULL;
@@ -257,7 +256,7 @@ void ss__obj_drop_mem(ss__store *s, uint32_t e)
         bool writing = o->fd_ro >= 0 && o->fd_rw >= 0; /* never sealed */
 
         if (writing)
-            close(o->fd_rw);
+            ss__sys_close(o->fd_rw);
         ss__obj_seg_free(s, &seg, writing);
     } else {
         ss__small_free(s, o->small_slot, en->data_off64, en->size);
@@ -658,7 +657,7 @@ void ss__obj_fini(ss__store *s)
     }
     for (uint32_t i = 0; i < s->tab.nsmalls; i++)
         if (s->tab.smalls[i].ro_fd >= 0)
-            close(s->tab.smalls[i].ro_fd);
+            ss__sys_close(s->tab.smalls[i].ro_fd);
     free(s->tab.smalls);
     s->tab.smalls = NULL;
     s->tab.nsmalls = 0;

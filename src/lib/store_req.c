@@ -38,7 +38,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "stats.h"
 #include "sys.h"
@@ -201,7 +200,7 @@ static void create_untake(ss__store *s, const create_args *a, create_mem_t *m)
         ss__small_check(s, m->dloc.seg);
     }
     if (m->fd_ro >= 0)
-        close(m->fd_ro);
+        ss__sys_close(m->fd_ro);
     if (m->seg.fd >= 0)
         ss__obj_seg_free(s, &m->seg, true);
 }
@@ -625,7 +624,7 @@ static void seal_job_done(ss__store *s, ss__sealjob *j)
         s->cnt.c_aborts++;
         ss__obj_free(s, j->e); /* its creator is gone: nobody else holds it */
     } else if (j->rc == 0) {
-        close(o->fd_rw);
+        ss__sys_close(o->fd_rw);
         o->fd_rw = -1;
         sealed(s, c, j->e, j->req_id, j->release);
         ss__pool_writer_done(s->mem.pool); /* after the reply: refills wait */

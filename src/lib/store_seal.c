@@ -20,10 +20,7 @@
  */
 #include "store_int.h"
 
-#include <signal.h>
 #include <stdlib.h>
-#include <unistd.h>
-#include <sys/epoll.h>
 #include <sys/eventfd.h>
 
 #include "sys.h"
@@ -31,10 +28,8 @@
 static void *seal_worker(void *arg)
 {
     ss__store *s = arg;
-    sigset_t all;
 
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    (void)ss__sys_block_signals(NULL);
     pthread_mutex_lock(&s->seal.lock);
     for (;;) {
         while (!s->seal.todo && !s->seal.stop)
@@ -53,9 +48,8 @@ static void *seal_worker(void *arg)
         j->next = s->seal.done;
         s->seal.done = j;
         s->seal.inflight--;
-        uint64_t one = 1;
-        ssize_t w = write(s->seal.efd, &one, sizeof(one));
-        (void)w; /* an eventfd write only fails at 2^64-1 */
+        /* an eventfd write only fails at 2^64-1 */
+        (void)ss__sys_eventfd_write(s->seal.efd, 1);
     }
     pthread_mutex_unlock(&s->seal.lock);
     return NULL;
@@ -98,9 +92,12 @@ int ss__seal_start(ss__store *s)
 {
     int rc;
 
-    s->seal.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (s->seal.efd < 0)
-        return -errno;
+    s->seal.efd = ss__sys_eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s->seal.efd < 0) {
+        rc = s->seal.efd;
+        s->seal.efd = -1;
+        return rc;
+    }
     if ((rc = ss__loop_add(&s->loop, &s->seal.ev, s->seal.efd, EPOLLIN, seal_event, s)) < 0)
         return rc;
     rc = pthread_mutex_init(&s->seal.lock, NULL);
@@ -189,6 +186,6 @@ void ss__seal_fini(ss__store *s)
         s->seal.sync = false;
     }
     if (s->seal.efd >= 0)
-        close(s->seal.efd);
+        ss__sys_close(s->seal.efd);
     s->seal.efd = -1;
 }
