@@ -338,7 +338,10 @@ int ss__proto_check_reply(const void *buf, size_t len, unsigned nfds)
 
     if (rc < 0)
         return rc;
-    if (h.flags != SS_MSGF_REPLY || nfds > SS_PROTO_MAX_FDS)
+    if ((h.flags & ~SS_MSGF_ABORTED) != SS_MSGF_REPLY || nfds > SS_PROTO_MAX_FDS)
+        return -SS_E_PROTO;
+    /* "aborted" only ever explains a failed SEAL */
+    if ((h.flags & SS_MSGF_ABORTED) && (h.type != SS_MSG_SEAL || h.status >= 0))
         return -SS_E_PROTO;
     p += HDR;
 

@@ -39,9 +39,11 @@
 #include "internal.h"
 
 #define SS_PROTO_MAGIC 0x31505353u /* "SSP1" in memory order */
-#define SS_PROTO_VERSION 3u /* 2: a RELEASE may lead a datagram;
+#define SS_PROTO_VERSION 4u /* 2: a RELEASE may lead a datagram;
                              * 3: GET and LIST entries carry the creator's uid;
-                             * SEAL may drop the creator's reference */
+                             * SEAL may drop the creator's reference;
+                             * 4: a failed SEAL says whether the store aborted
+                             * (SS_MSGF_ABORTED) */
 
 /* Largest message either side sends: header + body + 64 KiB meta + the
  * largest inline payload (SEALSTORE_SMALL_MAX is capped at 64 KiB) with
@@ -72,6 +74,11 @@ enum ss__msg_type {
 
 /* Header flags */
 #define SS_MSGF_REPLY 0x1u /* set on every store -> client message */
+/* On a failed SEAL's reply only: the store aborted the object (its seal
+ * failed for any reason but -EBUSY; the status keeps the cause), so the
+ * creator's reference is gone with it. Without it a failed SEAL left the
+ * object created: the creator may retry or abort. */
+#define SS_MSGF_ABORTED 0x2u
 
 typedef struct ss__msg_hdr {
     uint32_t magic;   /* SS_PROTO_MAGIC */
@@ -134,7 +141,8 @@ typedef struct ss__req_seal {
  * the reply is sent), as if RELEASE had named it: a put's hold ends
  * without a RELEASE, which names only an id and could mean an older
  * object with the same id that the client still holds. Nothing is
- * dropped when the seal fails. */
+ * dropped when the seal fails, unless the failure aborted the object
+ * (SS_MSGF_ABORTED on the reply), which drops every reference. */
 #define SS_SEALF_RELEASE 0x1u
 
 /* ---- ABORT / DELETE / CONTAINS(1 id): {id} -> status (CONTAINS: 1 or 0) */

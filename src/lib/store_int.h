@@ -603,6 +603,11 @@ typedef struct ss__sealjob {
     bool release;             /* SS_SEALF_RELEASE: drop the creator's reference once sealed */
 } ss__sealjob;
 
+/* Tests: when not 0, the next job the worker runs ends with this error
+ * instead of sealing (as a tampered memfd or a dry hugetlb pool make it
+ * end). Set by a test thread, taken by the worker (__atomic_exchange). */
+extern int ss__g_seal_fail;
+
 /* ============================================ handlers registered upward */
 
 

@@ -633,10 +633,16 @@ static void seal_job_done(ss__store *s, ss__sealjob *j)
     } else {
         /* -EPERM: seals tampered with; anything else (fallocate ENOSPC
          * on an exhausted hugetlb pool): never publish what we could
-         * not verify or account */
+         * not verify or account. The reply says so (SS_MSGF_ABORTED) and
+         * keeps the cause: the creator's reference went with the object,
+         * and its library drops its hold on this flag alone. */
+        ss__msg_hdr r;
+
         ss__log_info("store: seal failed (%s): object aborted", ss_strerror(j->rc));
         abort_obj(s, c, j->e);
-        ss__conn_reply_status(s, c, SS_MSG_SEAL, j->req_id, j->rc);
+        ss__proto_hdr(&r, SS_MSG_SEAL, j->req_id, sizeof(r), j->rc,
+                      SS_MSGF_REPLY | SS_MSGF_ABORTED);
+        ss__conn_send(s, c, &r, sizeof(r), NULL, 0);
     }
     free(j);
     if (c->dead) {

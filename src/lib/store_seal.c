@@ -25,6 +25,18 @@
 
 #include "sys.h"
 
+int ss__g_seal_fail;
+
+/* Seal one job's segment (its rc), or fail it as a test asked. */
+static void seal_run(ss__sealjob *j)
+{
+    int fail = __atomic_load_n(&ss__g_seal_fail, __ATOMIC_RELAXED)
+                   ? __atomic_exchange_n(&ss__g_seal_fail, 0, __ATOMIC_RELAXED)
+                   : 0;
+
+    j->rc = fail ? fail : ss__seg_seal_write(j->fd, j->size);
+}
+
 static void *seal_worker(void *arg)
 {
     ss__store *s = arg;
@@ -42,7 +54,7 @@ static void *seal_worker(void *arg)
             s->seal.todo_tail = NULL;
         pthread_mutex_unlock(&s->seal.lock);
 
-        j->rc = ss__seg_seal_write(j->fd, j->size);
+        seal_run(j);
 
         pthread_mutex_lock(&s->seal.lock);
         j->next = s->seal.done;
@@ -155,7 +167,7 @@ void ss__seal_finish(ss__store *s)
         pthread_mutex_lock(&s->seal.lock);
         for (ss__sealjob *j = s->seal.todo, *nx; j; j = nx) {
             nx = j->next;
-            j->rc = ss__seg_seal_write(j->fd, j->size);
+            seal_run(j);
             j->next = s->seal.done;
             s->seal.done = j;
             s->seal.inflight--;

@@ -30,9 +30,11 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
+#include "client_int.h"
 #include "options.h"
 #include "proto.h"
 #include "store.h"
+#include "store_int.h"
 
 static ss__store *g_store;
 static char g_path[108];
@@ -1001,6 +1003,89 @@ static void t_seal_tampering(void **state)
     check_store_ok();
 }
 
+static ss_stats client_stats(ss_client *c)
+{
+    ss_stats st = { .size = sizeof(st), .version = SS_STATS_VERSION };
+
+    t_assert_ok(ss_stats_get(c, &st));
+    return st;
+}
+
+/* The store's seal worker fails the next seal with err (ss__g_seal_fail). */
+static void seal_fail_next(int err)
+{
+    __atomic_store_n(&ss__g_seal_fail, err, __ATOMIC_RELAXED);
+}
+
+/* A seal the worker fails, through the library. Every error but -EBUSY
+ * aborts the object in the store: ss_seal returns the cause and the
+ * creator's hold and segment are gone in the library too, so the id is
+ * free for a new create and ss_abort has nothing to abort. -EBUSY leaves
+ * the object created: a retry seals it. */
+static void t_seal_failure_holds(void **state)
+{
+    static const int aborting[] = { -ENOSPC, -EIO, -ENOMEM, -EPERM };
+    const uint64_t size = 1 << 20; /* an object segment: sealed by the worker */
+    ss_id id = { { 's', 'f' } };
+    ss_client *c;
+    void *data;
+
+    (void)state;
+    t_assert_ok(ss_connect(g_path, 0, &c));
+    size_t holds0 = c->nholds, segs0 = c->nsegs;
+    ss_stats st0 = client_stats(c);
+    for (size_t i = 0; i < SS_ARRAY_SIZE(aborting); i++) {
+        t_assert_ok(ss_create(c, &id, size, NULL, 0, &data));
+        memset(data, (int)i, size);
+        assert_int_equal(c->nholds, holds0 + 1);
+        seal_fail_next(aborting[i]);
+        assert_int_equal(ss_seal(c, &id), aborting[i]);
+        assert_int_equal(__atomic_load_n(&ss__g_seal_fail, __ATOMIC_RELAXED), 0);
+        /* no stale hold: nothing left to seal or abort, the segment unmapped */
+        assert_int_equal(c->nholds, holds0);
+        assert_int_equal(c->nsegs, segs0);
+        assert_int_equal(ss_seal(c, &id), -ENOENT);
+        assert_int_equal(ss_abort(c, &id), -ENOENT);
+        assert_int_equal(ss_contains(c, &id), 0);
+    }
+    /* a put's seal fails the same way: its hold goes, the cause returns */
+    void *buf = calloc(1, size);
+    assert_non_null(buf);
+    seal_fail_next(-ENOSPC);
+    assert_int_equal(ss_put(c, &id, buf, size, NULL, 0), -ENOSPC);
+    assert_int_equal(c->nholds, holds0);
+    assert_int_equal(c->nsegs, segs0);
+    assert_int_equal(ss_contains(c, &id), 0);
+    free(buf);
+
+    /* -EBUSY: still created; the same hold seals on a retry */
+    t_assert_ok(ss_create(c, &id, size, NULL, 0, &data));
+    memset(data, 9, size);
+    seal_fail_next(-EBUSY);
+    assert_int_equal(ss_seal(c, &id), -EBUSY);
+    assert_int_equal(c->nholds, holds0 + 1);
+    assert_int_equal(ss_contains(c, &id), 0);
+    t_assert_ok(ss_seal(c, &id));
+    assert_int_equal(ss_contains(c, &id), 1);
+    t_assert_ok(ss_release(c, &id));
+    t_assert_ok(ss_delete(c, &id));
+    /* -EBUSY, then an abort: the store still had it */
+    t_assert_ok(ss_create(c, &id, size, NULL, 0, &data));
+    seal_fail_next(-EBUSY);
+    assert_int_equal(ss_seal(c, &id), -EBUSY);
+    t_assert_ok(ss_abort(c, &id));
+    assert_int_equal(c->nholds, holds0);
+
+    /* the store kept nothing: every failed seal was an abort there */
+    ss_stats st = client_stats(c);
+    assert_int_equal(st.objects, st0.objects);
+    assert_int_equal(st.object_bytes, st0.object_bytes);
+    assert_int_equal(st.aborts, st0.aborts + SS_ARRAY_SIZE(aborting) + 2);
+    assert_int_equal(c->nsegs, segs0);
+    ss_disconnect(c);
+    check_alive();
+}
+
 /* A second embedded store with its own options (options are read when a
  * store starts). */
 static ss__store *start_store(const char *name, const char *capacity, const char *evict,
@@ -1128,6 +1213,7 @@ int main(void)
         cmocka_unit_test(t_subscriber),
         cmocka_unit_test_teardown(t_killed_creator, kill_child),
         cmocka_unit_test(t_seal_tampering),
+        cmocka_unit_test(t_seal_failure_holds),
         cmocka_unit_test(t_capacity_wait),
         cmocka_unit_test(t_evict_lru),
     };
