@@ -128,9 +128,11 @@ typedef struct ss_object {
  * [out] *out: the handle, only on success.
  * Returns 0; -EINVAL (unknown flag bits, NULL out, empty path or one too
  * long for a Unix socket); -ECONNREFUSED or -ENOENT (no store and no
- * EMBED); -SS_E_VERSION (the store answered the hello in another protocol
- * version); -ECONNRESET (the store closed the connection at the hello:
- * also how a store of another protocol version refuses one); -EACCES (the
+ * EMBED); -SS_E_VERSION (the store speaks another protocol version: it
+ * answered the hello in its own version, or refused it with this code);
+ * -ECONNRESET (the store closed the connection at the hello: also how a
+ * store of protocol version 3 or older refuses one of another version,
+ * since only later stores answer before closing); -EACCES (the
  * socket's mode or group, or a default socket directory that is not this
  * user's); -ETIMEDOUT (the socket accepted but the store did not answer
  * the hello within 3 s); -ENOMEM. With SS_CONNECT_EMBED, also any error of

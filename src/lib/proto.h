@@ -43,7 +43,8 @@
                              * 3: GET and LIST entries carry the creator's uid;
                              * SEAL may drop the creator's reference;
                              * 4: a failed SEAL says whether the store aborted
-                             * (SS_MSGF_ABORTED) */
+                             * (SS_MSGF_ABORTED); a HELLO of another version
+                             * gets -SS_E_VERSION before the close */
 
 /* Largest message either side sends: header + body + 64 KiB meta + the
  * largest inline payload (SEALSTORE_SMALL_MAX is capped at 64 KiB) with
@@ -80,6 +81,15 @@ enum ss__msg_type {
  * object created: the creator may retry or abort. */
 #define SS_MSGF_ABORTED 0x2u
 
+/*
+ * The header's layout is the same in every protocol version: a version
+ * change never moves, resizes or renumbers a header field, SS_MSG_HELLO
+ * stays 1 and SS_MSGF_REPLY stays 0x1. So a peer of any version reads a
+ * header-only reply, and that is how the store refuses a HELLO of another
+ * version: a header-only reply in its own version, status -SS_E_VERSION,
+ * then it closes the connection (the client's check sees the other
+ * version and returns -SS_E_VERSION).
+ */
 typedef struct ss__msg_hdr {
     uint32_t magic;   /* SS_PROTO_MAGIC */
     uint16_t version; /* SS_PROTO_VERSION */

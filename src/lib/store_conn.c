@@ -686,17 +686,32 @@ void ss__conn_lingers_close(ss__store *s)
 /* ================================================================ receiving */
 
 /* A malformed message: answer it if its header names a request, else
- * close. RELEASE is never answered. */
+ * close. RELEASE is never answered. Before HELLO every malformed message
+ * closes the connection; a HELLO of another version is told why first
+ * (its header layout is the same in every version: proto.h). */
 void ss__conn_proto_error(ss__store *s, ss__conn *c, const void *buf, size_t len, int rc)
 {
     ss__msg_hdr h;
 
     s->cnt.c_proto_errors++;
-    if (len < sizeof(h) || !c->hello) {
+    if (len < sizeof(h)) {
         ss__conn_close(s, c);
         return;
     }
     memcpy(&h, buf, sizeof(h));
+    if (!c->hello) {
+        if (rc == -SS_E_VERSION && h.type == SS_MSG_HELLO) {
+            /* Sent at once, not through the outbox: the close below
+             * would drop a queued reply. The connection's first reply,
+             * 24 bytes, always finds room in its fresh socket; the peer
+             * reads it before the EOF. */
+            ss__msg_hdr r;
+            ss__proto_hdr(&r, SS_MSG_HELLO, h.req_id, sizeof(r), -SS_E_VERSION, SS_MSGF_REPLY);
+            (void)send_msg(c->fd, &r, sizeof(r), NULL, 0);
+        }
+        ss__conn_close(s, c);
+        return;
+    }
     /* "names a request": our magic, a request type (an EVENT or an unknown
      * type could not be matched by any client), not a reply */
     if (h.magic != SS_PROTO_MAGIC || (h.flags & SS_MSGF_REPLY) || h.type < SS_MSG_HELLO ||

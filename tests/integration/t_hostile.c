@@ -5,10 +5,11 @@
  * its code). Raw SOCK_SEQPACKET connections send what the library never
  * would: random bytes (seeded), truncated headers, wrong magic or version,
  * unknown types, absurd counts and lengths, lying len fields, fds in
- * requests, requests before HELLO, releases without references, seals and
- * aborts of another client's object, huge meta and sizes, a client that
- * never reads its replies, a subscriber that never reads its events, and a
- * creator SIGKILLed with a large object mapped.
+ * requests, requests before HELLO, a HELLO of another protocol version,
+ * releases without references, seals and aborts of another client's
+ * object, huge meta and sizes, a client that never reads its replies, a
+ * subscriber that never reads its events, and a creator SIGKILLed with a
+ * large object mapped.
  *
  * After every case: a well-behaved raw client (HELLO + CONTAINS) still gets
  * correct answers, and the store's fd count is back to its baseline.
@@ -648,6 +649,71 @@ static void t_before_hello(void **state)
     check_store_ok();
 }
 
+/* A HELLO of another protocol version (right magic, whatever body that
+ * version has) gets a header-only reply in this store's version with
+ * status -SS_E_VERSION, then the store closes the connection; a HELLO with
+ * a wrong magic is closed unanswered. */
+static void t_hello_other_version(void **state)
+{
+    static const struct {
+        uint16_t version;
+        uint32_t body;
+    } cases[] = {
+        { SS_PROTO_VERSION + 1, sizeof(ss__req_hello) },
+        { SS_PROTO_VERSION + 1, 0 },
+        { SS_PROTO_VERSION + 1, sizeof(ss__req_hello) + 24 },
+        { SS_PROTO_VERSION - 1, sizeof(ss__req_hello) },
+        { 0xffff, 8 },
+    };
+    unsigned char buf[256];
+    ss__msg_hdr h;
+    uint64_t errs0 = proto_errors();
+
+    (void)state;
+    for (size_t i = 0; i < SS_ARRAY_SIZE(cases); i++) {
+        int fd = rconn();
+        uint32_t len = (uint32_t)sizeof(h) + cases[i].body;
+
+        memset(buf, 0, sizeof(buf));
+        ss__proto_hdr(&h, SS_MSG_HELLO, 7 + (uint32_t)i, len, 0, 0);
+        h.version = cases[i].version;
+        memcpy(buf, &h, sizeof(h));
+        rsend(fd, buf, len);
+        ssize_t n = rrecv(fd, buf, sizeof(buf), NULL, NULL, 5000);
+        if (n <= 0)
+            fail_msg("HELLO of version %u: no reply (%zd)", cases[i].version, n);
+        assert_int_equal(n, sizeof(h));
+        t_assert_ok(ss__proto_check_reply(buf, (size_t)n, 0));
+        memcpy(&h, buf, sizeof(h));
+        assert_int_equal(h.magic, SS_PROTO_MAGIC);
+        assert_int_equal(h.version, SS_PROTO_VERSION);
+        assert_int_equal(h.type, SS_MSG_HELLO);
+        assert_int_equal(h.req_id, 7 + i);
+        assert_int_equal(h.flags, SS_MSGF_REPLY);
+        assert_int_equal(h.status, -SS_E_VERSION);
+        assert_int_equal(rrecv(fd, buf, sizeof(buf), NULL, NULL, 5000), 0); /* then EOF */
+        close(fd);
+    }
+    /* wrong magic: closed, no reply */
+    int fd = rconn();
+    ss__proto_hdr(&h, SS_MSG_HELLO, 1, sizeof(h), 0, 0);
+    h.magic = 0xdeadbeef;
+    h.version = SS_PROTO_VERSION + 1;
+    rsend(fd, &h, sizeof(h));
+    assert_int_equal(rrecv(fd, buf, sizeof(buf), NULL, NULL, 5000), 0);
+    close(fd);
+    /* another version's request that is not a HELLO, before HELLO: closed */
+    fd = rconn();
+    ss__proto_hdr(&h, SS_MSG_STATS, 1, sizeof(h), 0, 0);
+    h.version = SS_PROTO_VERSION + 1;
+    rsend(fd, &h, sizeof(h));
+    assert_int_equal(rrecv(fd, buf, sizeof(buf), NULL, NULL, 5000), 0);
+    close(fd);
+    /* each one counted as a protocol error */
+    assert_int_equal(proto_errors(), errs0 + SS_ARRAY_SIZE(cases) + 2);
+    check_alive();
+}
+
 static void t_release_without_refs(void **state)
 {
     ss_id ids[3] = { K_KNOWN, { { 'x' } }, K_KNOWN };
@@ -1206,6 +1272,7 @@ int main(void)
         cmocka_unit_test(t_huge_sizes),
         cmocka_unit_test(t_fds_in_requests),
         cmocka_unit_test(t_before_hello),
+        cmocka_unit_test(t_hello_other_version),
         cmocka_unit_test(t_release_without_refs),
         cmocka_unit_test(t_release_prefix),
         cmocka_unit_test(t_other_clients_object),
