@@ -211,8 +211,9 @@ static int bind_fresh(ss__store *s)
         rc = snprintf(tmpl, sizeof(tmpl), ".sealstore-XXXXXX");
     if (rc < 0 || (size_t)rc >= sizeof(tmpl))
         return -ENAMETOOLONG;
-    if (!mkdtemp(tmpl))
-        return -errno;
+    rc = ss__sys_mkdtemp(tmpl);
+    if (rc < 0)
+        return rc;
     made_dir = true;
     dfd = ss__sys_open(tmpl, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
     if (dfd < 0) {

@@ -175,17 +175,6 @@ static void loc_of(const ss__store *s, uint32_t e, ss__spill_loc *l)
     l->id = ss__ent(s, e)->id;
 }
 
-static void id_hex(const ss_id *id, char out[2 * SS_ID_SIZE + 1])
-{
-    static const char hex[] = "0123456789abcdef";
-
-    for (int i = 0; i < SS_ID_SIZE; i++) {
-        out[2 * i] = hex[id->b[i] >> 4];
-        out[2 * i + 1] = hex[id->b[i] & 15];
-    }
-    out[2 * SS_ID_SIZE] = '\0';
-}
-
 /* Memory an object's data and meta hold (what spilling it frees). */
 static uint64_t mem_bytes(const ss__store *s, uint32_t e)
 {
@@ -657,7 +646,7 @@ static void restore_end(ss__store *s, uint32_t i, int err)
     uint32_t e = op->e;
     ss__obj *o = ss__obj_at(s, e);
     ss_id id = ss__ent(s, e)->id;
-    char hex[2 * SS_ID_SIZE + 1];
+    char hex[SS_ID_HEX_LEN];
 
     restore_mem_free(s, op);
     op_put(s, i);
@@ -669,7 +658,7 @@ static void restore_end(ss__store *s, uint32_t i, int err)
     }
     if (err == 0 || s->disk.closing)
         return; /* nobody waits for it: it stays on disk */
-    id_hex(&id, hex);
+    ss__id_hex(&id, hex);
     if (err == -EBADMSG || err == -ENOENT) {
         /* the record is damaged (or gone): this object is lost, nothing else */
         ss__log_error("store: spilled object %s is lost: its record in %s is %s; it is "

@@ -348,6 +348,11 @@ int ss__sys_realpath(const char *path, char *buf)
     return realpath(path, buf) ? 0 : -errno;
 }
 
+int ss__sys_mkdtemp(char *tmpl)
+{
+    return mkdtemp(tmpl) ? 0 : -errno;
+}
+
 DIR *ss__sys_opendir(const char *path)
 {
     DIR *d = opendir(path);

@@ -130,6 +130,9 @@ int ss__sys_fchownat(int dirfd, const char *path, uid_t uid, gid_t gid, int flag
 int ss__sys_faccessat(int dirfd, const char *path, int mode, int flags);
 /* realpath(3) into buf (PATH_MAX bytes) */
 int ss__sys_realpath(const char *path, char *buf);
+/* mkdtemp(3): tmpl (ending in XXXXXX) becomes a new private directory; 0
+ * or -errno. No EINTR. */
+int ss__sys_mkdtemp(char *tmpl);
 /* A directory stream: a pointer or ss__err_ptr(-errno). */
 DIR *ss__sys_opendir(const char *path);
 /* A stream over the directory open as dirfd, read from its start: a
