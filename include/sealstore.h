@@ -128,9 +128,11 @@ typedef struct ss_object {
  * [out] *out: the handle, only on success.
  * Returns 0; -EINVAL (unknown flag bits, NULL out, empty path or one too
  * long for a Unix socket); -ECONNREFUSED or -ENOENT (no store and no
- * EMBED); -SS_E_VERSION (the store answered the hello in another protocol
- * version); -ECONNRESET (the store closed the connection at the hello:
- * also how a store of another protocol version refuses one); -EACCES (the
+ * EMBED); -SS_E_VERSION (the store speaks another protocol version: it
+ * answered the hello in its own version, or refused it with this code);
+ * -ECONNRESET (the store closed the connection at the hello: also how a
+ * store of protocol version 3 or older refuses one of another version,
+ * since only later stores answer before closing); -EACCES (the
  * socket's mode or group, or a default socket directory that is not this
  * user's); -ETIMEDOUT (the socket accepted but the store did not answer
  * the hello within 3 s); -ENOMEM. With SS_CONNECT_EMBED, also any error of
@@ -188,14 +190,20 @@ SS_API SS_NODISCARD int ss_create_ex(ss_client *c, const ss_id *id, uint64_t siz
  * Make the object immutable and visible; wake waiting gets. The creator
  * keeps its reference (release it). For an object written in place in its
  * own segment, *data becomes a read-only view until released.
- * Returns 0; -ENOENT (this client has no unsealed object with that id);
- * -EBUSY (a writable mapping or pinned pages still exist somewhere, or
- * another thread of this client is sealing, putting or aborting it: the
- * object stays unsealed, retry or abort); -EPERM (its seals were not
- * exactly the ones required, i.e. tampered with: it is aborted); another
- * -errno from the kernel while sealing (e.g. -ENOSPC when filling holes
- * on an exhausted hugetlb pool) also aborts it in the store; -EINVAL
- * (NULL id); the errors every call can return (above).
+ * Returns 0, or an error after which the object is either still unsealed
+ * (seal it again or abort it) or aborted (gone from the store and from
+ * this client alike: its id is free, and ss_seal() and ss_abort() of it
+ * return -ENOENT). Still unsealed: -ENOENT (this client has no unsealed
+ * object with that id); -EBUSY (a writable mapping or pinned pages still
+ * exist somewhere, or another thread of this client is sealing, putting
+ * or aborting it); -EINVAL (NULL id); -ENOMEM (the store could not take
+ * the seal on). Aborted: -EPERM (its seals were not exactly the ones
+ * required, i.e. tampered with); another -errno from the kernel while
+ * sealing (e.g. -ENOSPC, -ENOMEM or -EIO when filling holes on an
+ * exhausted hugetlb pool). So after a failure ss_abort() leaves nothing
+ * behind either way (0, or -ENOENT: already aborted), and a caller that
+ * would retry after an -ENOMEM learns from the retry's -ENOENT that the
+ * object was aborted. Also the errors every call can return (above).
  */
 SS_API SS_NODISCARD int ss_seal(ss_client *c, const ss_id *id);
 

@@ -54,6 +54,7 @@
 
 #include "sealstore.h"
 #include "doctor.h"
+#include "internal.h" /* ss__id_hex: the tool links the library's objects */
 
 /* Exit status: one value per kind of failure a script may want to tell
  * apart. Keep in step with usage_text and man/sealstore.1. */
@@ -141,17 +142,6 @@ static const char *fmt_pct(uint64_t part, uint64_t whole, char *buf, size_t len)
     else
         snprintf(buf, len, "%.1f%%", (double)part * 100.0 / (double)whole);
     return buf;
-}
-
-static void id_to_hex(const ss_id *id, char out[2 * SS_ID_SIZE + 1])
-{
-    static const char hex[] = "0123456789abcdef";
-
-    for (int i = 0; i < SS_ID_SIZE; i++) {
-        out[2 * i] = hex[id->b[i] >> 4];
-        out[2 * i + 1] = hex[id->b[i] & 15];
-    }
-    out[2 * SS_ID_SIZE] = '\0';
 }
 
 static int hexval(char ch)
@@ -1029,9 +1019,9 @@ static int cmd_ls(struct cli *cli)
         putchar('[');
         for (size_t i = 0; i < n; i++) {
             const ss_obj_info *o = &all[i];
-            char hex[2 * SS_ID_SIZE + 1], bk[sizeof(o->backing) + 1];
+            char hex[SS_ID_HEX_LEN], bk[sizeof(o->backing) + 1];
 
-            id_to_hex(&o->id, hex);
+            ss__id_hex(&o->id, hex);
             backing_name(o, bk);
             printf("%s\n {\"id\": \"%s\", \"state\": \"%s\", \"size\": %" PRIu64
                    ", \"meta_size\": %" PRIu64 ", \"refs\": %" PRIu32 ", \"backing\": ",
@@ -1053,9 +1043,9 @@ static int cmd_ls(struct cli *cli)
            "REFS", "BACKING", "NODE", "LIFETIME");
     for (size_t i = 0; i < n; i++) {
         const ss_obj_info *o = &all[i];
-        char hex[2 * SS_ID_SIZE + 1], bk[sizeof(o->backing) + 1], sz[16], ms[16], node[16];
+        char hex[SS_ID_HEX_LEN], bk[sizeof(o->backing) + 1], sz[16], ms[16], node[16];
 
-        id_to_hex(&o->id, hex);
+        ss__id_hex(&o->id, hex);
         backing_name(o, bk);
         if (o->node >= 0)
             snprintf(node, sizeof(node), "%" PRId32, o->node);
@@ -1119,7 +1109,7 @@ static int cmd_put(struct cli *cli)
 {
     const char *src;
     char what[96 + PATH_MAX];
-    char hex[2 * SS_ID_SIZE + 1];
+    char hex[SS_ID_HEX_LEN];
     const char *meta = cli->opt_meta;
     size_t meta_len = meta ? strlen(meta) : 0;
     struct stat sb;
@@ -1141,7 +1131,7 @@ static int cmd_put(struct cli *cli)
         msg("put: --meta is %zu bytes, more than the %u allowed", meta_len, CLI_META_MAX);
         return CLI_USAGE;
     }
-    id_to_hex(&id, hex);
+    ss__id_hex(&id, hex);
     snprintf(what, sizeof(what), "put %s", src);
 
     if (strcmp(src, "-") == 0)
@@ -1251,7 +1241,7 @@ static int cmd_get(struct cli *cli)
         msg("get: -o needs a file name");
         return CLI_USAGE;
     }
-    id_to_hex(&id, hex);
+    ss__id_hex(&id, hex);
     snprintf(what, sizeof(what), "get %s", hex);
     if ((ret = cli_connect(cli)) != CLI_OK)
         return ret;
@@ -1331,7 +1321,7 @@ static int cmd_rm(struct cli *cli)
         char what[64], hex[2 * SS_ID_SIZE + 1];
         int rc, r;
 
-        id_to_hex(&ids[i], hex);
+        ss__id_hex(&ids[i], hex);
         snprintf(what, sizeof(what), "rm %s", hex);
         rc = ss_delete(cli->c, &ids[i]);
         if (rc == 0) {
@@ -1357,10 +1347,10 @@ static int cmd_rm(struct cli *cli)
 
         printf("{\"deleted\": [");
         for (int i = 0; i < cli->npos; i++) {
-            char hex[2 * SS_ID_SIZE + 1];
+            char hex[SS_ID_HEX_LEN];
             if (!deleted[i])
                 continue;
-            id_to_hex(&ids[i], hex);
+            ss__id_hex(&ids[i], hex);
             printf("%s\"%s\"", first ? "" : ", ", hex);
             first = false;
         }
@@ -1378,12 +1368,12 @@ static void on_stop_signal(int sig)
 
 static void print_event(const struct cli *cli, const ss_event *ev)
 {
-    char hex[2 * SS_ID_SIZE + 1], tbuf[48], sz[16];
+    char hex[SS_ID_HEX_LEN], tbuf[48], sz[16];
     struct timespec ts;
     struct tm tm;
 
     clock_gettime(CLOCK_REALTIME, &ts);
-    id_to_hex(&ev->id, hex);
+    ss__id_hex(&ev->id, hex);
     if (cli->json) {
         gmtime_r(&ts.tv_sec, &tm);
         strftime(tbuf, sizeof(tbuf), "%Y-%m-%dT%H:%M:%S", &tm);

@@ -224,15 +224,19 @@ static int seal_prepare(ss__cl_hold *h)
  * thread seals, aborts or frees it meanwhile). release (ss_put): the store
  * drops the creator's reference with the seal (SS_SEALF_RELEASE) and so
  * does this, on exactly this hold. Else h becomes SEALED, and is the
- * caller's to release. -EPERM: the store aborted the object (h is gone);
- * other errors leave h UNSEALED (retry or abort). Lock NOT held.
+ * caller's to release. A failure the store answers with SS_MSGF_ABORTED
+ * (any error of the seal itself but -EBUSY: tampered seals, no memory to
+ * commit) aborted the object there: h goes too. Any other failure leaves
+ * h UNSEALED (retry or abort), as the object is in the store. *gone: h
+ * was freed. Lock NOT held.
  */
-static int cl_seal(ss_client *c, ss__cl_hold *h, const ss_id *id, bool release)
+static int cl_seal(ss_client *c, ss__cl_hold *h, const ss_id *id, bool release, bool *gone)
 {
     ss__cl_slot s;
     ss__msg_hdr hd;
     ss__req_seal r = { .id = *id, .flags = release ? SS_SEALF_RELEASE : 0 };
     struct iovec iov[3] = { { &hd, sizeof(hd) }, { &r, sizeof(r) }, { NULL, 0 } };
+    bool aborted = false;
     int rc;
 
     if (h->kind == SS_SEG_SMALL) {
@@ -240,16 +244,18 @@ static int cl_seal(ss_client *c, ss__cl_hold *h, const ss_id *id, bool release)
         iov[2] = (struct iovec){ h->buf, (size_t)h->size };
     }
     rc = ss__cl_call(c, &s, SS_MSG_SEAL, iov, h->kind == SS_SEG_SMALL && h->size ? 3 : 2, NULL);
-    if (rc == 0)
-        rc = ss__cl_status(&s);
-    if (rc == 0 && release) {
+    if (rc == 0) {
+        memcpy(&hd, s.buf, sizeof(hd)); /* the reply's header (checked) */
+        rc = hd.status;
+        aborted = hd.flags & SS_MSGF_ABORTED;
+    }
+    *gone = (rc == 0 && release) || aborted;
+    if (*gone) {
         drop_creation(c, h);
     } else if (rc == 0) {
         h->state = SS_CL_SEALED;
         if (h->priv)
             (void)ss__sys_mprotect(h->buf, h->buf_len, PROT_READ);
-    } else if (rc == -EPERM) {
-        drop_creation(c, h); /* the store aborted it */
     } else {
         h->state = SS_CL_UNSEALED; /* -EBUSY and the like: retry or abort */
     }
@@ -281,7 +287,8 @@ SS_API int ss_seal(ss_client *c, const ss_id *id)
     if (rc == 0)
         h->state = SS_CL_SEALING; /* no other thread seals, aborts or frees it now */
     pthread_mutex_unlock(&c->lock);
-    return rc < 0 ? rc : cl_seal(c, h, id, false);
+    bool gone;
+    return rc < 0 ? rc : cl_seal(c, h, id, false, &gone);
 }
 
 static int cl_abort(ss_client *c, const ss_id *id)
@@ -407,8 +414,9 @@ SS_API int ss_put_ex(ss_client *c, const ss_id *id, const void *data, uint64_t s
         pthread_mutex_unlock(&c->lock);
     }
     if (rc == 0) {
-        rc = cl_seal(c, h, id, true);
-        if (rc == 0 || rc == -EPERM) /* EPERM: aborted by the store, h gone */
+        bool gone;
+        rc = cl_seal(c, h, id, true, &gone);
+        if (gone) /* sealed and released, or aborted by the store */
             return rc;
     } else {
         pthread_mutex_lock(&c->lock);

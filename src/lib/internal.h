@@ -36,6 +36,8 @@
  *   store_park.c  parked requests: records, quotas, timer heap, waiter hash
  *   store_obj.c   the object table: entries, free list, LRU, deleted
  *                 chains, small segments, client references, capacity
+ *   store_check.c the store's invariants, every layer's records read in
+ *                 one walk (--enable-debug: store.c runs it each turn)
  *   store_disk.c  the store's glue to the spill engine (ss__disk_*; the
  *                 engine itself is ss__spill_*): spills, restores,
  *                 durable deletes, the startup scan
@@ -113,6 +115,11 @@ int ss__array_grow(void **arr, size_t *cap, size_t need, size_t size, size_t fir
         }                                                                                \
         r_;                                                                              \
     })
+
+/* An object id as 2 * SS_ID_SIZE lowercase hex digits and a NUL (spill
+ * file logs, the CLI). */
+#define SS_ID_HEX_LEN (2 * SS_ID_SIZE + 1)
+void ss__id_hex(const ss_id *id, char out[SS_ID_HEX_LEN]);
 
 #define SS_KiB (1024ull)
 #define SS_MiB (1024ull * 1024)

@@ -6,8 +6,6 @@
 #include "loop.h"
 
 #include <limits.h>
-#include <unistd.h>
-#include <sys/epoll.h>
 
 #include "sys.h"
 
@@ -15,16 +13,18 @@
 
 int ss__loop_init(ss__loop *l)
 {
+    int fd = ss__sys_epoll_create1(EPOLL_CLOEXEC);
+
     l->stopping = false;
     l->hooks = l->hooks_tail = NULL;
-    l->epfd = epoll_create1(EPOLL_CLOEXEC);
-    return l->epfd < 0 ? -errno : 0;
+    l->epfd = fd < 0 ? -1 : fd;
+    return fd < 0 ? fd : 0;
 }
 
 void ss__loop_fini(ss__loop *l)
 {
     if (l->epfd >= 0)
-        close(l->epfd);
+        ss__sys_close(l->epfd);
     l->epfd = -1;
 }
 
@@ -36,21 +36,21 @@ int ss__loop_add(ss__loop *l, ss__loop_fd *r, int fd, uint32_t events,
     r->handler = handler;
     r->arg = arg;
     r->fd = fd;
-    return epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+    return ss__sys_epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev);
 }
 
 int ss__loop_mod(ss__loop *l, ss__loop_fd *r, uint32_t events)
 {
     struct epoll_event ev = { .events = events, .data.ptr = r };
 
-    return epoll_ctl(l->epfd, EPOLL_CTL_MOD, r->fd, &ev) < 0 ? -errno : 0;
+    return ss__sys_epoll_ctl(l->epfd, EPOLL_CTL_MOD, r->fd, &ev);
 }
 
 void ss__loop_del(ss__loop *l, ss__loop_fd *r)
 {
     /* fails only for an fd that was never added (a connection whose
      * registration failed): nothing to undo then */
-    (void)epoll_ctl(l->epfd, EPOLL_CTL_DEL, r->fd, NULL);
+    (void)ss__sys_epoll_ctl(l->epfd, EPOLL_CTL_DEL, r->fd, NULL);
 }
 
 void ss__loop_hook_add(ss__loop *l, ss__loop_hook *h)
@@ -88,13 +88,12 @@ int ss__loop_run(ss__loop *l)
     struct epoll_event evs[EVENTS_PER_WAIT];
 
     while (!l->stopping) {
-        int n = epoll_wait(l->epfd, evs, EVENTS_PER_WAIT, next_timeout(l));
+        int n = ss__sys_epoll_wait(l->epfd, evs, EVENTS_PER_WAIT, next_timeout(l));
         if (n < 0) {
-            if (errno == EINTR)
+            if (n == -EINTR)
                 continue;
-            int err = -errno;
-            ss__log_error("store: epoll_wait: %s", ss_strerror(err));
-            return err;
+            ss__log_error("store: epoll_wait: %s", ss_strerror(n));
+            return n;
         }
         for (int i = 0; i < n; i++) {
             ss__loop_fd *r = evs[i].data.ptr;
@@ -116,14 +115,14 @@ void ss__loop_stop(ss__loop *l)
 void ss__loop_drain(int efd)
 {
     uint64_t v;
-    ssize_t n = read(efd, &v, sizeof(v));
 
-    (void)n; /* nonblocking: EAGAIN when another reader was first */
+    /* nonblocking: -EAGAIN when another reader was first */
+    (void)ss__sys_eventfd_read(efd, &v);
 }
 
 void ss__loop_sleep(ss__loop *l, int timeout_ms)
 {
     struct epoll_event ev[16];
 
-    (void)epoll_wait(l->epfd, ev, 16, timeout_ms);
+    (void)ss__sys_epoll_wait(l->epfd, ev, 16, timeout_ms);
 }

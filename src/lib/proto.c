@@ -25,6 +25,13 @@ _Static_assert(sizeof(ss__req_id) == 24, "ss__req_id layout");
 _Static_assert(sizeof(ss__list_entry) == 48, "ss__list_entry layout");
 _Static_assert(sizeof(ss__msg_event) == 40, "ss__msg_event layout");
 _Static_assert(SS_PROTO_MAX_FDS <= 253, "SCM_MAX_FD");
+/* fixed in every version (proto.h): how another version is refused */
+_Static_assert(offsetof(ss__msg_hdr, magic) == 0 && offsetof(ss__msg_hdr, version) == 4 &&
+                   offsetof(ss__msg_hdr, type) == 6 && offsetof(ss__msg_hdr, req_id) == 8 &&
+                   offsetof(ss__msg_hdr, len) == 12 && offsetof(ss__msg_hdr, status) == 16 &&
+                   offsetof(ss__msg_hdr, flags) == 20,
+               "ss__msg_hdr layout is the same in every version");
+_Static_assert(SS_MSG_HELLO == 1 && SS_MSGF_REPLY == 0x1u, "fixed in every version");
 _Static_assert(SS_PROTO_MAX_REPLY < SS_PROTO_MAX_MSG, "replies fit a message");
 
 #define HDR sizeof(ss__msg_hdr)
@@ -338,7 +345,10 @@ int ss__proto_check_reply(const void *buf, size_t len, unsigned nfds)
 
     if (rc < 0)
         return rc;
-    if (h.flags != SS_MSGF_REPLY || nfds > SS_PROTO_MAX_FDS)
+    if ((h.flags & ~SS_MSGF_ABORTED) != SS_MSGF_REPLY || nfds > SS_PROTO_MAX_FDS)
+        return -SS_E_PROTO;
+    /* "aborted" only ever explains a failed SEAL */
+    if ((h.flags & SS_MSGF_ABORTED) && (h.type != SS_MSG_SEAL || h.status >= 0))
         return -SS_E_PROTO;
     p += HDR;
 

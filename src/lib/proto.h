@@ -42,8 +42,11 @@
 #define SS_PROTO_VERSION 4u /* 2: a RELEASE may lead a datagram;
                              * 3: GET and LIST entries carry the creator's uid;
                              * SEAL may drop the creator's reference;
-                             * 4: CREATE/PUT flag SS_CREATEF_CREATOR, LIST
-                             * entries' flags byte (SS_LISTF_*) */
+                             * 4: a failed SEAL says whether the store aborted
+                             * (SS_MSGF_ABORTED); a HELLO of another version
+                             * gets -SS_E_VERSION before the close; CREATE/PUT
+                             * flag SS_CREATEF_CREATOR, LIST entries' flags
+                             * byte (SS_LISTF_*) */
 
 /* Largest message either side sends: header + body + 64 KiB meta + the
  * largest inline payload (SEALSTORE_SMALL_MAX is capped at 64 KiB) with
@@ -74,7 +77,21 @@ enum ss__msg_type {
 
 /* Header flags */
 #define SS_MSGF_REPLY 0x1u /* set on every store -> client message */
+/* On a failed SEAL's reply only: the store aborted the object (its seal
+ * failed for any reason but -EBUSY; the status keeps the cause), so the
+ * creator's reference is gone with it. Without it a failed SEAL left the
+ * object created: the creator may retry or abort. */
+#define SS_MSGF_ABORTED 0x2u
 
+/*
+ * The header's layout is the same in every protocol version: a version
+ * change never moves, resizes or renumbers a header field, SS_MSG_HELLO
+ * stays 1 and SS_MSGF_REPLY stays 0x1. So a peer of any version reads a
+ * header-only reply, and that is how the store refuses a HELLO of another
+ * version: a header-only reply in its own version, status -SS_E_VERSION,
+ * then it closes the connection (the client's check sees the other
+ * version and returns -SS_E_VERSION).
+ */
 typedef struct ss__msg_hdr {
     uint32_t magic;   /* SS_PROTO_MAGIC */
     uint16_t version; /* SS_PROTO_VERSION */
@@ -143,7 +160,8 @@ typedef struct ss__req_seal {
  * the reply is sent), as if RELEASE had named it: a put's hold ends
  * without a RELEASE, which names only an id and could mean an older
  * object with the same id that the client still holds. Nothing is
- * dropped when the seal fails. */
+ * dropped when the seal fails, unless the failure aborted the object
+ * (SS_MSGF_ABORTED on the reply), which drops every reference. */
 #define SS_SEALF_RELEASE 0x1u
 
 /* ---- ABORT / DELETE / CONTAINS(1 id): {id} -> status (CONTAINS: 1 or 0) */

@@ -97,7 +97,6 @@
  */
 #include "spill_int.h"
 
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -430,7 +429,7 @@ int ss__spill_wait(ss__spill *sp, int timeout_ms)
         }
         /* wake at least once a second: cheap insurance against a lost wakeup */
         ms = deadline - now > 1000000000ull ? 1000 : (int)((deadline - now) / 1000000) + 1;
-        if (poll(&pfd, 1, ms) > 0)
+        if (ss__sys_poll(&pfd, 1, ms) > 0)
             ss__sp_efd_drain(sp);
     }
     if (sp->dq_n)

@@ -54,7 +54,6 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-#include <unistd.h>
 
 #include "sys.h"
 
@@ -248,17 +247,6 @@ uint32_t ss__spill_rec_uid(const ss__spill_rec *r)
     return r->version >= 2 ? r->uid : SS_UID_UNKNOWN;
 }
 
-void ss__spill_id_hex(const ss_id *id, char out[2 * SS_ID_SIZE + 1])
-{
-    static const char hx[] = "0123456789abcdef";
-
-    for (int i = 0; i < SS_ID_SIZE; i++) {
-        out[2 * i] = hx[id->b[i] >> 4];
-        out[2 * i + 1] = hx[id->b[i] & 15];
-    }
-    out[2 * SS_ID_SIZE] = '\0';
-}
-
 void ss__spill_name(char buf[SS_SPILL_NAME_MAX], uint64_t file, bool tmp)
 {
     snprintf(buf, SS_SPILL_NAME_MAX, "%016llx.%s", (unsigned long long)file,
@@ -334,20 +322,20 @@ int ss__spill_dir_open(const char *path, int *dirfd_out, int *lockfd_out)
         return -EINVAL;
     /* Only the last component: a missing parent is a configuration error
      * the user should see, not something to paper over. */
-    if (mkdir(path, 0700) < 0 && errno != EEXIST)
-        return -errno;
-    dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    rc = ss__sys_mkdirat(AT_FDCWD, path, 0700);
+    if (rc < 0 && rc != -EEXIST)
+        return rc;
+    dfd = ss__sys_open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
     if (dfd < 0)
-        return errno == ELOOP ? -ENOTDIR : -errno;
-    if (fstat(dfd, &sb) < 0) {
-        rc = -errno;
+        return dfd == -ELOOP ? -ENOTDIR : dfd;
+    rc = ss__sys_fstat(dfd, &sb);
+    if (rc < 0)
         goto fail_dir;
-    }
     /* Spilled objects are readable data of this user: refuse a directory
      * others can list or write (they could plant or read spill files). */
-    if (sb.st_uid != geteuid()) {
+    if (sb.st_uid != ss__sys_geteuid()) {
         ss__log_error("spill: directory %s is owned by uid %u, not %u: refused", path,
-                      (unsigned)sb.st_uid, (unsigned)geteuid());
+                      (unsigned)sb.st_uid, (unsigned)ss__sys_geteuid());
         rc = -EPERM;
         goto fail_dir;
     }
@@ -358,15 +346,17 @@ int ss__spill_dir_open(const char *path, int *dirfd_out, int *lockfd_out)
         rc = -EPERM;
         goto fail_dir;
     }
-    lfd = openat(dfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    lfd = ss__sys_openat(dfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (lfd < 0) {
-        rc = -errno;
+        rc = lfd;
         goto fail_dir;
     }
-    if (flock(lfd, LOCK_EX | LOCK_NB) < 0) {
-        rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
-        if (rc == -EBUSY)
+    rc = ss__sys_flock(lfd, LOCK_EX | LOCK_NB);
+    if (rc < 0) {
+        if (rc == -EWOULDBLOCK) {
+            rc = -EBUSY;
             ss__log_error("spill: directory %s is in use by another store", path);
+        }
         ss__sys_close(lfd);
         goto fail_dir;
     }
@@ -381,26 +371,20 @@ fail_dir:
 
 int ss__spill_dir_each(int dirfd, ss__spill_dir_fn fn, void *arg)
 {
-    DIR *d;
+    DIR *d = ss__sys_dir_reopen(dirfd); /* from the start, close-on-exec */
     struct dirent *e;
-    int dfd, rc = 0;
+    int rc = 0;
 
-    dfd = dup(dirfd);
-    if (dfd < 0 || !(d = fdopendir(dfd))) {
-        rc = -errno;
-        if (dfd >= 0)
-            ss__sys_close(dfd);
-        return rc;
-    }
-    rewinddir(d); /* a dup shares the directory offset with dirfd */
-    while (rc >= 0 && (e = readdir(d)) != NULL) {
+    if (ss__is_err(d))
+        return ss__ptr_err(d);
+    while (rc >= 0 && ss__sys_readdir(d, &e) == 1) {
         uint64_t id;
         bool tmp;
 
         if (ss__spill_parse_name(e->d_name, &id, &tmp) == 0)
             rc = fn(arg, id, tmp, e->d_name);
     }
-    closedir(d);
+    ss__sys_closedir(d);
     return rc < 0 ? rc : 0;
 }
 
@@ -415,11 +399,11 @@ int ss__spill_dio_probe(int dfd, uint32_t *align)
     int fd, fd2, rc = 0;
 
     *align = 0;
-    snprintf(name, sizeof(name), ".probe-%ld", (long)getpid());
-    unlinkat(dfd, name, 0); /* a leftover of ours from a crash */
-    fd = openat(dfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    snprintf(name, sizeof(name), ".probe-%ld", (long)ss__sys_getpid());
+    ss__sys_unlinkat(dfd, name, 0); /* a leftover of ours from a crash */
+    fd = ss__sys_openat(dfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
-        rc = -errno;
+        rc = fd;
         /* a full disk is a runtime condition, not a reason to refuse */
         if (rc == -ENOSPC || rc == -EDQUOT) {
             ss__log_warn("spill: directory full at open (%s): buffered I/O",
@@ -430,10 +414,10 @@ int ss__spill_dio_probe(int dfd, uint32_t *align)
     }
     /* tmpfs accepts O_DIRECT on recent kernels but it only adds overhead
      * there: the data is page cache either way */
-    if (fstatfs(fd, &fs) == 0 &&
+    if (ss__sys_fstatfs(fd, &fs) == 0 &&
         ((unsigned long)fs.f_type == TMPFS_MAGIC || (unsigned long)fs.f_type == RAMFS_MAGIC))
         goto out;
-    if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 &&
+    if (ss__sys_statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 &&
         (sx.stx_mask & STATX_DIOALIGN)) {
         known = true;
         if (sx.stx_dio_mem_align == 0 || sx.stx_dio_offset_align == 0)
@@ -448,7 +432,7 @@ int ss__spill_dio_probe(int dfd, uint32_t *align)
         }
     }
     /* Either way, see that an aligned O_DIRECT write really works. */
-    fd2 = openat(dfd, name, O_RDWR | O_DIRECT | O_CLOEXEC);
+    fd2 = ss__sys_openat(dfd, name, O_RDWR | O_DIRECT | O_CLOEXEC, 0);
     if (fd2 < 0) {
         a = 0;
         goto out;
@@ -457,10 +441,10 @@ int ss__spill_dio_probe(int dfd, uint32_t *align)
         ssize_t n;
 
         memset(buf, 0, SS_SPILL_BLOCK);
-        n = pwrite(fd2, buf, SS_SPILL_BLOCK, 0);
+        n = ss__sys_pwrite(fd2, buf, SS_SPILL_BLOCK, 0);
         if (n == (ssize_t)SS_SPILL_BLOCK)
             a = known ? a : SS_SPILL_BLOCK;
-        else if (n < 0 && errno != EINVAL && known)
+        else if (n < 0 && n != -EINVAL && known)
             ; /* ENOSPC and such: trust what statx said */
         else
             a = 0;
@@ -471,7 +455,7 @@ int ss__spill_dio_probe(int dfd, uint32_t *align)
     ss__sys_close(fd2);
 out:
     ss__sys_close(fd);
-    unlinkat(dfd, name, 0);
+    ss__sys_unlinkat(dfd, name, 0);
     *align = a;
     return 0;
 }
@@ -516,12 +500,10 @@ static const uint8_t *win_get(struct win *w, uint64_t off, uint64_t n)
                                                    : w->chunk;
 
         while (got < want) {
-            ssize_t r = pread(w->fd, w->buf + got, want - got, (off_t)(start + got));
+            ssize_t r = ss__sys_pread(w->fd, w->buf + got, want - got, start + got);
 
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r < 0) {
-                w->err = -errno;
+            if (r < 0) { /* EINTR is retried in there */
+                w->err = (int)r;
                 w->len = 0;
                 return NULL;
             }
@@ -553,19 +535,19 @@ static int walk_open(int dirfd, const char *name, uint32_t dio_align, struct sta
 {
     struct stat pre;
     int fd, flags = O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC;
+    int rc = ss__sys_fstatat(dirfd, name, &pre, AT_SYMLINK_NOFOLLOW);
 
-    if (fstatat(dirfd, name, &pre, AT_SYMLINK_NOFOLLOW) < 0)
-        return -errno;
+    if (rc < 0)
+        return rc;
     if (!S_ISREG(pre.st_mode))
         return -ENODEV;
-    fd = openat(dirfd, name, flags | (dio_align ? O_DIRECT : 0));
-    if (fd < 0 && dio_align && errno == EINVAL)
-        fd = openat(dirfd, name, flags);
+    fd = ss__sys_openat(dirfd, name, flags | (dio_align ? O_DIRECT : 0), 0);
+    if (fd == -EINVAL && dio_align)
+        fd = ss__sys_openat(dirfd, name, flags, 0);
     if (fd < 0)
-        return errno == ELOOP ? -ENODEV : -errno;
-    if (fstat(fd, sb) < 0) {
-        int rc = -errno;
-
+        return fd == -ELOOP ? -ENODEV : fd;
+    rc = ss__sys_fstat(fd, sb);
+    if (rc < 0) {
         ss__sys_close(fd);
         return rc;
     }
@@ -656,7 +638,7 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
     uint8_t *meta = NULL;
     struct stat sb;
     uint64_t off = 0, bad_start = UINT64_MAX;
-    char idhex[2 * SS_ID_SIZE + 1];
+    char idhex[SS_ID_HEX_LEN];
     int rc = 0;
 
     memset(res, 0, sizeof(*res));
@@ -713,7 +695,7 @@ int ss__spill_walk(int dirfd, const char *name, uint64_t file, uint32_t dio_alig
         }
         memcpy(idhex, "-", 2);
         if (r.flags & SS_SPILL_REC_OBJECT)
-            ss__spill_id_hex((const ss_id *)r.id, idhex);
+            ss__id_hex((const ss_id *)r.id, idhex);
         if (r.rec_len > w.size - off) {
             ss__log_error("spill: file %s: record of object %s at %llu is truncated "
                           "(needs %llu bytes, only %llu left): lost", name, idhex,

@@ -59,8 +59,6 @@ void ss__spill_rec_loc(const ss__spill_rec *r, uint64_t file, uint64_t off, ss__
 uint32_t ss__spill_rec_uid(const ss__spill_rec *r);
 /* Header self-check: 0, or -EBADMSG with *why set to a short reason. */
 int ss__spill_rec_check(const ss__spill_rec *r, const char **why);
-/* "<40 hex>" of an id, for log lines. */
-void ss__spill_id_hex(const ss_id *id, char out[2 * SS_ID_SIZE + 1]);
 
 #define SS_SPILL_NAME_MAX 32
 /* "<16 hex>.spill" or "<16 hex>.tmp" */

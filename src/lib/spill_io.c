@@ -26,14 +26,11 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include "sys.h"
 
@@ -50,16 +47,14 @@ void *ss__sp_balloc(uint64_t n)
 
 void ss__sp_efd_signal(ss__spill *sp)
 {
-    uint64_t one = 1;
-
-    (void)!write(sp->efd, &one, sizeof(one));
+    (void)ss__sys_eventfd_write(sp->efd, 1);
 }
 
 void ss__sp_efd_drain(ss__spill *sp)
 {
     uint64_t v;
 
-    (void)!read(sp->efd, &v, sizeof(v));
+    (void)ss__sys_eventfd_read(sp->efd, &v); /* -EAGAIN: nothing was signalled */
 }
 
 uint8_t *ss__sp_span_get(ss__spill *sp)
@@ -238,30 +233,23 @@ void ss__sp_op_start(ss__spill *sp, struct ss__sp_op *op)
 /* What a worker does with an op; returns its result. */
 static int64_t run_op(ss__spill *sp, struct ss__sp_op *op)
 {
-    ssize_t n;
     int fd, rc;
 
     switch (op->type) {
     case SS_SP_OP_WRITE:
-        do
-            n = pwrite(op->fd, op->buf + op->done, op->len - op->done,
-                       (off_t)(op->off + op->done));
-        while (n < 0 && errno == EINTR);
-        return n < 0 ? -errno : n;
+        return ss__sys_pwrite(op->fd, op->buf + op->done, op->len - op->done,
+                              op->off + op->done);
     case SS_SP_OP_READ:
-        do
-            n = pread(op->fd, op->buf + op->done, op->len - op->done,
-                      (off_t)(op->off + op->done));
-        while (n < 0 && errno == EINTR);
-        return n < 0 ? -errno : n;
+        return ss__sys_pread(op->fd, op->buf + op->done, op->len - op->done,
+                             op->off + op->done);
     case SS_SP_OP_FSYNC:
-        return fdatasync(op->fd) < 0 ? -errno : 0;
+        return ss__sys_fdatasync(op->fd);
     case SS_SP_OP_DIRSYNC:
-        return fsync(sp->dirfd) < 0 ? -errno : 0;
+        return ss__sys_fsync(sp->dirfd);
     case SS_SP_OP_OPEN:
-        fd = openat(sp->dirfd, op->name, op->oflags, 0600);
+        fd = ss__sys_openat(sp->dirfd, op->name, op->oflags, 0600);
         if (fd < 0)
-            return -errno;
+            return fd;
         if (op->prealloc) {
             /* Reserve the whole file up front: ENOSPC shows here, before a
              * byte is written, and the data writes then land inside the
@@ -272,24 +260,24 @@ static int64_t run_op(ss__spill *sp, struct ss__sp_op *op)
                 rc = ss__sys_ftruncate(fd, op->prealloc);
             if (rc < 0) {
                 ss__sys_close(fd);
-                unlinkat(sp->dirfd, op->name, 0);
+                ss__sys_unlinkat(sp->dirfd, op->name, 0);
                 return rc;
             }
         }
         return fd;
     case SS_SP_OP_UNLINK:
-        return unlinkat(sp->dirfd, op->name, 0) < 0 ? -errno : 0;
+        return ss__sys_unlinkat(sp->dirfd, op->name, 0);
     case SS_SP_OP_RENAME:
         /* never replace: a name clash means a bug or a foreign file */
-        rc = renameat2(sp->dirfd, op->name, sp->dirfd, op->name2, RENAME_NOREPLACE);
-        if (rc < 0 && errno == EINVAL) {
+        rc = ss__sys_renameat(sp->dirfd, op->name, sp->dirfd, op->name2, RENAME_NOREPLACE);
+        if (rc == -EINVAL) { /* a filesystem without RENAME_NOREPLACE */
             struct stat sb;
 
-            if (fstatat(sp->dirfd, op->name2, &sb, AT_SYMLINK_NOFOLLOW) == 0)
+            if (ss__sys_fstatat(sp->dirfd, op->name2, &sb, AT_SYMLINK_NOFOLLOW) == 0)
                 return -EEXIST;
-            rc = renameat(sp->dirfd, op->name, sp->dirfd, op->name2);
+            rc = ss__sys_renameat(sp->dirfd, op->name, sp->dirfd, op->name2, 0);
         }
-        return rc < 0 ? -errno : 0;
+        return rc;
     case SS_SP_OP_TRUNCATE:
         return ss__sys_ftruncate(op->fd, op->off);
     case SS_SP_OP_HASH:
@@ -307,11 +295,9 @@ static int64_t run_op(ss__spill *sp, struct ss__sp_op *op)
 static void *worker_main(void *arg)
 {
     ss__spill *sp = arg;
-    sigset_t all;
 
     /* signals belong to the store's loop thread */
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    ss__sys_block_signals(NULL);
     pthread_mutex_lock(&sp->lock);
     for (;;) {
         struct ss__sp_op *op;
@@ -358,10 +344,8 @@ static void sq_publish(struct io_uring *r)
 static void *submit_main(void *arg)
 {
     ss__spill *sp = arg;
-    sigset_t all;
 
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    ss__sys_block_signals(NULL);
     pthread_mutex_lock(&sp->sub_lock);
     for (;;) {
         while (!sp->sub_kick && !sp->sub_stop)
@@ -372,16 +356,17 @@ static void *submit_main(void *arg)
         pthread_mutex_unlock(&sp->sub_lock);
         for (int tries = 0;; tries++) {
             /* ring_entries: submit whatever is published */
-            long rc = syscall(__NR_io_uring_enter, sp->ring.ring_fd, sp->ring.sq.ring_entries,
-                              0, 0, NULL, 0);
+            int rc = ss__sys_io_uring_enter(sp->ring.ring_fd, sp->ring.sq.ring_entries, 0, 0);
 
-            if (rc >= 0 || errno == EINTR)
+            if (rc >= 0)
                 break;
-            if ((errno != EAGAIN && errno != EBUSY) || tries == 1000) {
-                SS_LOG_ONCE(SS_LOG_ERROR, "spill: io_uring_enter: %s", ss_strerror(-errno));
+            if (rc == -EINTR) /* nothing was submitted: again at once */
+                continue;
+            if ((rc != -EAGAIN && rc != -EBUSY) || tries == 1000) {
+                SS_LOG_ONCE(SS_LOG_ERROR, "spill: io_uring_enter: %s", ss_strerror(rc));
                 break;
             }
-            usleep(100); /* the kernel is short of memory or CQ room */
+            ss__sys_sleep_ns(100 * 1000); /* the kernel is short of memory or CQ room */
         }
         pthread_mutex_lock(&sp->sub_lock);
     }
@@ -597,9 +582,12 @@ int ss__sp_io_start(ss__spill *sp, unsigned flags)
 {
     int rc;
 
-    sp->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (sp->efd < 0)
-        return -errno;
+    sp->efd = ss__sys_eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (sp->efd < 0) {
+        rc = sp->efd;
+        sp->efd = -1;
+        return rc;
+    }
     if (!(flags & SS_SPILL_NO_URING) && (rc = ring_init(sp, flags)) < 0)
         goto fail_efd;
     rc = -pthread_mutex_init(&sp->lock, NULL);

@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "sys.h"
 
@@ -373,9 +372,9 @@ static bool hash_done(const struct ss__sp_objio *o)
 
 static void log_spill_error(const ss_id *id, int err)
 {
-    char hex[2 * SS_ID_SIZE + 1];
+    char hex[SS_ID_HEX_LEN];
 
-    ss__spill_id_hex(id, hex);
+    ss__id_hex(id, hex);
     if (err == -ENOSPC || err == -EDQUOT)
         ss__log_info("spill: object %s not spilled: %s", hex, ss_strerror(err));
     else
@@ -949,9 +948,9 @@ static void batch_kick(ss__spill *sp)
 /* A restore found its record damaged: one log line, counted; -EBADMSG. */
 static int read_damaged(ss__spill *sp, const ss__spill_loc *l, const char *why)
 {
-    char hex[2 * SS_ID_SIZE + 1];
+    char hex[SS_ID_HEX_LEN];
 
-    ss__spill_id_hex(&l->id, hex);
+    ss__id_hex(&l->id, hex);
     ss__log_error("spill: restore of object %s from file %016llx at %llu failed: %s", hex,
                   (unsigned long long)l->file, (unsigned long long)l->offset, why);
     sp->st.damaged++;
@@ -1258,10 +1257,11 @@ static int read_span_setup(ss__spill *sp, struct ss__sp_job *j, struct ss__sp_fi
      * the job opens its own through the worker. */
     if (f->rfd < 0) {
         char name[SS_SPILL_NAME_MAX];
+        int fd, fl = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | (rd->o.direct ? O_DIRECT : 0);
 
         ss__spill_name(name, f->id, false);
-        f->rfd = openat(sp->dirfd, name,
-                        O_RDONLY | O_CLOEXEC | O_NOFOLLOW | (rd->o.direct ? O_DIRECT : 0));
+        fd = ss__sys_openat(sp->dirfd, name, fl, 0);
+        f->rfd = fd < 0 ? -1 : fd; /* -1: the job opens its own */
     }
     return f->rfd;
 }

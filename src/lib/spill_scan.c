@@ -13,12 +13,9 @@
  */
 #include "spill_int.h"
 
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "sys.h"
 
@@ -135,7 +132,7 @@ static int scan_list_one(void *arg, uint64_t id, bool tmp, const char *name)
         /* a spill that never completed: its object is still in
          * whatever memory held it, or was lost with the store */
         ss__log_info("spill: removing unfinished spill file %s", name);
-        if (unlinkat(l->sp->dirfd, name, 0) == 0)
+        if (ss__sys_unlinkat(l->sp->dirfd, name, 0) == 0)
             l->removed++;
         return 0;
     }
@@ -153,7 +150,7 @@ static int scan_list(ss__spill *sp, uint64_t **out, size_t *nout)
     int rc = ss__spill_dir_each(sp->dirfd, scan_list_one, &l);
 
     if (l.removed)
-        fsync(sp->dirfd);
+        ss__sys_fsync(sp->dirfd);
     if (rc < 0) {
         free(l.ids);
         return rc;
@@ -182,14 +179,9 @@ static void scan_stall(ss__spill *sp)
         return;
     pthread_mutex_lock(&sc->lock);
     while (!atomic_load(&sc->ctl.stop) && scan_held(sp)) {
-        struct timespec ts;
+        uint64_t t = ss__sys_real_ns() + 10 * 1000000ull; /* the cv's clock */
+        struct timespec ts = { (time_t)(t / 1000000000ull), (long)(t % 1000000000ull) };
 
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 10 * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
         pthread_cond_timedwait(&sc->cv, &sc->lock, &ts);
     }
     pthread_mutex_unlock(&sc->lock);
@@ -201,11 +193,9 @@ static void *scan_main(void *arg)
     ss__spill_scan_st *sc = &sp->scan;
     uint64_t *ids = NULL;
     size_t nids = 0;
-    sigset_t all;
     int rc;
 
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    ss__sys_block_signals(NULL);
     rc = scan_list(sp, &ids, &nids);
     for (size_t i = 0; rc == 0 && i < nids; i++) {
         char name[SS_SPILL_NAME_MAX];
@@ -505,7 +495,7 @@ int ss__spill_scan(ss__spill *sp, ss__spill_scan_fn fn, void *arg)
         struct pollfd pfd = { .fd = sp->efd, .events = POLLIN };
 
         /* wake at least once a second: cheap insurance against a lost wakeup */
-        if (poll(&pfd, 1, 1000) > 0)
+        if (ss__sys_poll(&pfd, 1, 1000) > 0)
             ss__sp_efd_drain(sp);
         ss__sp_process(sp);
         ss__sp_scan_poll(sp);

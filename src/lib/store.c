@@ -28,22 +28,15 @@
  */
 #include "store_int.h"
 
-#include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-#include <sys/epoll.h>
+#include <unistd.h> /* _SC_* */
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/random.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 
 #include "hugepages.h"
@@ -69,14 +62,16 @@ int ss__default_socket_path(char *buf, size_t len)
     } else {
         char dir[64];
         struct stat st;
+        uid_t uid = ss__sys_geteuid();
+        int rc;
 
-        snprintf(dir, sizeof(dir), "/tmp/sealstore-%u", (unsigned)geteuid());
-        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-            return -errno;
+        snprintf(dir, sizeof(dir), "/tmp/sealstore-%u", (unsigned)uid);
+        if ((rc = ss__sys_mkdirat(AT_FDCWD, dir, 0700)) < 0 && rc != -EEXIST)
+            return rc;
         /* someone else's directory, or one others can write: refuse it */
-        if (lstat(dir, &st) < 0)
-            return -errno;
-        if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 0777) != 0700)
+        if ((rc = ss__sys_fstatat(AT_FDCWD, dir, &st, AT_SYMLINK_NOFOLLOW)) < 0)
+            return rc;
+        if (!S_ISDIR(st.st_mode) || st.st_uid != uid || (st.st_mode & 0777) != 0700)
             return -EACCES;
         n = snprintf(buf, len, "%s/sealstore.sock", dir);
     }
@@ -110,12 +105,11 @@ static int probe_live(const char *path)
 
     if ((rc = unix_addr(&a, path)) < 0)
         return rc;
-    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    fd = ss__sys_socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
-        return -errno;
-    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-        rc = -errno;
-        close(fd);
+        return fd;
+    if ((rc = ss__sys_connect(fd, (struct sockaddr *)&a, sizeof(a))) < 0) {
+        ss__sys_close(fd);
         if (rc == -ECONNREFUSED || rc == -ENOENT)
             return 0;
         /* EAGAIN: a full backlog means somebody listens: never steal */
@@ -127,11 +121,11 @@ static int probe_live(const char *path)
     } m;
     memset(&m, 0, sizeof(m));
     ss__proto_hdr(&m.h, SS_MSG_HELLO, 1, sizeof(m), 0, 0);
-    m.r.pid = (uint32_t)getpid();
-    if (send(fd, &m, sizeof(m), MSG_NOSIGNAL) < 0) {
-        rc = -errno;
-        close(fd);
-        return rc == -EAGAIN ? 1 : 0;
+    m.r.pid = (uint32_t)ss__sys_getpid();
+    ssize_t sent = ss__sys_send(fd, &m, sizeof(m), MSG_NOSIGNAL);
+    if (sent < 0) {
+        ss__sys_close(fd);
+        return sent == -EAGAIN ? 1 : 0;
     }
     uint64_t end = ss__now_ns() + LIVENESS_TIMEOUT_MS * 1000000ull;
     for (;;) {
@@ -141,18 +135,18 @@ static int probe_live(const char *path)
             break;
         }
         struct pollfd p = { .fd = fd, .events = POLLIN };
-        int pr = poll(&p, 1, (int)((end - now) / 1000000ull) + 1);
-        if (pr < 0 && errno == EINTR)
+        int pr = ss__sys_poll(&p, 1, (int)((end - now) / 1000000ull) + 1);
+        if (pr == -EINTR)
             continue;
         if (pr <= 0) {
             rc = 0;
             break;
         }
         ss__msg_hdr h;
-        ssize_t n = recv(fd, &h, sizeof(h), MSG_DONTWAIT);
+        ssize_t n = ss__sys_recv(fd, &h, sizeof(h), MSG_DONTWAIT);
         /* A peer that accepted and closed is a live process refusing us
          * (another uid): live. Any reply with our magic is a store. */
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        if (n == 0 || (n < 0 && n != -EAGAIN)) {
             rc = 1;
             break;
         }
@@ -165,7 +159,7 @@ static int probe_live(const char *path)
             break;
         }
     }
-    close(fd);
+    ss__sys_close(fd);
     return rc;
 }
 
@@ -177,26 +171,26 @@ static int lock_take(const char *lock_path)
     uint64_t end = ss__now_ns() + LOCK_TIMEOUT_MS * 1000000ull;
 
     for (;;) {
-        int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        int fd = ss__sys_open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         struct stat a, b;
+        int rc;
 
         if (fd < 0)
-            return -errno;
-        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-            int err = errno;
-            close(fd);
-            if (err != EWOULDBLOCK)
-                return -err;
+            return fd;
+        if ((rc = ss__sys_flock(fd, LOCK_EX | LOCK_NB)) < 0) {
+            ss__sys_close(fd);
+            if (rc != -EWOULDBLOCK)
+                return rc;
             if (ss__now_ns() >= end)
                 return -EBUSY;
-            usleep(10000);
+            ss__sys_sleep_ns(10 * 1000000ull);
             continue;
         }
         /* the holder before us may have unlinked it on its way out */
-        if (fstat(fd, &a) == 0 && stat(lock_path, &b) == 0 && a.st_ino == b.st_ino &&
-            a.st_dev == b.st_dev)
+        if (ss__sys_fstat(fd, &a) == 0 && ss__sys_fstatat(AT_FDCWD, lock_path, &b, 0) == 0 &&
+            a.st_ino == b.st_ino && a.st_dev == b.st_dev)
             return fd;
-        close(fd);
+        ss__sys_close(fd);
     }
 }
 
@@ -217,18 +211,19 @@ static int bind_fresh(ss__store *s)
         rc = snprintf(tmpl, sizeof(tmpl), ".sealstore-XXXXXX");
     if (rc < 0 || (size_t)rc >= sizeof(tmpl))
         return -ENAMETOOLONG;
-    if (!mkdtemp(tmpl))
-        return -errno;
+    rc = ss__sys_mkdtemp(tmpl);
+    if (rc < 0)
+        return rc;
     made_dir = true;
-    dfd = open(tmpl, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    dfd = ss__sys_open(tmpl, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
     if (dfd < 0) {
-        rc = -errno;
+        rc = dfd;
         goto out;
     }
     /* Bind through /proc/self/fd/N/s: short whatever the directory's path
      * length; fall back to the plain path when /proc is missing. */
     snprintf(bindp, sizeof(bindp), "/proc/self/fd/%d/s", dfd);
-    if (access("/proc/self/fd", X_OK) != 0) {
+    if (ss__sys_faccessat(AT_FDCWD, "/proc/self/fd", X_OK, 0) != 0) {
         if (strlen(tmpl) + 2 >= sizeof(a.sun_path)) {
             rc = -ENAMETOOLONG;
             goto out;
@@ -237,35 +232,26 @@ static int bind_fresh(ss__store *s)
     }
     if ((rc = unix_addr(&a, bindp)) < 0)
         goto out;
-    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    fd = ss__sys_socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
-        rc = -errno;
+        rc = fd;
         goto out;
     }
-    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-        rc = -errno;
+    if ((rc = ss__sys_bind(fd, (struct sockaddr *)&a, sizeof(a))) < 0)
         goto out;
-    }
     bound = true;
-    if (s->conn.has_group && fchownat(dfd, "s", (uid_t)-1, s->conn.group, 0) < 0) {
-        rc = -errno;
+    if (s->conn.has_group &&
+        (rc = ss__sys_fchownat(dfd, "s", (uid_t)-1, s->conn.group, 0)) < 0)
         goto out;
-    }
-    if (fchmodat(dfd, "s", s->conn.has_group ? 0660 : 0600, 0) < 0) {
-        rc = -errno;
+    if ((rc = ss__sys_fchmodat(dfd, "s", s->conn.has_group ? 0660 : 0600, 0)) < 0)
         goto out;
-    }
-    if (listen(fd, SOMAXCONN) < 0) {
-        rc = -errno;
+    if ((rc = ss__sys_listen(fd, SOMAXCONN)) < 0)
         goto out;
-    }
-    if (renameat(dfd, "s", AT_FDCWD, s->bind.path) < 0) {
-        rc = -errno;
+    if ((rc = ss__sys_renameat(dfd, "s", AT_FDCWD, s->bind.path, 0)) < 0)
         goto out;
-    }
     bound = false;
     struct stat st;
-    if (stat(s->bind.path, &st) == 0) {
+    if (ss__sys_fstatat(AT_FDCWD, s->bind.path, &st, 0) == 0) {
         s->bind.sock_dev = st.st_dev;
         s->bind.sock_ino = st.st_ino;
     }
@@ -275,13 +261,13 @@ static int bind_fresh(ss__store *s)
     rc = 0;
 out:
     if (bound)
-        unlinkat(dfd, "s", 0);
+        (void)ss__sys_unlinkat(dfd, "s", 0);
     if (fd >= 0)
-        close(fd);
+        ss__sys_close(fd);
     if (dfd >= 0)
-        close(dfd);
+        ss__sys_close(dfd);
     if (made_dir)
-        rmdir(tmpl);
+        (void)ss__sys_unlinkat(AT_FDCWD, tmpl, AT_REMOVEDIR);
     return rc;
 }
 
@@ -295,7 +281,7 @@ static int bind_socket(ss__store *s)
         ss__log_error("store: cannot lock %s: %s", s->bind.lock_path, ss_strerror(lock));
         return lock == -EBUSY ? -EADDRINUSE : lock;
     }
-    if (lstat(s->bind.path, &st) == 0) {
+    if ((rc = ss__sys_fstatat(AT_FDCWD, s->bind.path, &st, AT_SYMLINK_NOFOLLOW)) == 0) {
         if (!S_ISSOCK(st.st_mode)) {
             ss__log_error("store: %s exists and is not a socket: not replacing it", s->bind.path);
             rc = -EEXIST;
@@ -310,14 +296,13 @@ static int bind_socket(ss__store *s)
             goto out;
         }
         ss__log_info("store: replacing stale socket %s", s->bind.path);
-    } else if (errno != ENOENT) {
-        rc = -errno;
+    } else if (rc != -ENOENT) {
         goto out;
     }
     rc = bind_fresh(s);
 out:
-    flock(lock, LOCK_UN);
-    close(lock);
+    (void)ss__sys_flock(lock, LOCK_UN);
+    ss__sys_close(lock);
     return rc;
 }
 
@@ -332,12 +317,13 @@ static void unbind_socket(ss__store *s)
         return;
     s->bind.bound = false;
     lock = lock_take(s->bind.lock_path);
-    if (stat(s->bind.path, &st) == 0 && st.st_ino == s->bind.sock_ino && st.st_dev == s->bind.sock_dev)
-        unlink(s->bind.path);
+    if (ss__sys_fstatat(AT_FDCWD, s->bind.path, &st, 0) == 0 && st.st_ino == s->bind.sock_ino &&
+        st.st_dev == s->bind.sock_dev)
+        (void)ss__sys_unlinkat(AT_FDCWD, s->bind.path, 0);
     if (lock >= 0) {
-        unlink(s->bind.lock_path);
-        flock(lock, LOCK_UN);
-        close(lock);
+        (void)ss__sys_unlinkat(AT_FDCWD, s->bind.lock_path, 0);
+        (void)ss__sys_flock(lock, LOCK_UN);
+        ss__sys_close(lock);
     }
 }
 
@@ -346,12 +332,13 @@ static void unbind_socket(ss__store *s)
 static void raise_nofile(void)
 {
     struct rlimit rl;
+    int rc;
 
     /* fds queued in unread replies count against our limit (store_int.h) */
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    if (ss__sys_getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
-        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-            ss__log_info("store: cannot raise RLIMIT_NOFILE: %s", ss_strerror(-errno));
+        if ((rc = ss__sys_setrlimit(RLIMIT_NOFILE, &rl)) < 0)
+            ss__log_info("store: cannot raise RLIMIT_NOFILE: %s", ss_strerror(rc));
     }
 }
 
@@ -384,7 +371,7 @@ static int memory_open(ss__store *s)
 
     s->mem.capacity = ss__opt_size(SS_OPT_CAPACITY);
     if (s->mem.capacity == 0) {
-        long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+        long pages = ss__sys_sysconf(_SC_PHYS_PAGES), psz = ss__sys_sysconf(_SC_PAGESIZE);
         s->mem.capacity = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz / 2 : SS_GiB;
     }
     s->mem.small_max = ss__opt_size(SS_OPT_SMALL_MAX);
@@ -488,9 +475,18 @@ static uint64_t windows_deadline(void *arg, uint64_t now)
     return ss__salloc_write_close(s->mem.salloc, now, false);
 }
 
+/* --enable-debug: the whole store is checked at the end of every turn,
+ * once the turn's connections are reaped (store_check.c). */
+static void validate_turn(void *arg, uint64_t now)
+{
+    (void)now;
+    SS_ASSERT_EXPENSIVE(ss__store_validate(arg) == 0);
+}
+
 /* The loop's turn hooks, in the order each turn runs them (deadlines are
  * all asked before the loop sleeps). Connections are reaped last, so
- * pointers held during the turn stay valid. */
+ * pointers held during the turn stay valid; then, in debug builds only
+ * (an entry with neither function is not registered), the validator. */
 static const struct {
     uint64_t (*deadline)(void *arg, uint64_t now);
     void (*turn)(void *arg, uint64_t now);
@@ -503,6 +499,7 @@ static const struct {
     { NULL, ss__disk_turn },                           /* spill ahead */
     { windows_deadline, NULL },                         /* small write windows */
     { NULL, ss__conn_reap_turn },                       /* broken connections */
+    { NULL, SS_DEBUG_LEVEL >= 2 ? validate_turn : NULL }, /* invariants */
 };
 
 /* The loop, the stop eventfd and the hooks. */
@@ -512,12 +509,17 @@ static int loop_open(ss__store *s)
 
     if (rc < 0)
         return rc;
-    s->bind.stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (s->bind.stop_efd < 0)
-        return -errno;
+    s->bind.stop_efd = ss__sys_eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s->bind.stop_efd < 0) {
+        rc = s->bind.stop_efd;
+        s->bind.stop_efd = -1;
+        return rc;
+    }
     if ((rc = ss__loop_add(&s->loop, &s->bind.stop_ev, s->bind.stop_efd, EPOLLIN, stop_event, s)) < 0)
         return rc;
     for (unsigned i = 0; i < SS_STORE_HOOKS; i++) {
+        if (!store_hooks[i].deadline && !store_hooks[i].turn)
+            continue;
         s->bind.hooks[i] = (ss__loop_hook){ .deadline = store_hooks[i].deadline,
                                        .turn = store_hooks[i].turn, .arg = s };
         ss__loop_hook_add(&s->loop, &s->bind.hooks[i]);
@@ -537,7 +539,7 @@ int ss__store_open(ss__store **out, const char *socket_path, unsigned flags)
         return -ENOMEM;
     s->bind.flags = flags;
     s->bind.listen_fd = s->loop.epfd = s->bind.stop_efd = s->seal.efd = -1;
-    s->conn.uid = geteuid();
+    s->conn.uid = ss__sys_geteuid();
     if (socket_path) {
         if (strlen(socket_path) >= sizeof(s->bind.path)) {
             rc = -EINVAL;
@@ -552,8 +554,9 @@ int ss__store_open(ss__store **out, const char *socket_path, unsigned flags)
         goto fail;
     }
     snprintf(s->bind.lock_path, sizeof(s->bind.lock_path), "%s.lock", s->bind.path);
-    if (getrandom(&s->bind.store_id, sizeof(s->bind.store_id), GRND_NONBLOCK) != sizeof(s->bind.store_id))
-        s->bind.store_id = ss__now_ns() ^ ((uint64_t)getpid() << 32);
+    if (ss__sys_getrandom(&s->bind.store_id, sizeof(s->bind.store_id), GRND_NONBLOCK) !=
+        (int)sizeof(s->bind.store_id))
+        s->bind.store_id = ss__now_ns() ^ ((uint64_t)ss__sys_getpid() << 32);
     raise_nofile();
     ss__fd_budget_init(s);
     s->hs.hello_timeout_ns = (uint64_t)(ss__g_limits.hello_timeout_ms ? ss__g_limits.hello_timeout_ms
@@ -611,7 +614,7 @@ int ss__store_run(ss__store *s)
      * start while we finish. */
     if (s->bind.listen_fd >= 0) {
         ss__conn_unlisten(s);
-        close(s->bind.listen_fd);
+        ss__sys_close(s->bind.listen_fd);
         s->bind.listen_fd = -1;
     }
     unbind_socket(s);
@@ -628,13 +631,9 @@ int ss__store_run(ss__store *s)
 
 void ss__store_stop(ss__store *s)
 {
-    uint64_t one = 1;
-
-    /* async-signal-safe: one write(2) */
-    if (s && s->bind.stop_efd >= 0) {
-        ssize_t n = write(s->bind.stop_efd, &one, sizeof(one));
-        (void)n;
-    }
+    /* async-signal-safe: one write(2), errno kept */
+    if (s && s->bind.stop_efd >= 0)
+        (void)ss__sys_eventfd_write(s->bind.stop_efd, 1);
 }
 
 void ss__store_close(ss__store *s)
@@ -645,9 +644,10 @@ void ss__store_close(ss__store *s)
         ss__conn_close(s, c);
     ss__conn_reap(s);
     ss__conn_lingers_close(s);
+    SS_ASSERT_EXPENSIVE(ss__store_validate(s) == 0);
     ss__conn_unlisten(s);
     if (s->bind.listen_fd >= 0)
-        close(s->bind.listen_fd);
+        ss__sys_close(s->bind.listen_fd);
     unbind_socket(s);
     ss__seal_fini(s);
     /* spills in flight end first (their memory is ours); spilled files
@@ -671,7 +671,7 @@ void ss__store_close(ss__store *s)
         ss__numa_close(s->mem.numa);
     ss__loop_fini(&s->loop);
     if (s->bind.stop_efd >= 0)
-        close(s->bind.stop_efd);
+        ss__sys_close(s->bind.stop_efd);
     free(s->req.obuf);
     free(s->conn.ibuf);
     free(s);
@@ -690,7 +690,7 @@ static void *store_thread(void *arg)
 int ss__store_start_thread(ss__store **out, const char *socket_path, unsigned flags)
 {
     ss__store *s;
-    sigset_t all, old;
+    sigset_t old;
     int rc;
 
     if (!out)
@@ -699,10 +699,9 @@ int ss__store_start_thread(ss__store **out, const char *socket_path, unsigned fl
     if (rc < 0)
         return rc;
     /* the host's signals are the host's: the loop never takes one */
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
+    (void)ss__sys_block_signals(&old);
     rc = pthread_create(&s->bind.thread, NULL, store_thread, s);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    (void)ss__sys_sigmask(SIG_SETMASK, &old, NULL);
     if (rc) {
         ss__store_close(s);
         return -rc;

@@ -51,15 +51,10 @@
  */
 #include "store_int.h"
 
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <linux/sockios.h>
-#include <sys/epoll.h>
-#include <sys/ioctl.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
+#include <sys/ioctl.h> /* TIOCOUTQ, behind SIOCOUTQ */
 
 #include "sys.h"
 
@@ -139,8 +134,10 @@ static int outq(int fd)
 {
     int q = 0;
 
-    if (ioctl(fd, SIOCOUTQ, &q) < 0)
-        return -errno;
+    int rc = ss__sys_ioctl(fd, SIOCOUTQ, &q);
+
+    if (rc < 0)
+        return rc;
     return q < 0 ? 0 : q;
 }
 
@@ -237,7 +234,7 @@ void ss__fd_budget_init(ss__store *s)
     uint64_t b = ss__g_limits.fd_budget;
 
     if (!b)
-        b = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+        b = ss__sys_getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
                 ? (uint64_t)rl.rlim_cur
                 : 1024;
     /* The kernel refuses a send once the uid's in-flight fds exceed the
@@ -298,7 +295,7 @@ static void outbox_free(ss__conn *c)
     for (ss__outmsg *m = c->out_head, *nx; m; m = nx) {
         nx = m->next;
         for (uint32_t i = 0; i < m->nfds; i++)
-            close(m->fds[i]);
+            ss__sys_close(m->fds[i]);
         free(m->fds);
         free(m);
     }
@@ -323,7 +320,7 @@ static void close_or_linger(ss__store *s, ss__conn *c)
     if (c->mark_len) {
         fdt_unlink(s, c);
         if ((l = malloc(sizeof(*l)))) {
-            shutdown(c->fd, SHUT_RDWR);
+            (void)ss__sys_shutdown(c->fd, SHUT_RDWR);
             l->fd = c->fd;
             l->fd_unread = c->fd_unread; /* stays in s->fdb.fds_unread */
             l->next = s->fdb.lingers;
@@ -338,7 +335,7 @@ static void close_or_linger(ss__store *s, ss__conn *c)
     c->mark_len = c->mark_cap = c->mark_head = 0;
     c->fd_unread = 0;
     if (c->fd >= 0)
-        close(c->fd);
+        ss__sys_close(c->fd);
     c->fd = -1;
 }
 
@@ -405,13 +402,11 @@ static int send_msg(int fd, const void *msg, uint32_t len, const int *fds, uint3
         cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
         memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
     }
-    for (;;) {
-        ssize_t n = sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (n >= 0)
-            return n == (ssize_t)len ? 0 : -EMSGSIZE;
-        if (errno != EINTR)
-            return -errno;
-    }
+    ssize_t n = ss__sys_sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+
+    if (n < 0)
+        return (int)n;
+    return n == (ssize_t)len ? 0 : -EMSGSIZE;
 }
 
 /* Send one message to c, keeping its unread-fd marks (ss__fdmark). */
@@ -474,14 +469,13 @@ static int outbox_push(ss__conn *c, const void *msg, uint32_t len, const int *fd
             return -ENOMEM;
         }
         for (uint32_t i = 0; i < nfds; i++) {
-            int d = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
+            int d = ss__sys_dup_cloexec(fds[i]);
             if (d < 0) {
-                int err = -errno;
                 for (uint32_t k = 0; k < m->nfds; k++)
-                    close(m->fds[k]);
+                    ss__sys_close(m->fds[k]);
                 free(m->fds);
                 free(m);
-                return err;
+                return d;
             }
             m->fds[m->nfds++] = d;
         }
@@ -574,7 +568,7 @@ void ss__conn_writable(ss__store *s, ss__conn *c)
             c->out_tail = NULL;
         c->out_count--;
         for (uint32_t i = 0; i < m->nfds; i++)
-            close(m->fds[i]);
+            ss__sys_close(m->fds[i]);
         free(m->fds);
         free(m);
     }
@@ -629,7 +623,7 @@ static void lingers_check(ss__store *s)
             pl = &l->next;
             continue;
         }
-        close(l->fd);
+        ss__sys_close(l->fd);
         s->fdb.fds_unread -= l->fd_unread;
         *pl = l->next;
         free(l);
@@ -684,7 +678,7 @@ void ss__conn_lingers_close(ss__store *s)
     while (s->fdb.lingers) {
         ss__linger *l = s->fdb.lingers;
         s->fdb.lingers = l->next;
-        close(l->fd);
+        ss__sys_close(l->fd);
         s->fdb.fds_unread -= l->fd_unread;
         free(l);
     }
@@ -693,17 +687,32 @@ void ss__conn_lingers_close(ss__store *s)
 /* ================================================================ receiving */
 
 /* A malformed message: answer it if its header names a request, else
- * close. RELEASE is never answered. */
+ * close. RELEASE is never answered. Before HELLO every malformed message
+ * closes the connection; a HELLO of another version is told why first
+ * (its header layout is the same in every version: proto.h). */
 void ss__conn_proto_error(ss__store *s, ss__conn *c, const void *buf, size_t len, int rc)
 {
     ss__msg_hdr h;
 
     s->cnt.c_proto_errors++;
-    if (len < sizeof(h) || !c->hello) {
+    if (len < sizeof(h)) {
         ss__conn_close(s, c);
         return;
     }
     memcpy(&h, buf, sizeof(h));
+    if (!c->hello) {
+        if (rc == -SS_E_VERSION && h.type == SS_MSG_HELLO) {
+            /* Sent at once, not through the outbox: the close below
+             * would drop a queued reply. The connection's first reply,
+             * 24 bytes, always finds room in its fresh socket; the peer
+             * reads it before the EOF. */
+            ss__msg_hdr r;
+            ss__proto_hdr(&r, SS_MSG_HELLO, h.req_id, sizeof(r), -SS_E_VERSION, SS_MSGF_REPLY);
+            (void)send_msg(c->fd, &r, sizeof(r), NULL, 0);
+        }
+        ss__conn_close(s, c);
+        return;
+    }
     /* "names a request": our magic, a request type (an EVENT or an unknown
      * type could not be matched by any client), not a reply */
     if (h.magic != SS_PROTO_MAGIC || (h.flags & SS_MSGF_REPLY) || h.type < SS_MSG_HELLO ||
@@ -731,11 +740,9 @@ void ss__conn_readable(ss__store *s, ss__conn *c)
             .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
             .msg_controllen = sizeof(u.buf),
         };
-        ssize_t n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        ssize_t n = ss__sys_recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN)
+            if (n != -EAGAIN)
                 ss__conn_close(s, c);
             return;
         }
@@ -751,7 +758,7 @@ void ss__conn_readable(ss__store *s, ss__conn *c)
             for (size_t j = 0; j < k; j++) {
                 int fd;
                 memcpy(&fd, CMSG_DATA(cm) + j * sizeof(int), sizeof(int));
-                close(fd);
+                ss__sys_close(fd);
                 nfds++;
             }
         }
@@ -779,17 +786,15 @@ static void set_bufs(int fd)
     int v = (int)SOCK_BUF;
 
     /* FORCE passes net.core.[rw]mem_max when we may (root) */
-    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof(v)) < 0)
-        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) < 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+    if (ss__sys_setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof(v)) < 0)
+        (void)ss__sys_setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+    if (ss__sys_setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) < 0)
+        (void)ss__sys_setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
 }
 
 static bool peer_allowed(ss__store *s, int fd, struct ucred *cr)
 {
-    socklen_t l = sizeof(*cr);
-
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cr, &l) < 0)
+    if (ss__sys_peercred(fd, cr) < 0)
         return false;
     if (cr->uid == s->conn.uid || cr->uid == 0)
         return true;
@@ -799,8 +804,8 @@ static bool peer_allowed(ss__store *s, int fd, struct ucred *cr)
         return true;
 #ifdef SO_PEERGROUPS
     gid_t groups[256];
-    l = sizeof(groups);
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &l) == 0) {
+    socklen_t l = sizeof(groups);
+    if (ss__sys_getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &l) == 0) {
         for (size_t i = 0; i < l / sizeof(gid_t); i++)
             if (groups[i] == s->conn.group)
                 return true;
@@ -860,17 +865,14 @@ static void accept_all(ss__store *s)
             s->hs.accept_held = true;
             return;
         }
-        int fd = accept4(s->conn.listen_ev.fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        struct ucred cr;
+        int fd = ss__sys_accept4(s->conn.listen_ev.fd, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        struct ucred cr = { 0 };
 
         if (fd < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            if (fd == -EMFILE || fd == -ENFILE || fd == -ENOBUFS || fd == -ENOMEM) {
                 /* the pending connection stays queued and epoll would
                  * report it forever: stop listening for a moment */
-                SS_LOG_ONCE(SS_LOG_WARN, "store: accept: %s (backing off)",
-                            ss_strerror(-errno));
+                SS_LOG_ONCE(SS_LOG_WARN, "store: accept: %s (backing off)", ss_strerror(fd));
                 listen_events(s, 0);
                 s->conn.accept_paused_until = ss__now_ns() + ACCEPT_BACKOFF_NS;
             }
@@ -879,13 +881,13 @@ static void accept_all(ss__store *s)
         if (!peer_allowed(s, fd, &cr)) {
             ss__log_info("store: refused a connection from uid %u pid %d", (unsigned)cr.uid,
                          (int)cr.pid);
-            close(fd);
+            ss__sys_close(fd);
             continue;
         }
         set_bufs(fd);
         ss__conn *c = ss__conn_new(s, fd, cr.pid, cr.uid);
         if (!c) {
-            close(fd);
+            ss__sys_close(fd);
             continue;
         }
         if (ss__loop_add(&s->loop, &c->ev, fd, EPOLLIN, conn_event, c) < 0)

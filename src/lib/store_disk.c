@@ -64,18 +64,12 @@
  */
 #include "store_int.h"
 
-#include <dirent.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
-#include <sys/epoll.h>
 #include <sys/file.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 
 #include "spill.h"
 #include "sys.h"
@@ -98,11 +92,6 @@
 
 /* ============================================================ records */
 
-static ss__spop *op_at(const ss__store *s, uint32_t i)
-{
-    return &s->disk.ops[i / SS_SPOP_CHUNK][i % SS_SPOP_CHUNK];
-}
-
 static int op_new(ss__store *s, uint32_t *out)
 {
     if (!s->disk.ops_free) {
@@ -121,7 +110,7 @@ static int op_new(ss__store *s, uint32_t *out)
         s->disk.ops_cap += SS_SPOP_CHUNK;
     }
     uint32_t i = s->disk.ops_free - 1;
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     s->disk.ops_free = op->next;
     memset(op, 0, sizeof(*op));
     op->fd_ro = -1;
@@ -133,7 +122,7 @@ static int op_new(ss__store *s, uint32_t *out)
 
 static void op_put(ss__store *s, uint32_t i)
 {
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
 
     op->kind = SS_SPOP_FREE;
     op->next = s->disk.ops_free;
@@ -184,17 +173,6 @@ static void loc_of(const ss__store *s, uint32_t e, ss__spill_loc *l)
     l->meta_size = d->meta_size;
     l->data_off = d->data_off;
     l->id = ss__ent(s, e)->id;
-}
-
-static void id_hex(const ss_id *id, char out[2 * SS_ID_SIZE + 1])
-{
-    static const char hex[] = "0123456789abcdef";
-
-    for (int i = 0; i < SS_ID_SIZE; i++) {
-        out[2 * i] = hex[id->b[i] >> 4];
-        out[2 * i + 1] = hex[id->b[i] & 15];
-    }
-    out[2 * SS_ID_SIZE] = '\0';
 }
 
 /* Memory an object's data and meta hold (what spilling it frees). */
@@ -275,9 +253,9 @@ static int spill_start(ss__store *s, uint32_t e)
         /* the disk reads the sealed segment straight from this mapping
          * (O_DIRECT where the filesystem allows) */
         map_len = o->seg_size;
-        map = mmap(NULL, map_len, PROT_READ, MAP_SHARED, o->fd_ro, 0);
-        if (map == MAP_FAILED)
-            return -errno;
+        map = ss__sys_mmap(NULL, map_len, PROT_READ, MAP_SHARED, o->fd_ro, 0);
+        if (ss__is_err(map))
+            return (int)ss__ptr_err(map);
         data = map;
     } else {
         const ss__seg *g = ss__salloc_segment(s->mem.salloc, o->small_slot);
@@ -311,7 +289,7 @@ static int spill_start(ss__store *s, uint32_t e)
         disk_put(s, di);
         goto fail;
     }
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     op->kind = SS_SPOP_SPILL;
     op->disk = di + 1;
     op->id = en->id;
@@ -328,7 +306,7 @@ static int spill_start(ss__store *s, uint32_t e)
     return 0;
 fail:
     if (map)
-        munmap(map, map_len);
+        ss__sys_munmap(map, map_len);
     return rc;
 }
 
@@ -405,7 +383,7 @@ static void restores_stuck(ss__store *s);
 
 static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
 {
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     uint32_t e = op->e, di = op->disk - 1;
     ss__obj *o = ss__obj_at(s, e);
     uint32_t st = ss__ent_state(s, e);
@@ -415,7 +393,7 @@ static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
 
     SS_ASSERT(ss__ent(s, e)->generation == op->generation);
     if (op->map)
-        munmap(op->map, op->map_len);
+        ss__sys_munmap(op->map, op->map_len);
     s->disk.spill_pending -= op->bytes;
     s->disk.nspilling--;
     op_put(s, i);
@@ -488,8 +466,8 @@ static void restores_stuck(ss__store *s)
 {
     int err = stuck_err(s);
 
-    for (uint32_t x = s->disk.rq_head; x && err; x = op_at(s, x - 1)->next)
-        stuck_fail(s, op_at(s, x - 1)->e, err);
+    for (uint32_t x = s->disk.rq_head; x && err; x = ss__disk_op(s, x - 1)->next)
+        stuck_fail(s, ss__disk_op(s, x - 1)->e, err);
 }
 
 int ss__disk_restore_stuck(ss__store *s, const ss_id *id)
@@ -499,8 +477,8 @@ int ss__disk_restore_stuck(ss__store *s, const ss_id *id)
 
     if (e < 0 || !err)
         return 0;
-    for (uint32_t x = s->disk.rq_head; x; x = op_at(s, x - 1)->next)
-        if (op_at(s, x - 1)->e == (uint32_t)e) {
+    for (uint32_t x = s->disk.rq_head; x; x = ss__disk_op(s, x - 1)->next)
+        if (ss__disk_op(s, x - 1)->e == (uint32_t)e) {
             s->cnt.c_restore_errors++; /* for this GET */
             return err;
         }
@@ -510,11 +488,11 @@ int ss__disk_restore_stuck(ss__store *s, const ss_id *id)
 static void restore_mem_free(ss__store *s, ss__spop *op)
 {
     if (op->map) {
-        munmap(op->map, op->map_len);
+        ss__sys_munmap(op->map, op->map_len);
         op->map = NULL;
     }
     if (op->fd_ro >= 0) {
-        close(op->fd_ro);
+        ss__sys_close(op->fd_ro);
         op->fd_ro = -1;
     }
     if (op->seg.fd >= 0)
@@ -556,15 +534,15 @@ static int restore_mem(ss__store *s, ss__spop *op, uint64_t *need)
             goto fail;
         }
         /* the store's one writable mapping of an object: dropped before
-         * the write seal, kept out of any fork of an embedding host */
+         * the write seal, kept out of any fork of an embedding host (the
+         * fork guard covers the moment before MADV_DONTFORK) */
         op->map_len = op->seg.size;
-        op->map = mmap(NULL, op->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, op->seg.fd, 0);
-        if (op->map == MAP_FAILED) {
+        op->map = ss__sys_mmap_shared_rw(op->seg.fd, op->map_len);
+        if (ss__is_err(op->map)) {
+            rc = (int)ss__ptr_err(op->map);
             op->map = NULL;
-            rc = -errno;
             goto fail;
         }
-        madvise(op->map, op->map_len, MADV_DONTFORK);
     } else {
         rc = ss__salloc_alloc(s->mem.salloc, size, op->node, &op->dloc);
         if (rc < 0) {
@@ -617,12 +595,12 @@ static int restore_try(ss__store *s, uint32_t i)
     int rc;
 
     for (;;) {
-        rc = restore_mem(s, op_at(s, i), &need);
+        rc = restore_mem(s, ss__disk_op(s, i), &need);
         /* reclaiming may start spills: op pointers stay valid (chunks) */
         if (rc != -ENOSPC || !ss__obj_reclaim(s, need))
             break;
     }
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     if (rc == -ENOSPC) {
         op->bytes = need;
         return rc;
@@ -649,12 +627,12 @@ static int restore_try(ss__store *s, uint32_t i)
 
 static void rq_push(ss__store *s, uint32_t i)
 {
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
 
     op->rstate = SS_RS_WAITMEM;
     op->next = 0;
     if (s->disk.rq_tail)
-        op_at(s, s->disk.rq_tail - 1)->next = i + 1;
+        ss__disk_op(s, s->disk.rq_tail - 1)->next = i + 1;
     else
         s->disk.rq_head = i + 1;
     s->disk.rq_tail = i + 1;
@@ -665,11 +643,11 @@ static void rq_push(ss__store *s, uint32_t i)
  * the object's fate by err (see the top of the file). */
 static void restore_end(ss__store *s, uint32_t i, int err)
 {
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     uint32_t e = op->e;
     ss__obj *o = ss__obj_at(s, e);
     ss_id id = ss__ent(s, e)->id;
-    char hex[2 * SS_ID_SIZE + 1];
+    char hex[SS_ID_HEX_LEN];
 
     restore_mem_free(s, op);
     op_put(s, i);
@@ -681,7 +659,7 @@ static void restore_end(ss__store *s, uint32_t i, int err)
     }
     if (err == 0 || s->disk.closing)
         return; /* nobody waits for it: it stays on disk */
-    id_hex(&id, hex);
+    ss__id_hex(&id, hex);
     if (err == -EBADMSG || err == -ENOENT) {
         /* the record is damaged (or gone): this object is lost, nothing else */
         ss__log_error("store: spilled object %s is lost: its record in %s is %s; it is "
@@ -716,7 +694,7 @@ int ss__disk_restore_start(ss__store *s, uint32_t e)
         ss__park_restore_done(s, &id, rc);
         return rc;
     }
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     op->kind = SS_SPOP_RESTORE;
     op->e = e;
     op->generation = ss__ent(s, e)->generation;
@@ -748,7 +726,7 @@ void ss__disk_restore_retry(ss__store *s)
     s->disk.rq_head = s->disk.rq_tail = 0;
     while (x) {
         uint32_t i = x - 1;
-        ss__spop *op = op_at(s, i);
+        ss__spop *op = ss__disk_op(s, i);
         x = op->next;
         s->park.parked_need -= op->bytes;
         op->bytes = 0;
@@ -770,12 +748,12 @@ void ss__disk_restore_cancel(ss__store *s, uint32_t e)
 {
     uint32_t prev = 0;
 
-    for (uint32_t x = s->disk.rq_head; x; prev = x, x = op_at(s, x - 1)->next) {
-        ss__spop *op = op_at(s, x - 1);
+    for (uint32_t x = s->disk.rq_head; x; prev = x, x = ss__disk_op(s, x - 1)->next) {
+        ss__spop *op = ss__disk_op(s, x - 1);
         if (op->e != e)
             continue;
         if (prev)
-            op_at(s, prev - 1)->next = op->next;
+            ss__disk_op(s, prev - 1)->next = op->next;
         else
             s->disk.rq_head = op->next;
         if (s->disk.rq_tail == x)
@@ -791,7 +769,7 @@ void ss__disk_restore_cancel(ss__store *s, uint32_t e)
 /* The restored object goes live: SEALED in memory, its GETs answered. */
 static void restore_publish(ss__store *s, uint32_t i)
 {
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     uint32_t e = op->e;
     ss__obj *o = ss__obj_at(s, e);
     ss__index_entry *en = ss__ent(s, e);
@@ -805,7 +783,7 @@ static void restore_publish(ss__store *s, uint32_t i)
         return;
     }
     if (!op->small) {
-        close(op->seg.fd); /* sealed: the store keeps the read-only fd */
+        ss__sys_close(op->seg.fd); /* sealed: the store keeps the read-only fd */
         op->seg.fd = -1;
         ss__pool_writer_done(s->mem.pool); /* the disk is done writing into it */
         o->fd_ro = op->fd_ro;
@@ -844,7 +822,7 @@ static void restore_job_done(ss__store *s, ss__sealjob *j);
 
 static void restore_read_done(ss__store *s, uint32_t i, const ss__spill_done *d)
 {
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     uint32_t e = op->e;
     int status = d->status;
 
@@ -858,7 +836,7 @@ static void restore_read_done(ss__store *s, uint32_t i, const ss__spill_done *d)
         restore_publish(s, i);
         return;
     }
-    munmap(op->map, op->map_len);
+    ss__sys_munmap(op->map, op->map_len);
     op->map = NULL;
     /* write-seal off the loop, like any object segment */
     ss__sealjob *j = calloc(1, sizeof(*j));
@@ -906,7 +884,7 @@ static uint32_t removal_find(const ss__store *s, const ss_id *id)
     if (!s->disk.nremovals && !s->disk.nspilling)
         return 0;
     for (uint32_t i = 0; i < s->disk.ops_cap; i++) {
-        const ss__spop *op = op_at(s, i);
+        const ss__spop *op = ss__disk_op(s, i);
         if ((op->kind == SS_SPOP_DELETE ||
              (op->kind == SS_SPOP_SPILL && ss__ent_state(s, op->e) == SS_IX_DELETED)) &&
             !memcmp(&op->id, id, sizeof(*id)))
@@ -918,7 +896,7 @@ static uint32_t removal_find(const ss__store *s, const ss_id *id)
 /* Hang the waiters list pk on op i. */
 static void waiters_attach(ss__store *s, uint32_t i, ss__parked *pk)
 {
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     ss__parked *last = pk;
 
     for (ss__parked *w = pk; w; w = w->qnext) {
@@ -983,7 +961,7 @@ static void disk_delete(ss__store *s, const ss__spill_loc *loc, ss__parked *pk)
         waiters_pass(s, pk, rc == -ENOENT ? 0 : rc, &loc->id); /* -ENOENT: no record */
         return;
     }
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     op->kind = SS_SPOP_DELETE;
     op->id = loc->id;
     s->disk.nremovals++;
@@ -993,7 +971,7 @@ static void disk_delete(ss__store *s, const ss__spill_loc *loc, ss__parked *pk)
 
 static void delete_done(ss__store *s, uint32_t i, const ss__spill_done *d)
 {
-    ss__spop *op = op_at(s, i);
+    ss__spop *op = ss__disk_op(s, i);
     ss__parked *pk = op->pk;
     ss_id id = op->id;
 
@@ -1019,7 +997,7 @@ void ss__disk_delete_durable(ss__store *s, uint32_t e, ss__parked *pk)
     if (o->flags & SS_OBJF_SPILLING) {
         /* its spill's completion deletes what it wrote, then answers */
         for (uint32_t i = 0; i < s->disk.ops_cap; i++) {
-            ss__spop *op = op_at(s, i);
+            ss__spop *op = ss__disk_op(s, i);
             if (op->kind == SS_SPOP_SPILL && op->e == e) {
                 waiters_attach(s, i, pk);
                 return;
@@ -1045,7 +1023,7 @@ static void spill_unpark(ss__store *s, ss__parked *pk)
 {
     if (pk->spop) {
         ss__parked *tail = NULL; /* the list keeps none */
-        SS_DL_UNLINK(op_at(s, pk->spop - 1)->pk, tail, pk, qprev, qnext);
+        SS_DL_UNLINK(ss__disk_op(s, pk->spop - 1)->pk, tail, pk, qprev, qnext);
         (void)tail;
     }
     pk->qprev = pk->qnext = NULL;
@@ -1059,7 +1037,7 @@ static void apply(ss__store *s, const ss__spill_done *d)
     s->disk.ops_engine--;
     if (d->op == SS_SPILL_OP_DELETE)
         delete_done(s, i, d);
-    else if (op_at(s, i)->kind == SS_SPOP_SPILL)
+    else if (ss__disk_op(s, i)->kind == SS_SPOP_SPILL)
         spill_done(s, i, d);
     else
         restore_read_done(s, i, d);
@@ -1142,8 +1120,8 @@ void ss__disk_drain(ss__store *s)
     /* restores still waiting for memory: their GETs were answered */
     while (s->disk.rq_head) {
         uint32_t i = s->disk.rq_head - 1;
-        s->disk.rq_head = op_at(s, i)->next;
-        s->park.parked_need -= op_at(s, i)->bytes;
+        s->disk.rq_head = ss__disk_op(s, i)->next;
+        s->park.parked_need -= ss__disk_op(s, i)->bytes;
         restore_end(s, i, 0);
     }
     s->disk.rq_tail = 0;
@@ -1165,7 +1143,7 @@ void ss__disk_teardown(ss__store *s)
         ss__disk_drain(s);
         /* restores whose seal job died with the worker */
         for (uint32_t i = 0; i < s->disk.ops_cap; i++) {
-            ss__spop *op = op_at(s, i);
+            ss__spop *op = ss__disk_op(s, i);
             if (op->kind == SS_SPOP_RESTORE && op->rstate == SS_RS_SEAL)
                 restore_end(s, i, 0);
         }
@@ -1177,8 +1155,8 @@ void ss__disk_teardown(ss__store *s)
              * lock; a store that opens it meanwhile retries (setup). */
             char p[sizeof(s->disk.spill_dir) + 8];
             snprintf(p, sizeof(p), "%s/lock", s->disk.spill_dir);
-            unlink(p);
-            rmdir(s->disk.spill_dir);
+            (void)ss__sys_unlinkat(AT_FDCWD, p, 0);
+            (void)ss__sys_unlinkat(AT_FDCWD, s->disk.spill_dir, AT_REMOVEDIR);
         }
         ss__spill_close(s->disk.sp);
         s->disk.sp = NULL;
@@ -1246,23 +1224,23 @@ void ss__disk_fill_stats(ss__store *s, ss_stats *st)
 static int default_dir(char *buf, size_t len)
 {
     const char *t = getenv("TMPDIR");
+    unsigned uid = (unsigned)ss__sys_geteuid();
     struct stat st;
-    int n;
+    int n, rc;
 
     if (t && t[0] == '/')
-        n = snprintf(buf, len, "%s/sealstore-%u-spill", t, (unsigned)geteuid());
+        n = snprintf(buf, len, "%s/sealstore-%u-spill", t, uid);
     else
-        n = snprintf(buf, len, "/var/tmp/sealstore-%u", (unsigned)geteuid());
+        n = snprintf(buf, len, "/var/tmp/sealstore-%u", uid);
     if (n < 0 || (size_t)n >= len)
         return -ENAMETOOLONG;
-    if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-        return -errno;
+    if ((rc = ss__sys_mkdirat(AT_FDCWD, buf, 0700)) < 0 && rc != -EEXIST)
+        return rc;
     /* someone else's directory, or one others can enter: never ours */
-    if (lstat(buf, &st) < 0)
-        return -errno;
-    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077)) {
-        ss__log_error("store: %s is not a directory owned by uid %u with mode 0700", buf,
-                      (unsigned)geteuid());
+    if ((rc = ss__sys_fstatat(AT_FDCWD, buf, &st, AT_SYMLINK_NOFOLLOW)) < 0)
+        return rc;
+    if (!S_ISDIR(st.st_mode) || st.st_uid != uid || (st.st_mode & 077)) {
+        ss__log_error("store: %s is not a directory owned by uid %u with mode 0700", buf, uid);
         return -EPERM;
     }
     return 0;
@@ -1272,17 +1250,13 @@ static int default_dir(char *buf, size_t len)
  * leftovers (lock, unfinished .tmp, .probe-*), -1 something else. */
 static int dir_kind(int dfd)
 {
-    int fd = dup(dfd), kind = 0;
-    DIR *d;
+    DIR *d = ss__sys_dir_reopen(dfd); /* rewound: starts over */
     struct dirent *de;
+    int kind = 0;
 
-    if (fd < 0 || !(d = fdopendir(fd))) {
-        if (fd >= 0)
-            close(fd);
+    if (ss__is_err(d))
         return -1;
-    }
-    rewinddir(d); /* a dup shares its offset with dfd: start over */
-    while (kind == 0 && (de = readdir(d))) {
+    while (kind == 0 && ss__sys_readdir(d, &de) > 0) {
         const char *n = de->d_name;
         size_t l = strlen(n);
         if (!strcmp(n, ".") || !strcmp(n, "..") || !strcmp(n, "lock") ||
@@ -1290,26 +1264,21 @@ static int dir_kind(int dfd)
             continue;
         kind = l > 6 && !strcmp(n + l - 6, ".spill") ? 1 : -1;
     }
-    closedir(d);
+    ss__sys_closedir(d);
     return kind;
 }
 
 static void remove_leftovers(int dfd)
 {
-    int fd = dup(dfd);
-    DIR *d;
+    DIR *d = ss__sys_dir_reopen(dfd);
     struct dirent *de;
 
-    if (fd < 0 || !(d = fdopendir(fd))) {
-        if (fd >= 0)
-            close(fd);
+    if (ss__is_err(d))
         return;
-    }
-    rewinddir(d);
-    while ((de = readdir(d)))
+    while (ss__sys_readdir(d, &de) > 0)
         if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-            unlinkat(dfd, de->d_name, 0);
-    closedir(d);
+            (void)ss__sys_unlinkat(dfd, de->d_name, 0);
+    ss__sys_closedir(d);
 }
 
 /*
@@ -1321,34 +1290,35 @@ static void remove_leftovers(int dfd)
  */
 static void sweep_dead(const char *top, const char *own)
 {
-    DIR *d = opendir(top);
+    DIR *d = ss__sys_opendir(top);
     struct dirent *de;
 
-    if (!d)
+    if (ss__is_err(d))
         return;
-    while ((de = readdir(d))) {
+    while (ss__sys_readdir(d, &de) > 0) {
         struct stat sb;
         int dfd, lfd;
 
         if (strncmp(de->d_name, "store-", 6) || strlen(de->d_name) != 22 ||
             !strcmp(de->d_name, own))
             continue;
-        dfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        dfd = ss__sys_openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+                             0);
         if (dfd < 0)
             continue;
-        lfd = openat(dfd, "lock", O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-        if (lfd >= 0 && fstat(dfd, &sb) == 0 && sb.st_uid == geteuid() &&
-            flock(lfd, LOCK_EX | LOCK_NB) == 0 && dir_kind(dfd) == 0) {
+        lfd = ss__sys_openat(dfd, "lock", O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
+        if (lfd >= 0 && ss__sys_fstat(dfd, &sb) == 0 && sb.st_uid == ss__sys_geteuid() &&
+            ss__sys_flock(lfd, LOCK_EX | LOCK_NB) == 0 && dir_kind(dfd) == 0) {
             remove_leftovers(dfd);
-            if (unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR) == 0)
+            if (ss__sys_unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR) == 0)
                 ss__log_info("store: removed %s/%s, left empty by a store that died", top,
                              de->d_name);
         }
         if (lfd >= 0)
-            close(lfd);
-        close(dfd);
+            ss__sys_close(lfd);
+        ss__sys_close(dfd);
     }
-    closedir(d);
+    ss__sys_closedir(d);
 }
 
 /* The socket path made absolute, its directory resolved: the key of this
@@ -1365,7 +1335,7 @@ static void socket_key(const ss__store *s, char *out, size_t len)
         snprintf(dir, sizeof(dir), "%.*s", (int)(slash - s->bind.path), s->bind.path);
     else
         snprintf(dir, sizeof(dir), ".");
-    if (realpath(dir, real))
+    if (ss__sys_realpath(dir, real) == 0)
         snprintf(out, len, "%s/%s", strcmp(real, "/") ? real : "", base);
     else
         snprintf(out, len, "%s", s->bind.path);
@@ -1521,10 +1491,9 @@ int ss__disk_setup(ss__store *s)
     if (!opt[0]) {
         rc = default_dir(top, sizeof(top));
     } else {
-        rc = 0;
         snprintf(top, sizeof(top), "%s", opt);
-        if (mkdir(top, 0700) < 0 && errno != EEXIST)
-            rc = -errno;
+        if ((rc = ss__sys_mkdirat(AT_FDCWD, top, 0700)) == -EEXIST)
+            rc = 0;
     }
     socket_key(s, key, sizeof(key));
     if (rc == 0 &&
@@ -1552,7 +1521,7 @@ int ss__disk_setup(ss__store *s)
         rc = ss__spill_open(&s->disk.sp, &p);
         if ((rc != -EBUSY && rc != -ENOENT) || ss__now_ns() >= end)
             break;
-        usleep(20000);
+        ss__sys_sleep_ns(20 * 1000000ull);
     }
     if (rc < 0) {
         s->disk.sp = NULL;

@@ -5,7 +5,7 @@
  * first: loop.c (event loop core, loop.h), store_seal.c (the seal worker),
  * store_conn.c (connections, wire, fd budget), store_park.c (parked
  * requests, timers, waiters), store_obj.c (the object table, capacity),
- * store_disk.c (spilling to disk and restoring: the store's side of the
+ * store_check.c (the invariants, read-only), store_disk.c (spilling to disk and restoring: the store's side of the
  * spill engine), store_get.c (GET), store_req.c (the other requests) and
  * store.c (lifecycle); index.c is the shared index memfd.
  *
@@ -616,6 +616,11 @@ typedef struct ss__sealjob {
     bool release;             /* SS_SEALF_RELEASE: drop the creator's reference once sealed */
 } ss__sealjob;
 
+/* Tests: when not 0, the next job the worker runs ends with this error
+ * instead of sealing (as a tampered memfd or a dry hugetlb pool make it
+ * end). Set by a test thread, taken by the worker (__atomic_exchange). */
+extern int ss__g_seal_fail;
+
 /* ============================================ handlers registered upward */
 
 
@@ -641,7 +646,7 @@ typedef struct ss__obj_disk_hooks {
     bool (*spill)(ss__store *s, uint64_t target, bool demand);
 } ss__obj_disk_hooks;
 
-#define SS_STORE_HOOKS 8u /* the loop's turn hooks (store.c) */
+#define SS_STORE_HOOKS 9u /* the loop's turn hooks (store.c) */
 
 /* ================================================================ store */
 /*
@@ -850,6 +855,10 @@ struct ss__store {
     ss__store_counters cnt;
 };
 
+/* ---- store_check.c: the invariants (listed there) in one read-only walk:
+ * 0, or -SS_E_CORRUPT after logging the first broken one. */
+int ss__store_validate(const ss__store *s);
+
 /* ====================================================== functions by layer
  * Lowest first; each layer calls only layers above it in this list
  * (tools/layers.sh checks it from the objects). loop.h is the lowest. */
@@ -947,6 +956,12 @@ void ss__park_fini(ss__store *s);
  * (GET layer); a parked DELETE is freed: off its op's list (disk glue). */
 void ss__park_on_ready(ss__store *s, void (*ready)(ss__store *s, ss__parked *pk));
 void ss__park_on_unpark(ss__store *s, void (*unpark)(ss__store *s, ss__parked *pk));
+/* The waiter hash's bucket of an id (buckets: a power of two). */
+static inline uint32_t ss__park_wait_bucket(const ss__store *s, const ss_id *id)
+{
+    return (uint32_t)(ss__index_hash(id, s->tab.ix.key ^ 0x5bd1e995u) &
+                      (s->park.wait_nbuckets - 1));
+}
 /* deadline_ns: UINT64_MAX for none. NULL: out of memory. */
 ss__parked *ss__parked_new(ss__store *s, ss__conn *c, int type, uint32_t req_id,
                            uint64_t deadline_ns);
@@ -997,6 +1012,12 @@ static inline uint32_t ss__ent_state(const ss__store *s, uint32_t e)
     return SS_IX_STATE(ss__ent(s, e)->info);
 }
 void ss__ent_set_state(ss__store *s, uint32_t e, uint32_t state);
+/* The deleted-but-referenced chains' bucket of an id (a power of two). */
+static inline uint32_t ss__obj_det_bucket(const ss__store *s, const ss_id *id)
+{
+    return (uint32_t)(ss__index_hash(id, s->tab.ix.key ^ 0x2545f491u) &
+                      (s->tab.det_nbuckets - 1));
+}
 int ss__obj_alloc(ss__store *s, uint32_t *out);
 void ss__lru_remove(ss__store *s, uint32_t e);
 void ss__lru_push(ss__store *s, uint32_t e);
@@ -1043,6 +1064,11 @@ ss__ref *ss__ref_held(ss__store *s, ss__conn *c, const ss_id *id);
 void ss__ref_drop_all(ss__store *s, ss__conn *c);
 
 /* ---- store_disk.c: the store's side of the spill engine */
+/* Op i (its cookie with the engine); ops sit in chunks and never move. */
+static inline ss__spop *ss__disk_op(const ss__store *s, uint32_t i)
+{
+    return &s->disk.ops[i / SS_SPOP_CHUNK][i % SS_SPOP_CHUNK];
+}
 /* Register the disk glue's handlers with the object table and the parking
  * layer; scan_end: the request layer's "the startup scan is over". */
 void ss__disk_register(ss__store *s, void (*on_scan_end)(ss__store *s));

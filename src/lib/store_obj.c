@@ -43,7 +43,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "sys.h"
 
@@ -179,7 +178,7 @@ ss__small *ss__small_rec(ss__store *s, uint32_t slot)
     ss__small *sm = &s->tab.smalls[slot];
     if (sm->no == 0 || sm->seg != g) {
         if (sm->ro_fd >= 0)
-            close(sm->ro_fd);
+            ss__sys_close(sm->ro_fd);
         if (++s->tab.next_small_no == 0)
             s->tab.next_small_no = 1;
         sm->no = s->tab.next_small_no;
@@ -195,7 +194,7 @@ void ss__small_check(ss__store *s, uint32_t slot)
     if (slot < s->tab.nsmalls && !ss__salloc_segment(s->mem.salloc, slot)) {
         ss__small *sm = &s->tab.smalls[slot];
         if (sm->ro_fd >= 0)
-            close(sm->ro_fd);
+            ss__sys_close(sm->ro_fd);
         sm->ro_fd = -1;
         sm->no = 0;
         sm->seg = NULL;
@@ -257,7 +256,7 @@ void ss__obj_drop_mem(ss__store *s, uint32_t e)
         bool writing = o->fd_ro >= 0 && o->fd_rw >= 0; /* never sealed */
 
         if (writing)
-            close(o->fd_rw);
+            ss__sys_close(o->fd_rw);
         ss__obj_seg_free(s, &seg, writing);
     } else {
         ss__small_free(s, o->small_slot, en->data_off64, en->size);
@@ -320,16 +319,12 @@ void ss__obj_free(ss__store *s, uint32_t e)
 
 /* Deleted objects still referenced, by id, so a RELEASE naming the id can
  * find them (the live hash no longer has them). Chained through the
- * object's prev/next, which the LRU does not use for these. Rare. */
-static inline uint32_t det_bucket(const ss__store *s, const ss_id *id)
-{
-    return (uint32_t)(ss__index_hash(id, s->tab.ix.key ^ 0x2545f491u) & (s->tab.det_nbuckets - 1));
-}
-
+ * object's prev/next, which the LRU does not use for these. Rare. The
+ * bucket of an id: ss__obj_det_bucket (store_int.h). */
 static void det_add(ss__store *s, uint32_t e)
 {
     ss__obj *o = ss__obj_at(s, e);
-    uint32_t b = det_bucket(s, &ss__ent(s, e)->id);
+    uint32_t b = ss__obj_det_bucket(s, &ss__ent(s, e)->id);
 
     o->prev = 0;
     o->next = s->tab.det_buckets[b];
@@ -345,7 +340,7 @@ static void det_remove(ss__store *s, uint32_t e)
     if (o->prev)
         ss__obj_at(s, o->prev - 1)->next = o->next;
     else
-        s->tab.det_buckets[det_bucket(s, &ss__ent(s, e)->id)] = o->next;
+        s->tab.det_buckets[ss__obj_det_bucket(s, &ss__ent(s, e)->id)] = o->next;
     if (o->next)
         ss__obj_at(s, o->next - 1)->prev = o->prev;
     o->prev = o->next = 0;
@@ -576,7 +571,7 @@ ss__ref *ss__ref_held(ss__store *s, ss__conn *c, const ss_id *id)
 
     if (e >= 0 && ss__ent_state(s, (uint32_t)e) == SS_IX_SEALED)
         best = ss__ref_find(c, (uint32_t)e);
-    for (uint32_t x = s->tab.det_buckets[det_bucket(s, id)]; x; x = ss__obj_at(s, x - 1)->next) {
+    for (uint32_t x = s->tab.det_buckets[ss__obj_det_bucket(s, id)]; x; x = ss__obj_at(s, x - 1)->next) {
         if (memcmp(&ss__ent(s, x - 1)->id, id, sizeof(*id)) || !(r = ss__ref_find(c, x - 1)))
             continue;
         if (!best || (int32_t)(r->seq - best->seq) < 0)
@@ -662,7 +657,7 @@ void ss__obj_fini(ss__store *s)
     }
     for (uint32_t i = 0; i < s->tab.nsmalls; i++)
         if (s->tab.smalls[i].ro_fd >= 0)
-            close(s->tab.smalls[i].ro_fd);
+            ss__sys_close(s->tab.smalls[i].ro_fd);
     free(s->tab.smalls);
     s->tab.smalls = NULL;
     s->tab.nsmalls = 0;

@@ -66,14 +66,9 @@ void ss__park_on_unpark(ss__store *s, void (*unpark)(ss__store *s, ss__parked *p
 
 /* ============================================================ wait hash */
 
-static inline uint32_t wait_bucket(const ss__store *s, const ss_id *id)
-{
-    return (uint32_t)(ss__index_hash(id, s->tab.ix.key ^ 0x5bd1e995u) & (s->park.wait_nbuckets - 1));
-}
-
 void ss__park_wait_link(ss__store *s, ss__waitnode *w)
 {
-    uint32_t b = wait_bucket(s, &w->id);
+    uint32_t b = ss__park_wait_bucket(s, &w->id);
 
     w->prev = NULL;
     w->next = s->park.wait_buckets[b];
@@ -90,7 +85,7 @@ static void wait_unlink(ss__store *s, ss__waitnode *w)
     if (w->prev)
         w->prev->next = w->next;
     else
-        s->park.wait_buckets[wait_bucket(s, &w->id)] = w->next;
+        s->park.wait_buckets[ss__park_wait_bucket(s, &w->id)] = w->next;
     if (w->next)
         w->next->prev = w->prev;
     w->linked = false;
@@ -98,7 +93,7 @@ static void wait_unlink(ss__store *s, ss__waitnode *w)
 
 bool ss__park_id_held(const ss__store *s, const ss_id *id)
 {
-    for (ss__waitnode *w = s->park.wait_buckets[wait_bucket(s, id)]; w; w = w->next)
+    for (ss__waitnode *w = s->park.wait_buckets[ss__park_wait_bucket(s, id)]; w; w = w->next)
         if (!memcmp(&w->id, id, sizeof(*id)))
             return true;
     return false;
@@ -106,7 +101,7 @@ bool ss__park_id_held(const ss__store *s, const ss_id *id)
 
 bool ss__park_restore_wanted(const ss__store *s, const ss_id *id)
 {
-    for (ss__waitnode *w = s->park.wait_buckets[wait_bucket(s, id)]; w; w = w->next)
+    for (ss__waitnode *w = s->park.wait_buckets[ss__park_wait_bucket(s, id)]; w; w = w->next)
         if (w->kind == SS_WN_RESTORE && !memcmp(&w->id, id, sizeof(*id)))
             return true;
     return false;
@@ -320,7 +315,7 @@ void ss__park_wake(ss__store *s, const ss_id *id)
 {
     ss__parked *ready = NULL;
 
-    for (ss__waitnode *w = s->park.wait_buckets[wait_bucket(s, id)]; w; w = w->next) {
+    for (ss__waitnode *w = s->park.wait_buckets[ss__park_wait_bucket(s, id)]; w; w = w->next) {
         if (w->kind == SS_WN_HOLD || memcmp(&w->id, id, sizeof(*id)))
             continue;
         ss__parked *pk = w->pk;
@@ -339,7 +334,7 @@ static int restore_waiters(ss__store *s, const ss_id *id, int err, bool expired_
     ss__parked *ready = NULL;
     int n = 0;
 
-    for (ss__waitnode *w = s->park.wait_buckets[wait_bucket(s, id)]; w; w = w->next) {
+    for (ss__waitnode *w = s->park.wait_buckets[ss__park_wait_bucket(s, id)]; w; w = w->next) {
         if (w->kind != SS_WN_RESTORE || memcmp(&w->id, id, sizeof(*id)) ||
             (expired_only && !w->pk->expired))
             continue;

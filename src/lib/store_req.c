@@ -38,7 +38,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "stats.h"
 #include "sys.h"
@@ -262,7 +261,7 @@ static void create_untake(ss__store *s, const create_args *a, create_mem_t *m)
         ss__small_check(s, m->dloc.seg);
     }
     if (m->fd_ro >= 0)
-        close(m->fd_ro);
+        ss__sys_close(m->fd_ro);
     if (m->seg.fd >= 0)
         ss__obj_seg_free(s, &m->seg, true);
 }
@@ -693,7 +692,7 @@ static void seal_job_done(ss__store *s, ss__sealjob *j)
         s->cnt.c_aborts++;
         ss__obj_free(s, j->e); /* its creator is gone: nobody else holds it */
     } else if (j->rc == 0) {
-        close(o->fd_rw);
+        ss__sys_close(o->fd_rw);
         o->fd_rw = -1;
         sealed(s, c, j->e, j->req_id, j->release);
         ss__pool_writer_done(s->mem.pool); /* after the reply: refills wait */
@@ -702,10 +701,16 @@ static void seal_job_done(ss__store *s, ss__sealjob *j)
     } else {
         /* -EPERM: seals tampered with; anything else (fallocate ENOSPC
          * on an exhausted hugetlb pool): never publish what we could
-         * not verify or account */
+         * not verify or account. The reply says so (SS_MSGF_ABORTED) and
+         * keeps the cause: the creator's reference went with the object,
+         * and its library drops its hold on this flag alone. */
+        ss__msg_hdr r;
+
         ss__log_info("store: seal failed (%s): object aborted", ss_strerror(j->rc));
         abort_obj(s, c, j->e);
-        ss__conn_reply_status(s, c, SS_MSG_SEAL, j->req_id, j->rc);
+        ss__proto_hdr(&r, SS_MSG_SEAL, j->req_id, sizeof(r), j->rc,
+                      SS_MSGF_REPLY | SS_MSGF_ABORTED);
+        ss__conn_send(s, c, &r, sizeof(r), NULL, 0);
     }
     free(j);
     if (c->dead) {

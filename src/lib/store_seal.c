@@ -20,21 +20,28 @@
  */
 #include "store_int.h"
 
-#include <signal.h>
 #include <stdlib.h>
-#include <unistd.h>
-#include <sys/epoll.h>
 #include <sys/eventfd.h>
 
 #include "sys.h"
 
+int ss__g_seal_fail;
+
+/* Seal one job's segment (its rc), or fail it as a test asked. */
+static void seal_run(ss__sealjob *j)
+{
+    int fail = __atomic_load_n(&ss__g_seal_fail, __ATOMIC_RELAXED)
+                   ? __atomic_exchange_n(&ss__g_seal_fail, 0, __ATOMIC_RELAXED)
+                   : 0;
+
+    j->rc = fail ? fail : ss__seg_seal_write(j->fd, j->size);
+}
+
 static void *seal_worker(void *arg)
 {
     ss__store *s = arg;
-    sigset_t all;
 
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    (void)ss__sys_block_signals(NULL);
     pthread_mutex_lock(&s->seal.lock);
     for (;;) {
         while (!s->seal.todo && !s->seal.stop)
@@ -47,15 +54,14 @@ static void *seal_worker(void *arg)
             s->seal.todo_tail = NULL;
         pthread_mutex_unlock(&s->seal.lock);
 
-        j->rc = ss__seg_seal_write(j->fd, j->size);
+        seal_run(j);
 
         pthread_mutex_lock(&s->seal.lock);
         j->next = s->seal.done;
         s->seal.done = j;
         s->seal.inflight--;
-        uint64_t one = 1;
-        ssize_t w = write(s->seal.efd, &one, sizeof(one));
-        (void)w; /* an eventfd write only fails at 2^64-1 */
+        /* an eventfd write only fails at 2^64-1 */
+        (void)ss__sys_eventfd_write(s->seal.efd, 1);
     }
     pthread_mutex_unlock(&s->seal.lock);
     return NULL;
@@ -98,9 +104,12 @@ int ss__seal_start(ss__store *s)
 {
     int rc;
 
-    s->seal.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (s->seal.efd < 0)
-        return -errno;
+    s->seal.efd = ss__sys_eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s->seal.efd < 0) {
+        rc = s->seal.efd;
+        s->seal.efd = -1;
+        return rc;
+    }
     if ((rc = ss__loop_add(&s->loop, &s->seal.ev, s->seal.efd, EPOLLIN, seal_event, s)) < 0)
         return rc;
     rc = pthread_mutex_init(&s->seal.lock, NULL);
@@ -158,7 +167,7 @@ void ss__seal_finish(ss__store *s)
         pthread_mutex_lock(&s->seal.lock);
         for (ss__sealjob *j = s->seal.todo, *nx; j; j = nx) {
             nx = j->next;
-            j->rc = ss__seg_seal_write(j->fd, j->size);
+            seal_run(j);
             j->next = s->seal.done;
             s->seal.done = j;
             s->seal.inflight--;
@@ -189,6 +198,6 @@ void ss__seal_fini(ss__store *s)
         s->seal.sync = false;
     }
     if (s->seal.efd >= 0)
-        close(s->seal.efd);
+        ss__sys_close(s->seal.efd);
     s->seal.efd = -1;
 }

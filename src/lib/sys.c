@@ -278,6 +278,11 @@ int ss__sys_fstatfs(int fd, struct statfs *st)
     return neg(fstatfs(fd, st));
 }
 
+int ss__sys_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *sx)
+{
+    return neg(statx(dirfd, path, flags, mask, sx));
+}
+
 int ss__sys_fcntl(int fd, int cmd, int arg)
 {
     return neg(fcntl(fd, cmd, arg));
@@ -343,6 +348,11 @@ int ss__sys_realpath(const char *path, char *buf)
     return realpath(path, buf) ? 0 : -errno;
 }
 
+int ss__sys_mkdtemp(char *tmpl)
+{
+    return mkdtemp(tmpl) ? 0 : -errno;
+}
+
 DIR *ss__sys_opendir(const char *path)
 {
     DIR *d = opendir(path);
@@ -352,7 +362,9 @@ DIR *ss__sys_opendir(const char *path)
 
 DIR *ss__sys_dir_reopen(int dirfd)
 {
-    int fd = ss__sys_dup(dirfd), err;
+    /* close-on-exec from the start: fdopendir sets it too, but only
+     * after a window in which a fork + exec elsewhere would inherit it */
+    int fd = ss__sys_dup_cloexec(dirfd), err;
     DIR *d;
 
     if (fd < 0)
@@ -360,7 +372,7 @@ DIR *ss__sys_dir_reopen(int dirfd)
     d = fdopendir(fd);
     if (!d) {
         err = -errno;
-        close(fd);
+        ss__sys_close(fd);
         return ss__err_ptr(err);
     }
     rewinddir(d);

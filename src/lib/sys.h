@@ -104,6 +104,12 @@ int ss__sys_fstat(int fd, struct stat *st); /* no EINTR */
  * no EINTR */
 int ss__sys_fstatat(int dirfd, const char *path, struct stat *st, int flags);
 int ss__sys_fstatfs(int fd, struct statfs *st); /* no EINTR */
+/* statx(2): the fields of mask that the filesystem knows into *sx (see
+ * sx->stx_mask); dirfd + AT_EMPTY_PATH with path "" for an open fd;
+ * no EINTR (struct statx is a GNU type: declared for files without
+ * _GNU_SOURCE, as the socket types below) */
+struct statx;
+int ss__sys_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *sx);
 /* fcntl with an int argument (F_DUPFD_CLOEXEC, F_GETFL, F_SETFL, ...):
  * its result or -errno; EINTR returned (only lock waits can see it) */
 int ss__sys_fcntl(int fd, int cmd, int arg);
@@ -124,11 +130,15 @@ int ss__sys_fchownat(int dirfd, const char *path, uid_t uid, gid_t gid, int flag
 int ss__sys_faccessat(int dirfd, const char *path, int mode, int flags);
 /* realpath(3) into buf (PATH_MAX bytes) */
 int ss__sys_realpath(const char *path, char *buf);
+/* mkdtemp(3): tmpl (ending in XXXXXX) becomes a new private directory; 0
+ * or -errno. No EINTR. */
+int ss__sys_mkdtemp(char *tmpl);
 /* A directory stream: a pointer or ss__err_ptr(-errno). */
 DIR *ss__sys_opendir(const char *path);
-/* A stream over the directory open as dirfd, read from its start: a dup of
- * dirfd (the stream closes it; dirfd stays open). A dup shares its offset
- * with dirfd, so the stream is rewound before it is returned. */
+/* A stream over the directory open as dirfd, read from its start: a
+ * close-on-exec dup of dirfd (the stream closes it; dirfd stays open; a
+ * fork + exec by another thread never inherits it). A dup shares its
+ * offset with dirfd, so the stream is rewound before it is returned. */
 DIR *ss__sys_dir_reopen(int dirfd);
 /* The next entry into *e: 1, 0 at the end, or -errno. */
 int ss__sys_readdir(DIR *d, struct dirent **e);

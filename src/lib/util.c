@@ -28,3 +28,14 @@ int ss__array_grow(void **arr, size_t *cap, size_t need, size_t size, size_t fir
     *cap = n;
     return 0;
 }
+
+void ss__id_hex(const ss_id *id, char out[SS_ID_HEX_LEN])
+{
+    static const char hx[] = "0123456789abcdef";
+
+    for (int i = 0; i < SS_ID_SIZE; i++) {
+        out[2 * i] = hx[id->b[i] >> 4];
+        out[2 * i + 1] = hx[id->b[i] & 15];
+    }
+    out[2 * SS_ID_SIZE] = '\0';
+}

@@ -283,7 +283,7 @@ static void test_id_parse(void **state)
     assert_int_equal(id.b[0], 0x01);
     assert_int_equal(id.b[8], 0xab);
     assert_int_equal(id.b[19], 0x01);
-    id_to_hex(&id, hex);
+    ss__id_hex(&id, hex);
     assert_string_equal(hex, "0123456789abcdefabcdef0123456789abcdef01");
     assert_int_equal(id_parse(hex, &back), 0);
     assert_memory_equal(&id, &back, sizeof(id));
@@ -659,9 +659,9 @@ static void test_ls(void **state)
     struct run r;
 
     need_store();
-    id_to_hex(&a, ha);
-    id_to_hex(&b, hb);
-    id_to_hex(&c, hc);
+    ss__id_hex(&a, ha);
+    ss__id_hex(&b, hb);
+    ss__id_hex(&c, hc);
     t_assert_ok(ss_put_ex(g_c, &a, "hello", 5, "m", 1, SS_LIFETIME_CREATOR));
     t_assert_ok(ss_put(g_c, &b, "", 0, NULL, 0));
     t_assert_ok(ss_create(g_c, &c, 100000, NULL, 0, &data)); /* never sealed */
@@ -734,8 +734,8 @@ static void test_rm_then_get(void **state)
     struct run r;
 
     need_store();
-    id_to_hex(&a, ha);
-    id_to_hex(&b, hb);
+    ss__id_hex(&a, ha);
+    ss__id_hex(&b, hb);
     t_assert_ok(ss_put(g_c, &a, "x", 1, NULL, 0));
     t_assert_ok(ss_put(g_c, &b, "y", 1, NULL, 0));
     tool(&r, NULL, 0, ARGS(S, "rm", ha));
@@ -768,7 +768,7 @@ static void test_get_wait(void **state)
     void *data;
 
     need_store();
-    id_to_hex(&a, ha);
+    ss__id_hex(&a, ha);
     tool(&r, NULL, 4, ARGS(S, "get", ha, "--timeout", "30"));
     assert_non_null(strstr(r.err, "timeout"));
     run_free(&r);
@@ -797,7 +797,7 @@ static void test_watch_count(void **state)
     struct run r;
 
     need_store();
-    id_to_hex(&a, ha);
+    ss__id_hex(&a, ha);
     spawn_tool(&r, NULL, ARGS(S, "watch", "--count", "2"));
     wait_contains(r.err_path, "watching", 10000);
     t_assert_ok(ss_put(g_c, &a, "12345", 5, NULL, 0));
@@ -825,7 +825,7 @@ static void test_watch_json_sigint(void **state)
     int status;
 
     need_store();
-    id_to_hex(&a, ha);
+    ss__id_hex(&a, ha);
     spawn_tool(&r, NULL, ARGS(S, "--json", "watch"));
     wait_contains(r.err_path, "watching", 10000);
     t_assert_ok(ss_put(g_c, &a, "xyz", 3, NULL, 0));

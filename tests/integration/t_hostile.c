@@ -5,10 +5,11 @@
  * its code). Raw SOCK_SEQPACKET connections send what the library never
  * would: random bytes (seeded), truncated headers, wrong magic or version,
  * unknown types, absurd counts and lengths, lying len fields, fds in
- * requests, requests before HELLO, releases without references, seals and
- * aborts of another client's object, huge meta and sizes, a client that
- * never reads its replies, a subscriber that never reads its events, and a
- * creator SIGKILLed with a large object mapped.
+ * requests, requests before HELLO, a HELLO of another protocol version,
+ * releases without references, seals and aborts of another client's
+ * object, huge meta and sizes, a client that never reads its replies, a
+ * subscriber that never reads its events, and a creator SIGKILLed with a
+ * large object mapped.
  *
  * After every case: a well-behaved raw client (HELLO + CONTAINS) still gets
  * correct answers, and the store's fd count is back to its baseline.
@@ -30,9 +31,11 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
+#include "client_int.h"
 #include "options.h"
 #include "proto.h"
 #include "store.h"
+#include "store_int.h"
 
 static ss__store *g_store;
 static char g_path[108];
@@ -646,6 +649,71 @@ static void t_before_hello(void **state)
     check_store_ok();
 }
 
+/* A HELLO of another protocol version (right magic, whatever body that
+ * version has) gets a header-only reply in this store's version with
+ * status -SS_E_VERSION, then the store closes the connection; a HELLO with
+ * a wrong magic is closed unanswered. */
+static void t_hello_other_version(void **state)
+{
+    static const struct {
+        uint16_t version;
+        uint32_t body;
+    } cases[] = {
+        { SS_PROTO_VERSION + 1, sizeof(ss__req_hello) },
+        { SS_PROTO_VERSION + 1, 0 },
+        { SS_PROTO_VERSION + 1, sizeof(ss__req_hello) + 24 },
+        { SS_PROTO_VERSION - 1, sizeof(ss__req_hello) },
+        { 0xffff, 8 },
+    };
+    unsigned char buf[256];
+    ss__msg_hdr h;
+    uint64_t errs0 = proto_errors();
+
+    (void)state;
+    for (size_t i = 0; i < SS_ARRAY_SIZE(cases); i++) {
+        int fd = rconn();
+        uint32_t len = (uint32_t)sizeof(h) + cases[i].body;
+
+        memset(buf, 0, sizeof(buf));
+        ss__proto_hdr(&h, SS_MSG_HELLO, 7 + (uint32_t)i, len, 0, 0);
+        h.version = cases[i].version;
+        memcpy(buf, &h, sizeof(h));
+        rsend(fd, buf, len);
+        ssize_t n = rrecv(fd, buf, sizeof(buf), NULL, NULL, 5000);
+        if (n <= 0)
+            fail_msg("HELLO of version %u: no reply (%zd)", cases[i].version, n);
+        assert_int_equal(n, sizeof(h));
+        t_assert_ok(ss__proto_check_reply(buf, (size_t)n, 0));
+        memcpy(&h, buf, sizeof(h));
+        assert_int_equal(h.magic, SS_PROTO_MAGIC);
+        assert_int_equal(h.version, SS_PROTO_VERSION);
+        assert_int_equal(h.type, SS_MSG_HELLO);
+        assert_int_equal(h.req_id, 7 + i);
+        assert_int_equal(h.flags, SS_MSGF_REPLY);
+        assert_int_equal(h.status, -SS_E_VERSION);
+        assert_int_equal(rrecv(fd, buf, sizeof(buf), NULL, NULL, 5000), 0); /* then EOF */
+        close(fd);
+    }
+    /* wrong magic: closed, no reply */
+    int fd = rconn();
+    ss__proto_hdr(&h, SS_MSG_HELLO, 1, sizeof(h), 0, 0);
+    h.magic = 0xdeadbeef;
+    h.version = SS_PROTO_VERSION + 1;
+    rsend(fd, &h, sizeof(h));
+    assert_int_equal(rrecv(fd, buf, sizeof(buf), NULL, NULL, 5000), 0);
+    close(fd);
+    /* another version's request that is not a HELLO, before HELLO: closed */
+    fd = rconn();
+    ss__proto_hdr(&h, SS_MSG_STATS, 1, sizeof(h), 0, 0);
+    h.version = SS_PROTO_VERSION + 1;
+    rsend(fd, &h, sizeof(h));
+    assert_int_equal(rrecv(fd, buf, sizeof(buf), NULL, NULL, 5000), 0);
+    close(fd);
+    /* each one counted as a protocol error */
+    assert_int_equal(proto_errors(), errs0 + SS_ARRAY_SIZE(cases) + 2);
+    check_alive();
+}
+
 static void t_release_without_refs(void **state)
 {
     ss_id ids[3] = { K_KNOWN, { { 'x' } }, K_KNOWN };
@@ -1001,6 +1069,89 @@ static void t_seal_tampering(void **state)
     check_store_ok();
 }
 
+static ss_stats client_stats(ss_client *c)
+{
+    ss_stats st = { .size = sizeof(st), .version = SS_STATS_VERSION };
+
+    t_assert_ok(ss_stats_get(c, &st));
+    return st;
+}
+
+/* The store's seal worker fails the next seal with err (ss__g_seal_fail). */
+static void seal_fail_next(int err)
+{
+    __atomic_store_n(&ss__g_seal_fail, err, __ATOMIC_RELAXED);
+}
+
+/* A seal the worker fails, through the library. Every error but -EBUSY
+ * aborts the object in the store: ss_seal returns the cause and the
+ * creator's hold and segment are gone in the library too, so the id is
+ * free for a new create and ss_abort has nothing to abort. -EBUSY leaves
+ * the object created: a retry seals it. */
+static void t_seal_failure_holds(void **state)
+{
+    static const int aborting[] = { -ENOSPC, -EIO, -ENOMEM, -EPERM };
+    const uint64_t size = 1 << 20; /* an object segment: sealed by the worker */
+    ss_id id = { { 's', 'f' } };
+    ss_client *c;
+    void *data;
+
+    (void)state;
+    t_assert_ok(ss_connect(g_path, 0, &c));
+    size_t holds0 = c->nholds, segs0 = c->nsegs;
+    ss_stats st0 = client_stats(c);
+    for (size_t i = 0; i < SS_ARRAY_SIZE(aborting); i++) {
+        t_assert_ok(ss_create(c, &id, size, NULL, 0, &data));
+        memset(data, (int)i, size);
+        assert_int_equal(c->nholds, holds0 + 1);
+        seal_fail_next(aborting[i]);
+        assert_int_equal(ss_seal(c, &id), aborting[i]);
+        assert_int_equal(__atomic_load_n(&ss__g_seal_fail, __ATOMIC_RELAXED), 0);
+        /* no stale hold: nothing left to seal or abort, the segment unmapped */
+        assert_int_equal(c->nholds, holds0);
+        assert_int_equal(c->nsegs, segs0);
+        assert_int_equal(ss_seal(c, &id), -ENOENT);
+        assert_int_equal(ss_abort(c, &id), -ENOENT);
+        assert_int_equal(ss_contains(c, &id), 0);
+    }
+    /* a put's seal fails the same way: its hold goes, the cause returns */
+    void *buf = calloc(1, size);
+    assert_non_null(buf);
+    seal_fail_next(-ENOSPC);
+    assert_int_equal(ss_put(c, &id, buf, size, NULL, 0), -ENOSPC);
+    assert_int_equal(c->nholds, holds0);
+    assert_int_equal(c->nsegs, segs0);
+    assert_int_equal(ss_contains(c, &id), 0);
+    free(buf);
+
+    /* -EBUSY: still created; the same hold seals on a retry */
+    t_assert_ok(ss_create(c, &id, size, NULL, 0, &data));
+    memset(data, 9, size);
+    seal_fail_next(-EBUSY);
+    assert_int_equal(ss_seal(c, &id), -EBUSY);
+    assert_int_equal(c->nholds, holds0 + 1);
+    assert_int_equal(ss_contains(c, &id), 0);
+    t_assert_ok(ss_seal(c, &id));
+    assert_int_equal(ss_contains(c, &id), 1);
+    t_assert_ok(ss_release(c, &id));
+    t_assert_ok(ss_delete(c, &id));
+    /* -EBUSY, then an abort: the store still had it */
+    t_assert_ok(ss_create(c, &id, size, NULL, 0, &data));
+    seal_fail_next(-EBUSY);
+    assert_int_equal(ss_seal(c, &id), -EBUSY);
+    t_assert_ok(ss_abort(c, &id));
+    assert_int_equal(c->nholds, holds0);
+
+    /* the store kept nothing: every failed seal was an abort there */
+    ss_stats st = client_stats(c);
+    assert_int_equal(st.objects, st0.objects);
+    assert_int_equal(st.object_bytes, st0.object_bytes);
+    assert_int_equal(st.aborts, st0.aborts + SS_ARRAY_SIZE(aborting) + 2);
+    assert_int_equal(c->nsegs, segs0);
+    ss_disconnect(c);
+    check_alive();
+}
+
 /* A second embedded store with its own options (options are read when a
  * store starts). */
 static ss__store *start_store(const char *name, const char *capacity, const char *evict,
@@ -1121,6 +1272,7 @@ int main(void)
         cmocka_unit_test(t_huge_sizes),
         cmocka_unit_test(t_fds_in_requests),
         cmocka_unit_test(t_before_hello),
+        cmocka_unit_test(t_hello_other_version),
         cmocka_unit_test(t_release_without_refs),
         cmocka_unit_test(t_release_prefix),
         cmocka_unit_test(t_other_clients_object),
@@ -1128,6 +1280,7 @@ int main(void)
         cmocka_unit_test(t_subscriber),
         cmocka_unit_test_teardown(t_killed_creator, kill_child),
         cmocka_unit_test(t_seal_tampering),
+        cmocka_unit_test(t_seal_failure_holds),
         cmocka_unit_test(t_capacity_wait),
         cmocka_unit_test(t_evict_lru),
     };

@@ -83,6 +83,7 @@ struct fake {
     pthread_t th;
     fake_fn fn;
     uint16_t hello_version;
+    bool hello_refuse; /* as a store of another version answers our HELLO */
     bool no_hello;
     int bad_requests; /* requests the checker refused */
     int released;     /* ids released */
@@ -142,6 +143,14 @@ static int fake_one(fake *f, const unsigned char *buf, size_t n)
         } m;
         if (f->no_hello)
             return 0;
+        if (f->hello_refuse) {
+            /* header only, in its own version, then the close */
+            ss__proto_hdr(&m.h, SS_MSG_HELLO, h.req_id, sizeof(m.h), -SS_E_VERSION,
+                          SS_MSGF_REPLY);
+            m.h.version = SS_PROTO_VERSION + 1;
+            fake_send(f, &m.h, sizeof(m.h), NULL, 0);
+            return -1;
+        }
         memset(&m, 0, sizeof(m));
         ss__proto_hdr(&m.h, SS_MSG_HELLO, h.req_id, sizeof(m), 0, SS_MSGF_REPLY);
         if (f->hello_version)
@@ -550,6 +559,10 @@ static void test_fake_store_hello(void **state)
 
     fake_start(&f, script_good);
     f.hello_version = SS_PROTO_VERSION + 1;
+    assert_int_equal(ss_connect(f.path, 0, &c), -SS_E_VERSION);
+    fake_stop(&f);
+    fake_start(&f, script_good);
+    f.hello_refuse = true;
     assert_int_equal(ss_connect(f.path, 0, &c), -SS_E_VERSION);
     fake_stop(&f);
     fake_start(&f, script_good);

@@ -604,8 +604,31 @@ static void test_reply_header_and_errors(void **state)
     mk_rep_hello(&M);
     M_SET(&M, offsetof(ss__msg_hdr, flags), uint32_t, 0);
     assert_int_equal(rep(&M), -SS_E_PROTO);
-    M_SET(&M, offsetof(ss__msg_hdr, flags), uint32_t, SS_MSGF_REPLY | 2);
+    M_SET(&M, offsetof(ss__msg_hdr, flags), uint32_t, SS_MSGF_REPLY | 4);
     assert_int_equal(rep(&M), -SS_E_PROTO);
+    /* SS_MSGF_ABORTED: on a failed SEAL's reply only, beside REPLY */
+    M_SET(&M, offsetof(ss__msg_hdr, flags), uint32_t, SS_MSGF_REPLY | SS_MSGF_ABORTED);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_status(&M, SS_MSG_SEAL, -ENOSPC);
+    M_SET(&M, offsetof(ss__msg_hdr, flags), uint32_t, SS_MSGF_REPLY | SS_MSGF_ABORTED);
+    assert_int_equal(rep(&M), SS_MSG_SEAL);
+    M_SET(&M, offsetof(ss__msg_hdr, flags), uint32_t, SS_MSGF_ABORTED);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    M_SET(&M, offsetof(ss__msg_hdr, flags), uint32_t, SS_MSGF_REPLY | SS_MSGF_ABORTED | 4);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_status(&M, SS_MSG_SEAL, 0);
+    M_SET(&M, offsetof(ss__msg_hdr, flags), uint32_t, SS_MSGF_REPLY | SS_MSGF_ABORTED);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_status(&M, SS_MSG_ABORT, -ENOENT);
+    M_SET(&M, offsetof(ss__msg_hdr, flags), uint32_t, SS_MSGF_REPLY | SS_MSGF_ABORTED);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_status(&M, SS_MSG_PUT, -ENOSPC);
+    M_SET(&M, offsetof(ss__msg_hdr, flags), uint32_t, SS_MSGF_REPLY | SS_MSGF_ABORTED);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    /* a request never carries it */
+    mk_req_seal(&M, 0);
+    M_SET(&M, offsetof(ss__msg_hdr, flags), uint32_t, SS_MSGF_ABORTED);
+    assert_int_equal(req(&M), -SS_E_PROTO);
     /* RELEASE is never answered */
     mk_rep_status(&M, SS_MSG_RELEASE, 0);
     assert_int_equal(rep(&M), -SS_E_PROTO);
@@ -1052,6 +1075,11 @@ static void mk_rep_delete(msg *m) { mk_rep_status(m, SS_MSG_DELETE, 0); }
 static void mk_rep_sub(msg *m) { mk_rep_status(m, SS_MSG_SUBSCRIBE, 0); }
 static void mk_rep_contains(msg *m) { mk_rep_status(m, SS_MSG_CONTAINS, 1); }
 static void mk_rep_err(msg *m) { mk_rep_status(m, SS_MSG_CREATE, -ENOSPC); }
+static void mk_rep_seal_aborted(msg *m)
+{
+    mk_rep_status(m, SS_MSG_SEAL, -ENOSPC);
+    M_SET(m, offsetof(ss__msg_hdr, flags), uint32_t, SS_MSGF_REPLY | SS_MSGF_ABORTED);
+}
 static void mk_rep_list3(msg *m) { mk_rep_list(m, 3); }
 static void mk_ev_sealed(msg *m) { mk_event(m, SS_EVENT_SEALED); }
 static void mk_ev_deleted(msg *m) { mk_event(m, SS_EVENT_DELETED); }
@@ -1106,6 +1134,10 @@ static void p_err_body(msg *m)
     M_SET(m, offsetof(ss__msg_hdr, status), int32_t, -EINVAL);
 }
 static void p_noreply(msg *m) { M_SET(m, offsetof(ss__msg_hdr, flags), uint32_t, 0); }
+static void p_aborted(msg *m)
+{
+    M_SET(m, offsetof(ss__msg_hdr, flags), uint32_t, SS_MSGF_REPLY | SS_MSGF_ABORTED);
+}
 static void p_seal_release(msg *m) { M_SET(m, H + offsetof(ss__req_seal, flags), uint32_t, SS_SEALF_RELEASE); }
 static void p_create_creator(msg *m)
 {
@@ -1150,6 +1182,7 @@ static const struct seed seeds[] = {
     { "rep-stats", mk_rep_stats, NULL },
     { "rep-subscribe", mk_rep_sub, NULL },
     { "rep-error", mk_rep_err, NULL },
+    { "rep-seal-aborted", mk_rep_seal_aborted, NULL },
     { "event-sealed", mk_ev_sealed, NULL },
     { "event-deleted", mk_ev_deleted, NULL },
     { "bad-magic", mk_req_hello, p_magic },
@@ -1173,6 +1206,7 @@ static const struct seed seeds[] = {
     { "bad-error-body", mk_rep_hello, p_err_body },
     { "bad-reply-flag", mk_rep_stats, p_noreply },
     { "bad-create-flags", mk_req_create_meta, p_create_flags },
+    { "bad-aborted-ok", mk_rep_seal, p_aborted },
 };
 
 /* Input format of fuzz_proto.c: [nfds byte][message]. */

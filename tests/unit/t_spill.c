@@ -14,7 +14,8 @@
  * spills that leave no record a scan accepts, or report it as a copy; a
  * store's DELETE that waits for every removal of an older copy of its id
  * (a scan's duplicate, an evicted copy, a failed spill's record) before it
- * answers, checked across a SIGKILL of a store in a child process.
+ * answers, checked across a SIGKILL of a store in a child process; the
+ * directory listing's stream fd close-on-exec from its first moment.
  *
  * Mounting a tmpfs needs root (CAP_SYS_ADMIN); without it the tmpfs cases
  * skip with that reason. io_uring cases skip when the kernel refuses rings
@@ -23,6 +24,8 @@
 #include "config.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
 #include <poll.h>
@@ -627,6 +630,65 @@ static void test_open_errors(void **state)
             umount_one(mnt);
         }
     }
+}
+
+/*
+ * fdopendir, interposed (the test program's definition wins over libc's):
+ * whether each fd it is handed is close-on-exec already. A listing stream's
+ * fd that is not would leak into a program another thread fork + execs
+ * before fdopendir marks it.
+ */
+static int fdopendir_calls, fdopendir_no_cloexec;
+
+DIR *fdopendir(int fd)
+{
+    static DIR *(*real)(int);
+    int fl = fcntl(fd, F_GETFD);
+
+    if (!real)
+        real = (DIR * (*)(int)) dlsym(RTLD_NEXT, "fdopendir");
+    if (!real) {
+        errno = ENOSYS;
+        return NULL;
+    }
+    fdopendir_calls++;
+    if (fl >= 0 && !(fl & FD_CLOEXEC))
+        fdopendir_no_cloexec++;
+    return real(fd);
+}
+
+static int count_entry(void *arg, uint64_t id, bool tmp, const char *name)
+{
+    (void)id;
+    (void)tmp;
+    (void)name;
+    (*(int *)arg)++;
+    return 0;
+}
+
+/* A directory listing's stream fd is close-on-exec from its first moment,
+ * and the listing reads the directory from its start every time. */
+static void test_dir_list_cloexec(void **state)
+{
+    char dir[256], name[300];
+    int dfd, lfd, fd, n = 0;
+
+    (void)state;
+    snprintf(dir, sizeof(dir), "%s/list-cloexec", t_tmpdir());
+    t_assert_ok(ss__spill_dir_open(dir, &dfd, &lfd));
+    snprintf(name, sizeof(name), "%s/00000000000000a1.spill", dir);
+    fd = open(name, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    fdopendir_calls = fdopendir_no_cloexec = 0;
+    t_assert_ok(ss__spill_dir_each(dfd, count_entry, &n));
+    t_assert_ok(ss__spill_dir_each(dfd, count_entry, &n));
+    assert_int_equal(n, 2);
+    assert_int_equal(fdopendir_calls, 2);
+    assert_int_equal(fdopendir_no_cloexec, 0);
+    assert_int_equal(unlink(name), 0);
+    close(lfd);
+    close(dfd);
 }
 
 static const uint64_t SIZES[] = { 0, 1, 511, 512, 4095, 64 * KiB - 1, 64 * KiB,
@@ -2231,6 +2293,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_format),
         cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_dir_list_cloexec),
         MODES(test_roundtrip),
         cmocka_unit_test_prestate(test_roundtrip, (void *)&M_EXT4_SQPOLL),
         cmocka_unit_test_prestate(test_roundtrip, (void *)&M_EXT4_INLINE),

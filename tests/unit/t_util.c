@@ -159,6 +159,13 @@ static void test_sys_errors(void **state)
     (void)state;
 
     assert_int_equal(ss__sys_fstat(-1, &st), -EBADF);
+    {
+        struct statx sx;
+
+        assert_int_equal(ss__sys_statx(-1, "", AT_EMPTY_PATH, STATX_SIZE, &sx), -EBADF);
+        assert_int_equal(ss__sys_statx(AT_FDCWD, "/", 0, STATX_TYPE, &sx), 0);
+        assert_true(S_ISDIR(sx.stx_mode));
+    }
     assert_int_equal(ss__sys_close(-1), -EBADF);
     assert_int_equal(ss__sys_open("/nonexistent/x", O_RDONLY, 0), -ENOENT);
     assert_int_equal(ss__ptr_err(ss__sys_opendir("/nonexistent/x")), -ENOENT);

@@ -1,0 +1,1031 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The store's request handlers driven directly, without the client library
+ * and without the loop thread: a store opened with ss__store_open, clients
+ * made with ss__conn_new on one end of a socketpair, requests built with
+ * proto.h and handed to ss__req_dispatch, replies read from the other
+ * end. The seal worker's and the spill engine's completions are applied the
+ * way the loop applies them (wait for the eventfd, then run the handler
+ * registered with the loop for it), end-of-turn work by running the
+ * loop's turn hooks, timeouts by calling ss__req_timer_turn with a `now`
+ * past the deadline. Every step is followed by
+ * ss__store_validate (store_check.c) and checks of the state it should
+ * have left; the last cases corrupt the state on purpose and expect the
+ * validator to say so.
+ */
+#include "t_helpers.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "store_int.h"
+
+#define BIG (1u << 20) /* a large (segment-backed) object */
+
+typedef struct client {
+    ss__conn *c;
+    int peer; /* our end of the socketpair */
+    uint32_t req_id;
+} client;
+
+typedef struct reply {
+    ss__msg_hdr h;
+    unsigned char body[SS_PROTO_MAX_REPLY];
+    int nfds;
+} reply;
+
+static ss__store *S;
+static int store_no;
+
+/* ------------------------------------------------------------- harness */
+
+static void valid(void)
+{
+    assert_int_equal(ss__store_validate(S), 0);
+}
+
+static void open_store(const char *capacity, bool evict)
+{
+    char path[256];
+
+    t_assert_ok(ss_option_set(SS_OPT_CAPACITY, capacity));
+    t_assert_ok(ss_option_set(SS_OPT_POOL_SIZE, "0"));
+    t_assert_ok(ss_option_set(SS_OPT_HUGEPAGES, "off"));
+    t_assert_ok(ss_option_set(SS_OPT_NUMA, "off"));
+    t_assert_ok(ss_option_set(SS_OPT_SPILL_DIR, "off"));
+    t_assert_ok(ss_option_set(SS_OPT_EVICT, evict ? "on" : "off"));
+    snprintf(path, sizeof(path), "%s/s%d.sock", t_tmpdir(), store_no++);
+    t_assert_ok(ss__store_open(&S, path, 0));
+    valid();
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    open_store("64M", false);
+    return 0;
+}
+
+static void close_store(void)
+{
+    for (ss__conn *c = S->conn.conns; c; c = c->next)
+        ss__conn_close(S, c);
+    ss__conn_reap(S);
+    valid();
+    ss__store_close(S); /* validates once more in debug builds */
+    S = NULL;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    close_store();
+    return 0;
+}
+
+static ss_id id_of(unsigned k)
+{
+    ss_id id;
+
+    memset(&id, 0, sizeof(id));
+    memcpy(id.b, &k, sizeof(k));
+    id.b[SS_ID_SIZE - 1] = 0x5e;
+    return id;
+}
+
+/* Dispatch a request (header + body) from cl, then reap what it closed. */
+static uint32_t request(client *cl, uint16_t type, const void *body, size_t len)
+{
+    static unsigned char buf[SS_PROTO_MAX_MSG];
+    uint32_t id = ++cl->req_id;
+
+    assert_true(sizeof(ss__msg_hdr) + len <= sizeof(buf));
+    ss__proto_hdr((ss__msg_hdr *)buf, type, id, (uint32_t)(sizeof(ss__msg_hdr) + len), 0, 0);
+    memcpy(buf + sizeof(ss__msg_hdr), body, len);
+    ss__req_dispatch(S, cl->c, buf, sizeof(ss__msg_hdr) + len, 0);
+    ss__conn_reap(S);
+    valid();
+    return id;
+}
+
+/* The next reply on cl (fds it carried closed and counted), or false if
+ * none is waiting. */
+static bool try_reply(client *cl, reply *r)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * SS_PROTO_MAX_FDS)];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = { .iov_base = &r->h, .iov_len = sizeof(r->h) + sizeof(r->body) };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                         .msg_controllen = sizeof(u.buf) };
+    ssize_t n = recvmsg(cl->peer, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+
+    if (n < 0 && errno == EAGAIN)
+        return false;
+    assert_true(n >= (ssize_t)sizeof(r->h));
+    r->nfds = 0;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+            continue;
+        int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        for (int i = 0; i < k; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+            close(fd);
+        }
+        r->nfds += k;
+    }
+    t_assert_ok(ss__proto_check_reply(&r->h, (size_t)n, (unsigned)r->nfds));
+    return true;
+}
+
+/* The reply to req_id must be waiting: its status. */
+static int32_t reply_to(client *cl, uint32_t req_id, uint16_t type, reply *r)
+{
+    static reply tmp;
+
+    if (!r)
+        r = &tmp;
+    assert_true(try_reply(cl, r));
+    assert_int_equal(r->h.type, type);
+    assert_int_equal(r->h.req_id, req_id);
+    return r->h.status;
+}
+
+static void no_reply(client *cl)
+{
+    reply r;
+
+    assert_false(try_reply(cl, &r));
+}
+
+static void connect_client(client *cl)
+{
+    int sv[2];
+    ss__req_hello h = { .pid = (uint32_t)getpid() };
+
+    assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    cl->c = ss__conn_new(S, sv[0], getpid(), getuid());
+    assert_non_null(cl->c);
+    cl->peer = sv[1];
+    cl->req_id = 0;
+    valid();
+    uint32_t rq = request(cl, SS_MSG_HELLO, &h, sizeof(h));
+    assert_int_equal(reply_to(cl, rq, SS_MSG_HELLO, NULL), 0);
+    assert_true(cl->c->hello);
+}
+
+/* Close cl's connection the way the loop does (mark, reap at turn end). */
+static void disconnect(client *cl)
+{
+    ss__conn_close(S, cl->c);
+    ss__conn_reap(S);
+    valid();
+    close(cl->peer);
+    cl->c = NULL;
+    cl->peer = -1;
+}
+
+/* ------------------------------------------------------------ requests */
+
+static uint32_t send_create(client *cl, unsigned k, uint64_t size)
+{
+    ss__req_create r = { .id = id_of(k), .node = -1, .size = size };
+
+    return request(cl, SS_MSG_CREATE, &r, sizeof(r));
+}
+
+static uint32_t send_seal(client *cl, unsigned k, uint64_t payload, bool release)
+{
+    static unsigned char buf[sizeof(ss__req_seal) + SS_PROTO_MAX_INLINE];
+    ss__req_seal r = { .id = id_of(k), .flags = release ? SS_SEALF_RELEASE : 0,
+                       .payload_size = payload };
+
+    memcpy(buf, &r, sizeof(r));
+    memset(buf + sizeof(r), (int)k, payload);
+    return request(cl, SS_MSG_SEAL, buf, sizeof(r) + payload);
+}
+
+/* GET and RELEASE bodies: the fixed part, then the ids (no padding). */
+static uint32_t send_get(client *cl, unsigned k, int64_t timeout_ms)
+{
+    unsigned char m[sizeof(ss__req_get) + sizeof(ss_id)];
+    ss__req_get r = { .n = 1, .timeout_ms = timeout_ms };
+    ss_id id = id_of(k);
+
+    memcpy(m, &r, sizeof(r));
+    memcpy(m + sizeof(r), &id, sizeof(id));
+    return request(cl, SS_MSG_GET, m, sizeof(m));
+}
+
+static void send_release(client *cl, unsigned k)
+{
+    unsigned char m[sizeof(ss__req_release) + sizeof(ss_id)];
+    ss__req_release r = { .n = 1 };
+    ss_id id = id_of(k);
+
+    memcpy(m, &r, sizeof(r));
+    memcpy(m + sizeof(r), &id, sizeof(id));
+    request(cl, SS_MSG_RELEASE, m, sizeof(m));
+}
+
+static uint32_t send_id(client *cl, uint16_t type, unsigned k)
+{
+    ss__req_id r = { .id = id_of(k) };
+
+    return request(cl, type, &r, sizeof(r));
+}
+
+static int32_t put(client *cl, unsigned k, uint64_t size)
+{
+    static unsigned char buf[sizeof(ss__req_put) + SS_PROTO_MAX_INLINE];
+    ss__req_put r = { .id = id_of(k), .node = -1, .size = size };
+
+    memcpy(buf, &r, sizeof(r));
+    memset(buf + sizeof(r), (int)k, size);
+    return reply_to(cl, request(cl, SS_MSG_PUT, buf, sizeof(r) + size), SS_MSG_PUT, NULL);
+}
+
+/* What the loop does when a registered fd is ready: run its handler. */
+static void fire(ss__loop_fd *r)
+{
+    r->handler(r->arg, EPOLLIN);
+}
+
+/* Apply the seal worker's completions as the loop does when the seal
+ * eventfd fires (waits for it: the worker is a thread). */
+static void seal_completions(void)
+{
+    struct pollfd p = { .fd = S->seal.ev.fd, .events = POLLIN };
+
+    assert_int_equal(poll(&p, 1, 30000), 1);
+    fire(&S->seal.ev); /* drains the eventfd, runs each job's done handler */
+    ss__conn_reap(S);
+    valid();
+}
+
+/* Create and seal object k of `size` bytes from cl; cl keeps its
+ * reference unless `release`. */
+static void create_sealed(client *cl, unsigned k, uint64_t size, bool release)
+{
+    bool small = size <= S->mem.small_max;
+    reply r;
+    uint32_t rq = send_create(cl, k, size);
+
+    assert_int_equal(reply_to(cl, rq, SS_MSG_CREATE, &r), 0);
+    assert_int_equal(r.nfds, small ? 0 : 2);
+    rq = send_seal(cl, k, small ? size : 0, release);
+    if (!small)
+        seal_completions();
+    assert_int_equal(reply_to(cl, rq, SS_MSG_SEAL, NULL), 0);
+}
+
+/* ------------------------------------------------------------- lookups */
+
+static int64_t entry_of(unsigned k)
+{
+    ss_id id = id_of(k);
+
+    return ss__index_find(&S->tab.ix, &id);
+}
+
+static uint32_t state_of(uint32_t e) { return ss__ent_state(S, e); }
+static ss__obj *obj(uint32_t e) { return ss__obj_at(S, e); }
+
+static uint32_t refs_of(const client *cl, uint32_t e)
+{
+    const ss__ref *r = ss__ref_find(cl->c, e);
+
+    return r ? SS_REF_COUNT(r->refs) : 0;
+}
+
+/* The LRU, least recently used first, as entry numbers; returns its length. */
+static unsigned lru(uint32_t *out, unsigned max)
+{
+    unsigned n = 0;
+
+    for (uint32_t x = S->tab.lru_head; x && n < max; x = obj(x - 1)->next)
+        out[n++] = x - 1;
+    return n;
+}
+
+static bool on_free_list(uint32_t e)
+{
+    for (uint32_t x = S->tab.free_head; x; x = obj(x - 1)->next)
+        if (x == e + 1)
+            return true;
+    return false;
+}
+
+/* ================================================================ cases */
+
+/* create -> seal -> get -> release -> delete, small then large. */
+static void lifecycle(unsigned k, uint64_t size)
+{
+    client a, b;
+    reply r;
+
+    connect_client(&a);
+    connect_client(&b);
+    uint32_t rq = send_create(&a, k, size);
+    assert_int_equal(reply_to(&a, rq, SS_MSG_CREATE, &r), 0);
+    int64_t e = entry_of(k);
+    assert_true(e >= 0);
+    assert_int_equal(state_of((uint32_t)e), SS_IX_CREATED);
+    assert_int_equal(obj((uint32_t)e)->refs, 1);
+    assert_int_equal(refs_of(&a, (uint32_t)e), 1);
+    assert_int_equal(S->tab.nobjects, 1);
+    assert_int_equal(S->tab.nsealed, 0);
+    assert_int_equal(S->tab.object_bytes, size);
+
+    /* a GET of an unsealed object with timeout 0 finds nothing */
+    rq = send_get(&b, k, 0);
+    assert_int_equal(reply_to(&b, rq, SS_MSG_GET, NULL), 0);
+
+    rq = send_seal(&a, k, size <= S->mem.small_max ? size : 0, false);
+    if (size > S->mem.small_max) {
+        assert_true(obj((uint32_t)e)->flags & SS_OBJF_SEALING);
+        assert_true(a.c->seal_busy);
+        seal_completions();
+        assert_int_equal(obj((uint32_t)e)->fd_rw, -1);
+        assert_true(obj((uint32_t)e)->fd_ro >= 0);
+    }
+    assert_int_equal(reply_to(&a, rq, SS_MSG_SEAL, NULL), 0);
+    assert_int_equal(state_of((uint32_t)e), SS_IX_SEALED);
+    assert_int_equal(S->tab.nsealed, 1);
+    assert_false(obj((uint32_t)e)->flags & SS_OBJF_ON_LRU); /* its creator holds it */
+
+    rq = send_get(&b, k, 0);
+    assert_int_equal(reply_to(&b, rq, SS_MSG_GET, &r), 1);
+    assert_int_equal(r.nfds, 1); /* the segment's, or the small segment's fd */
+    assert_int_equal(obj((uint32_t)e)->refs, 2);
+    assert_int_equal(refs_of(&b, (uint32_t)e), 1);
+    rq = send_get(&b, k, 0); /* again: no fd this time, two references */
+    assert_int_equal(reply_to(&b, rq, SS_MSG_GET, &r), 1);
+    assert_int_equal(r.nfds, 0);
+    assert_int_equal(refs_of(&b, (uint32_t)e), 2);
+
+    send_release(&a, k);
+    send_release(&b, k);
+    assert_int_equal(obj((uint32_t)e)->refs, 1);
+    assert_false(obj((uint32_t)e)->flags & SS_OBJF_ON_LRU);
+    send_release(&b, k);
+    no_reply(&b); /* RELEASE has no reply */
+    assert_int_equal(obj((uint32_t)e)->refs, 0);
+    assert_true(obj((uint32_t)e)->flags & SS_OBJF_ON_LRU);
+    assert_int_equal(S->tab.lru_tail, (uint32_t)e + 1);
+    send_release(&b, k); /* one too many: counted, ignored */
+    assert_int_equal(S->cnt.c_proto_errors, 1);
+
+    rq = send_id(&b, SS_MSG_CONTAINS, k);
+    assert_int_equal(reply_to(&b, rq, SS_MSG_CONTAINS, NULL), 1);
+    rq = send_id(&b, SS_MSG_DELETE, k);
+    assert_int_equal(reply_to(&b, rq, SS_MSG_DELETE, NULL), 0);
+    assert_int_equal(entry_of(k), -ENOENT);
+    assert_int_equal(state_of((uint32_t)e), SS_IX_FREE);
+    assert_int_equal(S->tab.free_head, (uint32_t)e + 1);
+    assert_int_equal(S->tab.nobjects, 0);
+    assert_int_equal(S->tab.nsealed, 0);
+    assert_int_equal(S->tab.object_bytes, 0);
+    assert_int_equal(S->tab.lru_head, 0);
+    rq = send_id(&b, SS_MSG_DELETE, k);
+    assert_int_equal(reply_to(&b, rq, SS_MSG_DELETE, NULL), -ENOENT);
+    disconnect(&a);
+    disconnect(&b);
+}
+
+static void t_lifecycle_small(void **state)
+{
+    (void)state;
+    lifecycle(1, 1000);
+}
+
+static void t_lifecycle_large(void **state)
+{
+    (void)state;
+    lifecycle(2, BIG);
+}
+
+/* ABORT of an unsealed object frees it; a CREATE of an existing id is
+ * refused. */
+static void t_abort(void **state)
+{
+    client a;
+
+    (void)state;
+    connect_client(&a);
+    uint32_t rq = send_create(&a, 3, BIG);
+    assert_int_equal(reply_to(&a, rq, SS_MSG_CREATE, NULL), 0);
+    rq = send_create(&a, 3, 10);
+    assert_int_equal(reply_to(&a, rq, SS_MSG_CREATE, NULL), -EEXIST);
+    uint32_t e = (uint32_t)entry_of(3);
+    rq = send_id(&a, SS_MSG_ABORT, 3);
+    assert_int_equal(reply_to(&a, rq, SS_MSG_ABORT, NULL), 0);
+    assert_int_equal(state_of(e), SS_IX_FREE);
+    assert_int_equal(S->tab.nobjects, 0);
+    assert_int_equal(atomic_load(&S->tab.resident), 0);
+    disconnect(&a);
+}
+
+/* DELETE of an object another client holds: unchained at once (DELETED,
+ * on its deleted-by-id chain), the id free for a new object; the holder's
+ * RELEASE of the id drops the deleted one, which is freed then. */
+static void t_delete_referenced(void **state)
+{
+    client a, b;
+
+    (void)state;
+    connect_client(&a);
+    connect_client(&b);
+    assert_int_equal(put(&a, 4, 500), 0);
+    uint32_t e = (uint32_t)entry_of(4);
+    assert_int_equal(reply_to(&b, send_get(&b, 4, 0), SS_MSG_GET, NULL), 1);
+    assert_int_equal(obj(e)->refs, 1);
+
+    assert_int_equal(reply_to(&a, send_id(&a, SS_MSG_DELETE, 4), SS_MSG_DELETE, NULL), 0);
+    assert_int_equal(state_of(e), SS_IX_DELETED);
+    assert_int_equal(entry_of(4), -ENOENT);
+    assert_int_equal(S->tab.nobjects, 0);
+    assert_false(obj(e)->flags & SS_OBJF_ON_LRU);
+    unsigned chained = 0;
+    for (uint32_t i = 0; i < S->tab.det_nbuckets; i++)
+        for (uint32_t x = S->tab.det_buckets[i]; x; x = obj(x - 1)->next)
+            chained += x == e + 1;
+    assert_int_equal(chained, 1);
+    assert_int_equal(reply_to(&a, send_id(&a, SS_MSG_CONTAINS, 4), SS_MSG_CONTAINS, NULL), 0);
+
+    /* the same id again: a new entry, while the old one lives on */
+    assert_int_equal(put(&a, 4, 700), 0);
+    int64_t e2 = entry_of(4);
+    assert_true(e2 >= 0 && (uint32_t)e2 != e);
+    assert_int_equal(state_of((uint32_t)e2), SS_IX_SEALED);
+    assert_int_equal(S->tab.nobjects, 1);
+    assert_int_equal(S->tab.object_bytes, 700);
+
+    send_release(&b, 4); /* b holds the deleted one only: that one goes */
+    assert_int_equal(state_of(e), SS_IX_FREE);
+    assert_true(on_free_list(e));
+    assert_int_equal(state_of((uint32_t)e2), SS_IX_SEALED);
+    assert_int_equal(obj((uint32_t)e2)->refs, 0);
+    assert_int_equal(S->cnt.c_proto_errors, 0);
+    disconnect(&a);
+    disconnect(&b);
+}
+
+/* A GET parked on an id not sealed yet is answered by the seal: small (the
+ * seal is immediate) and large (the worker's completion, as the loop
+ * applies it). */
+static void t_get_woken_by_seal(void **state)
+{
+    client a, b;
+    reply r;
+
+    (void)state;
+    connect_client(&a);
+    connect_client(&b);
+    for (unsigned k = 5; k <= 6; k++) {
+        uint64_t size = k == 5 ? 100 : BIG;
+        uint32_t rq = send_create(&a, k, size);
+        assert_int_equal(reply_to(&a, rq, SS_MSG_CREATE, NULL), 0);
+        uint32_t e = (uint32_t)entry_of(k);
+
+        uint32_t grq = send_get(&b, k, -1);
+        no_reply(&b);
+        assert_int_equal(S->park.nparked, 1);
+        assert_int_equal(b.c->nparked, 1);
+        ss__parked *pk = b.c->parked;
+        assert_int_equal(pk->type, SS_PK_GET);
+        assert_int_equal(pk->missing, 1);
+        assert_int_equal(pk->w[0].kind, SS_WN_WAIT);
+        assert_int_equal(pk->heap_pos, UINT32_MAX); /* no timeout */
+        assert_true(S->park.parked_bytes >= sizeof(*pk));
+
+        rq = send_seal(&a, k, k == 5 ? size : 0, true);
+        if (k == 6) {
+            no_reply(&b); /* with the worker */
+            assert_int_equal(S->park.nparked, 1);
+            seal_completions();
+        }
+        assert_int_equal(reply_to(&a, rq, SS_MSG_SEAL, NULL), 0);
+        assert_int_equal(reply_to(&b, grq, SS_MSG_GET, &r), 1);
+        assert_int_equal(r.nfds, 1);
+        assert_int_equal(S->park.nparked, 0);
+        assert_int_equal(S->park.parked_bytes, 0);
+        assert_int_equal(b.c->nparked, 0);
+        assert_int_equal(refs_of(&a, e), 0); /* SS_SEALF_RELEASE */
+        assert_int_equal(refs_of(&b, e), 1);
+        assert_int_equal(obj(e)->refs, 1);
+        send_release(&b, k);
+        assert_true(obj(e)->flags & SS_OBJF_ON_LRU);
+    }
+    disconnect(&a);
+    disconnect(&b);
+}
+
+/* A GET with a timeout waits in the timer heap; ss__req_timer_turn before its
+ * deadline leaves it, after answers it with what is there (nothing). */
+static void t_get_expires(void **state)
+{
+    client b;
+    reply r;
+
+    (void)state;
+    connect_client(&b);
+    uint32_t rq = send_get(&b, 7, 60000);
+    no_reply(&b);
+    assert_int_equal(S->park.heap_len, 1);
+    ss__parked *pk = S->park.heap[0];
+    assert_int_equal(pk->heap_pos, 0);
+    assert_ptr_equal(pk->c, b.c);
+    uint64_t deadline = pk->deadline_ns;
+
+    ss__req_timer_turn(S, deadline - 1);
+    valid();
+    no_reply(&b);
+    assert_int_equal(S->park.nparked, 1);
+    ss__req_timer_turn(S, deadline + 1);
+    valid();
+    assert_int_equal(reply_to(&b, rq, SS_MSG_GET, &r), 0);
+    const ss__get_entry *ge = (const void *)(r.body + sizeof(ss__rep_get));
+    assert_int_equal(ge->status, -ENOENT);
+    assert_int_equal(S->park.nparked, 0);
+    assert_int_equal(S->park.heap_len, 0);
+    assert_int_equal(S->cnt.c_wait_timeouts, 1);
+    disconnect(&b);
+}
+
+/* A CREATE that does not fit parks (create FIFO, timer heap, parked_need)
+ * and is admitted when a DELETE frees the room. */
+static void t_create_parked(void **state)
+{
+    client a;
+    reply r;
+
+    (void)state;
+    close_store();
+    open_store("16M", false);
+    connect_client(&a);
+    create_sealed(&a, 8, 10 * BIG, true);
+    uint32_t e8 = (uint32_t)entry_of(8), gen8 = ss__ent(S, e8)->generation;
+
+    uint32_t rq = send_create(&a, 9, 8 * BIG);
+    no_reply(&a);
+    assert_int_equal(entry_of(9), -ENOENT);
+    assert_int_equal(S->park.nparked, 1);
+    assert_ptr_equal(S->park.cq_head, a.c->parked);
+    assert_ptr_equal(S->park.cq_tail, a.c->parked);
+    assert_int_equal(a.c->parked->type, SS_PK_CREATE);
+    assert_true(a.c->parked->heap_pos != UINT32_MAX); /* the create timeout */
+    assert_true(S->park.parked_need >= 8 * BIG);
+
+    uint32_t drq = send_id(&a, SS_MSG_DELETE, 8);
+    assert_int_equal(reply_to(&a, drq, SS_MSG_DELETE, NULL), 0);
+    assert_int_equal(reply_to(&a, rq, SS_MSG_CREATE, &r), 0);
+    assert_int_equal(r.nfds, 2);
+    assert_int_equal(entry_of(8), -ENOENT);
+    /* the entry 8 gave back is the one 9 took (reused LIFO, a new generation) */
+    assert_int_equal(entry_of(9), (int64_t)e8);
+    assert_int_equal(ss__ent(S, e8)->generation, gen8 + 1);
+    assert_int_equal(state_of(e8), SS_IX_CREATED);
+    assert_int_equal(S->park.nparked, 0);
+    assert_null(S->park.cq_head);
+    assert_int_equal(S->park.heap_len, 0);
+    assert_int_equal(S->park.parked_need, 0);
+
+    /* one that never fits in time: -ENOSPC at its create timeout */
+    rq = send_create(&a, 10, 9 * BIG);
+    no_reply(&a);
+    assert_int_equal(S->park.heap_len, 1);
+    ss__req_timer_turn(S, S->park.heap[0]->deadline_ns + 1);
+    valid();
+    assert_int_equal(reply_to(&a, rq, SS_MSG_CREATE, NULL), -ENOSPC);
+    assert_int_equal(S->park.nparked, 0);
+    assert_int_equal(S->park.parked_need, 0);
+    assert_int_equal(entry_of(10), -ENOENT);
+
+    disconnect(&a); /* aborts the unsealed object */
+    assert_int_equal(S->tab.nobjects, 0);
+    assert_int_equal(atomic_load(&S->tab.resident), 0);
+}
+
+/* A PUT whose small segment does not fit parks as a PUT (the message kept)
+ * and is run whole when room comes. */
+static void t_put_parked(void **state)
+{
+    client a;
+    static unsigned char buf[sizeof(ss__req_put) + 1000];
+    ss__req_put r = { .id = id_of(61), .node = -1, .size = 1000 };
+
+    (void)state;
+    close_store();
+    open_store("16M", false);
+    connect_client(&a);
+    create_sealed(&a, 60, 14 * BIG, true);
+    memcpy(buf, &r, sizeof(r));
+    memset(buf + sizeof(r), 7, 1000);
+    uint32_t rq = request(&a, SS_MSG_PUT, buf, sizeof(buf));
+    no_reply(&a);
+    assert_int_equal(S->park.nparked, 1);
+    assert_int_equal(S->park.cq_head->type, SS_PK_PUT);
+    assert_true(S->park.cq_head->bytes >= sizeof(buf));
+
+    assert_int_equal(reply_to(&a, send_id(&a, SS_MSG_DELETE, 60), SS_MSG_DELETE, NULL), 0);
+    assert_int_equal(reply_to(&a, rq, SS_MSG_PUT, NULL), 0);
+    int64_t e = entry_of(61);
+    assert_true(e >= 0);
+    assert_int_equal(state_of((uint32_t)e), SS_IX_SEALED);
+    assert_int_equal(obj((uint32_t)e)->refs, 0);
+    assert_int_equal(S->tab.lru_head, (uint32_t)e + 1);
+    assert_int_equal(S->park.nparked, 0);
+    assert_int_equal(S->park.parked_bytes, 0);
+    disconnect(&a);
+}
+
+/* A GET of two ids, one sealed (held in memory meanwhile) and one not yet:
+ * woken by the second's seal, off the timer heap, both found. */
+static void t_get_partial(void **state)
+{
+    client a, b;
+    reply r;
+    unsigned char m[sizeof(ss__req_get) + 2 * sizeof(ss_id)];
+    ss__req_get g = { .n = 2, .timeout_ms = 60000 };
+    ss_id ids[2] = { id_of(70), id_of(71) };
+
+    (void)state;
+    connect_client(&a);
+    connect_client(&b);
+    assert_int_equal(put(&a, 70, 64), 0);
+    memcpy(m, &g, sizeof(g));
+    memcpy(m + sizeof(g), ids, sizeof(ids));
+    uint32_t rq = request(&b, SS_MSG_GET, m, sizeof(m));
+    no_reply(&b);
+    ss__parked *pk = b.c->parked;
+    assert_non_null(pk);
+    assert_int_equal(pk->missing, 1);
+    assert_int_equal(pk->w[0].kind, SS_WN_HOLD);
+    assert_int_equal(pk->w[1].kind, SS_WN_WAIT);
+    assert_int_equal(pk->heap_pos, 0);
+    assert_true(ss__park_id_held(S, &ids[0]));
+
+    assert_int_equal(put(&a, 71, 64), 0);
+    assert_int_equal(reply_to(&b, rq, SS_MSG_GET, &r), 2);
+    assert_int_equal(S->park.heap_len, 0);
+    assert_false(ss__park_id_held(S, &ids[0]));
+    assert_int_equal(obj((uint32_t)entry_of(70))->refs, 1);
+    assert_int_equal(obj((uint32_t)entry_of(71))->refs, 1);
+    disconnect(&b); /* its references go with it */
+    assert_int_equal(obj((uint32_t)entry_of(70))->refs, 0);
+    assert_int_equal(obj((uint32_t)entry_of(71))->refs, 0);
+    disconnect(&a);
+}
+
+/* A client goes away holding references, unsealed objects (one with the
+ * seal worker), and parked GET and CREATE requests: everything it held is
+ * released, the object being sealed is freed when the worker is done, and
+ * the connection itself then. */
+static void t_conn_gone(void **state)
+{
+    client a, b;
+
+    (void)state;
+    close_store();
+    open_store("16M", false);
+    connect_client(&a);
+    connect_client(&b);
+    assert_int_equal(put(&b, 10, 300), 0); /* sealed: a will hold it */
+    create_sealed(&b, 11, 8 * BIG, true);
+    uint32_t e10 = (uint32_t)entry_of(10), e11 = (uint32_t)entry_of(11);
+    assert_int_equal(reply_to(&a, send_get(&a, 10, 0), SS_MSG_GET, NULL), 1);
+    assert_int_equal(reply_to(&a, send_get(&a, 11, 0), SS_MSG_GET, NULL), 1);
+    assert_int_equal(reply_to(&a, send_create(&a, 12, 200), SS_MSG_CREATE, NULL), 0);
+    assert_int_equal(reply_to(&a, send_create(&a, 13, BIG), SS_MSG_CREATE, NULL), 0);
+    assert_int_equal(reply_to(&a, send_create(&a, 14, BIG), SS_MSG_CREATE, NULL), 0);
+    uint32_t e12 = (uint32_t)entry_of(12), e13 = (uint32_t)entry_of(13);
+    uint32_t e14 = (uint32_t)entry_of(14);
+    send_seal(&a, 13, 0, false); /* with the worker */
+    send_seal(&a, 14, 0, false); /* queued behind it */
+    assert_ptr_not_equal(a.c->seal_queue, NULL);
+    send_get(&a, 15, -1);       /* parked, no deadline */
+    send_get(&a, 16, 60000);    /* parked, in the heap */
+    send_create(&a, 17, 8 * BIG); /* does not fit: parked */
+    assert_int_equal(a.c->nparked, 3);
+    assert_int_equal(S->park.nparked, 3);
+    assert_int_equal(obj(e10)->refs, 1);
+    assert_int_equal(S->tab.nobjects, 5);
+
+    ss__conn *dead = a.c;
+    disconnect(&a);
+    assert_int_equal(S->conn.nclients, 1);
+    assert_int_equal(S->park.nparked, 0);
+    assert_int_equal(S->park.parked_bytes, 0);
+    assert_int_equal(S->park.heap_len, 0);
+    assert_null(S->park.cq_head);
+    assert_int_equal(obj(e10)->refs, 0);
+    assert_true(obj(e10)->flags & SS_OBJF_ON_LRU);
+    assert_int_equal(obj(e11)->refs, 0);
+    assert_true(obj(e11)->flags & SS_OBJF_ON_LRU);
+    assert_int_equal(state_of(e12), SS_IX_FREE);
+    assert_int_equal(state_of(e14), SS_IX_FREE); /* its seal never reached the worker */
+    assert_int_equal(state_of(e13), SS_IX_CREATED); /* the worker has it */
+    assert_true(obj(e13)->flags & SS_OBJF_ORPHAN);
+    assert_true(dead->dead && dead->seal_busy);
+
+    seal_completions(); /* frees e13, then the connection */
+    assert_int_equal(state_of(e13), SS_IX_FREE);
+    assert_int_equal(S->tab.nobjects, 2);
+    assert_int_equal(S->tab.nsealed, 2);
+    disconnect(&b);
+}
+
+/* The LRU orders unreferenced sealed objects by their last release. */
+static void t_lru_order(void **state)
+{
+    client a;
+    uint32_t l[8], e[3];
+
+    (void)state;
+    connect_client(&a);
+    for (unsigned k = 0; k < 3; k++) {
+        assert_int_equal(put(&a, 20 + k, 100), 0);
+        e[k] = (uint32_t)entry_of(20 + k);
+    }
+    assert_int_equal(lru(l, 8), 3);
+    assert_int_equal(l[0], e[0]);
+    assert_int_equal(l[1], e[1]);
+    assert_int_equal(l[2], e[2]);
+
+    assert_int_equal(reply_to(&a, send_get(&a, 20, 0), SS_MSG_GET, NULL), 1);
+    assert_int_equal(lru(l, 8), 2); /* held: off the LRU */
+    assert_int_equal(l[0], e[1]);
+    assert_int_equal(l[1], e[2]);
+    send_release(&a, 20);
+    assert_int_equal(lru(l, 8), 3);
+    assert_int_equal(l[0], e[1]);
+    assert_int_equal(l[1], e[2]);
+    assert_int_equal(l[2], e[0]);
+    assert_int_equal(S->tab.lru_tail, e[0] + 1);
+    disconnect(&a);
+}
+
+/* With SEALSTORE_EVICT on, a create that does not fit drops the least
+ * recently used unreferenced object, never a held one. */
+static void t_evict(void **state)
+{
+    client a, b;
+    uint32_t l[8];
+
+    (void)state;
+    close_store();
+    open_store("16M", true);
+    connect_client(&a);
+    connect_client(&b);
+    for (unsigned k = 0; k < 3; k++)
+        create_sealed(&a, 30 + k, 5 * BIG, true);
+    uint32_t e30 = (uint32_t)entry_of(30), e32 = (uint32_t)entry_of(32);
+    /* 30 used again: 31 is now the least recently used; 32 is held */
+    assert_int_equal(reply_to(&b, send_get(&b, 30, 0), SS_MSG_GET, NULL), 1);
+    send_release(&b, 30);
+    assert_int_equal(reply_to(&b, send_get(&b, 32, 0), SS_MSG_GET, NULL), 1);
+    assert_int_equal(lru(l, 8), 2);
+
+    create_sealed(&a, 33, 4 * BIG, true);
+    assert_int_equal(S->cnt.c_evictions, 1);
+    assert_int_equal(entry_of(31), -ENOENT);
+    assert_int_equal(entry_of(30), (int64_t)e30);
+    assert_int_equal(entry_of(32), (int64_t)e32);
+    assert_int_equal(S->tab.nobjects, 3);
+    assert_int_equal(S->tab.object_bytes, 14 * BIG);
+
+    /* the LRU is now 30, 33 (32 is held): the next create evicts 30 */
+    create_sealed(&a, 34, 5 * BIG, true);
+    assert_int_equal(S->cnt.c_evictions, 2);
+    assert_int_equal(entry_of(30), -ENOENT);
+    assert_int_equal(entry_of(32), (int64_t)e32);
+    assert_int_equal(obj(e32)->refs, 1);
+    disconnect(&a);
+    disconnect(&b);
+}
+
+/* One loop turn for the seal worker and the spill engine: wait (at most
+ * 100 ms) for either to report, run the handlers the loop would run for
+ * them, then the loop's end-of-turn hooks (store.c's table: timers,
+ * retries, spilling ahead, reaping, ...) in their order. */
+static void turn(void)
+{
+    struct pollfd p[2] = { { .fd = S->seal.ev.fd, .events = POLLIN },
+                           { .fd = S->disk.sp ? S->disk.ev.fd : -1, .events = POLLIN } };
+
+    assert_true(poll(p, 2, 100) >= 0);
+    if (p[0].revents & POLLIN)
+        fire(&S->seal.ev);
+    if (p[1].revents & POLLIN)
+        fire(&S->disk.ev);
+    uint64_t now = ss__now_ns();
+    for (ss__loop_hook *h = S->loop.hooks; h; h = h->next)
+        if (h->turn)
+            h->turn(h->arg, now);
+    valid();
+}
+
+/* Turns until cond holds (evaluated once per turn: it may consume a
+ * reply), at most a minute. */
+#define TURNS_UNTIL(cond)                                                     \
+    do {                                                                      \
+        bool ok_ = false;                                                     \
+        for (int n_ = 0; n_ < 600 && !(ok_ = (cond)); n_++)                   \
+            turn();                                                           \
+        assert_true(ok_);                                                     \
+    } while (0)
+
+/* With spilling on and everything idle above the high-water mark (0):
+ * objects spill (SPILLING, then SPILLED with a disk copy and no memory); a
+ * GET parks on a restore and is answered by it; a DELETE of an object with
+ * a disk copy parks until the engine says the copy is gone. */
+static void t_spill_restore_delete(void **state)
+{
+    client a;
+    reply r;
+    char dir[256], path[256];
+
+    (void)state;
+    close_store();
+    snprintf(dir, sizeof(dir), "%s/spill", t_tmpdir());
+    snprintf(path, sizeof(path), "%s/spill.sock", t_tmpdir());
+    t_assert_ok(ss_option_set(SS_OPT_SPILL_HIGH, "0"));
+    t_assert_ok(ss_option_set(SS_OPT_SPILL_DIR, dir));
+    t_assert_ok(ss_option_set(SS_OPT_EVICT, "off"));
+    t_assert_ok(ss__store_open(&S, path, 0));
+    t_assert_ok(ss_option_set(SS_OPT_SPILL_HIGH, "90%"));
+    valid();
+    T_SKIP_IF(!S->disk.sp, "uring", "the spill engine could not start here");
+    TURNS_UNTIL(!S->disk.scanning);
+
+    connect_client(&a);
+    assert_int_equal(put(&a, 80, 2000), 0);
+    create_sealed(&a, 81, BIG, true);
+    uint32_t e80 = (uint32_t)entry_of(80), e81 = (uint32_t)entry_of(81);
+    ss__disk_turn(S, ss__now_ns());
+    valid();
+    assert_true(S->disk.nspilling > 0);
+    assert_true(obj(e81)->flags & SS_OBJF_SPILLING);
+    assert_false(obj(e81)->flags & SS_OBJF_ON_LRU);
+    TURNS_UNTIL(S->disk.nspilled == 2 && S->disk.nspilling == 0);
+    for (uint32_t e = e80; e <= e81; e += e81 - e80) {
+        assert_int_equal(state_of(e), SS_IX_SPILLED);
+        assert_true(obj(e)->flags & SS_OBJF_NOMEM);
+        assert_true(obj(e)->disk != 0);
+        assert_int_equal(obj(e)->fd_ro, -1);
+    }
+    assert_int_equal(S->tab.nobjects, 2);
+    assert_int_equal(S->tab.nsealed, 2);
+    assert_int_equal(reply_to(&a, send_id(&a, SS_MSG_CONTAINS, 81), SS_MSG_CONTAINS, NULL), 1);
+
+    uint32_t rq = send_get(&a, 81, -1);
+    assert_int_equal(a.c->nparked, 1);
+    assert_int_equal(a.c->parked->w[0].kind, SS_WN_RESTORE);
+    assert_int_equal(a.c->parked->nrestore, 1);
+    assert_true(obj(e81)->flags & SS_OBJF_RESTORING);
+    TURNS_UNTIL(try_reply(&a, &r));
+    assert_int_equal(r.h.req_id, rq);
+    assert_int_equal(r.h.status, 1);
+    assert_int_equal(state_of(e81), SS_IX_SEALED);
+    assert_false(obj(e81)->flags & (SS_OBJF_NOMEM | SS_OBJF_RESTORING));
+    assert_int_equal(obj(e81)->refs, 1);
+    assert_int_equal(S->park.nparked, 0);
+
+    rq = send_id(&a, SS_MSG_DELETE, 80);
+    no_reply(&a); /* answered once the copy's removal is durable */
+    assert_int_equal(a.c->nparked, 1);
+    assert_int_equal(a.c->parked->type, SS_PK_DELETE);
+    assert_int_equal(entry_of(80), -ENOENT); /* gone for everyone at once */
+    TURNS_UNTIL(try_reply(&a, &r));
+    assert_int_equal(r.h.req_id, rq);
+    assert_int_equal(r.h.status, 0);
+    assert_int_equal(S->park.nparked, 0);
+    assert_int_equal(S->disk.nremovals, 0);
+    assert_int_equal(state_of(e80), SS_IX_FREE);
+    send_release(&a, 81);
+    disconnect(&a);
+}
+
+/* ------------------------------------------------- the validator itself */
+
+/* A store with a bit of everything: a held object, idle ones on the LRU, a
+ * deleted one still referenced, a parked GET in the heap. */
+static void busy_store(client *a, client *b)
+{
+    connect_client(a);
+    connect_client(b);
+    for (unsigned k = 40; k < 44; k++)
+        assert_int_equal(put(a, k, 100 * k), 0);
+    assert_int_equal(reply_to(b, send_get(b, 40, 0), SS_MSG_GET, NULL), 1);
+    assert_int_equal(reply_to(b, send_get(b, 41, 0), SS_MSG_GET, NULL), 1);
+    assert_int_equal(reply_to(a, send_id(a, SS_MSG_DELETE, 41), SS_MSG_DELETE, NULL), 0);
+    send_get(b, 50, 60000);
+    assert_int_equal(S->park.nparked, 1);
+}
+
+/* Each corruption is seen (and undone, so the store closes cleanly). */
+static void t_validate_catches(void **state)
+{
+    client a, b;
+    uint32_t l[8];
+
+    (void)state;
+    busy_store(&a, &b);
+    uint32_t e40 = (uint32_t)entry_of(40);
+    assert_int_equal(lru(l, 8), 2);
+
+    obj(e40)->refs++; /* refs == sum over clients */
+    assert_int_equal(ss__store_validate(S), -SS_E_CORRUPT);
+    obj(e40)->refs--;
+    valid();
+
+    uint32_t head = S->tab.lru_head; /* the LRU holds every idle sealed object */
+    S->tab.lru_head = obj(head - 1)->next;
+    obj(S->tab.lru_head - 1)->prev = 0;
+    assert_int_equal(ss__store_validate(S), -SS_E_CORRUPT);
+    obj(S->tab.lru_head - 1)->prev = head;
+    S->tab.lru_head = head;
+    valid();
+
+    S->park.nparked++; /* nparked == sum of the clients' */
+    assert_int_equal(ss__store_validate(S), -SS_E_CORRUPT);
+    S->park.nparked--;
+    b.c->parked_bytes--; /* a client's parked bytes == its requests' */
+    assert_int_equal(ss__store_validate(S), -SS_E_CORRUPT);
+    b.c->parked_bytes++;
+    valid();
+
+    S->tab.object_bytes += 1;
+    assert_int_equal(ss__store_validate(S), -SS_E_CORRUPT);
+    S->tab.object_bytes -= 1;
+    S->tab.nobjects--;
+    assert_int_equal(ss__store_validate(S), -SS_E_CORRUPT);
+    S->tab.nobjects++;
+    valid();
+
+    /* the deleted entry off its chain */
+    uint32_t saved[1024];
+    assert_true(S->tab.det_nbuckets <= 1024);
+    memcpy(saved, S->tab.det_buckets, S->tab.det_nbuckets * sizeof(*saved));
+    memset(S->tab.det_buckets, 0, S->tab.det_nbuckets * sizeof(*saved));
+    assert_int_equal(ss__store_validate(S), -SS_E_CORRUPT);
+    memcpy(S->tab.det_buckets, saved, S->tab.det_nbuckets * sizeof(*saved));
+    valid();
+
+    /* the parked GET's deadline moved without the heap knowing */
+    ss__parked *pk = S->park.heap[0];
+    uint64_t d = pk->deadline_ns;
+    pk->deadline_ns = UINT64_MAX;
+    assert_int_equal(ss__store_validate(S), -SS_E_CORRUPT);
+    pk->deadline_ns = d;
+    pk->w[0].kind = SS_WN_HOLD; /* missing == nodes not held */
+    assert_int_equal(ss__store_validate(S), -SS_E_CORRUPT);
+    pk->w[0].kind = SS_WN_WAIT;
+    valid();
+
+    /* an entry in use put back on the free list */
+    assert_int_equal(put(&a, 45, 10), 0);
+    uint32_t e45 = (uint32_t)entry_of(45), fh = S->tab.free_head;
+    S->tab.free_head = e45 + 1;
+    assert_int_equal(ss__store_validate(S), -SS_E_CORRUPT);
+    S->tab.free_head = fh;
+    valid();
+
+    S->fdb.fds_unread++; /* fd budget sums */
+    assert_int_equal(ss__store_validate(S), -SS_E_CORRUPT);
+    S->fdb.fds_unread--;
+    valid();
+    disconnect(&a);
+    disconnect(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(t_lifecycle_small, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_lifecycle_large, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_abort, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_delete_referenced, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_get_woken_by_seal, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_get_expires, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_create_parked, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_put_parked, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_get_partial, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_conn_gone, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_lru_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_evict, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_spill_restore_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_validate_catches, setup, teardown),
+    };
+
+    return t_run(tests, NULL, NULL);
+}
