@@ -45,6 +45,13 @@
  *   fds_unread == sum of c.fd_unread + sum of lingers' fd_unread
  *   nout_retry == #{c : out_retry};  c.out_count == length of c's outbox
  *   #{e : SEALING && !ORPHAN} == sum over c of (queued seals + seal_busy)
+ *   c.nbound <= c.bound_cap, each pair's entry below ix.high;
+ *   a pair of a live connection whose generation still matches names a
+ *   CREATED, SEALED or SPILLED entry (else: deleted since) that is BOUND;
+ *   #{e : BOUND, st in {CREATED, SEALED, SPILLED}, not ORPHAN} == the
+ *   number of those pairs
+ *   (a creator-bound object outlives its connection only while an
+ *   orphaned seal is with the worker)
  *   (a restored segment's seal job has no client: its object is RESTORING)
  *
  * parked requests
@@ -94,6 +101,7 @@ typedef struct tally {
     uint64_t free, on_lru, deleted, sealing, spilling, restoring;
     uint64_t in_heap, creates, fdwait, nodes, deletes;
     uint64_t parked, parked_bytes, need;
+    uint64_t bound, bound_pairs; /* creator-bound objects, and the pairs naming them */
     uint32_t *refs; /* per entry: sum of the clients' counts (NULL: no memory) */
 } tally;
 
@@ -142,6 +150,8 @@ static int check_entry(const ss__store *s, uint32_t e, tally *t)
     V(!(f & SS_OBJF_SEALING) || (st == SS_IX_CREATED && kind == SS_SEG_OBJECT),
       "entry %u: sealing in state %u kind %u", e, st, kind);
     t->sealing += (f & (SS_OBJF_SEALING | SS_OBJF_ORPHAN)) == SS_OBJF_SEALING;
+    t->bound += (f & (SS_OBJF_BOUND | SS_OBJF_ORPHAN)) == SS_OBJF_BOUND &&
+                (st == SS_IX_CREATED || st == SS_IX_SEALED || st == SS_IX_SPILLED);
     V(!(f & SS_OBJF_SPILLING) || st == SS_IX_SEALED || st == SS_IX_DELETED,
       "entry %u: spilling in state %u", e, st);
     V(!(f & SS_OBJF_RESTORING) || st == SS_IX_SPILLED || st == SS_IX_DELETED,
@@ -430,6 +440,19 @@ static int check_conn(const ss__store *s, const ss__conn *c, tally *t, uint64_t 
         n++;
     }
     *seals += n + c->seal_busy;
+    V(c->nbound <= c->bound_cap, "conn %u: %u bound pairs in %u", c->id, c->nbound,
+      c->bound_cap);
+    for (uint32_t i = 0; i < c->nbound; i++) {
+        ss__bound b = c->bound[i];
+        V(b.e < s->tab.ix.high, "conn %u: bound pair names entry %u past the table", c->id, b.e);
+        uint32_t st = ss__ent_state(s, b.e);
+        if (ss__ent(s, b.e)->generation != b.generation ||
+            (st != SS_IX_CREATED && st != SS_IX_SEALED && st != SS_IX_SPILLED))
+            continue; /* deleted since */
+        V(ss__obj_at(s, b.e)->flags & SS_OBJF_BOUND, "conn %u: bound entry %u is not bound",
+          c->id, b.e);
+        t->bound_pairs++;
+    }
     if ((rc = check_refs(s, c, t)) < 0)
         return rc;
     return check_parked(s, c, t);
@@ -456,6 +479,8 @@ static int check_conns(const ss__store *s, tally *t)
       s->conn.nsubscribers, ULL(subs), s->fdb.nout_retry, ULL(retry));
     V(seals == t->sealing, "%llu objects sealing, clients have %llu seals with the worker or "
       "queued", ULL(t->sealing), ULL(seals));
+    V(t->bound == t->bound_pairs, "%llu creator-bound objects, their creators name %llu",
+      ULL(t->bound), ULL(t->bound_pairs));
 
     n = 0;
     for (const ss__conn *c = s->hs.hq_head, *prev = NULL; c; prev = c, c = c->hq_next) {

@@ -195,11 +195,16 @@ static void disconnect(client *cl)
 
 /* ------------------------------------------------------------ requests */
 
-static uint32_t send_create(client *cl, unsigned k, uint64_t size)
+static uint32_t send_create_flags(client *cl, unsigned k, uint64_t size, uint32_t flags)
 {
-    ss__req_create r = { .id = id_of(k), .node = -1, .size = size };
+    ss__req_create r = { .id = id_of(k), .node = -1, .size = size, .flags = flags };
 
     return request(cl, SS_MSG_CREATE, &r, sizeof(r));
+}
+
+static uint32_t send_create(client *cl, unsigned k, uint64_t size)
+{
+    return send_create_flags(cl, k, size, 0);
 }
 
 static uint32_t send_seal(client *cl, unsigned k, uint64_t payload, bool release)
@@ -243,14 +248,19 @@ static uint32_t send_id(client *cl, uint16_t type, unsigned k)
     return request(cl, type, &r, sizeof(r));
 }
 
-static int32_t put(client *cl, unsigned k, uint64_t size)
+static int32_t put_flags(client *cl, unsigned k, uint64_t size, uint32_t flags)
 {
     static unsigned char buf[sizeof(ss__req_put) + SS_PROTO_MAX_INLINE];
-    ss__req_put r = { .id = id_of(k), .node = -1, .size = size };
+    ss__req_put r = { .id = id_of(k), .node = -1, .size = size, .flags = flags };
 
     memcpy(buf, &r, sizeof(r));
     memset(buf + sizeof(r), (int)k, size);
     return reply_to(cl, request(cl, SS_MSG_PUT, buf, sizeof(r) + size), SS_MSG_PUT, NULL);
+}
+
+static int32_t put(client *cl, unsigned k, uint64_t size)
+{
+    return put_flags(cl, k, size, 0);
 }
 
 /* What the loop does when a registered fd is ready: run its handler. */
@@ -744,6 +754,69 @@ static void t_conn_gone(void **state)
     disconnect(&b);
 }
 
+/* Creator-bound objects (SS_CREATEF_CREATOR) when their creator goes:
+ * sealed ones deleted (one held by another client unchained, freed at its
+ * release), an unsealed one aborted, one whose seal the worker has aborted
+ * at its completion (the validator allows that one to outlive its
+ * creator), one deleted and created again by another client left alone;
+ * the validator catches a bound object its creator does not name. */
+static void t_bound_conn_gone(void **state)
+{
+    client a, b;
+
+    (void)state; /* the 64 MiB store of setup() */
+    connect_client(&a);
+    connect_client(&b);
+    assert_int_equal(put_flags(&a, 20, 300, SS_CREATEF_CREATOR), 0);
+    assert_int_equal(put_flags(&a, 21, 300, SS_CREATEF_CREATOR), 0);
+    assert_int_equal(put(&a, 22, 300), 0);
+    uint32_t rq = send_create_flags(&a, 23, 2 * BIG, SS_CREATEF_CREATOR);
+    assert_int_equal(reply_to(&a, rq, SS_MSG_CREATE, NULL), 0);
+    rq = send_seal(&a, 23, 0, true);
+    seal_completions();
+    assert_int_equal(reply_to(&a, rq, SS_MSG_SEAL, NULL), 0);
+    rq = send_create_flags(&a, 24, 100, SS_CREATEF_CREATOR); /* never sealed */
+    assert_int_equal(reply_to(&a, rq, SS_MSG_CREATE, NULL), 0);
+    rq = send_create_flags(&a, 25, BIG, SS_CREATEF_CREATOR);
+    assert_int_equal(reply_to(&a, rq, SS_MSG_CREATE, NULL), 0);
+    send_seal(&a, 25, 0, false); /* with the worker when a goes */
+    uint32_t e20 = (uint32_t)entry_of(20), e22 = (uint32_t)entry_of(22);
+    uint32_t e23 = (uint32_t)entry_of(23), e24 = (uint32_t)entry_of(24);
+    uint32_t e25 = (uint32_t)entry_of(25);
+    assert_true(obj(e20)->flags & SS_OBJF_BOUND);
+    assert_false(obj(e22)->flags & SS_OBJF_BOUND);
+    /* 21 deleted by b and created again by b: not a's any more */
+    assert_int_equal(reply_to(&b, send_id(&b, SS_MSG_DELETE, 21), SS_MSG_DELETE, NULL), 0);
+    assert_int_equal(put(&b, 21, 10), 0);
+    uint32_t e21 = (uint32_t)entry_of(21);
+    assert_int_equal(reply_to(&b, send_get(&b, 23, 0), SS_MSG_GET, NULL), 1);
+    valid();
+    obj(e20)->flags &= (uint8_t)~SS_OBJF_BOUND; /* its creator names it, it says not bound */
+    assert_int_equal(ss__store_validate(S), -SS_E_CORRUPT);
+    obj(e20)->flags |= SS_OBJF_BOUND;
+    valid();
+
+    uint64_t deletes = S->cnt.c_deletes;
+    disconnect(&a); /* validates */
+    assert_int_equal(S->cnt.c_deletes, deletes + 2);
+    assert_int_equal(state_of(e20), SS_IX_FREE);
+    assert_int_equal(state_of(e21), SS_IX_SEALED);
+    assert_int_equal(state_of(e22), SS_IX_SEALED);
+    assert_int_equal(state_of(e23), SS_IX_DELETED); /* b holds it */
+    assert_int_equal(entry_of(23), -ENOENT);
+    assert_int_equal(state_of(e24), SS_IX_FREE);
+    assert_int_equal(state_of(e25), SS_IX_CREATED); /* orphaned, with the worker */
+    seal_completions();
+    assert_int_equal(state_of(e25), SS_IX_FREE);
+    valid();
+    send_release(&b, 23);
+    assert_int_equal(reply_to(&b, send_id(&b, SS_MSG_CONTAINS, 22), SS_MSG_CONTAINS, NULL), 1);
+    assert_int_equal(state_of(e23), SS_IX_FREE);
+    assert_int_equal(S->tab.nobjects, 2);
+    valid();
+    disconnect(&b);
+}
+
 /* The LRU orders unreferenced sealed objects by their last release. */
 static void t_lru_order(void **state)
 {
@@ -1021,6 +1094,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(t_put_parked, setup, teardown),
         cmocka_unit_test_setup_teardown(t_get_partial, setup, teardown),
         cmocka_unit_test_setup_teardown(t_conn_gone, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_bound_conn_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(t_lru_order, setup, teardown),
         cmocka_unit_test_setup_teardown(t_evict, setup, teardown),
         cmocka_unit_test_setup_teardown(t_spill_restore_delete, setup, teardown),
