@@ -98,12 +98,12 @@ static int store_gone(const sspy_client *cl, int rc)
  * ConnectionRefusedError), everything else -> sealstore.Error. Every
  * OSError carries the positive errno (or SS_E_* code) in .errno.
  */
-static PyObject *raise_rc(sspy_client *cl, int rc, const char *op, const ss_id *id,
-                          const char *hint)
+static PyObject *raise_err(sspy_client *cl, int rc, const char *op, const ss_id *id,
+                           const char *hint, int gone)
 {
     char hex[2 * SS_ID_SIZE + 1] = "";
     PyObject *text, *exc = NULL, *cls;
-    int e = -rc, gone = store_gone(cl, rc);
+    int e = -rc;
 
     if (id)
         id_hex(id, hex);
@@ -150,6 +150,12 @@ static PyObject *raise_rc(sspy_client *cl, int rc, const char *op, const ss_id *
         Py_DECREF(exc);
     }
     return NULL;
+}
+
+static PyObject *raise_rc(sspy_client *cl, int rc, const char *op, const ss_id *id,
+                          const char *hint)
+{
+    return raise_err(cl, rc, op, id, hint, store_gone(cl, rc));
 }
 
 static PyObject *human_size(uint64_t n)
@@ -1305,6 +1311,11 @@ static PyObject *client_subscribe(sspy_client *self, PyObject *unused)
     rc = ss_subscribe(self->c, SS_EVENT_SEALED, &fd);
     Py_END_ALLOW_THREADS
     op_end(self);
+    /* a second connection to the socket this client is connected through
+     * finds nobody listening: the store is gone (as a call on the first
+     * connection would soon find) */
+    if (rc == -ECONNREFUSED || rc == -ENOENT)
+        return raise_err(self, rc, "subscribe", NULL, NULL, 1);
     if (rc < 0)
         return raise_rc(self, rc, "subscribe", NULL, NULL);
     return PyLong_FromLong(fd);

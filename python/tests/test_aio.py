@@ -127,6 +127,20 @@ def test_store_death_ends_the_wait(remote_store, sock):
     c.close()
 
 
+def test_subscribe_finds_the_store_gone(remote_store, sock):
+    # get_async re-subscribes after its subscription ends; when the store
+    # died meanwhile, that connect is refused: the error must say the
+    # store is gone, as the client's own calls do
+    c = sealstore.connect(sock)
+    remote_store.kill()
+    remote_store.wait()
+    with pytest.raises(sealstore.StoreGoneError) as e:
+        c._subscribe()
+    assert e.value.socket == sock
+    assert c.gone
+    c.close()
+
+
 def test_put_async(client):
     async def main():
         oid = await client.put_async({"p": 1})
