@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * spill_probe: spill and restore throughput of the spill engine beside the
- * disk's own limit, measured in the same run on the same directory (issue
- * 4's target: spill and restore at >= 80% of a plain sequential O_DIRECT
+ * disk's own limit, measured in the same run on the same directory (the
+ * target: spill and restore at >= 80% of a plain sequential O_DIRECT
  * writer and reader). Not part of make check; not built by default.
  *
- *   cd /work/build-spill && make src/lib/libsealstore-core.la
- *   gcc -O2 -pthread -I/work/main/include -I/work/main/src/lib -I. \
- *       /work/main/bench/spill_probe.c src/lib/.libs/libsealstore-core.a \
+ *   cd build && make src/lib/libsealstore-core.la     (an out-of-tree build)
+ *   gcc -O2 -pthread -I../include -I../src/lib -I. \
+ *       ../bench/spill_probe.c src/lib/.libs/libsealstore-core.a \
  *       -luring -lhwloc -o /tmp/spill_probe
  *   /tmp/spill_probe [base_dir=/var/tmp] [total_MiB=1024] [object_MiB=64] [qd=8] [reps=3]
  *   (environment SQPOLL=1, INLINE=1 or NO_URING=1 picks that mode; an object
