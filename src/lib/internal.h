@@ -15,6 +15,7 @@
  *   numa.h      hwloc topology and placement policy
  *   pool.h      the populator: ready, pre-faulted object segments
  *   alloc.h     the small allocator carving small-object segments
+ *   arena.h     write-once arenas: best-fit extents for objects above the small limit
  *   proto.h     the wire protocol between the client library and the store
  *   spill.h     the spill engine: objects to disk and back, asynchronously
  *   spill_int.h the spill engine's internals; its files call one way, down
