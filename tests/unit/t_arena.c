@@ -539,6 +539,9 @@ static double mixed(int hugepages, uint64_t arena_size, uint64_t dedicated_min, 
     return worst;
 }
 
+/* --enable-debug validates after every alloc and free: fewer steps there. */
+#define STEPS (SS_DEBUG >= 2 ? 3000 : 20000)
+
 static void test_mixed_workload(void **state)
 {
     (void)state;
@@ -561,11 +564,11 @@ static void test_mixed_workload(void **state)
         double mean;
         uint64_t arenas, created;
         double worst =
-            mixed(runs[i].hp, 64 * SS_MiB, 0, 8 * SS_GiB, 20000, &mean, &arenas, &created);
+            mixed(runs[i].hp, 64 * SS_MiB, 0, 8 * SS_GiB, STEPS, &mean, &arenas, &created);
         print_message("mixed workload (%s pages, 64 MiB arenas, 8 GiB live, sizes 64 KiB..128 "
-                      "MiB log-uniform, 20000 steps): waste mean %.1f%%, worst %.1f%% of live "
+                      "MiB log-uniform, %d steps): waste mean %.1f%%, worst %.1f%% of live "
                       "bytes; %" PRIu64 " arenas now, %" PRIu64 " created\n",
-                      runs[i].name, 100 * mean, 100 * worst, arenas, created);
+                      runs[i].name, STEPS, 100 * mean, 100 * worst, arenas, created);
         assert_true(worst <= 0.12);
     }
 }
@@ -611,7 +614,8 @@ static void test_costs(void **state)
     (void)state;
     budget b;
     ss__arenas *a = mk(&b, INT64_MAX, 64 * SS_MiB, SS_HP_OFF, true);
-    enum { N = 200000, LIVE = 256 };
+    enum { LIVE = 256 };
+    const int N = SS_DEBUG >= 2 ? 2000 : 200000;
     ss__aloc live[LIVE];
 
     rng_state = seed ^ 2;
