@@ -181,7 +181,7 @@ static anode *node_get(ss__arenas *a, int key)
 }
 
 /* --------------------------------------------------------------- arenas */
-static void charge(ss__arenas *a, int64_t delta)
+static void charge(const ss__arenas *a, int64_t delta)
 {
     if (a->p.charge)
         (void)a->p.charge(a->p.charge_arg, delta);
@@ -231,7 +231,7 @@ static void arena_destroy(ss__arenas *a, aarena *r)
 /* The memory of a new arena of `size` bytes on node n: charged, created,
  * populated, sealed, read-only. On failure nothing is left and nothing
  * stays charged. */
-static int arena_memory(ss__arenas *a, anode *n, uint64_t size, ss__seg *seg)
+static int arena_memory(const ss__arenas *a, int node, uint64_t size, ss__seg *seg)
 {
     uint64_t charged = size;
     int rc;
@@ -245,11 +245,11 @@ static int arena_memory(ss__arenas *a, anode *n, uint64_t size, ss__seg *seg)
             goto fail_uncharge;
         *seg = (ss__seg){ .fd = -1, .backing = plan[0], .kind = SS_SEG_SMALL,
                           .page_size = ss__backing_page_size(plan[0]),
-                          .node = (int16_t)(a->p.numa ? n->node : SS_NODE_ANY) };
+                          .node = (int16_t)(a->p.numa ? node : SS_NODE_ANY) };
         seg->size = SS_ALIGN_UP(size, (uint64_t)seg->page_size);
     } else {
         ss__seg_params sp = { .size = size, .hugepages = a->p.hugepages,
-                              .kind = SS_SEG_SMALL, .numa = a->p.numa, .node = n->node };
+                              .kind = SS_SEG_SMALL, .numa = a->p.numa, .node = node };
         rc = ss__seg_create(seg, &sp);
         if (rc < 0)
             goto fail_uncharge;
@@ -279,12 +279,23 @@ fail_uncharge:
     return rc;
 }
 
-/* A new arena on node n: regular (size == arena_size) or dedicated. A
- * refused charge drops the idle arenas and tries once more. */
-static int arena_grow(ss__arenas *a, anode *n, uint64_t size, bool dedicated, aarena **out)
+/* Give made memory back: destroy it and uncharge it. */
+static void memory_drop(const ss__arenas *a, ss__seg *seg)
+{
+    uint64_t size = seg->size;
+
+    if (!a->p.bookkeeping_only)
+        ss__seg_destroy(seg);
+    else
+        *seg = (ss__seg){ .fd = -1 };
+    charge(a, -(int64_t)size);
+}
+
+/* Record made memory as an arena of node n (its charge moves in). On
+ * -ENOMEM nothing changed and seg is still the caller's. */
+static int arena_install(ss__arenas *a, anode *n, ss__seg *seg, bool dedicated, aarena **out)
 {
     uint32_t id;
-    int rc;
 
     for (id = 0; id < a->nslots && a->ars[id]; id++)
         ;
@@ -293,25 +304,21 @@ static int arena_grow(ss__arenas *a, anode *n, uint64_t size, bool dedicated, aa
     aarena *r = calloc(1, sizeof(*r));
     if (!r)
         return -ENOMEM;
-    rc = arena_memory(a, n, size, &r->seg);
-    if (rc == -ENOSPC && ss__arena_trim(a) > 0)
-        rc = arena_memory(a, n, size, &r->seg);
-    if (rc < 0) {
-        free(r);
-        return rc;
-    }
-    r->unit = r->seg.page_size > GRAIN ? r->seg.page_size : (uint32_t)GRAIN;
-    r->nunits = (uint32_t)(r->seg.size / r->unit);
+    r->unit = seg->page_size > GRAIN ? seg->page_size : (uint32_t)GRAIN;
+    r->nunits = (uint32_t)(seg->size / r->unit);
     r->win = calloc(r->nunits, sizeof(*r->win));
-    if (!r->win)
-        goto fail;
     r->dedicated = dedicated;
     if (!dedicated) {
-        r->ngr = (uint32_t)(r->seg.size / GRAIN);
+        r->ngr = (uint32_t)(seg->size / GRAIN);
         r->at = calloc(r->ngr, sizeof(*r->at));
         r->first = calloc(1, sizeof(aext));
-        if (!r->at || !r->first)
-            goto fail;
+    }
+    if (!r->win || (!dedicated && (!r->at || !r->first))) {
+        arena_free_record(r);
+        return -ENOMEM;
+    }
+    r->seg = *seg;
+    if (!dedicated) {
         *r->first = (aext){ .ar = r, .start = 0, .len = r->ngr };
         r->at[0] = r->first;
         bin_push(n, r->first);
@@ -328,13 +335,24 @@ static int arena_grow(ss__arenas *a, anode *n, uint64_t size, bool dedicated, aa
     a->st.created++;
     *out = r;
     return 0;
+}
 
-fail:
-    if (!a->p.bookkeeping_only)
-        ss__seg_destroy(&r->seg);
-    charge(a, -(int64_t)r->seg.size);
-    arena_free_record(r);
-    return -ENOMEM;
+/* A new arena on node n: regular (size == arena_size) or dedicated. A
+ * refused charge drops the idle arenas and tries once more. */
+static int arena_grow(ss__arenas *a, anode *n, uint64_t size, bool dedicated, aarena **out)
+{
+    ss__seg seg;
+    int rc;
+
+    rc = arena_memory(a, n->node, size, &seg);
+    if (rc == -ENOSPC && ss__arena_trim(a) > 0)
+        rc = arena_memory(a, n->node, size, &seg);
+    if (rc < 0)
+        return rc;
+    rc = arena_install(a, n, &seg, dedicated, out);
+    if (rc < 0)
+        memory_drop(a, &seg);
+    return rc;
 }
 
 /* ----------------------------------------------------------- public API */
@@ -705,6 +723,55 @@ int ss__arena_write_close(ss__arenas *a, const ss__aloc *loc)
         ss__log_error("arena %u: cannot make object at %llu read-only again: %s", r->id,
                       (unsigned long long)loc->off, ss_strerror(rc));
     return 0;
+}
+
+/* ------------------------------------------------------ off-loop making */
+
+int ss__arena_make(const ss__arenas *a, int node, ss__seg *out)
+{
+    int key = a && out ? node_key(a, node) : -EINVAL;
+
+    if (key < 0)
+        return key;
+    return arena_memory(a, key - 2, a->p.arena_size, out);
+}
+
+bool ss__arena_wants(const ss__arenas *a, int node)
+{
+    int key = a ? node_key(a, node) : -EINVAL;
+
+    return key >= 0 && (!a->nodes[key] || !a->nodes[key]->spare);
+}
+
+int ss__arena_adopt(ss__arenas *a, ss__seg *seg)
+{
+    int key;
+    aarena *r;
+
+    if (!a || !seg || seg->size != a->p.arena_size || seg->kind != SS_SEG_SMALL ||
+        (a->p.bookkeeping_only ? seg->map != NULL : !seg->map))
+        return -EINVAL;
+    key = node_key(a, a->p.numa ? seg->node : SS_NODE_ANY);
+    if (key < 0)
+        return key;
+    anode *n = node_get(a, key);
+    if (!n)
+        return -ENOMEM;
+    if (n->spare)
+        return -EEXIST;
+    int rc = arena_install(a, n, seg, false, &r);
+    if (rc < 0)
+        return rc;
+    n->spare = r;
+    *seg = (ss__seg){ .fd = -1 };
+    SS_ASSERT_EXPENSIVE(ss__arena_validate(a) == 0);
+    return 0;
+}
+
+void ss__arena_unmake(const ss__arenas *a, ss__seg *seg)
+{
+    if (a && seg && (seg->size || seg->fd >= 0))
+        memory_drop(a, seg);
 }
 
 /* ------------------------------------------------------------- queries */

@@ -176,6 +176,25 @@ int64_t ss__arena_size_of(const ss__arenas *a, const ss__aloc *loc);
 int ss__arena_write_open(ss__arenas *a, const ss__aloc *loc);
 int ss__arena_write_close(ss__arenas *a, const ss__aloc *loc);
 
+/*
+ * Off-loop making: a populator thread builds the next regular arena so the
+ * loop never waits 30-50 ms populating one. ss__arena_make reads only the
+ * allocator's parameters, so it may run on any thread while the loop uses
+ * the allocator (params.charge must then be thread-safe): it creates,
+ * binds, populates, seals and charges the memory of one regular arena for
+ * `node`, exactly as an alloc would. The loop then adopts it as the node's
+ * idle arena, or gives it back with ss__arena_unmake (uncharged) when
+ * adopt says -EEXIST (the node has an idle arena already: nothing
+ * changed). ss__arena_wants says whether the node lacks one (loop thread).
+ * make: 0 or the errors of ss__arena_alloc. adopt: 0 (*seg is the
+ * allocator's now and reset), -EEXIST, -EINVAL (not this allocator's
+ * arena memory), -ENOMEM (nothing changed).
+ */
+int ss__arena_make(const ss__arenas *a, int node, ss__seg *out);
+bool ss__arena_wants(const ss__arenas *a, int node);
+int ss__arena_adopt(ss__arenas *a, ss__seg *seg);
+void ss__arena_unmake(const ss__arenas *a, ss__seg *seg);
+
 /* Arena `id`: its fd (O_RDWR; readers get ss__seg_reopen_ro of it), size,
  * backing, node and the store's map; NULL if no such arena. Valid until
  * the arena is destroyed (a free that empties it, trim, destroy). */

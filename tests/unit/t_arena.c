@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -360,6 +361,63 @@ static void test_returned(void **state)
     ss__arenas_destroy(a);
 }
 
+typedef struct maker {
+    const ss__arenas *a;
+    ss__seg seg;
+    int rc;
+} maker;
+
+static void *make_thread(void *arg)
+{
+    maker *m = arg;
+    m->rc = ss__arena_make(m->a, SS_NODE_ANY, &m->seg);
+    return NULL;
+}
+
+/* A populator thread makes the next arena; the loop adopts it as the idle
+ * arena, which the next alloc then uses; a second one is refused while an
+ * idle arena exists and goes back uncharged. */
+static void test_make_adopt(void **state)
+{
+    (void)state;
+    budget b;
+    ss__arenas *a = mk(&b, 1 * SS_GiB, 4 * SS_MiB, SS_HP_OFF, false);
+    maker m = { .a = a };
+    pthread_t th;
+    ss__aloc x;
+
+    assert_true(ss__arena_wants(a, SS_NODE_ANY));
+    assert_int_equal(pthread_create(&th, NULL, make_thread, &m), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    t_assert_ok(m.rc);
+    assert_int_equal(b.used, 4 * SS_MiB); /* charged by the maker */
+    assert_true(ss__seals_small_ok(ss__seg_get_seals(m.seg.fd)));
+    ss__seg wrong = m.seg;
+    wrong.size /= 2;
+    t_assert_err(ss__arena_adopt(a, &wrong), -EINVAL);
+    t_assert_ok(ss__arena_adopt(a, &m.seg));
+    assert_true(m.seg.fd < 0);
+    t_assert_ok(ss__arena_validate(a));
+    ss__arena_stats st = stats(a);
+    assert_int_equal(st.idle_arenas, 1);
+    assert_false(ss__arena_wants(a, SS_NODE_ANY));
+    t_assert_ok(ss__arena_alloc(a, 256 * SS_KiB, SS_NODE_ANY, &x)); /* not dedicated */
+    assert_int_equal(stats(a).created, 1); /* the adopted one, nothing new */
+    fill(a, &x, 256 * SS_KiB, 9);
+    assert_true(ss__arena_wants(a, SS_NODE_ANY));
+    t_assert_ok(ss__arena_free(a, &x)); /* idle again */
+
+    t_assert_ok(ss__arena_make(a, SS_NODE_ANY, &m.seg));
+    assert_int_equal(b.used, 8 * SS_MiB);
+    t_assert_err(ss__arena_adopt(a, &m.seg), -EEXIST);
+    t_assert_ok(ss__arena_validate(a));
+    ss__arena_unmake(a, &m.seg);
+    assert_int_equal(b.used, 4 * SS_MiB);
+    t_assert_err(ss__arena_make(a, 12345, &m.seg), -EINVAL);
+    ss__arenas_destroy(a);
+    assert_int_equal(b.used, 0);
+}
+
 /* NUMA: arenas are per node; on the real topology an arena bound to node 0
  * has its pages there. Placement decisions on a fake two-node topology. */
 static void test_numa(void **state)
@@ -686,6 +744,7 @@ int main(void)
         cmocka_unit_test(test_windows),
         cmocka_unit_test(test_reader),
         cmocka_unit_test(test_returned),
+        cmocka_unit_test(test_make_adopt),
         cmocka_unit_test(test_numa),
         cmocka_unit_test(test_hugepages),
         cmocka_unit_test(test_validate_catches),
