@@ -628,6 +628,83 @@ static void get_one_cpu(struct bench *b)
                                 .bl_name = "round trip p50, same slices", .bl = &r.us});
 }
 
+/* REGET_INNER re-gets + releases of an object the bench holds, per op. */
+#define REGET_INNER 64
+
+static uint64_t reget_op(struct bench *b, void *arg, uint64_t i)
+{
+    struct get_arg *a = arg;
+    ss_object o;
+    ss_id id;
+    uint64_t t0;
+    int rc;
+
+    (void)b;
+    (void)i;
+    make_id(&id, a->stream, 0);
+    t0 = now_ns();
+    for (unsigned k = 0; k < REGET_INNER; k++) {
+        rc = ss_get(a->c, &id, 1, 0, &o);
+        if (rc != 1 || !o.data || o.size != a->size)
+            die_rc(rc < 0 ? rc : 0, "ss_get of a held %" PRIu64 "-byte object returned %d",
+                   a->size, rc);
+        CK(ss_release(a->c, &id));
+    }
+    return now_ns() - t0;
+}
+
+/*
+ * The gets the client can serve without the store, or without a new
+ * mapping: re-get+release of an object the caller already holds (the
+ * client takes another reference locally), and get+release of one large
+ * object again and again, each get after the previous release (its
+ * segment mapped anew each time unless the client keeps the mapping).
+ */
+static void get_repeat(struct bench *b)
+{
+    static const uint64_t held_sizes[] = {64, SS_MiB};
+    static const uint64_t again_sizes[] = {SS_MiB, 64 * SS_MiB};
+    const struct opfig *rtt = bl_rtt(b);
+    char name[80], sz[16];
+
+    for (size_t k = 0; k < sizeof(held_sizes) / sizeof(held_sizes[0]); k++) {
+        struct get_arg a = {.c = g_st.warm, .stream = g_stream++, .n = 1,
+                            .size = held_sizes[k]};
+        struct opfig o;
+        struct fig f;
+        ss_object held;
+        ss_id id;
+
+        fmt_size(a.size, sz, sizeof(sz));
+        objects_make(a.c, a.stream, 1, a.size);
+        make_id(&id, a.stream, 0);
+        if (ss_get(a.c, &id, 1, 0, &held) != 1)
+            die_rc(0, "ss_get of a sealed %s object found nothing", sz);
+        snprintf(name, sizeof(name), "re-get+release of a held %s object", sz);
+        run_ops(b, name, b->duration_ns, 20, reget_op, &a, &o);
+        CK(ss_release(a.c, &id));
+        objects_drop(a.c, a.stream, 1);
+        fig_scale(&o.ops, REGET_INNER, &f);
+        report(b, &(struct rowspec){.figure = name, .metric = "reget_ops", .unit = "ops/s",
+                                    .size = a.size, .f = &f,
+                                    .bl_name = "seqpacket round trip", .bl = &rtt->ops});
+    }
+    for (size_t k = 0; k < sizeof(again_sizes) / sizeof(again_sizes[0]); k++) {
+        struct get_arg a = {.c = g_st.warm, .stream = g_stream++, .n = 1,
+                            .size = again_sizes[k]};
+        struct opfig o, r;
+
+        fmt_size(a.size, sz, sizeof(sz));
+        objects_make(a.c, a.stream, 1, a.size);
+        snprintf(name, sizeof(name), "get+release %s after a previous release", sz);
+        run_ops_rtt(b, name, b->duration_ns, 20, get_op, &a, &o, &r, 64);
+        objects_drop(a.c, a.stream, 1);
+        report(b, &(struct rowspec){.figure = name, .metric = "get_again_ops", .unit = "ops/s",
+                                    .size = a.size, .f = &o.ops,
+                                    .bl_name = "round trip, same slices", .bl = &r.ops});
+    }
+}
+
 void run_get(struct bench *b)
 {
     char name[64], sz[16], label[64];
@@ -710,6 +787,7 @@ void run_get(struct bench *b)
         }
     }
     get_one_cpu(b);
+    get_repeat(b);
     print_table(b, "get+release of sealed objects, cycling over up to 64 MiB of them (the "
                    "bytes are not read); target: <= 1.5 round trips (ratio >= 0.67)");
 }

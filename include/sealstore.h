@@ -238,6 +238,13 @@ SS_API SS_NODISCARD int ss_put_ex(ss_client *c, const ss_id *id, const void *dat
  * one reference (an id listed twice takes two). A zero-size object's data
  * is non-NULL but must not be dereferenced. out[i].uid says who created
  * the object: check it before trusting the bytes (see SS_UID_UNKNOWN).
+ * A get of an id this handle holds (a sealed object it got and has not
+ * released) is answered here without asking the store: another reference
+ * on the held object, the same view; the store hears of the first
+ * reference and the last release only. Such a get returns the held object
+ * even if another client deleted it since (as a get just before the delete
+ * would); a delete of the id through this handle, or a get or
+ * ss_contains() through it that no longer finds that object, ends this.
  * A spilled object is found and
  * brought back into memory: that may take longer than timeout_ms (up to
  * SEALSTORE_CREATE_TIMEOUT, as memory for it may have to be freed, then
@@ -266,7 +273,9 @@ SS_API SS_NODISCARD int ss_get(ss_client *c, const ss_id *ids, size_t n,
  * held longest: the one whose oldest reference still held was taken first,
  * by get or by create; so views of a deleted object go before any of its
  * successor's. Views of one object share its references: which of them
- * the caller stops using is its own choice. A large object's release is sent
+ * the caller stops using is its own choice. A release while the handle
+ * still holds the object by another reference sends nothing; the last one
+ * goes to the store. A large object's release is sent
  * at once (its segment is unmapped and can be freed); a small object's
  * (up to SEALSTORE_SMALL_MAX) travels with this handle's next call, in the
  * same system call, or once 64 are waiting, or at disconnect: so the store

@@ -390,6 +390,32 @@ ss__cl_hold *ss__cl_hold_find_addr(ss_client *c, const ss_id *id, const void *da
     return best;
 }
 
+/* Local references (client_int.h): the youngest hold of id whose view a
+ * GET reply named, the caller still holds, is mapped, and is not known
+ * deleted. */
+ss__cl_hold *ss__cl_hold_find_local(ss_client *c, const ss_id *id)
+{
+    ss__cl_hold *best = NULL;
+
+    for (ss__cl_hold *h = c->holds[hold_bucket(c, id)]; h; h = h->next) {
+        if (h->state != SS_CL_SEALED || h->priv || !h->got || h->stale ||
+            h->refs <= h->owed || !id_eq(&h->id, id))
+            continue;
+        if ((h->seg && !h->seg->addr) || (h->mseg && !h->mseg->addr))
+            continue; /* a failed mmap: the store's answer retries it */
+        if (!best || h->seq > best->seq)
+            best = h;
+    }
+    return best;
+}
+
+void ss__cl_hold_mark_stale(ss_client *c, const ss_id *id, const ss__cl_hold *keep)
+{
+    for (ss__cl_hold *h = c->holds[hold_bucket(c, id)]; h; h = h->next)
+        if (h != keep && h->state == SS_CL_SEALED && id_eq(&h->id, id))
+            h->stale = true;
+}
+
 /* ---------------------------------------------------- connection state */
 
 /* The connection is unusable: remember why, wake every waiter. Called
@@ -878,6 +904,10 @@ void ss__cl_release_hold(ss_client *c, ss__cl_hold *h)
     ss_id id = h->id;
     int err;
 
+    if (h->local > 0) { /* interchangeable with its store references: no message */
+        h->local--;
+        return;
+    }
     if (h != ss__cl_hold_pick_release(c, &id, &err)) {
         h->owed++;
         return;

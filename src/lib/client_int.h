@@ -140,13 +140,50 @@ enum ss__cl_state { SS_CL_UNSEALED = 1, SS_CL_SEALING, SS_CL_SEALED };
  * its reference (new holds are the youngest; a creation sealed later is
  * older than nothing it could share an id with: while it was unsealed, no
  * get could return an object with its id).
+ *
+ * Local references (a get served by the client). A get of an id this
+ * client holds, through a sealed view a GET reply named (got), whose
+ * caller still has a reference on it (refs > owed) and that is not known
+ * deleted (!stale), takes a local reference instead of asking the store:
+ * local++ on the youngest such hold, the same view returned (data and meta
+ * mapped: the hold's store reference keeps them so). The store never
+ * hears of it. A caller's references on one hold are interchangeable, so
+ * giving one up (ss_release, ss_release_object, a failed get's undo)
+ * takes a local one first when there is one (ss__cl_release_hold): no
+ * message, no release-order question, as no store reference moves. Only
+ * when local is 0 does a store reference go (sent, pended or owed as
+ * above). So local > 0 implies refs > owed: the hold, its segments and
+ * mappings stay while any local reference does, and the last reference
+ * the caller gives up is a store reference, sent as before. Who writes:
+ * local, got, uid and stale are read and written only under the handle's
+ * lock, like the rest of the hold (ss_get's local pass, the GET reply's
+ * apply, the release paths, ss_delete).
+ *
+ * What the store learns: the first reference (the GET that made the hold)
+ * and the last release; a get racing with another thread's GET of the
+ * same id may still take a second store reference (both went to the
+ * store before either reply was applied): that is correct, only not
+ * minimal. A local get cannot know that another client deleted the
+ * object since (and created a new one with that id): like a get that
+ * raced with the delete, it returns the object this client still holds.
+ * What this client learns marks holds stale, and they are not served
+ * locally again: its own ss_delete of the id (any answer but a
+ * connection error: 0, -ENOENT, -EBUSY all say the held object is no
+ * longer the id's sealed object), a GET entry naming another view for the
+ * id, or not finding it, and ss_contains answering 0.
  */
 typedef struct ss__cl_hold {
     struct ss__cl_hold *next; /* hash chain */
     ss_id id;
     uint64_t seq;             /* age: release drops the oldest sealed hold */
-    uint32_t refs;            /* owed included: the view stays mapped until they go */
+    uint32_t refs;            /* store references, owed included: the view stays
+                                 mapped until they go */
     uint32_t owed;            /* released by the caller, not sent yet (release order) */
+    uint32_t local;           /* caller references the store does not know of (local
+                                 references, below); local > 0 implies refs > owed */
+    uint32_t uid;             /* the creator's uid, as the store's GET reply gave it */
+    bool got;                 /* a GET reply named this view: uid is known */
+    bool stale;               /* the object is known deleted: never served locally */
     uint8_t state;            /* enum ss__cl_state */
     uint8_t kind;             /* creator: enum ss__seg_kind */
     bool creator;
@@ -298,6 +335,11 @@ ss__cl_hold *ss__cl_hold_pick_release(ss_client *c, const ss_id *id, int *err);
 ss__cl_hold *ss__cl_hold_find_view(ss_client *c, const ss_id *id, bool has_seg,
                                    uint64_t seg_id, uint64_t off);
 ss__cl_hold *ss__cl_hold_find_addr(ss_client *c, const ss_id *id, const void *data);
+/* The hold a get of id may be served from locally (client_int.h, local
+ * references), or NULL. */
+ss__cl_hold *ss__cl_hold_find_local(ss_client *c, const ss_id *id);
+/* Mark every sealed hold of id stale, but keep (may be NULL). */
+void ss__cl_hold_mark_stale(ss_client *c, const ss_id *id, const ss__cl_hold *keep);
 
 /* ---- client.c: requests */
 int ss__cl_enter(ss_client *c); /* -EINVAL (NULL), -ENOTCONN (forked child), 0 */
@@ -327,7 +369,8 @@ void ss__cl_defer_drop(ss_client *c, const ss_id *id, ss__cl_seg **segs, size_t 
 int ss__cl_finish_drop(ss_client *c, const ss_id *ids, size_t nids, ss__cl_seg **segs,
                        size_t nsegs);
 void ss__cl_drop_refs(ss_client *c, const ss_id *ids, const ss__cl_ref *refs, size_t n);
-/* Give up one reference of the sealed hold h, in release order (above):
+/* Give up one reference of the sealed hold h: a local one if it has any
+ * (nothing sent), else in release order (above):
  * sent now if h is the oldest of its id (then the owed ones of the holds
  * that become the oldest), else owed. Lock held; may unlock around sends,
  * after which h may be gone. */

@@ -503,6 +503,21 @@ static ss__cl_seg *segref_take(ss_client *c, ss__cl_slot *s, const ss__segref *r
     return sg;
 }
 
+/* The caller's view of a sealed hold h. */
+static void hold_view(const ss__cl_hold *h, ss_object *o)
+{
+    const ss__cl_seg *ds = h->seg, *ms = h->mseg;
+
+    *o = (ss_object){
+        .id = h->id,
+        .uid = h->uid,
+        .data = ds ? (ds->addr ? ds->addr + h->off : NULL) : ss__cl_empty,
+        .size = h->size,
+        .meta = ms && ms->addr ? ms->addr + h->moff : NULL,
+        .meta_size = ms ? h->msize : 0,
+    };
+}
+
 /* One entry e of a GET reply in s for the id asked: a reference (the
  * hold of an identical view, or a new one) into *ref and the caller's
  * view into *o. 1 found, 0 not, -SS_E_PROTO, or -ENOMEM. Lock held. */
@@ -515,6 +530,7 @@ static int get_view(ss_client *c, ss__cl_slot *s, const ss__get_entry *e, const 
     ref->found = false;
     if (e->status != 0) {
         *o = (ss_object){ .id = *id, .uid = SS_UID_UNKNOWN };
+        ss__cl_hold_mark_stale(c, id, NULL); /* whatever we hold of it is deleted */
         return 0;
     }
     if (e->data.seg_size && !(ds = segref_take(c, s, &e->data, maperr)))
@@ -537,21 +553,34 @@ static int get_view(ss_client *c, ss__cl_slot *s, const ss__get_entry *e, const 
         h->msize = e->meta.size;
     }
     h->refs++;
+    h->uid = e->uid;
+    h->got = true;
+    h->stale = false;
+    ss__cl_hold_mark_stale(c, id, h); /* the id's object is this one now */
     if (ds)
         ds->refs++;
     if (ms)
         ms->refs++;
     *ref = (ss__cl_ref){ .seg_id = e->data.seg_id, .off = e->data.offset,
                          .has_seg = ds != NULL, .found = true };
-    *o = (ss_object){
-        .id = *id,
-        .uid = e->uid,
-        .data = ds ? (ds->addr ? ds->addr + h->off : NULL) : ss__cl_empty,
-        .size = h->size,
-        .meta = ms && ms->addr ? ms->addr + h->moff : NULL,
-        .meta_size = ms ? h->msize : 0,
-    };
+    hold_view(h, o);
     return 1;
+}
+
+/* A get served by the client (client_int.h, local references): one more
+ * local reference on a hold of id, its view into *o. false: ask the
+ * store. Lock held. */
+static bool get_local(ss_client *c, const ss_id *id, ss__cl_ref *ref, ss_object *o)
+{
+    ss__cl_hold *h = ss__cl_hold_find_local(c, id);
+
+    if (!h || h->local == UINT32_MAX)
+        return false;
+    h->local++;
+    *ref = (ss__cl_ref){ .seg_id = h->seg ? h->seg->seg_id : 0, .off = h->off,
+                         .has_seg = h->seg != NULL, .found = true };
+    hold_view(h, o);
+    return true;
 }
 
 /*
@@ -621,10 +650,10 @@ nomem:
     return -ENOMEM;
 }
 
-/* One GET request (n <= SS_PROTO_MAX_IDS). Returns found, or a negative
- * error with none of this batch's references left taken. */
-static int get_batch(ss_client *c, const ss_id *ids, uint32_t n, int64_t timeout_ms,
-                     ss_object *out, ss__cl_ref *refs)
+/* One GET request of n ids (n <= SS_PROTO_MAX_IDS): found, or a negative
+ * error with none of these references left taken. Lock NOT held. */
+static int get_remote(ss_client *c, const ss_id *ids, uint32_t n, int64_t timeout_ms,
+                      ss_object *out, ss__cl_ref *refs)
 {
     ss__cl_slot s;
     ss__msg_hdr h;
@@ -651,6 +680,48 @@ static int get_batch(ss_client *c, const ss_id *ids, uint32_t n, int64_t timeout
     pthread_mutex_unlock(&c->lock);
     ss__cl_close_fds(s.fds, s.nfds);
     return rc;
+}
+
+/* One batch (n <= SS_PROTO_MAX_IDS): the ids this client holds are served
+ * locally (client_int.h), the others in one GET. Returns found, or a
+ * negative error with none of this batch's references left taken. */
+static int get_batch(ss_client *c, const ss_id *ids, uint32_t n, int64_t timeout_ms,
+                     ss_object *out, ss__cl_ref *refs)
+{
+    ss_id rid[SS_PROTO_MAX_IDS];
+    ss_object rout[SS_PROTO_MAX_IDS];
+    ss__cl_ref rref[SS_PROTO_MAX_IDS];
+    uint32_t at[SS_PROTO_MAX_IDS], nr = 0;
+    int found = 0, rc;
+
+    pthread_mutex_lock(&c->lock);
+    for (uint32_t i = 0; i < n; i++) {
+        if (!c->dead && get_local(c, &ids[i], &refs[i], &out[i])) {
+            found++;
+        } else {
+            refs[i].found = false;
+            at[nr++] = i;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (nr == 0)
+        return found;
+    if (nr == n) /* nothing local: the common miss, without copies */
+        return get_remote(c, ids, n, timeout_ms, out, refs);
+    for (uint32_t k = 0; k < nr; k++)
+        rid[k] = ids[at[k]];
+    rc = get_remote(c, rid, nr, timeout_ms, rout, rref);
+    if (rc < 0) {
+        pthread_mutex_lock(&c->lock);
+        ss__cl_drop_refs(c, ids, refs, n);
+        pthread_mutex_unlock(&c->lock);
+        return rc;
+    }
+    for (uint32_t k = 0; k < nr; k++) {
+        out[at[k]] = rout[k];
+        refs[at[k]] = rref[k];
+    }
+    return found + rc;
 }
 
 static uint64_t now_ms(void)
@@ -756,6 +827,15 @@ SS_API int ss_release_object(ss_client *c, const ss_object *o)
 
 /* --------------------------------------------------- contains / delete */
 
+/* The store says id's sealed object is not one this client holds: no get
+ * of it is served locally from now on (client_int.h). */
+static void forget_local(ss_client *c, const ss_id *id)
+{
+    pthread_mutex_lock(&c->lock);
+    ss__cl_hold_mark_stale(c, id, NULL);
+    pthread_mutex_unlock(&c->lock);
+}
+
 SS_API int ss_contains(ss_client *c, const ss_id *id)
 {
     int rc = ss__cl_enter(c);
@@ -764,7 +844,10 @@ SS_API int ss_contains(ss_client *c, const ss_id *id)
         return rc;
     if (!id)
         return -EINVAL;
-    return ss__cl_simple(c, SS_MSG_CONTAINS, id);
+    rc = ss__cl_simple(c, SS_MSG_CONTAINS, id);
+    if (rc == 0)
+        forget_local(c, id);
+    return rc;
 }
 
 SS_API int ss_delete(ss_client *c, const ss_id *id)
@@ -775,7 +858,13 @@ SS_API int ss_delete(ss_client *c, const ss_id *id)
         return rc;
     if (!id)
         return -EINVAL;
-    return ss__cl_simple(c, SS_MSG_DELETE, id);
+    rc = ss__cl_simple(c, SS_MSG_DELETE, id);
+    /* the store answered: whatever this client holds with that id is not
+     * the id's sealed object any more (0: deleted now; -ENOENT: before;
+     * -EBUSY: a new one is being created) */
+    if (rc == 0 || rc == -ENOENT || rc == -EBUSY)
+        forget_local(c, id);
+    return rc;
 }
 
 /* ---------------------------------------------------------- list/stats */

@@ -21,7 +21,11 @@
  *  - a get waiting forever (timeout -1) on an id nobody puts while another
  *    thread puts, reads, releases and deletes 4 MiB objects: the segments
  *    released meanwhile are unmapped (counted in /proc/self/maps), not
- *    kept until the waiter ends.
+ *    kept until the waiter ends;
+ *  - threads getting and releasing (by id and by view) objects the handle
+ *    holds, beside a looper getting one it does not: the client serves
+ *    the held ones (the store counts the looper's gets only), every view
+ *    is the held one and reads right to the last byte.
  * Every call must succeed, the handle must stay usable, and once all
  * references are released nothing stays referenced at the store.
  *
@@ -383,14 +387,10 @@ out:
     return NULL;
 }
 
-/* Start the workers, let them run RUN_MS, and check the outcome. */
-static void run_workers(worker *ws, size_t n)
+/* Start the workers, let them run RUN_MS, fail with the first failure. */
+static void workers_go(worker *ws, size_t n)
 {
     run r = { .t_end_ms = now_ms() + RUN_MS };
-    ss_object o;
-    ss_obj_info info[64];
-    uint64_t cursor = 0;
-    unsigned listed = 0;
 
     for (size_t i = 0; i < n; i++) {
         ws[i].r = &r;
@@ -401,6 +401,32 @@ static void run_workers(worker *ws, size_t n)
         assert_int_equal(pthread_join(ws[i].th, NULL), 0);
     if (atomic_load(&r.failed))
         fail_msg("%s", r.why);
+}
+
+/* Nothing is referenced at the store: how many objects it lists. */
+static unsigned no_refs_left(void)
+{
+    ss_obj_info info[64];
+    uint64_t cursor = 0;
+    unsigned listed = 0;
+
+    do {
+        int k = ss_list(C, &cursor, info, 64);
+
+        t_assert_ok(k);
+        for (int i = 0; i < k; i++)
+            assert_int_equal(info[i].refs, 0);
+        listed += (unsigned)k;
+    } while (cursor != 0);
+    return listed;
+}
+
+/* Run the workers and check the outcome. */
+static void run_workers(worker *ws, size_t n)
+{
+    ss_object o;
+
+    workers_go(ws, n);
     for (size_t i = 0; i < n; i++)
         print_message("worker %zu: %llu iterations\n", i, (unsigned long long)ws[i].iters);
 
@@ -412,15 +438,7 @@ static void run_workers(worker *ws, size_t n)
     for (unsigned i = 0; i < NOBJ; i++)
         assert_int_equal(ss_contains(H, &obj_ids[i]), 1);
     /* every reference the workers took was given back */
-    do {
-        int k = ss_list(C, &cursor, info, 64);
-
-        t_assert_ok(k);
-        for (int i = 0; i < k; i++)
-            assert_int_equal(info[i].refs, 0);
-        listed += (unsigned)k;
-    } while (cursor != 0);
-    assert_true(listed >= NOBJ);
+    assert_true(no_refs_left() >= NOBJ);
 }
 
 /* The reported case: get + release of an 800 KB object in one thread, 1 ms
@@ -454,6 +472,91 @@ static void test_same_id_churn(void **state)
 
     (void)state;
     run_workers(ws, sizeof(ws) / sizeof(ws[0]));
+}
+
+/* ---- held objects, got again by several threads: served by the client */
+
+/* small, 4 KiB, just above 64 KiB (its own segment), 1 MiB, empty */
+static const unsigned held_k[] = { 1, 2, 5, 7, 8 };
+#define NHELD (sizeof(held_k) / sizeof(held_k[0]))
+static ss_object held_views[NHELD]; /* the main thread's, held throughout */
+
+/* get all held ids (in an order of its own) + check every byte + release,
+ * half by id, half by view */
+static void *w_reget(void *a)
+{
+    worker *w = a;
+    ss_id ids[NHELD];
+    ss_object o[NHELD];
+    unsigned at[NHELD];
+    int rc;
+
+    while (going(w)) {
+        for (unsigned j = 0; j < NHELD; j++) {
+            at[j] = (unsigned)((j + w->iters + w->no) % NHELD);
+            ids[j] = obj_ids[held_k[at[j]]];
+        }
+        rc = ss_get(H, ids, NHELD, 0, o);
+        if (rc != (int)NHELD) {
+            failf(w->r, "reget: ss_get = %d (%s)", rc, t_strerror(rc));
+            break;
+        }
+        for (unsigned j = 0; j < NHELD; j++) {
+            unsigned k = held_k[at[j]];
+
+            if (!view_ok(w->r, &o[j], obj_sizes[k], k + 1, "reget"))
+                return NULL;
+            if (o[j].data != held_views[at[j]].data || o[j].uid != held_views[at[j]].uid) {
+                failf(w->r, "reget: another view of a held object");
+                return NULL;
+            }
+            rc = (j + w->iters) % 2 ? ss_release(H, &ids[j]) : ss_release_object(H, &o[j]);
+            if (rc != 0) {
+                failf(w->r, "reget: release = %d (%s)", rc, t_strerror(rc));
+                return NULL;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Threads get and release objects the handle holds, beside a looper whose
+ * object is not held: the store sees the looper's gets only, every view
+ * is the held one and reads right, and once the holder releases nothing
+ * stays referenced. */
+static void test_held_regets(void **state)
+{
+    worker ws[] = { { .fn = w_reget }, { .fn = w_reget }, { .fn = w_reget },
+                    { .fn = w_looper } };
+    size_t n = sizeof(ws) / sizeof(ws[0]);
+    ss_stats st0 = { .size = sizeof(st0), .version = SS_STATS_VERSION }, st1 = st0;
+    uint64_t regets = 0;
+
+    (void)state;
+    for (unsigned j = 0; j < NHELD; j++) {
+        assert_int_equal(ss_get(H, &obj_ids[held_k[j]], 1, 0, &held_views[j]), 1);
+        assert_true(t_check(held_views[j].data, obj_sizes[held_k[j]], held_k[j] + 1));
+    }
+    t_assert_ok(ss_stats_get(C, &st0));
+    workers_go(ws, n);
+    t_assert_ok(ss_stats_get(C, &st1));
+    for (size_t i = 0; i + 1 < n; i++)
+        regets += ws[i].iters;
+    print_message("re-gets of %u held ids: %llu; looper gets: %llu; store gets: %llu\n",
+                  (unsigned)NHELD, (unsigned long long)regets,
+                  (unsigned long long)ws[n - 1].iters, (unsigned long long)(st1.gets - st0.gets));
+    assert_true(regets > 0);
+    /* only the looper's gets reached the store */
+    assert_int_equal(st1.gets - st0.gets, ws[n - 1].iters);
+    for (unsigned j = 0; j < NHELD; j++) {
+        assert_true(t_check(held_views[j].data, obj_sizes[held_k[j]], held_k[j] + 1));
+        t_assert_ok(ss_release(H, &obj_ids[held_k[j]]));
+        assert_int_equal(ss_release(H, &obj_ids[held_k[j]]), -ENOENT);
+    }
+    /* a call carries the small releases still waiting; then nothing is
+     * referenced */
+    assert_int_equal(ss_contains(H, &obj_ids[0]), 1);
+    assert_true(no_refs_left() >= NOBJ);
 }
 
 /* Mappings of object segments in this process (the embedded store maps
@@ -589,6 +692,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mixed, case_setup, case_teardown),
         cmocka_unit_test_setup_teardown(test_same_id_churn, case_setup, case_teardown),
         cmocka_unit_test_setup_teardown(test_waiter_pins_nothing, case_setup, case_teardown),
+        cmocka_unit_test_setup_teardown(test_held_regets, case_setup, case_teardown),
     };
 
     /* room for everything, and nothing spilled: every get finds its

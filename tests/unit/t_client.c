@@ -88,6 +88,7 @@ struct fake {
     int bad_requests; /* requests the checker refused */
     int released;     /* ids released */
     int gets;         /* GET requests seen */
+    int get_ids;      /* ids they asked for */
     int seg;          /* a 64 KiB memfd to hand out */
 };
 
@@ -166,8 +167,12 @@ static int fake_one(fake *f, const unsigned char *buf, size_t n)
         f->released += (int)r.n;
         return 0;
     }
-    if (type == SS_MSG_GET)
+    if (type == SS_MSG_GET) {
+        ss__req_get r;
+        memcpy(&r, buf + sizeof(h), sizeof(r));
         f->gets++;
+        f->get_ids += (int)r.n;
+    }
     if (!f->fn || f->fn(f, &h, buf + sizeof(h)) < 0)
         return -1;
     return 0;
@@ -517,15 +522,21 @@ static void test_send_failure(void **state)
     fake_stop(&f);
     assert_int_equal(f.released, 1);
 
-    /* a full batch of 64 sent on its own fails: the next request carries it */
+    /* a full batch of 64 sent on its own fails: the next request carries
+     * it (64 ids: a get of an id held already would be served locally) */
     fake_start(&f, script_good);
     t_assert_ok(ss_connect(f.path, 0, &c));
-    for (int i = 0; i < (int)SS_PROTO_MAX_IDS; i++)
-        assert_int_equal(ss_get(c, &id, 1, 0, &o), 1);
-    for (int i = 0; i < (int)SS_PROTO_MAX_IDS - 1; i++)
-        t_assert_ok(ss_release(c, &id));
+    for (int i = 0; i < (int)SS_PROTO_MAX_IDS; i++) {
+        ss_id k = fid(100 + i);
+        assert_int_equal(ss_get(c, &k, 1, 0, &o), 1);
+    }
+    for (int i = 0; i < (int)SS_PROTO_MAX_IDS - 1; i++) {
+        ss_id k = fid(100 + i);
+        t_assert_ok(ss_release(c, &k));
+    }
     fail_sends = 1;
     fail_errno = ENOMEM;
+    id = fid(100 + SS_PROTO_MAX_IDS - 1);
     t_assert_ok(ss_release(c, &id)); /* the 64th: sent at once, fails */
     assert_int_equal(fail_sends, 0);
     assert_int_equal(ss_contains(c, &id), 1);
@@ -547,6 +558,70 @@ static void test_send_failure(void **state)
     ss_disconnect(c);
     fake_stop(&f);
     assert_int_equal(f.released, 0);
+    assert_int_equal(t_count_fds(), fds0);
+}
+
+/* A get of an id this client holds is served by the client: no GET, no
+ * RELEASE, the same view; the store hears of the first reference and the
+ * last release only. A delete through the handle ends local serving of
+ * that id; a failed batch gives its local references back too. */
+static void test_local_gets(void **state)
+{
+    int fds0 = t_count_fds();
+    fake f;
+    ss_client *c;
+    ss_object o, first, b[3];
+    ss_id a = fid(1), ids[3] = { fid(1), fid(2), fid(1) };
+    (void)state;
+
+    fake_start(&f, script_good);
+    t_assert_ok(ss_connect(f.path, 0, &c));
+    assert_int_equal(ss_get(c, &a, 1, 0, &first), 1); /* GET 1: a */
+    for (int i = 0; i < 100; i++) {
+        memset(&o, 0, sizeof(o));
+        assert_int_equal(ss_get(c, &a, 1, 0, &o), 1);
+        assert_ptr_equal(o.data, first.data);
+        assert_int_equal(o.size, first.size);
+        assert_int_equal(o.uid, first.uid);
+        assert_memory_equal(&o.id, &a, sizeof(a));
+        t_assert_ok(ss_release(c, &a));
+    }
+    /* a batch: only the id not held goes to the store (GET 2: one id) */
+    assert_int_equal(ss_get(c, ids, 3, 0, b), 3);
+    assert_ptr_equal(b[0].data, first.data);
+    assert_ptr_equal(b[2].data, first.data);
+    assert_non_null(b[1].data);
+    t_assert_ok(ss_release_object(c, &b[2]));
+    t_assert_ok(ss_release(c, &ids[1]));
+    t_assert_ok(ss_release(c, &a));
+    t_assert_ok(ss_release(c, &a)); /* the last: a RELEASE (pending) */
+    assert_int_equal(ss_release(c, &a), -ENOENT);
+    /* not held any more: the store is asked (GET 3) */
+    assert_int_equal(ss_get(c, &a, 1, 0, &o), 1);
+    /* deleted through this handle: asked again (GET 4) though held */
+    t_assert_ok(ss_delete(c, &a));
+    assert_int_equal(ss_get(c, &a, 1, 0, &o), 1);
+    t_assert_ok(ss_release(c, &a));
+    t_assert_ok(ss_release(c, &a));
+    ss_disconnect(c);
+    fake_stop(&f);
+    assert_int_equal(f.gets, 4);
+    assert_int_equal(f.get_ids, 4);
+    assert_int_equal(f.released, 4); /* a three times, fid(2) once */
+
+    /* a batch whose GET fails gives back the local reference it took */
+    fake_start(&f, script_batch_err); /* the second GET fails */
+    t_assert_ok(ss_connect(f.path, 0, &c));
+    assert_int_equal(ss_get(c, &a, 1, 0, &first), 1);
+    memset(b, 0x5a, sizeof(b));
+    assert_int_equal(ss_get(c, ids, 2, 0, b), -ENOMEM);
+    for (size_t i = 0; i < sizeof(b); i++)
+        assert_int_equal(((unsigned char *)b)[i], 0x5a); /* untouched */
+    t_assert_ok(ss_release(c, &a));
+    assert_int_equal(ss_release(c, &a), -ENOENT);
+    ss_disconnect(c);
+    fake_stop(&f);
+    assert_int_equal(f.released, 1);
     assert_int_equal(t_count_fds(), fds0);
 }
 
@@ -606,6 +681,7 @@ int main(void)
         cmocka_unit_test(test_fake_store_bad_replies),
         cmocka_unit_test(test_fake_store_hello),
         cmocka_unit_test(test_send_failure),
+        cmocka_unit_test(test_local_gets),
     };
 
     return t_run(tests, NULL, NULL);
