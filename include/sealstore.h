@@ -509,6 +509,8 @@ typedef enum ss_option {
     SS_OPT_SOCKET_GROUP,      /* SEALSTORE_SOCKET_GROUP: group allowed to connect */
     SS_OPT_SPILL_HIGH,        /* SEALSTORE_SPILL_HIGH: spill ahead above this (N%, size, off) */
     SS_OPT_SPILL_QUEUE_DEPTH, /* SEALSTORE_SPILL_QUEUE_DEPTH: spill I/Os in flight */
+    SS_OPT_MAP_CACHE,         /* SEALSTORE_MAP_CACHE: bytes a client keeps mapped
+                                 after their last release (client side) */
     SS_OPT__COUNT             /* sentinel */
 } ss_option;
 

@@ -23,6 +23,7 @@
  *  - caller mistakes are return values: nothing here prints or aborts.
  */
 #include "client_int.h"
+#include "options.h"
 #include "segment.h"
 #include "store.h"
 #include "sys.h"
@@ -229,26 +230,97 @@ int ss__cl_seg_map(ss__cl_seg *s)
     return 0;
 }
 
-/* Called once a segment's refs or unsent count dropped: unmap an unused
- * OBJECT segment now if no GET is in flight, else defer it until a reply
- * to a request sent after its RELEASE arrives (see client_int.h). */
-static void seg_settle(ss_client *c, ss__cl_seg *s)
+/* An unused OBJECT segment whose wait_seq is set: unmap it now if no
+ * reply still to come can name it with SS_FD_NONE, else defer it until a
+ * reply to a request sent after its RELEASE arrives (client_int.h). */
+static void seg_unused(ss_client *c, ss__cl_seg *s)
 {
-    if (s->kind != SS_SEG_OBJECT || s->refs > 0 || s->unsent > 0)
-        return;
-    if (c->gets_in_flight == 0) {
+    if (c->gets_in_flight == 0 || (!s->deferred && c->replied_seq > s->wait_seq)) {
         if (s->deferred) /* cannot happen: sweeps empty the list at 0 */
             return;
         ss__cl_seg_unlink(c, s);
         ss__cl_seg_free(s, false);
         return;
     }
-    s->wait_seq = c->req_seq;
     if (!s->deferred) {
         s->deferred = true;
         s->dnext = c->deferred;
         c->deferred = s;
     }
+}
+
+static void kept_unlink(ss_client *c, ss__cl_seg *s)
+{
+    if (s->kprev)
+        s->kprev->knext = s->knext;
+    else
+        c->kept_head = s->knext;
+    if (s->knext)
+        s->knext->kprev = s->kprev;
+    else
+        c->kept_tail = s->kprev;
+    s->kprev = s->knext = NULL;
+    s->kept = false;
+    c->nkept--;
+    c->kept_bytes -= s->size;
+}
+
+/* A kept segment leaves the list unused: settled as it was when kept. */
+static void kept_drop(ss_client *c, ss__cl_seg *s)
+{
+    kept_unlink(c, s);
+    seg_unused(c, s);
+}
+
+void ss__cl_seg_use(ss_client *c, ss__cl_seg *s)
+{
+    if (s->kept)
+        kept_unlink(c, s);
+}
+
+static void deferred_remove(ss_client *c, ss__cl_seg *s)
+{
+    for (ss__cl_seg **pp = &c->deferred; *pp; pp = &(*pp)->dnext)
+        if (*pp == s) {
+            *pp = s->dnext;
+            s->deferred = false;
+            return;
+        }
+}
+
+/* Keep an unused, mapped OBJECT segment (client_int.h, kept segments),
+ * dropping the least recently used ones past the bounds. false: not
+ * kept (too large, not mapped read-only, no cache, connection dead). */
+static bool seg_keep(ss_client *c, ss__cl_seg *s)
+{
+    if (!s->addr || s->writable || c->dead || s->size > c->keep_bytes)
+        return false;
+    if (s->deferred)
+        deferred_remove(c, s);
+    s->kept = true;
+    s->kprev = NULL;
+    s->knext = c->kept_head;
+    if (c->kept_head)
+        c->kept_head->kprev = s;
+    else
+        c->kept_tail = s;
+    c->kept_head = s;
+    c->nkept++;
+    c->kept_bytes += s->size;
+    while (c->nkept > SS_CL_KEEP_MAX || c->kept_bytes > c->keep_bytes)
+        kept_drop(c, c->kept_tail);
+    return true;
+}
+
+/* Called once a segment's refs or unsent count dropped: an unused OBJECT
+ * segment is kept mapped, or unmapped now or deferred (client_int.h). */
+static void seg_settle(ss_client *c, ss__cl_seg *s)
+{
+    if (s->kind != SS_SEG_OBJECT || s->refs > 0 || s->unsent > 0)
+        return;
+    s->wait_seq = c->req_seq;
+    if (!seg_keep(c, s))
+        seg_unused(c, s);
 }
 
 /* After a reply was applied or a GET ended: unmap deferred segments no
@@ -409,11 +481,16 @@ ss__cl_hold *ss__cl_hold_find_local(ss_client *c, const ss_id *id)
     return best;
 }
 
-void ss__cl_hold_mark_stale(ss_client *c, const ss_id *id, const ss__cl_hold *keep)
+void ss__cl_forget(ss_client *c, const ss_id *id, const ss__cl_hold *keep)
 {
     for (ss__cl_hold *h = c->holds[hold_bucket(c, id)]; h; h = h->next)
         if (h != keep && h->state == SS_CL_SEALED && id_eq(&h->id, id))
             h->stale = true;
+    for (ss__cl_seg *s = c->kept_head, *nx; s; s = nx) {
+        nx = s->knext;
+        if (id_eq(&s->oid, id) && !(keep && (keep->seg == s || keep->mseg == s)))
+            kept_drop(c, s);
+    }
 }
 
 /* ---------------------------------------------------- connection state */
@@ -1079,6 +1156,9 @@ SS_API int ss_connect(const char *socket_path, unsigned flags, ss_client **out)
     c->small_max = hello.small_max;
     c->max_msg = hello.max_msg < SS_PROTO_MAX_MSG ? hello.max_msg : SS_PROTO_MAX_MSG;
     c->capacity = hello.capacity;
+    c->keep_bytes = ss__opt_size(SS_OPT_MAP_CACHE);
+    if (c->keep_bytes > c->capacity / 8)
+        c->keep_bytes = c->capacity / 8;
     c->hold_bits = 6;
     c->seg_bits = 6;
     c->holds = calloc((size_t)1 << c->hold_bits, sizeof(*c->holds));

@@ -82,6 +82,29 @@
  *    RELEASE whose send failed is never counted as read: small-object ids
  *    go back to pend (cl_repend), and an OBJECT segment's ends the
  *    connection (ss__cl_finish_drop);
+ *  - kept segments (SEALSTORE_MAP_CACHE): an OBJECT segment that settles
+ *    unused while mapped read-only may stay mapped instead, on the kept
+ *    list (an LRU of at most SS_CL_KEEP_MAX segments and keep_bytes bytes;
+ *    wait_seq set as for deferring), so that a later get of its object
+ *    maps nothing. The store has forgotten that we have it once it read
+ *    the RELEASE, so its next reply naming the segment carries a new fd,
+ *    which segref_take closes (the mapping is reused: seg ids are never
+ *    reused, and a sealed segment's bytes never change, so the mapping
+ *    shows exactly that object's bytes for as long as it lives). A reply
+ *    naming it (with an fd or without: built before the RELEASE was read)
+ *    takes it off the list before taking a reference (ss__cl_seg_use).
+ *    Leaving the list unused (the bound, or ss__cl_forget when this handle
+ *    learns the object is gone: its own delete, a GET entry not finding
+ *    it or naming another segment for its id, contains answering 0) is a
+ *    settle with the wait_seq it entered with: unmapped at once when no
+ *    GET is in flight or a reply to a later request was dispatched, else
+ *    deferred. Kept and deferred are exclusive. Everything here is under
+ *    the handle's lock. Memory: a kept mapping keeps its memfd alive in
+ *    the kernel; while the object lives the store counts it anyway, after
+ *    another client deletes it (or the store spills or evicts it) this
+ *    handle learns nothing until it asks: at most keep_bytes per handle
+ *    are then held beyond the store's capacity, until the bound, the
+ *    handle's next look at that id or its disconnect drops them;
  *  - SMALL segments stay mapped for the connection's lifetime;
  *  - an entry holds an fd only while it is not mapped (a failed mmap is
  *    retried on the next use).
@@ -117,9 +140,15 @@ typedef struct ss__cl_seg {
     bool writable;            /* the creator's RW mapping (MADV_DONTFORK), until seal */
     uint32_t refs;            /* object references of this client using it */
     uint32_t unsent;          /* references dropped whose RELEASE is not sent yet */
-    uint64_t wait_seq;        /* deferred: req_seq when settled; freed once a reply to a
-                                 request numbered above it is dispatched */
+    uint64_t wait_seq;        /* deferred or kept: req_seq when settled; freed once a
+                                 reply to a request numbered above it is dispatched */
+    bool kept;                /* unused, mapped, on the kept list (LRU) */
+    struct ss__cl_seg *kprev, *knext; /* kept list, most recently used first */
+    ss_id oid;                /* OBJECT: the one object in it */
 } ss__cl_seg;
+
+/* Kept segments a handle has at most (besides SEALSTORE_MAP_CACHE bytes). */
+#define SS_CL_KEEP_MAX 16
 
 enum ss__cl_state { SS_CL_UNSEALED = 1, SS_CL_SEALING, SS_CL_SEALED };
 
@@ -241,6 +270,10 @@ struct ss_client {
     unsigned seg_bits;
     size_t nsegs;
     ss__cl_seg *deferred;
+    ss__cl_seg *kept_head, *kept_tail; /* kept segments, most recently used first */
+    uint32_t nkept;
+    uint64_t kept_bytes;
+    uint64_t keep_bytes;      /* bound: SEALSTORE_MAP_CACHE, at most capacity / 8 */
     /* Releases of small objects not sent yet: they leave with the next
      * request (in the same datagram, so the store wakes and reads once), or when 64
      * are waiting. A large object's release is sent at once: it frees a
@@ -338,8 +371,12 @@ ss__cl_hold *ss__cl_hold_find_addr(ss_client *c, const ss_id *id, const void *da
 /* The hold a get of id may be served from locally (client_int.h, local
  * references), or NULL. */
 ss__cl_hold *ss__cl_hold_find_local(ss_client *c, const ss_id *id);
-/* Mark every sealed hold of id stale, but keep (may be NULL). */
-void ss__cl_hold_mark_stale(ss_client *c, const ss_id *id, const ss__cl_hold *keep);
+/* This handle learned that id's sealed object is not one it holds (or
+ * only keep's, which may be NULL): mark every other sealed hold of id
+ * stale, and drop kept segments of id but keep's. */
+void ss__cl_forget(ss_client *c, const ss_id *id, const ss__cl_hold *keep);
+/* A reference is about to be taken on s: off the kept list. */
+void ss__cl_seg_use(ss_client *c, ss__cl_seg *s);
 
 /* ---- client.c: requests */
 int ss__cl_enter(ss_client *c); /* -EINVAL (NULL), -ENOTCONN (forked child), 0 */

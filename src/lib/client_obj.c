@@ -87,6 +87,7 @@ static int create_object(ss_client *c, ss__cl_slot *s, const ss__rep_create *rep
         sg->writable = true;
     }
     sg->refs = 1;
+    sg->oid = *id;
     ho->seg = sg;
     ho->ro_fd = fds[0];
     ho->rw_fd = fds[1];
@@ -530,7 +531,7 @@ static int get_view(ss_client *c, ss__cl_slot *s, const ss__get_entry *e, const 
     ref->found = false;
     if (e->status != 0) {
         *o = (ss_object){ .id = *id, .uid = SS_UID_UNKNOWN };
-        ss__cl_hold_mark_stale(c, id, NULL); /* whatever we hold of it is deleted */
+        ss__cl_forget(c, id, NULL); /* whatever we hold of it is deleted */
         return 0;
     }
     if (e->data.seg_size && !(ds = segref_take(c, s, &e->data, maperr)))
@@ -556,11 +557,17 @@ static int get_view(ss_client *c, ss__cl_slot *s, const ss__get_entry *e, const 
     h->uid = e->uid;
     h->got = true;
     h->stale = false;
-    ss__cl_hold_mark_stale(c, id, h); /* the id's object is this one now */
-    if (ds)
+    ss__cl_forget(c, id, h); /* the id's object is this one now */
+    if (ds) {
+        ss__cl_seg_use(c, ds);
         ds->refs++;
-    if (ms)
+        ds->oid = *id;
+    }
+    if (ms) {
+        ss__cl_seg_use(c, ms);
         ms->refs++;
+        ms->oid = *id;
+    }
     *ref = (ss__cl_ref){ .seg_id = e->data.seg_id, .off = e->data.offset,
                          .has_seg = ds != NULL, .found = true };
     hold_view(h, o);
@@ -832,7 +839,7 @@ SS_API int ss_release_object(ss_client *c, const ss_object *o)
 static void forget_local(ss_client *c, const ss_id *id)
 {
     pthread_mutex_lock(&c->lock);
-    ss__cl_hold_mark_stale(c, id, NULL);
+    ss__cl_forget(c, id, NULL);
     pthread_mutex_unlock(&c->lock);
 }
 

@@ -55,6 +55,15 @@ enum ss__opt_type {
 #define SS_DEFAULT_SMALL_MAX "64K"
 #endif
 
+/* Client side: large objects' segments a handle keeps mapped after their
+ * last release (client_int.h, kept segments). 64M: a repeated get+release
+ * of objects up to 64 MiB maps nothing, while a handle's mappings of
+ * objects deleted elsewhere (memory the kernel holds beyond the store's
+ * capacity until the handle drops them) stay bounded. */
+#ifndef SS_DEFAULT_MAP_CACHE
+#define SS_DEFAULT_MAP_CACHE "64M"
+#endif
+
 #define SS_OPTIONS(X)                                                          \
     X(SOCKET, SS_OT_STRING, "",                                                \
       "socket path; empty: $XDG_RUNTIME_DIR/sealstore.sock, else "            \
@@ -95,7 +104,11 @@ enum ss__opt_type {
       "to 5% of capacity below it; 0: spill every unreferenced object; off: " \
       "spill only when a create does not fit")                                \
     X(SPILL_QUEUE_DEPTH, SS_OT_SIZE, "8",                                      \
-      "spill and restore I/Os kept in flight (1 to 256)")
+      "spill and restore I/Os kept in flight (1 to 256)")                     \
+    X(MAP_CACHE, SS_OT_SIZE, SS_DEFAULT_MAP_CACHE,                             \
+      "client side: bytes of large objects' segments a client handle keeps "  \
+      "mapped after their last release (at most 16 segments and 1/8 of the "  \
+      "store's capacity), so that a get of one again maps nothing; 0: none")
 
 #define SS_MAX_CLASSES 32
 

@@ -14,7 +14,8 @@
  * one handle; list, stats and events; connect argument errors; a put of
  * an id whose deleted object the client still holds ends only its own
  * reference, and ss_release_object gives back that of the very object a
- * view came from.
+ * view came from; a large object's segment stays mapped after its last
+ * release (bounded) until the handle learns the object is gone.
  */
 #include "sealstore.h"
 #include "t_helpers.h"
@@ -1264,6 +1265,136 @@ static int teardown(void **state)
     return 0;
 }
 
+/* ---------------------------------------------------- kept mappings */
+
+/* The inode of the object segment mapping `p` is in, 0 if none. */
+static unsigned long obj_inode(const void *p)
+{
+    struct vma v[256];
+    int n = vmas_named("sealstore-obj", v, 256);
+
+    for (int i = 0; i < n; i++)
+        if ((uintptr_t)p >= v[i].lo && (uintptr_t)p < v[i].hi)
+            return v[i].inode;
+    return 0;
+}
+
+/* Does this process map the object segment with this inode? (Addresses
+ * alone would not tell: a new mapping may land where an old one was.) */
+static bool obj_mapped(unsigned long inode)
+{
+    struct vma v[256];
+    int n = vmas_named("sealstore-obj", v, 256);
+
+    for (int i = 0; i < n; i++)
+        if (v[i].inode == inode)
+            return true;
+    return false;
+}
+
+/* get + check every byte + release on h: the inode of the view's segment
+ * (looked up while held), its address in *data. */
+static unsigned long get_check_release(ss_client *h, const ss_id *id, uint64_t size,
+                                       unsigned seed, const void **data)
+{
+    ss_object o;
+    unsigned long ino;
+
+    assert_int_equal(ss_get(h, id, 1, 0, &o), 1);
+    assert_int_equal(o.size, size);
+    assert_true(t_check(o.data, size, seed));
+    ino = obj_inode(o.data);
+    assert_true(ino != 0);
+    if (data)
+        *data = o.data;
+    t_assert_ok(ss_release(h, id));
+    return ino;
+}
+
+/* A large object's segment stays mapped after its last release, so that a
+ * get of it again maps nothing (the same address: the old mapping is
+ * still there, a new one could not land on it); it is unmapped as soon as
+ * the handle learns the object is gone (its own delete, or a contains or
+ * get no longer finding it), and the kept ones are bounded by count (16)
+ * and bytes (SEALSTORE_MAP_CACHE; 0: none kept). Once all is deleted and
+ * the handle gone, no object mapping is left. */
+static void test_kept_mappings(void **state)
+{
+    enum { BIG = 1 << 20, MID = 128 * 1024, HUGE = 24 << 20, NMID = 20, NHUGE = 3 };
+    struct vma v[256];
+    int base = vmas_named("sealstore-obj", v, 256);
+    void *buf = malloc(HUGE);
+    ss_client *h, *h0;
+    ss_id x = new_id(), y = new_id(), mid[NMID], huge[NHUGE];
+    const void *p, *q;
+    unsigned long ix, im[NMID], ih[NHUGE];
+
+    (void)state;
+    assert_non_null(buf);
+    t_assert_ok(ss_connect(sock_path, 0, &h));
+    t_fill(buf, BIG, 41);
+    t_assert_ok(ss_put(C, &x, buf, BIG, NULL, 0));
+    ix = get_check_release(h, &x, BIG, 41, &p);
+    assert_true(obj_mapped(ix)); /* kept */
+    assert_int_equal(get_check_release(h, &x, BIG, 41, &q), ix);
+    assert_ptr_equal(q, p); /* the kept mapping, reused (a new one could not land there) */
+    /* deleted by another client: kept until this handle learns it */
+    t_assert_ok(ss_delete(C, &x));
+    assert_true(obj_mapped(ix));
+    assert_int_equal(ss_contains(h, &x), 0);
+    assert_false(obj_mapped(ix));
+
+    /* its own delete drops it at once */
+    t_fill(buf, BIG, 42);
+    t_assert_ok(ss_put(C, &y, buf, BIG, NULL, 0));
+    ix = get_check_release(h, &y, BIG, 42, NULL);
+    assert_true(obj_mapped(ix));
+    t_assert_ok(ss_delete(h, &y));
+    assert_false(obj_mapped(ix));
+
+    /* at most 16 kept: the most recently released */
+    for (int i = 0; i < NMID; i++) {
+        mid[i] = new_id();
+        t_fill(buf, MID, 100 + (unsigned)i);
+        t_assert_ok(ss_put(C, &mid[i], buf, MID, NULL, 0));
+        im[i] = get_check_release(h, &mid[i], MID, 100 + (unsigned)i, NULL);
+    }
+    for (int i = 0; i < NMID; i++)
+        assert_int_equal(obj_mapped(im[i]), i >= NMID - 16);
+    assert_int_equal(vmas_named("sealstore-obj", v, 256), base + 16);
+    /* and at most 64 MiB (the default): two of three 24 MiB objects */
+    for (int i = 0; i < NHUGE; i++) {
+        huge[i] = new_id();
+        t_fill(buf, HUGE, 200 + (unsigned)i);
+        t_assert_ok(ss_put(C, &huge[i], buf, HUGE, NULL, 0));
+        ih[i] = get_check_release(h, &huge[i], HUGE, 200 + (unsigned)i, NULL);
+    }
+    assert_false(obj_mapped(ih[0]));
+    assert_true(obj_mapped(ih[1]) && obj_mapped(ih[2]));
+    /* a get that does not find it drops it too */
+    t_assert_ok(ss_delete(C, &huge[2]));
+    assert_int_equal(ss_get(h, &huge[2], 1, 0, &(ss_object){ 0 }), 0);
+    assert_false(obj_mapped(ih[2]));
+
+    /* SEALSTORE_MAP_CACHE=0 (read at connect): nothing kept */
+    t_assert_ok(ss_option_set(SS_OPT_MAP_CACHE, "0"));
+    t_assert_ok(ss_connect(sock_path, 0, &h0));
+    t_assert_ok(ss_option_set(SS_OPT_MAP_CACHE, "64M"));
+    t_fill(buf, BIG, 43);
+    t_assert_ok(ss_put(C, &x, buf, BIG, NULL, 0)); /* x: not mapped by h */
+    assert_false(obj_mapped(get_check_release(h0, &x, BIG, 43, NULL)));
+    ss_disconnect(h0);
+    t_assert_ok(ss_delete(C, &x));
+
+    for (int i = 0; i < NMID; i++)
+        t_assert_ok(ss_delete(C, &mid[i]));
+    for (int i = 0; i < NHUGE - 1; i++)
+        t_assert_ok(ss_delete(C, &huge[i]));
+    ss_disconnect(h);
+    assert_int_equal(vmas_named("sealstore-obj", v, 256), base);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1293,6 +1424,7 @@ int main(void)
         cmocka_unit_test(test_release_deferral),
         cmocka_unit_test(test_put_keeps_older_view),
         cmocka_unit_test(test_release_object),
+        cmocka_unit_test(test_kept_mappings),
     };
 
     /* a small store: keep memory modest on a shared machine */
