@@ -680,7 +680,7 @@ static void get_repeat(struct bench *b)
         make_id(&id, a.stream, 0);
         if (ss_get(a.c, &id, 1, 0, &held) != 1)
             die_rc(0, "ss_get of a sealed %s object found nothing", sz);
-        snprintf(name, sizeof(name), "re-get+release of a held %s object", sz);
+        snprintf(name, sizeof(name), "re-get+release of a held %s", sz);
         run_ops(b, name, b->duration_ns, 20, reget_op, &a, &o);
         CK(ss_release(a.c, &id));
         objects_drop(a.c, a.stream, 1);
@@ -696,7 +696,7 @@ static void get_repeat(struct bench *b)
 
         fmt_size(a.size, sz, sizeof(sz));
         objects_make(a.c, a.stream, 1, a.size);
-        snprintf(name, sizeof(name), "get+release %s after a previous release", sz);
+        snprintf(name, sizeof(name), "get+release %s after release", sz);
         run_ops_rtt(b, name, b->duration_ns, 20, get_op, &a, &o, &r, 64);
         objects_drop(a.c, a.stream, 1);
         report(b, &(struct rowspec){.figure = name, .metric = "get_again_ops", .unit = "ops/s",
