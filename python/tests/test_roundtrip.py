@@ -320,3 +320,33 @@ def test_array_kinds_round_trip(client, kind):
         assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
         assert a.flags.f_contiguous == b.flags.f_contiguous
         assert not b.flags.writeable
+
+
+def object_segments():
+    """Inodes of this process's read-only object segment mappings (a
+    client's; the embedded store's pool maps its ready segments writable)."""
+    with open("/proc/self/maps") as f:
+        return {int(line.split()[4]) for line in f
+                if "sealstore-obj" in line and line.split()[1].startswith("r-")}
+
+
+def test_large_object_mapping_kept_until_deleted(client):
+    # a large object's segment stays mapped after its last release, so a
+    # get of it again maps nothing; a delete through the handle gives the
+    # memory back at once
+    data = bytes(range(256)) * 4096  # 1 MiB: a segment of its own
+    i = client.put(data)
+    before = object_segments()
+    mv = client.get(i)
+    assert mv.tobytes() == data
+    del mv
+    gc.collect()
+    kept = object_segments() - before
+    assert len(kept) == 1
+    mv = client.get(i)
+    assert mv.tobytes() == data
+    del mv
+    gc.collect()
+    assert object_segments() - before == kept
+    client.delete(i)
+    assert not object_segments() & kept
