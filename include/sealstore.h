@@ -238,13 +238,16 @@ SS_API SS_NODISCARD int ss_put_ex(ss_client *c, const ss_id *id, const void *dat
  * one reference (an id listed twice takes two). A zero-size object's data
  * is non-NULL but must not be dereferenced. out[i].uid says who created
  * the object: check it before trusting the bytes (see SS_UID_UNKNOWN).
- * A get of an id this handle holds (a sealed object it got and has not
- * released) is answered here without asking the store: another reference
- * on the held object, the same view; the store hears of the first
- * reference and the last release only. Such a get returns the held object
- * even if another client deleted it since (as a get just before the delete
- * would); a delete of the id through this handle, or a get or
- * ss_contains() through it that no longer finds that object, ends this.
+ * Every get asks the store, so a get after any client's ss_delete() of
+ * the id does not find the deleted object. With SEALSTORE_LOCAL_GETS on
+ * (off by default; read at connect), a get of an id this handle holds (a
+ * sealed object it got and has not released) is answered here without
+ * asking the store: another reference on the held object, the same view;
+ * the store hears of the first reference and the last release only. Such
+ * a get returns the held object even if another client deleted it since
+ * (as a get just before the delete would); a delete of the id through
+ * this handle, or a get or ss_contains() through it that no longer finds
+ * that object, ends this.
  * A spilled object is found and
  * brought back into memory: that may take longer than timeout_ms (up to
  * SEALSTORE_CREATE_TIMEOUT, as memory for it may have to be freed, then
@@ -511,6 +514,8 @@ typedef enum ss_option {
     SS_OPT_SPILL_QUEUE_DEPTH, /* SEALSTORE_SPILL_QUEUE_DEPTH: spill I/Os in flight */
     SS_OPT_MAP_CACHE,         /* SEALSTORE_MAP_CACHE: bytes a client keeps mapped
                                  after their last release (client side) */
+    SS_OPT_LOCAL_GETS,        /* SEALSTORE_LOCAL_GETS: re-gets of held objects
+                                 answered by the handle (client side, off) */
     SS_OPT__COUNT             /* sentinel */
 } ss_option;
 

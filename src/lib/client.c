@@ -1157,6 +1157,7 @@ SS_API int ss_connect(const char *socket_path, unsigned flags, ss_client **out)
     c->max_msg = hello.max_msg < SS_PROTO_MAX_MSG ? hello.max_msg : SS_PROTO_MAX_MSG;
     c->capacity = hello.capacity;
     c->keep_bytes = ss__opt_size(SS_OPT_MAP_CACHE);
+    c->local_gets = ss__opt_bool(SS_OPT_LOCAL_GETS);
     if (c->keep_bytes > c->capacity / 8)
         c->keep_bytes = c->capacity / 8;
     c->hold_bits = 6;

@@ -170,7 +170,10 @@ enum ss__cl_state { SS_CL_UNSEALED = 1, SS_CL_SEALING, SS_CL_SEALED };
  * older than nothing it could share an id with: while it was unsealed, no
  * get could return an object with its id).
  *
- * Local references (a get served by the client). A get of an id this
+ * Local references (a get served by the client), only with
+ * SEALSTORE_LOCAL_GETS on (local_gets, read at connect; off by default,
+ * because such a get cannot see another client's delete, which the public
+ * contract of ss_get promises by default). A get of an id this
  * client holds, through a sealed view a GET reply named (got), whose
  * caller still has a reference on it (refs > owed) and that is not known
  * deleted (!stale), takes a local reference instead of asking the store:
@@ -274,6 +277,7 @@ struct ss_client {
     uint32_t nkept;
     uint64_t kept_bytes;
     uint64_t keep_bytes;      /* bound: SEALSTORE_MAP_CACHE, at most capacity / 8 */
+    bool local_gets;          /* SEALSTORE_LOCAL_GETS: serve re-gets of held objects */
     /* Releases of small objects not sent yet: they leave with the next
      * request (in the same datagram, so the store wakes and reads once), or when 64
      * are waiting. A large object's release is sent at once: it frees a

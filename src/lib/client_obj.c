@@ -703,7 +703,7 @@ static int get_batch(ss_client *c, const ss_id *ids, uint32_t n, int64_t timeout
 
     pthread_mutex_lock(&c->lock);
     for (uint32_t i = 0; i < n; i++) {
-        if (!c->dead && get_local(c, &ids[i], &refs[i], &out[i])) {
+        if (c->local_gets && !c->dead && get_local(c, &ids[i], &refs[i], &out[i])) {
             found++;
         } else {
             refs[i].found = false;

@@ -108,7 +108,13 @@ enum ss__opt_type {
     X(MAP_CACHE, SS_OT_SIZE, SS_DEFAULT_MAP_CACHE,                             \
       "client side: bytes of large objects' segments a client handle keeps "  \
       "mapped after their last release (at most 16 segments and 1/8 of the "  \
-      "store's capacity), so that a get of one again maps nothing; 0: none")
+      "store's capacity), so that a get of one again maps nothing; 0: none")  \
+    X(LOCAL_GETS, SS_OT_BOOL, "off",                                           \
+      "client side: a get of an object the handle already holds is answered " \
+      "by the handle, without asking the store (tens of millions per "        \
+      "second instead of a round trip), but it then returns the held object " \
+      "even if another client deleted it since; off: every get asks the "     \
+      "store")
 
 #define SS_MAX_CLASSES 32
 

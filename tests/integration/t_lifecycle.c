@@ -1332,6 +1332,49 @@ static unsigned long get_check_release(ss_client *h, const ss_id *id, uint64_t s
  * get no longer finding it), and the kept ones are bounded by count (16)
  * and bytes (SEALSTORE_MAP_CACHE; 0: none kept). Once all is deleted and
  * the handle gone, no object mapping is left. */
+/*
+ * The contract of ss_delete holds for holders: once any client's delete of
+ * an id is answered, a get of it through another handle that still holds
+ * the object does not find it (the holder's view stays valid). With
+ * SEALSTORE_LOCAL_GETS on, the holder's re-get is answered by its handle
+ * and returns the held object, as documented.
+ */
+static void test_get_after_others_delete(void **state)
+{
+    enum { SMALL = 1000, BIG = 1 << 20 };
+    const uint64_t sizes[] = { SMALL, BIG };
+    ss_client *h, *hl;
+    ss_object held, heldl, o;
+
+    (void)state;
+    t_assert_ok(ss_connect(sock_path, 0, &h));
+    t_assert_ok(ss_option_set(SS_OPT_LOCAL_GETS, "on"));
+    t_assert_ok(ss_connect(sock_path, 0, &hl));
+    t_assert_ok(ss_option_set(SS_OPT_LOCAL_GETS, "off"));
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        ss_id x = new_id();
+
+        put_obj(C, &x, sizes[k], 60 + (unsigned)k, NULL, 0);
+        assert_int_equal(ss_get(h, &x, 1, 0, &held), 1);
+        assert_int_equal(ss_get(hl, &x, 1, 0, &heldl), 1);
+        assert_int_equal(ss_get(h, &x, 1, 0, &o), 1); /* held: found */
+        t_assert_ok(ss_release_object(h, &o));
+        t_assert_ok(ss_delete(C, &x));
+        /* default: the store is asked, and the object is gone */
+        assert_int_equal(ss_get(h, &x, 1, 0, &o), 0);
+        assert_null(o.data);
+        assert_true(t_check(held.data, sizes[k], 60 + (unsigned)k)); /* the view stays */
+        /* SEALSTORE_LOCAL_GETS: the handle answers from what it holds */
+        assert_int_equal(ss_get(hl, &x, 1, 0, &o), 1);
+        assert_ptr_equal(o.data, heldl.data);
+        t_assert_ok(ss_release_object(hl, &o));
+        t_assert_ok(ss_release_object(h, &held));
+        t_assert_ok(ss_release_object(hl, &heldl));
+    }
+    ss_disconnect(hl);
+    ss_disconnect(h);
+}
+
 static void test_kept_mappings(void **state)
 {
     enum { BIG = 1 << 20, MID = 128 * 1024, HUGE = 24 << 20, NMID = 20, NHUGE = 3 };
@@ -1438,6 +1481,7 @@ int main(void)
         cmocka_unit_test(test_release_deferral),
         cmocka_unit_test(test_put_keeps_older_view),
         cmocka_unit_test(test_release_object),
+        cmocka_unit_test(test_get_after_others_delete),
         cmocka_unit_test(test_kept_mappings),
     };
 

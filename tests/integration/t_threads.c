@@ -676,6 +676,20 @@ static int case_setup(void **state)
     return ss_connect(sock_path, 0, &H) == 0 ? 0 : -1;
 }
 
+/* A handle that serves re-gets of held objects itself (SEALSTORE_LOCAL_GETS) */
+static int case_setup_local(void **state)
+{
+    int rc;
+
+    (void)state;
+    if (ss_option_set(SS_OPT_LOCAL_GETS, "on") != 0)
+        return -1;
+    rc = ss_connect(sock_path, 0, &H);
+    if (ss_option_set(SS_OPT_LOCAL_GETS, "off") != 0)
+        return -1;
+    return rc == 0 ? 0 : -1;
+}
+
 static int case_teardown(void **state)
 {
     (void)state;
@@ -692,7 +706,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mixed, case_setup, case_teardown),
         cmocka_unit_test_setup_teardown(test_same_id_churn, case_setup, case_teardown),
         cmocka_unit_test_setup_teardown(test_waiter_pins_nothing, case_setup, case_teardown),
-        cmocka_unit_test_setup_teardown(test_held_regets, case_setup, case_teardown),
+        cmocka_unit_test_setup_teardown(test_held_regets, case_setup_local, case_teardown),
     };
 
     /* room for everything, and nothing spilled: every get finds its

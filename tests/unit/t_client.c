@@ -575,7 +575,9 @@ static void test_local_gets(void **state)
     (void)state;
 
     fake_start(&f, script_good);
+    t_assert_ok(ss_option_set(SS_OPT_LOCAL_GETS, "on")); /* read at connect */
     t_assert_ok(ss_connect(f.path, 0, &c));
+    t_assert_ok(ss_option_set(SS_OPT_LOCAL_GETS, "off"));
     assert_int_equal(ss_get(c, &a, 1, 0, &first), 1); /* GET 1: a */
     for (int i = 0; i < 100; i++) {
         memset(&o, 0, sizeof(o));
