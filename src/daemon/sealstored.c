@@ -180,6 +180,27 @@ static void state_dir(char *buf, size_t len)
         snprintf(buf, len, "%s", SS_STATE_DIR);
 }
 
+/* mkdir -p: the directory and any missing parents (0755, the last 0700).
+ * 0, or -1 with errno. */
+static int mkdir_parents(const char *dir)
+{
+    char p[PATH_MAX];
+
+    if (snprintf(p, sizeof(p), "%s", dir) >= (int)sizeof(p)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *q = p + 1; *q; q++) {
+        if (*q != '/')
+            continue;
+        *q = '\0';
+        if (mkdir(p, 0755) < 0 && errno != EEXIST)
+            return -1;
+        *q = '/';
+    }
+    return mkdir(p, 0700) < 0 && errno != EEXIST ? -1 : 0;
+}
+
 /*
  * Give back what a killed run on this socket added, then reserve what
  * `spec` asks (NULL: nothing). The record is named after the socket path
@@ -199,7 +220,7 @@ static int hugepages_start(const char *socket_path, const char *spec, char *stat
     state_dir(dir, sizeof(dir));
     snprintf(rec, sizeof(rec), "%s/hugepages-%016llx.reserve", dir,
              (unsigned long long)ss__spill_hash64(socket_path, strlen(socket_path), 0));
-    if (spec && mkdir(dir, 0700) < 0 && errno != EEXIST)
+    if (spec && mkdir_parents(dir) < 0)
         say(SS_LOG_WARN, "state directory %s: %s", dir, strerror(errno));
     rc = ss__hp_record_take(&g_hp, rec, spec != NULL, msg, sizeof(msg));
     if (rc == -EBUSY) {

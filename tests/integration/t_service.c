@@ -365,6 +365,10 @@ static void t_reserve_sigkill_restart(void **state)
 
     (void)state;
     reserving_run(r, "hp-kill", NULL);
+    /* a state directory whose parents do not exist yet (a default under a
+     * prefix nobody made): the daemon makes them, or it keeps no record */
+    assert_true(strlen(r->state) + 16 < sizeof(r->state));
+    strcat(r->state, "/new/state");
     start_reserving(r);
 
     expect_ready(r);
