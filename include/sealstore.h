@@ -231,6 +231,44 @@ SS_API SS_NODISCARD int ss_put_ex(ss_client *c, const ss_id *id, const void *dat
                                   uint64_t size, const void *meta, uint64_t meta_size,
                                   unsigned flags);
 
+/* One object of ss_put_many(): the arguments of ss_put_ex(). The library
+ * reads data[0..size) and meta[0..meta_size) during the call only. */
+typedef struct ss_put_item {
+    ss_id id;
+    const void *data;
+    uint64_t size;
+    const void *meta;
+    uint64_t meta_size;
+    unsigned flags; /* 0 or SS_LIFETIME_CREATOR */
+} ss_put_item;
+
+/*
+ * Put n objects, each as ss_put_ex(&items[i].id, ...) would, in order,
+ * in as few round trips as the store's message size allows: the small
+ * ones (up to SEALSTORE_SMALL_MAX) travel many to a message, straight
+ * from the callers' buffers, and the store answers each message once;
+ * a larger one is put on its own, the way ss_put_ex() puts it, between
+ * the small ones before and after it. Keeps no reference.
+ * status[i] gets item i's result: 0 (stored), or its error as
+ * ss_put_ex() would return it: -EEXIST (the id exists, also when an
+ * earlier item of the same call stored it), -ENOSPC (it does not fit
+ * once the store reclaimed what it can: a small item gets it at once,
+ * without waiting SEALSTORE_CREATE_TIMEOUT as a lone ss_put() does, so a
+ * batch that runs out of room stores what fits and reports the rest),
+ * -EINVAL (NULL data with size > 0, meta over 64 KiB or NULL with
+ * meta_size > 0, unknown flags), -ENOMEM. Items are independent: one's
+ * failure never undoes or skips another. When the connection ends
+ * during the call, the items it could not answer get the connection's
+ * error (an item of a message whose answer was lost may still have been
+ * stored: check with ss_contains()).
+ * Returns how many items were stored (status[i] == 0), 0 for n == 0, or
+ * -EINVAL (NULL c, or NULL items or status with n > 0, n > INT_MAX),
+ * -ENOMEM, -ENOTCONN (forked child) with no item tried.
+ * Thread-safe like every call on a handle.
+ */
+SS_API SS_NODISCARD int ss_put_many(ss_client *c, const ss_put_item *items, size_t n,
+                                    int *status);
+
 /*
  * For each of the n ids fill out[i] with a read-only view, waiting until all
  * are sealed or timeout_ms passes (-1 forever, 0 no wait). Returns how many

@@ -395,3 +395,27 @@ ss_stats t_store_stats(ss_client *c)
     t_assert_ok(ss_stats_get(c, &st));
     return st;
 }
+
+int t_tight_store_options(unsigned cap_mb, const char *create_timeout)
+{
+    char cap[32];
+
+    snprintf(cap, sizeof(cap), "%uM", cap_mb);
+    if (ss_option_set(SS_OPT_CAPACITY, cap) != 0 || ss_option_set(SS_OPT_POOL_SIZE, "0") != 0 ||
+        ss_option_set(SS_OPT_HUGEPAGES, "off") != 0 || ss_option_set(SS_OPT_EVICT, "off") != 0 ||
+        ss_option_set(SS_OPT_SPILL_DIR, "off") != 0 ||
+        ss_option_set(SS_OPT_CREATE_TIMEOUT, create_timeout) != 0)
+        return -1;
+    return 0;
+}
+
+void t_wait_clients(ss_client *c, uint64_t n)
+{
+    for (int i = 0; i < 100000; i++) {
+        if (t_store_stats(c).clients == n)
+            return;
+        usleep(100);
+    }
+    fail_msg("the store still counts %llu clients, expected %llu",
+             (unsigned long long)t_store_stats(c).clients, (unsigned long long)n);
+}

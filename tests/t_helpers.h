@@ -120,6 +120,17 @@ int t_count_fds(void);
  * test if the call fails. */
 ss_stats t_store_stats(ss_client *c);
 
+/* Wait until the store c talks to counts n clients (a disconnect is
+ * handled by the store's loop after ss_disconnect returns): bounded, not
+ * timed; fails the test if it never does. */
+void t_wait_clients(ss_client *c, uint64_t n);
+
+/* Options for an embedded store where "does not fit" is visible: cap_mb
+ * MiB of capacity, no pool, no hugepages, no eviction, no spilling, and
+ * create_timeout (SEALSTORE_CREATE_TIMEOUT) for a create that does not
+ * fit. 0, or -1 when an option was refused. */
+int t_tight_store_options(unsigned cap_mb, const char *create_timeout);
+
 /* Temporary directory for this test program (removed at exit). When it
  * cannot be made the program exits 99 (an environment error, never a
  * skip), so the result is never NULL. */

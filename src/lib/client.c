@@ -532,7 +532,8 @@ int ss__cl_sendv(int fd, struct iovec *iov, int iovcnt)
  * one case the protocol allows two messages in one, proto.h): the store
  * wakes and reads once, and handles the RELEASE first, so the request sees
  * the references already dropped. A request too large to share the
- * store's max_msg goes as a second datagram of the same sendmmsg. */
+ * store's max_msg, or with more than SS_CL_MAX_IOV iovecs (a PUT_MANY),
+ * goes as a second datagram of the same sendmmsg. */
 static int cl_send_with_releases(int fd, uint32_t max_msg, const ss_id *ids, uint32_t n,
                                  struct iovec *iov, int iovcnt, bool *released)
 {
@@ -543,7 +544,7 @@ static int cl_send_with_releases(int fd, uint32_t max_msg, const ss_id *ids, uin
     int sent = 0;
 
     *released = false;
-    if (iovcnt < 1 || iovcnt > SS_CL_MAX_IOV)
+    if (iovcnt < 1)
         return -EINVAL;
     ss__proto_hdr(&h, SS_MSG_RELEASE, 0, (uint32_t)rel_len, 0, 0);
     all[0] = (struct iovec){ &h, sizeof(h) };
@@ -551,7 +552,7 @@ static int cl_send_with_releases(int fd, uint32_t max_msg, const ss_id *ids, uin
     all[2] = (struct iovec){ (void *)ids, n * sizeof(ss_id) };
     for (int i = 0; i < iovcnt; i++)
         total += iov[i].iov_len;
-    if (total <= max_msg) {
+    if (total <= max_msg && iovcnt <= SS_CL_MAX_IOV) {
         int rc;
 
         memcpy(all + 3, iov, (size_t)iovcnt * sizeof(*iov));

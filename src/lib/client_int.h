@@ -297,7 +297,9 @@ struct ss_client {
 };
 
 #define SS_CL_HDR sizeof(ss__msg_hdr)
-#define SS_CL_MAX_IOV 4 /* iovecs in one request: header, body, meta, payload */
+#define SS_CL_MAX_IOV 4 /* iovecs in one request: header, body, meta, payload
+                         * (a PUT_MANY has more: it never shares a datagram
+                         * with a RELEASE, see cl_send_with_releases) */
 
 /* How long a connect may wait on a full backlog, and a HELLO (or a
  * SUBSCRIBE) for its reply: a socket whose listener is not served (a dead

@@ -9,6 +9,7 @@
 #include "segment.h"
 #include "sys.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -433,6 +434,123 @@ SS_API int ss_put(ss_client *c, const ss_id *id, const void *data, uint64_t size
                   const void *meta, uint64_t meta_size)
 {
     return ss_put_ex(c, id, data, size, meta, meta_size, 0);
+}
+
+/* ----------------------------------------------------------- put_many */
+
+/*
+ * A batch of small puts being gathered into one PUT_MANY message: the
+ * records are built here, the meta and data iovecs point at the callers'
+ * buffers (the kernel's copy in sendmsg is the only one on this side).
+ * On the caller's stack: one per ss_put_many() call, so threads share
+ * nothing but the connection, which ss__cl_call serialises.
+ */
+typedef struct put_batch {
+    uint32_t k;                           /* records gathered */
+    size_t len;                           /* message bytes so far */
+    size_t idx[SS_PROTO_MAX_BATCH];       /* item index of each record */
+    ss__req_put rec[SS_PROTO_MAX_BATCH];
+    struct iovec iov[3 + 2 * SS_PROTO_MAX_BATCH];
+} put_batch;
+
+#define PUT_MANY_HEAD (SS_CL_HDR + sizeof(ss__req_put_many))
+
+/* Send the gathered records as one PUT_MANY, set their statuses, start
+ * a new batch. Returns how many the store stored. */
+static size_t put_many_flush(ss_client *c, put_batch *b, const ss_put_item *items, int *status)
+{
+    ss__cl_slot s;
+    ss__msg_hdr hd;
+    ss__req_put_many r = { .n = b->k };
+    int n = 3, rc;
+    size_t stored = 0;
+
+    if (b->k == 0)
+        return 0;
+    b->iov[0] = (struct iovec){ &hd, sizeof(hd) };
+    b->iov[1] = (struct iovec){ &r, sizeof(r) };
+    b->iov[2] = (struct iovec){ b->rec, b->k * sizeof(ss__req_put) };
+    for (uint32_t j = 0; j < b->k; j++) {
+        const ss_put_item *it = &items[b->idx[j]];
+        if (it->meta_size)
+            b->iov[n++] = (struct iovec){ (void *)it->meta, (size_t)it->meta_size };
+        if (it->size)
+            b->iov[n++] = (struct iovec){ (void *)it->data, (size_t)it->size };
+    }
+    rc = ss__cl_call(c, &s, SS_MSG_PUT_MANY, b->iov, n, NULL);
+    if (rc == 0)
+        rc = ss__cl_status(&s);
+    if (rc >= 0) {
+        /* the reply checker saw n statuses summing to rc; n must be ours */
+        ss__rep_put_many rep;
+        memcpy(&rep, s.buf + SS_CL_HDR, sizeof(rep));
+        if (rep.n != b->k)
+            rc = -SS_E_PROTO;
+        for (uint32_t j = 0; rc >= 0 && j < b->k; j++) {
+            int32_t st;
+            memcpy(&st, s.buf + SS_CL_HDR + sizeof(rep) + j * sizeof(st), sizeof(st));
+            status[b->idx[j]] = st;
+            stored += st == 0;
+        }
+    }
+    ss__cl_end(c, &s);
+    if (rc < 0)
+        for (uint32_t j = 0; j < b->k; j++)
+            status[b->idx[j]] = rc;
+    b->k = 0;
+    b->len = PUT_MANY_HEAD;
+    return rc < 0 ? 0 : stored;
+}
+
+SS_API int ss_put_many(ss_client *c, const ss_put_item *items, size_t n, int *status)
+{
+    put_batch *b;
+    size_t stored = 0;
+    int32_t node;
+    int rc = ss__cl_enter(c);
+
+    if (rc < 0)
+        return rc;
+    if ((n > 0 && (!items || !status)) || n > INT_MAX)
+        return -EINVAL;
+    if (n == 0)
+        return 0;
+    b = malloc(sizeof(*b));
+    if (!b)
+        return -ENOMEM;
+    b->k = 0;
+    b->len = PUT_MANY_HEAD;
+    node = ss__cl_node();
+    for (size_t i = 0; i < n; i++) {
+        const ss_put_item *it = &items[i];
+        size_t bytes;
+
+        if ((it->size > 0 && !it->data) || check_meta(it->meta, it->meta_size) < 0 ||
+            it->size > SIZE_MAX / 2 || (it->flags & ~SS_LIFETIME_CREATOR)) {
+            status[i] = -EINVAL;
+            continue;
+        }
+        bytes = sizeof(ss__req_put) + (size_t)it->meta_size + (size_t)it->size;
+        if (it->size > c->small_max || PUT_MANY_HEAD + bytes > c->max_msg) {
+            /* not a small object: alone, in order, the way ss_put_ex puts it */
+            stored += put_many_flush(c, b, items, status);
+            status[i] = ss_put_ex(c, &it->id, it->data, it->size, it->meta, it->meta_size,
+                                  it->flags);
+            stored += status[i] == 0;
+            continue;
+        }
+        if (b->k == SS_PROTO_MAX_BATCH || b->len + bytes > c->max_msg)
+            stored += put_many_flush(c, b, items, status);
+        b->idx[b->k] = i;
+        b->rec[b->k] = (ss__req_put){ .id = it->id, .node = node,
+                                      .size = it->size, .meta_size = (uint32_t)it->meta_size,
+                                      .flags = create_flags(it->flags) };
+        b->k++;
+        b->len += bytes;
+    }
+    stored += put_many_flush(c, b, items, status);
+    free(b);
+    return (int)stored;
 }
 
 /* ---------------------------------------------------------------- get */

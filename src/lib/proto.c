@@ -20,6 +20,12 @@ _Static_assert(sizeof(ss__segref) == 40, "ss__segref layout");
 _Static_assert(sizeof(ss__get_entry) == 88, "ss__get_entry layout");
 _Static_assert(sizeof(ss__req_create) == 40, "ss__req_create layout");
 _Static_assert(sizeof(ss__req_put) == 40, "ss__req_put layout");
+_Static_assert(sizeof(ss__req_put_many) == 8 && sizeof(ss__rep_put_many) == 8,
+               "PUT_MANY layout");
+_Static_assert(SS_MSG_EVENT == 13 && SS_MSG_PUT_MANY == 14, "message numbers never change");
+_Static_assert(SS_PROTO_VERSION == 5, "protocol version (doc/protocol.md, tests/abi)");
+_Static_assert(sizeof(ss__msg_hdr) + sizeof(ss__rep_put_many) + SS_PROTO_MAX_BATCH * sizeof(int32_t) <= SS_PROTO_MAX_REPLY,
+               "a PUT_MANY reply fits a client's receive buffer");
 _Static_assert(sizeof(ss__req_seal) == 32, "ss__req_seal layout");
 _Static_assert(sizeof(ss__req_id) == 24, "ss__req_id layout");
 _Static_assert(sizeof(ss__list_entry) == 48, "ss__list_entry layout");
@@ -86,6 +92,41 @@ static bool is_zero(const void *p, size_t n)
 }
 
 /* ------------------------------------------------------------ requests */
+
+/* A PUT's body (alone or as a PUT_MANY record): flags, meta and size
+ * bounds; adds its tail to *tail. */
+static bool put_record_ok(const ss__req_put *r, size_t *tail)
+{
+    if ((r->flags & ~SS_CREATEF_CREATOR) != 0 || r->meta_size > SS_PROTO_MAX_META ||
+        r->size > SS_PROTO_MAX_INLINE)
+        return false;
+    *tail += (size_t)r->meta_size + (size_t)r->size;
+    return true;
+}
+
+/* PUT_MANY: n in range, every record sane, the tail exactly their sum
+ * (n <= SS_PROTO_MAX_BATCH records of at most 128 KiB each: no overflow). */
+static bool put_many_ok(const unsigned char *p, size_t body)
+{
+    ss__req_put_many r;
+    size_t tail = 0;
+
+    if (body < sizeof(r))
+        return false;
+    memcpy(&r, p, sizeof(r));
+    if (r.n < 1 || r.n > SS_PROTO_MAX_BATCH || r.reserved != 0 ||
+        body < sizeof(r) + (size_t)r.n * sizeof(ss__req_put))
+        return false;
+    p += sizeof(r);
+    for (uint32_t i = 0; i < r.n; i++) {
+        ss__req_put e;
+
+        memcpy(&e, p + (size_t)i * sizeof(e), sizeof(e));
+        if (!put_record_ok(&e, &tail))
+            return false;
+    }
+    return body == sizeof(r) + (size_t)r.n * sizeof(ss__req_put) + tail;
+}
 
 size_t ss__proto_split_request(const void *buf, size_t len)
 {
@@ -159,13 +200,16 @@ int ss__proto_check_request(const void *buf, size_t len, unsigned nfds)
         ss__req_put r;
         if (body < sizeof(r))
             return -SS_E_PROTO;
+        size_t tail = 0;
         memcpy(&r, p, sizeof(r));
-        if ((r.flags & ~SS_CREATEF_CREATOR) != 0 || r.meta_size > SS_PROTO_MAX_META ||
-            r.size > SS_PROTO_MAX_INLINE ||
-            body != sizeof(r) + (size_t)r.meta_size + (size_t)r.size)
+        if (!put_record_ok(&r, &tail) || body != sizeof(r) + tail)
             return -SS_E_PROTO;
         break;
     }
+    case SS_MSG_PUT_MANY:
+        if (!put_many_ok(p, body))
+            return -SS_E_PROTO;
+        break;
     case SS_MSG_GET: {
         ss__req_get r;
         if (body < sizeof(r))
@@ -290,6 +334,31 @@ static int check_get_reply(const unsigned char *p, size_t body, int32_t status, 
     return check_all_fds_named(&m);
 }
 
+/* n statuses, each 0 or an error; the header's status counts the 0s. */
+static int check_put_many_reply(const unsigned char *p, size_t body, int32_t status)
+{
+    ss__rep_put_many r;
+    int32_t stored = 0;
+
+    if (body < sizeof(r))
+        return -SS_E_PROTO;
+    memcpy(&r, p, sizeof(r));
+    if (r.n < 1 || r.n > SS_PROTO_MAX_BATCH || r.reserved != 0 ||
+        body != sizeof(r) + (size_t)r.n * sizeof(int32_t))
+        return -SS_E_PROTO;
+    p += sizeof(r);
+    for (uint32_t i = 0; i < r.n; i++) {
+        int32_t st;
+
+        memcpy(&st, p + (size_t)i * sizeof(st), sizeof(st));
+        if (st == 0)
+            stored++;
+        else if (!ss__proto_status_is_error(st))
+            return -SS_E_PROTO;
+    }
+    return stored == status ? 0 : -SS_E_PROTO;
+}
+
 static int check_create_reply(const unsigned char *p, size_t body, unsigned nfds)
 {
     ss__rep_create r;
@@ -404,6 +473,10 @@ int ss__proto_check_reply(const void *buf, size_t len, unsigned nfds)
             return -SS_E_PROTO;
         break;
     }
+    case SS_MSG_PUT_MANY:
+        if (nfds != 0 || check_put_many_reply(p, body, h.status) < 0)
+            return -SS_E_PROTO;
+        break;
     case SS_MSG_CONTAINS:
         if (h.status > 1 || nfds != 0 || body != 0)
             return -SS_E_PROTO;

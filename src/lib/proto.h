@@ -39,14 +39,15 @@
 #include "internal.h"
 
 #define SS_PROTO_MAGIC 0x31505353u /* "SSP1" in memory order */
-#define SS_PROTO_VERSION 4u /* 2: a RELEASE may lead a datagram;
+#define SS_PROTO_VERSION 5u /* 2: a RELEASE may lead a datagram;
                              * 3: GET and LIST entries carry the creator's uid;
                              * SEAL may drop the creator's reference;
                              * 4: a failed SEAL says whether the store aborted
                              * (SS_MSGF_ABORTED); a HELLO of another version
                              * gets -SS_E_VERSION before the close; CREATE/PUT
                              * flag SS_CREATEF_CREATOR, LIST entries' flags
-                             * byte (SS_LISTF_*) */
+                             * byte (SS_LISTF_*);
+                             * 5: PUT_MANY (a batch of small puts) */
 
 /* Largest message either side sends: header + body + 64 KiB meta + the
  * largest inline payload (SEALSTORE_SMALL_MAX is capped at 64 KiB) with
@@ -57,6 +58,7 @@
 #define SS_PROTO_MAX_IDS 64u  /* ids per GET/RELEASE/CONTAINS; the library splits */
 #define SS_PROTO_MAX_FDS 128u /* fds per reply: two per GET entry; < SCM_MAX_FD (253) */
 #define SS_PROTO_MAX_LIST 256u /* entries per LIST reply */
+#define SS_PROTO_MAX_BATCH 128u /* records per PUT_MANY; the library splits */
 
 enum ss__msg_type {
     SS_MSG_HELLO = 1,  /* first request on a connection */
@@ -72,6 +74,7 @@ enum ss__msg_type {
     SS_MSG_STATS,
     SS_MSG_SUBSCRIBE,  /* turns the connection into an event stream */
     SS_MSG_EVENT,      /* store -> subscriber, unsolicited (req_id 0) */
+    SS_MSG_PUT_MANY,   /* version 5: n small PUTs in one message */
     SS_MSG__COUNT
 };
 
@@ -179,6 +182,24 @@ typedef struct ss__req_put {
     uint32_t flags;     /* SS_CREATEF_* */
 } ss__req_put;
 
+/* ---- PUT_MANY (SMALL only, version 5): {n} + records[n] + tail ->
+ * {n} + statuses[n]. Each record is a PUT's body (ss__req_put); the tail
+ * is, for each record in order, its meta_size meta bytes then its size
+ * data bytes, nothing between. The decoder checks every record (flags,
+ * meta_size, size) and that the tail is exactly the sum. The store runs
+ * each record as a PUT, in order, and answers once: status i is 0
+ * (stored) or -errno (-EEXIST, -ENOSPC at once: a batch never parks,
+ * -EINVAL over its small_max, -ENOMEM); the header's status is how many
+ * were stored. */
+typedef struct ss__req_put_many {
+    uint32_t n;         /* 1..SS_PROTO_MAX_BATCH */
+    uint32_t reserved;  /* 0 */
+} ss__req_put_many;
+typedef struct ss__rep_put_many {
+    uint32_t n;         /* the request's n */
+    uint32_t reserved;  /* 0 */
+} ss__rep_put_many;     /* then int32_t statuses[n] */
+
 /* ---- GET: {n, timeout} + ids[n] -> {n} + entries[n] (+ fds) */
 typedef struct ss__req_get {
     uint32_t n;          /* 1..SS_PROTO_MAX_IDS */
@@ -249,8 +270,10 @@ typedef struct ss__msg_event {
  *    SS_MSGF_REPLY; an EVENT has req_id 0, status 0;
  *  - an error reply (status < 0: a -errno in -1..-4095 or a -SS_E_* code)
  *    is the header alone and carries no fd;
- *  - success: HELLO, CREATE, GET, LIST, STATS carry their body (status 0;
- *    GET and LIST may put their count, 0..n, in status); SEAL, ABORT, PUT,
+ *  - success: HELLO, CREATE, GET, LIST, STATS, PUT_MANY carry their body
+ *    (status 0; GET and LIST may put their count, 0..n, in status;
+ *    PUT_MANY's status is the number of its statuses that are 0, each of
+ *    the others a plausible error); SEAL, ABORT, PUT,
  *    DELETE, SUBSCRIBE are the header alone with status 0; CONTAINS is
  *    the header alone with status 0 or 1; RELEASE has no reply;
  *  - a GET entry with status -ENOENT has uid 0 and its segrefs ignored; a meta

@@ -17,7 +17,7 @@
  * serves (store_disk.c): HELLO, STATS, SUBSCRIBE, SEAL, ABORT and RELEASE
  * are answered at once, and a stop (SIGTERM, ss__store_stop) cancels the
  * scan wherever it is. A request whose answer depends on which ids exist
- * (CREATE, PUT, GET, CONTAINS, DELETE, LIST) waits at the scan gate until
+ * (CREATE, PUT, PUT_MANY, GET, CONTAINS, DELETE, LIST) waits at the scan gate until
  * the scan is over, so a create never duplicates an id that is on disk
  * and a get or contains never calls missing an object that is there; a
  * GET waits at most its own timeout, then is answered from what the scan
@@ -28,7 +28,8 @@
  * Parked creates. A CREATE or PUT that does not fit parks in a FIFO and is
  * retried whenever memory is freed (and on a slow tick: the populator may
  * free memory from its own thread), until SEALSTORE_CREATE_TIMEOUT, then
- * fails with -ENOSPC.
+ * fails with -ENOSPC. A PUT_MANY never parks: a record that does not fit
+ * gets -ENOSPC at once (put_many).
  *
  * Seals. Each client has at most one job with the seal worker (its other
  * seals wait in its own queue), so one client with pinned pages cannot
@@ -77,7 +78,8 @@ static void subscribe(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 
 static bool gated_type(int type)
 {
-    return type == SS_MSG_CREATE || type == SS_MSG_PUT || type == SS_MSG_GET ||
+    return type == SS_MSG_CREATE || type == SS_MSG_PUT || type == SS_MSG_PUT_MANY ||
+           type == SS_MSG_GET ||
            type == SS_MSG_CONTAINS || type == SS_MSG_DELETE || type == SS_MSG_LIST;
 }
 
@@ -401,19 +403,25 @@ static int create_fit(ss__store *s, const create_args *a, uint32_t *e, uint64_t 
     }
 }
 
+/* A PUT's body (alone, or one record of a PUT_MANY) and its tail. */
+static void put_args(const ss__req_put *r, const char *tail, create_args *a)
+{
+    a->id = &r->id;
+    a->size = r->size;
+    a->meta_size = r->meta_size;
+    a->node = r->node;
+    a->flags = r->flags;
+    a->meta = tail;
+    a->data = tail + r->meta_size;
+}
+
 static void args_of(const ss__msg_hdr *h, bool put, create_args *a)
 {
     const char *body = (const char *)(h + 1);
 
     if (put) {
         const ss__req_put *r = (const void *)body;
-        a->id = &r->id;
-        a->size = r->size;
-        a->meta_size = r->meta_size;
-        a->node = r->node;
-        a->flags = r->flags;
-        a->meta = r + 1;
-        a->data = (const char *)(r + 1) + r->meta_size;
+        put_args(r, (const char *)(r + 1), a);
     } else {
         const ss__req_create *r = (const void *)body;
         a->id = &r->id;
@@ -426,6 +434,33 @@ static void args_of(const ss__msg_hdr *h, bool put, create_args *a)
     }
 }
 
+/*
+ * One object of a CREATE, a PUT or a PUT_MANY record: checked, made
+ * (reclaiming as needed), owned by c's uid, bound to c when asked, and
+ * for a put sealed with no reference left. 0 and *e; -ENOSPC: it does
+ * not fit now (nothing held, *need says about how much is missing); any
+ * other -errno (-EINVAL, -EEXIST, -ENOMEM, ...): nothing held.
+ */
+static int create_one(ss__store *s, ss__conn *c, const create_args *a, bool put, uint32_t *e,
+                      uint64_t *need)
+{
+    int rc;
+
+    if (a->meta_size > SS_PROTO_MAX_META || (put && a->size > s->mem.small_max))
+        return -EINVAL;
+    rc = create_fit(s, a, e, need);
+    if (rc < 0)
+        return rc;
+    ss__obj_at(s, *e)->uid = (uint32_t)c->uid;
+    if ((a->flags & SS_CREATEF_CREATOR) && bound_add(s, c, *e) < 0) {
+        ss__obj_free(s, *e);
+        return -ENOMEM;
+    }
+    if (put)
+        publish(s, *e);
+    return 0;
+}
+
 int ss__req_create_try(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put,
                        uint64_t *need)
 {
@@ -434,26 +469,11 @@ int ss__req_create_try(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put
     int rc;
 
     args_of(h, put, &a);
-    if (a.meta_size > SS_PROTO_MAX_META || (put && a.size > s->mem.small_max)) {
-        ss__conn_reply_status(s, c, h->type, h->req_id, -EINVAL);
-        return 0;
-    }
-    rc = create_fit(s, &a, &e, need);
+    rc = create_one(s, c, &a, put, &e, need);
     if (rc == -ENOSPC && a.size <= s->mem.capacity)
         return -ENOSPC;
-    if (rc < 0) {
+    if (rc < 0 || put) {
         ss__conn_reply_status(s, c, h->type, h->req_id, rc);
-        return 0;
-    }
-    ss__obj_at(s, e)->uid = (uint32_t)c->uid;
-    if ((a.flags & SS_CREATEF_CREATOR) && bound_add(s, c, e) < 0) {
-        ss__obj_free(s, e);
-        ss__conn_reply_status(s, c, h->type, h->req_id, -ENOMEM);
-        return 0;
-    }
-    if (put) {
-        publish(s, e);
-        ss__conn_reply_status(s, c, h->type, h->req_id, 0);
         return 0;
     }
 
@@ -490,6 +510,46 @@ int ss__req_create_try(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put
         ss__conn_send(s, c, &m, sizeof(m), NULL, 0);
     }
     return 0;
+}
+
+/*
+ * PUT_MANY: each record runs as a PUT would (create_one), in order, and
+ * the batch is answered once with a status per record. A record that
+ * does not fit after reclaiming gets -ENOSPC at once: a batch never parks
+ * (one parked message would hold every later record hostage to the
+ * first that does not fit, and a partial answer is what the caller asked
+ * for). A later duplicate of an earlier record's id gets -EEXIST like
+ * any duplicate. The decoder checked the records and that the tail is
+ * exactly their bytes, so walking it stays inside the message.
+ */
+static void put_many(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+{
+    const ss__req_put_many *rq = (const void *)(h + 1);
+    const ss__req_put *rec = (const void *)(rq + 1);
+    const char *tail = (const char *)(rec + rq->n);
+    struct {
+        ss__msg_hdr h;
+        ss__rep_put_many r;
+        int32_t st[SS_PROTO_MAX_BATCH];
+    } m;
+    int32_t stored = 0;
+
+    memset(&m, 0, sizeof(m));
+    for (uint32_t i = 0; i < rq->n; i++) {
+        create_args a;
+        uint64_t need;
+        uint32_t e;
+
+        put_args(&rec[i], tail, &a);
+        tail += (size_t)a.meta_size + (size_t)a.size;
+        m.st[i] = create_one(s, c, &a, true, &e, &need);
+        if (m.st[i] == 0)
+            stored++;
+    }
+    size_t len = sizeof(m.h) + sizeof(m.r) + (size_t)rq->n * sizeof(int32_t);
+    ss__proto_hdr(&m.h, SS_MSG_PUT_MANY, h->req_id, (uint32_t)len, stored, SS_MSGF_REPLY);
+    m.r.n = rq->n;
+    ss__conn_send(s, c, &m, len, NULL, 0);
 }
 
 /* ======================================================= CREATE parking */
@@ -958,6 +1018,9 @@ void ss__req_dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, un
         break;
     case SS_MSG_PUT:
         ss__req_do_create(s, c, h, true);
+        break;
+    case SS_MSG_PUT_MANY:
+        put_many(s, c, h);
         break;
     case SS_MSG_SEAL:
         ss__req_do_seal(s, c, h);

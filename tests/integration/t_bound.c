@@ -51,19 +51,6 @@ static ss_client *client(void)
     return c;
 }
 
-/* Wait until the store counts n clients (a disconnect is handled by the
- * store's loop after ss_disconnect returns): bounded, not timed. */
-static void wait_clients(uint64_t n)
-{
-    for (int i = 0; i < 100000; i++) {
-        if (t_store_stats(C).clients == n)
-            return;
-        usleep(100);
-    }
-    fail_msg("the store still counts %llu clients, expected %llu",
-             (unsigned long long)t_store_stats(C).clients, (unsigned long long)n);
-}
-
 static void put_bound(ss_client *c, const ss_id *id, uint64_t size, unsigned seed,
                       unsigned flags)
 {
@@ -136,7 +123,7 @@ static void test_disconnect(void **state)
     deletes = t_store_stats(C).deletes;
 
     ss_disconnect(c);
-    wait_clients(clients - 1);
+    t_wait_clients(C, clients - 1);
     assert_int_equal(ss_contains(C, &lg), 0);
     assert_int_equal(ss_contains(C, &keep), 1);
     assert_int_equal(ss_contains(C, &sm), 1); /* not the creator's object */
@@ -181,7 +168,7 @@ static void test_sigkill(void **state)
     close(p[0]);
     assert_int_equal(waitpid(pid, &st, 0), pid);
     assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
-    wait_clients(clients);
+    t_wait_clients(C, clients);
     assert_int_equal(ss_contains(C, &a), 0);
     assert_int_equal(ss_contains(C, &b), 0);
     assert_int_equal(ss_contains(C, &keep), 1);
@@ -203,7 +190,7 @@ static void test_view_outlives_creator(void **state)
     put_bound(c, &a, BIG, 11, SS_LIFETIME_CREATOR);
     assert_int_equal(ss_get(r, &a, 1, 0, &v), 1);
     ss_disconnect(c);
-    wait_clients(clients - 1);
+    t_wait_clients(C, clients - 1);
 
     assert_int_equal(ss_contains(C, &a), 0);
     assert_int_equal(ss_get(C, &a, 1, 0, &v2), 0);
@@ -239,7 +226,7 @@ static void test_unsealed(void **state)
     assert_int_equal(t_store_stats(C).objects, objects + 2);
     assert_int_equal(listed_flags(&b), SS_LIFETIME_CREATOR);
     ss_disconnect(c);
-    wait_clients(clients - 1);
+    t_wait_clients(C, clients - 1);
     assert_int_equal(t_store_stats(C).objects, objects);
     /* the ids are free */
     put_bound(C, &a, 10, 1, 0);
@@ -270,7 +257,7 @@ static void test_many(void **state)
         }
     }
     ss_disconnect(c);
-    wait_clients(clients - 1);
+    t_wait_clients(C, clients - 1);
     for (int i = 0; i < N; i++)
         assert_int_equal(ss_contains(C, &ids[i]), i % 3 == 2);
     assert_int_equal(t_store_stats(C).objects, objects + N / 3);
@@ -302,15 +289,10 @@ int main(void)
         cmocka_unit_test(test_unsealed),
         cmocka_unit_test(test_many),
     };
-    char cap[32];
 
     /* a small store with no pool, no eviction, no spilling and no wait for
      * memory: "does not fit" is an answer at once */
-    snprintf(cap, sizeof(cap), "%uM", CAP_MB);
-    if (ss_option_set(SS_OPT_CAPACITY, cap) != 0 || ss_option_set(SS_OPT_POOL_SIZE, "0") != 0 ||
-        ss_option_set(SS_OPT_HUGEPAGES, "off") != 0 || ss_option_set(SS_OPT_EVICT, "off") != 0 ||
-        ss_option_set(SS_OPT_SPILL_DIR, "off") != 0 ||
-        ss_option_set(SS_OPT_CREATE_TIMEOUT, "0") != 0)
+    if (t_tight_store_options(CAP_MB, "0") < 0)
         return T_EXIT_ERROR;
     return t_run(tests, setup, teardown);
 }
