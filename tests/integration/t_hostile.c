@@ -6,6 +6,7 @@
  * would: random bytes (seeded), truncated headers, wrong magic or version,
  * unknown types, absurd counts and lengths, lying len fields, fds in
  * requests, requests before HELLO, a HELLO of another protocol version,
+ * batches of puts whose counts and lengths lie,
  * releases without references, seals and aborts of another client's
  * object, huge meta and sizes, a client that never reads its replies, a
  * subscriber that never reads its events, and a creator SIGKILLed with a
@@ -512,6 +513,98 @@ static void t_absurd_counts(void **state)
     assert_int_equal(rreply(fd, rid, SS_MSG_SUBSCRIBE, NULL, 0, NULL, NULL), -SS_E_PROTO);
     assert_int_equal(rsimple(fd, SS_MSG_CONTAINS, &K_KNOWN), 1);
     close(fd);
+    check_store_ok();
+}
+
+/* A PUT_MANY of n records with ids pm-<tag>-<i>, sizes[i] bytes of data
+ * each and no meta; the tail is tail_len bytes (the sum when honest). */
+static uint32_t put_many_send(int fd, char tag, uint32_t n, const uint64_t *sizes, size_t tail_len)
+{
+    static unsigned char body[SS_PROTO_MAX_MSG];
+    ss__req_put_many r = { .n = n };
+    size_t blen = sizeof(r);
+
+    memcpy(body, &r, sizeof(r));
+    for (uint32_t i = 0; i < n && blen + sizeof(ss__req_put) <= sizeof(body) / 2; i++) {
+        ss__req_put e = { .node = -1, .size = sizes[i] };
+        snprintf((char *)e.id.b, sizeof(e.id.b), "pm-%c-%u", tag, i);
+        memcpy(body + blen, &e, sizeof(e));
+        blen += sizeof(e);
+    }
+    assert_true(blen + tail_len <= sizeof(body) - sizeof(ss__msg_hdr));
+    memset(body + blen, 'd', tail_len);
+    return rreq(fd, SS_MSG_PUT_MANY, body, blen + tail_len, NULL, 0);
+}
+
+static int32_t pm_contains(int fd, char tag, uint32_t i)
+{
+    ss_id id;
+
+    memset(&id, 0, sizeof(id));
+    snprintf((char *)id.b, sizeof(id.b), "pm-%c-%u", tag, i);
+    return rsimple(fd, SS_MSG_CONTAINS, &id);
+}
+
+/* Hostile batches: n = 0, n over the maximum, sizes summing past the
+ * message, lengths shifted between records, a size that wraps the sum,
+ * records missing: each gets -SS_E_PROTO and stores nothing; the same
+ * connection then stores an honest batch (one record a duplicate of an
+ * object in the store: -EEXIST for it alone). */
+static void t_put_many_hostile(void **state)
+{
+    uint64_t sizes[SS_PROTO_MAX_BATCH + 1];
+    uint64_t errs0 = proto_errors();
+    int32_t st[4];
+    uint32_t rid;
+    ss__rep_put_many rp;
+    struct {
+        ss__rep_put_many r;
+        int32_t st[4];
+    } rep;
+    (void)state;
+
+    for (size_t i = 0; i < SS_ARRAY_SIZE(sizes); i++)
+        sizes[i] = 10;
+    int fd = rconn();
+    rhello(fd);
+    rid = put_many_send(fd, 'a', 0, sizes, 0);                   /* n = 0 */
+    assert_int_equal(rreply(fd, rid, SS_MSG_PUT_MANY, NULL, 0, NULL, NULL), -SS_E_PROTO);
+    rid = put_many_send(fd, 'b', SS_PROTO_MAX_BATCH + 1, sizes, 10 * (SS_PROTO_MAX_BATCH + 1));
+    assert_int_equal(rreply(fd, rid, SS_MSG_PUT_MANY, NULL, 0, NULL, NULL), -SS_E_PROTO);
+    rid = put_many_send(fd, 'c', 3, sizes, 29);                  /* the sum past the end */
+    assert_int_equal(rreply(fd, rid, SS_MSG_PUT_MANY, NULL, 0, NULL, NULL), -SS_E_PROTO);
+    sizes[0] = 60000;                                            /* overlapping lengths */
+    rid = put_many_send(fd, 'd', 3, sizes, 30);
+    assert_int_equal(rreply(fd, rid, SS_MSG_PUT_MANY, NULL, 0, NULL, NULL), -SS_E_PROTO);
+    sizes[0] = (uint64_t)-10;                                    /* wraps to the tail's 20 */
+    sizes[1] = 20;
+    rid = put_many_send(fd, 'e', 3, sizes, 20);
+    assert_int_equal(rreply(fd, rid, SS_MSG_PUT_MANY, NULL, 0, NULL, NULL), -SS_E_PROTO);
+    sizes[0] = sizes[1] = 10;
+    rp = (ss__rep_put_many){ .n = 4 };                           /* records missing */
+    rid = rreq(fd, SS_MSG_PUT_MANY, &rp, sizeof(rp), "0123456789", 10);
+    assert_int_equal(rreply(fd, rid, SS_MSG_PUT_MANY, NULL, 0, NULL, NULL), -SS_E_PROTO);
+    for (char t = 'a'; t <= 'e'; t++)
+        for (uint32_t i = 0; i < 3; i++)
+            assert_int_equal(pm_contains(fd, t, i), 0);
+
+    /* honest, with a duplicate of a stored object */
+    t_assert_ok(put_small(fd, &(ss_id){ { 'p', 'm', '-', 'f', '-', '1' } }, "x", 1));
+    rid = put_many_send(fd, 'f', 3, sizes, 30);
+    assert_int_equal(rreply(fd, rid, SS_MSG_PUT_MANY, &rep, sizeof(rep), NULL, NULL), 2);
+    assert_int_equal(rep.r.n, 3);
+    memcpy(st, rep.st, sizeof(st));
+    assert_int_equal(st[0], 0);
+    assert_int_equal(st[1], -EEXIST);
+    assert_int_equal(st[2], 0);
+    for (uint32_t i = 0; i < 3; i++) {
+        ss_id id;
+        memset(&id, 0, sizeof(id));
+        snprintf((char *)id.b, sizeof(id.b), "pm-f-%u", i);
+        assert_int_equal(rsimple(fd, SS_MSG_DELETE, &id), 0);
+    }
+    close(fd);
+    assert_int_equal(proto_errors() - errs0, 6);
     check_store_ok();
 }
 
@@ -1270,6 +1363,7 @@ int main(void)
         cmocka_unit_test(t_len_lies),
         cmocka_unit_test(t_absurd_counts),
         cmocka_unit_test(t_huge_sizes),
+        cmocka_unit_test(t_put_many_hostile),
         cmocka_unit_test(t_fds_in_requests),
         cmocka_unit_test(t_before_hello),
         cmocka_unit_test(t_hello_other_version),

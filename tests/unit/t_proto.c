@@ -137,6 +137,28 @@ static void mk_req_put(msg *m, uint32_t meta_size, uint64_t size)
     m_end(m);
 }
 
+/* A PUT_MANY of n records, record i with meta_size 4 * (i % 2) and size
+ * 8 * i, their tail in order. */
+static void mk_req_put_many(msg *m, uint32_t n)
+{
+    ss__req_put_many r = { .n = n };
+    m_start(m, SS_MSG_PUT_MANY, 0, 0, 5);
+    m_put(m, &r, sizeof(r));
+    for (uint32_t i = 0; i < n; i++) {
+        ss__req_put e = { .id = mkid((int)i), .node = -1, .size = 8 * i, .meta_size = 4 * (i % 2) };
+        m_put(m, &e, sizeof(e));
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        m_fill(m, 'm', 4 * (i % 2));
+        m_fill(m, 'd', 8 * i);
+    }
+    m_end(m);
+}
+
+/* Offset of field f of record i of a PUT_MANY. */
+#define PM_REC(i, f) (H + sizeof(ss__req_put_many) + (size_t)(i) * sizeof(ss__req_put) + \
+                      offsetof(ss__req_put, f))
+
 static void mk_req_get(msg *m, uint32_t n, int64_t timeout)
 {
     ss__req_get r = { .n = n, .timeout_ms = timeout };
@@ -188,6 +210,22 @@ static void mk_req_subscribe(msg *m, uint32_t mask)
 static void mk_rep_status(msg *m, uint16_t type, int32_t status)
 {
     m_start(m, type, SS_MSGF_REPLY, status, 11);
+    m_end(m);
+}
+
+/* A PUT_MANY reply of n statuses: 0 but every third -EEXIST. */
+static void mk_rep_put_many(msg *m, uint32_t n)
+{
+    ss__rep_put_many r = { .n = n };
+    int32_t stored = 0;
+    m_start(m, SS_MSG_PUT_MANY, SS_MSGF_REPLY, 0, 5);
+    m_put(m, &r, sizeof(r));
+    for (uint32_t i = 0; i < n; i++) {
+        int32_t st = i % 3 == 2 ? -EEXIST : 0;
+        stored += st == 0;
+        m_put(m, &st, sizeof(st));
+    }
+    M_SET(m, offsetof(ss__msg_hdr, status), int32_t, stored);
     m_end(m);
 }
 
@@ -344,6 +382,110 @@ static void test_requests_valid(void **state)
     assert_int_equal(req(&M), SS_MSG_STATS);
     mk_req_subscribe(&M, SS_EVENT_SEALED | SS_EVENT_DELETED);
     assert_int_equal(req(&M), SS_MSG_SUBSCRIBE);
+    mk_req_put_many(&M, 1);
+    assert_int_equal(req(&M), SS_MSG_PUT_MANY);
+    mk_req_put_many(&M, SS_PROTO_MAX_BATCH);
+    assert_int_equal(req(&M), SS_MSG_PUT_MANY);
+    M_SET(&M, PM_REC(5, flags), uint32_t, SS_CREATEF_CREATOR);
+    assert_int_equal(req(&M), SS_MSG_PUT_MANY);
+}
+
+/* PUT_MANY: every count, size and the sum against the length. */
+static void test_put_many_checks(void **state)
+{
+    static const uint32_t zero = 0;
+    (void)state;
+    /* n: 0, over the maximum, more records than the body holds */
+    mk_req_put_many(&M, 3);
+    M_SET(&M, H + offsetof(ss__req_put_many, n), uint32_t, 0);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    mk_req_put_many(&M, 3);
+    M_SET(&M, H + offsetof(ss__req_put_many, n), uint32_t, SS_PROTO_MAX_BATCH + 1);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    mk_req_put_many(&M, 3);
+    M_SET(&M, H + offsetof(ss__req_put_many, n), uint32_t, 4);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    mk_req_put_many(&M, 3);
+    M_SET(&M, H + offsetof(ss__req_put_many, n), uint32_t, UINT32_MAX);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    /* fewer records than n declares: the body ends inside the records */
+    m_start(&M, SS_MSG_PUT_MANY, 0, 0, 5);
+    M_SET(&M, H, uint32_t, 2);
+    M.len += sizeof(ss__req_put_many) + sizeof(ss__req_put);
+    m_end(&M);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    /* no body, half a body */
+    m_start(&M, SS_MSG_PUT_MANY, 0, 0, 5);
+    m_end(&M);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    m_put(&M, &zero, sizeof(zero));
+    m_end(&M);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    /* reserved */
+    mk_req_put_many(&M, 3);
+    M_SET(&M, H + offsetof(ss__req_put_many, reserved), uint32_t, 1);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    /* a record's flags, meta bound, size bound */
+    mk_req_put_many(&M, 3);
+    M_SET(&M, PM_REC(1, flags), uint32_t, SS_CREATEF_CREATOR << 1);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    mk_req_put_many(&M, 3);
+    M_SET(&M, PM_REC(2, meta_size), uint32_t, SS_PROTO_MAX_META + 1);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    mk_req_put_many(&M, 3);
+    M_SET(&M, PM_REC(2, size), uint64_t, SS_PROTO_MAX_INLINE + 1);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    mk_req_put_many(&M, 3);
+    M_SET(&M, PM_REC(2, size), uint64_t, (uint64_t)-8); /* would wrap the sum */
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    /* the tail: one byte short or long of the sum, or shifted between
+     * records (their sum past the message: overlapping lengths) */
+    mk_req_put_many(&M, 3);
+    M.len--;
+    m_end(&M);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    mk_req_put_many(&M, 3);
+    m_fill(&M, 0, 1);
+    m_end(&M);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    mk_req_put_many(&M, 3);
+    M_SET(&M, PM_REC(1, size), uint64_t, 16);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    mk_req_put_many(&M, 3);
+    M_SET(&M, PM_REC(1, size), uint64_t, 0);
+    M_SET(&M, PM_REC(2, size), uint64_t, 24); /* same sum: valid */
+    assert_int_equal(req(&M), SS_MSG_PUT_MANY);
+    /* no fd, no status */
+    mk_req_put_many(&M, 3);
+    M.nfds = 1;
+    assert_int_equal(req(&M), -SS_E_PROTO);
+
+    /* replies */
+    mk_rep_put_many(&M, 1);
+    assert_int_equal(rep(&M), SS_MSG_PUT_MANY);
+    mk_rep_put_many(&M, SS_PROTO_MAX_BATCH);
+    assert_int_equal(rep(&M), SS_MSG_PUT_MANY);
+    assert_true(M.len <= SS_PROTO_MAX_REPLY);
+    mk_rep_put_many(&M, 6); /* the count of 0s must be the status */
+    M_SET(&M, offsetof(ss__msg_hdr, status), int32_t, 5);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_put_many(&M, 6); /* a status that is no error */
+    M_SET(&M, H + sizeof(ss__rep_put_many) + 2 * sizeof(int32_t), int32_t, 7);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_put_many(&M, 6);
+    M_SET(&M, H + offsetof(ss__rep_put_many, n), uint32_t, 7);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_put_many(&M, 6);
+    M_SET(&M, H + offsetof(ss__rep_put_many, n), uint32_t, 0);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_put_many(&M, 6);
+    M_SET(&M, H + offsetof(ss__rep_put_many, reserved), uint32_t, 1);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_put_many(&M, 6);
+    M.nfds = 1;
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_status(&M, SS_MSG_PUT_MANY, -SS_E_PROTO); /* an error: header alone */
+    assert_int_equal(rep(&M), SS_MSG_PUT_MANY);
 }
 
 static void test_header_checks(void **state)
@@ -1065,6 +1207,14 @@ static void mk_req_contains(msg *m) { mk_req_id(m, SS_MSG_CONTAINS); }
 static void mk_req_delete(msg *m) { mk_req_id(m, SS_MSG_DELETE); }
 static void mk_req_put_small(msg *m) { mk_req_put(m, 16, 64); }
 static void mk_req_get3(msg *m) { mk_req_get(m, 3, 100); }
+static void mk_req_put_many4(msg *m) { mk_req_put_many(m, 4); }
+static void mk_rep_put_many4(msg *m) { mk_rep_put_many(m, 4); }
+static void p_pm_n0(msg *m) { M_SET(m, H + offsetof(ss__req_put_many, n), uint32_t, 0); }
+static void p_pm_n5(msg *m) { M_SET(m, H + offsetof(ss__req_put_many, n), uint32_t, 5); }
+static void p_pm_wrap(msg *m) { M_SET(m, PM_REC(3, size), uint64_t, (uint64_t)-24); }
+static void p_pm_shift(msg *m) { M_SET(m, PM_REC(1, size), uint64_t, 100); }
+static void p_pm_creator(msg *m) { M_SET(m, PM_REC(2, flags), uint32_t, SS_CREATEF_CREATOR); }
+static void p_pm_count(msg *m) { M_SET(m, offsetof(ss__msg_hdr, status), int32_t, 4); }
 static void mk_req_release2(msg *m) { mk_req_release(m, 2); }
 static void mk_req_list8(msg *m) { mk_req_list(m, 8); }
 static void mk_req_sub(msg *m) { mk_req_subscribe(m, SS_EVENT_SEALED); }
@@ -1168,6 +1318,8 @@ static const struct seed seeds[] = {
     { "req-list", mk_req_list8, NULL },
     { "req-stats", mk_req_stats, NULL },
     { "req-subscribe", mk_req_sub, NULL },
+    { "req-put-many", mk_req_put_many4, NULL },
+    { "req-put-many-creator", mk_req_put_many4, p_pm_creator },
     { "split-release-get", mk_split_release_get, NULL },
     { "rep-hello", mk_rep_hello, NULL },
     { "rep-create-small", mk_rep_create_small, NULL },
@@ -1181,6 +1333,7 @@ static const struct seed seeds[] = {
     { "rep-list", mk_rep_list3, NULL },
     { "rep-stats", mk_rep_stats, NULL },
     { "rep-subscribe", mk_rep_sub, NULL },
+    { "rep-put-many", mk_rep_put_many4, NULL },
     { "rep-error", mk_rep_err, NULL },
     { "rep-seal-aborted", mk_rep_seal_aborted, NULL },
     { "event-sealed", mk_ev_sealed, NULL },
@@ -1207,6 +1360,11 @@ static const struct seed seeds[] = {
     { "bad-reply-flag", mk_rep_stats, p_noreply },
     { "bad-create-flags", mk_req_create_meta, p_create_flags },
     { "bad-aborted-ok", mk_rep_seal, p_aborted },
+    { "bad-put-many-n0", mk_req_put_many4, p_pm_n0 },
+    { "bad-put-many-n5", mk_req_put_many4, p_pm_n5 },
+    { "bad-put-many-wrap", mk_req_put_many4, p_pm_wrap },
+    { "bad-put-many-shift", mk_req_put_many4, p_pm_shift },
+    { "bad-put-many-count", mk_rep_put_many4, p_pm_count },
 };
 
 /* Input format of fuzz_proto.c: [nfds byte][message]. */
@@ -1284,6 +1442,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_header_checks),
         cmocka_unit_test(test_request_reserved),
         cmocka_unit_test(test_request_counts),
+        cmocka_unit_test(test_put_many_checks),
         cmocka_unit_test(test_replies_valid),
         cmocka_unit_test(test_reply_header_and_errors),
         cmocka_unit_test(test_reply_hello_stats_event),
