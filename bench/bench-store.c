@@ -365,6 +365,8 @@ static void obj_backing(ss_client *c, const ss_id *id, char *out, size_t len)
 
 /* ------------------------------------------------------------------ put */
 
+static uint32_t g_stream = 1; /* id streams: one per measurement */
+
 struct put_arg {
     ss_client *c;
     uint64_t size;
@@ -414,6 +416,55 @@ static uint64_t put_op(struct bench *b, void *arg, uint64_t i)
     return t1 - t0;
 }
 
+/* ss_put_many of PUT_MANY_N objects of one size per op (their deletes
+ * untimed). */
+#define PUT_MANY_N 100u
+
+struct put_many_arg {
+    ss_client *c;
+    uint32_t stream;
+    ss_put_item items[PUT_MANY_N];
+    int status[PUT_MANY_N];
+};
+
+static uint64_t put_many_op(struct bench *b, void *arg, uint64_t i)
+{
+    struct put_many_arg *a = arg;
+    uint64_t t0, t1;
+    int rc;
+
+    (void)b;
+    for (unsigned j = 0; j < PUT_MANY_N; j++)
+        make_id(&a->items[j].id, a->stream, i * PUT_MANY_N + j);
+    t0 = now_ns();
+    rc = ss_put_many(a->c, a->items, PUT_MANY_N, a->status);
+    t1 = now_ns();
+    if (rc != (int)PUT_MANY_N)
+        die_rc(rc < 0 ? rc : a->status[0], "ss_put_many of %u objects stored %d", PUT_MANY_N, rc);
+    for (unsigned j = 0; j < PUT_MANY_N; j++)
+        CK(ss_delete(a->c, &a->items[j].id));
+    return t1 - t0;
+}
+
+/* Objects per second of ss_put_many batches of `size`. */
+static void put_many_measure(struct bench *b, uint64_t size, struct opfig *o, struct fig *objs)
+{
+    struct put_many_arg *a = xcalloc(1, sizeof(*a));
+    char label[64], sz[16];
+
+    a->c = g_st.warm;
+    a->stream = g_stream++;
+    for (unsigned j = 0; j < PUT_MANY_N; j++) {
+        a->items[j].data = src_buf(size);
+        a->items[j].size = size;
+    }
+    snprintf(label, sizeof(label), "ss_put_many %s x %u", fmt_size(size, sz, sizeof(sz)),
+             PUT_MANY_N);
+    run_ops(b, label, b->duration_ns, 5, put_many_op, a, o);
+    fig_scale(&o->ops, PUT_MANY_N, objs);
+    free(a);
+}
+
 /* rtt non-NULL: bare round trips in half of every slice (run_ops_rtt) */
 static void put_measure(struct bench *b, struct put_arg *a, const char *what, struct opfig *o,
                         struct opfig *rtt)
@@ -437,8 +488,6 @@ static void put_measure(struct bench *b, struct put_arg *a, const char *what, st
         snprintf(o->ops.note, sizeof(o->ops.note), "backing %s", a->backing);
     memcpy(o->us.note, o->ops.note, sizeof(o->us.note));
 }
-
-static uint32_t g_stream = 1; /* id streams: one per measurement */
 
 void run_put(struct bench *b)
 {
@@ -519,6 +568,19 @@ void run_put(struct bench *b)
             report(b, &(struct rowspec){.figure = name, .metric = "put_call_p50", .unit = "us",
                                         .size = size, .f = &op.us,
                                         .bl_name = "round trip p50, same slices", .bl = &pr.us});
+
+            struct opfig om;
+            struct fig objs;
+
+            put_many_measure(b, size, &om, &objs);
+            snprintf(name, sizeof(name), "ss_put_many %s (batch of %u)", sz, PUT_MANY_N);
+            report(b, &(struct rowspec){.figure = name, .metric = "put_many_objs",
+                                        .unit = "objs/s", .size = size, .f = &objs,
+                                        .bl_name = "ss_put (one call)", .bl = &op.ops});
+            report(b, &(struct rowspec){.figure = name, .metric = "put_many_objs",
+                                        .unit = "objs/s", .size = size, .f = &objs,
+                                        .bl_name = "round trip, same slices",
+                                        .bl = &pr.ops});
         }
     }
     print_table(b, "create + memcpy + seal + release (delete untimed); [warm] pool refilled "
@@ -845,8 +907,8 @@ void run_batch(struct bench *b)
     unsigned n = b->batch_n;
     uint64_t size = 64;
     struct batch_arg a = {.c = g_st.warm, .n = n};
-    struct opfig many, one;
-    struct fig fmany, fone, nope;
+    struct opfig many, one, pm;
+    struct fig fmany, fone, fpm;
     char name[64], label[64];
 
     a.ids = xcalloc(n, sizeof(*a.ids));
@@ -877,10 +939,11 @@ void run_batch(struct bench *b)
                                 .metric = "single_get_ids", .unit = "ids/s", .size = size,
                                 .f = &fone, .bl_name = "seqpacket round trip",
                                 .bl = &rtt->ops});
-    fig_skip(&nope, "not available: the API has no multi-object put (ss_put takes one object)");
-    report(b, &(struct rowspec){.figure = "put, many objects per call",
-                                .metric = "batch_put_ids", .unit = "ids/s", .size = size,
-                                .f = &nope});
+    put_many_measure(b, size, &pm, &fpm);
+    snprintf(name, sizeof(name), "put, %u objects per ss_put_many", PUT_MANY_N);
+    report(b, &(struct rowspec){.figure = name, .metric = "batch_put_ids", .unit = "ids/s",
+                                .size = size, .f = &fpm, .bl_name = "seqpacket round trip",
+                                .bl = &rtt->ops});
     print_table(b, "many small objects (64 B) per call vs one per call");
 }
 

@@ -54,7 +54,7 @@ ipc:rtt_ops ipc:rtt_p50 ipc:rtt_p99 ipc:rtt_one_cpu_ops ipc:rtt_one_cpu_p50
 ipc:shm_write ipc:shm_write_ops
 ipc:shm_read_ops ipc:sock_copy ipc:sock_copy_p50
 put:put_warm_ops put:put_warm_p50 put:put_warm_gbps put:put_exhausted_gbps
-put:put_call_ops put:put_call_p50
+put:put_call_ops put:put_call_p50 put:put_many_objs
 get:get_ops get:get_gbps get:get_p50 get:get_p99 get:bookkeeping_per_object
 get:small_waste
 batch:batch_get_ids batch:single_get_ids batch:batch_put_ids
