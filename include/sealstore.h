@@ -257,7 +257,8 @@ typedef struct ss_put_item {
  * batch that runs out of room stores what fits and reports the rest),
  * -EINVAL (NULL data with size > 0, meta over 64 KiB or NULL with
  * meta_size > 0, unknown flags), -ENOMEM. Items are independent: one's
- * failure never undoes or skips another. When the connection ends
+ * failure never undoes or skips another (with SEALSTORE_EVICT, making
+ * room for a later item may evict an earlier one, as any put may). When the connection ends
  * during the call, the items it could not answer get the connection's
  * error (an item of a message whose answer was lost may still have been
  * stored: check with ss_contains()).
