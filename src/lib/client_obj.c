@@ -442,8 +442,10 @@ SS_API int ss_put(ss_client *c, const ss_id *id, const void *data, uint64_t size
  * A batch of small puts being gathered into one PUT_MANY message: the
  * records are built here, the meta and data iovecs point at the callers'
  * buffers (the kernel's copy in sendmsg is the only one on this side).
- * On the caller's stack: one per ss_put_many() call, so threads share
- * nothing but the connection, which ss__cl_call serialises.
+ * One per ss_put_many() call (on the heap: about 10 KiB), so threads
+ * share nothing but the connection, whose sends and replies ss__cl_call
+ * serialises under c->lock as for any request; the caller's buffers are
+ * only read, and only until the call returns.
  */
 typedef struct put_batch {
     uint32_t k;                           /* records gathered */
