@@ -871,55 +871,87 @@ static void prefault(void *dst, uint64_t len)
         (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
 }
 
-static int put_pickled(sspy_client *self, const ss_id *id, PyObject *obj, unsigned flags,
-                       uint64_t *size)
+static void plan_free(struct put_plan *p, PyObject *pk, PyObject *bufs)
 {
-    struct put_plan p = { 0 };
-    PyObject *bufs = NULL, *pk;
-    uint64_t total, table_off;
-    int rc = 0, ret = -1;
-    void *dst = NULL;
+    PyMem_Free(p->views);
+    PyMem_Free(p->lens);
+    PyMem_Free(p->offsets);
+    Py_DECREF(pk);
+    Py_DECREF(bufs);
+}
 
-    pk = sspy_pickle(obj, &bufs);
+/*
+ * Pickle obj and lay it out (header, table, buffers) in *p; returns the
+ * pickle (p->pickle points into it) and *bufs, its out-of-band buffers,
+ * both to be dropped with plan_free() after the copy; NULL with an
+ * exception (a pickling error gets a note naming `what` was not stored).
+ */
+static PyObject *plan_pickle(PyObject *obj, struct put_plan *p, PyObject **bufs,
+                             const char *what)
+{
+    uint64_t total, table_off;
+    PyObject *pk;
+
+    *p = (struct put_plan){ 0 };
+    pk = sspy_pickle(obj, bufs);
     if (!pk) {
-        add_note("sealstore.put: the object cannot be pickled (protocol 5); nothing was stored");
-        return -1;
+        add_note(what);
+        return NULL;
     }
-    p.n = PyList_GET_SIZE(bufs);
-    p.views = PyMem_Calloc((size_t)p.n + 1, sizeof(*p.views));
-    p.lens = PyMem_Calloc((size_t)p.n + 1, sizeof(*p.lens));
-    p.offsets = PyMem_Calloc((size_t)p.n + 1, sizeof(*p.offsets));
-    if (!p.views || !p.lens || !p.offsets) {
+    p->n = PyList_GET_SIZE(*bufs);
+    p->views = PyMem_Calloc((size_t)p->n + 1, sizeof(*p->views));
+    p->lens = PyMem_Calloc((size_t)p->n + 1, sizeof(*p->lens));
+    p->offsets = PyMem_Calloc((size_t)p->n + 1, sizeof(*p->offsets));
+    if (!p->views || !p->lens || !p->offsets) {
         PyErr_NoMemory();
-        goto out;
+        goto fail;
     }
-    for (Py_ssize_t i = 0; i < p.n; i++) {
-        p.views[i] = PyPickleBuffer_GetBuffer(PyList_GET_ITEM(bufs, i));
-        if (!p.views[i])
-            goto out;
-        p.lens[i] = p.views[i]->len;
-        if (!PyBuffer_IsContiguous(p.views[i], 'A')) { /* pickle refuses these already */
+    for (Py_ssize_t i = 0; i < p->n; i++) {
+        p->views[i] = PyPickleBuffer_GetBuffer(PyList_GET_ITEM(*bufs, i));
+        if (!p->views[i])
+            goto fail;
+        p->lens[i] = p->views[i]->len;
+        if (!PyBuffer_IsContiguous(p->views[i], 'A')) { /* pickle refuses these already */
             PyErr_SetString(PyExc_BufferError, "non-contiguous out-of-band buffer");
-            goto out;
+            goto fail;
         }
     }
-    p.pickle = PyBytes_AS_STRING(pk);
-    total = sspy_layout((uint64_t)PyBytes_GET_SIZE(pk), p.n, p.lens, p.offsets, &table_off);
+    if (p->n > UINT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "too many out-of-band buffers");
+        goto fail;
+    }
+    p->pickle = PyBytes_AS_STRING(pk);
+    total = sspy_layout((uint64_t)PyBytes_GET_SIZE(pk), p->n, p->lens, p->offsets, &table_off);
     if (!total)
-        goto out;
-    *size = total;
-    p.hdr = (struct sspy_header){
-        .magic = SSPY_MAGIC, .version = SSPY_VERSION, .nbuffers = (uint32_t)p.n,
+        goto fail;
+    p->hdr = (struct sspy_header){
+        .magic = SSPY_MAGIC, .version = SSPY_VERSION, .nbuffers = (uint32_t)p->n,
         .header_size = sizeof(struct sspy_header),
         .pickle_offset = sizeof(struct sspy_header),
         .pickle_size = (uint64_t)PyBytes_GET_SIZE(pk),
         .table_offset = table_off, .total_size = total,
     };
-    if (p.n > UINT32_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "too many out-of-band buffers");
-        goto out;
-    }
+    return pk;
+fail:
+    plan_free(p, pk, *bufs);
+    return NULL;
+}
 
+static int put_pickled(sspy_client *self, const ss_id *id, PyObject *obj, unsigned flags,
+                       uint64_t *size)
+{
+    struct put_plan p;
+    PyObject *bufs = NULL, *pk;
+    uint64_t total;
+    int rc = 0, ret = -1;
+    void *dst = NULL;
+
+    pk = plan_pickle(obj, &p, &bufs,
+                     "sealstore.put: the object cannot be pickled (protocol 5); nothing was stored");
+    if (!pk)
+        return -1;
+    total = p.hdr.total_size;
+    *size = total;
     if (total <= SSPY_SMALL_OBJECT) {
         char *tmp = PyMem_Malloc(total);
 
@@ -955,11 +987,7 @@ static int put_pickled(sspy_client *self, const ss_id *id, PyObject *obj, unsign
     else
         ret = 0;
 out:
-    PyMem_Free(p.views);
-    PyMem_Free(p.lens);
-    PyMem_Free(p.offsets);
-    Py_DECREF(pk);
-    Py_DECREF(bufs);
+    plan_free(&p, pk, bufs);
     return ret;
 }
 
@@ -1017,6 +1045,271 @@ static PyObject *client_put_sized(sspy_client *self, PyObject *args, PyObject *k
     PyObject *id = put_common(self, args, kw, "O|O$O:put_ref", &size);
 
     return id ? Py_BuildValue("(NK)", id, (unsigned long long)size) : NULL;
+}
+
+/* ------------------------------------------------------------- put_many */
+
+/*
+ * put_many(objs, ids=None, *, lifetime=None): every item is tried, in
+ * order. An item goes into an ss_put_many() batch when it needs no
+ * create-in-place: contiguous raw bytes (passed straight from the
+ * caller's buffer), or a pickled object of at most SSPY_SMALL_OBJECT
+ * bytes (assembled in private memory as put() does). The rest (larger
+ * pickled objects, non-contiguous memoryviews) go through put()'s own
+ * path at their place, after the batch of the items before them.
+ * Failures are collected per item; see put_many_raise().
+ */
+struct pm_item {
+    Py_buffer view;   /* raw, batched: the caller's bytes (held) */
+    char *staged;     /* pickled, batched: PyMem buffer */
+    int has_view;
+    int batched;      /* 1: goes through ss_put_many */
+    PyObject *exc;    /* this item's exception (a failure), or NULL */
+};
+
+/* Serialize objs[i] for the batch, or leave it for the normal path.
+ * Returns 0, or -1 with an exception (the item's failure). */
+static int pm_stage(PyObject *obj, struct pm_item *it, ss_put_item *pi)
+{
+    struct put_plan p;
+    PyObject *bufs = NULL, *pk;
+    uint64_t total;
+
+    if (sspy_is_raw(obj)) {
+        if (PyObject_GetBuffer(obj, &it->view, PyBUF_FULL_RO) < 0)
+            return -1;
+        it->has_view = 1;
+        if (PyBuffer_IsContiguous(&it->view, 'C')) {
+            it->batched = 1;
+            pi->data = it->view.buf;
+            pi->size = (uint64_t)it->view.len;
+        }
+        return 0;
+    }
+    pk = plan_pickle(obj, &p, &bufs,
+                     "sealstore.put_many: the object cannot be pickled (protocol 5); "
+                     "it was not stored");
+    if (!pk)
+        return -1;
+    total = p.hdr.total_size;
+    if (total <= SSPY_SMALL_OBJECT) { /* else put()'s path, pickled again there */
+        it->staged = PyMem_Malloc(total);
+        if (!it->staged) {
+            plan_free(&p, pk, bufs);
+            PyErr_NoMemory();
+            return -1;
+        }
+        fill_nogil(it->staged, &p);
+        it->batched = 1;
+        pi->data = it->staged;
+        pi->size = total;
+        pi->meta = SSPY_META;
+        pi->meta_size = SSPY_META_LEN;
+    }
+    plan_free(&p, pk, bufs);
+    return 0;
+}
+
+/* The pending exception, taken (normalized) as item's failure. */
+static void pm_fail(struct pm_item *it)
+{
+    PyObject *t, *v, *tb;
+
+    PyErr_Fetch(&t, &v, &tb);
+    PyErr_NormalizeException(&t, &v, &tb);
+    if (v && tb)
+        PyException_SetTraceback(v, tb);
+    Py_XDECREF(t);
+    Py_XDECREF(tb);
+    it->exc = v;
+}
+
+/* Put the batched items waiting in b[0..*nb) (indices idx[]) in one
+ * ss_put_many() and record their failures. -1: the call failed as a
+ * whole (nothing tried), its exception pending. */
+static int pm_flush(sspy_client *self, struct pm_item *its, ss_put_item *b, size_t *idx,
+                    int *st, size_t *nb)
+{
+    size_t k = *nb;
+    int rc;
+
+    *nb = 0;
+    if (k == 0)
+        return 0;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ss_put_many(self->c, b, k, st);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        raise_rc(self, rc, "put_many", NULL, NULL);
+        return -1;
+    }
+    for (size_t j = 0; j < k; j++) {
+        if (st[j] < 0) {
+            raise_put(self, st[j], &b[j].id, b[j].size);
+            pm_fail(&its[idx[j]]);
+        }
+    }
+    return 0;
+}
+
+/*
+ * Some items failed: raise the first failure's exception (the one put()
+ * would have raised for that item) with .failed, {index: exception} of
+ * every failed item, and .ids, the ids of all items (the others were
+ * stored), plus a note naming the failed indices.
+ */
+static void put_many_raise(struct pm_item *its, size_t n, PyObject *ids)
+{
+    PyObject *failed = PyDict_New(), *first = NULL, *note, *keys;
+    size_t nf = 0;
+
+    for (size_t i = 0; i < n && failed; i++) {
+        if (!its[i].exc)
+            continue;
+        if (!first)
+            first = its[i].exc;
+        nf++;
+        PyObject *k = PyLong_FromSize_t(i);
+        if (!k || PyDict_SetItem(failed, k, its[i].exc) < 0)
+            Py_CLEAR(failed);
+        Py_XDECREF(k);
+    }
+    if (!failed || PyObject_SetAttrString(first, "failed", failed) < 0 ||
+        PyObject_SetAttrString(first, "ids", ids) < 0) {
+        Py_XDECREF(failed);
+        return; /* that error is pending */
+    }
+    keys = PyDict_Keys(failed);
+    note = keys ? PyUnicode_FromFormat("sealstore.put_many: %zu of %zu items failed (indices "
+                                       "%S, in .failed); the others were stored (.ids)",
+                                       nf, n, keys)
+                : NULL;
+    Py_XDECREF(keys);
+    PyErr_Clear();
+    Py_DECREF(failed);
+    PyErr_SetObject((PyObject *)Py_TYPE(first), first);
+    if (note) {
+        PyObject *t, *v, *tb, *r;
+
+        PyErr_Fetch(&t, &v, &tb);
+        PyErr_NormalizeException(&t, &v, &tb);
+        r = PyObject_CallMethod(v, "add_note", "O", note);
+        Py_XDECREF(r);
+        if (!r)
+            PyErr_Clear();
+        Py_DECREF(note);
+        PyErr_Restore(t, v, tb);
+    }
+}
+
+static PyObject *client_put_many(sspy_client *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = { "objs", "ids", "lifetime", NULL };
+    PyObject *objs_in, *ids_in = Py_None, *life = Py_None, *objs = NULL, *idseq = NULL;
+    PyObject *ids = NULL, *ret = NULL;
+    struct pm_item *its = NULL;
+    ss_put_item *pis = NULL, *batch = NULL;
+    size_t *idx = NULL, nb = 0;
+    int *st = NULL, failed = 0, fatal = 0;
+    unsigned flags;
+    size_t n;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O$O:put_many", kwlist, &objs_in, &ids_in,
+                                     &life) ||
+        parse_lifetime(life, &flags) < 0)
+        return NULL;
+    objs = PySequence_Fast(objs_in, "put_many: objs must be an iterable");
+    if (!objs)
+        return NULL;
+    n = (size_t)PySequence_Fast_GET_SIZE(objs);
+    if (ids_in != Py_None) {
+        idseq = PySequence_Fast(ids_in, "put_many: ids must be an iterable or None");
+        if (!idseq)
+            goto out;
+        if ((size_t)PySequence_Fast_GET_SIZE(idseq) != n) {
+            PyErr_Format(PyExc_ValueError, "put_many: %zd ids for %zu objects",
+                         PySequence_Fast_GET_SIZE(idseq), n);
+            goto out;
+        }
+    }
+    its = PyMem_Calloc(n + 1, sizeof(*its));
+    pis = PyMem_Calloc(n + 1, sizeof(*pis));
+    st = PyMem_Calloc(n + 1, sizeof(*st));
+    batch = PyMem_Calloc(n + 1, sizeof(*batch));
+    idx = PyMem_Calloc(n + 1, sizeof(*idx));
+    ids = PyList_New((Py_ssize_t)n);
+    if (!its || !pis || !st || !batch || !idx || !ids) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto out;
+    }
+    /* ids first: a bad id is the caller's mistake, nothing is stored */
+    for (size_t i = 0; i < n; i++) {
+        PyObject *b;
+
+        if (idseq ? parse_id(PySequence_Fast_GET_ITEM(idseq, i), &pis[i].id) < 0
+                  : random_id(&pis[i].id) < 0)
+            goto out;
+        pis[i].flags = flags;
+        b = id_bytes(&pis[i].id);
+        if (!b)
+            goto out;
+        PyList_SET_ITEM(ids, (Py_ssize_t)i, b);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (pm_stage(PySequence_Fast_GET_ITEM(objs, i), &its[i], &pis[i]) < 0)
+            pm_fail(&its[i]);
+    if (op_begin(self) < 0)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        PyObject *obj = PySequence_Fast_GET_ITEM(objs, i);
+        uint64_t size;
+        int rc;
+
+        if (its[i].exc) /* failed already (pickling) */
+            continue;
+        if (its[i].batched) {
+            batch[nb] = pis[i];
+            idx[nb++] = i;
+            continue;
+        }
+        /* the normal path, after the batched items before it */
+        if (pm_flush(self, its, batch, idx, st, &nb) < 0) {
+            fatal = 1;
+            break;
+        }
+        rc = its[i].has_view ? put_raw(self, &pis[i].id, obj, flags, &size)
+                             : put_pickled(self, &pis[i].id, obj, flags, &size);
+        if (rc < 0)
+            pm_fail(&its[i]);
+    }
+    if (!fatal && pm_flush(self, its, batch, idx, st, &nb) < 0)
+        fatal = 1;
+    op_end(self);
+    if (fatal)
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        failed |= its[i].exc != NULL;
+    if (failed)
+        put_many_raise(its, n, ids);
+    else
+        ret = Py_NewRef(ids);
+out:
+    for (size_t i = 0; its && i < n; i++) {
+        if (its[i].has_view)
+            PyBuffer_Release(&its[i].view);
+        PyMem_Free(its[i].staged);
+        Py_XDECREF(its[i].exc);
+    }
+    PyMem_Free(its);
+    PyMem_Free(pis);
+    PyMem_Free(st);
+    PyMem_Free(batch);
+    PyMem_Free(idx);
+    Py_XDECREF(ids);
+    Py_XDECREF(idseq);
+    Py_DECREF(objs);
+    return ret;
 }
 
 /* ------------------------------------------------------------------ get */
@@ -1703,6 +1996,18 @@ static PyMethodDef client_methods[] = {
       "is full; pickling errors propagate and leave nothing behind.\n"
       "lifetime=\"creator\": the store deletes the object when this client's\n"
       "connection ends (close, exit, crash); None: until deleted." },
+    { "put_many", (PyCFunction)(void (*)(void))client_put_many, METH_VARARGS | METH_KEYWORDS,
+      "put_many($self, /, objs, ids=None, *, lifetime=None)\n--\n\n"
+      "Store each object of objs as put() would, in order, and return the list\n"
+      "of their ids (random unless ids, one per object, are given). Raw bytes\n"
+      "and pickled objects up to 64 KiB travel many to a message (far fewer\n"
+      "round trips than one put() each); larger pickled objects and\n"
+      "non-contiguous memoryviews go through put()'s path at their place.\n"
+      "Every item is tried: if any failed, raises the first failure's\n"
+      "exception (what put() would raise for it: ObjectExistsError,\n"
+      "StoreFullError, a pickling error...) after the others were stored,\n"
+      "with .failed ({index: exception} of every failed item) and .ids (all\n"
+      "the ids). lifetime applies to every object, as in put()." },
     { "_put", (PyCFunction)(void (*)(void))client_put_sized, METH_VARARGS | METH_KEYWORDS,
       "_put($self, /, obj, id=None, *, lifetime=None)\n--\n\n"
       "put(), returning (id, size of the stored object): what put_ref() uses." },
