@@ -1218,7 +1218,9 @@ static PyObject *client_put_many(sspy_client *self, PyObject *args, PyObject *kw
                                      &life) ||
         parse_lifetime(life, &flags) < 0)
         return NULL;
-    objs = PySequence_Fast(objs_in, "put_many: objs must be an iterable");
+    /* a tuple of its own: another thread may change a list given while
+     * the GIL is released below */
+    objs = PySequence_Tuple(objs_in);
     if (!objs)
         return NULL;
     n = (size_t)PySequence_Fast_GET_SIZE(objs);

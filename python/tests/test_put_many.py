@@ -147,3 +147,27 @@ def test_closed(client, sock):
     other.close()
     with pytest.raises(ValueError):
         other.put_many([1])
+
+
+
+class ClearsList:
+    """Empties the list put_many was given while it is being pickled."""
+
+    def __init__(self, victim):
+        self.victim = victim
+
+    def __reduce__(self):
+        self.victim.clear()
+        return (int, (5,))
+
+
+def test_list_changed_while_stored(client):
+    np = pytest.importorskip("numpy")
+    objs = [{"i": 1}]
+    objs += [ClearsList(objs), {"big": np.ones(MiB, dtype=np.uint8)}, b"B" * 100, [9]]
+    big = objs[2]["big"]
+    ids = client.put_many(objs)  # stores the objects it was given
+    assert objs == []
+    assert client.get(ids[0]) == {"i": 1} and client.get(ids[1]) == 5
+    assert np.array_equal(client.get(ids[2])["big"], big)
+    assert bytes(client.get(ids[3])) == b"B" * 100 and client.get(ids[4]) == [9]
