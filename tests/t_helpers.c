@@ -419,3 +419,16 @@ void t_wait_clients(ss_client *c, uint64_t n)
     fail_msg("the store still counts %llu clients, expected %llu",
              (unsigned long long)t_store_stats(c).clients, (unsigned long long)n);
 }
+
+int t_budget_charge(void *arg, int64_t delta)
+{
+    t_budget *b = arg;
+
+    if (delta > 0 && b->used + delta > b->limit) {
+        b->refused++;
+        return -ENOSPC;
+    }
+    b->used += delta;
+    assert_true(b->used >= 0);
+    return 0;
+}

@@ -107,6 +107,16 @@ long t_kernel_page_size(const void *addr);
 /* ShmemPmdMapped + hugetlb share of the mapping containing addr, bytes. */
 long t_smaps_field(const void *addr, const char *field);
 
+/* A capacity budget for the memory layer's charge callbacks (pool, small
+ * allocator, arenas): t_budget_charge refuses a charge that would pass
+ * `limit` (counting it in `refused`) and fails the test if the balance
+ * ever goes negative. */
+typedef struct t_budget {
+    int64_t used, limit;
+    unsigned refused;
+} t_budget;
+int t_budget_charge(void *arg, int64_t delta);
+
 /* A deterministic byte pattern: t_fill writes it, t_check compares. */
 void t_fill(void *p, uint64_t n, unsigned seed);
 bool t_check(const void *p, uint64_t n, unsigned seed);

@@ -66,31 +66,14 @@ static uint64_t rnd_size(void)
     return 64 + rnd() % (MAXSZ - 64 + 1);
 }
 
-typedef struct budget {
-    int64_t used, limit;
-    unsigned refused;
-} budget;
-
-static int charge(void *arg, int64_t delta)
-{
-    budget *b = arg;
-    if (delta > 0 && b->used + delta > b->limit) {
-        b->refused++;
-        return -ENOSPC;
-    }
-    b->used += delta;
-    assert_true(b->used >= 0);
-    return 0;
-}
-
-static ss__salloc *mk(budget *b, int64_t limit)
+static ss__salloc *mk(t_budget *b, int64_t limit)
 {
     ss__salloc *a = NULL;
     ss__salloc_params p = {
         .segment_size = SEG,
         .max_size = MAXSZ,
         .hugepages = SS_HP_OFF,
-        .charge = charge,
+        .charge = t_budget_charge,
         .charge_arg = b,
     };
     memset(b, 0, sizeof(*b));
@@ -301,7 +284,7 @@ static void test_params(void **state)
 static void test_edges(void **state)
 {
     (void)state;
-    budget b;
+    t_budget b;
     ss__salloc *a = mk(&b, 64 * SS_MiB);
     obj live[16];
     size_t n = 0;
@@ -336,7 +319,7 @@ static void test_edges(void **state)
 static void test_random(void **state)
 {
     (void)state;
-    budget b;
+    t_budget b;
     ss__salloc *a = mk(&b, 256 * SS_MiB);
     static obj live[RAND_MAXLIVE];
     size_t n = 0;
@@ -394,10 +377,10 @@ static void test_nodes(void **state)
     assert_int_equal(ss__numa_nodes(numa), 2);
     int n0 = ss__numa_node_id(numa, 0), n1 = ss__numa_node_id(numa, 1);
 
-    budget b = { .limit = 64 * SS_MiB };
+    t_budget b = { .limit = 64 * SS_MiB };
     ss__salloc *a = NULL;
     ss__salloc_params p = { .segment_size = SEG, .max_size = MAXSZ, .hugepages = SS_HP_OFF,
-                            .numa = numa, .charge = charge, .charge_arg = &b };
+                            .numa = numa, .charge = t_budget_charge, .charge_arg = &b };
     t_assert_ok(ss__salloc_create(&a, &p));
     obj live[64];
     size_t n = 0;
@@ -438,7 +421,7 @@ static void test_nodes(void **state)
 static void test_exhaustion(void **state)
 {
     (void)state;
-    budget b;
+    t_budget b;
     ss__salloc *a = mk(&b, 2 * SEG); /* two segments */
     static obj live[512];
     size_t n = 0;
@@ -506,7 +489,7 @@ static void test_exhaustion(void **state)
 static void test_bad_free(void **state)
 {
     (void)state;
-    budget b;
+    t_budget b;
     ss__salloc *a = mk(&b, 64 * SS_MiB);
     obj live[64];
     size_t n = 0;
@@ -580,7 +563,7 @@ static void test_bad_free(void **state)
 static void test_segments_returned(void **state)
 {
     (void)state;
-    budget b;
+    t_budget b;
     ss__salloc *a = mk(&b, 64 * SS_MiB);
     static obj live[600];
     size_t n = 0;
@@ -677,7 +660,7 @@ static ssize_t poke(void *addr, uint8_t v)
 static void test_windows(void **state)
 {
     (void)state;
-    budget b;
+    t_budget b;
     ss__salloc *a = mk(&b, 64 * SS_MiB);
     obj live[4];
     size_t n = 0;
@@ -736,7 +719,7 @@ static void test_windows(void **state)
 static void test_readers(void **state)
 {
     (void)state;
-    budget b;
+    t_budget b;
     ss__salloc *a = mk(&b, 64 * SS_MiB);
     obj live[32];
     size_t n = 0;
@@ -792,7 +775,7 @@ static void test_readers(void **state)
 static void test_fragmentation(void **state)
 {
     (void)state;
-    budget b;
+    t_budget b;
     ss__salloc *a = mk(&b, 256 * SS_MiB);
     static obj live[3000];
     size_t n = 0;
@@ -845,7 +828,7 @@ static double now_s(void)
 static void test_throughput(void **state)
 {
     (void)state;
-    budget b;
+    t_budget b;
     ss__salloc *a = mk(&b, 256 * SS_MiB);
     static ss__sloc ring[1024];
     const int pairs = 200000;

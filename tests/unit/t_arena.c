@@ -48,29 +48,12 @@ static uint64_t rnd_log(uint64_t lo, uint64_t hi)
     return (uint64_t)floor(exp(log((double)lo) + rnd01() * (log((double)hi) - log((double)lo))));
 }
 
-typedef struct budget {
-    int64_t used, limit;
-    unsigned refused;
-} budget;
-
-static int charge(void *arg, int64_t delta)
-{
-    budget *b = arg;
-    if (delta > 0 && b->used + delta > b->limit) {
-        b->refused++;
-        return -ENOSPC;
-    }
-    b->used += delta;
-    assert_true(b->used >= 0);
-    return 0;
-}
-
-static ss__arenas *mk(budget *b, int64_t limit, uint64_t arena_size, int hugepages,
+static ss__arenas *mk(t_budget *b, int64_t limit, uint64_t arena_size, int hugepages,
                       bool bookkeeping)
 {
     ss__arenas *a = NULL;
     ss__arena_params p = { .arena_size = arena_size, .hugepages = hugepages,
-                           .charge = charge, .charge_arg = b,
+                           .charge = t_budget_charge, .charge_arg = b,
                            .bookkeeping_only = bookkeeping };
     memset(b, 0, sizeof(*b));
     b->limit = limit;
@@ -143,7 +126,7 @@ static void test_params(void **state)
 static void test_alloc_free(void **state)
 {
     (void)state;
-    budget b;
+    t_budget b;
     ss__arenas *a = mk(&b, 1 * SS_GiB, 8 * SS_MiB, SS_HP_OFF, false);
     ss__aloc x, y, z, w;
 
@@ -212,7 +195,7 @@ static void test_alloc_free(void **state)
 static void test_windows(void **state)
 {
     (void)state;
-    budget b;
+    t_budget b;
     ss__arenas *a = mk(&b, 1 * SS_GiB, 8 * SS_MiB, SS_HP_OFF, false);
     ss__aloc x, y;
 
@@ -240,7 +223,7 @@ static void test_windows(void **state)
 static void test_reader(void **state)
 {
     (void)state;
-    budget b;
+    t_budget b;
     ss__arenas *a = mk(&b, 1 * SS_GiB, 4 * SS_MiB, SS_HP_OFF, false);
     ss__aloc x;
 
@@ -296,10 +279,10 @@ static void test_reader(void **state)
 static void test_returned(void **state)
 {
     (void)state;
-    budget b;
+    t_budget b;
     ss__arenas *a = NULL;
     ss__arena_params p = { .arena_size = 4 * SS_MiB, .dedicated_min = 2 * SS_MiB,
-                           .hugepages = SS_HP_OFF, .charge = charge, .charge_arg = &b };
+                           .hugepages = SS_HP_OFF, .charge = t_budget_charge, .charge_arg = &b };
     ss__aloc o[8];
 
     memset(&b, 0, sizeof(b));
@@ -380,7 +363,7 @@ static void *make_thread(void *arg)
 static void test_make_adopt(void **state)
 {
     (void)state;
-    budget b;
+    t_budget b;
     ss__arenas *a = mk(&b, 1 * SS_GiB, 4 * SS_MiB, SS_HP_OFF, false);
     maker m = { .a = a };
     pthread_t th;
@@ -424,12 +407,12 @@ static void test_numa(void **state)
 {
     (void)state;
     ss__numa *fake = NULL;
-    budget b;
+    t_budget b;
 
     t_assert_ok(ss__numa_open_synthetic(&fake, "pack:2 [numa] core:2 pu:1"));
     int n0 = ss__numa_node_id(fake, 0), n1 = ss__numa_node_id(fake, 1);
     ss__arena_params p = { .arena_size = 64 * SS_MiB, .hugepages = SS_HP_OFF, .numa = fake,
-                           .charge = charge, .charge_arg = &b, .bookkeeping_only = true };
+                           .charge = t_budget_charge, .charge_arg = &b, .bookkeeping_only = true };
     memset(&b, 0, sizeof(b));
     b.limit = INT64_MAX;
     ss__arenas *a = NULL;
@@ -456,7 +439,7 @@ static void test_numa(void **state)
     T_SKIP_IF(!can, "numa", "hwloc reports no memory binding support on this system");
     int node0 = ss__numa_node_id(real, 0);
     p = (ss__arena_params){ .arena_size = 4 * SS_MiB, .hugepages = SS_HP_OFF, .numa = real,
-                            .charge = charge, .charge_arg = &b };
+                            .charge = t_budget_charge, .charge_arg = &b };
     t_assert_ok(ss__arenas_create(&a, &p));
     t_assert_ok(ss__arena_alloc(a, SS_MiB, node0, &x));
     const ss__seg *sg = ss__arena_segment(a, x.arena);
@@ -476,7 +459,7 @@ static void test_hugepages(void **state)
 {
     (void)state;
     T_SKIP_IF(no_hugetlb, "hugepages", no_hugetlb_why);
-    budget b;
+    t_budget b;
     ss__arenas *a = mk(&b, 1 * SS_GiB, 4 * SS_MiB, SS_HP_2M, false);
     ss__aloc x, y;
 
@@ -511,7 +494,7 @@ static void test_hugepages(void **state)
 static void test_validate_catches(void **state)
 {
     (void)state;
-    budget b;
+    t_budget b;
     ss__arenas *a = mk(&b, INT64_MAX, 64 * SS_MiB, SS_HP_OFF, true);
     ss__aloc x, d;
 
@@ -548,10 +531,10 @@ typedef struct wl_obj {
 static double mixed(int hugepages, uint64_t arena_size, uint64_t dedicated_min, uint64_t target,
                     long steps, double *mean, uint64_t *arenas, uint64_t *created)
 {
-    budget b = { .limit = INT64_MAX };
+    t_budget b = { .limit = INT64_MAX };
     ss__arenas *a = NULL;
     ss__arena_params p = { .arena_size = arena_size, .dedicated_min = dedicated_min,
-                           .hugepages = hugepages, .charge = charge, .charge_arg = &b,
+                           .hugepages = hugepages, .charge = t_budget_charge, .charge_arg = &b,
                            .bookkeeping_only = true };
     t_assert_ok(ss__arenas_create(&a, &p));
     size_t cap = 4096, n = 0;
@@ -636,7 +619,7 @@ static void test_mixed_workload(void **state)
 static void test_churn_contents(void **state)
 {
     (void)state;
-    budget b;
+    t_budget b;
     ss__arenas *a = mk(&b, 1 * SS_GiB, 8 * SS_MiB, SS_HP_OFF, false);
     wl_obj o[64];
     unsigned tag[64];
@@ -670,7 +653,7 @@ static void test_churn_contents(void **state)
 static void test_costs(void **state)
 {
     (void)state;
-    budget b;
+    t_budget b;
     ss__arenas *a = mk(&b, INT64_MAX, 64 * SS_MiB, SS_HP_OFF, true);
     enum { LIVE = 256 };
     const int N = SS_DEBUG >= 2 ? 2000 : 200000;
