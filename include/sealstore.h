@@ -27,6 +27,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -230,6 +231,28 @@ SS_API SS_NODISCARD int ss_put(ss_client *c, const ss_id *id, const void *data,
 SS_API SS_NODISCARD int ss_put_ex(ss_client *c, const ss_id *id, const void *data,
                                   uint64_t size, const void *meta, uint64_t meta_size,
                                   unsigned flags);
+
+/* Most buffers one ss_putv() takes (IOV_MAX on Linux). */
+#define SS_IOV_MAX 1024
+
+/*
+ * ss_put_ex() of the concatenation of iovcnt buffers, in order (a
+ * scatter-gather put: e.g. a pickle-5 stream and its out-of-band
+ * buffers in one object, with no copy into one buffer first). The
+ * object's size is the sum of the lengths; zero-length buffers (with any
+ * base) are skipped. The library and the store read the buffers during
+ * the call only, and nothing else: the caller must not change them
+ * meanwhile (another thread writing them makes the object's bytes
+ * whatever was read, never anything outside the buffers). Keeps no
+ * reference. Errors as ss_put_ex(), and -EINVAL for NULL c or id, iovcnt
+ * below 0 or above SS_IOV_MAX, NULL iov with iovcnt > 0, a NULL base
+ * with a length above 0, or lengths summing past SIZE_MAX / 2; -EFAULT
+ * when a buffer is not readable memory of the caller (the store reads it
+ * where it can: the object is not stored).
+ */
+SS_API SS_NODISCARD int ss_putv(ss_client *c, const ss_id *id, const struct iovec *iov,
+                                int iovcnt, const void *meta, uint64_t meta_size,
+                                unsigned flags);
 
 /* One object of ss_put_many(): the arguments of ss_put_ex(). The library
  * reads data[0..size) and meta[0..meta_size) during the call only. */

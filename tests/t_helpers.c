@@ -432,3 +432,21 @@ int t_budget_charge(void *arg, int64_t delta)
     assert_true(b->used >= 0);
     return 0;
 }
+
+ss_client *t_embed;
+char t_embed_path[108];
+
+int t_embed_setup(void **state)
+{
+    (void)state;
+    snprintf(t_embed_path, sizeof(t_embed_path), "%s/store.sock", t_tmpdir());
+    return ss_connect(t_embed_path, SS_CONNECT_EMBED, &t_embed) == 0 ? 0 : -1;
+}
+
+int t_embed_teardown(void **state)
+{
+    (void)state;
+    ss_disconnect(t_embed);
+    t_embed = NULL;
+    return 0;
+}

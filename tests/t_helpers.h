@@ -146,4 +146,14 @@ int t_tight_store_options(unsigned cap_mb, const char *create_timeout);
  * skip), so the result is never NULL. */
 const char *t_tmpdir(void);
 
+/* A store embedded in this process for a whole test group (cmocka group
+ * setup and teardown): t_embed_setup connects with SS_CONNECT_EMBED at
+ * <t_tmpdir()>/store.sock, kept in t_embed_path, and leaves the host
+ * handle in t_embed; t_embed_teardown disconnects it, which stops the
+ * store. Options set before the setup apply to that store. */
+extern ss_client *t_embed;
+extern char t_embed_path[108];
+int t_embed_setup(void **state);
+int t_embed_teardown(void **state);
+
 #endif /* SEALSTORE_TESTS_T_HELPERS_H */

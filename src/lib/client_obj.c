@@ -24,14 +24,14 @@ static int check_meta(const void *meta, uint64_t meta_size)
     return 0;
 }
 
-/* A SMALL object's creator buffer: private memory, whose bytes travel
- * with SEAL. A new hold for it into *out: 0 or -ENOMEM. Lock held. */
 /* Public lifetime flags -> wire flags (checked by the caller). */
 static uint32_t create_flags(unsigned flags)
 {
     return (flags & SS_LIFETIME_CREATOR) ? SS_CREATEF_CREATOR : 0;
 }
 
+/* A SMALL object's creator buffer: private memory, whose bytes travel
+ * with SEAL. A new hold for it into *out: 0 or -ENOMEM. Lock held. */
 static int create_small(ss_client *c, const ss_id *id, uint64_t size, ss__cl_hold **out)
 {
     size_t len = SS_ALIGN_UP((size_t)(size ? size : 1), ss__sys_page_size());
@@ -333,17 +333,31 @@ SS_API int ss_abort(ss_client *c, const ss_id *id)
 
 /* ---------------------------------------------------------------- put */
 
-/* Fill an OBJECT segment through its read-write fd: pwrite (faster than
- * mapping on shmem), or map + memcpy on hugetlb, which
- * has no write(). */
-static int fill_segment(ss__cl_hold *h, const void *data, uint64_t size)
+/* Fill an OBJECT segment with the caller's buffers, in order, through
+ * its read-write fd: pwritev (faster than mapping on shmem), or map +
+ * memcpy on hugetlb, which has no write(). */
+static int fill_segment(ss__cl_hold *h, const struct iovec *iov, int iovcnt, uint64_t size)
 {
-    const unsigned char *src = data;
     uint64_t done = 0;
+    int i = 0;
+    size_t in = 0; /* bytes of iov[i] already written */
 
     while (done < size) {
-        size_t chunk = size - done > SS_GiB ? (size_t)SS_GiB : (size_t)(size - done);
-        ssize_t w = ss__sys_pwrite(h->rw_fd, src + done, chunk, h->off + done);
+        struct iovec part[64];
+        int n = 0;
+        size_t room = SS_GiB;
+
+        /* up to 64 iovecs and 1 GiB per call, resuming inside iov[i] */
+        for (int j = i; j < iovcnt && n < 64 && room > 0; j++) {
+            size_t skip = j == i ? in : 0, len = iov[j].iov_len - skip;
+            if (len == 0)
+                continue;
+            if (len > room)
+                len = room;
+            part[n++] = (struct iovec){ (char *)iov[j].iov_base + skip, len };
+            room -= len;
+        }
+        ssize_t w = ss__sys_pwritev(h->rw_fd, part, n, (off_t)(h->off + done));
 
         if (w == -EINVAL && done == 0)
             break; /* hugetlbfs */
@@ -352,51 +366,105 @@ static int fill_segment(ss__cl_hold *h, const void *data, uint64_t size)
         if (w == 0)
             return -EIO;
         done += (uint64_t)w;
+        for (size_t left = (size_t)w; left > 0;) {
+            size_t avail = iov[i].iov_len - in;
+            if (left < avail) {
+                in += left;
+                left = 0;
+            } else {
+                left -= avail;
+                i++;
+                in = 0;
+            }
+        }
+        while (i < iovcnt && iov[i].iov_len == 0)
+            i++;
     }
     if (done < size) {
         size_t len = (size_t)h->seg->size;
-        unsigned char *p = ss__cl_map_writable(len, h->rw_fd);
+        unsigned char *p = ss__cl_map_writable(len, h->rw_fd), *d;
 
         if (ss__is_err(p))
             return (int)ss__ptr_err(p);
-        memcpy(p + h->off, src, (size_t)size);
+        d = p + h->off;
+        for (int j = 0; j < iovcnt; j++) {
+            if (iov[j].iov_len)
+                memcpy(d, iov[j].iov_base, iov[j].iov_len);
+            d += iov[j].iov_len;
+        }
         ss__sys_munmap(p, len);
     }
     return 0;
 }
 
-SS_API int ss_put_ex(ss_client *c, const ss_id *id, const void *data, uint64_t size,
-                     const void *meta, uint64_t meta_size, unsigned flags)
+/* Copy the caller's buffers, in order, to dst. */
+static void gather(void *dst, const struct iovec *iov, int iovcnt)
+{
+    unsigned char *d = dst;
+
+    for (int j = 0; j < iovcnt; j++) {
+        if (iov[j].iov_len)
+            memcpy(d, iov[j].iov_base, iov[j].iov_len);
+        d += iov[j].iov_len;
+    }
+}
+
+/* Data iovecs a small PUT sends as they are (sendmsg takes IOV_MAX in
+ * all, the header, body and meta included); more are gathered first. */
+#define PUT_IOV_MAX (SS_IOV_MAX - 3)
+
+/* A small object in one PUT round trip: the store copies the bytes,
+ * sent straight from the caller's buffers (or gathered when there are
+ * many pieces), into a small slot. */
+static int put_small(ss_client *c, const ss_id *id, const struct iovec *iov, int iovcnt,
+                     uint64_t size, const void *meta, uint64_t meta_size, unsigned flags)
+{
+    ss__cl_slot s;
+    ss__msg_hdr hd;
+    ss__req_put r = { .id = *id, .node = ss__cl_node(), .size = size,
+                      .meta_size = (uint32_t)meta_size, .flags = create_flags(flags) };
+    struct iovec *v = malloc((3 + (size_t)(iovcnt <= PUT_IOV_MAX ? iovcnt : 1)) * sizeof(*v));
+    void *tmp = NULL;
+    int n = 2, rc;
+
+    if (!v)
+        return -ENOMEM;
+    v[0] = (struct iovec){ &hd, sizeof(hd) };
+    v[1] = (struct iovec){ &r, sizeof(r) };
+    if (meta_size)
+        v[n++] = (struct iovec){ (void *)meta, (size_t)meta_size };
+    if (iovcnt > PUT_IOV_MAX) {
+        tmp = malloc(size ? (size_t)size : 1);
+        if (!tmp) {
+            free(v);
+            return -ENOMEM;
+        }
+        gather(tmp, iov, iovcnt);
+        v[n++] = (struct iovec){ tmp, (size_t)size };
+    } else {
+        for (int j = 0; j < iovcnt; j++)
+            if (iov[j].iov_len)
+                v[n++] = iov[j];
+    }
+    rc = ss__cl_call(c, &s, SS_MSG_PUT, v, n, NULL);
+    if (rc == 0)
+        rc = ss__cl_status(&s);
+    ss__cl_end(c, &s);
+    free(tmp);
+    free(v);
+    return rc;
+}
+
+/* The put of ss_put_ex() and ss_putv(), arguments checked. */
+static int put_vec(ss_client *c, const ss_id *id, const struct iovec *iov, int iovcnt,
+                   uint64_t size, const void *meta, uint64_t meta_size, unsigned flags)
 {
     ss__cl_hold *h;
-    int rc = ss__cl_enter(c);
-
-    if (rc < 0)
-        return rc;
-    if (!id || (size > 0 && !data) || check_meta(meta, meta_size) < 0 ||
-        size > SIZE_MAX / 2 || (flags & ~SS_LIFETIME_CREATOR))
-        return -EINVAL;
+    int rc;
 
     if (size <= c->small_max &&
-        SS_CL_HDR + sizeof(ss__req_put) + meta_size + size <= c->max_msg) {
-        /* one round trip: the store copies the bytes into a small slot */
-        ss__cl_slot s;
-        ss__msg_hdr hd;
-        ss__req_put r = { .id = *id, .node = ss__cl_node(), .size = size,
-                          .meta_size = (uint32_t)meta_size, .flags = create_flags(flags) };
-        struct iovec iov[4] = { { &hd, sizeof(hd) }, { &r, sizeof(r) } };
-        int n = 2;
-
-        if (meta_size)
-            iov[n++] = (struct iovec){ (void *)meta, (size_t)meta_size };
-        if (size)
-            iov[n++] = (struct iovec){ (void *)data, (size_t)size };
-        rc = ss__cl_call(c, &s, SS_MSG_PUT, iov, n, NULL);
-        if (rc == 0)
-            rc = ss__cl_status(&s);
-        ss__cl_end(c, &s);
-        return rc;
-    }
+        SS_CL_HDR + sizeof(ss__req_put) + meta_size + size <= c->max_msg)
+        return put_small(c, id, iov, iovcnt, size, meta, meta_size, flags);
 
     /* h stays SEALING (no other thread seals, aborts or frees it) until
      * the seal ends it: the store drops the creator's reference with the
@@ -407,9 +475,9 @@ SS_API int ss_put_ex(ss_client *c, const ss_id *id, const void *data, uint64_t s
     if (rc < 0)
         return rc;
     if (h->priv)
-        memcpy(h->buf, data, (size_t)size);
+        gather(h->buf, iov, iovcnt);
     else
-        rc = fill_segment(h, data, size);
+        rc = fill_segment(h, iov, iovcnt, size);
     if (rc == 0) {
         pthread_mutex_lock(&c->lock);
         rc = c->dead ? c->dead : seal_prepare(h);
@@ -428,6 +496,41 @@ SS_API int ss_put_ex(ss_client *c, const ss_id *id, const void *data, uint64_t s
     /* h is UNSEALED again: abort it (h may go from here on) */
     (void)cl_abort(c, id);
     return rc;
+}
+
+SS_API int ss_put_ex(ss_client *c, const ss_id *id, const void *data, uint64_t size,
+                     const void *meta, uint64_t meta_size, unsigned flags)
+{
+    struct iovec one = { (void *)data, (size_t)size };
+    int rc = ss__cl_enter(c);
+
+    if (rc < 0)
+        return rc;
+    if (!id || (size > 0 && !data) || check_meta(meta, meta_size) < 0 ||
+        size > SIZE_MAX / 2 || (flags & ~SS_LIFETIME_CREATOR))
+        return -EINVAL;
+    return put_vec(c, id, &one, size ? 1 : 0, size, meta, meta_size, flags);
+}
+
+SS_API int ss_putv(ss_client *c, const ss_id *id, const struct iovec *iov, int iovcnt,
+                   const void *meta, uint64_t meta_size, unsigned flags)
+{
+    uint64_t size = 0;
+    int rc = ss__cl_enter(c);
+
+    if (rc < 0)
+        return rc;
+    if (!id || iovcnt < 0 || iovcnt > SS_IOV_MAX || (iovcnt > 0 && !iov) ||
+        check_meta(meta, meta_size) < 0 || (flags & ~SS_LIFETIME_CREATOR))
+        return -EINVAL;
+    for (int j = 0; j < iovcnt; j++) {
+        if (iov[j].iov_len > 0 && !iov[j].iov_base)
+            return -EINVAL;
+        if (iov[j].iov_len > SIZE_MAX / 2 - size)
+            return -EINVAL;
+        size += iov[j].iov_len;
+    }
+    return put_vec(c, id, iov, iovcnt, size, meta, meta_size, flags);
 }
 
 SS_API int ss_put(ss_client *c, const ss_id *id, const void *data, uint64_t size,

@@ -253,6 +253,13 @@ ssize_t ss__sys_pwrite(int fd, const void *buf, size_t len, uint64_t off)
     return RETRY(ssize_t, pwrite(fd, buf, len, (off_t)off));
 }
 
+ssize_t ss__sys_pwritev(int fd, const struct iovec *iov, int n, uint64_t off)
+{
+    if (off > (uint64_t)INT64_MAX)
+        return -EINVAL;
+    return RETRY(ssize_t, pwritev(fd, iov, n, (off_t)off));
+}
+
 int ss__sys_fsync(int fd)
 {
     return RETRY(int, fsync(fd));

@@ -97,6 +97,7 @@ ssize_t ss__sys_read(int fd, void *buf, size_t len);
 ssize_t ss__sys_write(int fd, const void *buf, size_t len);
 ssize_t ss__sys_pread(int fd, void *buf, size_t len, uint64_t off);
 ssize_t ss__sys_pwrite(int fd, const void *buf, size_t len, uint64_t off);
+ssize_t ss__sys_pwritev(int fd, const struct iovec *iov, int n, uint64_t off);
 int ss__sys_fsync(int fd);     /* EINTR retried */
 int ss__sys_fdatasync(int fd); /* EINTR retried */
 int ss__sys_fstat(int fd, struct stat *st); /* no EINTR */

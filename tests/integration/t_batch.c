@@ -25,8 +25,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static ss_client *C; /* the embedded store's host handle */
-static char sock_path[108];
 static unsigned id_counter;
 
 #define CAP_MB 16u
@@ -47,14 +45,14 @@ static void check_object(const ss_id *id, uint64_t size, unsigned seed, const vo
 {
     ss_object o;
 
-    assert_int_equal(ss_get(C, id, 1, 0, &o), 1);
+    assert_int_equal(ss_get(t_embed, id, 1, 0, &o), 1);
     assert_non_null(o.data);
     assert_int_equal(o.size, size);
     assert_true(t_check(o.data, size, seed));
     assert_int_equal(o.meta_size, meta_size);
     if (meta_size)
         assert_memory_equal(o.meta, meta, meta_size);
-    t_assert_ok(ss_release(C, id));
+    t_assert_ok(ss_release(t_embed, id));
 }
 
 /* Items of the given sizes, with ids, data (t_fill(seed i)) and meta. */
@@ -94,7 +92,7 @@ static void batch_free(batch *b, bool delete_stored)
 {
     for (size_t i = 0; i < b->n; i++) {
         if (delete_stored && b->st[i] == 0)
-            t_assert_ok(ss_delete(C, &b->it[i].id));
+            t_assert_ok(ss_delete(t_embed, &b->it[i].id));
         free(b->buf[i]);
     }
     free(b->buf);
@@ -119,11 +117,11 @@ static void test_args(void **state)
     (void)state;
 
     assert_int_equal(ss_put_many(NULL, &it, 1, &st), -EINVAL);
-    assert_int_equal(ss_put_many(C, NULL, 1, &st), -EINVAL);
-    assert_int_equal(ss_put_many(C, &it, 1, NULL), -EINVAL);
+    assert_int_equal(ss_put_many(t_embed, NULL, 1, &st), -EINVAL);
+    assert_int_equal(ss_put_many(t_embed, &it, 1, NULL), -EINVAL);
     assert_int_equal(st, 7);
-    assert_int_equal(ss_put_many(C, NULL, 0, NULL), 0);
-    assert_int_equal(ss_contains(C, &it.id), 0);
+    assert_int_equal(ss_put_many(t_embed, NULL, 0, NULL), 0);
+    assert_int_equal(ss_contains(t_embed, &it.id), 0);
 }
 
 static void test_mixed_sizes(void **state)
@@ -135,7 +133,7 @@ static void test_mixed_sizes(void **state)
     batch_make(&b, sizeof(sizes) / sizeof(sizes[0]), sizes, 0, 0);
     b.it[3].meta = b.buf[2];
     b.it[3].meta_size = 1024; /* meta and data of the same item */
-    assert_int_equal(ss_put_many(C, b.it, b.n, b.st), (int)b.n);
+    assert_int_equal(ss_put_many(t_embed, b.it, b.n, b.st), (int)b.n);
     for (size_t i = 0; i < b.n; i++)
         assert_int_equal(b.st[i], 0);
     check_batch(&b);
@@ -154,14 +152,14 @@ static void test_bad_items(void **state)
     b.it[2].meta = big_meta;
     b.it[2].meta_size = 64 * 1024 + 1;    /* meta over 64 KiB */
     b.it[3].flags = SS_LIFETIME_CREATOR << 1;
-    assert_int_equal(ss_put_many(C, b.it, b.n, b.st), 2);
+    assert_int_equal(ss_put_many(t_embed, b.it, b.n, b.st), 2);
     assert_int_equal(b.st[0], 0);
     assert_int_equal(b.st[1], -EINVAL);
     assert_int_equal(b.st[2], -EINVAL);
     assert_int_equal(b.st[3], -EINVAL);
     assert_int_equal(b.st[4], 0);
     for (int i = 1; i < 4; i++)
-        assert_int_equal(ss_contains(C, &b.it[i].id), 0);
+        assert_int_equal(ss_contains(t_embed, &b.it[i].id), 0);
     check_batch(&b);
     batch_free(&b, true);
 }
@@ -172,10 +170,10 @@ static void test_duplicates(void **state)
     (void)state;
 
     batch_make(&b, 6, NULL, 100, 0);
-    t_assert_ok(ss_put(C, &b.it[4].id, "old", 3, NULL, 0)); /* in the store already */
+    t_assert_ok(ss_put(t_embed, &b.it[4].id, "old", 3, NULL, 0)); /* in the store already */
     b.it[2].id = b.it[0].id;                                /* twice in the batch */
     b.it[5].id = b.it[0].id;                                /* three times */
-    assert_int_equal(ss_put_many(C, b.it, b.n, b.st), 3);
+    assert_int_equal(ss_put_many(t_embed, b.it, b.n, b.st), 3);
     assert_int_equal(b.st[0], 0);
     assert_int_equal(b.st[1], 0);
     assert_int_equal(b.st[2], -EEXIST);
@@ -184,11 +182,11 @@ static void test_duplicates(void **state)
     assert_int_equal(b.st[5], -EEXIST);
     check_batch(&b); /* the first of the id won */
     ss_object o;
-    assert_int_equal(ss_get(C, &b.it[4].id, 1, 0, &o), 1); /* the older one stays */
+    assert_int_equal(ss_get(t_embed, &b.it[4].id, 1, 0, &o), 1); /* the older one stays */
     assert_int_equal(o.size, 3);
     assert_memory_equal(o.data, "old", 3);
-    t_assert_ok(ss_release(C, &b.it[4].id));
-    t_assert_ok(ss_delete(C, &b.it[4].id));
+    t_assert_ok(ss_release(t_embed, &b.it[4].id));
+    t_assert_ok(ss_delete(t_embed, &b.it[4].id));
     batch_free(&b, true);
 }
 
@@ -197,20 +195,20 @@ static void test_duplicates(void **state)
 static void test_split(void **state)
 {
     batch b;
-    ss_stats s0 = t_store_stats(C), s1;
+    ss_stats s0 = t_store_stats(t_embed), s1;
     (void)state;
 
     batch_make(&b, 1000, NULL, 1024, 0);
-    assert_int_equal(ss_put_many(C, b.it, b.n, b.st), 1000);
+    assert_int_equal(ss_put_many(t_embed, b.it, b.n, b.st), 1000);
     for (size_t i = 0; i < b.n; i++)
         assert_int_equal(b.st[i], 0);
     check_batch(&b);
-    s1 = t_store_stats(C);
+    s1 = t_store_stats(t_embed);
     assert_true(s1.creates - s0.creates == 1000);
     batch_free(&b, true);
 
     batch_make(&b, 40, NULL, 32 * 1024, 0);
-    assert_int_equal(ss_put_many(C, b.it, b.n, b.st), 40);
+    assert_int_equal(ss_put_many(t_embed, b.it, b.n, b.st), 40);
     check_batch(&b);
     batch_free(&b, true);
 }
@@ -222,7 +220,7 @@ static void test_enospc(void **state)
 {
     size_t n = (CAP_MB << 20) / SMALL_MAX + 64, stored = 0;
     uint64_t *sizes = calloc(n + 1, sizeof(*sizes));
-    ss_stats s0 = t_store_stats(C), s1;
+    ss_stats s0 = t_store_stats(t_embed), s1;
     batch b;
     (void)state;
 
@@ -233,7 +231,7 @@ static void test_enospc(void **state)
     batch_make(&b, n + 1, sizes, 0, 0);
     b.it[n].meta = NULL;
     b.it[n].meta_size = 0;
-    int rc = ss_put_many(C, b.it, b.n, b.st);
+    int rc = ss_put_many(t_embed, b.it, b.n, b.st);
     for (size_t i = 0; i < n; i++) {
         if (b.st[i] == 0) {
             assert_int_equal(stored, i); /* a prefix fits */
@@ -245,7 +243,7 @@ static void test_enospc(void **state)
     assert_true(stored > 0 && stored < n);
     assert_int_equal(b.st[n], 0);
     assert_int_equal(rc, (int)stored + 1);
-    s1 = t_store_stats(C);
+    s1 = t_store_stats(t_embed);
     assert_true(s1.waits == s0.waits); /* nothing parked */
     check_batch(&b);
     batch_free(&b, true);
@@ -260,7 +258,7 @@ static void test_creator_bound(void **state)
     batch b;
     (void)state;
 
-    t_assert_ok(ss_connect(sock_path, 0, &p));
+    t_assert_ok(ss_connect(t_embed_path, 0, &p));
     batch_make(&b, 10, NULL, 64, 0);
     for (size_t i = 0; i < b.n; i += 2)
         b.it[i].flags = SS_LIFETIME_CREATOR;
@@ -270,13 +268,13 @@ static void test_creator_bound(void **state)
     assert_non_null(b.buf[8]);
     t_fill(b.buf[8], b.it[8].size, 9);
     b.it[8].data = b.buf[8];
-    uint64_t clients = t_store_stats(C).clients;
+    uint64_t clients = t_store_stats(t_embed).clients;
     assert_int_equal(ss_put_many(p, b.it, b.n, b.st), 10);
     check_batch(&b);
     ss_disconnect(p);
-    t_wait_clients(C, clients - 1);
+    t_wait_clients(t_embed, clients - 1);
     for (size_t i = 0; i < b.n; i++) {
-        assert_int_equal(ss_contains(C, &b.it[i].id), i % 2 ? 1 : 0);
+        assert_int_equal(ss_contains(t_embed, &b.it[i].id), i % 2 ? 1 : 0);
         if (i % 2 == 0)
             b.st[i] = -ENOENT; /* gone: nothing to delete */
     }
@@ -306,7 +304,7 @@ static void test_threads(void **state)
     ss_client *c = NULL;
     (void)state;
 
-    t_assert_ok(ss_connect(sock_path, 0, &c));
+    t_assert_ok(ss_connect(t_embed_path, 0, &c));
     for (int i = 0; i < 4; i++) {
         t[i].c = c;
         batch_make(&t[i].b, 300, NULL, (uint64_t)(i + 1) * 100, 0);
@@ -321,22 +319,6 @@ static void test_threads(void **state)
         batch_free(&t[i].b, true);
     }
     ss_disconnect(c);
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(sock_path, sizeof(sock_path), "%s/store.sock", t_tmpdir());
-    if (ss_connect(sock_path, SS_CONNECT_EMBED, &C) != 0)
-        return -1;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    ss_disconnect(C);
-    return 0;
 }
 
 int main(void)
@@ -356,5 +338,5 @@ int main(void)
      * create would wait for memory (the batch must not) */
     if (t_tight_store_options(CAP_MB, "30000") < 0)
         return T_EXIT_ERROR;
-    return t_run(tests, setup, teardown);
+    return t_run(tests, t_embed_setup, t_embed_teardown);
 }

@@ -27,8 +27,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static ss_client *C; /* the embedded store's host handle: never the creator */
-static char sock_path[108];
 static unsigned id_counter;
 
 #define CAP_MB 64u
@@ -47,7 +45,7 @@ static ss_client *client(void)
 {
     ss_client *c = NULL;
 
-    t_assert_ok(ss_connect(sock_path, 0, &c));
+    t_assert_ok(ss_connect(t_embed_path, 0, &c));
     return c;
 }
 
@@ -75,7 +73,7 @@ static int64_t listed_flags(const ss_id *id)
     ss_obj_info info[64];
 
     do {
-        int n = ss_list(C, &cursor, info, 64);
+        int n = ss_list(t_embed, &cursor, info, 64);
         t_assert_ok(n);
         for (int i = 0; i < n; i++)
             if (!memcmp(&info[i].id, id, sizeof(*id)))
@@ -92,13 +90,13 @@ static void test_flags_checked(void **state)
     void *p;
     (void)state;
 
-    assert_int_equal(ss_put_ex(C, &a, "x", 1, NULL, 0, SS_LIFETIME_CREATOR << 1), -EINVAL);
-    assert_int_equal(ss_create_ex(C, &a, 10, NULL, 0, ~0u, &p), -EINVAL);
-    assert_int_equal(ss_contains(C, &a), 0);
+    assert_int_equal(ss_put_ex(t_embed, &a, "x", 1, NULL, 0, SS_LIFETIME_CREATOR << 1), -EINVAL);
+    assert_int_equal(ss_create_ex(t_embed, &a, 10, NULL, 0, ~0u, &p), -EINVAL);
+    assert_int_equal(ss_contains(t_embed, &a), 0);
     /* flags 0: the same as ss_put / ss_create */
-    t_assert_ok(ss_put_ex(C, &a, "x", 1, NULL, 0, 0));
+    t_assert_ok(ss_put_ex(t_embed, &a, "x", 1, NULL, 0, 0));
     assert_int_equal(listed_flags(&a), 0);
-    t_assert_ok(ss_delete(C, &a));
+    t_assert_ok(ss_delete(t_embed, &a));
 }
 
 /* Disconnect: the bound ones (small put, large create) go, the other
@@ -107,7 +105,7 @@ static void test_disconnect(void **state)
 {
     ss_id sm = new_id(), lg = new_id(), keep = new_id();
     ss_client *c = client();
-    uint64_t clients = t_store_stats(C).clients;
+    uint64_t clients = t_store_stats(t_embed).clients;
     uint64_t deletes;
     (void)state;
 
@@ -118,25 +116,25 @@ static void test_disconnect(void **state)
     assert_int_equal(listed_flags(&lg), SS_LIFETIME_CREATOR);
     assert_int_equal(listed_flags(&keep), 0);
     /* another client deleting one early is fine (and is not done twice) */
-    t_assert_ok(ss_delete(C, &sm));
-    put_bound(C, &sm, 100, 4, 0); /* the id again, by a client that stays */
-    deletes = t_store_stats(C).deletes;
+    t_assert_ok(ss_delete(t_embed, &sm));
+    put_bound(t_embed, &sm, 100, 4, 0); /* the id again, by a client that stays */
+    deletes = t_store_stats(t_embed).deletes;
 
     ss_disconnect(c);
-    t_wait_clients(C, clients - 1);
-    assert_int_equal(ss_contains(C, &lg), 0);
-    assert_int_equal(ss_contains(C, &keep), 1);
-    assert_int_equal(ss_contains(C, &sm), 1); /* not the creator's object */
-    assert_int_equal(t_store_stats(C).deletes, deletes + 1);
-    t_assert_ok(ss_delete(C, &keep));
-    t_assert_ok(ss_delete(C, &sm));
+    t_wait_clients(t_embed, clients - 1);
+    assert_int_equal(ss_contains(t_embed, &lg), 0);
+    assert_int_equal(ss_contains(t_embed, &keep), 1);
+    assert_int_equal(ss_contains(t_embed, &sm), 1); /* not the creator's object */
+    assert_int_equal(t_store_stats(t_embed).deletes, deletes + 1);
+    t_assert_ok(ss_delete(t_embed, &keep));
+    t_assert_ok(ss_delete(t_embed, &sm));
 }
 
 /* A creator killed with SIGKILL (no goodbye at all): its objects go. */
 static void test_sigkill(void **state)
 {
     ss_id a = new_id(), b = new_id(), keep = new_id();
-    uint64_t clients = t_store_stats(C).clients;
+    uint64_t clients = t_store_stats(t_embed).clients;
     int p[2], st;
     char x;
     (void)state;
@@ -147,7 +145,7 @@ static void test_sigkill(void **state)
     if (pid == 0) {
         ss_client *c = NULL;
         close(p[0]);
-        if (ss_connect(sock_path, 0, &c) < 0)
+        if (ss_connect(t_embed_path, 0, &c) < 0)
             _exit(1);
         unsigned char buf[300];
         memset(buf, 7, sizeof(buf));
@@ -168,11 +166,11 @@ static void test_sigkill(void **state)
     close(p[0]);
     assert_int_equal(waitpid(pid, &st, 0), pid);
     assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
-    t_wait_clients(C, clients);
-    assert_int_equal(ss_contains(C, &a), 0);
-    assert_int_equal(ss_contains(C, &b), 0);
-    assert_int_equal(ss_contains(C, &keep), 1);
-    t_assert_ok(ss_delete(C, &keep));
+    t_wait_clients(t_embed, clients);
+    assert_int_equal(ss_contains(t_embed, &a), 0);
+    assert_int_equal(ss_contains(t_embed, &b), 0);
+    assert_int_equal(ss_contains(t_embed, &keep), 1);
+    t_assert_ok(ss_delete(t_embed, &keep));
 }
 
 /* Another client holds a view when the creator goes: the view stays
@@ -182,7 +180,7 @@ static void test_view_outlives_creator(void **state)
 {
     ss_id a = new_id(), other = new_id();
     ss_client *c = client(), *r = client();
-    uint64_t clients = t_store_stats(C).clients;
+    uint64_t clients = t_store_stats(t_embed).clients;
     ss_object v, v2;
     void *p;
     (void)state;
@@ -190,24 +188,24 @@ static void test_view_outlives_creator(void **state)
     put_bound(c, &a, BIG, 11, SS_LIFETIME_CREATOR);
     assert_int_equal(ss_get(r, &a, 1, 0, &v), 1);
     ss_disconnect(c);
-    t_wait_clients(C, clients - 1);
+    t_wait_clients(t_embed, clients - 1);
 
-    assert_int_equal(ss_contains(C, &a), 0);
-    assert_int_equal(ss_get(C, &a, 1, 0, &v2), 0);
+    assert_int_equal(ss_contains(t_embed, &a), 0);
+    assert_int_equal(ss_get(t_embed, &a, 1, 0, &v2), 0);
     assert_true(t_check(v.data, BIG, 11));
     /* its memory is still held: another object of that size does not fit */
-    assert_int_equal(ss_create(C, &other, BIG, NULL, 0, &p), -ENOSPC);
+    assert_int_equal(ss_create(t_embed, &other, BIG, NULL, 0, &p), -ENOSPC);
     /* the id is free: a small object takes it at once */
-    put_bound(C, &a, 100, 12, 0);
-    assert_int_equal(ss_get(C, &a, 1, 0, &v2), 1);
+    put_bound(t_embed, &a, 100, 12, 0);
+    assert_int_equal(ss_get(t_embed, &a, 1, 0, &v2), 1);
     assert_true(t_check(v2.data, 100, 12));
-    t_assert_ok(ss_release(C, &a));
+    t_assert_ok(ss_release(t_embed, &a));
     assert_true(t_check(v.data, BIG, 11));
     t_assert_ok(ss_release_object(r, &v));
     /* released: the memory is back */
-    put_bound(C, &other, BIG, 13, 0);
-    t_assert_ok(ss_delete(C, &other));
-    t_assert_ok(ss_delete(C, &a));
+    put_bound(t_embed, &other, BIG, 13, 0);
+    t_assert_ok(ss_delete(t_embed, &other));
+    t_assert_ok(ss_delete(t_embed, &a));
     ss_disconnect(r);
 }
 
@@ -216,23 +214,23 @@ static void test_unsealed(void **state)
 {
     ss_id a = new_id(), b = new_id();
     ss_client *c = client();
-    uint64_t clients = t_store_stats(C).clients;
-    uint64_t objects = t_store_stats(C).objects;
+    uint64_t clients = t_store_stats(t_embed).clients;
+    uint64_t objects = t_store_stats(t_embed).objects;
     void *p;
     (void)state;
 
     t_assert_ok(ss_create_ex(c, &a, 5000, NULL, 0, SS_LIFETIME_CREATOR, &p));
     t_assert_ok(ss_create_ex(c, &b, 2 << 20, NULL, 0, SS_LIFETIME_CREATOR, &p));
-    assert_int_equal(t_store_stats(C).objects, objects + 2);
+    assert_int_equal(t_store_stats(t_embed).objects, objects + 2);
     assert_int_equal(listed_flags(&b), SS_LIFETIME_CREATOR);
     ss_disconnect(c);
-    t_wait_clients(C, clients - 1);
-    assert_int_equal(t_store_stats(C).objects, objects);
+    t_wait_clients(t_embed, clients - 1);
+    assert_int_equal(t_store_stats(t_embed).objects, objects);
     /* the ids are free */
-    put_bound(C, &a, 10, 1, 0);
-    put_bound(C, &b, 10, 1, 0);
-    t_assert_ok(ss_delete(C, &a));
-    t_assert_ok(ss_delete(C, &b));
+    put_bound(t_embed, &a, 10, 1, 0);
+    put_bound(t_embed, &b, 10, 1, 0);
+    t_assert_ok(ss_delete(t_embed, &a));
+    t_assert_ok(ss_delete(t_embed, &b));
 }
 
 /* Many bound objects, most deleted by others meanwhile (the creator's
@@ -243,40 +241,26 @@ static void test_many(void **state)
     enum { N = 300 };
     ss_id ids[N];
     ss_client *c = client();
-    uint64_t clients = t_store_stats(C).clients;
-    uint64_t objects = t_store_stats(C).objects;
+    uint64_t clients = t_store_stats(t_embed).clients;
+    uint64_t objects = t_store_stats(t_embed).objects;
     (void)state;
 
     for (int i = 0; i < N; i++) {
         ids[i] = new_id();
         put_bound(c, &ids[i], 64, (unsigned)i, SS_LIFETIME_CREATOR);
         if (i % 3) {
-            t_assert_ok(ss_delete(C, &ids[i]));
+            t_assert_ok(ss_delete(t_embed, &ids[i]));
             if (i % 3 == 2)
-                put_bound(C, &ids[i], 64, (unsigned)i, 0);
+                put_bound(t_embed, &ids[i], 64, (unsigned)i, 0);
         }
     }
     ss_disconnect(c);
-    t_wait_clients(C, clients - 1);
+    t_wait_clients(t_embed, clients - 1);
     for (int i = 0; i < N; i++)
-        assert_int_equal(ss_contains(C, &ids[i]), i % 3 == 2);
-    assert_int_equal(t_store_stats(C).objects, objects + N / 3);
+        assert_int_equal(ss_contains(t_embed, &ids[i]), i % 3 == 2);
+    assert_int_equal(t_store_stats(t_embed).objects, objects + N / 3);
     for (int i = 2; i < N; i += 3)
-        t_assert_ok(ss_delete(C, &ids[i]));
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(sock_path, sizeof(sock_path), "%s/store.sock", t_tmpdir());
-    return ss_connect(sock_path, SS_CONNECT_EMBED, &C) == 0 ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    ss_disconnect(C);
-    return 0;
+        t_assert_ok(ss_delete(t_embed, &ids[i]));
 }
 
 int main(void)
@@ -294,5 +278,5 @@ int main(void)
      * memory: "does not fit" is an answer at once */
     if (t_tight_store_options(CAP_MB, "0") < 0)
         return T_EXIT_ERROR;
-    return t_run(tests, setup, teardown);
+    return t_run(tests, t_embed_setup, t_embed_teardown);
 }

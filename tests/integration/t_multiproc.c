@@ -43,8 +43,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static ss_client *C; /* the host's handle; its store is in this process */
-static char sock_path[108];
 static unsigned id_counter;
 
 static ss_id new_id(void)
@@ -149,7 +147,7 @@ static void close_inherited(int keep)
 static ss_client *child_connect(void)
 {
     ss_client *c = NULL;
-    int rc = ss_connect(sock_path, 0, &c);
+    int rc = ss_connect(t_embed_path, 0, &c);
 
     if (rc != 0)
         fprintf(stderr, "child connect: %s\n", ss_strerror(rc));
@@ -269,11 +267,11 @@ static void test_shared_pages(void **state)
 
     pa.big = new_id();
     pa.small = new_id();
-    t_assert_ok(ss_create(C, &pa.big, 2 << 20, NULL, 0, &p));
+    t_assert_ok(ss_create(t_embed, &pa.big, 2 << 20, NULL, 0, &p));
     t_fill(p, 2 << 20, 1);
-    t_assert_ok(ss_seal(C, &pa.big));
-    put_obj(C, &pa.small, 1000, 2);
-    assert_int_equal(ss_get(C, &pa.small, 1, 0, &o), 1);
+    t_assert_ok(ss_seal(t_embed, &pa.big));
+    put_obj(t_embed, &pa.small, 1000, 2);
+    assert_int_equal(ss_get(t_embed, &pa.small, 1, 0, &o), 1);
 
     assert_int_equal(pipe(fds), 0);
     pa.pipe_w = fds[1];
@@ -287,10 +285,10 @@ static void test_shared_pages(void **state)
     mine[0] = pfn_of(p);
     mine[1] = pfn_of((char *)p + (1 << 20));
     mine[2] = pfn_of(o.data);
-    t_assert_ok(ss_release(C, &pa.small));
-    t_assert_ok(ss_release(C, &pa.big));
-    t_assert_ok(ss_delete(C, &pa.big));
-    t_assert_ok(ss_delete(C, &pa.small));
+    t_assert_ok(ss_release(t_embed, &pa.small));
+    t_assert_ok(ss_release(t_embed, &pa.big));
+    t_assert_ok(ss_delete(t_embed, &pa.big));
+    t_assert_ok(ss_delete(t_embed, &pa.small));
     T_SKIP_IF(mine[0] == 0 || child_pfn[0] == 0, NULL,
               "pagemap shows no PFNs (needs CAP_SYS_ADMIN; none under valgrind)");
     assert_int_equal(mine[0], child_pfn[0]);
@@ -462,17 +460,17 @@ static void test_reader_cannot_write(void **state)
     ra.sizes[2] = (1 << 20) + 3; /* its own segment, through ss_put */
     for (int i = 0; i < 3; i++)
         ra.ids[i] = new_id();
-    t_assert_ok(ss_create(C, &ra.ids[0], ra.sizes[0], "meta0", 5, &p));
+    t_assert_ok(ss_create(t_embed, &ra.ids[0], ra.sizes[0], "meta0", 5, &p));
     t_fill(p, ra.sizes[0], 10);
-    t_assert_ok(ss_seal(C, &ra.ids[0]));
-    t_assert_ok(ss_release(C, &ra.ids[0]));
+    t_assert_ok(ss_seal(t_embed, &ra.ids[0]));
+    t_assert_ok(ss_release(t_embed, &ra.ids[0]));
     {
         void *b = malloc(ra.sizes[2]);
         assert_non_null(b);
         t_fill(b, ra.sizes[1], 11);
-        t_assert_ok(ss_put(C, &ra.ids[1], b, ra.sizes[1], "meta1", 5));
+        t_assert_ok(ss_put(t_embed, &ra.ids[1], b, ra.sizes[1], "meta1", 5));
         t_fill(b, ra.sizes[2], 12);
-        t_assert_ok(ss_put(C, &ra.ids[2], b, ra.sizes[2], NULL, 0));
+        t_assert_ok(ss_put(t_embed, &ra.ids[2], b, ra.sizes[2], NULL, 0));
         free(b);
     }
     ra.drop = false;
@@ -480,7 +478,7 @@ static void test_reader_cannot_write(void **state)
     ra.drop = true;
     wait_ok(fork_child(child_reader, &ra));
     for (int i = 0; i < 3; i++)
-        t_assert_ok(ss_delete(C, &ra.ids[i]));
+        t_assert_ok(ss_delete(t_embed, &ra.ids[i]));
 }
 
 /* ------------------------------------------------- blocking, cross-process */
@@ -508,12 +506,12 @@ static void test_blocking_get_other_process(void **state)
 
     pid = fork_child(child_waiter, &id);
     t_sleep_ms(150); /* let it connect and park its get */
-    t_assert_ok(ss_create(C, &id, (2 << 20) + 1, NULL, 0, &p));
+    t_assert_ok(ss_create(t_embed, &id, (2 << 20) + 1, NULL, 0, &p));
     t_fill(p, (2 << 20) + 1, 20);
-    t_assert_ok(ss_seal(C, &id));
+    t_assert_ok(ss_seal(t_embed, &id));
     wait_ok(pid);
-    t_assert_ok(ss_release(C, &id));
-    t_assert_ok(ss_delete(C, &id));
+    t_assert_ok(ss_release(t_embed, &id));
+    t_assert_ok(ss_delete(t_embed, &id));
 }
 
 /* ------------------------------------------------------ forked child */
@@ -538,16 +536,16 @@ static void child_inherits(void *a)
     memset(&st, 0, sizeof(st));
     st.size = sizeof(st);
     st.version = SS_STATS_VERSION;
-    CHK(ss_get(C, &fa->sealed, 1, 0, &o) == -ENOTCONN);
-    CHK(ss_put(C, &fa->from_child, "x", 1, NULL, 0) == -ENOTCONN);
-    CHK(ss_create(C, &fa->from_child, 1, NULL, 0, &p) == -ENOTCONN);
-    CHK(ss_seal(C, &fa->big_unsealed) == -ENOTCONN);
-    CHK(ss_abort(C, &fa->small_unsealed) == -ENOTCONN);
-    CHK(ss_release(C, &fa->sealed) == -ENOTCONN);
-    CHK(ss_contains(C, &fa->sealed) == -ENOTCONN);
-    CHK(ss_delete(C, &fa->sealed) == -ENOTCONN);
-    CHK(ss_stats_get(C, &st) == -ENOTCONN);
-    CHK(ss_subscribe(C, SS_EVENT_SEALED, &fd) == -ENOTCONN);
+    CHK(ss_get(t_embed, &fa->sealed, 1, 0, &o) == -ENOTCONN);
+    CHK(ss_put(t_embed, &fa->from_child, "x", 1, NULL, 0) == -ENOTCONN);
+    CHK(ss_create(t_embed, &fa->from_child, 1, NULL, 0, &p) == -ENOTCONN);
+    CHK(ss_seal(t_embed, &fa->big_unsealed) == -ENOTCONN);
+    CHK(ss_abort(t_embed, &fa->small_unsealed) == -ENOTCONN);
+    CHK(ss_release(t_embed, &fa->sealed) == -ENOTCONN);
+    CHK(ss_contains(t_embed, &fa->sealed) == -ENOTCONN);
+    CHK(ss_delete(t_embed, &fa->sealed) == -ENOTCONN);
+    CHK(ss_stats_get(t_embed, &st) == -ENOTCONN);
+    CHK(ss_subscribe(t_embed, SS_EVENT_SEALED, &fd) == -ENOTCONN);
     /* writable memory of unsealed objects is not inherited (MADV_DONTFORK) */
     CHK(!is_mapped(fa->pbig));
     CHK(!is_mapped(fa->psmall));
@@ -568,7 +566,7 @@ static void child_inherits(void *a)
     CHK(ss_seal(c, &id) == 0 && ss_release(c, &id) == 0 && ss_delete(c, &id) == 0);
     ss_disconnect(c);
     /* dropping the inherited handle must not disturb the parent */
-    ss_disconnect(C);
+    ss_disconnect(t_embed);
 }
 
 static void test_forked_child(void **state)
@@ -581,10 +579,10 @@ static void test_forked_child(void **state)
     fa.big_unsealed = new_id();
     fa.small_unsealed = new_id();
     fa.from_child = new_id();
-    put_obj(C, &fa.sealed, 4096, 30);
-    assert_int_equal(ss_get(C, &fa.sealed, 1, 0, &o), 1);
-    t_assert_ok(ss_create(C, &fa.big_unsealed, 1 << 20, NULL, 0, &fa.pbig));
-    t_assert_ok(ss_create(C, &fa.small_unsealed, 100, NULL, 0, &fa.psmall));
+    put_obj(t_embed, &fa.sealed, 4096, 30);
+    assert_int_equal(ss_get(t_embed, &fa.sealed, 1, 0, &o), 1);
+    t_assert_ok(ss_create(t_embed, &fa.big_unsealed, 1 << 20, NULL, 0, &fa.pbig));
+    t_assert_ok(ss_create(t_embed, &fa.small_unsealed, 100, NULL, 0, &fa.psmall));
     t_fill(fa.pbig, 1 << 20, 31);
     t_fill(fa.psmall, 100, 32);
 
@@ -593,19 +591,19 @@ static void test_forked_child(void **state)
     /* the parent's handle, views and unsealed objects are intact */
     assert_true(t_check(o.data, 4096, 30));
     assert_true(t_check(fa.pbig, 1 << 20, 31));
-    t_assert_ok(ss_seal(C, &fa.big_unsealed));
-    t_assert_ok(ss_seal(C, &fa.small_unsealed));
-    assert_int_equal(ss_get(C, &fa.from_child, 1, 0, &o), 1);
+    t_assert_ok(ss_seal(t_embed, &fa.big_unsealed));
+    t_assert_ok(ss_seal(t_embed, &fa.small_unsealed));
+    assert_int_equal(ss_get(t_embed, &fa.from_child, 1, 0, &o), 1);
     assert_int_equal(o.size, 6);
     assert_memory_equal(o.data, "child!", 6);
-    t_assert_ok(ss_release(C, &fa.from_child));
-    t_assert_ok(ss_release(C, &fa.sealed));
-    t_assert_ok(ss_release(C, &fa.big_unsealed));
-    t_assert_ok(ss_release(C, &fa.small_unsealed));
-    t_assert_ok(ss_delete(C, &fa.sealed));
-    t_assert_ok(ss_delete(C, &fa.big_unsealed));
-    t_assert_ok(ss_delete(C, &fa.small_unsealed));
-    t_assert_ok(ss_delete(C, &fa.from_child));
+    t_assert_ok(ss_release(t_embed, &fa.from_child));
+    t_assert_ok(ss_release(t_embed, &fa.sealed));
+    t_assert_ok(ss_release(t_embed, &fa.big_unsealed));
+    t_assert_ok(ss_release(t_embed, &fa.small_unsealed));
+    t_assert_ok(ss_delete(t_embed, &fa.sealed));
+    t_assert_ok(ss_delete(t_embed, &fa.big_unsealed));
+    t_assert_ok(ss_delete(t_embed, &fa.small_unsealed));
+    t_assert_ok(ss_delete(t_embed, &fa.from_child));
 }
 
 /* ------------------------------------------------------ embed race */
@@ -744,11 +742,11 @@ static void test_churn(void **state)
     (void)state;
 
     /* warm up: the small allocator's first segment, the pool's classes */
-    put_obj(C, &warm, 500, 1);
-    t_assert_ok(ss_delete(C, &warm));
-    put_obj(C, &warm, 200000, 1);
-    t_assert_ok(ss_delete(C, &warm));
-    base = settled_stats(C);
+    put_obj(t_embed, &warm, 500, 1);
+    t_assert_ok(ss_delete(t_embed, &warm));
+    put_obj(t_embed, &warm, 200000, 1);
+    t_assert_ok(ss_delete(t_embed, &warm));
+    base = settled_stats(t_embed);
     fds0 = t_count_fds();
 
     assert_int_equal(pipe(churn_go), 0);
@@ -761,7 +759,7 @@ static void test_churn(void **state)
 
     /* the store notices the disconnects and the pool refills: wait a bit */
     for (int tries = 0; tries < 100; tries++) {
-        st = settled_stats(C);
+        st = settled_stats(t_embed);
         fds1 = t_count_fds();
         if (st.objects == base.objects && st.clients == base.clients &&
             st.resident_bytes <= base.resident_bytes && fds1 == fds0)
@@ -796,7 +794,7 @@ static void child_dies_creating(void *a)
 static void test_creator_killed(void **state)
 {
     ss_id ids[2] = { new_id(), new_id() };
-    ss_stats base = settled_stats(C), st;
+    ss_stats base = settled_stats(t_embed), st;
     pid_t pid;
     int status, rc = -EEXIST;
     void *p;
@@ -807,17 +805,17 @@ static void test_creator_killed(void **state)
     assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     /* the store aborts its objects once it sees the connection go */
     for (int tries = 0; tries < 100 && rc == -EEXIST; tries++) {
-        rc = ss_create(C, &ids[0], 1 << 20, NULL, 0, &p);
+        rc = ss_create(t_embed, &ids[0], 1 << 20, NULL, 0, &p);
         if (rc == -EEXIST)
             t_sleep_ms(20);
     }
     t_assert_ok(rc);
-    t_assert_ok(ss_abort(C, &ids[0]));
-    assert_int_equal(ss_contains(C, &ids[1]), 0);
-    put_obj(C, &ids[1], 10, 3);
-    t_assert_ok(ss_delete(C, &ids[1]));
+    t_assert_ok(ss_abort(t_embed, &ids[0]));
+    assert_int_equal(ss_contains(t_embed, &ids[1]), 0);
+    put_obj(t_embed, &ids[1], 10, 3);
+    t_assert_ok(ss_delete(t_embed, &ids[1]));
     for (int tries = 0; tries < 20; tries++) {
-        st = settled_stats(C);
+        st = settled_stats(t_embed);
         if (st.objects == base.objects && st.resident_bytes <= base.resident_bytes)
             break;
     }
@@ -1068,20 +1066,6 @@ static void test_creator_uid(void **state)
     assert_int_equal(rmdir(dir), 0);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(sock_path, sizeof(sock_path), "%s/store.sock", t_tmpdir());
-    return ss_connect(sock_path, SS_CONNECT_EMBED, &C) == 0 ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    ss_disconnect(C);
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1102,5 +1086,5 @@ int main(void)
      * with a pool. */
     if (ss_option_set(SS_OPT_POOL_SIZE, "0") != 0 || ss_option_set(SS_OPT_CAPACITY, "512M") != 0)
         return T_EXIT_ERROR;
-    return t_run(tests, setup, teardown);
+    return t_run(tests, t_embed_setup, t_embed_teardown);
 }

@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ss_putv: a put of the concatenation of the caller's buffers, against a
+ * store embedded in this process, with a second handle reading back.
+ *
+ * Covered: every size class (empty, small inline, the small limit, just
+ * above it, a few MiB, over the store's chunking of large copies) in many
+ * buffer shapes (one buffer, 4 KiB pieces, odd pieces, zero-length
+ * pieces, SS_IOV_MAX pieces, pieces that straddle the page size) read
+ * back byte-exact with their meta; argument errors; a buffer that is not
+ * the caller's memory (-EFAULT, nothing stored, the handle still works);
+ * creator-bound putv; the same id twice (-EEXIST).
+ */
+#include "sealstore.h"
+#include "t_helpers.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static unsigned id_counter;
+
+static ss_id new_id(void)
+{
+    ss_id id;
+
+    memset(&id, 0, sizeof(id));
+    snprintf((char *)id.b, sizeof(id.b), "pv-%u-%u", (unsigned)getpid(), ++id_counter);
+    return id;
+}
+
+/* Cut buf[0..size) into pieces: 0 one buffer; else pieces of `piece`
+ * bytes, every third one followed by a zero-length piece, at most max
+ * pieces (the last takes the rest). Returns the count. */
+static int cut(unsigned char *buf, uint64_t size, uint64_t piece, int max, struct iovec *iov)
+{
+    int n = 0;
+    uint64_t off = 0;
+
+    if (piece == 0) {
+        iov[0] = (struct iovec){ buf, (size_t)size };
+        return size ? 1 : 0;
+    }
+    while (off < size && n < max) {
+        uint64_t len = size - off < piece || n == max - 1 ? size - off : piece;
+        iov[n++] = (struct iovec){ buf + off, (size_t)len };
+        off += len;
+        if (n % 3 == 0 && n < max - 1 && off < size)
+            iov[n++] = (struct iovec){ NULL, 0 };
+    }
+    return n;
+}
+
+static void put_and_check(uint64_t size, uint64_t piece, int max, bool with_meta)
+{
+    static const char meta[] = "putv-meta";
+    struct iovec *iov = calloc(SS_IOV_MAX, sizeof(*iov));
+    unsigned char *buf = malloc(size ? size : 1);
+    unsigned seed = (unsigned)(size * 31 + piece + (uint64_t)max);
+    ss_id id = new_id();
+    ss_client *r = NULL;
+    ss_object o;
+    int n;
+
+    assert_non_null(iov);
+    assert_non_null(buf);
+    t_fill(buf, size, seed);
+    n = cut(buf, size, piece, max, iov);
+    t_assert_ok(ss_putv(t_embed, &id, iov, n, with_meta ? meta : NULL,
+                        with_meta ? sizeof(meta) : 0, 0));
+    /* another client sees exactly the bytes, in order */
+    t_assert_ok(ss_connect(t_embed_path, 0, &r));
+    assert_int_equal(ss_get(r, &id, 1, 0, &o), 1);
+    assert_int_equal(o.size, size);
+    assert_true(t_check(o.data, size, seed));
+    assert_int_equal(o.meta_size, with_meta ? sizeof(meta) : 0);
+    if (with_meta)
+        assert_memory_equal(o.meta, meta, sizeof(meta));
+    t_assert_ok(ss_release(r, &id));
+    t_assert_ok(ss_delete(r, &id));
+    ss_disconnect(r);
+    free(buf);
+    free(iov);
+}
+
+static void test_shapes(void **state)
+{
+    static const uint64_t sizes[] = { 0, 1, 1000, 64 * 1024, 64 * 1024 + 1, 300 * 1000,
+                                      3 * 1024 * 1024 + 7, 20 * 1024 * 1024 + 4095 };
+    static const struct { uint64_t piece; int max; } shapes[] = {
+        { 0, 1 }, { 4096, SS_IOV_MAX }, { 333, SS_IOV_MAX }, { 1, SS_IOV_MAX },
+        { 5000, 7 }, { 4097, 1021 }, { 4097, 1022 },
+    };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+        for (size_t j = 0; j < sizeof(shapes) / sizeof(shapes[0]); j++)
+            put_and_check(sizes[i], shapes[j].piece, shapes[j].max, (i + j) % 2 == 0);
+}
+
+static void test_args(void **state)
+{
+    unsigned char b[16] = { 0 };
+    struct iovec ok = { b, sizeof(b) }, nullbase = { NULL, 1 };
+    struct iovec huge[2] = { { b, SIZE_MAX / 2 }, { b, 2 } };
+    ss_id id = new_id();
+    (void)state;
+
+    assert_int_equal(ss_putv(NULL, &id, &ok, 1, NULL, 0, 0), -EINVAL);
+    assert_int_equal(ss_putv(t_embed, NULL, &ok, 1, NULL, 0, 0), -EINVAL);
+    assert_int_equal(ss_putv(t_embed, &id, &ok, -1, NULL, 0, 0), -EINVAL);
+    assert_int_equal(ss_putv(t_embed, &id, &ok, SS_IOV_MAX + 1, NULL, 0, 0), -EINVAL);
+    assert_int_equal(ss_putv(t_embed, &id, NULL, 1, NULL, 0, 0), -EINVAL);
+    assert_int_equal(ss_putv(t_embed, &id, &nullbase, 1, NULL, 0, 0), -EINVAL);
+    assert_int_equal(ss_putv(t_embed, &id, huge, 2, NULL, 0, 0), -EINVAL);
+    assert_int_equal(ss_putv(t_embed, &id, &ok, 1, NULL, 1, 0), -EINVAL);
+    assert_int_equal(ss_putv(t_embed, &id, &ok, 1, b, 64 * 1024 + 1, 0), -EINVAL);
+    assert_int_equal(ss_putv(t_embed, &id, &ok, 1, NULL, 0, 2), -EINVAL);
+    assert_int_equal(ss_contains(t_embed, &id), 0);
+    /* no buffers: an empty object */
+    t_assert_ok(ss_putv(t_embed, &id, NULL, 0, NULL, 0, 0));
+    assert_int_equal(ss_contains(t_embed, &id), 1);
+    assert_int_equal(ss_putv(t_embed, &id, &ok, 1, NULL, 0, 0), -EEXIST);
+    t_assert_ok(ss_delete(t_embed, &id));
+}
+
+/* A buffer that is not the caller's memory: -EFAULT, nothing stored,
+ * the handle still works; for a small object and a large one. */
+static void test_efault(void **state)
+{
+    static const uint64_t sizes[] = { 4096, 1024 * 1024, 16 * 1024 * 1024 };
+    long pg = sysconf(_SC_PAGESIZE);
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        uint64_t size = sizes[i];
+        unsigned char *buf = malloc(size);
+        /* a hole: mapped, then unmapped, so nothing else is there */
+        unsigned char *hole = mmap(NULL, (size_t)pg * 4, PROT_READ | PROT_WRITE,
+                                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        ss_id id = new_id();
+
+        assert_non_null(buf);
+        assert_true(hole != MAP_FAILED);
+        assert_int_equal(munmap(hole, (size_t)pg * 4), 0);
+        t_fill(buf, size, 7);
+        struct iovec iov[3] = { { buf, (size_t)size / 2 }, { hole, (size_t)pg },
+                                { buf + size / 2, (size_t)(size - size / 2) } };
+        assert_int_equal(ss_putv(t_embed, &id, iov, 3, NULL, 0, 0), -EFAULT);
+        assert_int_equal(ss_contains(t_embed, &id), 0);
+        /* the id is free, the handle works */
+        iov[1].iov_len = 0;
+        t_assert_ok(ss_putv(t_embed, &id, iov, 3, NULL, 0, 0));
+        assert_int_equal(ss_contains(t_embed, &id), 1);
+        t_assert_ok(ss_delete(t_embed, &id));
+        free(buf);
+    }
+}
+
+/* Creator-bound: gone with its creator's connection. */
+static void test_bound(void **state)
+{
+    static unsigned char buf[200 * 1024];
+    struct iovec iov[2] = { { buf, 1000 }, { buf + 1000, sizeof(buf) - 1000 } };
+    ss_id a = new_id(), b = new_id();
+    ss_client *w = NULL;
+    (void)state;
+
+    t_fill(buf, sizeof(buf), 3);
+    t_assert_ok(ss_connect(t_embed_path, 0, &w));
+    t_assert_ok(ss_putv(w, &a, iov, 2, NULL, 0, SS_LIFETIME_CREATOR));
+    t_assert_ok(ss_putv(w, &b, iov, 2, NULL, 0, 0));
+    assert_int_equal(ss_contains(t_embed, &a), 1);
+    ss_disconnect(w);
+    t_wait_clients(t_embed, 1); /* the store has seen it go */
+    assert_int_equal(ss_contains(t_embed, &a), 0);
+    assert_int_equal(ss_contains(t_embed, &b), 1);
+    t_assert_ok(ss_delete(t_embed, &b));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_args),
+        cmocka_unit_test(test_shapes),
+        cmocka_unit_test(test_efault),
+        cmocka_unit_test(test_bound),
+    };
+
+    if (t_tight_store_options(256, "30000") < 0)
+        return T_EXIT_ERROR;
+    return t_run(tests, t_embed_setup, t_embed_teardown);
+}
