@@ -482,7 +482,13 @@ typedef struct ss_stats {
     uint64_t spill_scan_bytes;    /* bytes the startup scan of the spill directory read
                                    * (headers and small records; not the data of
                                    * large objects, checked when restored) */
-    uint64_t reserved[3];
+    uint64_t arena_bytes;         /* arenas the store holds now (objects above
+                                   * SEALSTORE_SMALL_MAX it copied in), as the
+                                   * kernel holds them: counted in resident_bytes */
+    uint64_t arena_live_bytes;    /* bytes of the objects in them now (the rest
+                                   * of arena_bytes is free space and rounding) */
+    uint64_t remote_puts;         /* puts whose bytes the store read straight
+                                   * from the caller's memory, total */
 } ss_stats;
 
 /* ss_stats.spill_mode */

@@ -1744,7 +1744,8 @@ static PyObject *client_stats(sspy_client *self, PyObject *unused)
         U(clients) || U(creates) || U(seals) || U(aborts) || U(gets) || U(releases) ||
         U(deletes) || U(evictions) || U(waits) || U(wait_timeouts) ||
         U(protocol_errors) || U(bookkeeping_bytes) || U(pool_yields) || U(seal_waits) ||
-        U(parked_requests) || U(parked_bytes) || U(fd_deferred))
+        U(parked_requests) || U(parked_bytes) || U(fd_deferred) || U(arena_bytes) ||
+        U(arena_live_bytes) || U(remote_puts))
         Py_CLEAR(d);
 #undef U
 #undef A

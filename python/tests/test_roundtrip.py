@@ -322,31 +322,33 @@ def test_array_kinds_round_trip(client, kind):
         assert not b.flags.writeable
 
 
-def object_segments():
-    """Inodes of this process's read-only object segment mappings (a
-    client's; the embedded store's pool maps its ready segments writable)."""
+def arena_mappings():
+    """How many read-only mappings of arenas this process has (the embedded
+    store's own, one per arena, and the client's)."""
     with open("/proc/self/maps") as f:
-        return {int(line.split()[4]) for line in f
-                if "sealstore-obj" in line and line.split()[1].startswith("r-")}
+        return sum(1 for line in f
+                   if "sealstore-arena" in line and line.split()[1].startswith("r-"))
 
 
-def test_large_object_mapping_kept_until_deleted(client):
-    # a large object's segment stays mapped after its last release, so a
-    # get of it again maps nothing; a delete through the handle gives the
-    # memory back at once
-    data = bytes(range(256)) * 4096  # 1 MiB: a segment of its own
+def test_large_object_arena_mapping_kept(client):
+    # a large object lives in an arena the store copied it into; the
+    # client maps the arena once and keeps it after the last release, so
+    # a get again maps nothing; a delete frees the object's place at once
+    data = bytes(range(256)) * 4096  # 1 MiB: above the small limit
     i = client.put(data)
-    before = object_segments()
+    st0 = client.stats()
+    assert st0["remote_puts"] >= 1 and st0["arena_live_bytes"] >= len(data)
+    before = arena_mappings()
     mv = client.get(i)
     assert mv.tobytes() == data
     del mv
     gc.collect()
-    kept = object_segments() - before
-    assert len(kept) == 1
+    kept = arena_mappings()
+    assert kept == before + 1
     mv = client.get(i)
     assert mv.tobytes() == data
     del mv
     gc.collect()
-    assert object_segments() - before == kept
+    assert arena_mappings() == kept
     client.delete(i)
-    assert not object_segments() & kept
+    assert client.stats()["arena_live_bytes"] <= st0["arena_live_bytes"] - len(data)

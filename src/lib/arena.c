@@ -240,16 +240,16 @@ static int arena_memory(const ss__arenas *a, int node, uint64_t size, ss__seg *s
         return rc;
     if (a->p.bookkeeping_only) {
         uint8_t plan[SS_BACKING__COUNT];
-        rc = ss__backing_plan(size, a->p.hugepages, SS_SEG_SMALL, plan);
+        rc = ss__backing_plan(size, a->p.hugepages, SS_SEG_ARENA, plan);
         if (rc < 0)
             goto fail_uncharge;
-        *seg = (ss__seg){ .fd = -1, .backing = plan[0], .kind = SS_SEG_SMALL,
+        *seg = (ss__seg){ .fd = -1, .backing = plan[0], .kind = SS_SEG_ARENA,
                           .page_size = ss__backing_page_size(plan[0]),
                           .node = (int16_t)(a->p.numa ? node : SS_NODE_ANY) };
         seg->size = SS_ALIGN_UP(size, (uint64_t)seg->page_size);
     } else {
         ss__seg_params sp = { .size = size, .hugepages = a->p.hugepages,
-                              .kind = SS_SEG_SMALL, .numa = a->p.numa, .node = node };
+                              .kind = SS_SEG_ARENA, .numa = a->p.numa, .node = node };
         rc = ss__seg_create(seg, &sp);
         if (rc < 0)
             goto fail_uncharge;
@@ -748,7 +748,7 @@ int ss__arena_adopt(ss__arenas *a, ss__seg *seg)
     int key;
     aarena *r;
 
-    if (!a || !seg || seg->size != a->p.arena_size || seg->kind != SS_SEG_SMALL ||
+    if (!a || !seg || seg->size != a->p.arena_size || seg->kind != SS_SEG_ARENA ||
         (a->p.bookkeeping_only ? seg->map != NULL : !seg->map))
         return -EINVAL;
     key = node_key(a, a->p.numa ? seg->node : SS_NODE_ANY);

@@ -313,10 +313,13 @@ static bool seg_keep(ss_client *c, ss__cl_seg *s)
 }
 
 /* Called once a segment's refs or unsent count dropped: an unused OBJECT
- * segment is kept mapped, or unmapped now or deferred (client_int.h). */
+ * or ARENA segment is kept mapped, or unmapped now or deferred
+ * (client_int.h; an ARENA segment is shared by many objects, and the
+ * store forgets that we have it when our last reference in it goes, as
+ * for an OBJECT segment). SMALL segments stay for the connection. */
 static void seg_settle(ss_client *c, ss__cl_seg *s)
 {
-    if (s->kind != SS_SEG_OBJECT || s->refs > 0 || s->unsent > 0)
+    if (s->kind == SS_SEG_SMALL || s->refs > 0 || s->unsent > 0)
         return;
     s->wait_seq = c->req_seq;
     if (!seg_keep(c, s))

@@ -144,7 +144,8 @@ typedef struct ss__cl_seg {
                                  reply to a request numbered above it is dispatched */
     bool kept;                /* unused, mapped, on the kept list (LRU) */
     struct ss__cl_seg *kprev, *knext; /* kept list, most recently used first */
-    ss_id oid;                /* OBJECT: the one object in it */
+    ss_id oid;                /* OBJECT: the one object in it (a kept one is dropped
+                                 when the handle learns that object is gone) */
 } ss__cl_seg;
 
 /* Kept segments a handle has at most (besides SEALSTORE_MAP_CACHE bytes). */
@@ -278,6 +279,8 @@ struct ss_client {
     uint64_t kept_bytes;
     uint64_t keep_bytes;      /* bound: SEALSTORE_MAP_CACHE, at most capacity / 8 */
     bool local_gets;          /* SEALSTORE_LOCAL_GETS: serve re-gets of held objects */
+    bool no_remote;           /* the store refused to read our memory (PUTV -EPERM):
+                                 large puts write their own segment from now on */
     /* Releases of small objects not sent yet: they leave with the next
      * request (in the same datagram, so the store wakes and reads once), or when 64
      * are waiting. A large object's release is sent at once: it frees a

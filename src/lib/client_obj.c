@@ -455,6 +455,37 @@ static int put_small(ss_client *c, const ss_id *id, const struct iovec *iov, int
     return rc;
 }
 
+/* A large object in one PUTV round trip: the store reads the bytes
+ * straight from our buffers (process_vm_readv) into recycled memory
+ * while this call waits. -EPERM: the store may not read our memory. */
+static int put_remote(ss_client *c, const ss_id *id, const struct iovec *iov, int iovcnt,
+                      uint64_t size, const void *meta, uint64_t meta_size, unsigned flags)
+{
+    ss__cl_slot s;
+    ss__msg_hdr hd;
+    ss__req_putv r = { .put = { .id = *id, .node = ss__cl_node(), .size = size,
+                                .meta_size = (uint32_t)meta_size,
+                                .flags = create_flags(flags) } };
+    ss__putv_iov *v = malloc((size_t)iovcnt * sizeof(*v));
+    struct iovec m[4] = { { &hd, sizeof(hd) }, { &r, sizeof(r) } };
+    int rc;
+
+    if (!v)
+        return -ENOMEM;
+    for (int j = 0; j < iovcnt; j++)
+        if (iov[j].iov_len)
+            v[r.niov++] = (ss__putv_iov){ (uint64_t)(uintptr_t)iov[j].iov_base,
+                                          (uint64_t)iov[j].iov_len };
+    m[2] = (struct iovec){ v, r.niov * sizeof(*v) };
+    m[3] = (struct iovec){ (void *)meta, (size_t)meta_size };
+    rc = ss__cl_call(c, &s, SS_MSG_PUTV, m, meta_size ? 4 : 3, NULL);
+    if (rc == 0)
+        rc = ss__cl_status(&s);
+    ss__cl_end(c, &s);
+    free(v);
+    return rc;
+}
+
 /* The put of ss_put_ex() and ss_putv(), arguments checked. */
 static int put_vec(ss_client *c, const ss_id *id, const struct iovec *iov, int iovcnt,
                    uint64_t size, const void *meta, uint64_t meta_size, unsigned flags)
@@ -465,6 +496,16 @@ static int put_vec(ss_client *c, const ss_id *id, const struct iovec *iov, int i
     if (size <= c->small_max &&
         SS_CL_HDR + sizeof(ss__req_put) + meta_size + size <= c->max_msg)
         return put_small(c, id, iov, iovcnt, size, meta, meta_size, flags);
+    if (!__atomic_load_n(&c->no_remote, __ATOMIC_RELAXED) &&
+        SS_CL_HDR + sizeof(ss__req_putv) + (size_t)iovcnt * sizeof(ss__putv_iov) + meta_size <=
+            c->max_msg) {
+        rc = put_remote(c, id, iov, iovcnt, size, meta, meta_size, flags);
+        if (rc != -EPERM)
+            return rc;
+        /* this store may not read our memory (another uid, a process
+         * that is not dumpable, ...): write a segment of our own */
+        __atomic_store_n(&c->no_remote, true, __ATOMIC_RELAXED);
+    }
 
     /* h stays SEALING (no other thread seals, aborts or frees it) until
      * the seal ends it: the store drops the creator's reference with the
@@ -784,7 +825,8 @@ static int get_view(ss_client *c, ss__cl_slot *s, const ss__get_entry *e, const 
     if (ds) {
         ss__cl_seg_use(c, ds);
         ds->refs++;
-        ds->oid = *id;
+        if (ds->kind == SS_SEG_OBJECT)
+            ds->oid = *id; /* an ARENA segment holds many objects */
     }
     if (ms) {
         ss__cl_seg_use(c, ms);

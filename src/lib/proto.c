@@ -22,8 +22,10 @@ _Static_assert(sizeof(ss__req_create) == 40, "ss__req_create layout");
 _Static_assert(sizeof(ss__req_put) == 40, "ss__req_put layout");
 _Static_assert(sizeof(ss__req_put_many) == 8 && sizeof(ss__rep_put_many) == 8,
                "PUT_MANY layout");
-_Static_assert(SS_MSG_EVENT == 13 && SS_MSG_PUT_MANY == 14, "message numbers never change");
-_Static_assert(SS_PROTO_VERSION == 5, "protocol version (doc/protocol.md, tests/abi)");
+_Static_assert(SS_MSG_EVENT == 13 && SS_MSG_PUT_MANY == 14 && SS_MSG_PUTV == 15,
+               "message numbers never change");
+_Static_assert(SS_PROTO_VERSION == 6, "protocol version (doc/protocol.md, tests/abi)");
+_Static_assert(sizeof(ss__req_putv) == 48 && sizeof(ss__putv_iov) == 16, "PUTV layout");
 _Static_assert(sizeof(ss__msg_hdr) + sizeof(ss__rep_put_many) + SS_PROTO_MAX_BATCH * sizeof(int32_t) <= SS_PROTO_MAX_REPLY,
                "a PUT_MANY reply fits a client's receive buffer");
 _Static_assert(sizeof(ss__req_seal) == 32, "ss__req_seal layout");
@@ -81,15 +83,6 @@ static int check_hdr(const void *buf, size_t len, ss__msg_hdr *h)
     return 0;
 }
 
-static bool is_zero(const void *p, size_t n)
-{
-    const unsigned char *b = p;
-
-    for (size_t i = 0; i < n; i++)
-        if (b[i])
-            return false;
-    return true;
-}
 
 /* ------------------------------------------------------------ requests */
 
@@ -126,6 +119,33 @@ static bool put_many_ok(const unsigned char *p, size_t body)
             return false;
     }
     return body == sizeof(r) + (size_t)r.n * sizeof(ss__req_put) + tail;
+}
+
+/* PUTV: a PUT's body with any size, then niov iovecs summing to that
+ * size (none empty) and the meta. */
+static bool putv_ok(const unsigned char *p, size_t body)
+{
+    ss__req_putv r;
+    uint64_t sum = 0;
+
+    if (body < sizeof(r))
+        return false;
+    memcpy(&r, p, sizeof(r));
+    if ((r.put.flags & ~SS_CREATEF_CREATOR) != 0 || r.put.meta_size > SS_PROTO_MAX_META ||
+        r.put.size > SS_PROTO_MAX_SEG || r.niov < 1 || r.niov > SS_PROTO_MAX_IOV ||
+        r.reserved != 0 ||
+        body != sizeof(r) + (size_t)r.niov * sizeof(ss__putv_iov) + r.put.meta_size)
+        return false;
+    p += sizeof(r);
+    for (uint32_t i = 0; i < r.niov; i++) {
+        ss__putv_iov v;
+
+        memcpy(&v, p + (size_t)i * sizeof(v), sizeof(v));
+        if (v.len == 0 || v.len > SS_PROTO_MAX_SEG || v.base > UINT64_MAX - v.len)
+            return false;
+        sum += v.len; /* <= 1024 * 2^40: no overflow */
+    }
+    return sum == r.put.size;
 }
 
 size_t ss__proto_split_request(const void *buf, size_t len)
@@ -210,6 +230,10 @@ int ss__proto_check_request(const void *buf, size_t len, unsigned nfds)
         if (!put_many_ok(p, body))
             return -SS_E_PROTO;
         break;
+    case SS_MSG_PUTV:
+        if (!putv_ok(p, body))
+            return -SS_E_PROTO;
+        break;
     case SS_MSG_GET: {
         ss__req_get r;
         if (body < sizeof(r))
@@ -272,7 +296,7 @@ typedef struct fdmap {
  * segment size sane, fd index (if any) consistent with the others. */
 static int check_segref(const ss__segref *r, fdmap *m, bool allow_none)
 {
-    if (r->kind != SS_SEG_OBJECT && r->kind != SS_SEG_SMALL)
+    if (r->kind != SS_SEG_OBJECT && r->kind != SS_SEG_SMALL && r->kind != SS_SEG_ARENA)
         return -SS_E_PROTO;
     if (allow_none && r->size == 0 && r->seg_size == 0)
         return r->fd_index == SS_FD_NONE ? 0 : -SS_E_PROTO;
@@ -468,8 +492,7 @@ int ss__proto_check_reply(const void *buf, size_t len, unsigned nfds)
         if (h.status != 0 || nfds != 0 || body != sizeof(s))
             return -SS_E_PROTO;
         memcpy(&s, p, sizeof(s));
-        if (s.size != sizeof(s) || s.version != SS_STATS_VERSION ||
-            !is_zero(s.reserved, sizeof(s.reserved)))
+        if (s.size != sizeof(s) || s.version != SS_STATS_VERSION)
             return -SS_E_PROTO;
         break;
     }
@@ -481,7 +504,7 @@ int ss__proto_check_reply(const void *buf, size_t len, unsigned nfds)
         if (h.status > 1 || nfds != 0 || body != 0)
             return -SS_E_PROTO;
         break;
-    default: /* SEAL, ABORT, PUT, DELETE, SUBSCRIBE: status only */
+    default: /* SEAL, ABORT, PUT, PUTV, DELETE, SUBSCRIBE: status only */
         if (h.status != 0 || nfds != 0 || body != 0)
             return -SS_E_PROTO;
         break;

@@ -39,7 +39,7 @@
 #include "internal.h"
 
 #define SS_PROTO_MAGIC 0x31505353u /* "SSP1" in memory order */
-#define SS_PROTO_VERSION 5u /* 2: a RELEASE may lead a datagram;
+#define SS_PROTO_VERSION 6u /* 2: a RELEASE may lead a datagram;
                              * 3: GET and LIST entries carry the creator's uid;
                              * SEAL may drop the creator's reference;
                              * 4: a failed SEAL says whether the store aborted
@@ -47,7 +47,9 @@
                              * gets -SS_E_VERSION before the close; CREATE/PUT
                              * flag SS_CREATEF_CREATOR, LIST entries' flags
                              * byte (SS_LISTF_*);
-                             * 5: PUT_MANY (a batch of small puts) */
+                             * 5: PUT_MANY (a batch of small puts);
+                             * 6: PUTV (the store reads a put's bytes from
+                             * the caller's memory), ARENA segments */
 
 /* Largest message either side sends: header + body + 64 KiB meta + the
  * largest inline payload (SEALSTORE_SMALL_MAX is capped at 64 KiB) with
@@ -59,6 +61,7 @@
 #define SS_PROTO_MAX_FDS 128u /* fds per reply: two per GET entry; < SCM_MAX_FD (253) */
 #define SS_PROTO_MAX_LIST 256u /* entries per LIST reply */
 #define SS_PROTO_MAX_BATCH 128u /* records per PUT_MANY; the library splits */
+#define SS_PROTO_MAX_IOV 1024u  /* buffers per PUTV (IOV_MAX) */
 
 enum ss__msg_type {
     SS_MSG_HELLO = 1,  /* first request on a connection */
@@ -75,6 +78,7 @@ enum ss__msg_type {
     SS_MSG_SUBSCRIBE,  /* turns the connection into an event stream */
     SS_MSG_EVENT,      /* store -> subscriber, unsolicited (req_id 0) */
     SS_MSG_PUT_MANY,   /* version 5: n small PUTs in one message */
+    SS_MSG_PUTV,       /* version 6: a put the store reads from the caller */
     SS_MSG__COUNT
 };
 
@@ -200,6 +204,28 @@ typedef struct ss__rep_put_many {
     uint32_t reserved;  /* 0 */
 } ss__rep_put_many;     /* then int32_t statuses[n] */
 
+/* ---- PUTV (version 6): {put, niov} + iov[niov] + meta -> status.
+ * A put of any size whose bytes stay in the caller's memory: iov[] are
+ * addresses in the sending process (the one SO_PEERCRED names), put.size
+ * their total; the store makes the object (an ARENA one), reads the
+ * bytes with process_vm_readv while the caller waits for the reply, and
+ * seals it with no reference left, as a PUT does. The decoder checks
+ * niov (1..SS_PROTO_MAX_IOV), that no length is 0, that the lengths sum
+ * to put.size without overflow, flags and meta_size. Statuses: 0; -EFAULT
+ * (a buffer is not readable memory of the caller: nothing stored); -EPERM
+ * (the store may not read this caller's memory, e.g. another uid, a
+ * non-dumpable process, or no pidfd of it: nothing stored, the caller
+ * puts another way); the errors of a PUT (-EEXIST, -ENOSPC, ...). */
+typedef struct ss__req_putv {
+    ss__req_put put;    /* as a PUT's body; put.size may be any size */
+    uint32_t niov;      /* 1..SS_PROTO_MAX_IOV */
+    uint32_t reserved;  /* 0 */
+} ss__req_putv;
+typedef struct ss__putv_iov {
+    uint64_t base;      /* address in the caller */
+    uint64_t len;       /* > 0 */
+} ss__putv_iov;
+
 /* ---- GET: {n, timeout} + ids[n] -> {n} + entries[n] (+ fds) */
 typedef struct ss__req_get {
     uint32_t n;          /* 1..SS_PROTO_MAX_IDS */
@@ -273,7 +299,7 @@ typedef struct ss__msg_event {
  *  - success: HELLO, CREATE, GET, LIST, STATS, PUT_MANY carry their body
  *    (status 0; GET and LIST may put their count, 0..n, in status;
  *    PUT_MANY's status is the number of its statuses that are 0, each of
- *    the others a plausible error); SEAL, ABORT, PUT,
+ *    the others a plausible error); SEAL, ABORT, PUT, PUTV,
  *    DELETE, SUBSCRIBE are the header alone with status 0; CONTAINS is
  *    the header alone with status 0 or 1; RELEASE has no reply;
  *  - a GET entry with status -ENOENT has uid 0 and its segrefs ignored; a meta

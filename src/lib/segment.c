@@ -227,9 +227,9 @@ int ss__backing_plan(uint64_t size, int hugepages, int kind, uint8_t out[SS_BACK
 {
     int n = 0;
 
-    if (kind != SS_SEG_OBJECT && kind != SS_SEG_SMALL)
+    if (kind != SS_SEG_OBJECT && kind != SS_SEG_SMALL && kind != SS_SEG_ARENA)
         return -EINVAL;
-    if (size > SS_SEG_MAX_SIZE || (kind == SS_SEG_SMALL && size == 0))
+    if (size > SS_SEG_MAX_SIZE || (kind != SS_SEG_OBJECT && size == 0))
         return -EINVAL;
     switch (hugepages) {
     case SS_HP_AUTO:
@@ -270,7 +270,9 @@ static _Atomic bool populate_unsupported;
 
 static int memfd_new(int backing, int kind)
 {
-    const char *name = kind == SS_SEG_SMALL ? "sealstore-small" : "sealstore-obj";
+    const char *name = kind == SS_SEG_SMALL   ? "sealstore-small"
+                       : kind == SS_SEG_ARENA ? "sealstore-arena"
+                                              : "sealstore-obj";
     unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
     int fd;
 
@@ -428,7 +430,7 @@ static int try_backing(ss__seg *seg, const ss__seg_params *p, int backing, uint6
         ss__counter_add(&ss__g_stats.populate_bytes, size);
     }
 
-    if (p->kind != SS_SEG_SMALL) {
+    if (p->kind == SS_SEG_OBJECT) {
         /* OBJECT segments are written by the creator through its own
          * mapping; a store mapping from the O_RDWR fd would make
          * F_SEAL_WRITE fail with EBUSY */
@@ -686,7 +688,7 @@ int ss__seg_seal_small(ss__seg *seg)
 {
     int rc;
 
-    if (!seg || seg->fd < 0 || seg->size == 0 || seg->kind != SS_SEG_SMALL || !seg->map)
+    if (!seg || seg->fd < 0 || seg->size == 0 || seg->kind == SS_SEG_OBJECT || !seg->map)
         return -EINVAL;
     rc = ss__sys_add_seals(seg->fd, SS_SEALS_SMALL);
     if (rc < 0)

@@ -2,7 +2,7 @@
 /*
  * Segments: sealed memfds, the only memory objects ever live in.
  *
- * Two kinds:
+ * Three kinds:
  *
  *  OBJECT segment, one per large object. Created with sealing allowed
  *  (MFD_NOEXEC_SEAL where the kernel has it), sized to its backing's page,
@@ -19,6 +19,10 @@
  *  made by anyone; only the store's earlier mapping writes (the allocator
  *  keeps it read-only outside its write windows; whoever can write the
  *  store's memory, root, can use it during one).
+ *
+ *  ARENA segment, carved by the arena allocator (arena.h) for objects
+ *  above the small limit that the store copies in: made and sealed exactly
+ *  like a SMALL segment (ss__seg_seal_small), named apart.
  *
  * Readers get an O_RDONLY fd from ss__seg_reopen_ro().
  *
@@ -52,7 +56,12 @@ enum ss__backing {
     SS_BACKING__COUNT
 };
 
-enum ss__seg_kind { SS_SEG_OBJECT, SS_SEG_SMALL };
+/* What a segment holds (on the wire: ss__segref.kind; in the index: the
+ * entry's kind). OBJECT: one object, written in place by its creator and
+ * write-sealed; SMALL: small objects the store copied in; ARENA: larger
+ * objects the store copied in (arena.h). SMALL and ARENA segments are
+ * sealed FUTURE_WRITE at birth and written only by the store. */
+enum ss__seg_kind { SS_SEG_OBJECT, SS_SEG_SMALL, SS_SEG_ARENA };
 
 /* Seal sets, as F_GET_SEALS reports them. */
 #define SS_SEALS_SIZE (F_SEAL_SHRINK | F_SEAL_GROW)

@@ -435,6 +435,30 @@ static int memory_open(ss__store *s)
         ss__log_error("store: small allocator: %s", ss_strerror(rc));
         return rc;
     }
+    /* arenas: objects above the small limit the store copies in (PUTV);
+     * 64 MiB each (arena.h says why), an eighth of a smaller capacity (at
+     * least 2 MiB) so that one regular arena never holds most of it */
+    uint64_t asize = s->mem.capacity / 8 / (2 * SS_MiB) * (2 * SS_MiB);
+    if (asize > 64 * SS_MiB)
+        asize = 64 * SS_MiB;
+    if (asize < 2 * SS_MiB)
+        asize = 2 * SS_MiB;
+    if (s->mem.hugepages == SS_HP_1G)
+        asize = SS_GiB;
+    ss__arena_params ap = {
+        .arena_size = asize,
+        .min_size = s->mem.small_max > SS_ARENA_GRAIN ? s->mem.small_max : SS_ARENA_GRAIN,
+        .hugepages = s->mem.hugepages,
+        .numa = s->mem.numa,
+        .charge = ss__obj_charge,
+        .charge_arg = s,
+    };
+    bad = ss__arena_params_why(&ap);
+    rc = bad ? -EINVAL : ss__arenas_create(&s->mem.arenas, &ap);
+    if (rc < 0) {
+        ss__log_error("store: arenas: %s", bad ? bad : ss_strerror(rc));
+        return rc;
+    }
     ss__pool_params pp = {
         .budget = ss__opt_size(SS_OPT_POOL_SIZE),
         .classes = ss__opt_sizelist(SS_OPT_POOL_CLASSES),
@@ -658,6 +682,7 @@ void ss__store_close(ss__store *s)
     ss__disk_fini(s);
     ss__park_fini(s);
     ss__salloc_destroy(s->mem.salloc);
+    ss__arenas_destroy(s->mem.arenas);
     if (SS_DEBUG && s->mem.pool) {
         /* every take was ended by a seal or a free: a leak here would have
          * kept refills waiting */

@@ -123,7 +123,8 @@ static int check_entry(const ss__store *s, uint32_t e, tally *t)
     }
     V(st == SS_IX_CREATED || st == SS_IX_SEALED || st == SS_IX_DELETED || st == SS_IX_SPILLED,
       "entry %u: state %u", e, st);
-    V(kind == SS_SEG_SMALL || kind == SS_SEG_OBJECT, "entry %u: kind %u", e, kind);
+    V(kind == SS_SEG_SMALL || kind == SS_SEG_OBJECT || kind == SS_SEG_ARENA, "entry %u: kind %u",
+      e, kind);
     if (st != SS_IX_DELETED) {
         V(ss__index_find(&s->tab.ix, &en->id) == (int64_t)e,
           "entry %u (state %u): its id does not find it in the index", e, st);
@@ -186,6 +187,16 @@ static int check_entry(const ss__store *s, uint32_t e, tally *t)
                   en->seg_id == (SS_SEG_ID_SMALL | s->tab.smalls[o->small_slot].no),
               "entry %u: seg_id %llx does not name small slot %u", e, ULL(en->seg_id),
               o->small_slot);
+        }
+        if (kind == SS_SEG_ARENA) {
+            ss__aloc loc = { .arena = o->small_slot,
+                             .off = (uint64_t)en->data_off64 * SS_OBJ_ALIGN };
+            V(en->size > s->mem.small_max, "entry %u: arena object of %llu bytes", e,
+              ULL(en->size));
+            V(ss__arena_size_of(s->mem.arenas, &loc) == (int64_t)en->size &&
+                  en->seg_id == (SS_SEG_ID_ARENA | ss__arena_serial(s->mem.arenas, loc.arena)),
+              "entry %u: seg_id %llx off %llu is not its object in arena %u", e,
+              ULL(en->seg_id), ULL(loc.off), loc.arena);
         }
     }
     return 0;

@@ -180,9 +180,9 @@ static uint64_t mem_bytes(const ss__store *s, uint32_t e)
 {
     const ss__obj *o = ss__obj_at(s, e);
     const ss__index_entry *en = ss__ent(s, e);
-    uint64_t b = SS_IX_KIND(en->info) == SS_SEG_OBJECT
-                     ? o->seg_size
-                     : ss__salloc_class_size(ss__salloc_class_of(en->size));
+    uint64_t b = SS_IX_KIND(en->info) == SS_SEG_OBJECT  ? o->seg_size
+                 : SS_IX_KIND(en->info) == SS_SEG_ARENA ? SS_ALIGN_UP(en->size, SS_ARENA_GRAIN)
+                                                        : ss__salloc_class_size(ss__salloc_class_of(en->size));
 
     if (en->meta_seg)
         b += ss__salloc_class_size(ss__salloc_class_of(SS_IX_META_SIZE(en->info)));
@@ -258,7 +258,11 @@ static int spill_start(ss__store *s, uint32_t e)
             return (int)ss__ptr_err(map);
         data = map;
     } else {
-        const ss__seg *g = ss__salloc_segment(s->mem.salloc, o->small_slot);
+        /* small slots and arenas: the store's own (read-only) mapping,
+         * which stays while the spill holds the object (SPILLING) */
+        const ss__seg *g = SS_IX_KIND(en->info) == SS_SEG_ARENA
+                               ? ss__arena_segment(s->mem.arenas, o->small_slot)
+                               : ss__salloc_segment(s->mem.salloc, o->small_slot);
         if (!g)
             return -SS_E_CORRUPT;
         data = (const char *)g->map + (uint64_t)en->data_off64 * SS_OBJ_ALIGN;

@@ -63,6 +63,33 @@ static void small_segref(ss__store *s, ss__conn *c, uint32_t slot, uint64_t off,
     }
 }
 
+/* An ARENA object's data segref: the arena's fd goes with it unless c
+ * holds another reference in that arena (its SS_REF_SENT records count
+ * in c->arena_refs: store_int.h), as for an OBJECT segment. Room in
+ * c->arena_refs and the reader fd were made in pass 1. */
+static void arena_segref(ss__store *s, ss__conn *c, uint32_t e, ss__ref *r, ss__segref *d,
+                         int *fds, uint32_t *nfds)
+{
+    const ss__obj *o = ss__obj_at(s, e);
+    const ss__index_entry *en = ss__ent(s, e);
+    uint32_t id = o->small_slot;
+    const ss__seg *g = ss__arena_segment(s->mem.arenas, id);
+
+    d->seg_id = en->seg_id;
+    d->seg_size = g->size;
+    d->offset = (uint64_t)en->data_off64 * SS_OBJ_ALIGN;
+    d->size = en->size;
+    d->kind = SS_SEG_ARENA;
+    d->fd_index = SS_FD_NONE;
+    if (!(r->refs & SS_REF_SENT)) {
+        if (c->arena_refs[id]++ == 0) {
+            d->fd_index = *nfds;
+            fds[(*nfds)++] = ss__arena_rec_of(s, id)->ro_fd;
+        }
+        r->refs |= SS_REF_SENT;
+    }
+}
+
 /* Pass 1 of a reply: everything that can fail, before any reference is
  * taken (the small segments' reader fds), and how many fds the reply
  * carries at most (an id listed twice is counted twice). 0 and *found,
@@ -82,6 +109,13 @@ static int get_check(ss__store *s, ss__conn *c, const ss_id *ids, uint32_t n,
         uint32_t slots[2], ns = 0;
         if (SS_IX_KIND(en->info) == SS_SEG_SMALL) {
             slots[ns++] = o->small_slot;
+        } else if (SS_IX_KIND(en->info) == SS_SEG_ARENA) {
+            const ss__ref *r = ss__ref_find(c, (uint32_t)e);
+            if ((rc = ss__arena_ro_fd(s, o->small_slot)) < 0 ||
+                (rc = ss__arena_refs_reserve(c, o->small_slot)) < 0)
+                return rc;
+            /* at most one fd per arena; counting one per id is an upper bound */
+            *need_fds += (!r || !(r->refs & SS_REF_SENT)) && c->arena_refs[o->small_slot] == 0;
         } else {
             const ss__ref *r = ss__ref_find(c, (uint32_t)e);
             *need_fds += !r || !(r->refs & SS_REF_SENT);
@@ -141,6 +175,8 @@ static uint32_t get_fill(ss__store *s, ss__conn *c, const ss_id *ids, uint32_t n
                 fds[(*nfds)++] = o->fd_ro;
                 r->refs |= SS_REF_SENT;
             }
+        } else if (SS_IX_KIND(en->info) == SS_SEG_ARENA) {
+            arena_segref(s, c, (uint32_t)e, r, &ge[i].data, fds, nfds);
         } else {
             small_segref(s, c, o->small_slot, (uint64_t)en->data_off64 * SS_OBJ_ALIGN,
                          en->size, &ge[i].data, fds, nfds);

@@ -43,6 +43,7 @@
 #include <sys/types.h>
 
 #include "alloc.h"
+#include "arena.h"
 #include "loop.h"
 #include "numa.h"
 #include "options.h"
@@ -140,8 +141,10 @@ enum ss__ix_state {
 #define SS_IX_META_SIZE(info) ((info) >> 8)
 
 /* Wire seg_ids: object segments count up from 1; small segments carry
- * this bit over their small number (a u32 in the index). */
+ * this bit over their small number (a u32 in the index); arenas this one
+ * over their serial (arena.h: never reused while the store lives). */
 #define SS_SEG_ID_SMALL (1ull << 63)
+#define SS_SEG_ID_ARENA (1ull << 62)
 
 typedef struct ss__index_hdr {
     uint32_t magic;          /* SS_INDEX_MAGIC or SS_BUCKET_MAGIC */
@@ -322,7 +325,8 @@ typedef struct ss__obj {
     int32_t fd_ro;           /* OBJECT: the store's O_RDONLY fd, else -1 */
     int32_t fd_rw;           /* OBJECT while CREATED, else -1 */
     uint64_t seg_size;       /* OBJECT: bytes charged, else 0 */
-    uint32_t small_slot;     /* SMALL: allocator segment id of the data */
+    uint32_t small_slot;     /* SMALL: allocator segment id of the data;
+                                ARENA: the data's arena id (arena.h) */
     uint32_t meta_slot;      /* allocator segment id of the meta (meta_size > 0) */
     int16_t node;
     uint8_t flags;           /* SS_OBJF_* */
@@ -390,6 +394,14 @@ typedef struct ss__spop {
     ss_id id;                /* spill, delete: the object's id */
     struct ss__parked *pk;   /* spill, delete: DELETEs waiting for it (list), or NULL */
 } ss__spop;
+
+/* An arena as the store tracks it for readers (by arena id): the serial
+ * it had when ro_fd was opened, so a destroyed arena's record (and fd)
+ * is never taken for its successor under the same id. */
+typedef struct ss__arena_rec {
+    uint64_t serial;         /* 0: no record (ro_fd means nothing) */
+    int32_t ro_fd;           /* O_RDONLY reopen for readers, -1 until needed */
+} ss__arena_rec;
 
 /* A small segment as the store tracks it (by allocator segment id). */
 typedef struct ss__small {
@@ -496,6 +508,14 @@ typedef struct ss__conn {
      * sent_small[allocator segment id] == small no */
     uint32_t *sent_small;
     uint32_t sent_cap;
+    /* store_obj.c: arenas this client maps, by arena id: how many of its
+     * reference records (SS_REF_SENT on an ARENA object) name an object
+     * in each. A GET sends the arena's fd when the count is 0 (the client
+     * holds nothing there, so it may have unmapped it), as for an OBJECT
+     * segment; an arena is destroyed only empty, so a count > 0 always
+     * names a live arena. */
+    uint32_t *arena_refs;
+    uint32_t arena_cap;
     /* store_park.c: parked requests of this client (cprev/cnext) */
     struct ss__parked *parked;
     uint32_t nparked;
@@ -681,6 +701,8 @@ typedef struct ss__store_mem {
     int hugepages;                /* open: SEALSTORE_HUGEPAGES */
     ss__pool *pool;               /* open; its own thread (pool.h) */
     ss__salloc *salloc;           /* open; loop */
+    ss__arenas *arenas;           /* open; loop: objects above small_max that the
+                                     store copies in (PUTV) */
     uint64_t capacity;            /* open: bytes the store may hold */
     uint64_t small_max;           /* open: largest small object */
     int64_t create_timeout_ms;    /* open: SEALSTORE_CREATE_TIMEOUT */
@@ -697,6 +719,8 @@ typedef struct ss__store_tab {
     uint32_t next_small_no;       /* loop: small number of the next small segment */
     ss__small *smalls;            /* loop: by allocator segment id, nsmalls of them */
     uint32_t nsmalls;
+    ss__arena_rec *arecs;         /* loop: by arena id, narecs of them */
+    uint32_t narecs;
     /* loop; also written by store_req.c (a create) and store_disk.c (the
      * startup scan, a spill): CREATED + SEALED + SPILLED entries, the
      * sealed and spilled among them, and their bytes */
@@ -829,6 +853,7 @@ typedef struct ss__store_req {
 /* Counters (ss_stats), loop; each written by the file named. */
 typedef struct ss__store_counters {
     uint64_t c_creates;           /* store_req.c */
+    uint64_t c_remote_puts;       /* store_req.c: PUTVs read from the caller */
     uint64_t c_seals, c_aborts;   /* store_req.c (aborts: store_obj.c too) */
     uint64_t c_gets;              /* store_get.c */
     uint64_t c_releases, c_deletes; /* store_req.c */
@@ -1030,6 +1055,13 @@ ss__small *ss__small_rec(ss__store *s, uint32_t slot);
 void ss__small_check(ss__store *s, uint32_t slot);
 int ss__small_ro_fd(ss__store *s, ss__small *sm);
 void ss__small_free(ss__store *s, uint32_t slot, uint64_t off64, uint64_t size);
+/* Arenas (store_obj.c): the readers' record of arena `id` (made current),
+ * its O_RDONLY fd (opened once), room in c->arena_refs for `id`, and the
+ * end of a reference record (ss__ref_del, keeping c->arena_refs). */
+ss__arena_rec *ss__arena_rec_of(ss__store *s, uint32_t id);
+int ss__arena_ro_fd(ss__store *s, uint32_t id);
+int ss__arena_refs_reserve(ss__conn *c, uint32_t id);
+void ss__ref_forget(ss__store *s, ss__conn *c, ss__ref *r);
 /* Free an object's data and meta memory (sets NOMEM; the entry is the
  * caller's to rewrite). */
 void ss__obj_drop_mem(ss__store *s, uint32_t e);

@@ -223,6 +223,81 @@ void ss__small_free(ss__store *s, uint32_t slot, uint64_t off64, uint64_t size)
     ss__small_check(s, slot);
 }
 
+/* ------------------------------------------------------------------ arenas */
+
+/* The record of arena `id`, made current (a destroyed arena whose id was
+ * reused gets a fresh record): NULL if no such arena or no memory. */
+ss__arena_rec *ss__arena_rec_of(ss__store *s, uint32_t id)
+{
+    uint64_t serial = ss__arena_serial(s->mem.arenas, id);
+
+    if (serial == 0)
+        return NULL;
+    /* new records are zeroed: serial 0, no record (ro_fd then means nothing) */
+    if (SS_ARRAY_RESERVE(s->tab.arecs, s->tab.narecs, (size_t)id + 1, 16) < 0)
+        return NULL;
+    ss__arena_rec *ar = &s->tab.arecs[id];
+    if (ar->serial != serial) {
+        if (ar->serial != 0 && ar->ro_fd >= 0)
+            ss__sys_close(ar->ro_fd);
+        ar->ro_fd = -1;
+        ar->serial = serial;
+    }
+    return ar;
+}
+
+/* The readers' fd of arena `id` (opened once per arena), or -errno. */
+int ss__arena_ro_fd(ss__store *s, uint32_t id)
+{
+    ss__arena_rec *ar = ss__arena_rec_of(s, id);
+
+    if (!ar)
+        return -ENOMEM;
+    if (ar->ro_fd < 0) {
+        const ss__seg *g = ss__arena_segment(s->mem.arenas, id);
+        int fd = g ? ss__seg_reopen_ro(g->fd) : -SS_E_CORRUPT;
+
+        if (fd < 0)
+            return fd;
+        ar->ro_fd = fd;
+    }
+    return ar->ro_fd;
+}
+
+/* After a free: if the allocator destroyed arena `id`, forget it. */
+static void arena_check(ss__store *s, uint32_t id)
+{
+    if (id < s->tab.narecs && s->tab.arecs[id].serial != 0 &&
+        ss__arena_serial(s->mem.arenas, id) != s->tab.arecs[id].serial) {
+        ss__arena_rec *ar = &s->tab.arecs[id];
+        if (ar->ro_fd >= 0)
+            ss__sys_close(ar->ro_fd);
+        ar->ro_fd = -1;
+        ar->serial = 0;
+    }
+}
+
+int ss__arena_refs_reserve(ss__conn *c, uint32_t id)
+{
+    return SS_ARRAY_RESERVE(c->arena_refs, c->arena_cap, (size_t)id + 1, 16);
+}
+
+/* Forget reference record r of c (its count is 0): an ARENA object's
+ * record that counted in c->arena_refs stops counting. */
+void ss__ref_forget(ss__store *s, ss__conn *c, ss__ref *r)
+{
+    uint32_t e = r->key - 1;
+
+    if ((r->refs & SS_REF_SENT) && SS_IX_KIND(ss__ent(s, e)->info) == SS_SEG_ARENA) {
+        uint32_t id = ss__obj_at(s, e)->small_slot;
+
+        SS_ASSERT(id < c->arena_cap && c->arena_refs[id] > 0);
+        if (id < c->arena_cap && c->arena_refs[id] > 0)
+            c->arena_refs[id]--;
+    }
+    ss__ref_del(c, r);
+}
+
 /* ------------------------------------------------------------ free/detach */
 
 void ss__obj_seg_free(ss__store *s, ss__seg *seg, bool writing)
@@ -258,6 +333,13 @@ void ss__obj_drop_mem(ss__store *s, uint32_t e)
         if (writing)
             ss__sys_close(o->fd_rw);
         ss__obj_seg_free(s, &seg, writing);
+    } else if (SS_IX_KIND(info) == SS_SEG_ARENA) {
+        ss__aloc loc = { .arena = o->small_slot, .off = (uint64_t)en->data_off64 * SS_OBJ_ALIGN };
+
+        if (ss__arena_free(s->mem.arenas, &loc) < 0)
+            ss__log_error("store: arena free of arena %u off %llu failed", loc.arena,
+                          (unsigned long long)loc.off);
+        arena_check(s, loc.arena);
     } else {
         ss__small_free(s, o->small_slot, en->data_off64, en->size);
     }
@@ -418,6 +500,8 @@ bool ss__obj_reclaim(ss__store *s, uint64_t need)
 
     if (s->mem.pool && ss__pool_trim(s->mem.pool, need) > 0)
         progress = true;
+    if (s->mem.arenas && ss__arena_trim(s->mem.arenas) > 0)
+        progress = true;
     if (!s->mem.evict) {
         if (s->tab.disk_h.spill(s, need + s->park.parked_need, true))
             progress = true;
@@ -550,7 +634,7 @@ void ss__ref_drop(ss__store *s, ss__conn *c, ss__ref *r, uint32_t n)
     SS_ASSERT(SS_REF_COUNT(r->refs) >= n && o->refs >= n);
     r->refs -= n;
     if (SS_REF_COUNT(r->refs) == 0)
-        ss__ref_del(c, r); /* forgets "sent": the client unmaps at 0 refs */
+        ss__ref_forget(s, c, r); /* forgets "sent": the client unmaps at 0 refs */
     o->refs -= n;
     if (o->refs)
         return;
@@ -616,6 +700,9 @@ void ss__ref_drop_all(ss__store *s, ss__conn *c)
     free(c->sent_small);
     c->sent_small = NULL;
     c->sent_cap = 0;
+    free(c->arena_refs);
+    c->arena_refs = NULL;
+    c->arena_cap = 0;
 }
 
 /* ================================================================ setup */
@@ -661,6 +748,12 @@ void ss__obj_fini(ss__store *s)
     free(s->tab.smalls);
     s->tab.smalls = NULL;
     s->tab.nsmalls = 0;
+    for (uint32_t i = 0; i < s->tab.narecs; i++)
+        if (s->tab.arecs[i].serial != 0 && s->tab.arecs[i].ro_fd >= 0)
+            ss__sys_close(s->tab.arecs[i].ro_fd);
+    free(s->tab.arecs);
+    s->tab.arecs = NULL;
+    s->tab.narecs = 0;
     ss__index_fini(&s->tab.ix);
     free(s->tab.det_buckets);
     s->tab.det_buckets = NULL;

@@ -79,6 +79,7 @@ static void subscribe(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 static bool gated_type(int type)
 {
     return type == SS_MSG_CREATE || type == SS_MSG_PUT || type == SS_MSG_PUT_MANY ||
+           type == SS_MSG_PUTV ||
            type == SS_MSG_GET ||
            type == SS_MSG_CONTAINS || type == SS_MSG_DELETE || type == SS_MSG_LIST;
 }
@@ -178,6 +179,8 @@ typedef struct create_args {
     int32_t node;
     uint32_t flags;          /* SS_CREATEF_* */
     const void *data;        /* PUT: the bytes */
+    const ss__putv_iov *riov; /* PUTV: the bytes, in the client's memory */
+    uint32_t niov;
 } create_args;
 
 static void publish(ss__store *s, uint32_t e);
@@ -245,8 +248,11 @@ static void bound_delete_all(ss__store *s, ss__conn *c)
 /* The memory a create takes before it has an entry. */
 typedef struct create_mem_t {
     bool small;              /* the data in a small slot, else an object segment */
+    bool arena;              /* !small: the data in an arena (PUTV), not a segment */
+    bool window;             /* arena: its write window is open */
     int node;
     ss__sloc dloc, mloc;     /* small data (small), meta (a->meta_size) */
+    ss__aloc aloc;           /* arena: the data's place (ptr NULL until taken) */
     ss__seg seg;             /* !small: from the pool; fd -1 until taken */
     int fd_ro;               /* !small: the readers' fd, -1 */
 } create_mem_t;
@@ -261,6 +267,12 @@ static void create_untake(ss__store *s, const create_args *a, create_mem_t *m)
     if (m->small && m->dloc.ptr) {
         ss__salloc_free(s->mem.salloc, &m->dloc);
         ss__small_check(s, m->dloc.seg);
+    }
+    if (m->arena && m->aloc.ptr) {
+        if (m->window)
+            (void)ss__arena_write_close(s->mem.arenas, &m->aloc);
+        (void)ss__arena_free(s->mem.arenas, &m->aloc);
+        m->window = false;
     }
     if (m->fd_ro >= 0)
         ss__sys_close(m->fd_ro);
@@ -277,7 +289,20 @@ static int create_take(ss__store *s, const create_args *a, create_mem_t *m, uint
     int rc;
 
     *need = m->small ? 4 * SS_MiB : SS_ALIGN_UP(a->size, 4096ull);
-    if (!m->small) {
+    if (m->arena) {
+        if (a->size > s->mem.capacity)
+            return -ENOSPC;
+        /* a new regular arena is charged whole */
+        if (*need < 64 * SS_MiB)
+            *need = 64 * SS_MiB;
+        rc = ss__arena_alloc(s->mem.arenas, a->size, m->node, &m->aloc);
+        if (rc < 0)
+            return rc;
+        /* the store's mapping is read-only outside write windows (arena.h) */
+        if ((rc = ss__arena_write_open(s->mem.arenas, &m->aloc)) < 0)
+            goto fail;
+        m->window = true;
+    } else if (!m->small) {
         if (a->size > s->mem.capacity)
             return -ENOSPC;
         rc = ss__pool_take(s->mem.pool, a->size, m->node, &m->seg);
@@ -322,11 +347,13 @@ static void create_entry(ss__store *s, const create_args *a, const create_mem_t 
 {
     ss__obj *o = ss__obj_at(s, e);
 
-    o->node = (int16_t)(m->small ? m->node : m->seg.node);
+    o->node = (int16_t)(m->small || m->arena ? m->node : m->seg.node);
     if (m->small) {
         o->small_slot = m->dloc.seg;
         if (a->data && a->size)
             memcpy(m->dloc.ptr, a->data, a->size);
+    } else if (m->arena) {
+        o->small_slot = m->aloc.arena;
     } else {
         o->fd_rw = m->seg.fd;
         o->fd_ro = m->fd_ro;
@@ -336,14 +363,21 @@ static void create_entry(ss__store *s, const create_args *a, const create_mem_t 
 
     ss__index_entry *en = ss__ent(s, e);
     ss__index_write_begin(en);
+    const ss__seg *ag = m->arena ? ss__arena_segment(s->mem.arenas, m->aloc.arena) : NULL;
     __atomic_store_n(&en->info,
-                     SS_IX_INFO(SS_IX_CREATED, m->small ? SS_SEG_SMALL : SS_SEG_OBJECT,
-                                m->small ? 0 : m->seg.backing, a->meta_size),
+                     SS_IX_INFO(SS_IX_CREATED,
+                                m->small ? SS_SEG_SMALL : m->arena ? SS_SEG_ARENA : SS_SEG_OBJECT,
+                                m->small ? 0 : m->arena ? ag->backing : m->seg.backing,
+                                a->meta_size),
                      __ATOMIC_RELAXED);
     memcpy(&en->id, a->id, sizeof(ss_id));
-    en->seg_id = m->small ? (SS_SEG_ID_SMALL | dsm->no) : s->tab.next_seg_id++;
+    en->seg_id = m->small   ? (SS_SEG_ID_SMALL | dsm->no)
+                 : m->arena ? (SS_SEG_ID_ARENA | ss__arena_serial(s->mem.arenas, m->aloc.arena))
+                            : s->tab.next_seg_id++;
     en->size = a->size;
-    en->data_off64 = m->small ? (uint32_t)(m->dloc.off / SS_OBJ_ALIGN) : 0;
+    en->data_off64 = m->small   ? (uint32_t)(m->dloc.off / SS_OBJ_ALIGN)
+                     : m->arena ? (uint32_t)(m->aloc.off / SS_OBJ_ALIGN)
+                                : 0;
     en->meta_seg = a->meta_size ? msm->no : 0;
     en->meta_off64 = a->meta_size ? (uint32_t)(m->mloc.off / SS_OBJ_ALIGN) : 0;
     ss__index_write_end(en);
@@ -361,6 +395,8 @@ static int create_mem(ss__store *s, const create_args *a, uint32_t *out, uint64_
 {
     create_mem_t m = { .small = a->size <= s->mem.small_max, .node = SS_NODE_ANY,
                        .seg = { .fd = -1 }, .fd_ro = -1 };
+
+    m.arena = !m.small && a->riov;
     uint32_t e;
     int rc;
 
@@ -406,6 +442,7 @@ static int create_fit(ss__store *s, const create_args *a, uint32_t *e, uint64_t 
 /* A PUT's body (alone, or one record of a PUT_MANY) and its tail. */
 static void put_args(const ss__req_put *r, const char *tail, create_args *a)
 {
+    memset(a, 0, sizeof(*a));
     a->id = &r->id;
     a->size = r->size;
     a->meta_size = r->meta_size;
@@ -415,11 +452,19 @@ static void put_args(const ss__req_put *r, const char *tail, create_args *a)
     a->data = tail + r->meta_size;
 }
 
-static void args_of(const ss__msg_hdr *h, bool put, create_args *a)
+static void args_of(const ss__msg_hdr *h, create_args *a)
 {
     const char *body = (const char *)(h + 1);
 
-    if (put) {
+    memset(a, 0, sizeof(*a));
+    if (h->type == SS_MSG_PUTV) {
+        const ss__req_putv *r = (const void *)body;
+        const ss__putv_iov *iov = (const void *)(r + 1);
+        put_args(&r->put, (const char *)(iov + r->niov), a);
+        a->data = NULL; /* the tail after the iovecs is the meta alone */
+        a->riov = iov;
+        a->niov = r->niov;
+    } else if (h->type == SS_MSG_PUT) {
         const ss__req_put *r = (const void *)body;
         put_args(r, (const char *)(r + 1), a);
     } else {
@@ -435,6 +480,58 @@ static void args_of(const ss__msg_hdr *h, bool put, create_args *a)
 }
 
 /*
+ * A PUTV's bytes: read from the client's memory into the object's place
+ * (an arena object's window, open since create_take, is closed here; a
+ * small object's slot is in a timed window). The client is blocked in
+ * its call until the reply, so its buffers are stable. 0, or -EFAULT (a
+ * buffer it does not have), -EPERM (no permission to read it), -errno.
+ */
+static int remote_fill(ss__store *s, ss__conn *c, const create_args *a, uint32_t e)
+{
+    const ss__obj *o = ss__obj_at(s, e);
+    const ss__index_entry *en = ss__ent(s, e);
+    bool arena = SS_IX_KIND(en->info) == SS_SEG_ARENA;
+    ss__aloc loc = { .arena = o->small_slot, .off = (uint64_t)en->data_off64 * SS_OBJ_ALIGN };
+    const ss__seg *g = arena ? ss__arena_segment(s->mem.arenas, loc.arena)
+                             : ss__salloc_segment(s->mem.salloc, o->small_slot);
+    unsigned char *dst = (unsigned char *)g->map + loc.off;
+    uint64_t done = 0;
+    uint32_t i = 0;
+    int rc = 0;
+
+    while (done < a->size) {
+        struct iovec remote[64];
+        unsigned long n = 0;
+        uint64_t want = 0;
+
+        for (uint32_t j = i; j < a->niov && n < 64; j++, n++) {
+            remote[n] = (struct iovec){ (void *)(uintptr_t)a->riov[j].base,
+                                        (size_t)a->riov[j].len };
+            want += a->riov[j].len;
+        }
+        struct iovec local = { dst + done, (size_t)want };
+        ssize_t r = ss__sys_process_vm_readv(c->pid, &local, 1, remote, n);
+        if (r < 0) {
+            rc = (int)r;
+            break;
+        }
+        if ((uint64_t)r != want) {
+            rc = -EFAULT; /* the first unreadable byte ended it */
+            break;
+        }
+        done += want;
+        i += (uint32_t)n;
+    }
+    if (arena)
+        (void)ss__arena_write_close(s->mem.arenas, &loc);
+    if (rc == -ESRCH)
+        rc = -EPERM;
+    if (rc == 0)
+        s->cnt.c_remote_puts++;
+    return rc;
+}
+
+/*
  * One object of a CREATE, a PUT or a PUT_MANY record: checked, made
  * (reclaiming as needed), owned by c's uid, bound to c when asked, and
  * for a put sealed with no reference left. 0 and *e; -ENOSPC: it does
@@ -446,11 +543,17 @@ static int create_one(ss__store *s, ss__conn *c, const create_args *a, bool put,
 {
     int rc;
 
-    if (a->meta_size > SS_PROTO_MAX_META || (put && a->size > s->mem.small_max))
+    if (a->meta_size > SS_PROTO_MAX_META || (put && !a->riov && a->size > s->mem.small_max))
         return -EINVAL;
+    if (a->riov && c->pid <= 0)
+        return -EPERM; /* no process to read from */
     rc = create_fit(s, a, e, need);
     if (rc < 0)
         return rc;
+    if (a->riov && (rc = remote_fill(s, c, a, *e)) < 0) {
+        ss__obj_free(s, *e);
+        return rc;
+    }
     ss__obj_at(s, *e)->uid = (uint32_t)c->uid;
     if ((a->flags & SS_CREATEF_CREATOR) && bound_add(s, c, *e) < 0) {
         ss__obj_free(s, *e);
@@ -468,7 +571,7 @@ int ss__req_create_try(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put
     uint32_t e;
     int rc;
 
-    args_of(h, put, &a);
+    args_of(h, &a);
     rc = create_one(s, c, &a, put, &e, need);
     if (rc == -ENOSPC && a.size <= s->mem.capacity)
         return -ENOSPC;
@@ -968,6 +1071,11 @@ void ss__req_fill_stats(ss__store *s, ss_stats *st)
     st->parked_requests = s->park.nparked;
     st->parked_bytes = s->park.parked_bytes;
     st->fd_deferred = s->cnt.c_fd_deferred;
+    ss__arena_stats as;
+    ss__arena_stats_get(s->mem.arenas, &as);
+    st->arena_bytes = as.arena_bytes;
+    st->arena_live_bytes = as.live_bytes;
+    st->remote_puts = s->cnt.c_remote_puts;
     ss__disk_fill_stats(s, st);
 }
 
@@ -1017,6 +1125,9 @@ void ss__req_dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, un
         ss__req_do_create(s, c, h, false);
         break;
     case SS_MSG_PUT:
+        ss__req_do_create(s, c, h, true);
+        break;
+    case SS_MSG_PUTV:
         ss__req_do_create(s, c, h, true);
         break;
     case SS_MSG_PUT_MANY:

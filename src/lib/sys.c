@@ -260,6 +260,14 @@ ssize_t ss__sys_pwritev(int fd, const struct iovec *iov, int n, uint64_t off)
     return RETRY(ssize_t, pwritev(fd, iov, n, (off_t)off));
 }
 
+ssize_t ss__sys_process_vm_readv(pid_t pid, const struct iovec *local, unsigned long nlocal,
+                                 const struct iovec *remote, unsigned long nremote)
+{
+    ssize_t r = process_vm_readv(pid, local, nlocal, remote, nremote, 0);
+
+    return r < 0 ? -errno : r;
+}
+
 int ss__sys_fsync(int fd)
 {
     return RETRY(int, fsync(fd));

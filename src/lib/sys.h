@@ -98,6 +98,11 @@ ssize_t ss__sys_write(int fd, const void *buf, size_t len);
 ssize_t ss__sys_pread(int fd, void *buf, size_t len, uint64_t off);
 ssize_t ss__sys_pwrite(int fd, const void *buf, size_t len, uint64_t off);
 ssize_t ss__sys_pwritev(int fd, const struct iovec *iov, int n, uint64_t off);
+/* Bytes read from another process's memory (maybe short: the first
+ * unreadable byte of a remote range ends it) or -errno (EFAULT, EPERM,
+ * ESRCH, ENOMEM, EINVAL); no EINTR: it does not sleep interruptibly. */
+ssize_t ss__sys_process_vm_readv(pid_t pid, const struct iovec *local, unsigned long nlocal,
+                                 const struct iovec *remote, unsigned long nremote);
 int ss__sys_fsync(int fd);     /* EINTR retried */
 int ss__sys_fdatasync(int fd); /* EINTR retried */
 int ss__sys_fstat(int fd, struct stat *st); /* no EINTR */
