@@ -9,7 +9,11 @@
  * pieces, SS_IOV_MAX pieces, pieces that straddle the page size) read
  * back byte-exact with their meta; argument errors; a buffer that is not
  * the caller's memory (-EFAULT, nothing stored, the handle still works);
- * creator-bound putv; the same id twice (-EEXIST).
+ * creator-bound putv; the same id twice (-EEXIST); a reader's view of an
+ * object in an arena stays intact while the object is deleted and new
+ * ones are put (its place is reused only after the release); a store that
+ * may not read the caller's memory (another uid, a process that is not
+ * dumpable): the put still works, the library's own way.
  */
 #include "sealstore.h"
 #include "t_helpers.h"
@@ -19,6 +23,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static unsigned id_counter;
@@ -181,6 +188,128 @@ static void test_bound(void **state)
     t_assert_ok(ss_delete(t_embed, &b));
 }
 
+static ss_stats stats_of(ss_client *c)
+{
+    ss_stats st = { .size = sizeof(st), .version = SS_STATS_VERSION };
+
+    t_assert_ok(ss_stats_get(c, &st));
+    return st;
+}
+
+/* A view of an arena object stays intact while the object is deleted and
+ * others take arena space; its place is reused only after the release. */
+static void test_view_outlives_delete(void **state)
+{
+    enum { SIZE = 256 * 1024, N = 40 };
+    unsigned char *buf = malloc(SIZE);
+    ss_id a = new_id(), more[N];
+    ss_client *r = NULL;
+    ss_object o;
+    (void)state;
+
+    assert_non_null(buf);
+    t_fill(buf, SIZE, 90);
+    t_assert_ok(ss_put(t_embed, &a, buf, SIZE, NULL, 0));
+    ss_stats st0 = stats_of(t_embed);
+    assert_true(st0.remote_puts >= 1);
+    assert_true(st0.arena_live_bytes >= SIZE);
+    t_assert_ok(ss_connect(t_embed_path, 0, &r));
+    assert_int_equal(ss_get(r, &a, 1, 0, &o), 1);
+    t_assert_ok(ss_delete(t_embed, &a));
+    /* others fill the arena; none may land on the held object's bytes */
+    for (int i = 0; i < N; i++) {
+        more[i] = new_id();
+        t_fill(buf, SIZE, 100 + (unsigned)i);
+        t_assert_ok(ss_put(t_embed, &more[i], buf, SIZE, NULL, 0));
+        if (i % 2 == 0)
+            t_assert_ok(ss_delete(t_embed, &more[i])); /* freed at once: reusable */
+    }
+    assert_true(t_check(o.data, SIZE, 90));
+    /* still counted while held, gone once released */
+    assert_true(stats_of(t_embed).arena_live_bytes >= (uint64_t)SIZE * (1 + N / 2));
+    t_assert_ok(ss_release(r, &a));
+    for (int i = 1; i < N; i += 2) {
+        ss_object m;
+        assert_int_equal(ss_get(r, &more[i], 1, 0, &m), 1);
+        assert_true(t_check(m.data, SIZE, 100 + (unsigned)i));
+        t_assert_ok(ss_release(r, &more[i]));
+        t_assert_ok(ss_delete(r, &more[i]));
+    }
+    assert_int_equal(stats_of(t_embed).arena_live_bytes, st0.arena_live_bytes - SIZE);
+    ss_disconnect(r);
+    free(buf);
+}
+
+/*
+ * A store that may not read its client's memory: the store runs as uid
+ * 65534 in one child, the client in another, same uid but not dumpable
+ * (process_vm_readv then needs CAP_SYS_PTRACE, which the store lacks).
+ * The put still works (the library writes a segment of its own), and the
+ * store read nothing from the client.
+ */
+static void test_no_permission(void **state)
+{
+    char dir[] = "/tmp/ss-putv-XXXXXX", path[128];
+    int up[2], down[2];
+    (void)state;
+
+    T_SKIP_IF(geteuid() != 0, "setuid", "needs root to run the store and client as uid 65534");
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(chown(dir, 65534, 65534), 0);
+    snprintf(path, sizeof(path), "%s/s.sock", dir);
+    assert_int_equal(pipe(up), 0);
+    assert_int_equal(pipe(down), 0);
+    pid_t st = fork();
+    assert_true(st >= 0);
+    if (st == 0) {
+        ss_client *h;
+        char b;
+        if (setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534) ||
+            ss_connect(path, SS_CONNECT_EMBED, &h) != 0)
+            _exit(2);
+        (void)!write(up[1], "r", 1);
+        (void)!read(down[0], &b, 1); /* until the client is done */
+        ss_disconnect(h);
+        _exit(0);
+    }
+    char b;
+    assert_int_equal(read(up[0], &b, 1), 1);
+    pid_t cl = fork();
+    assert_true(cl >= 0);
+    if (cl == 0) {
+        enum { SIZE = 1 << 20 };
+        ss_client *h;
+        ss_object o;
+        ss_id id = new_id();
+        unsigned char *buf = malloc(SIZE);
+        if (!buf || setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534) ||
+            prctl(PR_SET_DUMPABLE, 0) || ss_connect(path, 0, &h) != 0)
+            _exit(2);
+        t_fill(buf, SIZE, 77);
+        if (ss_put(h, &id, buf, SIZE, NULL, 0) != 0 || ss_get(h, &id, 1, 0, &o) != 1 ||
+            !t_check(o.data, SIZE, 77) || ss_release(h, &id) != 0)
+            _exit(3);
+        ss_stats s = { .size = sizeof(s), .version = SS_STATS_VERSION };
+        if (ss_stats_get(h, &s) != 0 || s.remote_puts != 0)
+            _exit(4);
+        ss_disconnect(h);
+        _exit(0);
+    }
+    int ws;
+    assert_int_equal(waitpid(cl, &ws, 0), cl);
+    (void)!write(down[1], "x", 1);
+    assert_true(WIFEXITED(ws));
+    assert_int_equal(WEXITSTATUS(ws), 0);
+    assert_int_equal(waitpid(st, &ws, 0), st);
+    assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+    unlink(path);
+    rmdir(dir);
+    close(up[0]);
+    close(up[1]);
+    close(down[0]);
+    close(down[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -188,6 +317,8 @@ int main(void)
         cmocka_unit_test(test_shapes),
         cmocka_unit_test(test_efault),
         cmocka_unit_test(test_bound),
+        cmocka_unit_test(test_view_outlives_delete),
+        cmocka_unit_test(test_no_permission),
     };
 
     if (t_tight_store_options(256, "30000") < 0)

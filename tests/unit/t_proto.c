@@ -159,6 +159,27 @@ static void mk_req_put_many(msg *m, uint32_t n)
 #define PM_REC(i, f) (H + sizeof(ss__req_put_many) + (size_t)(i) * sizeof(ss__req_put) + \
                       offsetof(ss__req_put, f))
 
+/* A PUTV of niov buffers of 4096 * (i + 1) bytes each, meta_size meta. */
+static void mk_req_putv(msg *m, uint32_t niov, uint32_t meta_size)
+{
+    ss__req_putv r = { .put = { .id = mkid(4), .node = -1, .meta_size = meta_size },
+                       .niov = niov };
+    for (uint32_t i = 0; i < niov; i++)
+        r.put.size += 4096ull * (i + 1);
+    m_start(m, SS_MSG_PUTV, 0, 0, 5);
+    m_put(m, &r, sizeof(r));
+    for (uint32_t i = 0; i < niov; i++) {
+        ss__putv_iov v = { .base = 0x10000ull * (i + 1), .len = 4096ull * (i + 1) };
+        m_put(m, &v, sizeof(v));
+    }
+    m_fill(m, 'm', meta_size);
+    m_end(m);
+}
+
+/* Offset of field f of buffer i of a PUTV. */
+#define PV_IOV(i, f) (H + sizeof(ss__req_putv) + (size_t)(i) * sizeof(ss__putv_iov) + \
+                      offsetof(ss__putv_iov, f))
+
 static void mk_req_get(msg *m, uint32_t n, int64_t timeout)
 {
     ss__req_get r = { .n = n, .timeout_ms = timeout };
@@ -388,6 +409,70 @@ static void test_requests_valid(void **state)
     assert_int_equal(req(&M), SS_MSG_PUT_MANY);
     M_SET(&M, PM_REC(5, flags), uint32_t, SS_CREATEF_CREATOR);
     assert_int_equal(req(&M), SS_MSG_PUT_MANY);
+}
+
+/* PUTV: counts, lengths, their sum, meta, flags, reserved. */
+static void test_putv_checks(void **state)
+{
+    (void)state;
+    mk_req_putv(&M, 1, 0);
+    assert_int_equal(req(&M), SS_MSG_PUTV);
+    mk_req_putv(&M, SS_PROTO_MAX_IOV, 100);
+    assert_int_equal(req(&M), SS_MSG_PUTV);
+    /* niov 0, over the maximum, more than the body holds */
+    mk_req_putv(&M, 3, 0);
+    M_SET(&M, H + offsetof(ss__req_putv, niov), uint32_t, 0);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    mk_req_putv(&M, 3, 0);
+    M_SET(&M, H + offsetof(ss__req_putv, niov), uint32_t, SS_PROTO_MAX_IOV + 1);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    mk_req_putv(&M, 3, 0);
+    M_SET(&M, H + offsetof(ss__req_putv, niov), uint32_t, 4);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    /* lengths: a zero one, one that makes the sum differ, an overflow */
+    mk_req_putv(&M, 3, 0);
+    M_SET(&M, PV_IOV(1, len), uint64_t, 0);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    mk_req_putv(&M, 3, 0);
+    M_SET(&M, PV_IOV(2, len), uint64_t, 4096 * 3 + 1);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    mk_req_putv(&M, 2, 0);
+    M_SET(&M, PV_IOV(0, len), uint64_t, UINT64_MAX - 4095);
+    M_SET(&M, PV_IOV(1, len), uint64_t, 4096 * 3);
+    M_SET(&M, H + offsetof(ss__req_putv, put.size), uint64_t, 4096 * 3 - 4096 + 4096);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    /* a buffer that wraps the address space */
+    mk_req_putv(&M, 1, 0);
+    M_SET(&M, PV_IOV(0, base), uint64_t, UINT64_MAX - 100);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    /* size over 1 TiB, meta over 64 KiB, unknown flags, reserved */
+    mk_req_putv(&M, 1, 0);
+    M_SET(&M, H + offsetof(ss__req_putv, put.size), uint64_t, SS_PROTO_MAX_SEG + 1);
+    M_SET(&M, PV_IOV(0, len), uint64_t, SS_PROTO_MAX_SEG + 1);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    mk_req_putv(&M, 1, 0);
+    M_SET(&M, H + offsetof(ss__req_putv, put.meta_size), uint32_t, SS_PROTO_MAX_META + 1);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    mk_req_putv(&M, 1, 0);
+    M_SET(&M, H + offsetof(ss__req_putv, put.flags), uint32_t, 2);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    mk_req_putv(&M, 1, 0);
+    M_SET(&M, H + offsetof(ss__req_putv, reserved), uint32_t, 1);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    /* the meta shorter or longer than declared */
+    mk_req_putv(&M, 2, 10);
+    M.len -= 1;
+    m_end(&M);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    mk_req_putv(&M, 2, 10);
+    M.len += 1;
+    m_end(&M);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    /* a reply is the header alone */
+    mk_rep_status(&M, SS_MSG_PUTV, 0);
+    assert_int_equal(rep(&M), SS_MSG_PUTV);
+    mk_rep_status(&M, SS_MSG_PUTV, -EFAULT);
+    assert_int_equal(rep(&M), SS_MSG_PUTV);
 }
 
 /* PUT_MANY: every count, size and the sum against the length. */
@@ -1211,6 +1296,9 @@ static void p_pm_wrap(msg *m) { M_SET(m, PM_REC(3, size), uint64_t, (uint64_t)-2
 static void p_pm_shift(msg *m) { M_SET(m, PM_REC(1, size), uint64_t, 100); }
 static void p_pm_creator(msg *m) { M_SET(m, PM_REC(2, flags), uint32_t, SS_CREATEF_CREATOR); }
 static void p_pm_count(msg *m) { M_SET(m, offsetof(ss__msg_hdr, status), int32_t, 4); }
+static void mk_req_putv3(msg *m) { mk_req_putv(m, 3, 8); }
+static void p_pv_sum(msg *m) { M_SET(m, PV_IOV(2, len), uint64_t, 1); }
+static void p_pv_zero(msg *m) { M_SET(m, PV_IOV(0, len), uint64_t, 0); }
 static void mk_req_release2(msg *m) { mk_req_release(m, 2); }
 static void mk_req_list8(msg *m) { mk_req_list(m, 8); }
 static void mk_req_sub(msg *m) { mk_req_subscribe(m, SS_EVENT_SEALED); }
@@ -1316,6 +1404,7 @@ static const struct seed seeds[] = {
     { "req-subscribe", mk_req_sub, NULL },
     { "req-put-many", mk_req_put_many4, NULL },
     { "req-put-many-creator", mk_req_put_many4, p_pm_creator },
+    { "req-putv", mk_req_putv3, NULL },
     { "split-release-get", mk_split_release_get, NULL },
     { "rep-hello", mk_rep_hello, NULL },
     { "rep-create-small", mk_rep_create_small, NULL },
@@ -1361,6 +1450,8 @@ static const struct seed seeds[] = {
     { "bad-put-many-wrap", mk_req_put_many4, p_pm_wrap },
     { "bad-put-many-shift", mk_req_put_many4, p_pm_shift },
     { "bad-put-many-count", mk_rep_put_many4, p_pm_count },
+    { "bad-putv-sum", mk_req_putv3, p_pv_sum },
+    { "bad-putv-zero", mk_req_putv3, p_pv_zero },
 };
 
 /* Input format of fuzz_proto.c: [nfds byte][message]. */
@@ -1439,6 +1530,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_request_reserved),
         cmocka_unit_test(test_request_counts),
         cmocka_unit_test(test_put_many_checks),
+        cmocka_unit_test(test_putv_checks),
         cmocka_unit_test(test_replies_valid),
         cmocka_unit_test(test_reply_header_and_errors),
         cmocka_unit_test(test_reply_hello_stats_event),
