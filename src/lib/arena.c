@@ -782,6 +782,13 @@ const ss__seg *ss__arena_segment(const ss__arenas *a, uint32_t id)
     return &a->ars[id]->seg;
 }
 
+uint32_t ss__arena_objects(const ss__arenas *a, uint32_t id)
+{
+    if (!a || id >= a->nslots || !a->ars[id])
+        return 0;
+    return a->ars[id]->nused;
+}
+
 uint64_t ss__arena_serial(const ss__arenas *a, uint32_t id)
 {
     if (!a || id >= a->nslots || !a->ars[id])

@@ -199,6 +199,8 @@ void ss__arena_unmake(const ss__arenas *a, ss__seg *seg);
  * backing, node and the store's map; NULL if no such arena. Valid until
  * the arena is destroyed (a free that empties it, trim, destroy). */
 const ss__seg *ss__arena_segment(const ss__arenas *a, uint32_t id);
+/* Live objects in arena `id` (0 if no such arena). */
+uint32_t ss__arena_objects(const ss__arenas *a, uint32_t id);
 /* Never reused within an allocator's life (1, 2, ...); 0 if no such arena. */
 uint64_t ss__arena_serial(const ss__arenas *a, uint32_t id);
 

@@ -33,6 +33,7 @@
  * it as tests/integration/t_layers.sh):
  *   loop.c        the event loop core; knows no request type
  *   store_seal.c  the seal worker thread
+ *   store_arena.c arenas made ahead on a thread of their own
  *   store_conn.c  connections: accept, handshake, wire, outbox, fd budget
  *   store_park.c  parked requests: records, quotas, timer heap, waiter hash
  *   store_obj.c   the object table: entries, free list, LRU, deleted
@@ -49,8 +50,9 @@
  *                 turn hooks, in order, in one table
  * Where a lower layer must reach an upper one, the upper one registers a
  * handler (a function pointer) with it:
- *   loop      <- every layer: its fds (conn: listener and clients; seal:
- *                its eventfd; disk: the engine's eventfd; store.c: stop)
+ *   loop      <- every layer: its fds (conn: listener and clients; seal
+ *                and arena: their eventfds; disk: the engine's eventfd;
+ *                store.c: stop)
  *                and store.c's table of turn hooks (conn, req, disk)
  *   seal      <- req (a client's SEAL) and disk (a restored segment): a
  *                completion handler per job (ss__sealjob.done)

@@ -521,6 +521,7 @@ static const struct {
     { ss__req_gate_deadline, ss__req_gate_turn },       /* gated GETs' timeouts */
     { NULL, ss__req_retry_turn },                       /* memory freed: retry */
     { NULL, ss__disk_turn },                           /* spill ahead */
+    { NULL, ss__amake_turn },                          /* arenas made ahead */
     { windows_deadline, NULL },                         /* small write windows */
     { NULL, ss__conn_reap_turn },                       /* broken connections */
     { NULL, SS_DEBUG_LEVEL >= 2 ? validate_turn : NULL }, /* invariants */
@@ -562,7 +563,7 @@ int ss__store_open(ss__store **out, const char *socket_path, unsigned flags)
     if (!s)
         return -ENOMEM;
     s->bind.flags = flags;
-    s->bind.listen_fd = s->loop.epfd = s->bind.stop_efd = s->seal.efd = -1;
+    s->bind.listen_fd = s->loop.epfd = s->bind.stop_efd = s->seal.efd = s->amake.efd = -1;
     s->conn.uid = ss__sys_geteuid();
     if (socket_path) {
         if (strlen(socket_path) >= sizeof(s->bind.path)) {
@@ -605,7 +606,7 @@ int ss__store_open(ss__store **out, const char *socket_path, unsigned flags)
     if ((rc = memory_open(s)) < 0)
         goto fail;
     if ((rc = loop_open(s)) < 0 || (rc = ss__obj_init(s)) < 0 || (rc = ss__park_init(s)) < 0 ||
-        (rc = ss__seal_start(s)) < 0)
+        (rc = ss__seal_start(s)) < 0 || (rc = ss__amake_start(s)) < 0)
         goto fail;
     ss__req_init(s); /* the upper layers' handlers, before anything can run them */
     /* objects spilled by an earlier store on this socket: the scan runs
@@ -681,6 +682,7 @@ void ss__store_close(ss__store *s)
     ss__obj_fini(s);
     ss__disk_fini(s);
     ss__park_fini(s);
+    ss__amake_stop(s);
     ss__salloc_destroy(s->mem.salloc);
     ss__arenas_destroy(s->mem.arenas);
     if (SS_DEBUG && s->mem.pool) {

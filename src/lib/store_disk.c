@@ -378,6 +378,17 @@ void ss__disk_turn(void *arg, uint64_t now)
         if (used <= s->disk.spill_high)
             return;
     }
+    if (s->mem.arenas) {
+        /* free space in arenas takes the next puts as they come: spilling
+         * more would not make room for them (an arena goes back to the
+         * kernel only once empty) */
+        ss__arena_stats as;
+        ss__arena_stats_get(s->mem.arenas, &as);
+        uint64_t idle = as.arena_bytes - as.used_bytes;
+        used = used > idle ? used - idle : 0;
+        if (used <= s->disk.spill_high)
+            return;
+    }
     ss__disk_spill_more(s, used - s->disk.spill_low, false);
 }
 

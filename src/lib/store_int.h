@@ -666,7 +666,7 @@ typedef struct ss__obj_disk_hooks {
     bool (*spill)(ss__store *s, uint64_t target, bool demand);
 } ss__obj_disk_hooks;
 
-#define SS_STORE_HOOKS 9u /* the loop's turn hooks (store.c) */
+#define SS_STORE_HOOKS 10u /* the loop's turn hooks (store.c) */
 
 /* ================================================================ store */
 /*
@@ -792,6 +792,29 @@ typedef struct ss__store_park {
     void (*unpark)(ss__store *s, ss__parked *pk); /* open: by store_disk.c */
 } ss__store_park;
 
+/* store_arena.c: arenas made ahead on a thread of their own. lock guards
+ * want, node, stop, done, seg and rc (protocol in store_arena.c); the
+ * rest is the loop's. */
+typedef struct ss__store_amake {
+    pthread_t thread;
+    bool started, sync;           /* loop */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool want;                    /* lock: a request for `node` is posted */
+    int node;                     /* lock */
+    bool stop;                    /* lock */
+    bool done;                    /* lock: seg and rc hold a result */
+    ss__seg seg;                  /* lock: the arena made (rc 0) */
+    int rc;                       /* lock */
+    int efd;                      /* the thread writes it after each result */
+    ss__loop_fd ev;               /* loop */
+    bool busy;                    /* loop: a request is out, its result not taken */
+    uint64_t nodes;               /* loop: nodes arena objects were placed on (bits) */
+    int node_of[64];              /* loop: the node each bit stands for */
+    uint64_t retry_at;            /* loop: ns; no request before (after a failure) */
+    uint64_t made;                /* loop: arenas made ahead and adopted, total */
+} ss__store_amake;
+
 /* store_seal.c: the seal worker. lock guards todo, todo_tail, done, stop
  * and inflight (protocol in store_seal.c). */
 typedef struct ss__store_seal {
@@ -875,6 +898,7 @@ struct ss__store {
     ss__store_fdb fdb;
     ss__store_park park;
     ss__store_seal seal;
+    ss__store_amake amake;
     ss__store_disk disk;
     ss__store_req req;
     ss__store_counters cnt;
@@ -899,6 +923,16 @@ void ss__seal_join(ss__store *s);
 void ss__seal_finish(ss__store *s);
 /* At close: join, free jobs never handled, the lock, the eventfd. */
 void ss__seal_fini(ss__store *s);
+
+/* ---- store_arena.c: arenas made ahead */
+/* Start the thread (and register its eventfd): 0 or -errno. */
+int ss__amake_start(ss__store *s);
+/* An arena object was placed on `node`: keep an idle arena ready there. */
+void ss__amake_note(ss__store *s, int node);
+/* Turn hook: post a request when a noted node lacks an idle arena. */
+void ss__amake_turn(void *arg, uint64_t now);
+/* Join the thread, give back an arena made and not adopted, close. */
+void ss__amake_stop(ss__store *s);
 
 /* ---- store_conn.c: connections and the wire */
 void ss__conn_register(ss__store *s, const ss__conn_handlers *h);

@@ -264,11 +264,14 @@ int ss__arena_ro_fd(ss__store *s, uint32_t id)
     return ar->ro_fd;
 }
 
-/* After a free: if the allocator destroyed arena `id`, forget it. */
+/* After a free: if the allocator destroyed arena `id`, forget it; if it
+ * is empty (kept idle), close its readers' fd until it is needed again
+ * (nobody can be sent it for an object that does not exist). */
 static void arena_check(ss__store *s, uint32_t id)
 {
     if (id < s->tab.narecs && s->tab.arecs[id].serial != 0 &&
-        ss__arena_serial(s->mem.arenas, id) != s->tab.arecs[id].serial) {
+        (ss__arena_serial(s->mem.arenas, id) != s->tab.arecs[id].serial ||
+         ss__arena_objects(s->mem.arenas, id) == 0)) {
         ss__arena_rec *ar = &s->tab.arecs[id];
         if (ar->ro_fd >= 0)
             ss__sys_close(ar->ro_fd);

@@ -298,6 +298,7 @@ static int create_take(ss__store *s, const create_args *a, create_mem_t *m, uint
         rc = ss__arena_alloc(s->mem.arenas, a->size, m->node, &m->aloc);
         if (rc < 0)
             return rc;
+        ss__amake_note(s, m->node); /* keep the next arena ready there */
         /* the store's mapping is read-only outside write windows (arena.h) */
         if ((rc = ss__arena_write_open(s->mem.arenas, &m->aloc)) < 0)
             goto fail;

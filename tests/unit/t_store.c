@@ -21,7 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "store_int.h"
@@ -892,14 +894,17 @@ static void t_evict(void **state)
  * retries, spilling ahead, reaping, ...) in their order. */
 static void turn(void)
 {
-    struct pollfd p[2] = { { .fd = S->seal.ev.fd, .events = POLLIN },
-                           { .fd = S->disk.sp ? S->disk.ev.fd : -1, .events = POLLIN } };
+    struct pollfd p[3] = { { .fd = S->seal.ev.fd, .events = POLLIN },
+                           { .fd = S->disk.sp ? S->disk.ev.fd : -1, .events = POLLIN },
+                           { .fd = S->amake.ev.fd, .events = POLLIN } };
 
-    assert_true(poll(p, 2, 100) >= 0);
+    assert_true(poll(p, 3, 100) >= 0);
     if (p[0].revents & POLLIN)
         fire(&S->seal.ev);
     if (p[1].revents & POLLIN)
         fire(&S->disk.ev);
+    if (p[2].revents & POLLIN)
+        fire(&S->amake.ev);
     uint64_t now = ss__now_ns();
     for (ss__loop_hook *h = S->loop.hooks; h; h = h->next)
         if (h->turn)
@@ -916,6 +921,97 @@ static void turn(void)
             turn();                                                           \
         assert_true(ok_);                                                     \
     } while (0)
+
+/* A PUTV of nb bytes at buf in nio pieces from cl (which names this
+ * process): the reply's status. */
+static int32_t putv(client *cl, unsigned k, const unsigned char *buf, uint64_t nb, unsigned nio)
+{
+    static unsigned char body[sizeof(ss__req_putv) + 8 * sizeof(ss__putv_iov)];
+    ss__req_putv r = { .put = { .id = id_of(k), .node = -1, .size = nb }, .niov = nio };
+    ss__putv_iov *v = (ss__putv_iov *)(body + sizeof(r));
+    uint64_t piece = nb / nio;
+
+    assert_true(nio >= 1 && nio <= 8);
+    memcpy(body, &r, sizeof(r));
+    for (unsigned i = 0; i < nio; i++)
+        v[i] = (ss__putv_iov){ (uint64_t)(uintptr_t)(buf + i * piece),
+                               i == nio - 1 ? nb - i * piece : piece };
+    uint32_t rq = request(cl, SS_MSG_PUTV, body, sizeof(r) + nio * sizeof(*v));
+    return reply_to(cl, rq, SS_MSG_PUTV, NULL);
+}
+
+/* PUTV: the store reads the bytes from the client into an arena object
+ * (kind ARENA, bytes exact); GETs send the arena's fd while the client
+ * holds nothing in it, not while it does; a buffer the client does not
+ * have is -EFAULT with nothing left behind; a client whose process is
+ * gone is -EPERM; once an arena is in use, the next one is made ahead on
+ * the arena thread and adopted as idle. */
+static void t_putv_arena(void **state)
+{
+    enum { N = 3 * BIG + 4096 };
+    unsigned char *buf = malloc(N);
+    client a, b;
+    reply r;
+    (void)state;
+
+    assert_non_null(buf);
+    t_fill(buf, N, 5);
+    connect_client(&a);
+    connect_client(&b);
+    assert_int_equal(putv(&a, 40, buf, N, 3), 0);
+    int64_t e = entry_of(40);
+    assert_true(e >= 0);
+    const ss__index_entry *en = ss__ent(S, (uint32_t)e);
+    assert_int_equal(SS_IX_KIND(en->info), SS_SEG_ARENA);
+    assert_int_equal(SS_IX_STATE(en->info), SS_IX_SEALED);
+    assert_int_equal(obj((uint32_t)e)->refs, 0);
+    const ss__seg *g = ss__arena_segment(S->mem.arenas, obj((uint32_t)e)->small_slot);
+    assert_non_null(g);
+    assert_true(t_check((const char *)g->map + (uint64_t)en->data_off64 * SS_OBJ_ALIGN, N, 5));
+    assert_int_equal(S->cnt.c_remote_puts, 1);
+    /* b's GETs: the fd once while b holds something in the arena */
+    uint32_t rq = send_get(&b, 40, 0);
+    assert_int_equal(reply_to(&b, rq, SS_MSG_GET, &r), 1);
+    assert_int_equal(r.nfds, 1);
+    rq = send_get(&b, 40, 0);
+    assert_int_equal(reply_to(&b, rq, SS_MSG_GET, &r), 1);
+    assert_int_equal(r.nfds, 0);
+    send_release(&b, 40);
+    send_release(&b, 40);
+    rq = send_get(&b, 40, 0);
+    assert_int_equal(reply_to(&b, rq, SS_MSG_GET, &r), 1);
+    assert_int_equal(r.nfds, 1); /* it may have unmapped the arena since */
+    send_release(&b, 40);
+    /* the next arena, made ahead and adopted idle */
+    TURNS_UNTIL(S->amake.made == 1);
+    ss__arena_stats as;
+    ss__arena_stats_get(S->mem.arenas, &as);
+    assert_int_equal(as.idle_arenas, 1);
+    /* a buffer the client does not have: nothing stored, nothing held */
+    uint64_t live = as.live_bytes;
+    unsigned char *hole = mmap(NULL, 8192, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(hole != MAP_FAILED);
+    assert_int_equal(munmap(hole, 8192), 0);
+    assert_int_equal(putv(&a, 41, hole, 2 * BIG, 1), -EFAULT);
+    assert_int_equal(entry_of(41), -ENOENT);
+    ss__arena_stats_get(S->mem.arenas, &as);
+    assert_int_equal(as.live_bytes, live);
+    assert_int_equal(as.windows, 0);
+    /* a client whose process is gone (its pid reaped) */
+    pid_t dead = fork();
+    assert_true(dead >= 0);
+    if (dead == 0)
+        _exit(0);
+    assert_int_equal(waitpid(dead, NULL, 0), dead);
+    pid_t was = a.c->pid;
+    a.c->pid = dead;
+    assert_int_equal(putv(&a, 42, buf, N, 1), -EPERM);
+    a.c->pid = was;
+    assert_int_equal(entry_of(42), -ENOENT);
+    disconnect(&a);
+    disconnect(&b);
+    free(buf);
+}
 
 /* With spilling on and everything idle above the high-water mark (0):
  * objects spill (SPILLING, then SPILLED with a disk copy and no memory); a
@@ -1098,6 +1194,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(t_lru_order, setup, teardown),
         cmocka_unit_test_setup_teardown(t_evict, setup, teardown),
         cmocka_unit_test_setup_teardown(t_spill_restore_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_putv_arena, setup, teardown),
         cmocka_unit_test_setup_teardown(t_validate_catches, setup, teardown),
     };
 
