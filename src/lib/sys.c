@@ -260,14 +260,6 @@ ssize_t ss__sys_pwritev(int fd, const struct iovec *iov, int n, uint64_t off)
     return RETRY(ssize_t, pwritev(fd, iov, n, (off_t)off));
 }
 
-ssize_t ss__sys_process_vm_readv(pid_t pid, const struct iovec *local, unsigned long nlocal,
-                                 const struct iovec *remote, unsigned long nremote)
-{
-    ssize_t r = process_vm_readv(pid, local, nlocal, remote, nremote, 0);
-
-    return r < 0 ? -errno : r;
-}
-
 int ss__sys_fsync(int fd)
 {
     return RETRY(int, fsync(fd));
@@ -569,6 +561,24 @@ int ss__sys_block_signals(sigset_t *old)
 
     sigfillset(&all);
     return ss__sys_sigmask(SIG_BLOCK, &all, old);
+}
+
+ssize_t ss__sys_process_vm_readv(pid_t pid, const struct iovec *local, unsigned long nlocal,
+                                 const struct iovec *remote, unsigned long nremote)
+{
+    return RETRY(ssize_t, process_vm_readv(pid, local, nlocal, remote, nremote, 0));
+}
+
+int ss__sys_pidfd_open(pid_t pid, unsigned flags)
+{
+    long fd = syscall(SYS_pidfd_open, pid, flags);
+
+    return fd < 0 ? -errno : (int)fd;
+}
+
+int ss__sys_pidfd_send_signal(int pidfd, int sig, siginfo_t *info, unsigned flags)
+{
+    return syscall(SYS_pidfd_send_signal, pidfd, sig, info, flags) < 0 ? -errno : 0;
 }
 
 int ss__sys_io_uring_enter(int ring_fd, unsigned to_submit, unsigned min_complete,

@@ -53,6 +53,9 @@
 #ifndef MFD_HUGE_1GB
 #define MFD_HUGE_1GB (30U << 26)
 #endif
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77 /* Linux 6.5: a pidfd of the connecting process */
+#endif
 
 /* ------------------------------------------------------ memory and memfds */
 int ss__sys_memfd_create(const char *name, unsigned flags); /* no EINTR */
@@ -98,11 +101,6 @@ ssize_t ss__sys_write(int fd, const void *buf, size_t len);
 ssize_t ss__sys_pread(int fd, void *buf, size_t len, uint64_t off);
 ssize_t ss__sys_pwrite(int fd, const void *buf, size_t len, uint64_t off);
 ssize_t ss__sys_pwritev(int fd, const struct iovec *iov, int n, uint64_t off);
-/* Bytes read from another process's memory (maybe short: the first
- * unreadable byte of a remote range ends it) or -errno (EFAULT, EPERM,
- * ESRCH, ENOMEM, EINVAL); no EINTR: it does not sleep interruptibly. */
-ssize_t ss__sys_process_vm_readv(pid_t pid, const struct iovec *local, unsigned long nlocal,
-                                 const struct iovec *remote, unsigned long nremote);
 int ss__sys_fsync(int fd);     /* EINTR retried */
 int ss__sys_fdatasync(int fd); /* EINTR retried */
 int ss__sys_fstat(int fd, struct stat *st); /* no EINTR */
@@ -213,6 +211,20 @@ int ss__sys_sigmask(int how, const sigset_t *set, sigset_t *old);
  * NULL. Threads the library starts call this first, so that signals go to
  * the application's threads. No EINTR. */
 int ss__sys_block_signals(sigset_t *old);
+/* process_vm_readv(2) from process pid into this one (flags 0): bytes
+ * read (maybe short: a remote range not mapped ends the transfer there),
+ * or -errno (-EFAULT: nothing readable at the first remote byte; -EPERM:
+ * no PTRACE_MODE_ATTACH_REALCREDS access; -ESRCH: no such pid); EINTR
+ * retried (a fatal signal ends it with what it read). */
+ssize_t ss__sys_process_vm_readv(pid_t pid, const struct iovec *local, unsigned long nlocal,
+                                 const struct iovec *remote, unsigned long nremote);
+/* pidfd_open(2) (raw syscall: glibc 2.36 headers lack it): a close-on-exec
+ * pidfd of pid, or -errno (-ESRCH: no such process); no EINTR */
+int ss__sys_pidfd_open(pid_t pid, unsigned flags);
+/* pidfd_send_signal(2) (raw syscall); sig 0 checks only that the process
+ * is not reaped yet (-ESRCH once it is; -EPERM: alive, but not ours to
+ * signal); no EINTR */
+int ss__sys_pidfd_send_signal(int pidfd, int sig, siginfo_t *info, unsigned flags);
 /* io_uring_enter(2) without a signal mask: events consumed or -errno;
  * EINTR returned */
 int ss__sys_io_uring_enter(int ring_fd, unsigned to_submit, unsigned min_complete,
