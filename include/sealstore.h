@@ -584,6 +584,8 @@ typedef enum ss_option {
                                  after their last release (client side) */
     SS_OPT_LOCAL_GETS,        /* SEALSTORE_LOCAL_GETS: re-gets of held objects
                                  answered by the handle (client side, off) */
+    SS_OPT_COPY_THREADS,      /* SEALSTORE_COPY_THREADS: threads copying large
+                                 puts (at most the online CPUs) */
     SS_OPT__COUNT             /* sentinel */
 } ss_option;
 

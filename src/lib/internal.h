@@ -16,6 +16,8 @@
  *   pool.h      the populator: ready, pre-faulted object segments
  *   alloc.h     the small allocator carving small-object segments
  *   arena.h     write-once arenas: best-fit extents for objects above the small limit
+ *   copy.h      the copy engine: worker threads copy puts' bytes into the
+ *               store's memory (process_vm_readv from the caller, or memcpy)
  *   proto.h     the wire protocol between the client library and the store
  *   spill.h     the spill engine: objects to disk and back, asynchronously
  *   spill_int.h the spill engine's internals; its files call one way, down
@@ -33,6 +35,7 @@
  * it as tests/integration/t_layers.sh):
  *   loop.c        the event loop core; knows no request type
  *   store_seal.c  the seal worker thread
+ *   store_copy.c  the copy engine's lifecycle in the store (copy.h)
  *   store_arena.c arenas made ahead on a thread of their own
  *   store_conn.c  connections: accept, handshake, wire, outbox, fd budget
  *   store_park.c  parked requests: records, quotas, timer heap, waiter hash
@@ -50,8 +53,8 @@
  *                 turn hooks, in order, in one table
  * Where a lower layer must reach an upper one, the upper one registers a
  * handler (a function pointer) with it:
- *   loop      <- every layer: its fds (conn: listener and clients; seal
- *                and arena: their eventfds; disk: the engine's eventfd;
+ *   loop      <- every layer: its fds (conn: listener and clients; seal,
+ *                copy and arena: their eventfds; disk: the engine's eventfd;
  *                store.c: stop)
  *                and store.c's table of turn hooks (conn, req, disk)
  *   seal      <- req (a client's SEAL) and disk (a restored segment): a

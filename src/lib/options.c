@@ -477,6 +477,12 @@ int ss__option_check(ss_option opt, const char *value, char *why, size_t len)
             return -ERANGE;
         }
         break;
+    case SS_OPT_COPY_THREADS:
+        if (v.u.size > 64) {
+            snprintf(why, len, "out of range (0 to 64)");
+            return -ERANGE;
+        }
+        break;
     case SS_OPT_SPILL_HIGH:
         if (ss__spill_parse_high(v.str, 100, &bytes) < 0) {
             snprintf(why, len, "invalid value (expected N%% with N at most 100, a SIZE or off)");

@@ -64,6 +64,12 @@ enum ss__opt_type {
 #define SS_DEFAULT_MAP_CACHE "64M"
 #endif
 
+/* Copy workers for puts into arenas (copy.h): 8, and never more than the
+ * online CPUs (the store caps it there), so the default is min(CPUs, 8). */
+#ifndef SS_DEFAULT_COPY_THREADS
+#define SS_DEFAULT_COPY_THREADS "8"
+#endif
+
 #define SS_OPTIONS(X)                                                          \
     X(SOCKET, SS_OT_STRING, "",                                                \
       "socket path; empty: $XDG_RUNTIME_DIR/sealstore.sock, else "            \
@@ -114,7 +120,11 @@ enum ss__opt_type {
       "by the handle, without asking the store (tens of millions per "        \
       "second instead of a round trip), but it then returns the held object " \
       "even if another client deleted it since; off: every get asks the "     \
-      "store")
+      "store")                                                                 \
+    X(COPY_THREADS, SS_OT_SIZE, SS_DEFAULT_COPY_THREADS,                       \
+      "threads that copy large puts into the store's memory, at most the "    \
+      "number of online CPUs (at most 64); 0: the store's loop thread "       \
+      "copies")
 
 #define SS_MAX_CLASSES 32
 
@@ -159,7 +169,8 @@ int ss__spill_parse_high(const char *text, uint64_t capacity, uint64_t *bytes);
 /*
  * The daemon's strict check of one value for a row: what ss_option_set()
  * parses, plus the row's documented range (SMALL_MAX at most 64K,
- * SPILL_QUEUE_DEPTH 1 to 256, SPILL_HIGH N%, a size or off), which the
+ * SPILL_QUEUE_DEPTH 1 to 256, COPY_THREADS 0 to 64, SPILL_HIGH N%, a size
+ * or off), which the
  * library applies only when a store starts, with a warning and a fallback.
  * Returns 0, or -EINVAL/-ERANGE with a one-line reason in why (len > 0).
  */

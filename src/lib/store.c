@@ -21,7 +21,8 @@
  * The loop is single-threaded. Besides client sockets it watches: the
  * listening socket (store_conn.c), an eventfd for stop (written by
  * ss__store_stop, which a signal handler may call), the seal worker's
- * eventfd (store_seal.c) and the spill engine's (store_disk.c). Timers
+ * eventfd (store_seal.c), the copy engine's (store_copy.c) and the spill
+ * engine's (store_disk.c). Timers
  * (parked GET and create deadlines) are a heap in store_park.c, expired by
  * the request layer's hook; epoll_wait sleeps until the earliest deadline
  * any hook reports.
@@ -606,7 +607,8 @@ int ss__store_open(ss__store **out, const char *socket_path, unsigned flags)
     if ((rc = memory_open(s)) < 0)
         goto fail;
     if ((rc = loop_open(s)) < 0 || (rc = ss__obj_init(s)) < 0 || (rc = ss__park_init(s)) < 0 ||
-        (rc = ss__seal_start(s)) < 0 || (rc = ss__amake_start(s)) < 0)
+        (rc = ss__seal_start(s)) < 0 || (rc = ss__scopy_start(s)) < 0 ||
+        (rc = ss__amake_start(s)) < 0)
         goto fail;
     ss__req_init(s); /* the upper layers' handlers, before anything can run them */
     /* objects spilled by an earlier store on this socket: the scan runs
@@ -644,6 +646,7 @@ int ss__store_run(ss__store *s)
     }
     unbind_socket(s);
     ss__disk_scan_stop(s); /* the scan stops where it is */
+    ss__scopy_finish(s);   /* copies in flight end, their handlers run */
     ss__req_stop(s);        /* answer held and parked requests, finish seals */
     ss__conn_reap(s);
     ss__conn_flush_all(s, 1000);
@@ -665,6 +668,9 @@ void ss__store_close(ss__store *s)
 {
     if (!s)
         return;
+    /* copies read from clients (their pidfds) and write objects' memory:
+     * they end, and their handlers run, before anything is freed */
+    ss__scopy_fini(s);
     for (ss__conn *c = s->conn.conns; c; c = c->next)
         ss__conn_close(s, c);
     ss__conn_reap(s);

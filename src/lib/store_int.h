@@ -3,6 +3,7 @@
  * Store internals shared by the store's files, which sit in layers (the
  * map is at the top of internal.h; tools/layers.sh checks it), lowest
  * first: loop.c (event loop core, loop.h), store_seal.c (the seal worker),
+ * store_copy.c (the copy engine's lifecycle),
  * store_conn.c (connections, wire, fd budget), store_park.c (parked
  * requests, timers, waiters), store_obj.c (the object table, capacity),
  * store_check.c (the invariants, read-only), store_disk.c (spilling to disk and restoring: the store's side of the
@@ -23,6 +24,9 @@
  *    never touches the object table: SS_OBJF_SEALING keeps the object and
  *    its fd alive);
  *  - ss__store.bind.stop_efd (written by any thread or a signal handler);
+ *  - the copy engine's workers (copy.h), which see only the jobs handed to
+ *    them: the submitter keeps a job's memory, iovecs and pidfd alive until
+ *    its handler runs on the loop;
  *  - the spill engine's own threads (spill.h), which see only the buffers
  *    the loop hands them: SS_OBJF_SPILLING / SS_OBJF_RESTORING keep the
  *    object, its entry and that memory alive until the completion is reaped.
@@ -831,6 +835,16 @@ typedef struct ss__store_seal {
     ss__loop_fd ev;               /* loop: efd's registration */
 } ss__store_seal;
 
+/* store_copy.c: the copy engine (copy.h) that puts into arenas use; the
+ * engine's own lock guards its queues, its workers see only the jobs
+ * handed to them (the submitter keeps their memory and pidfd alive until
+ * the job's handler runs). */
+typedef struct ss__store_copy {
+    struct ss__copy *engine;      /* open; loop: ss__copy_submit(engine, j) */
+    ss__loop_fd ev;               /* open: its eventfd's registration */
+    bool registered;              /* open */
+} ss__store_copy;
+
 /* store_disk.c: the store's side of the spill engine; sp NULL: off. The
  * engine's own threads see only the buffers handed to them. */
 typedef struct ss__store_disk {
@@ -899,6 +913,7 @@ struct ss__store {
     ss__store_park park;
     ss__store_seal seal;
     ss__store_amake amake;
+    ss__store_copy copy;          /* store_copy.c */
     ss__store_disk disk;
     ss__store_req req;
     ss__store_counters cnt;
@@ -933,6 +948,14 @@ void ss__amake_note(ss__store *s, int node);
 void ss__amake_turn(void *arg, uint64_t now);
 /* Join the thread, give back an arena made and not adopted, close. */
 void ss__amake_stop(ss__store *s);
+/* ---- store_copy.c: the copy engine */
+/* Start it with SEALSTORE_COPY_THREADS workers, its eventfd on the loop:
+ * 0 or -errno. */
+int ss__scopy_start(ss__store *s);
+/* At stop: wait for the copies in flight, running their handlers. */
+void ss__scopy_finish(ss__store *s);
+/* At close: run what is queued and every handler, join, free. */
+void ss__scopy_fini(ss__store *s);
 
 /* ---- store_conn.c: connections and the wire */
 void ss__conn_register(ss__store *s, const ss__conn_handlers *h);
