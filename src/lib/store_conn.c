@@ -91,6 +91,41 @@ void ss__conn_heap_freed(ss__store *s, uint64_t bytes)
 
 /* ============================================================= lifecycle */
 
+int ss__g_conn_no_peerpidfd;
+
+/*
+ * A pidfd of the peer on socket fd, whose SO_PEERCRED said (pid, uid), or
+ * -1. SO_PEERPIDFD (Linux 6.5) names the process that connected, whatever
+ * became of its pid since. Before it: pidfd_open(pid), which names
+ * whoever holds that pid now, so it is kept only if the socket still
+ * names the same peer (SO_PEERCRED read again: pid and uid) and the peer
+ * has not hung up (the connecting process still holds its end: unless it
+ * passed it on, it is alive, so the pid is still its own and the pidfd
+ * names it). A pid reused by a process that holds a copy of the peer's
+ * socket (a child it forked) would pass: that process had the
+ * connection, and copies are only ever made for requests on it.
+ */
+static int peer_pidfd(int fd, pid_t pid, uid_t uid)
+{
+    struct ucred cr;
+    struct pollfd p = { .fd = fd, .events = POLLRDHUP };
+    int pfd = -1;
+    socklen_t l = sizeof(pfd);
+
+    if (!ss__g_conn_no_peerpidfd &&
+        ss__sys_getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pfd, &l) == 0 && l == sizeof(pfd) &&
+        pfd >= 0)
+        return pfd;
+    if (pid <= 0 || (pfd = ss__sys_pidfd_open(pid, 0)) < 0)
+        return -1;
+    if (ss__sys_peercred(fd, &cr) < 0 || cr.pid != pid || cr.uid != uid ||
+        ss__sys_poll(&p, 1, 0) != 0) {
+        ss__sys_close(pfd);
+        return -1;
+    }
+    return pfd;
+}
+
 ss__conn *ss__conn_new(ss__store *s, int fd, pid_t pid, uid_t uid)
 {
     ss__conn *c = calloc(1, sizeof(*c));
@@ -101,6 +136,7 @@ ss__conn *ss__conn_new(ss__store *s, int fd, pid_t pid, uid_t uid)
     c->fd = fd;
     c->pid = pid;
     c->uid = uid;
+    c->pidfd = peer_pidfd(fd, pid, uid);
     if (++s->conn.next_client_id == 0)
         s->conn.next_client_id = 1;
     c->id = s->conn.next_client_id;
@@ -307,6 +343,8 @@ void ss__conn_free_dead(ss__store *s, ss__conn *c)
 {
     if (c->seal_busy)
         return; /* its seal job comes back later */
+    if (c->pidfd >= 0)
+        ss__sys_close(c->pidfd);
     free(c);
 }
 

@@ -484,6 +484,10 @@ typedef struct ss__conn {
     uint32_t id;                   /* client id, never 0 */
     pid_t pid;                     /* SO_PEERCRED at accept */
     uid_t uid;
+    /* a pidfd of the peer (SO_PEERPIDFD, else pidfd_open of pid checked
+     * against the socket), -1 if none: copies read from pid with
+     * process_vm_readv only with it (copy.h, Trust); closed when c is freed */
+    int pidfd;
     bool hello;                    /* HELLO seen */
     bool subscriber;               /* SUBSCRIBE seen: an event stream only */
     uint32_t sub_mask;             /* SS_EVENT_* it wants */
@@ -962,7 +966,11 @@ void ss__conn_register(ss__store *s, const ss__conn_handlers *h);
 /* Watch the listening socket: 0 or -errno. Unlisten: stop watching it. */
 int ss__conn_listen(ss__store *s, int fd);
 void ss__conn_unlisten(ss__store *s);
+/* A connection on socket fd from the peer (pid, uid) SO_PEERCRED named;
+ * takes a pidfd of the peer (ss__conn.pidfd). */
 ss__conn *ss__conn_new(ss__store *s, int fd, pid_t pid, uid_t uid);
+/* Tests: nonzero makes ss__conn_new skip SO_PEERPIDFD (the fallback). */
+extern int ss__g_conn_no_peerpidfd;
 void ss__conn_readable(ss__store *s, ss__conn *c);
 void ss__conn_writable(ss__store *s, ss__conn *c);
 /* A malformed message: answered if its header names a request, else the

@@ -16,6 +16,7 @@
 #include "t_helpers.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@
 #include <unistd.h>
 
 #include "store_int.h"
+#include "sys.h"
 
 #define BIG (1u << 20) /* a large (segment-backed) object */
 
@@ -702,6 +704,54 @@ static void t_get_partial(void **state)
  * seal worker), and parked GET and CREATE requests: everything it held is
  * released, the object being sealed is freed when the worker is done, and
  * the connection itself then. */
+/* The pid a pidfd names (its fdinfo), or -1. */
+static pid_t pidfd_pid(int pidfd)
+{
+    char path[64], buf[512], *p;
+
+    snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
+    if (ss__sys_read_file(path, buf, sizeof(buf)) < 0 || !(p = strstr(buf, "\nPid:")))
+        return -1;
+    return (pid_t)strtol(p + 5, NULL, 10);
+}
+
+/* A connection holds a pidfd of its peer (SO_PEERPIDFD, else pidfd_open
+ * checked against the socket), closed when the connection is freed; the
+ * fallback keeps none when the socket names another pid or its peer hung
+ * up. */
+static void t_conn_pidfd(void **state)
+{
+    client a;
+    int sv[2], n0;
+
+    (void)state;
+    for (int fallback = 0; fallback < 2; fallback++) {
+        ss__g_conn_no_peerpidfd = fallback;
+        n0 = t_count_fds();
+        connect_client(&a);
+        assert_true(a.c->pidfd >= 0);
+        assert_int_equal(pidfd_pid(a.c->pidfd), getpid());
+        disconnect(&a);
+        assert_int_equal(t_count_fds(), n0); /* the pidfd went with it */
+    }
+    /* fallback: SO_PEERCRED says another pid than the one given */
+    assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    a.c = ss__conn_new(S, sv[0], getppid(), getuid());
+    assert_non_null(a.c);
+    assert_int_equal(a.c->pidfd, -1);
+    a.peer = sv[1];
+    disconnect(&a);
+    /* fallback: the peer is gone (its end closed) */
+    assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    close(sv[1]);
+    a.c = ss__conn_new(S, sv[0], getpid(), getuid());
+    assert_non_null(a.c);
+    assert_int_equal(a.c->pidfd, -1);
+    a.peer = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    disconnect(&a);
+    ss__g_conn_no_peerpidfd = 0;
+}
+
 static void t_conn_gone(void **state)
 {
     client a, b;
@@ -1190,6 +1240,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(t_put_parked, setup, teardown),
         cmocka_unit_test_setup_teardown(t_get_partial, setup, teardown),
         cmocka_unit_test_setup_teardown(t_conn_gone, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_conn_pidfd, setup, teardown),
         cmocka_unit_test_setup_teardown(t_bound_conn_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(t_lru_order, setup, teardown),
         cmocka_unit_test_setup_teardown(t_evict, setup, teardown),
