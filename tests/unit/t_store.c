@@ -27,6 +27,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "copy.h"
 #include "store_int.h"
 #include "sys.h"
 
@@ -704,6 +705,66 @@ static void t_get_partial(void **state)
  * seal worker), and parked GET and CREATE requests: everything it held is
  * released, the object being sealed is freed when the worker is done, and
  * the connection itself then. */
+/* The copy engine the store opens: SEALSTORE_COPY_THREADS workers (at
+ * most the online CPUs), its eventfd on the loop (a job's handler runs
+ * when it fires), and a job still queued at close is run and handled
+ * then, once. */
+static unsigned copies_done;
+
+static void copy_done(void *arg, ss__copyjob *j)
+{
+    (void)arg;
+    (void)j;
+    copies_done++;
+}
+
+static void t_copy_engine(void **state)
+{
+    static unsigned char src[3 << 20], dst[3 << 20];
+    struct iovec v = { src, sizeof(src) };
+    ss__copyjob j = { .pidfd = -1, .src = &v, .nsrc = 1, .dst = dst, .size = sizeof(dst),
+                      .done = copy_done };
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+    (void)state;
+    memset(src, 7, sizeof(src));
+    for (int round = 0; round < 3; round++) {
+        const char *n = round == 0 ? "2" : round == 1 ? "0" : "64";
+        unsigned want = round == 0 ? (cpus < 2 ? (unsigned)cpus : 2u)
+                        : round == 1 ? 0u : (unsigned)(cpus < 64 ? cpus : 64);
+
+        close_store();
+        t_assert_ok(ss_option_set(SS_OPT_COPY_THREADS, n));
+        open_store("64M", false);
+        assert_non_null(S->copy.engine);
+        assert_int_equal(ss__copy_threads(S->copy.engine), want);
+        assert_int_equal(S->copy.ev.fd, ss__copy_fd(S->copy.engine));
+
+        copies_done = 0;
+        memset(dst, 0, sizeof(dst));
+        ss__copy_submit(S->copy.engine, &j);
+        struct pollfd p = { .fd = S->copy.ev.fd, .events = POLLIN };
+        assert_int_equal(poll(&p, 1, 30000), 1);
+        while (copies_done == 0) { /* the eventfd fires per job: this one */
+            fire(&S->copy.ev);
+        }
+        assert_int_equal(copies_done, 1);
+        t_assert_ok(j.rc);
+        assert_memory_equal(dst, src, sizeof(dst));
+
+        /* queued at close: run and handled by the close, once */
+        copies_done = 0;
+        memset(dst, 0, sizeof(dst));
+        ss__copy_submit(S->copy.engine, &j);
+        close_store();
+        assert_int_equal(copies_done, 1);
+        t_assert_ok(j.rc);
+        assert_memory_equal(dst, src, sizeof(dst));
+        open_store("64M", false);
+    }
+    t_assert_ok(ss_option_set(SS_OPT_COPY_THREADS, "8"));
+}
+
 /* The pid a pidfd names (its fdinfo), or -1. */
 static pid_t pidfd_pid(int pidfd)
 {
@@ -1241,6 +1302,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(t_get_partial, setup, teardown),
         cmocka_unit_test_setup_teardown(t_conn_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(t_conn_pidfd, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_copy_engine, setup, teardown),
         cmocka_unit_test_setup_teardown(t_bound_conn_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(t_lru_order, setup, teardown),
         cmocka_unit_test_setup_teardown(t_evict, setup, teardown),
