@@ -9,7 +9,9 @@
  *
  * Access: every accepted peer is checked with SO_PEERCRED (and
  * SO_PEERGROUPS for the group rule): same uid as the store, root, or a
- * member of the socket group. Anyone else is disconnected at once.
+ * member of the socket group. Anyone else is disconnected at once. An
+ * accepted connection keeps a pidfd of its peer (peer_pidfd below), with
+ * which copies may read from the blocked caller's memory (copy.h).
  *
  * Never trust the peer. A request that carries fds (SCM_RIGHTS) has them
  * closed and is a protocol error; a truncated message (MSG_TRUNC,
