@@ -144,10 +144,13 @@ static int check_entry(const ss__store *s, uint32_t e, tally *t)
     }
     if (st == SS_IX_CREATED) {
         V(o->disk == 0, "entry %u: created with a disk copy %u", e, o->disk);
-        V((f & SS_OBJF_ORPHAN) ? o->refs == 0 : o->refs == 1,
-          "entry %u: created (orphan %d) with %u refs", e, !!(f & SS_OBJF_ORPHAN), o->refs);
+        V((f & SS_OBJF_ORPHAN) || (o->flags2 & SS_OBJF2_COPYING) ? o->refs == 0 : o->refs == 1,
+          "entry %u: created (orphan %d, copying %d) with %u refs", e, !!(f & SS_OBJF_ORPHAN),
+          !!(o->flags2 & SS_OBJF2_COPYING), o->refs);
     }
     V(!(f & SS_OBJF_ORPHAN) || (f & SS_OBJF_SEALING), "entry %u: orphan not sealing", e);
+    V(!(o->flags2 & SS_OBJF2_COPYING) || (st == SS_IX_CREATED && !(f & SS_OBJF_SEALING)),
+      "entry %u: copying in state %u", e, st);
     V(!(f & SS_OBJF_SEALING) || (st == SS_IX_CREATED && kind == SS_SEG_OBJECT),
       "entry %u: sealing in state %u kind %u", e, st, kind);
     t->sealing += (f & (SS_OBJF_SEALING | SS_OBJF_ORPHAN)) == SS_OBJF_SEALING;

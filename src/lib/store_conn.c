@@ -343,8 +343,8 @@ static void outbox_free(ss__conn *c)
 
 void ss__conn_free_dead(ss__store *s, ss__conn *c)
 {
-    if (c->seal_busy)
-        return; /* its seal job comes back later */
+    if (c->seal_busy || c->copies)
+        return; /* its seal job or copies come back later */
     if (c->pidfd >= 0)
         ss__sys_close(c->pidfd);
     free(c);

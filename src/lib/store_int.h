@@ -301,6 +301,11 @@ void ss__index_view_of(const ss__index *ix, ss__index_view *v);
 #define SS_OBJF_BOUND 0x80     /* bound to its creator's connection (SS_CREATEF_CREATOR):
                                   deleted when it goes; spilled with SS_SPILL_REC_BOUND */
 
+/* ss__obj.flags2 */
+#define SS_OBJF2_COPYING 0x01 /* a PUTV's copy into it is with the copy engine:
+                                 CREATED, no reference; its completion
+                                 publishes or frees it (store_req.c) */
+
 /*
  * Private per-object state, indexed by entry number (the index entry holds
  * id, state, sizes and locations). Invariants:
@@ -334,7 +339,7 @@ typedef struct ss__obj {
     uint32_t meta_slot;      /* allocator segment id of the meta (meta_size > 0) */
     int16_t node;
     uint8_t flags;           /* SS_OBJF_* */
-    uint8_t pad;
+    uint8_t flags2;          /* SS_OBJF2_* */
     uint32_t disk;           /* index + 1 in ss__store.disk.locs: the disk copy, 0 none */
 } ss__obj;
 /* The bookkeeping budget (ss_stats.bookkeeping_bytes counts it per entry). */
@@ -532,6 +537,9 @@ typedef struct ss__conn {
     /* store_req.c: seals, one with the worker at a time, the rest queued here */
     struct ss__sealjob *seal_queue, *seal_tail;
     bool seal_busy;
+    /* store_req.c: PUTV copies of this client with the copy engine (each
+     * job names the connection: a dead one is freed once they are back) */
+    uint32_t copies;
     /* store_req.c: the objects it created bound to itself (SS_OBJF_BOUND),
      * oldest first; pairs of objects deleted since are dropped when the
      * array is full (bound_add), the rest deleted when it goes */

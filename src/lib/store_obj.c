@@ -367,7 +367,8 @@ void ss__obj_free(ss__store *s, uint32_t e)
     uint32_t st = SS_IX_STATE(info);
 
     SS_ASSERT(o->refs == 0 &&
-              !(o->flags & (SS_OBJF_SEALING | SS_OBJF_SPILLING | SS_OBJF_RESTORING)));
+              !(o->flags & (SS_OBJF_SEALING | SS_OBJF_SPILLING | SS_OBJF_RESTORING)) &&
+              !(o->flags2 & SS_OBJF2_COPYING));
     ss__lru_remove(s, e);
     if (st == SS_IX_CREATED || st == SS_IX_SEALED || st == SS_IX_SPILLED) {
         ss__index_unlink(&s->tab.ix, e);
@@ -738,6 +739,7 @@ void ss__obj_fini(ss__store *s)
                 continue;
             o->refs = 0;
             o->flags &= (uint8_t)~(SS_OBJF_SEALING | SS_OBJF_SPILLING | SS_OBJF_RESTORING);
+            o->flags2 = 0;
             ss__obj_free(s, e);
         }
         for (uint32_t i = 0; i < SS_INDEX_MAX_CHUNKS; i++)

@@ -36,6 +36,7 @@
  * monopolise it.
  */
 #include "store_int.h"
+#include "copy.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -481,55 +482,116 @@ static void args_of(const ss__msg_hdr *h, create_args *a)
 }
 
 /*
- * A PUTV's bytes: read from the client's memory into the object's place
- * (an arena object's window, open since create_take, is closed here; a
- * small object's slot is in a timed window). The client is blocked in
- * its call until the reply, so its buffers are stable. 0, or -EFAULT (a
- * buffer it does not have), -EPERM (no permission to read it), -errno.
+ * PUTV copies. The object is CREATED with no reference (nobody can name it
+ * but this request); an arena object's write window is open (since
+ * create_take), a small one's slot is in a timed window. The caller is
+ * blocked in its call until the reply, so its buffers are stable, and its
+ * pidfd (taken at connect) proves after the copy that the pid was its own
+ * throughout (copy.h). Up to PUTV_LOOP_MAX bytes the loop copies at once
+ * (a hand-off to a worker and back costs more than it saves); larger
+ * copies go to the copy engine's workers: the object carries
+ * SS_OBJF2_COPYING and c->copies counts the job, so neither the object
+ * nor the connection is freed before putv_done runs on the loop, which
+ * publishes or frees the object and answers (a client gone meanwhile gets
+ * nothing stored).
  */
-static int remote_fill(ss__store *s, ss__conn *c, const create_args *a, uint32_t e)
+#define PUTV_LOOP_MAX (1ull << 20)
+
+typedef struct putv_job {
+    ss__copyjob j;
+    ss__store *s;
+    ss__conn *c;
+    uint32_t e, generation, req_id;
+    struct iovec iov[];
+} putv_job;
+
+/* Close the write window create_take opened on an arena object. */
+static void putv_window_close(ss__store *s, uint32_t e)
 {
     const ss__obj *o = ss__obj_at(s, e);
     const ss__index_entry *en = ss__ent(s, e);
-    bool arena = SS_IX_KIND(en->info) == SS_SEG_ARENA;
-    ss__aloc loc = { .arena = o->small_slot, .off = (uint64_t)en->data_off64 * SS_OBJ_ALIGN };
-    const ss__seg *g = arena ? ss__arena_segment(s->mem.arenas, loc.arena)
-                             : ss__salloc_segment(s->mem.salloc, o->small_slot);
-    unsigned char *dst = (unsigned char *)g->map + loc.off;
-    uint64_t done = 0;
-    uint32_t i = 0;
-    int rc = 0;
 
-    while (done < a->size) {
-        struct iovec remote[64];
-        unsigned long n = 0;
-        uint64_t want = 0;
-
-        for (uint32_t j = i; j < a->niov && n < 64; j++, n++) {
-            remote[n] = (struct iovec){ (void *)(uintptr_t)a->riov[j].base,
-                                        (size_t)a->riov[j].len };
-            want += a->riov[j].len;
-        }
-        struct iovec local = { dst + done, (size_t)want };
-        ssize_t r = ss__sys_process_vm_readv(c->pid, &local, 1, remote, n);
-        if (r < 0) {
-            rc = (int)r;
-            break;
-        }
-        if ((uint64_t)r != want) {
-            rc = -EFAULT; /* the first unreadable byte ended it */
-            break;
-        }
-        done += want;
-        i += (uint32_t)n;
-    }
-    if (arena)
+    if (SS_IX_KIND(en->info) == SS_SEG_ARENA) {
+        ss__aloc loc = { .arena = o->small_slot, .off = (uint64_t)en->data_off64 * SS_OBJ_ALIGN };
         (void)ss__arena_write_close(s->mem.arenas, &loc);
+    }
+}
+
+/* The copy into e ended with rc: close its window, count it. -ESRCH (the
+ * caller is gone, its pid may be another's) reads as -EPERM. */
+static int putv_end(ss__store *s, uint32_t e, int rc)
+{
+    putv_window_close(s, e);
     if (rc == -ESRCH)
         rc = -EPERM;
     if (rc == 0)
         s->cnt.c_remote_puts++;
     return rc;
+}
+
+static void putv_done(void *arg, ss__copyjob *j)
+{
+    putv_job *pj = arg;
+    ss__store *s = pj->s;
+    ss__conn *c = pj->c;
+    ss__obj *o = ss__obj_at(s, pj->e);
+    int rc = putv_end(s, pj->e, j->rc);
+
+    SS_ASSERT(ss__ent(s, pj->e)->generation == pj->generation);
+    o->flags2 &= (uint8_t)~SS_OBJF2_COPYING;
+    c->copies--;
+    if (c->dead || rc < 0) {
+        ss__obj_free(s, pj->e); /* its bytes failed, or nobody waits for it */
+        if (!c->dead)
+            ss__conn_reply_status(s, c, SS_MSG_PUTV, pj->req_id, rc);
+        else if (!c->copies)
+            ss__conn_free_dead(s, c);
+    } else {
+        publish(s, pj->e);
+        ss__conn_reply_status(s, c, SS_MSG_PUTV, pj->req_id, 0);
+    }
+    free(pj);
+}
+
+/* Start a PUTV's copy into e: 0 done, 1 with the engine (answered by
+ * putv_done), or -errno (e left for the caller to free). */
+static int putv_fill(ss__store *s, ss__conn *c, const create_args *a, uint32_t e,
+                     uint32_t req_id)
+{
+    const ss__obj *o = ss__obj_at(s, e);
+    const ss__index_entry *en = ss__ent(s, e);
+    bool arena = SS_IX_KIND(en->info) == SS_SEG_ARENA;
+    const ss__seg *g = arena ? ss__arena_segment(s->mem.arenas, o->small_slot)
+                             : ss__salloc_segment(s->mem.salloc, o->small_slot);
+    putv_job *pj = malloc(sizeof(*pj) + (size_t)a->niov * sizeof(struct iovec));
+    int rc;
+
+    if (!pj)
+        return putv_end(s, e, -ENOMEM);
+    for (uint32_t i = 0; i < a->niov; i++)
+        pj->iov[i] = (struct iovec){ (void *)(uintptr_t)a->riov[i].base,
+                                     (size_t)a->riov[i].len };
+    pj->j = (ss__copyjob){ .pidfd = c->pidfd, .pid = c->pid, .src = pj->iov,
+                           .nsrc = a->niov,
+                           .dst = (unsigned char *)g->map + (uint64_t)en->data_off64 * SS_OBJ_ALIGN,
+                           .size = a->size, .done = putv_done, .arg = pj };
+    pj->s = s;
+    pj->c = c;
+    pj->e = e;
+    pj->generation = en->generation;
+    pj->req_id = req_id;
+    if (c->pidfd < 0) {
+        rc = -EPERM; /* no proof of whose memory a pid names: never read it */
+    } else if (a->size > PUTV_LOOP_MAX && ss__copy_threads(s->copy.engine) > 0) {
+        ss__obj_at(s, e)->flags2 |= SS_OBJF2_COPYING;
+        c->copies++;
+        ss__copy_submit(s->copy.engine, &pj->j);
+        return 1;
+    } else {
+        rc = ss__copy_run(&pj->j);
+    }
+    free(pj);
+    return putv_end(s, e, rc);
 }
 
 /*
@@ -539,26 +601,29 @@ static int remote_fill(ss__store *s, ss__conn *c, const create_args *a, uint32_t
  * not fit now (nothing held, *need says about how much is missing); any
  * other -errno (-EINVAL, -EEXIST, -ENOMEM, ...): nothing held.
  */
-static int create_one(ss__store *s, ss__conn *c, const create_args *a, bool put, uint32_t *e,
-                      uint64_t *need)
+static int create_one(ss__store *s, ss__conn *c, const create_args *a, bool put,
+                      uint32_t req_id, uint32_t *e, uint64_t *need)
 {
     int rc;
 
     if (a->meta_size > SS_PROTO_MAX_META || (put && !a->riov && a->size > s->mem.small_max))
         return -EINVAL;
-    if (a->riov && c->pid <= 0)
-        return -EPERM; /* no process to read from */
+    if (a->riov && c->pidfd < 0)
+        return -EPERM; /* no proof of whose memory the pid names */
     rc = create_fit(s, a, e, need);
     if (rc < 0)
         return rc;
-    if (a->riov && (rc = remote_fill(s, c, a, *e)) < 0) {
-        ss__obj_free(s, *e);
-        return rc;
-    }
     ss__obj_at(s, *e)->uid = (uint32_t)c->uid;
     if ((a->flags & SS_CREATEF_CREATOR) && bound_add(s, c, *e) < 0) {
+        if (a->riov)
+            putv_window_close(s, *e);
         ss__obj_free(s, *e);
         return -ENOMEM;
+    }
+    if (a->riov && (rc = putv_fill(s, c, a, *e, req_id)) != 0) {
+        if (rc < 0)
+            ss__obj_free(s, *e);
+        return rc; /* 1: putv_done answers */
     }
     if (put)
         publish(s, *e);
@@ -573,7 +638,9 @@ int ss__req_create_try(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put
     int rc;
 
     args_of(h, &a);
-    rc = create_one(s, c, &a, put, &e, need);
+    rc = create_one(s, c, &a, put, h->req_id, &e, need);
+    if (rc == 1)
+        return 0; /* a PUTV copying: answered when done */
     if (rc == -ENOSPC && a.size <= s->mem.capacity)
         return -ENOSPC;
     if (rc < 0 || put) {
@@ -646,7 +713,7 @@ static void put_many(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
 
         put_args(&rec[i], tail, &a);
         tail += (size_t)a.meta_size + (size_t)a.size;
-        m.st[i] = create_one(s, c, &a, true, &e, &need);
+        m.st[i] = create_one(s, c, &a, true, h->req_id, &e, &need);
         if (m.st[i] == 0)
             stored++;
     }

@@ -19,6 +19,7 @@
 #include "t_helpers.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,6 +241,64 @@ static void test_view_outlives_delete(void **state)
     free(buf);
 }
 
+/* A producer killed while the store copies its puts: every object that
+ * got in is whole, nothing else is left (no half-copied object, no
+ * arena space or connection held). */
+static void test_producer_killed(void **state)
+{
+    enum { SIZE = 24 << 20, ROUNDS = 4 };
+    ss_stats st0 = stats_of(t_embed);
+    (void)state;
+
+    for (int round = 0; round < ROUNDS; round++) {
+        int go[2];
+        assert_int_equal(pipe(go), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            ss_client *h;
+            unsigned char *buf = malloc(SIZE);
+            if (!buf || ss_connect(t_embed_path, 0, &h) != 0)
+                _exit(2);
+            for (unsigned i = 0;; i++) {
+                ss_id id;
+                memset(&id, 0, sizeof(id));
+                snprintf((char *)id.b, sizeof(id.b), "pk-%d-%u", round, i);
+                t_fill(buf, SIZE, 1000u * (unsigned)round + i);
+                if (i == 1)
+                    (void)!write(go[1], "g", 1);
+                if (ss_put(h, &id, buf, SIZE, NULL, 0) != 0)
+                    _exit(3);
+            }
+        }
+        char b;
+        close(go[1]);
+        assert_int_equal(read(go[0], &b, 1), 1); /* one put done, the next under way */
+        usleep(1000 * (useconds_t)(round * 3));
+        kill(pid, SIGKILL);
+        int ws;
+        assert_int_equal(waitpid(pid, &ws, 0), pid);
+        assert_true(WIFSIGNALED(ws));
+        close(go[0]);
+        t_wait_clients(t_embed, 1);
+        for (unsigned i = 0; i < 64; i++) {
+            ss_id id;
+            ss_object o;
+            memset(&id, 0, sizeof(id));
+            snprintf((char *)id.b, sizeof(id.b), "pk-%d-%u", round, i);
+            if (ss_get(t_embed, &id, 1, 0, &o) != 1)
+                continue;
+            assert_int_equal(o.size, SIZE);
+            assert_true(t_check(o.data, SIZE, 1000u * (unsigned)round + i));
+            t_assert_ok(ss_release(t_embed, &id));
+            t_assert_ok(ss_delete(t_embed, &id));
+        }
+    }
+    ss_stats st = stats_of(t_embed);
+    assert_int_equal(st.objects, st0.objects);
+    assert_int_equal(st.arena_live_bytes, st0.arena_live_bytes);
+}
+
 /*
  * A store that may not read its client's memory: the store runs as uid
  * 65534 in one child, the client in another, same uid but not dumpable
@@ -318,6 +377,7 @@ int main(void)
         cmocka_unit_test(test_efault),
         cmocka_unit_test(test_bound),
         cmocka_unit_test(test_view_outlives_delete),
+        cmocka_unit_test(test_producer_killed),
         cmocka_unit_test(test_no_permission),
     };
 
