@@ -586,6 +586,8 @@ typedef enum ss_option {
                                  answered by the handle (client side, off) */
     SS_OPT_COPY_THREADS,      /* SEALSTORE_COPY_THREADS: threads copying large
                                  puts (at most the online CPUs) */
+    SS_OPT_BUSY_POLL,         /* SEALSTORE_BUSY_POLL: us the store's loop and a
+                                 client's wait spin before sleeping (0: off) */
     SS_OPT__COUNT             /* sentinel */
 } ss_option;
 

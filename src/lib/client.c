@@ -713,6 +713,26 @@ bad:
     ss__cl_kill(c, rc == -ENOMEM ? -ENOMEM : -SS_E_PROTO);
 }
 
+/* Receive the next message as the reader (lock NOT held). With
+ * SEALSTORE_BUSY_POLL, first try without blocking for up to busy_ns,
+ * yielding the CPU between tries (loop.h says why): a reply that comes
+ * within it costs no wake-up. */
+static int cl_recv_reply(ss_client *c, ss__cl_slot *s)
+{
+    if (c->busy_ns) {
+        uint64_t end = ss__now_ns() + c->busy_ns;
+
+        do {
+            int rc = ss__cl_recv(c->fd, s, MSG_DONTWAIT);
+
+            if (rc != -EAGAIN && rc != -EWOULDBLOCK)
+                return rc;
+            ss__sys_yield();
+        } while (ss__now_ns() < end);
+    }
+    return ss__cl_recv(c->fd, s, 0);
+}
+
 /* Wait, lock held, until s is done: receive as the reader when nobody
  * else is, else sleep until the reader hands us our reply or the role. */
 static void cl_wait(ss_client *c, ss__cl_slot *s)
@@ -723,7 +743,7 @@ static void cl_wait(ss_client *c, ss__cl_slot *s)
 
             c->reader = true;
             pthread_mutex_unlock(&c->lock);
-            rc = ss__cl_recv(c->fd, s, 0);
+            rc = cl_recv_reply(c, s);
             pthread_mutex_lock(&c->lock);
             c->reader = false;
             if (rc < 0)
@@ -1162,6 +1182,7 @@ SS_API int ss_connect(const char *socket_path, unsigned flags, ss_client **out)
     c->capacity = hello.capacity;
     c->keep_bytes = ss__opt_size(SS_OPT_MAP_CACHE);
     c->local_gets = ss__opt_bool(SS_OPT_LOCAL_GETS);
+    c->busy_ns = (uint64_t)ss__opt_us(SS_OPT_BUSY_POLL) * 1000;
     if (c->keep_bytes > c->capacity / 8)
         c->keep_bytes = c->capacity / 8;
     c->hold_bits = 6;

@@ -281,6 +281,7 @@ struct ss_client {
     bool local_gets;          /* SEALSTORE_LOCAL_GETS: serve re-gets of held objects */
     bool no_remote;           /* the store refused to read our memory (PUTV -EPERM):
                                  large puts write their own segment from now on */
+    uint64_t busy_ns;         /* SEALSTORE_BUSY_POLL: the reader's spin before it blocks */
     /* Releases of small objects not sent yet: they leave with the next
      * request (in the same datagram, so the store wakes and reads once), or when 64
      * are waiting. A large object's release is sent at once: it frees a

@@ -16,6 +16,8 @@ int ss__loop_init(ss__loop *l)
     int fd = ss__sys_epoll_create1(EPOLL_CLOEXEC);
 
     l->stopping = false;
+    l->busy_ns = 0;
+    l->spins = 0;
     l->hooks = l->hooks_tail = NULL;
     l->epfd = fd < 0 ? -1 : fd;
     return fd < 0 ? fd : 0;
@@ -63,10 +65,10 @@ void ss__loop_hook_add(ss__loop *l, ss__loop_hook *h)
     l->hooks_tail = h;
 }
 
-/* ms until the earliest hook deadline: -1 none, 0 due. */
-static int next_timeout(ss__loop *l)
+/* The earliest hook deadline (ns), UINT64_MAX none. */
+static uint64_t next_deadline(ss__loop *l, uint64_t now)
 {
-    uint64_t now = ss__now_ns(), d = UINT64_MAX;
+    uint64_t d = UINT64_MAX;
 
     for (ss__loop_hook *h = l->hooks; h; h = h->next) {
         if (!h->deadline)
@@ -75,6 +77,14 @@ static int next_timeout(ss__loop *l)
         if (x < d)
             d = x;
     }
+    return d;
+}
+
+/* ms until the earliest hook deadline: -1 none, 0 due. */
+static int next_timeout(ss__loop *l)
+{
+    uint64_t now = ss__now_ns(), d = next_deadline(l, now);
+
     if (d == UINT64_MAX)
         return -1;
     if (d <= now)
@@ -83,12 +93,33 @@ static int next_timeout(ss__loop *l)
     return ms > INT32_MAX ? INT32_MAX : (int)ms;
 }
 
+/* Wait for events (loop.h: busy polling): poll for up to busy_ns, ending
+ * early at the earliest hook deadline, then sleep until that deadline. */
+static int loop_wait(ss__loop *l, struct epoll_event *evs)
+{
+    if (l->busy_ns) {
+        uint64_t now = ss__now_ns(), d = next_deadline(l, now);
+        uint64_t end = now + l->busy_ns < d ? now + l->busy_ns : d;
+
+        while (now < end) {
+            int n = ss__sys_epoll_wait(l->epfd, evs, EVENTS_PER_WAIT, 0);
+
+            if (n != 0)
+                return n;
+            l->spins++;
+            ss__sys_yield();
+            now = ss__now_ns();
+        }
+    }
+    return ss__sys_epoll_wait(l->epfd, evs, EVENTS_PER_WAIT, next_timeout(l));
+}
+
 int ss__loop_run(ss__loop *l)
 {
     struct epoll_event evs[EVENTS_PER_WAIT];
 
     while (!l->stopping) {
-        int n = ss__sys_epoll_wait(l->epfd, evs, EVENTS_PER_WAIT, next_timeout(l));
+        int n = loop_wait(l, evs);
         if (n < 0) {
             if (n == -EINTR)
                 continue;

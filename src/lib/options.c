@@ -82,6 +82,7 @@ typedef struct opt_val {
         int level;              /* SS_OT_LOGLEVEL */
         ss__sizelist list;      /* SS_OT_SIZELIST */
         int64_t ms;             /* SS_OT_MS */
+        int64_t us;             /* SS_OT_US */
         bool b;                 /* SS_OT_BOOL */
     } u;
     /* SS_OT_STRING: < PATH_MAX bytes, so a fixed buffer (BSS, 4 KiB per row,
@@ -268,33 +269,55 @@ int ss__parse_sizelist(const char *s, ss__sizelist *out)
     return 0;
 }
 
-/* Durations: a whole number with an optional unit, ms by default. One
- * day at most: anything longer is a typo, not a timeout. */
-int ss__parse_ms(const char *s, int64_t *out)
+typedef struct dur_unit {
+    const char *sfx;
+    int64_t mul;
+} dur_unit;
+
+/* A whole number with an optional unit from units[n] (the first is the
+ * bare number's), at most max in the smallest unit. */
+static int parse_duration(const char *s, const dur_unit *units, size_t n, uint64_t max,
+                          int64_t *out)
 {
-    static const struct {
-        const char *sfx;
-        int64_t mul;
-    } units[] = {{"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
     const char *p = s;
     uint64_t v = 0;
 
     if (!s || *s < '0' || *s > '9')
         return -EINVAL;
     while (*p >= '0' && *p <= '9') {
-        if (v > 86400000ull)
+        if (v > max)
             return -ERANGE;
         v = v * 10 + (uint64_t)(*p++ - '0');
     }
-    for (size_t i = 0; i < SS_ARRAY_SIZE(units); i++) {
+    for (size_t i = 0; i < n; i++) {
         if (strcasecmp(p, units[i].sfx) == 0) {
-            if (v > 86400000ull / (uint64_t)units[i].mul)
+            if (v > max / (uint64_t)units[i].mul)
                 return -ERANGE;
             *out = (int64_t)v * units[i].mul;
             return 0;
         }
     }
     return -EINVAL;
+}
+
+/* Durations: a whole number with an optional unit, ms by default. One
+ * day at most: anything longer is a typo, not a timeout. */
+int ss__parse_ms(const char *s, int64_t *out)
+{
+    static const dur_unit units[] = {
+        {"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
+
+    return parse_duration(s, units, SS_ARRAY_SIZE(units), 86400000ull, out);
+}
+
+/* Short durations: a whole number with an optional unit, us by default.
+ * One second at most: a spin (SEALSTORE_BUSY_POLL) longer than that is a
+ * typo, not a tuning. */
+int ss__parse_us(const char *s, int64_t *out)
+{
+    static const dur_unit units[] = {{"", 1}, {"us", 1}, {"ms", 1000}, {"s", 1000000}};
+
+    return parse_duration(s, units, SS_ARRAY_SIZE(units), 1000000ull, out);
 }
 
 int ss__parse_bool(const char *s, bool *out)
@@ -343,6 +366,8 @@ static int parse_value(int type, const char *s, opt_val *v)
         return ss__parse_sizelist(s, &v->u.list);
     case SS_OT_MS:
         return ss__parse_ms(s, &v->u.ms);
+    case SS_OT_US:
+        return ss__parse_us(s, &v->u.us);
     case SS_OT_BOOL:
         return ss__parse_bool(s, &v->u.b);
     }
@@ -437,6 +462,10 @@ static int format_value(int type, const opt_val *v, char *buf, size_t len)
         if (v->u.ms != 0 && v->u.ms % 1000 == 0)
             return snprintf(buf, len, "%llds", (long long)(v->u.ms / 1000));
         return snprintf(buf, len, "%lldms", (long long)v->u.ms);
+    case SS_OT_US:
+        if (v->u.us != 0 && v->u.us % 1000 == 0)
+            return snprintf(buf, len, "%lldms", (long long)(v->u.us / 1000));
+        return snprintf(buf, len, "%lldus", (long long)v->u.us);
     case SS_OT_BOOL:
         return snprintf(buf, len, "%s", v->u.b ? "on" : "off");
     }
@@ -643,17 +672,28 @@ int ss__opt_loglevel(void)
     return v;
 }
 
-int64_t ss__opt_ms(ss_option opt)
+/* A duration row's value (SS_OT_MS or SS_OT_US), 0 for a row of another type. */
+static int64_t opt_duration(ss_option opt, int type)
 {
     int64_t v;
 
-    if (!row_ok(opt, SS_OT_MS))
+    if (!row_ok(opt, type))
         return 0;
     ensure_loaded();
     pthread_mutex_lock(&opt_lock);
-    v = opt_vals[opt].u.ms;
+    v = type == SS_OT_MS ? opt_vals[opt].u.ms : opt_vals[opt].u.us;
     pthread_mutex_unlock(&opt_lock);
     return v;
+}
+
+int64_t ss__opt_ms(ss_option opt)
+{
+    return opt_duration(opt, SS_OT_MS);
+}
+
+int64_t ss__opt_us(ss_option opt)
+{
+    return opt_duration(opt, SS_OT_US);
 }
 
 bool ss__opt_bool(ss_option opt)
@@ -769,6 +809,7 @@ static const char *type_metavar(int type)
     case SS_OT_LOGLEVEL: return "error|warn|info|debug";
     case SS_OT_SIZELIST: return "SIZE,SIZE,...";
     case SS_OT_MS: return "DURATION";
+    case SS_OT_US: return "MICROSECONDS";
     case SS_OT_BOOL: return "on|off";
     }
     return "?";

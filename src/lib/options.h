@@ -32,6 +32,8 @@ enum ss__opt_type {
     SS_OT_SIZELIST,  /* comma-separated sizes, ascending, at most SS_MAX_CLASSES */
     SS_OT_MS,        /* duration: integer with optional ms/s/m/h suffix (default ms) */
     SS_OT_BOOL,      /* 1/0, true/false, yes/no, on/off */
+    SS_OT_US,        /* short duration: integer with optional us/ms/s suffix (default
+                        us), at most 1s */
 };
 
 #ifndef SS_DEFAULT_POOL_SIZE
@@ -125,6 +127,11 @@ enum ss__opt_type {
       "threads that copy large puts into the store's memory, at most the "    \
       "number of online CPUs (at most 64); 0: the store's loop thread "       \
       "copies")
+    X(BUSY_POLL, SS_OT_US, "0",                                                \
+      "microseconds (us/ms/s suffixes, at most 1s) the store's loop and a "    \
+      "client waiting for a reply spin, polling, before they sleep: saves "    \
+      "the wake-up (tens of us) when a spare core is there to spin on, and "   \
+      "costs that CPU time otherwise; 0: never spin")
 
 #define SS_MAX_CLASSES 32
 
@@ -148,6 +155,7 @@ ss__numa_policy ss__opt_numa(void);
 int ss__opt_loglevel(void);                        /* enum ss_log_level */
 ss__sizelist ss__opt_sizelist(ss_option opt);      /* SS_OT_SIZELIST */
 int64_t ss__opt_ms(ss_option opt);                 /* SS_OT_MS, milliseconds */
+int64_t ss__opt_us(ss_option opt);                 /* SS_OT_US, microseconds */
 bool ss__opt_bool(ss_option opt);                  /* SS_OT_BOOL */
 #define SS_HAVE_STORE_OPTIONS 1
 /* Copy a string option into buf (NUL-terminated); returns its full length. */
@@ -160,6 +168,7 @@ int ss__parse_numa(const char *s, ss__numa_policy *out);
 int ss__parse_loglevel(const char *s, int *out);
 int ss__parse_sizelist(const char *s, ss__sizelist *out);
 int ss__parse_ms(const char *s, int64_t *out);
+int ss__parse_us(const char *s, int64_t *out);
 int ss__parse_bool(const char *s, bool *out);
 
 /* Parse SEALSTORE_SPILL_HIGH against a capacity: 0 and *bytes, 1 for

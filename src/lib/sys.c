@@ -181,6 +181,11 @@ void ss__sys_sleep_ns(uint64_t ns)
         ;
 }
 
+void ss__sys_yield(void)
+{
+    (void)sched_yield();
+}
+
 void ss__sys_heap_trim(void)
 {
 #ifdef __GLIBC__

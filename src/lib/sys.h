@@ -191,6 +191,9 @@ int ss__sys_eventfd_read(int fd, uint64_t *v);
 /* Sleep ns nanoseconds; EINTR retried with the time left, so a signal
  * does not cut the sleep short. */
 void ss__sys_sleep_ns(uint64_t ns);
+/* Give the CPU to another runnable thread, if any (a busy poll's pause:
+ * on a CPU shared with the peer it waits for, the peer runs); no EINTR. */
+void ss__sys_yield(void);
 uint64_t ss__now_ns(void);      /* CLOCK_MONOTONIC */
 uint64_t ss__sys_real_ns(void); /* CLOCK_REALTIME: wall clock, for records read later */
 

@@ -570,6 +570,25 @@ static void test_parse_ms_and_bool(void **state)
     for (int i = 0; i < (int)SS_ARRAY_SIZE(bad_ms); i++)
         assert_int_equal(ss__parse_ms(bad_ms[i], &ms), -EINVAL);
 
+    /* microseconds (SEALSTORE_BUSY_POLL): us by default, 1s at most */
+    static const struct {
+        const char *text;
+        int64_t us;
+    } good_us[] = {{"50", 50}, {"50us", 50}, {"2ms", 2000}, {"1s", 1000000}};
+    for (size_t i = 0; i < SS_ARRAY_SIZE(good_us); i++) {
+        assert_int_equal(ss__parse_us(good_us[i].text, &ms), 0);
+        assert_int_equal(ms, good_us[i].us);
+    }
+    assert_int_equal(ss__parse_us("1000001", &ms), -ERANGE);
+    assert_int_equal(ss__parse_us("2s", &ms), -ERANGE);
+    for (int i = 0; i < (int)SS_ARRAY_SIZE(bad_ms); i++)
+        assert_int_equal(ss__parse_us(bad_ms[i], &ms), -EINVAL);
+    assert_int_equal(ss__parse_us("1m", &ms), -EINVAL);
+    assert_int_equal(ss_option_set(SS_OPT_BUSY_POLL, "3ms"), 0);
+    assert_int_equal(ss__opt_us(SS_OPT_BUSY_POLL), 3000);
+    assert_int_equal(ss_option_set(SS_OPT_BUSY_POLL, "0"), 0);
+    assert_int_equal(ss__opt_us(SS_OPT_BUSY_POLL), 0);
+
     static const char *const t[] = {"1", "true", "YES", "On"};
     static const char *const f[] = {"0", "FALSE", "no", "off"};
     for (int i = 0; i < 4; i++) {
@@ -684,6 +703,7 @@ static void test_every_default_parses(void **state)
         case SS_OT_LOGLEVEL: rc = ss__parse_loglevel(r->def, &v.i); break;
         case SS_OT_SIZELIST: rc = ss__parse_sizelist(r->def, &v.list); break;
         case SS_OT_MS: rc = ss__parse_ms(r->def, &v.ms); break;
+        case SS_OT_US: rc = ss__parse_us(r->def, &v.ms); break;
         case SS_OT_BOOL: rc = ss__parse_bool(r->def, &v.b); break;
         default: fail_msg("%s: unknown type %d", r->env, r->type);
         }

@@ -10,6 +10,11 @@
  * byte size that overflows, is -ENOMEM with the array and its capacity
  * unchanged. The typed macro bounds the capacity by its counter's type
  * (uint8_t, uint32_t, size_t). The wrappers return -errno, not -1.
+ *
+ * The event loop's busy polling (loop.h, SEALSTORE_BUSY_POLL): off, a wait
+ * never polls; on, an idle loop polls until the earliest hook deadline
+ * (not past it) before it sleeps, and an fd already ready is served at the
+ * first poll.
  */
 #include "config.h"
 
@@ -21,6 +26,7 @@
 #include <sys/eventfd.h>
 
 #include "internal.h"
+#include "loop.h"
 #include "sys.h"
 
 /* every byte equals the one before it, and the first is 0 */
@@ -202,6 +208,92 @@ static void test_sys_errors(void **state)
     assert_int_equal(ss__sys_close(efd), 0);
 }
 
+/* A loop with one deadline hook that stops the loop once it is due. */
+typedef struct t_loop {
+    ss__loop l;
+    ss__loop_hook h;
+    uint64_t due;
+    unsigned fired;
+} t_loop;
+
+static uint64_t t_loop_deadline(void *arg, uint64_t now)
+{
+    (void)now;
+    return ((t_loop *)arg)->due;
+}
+
+static void t_loop_turn(void *arg, uint64_t now)
+{
+    t_loop *t = arg;
+
+    if (now >= t->due)
+        ss__loop_stop(&t->l);
+}
+
+static void t_loop_open(t_loop *t, uint64_t busy_ns, uint64_t due_in_ns)
+{
+    memset(t, 0, sizeof(*t));
+    t_assert_ok(ss__loop_init(&t->l));
+    t->l.busy_ns = busy_ns;
+    t->due = ss__now_ns() + due_in_ns;
+    t->h = (ss__loop_hook){ t_loop_deadline, t_loop_turn, t, NULL };
+    ss__loop_hook_add(&t->l, &t->h);
+}
+
+static void test_loop_busy_poll_off(void **state)
+{
+    t_loop t;
+    (void)state;
+
+    t_loop_open(&t, 0, 5 * 1000 * 1000);
+    t_assert_ok(ss__loop_run(&t.l));
+    assert_int_equal(t.l.spins, 0); /* it slept until the deadline */
+    ss__loop_fini(&t.l);
+}
+
+static void test_loop_busy_poll_until_deadline(void **state)
+{
+    t_loop t;
+    (void)state;
+
+    /* a spin of 1 s, a deadline in 20 ms: the loop polls, then the hook
+     * runs at its deadline and stops it (a spin past the deadline would
+     * only delay that) */
+    t_loop_open(&t, 1000ull * 1000 * 1000, 20 * 1000 * 1000);
+    t_assert_ok(ss__loop_run(&t.l));
+    assert_true(t.l.spins > 0);
+    assert_true(ss__now_ns() >= t.due);
+    ss__loop_fini(&t.l);
+}
+
+static void t_loop_ready(void *arg, uint32_t events)
+{
+    t_loop *t = arg;
+
+    (void)events;
+    t->fired++;
+    ss__loop_stop(&t->l);
+}
+
+static void test_loop_busy_poll_serves_ready_fd(void **state)
+{
+    t_loop t;
+    ss__loop_fd r;
+    int efd = eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK);
+    (void)state;
+
+    if (efd < 0)
+        exit(T_EXIT_ERROR); /* the environment, not the loop */
+    t_loop_open(&t, 1000ull * 1000 * 1000, UINT64_MAX / 2);
+    t_assert_ok(ss__loop_add(&t.l, &r, efd, EPOLLIN, t_loop_ready, &t));
+    t_assert_ok(ss__loop_run(&t.l));
+    assert_int_equal(t.fired, 1);
+    assert_int_equal(t.l.spins, 0); /* found at the first poll */
+    ss__loop_del(&t.l, &r);
+    ss__loop_fini(&t.l);
+    close(efd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -209,6 +301,9 @@ int main(void)
         cmocka_unit_test(test_grow_max_refuses),
         cmocka_unit_test(test_reserve_typed),
         cmocka_unit_test(test_sys_errors),
+        cmocka_unit_test(test_loop_busy_poll_off),
+        cmocka_unit_test(test_loop_busy_poll_until_deadline),
+        cmocka_unit_test(test_loop_busy_poll_serves_ready_fd),
     };
 
     return t_run(tests, NULL, NULL);
