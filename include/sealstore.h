@@ -364,6 +364,30 @@ SS_API int ss_release(ss_client *c, const ss_id *id);
  * -ENOTCONN in a forked child. Works after the store has died. */
 SS_API int ss_release_object(ss_client *c, const ss_object *o);
 
+/*
+ * Release many references at once: ss_release(c, &ids[i]) for each i in
+ * order (an id listed twice drops two references; several objects with
+ * one id go oldest first), with the store's share of the work in as few
+ * messages as possible: the references that must be sent (the last one
+ * this handle holds on an object) leave together, up to 64 ids a message,
+ * at once when one of them is a large object's (pending small releases
+ * join that message), else with this handle's next call as ss_release()
+ * would send them. An id this client holds no sealed object of (-ENOENT
+ * for ss_release) or only its own unsealed creation (-EBUSY) is skipped:
+ * it does not stop or undo the others. Returns how many references were
+ * dropped (n when every id was held; fewer means some were skipped:
+ * release those one by one to learn why), 0 for n == 0; -EINVAL (NULL c,
+ * NULL ids with n > 0, n > INT_MAX); -ENOTCONN in a forked child (none
+ * dropped). Works, and unmaps, after the store has died.
+ */
+SS_API int ss_release_many(ss_client *c, const ss_id *ids, size_t n);
+
+/* ss_release_object() for each of objs[0..n), in order, sent as
+ * ss_release_many() sends: the same batching, skipping and result (an
+ * entry skipped is one ss_release_object() would answer -ENOENT, -EBUSY
+ * or -EINVAL for a NULL data). */
+SS_API int ss_release_objects(ss_client *c, const ss_object *objs, size_t n);
+
 /* 1 if a sealed object with that id exists (in memory or spilled to disk),
  * 0 if not; -EINVAL (NULL id); the errors every call can return (above). */
 SS_API SS_NODISCARD int ss_contains(ss_client *c, const ss_id *id);

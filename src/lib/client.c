@@ -578,11 +578,11 @@ static int cl_send_with_releases(int fd, uint32_t max_msg, const ss_id *ids, uin
     return 0;
 }
 
-/* Take up to SS_PROTO_MAX_IDS pending releases (the oldest) into ids; how
- * many. Lock held. */
-static uint32_t cl_take_pend(ss_client *c, ss_id *ids)
+/* Take up to max (at most SS_PROTO_MAX_IDS) pending releases (the
+ * oldest) into ids; how many. Lock held. */
+static uint32_t cl_take_pend(ss_client *c, ss_id *ids, uint32_t max)
 {
-    uint32_t n = c->npend < SS_PROTO_MAX_IDS ? c->npend : SS_PROTO_MAX_IDS;
+    uint32_t n = c->npend < max ? c->npend : max;
 
     memcpy(ids, c->pend, n * sizeof(ss_id));
     c->npend -= n;
@@ -827,7 +827,7 @@ int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, 
         s->err = c->dead;
         return s->err;
     }
-    npend = cl_take_pend(c, pend);
+    npend = cl_take_pend(c, pend, SS_PROTO_MAX_IDS);
     pthread_mutex_unlock(&c->lock);
 
     ss__proto_hdr(iov[0].iov_base, type, s->req_id, (uint32_t)len, 0, 0);
@@ -958,6 +958,29 @@ int ss__cl_finish_drop(ss_client *c, const ss_id *ids, size_t nids, ss__cl_seg *
     return rc;
 }
 
+/* Send pending releases while a full message of them waits (the oldest
+ * first). Lock held; unlocks around each send. */
+static void cl_pend_flush(ss_client *c)
+{
+    while (!c->dead && c->npend >= SS_PROTO_MAX_IDS) {
+        ss_id batch[SS_PROTO_MAX_IDS];
+        uint32_t n = cl_take_pend(c, batch, SS_PROTO_MAX_IDS);
+
+        (void)ss__cl_finish_drop(c, batch, n, NULL, 0);
+    }
+}
+
+void ss__cl_send_pend(ss_client *c)
+{
+    while (c->npend && !c->dead) {
+        ss_id batch[SS_PROTO_MAX_IDS];
+        uint32_t n = cl_take_pend(c, batch, SS_PROTO_MAX_IDS);
+
+        if (ss__cl_finish_drop(c, batch, n, NULL, 0) < 0)
+            break; /* back in pend (or the connection is dead) */
+    }
+}
+
 /* Drop one small-object reference without a message of its own: the id
  * waits in c->pend for the next request (ss__cl_call), or is sent now when
  * the batch is full. SMALL segments stay mapped for the connection, so
@@ -969,24 +992,65 @@ void ss__cl_defer_drop(ss_client *c, const ss_id *id, ss__cl_seg **segs, size_t 
     if (c->dead)
         return;
     c->pend[c->npend++] = *id; /* room: cl_repend keeps npend < SS_CL_PEND_MAX */
-    if (c->npend >= SS_PROTO_MAX_IDS) {
-        ss_id batch[SS_PROTO_MAX_IDS];
-        uint32_t n = cl_take_pend(c, batch);
+    cl_pend_flush(c);
+}
 
-        (void)ss__cl_finish_drop(c, batch, n, NULL, 0);
+/* Send the batch's RELEASE (b->n ids, with the pending small releases
+ * ahead of them when room is left: they are older) and settle its
+ * segments. Lock held; unlocks around the send. */
+static void cl_batch_flush(ss_client *c, ss__cl_batch *b)
+{
+    ss_id ids[SS_PROTO_MAX_IDS];
+    uint32_t np = cl_take_pend(c, ids, (uint32_t)(SS_PROTO_MAX_IDS - b->nids));
+
+    memcpy(ids + np, b->ids, b->nids * sizeof(ss_id));
+    (void)ss__cl_finish_drop(c, ids, np + b->nids, b->segs, b->nsegs);
+    b->nids = b->nsegs = 0;
+    b->object = false;
+}
+
+void ss__cl_batch_end(ss_client *c, ss__cl_batch *b)
+{
+    if (b->nids == 0)
+        return;
+    if (b->object || c->npend + b->nids >= SS_CL_PEND_MAX) {
+        cl_batch_flush(c, b);
+        return;
     }
+    /* Small objects only: they wait for the next call, as ss_release's
+     * do. All of them join pend before any send (which unlocks), so no
+     * other thread's release of one of these ids can leave ahead of them. */
+    for (size_t i = 0; i < b->nsegs; i++)
+        b->segs[i]->unsent--;
+    if (!c->dead) {
+        memcpy(c->pend + c->npend, b->ids, b->nids * sizeof(ss_id));
+        c->npend += (uint32_t)b->nids;
+    }
+    b->nids = b->nsegs = 0;
+    cl_pend_flush(c);
 }
 
 /* Drop one reference of h now and send its RELEASE: a small object's
- * waits in pend (ss__cl_defer_drop), an OBJECT's goes at once. Lock held;
- * may unlock around the send. */
-static void cl_drop_send(ss_client *c, ss__cl_hold *h)
+ * waits in pend (ss__cl_defer_drop), an OBJECT's goes at once; with a
+ * batch, it joins the batch (sent when full or at ss__cl_batch_end). Lock
+ * held; may unlock around the send. */
+static void cl_drop_send(ss_client *c, ss__cl_hold *h, ss__cl_batch *b)
 {
     ss_id rid[1];
     ss__cl_seg *segs[2];
     size_t nid = 0, nseg = 0;
     bool small = true;
 
+    if (b) {
+        size_t before = b->nsegs;
+
+        ss__cl_drop_one(c, h, b->ids, &b->nids, b->segs, &b->nsegs);
+        for (size_t i = before; i < b->nsegs; i++)
+            b->object = b->object || b->segs[i]->kind != SS_SEG_SMALL;
+        if (b->nids == SS_PROTO_MAX_IDS)
+            cl_batch_flush(c, b);
+        return;
+    }
     ss__cl_drop_one(c, h, rid, &nid, segs, &nseg);
     /* A small object's release rides along with the next request: one
      * store wake-up instead of two for a get + release loop. Its memory is
@@ -1000,7 +1064,7 @@ static void cl_drop_send(ss_client *c, ss__cl_hold *h)
         (void)ss__cl_finish_drop(c, rid, nid, segs, nseg);
 }
 
-void ss__cl_release_hold(ss_client *c, ss__cl_hold *h)
+void ss__cl_release_hold_into(ss_client *c, ss__cl_hold *h, ss__cl_batch *b)
 {
     ss_id id = h->id;
     int err;
@@ -1013,12 +1077,17 @@ void ss__cl_release_hold(ss_client *c, ss__cl_hold *h)
         h->owed++;
         return;
     }
-    cl_drop_send(c, h);
+    cl_drop_send(c, h, b);
     /* h may be gone, and the lock was maybe dropped: look again */
     while ((h = ss__cl_hold_pick_release(c, &id, &err)) && h->owed > 0) {
         h->owed--;
-        cl_drop_send(c, h);
+        cl_drop_send(c, h, b);
     }
+}
+
+void ss__cl_release_hold(ss_client *c, ss__cl_hold *h)
+{
+    ss__cl_release_hold_into(c, h, NULL);
 }
 
 /* Undo references a get took (refs[i].found), by identity: the holds are
@@ -1218,13 +1287,7 @@ SS_API void ss_disconnect(ss_client *c)
      * reference dropped by disconnect that the caller had released. */
     if (!forked && !c->dead && c->npend) {
         pthread_mutex_lock(&c->lock);
-        while (c->npend && !c->dead) {
-            ss_id batch[SS_PROTO_MAX_IDS];
-            uint32_t n = cl_take_pend(c, batch);
-
-            if (ss__cl_finish_drop(c, batch, n, NULL, 0) < 0)
-                break; /* the close below drops them all at the store */
-        }
+        ss__cl_send_pend(c); /* on a failure the close below drops them all */
         pthread_mutex_unlock(&c->lock);
     }
     ss__sys_close(c->fd);

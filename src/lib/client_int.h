@@ -404,6 +404,13 @@ int32_t ss__cl_status(const ss__cl_slot *s);
 int ss__cl_simple(ss_client *c, uint16_t type, const ss_id *id);
 int ss__cl_open(const char *path, int *fdp, ss__rep_hello *hello);
 
+/* ---- client_index.c: the shared index (lock NOT held) */
+/* 1: a sealed object with this id is in the store's index now (no round
+ * trip); 0: ask the store (a miss, or the index is not usable). */
+int ss__cl_index_contains(ss_client *c, const ss_id *id);
+/* Unmap everything (ss_disconnect). */
+void ss__cl_index_free(ss_client *c);
+
 /* ---- client_obj.c: a GET reply applied by the thread that received it
  * (lock held) */
 int ss__cl_get_apply(ss_client *c, ss__cl_slot *s, const ss__cl_getreq *g);
@@ -422,5 +429,29 @@ void ss__cl_drop_refs(ss_client *c, const ss_id *ids, const ss__cl_ref *refs, si
  * that become the oldest), else owed. Lock held; may unlock around sends,
  * after which h may be gone. */
 void ss__cl_release_hold(ss_client *c, ss__cl_hold *h);
+
+/* References a batch release (ss_release_many) drops, gathered so that
+ * they leave in as few RELEASE messages as possible: the batch is sent
+ * when it holds SS_PROTO_MAX_IDS ids, and at its end. At the end, a batch
+ * that names an OBJECT segment is sent at once with pending small
+ * releases ahead of it in the same message (room permitting); one of
+ * small objects only joins the pending releases instead, all at once, as
+ * ss_release's would (they ride with the next call; 64 pending are sent).
+ * The ids leave in the order ss_release would have sent them in, and
+ * none is held back while the lock is dropped (a send): another thread's
+ * release of the same id can never overtake one of ours (a RELEASE names
+ * an id, and the store drops the oldest reference of it). Lives on the
+ * caller's stack; lock held throughout, except around sends. */
+typedef struct ss__cl_batch {
+    ss_id ids[SS_PROTO_MAX_IDS];
+    ss__cl_seg *segs[2 * SS_PROTO_MAX_IDS]; /* the ids' segments (unsent counted) */
+    size_t nids, nsegs;
+    bool object;                            /* some id's segment is an OBJECT's */
+} ss__cl_batch;
+
+/* ss__cl_release_hold, the reference going into b (NULL: sent as usual). */
+void ss__cl_release_hold_into(ss_client *c, ss__cl_hold *h, ss__cl_batch *b);
+/* Send what b holds (see above); b is empty after. */
+void ss__cl_batch_end(ss_client *c, ss__cl_batch *b);
 
 #endif /* SEALSTORE_SRC_LIB_CLIENT_INT_H */

@@ -1097,6 +1097,52 @@ SS_API int ss_release_object(ss_client *c, const ss_object *o)
     return rc;
 }
 
+/* Release n references in one go (ss_release_many, ss_release_objects):
+ * ids[i] as ss_release, or objs[i] as ss_release_object (arr is whichever
+ * the caller passed, for the argument check); the references gathered
+ * into as few RELEASE messages as possible (ss__cl_batch). How many were
+ * released. */
+static int release_batch(ss_client *c, const void *arr, const ss_id *ids,
+                         const ss_object *objs, size_t n)
+{
+    ss__cl_batch b;
+    int done = 0, rc = ss__cl_enter(c);
+
+    if (rc < 0)
+        return rc;
+    if ((!arr && n > 0) || n > INT_MAX)
+        return -EINVAL;
+    b.nids = b.nsegs = 0;
+    b.object = false;
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < n; i++) {
+        ss__cl_hold *h;
+        int err;
+
+        if (ids)
+            h = ss__cl_hold_pick_release(c, &ids[i], &err);
+        else
+            h = objs[i].data ? ss__cl_hold_find_addr(c, &objs[i].id, objs[i].data) : NULL;
+        if (!h)
+            continue;
+        ss__cl_release_hold_into(c, h, &b);
+        done++;
+    }
+    ss__cl_batch_end(c, &b);
+    pthread_mutex_unlock(&c->lock);
+    return done;
+}
+
+SS_API int ss_release_many(ss_client *c, const ss_id *ids, size_t n)
+{
+    return release_batch(c, ids, ids, NULL, n);
+}
+
+SS_API int ss_release_objects(ss_client *c, const ss_object *objs, size_t n)
+{
+    return release_batch(c, objs, NULL, objs, n);
+}
+
 /* --------------------------------------------------- contains / delete */
 
 /* The store says id's sealed object is not one this client holds: no get
