@@ -781,6 +781,58 @@ static void get_repeat(struct bench *b)
     }
 }
 
+/* CONTAINS_INNER ss_contains calls per op. */
+#define CONTAINS_INNER 64
+
+struct contains_arg {
+    ss_client *c;
+    ss_id id;
+    int want;
+};
+
+static uint64_t contains_op(struct bench *b, void *arg, uint64_t i)
+{
+    struct contains_arg *a = arg;
+    uint64_t t0 = now_ns();
+    int rc;
+
+    (void)b;
+    (void)i;
+    for (unsigned k = 0; k < CONTAINS_INNER; k++)
+        if ((rc = ss_contains(a->c, &a->id)) != a->want)
+            die_rc(rc < 0 ? rc : 0, "ss_contains returned %d, not %d", rc, a->want);
+    return now_ns() - t0;
+}
+
+/*
+ * ss_contains of a sealed 1 KiB object (answered from the store's index,
+ * mapped by the handle: no round trip) and of an id that does not exist
+ * (a miss in the index: the store is asked, one round trip, as every
+ * contains did before the index was mapped by clients).
+ */
+static void get_contains(struct bench *b)
+{
+    const struct opfig *rtt = bl_rtt(b);
+    uint32_t stream = g_stream++;
+
+    objects_make(g_st.warm, stream, 1, 1024);
+    for (int hit = 1; hit >= 0; hit--) {
+        struct contains_arg a = {.c = g_st.warm, .want = hit};
+        const char *name = hit ? "contains of a sealed 1K (index)" : "contains of an absent id (store)";
+        struct opfig o;
+        struct fig f;
+
+        make_id(&a.id, hit ? stream : g_stream++, 0);
+        run_ops(b, name, b->duration_ns, 20, contains_op, &a, &o);
+        fig_scale(&o.ops, CONTAINS_INNER, &f);
+        report(b, &(struct rowspec){.figure = name,
+                                    .metric = hit ? "contains_hit_ops" : "contains_miss_ops",
+                                    .unit = "ops/s", .size = hit ? 1024 : 0, .f = &f,
+                                    .bl_name = "seqpacket round trip", .bl = &rtt->ops});
+    }
+    objects_drop(g_st.warm, stream, 1);
+}
+
 void run_get(struct bench *b)
 {
     char name[64], sz[16], label[64];
@@ -864,6 +916,7 @@ void run_get(struct bench *b)
     }
     get_one_cpu(b);
     get_repeat(b);
+    get_contains(b);
     print_table(b, "get+release of sealed objects, cycling over up to 64 MiB of them (the "
                    "bytes are not read); target: <= 1.5 round trips (ratio >= 0.67)");
 }

@@ -389,7 +389,15 @@ SS_API int ss_release_many(ss_client *c, const ss_id *ids, size_t n);
 SS_API int ss_release_objects(ss_client *c, const ss_object *objs, size_t n);
 
 /* 1 if a sealed object with that id exists (in memory or spilled to disk),
- * 0 if not; -EINVAL (NULL id); the errors every call can return (above). */
+ * 0 if not; -EINVAL (NULL id); the errors every call can return (above).
+ * A sealed object in memory is found in the store's index, which the
+ * handle maps read-only at its first ss_contains() (one request), with no
+ * round trip; anything else asks the store. Either way a 1 is never an
+ * object whose ss_delete() returned before this call began, and a 0 is
+ * never an object sealed before it began and not deleted since. Pending
+ * small-object releases (ss_release) are sent by either. After a store
+ * crash (not a stop), an object sealed when it died may still be found
+ * until a call of this handle that talks to the store fails. */
 SS_API SS_NODISCARD int ss_contains(ss_client *c, const ss_id *id);
 
 /* Delete a sealed object: contains says 0 from now on and the id may be

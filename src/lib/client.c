@@ -1303,6 +1303,7 @@ SS_API void ss_disconnect(ss_client *c)
         }
     free(c->holds);
     free(c->segs);
+    ss__cl_index_free(c);
     if (!forked) {
         /* the lock may have been held by a thread that does not exist in
          * a child: leave it alone there */

@@ -148,6 +148,18 @@ typedef struct ss__cl_seg {
                                  when the handle learns that object is gone) */
 } ss__cl_seg;
 
+/* The store's shared index as this handle maps it (client_index.c has the
+ * protocol; everything here under the handle's lock). */
+typedef struct ss__cl_index {
+    const void **chunks;      /* read-only mappings of chunks 0..nchunks-1 */
+    size_t cap;
+    uint32_t nchunks;
+    const void *buckets;      /* the newest bucket memfd we were given */
+    size_t bucket_len;
+    bool broken;              /* memfds failed the checks: never used again */
+    uint64_t retry_ns;        /* an INDEX was refused: not asked again before */
+} ss__cl_index;
+
 /* Kept segments a handle has at most (besides SEALSTORE_MAP_CACHE bytes). */
 #define SS_CL_KEEP_MAX 16
 
@@ -282,6 +294,7 @@ struct ss_client {
     bool no_remote;           /* the store refused to read our memory (PUTV -EPERM):
                                  large puts write their own segment from now on */
     uint64_t busy_ns;         /* SEALSTORE_BUSY_POLL: the reader's spin before it blocks */
+    ss__cl_index ix;          /* the store's index, mapped at first use */
     /* Releases of small objects not sent yet: they leave with the next
      * request (in the same datagram, so the store wakes and reads once), or when 64
      * are waiting. A large object's release is sent at once: it frees a
@@ -420,6 +433,10 @@ int ss__cl_get_apply(ss_client *c, ss__cl_slot *s, const ss__cl_getreq *g);
 void ss__cl_drop_one(ss_client *c, ss__cl_hold *h, ss_id *ids, size_t *nids,
                      ss__cl_seg **segs, size_t *nsegs);
 void ss__cl_defer_drop(ss_client *c, const ss_id *id, ss__cl_seg **segs, size_t nsegs);
+/* Send every pending small-object release now, in RELEASE messages of
+ * their own (a call that sends no request: ss_contains answered from the
+ * index, ss_disconnect). Lock held; unlocks around the sends. */
+void ss__cl_send_pend(ss_client *c);
 int ss__cl_finish_drop(ss_client *c, const ss_id *ids, size_t nids, ss__cl_seg **segs,
                        size_t nsegs);
 void ss__cl_drop_refs(ss_client *c, const ss_id *ids, const ss__cl_ref *refs, size_t n);

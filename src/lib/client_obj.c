@@ -1162,6 +1162,8 @@ SS_API int ss_contains(ss_client *c, const ss_id *id)
         return rc;
     if (!id)
         return -EINVAL;
+    if (ss__cl_index_contains(c, id) == 1) /* sealed now: no round trip */
+        return 1;
     rc = ss__cl_simple(c, SS_MSG_CONTAINS, id);
     if (rc == 0)
         forget_local(c, id);

@@ -121,6 +121,9 @@ static int add_chunk(ss__index *ix)
     ix->chunk_fds[ix->nchunks] = fd;
     ix->chunks[ix->nchunks] = map;
     ix->nchunks++;
+    /* announced once its header is complete (hdr_init's release store) */
+    __atomic_store_n(&((ss__index_hdr *)ix->chunks[0])->live_chunks, ix->nchunks,
+                     __ATOMIC_RELEASE);
     return 0;
 }
 
@@ -166,6 +169,9 @@ static int rebuild_buckets(ss__index *ix, uint32_t n)
     ix->bucket_map = map;
     ix->nbuckets = n;
     ix->bucket_gen++;
+    /* announced once every chain is in it (the heads' release stores) */
+    __atomic_store_n(&((ss__index_hdr *)ix->chunks[0])->live_bucket_gen, ix->bucket_gen,
+                     __ATOMIC_RELEASE);
     return 0;
 }
 
@@ -188,6 +194,9 @@ int ss__index_init(ss__index *ix, uint64_t store_id)
 
 void ss__index_fini(ss__index *ix)
 {
+    /* readers that still map the index: the store is gone (live_chunks 0) */
+    if (ix->nchunks > 0)
+        __atomic_store_n(&((ss__index_hdr *)ix->chunks[0])->live_chunks, 0, __ATOMIC_RELEASE);
     for (uint32_t i = 0; i < ix->nchunks; i++) {
         ss__sys_munmap(ix->chunks[i], SS_INDEX_CHUNK_BYTES);
         ss__sys_close(ix->chunk_fds[i]);

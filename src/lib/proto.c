@@ -26,6 +26,10 @@ _Static_assert(SS_MSG_EVENT == 13 && SS_MSG_PUT_MANY == 14 && SS_MSG_PUTV == 15,
                "message numbers never change");
 _Static_assert(SS_PROTO_VERSION == 6, "protocol version (doc/protocol.md, tests/abi)");
 _Static_assert(sizeof(ss__req_putv) == 48 && sizeof(ss__putv_iov) == 16, "PUTV layout");
+_Static_assert(SS_MSG_EVENT == 13 && SS_MSG_PUT_MANY == 14, "message numbers never change");
+_Static_assert(SS_PROTO_VERSION == 6, "protocol version (doc/protocol.md, tests/abi)");
+_Static_assert(SS_MSG_INDEX == 16, "message numbers never change");
+_Static_assert(sizeof(ss__req_index) == 8 && sizeof(ss__rep_index) == 16, "INDEX layout");
 _Static_assert(sizeof(ss__msg_hdr) + sizeof(ss__rep_put_many) + SS_PROTO_MAX_BATCH * sizeof(int32_t) <= SS_PROTO_MAX_REPLY,
                "a PUT_MANY reply fits a client's receive buffer");
 _Static_assert(sizeof(ss__req_seal) == 32, "ss__req_seal layout");
@@ -76,7 +80,7 @@ static int check_hdr(const void *buf, size_t len, ss__msg_hdr *h)
         return -SS_E_PROTO;
     if (h->version != SS_PROTO_VERSION)
         return -SS_E_VERSION;
-    if (h->type < SS_MSG_HELLO || h->type >= SS_MSG__COUNT)
+    if (!ss__proto_type_ok(h->type))
         return -SS_E_PROTO;
     if (h->len != len)
         return -SS_E_PROTO;
@@ -267,6 +271,15 @@ int ss__proto_check_request(const void *buf, size_t len, unsigned nfds)
         if (body != 0)
             return -SS_E_PROTO;
         break;
+    case SS_MSG_INDEX: {
+        ss__req_index r;
+        if (body != sizeof(r))
+            return -SS_E_PROTO;
+        memcpy(&r, p, sizeof(r));
+        if (r.reserved != 0 || r.first >= SS_PROTO_INDEX_MAX_CHUNKS)
+            return -SS_E_PROTO;
+        break;
+    }
     case SS_MSG_SUBSCRIBE: {
         ss__req_subscribe r;
         if (body != sizeof(r))
@@ -505,6 +518,18 @@ int ss__proto_check_reply(const void *buf, size_t len, unsigned nfds)
             return -SS_E_PROTO;
         break;
     default: /* SEAL, ABORT, PUT, PUTV, DELETE, SUBSCRIBE: status only */
+    case SS_MSG_INDEX: {
+        ss__rep_index r;
+        if (h.status != 0 || body != sizeof(r))
+            return -SS_E_PROTO;
+        memcpy(&r, p, sizeof(r));
+        if (r.reserved != 0 || r.nchunks < 1 || r.nchunks > SS_PROTO_INDEX_MAX_CHUNKS ||
+            r.first > r.nchunks || r.n > r.nchunks - r.first || r.n > SS_PROTO_MAX_FDS - 1 ||
+            nfds != 1 + r.n)
+            return -SS_E_PROTO;
+        break;
+    }
+    default: /* SEAL, ABORT, PUT, DELETE, SUBSCRIBE: status only */
         if (h.status != 0 || nfds != 0 || body != 0)
             return -SS_E_PROTO;
         break;

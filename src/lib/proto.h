@@ -50,6 +50,7 @@
                              * 5: PUT_MANY (a batch of small puts);
                              * 6: PUTV (the store reads a put's bytes from
                              * the caller's memory), ARENA segments */
+                             * 6: INDEX (the shared index's memfds) */
 
 /* Largest message either side sends: header + body + 64 KiB meta + the
  * largest inline payload (SEALSTORE_SMALL_MAX is capped at 64 KiB) with
@@ -79,8 +80,16 @@ enum ss__msg_type {
     SS_MSG_EVENT,      /* store -> subscriber, unsolicited (req_id 0) */
     SS_MSG_PUT_MANY,   /* version 5: n small PUTs in one message */
     SS_MSG_PUTV,       /* version 6: a put the store reads from the caller */
+    /* 15 is reserved */
+    SS_MSG_INDEX = 16, /* version 6: the shared index's memfds */
     SS_MSG__COUNT
 };
+
+/* A number some message of this version has (15 is reserved). */
+static inline bool ss__proto_type_ok(uint32_t type)
+{
+    return type >= SS_MSG_HELLO && type < SS_MSG__COUNT && type != 15;
+}
 
 /* Header flags */
 #define SS_MSGF_REPLY 0x1u /* set on every store -> client message */
@@ -275,6 +284,25 @@ typedef struct ss__rep_list {
     uint32_t reserved;
 } ss__rep_list;
 
+/* ---- INDEX (version 6): {first} -> {nchunks, first, n} + fds: the
+ * store's shared index (store_int.h, doc/protocol.md), read-only: fd 0 is
+ * the current bucket memfd, fds 1..n the chunk memfds first..first+n-1 of
+ * the nchunks the index has now (n <= SS_PROTO_MAX_FDS - 1: a client with
+ * fewer chunks than nchunks asks again from first + n). A first at or past
+ * nchunks gets n = 0 (the bucket memfd alone). The client maps them
+ * read-only and looks sealed objects up itself (ss_contains). */
+typedef struct ss__req_index {
+    uint32_t first;    /* first chunk wanted */
+    uint32_t reserved; /* 0 */
+} ss__req_index;
+typedef struct ss__rep_index {
+    uint32_t nchunks;  /* chunks the index has, 1..SS_INDEX_MAX_CHUNKS */
+    uint32_t first;    /* the request's first, at most nchunks */
+    uint32_t n;        /* chunk fds in this reply: first + n <= nchunks */
+    uint32_t reserved; /* 0 */
+} ss__rep_index;
+#define SS_PROTO_INDEX_MAX_CHUNKS 65536u /* SS_INDEX_MAX_CHUNKS (store_int.h) */
+
 /* ---- STATS: {} -> ss_stats (sealstore.h) as the body */
 
 /* ---- SUBSCRIBE: {mask} -> status; then EVENT messages on this connection */
@@ -296,12 +324,13 @@ typedef struct ss__msg_event {
  *    SS_MSGF_REPLY; an EVENT has req_id 0, status 0;
  *  - an error reply (status < 0: a -errno in -1..-4095 or a -SS_E_* code)
  *    is the header alone and carries no fd;
- *  - success: HELLO, CREATE, GET, LIST, STATS, PUT_MANY carry their body
+ *  - success: HELLO, CREATE, GET, LIST, STATS, PUT_MANY, INDEX carry their body
  *    (status 0; GET and LIST may put their count, 0..n, in status;
  *    PUT_MANY's status is the number of its statuses that are 0, each of
  *    the others a plausible error); SEAL, ABORT, PUT, PUTV,
  *    DELETE, SUBSCRIBE are the header alone with status 0; CONTAINS is
- *    the header alone with status 0 or 1; RELEASE has no reply;
+ *    the header alone with status 0 or 1; RELEASE has no reply; INDEX
+ *    has status 0 and exactly 1 + n fds;
  *  - a GET entry with status -ENOENT has uid 0 and its segrefs ignored; a meta
  *    segref of size 0 is ignored; a data segref with size 0 may name no
  *    segment (seg_size 0, fd_index SS_FD_NONE: a zero-size object);

@@ -755,8 +755,8 @@ void ss__conn_proto_error(ss__store *s, ss__conn *c, const void *buf, size_t len
     }
     /* "names a request": our magic, a request type (an EVENT or an unknown
      * type could not be matched by any client), not a reply */
-    if (h.magic != SS_PROTO_MAGIC || (h.flags & SS_MSGF_REPLY) || h.type < SS_MSG_HELLO ||
-        h.type >= SS_MSG__COUNT || h.type == SS_MSG_EVENT) {
+    if (h.magic != SS_PROTO_MAGIC || (h.flags & SS_MSGF_REPLY) || !ss__proto_type_ok(h.type) ||
+        h.type == SS_MSG_EVENT) {
         ss__conn_close(s, c);
         return;
     }

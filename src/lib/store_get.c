@@ -373,3 +373,45 @@ void ss__req_do_get(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
     for (uint32_t i = 0; i < nrestore; i++)
         ss__disk_restore_start(s, restore[i]);
 }
+
+/* ================================================================ INDEX */
+
+/* INDEX: read-only fds of the bucket memfd and of chunks first.. (as many
+ * as a reply carries), reopened O_RDONLY for this reply and closed once it
+ * is sent (or queued: the connection layer keeps its own copies). A reply
+ * over the client's fd budget is refused with -EAGAIN: the client only
+ * loses its fast path for a while (it asks the store meanwhile). */
+void ss__req_do_index(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+{
+    const ss__req_index *rq = (const void *)(h + 1);
+    const ss__index *ix = &s->tab.ix;
+    struct {
+        ss__msg_hdr h;
+        ss__rep_index r;
+    } m;
+    int fds[SS_PROTO_MAX_FDS];
+    uint32_t first = rq->first < ix->nchunks ? rq->first : ix->nchunks;
+    uint32_t n = ix->nchunks - first, nfds = 0;
+    int rc = 0;
+
+    if (n > SS_PROTO_MAX_FDS - 1)
+        n = SS_PROTO_MAX_FDS - 1;
+    if (!s->loop.stopping && !ss__fd_may_send(s, c, 1 + n)) {
+        ss__conn_reply_status(s, c, SS_MSG_INDEX, h->req_id, -EAGAIN);
+        return;
+    }
+    for (uint32_t i = 0; i <= n && rc >= 0; i++) {
+        rc = ss__seg_reopen_ro(i == 0 ? ix->bucket_fd : ix->chunk_fds[first + i - 1]);
+        if (rc >= 0)
+            fds[nfds++] = rc;
+    }
+    if (rc < 0) {
+        ss__conn_reply_status(s, c, SS_MSG_INDEX, h->req_id, rc == -EMFILE || rc == -ENFILE ? -EAGAIN : rc);
+    } else {
+        m.r = (ss__rep_index){ .nchunks = ix->nchunks, .first = first, .n = n };
+        ss__proto_hdr(&m.h, SS_MSG_INDEX, h->req_id, sizeof(m), 0, SS_MSGF_REPLY);
+        ss__conn_send(s, c, &m, sizeof(m), fds, nfds);
+    }
+    for (uint32_t i = 0; i < nfds; i++)
+        ss__sys_close(fds[i]);
+}

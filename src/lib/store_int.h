@@ -108,6 +108,13 @@ static inline size_t ss__store_opt_spill_dir(char *buf, size_t len)
  * A chain walk by a reader may race with relinking: it is bounded and a
  * miss only means "ask the store" (never a false hit: id and state are
  * checked on a stable copy).
+ *
+ * Growth, as a reader with mappings sees it: chunks are only ever added
+ * (never removed or moved while the store lives), and a grown hash table
+ * is a new bucket memfd; the old one stays valid memory for whoever maps
+ * it but goes stale. Chunk 0's header says what is current (live_chunks,
+ * live_bucket_gen): a reader that misses, or meets an entry number past
+ * its chunks, compares and maps what is new (the INDEX message, proto.h).
  * =================================================================== */
 #define SS_INDEX_MAGIC 0x58444953u   /* "SIDX" in memory order */
 #define SS_BUCKET_MAGIC 0x544b4253u  /* "SBKT" in memory order */
@@ -160,7 +167,14 @@ typedef struct ss__index_hdr {
     uint64_t hash_key;       /* bucket memfd: key of ss__index_hash */
     uint32_t header_size;    /* 64 */
     uint32_t entry_size;     /* 64 (index) / 4 (buckets) */
-    uint64_t reserved[2];
+    /* Chunk 0 only (0 elsewhere): the shape of the index now, so that a
+     * reader holding mappings learns it must ask for more (INDEX). Written
+     * by the store with release stores once what they announce is complete
+     * (a new chunk's header, a new bucket memfd with every chain moved);
+     * read with acquire. */
+    uint32_t live_chunks;     /* chunks the index has; 0: the store has stopped */
+    uint32_t live_bucket_gen; /* generation (`chunk` field) of the current bucket memfd */
+    uint64_t reserved;
 } ss__index_hdr;
 
 typedef struct ss__index_entry {
@@ -1231,6 +1245,8 @@ void ss__req_get_complete(ss__store *s, ss__parked *pk);
 /* The budget may have room: answer GETs waiting for it, in order; true if
  * some still wait. */
 bool ss__req_get_budget(ss__store *s);
+/* INDEX: the shared index's fds, read-only (proto.h). */
+void ss__req_do_index(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
 
 /* ---- store_req.c: dispatch and the other requests */
 /* Register the request layer's handlers with the layers below. */

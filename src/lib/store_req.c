@@ -1228,6 +1228,9 @@ void ss__req_dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, un
     case SS_MSG_SUBSCRIBE:
         subscribe(s, c, h);
         break;
+    case SS_MSG_INDEX:
+        ss__req_do_index(s, c, h);
+        break;
     default:
         ss__conn_proto_error(s, c, buf, len, -SS_E_PROTO);
         break;

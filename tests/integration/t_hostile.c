@@ -974,6 +974,79 @@ static void t_never_reads(void **state)
     check_store_ok();
 }
 
+/* INDEX from a raw client: the fds are read-only and sealed (no write,
+ * no writable mapping, no resize), a first past the end gets the bucket
+ * memfd alone, a first the decoder refuses is a protocol error, and a
+ * client that asks again and again without reading gets every answer
+ * (each well-formed; -EAGAIN once its unread fds would pass its budget)
+ * when it reads, and the store's own fds come back to the baseline when
+ * it goes. */
+static void t_index_requests(void **state)
+{
+    ss__req_index rq = { 0 };
+    ss__rep_index rep;
+    int fds[SS_PROTO_MAX_FDS];
+    unsigned nfds = 0;
+    uint32_t rid;
+
+    (void)state;
+    int fd = rconn();
+    rhello(fd);
+    rid = rreq(fd, SS_MSG_INDEX, &rq, sizeof(rq), NULL, 0);
+    assert_int_equal(rreply(fd, rid, SS_MSG_INDEX, &rep, sizeof(rep), fds, &nfds), 0);
+    assert_int_equal(nfds, 1 + rep.n);
+    assert_true(rep.n >= 1);
+    for (unsigned i = 0; i < nfds; i++) {
+        int fl = fcntl(fds[i], F_GETFL);
+        assert_int_equal(fl & O_ACCMODE, O_RDONLY);
+        assert_int_equal(write(fds[i], "x", 1), -1);
+        assert_int_equal(ftruncate(fds[i], 0), -1);
+        assert_ptr_equal(mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fds[i], 0),
+                         MAP_FAILED);
+        void *p = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fds[i], 0);
+        assert_true(p != MAP_FAILED);
+        assert_int_equal(ss__index_check_hdr(p, i == 0 ? SS_BUCKET_MAGIC : SS_INDEX_MAGIC), 0);
+        munmap(p, 4096);
+        close(fds[i]);
+    }
+    rq.first = rep.nchunks + 5;
+    rid = rreq(fd, SS_MSG_INDEX, &rq, sizeof(rq), NULL, 0);
+    assert_int_equal(rreply(fd, rid, SS_MSG_INDEX, &rep, sizeof(rep), fds, &nfds), 0);
+    assert_int_equal(nfds, 1);
+    close(fds[0]);
+    assert_int_equal(rep.n, 0);
+    assert_int_equal(rep.first, rep.nchunks);
+    uint64_t perr = proto_errors();
+    rq.first = SS_PROTO_INDEX_MAX_CHUNKS;
+    rid = rreq(fd, SS_MSG_INDEX, &rq, sizeof(rq), NULL, 0);
+    assert_int_equal(rreply(fd, rid, SS_MSG_INDEX, NULL, 0, NULL, NULL), -SS_E_PROTO);
+    assert_true(proto_errors() > perr);
+    close(fd);
+
+    /* a hoarder: asks without reading, then reads what came */
+    fd = rconn();
+    rhello(fd);
+    rq.first = 0;
+    int asked = 0, refused = 0, got = 0;
+    for (; asked < 300; asked++) /* 2 fds each: past a client's budget of 256 */
+        rreq(fd, SS_MSG_INDEX, &rq, sizeof(rq), NULL, 0);
+    for (; got < asked; got++) {
+        unsigned char rb[256];
+        unsigned n;
+        ssize_t len = rrecv(fd, rb, sizeof(rb), fds, &n, 5000);
+        if (len <= 0)
+            break;
+        t_assert_ok(ss__proto_check_reply(rb, (size_t)len, n));
+        refused += ((const ss__msg_hdr *)rb)->status == -EAGAIN;
+        for (unsigned i = 0; i < n; i++)
+            close(fds[i]);
+    }
+    print_message("index hoarder: %d asked, %d answered, %d refused\n", asked, got, refused);
+    assert_int_equal(got, asked);
+    close(fd);
+    check_store_ok();
+}
+
 /* A subscriber that never reads is dropped, not waited for. And a
  * subscriber that sends a request is closed. */
 static void t_subscriber(void **state)
@@ -1378,6 +1451,7 @@ int main(void)
         cmocka_unit_test(t_subscriber),
         cmocka_unit_test_teardown(t_killed_creator, kill_child),
         cmocka_unit_test(t_seal_tampering),
+        cmocka_unit_test(t_index_requests),
         cmocka_unit_test(t_seal_failure_holds),
         cmocka_unit_test(t_capacity_wait),
         cmocka_unit_test(t_evict_lru),

@@ -23,6 +23,7 @@
 #include "client_int.h"
 #include "proto.h"
 #include "segment.h"
+#include "store_int.h"
 #include "sys.h"
 #include "t_helpers.h"
 
@@ -87,6 +88,11 @@ struct fake {
     bool no_hello;
     int bad_requests; /* requests the checker refused */
     int released;     /* ids released */
+    int release_msgs; /* RELEASE messages */
+    int contains;     /* CONTAINS requests */
+    int index_reqs;   /* INDEX requests */
+    ss__index *index; /* handed out on INDEX (else refused) */
+    _Atomic bool objects; /* script_some_objects: GETs answered with an OBJECT */
     int gets;         /* GET requests seen */
     int get_ids;      /* ids they asked for */
     int seg;          /* a 64 KiB memfd to hand out */
@@ -124,6 +130,32 @@ static int fake_status(fake *f, const ss__msg_hdr *req, uint16_t type, int32_t s
 
     ss__proto_hdr(&h, type, req->req_id, sizeof(h), status, SS_MSGF_REPLY);
     return fake_send(f, &h, sizeof(h), NULL, 0);
+}
+
+/* INDEX: the fake's index memfds as the store hands them out, or a
+ * refusal when it has none. */
+static int fake_index_reply(fake *f, const ss__msg_hdr *req, const unsigned char *body)
+{
+    struct {
+        ss__msg_hdr h;
+        ss__rep_index r;
+    } m;
+    ss__req_index rq;
+    int fds[SS_PROTO_MAX_FDS];
+    uint32_t n;
+
+    f->index_reqs++;
+    if (!f->index)
+        return fake_status(f, req, SS_MSG_INDEX, -ENOSYS);
+    memcpy(&rq, body, sizeof(rq));
+    n = rq.first < f->index->nchunks ? f->index->nchunks - rq.first : 0;
+    fds[0] = f->index->bucket_fd;
+    for (uint32_t i = 0; i < n; i++)
+        fds[1 + i] = f->index->chunk_fds[rq.first + i];
+    memset(&m, 0, sizeof(m));
+    m.r = (ss__rep_index){ .nchunks = f->index->nchunks, .first = rq.first, .n = n };
+    ss__proto_hdr(&m.h, SS_MSG_INDEX, req->req_id, sizeof(m), 0, SS_MSGF_REPLY);
+    return fake_send(f, &m, sizeof(m), fds, 1 + n);
 }
 
 /* One request (of a datagram): < 0 ends the connection. */
@@ -165,8 +197,13 @@ static int fake_one(fake *f, const unsigned char *buf, size_t n)
         ss__req_release r;
         memcpy(&r, buf + sizeof(h), sizeof(r));
         f->released += (int)r.n;
+        f->release_msgs++;
         return 0;
     }
+    if (type == SS_MSG_CONTAINS)
+        f->contains++;
+    if (type == SS_MSG_INDEX)
+        return fake_index_reply(f, &h, buf + sizeof(h));
     if (type == SS_MSG_GET) {
         ss__req_get r;
         memcpy(&r, buf + sizeof(h), sizeof(r));
@@ -315,6 +352,20 @@ static int script_object(fake *f, const ss__msg_hdr *h, const unsigned char *bod
     if (h->type == SS_MSG_GET)
         return fake_get_object(f, h);
     return script_good(f, h, body);
+}
+
+/* CONTAINS says 0 */
+static int script_contains_none(fake *f, const ss__msg_hdr *h, const unsigned char *body)
+{
+    if (h->type == SS_MSG_CONTAINS)
+        return fake_status(f, h, SS_MSG_CONTAINS, 0);
+    return script_good(f, h, body);
+}
+
+/* GETs answered with an OBJECT segment while f->objects, else SMALL */
+static int script_some_objects(fake *f, const ss__msg_hdr *h, const unsigned char *body)
+{
+    return f->objects ? script_object(f, h, body) : script_good(f, h, body);
 }
 
 /* the second GET batch fails with an error reply: the connection lives */
@@ -504,7 +555,7 @@ static void test_send_failure(void **state)
     fake f;
     ss_client *c;
     ss_object o;
-    ss_id id = fid(1);
+    ss_id id = fid(1), other;
     (void)state;
 
     /* a small object's release waits for the next request; that send
@@ -515,7 +566,8 @@ static void test_send_failure(void **state)
     t_assert_ok(ss_release(c, &id));
     fail_sends = 1;
     fail_errno = ENOBUFS;
-    assert_int_equal(ss_contains(c, &id), -ENOBUFS);
+    other = fid(99);
+    assert_int_equal(ss_delete(c, &other), -ENOBUFS);
     assert_int_equal(fail_sends, 0);
     assert_int_equal(ss_contains(c, &id), 1); /* still connected */
     ss_disconnect(c);
@@ -627,6 +679,165 @@ static void test_local_gets(void **state)
     assert_int_equal(t_count_fds(), fds0);
 }
 
+/* ss_release_many / ss_release_objects: each entry as ss_release would,
+ * skipped ones counted out; the references the store must learn of leave
+ * in as few RELEASE messages as possible (64 ids a message), with the
+ * pending small releases in the first; small objects only wait for the
+ * next call. */
+static void test_release_many(void **state)
+{
+    int fds0 = t_count_fds();
+    fake f;
+    ss_client *c;
+    ss_object o, views[3];
+    ss_id small = fid(1), ids[70], two[3] = { fid(2), fid(3), fid(2) };
+    (void)state;
+
+    fake_start(&f, script_some_objects);
+    t_assert_ok(ss_connect(f.path, 0, &c));
+    assert_int_equal(ss_release_many(NULL, ids, 1), -EINVAL);
+    assert_int_equal(ss_release_many(c, NULL, 1), -EINVAL);
+    assert_int_equal(ss_release_many(c, NULL, 0), 0);
+    assert_int_equal(ss_release_objects(c, NULL, 2), -EINVAL);
+
+    /* one small release pending, then 70 large objects at once: two
+     * messages (64 ids, the pending one first, then 7) */
+    assert_int_equal(ss_get(c, &small, 1, 0, &o), 1);
+    f.objects = true;
+    for (int i = 0; i < 70; i++) {
+        ids[i] = fid(100 + i);
+        assert_int_equal(ss_get(c, &ids[i], 1, 0, &o), 1);
+    }
+    f.objects = false;
+    t_assert_ok(ss_release(c, &small)); /* pending: no message */
+    assert_int_equal(ss_release_many(c, ids, 70), 70);
+    assert_int_equal(ss_contains(c, &small), 1); /* the fake read all before */
+    assert_int_equal(f.release_msgs, 2);
+    assert_int_equal(f.released, 71);
+    /* none held any more: every entry skipped, nothing sent */
+    assert_int_equal(ss_release_many(c, ids, 70), 0);
+
+    /* small objects only: an id twice drops two references, one not held
+     * is skipped; they wait for the next call (one message with it) */
+    assert_int_equal(ss_get(c, two, 3, 0, views), 3);
+    ss_id three[4] = { fid(2), fid(9), fid(3), fid(2) };
+    assert_int_equal(ss_release_many(c, three, 4), 3);
+    assert_int_equal(ss_release(c, &two[0]), -ENOENT);
+    assert_int_equal(ss_contains(c, &small), 1);
+    assert_int_equal(f.release_msgs, 3);
+    assert_int_equal(f.released, 74);
+
+    /* by view: the missing one (NULL data) is skipped */
+    assert_int_equal(ss_get(c, two, 2, 0, views), 2);
+    views[2] = views[1];
+    views[1].data = NULL;
+    assert_int_equal(ss_release_objects(c, views, 3), 2);
+    assert_int_equal(ss_release(c, &two[1]), -ENOENT);
+    ss_disconnect(c);
+    fake_stop(&f);
+    assert_int_equal(f.released, 76);
+    assert_int_equal(t_count_fds(), fds0);
+}
+
+/* Entry e of ix: id, in state st, chained (or unchained when st is
+ * DELETED), written under the seqlock as the store writes it. */
+static void fake_ix_set(ss__index *ix, uint32_t e, const ss_id *id, uint32_t st)
+{
+    ss__index_entry *en;
+
+    t_assert_ok(ss__index_reserve(ix, e));
+    en = ss__index_at(ix, e);
+    if (st == SS_IX_DELETED)
+        ss__index_unlink(ix, e);
+    ss__index_write_begin(en);
+    en->info = SS_IX_INFO(st, SS_SEG_SMALL, 0, 0);
+    memcpy(&en->id, id, sizeof(*id));
+    ss__index_write_end(en);
+    if (st != SS_IX_DELETED)
+        t_assert_ok(ss__index_link(ix, e));
+}
+
+/* ss_contains answers a sealed object from the store's index without a
+ * CONTAINS (one INDEX at first use); a miss, a deleted entry, asks the
+ * store; a grown hash table or a new chunk is mapped at the first miss
+ * that needs it; pending small releases go out with an answer from the
+ * index; a store that stopped answers nothing from its index. */
+static void test_index_contains(void **state)
+{
+    int fds0 = t_count_fds();
+    fake f;
+    ss_client *c;
+    ss__index ix;
+    ss_object o;
+    ss_id a = fid(1), b = fid(2), far = fid(7), small = fid(8);
+    uint32_t e = 0;
+    (void)state;
+
+    t_assert_ok(ss__index_init(&ix, 1)); /* the fake's HELLO says store 1 */
+    fake_start(&f, script_contains_none);
+    f.index = &ix;
+    t_assert_ok(ss_connect(f.path, 0, &c));
+    fake_ix_set(&ix, e++, &a, SS_IX_SEALED);
+    fake_ix_set(&ix, e++, &b, SS_IX_CREATED);
+    assert_int_equal(ss_contains(c, &a), 1);
+    assert_int_equal(f.index_reqs, 1);
+    assert_int_equal(f.contains, 0);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(ss_contains(c, &a), 1);
+    assert_int_equal(f.contains, 0);
+    /* not sealed yet, or absent: the store is asked */
+    assert_int_equal(ss_contains(c, &b), 0);
+    assert_int_equal(ss_contains(c, &far), 0);
+    assert_int_equal(f.contains, 2);
+    /* deleted: never 1 from the index again */
+    fake_ix_set(&ix, 0, &a, SS_IX_DELETED);
+    assert_int_equal(ss_contains(c, &a), 0);
+    assert_int_equal(f.contains, 3);
+    fake_ix_set(&ix, 0, &a, SS_IX_SEALED);
+    assert_int_equal(ss_contains(c, &a), 1);
+    assert_int_equal(f.contains, 3);
+    assert_int_equal(f.index_reqs, 1);
+
+    /* the hash table grows (a new bucket memfd): mapped at the first miss */
+    for (int i = 0; i < 5000; i++) {
+        ss_id k = fid(1000 + i);
+        fake_ix_set(&ix, e++, &k, SS_IX_SEALED);
+    }
+    assert_true(ix.bucket_gen > 1);
+    for (int i = 0; i < 5000; i += 499) {
+        ss_id k = fid(1000 + i);
+        assert_int_equal(ss_contains(c, &k), 1);
+    }
+    assert_int_equal(f.contains, 3);
+    assert_int_equal(f.index_reqs, 2);
+
+    /* an entry in a chunk this handle has not mapped */
+    fake_ix_set(&ix, SS_INDEX_CHUNK_ENTRIES + 3, &far, SS_IX_SEALED);
+    assert_int_equal(ix.nchunks, 2);
+    assert_int_equal(ss_contains(c, &far), 1);
+    assert_int_equal(f.contains, 3);
+    assert_int_equal(f.index_reqs, 3);
+
+    /* a pending small release leaves with an answer from the index */
+    assert_int_equal(ss_get(c, &small, 1, 0, &o), 1);
+    t_assert_ok(ss_release(c, &small));
+    assert_int_equal(ss_contains(c, &a), 1);
+    assert_int_equal(ss_contains(c, &b), 0); /* a request: the fake read the RELEASE */
+    assert_int_equal(f.released, 1);
+    assert_int_equal(f.release_msgs, 1);
+
+    /* the store says it stopped: its index answers nothing any more */
+    __atomic_store_n(&((ss__index_hdr *)ix.chunks[0])->live_chunks, 0, __ATOMIC_RELEASE);
+    assert_int_equal(ss_contains(c, &a), 0); /* the fake, asked, says 0 */
+    assert_int_equal(f.contains, 5);
+    shutdown(f.cfd, SHUT_RDWR);
+    assert_true(ss_contains(c, &a) < 0);
+    ss_disconnect(c);
+    fake_stop(&f);
+    ss__index_fini(&ix);
+    assert_int_equal(t_count_fds(), fds0);
+}
+
 static void test_fake_store_hello(void **state)
 {
     int fds0 = t_count_fds();
@@ -684,6 +895,8 @@ int main(void)
         cmocka_unit_test(test_fake_store_hello),
         cmocka_unit_test(test_send_failure),
         cmocka_unit_test(test_local_gets),
+        cmocka_unit_test(test_release_many),
+        cmocka_unit_test(test_index_contains),
     };
 
     return t_run(tests, NULL, NULL);

@@ -226,6 +226,14 @@ static void mk_req_subscribe(msg *m, uint32_t mask)
     m_end(m);
 }
 
+static void mk_req_index(msg *m, uint32_t first)
+{
+    ss__req_index r = { .first = first };
+    m_start(m, SS_MSG_INDEX, 0, 0, 10);
+    m_put(m, &r, sizeof(r));
+    m_end(m);
+}
+
 /* --- replies */
 
 static void mk_rep_status(msg *m, uint16_t type, int32_t status)
@@ -248,6 +256,16 @@ static void mk_rep_put_many(msg *m, uint32_t n)
     }
     M_SET(m, offsetof(ss__msg_hdr, status), int32_t, stored);
     m_end(m);
+}
+
+/* An INDEX reply: n chunk fds from first of nchunks, plus the buckets'. */
+static void mk_rep_index(msg *m, uint32_t nchunks, uint32_t first, uint32_t n)
+{
+    ss__rep_index r = { .nchunks = nchunks, .first = first, .n = n };
+    m_start(m, SS_MSG_INDEX, SS_MSGF_REPLY, 0, 10);
+    m_put(m, &r, sizeof(r));
+    m_end(m);
+    m->nfds = 1 + n;
 }
 
 static void mk_rep_hello(msg *m)
@@ -403,6 +421,10 @@ static void test_requests_valid(void **state)
     assert_int_equal(req(&M), SS_MSG_STATS);
     mk_req_subscribe(&M, SS_EVENT_SEALED | SS_EVENT_DELETED);
     assert_int_equal(req(&M), SS_MSG_SUBSCRIBE);
+    mk_req_index(&M, 0);
+    assert_int_equal(req(&M), SS_MSG_INDEX);
+    mk_req_index(&M, SS_PROTO_INDEX_MAX_CHUNKS - 1);
+    assert_int_equal(req(&M), SS_MSG_INDEX);
     mk_req_put_many(&M, 1);
     assert_int_equal(req(&M), SS_MSG_PUT_MANY);
     mk_req_put_many(&M, SS_PROTO_MAX_BATCH);
@@ -473,6 +495,65 @@ static void test_putv_checks(void **state)
     assert_int_equal(rep(&M), SS_MSG_PUTV);
     mk_rep_status(&M, SS_MSG_PUTV, -EFAULT);
     assert_int_equal(rep(&M), SS_MSG_PUTV);
+/* INDEX (version 6): the request's first chunk and reserved word; the
+ * reply's counts against each other and against the fds it carries. */
+static void test_index_checks(void **state)
+{
+    (void)state;
+    mk_req_index(&M, SS_PROTO_INDEX_MAX_CHUNKS); /* no such chunk */
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    mk_req_index(&M, 0);
+    M_SET(&M, H + offsetof(ss__req_index, reserved), uint32_t, 1);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    mk_req_index(&M, 0);
+    m_fill(&M, 0, 4);
+    m_end(&M);
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    mk_req_index(&M, 0);
+    M.nfds = 1; /* a request never carries an fd */
+    assert_int_equal(req(&M), -SS_E_PROTO);
+
+    mk_rep_index(&M, 1, 0, 1);
+    assert_int_equal(rep(&M), SS_MSG_INDEX);
+    mk_rep_index(&M, 3, 3, 0); /* the bucket memfd alone */
+    assert_int_equal(rep(&M), SS_MSG_INDEX);
+    mk_rep_index(&M, 1000, 10, SS_PROTO_MAX_FDS - 1);
+    assert_int_equal(rep(&M), SS_MSG_INDEX);
+    mk_rep_index(&M, SS_PROTO_INDEX_MAX_CHUNKS, 0, 2);
+    assert_int_equal(rep(&M), SS_MSG_INDEX);
+    mk_rep_index(&M, 1000, 10, SS_PROTO_MAX_FDS); /* one fd too many */
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_index(&M, 0, 0, 0); /* an index has a chunk */
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_index(&M, SS_PROTO_INDEX_MAX_CHUNKS + 1, 0, 1);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_index(&M, 3, 4, 0); /* first past nchunks */
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_index(&M, 3, 2, 2); /* past the last chunk */
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_index(&M, 3, 0, 2);
+    M.nfds = 2; /* fds and n disagree */
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    M.nfds = 4;
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_index(&M, 3, 0, 2);
+    M_SET(&M, H + offsetof(ss__rep_index, reserved), uint32_t, 1);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_index(&M, 3, 0, 2);
+    M_SET(&M, offsetof(ss__msg_hdr, status), int32_t, 1); /* status 0 only */
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_index(&M, 3, 0, 2);
+    m_fill(&M, 0, 8);
+    m_end(&M);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_status(&M, SS_MSG_INDEX, -EAGAIN); /* refused: header alone */
+    assert_int_equal(rep(&M), SS_MSG_INDEX);
+    /* 15 names no message in this version */
+    mk_rep_status(&M, 15, 0);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_req_stats(&M);
+    M_SET(&M, offsetof(ss__msg_hdr, type), uint16_t, 15);
+    assert_int_equal(req(&M), -SS_E_PROTO);
 }
 
 /* PUT_MANY: every count, size and the sum against the length. */
@@ -1302,6 +1383,10 @@ static void p_pv_zero(msg *m) { M_SET(m, PV_IOV(0, len), uint64_t, 0); }
 static void mk_req_release2(msg *m) { mk_req_release(m, 2); }
 static void mk_req_list8(msg *m) { mk_req_list(m, 8); }
 static void mk_req_sub(msg *m) { mk_req_subscribe(m, SS_EVENT_SEALED); }
+static void mk_req_index0(msg *m) { mk_req_index(m, 0); }
+static void mk_rep_index3(msg *m) { mk_rep_index(m, 3, 0, 3); }
+static void p_index_fds(msg *m) { m->nfds = 3; }
+static void p_index_first(msg *m) { M_SET(m, H + offsetof(ss__rep_index, first), uint32_t, 4); }
 static void mk_rep_seal(msg *m) { mk_rep_status(m, SS_MSG_SEAL, 0); }
 static void mk_rep_abort(msg *m) { mk_rep_status(m, SS_MSG_ABORT, 0); }
 static void mk_rep_put(msg *m) { mk_rep_status(m, SS_MSG_PUT, 0); }
@@ -1402,6 +1487,7 @@ static const struct seed seeds[] = {
     { "req-list", mk_req_list8, NULL },
     { "req-stats", mk_req_stats, NULL },
     { "req-subscribe", mk_req_sub, NULL },
+    { "req-index", mk_req_index0, NULL },
     { "req-put-many", mk_req_put_many4, NULL },
     { "req-put-many-creator", mk_req_put_many4, p_pm_creator },
     { "req-putv", mk_req_putv3, NULL },
@@ -1418,6 +1504,7 @@ static const struct seed seeds[] = {
     { "rep-list", mk_rep_list3, NULL },
     { "rep-stats", mk_rep_stats, NULL },
     { "rep-subscribe", mk_rep_sub, NULL },
+    { "rep-index", mk_rep_index3, NULL },
     { "rep-put-many", mk_rep_put_many4, NULL },
     { "rep-error", mk_rep_err, NULL },
     { "rep-seal-aborted", mk_rep_seal_aborted, NULL },
@@ -1452,6 +1539,8 @@ static const struct seed seeds[] = {
     { "bad-put-many-count", mk_rep_put_many4, p_pm_count },
     { "bad-putv-sum", mk_req_putv3, p_pv_sum },
     { "bad-putv-zero", mk_req_putv3, p_pv_zero },
+    { "bad-index-fds", mk_rep_index3, p_index_fds },
+    { "bad-index-first", mk_rep_index3, p_index_first },
 };
 
 /* Input format of fuzz_proto.c: [nfds byte][message]. */
@@ -1531,6 +1620,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_request_counts),
         cmocka_unit_test(test_put_many_checks),
         cmocka_unit_test(test_putv_checks),
+        cmocka_unit_test(test_index_checks),
         cmocka_unit_test(test_replies_valid),
         cmocka_unit_test(test_reply_header_and_errors),
         cmocka_unit_test(test_reply_hello_stats_event),
