@@ -727,6 +727,7 @@ static int cl_recv_reply(ss_client *c, ss__cl_slot *s)
 
             if (rc != -EAGAIN && rc != -EWOULDBLOCK)
                 return rc;
+            c->busy_spins++;
             ss__sys_yield();
         } while (ss__now_ns() < end);
     }

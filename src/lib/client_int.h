@@ -294,6 +294,8 @@ struct ss_client {
     bool no_remote;           /* the store refused to read our memory (PUTV -EPERM):
                                  large puts write their own segment from now on */
     uint64_t busy_ns;         /* SEALSTORE_BUSY_POLL: the reader's spin before it blocks */
+    uint64_t busy_spins;      /* receives that found nothing while spinning (the
+                                 reader's only, like its receive; tests) */
     ss__cl_index ix;          /* the store's index, mapped at first use */
     /* Releases of small objects not sent yet: they leave with the next
      * request (in the same datagram, so the store wakes and reads once), or when 64

@@ -354,6 +354,14 @@ static int script_object(fake *f, const ss__msg_hdr *h, const unsigned char *bod
     return script_good(f, h, body);
 }
 
+/* CONTAINS answered 20 ms late */
+static int script_slow(fake *f, const ss__msg_hdr *h, const unsigned char *body)
+{
+    if (h->type == SS_MSG_CONTAINS)
+        t_sleep_ms(20);
+    return script_good(f, h, body);
+}
+
 /* CONTAINS says 0 */
 static int script_contains_none(fake *f, const ss__msg_hdr *h, const unsigned char *body)
 {
@@ -838,6 +846,30 @@ static void test_index_contains(void **state)
     assert_int_equal(t_count_fds(), fds0);
 }
 
+/* SEALSTORE_BUSY_POLL (read at connect): the handle waiting for a reply
+ * tries non-blocking receives first; off, it never does. */
+static void test_busy_poll_wait(void **state)
+{
+    fake f;
+    ss_client *c;
+    ss_id id = fid(1);
+    (void)state;
+
+    for (int on = 0; on < 2; on++) {
+        fake_start(&f, script_slow);
+        t_assert_ok(ss_option_set(SS_OPT_BUSY_POLL, on ? "1s" : "0"));
+        t_assert_ok(ss_connect(f.path, 0, &c));
+        t_assert_ok(ss_option_set(SS_OPT_BUSY_POLL, "0"));
+        assert_int_equal(ss_contains(c, &id), 1);
+        if (on)
+            assert_true(c->busy_spins > 0);
+        else
+            assert_int_equal(c->busy_spins, 0);
+        ss_disconnect(c);
+        fake_stop(&f);
+    }
+}
+
 static void test_fake_store_hello(void **state)
 {
     int fds0 = t_count_fds();
@@ -897,6 +929,7 @@ int main(void)
         cmocka_unit_test(test_local_gets),
         cmocka_unit_test(test_release_many),
         cmocka_unit_test(test_index_contains),
+        cmocka_unit_test(test_busy_poll_wait),
     };
 
     return t_run(tests, NULL, NULL);
