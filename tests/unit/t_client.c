@@ -93,6 +93,7 @@ struct fake {
     int index_reqs;   /* INDEX requests */
     ss__index *index; /* handed out on INDEX (else refused) */
     _Atomic bool objects; /* script_some_objects: GETs answered with an OBJECT */
+    _Atomic bool hangup;  /* script_contains_none: close at the next request */
     int gets;         /* GET requests seen */
     int get_ids;      /* ids they asked for */
     int seg;          /* a 64 KiB memfd to hand out */
@@ -362,9 +363,11 @@ static int script_slow(fake *f, const ss__msg_hdr *h, const unsigned char *body)
     return script_good(f, h, body);
 }
 
-/* CONTAINS says 0 */
+/* CONTAINS says 0 (or the fake hangs up, once told to) */
 static int script_contains_none(fake *f, const ss__msg_hdr *h, const unsigned char *body)
 {
+    if (atomic_load(&f->hangup))
+        return -1;
     if (h->type == SS_MSG_CONTAINS)
         return fake_status(f, h, SS_MSG_CONTAINS, 0);
     return script_good(f, h, body);
@@ -838,7 +841,7 @@ static void test_index_contains(void **state)
     __atomic_store_n(&((ss__index_hdr *)ix.chunks[0])->live_chunks, 0, __ATOMIC_RELEASE);
     assert_int_equal(ss_contains(c, &a), 0); /* the fake, asked, says 0 */
     assert_int_equal(f.contains, 5);
-    shutdown(f.cfd, SHUT_RDWR);
+    f.hangup = true;
     assert_true(ss_contains(c, &a) < 0);
     ss_disconnect(c);
     fake_stop(&f);
