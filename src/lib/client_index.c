@@ -109,10 +109,11 @@ static int ix_add_chunk(ss_client *c, uint32_t j, int fd)
     size_t len;
     const void *map;
 
-    if (j < ix->nchunks) /* another thread's refresh mapped it */
+    /* j < nchunks: another thread's refresh mapped it; j > nchunks: an
+     * earlier chunk of this reply found no memory (below). Either way
+     * nothing to do: a later refresh asks again from nchunks. */
+    if (j != ix->nchunks)
         return 0;
-    if (j > ix->nchunks)
-        return -1;
     if (SS_ARRAY_RESERVE(ix->chunks, ix->cap, (size_t)j + 1, 8) < 0)
         return 0; /* no memory: fewer hits, nothing wrong */
     map = ix_map(fd, SS_INDEX_CHUNK_BYTES, &len);
