@@ -1247,6 +1247,48 @@ static void busy_store(client *a, client *b)
 }
 
 /* Each corruption is seen (and undone, so the store closes cleanly). */
+/* INDEX: the bucket memfd and every chunk, read-only; a first past the
+ * end gets the buckets alone; a client whose unread fds would pass its
+ * budget is refused with -EAGAIN (and answered once it has read). */
+static void t_index_request(void **state)
+{
+    client a;
+    reply r;
+    ss__req_index rq = { 0 };
+    ss__rep_index rep;
+    uint32_t id;
+    (void)state;
+
+    connect_client(&a);
+    id = request(&a, SS_MSG_INDEX, &rq, sizeof(rq));
+    assert_int_equal(reply_to(&a, id, SS_MSG_INDEX, &r), 0);
+    memcpy(&rep, r.body, sizeof(rep));
+    assert_int_equal(rep.nchunks, S->tab.ix.nchunks);
+    assert_int_equal(rep.first, 0);
+    assert_int_equal(rep.n, S->tab.ix.nchunks);
+    assert_int_equal(r.nfds, 1 + rep.n);
+    rq.first = 9;
+    id = request(&a, SS_MSG_INDEX, &rq, sizeof(rq));
+    assert_int_equal(reply_to(&a, id, SS_MSG_INDEX, &r), 0);
+    memcpy(&rep, r.body, sizeof(rep));
+    assert_int_equal(rep.first, rep.nchunks);
+    assert_int_equal(rep.n, 0);
+    assert_int_equal(r.nfds, 1);
+
+    /* unread fds count against the client's budget */
+    S->fdb.fd_client_max = 3; /* (at the cap the store would stop reading) */
+    rq.first = 0;
+    uint32_t id1 = request(&a, SS_MSG_INDEX, &rq, sizeof(rq)); /* 2 fds, unread */
+    uint32_t id2 = request(&a, SS_MSG_INDEX, &rq, sizeof(rq)); /* 2 more: refused */
+    assert_int_equal(reply_to(&a, id1, SS_MSG_INDEX, &r), 0);
+    assert_int_equal(r.nfds, 2);
+    assert_int_equal(reply_to(&a, id2, SS_MSG_INDEX, &r), -EAGAIN);
+    assert_int_equal(r.nfds, 0);
+    id = request(&a, SS_MSG_INDEX, &rq, sizeof(rq)); /* all read: answered */
+    assert_int_equal(reply_to(&a, id, SS_MSG_INDEX, &r), 0);
+    disconnect(&a);
+}
+
 static void t_validate_catches(void **state)
 {
     client a, b;
@@ -1340,6 +1382,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(t_bound_conn_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(t_lru_order, setup, teardown),
         cmocka_unit_test_setup_teardown(t_evict, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_index_request, setup, teardown),
         cmocka_unit_test_setup_teardown(t_spill_restore_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(t_putv_arena, setup, teardown),
         cmocka_unit_test_setup_teardown(t_validate_catches, setup, teardown),
