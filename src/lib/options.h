@@ -126,7 +126,7 @@ enum ss__opt_type {
     X(COPY_THREADS, SS_OT_SIZE, SS_DEFAULT_COPY_THREADS,                       \
       "threads that copy large puts into the store's memory, at most the "    \
       "number of online CPUs (at most 64); 0: the store's loop thread "       \
-      "copies")
+      "copies")                                                                \
     X(BUSY_POLL, SS_OT_US, "0",                                                \
       "microseconds (us/ms/s suffixes, at most 1s) the store's loop and a "    \
       "client waiting for a reply spin, polling, before they sleep: saves "    \

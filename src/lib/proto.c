@@ -26,8 +26,6 @@ _Static_assert(SS_MSG_EVENT == 13 && SS_MSG_PUT_MANY == 14 && SS_MSG_PUTV == 15,
                "message numbers never change");
 _Static_assert(SS_PROTO_VERSION == 6, "protocol version (doc/protocol.md, tests/abi)");
 _Static_assert(sizeof(ss__req_putv) == 48 && sizeof(ss__putv_iov) == 16, "PUTV layout");
-_Static_assert(SS_MSG_EVENT == 13 && SS_MSG_PUT_MANY == 14, "message numbers never change");
-_Static_assert(SS_PROTO_VERSION == 6, "protocol version (doc/protocol.md, tests/abi)");
 _Static_assert(SS_MSG_INDEX == 16, "message numbers never change");
 _Static_assert(sizeof(ss__req_index) == 8 && sizeof(ss__rep_index) == 16, "INDEX layout");
 _Static_assert(sizeof(ss__msg_hdr) + sizeof(ss__rep_put_many) + SS_PROTO_MAX_BATCH * sizeof(int32_t) <= SS_PROTO_MAX_REPLY,
@@ -517,7 +515,6 @@ int ss__proto_check_reply(const void *buf, size_t len, unsigned nfds)
         if (h.status > 1 || nfds != 0 || body != 0)
             return -SS_E_PROTO;
         break;
-    default: /* SEAL, ABORT, PUT, PUTV, DELETE, SUBSCRIBE: status only */
     case SS_MSG_INDEX: {
         ss__rep_index r;
         if (h.status != 0 || body != sizeof(r))
@@ -529,7 +526,7 @@ int ss__proto_check_reply(const void *buf, size_t len, unsigned nfds)
             return -SS_E_PROTO;
         break;
     }
-    default: /* SEAL, ABORT, PUT, DELETE, SUBSCRIBE: status only */
+    default: /* SEAL, ABORT, PUT, PUTV, DELETE, SUBSCRIBE: status only */
         if (h.status != 0 || nfds != 0 || body != 0)
             return -SS_E_PROTO;
         break;

@@ -49,8 +49,8 @@
                              * byte (SS_LISTF_*);
                              * 5: PUT_MANY (a batch of small puts);
                              * 6: PUTV (the store reads a put's bytes from
-                             * the caller's memory), ARENA segments */
-                             * 6: INDEX (the shared index's memfds) */
+                             * the caller's memory), ARENA segments, INDEX
+                             * (the shared index's memfds) */
 
 /* Largest message either side sends: header + body + 64 KiB meta + the
  * largest inline payload (SEALSTORE_SMALL_MAX is capped at 64 KiB) with
@@ -80,15 +80,14 @@ enum ss__msg_type {
     SS_MSG_EVENT,      /* store -> subscriber, unsolicited (req_id 0) */
     SS_MSG_PUT_MANY,   /* version 5: n small PUTs in one message */
     SS_MSG_PUTV,       /* version 6: a put the store reads from the caller */
-    /* 15 is reserved */
-    SS_MSG_INDEX = 16, /* version 6: the shared index's memfds */
+    SS_MSG_INDEX,      /* version 6: the shared index's memfds */
     SS_MSG__COUNT
 };
 
-/* A number some message of this version has (15 is reserved). */
+/* A number some message of this version has. */
 static inline bool ss__proto_type_ok(uint32_t type)
 {
-    return type >= SS_MSG_HELLO && type < SS_MSG__COUNT && type != 15;
+    return type >= SS_MSG_HELLO && type < SS_MSG__COUNT;
 }
 
 /* Header flags */

@@ -495,6 +495,8 @@ static void test_putv_checks(void **state)
     assert_int_equal(rep(&M), SS_MSG_PUTV);
     mk_rep_status(&M, SS_MSG_PUTV, -EFAULT);
     assert_int_equal(rep(&M), SS_MSG_PUTV);
+}
+
 /* INDEX (version 6): the request's first chunk and reserved word; the
  * reply's counts against each other and against the fds it carries. */
 static void test_index_checks(void **state)
@@ -548,11 +550,11 @@ static void test_index_checks(void **state)
     assert_int_equal(rep(&M), -SS_E_PROTO);
     mk_rep_status(&M, SS_MSG_INDEX, -EAGAIN); /* refused: header alone */
     assert_int_equal(rep(&M), SS_MSG_INDEX);
-    /* 15 names no message in this version */
-    mk_rep_status(&M, 15, 0);
+    /* 17 names no message in this version */
+    mk_rep_status(&M, 17, 0);
     assert_int_equal(rep(&M), -SS_E_PROTO);
     mk_req_stats(&M);
-    M_SET(&M, offsetof(ss__msg_hdr, type), uint16_t, 15);
+    M_SET(&M, offsetof(ss__msg_hdr, type), uint16_t, 17);
     assert_int_equal(req(&M), -SS_E_PROTO);
 }
 
