@@ -496,7 +496,7 @@ static int put_vec(ss_client *c, const ss_id *id, const struct iovec *iov, int i
     if (size <= c->small_max &&
         SS_CL_HDR + sizeof(ss__req_put) + meta_size + size <= c->max_msg)
         return put_small(c, id, iov, iovcnt, size, meta, meta_size, flags);
-    if (!__atomic_load_n(&c->no_remote, __ATOMIC_RELAXED) &&
+    if (!__atomic_load_n(&c->no_remote, __ATOMIC_RELAXED) && size >= 4096 &&
         SS_CL_HDR + sizeof(ss__req_putv) + (size_t)iovcnt * sizeof(ss__putv_iov) + meta_size <=
             c->max_msg) {
         rc = put_remote(c, id, iov, iovcnt, size, meta, meta_size, flags);

@@ -43,6 +43,8 @@
 #include "hugepages.h"
 #include "sys.h"
 
+#include <linux/capability.h>
+
 #define LIVENESS_TIMEOUT_MS 1000
 #define LOCK_TIMEOUT_MS 5000
 
@@ -436,6 +438,7 @@ static int memory_open(ss__store *s)
         ss__log_error("store: small allocator: %s", ss_strerror(rc));
         return rc;
     }
+    s->mem.ptrace_cap = ss__sys_cap_effective(CAP_SYS_PTRACE);
     /* arenas: objects above the small limit the store copies in (PUTV);
      * 64 MiB each (arena.h says why), an eighth of a smaller capacity (at
      * least 2 MiB) so that one regular arena never holds most of it */
@@ -446,6 +449,7 @@ static int memory_open(ss__store *s)
         asize = 2 * SS_MiB;
     if (s->mem.hugepages == SS_HP_1G)
         asize = SS_GiB;
+    s->mem.arena_size = asize;
     ss__arena_params ap = {
         .arena_size = asize,
         .min_size = s->mem.small_max > SS_ARENA_GRAIN ? s->mem.small_max : SS_ARENA_GRAIN,

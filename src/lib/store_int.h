@@ -733,6 +733,10 @@ typedef struct ss__store_mem {
     ss__salloc *salloc;           /* open; loop */
     ss__arenas *arenas;           /* open; loop: objects above small_max that the
                                      store copies in (PUTV) */
+    uint64_t arena_size;          /* open: a regular arena's bytes */
+    bool ptrace_cap;              /* open: CAP_SYS_PTRACE is effective, so reading a
+                                     client's memory would pass checks the client's
+                                     own uid could not: done only for root clients */
     uint64_t capacity;            /* open: bytes the store may hold */
     uint64_t small_max;           /* open: largest small object */
     int64_t create_timeout_ms;    /* open: SEALSTORE_CREATE_TIMEOUT */

@@ -293,9 +293,10 @@ static int create_take(ss__store *s, const create_args *a, create_mem_t *m, uint
     if (m->arena) {
         if (a->size > s->mem.capacity)
             return -ENOSPC;
-        /* a new regular arena is charged whole */
-        if (*need < 64 * SS_MiB)
-            *need = 64 * SS_MiB;
+        /* a new regular arena is charged whole (a dedicated one fits the
+         * object) */
+        if (a->size <= s->mem.arena_size / 8)
+            *need = s->mem.arena_size;
         rc = ss__arena_alloc(s->mem.arenas, a->size, m->node, &m->aloc);
         if (rc < 0)
             return rc;
@@ -320,7 +321,7 @@ static int create_take(ss__store *s, const create_args *a, create_mem_t *m, uint
         if (rc < 0)
             return rc;
         /* the store's mapping is read-only outside write windows (alloc.c) */
-        if (a->data && a->size &&
+        if ((a->data || a->riov) && a->size &&
             (rc = ss__salloc_write_open(s->mem.salloc, &m->dloc, a->size, false)) < 0)
             goto fail;
     }
@@ -487,15 +488,32 @@ static void args_of(const ss__msg_hdr *h, create_args *a)
  * create_take), a small one's slot is in a timed window. The caller is
  * blocked in its call until the reply, so its buffers are stable, and its
  * pidfd (taken at connect) proves after the copy that the pid was its own
- * throughout (copy.h). Up to PUTV_LOOP_MAX bytes the loop copies at once
- * (a hand-off to a worker and back costs more than it saves); larger
- * copies go to the copy engine's workers: the object carries
+ * throughout (copy.h). The copy engine's workers read it, never the loop
+ * (with SEALSTORE_COPY_THREADS=0 the loop does): the caller's pages may
+ * take any time to come (a file on slow storage, userfaultfd memory
+ * nobody serves), and that must stall only this put, not every client.
+ * The hand-off costs a few microseconds. The object carries
  * SS_OBJF2_COPYING and c->copies counts the job, so neither the object
  * nor the connection is freed before putv_done runs on the loop, which
  * publishes or frees the object and answers (a client gone meanwhile gets
  * nothing stored).
  */
-#define PUTV_LOOP_MAX (1ull << 20)
+/*
+ * When the store reads a client's memory at all (else -EPERM, and the
+ * library puts another way):
+ *  - the connection holds a pidfd of its peer (no proof of whose memory a
+ *    pid names otherwise);
+ *  - the read cannot pass checks the client's own uid could not: a store
+ *    with CAP_SYS_PTRACE (root) reads root's clients only. The kernel
+ *    checks the store's credentials, not the client's, and the process
+ *    that sends the PUTV need not be the one that connected (a child that
+ *    inherited the socket) nor still run the program it ran then (an exec
+ *    of a setuid program): for an unprivileged store the kernel's own
+ *    rules (same uid, dumpable) keep that within what the sender could
+ *    read anyway; a privileged one would read anything;
+ *  - the size is not in the band between the small limit and one arena
+ *    grain (only when SEALSTORE_SMALL_MAX is below 4 KiB).
+ */
 
 typedef struct putv_job {
     ss__copyjob j;
@@ -524,8 +542,6 @@ static int putv_end(ss__store *s, uint32_t e, int rc)
     putv_window_close(s, e);
     if (rc == -ESRCH)
         rc = -EPERM;
-    if (rc == 0)
-        s->cnt.c_remote_puts++;
     return rc;
 }
 
@@ -548,6 +564,7 @@ static void putv_done(void *arg, ss__copyjob *j)
             ss__conn_free_dead(s, c);
     } else {
         publish(s, pj->e);
+        s->cnt.c_remote_puts++;
         ss__conn_reply_status(s, c, SS_MSG_PUTV, pj->req_id, 0);
     }
     free(pj);
@@ -582,7 +599,7 @@ static int putv_fill(ss__store *s, ss__conn *c, const create_args *a, uint32_t e
     pj->req_id = req_id;
     if (c->pidfd < 0) {
         rc = -EPERM; /* no proof of whose memory a pid names: never read it */
-    } else if (a->size > PUTV_LOOP_MAX && ss__copy_threads(s->copy.engine) > 0) {
+    } else if (ss__copy_threads(s->copy.engine) > 0) {
         ss__obj_at(s, e)->flags2 |= SS_OBJF2_COPYING;
         c->copies++;
         ss__copy_submit(s->copy.engine, &pj->j);
@@ -608,8 +625,9 @@ static int create_one(ss__store *s, ss__conn *c, const create_args *a, bool put,
 
     if (a->meta_size > SS_PROTO_MAX_META || (put && !a->riov && a->size > s->mem.small_max))
         return -EINVAL;
-    if (a->riov && c->pidfd < 0)
-        return -EPERM; /* no proof of whose memory the pid names */
+    if (a->riov && (c->pidfd < 0 || (s->mem.ptrace_cap && c->uid != 0) ||
+                    (a->size > s->mem.small_max && a->size < SS_ARENA_GRAIN)))
+        return -EPERM; /* see putv_may_read */
     rc = create_fit(s, a, e, need);
     if (rc < 0)
         return rc;
@@ -627,6 +645,8 @@ static int create_one(ss__store *s, ss__conn *c, const create_args *a, bool put,
     }
     if (put)
         publish(s, *e);
+    if (a->riov)
+        s->cnt.c_remote_puts++;
     return 0;
 }
 

@@ -3,6 +3,7 @@
 #include "sys.h"
 
 #include <limits.h>
+#include <linux/capability.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
@@ -528,6 +529,16 @@ int ss__sys_eventfd_read(int fd, uint64_t *v)
 pid_t ss__sys_getpid(void)
 {
     return getpid();
+}
+
+bool ss__sys_cap_effective(int cap)
+{
+    struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+    struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+
+    if (cap < 0 || cap >= 32 * _LINUX_CAPABILITY_U32S_3 || syscall(SYS_capget, &h, d) != 0)
+        return false;
+    return d[cap / 32].effective & (1u << (cap % 32));
 }
 
 uid_t ss__sys_geteuid(void)

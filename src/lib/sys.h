@@ -201,6 +201,9 @@ uint64_t ss__sys_real_ns(void); /* CLOCK_REALTIME: wall clock, for records read 
 /* getpid/geteuid cannot fail: here so that every OS call has one home. */
 pid_t ss__sys_getpid(void);
 uid_t ss__sys_geteuid(void);
+/* Is capability `cap` (CAP_*) in this thread's effective set? false when
+ * it cannot be read (capget: no EINTR). */
+bool ss__sys_cap_effective(int cap);
 /* Bytes of randomness written (may be short) or -errno; EINTR retried. */
 int ss__sys_getrandom(void *buf, size_t len, unsigned flags);
 /* The CPU and NUMA node this thread runs on (vDSO; stale at once); either

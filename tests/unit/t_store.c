@@ -1089,6 +1089,15 @@ static void t_putv_arena(void **state)
     assert_non_null(g);
     assert_true(t_check((const char *)g->map + (uint64_t)en->data_off64 * SS_OBJ_ALIGN, N, 5));
     assert_int_equal(S->cnt.c_remote_puts, 1);
+    assert_false(S->mem.ptrace_cap && getuid() != 0); /* this test's client is root or unprivileged */
+    /* up to the small limit: a small slot, read the same way */
+    assert_int_equal(putv(&a, 44, buf, 1000, 2), 0);
+    int64_t e44 = entry_of(44);
+    assert_true(e44 >= 0);
+    const ss__index_entry *en44 = ss__ent(S, (uint32_t)e44);
+    assert_int_equal(SS_IX_KIND(en44->info), SS_SEG_SMALL);
+    const ss__seg *g44 = ss__salloc_segment(S->mem.salloc, obj((uint32_t)e44)->small_slot);
+    assert_true(t_check((const char *)g44->map + (uint64_t)en44->data_off64 * SS_OBJ_ALIGN, 1000, 5));
     /* b's GETs: the fd once while b holds something in the arena */
     uint32_t rq = send_get(&b, 40, 0);
     assert_int_equal(reply_to(&b, rq, SS_MSG_GET, &r), 1);
