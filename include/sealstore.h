@@ -151,6 +151,10 @@ SS_API void ss_disconnect(ss_client *c);
  * Reserve an object of `size` bytes (0 allowed). *data is writable, 64-byte
  * aligned, visible to no other client until sealed. `meta` is copied (at
  * most 64 KiB). Takes one reference.
+ * Above SEALSTORE_SMALL_MAX up to SEALSTORE_STAGE_MAX, *data points into
+ * a warm staging area of this client's, and the seal copies the bytes into
+ * the store's write-once memory (one copy, no page faults); larger objects
+ * are written in place in a segment of their own.
  * Returns 0; -EEXIST (id exists, sealed, spilled or being created);
  * -ENOSPC (does not fit within SEALSTORE_CREATE_TIMEOUT; at once when
  * `size` exceeds the store's capacity, when the create timeout is 0, or
@@ -190,7 +194,8 @@ SS_API SS_NODISCARD int ss_create_ex(ss_client *c, const ss_id *id, uint64_t siz
 /*
  * Make the object immutable and visible; wake waiting gets. The creator
  * keeps its reference (release it). For an object written in place in its
- * own segment, *data becomes a read-only view until released.
+ * own segment, or staged, *data becomes a read-only view (of the sealed
+ * bytes) until released.
  * Returns 0, or an error after which the object is either still unsealed
  * (seal it again or abort it) or aborted (gone from the store and from
  * this client alike: its id is free, and ss_seal() and ss_abort() of it
@@ -620,6 +625,8 @@ typedef enum ss_option {
                                  puts (at most the online CPUs) */
     SS_OPT_BUSY_POLL,         /* SEALSTORE_BUSY_POLL: us the store's loop and a
                                  client's wait spin before sleeping (0: off) */
+    SS_OPT_STAGE_MAX,         /* SEALSTORE_STAGE_MAX: largest create copied in
+                                 from a staging area at seal */
     SS_OPT__COUNT             /* sentinel */
 } ss_option;
 

@@ -319,7 +319,7 @@ static bool seg_keep(ss_client *c, ss__cl_seg *s)
  * for an OBJECT segment). SMALL segments stay for the connection. */
 static void seg_settle(ss_client *c, ss__cl_seg *s)
 {
-    if (s->kind == SS_SEG_SMALL || s->refs > 0 || s->unsent > 0)
+    if (ss__cl_seg_stays(s) || s->refs > 0 || s->unsent > 0)
         return;
     s->wait_seq = c->req_seq;
     if (!seg_keep(c, s))
@@ -913,6 +913,8 @@ void ss__cl_drop_one(ss_client *c, ss__cl_hold *h, ss_id *ids, size_t *nids,
         segs[(*nsegs)++] = h->mseg;
     }
     if (h->refs == 0) {
+        if (h->state == SS_CL_SEALED)
+            ss__cl_stage_protect(h, PROT_READ | PROT_WRITE); /* area free for reuse */
         ss__cl_hold_unlink(c, h);
         ss__cl_hold_free(h, false);
     }
@@ -946,7 +948,7 @@ int ss__cl_finish_drop(ss_client *c, const ss_id *ids, size_t nids, ss__cl_seg *
         bool small = !send_err_fatal(rc);
 
         for (size_t i = 0; small && i < nsegs; i++)
-            small = segs[i]->kind == SS_SEG_SMALL;
+            small = ss__cl_seg_stays(segs[i]);
         if (small)
             cl_repend(c, ids, (uint32_t)nids, rc);
         else
@@ -1057,7 +1059,8 @@ static void cl_drop_send(ss_client *c, ss__cl_hold *h, ss__cl_batch *b)
      * store wake-up instead of two for a get + release loop. Its memory is
      * a slot, not a segment; the reference is dropped by the next call on
      * this handle, at disconnect, or once 64 are waiting. */
-    for (size_t i = 0; i < nseg; i++)
+    for (size_t i = 0; i < nseg; i++) /* a staged object's goes at once too: it
+                                         * frees arena space and the area */
         small = small && segs[i]->kind == SS_SEG_SMALL;
     if (small)
         ss__cl_defer_drop(c, &rid[0], segs, nseg);

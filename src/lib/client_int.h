@@ -105,7 +105,21 @@
  *    handle learns nothing until it asks: at most keep_bytes per handle
  *    are then held beyond the store's capacity, until the bound, the
  *    handle's next look at that id or its disconnect drops them;
- *  - SMALL segments stay mapped for the connection's lifetime;
+ *  - SMALL segments stay mapped for the connection's lifetime, and so do
+ *    STAGE areas (copy-on-seal creates): a staging area is this
+ *    connection's scratch, which the store created, sealed SHRINK|GROW
+ *    and lent us with a CREATE reply (its O_RDWR fd the first time). We
+ *    map it read-write (MADV_DONTFORK under the fork guard, as an OBJECT
+ *    creator's mapping) and write the object at its offset 0; the SEAL
+ *    carries no bytes: the store preads the area into the object's arena
+ *    place and publishes that. The area holds one creation at a time: the
+ *    store lends it again only after it read the release of that object's
+ *    last reference of ours, so the creator's *data (the area) stays
+ *    valid, and equal to the sealed bytes, until its release. From the
+ *    seal to that release the library makes those pages PROT_READ, as
+ *    for a small creation's private buffer; the release makes them
+ *    writable again (ss__cl_drop_one). A get of the object returns the
+ *    arena's view, never the area;
  *  - an entry holds an fd only while it is not mapped (a failed mmap is
  *    retried on the next use).
  *
@@ -120,6 +134,7 @@
 
 #include "internal.h"
 #include "proto.h"
+#include "segment.h"
 
 #include <pthread.h>
 #include <sys/uio.h>
@@ -381,6 +396,14 @@ int ss__cl_wait_reply(int fd);
 /* ---- client.c: segment cache and holds (lock held) */
 ss__cl_seg *ss__cl_seg_find(ss_client *c, uint64_t seg_id);
 ss__cl_seg *ss__cl_seg_insert(ss_client *c, uint64_t seg_id, uint64_t size, uint8_t kind);
+/* SMALL segments and STAGE areas stay mapped for the connection. */
+static inline bool ss__cl_seg_stays(const ss__cl_seg *s)
+{
+    return s->kind == SS_SEG_SMALL || s->kind == SS_SEG_STAGE;
+}
+/* A staged creation's bytes read-only (from its seal) or writable (at its
+ * release): client_obj.c. */
+void ss__cl_stage_protect(ss__cl_hold *h, int prot);
 void ss__cl_seg_unlink(ss_client *c, ss__cl_seg *s);
 void ss__cl_seg_free(ss__cl_seg *s, bool forked);
 int ss__cl_seg_map(ss__cl_seg *s);

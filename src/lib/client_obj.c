@@ -98,12 +98,72 @@ static int create_object(ss_client *c, ss__cl_slot *s, const ss__rep_create *rep
 }
 
 /*
+ * A staged object (copy-on-seal, client_int.h): the bytes go into this
+ * connection's staging area the reply names, mapped read-write once (its
+ * fd comes with the first reply naming it) and kept for the connection;
+ * the store copies them out at SEAL. A new hold on it into *out: 0 or
+ * -errno, and then nothing is left but a mapping kept for later creates.
+ * Lock held.
+ */
+static int create_staged(ss_client *c, ss__cl_slot *s, const ss__rep_create *rep,
+                         const ss_id *id, ss__cl_hold **out)
+{
+    ss__cl_seg *sg = ss__cl_seg_find(c, rep->data.seg_id);
+    ss__cl_hold *ho;
+
+    if (rep->data.fd_index != SS_FD_NONE) {
+        void *p = ss__cl_map_writable((size_t)rep->data.seg_size, s->fds[0]);
+
+        if (ss__is_err(p))
+            return (int)ss__ptr_err(p);
+        sg = ss__cl_seg_insert(c, rep->data.seg_id, rep->data.seg_size, SS_SEG_STAGE);
+        if (!sg) {
+            ss__sys_munmap(p, (size_t)rep->data.seg_size);
+            return -ENOMEM;
+        }
+        sg->addr = p;
+        sg->writable = true;
+        ss__cl_close_fds(s->fds, 1); /* the mapping keeps the memory */
+    }
+    ho = ss__cl_hold_new(c, id);
+    if (!ho)
+        return -ENOMEM;
+    sg->refs++;
+    ho->seg = sg;
+    *out = ho;
+    return 0;
+}
+
+/* Read-only (PROT_READ) or writable again: a staged creation's bytes in
+ * its area from its seal to its release (so *data behaves as for any
+ * creation: writes after the seal fault, ss_create(3)). Lock held. */
+void ss__cl_stage_protect(ss__cl_hold *h, int prot)
+{
+    size_t len = SS_ALIGN_UP((size_t)h->size, ss__sys_page_size());
+
+    if (h->kind == SS_SEG_STAGE && h->creator && h->seg && h->seg->addr && len)
+        (void)ss__sys_mprotect(h->seg->addr + h->off, len, prot);
+}
+
+/*
  * CREATE round trip; on success a creator hold (lock NOT held on return).
  * map (ss_create): give the creator a writable mapping of an OBJECT
  * segment, *data its address. !map (ss_put): the bytes go in with pwrite,
  * and the hold is returned in the SEALING state, so no other thread can
  * seal, abort or free it while the caller fills it through *out.
  */
+/* A STAGE reply names an area we do not have with its fd, or one we
+ * have (of that size, unused: one object at a time) without. */
+static bool stage_known(ss_client *c, const ss__rep_create *rep)
+{
+    const ss__cl_seg *sg = ss__cl_seg_find(c, rep->data.seg_id);
+
+    if (rep->data.fd_index != SS_FD_NONE)
+        return sg == NULL;
+    return sg && sg->kind == SS_SEG_STAGE && sg->size == rep->data.seg_size && sg->refs == 0 &&
+           sg->addr;
+}
+
 static int cl_create(ss_client *c, const ss_id *id, uint64_t size, const void *meta,
                      uint64_t meta_size, unsigned flags, bool map, ss__cl_hold **out,
                      void **data)
@@ -124,13 +184,17 @@ static int cl_create(ss_client *c, const ss_id *id, uint64_t size, const void *m
     /* a size not asked for, or a segment id seen before (they are never
      * reused): the store is confused, the connection ends */
     if (rep.data.size != size ||
-        (rep.data.kind != SS_SEG_SMALL && ss__cl_seg_find(c, rep.data.seg_id))) {
+        (rep.data.kind == SS_SEG_STAGE
+             ? !stage_known(c, &rep)
+             : rep.data.kind != SS_SEG_SMALL && ss__cl_seg_find(c, rep.data.seg_id))) {
         ss__cl_kill(c, -SS_E_PROTO);
         rc = -SS_E_PROTO;
         goto out;
     }
     if (rep.data.kind == SS_SEG_SMALL)
         rc = create_small(c, id, size, &ho);
+    else if (rep.data.kind == SS_SEG_STAGE)
+        rc = create_staged(c, &s, &rep, id, &ho);
     else
         rc = create_object(c, &s, &rep, id, map, &ho);
     if (rc < 0)
@@ -189,7 +253,7 @@ static void drop_creation(ss_client *c, ss__cl_hold *h)
 
     ss__cl_hold_unlink(c, h);
     ss__cl_hold_free(h, false);
-    if (sg && --sg->refs == 0 && sg->unsent == 0 && !sg->deferred) {
+    if (sg && --sg->refs == 0 && sg->unsent == 0 && !sg->deferred && !ss__cl_seg_stays(sg)) {
         ss__cl_seg_unlink(c, sg);
         ss__cl_seg_free(sg, false);
     }
@@ -258,6 +322,7 @@ static int cl_seal(ss_client *c, ss__cl_hold *h, const ss_id *id, bool release, 
         h->state = SS_CL_SEALED;
         if (h->priv)
             (void)ss__sys_mprotect(h->buf, h->buf_len, PROT_READ);
+        ss__cl_stage_protect(h, PROT_READ); /* writable again at its release */
     } else {
         h->state = SS_CL_UNSEALED; /* -EBUSY and the like: retry or abort */
     }
@@ -517,6 +582,8 @@ static int put_vec(ss_client *c, const ss_id *id, const struct iovec *iov, int i
         return rc;
     if (h->priv)
         gather(h->buf, iov, iovcnt);
+    else if (h->kind == SS_SEG_STAGE)
+        gather(h->seg->addr + h->off, iov, iovcnt); /* the store copies it at seal */
     else
         rc = fill_segment(h, iov, iovcnt, size);
     if (rc == 0) {

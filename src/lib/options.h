@@ -57,6 +57,18 @@ enum ss__opt_type {
 #define SS_DEFAULT_SMALL_MAX "64K"
 #endif
 
+/* Copy-on-seal creates (doc/design.md section 4a): a create above the
+ * small limit up to this size is written into a warm staging area of its
+ * creator's and copied into the store's arena at seal, instead of a fresh
+ * per-object segment written in place (a page fault per 4 KiB page). On
+ * 4 KiB pages staging won at every size the probe tried (64 KiB to
+ * 64 MiB: doc/arena-probe.md), so the default covers every object up to
+ * 64 MiB; when arenas are on 2 MiB pages the store stages up to 4 MiB at
+ * most, where writing a fresh hugetlb segment in place starts to win. */
+#ifndef SS_DEFAULT_STAGE_MAX
+#define SS_DEFAULT_STAGE_MAX "64M"
+#endif
+
 /* Client side: large objects' segments a handle keeps mapped after their
  * last release (client_int.h, kept segments). 64M: a repeated get+release
  * of objects up to 64 MiB maps nothing, while a handle's mappings of
@@ -131,7 +143,13 @@ enum ss__opt_type {
       "microseconds (us/ms/s suffixes, at most 1s) the store's loop and a "    \
       "client waiting for a reply spin, polling, before they sleep: saves "    \
       "the wake-up (tens of us) when a spare core is there to spin on, and "   \
-      "costs that CPU time otherwise; 0: never spin")
+      "costs that CPU time otherwise; 0: never spin")                         \
+    X(STAGE_MAX, SS_OT_SIZE, SS_DEFAULT_STAGE_MAX,                             \
+      "largest create written into a staging area of the creator's and "      \
+      "copied into the store's memory at seal (at most 4M when the store is " \
+      "on 2 MiB pages); larger ones are written in place; each client's "     \
+      "areas hold at most twice this (and all clients' a quarter of the "     \
+      "capacity); 0: none")
 
 #define SS_MAX_CLASSES 32
 

@@ -407,6 +407,18 @@ static int check_create_reply(const unsigned char *p, size_t body, unsigned nfds
             return -SS_E_PROTO;
         return 0;
     }
+    if (r.data.kind == SS_SEG_STAGE) {
+        /* version 6: a staging area, its read-write fd the first time
+         * (alone), else none; the object's bytes at offset 0, 64-byte
+         * aligned (a page: the area is its own memfd), inside the area */
+        bool fd = r.data.fd_index != SS_FD_NONE;
+        if ((fd ? r.data.fd_index != 0 || nfds != 1 : nfds != 0) ||
+            (r.data.seg_id & SS_SEG_ID_STAGE) == 0 || r.data.seg_size == 0 ||
+            r.data.seg_size > SS_PROTO_MAX_SEG || r.data.offset != 0 ||
+            r.data.size > r.data.seg_size)
+            return -SS_E_PROTO;
+        return 0;
+    }
     if (r.data.kind != SS_SEG_OBJECT)
         return -SS_E_PROTO;
     /* read-only fd at fd_index, read-write fd right after it: exactly two */

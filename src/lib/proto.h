@@ -50,7 +50,8 @@
                              * 5: PUT_MANY (a batch of small puts);
                              * 6: PUTV (the store reads a put's bytes from
                              * the caller's memory), ARENA segments, INDEX
-                             * (the shared index's memfds) */
+                             * (the shared index's memfds), STAGE areas in
+                             * CREATE replies (copy-on-seal) */
 
 /* Largest message either side sends: header + body + 64 KiB meta + the
  * largest inline payload (SEALSTORE_SMALL_MAX is capped at 64 KiB) with
@@ -127,6 +128,10 @@ typedef struct ss__segref {
     uint32_t kind;     /* enum ss__seg_kind */
 } ss__segref;          /* 40 bytes */
 #define SS_FD_NONE 0xffffffffu /* the client already has this segment's fd */
+/* Version 6: a CREATE reply of kind SS_SEG_STAGE names a staging area,
+ * the creator's scratch the store copies the object from at SEAL; its
+ * seg_id has this bit over a serial the store never reuses. */
+#define SS_SEG_ID_STAGE (1ull << 61)
 
 /* ---- HELLO: {pid, flags} -> {client_id, limits}; reply carries no fd */
 typedef struct ss__req_hello {
@@ -162,14 +167,20 @@ typedef struct ss__rep_create {
     ss__segref data;    /* SMALL: the client buffers locally and sends the
                            payload with SEAL (no fd); OBJECT: fd_index of the
                            read-only fd, the read-write fd follows it at
-                           fd_index + 1 */
+                           fd_index + 1; STAGE (version 6): a staging area
+                           of this connection (seg_id with SS_SEG_ID_STAGE),
+                           its read-write fd at fd_index 0 the first time,
+                           SS_FD_NONE after; the client writes the object's
+                           bytes at offset 0 and SEALs with no payload: the
+                           store copies them into its own memory (an ARENA
+                           object) then */
 } ss__rep_create;
 
 /* ---- SEAL: {id, flags, payload_size} + payload (SMALL only) -> status */
 typedef struct ss__req_seal {
     ss_id id;
     uint32_t flags;        /* SS_SEALF_* */
-    uint64_t payload_size; /* SMALL: == the created size; OBJECT: 0 */
+    uint64_t payload_size; /* SMALL: == the created size; OBJECT, STAGE: 0 */
 } ss__req_seal;
 /* Once sealed, drop the creator's reference on this very object (before
  * the reply is sent), as if RELEASE had named it: a put's hold ends

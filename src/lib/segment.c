@@ -227,7 +227,8 @@ int ss__backing_plan(uint64_t size, int hugepages, int kind, uint8_t out[SS_BACK
 {
     int n = 0;
 
-    if (kind != SS_SEG_OBJECT && kind != SS_SEG_SMALL && kind != SS_SEG_ARENA)
+    if (kind != SS_SEG_OBJECT && kind != SS_SEG_SMALL && kind != SS_SEG_ARENA &&
+        kind != SS_SEG_STAGE)
         return -EINVAL;
     if (size > SS_SEG_MAX_SIZE || (kind != SS_SEG_OBJECT && size == 0))
         return -EINVAL;
@@ -272,6 +273,7 @@ static int memfd_new(int backing, int kind)
 {
     const char *name = kind == SS_SEG_SMALL   ? "sealstore-small"
                        : kind == SS_SEG_ARENA ? "sealstore-arena"
+                       : kind == SS_SEG_STAGE ? "sealstore-stage"
                                               : "sealstore-obj";
     unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
     int fd;
@@ -430,10 +432,12 @@ static int try_backing(ss__seg *seg, const ss__seg_params *p, int backing, uint6
         ss__counter_add(&ss__g_stats.populate_bytes, size);
     }
 
-    if (p->kind == SS_SEG_OBJECT) {
+    if (p->kind == SS_SEG_OBJECT || p->kind == SS_SEG_STAGE) {
         /* OBJECT segments are written by the creator through its own
          * mapping; a store mapping from the O_RDWR fd would make
-         * F_SEAL_WRITE fail with EBUSY */
+         * F_SEAL_WRITE fail with EBUSY. STAGE areas are the client's to
+         * write: the store reads them with pread, never through a
+         * mapping (design.md section 4a) */
         ss__sys_munmap(map, (size_t)size);
         map = NULL;
     }

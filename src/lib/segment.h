@@ -2,7 +2,7 @@
 /*
  * Segments: sealed memfds, the only memory objects ever live in.
  *
- * Three kinds:
+ * Four kinds:
  *
  *  OBJECT segment, one per large object. Created with sealing allowed
  *  (MFD_NOEXEC_SEAL where the kernel has it), sized to its backing's page,
@@ -23,6 +23,15 @@
  *  ARENA segment, carved by the arena allocator (arena.h) for objects
  *  above the small limit that the store copies in: made and sealed exactly
  *  like a SMALL segment (ss__seg_seal_small), named apart.
+ *
+ *  STAGE segment, a client's staging area for copy-on-seal creates
+ *  (store_int.h, ss__stage): created and populated like an OBJECT segment
+ *  (no store mapping is kept), then the store adds SHRINK|GROW and sends
+ *  its O_RDWR fd to that one client, which writes its objects' bytes
+ *  there; the store reads them with pread (never SIGBUS, whatever the
+ *  client does to the file) into the object's arena place at seal. No
+ *  object lives in it: it is the producer's scratch, named apart
+ *  ("sealstore-stage").
  *
  * Readers get an O_RDONLY fd from ss__seg_reopen_ro().
  *
@@ -60,8 +69,11 @@ enum ss__backing {
  * entry's kind). OBJECT: one object, written in place by its creator and
  * write-sealed; SMALL: small objects the store copied in; ARENA: larger
  * objects the store copied in (arena.h). SMALL and ARENA segments are
- * sealed FUTURE_WRITE at birth and written only by the store. */
-enum ss__seg_kind { SS_SEG_OBJECT, SS_SEG_SMALL, SS_SEG_ARENA };
+ * sealed FUTURE_WRITE at birth and written only by the store. STAGE: a
+ * client's staging area (never in the index): populated and sealed
+ * SHRINK|GROW only, written by that client, read by the store with pread
+ * when it copies a staged object into its arena at seal. */
+enum ss__seg_kind { SS_SEG_OBJECT, SS_SEG_SMALL, SS_SEG_ARENA, SS_SEG_STAGE };
 
 /* Seal sets, as F_GET_SEALS reports them. */
 #define SS_SEALS_SIZE (F_SEAL_SHRINK | F_SEAL_GROW)

@@ -464,6 +464,15 @@ static int memory_open(ss__store *s)
         ss__log_error("store: arenas: %s", bad ? bad : ss_strerror(rc));
         return rc;
     }
+    /* copy-on-seal creates (store_int.h, ss__stage): on hugetlb arenas
+     * in place wins from ~4 MiB (doc/arena-probe.md) */
+    s->mem.stage_limit = ss__opt_size(SS_OPT_STAGE_MAX);
+    if ((s->mem.hugepages == SS_HP_2M || s->mem.hugepages == SS_HP_1G ||
+         (s->mem.hugepages == SS_HP_AUTO && ss__hpool_configured(2 * SS_MiB))) &&
+        s->mem.stage_limit > 4 * SS_MiB)
+        s->mem.stage_limit = 4 * SS_MiB;
+    s->mem.stage_quota = 2 * s->mem.stage_limit;
+    s->mem.stage_total = s->mem.capacity / 4;
     ss__pool_params pp = {
         .budget = ss__opt_size(SS_OPT_POOL_SIZE),
         .classes = ss__opt_sizelist(SS_OPT_POOL_CLASSES),

@@ -156,6 +156,7 @@ enum ss__ix_state {
  * over their serial (arena.h: never reused while the store lives). */
 #define SS_SEG_ID_SMALL (1ull << 63)
 #define SS_SEG_ID_ARENA (1ull << 62)
+/* Staging areas: SS_SEG_ID_STAGE (proto.h) over a serial. */
 
 typedef struct ss__index_hdr {
     uint32_t magic;          /* SS_INDEX_MAGIC or SS_BUCKET_MAGIC */
@@ -426,6 +427,49 @@ typedef struct ss__arena_rec {
     int32_t ro_fd;           /* O_RDONLY reopen for readers, -1 until needed */
 } ss__arena_rec;
 
+/*
+ * Staging areas: copy-on-seal creates (doc/design.md section 4a).
+ *
+ * A CREATE of an object above small_max up to the staging limit
+ * (ss__store_mem.stage_limit) makes an ARENA object (CREATED) and lends
+ * its creator one of the connection's staging areas for it: a memfd the
+ * store created, populated and sealed SHRINK|GROW (so nobody can resize
+ * it), whose O_RDWR fd goes to that client with the first CREATE reply
+ * naming it (kind SS_SEG_STAGE); the client maps it read-write
+ * (MADV_DONTFORK under the fork guard) and writes the object's bytes at
+ * offset 0. The store keeps no mapping of it. SEAL opens the object's
+ * arena write window, preads the area's first `size` bytes into it,
+ * closes the window and publishes: the object's bytes are in the arena
+ * from then on, and nothing the client does to the area changes them.
+ *
+ * Who writes what: every field below is the loop's (store_obj.c). An area
+ * is lent (busy, e/generation naming the object) from the CREATE until the
+ * creator's last reference to that object goes (RELEASE, SEAL with
+ * SS_SEALF_RELEASE, ABORT, a failed seal, the connection's end: wherever
+ * the reference record is deleted, ss__stage_forget), not at the seal: the
+ * library's *data still points into the area until the creator releases
+ * the object, so the area must not be lent to another create before. The
+ * store reads an area only on its loop, in a SEAL of the object it is lent
+ * for; a client writing it meanwhile can only change its own object's
+ * bytes before they are sealed.
+ *
+ * Bounds: at most SS_STAGE_AREAS areas and stage_quota bytes per
+ * connection, stage_total bytes over all connections; every area is
+ * charged to capacity (ss__obj_charge) while it exists, and areas are
+ * freed only when their connection goes (a client keeps its mapping of
+ * an area, so destroying one early would leave memory the store no
+ * longer counts). A create that finds no free area big enough and may
+ * not make one is made the old way, an OBJECT segment written in place.
+ */
+#define SS_STAGE_AREAS 64u
+typedef struct ss__stage {
+    ss__seg seg;             /* fd: O_RDWR memfd; map NULL; size: the area */
+    uint64_t seg_id;         /* SS_SEG_ID_STAGE | serial */
+    uint32_t e, generation;  /* the object it is lent for, while busy */
+    bool busy;
+    bool sent;               /* the client has the fd */
+} ss__stage;
+
 /* A small segment as the store tracks it (by allocator segment id). */
 typedef struct ss__small {
     uint32_t no;             /* small number (wire id = SS_SEG_ID_SMALL | no) */
@@ -543,6 +587,11 @@ typedef struct ss__conn {
      * names a live arena. */
     uint32_t *arena_refs;
     uint32_t arena_cap;
+    /* store_obj.c: staging areas (ss__stage above): nstages of them,
+     * nstage_busy lent, stage_bytes their sizes */
+    ss__stage *stages;
+    uint32_t nstages, stage_cap, nstage_busy;
+    uint64_t stage_bytes;
     /* store_park.c: parked requests of this client (cprev/cnext) */
     struct ss__parked *parked;
     uint32_t nparked;
@@ -741,6 +790,11 @@ typedef struct ss__store_mem {
     uint64_t small_max;           /* open: largest small object */
     int64_t create_timeout_ms;    /* open: SEALSTORE_CREATE_TIMEOUT */
     bool evict;                   /* open: SEALSTORE_EVICT */
+    /* open: creates above small_max up to stage_limit are staged
+     * (ss__stage): SEALSTORE_STAGE_MAX, at most 4 MiB when arenas are on
+     * hugetlb pages (in place wins above); a connection's areas hold at
+     * most stage_quota bytes, all connections' stage_total */
+    uint64_t stage_limit, stage_quota, stage_total;
 } ss__store_mem;
 
 /* store_obj.c: the object table. */
@@ -755,6 +809,8 @@ typedef struct ss__store_tab {
     uint32_t nsmalls;
     ss__arena_rec *arecs;         /* loop: by arena id, narecs of them */
     uint32_t narecs;
+    uint64_t stage_bytes;         /* loop: every connection's staging areas */
+    uint64_t next_stage_serial;   /* loop: serial of the next staging area */
     /* loop; also written by store_req.c (a create) and store_disk.c (the
      * startup scan, a spill): CREATED + SEALED + SPILLED entries, the
      * sealed and spilled among them, and their bytes */
@@ -1153,6 +1209,17 @@ ss__arena_rec *ss__arena_rec_of(ss__store *s, uint32_t id);
 int ss__arena_ro_fd(ss__store *s, uint32_t id);
 int ss__arena_refs_reserve(ss__conn *c, uint32_t id);
 void ss__ref_forget(ss__store *s, ss__conn *c, ss__ref *r);
+/* Staging areas (ss__stage): lend c an area of at least `size` bytes (a
+ * free one, best fit, or a new one within the bounds): its index, or
+ * -ENOSPC (none may be had: create the old way), -errno. Bind it to the
+ * object made with it; the area lent for entry e; end the loan when the
+ * creator's reference record of e goes (ss__ref_forget, an abort); free
+ * every area of c (its end). */
+int ss__stage_take(ss__store *s, ss__conn *c, uint64_t size);
+void ss__stage_bind(ss__store *s, ss__conn *c, uint32_t i, uint32_t e);
+ss__stage *ss__stage_of(const ss__store *s, ss__conn *c, uint32_t e);
+void ss__stage_forget(ss__store *s, ss__conn *c, uint32_t e);
+void ss__stage_drop_all(ss__store *s, ss__conn *c);
 /* Free an object's data and meta memory (sets NOMEM; the entry is the
  * caller's to rewrite). */
 void ss__obj_drop_mem(ss__store *s, uint32_t e);

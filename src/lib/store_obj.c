@@ -298,7 +298,111 @@ void ss__ref_forget(ss__store *s, ss__conn *c, ss__ref *r)
         if (id < c->arena_cap && c->arena_refs[id] > 0)
             c->arena_refs[id]--;
     }
+    ss__stage_forget(s, c, e); /* the creator's area is free for its next create */
     ss__ref_del(c, r);
+}
+
+/* ------------------------------------------------------------ staging */
+
+/* An area's size for a create of `size` bytes: a power of two up to
+ * 2 MiB, then whole 2 MiB (so areas are reused across nearby sizes, and
+ * a hugetlb area wastes nothing). */
+static uint64_t stage_area_size(uint64_t size)
+{
+    uint64_t a = 4096;
+
+    if (size > 2 * SS_MiB)
+        return SS_ALIGN_UP(size, 2 * SS_MiB);
+    while (a < size)
+        a <<= 1;
+    return a;
+}
+
+int ss__stage_take(ss__store *s, ss__conn *c, uint64_t size)
+{
+    uint64_t asize = stage_area_size(size);
+    int best = -1, rc;
+
+    for (uint32_t i = 0; i < c->nstages; i++) {
+        const ss__stage *g = &c->stages[i];
+        if (!g->busy && g->seg.size >= size &&
+            (best < 0 || g->seg.size < c->stages[best].seg.size))
+            best = (int)i;
+    }
+    if (best >= 0)
+        return best;
+    if (c->nstages >= SS_STAGE_AREAS || c->stage_bytes + asize > s->mem.stage_quota ||
+        s->tab.stage_bytes + asize > s->mem.stage_total ||
+        atomic_load_explicit(&s->tab.resident, memory_order_relaxed) + asize > s->mem.capacity)
+        return -ENOSPC;
+    if ((rc = SS_ARRAY_RESERVE(c->stages, c->stage_cap, (size_t)c->nstages + 1, 4)) < 0)
+        return rc;
+
+    ss__stage *g = &c->stages[c->nstages];
+    ss__seg_params sp = { .size = asize, .hugepages = s->mem.hugepages, .kind = SS_SEG_STAGE,
+                          .node = SS_NODE_ANY };
+    memset(g, 0, sizeof(*g));
+    rc = ss__seg_create(&g->seg, &sp);
+    if (rc < 0)
+        return rc == -SS_E_NOBACKING ? -ENOSPC : rc;
+    /* the client may write it, never resize it under anyone */
+    if ((rc = ss__sys_add_seals(g->seg.fd, SS_SEALS_SIZE)) < 0 ||
+        (rc = ss__obj_charge(s, (int64_t)g->seg.size)) < 0) {
+        ss__seg_destroy(&g->seg);
+        return rc == -ENOSPC ? -ENOSPC : rc;
+    }
+    g->seg_id = SS_SEG_ID_STAGE | ++s->tab.next_stage_serial;
+    c->stage_bytes += g->seg.size;
+    s->tab.stage_bytes += g->seg.size;
+    return (int)c->nstages++;
+}
+
+void ss__stage_bind(ss__store *s, ss__conn *c, uint32_t i, uint32_t e)
+{
+    ss__stage *g = &c->stages[i];
+
+    SS_ASSERT(i < c->nstages && !g->busy);
+    g->busy = true;
+    g->e = e;
+    g->generation = ss__ent(s, e)->generation;
+    c->nstage_busy++;
+}
+
+ss__stage *ss__stage_of(const ss__store *s, ss__conn *c, uint32_t e)
+{
+    uint32_t gen = ss__ent(s, e)->generation;
+
+    for (uint32_t i = 0; c->nstage_busy && i < c->nstages; i++)
+        if (c->stages[i].busy && c->stages[i].e == e && c->stages[i].generation == gen)
+            return &c->stages[i];
+    return NULL;
+}
+
+void ss__stage_forget(ss__store *s, ss__conn *c, uint32_t e)
+{
+    ss__stage *g = ss__stage_of(s, c, e);
+
+    if (g) {
+        g->busy = false;
+        c->nstage_busy--;
+    }
+}
+
+void ss__stage_drop_all(ss__store *s, ss__conn *c)
+{
+    for (uint32_t i = 0; i < c->nstages; i++) {
+        uint64_t bytes = c->stages[i].seg.size;
+
+        ss__seg_destroy(&c->stages[i].seg);
+        (void)ss__obj_charge(s, -(int64_t)bytes);
+        s->tab.stage_bytes -= bytes;
+    }
+    free(c->stages);
+    c->stages = NULL;
+    c->nstages = c->stage_cap = c->nstage_busy = 0;
+    if (c->stage_bytes)
+        s->park.retry_creates = true; /* capacity came back */
+    c->stage_bytes = 0;
 }
 
 /* ------------------------------------------------------------ free/detach */
@@ -707,6 +811,7 @@ void ss__ref_drop_all(ss__store *s, ss__conn *c)
     free(c->arena_refs);
     c->arena_refs = NULL;
     c->arena_cap = 0;
+    ss__stage_drop_all(s, c);
 }
 
 /* ================================================================ setup */

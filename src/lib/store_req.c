@@ -182,6 +182,8 @@ typedef struct create_args {
     const void *data;        /* PUT: the bytes */
     const ss__putv_iov *riov; /* PUTV: the bytes, in the client's memory */
     uint32_t niov;
+    bool stage;              /* CREATE: an ARENA object its creator fills through
+                                a staging area (ss__stage), copied in at SEAL */
 } create_args;
 
 static void publish(ss__store *s, uint32_t e);
@@ -249,7 +251,8 @@ static void bound_delete_all(ss__store *s, ss__conn *c)
 /* The memory a create takes before it has an entry. */
 typedef struct create_mem_t {
     bool small;              /* the data in a small slot, else an object segment */
-    bool arena;              /* !small: the data in an arena (PUTV), not a segment */
+    bool arena;              /* !small: the data in an arena (PUTV, staged
+                                CREATE), not a segment */
     bool window;             /* arena: its write window is open */
     int node;
     ss__sloc dloc, mloc;     /* small data (small), meta (a->meta_size) */
@@ -301,10 +304,11 @@ static int create_take(ss__store *s, const create_args *a, create_mem_t *m, uint
         if (rc < 0)
             return rc;
         ss__amake_note(s, m->node); /* keep the next arena ready there */
-        /* the store's mapping is read-only outside write windows (arena.h) */
-        if ((rc = ss__arena_write_open(s->mem.arenas, &m->aloc)) < 0)
+        /* the store's mapping is read-only outside write windows
+         * (arena.h); a staged create's window opens at its SEAL */
+        if (a->riov && (rc = ss__arena_write_open(s->mem.arenas, &m->aloc)) < 0)
             goto fail;
-        m->window = true;
+        m->window = a->riov != NULL;
     } else if (!m->small) {
         if (a->size > s->mem.capacity)
             return -ENOSPC;
@@ -399,7 +403,7 @@ static int create_mem(ss__store *s, const create_args *a, uint32_t *out, uint64_
     create_mem_t m = { .small = a->size <= s->mem.small_max, .node = SS_NODE_ANY,
                        .seg = { .fd = -1 }, .fd_ro = -1 };
 
-    m.arena = !m.small && a->riov;
+    m.arena = !m.small && (a->riov || a->stage);
     uint32_t e;
     int rc;
 
@@ -658,6 +662,11 @@ int ss__req_create_try(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put
     int rc;
 
     args_of(h, &a);
+    /* copy-on-seal (ss__stage): no area to be had makes it the old way */
+    int area = !put && a.size > s->mem.small_max && a.size <= s->mem.stage_limit
+                   ? ss__stage_take(s, c, a.size)
+                   : -1;
+    a.stage = area >= 0;
     rc = create_one(s, c, &a, put, h->req_id, &e, need);
     if (rc == 1)
         return 0; /* a PUTV copying: answered when done */
@@ -684,7 +693,19 @@ int ss__req_create_try(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put
     ss__proto_hdr(&m.h, SS_MSG_CREATE, h->req_id, sizeof(m), 0, SS_MSGF_REPLY);
     m.r.data.seg_id = en->seg_id;
     m.r.data.size = a.size;
-    if (SS_IX_KIND(en->info) == SS_SEG_OBJECT) {
+    if (a.stage) {
+        /* the creator writes the staging area; the arena place stays the
+         * store's alone (the reference is not SENT: no arena fd went) */
+        ss__stage *g = &c->stages[area];
+        ss__stage_bind(s, c, (uint32_t)area, e);
+        m.r.data.seg_id = g->seg_id;
+        m.r.data.seg_size = g->seg.size;
+        m.r.data.offset = 0;
+        m.r.data.kind = SS_SEG_STAGE;
+        m.r.data.fd_index = g->sent ? SS_FD_NONE : 0;
+        ss__conn_send(s, c, &m, sizeof(m), &g->seg.fd, g->sent ? 0 : 1);
+        g->sent = true;
+    } else if (SS_IX_KIND(en->info) == SS_SEG_OBJECT) {
         int fds[2] = { o->fd_ro, o->fd_rw };
         m.r.data.seg_size = o->seg_size;
         m.r.data.offset = 0;
@@ -851,6 +872,7 @@ static void abort_obj(ss__store *s, ss__conn *c, uint32_t e)
 
     if (r) {
         uint32_t n = SS_REF_COUNT(r->refs);
+        ss__stage_forget(s, c, e);
         ss__ref_del(c, r);
         o->refs -= n;
     }
@@ -861,6 +883,40 @@ static void abort_obj(ss__store *s, ss__conn *c, uint32_t e)
 }
 
 static void seal_job_done(ss__store *s, ss__sealjob *j);
+
+/*
+ * A staged object's bytes (ss__stage): copied from the area lent for it
+ * into its arena place, in that place's write window, on the loop. pread,
+ * not a mapping: whatever the client did to its area (holes punched in a
+ * hugetlb file included) reads as bytes or an error, never a fault in the
+ * store. 0, -EINVAL (no area lent for it: not staged), -errno.
+ */
+static int stage_copy(ss__store *s, ss__conn *c, uint32_t e)
+{
+    const ss__stage *g = ss__stage_of(s, c, e);
+    const ss__index_entry *en = ss__ent(s, e);
+    ss__aloc loc = { .arena = ss__obj_at(s, e)->small_slot,
+                     .off = (uint64_t)en->data_off64 * SS_OBJ_ALIGN };
+    const ss__seg *ag = ss__arena_segment(s->mem.arenas, loc.arena);
+    uint64_t done = 0;
+    int rc;
+
+    if (!g || !ag || g->seg.size < en->size)
+        return -EINVAL;
+    if ((rc = ss__arena_write_open(s->mem.arenas, &loc)) < 0)
+        return rc;
+    while (done < en->size) {
+        ssize_t r = ss__sys_pread(g->seg.fd, (char *)ag->map + loc.off + done,
+                                  (size_t)(en->size - done), done);
+        if (r <= 0) {
+            rc = r < 0 ? (int)r : -EIO;
+            break;
+        }
+        done += (uint64_t)r;
+    }
+    (void)ss__arena_write_close(s->mem.arenas, &loc);
+    return rc;
+}
 
 /* A client's seal job to the worker: its one job there. */
 static void seal_submit(ss__store *s, ss__sealjob *j)
@@ -904,6 +960,15 @@ void ss__req_do_seal(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
     }
     if (rq->payload_size != 0) {
         ss__conn_reply_status(s, c, SS_MSG_SEAL, h->req_id, -EINVAL);
+        return;
+    }
+    if (SS_IX_KIND(en->info) == SS_SEG_ARENA) {
+        int rc = stage_copy(s, c, (uint32_t)e);
+        if (rc < 0) { /* still created: the creator may retry or abort */
+            ss__conn_reply_status(s, c, SS_MSG_SEAL, h->req_id, rc);
+            return;
+        }
+        sealed(s, c, (uint32_t)e, h->req_id, rq->flags & SS_SEALF_RELEASE);
         return;
     }
     ss__sealjob *j = calloc(1, sizeof(*j));
