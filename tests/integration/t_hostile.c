@@ -20,6 +20,7 @@
 #include "t_helpers.h"
 
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -265,17 +266,24 @@ static void check_alive(void)
     close(fd);
 }
 
-static void check_store_ok(void)
+/* ... with `extra` fds more than the baseline (an idle arena the store
+ * keeps: its memfd and its readers' fd). */
+static void check_store_ok_plus(int extra)
 {
     check_alive();
     int n = 0;
     for (int i = 0; i < 500; i++) {
-        if ((n = t_count_fds()) == g_base_fds)
+        if ((n = t_count_fds()) == g_base_fds + extra)
             return;
         usleep(10000);
     }
     dump_fds();
-    fail_msg("store fds: %d, baseline %d", n, g_base_fds);
+    fail_msg("store fds: %d, baseline %d + %d", n, g_base_fds, extra);
+}
+
+static void check_store_ok(void)
+{
+    check_store_ok_plus(0);
 }
 
 static int put_small(int fd, const ss_id *id, const char *data, uint64_t size)
@@ -294,7 +302,8 @@ static int group_setup(void **state)
     snprintf(g_path, sizeof(g_path), "%s/h.sock", t_tmpdir());
     if (ss_option_set(SS_OPT_POOL_SIZE, "0") < 0 || ss_option_set(SS_OPT_CAPACITY, "256M") < 0 ||
         ss_option_set(SS_OPT_CREATE_TIMEOUT, "300") < 0 ||
-        ss_option_set(SS_OPT_HUGEPAGES, "off") < 0)
+        ss_option_set(SS_OPT_HUGEPAGES, "off") < 0 ||
+        ss_option_set(SS_OPT_STAGE_MAX, "512K") < 0) /* 1 MiB creates: in place */
         return -1;
     if (ss__store_start_thread(&g_store, g_path, 0) < 0)
         return -1;
@@ -1421,6 +1430,132 @@ static void t_evict_lru(void **state)
     check_store_ok();
 }
 
+/* A staged create (copy-on-seal) read back by another raw client. */
+static void stage_check(int fd, const ss_id *id, const unsigned char *want, uint64_t size)
+{
+    ss__req_get g = { .n = 1, .timeout_ms = 0 };
+    struct {
+        ss__rep_get r;
+        ss__get_entry e;
+    } rep;
+    int fds[SS_PROTO_MAX_FDS];
+    unsigned nfds = 0;
+    uint32_t rid = rreq(fd, SS_MSG_GET, &g, sizeof(g), id, sizeof(*id));
+
+    assert_int_equal(rreply(fd, rid, SS_MSG_GET, &rep, sizeof(rep), fds, &nfds), 1);
+    assert_int_equal(rep.e.data.kind, SS_SEG_ARENA);
+    assert_int_equal(nfds, 1);
+    const unsigned char *p = mmap(NULL, rep.e.data.seg_size, PROT_READ, MAP_SHARED, fds[0], 0);
+    assert_true(p != MAP_FAILED);
+    assert_memory_equal(p + rep.e.data.offset, want, size);
+    munmap((void *)p, rep.e.data.seg_size);
+    close(fds[0]);
+    ss__req_release rr = { .n = 1 };
+    rreq(fd, SS_MSG_RELEASE, &rr, sizeof(rr), id, sizeof(*id));
+}
+
+/*
+ * Staging areas in the hands of raw clients: an area comes with the
+ * CREATE reply once, sealed against resizing; a SEAL names no bytes of
+ * it (a payload or a size is refused, the object stays open); another
+ * client can neither seal the object nor get the area; the store copies
+ * whatever the area holds at the seal (a hole punched in it reads as
+ * zeroes, never a fault in the store), and nothing written to the area
+ * after the seal reaches the object. A creator that goes leaves no fd.
+ */
+static void t_staging_hostile(void **state)
+{
+    enum { SZ = 256 * 1024 };
+    ss_id xa = { { 's', 't', 'a' } }, xb = { { 's', 't', 'b' } };
+    static unsigned char want[SZ];
+    int fds[SS_PROTO_MAX_FDS];
+    unsigned nfds = 0;
+    ss__rep_create rc;
+
+    (void)state;
+    int a = rconn(), b = rconn();
+    rhello(a);
+    rhello(b);
+    ss__req_create c = { .id = xa, .node = -1, .size = SZ };
+    uint32_t rid = rreq(a, SS_MSG_CREATE, &c, sizeof(c), NULL, 0);
+    assert_int_equal(rreply(a, rid, SS_MSG_CREATE, &rc, sizeof(rc), fds, &nfds), 0);
+    assert_int_equal(rc.data.kind, SS_SEG_STAGE);
+    assert_int_equal(nfds, 1);
+    int area = fds[0];
+    assert_true((fcntl(area, F_GET_SEALS) & (F_SEAL_SHRINK | F_SEAL_GROW)) ==
+                (F_SEAL_SHRINK | F_SEAL_GROW));
+    assert_int_equal(ftruncate(area, 4096), -1);
+    assert_int_equal(ftruncate(area, (off_t)rc.data.seg_size * 2), -1);
+    unsigned char *p = mmap(NULL, rc.data.seg_size, PROT_READ | PROT_WRITE, MAP_SHARED, area, 0);
+    assert_true(p != MAP_FAILED);
+    for (unsigned i = 0; i < SZ; i++)
+        p[i] = want[i] = (unsigned char)(i * 7 + 1);
+    /* a hole in the middle: the store reads zeroes there */
+    assert_int_equal(fallocate(area, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 65536, 65536), 0);
+    memset(want + 65536, 0, 65536);
+
+    /* SEALs that name bytes: refused, the object stays open */
+    ss__req_seal sl = { .id = xa, .payload_size = 64 };
+    static unsigned char junk[SZ];
+    rid = rreq(a, SS_MSG_SEAL, &sl, sizeof(sl), junk, 64);
+    assert_int_equal(rreply(a, rid, SS_MSG_SEAL, NULL, 0, NULL, NULL), -EINVAL);
+    sl.payload_size = SS_PROTO_MAX_INLINE + 1; /* no such message */
+    rid = rreq(a, SS_MSG_SEAL, &sl, sizeof(sl), NULL, 0);
+    assert_int_equal(rreply(a, rid, SS_MSG_SEAL, NULL, 0, NULL, NULL), -SS_E_PROTO);
+    /* B: not its object; its own create gets its own area */
+    sl.payload_size = 0;
+    rid = rreq(b, SS_MSG_SEAL, &sl, sizeof(sl), NULL, 0);
+    assert_int_equal(rreply(b, rid, SS_MSG_SEAL, NULL, 0, NULL, NULL), -ENOENT);
+    assert_int_equal(rsimple(b, SS_MSG_ABORT, &xa), -ENOENT);
+    ss__rep_create rb;
+    c.id = xb;
+    rid = rreq(b, SS_MSG_CREATE, &c, sizeof(c), NULL, 0);
+    assert_int_equal(rreply(b, rid, SS_MSG_CREATE, &rb, sizeof(rb), fds, &nfds), 0);
+    assert_int_equal(rb.data.kind, SS_SEG_STAGE);
+    assert_int_equal(nfds, 1);
+    assert_true(rb.data.seg_id != rc.data.seg_id);
+    close(fds[0]);
+    /* B goes with its object open: aborted, its area freed */
+    close(b);
+
+    /* A seals; its area written after the seal changes nothing */
+    rid = rreq(a, SS_MSG_SEAL, &sl, sizeof(sl), NULL, 0);
+    assert_int_equal(rreply(a, rid, SS_MSG_SEAL, NULL, 0, NULL, NULL), 0);
+    memset(p, 0xee, SZ);
+    b = rconn();
+    rhello(b);
+    stage_check(b, &xa, want, SZ);
+    /* a second create of A's: the area is still lent (A holds xa), so
+     * another one comes, with its fd */
+    c.id = xb;
+    rid = rreq(a, SS_MSG_CREATE, &c, sizeof(c), NULL, 0);
+    assert_int_equal(rreply(a, rid, SS_MSG_CREATE, &rb, sizeof(rb), fds, &nfds), 0);
+    assert_int_equal(nfds, 1);
+    assert_true(rb.data.seg_id != rc.data.seg_id);
+    close(fds[0]);
+    assert_int_equal(rsimple(a, SS_MSG_ABORT, &xb), 0);
+    /* A releases xa: its first area is lent again, without an fd */
+    ss__req_release rr = { .n = 1 };
+    rreq(a, SS_MSG_RELEASE, &rr, sizeof(rr), &xa, sizeof(xa));
+    rid = rreq(a, SS_MSG_CREATE, &c, sizeof(c), NULL, 0);
+    assert_int_equal(rreply(a, rid, SS_MSG_CREATE, &rb, sizeof(rb), fds, &nfds), 0);
+    assert_int_equal(nfds, 0);
+    assert_true(rb.data.seg_id == rc.data.seg_id);
+    munmap(p, rc.data.seg_size);
+    close(area);
+    close(a); /* xb open: aborted; the areas go */
+    stage_check(b, &xa, want, SZ);
+    assert_int_equal(rsimple(b, SS_MSG_CONTAINS, &xb), 0);
+    assert_int_equal(rsimple(b, SS_MSG_DELETE, &xa), 0);
+    /* every area is gone with its connection; one empty arena is kept
+     * warm (32 MiB here: an eighth of the capacity) */
+    ss_stats st = rstats(b);
+    assert_int_equal(st.arena_live_bytes, 0);
+    assert_int_equal(st.arena_bytes, 32u << 20);
+    close(b);
+    check_store_ok_plus(2);
+}
+
 static int kill_child(void **state)
 {
     (void)state;
@@ -1455,6 +1590,7 @@ int main(void)
         cmocka_unit_test(t_seal_failure_holds),
         cmocka_unit_test(t_capacity_wait),
         cmocka_unit_test(t_evict_lru),
+        cmocka_unit_test(t_staging_hostile),
     };
 
     signal(SIGPIPE, SIG_IGN);

@@ -1511,7 +1511,11 @@ int main(void)
     };
 
     /* a small store: keep memory modest on a shared machine */
-    if (ss_option_set(SS_OPT_POOL_SIZE, "8M") != 0 || ss_option_set(SS_OPT_CAPACITY, "512M") != 0)
+    /* STAGE_MAX 0: large creates are written in place in segments of
+     * their own, whose pool, mappings and seals these cases are about
+     * (staged creates: t_stage) */
+    if (ss_option_set(SS_OPT_POOL_SIZE, "8M") != 0 || ss_option_set(SS_OPT_CAPACITY, "512M") != 0 ||
+        ss_option_set(SS_OPT_STAGE_MAX, "0") != 0)
         return T_EXIT_ERROR;
     return t_run(tests, setup, teardown);
 }

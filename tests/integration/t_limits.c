@@ -705,7 +705,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(t_fd_refused, ustore_setup, ustore_teardown),
     };
 
+    /* STAGE_MAX 0: large creates get a segment (an fd) each, which the fd
+     * budget cases count on */
     if (ss_option_set(SS_OPT_POOL_SIZE, "0") < 0 || ss_option_set(SS_OPT_CAPACITY, "64M") < 0 ||
+        ss_option_set(SS_OPT_STAGE_MAX, "0") < 0 ||
         ss_option_set(SS_OPT_SPILL_DIR, "off") < 0 || ss_option_set(SS_OPT_HUGEPAGES, "off") < 0) {
         fprintf(stderr, "cannot set options\n");
         return T_EXIT_ERROR;

@@ -1086,7 +1086,10 @@ int main(void)
     /* No populator: its ready segments (fds and bytes) would move the
      * baselines the churn and kill cases compare against; t_lifecycle runs
      * with a pool. */
-    if (ss_option_set(SS_OPT_POOL_SIZE, "0") != 0 || ss_option_set(SS_OPT_CAPACITY, "512M") != 0)
+    /* creates up to 1M are staged, larger ones written in place (the
+     * shared-pages case needs one of those) */
+    if (ss_option_set(SS_OPT_POOL_SIZE, "0") != 0 || ss_option_set(SS_OPT_CAPACITY, "512M") != 0 ||
+        ss_option_set(SS_OPT_STAGE_MAX, "1M") != 0)
         return T_EXIT_ERROR;
     return t_run(tests, t_embed_setup, t_embed_teardown);
 }

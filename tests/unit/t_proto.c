@@ -297,6 +297,19 @@ static void mk_rep_create_object(msg *m)
     m->nfds = 2;
 }
 
+/* Version 6: a staging area for a copy-on-seal create, its read-write
+ * fd with the reply (the first time). */
+static void mk_rep_create_stage(msg *m)
+{
+    ss__rep_create r = { .data = { .seg_id = SS_SEG_ID_STAGE | 3, .seg_size = 2 << 20,
+                                   .offset = 0, .size = (1 << 20) + 3, .fd_index = 0,
+                                   .kind = SS_SEG_STAGE } };
+    m_start(m, SS_MSG_CREATE, SS_MSGF_REPLY, 0, 2);
+    m_put(m, &r, sizeof(r));
+    m_end(m);
+    m->nfds = 1;
+}
+
 /* GET reply: entry 0 OBJECT with its fd (index 0) and meta in a SMALL
  * segment (fd index 1); entry 1 not found; entry 2 SMALL in the same small
  * segment, no fd (named at index 1 already); entry 3 zero-size, no
@@ -874,6 +887,12 @@ static void test_replies_valid(void **state)
     assert_int_equal(rep(&M), SS_MSG_CREATE);
     mk_rep_create_object(&M);
     assert_int_equal(rep(&M), SS_MSG_CREATE);
+    mk_rep_create_stage(&M);
+    assert_int_equal(rep(&M), SS_MSG_CREATE);
+    mk_rep_create_stage(&M); /* an area the client has: no fd */
+    M_SET(&M, H + offsetof(ss__segref, fd_index), uint32_t, SS_FD_NONE);
+    M.nfds = 0;
+    assert_int_equal(rep(&M), SS_MSG_CREATE);
     mk_rep_get(&M);
     assert_int_equal(rep(&M), SS_MSG_GET);
     M_SET(&M, offsetof(ss__msg_hdr, status), int32_t, 4); /* count found */
@@ -1045,6 +1064,32 @@ static void test_reply_create(void **state)
     assert_int_equal(rep(&M), -SS_E_PROTO);
     mk_rep_create_small(&M);
     M_SET(&M, D + offsetof(ss__segref, kind), uint32_t, 2);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    /* STAGE: one fd at index 0 or none; a stage id; offset 0; inside */
+    mk_rep_create_stage(&M);
+    M.nfds = 2;
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_create_stage(&M);
+    M.nfds = 0;
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_create_stage(&M);
+    M_SET(&M, D + offsetof(ss__segref, fd_index), uint32_t, SS_FD_NONE);
+    assert_int_equal(rep(&M), -SS_E_PROTO); /* an fd came, none named */
+    mk_rep_create_stage(&M);
+    M_SET(&M, D + offsetof(ss__segref, seg_id), uint64_t, 3);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_create_stage(&M);
+    M_SET(&M, D + offsetof(ss__segref, offset), uint64_t, 64);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_create_stage(&M);
+    M_SET(&M, D + offsetof(ss__segref, size), uint64_t, (2 << 20) + 1);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_create_stage(&M);
+    M_SET(&M, D + offsetof(ss__segref, seg_size), uint64_t, 0);
+    M_SET(&M, D + offsetof(ss__segref, size), uint64_t, 0);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_create_stage(&M);
+    M_SET(&M, D + offsetof(ss__segref, kind), uint32_t, 4);
     assert_int_equal(rep(&M), -SS_E_PROTO);
     mk_rep_create_object(&M);
     M.nfds = 1;
@@ -1446,6 +1491,7 @@ static void p_get_overflow(msg *m)
           UINT64_MAX - 10);
 }
 static void p_create_fds(msg *m) { m->nfds = 1; }
+static void p_create_stage_fds(msg *m) { m->nfds = 2; }
 static void p_list_state(msg *m)
 {
     M_SET(m, H + sizeof(ss__rep_list) + offsetof(ss__list_entry, state), uint32_t, 9);
@@ -1497,6 +1543,8 @@ static const struct seed seeds[] = {
     { "rep-hello", mk_rep_hello, NULL },
     { "rep-create-small", mk_rep_create_small, NULL },
     { "rep-create-object", mk_rep_create_object, NULL },
+    { "rep-create-stage", mk_rep_create_stage, NULL },
+    { "bad-create-stage-fds", mk_rep_create_stage, p_create_stage_fds },
     { "rep-seal", mk_rep_seal, NULL },
     { "rep-abort", mk_rep_abort, NULL },
     { "rep-put", mk_rep_put, NULL },

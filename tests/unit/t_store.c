@@ -62,6 +62,9 @@ static void open_store(const char *capacity, bool evict)
 
     t_assert_ok(ss_option_set(SS_OPT_CAPACITY, capacity));
     t_assert_ok(ss_option_set(SS_OPT_POOL_SIZE, "0"));
+    /* large creates here are per-object segments written in place (the
+     * staged path: tests/integration/t_stage, t_hostile) */
+    t_assert_ok(ss_option_set(SS_OPT_STAGE_MAX, "0"));
     t_assert_ok(ss_option_set(SS_OPT_HUGEPAGES, "off"));
     t_assert_ok(ss_option_set(SS_OPT_NUMA, "off"));
     t_assert_ok(ss_option_set(SS_OPT_SPILL_DIR, "off"));
