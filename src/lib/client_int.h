@@ -111,7 +111,7 @@
  *    and lent us with a CREATE reply (its O_RDWR fd the first time). We
  *    map it read-write (MADV_DONTFORK under the fork guard, as an OBJECT
  *    creator's mapping) and write the object at its offset 0; the SEAL
- *    carries no bytes: the store preads the area into the object's arena
+ *    carries no bytes: the store copies the area into the object's arena
  *    place and publishes that. The area holds one creation at a time: the
  *    store lends it again only after it read the release of that object's
  *    last reference of ours, so the creator's *data (the area) stays

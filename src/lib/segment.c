@@ -436,8 +436,7 @@ static int try_backing(ss__seg *seg, const ss__seg_params *p, int backing, uint6
         /* OBJECT segments are written by the creator through its own
          * mapping; a store mapping from the O_RDWR fd would make
          * F_SEAL_WRITE fail with EBUSY. STAGE areas are the client's to
-         * write: the store reads them with pread, never through a
-         * mapping (design.md section 4a) */
+         * write; the store reads them (design.md section 4a) */
         ss__sys_munmap(map, (size_t)size);
         map = NULL;
     }

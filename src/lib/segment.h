@@ -26,10 +26,11 @@
  *
  *  STAGE segment, a client's staging area for copy-on-seal creates
  *  (store_int.h, ss__stage): created and populated like an OBJECT segment
- *  (no store mapping is kept), then the store adds SHRINK|GROW and sends
- *  its O_RDWR fd to that one client, which writes its objects' bytes
- *  there; the store reads them with pread (never SIGBUS, whatever the
- *  client does to the file) into the object's arena place at seal. No
+ *  (no writable store mapping is kept), then the store adds SHRINK|GROW
+ *  and sends its O_RDWR fd to that one client, which writes its objects'
+ *  bytes there; at seal the store copies them into the object's arena
+ *  place, from its own read-only mapping on shmem, with pread on hugetlb
+ *  (never SIGBUS, whatever the client does to the file). No
  *  object lives in it: it is the producer's scratch, named apart
  *  ("sealstore-stage").
  *

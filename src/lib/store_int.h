@@ -437,9 +437,10 @@ typedef struct ss__arena_rec {
  * it), whose O_RDWR fd goes to that client with the first CREATE reply
  * naming it (kind SS_SEG_STAGE); the client maps it read-write
  * (MADV_DONTFORK under the fork guard) and writes the object's bytes at
- * offset 0. The store keeps no mapping of it. SEAL opens the object's
- * arena write window, preads the area's first `size` bytes into it,
- * closes the window and publishes: the object's bytes are in the arena
+ * offset 0. The store maps it read-only on shmem (seg.map), not at all on
+ * hugetlb. SEAL opens the object's arena write window, copies the area's
+ * first `size` bytes into it (memcpy from seg.map, else pread), closes
+ * the window and publishes: the object's bytes are in the arena
  * from then on, and nothing the client does to the area changes them.
  *
  * Who writes what: every field below is the loop's (store_obj.c). An area
@@ -463,7 +464,8 @@ typedef struct ss__arena_rec {
  */
 #define SS_STAGE_AREAS 64u
 typedef struct ss__stage {
-    ss__seg seg;             /* fd: O_RDWR memfd; map NULL; size: the area */
+    ss__seg seg;             /* fd: O_RDWR memfd; map: the store's PROT_READ
+                                mapping (shmem), NULL (hugetlb: pread); size */
     uint64_t seg_id;         /* SS_SEG_ID_STAGE | serial */
     uint32_t e, generation;  /* the object it is lent for, while busy */
     bool busy;

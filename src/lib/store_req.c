@@ -905,6 +905,10 @@ static int stage_copy(ss__store *s, ss__conn *c, uint32_t e)
         return -EINVAL;
     if ((rc = ss__arena_write_open(s->mem.arenas, &loc)) < 0)
         return rc;
+    if (g->seg.map) { /* shmem: its read-only mapping (store_obj.c) */
+        memcpy((char *)ag->map + loc.off, g->seg.map, (size_t)en->size);
+        done = en->size;
+    }
     while (done < en->size) {
         ssize_t r = ss__sys_pread(g->seg.fd, (char *)ag->map + loc.off + done,
                                   (size_t)(en->size - done), done);
