@@ -256,6 +256,7 @@ static void test_spill_restore(void **state)
 
     (void)state;
     t_assert_ok(ss_create(t_embed, &id, 3 << 20, NULL, 0, &data));
+    expect_map(data, "sealstore-stage", "rw-s"); /* staged, then an arena object */
     t_fill(data, 3 << 20, 77);
     t_assert_ok(ss_seal(t_embed, &id));
     t_assert_ok(ss_release(t_embed, &id));
