@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * stage_probe: create + memset + seal + release (+ delete, so the store
- * never fills) through an embedded store at 64 KiB, 1 MiB and 64 MiB,
+ * never fills) through an embedded store at 64 KiB (a small object: the
+ * inline path), 64 KiB + 1 (the smallest staged size), 1 MiB and 64 MiB,
  * beside a memcpy of 256 MiB in the same run; prints GB/s, objects/s and
  * the ratio to memcpy. Not part of make check or the suite: a diagnostic
  * behind the copy-on-seal figures. Compare SEALSTORE_STAGE_MAX=0 (every
@@ -56,7 +57,8 @@ int main(int argc, char **argv)
     static const struct {
         size_t size;
         int ops;
-    } runs[] = { { 64u << 10, 4000 }, { 1u << 20, 1000 }, { 64u << 20, 24 } };
+    } runs[] = { { 64u << 10, 4000 }, { (64u << 10) + 1, 4000 }, { 1u << 20, 1000 },
+                 { 64u << 20, 24 } };
     ss_client *c;
 
     if (argc < 2 || ss_connect(argv[1], SS_CONNECT_EMBED, &c))
@@ -85,8 +87,7 @@ int main(int argc, char **argv)
                 best = runs[r].ops / s;
         }
         double gbs = best * (double)runs[r].size / 1e9;
-        printf("%8zu KiB: %9.0f /s  %6.2f GB/s  %.3fx memcpy\n", runs[r].size >> 10, best, gbs,
-               gbs / mc);
+        printf("%10zu B: %9.0f /s  %6.2f GB/s  %.3fx memcpy\n", runs[r].size, best, gbs, gbs / mc);
     }
     ss_disconnect(c);
     return 0;
