@@ -143,6 +143,7 @@ static void base_options(const char *spill_dir)
     set_opt(SS_OPT_SPILL_HIGH, "90%");
     set_opt(SS_OPT_SPILL_QUEUE_DEPTH, "8");
     set_opt(SS_OPT_SPILL_DIR, spill_dir);
+    set_opt(SS_OPT_STAGE_MAX, "64M");
 }
 
 static void path_in(char *buf, size_t len, const char *name)
@@ -1014,6 +1015,7 @@ static void t_get_full(void **state)
     set_opt(SS_OPT_CAPACITY, "8M");
     set_opt(SS_OPT_CREATE_TIMEOUT, "30s");
     set_opt(SS_OPT_SPILL_HIGH, "0");
+    set_opt(SS_OPT_STAGE_MAX, "0"); /* PUT_SEGMENT: in place, not staged into an arena */
     ss_client *c = embed(sock);
 
     /* big objects spill until the disk is full: the last stays in memory */
