@@ -36,11 +36,11 @@
  *   loop.c        the event loop core; knows no request type
  *   store_seal.c  the seal worker thread
  *   store_copy.c  the copy engine's lifecycle in the store (copy.h)
- *   store_arena.c arenas made ahead on a thread of their own
  *   store_conn.c  connections: accept, handshake, wire, outbox, fd budget
  *   store_park.c  parked requests: records, quotas, timer heap, waiter hash
  *   store_obj.c   the object table: entries, free list, LRU, deleted
  *                 chains, small segments, client references, capacity
+ *   store_arena.c arenas made ahead on a thread of their own
  *   store_check.c the store's invariants, every layer's records read in
  *                 one walk (--enable-debug: store.c runs it each turn)
  *   store_disk.c  the store's glue to the spill engine (ss__disk_*; the

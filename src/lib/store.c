@@ -455,7 +455,7 @@ static int memory_open(ss__store *s)
         .min_size = s->mem.small_max > SS_ARENA_GRAIN ? s->mem.small_max : SS_ARENA_GRAIN,
         .hugepages = s->mem.hugepages,
         .numa = s->mem.numa,
-        .charge = ss__obj_charge,
+        .charge = ss__amake_charge,
         .charge_arg = s,
     };
     bad = ss__arena_params_why(&ap);

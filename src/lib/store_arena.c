@@ -29,6 +29,26 @@
 #include "sys.h"
 
 #define AMAKE_RETRY_NS (1000ull * 1000 * 1000)
+
+/* This thread is the arena thread: its charges are arenas not adopted yet
+ * (ss__store_amake.pending, counted in ss_stats.arena_bytes). */
+static __thread bool on_amake_thread;
+
+int ss__amake_charge(void *arg, int64_t delta)
+{
+    ss__store *s = arg;
+    int rc = ss__obj_charge(s, delta);
+
+    if (rc == 0 && on_amake_thread)
+        atomic_fetch_add_explicit(&s->amake.pending, (uint64_t)delta, memory_order_relaxed);
+    return rc;
+}
+
+/* The arena the thread made left its hands: adopted or given back. */
+static void pending_done(ss__store *s, const ss__seg *seg)
+{
+    atomic_fetch_sub_explicit(&s->amake.pending, seg->size, memory_order_relaxed);
+}
 #define ANY_BIT 63 /* SS_NODE_ANY, SS_NODE_INTERLEAVE and nodes >= 62 */
 
 static unsigned node_bit(int node)
@@ -42,6 +62,7 @@ static void *amake_thread(void *arg)
     ss__store_amake *m = &s->amake;
 
     (void)ss__sys_block_signals(NULL);
+    on_amake_thread = true;
     pthread_mutex_lock(&m->lock);
     for (;;) {
         while (!m->want && !m->stop)
@@ -85,10 +106,12 @@ static void amake_event(void *arg, uint32_t events)
         return;
     m->busy = false;
     if (rc == 0) {
+        ss__seg made = seg;
         if (ss__arena_adopt(s->mem.arenas, &seg) < 0)
             ss__arena_unmake(s->mem.arenas, &seg); /* -EEXIST: one came meanwhile */
         else
             m->made++;
+        pending_done(s, &made);
         return;
     }
     m->retry_at = ss__now_ns() + AMAKE_RETRY_NS;
@@ -160,8 +183,11 @@ void ss__amake_stop(ss__store *s)
         pthread_mutex_unlock(&m->lock);
         pthread_join(m->thread, NULL);
         m->started = false;
-        if (m->done && m->rc == 0)
+        if (m->done && m->rc == 0) {
+            ss__seg made = m->seg;
             ss__arena_unmake(s->mem.arenas, &m->seg); /* made, never adopted */
+            pending_done(s, &made);
+        }
         m->done = false;
     }
     if (m->sync) {

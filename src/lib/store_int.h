@@ -905,6 +905,10 @@ typedef struct ss__store_amake {
     int node_of[64];              /* loop: the node each bit stands for */
     uint64_t retry_at;            /* loop: ns; no request before (after a failure) */
     uint64_t made;                /* loop: arenas made ahead and adopted, total */
+    /* bytes the thread charged for arenas not adopted (or given back) yet:
+     * atomic (relaxed), added by the thread's charges (ss__amake_charge),
+     * taken off by the loop */
+    _Atomic uint64_t pending;
 } ss__store_amake;
 
 /* store_seal.c: the seal worker. lock guards todo, todo_tail, done, stop
@@ -1027,15 +1031,6 @@ void ss__seal_finish(ss__store *s);
 /* At close: join, free jobs never handled, the lock, the eventfd. */
 void ss__seal_fini(ss__store *s);
 
-/* ---- store_arena.c: arenas made ahead */
-/* Start the thread (and register its eventfd): 0 or -errno. */
-int ss__amake_start(ss__store *s);
-/* An arena object was placed on `node`: keep an idle arena ready there. */
-void ss__amake_note(ss__store *s, int node);
-/* Turn hook: post a request when a noted node lacks an idle arena. */
-void ss__amake_turn(void *arg, uint64_t now);
-/* Join the thread, give back an arena made and not adopted, close. */
-void ss__amake_stop(ss__store *s);
 /* ---- store_copy.c: the copy engine */
 /* Start it with SEALSTORE_COPY_THREADS workers, its eventfd on the loop:
  * 0 or -errno. */
@@ -1255,6 +1250,18 @@ ss__ref *ss__ref_held(ss__store *s, ss__conn *c, const ss_id *id);
 /* c went: every reference of it goes (its CREATED objects are aborted). */
 void ss__ref_drop_all(ss__store *s, ss__conn *c);
 
+/* ---- store_arena.c: arenas made ahead */
+/* Start the thread (and register its eventfd): 0 or -errno. */
+int ss__amake_start(ss__store *s);
+/* The arenas' capacity charge (ss__obj_charge; on the arena thread it also
+ * counts what it made in amake.pending). Any thread. */
+int ss__amake_charge(void *arg, int64_t delta);
+/* An arena object was placed on `node`: keep an idle arena ready there. */
+void ss__amake_note(ss__store *s, int node);
+/* Turn hook: post a request when a noted node lacks an idle arena. */
+void ss__amake_turn(void *arg, uint64_t now);
+/* Join the thread, give back an arena made and not adopted, close. */
+void ss__amake_stop(ss__store *s);
 /* ---- store_disk.c: the store's side of the spill engine */
 /* Op i (its cookie with the engine); ops sit in chunks and never move. */
 static inline ss__spop *ss__disk_op(const ss__store *s, uint32_t i)

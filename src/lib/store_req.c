@@ -1230,7 +1230,8 @@ void ss__req_fill_stats(ss__store *s, ss_stats *st)
     st->fd_deferred = s->cnt.c_fd_deferred;
     ss__arena_stats as;
     ss__arena_stats_get(s->mem.arenas, &as);
-    st->arena_bytes = as.arena_bytes;
+    st->arena_bytes = as.arena_bytes + atomic_load_explicit(&s->amake.pending,
+                                                            memory_order_relaxed);
     st->arena_live_bytes = as.live_bytes;
     st->remote_puts = s->cnt.c_remote_puts;
     ss__disk_fill_stats(s, st);
