@@ -5,8 +5,10 @@
  * the asyncio calls on top of the Client defined here).
  *
  * put() pickles with protocol 5 and a buffer callback, so contiguous numpy
- * arrays and other PickleBuffers travel out of band: they are copied once,
- * straight into the store object, 64-byte aligned (layout in sspy.h).
+ * arrays and other PickleBuffers travel out of band: one ss_putv() hands
+ * the store the header, the pickle and those buffers where they are, and
+ * the library (or the store) copies them once into the object, each
+ * 64-byte aligned (layout in sspy.h); this module copies none of them.
  * get() maps the object and hands pickle.loads() read-only memoryviews over
  * those buffers, so arrays come back without a copy of their bytes. The
  * memoryviews are slices of one ObjectView, which holds the store reference
@@ -33,7 +35,6 @@
 #include <math.h>
 #include <pwd.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -47,14 +48,16 @@ static PyObject *ObjectExistsError;
 static PyObject *ObjectNotFoundError;
 static PyObject *UntrustedObjectError;
 
-/* Objects up to this size are assembled in private memory and sent in one
- * ss_put() (one round trip, the store copies them into a small slot);
- * beyond it the object is created in place and each buffer copied once. */
+/* put_many() batches pickled objects up to this size: each is assembled
+ * in private memory and joins one ss_put_many() message; larger ones are
+ * put on their own with ss_putv(), as put() does. */
 #define SSPY_SMALL_OBJECT (64 * 1024)
 /* Copies larger than this run with the GIL released. */
 #define SSPY_NOGIL_COPY (256 * 1024)
-/* Objects from this size on are populated in one call before the copy. */
-#define SSPY_PREFAULT_MIN (1024 * 1024)
+/* Most out-of-band buffers one put passes to ss_putv() as they are: with
+ * the pickle and the runs of gathered pieces between them (at most one
+ * more than the direct pieces), 2 * (this + 1) + 1 iovecs fit SS_IOV_MAX. */
+#define SSPY_DIRECT_MAX ((SS_IOV_MAX - 3) / 2)
 /* A waiting get() wakes up this often to honour Ctrl-C and close(). */
 #define SSPY_WAIT_SLICE_MS 200
 
@@ -829,46 +832,149 @@ struct put_plan {
     uint64_t *offsets;
 };
 
-/* Write the header, pickle, table and buffers into dst (the object, or a
- * private staging area). Needs no GIL. Gaps are zeroed so no
- * stale bytes of reused memory show through. */
-static void fill_nogil(char *dst, const struct put_plan *p)
+/*
+ * A pickled object's layout as ss_putv() iovecs, in order: the header,
+ * the pickle, the zero gaps, the buffer table and the out-of-band
+ * buffers. A piece of at least `direct` bytes is passed where it is (the
+ * pickle's bytes, the exporters' memory: the library or the store reads
+ * it during the call, this module copies nothing); the others (the
+ * header, the gaps, the table, small buffers) are gathered into
+ * `scratch`, each run of consecutive gathered pieces one iovec.
+ * Ownership: iov and scratch are PyMem blocks of this struct, freed by
+ * vec_free(); the direct iovecs point into the plan's pickle and
+ * PickleBuffers, which the caller holds until the put returns (a
+ * PickleBuffer keeps its exporter's buffer exported, so a bytearray
+ * cannot be resized and an array's memory cannot go meanwhile).
+ */
+struct put_vec {
+    struct iovec *iov;
+    int n;            /* iovecs used */
+    char *scratch;
+    uint64_t used;    /* scratch bytes used */
+    uint64_t direct;  /* smallest piece passed as it is */
+    int run;          /* the last iovec is a run in scratch */
+    int fill;         /* 0: count iov and scratch only; 1: write them */
+};
+
+/* One piece of the layout: `len` bytes at src (NULL: zeros); `lasting`:
+ * src stays valid until the put returns, so it may be passed as it is. */
+static void vec_add(struct put_vec *v, const void *src, uint64_t len, int lasting)
+{
+    if (len == 0)
+        return;
+    if (lasting && len >= v->direct) {
+        if (v->fill)
+            v->iov[v->n] = (struct iovec){ (void *)src, (size_t)len };
+        v->n++;
+        v->run = 0;
+        return;
+    }
+    if (v->fill) {
+        if (src)
+            memcpy(v->scratch + v->used, src, (size_t)len);
+        else
+            memset(v->scratch + v->used, 0, (size_t)len);
+        if (v->run)
+            v->iov[v->n - 1].iov_len += (size_t)len;
+        else
+            v->iov[v->n] = (struct iovec){ v->scratch + v->used, (size_t)len };
+    }
+    if (!v->run)
+        v->n++;
+    v->run = 1;
+    v->used += len;
+}
+
+/* Walk the layout once (counting, or filling: v->fill). Needs no GIL. */
+static void vec_walk(const struct put_plan *p, struct put_vec *v)
 {
     const struct sspy_header *h = &p->hdr;
     uint64_t end = h->pickle_offset + h->pickle_size;
 
-    memcpy(dst, h, sizeof(*h));
-    memcpy(dst + h->pickle_offset, p->pickle, h->pickle_size);
-    memset(dst + end, 0, h->table_offset - end);
+    v->n = 0;
+    v->used = 0;
+    v->run = 0;
+    vec_add(v, h, sizeof(*h), 0);
+    vec_add(v, p->pickle, h->pickle_size, 1);
+    vec_add(v, NULL, h->table_offset - end, 0);
     for (Py_ssize_t i = 0; i < p->n; i++) {
         struct sspy_bufent e = { p->offsets[i], (uint64_t)p->lens[i] };
 
-        memcpy(dst + h->table_offset + (uint64_t)i * sizeof(e), &e, sizeof(e));
+        vec_add(v, &e, sizeof(e), 0);
     }
     end = h->table_offset + (uint64_t)p->n * sizeof(struct sspy_bufent);
     for (Py_ssize_t i = 0; i < p->n; i++) {
-        memset(dst + end, 0, p->offsets[i] - end);
-        memcpy(dst + p->offsets[i], p->views[i]->buf, (size_t)p->lens[i]);
+        vec_add(v, NULL, p->offsets[i] - end, 0);
+        vec_add(v, p->views[i]->buf, (uint64_t)p->lens[i], 1);
         end = p->offsets[i] + (uint64_t)p->lens[i];
     }
 }
 
-/*
- * Populate the fresh object's pages in one call before copying into it:
- * on shmem, one MADV_POPULATE_WRITE is far cheaper than one page fault per
- * 4 KiB during the memcpy. Advisory: on kernels before 5.14 (EINVAL) or
- * on failure the copy simply faults the pages in.
- */
-static void prefault(void *dst, uint64_t len)
+static int cmp_len_desc(const void *a, const void *b)
 {
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-    uintptr_t lo = (uintptr_t)dst & ~(uintptr_t)4095;
-    uintptr_t hi = (uintptr_t)dst + len;
+    Py_ssize_t x = *(const Py_ssize_t *)a, y = *(const Py_ssize_t *)b;
 
-    if (len >= SSPY_PREFAULT_MIN)
-        (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
+    return (x < y) - (x > y);
+}
+
+/* The smallest piece passed as it is: every one, unless there are more
+ * buffers than SSPY_DIRECT_MAX; then only those longer than the
+ * (SSPY_DIRECT_MAX + 1)-th longest (at most SSPY_DIRECT_MAX of them).
+ * 0 with an exception on failure. */
+static uint64_t direct_min(const struct put_plan *p)
+{
+    Py_ssize_t *l;
+    uint64_t d;
+
+    if (p->n <= SSPY_DIRECT_MAX)
+        return 1;
+    l = PyMem_Malloc((size_t)p->n * sizeof(*l));
+    if (!l) {
+        PyErr_NoMemory();
+        return 0;
+    }
+    memcpy(l, p->lens, (size_t)p->n * sizeof(*l));
+    qsort(l, (size_t)p->n, sizeof(*l), cmp_len_desc);
+    d = (uint64_t)l[SSPY_DIRECT_MAX] + 1;
+    PyMem_Free(l);
+    return d;
+}
+
+static void vec_free(struct put_vec *v)
+{
+    PyMem_Free(v->iov);
+    PyMem_Free(v->scratch);
+    *v = (struct put_vec){ 0 };
+}
+
+/* Lay p out as iovecs in *v; gather_all: every piece into scratch (one
+ * iovec: the whole object). Returns 0, or -1 with an exception. */
+static int vec_build(const struct put_plan *p, struct put_vec *v, int gather_all)
+{
+    *v = (struct put_vec){ .direct = gather_all ? UINT64_MAX : direct_min(p) };
+    if (v->direct == 0)
+        return -1;
+    vec_walk(p, v);
+    if (v->used > SIZE_MAX / 2) {
+        PyErr_SetString(PyExc_OverflowError, "object too large");
+        return -1;
+    }
+    v->iov = PyMem_Malloc((size_t)v->n * sizeof(*v->iov) + 1);
+    v->scratch = PyMem_Malloc((size_t)v->used + 1);
+    if (!v->iov || !v->scratch) {
+        vec_free(v);
+        PyErr_NoMemory();
+        return -1;
+    }
+    v->fill = 1;
+    if (v->used > SSPY_NOGIL_COPY) {
+        Py_BEGIN_ALLOW_THREADS
+        vec_walk(p, v);
+        Py_END_ALLOW_THREADS
+    } else {
+        vec_walk(p, v);
+    }
+    return 0;
 }
 
 static void plan_free(struct put_plan *p, PyObject *pk, PyObject *bufs)
@@ -937,57 +1043,32 @@ fail:
     return NULL;
 }
 
+/* One ss_putv() of the layout: the out-of-band buffers go from where
+ * they are (see struct put_vec), with the GIL released. */
 static int put_pickled(sspy_client *self, const ss_id *id, PyObject *obj, unsigned flags,
                        uint64_t *size)
 {
     struct put_plan p;
+    struct put_vec v;
     PyObject *bufs = NULL, *pk;
-    uint64_t total;
-    int rc = 0, ret = -1;
-    void *dst = NULL;
+    int rc, ret = -1;
 
     pk = plan_pickle(obj, &p, &bufs,
                      "sealstore.put: the object cannot be pickled (protocol 5); nothing was stored");
     if (!pk)
         return -1;
-    total = p.hdr.total_size;
-    *size = total;
-    if (total <= SSPY_SMALL_OBJECT) {
-        char *tmp = PyMem_Malloc(total);
-
-        if (!tmp) {
-            PyErr_NoMemory();
-            goto out;
-        }
-        fill_nogil(tmp, &p);
+    *size = p.hdr.total_size;
+    if (vec_build(&p, &v, 0) == 0) {
         Py_BEGIN_ALLOW_THREADS
-        rc = ss_put_ex(self->c, id, tmp, total, SSPY_META, SSPY_META_LEN, flags);
+        rc = ss_putv(self->c, id, v.iov, v.n, SSPY_META, SSPY_META_LEN, flags);
         Py_END_ALLOW_THREADS
-        PyMem_Free(tmp);
-    } else {
-        Py_BEGIN_ALLOW_THREADS
-        rc = ss_create_ex(self->c, id, total, SSPY_META, SSPY_META_LEN, flags, &dst);
-        Py_END_ALLOW_THREADS
-        if (rc == 0) {
-            if (total > SSPY_NOGIL_COPY) {
-                Py_BEGIN_ALLOW_THREADS
-                prefault(dst, total);
-                fill_nogil(dst, &p);
-                Py_END_ALLOW_THREADS
-            } else {
-                fill_nogil(dst, &p);
-            }
-            Py_BEGIN_ALLOW_THREADS
-            rc = seal_release(self->c, id, dst);
-            Py_END_ALLOW_THREADS
-        }
+        vec_free(&v);
+        if (rc < 0)
+            raise_put(self, rc, id, p.hdr.total_size);
+        else
+            ret = 0;
     }
-    if (rc < 0)
-        raise_put(self, rc, id, total);
-    else
-        ret = 0;
-out:
-    plan_free(&p, pk, bufs);
+    plan_free(&p, pk, bufs); /* the buffers' exports end here, after the put */
     return ret;
 }
 
@@ -1051,12 +1132,13 @@ static PyObject *client_put_sized(sspy_client *self, PyObject *args, PyObject *k
 
 /*
  * put_many(objs, ids=None, *, lifetime=None): every item is tried, in
- * order. An item goes into an ss_put_many() batch when it needs no
- * create-in-place: contiguous raw bytes (passed straight from the
- * caller's buffer), or a pickled object of at most SSPY_SMALL_OBJECT
- * bytes (assembled in private memory as put() does). The rest (larger
- * pickled objects, non-contiguous memoryviews) go through put()'s own
- * path at their place, after the batch of the items before them.
+ * order. An item goes into an ss_put_many() batch when it is small or
+ * flat: contiguous raw bytes (passed straight from the caller's buffer),
+ * or a pickled object of at most SSPY_SMALL_OBJECT bytes (assembled in
+ * private memory: ss_put_many() takes one buffer an item). The rest
+ * (larger pickled objects: one ss_putv() each; non-contiguous
+ * memoryviews) go through put()'s own path at their place, after the
+ * batch of the items before them.
  * Failures are collected per item; see put_many_raise().
  */
 struct pm_item {
@@ -1093,13 +1175,15 @@ static int pm_stage(PyObject *obj, struct pm_item *it, ss_put_item *pi)
         return -1;
     total = p.hdr.total_size;
     if (total <= SSPY_SMALL_OBJECT) { /* else put()'s path, pickled again there */
-        it->staged = PyMem_Malloc(total);
-        if (!it->staged) {
+        struct put_vec v;
+
+        if (vec_build(&p, &v, 1) < 0) {
             plan_free(&p, pk, bufs);
-            PyErr_NoMemory();
             return -1;
         }
-        fill_nogil(it->staged, &p);
+        it->staged = v.scratch; /* the whole object: v.used == total */
+        v.scratch = NULL;
+        vec_free(&v);
         it->batched = 1;
         pi->data = it->staged;
         pi->size = total;
