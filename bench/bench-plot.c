@@ -116,7 +116,7 @@ void plot_write(struct bench *b)
     if (!f)
         die_rc(-errno, "creating %s", dat);
     fprintf(f, "# size put_warm put_exhausted get shm_write shm_open_map socket_copy memcpy "
-               "(GB/s)\n");
+               "ss_put ss_putv create_memset_seal (GB/s)\n");
     for (int i = 0; i < b->nsizes; i++) {
         fprintf(f, "%" PRIu64, b->sizes[i]);
         put_val(f, b->plot[i].put_warm);
@@ -126,6 +126,8 @@ void plot_write(struct bench *b)
         put_val(f, b->plot[i].shm_r);
         put_val(f, b->plot[i].sock);
         put_val(f, memcpy_gbps);
+        for (size_t j = 0; j < SS_ARRAY_SIZE(b->plot[i].shape); j++)
+            put_val(f, b->plot[i].shape[j]);
         fputc('\n', f);
     }
     if (fclose(f) != 0)
@@ -169,11 +171,17 @@ void plot_write(struct bench *b)
                "font ',13'\n",
             ss_version(), b->reps, model, sysconf(_SC_NPROCESSORS_ONLN), u.release, backing,
             when);
-    fprintf(f, "set title 'put: producer side (create + fill + seal + release)'\n");
+    fprintf(f, "set title 'put: producer side (create + fill + seal + release; ss_put; ss_putv)'\n");
     fprintf(f, "plot '%s' using 1:2 with linespoints lw 3 pt 7 ps 1.3 lc rgb '#1f77b4' "
                "title 'sealstore put, pool warm', \\\n"
                "     '' using 1:3 with linespoints lw 3 pt 5 ps 1.2 lc rgb '#6baed6' "
                "title 'sealstore put, pool exhausted', \\\n"
+               "     '' using 1:9 with linespoints lw 2 pt 11 ps 1.2 lc rgb '#9467bd' "
+               "title 'ss_put (one call), pool warm', \\\n"
+               "     '' using 1:10 with linespoints lw 2 pt 12 ps 1.2 lc rgb '#c5b0d5' "
+               "title 'ss_putv (4 pieces), pool warm', \\\n"
+               "     '' using 1:11 with linespoints lw 2 pt 4 ps 1.2 lc rgb '#17becf' "
+               "title 'create + memset + seal, pool warm', \\\n"
                "     '' using 1:5 with linespoints lw 2 pt 9 ps 1.2 lc rgb '#d62728' "
                "title '/dev/shm file per object (open, truncate, map, copy)', \\\n"
                "     '' using 1:7 with linespoints lw 2 pt 13 ps 1.2 lc rgb '#ff7f0e' "

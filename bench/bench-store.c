@@ -238,6 +238,30 @@ static void print_store_stats(const char *label, ss_client *c)
            (double)st.small_segment_bytes / (double)SS_MiB, st.objects, st.clients);
 }
 
+static void obj_backing(ss_client *c, const ss_id *id, char *out, size_t len);
+
+/*
+ * The header's page-size line: the backing the store gives a large object,
+ * found the only sure way, by putting one (untimed, deleted at once) and
+ * asking ss_list. Every row names its own backing as well.
+ */
+static void print_pages(struct bench *b)
+{
+    uint64_t size = b->smoke ? 4 * SS_MiB : 64 * SS_MiB;
+    char bk[16], sz[16], hp[64] = "";
+    ss_id id;
+
+    make_id(&id, 0, 0);
+    CK(ss_put(g_st.warm, &id, src_buf(size), size, NULL, 0));
+    obj_backing(g_st.warm, &id, bk, sizeof(bk));
+    CK(ss_delete(g_st.warm, &id));
+    (void)ss_option_get(SS_OPT_HUGEPAGES, hp, sizeof(hp));
+    printf("pages     large objects on %s pages (a %s probe put; SEALSTORE_HUGEPAGES=%s%s)\n",
+           strcmp(bk, "4K") == 0 ? "4 KiB" : bk, fmt_size(size, sz, sizeof(sz)),
+           b->socket_opt ? "as the running store has it" : hp[0] ? hp : "auto",
+           b->hugepages_opt > 0 ? ", hugepages reserved by --hugepages" : "");
+}
+
 void store_open(struct bench *b)
 {
     char said[600] = "", v[128];
@@ -318,6 +342,7 @@ void store_open(struct bench *b)
     }
     printf("          pool settled at %.0f MiB ready after %.2f s\n",
            (double)g_st.ready0 / (double)SS_MiB, (double)(now_ns() - t0) / 1e9);
+    print_pages(b);
     print_store_stats("stats    ", g_st.warm);
     printf("reads     get and /dev/shm open+map do not touch the object's bytes (access cost, "
            "not reading); fills copy from a faulted buffer\n");
@@ -367,17 +392,45 @@ static void obj_backing(ss_client *c, const ss_id *id, char *out, size_t len)
 
 static uint32_t g_stream = 1; /* id streams: one per measurement */
 
+/* How a put_op stores its object: the call shapes a producer has. */
+enum put_shape {
+    SHAPE_CREATE_COPY,   /* ss_create + memcpy + ss_seal + ss_release */
+    SHAPE_CREATE_MEMSET, /* the same with a memset fill (Plasma's benchmark) */
+    SHAPE_PUT,           /* ss_put of one buffer */
+    SHAPE_PUTV,          /* ss_putv of PUTV_PIECES buffers: a header and 3 parts */
+};
+
+/* ss_putv's pieces: a header of up to PUTV_HEAD bytes (a quarter of a tiny
+ * object), then the rest in 3 parts, as a pickle-5 put sends its header,
+ * stream and out-of-band buffers. */
+#define PUTV_PIECES 4
+#define PUTV_HEAD 64
+
 struct put_arg {
     ss_client *c;
     uint64_t size;
     uint32_t stream;
-    bool one_call; /* ss_put instead of create+memcpy+seal+release */
+    enum put_shape shape;
     bool wait;     /* let the pool refill before each op */
     bool never;    /* the pool never covered the size: waiting stopped */
     const void *src;
+    struct iovec iov[PUTV_PIECES]; /* SHAPE_PUTV: pieces of src */
     uint64_t ops, hits, misses; /* pool, over measured and warm-up ops */
     char backing[16];
 };
+
+/* Cut src[0..size) into PUTV_PIECES iovecs in a->iov. */
+static void putv_pieces(struct put_arg *a)
+{
+    const char *p = a->src;
+    uint64_t head = a->size / 4 < PUTV_HEAD ? a->size / 4 : PUTV_HEAD;
+    uint64_t rest = a->size - head, part = rest / 3;
+
+    a->iov[0] = (struct iovec){(void *)p, (size_t)head};
+    a->iov[1] = (struct iovec){(void *)(p + head), (size_t)part};
+    a->iov[2] = (struct iovec){(void *)(p + head + part), (size_t)part};
+    a->iov[3] = (struct iovec){(void *)(p + head + 2 * part), (size_t)(rest - 2 * part)};
+}
 
 static uint64_t put_op(struct bench *b, void *arg, uint64_t i)
 {
@@ -395,13 +448,24 @@ static uint64_t put_op(struct bench *b, void *arg, uint64_t i)
     if (large)
         s0 = stats_of(a->c);
     t0 = now_ns();
-    if (a->one_call) {
+    switch (a->shape) {
+    case SHAPE_PUT:
         CK(ss_put(a->c, &id, a->src, a->size, NULL, 0));
-    } else {
+        break;
+    case SHAPE_PUTV:
+        CK(ss_putv(a->c, &id, a->iov, PUTV_PIECES, NULL, 0, 0));
+        break;
+    case SHAPE_CREATE_COPY:
+    case SHAPE_CREATE_MEMSET:
         CK(ss_create(a->c, &id, a->size, NULL, 0, &data));
-        memcpy(data, a->src, a->size);
+        if (a->shape == SHAPE_CREATE_COPY)
+            memcpy(data, a->src, a->size);
+        else
+            memset(data, 0x5a, a->size);
+        clobber(data);
         CK(ss_seal(a->c, &id));
         CK(ss_release(a->c, &id));
+        break;
     }
     t1 = now_ns();
     if (large) {
@@ -467,12 +531,68 @@ static void put_many_measure(struct bench *b, uint64_t size, struct opfig *o, st
 
 /* rtt non-NULL: bare round trips in half of every slice (run_ops_rtt) */
 static void put_measure(struct bench *b, struct put_arg *a, const char *what, struct opfig *o,
+                        struct opfig *rtt);
+
+/* Sizes up to this are reported in objects/s, larger ones in GB/s. */
+#define SHAPE_OBJS_MAX (64 * SS_KiB)
+
+/*
+ * Every put call shape at every size, pool warm (refilled before each op,
+ * untimed; deletes untimed), each beside memcpy of the same bytes in this
+ * run: the streaming memcpy baseline (faulted memory, well beyond the
+ * caches), as objects of that size per second up to SHAPE_OBJS_MAX and as
+ * GB/s above. The ratio is the same either way: the fraction of memcpy
+ * speed the put reaches, the figure put targets are stated in.
+ */
+static void put_shapes(struct bench *b)
+{
+    static const struct {
+        enum put_shape shape;
+        const char *name, *metric;
+    } shapes[SS_ARRAY_SIZE(b->plot[0].shape)] = { /* in the plot's order */
+        {SHAPE_PUT, "ss_put", "shape_put"},
+        {SHAPE_PUTV, "ss_putv 4 pieces", "shape_putv"},
+        {SHAPE_CREATE_MEMSET, "create+memset+seal", "shape_create_memset"},
+    };
+    const struct fig *mc = bl_memcpy(b);
+    char name[64], sz[16];
+
+    for (int k = 0; k < b->nsizes; k++) {
+        uint64_t size = b->sizes[k];
+        bool objs = size <= SHAPE_OBJS_MAX;
+        struct fig base, gb;
+
+        fmt_size(size, sz, sizeof(sz));
+        fig_scale(mc, 1e9 / (double)size, &base);
+        for (size_t j = 0; j < SS_ARRAY_SIZE(shapes); j++) {
+            struct put_arg a = {.c = g_st.warm, .size = size, .stream = g_stream++,
+                                .shape = shapes[j].shape, .wait = true};
+            struct opfig o;
+
+            put_measure(b, &a, shapes[j].name, &o, NULL);
+            fig_gbps(&o, size, &gb);
+            b->plot[k].shape[j] = gb.med;
+            snprintf(name, sizeof(name), "%s %s", shapes[j].name, sz);
+            report(b, &(struct rowspec){.figure = name, .metric = shapes[j].metric,
+                                        .backing = a.backing, .unit = objs ? "objs/s" : "GB/s",
+                                        .size = size, .f = objs ? &o.ops : &gb,
+                                        .bl_name = "memcpy faulted, same size",
+                                        .bl = objs ? &base : mc});
+        }
+    }
+    print_table(b, "put call shapes, pool warm (deletes untimed), ratio = fraction of memcpy "
+                   "speed; targets: 4K pages ss_put 64M >= 0.5, 1M >= 0.6; create+memset+seal "
+                   "64K >= 0.05, 1M >= 0.33, 64M >= 0.9 (Plasma); 2M pages 64M >= 0.85");
+}
+
+static void put_measure(struct bench *b, struct put_arg *a, const char *what, struct opfig *o,
                         struct opfig *rtt)
 {
     char label[64], sz[16];
     unsigned min_ops = a->size >= SS_MiB ? 1 : 20;
 
     a->src = src_buf(a->size);
+    putv_pieces(a);
     snprintf(label, sizeof(label), "%s %s", what, fmt_size(a->size, sz, sizeof(sz)));
     if (rtt)
         run_ops_rtt(b, label, b->duration_ns, min_ops, put_op, a, o, rtt,
@@ -555,7 +675,7 @@ void run_put(struct bench *b)
                                         .f = &gc, .bl_name = "put warm", .bl = &gw});
         } else {
             struct put_arg p = {.c = g_st.warm, .size = size, .stream = g_stream++,
-                                .one_call = true};
+                                .shape = SHAPE_PUT};
 
             struct opfig pr;
 
@@ -585,6 +705,7 @@ void run_put(struct bench *b)
     }
     print_table(b, "create + memcpy + seal + release (delete untimed); [warm] pool refilled "
                    "before each op, [exhausted] pool 0; target: 64M warm >= 0.8 x memcpy");
+    put_shapes(b);
 }
 
 /* ------------------------------------------------------------------ get */
@@ -832,6 +953,8 @@ static void get_contains(struct bench *b)
     }
     objects_drop(g_st.warm, stream, 1);
 }
+/* The store's own bytes per object it should stay within (ratio <= 1). */
+#define BOOKKEEPING_TARGET 128.0
 
 void run_get(struct bench *b)
 {
@@ -908,6 +1031,10 @@ void run_get(struct bench *b)
         report(b, &(struct rowspec){.figure = name, .metric = "bookkeeping_per_object",
                                     .unit = "B/obj", .size = size, .f = &book,
                                     .bl_name = "object size", .bl_value = (double)size});
+        report(b, &(struct rowspec){.figure = name, .metric = "bookkeeping_per_object",
+                                    .unit = "B/obj", .size = size, .f = &book,
+                                    .bl_name = "target <= 128 B/obj",
+                                    .bl_value = BOOKKEEPING_TARGET});
         if (size <= g_st.small_max) {
             snprintf(name, sizeof(name), "small allocator waste, %s", sz);
             report(b, &(struct rowspec){.figure = name, .metric = "small_waste", .unit = "%",

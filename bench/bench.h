@@ -194,6 +194,7 @@ struct bench {
     /* --plot: GB/s per entry of sizes[] (NaN: not measured) */
     struct {
         double put_warm, put_cold, get, shm_w, shm_r, sock;
+        double shape[3]; /* ss_put, ss_putv, create+memset+seal (put_shapes) */
     } plot[MAX_SIZES];
 };
 

@@ -27,8 +27,24 @@ byte) to having the object; total, from the producer starting to publish
 to the consumer having the object (CLOCK_MONOTONIC is shared by the two
 processes). Nothing is asserted.
 
+Then the put row (--put-array, 100 MiB; 0 skips it): one process puts the
+README's kind of object, {"weights": <one float64 array of that size>,
+"step": 7}, by two means, alternating in the same run, and the medians are
+compared:
+
+  sealstore.put    Client.put(obj) (the object deleted after each run,
+                   untimed)
+  /dev/shm files   what a program does by hand: pickle.dumps(obj,
+                   protocol=5, buffer_callback=...), then the stream and
+                   each out-of-band buffer written to a file of its own
+                   under /dev/shm (no fsync: tmpfs; unlinked untimed)
+
+The row names the page size the store put the object on (the store's
+SEALSTORE_HUGEPAGES and hugepage pool decide it, as for any object).
+
   PYTHONPATH=build/python/pkg LD_LIBRARY_PATH=build/src/lib/.libs \\
       python3 bench/bench_python.py [--sizes 1M,100M,1G] [--runs 9] [--socket PATH]
+      [--put-array 100M] [--json FILE]
 """
 import argparse
 import json
@@ -227,11 +243,54 @@ def one_run(kind, obj, c, ctl, data, shmdir):
     return t1 - t0, g1 - g0, g1 - t0
 
 
+# ------------------------------------------------------------------ put row
+
+def put_files(obj, shmdir, tag):
+    """The hand-written alternative: the pickle-5 stream and each
+    out-of-band buffer to a file of its own in /dev/shm. Returns the paths."""
+    bufs = []
+    stream = pickle.dumps(obj, protocol=5, buffer_callback=bufs.append)
+    paths = [os.path.join(shmdir, "%s-pickle" % tag)]
+    with open(paths[0], "wb") as f:
+        f.write(stream)
+    for i, b in enumerate(bufs):
+        paths.append(os.path.join(shmdir, "%s-buf%d" % (tag, i)))
+        with open(paths[-1], "wb") as f:
+            f.write(b.raw())
+    return paths
+
+
+def put_row(c, nbytes, runs, shmdir):
+    """Medians of sealstore.put and of put_files of the same object,
+    alternating; and the page size the store used for it."""
+    obj = {"weights": np.random.default_rng(7).random(max(1, nbytes // 8)), "step": 7}
+    times = {"sealstore.put": [], "/dev/shm files": []}
+    backing = "?"
+    for r in range(runs + 1):  # run 0 warms both paths up, untimed
+        t0 = now()
+        oid = c.put(obj)
+        t1 = now()
+        if r == 0:
+            backing = next((e["backing"] for e in c.list() if e["id"] == oid), "?")
+        c.delete(oid)
+        t2 = now()
+        paths = put_files(obj, shmdir, "put%d" % r)
+        t3 = now()
+        for p in paths:
+            os.unlink(p)
+        if r > 0:
+            times["sealstore.put"].append(t1 - t0)
+            times["/dev/shm files"].append(t3 - t2)
+    return {k: statistics.median(v) for k, v in times.items()}, backing, obj["weights"].nbytes
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1M,100M,1G")
     ap.add_argument("--runs", type=int, default=9)
     ap.add_argument("--socket", default="", help="a running sealstored (default: embedded store)")
+    ap.add_argument("--put-array", default="100M",
+                    help="array size of the put row's object (0: no put row)")
     ap.add_argument("--json", help="write the medians to this file")
     args = ap.parse_args()
     os.environ.setdefault("SEALSTORE_LOG", "error")
@@ -246,6 +305,7 @@ def main():
     proc = ctx.Process(target=consumer, args=(ctl_child, data_child, sock))
     proc.start()
     rows = []
+    put_res = None
     try:
         for nbytes in map(parse_size, args.sizes.split(",")):
             runs = args.runs if nbytes < (512 << 20) else max(3, args.runs // 3)
@@ -259,6 +319,9 @@ def main():
                    for k, v in res.items()}
             rows.append((nbytes, med))
             print("%-8s done (%d runs)" % (human(nbytes), runs), file=sys.stderr)
+        if parse_size(args.put_array) > 0:
+            put_res = put_row(c, parse_size(args.put_array), args.runs, shmdir)
+            print("put row done (%d runs)" % args.runs, file=sys.stderr)
     finally:
         ctl.send(None)
         proc.join()
@@ -276,10 +339,22 @@ def main():
             print("%-9s %-14s %12s %12s %12s %14s" % (
                 human(nbytes), kind, fmt_s(put), fmt_s(get), fmt_s(total),
                 "%.1fx" % (get / base)))
+    if put_res:
+        med, backing, nb = put_res
+        base = med["sealstore.put"]
+        print("\nput of {\"weights\": <%s float64 array>, \"step\": 7} in one process "
+              "(medians; store pages: %s)" % (human(nb), backing))
+        print("%-16s %12s %10s %16s" % ("method", "put", "GB/s", "speed/sealstore"))
+        for kind, t in med.items():
+            print("%-16s %12s %10.2f %15.2fx" % (kind, fmt_s(t), nb / t / 1e9, base / t))
     if args.json:
+        out = [{"bytes": n, **{k: dict(zip(("put", "get", "total"), v))
+                               for k, v in med.items()}} for n, med in rows]
+        if put_res:
+            med, backing, nb = put_res
+            out.append({"put_row": {"array_bytes": nb, "backing": backing, **med}})
         with open(args.json, "w") as f:
-            json.dump([{"bytes": n, **{k: dict(zip(("put", "get", "total"), v))
-                                       for k, v in med.items()}} for n, med in rows], f, indent=1)
+            json.dump(out, f, indent=1)
 
 
 if __name__ == "__main__":

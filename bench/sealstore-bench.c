@@ -486,7 +486,8 @@ static const struct scenario {
     {"alloc", "small allocator ops/s, waste, bookkeeping vs glibc malloc", run_alloc},
     {"ipc", "bare SOCK_SEQPACKET round trip; /dev/shm file per object; copy through a socket",
      run_ipc},
-    {"put", "create+fill+seal+release per size, pool warm and exhausted; ss_put; ss_put_many", run_put},
+    {"put", "create+fill+seal+release per size, pool warm and exhausted; ss_put; ss_put_many; "
+            "every call shape (ss_put, ss_putv, create+memset+seal) vs memcpy", run_put},
     {"get", "get+release of existing objects per size: ops/s, p50/p99; memory per object",
      run_get},
     {"batch", "many small ids per ss_get (and objects per ss_put_many) call vs one per call", run_batch},
@@ -978,9 +979,12 @@ int main(int argc, char **argv)
         if (!b->json)
             die_rc(-errno, "cannot open --json file %s", b->json_path);
     }
-    for (int i = 0; i < MAX_SIZES; i++)
+    for (int i = 0; i < MAX_SIZES; i++) {
         b->plot[i].put_warm = b->plot[i].put_cold = b->plot[i].get = b->plot[i].shm_w =
             b->plot[i].shm_r = b->plot[i].sock = NAN;
+        for (size_t j = 0; j < SS_ARRAY_SIZE(b->plot[i].shape); j++)
+            b->plot[i].shape[j] = NAN;
+    }
     print_header(b);
     /* the store starts after the header and before the first scenario: its
      * populator fills the warm pool once, before anything is measured */

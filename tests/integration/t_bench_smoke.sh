@@ -55,6 +55,7 @@ ipc:shm_write ipc:shm_write_ops
 ipc:shm_read_ops ipc:sock_copy ipc:sock_copy_p50
 put:put_warm_ops put:put_warm_p50 put:put_warm_gbps put:put_exhausted_gbps
 put:put_call_ops put:put_call_p50 put:put_many_objs
+put:shape_put put:shape_putv put:shape_create_memset
 get:get_ops get:get_gbps get:get_p50 get:get_p99 get:bookkeeping_per_object
 get:small_waste
 batch:batch_get_ids batch:single_get_ids batch:batch_put_ids
@@ -72,7 +73,8 @@ import json, sys
 path, required = sys.argv[1], sys.argv[2:]
 keys = {"scenario", "size", "clients", "metric", "value", "unit", "min", "max",
         "baseline", "ratio"}
-seen, bad = set(), 0
+seen, bad, sizes = set(), 0, {}
+SHAPES = ("put:shape_put", "put:shape_putv", "put:shape_create_memset")
 with open(path) as f:
     for n, line in enumerate(f, 1):
         try:
@@ -97,9 +99,16 @@ with open(path) as f:
             print(f"line {n}: clients is not a positive integer")
             bad += 1
         seen.add(f"{row.get('scenario')}:{row.get('metric')}")
+        sizes.setdefault(f"{row.get('scenario')}:{row.get('metric')}", set()).add(row.get("size"))
 absent = [r for r in required if r not in seen]
 for r in absent:
     print(f"row missing: {r}")
+# every put call shape at every put size of the run, beside memcpy
+for m in SHAPES:
+    gap = sizes.get("put:put_warm_gbps", set()) - sizes.get(m, set())
+    if gap:
+        print(f"{m}: no row at sizes {sorted(gap)}")
+        absent.append(m)
 print(f"{n} JSON lines, {len(seen)} scenario:metric pairs, {bad} bad, {len(absent)} absent")
 sys.exit(1 if bad or absent else 0)
 EOF
