@@ -54,9 +54,10 @@ static PyObject *UntrustedObjectError;
 #define SSPY_SMALL_OBJECT (64 * 1024)
 /* Copies larger than this run with the GIL released. */
 #define SSPY_NOGIL_COPY (256 * 1024)
-/* Most out-of-band buffers one put passes to ss_putv() as they are: with
- * the pickle and the runs of gathered pieces between them (at most one
- * more than the direct pieces), 2 * (this + 1) + 1 iovecs fit SS_IOV_MAX. */
+/* Most out-of-band buffers one put passes to ss_putv() as they are (the
+ * longest; the others are gathered): with the pickle and the runs of
+ * gathered pieces between them (at most one more than the pieces passed
+ * as they are), 2 * (this + 1) + 1 iovecs fit SS_IOV_MAX. */
 #define SSPY_DIRECT_MAX ((SS_IOV_MAX - 3) / 2)
 /* A waiting get() wakes up this often to honour Ctrl-C and close(). */
 #define SSPY_WAIT_SLICE_MS 200
@@ -835,11 +836,13 @@ struct put_plan {
 /*
  * A pickled object's layout as ss_putv() iovecs, in order: the header,
  * the pickle, the zero gaps, the buffer table and the out-of-band
- * buffers. A piece of at least `direct` bytes is passed where it is (the
+ * buffers. The pickle and the buffers are passed where they are (the
  * pickle's bytes, the exporters' memory: the library or the store reads
- * it during the call, this module copies nothing); the others (the
- * header, the gaps, the table, small buffers) are gathered into
- * `scratch`, each run of consecutive gathered pieces one iovec.
+ * them during the call, this module copies nothing); the header, the
+ * gaps and the table are gathered into `scratch`, each run of
+ * consecutive gathered pieces one iovec, and so are the buffers `pass`
+ * leaves out (past SSPY_DIRECT_MAX buffers) or, with gather_all, every
+ * piece (then scratch is the whole object).
  * Ownership: iov and scratch are PyMem blocks of this struct, freed by
  * vec_free(); the direct iovecs point into the plan's pickle and
  * PickleBuffers, which the caller holds until the put returns (a
@@ -851,18 +854,20 @@ struct put_vec {
     int n;            /* iovecs used */
     char *scratch;
     uint64_t used;    /* scratch bytes used */
-    uint64_t direct;  /* smallest piece passed as it is */
+    int gather_all;   /* every piece into scratch */
+    unsigned char *pass; /* PyMem: pass[i], buffer i passed as it is; NULL: all */
     int run;          /* the last iovec is a run in scratch */
     int fill;         /* 0: count iov and scratch only; 1: write them */
 };
 
-/* One piece of the layout: `len` bytes at src (NULL: zeros); `lasting`:
- * src stays valid until the put returns, so it may be passed as it is. */
-static void vec_add(struct put_vec *v, const void *src, uint64_t len, int lasting)
+/* One piece of the layout: `len` bytes at src (NULL: zeros); `as_is`:
+ * passed where it is (src stays valid until the put returns), else
+ * gathered. */
+static void vec_add(struct put_vec *v, const void *src, uint64_t len, int as_is)
 {
     if (len == 0)
         return;
-    if (lasting && len >= v->direct) {
+    if (as_is && !v->gather_all) {
         if (v->fill)
             v->iov[v->n] = (struct iovec){ (void *)src, (size_t)len };
         v->n++;
@@ -905,45 +910,52 @@ static void vec_walk(const struct put_plan *p, struct put_vec *v)
     end = h->table_offset + (uint64_t)p->n * sizeof(struct sspy_bufent);
     for (Py_ssize_t i = 0; i < p->n; i++) {
         vec_add(v, NULL, p->offsets[i] - end, 0);
-        vec_add(v, p->views[i]->buf, (uint64_t)p->lens[i], 1);
+        vec_add(v, p->views[i]->buf, (uint64_t)p->lens[i], !v->pass || v->pass[i]);
         end = p->offsets[i] + (uint64_t)p->lens[i];
     }
 }
 
+struct len_idx {
+    Py_ssize_t len, i;
+};
+
 static int cmp_len_desc(const void *a, const void *b)
 {
-    Py_ssize_t x = *(const Py_ssize_t *)a, y = *(const Py_ssize_t *)b;
+    const struct len_idx *x = a, *y = b;
 
-    return (x < y) - (x > y);
+    return (x->len < y->len) - (x->len > y->len);
 }
 
-/* The smallest piece passed as it is: every one, unless there are more
- * buffers than SSPY_DIRECT_MAX; then only those longer than the
- * (SSPY_DIRECT_MAX + 1)-th longest (at most SSPY_DIRECT_MAX of them).
- * 0 with an exception on failure. */
-static uint64_t direct_min(const struct put_plan *p)
+/* Choose the buffers passed as they are: all, unless there are more than
+ * SSPY_DIRECT_MAX; then the SSPY_DIRECT_MAX longest (v->pass). 0, or -1
+ * with an exception. */
+static int choose_direct(const struct put_plan *p, struct put_vec *v)
 {
-    Py_ssize_t *l;
-    uint64_t d;
+    struct len_idx *l;
 
-    if (p->n <= SSPY_DIRECT_MAX)
-        return 1;
-    l = PyMem_Malloc((size_t)p->n * sizeof(*l));
-    if (!l) {
-        PyErr_NoMemory();
+    if (v->gather_all || p->n <= SSPY_DIRECT_MAX)
         return 0;
+    l = PyMem_Malloc((size_t)p->n * sizeof(*l));
+    v->pass = PyMem_Calloc((size_t)p->n, 1);
+    if (!l || !v->pass) {
+        PyMem_Free(l);
+        PyErr_NoMemory();
+        return -1;
     }
-    memcpy(l, p->lens, (size_t)p->n * sizeof(*l));
+    for (Py_ssize_t i = 0; i < p->n; i++)
+        l[i] = (struct len_idx){ p->lens[i], i };
     qsort(l, (size_t)p->n, sizeof(*l), cmp_len_desc);
-    d = (uint64_t)l[SSPY_DIRECT_MAX] + 1;
+    for (Py_ssize_t k = 0; k < SSPY_DIRECT_MAX; k++)
+        v->pass[l[k].i] = 1;
     PyMem_Free(l);
-    return d;
+    return 0;
 }
 
 static void vec_free(struct put_vec *v)
 {
     PyMem_Free(v->iov);
     PyMem_Free(v->scratch);
+    PyMem_Free(v->pass);
     *v = (struct put_vec){ 0 };
 }
 
@@ -951,11 +963,14 @@ static void vec_free(struct put_vec *v)
  * iovec: the whole object). Returns 0, or -1 with an exception. */
 static int vec_build(const struct put_plan *p, struct put_vec *v, int gather_all)
 {
-    *v = (struct put_vec){ .direct = gather_all ? UINT64_MAX : direct_min(p) };
-    if (v->direct == 0)
+    *v = (struct put_vec){ .gather_all = gather_all };
+    if (choose_direct(p, v) < 0) {
+        vec_free(v);
         return -1;
+    }
     vec_walk(p, v);
     if (v->used > SIZE_MAX / 2) {
+        vec_free(v);
         PyErr_SetString(PyExc_OverflowError, "object too large");
         return -1;
     }

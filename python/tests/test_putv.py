@@ -100,12 +100,17 @@ def test_mixed_dict_round_trips_byte_exact(client, n):
     same_arrays(np, ref.get(), want)
 
 
-def test_more_buffers_than_one_putv_takes(client):
-    """Past SS_IOV_MAX pieces the smallest buffers are gathered: the object
-    is the same."""
+@pytest.mark.parametrize("equal", [False, True])
+def test_more_buffers_than_one_putv_takes(client, equal):
+    """Past SS_IOV_MAX pieces the buffers beyond the longest are gathered
+    (also when all are as long): the object is the same."""
     np = pytest.importorskip("numpy")
-    want = {"parts": [np.arange(i % 97 + (4096 if i % 50 == 0 else 0), dtype=np.int32)
-                      for i in range(1500)]}
+    if equal:
+        parts = [np.full(300, i, dtype=np.int64) for i in range(1500)]
+    else:
+        parts = [np.arange(i % 97 + (4096 if i % 50 == 0 else 0), dtype=np.int32)
+                 for i in range(1500)]
+    want = {"parts": parts}
     oid = client.put(want)
     got = client.get(oid)
     assert len(got["parts"]) == 1500
