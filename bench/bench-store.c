@@ -243,7 +243,8 @@ static void obj_backing(ss_client *c, const ss_id *id, char *out, size_t len);
 /*
  * The header's page-size line: the backing the store gives a large object,
  * found the only sure way, by putting one (untimed, deleted at once) and
- * asking ss_list. Every row names its own backing as well.
+ * asking ss_list. With SEALSTORE_HUGEPAGES=auto a pool another program
+ * fills or drains mid-run changes it, so every row names its own backing.
  */
 static void print_pages(struct bench *b)
 {
@@ -256,7 +257,8 @@ static void print_pages(struct bench *b)
     obj_backing(g_st.warm, &id, bk, sizeof(bk));
     CK(ss_delete(g_st.warm, &id));
     (void)ss_option_get(SS_OPT_HUGEPAGES, hp, sizeof(hp));
-    printf("pages     large objects on %s pages (a %s probe put; SEALSTORE_HUGEPAGES=%s%s)\n",
+    printf("pages     large objects on %s pages now (a %s probe put; SEALSTORE_HUGEPAGES=%s%s; "
+           "the hugepage pool is shared: each row names the backing it got)\n",
            strcmp(bk, "4K") == 0 ? "4 KiB" : bk, fmt_size(size, sz, sizeof(sz)),
            b->socket_opt ? "as the running store has it" : hp[0] ? hp : "auto",
            b->hugepages_opt > 0 ? ", hugepages reserved by --hugepages" : "");
