@@ -1551,6 +1551,12 @@ static void t_staging_hostile(void **state)
      * warm (32 MiB here: an eighth of the capacity), its memfd open (its
      * readers' fd is closed while it holds nothing) */
     ss_stats st = rstats(b);
+    /* (an arena the store's arena thread is making ahead meanwhile is
+     * given back once it finds one idle: wait for that) */
+    for (int i = 0; i < 500 && st.arena_bytes != 32u << 20; i++) {
+        usleep(10000);
+        st = rstats(b);
+    }
     assert_int_equal(st.arena_live_bytes, 0);
     assert_int_equal(st.arena_bytes, 32u << 20);
     close(b);
