@@ -91,6 +91,7 @@ typedef struct aarena {
 typedef struct anode {
     int node;
     aext *bins[NBINS];
+    uint64_t free_grains;       /* sum of the lengths of the extents in bins */
     uint64_t map[NBINS / 64];
     aarena *spare;              /* idle regular arena */
     aarena *big_spare;          /* idle dedicated arena */
@@ -128,6 +129,7 @@ static void bin_push(anode *n, aext *e)
         e->fnext->fprev = e;
     n->bins[b] = e;
     n->map[b / 64] |= 1ull << (b % 64);
+    n->free_grains += e->len;
 }
 
 static void bin_remove(anode *n, aext *e)
@@ -143,6 +145,7 @@ static void bin_remove(anode *n, aext *e)
     e->fprev = e->fnext = NULL;
     if (!n->bins[b])
         n->map[b / 64] &= ~(1ull << (b % 64));
+    n->free_grains -= e->len;
 }
 
 /* First non-empty bin >= b, or NBINS. */
@@ -248,8 +251,14 @@ static int arena_memory(const ss__arenas *a, int node, uint64_t size, ss__seg *s
                           .node = (int16_t)(a->p.numa ? node : SS_NODE_ANY) };
         seg->size = SS_ALIGN_UP(size, (uint64_t)seg->page_size);
     } else {
+        /* a dedicated arena is made on the loop for the object about to be
+         * copied in: on 4 KiB pages its pages fault in during that copy,
+         * on the copy's thread, instead of being populated first (0.5 s
+         * a GiB, every other client waiting); regular arenas are made
+         * ahead and populated */
         ss__seg_params sp = { .size = size, .hugepages = a->p.hugepages,
-                              .kind = SS_SEG_ARENA, .numa = a->p.numa, .node = node };
+                              .kind = SS_SEG_ARENA, .numa = a->p.numa, .node = node,
+                              .lazy = size != a->p.arena_size };
         rc = ss__seg_create(seg, &sp);
         if (rc < 0)
             goto fail_uncharge;
@@ -740,7 +749,11 @@ bool ss__arena_wants(const ss__arenas *a, int node)
 {
     int key = a ? node_key(a, node) : -EINVAL;
 
-    return key >= 0 && (!a->nodes[key] || !a->nodes[key]->spare);
+    if (key < 0)
+        return false;
+    const anode *n = a->nodes[key];
+    /* no idle arena, and the ones in use are more than half full */
+    return !n || (!n->spare && n->free_grains * SS_ARENA_GRAIN < a->p.arena_size / 2);
 }
 
 int ss__arena_adopt(ss__arenas *a, ss__seg *seg)
@@ -953,6 +966,7 @@ static int validate_dedicated(const ss__arenas *a, const aarena *r, vsum *t)
 static int validate_node(const ss__arenas *a, int k, uint64_t *entries)
 {
     const anode *n = a->nodes[k];
+    uint64_t free_grains = 0;
 
     CHECK(n->node == k - 2, "node key %d: node %d", k, n->node);
     for (unsigned b = 0; b < NBINS; b++) {
@@ -964,8 +978,11 @@ static int validate_node(const ss__arenas *a, int k, uint64_t *entries)
             CHECK(!e->ar->dedicated && e->ar->key == k && a->ars[e->ar->id] == e->ar,
                   "node key %d bin %u: entry of a foreign arena", k, b);
             (*entries)++;
+            free_grains += e->len;
         }
     }
+    CHECK(free_grains == n->free_grains, "node key %d: %llu free grains counted, %llu in bins",
+          k, (unsigned long long)n->free_grains, (unsigned long long)free_grains);
     CHECK(!n->spare || (!n->spare->dedicated && n->spare->key == k), "node key %d: spare", k);
     CHECK(!n->big_spare || (n->big_spare->dedicated && n->big_spare->key == k),
           "node key %d: big spare", k);

@@ -185,7 +185,9 @@ int ss__arena_write_close(ss__arenas *a, const ss__aloc *loc);
  * `node`, exactly as an alloc would. The loop then adopts it as the node's
  * idle arena, or gives it back with ss__arena_unmake (uncharged) when
  * adopt says -EEXIST (the node has an idle arena already: nothing
- * changed). ss__arena_wants says whether the node lacks one (loop thread).
+ * changed). ss__arena_wants says whether the node lacks one while the
+ * arenas it uses are more than half full (loop thread): a node whose puts
+ * come and go within one arena never has another made.
  * make: 0 or the errors of ss__arena_alloc. adopt: 0 (*seg is the
  * allocator's now and reset), -EEXIST, -EINVAL (not this allocator's
  * arena memory), -ENOMEM (nothing changed).

@@ -75,10 +75,14 @@ static bool is_hugetlb(int backing)
  * node binding only in the populating mapping, so only with none to keep. */
 static bool may_stay_lazy(const ss__seg_params *p, int backing)
 {
-    if (!p->lazy || p->kind != SS_SEG_OBJECT)
+    if (!p->lazy || p->kind == SS_SEG_SMALL)
         return false;
+    /* an arena's pages fault in when the store copies into them: 4K only
+     * (a hugetlb arena is populated, so an empty pool fails here, not in
+     * a copy) */
     return backing == SS_BACKING_4K ||
-           (is_hugetlb(backing) && (!p->numa || ss__numa_nodes(p->numa) <= 1));
+           (p->kind == SS_SEG_OBJECT && is_hugetlb(backing) &&
+            (!p->numa || ss__numa_nodes(p->numa) <= 1));
 }
 
 /* ------------------------------------------------------ kernel facts */

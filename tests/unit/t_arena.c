@@ -387,7 +387,16 @@ static void test_make_adopt(void **state)
     t_assert_ok(ss__arena_alloc(a, 256 * SS_KiB, SS_NODE_ANY, &x)); /* not dedicated */
     assert_int_equal(stats(a).created, 1); /* the adopted one, nothing new */
     fill(a, &x, 256 * SS_KiB, 9);
-    assert_true(ss__arena_wants(a, SS_NODE_ANY));
+    /* in use but mostly free: no other one is wanted yet */
+    assert_false(ss__arena_wants(a, SS_NODE_ANY));
+    ss__aloc more[4];
+    for (int i = 0; i < 4; i++)
+        t_assert_ok(ss__arena_alloc(a, 480 * SS_KiB, SS_NODE_ANY, &more[i]));
+    assert_int_equal(stats(a).created, 1);
+    assert_true(ss__arena_wants(a, SS_NODE_ANY)); /* over half full */
+    for (int i = 0; i < 4; i++)
+        t_assert_ok(ss__arena_free(a, &more[i]));
+    assert_false(ss__arena_wants(a, SS_NODE_ANY));
     t_assert_ok(ss__arena_free(a, &x)); /* idle again */
 
     t_assert_ok(ss__arena_make(a, SS_NODE_ANY, &m.seg));
@@ -444,7 +453,10 @@ static void test_numa(void **state)
     t_assert_ok(ss__arena_alloc(a, SS_MiB, node0, &x));
     const ss__seg *sg = ss__arena_segment(a, x.arena);
     assert_int_equal(sg->node, node0);
-    for (uint64_t off = 0; off < sg->size; off += SS_MiB) /* populated, on node 0 */
+    /* a dedicated arena on 4 KiB pages is not populated ahead: its pages
+     * come in with the copy, on node 0 by the file's policy */
+    fill(a, &x, SS_MiB, 3);
+    for (uint64_t off = 0; off < sg->size; off += 256 * SS_KiB)
         assert_int_equal(ss__numa_node_of_addr((char *)sg->map + off), node0);
     ss__arenas_destroy(a);
     ss__numa_close(real);
