@@ -61,11 +61,7 @@ static void cl_init_once(void)
 void *ss__cl_map_writable(size_t len, int fd)
 {
     /* the fork guard (sys.h): MADV_DONTFORK is on before a fork can copy it */
-    void *p = ss__sys_mmap_shared_rw(fd, len);
-
-    if (!ss__is_err(p))
-        ss__cl_fresh_mapping(p, len);
-    return p;
+    return ss__sys_mmap_shared_rw(fd, len);
 }
 
 static inline bool cl_forked(const ss_client *c)
@@ -223,7 +219,6 @@ int ss__cl_seg_map(ss__cl_seg *s)
     p = ss__sys_mmap(NULL, (size_t)s->size, PROT_READ, MAP_SHARED, s->fd, 0);
     if (ss__is_err(p))
         return (int)ss__ptr_err(p);
-    ss__cl_fresh_mapping(p, (size_t)s->size);
     s->addr = p;
     ss__sys_close(s->fd);
     s->fd = -1;

@@ -88,7 +88,6 @@ static const void *ix_map(int fd, size_t min, size_t *len)
     p = ss__sys_mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
     if (ss__is_err(p))
         return NULL;
-    ss__cl_fresh_mapping(p, (size_t)st.st_size);
     *len = (size_t)st.st_size;
     return p;
 }

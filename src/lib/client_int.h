@@ -341,27 +341,6 @@ struct ss_client {
  * caller. */
 #define SS_CL_HELLO_TIMEOUT_MS 3000
 
-/*
- * Under ASan, a new mapping may land on addresses whose shadow still says
- * "poisoned": the small allocator poisons free slots of the store's own
- * mapping, and in a forked child of an embedded store that mapping is gone
- * (MADV_DONTFORK) while its shadow is inherited. A fresh mapping is wholly
- * addressable: say so.
- */
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SS_CL_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) && !defined(SS_CL_ASAN)
-#define SS_CL_ASAN 1
-#endif
-#ifdef SS_CL_ASAN
-#include <sanitizer/asan_interface.h>
-#define ss__cl_fresh_mapping(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
-#else
-#define ss__cl_fresh_mapping(p, n) ((void)(p), (void)(n))
-#endif
 
 /* Identity of one reference a get took, for undoing it exactly. */
 typedef struct ss__cl_ref {

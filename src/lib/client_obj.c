@@ -41,7 +41,6 @@ static int create_small(ss_client *c, const ss_id *id, uint64_t size, ss__cl_hol
 
     if (ss__is_err(buf))
         return -ENOMEM;
-    ss__cl_fresh_mapping(buf, len);
     (void)ss__sys_madvise(buf, len, MADV_DONTFORK);
     ho = ss__cl_hold_new(c, id);
     if (!ho) {

@@ -84,6 +84,28 @@ int ss__sys_allocated(int fd, uint64_t *bytes)
     return 0;
 }
 
+/*
+ * Under ASan a new mapping may land on addresses whose shadow still says
+ * "poisoned": the small allocator poisons the free slots of its mapping,
+ * and in a forked child that mapping is gone (MADV_DONTFORK) while its
+ * shadow is inherited, so a store or client started in the child would
+ * trip on its own fresh memory. A fresh mapping is wholly addressable.
+ */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SS_SYS_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) && !defined(SS_SYS_ASAN)
+#define SS_SYS_ASAN 1
+#endif
+#ifdef SS_SYS_ASAN
+#include <sanitizer/asan_interface.h>
+#define fresh_mapping(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define fresh_mapping(p, n) ((void)(p), (void)(n))
+#endif
+
 void *ss__sys_mmap(void *addr, size_t len, int prot, int flags, int fd, uint64_t off)
 {
     void *p;
@@ -91,7 +113,10 @@ void *ss__sys_mmap(void *addr, size_t len, int prot, int flags, int fd, uint64_t
     if (off > (uint64_t)INT64_MAX)
         return ss__err_ptr(-EINVAL);
     p = mmap(addr, len, prot, flags, fd, (off_t)off);
-    return p == MAP_FAILED ? ss__err_ptr(-errno) : p;
+    if (p == MAP_FAILED)
+        return ss__err_ptr(-errno);
+    fresh_mapping(p, len);
+    return p;
 }
 
 int ss__sys_munmap(void *addr, size_t len)
