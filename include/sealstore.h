@@ -252,8 +252,11 @@ SS_API SS_NODISCARD int ss_put_ex(ss_client *c, const ss_id *id, const void *dat
  * reference. Errors as ss_put_ex(), and -EINVAL for NULL c or id, iovcnt
  * below 0 or above SS_IOV_MAX, NULL iov with iovcnt > 0, a NULL base
  * with a length above 0, or lengths summing past SIZE_MAX / 2; -EFAULT
- * when a buffer is not readable memory of the caller (the store reads it
- * where it can: the object is not stored).
+ * when a buffer is not readable memory of the caller, as the kernel finds
+ * it (the store's read of it, or the library's sendmsg or pwritev): the
+ * object is not stored. Where the library copies a buffer itself (many
+ * small pieces gathered, or a staging area when the store may not read
+ * this process), a bad buffer faults in the caller as memcpy would.
  */
 SS_API SS_NODISCARD int ss_putv(ss_client *c, const ss_id *id, const struct iovec *iov,
                                 int iovcnt, const void *meta, uint64_t meta_size,

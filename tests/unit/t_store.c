@@ -1090,12 +1090,13 @@ static int32_t putv(client *cl, unsigned k, const unsigned char *buf, uint64_t n
 static void t_putv_arena(void **state)
 {
     enum { N = 3 * BIG + 4096 };
-    unsigned char *buf = malloc(N);
+    unsigned char *buf;
     client a, b;
     reply r;
     (void)state;
 
     T_SKIP_IF(!remote_reads_work(), "pidfd", "no pidfd_open or process_vm_readv here (ENOSYS)");
+    buf = malloc(N);
     assert_non_null(buf);
     t_fill(buf, N, 5);
     connect_client(&a);
