@@ -4,6 +4,8 @@
 #include "t_helpers.h"
 
 #include <errno.h>
+#include <sys/uio.h>
+#include <sys/syscall.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -449,4 +451,18 @@ int t_embed_teardown(void **state)
     ss_disconnect(t_embed);
     t_embed = NULL;
     return 0;
+}
+
+bool t_remote_reads_work(void)
+{
+    char src = 'x', dst = 0;
+    struct iovec l = { &dst, 1 }, r = { &src, 1 };
+    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    bool ok;
+
+    if (fd < 0)
+        return errno != ENOSYS;
+    ok = syscall(SYS_pidfd_send_signal, fd, 0, NULL, 0) == 0 || errno != ENOSYS;
+    close(fd);
+    return ok && (process_vm_readv(getpid(), &l, 1, &r, 1, 0) == 1 || errno != ENOSYS);
 }

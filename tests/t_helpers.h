@@ -151,6 +151,12 @@ const char *t_tmpdir(void);
  * <t_tmpdir()>/store.sock, kept in t_embed_path, and leaves the host
  * handle in t_embed; t_embed_teardown disconnects it, which stops the
  * store. Options set before the setup apply to that store. */
+/* Can a process read another's memory here at all (process_vm_readv,
+ * pidfd_open, pidfd_send_signal)? Not under valgrind, or on kernels built
+ * without them (ENOSYS): cases that need the store to read its clients
+ * skip then, with the reason. */
+bool t_remote_reads_work(void);
+
 extern ss_client *t_embed;
 extern char t_embed_path[108];
 int t_embed_setup(void **state);

@@ -786,28 +786,13 @@ static pid_t pidfd_pid(int pidfd)
  * checked against the socket), closed when the connection is freed; the
  * fallback keeps none when the socket names another pid or its peer hung
  * up. */
-/* Can this process read another's memory here at all (process_vm_readv,
- * pidfds)? Not under valgrind, or on kernels built without them: the
- * cases that need it skip then, with the reason. */
-static bool remote_reads_work(void)
-{
-    char src = 'x', dst = 0;
-    struct iovec l = { &dst, 1 }, r = { &src, 1 };
-    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-
-    if (fd < 0)
-        return errno != ENOSYS;
-    close(fd);
-    return process_vm_readv(getpid(), &l, 1, &r, 1, 0) == 1 || errno != ENOSYS;
-}
-
 static void t_conn_pidfd(void **state)
 {
     client a;
     int sv[2], n0;
 
     (void)state;
-    T_SKIP_IF(!remote_reads_work(), "pidfd", "no pidfd_open or process_vm_readv here (ENOSYS)");
+    T_SKIP_IF(!t_remote_reads_work(), "pidfd", "no process_vm_readv, pidfd_open or pidfd_send_signal here (ENOSYS)");
     for (int fallback = 0; fallback < 2; fallback++) {
         ss__g_conn_no_peerpidfd = fallback;
         n0 = t_count_fds();
@@ -1095,7 +1080,7 @@ static void t_putv_arena(void **state)
     reply r;
     (void)state;
 
-    T_SKIP_IF(!remote_reads_work(), "pidfd", "no pidfd_open or process_vm_readv here (ENOSYS)");
+    T_SKIP_IF(!t_remote_reads_work(), "pidfd", "no process_vm_readv, pidfd_open or pidfd_send_signal here (ENOSYS)");
     buf = malloc(N);
     assert_non_null(buf);
     t_fill(buf, N, 5);
