@@ -466,3 +466,23 @@ bool t_remote_reads_work(void)
     close(fd);
     return ok && (process_vm_readv(getpid(), &l, 1, &r, 1, 0) == 1 || errno != ENOSYS);
 }
+
+static uint64_t rnd_state;
+
+void t_rnd_seed(uint64_t seed)
+{
+    rnd_state = seed;
+}
+
+uint64_t t_rnd(void)
+{
+    uint64_t z = (rnd_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+double t_rnd01(void)
+{
+    return (double)(t_rnd() >> 11) / 9007199254740992.0;
+}

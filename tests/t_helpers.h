@@ -117,6 +117,12 @@ typedef struct t_budget {
 } t_budget;
 int t_budget_charge(void *arg, int64_t delta);
 
+/* A deterministic random stream (splitmix64), one per program: seed it
+ * before each case that draws from it, so every run draws the same. */
+void t_rnd_seed(uint64_t seed);
+uint64_t t_rnd(void);
+double t_rnd01(void); /* uniform on [0, 1) */
+
 /* A deterministic byte pattern: t_fill writes it, t_check compares. */
 void t_fill(void *p, uint64_t n, unsigned seed);
 bool t_check(const void *p, uint64_t n, unsigned seed);

@@ -44,26 +44,17 @@
 static uint64_t seed = 0x5ea157043ull;
 
 /* ---------------------------------------------------------------- utils */
-static uint64_t rng_state;
-static uint64_t rnd(void) /* splitmix64 */
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static double rnd01(void) { return (double)(rnd() >> 11) / 9007199254740992.0; }
 
 /* Half log-uniform on [1, 64 KiB], half uniform on [64 B, 64 KiB]; a few
  * zero-size objects too. */
 static uint64_t rnd_size(void)
 {
-    uint64_t r = rnd() % 64;
+    uint64_t r = t_rnd() % 64;
     if (r == 0)
         return 0;
     if (r < 32)
-        return (uint64_t)floor(exp(rnd01() * log((double)MAXSZ))); /* 1..64K */
-    return 64 + rnd() % (MAXSZ - 64 + 1);
+        return (uint64_t)floor(exp(t_rnd01() * log((double)MAXSZ))); /* 1..64K */
+    return 64 + t_rnd() % (MAXSZ - 64 + 1);
 }
 
 static ss__salloc *mk(t_budget *b, int64_t limit)
@@ -143,7 +134,7 @@ static void check_new(const ss__salloc *a, const ss__sloc *l, uint64_t size,
 
 static int do_alloc(ss__salloc *a, uint64_t size, int node, obj *live, size_t *nlive)
 {
-    obj o = { .size = size, .tag = rnd() };
+    obj o = { .size = size, .tag = t_rnd() };
     int rc = ss__salloc_alloc(a, size, node, &o.loc);
     t_assert_ok(ss__salloc_validate(a));
     if (rc < 0)
@@ -171,7 +162,7 @@ static void do_free(ss__salloc *a, obj *live, size_t *nlive, size_t i)
 static void free_all(ss__salloc *a, obj *live, size_t *nlive)
 {
     while (*nlive)
-        do_free(a, live, nlive, rnd() % *nlive);
+        do_free(a, live, nlive, t_rnd() % *nlive);
 }
 
 /* ---------------------------------------------------------- class table */
@@ -325,28 +316,28 @@ static void test_random(void **state)
     size_t n = 0;
     uint64_t peak_segs = 0;
 
-    rng_state = seed;
+    t_rnd_seed(seed);
     /* Waves: fill towards a target, then drain towards a lower one, so
      * slabs and segments are created, emptied, cached and destroyed. */
     int steps = 0;
     for (int wave = 0; wave < 12; wave++) {
-        size_t hi = 40 + rnd() % (RAND_MAXLIVE - 40);
-        size_t lo = wave == 11 ? 0 : rnd() % 30;
+        size_t hi = 40 + t_rnd() % (RAND_MAXLIVE - 40);
+        size_t lo = wave == 11 ? 0 : t_rnd() % 30;
         while (n < hi) {
-            if (n && rnd() % 4 == 0)
-                do_free(a, live, &n, rnd() % n);
+            if (n && t_rnd() % 4 == 0)
+                do_free(a, live, &n, t_rnd() % n);
             else
-                t_assert_ok(do_alloc(a, rnd_size(), (int)(rnd() % 3) - 2, live, &n));
+                t_assert_ok(do_alloc(a, rnd_size(), (int)(t_rnd() % 3) - 2, live, &n));
             steps++;
         }
         ss__salloc_stats st = stats(a);
         if (st.segments > peak_segs)
             peak_segs = st.segments;
         while (n > lo) {
-            if (rnd() % 4 == 0)
+            if (t_rnd() % 4 == 0)
                 t_assert_ok(do_alloc(a, rnd_size(), 0, live, &n));
             else
-                do_free(a, live, &n, rnd() % n);
+                do_free(a, live, &n, t_rnd() % n);
             steps++;
         }
     }
@@ -385,7 +376,7 @@ static void test_nodes(void **state)
     obj live[64];
     size_t n = 0;
 
-    rng_state = seed ^ 7;
+    t_rnd_seed(seed ^ 7);
     const int nodes[3] = { n0, n1, SS_NODE_INTERLEAVE };
     int seg_node[64];
     for (int i = 0; i < 64; i++)
@@ -427,7 +418,7 @@ static void test_exhaustion(void **state)
     size_t n = 0;
     int rc;
 
-    rng_state = seed ^ 1;
+    t_rnd_seed(seed ^ 1);
     while ((rc = do_alloc(a, MAXSZ, SS_NODE_ANY, live, &n)) == 0)
         assert_true(n < 512);
     t_assert_err(rc, -ENOSPC);
@@ -494,7 +485,7 @@ static void test_bad_free(void **state)
     obj live[64];
     size_t n = 0;
 
-    rng_state = seed ^ 2;
+    t_rnd_seed(seed ^ 2);
     static const uint64_t sizes[] = { 0, 1, 64, 100, 192, 1000, 1500, 5000, 40000, MAXSZ };
     for (size_t i = 0; i < SS_ARRAY_SIZE(sizes); i++) {
         t_assert_ok(do_alloc(a, sizes[i], SS_NODE_ANY, live, &n));
@@ -568,7 +559,7 @@ static void test_segments_returned(void **state)
     static obj live[600];
     size_t n = 0;
 
-    rng_state = seed ^ 3;
+    t_rnd_seed(seed ^ 3);
     /* 64 KiB objects: 64 per segment; make 4 segments. */
     for (int i = 0; i < 4 * 64; i++)
         t_assert_ok(do_alloc(a, MAXSZ, SS_NODE_ANY, live, &n));
@@ -724,7 +715,7 @@ static void test_readers(void **state)
     obj live[32];
     size_t n = 0;
 
-    rng_state = seed ^ 4;
+    t_rnd_seed(seed ^ 4);
     for (int i = 0; i < 20; i++)
         t_assert_ok(do_alloc(a, rnd_size(), SS_NODE_ANY, live, &n));
     const ss__seg *s = ss__salloc_segment(a, 0);
@@ -780,7 +771,7 @@ static void test_fragmentation(void **state)
     static obj live[3000];
     size_t n = 0;
 
-    rng_state = seed ^ 5;
+    t_rnd_seed(seed ^ 5);
     for (int i = 0; i < 3000; i++) {
         obj o = { .size = rnd_size() };
         t_assert_ok(ss__salloc_alloc(a, o.size, SS_NODE_ANY, &o.loc));
@@ -788,7 +779,7 @@ static void test_fragmentation(void **state)
     }
     /* Free a random half, as a store under churn would. */
     for (int i = 0; i < 1500; i++) {
-        size_t k = rnd() % n;
+        size_t k = t_rnd() % n;
         t_assert_ok(ss__salloc_free(a, &live[k].loc));
         live[k] = live[--n];
     }
@@ -841,12 +832,12 @@ static void test_throughput(void **state)
     }
     double t1 = now_s();
 
-    rng_state = seed ^ 6;
+    t_rnd_seed(seed ^ 6);
     for (int i = 0; i < 1024; i++)
         t_assert_ok(ss__salloc_alloc(a, rnd_size() % 4096, SS_NODE_ANY, &ring[i]));
     double t2 = now_s();
     for (int i = 0; i < pairs; i++) {
-        int k = (int)(rnd() % 1024);
+        int k = (int)(t_rnd() % 1024);
         uint64_t sz = ring[k].off % 4096; /* cheap pseudo-random size */
         t_assert_ok(ss__salloc_free(a, &ring[k]));
         t_assert_ok(ss__salloc_alloc(a, sz, SS_NODE_ANY, &ring[k]));

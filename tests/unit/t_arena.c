@@ -33,19 +33,10 @@
 
 static uint64_t seed = 0xa7e4a5eedull;
 
-static uint64_t rng_state;
-static uint64_t rnd(void) /* splitmix64 */
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static double rnd01(void) { return (double)(rnd() >> 11) / 9007199254740992.0; }
 /* log-uniform on [lo, hi] */
 static uint64_t rnd_log(uint64_t lo, uint64_t hi)
 {
-    return (uint64_t)floor(exp(log((double)lo) + rnd01() * (log((double)hi) - log((double)lo))));
+    return (uint64_t)floor(exp(log((double)lo) + t_rnd01() * (log((double)hi) - log((double)lo))));
 }
 
 static ss__arenas *mk(t_budget *b, int64_t limit, uint64_t arena_size, int hugepages,
@@ -555,11 +546,11 @@ static double mixed(int hugepages, uint64_t arena_size, uint64_t dedicated_min, 
     long samples = 0;
 
     assert_non_null(o);
-    rng_state = seed;
+    t_rnd_seed(seed);
     for (long step = 0; step < steps; step++) {
         ss__arena_stats st = stats(a);
         if (st.live_bytes >= target && n > 0) {
-            size_t i = (size_t)(rnd() % n);
+            size_t i = (size_t)(t_rnd() % n);
             t_assert_ok(ss__arena_free(a, &o[i].loc));
             o[i] = o[--n];
         }
@@ -637,10 +628,10 @@ static void test_churn_contents(void **state)
     unsigned tag[64];
     size_t n = 0;
 
-    rng_state = seed ^ 1;
+    t_rnd_seed(seed ^ 1);
     for (int step = 0; step < 600; step++) {
-        if (n == 64 || (n > 0 && rnd() % 3 == 0)) {
-            size_t i = (size_t)(rnd() % n);
+        if (n == 64 || (n > 0 && t_rnd() % 3 == 0)) {
+            size_t i = (size_t)(t_rnd() % n);
             assert_true(t_check(o[i].loc.ptr, o[i].size, tag[i]));
             t_assert_ok(ss__arena_free(a, &o[i].loc));
             o[i] = o[--n];
@@ -671,12 +662,12 @@ static void test_costs(void **state)
     const int N = SS_DEBUG >= 2 ? 2000 : 200000;
     ss__aloc live[LIVE];
 
-    rng_state = seed ^ 2;
+    t_rnd_seed(seed ^ 2);
     for (int i = 0; i < LIVE; i++)
         t_assert_ok(ss__arena_alloc(a, rnd_log(64 * SS_KiB, 4 * SS_MiB), SS_NODE_ANY, &live[i]));
     uint64_t t0 = ss__now_ns();
     for (int i = 0; i < N; i++) {
-        int k = (int)(rnd() % LIVE);
+        int k = (int)(t_rnd() % LIVE);
         t_assert_ok(ss__arena_free(a, &live[k]));
         t_assert_ok(ss__arena_alloc(a, rnd_log(64 * SS_KiB, 4 * SS_MiB), SS_NODE_ANY, &live[k]));
     }
