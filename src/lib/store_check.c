@@ -192,8 +192,7 @@ static int check_entry(const ss__store *s, uint32_t e, tally *t)
               o->small_slot);
         }
         if (kind == SS_SEG_ARENA) {
-            ss__aloc loc = { .arena = o->small_slot,
-                             .off = (uint64_t)en->data_off64 * SS_OBJ_ALIGN };
+            ss__aloc loc = ss__obj_aloc(s, e);
             V(en->size > s->mem.small_max, "entry %u: arena object of %llu bytes", e,
               ULL(en->size));
             V(ss__arena_size_of(s->mem.arenas, &loc) == (int64_t)en->size &&

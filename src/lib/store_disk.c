@@ -260,12 +260,9 @@ static int spill_start(ss__store *s, uint32_t e)
     } else {
         /* small slots and arenas: the store's own (read-only) mapping,
          * which stays while the spill holds the object (SPILLING) */
-        const ss__seg *g = SS_IX_KIND(en->info) == SS_SEG_ARENA
-                               ? ss__arena_segment(s->mem.arenas, o->small_slot)
-                               : ss__salloc_segment(s->mem.salloc, o->small_slot);
-        if (!g)
+        data = ss__obj_data(s, e);
+        if (!data)
             return -SS_E_CORRUPT;
-        data = (const char *)g->map + (uint64_t)en->data_off64 * SS_OBJ_ALIGN;
     }
     if (en->meta_seg) {
         const ss__seg *g = ss__salloc_segment(s->mem.salloc, o->meta_slot);

@@ -1203,6 +1203,11 @@ void ss__small_free(ss__store *s, uint32_t slot, uint64_t off64, uint64_t size);
  * its O_RDONLY fd (opened once), room in c->arena_refs for `id`, and the
  * end of a reference record (ss__ref_del, keeping c->arena_refs). */
 ss__arena_rec *ss__arena_rec_of(ss__store *s, uint32_t id);
+/* Where an ARENA object lives (ptr NULL). */
+ss__aloc ss__obj_aloc(const ss__store *s, uint32_t e);
+/* The store's own mapping of a SMALL or ARENA object's data (read-only
+ * outside write windows), or NULL if its segment is gone. */
+unsigned char *ss__obj_data(const ss__store *s, uint32_t e);
 int ss__arena_ro_fd(ss__store *s, uint32_t id);
 int ss__arena_refs_reserve(ss__conn *c, uint32_t id);
 void ss__ref_forget(ss__store *s, ss__conn *c, ss__ref *r);

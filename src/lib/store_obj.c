@@ -246,6 +246,23 @@ ss__arena_rec *ss__arena_rec_of(ss__store *s, uint32_t id)
     return ar;
 }
 
+ss__aloc ss__obj_aloc(const ss__store *s, uint32_t e)
+{
+    return (ss__aloc){ .arena = ss__obj_at(s, e)->small_slot,
+                       .off = (uint64_t)ss__ent(s, e)->data_off64 * SS_OBJ_ALIGN };
+}
+
+unsigned char *ss__obj_data(const ss__store *s, uint32_t e)
+{
+    const ss__index_entry *en = ss__ent(s, e);
+    uint32_t slot = ss__obj_at(s, e)->small_slot;
+    const ss__seg *g = SS_IX_KIND(en->info) == SS_SEG_ARENA
+                           ? ss__arena_segment(s->mem.arenas, slot)
+                           : ss__salloc_segment(s->mem.salloc, slot);
+
+    return g ? (unsigned char *)g->map + (uint64_t)en->data_off64 * SS_OBJ_ALIGN : NULL;
+}
+
 /* The readers' fd of arena `id` (opened once per arena), or -errno. */
 int ss__arena_ro_fd(ss__store *s, uint32_t id)
 {
@@ -450,7 +467,7 @@ void ss__obj_drop_mem(ss__store *s, uint32_t e)
             ss__sys_close(o->fd_rw);
         ss__obj_seg_free(s, &seg, writing);
     } else if (SS_IX_KIND(info) == SS_SEG_ARENA) {
-        ss__aloc loc = { .arena = o->small_slot, .off = (uint64_t)en->data_off64 * SS_OBJ_ALIGN };
+        ss__aloc loc = ss__obj_aloc(s, e);
 
         if (ss__arena_free(s->mem.arenas, &loc) < 0)
             ss__log_error("store: arena free of arena %u off %llu failed", loc.arena,

@@ -530,11 +530,8 @@ typedef struct putv_job {
 /* Close the write window create_take opened on an arena object. */
 static void putv_window_close(ss__store *s, uint32_t e)
 {
-    const ss__obj *o = ss__obj_at(s, e);
-    const ss__index_entry *en = ss__ent(s, e);
-
-    if (SS_IX_KIND(en->info) == SS_SEG_ARENA) {
-        ss__aloc loc = { .arena = o->small_slot, .off = (uint64_t)en->data_off64 * SS_OBJ_ALIGN };
+    if (SS_IX_KIND(ss__ent(s, e)->info) == SS_SEG_ARENA) {
+        ss__aloc loc = ss__obj_aloc(s, e);
         (void)ss__arena_write_close(s->mem.arenas, &loc);
     }
 }
@@ -582,11 +579,7 @@ static void putv_done(void *arg, ss__copyjob *j)
 static int putv_fill(ss__store *s, ss__conn *c, const create_args *a, uint32_t e,
                      uint32_t req_id)
 {
-    const ss__obj *o = ss__obj_at(s, e);
     const ss__index_entry *en = ss__ent(s, e);
-    bool arena = SS_IX_KIND(en->info) == SS_SEG_ARENA;
-    const ss__seg *g = arena ? ss__arena_segment(s->mem.arenas, o->small_slot)
-                             : ss__salloc_segment(s->mem.salloc, o->small_slot);
     putv_job *pj = malloc(sizeof(*pj) + (size_t)a->niov * sizeof(struct iovec));
     int rc;
 
@@ -597,7 +590,7 @@ static int putv_fill(ss__store *s, ss__conn *c, const create_args *a, uint32_t e
                                      (size_t)a->riov[i].len };
     pj->j = (ss__copyjob){ .pidfd = c->pidfd, .pid = c->pid, .src = pj->iov,
                            .nsrc = a->niov,
-                           .dst = (unsigned char *)g->map + (uint64_t)en->data_off64 * SS_OBJ_ALIGN,
+                           .dst = ss__obj_data(s, e),
                            .size = a->size, .done = putv_done, .arg = pj };
     pj->s = s;
     pj->c = c;
@@ -898,8 +891,7 @@ static int stage_copy(ss__store *s, ss__conn *c, uint32_t e)
 {
     const ss__stage *g = ss__stage_of(s, c, e);
     const ss__index_entry *en = ss__ent(s, e);
-    ss__aloc loc = { .arena = ss__obj_at(s, e)->small_slot,
-                     .off = (uint64_t)en->data_off64 * SS_OBJ_ALIGN };
+    ss__aloc loc = ss__obj_aloc(s, e);
     const ss__seg *ag = ss__arena_segment(s->mem.arenas, loc.arena);
     uint64_t done = 0;
     int rc;
