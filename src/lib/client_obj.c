@@ -487,7 +487,10 @@ static int put_small(ss_client *c, const ss_id *id, const struct iovec *iov, int
     ss__msg_hdr hd;
     ss__req_put r = { .id = *id, .node = ss__cl_node(), .size = size,
                       .meta_size = (uint32_t)meta_size, .flags = create_flags(flags) };
-    struct iovec *v = malloc((3 + (size_t)(iovcnt <= PUT_IOV_MAX ? iovcnt : 1)) * sizeof(*v));
+    /* the usual few pieces on the stack: a small put is a hot path */
+    struct iovec few[3 + 4];
+    size_t nv = 3 + (size_t)(iovcnt <= PUT_IOV_MAX ? iovcnt : 1);
+    struct iovec *v = nv <= SS_ARRAY_SIZE(few) ? few : malloc(nv * sizeof(*v));
     void *tmp = NULL;
     int n = 2, rc;
 
@@ -500,7 +503,8 @@ static int put_small(ss_client *c, const ss_id *id, const struct iovec *iov, int
     if (iovcnt > PUT_IOV_MAX) {
         tmp = malloc(size ? (size_t)size : 1);
         if (!tmp) {
-            free(v);
+            if (v != few)
+                free(v);
             return -ENOMEM;
         }
         gather(tmp, iov, iovcnt);
@@ -515,7 +519,8 @@ static int put_small(ss_client *c, const ss_id *id, const struct iovec *iov, int
         rc = ss__cl_status(&s);
     ss__cl_end(c, &s);
     free(tmp);
-    free(v);
+    if (v != few)
+        free(v);
     return rc;
 }
 
