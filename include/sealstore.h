@@ -630,6 +630,8 @@ typedef enum ss_option {
                                  client's wait spin before sleeping (0: off) */
     SS_OPT_STAGE_MAX,         /* SEALSTORE_STAGE_MAX: largest create copied in
                                  from a staging area at seal */
+    SS_OPT_INDEX_GETS,        /* SEALSTORE_INDEX_GETS: gets served from the
+                                 shared index with a pin (client side, on) */
     SS_OPT__COUNT             /* sentinel */
 } ss_option;
 

@@ -312,7 +312,7 @@ static bool seg_keep(ss_client *c, ss__cl_seg *s)
  * (client_int.h; an ARENA segment is shared by many objects, and the
  * store forgets that we have it when our last reference in it goes, as
  * for an OBJECT segment). SMALL segments stay for the connection. */
-static void seg_settle(ss_client *c, ss__cl_seg *s)
+void ss__cl_seg_settle(ss_client *c, ss__cl_seg *s)
 {
     if (ss__cl_seg_stays(s) || s->refs > 0 || s->unsent > 0)
         return;
@@ -405,14 +405,16 @@ ss__cl_hold *ss__cl_hold_find_creating(ss_client *c, const ss_id *id)
 
 /* What ss_release drops: the oldest sealed hold (release order,
  * client_int.h: it has no owed reference); -EBUSY when only an unsealed
- * creation has that id, -ENOENT when nothing does. */
-ss__cl_hold *ss__cl_hold_pick_release(ss_client *c, const ss_id *id, int *err)
+ * creation has that id, -ENOENT when nothing does. With store, only holds
+ * with store references count: a pinned hold's references are the
+ * client's own, so release order (which follows the store's) skips it. */
+ss__cl_hold *ss__cl_hold_pick_release(ss_client *c, const ss_id *id, int *err, bool store)
 {
     ss__cl_hold *best = NULL;
     bool unsealed = false;
 
     for (ss__cl_hold *h = c->holds[hold_bucket(c, id)]; h; h = h->next) {
-        if (!id_eq(&h->id, id))
+        if (!id_eq(&h->id, id) || (store && h->pins))
             continue;
         if (h->state != SS_CL_SEALED)
             unsealed = true;
@@ -428,11 +430,19 @@ ss__cl_hold *ss__cl_hold_find_view(ss_client *c, const ss_id *id, bool has_seg,
                                    uint64_t seg_id, uint64_t off)
 {
     for (ss__cl_hold *h = c->holds[hold_bucket(c, id)]; h; h = h->next) {
-        if (h->state != SS_CL_SEALED || h->priv || !id_eq(&h->id, id))
+        if (h->state != SS_CL_SEALED || h->priv || h->pins || !id_eq(&h->id, id))
             continue;
         if (has_seg ? (h->seg && h->seg->seg_id == seg_id && h->off == off) : !h->seg)
             return h;
     }
+    return NULL;
+}
+
+ss__cl_hold *ss__cl_hold_find_pinned(ss_client *c, const ss_id *id, uint32_t e, uint32_t gen)
+{
+    for (ss__cl_hold *h = c->holds[hold_bucket(c, id)]; h; h = h->next)
+        if (h->pins && h->pin_e == e && h->pin_gen == gen && id_eq(&h->id, id))
+            return h;
     return NULL;
 }
 
@@ -446,7 +456,8 @@ ss__cl_hold *ss__cl_hold_find_addr(ss_client *c, const ss_id *id, const void *da
     for (ss__cl_hold *h = c->holds[hold_bucket(c, id)]; h; h = h->next) {
         const void *p;
 
-        if (h->state != SS_CL_SEALED || h->refs <= h->owed || !id_eq(&h->id, id))
+        if (h->state != SS_CL_SEALED || (h->refs <= h->owed && !h->pins) ||
+            !id_eq(&h->id, id))
             continue;
         if (h->priv)
             p = h->buf;
@@ -951,7 +962,7 @@ int ss__cl_finish_drop(ss_client *c, const ss_id *ids, size_t nids, ss__cl_seg *
     }
     for (size_t i = 0; i < nsegs; i++) {
         segs[i]->unsent--;
-        seg_settle(c, segs[i]);
+        ss__cl_seg_settle(c, segs[i]);
     }
     return rc;
 }
@@ -1068,17 +1079,21 @@ void ss__cl_release_hold_into(ss_client *c, ss__cl_hold *h, ss__cl_batch *b)
     ss_id id = h->id;
     int err;
 
+    if (h->pins > 0) { /* the client's own: no store reference moves */
+        ss__cl_unpin(c, h);
+        return;
+    }
     if (h->local > 0) { /* interchangeable with its store references: no message */
         h->local--;
         return;
     }
-    if (h != ss__cl_hold_pick_release(c, &id, &err)) {
+    if (h != ss__cl_hold_pick_release(c, &id, &err, true)) {
         h->owed++;
         return;
     }
     cl_drop_send(c, h, b);
     /* h may be gone, and the lock was maybe dropped: look again */
-    while ((h = ss__cl_hold_pick_release(c, &id, &err)) && h->owed > 0) {
+    while ((h = ss__cl_hold_pick_release(c, &id, &err, true)) && h->owed > 0) {
         h->owed--;
         cl_drop_send(c, h, b);
     }
@@ -1100,7 +1115,11 @@ void ss__cl_drop_refs(ss_client *c, const ss_id *ids, const ss__cl_ref *refs, si
 
         if (!refs[i].found)
             continue;
-        h = ss__cl_hold_find_view(c, &ids[i], refs[i].has_seg, refs[i].seg_id, refs[i].off);
+        if (refs[i].pinned)
+            h = ss__cl_hold_find_pinned(c, &ids[i], (uint32_t)refs[i].seg_id,
+                                        (uint32_t)refs[i].off);
+        else
+            h = ss__cl_hold_find_view(c, &ids[i], refs[i].has_seg, refs[i].seg_id, refs[i].off);
         if (h)
             ss__cl_release_hold(c, h);
     }
@@ -1250,6 +1269,7 @@ SS_API int ss_connect(const char *socket_path, unsigned flags, ss_client **out)
     c->capacity = hello.capacity;
     c->keep_bytes = ss__opt_size(SS_OPT_MAP_CACHE);
     c->local_gets = ss__opt_bool(SS_OPT_LOCAL_GETS);
+    c->index_gets = ss__opt_bool(SS_OPT_INDEX_GETS);
     c->busy_ns = (uint64_t)ss__opt_us(SS_OPT_BUSY_POLL) * 1000;
     if (c->keep_bytes > c->capacity / 8)
         c->keep_bytes = c->capacity / 8;
@@ -1302,7 +1322,7 @@ SS_API void ss_disconnect(ss_client *c)
         }
     free(c->holds);
     free(c->segs);
-    ss__cl_index_free(c);
+    ss__cl_index_free(c, forked);
     if (!forked) {
         /* the lock may have been held by a thread that does not exist in
          * a child: leave it alone there */

@@ -272,9 +272,255 @@ int ss__cl_index_contains(ss_client *c, const ss_id *id)
     return rc == 1;
 }
 
-void ss__cl_index_free(ss_client *c)
+/* ================================================================ pins
+ *
+ * Gets served from the index (store_int.h, "Pin areas", has the protocol
+ * both sides follow). Everything below runs under the handle's lock,
+ * except the setup's round trips and the UNPIN send.
+ *
+ * A get of id is served here when the index has a SEALED entry for it
+ * whose data (and meta) segments this handle has mapped read-only
+ * already, and a slot is free: the slot gets KEY(e, generation), a
+ * seq_cst fence, then entry e is read again under its seqlock; only if it
+ * still says SEALED, same generation, id and place, the view is returned.
+ * The hold (ss__cl_hold with pins > 0, no store reference) keeps a
+ * reference on its segments, so they stay mapped until the release; a
+ * second get of the same object takes one more pin reference on the same
+ * hold and slot. The last release clears the slot, fences, and reads the
+ * entry: when it no longer says SEALED with that generation the store
+ * may be keeping the object for this pin, and is told (UNPIN).
+ *
+ * What a pinned get promises is what a get from the store does: the entry
+ * said SEALED after the get began (a get that starts after a DELETE
+ * returned cannot see SEALED: client_index.c's top), and the pin, seen by
+ * the store before it frees or reuses the memory, keeps the view valid
+ * until the release.
+ */
+
+/* Map the pin area of a PINS reply in s (lock held): 0, or -1 when it
+ * does not check out (never asked again). */
+static int pins_apply(ss_client *c, ss__cl_slot *s)
+{
+    ss__cl_pins *p = &c->pins;
+    ss__rep_pins r;
+    struct stat st;
+    int seals, fd = s->fds[0];
+    const ss__pin_hdr *h;
+    void *map;
+
+    memcpy(&r, s->buf + SS_CL_HDR, sizeof(r));
+    seals = ss__sys_get_seals(fd);
+    if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW) ||
+        (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) || ss__sys_fstat(fd, &st) < 0 ||
+        st.st_size != SS_PIN_AREA_BYTES || r.nslots != SS_PIN_SLOTS)
+        return -1;
+    p->free = malloc(SS_PIN_SLOTS * sizeof(*p->free));
+    if (!p->free)
+        return -1;
+    map = ss__cl_map_writable(SS_PIN_AREA_BYTES, fd);
+    if (ss__is_err(map)) {
+        free(p->free);
+        p->free = NULL;
+        return -1;
+    }
+    h = map;
+    if (h->magic != SS_PIN_MAGIC || h->nslots != SS_PIN_SLOTS || h->store_id != c->store_id) {
+        ss__sys_munmap(map, SS_PIN_AREA_BYTES);
+        free(p->free);
+        p->free = NULL;
+        return -1;
+    }
+    p->map = map;
+    p->slots = (uint64_t *)((char *)map + sizeof(ss__pin_hdr));
+    p->hw = &((ss__pin_hdr *)map)->hw;
+    p->nslots = SS_PIN_SLOTS;
+    p->high = p->nfree = 0;
+    return 0;
+}
+
+void ss__cl_pins_setup(ss_client *c)
+{
+    ss__cl_slot s;
+    ss__msg_hdr h;
+    ss__req_pins rq = { { 0, 0 } };
+    struct iovec iov[2] = { { &h, sizeof(h) }, { &rq, sizeof(rq) } };
+    bool need_ix;
+    int rc;
+
+    pthread_mutex_lock(&c->lock);
+    need_ix = c->ix.nchunks == 0 && !c->ix.broken;
+    rc = c->pins.map || c->pins.broken || c->dead || c->pins.retry_ns > ss__now_ns();
+    pthread_mutex_unlock(&c->lock);
+    if (rc)
+        return;
+    if (need_ix)
+        ix_refresh(c);
+    rc = ss__cl_call(c, &s, SS_MSG_PINS, iov, 2, NULL); /* returns locked */
+    if (rc == 0 && !c->pins.map) {
+        rc = ss__cl_status(&s);
+        if (rc == -EAGAIN)
+            c->pins.retry_ns = ss__now_ns() + SS_CL_INDEX_RETRY_NS;
+        else if (rc < 0 || pins_apply(c, &s) < 0)
+            c->pins.broken = true; /* a store that does not lend pin areas */
+    }
+    ss__cl_end(c, &s); /* closes the fd: the mapping stays */
+}
+
+/* A mapped, read-only segment of this handle of kind `kind` holding
+ * [off, off + len): it, or NULL. */
+static ss__cl_seg *pin_seg(ss_client *c, uint64_t seg_id, unsigned kind, uint64_t off,
+                           uint64_t len)
+{
+    ss__cl_seg *sg = ss__cl_seg_find(c, seg_id);
+
+    if (!sg || !sg->addr || sg->writable || sg->kind != kind || off > sg->size ||
+        len > sg->size - off)
+        return NULL;
+    return sg;
+}
+
+/* Clear slot i and give it back; then, when entry e no longer says
+ * SEALED with generation gen, the store may be keeping the object for
+ * this pin: true (send UNPIN). */
+static bool pin_clear(ss_client *c, uint32_t i, uint32_t e, uint32_t gen)
 {
     ss__cl_index *ix = &c->ix;
+    ss__index_view v = { (const void *const *)ix->chunks, ix->nchunks, ix->buckets };
+    ss__index_entry en;
+
+    __atomic_store_n(&c->pins.slots[i], 0, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    c->pins.free[c->pins.nfree++] = i;
+    if (ss__index_read(&v, e, &en) < 0)
+        return true; /* cannot tell: tell the store (it only looks again) */
+    return SS_IX_STATE(en.info) != SS_IX_SEALED || en.generation != gen;
+}
+
+/* UNPIN, sent without the lock (it is one datagram, no reply). */
+static void pin_tell(ss_client *c)
+{
+    ss__msg_hdr h;
+    ss__req_pins r = { { 0, 0 } };
+    struct iovec iov[2] = { { &h, sizeof(h) }, { &r, sizeof(r) } };
+
+    if (c->dead)
+        return;
+    ss__proto_hdr(&h, SS_MSG_UNPIN, 0, (uint32_t)(SS_CL_HDR + sizeof(r)), 0, 0);
+    pthread_mutex_unlock(&c->lock);
+    (void)ss__cl_sendv(c->fd, iov, 2); /* a failure: the connection is going, and its
+                                         * pins with it */
+    pthread_mutex_lock(&c->lock);
+}
+
+bool ss__cl_index_get(ss_client *c, const ss_id *id, ss__cl_ref *ref, ss_object *o)
+{
+    ss__cl_index *ix = &c->ix;
+    ss__cl_pins *p = &c->pins;
+    ss__index_view v = { (const void *const *)ix->chunks, ix->nchunks, ix->buckets };
+    ss__index_entry en, again;
+    ss__cl_seg *ds, *ms = NULL;
+    ss__cl_hold *h;
+    uint32_t uid, slot, msize;
+    uint64_t off;
+    int64_t e;
+
+    if (!p->map || !ix_usable(c) || ix->nchunks == 0 || !ix->buckets)
+        return false;
+    e = ss__index_lookup_ex(&v, id, &en, &uid);
+    if (e < 0 || en.size == 0)
+        return false; /* (a zero-size object: the store answers) */
+    h = ss__cl_hold_find_pinned(c, id, (uint32_t)e, en.generation);
+    if (h) {
+        if (h->pins == UINT32_MAX)
+            return false;
+        h->pins++; /* the entry said SEALED just now, and our pin holds it */
+        goto view;
+    }
+    off = (uint64_t)en.data_off64 * SS_OBJ_ALIGN;
+    ds = pin_seg(c, en.seg_id, SS_IX_KIND(en.info), off, en.size);
+    msize = SS_IX_META_SIZE(en.info);
+    if (!ds || (msize && !(ms = pin_seg(c, SS_SEG_ID_SMALL | en.meta_seg, SS_SEG_SMALL,
+                                         (uint64_t)en.meta_off64 * SS_OBJ_ALIGN, msize))))
+        return false;
+    if (p->nfree == 0 && p->high >= p->nslots)
+        return false; /* every slot pins something: ask the store */
+    if (p->nfree) {
+        slot = p->free[--p->nfree];
+    } else {
+        slot = p->high++;
+        __atomic_store_n(p->hw, p->high, __ATOMIC_RELAXED);
+    }
+    __atomic_store_n(&p->slots[slot], SS_PIN_KEY((uint32_t)e, en.generation), __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (ss__index_read(&v, (uint32_t)e, &again) < 0 ||
+        SS_IX_STATE(again.info) != SS_IX_SEALED || again.generation != en.generation ||
+        memcmp(&again.id, id, sizeof(*id)) || again.seg_id != en.seg_id ||
+        again.data_off64 != en.data_off64 || again.meta_seg != en.meta_seg ||
+        again.meta_off64 != en.meta_off64 || !(h = ss__cl_hold_new(c, id))) {
+        if (pin_clear(c, slot, (uint32_t)e, en.generation))
+            pin_tell(c);
+        return false;
+    }
+    h->state = SS_CL_SEALED;
+    h->pins = 1;
+    h->pin_slot = slot;
+    h->pin_e = (uint32_t)e;
+    h->pin_gen = en.generation;
+    h->uid = uid;
+    h->seg = ds;
+    h->off = off;
+    h->size = en.size;
+    h->mseg = ms;
+    h->moff = (uint64_t)en.meta_off64 * SS_OBJ_ALIGN;
+    h->msize = msize;
+    ss__cl_seg_use(c, ds);
+    ds->refs++;
+    if (ms) {
+        ss__cl_seg_use(c, ms);
+        ms->refs++;
+    }
+view:
+    *ref = (ss__cl_ref){ .seg_id = h->pin_e, .off = h->pin_gen, .has_seg = true,
+                         .found = true, .pinned = true };
+    *o = (ss_object){
+        .id = h->id,
+        .uid = h->uid,
+        .data = h->seg->addr + h->off,
+        .size = h->size,
+        .meta = h->mseg ? h->mseg->addr + h->moff : NULL,
+        .meta_size = h->mseg ? h->msize : 0,
+    };
+    return true;
+}
+
+void ss__cl_unpin(ss_client *c, ss__cl_hold *h)
+{
+    ss__cl_seg *ds = h->seg, *ms = h->mseg;
+    bool tell;
+
+    if (--h->pins > 0)
+        return;
+    tell = pin_clear(c, h->pin_slot, h->pin_e, h->pin_gen);
+    ss__cl_hold_unlink(c, h);
+    ss__cl_hold_free(h, false);
+    ds->refs--;
+    ss__cl_seg_settle(c, ds);
+    if (ms) {
+        ms->refs--;
+        ss__cl_seg_settle(c, ms);
+    }
+    if (tell)
+        pin_tell(c);
+}
+
+void ss__cl_index_free(ss_client *c, bool forked)
+{
+    ss__cl_index *ix = &c->ix;
+
+    if (c->pins.map && !forked) /* MADV_DONTFORK: absent in a forked child */
+        ss__sys_munmap(c->pins.map, SS_PIN_AREA_BYTES);
+    free(c->pins.free);
+    memset(&c->pins, 0, sizeof(c->pins));
 
     for (uint32_t i = 0; i < ix->nchunks; i++)
         ss__sys_munmap((void *)ix->chunks[i], SS_INDEX_CHUNK_BYTES);

@@ -175,6 +175,20 @@ typedef struct ss__cl_index {
     uint64_t retry_ns;        /* an INDEX was refused: not asked again before */
 } ss__cl_index;
 
+/* This handle's pin area (PINS; the protocol is in store_int.h, "Pin
+ * areas", and client_index.c): slots it writes to pin objects it took from
+ * the index. Everything here under the handle's lock. */
+typedef struct ss__cl_pins {
+    void *map;                /* read-write mapping (MADV_DONTFORK), NULL: none */
+    uint64_t *slots;          /* nslots slots after the 64-byte header */
+    uint32_t *hw;             /* the header's hw word */
+    uint32_t nslots, high;    /* slots; slots ever used (hw as we wrote it) */
+    uint32_t *free;           /* stack of free slot numbers below high */
+    uint32_t nfree;
+    bool broken;              /* refused for good (or failed the checks) */
+    uint64_t retry_ns;        /* refused with -EAGAIN: not asked again before */
+} ss__cl_pins;
+
 /* Kept segments a handle has at most (besides SEALSTORE_MAP_CACHE bytes). */
 #define SS_CL_KEEP_MAX 16
 
@@ -241,6 +255,10 @@ typedef struct ss__cl_hold {
     uint32_t owed;            /* released by the caller, not sent yet (release order) */
     uint32_t local;           /* caller references the store does not know of (local
                                  references, below); local > 0 implies refs > owed */
+    uint32_t pins;            /* caller references backed by a pin (pin_slot) instead
+                                 of store references: then refs, owed, local are 0 */
+    uint32_t pin_slot, pin_e, pin_gen; /* the slot, and the entry and generation
+                                 it names (SS_PIN_KEY) */
     uint32_t uid;             /* the creator's uid, as the store's GET reply gave it */
     bool got;                 /* a GET reply named this view: uid is known */
     bool stale;               /* the object is known deleted: never served locally */
@@ -312,6 +330,8 @@ struct ss_client {
     uint64_t busy_spins;      /* receives that found nothing while spinning (the
                                  reader's only, like its receive; tests) */
     ss__cl_index ix;          /* the store's index, mapped at first use */
+    ss__cl_pins pins;         /* this handle's pin area, made at the first get */
+    bool index_gets;          /* SEALSTORE_INDEX_GETS: gets served from the index */
     /* Releases of small objects not sent yet: they leave with the next
      * request (in the same datagram, so the store wakes and reads once), or when 64
      * are waiting. A large object's release is sent at once: it frees a
@@ -344,10 +364,11 @@ struct ss_client {
 
 /* Identity of one reference a get took, for undoing it exactly. */
 typedef struct ss__cl_ref {
-    uint64_t seg_id;
-    uint64_t off;
+    uint64_t seg_id;          /* pinned: the entry */
+    uint64_t off;             /* pinned: its generation */
     bool has_seg;
     bool found;
+    bool pinned;              /* a pin reference (ss__cl_hold.pins) */
 } ss__cl_ref;
 
 /* A GET batch, for the thread that applies its reply (see above). */
@@ -386,12 +407,17 @@ void ss__cl_stage_protect(ss__cl_hold *h, int prot);
 void ss__cl_seg_unlink(ss_client *c, ss__cl_seg *s);
 void ss__cl_seg_free(ss__cl_seg *s, bool forked);
 int ss__cl_seg_map(ss__cl_seg *s);
+/* s lost a reference (refs and unsent as they are now): unmap, defer,
+ * keep, as the rules above say (lock held). */
+void ss__cl_seg_settle(ss_client *c, ss__cl_seg *s);
 void ss__cl_seg_sweep(ss_client *c);
 ss__cl_hold *ss__cl_hold_new(ss_client *c, const ss_id *id);
 void ss__cl_hold_unlink(ss_client *c, ss__cl_hold *h);
 void ss__cl_hold_free(ss__cl_hold *h, bool forked);
 ss__cl_hold *ss__cl_hold_find_creating(ss_client *c, const ss_id *id);
-ss__cl_hold *ss__cl_hold_pick_release(ss_client *c, const ss_id *id, int *err);
+/* The oldest sealed hold of id (store: only those with store
+ * references, for release order), see client.c. */
+ss__cl_hold *ss__cl_hold_pick_release(ss_client *c, const ss_id *id, int *err, bool store);
 ss__cl_hold *ss__cl_hold_find_view(ss_client *c, const ss_id *id, bool has_seg,
                                    uint64_t seg_id, uint64_t off);
 ss__cl_hold *ss__cl_hold_find_addr(ss_client *c, const ss_id *id, const void *data);
@@ -425,8 +451,21 @@ int ss__cl_open(const char *path, int *fdp, ss__rep_hello *hello);
 /* 1: a sealed object with this id is in the store's index now (no round
  * trip); 0: ask the store (a miss, or the index is not usable). */
 int ss__cl_index_contains(ss_client *c, const ss_id *id);
-/* Unmap everything (ss_disconnect). */
-void ss__cl_index_free(ss_client *c);
+/* Unmap everything (ss_disconnect; forked: the pin area is not there). */
+void ss__cl_index_free(ss_client *c, bool forked);
+/* Map the index and get a pin area if this handle has none yet and may
+ * ask (lock NOT held): after it, gets may be served from the index. */
+void ss__cl_pins_setup(ss_client *c);
+/* Serve a get of id from the index (lock held): a pinned sealed object
+ * whose segments are mapped here; its view in *o and the reference in
+ * *ref. false: ask the store. */
+bool ss__cl_index_get(ss_client *c, const ss_id *id, ss__cl_ref *ref, ss_object *o);
+/* Give up one pin reference of h (lock held): at the last, the pin goes,
+ * the segments are settled and the hold freed; may unlock around an UNPIN
+ * send, after which h is gone. */
+void ss__cl_unpin(ss_client *c, ss__cl_hold *h);
+/* The pinned hold of id for entry e, generation gen, or NULL. */
+ss__cl_hold *ss__cl_hold_find_pinned(ss_client *c, const ss_id *id, uint32_t e, uint32_t gen);
 
 /* ---- client_obj.c: a GET reply applied by the thread that received it
  * (lock held) */

@@ -1007,7 +1007,7 @@ static int get_remote(ss_client *c, const ss_id *ids, uint32_t n, int64_t timeou
     int rc;
 
     for (uint32_t i = 0; i < n; i++)
-        refs[i].found = false;
+        refs[i].found = refs[i].pinned = false;
     /* the reply is applied (views in out, references taken) by the thread
      * that receives it, this one or another, before the call returns */
     rc = ss__cl_call(c, &s, SS_MSG_GET, iov, 3, &g);
@@ -1037,9 +1037,13 @@ static int get_batch(ss_client *c, const ss_id *ids, uint32_t n, int64_t timeout
     uint32_t at[SS_PROTO_MAX_IDS], nr = 0;
     int found = 0, rc;
 
+    if (c->index_gets && !c->pins.map)
+        ss__cl_pins_setup(c); /* once: the index and a pin area */
     pthread_mutex_lock(&c->lock);
     for (uint32_t i = 0; i < n; i++) {
-        if (c->local_gets && !c->dead && get_local(c, &ids[i], &refs[i], &out[i])) {
+        refs[i].pinned = false;
+        if (!c->dead && ((c->local_gets && get_local(c, &ids[i], &refs[i], &out[i])) ||
+                         ss__cl_index_get(c, &ids[i], &refs[i], &out[i]))) {
             found++;
         } else {
             refs[i].found = false;
@@ -1140,7 +1144,7 @@ SS_API int ss_release(ss_client *c, const ss_id *id)
     if (!id)
         return -EINVAL;
     pthread_mutex_lock(&c->lock);
-    h = ss__cl_hold_pick_release(c, id, &rc);
+    h = ss__cl_hold_pick_release(c, id, &rc, false);
     if (h)
         ss__cl_release_hold(c, h); /* the oldest: its reference goes now */
     pthread_mutex_unlock(&c->lock);
@@ -1191,7 +1195,7 @@ static int release_batch(ss_client *c, const void *arr, const ss_id *ids,
         int err;
 
         if (ids)
-            h = ss__cl_hold_pick_release(c, &ids[i], &err);
+            h = ss__cl_hold_pick_release(c, &ids[i], &err, false);
         else
             h = objs[i].data ? ss__cl_hold_find_addr(c, &objs[i].id, objs[i].data) : NULL;
         if (!h)

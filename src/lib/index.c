@@ -306,9 +306,9 @@ void ss__index_unlink(ss__index *ix, uint32_t e)
 
 uint64_t ss__index_bytes(const ss__index *ix)
 {
-    /* headers + the touched entries + the bucket array */
+    /* headers + the touched entries and their uids + the bucket array */
     return (uint64_t)ix->nchunks * sizeof(ss__index_hdr) +
-           (uint64_t)ix->high * SS_INDEX_ENTRY_SIZE + bucket_bytes(ix->nbuckets);
+           (uint64_t)ix->high * (SS_INDEX_ENTRY_SIZE + 4) + bucket_bytes(ix->nbuckets);
 }
 
 void ss__index_view_of(const ss__index *ix, ss__index_view *v)
@@ -324,12 +324,19 @@ void ss__index_view_of(const ss__index *ix, ss__index_view *v)
 
 int ss__index_read(const ss__index_view *v, uint32_t e, ss__index_entry *out)
 {
+    return ss__index_read_ex(v, e, out, NULL);
+}
+
+int ss__index_read_ex(const ss__index_view *v, uint32_t e, ss__index_entry *out, uint32_t *uid)
+{
     if (!v || !out || e / SS_INDEX_CHUNK_ENTRIES >= v->nchunks)
         return -ENOENT;
-    const uint32_t *src = (const uint32_t *)((const char *)v->chunks[e / SS_INDEX_CHUNK_ENTRIES] +
-                                             (size_t)(1 + e % SS_INDEX_CHUNK_ENTRIES) *
-                                                 SS_INDEX_ENTRY_SIZE);
+    const char *chunk = v->chunks[e / SS_INDEX_CHUNK_ENTRIES];
+    const uint32_t *src = (const uint32_t *)(chunk + (size_t)(1 + e % SS_INDEX_CHUNK_ENTRIES) *
+                                                         SS_INDEX_ENTRY_SIZE);
+    const uint32_t *usrc = (const uint32_t *)(chunk + SS_INDEX_UID_OFF) + e % SS_INDEX_CHUNK_ENTRIES;
     uint32_t *dst = (uint32_t *)out;
+    uint32_t u = 0;
 
     for (int t = 0; t < READ_TRIES; t++) {
         uint32_t s1 = __atomic_load_n(&src[0], __ATOMIC_ACQUIRE);
@@ -341,9 +348,13 @@ int ss__index_read(const ss__index_view *v, uint32_t e, ss__index_entry *out)
          * concurrently, and a torn copy is caught by the seq check */
         for (size_t i = 0; i < SS_INDEX_ENTRY_SIZE / 4; i++)
             dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+        if (uid)
+            u = __atomic_load_n(usrc, __ATOMIC_RELAXED);
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
         if (__atomic_load_n(&src[0], __ATOMIC_RELAXED) == s1) {
             out->seq = s1;
+            if (uid)
+                *uid = u;
             return 0;
         }
     }
@@ -351,6 +362,12 @@ int ss__index_read(const ss__index_view *v, uint32_t e, ss__index_entry *out)
 }
 
 int ss__index_lookup(const ss__index_view *v, const ss_id *id, ss__index_entry *out)
+{
+    return ss__index_lookup_ex(v, id, out, NULL);
+}
+
+int ss__index_lookup_ex(const ss__index_view *v, const ss_id *id, ss__index_entry *out,
+                        uint32_t *uid)
 {
     int rc;
 
@@ -369,7 +386,7 @@ int ss__index_lookup(const ss__index_view *v, const ss_id *id, ss__index_entry *
 
     for (uint32_t steps = 0; x && steps < SS_INDEX_WALK_MAX; steps++) {
         ss__index_entry en;
-        if (ss__index_read(v, x - 1, &en) < 0)
+        if (ss__index_read_ex(v, x - 1, &en, uid) < 0)
             return -ENOENT; /* past the chunks we map, or busy: ask the store */
         if (SS_IX_STATE(en.info) == SS_IX_SEALED && !memcmp(&en.id, id, sizeof(*id))) {
             *out = en;

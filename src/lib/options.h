@@ -149,7 +149,12 @@ enum ss__opt_type {
       "copied into the store's memory at seal (at most 4M when the store is " \
       "on 2 MiB pages); larger ones are written in place; each client's "     \
       "areas hold at most twice this (and all clients' a quarter of the "     \
-      "capacity); 0: none")
+      "capacity); 0: none")                                                    \
+    X(INDEX_GETS, SS_OT_BOOL, "on",                                            \
+      "client side: a get of a sealed object whose memory the handle has "    \
+      "mapped already is served from the store's shared index with a pin "    \
+      "the store sees, without a round trip (millions per second); off: "     \
+      "every get asks the store")
 
 #define SS_MAX_CLASSES 32
 

@@ -24,10 +24,12 @@ _Static_assert(sizeof(ss__req_put_many) == 8 && sizeof(ss__rep_put_many) == 8,
                "PUT_MANY layout");
 _Static_assert(SS_MSG_EVENT == 13 && SS_MSG_PUT_MANY == 14 && SS_MSG_PUTV == 15,
                "message numbers never change");
-_Static_assert(SS_PROTO_VERSION == 6, "protocol version (doc/protocol.md, tests/abi)");
+_Static_assert(SS_PROTO_VERSION == 7, "protocol version (doc/protocol.md, tests/abi)");
 _Static_assert(sizeof(ss__req_putv) == 48 && sizeof(ss__putv_iov) == 16, "PUTV layout");
 _Static_assert(SS_MSG_INDEX == 16, "message numbers never change");
 _Static_assert(sizeof(ss__req_index) == 8 && sizeof(ss__rep_index) == 16, "INDEX layout");
+_Static_assert(SS_MSG_PINS == 17 && SS_MSG_UNPIN == 18, "message numbers never change");
+_Static_assert(sizeof(ss__req_pins) == 8 && sizeof(ss__rep_pins) == 8, "PINS layout");
 _Static_assert(sizeof(ss__msg_hdr) + sizeof(ss__rep_put_many) + SS_PROTO_MAX_BATCH * sizeof(int32_t) <= SS_PROTO_MAX_REPLY,
                "a PUT_MANY reply fits a client's receive buffer");
 _Static_assert(sizeof(ss__req_seal) == 32, "ss__req_seal layout");
@@ -278,6 +280,16 @@ int ss__proto_check_request(const void *buf, size_t len, unsigned nfds)
             return -SS_E_PROTO;
         break;
     }
+    case SS_MSG_PINS:
+    case SS_MSG_UNPIN: {
+        ss__req_pins r;
+        if (body != sizeof(r))
+            return -SS_E_PROTO;
+        memcpy(&r, p, sizeof(r));
+        if (r.reserved[0] != 0 || r.reserved[1] != 0)
+            return -SS_E_PROTO;
+        break;
+    }
     case SS_MSG_SUBSCRIBE: {
         ss__req_subscribe r;
         if (body != sizeof(r))
@@ -479,7 +491,7 @@ int ss__proto_check_reply(const void *buf, size_t len, unsigned nfds)
             return -SS_E_PROTO;
         return h.type;
     }
-    if (h.type == SS_MSG_RELEASE) /* never answered */
+    if (h.type == SS_MSG_RELEASE || h.type == SS_MSG_UNPIN) /* never answered */
         return -SS_E_PROTO;
     if (h.status < 0) {
         /* an error reply is the header alone */
@@ -535,6 +547,15 @@ int ss__proto_check_reply(const void *buf, size_t len, unsigned nfds)
         if (r.reserved != 0 || r.nchunks < 1 || r.nchunks > SS_PROTO_INDEX_MAX_CHUNKS ||
             r.first > r.nchunks || r.n > r.nchunks - r.first || r.n > SS_PROTO_MAX_FDS - 1 ||
             nfds != 1 + r.n)
+            return -SS_E_PROTO;
+        break;
+    }
+    case SS_MSG_PINS: {
+        ss__rep_pins r;
+        if (h.status != 0 || body != sizeof(r) || nfds != 1)
+            return -SS_E_PROTO;
+        memcpy(&r, p, sizeof(r));
+        if (r.reserved != 0 || r.nslots < 1 || r.nslots > 65536)
             return -SS_E_PROTO;
         break;
     }

@@ -39,7 +39,7 @@
 #include "internal.h"
 
 #define SS_PROTO_MAGIC 0x31505353u /* "SSP1" in memory order */
-#define SS_PROTO_VERSION 6u /* 2: a RELEASE may lead a datagram;
+#define SS_PROTO_VERSION 7u /* 2: a RELEASE may lead a datagram;
                              * 3: GET and LIST entries carry the creator's uid;
                              * SEAL may drop the creator's reference;
                              * 4: a failed SEAL says whether the store aborted
@@ -51,7 +51,9 @@
                              * 6: PUTV (the store reads a put's bytes from
                              * the caller's memory), ARENA segments, INDEX
                              * (the shared index's memfds), STAGE areas in
-                             * CREATE replies (copy-on-seal) */
+                             * CREATE replies (copy-on-seal);
+                             * 7: index format 2 (uids), PINS (a pin area
+                             * for gets served from the index), UNPIN */
 
 /* Largest message either side sends: header + body + 64 KiB meta + the
  * largest inline payload (SEALSTORE_SMALL_MAX is capped at 64 KiB) with
@@ -82,6 +84,8 @@ enum ss__msg_type {
     SS_MSG_PUT_MANY,   /* version 5: n small PUTs in one message */
     SS_MSG_PUTV,       /* version 6: a put the store reads from the caller */
     SS_MSG_INDEX,      /* version 6: the shared index's memfds */
+    SS_MSG_PINS,       /* version 7: this connection's pin area */
+    SS_MSG_UNPIN,      /* version 7: a pin on a leaving object went; no reply */
     SS_MSG__COUNT
 };
 
@@ -313,6 +317,21 @@ typedef struct ss__rep_index {
 } ss__rep_index;
 #define SS_PROTO_INDEX_MAX_CHUNKS 65536u /* SS_INDEX_MAX_CHUNKS (store_int.h) */
 
+/* ---- PINS (version 7): {0, 0} -> {nslots, 0} + 1 fd: this connection's
+ * pin area (store_int.h, doc/protocol.md), a memfd sealed SHRINK|GROW|SEAL
+ * the client maps read-write: it pins objects it takes from the index
+ * there. One per connection (a second PINS gets -EBUSY); -EAGAIN: the
+ * fd budget, ask later.
+ * ---- UNPIN (version 7): {0, 0}, no reply: the client cleared a pin on an
+ * object it saw leaving; the store looks at the objects pins keep again. */
+typedef struct ss__req_pins {
+    uint32_t reserved[2]; /* 0 */
+} ss__req_pins;
+typedef struct ss__rep_pins {
+    uint32_t nslots;      /* slots after the area's 64-byte header */
+    uint32_t reserved;    /* 0 */
+} ss__rep_pins;
+
 /* ---- STATS: {} -> ss_stats (sealstore.h) as the body */
 
 /* ---- SUBSCRIBE: {mask} -> status; then EVENT messages on this connection */
@@ -334,13 +353,14 @@ typedef struct ss__msg_event {
  *    SS_MSGF_REPLY; an EVENT has req_id 0, status 0;
  *  - an error reply (status < 0: a -errno in -1..-4095 or a -SS_E_* code)
  *    is the header alone and carries no fd;
- *  - success: HELLO, CREATE, GET, LIST, STATS, PUT_MANY, INDEX carry their body
+ *  - success: HELLO, CREATE, GET, LIST, STATS, PUT_MANY, INDEX, PINS carry their body
  *    (status 0; GET and LIST may put their count, 0..n, in status;
  *    PUT_MANY's status is the number of its statuses that are 0, each of
  *    the others a plausible error); SEAL, ABORT, PUT, PUTV,
  *    DELETE, SUBSCRIBE are the header alone with status 0; CONTAINS is
- *    the header alone with status 0 or 1; RELEASE has no reply; INDEX
- *    has status 0 and exactly 1 + n fds;
+ *    the header alone with status 0 or 1; RELEASE and UNPIN have no
+ *    reply; INDEX has status 0 and exactly 1 + n fds; PINS status 0 and
+ *    exactly 1 fd;
  *  - a GET entry with status -ENOENT has uid 0 and its segrefs ignored; a meta
  *    segref of size 0 is ignored; a data segref with size 0 may name no
  *    segment (seg_size 0, fd_index SS_FD_NONE: a zero-size object);

@@ -760,8 +760,8 @@ void ss__conn_proto_error(ss__store *s, ss__conn *c, const void *buf, size_t len
         ss__conn_close(s, c);
         return;
     }
-    if (h.type == SS_MSG_RELEASE && h.version == SS_PROTO_VERSION)
-        return;
+    if ((h.type == SS_MSG_RELEASE || h.type == SS_MSG_UNPIN) && h.version == SS_PROTO_VERSION)
+        return; /* never answered */
     ss__conn_reply_status(s, c, h.type, h.req_id, rc == -SS_E_VERSION ? rc : -SS_E_PROTO);
 }
 

@@ -208,12 +208,24 @@ static void ent_spilled(ss__store *s, uint32_t e)
     s->disk.spilled_bytes += en->size;
 }
 
-/* A SEALED, unreferenced object with a durable disk copy: free its memory. */
-static void to_disk(ss__store *s, uint32_t e)
+/* A SEALED, unreferenced object with a durable disk copy: free its
+ * memory, unless a client pinned it from the index (store_int.h, pins):
+ * then it stays in memory, put back at the LRU's recent end. */
+static bool to_disk(ss__store *s, uint32_t e)
 {
+    if (s->tab.npin_areas) {
+        ss__ent_set_state(s, e, SS_IX_SPILLED); /* no new pin holds from here */
+        if (ss__pin_held(s, e)) {
+            ss__ent_set_state(s, e, SS_IX_SEALED);
+            ss__lru_remove(s, e);
+            ss__lru_push(s, e);
+            return false;
+        }
+    }
     ss__lru_remove(s, e);
     ss__obj_drop_mem(s, e);
     ent_spilled(s, e);
+    return true;
 }
 
 /* ============================================================= failures */
@@ -334,9 +346,13 @@ bool ss__disk_spill_more(ss__store *s, uint64_t target, bool demand)
         }
         if (o->disk) {
             /* restored earlier: its disk copy is still good */
-            got += mem_bytes(s, e);
-            to_disk(s, e);
-            freed = true;
+            uint64_t b = mem_bytes(s, e);
+            if (to_disk(s, e)) {
+                got += b;
+                freed = true;
+            } else if (++walked > LRU_WALK_MAX) {
+                break;
+            }
             continue;
         }
         if (!io || s->disk.ops_engine >= SPILL_INFLIGHT_MAX) {
@@ -434,14 +450,13 @@ static void spill_done(ss__store *s, uint32_t i, const ss__spill_done *d)
         restores_stuck(s); /* that was the last spill in flight, say */
     if (st == SS_IX_DELETED) {
         if (o->refs == 0)
-            ss__obj_free(s, e);
+            ss__obj_unref_deleted(s, e);
         return;
     }
     if (o->refs)
         return; /* someone got it meanwhile: it goes when released */
-    if (o->disk && !s->disk.closing && !ss__park_id_held(s, &ss__ent(s, e)->id))
-        to_disk(s, e);
-    else
+    if (!(o->disk && !s->disk.closing && !ss__park_id_held(s, &ss__ent(s, e)->id) &&
+          to_disk(s, e)) && !(o->flags & SS_OBJF_ON_LRU))
         ss__lru_push(s, e);
 }
 
@@ -666,7 +681,7 @@ static void restore_end(ss__store *s, uint32_t i, int err)
     o->flags &= (uint8_t)~SS_OBJF_RESTORING;
     if (ss__ent_state(s, e) == SS_IX_DELETED) {
         if (o->refs == 0)
-            ss__obj_free(s, e);
+            ss__obj_unref_deleted(s, e);
         return;
     }
     if (err == 0 || s->disk.closing)
@@ -1414,7 +1429,7 @@ static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
         if ((rc = disk_add(s, loc, &di)) < 0)
             return rc;
         o->disk = di + 1;
-        o->uid = loc->uid;
+        ss__obj_set_uid(s, (uint32_t)x, loc->uid);
         ss__index_entry *en = ss__ent(s, (uint32_t)x);
         ss__index_write_begin(en);
         __atomic_store_n(&en->info,
@@ -1438,7 +1453,7 @@ static int scan_one(void *arg, const ss__spill_loc *loc, const void *meta)
     o->flags |= SS_OBJF_NOMEM;
     o->disk = di + 1;
     o->node = SS_NODE_ANY;
-    o->uid = loc->uid;
+    ss__obj_set_uid(s, e, loc->uid);
     ss__index_entry *en = ss__ent(s, e);
     ss__index_write_begin(en);
     __atomic_store_n(&en->info,

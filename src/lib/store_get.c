@@ -415,3 +415,32 @@ void ss__req_do_index(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
     for (uint32_t i = 0; i < nfds; i++)
         ss__sys_close(fds[i]);
 }
+
+/* ================================================================= PINS */
+
+/* PINS: this connection's pin area (store_int.h, pins), its read-write fd
+ * in the reply. Refused with -EAGAIN over the client's fd budget (it asks
+ * the store for its gets meanwhile), -EBUSY when it has one. */
+void ss__req_do_pins(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
+{
+    struct {
+        ss__msg_hdr h;
+        ss__rep_pins r;
+    } m;
+    int fd = -1, rc;
+
+    if (!s->loop.stopping && !ss__fd_may_send(s, c, 1)) {
+        ss__conn_reply_status(s, c, SS_MSG_PINS, h->req_id, -EAGAIN);
+        return;
+    }
+    rc = ss__pin_area_make(s, c, &fd);
+    if (rc < 0) {
+        ss__conn_reply_status(s, c, SS_MSG_PINS, h->req_id,
+                              rc == -EMFILE || rc == -ENFILE ? -EAGAIN : rc);
+        return;
+    }
+    m.r = (ss__rep_pins){ .nslots = SS_PIN_SLOTS };
+    ss__proto_hdr(&m.h, SS_MSG_PINS, h->req_id, sizeof(m), 0, SS_MSGF_REPLY);
+    ss__conn_send(s, c, &m, sizeof(m), &fd, 1);
+    ss__sys_close(fd);
+}

@@ -92,7 +92,10 @@ static inline size_t ss__store_opt_spill_dir(char *buf, size_t len)
  * Every memfd starts with a 64-byte ss__index_hdr (magic, format, layout
  * stamp); entries follow, 64 bytes each, numbered globally:
  *   entry e lives in chunk e / SS_INDEX_CHUNK_ENTRIES,
- *   slot 1 + e % SS_INDEX_CHUNK_ENTRIES (slot 0 is the header).
+ *   slot 1 + e % SS_INDEX_CHUNK_ENTRIES (slot 0 is the header);
+ * after the chunk's entries, one u32 per entry in the same order: the
+ * creator's uid (format 2), written inside the entry's seqlock bracket,
+ * so a stable copy of an entry includes it (SS_INDEX_UID_OFF).
  *
  * Hash: bucket[h] holds e + 1 of the first entry of chain h (0: empty);
  * entry.hnext holds the next e + 1. Only CREATED, SEALED and SPILLED
@@ -118,11 +121,12 @@ static inline size_t ss__store_opt_spill_dir(char *buf, size_t len)
  * =================================================================== */
 #define SS_INDEX_MAGIC 0x58444953u   /* "SIDX" in memory order */
 #define SS_BUCKET_MAGIC 0x544b4253u  /* "SBKT" in memory order */
-#define SS_INDEX_FORMAT 1u
-#define SS_INDEX_CHUNK_SHIFT 20      /* 1 MiB chunks: 16383 entries */
+#define SS_INDEX_FORMAT 2u           /* 2: the uid array after a chunk's entries */
+#define SS_INDEX_CHUNK_SHIFT 20      /* 1 MiB chunks: 15419 entries */
 #define SS_INDEX_CHUNK_BYTES (1u << SS_INDEX_CHUNK_SHIFT)
 #define SS_INDEX_ENTRY_SIZE 64u
-#define SS_INDEX_CHUNK_ENTRIES (SS_INDEX_CHUNK_BYTES / SS_INDEX_ENTRY_SIZE - 1u)
+#define SS_INDEX_CHUNK_ENTRIES ((SS_INDEX_CHUNK_BYTES - 64u) / (SS_INDEX_ENTRY_SIZE + 4u))
+#define SS_INDEX_UID_OFF (64u + SS_INDEX_CHUNK_ENTRIES * SS_INDEX_ENTRY_SIZE)
 #define SS_INDEX_MAX_CHUNKS 65536u   /* ~1.07e9 entries */
 #define SS_INDEX_MIN_BUCKETS 4096u
 #define SS_INDEX_WALK_MAX 4096u      /* chain steps a reader takes before giving up */
@@ -237,6 +241,12 @@ int ss__index_read(const ss__index_view *v, uint32_t e, ss__index_entry *out);
  * (>= 0) and a stable copy in *out, or -ENOENT (absent, or racing with the
  * writer: ask the store), -SS_E_VERSION (bad headers). */
 int ss__index_lookup(const ss__index_view *v, const ss_id *id, ss__index_entry *out);
+/* The same, with the entry's uid copied under the same seqlock read into
+ * *uid (NULL: not wanted). */
+int ss__index_read_ex(const ss__index_view *v, uint32_t e, ss__index_entry *out,
+                      uint32_t *uid);
+int ss__index_lookup_ex(const ss__index_view *v, const ss_id *id, ss__index_entry *out,
+                        uint32_t *uid);
 
 /* The store's side (index.c): single writer. */
 typedef struct ss__index {
@@ -261,6 +271,12 @@ static inline ss__index_entry *ss__index_at(const ss__index *ix, uint32_t e)
 {
     return (ss__index_entry *)((char *)ix->chunks[e / SS_INDEX_CHUNK_ENTRIES] +
                                (size_t)(1 + e % SS_INDEX_CHUNK_ENTRIES) * SS_INDEX_ENTRY_SIZE);
+}
+/* The uid word of entry e (written inside its seqlock bracket). */
+static inline uint32_t *ss__index_uid_at(const ss__index *ix, uint32_t e)
+{
+    return (uint32_t *)((char *)ix->chunks[e / SS_INDEX_CHUNK_ENTRIES] + SS_INDEX_UID_OFF) +
+           e % SS_INDEX_CHUNK_ENTRIES;
 }
 /* Seqlock writer brackets. */
 void ss__index_write_begin(ss__index_entry *en);
@@ -317,6 +333,8 @@ void ss__index_view_of(const ss__index *ix, ss__index_view *v);
                                   deleted when it goes; spilled with SS_SPILL_REC_BOUND */
 
 /* ss__obj.flags2 */
+#define SS_OBJF2_PINWAIT 0x02 /* deleted, unreferenced, but a client's pin names it:
+                                freed once no pin does (ss__pin_rescan) */
 #define SS_OBJF2_COPYING 0x01 /* a PUTV's copy into it is with the copy engine:
                                  CREATED, no reference; its completion
                                  publishes or frees it (store_req.c) */
@@ -589,6 +607,9 @@ typedef struct ss__conn {
      * names a live arena. */
     uint32_t *arena_refs;
     uint32_t arena_cap;
+    /* store_obj.c: the client's pin area (PINS), mapped read-only, NULL:
+     * none; unmapped when the connection goes */
+    const void *pin_map;
     /* store_obj.c: staging areas (ss__stage above): nstages of them,
      * nstage_busy lent, stage_bytes their sizes */
     ss__stage *stages;
@@ -799,6 +820,63 @@ typedef struct ss__store_mem {
     uint64_t stage_limit, stage_quota, stage_total;
 } ss__store_mem;
 
+/* ===================================================================
+ * Pin areas: gets served from the shared index, with no round trip.
+ *
+ * A client that maps the index (above) may take a sealed object it finds
+ * there without asking the store, when the object's segments are mapped
+ * already: it pins it instead, in its own pin area, a memfd the store
+ * made for this connection (PINS, proto.h), sealed SHRINK|GROW|SEAL,
+ * which the client maps read-write and the store read-only. The area is
+ * a 64-byte ss__pin_hdr then nslots u64 slots; a slot holds 0 (free) or
+ * SS_PIN_KEY(e, generation) of the entry it pins. Only that client
+ * writes it; the store treats every word as input: a slot that names
+ * nothing live names nothing, and the worst a garbage value can do is
+ * keep an object of the store's alive while that connection lives,
+ * which a reference can do anyway.
+ *
+ * Memory ordering (a Dekker pair of sequentially consistent fences):
+ *   client get:     slot = KEY(e, g) (relaxed store; hw raised first
+ *                   when the slot is at or past it); seq_cst fence; read
+ *                   entry e under its seqlock: SEALED with generation g
+ *                   and the id and place it found -> the pin holds; else
+ *                   clear the slot (release, below) and ask the store.
+ *   client release: slot = 0 (relaxed store); seq_cst fence; read entry
+ *                   e: no longer SEALED with generation g -> the store
+ *                   may be waiting for this pin: send UNPIN (no reply).
+ *   store, before an object's memory is freed or given to another
+ *   object: make the entry stop saying SEALED (DELETED, or SPILLED for
+ *   a spill), a seqlock write; seq_cst fence; scan every pin area's
+ *   slots below its hw for KEY(e, g) (ss__pin_held).
+ * Each side stores, fences, then loads what the other stores: at least
+ * one sees the other. If the store's scan misses a pin, the client's
+ * re-read after its fence sees the entry leaving and the client backs
+ * off. If the scan finds it, the object waits: a deleted one keeps its
+ * memory (SS_OBJF2_PINWAIT, on tab.pinwait) until a rescan finds no pin
+ * (on UNPIN, and when a connection with a pin area goes); a spill puts
+ * the entry back to SEALED and keeps the object in memory. An entry's
+ * generation changes only when it is freed, which waits for its pins,
+ * so a key never names a later object of the same entry.
+ * =================================================================== */
+#define SS_PIN_MAGIC 0x4e495053u /* "SPIN" in memory order */
+#define SS_PIN_AREA_BYTES 8192u
+#define SS_PIN_SLOTS ((SS_PIN_AREA_BYTES - 64u) / 8u) /* 1016 */
+#define SS_PIN_KEY(e, gen) (((uint64_t)(gen) << 32) | ((uint64_t)(e) + 1u))
+
+typedef struct ss__pin_hdr {
+    uint32_t magic;          /* SS_PIN_MAGIC (store-written) */
+    uint32_t nslots;         /* SS_PIN_SLOTS (store-written) */
+    uint64_t store_id;       /* store-written */
+    uint32_t hw;             /* client-written: every slot in use is below it */
+    uint32_t reserved[11];
+} ss__pin_hdr;
+_Static_assert(sizeof(ss__pin_hdr) == 64, "pin area header is 64 bytes");
+
+/* An object whose free waits for pins. */
+typedef struct ss__pinwait {
+    uint32_t e, generation;
+} ss__pinwait;
+
 /* store_obj.c: the object table. */
 typedef struct ss__store_tab {
     ss__index ix;                 /* loop: the shared index (single writer) */
@@ -813,6 +891,9 @@ typedef struct ss__store_tab {
     uint32_t narecs;
     uint64_t stage_bytes;         /* loop: every connection's staging areas */
     uint64_t next_stage_serial;   /* loop: serial of the next staging area */
+    ss__pinwait *pinwait;         /* loop: deleted objects a pin keeps (npinwait) */
+    uint32_t npinwait, pinwait_cap;
+    uint32_t npin_areas;          /* loop: connections with a pin area */
     /* loop; also written by store_req.c (a create) and store_disk.c (the
      * startup scan, a spill): CREATED + SEALED + SPILLED entries, the
      * sealed and spilled among them, and their bytes */
@@ -1181,6 +1262,21 @@ static inline uint32_t ss__ent_state(const ss__store *s, uint32_t e)
     return SS_IX_STATE(ss__ent(s, e)->info);
 }
 void ss__ent_set_state(ss__store *s, uint32_t e, uint32_t state);
+/* Pins (above). Does a client's pin name entry e as it is now? The
+ * caller made the entry stop saying SEALED first. */
+bool ss__pin_held(ss__store *s, uint32_t e);
+/* Free the waiting objects no pin names any more (UNPIN, a connection
+ * gone). */
+void ss__pin_rescan(ss__store *s);
+/* Make c's pin area: 0 and its read-write fd in *fd (the caller closes
+ * it), or -errno. */
+int ss__pin_area_make(ss__store *s, ss__conn *c, int *fd);
+/* A DELETED object's last reference went (or it had none): free it
+ * unless a spill or restore of it is in flight or a pin names it. */
+void ss__obj_unref_deleted(ss__store *s, uint32_t e);
+/* The creator's uid, in the object and in its index entry (readers of the
+ * index return it with the view). */
+void ss__obj_set_uid(ss__store *s, uint32_t e, uint32_t uid);
 /* The deleted-but-referenced chains' bucket of an id (a power of two). */
 static inline uint32_t ss__obj_det_bucket(const ss__store *s, const ss_id *id)
 {
@@ -1332,6 +1428,7 @@ void ss__req_get_complete(ss__store *s, ss__parked *pk);
 bool ss__req_get_budget(ss__store *s);
 /* INDEX: the shared index's fds, read-only (proto.h). */
 void ss__req_do_index(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
+void ss__req_do_pins(ss__store *s, ss__conn *c, const ss__msg_hdr *h);
 
 /* ---- store_req.c: dispatch and the other requests */
 /* Register the request layer's handlers with the layers below. */

@@ -68,6 +68,16 @@ void ss__ent_set_state(ss__store *s, uint32_t e, uint32_t state)
     ss__index_write_end(en);
 }
 
+void ss__obj_set_uid(ss__store *s, uint32_t e, uint32_t uid)
+{
+    ss__index_entry *en = ss__ent(s, e);
+
+    ss__obj_at(s, e)->uid = uid;
+    ss__index_write_begin(en);
+    __atomic_store_n(ss__index_uid_at(&s->tab.ix, e), uid, __ATOMIC_RELAXED);
+    ss__index_write_end(en);
+}
+
 int ss__obj_alloc(ss__store *s, uint32_t *out)
 {
     uint32_t e;
@@ -562,8 +572,13 @@ static void det_remove(ss__store *s, uint32_t e)
     o->prev = o->next = 0;
 }
 
+static void unref_deleted(ss__store *s, uint32_t e);
+
 /* DELETE / eviction / loss of a sealed (or spilled) object: unchain now,
- * free at refs 0 once no spill or restore of it is in flight. */
+ * free at refs 0 once no spill or restore of it is in flight and no pin
+ * names it. A sealed object goes through DELETED even when nothing
+ * references it: a client may have pinned it from the index, and the
+ * pin check needs the entry to have stopped saying SEALED (pins, store_int.h). */
 void ss__obj_detach(ss__store *s, uint32_t e, bool evicted)
 {
     ss__obj *o = ss__obj_at(s, e);
@@ -571,10 +586,11 @@ void ss__obj_detach(ss__store *s, uint32_t e, bool evicted)
     ss_id id = en->id;
     uint64_t size = en->size;
     bool spilled = ss__ent_state(s, e) == SS_IX_SPILLED;
+    bool busy = (o->flags & (SS_OBJF_SPILLING | SS_OBJF_RESTORING)) != 0;
 
     if (o->flags & SS_OBJF_RESTORING)
         s->tab.disk_h.cancel_restore(s, e); /* only one still waiting for memory stops */
-    if (o->refs == 0 && !(o->flags & (SS_OBJF_SPILLING | SS_OBJF_RESTORING))) {
+    if (o->refs == 0 && !busy && (spilled || !s->tab.npin_areas)) {
         ss__obj_free(s, e);
     } else {
         /* its disk copy goes now, not when the last reference does: a
@@ -592,6 +608,8 @@ void ss__obj_detach(ss__store *s, uint32_t e, bool evicted)
             s->disk.nspilled--;
             s->disk.spilled_bytes -= size;
         }
+        if (o->refs == 0 && !busy)
+            unref_deleted(s, e); /* freed now unless a pin names it */
     }
     /* GETs waiting for its restore now wait for the id like any other */
     if (spilled)
@@ -752,11 +770,144 @@ void ss__obj_idle(ss__store *s, uint32_t e)
 }
 
 /* A DELETED object's last reference went: free it, unless a spill or
- * restore of it is in flight (its completion frees it). */
+ * restore of it is in flight (its completion frees it) or a client's pin
+ * names it (a rescan frees it). */
 static void unref_deleted(ss__store *s, uint32_t e)
 {
-    if (!(ss__obj_at(s, e)->flags & (SS_OBJF_SPILLING | SS_OBJF_RESTORING)))
-        ss__obj_free(s, e);
+    ss__obj_unref_deleted(s, e);
+}
+
+void ss__obj_unref_deleted(ss__store *s, uint32_t e)
+{
+    ss__obj *o = ss__obj_at(s, e);
+
+    if (o->flags & (SS_OBJF_SPILLING | SS_OBJF_RESTORING))
+        return;
+    if (s->tab.npin_areas && ss__pin_held(s, e)) {
+        /* Room: after a rescan every waiting object is pinned by a slot
+         * of its own, and pinwait_cap covers every area's slots. */
+        if (s->tab.npinwait >= s->tab.pinwait_cap)
+            ss__pin_rescan(s);
+        if (s->tab.npinwait < s->tab.pinwait_cap) {
+            o->flags2 |= SS_OBJF2_PINWAIT;
+            s->tab.pinwait[s->tab.npinwait++] =
+                (ss__pinwait){ e, ss__ent(s, e)->generation };
+            return;
+        }
+        /* cannot happen (see above): keep it rather than free it */
+        ss__log_error("store: no room to remember a pinned object");
+        return;
+    }
+    ss__obj_free(s, e);
+}
+
+/* ================================================================= pins */
+
+bool ss__pin_held(ss__store *s, uint32_t e)
+{
+    uint64_t key = SS_PIN_KEY(e, ss__ent(s, e)->generation);
+
+    SS_ASSERT(ss__ent_state(s, e) != SS_IX_SEALED);
+    if (!s->tab.npin_areas)
+        return false;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    for (ss__conn *c = s->conn.conns; c; c = c->next) {
+        const ss__pin_hdr *h = c->pin_map;
+        const uint64_t *slot;
+        uint32_t hw;
+
+        if (!h)
+            continue;
+        slot = (const uint64_t *)(h + 1);
+        hw = __atomic_load_n(&h->hw, __ATOMIC_RELAXED);
+        if (hw > SS_PIN_SLOTS)
+            hw = SS_PIN_SLOTS;
+        for (uint32_t i = 0; i < hw; i++)
+            if (__atomic_load_n(&slot[i], __ATOMIC_RELAXED) == key)
+                return true;
+    }
+    return false;
+}
+
+void ss__pin_rescan(ss__store *s)
+{
+    uint32_t k = 0, n = s->tab.npinwait;
+
+    s->tab.npinwait = 0; /* frees below never see a half-filtered list */
+    for (uint32_t i = 0; i < n; i++) {
+        ss__pinwait w = s->tab.pinwait[i];
+        ss__obj *o = ss__obj_at(s, w.e);
+
+        if (!(o->flags2 & SS_OBJF2_PINWAIT) || ss__ent(s, w.e)->generation != w.generation)
+            continue;
+        if (ss__pin_held(s, w.e)) {
+            s->tab.pinwait[k++] = w;
+            continue;
+        }
+        o->flags2 &= (uint8_t)~SS_OBJF2_PINWAIT;
+        ss__obj_free(s, w.e);
+    }
+    /* nothing was added meanwhile: frees do not pin */
+    SS_ASSERT(s->tab.npinwait == 0);
+    s->tab.npinwait = k;
+}
+
+int ss__pin_area_make(ss__store *s, ss__conn *c, int *fdp)
+{
+    ss__pin_hdr *h;
+    void *map;
+    int fd, rc;
+
+    if (c->pin_map)
+        return -EBUSY;
+    if ((rc = SS_ARRAY_RESERVE(s->tab.pinwait, s->tab.pinwait_cap,
+                               ((size_t)s->tab.npin_areas + 1) * SS_PIN_SLOTS, 64)) < 0)
+        return rc;
+    fd = ss__sys_memfd_create("sealstore-pins",
+                              MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL);
+    if (fd == -EINVAL) /* kernels before 6.3 do not know MFD_NOEXEC_SEAL */
+        fd = ss__sys_memfd_create("sealstore-pins", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return fd;
+    if ((rc = ss__sys_ftruncate(fd, SS_PIN_AREA_BYTES)) < 0)
+        goto fail;
+    map = ss__sys_mmap(NULL, SS_PIN_AREA_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (ss__is_err(map)) {
+        rc = (int)ss__ptr_err(map);
+        goto fail;
+    }
+    h = map;
+    h->nslots = SS_PIN_SLOTS;
+    h->store_id = s->bind.store_id;
+    h->magic = SS_PIN_MAGIC;
+    /* the client writes it; nobody may resize it under the store (a
+     * hole punched in it reads as zeros: no pin) */
+    rc = ss__sys_add_seals(fd, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+    if (rc >= 0)
+        rc = ss__sys_mprotect(map, SS_PIN_AREA_BYTES, PROT_READ);
+    if (rc < 0) {
+        ss__sys_munmap(map, SS_PIN_AREA_BYTES);
+        goto fail;
+    }
+    c->pin_map = map;
+    s->tab.npin_areas++;
+    *fdp = fd;
+    return 0;
+fail:
+    ss__sys_close(fd);
+    return rc;
+}
+
+/* c goes: its pins with it. */
+static void pin_area_drop(ss__store *s, ss__conn *c)
+{
+    if (!c->pin_map)
+        return;
+    ss__sys_munmap((void *)c->pin_map, SS_PIN_AREA_BYTES);
+    c->pin_map = NULL;
+    s->tab.npin_areas--;
+    if (s->tab.npinwait)
+        ss__pin_rescan(s);
 }
 
 /* Drop `n` references of c on e (the record r); frees or LRU-queues. */
@@ -838,6 +989,7 @@ void ss__ref_drop_all(ss__store *s, ss__conn *c)
     c->arena_refs = NULL;
     c->arena_cap = 0;
     ss__stage_drop_all(s, c);
+    pin_area_drop(s, c);
 }
 
 /* ================================================================ setup */
@@ -891,6 +1043,9 @@ void ss__obj_fini(ss__store *s)
     s->tab.arecs = NULL;
     s->tab.narecs = 0;
     ss__index_fini(&s->tab.ix);
+    free(s->tab.pinwait);
+    s->tab.pinwait = NULL;
+    s->tab.npinwait = s->tab.pinwait_cap = 0;
     free(s->tab.det_buckets);
     s->tab.det_buckets = NULL;
 }

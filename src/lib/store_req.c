@@ -631,7 +631,7 @@ static int create_one(ss__store *s, ss__conn *c, const create_args *a, bool put,
     rc = create_fit(s, a, e, need);
     if (rc < 0)
         return rc;
-    ss__obj_at(s, *e)->uid = (uint32_t)c->uid;
+    ss__obj_set_uid(s, *e, (uint32_t)c->uid);
     if ((a->flags & SS_CREATEF_CREATOR) && bound_add(s, c, *e) < 0) {
         if (a->riov)
             putv_window_close(s, *e);
@@ -1315,6 +1315,13 @@ void ss__req_dispatch(ss__store *s, ss__conn *c, const void *buf, size_t len, un
         break;
     case SS_MSG_INDEX:
         ss__req_do_index(s, c, h);
+        break;
+    case SS_MSG_PINS:
+        ss__req_do_pins(s, c, h);
+        break;
+    case SS_MSG_UNPIN:
+        if (s->tab.npinwait)
+            ss__pin_rescan(s);
         break;
     default:
         ss__conn_proto_error(s, c, buf, len, -SS_E_PROTO);

@@ -682,10 +682,13 @@ static int case_setup_local(void **state)
     int rc;
 
     (void)state;
-    if (ss_option_set(SS_OPT_LOCAL_GETS, "on") != 0)
+    /* (the store counts the gets it answers: none from the index here) */
+    if (ss_option_set(SS_OPT_LOCAL_GETS, "on") != 0 ||
+        ss_option_set(SS_OPT_INDEX_GETS, "off") != 0)
         return -1;
     rc = ss_connect(sock_path, 0, &H);
-    if (ss_option_set(SS_OPT_LOCAL_GETS, "off") != 0)
+    if (ss_option_set(SS_OPT_LOCAL_GETS, "off") != 0 ||
+        ss_option_set(SS_OPT_INDEX_GETS, "on") != 0)
         return -1;
     return rc == 0 ? 0 : -1;
 }

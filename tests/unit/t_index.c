@@ -80,12 +80,13 @@ static void t_abi_pin(void **state)
     assert_int_equal(offsetof(ss__index_hdr, header_size), 40);
     assert_int_equal(offsetof(ss__index_hdr, entry_size), 44);
 
-    assert_int_equal(SS_INDEX_FORMAT, 1);
+    assert_int_equal(SS_INDEX_FORMAT, 2);
     assert_int_equal(SS_INDEX_MAGIC, 0x58444953u);
     assert_int_equal(SS_BUCKET_MAGIC, 0x544b4253u);
     assert_int_equal(SS_INDEX_CHUNK_BYTES, 1u << 20);
-    assert_int_equal(SS_INDEX_CHUNK_ENTRIES, 16383);
-    assert_true(SS_INDEX_STAMP == 0x0140080c203c4014ull);
+    assert_int_equal(SS_INDEX_CHUNK_ENTRIES, 15419);
+    assert_int_equal(SS_INDEX_UID_OFF, 986880);
+    assert_true(SS_INDEX_STAMP == 0x0240080c203c4014ull);
     assert_int_equal(SS_IX_INFO(2, 1, 3, 65536), 0x010000d2u);
     assert_true(SS_SEG_ID_SMALL == 1ull << 63);
     /* the hash is part of the format: pin one value */
