@@ -77,7 +77,11 @@ const char *t_strerror(int err)
  * latest): hugepage work of different programs runs one at a time, and no
  * other test program reserves, frees or reads the pool meanwhile. Each
  * program adds the pages it needs on top of whatever is there and takes
- * back exactly what it added. (Stores under test run with
+ * back exactly what it added. Programs outside the lock still map free
+ * pages (stores of other tests on the default backing, the benchmark), and
+ * a pool lowered below what is mapped keeps those pages as surplus pages
+ * until they are unmapped: every count here is of persistent pages
+ * (t_hugetlb_persistent), what writing nr_hugepages sets. (Stores under test run with
  * SEALSTORE_HUGEPAGES=off unless a test asks, so they take none.)
  */
 static long added[2]; /* pages this program added: [0] 2 MiB, [1] 1 GiB */
@@ -158,6 +162,33 @@ long t_hugetlb_resv(uint64_t page_size)
     return read_long(p);
 }
 
+long t_hugetlb_surplus(uint64_t page_size)
+{
+    char p[160];
+
+    pool_path(page_size, "surplus_hugepages", p, sizeof(p));
+    return read_long(p);
+}
+
+long t_hugetlb_persistent(uint64_t page_size)
+{
+    char nr_p[160], sur_p[160];
+    long nr = -EIO, s1, s2 = 0;
+
+    pool_path(page_size, "nr_hugepages", nr_p, sizeof(nr_p));
+    pool_path(page_size, "surplus_hugepages", sur_p, sizeof(sur_p));
+    for (int i = 0; i < 8; i++) {
+        s1 = read_long(sur_p);
+        nr = read_long(nr_p);
+        s2 = read_long(sur_p);
+        if (s1 < 0 || nr < 0 || s2 < 0)
+            return s1 < 0 ? s1 : nr < 0 ? nr : s2;
+        if (s1 == s2)
+            break;
+    }
+    return nr > s2 ? nr - s2 : 0;
+}
+
 long t_hugetlb_total(uint64_t page_size)
 {
     char p[160];
@@ -183,7 +214,7 @@ void t_hugetlb_restore(void)
         if (added[i] <= 0)
             continue;
         pool_path(pool_sizes[i], "nr_hugepages", p, sizeof(p));
-        nr = read_long(p);
+        nr = t_hugetlb_persistent(pool_sizes[i]);
         if (nr < 0 || write_long(p, nr > added[i] ? nr - added[i] : 0) < 0)
             fprintf(stderr, "warning: could not give back %ld pages of %s\n", added[i], p);
         added[i] = 0;
@@ -219,11 +250,13 @@ long t_hugetlb_reserve(uint64_t page_size, long pages)
     if (added[i] >= pages)
         return t_hugetlb_free(page_size);
     pool_path(page_size, "nr_hugepages", p, sizeof(p));
-    nr = read_long(p);
+    nr = t_hugetlb_persistent(page_size);
     if (nr < 0)
         return nr;
     rc = write_long(p, nr + (pages - added[i]));
-    now = read_long(p); /* the kernel may grant fewer (fragmentation) */
+    /* the kernel may grant fewer (fragmentation); a raise also turns
+     * surplus pages into persistent ones, which count as added */
+    now = t_hugetlb_persistent(page_size);
     if (now > nr)
         added[i] += now - nr;
     if (rc < 0)

@@ -80,6 +80,14 @@ const char *t_strerror(int err);
 long t_hugetlb_free(uint64_t page_size);
 /* Pages reserved (by mappings, not yet faulted): resv_hugepages. */
 long t_hugetlb_resv(uint64_t page_size);
+/* Pages in use beyond the persistent pool (freed when unmapped):
+ * surplus_hugepages. */
+long t_hugetlb_surplus(uint64_t page_size);
+/* The pool's persistent pages: nr_hugepages less surplus_hugepages (pages
+ * still mapped after the pool was lowered below what is in use, freed when
+ * unmapped). Writing nr_hugepages sets this count; reading it counts the
+ * surplus too. -errno without the pool. */
+long t_hugetlb_persistent(uint64_t page_size);
 /* Pages the pool could ever hand out: nr_hugepages + nr_overcommit_hugepages. */
 long t_hugetlb_total(uint64_t page_size);
 /* Hold off every other test program's pool changes (an flock; returns the

@@ -135,17 +135,53 @@ static int write_u64_raw(const char *path, uint64_t v)
     return w < 0 ? (int)w : 0;
 }
 
-/* Lower the pool by `pages` from whatever it is now. */
+/*
+ * The pool's persistent pages: nr_hugepages less surplus_hugepages. Writing
+ * nr_hugepages sets this count, while reading it counts the surplus pages
+ * too (pages still mapped when the pool was lowered below what is in use,
+ * or made for nr_overcommit_hugepages), which the kernel frees when they
+ * are unmapped; a raise first turns surplus pages into persistent ones.
+ * Arithmetic on what nr_hugepages reads would therefore keep other
+ * processes' surplus pages in the pool for good. A surplus page freed
+ * between the reads changes both counts: the surplus is read on both sides
+ * of nr_hugepages until the two agree.
+ */
+static int pool_persistent(uint64_t page_size, uint64_t *out, uint64_t *surplus)
+{
+    char nr_path[POOL_PATH_MAX], sur_path[POOL_PATH_MAX];
+    uint64_t nr = 0, s1 = 0, s2 = 0;
+    int rc = 0;
+
+    pool_path(page_size, "nr_hugepages", nr_path);
+    pool_path(page_size, "surplus_hugepages", sur_path);
+    for (int i = 0; i < 8; i++) {
+        rc = read_u64_raw(sur_path, &s1);
+        if (rc == 0)
+            rc = read_u64_raw(nr_path, &nr);
+        if (rc == 0)
+            rc = read_u64_raw(sur_path, &s2);
+        if (rc < 0 || s1 == s2)
+            break;
+    }
+    if (rc < 0)
+        return rc;
+    *out = nr > s2 ? nr - s2 : 0;
+    if (surplus)
+        *surplus = s2;
+    return 0;
+}
+
+/* Lower the pool's persistent pages by `pages` from whatever they are now. */
 static int pool_lower(uint64_t page_size, uint64_t pages)
 {
     char path[POOL_PATH_MAX];
     uint64_t nr = 0;
     int rc;
 
-    pool_path(page_size, "nr_hugepages", path);
-    rc = read_u64_raw(path, &nr);
+    rc = pool_persistent(page_size, &nr, NULL);
     if (rc < 0)
         return rc;
+    pool_path(page_size, "nr_hugepages", path);
     return write_u64_raw(path, nr > pages ? nr - pages : 0);
 }
 
@@ -197,12 +233,12 @@ int ss__hp_reserve(ss__hp_reservation *r, uint64_t page_size, uint64_t pages, ch
                    size_t len)
 {
     ss__hpool h = ss__hpool_read(page_size);
-    uint64_t avail = ss__hpool_avail(&h), target;
+    uint64_t avail = ss__hpool_avail(&h), target, persistent = 0, surplus = 0, now = 0;
     char path[POOL_PATH_MAX];
     int rc;
 
     r->page_size = page_size;
-    if (!h.present) {
+    if (!h.present || pool_persistent(page_size, &persistent, &surplus) < 0) {
         snprintf(msg, len, "no %s hugepage pool in this kernel", page_name(page_size));
         return -ENOENT;
     }
@@ -211,15 +247,19 @@ int ss__hp_reserve(ss__hp_reservation *r, uint64_t page_size, uint64_t pages, ch
                  (unsigned long long)avail, page_name(page_size));
         return 0;
     }
-    target = h.nr + (pages - avail);
+    /* the raise turns the surplus pages (in use, not free) into persistent
+     * ones before it makes new pages: the new pages come on top of both,
+     * and `added` counts both, so that the give-back leaves the surplus
+     * pages surplus again (pool_persistent) */
+    target = persistent + surplus + (pages - avail);
     pool_path(page_size, "nr_hugepages", path);
     rc = write_u64_raw(path, target);
     /* the kernel grants what it finds contiguous, and may take the pages
      * before failing the write: what counts is what it reports now */
-    r->before = h.nr;
-    r->after = ss__hpool_read(page_size).nr;
-    if (r->after > h.nr) {
-        r->added = r->after - h.nr;
+    r->before = persistent;
+    r->after = pool_persistent(page_size, &now, NULL) == 0 ? now : persistent;
+    if (r->after > persistent) {
+        r->added = r->after - persistent;
         r->owner = ss__sys_getpid();
     }
     if (r->added && r->record_fd >= 0) {
@@ -230,7 +270,7 @@ int ss__hp_reserve(ss__hp_reservation *r, uint64_t page_size, uint64_t pages, ch
                      "reserved %llu %s hugepages (pool %llu -> %llu) but cannot record "
                      "them for a crash (%s): given back at exit only",
                      (unsigned long long)r->added, page_name(page_size),
-                     (unsigned long long)h.nr, (unsigned long long)r->after,
+                     (unsigned long long)r->before, (unsigned long long)r->after,
                      strerror(-wrc));
             return r->after >= target ? 0 : -ENOMEM;
         }

@@ -9,7 +9,12 @@
  * lowers nr_hugepages by exactly that many from whatever it is then, so
  * pages that someone else added or took meanwhile stay theirs (pages still
  * mapped when the pool shrinks become surplus pages, which the kernel frees
- * when they are unmapped). Two reservations that raise the same pool at the
+ * when they are unmapped). The counts are of persistent pages, nr_hugepages
+ * less surplus_hugepages: that is what writing nr_hugepages sets, and a
+ * raise turns the surplus pages in use into persistent ones first, which
+ * the reservation counts as added too. Reading nr_hugepages alone would
+ * count other processes' surplus pages, and writing back arithmetic on it
+ * would keep them in the pool after they are unmapped. Two reservations that raise the same pool at the
  * same instant can race on the read-modify-write of nr_hugepages; sysfs
  * offers no atomic add, so callers that run concurrently serialise
  * themselves (the tests hold a lock file).
@@ -59,8 +64,8 @@ bool ss__hpool_configured(uint64_t page_size);
  */
 typedef struct ss__hp_reservation {
     uint64_t page_size; /* 2 MiB or 1 GiB */
-    uint64_t before;    /* nr_hugepages before the raise */
-    uint64_t after;     /* nr_hugepages the kernel granted */
+    uint64_t before;    /* persistent pages before the raise */
+    uint64_t after;     /* persistent pages after it (what the kernel granted) */
     uint64_t added;     /* pages this process added and will give back */
     pid_t owner;        /* only this process gives back (not a forked child) */
     int record_fd;      /* the locked crash record, or -1 */

@@ -20,6 +20,14 @@
  * and put the pool back in their teardown whatever happened. Not root, or
  * no 2 MiB pool: those cases skip ("needs root" / "no 2 MiB hugetlb pool").
  *
+ * The pool's size is its persistent pages (t_hugetlb_persistent), not what
+ * nr_hugepages reads: programs outside the lock map free pages at any time
+ * (stores of other tests on the default backing), and the pages they still
+ * map when the daemon gives back stay in nr_hugepages as surplus pages
+ * until they are unmapped. Two cases make that happen on purpose, holding
+ * every free page themselves: while the daemon gives back, and before it
+ * reserves (the daemon must not keep those surplus pages in the pool).
+ *
  * Waiting is on events (datagrams, waitpid), never on time; the poll
  * timeouts only turn a hang into a failure.
  */
@@ -36,6 +44,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <linux/memfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -244,20 +254,14 @@ static void t_notify_failed_start(void **state)
 /* ------------------------------------------------------- hugepage pool */
 
 static int g_lock = -1;
-static long g_before = -1; /* nr_hugepages before the case; -1: not taken */
+static long g_before = -1; /* persistent pages before the case; -1: not taken */
+static void *g_hold;       /* pages the case maps itself (hold) */
+static size_t g_hold_len;
 
+/* The 2 MiB pool's persistent pages, what writing nr_hugepages sets. */
 static long nr_only(void)
 {
-    char buf[32];
-    int fd = open("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", O_RDONLY);
-    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-
-    if (fd >= 0)
-        close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
-    return atol(buf);
+    return t_hugetlb_persistent(HUGE_2M);
 }
 
 static void set_nr(long v)
@@ -273,22 +277,59 @@ static void set_nr(long v)
     }
 }
 
+/* Map and touch `pages` 2 MiB pages, as a program outside the pool lock
+ * does; false when they are not free (someone took them meanwhile). */
+static bool hold(long pages)
+{
+    int fd = memfd_create("t-service-hold", MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB);
+    void *p;
+
+    if (fd < 0)
+        fail_msg("memfd_create(MFD_HUGETLB): %s", strerror(errno));
+    g_hold_len = (size_t)pages * HUGE_2M;
+    assert_int_equal(ftruncate(fd, (off_t)g_hold_len), 0);
+    p = mmap(NULL, g_hold_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED)
+        return false;
+    memset(p, 1, g_hold_len);
+    g_hold = p;
+    return true;
+}
+
+static void unhold(void)
+{
+    if (g_hold)
+        munmap(g_hold, g_hold_len);
+    g_hold = NULL;
+}
+
+static long avail_now(void)
+{
+    long fr = t_hugetlb_free(HUGE_2M), rsv = t_hugetlb_resv(HUGE_2M);
+
+    assert_true(fr >= 0 && rsv >= 0);
+    return fr > rsv ? fr - rsv : 0;
+}
+
+/* r's --reserve-hugepages: 4 pages more than are free now. */
+static void spec_beyond_free(run *r)
+{
+    snprintf(r->spec, sizeof(r->spec), "%ldM", (avail_now() + 4) * 2);
+}
+
 /* Root and a 2 MiB pool, or skip; then hold the pool lock, note the pool
  * and set up run `name` whose --reserve-hugepages asks 4 pages beyond what
  * is free. `sock`: its socket path instead of the default. */
 static void reserving_run(run *r, const char *name, const char *sock)
 {
-    long fr, rsv;
-
     T_SKIP_IF(geteuid() != 0, "hugepages", "--reserve-hugepages needs root");
     T_SKIP_IF(nr_only() < 0, "hugepages", "no 2 MiB hugetlb pool in this kernel");
     g_lock = t_hugetlb_lock();
     g_before = nr_only();
-    fr = t_hugetlb_free(HUGE_2M);
-    rsv = t_hugetlb_resv(HUGE_2M);
-    assert_true(g_before >= 0 && fr >= 0 && rsv >= 0);
+    assert_true(g_before >= 0);
     setup_run(r, name, false);
-    snprintf(r->spec, sizeof(r->spec), "%ldM", (fr - rsv + 4) * 2);
+    spec_beyond_free(r);
     if (sock)
         snprintf(r->sock, sizeof(r->sock), "%s", sock);
 }
@@ -304,6 +345,7 @@ static void start_reserving(run *r)
 static int teardown_pool(void **state)
 {
     teardown_run(state);
+    unhold();
     if (g_before >= 0 && nr_only() != g_before) {
         fprintf(stderr, "restoring nr_hugepages %ld -> %ld\n", nr_only(), g_before);
         set_nr(g_before);
@@ -383,6 +425,54 @@ static void t_reserve_sigkill_restart(void **state)
     assert_int_equal(nr_only(), g_before);
 }
 
+/* Pages still mapped by another program when the daemon gives back stay
+ * as surplus pages until unmapped: the pool's persistent pages are back at
+ * once, and nothing is left when they are unmapped. */
+static void t_reserve_pages_in_use_at_stop(void **state)
+{
+    run *r = &g_run;
+
+    (void)state;
+    reserving_run(r, "hp-inuse", NULL);
+    start_reserving(r);
+    expect_ready(r);
+    (void)expect_added();
+    T_SKIP_IF(!hold(avail_now()), "hugepages", "the free pages were taken meanwhile");
+    expect_stop(r);
+    assert_int_equal(nr_only(), g_before);
+    unhold();
+    assert_int_equal(nr_only(), g_before);
+}
+
+/* Surplus pages in use when the daemon starts: its raise turns them into
+ * persistent pages, and its give-back must leave them surplus again, so
+ * that the kernel frees them when they are unmapped; the pool must not
+ * keep them. */
+static void t_reserve_surplus_at_start(void **state)
+{
+    run *r = &g_run;
+
+    (void)state;
+    reserving_run(r, "hp-surplus", NULL);
+    /* two pages more, every free page mapped, the pool lowered back: the
+     * two are surplus pages in use */
+    set_nr(g_before + 2);
+    T_SKIP_IF(nr_only() < g_before + 2, "hugepages", "the kernel could not find 2 more 2 MiB pages");
+    T_SKIP_IF(!hold(avail_now()), "hugepages", "the free pages were taken meanwhile");
+    set_nr(g_before);
+    assert_int_equal(nr_only(), g_before);
+    T_SKIP_IF(t_hugetlb_surplus(HUGE_2M) < 2, "hugepages",
+              "pages were unmapped meanwhile: no surplus pages to keep");
+    spec_beyond_free(r);
+    start_reserving(r);
+    expect_ready(r);
+    (void)expect_added();
+    expect_stop(r);
+    assert_int_equal(nr_only(), g_before);
+    unhold();
+    assert_int_equal(nr_only(), g_before);
+}
+
 /* A record written in another boot: the boot rebuilt the pool, so the
  * record is emptied and the pool left alone. */
 static void t_reserve_record_other_boot(void **state)
@@ -440,6 +530,8 @@ int main(void)
         cmocka_unit_test_teardown(t_reserve_failed_start, teardown_pool),
         cmocka_unit_test_teardown(t_reserve_sigkill_restart, teardown_pool),
         cmocka_unit_test_teardown(t_reserve_record_other_boot, teardown_pool),
+        cmocka_unit_test_teardown(t_reserve_pages_in_use_at_stop, teardown_pool),
+        cmocka_unit_test_teardown(t_reserve_surplus_at_start, teardown_pool),
     };
 
     snprintf(g_daemon, sizeof(g_daemon), "%s/src/daemon/sealstored", b ? b : ".");
