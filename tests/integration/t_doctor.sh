@@ -13,7 +13,11 @@
 #    no memory); --spill-dir off is reported as off;
 #  - usage errors exit 2;
 #  - as root, with 2 MiB hugepages added to the pool, it reports them (the
-#    pool is restored at exit, whatever happens).
+#    pages added are taken back at exit, whatever happens). Meanwhile it
+#    holds the test programs' pool lock, as they do (tests/t_helpers.c), so
+#    that no other test program sizes the pool under it, and it counts
+#    persistent pages (nr_hugepages less surplus_hugepages, what writing
+#    nr_hugepages sets): pages other programs still map stay as surplus.
 # Machine facts are compared with what sysfs says, never with fixed values.
 #
 # Exit codes per Automake: 0 pass, 77 skip, 99 hard error (1 fail).
@@ -39,12 +43,28 @@ if ! command -v python3 >/dev/null 2>&1; then
 fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/t_doctor.XXXXXX") || exit 99
-pool=/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages
-pool_orig=
+hp=/sys/kernel/mm/hugepages/hugepages-2048kB
+pool=$hp/nr_hugepages
+pool_added=0
 dpid=
+# The pool's persistent pages (the surplus read on both sides of
+# nr_hugepages until the two agree: a surplus page freed between the reads
+# changes both).
+persistent() {
+    for _ in 1 2 3 4 5 6 7 8; do
+        s1=$(cat "$hp/surplus_hugepages") n=$(cat "$pool") s2=$(cat "$hp/surplus_hugepages")
+        [ "$s1" = "$s2" ] && break
+    done
+    echo $((n - s2))
+}
+# Take back the pages this test added, from whatever the pool is now.
+give_back() {
+    [ "$pool_added" -gt 0 ] && echo $(($(persistent) - pool_added)) >"$pool"
+    pool_added=0
+}
 cleanup() {
     [ -n "$dpid" ] && kill "$dpid" 2>/dev/null && wait "$dpid" 2>/dev/null
-    [ -n "$pool_orig" ] && echo "$pool_orig" >"$pool"
+    give_back
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -223,11 +243,16 @@ wait "$dpid" 2>/dev/null
 dpid=
 
 # ------------------------------------------------- hugepages (root only)
-if [ "$(id -u)" = 0 ] && [ -w "$pool" ]; then
-    pool_orig=$(cat "$pool")
+if [ "$(id -u)" = 0 ] && [ -w "$pool" ] && ! command -v flock >/dev/null 2>&1; then
+    echo "t_doctor: no flock(1) to hold the test programs' pool lock: the hugepage part is skipped" >&2
+elif [ "$(id -u)" = 0 ] && [ -w "$pool" ]; then
+    exec 9>>/tmp/sealstore-test-hugetlb.lock
+    flock 9
+    pool_orig=$(persistent)
     add=8
     echo $((pool_orig + add)) >"$pool" 2>/dev/null
-    now=$(cat "$pool")
+    now=$(persistent)
+    [ "$now" -gt "$pool_orig" ] && pool_added=$((now - pool_orig))
     if [ "$now" -ge $((pool_orig + add)) ]; then
         "$cli" --socket "$nosock" doctor >"$tmp/hp.txt" 2>"$tmp/hp.err"
         hrc=$?
@@ -244,8 +269,8 @@ if [ "$(id -u)" = 0 ] && [ -w "$pool" ]; then
     else
         echo "t_doctor: could not add $add 2 MiB hugepages (pool $pool_orig -> $now): part skipped" >&2
     fi
-    echo "$pool_orig" >"$pool"
-    pool_orig=
+    give_back
+    exec 9>&-
 else
     echo "t_doctor: not root: the hugepage part is skipped" >&2
 fi
