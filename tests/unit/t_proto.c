@@ -234,7 +234,25 @@ static void mk_req_index(msg *m, uint32_t first)
     m_end(m);
 }
 
+/* PINS or UNPIN (they share a body) with reserved word 1 set to r1. */
+static void mk_req_pins(msg *m, uint16_t type, uint32_t r1)
+{
+    ss__req_pins r = { { 0, r1 } };
+    m_start(m, type, 0, 0, 12);
+    m_put(m, &r, sizeof(r));
+    m_end(m);
+}
+
 /* --- replies */
+
+static void mk_rep_pins(msg *m, uint32_t nslots)
+{
+    ss__rep_pins r = { .nslots = nslots };
+    m_start(m, SS_MSG_PINS, SS_MSGF_REPLY, 0, 12);
+    m_put(m, &r, sizeof(r));
+    m_end(m);
+    m->nfds = 1;
+}
 
 static void mk_rep_status(msg *m, uint16_t type, int32_t status)
 {
@@ -563,11 +581,29 @@ static void test_index_checks(void **state)
     assert_int_equal(rep(&M), -SS_E_PROTO);
     mk_rep_status(&M, SS_MSG_INDEX, -EAGAIN); /* refused: header alone */
     assert_int_equal(rep(&M), SS_MSG_INDEX);
-    /* 17 names no message in this version */
-    mk_rep_status(&M, 17, 0);
+    /* PINS: one fd, nslots > 0; UNPIN: never answered */
+    mk_rep_pins(&M, 1016);
+    assert_int_equal(rep(&M), SS_MSG_PINS);
+    mk_rep_pins(&M, 1016);
+    M.nfds = 0;
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_pins(&M, 0);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_rep_status(&M, SS_MSG_PINS, -EBUSY);
+    assert_int_equal(rep(&M), SS_MSG_PINS);
+    mk_rep_status(&M, SS_MSG_UNPIN, 0);
+    assert_int_equal(rep(&M), -SS_E_PROTO);
+    mk_req_pins(&M, SS_MSG_PINS, 0);
+    assert_int_equal(req(&M), SS_MSG_PINS);
+    mk_req_pins(&M, SS_MSG_UNPIN, 0);
+    assert_int_equal(req(&M), SS_MSG_UNPIN);
+    mk_req_pins(&M, SS_MSG_UNPIN, 1); /* reserved words are 0 */
+    assert_int_equal(req(&M), -SS_E_PROTO);
+    /* 19 names no message in this version */
+    mk_rep_status(&M, 19, 0);
     assert_int_equal(rep(&M), -SS_E_PROTO);
     mk_req_stats(&M);
-    M_SET(&M, offsetof(ss__msg_hdr, type), uint16_t, 17);
+    M_SET(&M, offsetof(ss__msg_hdr, type), uint16_t, 19);
     assert_int_equal(req(&M), -SS_E_PROTO);
 }
 
