@@ -330,7 +330,7 @@ static int pins_apply(ss_client *c, ss__cl_slot *s)
         p->free = NULL;
         return -1;
     }
-    p->map = map;
+    __atomic_store_n(&p->map, map, __ATOMIC_RELAXED); /* read as a hint by get_batch */
     p->slots = (uint64_t *)((char *)map + sizeof(ss__pin_hdr));
     p->hw = &((ss__pin_hdr *)map)->hw;
     p->nslots = SS_PIN_SLOTS;

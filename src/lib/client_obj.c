@@ -1037,8 +1037,10 @@ static int get_batch(ss_client *c, const ss_id *ids, uint32_t n, int64_t timeout
     uint32_t at[SS_PROTO_MAX_IDS], nr = 0;
     int found = 0, rc;
 
-    if (c->index_gets && !c->pins.map)
-        ss__cl_pins_setup(c); /* once: the index and a pin area */
+    /* once: the index and a pin area (a hint read without the lock: the
+     * setup and every use of the area look again under it) */
+    if (c->index_gets && !__atomic_load_n(&c->pins.map, __ATOMIC_RELAXED))
+        ss__cl_pins_setup(c);
     pthread_mutex_lock(&c->lock);
     for (uint32_t i = 0; i < n; i++) {
         refs[i].pinned = false;
