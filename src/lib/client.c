@@ -257,7 +257,11 @@ static void kept_unlink(ss_client *c, ss__cl_seg *s)
     s->kprev = s->knext = NULL;
     s->kept = false;
     c->nkept--;
-    c->kept_bytes -= s->size;
+    if (s->live)
+        c->live_bytes -= s->size;
+    else
+        c->kept_bytes -= s->size;
+    s->live = false;
 }
 
 /* A kept segment leaves the list unused: settled as it was when kept. */
@@ -288,8 +292,17 @@ static void deferred_remove(ss_client *c, ss__cl_seg *s)
  * kept (too large, not mapped read-only, no cache, connection dead). */
 static bool seg_keep(ss_client *c, ss__cl_seg *s)
 {
-    if (!s->addr || s->writable || c->dead || s->size > c->keep_bytes)
+    bool live = false;
+
+    if (!s->addr || s->writable || c->dead)
         return false;
+    if (s->size > c->keep_bytes) {
+        /* larger than the cache: only while the store holds it anyway */
+        if (!s->has_probe || s->size > c->capacity / 8 ||
+            !ss__cl_index_alive(c, &s->probe, s->seg_id))
+            return false;
+        live = true;
+    }
     if (s->deferred)
         deferred_remove(c, s);
     s->kept = true;
@@ -301,10 +314,24 @@ static bool seg_keep(ss_client *c, ss__cl_seg *s)
         c->kept_tail = s;
     c->kept_head = s;
     c->nkept++;
-    c->kept_bytes += s->size;
-    while (c->nkept > SS_CL_KEEP_MAX || c->kept_bytes > c->keep_bytes)
+    s->live = live;
+    if (live)
+        c->live_bytes += s->size;
+    else
+        c->kept_bytes += s->size;
+    while (c->nkept > SS_CL_KEEP_MAX || c->kept_bytes > c->keep_bytes ||
+           c->live_bytes > c->capacity / 8)
         kept_drop(c, c->kept_tail);
     return true;
+}
+
+void ss__cl_kept_check_live(ss_client *c)
+{
+    for (ss__cl_seg *s = c->kept_head, *nx; s; s = nx) {
+        nx = s->knext;
+        if (s->live && !ss__cl_index_alive(c, &s->probe, s->seg_id))
+            kept_drop(c, s);
+    }
 }
 
 /* Called once a segment's refs or unsent count dropped: an unused OBJECT

@@ -366,6 +366,16 @@ void ss__cl_pins_setup(ss_client *c)
     ss__cl_end(c, &s); /* closes the fd: the mapping stays */
 }
 
+bool ss__cl_index_alive(ss_client *c, const ss_id *id, uint64_t seg_id)
+{
+    ss__cl_index *ix = &c->ix;
+    ss__index_view v = { (const void *const *)ix->chunks, ix->nchunks, ix->buckets };
+    ss__index_entry en;
+
+    return ix_usable(c) && ix->nchunks && ix->buckets && ss__index_lookup(&v, id, &en) >= 0 &&
+           en.seg_id == seg_id;
+}
+
 /* A mapped, read-only segment of this handle of kind `kind` holding
  * [off, off + len): it, or NULL. */
 static ss__cl_seg *pin_seg(ss_client *c, uint64_t seg_id, unsigned kind, uint64_t off,

@@ -104,7 +104,16 @@
  *    another client deletes it (or the store spills or evicts it) this
  *    handle learns nothing until it asks: at most keep_bytes per handle
  *    are then held beyond the store's capacity, until the bound, the
- *    handle's next look at that id or its disconnect drops them;
+ *    handle's next look at that id or its disconnect drops them. A
+ *    segment larger than keep_bytes (a large object's, a large arena) is
+ *    kept too when the shared index says an object a get found in it
+ *    (probe) is sealed there now, so the store holds that memory anyway:
+ *    such "live" kept segments count against capacity / 8 instead, and
+ *    are checked again on every get that asks the store (a gone probe
+ *    drops them). So a repeated get of a 1 GiB object maps nothing and is
+ *    served from the index; after another client deleted it, at most
+ *    capacity / 8 per handle is held until that handle's next get that
+ *    asks the store, its disconnect or the bound;
  *  - SMALL segments stay mapped for the connection's lifetime, and so do
  *    STAGE areas (copy-on-seal creates): a staging area is this
  *    connection's scratch, which the store created, sealed SHRINK|GROW
@@ -161,6 +170,12 @@ typedef struct ss__cl_seg {
     struct ss__cl_seg *kprev, *knext; /* kept list, most recently used first */
     ss_id oid;                /* OBJECT: the one object in it (a kept one is dropped
                                  when the handle learns that object is gone) */
+    ss_id probe;              /* an object a get found in it (has_probe): while the
+                                 index says that object is sealed there, the store
+                                 holds the segment anyway */
+    bool has_probe;
+    bool live;                /* kept beyond keep_bytes because probe was alive
+                                 (counted in live_bytes, not kept_bytes) */
 } ss__cl_seg;
 
 /* The store's shared index as this handle maps it (client_index.c has the
@@ -323,6 +338,8 @@ struct ss_client {
     uint32_t nkept;
     uint64_t kept_bytes;
     uint64_t keep_bytes;      /* bound: SEALSTORE_MAP_CACHE, at most capacity / 8 */
+    uint64_t live_bytes;      /* kept segments whose probe object was alive when
+                                 kept (seg.live), bound: capacity / 8 */
     bool local_gets;          /* SEALSTORE_LOCAL_GETS: serve re-gets of held objects */
     bool no_remote;           /* the store refused to read our memory (PUTV -EPERM):
                                  large puts write their own segment from now on */
@@ -451,6 +468,11 @@ int ss__cl_open(const char *path, int *fdp, ss__rep_hello *hello);
 /* 1: a sealed object with this id is in the store's index now (no round
  * trip); 0: ask the store (a miss, or the index is not usable). */
 int ss__cl_index_contains(ss_client *c, const ss_id *id);
+/* Does the index say id is sealed now, in segment seg_id? (lock held) */
+bool ss__cl_index_alive(ss_client *c, const ss_id *id, uint64_t seg_id);
+/* Drop live kept segments whose probe the index no longer shows alive
+ * (lock held). */
+void ss__cl_kept_check_live(ss_client *c);
 /* Unmap everything (ss_disconnect; forked: the pin area is not there). */
 void ss__cl_index_free(ss_client *c, bool forked);
 /* Map the index and get a pin area if this handle has none yet and may

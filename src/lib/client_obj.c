@@ -898,6 +898,8 @@ static int get_view(ss_client *c, ss__cl_slot *s, const ss__get_entry *e, const 
         ds->refs++;
         if (ds->kind == SS_SEG_OBJECT)
             ds->oid = *id; /* an ARENA segment holds many objects */
+        ds->probe = *id;
+        ds->has_probe = true;
     }
     if (ms) {
         ss__cl_seg_use(c, ms);
@@ -1052,6 +1054,8 @@ static int get_batch(ss_client *c, const ss_id *ids, uint32_t n, int64_t timeout
             at[nr++] = i;
         }
     }
+    if (nr > 0 && c->live_bytes)
+        ss__cl_kept_check_live(c); /* this get asks the store: look at them */
     pthread_mutex_unlock(&c->lock);
     if (nr == 0)
         return found;

@@ -128,7 +128,9 @@ enum ss__opt_type {
     X(MAP_CACHE, SS_OT_SIZE, SS_DEFAULT_MAP_CACHE,                             \
       "client side: bytes of large objects' segments a client handle keeps "  \
       "mapped after their last release (at most 16 segments and 1/8 of the "  \
-      "store's capacity), so that a get of one again maps nothing; 0: none")  \
+      "store's capacity), so that a get of one again maps nothing; a larger " \
+      "segment is kept too while the store's index says an object in it is "  \
+      "sealed (the store holds it anyway); 0: none (but those)")              \
     X(LOCAL_GETS, SS_OT_BOOL, "off",                                           \
       "client side: a get of an object the handle already holds is answered " \
       "by the handle, without asking the store (tens of millions per "        \

@@ -196,6 +196,47 @@ static void t_pin_client_killed(void **state)
     wait_live_bytes(t_embed, base);
 }
 
+/* Is [p, p + 1) mapped in this process? */
+static bool mapped(const void *p)
+{
+    uintptr_t pg = (uintptr_t)p & ~(uintptr_t)4095;
+
+    return msync((void *)pg, 4096, MS_ASYNC) == 0;
+}
+
+/* A segment larger than the handle's map cache stays mapped while the
+ * index says its object lives (so a 1 GiB object's re-get is served from
+ * the index), and goes at the handle's next get that asks the store once
+ * another client deleted the object. */
+static void t_large_kept_while_alive(void **state)
+{
+    char old[64];
+    ss_client *r;
+    ss_id a = make_id("bigkeep", 1, 0), none = make_id("bigkeep", 2, 0);
+    ss_object o;
+    ss_stats s0;
+    const void *addr;
+
+    (void)state;
+    assert_true(ss_option_get(SS_OPT_MAP_CACHE, old, sizeof(old)) > 0);
+    t_assert_ok(ss_option_set(SS_OPT_MAP_CACHE, "1M"));
+    r = conn();
+    t_assert_ok(ss_option_set(SS_OPT_MAP_CACHE, old));
+    put_pattern(t_embed, &a, 16 * MIB, 61);
+    warm(r, &a);
+    s0 = t_store_stats(t_embed);
+    assert_int_equal(ss_get(r, &a, 1, 0, &o), 1); /* its memory is still mapped */
+    assert_int_equal(t_store_stats(t_embed).gets, s0.gets);
+    assert_true(t_check(o.data, 16 * MIB, 61));
+    addr = o.data;
+    t_assert_ok(ss_release_object(r, &o));
+    assert_true(mapped(addr));
+    t_assert_ok(ss_delete(t_embed, &a));
+    assert_int_equal(ss_get(r, &none, 1, 0, &o), 0); /* asks the store */
+    assert_false(mapped(addr));
+    ss_disconnect(r);
+}
+
 /* The pin area is this process's mapping of a memfd named sealstore-pins:
  * write garbage over all of it (hw included). */
 static int scribble_pins(unsigned seed)
@@ -480,6 +521,7 @@ int main(void)
         cmocka_unit_test(t_pin_outlives_delete),
         cmocka_unit_test(t_pin_client_killed),
         cmocka_unit_test(t_pin_area_garbage),
+        cmocka_unit_test(t_large_kept_while_alive),
         cmocka_unit_test(t_stress),
     };
     const struct CMUnitTest spill[] = {
@@ -489,5 +531,5 @@ int main(void)
 
     failures = cmocka_run_group_tests_name("pins", tests, t_embed_setup, t_embed_teardown);
     failures += cmocka_run_group_tests_name("pins, spilling", spill, NULL, NULL);
-    return t_finish(failures, 6);
+    return t_finish(failures, 7);
 }
