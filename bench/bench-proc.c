@@ -390,6 +390,162 @@ static void cl_level(struct bench *b, int k, uint64_t size, struct fig *ops)
     munmap(sh, sizeof(*sh));
 }
 
+/* ---- k reader processes getting the same objects at once */
+
+#define STREAM_RD 0x60000000u
+#define RD_OBJECTS 64
+
+struct rd_arg {
+    struct bench *b;
+    struct cl_shared *sh; /* counts[reader][slice] */
+    int reader;
+    int ready[2], go[2];
+};
+
+static int rd_reader(void *arg)
+{
+    struct rd_arg *a = arg;
+    struct cl_shared *sh = a->sh;
+    ss_client *c = child_connect(a->b);
+    uint64_t end, k = 0;
+    ss_id ids[RD_OBJECTS];
+    char ch = 1, d;
+
+    close(a->ready[0]);
+    close(a->go[1]);
+    for (uint32_t i = 0; i < RD_OBJECTS; i++) {
+        ss_object o;
+
+        make_id(&ids[i], STREAM_RD, i);
+        if (ss_get(c, &ids[i], 1, 0, &o) != 1) /* maps what it needs, once */
+            die_rc(-ENOENT, "readers: ss_get");
+        CK(ss_release(c, &ids[i]));
+    }
+    if (write(a->ready[1], &ch, 1) != 1)
+        die_rc(-errno, "readers: ready pipe");
+    close(a->ready[1]);
+    while (read(a->go[0], &d, 1) < 0 && errno == EINTR)
+        ;
+    close(a->go[0]);
+    end = sh->start_ns + (uint64_t)sh->nslices * sh->slice_ns;
+    for (;;) {
+        uint64_t t = now_ns();
+        ss_object o;
+
+        if (t >= end)
+            break;
+        for (int j = 0; j < 64; j++, k++) { /* a clock read per 64 gets */
+            if (ss_get(c, &ids[k % RD_OBJECTS], 1, 0, &o) != 1)
+                die_rc(-ENOENT, "readers: ss_get");
+            CK(ss_release_object(c, &o));
+        }
+        if (t >= sh->start_ns) {
+            uint64_t slice = (t - sh->start_ns) / sh->slice_ns;
+
+            if (slice < (uint64_t)sh->nslices)
+                sh->counts[a->reader][slice] += 64;
+        }
+    }
+    ss_disconnect(c);
+    return 0;
+}
+
+/* k readers of the same RD_OBJECTS objects for the duration: total and
+ * per-reader gets/s per slice (warm-up slice dropped). */
+static void rd_level(struct bench *b, int k, struct fig *total, struct fig *each)
+{
+    struct cl_shared *sh = shared_alloc(sizeof(*sh));
+    pid_t *pids = xcalloc((size_t)k, sizeof(*pids));
+    struct rd_arg a = {.b = b, .sh = sh};
+    struct samples s = {0}, e = {0};
+    char c;
+
+    sh->nslices = b->reps + 1;
+    if (sh->nslices > MAX_SLICES)
+        sh->nslices = MAX_SLICES;
+    sh->slice_ns = b->duration_ns / (uint64_t)b->reps;
+    xpipe(a.ready);
+    xpipe(a.go);
+    progress("[clients] %d reader processes: connecting", k);
+    for (int p = 0; p < k; p++) {
+        a.reader = p;
+        pids[p] = fork_child(rd_reader, &a);
+    }
+    close(a.ready[1]);
+    close(a.go[0]);
+    for (int i = 0; i < k; i++)
+        if (read(a.ready[0], &c, 1) != 1)
+            die_rc(-errno, "readers: a child did not get ready");
+    close(a.ready[0]);
+    sh->start_ns = now_ns() + 1000000;
+    close(a.go[1]);
+    reap_all(pids, k, "readers");
+    for (int sl = 1; sl < sh->nslices; sl++) {
+        uint64_t n = 0;
+
+        for (int p = 0; p < k; p++)
+            n += sh->counts[p][sl];
+        samples_add(&s, (double)n * 1e9 / (double)sh->slice_ns);
+        samples_add(&e, (double)n * 1e9 / (double)sh->slice_ns / k);
+    }
+    fig_set(total, &s);
+    fig_set(each, &e);
+    samples_free(&s);
+    samples_free(&e);
+    free(pids);
+    munmap(sh, sizeof(*sh));
+}
+
+/* Readers scale with cores: gets of sealed objects in memory a reader
+ * maps are served from the shared index (no lock shared between
+ * processes on that path). */
+static void run_readers(struct bench *b)
+{
+    uint64_t size = b->cl_sizes[1];
+    const void *src = src_buf(size);
+    struct fig one = {0};
+    char name[64], sz[16];
+    int k;
+
+    ss_client *pc = child_connect(b); /* (a handle of this process's own) */
+
+    fmt_size(size, sz, sizeof(sz));
+    for (uint32_t i = 0; i < RD_OBJECTS; i++) {
+        ss_id id;
+
+        make_id(&id, STREAM_RD, i);
+        produce(pc, &id, size, src);
+    }
+    for (k = 1;; k *= 2) {
+        struct fig total = {0}, each = {0};
+
+        if (k > b->clients)
+            k = b->clients;
+        rd_level(b, k, &total, &each);
+        if (k == 1)
+            one = total;
+        snprintf(name, sizeof(name), "%d reader%s, get+release %s, total", k, k > 1 ? "s" : "",
+                 sz);
+        report(b, &(struct rowspec){.figure = name, .metric = "readers_ops", .unit = "ops/s",
+                                    .size = size, .clients = k, .f = &total,
+                                    .bl_name = "1 reader", .bl = &one});
+        snprintf(name, sizeof(name), "%d reader%s, get+release %s, each", k, k > 1 ? "s" : "",
+                 sz);
+        report(b, &(struct rowspec){.figure = name, .metric = "readers_ops_each",
+                                    .unit = "ops/s", .size = size, .clients = k, .f = &each,
+                                    .bl_name = "1 reader", .bl = &one});
+        if (k >= b->clients)
+            break;
+    }
+    for (uint32_t i = 0; i < RD_OBJECTS; i++) {
+        ss_id id;
+
+        make_id(&id, STREAM_RD, i);
+        CK(ss_delete(pc, &id));
+    }
+    ss_disconnect(pc);
+}
+
 void run_clients(struct bench *b)
 {
     int levels[8], nl = 0;
@@ -433,6 +589,8 @@ void run_clients(struct bench *b)
                                         .bl_name = bname, .bl = bl_memcpy(b)});
         }
     }
+    run_readers(b);
     print_table(b, "k producer and k consumer processes, one stream per pair (create+fill+seal"
-                   "+release; blocking get+release+delete); objects moved per second");
+                   "+release; blocking get+release+delete); objects moved per second; then "
+                   "k reader processes getting the same objects (served from the index)");
 }
