@@ -284,6 +284,19 @@ def put_row(c, nbytes, runs, shmdir):
     return {k: statistics.median(v) for k, v in times.items()}, backing, obj["weights"].nbytes
 
 
+def get_split(c, nbytes, runs):
+    """explain()'s split of a get of make_object(nbytes): (bytes, median
+    seconds in the store, median seconds unpickling)."""
+    i = c.put(make_object(nbytes))
+    try:
+        c.get(i)  # maps its memory: the gets below are served from the index
+        ex = [c.explain(i) for _ in range(max(3, runs))]
+        return (nbytes, statistics.median(e["map_seconds"] for e in ex),
+                statistics.median(e["unpickle_seconds"] for e in ex))
+    finally:
+        c.delete(i)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1M,100M,1G")
@@ -305,7 +318,7 @@ def main():
     proc = ctx.Process(target=consumer, args=(ctl_child, data_child, sock))
     proc.start()
     rows = []
-    put_res = None
+    put_res = split = None
     try:
         for nbytes in map(parse_size, args.sizes.split(",")):
             runs = args.runs if nbytes < (512 << 20) else max(3, args.runs // 3)
@@ -322,6 +335,7 @@ def main():
         if parse_size(args.put_array) > 0:
             put_res = put_row(c, parse_size(args.put_array), args.runs, shmdir)
             print("put row done (%d runs)" % args.runs, file=sys.stderr)
+        split = get_split(c, max(map(parse_size, args.sizes.split(","))), args.runs)
     finally:
         ctl.send(None)
         proc.join()
@@ -347,6 +361,12 @@ def main():
         print("%-16s %12s %10s %16s" % ("method", "put", "GB/s", "speed/sealstore"))
         for kind, t in med.items():
             print("%-16s %12s %10.2f %15.2fx" % (kind, fmt_s(t), nb / t / 1e9, base / t))
+    if split:
+        nb, m, u = split
+        print("\nget of the %s dict by the process that holds its memory mapped (explain(), "
+              "medians): %s in the store (ss_get, served from the index) + %s unpickling the "
+              "small parts: the store's share %.0f%%" % (human(nb), fmt_s(m), fmt_s(u),
+                                                          100.0 * m / (m + u)))
     if args.json:
         out = [{"bytes": n, **{k: dict(zip(("put", "get", "total"), v))
                                for k, v in med.items()}} for n, med in rows]
