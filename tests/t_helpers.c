@@ -519,3 +519,10 @@ double t_rnd01(void)
 {
     return (double)(t_rnd() >> 11) / 9007199254740992.0;
 }
+
+bool t_under_valgrind(void)
+{
+    const char *p = getenv("LD_PRELOAD");
+
+    return p && strstr(p, "vgpreload") != NULL;
+}

@@ -170,6 +170,11 @@ const char *t_tmpdir(void);
  * without them (ENOSYS): cases that need the store to read its clients
  * skip then, with the reason. */
 bool t_remote_reads_work(void);
+/* Running under valgrind (its preload is in LD_PRELOAD)? A forked child
+ * that maps memory there trips an assertion of valgrind's own (mmap in
+ * a child of a threaded process): cases that need such children leave
+ * them out, saying so. */
+bool t_under_valgrind(void);
 
 extern ss_client *t_embed;
 extern char t_embed_path[108];
