@@ -21,6 +21,14 @@ fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/t_bench_smoke.XXXXXX") || exit 99
 trap 'rm -rf "$tmp"' EXIT INT TERM
 
+# The 2 MiB rows map free pool pages when there are enough: hold the test
+# programs' pool lock meanwhile (tests/t_helpers.c), as they do, so that
+# the pages a test program added for itself are not taken from under it.
+if command -v flock >/dev/null 2>&1; then
+    exec 9>>/tmp/sealstore-test-hugetlb.lock
+    flock 9
+fi
+
 json=$tmp/out.json
 plot_args=
 if command -v gnuplot >/dev/null 2>&1; then
