@@ -1066,6 +1066,19 @@ static int32_t putv(client *cl, unsigned k, const unsigned char *buf, uint64_t n
     return rp.h.status;
 }
 
+/* n bytes of pattern `seed` for PUTVs to read (skips the test where this
+ * kernel cannot read another process). */
+static unsigned char *putv_buffer(size_t n, unsigned seed)
+{
+    unsigned char *buf;
+
+    T_SKIP_IF(!t_remote_reads_work(), "pidfd", "no process_vm_readv, pidfd_open or pidfd_send_signal here (ENOSYS)");
+    buf = malloc(n);
+    assert_non_null(buf);
+    t_fill(buf, n, seed);
+    return buf;
+}
+
 /* PUTV: the store reads the bytes from the client into an arena object
  * (kind ARENA, bytes exact); GETs send the arena's fd while the client
  * holds nothing in it, not while it does; a buffer the client does not
@@ -1080,10 +1093,7 @@ static void t_putv_arena(void **state)
     reply r;
     (void)state;
 
-    T_SKIP_IF(!t_remote_reads_work(), "pidfd", "no process_vm_readv, pidfd_open or pidfd_send_signal here (ENOSYS)");
-    buf = malloc(N);
-    assert_non_null(buf);
-    t_fill(buf, N, 5);
+    buf = putv_buffer(N, 5);
     connect_client(&a);
     connect_client(&b);
     /* a kernel that cannot read another process (-ENOSYS) makes it -EPERM:
@@ -1177,6 +1187,102 @@ static void t_putv_arena(void **state)
     free(big);
     disconnect(&a);
     disconnect(&b);
+    free(buf);
+}
+
+/*
+ * An arena object's answer goes before its write window closes (PUTV and
+ * staged SEAL: window_close_at in store_req.c): when the answer is read,
+ * the object is SEALED and, once the loop is back, no window is open; an
+ * answer that cannot be sent (the client's end closed) leaves the object
+ * published and its window closed, and one bound to its creator is then
+ * deleted with the connection, its arena place freed.
+ */
+static void putv_closed_peer(unsigned k, const unsigned char *buf, uint64_t nb, uint32_t flags)
+{
+    client d;
+    ss__req_putv pr = { .put = { .id = id_of(k), .node = -1, .size = nb, .flags = flags },
+                        .niov = 1 };
+    ss__putv_iov v = { (uint64_t)(uintptr_t)buf, nb };
+    unsigned char body[sizeof(pr) + sizeof(v)];
+    uint64_t puts = S->cnt.c_remote_puts;
+
+    connect_client(&d);
+    memcpy(body, &pr, sizeof(pr));
+    memcpy(body + sizeof(pr), &v, sizeof(v));
+    (void)request(&d, SS_MSG_PUTV, body, sizeof(body));
+    close(d.peer); /* the answer's send fails: the store closes d */
+    TURNS_UNTIL(S->cnt.c_remote_puts == puts + 1);
+    ss__conn_reap(S);
+    valid();
+}
+
+static void t_answer_before_window_close(void **state)
+{
+    enum { N = 2 * BIG + 4096 };
+    unsigned char *buf;
+    ss__arena_stats as;
+    client a;
+    reply r;
+    (void)state;
+
+    buf = putv_buffer(N, 8);
+    connect_client(&a);
+    /* a PUTV: SEALED when answered, its window closed after */
+    assert_int_equal(putv(&a, 60, buf, N, 2), 0);
+    int64_t e = entry_of(60);
+    assert_true(e >= 0);
+    assert_int_equal(SS_IX_STATE(ss__ent(S, (uint32_t)e)->info), SS_IX_SEALED);
+    ss__arena_stats_get(S->mem.arenas, &as);
+    assert_int_equal(as.windows, 0);
+    uint64_t live = as.live_bytes;
+
+    /* answers that cannot be sent: unbound, the object stays */
+    putv_closed_peer(61, buf, N, 0);
+    e = entry_of(61);
+    assert_true(e >= 0);
+    assert_int_equal(SS_IX_STATE(ss__ent(S, (uint32_t)e)->info), SS_IX_SEALED);
+    ss__arena_stats_get(S->mem.arenas, &as);
+    assert_int_equal(as.windows, 0);
+    assert_int_equal(as.live_bytes, live + N);
+    /* bound to its creator: deleted with the connection, place freed */
+    putv_closed_peer(62, buf, N, SS_CREATEF_CREATOR);
+    assert_int_equal(entry_of(62), -ENOENT);
+    ss__arena_stats_get(S->mem.arenas, &as);
+    assert_int_equal(as.windows, 0);
+    assert_int_equal(as.live_bytes, live + N);
+
+    /* staged creates (copy-on-seal; this store writes large creates in
+     * place unless told): the SEAL's answer, then the window */
+    S->mem.stage_limit = 8 * BIG;
+    S->mem.stage_quota = 2 * S->mem.stage_limit;
+    for (unsigned bound = 0; bound < 2; bound++) {
+        client d;
+        unsigned k = 63 + bound;
+        connect_client(&d);
+        uint32_t rq = send_create_flags(&d, k, N, bound ? SS_CREATEF_CREATOR : 0);
+        assert_int_equal(reply_to(&d, rq, SS_MSG_CREATE, &r), 0);
+        assert_int_equal(((const ss__rep_create *)r.body)->data.kind, SS_SEG_STAGE);
+        if (!bound) { /* answered: SEALED, window closed */
+            rq = send_seal(&d, k, 0, true);
+            assert_int_equal(reply_to(&d, rq, SS_MSG_SEAL, NULL), 0);
+            disconnect(&d);
+        } else { /* the answer cannot be sent: deleted with d */
+            close(d.peer);
+            (void)send_seal(&d, k, 0, false);
+            ss__conn_reap(S);
+            valid();
+        }
+        ss__arena_stats_get(S->mem.arenas, &as);
+        assert_int_equal(as.windows, 0);
+    }
+    e = entry_of(63);
+    assert_true(e >= 0);
+    assert_int_equal(SS_IX_STATE(ss__ent(S, (uint32_t)e)->info), SS_IX_SEALED);
+    assert_int_equal(entry_of(64), -ENOENT);
+    ss__arena_stats_get(S->mem.arenas, &as);
+    assert_int_equal(as.live_bytes, live + 2 * (uint64_t)N);
+    disconnect(&a);
     free(buf);
 }
 
@@ -1407,6 +1513,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(t_index_request, setup, teardown),
         cmocka_unit_test_setup_teardown(t_spill_restore_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(t_putv_arena, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_answer_before_window_close, setup, teardown),
         cmocka_unit_test_setup_teardown(t_validate_catches, setup, teardown),
     };
 
