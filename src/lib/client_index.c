@@ -349,7 +349,11 @@ void ss__cl_pins_setup(ss_client *c)
 
     pthread_mutex_lock(&c->lock);
     need_ix = c->ix.nchunks == 0 && !c->ix.broken;
-    rc = c->pins.map || c->pins.broken || c->dead || c->pins.retry_ns > ss__now_ns();
+    /* not at a handle's first get: no segment is mapped yet, so none can
+     * be served from the index, and a handle that makes one get pays one
+     * round trip, not three; from its second on */
+    rc = c->pins.map || c->pins.broken || c->dead || c->remote_gets == 0 ||
+         c->pins.retry_ns > ss__now_ns();
     pthread_mutex_unlock(&c->lock);
     if (rc)
         return;

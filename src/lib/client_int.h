@@ -349,6 +349,8 @@ struct ss_client {
     ss__cl_index ix;          /* the store's index, mapped at first use */
     ss__cl_pins pins;         /* this handle's pin area, made at the first get */
     bool index_gets;          /* SEALSTORE_INDEX_GETS: gets served from the index */
+    uint64_t remote_gets;     /* GETs the store answered (the pin area is asked for
+                                 once there was one) */
     /* Releases of small objects not sent yet: they leave with the next
      * request (in the same datagram, so the store wakes and reads once), or when 64
      * are waiting. A large object's release is sent at once: it frees a

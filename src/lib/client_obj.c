@@ -1020,6 +1020,7 @@ static int get_remote(ss_client *c, const ss_id *ids, uint32_t n, int64_t timeou
     ss__cl_slot_end(c, &s);
     if (c->deferred)
         ss__cl_seg_sweep(c);
+    c->remote_gets++;
     if (rc < 0)
         ss__cl_drop_refs(c, ids, refs, n);
     pthread_mutex_unlock(&c->lock);
