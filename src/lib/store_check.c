@@ -102,6 +102,7 @@ typedef struct tally {
     uint64_t in_heap, creates, fdwait, nodes, deletes;
     uint64_t parked, parked_bytes, need;
     uint64_t bound, bound_pairs; /* creator-bound objects, and the pairs naming them */
+    uint64_t pinwait;               /* objects whose free waits for a pin */
     uint32_t *refs; /* per entry: sum of the clients' counts (NULL: no memory) */
 } tally;
 
@@ -132,8 +133,15 @@ static int check_entry(const ss__store *s, uint32_t e, tally *t)
         t->bytes += en->size;
     } else {
         t->deleted++;
-        V(o->refs > 0 || (f & (SS_OBJF_SPILLING | SS_OBJF_RESTORING)),
-          "entry %u: deleted, unreferenced and nothing in flight, but not freed", e);
+        V(o->refs > 0 || (f & (SS_OBJF_SPILLING | SS_OBJF_RESTORING)) ||
+              (o->flags2 & SS_OBJF2_PINWAIT),
+          "entry %u: deleted, unreferenced, nothing in flight and no pin waited for, but not freed",
+          e);
+    }
+    if (o->flags2 & SS_OBJF2_PINWAIT) {
+        t->pinwait++;
+        V(st == SS_IX_DELETED && o->refs == 0, "entry %u: waits for a pin, state %u refs %u", e,
+          st, o->refs);
     }
     if (st == SS_IX_SEALED || st == SS_IX_SPILLED)
         t->sealed++;
@@ -250,6 +258,27 @@ static int check_objects(const ss__store *s, tally *t)
     }
     V(n == t->deleted, "deleted chains hold %llu of %llu deleted entries", ULL(n),
       ULL(t->deleted));
+
+    /* every object waiting for a pin is on the list, once, with its
+     * generation (the list may also name entries freed since: skipped) */
+    n = 0;
+    V(s->tab.npinwait <= s->tab.pinwait_cap, "pinwait %u > cap %u", s->tab.npinwait,
+      s->tab.pinwait_cap);
+    for (uint32_t i = 0; i < s->tab.npinwait; i++) {
+        const ss__pinwait *w = &s->tab.pinwait[i];
+        V(w->e < s->tab.ix.high, "pinwait %u: entry %u", i, w->e);
+        if ((ss__obj_at(s, w->e)->flags2 & SS_OBJF2_PINWAIT) &&
+            ss__ent(s, w->e)->generation == w->generation)
+            n++;
+    }
+    V(n == t->pinwait, "pinwait names %llu of %llu objects waiting for a pin", ULL(n),
+      ULL(t->pinwait));
+    {
+        uint32_t areas = 0;
+        for (const ss__conn *c = s->conn.conns; c; c = c->next)
+            areas += c->pin_map != NULL;
+        V(areas == s->tab.npin_areas, "pin areas %u != %u", areas, s->tab.npin_areas);
+    }
 
     V(s->tab.nobjects == t->chained && s->tab.ix.hashed == t->chained,
       "nobjects %llu, index hashed %u, chained entries %llu", ULL(s->tab.nobjects), s->tab.ix.hashed,
