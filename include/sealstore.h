@@ -433,7 +433,8 @@ typedef struct ss_obj_info {
     uint32_t state;      /* enum ss_obj_state */
     uint64_t size;
     uint64_t meta_size;
-    uint32_t refs;       /* references held by all clients */
+    uint32_t refs;       /* references held by all clients (a client's gets
+                            served from the index count once per client) */
     int32_t node;        /* NUMA node, -1 unknown or interleaved */
     char backing[8];     /* "4K", "THP", "2M", "1G", "small", "disk" */
     uint32_t uid;        /* creator's user id, or SS_UID_UNKNOWN (see ss_object) */

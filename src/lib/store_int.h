@@ -1265,6 +1265,10 @@ void ss__ent_set_state(ss__store *s, uint32_t e, uint32_t state);
 /* Pins (above). Does a client's pin name entry e as it is now? The
  * caller made the entry stop saying SEALED first. */
 bool ss__pin_held(ss__store *s, uint32_t e);
+/* Pins naming entry e as it is now, one per client that pinned it (LIST
+ * counts them with the references: a get served from the index is a
+ * reference the store does not keep). */
+uint32_t ss__pin_count(ss__store *s, uint32_t e);
 /* Free the waiting objects no pin names any more (UNPIN, a connection
  * gone). */
 void ss__pin_rescan(ss__store *s);

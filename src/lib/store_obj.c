@@ -803,15 +803,17 @@ void ss__obj_unref_deleted(ss__store *s, uint32_t e)
 
 /* ================================================================= pins */
 
-bool ss__pin_held(ss__store *s, uint32_t e)
+/* Slots naming entry e as it is now: all of them (max UINT32_MAX), or
+ * whether there is one (max 1). */
+static uint32_t pin_scan(ss__store *s, uint32_t e, uint32_t max)
 {
     uint64_t key = SS_PIN_KEY(e, ss__ent(s, e)->generation);
+    uint32_t n = 0;
 
-    SS_ASSERT(ss__ent_state(s, e) != SS_IX_SEALED);
     if (!s->tab.npin_areas)
-        return false;
+        return 0;
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    for (ss__conn *c = s->conn.conns; c; c = c->next) {
+    for (ss__conn *c = s->conn.conns; c && n < max; c = c->next) {
         const ss__pin_hdr *h = c->pin_map;
         const uint64_t *slot;
         uint32_t hw;
@@ -822,11 +824,21 @@ bool ss__pin_held(ss__store *s, uint32_t e)
         hw = __atomic_load_n(&h->hw, __ATOMIC_RELAXED);
         if (hw > SS_PIN_SLOTS)
             hw = SS_PIN_SLOTS;
-        for (uint32_t i = 0; i < hw; i++)
-            if (__atomic_load_n(&slot[i], __ATOMIC_RELAXED) == key)
-                return true;
+        for (uint32_t i = 0; i < hw && n < max; i++)
+            n += __atomic_load_n(&slot[i], __ATOMIC_RELAXED) == key;
     }
-    return false;
+    return n;
+}
+
+bool ss__pin_held(ss__store *s, uint32_t e)
+{
+    SS_ASSERT(ss__ent_state(s, e) != SS_IX_SEALED);
+    return pin_scan(s, e, 1) > 0;
+}
+
+uint32_t ss__pin_count(ss__store *s, uint32_t e)
+{
+    return pin_scan(s, e, UINT32_MAX);
 }
 
 void ss__pin_rescan(ss__store *s)

@@ -1203,7 +1203,7 @@ void ss__req_do_list(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
         le[n].flags = (uint8_t)((st == SS_IX_SPILLED ? SS_LISTF_SPILLED : 0) |
                                 ((o->flags & SS_OBJF_BOUND) ? SS_LISTF_CREATOR : 0));
         le[n].node = st == SS_IX_SPILLED ? -1 : o->node;
-        le[n].refs = o->refs;
+        le[n].refs = o->refs + (st == SS_IX_SEALED ? ss__pin_count(s, (uint32_t)e) : 0);
         le[n].uid = o->uid;
         n++;
     }

@@ -130,6 +130,23 @@ static void t_served_from_index(void **state)
     ss_disconnect(r);
 }
 
+/* refs of id as ss_list reports it, -1: not listed */
+static long list_refs(ss_client *c, const ss_id *id)
+{
+    uint64_t cur = 0;
+    ss_obj_info info[64];
+    long refs = -1;
+
+    do {
+        int n = ss_list(c, &cur, info, 64);
+        assert_true(n >= 0);
+        for (int i = 0; i < n; i++)
+            if (!memcmp(&info[i].id, id, sizeof(*id)))
+                refs = info[i].refs;
+    } while (cur);
+    return refs;
+}
+
 static void t_pin_outlives_delete(void **state)
 {
     ss_client *r = conn();
@@ -141,7 +158,9 @@ static void t_pin_outlives_delete(void **state)
     base = t_store_stats(t_embed).arena_live_bytes;
     put_pattern(t_embed, &a, MIB, 21);
     warm(r, &a);
+    assert_int_equal(list_refs(t_embed, &a), 0);
     assert_int_equal(ss_get(r, &a, 1, 0, &o), 1); /* pinned */
+    assert_int_equal(list_refs(t_embed, &a), 1); /* a pin counts as a reference */
     t_assert_ok(ss_delete(t_embed, &a));
     /* the same arena space would be reused at once if it were free */
     for (unsigned i = 0; i < 8; i++) {
