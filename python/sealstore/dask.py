@@ -299,6 +299,9 @@ def _dumps(x, context=None):
     recipient = context.get("recipient") or {}
     if recipient.get(FAMILY) != n.token or not n.usable():
         raise NotImplementedError
+    from dask.sizeof import sizeof
+    if sizeof(x) < n.threshold:
+        raise NotImplementedError  # nothing large (not pickled twice to find out)
     from distributed.protocol import pickle
     bufs = []
     head = pickle.dumps(x, buffer_callback=bufs.append, protocol=5)
