@@ -3,10 +3,12 @@
 """Dask with sealstore (sealstore.dask) beside stock Dask, on one machine.
 
 Each scenario runs on a fresh cluster of --workers single-threaded worker
-processes (LocalCluster, processes=True), first stock, then with
+processes (LocalCluster, processes=True) in three modes: stock; sealstore,
 sealstore.dask.setup() (a store embedded in this process, on a socket in a
-temporary directory, threshold the module's default); --runs repetitions
-each, medians reported, with the ratio stock / sealstore:
+temporary directory, threshold the module's default); results, the same
+with results=True (every large result moves into the store as it is
+computed). --runs repetitions each, medians reported, with the ratio stock
+/ that mode:
 
   broadcast  client.scatter(a, broadcast=True) of one float64 array of
              --size MiB, then one task on every worker reading all of it
@@ -21,8 +23,8 @@ each, medians reported, with the ratio stock / sealstore:
 
 Memory: the node's memory at the peak of each phase: the workers' private
 resident bytes (RssAnon, sampled every 20 ms) plus the bytes of the
-objects in the store (above what it held before the phase), and that peak
-above the idle cluster's memory (measured once after its start).
+objects in the store (the cluster's: the store serves nothing else), and
+that peak above the idle cluster's memory (measured once after its start).
 This process's memory is left out: it holds the broadcast array in both.
 
   two-nodes  two stores on two sockets ("nodes" a and b), two workers on
@@ -49,6 +51,7 @@ import threading
 import time
 
 MiB = 1 << 20
+MODES = ("stock", "sealstore", "results")
 
 
 def rss_anon(pid):
@@ -63,11 +66,11 @@ def rss_anon(pid):
 
 
 class Peak:
-    """Samples the node's memory (workers' RssAnon + the store's growth)."""
+    """Samples the node's memory (workers' RssAnon + the store's objects: the
+    cluster's only, settle() waits until the last run's are gone)."""
 
     def __init__(self, pids, store):
         self.pids, self.store = pids, store
-        self.base = self._store()
         self.peak = 0
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
@@ -76,7 +79,7 @@ class Peak:
         return self.store.stats()["object_bytes"] if self.store is not None else 0
 
     def sample(self):
-        v = sum(rss_anon(p) for p in self.pids) + max(0, self._store() - self.base)
+        v = sum(rss_anon(p) for p in self.pids) + self._store()
         if os.environ.get("BENCH_DASK_DEBUG"):
             print([rss_anon(p) >> 20 for p in self.pids], self._store() >> 20, file=sys.stderr)
         self.peak = max(self.peak, v)
@@ -123,15 +126,15 @@ def count_many(arrays):
     return sum(float(a[-1]) for a in arrays)
 
 
-def start(args, use_sealstore, sock):
+def start(args, mode, sock):
     import distributed
     import sealstore.dask as sd
     cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1,
                                        processes=True, dashboard_address=None,
                                        silence_logs=logging.ERROR, memory_limit=0)
     client = distributed.Client(cluster)
-    if use_sealstore:
-        sd.setup(client, socket=sock)
+    if mode != "stock":
+        sd.setup(client, socket=sock, results=(mode == "results"))
     workers = sorted(client.scheduler_info()["workers"])
     pids = list(client.run(os.getpid).values())
     return cluster, client, workers, pids
@@ -299,9 +302,9 @@ def main():
     print("sealstore.dask bench: %d single-threaded worker processes, %d run(s) each, "
           "medians; %d vCPU" % (args.workers, args.runs, os.cpu_count()))
     results = {}
-    for mode in ("stock", "sealstore"):
-        cluster, client, workers, pids = start(args, mode == "sealstore", sock)
-        st = store if mode == "sealstore" else None
+    for mode in MODES:
+        cluster, client, workers, pids = start(args, mode, sock)
+        st = store if mode != "stock" else None
         with Peak(pids, st) as idle:
             pass
         results[("idle", mode)] = idle.peak
@@ -310,7 +313,7 @@ def main():
                 results[("broadcast", mode)] = broadcast(args, client, workers, pids, st)
             if "combine" in only:
                 results[("combine", mode)] = combine_phase(args, client, workers, pids, st)
-            if "sizes" in only and len(workers) >= 2:
+            if "sizes" in only and len(workers) >= 2 and mode != "results":
                 results[("sizes", mode)] = sizes_phase(args, client, workers, sizes)
         finally:
             client.close()
@@ -320,18 +323,19 @@ def main():
             ("combine", "%d x %d x %s blocks, each worker sums all (moves %s)"
              % (args.workers, args.blocks, human(args.block * MiB),
                 human((args.workers - 1) * args.blocks * args.block * MiB * args.workers)))]
-    print("time: stock, sealstore, stock/sealstore; node memory at the peak (workers' RssAnon "
-          "+ store objects), and that peak above the idle cluster's (stock %s, sealstore %s)"
-          % (human(results[("idle", "stock")]), human(results[("idle", "sealstore")])))
+    print("time, and the node's memory at the peak (workers' RssAnon + store objects) and "
+          "that peak above the idle cluster's;\nratios: stock / that mode")
     for key, what in rows:
         if (key, "stock") not in results:
             continue
-        (t0, m0), (t1, m1) = results[(key, "stock")], results[(key, "sealstore")]
-        g0, g1 = m0 - results[("idle", "stock")], m1 - results[("idle", "sealstore")]
-        print("%-9s %s\n          time %.3f s vs %.3f s: %.1fx   peak %s vs %s: %.2fx   "
-              "above idle %s vs %s: %.2fx"
-              % (key, what, t0, t1, t0 / t1, human(m0), human(m1), m0 / max(m1, 1),
-                 human(g0), human(g1), g0 / max(g1, 1)))
+        print("%s: %s" % (key, what))
+        t0, m0 = results[(key, "stock")]
+        g0 = m0 - results[("idle", "stock")]
+        for mode in MODES:
+            t, m = results[(key, mode)]
+            g = m - results[("idle", mode)]
+            print("  %-9s time %7.3f s %5.1fx   peak %6s %5.2fx   above idle %6s %5.2fx"
+                  % (mode, t, t0 / t, human(m), m0 / max(m, 1), human(g), g0 / max(g, 1)))
     if ("sizes", "stock") in results:
         print("per-array transfer time by size (one worker to another; sealstore: every "
               "size by reference):")

@@ -197,6 +197,10 @@ class _Node:
     def ref(self, pb):
         """(id, offset, size) of a store object holding PickleBuffer pb's
         bytes, or None to send them as a frame."""
+        return self._ref(pb)[0]
+
+    def _ref(self, pb):
+        """ref(pb), and whether its object was put now (not reused)."""
         raw = pb.raw()
         size = raw.nbytes
         chain = _chain(memoryview(pb).obj)
@@ -208,27 +212,63 @@ class _Node:
                     and addr + size <= base + ov.nbytes:
                 with self.lock:
                     self.reused += 1
-                return (ov.id, addr - base, size)
+                return (ov.id, addr - base, size), False
         anchor, addr = _anchor(chain), _address(raw)
         if anchor is None or addr is None:
-            return None  # no way to know when it goes: bytes, through the comm
+            return None, False  # no way to know when it goes: bytes, through the comm
         # the entry goes (finalizer) before id(anchor) can be reused
         key = (id(anchor), addr, size)
         with self.lock:
             oid = self.cache.get(key)
             if oid is not None:
-                return (oid, 0, size)
+                return (oid, 0, size), False
             self.seq += 1
             oid = self._id(self.seq)
         try:
             self.client.put(raw, oid)
         except (OSError, ValueError):
-            return None  # full, gone, closed: the bytes go through the comm
+            return None, False  # full, gone, closed: the bytes go through the comm
         with self.lock:
             self.cache[key] = oid
             self.puts += 1
         weakref.finalize(anchor, self._retire, key, oid)
-        return (oid, 0, size)
+        return (oid, 0, size), True
+
+    def view(self, spec, views):
+        """The read-only bytes a reference names (views: {id: mapping} of
+        the objects mapped for this message so far)."""
+        oid, offset, size = spec
+        oid = bytes(oid)
+        mv = views.get(oid)
+        if mv is None:
+            try:
+                mv = views[oid] = self.client.get(oid)
+            except KeyError:
+                raise RuntimeError("sealstore.dask: object %s is not in the store %s"
+                                   % (oid.hex(), self.socket)) from None
+        return mv[offset:offset + size]
+
+    def adopt(self, value):
+        """value rebuilt over store objects holding its large buffers (copied
+        there now), so that its private copy can go; value itself when it
+        has none to copy (or cannot be pickled)."""
+        from dask.sizeof import sizeof
+        from distributed.protocol import pickle
+        try:
+            if sizeof(value) < self.threshold:
+                return value
+            bufs = []
+            head = pickle.dumps(value, buffer_callback=bufs.append, protocol=5)
+        except Exception:
+            return value
+        fresh, buffers, views = False, [], {}
+        for pb in bufs:
+            spec = None
+            if memoryview(pb).nbytes >= self.threshold:
+                spec, new = self._ref(pb)
+                fresh |= new
+            buffers.append(pb if spec is None else self.view(spec, views))
+        return pickle.loads(head, buffers=buffers) if fresh else value
 
     def _retire(self, key, oid):
         with self.lock:
@@ -339,16 +379,7 @@ def _loads(header, frames):
             buffers.append(memoryview(bytearray(mv) if w else bytes(mv))
                            if w == mv.readonly else mv)
             continue
-        oid, offset, size = spec
-        oid = bytes(oid)
-        mv = views.get(oid)
-        if mv is None:
-            try:
-                mv = views[oid] = n.client.get(oid)
-            except KeyError:
-                raise RuntimeError("sealstore.dask: object %s is not in the store %s"
-                                   % (oid.hex(), n.socket)) from None
-        buffers.append(mv[offset:offset + size])
+        buffers.append(n.view(spec, views))
     return pickle.loads(frames[0], buffers=buffers)
 
 
@@ -424,17 +455,26 @@ def _use_family(rpc):
 class SealstorePlugin:
     """A WorkerPlugin: installs the family in each worker, present and future.
 
-    SealstorePlugin(socket=None, embed=None, threshold=None), as install().
+    SealstorePlugin(socket=None, embed=None, threshold=None, results=None):
+    socket, embed, threshold as install(). results (None: dask config
+    sealstore.results, default False): move every result and received
+    value with large buffers into the store as it enters the worker's
+    memory, so that the worker keeps no private copy of it (its arrays
+    become read-only) and sending it copies nothing.
     """
 
     name = "sealstore"
 
-    def __init__(self, socket=None, embed=None, threshold=None):
+    def __init__(self, socket=None, embed=None, threshold=None, results=None):
         self.socket = socket
         self.embed = embed
         self.threshold = threshold
+        self.results = results
 
     def setup(self, worker):
+        self.worker = worker
+        if self.results is None:
+            self.results = bool(_config("results", False))
         try:
             install(self.socket, self.embed, self.threshold)
         except OSError as e:  # no store: this worker sends and receives bytes
@@ -443,6 +483,19 @@ class SealstorePlugin:
                 "sealstore.dask: no store for worker %s (%s): transfers go through the comm",
                 worker.address, e)
         _use_family(worker.rpc)
+
+    def transition(self, key, start, finish, **kwargs):
+        n = _node
+        if finish != "memory" or not self.results or n is None or not n.usable():
+            return
+        data = self.worker.data
+        try:
+            value = data[key]
+        except KeyError:
+            return
+        new = n.adopt(value)
+        if new is not value:
+            data[key] = new
 
     def teardown(self, worker):
         pass
@@ -456,7 +509,7 @@ def _local_cluster(client):
     return isinstance(getattr(client, "cluster", None), LocalCluster)
 
 
-def setup(client, socket=None, embed=None, threshold=None):
+def setup(client, socket=None, embed=None, threshold=None, results=None):
     """Use the node's store for the transfers of client's cluster; returns client.
 
     Installs the family in this process (connecting to the store at socket
@@ -465,7 +518,7 @@ def setup(client, socket=None, embed=None, threshold=None):
     client serialize and deserialize with it (and, when this process has a
     store and client.direct_to_workers is None, scatter and gather straight
     to the workers instead of through the scheduler), and registers
-    SealstorePlugin(socket, embed, threshold) on every worker: socket None
+    SealstorePlugin(socket, embed, threshold, results) on every worker: socket None
     lets each worker find its own node's store (a LocalCluster's workers
     inherit this process's environment, hence its default socket).
     """
@@ -482,16 +535,18 @@ def setup(client, socket=None, embed=None, threshold=None):
     _use_family(client.rpc)
     client._serializers = list(SERIALIZERS)
     client._deserializers = list(DESERIALIZERS)
-    client.register_worker_plugin(SealstorePlugin(socket, embed, threshold), name="sealstore")
+    client.register_worker_plugin(SealstorePlugin(socket, embed, threshold, results),
+                                  name="sealstore")
     return client
 
 
 def dask_setup(server):
     """Preload entry (``--preload sealstore.dask``, ``--preload-nanny sealstore.dask``).
 
-    In a worker: install() and use the family. In a nanny: connect to the
-    node's store or embed one in the nanny's process (which outlives its
-    worker's restarts) and pass its socket to the worker it starts.
+    In a worker: add SealstorePlugin() (its options from the dask config).
+    In a nanny: connect to the node's store or embed one in the nanny's
+    process (which outlives its worker's restarts) and pass its socket to
+    the worker it starts.
     """
     from distributed import Nanny
     if isinstance(server, Nanny):
@@ -501,8 +556,7 @@ def dask_setup(server):
                 _nanny_client = _connect(_config("socket", None), bool(_config("embed", True)))
         server.env["SEALSTORE_SOCKET"] = _nanny_client.socket
     else:
-        install()
-        _use_family(server.rpc)
+        return server.plugin_add(plugin=SealstorePlugin(), name="sealstore")
 
 
 _nanny_client = None

@@ -60,7 +60,8 @@ def store_dir():
 
 @pytest.fixture(scope="module")
 def cluster(store_dir):
-    """(client, store client, [worker addresses]) on a store embedded here."""
+    """(client, store client) on a store embedded here (workers(client):
+    the workers' addresses, which change when a nanny restarts one)."""
     sock = os.path.join(store_dir, "a.sock")
     host = sealstore.connect(sock, embed=True)
     old = dict(os.environ)
@@ -72,11 +73,14 @@ def cluster(store_dir):
     finally:
         os.environ.clear()
         os.environ.update(old)
-    workers = sorted(client.scheduler_info()["workers"])
-    yield client, host, workers
+    yield client, host
     client.close()
     lc.close()
     host.close()
+
+
+def workers_of(client):
+    return sorted(client.scheduler_info()["workers"])
 
 
 def make(n, seed):
@@ -99,7 +103,8 @@ def node_counts():
 
 
 def test_same_node_zero_copy(cluster):
-    client, host, (w0, w1) = cluster
+    client, host = cluster
+    w0, w1 = workers_of(client)
     x = client.submit(make, N, 1, workers=[w0], pure=False)
     got = client.submit(facts, x, workers=[w1], pure=False).result()
     assert got["in_memfd"] and not got["writeable"], got
@@ -111,7 +116,8 @@ def test_same_node_zero_copy(cluster):
 
 
 def test_broadcast_puts_once(cluster):
-    client, host, workers = cluster
+    client, host = cluster
+    workers = workers_of(client)
     before = client.run(node_counts)
     puts = sd.node().puts
     a = make(N, 2)
@@ -143,7 +149,8 @@ def gather_values(x):
 def test_values_equal_stock(cluster):
     """Whatever goes by reference, what arrives is what stock Dask gives."""
     import dask.array as da
-    client, host, workers = cluster
+    client, host = cluster
+    workers = workers_of(client)
     x = da.random.RandomState(5).random_sample((512, 512), chunks=(128, 512))
     y = (x.rechunk((512, 128)) * 2).T @ x
     want = y.compute(scheduler="sync")
@@ -165,7 +172,8 @@ def test_object_lives_with_the_value(cluster):
     array through a transposed view), and goes once the value does."""
     import gc
     import pickle
-    client, host, workers = cluster
+    client, host = cluster
+    workers = workers_of(client)
     n = sd.node()
     def pickled(a):
         bufs = []
@@ -194,7 +202,8 @@ def test_object_lives_with_the_value(cluster):
 def test_scheduler_path_sends_bytes(cluster):
     """The scheduler forwards what it does not unpickle; Dask speaks pickle
     protocol 4 with it, so no reference goes through it."""
-    client, host, workers = cluster
+    client, host = cluster
+    workers = workers_of(client)
     puts = sd.node().puts
     a = make(N, 3)
     f = client.submit(np.sum, a, pure=False)  # the argument goes in the graph
@@ -205,7 +214,8 @@ def test_scheduler_path_sends_bytes(cluster):
 
 
 def test_key_release_deletes(cluster):
-    client, host, (w0, w1) = cluster
+    client, host = cluster
+    w0, w1 = workers_of(client)
     x = client.submit(make, N, 4, workers=[w0], pure=False)
     y = client.submit(lambda a: a * 2, x, workers=[w1], pure=False)
     z = client.submit(lambda a, b: float(a.sum() + b.sum()), x, y, workers=[w0], pure=False)
@@ -218,7 +228,8 @@ def test_key_release_deletes(cluster):
 def test_worker_death(cluster):
     """A dead worker's objects go once no other worker maps them; the values
     the others got from it stay valid."""
-    client, host, (w0, w1) = cluster
+    client, host = cluster
+    w0, w1 = workers_of(client)
     x = client.submit(make, N, 6, workers=[w0], pure=False)
     y = client.submit(lambda a: a, x, workers=[w1], pure=False)  # maps w0's object
     assert client.submit(lambda a: a.flags.writeable, y, workers=[w1], pure=False).result() \
@@ -237,6 +248,71 @@ def test_worker_death(cluster):
     wait_until(lambda: len(client.scheduler_info()["workers"]) == 2, "the nanny's restart")
 
 
+def set_results(on):
+    import gc
+    import sealstore.dask as sd
+    sd.node()  # installed
+    for p in get_worker_plugins().values():
+        if isinstance(p, sd.SealstorePlugin):
+            p.results = on
+    gc.collect()
+
+
+def get_worker_plugins():
+    from distributed import get_worker
+    return get_worker().plugins
+
+
+def test_results_in_the_store(cluster):
+    """results=True: a result goes into the store as it is computed; the
+    worker keeps no private copy and sending it copies nothing more."""
+    client, host = cluster
+    w0, w1 = workers_of(client)
+    client.run(set_results, True)
+    try:
+        before = client.run(node_counts)
+        x = client.submit(make, N, 11, workers=[w0], pure=False)
+        mine = client.submit(facts, x, workers=[w0], pure=False).result()
+        assert mine["in_memfd"] and not mine["writeable"]
+        assert mine["sum"] == float(make(N, 11).sum())
+        got = client.submit(facts, x, workers=[w1], pure=False).result()
+        assert got["in_memfd"] and got["sum"] == mine["sum"]
+        after = client.run(node_counts)
+        # one put (the result's), none when sending: a reference to it
+        assert after[w0] == (before[w0][0] + 1, before[w0][1] + 1)
+        assert after[w1][0] == before[w1][0]
+        # small results stay as they are
+        assert client.submit(lambda: np.ones(4), workers=[w0], pure=False).result().sum() == 4
+        del x
+        wait_until(lambda: not dask_objects(host), "the result's object to go")
+    finally:
+        client.run(set_results, False)
+
+
+def test_preloads(store_dir, cluster):
+    """--preload-nanny sealstore.dask embeds the node's store in the nanny
+    (none answers at the configured socket) and hands its socket to the
+    worker; --preload sealstore.dask installs the family in the worker."""
+    import dask
+    sock = os.path.join(store_dir, "n.sock")
+    env = cluster_env(sock)
+    del env["SEALSTORE_SOCKET"]  # found by the nanny
+    opts = {"nthreads": 1, "env": env, "preload": ["sealstore.dask"],
+            "preload_nanny": ["sealstore.dask"], "silence_logs": logging.ERROR}
+    spec = {w: {"cls": distributed.Nanny, "options": opts} for w in ("p1", "p2")}
+    sched = {"cls": distributed.Scheduler, "options": {"dashboard_address": None}}
+    with dask.config.set({"sealstore.socket": sock, "sealstore.threshold": THRESHOLD}), \
+            distributed.SpecCluster(workers=spec, scheduler=sched,
+                                    silence_logs=logging.ERROR) as sc, \
+            distributed.Client(sc) as client:
+        names = {v["name"]: k for k, v in client.scheduler_info()["workers"].items()}
+        assert set(client.run(node_of, None).values()) == {sock}
+        assert sd._nanny_client is not None and sd._nanny_client.socket == sock
+        x = client.submit(make, N, 12, workers=[names["p1"]], pure=False)
+        got = client.submit(facts, x, workers=[names["p2"]], pure=False).result()
+        assert got["in_memfd"] and got["sum"] == float(make(N, 12).sum())
+
+
 # ----------------------------------------------------- two nodes, two stores
 
 def node_of(_):
@@ -247,7 +323,7 @@ def node_of(_):
 def test_two_stores(store_dir, cluster):
     """Two "nodes": two stores, two workers on each. Transfers within a pair
     go by reference; across the pair through the comm, and all are right."""
-    client0, host_a, _ = cluster
+    client0, host_a = cluster
     sock_a = host_a.socket
     sock_b = os.path.join(store_dir, "b.sock")
     host_b = sealstore.connect(sock_b, embed=True)
