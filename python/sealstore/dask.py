@@ -55,7 +55,7 @@ reference, and goes when nobody maps it any more:
   thread of the creator, every ``POLL_SECONDS``); a creator that died
   (exit, crash, SIGKILL: its liveness object, bound to its connection, is
   gone) leaves its objects to the other processes of the node, which delete
-  those whose ``refs`` is 0. A deleted object's memory stays mapped for the
+  those whose ``refs`` stayed 0 for ``ORPHAN_SECONDS``. A deleted object's memory stays mapped for the
   arrays that use it and is freed with the last of them.
 So when Dask forgets a key on every worker, its objects leave the store,
 and a dead worker's objects go once no living worker holds them.
@@ -66,6 +66,7 @@ must copy it first (``np.array(x)``), as for any read-only array.
 import os
 import struct
 import threading
+import time
 import weakref
 
 import sealstore
@@ -80,6 +81,7 @@ SERIALIZERS = (FAMILY, "dask", "pickle")
 DESERIALIZERS = (FAMILY, "dask", "pickle", "msgpack", "error")
 DEFAULT_THRESHOLD = 1 << 20
 POLL_SECONDS = 0.2
+ORPHAN_SECONDS = 2.0
 
 # Ids. The store's identity: one raw object of 16 random bytes, written by
 # the first process that finds none (it stays; it is the store's name).
@@ -154,10 +156,12 @@ def _anchor(chain):
 class _Node:
     """This process's connection to the node's store and its objects.
 
-    Concurrency: `cache` and `retiring` are changed under `lock` by the
-    serializing threads (event loop, offload threads), by finalizers (any
-    thread, when a value is collected) and by the reaper thread; store
-    calls are made outside the lock (the Client serves several threads).
+    Concurrency: `cache`, `retiring`, `seq` and the counters are changed
+    under `lock` by the serializing threads (event loop, offload threads),
+    by finalizers (any thread, when a value is collected) and by the reaper
+    thread; store calls are made outside the lock (the Client serves
+    several threads). The lock is reentrant: a collection inside a locked
+    section runs finalizers (_retire) in the thread that holds it.
     """
 
     def __init__(self, client, threshold):
@@ -168,9 +172,10 @@ class _Node:
         self.token = self._identity()
         self.tag = os.urandom(8)
         self.seq = _LIVE_SEQ
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.cache = {}       # (id(anchor), address, size) -> object id
         self.retiring = set()  # ids whose source value was collected
+        self.orphans = {}      # dead creators' unreferenced ids: first seen (reaper only)
         self.puts = 0          # objects this process put (for tests, stats)
         self.reused = 0        # buffers sent as references to objects mapped here
         self.client.put(b"", self._id(_LIVE_SEQ), lifetime="creator")
@@ -278,23 +283,35 @@ class _Node:
 
     # ---------------------------------------------------- deleting objects
     def reap(self):
-        """Delete retired objects nobody maps; and those of dead creators."""
+        """Delete retired objects nobody maps; and those of dead creators.
+
+        Order matters: the ids retired so far are read before the store's
+        list. An id retired before the list was taken is no longer sent by
+        this process (its cache entry went with the retirement), so a refs
+        count of 0 in the list means nobody holds it who could send it: it
+        can go. (Read the other way round, an object put, listed with refs
+        0, then mapped by the value that replaced its source and retired,
+        would be deleted under its holder.) A dead creator's object goes
+        once it has been seen unreferenced, its creator dead, for
+        ORPHAN_SECONDS: a message its creator sent just before dying may
+        still be on its way to a receiver.
+        """
         if not self.usable():
             return
         prefix = MAGIC + self.token[:4]
+        with self.lock:
+            retiring = set(self.retiring)
         try:
             objs = [o for o in self.client.list() if o["id"][:8] == prefix]
         except (OSError, ValueError):
             return
-        with self.lock:
-            retiring = set(self.retiring)
-        alive = {}
-        deleted = set()
+        now = time.monotonic()
+        alive, orphans, deleted = {}, {}, set()
         for o in objs:
             oid = o["id"]
+            tag = oid[8:16]
             if o["refs"] or oid[16:] == b"\0\0\0\0":
                 continue
-            tag = oid[8:16]
             if tag == self.tag:
                 if oid not in retiring:
                     continue
@@ -303,6 +320,9 @@ class _Node:
                     alive[tag] = self.client.contains(prefix + tag + b"\0\0\0\0")
                 if alive[tag]:
                     continue
+                orphans[oid] = self.orphans.get(oid, now)
+                if now - orphans[oid] < ORPHAN_SECONDS:
+                    continue
             try:
                 self.client.delete(oid)
             except KeyError:
@@ -310,6 +330,7 @@ class _Node:
             except (OSError, ValueError):
                 return
             deleted.add(oid)
+        self.orphans = {oid: t for oid, t in orphans.items() if oid not in deleted}
         present = {o["id"] for o in objs}
         with self.lock:
             # done: the retired ids no longer in the store (deleted above, or
@@ -436,6 +457,8 @@ def install(socket=None, embed=None, threshold=None):
         register_serialization_family(FAMILY, _dumps, _loads)
         _patch_handshake()
         if _node is None or not _node.usable():
+            if _node is not None:
+                _node._stop.set()  # the old store is gone, or this is a forked child
             _node = _Node(_connect(socket, embed), threshold)
         else:
             _node.threshold = int(threshold)

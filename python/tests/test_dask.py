@@ -199,6 +199,47 @@ def test_object_lives_with_the_value(cluster):
         assert oid not in host
 
 
+def test_reap_reads_retirements_first(cluster):
+    """An object put, listed by the reaper with refs 0, then mapped by the
+    value that replaces its source (results=True does that) and retired,
+    stays: the reaper reads the retirements before the list."""
+    import gc
+    import pickle
+    import threading
+    client, host = cluster
+    n = sd.node()
+    box = [make(N, 13)]
+    oid, _, _ = n.ref(pickle.PickleBuffer(box[0]))
+    gc.collect()
+    held, real, me = [], n.client, threading.current_thread()
+
+    class Racing:
+        """The store client, but the test's own list() lets the value
+        change between the listing and the reaper's decisions."""
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def list(self):
+            out = real.list()
+            if threading.current_thread() is me and not held:
+                held.append(real.get(oid))  # the new value maps it
+                box.clear()                  # the source goes: retired
+                gc.collect()
+            return out
+
+    n.client = Racing()
+    try:
+        n.reap()
+    finally:
+        n.client = real
+    assert held and oid in host
+    del held[:]
+    gc.collect()
+    n.reap()
+    assert oid not in host
+
+
 def test_scheduler_path_sends_bytes(cluster):
     """The scheduler forwards what it does not unpickle; Dask speaks pickle
     protocol 4 with it, so no reference goes through it."""
