@@ -232,7 +232,6 @@ def sizes_phase(args, client, workers, sizes):
 
 def two_nodes(args, tmp):
     import distributed
-    import numpy as np
     import sealstore
     import sealstore.dask as sd
     socks = {"a": os.path.join(tmp, "na.sock"), "b": os.path.join(tmp, "nb.sock")}
@@ -292,7 +291,6 @@ def main():
         print("SKIP: %s (install python3-distributed and python3-numpy)" % e)
         return 0
     import sealstore
-    import sealstore.dask as sd
     logging.getLogger("distributed").setLevel(logging.ERROR)
     os.environ.setdefault("SEALSTORE_LOG", "error")
     tmp = tempfile.mkdtemp(prefix="ssdk-bench-")

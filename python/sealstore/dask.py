@@ -55,8 +55,9 @@ reference, and goes when nobody maps it any more:
   thread of the creator, every ``POLL_SECONDS``); a creator that died
   (exit, crash, SIGKILL: its liveness object, bound to its connection, is
   gone) leaves its objects to the other processes of the node, which delete
-  those whose ``refs`` stayed 0 for ``ORPHAN_SECONDS``. A deleted object's memory stays mapped for the
-  arrays that use it and is freed with the last of them.
+  those whose ``refs`` stayed 0 for ``ORPHAN_SECONDS``. A deleted object's
+  memory stays mapped for the arrays that use it and is freed with the last
+  of them.
 So when Dask forgets a key on every worker, its objects leave the store,
 and a dead worker's objects go once no living worker holds them.
 
@@ -344,12 +345,6 @@ class _Node:
                 return
             self.reap()
 
-    def own_objects(self):
-        """Ids of the objects this process put that are still in the store."""
-        prefix = MAGIC + self.token[:4] + self.tag
-        return [o["id"] for o in self.client.list()
-                if o["id"][:16] == prefix and o["id"][16:] != b"\0\0\0\0"]
-
 
 # ------------------------------------------------------------- the family
 
@@ -385,11 +380,14 @@ def _loads(header, frames):
     from distributed.protocol import pickle
     from distributed.utils import ensure_memoryview
     n = _node
-    if n is None or not n.usable() or header["store"] != n.token:
+    if n is None or not n.usable():
+        raise RuntimeError("sealstore.dask: a message refers to store objects, and this "
+                           "process's store connection is gone")
+    if header["store"] != n.token:
         raise RuntimeError(
             "sealstore.dask: a message refers to objects of another store than this "
             "process's (%s); the sender checks the recipient's store, so this is a bug"
-            % (n.socket if n is not None else "none installed"))
+            % n.socket)
     views = {}
     buffers = []
     rest = iter(zip(frames[1:], header["writeable"]))

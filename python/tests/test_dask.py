@@ -173,8 +173,8 @@ def test_object_lives_with_the_value(cluster):
     import gc
     import pickle
     client, host = cluster
-    workers = workers_of(client)
     n = sd.node()
+
     def pickled(a):
         bufs = []
         pickle.dumps(a, protocol=5, buffer_callback=bufs.append)
@@ -244,7 +244,6 @@ def test_scheduler_path_sends_bytes(cluster):
     """The scheduler forwards what it does not unpickle; Dask speaks pickle
     protocol 4 with it, so no reference goes through it."""
     client, host = cluster
-    workers = workers_of(client)
     puts = sd.node().puts
     a = make(N, 3)
     f = client.submit(np.sum, a, pure=False)  # the argument goes in the graph
