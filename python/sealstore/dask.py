@@ -61,11 +61,22 @@ reference, and goes when nobody maps it any more:
 So when Dask forgets a key on every worker, its objects leave the store,
 and a dead worker's objects go once no living worker holds them.
 
+Memory accounting (dask config ``sealstore.spill``, default True). In a
+worker whose plugin reached a store, ``dask.sizeof`` counts a numpy array
+or memoryview whose memory lies in a store object (received by reference,
+or moved in with ``results=True``) at its object's overhead, not its
+length: those bytes are the store's, shared by the workers that map them
+and held under the store's capacity and spill directory, so the worker's
+SpillBuffer neither counts them against its memory target nor copies them
+out to its own disk files. Every other value is sized as Dask sizes it.
+The family's own "anything large?" test counts full sizes (_full_sizeof).
+
 Received arrays are read-only: a task that writes into its input array
 must copy it first (``np.array(x)``), as for any read-only array.
 """
 import os
 import struct
+import sys
 import threading
 import time
 import weakref
@@ -258,10 +269,9 @@ class _Node:
         """value rebuilt over store objects holding its large buffers (copied
         there now), so that its private copy can go; value itself when it
         has none to copy (or cannot be pickled)."""
-        from dask.sizeof import sizeof
         from distributed.protocol import pickle
         try:
-            if sizeof(value) < self.threshold:
+            if _full_sizeof(value) < self.threshold:
                 return value
             bufs = []
             head = pickle.dumps(value, buffer_callback=bufs.append, protocol=5)
@@ -355,8 +365,7 @@ def _dumps(x, context=None):
     recipient = context.get("recipient") or {}
     if recipient.get(FAMILY) != n.token or not n.usable():
         raise NotImplementedError
-    from dask.sizeof import sizeof
-    if sizeof(x) < n.threshold:
+    if _full_sizeof(x) < n.threshold:
         raise NotImplementedError  # nothing large (not pickled twice to find out)
     from distributed.protocol import pickle
     bufs = []
@@ -400,6 +409,62 @@ def _loads(header, frames):
             continue
         buffers.append(n.view(spec, views))
     return pickle.loads(frames[0], buffers=buffers)
+
+
+# ------------------------------------------- the worker's memory accounting
+
+# Set while this thread wants every buffer counted at its full size (the
+# family's "is anything large in there?" test), whatever sealstore.spill says.
+_sizing = threading.local()
+
+
+def _full_sizeof(x):
+    """dask.sizeof(x), store-backed arrays counted at their full size."""
+    from dask.sizeof import sizeof
+    before = getattr(_sizing, "full", False)
+    _sizing.full = True
+    try:
+        return sizeof(x)
+    finally:
+        _sizing.full = before
+
+
+def _in_store(x):
+    """Whether the memory of buffer x (an array, a memoryview) lies in a
+    mapping of a store object."""
+    chain = _chain(x)
+    return len(chain) > 1 and isinstance(chain[-1], sealstore.ObjectView)
+
+
+def _count_store_nominally():
+    """Make dask.sizeof count a numpy array or memoryview whose memory lies
+    in a store object at its own overhead (sys.getsizeof: the object, not
+    the bytes it views), so that the worker's SpillBuffer neither counts
+    those bytes against its memory target nor writes them to its disk: the
+    store's capacity and spilling govern them. Every other value keeps the
+    size Dask's own function gives (looked up before this one replaces it).
+    Idempotent; for the processes that install the store (workers)."""
+    from dask.sizeof import sizeof
+    classes = [memoryview]
+    try:
+        import numpy
+        classes.append(numpy.ndarray)
+    except ImportError:
+        pass
+    for cls in classes:
+        orig = sizeof.dispatch(cls)
+        if getattr(orig, "_sealstore", False):
+            continue
+
+        def counted(x, orig=orig):
+            n = _node
+            if getattr(_sizing, "full", False) or n is None or not n.usable() \
+                    or not _in_store(x):
+                return orig(x)
+            return sys.getsizeof(x)
+
+        counted._sealstore = True
+        sizeof.register(cls)(counted)
 
 
 # ------------------------------------------------------------ installing
@@ -481,7 +546,11 @@ class SealstorePlugin:
     sealstore.results, default False): move every result and received
     value with large buffers into the store as it enters the worker's
     memory, so that the worker keeps no private copy of it (its arrays
-    become read-only) and sending it copies nothing.
+    become read-only) and sending it copies nothing. With dask config
+    sealstore.spill (default True) and a store reached, the worker's
+    memory accounting (dask.sizeof) counts the arrays whose memory lies in
+    the store at their overhead only: Dask does not spill them, the store
+    does (see _count_store_nominally).
     """
 
     name = "sealstore"
@@ -503,6 +572,9 @@ class SealstorePlugin:
             logging.getLogger("sealstore.dask").warning(
                 "sealstore.dask: no store for worker %s (%s): transfers go through the comm",
                 worker.address, e)
+        else:
+            if _config("spill", True):
+                _count_store_nominally()
         _use_family(worker.rpc)
 
     def transition(self, key, start, finish, **kwargs):

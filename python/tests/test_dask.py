@@ -329,6 +329,50 @@ def test_results_in_the_store(cluster):
         client.run(set_results, False)
 
 
+def spill_facts(x, key):
+    """How the worker running it counts its input x (key: x's key, after a
+    "k:", as Dask would put x's value for the key itself) and
+    whether a SpillBuffer whose memory target is below x's size writes x,
+    and then a private copy of it, to its disk."""
+    from dask.sizeof import sizeof
+    from distributed import get_worker
+    from distributed.spill import SpillBuffer
+    plain = np.array(x)
+    d = tempfile.mkdtemp(prefix="ssdk-spill-")
+    try:
+        sb = SpillBuffer(d, target=THRESHOLD)
+        sb["store"] = x
+        sb["plain"] = plain
+        return {"in_memfd": facts(x)["in_memfd"], "nbytes": x.nbytes,
+                "sizeof": sizeof(x), "plain_sizeof": sizeof(plain),
+                "view_sizeof": sizeof(memoryview(x)),
+                "weight": get_worker().data.fast.weights.get(key[2:]),
+                "fast": sorted(sb.fast), "slow": sorted(sb.slow)}
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_store_values_not_spilled_by_dask(cluster):
+    """sealstore.spill (default): a worker counts an array mapped from the
+    store at its overhead, so its SpillBuffer keeps it in memory (the
+    store governs those bytes); its own arrays count and spill as always."""
+    client, host = cluster
+    w0, w1 = workers_of(client)
+    x = client.submit(make, N, 12, workers=[w0], pure=False)
+    got = client.submit(spill_facts, x, "k:" + x.key, workers=[w1], pure=False).result()
+    assert got["in_memfd"], got
+    assert got["sizeof"] < 4 * KiB and got["view_sizeof"] < 4 * KiB, got
+    assert got["plain_sizeof"] >= got["nbytes"], got
+    # the worker's own accounting of the received key
+    assert got["weight"] is not None and got["weight"] < 4 * KiB, got
+    assert got["fast"] == ["store"] and got["slow"] == ["plain"], got
+    # a result the worker computed itself is its own (private) array: full size
+    y = client.submit(make, N, 13, workers=[w1], pure=False)
+    mine = client.submit(spill_facts, y, "k:" + y.key, workers=[w1], pure=False).result()
+    assert not mine["in_memfd"] and mine["sizeof"] >= mine["nbytes"], mine
+    assert mine["weight"] >= mine["nbytes"] and mine["slow"] == ["plain", "store"]
+
+
 def test_preloads(store_dir, cluster):
     """--preload-nanny sealstore.dask embeds the node's store in the nanny
     (none answers at the configured socket) and hands its socket to the
