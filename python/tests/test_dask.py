@@ -352,6 +352,19 @@ def spill_facts(x, key):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def sizeof_registration():
+    """In a worker: the sizeof in place is sealstore's, installing it again
+    changes nothing, and values not backed by the store keep their sizes."""
+    from dask.sizeof import sizeof
+    mine = sizeof.dispatch(np.ndarray)
+    sd._count_store_nominally()
+    a = np.zeros(N)
+    return {"ours": getattr(mine, "_sealstore", False),
+            "same": sizeof.dispatch(np.ndarray) is mine,
+            "list": sizeof([a, a[::2]]) >= a.nbytes + a.nbytes // 2,
+            "view": sizeof(memoryview(a)) == a.nbytes, "bytes": sizeof(bytes(N)) >= N}
+
+
 def test_store_values_not_spilled_by_dask(cluster):
     """sealstore.spill (default): a worker counts an array mapped from the
     store at its overhead, so its SpillBuffer keeps it in memory (the
@@ -371,6 +384,8 @@ def test_store_values_not_spilled_by_dask(cluster):
     mine = client.submit(spill_facts, y, "k:" + y.key, workers=[w1], pure=False).result()
     assert not mine["in_memfd"] and mine["sizeof"] >= mine["nbytes"], mine
     assert mine["weight"] >= mine["nbytes"] and mine["slow"] == ["plain", "store"]
+    for w, reg in client.run(sizeof_registration).items():
+        assert all(reg.values()), (w, reg)
 
 
 def test_preloads(store_dir, cluster):
