@@ -1468,6 +1468,9 @@ static void mk_req_list8(msg *m) { mk_req_list(m, 8); }
 static void mk_req_sub(msg *m) { mk_req_subscribe(m, SS_EVENT_SEALED); }
 static void mk_req_index0(msg *m) { mk_req_index(m, 0); }
 static void mk_rep_index3(msg *m) { mk_rep_index(m, 3, 0, 3); }
+static void mk_req_pins0(msg *m) { mk_req_pins(m, SS_MSG_PINS, 0); }
+static void mk_req_unpin0(msg *m) { mk_req_pins(m, SS_MSG_UNPIN, 0); }
+static void mk_rep_pins1016(msg *m) { mk_rep_pins(m, 1016); }
 static void p_index_fds(msg *m) { m->nfds = 3; }
 static void p_index_first(msg *m) { M_SET(m, H + offsetof(ss__rep_index, first), uint32_t, 4); }
 static void mk_rep_seal(msg *m) { mk_rep_status(m, SS_MSG_SEAL, 0); }
@@ -1572,6 +1575,8 @@ static const struct seed seeds[] = {
     { "req-stats", mk_req_stats, NULL },
     { "req-subscribe", mk_req_sub, NULL },
     { "req-index", mk_req_index0, NULL },
+    { "req-pins", mk_req_pins0, NULL },
+    { "req-unpin", mk_req_unpin0, NULL },
     { "req-put-many", mk_req_put_many4, NULL },
     { "req-put-many-creator", mk_req_put_many4, p_pm_creator },
     { "req-putv", mk_req_putv3, NULL },
@@ -1591,6 +1596,7 @@ static const struct seed seeds[] = {
     { "rep-stats", mk_rep_stats, NULL },
     { "rep-subscribe", mk_rep_sub, NULL },
     { "rep-index", mk_rep_index3, NULL },
+    { "rep-pins", mk_rep_pins1016, NULL },
     { "rep-put-many", mk_rep_put_many4, NULL },
     { "rep-error", mk_rep_err, NULL },
     { "rep-seal-aborted", mk_rep_seal_aborted, NULL },
