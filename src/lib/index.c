@@ -29,12 +29,10 @@
 /* A sealed, store-writable memfd of `bytes`: *fd and *map on success. */
 static int shared_create(const char *name, size_t bytes, int *fd_out, void **map_out)
 {
-    int fd = ss__sys_memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL);
+    int fd = ss__memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     void *map;
     int rc;
 
-    if (fd == -EINVAL) /* kernels before 6.3 do not know MFD_NOEXEC_SEAL */
-        fd = ss__sys_memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
         return fd;
     rc = ss__sys_ftruncate(fd, bytes);

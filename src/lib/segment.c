@@ -273,19 +273,10 @@ static _Atomic bool noexec_unsupported;
 /* Set once we learn the kernel predates MADV_POPULATE_WRITE (Linux 5.14). */
 static _Atomic bool populate_unsupported;
 
-static int memfd_new(int backing, int kind)
+int ss__memfd_create(const char *name, unsigned flags)
 {
-    const char *name = kind == SS_SEG_SMALL   ? "sealstore-small"
-                       : kind == SS_SEG_ARENA ? "sealstore-arena"
-                       : kind == SS_SEG_STAGE ? "sealstore-stage"
-                                              : "sealstore-obj";
-    unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
     int fd;
 
-    if (backing == SS_BACKING_2M)
-        flags |= MFD_HUGETLB | MFD_HUGE_2MB;
-    else if (backing == SS_BACKING_1G)
-        flags |= MFD_HUGETLB | MFD_HUGE_1GB;
     if (!atomic_load_explicit(&noexec_unsupported, memory_order_relaxed)) {
         fd = ss__sys_memfd_create(name, flags | MFD_NOEXEC_SEAL);
         if (fd != -EINVAL)
@@ -298,6 +289,21 @@ static int memfd_new(int backing, int kind)
         return fd;
     }
     return ss__sys_memfd_create(name, flags);
+}
+
+static int memfd_new(int backing, int kind)
+{
+    const char *name = kind == SS_SEG_SMALL   ? "sealstore-small"
+                       : kind == SS_SEG_ARENA ? "sealstore-arena"
+                       : kind == SS_SEG_STAGE ? "sealstore-stage"
+                                              : "sealstore-obj";
+    unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
+
+    if (backing == SS_BACKING_2M)
+        flags |= MFD_HUGETLB | MFD_HUGE_2MB;
+    else if (backing == SS_BACKING_1G)
+        flags |= MFD_HUGETLB | MFD_HUGE_1GB;
+    return ss__memfd_create(name, flags);
 }
 
 /* Populate without MADV_POPULATE_WRITE (kernels before 5.14). */

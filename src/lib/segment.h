@@ -146,6 +146,9 @@ int ss__seg_seal_write(int fd, uint64_t size);
 
 /* O_RDONLY|O_CLOEXEC reopen through /proc/self/fd/N, for readers. */
 int ss__seg_reopen_ro(int fd);
+/* memfd_create(name, flags | MFD_NOEXEC_SEAL), or without it on kernels
+ * before 6.3 (remembered once a retry proves it): an fd or -errno. */
+int ss__memfd_create(const char *name, unsigned flags);
 
 /* F_GET_SEALS, or -errno. */
 int ss__seg_get_seals(int fd);
