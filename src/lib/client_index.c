@@ -496,14 +496,7 @@ bool ss__cl_index_get(ss_client *c, const ss_id *id, ss__cl_ref *ref, ss_object 
 view:
     *ref = (ss__cl_ref){ .seg_id = h->pin_e, .off = h->pin_gen, .has_seg = true,
                          .found = true, .pinned = true };
-    *o = (ss_object){
-        .id = h->id,
-        .uid = h->uid,
-        .data = h->seg->addr + h->off,
-        .size = h->size,
-        .meta = h->mseg ? h->mseg->addr + h->moff : NULL,
-        .meta_size = h->mseg ? h->msize : 0,
-    };
+    ss__cl_hold_view(h, o);
     return true;
 }
 

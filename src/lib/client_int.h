@@ -488,6 +488,8 @@ bool ss__cl_index_get(ss_client *c, const ss_id *id, ss__cl_ref *ref, ss_object 
  * the segments are settled and the hold freed; may unlock around an UNPIN
  * send, after which h is gone. */
 void ss__cl_unpin(ss_client *c, ss__cl_hold *h);
+/* The caller's view of a sealed hold h (client_obj.c). */
+void ss__cl_hold_view(const ss__cl_hold *h, ss_object *o);
 /* The pinned hold of id for entry e, generation gen, or NULL. */
 ss__cl_hold *ss__cl_hold_find_pinned(ss_client *c, const ss_id *id, uint32_t e, uint32_t gen);
 

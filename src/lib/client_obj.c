@@ -839,8 +839,7 @@ static ss__cl_seg *segref_take(ss_client *c, ss__cl_slot *s, const ss__segref *r
     return sg;
 }
 
-/* The caller's view of a sealed hold h. */
-static void hold_view(const ss__cl_hold *h, ss_object *o)
+void ss__cl_hold_view(const ss__cl_hold *h, ss_object *o)
 {
     const ss__cl_seg *ds = h->seg, *ms = h->mseg;
 
@@ -908,7 +907,7 @@ static int get_view(ss_client *c, ss__cl_slot *s, const ss__get_entry *e, const 
     }
     *ref = (ss__cl_ref){ .seg_id = e->data.seg_id, .off = e->data.offset,
                          .has_seg = ds != NULL, .found = true };
-    hold_view(h, o);
+    ss__cl_hold_view(h, o);
     return 1;
 }
 
@@ -924,7 +923,7 @@ static bool get_local(ss_client *c, const ss_id *id, ss__cl_ref *ref, ss_object 
     h->local++;
     *ref = (ss__cl_ref){ .seg_id = h->seg ? h->seg->seg_id : 0, .off = h->off,
                          .has_seg = h->seg != NULL, .found = true };
-    hold_view(h, o);
+    ss__cl_hold_view(h, o);
     return true;
 }
 

@@ -572,8 +572,6 @@ static void det_remove(ss__store *s, uint32_t e)
     o->prev = o->next = 0;
 }
 
-static void unref_deleted(ss__store *s, uint32_t e);
-
 /* DELETE / eviction / loss of a sealed (or spilled) object: unchain now,
  * free at refs 0 once no spill or restore of it is in flight and no pin
  * names it. A sealed object goes through DELETED even when nothing
@@ -609,7 +607,7 @@ void ss__obj_detach(ss__store *s, uint32_t e, bool evicted)
             s->disk.spilled_bytes -= size;
         }
         if (o->refs == 0 && !busy)
-            unref_deleted(s, e); /* freed now unless a pin names it */
+            ss__obj_unref_deleted(s, e); /* freed now unless a pin names it */
     }
     /* GETs waiting for its restore now wait for the id like any other */
     if (spilled)
@@ -772,11 +770,6 @@ void ss__obj_idle(ss__store *s, uint32_t e)
 /* A DELETED object's last reference went: free it, unless a spill or
  * restore of it is in flight (its completion frees it) or a client's pin
  * names it (a rescan frees it). */
-static void unref_deleted(ss__store *s, uint32_t e)
-{
-    ss__obj_unref_deleted(s, e);
-}
-
 void ss__obj_unref_deleted(ss__store *s, uint32_t e)
 {
     ss__obj *o = ss__obj_at(s, e);
@@ -875,10 +868,7 @@ int ss__pin_area_make(ss__store *s, ss__conn *c, int *fdp)
     if ((rc = SS_ARRAY_RESERVE(s->tab.pinwait, s->tab.pinwait_cap,
                                ((size_t)s->tab.npin_areas + 1) * SS_PIN_SLOTS, 64)) < 0)
         return rc;
-    fd = ss__sys_memfd_create("sealstore-pins",
-                              MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL);
-    if (fd == -EINVAL) /* kernels before 6.3 do not know MFD_NOEXEC_SEAL */
-        fd = ss__sys_memfd_create("sealstore-pins", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    fd = ss__memfd_create("sealstore-pins", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
         return fd;
     if ((rc = ss__sys_ftruncate(fd, SS_PIN_AREA_BYTES)) < 0)
@@ -937,7 +927,7 @@ void ss__ref_drop(ss__store *s, ss__conn *c, ss__ref *r, uint32_t n)
         return;
     uint32_t st = ss__ent_state(s, e);
     if (st == SS_IX_DELETED)
-        unref_deleted(s, e);
+        ss__obj_unref_deleted(s, e);
     else if (st == SS_IX_SEALED)
         ss__obj_idle(s, e);
 }
@@ -986,7 +976,7 @@ void ss__ref_drop_all(ss__store *s, ss__conn *c)
         }
         if (o->refs == 0) {
             if (ss__ent_state(s, e) == SS_IX_DELETED)
-                unref_deleted(s, e);
+                ss__obj_unref_deleted(s, e);
             else
                 ss__obj_idle(s, e);
         }
