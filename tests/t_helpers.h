@@ -176,6 +176,16 @@ bool t_remote_reads_work(void);
  * them out, saying so. */
 bool t_under_valgrind(void);
 
+/* T_TSAN: defined in a ThreadSanitizer build (gcc or clang), where a child
+ * forked from a threaded process cannot start threads. */
+#if defined(__SANITIZE_THREAD__)
+#define T_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define T_TSAN 1
+#endif
+#endif
+
 extern ss_client *t_embed;
 extern char t_embed_path[108];
 int t_embed_setup(void **state);

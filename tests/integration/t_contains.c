@@ -42,14 +42,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#if defined(__SANITIZE_THREAD__)
-#define T_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define T_TSAN 1
-#endif
-#endif
-
 #define NIDS 64          /* ids the writers cycle */
 #define NWRITERS 2
 #define FILL_BATCH 128

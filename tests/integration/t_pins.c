@@ -41,14 +41,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#if defined(__SANITIZE_THREAD__)
-#define T_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define T_TSAN 1
-#endif
-#endif
-
 #define MIB (1u << 20)
 
 static ss_id make_id(const char *tag, unsigned n, unsigned v)
