@@ -255,16 +255,23 @@ static void cl_close_others(struct cl_arg *a, bool producer)
     close(a->go[1]);
 }
 
-static void cl_barrier(struct cl_arg *a)
+/* A child is ready (one byte on ready_w), then waits for the parent's go
+ * (EOF on go_r); both ends closed after. */
+static void child_barrier(int ready_w, int go_r)
 {
     char c = 1, d;
 
-    if (write(a->ready[1], &c, 1) != 1)
-        die_rc(-errno, "clients: ready pipe");
-    close(a->ready[1]);
-    while (read(a->go[0], &d, 1) < 0 && errno == EINTR)
+    if (write(ready_w, &c, 1) != 1)
+        die_rc(-errno, "ready pipe");
+    close(ready_w);
+    while (read(go_r, &d, 1) < 0 && errno == EINTR)
         ;
-    close(a->go[0]);
+    close(go_r);
+}
+
+static void cl_barrier(struct cl_arg *a)
+{
+    child_barrier(a->ready[1], a->go[0]);
 }
 
 static int cl_producer(void *arg)
@@ -409,7 +416,6 @@ static int rd_reader(void *arg)
     ss_client *c = child_connect(a->b);
     uint64_t end, k = 0;
     ss_id ids[RD_OBJECTS];
-    char ch = 1, d;
 
     close(a->ready[0]);
     close(a->go[1]);
@@ -421,12 +427,7 @@ static int rd_reader(void *arg)
             die_rc(-ENOENT, "readers: ss_get");
         CK(ss_release(c, &ids[i]));
     }
-    if (write(a->ready[1], &ch, 1) != 1)
-        die_rc(-errno, "readers: ready pipe");
-    close(a->ready[1]);
-    while (read(a->go[0], &d, 1) < 0 && errno == EINTR)
-        ;
-    close(a->go[0]);
+    child_barrier(a->ready[1], a->go[0]);
     end = sh->start_ns + (uint64_t)sh->nslices * sh->slice_ns;
     for (;;) {
         uint64_t t = now_ns();
