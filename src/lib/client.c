@@ -416,6 +416,26 @@ void ss__cl_hold_free(ss__cl_hold *h, bool forked)
     free(h);
 }
 
+/*
+ * A small creation's private buffer whose hold ends (lock held): kept,
+ * writable again, for the next small creation of this handle (the larger
+ * of it and the one kept before), so a stream of small creates maps and
+ * faults no fresh pages. One buffer of at most SEALSTORE_SMALL_MAX rounded
+ * to pages per handle; it holds this process's own old bytes only.
+ */
+void ss__cl_spare_keep(ss_client *c, ss__cl_hold *h)
+{
+    if (!h->buf || (c->spare && c->spare_len >= h->buf_len))
+        return; /* ss__cl_hold_free unmaps it */
+    if (ss__sys_mprotect(h->buf, h->buf_len, PROT_READ | PROT_WRITE) < 0)
+        return;
+    if (c->spare)
+        ss__sys_munmap(c->spare, c->spare_len);
+    c->spare = h->buf;
+    c->spare_len = h->buf_len;
+    h->buf = NULL;
+}
+
 static bool id_eq(const ss_id *a, const ss_id *b)
 {
     return memcmp(a, b, sizeof(*a)) == 0;
@@ -949,6 +969,7 @@ void ss__cl_drop_one(ss_client *c, ss__cl_hold *h, ss_id *ids, size_t *nids,
         if (h->state == SS_CL_SEALED)
             ss__cl_stage_protect(h, PROT_READ | PROT_WRITE); /* area free for reuse */
         ss__cl_hold_unlink(c, h);
+        ss__cl_spare_keep(c, h);
         ss__cl_hold_free(h, false);
     }
 }
@@ -1347,6 +1368,8 @@ SS_API void ss_disconnect(ss_client *c)
             nx = s->next;
             ss__cl_seg_free(s, forked);
         }
+    if (c->spare && !forked) /* MADV_DONTFORK: absent in a forked child */
+        ss__sys_munmap(c->spare, c->spare_len);
     free(c->holds);
     free(c->segs);
     ss__cl_index_free(c, forked);

@@ -343,6 +343,9 @@ struct ss_client {
     bool local_gets;          /* SEALSTORE_LOCAL_GETS: serve re-gets of held objects */
     bool no_remote;           /* the store refused to read our memory (PUTV -EPERM):
                                  large puts write their own segment from now on */
+    void *spare;              /* a small creation's private buffer, writable, kept
+                                 for the next one (ss__cl_spare_keep), or NULL */
+    size_t spare_len;
     uint64_t busy_ns;         /* SEALSTORE_BUSY_POLL: the reader's spin before it blocks */
     uint64_t busy_spins;      /* receives that found nothing while spinning (the
                                  reader's only, like its receive; tests) */
@@ -433,6 +436,7 @@ void ss__cl_seg_sweep(ss_client *c);
 ss__cl_hold *ss__cl_hold_new(ss_client *c, const ss_id *id);
 void ss__cl_hold_unlink(ss_client *c, ss__cl_hold *h);
 void ss__cl_hold_free(ss__cl_hold *h, bool forked);
+void ss__cl_spare_keep(ss_client *c, ss__cl_hold *h);
 ss__cl_hold *ss__cl_hold_find_creating(ss_client *c, const ss_id *id);
 /* The oldest sealed hold of id (store: only those with store
  * references, for release order), see client.c. */

@@ -31,22 +31,31 @@ static uint32_t create_flags(unsigned flags)
 }
 
 /* A SMALL object's creator buffer: private memory, whose bytes travel
- * with SEAL. A new hold for it into *out: 0 or -ENOMEM. Lock held. */
+ * with SEAL; the handle's spare one when it is large enough (it is
+ * writable, MADV_DONTFORK already). A new hold for it into *out: 0 or
+ * -ENOMEM. Lock held. */
 static int create_small(ss_client *c, const ss_id *id, uint64_t size, ss__cl_hold **out)
 {
     size_t len = SS_ALIGN_UP((size_t)(size ? size : 1), ss__sys_page_size());
-    void *buf = ss__sys_mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                             -1, 0);
+    bool spare = c->spare && c->spare_len >= len;
+    void *buf = spare ? c->spare : ss__sys_mmap(NULL, len, PROT_READ | PROT_WRITE,
+                                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     ss__cl_hold *ho;
 
     if (ss__is_err(buf))
         return -ENOMEM;
-    (void)ss__sys_madvise(buf, len, MADV_DONTFORK);
+    if (spare)
+        len = c->spare_len;
+    else
+        (void)ss__sys_madvise(buf, len, MADV_DONTFORK);
     ho = ss__cl_hold_new(c, id);
     if (!ho) {
-        ss__sys_munmap(buf, len);
+        if (!spare)
+            ss__sys_munmap(buf, len);
         return -ENOMEM;
     }
+    if (spare)
+        c->spare = NULL;
     ho->priv = true;
     ho->buf = buf;
     ho->buf_len = len;
@@ -251,6 +260,7 @@ static void drop_creation(ss_client *c, ss__cl_hold *h)
     ss__cl_seg *sg = h->seg;
 
     ss__cl_hold_unlink(c, h);
+    ss__cl_spare_keep(c, h);
     ss__cl_hold_free(h, false);
     if (sg && --sg->refs == 0 && sg->unsent == 0 && !sg->deferred && !ss__cl_seg_stays(sg)) {
         ss__cl_seg_unlink(c, sg);
