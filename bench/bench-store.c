@@ -567,6 +567,63 @@ static void put_measure(struct bench *b, struct put_arg *a, const char *what, st
  * GB/s above. The ratio is the same either way: the fraction of memcpy
  * speed the put reaches, the figure put targets are stated in.
  */
+/*
+ * ss_put and create+memset+seal of `size` with the whole process (client,
+ * embedded store threads) on one CPU, beside the same memcpy baseline: no
+ * wake-up crosses vCPUs, so the ratio is the store's own cost. Unpinned,
+ * each round trip here pays a wake-up of the idle vCPU (20-40 us on this
+ * VM) and a large put pays four (client, loop, copy worker, loop, client).
+ */
+static void put_shapes_one_cpu(struct bench *b, uint64_t size, const struct fig *base)
+{
+    static const struct {
+        enum put_shape shape;
+        const char *name, *metric;
+    } shapes[] = {
+        {SHAPE_PUT, "ss_put", "shape_put_1cpu"},
+        {SHAPE_CREATE_MEMSET, "create+memset+seal", "shape_create_memset_1cpu"},
+    };
+    bool objs = size <= SHAPE_OBJS_MAX;
+    const struct fig *mc = bl_memcpy(b);
+    char name[80], sz[16];
+    cpu_set_t old, one;
+    int cpu = sched_getcpu(), rc;
+    const char *why = b->socket_opt ? "--socket: the store is another process, not pinned by the bench"
+                      : cpu < 0     ? "sched_getcpu failed"
+                                    : NULL;
+
+    fmt_size(size, sz, sizeof(sz));
+    for (size_t j = 0; j < SS_ARRAY_SIZE(shapes); j++) {
+        struct put_arg a = {.c = g_st.warm, .size = size, .stream = g_stream++,
+                            .shape = shapes[j].shape, .wait = true};
+        struct opfig o;
+        struct fig gb;
+
+        if (why) {
+            fig_skip(&o.ops, why);
+            fig_skip(&gb, why);
+        } else {
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            if ((rc = pin_process(&one, &old)) < 0)
+                die_rc(rc, "pinning the process to CPU %d", cpu);
+            put_measure(b, &a, shapes[j].name, &o, NULL);
+            if ((rc = pin_process(&old, NULL)) < 0)
+                die_rc(rc, "unpinning the process");
+            fig_gbps(&o, size, &gb);
+            snprintf(o.ops.note, sizeof(o.ops.note),
+                     "client and store threads pinned to CPU %d; %s", cpu, a.backing);
+            memcpy(gb.note, o.ops.note, sizeof(gb.note));
+        }
+        snprintf(name, sizeof(name), "%s %s, one CPU", shapes[j].name, sz);
+        report(b, &(struct rowspec){.figure = name, .metric = shapes[j].metric,
+                                    .backing = a.backing, .unit = objs ? "objs/s" : "GB/s",
+                                    .size = size, .f = objs ? &o.ops : &gb,
+                                    .bl_name = "memcpy faulted, same size",
+                                    .bl = objs ? base : mc});
+    }
+}
+
 static void put_shapes(struct bench *b)
 {
     static const struct {
@@ -610,11 +667,14 @@ static void put_shapes(struct bench *b)
                                         .bl_name = "memcpy faulted, same size",
                                         .bl = objs ? &base : mc});
         }
+        if (size >= SHAPE_OBJS_MAX && size < SHAPE_LONG_MIN)
+            put_shapes_one_cpu(b, size, &base);
     }
     b->reps = reps;
     print_table(b, "put call shapes, pool warm (refilled after each op that drew from it; deletes untimed; 256M and up: 3 ops), ratio = "
                    "fraction of memcpy speed; targets: 4K pages ss_put 64M >= 0.5, 1M >= 0.6; create+memset+seal "
-                   "64K >= 0.05, 1M >= 0.33, 64M >= 0.9 (Plasma); 2M pages 64M >= 0.85");
+                   "64K >= 0.05, 1M >= 0.33, 64M >= 0.9 (Plasma); 2M pages 64M >= 0.85; rows ', one CPU': "
+                   "client and store threads on one CPU (no wake-up crosses vCPUs)");
 }
 
 static void put_measure(struct bench *b, struct put_arg *a, const char *what, struct opfig *o,
