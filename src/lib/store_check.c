@@ -21,7 +21,9 @@
  *   nsealed == #{SEALED, SPILLED};  object_bytes == sum of their sizes
  *   nspilled == #SPILLED;  spilled_bytes == sum of their sizes
  *   o.refs == sum over c of c's count on e
- *   CREATED: o.refs == 1 (its creator), or ORPHAN and o.refs == 0
+ *   CREATED: o.refs == 1 (its creator), or ORPHAN or COPYING and o.refs == 0,
+ *   or STAGING and o.refs <= 1 (0: the creator left during the copy)
+ *   STAGING => CREATED && ARENA && !SEALING && !COPYING
  *   ORPHAN => SEALING;  SEALING => CREATED && OBJECT
  *   ON_LRU <=> SEALED && refs == 0 && !SPILLING
  *   LRU list (head..tail, prev/next) == {e : ON_LRU}
@@ -152,13 +154,19 @@ static int check_entry(const ss__store *s, uint32_t e, tally *t)
     }
     if (st == SS_IX_CREATED) {
         V(o->disk == 0, "entry %u: created with a disk copy %u", e, o->disk);
-        V((f & SS_OBJF_ORPHAN) || (o->flags2 & SS_OBJF2_COPYING) ? o->refs == 0 : o->refs == 1,
+        V((f & SS_OBJF_ORPHAN) || (o->flags2 & SS_OBJF2_COPYING) ? o->refs == 0
+          : (o->flags2 & SS_OBJF2_STAGING)                       ? o->refs <= 1
+                                                                 : o->refs == 1,
           "entry %u: created (orphan %d, copying %d) with %u refs", e, !!(f & SS_OBJF_ORPHAN),
           !!(o->flags2 & SS_OBJF2_COPYING), o->refs);
     }
     V(!(f & SS_OBJF_ORPHAN) || (f & SS_OBJF_SEALING), "entry %u: orphan not sealing", e);
     V(!(o->flags2 & SS_OBJF2_COPYING) || (st == SS_IX_CREATED && !(f & SS_OBJF_SEALING)),
       "entry %u: copying in state %u", e, st);
+    V(!(o->flags2 & SS_OBJF2_STAGING) ||
+          (st == SS_IX_CREATED && kind == SS_SEG_ARENA &&
+           !(f & SS_OBJF_SEALING) && !(o->flags2 & SS_OBJF2_COPYING)),
+      "entry %u: staged copy in state %u kind %u flags %x", e, st, kind, f);
     V(!(f & SS_OBJF_SEALING) || (st == SS_IX_CREATED && kind == SS_SEG_OBJECT),
       "entry %u: sealing in state %u kind %u", e, st, kind);
     t->sealing += (f & (SS_OBJF_SEALING | SS_OBJF_ORPHAN)) == SS_OBJF_SEALING;

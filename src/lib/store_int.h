@@ -338,6 +338,11 @@ void ss__index_view_of(const ss__index *ix, ss__index_view *v);
 #define SS_OBJF2_COPYING 0x01 /* a PUTV's copy into it is with the copy engine:
                                  CREATED, no reference; its completion
                                  publishes or frees it (store_req.c) */
+#define SS_OBJF2_STAGING 0x04 /* a staged SEAL's copy into it is with the copy
+                                 engine: CREATED, ARENA, its creator's one
+                                 reference (none once the creator is gone);
+                                 its completion publishes it, answers, or
+                                 frees it (store_req.c, stage_copy) */
 
 /*
  * Private per-object state, indexed by entry number (the index entry holds
@@ -457,8 +462,9 @@ typedef struct ss__arena_rec {
  * (MADV_DONTFORK under the fork guard) and writes the object's bytes at
  * offset 0. The store maps it read-only on shmem (seg.map), not at all on
  * hugetlb. SEAL opens the object's arena write window, copies the area's
- * first `size` bytes into it (memcpy from seg.map, else pread), closes
- * the window and publishes: the object's bytes are in the arena
+ * first `size` bytes into it (memcpy from seg.map, else pread; on the
+ * copy engine above SS_STAGE_LOOP_MAX, store_req.c), publishes, answers
+ * and closes the window: the object's bytes are in the arena
  * from then on, and nothing the client does to the area changes them.
  *
  * Who writes what: every field below is the loop's (store_obj.c). An area
@@ -468,9 +474,11 @@ typedef struct ss__arena_rec {
  * the reference record is deleted, ss__stage_forget), not at the seal: the
  * library's *data still points into the area until the creator releases
  * the object, so the area must not be lent to another create before. The
- * store reads an area only on its loop, in a SEAL of the object it is lent
- * for; a client writing it meanwhile can only change its own object's
- * bytes before they are sealed.
+ * store reads an area only in a SEAL of the object it is lent for (on the
+ * loop, or a worker while the object is SS_OBJF2_STAGING: the areas of a
+ * connection that went stay until its last copy ends, c->copies); a
+ * client writing it meanwhile can only change its own object's bytes
+ * before they are sealed.
  *
  * Bounds: at most SS_STAGE_AREAS areas and stage_quota bytes per
  * connection, stage_total bytes over all connections; every area is
@@ -623,8 +631,9 @@ typedef struct ss__conn {
     /* store_req.c: seals, one with the worker at a time, the rest queued here */
     struct ss__sealjob *seal_queue, *seal_tail;
     bool seal_busy;
-    /* store_req.c: PUTV copies of this client with the copy engine (each
-     * job names the connection: a dead one is freed once they are back) */
+    /* store_req.c: PUTV and staged SEAL copies of this client with the
+     * copy engine (each job names the connection: a dead one, and its
+     * staging areas, are freed once they are back) */
     uint32_t copies;
     /* store_req.c: the objects it created bound to itself (SS_OBJF_BOUND),
      * oldest first; pairs of objects deleted since are dropped when the

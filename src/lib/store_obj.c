@@ -508,7 +508,7 @@ void ss__obj_free(ss__store *s, uint32_t e)
 
     SS_ASSERT(o->refs == 0 &&
               !(o->flags & (SS_OBJF_SEALING | SS_OBJF_SPILLING | SS_OBJF_RESTORING)) &&
-              !(o->flags2 & SS_OBJF2_COPYING));
+              !(o->flags2 & (SS_OBJF2_COPYING | SS_OBJF2_STAGING)));
     ss__lru_remove(s, e);
     if (st == SS_IX_CREATED || st == SS_IX_SEALED || st == SS_IX_SPILLED) {
         ss__index_unlink(&s->tab.ix, e);
@@ -967,6 +967,8 @@ void ss__ref_drop_all(ss__store *s, ss__conn *c)
         if (ss__ent_state(s, e) == SS_IX_CREATED) {
             if (o->flags & SS_OBJF_SEALING) {
                 o->flags |= SS_OBJF_ORPHAN; /* freed when the worker is done */
+            } else if (o->flags2 & SS_OBJF2_STAGING) {
+                o->refs = 0; /* freed when its copy ends (c->dead) */
             } else {
                 o->refs = 0;
                 s->cnt.c_aborts++;
@@ -990,7 +992,8 @@ void ss__ref_drop_all(ss__store *s, ss__conn *c)
     free(c->arena_refs);
     c->arena_refs = NULL;
     c->arena_cap = 0;
-    ss__stage_drop_all(s, c);
+    if (!c->copies) /* else a worker still reads an area: the last copy's end drops them */
+        ss__stage_drop_all(s, c);
     pin_area_drop(s, c);
 }
 

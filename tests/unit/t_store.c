@@ -1264,12 +1264,16 @@ static void t_answer_before_window_close(void **state)
         assert_int_equal(reply_to(&d, rq, SS_MSG_CREATE, &r), 0);
         assert_int_equal(((const ss__rep_create *)r.body)->data.kind, SS_SEG_STAGE);
         if (!bound) { /* answered: SEALED, window closed */
+            static reply rp;
             rq = send_seal(&d, k, 0, true);
-            assert_int_equal(reply_to(&d, rq, SS_MSG_SEAL, NULL), 0);
+            TURNS_UNTIL(try_reply(&d, &rp)); /* above 1 MiB the copy engine copies */
+            assert_int_equal(rp.h.req_id, rq);
+            assert_int_equal(rp.h.status, 0);
             disconnect(&d);
         } else { /* the answer cannot be sent: deleted with d */
             close(d.peer);
             (void)send_seal(&d, k, 0, false);
+            TURNS_UNTIL(entry_of(k) == -ENOENT);
             ss__conn_reap(S);
             valid();
         }
@@ -1284,6 +1288,88 @@ static void t_answer_before_window_close(void **state)
     assert_int_equal(as.live_bytes, live + 2 * (uint64_t)N);
     disconnect(&a);
     free(buf);
+}
+
+/* Write n bytes of pattern seed into the staging area lent to cl for
+ * entry e (as the client would through its mapping). */
+static void stage_fill(client *cl, uint32_t e, size_t n, unsigned seed)
+{
+    const ss__stage *g = ss__stage_of(S, cl->c, e);
+    unsigned char *buf = malloc(n);
+
+    assert_non_null(g);
+    assert_non_null(buf);
+    t_fill(buf, n, seed);
+    assert_int_equal(pwrite(g->seg.fd, buf, n, 0), (ssize_t)n);
+    free(buf);
+}
+
+/*
+ * A staged SEAL above 1 MiB (SS_STAGE_LOOP_MAX) is copied by the copy
+ * engine, not the loop: the object is STAGING meanwhile (a second SEAL and
+ * an ABORT are -EBUSY), and the copy's completion publishes the area's
+ * bytes and answers. A creator that goes while its copy runs leaves
+ * nothing: the object, then its staging areas and the connection go when
+ * the copy ends (the worker reads the area until then).
+ */
+static void t_staged_engine(void **state)
+{
+    enum { N = 3 * BIG + 4096 };
+    bool engine = ss__copy_threads(S->copy.engine) > 0;
+    ss__arena_stats as;
+    client a, d;
+    reply r;
+    (void)state;
+
+    S->mem.stage_limit = 8 * BIG;
+    S->mem.stage_quota = 2 * S->mem.stage_limit;
+    connect_client(&a);
+    uint32_t rq = send_create(&a, 70, N);
+    assert_int_equal(reply_to(&a, rq, SS_MSG_CREATE, &r), 0);
+    assert_int_equal(((const ss__rep_create *)r.body)->data.kind, SS_SEG_STAGE);
+    int64_t e = entry_of(70);
+    assert_true(e >= 0);
+    stage_fill(&a, (uint32_t)e, N, 9);
+    rq = send_seal(&a, 70, 0, false);
+    if (engine) {
+        assert_true(obj((uint32_t)e)->flags2 & SS_OBJF2_STAGING);
+        assert_int_equal(a.c->copies, 1);
+        uint32_t again = send_seal(&a, 70, 0, false);
+        assert_int_equal(reply_to(&a, again, SS_MSG_SEAL, NULL), -EBUSY);
+        uint32_t ab = send_id(&a, SS_MSG_ABORT, 70);
+        assert_int_equal(reply_to(&a, ab, SS_MSG_ABORT, NULL), -EBUSY);
+    }
+    TURNS_UNTIL(try_reply(&a, &r));
+    assert_int_equal(r.h.type, SS_MSG_SEAL);
+    assert_int_equal(r.h.req_id, rq);
+    assert_int_equal(r.h.status, 0);
+    const ss__index_entry *en = ss__ent(S, (uint32_t)e);
+    assert_int_equal(SS_IX_STATE(en->info), SS_IX_SEALED);
+    assert_int_equal(SS_IX_KIND(en->info), SS_SEG_ARENA);
+    const ss__seg *g = ss__arena_segment(S->mem.arenas, obj((uint32_t)e)->small_slot);
+    assert_non_null(g);
+    assert_true(t_check((const char *)g->map + (uint64_t)en->data_off64 * SS_OBJ_ALIGN, N, 9));
+    ss__arena_stats_get(S->mem.arenas, &as);
+    assert_int_equal(as.windows, 0);
+    uint64_t live = as.live_bytes, staged = S->tab.stage_bytes;
+
+    /* the creator goes while the engine copies */
+    connect_client(&d);
+    rq = send_create(&d, 71, N);
+    assert_int_equal(reply_to(&d, rq, SS_MSG_CREATE, NULL), 0);
+    int64_t e71 = entry_of(71);
+    assert_true(e71 >= 0);
+    stage_fill(&d, (uint32_t)e71, N, 10);
+    assert_true(S->tab.stage_bytes > staged);
+    (void)send_seal(&d, 71, 0, false);
+    if (engine)
+        assert_true(obj((uint32_t)e71)->flags2 & SS_OBJF2_STAGING);
+    disconnect(&d);
+    TURNS_UNTIL(entry_of(71) == -ENOENT && S->tab.stage_bytes == staged);
+    ss__arena_stats_get(S->mem.arenas, &as);
+    assert_int_equal(as.windows, 0);
+    assert_int_equal(as.live_bytes, live);
+    disconnect(&a);
 }
 
 /* With spilling on and everything idle above the high-water mark (0):
@@ -1514,6 +1600,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(t_spill_restore_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(t_putv_arena, setup, teardown),
         cmocka_unit_test_setup_teardown(t_answer_before_window_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_staged_engine, setup, teardown),
         cmocka_unit_test_setup_teardown(t_validate_catches, setup, teardown),
     };
 
