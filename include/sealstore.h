@@ -627,8 +627,10 @@ typedef enum ss_option {
                                  answered by the handle (client side, off) */
     SS_OPT_COPY_THREADS,      /* SEALSTORE_COPY_THREADS: threads copying large
                                  puts (at most the online CPUs) */
-    SS_OPT_BUSY_POLL,         /* SEALSTORE_BUSY_POLL: us the store's loop and a
-                                 client's wait spin before sleeping (0: off) */
+    SS_OPT_BUSY_POLL,         /* SEALSTORE_BUSY_POLL: how long the store's loop
+                                 and a client's wait spin before sleeping: auto
+                                 (default: 50 us, backing off while spins find
+                                 nothing), us, or 0: off */
     SS_OPT_STAGE_MAX,         /* SEALSTORE_STAGE_MAX: largest create copied in
                                  from a staging area at seal */
     SS_OPT_INDEX_GETS,        /* SEALSTORE_INDEX_GETS: gets served from the

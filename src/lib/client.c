@@ -767,22 +767,27 @@ bad:
 }
 
 /* Receive the next message as the reader (lock NOT held). With
- * SEALSTORE_BUSY_POLL, first try without blocking for up to busy_ns,
- * yielding the CPU between tries (loop.h says why): a reply that comes
- * within it costs no wake-up. */
+ * SEALSTORE_BUSY_POLL, first try without blocking for up to the spin's
+ * window (internal.h), yielding the CPU between tries (loop.h says why):
+ * a reply that comes within it costs no wake-up. */
 static int cl_recv_reply(ss_client *c, ss__cl_slot *s)
 {
-    if (c->busy_ns) {
-        uint64_t end = ss__now_ns() + c->busy_ns;
+    uint64_t win = ss__spin_window(&c->spin);
+
+    if (win) {
+        uint64_t end = ss__now_ns() + win;
 
         do {
             int rc = ss__cl_recv(c->fd, s, MSG_DONTWAIT);
 
-            if (rc != -EAGAIN && rc != -EWOULDBLOCK)
+            if (rc != -EAGAIN && rc != -EWOULDBLOCK) {
+                ss__spin_result(&c->spin, true);
                 return rc;
+            }
             c->busy_spins++;
             ss__sys_yield();
         } while (ss__now_ns() < end);
+        ss__spin_result(&c->spin, false);
     }
     return ss__cl_recv(c->fd, s, 0);
 }
@@ -1318,7 +1323,7 @@ SS_API int ss_connect(const char *socket_path, unsigned flags, ss_client **out)
     c->keep_bytes = ss__opt_size(SS_OPT_MAP_CACHE);
     c->local_gets = ss__opt_bool(SS_OPT_LOCAL_GETS);
     c->index_gets = ss__opt_bool(SS_OPT_INDEX_GETS);
-    c->busy_ns = (uint64_t)ss__opt_us(SS_OPT_BUSY_POLL) * 1000;
+    ss__spin_init(&c->spin, ss__opt_us(SS_OPT_BUSY_POLL));
     if (c->keep_bytes > c->capacity / 8)
         c->keep_bytes = c->capacity / 8;
     c->hold_bits = 6;

@@ -346,7 +346,8 @@ struct ss_client {
     void *spare;              /* a small creation's private buffer, writable, kept
                                  for the next one (ss__cl_spare_keep), or NULL */
     size_t spare_len;
-    uint64_t busy_ns;         /* SEALSTORE_BUSY_POLL: the reader's spin before it blocks */
+    ss__spin spin;            /* SEALSTORE_BUSY_POLL: the reader's spin before it
+                                 blocks (internal.h; the reader's only) */
     uint64_t busy_spins;      /* receives that found nothing while spinning (the
                                  reader's only, like its receive; tests) */
     ss__cl_index ix;          /* the store's index, mapped at first use */

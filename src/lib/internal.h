@@ -127,6 +127,48 @@ int ss__array_grow(void **arr, size_t *cap, size_t need, size_t size, size_t fir
 #define SS_ID_HEX_LEN (2 * SS_ID_SIZE + 1)
 void ss__id_hex(const ss_id *id, char out[SS_ID_HEX_LEN]);
 
+/*
+ * Busy polling (SEALSTORE_BUSY_POLL): how long a wait that would sleep
+ * first polls for its event (the store's loop: its epoll set; a client's
+ * reader: its socket), yielding the CPU between polls (loop.h says why).
+ * An event that arrives within the spin costs no wake-up of the sleeping
+ * side, which is most of a round trip when the peer runs on another CPU
+ * (20-70 us each way on an idle VM vCPU; measured in doc/design.md).
+ *
+ * A duration spins that long at every wait (0: never). auto, the default,
+ * spins SS_SPIN_AUTO_NS while spins pay and backs off while they do not:
+ * after SS_SPIN_MISSES spins in a row that found nothing, the next `skip`
+ * waits sleep at once; skip starts at SS_SPIN_SKIP_MIN and doubles at
+ * each back-off that follows, up to SS_SPIN_SKIP_MAX; a spin that finds
+ * its event resets both. So request streams and replies the store sends
+ * at once cost no wake-up, while an idle store or a client whose replies
+ * take longer than the window (large copies) spins for about
+ * SS_SPIN_MISSES waits in every SS_SPIN_SKIP_MAX. With one online CPU auto
+ * never spins: the peer it waits for needs that CPU.
+ *
+ * One per waiter, used by one thread at a time (the loop thread; a
+ * client's reader, a role handed over under the handle's lock).
+ */
+#define SS_SPIN_AUTO_NS 50000ull
+#define SS_SPIN_MISSES 8u
+#define SS_SPIN_SKIP_MIN 16u
+#define SS_SPIN_SKIP_MAX 1024u
+#define SS_SPIN_AUTO (-1)  /* the option's value for auto (ss__parse_us) */
+typedef struct ss__spin {
+    uint64_t ns;           /* the window; 0: never spin */
+    bool adaptive;         /* auto: back off while spins find nothing */
+    uint32_t misses;       /* spins in a row that found nothing */
+    uint32_t skip;         /* waits left that sleep at once */
+    uint32_t backoff;      /* the skip of the next back-off */
+} ss__spin;
+
+/* From the option's value: SS_SPIN_AUTO, 0 or microseconds. */
+void ss__spin_init(ss__spin *sp, int64_t opt_us);
+/* The spin this wait may take (0: sleep at once); counts a skipped wait. */
+uint64_t ss__spin_window(ss__spin *sp);
+/* The spin ended: its event came (hit) or its whole window passed. */
+void ss__spin_result(ss__spin *sp, bool hit);
+
 #define SS_KiB (1024ull)
 #define SS_MiB (1024ull * 1024)
 #define SS_GiB (1024ull * 1024 * 1024)

@@ -16,7 +16,7 @@ int ss__loop_init(ss__loop *l)
     int fd = ss__sys_epoll_create1(EPOLL_CLOEXEC);
 
     l->stopping = false;
-    l->busy_ns = 0;
+    ss__spin_init(&l->spin, 0);
     l->spins = 0;
     l->hooks = l->hooks_tail = NULL;
     l->epfd = fd < 0 ? -1 : fd;
@@ -93,23 +93,30 @@ static int next_timeout(ss__loop *l)
     return ms > INT32_MAX ? INT32_MAX : (int)ms;
 }
 
-/* Wait for events (loop.h: busy polling): poll for up to busy_ns, ending
- * early at the earliest hook deadline, then sleep until that deadline. */
+/* Wait for events (loop.h: busy polling): poll for up to the spin's
+ * window, ending early at the earliest hook deadline (a spin cut short so
+ * is neither a hit nor a miss), then sleep until that deadline. */
 static int loop_wait(ss__loop *l, struct epoll_event *evs)
 {
-    if (l->busy_ns) {
+    uint64_t win = ss__spin_window(&l->spin);
+
+    if (win) {
         uint64_t now = ss__now_ns(), d = next_deadline(l, now);
-        uint64_t end = now + l->busy_ns < d ? now + l->busy_ns : d;
+        uint64_t end = now + win < d ? now + win : d;
 
         while (now < end) {
             int n = ss__sys_epoll_wait(l->epfd, evs, EVENTS_PER_WAIT, 0);
 
-            if (n != 0)
+            if (n != 0) {
+                ss__spin_result(&l->spin, true);
                 return n;
+            }
             l->spins++;
             ss__sys_yield();
             now = ss__now_ns();
         }
+        if (end < d)
+            ss__spin_result(&l->spin, false);
     }
     return ss__sys_epoll_wait(l->epfd, evs, EVENTS_PER_WAIT, next_timeout(l));
 }

@@ -16,16 +16,17 @@
  * every turn hook, in registration order. The loop ends after the turn in
  * which ss__loop_stop() was called.
  *
- * Busy polling (busy_ns > 0, SEALSTORE_BUSY_POLL): a wait that would sleep
- * first polls (epoll_wait with timeout 0) for up to busy_ns, or until the
- * earliest hook deadline is due, and sleeps only if nothing arrived
- * meanwhile. Between polls it yields the CPU (sched_yield), not just a
- * pause instruction: when the peer it waits for shares its CPU, the peer
- * runs at once instead of after the spin (with a pause, a get+release on
- * one CPU took two whole spins: 9k/s at 50 us against 200k/s without
- * spinning). A request that arrives while the loop spins is served
- * without a scheduler wake-up; the price is a CPU kept busy for busy_ns
- * after every turn that leaves the loop idle.
+ * Busy polling (spin, SEALSTORE_BUSY_POLL: the window and when to back
+ * off, internal.h): a wait that would sleep first polls (epoll_wait with
+ * timeout 0) for up to the window, or until the earliest hook deadline is
+ * due, and sleeps only if nothing arrived meanwhile. Between polls it
+ * yields the CPU (sched_yield), not just a pause instruction: when the
+ * peer it waits for shares its CPU, the peer runs at once instead of after
+ * the spin (with a pause, a get+release on one CPU took two whole spins:
+ * 9k/s at 50 us against 200k/s without spinning). A request that arrives
+ * while the loop spins is served without a scheduler wake-up; the price is
+ * a CPU kept busy for up to the window after a turn that leaves the loop
+ * idle.
  */
 #ifndef SEALSTORE_SRC_LIB_LOOP_H
 #define SEALSTORE_SRC_LIB_LOOP_H
@@ -53,7 +54,7 @@ typedef struct ss__loop_hook {
 typedef struct ss__loop {
     int epfd;                   /* -1 until ss__loop_init */
     bool stopping;              /* ss__loop_stop was called: this is the last turn */
-    uint64_t busy_ns;           /* spin this long before sleeping (0: never) */
+    ss__spin spin;              /* busy polling before a sleep (internal.h) */
     uint64_t spins;             /* polls that found nothing while spinning (tests) */
     ss__loop_hook *hooks, *hooks_tail; /* in registration order */
 } ss__loop;

@@ -317,6 +317,10 @@ int ss__parse_us(const char *s, int64_t *out)
 {
     static const dur_unit units[] = {{"", 1}, {"us", 1}, {"ms", 1000}, {"s", 1000000}};
 
+    if (s && strcasecmp(s, "auto") == 0) { /* busy polling that backs off (internal.h) */
+        *out = SS_SPIN_AUTO;
+        return 0;
+    }
     return parse_duration(s, units, SS_ARRAY_SIZE(units), 1000000ull, out);
 }
 
@@ -463,6 +467,8 @@ static int format_value(int type, const opt_val *v, char *buf, size_t len)
             return snprintf(buf, len, "%llds", (long long)(v->u.ms / 1000));
         return snprintf(buf, len, "%lldms", (long long)v->u.ms);
     case SS_OT_US:
+        if (v->u.us == SS_SPIN_AUTO)
+            return snprintf(buf, len, "auto");
         if (v->u.us != 0 && v->u.us % 1000 == 0)
             return snprintf(buf, len, "%lldms", (long long)(v->u.us / 1000));
         return snprintf(buf, len, "%lldus", (long long)v->u.us);
@@ -809,7 +815,7 @@ static const char *type_metavar(int type)
     case SS_OT_LOGLEVEL: return "error|warn|info|debug";
     case SS_OT_SIZELIST: return "SIZE,SIZE,...";
     case SS_OT_MS: return "DURATION";
-    case SS_OT_US: return "MICROSECONDS";
+    case SS_OT_US: return "auto|MICROSECONDS";
     case SS_OT_BOOL: return "on|off";
     }
     return "?";

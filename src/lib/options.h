@@ -33,7 +33,7 @@ enum ss__opt_type {
     SS_OT_MS,        /* duration: integer with optional ms/s/m/h suffix (default ms) */
     SS_OT_BOOL,      /* 1/0, true/false, yes/no, on/off */
     SS_OT_US,        /* short duration: integer with optional us/ms/s suffix (default
-                        us), at most 1s */
+                        us), at most 1s; or auto (SS_SPIN_AUTO: busy polling) */
 };
 
 #ifndef SS_DEFAULT_POOL_SIZE
@@ -141,11 +141,11 @@ enum ss__opt_type {
       "threads that copy large puts into the store's memory, at most the "    \
       "number of online CPUs (at most 64); 0: the store's loop thread "       \
       "copies")                                                                \
-    X(BUSY_POLL, SS_OT_US, "0",                                                \
-      "microseconds (us/ms/s suffixes, at most 1s) the store's loop and a "    \
-      "client waiting for a reply spin, polling, before they sleep: saves "    \
-      "the wake-up (tens of us) when a spare core is there to spin on, and "   \
-      "costs that CPU time otherwise; 0: never spin")                         \
+    X(BUSY_POLL, SS_OT_US, "auto",                                             \
+      "how long the store's loop and a client waiting for a reply spin, "      \
+      "polling, before they sleep: auto (50us while spins find their event, " \
+      "backing off while they do not; never with one CPU), microseconds "      \
+      "(us/ms/s suffixes, at most 1s) at every wait, or 0: never spin")        \
     X(STAGE_MAX, SS_OT_SIZE, SS_DEFAULT_STAGE_MAX,                             \
       "largest create written into a staging area of the creator's and "      \
       "copied into the store's memory at seal (at most 4M when the store is " \

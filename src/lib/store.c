@@ -548,7 +548,7 @@ static int loop_open(ss__store *s)
 
     if (rc < 0)
         return rc;
-    s->loop.busy_ns = (uint64_t)ss__opt_us(SS_OPT_BUSY_POLL) * 1000;
+    ss__spin_init(&s->loop.spin, ss__opt_us(SS_OPT_BUSY_POLL));
     s->bind.stop_efd = ss__sys_eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (s->bind.stop_efd < 0) {
         rc = s->bind.stop_efd;

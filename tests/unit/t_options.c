@@ -588,6 +588,13 @@ static void test_parse_ms_and_bool(void **state)
     assert_int_equal(ss__opt_us(SS_OPT_BUSY_POLL), 3000);
     assert_int_equal(ss_option_set(SS_OPT_BUSY_POLL, "0"), 0);
     assert_int_equal(ss__opt_us(SS_OPT_BUSY_POLL), 0);
+    assert_int_equal(ss__parse_us("AUTO", &ms), 0);
+    assert_int_equal(ms, SS_SPIN_AUTO);
+    assert_int_equal(ss_option_set(SS_OPT_BUSY_POLL, "auto"), 0);
+    assert_int_equal(ss__opt_us(SS_OPT_BUSY_POLL), SS_SPIN_AUTO);
+    char shown[16];
+    assert_true(ss_option_get(SS_OPT_BUSY_POLL, shown, sizeof(shown)) > 0);
+    assert_string_equal(shown, "auto");
 
     static const char *const t[] = {"1", "true", "YES", "On"};
     static const char *const f[] = {"0", "FALSE", "no", "off"};

@@ -234,7 +234,7 @@ static void t_loop_open(t_loop *t, uint64_t busy_ns, uint64_t due_in_ns)
 {
     memset(t, 0, sizeof(*t));
     t_assert_ok(ss__loop_init(&t->l));
-    t->l.busy_ns = busy_ns;
+    t->l.spin = (ss__spin){ .ns = busy_ns };
     t->due = ss__now_ns() + due_in_ns;
     t->h = (ss__loop_hook){ t_loop_deadline, t_loop_turn, t, NULL };
     ss__loop_hook_add(&t->l, &t->h);
@@ -294,9 +294,57 @@ static void test_loop_busy_poll_serves_ready_fd(void **state)
     close(efd);
 }
 
+/* SEALSTORE_BUSY_POLL's policy (internal.h): a duration spins at every
+ * wait; auto spins 50 us (with more than one CPU) and, after 8 spins in a
+ * row that found nothing, lets 16 waits sleep at once, then 32, 64, ... up
+ * to 1024; a spin that finds its event resets the back-off. */
+static void test_spin_policy(void **state)
+{
+    ss__spin sp;
+    (void)state;
+
+    ss__spin_init(&sp, 0);
+    assert_int_equal(ss__spin_window(&sp), 0);
+    ss__spin_init(&sp, 30);
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(ss__spin_window(&sp), 30000);
+        ss__spin_result(&sp, false); /* fixed: never backs off */
+    }
+    ss__spin_init(&sp, SS_SPIN_AUTO);
+    if (sysconf(_SC_NPROCESSORS_ONLN) <= 1) {
+        assert_int_equal(ss__spin_window(&sp), 0);
+        return;
+    }
+    uint32_t skip = SS_SPIN_SKIP_MIN;
+    for (int round = 0; round < 9; round++) {
+        for (unsigned i = 0; i < SS_SPIN_MISSES; i++) {
+            assert_int_equal(ss__spin_window(&sp), SS_SPIN_AUTO_NS);
+            ss__spin_result(&sp, false);
+        }
+        for (uint32_t i = 0; i < skip; i++)
+            assert_int_equal(ss__spin_window(&sp), 0);
+        skip = skip < SS_SPIN_SKIP_MAX ? skip * 2 : SS_SPIN_SKIP_MAX;
+    }
+    /* a hit resets both the misses and the back-off */
+    for (unsigned i = 0; i < SS_SPIN_MISSES - 1; i++) {
+        assert_int_equal(ss__spin_window(&sp), SS_SPIN_AUTO_NS);
+        ss__spin_result(&sp, false);
+    }
+    assert_int_equal(ss__spin_window(&sp), SS_SPIN_AUTO_NS);
+    ss__spin_result(&sp, true);
+    for (unsigned i = 0; i < SS_SPIN_MISSES; i++) {
+        assert_int_equal(ss__spin_window(&sp), SS_SPIN_AUTO_NS);
+        ss__spin_result(&sp, false);
+    }
+    for (uint32_t i = 0; i < SS_SPIN_SKIP_MIN; i++)
+        assert_int_equal(ss__spin_window(&sp), 0);
+    assert_int_equal(ss__spin_window(&sp), SS_SPIN_AUTO_NS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_spin_policy),
         cmocka_unit_test(test_grow_doubles_and_zeroes),
         cmocka_unit_test(test_grow_max_refuses),
         cmocka_unit_test(test_reserve_typed),
