@@ -683,6 +683,25 @@ static void test_read_only_views(void **state)
     t_assert_ok(ss_release(C, &b));
     t_assert_ok(ss_delete(C, &a));
     t_assert_ok(ss_delete(C, &b));
+    /* the next small creations reuse a's buffer (ss__cl_spare_keep): each
+     * is writable until its seal and a read-only view after, and the
+     * object holds its own bytes, not the buffer's earlier ones */
+    for (int i = 0; i < 3; i++) {
+        ss_id c = new_id();
+        void *pc;
+        uint64_t n = i == 1 ? 4000 : 60;
+        t_assert_ok(ss_create(C, &c, n, NULL, 0, &pc));
+        assert_false(write_faults(pc));
+        t_fill(pc, n, 60 + (unsigned)i);
+        t_assert_ok(ss_seal(C, &c));
+        assert_true(write_faults(pc));
+        assert_int_equal(ss_get(C2, &c, 1, 0, o), 1);
+        assert_int_equal(o[0].size, n);
+        assert_true(t_check(o[0].data, n, 60 + (unsigned)i));
+        t_assert_ok(ss_release(C2, &c));
+        t_assert_ok(ss_release(C, &c));
+        t_assert_ok(ss_delete(C, &c));
+    }
 }
 
 /* several threads on one handle: one blocked in get, the others free */
