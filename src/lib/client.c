@@ -775,7 +775,7 @@ static int cl_recv_reply(ss_client *c, ss__cl_slot *s)
     uint64_t win = ss__spin_window(&c->spin);
 
     if (win) {
-        uint64_t end = ss__now_ns() + win;
+        uint64_t end = ss__now_ns() + win + s->work_ns;
 
         do {
             int rc = ss__cl_recv(c->fd, s, MSG_DONTWAIT);
@@ -846,8 +846,8 @@ void ss__cl_slot_end(ss_client *c, ss__cl_slot *s)
  * thread receives it (client_int.h), and until then it counts among the
  * GETs in flight (segment cache rule). NULL for any other request.
  */
-int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, int iovcnt,
-                ss__cl_getreq *get)
+static int cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, int iovcnt,
+                   ss__cl_getreq *get, uint64_t work_ns, void (*sent)(void *arg), void *arg)
 {
     ss_id pend[SS_PROTO_MAX_IDS];
     uint32_t npend;
@@ -864,6 +864,7 @@ int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, 
     s->type = type;
     s->get = get;
     s->get_pending = false;
+    s->work_ns = work_ns;
     s->prev = NULL;
     /* the static initializer: default attributes, and no failure to check */
     s->cond = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
@@ -894,6 +895,8 @@ int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, 
         rc = cl_send_with_releases(c->fd, c->max_msg, pend, npend, iov, iovcnt, &released);
     else
         rc = ss__cl_sendv(c->fd, iov, iovcnt);
+    if (rc >= 0 && sent)
+        sent(arg); /* while the store works on it */
 
     pthread_mutex_lock(&c->lock);
     if (rc < 0) {
@@ -908,6 +911,18 @@ int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, 
     }
     cl_wait(c, s);
     return s->err;
+}
+
+int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, int iovcnt,
+                ss__cl_getreq *get)
+{
+    return cl_call(c, s, type, iov, iovcnt, get, 0, NULL, NULL);
+}
+
+int ss__cl_call_work(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov,
+                     int iovcnt, uint64_t work_ns, void (*sent)(void *arg), void *arg)
+{
+    return cl_call(c, s, type, iov, iovcnt, NULL, work_ns, sent, arg);
 }
 
 /* Finish a call: unlink, unlock, close unconsumed fds. */

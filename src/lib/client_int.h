@@ -308,6 +308,8 @@ typedef struct ss__cl_slot {
     struct ss__cl_getreq *get; /* GET: applied at dispatch, else NULL */
     bool get_pending;         /* GET not applied yet: counted in gets_in_flight */
     uint64_t seq;             /* request number, given before the send (segment cache) */
+    uint64_t work_ns;         /* the store's expected work before it answers (a copy):
+                                 its reader spins through it (ss__spin_copy_ns) */
     pthread_cond_t cond;
     size_t len;
     unsigned nfds;
@@ -465,6 +467,12 @@ int ss__cl_recv(int fd, ss__cl_slot *s, int flags);
  * ss__cl_end() (or ss__cl_slot_end() + unlock + close s->fds). */
 int ss__cl_call(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov, int iovcnt,
                 ss__cl_getreq *get);
+/* ss__cl_call of a request the store answers after about work_ns of work
+ * (its reader spins through it); sent(arg), if not NULL, runs once the
+ * request is sent, before the wait, without the lock: the caller's own
+ * work that may overlap the store's. */
+int ss__cl_call_work(ss_client *c, ss__cl_slot *s, uint16_t type, struct iovec *iov,
+                     int iovcnt, uint64_t work_ns, void (*sent)(void *arg), void *arg);
 void ss__cl_slot_end(ss_client *c, ss__cl_slot *s);
 void ss__cl_end(ss_client *c, ss__cl_slot *s);
 int32_t ss__cl_status(const ss__cl_slot *s);

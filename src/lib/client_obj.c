@@ -305,6 +305,15 @@ static int seal_prepare(ss__cl_hold *h)
  * h UNSEALED (retry or abort), as the object is in the store. *gone: h
  * was freed. Lock NOT held.
  */
+/* A staged creation's pages read-only from the moment its SEAL is sent,
+ * while the store copies them (ss__cl_call_work's sent hook; h is SEALING,
+ * so no other thread touches it): the mprotect and its TLB flush overlap
+ * the copy instead of following the answer. */
+static void sent_stage_protect(void *arg)
+{
+    ss__cl_stage_protect(arg, PROT_READ);
+}
+
 static int cl_seal(ss_client *c, ss__cl_hold *h, const ss_id *id, bool release, bool *gone)
 {
     ss__cl_slot s;
@@ -318,20 +327,28 @@ static int cl_seal(ss_client *c, ss__cl_hold *h, const ss_id *id, bool release, 
         r.payload_size = h->size;
         iov[2] = (struct iovec){ h->buf, (size_t)h->size };
     }
-    rc = ss__cl_call(c, &s, SS_MSG_SEAL, iov, h->kind == SS_SEG_SMALL && h->size ? 3 : 2, NULL);
+    /* a staged object's bytes are copied before the answer, and its pages
+     * become read-only meanwhile (sent_stage_protect) */
+    bool early = h->kind == SS_SEG_STAGE && !release;
+    rc = ss__cl_call_work(c, &s, SS_MSG_SEAL, iov, h->kind == SS_SEG_SMALL && h->size ? 3 : 2,
+                          h->kind == SS_SEG_STAGE ? ss__spin_copy_ns(h->size) : 0,
+                          early ? sent_stage_protect : NULL, h);
     if (rc == 0) {
         memcpy(&hd, s.buf, sizeof(hd)); /* the reply's header (checked) */
         rc = hd.status;
         aborted = hd.flags & SS_MSGF_ABORTED;
     }
     *gone = (rc == 0 && release) || aborted;
+    if (early && (rc != 0 || *gone))
+        ss__cl_stage_protect(h, PROT_READ | PROT_WRITE); /* not sealed: writable again */
     if (*gone) {
         drop_creation(c, h);
     } else if (rc == 0) {
         h->state = SS_CL_SEALED;
         if (h->priv)
             (void)ss__sys_mprotect(h->buf, h->buf_len, PROT_READ);
-        ss__cl_stage_protect(h, PROT_READ); /* writable again at its release */
+        if (!early)
+            ss__cl_stage_protect(h, PROT_READ); /* writable again at its release */
     } else {
         h->state = SS_CL_UNSEALED; /* -EBUSY and the like: retry or abort */
     }
@@ -557,7 +574,8 @@ static int put_remote(ss_client *c, const ss_id *id, const struct iovec *iov, in
                                           (uint64_t)iov[j].iov_len };
     m[2] = (struct iovec){ v, r.niov * sizeof(*v) };
     m[3] = (struct iovec){ (void *)meta, (size_t)meta_size };
-    rc = ss__cl_call(c, &s, SS_MSG_PUTV, m, meta_size ? 4 : 3, NULL);
+    rc = ss__cl_call_work(c, &s, SS_MSG_PUTV, m, meta_size ? 4 : 3, ss__spin_copy_ns(size), NULL,
+                          NULL);
     if (rc == 0)
         rc = ss__cl_status(&s);
     ss__cl_end(c, &s);

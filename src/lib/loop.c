@@ -102,7 +102,8 @@ static int loop_wait(ss__loop *l, struct epoll_event *evs)
 
     if (win) {
         uint64_t now = ss__now_ns(), d = next_deadline(l, now);
-        uint64_t end = now + win < d ? now + win : d;
+        uint64_t want = now + win > l->spin_until ? now + win : l->spin_until;
+        uint64_t end = want < d ? want : d;
 
         while (now < end) {
             int n = ss__sys_epoll_wait(l->epfd, evs, EVENTS_PER_WAIT, 0);
@@ -143,6 +144,14 @@ int ss__loop_run(ss__loop *l)
                 h->turn(h->arg, now);
     }
     return 0;
+}
+
+void ss__loop_expect(ss__loop *l, uint64_t ns)
+{
+    uint64_t until = ss__now_ns() + ns;
+
+    if (ns && until > l->spin_until)
+        l->spin_until = until;
 }
 
 void ss__loop_stop(ss__loop *l)

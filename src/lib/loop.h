@@ -55,6 +55,7 @@ typedef struct ss__loop {
     int epfd;                   /* -1 until ss__loop_init */
     bool stopping;              /* ss__loop_stop was called: this is the last turn */
     ss__spin spin;              /* busy polling before a sleep (internal.h) */
+    uint64_t spin_until;        /* a spin lasts at least until then (ss__loop_expect) */
     uint64_t spins;             /* polls that found nothing while spinning (tests) */
     ss__loop_hook *hooks, *hooks_tail; /* in registration order */
 } ss__loop;
@@ -79,6 +80,9 @@ void ss__loop_hook_add(ss__loop *l, ss__loop_hook *h);
 int ss__loop_run(ss__loop *l);
 /* End the loop after this turn (loop thread only). */
 void ss__loop_stop(ss__loop *l);
+/* An event is expected within ns (a copy handed to a worker): a spin
+ * before the next sleeps lasts until then at least (ss__spin_copy_ns). */
+void ss__loop_expect(ss__loop *l, uint64_t ns);
 /* Read an eventfd's count (it fired): the handler's first step. */
 void ss__loop_drain(int efd);
 /* Sleep up to timeout_ms or until some fd is ready, running nothing (the

@@ -648,6 +648,7 @@ static int putv_fill(ss__store *s, ss__conn *c, const create_args *a, uint32_t e
         ss__obj_at(s, e)->flags2 |= SS_OBJF2_COPYING;
         c->copies++;
         ss__copy_submit(s->copy.engine, &pj->j);
+        ss__loop_expect(&s->loop, ss__spin_copy_ns(a->size)); /* its completion */
         return 1;
     } else {
         rc = ss__copy_run(&pj->j);
@@ -1018,6 +1019,7 @@ static int stage_copy(ss__store *s, ss__conn *c, uint32_t e, uint32_t req_id, bo
             ss__obj_at(s, e)->flags2 |= SS_OBJF2_STAGING;
             c->copies++;
             ss__copy_submit(s->copy.engine, &sj->j);
+            ss__loop_expect(&s->loop, ss__spin_copy_ns(en->size)); /* its completion */
             return 1;
         }
     }

@@ -15,6 +15,8 @@
  * may not read the caller's memory (another uid, a process that is not
  * dumpable): the put still works, the library's own way.
  */
+#include "config.h"
+
 #include "sealstore.h"
 #include "t_helpers.h"
 
