@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #include "alloc.h"
+#include "arena.h"
 #include "numa.h"
 #include "options.h"
 #include "pool.h"
@@ -520,6 +521,133 @@ static int rep_malloc(struct bench *b, void *arg, int rep, char *why)
     return 0;
 }
 
+/*
+ * The arena allocator (objects above the small limit) on its mixed
+ * workload: the store's own parameters (64 MiB arenas, dedicated above
+ * 8 MiB) with bookkeeping-only arenas (every decision made, no memory),
+ * ARENA_LIVE bytes live, sizes log-uniform 64 KiB .. 128 MiB, each step
+ * frees a random object while the live bytes are at the target and
+ * allocates back up to it. Waste is every byte the arenas hold (what the
+ * kernel would hold) over the live bytes, at each step of the steady state
+ * (after the first fifth); bookkeeping is the heap the allocator holds
+ * over the live bytes (it grows with bytes, not objects: per grain and per
+ * extent). Target: waste <= 12% of live bytes.
+ */
+#define ARENA_LIVE (8 * SS_GiB)
+#define ARENA_STEPS 20000
+
+struct arena_rep {
+    struct samples ops, mean, worst, book;
+    int hugepages;
+};
+
+static int rep_arena(struct bench *b, void *arg, int rep, char *why)
+{
+    struct arena_rep *r = arg;
+    ss__arena_params p = {.hugepages = r->hugepages, .bookkeeping_only = true};
+    ss__arenas *a = NULL;
+    struct {
+        ss__aloc loc;
+        uint64_t size;
+    } *o = NULL;
+    size_t n = 0, cap = 0, heap0 = heap_bytes(), book = 0;
+    uint64_t seed = 0x5ea15ea1 + (uint64_t)rep, t0, t1, ops = 0;
+    double worst = 0, sum = 0;
+    long samples = 0;
+    ss__arena_stats st;
+
+    (void)b;
+    (void)why;
+    CK(ss__arenas_create(&a, &p));
+    ss__arena_stats_get(a, &st);
+    t0 = now_ns();
+    for (long step = 0; step < ARENA_STEPS; step++) {
+        if (st.live_bytes >= ARENA_LIVE && n > 0) {
+            size_t i = (size_t)(rng_next(&seed) % n);
+
+            CK(ss__arena_free(a, &o[i].loc));
+            o[i] = o[--n];
+            ops++;
+            ss__arena_stats_get(a, &st);
+        }
+        while (st.live_bytes < ARENA_LIVE) {
+            double u = (double)(rng_next(&seed) >> 11) / 9007199254740992.0; /* [0,1) */
+
+            if (n == cap) {
+                cap = cap ? 2 * cap : 1024;
+                o = realloc(o, cap * sizeof(*o));
+                if (!o)
+                    die_rc(-ENOMEM, "arena workload");
+            }
+            o[n].size = (uint64_t)exp2(log2(64.0 * SS_KiB) + u * (log2(128.0 * SS_MiB) -
+                                                                  log2(64.0 * SS_KiB)));
+            CK(ss__arena_alloc(a, o[n].size, SS_NODE_ANY, &o[n].loc));
+            n++;
+            ops++;
+            ss__arena_stats_get(a, &st);
+        }
+        if (step >= ARENA_STEPS / 5) {
+            double w = (double)st.arena_bytes / (double)st.live_bytes - 1;
+
+            worst = w > worst ? w : worst;
+            sum += w;
+            samples++;
+            if (step == ARENA_STEPS - 1)
+                book = heap_bytes() - heap0 - cap * sizeof(*o);
+        }
+    }
+    t1 = now_ns();
+    if (rep >= 0) {
+        samples_add(&r->ops, (double)ops / ((double)(t1 - t0) / 1e9));
+        samples_add(&r->mean, 100.0 * sum / (double)samples);
+        samples_add(&r->worst, 100.0 * worst);
+        samples_add(&r->book, 100.0 * (double)book / (double)st.live_bytes);
+    }
+    ss__arenas_destroy(a);
+    free(o);
+    return 0;
+}
+
+static void arena_mixed(struct bench *b)
+{
+    struct arena_rep r = {.hugepages = ss__opt_hugepages()};
+    struct fig ops = {0}, mean = {0}, worst = {0}, book = {0}, target = {0};
+    struct samples t12 = {0};
+    char why[WHY_LEN];
+
+    if (run_reps(b, "arena mixed workload", b->reps, rep_arena, &r, why) == SKIP)
+        die_rc(0, "arena workload cannot skip");
+    fig_set(&ops, &r.ops);
+    fig_set(&mean, &r.mean);
+    fig_set(&worst, &r.worst);
+    fig_set(&book, &r.book);
+    samples_add(&t12, 12);
+    fig_set(&target, &t12);
+    snprintf(ops.note, sizeof(ops.note),
+             "64 MiB arenas, dedicated above 8 MiB; 8 GiB live, sizes log-uniform 64 KiB..128 "
+             "MiB; bookkeeping-only arenas");
+    report(b, &(struct rowspec){.figure = "arena alloc|free ops, mixed sizes", .metric = "arena_ops",
+                                .unit = "ops/s", .f = &ops});
+    report(b, &(struct rowspec){.figure = "arena waste, mean (held-live)/live",
+                                .metric = "arena_waste_mean", .unit = "%", .f = &mean,
+                                .bl_name = "target <= 12%", .bl = &target});
+    report(b, &(struct rowspec){.figure = "arena waste, worst (held-live)/live",
+                                .metric = "arena_waste_worst", .unit = "%", .f = &worst,
+                                .bl_name = "target <= 12%", .bl = &target});
+    snprintf(book.note, sizeof(book.note),
+             "heap over live bytes: 8 B per 4 KiB grain of a regular arena, 64 B per "
+             "extent (~1/500 of a 64 KiB object)");
+    report(b, &(struct rowspec){.figure = "arena bookkeeping / live bytes",
+                                .metric = "arena_bookkeeping", .unit = "%", .f = &book});
+    samples_free(&r.ops);
+    samples_free(&r.mean);
+    samples_free(&r.worst);
+    samples_free(&r.book);
+    samples_free(&t12);
+    print_table(b, "arena allocator (objects above the small limit), mixed workload; target: "
+                   "waste <= 12% of live bytes");
+}
+
 void run_alloc(struct bench *b)
 {
     struct trace t;
@@ -595,5 +723,6 @@ void run_alloc(struct bench *b)
     free(ml.sizes);
     trace_free(&t);
     print_table(b, "small allocator vs glibc malloc, same trace (one op = one alloc or one free)");
+    arena_mixed(b);
 }
 

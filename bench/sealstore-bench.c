@@ -483,7 +483,7 @@ static const struct scenario {
     {"segment", "ss__seg_create+populate per backing vs kernel zeroing and first touch",
      run_segment},
     {"pool", "warm vs cold ss__pool_take (4M, 64M); populator rate vs kernel zeroing", run_pool},
-    {"alloc", "small allocator ops/s, waste, bookkeeping vs glibc malloc", run_alloc},
+    {"alloc", "small allocator ops/s, waste, bookkeeping vs glibc malloc; arena allocator waste on its mixed workload", run_alloc},
     {"ipc", "bare SOCK_SEQPACKET round trip; /dev/shm file per object; copy through a socket",
      run_ipc},
     {"put", "create+fill+seal+release per size, pool warm and exhausted; ss_put; ss_put_many; "
