@@ -21,6 +21,19 @@
  * pair orders every worker's writes to the job and to dst before them.
  * Workers exit once stop is set and todo is empty, so a close runs every
  * queued job.
+ *
+ * Spinning (ss__copy_set_spin, SEALSTORE_BUSY_POLL). A worker about to
+ * wait for work may instead spin for it, one worker at a time: under the
+ * lock, with todo empty, no spinner and a spin window to take, it sets
+ * `spinning` and unlocks; it polls `queued` (a relaxed hint the submitter
+ * stores under the lock) with a yield between polls until it is non-zero
+ * or the window passes; then it takes the lock, clears `spinning`, records
+ * hit or miss in `spin` (the spinner's alone, under the lock) and goes
+ * back to the usual check of todo under the lock. A submitter that finds
+ * `spinning` set, under the lock, leaves a single-range job to the spinner
+ * and wakes nobody: the spinner has not yet taken the lock to clear the
+ * flag, so it will find the job when it does. A job in a put stream then
+ * costs no wake-up of a worker's vCPU.
  */
 #include "copy.h"
 
@@ -46,6 +59,9 @@ struct ss__copy {
     ss__copyjob *done;          /* lock: finished jobs, LIFO */
     uint32_t inflight;          /* lock: jobs submitted to workers, not yet done */
     bool stop;                  /* lock: workers exit once todo is empty */
+    bool spinning;              /* lock: a worker spins for work (no signal needed) */
+    uint32_t queued;            /* lock to write, relaxed hint to read: jobs in todo */
+    ss__spin spin;              /* lock: the spinner's policy (internal.h) */
     bool joined;                /* loop: no workers (any more): jobs run inline */
     unsigned nthreads;          /* open: workers started */
     uint64_t split;             /* loop: split jobs of at least this size (0: never) */
@@ -237,6 +253,30 @@ static void chunk_done(ss__copy *e, ss__copyjob *j, int rc)
     (void)ss__sys_eventfd_write(e->efd, 1);
 }
 
+/* Lock held, todo empty, nobody spinning: spin for work for up to the
+ * window (the protocol at the top), lock held again on return. */
+static void worker_spin(ss__copy *e)
+{
+    uint64_t win = ss__spin_window(&e->spin), end;
+    bool hit = false;
+
+    if (!win)
+        return;
+    e->spinning = true;
+    pthread_mutex_unlock(&e->lock);
+    end = ss__now_ns() + win;
+    do {
+        if (__atomic_load_n(&e->queued, __ATOMIC_RELAXED)) {
+            hit = true;
+            break;
+        }
+        ss__sys_yield();
+    } while (ss__now_ns() < end);
+    pthread_mutex_lock(&e->lock);
+    e->spinning = false;
+    ss__spin_result(&e->spin, hit || e->todo);
+}
+
 static void *copy_worker(void *arg)
 {
     ss__copy *e = arg;
@@ -244,6 +284,8 @@ static void *copy_worker(void *arg)
     (void)ss__sys_block_signals(NULL);
     pthread_mutex_lock(&e->lock);
     for (;;) {
+        if (!e->todo && !e->stop && !e->spinning)
+            worker_spin(e);
         while (!e->todo && !e->stop)
             pthread_cond_wait(&e->work, &e->lock);
         if (!e->todo)
@@ -252,6 +294,7 @@ static void *copy_worker(void *arg)
         uint32_t i = j->claimed++;
         if (j->claimed == j->nchunks) {
             e->todo = j->next;
+            __atomic_store_n(&e->queued, e->queued - 1, __ATOMIC_RELAXED);
             if (!e->todo)
                 e->todo_tail = NULL;
         }
@@ -321,6 +364,13 @@ unsigned ss__copy_threads(const ss__copy *e)
     return e->nthreads;
 }
 
+void ss__copy_set_spin(ss__copy *e, int64_t opt_us)
+{
+    pthread_mutex_lock(&e->lock);
+    ss__spin_init(&e->spin, opt_us);
+    pthread_mutex_unlock(&e->lock);
+}
+
 void ss__copy_set_split(ss__copy *e, uint64_t bytes)
 {
     e->split = bytes;
@@ -369,10 +419,11 @@ void ss__copy_submit(ss__copy *e, ss__copyjob *j)
     else
         e->todo = j;
     e->todo_tail = j;
+    __atomic_store_n(&e->queued, e->queued + 1, __ATOMIC_RELAXED);
     e->inflight++;
     if (j->nchunks > 1)
         pthread_cond_broadcast(&e->work);
-    else
+    else if (!e->spinning) /* else the spinner takes it (the protocol at the top) */
         pthread_cond_signal(&e->work);
     pthread_mutex_unlock(&e->lock);
 }

@@ -90,6 +90,10 @@ void ss__copy_close(ss__copy *e);
 int ss__copy_fd(const ss__copy *e);
 /* Workers started. */
 unsigned ss__copy_threads(const ss__copy *e);
+/* How an idle worker spins for the next job before it sleeps (one at a
+ * time): SEALSTORE_BUSY_POLL's value (ss__spin_init; the default 0: never).
+ * Thread-safe. */
+void ss__copy_set_spin(ss__copy *e, int64_t opt_us);
 /* Split jobs of at least this many bytes (0: never split). */
 void ss__copy_set_split(ss__copy *e, uint64_t bytes);
 /* Queue a job (j->done set). Its handler runs later, from

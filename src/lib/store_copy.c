@@ -48,6 +48,7 @@ int ss__scopy_start(ss__store *s)
         s->copy.engine = NULL;
         return rc;
     }
+    ss__copy_set_spin(s->copy.engine, ss__opt_us(SS_OPT_BUSY_POLL));
     rc = ss__loop_add(&s->loop, &s->copy.ev, ss__copy_fd(s->copy.engine), EPOLLIN, copy_event,
                       s);
     if (rc < 0) {

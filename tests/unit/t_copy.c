@@ -700,6 +700,36 @@ static void test_close_queued(void **state)
 /* Stress (run under TSan in the tsan build): several rounds of bursts of
  * small and split local jobs on 4 workers, completed while workers still
  * run others, then a close with some in flight. */
+/* One worker at a time spins for work (ss__copy_set_spin): jobs submitted
+ * while it spins go to it with no signal, jobs submitted after its window
+ * wake a sleeping worker, and none is lost either way (a lost one would
+ * leave the wait below without a completion). */
+static void test_spin(void **state)
+{
+    static const int64_t modes[] = { 2000, SS_SPIN_AUTO };
+    unsigned char src[8192], dst[8192];
+    struct iovec v = { src, sizeof(src) };
+    (void)state;
+
+    fill(src, 0, sizeof(src), 8);
+    for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+        ss__copy *e;
+
+        t_assert_ok(ss__copy_open(&e, 3));
+        ss__copy_set_spin(e, modes[m]);
+        for (int i = 0; i < 200; i++) {
+            ss__copyjob j = job_of(NULL, &v, 1, dst, sizeof(dst));
+
+            memset(dst, 0, sizeof(dst));
+            t_assert_ok(submit_wait(e, &j));
+            check_iov(dst, &v, 1, src, 8);
+            if (i % 20 == 19)
+                usleep(3000); /* past a 2 ms window: the next wakes a sleeper */
+        }
+        ss__copy_close(e);
+    }
+}
+
 static void test_stress(void **state)
 {
     enum { NJ = 400 };
@@ -719,6 +749,8 @@ static void test_stress(void **state)
     t_assert_ok(ss__copy_open(&e, 4));
     ss__copy_set_split(e, 2 * MiB);
     for (int round = 0; round < 3; round++) {
+        if (round == 1)
+            ss__copy_set_spin(e, SS_SPIN_AUTO); /* rounds 1 and 2 with a spinner */
         uint64_t at = 0;
         unsigned base = t.ndone;
 
@@ -781,6 +813,7 @@ int main(void)
         cmocka_unit_test(test_esrch),
         cmocka_unit_test(test_eperm),
         cmocka_unit_test(test_close_queued),
+        cmocka_unit_test(test_spin),
         cmocka_unit_test(test_stress),
     };
     return t_run(tests, NULL, NULL);
