@@ -30,10 +30,13 @@
  * or the window passes; then it takes the lock, clears `spinning`, records
  * hit or miss in `spin` (the spinner's alone, under the lock) and goes
  * back to the usual check of todo under the lock. A submitter that finds
- * `spinning` set, under the lock, leaves a single-range job to the spinner
- * and wakes nobody: the spinner has not yet taken the lock to clear the
- * flag, so it will find the job when it does. A job in a put stream then
- * costs no wake-up of a worker's vCPU.
+ * `spinning` set, under the lock, with its single-range job the only one
+ * queued, leaves it to the spinner and wakes nobody: the spinner has not
+ * yet taken the lock to clear the flag, so it will find the job when it
+ * does. Any job queued behind it wakes a worker as usual, so two jobs
+ * never wait for one spinner. A job in a put stream then costs no wake-up
+ * of a worker's vCPU. The spinner also polls `stop` (stored atomically
+ * under the lock), so a close never waits out its window.
  */
 #include "copy.h"
 
@@ -270,6 +273,8 @@ static void worker_spin(ss__copy *e)
             hit = true;
             break;
         }
+        if (__atomic_load_n(&e->stop, __ATOMIC_RELAXED))
+            break;
         ss__sys_yield();
     } while (ss__now_ns() < end);
     pthread_mutex_lock(&e->lock);
@@ -423,7 +428,7 @@ void ss__copy_submit(ss__copy *e, ss__copyjob *j)
     e->inflight++;
     if (j->nchunks > 1)
         pthread_cond_broadcast(&e->work);
-    else if (!e->spinning) /* else the spinner takes it (the protocol at the top) */
+    else if (!e->spinning || e->queued > 1) /* else the spinner takes it (protocol at the top) */
         pthread_cond_signal(&e->work);
     pthread_mutex_unlock(&e->lock);
 }
@@ -478,7 +483,7 @@ void ss__copy_close(ss__copy *e)
     if (!e)
         return;
     pthread_mutex_lock(&e->lock);
-    e->stop = true;
+    __atomic_store_n(&e->stop, true, __ATOMIC_RELAXED); /* the spinner polls it too */
     pthread_cond_broadcast(&e->work);
     pthread_mutex_unlock(&e->lock);
     for (unsigned i = 0; i < e->nthreads; i++)

@@ -730,6 +730,55 @@ static void test_spin(void **state)
     }
 }
 
+/* Completion order of test_spin_parallel's jobs. */
+static int spin_order[2], spin_n;
+static void on_done_order(void *arg, ss__copyjob *j)
+{
+    (void)j;
+    spin_order[spin_n++] = (int)(intptr_t)arg;
+}
+
+/* Two single-range jobs queued while a worker spins run in parallel: the
+ * second wakes a sleeping worker instead of waiting behind the first for
+ * the spinner (a 4 KiB job finishes before a 128 MiB one). */
+static void test_spin_parallel(void **state)
+{
+    const uint64_t big = 128 * MiB;
+    unsigned char *sa = map(big), *da = map(big);
+    static unsigned char sb[4096], db[4096];
+    struct iovec va = { sa, big }, vb = { sb, sizeof(sb) }, vw = { sb, 64 };
+    ss__copy *e;
+    (void)state;
+
+    fill(sa, 0, big, 9);
+    memset(da, 0, big); /* faulted: the copy's time is the copy's */
+    t_assert_ok(ss__copy_open(&e, 2));
+    ss__copy_set_split(e, 0);
+    ss__copy_set_spin(e, 20000); /* 20 ms */
+    ss__copyjob w = job_of(NULL, &vw, 1, db, 64);
+    t_assert_ok(submit_wait(e, &w));
+    usleep(1000); /* the worker that ran w spins now, the other sleeps */
+    ss__copyjob a = job_of(NULL, &va, 1, da, big), b = job_of(NULL, &vb, 1, db, sizeof(db));
+    a.done = b.done = on_done_order;
+    a.arg = (void *)(intptr_t)0;
+    b.arg = (void *)(intptr_t)1;
+    spin_n = 0;
+    ss__copy_submit(e, &a);
+    ss__copy_submit(e, &b);
+    while (spin_n < 2) {
+        struct pollfd p = { .fd = ss__copy_fd(e), .events = POLLIN };
+        assert_true(poll(&p, 1, 120000) > 0);
+        ss__copy_complete(e);
+    }
+    assert_int_equal(spin_order[0], 1); /* b first */
+    t_assert_ok(a.rc);
+    t_assert_ok(b.rc);
+    check_iov(da, &va, 1, sa, 9);
+    ss__copy_close(e);
+    munmap(sa, big);
+    munmap(da, big);
+}
+
 static void test_stress(void **state)
 {
     enum { NJ = 400 };
@@ -814,6 +863,7 @@ int main(void)
         cmocka_unit_test(test_eperm),
         cmocka_unit_test(test_close_queued),
         cmocka_unit_test(test_spin),
+        cmocka_unit_test(test_spin_parallel),
         cmocka_unit_test(test_stress),
     };
     return t_run(tests, NULL, NULL);
