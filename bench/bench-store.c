@@ -567,6 +567,34 @@ static void put_measure(struct bench *b, struct put_arg *a, const char *what, st
  * GB/s above. The ratio is the same either way: the fraction of memcpy
  * speed the put reaches, the figure put targets are stated in.
  */
+/* Why this run has no one-CPU rows, or NULL and *cpu the CPU to pin to
+ * (the one the bench runs on now). */
+static const char *one_cpu_why(const struct bench *b, int *cpu)
+{
+    *cpu = sched_getcpu();
+    if (b->socket_opt)
+        return "--socket: the store is another process, not pinned by the bench";
+    return *cpu < 0 ? "sched_getcpu failed" : NULL;
+}
+
+/* Pin every thread of the process (the embedded store's too) to cpu, its
+ * mask before into *old; cpu < 0: back to *old. Dies on failure. */
+static void pin_one_cpu(int cpu, cpu_set_t *old)
+{
+    cpu_set_t one;
+    int rc;
+
+    if (cpu < 0) {
+        if ((rc = pin_process(old, NULL)) < 0)
+            die_rc(rc, "unpinning the process");
+        return;
+    }
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    if ((rc = pin_process(&one, old)) < 0)
+        die_rc(rc, "pinning the process to CPU %d", cpu);
+}
+
 /*
  * ss_put and create+memset+seal of `size` with the whole process (client,
  * embedded store threads) on one CPU, beside the same memcpy baseline: no
@@ -586,11 +614,9 @@ static void put_shapes_one_cpu(struct bench *b, uint64_t size, const struct fig 
     bool objs = size <= SHAPE_OBJS_MAX;
     const struct fig *mc = bl_memcpy(b);
     char name[80], sz[16];
-    cpu_set_t old, one;
-    int cpu = sched_getcpu(), rc;
-    const char *why = b->socket_opt ? "--socket: the store is another process, not pinned by the bench"
-                      : cpu < 0     ? "sched_getcpu failed"
-                                    : NULL;
+    cpu_set_t old;
+    int cpu;
+    const char *why = one_cpu_why(b, &cpu);
 
     fmt_size(size, sz, sizeof(sz));
     for (size_t j = 0; j < SS_ARRAY_SIZE(shapes); j++) {
@@ -603,13 +629,9 @@ static void put_shapes_one_cpu(struct bench *b, uint64_t size, const struct fig 
             fig_skip(&o.ops, why);
             fig_skip(&gb, why);
         } else {
-            CPU_ZERO(&one);
-            CPU_SET(cpu, &one);
-            if ((rc = pin_process(&one, &old)) < 0)
-                die_rc(rc, "pinning the process to CPU %d", cpu);
+            pin_one_cpu(cpu, &old);
             put_measure(b, &a, shapes[j].name, &o, NULL);
-            if ((rc = pin_process(&old, NULL)) < 0)
-                die_rc(rc, "unpinning the process");
+            pin_one_cpu(-1, &old);
             fig_gbps(&o, size, &gb);
             snprintf(o.ops.note, sizeof(o.ops.note),
                      "client and store threads pinned to CPU %d; %s", cpu, a.backing);
@@ -874,26 +896,18 @@ static void get_one_cpu(struct bench *b)
 {
     struct get_arg a = {.c = g_st.warm, .stream = g_stream++, .n = get_objects(64), .size = 64};
     struct opfig o, r;
-    cpu_set_t old, one;
-    int cpu = sched_getcpu(), rc;
-    const char *why = NULL;
+    cpu_set_t old;
+    int cpu;
+    const char *why = one_cpu_why(b, &cpu);
 
-    if (b->socket_opt)
-        why = "--socket: the store is another process, not pinned by the bench";
-    else if (cpu < 0)
-        why = "sched_getcpu failed";
     if (why) {
         fig_skip(&o.us, why);
         fig_skip(&r.us, why);
     } else {
-        CPU_ZERO(&one);
-        CPU_SET(cpu, &one);
         objects_make(a.c, a.stream, a.n, 64);
-        if ((rc = pin_process(&one, &old)) < 0)
-            die_rc(rc, "pinning the process to CPU %d", cpu);
+        pin_one_cpu(cpu, &old);
         run_ops_rtt(b, "get+release 64, one CPU", b->duration_ns, 20, get_op, &a, &o, &r, 64);
-        if ((rc = pin_process(&old, NULL)) < 0)
-            die_rc(rc, "unpinning the process");
+        pin_one_cpu(-1, &old);
         objects_drop(a.c, a.stream, a.n);
         snprintf(o.us.note, sizeof(o.us.note),
                  "client, store threads and echo process pinned to CPU %d", cpu);

@@ -964,8 +964,7 @@ static void stage_done(void *arg, ss__copyjob *j)
     o->flags2 &= (uint8_t)~SS_OBJF2_STAGING;
     c->copies--;
     if (c->dead || j->rc < 0) {
-        ss__aloc loc = ss__obj_aloc(s, sj->e);
-        (void)ss__arena_write_close(s->mem.arenas, &loc);
+        putv_window_close(s, sj->e);
         if (c->dead) {
             SS_ASSERT(o->refs == 0);
             s->cnt.c_aborts++;
