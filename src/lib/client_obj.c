@@ -294,6 +294,15 @@ static int seal_prepare(ss__cl_hold *h)
     return 0;
 }
 
+/* A staged creation's pages read-only from the moment its SEAL is sent,
+ * while the store copies them (ss__cl_call_work's sent hook; h is SEALING,
+ * so no other thread touches it): the mprotect and its TLB flush overlap
+ * the copy instead of following the answer. */
+static void sent_stage_protect(void *arg)
+{
+    ss__cl_stage_protect(arg, PROT_READ);
+}
+
 /*
  * SEAL the creation h, which the caller put in the SEALING state (no other
  * thread seals, aborts or frees it meanwhile). release (ss_put): the store
@@ -305,15 +314,6 @@ static int seal_prepare(ss__cl_hold *h)
  * h UNSEALED (retry or abort), as the object is in the store. *gone: h
  * was freed. Lock NOT held.
  */
-/* A staged creation's pages read-only from the moment its SEAL is sent,
- * while the store copies them (ss__cl_call_work's sent hook; h is SEALING,
- * so no other thread touches it): the mprotect and its TLB flush overlap
- * the copy instead of following the answer. */
-static void sent_stage_protect(void *arg)
-{
-    ss__cl_stage_protect(arg, PROT_READ);
-}
-
 static int cl_seal(ss_client *c, ss__cl_hold *h, const ss_id *id, bool release, bool *gone)
 {
     ss__cl_slot s;
@@ -345,10 +345,8 @@ static int cl_seal(ss_client *c, ss__cl_hold *h, const ss_id *id, bool release, 
         drop_creation(c, h);
     } else if (rc == 0) {
         h->state = SS_CL_SEALED;
-        if (h->priv)
+        if (h->priv) /* a staged one is read-only already (early) */
             (void)ss__sys_mprotect(h->buf, h->buf_len, PROT_READ);
-        if (!early)
-            ss__cl_stage_protect(h, PROT_READ); /* writable again at its release */
     } else {
         h->state = SS_CL_UNSEALED; /* -EBUSY and the like: retry or abort */
     }
