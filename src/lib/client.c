@@ -407,7 +407,7 @@ void ss__cl_hold_unlink(ss_client *c, ss__cl_hold *h)
 /* Free a hold's own resources (not its segments). */
 void ss__cl_hold_free(ss__cl_hold *h, bool forked)
 {
-    if (h->buf && !forked) /* MADV_DONTFORK: absent in a forked child */
+    if (h->buf && !h->slab && !forked) /* MADV_DONTFORK: absent in a forked child */
         ss__sys_munmap(h->buf, h->buf_len);
     if (h->rw_fd >= 0)
         ss__sys_close(h->rw_fd);
@@ -416,24 +416,67 @@ void ss__cl_hold_free(ss__cl_hold *h, bool forked)
     free(h);
 }
 
-/*
- * A small creation's private buffer whose hold ends (lock held): kept,
- * writable again, for the next small creation of this handle (the larger
- * of it and the one kept before), so a stream of small creates maps and
- * faults no fresh pages. One buffer of at most SEALSTORE_SMALL_MAX rounded
- * to pages per handle; it holds this process's own old bytes only.
- */
-void ss__cl_spare_keep(ss_client *c, ss__cl_hold *h)
+/* A buffer of len bytes (page-aligned) for the small creation h, from a
+ * slab when one has room (client_int.h): 0 or -ENOMEM. Lock held. */
+int ss__cl_buf_take(ss_client *c, size_t len, ss__cl_hold *h)
 {
-    if (!h->buf || (c->spare && c->spare_len >= h->buf_len))
-        return; /* ss__cl_hold_free unmaps it */
-    if (ss__sys_mprotect(h->buf, h->buf_len, PROT_READ | PROT_WRITE) < 0)
+    ss__cl_slab *sl = &c->slabs[c->slab_cur];
+    void *p;
+
+    if (len <= SS_CL_SLAB_BYTES && (!sl->base || sl->used + len > SS_CL_SLAB_BYTES)) {
+        /* the current slab is used up: start over in one with no live
+         * buffer (made writable again) or not mapped yet */
+        sl = NULL;
+        for (unsigned k = 0; k < SS_CL_SLABS && !sl; k++) {
+            ss__cl_slab *t = &c->slabs[(c->slab_cur + k) % SS_CL_SLABS];
+
+            if (t->base && t->live == 0 && t->used &&
+                ss__sys_mprotect(t->base, t->used, PROT_READ | PROT_WRITE) < 0) {
+                ss__sys_munmap(t->base, SS_CL_SLAB_BYTES); /* out of map entries */
+                t->base = NULL;
+            }
+            if (t->live)
+                continue;
+            if (!t->base) {
+                p = ss__sys_mmap(NULL, SS_CL_SLAB_BYTES, PROT_READ | PROT_WRITE,
+                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                if (ss__is_err(p))
+                    continue;
+                (void)ss__sys_madvise(p, SS_CL_SLAB_BYTES, MADV_DONTFORK);
+                t->base = p;
+            }
+            t->used = 0;
+            c->slab_cur = (uint8_t)(t - c->slabs);
+            sl = t;
+        }
+    }
+    if (sl && len <= SS_CL_SLAB_BYTES) {
+        h->buf = sl->base + sl->used;
+        h->slab = (uint8_t)(sl - c->slabs + 1);
+        sl->used += len;
+        sl->live++;
+    } else {
+        p = ss__sys_mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (ss__is_err(p))
+            return -ENOMEM;
+        (void)ss__sys_madvise(p, len, MADV_DONTFORK);
+        h->buf = p;
+        h->slab = 0;
+    }
+    h->buf_len = len;
+    return 0;
+}
+
+/* The hold h ends: its slab buffer goes back (not made writable: the slab
+ * is, when it starts over). A buffer of its own is left to
+ * ss__cl_hold_free. Lock held. */
+void ss__cl_buf_return(ss_client *c, ss__cl_hold *h)
+{
+    if (!h->buf || !h->slab)
         return;
-    if (c->spare)
-        ss__sys_munmap(c->spare, c->spare_len);
-    c->spare = h->buf;
-    c->spare_len = h->buf_len;
+    c->slabs[h->slab - 1].live--;
     h->buf = NULL;
+    h->slab = 0;
 }
 
 static bool id_eq(const ss_id *a, const ss_id *b)
@@ -989,7 +1032,7 @@ void ss__cl_drop_one(ss_client *c, ss__cl_hold *h, ss_id *ids, size_t *nids,
         if (h->state == SS_CL_SEALED)
             ss__cl_stage_protect(h, PROT_READ | PROT_WRITE); /* area free for reuse */
         ss__cl_hold_unlink(c, h);
-        ss__cl_spare_keep(c, h);
+        ss__cl_buf_return(c, h);
         ss__cl_hold_free(h, false);
     }
 }
@@ -1388,8 +1431,9 @@ SS_API void ss_disconnect(ss_client *c)
             nx = s->next;
             ss__cl_seg_free(s, forked);
         }
-    if (c->spare && !forked) /* MADV_DONTFORK: absent in a forked child */
-        ss__sys_munmap(c->spare, c->spare_len);
+    for (unsigned k = 0; k < SS_CL_SLABS; k++)
+        if (c->slabs[k].base && !forked) /* MADV_DONTFORK: absent in a forked child */
+            ss__sys_munmap(c->slabs[k].base, SS_CL_SLAB_BYTES);
     free(c->holds);
     free(c->segs);
     ss__cl_index_free(c, forked);

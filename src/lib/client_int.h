@@ -281,6 +281,8 @@ typedef struct ss__cl_hold {
     uint8_t kind;             /* creator: enum ss__seg_kind */
     bool creator;
     bool priv;                /* creator of a SMALL object: private buffer */
+    uint8_t slab;             /* priv: 1 + the index of the slab buf is in
+                                 (ss_client.slabs), 0: a mapping of its own */
     bool remapped;            /* creator OBJECT: RO mapping already in place */
     ss__cl_seg *seg;          /* data segment, NULL: private or zero-size */
     ss__cl_seg *mseg;         /* meta segment, NULL: no meta */
@@ -290,6 +292,35 @@ typedef struct ss__cl_hold {
     size_t buf_len;
     int rw_fd, ro_fd;         /* creator OBJECT until seal, else -1 */
 } ss__cl_hold;
+
+/*
+ * Slabs of small creations' private buffers. A small creation writes a
+ * private buffer that the library makes PROT_READ when the SEAL is sent
+ * (ss_create(3): *data is read-only after the seal). Every mprotect flushes
+ * the TLB of each CPU running this process, which costs an interprocessor
+ * interrupt when another thread (a busy-polling store or reader) runs
+ * elsewhere: 20-30 us on a VM, more than a 64 KiB create's own work. So
+ * buffers are cut, page-aligned, from a slab by a bump pointer, and a
+ * released buffer is not made writable again: when the slab is used up and
+ * none of its buffers is held any more, one mprotect makes the whole used
+ * part writable and the pointer starts over. That is one mprotect per
+ * creation (its seal) plus one per slab, not two per creation.
+ *   live      buffers of the slab that holds still own (taken, not returned)
+ *   used      bytes cut since the slab was last made writable; [base, used)
+ *             may hold read-only pages, [used, len) is writable
+ * Two slabs per handle, so a creation held for long (its view until its
+ * release) does not stop the next ones: a new buffer comes from the
+ * current slab, else from whichever slab has no live buffer (reset), else
+ * from a mapping of its own (unmapped at its release). Lock held for all.
+ */
+#define SS_CL_SLABS 2
+#define SS_CL_SLAB_BYTES (16u * SS_PROTO_MAX_INLINE) /* 1 MiB: 16 of the largest */
+
+typedef struct ss__cl_slab {
+    char *base;               /* NULL: not mapped yet */
+    size_t used;
+    uint32_t live;
+} ss__cl_slab;
 
 /* Pending small-object releases a handle can keep (ss_client.pend). */
 #define SS_CL_PEND_MAX (2 * SS_PROTO_MAX_IDS)
@@ -345,9 +376,8 @@ struct ss_client {
     bool local_gets;          /* SEALSTORE_LOCAL_GETS: serve re-gets of held objects */
     bool no_remote;           /* the store refused to read our memory (PUTV -EPERM):
                                  large puts write their own segment from now on */
-    void *spare;              /* a small creation's private buffer, writable, kept
-                                 for the next one (ss__cl_spare_keep), or NULL */
-    size_t spare_len;
+    ss__cl_slab slabs[SS_CL_SLABS]; /* small creations' private buffers */
+    uint8_t slab_cur;         /* the slab new buffers are cut from */
     ss__spin spin;            /* SEALSTORE_BUSY_POLL: the reader's spin before it
                                  blocks (internal.h; the reader's only) */
     uint64_t busy_spins;      /* receives that found nothing while spinning (the
@@ -439,7 +469,8 @@ void ss__cl_seg_sweep(ss_client *c);
 ss__cl_hold *ss__cl_hold_new(ss_client *c, const ss_id *id);
 void ss__cl_hold_unlink(ss_client *c, ss__cl_hold *h);
 void ss__cl_hold_free(ss__cl_hold *h, bool forked);
-void ss__cl_spare_keep(ss_client *c, ss__cl_hold *h);
+int ss__cl_buf_take(ss_client *c, size_t len, ss__cl_hold *h);
+void ss__cl_buf_return(ss_client *c, ss__cl_hold *h);
 ss__cl_hold *ss__cl_hold_find_creating(ss_client *c, const ss_id *id);
 /* The oldest sealed hold of id (store: only those with store
  * references, for release order), see client.c. */

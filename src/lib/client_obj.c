@@ -31,34 +31,21 @@ static uint32_t create_flags(unsigned flags)
 }
 
 /* A SMALL object's creator buffer: private memory, whose bytes travel
- * with SEAL; the handle's spare one when it is large enough (it is
- * writable, MADV_DONTFORK already). A new hold for it into *out: 0 or
- * -ENOMEM. Lock held. */
+ * with SEAL, cut from a slab (ss__cl_buf_take). A new hold for it into
+ * *out: 0 or -ENOMEM. Lock held. */
 static int create_small(ss_client *c, const ss_id *id, uint64_t size, ss__cl_hold **out)
 {
     size_t len = SS_ALIGN_UP((size_t)(size ? size : 1), ss__sys_page_size());
-    bool spare = c->spare && c->spare_len >= len;
-    void *buf = spare ? c->spare : ss__sys_mmap(NULL, len, PROT_READ | PROT_WRITE,
-                                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    ss__cl_hold *ho;
+    ss__cl_hold *ho = ss__cl_hold_new(c, id);
 
-    if (ss__is_err(buf))
+    if (!ho)
         return -ENOMEM;
-    if (spare)
-        len = c->spare_len;
-    else
-        (void)ss__sys_madvise(buf, len, MADV_DONTFORK);
-    ho = ss__cl_hold_new(c, id);
-    if (!ho) {
-        if (!spare)
-            ss__sys_munmap(buf, len);
+    if (ss__cl_buf_take(c, len, ho) < 0) {
+        ss__cl_hold_unlink(c, ho);
+        ss__cl_hold_free(ho, false);
         return -ENOMEM;
     }
-    if (spare)
-        c->spare = NULL;
     ho->priv = true;
-    ho->buf = buf;
-    ho->buf_len = len;
     *out = ho;
     return 0;
 }
@@ -260,7 +247,7 @@ static void drop_creation(ss_client *c, ss__cl_hold *h)
     ss__cl_seg *sg = h->seg;
 
     ss__cl_hold_unlink(c, h);
-    ss__cl_spare_keep(c, h);
+    ss__cl_buf_return(c, h);
     ss__cl_hold_free(h, false);
     if (sg && --sg->refs == 0 && sg->unsent == 0 && !sg->deferred && !ss__cl_seg_stays(sg)) {
         ss__cl_seg_unlink(c, sg);
@@ -294,13 +281,24 @@ static int seal_prepare(ss__cl_hold *h)
     return 0;
 }
 
-/* A staged creation's pages read-only from the moment its SEAL is sent,
- * while the store copies them (ss__cl_call_work's sent hook; h is SEALING,
- * so no other thread touches it): the mprotect and its TLB flush overlap
- * the copy instead of following the answer. */
-static void sent_stage_protect(void *arg)
+/* A small or staged creation's pages read-only (PROT_READ) or writable
+ * again. Lock held, or h SEALING. */
+static void creation_protect(ss__cl_hold *h, int prot)
 {
-    ss__cl_stage_protect(arg, PROT_READ);
+    if (h->priv)
+        (void)ss__sys_mprotect(h->buf, h->buf_len, prot);
+    else
+        ss__cl_stage_protect(h, prot);
+}
+
+/* A small or staged creation's pages read-only from the moment its SEAL is
+ * sent (ss__cl_call_work's sent hook; h is SEALING, so no other thread
+ * touches it): the mprotect and its TLB flush overlap the store's work on
+ * the seal instead of following the answer. A small creation's bytes are
+ * in the request, which the send copied. */
+static void sent_protect(void *arg)
+{
+    creation_protect(arg, PROT_READ);
 }
 
 /*
@@ -327,12 +325,12 @@ static int cl_seal(ss_client *c, ss__cl_hold *h, const ss_id *id, bool release, 
         r.payload_size = h->size;
         iov[2] = (struct iovec){ h->buf, (size_t)h->size };
     }
-    /* a staged object's bytes are copied before the answer, and its pages
-     * become read-only meanwhile (sent_stage_protect) */
-    bool early = h->kind == SS_SEG_STAGE && !release;
+    /* a small or staged creation's pages become read-only while the store
+     * seals it (sent_protect) */
+    bool early = (h->kind == SS_SEG_STAGE || h->priv) && !release;
     rc = ss__cl_call_work(c, &s, SS_MSG_SEAL, iov, h->kind == SS_SEG_SMALL && h->size ? 3 : 2,
                           h->kind == SS_SEG_STAGE ? ss__spin_copy_ns(h->size) : 0,
-                          early ? sent_stage_protect : NULL, h);
+                          early ? sent_protect : NULL, h);
     if (rc == 0) {
         memcpy(&hd, s.buf, sizeof(hd)); /* the reply's header (checked) */
         rc = hd.status;
@@ -340,13 +338,11 @@ static int cl_seal(ss_client *c, ss__cl_hold *h, const ss_id *id, bool release, 
     }
     *gone = (rc == 0 && release) || aborted;
     if (early && (rc != 0 || *gone))
-        ss__cl_stage_protect(h, PROT_READ | PROT_WRITE); /* not sealed: writable again */
+        creation_protect(h, PROT_READ | PROT_WRITE); /* not sealed: writable again */
     if (*gone) {
         drop_creation(c, h);
     } else if (rc == 0) {
-        h->state = SS_CL_SEALED;
-        if (h->priv) /* a staged one is read-only already (early) */
-            (void)ss__sys_mprotect(h->buf, h->buf_len, PROT_READ);
+        h->state = SS_CL_SEALED; /* read-only already (early) */
     } else {
         h->state = SS_CL_UNSEALED; /* -EBUSY and the like: retry or abort */
     }

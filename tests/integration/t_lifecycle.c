@@ -683,25 +683,62 @@ static void test_read_only_views(void **state)
     t_assert_ok(ss_release(C, &b));
     t_assert_ok(ss_delete(C, &a));
     t_assert_ok(ss_delete(C, &b));
-    /* the next small creations reuse a's buffer (ss__cl_spare_keep): each
-     * is writable until its seal and a read-only view after, and the
-     * object holds its own bytes, not the buffer's earlier ones */
-    for (int i = 0; i < 3; i++) {
+    /* small creations cut their buffers from two 1 MiB slabs per handle
+     * and a slab starts over, made writable again, once none of its
+     * buffers is held (ss__cl_buf_take): through several rounds of both
+     * slabs, with creations held across them (so one round cannot reset
+     * a slab, and one has both slabs held and gets a mapping of its own)
+     * and one aborted, each creation is writable until its seal and a
+     * read-only view after, the object holds its own bytes, and a held
+     * view keeps its bytes while the slabs go round */
+    enum { N = 120, SZ = 60000 };
+    ss_id held[3];
+    void *hp[3];
+    uint64_t hn[3];
+    unsigned hseed[3];
+    int nheld = 0;
+
+    for (int i = 0; i < N; i++) {
         ss_id c = new_id();
         void *pc;
-        uint64_t n = i == 1 ? 4000 : 60;
+        uint64_t n = i % 7 == 1 ? 4000 : i % 7 == 2 ? 60 : SZ;
+        bool hold = i == 3 || i == 20 || i == 37;
+
         t_assert_ok(ss_create(C, &c, n, NULL, 0, &pc));
         assert_false(write_faults(pc));
+        assert_false(write_faults((char *)pc + n - 1));
+        if (i == 50) { /* aborted: its buffer goes back writable or not */
+            t_fill(pc, n, 1);
+            t_assert_ok(ss_abort(C, &c));
+            continue;
+        }
         t_fill(pc, n, 60 + (unsigned)i);
         t_assert_ok(ss_seal(C, &c));
         assert_true(write_faults(pc));
+        assert_true(write_faults((char *)pc + n - 1));
+        assert_true(t_check(pc, n, 60 + (unsigned)i));
         assert_int_equal(ss_get(C2, &c, 1, 0, o), 1);
         assert_int_equal(o[0].size, n);
         assert_true(t_check(o[0].data, n, 60 + (unsigned)i));
         t_assert_ok(ss_release(C2, &c));
+        if (hold) {
+            held[nheld] = c;
+            hp[nheld] = pc;
+            hn[nheld] = n;
+            hseed[nheld++] = 60 + (unsigned)i;
+            continue;
+        }
         t_assert_ok(ss_release(C, &c));
         t_assert_ok(ss_delete(C, &c));
+        if (i == 90) /* the held ones end: both slabs can start over */
+            for (int k = 0; k < nheld; k++) {
+                assert_true(t_check(hp[k], hn[k], hseed[k]));
+                assert_true(write_faults(hp[k]));
+                t_assert_ok(ss_release(C, &held[k]));
+                t_assert_ok(ss_delete(C, &held[k]));
+            }
     }
+    assert_int_equal(nheld, 3);
 }
 
 /* several threads on one handle: one blocked in get, the others free */
