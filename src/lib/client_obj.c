@@ -329,7 +329,9 @@ static int cl_seal(ss_client *c, ss__cl_hold *h, const ss_id *id, bool release, 
      * seals it (sent_protect) */
     bool early = (h->kind == SS_SEG_STAGE || h->priv) && !release;
     rc = ss__cl_call_work(c, &s, SS_MSG_SEAL, iov, h->kind == SS_SEG_SMALL && h->size ? 3 : 2,
-                          h->kind == SS_SEG_STAGE ? ss__spin_copy_ns(h->size) : 0,
+                          h->kind == SS_SEG_STAGE    ? ss__spin_copy_ns(h->size)
+                          : h->kind == SS_SEG_OBJECT ? SS_SPIN_SEAL_NS
+                                                     : 0,
                           early ? sent_protect : NULL, h);
     if (rc == 0) {
         memcpy(&hd, s.buf, sizeof(hd)); /* the reply's header (checked) */

@@ -1057,6 +1057,7 @@ static void seal_submit(ss__store *s, ss__sealjob *j)
     j->c->seal_busy = true;
     j->done = seal_job_done;
     ss__seal_submit(s, j);
+    ss__loop_expect(&s->loop, SS_SPIN_SEAL_NS); /* its completion */
 }
 
 void ss__req_do_seal(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
