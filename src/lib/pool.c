@@ -54,13 +54,15 @@
  * fails (backing missing, ENOMEM, EMFILE) puts that class on backoff alone.
  *
  * Concurrency. One mutex guards everything in struct ss__pool; the
- * populator waits on work_cv (timed: idle 1 s, or until a backoff ends) and
- * takes and stop signal it; wait_full waits on full_cv. Neither
+ * populator waits on work_cv (timed: idle 1 s, or until a backoff ends);
+ * a take that misses or leaves its bucket empty, the last writer done, and
+ * stop signal it; wait_full waits on full_cv. Neither
  * ss__seg_create (milliseconds), ss__seg_destroy (a 256 MiB 4K segment
  * takes ~40 ms to free), ss__seg_fix_size nor the charge callback is ever
  * called with the mutex held: the callback may take the store's locks, and
  * a take on a hit costs only the mutex, a list pop, fix_size (ftruncate when
- * trimming, add_seals, fchmod) and a signal (sent after the unlock).
+ * trimming, add_seals, fchmod) and, when it empties its bucket, a signal
+ * (sent after the unlock).
  * The thread blocks every signal: they belong to the store's event loop.
  * Memory being created is
  * counted in inflight_bytes, so ready + inflight never exceeds the budget.
@@ -879,7 +881,12 @@ int ss__pool_take(ss__pool *pool, uint64_t size, int node, ss__seg *out)
         /* a hit on the right class is plain demand; anything else says the
          * bucket was short */
         add_demand(pool, slot, (unsigned)cls, !r || j > (unsigned)cls);
-        wake = true;
+        /* A hit that leaves its bucket a segment wakes nobody: the
+         * populator would only yield to this writer until its
+         * ss__pool_writer_done, which wakes it, and a wake-up here costs
+         * the take an interprocessor interrupt (20-50 us on a VM). A
+         * bucket left empty, a larger class or a miss wake it now. */
+        wake = !r || j > (unsigned)cls || bucket_at(pool, slot, j)->count == 0;
     }
     if (r)
         pool->st.hits++;
