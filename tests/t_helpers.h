@@ -136,6 +136,8 @@ void t_fill(void *p, uint64_t n, unsigned seed);
 bool t_check(const void *p, uint64_t n, unsigned seed);
 
 void t_sleep_ms(long ms);
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t t_now_ns(void);
 
 /* Open fds of this process (for before/after leak checks). */
 int t_count_fds(void);
