@@ -115,6 +115,7 @@
 struct ready {
     struct ready *next;
     ss__seg seg; /* charged: exactly seg.size */
+    int fd_ro;   /* seg reopened O_RDONLY by the populator, or -1 */
 };
 
 /* Invariant: count == length of head; sum over buckets of
@@ -246,6 +247,8 @@ static void destroy_list(ss__pool *pool, struct ready *r)
         uint64_t bytes = r->seg.size;
 
         ss__seg_destroy(&r->seg);
+        if (r->fd_ro >= 0)
+            ss__sys_close(r->fd_ro);
         uncharge(pool, bytes);
         free(r);
         r = next;
@@ -526,6 +529,8 @@ static void fill_one(ss__pool *pool, int slot, unsigned cls)
     pthread_mutex_unlock(&pool->mu);
 
     r = calloc(1, sizeof(*r));
+    if (r)
+        r->fd_ro = -1;
     rc = r ? charge(pool, (int64_t)e) : -ENOMEM;
     if (rc < 0) {
         free(r);
@@ -567,6 +572,11 @@ static void fill_one(ss__pool *pool, int slot, unsigned cls)
         return;
     }
 
+    /* the readers' fd, opened here rather than in a take on the loop; a
+     * failure leaves it to the taker */
+    r->fd_ro = ss__seg_reopen_ro(r->seg.fd);
+    if (r->fd_ro < 0)
+        r->fd_ro = -1;
     pthread_mutex_lock(&pool->mu);
     pool->inflight_bytes -= e;
     pool->st.bytes_populated += r->seg.size;
@@ -850,11 +860,21 @@ refused:
 
 int ss__pool_take(ss__pool *pool, uint64_t size, int node, ss__seg *out)
 {
+    int fd_ro = -1, rc = ss__pool_take_ro(pool, size, node, out, &fd_ro);
+
+    if (fd_ro >= 0)
+        ss__sys_close(fd_ro);
+    return rc;
+}
+
+int ss__pool_take_ro(ss__pool *pool, uint64_t size, int node, ss__seg *out, int *fd_ro)
+{
     struct ready *r = NULL;
     uint64_t before;
     bool wake = false;
     int slot, cls, rc;
 
+    *fd_ro = -1;
     if (!pool || !out)
         return -EINVAL;
     out->fd = -1;
@@ -912,6 +932,7 @@ int ss__pool_take(ss__pool *pool, uint64_t size, int node, ss__seg *out)
             destroy_list(pool, r); /* frees r */
         } else {
             *out = r->seg;
+            *fd_ro = r->fd_ro;
             free(r);
         }
     }

@@ -550,12 +550,13 @@ static int restore_mem(ss__store *s, ss__spop *op, uint64_t *need)
     if (!op->small) {
         if (size > s->mem.capacity)
             return -E2BIG;
-        rc = ss__pool_take(s->mem.pool, size, op->node, &op->seg);
+        rc = ss__pool_take_ro(s->mem.pool, size, op->node, &op->seg, &op->fd_ro);
         if (rc < 0) {
             op->seg.fd = -1;
             return rc;
         }
-        op->fd_ro = ss__seg_reopen_ro(op->seg.fd);
+        if (op->fd_ro < 0) /* a miss */
+            op->fd_ro = ss__seg_reopen_ro(op->seg.fd);
         if (op->fd_ro < 0) {
             rc = op->fd_ro;
             goto fail;

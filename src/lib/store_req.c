@@ -312,10 +312,11 @@ static int create_take(ss__store *s, const create_args *a, create_mem_t *m, uint
     } else if (!m->small) {
         if (a->size > s->mem.capacity)
             return -ENOSPC;
-        rc = ss__pool_take(s->mem.pool, a->size, m->node, &m->seg);
+        rc = ss__pool_take_ro(s->mem.pool, a->size, m->node, &m->seg, &m->fd_ro);
         if (rc < 0)
             return rc;
-        m->fd_ro = ss__seg_reopen_ro(m->seg.fd);
+        if (m->fd_ro < 0) /* a miss: open the readers' fd now */
+            m->fd_ro = ss__seg_reopen_ro(m->seg.fd);
         if (m->fd_ro < 0) {
             rc = m->fd_ro;
             goto fail;

@@ -23,6 +23,7 @@
 
 #include <dirent.h>
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -325,21 +326,29 @@ static void test_refills_after_take(void **state)
  * bucket that can still serve alone (zeroing would share the memory
  * bandwidth of the producer's copy), refills it once the writer is done,
  * and refills an empty bucket even while a writer is active. */
-static void test_yields_to_writer(void **state)
+/* A pool of one 4 MiB class and room for two, full. */
+static ss__pool *start_two(struct acct *a)
 {
-    struct acct a = { 0 };
-    ss__pool_params p = params(8 * MiB, &a);
+    ss__pool_params p = params(8 * MiB, a);
     ss__pool *pool;
-    ss__pool_stats st;
-    ss__seg seg[2];
-    uint64_t t_take;
 
-    (void)state;
     p.classes.n = 1;
     p.classes.v[0] = 4 * MiB;
     pool = start(&p);
     t_assert_ok(ss__pool_wait_full(pool, 20000));
     assert_int_equal(stats(pool).ready_segments, 2);
+    return pool;
+}
+
+static void test_yields_to_writer(void **state)
+{
+    struct acct a = { 0 };
+    ss__pool *pool = start_two(&a);
+    ss__pool_stats st;
+    ss__seg seg[2];
+    uint64_t t_take;
+
+    (void)state;
 
     /* a hit that leaves its bucket a segment wakes nobody, and nothing is
      * refilled while its writer copies (the hold lasts 250 ms after the
@@ -373,6 +382,60 @@ static void test_yields_to_writer(void **state)
     for (int i = 0; i < 2; i++)
         release(&a, &seg[i]);
     finish(pool, &a);
+}
+
+/* Open fds of this process. */
+static int open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+
+    assert_non_null(d);
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+/* A hit hands over the readers' fd the populator opened: read-only, of the
+ * same file; a miss hands -1; ready segments' fds close with the pool. */
+static void test_take_ro(void **state)
+{
+    struct acct a = { 0 };
+    int fds0 = open_fds(), ro = 7;
+    ss__pool *pool = start_two(&a);
+    ss__seg seg, miss;
+    struct stat st_rw, st_ro;
+
+    (void)state;
+    /* two segments, each with its fd and its readers' fd */
+    assert_int_equal(open_fds(), fds0 + 4);
+
+    t_assert_ok(ss__pool_take_ro(pool, 3 * MiB, SS_NODE_ANY, &seg, &ro));
+    assert_true(ro >= 0);
+    assert_int_equal(fcntl(ro, F_GETFL) & O_ACCMODE, O_RDONLY);
+    assert_int_equal(fstat(seg.fd, &st_rw), 0);
+    assert_int_equal(fstat(ro, &st_ro), 0);
+    assert_true(st_rw.st_ino == st_ro.st_ino && st_rw.st_dev == st_ro.st_dev);
+    assert_int_equal(st_ro.st_size, seg.size); /* trimmed: one file */
+    /* read-only: no write through it, no writable map of it */
+    assert_int_equal(write(ro, "x", 1), -1);
+    assert_true(mmap(NULL, seg.size, PROT_READ | PROT_WRITE, MAP_SHARED, ro, 0) == MAP_FAILED);
+    ss__pool_writer_done(pool);
+
+    /* above the largest class: a miss, no readers' fd */
+    int miss_ro = 7;
+    t_assert_ok(ss__pool_take_ro(pool, 20 * MiB, SS_NODE_ANY, &miss, &miss_ro));
+    assert_int_equal(miss_ro, -1);
+    ss__pool_writer_done(pool);
+
+    release(&a, &miss);
+    release(&a, &seg);
+    finish(pool, &a);
+    /* the ready segments' fds closed with the pool; the hit's is ours */
+    assert_int_equal(open_fds(), fds0 + 1);
+    assert_int_equal(close(ro), 0);
+    assert_int_equal(open_fds(), fds0);
 }
 
 static void test_miss_above_largest_class(void **state)
@@ -802,6 +865,7 @@ int main(void)
         cmocka_unit_test(test_hit_is_trimmed_sealed_populated),
         cmocka_unit_test(test_refills_after_take),
         cmocka_unit_test(test_yields_to_writer),
+        cmocka_unit_test(test_take_ro),
         cmocka_unit_test(test_miss_above_largest_class),
         cmocka_unit_test(test_budget_zero),
         cmocka_unit_test(test_refusal_backs_off),
