@@ -86,6 +86,8 @@ typedef struct aarena {
     uint32_t unit;              /* window unit: max(GRAIN, page) */
     uint32_t nunits;
     uint16_t *win;              /* open windows per unit */
+    uint8_t *wr;                /* 1: the unit is writable in the store's
+                                   mapping now (open, or lingering) */
 } aarena;
 
 typedef struct anode {
@@ -97,8 +99,18 @@ typedef struct anode {
     aarena *big_spare;          /* idle dedicated arena */
 } anode;
 
+/* A closed window of a small object whose units stay writable until due
+ * (lingering windows, below). */
+typedef struct alinger {
+    aarena *ar;
+    uint32_t u0, u1;
+    uint64_t due;
+} alinger;
+
 struct ss__arenas {
     ss__arena_params p;
+    alinger linger[SS_ARENA_LINGER_SLOTS]; /* in due order */
+    uint32_t nlinger;
     anode *nodes[NODE_KEYS];
     aarena **ars;               /* by id; NULL = free id */
     uint32_t nslots;
@@ -106,6 +118,8 @@ struct ss__arenas {
     uint64_t charged;
     ss__arena_stats st;
 };
+
+static void linger_forget(ss__arenas *a, const aarena *r);
 
 /* ----------------------------------------------------------------- bins */
 /* Bins 0..15 hold exactly that many grains; above, 8 bins per power of two:
@@ -202,6 +216,7 @@ static void arena_free_record(aarena *r)
     }
     free(r->at);
     free(r->win);
+    free(r->wr);
     free(r);
 }
 
@@ -219,6 +234,7 @@ static void arena_destroy(ss__arenas *a, aarena *r)
         n->spare = NULL;
     if (n->big_spare == r)
         n->big_spare = NULL;
+    linger_forget(a, r);
     if (!a->p.bookkeeping_only)
         ss__seg_destroy(&r->seg);
     charge(a, -(int64_t)size);
@@ -316,13 +332,14 @@ static int arena_install(ss__arenas *a, anode *n, ss__seg *seg, bool dedicated, 
     r->unit = seg->page_size > GRAIN ? seg->page_size : (uint32_t)GRAIN;
     r->nunits = (uint32_t)(seg->size / r->unit);
     r->win = calloc(r->nunits, sizeof(*r->win));
+    r->wr = calloc(r->nunits, sizeof(*r->wr));
     r->dedicated = dedicated;
     if (!dedicated) {
         r->ngr = (uint32_t)(seg->size / GRAIN);
         r->at = calloc(r->ngr, sizeof(*r->at));
         r->first = calloc(1, sizeof(aext));
     }
-    if (!r->win || (!dedicated && (!r->at || !r->first))) {
+    if (!r->win || !r->wr || (!dedicated && (!r->at || !r->first))) {
         arena_free_record(r);
         return -ENOMEM;
     }
@@ -652,31 +669,104 @@ int ss__arena_free(ss__arenas *a, const ss__aloc *loc)
 
 /* ---------------------------------------------------------- write windows */
 
-/* mprotect the units [u0, u1) of r whose count is zero, in runs. On an
- * error the runs already changed are changed back when `undo`. */
+/*
+ * The store's mapping of an arena is PROT_READ except for units that are
+ * writable (wr): those of open windows (win > 0), and those of a small
+ * object's window closed less than SS_ARENA_LINGER_NS ago (lingering: a
+ * record in a->linger covers them). An open makes writable only the units
+ * that are not, and a put that reuses the space of one deleted a moment
+ * ago (the allocator hands freed space out again at once) finds its units
+ * writable still: a stream of puts of up to SS_ARENA_LINGER_MAX bytes pays
+ * no mprotect, where each one cost an interprocessor interrupt, tens of us
+ * on a VM, when another thread of the process ran elsewhere. Larger
+ * objects' windows close at once.
+ *   win[u] > 0  =>  wr[u]
+ *   wr[u] && win[u] == 0  =>  a linger record of r covers u
+ * A record that expires (or is pushed out when all slots are taken, or
+ * its arena goes) makes the idle writable units it covers read-only.
+ */
+
+/* mprotect the units [u0, u1) of r with win == 0 and wr == from to prot,
+ * in runs, setting wr to !from. On an error the runs already changed are
+ * changed back when `undo`. */
 static int win_protect_idle(const ss__arenas *a, aarena *r, uint32_t u0, uint32_t u1, int prot,
-                            bool undo)
+                            bool from, bool undo)
 {
-    if (a->p.bookkeeping_only)
-        return 0;
     for (uint32_t u = u0; u < u1;) {
-        if (r->win[u]) {
+        if (r->win[u] || (bool)r->wr[u] != from) {
             u++;
             continue;
         }
         uint32_t v = u;
-        while (v < u1 && !r->win[v])
+        while (v < u1 && !r->win[v] && (bool)r->wr[v] == from)
             v++;
-        int rc = ss__sys_mprotect((char *)r->seg.map + (uint64_t)u * r->unit,
-                                  (size_t)(v - u) * r->unit, prot);
+        int rc = a->p.bookkeeping_only
+                     ? 0
+                     : ss__sys_mprotect((char *)r->seg.map + (uint64_t)u * r->unit,
+                                        (size_t)(v - u) * r->unit, prot);
         if (rc < 0) {
             if (undo && u > u0)
-                (void)win_protect_idle(a, r, u0, u, PROT_READ, false);
+                (void)win_protect_idle(a, r, u0, u, PROT_READ, !from, false);
             return rc;
         }
+        memset(r->wr + u, !from, v - u);
         u = v;
     }
     return 0;
+}
+
+/* Linger record k expires: its idle writable units become read-only. */
+static void linger_expire(ss__arenas *a, uint32_t k)
+{
+    alinger *l = &a->linger[k];
+    int rc = win_protect_idle(a, l->ar, l->u0, l->u1, PROT_READ, true, false);
+
+    if (rc < 0) /* ENOMEM splitting a VMA: stays writable until the arena goes */
+        ss__log_error("arena %u: cannot make units %u..%u read-only again: %s", l->ar->id,
+                      l->u0, l->u1, ss_strerror(rc));
+    memmove(l, l + 1, (a->nlinger - k - 1) * sizeof(*l));
+    a->nlinger--;
+}
+
+/* The units [u0, u1) of r linger until now + SS_ARENA_LINGER_NS: a record
+ * of the same units moves to the tail (the latest due), else one is added
+ * there, the oldest expiring first when every slot is taken. */
+static void linger_add(ss__arenas *a, aarena *r, uint32_t u0, uint32_t u1, uint64_t now)
+{
+    for (uint32_t k = 0; k < a->nlinger; k++)
+        if (a->linger[k].ar == r && a->linger[k].u0 == u0 && a->linger[k].u1 == u1) {
+            memmove(&a->linger[k], &a->linger[k + 1], (a->nlinger - k - 1) * sizeof(alinger));
+            a->nlinger--;
+            break;
+        }
+    if (a->nlinger == SS_ARENA_LINGER_SLOTS)
+        linger_expire(a, 0);
+    a->linger[a->nlinger++] = (alinger){ r, u0, u1, now + SS_ARENA_LINGER_NS };
+}
+
+/* Arena r goes: its records go (its mapping goes with it). */
+static void linger_forget(ss__arenas *a, const aarena *r)
+{
+    uint32_t j = 0;
+
+    for (uint32_t k = 0; k < a->nlinger; k++)
+        if (a->linger[k].ar != r)
+            a->linger[j++] = a->linger[k];
+    a->nlinger = j;
+}
+
+uint64_t ss__arena_linger_close(ss__arenas *a, uint64_t now, bool all)
+{
+    if (!a)
+        return UINT64_MAX;
+    while (a->nlinger && (all || a->linger[0].due <= now))
+        linger_expire(a, 0);
+    return a->nlinger ? a->linger[0].due : UINT64_MAX;
+}
+
+uint32_t ss__arena_lingering(const ss__arenas *a)
+{
+    return a ? a->nlinger : 0;
 }
 
 static void win_units(const aext *e, uint32_t *u0, uint32_t *u1)
@@ -703,7 +793,7 @@ int ss__arena_write_open(ss__arenas *a, const ss__aloc *loc)
     for (uint32_t u = u0; u < u1; u++)
         if (r->win[u] == WIN_MAX)
             return -EOVERFLOW;
-    rc = win_protect_idle(a, r, u0, u1, PROT_READ | PROT_WRITE, true);
+    rc = win_protect_idle(a, r, u0, u1, PROT_READ | PROT_WRITE, false, true);
     if (rc < 0)
         return rc;
     for (uint32_t u = u0; u < u1; u++)
@@ -727,7 +817,11 @@ int ss__arena_write_close(ss__arenas *a, const ss__aloc *loc)
         r->win[u]--;
     if (--e->wopen == 0)
         a->st.windows--;
-    rc = win_protect_idle(a, r, u0, u1, PROT_READ, false);
+    if ((uint64_t)(u1 - u0) * r->unit <= SS_ARENA_LINGER_MAX) {
+        linger_add(a, r, u0, u1, ss__now_ns());
+        return 0;
+    }
+    rc = win_protect_idle(a, r, u0, u1, PROT_READ, true, false);
     if (rc < 0) /* ENOMEM splitting a VMA: stays writable until the arena goes */
         ss__log_error("arena %u: cannot make object at %llu read-only again: %s", r->id,
                       (unsigned long long)loc->off, ss_strerror(rc));
@@ -866,13 +960,25 @@ static bool in_bin(const anode *n, unsigned b, const aext *e)
 }
 
 /* The window counts of r's units against the open objects of r. */
-static int validate_windows(const aarena *r)
+static int validate_windows(const ss__arenas *a, const aarena *r)
 {
     uint32_t *want = calloc(r->nunits ? r->nunits : 1, sizeof(*want));
     int rc = 0;
 
     if (!want)
         return -ENOMEM;
+    /* writable units: open, or covered by a linger record */
+    for (uint32_t u = 0; u < r->nunits && rc == 0; u++) {
+        bool covered = r->win[u] > 0;
+
+        for (uint32_t k = 0; k < a->nlinger && !covered; k++)
+            covered = a->linger[k].ar == r && a->linger[k].u0 <= u && u < a->linger[k].u1;
+        if ((r->win[u] && !r->wr[u]) || (r->wr[u] && !covered)) {
+            ss__log_error("arena invariant broken: arena %u unit %u: %u windows, writable %d, "
+                          "lingering %d", r->id, u, r->win[u], r->wr[u], covered);
+            rc = -SS_E_CORRUPT;
+        }
+    }
     for (const aext *e = r->first; e; e = r->dedicated ? NULL : e->next) {
         uint32_t u0, u1;
         if (!e->req || !e->wopen)
@@ -997,6 +1103,14 @@ int ss__arena_validate(const ss__arenas *a)
 
     if (!a)
         return -EINVAL;
+    CHECK(a->nlinger <= SS_ARENA_LINGER_SLOTS, "linger records %u", a->nlinger);
+    for (uint32_t k = 0; k < a->nlinger; k++) {
+        const alinger *l = &a->linger[k];
+        CHECK(l->ar && l->ar->id < a->nslots && a->ars[l->ar->id] == l->ar &&
+                  l->u0 < l->u1 && l->u1 <= l->ar->nunits &&
+                  (k == 0 || a->linger[k - 1].due <= l->due),
+              "linger record %u", k);
+    }
     for (uint32_t id = 0; id < a->nslots; id++) {
         const aarena *r = a->ars[id];
         if (!r)
@@ -1012,7 +1126,7 @@ int ss__arena_validate(const ss__arenas *a)
         t.bytes += r->seg.size;
         rc = r->dedicated ? validate_dedicated(a, r, &t) : validate_regular(a, r, &t);
         if (rc == 0)
-            rc = validate_windows(r);
+            rc = validate_windows(a, r);
         if (rc < 0)
             return rc;
     }

@@ -503,14 +503,17 @@ static void stop_event(void *arg, uint32_t events)
     ss__loop_stop(&s->loop);
 }
 
-/* The small segments' expired write windows close here (alloc.c): a
- * deadline hook, so it runs last thing before the loop sleeps and a window
- * never outlives its time by a sleep. */
+/* The small segments' expired write windows, and the arenas' lingering
+ * ones, close here (alloc.c, arena.c): a deadline hook, so it runs last
+ * thing before the loop sleeps and a window never outlives its time by a
+ * sleep. */
 static uint64_t windows_deadline(void *arg, uint64_t now)
 {
     ss__store *s = arg;
+    uint64_t d = ss__salloc_write_close(s->mem.salloc, now, false);
+    uint64_t da = ss__arena_linger_close(s->mem.arenas, now, false);
 
-    return ss__salloc_write_close(s->mem.salloc, now, false);
+    return da < d ? da : d;
 }
 
 /* --enable-debug: the whole store is checked at the end of every turn,

@@ -203,10 +203,87 @@ static void test_windows(void **state)
     t_assert_ok(ss__arena_write_close(a, &x));
     assert_true(pokeable(x.ptr)); /* still one open */
     t_assert_ok(ss__arena_write_close(a, &x));
-    assert_false(pokeable(x.ptr));
     assert_int_equal(stats(a).windows, 0);
+    /* closed; it lingers (test_linger) until the records are closed */
+    assert_true(pokeable(x.ptr));
+    assert_int_equal(ss__arena_linger_close(a, 0, true), UINT64_MAX);
+    assert_false(pokeable(x.ptr));
+    assert_false(pokeable(y.ptr));
     t_assert_ok(ss__arena_validate(a));
     ss__arenas_destroy(a);
+}
+
+/* Lingering windows: a small object's units stay writable for
+ * SS_ARENA_LINGER_NS after its window closes, a put into the same space
+ * finds them so, they become read-only when due, a large object's close at
+ * once, and records stay bounded and go with their arena. */
+static void test_linger(void **state)
+{
+    (void)state;
+    t_budget b;
+    ss__arenas *a = mk(&b, 1 * SS_GiB, 8 * SS_MiB, SS_HP_OFF, false);
+    ss__aloc x, y, z, o[70];
+    uint64_t now, due;
+
+    t_assert_ok(ss__arena_alloc(a, 64 * SS_KiB + 10, SS_NODE_ANY, &x));
+    now = ss__now_ns();
+    fill(a, &x, 64 * SS_KiB + 10, 1);
+    assert_int_equal(ss__arena_lingering(a), 1);
+    assert_true(pokeable(x.ptr));
+    assert_true(pokeable((char *)x.ptr + 64 * SS_KiB + 9));
+    t_assert_ok(ss__arena_validate(a));
+    /* not due yet: stays; the answer is when it is */
+    due = ss__arena_linger_close(a, now, false);
+    assert_true(due >= now + SS_ARENA_LINGER_NS && due <= ss__now_ns() + SS_ARENA_LINGER_NS);
+    assert_true(pokeable(x.ptr));
+    /* due: read-only */
+    assert_int_equal(ss__arena_linger_close(a, due, false), UINT64_MAX);
+    assert_int_equal(ss__arena_lingering(a), 0);
+    assert_false(pokeable(x.ptr));
+    assert_false(pokeable((char *)x.ptr + 64 * SS_KiB + 9));
+    t_assert_ok(ss__arena_validate(a));
+
+    /* the space of a deleted object, handed out again, is still writable:
+     * one record for both closes */
+    fill(a, &x, 64 * SS_KiB + 10, 2);
+    t_assert_ok(ss__arena_free(a, &x));
+    t_assert_ok(ss__arena_alloc(a, 64 * SS_KiB + 10, SS_NODE_ANY, &y));
+    assert_int_equal(y.off, x.off);
+    assert_true(pokeable(y.ptr));
+    fill(a, &y, 64 * SS_KiB + 10, 3);
+    assert_int_equal(ss__arena_lingering(a), 1);
+    t_assert_ok(ss__arena_validate(a));
+
+    /* above SS_ARENA_LINGER_MAX: read-only at its close */
+    t_assert_ok(ss__arena_alloc(a, SS_ARENA_LINGER_MAX + SS_KiB, SS_NODE_ANY, &z));
+    fill(a, &z, SS_ARENA_LINGER_MAX + SS_KiB, 4);
+    assert_false(pokeable(z.ptr));
+    assert_false(pokeable((char *)z.ptr + SS_ARENA_LINGER_MAX));
+    assert_int_equal(ss__arena_lingering(a), 1);
+    t_assert_ok(ss__arena_free(a, &z));
+
+    /* bounded: past SS_ARENA_LINGER_SLOTS records the oldest expire */
+    for (int i = 0; i < 70; i++) {
+        t_assert_ok(ss__arena_alloc(a, 64 * SS_KiB, SS_NODE_ANY, &o[i]));
+        fill(a, &o[i], 64 * SS_KiB, 10 + (unsigned)i);
+    }
+    assert_int_equal(ss__arena_lingering(a), SS_ARENA_LINGER_SLOTS);
+    assert_false(pokeable(y.ptr)); /* the oldest */
+    assert_false(pokeable(o[0].ptr));
+    assert_true(pokeable(o[69].ptr));
+    t_assert_ok(ss__arena_validate(a));
+    for (int i = 0; i < 70; i++)
+        assert_true(t_check(o[i].ptr, 64 * SS_KiB, 10 + (unsigned)i));
+
+    /* an arena that goes takes its records along */
+    for (int i = 0; i < 70; i++)
+        t_assert_ok(ss__arena_free(a, &o[i]));
+    t_assert_ok(ss__arena_free(a, &y));
+    assert_true(ss__arena_trim(a) > 0);
+    assert_int_equal(ss__arena_lingering(a), 0);
+    t_assert_ok(ss__arena_validate(a));
+    ss__arenas_destroy(a);
+    assert_int_equal(b.used, 0);
 }
 
 /* A reader's O_RDONLY view can never write, sees the store's writes, and
@@ -484,6 +561,8 @@ static void test_hugepages(void **state)
     t_fill(y.ptr, 100 * SS_KiB, 2); /* still writable for y */
     t_assert_ok(ss__arena_validate(a));
     t_assert_ok(ss__arena_write_close(a, &y));
+    assert_true(pokeable(y.ptr)); /* lingering */
+    (void)ss__arena_linger_close(a, 0, true);
     assert_false(pokeable(y.ptr));
     assert_true(t_check(view + x.off, 100 * SS_KiB, 1));
     assert_true(t_check(view + y.off, 100 * SS_KiB, 2));
@@ -687,6 +766,7 @@ static void test_costs(void **state)
         for (int i = 0; i < 1000; i++) {
             t_assert_ok(ss__arena_write_open(a, &x));
             t_assert_ok(ss__arena_write_close(a, &x));
+            (void)ss__arena_linger_close(a, 0, true); /* both mprotects */
         }
         uint64_t t3 = ss__now_ns();
         t_assert_ok(ss__arena_free(a, &x));
@@ -728,6 +808,7 @@ int main(void)
         cmocka_unit_test(test_params),
         cmocka_unit_test(test_alloc_free),
         cmocka_unit_test(test_windows),
+        cmocka_unit_test(test_linger),
         cmocka_unit_test(test_reader),
         cmocka_unit_test(test_returned),
         cmocka_unit_test(test_make_adopt),
