@@ -88,6 +88,9 @@ typedef struct aarena {
     uint16_t *win;              /* open windows per unit */
     uint8_t *wr;                /* 1: the unit is writable in the store's
                                    mapping now (open, or lingering) */
+    bool wr_stuck;              /* an mprotect back to PROT_READ failed
+                                   (ENOMEM splitting a VMA): units may be
+                                   writable with no record until the arena goes */
 } aarena;
 
 typedef struct anode {
@@ -681,9 +684,14 @@ int ss__arena_free(ss__arenas *a, const ss__aloc *loc)
  * on a VM, when another thread of the process ran elsewhere. Larger
  * objects' windows close at once.
  *   win[u] > 0  =>  wr[u]
- *   wr[u] && win[u] == 0  =>  a linger record of r covers u
+ *   wr[u] && win[u] == 0  =>  a linger record of r covers u, or r->wr_stuck
  * A record that expires (or is pushed out when all slots are taken, or
- * its arena goes) makes the idle writable units it covers read-only.
+ * its arena goes) makes the idle writable units it covers read-only. A
+ * record's due is set by the close that made it and never pushed back: a
+ * close of the same units while it lingers adds nothing. So a unit shared
+ * by several objects (a 2 MiB page) that puts keep writing becomes
+ * read-only every 20 ms all the same, and no sealed object's pages stay
+ * writable longer than 20 ms after the last window over them closed.
  */
 
 /* mprotect the units [u0, u1) of r with win == 0 and wr == from to prot,
@@ -705,8 +713,8 @@ static int win_protect_idle(const ss__arenas *a, aarena *r, uint32_t u0, uint32_
                      : ss__sys_mprotect((char *)r->seg.map + (uint64_t)u * r->unit,
                                         (size_t)(v - u) * r->unit, prot);
         if (rc < 0) {
-            if (undo && u > u0)
-                (void)win_protect_idle(a, r, u0, u, PROT_READ, !from, false);
+            if (undo && u > u0 && win_protect_idle(a, r, u0, u, PROT_READ, !from, false) < 0)
+                r->wr_stuck = true;
             return rc;
         }
         memset(r->wr + u, !from, v - u);
@@ -715,30 +723,38 @@ static int win_protect_idle(const ss__arenas *a, aarena *r, uint32_t u0, uint32_
     return 0;
 }
 
+/* The idle writable units [u0, u1) of r become read-only. On failure
+ * (ENOMEM splitting a VMA) the rest stay writable until a later window
+ * over them closes or the arena goes: logged, and the arena marked. */
+static void protect_back(const ss__arenas *a, aarena *r, uint32_t u0, uint32_t u1)
+{
+    int rc = win_protect_idle(a, r, u0, u1, PROT_READ, true, false);
+
+    if (rc < 0) {
+        r->wr_stuck = true;
+        ss__log_error("arena %u: cannot make units %u..%u read-only again: %s", r->id, u0, u1,
+                      ss_strerror(rc));
+    }
+}
+
 /* Linger record k expires: its idle writable units become read-only. */
 static void linger_expire(ss__arenas *a, uint32_t k)
 {
     alinger *l = &a->linger[k];
-    int rc = win_protect_idle(a, l->ar, l->u0, l->u1, PROT_READ, true, false);
 
-    if (rc < 0) /* ENOMEM splitting a VMA: stays writable until the arena goes */
-        ss__log_error("arena %u: cannot make units %u..%u read-only again: %s", l->ar->id,
-                      l->u0, l->u1, ss_strerror(rc));
+    protect_back(a, l->ar, l->u0, l->u1);
     memmove(l, l + 1, (a->nlinger - k - 1) * sizeof(*l));
     a->nlinger--;
 }
 
-/* The units [u0, u1) of r linger until now + SS_ARENA_LINGER_NS: a record
- * of the same units moves to the tail (the latest due), else one is added
- * there, the oldest expiring first when every slot is taken. */
+/* The units [u0, u1) of r linger until now + SS_ARENA_LINGER_NS, unless a
+ * record of the same units lingers already (its due stands); the oldest
+ * expires first when every slot is taken. */
 static void linger_add(ss__arenas *a, aarena *r, uint32_t u0, uint32_t u1, uint64_t now)
 {
     for (uint32_t k = 0; k < a->nlinger; k++)
-        if (a->linger[k].ar == r && a->linger[k].u0 == u0 && a->linger[k].u1 == u1) {
-            memmove(&a->linger[k], &a->linger[k + 1], (a->nlinger - k - 1) * sizeof(alinger));
-            a->nlinger--;
-            break;
-        }
+        if (a->linger[k].ar == r && a->linger[k].u0 == u0 && a->linger[k].u1 == u1)
+            return;
     if (a->nlinger == SS_ARENA_LINGER_SLOTS)
         linger_expire(a, 0);
     a->linger[a->nlinger++] = (alinger){ r, u0, u1, now + SS_ARENA_LINGER_NS };
@@ -807,7 +823,6 @@ int ss__arena_write_close(ss__arenas *a, const ss__aloc *loc)
 {
     aext *e = a ? locate(a, loc) : NULL;
     uint32_t u0, u1;
-    int rc;
 
     if (!e || !e->wopen)
         return -EINVAL;
@@ -821,10 +836,7 @@ int ss__arena_write_close(ss__arenas *a, const ss__aloc *loc)
         linger_add(a, r, u0, u1, ss__now_ns());
         return 0;
     }
-    rc = win_protect_idle(a, r, u0, u1, PROT_READ, true, false);
-    if (rc < 0) /* ENOMEM splitting a VMA: stays writable until the arena goes */
-        ss__log_error("arena %u: cannot make object at %llu read-only again: %s", r->id,
-                      (unsigned long long)loc->off, ss_strerror(rc));
+    protect_back(a, r, u0, u1);
     return 0;
 }
 
@@ -973,7 +985,7 @@ static int validate_windows(const ss__arenas *a, const aarena *r)
 
         for (uint32_t k = 0; k < a->nlinger && !covered; k++)
             covered = a->linger[k].ar == r && a->linger[k].u0 <= u && u < a->linger[k].u1;
-        if ((r->win[u] && !r->wr[u]) || (r->wr[u] && !covered)) {
+        if ((r->win[u] && !r->wr[u]) || (r->wr[u] && !covered && !r->wr_stuck)) {
             ss__log_error("arena invariant broken: arena %u unit %u: %u windows, writable %d, "
                           "lingering %d", r->id, u, r->win[u], r->wr[u], covered);
             rc = -SS_E_CORRUPT;

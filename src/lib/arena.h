@@ -179,7 +179,7 @@ int ss__arena_write_close(ss__arenas *a, const ss__aloc *loc);
 /*
  * Lingering windows. The close of a window over at most
  * SS_ARENA_LINGER_MAX bytes of units leaves them writable for
- * SS_ARENA_LINGER_NS more (each close of the same units restarts it), so
+ * SS_ARENA_LINGER_NS more (a close while they linger does not extend it), so
  * the next put into the same space, which the allocator hands out again
  * at once after a delete, opens its window without an mprotect. Each
  * mprotect cost an interprocessor interrupt (20-30 us on a 2-vCPU VM)
