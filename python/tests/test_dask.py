@@ -21,6 +21,7 @@ distributed = pytest.importorskip(
     "distributed", reason="Dask's distributed is not importable: install python3-distributed")
 np = pytest.importorskip("numpy", reason="numpy is not importable: install python3-numpy")
 
+import dask  # noqa: E402
 import sealstore  # noqa: E402
 import sealstore.dask as sd  # noqa: E402
 import sshelpers  # noqa: E402
@@ -67,8 +68,12 @@ def cluster(store_dir):
     old = dict(os.environ)
     os.environ.update(cluster_env(sock))
     try:
-        lc = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      dashboard_address=None, silence_logs=logging.ERROR)
+        # No active memory manager: its ReduceReplicas drops a key's extra
+        # replica every 2 s, so a producer could lose its own copy and get
+        # the store's back, which the tests here would take for a bug.
+        with dask.config.set({"distributed.scheduler.active-memory-manager.start": False}):
+            lc = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                          dashboard_address=None, silence_logs=logging.ERROR)
         client = sd.setup(distributed.Client(lc), socket=sock, threshold=THRESHOLD)
     finally:
         os.environ.clear()
