@@ -858,23 +858,15 @@ refused:
     return rc;
 }
 
-int ss__pool_take(ss__pool *pool, uint64_t size, int node, ss__seg *out)
-{
-    int fd_ro = -1, rc = ss__pool_take_ro(pool, size, node, out, &fd_ro);
-
-    if (fd_ro >= 0)
-        ss__sys_close(fd_ro);
-    return rc;
-}
-
-int ss__pool_take_ro(ss__pool *pool, uint64_t size, int node, ss__seg *out, int *fd_ro)
+/* A take; *fd_ro (when asked) the ready segment's read-only fd, -1 when
+ * it has none (a miss, or the populator's reopen failed). */
+static int pool_take(ss__pool *pool, uint64_t size, int node, ss__seg *out, int *fd_ro)
 {
     struct ready *r = NULL;
     uint64_t before;
     bool wake = false;
     int slot, cls, rc;
 
-    *fd_ro = -1;
     if (!pool || !out)
         return -EINVAL;
     out->fd = -1;
@@ -932,12 +924,31 @@ int ss__pool_take_ro(ss__pool *pool, uint64_t size, int node, ss__seg *out, int 
             destroy_list(pool, r); /* frees r */
         } else {
             *out = r->seg;
-            *fd_ro = r->fd_ro;
+            if (fd_ro)
+                *fd_ro = r->fd_ro;
+            else if (r->fd_ro >= 0)
+                ss__sys_close(r->fd_ro);
             free(r);
         }
     }
     if (rc < 0)
         ss__pool_writer_done(pool); /* no writer after all */
+    return rc;
+}
+
+int ss__pool_take(ss__pool *pool, uint64_t size, int node, ss__seg *out)
+{
+    return pool_take(pool, size, node, out, NULL);
+}
+
+int ss__pool_take_ro(ss__pool *pool, uint64_t size, int node, ss__seg *out, int *fd_ro)
+{
+    int rc;
+
+    *fd_ro = -1;
+    rc = pool_take(pool, size, node, out, fd_ro);
+    if (rc == 0 && *fd_ro < 0)
+        *fd_ro = ss__seg_reopen_ro(out->fd);
     return rc;
 }
 

@@ -77,10 +77,11 @@ void ss__pool_stop(ss__pool *pool);
 int ss__pool_take(ss__pool *pool, uint64_t size, int node, ss__seg *out);
 
 /* ss__pool_take, and into *fd_ro a read-only fd of the segment (the
- * readers' one, O_RDONLY) that the populator opened beforehand, or -1 (a
- * miss, or its reopen failed): the caller opens it then. Reopening through
- * /proc costs ~50 us on a VM, a fifth of an in-place create's round trip,
- * so it is done off the loop. The fd is the caller's on success. */
+ * readers' one, O_RDONLY): on a hit the one the populator opened
+ * beforehand (reopening through /proc costs ~50 us on a VM, a fifth of an
+ * in-place create's round trip, so it is done off the loop), else opened
+ * now. On success the fd is the caller's, or *fd_ro is -errno when it
+ * could not be opened (the segment is the caller's all the same). */
 int ss__pool_take_ro(ss__pool *pool, uint64_t size, int node, ss__seg *out, int *fd_ro);
 
 /* A successful take counts as a writer until this is called once for it

@@ -555,8 +555,6 @@ static int restore_mem(ss__store *s, ss__spop *op, uint64_t *need)
             op->seg.fd = -1;
             return rc;
         }
-        if (op->fd_ro < 0) /* a miss */
-            op->fd_ro = ss__seg_reopen_ro(op->seg.fd);
         if (op->fd_ro < 0) {
             rc = op->fd_ro;
             goto fail;

@@ -315,8 +315,6 @@ static int create_take(ss__store *s, const create_args *a, create_mem_t *m, uint
         rc = ss__pool_take_ro(s->mem.pool, a->size, m->node, &m->seg, &m->fd_ro);
         if (rc < 0)
             return rc;
-        if (m->fd_ro < 0) /* a miss: open the readers' fd now */
-            m->fd_ro = ss__seg_reopen_ro(m->seg.fd);
         if (m->fd_ro < 0) {
             rc = m->fd_ro;
             goto fail;

@@ -397,39 +397,56 @@ static int open_fds(void)
     return n;
 }
 
-/* A hit hands over the readers' fd the populator opened: read-only, of the
- * same file; a miss hands -1; ready segments' fds close with the pool. */
+/* ro is a read-only fd of seg's file: no write through it, no writable
+ * map of it. */
+static void check_ro(const ss__seg *seg, int ro)
+{
+    struct stat st_rw, st_ro;
+
+    assert_true(ro >= 0);
+    assert_int_equal(fcntl(ro, F_GETFL) & O_ACCMODE, O_RDONLY);
+    assert_int_equal(fstat(seg->fd, &st_rw), 0);
+    assert_int_equal(fstat(ro, &st_ro), 0);
+    assert_true(st_rw.st_ino == st_ro.st_ino && st_rw.st_dev == st_ro.st_dev);
+    assert_int_equal(st_ro.st_size, seg->size); /* trimmed: one file */
+    assert_int_equal(write(ro, "x", 1), -1);
+    assert_true(mmap(NULL, seg->size, PROT_READ | PROT_WRITE, MAP_SHARED, ro, 0) == MAP_FAILED);
+}
+
+/* A hit hands over the readers' fd the populator opened, a miss one opened
+ * then; a plain take closes the ready one; ready segments' fds close with
+ * the pool. */
 static void test_take_ro(void **state)
 {
     struct acct a = { 0 };
-    int fds0 = open_fds(), ro = 7;
+    int fds0 = open_fds(), ro = 7, miss_ro = 7;
     ss__pool *pool = start_two(&a);
-    ss__seg seg, miss;
-    struct stat st_rw, st_ro;
+    ss__seg seg, miss, plain;
 
     (void)state;
     /* two segments, each with its fd and its readers' fd */
     assert_int_equal(open_fds(), fds0 + 4);
 
     t_assert_ok(ss__pool_take_ro(pool, 3 * MiB, SS_NODE_ANY, &seg, &ro));
-    assert_true(ro >= 0);
-    assert_int_equal(fcntl(ro, F_GETFL) & O_ACCMODE, O_RDONLY);
-    assert_int_equal(fstat(seg.fd, &st_rw), 0);
-    assert_int_equal(fstat(ro, &st_ro), 0);
-    assert_true(st_rw.st_ino == st_ro.st_ino && st_rw.st_dev == st_ro.st_dev);
-    assert_int_equal(st_ro.st_size, seg.size); /* trimmed: one file */
-    /* read-only: no write through it, no writable map of it */
-    assert_int_equal(write(ro, "x", 1), -1);
-    assert_true(mmap(NULL, seg.size, PROT_READ | PROT_WRITE, MAP_SHARED, ro, 0) == MAP_FAILED);
+    check_ro(&seg, ro);
     ss__pool_writer_done(pool);
+    assert_int_equal(open_fds(), fds0 + 4); /* moved to us, none opened */
 
-    /* above the largest class: a miss, no readers' fd */
-    int miss_ro = 7;
+    /* above the largest class: a miss, its readers' fd opened now */
     t_assert_ok(ss__pool_take_ro(pool, 20 * MiB, SS_NODE_ANY, &miss, &miss_ro));
-    assert_int_equal(miss_ro, -1);
+    check_ro(&miss, miss_ro);
     ss__pool_writer_done(pool);
-
+    assert_int_equal(close(miss_ro), 0);
     release(&a, &miss);
+
+    /* a plain take keeps only the segment's own fd */
+    t_assert_ok(ss__pool_wait_full(pool, 20000));
+    int fds1 = open_fds();
+    t_assert_ok(ss__pool_take(pool, 3 * MiB, SS_NODE_ANY, &plain));
+    ss__pool_writer_done(pool);
+    assert_int_equal(open_fds(), fds1 - 1);
+    release(&a, &plain);
+
     release(&a, &seg);
     finish(pool, &a);
     /* the ready segments' fds closed with the pool; the hit's is ours */
