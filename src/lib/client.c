@@ -416,6 +416,17 @@ void ss__cl_hold_free(ss__cl_hold *h, bool forked)
     free(h);
 }
 
+/* Private anonymous memory of len bytes, kept out of a fork's child, or
+ * an error pointer. */
+static void *private_map(size_t len)
+{
+    void *p = ss__sys_mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    if (!ss__is_err(p))
+        (void)ss__sys_madvise(p, len, MADV_DONTFORK);
+    return p;
+}
+
 /* A buffer of len bytes (page-aligned) for the small creation h, from a
  * slab when one has room (client_int.h): 0 or -ENOMEM. Lock held. */
 int ss__cl_buf_take(ss_client *c, size_t len, ss__cl_hold *h)
@@ -438,11 +449,9 @@ int ss__cl_buf_take(ss_client *c, size_t len, ss__cl_hold *h)
             if (t->live)
                 continue;
             if (!t->base) {
-                p = ss__sys_mmap(NULL, SS_CL_SLAB_BYTES, PROT_READ | PROT_WRITE,
-                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                p = private_map(SS_CL_SLAB_BYTES);
                 if (ss__is_err(p))
                     continue;
-                (void)ss__sys_madvise(p, SS_CL_SLAB_BYTES, MADV_DONTFORK);
                 t->base = p;
             }
             t->used = 0;
@@ -456,10 +465,9 @@ int ss__cl_buf_take(ss_client *c, size_t len, ss__cl_hold *h)
         sl->used += len;
         sl->live++;
     } else {
-        p = ss__sys_mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        p = private_map(len);
         if (ss__is_err(p))
             return -ENOMEM;
-        (void)ss__sys_madvise(p, len, MADV_DONTFORK);
         h->buf = p;
         h->slab = 0;
     }
