@@ -335,6 +335,42 @@ long t_smaps_field(const void *addr, const char *field)
     return val;
 }
 
+bool t_map_of(const void *addr, char perms[5], char name[256], unsigned long *lo,
+              unsigned long *hi)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    bool found = false;
+
+    if (!f)
+        return false;
+    while (!found && fgets(line, sizeof(line), f)) {
+        int pos = 0;
+
+        if (sscanf(line, "%lx-%lx %4s %*s %*s %*s %n", lo, hi, perms, &pos) < 3)
+            continue;
+        if ((uintptr_t)addr < *lo || (uintptr_t)addr >= *hi)
+            continue;
+        snprintf(name, 256, "%s", pos ? line + pos : "");
+        name[strcspn(name, "\n")] = 0;
+        found = true;
+    }
+    fclose(f);
+    return found;
+}
+
+void t_expect_map(const void *addr, const char *what, const char *perms)
+{
+    char p[5] = "", n[256] = "";
+    unsigned long lo, hi;
+
+    if (!t_map_of(addr, p, n, &lo, &hi))
+        fail_msg("%p is not mapped", addr);
+    if (!strstr(n, what) || (perms && strcmp(p, perms) != 0))
+        fail_msg("%p is mapped %s from '%s', expected %s from %s", addr, p, n,
+                 perms ? perms : "(any)", what);
+}
+
 long t_kernel_page_size(const void *addr)
 {
     return t_smaps_field(addr, "KernelPageSize");

@@ -114,6 +114,14 @@ const char *t_thp_shmem_mode(void);
 long t_kernel_page_size(const void *addr);
 /* ShmemPmdMapped + hugetlb share of the mapping containing addr, bytes. */
 long t_smaps_field(const void *addr, const char *field);
+/* The /proc/self/maps line covering addr: its permissions ("r--s"...),
+ * the mapped file's name and its range, into perms[5], name[256], *lo,
+ * *hi; false if no mapping covers addr. */
+bool t_map_of(const void *addr, char perms[5], char name[256], unsigned long *lo,
+              unsigned long *hi);
+/* Fail the test unless addr is mapped from a file whose name contains
+ * `what`, with permissions `perms` (NULL: any). */
+void t_expect_map(const void *addr, const char *what, const char *perms);
 
 /* A capacity budget for the memory layer's charge callbacks (pool, small
  * allocator, arenas): t_budget_charge refuses a charge that would pass

@@ -64,6 +64,62 @@ void *ss__cl_map_writable(size_t len, int fd)
     return ss__sys_mmap_shared_rw(fd, len);
 }
 
+void *ss__cl_map_area(size_t len, int fd, void **park)
+{
+    size_t span = 2 * len + SS_CL_PARK_MIN;
+    char *r, *a, *end;
+    void *p;
+    int rc;
+
+    *park = NULL;
+    if (len < SS_CL_PARK_MIN || len % SS_CL_PARK_MIN || len > SIZE_MAX / 4)
+        return ss__cl_map_writable(len, fd);
+    r = ss__sys_mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (ss__is_err(r))
+        return ss__cl_map_writable(len, fd);
+    a = (char *)SS_ALIGN_UP((uintptr_t)r, (uintptr_t)SS_CL_PARK_MIN);
+    end = r + span;
+    if (a > r)
+        ss__sys_munmap(r, (size_t)(a - r));
+    if (end > a + 2 * len)
+        ss__sys_munmap(a + 2 * len, (size_t)(end - (a + 2 * len)));
+    /* the fork guard (sys.h): MADV_DONTFORK is on before a fork can copy it */
+    ss__fork_guard_enter();
+    p = ss__sys_mmap(a, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+    rc = ss__is_err(p) ? (int)ss__ptr_err(p) : ss__sys_madvise(a, 2 * len, MADV_DONTFORK);
+    ss__fork_guard_leave();
+    if (rc < 0) {
+        ss__sys_munmap(a, 2 * len);
+        return ss__err_ptr(rc);
+    }
+    *park = a + len;
+    return a;
+}
+
+int ss__cl_area_writable(ss__cl_seg *sg)
+{
+    int rc;
+
+    if (sg->parked) {
+        /* over the read-only mapping, which goes; the park keeps an empty one */
+        rc = ss__sys_mremap_keep(sg->park, (size_t)sg->size, sg->addr);
+        if (rc < 0) /* the pages fault in again from the file */
+            rc = ss__sys_mprotect(sg->addr, (size_t)sg->size, PROT_READ | PROT_WRITE);
+        if (rc < 0)
+            return rc;
+        sg->parked = false;
+        sg->ro_len = 0;
+        return 0;
+    }
+    if (sg->ro_len) {
+        rc = ss__sys_mprotect(sg->addr, (size_t)sg->ro_len, PROT_READ | PROT_WRITE);
+        if (rc < 0)
+            return rc;
+        sg->ro_len = 0;
+    }
+    return 0;
+}
+
 static inline bool cl_forked(const ss_client *c)
 {
     return c->fork_gen != atomic_load_explicit(&g_fork_gen, memory_order_relaxed);
@@ -200,7 +256,7 @@ void ss__cl_seg_unlink(ss_client *c, ss__cl_seg *s)
 void ss__cl_seg_free(ss__cl_seg *s, bool forked)
 {
     if (s->addr && !(forked && s->writable))
-        ss__sys_munmap(s->addr, s->size);
+        ss__sys_munmap(s->addr, s->park ? 2 * s->size : s->size); /* the park beside it */
     if (s->fd >= 0)
         ss__sys_close(s->fd);
     free(s);
@@ -1037,8 +1093,7 @@ void ss__cl_drop_one(ss_client *c, ss__cl_hold *h, ss_id *ids, size_t *nids,
         segs[(*nsegs)++] = h->mseg;
     }
     if (h->refs == 0) {
-        if (h->state == SS_CL_SEALED)
-            ss__cl_stage_protect(h, PROT_READ | PROT_WRITE); /* area free for reuse */
+        /* a staged creation's area stays read-only until it is lent again */
         ss__cl_hold_unlink(c, h);
         ss__cl_buf_return(c, h);
         ss__cl_hold_free(h, false);

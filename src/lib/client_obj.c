@@ -107,19 +107,24 @@ static int create_staged(ss_client *c, ss__cl_slot *s, const ss__rep_create *rep
     ss__cl_hold *ho;
 
     if (rep->data.fd_index != SS_FD_NONE) {
-        void *p = ss__cl_map_writable((size_t)rep->data.seg_size, s->fds[0]);
+        void *park;
+        void *p = ss__cl_map_area((size_t)rep->data.seg_size, s->fds[0], &park);
 
         if (ss__is_err(p))
             return (int)ss__ptr_err(p);
         sg = ss__cl_seg_insert(c, rep->data.seg_id, rep->data.seg_size, SS_SEG_STAGE);
         if (!sg) {
-            ss__sys_munmap(p, (size_t)rep->data.seg_size);
+            ss__sys_munmap(p, (size_t)rep->data.seg_size * (park ? 2 : 1));
             return -ENOMEM;
         }
         sg->addr = p;
+        sg->park = park;
         sg->writable = true;
         ss__cl_close_fds(s->fds, 1); /* the mapping keeps the memory */
     }
+    int rc = ss__cl_area_writable(sg); /* read-only since its last object's seal */
+    if (rc < 0)
+        return rc;
     ho = ss__cl_hold_new(c, id);
     if (!ho)
         return -ENOMEM;
@@ -130,14 +135,40 @@ static int create_staged(ss_client *c, ss__cl_slot *s, const ss__rep_create *rep
 }
 
 /* Read-only (PROT_READ) or writable again: a staged creation's bytes in
- * its area from its seal to its release (so *data behaves as for any
- * creation: writes after the seal fault, ss_create(3)). Lock held. */
+ * its area from its seal until the area is lent again (so *data behaves
+ * as for any creation: writes after the seal fault, ss_create(3); and in
+ * trusted-producer mode a sealed object's pages stay read-only in its
+ * creator while the area holds it). Lock held, or h SEALING. */
 void ss__cl_stage_protect(ss__cl_hold *h, int prot)
 {
+    ss__cl_seg *sg = h->seg;
     size_t len = SS_ALIGN_UP((size_t)h->size, ss__sys_page_size());
 
-    if (h->kind == SS_SEG_STAGE && h->creator && h->seg && h->seg->addr && len)
-        (void)ss__sys_mprotect(h->seg->addr + h->off, len, prot);
+    if (h->kind != SS_SEG_STAGE || !h->creator || !sg || !sg->addr || !len)
+        return;
+    /* an area of whole 2 MiB may be on 2 MiB pages, where mprotect takes
+     * whole pages only */
+    if (sg->size % SS_CL_PARK_MIN == 0) {
+        uint64_t end = SS_ALIGN_UP(h->off + len, (uint64_t)SS_CL_PARK_MIN);
+        len = (size_t)((end < sg->size ? end : sg->size) - h->off);
+    }
+    if (prot & PROT_WRITE) {
+        (void)ss__cl_area_writable(sg);
+        return;
+    }
+    if (sg->park && !sg->nopark && !sg->parked) {
+        /* the page tables to the park, then the emptied mapping read-only
+         * (ss__cl_map_area says why) */
+        if (ss__sys_mremap_keep(sg->addr, (size_t)sg->size, sg->park) == 0) {
+            sg->parked = true;
+            sg->ro_len = sg->size;
+            (void)ss__sys_mprotect(sg->addr, (size_t)sg->size, PROT_READ);
+            return;
+        }
+        sg->nopark = true;
+    }
+    if (ss__sys_mprotect(sg->addr + h->off, len, prot) == 0)
+        sg->ro_len = h->off + len;
 }
 
 /*
@@ -327,7 +358,7 @@ static int cl_seal(ss_client *c, ss__cl_hold *h, const ss_id *id, bool release, 
     }
     /* a small or staged creation's pages become read-only while the store
      * seals it (sent_protect) */
-    bool early = (h->kind == SS_SEG_STAGE || h->priv) && !release;
+    bool early = h->kind == SS_SEG_STAGE || (h->priv && !release);
     rc = ss__cl_call_work(c, &s, SS_MSG_SEAL, iov, h->kind == SS_SEG_SMALL && h->size ? 3 : 2,
                           h->kind == SS_SEG_STAGE    ? ss__spin_copy_ns(h->size)
                           : h->kind == SS_SEG_OBJECT ? SS_SPIN_SEAL_NS
@@ -339,7 +370,7 @@ static int cl_seal(ss_client *c, ss__cl_hold *h, const ss_id *id, bool release, 
         aborted = hd.flags & SS_MSGF_ABORTED;
     }
     *gone = (rc == 0 && release) || aborted;
-    if (early && (rc != 0 || *gone))
+    if (early && rc != 0)
         creation_protect(h, PROT_READ | PROT_WRITE); /* not sealed: writable again */
     if (*gone) {
         drop_creation(c, h);

@@ -135,6 +135,16 @@ int ss__sys_mprotect(void *addr, size_t len, int prot)
     return mprotect(addr, len, prot) < 0 ? -errno : 0;
 }
 
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4
+#endif
+int ss__sys_mremap_keep(void *old, size_t len, void *to)
+{
+    void *p = mremap(old, len, len, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, to);
+
+    return p == MAP_FAILED ? -errno : 0;
+}
+
 int ss__sys_close(int fd)
 {
     /* never retry close on EINTR: the fd is gone on Linux either way */

@@ -72,6 +72,12 @@ int ss__sys_munmap(void *addr, size_t len);                 /* no EINTR */
 /* EINTR retried (MADV_POPULATE_* sees it on a pending signal) */
 int ss__sys_madvise(void *addr, size_t len, int advice);
 int ss__sys_mprotect(void *addr, size_t len, int prot);     /* no EINTR */
+/* mremap(old, len, len, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP,
+ * to): the page tables of [old, old + len) move to `to` (whatever was
+ * there is unmapped), and the mapping at old stays, empty. 0 or -errno
+ * (-EINVAL: a kernel before 5.13 for shared mappings, or a mapping it
+ * cannot move so). No EINTR. */
+int ss__sys_mremap_keep(void *old, size_t len, void *to);
 int ss__sys_close(int fd); /* EINTR returned: the fd is closed either way */
 /* open("/proc/self/fd/N", flags | O_CLOEXEC): a new open file description;
  * EINTR retried */

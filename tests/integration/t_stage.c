@@ -8,8 +8,8 @@
  *
  * Covered: 64 KiB + 1, 1 MiB and 16 MiB created, written, sealed and read
  * back by another client from an arena mapping; the creator's pointer is
- * read-only from the seal to the release and its area is lent again after
- * the release; many creates in flight on one connection get distinct
+ * read-only from the seal until its area is lent again (after the
+ * release), and the next create that gets it makes it writable; many creates in flight on one connection get distinct
  * areas; abort; a client that goes with staged objects open and sealed
  * leaves nothing behind; the per-client quota (creates beyond it are
  * written in place, in a "sealstore-obj" segment); ss_put's
@@ -40,42 +40,6 @@ static ss_id new_id(void)
     return id;
 }
 
-/* The /proc/self/maps line covering addr: its permissions ("r--p"...) and
- * the mapped file's name, into perms[5] and name[256]; false if none. */
-static bool map_of(const void *addr, char perms[5], char name[256])
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    char line[512];
-    bool found = false;
-
-    if (!f)
-        return false;
-    while (!found && fgets(line, sizeof(line), f)) {
-        unsigned long lo, hi;
-        int pos = 0;
-
-        if (sscanf(line, "%lx-%lx %4s %*s %*s %*s %n", &lo, &hi, perms, &pos) < 3)
-            continue;
-        if ((uintptr_t)addr < lo || (uintptr_t)addr >= hi)
-            continue;
-        snprintf(name, 256, "%s", pos ? line + pos : "");
-        name[strcspn(name, "\n")] = 0;
-        found = true;
-    }
-    fclose(f);
-    return found;
-}
-
-static void expect_map(const void *addr, const char *what, const char *perms)
-{
-    char p[5] = "", n[256] = "";
-
-    assert_true(map_of(addr, p, n));
-    if (!strstr(n, what) || (perms && strcmp(p, perms) != 0))
-        fail_msg("%p is mapped %s from '%s', expected %s from %s", addr, p, n,
-                 perms ? perms : "(any)", what);
-}
-
 /* Another client reads the object: its bytes, from an arena mapping
  * (restored: from an object segment, as every restore). */
 static void read_back_from(const ss_id *id, uint64_t size, unsigned seed, const char *seg)
@@ -87,7 +51,7 @@ static void read_back_from(const ss_id *id, uint64_t size, unsigned seed, const 
     assert_int_equal(ss_get(r, id, 1, 0, &o), 1);
     assert_int_equal(o.size, size);
     assert_true(t_check(o.data, size, seed));
-    expect_map(o.data, seg, "r--s");
+    t_expect_map(o.data, seg, "r--s");
     t_assert_ok(ss_release(r, id));
     ss_disconnect(r);
 }
@@ -110,18 +74,25 @@ static void test_sizes(void **state)
 
         t_assert_ok(ss_create(t_embed, &id, sizes[i], NULL, 0, &data));
         assert_true(((uintptr_t)data & 63) == 0);
-        expect_map(data, "sealstore-stage", "rw-s");
+        t_expect_map(data, "sealstore-stage", "rw-s");
         t_fill(data, sizes[i], seed);
         t_assert_ok(ss_seal(t_embed, &id));
         /* the creator's pointer: the sealed bytes, read-only until release */
-        expect_map(data, "sealstore-stage", "r--s");
+        t_expect_map(data, "sealstore-stage", "r--s");
         assert_true(t_check(data, sizes[i], seed));
         ss_stats after = t_store_stats(t_embed);
         assert_true(after.arena_live_bytes >= before.arena_live_bytes + sizes[i]);
         read_back(&id, sizes[i], seed);
         t_assert_ok(ss_release(t_embed, &id));
-        expect_map(data, "sealstore-stage", "rw-s");
+        /* read-only until the area is lent again, by the next create */
+        t_expect_map(data, "sealstore-stage", "r--s");
         t_assert_ok(ss_delete(t_embed, &id));
+        ss_id id2 = new_id();
+        void *again;
+        t_assert_ok(ss_create(t_embed, &id2, sizes[i], NULL, 0, &again));
+        assert_ptr_equal(again, data);
+        t_expect_map(again, "sealstore-stage", "rw-s");
+        t_assert_ok(ss_abort(t_embed, &id2));
     }
 }
 
@@ -137,7 +108,7 @@ static void test_in_flight(void **state)
     for (int i = 0; i < N; i++) {
         ids[i] = new_id();
         t_assert_ok(ss_create(t_embed, &ids[i], size, NULL, 0, &data[i]));
-        expect_map(data[i], "sealstore-stage", "rw-s");
+        t_expect_map(data[i], "sealstore-stage", "rw-s");
         for (int j = 0; j < i; j++)
             assert_true((char *)data[j] + size <= (char *)data[i] ||
                         (char *)data[i] + size <= (char *)data[j]);
@@ -154,7 +125,7 @@ static void test_in_flight(void **state)
     ss_stats st = t_store_stats(t_embed);
     for (int i = 0; i < N; i++) {
         t_assert_ok(ss_create(t_embed, &ids[i], size, NULL, 0, &data[i]));
-        expect_map(data[i], "sealstore-stage", "rw-s");
+        t_expect_map(data[i], "sealstore-stage", "rw-s");
     }
     ss_stats st2 = t_store_stats(t_embed);
     assert_int_equal(st2.resident_bytes - st2.arena_bytes, st.resident_bytes - st.arena_bytes);
@@ -177,7 +148,7 @@ static void test_abort(void **state)
     assert_int_equal(ss_contains(t_embed, &id), 0);
     /* the id and the area are free again */
     t_assert_ok(ss_create(t_embed, &id, 1 << 20, NULL, 0, &data));
-    expect_map(data, "sealstore-stage", "rw-s");
+    t_expect_map(data, "sealstore-stage", "rw-s");
     t_fill(data, 1 << 20, 3);
     t_assert_ok(ss_seal(t_embed, &id));
     read_back(&id, 1 << 20, 3);
@@ -231,7 +202,7 @@ static void test_quota(void **state)
     t_assert_ok(ss_connect(t_embed_path, 0, &c));
     for (int i = 0; i < 3; i++) {
         t_assert_ok(ss_create(c, &ids[i], 64 << 20, NULL, 0, &d[i]));
-        expect_map(d[i], i < 2 ? "sealstore-stage" : "sealstore-obj", "rw-s");
+        t_expect_map(d[i], i < 2 ? "sealstore-stage" : "sealstore-obj", "rw-s");
         t_fill(d[i], 64 << 20, 40u + (unsigned)i);
     }
     for (int i = 0; i < 3; i++) {
@@ -244,7 +215,7 @@ static void test_quota(void **state)
     /* above the staging limit: in place */
     ss_id big = new_id();
     t_assert_ok(ss_create(c, &big, (64 << 20) + 1, NULL, 0, &d[0]));
-    expect_map(d[0], "sealstore-obj", "rw-s");
+    t_expect_map(d[0], "sealstore-obj", "rw-s");
     t_assert_ok(ss_abort(c, &big));
     ss_disconnect(c);
 }
@@ -256,7 +227,7 @@ static void test_spill_restore(void **state)
 
     (void)state;
     t_assert_ok(ss_create(t_embed, &id, 3 << 20, NULL, 0, &data));
-    expect_map(data, "sealstore-stage", "rw-s"); /* staged, then an arena object */
+    t_expect_map(data, "sealstore-stage", "rw-s"); /* staged, then an arena object */
     t_fill(data, 3 << 20, 77);
     t_assert_ok(ss_seal(t_embed, &id));
     t_assert_ok(ss_release(t_embed, &id));
