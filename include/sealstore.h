@@ -154,7 +154,11 @@ SS_API void ss_disconnect(ss_client *c);
  * Above SEALSTORE_SMALL_MAX up to SEALSTORE_STAGE_MAX, *data points into
  * a warm staging area of this client's, and the seal copies the bytes into
  * the store's write-once memory (one copy, no page faults); larger objects
- * are written in place in a segment of their own.
+ * are written in place in a segment of their own. A store in
+ * trusted-producer mode (SEALSTORE_TRUST_PRODUCERS) copies nothing: the
+ * area holds the object until it is freed, readers map it read-only, and
+ * *data is read-only from the seal on, but this client could make it
+ * writable again (README, Guarantees).
  * Returns 0; -EEXIST (id exists, sealed, spilled or being created);
  * -ENOSPC (does not fit within SEALSTORE_CREATE_TIMEOUT; at once when
  * `size` exceeds the store's capacity, when the create timeout is 0, or
@@ -530,6 +534,11 @@ typedef struct ss_stats {
                                    * of arena_bytes is free space and rounding) */
     uint64_t remote_puts;         /* puts whose bytes the store read straight
                                    * from the caller's memory, total */
+    uint64_t trusted_producers;   /* 1: SEALSTORE_TRUST_PRODUCERS is on (creates
+                                   * written in place in memory their producer
+                                   * keeps writable), 0: off */
+    uint64_t trusted_bytes;       /* producers' staging areas that hold objects
+                                   * now (trusted mode), as the kernel holds them */
 } ss_stats;
 
 /* ss_stats.spill_mode */
@@ -635,6 +644,10 @@ typedef enum ss_option {
                                  from a staging area at seal */
     SS_OPT_INDEX_GETS,        /* SEALSTORE_INDEX_GETS: gets served from the
                                  shared index with a pin (client side, on) */
+    SS_OPT_TRUST_PRODUCERS,   /* SEALSTORE_TRUST_PRODUCERS: creates written in
+                                 place into memory their creator reuses; a
+                                 producer could write its own sealed objects
+                                 (off) */
     SS_OPT__COUNT             /* sentinel */
 } ss_option;
 

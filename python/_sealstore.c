@@ -1844,7 +1844,8 @@ static PyObject *client_stats(sspy_client *self, PyObject *unused)
         U(deletes) || U(evictions) || U(waits) || U(wait_timeouts) ||
         U(protocol_errors) || U(bookkeeping_bytes) || U(pool_yields) || U(seal_waits) ||
         U(parked_requests) || U(parked_bytes) || U(fd_deferred) || U(arena_bytes) ||
-        U(arena_live_bytes) || U(remote_puts))
+        U(arena_live_bytes) || U(remote_puts) || U(trusted_producers) ||
+        U(trusted_bytes))
         Py_CLEAR(d);
 #undef U
 #undef A

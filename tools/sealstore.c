@@ -858,11 +858,13 @@ static int cmd_stat(struct cli *cli)
                    ", \"wait_timeouts\": %" PRIu64 ",\n \"protocol_errors\": %" PRIu64
                    ", \"bookkeeping_bytes\": %" PRIu64 ", \"bookkeeping_bytes_per_object\": %" PRIu64
                    ",\n \"parked_requests\": %" PRIu64 ", \"parked_bytes\": %" PRIu64
-                   ", \"fd_deferred\": %" PRIu64 ",\n",
+                   ", \"fd_deferred\": %" PRIu64 ",\n \"trusted_producers\": %s"
+                   ", \"trusted_bytes\": %" PRIu64 ",\n",
                 st.clients, st.creates, st.seals, st.aborts, st.gets, st.releases, st.deletes,
                 st.evictions, st.waits, st.wait_timeouts, st.protocol_errors, st.bookkeeping_bytes,
                 st.objects ? st.bookkeeping_bytes / st.objects : 0, st.parked_requests,
-                st.parked_bytes, st.fd_deferred);
+                st.parked_bytes, st.fd_deferred, st.trusted_producers ? "true" : "false",
+                st.trusted_bytes);
         fprintf(f, " \"spill_mode\": %" PRIu64 ", \"spill_uring\": %s, \"spill_direct\": %s"
                    ", \"spill_queue_depth\": %" PRIu64 ",\n \"spilled_objects\": %" PRIu64
                    ", \"spilled_bytes\": %" PRIu64 ", \"spill_files\": %" PRIu64
@@ -924,6 +926,12 @@ static int cmd_stat(struct cli *cli)
         }
         printf("%s\n", any ? "" : "no memory bound to a node");
     }
+    if (st.trusted_producers)
+        printf("%-17strusted: creates written in place, %s in their areas now (a producer "
+               "can write its own sealed objects)\n",
+               "producers", fmt_size(st.trusted_bytes, a, sizeof(a)));
+    else
+        printf("%-17sstrict: no client can write a sealed object\n", "producers");
     printf("%-17s%" PRIu64 "\n", "clients", st.clients);
     printf("%-17screates %" PRIu64 ", seals %" PRIu64 ", aborts %" PRIu64 ", gets %" PRIu64 "\n",
            "operations", st.creates, st.seals, st.aborts, st.gets);

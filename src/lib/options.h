@@ -156,7 +156,13 @@ enum ss__opt_type {
       "client side: a get of a sealed object whose memory the handle has "    \
       "mapped already is served from the store's shared index with a pin "    \
       "the store sees, without a round trip (millions per second); off: "     \
-      "every get asks the store")
+      "every get asks the store")                                          \
+    X(TRUST_PRODUCERS, SS_OT_BOOL, "off",                                      \
+      "trusted-producer mode: a create above SEALSTORE_SMALL_MAX up to "      \
+      "SEALSTORE_STAGE_MAX (64M also on 2 MiB pages) is written in place "    \
+      "into memory its creator keeps mapped and reuses, with no copy; "       \
+      "readers stay read-only, but a producer could still write its own "     \
+      "objects after their seal; off: the store copies them in")
 
 #define SS_MAX_CLASSES 32
 

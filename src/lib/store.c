@@ -471,7 +471,15 @@ static int memory_open(ss__store *s)
          (s->mem.hugepages == SS_HP_AUTO && ss__hpool_configured(2 * SS_MiB))) &&
         s->mem.stage_limit > 4 * SS_MiB)
         s->mem.stage_limit = 4 * SS_MiB;
-    s->mem.stage_quota = 2 * s->mem.stage_limit;
+    /* trusted producers write in place: no copy, so no 2 MiB-page cap */
+    s->mem.trusted = ss__opt_bool(SS_OPT_TRUST_PRODUCERS);
+    s->mem.trust_limit = s->mem.trusted ? ss__opt_size(SS_OPT_STAGE_MAX) : 0;
+    if (s->mem.trusted)
+        ss__log_info("store: trusted producers: creates up to %llu bytes are written in "
+                     "place; a producer can still write its own sealed objects",
+                     (unsigned long long)s->mem.trust_limit);
+    s->mem.stage_quota = 2 * (s->mem.trust_limit > s->mem.stage_limit ? s->mem.trust_limit
+                                                                       : s->mem.stage_limit);
     s->mem.stage_total = s->mem.capacity / 4;
     ss__pool_params pp = {
         .budget = ss__opt_size(SS_OPT_POOL_SIZE),

@@ -25,11 +25,18 @@
  *   or STAGING and o.refs <= 1 (0: the creator left during the copy)
  *   STAGING => CREATED && ARENA && !SEALING && !COPYING
  *   ORPHAN => SEALING;  SEALING => CREATED && OBJECT
- *   ON_LRU <=> SEALED && refs == 0 && !SPILLING
+ *   ON_LRU <=> SEALED && refs == 0 && !SPILLING && !TRUSTED
  *   LRU list (head..tail, prev/next) == {e : ON_LRU}
  *   DELETED => refs > 0 || SPILLING || RESTORING
  *   DELETED <=> e on det chain ss__obj_det_bucket(id) (prev/next consistent)
- *   fd_rw >= 0 <=> OBJECT && CREATED
+ *   fd_rw >= 0 <=> OBJECT && CREATED && !TRUSTED
+ *   TRUSTED => OBJECT && !NOMEM && !SEALING && !SPILLING && !RESTORING &&
+ *   disk == 0 && (CREATED || SEALED || DELETED), held by exactly one area
+ *   of its creator's (c.id == small_slot, seg_size == the area's size),
+ *   which is sealed (fsealed, filled) unless the object is CREATED, and
+ *   lent, if at all, for that object; c.nstage_held == #held areas,
+ *   c.nstage_busy == #lent, c.stage_bytes == their sizes; no live
+ *   connection's area is given
  *   OBJECT && !NOMEM <=> fd_ro >= 0 && seg_size >= size (else fd_ro < 0,
  *   seg_size == 0)
  *   NOMEM => SPILLED || DELETED;  SPILLED => NOMEM && disk != 0
@@ -105,6 +112,7 @@ typedef struct tally {
     uint64_t parked, parked_bytes, need;
     uint64_t bound, bound_pairs; /* creator-bound objects, and the pairs naming them */
     uint64_t pinwait;               /* objects whose free waits for a pin */
+    uint64_t trusted, held;         /* TRUSTED objects, and the areas holding them */
     uint32_t *refs; /* per entry: sum of the clients' counts (NULL: no memory) */
 } tally;
 
@@ -179,12 +187,21 @@ static int check_entry(const ss__store *s, uint32_t e, tally *t)
     t->spilling += !!(f & SS_OBJF_SPILLING);
     t->restoring += !!(f & SS_OBJF_RESTORING);
 
-    bool lru = st == SS_IX_SEALED && o->refs == 0 && !(f & SS_OBJF_SPILLING);
+    bool trusted = o->flags2 & SS_OBJF2_TRUSTED;
+    if (trusted) {
+        t->trusted++;
+        V(kind == SS_SEG_OBJECT && !nomem && o->fd_rw < 0 && o->disk == 0 &&
+              !(f & (SS_OBJF_SEALING | SS_OBJF_SPILLING | SS_OBJF_RESTORING)) &&
+              (st == SS_IX_CREATED || st == SS_IX_SEALED || st == SS_IX_DELETED),
+          "entry %u: trusted in state %u kind %u (nomem %d fd_rw %d disk %u flags %x)", e, st,
+          kind, nomem, o->fd_rw, o->disk, f);
+    }
+    bool lru = st == SS_IX_SEALED && o->refs == 0 && !(f & SS_OBJF_SPILLING) && !trusted;
     V(!!(f & SS_OBJF_ON_LRU) == lru, "entry %u: on the LRU %d, should be %d (state %u refs %u)",
       e, !!(f & SS_OBJF_ON_LRU), lru, st, o->refs);
     t->on_lru += lru;
 
-    V((o->fd_rw >= 0) == (kind == SS_SEG_OBJECT && st == SS_IX_CREATED),
+    V((o->fd_rw >= 0) == (kind == SS_SEG_OBJECT && st == SS_IX_CREATED && !trusted),
       "entry %u: fd_rw %d in state %u kind %u", e, o->fd_rw, st, kind);
     V(!nomem || st == SS_IX_SPILLED || st == SS_IX_DELETED, "entry %u: nomem in state %u", e,
       st);
@@ -503,6 +520,36 @@ static int check_conn(const ss__store *s, const ss__conn *c, tally *t, uint64_t 
           c->id, b.e);
         t->bound_pairs++;
     }
+    n = 0;
+    uint64_t abytes = 0, busy = 0;
+    for (uint32_t i = 0; i < c->nstages; i++) {
+        const ss__stage *g = &c->stages[i];
+        V(!g->given, "conn %u: area %u given away while the connection lives", c->id, i);
+        abytes += g->seg.size;
+        busy += g->busy;
+        if (!g->held)
+            continue;
+        uint32_t hst = g->he < s->tab.ix.high ? ss__ent_state(s, g->he) : SS_IX_FREE;
+        V(g->he < s->tab.ix.high && ss__ent(s, g->he)->generation == g->hgen &&
+              (ss__obj_at(s, g->he)->flags2 & SS_OBJF2_TRUSTED) &&
+              ss__obj_at(s, g->he)->small_slot == c->id &&
+              ss__obj_at(s, g->he)->seg_size == g->seg.size,
+          "conn %u: area %u holds entry %u, which is not its trusted object", c->id, i, g->he);
+        /* the kernel holds every reader read-only once it is published */
+        V(hst == SS_IX_CREATED || (g->fsealed && g->filled),
+          "conn %u: area %u holds entry %u in state %u without its write seal", c->id, i, g->he,
+          hst);
+        V(!g->busy || (g->e == g->he && g->generation == g->hgen),
+          "conn %u: area %u holds entry %u but is lent for %u", c->id, i, g->he, g->e);
+        for (uint32_t j = 0; j < i; j++)
+            V(!c->stages[j].held || c->stages[j].he != g->he,
+              "conn %u: areas %u and %u both hold entry %u", c->id, j, i, g->he);
+        n++;
+    }
+    V(n == c->nstage_held && busy == c->nstage_busy && abytes == c->stage_bytes,
+      "conn %u: %u areas hold objects (%llu found), %u lent (%llu), %llu bytes (%llu)", c->id,
+      c->nstage_held, ULL(n), c->nstage_busy, ULL(busy), ULL(c->stage_bytes), ULL(abytes));
+    t->held += n;
     if ((rc = check_refs(s, c, t)) < 0)
         return rc;
     return check_parked(s, c, t);
@@ -531,6 +578,8 @@ static int check_conns(const ss__store *s, tally *t)
       "queued", ULL(t->sealing), ULL(seals));
     V(t->bound == t->bound_pairs, "%llu creator-bound objects, their creators name %llu",
       ULL(t->bound), ULL(t->bound_pairs));
+    V(t->trusted == t->held, "%llu trusted objects, their creators' areas hold %llu",
+      ULL(t->trusted), ULL(t->held));
 
     n = 0;
     for (const ss__conn *c = s->hs.hq_head, *prev = NULL; c; prev = c, c = c->hq_next) {

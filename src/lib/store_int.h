@@ -343,6 +343,14 @@ void ss__index_view_of(const ss__index *ix, ss__index_view *v);
                                  reference (none once the creator is gone);
                                  its completion publishes it, answers, or
                                  frees it (store_req.c, stage_copy) */
+#define SS_OBJF2_TRUSTED 0x08 /* OBJECT written in place in its creator's
+                                 staging area (trusted-producer mode,
+                                 ss__stage): the area holds it, charged as
+                                 the connection's (small_slot: that
+                                 connection's id), fd_rw -1; off the LRU
+                                 (neither spilled nor evicted) until the
+                                 connection goes and the object takes the
+                                 area's memory over (ss__trust_detach_all) */
 
 /*
  * Private per-object state, indexed by entry number (the index entry holds
@@ -487,6 +495,14 @@ typedef struct ss__arena_rec {
  * an area, so destroying one early would leave memory the store no
  * longer counts). A create that finds no free area big enough and may
  * not make one is made the old way, an OBJECT segment written in place.
+ *
+ * Trusted producers (ss__store_mem.trusted, doc/design.md section 4a): a
+ * create up to trust_limit takes an area the same way, but the area then
+ * holds the object (held, he: an OBJECT entry with SS_OBJF2_TRUSTED whose
+ * memory it is) until the object is freed; it is lent again only then.
+ * Its first SEAL adds F_SEAL_FUTURE_WRITE|F_SEAL_SEAL (fsealed), after
+ * its creator mapped it. When the connection goes, each held area's
+ * memory is handed to its object (given: not uncharged with the area).
  */
 #define SS_STAGE_AREAS 64u
 typedef struct ss__stage {
@@ -494,7 +510,14 @@ typedef struct ss__stage {
                                 mapping (shmem), NULL (hugetlb: pread); size */
     uint64_t seg_id;         /* SS_SEG_ID_STAGE | serial */
     uint32_t e, generation;  /* the object it is lent for, while busy */
+    uint32_t he, hgen;       /* the object it holds, while held */
+    int32_t ro_fd;           /* O_RDONLY reopen for held objects, -1 */
+    int32_t node;            /* the placement it was made for (trusted) */
     bool busy;
+    bool held;               /* trusted: a TRUSTED object lives in it */
+    bool fsealed;            /* F_SEAL_FUTURE_WRITE added (trusted) */
+    bool filled;             /* and its holes allocated, mode 0400 */
+    bool given;              /* its memory went to an object (detach) */
     bool sent;               /* the client has the fd */
 } ss__stage;
 
@@ -621,7 +644,7 @@ typedef struct ss__conn {
     /* store_obj.c: staging areas (ss__stage above): nstages of them,
      * nstage_busy lent, stage_bytes their sizes */
     ss__stage *stages;
-    uint32_t nstages, stage_cap, nstage_busy;
+    uint32_t nstages, stage_cap, nstage_busy, nstage_held;
     uint64_t stage_bytes;
     /* store_park.c: parked requests of this client (cprev/cnext) */
     struct ss__parked *parked;
@@ -827,6 +850,11 @@ typedef struct ss__store_mem {
      * hugetlb pages (in place wins above); a connection's areas hold at
      * most stage_quota bytes, all connections' stage_total */
     uint64_t stage_limit, stage_quota, stage_total;
+    /* open: SEALSTORE_TRUST_PRODUCERS; creates above small_max up to
+     * trust_limit (SEALSTORE_STAGE_MAX, not capped on 2 MiB pages) are
+     * written in place in an area that then holds them (ss__stage) */
+    bool trusted;
+    uint64_t trust_limit;
 } ss__store_mem;
 
 /* ===================================================================
@@ -1322,15 +1350,35 @@ int ss__arena_refs_reserve(ss__conn *c, uint32_t id);
 void ss__ref_forget(ss__store *s, ss__conn *c, ss__ref *r);
 /* Staging areas (ss__stage): lend c an area of at least `size` bytes (a
  * free one, best fit, or a new one within the bounds): its index, or
- * -ENOSPC (none may be had: create the old way), -errno. Bind it to the
+ * -ENOSPC (none may be had: create the old way), -errno. hold (trusted:
+ * the area will hold the object): only an area made for `node` (what
+ * ss__numa_place said, or SS_NODE_ANY) and at most twice the size a new
+ * one would have. Bind it to the
  * object made with it; the area lent for entry e; end the loan when the
  * creator's reference record of e goes (ss__ref_forget, an abort); free
  * every area of c (its end). */
-int ss__stage_take(ss__store *s, ss__conn *c, uint64_t size);
+int ss__stage_take(ss__store *s, ss__conn *c, uint64_t size, int node, bool hold);
 void ss__stage_bind(ss__store *s, ss__conn *c, uint32_t i, uint32_t e);
 ss__stage *ss__stage_of(const ss__store *s, ss__conn *c, uint32_t e);
 void ss__stage_forget(ss__store *s, ss__conn *c, uint32_t e);
 void ss__stage_drop_all(ss__store *s, ss__conn *c);
+/* Trusted-producer mode (SS_OBJF2_TRUSTED). fd: a read-only fd of area i
+ * of c for an object it will hold (the area's reopened once, then dup'd),
+ * or -errno. hold: area i of c holds the new object e from now on (and
+ * is lent to its creator: ss__stage_bind).
+ * seal: the area sealed F_SEAL_FUTURE_WRITE (once; its creator mapped it
+ * before), so no process can map it writable from now on; 0 or -errno.
+ * release: e's memory goes (ss__obj_drop_mem): its area is free again.
+ * detach_all: c goes (first thing, ss__ref_drop_all); each object its
+ * areas hold takes the area's memory over (charged as its own, on the
+ * LRU when idle) and is TRUSTED no more, so an open one is then freed as
+ * any object. */
+int ss__trust_fd(ss__conn *c, uint32_t i);
+void ss__trust_hold(ss__store *s, ss__conn *c, uint32_t i, uint32_t e);
+int ss__trust_seal(ss__store *s, ss__conn *c, uint32_t e);
+void ss__trust_release(ss__store *s, uint32_t e);
+void ss__trust_detach_all(ss__store *s, ss__conn *c);
+uint64_t ss__trust_bytes(const ss__store *s);
 /* Free an object's data and meta memory (sets NOMEM; the entry is the
  * caller's to rewrite). */
 void ss__obj_drop_mem(ss__store *s, uint32_t e);

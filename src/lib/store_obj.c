@@ -134,6 +134,8 @@ void ss__lru_push(ss__store *s, uint32_t e)
 {
     ss__obj *o = ss__obj_at(s, e);
 
+    if (o->flags2 & SS_OBJF2_TRUSTED)
+        return; /* its creator's area, not the store's to reclaim */
     SS_ASSERT(!(o->flags & SS_OBJF_ON_LRU));
     o->next = 0;
     o->prev = s->tab.lru_tail;
@@ -345,14 +347,18 @@ static uint64_t stage_area_size(uint64_t size)
     return a;
 }
 
-int ss__stage_take(ss__store *s, ss__conn *c, uint64_t size)
+int ss__stage_take(ss__store *s, ss__conn *c, uint64_t size, int node, bool hold)
 {
     uint64_t asize = stage_area_size(size);
     int best = -1, rc;
 
     for (uint32_t i = 0; i < c->nstages; i++) {
         const ss__stage *g = &c->stages[i];
-        if (!g->busy && g->seg.size >= size &&
+        /* an area that will hold the object for its life: on its node, and
+         * at most twice the size it would get (a small object never keeps
+         * a large area) */
+        if (!g->busy && !g->held && g->seg.size >= size &&
+            (!hold || (g->node == node && g->seg.size <= 2 * asize)) &&
             (best < 0 || g->seg.size < c->stages[best].seg.size))
             best = (int)i;
     }
@@ -367,8 +373,10 @@ int ss__stage_take(ss__store *s, ss__conn *c, uint64_t size)
 
     ss__stage *g = &c->stages[c->nstages];
     ss__seg_params sp = { .size = asize, .hugepages = s->mem.hugepages, .kind = SS_SEG_STAGE,
-                          .node = SS_NODE_ANY };
+                          .numa = s->mem.numa, .node = node };
     memset(g, 0, sizeof(*g));
+    g->ro_fd = -1;
+    g->node = node;
     rc = ss__seg_create(&g->seg, &sp);
     if (rc < 0)
         return rc == -SS_E_NOBACKING ? -ENOSPC : rc;
@@ -426,19 +434,153 @@ void ss__stage_forget(ss__store *s, ss__conn *c, uint32_t e)
 
 void ss__stage_drop_all(ss__store *s, ss__conn *c)
 {
+    SS_ASSERT(c->nstage_held == 0); /* ss__trust_detach_all ran */
     for (uint32_t i = 0; i < c->nstages; i++) {
-        uint64_t bytes = c->stages[i].seg.size;
+        ss__stage *g = &c->stages[i];
+        uint64_t bytes = g->seg.size;
 
-        ss__seg_destroy(&c->stages[i].seg);
-        (void)ss__obj_charge(s, -(int64_t)bytes);
-        s->tab.stage_bytes -= bytes;
+        if (g->ro_fd >= 0)
+            ss__sys_close(g->ro_fd);
+        if (!g->given) {
+            ss__seg_destroy(&g->seg);
+            (void)ss__obj_charge(s, -(int64_t)bytes);
+            s->tab.stage_bytes -= bytes;
+        } else {
+            /* its memory lives on in its object's fd, counted there (the
+             * object's free destroys the segment in the statistics) */
+            if (g->seg.map)
+                ss__sys_munmap(g->seg.map, (size_t)g->seg.size);
+            ss__sys_close(g->seg.fd);
+        }
     }
     free(c->stages);
     c->stages = NULL;
-    c->nstages = c->stage_cap = c->nstage_busy = 0;
+    c->nstages = c->stage_cap = c->nstage_busy = c->nstage_held = 0;
     if (c->stage_bytes)
         s->park.retry_creates = true; /* capacity came back */
     c->stage_bytes = 0;
+}
+
+/* ---------------------------------------------------- trusted producers */
+
+int ss__trust_fd(ss__conn *c, uint32_t i)
+{
+    ss__stage *g = &c->stages[i];
+
+    if (g->ro_fd < 0) {
+        int fd = ss__seg_reopen_ro(g->seg.fd);
+        if (fd < 0)
+            return fd;
+        g->ro_fd = fd;
+    }
+    return ss__sys_dup_cloexec(g->ro_fd);
+}
+
+void ss__trust_hold(ss__store *s, ss__conn *c, uint32_t i, uint32_t e)
+{
+    ss__stage *g = &c->stages[i];
+
+    SS_ASSERT(i < c->nstages && !g->busy && !g->held);
+    g->held = true;
+    g->he = e;
+    g->hgen = ss__ent(s, e)->generation;
+    c->nstage_held++;
+    ss__stage_bind(s, c, i, e);
+}
+
+/* The area of c holding e, or NULL. By entry alone: a held area's
+ * object is live (its free releases the area first), and the entry's
+ * generation may have moved on already while it is being freed. */
+static ss__stage *trust_area(ss__conn *c, uint32_t e)
+{
+    for (uint32_t i = 0; c->nstage_held && i < c->nstages; i++)
+        if (c->stages[i].held && c->stages[i].he == e)
+            return &c->stages[i];
+    return NULL;
+}
+
+int ss__trust_seal(ss__store *s, ss__conn *c, uint32_t e)
+{
+    ss__stage *g = trust_area(c, e);
+    int rc;
+
+    if (!g)
+        return -SS_E_CORRUPT;
+    if (!g->fsealed) {
+        /* instant: unlike F_SEAL_WRITE it waits for no mapping or pin */
+        if ((rc = ss__sys_add_seals(g->seg.fd, F_SEAL_FUTURE_WRITE | F_SEAL_SEAL)) < 0)
+            return rc;
+        g->fsealed = true;
+    }
+    if (!g->filled) {
+        /* holes its creator punched (MADV_REMOVE) are allocated now, under
+         * the store's accounting, never in a reader's fault (no SIGBUS from
+         * an empty hugetlb pool); none can be punched once it is sealed */
+        uint64_t held;
+        if (ss__sys_allocated(g->seg.fd, &held) < 0 || held < g->seg.size) {
+            if ((rc = ss__sys_fallocate(g->seg.fd, 0, 0, g->seg.size)) < 0)
+                return rc;
+        }
+        /* as an object segment: no reopen of a reader's fd opens it
+         * writable (the seal refuses every write anyway) */
+        (void)ss__sys_fchmod(g->seg.fd, 0400);
+        g->filled = true;
+    }
+    return 0;
+}
+
+void ss__trust_release(ss__store *s, uint32_t e)
+{
+    const ss__obj *o = ss__obj_at(s, e);
+
+    /* ids wrap after 2^32 connections: look on past a namesake */
+    for (ss__conn *c = s->conn.conns; c; c = c->next) {
+        if (c->id != o->small_slot)
+            continue;
+        ss__stage *g = trust_area(c, e);
+        if (g) {
+            g->held = false;
+            c->nstage_held--;
+            if (g->busy && g->e == e) { /* freed before its creator had a reference */
+                g->busy = false;
+                c->nstage_busy--;
+            }
+            return;
+        }
+    }
+    ss__log_error("store: trusted object %u has no area of client %u", e, o->small_slot);
+}
+
+void ss__trust_detach_all(ss__store *s, ss__conn *c)
+{
+    for (uint32_t i = 0; c->nstage_held && i < c->nstages; i++) {
+        ss__stage *g = &c->stages[i];
+        if (!g->held)
+            continue;
+        ss__obj *o = ss__obj_at(s, g->he);
+        /* the object's fd keeps the memory; its charge is the object's now */
+        SS_ASSERT(o->flags2 & SS_OBJF2_TRUSTED);
+        o->flags2 &= (uint8_t)~SS_OBJF2_TRUSTED;
+        o->small_slot = 0;
+        g->held = false;
+        g->given = true;
+        c->nstage_held--;
+        c->stage_bytes -= g->seg.size;
+        s->tab.stage_bytes -= g->seg.size;
+        if (ss__ent_state(s, g->he) == SS_IX_SEALED && o->refs == 0 &&
+            !(o->flags & (SS_OBJF_SPILLING | SS_OBJF_ON_LRU)))
+            ss__lru_push(s, g->he);
+    }
+}
+
+uint64_t ss__trust_bytes(const ss__store *s)
+{
+    uint64_t n = 0;
+
+    for (const ss__conn *c = s->conn.conns; c; c = c->next)
+        for (uint32_t i = 0; c->nstage_held && i < c->nstages; i++)
+            n += c->stages[i].held ? c->stages[i].seg.size : 0;
+    return n;
 }
 
 /* ------------------------------------------------------------ free/detach */
@@ -461,7 +603,11 @@ void ss__obj_drop_mem(ss__store *s, uint32_t e)
 
     if (o->flags & SS_OBJF_NOMEM)
         return; /* spilled: nothing in memory */
-    if (SS_IX_KIND(info) == SS_SEG_OBJECT) {
+    if (o->flags2 & SS_OBJF2_TRUSTED) {
+        ss__sys_close(o->fd_ro); /* the area stays its creator's */
+        ss__trust_release(s, e);
+        o->flags2 &= (uint8_t)~SS_OBJF2_TRUSTED;
+    } else if (SS_IX_KIND(info) == SS_SEG_OBJECT) {
         ss__seg seg = {
             .fd = o->fd_ro >= 0 ? o->fd_ro : o->fd_rw,
             .page_size = ss__backing_page_size((int)SS_IX_BACKING(info)),
@@ -956,6 +1102,9 @@ ss__ref *ss__ref_held(ss__store *s, ss__conn *c, const ss_id *id)
  * segments sent too. */
 void ss__ref_drop_all(ss__store *s, ss__conn *c)
 {
+    /* first: the objects its areas hold outlive it (its open ones are
+     * freed below as objects of their own) */
+    ss__trust_detach_all(s, c);
     for (uint32_t i = 0; i < c->ref_cap; i++) {
         ss__ref *r = &c->refs[i];
         if (!r->key)

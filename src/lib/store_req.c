@@ -184,6 +184,8 @@ typedef struct create_args {
     uint32_t niov;
     bool stage;              /* CREATE: an ARENA object its creator fills through
                                 a staging area (ss__stage), copied in at SEAL */
+    ss__conn *tc;            /* CREATE, trusted producers: the creator, whose */
+    int tarea;               /* area tarea will hold the object (-1: none) */
 } create_args;
 
 static void publish(ss__store *s, uint32_t e);
@@ -259,6 +261,7 @@ typedef struct create_mem_t {
     ss__aloc aloc;           /* arena: the data's place (ptr NULL until taken) */
     ss__seg seg;             /* !small: from the pool; fd -1 until taken */
     int fd_ro;               /* !small: the readers' fd, -1 */
+    const ss__stage *area;   /* trusted: the creator's area that holds it */
 } create_mem_t;
 
 /* Give back what create_take took. */
@@ -309,6 +312,12 @@ static int create_take(ss__store *s, const create_args *a, create_mem_t *m, uint
         if (a->riov && (rc = ss__arena_write_open(s->mem.arenas, &m->aloc)) < 0)
             goto fail;
         m->window = a->riov != NULL;
+    } else if (a->tarea >= 0) {
+        /* trusted: the area (charged as its connection's) is the memory */
+        m->area = &a->tc->stages[a->tarea];
+        m->fd_ro = ss__trust_fd(a->tc, (uint32_t)a->tarea);
+        if (m->fd_ro < 0)
+            return m->fd_ro;
     } else if (!m->small) {
         if (a->size > s->mem.capacity)
             return -ENOSPC;
@@ -353,8 +362,13 @@ static void create_entry(ss__store *s, const create_args *a, const create_mem_t 
 {
     ss__obj *o = ss__obj_at(s, e);
 
-    o->node = (int16_t)(m->small || m->arena ? m->node : m->seg.node);
-    if (m->small) {
+    o->node = (int16_t)(m->small || m->arena ? m->node : m->area ? m->area->seg.node : m->seg.node);
+    if (m->area) {
+        o->fd_ro = m->fd_ro;
+        o->seg_size = m->area->seg.size;
+        o->small_slot = a->tc->id;
+        o->flags2 |= SS_OBJF2_TRUSTED;
+    } else if (m->small) {
         o->small_slot = m->dloc.seg;
         if (a->data && a->size)
             memcpy(m->dloc.ptr, a->data, a->size);
@@ -373,7 +387,10 @@ static void create_entry(ss__store *s, const create_args *a, const create_mem_t 
     __atomic_store_n(&en->info,
                      SS_IX_INFO(SS_IX_CREATED,
                                 m->small ? SS_SEG_SMALL : m->arena ? SS_SEG_ARENA : SS_SEG_OBJECT,
-                                m->small ? 0 : m->arena ? ag->backing : m->seg.backing,
+                                m->small   ? 0
+                                : m->arena ? ag->backing
+                                : m->area  ? m->area->seg.backing
+                                           : m->seg.backing,
                                 a->meta_size),
                      __ATOMIC_RELAXED);
     memcpy(&en->id, a->id, sizeof(ss_id));
@@ -403,12 +420,13 @@ static int create_mem(ss__store *s, const create_args *a, uint32_t *out, uint64_
                        .seg = { .fd = -1 }, .fd_ro = -1 };
 
     m.arena = !m.small && (a->riov || a->stage);
+    SS_ASSERT(a->tarea < 0 || (!m.small && !m.arena));
     uint32_t e;
     int rc;
 
     if (ss__index_find(&s->tab.ix, a->id) >= 0)
         return -EEXIST;
-    if (s->mem.numa) {
+    if (s->mem.numa && a->tarea < 0) { /* a trusted area was placed already */
         m.node = ss__numa_place(s->mem.numa, &s->mem.numa_policy, a->node);
         if (m.node < 0)
             m.node = SS_NODE_ANY;
@@ -449,6 +467,7 @@ static int create_fit(ss__store *s, const create_args *a, uint32_t *e, uint64_t 
 static void put_args(const ss__req_put *r, const char *tail, create_args *a)
 {
     memset(a, 0, sizeof(*a));
+    a->tarea = -1;
     a->id = &r->id;
     a->size = r->size;
     a->meta_size = r->meta_size;
@@ -463,6 +482,7 @@ static void args_of(const ss__msg_hdr *h, create_args *a)
     const char *body = (const char *)(h + 1);
 
     memset(a, 0, sizeof(*a));
+    a->tarea = -1;
     if (h->type == SS_MSG_PUTV) {
         const ss__req_putv *r = (const void *)body;
         const ss__putv_iov *iov = (const void *)(r + 1);
@@ -676,6 +696,8 @@ static int create_one(ss__store *s, ss__conn *c, const create_args *a, bool put,
     rc = create_fit(s, a, e, need);
     if (rc < 0)
         return rc;
+    if (a->tarea >= 0) /* its memory: released with it, whatever frees it */
+        ss__trust_hold(s, a->tc, (uint32_t)a->tarea, *e);
     ss__obj_set_uid(s, *e, (uint32_t)c->uid);
     if ((a->flags & SS_CREATEF_CREATOR) && bound_add(s, c, *e) < 0) {
         if (a->riov)
@@ -703,11 +725,21 @@ int ss__req_create_try(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put
     int rc;
 
     args_of(h, &a);
-    /* copy-on-seal (ss__stage): no area to be had makes it the old way */
-    int area = !put && a.size > s->mem.small_max && a.size <= s->mem.stage_limit
-                   ? ss__stage_take(s, c, a.size)
+    /* trusted producers: written in place in an area that then holds the
+     * object; else copy-on-seal (ss__stage). No area to be had makes it
+     * the old way. */
+    bool trust = !put && s->mem.trusted && a.size > s->mem.small_max &&
+                 a.size <= s->mem.trust_limit;
+    int node = trust && s->mem.numa ? ss__numa_place(s->mem.numa, &s->mem.numa_policy, a.node)
+                                    : SS_NODE_ANY;
+    int area = (trust || (!put && a.size > s->mem.small_max && a.size <= s->mem.stage_limit))
+                   ? ss__stage_take(s, c, a.size, node, trust)
                    : -1;
-    a.stage = area >= 0;
+    a.stage = area >= 0 && !trust;
+    if (area >= 0 && trust) {
+        a.tc = c;
+        a.tarea = area;
+    }
     rc = create_one(s, c, &a, put, h->req_id, &e, need);
     if (rc == 1)
         return 0; /* a PUTV copying: answered when done */
@@ -734,11 +766,14 @@ int ss__req_create_try(ss__store *s, ss__conn *c, const ss__msg_hdr *h, bool put
     ss__proto_hdr(&m.h, SS_MSG_CREATE, h->req_id, sizeof(m), 0, SS_MSGF_REPLY);
     m.r.data.seg_id = en->seg_id;
     m.r.data.size = a.size;
-    if (a.stage) {
+    if (a.stage || a.tarea >= 0) {
         /* the creator writes the staging area; the arena place stays the
-         * store's alone (the reference is not SENT: no arena fd went) */
+         * store's alone (the reference is not SENT: no arena fd went). A
+         * trusted area holds the object itself (its readers' fd not
+         * SENT either: the creator maps the area) */
         ss__stage *g = &c->stages[area];
-        ss__stage_bind(s, c, (uint32_t)area, e);
+        if (a.tarea < 0) /* a trusted one is held since create_one */
+            ss__stage_bind(s, c, (uint32_t)area, e);
         m.r.data.seg_id = g->seg_id;
         m.r.data.seg_size = g->seg.size;
         m.r.data.offset = 0;
@@ -1095,6 +1130,15 @@ void ss__req_do_seal(ss__store *s, ss__conn *c, const ss__msg_hdr *h)
         ss__conn_reply_status(s, c, SS_MSG_SEAL, h->req_id, -EINVAL);
         return;
     }
+    if (o->flags2 & SS_OBJF2_TRUSTED) {
+        /* written in place in the creator's area: nothing to copy */
+        int rc = ss__trust_seal(s, c, (uint32_t)e);
+        if (rc < 0) /* still created: the creator may retry or abort */
+            ss__conn_reply_status(s, c, SS_MSG_SEAL, h->req_id, rc);
+        else
+            sealed(s, c, (uint32_t)e, h->req_id, rq->flags & SS_SEALF_RELEASE);
+        return;
+    }
     if (SS_IX_KIND(en->info) == SS_SEG_ARENA) {
         bool release = rq->flags & SS_SEALF_RELEASE;
         int rc = stage_copy(s, c, (uint32_t)e, h->req_id, release);
@@ -1364,6 +1408,8 @@ void ss__req_fill_stats(ss__store *s, ss_stats *st)
                                                             memory_order_relaxed);
     st->arena_live_bytes = as.live_bytes;
     st->remote_puts = s->cnt.c_remote_puts;
+    st->trusted_producers = s->mem.trusted;
+    st->trusted_bytes = ss__trust_bytes(s);
     ss__disk_fill_stats(s, st);
 }
 
