@@ -47,7 +47,8 @@
 struct store_ctx {
     ss_client *warm, *cold;
     char dir[64];                 /* our temp dir; "" with --socket */
-    char warm_path[128], cold_path[128];
+    char warm_path[128], cold_path[128], trusted_path[128];
+    ss_client *trusted;           /* SEALSTORE_TRUST_PRODUCERS=on, put rows */
     char cold_why[WHY_LEN];       /* why there is no exhausted store */
     char files[8][160];           /* what the signal handler removes */
     uint64_t small_max;
@@ -120,11 +121,13 @@ void store_close(void)
      * through exit() must not stop a store thread it does not have */
     if (getpid() != g_owner)
         return;
+    if (g_st.trusted)
+        ss_disconnect(g_st.trusted);
     if (g_st.cold)
         ss_disconnect(g_st.cold);
     if (g_st.warm)
         ss_disconnect(g_st.warm);
-    g_st.cold = g_st.warm = NULL;
+    g_st.cold = g_st.warm = g_st.trusted = NULL;
     if (g_st.dir[0]) {
         for (size_t i = 0; i < SS_ARRAY_SIZE(g_st.files); i++)
             if (g_st.files[i][0])
@@ -303,6 +306,9 @@ void store_open(struct bench *b)
         snprintf(g_st.files[1], sizeof(g_st.files[1]), "%s.lock", g_st.warm_path);
         snprintf(g_st.files[2], sizeof(g_st.files[2]), "%s", g_st.cold_path);
         snprintf(g_st.files[3], sizeof(g_st.files[3]), "%s.lock", g_st.cold_path);
+        snprintf(g_st.trusted_path, sizeof(g_st.trusted_path), "%s/trusted.sock", g_st.dir);
+        snprintf(g_st.files[4], sizeof(g_st.files[4]), "%s", g_st.trusted_path);
+        snprintf(g_st.files[5], sizeof(g_st.files[5]), "%s.lock", g_st.trusted_path);
         tune_pool(b, said, sizeof(said));
         rc = ss_connect(g_st.warm_path, SS_CONNECT_EMBED, &g_st.warm);
         if (rc < 0)
@@ -335,6 +341,12 @@ void store_open(struct bench *b)
         printf("          pool exhausted: a second embedded store with SEALSTORE_POOL_SIZE=0 "
                "at %s\n",
                g_st.cold_path);
+        printf("          trusted producers: the put table's 'trusted' rows use a third "
+               "embedded store at %s with SEALSTORE_TRUST_PRODUCERS=on and "
+               "SEALSTORE_POOL_SIZE=0 (creates written in place in memory the producer "
+               "reuses; a producer could write its own sealed objects); every other row: "
+               "strict mode (no process but the store can write a sealed object)\n",
+               g_st.trusted_path);
         printf("options   in force for the warm store:");
         for (int o = 0; o < SS_OPT__COUNT; o++) {
             const char *name = ss_option_name((ss_option)o);
@@ -646,6 +658,32 @@ static void put_shapes_one_cpu(struct bench *b, uint64_t size, const struct fig 
     }
 }
 
+/* The trusted-producer store (made on first use, embedded), or NULL and
+ * why not. Options are read when a store starts: set for it only. */
+static ss_client *trusted_store(struct bench *b, const char **why)
+{
+    char pool[128], trust[16];
+    int rc;
+
+    *why = NULL;
+    if (b->socket_opt) {
+        *why = "with --socket the bench measures the running store's mode only";
+        return NULL;
+    }
+    if (g_st.trusted)
+        return g_st.trusted;
+    ss_option_get(SS_OPT_POOL_SIZE, pool, sizeof(pool));
+    ss_option_get(SS_OPT_TRUST_PRODUCERS, trust, sizeof(trust));
+    CK(ss_option_set(SS_OPT_POOL_SIZE, "0"));
+    CK(ss_option_set(SS_OPT_TRUST_PRODUCERS, "on"));
+    rc = ss_connect(g_st.trusted_path, SS_CONNECT_EMBED, &g_st.trusted);
+    CK(ss_option_set(SS_OPT_POOL_SIZE, pool));
+    CK(ss_option_set(SS_OPT_TRUST_PRODUCERS, trust));
+    if (rc < 0)
+        die_rc(rc, "ss_connect(%s, SS_CONNECT_EMBED) (trusted producers)", g_st.trusted_path);
+    return g_st.trusted;
+}
+
 static void put_shapes(struct bench *b)
 {
     static const struct {
@@ -689,6 +727,28 @@ static void put_shapes(struct bench *b)
                                         .bl_name = "memcpy faulted, same size",
                                         .bl = objs ? &base : mc});
         }
+        if (size > g_st.small_max && size <= ss__opt_size(SS_OPT_STAGE_MAX)) {
+            /* trusted-producer mode beside strict: written in place */
+            const char *why;
+            ss_client *tc = trusted_store(b, &why);
+            struct put_arg a = {.c = tc, .size = size, .stream = g_stream++,
+                                .shape = SHAPE_CREATE_MEMSET, .wait = true};
+            struct opfig o;
+
+            if (tc) {
+                put_measure(b, &a, "create+memset+seal trusted", &o, NULL);
+                fig_gbps(&o, size, &gb);
+            } else {
+                fig_skip(&o.ops, why);
+                fig_skip(&gb, why);
+            }
+            snprintf(name, sizeof(name), "create+memset+seal %s, trusted", sz);
+            report(b, &(struct rowspec){.figure = name, .metric = "shape_create_memset_trusted",
+                                        .backing = a.backing, .unit = objs ? "objs/s" : "GB/s",
+                                        .size = size, .f = objs ? &o.ops : &gb,
+                                        .bl_name = "memcpy faulted, same size",
+                                        .bl = objs ? &base : mc});
+        }
         if (size >= SHAPE_OBJS_MAX && size < SHAPE_LONG_MIN)
             put_shapes_one_cpu(b, size, &base);
     }
@@ -696,7 +756,8 @@ static void put_shapes(struct bench *b)
     print_table(b, "put call shapes, pool warm (refilled after each op that drew from it; deletes untimed; 256M and up: 3 ops), ratio = "
                    "fraction of memcpy speed; targets: 4K pages ss_put 64M >= 0.5, 1M >= 0.6; create+memset+seal "
                    "64K >= 0.05, 1M >= 0.33, 64M >= 0.9 (Plasma); 2M pages 64M >= 0.85; rows ', one CPU': "
-                   "client and store threads on one CPU (no wake-up crosses vCPUs)");
+                   "client and store threads on one CPU (no wake-up crosses vCPUs); rows ', trusted': "
+                   "SEALSTORE_TRUST_PRODUCERS=on (written in place, no copy; see the header)");
 }
 
 static void put_measure(struct bench *b, struct put_arg *a, const char *what, struct opfig *o,
