@@ -488,8 +488,10 @@ static uint64_t put_op(struct bench *b, void *arg, uint64_t i)
         CK(ss_create(a->c, &id, a->size, NULL, 0, &data));
         if (a->shape == SHAPE_CREATE_COPY)
             memcpy(data, a->src, a->size);
-        else
-            memset(data, 0x5a, a->size);
+        else /* a new value each time: rewriting the bytes memory already
+              * holds ran 1.5x faster on the VM this was measured on, and
+              * recycled memory holds the last op's */
+            memset(data, (int)(0x5a + i), a->size);
         clobber(data);
         CK(ss_seal(a->c, &id));
         CK(ss_release(a->c, &id));
