@@ -66,23 +66,16 @@ void *ss__cl_map_writable(size_t len, int fd)
 
 void *ss__cl_map_area(size_t len, int fd, void **park)
 {
-    size_t span = 2 * len + SS_CL_PARK_MIN;
-    char *r, *a, *end;
+    char *a;
     void *p;
     int rc;
 
     *park = NULL;
     if (len < SS_CL_PARK_MIN || len % SS_CL_PARK_MIN || len > SIZE_MAX / 4)
         return ss__cl_map_writable(len, fd);
-    r = ss__sys_mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (ss__is_err(r))
+    a = ss__sys_reserve_aligned(2 * len, SS_CL_PARK_MIN); /* the area, then its park */
+    if (ss__is_err(a))
         return ss__cl_map_writable(len, fd);
-    a = (char *)SS_ALIGN_UP((uintptr_t)r, (uintptr_t)SS_CL_PARK_MIN);
-    end = r + span;
-    if (a > r)
-        ss__sys_munmap(r, (size_t)(a - r));
-    if (end > a + 2 * len)
-        ss__sys_munmap(a + 2 * len, (size_t)(end - (a + 2 * len)));
     /* the fork guard (sys.h): MADV_DONTFORK is on before a fork can copy it */
     ss__fork_guard_enter();
     p = ss__sys_mmap(a, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);

@@ -146,15 +146,15 @@ void ss__cl_stage_protect(ss__cl_hold *h, int prot)
 
     if (h->kind != SS_SEG_STAGE || !h->creator || !sg || !sg->addr || !len)
         return;
+    if (prot & PROT_WRITE) {
+        (void)ss__cl_area_writable(sg);
+        return;
+    }
     /* an area of whole 2 MiB may be on 2 MiB pages, where mprotect takes
      * whole pages only */
     if (sg->size % SS_CL_PARK_MIN == 0) {
         uint64_t end = SS_ALIGN_UP(h->off + len, (uint64_t)SS_CL_PARK_MIN);
         len = (size_t)((end < sg->size ? end : sg->size) - h->off);
-    }
-    if (prot & PROT_WRITE) {
-        (void)ss__cl_area_writable(sg);
-        return;
     }
     if (sg->park && !sg->nopark && !sg->parked) {
         /* the page tables to the park, then the emptied mapping read-only

@@ -349,29 +349,18 @@ static bool backing_missing(int backing, int err)
 static void *map_rw(int fd, uint64_t size, int backing)
 {
     const uint64_t align = SS_THP_SIZE;
-    uintptr_t res, a;
-    void *p;
+    void *p, *a;
 
     p = ss__sys_mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (ss__is_err(p) || backing != SS_BACKING_THP || ((uintptr_t)p & (align - 1)) == 0)
         return p;
     ss__sys_munmap(p, (size_t)size);
-    p = ss__sys_mmap(NULL, (size_t)(size + align), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-                     0);
+    a = ss__sys_reserve_aligned((size_t)size, (size_t)align);
+    if (ss__is_err(a))
+        return a;
+    p = ss__sys_mmap(a, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
     if (ss__is_err(p))
-        return p;
-    res = (uintptr_t)p;
-    a = SS_ALIGN_UP(res, (uintptr_t)align);
-    p = ss__sys_mmap((void *)a, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
-                     fd, 0);
-    if (ss__is_err(p)) {
-        ss__sys_munmap((void *)res, (size_t)(size + align));
-        return p;
-    }
-    if (a > res)
-        ss__sys_munmap((void *)res, a - res);
-    if (res + size + align > a + size)
-        ss__sys_munmap((void *)(a + size), res + size + align - (a + size));
+        ss__sys_munmap(a, (size_t)size);
     return p;
 }
 
@@ -757,14 +746,15 @@ int ss__seg_seal_write(int fd, uint64_t size)
      * GiB of 4K pages), so it runs only when blocks are missing. The size
      * seals keep pages from existing past `size`, so blocks covering `size`
      * means no hole. */
-    if (size == 0)
-        return 0;
-    {
-        uint64_t held;
+    return ss__seg_fill_holes(fd, size);
+}
 
-        if (ss__sys_allocated(fd, &held) == 0 && held >= size)
-            return 0;
-    }
+int ss__seg_fill_holes(int fd, uint64_t size)
+{
+    uint64_t held;
+
+    if (size == 0 || (ss__sys_allocated(fd, &held) == 0 && held >= size))
+        return 0;
     return ss__sys_fallocate(fd, 0, 0, size);
 }
 
@@ -794,10 +784,16 @@ void ss__seg_destroy(ss__seg *seg)
         }
         return;
     }
+    ss__stats_segment(seg, -1);
+    ss__seg_close(seg);
+}
+
+void ss__seg_close(ss__seg *seg)
+{
     if (seg->map)
         ss__sys_munmap(seg->map, (size_t)seg->size);
-    ss__stats_segment(seg, -1);
-    ss__sys_close(seg->fd);
+    if (seg->fd >= 0)
+        ss__sys_close(seg->fd);
     seg->fd = -1;
     seg->size = 0;
     seg->map = NULL;

@@ -143,6 +143,12 @@ int ss__seg_seal_small(ss__seg *seg);
  * May block ~160 ms when pages are pinned: call it off the event loop.
  */
 int ss__seg_seal_write(int fd, uint64_t size);
+/* Allocate whatever holes the first `size` bytes of fd have, under the
+ * store's accounting rather than in a reader's fault: nothing when the
+ * block count says there are none (O(1); fallocate walks every page).
+ * Allowed under F_SEAL_WRITE and F_SEAL_FUTURE_WRITE. 0, -ENOSPC (hugetlb
+ * pool dry), -errno. */
+int ss__seg_fill_holes(int fd, uint64_t size);
 
 /* O_RDONLY|O_CLOEXEC reopen through /proc/self/fd/N, for readers. */
 int ss__seg_reopen_ro(int fd);
@@ -158,6 +164,9 @@ bool ss__seals_small_ok(int seals);
 /* Unmap (if mapped) and close; the kernel frees the memory once no
  * reader maps it. Safe on a zeroed or already destroyed segment. */
 void ss__seg_destroy(ss__seg *seg);
+/* The same, but the segment stays in the statistics: its memory lives on
+ * through another fd and is counted there (destroyed as that one's). */
+void ss__seg_close(ss__seg *seg);
 
 const char *ss__backing_name(int backing); /* "4K", "THP", "2M", "1G" */
 uint32_t ss__backing_page_size(int backing);

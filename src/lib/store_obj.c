@@ -446,11 +446,7 @@ void ss__stage_drop_all(ss__store *s, ss__conn *c)
             (void)ss__obj_charge(s, -(int64_t)bytes);
             s->tab.stage_bytes -= bytes;
         } else {
-            /* its memory lives on in its object's fd, counted there (the
-             * object's free destroys the segment in the statistics) */
-            if (g->seg.map)
-                ss__sys_munmap(g->seg.map, (size_t)g->seg.size);
-            ss__sys_close(g->seg.fd);
+            ss__seg_close(&g->seg); /* its memory lives on in its object's fd */
         }
     }
     free(c->stages);
@@ -516,11 +512,8 @@ int ss__trust_seal(ss__store *s, ss__conn *c, uint32_t e)
         /* holes its creator punched (MADV_REMOVE) are allocated now, under
          * the store's accounting, never in a reader's fault (no SIGBUS from
          * an empty hugetlb pool); none can be punched once it is sealed */
-        uint64_t held;
-        if (ss__sys_allocated(g->seg.fd, &held) < 0 || held < g->seg.size) {
-            if ((rc = ss__sys_fallocate(g->seg.fd, 0, 0, g->seg.size)) < 0)
-                return rc;
-        }
+        if ((rc = ss__seg_fill_holes(g->seg.fd, g->seg.size)) < 0)
+            return rc;
         /* as an object segment: no reopen of a reader's fd opens it
          * writable (the seal refuses every write anyway) */
         (void)ss__sys_fchmod(g->seg.fd, 0400);

@@ -135,6 +135,25 @@ int ss__sys_mprotect(void *addr, size_t len, int prot)
     return mprotect(addr, len, prot) < 0 ? -errno : 0;
 }
 
+void *ss__sys_reserve_aligned(size_t len, size_t align)
+{
+    char *r, *a, *end;
+
+    if (len > SIZE_MAX - align)
+        return ss__err_ptr(-ENOMEM);
+    r = ss__sys_mmap(NULL, len + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                     -1, 0);
+    if (ss__is_err(r))
+        return r;
+    a = (char *)SS_ALIGN_UP((uintptr_t)r, (uintptr_t)align);
+    end = r + len + align;
+    if (a > r)
+        ss__sys_munmap(r, (size_t)(a - r));
+    if (end > a + len)
+        ss__sys_munmap(a + len, (size_t)(end - (a + len)));
+    return a;
+}
+
 #ifndef MREMAP_DONTUNMAP
 #define MREMAP_DONTUNMAP 4
 #endif

@@ -72,6 +72,10 @@ int ss__sys_munmap(void *addr, size_t len);                 /* no EINTR */
 /* EINTR retried (MADV_POPULATE_* sees it on a pending signal) */
 int ss__sys_madvise(void *addr, size_t len, int advice);
 int ss__sys_mprotect(void *addr, size_t len, int prot);     /* no EINTR */
+/* A PROT_NONE anonymous reservation of len bytes at an address aligned to
+ * `align` (a power of two), carved out of a larger one (whose slack is
+ * unmapped), for a MAP_FIXED mapping to replace; or ss__err_ptr(-errno). */
+void *ss__sys_reserve_aligned(size_t len, size_t align);
 /* mremap(old, len, len, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP,
  * to): the page tables of [old, old + len) move to `to` (whatever was
  * there is unmapped), and the mapping at old stays, empty. 0 or -errno
