@@ -968,17 +968,12 @@ static int read_verify(ss__spill *sp, struct ss__sp_job *j)
 
     memcpy(&r, p, sizeof(r));
     if (ss__spill_rec_check(&r, &why) < 0) {
-        /* a tombstone that landed while we read: deleted meanwhile */
-        if (r.tomb == SS_SPILL_TOMB && j->file &&
-            ((i = ss__sp_rec_find(j->file, l->offset)) < 0 || (j->file->recs[i] & SS_SP_DEAD)))
-            return -ENOENT;
+        /* why says what; a deletion meanwhile is told apart below */
     } else if (!(r.flags & SS_SPILL_REC_OBJECT) || memcmp(r.id, l->id.b, SS_ID_SIZE) ||
                r.data_size != l->size || r.meta_size != l->meta_size ||
                r.data_off != l->data_off || r.rec_len != l->rec_len || r.seq != l->seq) {
         why = "header does not match the location";
     } else if (r.tomb) {
-        if ((i = ss__sp_rec_find(j->file, l->offset)) < 0 || (j->file->recs[i] & SS_SP_DEAD))
-            return -ENOENT;
         why = "record is tombstoned";
     } else if (ss__spill_hash64(p + sizeof(r), r.meta_size, SS_SPILL_SEED) != r.meta_hash) {
         why = "meta checksum mismatch";
@@ -987,6 +982,13 @@ static int read_verify(ss__spill *sp, struct ss__sp_job *j)
                                                   SS_SPILL_SEED) != r.data_hash) {
         why = "data checksum mismatch";
     }
+    /* A record deleted since this restore began may show its tombstone,
+     * or be read while the tombstone is being written: the 8 bytes can
+     * arrive torn (a page-cache copy is not atomic). Once the record is
+     * dead in memory, the object is gone, not damaged. */
+    if (why && j->file &&
+        ((i = ss__sp_rec_find(j->file, l->offset)) < 0 || (j->file->recs[i] & SS_SP_DEAD)))
+        return -ENOENT;
     if (why)
         return read_damaged(sp, l, why);
     if (rd->span && l->size) /* one span: copy the object out */
