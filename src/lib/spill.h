@@ -399,6 +399,10 @@ enum {
     /* the completion queue cannot grow: the write, read or notified delete
      * that needs it returns -ENOMEM, err unused */
     SS_SPILL_INJ_DONEQ = 1u << 8,
+    /* the io_uring's SQ has no free entry for the op being issued (as
+     * when the kernel has not yet given back the slots of a batch whose
+     * ops already completed), err unused */
+    SS_SPILL_INJ_SQFULL = 1u << 9,
     SS_SPILL_INJ_STICKY = 1u << 31,
 };
 /* Tests: while nonzero, the scan of every engine stalls before each file

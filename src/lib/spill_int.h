@@ -478,13 +478,20 @@ typedef struct ss__spill_scan_st {
  *    unlocked (the mutex orders the loop's writes before the worker's
  *    reads). Done, the worker sets op->res and appends the op to wd under
  *    `lock`, and writes efd if wd was empty. A fake completion (an
- *    injected failure, a full SQ) goes straight to wd the same way.
+ *    injected failure) goes straight to wd the same way.
  *  - ops to the ring: the loop fills SQEs and, once per call
  *    (ss__sp_io_submit), publishes the SQ tail with a store-release
  *    (sq_publish) and then sets sub_kick under `sub_lock` and signals
  *    `sub_cv`; the submitter calls io_uring_enter, which submits every
  *    entry up to the published tail. (SQPOLL and inline modes call
  *    io_uring_submit on the loop instead.) CQEs are read by the loop only.
+ *    The SQ has 4 x qd entries: in flight are at most 2 x qd ops, but the
+ *    kernel gives an SQE's slot back only when the io_uring_enter that
+ *    consumed it returns, and the ops of that batch may complete, be
+ *    reaped and be issued again before then. An op that still finds no
+ *    free SQE waits on sqw (the loop's), and every ss__sp_io_submit
+ *    prepares what waits there as slots come back, writing efd while any
+ *    is left so the loop comes back for it: it is never failed for it.
  *  - the loop's wakeup: efd is readable while reap has work. Producers
  *    first make their work visible (wd under `lock`, a CQE, a scan chunk
  *    under scan.lock), then write efd; ss__spill_reap drains efd first and
@@ -518,6 +525,7 @@ struct ss__spill {
     /* -- the ring: SQ and CQ are the loop's; see the protocol above */
     struct io_uring ring;   /* valid when uring */
     unsigned to_submit;     /* SQEs filled and not yet submitted (inline/SQPOLL modes) */
+    struct ss__sp_op *sqw_head, *sqw_tail; /* ops that found no free SQE, FIFO */
     pthread_t sub_thr;      /* the submitter (when sub_started) */
     pthread_mutex_t sub_lock; /* guards sub_kick and sub_stop */
     pthread_cond_t sub_cv;  /* the submitter waits here for sub_kick or sub_stop */

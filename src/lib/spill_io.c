@@ -171,22 +171,8 @@ static void worker_push(ss__spill *sp, struct ss__sp_op *op, bool completed)
         ss__sp_efd_signal(sp);
 }
 
-static void ring_prep(ss__spill *sp, struct ss__sp_op *op)
+static void ring_fill(ss__spill *sp, struct io_uring_sqe *sqe, struct ss__sp_op *op)
 {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&sp->ring);
-
-    if (!sqe && sp->submit_mode != SS_SP_SUB_THREAD) {
-        /* in flight is bounded by the SQ size, so only unsubmitted
-         * entries can fill it */
-        if (io_uring_submit(&sp->ring) >= 0)
-            sp->to_submit = 0;
-        sqe = io_uring_get_sqe(&sp->ring);
-    }
-    if (!sqe) {
-        op->res = -EAGAIN;
-        worker_push(sp, op, true);
-        return;
-    }
     switch (op->type) {
     case SS_SP_OP_WRITE:
         io_uring_prep_write(sqe, op->fd, op->buf + op->done, (unsigned)(op->len - op->done),
@@ -205,6 +191,41 @@ static void ring_prep(ss__spill *sp, struct ss__sp_op *op)
     }
     io_uring_sqe_set_data(sqe, op);
     sp->to_submit++;
+}
+
+/* An SQE, or NULL when every slot is taken (see the protocol in
+ * spill_int.h: slots come back when the kernel's submit returns). */
+static struct io_uring_sqe *ring_sqe(ss__spill *sp)
+{
+    struct io_uring_sqe *sqe;
+
+    if (ss__sp_inj_hit(sp, SS_SPILL_INJ_SQFULL))
+        return NULL;
+    sqe = io_uring_get_sqe(&sp->ring);
+    if (!sqe && sp->submit_mode != SS_SP_SUB_THREAD && sp->to_submit) {
+        /* entries not yet handed to the kernel: hand them over */
+        if (io_uring_submit(&sp->ring) >= 0)
+            sp->to_submit = 0;
+        sqe = io_uring_get_sqe(&sp->ring);
+    }
+    return sqe;
+}
+
+/* Fill an SQE for op, or queue op on sqw until one is free. */
+static void ring_prep(ss__spill *sp, struct ss__sp_op *op)
+{
+    struct io_uring_sqe *sqe = sp->sqw_head ? NULL : ring_sqe(sp);
+
+    if (!sqe) {
+        op->next = NULL;
+        if (sp->sqw_tail)
+            sp->sqw_tail->next = op;
+        else
+            sp->sqw_head = op;
+        sp->sqw_tail = op;
+        return;
+    }
+    ring_fill(sp, sqe, op);
 }
 
 void ss__sp_op_start(ss__spill *sp, struct ss__sp_op *op)
@@ -397,11 +418,27 @@ static void ring_submit(ss__spill *sp)
         ss__sp_efd_signal(sp); /* come back and submit the rest */
 }
 
-/* Hand the SQEs filled since the last call to the kernel. */
+/* Hand the SQEs filled since the last call to the kernel, after filling
+ * what slots have come back with the ops waiting for one. */
 void ss__sp_io_submit(ss__spill *sp)
 {
-    if (sp->uring && sp->to_submit)
+    struct io_uring_sqe *sqe;
+
+    if (!sp->uring)
+        return;
+    while (sp->sqw_head && (sqe = ring_sqe(sp))) {
+        struct ss__sp_op *op = sp->sqw_head;
+
+        sp->sqw_head = op->next;
+        if (!sp->sqw_head)
+            sp->sqw_tail = NULL;
+        op->next = NULL;
+        ring_fill(sp, sqe, op);
+    }
+    if (sp->to_submit)
         ring_submit(sp);
+    if (sp->sqw_head)
+        ss__sp_efd_signal(sp); /* come back once the kernel frees slots */
 }
 
 /* ---------------------------------------------------- reaping and start */
@@ -514,12 +551,12 @@ static int ring_init(ss__spill *sp, unsigned flags)
 {
     int rc = -EINVAL;
 
-    /* data + sync ops in flight never exceed 2 x qd: the SQ size */
+    /* 4 x qd entries: twice what is in flight (spill_int.h says why) */
     sp->submit_mode = flags & SS_SPILL_INLINE_SUBMIT ? SS_SP_SUB_INLINE : SS_SP_SUB_THREAD;
     if (flags & SS_SPILL_SQPOLL) {
         struct io_uring_params up = { .flags = IORING_SETUP_SQPOLL, .sq_thread_idle = 10 };
 
-        rc = io_uring_queue_init_params(2 * sp->qd, &sp->ring, &up);
+        rc = io_uring_queue_init_params(4 * sp->qd, &sp->ring, &up);
         if (rc == 0)
             sp->submit_mode = SS_SP_SUB_SQPOLL;
         else
@@ -527,7 +564,7 @@ static int ring_init(ss__spill *sp, unsigned flags)
                          ss_strerror(rc));
     }
     if (rc < 0)
-        rc = io_uring_queue_init(2 * sp->qd, &sp->ring, 0);
+        rc = io_uring_queue_init(4 * sp->qd, &sp->ring, 0);
     if (rc == 0) {
         rc = io_uring_register_eventfd(&sp->ring, sp->efd);
         if (rc < 0)

@@ -1752,6 +1752,58 @@ static void test_restore_torn_tombstone(void **state)
     mode_done();
 }
 
+/* The ring's SQ with no free entry (the kernel gives a batch's slots back
+ * only when the io_uring_enter that took it returns, and its ops may be
+ * reaped before that): the ops that find it full wait for a slot, however
+ * long, and then run; none fails. The old engine made each such op
+ * complete with -EAGAIN: a write retried 16 times at once and then
+ * failed, a sync failed outright, and the spill with it. */
+static void test_sq_full(void **state)
+{
+    enum { N = 6 };
+    const struct mode *m = *state;
+    struct obj objs[N];
+    ss__spill_done d[N];
+    ss__spill *sp;
+    char buf[256];
+    const char *dir;
+
+    MODE_SKIPS(m);
+    dir = mode_dir(m, buf, sizeof(buf));
+    T_SKIP_IF(!dir, NULL, no_mount_why);
+    for (int i = 0; i < N; i++) /* fused, and in files of their own */
+        obj_make(&objs[i], (uint32_t)i, i % 2 ? 700 * KiB + (uint64_t)i : 2000 + (uint64_t)i, 8, 0);
+    sp = eng_open(dir, m->flags);
+    ss__spill_inject(sp, SS_SPILL_INJ_SQFULL | SS_SPILL_INJ_STICKY, 2, 0);
+    for (int i = 0; i < N; i++)
+        t_assert_ok(ss__spill_write(sp, &objs[i].id, objs[i].uid, objs[i].data, objs[i].size,
+                                    objs[i].meta, objs[i].meta_size, (uint64_t)i));
+    /* many turns of the loop while no slot frees: nothing completes */
+    for (int k = 0; k < 200; k++) {
+        struct pollfd pfd = { .fd = ss__spill_event_fd(sp), .events = POLLIN };
+        ss__spill_done x;
+        int got;
+
+        (void)poll(&pfd, 1, k < 20 ? 10 : 0);
+        got = ss__spill_reap(sp, &x, 1);
+        t_assert_ok(got);
+        if (got)
+            fail_msg("a spill completed (status %d) while the SQ was full", x.status);
+    }
+    ss__spill_inject(sp, 0, 0, 0);
+    collect(sp, d, N);
+    for (int i = 0; i < N; i++) {
+        t_assert_ok(d[i].status);
+        objs[d[i].cookie].loc = d[i].loc;
+    }
+    for (int i = 0; i < N; i++)
+        t_assert_ok(restore(sp, &objs[i]));
+    ss__spill_close(sp);
+    for (int i = 0; i < N; i++)
+        obj_free(&objs[i]);
+    mode_done();
+}
+
 /* ------------------------------------------------------- hostile files */
 
 #define GiB (1024ull * MiB)
@@ -2371,6 +2423,8 @@ int main(void)
         cmocka_unit_test_prestate(test_v1_records, (void *)&M_TMPFS_FB),
         MODES(test_delete_notify),
         MODES(test_restore_torn_tombstone),
+        cmocka_unit_test_prestate(test_sq_full, (void *)&M_EXT4),
+        cmocka_unit_test_prestate(test_sq_full, (void *)&M_TMPFS),
         MODES(test_delete_during_append),
         cmocka_unit_test_prestate(test_fused_reclaim, (void *)&M_EXT4),
         cmocka_unit_test_prestate(test_fused_reclaim, (void *)&M_TMPFS_FB),
