@@ -51,6 +51,14 @@ int t_skip_program(const char *feature, const char *fmt, ...)
     return req ? T_EXIT_ERROR : T_EXIT_SKIP;
 }
 
+void t_apply_filter(void)
+{
+    const char *f = getenv("SS_TEST_FILTER");
+
+    if (f && *f)
+        cmocka_set_test_filter(f);
+}
+
 int t_finish(int failures, size_t ncases)
 {
     if (failures)

@@ -47,10 +47,14 @@ bool t_required(const char *feature);
 int t_skip_program(const char *feature, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* Run a group; 77 if every case skipped. */
+/* Run a group; 77 if every case skipped. SS_TEST_FILTER=pattern runs
+ * only the cases whose names match (cmocka's * and ? wildcards), e.g. to
+ * repeat one case under load. */
 #define t_run(group, setup, teardown)                                         \
-    t_finish(cmocka_run_group_tests(group, setup, teardown),                  \
-             sizeof(group) / sizeof((group)[0]))
+    (t_apply_filter(),                                                        \
+     t_finish(cmocka_run_group_tests(group, setup, teardown),                 \
+              sizeof(group) / sizeof((group)[0])))
+void t_apply_filter(void);
 int t_finish(int failures, size_t ncases);
 
 /* assert_int_equal with the error's text on failure. */
