@@ -161,7 +161,8 @@ typedef struct ss__cl_seg {
     uint64_t seg_id;
     uint64_t size;            /* mapping length: the whole segment */
     unsigned char *addr;      /* NULL while not mapped */
-    int fd;                   /* read-only fd kept only while not mapped, else -1 */
+    int fd;                   /* read-only fd kept only while not mapped (STAGE: the
+                                 area's fd, until a map of it succeeds), else -1 */
     uint8_t kind;             /* enum ss__seg_kind */
     bool deferred;            /* on the deferred list */
     bool writable;            /* the creator's RW mapping (MADV_DONTFORK), until seal */

@@ -107,20 +107,28 @@ static int create_staged(ss_client *c, ss__cl_slot *s, const ss__rep_create *rep
     ss__cl_hold *ho;
 
     if (rep->data.fd_index != SS_FD_NONE) {
+        /* the store sends an area's fd once: it is ours from here, kept
+         * until the mapping holds the memory */
+        sg = ss__cl_seg_insert(c, rep->data.seg_id, rep->data.seg_size, SS_SEG_STAGE);
+        if (!sg)
+            return -ENOMEM;
+        sg->fd = s->fds[0];
+        s->fds[0] = -1;
+    }
+    if (!sg->addr) {
+        /* first use, or a map that failed before (address space, map
+         * count): the fd was kept, so a later create that names the area
+         * without it can map it then */
         void *park;
-        void *p = ss__cl_map_area((size_t)rep->data.seg_size, s->fds[0], &park);
+        void *p = ss__cl_map_area((size_t)sg->size, sg->fd, &park);
 
         if (ss__is_err(p))
             return (int)ss__ptr_err(p);
-        sg = ss__cl_seg_insert(c, rep->data.seg_id, rep->data.seg_size, SS_SEG_STAGE);
-        if (!sg) {
-            ss__sys_munmap(p, (size_t)rep->data.seg_size * (park ? 2 : 1));
-            return -ENOMEM;
-        }
         sg->addr = p;
         sg->park = park;
         sg->writable = true;
-        ss__cl_close_fds(s->fds, 1); /* the mapping keeps the memory */
+        ss__sys_close(sg->fd); /* the mapping keeps the memory */
+        sg->fd = -1;
     }
     int rc = ss__cl_area_writable(sg); /* read-only since its last object's seal */
     if (rc < 0)
@@ -187,7 +195,7 @@ static bool stage_known(ss_client *c, const ss__rep_create *rep)
     if (rep->data.fd_index != SS_FD_NONE)
         return sg == NULL;
     return sg && sg->kind == SS_SEG_STAGE && sg->size == rep->data.seg_size && sg->refs == 0 &&
-           sg->addr;
+           (sg->addr || sg->fd >= 0);
 }
 
 static int cl_create(ss_client *c, const ss_id *id, uint64_t size, const void *meta,

@@ -13,7 +13,8 @@
  * areas; abort; a client that goes with staged objects open and sealed
  * leaves nothing behind; the per-client quota (creates beyond it are
  * written in place, in a "sealstore-obj" segment); ss_put's
- * create-and-seal path; a spilled and restored staged object.
+ * create-and-seal path; a spilled and restored staged object; a first
+ * mapping of an area that fails, and the area's next use.
  */
 #include "config.h"
 
@@ -27,9 +28,26 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static unsigned id_counter;
+
+/* While set, the next shared mapping of an fd made by this thread fails
+ * with ENOMEM (the library's mmap calls resolve to this one; the store's
+ * loop runs on its own thread and is not affected). */
+static __thread bool fail_next_shared_map;
+
+__attribute__((visibility("default"))) void *mmap(void *addr, size_t len, int prot, int flags,
+                                                  int fd, off_t off)
+{
+    if (fail_next_shared_map && fd >= 0 && (flags & MAP_SHARED)) {
+        fail_next_shared_map = false;
+        errno = ENOMEM;
+        return MAP_FAILED;
+    }
+    return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+}
 
 static ss_id new_id(void)
 {
@@ -275,6 +293,36 @@ static void test_put_staged(void **state)
     free(buf);
 }
 
+/* The first create naming a new area brings its fd; if mapping it
+ * fails (address space, map count), that create fails with the error and
+ * the area goes back to the store's free list, which counts its fd as
+ * sent. The next create that gets the area (no fd this time) maps it from
+ * the fd the client kept. The old client closed that fd, took the reply
+ * for a confused store and ended the connection (-SS_E_PROTO). */
+static void test_map_fails(void **state)
+{
+    ss_client *c = NULL;
+    ss_id id = new_id(), id2 = new_id();
+    void *data;
+
+    (void)state;
+    t_assert_ok(ss_connect(t_embed_path, 0, &c));
+    fail_next_shared_map = true;
+    t_assert_err(ss_create(c, &id, 1 << 20, NULL, 0, &data), -ENOMEM);
+    assert_false(fail_next_shared_map);
+    t_assert_ok(ss_create(c, &id2, 1 << 20, NULL, 0, &data));
+    t_expect_map(data, "sealstore-stage", "rw-s");
+    t_fill(data, 1 << 20, 91);
+    t_assert_ok(ss_seal(c, &id2));
+    t_assert_ok(ss_release(c, &id2));
+    read_back(&id2, 1 << 20, 91);
+    /* the failed one left nothing: its id is free */
+    t_assert_ok(ss_create(c, &id, 1 << 20, NULL, 0, &data));
+    t_assert_ok(ss_abort(c, &id));
+    t_assert_ok(ss_delete(c, &id2));
+    ss_disconnect(c);
+}
+
 static int group_setup(void **state)
 {
     if (ss_option_set(SS_OPT_POOL_SIZE, "0") < 0 || ss_option_set(SS_OPT_CAPACITY, "1G") < 0 ||
@@ -295,6 +343,7 @@ int main(void)
         cmocka_unit_test(test_disconnect),
         cmocka_unit_test(test_quota),
         cmocka_unit_test(test_put_staged),
+        cmocka_unit_test(test_map_fails),
         cmocka_unit_test(test_spill_restore),
     };
 
