@@ -281,6 +281,7 @@ static void *faulted_alloc(uint64_t len)
 struct bl_arg {
     int bk;
     uint64_t len;
+    uint64_t call; /* memcpy: bytes per call (0: len) */
     void *src, *dst;
     struct samples s;
     struct fig *f;
@@ -303,9 +304,11 @@ static int rep_memset(struct bench *b, void *arg, int rep, char *why)
 static int rep_memcpy(struct bench *b, void *arg, int rep, char *why)
 {
     struct bl_arg *a = arg;
+    uint64_t call = a->call ? a->call : a->len;
     uint64_t t0 = now_ns();
 
-    memcpy(a->dst, a->src, a->len);
+    for (uint64_t off = 0; off + call <= a->len; off += call)
+        memcpy((char *)a->dst + off, (const char *)a->src + off, call);
     clobber(a->dst);
     if (rep >= 0)
         samples_add(&a->s, gbps(a->len, now_ns() - t0));
@@ -418,6 +421,29 @@ const struct fig *bl_memcpy(struct bench *b)
     CK(ss__sys_munmap(a.src, a.len));
     CK(ss__sys_munmap(a.dst, a.len));
     return &b->bl_memcpy;
+}
+
+const struct fig *bl_memcpy_sized(struct bench *b, uint64_t size)
+{
+    struct bl_arg a = {.call = size};
+    char why[WHY_LEN], label[48], sz[16];
+    int k = 0;
+
+    while (k < b->nsizes && b->sizes[k] != size)
+        k++;
+    if (k == b->nsizes || !size)
+        return bl_memcpy(b);
+    a.f = &b->bl_memcpy_at[k];
+    if (a.f->done)
+        return a.f;
+    a.len = size >= b->bw_region ? size : b->bw_region / size * size;
+    a.src = faulted_alloc(a.len);
+    a.dst = faulted_alloc(a.len);
+    snprintf(label, sizeof(label), "memcpy faulted, calls of %s", fmt_size(size, sz, sizeof(sz)));
+    bl_finish(b, &a, run_reps(b, label, b->reps, rep_memcpy, &a, why), why);
+    CK(ss__sys_munmap(a.src, a.len));
+    CK(ss__sys_munmap(a.dst, a.len));
+    return a.f;
 }
 
 static const struct fig *bl_fill(struct bench *b, int bk, bool zero)

@@ -184,6 +184,7 @@ struct bench {
     int nrows;
     /* memoized baselines (bench-machine.c) */
     struct fig bl_memset, bl_memset0, bl_memcpy;
+    struct fig bl_memcpy_at[MAX_SIZES]; /* bl_memcpy_sized, by --sizes index */
     struct fig bl_touch[SS_BACKING__COUNT]; /* first-touch memset of a fresh memfd */
     struct fig bl_zero[SS_BACKING__COUNT];  /* MADV_POPULATE_WRITE of a fresh memfd */
     struct opfig bl_rtt;                    /* bare SOCK_SEQPACKET 64 B round trip */
@@ -298,6 +299,11 @@ void thp_note(int bk, const struct fresh *m, struct fig *f);
 const struct fig *bl_memset(struct bench *b);
 const struct fig *bl_memset_zeros(struct bench *b);
 const struct fig *bl_memcpy(struct bench *b);
+/* memcpy in calls of `size` bytes (one of --sizes) through the streaming
+ * region (or one call, if size is larger): the copy a caller of that size
+ * makes, whose speed depends on the call's size (the C library switches
+ * strategies with it). Other sizes: bl_memcpy. */
+const struct fig *bl_memcpy_sized(struct bench *b, uint64_t size);
 const struct fig *bl_touch(struct bench *b, int bk); /* first-touch memset */
 const struct fig *bl_zero(struct bench *b, int bk);  /* MADV_POPULATE_WRITE */
 /* Microseconds the kernel needs to zero `bytes` of bk (NaN if skipped). */
