@@ -388,6 +388,8 @@ struct ss_client {
     bool local_gets;          /* SEALSTORE_LOCAL_GETS: serve re-gets of held objects */
     bool no_remote;           /* the store refused to read our memory (PUTV -EPERM):
                                  large puts write their own segment from now on */
+    unsigned inj_map_fail;    /* tests: the next this many staging-area maps fail with
+                                 ENOMEM (lock held) */
     ss__cl_slab slabs[SS_CL_SLABS]; /* small creations' private buffers */
     uint8_t slab_cur;         /* the slab new buffers are cut from */
     ss__spin spin;            /* SEALSTORE_BUSY_POLL: the reader's spin before it

@@ -120,7 +120,8 @@ static int create_staged(ss_client *c, ss__cl_slot *s, const ss__rep_create *rep
          * count): the fd was kept, so a later create that names the area
          * without it can map it then */
         void *park;
-        void *p = ss__cl_map_area((size_t)sg->size, sg->fd, &park);
+        void *p = c->inj_map_fail ? (c->inj_map_fail--, ss__err_ptr(-ENOMEM))
+                                  : ss__cl_map_area((size_t)sg->size, sg->fd, &park);
 
         if (ss__is_err(p))
             return (int)ss__ptr_err(p);

@@ -28,26 +28,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 static unsigned id_counter;
-
-/* While set, the next shared mapping of an fd made by this thread fails
- * with ENOMEM (the library's mmap calls resolve to this one; the store's
- * loop runs on its own thread and is not affected). */
-static __thread bool fail_next_shared_map;
-
-__attribute__((visibility("default"))) void *mmap(void *addr, size_t len, int prot, int flags,
-                                                  int fd, off_t off)
-{
-    if (fail_next_shared_map && fd >= 0 && (flags & MAP_SHARED)) {
-        fail_next_shared_map = false;
-        errno = ENOMEM;
-        return MAP_FAILED;
-    }
-    return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
-}
 
 static ss_id new_id(void)
 {
@@ -294,7 +277,7 @@ static void test_put_staged(void **state)
 }
 
 /* The first create naming a new area brings its fd; if mapping it
- * fails (address space, map count), that create fails with the error and
+ * fails (address space, map count; here injected), that create fails with the error and
  * the area goes back to the store's free list, which counts its fd as
  * sent. The next create that gets the area (no fd this time) maps it from
  * the fd the client kept. The old client closed that fd, took the reply
@@ -307,9 +290,9 @@ static void test_map_fails(void **state)
 
     (void)state;
     t_assert_ok(ss_connect(t_embed_path, 0, &c));
-    fail_next_shared_map = true;
+    c->inj_map_fail = 1;
     t_assert_err(ss_create(c, &id, 1 << 20, NULL, 0, &data), -ENOMEM);
-    assert_false(fail_next_shared_map);
+    assert_int_equal(c->inj_map_fail, 0);
     t_assert_ok(ss_create(c, &id2, 1 << 20, NULL, 0, &data));
     t_expect_map(data, "sealstore-stage", "rw-s");
     t_fill(data, 1 << 20, 91);
